@@ -1,0 +1,128 @@
+"""Attention work shared by the KV methods (per GPU of a TP replica).
+
+Notation: ``n_h`` query heads (per GPU: ``n_h / tp``), ``d_qk`` query/key head dim, ``d_v``
+value head dim, ``L`` layers. FLOPs = 2 per multiply-add.
+
+* Decode (one new token per sequence attending over ``n`` cached tokens + itself):
+  FLOPs ``2 * n_h * (d_qk + d_v) * (n + 1)`` per layer (QK^T and PV; METHODS.md 1.0
+  ``4 L n_h d S``); HBM bytes = the K and V read once (GenZ accounting, SPECS.md
+  takeaway 3), the new token's K,V written, Q and O in and out. GQA saves bytes, not FLOPs.
+* MLA decode with absorbed projections (DeepSeek-V2 §2.1.3): each head attends to the
+  latent ``c_KV`` (``d_c``) plus the RoPE key (``d_r``): FLOPs ``2 n_h (d_c + d_r) + 2 n_h d_c``
+  per token per layer, bytes ``(d_c + d_r) * b`` per token per layer (shared by all heads).
+* Prefill of ``n`` new tokens after ``c`` cached tokens (causal):
+  ``pairs = n*c + n(n+1)/2``; FLOPs ``2 * n_h * (d_qk + d_v) * pairs`` per layer
+  (SPECS.md F2 with causal halving, as FlashAttention skips masked blocks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvsim.cost import Cost, Num, Part
+from kvsim.deployment import Deployment
+
+
+def _sum_seq(x: Num) -> Num:
+    """Sum over the sequence (last) axis of an array; scalars pass through."""
+    if isinstance(x, np.ndarray) and x.ndim >= 1:
+        return x.sum(axis=-1)
+    return x
+
+
+def _nseq(x: Num) -> Num:
+    if isinstance(x, np.ndarray) and x.ndim >= 1:
+        return float(x.shape[-1])
+    return 1.0
+
+
+def decode_flops_per_token_layer(dep: Deployment, heads_frac: float = 1.0) -> float:
+    """Attention FLOPs per attended token per layer per GPU for one query token."""
+    m = dep.model
+    nh = dep.q_heads_per_gpu * heads_frac
+    if m.mla is not None:
+        dc, dr = m.mla.kv_lora_rank, m.mla.qk_rope_head_dim
+        return 2.0 * nh * (dc + dr) + 2.0 * nh * dc
+    return 2.0 * nh * (m.q_head_dim + m.head_dim)
+
+
+def kv_bytes_per_token_layer(dep: Deployment, bytes_per_elem: float | None = None, heads_frac: float = 1.0) -> float:
+    """KV bytes per token per layer on one GPU for a fraction of the KV heads."""
+    b = dep.kvb if bytes_per_elem is None else bytes_per_elem
+    return dep.model.kv_elements_per_token_per_layer * dep.kv_shard * b * heads_frac
+
+
+def decode_attention(
+    dep: Deployment,
+    n_attended: Num,
+    *,
+    layers: float | None = None,
+    kv_bytes_per_token_layer_read: float | None = None,
+    heads_frac: float = 1.0,
+    n_written: Num | None = None,
+    kv_bytes_per_token_layer_written: float | None = None,
+    name: str = "attn_decode",
+    extra_flops_per_token_layer: float = 0.0,
+) -> Cost:
+    """Decode attention of a batch on the GPU.
+
+    Args:
+        n_attended: [..., B] tokens each sequence attends to (cached tokens read + its own).
+        layers: layers this applies to (default all).
+        kv_bytes_per_token_layer_read: bytes read per attended token per layer per GPU
+            (default: uncompressed KV of ``heads_frac`` of the heads).
+        heads_frac: fraction of the query/KV heads this applies to (DuoAttention groups).
+        n_written: [..., B] tokens whose KV is written this step (default 1 per sequence).
+        extra_flops_per_token_layer: additional FLOPs per attended token per layer
+            (e.g. dequantization: 2 per element, METHODS.md 1.1).
+    """
+    m = dep.model
+    L = m.num_layers if layers is None else layers
+    rb = kv_bytes_per_token_layer(dep, heads_frac=heads_frac) if kv_bytes_per_token_layer_read is None else kv_bytes_per_token_layer_read
+    wbytes = kv_bytes_per_token_layer(dep, heads_frac=heads_frac) if kv_bytes_per_token_layer_written is None else kv_bytes_per_token_layer_written
+    n_tot = _sum_seq(n_attended)
+    B = _nseq(n_attended)
+    w_tot = B if n_written is None else _sum_seq(n_written)
+    flops = L * n_tot * (decode_flops_per_token_layer(dep, heads_frac) + extra_flops_per_token_layer)
+    qo_bytes = L * B * 2 * dep.q_heads_per_gpu * heads_frac * m.q_head_dim * dep.ab
+    hbm = L * (n_tot * rb + w_tot * wbytes) + qo_bytes
+    return Cost.of(Part(name, "attn_decode", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=float(L)))
+
+
+def prefill_pairs(n_new: Num, n_cached: Num) -> Num:
+    """Causal (query, key) pairs of a chunk of ``n_new`` tokens after ``n_cached`` tokens."""
+    return n_new * n_cached + n_new * (n_new + 1) / 2.0
+
+
+def prefill_attention(
+    dep: Deployment,
+    n_new: Num,
+    n_cached: Num,
+    *,
+    layers: float | None = None,
+    heads_frac: float = 1.0,
+    pairs: Num | None = None,
+    kv_write_bytes_per_token_layer: float | None = None,
+    name: str = "attn_prefill",
+) -> Cost:
+    """Prefill attention of the chunks of one step ([R] arrays or scalars), FlashAttention-style.
+
+    FLOPs ``L * 2 n_h (d_qk + d_v) * pairs``; HBM: Q, K, V, O of the new tokens, the cached
+    prefix's KV read once per chunk, and the new tokens' KV written to the cache.
+    ``pairs`` overrides the causal pair count (window attention: StreamingLLM, DuoAttention).
+    """
+    m = dep.model
+    L = m.num_layers if layers is None else layers
+    nh = dep.q_heads_per_gpu * heads_frac
+    d_qk, d_v = m.q_head_dim, (m.mla.v_head_dim if m.mla else m.head_dim)
+    pr = prefill_pairs(n_new, n_cached) if pairs is None else pairs
+    flops = L * 2.0 * nh * (d_qk + d_v) * _sum_seq(pr)
+    kv_tok = kv_bytes_per_token_layer(dep, heads_frac=heads_frac)
+    w_tok = kv_tok if kv_write_bytes_per_token_layer is None else kv_write_bytes_per_token_layer
+    new = _sum_seq(n_new)
+    act = L * new * nh * (2 * d_qk + 2 * d_v) * dep.ab  # Q, K, V in; O out (per GPU heads)
+    hbm = act + L * _sum_seq(n_cached) * kv_tok + L * new * w_tok
+    has = 1.0 if not isinstance(new, np.ndarray) else (new > 0).astype(np.float64)
+    if not isinstance(new, np.ndarray) and new <= 0:
+        has = 0.0
+    return Cost.of(Part(name, "attn_prefill", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=L * has))

@@ -1,0 +1,74 @@
+"""Calibration files: fitted efficiencies that override a system's defaults.
+
+Written by ``kvsim validate calibrate`` and read by ``--calibration FILE`` in
+``estimate``, ``simulate`` and ``plan``. Format (YAML)::
+
+    kind: calibration
+    device: "NVIDIA H100 80GB HBM3"      # what the microbenchmarks ran on
+    applies_to: h100                     # system/GPU name it was fitted for (informational)
+    created: 2026-11-24
+    torch_version: 2.13.0
+    efficiencies:                        # per op class, any subset of compute/memory/overhead_s
+      gemm: {compute: 0.71, memory: 0.83, overhead_s: 6.0e-6}
+    residuals:                           # per kernel: measured vs fitted seconds
+      - {kernel: gemm_bf16_4096x4096x4096, op: gemm, measured_s: 1.2e-4, predicted_s: 1.1e-4}
+    source: "kvsim validate run --device cuda; fit by scipy.optimize.least_squares"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from kvsim.errors import SpecError
+from kvsim.hardware import System
+from kvsim.specbase import Strict, read_yaml, validate_dict
+
+
+class Residual(Strict):
+    kernel: str
+    op: str
+    measured_s: float
+    predicted_s: float
+    predicted_default_s: float | None = None
+
+
+class Calibration(Strict):
+    kind: str = Field("calibration", pattern="^calibration$")
+    device: str
+    applies_to: str = ""
+    created: str = ""
+    torch_version: str = ""
+    host: dict = Field(default_factory=dict, description="optional measured host facts (cores, DRAM bandwidth)")
+    efficiencies: dict[str, dict[str, float]]
+    residuals: list[Residual] = []
+    source: str = ""
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: calibration file not found")
+    cal = validate_dict(Calibration, read_yaml(p), str(p))
+    for op, fields in cal.efficiencies.items():
+        bad = set(fields) - {"compute", "memory", "overhead_s"}
+        if bad:
+            raise SpecError(f"{p}: efficiencies.{op}: unknown field(s) {', '.join(sorted(bad))} (allowed: compute, memory, overhead_s)")
+    return cal
+
+
+def apply_calibration(system: System, cal: Calibration, origin: str = "") -> System:
+    """``system`` with the calibration's efficiencies in force (validated)."""
+    try:
+        eff = system.eff.with_overrides(cal.efficiencies, source=f"calibration {origin or cal.device}")
+    except ValueError as err:
+        msg = str(err).splitlines()[0]
+        raise SpecError(f"{origin or 'calibration'}: efficiencies: {msg}") from None
+    return system.with_efficiencies(eff)
+
+
+def save_calibration(cal: Calibration, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(cal.model_dump(), sort_keys=False), encoding="utf-8")

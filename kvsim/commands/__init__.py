@@ -1,0 +1,1 @@
+"""CLI command implementations (thin: parse, load specs, call one library function, render)."""

@@ -1,0 +1,113 @@
+"""Options and helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from kvsim.errors import ConfigError
+
+HwOpt = Annotated[str, typer.Option("--hw", help="system name/alias (a100, a100-40g, v100, l20, 4090, h100, h200, ...) or a YAML file")]
+ModelOpt = Annotated[str, typer.Option("--model", help="model name/alias, a kvsim model YAML, or a Hugging Face config.json")]
+MethodOpt = Annotated[
+    list[str],
+    typer.Option("--method", help="KV method(s): name, name:key=value,..., a comma list, or 'all'"),
+]
+TpOpt = Annotated[int, typer.Option("--tp", min=1, help="tensor-parallel GPUs per replica")]
+WeightDtypeOpt = Annotated[str, typer.Option("--weight-dtype", help="bf16, fp16, fp8, int8, int4")]
+KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="dtype of uncompressed KV: bf16, fp16, fp8, int8")]
+GpuUtilOpt = Annotated[float, typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, help="fraction of GPU memory the engine may use (vLLM default 0.9)")]
+CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="calibration YAML from `kvsim validate calibrate`")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON to stdout")]
+
+
+def split_methods(values: list[str]) -> list[str]:
+    """Split ``--method`` values into method specs.
+
+    ``"full,kivi:bits=4,group=64,magicpig"`` -> ``["full", "kivi:bits=4,group=64", "magicpig"]``
+    (a comma item holding ``=`` but no ``:`` continues the previous method's params);
+    ``"all"`` expands to every registered method with default params.
+    """
+    from kvsim.methods import method_names
+
+    out: list[str] = []
+    for v in values:
+        for item in v.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if "=" in item and ":" not in item:
+                if not out:
+                    raise ConfigError(f"--method: parameter '{item}' comes before any method name")
+                out[-1] += "," + item
+            elif item.lower() == "all":
+                out.extend(method_names())
+            else:
+                out.append(item)
+    if not out:
+        raise ConfigError("--method: no method given")
+    return out
+
+
+def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                     gpu_memory_utilization: float = 0.9, calibration: str | None = None):
+    """Resolve specs (and an optional calibration) into a Deployment."""
+    from kvsim.deployment import Deployment
+    from kvsim.hardware import load_system
+    from kvsim.models import load_model
+
+    system = load_system(hw)
+    if calibration:
+        from kvsim.calibration import apply_calibration, load_calibration
+
+        system = apply_calibration(system, load_calibration(calibration), origin=calibration)
+    act = "fp16" if weight_dtype == "fp16" else "bf16"
+    return Deployment(system=system, model=load_model(model), weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                      act_dtype=act, tp=tp, gpu_memory_utilization=gpu_memory_utilization)
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=_default)
+    sys.stdout.write("\n")
+
+
+def _default(o):
+    if hasattr(o, "model_dump"):
+        return o.model_dump()
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def fmt_bytes(b: float | None) -> str:
+    """Decimal units (GB = 1e9 B), as vendors and the papers print them."""
+    if b is None:
+        return "-"
+    for unit, k in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(b) >= k:
+            return f"{b / k:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+def fmt_s(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s >= 1:
+        return f"{s:.3f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def fmt_num(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"

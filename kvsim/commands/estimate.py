@@ -1,0 +1,112 @@
+"""``kvsim estimate``: one configuration (or a side-by-side table of methods)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from kvsim.commands.common import (
+    CalibrationOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
+    build_deployment, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
+)
+from kvsim.errors import ConfigError
+
+
+def _parse_batch(batch: str) -> int | str:
+    if batch.strip().lower() == "max":
+        return "max"
+    try:
+        b = int(batch)
+    except ValueError:
+        raise ConfigError(f"--batch must be a positive integer or 'max', got '{batch}'") from None
+    if b < 1:
+        raise ConfigError(f"--batch must be >= 1, got {b}")
+    return b
+
+
+def estimate_cmd(
+    hw: HwOpt = "a100",
+    model: ModelOpt = "llama-3.1-8b",
+    method: MethodOpt = ["full"],  # noqa: B006 (typer needs a literal default)
+    context: Annotated[int, typer.Option("--context", min=1, help="tokens in each request's KV cache")] = 4096,
+    batch: Annotated[str, typer.Option("--batch", help="concurrent requests, or 'max' for the best-throughput batch")] = "1",
+    tp: TpOpt = 1,
+    weight_dtype: WeightDtypeOpt = "bf16",
+    kv_dtype: KvDtypeOpt = "bf16",
+    gpu_memory_utilization: GpuUtilOpt = 0.9,
+    calibration: CalibrationOpt = None,
+    breakdown: Annotated[bool, typer.Option("--breakdown/--no-breakdown", help="per-component table (single method)")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Closed-form estimate: KV bytes/token, max batch, TTFT, TBT, throughput and a breakdown."""
+    from kvsim.estimate import estimate
+    from kvsim.methods import make_method
+
+    b = _parse_batch(batch)
+    dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                           gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
+    if context > dep.model.max_context_tokens:
+        print(f"note: --context {context} exceeds {dep.model.name}'s max context {dep.model.max_context_tokens}",
+              file=sys.stderr)
+    results = [estimate(dep, make_method(spec, dep), context, b) for spec in split_methods(method)]
+    if as_json:
+        print_json([r.model_dump() for r in results])
+        return
+    if len(results) == 1:
+        _print_one(results[0], breakdown)
+    else:
+        _print_table(results)
+
+
+def _print_one(r, breakdown: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"{r.model} on {r.hw} - {r.method}, context {r.context:,}, batch {r.batch}", show_header=False)
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    rows = [
+        ("KV bytes/token (GPU, per GPU)", fmt_num(r.kv_bytes_per_token_gpu, 0)),
+        ("KV bytes/token (host)", fmt_num(r.kv_bytes_per_token_host, 0)),
+        ("max batch (GPU / host)", f"{r.max_batch} ({r.max_batch_gpu} / {_inf(r.max_batch_host)})"),
+        ("TTFT (one request)", fmt_s(r.ttft_s)),
+        ("TBT at batch", fmt_s(r.tbt_s)),
+        ("throughput (decode tok/s)", fmt_num(r.throughput_tok_s)),
+        ("GPU memory per GPU", f"{fmt_bytes(r.memory_gpu_bytes)} (weights {fmt_bytes(r.weights_bytes_per_gpu)}, KV {fmt_bytes(r.kv_gpu_bytes)}, reserve {fmt_bytes(r.activation_reserve_bytes)})"),
+        ("host memory", fmt_bytes(r.memory_host_bytes)),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    con.print(t)
+    if not r.fits:
+        msg = "nothing fits: even one request exceeds memory (OOM)" if r.max_batch == 0 else f"batch {r.batch} does not fit (max {r.max_batch})"
+        con.print(f"[bold red]warning:[/] {msg}")
+    if breakdown and r.breakdown:
+        bt = Table(title="breakdown")
+        for c in ("phase", "component", "device", "time", "share", "bound by"):
+            bt.add_column(c, justify="right" if c in ("time", "share") else "left")
+        for row in r.breakdown:
+            bt.add_row(row.phase, row.component, row.device, fmt_s(row.seconds), f"{row.share * 100:.1f}%", row.bound)
+        con.print(bt)
+
+
+def _inf(n: int) -> str:
+    return "unbounded" if n >= 1_000_000 else str(n)
+
+
+def _print_table(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    r0 = results[0]
+    t = Table(title=f"{r0.model} on {r0.hw}, context {r0.context:,}")
+    for c in ("method", "KV B/tok GPU", "KV B/tok host", "max batch", "batch", "TTFT", "TBT", "tok/s", "GPU mem", "host mem"):
+        t.add_column(c, justify="left" if c == "method" else "right")
+    for r in results:
+        t.add_row(r.method, fmt_num(r.kv_bytes_per_token_gpu, 0), fmt_num(r.kv_bytes_per_token_host, 0), str(r.max_batch),
+                  str(r.batch) + ("" if r.fits else " (OOM)"), fmt_s(r.ttft_s), fmt_s(r.tbt_s), fmt_num(r.throughput_tok_s),
+                  fmt_bytes(r.memory_gpu_bytes), fmt_bytes(r.memory_host_bytes))
+    Console().print(t)

@@ -1,0 +1,101 @@
+"""A deployment: a model served on a system with chosen dtypes and tensor parallelism.
+
+Memory and work are accounted *per GPU* of one tensor-parallel replica.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from kvsim.dtypes import COMPUTE_DTYPE, bits, nbytes
+from kvsim.errors import ConfigError
+from kvsim.hardware import System
+from kvsim.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Model + system + precision choices.
+
+    Attributes:
+        weight_dtype: storage dtype of weights (bf16/fp16/fp8/int8/int4).
+        kv_dtype: storage dtype of the *uncompressed* KV cache (bf16/fp16/fp8/int8).
+        act_dtype: activation / attention math dtype (bf16 or fp16).
+        tp: tensor-parallel degree (GPUs per replica).
+        gpu_memory_utilization: fraction of GPU memory the engine may use (vLLM's knob).
+    """
+
+    system: System
+    model: ModelSpec
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    act_dtype: str = "bf16"
+    tp: int = 1
+    gpu_memory_utilization: float = 0.9
+
+    def __post_init__(self) -> None:
+        for d in (self.weight_dtype, self.kv_dtype, self.act_dtype):
+            bits(d)  # raises a one-line SpecError for unknown dtypes
+        if self.tp < 1 or self.tp > self.system.num_gpus:
+            raise ConfigError(f"--tp {self.tp} must be between 1 and the {self.system.num_gpus} GPUs of {self.system.name}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+
+    # ----- bytes per element -----
+    @property
+    def wb(self) -> float:
+        """Bytes per weight element."""
+        return nbytes(self.weight_dtype)
+
+    @property
+    def ab(self) -> float:
+        """Bytes per activation element."""
+        return nbytes(self.act_dtype)
+
+    @property
+    def kvb(self) -> float:
+        """Bytes per uncompressed KV element."""
+        return nbytes(self.kv_dtype)
+
+    @property
+    def gemm_dtype(self) -> str:
+        """Math dtype of weight GEMMs: W8A8 for fp8/int8 weights, W4A16 dequantizes to act dtype."""
+        if self.weight_dtype in ("fp8", "int8"):
+            return COMPUTE_DTYPE[self.weight_dtype]
+        return self.act_dtype if self.weight_dtype in ("int4", "int2") else COMPUTE_DTYPE[self.weight_dtype]
+
+    # ----- sharding -----
+    @property
+    def kv_heads_per_gpu(self) -> int:
+        """KV heads stored on each GPU: heads are split over TP, replicated when tp > n_kv."""
+        return math.ceil(self.model.num_kv_heads / self.tp)
+
+    @property
+    def kv_shard(self) -> float:
+        """Fraction of a request's KV elements stored on each GPU (MLA latent is replicated)."""
+        if self.model.mla is not None:
+            return 1.0
+        return self.kv_heads_per_gpu / self.model.num_kv_heads
+
+    @property
+    def q_heads_per_gpu(self) -> float:
+        return self.model.num_heads / self.tp
+
+    # ----- memory -----
+    @property
+    def weight_bytes_per_gpu(self) -> float:
+        """All stored weights / tp (bytes)."""
+        return self.model.total_params * self.wb / self.tp
+
+    @property
+    def full_kv_bytes_per_token(self) -> float:
+        """Uncompressed KV bytes per token per GPU, all layers: ``L * kv_elems * b_kv * shard``.
+
+        Llama-2-7B bf16, tp=1: 32 * (2*32*128) * 2 = 524,288 B (METHODS.md 1.0)."""
+        m = self.model
+        return m.num_layers * m.kv_elements_per_token_per_layer * self.kvb * self.kv_shard
+
+    @property
+    def gpu_memory_budget_bytes(self) -> float:
+        return self.system.gpu.memory_bytes * self.gpu_memory_utilization

@@ -1,0 +1,57 @@
+"""Numeric formats and their storage size.
+
+This table is the single place where "bytes per element" lives: every weight, KV or
+activation size in kvsim is ``elements * bits(dtype) / 8``. KV compression methods
+change the KV dtype (KIVI 2/4-bit) or add metadata on top; nothing else hard-codes
+"2 bytes per float".
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from kvsim.errors import unknown_name
+
+DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "int2"]
+
+#: storage bits per element
+_BITS: dict[str, float] = {
+    "fp32": 32,
+    "tf32": 32,
+    "bf16": 16,
+    "fp16": 16,
+    "fp8": 8,
+    "int8": 8,
+    "int4": 4,
+    "int2": 2,
+}
+
+#: dtype used for tensor-core math when a tensor of this storage dtype is multiplied.
+#: Weight-only int4/int8 (AWQ/GPTQ-style) dequantizes to fp16 before the MMA.
+COMPUTE_DTYPE: dict[str, str] = {
+    "fp32": "fp32",
+    "tf32": "tf32",
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "fp8": "fp8",
+    "int8": "int8",
+    "int4": "fp16",
+    "int2": "fp16",
+}
+
+
+def bits(dtype: str) -> float:
+    """Storage bits per element of ``dtype``."""
+    try:
+        return _BITS[dtype]
+    except KeyError:
+        raise unknown_name("dtype", dtype, _BITS) from None
+
+
+def nbytes(dtype: str) -> float:
+    """Storage bytes per element of ``dtype`` (may be fractional: int4 = 0.5)."""
+    return bits(dtype) / 8.0
+
+
+def all_dtypes() -> list[str]:
+    return list(_BITS)

@@ -1,0 +1,38 @@
+"""User-facing errors.
+
+Everything a user can get wrong (unknown names, broken YAML, bad trace rows, bad
+options) raises a :class:`KvsimError` subclass whose message is complete on its own.
+The CLI prints each line of the message prefixed with ``error:`` and exits with
+``exit_code``; no traceback is shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class KvsimError(Exception):
+    """An error caused by user input; ``str(err)`` is the message shown to the user."""
+
+    exit_code = 1
+
+
+class SpecError(KvsimError):
+    """A hardware, model, method or calibration spec is unknown or invalid."""
+
+
+class TraceError(KvsimError):
+    """A trace file is missing, malformed or has no usable request."""
+
+
+class ConfigError(KvsimError):
+    """Options that do not fit together (e.g. a batch that cannot fit in memory)."""
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> SpecError:
+    """Error for an unknown name, listing close matches and every valid choice."""
+    choices = sorted(set(choices))
+    close = difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return SpecError(f"unknown {kind} '{name}'.{hint} Choices: {', '.join(choices)}")

@@ -1,0 +1,147 @@
+"""``kvsim estimate``: closed-form answers for one (hardware, model, method, context, batch).
+
+* KV bytes per token on GPU and host: ``kv_bytes(context) / context``.
+* Largest batch: requests of ``context`` tokens that fit the GPU and host KV budgets
+  (:mod:`kvsim.memory`), with the activation reserve sized for one whole-prompt prefill.
+* TTFT: one request's prompt prefilled in one step (no queueing).
+* TBT: one decode step with every sequence holding ``context`` cached tokens.
+* Throughput: decode tokens per second at the batch, ``batch / TBT``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel
+
+from kvsim.deployment import Deployment
+from kvsim.memory import memory_budget
+from kvsim.methods.base import KVMethod
+from kvsim.roofline import Timing
+from kvsim.step import StepModel
+
+#: batch sizes tried by ``--batch max`` beyond which we sample geometrically
+_DENSE_SEARCH_LIMIT = 256
+
+
+class BreakdownRow(BaseModel):
+    phase: str  # "prefill" (TTFT) or "decode" (TBT)
+    component: str
+    op: str
+    device: str
+    seconds: float
+    share: float  # of the phase total
+    bound: str  # resource that bounds this component
+
+
+class EstimateResult(BaseModel):
+    hw: str
+    model: str
+    method: str
+    context: int
+    batch: int
+    fits: bool
+    kv_bytes_per_token_gpu: float
+    kv_bytes_per_token_host: float
+    max_batch: int
+    max_batch_gpu: int
+    max_batch_host: int
+    ttft_s: float | None
+    tbt_s: float | None
+    throughput_tok_s: float | None
+    memory_gpu_bytes: float  # weights + KV + reserves, per GPU, at the batch
+    memory_host_bytes: float  # host KV / tables at the batch
+    weights_bytes_per_gpu: float
+    kv_gpu_bytes: float
+    kv_host_bytes: float
+    activation_reserve_bytes: float
+    tp: int
+    weight_dtype: str
+    kv_dtype: str
+    breakdown: list[BreakdownRow]
+
+
+def _rows(phase: str, t: Timing) -> list[BreakdownRow]:
+    total = float(t.total_s) or 1.0
+    return [
+        BreakdownRow(phase=phase, component=p.name, op=p.op, device=p.device, seconds=float(p.seconds),
+                     share=float(p.seconds) / total, bound=p.bound)
+        for p in t.parts
+    ]
+
+
+@dataclass
+class Estimator:
+    dep: Deployment
+    method: KVMethod
+
+    def __post_init__(self) -> None:
+        self.step = StepModel(self.dep, self.method)
+
+    def tbt_s(self, ctx_tokens: float, batch: int) -> float:
+        return float(self.step.decode_timing(np.full(batch, float(ctx_tokens))).total_s)
+
+    def best_batch(self, ctx_tokens: float, max_batch: int) -> int:
+        """Batch in [1, max_batch] with the highest decode throughput (smallest on ties)."""
+        if max_batch <= _DENSE_SEARCH_LIMIT:
+            cands = np.arange(1, max_batch + 1)
+        else:
+            cands = np.unique(np.concatenate([np.arange(1, _DENSE_SEARCH_LIMIT + 1),
+                                              np.geomspace(_DENSE_SEARCH_LIMIT, max_batch, 64).astype(int)]))
+        thr = [b / self.tbt_s(ctx_tokens, int(b)) for b in cands]
+        best = max(thr)
+        return int(next(b for b, t in zip(cands, thr) if t >= best * (1 - 1e-12)))
+
+    def run(self, context: int, batch: int | str = 1) -> EstimateResult:
+        dep, m = self.dep, self.method
+        ctx = float(m.effective_prompt_tokens(float(context)))
+        budget = memory_budget(dep, m, max_tokens_per_step=ctx, max_seqs=1)
+        res = m.kv_bytes(ctx)
+        g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
+        mb_gpu = _fit(budget.kv_gpu_bytes, g_req)
+        mb_host = _fit(budget.kv_host_bytes, h_req)
+        max_batch = min(mb_gpu, mb_host)
+        if batch == "max":
+            b = self.best_batch(ctx, max_batch) if max_batch >= 1 else 0
+        else:
+            b = int(batch)
+        fits = 1 <= b <= max_batch
+        breakdown: list[BreakdownRow] = []
+        ttft = tbt = thr = None
+        if max_batch >= 1 or batch != "max":
+            tp = self.step.prefill_timing(ctx)
+            ttft = float(tp.total_s)
+            breakdown += _rows("prefill", tp)
+            if b >= 1:
+                td = self.step.decode_timing(np.full(b, ctx))
+                tbt = float(td.total_s)
+                thr = b / tbt
+                breakdown += _rows("decode", td)
+        kv_gpu = b * g_req
+        kv_host = b * h_req
+        return EstimateResult(
+            hw=dep.system.name, model=dep.model.name, method=m.label(), context=int(context), batch=b,
+            fits=fits,
+            kv_bytes_per_token_gpu=g_req / ctx if ctx else 0.0,
+            kv_bytes_per_token_host=h_req / ctx if ctx else 0.0,
+            max_batch=max_batch, max_batch_gpu=mb_gpu, max_batch_host=mb_host,
+            ttft_s=ttft, tbt_s=tbt, throughput_tok_s=thr,
+            memory_gpu_bytes=budget.weights_bytes + budget.activation_bytes + budget.method_fixed_gpu_bytes + kv_gpu,
+            memory_host_bytes=m.fixed_host_bytes() + kv_host,
+            weights_bytes_per_gpu=budget.weights_bytes,
+            kv_gpu_bytes=kv_gpu, kv_host_bytes=kv_host,
+            activation_reserve_bytes=budget.activation_bytes,
+            tp=dep.tp, weight_dtype=dep.weight_dtype, kv_dtype=dep.kv_dtype,
+            breakdown=breakdown,
+        )
+
+
+def _fit(budget: float, per_req: float) -> int:
+    if per_req <= 0:
+        return 1_000_000 if budget >= 0 else 0
+    return max(0, int(budget // per_req))
+
+
+def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str = 1) -> EstimateResult:
+    return Estimator(dep, method).run(context, batch)

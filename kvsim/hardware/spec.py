@@ -1,0 +1,156 @@
+"""Pydantic models of the hardware YAML files (GPUs, hosts, links, systems, efficiencies).
+
+SI units in field names: bytes, bytes per second, FLOP per second, seconds, watts.
+Peak FLOP/s are *dense* tensor-core rates (vendor "with sparsity" numbers halved).
+Link bandwidths are *per direction*.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from kvsim.specbase import Strict
+
+OpClass = Literal[
+    "gemm",  # weight GEMMs (QKV/O projections, MLP, LM head, MoE experts)
+    "attn_prefill",  # prefill attention (FlashAttention-style)
+    "attn_decode",  # decode attention over the KV cache (memory bound)
+    "elementwise",  # norms, rotary, activations, residual adds, (de)quantization passes
+    "memcpy",  # device-memory copies (KV block copies, gathers)
+    "cpu_attn",  # attention / table lookups run on the host CPU (MagicPIG, InfLLM)
+    "pcie",  # host<->device transfers; overhead_s is the cost of one synchronous round trip
+    "collective",  # tensor-parallel all-reduce over NVLink / PCIe; overhead_s per collective
+    "step",  # per engine iteration framework overhead (scheduler, sampling, launch of graph)
+]
+OP_CLASSES: tuple[str, ...] = OpClass.__args__  # type: ignore[attr-defined]
+
+PeakFlops = dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"], float]
+
+
+class Price(Strict):
+    usd_per_hour: float = Field(gt=0, description="on-demand price of one unit per hour, USD")
+    source: str
+    date: str
+
+
+class GPUSpec(Strict):
+    kind: Literal["gpu"] = "gpu"
+    name: str
+    aliases: list[str] = []
+    vendor: str = "NVIDIA"
+    memory_bytes: float = Field(gt=0, description="device memory capacity, bytes")
+    memory_bw_bytes_per_s: float = Field(gt=0, description="peak DRAM (HBM/GDDR) bandwidth")
+    peak_flops_per_s: PeakFlops = Field(description="dense peak per math dtype")
+    l2_bytes: float = Field(ge=0)
+    sm_count: int = Field(gt=0)
+    tdp_w: float = Field(gt=0)
+    host_link: str = Field(description="name of the link spec to the host (PCIe generation)")
+    peer_link: str | None = Field(None, description="name of the GPU-GPU link spec, if any")
+    price: Price | None = None
+    efficiency: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per-op-class overrides of the default efficiencies"
+    )
+    source: str
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _has_half(self) -> "GPUSpec":
+        if "fp32" not in self.peak_flops_per_s:
+            raise ValueError("peak_flops_per_s must include fp32")
+        return self
+
+
+class HostSpec(Strict):
+    kind: Literal["host"] = "host"
+    name: str
+    aliases: list[str] = []
+    vendor: str
+    cores: int = Field(gt=0, description="cores per socket")
+    sockets: int = Field(1, gt=0)
+    dram_bytes: float = Field(gt=0, description="installed DRAM per node (typical), bytes")
+    dram_bw_bytes_per_s: float = Field(gt=0, description="peak DRAM bandwidth per socket")
+    peak_flops_per_s: PeakFlops = Field(description="per socket, all cores, per math dtype")
+    host_link: str = Field(description="PCIe generation of the root complex")
+    price: Price | None = None
+    source: str
+    notes: str = ""
+
+    @property
+    def total_dram_bw_bytes_per_s(self) -> float:
+        return self.dram_bw_bytes_per_s * self.sockets
+
+    def total_peak_flops_per_s(self, dtype: str) -> float:
+        peaks = self.peak_flops_per_s
+        return peaks.get(dtype, peaks["fp32"]) * self.sockets  # type: ignore[call-overload]
+
+
+class LinkSpec(Strict):
+    kind: Literal["link"] = "link"
+    name: str
+    aliases: list[str] = []
+    link_type: Literal["pcie", "nvlink", "network"]
+    bw_bytes_per_s: float = Field(gt=0, description="per direction")
+    latency_s: float = Field(ge=0, description="one-way latency of a small transfer")
+    source: str
+    notes: str = ""
+
+
+class OpEfficiency(Strict):
+    """Achieved fraction of peak for one op class, plus a fixed cost per kernel/launch.
+
+    compute: fraction of peak FLOP/s reached by large kernels of this class.
+    memory: fraction of peak bandwidth (HBM for GPU ops, DRAM for cpu ops, link for pcie/collective).
+    overhead_s: fixed seconds per launch (kernel launch, synchronization, round trip).
+    """
+
+    compute: float = Field(gt=0, le=1)
+    memory: float = Field(gt=0, le=1)
+    overhead_s: float = Field(ge=0)
+
+
+class Efficiencies(Strict):
+    """One :class:`OpEfficiency` per op class (see ``OP_CLASSES``)."""
+
+    gemm: OpEfficiency
+    attn_prefill: OpEfficiency
+    attn_decode: OpEfficiency
+    elementwise: OpEfficiency
+    memcpy: OpEfficiency
+    cpu_attn: OpEfficiency
+    pcie: OpEfficiency
+    collective: OpEfficiency
+    step: OpEfficiency
+    source: str = ""
+
+    def of(self, op: str) -> OpEfficiency:
+        return getattr(self, op)
+
+    def with_overrides(self, overrides: dict[str, dict[str, float]], source: str = "") -> "Efficiencies":
+        """Copy with per-class fields replaced (unknown classes/fields raise ValueError)."""
+        data = self.model_dump()
+        for op, fields in overrides.items():
+            if op not in OP_CLASSES:
+                raise ValueError(f"unknown op class '{op}' (choices: {', '.join(OP_CLASSES)})")
+            data[op] = {**data[op], **fields}
+        if source:
+            data["source"] = f"{self.source}; {source}" if self.source else source
+        return Efficiencies.model_validate(data)
+
+
+class SystemSpec(Strict):
+    """A named node: N identical GPUs, a host, and the links between them."""
+
+    kind: Literal["system"] = "system"
+    name: str
+    aliases: list[str] = []
+    description: str = ""
+    gpu: str
+    num_gpus: int = Field(1, gt=0, description="GPUs in the node (upper bound for TP x replicas)")
+    host: str
+    host_sockets: int | None = Field(None, gt=0, description="overrides the host spec's socket count")
+    host_memory_bytes: float | None = Field(None, gt=0, description="overrides the host DRAM capacity")
+    gpu_host_link: str | None = Field(None, description="defaults to the GPU's host_link")
+    gpu_gpu_link: str | None = Field(None, description="defaults to the GPU's peer_link, else host link")
+    source: str

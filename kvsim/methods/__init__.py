@@ -1,0 +1,52 @@
+"""Registry of KV-cache methods: one module each, one line here.
+
+``make_method("kivi", dep, {"bits": 4})`` builds a method for a deployment; unknown
+names and bad params raise one-line errors.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from kvsim.deployment import Deployment
+from kvsim.errors import SpecError, unknown_name
+from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods.full import Full
+from kvsim.specbase import format_validation_error
+
+REGISTRY: dict[str, type[KVMethod]] = {
+    "full": Full,
+}
+
+__all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "KVMethod", "MethodParams", "Residency"]
+
+
+def method_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"kivi:bits=4,group=64"`` -> ``("kivi", {"bits": "4", "group": "64"})``."""
+    name, _, rest = spec.strip().partition(":")
+    params: dict[str, str] = {}
+    if rest:
+        for item in rest.split(","):
+            k, eq, v = item.partition("=")
+            if not eq or not k.strip():
+                raise SpecError(f"method '{spec}': expected key=value pairs after ':', got '{item}'")
+            params[k.strip()] = v.strip()
+    return name.strip().lower(), params
+
+
+def make_method(spec: str, dep: Deployment, params: dict | None = None) -> KVMethod:
+    """Build the method named by ``spec`` (``name`` or ``name:key=value,...``) for ``dep``."""
+    name, inline = parse_method_spec(spec)
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise unknown_name("method", name, REGISTRY)
+    data = {**inline, **(params or {})}
+    try:
+        p = cls.Params.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, f"method {name}")) from None
+    return cls(dep, p)

@@ -1,0 +1,109 @@
+"""The KV-cache method contract.
+
+A method is one module with a :class:`KVMethod` subclass (and its pydantic ``Params``
+whose defaults are the paper's), registered with one line in :mod:`kvsim.methods`.
+It answers three questions for a :class:`~kvsim.deployment.Deployment`:
+
+1. ``kv_bytes(n)``: bytes resident per request on each GPU and on the host when
+   ``n`` tokens are in its context (arrays allowed);
+2. ``decode_cost(ctx)``: the attention work of one decode step for a batch whose
+   sequences hold ``ctx`` tokens (array ``[..., B]``) *before* the step: KV reads,
+   the new token's KV write, extra compute (dequantization, scoring, hashing), host
+   work, PCIe traffic and round trips. The model's weight GEMMs are priced elsewhere
+   (:func:`kvsim.transformer.linear_cost`) and are shared by every method;
+3. ``prefill_cost(n_new, n_cached)``: the attention of prefill chunks (arrays ``[R]``)
+   plus the method's extra prefill work (quantizing, scoring, building tables,
+   offloading over PCIe, a compressor model's pass).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from kvsim.cost import Cost, Num
+from kvsim.deployment import Deployment
+from kvsim.errors import ConfigError
+from kvsim.specbase import Strict
+
+
+class MethodParams(Strict):
+    """Base of every method's parameters (frozen, unknown fields rejected)."""
+
+
+@dataclass(frozen=True)
+class Residency:
+    """Bytes resident per request (per GPU of the replica, and on the host)."""
+
+    gpu_bytes: Num
+    host_bytes: Num = 0.0
+
+
+@dataclass(frozen=True)
+class PublishedAccuracy:
+    """A published quality number for one configuration (METHODS.md §4)."""
+
+    benchmark: str
+    model: str
+    config: str
+    score: float
+    full_score: float
+    source: str
+
+
+class KVMethod(ABC):
+    """Base class: subclasses set ``name``, ``summary``, ``Params`` and implement the three costs."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    #: True if the method keeps KV (or indexes) in host memory
+    uses_host: ClassVar[bool] = False
+
+    def __init__(self, dep: Deployment, params: MethodParams | None = None):
+        self.dep = dep
+        self.params = params if params is not None else self.Params()
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError if the method cannot run this deployment."""
+
+    # --- the contract ---
+    @abstractmethod
+    def kv_bytes(self, n_tokens: Num) -> Residency: ...
+
+    @abstractmethod
+    def decode_cost(self, ctx: np.ndarray) -> Cost: ...
+
+    @abstractmethod
+    def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost: ...
+
+    # --- optional hooks with neutral defaults ---
+    def effective_prompt_tokens(self, n_prompt: Num) -> Num:
+        """Prompt tokens the target model actually prefills (prompt compression shrinks it)."""
+        return n_prompt
+
+    def fixed_gpu_bytes(self) -> float:
+        """Bytes per GPU independent of requests (e.g. MagicPIG's shared LSH projector)."""
+        return 0.0
+
+    def fixed_host_bytes(self) -> float:
+        return 0.0
+
+    def label(self) -> str:
+        """Name plus non-default params, e.g. ``kivi(bits=4)``."""
+        diff = {k: v for k, v in self.params.model_dump().items() if self.Params.model_fields[k].default != v}
+        if not diff:
+            return self.name
+        return f"{self.name}(" + ",".join(f"{k}={v}" for k, v in diff.items()) + ")"
+
+    def published_accuracy(self) -> list[PublishedAccuracy]:
+        return []
+
+
+def require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)

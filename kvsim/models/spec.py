@@ -1,0 +1,178 @@
+"""Pydantic model of a transformer spec, with derived parameter and KV counts.
+
+Parameter counts follow SPECS.md F1: per layer, attention projections
+``h*n_h*d + 2*h*n_kv*d + n_h*d*h`` (+ biases), MLP ``3*h*f`` (gated, SwiGLU) or ``2*h*f``
+(OPT/GPT), MoE ``E*3*h*f_e + h*E`` (router); embeddings ``V*h``, LM head ``V*h`` unless tied.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from kvsim.specbase import Strict
+
+
+class MoESpec(Strict):
+    num_experts: int = Field(gt=0, description="routed experts per MoE layer")
+    experts_per_token: int = Field(gt=0, description="top-k routed experts per token")
+    expert_intermediate_size: int = Field(gt=0)
+    num_shared_experts: int = Field(0, ge=0, description="always-active experts (DeepSeekMoE)")
+    shared_intermediate_size: int = Field(0, ge=0, description="width of each shared expert")
+    first_dense_layers: int = Field(0, ge=0, description="leading layers with a dense MLP instead")
+    dense_intermediate_size: int = Field(0, ge=0, description="MLP width of those dense layers")
+
+
+class MLASpec(Strict):
+    """Multi-head latent attention (DeepSeek-V2 §2.1): the cache holds c_KV and the RoPE key."""
+
+    kv_lora_rank: int = Field(gt=0, description="d_c, latent width cached per token per layer")
+    qk_rope_head_dim: int = Field(gt=0, description="d_h^R, decoupled RoPE key cached per token per layer")
+    qk_nope_head_dim: int = Field(gt=0)
+    v_head_dim: int = Field(gt=0)
+    q_lora_rank: int | None = Field(None, gt=0)
+
+
+class ModelSpec(Strict):
+    kind: Literal["model"] = "model"
+    name: str
+    aliases: list[str] = []
+    hf_id: str = ""
+    architecture: str
+    num_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_heads: int = Field(gt=0, description="query heads")
+    num_kv_heads: int = Field(gt=0, description="KV heads (MHA: = num_heads; MLA: 1 latent 'head')")
+    head_dim: int = Field(gt=0)
+    intermediate_size: int = Field(ge=0, description="dense MLP width (0 if every layer is MoE)")
+    vocab_size: int = Field(gt=0)
+    max_context_tokens: int = Field(gt=0)
+    mlp_gated: bool = Field(True, description="SwiGLU (3 matrices) vs plain 2-matrix MLP (OPT)")
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    sliding_window: int | None = Field(None, gt=0, description="per-layer KV cap if the engine uses SWA")
+    moe: MoESpec | None = None
+    mla: MLASpec | None = None
+    published_params: float | None = Field(None, gt=0, description="total params as published, for checks")
+    source: str
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelSpec":
+        if self.mla is None and self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        if self.moe is None and self.intermediate_size == 0:
+            raise ValueError("intermediate_size must be > 0 for a dense model")
+        return self
+
+    # ----- derived counts (elements, not bytes) -----
+    @property
+    def q_head_dim(self) -> int:
+        """Query/key head dim used in QK^T (MLA: nope + rope)."""
+        if self.mla:
+            return self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
+        return self.head_dim
+
+    @property
+    def kv_elements_per_token_per_layer(self) -> int:
+        """Cached elements per token per layer at full precision.
+
+        Dense/GQA/MQA: ``2 * n_kv * d`` (K and V). MLA: ``d_c + d_h^R`` (DeepSeek-V2 Table 1).
+        """
+        if self.mla:
+            return self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
+        return 2 * self.num_kv_heads * self.head_dim
+
+    @property
+    def attn_params_per_layer(self) -> int:
+        h, d = self.hidden_size, self.head_dim
+        if self.mla:
+            m = self.mla
+            qd = m.qk_nope_head_dim + m.qk_rope_head_dim
+            if m.q_lora_rank:
+                q = h * m.q_lora_rank + m.q_lora_rank * self.num_heads * qd
+            else:
+                q = h * self.num_heads * qd
+            kv_a = h * (m.kv_lora_rank + m.qk_rope_head_dim)
+            kv_b = m.kv_lora_rank * self.num_heads * (m.qk_nope_head_dim + m.v_head_dim)
+            o = self.num_heads * m.v_head_dim * h
+            return q + kv_a + kv_b + o
+        p = h * self.num_heads * d + 2 * h * self.num_kv_heads * d + self.num_heads * d * h
+        if self.attention_bias:
+            p += (self.num_heads + 2 * self.num_kv_heads) * d
+        return p
+
+    def _mlp_params(self, width: int) -> int:
+        return (3 if self.mlp_gated else 2) * self.hidden_size * width
+
+    @property
+    def num_moe_layers(self) -> int:
+        return 0 if self.moe is None else self.num_layers - self.moe.first_dense_layers
+
+    @property
+    def dense_mlp_params_per_layer(self) -> int:
+        """MLP params of a dense layer (for MoE models: the leading dense layers)."""
+        if self.moe is None:
+            return self._mlp_params(self.intermediate_size)
+        return self._mlp_params(self.moe.dense_intermediate_size or self.intermediate_size)
+
+    @property
+    def expert_params(self) -> int:
+        """Params of one routed expert (0 for dense models)."""
+        return 0 if self.moe is None else self._mlp_params(self.moe.expert_intermediate_size)
+
+    @property
+    def shared_expert_params_per_layer(self) -> int:
+        if self.moe is None:
+            return 0
+        return self.moe.num_shared_experts * self._mlp_params(self.moe.shared_intermediate_size)
+
+    @property
+    def router_params_per_layer(self) -> int:
+        return 0 if self.moe is None else self.hidden_size * self.moe.num_experts
+
+    @property
+    def norm_params(self) -> int:
+        return (2 * self.num_layers + 1) * self.hidden_size
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def lm_head_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def total_params(self) -> int:
+        """All stored parameters (embeddings, LM head unless tied, norms, every expert)."""
+        L = self.num_layers
+        p = L * self.attn_params_per_layer + self.norm_params + self.embedding_params
+        if not self.tie_word_embeddings:
+            p += self.lm_head_params
+        if self.moe is None:
+            p += L * self.dense_mlp_params_per_layer
+        else:
+            p += self.moe.first_dense_layers * self.dense_mlp_params_per_layer
+            p += self.num_moe_layers * (
+                self.moe.num_experts * self.expert_params
+                + self.shared_expert_params_per_layer
+                + self.router_params_per_layer
+            )
+        return p
+
+    @property
+    def active_params_per_token(self) -> int:
+        """Params a token multiplies by (top-k experts only); excludes the embedding lookup."""
+        L = self.num_layers
+        p = L * self.attn_params_per_layer + self.lm_head_params
+        if self.moe is None:
+            return p + L * self.dense_mlp_params_per_layer
+        p += self.moe.first_dense_layers * self.dense_mlp_params_per_layer
+        p += self.num_moe_layers * (
+            self.moe.experts_per_token * self.expert_params
+            + self.shared_expert_params_per_layer
+            + self.router_params_per_layer
+        )
+        return p

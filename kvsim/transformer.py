@@ -1,0 +1,110 @@
+"""Work of the transformer layers that every KV method shares (per GPU of a TP replica).
+
+Formulas (SPECS.md F1-F4, F7; FLOPs = 2 per multiply-add):
+
+* weight GEMMs of ``T`` tokens: FLOPs ``2 * P_active * T / tp``; HBM bytes ``P_touched * b_w / tp``
+  (weights read once per step, shared by the batch) plus activations in and out.
+* LM head: only the last position of each sequence is projected (serving engines sample
+  one token per sequence): FLOPs ``2 * h * V * n_seqs / tp``, bytes ``h * V * b_w / tp``.
+* MoE: distinct experts touched per layer by ``T`` tokens under uniform top-k routing,
+  ``E * (1 - (1 - k/E)^T)`` (SPECS.md F7); FLOPs count only the k routed experts per token.
+* TP all-reduce (Megatron-LM, Shoeybi et al. 2019 §3): 2 per layer of ``T * h`` activations;
+  a ring all-reduce sends ``2 (tp-1)/tp`` of the buffer per GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvsim.cost import Cost, Num, Part
+from kvsim.deployment import Deployment
+
+#: activation elements read+written per token per layer by non-GEMM kernels, in units of
+#: the hidden size h and the MLP width f: 2 RMSNorms (read h, write h, each) + 2 residual
+#: adds (read 2h, write h each) + rotary on q,k (~2h) => ~12h; SiLU*mul reads 2f writes f.
+_ELEMENTWISE_H = 12
+_ELEMENTWISE_F = 3
+#: non-GEMM kernel launches per layer (2 norms, rotary, activation, 2 adds: vLLM fuses some)
+_ELEMENTWISE_LAUNCHES = 4
+
+
+def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
+    """All weight GEMMs, elementwise kernels, LM head and TP collectives of one step.
+
+    Args:
+        n_tokens: tokens processed this step (prefill chunk tokens + one per decoding sequence).
+        n_seqs: sequences that sample a token this step (LM head rows).
+    """
+    m, tp = dep.model, dep.tp
+    L, h = m.num_layers, m.hidden_size
+    wb, ab, dt = dep.wb, dep.ab, dep.gemm_dtype
+    T = n_tokens
+    has = _nonzero(T)
+
+    # attention projections: Q, K, V (fused) and O
+    p_attn = L * m.attn_params_per_layer
+    q_out = m.num_heads * m.q_head_dim
+    attn_act = L * T * (h + q_out + m.kv_elements_per_token_per_layer + m.num_heads * m.head_dim + h) * ab
+    parts = [
+        Part(
+            "attn_proj", "gemm", dtype=dt,
+            flops=2.0 * p_attn * T / tp,
+            hbm_bytes=(p_attn * wb + attn_act) / tp * has,
+            launches=2 * L * has,
+        )
+    ]
+
+    # MLP (dense layers) and MoE layers
+    if m.moe is None:
+        p_mlp = L * m.dense_mlp_params_per_layer
+        f = m.intermediate_size
+        mlp_act = L * T * (h + (3 if m.mlp_gated else 2) * f + h) * ab
+        parts.append(Part("mlp", "gemm", dtype=dt, flops=2.0 * p_mlp * T / tp,
+                          hbm_bytes=(p_mlp * wb + mlp_act) / tp * has, launches=2 * L * has))
+        f_elem = f
+    else:
+        moe = m.moe
+        nd, nm = moe.first_dense_layers, m.num_moe_layers
+        E, k = moe.num_experts, moe.experts_per_token
+        touched = E * (1.0 - (1.0 - k / E) ** np.asarray(T, dtype=np.float64))  # experts per layer
+        dense_p = nd * m.dense_mlp_params_per_layer + nm * (m.shared_expert_params_per_layer + m.router_params_per_layer)
+        routed_flops = 2.0 * nm * k * m.expert_params * T
+        routed_bytes = nm * touched * m.expert_params * wb
+        fe = moe.expert_intermediate_size
+        act = L * T * (2 * h + k * 3 * fe) * ab
+        parts.append(Part("mlp", "gemm", dtype=dt,
+                          flops=(2.0 * dense_p * T + routed_flops) / tp,
+                          hbm_bytes=(dense_p * wb + routed_bytes + act) / tp * has,
+                          launches=4 * L * has))
+        f_elem = k * fe
+
+    # norms, rotary, activation, residual adds (memory bound)
+    parts.append(Part("elementwise", "elementwise", dtype=dep.act_dtype,
+                      flops=L * T * (10 * h + 4 * f_elem) / tp,
+                      hbm_bytes=L * T * (_ELEMENTWISE_H * h + _ELEMENTWISE_F * f_elem) * ab / tp,
+                      launches=_ELEMENTWISE_LAUNCHES * L * has))
+
+    # LM head on the last position of each sequence
+    p_head = m.lm_head_params
+    parts.append(Part("lm_head", "gemm", dtype=dt,
+                      flops=2.0 * p_head * n_seqs / tp,
+                      hbm_bytes=(p_head * wb + n_seqs * (h * ab + m.vocab_size * 4)) / tp * _nonzero(n_seqs),
+                      launches=1 * _nonzero(n_seqs)))
+
+    if tp > 1:
+        per_allreduce = 2.0 * (tp - 1) / tp * T * h * ab
+        parts.append(Part("allreduce", "collective", device="link", dtype=dep.act_dtype,
+                          link_bytes=2 * L * per_allreduce, launches=2 * L * has))
+    return Cost.of(*parts)
+
+
+def step_overhead_cost() -> Cost:
+    """Fixed framework cost of one engine iteration (scheduling, sampling, graph launch)."""
+    return Cost.of(Part("framework", "step", device="host", launches=1.0))
+
+
+def _nonzero(x: Num) -> Num:
+    """1.0 where x > 0 else 0.0 (keeps weight reads out of empty steps), array-safe."""
+    if isinstance(x, np.ndarray):
+        return (x > 0).astype(np.float64)
+    return 1.0 if x > 0 else 0.0

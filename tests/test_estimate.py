@@ -1,0 +1,55 @@
+"""estimate(): memory budget, max batch, TTFT/TBT consistency (synthetic system)."""
+
+import numpy as np
+import pytest
+from synthetic import llama2_7b, synthetic_system
+
+from kvsim.deployment import Deployment
+from kvsim.estimate import estimate
+from kvsim.methods import make_method
+from kvsim.step import StepModel
+
+
+def _dep(**kw):
+    return Deployment(system=synthetic_system(), model=llama2_7b(), **kw)
+
+
+def test_max_batch_hand_computed():
+    """Max batch = (0.9 * 80 GB - weights - reserve) // KV per request."""
+    d = _dep()
+    r = estimate(d, make_method("full", d), context=4096, batch=1)
+    # budget 72e9; weights 6,738,415,616 * 2 = 13,476,831,232
+    # reserve 4096 * (2*4096 + 3*11008) * 2 + 32000 * 4 = 337,641,472 + 128,000 = 337,769,472
+    # KV left 58,185,399,296; per request 524,288 * 4096 = 2,147,483,648 -> 27
+    assert r.max_batch == 27
+    assert r.kv_bytes_per_token_gpu == 524_288
+    assert r.weights_bytes_per_gpu == 13_476_831_232
+
+
+def test_ttft_tbt_are_step_times():
+    """TTFT is one whole-prompt step; TBT one decode step at the context (same StepModel)."""
+    d = _dep()
+    m = make_method("full", d)
+    r = estimate(d, m, context=2048, batch=4)
+    s = StepModel(d, m)
+    assert r.ttft_s == s.prefill_timing(2048).total_s
+    assert r.tbt_s == s.decode_timing(np.full(4, 2048.0)).total_s
+    assert r.throughput_tok_s == pytest.approx(4 / r.tbt_s, rel=1e-12)
+
+
+def test_batch_max_picks_best_throughput():
+    """--batch max returns a batch no worse than every other feasible batch."""
+    d = _dep()
+    m = make_method("full", d)
+    r = estimate(d, m, context=4096, batch="max")
+    s = StepModel(d, m)
+    thr = [b / s.decode_timing(np.full(b, 4096.0)).total_s for b in range(1, r.max_batch + 1)]
+    assert r.throughput_tok_s == pytest.approx(max(thr), rel=1e-9)
+
+
+def test_oom_reports_zero_batch():
+    """A context whose KV exceeds memory gives max_batch 0 and fits False."""
+    d = _dep()
+    r = estimate(d, make_method("full", d), context=200_000, batch="max")
+    # 524,288 * 200,000 = 104.9 GB > 72 GB
+    assert r.max_batch == 0 and not r.fits and r.tbt_s is None

@@ -1,0 +1,70 @@
+"""Shared transformer work (weights GEMMs, attention) with hand-computed numbers."""
+
+import numpy as np
+import pytest
+from synthetic import llama2_7b, llama31_8b, synthetic_system
+
+from kvsim.attention import decode_attention, prefill_attention
+from kvsim.deployment import Deployment
+from kvsim.roofline import Roofline
+from kvsim.transformer import linear_cost
+
+
+def dep(model=None, **kw):
+    return Deployment(system=synthetic_system(), model=model or llama2_7b(), **kw)
+
+
+def test_llama2_7b_param_count():
+    """Params per SPECS.md F1 reproduce the published 6.74B."""
+    m = llama2_7b()
+    # attn 4*4096^2 = 67,108,864; mlp 3*4096*11008 = 135,266,304; x32 layers = 6,476,005,376
+    # + embeddings 32000*4096 = 131,072,000 + LM head 131,072,000 + norms 65*4096 = 266,240
+    assert m.total_params == 6_738_415_616
+    assert m.active_params_per_token == 6_476_005_376 + 131_072_000
+
+
+def test_full_kv_bytes_per_token_llama2_7b():
+    """2 * L * n_kv * d * 2 B = 2*32*32*128*2 = 524,288 B (METHODS.md 1.0)."""
+    assert dep().full_kv_bytes_per_token == 524_288
+
+
+def test_gqa_kv_and_tp_shard():
+    """Llama-3.1-8B: 2*32*8*128*2 = 131,072 B/token; TP=2 stores 4 of 8 KV heads per GPU."""
+    assert dep(llama31_8b()).full_kv_bytes_per_token == 131_072
+    assert dep(llama31_8b(), tp=2).full_kv_bytes_per_token == 65_536
+    assert dep(llama31_8b(), tp=2).weight_bytes_per_gpu == llama31_8b().total_params * 2 / 2
+
+
+def test_decode_linear_flops_are_2P_per_token():
+    """One decode token costs 2 * P_active FLOPs in weight GEMMs (SPECS.md F3)."""
+    c = linear_cost(dep(), n_tokens=1.0, n_seqs=1.0)
+    gemm_flops = sum(p.flops for p in c.parts if p.op == "gemm")
+    assert gemm_flops == pytest.approx(2 * 6_607_077_376, rel=1e-12)
+
+
+def test_decode_attention_time_llama2_7b():
+    """Decode attention of one sequence with 4096 cached tokens on the synthetic GPU."""
+    d = dep()
+    t = Roofline(d.system)(decode_attention(d, np.array([4097.0])))
+    # bytes: 32 layers * (4097 tokens read * 16,384 B + 1 written * 16,384 B) + Q,O 32*2*32*128*2
+    #      = 2,148,532,224 + 524,288 = 2,149,056,512 B -> / (1e12 * 0.5) = 4.298113024 ms
+    # flops: 32 * 4097 * 2*32*(128+128) = 2,147,991,552 -> 43 us (memory bound)
+    # + 32 launches * 10 us = 0.32 ms
+    assert t.total_s == pytest.approx(4.298113024e-3 + 0.32e-3, rel=1e-12)
+    assert t.parts[0].bound == "hbm"
+
+
+def test_prefill_attention_flops_causal():
+    """Prefill of 1024 new tokens: 32 * 2*32*256 * 1024*1025/2 FLOPs."""
+    d = dep()
+    c = prefill_attention(d, np.array([1024.0]), np.array([0.0]))
+    # pairs = 1024*1025/2 = 524,800; per layer 2 * 32 heads * (128+128) = 16,384 FLOPs per pair
+    assert c.parts[0].flops == pytest.approx(32 * 16_384 * 524_800, rel=1e-12)
+
+
+def test_tp_adds_allreduce():
+    """TP=2 adds 2 all-reduces per layer of 2*(tp-1)/tp * T*h*2 B each."""
+    c = linear_cost(dep(tp=2), n_tokens=10.0, n_seqs=10.0)
+    ar = c.by_name("allreduce")
+    # per all-reduce 2*(1)/2 * 10*4096*2 = 81,920 B; x 2 x 32 layers = 5,242,880 B
+    assert ar.link_bytes == pytest.approx(5_242_880, rel=1e-12)

@@ -2,8 +2,10 @@
 
 * KV bytes per token on GPU and host: ``kv_bytes(context) / context``.
 * Largest batch: requests of ``context`` tokens that fit the GPU and host KV budgets
-  (:mod:`kvsim.memory`), with the activation reserve sized for one whole-prompt prefill.
-* TTFT: one request's prompt prefilled in one step (no queueing).
+  (:mod:`kvsim.memory`), with the activation reserve sized for a step of
+  ``max_num_batched_tokens`` tokens and ``max_num_seqs`` sampled rows (as vLLM profiles it).
+* TTFT: one lone request's prompt prefilled in chunks of ``max_num_batched_tokens``
+  (vLLM's chunked prefill; ``None`` = one step), no queueing.
 * TBT: one decode step with every sequence holding ``context`` cached tokens.
 * Throughput: decode tokens per second at the batch, ``batch / TBT``.
 """
@@ -75,6 +77,8 @@ def _rows(phase: str, t: Timing) -> list[BreakdownRow]:
 class Estimator:
     dep: Deployment
     method: KVMethod
+    max_num_batched_tokens: int | None = 8192
+    max_num_seqs: int = 256
 
     def __post_init__(self) -> None:
         self.step = StepModel(self.dep, self.method)
@@ -96,7 +100,9 @@ class Estimator:
     def run(self, context: int, batch: int | str = 1) -> EstimateResult:
         dep, m = self.dep, self.method
         ctx = float(m.effective_prompt_tokens(float(context)))
-        budget = memory_budget(dep, m, max_tokens_per_step=ctx, max_seqs=1)
+        chunk = self.max_num_batched_tokens
+        step_tokens = ctx if chunk is None else float(chunk)
+        budget = memory_budget(dep, m, max_tokens_per_step=step_tokens, max_seqs=self.max_num_seqs)
         res = m.kv_bytes(ctx)
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
         mb_gpu = _fit(budget.kv_gpu_bytes, g_req)
@@ -110,7 +116,7 @@ class Estimator:
         breakdown: list[BreakdownRow] = []
         ttft = tbt = thr = None
         if max_batch >= 1 or batch != "max":
-            tp = self.step.prefill_timing(ctx)
+            tp = self.step.prefill_request_timing(ctx, chunk)
             ttft = float(tp.total_s)
             breakdown += _rows("prefill", tp)
             if b >= 1:
@@ -143,5 +149,7 @@ def _fit(budget: float, per_req: float) -> int:
     return max(0, int(budget // per_req))
 
 
-def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str = 1) -> EstimateResult:
-    return Estimator(dep, method).run(context, batch)
+def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str = 1,
+             max_num_batched_tokens: int | None = 8192, max_num_seqs: int = 256) -> EstimateResult:
+    """Estimate one configuration (see module docstring)."""
+    return Estimator(dep, method, max_num_batched_tokens, max_num_seqs).run(context, batch)

@@ -16,7 +16,7 @@ import numpy as np
 from kvsim.cost import Cost, Num
 from kvsim.deployment import Deployment
 from kvsim.methods.base import KVMethod
-from kvsim.roofline import Roofline, Timing
+from kvsim.roofline import PartTime, Roofline, Timing
 from kvsim.transformer import linear_cost, step_overhead_cost
 
 _EMPTY = np.zeros(0)
@@ -39,6 +39,7 @@ class StepModel:
         prefill_new: np.ndarray = _EMPTY,
         prefill_cached: np.ndarray = _EMPTY,
         n_sampled_prefill: int | None = None,
+        decode_prompt: np.ndarray | None = None,
     ) -> Cost:
         """Work of one step.
 
@@ -48,6 +49,9 @@ class StepModel:
             prefill_new, prefill_cached: [R] prefill chunks.
             n_sampled_prefill: chunks that complete their prompt and sample a first token
                 (default: all R).
+            decode_prompt: prompt tokens of each decoding sequence (same shape as
+                ``decode_ctx``), for methods that treat prompt and generated tokens
+                differently (H2O, SnapKV); None = every cached token is prompt.
         """
         decode_ctx = np.asarray(decode_ctx, dtype=np.float64)
         prefill_new = np.asarray(prefill_new, dtype=np.float64)
@@ -58,7 +62,10 @@ class StepModel:
         sampled = R if n_sampled_prefill is None else n_sampled_prefill
         cost = linear_cost(self.dep, float(B) + n_pref, float(B + sampled)) + self._overhead
         if B:
-            cost = cost + self.method.decode_cost(decode_ctx)
+            if decode_prompt is None:
+                cost = cost + self.method.decode_cost(decode_ctx)
+            else:
+                cost = cost + self.method.decode_cost(decode_ctx, np.asarray(decode_prompt, dtype=np.float64))
         if R:
             cost = cost + self.method.prefill_cost(prefill_new, prefill_cached)
         return cost
@@ -74,5 +81,55 @@ class StepModel:
         """One request's whole prompt in one step (TTFT without queueing)."""
         return self.timing(prefill_new=np.array([float(n_prompt)]), prefill_cached=np.array([0.0]))
 
+    def prefill_chunks(self, n_prompt: float, chunk_tokens: float | None) -> list[tuple[float, float]]:
+        """``(n_new, n_cached)`` of each step that prefills one lone request.
+
+        The method's analytic prefix hit (``split_prompt``) starts the prompt with that
+        many cached tokens; the rest is prefilled in chunks of ``chunk_tokens`` (None or
+        >= the remainder: one step), exactly as the simulator schedules a lone request.
+        """
+        n_new, n_cached = (float(x) for x in self.method.split_prompt(float(n_prompt)))
+        if not chunk_tokens or chunk_tokens >= n_new:
+            return [(n_new, n_cached)]
+        out = []
+        done = 0.0
+        while done < n_new:
+            c = min(float(chunk_tokens), n_new - done)
+            out.append((c, n_cached + done))
+            done += c
+        return out
+
+    def prefill_request_timing(self, n_prompt: float, chunk_tokens: float | None = None) -> Timing:
+        """TTFT of a lone request without queueing: the sum of its prefill steps.
+
+        Parts with the same name are merged (seconds added); a merged part keeps the
+        bound of its longest chunk."""
+        steps = self.prefill_chunks(n_prompt, chunk_tokens)
+        timings = [
+            self.timing(prefill_new=np.array([n]), prefill_cached=np.array([c]), n_sampled_prefill=int(i == len(steps) - 1))
+            for i, (n, c) in enumerate(steps)
+        ]
+        if len(timings) == 1:
+            return timings[0]
+        return merge_timings(timings)
+
     def decode_timing(self, ctx: np.ndarray) -> Timing:
         return self.timing(decode_ctx=np.asarray(ctx, dtype=np.float64))
+
+
+def merge_timings(timings: list[Timing]) -> Timing:
+    """Sum of sequential timings, parts merged by (name, device)."""
+    merged: dict[tuple[str, str], PartTime] = {}
+    longest: dict[tuple[str, str], float] = {}
+    for t in timings:
+        for p in t.parts:
+            k = (p.name, p.device)
+            if k not in merged:
+                merged[k], longest[k] = p, float(p.seconds)
+                continue
+            q = merged[k]
+            bound = p.bound if float(p.seconds) > longest[k] else q.bound
+            longest[k] = max(longest[k], float(p.seconds))
+            rs = {r: q.resource_s.get(r, 0.0) + p.resource_s.get(r, 0.0) for r in set(q.resource_s) | set(p.resource_s)}
+            merged[k] = PartTime(q.name, q.op, q.device, q.seconds + p.seconds, bound, rs)
+    return Timing(sum(t.total_s for t in timings), tuple(merged.values()))

@@ -19,9 +19,13 @@ def test_max_batch_hand_computed():
     d = _dep()
     r = estimate(d, make_method("full", d), context=4096, batch=1)
     # budget 72e9; weights 6,738,415,616 * 2 = 13,476,831,232
-    # reserve 4096 * (2*4096 + 3*11008) * 2 + 32000 * 4 = 337,641,472 + 128,000 = 337,769,472
-    # KV left 58,185,399,296; per request 524,288 * 4096 = 2,147,483,648 -> 27
-    assert r.max_batch == 27
+    # reserve (8192-token step, 256 sampled rows): 8192 * (2*4096 + 3*11008) * 2 + 256 * 32000 * 4
+    #       = 675,282,944 + 32,768,000 = 708,050,944
+    # KV left 57,815,117,824; per request 524,288 * 4096 = 2,147,483,648 -> 26.9 -> 26
+    assert r.max_batch == 26
+    # unchunked, one sampled row: reserve 4096 * 41,216 * 2 + 32000 * 4 = 337,769,472 -> 58,185,399,296 -> 27
+    r1 = estimate(d, make_method("full", d), context=4096, batch=1, max_num_batched_tokens=None, max_num_seqs=1)
+    assert r1.max_batch == 27
     assert r.kv_bytes_per_token_gpu == 524_288
     assert r.weights_bytes_per_gpu == 13_476_831_232
 
@@ -32,7 +36,7 @@ def test_ttft_tbt_are_step_times():
     m = make_method("full", d)
     r = estimate(d, m, context=2048, batch=4)
     s = StepModel(d, m)
-    assert r.ttft_s == s.prefill_timing(2048).total_s
+    assert r.ttft_s == s.prefill_timing(2048).total_s  # 2048 <= 8192: one chunk
     assert r.tbt_s == s.decode_timing(np.full(4, 2048.0)).total_s
     assert r.throughput_tok_s == pytest.approx(4 / r.tbt_s, rel=1e-12)
 
@@ -53,3 +57,16 @@ def test_oom_reports_zero_batch():
     r = estimate(d, make_method("full", d), context=200_000, batch="max")
     # 524,288 * 200,000 = 104.9 GB > 72 GB
     assert r.max_batch == 0 and not r.fits and r.tbt_s is None
+
+
+def test_chunked_ttft_sums_chunk_steps():
+    """A 20,000-token prompt with 8192-token chunks takes 3 steps: 8192, 8192, 3616 tokens."""
+    d = _dep()
+    m = make_method("full", d)
+    s = StepModel(d, m)
+    r = estimate(d, m, context=20_000, batch=1)
+    # chunk 1: 8192 new after 0; chunk 2: 8192 after 8192; chunk 3: 20000-16384 = 3616 after 16384
+    t = (s.timing(prefill_new=np.array([8192.0]), prefill_cached=np.array([0.0]), n_sampled_prefill=0).total_s
+         + s.timing(prefill_new=np.array([8192.0]), prefill_cached=np.array([8192.0]), n_sampled_prefill=0).total_s
+         + s.timing(prefill_new=np.array([3616.0]), prefill_cached=np.array([16384.0]), n_sampled_prefill=1).total_s)
+    assert r.ttft_s == pytest.approx(t, rel=1e-12)

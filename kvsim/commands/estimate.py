@@ -36,6 +36,9 @@ def estimate_cmd(
     weight_dtype: WeightDtypeOpt = "bf16",
     kv_dtype: KvDtypeOpt = "bf16",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
+    max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", min=1, help="prefill chunk / step token budget (vLLM)")] = 8192,
+    chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="prefill in chunks of --max-num-batched-tokens (vLLM v1 default)")] = True,
+    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, help="engine's max concurrent sequences (sizes the logits reserve)")] = 256,
     calibration: CalibrationOpt = None,
     breakdown: Annotated[bool, typer.Option("--breakdown/--no-breakdown", help="per-component table (single method)")] = True,
     as_json: JsonOpt = False,
@@ -50,7 +53,9 @@ def estimate_cmd(
     if context > dep.model.max_context_tokens:
         print(f"note: --context {context} exceeds {dep.model.name}'s max context {dep.model.max_context_tokens}",
               file=sys.stderr)
-    results = [estimate(dep, make_method(spec, dep), context, b) for spec in split_methods(method)]
+    chunk = max_num_batched_tokens if chunked_prefill else None
+    results = [estimate(dep, make_method(spec, dep), context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs)
+               for spec in split_methods(method)]
     if as_json:
         print_json([r.model_dump() for r in results])
         return

@@ -74,4 +74,4 @@ def _methods() -> list[dict]:
 def _traces() -> list[dict]:
     from kvsim.traces import list_traces
 
-    return [{"name": n, "description": d} for n, d in list_traces()]
+    return [{"name": n, "description": d} for n, d in list_traces().items()]

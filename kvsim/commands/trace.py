@@ -1,0 +1,133 @@
+"""``kvsim trace ...``: list, inspect and fetch request traces (thin layer over kvsim.traces).
+
+Errors are raised as :class:`~kvsim.errors.KvsimError`; the root CLI prints them and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kvsim.traces import BURSTGPT_URL, fetch_burstgpt, list_traces, load_trace, summarize
+from kvsim.traces.fetch import BURSTGPT_FILE, burstgpt_cache_path
+
+app = typer.Typer(
+    help="Request traces: list the built-in ones, show statistics, fetch the full BurstGPT file.",
+    no_args_is_help=True,
+)
+
+
+class Dataset(str, Enum):
+    """Datasets that can be downloaded."""
+
+    burstgpt = "burstgpt"
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List trace names with a one-line description each."""
+    names = list_traces()
+    width = max(map(len, names))
+    for name, text in names.items():
+        typer.echo(f"{name:<{width}}  {text}")
+
+
+def _progress():
+    """A progress callback printing MB done to a terminal's stderr (None when not a TTY)."""
+    if not sys.stderr.isatty():
+        return None
+    state = {"shown": -1}
+
+    def show(done: int, total: int | None) -> None:
+        mb = done // (1 << 20)
+        if mb != state["shown"]:
+            state["shown"] = mb
+            of = f" / {total / (1 << 20):.0f}" if total else ""
+            end = "\n" if total and done >= total else ""
+            sys.stderr.write(f"\r  {mb}{of} MiB{end}")
+            sys.stderr.flush()
+
+    return show
+
+
+@app.command()
+def fetch(
+    dataset: Annotated[Dataset, typer.Argument(help="dataset to download")],
+    dest: Annotated[Path | None, typer.Option("--dest", help="directory (default: $KVSIM_CACHE_DIR/burstgpt)")] = None,
+    url: Annotated[str, typer.Option("--url", help="download URL (a mirror of BurstGPT_1.csv)")] = BURSTGPT_URL,
+    timeout: Annotated[float, typer.Option("--timeout", help="network timeout, seconds")] = 60.0,
+    force: Annotated[bool, typer.Option("--force", help="download even if a verified copy exists")] = False,
+) -> None:
+    """Download BurstGPT_1.csv (52 MB), verify size and sha256, and store it where
+    `--trace burstgpt` finds it."""
+    target = (dest.expanduser() if dest else burstgpt_cache_path().parent) / BURSTGPT_FILE
+    before = target.stat().st_mtime_ns if target.is_file() else None
+    if before is None or force:
+        typer.echo(f"downloading {url} -> {target}", err=True)
+    path = fetch_burstgpt(dest, url=url, timeout_s=timeout, force=force, progress=_progress())
+    if before is not None and not force and path.stat().st_mtime_ns == before:
+        typer.echo(f"already present and verified: {path}")
+    else:
+        typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes, size and sha256 verified)")
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    if x == int(x):
+        return f"{int(x):,}"
+    return f"{x:,.4g}" if abs(x) < 1000 else f"{x:,.1f}"
+
+
+@app.command()
+def info(
+    trace: Annotated[str, typer.Argument(help="trace name, NAME:key=value,... or file path")],
+    rate: Annotated[float | None, typer.Option(help="rescale to this mean rate, requests/s")] = None,
+    time_scale: Annotated[float | None, typer.Option(help="divide arrival times by this factor")] = None,
+    limit: Annotated[int | None, typer.Option(help="keep the first N requests")] = None,
+    model: Annotated[str | None, typer.Option(help="BurstGPT: ChatGPT or GPT-4")] = None,
+    log_type: Annotated[str | None, typer.Option(help="BurstGPT: conversation or API")] = None,
+    start_s: Annotated[float | None, typer.Option(help="keep raw timestamps >= this, s")] = None,
+    end_s: Annotated[float | None, typer.Option(help="keep raw timestamps < this, s")] = None,
+    seed: Annotated[int, typer.Option(help="seed of synthetic generators")] = 0,
+    num_requests: Annotated[int | None, typer.Option(help="synthetic: number of requests")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="data cache (default $KVSIM_CACHE_DIR or ~/.cache/kvsim)")] = None,
+    max_prompt_tokens: Annotated[int | None, typer.Option(help="clip prompts to this length")] = None,
+    max_output_tokens: Annotated[int | None, typer.Option(help="clip outputs to this length")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Load a trace and print requests, span, mean rate and token-length statistics."""
+    tr = load_trace(
+        trace, rate=rate, time_scale=time_scale, limit=limit, model=model, log_type=log_type,
+        start_s=start_s, end_s=end_s, seed=seed, num_requests=num_requests, cache_dir=cache_dir,
+        max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens,
+    )
+    s = summarize(tr)
+    if as_json:
+        json.dump(s.to_dict(), sys.stdout, indent=2, default=str)
+        typer.echo()
+        return
+    rows = [
+        ("trace", f"{s.name}  ({s.source})"),
+        ("requests", f"{s.requests:,}"),
+        ("span", f"{_fmt(s.span_s)} s"),
+        ("mean rate", f"{_fmt(s.mean_rate_per_s)} req/s"),
+        ("arrival CV", _fmt(s.interarrival_cv)),
+    ]
+    for label, st in (("prompt tokens", s.prompt), ("output tokens", s.output)):
+        rows.append((label, f"mean {_fmt(st.mean)}  p50 {_fmt(st.p50)}  p99 {_fmt(st.p99)}  max {st.max:,}"))
+    rows += [
+        ("failed dropped", f"{s.num_failed_dropped:,}"),
+        ("filtered out", f"{s.num_filtered:,}"),
+        ("prefix blocks", f"yes ({tr.prefix_block_tokens} tokens/block)" if s.has_prefix_blocks else "no"),
+    ]
+    for label, value in rows:
+        typer.echo(f"{label:<15} {value}")
+    if s.notice:
+        typer.echo(f"notice: {s.notice}")

@@ -1,0 +1,219 @@
+"""Options shared by every trace source, and the one path from parsed rows to a Trace.
+
+Order of operations in :func:`build_trace` (each step's count is reported):
+
+1. source filters (BurstGPT model / log type, applied by the reader) and the time window
+   ``start_s <= t < end_s`` on the raw timestamps -> ``num_filtered``;
+2. failed requests (0 output tokens; BurstGPT marks failures with 0 response tokens)
+   -> ``num_failed_dropped``;
+3. invalid requests (0 prompt tokens) -> ``meta["num_invalid_dropped"]``;
+4. stable sort by arrival, keep the first ``limit`` requests -> ``num_filtered``;
+5. shift so the first request arrives at 0 s;
+6. rescale time: ``rate`` R gives exactly (N-1)/span = R requests/s (BurstGPT README:
+   "scale the average Requests Per Second"), or divide by ``time_scale``
+   (BurstGPT example ``server.py``: "100 means 100 times faster");
+7. clip prompt/output lengths to ``max_prompt_tokens`` / ``max_output_tokens`` (the
+   BurstGPT example clips to 1023) -> ``meta["num_prompt_clipped"]`` etc.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from kvsim.errors import TraceError
+from kvsim.traces.base import Trace
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Keyword options of :func:`kvsim.traces.load_trace` (see there for meanings)."""
+
+    rate: float | None = None
+    time_scale: float | None = None
+    limit: int | None = None
+    model: str | None = None
+    log_type: str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    seed: int = 0
+    num_requests: int | None = None
+    cache_dir: Path | None = None
+    max_prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+    def validate(self) -> LoadOptions:
+        """Check value ranges; raise TraceError naming the first bad option."""
+        for name in ("rate", "time_scale"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise TraceError(f"{name} must be a finite number > 0, got {v}")
+        if self.rate is not None and self.time_scale is not None:
+            raise TraceError("give either rate or time_scale, not both")
+        for name in ("limit", "num_requests", "max_prompt_tokens", "max_output_tokens"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+                raise TraceError(f"{name} must be a whole number >= 1, got {v}")
+        for name in ("start_s", "end_s"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise TraceError(f"{name} must be a finite number of seconds, got {v}")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise TraceError(f"end_s ({self.end_s}) must be greater than start_s ({self.start_s})")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+            raise TraceError(f"seed must be a whole number >= 0, got {self.seed}")
+        return self
+
+    @property
+    def first_n(self) -> int | None:
+        """Keep at most this many requests (the smaller of ``limit`` and ``num_requests``)."""
+        given = [v for v in (self.limit, self.num_requests) if v is not None]
+        return int(min(given)) if given else None
+
+    def describe_filters(self) -> str:
+        """Active filters as ``k=v, ...`` ('none' when there are none)."""
+        parts = [
+            f"{k}={getattr(self, k)}"
+            for k in ("model", "log_type", "start_s", "end_s", "limit", "num_requests")
+            if getattr(self, k) is not None
+        ]
+        return ", ".join(parts) or "none"
+
+
+@dataclass
+class RawRequests:
+    """Parsed rows in file order, before any drop.
+
+    Attributes
+    ----------
+    time_s : [N] float64, raw arrival time in seconds (the source's own clock).
+    prompt_tokens, output_tokens : [N] int64, >= 0.
+    keep : [N] bool rows passing the source's own filters (BurstGPT model/log type), or None.
+    prefix_blocks : per row, block hash ids (Mooncake ``hash_ids``), or None.
+    prefix_block_tokens : tokens per prefix block, or 0.
+    """
+
+    time_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    keep: np.ndarray | None = None
+    prefix_blocks: list[tuple[int, ...]] | None = None
+    prefix_block_tokens: int = 0
+
+    def __len__(self) -> int:
+        return int(self.time_s.shape[0])
+
+
+def _empty_error(name: str, opts: LoadOptions, n_read: int, n_filt: int, n_fail: int, n_inv: int) -> TraceError:
+    counts = f"{n_read} rows read, {n_filt} filtered out, {n_fail} failed, {n_inv} with 0 prompt tokens"
+    if n_read == 0:
+        return TraceError(f"trace {name} has no request rows")
+    if opts.describe_filters() == "none":
+        return TraceError(f"trace {name}: no usable request ({counts})")
+    return TraceError(f"trace {name}: no request left after filters {opts.describe_filters()} ({counts})")
+
+
+def rescale_factor(arrival_s: np.ndarray, opts: LoadOptions, name: str) -> float:
+    """Multiplier for arrival times (starting at 0) that applies ``rate`` or ``time_scale``."""
+    if opts.time_scale is not None:
+        return 1.0 / opts.time_scale
+    if opts.rate is None or arrival_s.size < 2:
+        return 1.0
+    span = float(arrival_s[-1])
+    if span <= 0:
+        raise TraceError(
+            f"cannot rescale trace {name} to rate={opts.rate}: all {arrival_s.size} requests arrive at the same time"
+        )
+    factor = (arrival_s.size - 1) / opts.rate / span  # (N-1)/(R*span) -> (N-1)/span' = R
+    if not math.isfinite(factor):
+        raise TraceError(f"cannot rescale trace {name} to rate={opts.rate}: its span of {span:g} s is too short")
+    return factor
+
+
+def build_trace(
+    raw: RawRequests,
+    opts: LoadOptions,
+    *,
+    name: str,
+    source: str,
+    notice: str | None = None,
+    meta: dict | None = None,
+) -> Trace:
+    """Apply filters, drops, sorting, limit, shift, rescale and clipping; build the Trace."""
+    t, prompt, output = raw.time_s, raw.prompt_tokens, raw.output_tokens
+    n_read = len(raw)
+    mask = np.ones(n_read, dtype=bool) if raw.keep is None else raw.keep.copy()
+    if opts.start_s is not None:
+        mask &= t >= opts.start_s
+    if opts.end_s is not None:
+        mask &= t < opts.end_s
+    n_filt = n_read - int(mask.sum())
+    failed = mask & (output == 0)
+    n_fail = int(failed.sum())
+    mask &= ~failed
+    invalid = mask & (prompt == 0)
+    n_inv = int(invalid.sum())
+    mask &= ~invalid
+
+    idx = np.flatnonzero(mask)
+    order = idx[np.argsort(t[idx], kind="stable")]
+    first_n = opts.first_n
+    if first_n is not None and order.size > first_n:
+        n_filt += order.size - first_n
+        order = order[:first_n]
+    if order.size == 0:
+        raise _empty_error(name, opts, n_read, n_filt, n_fail, n_inv)
+
+    arrival = t[order].astype(np.float64)
+    raw_start = float(arrival[0])
+    arrival -= raw_start
+    factor = rescale_factor(arrival, opts, name)
+    if factor != 1.0:
+        arrival *= factor
+
+    prompt = prompt[order].astype(np.int64)
+    output = output[order].astype(np.int64)
+    n_pclip = n_oclip = 0
+    if opts.max_prompt_tokens is not None:
+        n_pclip = int((prompt > opts.max_prompt_tokens).sum())
+        np.minimum(prompt, opts.max_prompt_tokens, out=prompt)
+    if opts.max_output_tokens is not None:
+        n_oclip = int((output > opts.max_output_tokens).sum())
+        np.minimum(output, opts.max_output_tokens, out=output)
+
+    blocks = None
+    if raw.prefix_blocks is not None:
+        bt = raw.prefix_block_tokens
+        cap = None if opts.max_prompt_tokens is None else -(-opts.max_prompt_tokens // bt)
+        blocks = tuple(raw.prefix_blocks[i][:cap] for i in order)  # cap None keeps all
+
+    info = {
+        "num_rows_read": n_read,
+        "num_invalid_dropped": n_inv,
+        "num_prompt_clipped": n_pclip,
+        "num_output_clipped": n_oclip,
+        "raw_start_s": raw_start,
+        "time_factor": factor,
+    }
+    info.update(meta or {})
+    return Trace(
+        name=name,
+        arrival_s=arrival,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        prefix_blocks=blocks,
+        prefix_block_tokens=raw.prefix_block_tokens if blocks is not None else 0,
+        source=source,
+        num_failed_dropped=n_fail,
+        num_filtered=n_filt,
+        notice=notice,
+        meta=info,
+    )
+
+
+def without_rate(opts: LoadOptions) -> LoadOptions:
+    """The options with ``rate`` removed (generators apply the rate themselves)."""
+    return replace(opts, rate=None)

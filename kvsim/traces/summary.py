@@ -1,0 +1,76 @@
+"""Descriptive statistics of a Trace (for ``kvsim trace info`` and reports)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from kvsim.traces.base import Trace
+
+
+@dataclass(frozen=True)
+class LengthStats:
+    """Token-length statistics: mean, median (p50), p99 and max, tokens."""
+
+    mean: float
+    p50: float
+    p99: float
+    max: int
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    """What ``kvsim trace info`` prints.
+
+    Attributes
+    ----------
+    requests : number of requests.
+    span_s : last minus first arrival, seconds.
+    mean_rate_per_s : (N-1)/span, requests/s (inf when span is 0).
+    interarrival_cv : std/mean of the gaps between arrivals (nan for < 3 requests).
+    prompt, output : token-length statistics.
+    num_failed_dropped, num_filtered : rows removed while loading.
+    notice : the trace's notice line, if any.
+    """
+
+    name: str
+    source: str
+    requests: int
+    span_s: float
+    mean_rate_per_s: float
+    interarrival_cv: float
+    prompt: LengthStats
+    output: LengthStats
+    num_failed_dropped: int
+    num_filtered: int
+    has_prefix_blocks: bool
+    notice: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _lengths(x: np.ndarray) -> LengthStats:
+    p50, p99 = np.percentile(x, [50, 99])
+    return LengthStats(mean=float(x.mean()), p50=float(p50), p99=float(p99), max=int(x.max()))
+
+
+def summarize(trace: Trace) -> TraceSummary:
+    """Summary statistics of a non-empty trace."""
+    gaps = np.diff(trace.arrival_s)
+    cv = float(gaps.std() / gaps.mean()) if gaps.size >= 2 and gaps.mean() > 0 else float("nan")
+    return TraceSummary(
+        name=trace.name,
+        source=trace.source,
+        requests=len(trace),
+        span_s=trace.duration_s,
+        mean_rate_per_s=trace.mean_rate_per_s,
+        interarrival_cv=cv,
+        prompt=_lengths(trace.prompt_tokens),
+        output=_lengths(trace.output_tokens),
+        num_failed_dropped=trace.num_failed_dropped,
+        num_filtered=trace.num_filtered,
+        has_prefix_blocks=trace.prefix_blocks is not None,
+        notice=trace.notice,
+    )

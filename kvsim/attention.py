@@ -103,13 +103,17 @@ def prefill_attention(
     heads_frac: float = 1.0,
     pairs: Num | None = None,
     kv_write_bytes_per_token_layer: float | None = None,
+    kv_read_bytes_per_token_layer: float | None = None,
     name: str = "attn_prefill",
 ) -> Cost:
     """Prefill attention of the chunks of one step ([R] arrays or scalars), FlashAttention-style.
 
     FLOPs ``L * 2 n_h (d_qk + d_v) * pairs``; HBM: Q, K, V, O of the new tokens, the cached
-    prefix's KV read once per chunk, and the new tokens' KV written to the cache.
-    ``pairs`` overrides the causal pair count (window attention: StreamingLLM, DuoAttention).
+    prefix's KV read once per chunk (only by chunks with new tokens), and the new tokens' KV
+    written to the cache. ``pairs`` overrides the causal pair count (window attention:
+    StreamingLLM, DuoAttention); ``n_cached`` is then the number of cached tokens read.
+    ``kv_read_bytes_per_token_layer`` prices the cached prefix when it is stored compressed
+    (KIVI codes), default the uncompressed KV of ``heads_frac`` of the heads.
     """
     m = dep.model
     L = m.num_layers if layers is None else layers
@@ -119,9 +123,14 @@ def prefill_attention(
     flops = L * 2.0 * nh * (d_qk + d_v) * _sum_seq(pr)
     kv_tok = kv_bytes_per_token_layer(dep, heads_frac=heads_frac)
     w_tok = kv_tok if kv_write_bytes_per_token_layer is None else kv_write_bytes_per_token_layer
+    r_tok = kv_tok if kv_read_bytes_per_token_layer is None else kv_read_bytes_per_token_layer
     new = _sum_seq(n_new)
     act = L * new * nh * (2 * d_qk + 2 * d_v) * dep.ab  # Q, K, V in; O out (per GPU heads)
-    hbm = act + L * _sum_seq(n_cached) * kv_tok + L * new * w_tok
+    # a chunk without new tokens runs no kernel, so it reads none of its cached prefix
+    cached_read = _sum_seq(np.where(np.asarray(n_new) > 0, n_cached, 0.0))
+    if isinstance(cached_read, np.ndarray) and cached_read.ndim == 0:
+        cached_read = float(cached_read)
+    hbm = act + L * cached_read * r_tok + L * new * w_tok
     has = 1.0 if not isinstance(new, np.ndarray) else (new > 0).astype(np.float64)
     if not isinstance(new, np.ndarray) and new <= 0:
         has = 0.0

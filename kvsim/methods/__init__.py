@@ -11,11 +11,43 @@ from pydantic import ValidationError
 from kvsim.deployment import Deployment
 from kvsim.errors import SpecError, unknown_name
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods.duoattention import DuoAttention
 from kvsim.methods.full import Full
+from kvsim.methods.gear import GEAR
+from kvsim.methods.h2o import H2O
+from kvsim.methods.infllm import InfLLM
+from kvsim.methods.kivi import KIVI
+from kvsim.methods.llmlingua import LLMLingua
+from kvsim.methods.magicpig import MagicPIG
+from kvsim.methods.mla import MLA
+from kvsim.methods.prefix import Prefix
+from kvsim.methods.pyramidkv import PyramidKV
+from kvsim.methods.quest import Quest
+from kvsim.methods.razorattention import RazorAttention
+from kvsim.methods.snapkv import SnapKV
+from kvsim.methods.streamingllm import StreamingLLM
+from kvsim.methods.topk import TopK
+from kvsim.methods.zipcache import ZipCache
 from kvsim.specbase import format_validation_error
 
 REGISTRY: dict[str, type[KVMethod]] = {
     "full": Full,
+    "kivi": KIVI,
+    "gear": GEAR,
+    "zipcache": ZipCache,
+    "magicpig": MagicPIG,
+    "quest": Quest,
+    "topk": TopK,
+    "h2o": H2O,
+    "streamingllm": StreamingLLM,
+    "snapkv": SnapKV,
+    "pyramidkv": PyramidKV,
+    "duoattention": DuoAttention,
+    "razorattention": RazorAttention,
+    "infllm": InfLLM,
+    "mla": MLA,
+    "llmlingua": LLMLingua,
+    "prefix": Prefix,
 }
 
 __all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "KVMethod", "MethodParams", "Residency"]

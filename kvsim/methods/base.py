@@ -14,6 +14,11 @@ It answers three questions for a :class:`~kvsim.deployment.Deployment`:
 3. ``prefill_cost(n_new, n_cached)``: the attention of prefill chunks (arrays ``[R]``)
    plus the method's extra prefill work (quantizing, scoring, building tables,
    offloading over PCIe, a compressor model's pass).
+
+Methods that evict at the end of prefill (H2O, SnapKV, PyramidKV, RazorAttention) treat
+prompt and generated tokens differently: ``kv_bytes`` and ``decode_cost`` take an optional
+``n_prompt`` (same shape as, or broadcastable to, ``n_tokens`` / ``ctx``). When it is
+``None`` every cached token counts as prompt (the state right after prefill).
 """
 
 from __future__ import annotations
@@ -73,10 +78,10 @@ class KVMethod(ABC):
 
     # --- the contract ---
     @abstractmethod
-    def kv_bytes(self, n_tokens: Num) -> Residency: ...
+    def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency: ...
 
     @abstractmethod
-    def decode_cost(self, ctx: np.ndarray) -> Cost: ...
+    def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost: ...
 
     @abstractmethod
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost: ...
@@ -85,6 +90,17 @@ class KVMethod(ABC):
     def effective_prompt_tokens(self, n_prompt: Num) -> Num:
         """Prompt tokens the target model actually prefills (prompt compression shrinks it)."""
         return n_prompt
+
+    def cached_prompt_fraction(self) -> float:
+        """Analytic prefix-cache hit ratio: the fraction of each prompt whose KV is reused
+        instead of prefilled (``prefix`` method). Callers without real prefix-block
+        bookkeeping split a prompt with :meth:`split_prompt`; 0 for every other method."""
+        return 0.0
+
+    def split_prompt(self, n_prompt: Num) -> tuple[Num, Num]:
+        """``(n_new, n_cached)`` of a whole prompt under :meth:`cached_prompt_fraction`."""
+        f = self.cached_prompt_fraction()
+        return n_prompt * (1.0 - f), n_prompt * f
 
     def fixed_gpu_bytes(self) -> float:
         """Bytes per GPU independent of requests (e.g. MagicPIG's shared LSH projector)."""

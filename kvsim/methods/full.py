@@ -14,7 +14,7 @@ import numpy as np
 
 from kvsim.attention import decode_attention, prefill_attention
 from kvsim.cost import Cost, Num
-from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency
 
 
 class FullParams(MethodParams):
@@ -34,11 +34,19 @@ class Full(KVMethod):
 
             self.dep = replace(dep, kv_dtype=self.params.kv_dtype)
 
-    def kv_bytes(self, n_tokens: Num) -> Residency:
+    def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         return Residency(gpu_bytes=n_tokens * self.dep.full_kv_bytes_per_token)
 
-    def decode_cost(self, ctx: np.ndarray) -> Cost:
-        return decode_attention(self.dep, ctx + 1)
+    def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
+        return decode_attention(self.dep, np.asarray(ctx, dtype=np.float64) + 1)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         return prefill_attention(self.dep, n_new, n_cached)
+
+    def published_accuracy(self) -> list[PublishedAccuracy]:
+        """The full-attention rows of METHODS.md §4 (16-bit KV only)."""
+        if self.dep.kv_dtype not in ("bf16", "fp16"):
+            return []
+        from kvsim.methods._published import published
+
+        return published("full", None, self.label())

@@ -1,0 +1,143 @@
+"""Small helpers shared by the method modules (array-safe; per GPU of a TP replica).
+
+Shapes: ``ctx`` / ``n_prompt`` are ``[..., B]`` (B sequences, optional leading step axis);
+every ``*_cost`` sums over the last axis. Bytes are per GPU unless a name says ``host``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvsim.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer
+from kvsim.cost import Cost, Num, Part
+from kvsim.deployment import Deployment
+from kvsim.errors import ConfigError
+
+
+def arr(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def sum_seq(x: Num) -> Num:
+    """Sum over the sequence (last) axis; 0-d results become floats."""
+    a = np.asarray(x, dtype=np.float64)
+    out = a.sum(axis=-1) if a.ndim >= 1 else a
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def nseq(x: Num) -> float:
+    a = np.asarray(x)
+    return float(a.shape[-1]) if a.ndim >= 1 else 1.0
+
+
+def has(x: Num) -> Num:
+    """1.0 where x > 0 else 0.0 (array-safe; 0-d gives a float)."""
+    out = (np.asarray(x, dtype=np.float64) > 0).astype(np.float64)
+    return float(out) if out.ndim == 0 else out
+
+
+def split_prompt(n: Num, n_prompt: Num | None) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt tokens held, generated tokens) of ``n`` cached tokens; ``None``: all prompt."""
+    n = arr(n)
+    p = n if n_prompt is None else np.minimum(np.broadcast_to(arr(n_prompt), n.shape), n)
+    return p, n - p
+
+
+def kv_tok_layer(dep: Deployment, bytes_per_elem: float | None = None, heads_frac: float = 1.0) -> float:
+    """KV bytes per token per layer on one GPU (default: the uncompressed KV dtype)."""
+    return kv_bytes_per_token_layer(dep, bytes_per_elem, heads_frac)
+
+
+def elems_tok_layer(dep: Deployment) -> float:
+    """Cached KV elements per token per layer on one GPU (K and V of its KV heads, or MLA latent)."""
+    return dep.model.kv_elements_per_token_per_layer * dep.kv_shard
+
+
+def key_elems_tok_layer(dep: Deployment) -> float:
+    """Key elements per token per layer on one GPU: ``n_kv * d`` (MLA: the whole latent + RoPE key)."""
+    m = dep.model
+    if m.mla is not None:
+        return float(m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
+    return m.num_kv_heads * m.head_dim * dep.kv_shard
+
+
+def host_kv_tok_layer(dep: Deployment, bytes_per_elem: float) -> float:
+    """KV bytes per token per layer of the whole replica (all KV heads), for host copies."""
+    return dep.model.kv_elements_per_token_per_layer * bytes_per_elem
+
+
+def attn_decode(
+    dep: Deployment,
+    n_attended: Num,
+    read_bytes: Num,
+    *,
+    layers: float,
+    heads_frac: float = 1.0,
+    write_bytes: Num = 0.0,
+    extra_flops: Num = 0.0,
+    extra_hbm: Num = 0.0,
+    launches_per_layer: float = 1.0,
+    name: str = "attn_decode",
+    op: str = "attn_decode",
+) -> Cost:
+    """Decode attention over per-sequence token counts and byte counts (per layer).
+
+    Args:
+        n_attended: [..., B] tokens each query attends to per layer (QK^T and PV FLOPs).
+        read_bytes / write_bytes / extra_flops / extra_hbm: [..., B] or scalars per layer
+            per sequence (KV read, KV written, dequantization or score FLOPs, score traffic).
+    Same accounting as :func:`kvsim.attention.decode_attention` (which it equals for
+    ``read_bytes = n * kv_tok``) plus Q in and O out per sequence.
+    """
+    m = dep.model
+    B = nseq(n_attended)
+    nf = decode_flops_per_token_layer(dep, heads_frac)
+    flops = layers * sum_seq(arr(n_attended) * nf + extra_flops + 0 * arr(n_attended))
+    qo = layers * B * 2 * dep.q_heads_per_gpu * heads_frac * m.q_head_dim * dep.ab
+    body = arr(read_bytes) + write_bytes + extra_hbm + 0 * arr(n_attended)
+    hbm = layers * sum_seq(body) + qo
+    return Cost.of(Part(name, op, dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=layers * launches_per_layer))
+
+
+def gpu_pass(dep: Deployment, name: str, *, flops: Num = 0.0, hbm: Num = 0.0, launches: Num = 0.0,
+             op: str = "elementwise", overlap: str | None = None) -> Cost:
+    """One GPU kernel class (quantize pass, scoring, top-k, gather) as a cost."""
+    return Cost.of(Part(name, op, dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=launches, overlap=overlap))
+
+
+def window_pairs(n_new: Num, n_cached: Num, window: Num) -> Num:
+    """Causal (query, key) pairs when each query sees at most ``window`` keys (itself included).
+
+    The query at position ``k`` (1-based) sees ``min(k, W)`` keys; with
+    ``F(m) = sum_{k<=m} min(k, W)`` = ``m(m+1)/2`` if ``m <= W`` else ``W(W+1)/2 + (m-W) W``,
+    a chunk of ``n`` tokens after ``c`` has ``F(c+n) - F(c)`` pairs."""
+    W = arr(window)
+
+    def F(m):
+        m = arr(m)
+        mm = np.minimum(m, W)
+        return mm * (mm + 1) / 2.0 + np.maximum(m - W, 0.0) * W
+
+    return F(arr(n_cached) + arr(n_new)) - F(n_cached)
+
+
+def dense_layer_list(spec, num_layers: int, every: int = 16) -> list[int]:
+    """``"auto"``: every ``every``-th layer from 0 (MagicPIG's attnserver default
+    ``[0, 16, 32, 48, 64]``); otherwise the given indices, checked against the model."""
+    if spec == "auto":
+        return list(range(0, num_layers, every))
+    out = sorted(set(int(i) for i in spec))
+    bad = [i for i in out if not 0 <= i < num_layers]
+    if bad:
+        raise ConfigError(f"dense_layers {bad} outside the model's {num_layers} layers")
+    return out
+
+
+def require_not_mla(dep: Deployment, method: str, why: str) -> None:
+    if dep.model.mla is not None:
+        raise ConfigError(f"{method} does not apply to MLA model {dep.model.name}: {why}")
+
+
+def is_mha(dep: Deployment) -> bool:
+    m = dep.model
+    return m.mla is None and m.num_kv_heads == m.num_heads

@@ -1,0 +1,66 @@
+"""LLMLingua / LLMLingua-2 prompt compression (Jiang et al., EMNLP 2023; Pan et al., ACL 2024
+Findings; METHODS.md 1.17).
+
+A small compressor model drops prompt tokens before the target model sees them: the target
+prefills ``ceil(n / ratio)`` tokens (``effective_prompt_tokens``) and its KV and decode reads
+scale with that count (full attention over it). TTFT adds one compressor forward pass over the
+*original* ``n`` tokens: ``2 P_c n`` FLOPs with the compressor's weights read once per chunk
+(an encoder: no KV cache). The compressor runs on the same GPU (on TP, on one GPU of the
+replica while the others wait), and its weights stay resident (``fixed_gpu_bytes``).
+
+``prefill_cost(n_new, ...)`` receives the *compressed* chunk sizes (the caller prefills
+``effective_prompt_tokens(n)``), so the compressor work is charged for ``ratio x n_new``
+original tokens. Defaults: LLMLingua-2 with XLM-RoBERTa-large (~560M parameters, the
+``llmlingua-2-xlm-roberta-large-meetingbank`` model) at ratio 3 (``rate=0.33`` in the
+LLMLingua-2 README example; the papers report 2-5x, LLMLingua up to 20x). For LLMLingua with
+LLaMA-7B as the compressor set ``compressor_params=6.7e9``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from kvsim.attention import decode_attention, prefill_attention
+from kvsim.cost import Cost, Num, Part
+from kvsim.methods._common import arr, has, sum_seq
+from kvsim.methods.base import KVMethod, MethodParams, Residency
+
+
+#: kernels of one compressor forward: 24 encoder layers x ~8 kernels [E]
+COMPRESSOR_LAUNCHES = 200.0
+
+
+class LLMLinguaParams(MethodParams):
+    ratio: float = Field(3.0, ge=1.0)
+    """compression ratio rho: original prompt tokens per kept token."""
+    compressor_params: float = Field(560e6, gt=0)
+    """parameters of the compressor model (XLM-RoBERTa-large ~560M; LLaMA-7B 6.7e9)."""
+
+
+class LLMLingua(KVMethod):
+    name = "llmlingua"
+    summary = "LLMLingua-2 prompt compression (3x) by a 0.56B encoder on the same GPU"
+    Params = LLMLinguaParams
+
+    def effective_prompt_tokens(self, n_prompt: Num) -> Num:
+        out = np.ceil(arr(n_prompt) / self.params.ratio)
+        return float(out) if np.ndim(out) == 0 else out
+
+    def fixed_gpu_bytes(self) -> float:
+        return self.params.compressor_params * self.dep.ab
+
+    def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
+        return Residency(gpu_bytes=arr(n_tokens) * self.dep.full_kv_bytes_per_token)
+
+    def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
+        return decode_attention(self.dep, arr(ctx) + 1.0)
+
+    def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
+        dep = self.dep
+        orig = self.params.ratio * sum_seq(n_new)
+        pc = self.params.compressor_params
+        live = has(orig)
+        comp = Part("compressor", "gemm", dtype=dep.act_dtype, flops=2.0 * pc * orig,
+                    hbm_bytes=pc * dep.ab * live, launches=COMPRESSOR_LAUNCHES * live)
+        return prefill_attention(dep, n_new, n_cached) + Cost.of(comp)

@@ -1,0 +1,52 @@
+"""PyramidKV: pyramidal per-layer budgets with SnapKV-style selection (Cai et al., 2024;
+METHODS.md 1.7, from the code).
+
+With mean budget ``C`` per layer (window ``w`` included) and ``C' = C - w``::
+
+    min = C' / beta,   max = 2 C' - min,   c_l = max - l (max - min) / (L - 1) + w,   l = 0..L-1
+
+so lower layers keep more (layer 0: ``max + w``) and the mean over layers is exactly ``C``.
+Each layer keeps ``min(P, c_l)`` prompt tokens per head plus every generated token; decode
+reads them (the per-layer counts are averaged over layers, which prices the same bytes and
+FLOPs). Prefill is full attention plus SnapKV's voting with window ``w`` and pool ``k``.
+Defaults: beta = 20, w = 64, k = 5 (avgpool) from the code; C = 1024 to match SnapKV.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from kvsim.methods.base import MethodParams
+from kvsim.methods.snapkv import SnapKV
+
+
+class PyramidKVParams(MethodParams):
+    capacity: int = Field(1024, gt=0)
+    """mean tokens kept per head and layer, window included."""
+    beta: float = Field(20.0, gt=1)
+    """ratio of the top layer's budget to min (code default 20)."""
+    window: int = Field(64, gt=0)
+    """observation window (code default 64)."""
+    kernel: int = Field(5, gt=0)
+    """pooling kernel (code default 5)."""
+
+    @model_validator(mode="after")
+    def _window_fits(self):
+        if self.window >= self.capacity:
+            raise ValueError(f"window ({self.window}) must be smaller than capacity ({self.capacity})")
+        return self
+
+
+class PyramidKV(SnapKV):
+    name = "pyramidkv"
+    summary = "PyramidKV: per-layer budgets decreasing linearly with depth (mean C = 1024), SnapKV selection"
+    Params = PyramidKVParams  # type: ignore[assignment]
+
+    def layer_capacities(self) -> np.ndarray:
+        p, L = self.params, self.dep.model.num_layers
+        c = float(p.capacity - p.window)
+        lo = c / p.beta
+        hi = 2.0 * c - lo
+        steps = np.arange(L, dtype=np.float64) * ((hi - lo) / (L - 1) if L > 1 else 0.0)
+        return hi - steps + p.window if L > 1 else np.array([float(p.capacity)])

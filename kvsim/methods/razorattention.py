@@ -1,0 +1,75 @@
+"""RazorAttention: full cache in retrieval heads, truncated cache elsewhere (Tang et al., 2024;
+METHODS.md 1.10 [knob values from the authors' rebuttal and a review, not the paper]).
+
+Retrieval heads (``echo_ratio`` 1% echo + ``induction_ratio`` 15% induction = 16% of the KV
+heads) keep every token. The other heads keep ``max(min_recent, recent_frac x P)`` recent
+prompt tokens (4000 and S/5) plus one compensation token (the mean of the dropped KV), and
+every generated token::
+
+    tokens/head = r n + (1 - r) [ min(P, max(4000, P/5)) + 1[P > keep] + g ]
+
+so above ~20K tokens the non-retrieval heads still grow as S/5: the asymptotic KV ratio is
+``r + (1 - r)/5`` = 0.328 (~3x), and ~1.7x at 8K, matching the review's figures.
+Decode reads the same. Prefill is full FlashAttention (no savings, as DuoAttention notes)
+plus one pass over the dropped tokens for the compensation token. Not defined for MLA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from kvsim.attention import decode_attention, prefill_attention
+from kvsim.cost import Cost, Num
+from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, require_not_mla, split_prompt, sum_seq
+from kvsim.methods.base import KVMethod, MethodParams, Residency
+
+
+class RazorAttentionParams(MethodParams):
+    echo_ratio: float = Field(0.01, ge=0, le=1)
+    induction_ratio: float = Field(0.15, ge=0, le=1)
+    min_recent: int = Field(4000, ge=0)
+    """recent tokens kept by non-retrieval heads at least."""
+    recent_frac: float = Field(0.2, ge=0, le=1)
+    """... or this fraction of the prompt, whichever is larger (S/5)."""
+
+
+class RazorAttention(KVMethod):
+    name = "razorattention"
+    summary = "RazorAttention: 16% retrieval heads full, others max(4000, S/5) recent + a compensation token"
+    Params = RazorAttentionParams
+
+    def check(self) -> None:
+        require_not_mla(self.dep, "razorattention", "head-level retention needs per-head KV")
+
+    @property
+    def r(self) -> float:
+        return min(1.0, self.params.echo_ratio + self.params.induction_ratio)
+
+    def other_tokens(self, n: Num, n_prompt: Num | None = None) -> np.ndarray:
+        """Tokens held by a non-retrieval head."""
+        p, g = split_prompt(n, n_prompt)
+        keep = np.maximum(self.params.min_recent, self.params.recent_frac * p)
+        return np.minimum(p, keep) + (p > keep) + g
+
+    def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
+        n = arr(n_tokens)
+        tokens = self.r * n + (1.0 - self.r) * self.other_tokens(n, n_prompt)
+        return Residency(gpu_bytes=tokens * self.dep.full_kv_bytes_per_token)
+
+    def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
+        ctx = arr(ctx)
+        cost = Cost(())
+        if self.r > 0:
+            cost = cost + decode_attention(self.dep, ctx + 1.0, heads_frac=self.r)
+        if self.r < 1:
+            cost = cost + decode_attention(self.dep, self.other_tokens(ctx, n_prompt) + 1.0, heads_frac=1.0 - self.r,
+                                           name="attn_decode_truncated")
+        return cost
+
+    def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
+        dep, L = self.dep, self.dep.model.num_layers
+        new = sum_seq(n_new)
+        comp = gpu_pass(dep, "razor_compensation", flops=L * new * kv_tok_layer(dep, 1.0) * (1.0 - self.r),
+                        hbm=L * new * kv_tok_layer(dep, heads_frac=1.0 - self.r), launches=L * has(new))
+        return prefill_attention(dep, n_new, n_cached) + comp

@@ -17,8 +17,8 @@ MethodOpt = Annotated[
     typer.Option("--method", help="KV method(s): name, name:key=value,..., a comma list, or 'all'"),
 ]
 TpOpt = Annotated[int, typer.Option("--tp", min=1, help="tensor-parallel GPUs per replica")]
-WeightDtypeOpt = Annotated[str, typer.Option("--weight-dtype", help="bf16, fp16, fp8, int8, int4")]
-KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="dtype of uncompressed KV: bf16, fp16, fp8, int8")]
+WeightDtypeOpt = Annotated[str, typer.Option("--weight-dtype", help="auto (bf16, or fp16 on GPUs without bf16 such as V100), bf16, fp16, fp8, int8, int4")]
+KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="dtype of uncompressed KV: auto (= activation dtype), bf16, fp16, fp8, int8")]
 GpuUtilOpt = Annotated[float, typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, help="fraction of GPU memory the engine may use (vLLM default 0.9)")]
 CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="calibration YAML from `kvsim validate calibrate`")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON to stdout")]
@@ -52,9 +52,12 @@ def split_methods(values: list[str]) -> list[str]:
     return out
 
 
-def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "auto", kv_dtype: str = "auto",
                      gpu_memory_utilization: float = 0.9, calibration: str | None = None):
-    """Resolve specs (and an optional calibration) into a Deployment."""
+    """Resolve specs (and an optional calibration) into a Deployment.
+
+    ``auto`` dtypes: activations (and 16-bit weights / KV) are bf16 where the GPU has bf16
+    tensor cores, else fp16 (V100), as serving engines pick them."""
     from kvsim.deployment import Deployment
     from kvsim.hardware import load_system
     from kvsim.models import load_model
@@ -64,7 +67,12 @@ def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "b
         from kvsim.calibration import apply_calibration, load_calibration
 
         system = apply_calibration(system, load_calibration(calibration), origin=calibration)
-    act = "fp16" if weight_dtype == "fp16" else "bf16"
+    half = "bf16" if "bf16" in system.gpu.peak_flops_per_s else "fp16"
+    if weight_dtype == "auto":
+        weight_dtype = half
+    act = "fp16" if weight_dtype == "fp16" else half
+    if kv_dtype == "auto":
+        kv_dtype = act
     return Deployment(system=system, model=load_model(model), weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                       act_dtype=act, tp=tp, gpu_memory_utilization=gpu_memory_utilization)
 

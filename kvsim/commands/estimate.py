@@ -33,8 +33,8 @@ def estimate_cmd(
     context: Annotated[int, typer.Option("--context", min=1, help="tokens in each request's KV cache")] = 4096,
     batch: Annotated[str, typer.Option("--batch", help="concurrent requests, or 'max' for the best-throughput batch")] = "1",
     tp: TpOpt = 1,
-    weight_dtype: WeightDtypeOpt = "bf16",
-    kv_dtype: KvDtypeOpt = "bf16",
+    weight_dtype: WeightDtypeOpt = "auto",
+    kv_dtype: KvDtypeOpt = "auto",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", min=1, help="prefill chunk / step token budget (vLLM)")] = 8192,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="prefill in chunks of --max-num-batched-tokens (vLLM v1 default)")] = True,
@@ -54,8 +54,17 @@ def estimate_cmd(
         print(f"note: --context {context} exceeds {dep.model.name}'s max context {dep.model.max_context_tokens}",
               file=sys.stderr)
     chunk = max_num_batched_tokens if chunked_prefill else None
-    results = [estimate(dep, make_method(spec, dep), context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs)
-               for spec in split_methods(method)]
+    specs = split_methods(method)
+    results = []
+    for spec in specs:
+        try:
+            m = make_method(spec, dep)
+        except ConfigError as err:
+            if len(specs) == 1:
+                raise
+            print(f"note: skipping {spec}: {err}", file=sys.stderr)  # e.g. mla on a non-MLA model under --method all
+            continue
+        results.append(estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs))
     if as_json:
         print_json([r.model_dump() for r in results])
         return

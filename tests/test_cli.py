@@ -1,0 +1,74 @@
+"""The kvsim command line: outputs, JSON schema, and one-line errors (run as a subprocess)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def kvsim(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kvsim", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_estimate_json_has_required_fields(tmp_path):
+    """--json prints one object per configuration with the documented keys."""
+    r = kvsim("estimate", "--hw", "a100-40g", "--model", "codellama-7b", "--method", "full,kivi", "--context", "16384",
+              "--batch", "8", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [x["method"] for x in rows] == ["full", "kivi"]
+    for key in ("hw", "model", "method", "context", "batch", "kv_bytes_per_token_gpu", "kv_bytes_per_token_host",
+                "max_batch", "ttft_s", "tbt_s", "throughput_tok_s", "memory_gpu_bytes", "memory_host_bytes", "breakdown"):
+        assert key in rows[0], key
+    # CodeLlama-7B is MHA: 2 * 32 layers * 32 heads * 128 * 2 B = 524,288 B/token
+    assert rows[0]["kv_bytes_per_token_gpu"] == 524_288
+    assert rows[1]["kv_bytes_per_token_gpu"] < rows[0]["kv_bytes_per_token_gpu"] / 4
+
+
+def test_estimate_method_all_table(tmp_path):
+    """--method all prints a side-by-side table with every registered method."""
+    from kvsim.methods import method_names
+
+    r = kvsim("estimate", "--hw", "a100", "--model", "llama-3.1-8b", "--method", "all", "--context", "8192", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in method_names():
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["estimate", "--hw", "a1000"], "unknown hardware 'a1000'"),
+        (["estimate", "--model", "llama-9"], "unknown model 'llama-9'"),
+        (["estimate", "--method", "kivvi"], "unknown method 'kivvi'"),
+        (["estimate", "--method", "kivi:bits=3"], "method kivi: bits"),
+        (["estimate", "--batch", "lots"], "--batch must be a positive integer or 'max'"),
+        (["estimate", "--calibration", "/nonexistent.yaml"], "calibration file not found"),
+    ],
+)
+def test_bad_input_is_one_line_error(args, needle, tmp_path):
+    """Bad input: exit code 1, an 'error:' line naming the problem, no traceback."""
+    r = kvsim(*args, cwd=tmp_path)
+    assert r.returncode == 1
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert all(line.startswith("error: ") for line in r.stderr.strip().splitlines())
+
+
+def test_broken_hw_yaml_names_file_and_field(tmp_path):
+    """A user GPU YAML with a wrong type names the file and the field."""
+    f = tmp_path / "my_gpu.yaml"
+    f.write_text("kind: gpu\nname: X\nmemory_bytes: lots\nmemory_bw_bytes_per_s: 1e12\n"
+                 "peak_flops_per_s: {fp32: 1e13}\nl2_bytes: 0\nsm_count: 1\ntdp_w: 1\nhost_link: pcie4-x16\nsource: me\n")
+    r = kvsim("estimate", "--hw", str(f), cwd=tmp_path)
+    assert r.returncode == 1
+    assert f"{f}: memory_bytes:" in r.stderr
+
+
+def test_list_commands(tmp_path):
+    """list hardware/models/methods shows shipped names."""
+    for what, needle in (("hardware", "a100"), ("models", "llama-3.1-8b"), ("methods", "magicpig")):
+        r = kvsim("list", what, "--json", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert needle in r.stdout

@@ -31,11 +31,17 @@ app.command("list")(list_cmd)
 
 def _register_optional() -> None:
     """Commands whose modules live beside this one; each imports its heavy deps lazily."""
+    from kvsim.commands import plan as _plan
+    from kvsim.commands import report as _report
     from kvsim.commands import simulate as _sim
     from kvsim.commands import trace as _trace
+    from kvsim.commands import validate as _validate
 
     app.command("simulate")(_sim.simulate_cmd)
+    app.command("plan")(_plan.plan_cmd)
+    app.command("report")(_report.report_cmd)
     app.add_typer(_trace.app, name="trace", help="inspect and fetch request traces")
+    app.add_typer(_validate.app, name="validate", help="microbenchmarks, calibration and accuracy of the cost model")
 
 
 _register_optional()

@@ -29,7 +29,8 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
         got_s = ""
         if e["type"] not in ("missing",) and not isinstance(got, dict):
             got_s = f" (got {got!r})"
-        lines.append(f"{origin}: {loc}: {e['msg']}{got_s}")
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{origin}: {loc}: {msg}{got_s}")
     return "\n".join(lines)
 
 

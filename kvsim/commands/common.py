@@ -119,3 +119,14 @@ def fmt_s(s: float | None) -> str:
 
 def fmt_num(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def console(stderr: bool = False):
+    """A rich console; when output is not a terminal (pipes, files, CI) tables get 160
+    columns instead of rich's default 80, so wide comparison tables are not truncated."""
+    from rich.console import Console
+
+    con = Console(stderr=stderr)
+    if not con.is_terminal:
+        con = Console(stderr=stderr, width=160)
+    return con

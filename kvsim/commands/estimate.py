@@ -9,7 +9,7 @@ import typer
 
 from kvsim.commands.common import (
     CalibrationOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
-    build_deployment, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
+    build_deployment, console, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
 
@@ -75,10 +75,9 @@ def estimate_cmd(
 
 
 def _print_one(r, breakdown: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = console()
     t = Table(title=f"{r.model} on {r.hw} - {r.method}, context {r.context:,}, batch {r.batch}", show_header=False)
     t.add_column("quantity")
     t.add_column("value", justify="right")
@@ -112,7 +111,6 @@ def _inf(n: int) -> str:
 
 
 def _print_table(results) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     r0 = results[0]
@@ -123,4 +121,4 @@ def _print_table(results) -> None:
         t.add_row(r.method, fmt_num(r.kv_bytes_per_token_gpu, 0), fmt_num(r.kv_bytes_per_token_host, 0), str(r.max_batch),
                   str(r.batch) + ("" if r.fits else " (OOM)"), fmt_s(r.ttft_s), fmt_s(r.tbt_s), fmt_num(r.throughput_tok_s),
                   fmt_bytes(r.memory_gpu_bytes), fmt_bytes(r.memory_host_bytes))
-    Console().print(t)
+    console().print(t)

@@ -26,15 +26,16 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from kvsim.commands.common import console
 
     t = Table(title=what.value)
     for c in rows[0]:
         t.add_column(c)
     for r in rows:
         t.add_row(*[", ".join(v) if isinstance(v, list) else str(v) for v in r.values()])
-    Console().print(t)
+    console().print(t)
 
 
 def _hardware() -> list[dict]:

@@ -49,6 +49,8 @@ class KIVIParams(MethodParams):
 
     @model_validator(mode="after")
     def _r_multiple_of_g(self) -> "KIVIParams":
+        if 32 % self.bits:
+            raise ValueError(f"bits must divide 32 (codes are packed 32/bits per int32, KIVI quant/new_pack.py): 1, 2, 4 or 8, got {self.bits}")
         if self.residual % self.group:
             raise ValueError(f"residual ({self.residual}) must be a multiple of group ({self.group}) (KIVI asserts R % G == 0)")
         return self

@@ -1,0 +1,258 @@
+"""Multi-GPU serving: N tensor-parallel replicas behind a router, in one simulated timeline.
+
+* **Tensor parallelism** lives in the :class:`~kvsim.deployment.Deployment` (``tp``): weights
+  and KV heads are sharded per GPU (``weight_bytes_per_gpu = P * b_w / tp``) and each layer's
+  two all-reduces are priced over the system's GPU-GPU link (NVLink, or PCIe on L20/4090
+  nodes; :mod:`kvsim.transformer`).
+* **Host memory** of a node is shared by the replicas on it: replicas are packed
+  ``num_gpus // tp`` to a node, and each sees ``host_memory / min(replicas, num_gpus // tp)``
+  (:func:`host_shared`), which bounds MagicPIG/InfLLM host KV and SWAP space.
+* **Routers** (Vidur's ``global_scheduler``; SGLang router policies):
+  ``round-robin``: request ``i`` goes to replica ``i mod N``.
+  ``least-outstanding``: the replica with the fewest requests sent and not yet finished
+  (rejected ones excluded) at the arrival instant; ties to the lowest index.
+  ``prefix-aware``: replica ``hash(first prefix block) mod N`` (Mooncake ``hash_ids``), so
+  requests sharing a prefix meet their cached KV; requests without prefix ids, or when that
+  replica is overloaded (outstanding exceeds the least-loaded one's by more than
+  ``balance_abs`` *and* by a factor ``balance_rel``, SGLang's cache-aware spill rule), go
+  to the least-outstanding replica.
+* **Lockstep.** All replicas share the arrival sequence. Before arrival ``i`` at ``t_i``
+  every replica processes its events strictly before ``t_i``; the router reads their
+  outstanding counts, and the request joins the chosen replica's event queue at ``t_i``
+  (so same-instant step ends order exactly as in a single simulation). One replica is
+  exactly :func:`kvsim.serving.simulate`.
+
+The result has the per-request records of every replica merged in trace order, a summary
+recomputed from them (:func:`kvsim.metrics.summarize`), and timelines summed over replicas.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from kvsim.deployment import Deployment
+from kvsim.errors import ConfigError
+from kvsim.methods.base import KVMethod
+from kvsim.planschema import CDF_LEVELS, ROUTERS, PointResult, Stats, Timeline
+from kvsim.traces.base import Trace
+
+#: timeline points kept in digests for plots
+TIMELINE_POINTS = 400
+
+
+def host_shared(dep: Deployment, replicas: int) -> Deployment:
+    """``dep`` with the host memory of one replica's share of its node (module docstring)."""
+    per_node = max(1, dep.system.num_gpus // dep.tp)
+    share = 1.0 / min(max(replicas, 1), per_node)
+    if share == 1.0:
+        return dep
+    return replace(dep, system=replace(dep.system, host_memory_bytes=dep.system.host_memory_bytes * share))
+
+
+@dataclass
+class ClusterResult:
+    """Like :class:`kvsim.serving.SimResult`, for N replicas; ``replica_of[i]`` served request i."""
+
+    summary: dict
+    records: object  # kvsim.metrics.RequestRecords, merged in trace order
+    timeline: dict[str, np.ndarray]  # summed over replicas on a common grid
+    tbt_values: np.ndarray
+    tbt_weights: np.ndarray
+    replica_of: np.ndarray
+    replicas: list = field(default_factory=list, repr=False)  # per-replica SimResult
+
+
+def _choose(router: str, i: int, loads: list[int], trace: Trace, balance_abs: int, balance_rel: float) -> int:
+    n = len(loads)
+    if router == "round-robin":
+        return i % n
+    least = min(range(n), key=lambda k: (loads[k], k))
+    if router == "least-outstanding":
+        return least
+    blocks = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
+    if not blocks:
+        return least
+    k = _stable_hash(blocks[0]) % n
+    lo = loads[least]
+    if loads[k] - lo > balance_abs and loads[k] > balance_rel * lo:
+        return least
+    return k
+
+
+def _stable_hash(x: int) -> int:
+    """Deterministic across processes (Python's ``hash`` of ints is, but be explicit): splitmix64."""
+    z = (int(x) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
+
+
+def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=None, replicas: int = 1,
+                     router: str = "least-outstanding", *, balance_abs: int = 32, balance_rel: float = 1.5):
+    """Serve ``trace`` with ``replicas`` copies of ``dep`` behind ``router`` (module docstring).
+
+    ``method`` is built for ``dep``; the replicas use a copy for the host-shared deployment.
+    Returns a :class:`kvsim.serving.SimResult` for one replica, else a :class:`ClusterResult`.
+    """
+    from kvsim.serving import SimConfig, simulate
+
+    if router not in ROUTERS:
+        raise ConfigError(f"unknown router '{router}'; choices: {', '.join(ROUTERS)}")
+    if replicas < 1:
+        raise ConfigError(f"replicas must be >= 1, got {replicas}")
+    cfg = config or SimConfig()
+    shared = host_shared(dep, replicas)
+    m = type(method)(shared, method.params) if shared is not dep else method
+    if replicas == 1:
+        return simulate(shared, m, trace, cfg)
+    from kvsim.serving import ReplicaSim
+
+    t0 = time.perf_counter()
+    sims = [ReplicaSim(shared, m, trace, cfg) for _ in range(replicas)]
+    owner = lockstep(sims, trace, lambda i, loads: _choose(router, i, loads, trace, balance_abs, balance_rel))
+    results = [s.finish() for s in sims]
+    return merge_results(results, owner, cfg, trace, dep, method, router, time.perf_counter() - t0)
+
+
+def lockstep(sims: list, trace: Trace, choose) -> np.ndarray:
+    """Route every request of ``trace`` to one of ``sims`` (:class:`kvsim.serving.ReplicaSim`) at its
+    arrival, ``choose(i, outstanding_per_replica) -> replica``; returns the replica of each request."""
+    owner = np.full(len(trace), -1, dtype=np.int64)
+    for i, t in enumerate(np.asarray(trace.arrival_s, dtype=np.float64)):
+        before = math.nextafter(float(t), -math.inf)  # same-instant step ends come after the arrival
+        for s in sims:
+            s.advance(before)
+        k = choose(i, [s.outstanding(before) for s in sims])
+        owner[i] = k
+        sims[k].arrive(i)
+        for s in sims:
+            s.routed_up_to(i + 1)
+    return owner
+
+
+def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Deployment, method: KVMethod, router: str,
+                  wall_s: float) -> ClusterResult:
+    """One summary of N replicas' results: records taken from each request's replica."""
+    from kvsim.metrics import RequestRecords, summarize
+
+    recs = [r.records for r in results]
+    fields = ("arrival_s", "scheduled_s", "first_token_s", "finish_s", "tbt_max_s", "prompt_tokens",
+              "effective_prompt_tokens", "output_tokens", "cached_tokens", "preemptions", "status")
+    merged = {}
+    for f in fields:
+        a = np.array(getattr(recs[0], f), copy=True)
+        for k, rec in enumerate(recs[1:], start=1):
+            sel = owner == k
+            a[sel] = getattr(rec, f)[sel]
+        merged[f] = a
+    reasons: dict = {}
+    for k, rec in enumerate(recs):
+        reasons.update({i: v for i, v in dict(rec.reject_reason).items() if owner[i] == k})
+    tokens = None
+    if recs[0].token_times is not None:
+        tokens = [recs[owner[i]].token_times[i] for i in range(len(owner))]
+    rec = RequestRecords(**merged, reject_reason=reasons, token_times=tokens)
+    vals = np.concatenate([r.tbt_values for r in results])
+    wts = np.concatenate([r.tbt_weights for r in results])
+    summ = summarize(rec, vals, wts, slo_ttft_s=cfg.slo_ttft_s, slo_tbt_s=cfg.slo_tbt_s)
+    per = [r.summary for r in results]
+    timeline = _sum_timelines([r.timeline for r in results])
+    summ.update({
+        "hw": dep.system.name, "model": dep.model.name, "method": method.label(), "trace": trace.name, "tp": dep.tp,
+        "replicas": len(results), "router": router, "gpus": len(results) * dep.tp,
+        "requests_per_replica": np.bincount(owner, minlength=len(results)).tolist(),
+        "peak_kv_gpu_bytes": max(p["peak_kv_gpu_bytes"] for p in per),  # per GPU, worst replica
+        "peak_kv_host_bytes": max(p["peak_kv_host_bytes"] for p in per),
+        "peak_kv_gpu_bytes_cluster": float(timeline["kv_gpu_bytes"].max()) if timeline["t_s"].size else 0.0,
+        "kv_gpu_capacity_bytes": per[0].get("kv_gpu_capacity_bytes"),
+        "kv_host_capacity_bytes": per[0].get("kv_host_capacity_bytes"),
+        "sim": {"wall_s": wall_s, "steps": sum(p.get("sim", {}).get("steps", 0) for p in per)},
+        "notes": sorted({n for p in per for n in p.get("notes", [])}),
+    })
+    return ClusterResult(summ, rec, timeline, vals, wts, owner, results)
+
+
+def _sum_timelines(timelines: list[dict[str, np.ndarray]], n: int = 2000) -> dict[str, np.ndarray]:
+    """Gauges of every replica on one grid of ``n`` points (value holding at each grid time), summed."""
+    end = max((float(t["t_s"][-1]) for t in timelines if len(t["t_s"])), default=0.0)
+    grid = np.linspace(0.0, end, n) if end > 0 else np.zeros(0)
+    names = [k for k in timelines[0] if k != "t_s"]
+    out = {"t_s": grid, **{k: np.zeros(grid.shape) for k in names}}
+    for t in timelines:
+        if not len(t["t_s"]):
+            continue
+        idx = np.clip(np.searchsorted(t["t_s"], grid, side="right") - 1, 0, len(t["t_s"]) - 1)
+        for k in names:
+            out[k] = out[k] + np.asarray(t[k])[idx]
+    return out
+
+
+# ---------------------------------------------------------------- digests for plans and reports
+def _stats(d: dict | None) -> Stats:
+    d = d or {}
+    return Stats(**{k: d.get(k) for k in ("mean", "p50", "p90", "p99")})
+
+
+def _downsample(timeline: dict[str, np.ndarray], points: int) -> Timeline | None:
+    t = np.asarray(timeline.get("t_s", []), dtype=np.float64)
+    if t.size == 0:
+        return None
+    g = max(1, math.ceil(t.size / points))
+
+    def red(a):  # max per group: peaks survive downsampling
+        a = np.asarray(a, dtype=np.float64)
+        pad = (-a.size) % g
+        return np.pad(a, (0, pad), mode="edge").reshape(-1, g).max(axis=1).tolist()
+
+    return Timeline(t_s=t[::g].tolist(), gpu_kv_bytes=red(timeline.get("kv_gpu_bytes", np.zeros(t.size))),
+                    host_kv_bytes=red(timeline.get("kv_host_bytes", np.zeros(t.size))),
+                    batch_size=red(timeline.get("running", np.zeros(t.size))),
+                    queue_len=red(timeline.get("waiting", np.zeros(t.size))))
+
+
+def digest(result, rate_per_s: float | None = None, replicas: int | None = None, wall_s: float = 0.0,
+           detail: bool = True) -> PointResult:
+    """A :class:`PointResult` (JSON-able) of a SimResult or ClusterResult: summary, CDF quantiles, timelines."""
+    from kvsim.metrics import COMPLETED, weighted_percentile
+
+    s, rec = result.summary, result.records
+    n = int(np.asarray(rec.status).size)
+    if rate_per_s is None:
+        arr = np.asarray(rec.arrival_s, dtype=np.float64)
+        span = float(arr.max() - arr.min()) if n > 1 else 0.0
+        rate_per_s = (n - 1) / span if span > 0 else 0.0
+    extra = {}
+    if detail:
+        done = np.asarray(rec.status) == COMPLETED
+        ttft = (np.asarray(rec.first_token_s) - np.asarray(rec.arrival_s))[done]
+        lv = np.asarray(CDF_LEVELS)
+        if ttft.size:
+            extra["ttft_quantiles_s"] = np.quantile(ttft, lv).tolist()
+        if np.asarray(result.tbt_values).size:
+            extra["tbt_quantiles_s"] = np.asarray(
+                weighted_percentile(np.asarray(result.tbt_values), np.asarray(result.tbt_weights), lv * 100)).tolist()
+        extra["timeline"] = _downsample(result.timeline, TIMELINE_POINTS)
+    return PointResult(
+        rate_per_s=float(rate_per_s), replicas=int(replicas or s.get("replicas", 1)), num_requests=n,
+        ttft_s=_stats(s.get("ttft_s")), tbt_s=_stats(s.get("tbt_s")), tpot_s=_stats(s.get("tpot_s")),
+        e2e_s=_stats(s.get("e2e_s")), throughput_output_tok_s=float(s.get("throughput_output_tok_s") or 0.0),
+        requests_completed=int(s.get("requests_completed", 0)), requests_rejected=int(s.get("requests_rejected", 0)),
+        preemptions=int(s.get("preemptions", 0)), peak_kv_gpu_bytes=float(s.get("peak_kv_gpu_bytes", 0.0)),
+        peak_kv_host_bytes=float(s.get("peak_kv_host_bytes", 0.0)), duration_s=float(s.get("makespan_s") or 0.0),
+        sim_wall_s=float(wall_s or s.get("sim", {}).get("wall_s", 0.0)), **extra,
+    )
+
+
+def simulate_point(config, trace: Trace, rate_per_s: float, sim_options: dict) -> PointResult:
+    """The plan's default evaluator: simulate ``config`` on ``trace`` (already at ``rate_per_s``)."""
+    from kvsim.plan import build
+    from kvsim.serving import SimConfig
+
+    dep, method = build(config)
+    t0 = time.perf_counter()
+    res = simulate_cluster(dep, method, trace, SimConfig(**sim_options), config.replicas, config.router)
+    return digest(res, rate_per_s, config.replicas, time.perf_counter() - t0)

@@ -1,0 +1,300 @@
+"""Capacity planning: for every (hardware, method setting), the highest request rate that
+meets a latency SLO, its cost per million output tokens, and (with a target rate) the
+fewest GPUs (replicas x TP) that sustain the target.
+
+* **Workload.** One trace (``TraceSpec``: spec, number of requests, seed) loaded once per
+  configuration; at rate R the *same requests* arrive at times scaled so that
+  ``(N - 1) / span = R`` (BurstGPT README's "RPS scaling"; :func:`at_rate`).
+* **Verdict.** A simulation meets the SLO when the chosen percentile of TTFT and of TBT are
+  within bounds and at most ``1 - q`` of the requests were rejected
+  (:meth:`PointResult.meets`).
+* **Max rate.** :func:`kvsim.ratesearch.search_max_rate`: bracket by doubling from an analytic
+  guess rounded to a power of 2, then geometric bisection to ``rel_tol`` (default 5 %).
+* **Target rate.** For each TP in ``tp_choices`` (dividing the head count, within the node):
+  per-replica max rate ``r1``; start at ``ceil(target / r1)`` replicas and add one until a
+  cluster simulation (router, ``N x num_requests`` requests so each replica sees the load
+  it was searched with) meets the SLO at the target. GPUs = replicas x TP.
+* **Cost.** ``price.usd_per_hour * GPUs / (output tok/s * 3600) * 1e6`` USD per million
+  output tokens (price from the GPU YAML, with its source and date). Max-rate mode: the
+  output throughput simulated at the max rate. Target mode: the workload's demand at the
+  target, ``target * mean output tokens`` (the same for every configuration, so costs differ
+  only by GPUs x price).
+* **Ranking.** Target mode: fewest GPUs, then lowest price per hour, then most headroom
+  (per-replica max rate x replicas / target). Otherwise: lowest cost per million output
+  tokens, then highest rate per GPU. Configurations that cannot run go last with their reason.
+
+Simulations are cached by their inputs (:mod:`kvsim.sweep`) and configurations run in
+parallel; the evaluator is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from kvsim import __version__
+from kvsim.errors import ConfigError, SpecError
+from kvsim.planschema import SLO, ConfigResult, ConfigSpec, PlanResult, PointResult, SearchOptions, TraceSpec
+from kvsim.sweep import run_tasks, source_digest
+from kvsim.traces.base import Trace
+
+#: (config, trace at the rate, rate req/s, simulator options) -> digest
+Evaluator = Callable[[ConfigSpec, Trace, float, dict], PointResult]
+TP_CHOICES = (1, 2, 4, 8)
+
+
+class PlanRequest(BaseModel):
+    """Everything a plan depends on (the CLI builds it; tests build it directly)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    hws: list[str]
+    methods: list[str]  # method specs, sweeps already expanded
+    trace: TraceSpec = TraceSpec()
+    slo: SLO
+    target_rate_per_s: float | None = Field(None, gt=0)
+    tp: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1)
+    tp_choices: list[int] = list(TP_CHOICES)
+    max_replicas: int = Field(64, ge=1)
+    router: str = "least-outstanding"
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    gpu_memory_utilization: float = 0.9
+    calibration: str | None = None
+    search: SearchOptions = SearchOptions()
+    sim_options: dict = {}
+
+
+def expand_sweeps(methods: list[str], sweeps: list[str]) -> list[str]:
+    """Add the cartesian product of ``--sweep METHOD.PARAM=V1,V2,...`` values per method.
+
+    ``["full"], ["kivi.bits=2,4", "kivi.group=32,64"]`` ->
+    ``["full", "kivi:bits=2,group=32", "kivi:bits=2,group=64", "kivi:bits=4,group=32", "kivi:bits=4,group=64"]``.
+    """
+    grid: dict[str, dict[str, list[str]]] = {}
+    for s in sweeps:
+        head, eq, values = s.partition("=")
+        name, dot, param = head.strip().partition(".")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not (eq and dot and name and param and vals):
+            raise ConfigError(f"--sweep expects METHOD.PARAM=V1,V2,... (e.g. kivi.bits=2,4), got '{s}'")
+        grid.setdefault(name.lower(), {})[param] = vals
+    out = list(methods)
+    for name, params in grid.items():
+        keys = list(params)
+        for combo in product(*(params[k] for k in keys)):
+            spec = f"{name}:" + ",".join(f"{k}={v}" for k, v in zip(keys, combo))
+            if spec not in out:
+                out.append(spec)
+    return out
+
+
+def at_rate(trace: Trace, rate_per_s: float) -> Trace:
+    """The same requests with arrivals scaled to a mean rate of ``rate_per_s`` ((N-1)/span)."""
+    base = trace.mean_rate_per_s
+    if not math.isfinite(base):
+        raise ConfigError(f"trace {trace.name} has all requests at one instant; it cannot be replayed at a rate")
+    t0 = float(trace.arrival_s[0])
+    return trace.with_arrivals((trace.arrival_s - t0) * (base / rate_per_s))
+
+
+def load_plan_trace(spec: TraceSpec) -> Trace:
+    from kvsim.traces import load_trace
+
+    return load_trace(spec.spec, num_requests=spec.num_requests, seed=spec.seed,
+                      max_prompt_tokens=spec.max_prompt_tokens, max_output_tokens=spec.max_output_tokens)
+
+
+def build(config: ConfigSpec):
+    """``(deployment, method)`` of a configuration (raises one-line KvsimErrors)."""
+    from kvsim.commands.common import build_deployment
+    from kvsim.methods import make_method
+
+    dep = build_deployment(config.hw, config.model, tp=config.tp, weight_dtype=config.weight_dtype,
+                           kv_dtype=config.kv_dtype, gpu_memory_utilization=config.gpu_memory_utilization,
+                           calibration=config.calibration)
+    return dep, make_method(config.method, dep)
+
+
+def config_identity(config: ConfigSpec, dep, method) -> dict:
+    """What a simulation of ``config`` depends on, besides the trace and simulator options."""
+    s = dep.system
+    calib = None
+    if config.calibration:
+        import hashlib
+
+        calib = hashlib.sha256(Path(config.calibration).read_bytes()).hexdigest()
+    return {
+        "kvsim": __version__,
+        "kvsim_source": source_digest(),
+        "system": {"spec": s.spec, "gpu": s.gpu, "host": s.host, "num_gpus": s.num_gpus, "host_sockets": s.host_sockets,
+                   "host_memory_bytes": s.host_memory_bytes, "gpu_host_link": s.gpu_host_link,
+                   "gpu_gpu_link": s.gpu_gpu_link, "eff": s.eff},
+        "model": dep.model,
+        "deployment": {"weight_dtype": dep.weight_dtype, "kv_dtype": dep.kv_dtype, "act_dtype": dep.act_dtype,
+                       "tp": dep.tp, "gpu_memory_utilization": dep.gpu_memory_utilization},
+        "method": {"name": method.name, "params": method.params},
+        "replicas": config.replicas, "router": config.router, "calibration_sha256": calib,
+    }
+
+
+def start_rate_guess(dep, method, trace: Trace, growth: float = 2.0, replicas: int = 1) -> float:
+    """Analytic first probe, req/s: a decode batch of up to 64 mean-context requests that fits
+    the KV budget, ``replicas * B / (TBT * mean output)``, rounded to a power of ``growth``
+    (so that every search probes the same grid, see :mod:`kvsim.ratesearch`)."""
+    from kvsim.memory import memory_budget
+    from kvsim.step import StepModel
+
+    ctx = float(np.mean(trace.prompt_tokens) + np.mean(trace.output_tokens) / 2)
+    budget = memory_budget(dep, method, max_tokens_per_step=8192, max_seqs=256)
+    per_req = float(method.kv_bytes(ctx).gpu_bytes)
+    batch = int(max(1, min(64, budget.kv_gpu_bytes // per_req if per_req > 0 else 64)))
+    tbt = float(StepModel(dep, method).decode_timing(np.full(batch, ctx)).total_s)
+    guess = replicas * batch / (tbt * float(np.mean(trace.output_tokens)))
+    return growth ** round(math.log(max(guess, 1e-3)) / math.log(growth))
+
+
+@dataclass(frozen=True)
+class ConfigTask:
+    """One unit of parallel work: search one configuration (picklable)."""
+
+    config: ConfigSpec
+    trace: TraceSpec
+    slo: SLO
+    search: SearchOptions
+    sim_options: dict
+    target_rate_per_s: float | None = None
+    max_replicas: int = 64
+    cache_dir: str | None = None
+    evaluator: Evaluator | None = None  # None: kvsim.cluster.simulate_point
+
+
+def run_config(task: ConfigTask) -> dict:
+    """Search one configuration; returns ``ConfigResult.model_dump()`` (errors become ``error``)."""
+    from kvsim.planresult import config_result
+
+    return config_result(task).model_dump(mode="json")
+
+
+def rank(configs: list[ConfigResult], target: bool) -> list[int]:
+    """Indices best first (see module docstring)."""
+    inf = math.inf
+
+    def key(i: int):
+        c = configs[i]
+        if c.error is not None:
+            return (2, inf, inf, c.label)
+        if target:  # fewest GPUs, then cheapest per hour, then most headroom over the target
+            gpus = c.target.gpus if c.target and c.target.gpus else None
+            if not gpus:
+                return (1, inf, inf, 0.0, c.label)
+            usd_h = gpus * c.price.usd_per_hour if c.price else inf
+            headroom = c.max_rate_per_s * (c.target.replicas or 0) / c.target.rate_per_s
+            return (0, gpus, usd_h, -headroom, c.label)
+        ok = c.max_rate_per_s > 0
+        return (0 if ok else 1, c.cost_usd_per_mtok if c.cost_usd_per_mtok is not None else inf,
+                -c.max_rate_per_s / max(c.gpus, 1), c.label)
+
+    return sorted(range(len(configs)), key=key)
+
+
+def config_specs(req: PlanRequest) -> list[ConfigSpec]:
+    """Every configuration to search, without duplicates (``kivi`` and ``kivi:bits=2`` are one).
+
+    Names and params are resolved here so that unknown hardware, models or methods fail fast
+    with one line; a method that cannot run a deployment (ConfigError) stays in the plan and
+    reports why in its result.
+    """
+    out: list[ConfigSpec] = []
+    seen: set[tuple] = set()
+    for hw, method in product(req.hws, req.methods):
+        base = ConfigSpec(hw=hw, model=req.model, method=method, tp=req.tp, replicas=req.replicas, router=req.router,
+                          weight_dtype=req.weight_dtype, kv_dtype=req.kv_dtype,
+                          gpu_memory_utilization=req.gpu_memory_utilization, calibration=req.calibration)
+        try:
+            dep, m = build(base if req.target_rate_per_s is None else base.model_copy(update={"tp": 1}))
+            key = (dep.system.name, m.label())
+        except SpecError:
+            raise
+        except ConfigError:
+            key = (hw, method)
+        if key in seen:
+            continue
+        seen.add(key)
+        if req.target_rate_per_s is None:
+            out.append(base)
+            continue
+        from kvsim.hardware import load_system
+        from kvsim.models import load_model
+
+        n_gpus, heads = load_system(hw).num_gpus, load_model(req.model).num_heads
+        tps = [t for t in req.tp_choices if t <= n_gpus and heads % t == 0]
+        if not tps:
+            raise ConfigError(f"no TP degree in {req.tp_choices} fits {hw} ({n_gpus} GPUs, {heads} heads)")
+        out += [base.model_copy(update={"tp": t, "replicas": 1}) for t in tps]
+    return out
+
+
+def run_plan(req: PlanRequest, *, jobs: int | None = None, executor: str = "process", cache_dir: str | Path | None = None,
+             progress: bool = True, evaluator: Evaluator | None = None) -> PlanResult:
+    """Search every configuration of ``req`` (in parallel) and rank them."""
+    from kvsim.planschema import ROUTERS
+
+    if req.router not in ROUTERS:
+        raise ConfigError(f"unknown router '{req.router}'; choices: {', '.join(ROUTERS)}")
+    t0 = time.perf_counter()
+    trace = load_plan_trace(req.trace)
+    specs = config_specs(req)
+    tasks = [ConfigTask(config=c, trace=req.trace, slo=req.slo, search=req.search, sim_options=dict(req.sim_options),
+                        target_rate_per_s=req.target_rate_per_s, max_replicas=req.max_replicas,
+                        cache_dir=None if cache_dir is None else str(cache_dir), evaluator=evaluator) for c in specs]
+    results = [ConfigResult.model_validate(r) for r in
+               run_tasks(run_config, tasks, jobs=jobs, executor=executor, progress=progress, description="plan")]
+    return PlanResult(
+        kvsim_version=__version__, model=req.model, trace=req.trace, trace_name=trace.name,
+        trace_requests=len(trace), trace_notice=trace.notice,
+        trace_mean_prompt_tokens=float(np.mean(trace.prompt_tokens)),
+        trace_mean_output_tokens=float(np.mean(trace.output_tokens)), slo=req.slo,
+        target_rate_per_s=req.target_rate_per_s, search=req.search, configs=results,
+        ranking=rank(results, req.target_rate_per_s is not None), wall_s=time.perf_counter() - t0,
+    )
+
+
+def save_plan(plan: PlanResult, out_dir: str | Path) -> Path:
+    """Write ``plan.json`` (inputs, ranking) and ``configs/NN-<label>.json`` (one per configuration)."""
+    import re
+
+    d = Path(out_dir)
+    (d / "configs").mkdir(parents=True, exist_ok=True)
+    for old in (d / "configs").glob("*.json"):
+        old.unlink()
+    for i, c in enumerate(plan.configs):
+        slug = re.sub(r"[^a-zA-Z0-9.=-]+", "_", c.label).strip("_")[:80]
+        (d / "configs" / f"{i:03d}-{slug}.json").write_text(c.model_dump_json(indent=1))
+    (d / "plan.json").write_text(plan.model_copy(update={"configs": []}).model_dump_json(indent=1))
+    return d
+
+
+def load_plan(out_dir: str | Path) -> PlanResult:
+    """Read a directory written by :func:`save_plan`; the ranking is recomputed."""
+    d = Path(out_dir)
+    meta = d / "plan.json"
+    if not meta.is_file():
+        raise ConfigError(f"{d}: no plan.json here (expected the --out directory of `kvsim plan`)")
+    try:
+        plan = PlanResult.model_validate_json(meta.read_text())
+        configs = [ConfigResult.model_validate_json(p.read_text()) for p in sorted((d / "configs").glob("*.json"))]
+    except ValueError as err:
+        raise ConfigError(f"{d}: unreadable plan results ({str(err).splitlines()[0]})") from None
+    if not configs:
+        raise ConfigError(f"{d}/configs: no configuration results")
+    return plan.model_copy(update={"configs": configs, "ranking": rank(configs, plan.target_rate_per_s is not None)})

@@ -1,0 +1,169 @@
+"""Search one plan configuration: cached simulations, max-rate search, target-rate replicas.
+
+Runs inside a worker process (see :func:`kvsim.plan.run_config`); see :mod:`kvsim.plan` for
+the rules it applies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kvsim.errors import ConfigError, KvsimError
+from kvsim.planschema import ConfigResult, ConfigSpec, PointResult, Price, TargetResult, TraceSpec, cost_usd_per_mtok
+from kvsim.ratesearch import search_max_rate
+from kvsim.sweep import ResultCache, cached
+
+
+@dataclass
+class _Evaluations:
+    """Cached evaluation of one configuration at given rates; counts misses and hits."""
+
+    task: object  # ConfigTask
+    identity: dict
+    misses: int = 0
+    hits: int = 0
+    traces: dict = field(default_factory=dict)  # TraceSpec -> Trace, loaded once per worker task
+
+    def trace(self, spec: TraceSpec):
+        from kvsim.plan import load_plan_trace
+
+        if spec not in self.traces:
+            self.traces[spec] = load_plan_trace(spec)
+        return self.traces[spec]
+
+    def __call__(self, config: ConfigSpec, trace_spec: TraceSpec, rate_per_s: float) -> PointResult:
+        from kvsim.plan import at_rate
+
+        task = self.task
+        evaluator = task.evaluator
+        if evaluator is None:
+            from kvsim.cluster import simulate_point
+
+            evaluator = simulate_point
+        inputs = {**self.identity, "replicas": config.replicas, "router": config.router, "trace": trace_spec,
+                  "rate_per_s": rate_per_s, "sim": task.sim_options,
+                  "evaluator": _name(evaluator)}
+
+        def compute() -> dict:
+            trace = at_rate(self.trace(trace_spec), rate_per_s)
+            return evaluator(config, trace, rate_per_s, dict(task.sim_options)).model_dump(mode="json")
+
+        value, hit = cached(ResultCache(None if task.cache_dir is None else Path(task.cache_dir)), inputs, compute)
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        return PointResult.model_validate(value)
+
+
+def _name(fn) -> str:
+    """``module.qualname`` of an evaluator function or callable object (part of the cache key)."""
+    qual = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{qual}"
+
+
+def _price(dep) -> Price | None:
+    p = dep.system.gpu.price
+    return None if p is None else Price(usd_per_hour=p.usd_per_hour, source=p.source, date=p.date)
+
+
+def _label(config: ConfigSpec, dep, method) -> str:
+    extra = f" · TP{config.tp}" if config.tp > 1 else ""
+    extra += f" · {config.replicas} replicas" if config.replicas > 1 else ""
+    return f"{dep.system.name} · {method.label()}{extra}"
+
+
+def config_result(task) -> ConfigResult:
+    """Search ``task.config`` (a :class:`kvsim.plan.ConfigTask`)."""
+    from kvsim.plan import build, config_identity, start_rate_guess
+
+    cfg: ConfigSpec = task.config
+    try:
+        dep, method = build(cfg)
+    except ConfigError as err:  # e.g. a method that does not apply to this model
+        name = cfg.method.partition(":")[0]
+        return ConfigResult(config=cfg, label=f"{cfg.hw} · {cfg.method}", hw_name=cfg.hw, gpu_name="", method_name=name,
+                            method_label=cfg.method, gpus=cfg.gpus, slo=task.slo, error=str(err).splitlines()[0])
+    base = dict(config=cfg, label=_label(cfg, dep, method), hw_name=dep.system.name, gpu_name=dep.system.gpu.name,
+                method_name=method.name, method_label=method.label(), gpus=cfg.gpus, price=_price(dep), slo=task.slo,
+                accuracy=[vars(a) for a in method.published_accuracy()])
+    evals = _Evaluations(task, config_identity(cfg, dep, method))
+    trace = evals.trace(task.trace)
+    ctx = float(np.mean(trace.prompt_tokens) + np.mean(trace.output_tokens) / 2)
+    res = method.kv_bytes(ctx)
+    base.update(kv_bytes_per_token_gpu=float(res.gpu_bytes) / ctx, kv_bytes_per_token_host=float(res.host_bytes) / ctx)
+    s = task.search
+    try:
+        start = s.start_rate_per_s or start_rate_guess(dep, method, trace, s.growth, cfg.replicas)
+        found = search_max_rate(lambda r: _verdict(evals(cfg, task.trace, r), task.slo), start_rate_per_s=start,
+                                rel_tol=s.rel_tol, growth=s.growth, min_rate_per_s=s.min_rate_per_s,
+                                max_rate_per_s=s.max_rate_per_s)
+    except KvsimError as err:  # e.g. the weights leave no room for KV on this GPU
+        return ConfigResult(**base, error=str(err).splitlines()[0], evaluations=evals.misses, cache_hits=evals.hits)
+    best = found.best.info if found.best is not None else None
+    target = None
+    if task.target_rate_per_s is not None and found.max_rate_per_s > 0:
+        target = _replicas_for_target(task, evals, found.max_rate_per_s, found.upper_rate_per_s)
+        target = target.model_copy(update={"output_tok_per_s": task.target_rate_per_s * float(np.mean(trace.output_tokens))})
+    if target is not None and target.gpus:
+        cost = cost_usd_per_mtok(base["price"], target.gpus, target.output_tok_per_s)
+    else:
+        cost = cost_usd_per_mtok(base["price"], cfg.gpus, best.throughput_output_tok_s) if best else None
+    return ConfigResult(
+        **base, max_rate_per_s=found.max_rate_per_s,
+        upper_rate_per_s=found.upper_rate_per_s if math.isfinite(found.upper_rate_per_s) else None,
+        capped=found.capped, probes=[p.info.light() for p in found.probes], best=best, cost_usd_per_mtok=cost,
+        target=target, evaluations=evals.misses, cache_hits=evals.hits,
+    )
+
+
+def _verdict(point: PointResult, slo) -> tuple[bool, PointResult]:
+    return point.meets(slo), point
+
+
+def _replicas_for_target(task, evals: _Evaluations, lo_rate: float, hi_rate: float) -> TargetResult:
+    """Fewest replicas that meet the SLO at the target rate (monotone in replicas).
+
+    Starts at ``ceil(target / hi_rate)`` (the per-replica threshold lies in ``[lo_rate, hi_rate)``),
+    walks up (steps of 1, widening after 3 misses) or down (doubling) to bracket, then bisects."""
+    cfg: ConfigSpec = task.config
+    target, cap = float(task.target_rate_per_s), task.max_replicas
+    tried: dict[int, PointResult] = {}
+
+    def ok(n: int) -> bool:
+        c = cfg.model_copy(update={"replicas": n})
+        spec = task.trace.model_copy(update={"num_requests": task.trace.num_requests * n})
+        tried[n] = evals(c, spec, target)
+        return tried[n].meets(task.slo)
+
+    rate = hi_rate if math.isfinite(hi_rate) else lo_rate
+    n = min(cap, max(1, math.ceil(target / rate - 1e-9)))
+    if ok(n):
+        hit, miss, step = n, 0, 1
+        while hit > 1 and miss == 0:
+            m = max(1, hit - step)
+            if ok(m):
+                hit, step = m, step * 2
+            else:
+                miss = m
+    else:
+        miss, hit = n, None
+        while miss < cap:
+            n = min(cap, miss + (1 if len(tried) < 3 else max(1, miss // 2)))
+            if ok(n):
+                hit = n
+                break
+            miss = n
+        if hit is None:
+            return TargetResult(rate_per_s=target, replicas=None, gpus=None, tried=sorted(tried))
+    while hit - miss > 1:
+        mid = (hit + miss) // 2
+        if ok(mid):
+            hit = mid
+        else:
+            miss = mid
+    return TargetResult(rate_per_s=target, replicas=hit, gpus=hit * cfg.tp, point=tried[hit], tried=sorted(tried))

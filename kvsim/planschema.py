@@ -1,0 +1,241 @@
+"""Data of a capacity plan: what is asked (SLO, configurations, trace) and what is found
+(per-rate simulation digests, per-configuration search results, the ranked plan).
+
+Everything here is plain JSON-able pydantic so results can be cached, saved per
+configuration (``--out DIR``) and read back by ``kvsim report DIR``.
+Units are in field names: ``_s`` seconds, ``_per_s`` per second, ``_bytes`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kvsim.errors import ConfigError
+
+Percentile = Literal["p50", "p90", "p99"]
+PERCENTILES: tuple[str, ...] = ("p50", "p90", "p99")
+ROUTERS: tuple[str, ...] = ("round-robin", "least-outstanding", "prefix-aware")
+#: quantile levels stored for the CDF plots (0, 1, ..., 100 %)
+CDF_LEVELS = tuple(i / 100 for i in range(101))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+TBT_METRICS: tuple[str, ...] = ("tbt", "tpot")
+
+
+class SLO(_Frozen):
+    """Service-level objective: ``percentile`` of TTFT and of TBT at most these seconds.
+
+    ``tbt_metric``: ``"tbt"`` judges the pooled time between consecutive tokens of all
+    requests (vLLM's ITL, :mod:`kvsim.metrics`); ``"tpot"`` judges each request's mean time
+    per output token (DistServe's and vLLM ``--goodput tpot:``).
+    """
+
+    ttft_s: float = Field(gt=0, allow_inf_nan=False)
+    tbt_s: float = Field(gt=0, allow_inf_nan=False)
+    percentile: Percentile = "p99"
+    tbt_metric: Literal["tbt", "tpot"] = "tbt"
+
+
+def parse_slo(ttft: str | float, tbt: str | float, percentile: str = "p99", tbt_metric: str = "tbt") -> SLO:
+    """SLO from CLI text; a negative, zero or non-numeric value is a one-line ConfigError."""
+    vals = []
+    for flag, text in (("--slo-ttft", ttft), ("--slo-tbt", tbt)):
+        try:
+            v = float(text)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{flag} must be a number of seconds > 0, got '{text}'") from None
+        if not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"{flag} must be a number of seconds > 0, got '{text}'")
+        vals.append(v)
+    p = str(percentile).strip().lower()
+    if p not in PERCENTILES:
+        raise ConfigError(f"--percentile must be one of {', '.join(PERCENTILES)}, got '{percentile}'")
+    m = str(tbt_metric).strip().lower()
+    if m not in TBT_METRICS:
+        raise ConfigError(f"--tbt-metric must be one of {', '.join(TBT_METRICS)}, got '{tbt_metric}'")
+    return SLO(ttft_s=vals[0], tbt_s=vals[1], percentile=p, tbt_metric=m)  # type: ignore[arg-type]
+
+
+class Stats(_Frozen):
+    """Mean and percentiles of one latency, seconds (None when no request completed)."""
+
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+    def at(self, percentile: str) -> float | None:
+        return getattr(self, percentile)
+
+
+class Timeline(_Frozen):
+    """Engine state over simulated time (downsampled): per replica summed over replicas."""
+
+    t_s: list[float] = []
+    gpu_kv_bytes: list[float] = []
+    host_kv_bytes: list[float] = []
+    batch_size: list[float] = []
+    queue_len: list[float] = []
+
+
+class PointResult(_Frozen):
+    """Digest of one simulation: one configuration at one offered rate."""
+
+    rate_per_s: float
+    replicas: int = 1
+    num_requests: int
+    ttft_s: Stats
+    tbt_s: Stats
+    tpot_s: Stats = Stats()
+    e2e_s: Stats
+    throughput_output_tok_s: float
+    requests_completed: int
+    requests_rejected: int
+    preemptions: int = 0
+    peak_kv_gpu_bytes: float = 0.0
+    peak_kv_host_bytes: float = 0.0
+    duration_s: float = 0.0
+    sim_wall_s: float = 0.0
+    ttft_quantiles_s: list[float] = []  # at CDF_LEVELS, completed requests
+    tbt_quantiles_s: list[float] = []
+    timeline: Timeline | None = None
+
+    def meets(self, slo: SLO) -> bool:
+        """True if the SLO percentile of TTFT and TBT are within bounds and at most
+        ``1 - q`` of the requests were rejected (a rejected request misses its SLO)."""
+        q = {"p50": 0.50, "p90": 0.90, "p99": 0.99}[slo.percentile]
+        if self.num_requests <= 0 or self.requests_rejected > (1.0 - q) * self.num_requests:
+            return False
+        ttft = self.ttft_s.at(slo.percentile)
+        tbt = (self.tpot_s if slo.tbt_metric == "tpot" else self.tbt_s).at(slo.percentile)
+        if ttft is None or ttft > slo.ttft_s:
+            return False
+        return tbt is None or tbt <= slo.tbt_s  # no TBT when every output is one token
+
+    def light(self) -> "PointResult":
+        """The same digest without CDF quantiles and timeline (for search curves)."""
+        return self.model_copy(update={"ttft_quantiles_s": [], "tbt_quantiles_s": [], "timeline": None})
+
+
+class Price(_Frozen):
+    usd_per_hour: float
+    source: str
+    date: str
+
+
+class ConfigSpec(_Frozen):
+    """One serving configuration: rebuilt from names in each worker."""
+
+    hw: str
+    model: str
+    method: str  # "name" or "name:key=value,..."
+    tp: int = 1
+    replicas: int = 1
+    router: str = "least-outstanding"
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    gpu_memory_utilization: float = 0.9
+    calibration: str | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.replicas
+
+
+class TraceSpec(_Frozen):
+    """Which requests: a trace name/path/synthetic spec, how many, which seed."""
+
+    spec: str = "synthetic-burstgpt"
+    num_requests: int = Field(500, ge=1)
+    seed: int = Field(0, ge=0)
+    max_prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+
+class SearchOptions(_Frozen):
+    """Rate search knobs (see :mod:`kvsim.ratesearch`)."""
+
+    rel_tol: float = Field(0.05, gt=0, lt=1)
+    growth: float = Field(2.0, gt=1)
+    min_rate_per_s: float = Field(1e-3, gt=0)
+    max_rate_per_s: float = Field(1e4, gt=0)
+    start_rate_per_s: float | None = None  # None: analytic guess rounded to a power of growth
+
+
+class TargetResult(_Frozen):
+    """Fewest replicas of this (hardware, method, TP) that meet the SLO at the target rate."""
+
+    rate_per_s: float
+    replicas: int | None  # None: not found within the replica cap
+    gpus: int | None
+    point: PointResult | None = None
+    tried: list[int] = []  # replica counts simulated at the target rate
+    output_tok_per_s: float = 0.0  # the workload's demand: target rate x mean output tokens of the trace
+
+
+class ConfigResult(_Frozen):
+    """Search outcome for one configuration."""
+
+    config: ConfigSpec
+    label: str
+    hw_name: str
+    gpu_name: str
+    method_name: str
+    method_label: str
+    gpus: int
+    price: Price | None = None
+    slo: SLO
+    max_rate_per_s: float = 0.0
+    upper_rate_per_s: float | None = None
+    capped: bool = False
+    probes: list[PointResult] = []  # light digests, in probe order
+    best: PointResult | None = None  # full digest at max_rate_per_s
+    cost_usd_per_mtok: float | None = None
+    kv_bytes_per_token_gpu: float = 0.0
+    kv_bytes_per_token_host: float = 0.0
+    accuracy: list[dict] = []  # published (METHODS.md §4) rows: benchmark, model, config, score, ...
+    target: TargetResult | None = None
+    error: str | None = None  # why the configuration cannot run (e.g. weights do not fit)
+    evaluations: int = 0  # simulations actually run (cache misses)
+    cache_hits: int = 0
+
+    @property
+    def ruler_avg(self) -> float | None:
+        """Published RULER average (first model listed), or None."""
+        for row in self.accuracy:
+            if row.get("benchmark") == "RULER-avg":
+                return float(row["score"])
+        return None
+
+
+class PlanResult(_Frozen):
+    """A whole plan: inputs, per-configuration results, and the ranking (indices, best first)."""
+
+    kvsim_version: str
+    model: str
+    trace: TraceSpec
+    trace_name: str = ""
+    trace_requests: int = 0  # requests actually in the trace (a file may hold fewer than asked)
+    trace_notice: str | None = None
+    trace_mean_prompt_tokens: float = 0.0
+    trace_mean_output_tokens: float = 0.0
+    slo: SLO
+    target_rate_per_s: float | None = None
+    search: SearchOptions = SearchOptions()
+    configs: list[ConfigResult] = []
+    ranking: list[int] = []
+    wall_s: float = 0.0
+
+
+def cost_usd_per_mtok(price: Price | None, gpus: int, output_tok_per_s: float) -> float | None:
+    """``usd_per_hour * gpus / (tokens/s * 3600) * 1e6``: dollars per million output tokens."""
+    if price is None or output_tok_per_s <= 0:
+        return None
+    return price.usd_per_hour * gpus / (output_tok_per_s * 3600.0) * 1e6

@@ -1,0 +1,155 @@
+"""Multi-GPU serving: TP memory accounting, host sharing, routers, and replica scaling (real simulator)."""
+
+from collections import defaultdict
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from kvsim.cluster import digest, host_shared, simulate_cluster, simulate_point
+from kvsim.errors import ConfigError
+from kvsim.memory import memory_budget
+from kvsim.plan import at_rate, build
+from kvsim.planschema import SLO, ConfigSpec
+from kvsim.ratesearch import search_max_rate
+from kvsim.serving import SimConfig, simulate
+from kvsim.traces import load_trace
+
+
+@pytest.fixture(scope="module")
+def a100_full():
+    return build(ConfigSpec(hw="a100", model="llama-3.1-8b", method="full"))
+
+
+@pytest.fixture(scope="module")
+def burst100():
+    return load_trace("synthetic-burstgpt", num_requests=100, seed=3)
+
+
+def test_tp2_halves_weight_bytes_per_gpu():
+    """TP=2: weights per GPU are P * 2 B / 2 (Llama-3.1-8B, 8.03e9 params: 16.06 GB -> 8.03 GB) and
+    the KV left per GPU grows by that much less the activation reserve change."""
+    d1, m1 = build(ConfigSpec(hw="a100", model="llama-3.1-8b", method="full", tp=1))
+    d2, m2 = build(ConfigSpec(hw="a100", model="llama-3.1-8b", method="full", tp=2))
+    b1 = memory_budget(d1, m1, max_tokens_per_step=8192, max_seqs=256)
+    b2 = memory_budget(d2, m2, max_tokens_per_step=8192, max_seqs=256)
+    assert b2.weights_bytes == pytest.approx(b1.weights_bytes / 2)
+    assert b1.weights_bytes == pytest.approx(d1.model.total_params * 2)
+    assert b2.activation_bytes == pytest.approx(b1.activation_bytes / 2)
+    assert b2.kv_gpu_bytes - b1.kv_gpu_bytes == pytest.approx(b1.weights_bytes / 2 + b1.activation_bytes / 2)
+    # the simulator's pools use the same budget: 8 KV heads split over 2 GPUs -> half the bytes per token
+    # per GPU, so the TP=2 replica holds more than twice the tokens of TP=1
+    tr = load_trace("synthetic-fixed:n=4,prompt=512,output=8")
+    s1, s2 = simulate(d1, m1, tr).summary, simulate(d2, m2, tr).summary
+    assert s2["kv_gpu_capacity_bytes"] > s1["kv_gpu_capacity_bytes"]
+    assert s2["num_gpu_blocks"] > 2 * s1["num_gpu_blocks"]
+
+
+def test_host_memory_is_shared_by_replicas_on_a_node(a100_full):
+    """8-GPU node: 4 TP1 replicas get 1/4 of the host each; 16 get 1/8 (8 per node); TP8 keeps it all."""
+    dep, _ = a100_full
+    host = dep.system.host_memory_bytes
+    assert host_shared(dep, 1) is dep
+    assert host_shared(dep, 4).system.host_memory_bytes == pytest.approx(host / 4)
+    assert host_shared(dep, 16).system.host_memory_bytes == pytest.approx(host / 8)
+    tp8 = replace(dep, tp=8)
+    assert host_shared(tp8, 3).system.host_memory_bytes == host
+
+
+def test_one_replica_is_exactly_simulate(a100_full, burst100):
+    """simulate_cluster with one replica gives simulate's summary."""
+    dep, m = a100_full
+    tr = at_rate(burst100, 4.0)
+    a = simulate(dep, m, tr).summary
+    b = simulate_cluster(dep, m, tr, SimConfig(), replicas=1).summary
+    for k in ("ttft_s", "tbt_s", "e2e_s", "throughput_output_tok_s", "requests_completed"):
+        assert a[k] == b[k], k
+
+
+@pytest.mark.parametrize("rate", [2.0, 30.0])
+def test_lockstep_driving_one_replica_matches_simulate(rate, a100_full, burst100):
+    """The externally driven replica (ReplicaSim, arrivals fed one by one) reproduces simulate exactly."""
+    from kvsim.cluster import lockstep
+    from kvsim.serving import ReplicaSim
+
+    dep, m = a100_full
+    tr = at_rate(burst100, rate)
+    ref = simulate(dep, m, tr)
+    sim = ReplicaSim(dep, m, tr, SimConfig())
+    assert lockstep([sim], tr, lambda i, loads: 0).tolist() == [0] * len(tr)
+    got = sim.finish()
+    np.testing.assert_array_equal(got.records.first_token_s, ref.records.first_token_s)
+    np.testing.assert_array_equal(got.records.finish_s, ref.records.finish_s)
+    assert got.summary["tbt_s"] == ref.summary["tbt_s"]
+
+
+@pytest.mark.parametrize("router", ["round-robin", "least-outstanding", "prefix-aware"])
+def test_every_request_served_once(router, a100_full, burst100):
+    """Merged records: each request on exactly one replica, finished after it arrived; counts add up."""
+    dep, m = a100_full
+    tr = at_rate(burst100, 12.0)
+    res = simulate_cluster(dep, m, tr, SimConfig(), replicas=3, router=router)
+    s = res.summary
+    assert sorted(set(res.replica_of.tolist())) == [0, 1, 2]
+    assert sum(s["requests_per_replica"]) == len(tr) == s["requests_completed"] + s["requests_rejected"]
+    rec = res.records
+    np.testing.assert_array_equal(rec.arrival_s, tr.arrival_s)
+    done = rec.status == 1
+    assert np.all(rec.first_token_s[done] >= rec.arrival_s[done]) and np.all(rec.finish_s[done] >= rec.first_token_s[done])
+    if router == "round-robin":
+        np.testing.assert_array_equal(res.replica_of, np.arange(len(tr)) % 3)
+    # cluster timelines sum replicas: running sequences never exceed 3 x max_num_seqs
+    assert res.timeline["running"].max() <= 3 * 256
+
+
+def test_least_outstanding_balances_a_burst(a100_full):
+    """40 requests at one instant: least-outstanding deals them 10/10/10/10."""
+    dep, m = a100_full
+    tr = load_trace("synthetic-fixed:n=40,prompt=256,output=32")
+    res = simulate_cluster(dep, m, tr, SimConfig(), replicas=4, router="least-outstanding")
+    assert res.summary["requests_per_replica"] == [10, 10, 10, 10]
+
+
+def test_prefix_aware_keeps_a_prefix_on_one_replica():
+    """Mooncake requests sharing their first prefix block land on the same replica (no spill)."""
+    dep, m = build(ConfigSpec(hw="a100", model="llama-3.1-8b", method="full"))
+    tr = load_trace("mooncake-synthetic", limit=150, max_prompt_tokens=16000)
+    res = simulate_cluster(dep, m, at_rate(tr, 2.0), SimConfig(), replicas=3, router="prefix-aware", balance_abs=10**9)
+    where = defaultdict(set)
+    for i, blocks in enumerate(tr.prefix_blocks):
+        if blocks:
+            where[blocks[0]].add(int(res.replica_of[i]))
+    assert len(where) >= 2 and all(len(v) == 1 for v in where.values())
+
+
+def test_unknown_router_is_an_error(a100_full, burst100):
+    dep, m = a100_full
+    with pytest.raises(ConfigError, match="unknown router 'random'"):
+        simulate_cluster(dep, m, burst100, SimConfig(), replicas=2, router="random")
+
+
+def test_more_replicas_never_lower_the_sustainable_rate(burst100):
+    """Max rate meeting p90 TTFT <= 0.5 s and TBT <= 0.05 s (real simulator, 100 requests) grows with replicas."""
+    slo = SLO(ttft_s=0.5, tbt_s=0.05, percentile="p90")
+    rates = []
+    for n in (1, 2, 3):
+        cfg = ConfigSpec(hw="a100", model="llama-3.1-8b", method="full", replicas=n)
+
+        def feasible(r, cfg=cfg):
+            p = simulate_point(cfg, at_rate(burst100, r), r, {})
+            return p.meets(slo), p
+
+        rates.append(search_max_rate(feasible, start_rate_per_s=2.0, rel_tol=0.1).max_rate_per_s)
+    assert rates[0] > 0 and rates[0] <= rates[1] <= rates[2], rates
+    assert rates[2] > 1.5 * rates[0]
+
+
+def test_digest_is_json_and_has_cdfs(a100_full, burst100):
+    """The digest keeps percentiles, 101-point CDFs and a downsampled timeline."""
+    dep, m = a100_full
+    p = digest(simulate(dep, m, at_rate(burst100, 4.0)), 4.0)
+    assert len(p.ttft_quantiles_s) == 101 and len(p.tbt_quantiles_s) == 101
+    assert p.ttft_quantiles_s == sorted(p.ttft_quantiles_s)
+    assert p.timeline is not None and 0 < len(p.timeline.t_s) <= 400
+    assert p.requests_completed == 100 and p.throughput_output_tok_s > 0
+    assert type(p).model_validate_json(p.model_dump_json()) == p

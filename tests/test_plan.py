@@ -1,0 +1,237 @@
+"""Capacity planning: rate search, GPU-count search, cost, caching and CLI errors (fake evaluator)."""
+
+import math
+import re
+
+import pytest
+import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from kvsim.errors import ConfigError, KvsimError, SpecError
+from kvsim.plan import PlanRequest, expand_sweeps, load_plan, run_plan, save_plan
+from kvsim.planschema import SLO, PointResult, Price, SearchOptions, Stats, TraceSpec, cost_usd_per_mtok, parse_slo
+from kvsim.ratesearch import search_max_rate
+
+SLO_2_01 = SLO(ttft_s=2.0, tbt_s=0.1)
+SMALL_TRACE = TraceSpec(spec="synthetic-burstgpt", num_requests=40, seed=1)
+
+
+def _point(rate, ok: bool, replicas=1, tok_s=None) -> PointResult:
+    lat = Stats(mean=0.5, p50=0.5, p90=0.8, p99=1.0) if ok else Stats(mean=5, p50=5, p90=8, p99=10)
+    tbt = Stats(mean=0.02, p50=0.02, p90=0.03, p99=0.05)
+    return PointResult(rate_per_s=rate, replicas=replicas, num_requests=40, ttft_s=lat, tbt_s=tbt, e2e_s=lat,
+                       throughput_output_tok_s=tok_s if tok_s is not None else 100.0 * rate,
+                       requests_completed=40, requests_rejected=0)
+
+
+class StepEvaluator:
+    """Meets the SLO iff rate <= 5 * replicas * sqrt(tp) (kivi: x2); counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def threshold(self, config) -> float:
+        return 5.0 * config.replicas * math.sqrt(config.tp) * (2.0 if config.method.startswith("kivi") else 1.0)
+
+    def __call__(self, config, trace, rate, sim_options):
+        self.calls += 1
+        return _point(rate, rate <= self.threshold(config) + 1e-12, config.replicas)
+
+
+def _request(**kw) -> PlanRequest:
+    base = dict(model="llama-3.1-8b", hws=["a100"], methods=["full", "kivi"], trace=SMALL_TRACE, slo=SLO_2_01,
+                search=SearchOptions(rel_tol=0.02, start_rate_per_s=1.0))
+    base.update(kw)
+    return PlanRequest(**base)
+
+
+def test_search_finds_step_threshold():
+    """A step function of rate at 7.3 req/s is found from below within the relative tolerance."""
+    res = search_max_rate(lambda r: (r <= 7.3, None), start_rate_per_s=1.0, rel_tol=0.02)
+    assert 7.3 / 1.02 <= res.max_rate_per_s <= 7.3
+    assert res.upper_rate_per_s > 7.3 and res.upper_rate_per_s / res.max_rate_per_s <= 1.02
+    # bracket 1, 2, 4, 8 then log2(log 2 / log 1.02) ~ 5.1 -> 6 bisections
+    assert len(res.probes) <= 4 + 6
+
+
+def test_search_brackets_down_and_reports_zero():
+    """Infeasible at every rate -> 0; a threshold below the start is bracketed downwards."""
+    assert search_max_rate(lambda r: (False, None), start_rate_per_s=4.0).max_rate_per_s == 0.0
+    res = search_max_rate(lambda r: (r <= 0.3, None), start_rate_per_s=4.0, rel_tol=0.05)
+    assert 0.3 / 1.05 <= res.max_rate_per_s <= 0.3
+
+
+def test_search_capped_at_max_rate():
+    """Always feasible: stops at max_rate with capped=True."""
+    res = search_max_rate(lambda r: (True, None), start_rate_per_s=1.0, max_rate_per_s=100.0)
+    assert res.capped and res.max_rate_per_s == 64.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(t1=st.floats(0.01, 500), factor=st.floats(1.0, 10.0), k1=st.integers(-3, 3), k2=st.integers(-3, 3))
+def test_search_answer_is_monotone_in_threshold(t1, factor, k1, k2):
+    """A higher true threshold never gets a lower answer (starts on the power-of-2 grid)."""
+    t2 = t1 * factor
+    a1 = search_max_rate(lambda r: (r <= t1, None), start_rate_per_s=2.0**k1).max_rate_per_s
+    a2 = search_max_rate(lambda r: (r <= t2, None), start_rate_per_s=2.0**k2).max_rate_per_s
+    assert a1 <= a2 * (1 + 1e-9)
+
+
+def test_plan_finds_known_threshold_with_fake_evaluator():
+    """run_plan reports each configuration's step threshold (full 5, kivi 10 req/s) within 2 %."""
+    plan = run_plan(_request(), executor="serial", progress=False, evaluator=StepEvaluator())
+    rates = {c.method_name: c.max_rate_per_s for c in plan.configs}
+    assert 5.0 / 1.02 <= rates["full"] <= 5.0 and 10.0 / 1.02 <= rates["kivi"] <= 10.0
+    # same price and 100 tok/s per req/s: kivi is cheaper, so it ranks first
+    assert plan.configs[plan.ranking[0]].method_name == "kivi"
+    for c in plan.configs:
+        assert c.best is not None and c.best.rate_per_s == c.max_rate_per_s
+        assert c.cost_usd_per_mtok == pytest.approx(cost_usd_per_mtok(c.price, 1, 100.0 * c.max_rate_per_s))
+
+
+def test_cache_hits_skip_work(tmp_path):
+    """A rerun with the same cache dir calls the evaluator zero times and gives the same plan."""
+    ev = StepEvaluator()
+    first = run_plan(_request(), executor="serial", progress=False, evaluator=ev, cache_dir=tmp_path)
+    calls = ev.calls
+    assert calls == sum(c.evaluations for c in first.configs) > 0
+    second = run_plan(_request(), executor="serial", progress=False, evaluator=ev, cache_dir=tmp_path)
+    assert ev.calls == calls  # no new evaluation
+    assert sum(c.cache_hits for c in second.configs) == calls
+    assert [c.max_rate_per_s for c in second.configs] == [c.max_rate_per_s for c in first.configs]
+    # a changed input (SLO percentile changes no simulation; the trace seed does) misses the cache
+    run_plan(_request(trace=SMALL_TRACE.model_copy(update={"seed": 2})), executor="serial", progress=False,
+             evaluator=ev, cache_dir=tmp_path)
+    assert ev.calls > calls
+
+
+def test_no_cache_recomputes():
+    """Without a cache dir every run evaluates again."""
+    ev = StepEvaluator()
+    run_plan(_request(methods=["full"]), executor="serial", progress=False, evaluator=ev)
+    n = ev.calls
+    run_plan(_request(methods=["full"]), executor="serial", progress=False, evaluator=ev)
+    assert ev.calls == 2 * n
+
+
+def test_target_rate_finds_fewest_gpus():
+    """Target 20 req/s: TP1 needs 4 replicas (5 req/s each) = 4 GPUs; TP2 needs 3 x 2 = 6; TP4 2 x 4 = 8."""
+    plan = run_plan(_request(methods=["full"], target_rate_per_s=20.0, tp_choices=[1, 2, 4]), executor="serial",
+                    progress=False, evaluator=StepEvaluator())
+    by_tp = {c.config.tp: c.target for c in plan.configs}
+    # 5*sqrt(2) = 7.07 per TP2 replica -> ceil(20/7.07) = 3; 5*2 = 10 per TP4 replica -> 2
+    assert {tp: (t.replicas, t.gpus) for tp, t in by_tp.items()} == {1: (4, 4), 2: (3, 6), 4: (2, 8)}
+    best = plan.configs[plan.ranking[0]]
+    assert best.config.tp == 1 and best.target.gpus == 4
+
+
+def test_duplicate_settings_run_once_and_inapplicable_methods_report_why():
+    """`kivi` and `kivi:bits=2` (its default) are one configuration; `mla` on a GQA model is a row with
+    its reason, ranked last, not an abort."""
+    plan = run_plan(_request(methods=["kivi", "kivi:bits=2", "mla"]), executor="serial", progress=False,
+                    evaluator=StepEvaluator())
+    assert [c.method_label for c in plan.configs] == ["kivi", "mla"]
+    mla = plan.configs[1]
+    assert mla.error is not None and "no MLA latent" in mla.error and plan.ranking[-1] == 1
+
+
+def test_cost_per_million_tokens():
+    """$1.59/h x 2 GPUs at 1,000 tok/s: 3.18 / 3.6e6 * 1e6 = 0.8833 $/M tokens."""
+    price = Price(usd_per_hour=1.59, source="s", date="d")
+    assert cost_usd_per_mtok(price, 2, 1000.0) == pytest.approx(3.18 / 3.6)
+    assert cost_usd_per_mtok(None, 2, 1000.0) is None and cost_usd_per_mtok(price, 1, 0.0) is None
+
+
+def test_expand_sweeps_is_a_grid():
+    """--sweep kivi.bits=2,4 --sweep kivi.group=32,64 adds 4 kivi settings."""
+    out = expand_sweeps(["full"], ["kivi.bits=2,4", "kivi.group=32,64"])
+    assert out == ["full", "kivi:bits=2,group=32", "kivi:bits=2,group=64", "kivi:bits=4,group=32", "kivi:bits=4,group=64"]
+    with pytest.raises(ConfigError, match="METHOD.PARAM"):
+        expand_sweeps([], ["kivi=2"])
+
+
+@pytest.mark.parametrize("ttft, tbt", [("-1", "0.1"), ("0", "0.1"), ("fast", "0.1"), ("2", "nan"), ("2", "-0.5")])
+def test_parse_slo_rejects_bad_values(ttft, tbt):
+    """Negative, zero or non-numeric SLOs are one-line ConfigErrors."""
+    with pytest.raises(ConfigError) as e:
+        parse_slo(ttft, tbt)
+    assert "\n" not in str(e.value) and "must be a number of seconds > 0" in str(e.value)
+
+
+def _cli() -> typer.Typer:
+    from kvsim.commands.plan import plan_cmd
+    from kvsim.commands.report import report_cmd
+
+    app = typer.Typer()
+    app.command("plan")(plan_cmd)
+    app.command("report")(report_cmd)
+    return app
+
+
+@pytest.mark.parametrize(
+    "args, exc, needle",
+    [
+        (["--slo-ttft", "-2"], ConfigError, "--slo-ttft must be a number of seconds > 0, got '-2'"),
+        (["--slo-tbt", "0"], ConfigError, "--slo-tbt must be a number of seconds > 0, got '0'"),
+        (["--slo-ttft", "soon"], ConfigError, "--slo-ttft must be a number of seconds > 0, got 'soon'"),
+        (["--percentile", "p95"], ConfigError, "--percentile must be one of p50, p90, p99"),
+        (["--hw", "a100,a1000"], SpecError, "unknown hardware 'a1000'"),
+        (["--target-rate", "-3"], ConfigError, "--target-rate must be a number > 0"),
+    ],
+)
+def test_plan_cli_bad_input_is_one_line_error(args, exc, needle, tmp_path):
+    """Bad SLO or unknown hardware: a one-line kvsim error (the root CLI prints `error: ...`, exit 1)."""
+    r = CliRunner().invoke(_cli(), ["plan", "--no-cache", "--no-progress", "--num-requests", "20", *args])
+    assert isinstance(r.exception, exc), r.output
+    assert isinstance(r.exception, KvsimError) and r.exception.exit_code == 1
+    assert needle in str(r.exception) and "\n" not in str(r.exception)
+
+
+def test_saved_plan_reloads_and_rebuilds_report(tmp_path):
+    """--out results reload with the same ranking; `kvsim report DIR` rewrites report.html."""
+    plan = run_plan(_request(), executor="serial", progress=False, evaluator=StepEvaluator())
+    save_plan(plan, tmp_path / "res")
+    again = load_plan(tmp_path / "res")
+    assert again.ranking == plan.ranking and [c.label for c in again.configs] == [c.label for c in plan.configs]
+    r = CliRunner().invoke(_cli(), ["report", str(tmp_path / "res")])
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "res" / "report.html").read_text()
+    assert "Plotly.newPlot" in html and not re.search(r"<script[^>]*\ssrc=", html)  # plotly.js inline, no CDN
+    with pytest.raises(ConfigError, match="no plan.json"):
+        load_plan(tmp_path)
+
+
+def _kvsim(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "kvsim", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--slo-ttft", "0"], "error: --slo-ttft must be a number of seconds > 0, got '0'"),
+    (["--slo-tbt", "-1"], "error: --slo-tbt must be a number of seconds > 0, got '-1'"),
+    (["--slo-tbt", "fast"], "error: --slo-tbt must be a number of seconds > 0, got 'fast'"),
+    (["--hw", "a100,h900"], "error: unknown hardware 'h900'"),
+])
+def test_kvsim_plan_bad_input_exits_1_with_one_line(args, needle, tmp_path):
+    """`python -m kvsim plan` with a bad SLO or unknown hardware: exit 1, one `error:` line, no traceback."""
+    r = _kvsim("plan", "--no-cache", *args, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith(needle)
+
+
+def test_kvsim_plan_json_and_out_dir(tmp_path):
+    """A small real plan through the CLI: --json has the ranked configs; --out has plan.json, configs and report."""
+    import json
+
+    r = _kvsim("plan", "--hw", "a100", "--method", "full,kivi:bits=4", "--num-requests", "40", "--rel-tol", "0.2",
+               "--cache-dir", str(tmp_path / "cache"), "--json", "--out", str(tmp_path / "res"), "--jobs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert [c["method_label"] for c in plan["configs"]] == ["full", "kivi(bits=4)"]
+    assert sorted(plan["ranking"]) == [0, 1] and all(c["max_rate_per_s"] > 0 for c in plan["configs"])
+    assert (tmp_path / "res" / "plan.json").is_file() and (tmp_path / "res" / "report.html").is_file()
+    assert len(list((tmp_path / "res" / "configs").glob("*.json"))) == 2

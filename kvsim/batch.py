@@ -1,0 +1,234 @@
+"""The running sequences in their decode phase, as arrays, advanced in O(1) per run of steps.
+
+Every row takes one token in each decode step of the batch, so per-row counters are stored
+relative to the batch's step counter ``step_no``: ``ctx = ctx0 + step_no`` (tokens in KV),
+``left = fin - step_no`` (tokens still to generate). Advancing the batch ``k`` steps is
+``step_no += k``, with no array work.
+
+Time between tokens: when every row's last token is at the start of a step (the common
+case: the batch decoded in the previous step, or rows joined at its end) the step's interval
+is the same for all rows. Each run of such steps appends the largest interval it saw to a
+segment log; a row's largest TBT is ``max(tmax, log[jseg:])`` over the segments it lived
+through, computed when it leaves. Steps where rows differ (after prefill-only steps of
+non-chunked scheduling, swap-in) update ``tmax`` per row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# columns of the integer row table
+CTX0, FIN, OFF, SEQ, JSTEP, JSEG, PROMPT, RID = range(8)
+# columns of the float row table
+LAST, TMAX = range(2)
+
+
+class DecodeBatch:
+    """Decoding rows (capacity ``cap``). Blocks: ``gsum``/``hsum`` GPU/host blocks held by the
+    rows (for ``ctx`` tokens between steps, ``ctx + 1`` once a step has allocated); private
+    GPU blocks are ``gsum - offsum`` (``off``: blocks of referenced prefix entries).
+
+    Row columns: ``ctx0``, ``fin`` (see module docstring), ``off``, ``seq`` (admission order:
+    preemption picks the largest), ``jstep``/``jseg`` (step and segment at join), ``prompt``
+    (prompt tokens), ``last`` (time of the row's last token when it joined), ``tmax``
+    (largest TBT outside the log). ``layout``: a :class:`kvsim.kv_cache.KVLayout`.
+    """
+
+    def __init__(self, cap: int, layout) -> None:
+        self.n = 0
+        self.reqs: list = []
+        self.I = np.zeros((cap, 8), dtype=np.int64)
+        self.F = np.zeros((cap, 2))
+        self.ctx0, self.fin, self.off, self.seq, self.jstep, self.jseg, self.prompt, self.rid = (
+            self.I[:, j] for j in range(8))
+        self.last, self.tmax = self.F[:, LAST], self.F[:, TMAX]
+        self.layout = layout
+        self.gtab, self.htab = layout.gpu_blocks, layout.host_blocks
+        self.pa = layout.prompt_aware
+        self.blocks1 = lambda n, p, rid: layout.blocks1(n, p)  # replaced by Scheduler.use_block_counts
+        self.gsum = self.hsum = self.offsum = 0
+        self.step_no = 0
+        self.t_last = -math.inf  # end of the batch's last decode step
+        self.uniform_at: float | None = None  # every row's last token is at this time
+        self.seg = np.zeros(1024)
+        self.nseg = 0
+        self._fin_lo: int | None = None  # cached min / max of fin (None: recompute)
+        self._fin_hi: int | None = None
+
+    def ctx(self) -> np.ndarray:
+        """[n] tokens in KV per row."""
+        return self.ctx0[: self.n] + self.step_no
+
+    def prompts(self) -> np.ndarray:
+        """[n] prompt tokens per row."""
+        return self.prompt[: self.n]
+
+    def rids(self) -> np.ndarray:
+        """[n] request ids per row."""
+        return self.rid[: self.n]
+
+    def left(self) -> np.ndarray:
+        """[n] tokens still to generate per row."""
+        return self.fin[: self.n] - self.step_no
+
+    def add(self, r, off: int) -> None:
+        i, sn = self.n, self.step_no
+        c = r.num_computed_tokens
+        f = sn + r.max_tokens - r.num_output_tokens
+        self.I[i] = (c - sn, f, off, r.admit_seq, sn, self.nseg, r.num_prompt_tokens, r.req_id)
+        last = r.last_token_s
+        self.F[i] = (last, r.tbt_max_s)
+        if i == 0:
+            self.uniform_at = last
+        elif self.uniform_at != last:
+            self.uniform_at = None
+        if self._fin_lo is not None and f < self._fin_lo:
+            self._fin_lo = f
+        if self._fin_hi is not None and f > self._fin_hi:
+            self._fin_hi = f
+        self.reqs.append(r)
+        self.n = i + 1
+        if self.pa:
+            g, h = self.blocks1(c, r.num_prompt_tokens, r.req_id)
+            self.gsum += g
+            self.hsum += h
+        else:
+            self.gsum += int(self.gtab[c])
+            self.hsum += int(self.htab[c])
+        self.offsum += off
+
+    def _seg_max(self, j: int) -> float:
+        return float(self.seg[j:self.nseg].max()) if j < self.nseg else 0.0
+
+    def _drop(self, i: int) -> None:
+        f = self.fin[i]
+        if f == self._fin_lo:
+            self._fin_lo = None
+        if f == self._fin_hi:
+            self._fin_hi = None
+        j = self.n - 1
+        if i != j:
+            self.I[i] = self.I[j]
+            self.F[i] = self.F[j]
+            self.reqs[i] = self.reqs[j]
+        self.reqs.pop()
+        self.n = j
+
+    def remove(self, i: int):
+        """Remove row ``i`` between steps (the last row moves into it); return its synced Request."""
+        r = self.reqs[i]
+        ctx0, fin, off, _, jstep, jseg, prompt, rid = self.I[i].tolist()
+        last, tmax = self.F[i].tolist()
+        c = ctx0 + self.step_no
+        g, h = self.blocks1(c, prompt, rid) if self.pa else (int(self.gtab[c]), int(self.htab[c]))
+        r.num_computed_tokens = c
+        r.num_output_tokens = r.max_tokens - (fin - self.step_no)
+        r.gpu_blocks, r.host_blocks = g - off, h
+        r.last_token_s = self.t_last if jstep < self.step_no else last
+        r.tbt_max_s = max(tmax, self._seg_max(jseg))
+        self.gsum -= g
+        self.hsum -= h
+        self.offsum -= off
+        self._drop(i)
+        return r
+
+    def remove_rows(self, rows) -> list:
+        return [self.remove(int(i)) for i in sorted(rows, reverse=True)]
+
+    def fin_range(self) -> tuple[int, int]:
+        """(min, max) of ``fin`` over the rows (n > 0)."""
+        lo, hi = self._fin_lo, self._fin_hi
+        if lo is None or hi is None:
+            f = self.fin[: self.n]
+            lo, hi = self._fin_lo, self._fin_hi = int(f.min()), int(f.max())
+        return lo, hi
+
+    def done_rows(self) -> list[int]:
+        """Rows with no token left to generate."""
+        if not self.n or self.fin_range()[0] != self.step_no:
+            return []
+        return np.flatnonzero(self.fin[: self.n] == self.step_no).tolist()
+
+    def finish_within(self, rows: list[int], left: list[int], t_fin: list[float], run_max: list[float]) -> list:
+        """Remove rows (ascending) that finish during a run of uniform steps about to be recorded.
+
+        ``left`` their remaining tokens (steps), ``t_fin`` their last token times, ``run_max``
+        the largest step time of the run up to each one's last step. Their blocks stay counted
+        in ``gsum``/``hsum``; the caller sets those from the run's totals.
+        """
+        out = []
+        tf_list, pm = t_fin, run_max
+        rows_i = self.I[rows]  # [m, 8]
+        ctx = (rows_i[:, CTX0] + self.step_no + np.array(left)).tolist()
+        offs, jsegs = rows_i[:, OFF].tolist(), rows_i[:, JSEG].tolist()
+        tmaxs = self.tmax[rows].tolist()
+        self.offsum -= sum(offs)
+        ns, seg = self.nseg, self.seg
+        rl = rows  # ascending: remove from the end so row indices stay valid
+        for o in range(len(rl) - 1, -1, -1):
+            r = self.reqs[rl[o]]
+            r.num_computed_tokens, r.num_output_tokens = ctx[o], r.max_tokens
+            r.gpu_blocks = r.host_blocks = 0  # released with the run's block totals
+            r.last_token_s = r.finish_s = tf_list[o]
+            j = jsegs[o]
+            r.tbt_max_s = max(tmaxs[o], float(seg[j:ns].max()) if j < ns else 0.0, pm[o])
+            self._drop(rl[o])
+            out.append(r)
+        return out
+
+    def decoded1(self, t_start: float, t_end: float, sink=None) -> None:
+        """One decode step of every row from ``t_start`` to ``t_end`` (see :meth:`decoded`)."""
+        if self.uniform_at != t_start:
+            self.decoded(t_start, np.array([t_end - t_start]), 1, t_end, sink)
+            return
+        d = t_end - t_start
+        if sink is not None:
+            sink(d, self.n)
+        if self.nseg == self.seg.shape[0]:
+            self.seg = np.concatenate([self.seg, np.zeros(self.nseg)])
+        self.seg[self.nseg] = d
+        self.nseg += 1
+        self.step_no += 1
+        self.t_last = self.uniform_at = t_end
+
+    def decoded(self, t_start: float, dt: np.ndarray, k: int, t_end: float, sink=None, weights=None,
+                run_max: float | None = None) -> None:
+        """Record ``k`` decode steps of every row from ``t_start`` (step times ``dt[:k]``) ending at ``t_end``.
+
+        ``sink(values, weight)`` receives every time between tokens; ``weights`` [k] (rows per
+        step, for runs in which rows finished; those rows were removed with :meth:`finish_within`).
+        """
+        n = self.n
+        if run_max is not None and (weights is not None or self.uniform_at == t_start):
+            seg = run_max  # the caller knows max(dt[:k])
+            if sink is not None:
+                sink(dt[:k], n if weights is None else weights)
+            self._log(seg, k, t_end)
+            return
+        d0 = float(dt[0])
+        rest = float(dt[1:k].max()) if k > 1 else 0.0
+        if weights is not None or self.uniform_at == t_start:
+            seg = d0 if d0 > rest else rest
+            if sink is not None:
+                sink(dt[:k], n if weights is None else weights)
+        else:
+            last = np.where(self.jstep[:n] < self.step_no, self.t_last, self.last[:n])
+            iv = (t_start + d0) - last
+            np.maximum(self.tmax[:n], iv, out=self.tmax[:n])
+            seg = rest
+            if sink is not None:
+                sink(iv, 1)
+                if k > 1:
+                    sink(dt[1:k], n)
+        self._log(seg, k, t_end)
+
+    def _log(self, seg: float, k: int, t_end: float) -> None:
+        if self.nseg == self.seg.shape[0]:
+            self.seg = np.concatenate([self.seg, np.zeros(self.nseg)])
+        self.seg[self.nseg] = seg
+        self.nseg += 1
+        self.step_no += k
+        self.t_last = t_end
+        self.uniform_at = t_end

@@ -1,0 +1,278 @@
+"""Paged, compression-aware KV memory: a GPU block pool, a host block pool, a prefix cache.
+
+Blocks have a fixed size in *bytes*: ``block_bytes = block_size_tokens * full_kv_bytes_per_token``
+(vLLM's 16-token block of uncompressed KV, per GPU of the replica). A request with ``n``
+tokens in its cache holds ``ceil(kv_bytes(n).gpu_bytes / block_bytes)`` GPU blocks, where
+``kv_bytes`` is the method's residency (:meth:`KVMethod.kv_bytes`): a 4x compressed cache
+needs a quarter of the blocks, and a bounded method (H2O, StreamingLLM, SnapKV...) stops
+growing once ``kv_bytes`` plateaus. Methods with ``uses_host`` (MagicPIG, InfLLM) also hold
+``ceil(kv_bytes(n).host_bytes / block_bytes)`` blocks of the host pool, which SWAP
+preemption shares.
+
+Methods that evict at the end of prefill (H2O, SnapKV, MagicPIG...) hold bytes that depend
+on the prompt length too: ``kv_bytes(n, n_prompt)``; their blocks are computed per request
+(``prompt_aware``), other methods use tables indexed by ``n``.
+
+Pool sizes (vLLM ``determine_num_available_blocks``): GPU blocks = the KV bytes left per GPU
+after weights, the activation reserve of the largest step and the method's fixed buffers
+(:func:`kvsim.memory.memory_budget`, with ``gpu_memory_utilization``) // ``block_bytes``;
+host blocks = ``host_memory_bytes * 0.9`` less the method's fixed host bytes // ``block_bytes``.
+
+Prefix caching (vLLM automatic prefix caching) works at the trace's prefix-block granularity
+(Mooncake ``hash_ids``, 512 tokens): an entry is the KV of one prompt block, shared by
+reference count; entries nobody references stay cached and are evicted LRU-first when an
+allocation needs their blocks. The entry at position ``e`` (1-based) of a prompt costs
+``blocks(e*pb) - blocks((e-1)*pb)`` blocks, so a request holding ``e`` leading entries and
+``n`` tokens owns ``blocks(n) - blocks(e*pb)`` private blocks and block counts always add up.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.deployment import Deployment
+from kvsim.errors import ConfigError
+from kvsim.memory import MemoryBudget, memory_budget
+from kvsim.methods.base import KVMethod
+
+_EPS = 1e-9  # blocks: ceil(x - eps) so that 2.0000000001 blocks is 2
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """Block geometry of one (deployment, method, engine config).
+
+    Attributes:
+        block_bytes: bytes of one block, GPU and host alike.
+        num_gpu_blocks, num_host_blocks: pool capacities (blocks).
+        gpu_blocks, host_blocks: ``[max_tokens + 1]`` int64 blocks held with ``n`` tokens cached
+            (when ``prompt_aware``: with ``n`` tokens that are all prompt).
+        prompt_aware: residency depends on the prompt length too (use :meth:`blocks`).
+    """
+
+    block_size_tokens: int
+    block_bytes: float
+    num_gpu_blocks: int
+    num_host_blocks: int
+    gpu_blocks: np.ndarray
+    host_blocks: np.ndarray
+    budget: MemoryBudget
+    method: KVMethod | None = None
+    prompt_aware: bool = False
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.gpu_blocks.shape[0] - 1)
+
+    def blocks(self, n, n_prompt) -> tuple[np.ndarray, np.ndarray]:
+        """GPU and host blocks (int arrays) of requests with ``n`` tokens cached and prompts of ``n_prompt``."""
+        n = np.asarray(n)
+        if not self.prompt_aware:
+            return self.gpu_blocks[n], self.host_blocks[n]
+        nf = n.astype(np.float64)
+        res = self.method.kv_bytes(nf, np.broadcast_to(np.asarray(n_prompt, dtype=np.float64), nf.shape))
+        return _blocks(res.gpu_bytes, nf.shape, self.block_bytes), _blocks(res.host_bytes, nf.shape, self.block_bytes)
+
+    def blocks1(self, n: int, n_prompt: int) -> tuple[int, int]:
+        """:meth:`blocks` of one request, as ints."""
+        if not self.prompt_aware:
+            return int(self.gpu_blocks[n]), int(self.host_blocks[n])
+        g, h = self.blocks(np.array([n]), np.array([n_prompt]))
+        return int(g[0]), int(h[0])
+
+
+def _blocks(nbytes, shape, block_bytes: float) -> np.ndarray:
+    x = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), shape) / block_bytes
+    return np.maximum(np.ceil(x - _EPS), 0).astype(np.int64)
+
+
+def kv_layout(dep: Deployment, method: KVMethod, max_tokens: int, *, block_size_tokens: int = 16,
+              max_tokens_per_step: float, max_seqs: int) -> KVLayout:
+    """Pools and per-token block tables for requests of up to ``max_tokens`` tokens."""
+    if block_size_tokens < 1:
+        raise ConfigError(f"block_size_tokens must be >= 1, got {block_size_tokens}")
+    budget = memory_budget(dep, method, max_tokens_per_step=max_tokens_per_step, max_seqs=max_seqs)
+    block_bytes = block_size_tokens * method.dep.full_kv_bytes_per_token
+    if budget.kv_gpu_bytes < block_bytes:
+        gib = 2**30
+        raise ConfigError(
+            f"no GPU memory left for the KV cache: {budget.gpu_total_bytes / gib:.1f} GiB usable, weights "
+            f"{budget.weights_bytes / gib:.1f} GiB, activations {budget.activation_bytes / gib:.1f} GiB, "
+            f"method buffers {budget.method_fixed_gpu_bytes / gib:.1f} GiB "
+            "(try --tp, a smaller --weight-dtype, fewer --max-num-batched-tokens or a larger --gpu-memory-utilization)"
+        )
+    n = int(max_tokens) + 1
+    res = method.kv_bytes(np.arange(n, dtype=np.float64))
+    return KVLayout(
+        block_size_tokens=block_size_tokens,
+        block_bytes=block_bytes,
+        num_gpu_blocks=int(budget.kv_gpu_bytes // block_bytes),
+        num_host_blocks=max(0, int(budget.kv_host_bytes // block_bytes)),
+        gpu_blocks=_blocks(res.gpu_bytes, (n,), block_bytes),
+        host_blocks=_blocks(res.host_bytes, (n,), block_bytes),
+        budget=budget,
+        method=method,
+        prompt_aware=kv_prompt_aware(method),
+    )
+
+
+def kv_prompt_aware(method: KVMethod) -> bool:
+    """Does the residency of ``n`` tokens depend on how many of them are prompt? (probed)"""
+    n = np.array([64.0, 3000.0, 5000.0, 20000.0])
+    p = np.array([64.0, 1000.0, 4000.0, 1000.0])
+    a, b = method.kv_bytes(n), method.kv_bytes(n, p)
+    same = [np.allclose(np.broadcast_to(np.asarray(x, dtype=np.float64), n.shape),
+                        np.broadcast_to(np.asarray(y, dtype=np.float64), n.shape), rtol=1e-12, atol=0.0)
+            for x, y in ((a.gpu_bytes, b.gpu_bytes), (a.host_bytes, b.host_bytes))]
+    return not all(same)
+
+
+class KVCacheManager:
+    """Block counts of the GPU and host pools, and the prefix cache (hash -> entry).
+
+    Invariants: ``gpu_used + cached_free <= num_gpu_blocks`` and ``host_used <= num_host_blocks``.
+    """
+
+    def __init__(self, layout: KVLayout, prefix_block_tokens: int = 0) -> None:
+        self.layout = layout
+        self.gpu_capacity = layout.num_gpu_blocks
+        self.host_capacity = layout.num_host_blocks
+        self.gpu_private = 0  # blocks owned by single requests
+        self.host_used = 0
+        self.pb = int(prefix_block_tokens)  # tokens per prefix-cache entry (0: prefix caching off)
+        self.entries: dict[int, list[int]] = {}  # hash -> [refcount, blocks]
+        self.lru: OrderedDict[int, None] = OrderedDict()  # unreferenced entries, oldest first
+        self.cached_used = 0  # blocks of referenced entries
+        self.cached_free = 0  # blocks of unreferenced (evictable) entries
+        self.evictions = 0
+        self.peak_gpu_used = 0
+        self.peak_host_used = 0
+
+    # ----- pool state (blocks) -----
+    @property
+    def gpu_used(self) -> int:
+        """Blocks held by running requests (private + referenced prefix entries)."""
+        return self.gpu_private + self.cached_used
+
+    @property
+    def gpu_allocatable(self) -> int:
+        """Blocks an allocation can get: free ones plus evictable cached entries."""
+        return self.gpu_capacity - self.gpu_private - self.cached_used
+
+    @property
+    def host_free(self) -> int:
+        return self.host_capacity - self.host_used
+
+    def allocate(self, gpu: int, host: int = 0) -> bool:
+        """Take ``gpu``/``host`` blocks (evicting LRU cached entries as needed); False if they do not fit."""
+        used = self.gpu_private + self.cached_used
+        room = self.gpu_capacity - used
+        if gpu > room or (host and host > self.host_capacity - self.host_used):
+            return False
+        if gpu > room - self.cached_free:
+            self._evict(gpu - room + self.cached_free)
+        self.gpu_private += gpu
+        used += gpu
+        if used > self.peak_gpu_used:
+            self.peak_gpu_used = used
+        if host:
+            self.host_used += host
+            if self.host_used > self.peak_host_used:
+                self.peak_host_used = self.host_used
+        return True
+
+    def release(self, gpu: int, host: int = 0) -> None:
+        self.gpu_private -= gpu
+        self.host_used -= host
+        assert self.gpu_private >= 0 and self.host_used >= 0, "released more blocks than allocated"
+
+    def _evict(self, need: int) -> None:
+        entries, lru = self.entries, self.lru
+        while need > 0:
+            h, _ = lru.popitem(last=False)
+            blocks = entries.pop(h)[1]
+            self.cached_free -= blocks
+            self.evictions += 1
+            need -= blocks
+
+    # ----- prefix cache -----
+    def entry_blocks(self, index: int) -> int:
+        """Blocks of the prefix entry at 1-based position ``index`` of a prompt."""
+        g = self.layout.gpu_blocks
+        return int(g[index * self.pb] - g[(index - 1) * self.pb])
+
+    def prefix_blocks(self, n_entries: int) -> int:
+        """Blocks of the first ``n_entries`` entries of a prompt."""
+        return int(self.layout.gpu_blocks[n_entries * self.pb])
+
+    def lookup(self, hashes: tuple[int, ...], max_entries: int) -> int:
+        """Number of leading ``hashes`` (at most ``max_entries``) cached right now."""
+        n = 0
+        entries = self.entries
+        for h in hashes[:max_entries]:
+            if h not in entries:
+                break
+            n += 1
+        return n
+
+    def acquire(self, hashes) -> None:
+        """Reference cached entries (they stop being evictable)."""
+        for h in hashes:
+            e = self.entries[h]
+            if e[0] == 0:
+                del self.lru[h]
+                self.cached_free -= e[1]
+                self.cached_used += e[1]
+            e[0] += 1
+        self._note_peak()
+
+    def release_prefix(self, hashes) -> None:
+        """Drop references; unreferenced entries become evictable (most recent last)."""
+        for h in hashes:
+            e = self.entries[h]
+            e[0] -= 1
+            if e[0] == 0:
+                self.lru[h] = None
+                self.cached_used -= e[1]
+                self.cached_free += e[1]
+
+    def register(self, hashes, first_index: int) -> int:
+        """Turn a request's private blocks of prompt entries ``first_index..`` (1-based) into
+        cached entries it references; entries cached meanwhile by another request are
+        shared instead (the private copy is freed). Returns the private blocks handed over."""
+        moved = 0
+        for i, h in enumerate(hashes, start=first_index):
+            blocks = self.entry_blocks(i)
+            e = self.entries.get(h)
+            if e is None:
+                self.entries[h] = [1, blocks]
+                self.cached_used += blocks
+            else:
+                if e[0] == 0:
+                    del self.lru[h]
+                    self.cached_free -= e[1]
+                    self.cached_used += e[1]
+                e[0] += 1
+            self.gpu_private -= blocks
+            moved += blocks
+        self._note_peak()
+        return moved
+
+    def note_peak(self, extra_gpu: int, extra_host: int) -> None:
+        """Note a transient use of ``extra`` blocks beyond the current one (inside a decode run)."""
+        self.peak_gpu_used = max(self.peak_gpu_used, self.gpu_private + self.cached_used + extra_gpu)
+        self.peak_host_used = max(self.peak_host_used, self.host_used + extra_host)
+
+    def _note_peak(self) -> None:
+        if self.gpu_private + self.cached_used > self.peak_gpu_used:
+            self.peak_gpu_used = self.gpu_private + self.cached_used
+
+    def check(self) -> None:
+        """Assert the pool invariants (used by tests)."""
+        assert 0 <= self.gpu_private and 0 <= self.cached_used and 0 <= self.cached_free
+        assert self.gpu_private + self.cached_used + self.cached_free <= self.gpu_capacity, "GPU pool over capacity"
+        assert 0 <= self.host_used <= self.host_capacity, "host pool over capacity"
+        assert self.cached_free == sum(self.entries[h][1] for h in self.lru)

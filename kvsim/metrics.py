@@ -1,0 +1,244 @@
+"""Serving metrics: pure summaries of per-request records, plus two bounded collectors.
+
+Definitions (vLLM ``benchmarks/benchmark_serving.py`` and DistServe, OSDI'24 section 2):
+
+* TTFT = first token time - arrival; E2E = finish - arrival; queueing = first scheduled - arrival.
+* TBT (time between tokens, vLLM's ITL): every interval between consecutive tokens of a
+  request, pooled over all completed requests. Preemption and prefill stalls show up here.
+* TPOT = (finish - first token) / (output tokens - 1) per request with >= 2 output tokens:
+  the request's mean TBT.
+* Throughput over the makespan (first arrival to last finish): output tokens/s, total
+  (prompt + output) tokens/s, requests/s.
+* Goodput: completed requests with TTFT <= ``slo_ttft_s`` and TPOT <= ``slo_tbt_s``: the
+  TBT SLO is judged on each request's *mean* TBT (its TPOT), as DistServe and vLLM's
+  ``--goodput tpot:`` do; the request's max TBT is in ``requests.csv`` for stricter checks.
+  Requests with one output token have no TBT and meet the TBT SLO. Fraction is over all
+  requests simulated (rejected ones count as misses).
+
+Percentiles use numpy's default (linear) definition; pooled TBT percentiles are exact up to
+2**21 intervals, beyond that computed on log bins of 2**-10 (~0.1%) relative width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+COMPLETED, REJECTED = 1, 2
+PCTS = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class RequestRecords:
+    """Per-request outcome, arrays ``[N]`` in trace order (NaN where a time was not reached)."""
+
+    arrival_s: np.ndarray
+    scheduled_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    tbt_max_s: np.ndarray
+    prompt_tokens: np.ndarray  # as in the trace
+    effective_prompt_tokens: np.ndarray  # after the method's prompt compression
+    output_tokens: np.ndarray
+    cached_tokens: np.ndarray  # prompt tokens served by the prefix cache at first admission
+    preemptions: np.ndarray
+    status: np.ndarray  # 1 completed, 2 rejected
+    reject_reason: list  # per rejected request index: reason string (dict idx -> str)
+    token_times: list | None = None  # per request: array of token times (record_token_times)
+
+
+def stats(x: np.ndarray) -> dict[str, float | None]:
+    """mean / p50 / p90 / p99 / max of ``x`` (None for an empty set)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return {"mean": None, **{f"p{q}": None for q in PCTS}, "max": None}
+    p = np.percentile(x, PCTS)
+    return {"mean": float(x.mean()), **{f"p{q}": float(v) for q, v in zip(PCTS, p)}, "max": float(x.max())}
+
+
+def weighted_percentile(values: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
+    """``np.percentile(np.repeat(values, weights), q)`` (linear), without expanding."""
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    cum = np.cumsum(w)  # cum[i]: count of items with rank < cum[i]
+    n = cum[-1]
+    pos = np.asarray(q, dtype=np.float64) / 100.0 * (n - 1)
+    lo = np.floor(pos)
+    i_lo = np.searchsorted(cum, lo, side="right")
+    i_hi = np.searchsorted(cum, np.minimum(lo + 1, n - 1), side="right")
+    return v[i_lo] + (v[i_hi] - v[i_lo]) * (pos - lo)
+
+
+def weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict[str, float | None]:
+    if values.size == 0 or weights.sum() == 0:
+        return {"mean": None, **{f"p{q}": None for q in PCTS}, "max": None}
+    p = weighted_percentile(values, weights, PCTS)
+    mean = float(np.dot(values, weights) / weights.sum())
+    return {"mean": mean, **{f"p{q}": float(v) for q, v in zip(PCTS, p)}, "max": float(values.max())}
+
+
+def request_metrics(rec: RequestRecords) -> dict[str, np.ndarray]:
+    """Per completed request: ttft, tpot, e2e, queue (seconds) and output tokens."""
+    done = rec.status == COMPLETED
+    out = rec.output_tokens[done]
+    ft, fin, arr = rec.first_token_s[done], rec.finish_s[done], rec.arrival_s[done]
+    multi = out >= 2
+    tpot = (fin[multi] - ft[multi]) / (out[multi] - 1)
+    return {"ttft": ft - arr, "e2e": fin - arr, "queue": rec.scheduled_s[done] - arr, "tpot": tpot,
+            "tpot_all": np.where(multi, (fin - ft) / np.maximum(out - 1, 1), 0.0), "output": out}
+
+
+def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarray, *,
+              slo_ttft_s: float | None = None, slo_tbt_s: float | None = None) -> dict:
+    """Latency, throughput and goodput summary of one simulation (see module docstring)."""
+    m = request_metrics(rec)
+    done = rec.status == COMPLETED
+    n_done, n_rej = int(done.sum()), int((rec.status == REJECTED).sum())
+    first = float(rec.arrival_s.min()) if rec.arrival_s.size else 0.0
+    last = float(np.nanmax(rec.finish_s)) if n_done else first
+    span = last - first
+    out_tok = int(rec.output_tokens[done].sum())
+    tot_tok = out_tok + int(rec.prompt_tokens[done].sum())
+    per_s = (lambda x: x / span) if span > 0 else (lambda x: None)
+    good = np.ones(n_done, dtype=bool)
+    if slo_ttft_s is not None:
+        good &= m["ttft"] <= slo_ttft_s
+    if slo_tbt_s is not None:
+        good &= m["tpot_all"] <= slo_tbt_s
+    n_good = int(good.sum())
+    reasons: dict[str, int] = {}
+    for r in rec.reject_reason.values() if isinstance(rec.reject_reason, dict) else rec.reject_reason:
+        reasons[r] = reasons.get(r, 0) + 1
+    return {
+        "requests_total": int(rec.status.size),
+        "requests_completed": n_done,
+        "requests_rejected": n_rej,
+        "rejected_reasons": reasons,
+        "ttft_s": stats(m["ttft"]),
+        "tbt_s": weighted_stats(tbt_values, tbt_weights),
+        "tpot_s": stats(m["tpot"]),
+        "e2e_s": stats(m["e2e"]),
+        "queue_s": stats(m["queue"]),
+        "makespan_s": span,
+        "throughput_output_tok_s": per_s(out_tok),
+        "throughput_total_tok_s": per_s(tot_tok),
+        "throughput_req_s": per_s(n_done),
+        "output_tokens": out_tok,
+        "prompt_tokens": int(rec.prompt_tokens[done].sum()),
+        "cached_prompt_tokens": int(np.maximum(rec.cached_tokens[done], 0).sum()),
+        "slo_ttft_s": slo_ttft_s,
+        "slo_tbt_s": slo_tbt_s,
+        "goodput_req_s": per_s(n_good) if (slo_ttft_s is not None or slo_tbt_s is not None) else None,
+        "goodput_fraction": (n_good / rec.status.size if rec.status.size else None)
+        if (slo_ttft_s is not None or slo_tbt_s is not None) else None,
+        "preemptions": int(rec.preemptions.sum()),
+        "requests_preempted": int((rec.preemptions > 0).sum()),
+    }
+
+
+class IntervalSample:
+    """Pooled inter-token intervals as weighted values; bounded memory (module docstring).
+
+    Exact until ``max_values`` values were added, then binned on a log grid: a bin holds the
+    doubles sharing their exponent and first ``mantissa_bits`` mantissa bits (the IEEE-754
+    bit pattern of positive doubles is monotone), i.e. a relative width of ``2**-mantissa_bits``,
+    between ``lo_s`` and ``hi_s``. Min and max stay exact.
+    """
+
+    def __init__(self, max_values: int = 1 << 21, mantissa_bits: int = 10, lo_s: float = 1e-7, hi_s: float = 1e5) -> None:
+        self._v = np.zeros(min(max_values, 1 << 14))  # buffer of values ...
+        self._w = np.zeros(self._v.shape[0])  # ... and their weights
+        self._n = 0
+        self._max = max_values
+        self._shift = 52 - mantissa_bits
+        self._b0 = int(np.array([lo_s]).view(np.int64)[0]) >> self._shift
+        self._nb = (int(np.array([hi_s]).view(np.int64)[0]) >> self._shift) - self._b0 + 1
+        self._hist: np.ndarray | None = None
+        self._vmin, self._vmax = math.inf, -math.inf
+        self.exact = True
+
+    def add(self, values, weight=1) -> None:
+        """``values`` [n] intervals (seconds) each occurring ``weight`` times (int or [n]), or one float."""
+        n = 1 if isinstance(values, float) else values.shape[0]
+        i = self._n
+        if i + n > self._v.shape[0]:
+            if i + n > self._max:
+                self._flush()
+                i = 0
+            if n > self._v.shape[0] - i:
+                size = max(2 * self._v.shape[0], i + n)
+                self._v = np.concatenate([self._v[:i], np.zeros(size - i)])
+                self._w = np.concatenate([self._w[:i], np.zeros(size - i)])
+        self._v[i:i + n] = values
+        self._w[i:i + n] = weight
+        self._n = i + n
+
+    def _flush(self) -> None:
+        v, w = self._v[: self._n], self._w[: self._n]
+        self.exact = False
+        if v.size:
+            self._vmin, self._vmax = min(self._vmin, float(v.min())), max(self._vmax, float(v.max()))
+            idx = (v.view(np.int64) >> self._shift) - self._b0
+            np.clip(idx, 0, self._nb - 1, out=idx)
+            h = np.bincount(idx, weights=w, minlength=self._nb)
+            self._hist = h if self._hist is None else self._hist + h
+        self._n = 0
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, weights): exact values, or bin middles and counts."""
+        if self.exact:
+            return self._v[: self._n].copy(), self._w[: self._n].copy()
+        self._flush()
+        nz = np.flatnonzero(self._hist)
+        centers = (((nz + self._b0) << self._shift) | (1 << (self._shift - 1))).view(np.float64)  # bin middles
+        centers[0], centers[-1] = self._vmin, self._vmax
+        return centers, self._hist[nz]
+
+
+class Timeline:
+    """Gauges over time in at most ``2 * n`` buckets (pairs of buckets merge when full).
+
+    ``record(t, *values)`` notes values holding from ``t`` on. A bucket reports the largest
+    value that held during it (including the one carried in from the previous bucket).
+    """
+
+    def __init__(self, names: tuple[str, ...], span_s: float, n: int = 1000) -> None:
+        self.names = names
+        self._n2 = 2 * n
+        self.width_s = max(span_s, 1e-6) / n
+        self._max = [[-1.0] * self._n2 for _ in names]
+        self._last = [[-1.0] * self._n2 for _ in names]
+
+    def record(self, t: float, *values: float) -> None:
+        i = int(t / self.width_s)
+        while i >= self._n2:
+            self._merge()
+            i = int(t / self.width_s)
+        for mx, la, v in zip(self._max, self._last, values):
+            if v > mx[i]:
+                mx[i] = v
+            la[i] = v
+
+    def _merge(self) -> None:
+        h = self._n2 // 2
+        for k in range(len(self.names)):
+            mx, la = self._max[k], self._last[k]
+            self._max[k] = [max(mx[2 * j], mx[2 * j + 1]) for j in range(h)] + [-1.0] * h
+            self._last[k] = [la[2 * j + 1] if la[2 * j + 1] >= 0 else la[2 * j] for j in range(h)] + [-1.0] * h
+        self.width_s *= 2
+
+    def result(self, end_s: float) -> dict[str, np.ndarray]:
+        """``{"t_s": bucket starts, name: max per bucket}`` for buckets up to ``end_s``."""
+        nb = min(self._n2, int(end_s / self.width_s) + 1)
+        out = {"t_s": np.arange(nb) * self.width_s}
+        for name, mx, la in zip(self.names, self._max, self._last):
+            a = np.zeros(nb)
+            carry = 0.0
+            for j in range(nb):
+                a[j] = max(mx[j], carry)
+                if la[j] >= 0:
+                    carry = la[j]
+            out[name] = a
+        return out

@@ -1,0 +1,453 @@
+"""Continuous batching in vLLM terms: requests, the scheduler's decisions, preemption.
+
+Vocabulary (vLLM ``vllm/v1/core/sched/scheduler.py``, ``vllm/v1/request.py``): a
+:class:`Request` has ``num_prompt_tokens``, ``num_computed_tokens`` (tokens in its KV
+cache), ``num_output_tokens`` (generated so far; ``max_tokens`` is the target) and a
+``status``. Each step the scheduler emits a :class:`SchedulerOutput` ``{req_id: num_tokens}``.
+
+Policies:
+
+* chunked prefill (default, vLLM v1 / Sarathi-Serve): a token budget of
+  ``max_num_batched_tokens`` per step; every decoding sequence takes 1 token first, then
+  partially prefilled requests, swapped-out requests (SWAP mode) and waiting requests (FCFS)
+  take prompt chunks from what is left.
+* no chunking (vLLM v0 default): a step either prefills whole prompts of waiting requests
+  (their sum within the budget, except that the first prompt is admitted even when longer,
+  as v0 admits prompts up to ``max_model_len``) or decodes every running sequence.
+* preemption (vLLM ``PreemptionMode``): when the blocks of a step do not fit, the most
+  recently admitted running request is preempted: RECOMPUTE frees its KV and puts it at
+  the head of the waiting queue (it later re-prefills prompt + generated tokens); SWAP
+  copies its KV blocks to the host pool (and back later) over PCIe. Partially prefilled
+  requests, and SWAP victims that do not fit the host pool, are recomputed.
+* admission (``allocate_slots``): the KV blocks of the scheduled tokens must fit the pools;
+  FCFS, the head of the queue blocks the rest (no skipping), no admissions in a step that
+  preempted.
+
+A request's prompt is prefilled (maybe in chunks); the step that completes it samples the
+first token; every later decode step (``ctx`` = tokens in KV before the step) samples one.
+The running *decoding* sequences are kept as arrays (:class:`DecodeBatch`) so that
+``kvsim.serving`` can fast-forward runs of pure decode steps without a Python loop per sequence.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.batch import DecodeBatch
+from kvsim.kv_cache import KVCacheManager
+
+
+class RequestStatus(enum.IntEnum):
+    WAITING = 0
+    RUNNING = 1
+    PREEMPTED = 2
+    FINISHED = 3
+    REJECTED = 4
+
+
+class PreemptionMode(str, enum.Enum):
+    RECOMPUTE = "recompute"
+    SWAP = "swap"
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One request; token counts are effective (after prompt compression) tokens."""
+
+    req_id: int
+    arrival_s: float
+    num_prompt_tokens: int
+    max_tokens: int  # output tokens to generate
+    prefix_hashes: tuple[int, ...] = ()
+    status: RequestStatus = RequestStatus.WAITING
+    num_computed_tokens: int = 0
+    num_output_tokens: int = 0
+    num_prefix_entries: int = 0  # leading prefix-cache entries referenced
+    gpu_blocks: int = 0  # private blocks (not counting referenced prefix entries)
+    host_blocks: int = 0
+    swapped: bool = False  # KV copied to the host pool by SWAP preemption
+    admit_seq: int = -1
+    num_preemptions: int = 0
+    num_cached_tokens: int = -1  # prefix-cache hits at first admission
+    num_analytic_cached: int = 0  # prompt tokens the method treats as cached (analytic prefix hit)
+    scheduled_s: float = -1.0
+    first_token_s: float = -1.0
+    last_token_s: float = -1.0
+    finish_s: float = -1.0
+    tbt_max_s: float = 0.0
+    token_times: list | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prompt_tokens + self.num_output_tokens
+
+
+_NO_CTX = np.zeros(0, dtype=np.int64)
+_NO_CTX.flags.writeable = False
+
+
+class SchedulerOutput:
+    """What one step computes.
+
+    ``decode_reqs``/``decode_ctx`` [B]: decoding sequences and their tokens in KV (read
+    before :meth:`Scheduler.commit`); ``prefill``: ``(request, num_new_tokens,
+    num_cached_before, completes)`` chunks; ``preempted``; blocks copied to / from the host
+    pool by SWAP.
+    """
+
+    __slots__ = ("num_decode", "_batch", "prefill", "preempted", "swap_out_blocks", "swap_in_blocks")
+
+    def __init__(self) -> None:
+        self.num_decode = 0
+        self._batch = None
+        self.prefill: list = []
+        self.preempted: list = []
+        self.swap_out_blocks = 0
+        self.swap_in_blocks = 0
+
+    @property
+    def decode_ctx(self) -> np.ndarray:
+        return self._batch.ctx() if self.num_decode else _NO_CTX
+
+    @property
+    def decode_reqs(self) -> list:
+        return list(self._batch.reqs) if self.num_decode else []
+
+    @property
+    def num_scheduled_tokens(self) -> dict[int, int]:
+        """``{req_id: num_tokens}`` as in vLLM."""
+        d = {r.req_id: 1 for r in self.decode_reqs}
+        for r, n, _, _ in self.prefill:
+            d[r.req_id] = n
+        return d
+
+    @property
+    def total_num_scheduled_tokens(self) -> int:
+        return len(self.decode_reqs) + sum(n for _, n, _, _ in self.prefill)
+
+    @property
+    def n_sampled(self) -> int:
+        return sum(1 for p in self.prefill if p[3])
+
+    def is_empty(self) -> bool:
+        return not self.num_decode and not self.prefill
+
+
+def _table_blocks(lay):
+    """``blocks1`` of a layout whose blocks depend on the token count only."""
+    g, h = lay.gpu_blocks, lay.host_blocks
+
+    def blocks1(n: int, p: int, rid: int) -> tuple[int, int]:
+        return int(g[n]), int(h[n])
+
+    return blocks1
+
+
+class Scheduler:
+    """FCFS continuous batching over a :class:`KVCacheManager` (see module docstring)."""
+
+    def __init__(self, kv: KVCacheManager, *, max_num_seqs: int = 256, max_num_batched_tokens: int = 8192,
+                 chunked_prefill: bool = True, preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE) -> None:
+        self.kv = kv
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.chunked_prefill = chunked_prefill
+        self.preemption_mode = PreemptionMode(preemption_mode)
+        self.record_token_times = False
+        self.on_intervals = None  # callback(intervals [n] seconds, weight): every time between tokens
+        lay = kv.layout
+        self.layout = lay
+        self.blocks1 = _table_blocks(lay) if not lay.prompt_aware else (lambda n, p, rid: lay.blocks1(n, p))
+        self.blocks_sum = None  # optional (ctx1 [B], prompts [B], rids [B]) -> summed blocks
+        self.uses_host = bool(lay.host_blocks.any()) or bool(getattr(lay.method, "uses_host", False))
+        self.batch = DecodeBatch(max_num_seqs, lay)
+        self.waiting: deque[Request] = deque()
+        self.swapped: deque[Request] = deque()
+        self.prefilling: list[Request] = []  # running, prompt not fully computed (admission order)
+        self.blocked = False  # the queue head could not be admitted and nothing was freed since
+        self.num_preemptions = 0
+        self._admit = 0
+
+    # ----- state -----
+    @property
+    def num_running(self) -> int:
+        return self.batch.n + len(self.prefilling)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting) + len(self.swapped)
+
+    def has_work(self) -> bool:
+        return bool(self.batch.n or self.prefilling or self.waiting or self.swapped)
+
+    def add_request(self, r: Request) -> None:
+        r.status = RequestStatus.WAITING
+        self.waiting.append(r)
+
+    def decode_only(self) -> bool:
+        """Would the next steps only decode the current batch until something changes?"""
+        return self.batch.n > 0 and not self.prefilling and (self.blocked or not (self.waiting or self.swapped))
+
+    # ----- blocks -----
+    def _off(self, r: Request) -> int:
+        return self.kv.prefix_blocks(r.num_prefix_entries) if r.num_prefix_entries else 0
+
+    def _need(self, r: Request, n_tokens: int) -> tuple[int, int]:
+        """New GPU/host blocks for ``r`` to hold ``n_tokens`` tokens."""
+        g, h = self.blocks1(n_tokens, r.num_prompt_tokens, r.req_id)
+        return g - self._off(r) - r.gpu_blocks, h - r.host_blocks
+
+    def use_block_counts(self, blocks1, blocks_sum=None) -> None:
+        """Count blocks with ``blocks1(n, prompt, req_id) -> (gpu, host)`` (and a batch sum)."""
+        self.blocks1 = self.batch.blocks1 = blocks1
+        self.blocks_sum = blocks_sum
+
+    def allocate_slots(self, r: Request, num_new_tokens: int) -> int | None:
+        """Blocks for ``num_new_tokens`` more tokens of ``r``: new GPU blocks, or None if they do not fit."""
+        g, h = self._need(r, r.num_computed_tokens + num_new_tokens)
+        g, h = max(g, 0), max(h, 0)
+        if not self.kv.allocate(g, h):
+            return None
+        r.gpu_blocks += g
+        r.host_blocks += h
+        return g
+
+    def free(self, r: Request) -> None:
+        """Release every block of ``r`` (private, prefix references, swapped host copy)."""
+        kv = self.kv
+        kv.release(r.gpu_blocks, r.host_blocks)
+        if r.num_prefix_entries:
+            kv.release_prefix(r.prefix_hashes[: r.num_prefix_entries])
+        r.gpu_blocks = r.host_blocks = r.num_prefix_entries = 0
+        self.blocked = False
+
+    # ----- preemption -----
+    def _victim(self) -> tuple[int, Request | None]:
+        """Most recently admitted running request: (batch row or -1, prefilling request or None)."""
+        b = self.batch
+        row = int(np.argmax(b.seq[: b.n])) if b.n else -1
+        p = max(self.prefilling, key=lambda r: r.admit_seq) if self.prefilling else None
+        if p is not None and (row < 0 or p.admit_seq > b.seq[row]):
+            return -1, p
+        return row, None
+
+    def _preempt(self, out: SchedulerOutput) -> Request:
+        row, p = self._victim()
+        if p is not None:
+            self.prefilling.remove(p)
+            r = p
+        else:
+            r = self.batch.remove(row)
+        r.num_preemptions += 1
+        self.num_preemptions += 1
+        r.status = RequestStatus.PREEMPTED
+        out.preempted.append(r)
+        kv = self.kv
+        if self.preemption_mode is PreemptionMode.SWAP and p is None:
+            blocks = self.blocks1(r.num_computed_tokens, r.num_prompt_tokens, r.req_id)[0]  # all its GPU KV
+            if kv.host_free >= blocks:
+                kv.release(r.gpu_blocks, 0)
+                if r.num_prefix_entries:
+                    kv.release_prefix(r.prefix_hashes[: r.num_prefix_entries])
+                    r.num_prefix_entries = 0
+                kv.allocate(0, blocks)
+                r.host_blocks += blocks
+                r.gpu_blocks, r.swapped = 0, True
+                out.swap_out_blocks += blocks
+                self.swapped.append(r)
+                self.blocked = False
+                return r
+        self.free(r)
+        r.num_computed_tokens = 0
+        self.waiting.appendleft(r)
+        return r
+
+    # ----- one step -----
+    def schedule(self, decode_blocks: tuple[int, int] | None = None) -> SchedulerOutput:
+        """Decide the next step (allocating its blocks); see the module docstring.
+
+        ``decode_blocks``: GPU and host blocks the decode batch holds after its next step,
+        when the caller already knows them (saves a gather).
+        """
+        out = SchedulerOutput()
+        self.blocked = False
+        if not self.chunked_prefill and not self.swapped and self.waiting:
+            self._admit_waiting(out, self.max_num_batched_tokens)
+            if out.prefill:
+                return out
+        budget = self._schedule_running(out, decode_blocks)
+        if not out.preempted:
+            budget = self._swap_in(out, budget)
+            if self.chunked_prefill and not self.swapped:
+                self._admit_waiting(out, budget)
+        out.num_decode, out._batch = self.batch.n, self.batch
+        return out
+
+    def _schedule_running(self, out: SchedulerOutput, decode_blocks: tuple[int, int] | None) -> int:
+        """Blocks for every decoding sequence and the next chunk of each partial prefill."""
+        b, kv = self.batch, self.kv
+        while True:
+            budget = self.max_num_batched_tokens - b.n
+            if decode_blocks is not None and b.n:
+                g, h = decode_blocks[0] - b.gsum, decode_blocks[1] - b.hsum
+                decode_blocks = None
+            elif b.n:
+                if self.blocks_sum is not None:
+                    g, h = self.blocks_sum(b.ctx() + 1, b.prompts(), b.rids())
+                    g, h = g - b.gsum, h - b.hsum
+                else:
+                    gb, hb = self.layout.blocks(b.ctx() + 1, b.prompts())
+                    g = int(gb.sum()) - b.gsum
+                    h = int(hb.sum()) - b.hsum if self.uses_host else 0
+            else:
+                g = h = 0
+            chunks = []
+            gd, hd = g, h  # the decode batch's part
+            for r in self.prefilling:
+                c = min(r.num_tokens - r.num_computed_tokens, budget)
+                if c <= 0:
+                    break
+                dg, dh = self._need(r, r.num_computed_tokens + c)
+                g, h = g + max(dg, 0), h + max(dh, 0)
+                chunks.append((r, c, max(dg, 0), max(dh, 0)))
+                budget -= c
+            if kv.allocate(g, h):
+                break
+            self._preempt(out)
+        if b.n:  # rows now hold blocks for ctx + 1 tokens (commit advances ctx)
+            b.gsum += gd
+            b.hsum += hd
+        for r, c, dg, dh in chunks:
+            r.gpu_blocks += dg
+            r.host_blocks += dh
+            out.prefill.append((r, c, r.num_computed_tokens, r.num_computed_tokens + c == r.num_tokens))
+        return budget
+
+    def _swap_in(self, out: SchedulerOutput, budget: int) -> int:
+        """Bring swapped requests back (FCFS); they decode in this step."""
+        kv, b = self.kv, self.batch
+        while self.swapped and budget > 0 and self.num_running < self.max_num_seqs:
+            r = self.swapped[0]
+            c, p = r.num_computed_tokens, r.num_prompt_tokens
+            (blocks, h0), (g1, h1) = self.blocks1(c, p, r.req_id), self.blocks1(c + 1, p, r.req_id)
+            kv.release(0, blocks)
+            if not kv.allocate(g1, h1 - h0):
+                kv.allocate(0, blocks)
+                break
+            self.swapped.popleft()
+            r.host_blocks -= blocks
+            r.gpu_blocks, r.swapped, r.status = blocks, False, RequestStatus.RUNNING
+            out.swap_in_blocks += blocks
+            b.add(r, 0)
+            b.gsum += g1 - blocks  # held for the token decoded this step
+            b.hsum += h1 - h0
+            budget -= 1
+        # memory, max_num_seqs, or a budget spent by decodes alone persist through decode steps
+        self.blocked = bool(self.swapped) and not out.prefill
+        return budget
+
+    def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        kv = self.kv
+        first = True
+        running = self.num_running  # + requests admitted in this step (they join at its end)
+        while self.waiting and running < self.max_num_seqs:
+            if budget <= 0 and (self.chunked_prefill or not first):
+                self.blocked = not out.prefill  # spent by decodes alone: persists
+                return
+            r = self.waiting[0]
+            e = 0
+            if kv.pb and r.prefix_hashes and r.num_computed_tokens == 0:
+                e = kv.lookup(r.prefix_hashes, (r.num_tokens - 1) // kv.pb)
+                kv.acquire(r.prefix_hashes[:e])
+                r.num_prefix_entries = e
+                r.num_computed_tokens = e * kv.pb
+            elif r.num_analytic_cached and r.num_computed_tokens == 0:
+                r.num_computed_tokens = r.num_analytic_cached  # its KV is counted as the request's own
+            todo = r.num_tokens - r.num_computed_tokens
+            c = min(todo, budget) if self.chunked_prefill else todo
+            if not (self.chunked_prefill or first or c <= budget):
+                return  # prompt does not fit the rest of this step's budget
+            if self.allocate_slots(r, c) is None:
+                if e:
+                    kv.release_prefix(r.prefix_hashes[:e])
+                    r.num_prefix_entries = 0
+                r.num_computed_tokens = 0  # waiting requests hold no KV
+                self.blocked = True  # memory only shrinks while the batch decodes
+                return
+            self.waiting.popleft()
+            if r.num_cached_tokens < 0:
+                r.num_cached_tokens = r.num_computed_tokens
+            r.status = RequestStatus.RUNNING
+            r.admit_seq = self._admit
+            self._admit += 1
+            out.prefill.append((r, c, r.num_computed_tokens, c == todo))
+            if c < todo:
+                self.prefilling.append(r)
+            running += 1
+            budget -= c
+            first = False
+        self.blocked = bool(self.waiting)
+
+    # ----- after the step -----
+    def commit(self, out: SchedulerOutput, t_start: float, t_end: float) -> list[Request]:
+        """Apply a step that ran from ``t_start`` to ``t_end``; returns the requests that finished."""
+        b, kv = self.batch, self.kv
+        finished: list[Request] = []
+        B = out.num_decode
+        if B:
+            assert b.n == B, "decode batch changed between schedule and commit"
+            b.decoded1(t_start, t_end, self.on_intervals)
+            if self.record_token_times:
+                for r in b.reqs:
+                    r.token_times.append(t_end)
+            if b.n and (b._fin_lo is None or b._fin_lo == b.step_no):
+                finished += self.finish_decoded(t_end)
+        for r, c, _, completes in out.prefill:
+            r.num_computed_tokens += c
+            if not completes:
+                continue
+            if self.prefilling and r in self.prefilling:
+                self.prefilling.remove(r)
+            if kv.pb and r.prefix_hashes:
+                last = min(len(r.prefix_hashes), r.num_prompt_tokens // kv.pb)
+                if last > r.num_prefix_entries:
+                    r.gpu_blocks -= kv.register(r.prefix_hashes[r.num_prefix_entries:last], r.num_prefix_entries + 1)
+                    r.num_prefix_entries = last
+                    self.blocked = False  # the queue head may now hit these entries
+            r.num_output_tokens += 1
+            if r.first_token_s < 0:
+                r.first_token_s = t_end
+            else:  # re-prefilled after RECOMPUTE preemption
+                r.tbt_max_s = max(r.tbt_max_s, t_end - r.last_token_s)
+                if self.on_intervals is not None:
+                    self.on_intervals(t_end - r.last_token_s, 1)
+            r.last_token_s = t_end
+            if self.record_token_times:
+                r.token_times.append(t_end)
+            if r.num_output_tokens >= r.max_tokens:
+                finished += self._finish([r], t_end)
+            else:
+                b.add(r, self.kv.prefix_blocks(r.num_prefix_entries) if r.num_prefix_entries else 0)
+        return finished
+
+    def finish_decoded(self, t_end: float) -> list[Request]:
+        """Remove and finish the decode rows with no token left to generate."""
+        b = self.batch
+        done = b.done_rows()
+        return self._finish(b.remove_rows(done), t_end) if done else []
+
+    def _finish(self, reqs: list[Request], t_end: float | None) -> list[Request]:
+        """Free and mark finished (``t_end`` None: ``finish_s`` is already set)."""
+        for r in reqs:
+            if r.gpu_blocks or r.host_blocks or r.num_prefix_entries:
+                self.free(r)
+            else:
+                self.blocked = False
+            r.status = RequestStatus.FINISHED
+            if t_end is not None:
+                r.finish_s = t_end
+        return reqs

@@ -1,0 +1,218 @@
+"""Simulator building blocks: the event engine, KV block pools, metrics collectors and summaries."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from kvsim.engine import Engine
+from kvsim.kv_cache import KVCacheManager, KVLayout, kv_layout
+from kvsim.metrics import COMPLETED, REJECTED, IntervalSample, RequestRecords, Timeline, summarize, weighted_percentile
+from test_sim_support import a100_llama
+
+
+@dataclass(frozen=True, slots=True)
+class Ev:
+    name: str
+    priority: int = 0
+
+
+# ---------------------------------------------------------------- engine
+def test_engine_orders_by_time_then_priority_then_insertion():
+    """Heap key (time, priority, seq): ties in time go to the lower priority, then to the earlier insert."""
+    eng = Engine()
+    seen = []
+    for t, name, prio in [(2.0, "c", 0), (1.0, "b2", 1), (1.0, "a", 0), (1.0, "b1", 1)]:
+        eng.schedule(t, Ev(name, prio))
+    eng.run(lambda now, ev: seen.append((now, ev.name)))
+    assert seen == [(1.0, "a"), (1.0, "b2"), (1.0, "b1"), (2.0, "c")]
+    assert eng.events_processed == 4 and eng.now == 2.0
+
+
+def test_engine_handler_follow_ups_and_until():
+    """A handler's follow-ups are queued; run(until_s) stops before later events and resumes."""
+    eng = Engine()
+    eng.schedule(0.0, Ev("tick"))
+
+    def tick(now, ev):
+        return [(now + 1.0, Ev("tick"))] if now < 5 else None
+
+    assert eng.run(tick, until_s=2.5) == 2.0
+    assert eng.peek_time() == 3.0
+    eng.run(tick)
+    assert eng.now == 5.0 and eng.events_processed == 6
+
+
+def test_engine_refuses_the_past():
+    """Time never goes backwards: scheduling before now raises, from outside or from a handler."""
+    eng = Engine(start_s=1.0)
+    with pytest.raises(ValueError):
+        eng.schedule(0.5, Ev("x"))
+    eng.schedule(1.0, Ev("x"))
+    with pytest.raises(ValueError):
+        eng.run(lambda now, ev: [(now - 0.1, Ev("y"))])
+
+
+def test_engines_share_no_state():
+    """Two engines are independent (per-instance counter, no globals): same inputs, same order."""
+    orders = []
+    for _ in range(2):
+        eng = Engine()
+        for i in range(5):
+            eng.schedule(1.0, Ev(str(i)))
+        got = []
+        eng.run(lambda now, ev, got=got: got.append(ev.name))
+        orders.append(got)
+    assert orders[0] == orders[1] == ["0", "1", "2", "3", "4"]
+
+
+# ---------------------------------------------------------------- KV pools
+def _layout(n_gpu=100, n_host=50, per_token_blocks=1 / 16, max_tokens=4096) -> KVLayout:
+    n = np.arange(max_tokens + 1)
+    return KVLayout(block_size_tokens=16, block_bytes=16.0, num_gpu_blocks=n_gpu, num_host_blocks=n_host,
+                    gpu_blocks=np.ceil(n * per_token_blocks).astype(np.int64), host_blocks=np.zeros_like(n),
+                    budget=None)
+
+
+def test_pool_allocate_release_capacity():
+    """Allocations succeed up to capacity and fail beyond it; releases give blocks back; peaks are kept."""
+    kv = KVCacheManager(_layout(n_gpu=10, n_host=4))
+    assert kv.allocate(6, 2) and kv.allocate(4, 2)
+    assert not kv.allocate(1) and not kv.allocate(0, 1)
+    kv.release(5, 3)
+    assert kv.gpu_used == 5 and kv.host_used == 1 and kv.peak_gpu_used == 10 and kv.peak_host_used == 4
+    kv.check()
+
+
+def test_prefix_cache_shares_and_evicts_lru():
+    """Entries are shared by reference; unreferenced ones stay cached and are evicted oldest first."""
+    kv = KVCacheManager(_layout(n_gpu=100), prefix_block_tokens=64)  # an entry = 64 tokens = 4 blocks
+    assert kv.entry_blocks(1) == 4 and kv.prefix_blocks(3) == 12
+    assert kv.allocate(12)
+    moved = kv.register((11, 12, 13), first_index=1)  # a request's 3 prompt blocks become entries
+    assert moved == 12 and kv.gpu_private == 0 and kv.cached_used == 12
+    assert kv.lookup((11, 12, 99), max_entries=3) == 2
+    kv.acquire((11, 12))
+    kv.release_prefix((11, 12, 13))  # first request leaves: 13 is unreferenced, 11 and 12 still used
+    assert kv.cached_free == 4 and kv.cached_used == 8
+    kv.release_prefix((11, 12))
+    assert kv.cached_free == 12 and kv.gpu_allocatable == 100
+    assert kv.allocate(95)  # needs 7 of the 12 cached blocks: evicts 13 (oldest), then 11
+    assert kv.evictions == 2 and set(kv.entries) == {12}
+    kv.check()
+
+
+def test_layout_is_compression_aware():
+    """Blocks follow the method's bytes: 4-bit KIVI needs ~1/4 of full's; StreamingLLM plateaus at its
+    window; SnapKV cuts the prompt to its capacity, then generated tokens add blocks."""
+    from kvsim.methods import make_method
+
+    dep = a100_llama()
+    lay = {m: kv_layout(dep, make_method(m, dep), 20000, max_tokens_per_step=8192, max_seqs=256)
+           for m in ("full", "kivi", "streamingllm", "snapkv")}
+    full = lay["full"]
+    assert full.gpu_blocks[16] == 1 and full.gpu_blocks[17] == 2 and full.gpu_blocks[16000] == 1000
+    assert lay["kivi"].gpu_blocks[16000] < 0.3 * 1000
+    assert lay["kivi"].num_gpu_blocks == full.num_gpu_blocks  # same bytes per block, same pool
+    s = lay["streamingllm"]
+    assert not s.prompt_aware and s.gpu_blocks[4000] == s.gpu_blocks[16000] == s.gpu_blocks[20000] < full.gpu_blocks[4000]
+    snap = lay["snapkv"]
+    assert snap.prompt_aware
+    g, _ = snap.blocks(np.array([4000, 16000, 16000 + 160]), np.array([4000, 16000, 16000]))
+    assert g[0] == g[1] < full.gpu_blocks[4000]  # the prompt is cut to the capacity
+    assert g[2] - g[1] == 160 // 16  # 160 generated tokens: 10 more blocks
+
+
+# ---------------------------------------------------------------- metrics
+def test_weighted_percentile_is_numpy_on_the_expanded_data():
+    """weighted_percentile(v, w, q) == np.percentile(np.repeat(v, w), q) (linear interpolation)."""
+    rng = np.random.default_rng(1)
+    v = rng.random(40)
+    w = rng.integers(1, 6, 40)
+    q = [0, 1, 10, 50, 90, 99, 100]
+    np.testing.assert_allclose(weighted_percentile(v, w, q), np.percentile(np.repeat(v, w), q), rtol=0, atol=1e-15)
+
+
+def test_interval_sample_exact_then_binned():
+    """Pooled intervals are exact while small, then 0.1% log bins (mean and percentiles within 0.1%)."""
+    rng = np.random.default_rng(2)
+    vals = [rng.uniform(0.01, 0.05, rng.integers(1, 50)) for _ in range(200)]
+    exact, binned = IntervalSample(), IntervalSample(max_values=100)
+    for i, a in enumerate(vals):
+        for s in (exact, binned):
+            s.add(a, i % 3 + 1)
+    exact.add(0.02, 7)
+    binned.add(0.02, 7)
+    ev, ew = exact.result()
+    bv, bw = binned.result()
+    assert exact.exact and not binned.exact
+    ref = np.concatenate([np.repeat(a, i % 3 + 1) for i, a in enumerate(vals)] + [np.full(7, 0.02)])
+    np.testing.assert_allclose(weighted_percentile(ev, ew, [50, 99]), np.percentile(ref, [50, 99]), rtol=1e-15)
+    np.testing.assert_allclose(weighted_percentile(bv, bw, [50, 90, 99]), np.percentile(ref, [50, 90, 99]), rtol=1e-3)
+    assert bw.sum() == ref.size and bv.max() == ref.max() and bv.min() == ref.min()
+
+
+def test_timeline_is_bounded_and_keeps_peaks():
+    """However many records, at most 2n buckets; a bucket shows the largest value that held in it."""
+    tl = Timeline(("x",), span_s=10.0, n=50)
+    for i in range(100_000):
+        tl.record(i * 1e-3, float(i % 7))
+    tl.record(99.9, 1000.0)
+    out = tl.result(100.0)
+    assert len(out["t_s"]) <= 100 and out["x"].max() == 1000.0 and out["x"][0] == 6.0
+
+
+def test_summary_hand_computed():
+    """Two completed requests and one rejected: TTFT, TPOT, E2E, throughput, goodput by hand."""
+    nan = np.nan
+    rec = RequestRecords(
+        arrival_s=np.array([0.0, 1.0, 2.0]), scheduled_s=np.array([0.0, 1.5, nan]),
+        first_token_s=np.array([0.5, 2.0, nan]), finish_s=np.array([1.5, 4.0, nan]), tbt_max_s=np.array([0.5, 1.0, nan]),
+        prompt_tokens=np.array([10, 20, 30]), effective_prompt_tokens=np.array([10, 20, 30]),
+        output_tokens=np.array([3, 5, 7]), cached_tokens=np.zeros(3, dtype=np.int64), preemptions=np.array([0, 2, 0]),
+        status=np.array([COMPLETED, COMPLETED, REJECTED]), reject_reason={2: "gpu_memory"},
+    )
+    s = summarize(rec, np.array([0.5, 0.5, 0.5, 1.0]), np.array([1, 1, 1, 3]), slo_ttft_s=0.6, slo_tbt_s=0.6)
+    assert s["ttft_s"]["mean"] == pytest.approx(0.75)  # (0.5 + 1.0) / 2
+    assert s["tpot_s"]["mean"] == pytest.approx(0.5)  # (1.5-0.5)/2 = 0.5 and (4-2)/4 = 0.5
+    assert s["e2e_s"]["p50"] == pytest.approx(2.25)  # median of 1.5 and 3.0
+    assert s["tbt_s"]["mean"] == pytest.approx(4.5 / 6)  # 3 x 0.5 + 3 x 1.0 over 6 intervals
+    assert s["makespan_s"] == 4.0 and s["throughput_output_tok_s"] == pytest.approx(8 / 4.0)
+    assert s["goodput_req_s"] == pytest.approx(1 / 4.0) and s["goodput_fraction"] == pytest.approx(1 / 3)
+    assert s["requests_rejected"] == 1 and s["rejected_reasons"] == {"gpu_memory": 1} and s["preemptions"] == 2
+
+
+# ---------------------------------------------------------------- scheduler
+def test_scheduler_budget_decodes_first_then_chunks():
+    """Chunked prefill (Sarathi): running decodes take 1 token each, then the queue head gets the
+    rest of the budget as a chunk; SchedulerOutput is {req_id: num_tokens} (vLLM)."""
+    from kvsim.scheduler import Request, Scheduler
+
+    kv = KVCacheManager(_layout(n_gpu=1000))
+    s = Scheduler(kv, max_num_seqs=8, max_num_batched_tokens=100)
+    s.add_request(Request(0, 0.0, num_prompt_tokens=30, max_tokens=5))
+    s.add_request(Request(1, 0.0, num_prompt_tokens=250, max_tokens=5))
+    out = s.schedule()  # R0 whole (30), R1 a 70-token chunk
+    assert out.num_scheduled_tokens == {0: 30, 1: 70} and out.n_sampled == 1
+    s.commit(out, 0.0, 1.0)
+    out = s.schedule()  # R0 decodes (1 token), R1 continues with 99
+    assert out.num_scheduled_tokens == {0: 1, 1: 99} and out.decode_ctx.tolist() == [30]
+    s.commit(out, 1.0, 2.0)
+    out = s.schedule()  # R1's last 81 tokens complete its prompt
+    assert out.num_scheduled_tokens == {0: 1, 1: 81} and out.n_sampled == 1
+    assert kv.gpu_private == 2 + 16  # ceil(31/16) + ceil(250/16) blocks
+    kv.check()
+
+
+def test_allocate_slots_returns_none_when_full():
+    """allocate_slots(req, n) -> new blocks, or None without allocating anything."""
+    from kvsim.scheduler import Request, Scheduler
+
+    kv = KVCacheManager(_layout(n_gpu=4))
+    s = Scheduler(kv)
+    r = Request(0, 0.0, num_prompt_tokens=100, max_tokens=1)
+    assert s.allocate_slots(r, 48) == 3 and r.gpu_blocks == 3
+    r.num_computed_tokens = 48
+    assert s.allocate_slots(r, 52) is None and r.gpu_blocks == 3 and kv.gpu_private == 3
+    s.free(r)
+    assert kv.gpu_private == 0

@@ -13,6 +13,11 @@ Written by ``kvsim validate calibrate`` and read by ``--calibration FILE`` in
     residuals:                           # per kernel: measured vs fitted seconds
       - {kernel: gemm_bf16_4096x4096x4096, op: gemm, measured_s: 1.2e-4, predicted_s: 1.1e-4}
     source: "kvsim validate run --device cuda; fit by scipy.optimize.least_squares"
+
+Optional (added by ``kvsim validate``): ``dtype`` - the math dtype whose kernels were fitted
+(efficiencies are per op class, so a calibration describes deployments of that dtype);
+``hw`` - the hardware spec the efficiencies are fractions of (on CPU, a local YAML with
+measured peaks: use it with ``--hw``); per residual ``fitted`` - whether the kernel was in the fit.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Residual(Strict):
     measured_s: float
     predicted_s: float
     predicted_default_s: float | None = None
+    fitted: bool = True
 
 
 class Calibration(Strict):
@@ -44,6 +50,8 @@ class Calibration(Strict):
     efficiencies: dict[str, dict[str, float]]
     residuals: list[Residual] = []
     source: str = ""
+    dtype: str = ""
+    hw: str = ""
 
 
 def load_calibration(path: str | Path) -> Calibration:
@@ -51,10 +59,19 @@ def load_calibration(path: str | Path) -> Calibration:
     if not p.is_file():
         raise SpecError(f"{p}: calibration file not found")
     cal = validate_dict(Calibration, read_yaml(p), str(p))
+    from kvsim.hardware.spec import OP_CLASSES
+
     for op, fields in cal.efficiencies.items():
+        if op not in OP_CLASSES:
+            raise SpecError(f"{p}: efficiencies: unknown op class '{op}' (choices: {', '.join(OP_CLASSES)})")
         bad = set(fields) - {"compute", "memory", "overhead_s"}
         if bad:
             raise SpecError(f"{p}: efficiencies.{op}: unknown field(s) {', '.join(sorted(bad))} (allowed: compute, memory, overhead_s)")
+        for k, v in fields.items():
+            ok = v >= 0 if k == "overhead_s" else 0 < v <= 1
+            if not ok:
+                rule = ">= 0" if k == "overhead_s" else "in (0, 1]"
+                raise SpecError(f"{p}: efficiencies.{op}.{k}: must be {rule} (got {v!r})")
     return cal
 
 

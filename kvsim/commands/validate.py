@@ -1,0 +1,357 @@
+"""``kvsim validate run|calibrate|compare|e2e|papers``: how far to trust the cost model.
+
+Importing this module imports neither torch nor scipy: each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kvsim.errors import ConfigError
+
+app = typer.Typer(help="microbenchmarks, calibration and accuracy of the cost model (torch for run/calibrate/e2e)",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "validate" / "results"
+COMMITTED = RESULTS_DIR / "cpu-tiny-llama"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOpt = Annotated[Device, typer.Option("--device", help="where the kernels run")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="model whose shapes to benchmark (default: tiny-llama on cpu, llama-3.1-8b on cuda)")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="small shapes, few repeats (< 60 s on 2 CPU cores; CI)")]
+HwOpt = Annotated[str | None, typer.Option("--hw", help="cuda: the GPU spec (name or YAML) if the device name is not recognised")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads (default: torch's; e2e: the calibration's)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+
+
+def _torch(cmd: str):
+    from kvsim.validate import require_torch
+
+    return require_torch(cmd)
+
+
+def _check_device(device: Device, cmd: str) -> None:
+    torch = _torch(cmd)
+    if device == Device.cuda and not torch.cuda.is_available():
+        raise ConfigError(f"kvsim validate {cmd} --device cuda: torch sees no CUDA device (torch {torch.__version__})")
+
+
+def _model(name: str | None, device: Device):
+    from kvsim.validate.models import default_model, resolve_model
+
+    return resolve_model(name) if name else default_model(device.value)
+
+
+def _gpu_spec(hw: str | None):
+    if not hw:
+        return None
+    from kvsim.hardware import load_system
+
+    return load_system(hw).gpu
+
+
+def _run(device: Device, model: str | None, quick: bool, hw: str | None, threads: int | None, wait_quiet: float, cmd: str):
+    _check_device(device, cmd)
+    from kvsim.validate.cpuenv import wait_quiet as _wait
+    from kvsim.validate.runner import run_benchmarks
+
+    if wait_quiet > 0:
+        _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
+    return run_benchmarks(device.value, _model(model, device), quick=quick, gpu_spec=_gpu_spec(hw), threads=threads,
+                          command="kvsim validate " + " ".join(_argv_after("validate") or [cmd]))
+
+
+def _argv_after(word: str) -> list[str]:
+    """The command line after ``word`` (for the record in results files)."""
+    argv = sys.argv
+    return argv[argv.index(word) + 1:] if word in argv else []
+
+
+def _write_hw(res, path: Path) -> Path:
+    from kvsim.hardware import GPUSpec
+    from kvsim.validate.localhw import write_spec_yaml
+
+    spec = GPUSpec.model_validate(res.measured_gpu or res.nominal_gpu)
+    note = ("# Local device spec written by `kvsim validate` (use with --hw this-file).\n"
+            + ("# CPU: the peaks below are MEASURED best cases, not datasheet values (see notes).\n" if res.measured_gpu else ""))
+    write_spec_yaml(spec, path, header=note)
+    return path
+
+
+@app.command("run")
+def run_cmd(
+    device: DeviceOpt = Device.cpu,
+    model: ModelOpt = None,
+    quick: QuickOpt = False,
+    out: Annotated[str | None, typer.Option("--out", help="results JSON (default kvsim-validate-DEVICE-MODEL.json)")] = None,
+    hw: HwOpt = None,
+    threads: ThreadsOpt = None,
+    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+) -> None:
+    """Time torch kernels at a model's shapes; save raw timings and each kernel's work (JSON + local hw YAML)."""
+    from kvsim.validate.calibrate import sibling
+    from kvsim.validate.results import save_results
+
+    res = _run(device, model, quick, hw, threads, wait_quiet, "run")
+    path = Path(out or f"kvsim-validate-{device.value}-{res.model}.json")
+    save_results(res, path)
+    hw_path = _write_hw(res, sibling(path, ".hw.yaml"))
+    typer.echo(f"wrote {path} ({len(res.kernels)} kernels) and {hw_path}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    device: DeviceOpt = Device.cpu,
+    model: ModelOpt = None,
+    quick: QuickOpt = False,
+    out: Annotated[str, typer.Option("--out", help="calibration YAML to write")] = "kvsim-calibration.yaml",
+    from_results: Annotated[str | None, typer.Option("--from", help="refit saved results instead of running the benchmarks")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="math dtype to fit (default fp32 on cpu, bf16 on cuda)")] = None,
+    hw: HwOpt = None,
+    threads: ThreadsOpt = None,
+    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    e2e_results: Annotated[str | None, typer.Option("--e2e", help="add the per-step overhead fitted by a saved `validate e2e` run (its JSON)")] = None,
+) -> None:
+    """Run the microbenchmarks (or load --from), fit efficiencies and overheads per op class, write a calibration."""
+    from kvsim.calibration import save_calibration
+    from kvsim.validate.calibrate import make_calibration, sibling
+    from kvsim.validate.results import load_results, save_results
+
+    outp = Path(out)
+    if from_results:
+        res = load_results(from_results)
+    else:
+        res = _run(device, model, quick, hw, threads, wait_quiet, "calibrate")
+        rpath = sibling(outp, ".results.json")
+        save_results(res, rpath)
+        typer.echo(f"wrote {rpath}")
+    hw_path = _write_hw(res, sibling(outp, ".hw.yaml"))
+    cal, _, _ = make_calibration(res, dtype, hw_path=hw_path.name)
+    if e2e_results:
+        cal = _with_e2e_step(cal, Path(e2e_results))
+    save_calibration(cal, outp)
+    from kvsim.validate.compare import rows_from_calibration, summarize
+
+    s = summarize(rows_from_calibration(cal))
+    typer.echo(f"wrote {outp} ({cal.dtype}) and {hw_path}")
+    _print_effs(cal)
+    typer.echo(f"per-kernel |error| over {s.n} fitted kernels: before median {_pct(s.median_before)} p90 {_pct(s.p90_before)}; "
+               f"after median {_pct(s.median_after)} p90 {_pct(s.p90_after)}")
+    typer.echo(f"use: kvsim estimate --hw {hw_path} --calibration {outp} --model ...")
+
+
+def _with_e2e_step(cal, path: Path):
+    import json
+
+    from kvsim.validate.e2e import calibration_with_step
+
+    if not path.is_file():
+        raise ConfigError(f"--e2e {path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        step = float(data["step_overhead_fit_s"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"--e2e {path}: not a `kvsim validate e2e` results file (no step_overhead_fit_s)") from None
+    return calibration_with_step(cal, step, f"kvsim validate e2e ({path.name}, fitted on the first half of its steps)")
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+def _print_effs(cal) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"fitted efficiencies ({cal.device}, {cal.dtype})")
+    for c in ("op class", "compute", "memory", "overhead"):
+        t.add_column(c, justify="left" if c == "op class" else "right")
+    for op, e in cal.efficiencies.items():
+        t.add_row(op, f"{e['compute']:.3f}" if "compute" in e else "-", f"{e['memory']:.3f}" if "memory" in e else "-",
+                  f"{e.get('overhead_s', 0.0) * 1e6:.1f} us")
+    Console().print(t)
+
+
+def _defaults(results: str | None, calibration: str | None) -> tuple[str | None, str | None]:
+    if results is None and calibration is None:
+        r, c = COMMITTED.with_suffix(".json"), Path(str(COMMITTED) + ".calibration.yaml")
+        if c.is_file():
+            return (str(r) if r.is_file() else None), str(c)
+        raise ConfigError("kvsim validate compare: pass --results and/or --calibration (no committed calibration found)")
+    return results, calibration
+
+
+@app.command("compare")
+def compare_cmd(
+    results: Annotated[str | None, typer.Option("--results", help="results JSON from `kvsim validate run`")] = None,
+    calibration: Annotated[str | None, typer.Option("--calibration", help="calibration YAML (default: fit the results now)")] = None,
+    all_kernels: Annotated[bool, typer.Option("--all/--fitted", help="list every kernel, or only the fitted dtype's")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predicted vs measured per kernel, with median and p90 |error|, before (datasheet) and after calibration."""
+    from kvsim.calibration import load_calibration
+    from kvsim.validate.compare import (
+        as_dicts,
+        by_op,
+        rows_from_calibration,
+        rows_from_results,
+        summarize,
+    )
+
+    results, calibration = _defaults(results, calibration)
+    if results:
+        from kvsim.validate.results import load_results
+
+        res = load_results(results)
+        if calibration:
+            cal = load_calibration(calibration)
+        else:
+            from kvsim.validate.calibrate import make_calibration
+
+            cal, _, _ = make_calibration(res)
+        rows = rows_from_results(res, cal)
+    else:
+        cal = load_calibration(calibration)
+        rows = rows_from_calibration(cal)
+    fitted, every = summarize(rows, "fitted"), summarize(rows, "all")
+    if as_json:
+        from kvsim.commands.common import print_json
+
+        print_json({"fitted": fitted.__dict__, "all": every.__dict__, "by_op": {k: v.__dict__ for k, v in by_op(rows).items()},
+                    "kernels": as_dicts(rows), "device": cal.device, "dtype": cal.dtype})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from kvsim.commands.common import fmt_s
+
+    t = Table(title=f"predicted vs measured: {cal.device} (calibration dtype {cal.dtype or 'all'})")
+    for c in ("kernel", "op", "measured", "before", "err", "after", "err"):
+        t.add_column(c, justify="left" if c in ("kernel", "op") else "right", no_wrap=c in ("kernel", "op"))
+    for r in rows:
+        if r.fitted or all_kernels:
+            t.add_row(r.kernel + ("" if r.fitted else " *"), r.op, fmt_s(r.measured_s), fmt_s(r.before_s), _pct(r.err_before),
+                      fmt_s(r.after_s), _pct(r.err_after))
+    con = Console(width=max(Console().width, 110))
+    con.print(t)
+    for s in (fitted, every):
+        con.print(f"{s.subset} kernels ({s.n}): |error| before median {_pct(s.median_before)}, p90 {_pct(s.p90_before)}; "
+                  f"after median {_pct(s.median_after)}, p90 {_pct(s.p90_after)}")
+    for op, s in by_op(rows).items():
+        con.print(f"  {op:<13s} ({s.n:3d}): before {_pct(s.median_before)} / {_pct(s.p90_before)}  after {_pct(s.median_after)} / {_pct(s.p90_after)}")
+    if all_kernels:
+        con.print("* not in the fit (another dtype than the calibration's)")
+
+
+@app.command("e2e")
+def e2e_cmd(
+    device: DeviceOpt = Device.cpu,
+    quick: QuickOpt = False,
+    calibration: Annotated[str | None, typer.Option("--calibration", help="calibration YAML of this machine (default: calibrate now, quick kernels)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="results JSON (default kvsim-validate-e2e.json)")] = None,
+    save_calibration_to: Annotated[str | None, typer.Option("--save-calibration", help="write the calibration with the fitted step overhead")] = None,
+    num_requests: Annotated[int | None, typer.Option("--num-requests", min=4, help="requests replayed (default 64, quick 24)")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="arrival rate, req/s (default: ~70% busy by kvsim)")] = None,
+    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1)] = 8,
+    trace: Annotated[str, typer.Option("--trace", help="trace name or file")] = "azure-conv",
+    threads: ThreadsOpt = None,
+    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+) -> None:
+    """Replay a trace through a real torch serving loop and through kvsim's simulator; compare TTFT/TBT."""
+    _check_device(device, "e2e")
+    if wait_quiet > 0:
+        from kvsim.validate.cpuenv import wait_quiet as _wait
+
+        _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
+    if device == Device.cuda:
+        raise ConfigError("kvsim validate e2e runs the serving loop on the CPU only (use --device cpu)")
+    import torch
+
+    from kvsim.calibration import load_calibration
+    from kvsim.validate import e2e
+    from kvsim.validate.models import resolve_model
+
+    cal = load_calibration(calibration) if calibration else None
+    if threads is None and cal is not None and cal.host.get("threads"):
+        threads = int(cal.host["threads"])  # time the loop with the threads the kernels were calibrated at
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = e2e.E2EConfig.make(quick)
+    cfg.max_num_seqs, cfg.rate, cfg.trace = max_num_seqs, rate, trace
+    if num_requests:
+        cfg.num_requests = num_requests
+    model = resolve_model("tiny-llama")
+    if cal is not None:
+        if not cal.hw:
+            raise ConfigError(f"{calibration}: has no 'hw' (the local spec it was fitted against); re-run kvsim validate calibrate")
+        system = e2e.system_from_calibration(cal, Path(calibration).parent / cal.hw, calibration)
+        origin = calibration
+    else:
+        typer.echo("calibrating this machine first (quick fp32 kernels)...")
+        from kvsim.validate.calibrate import make_calibration
+        from kvsim.validate.runner import run_benchmarks
+
+        res = run_benchmarks("cpu", model, quick=True, groups=["gemm", "attn_prefill", "attn_decode", "elementwise", "memory"],
+                             log=lambda s: None, dtypes=["fp32"])
+        cal, _, system = make_calibration(res, "fp32")
+        origin = "on-the-fly quick calibration"
+    r = e2e.run_e2e(model, system, cfg, log=typer.echo, calibration_origin=origin)
+    r["command"] = "kvsim validate " + " ".join(_argv_after("validate") or ["e2e"])
+    path = Path(out or "kvsim-validate-e2e.json")
+    e2e.save_json(r, path)
+    _print_e2e(r)
+    typer.echo(f"wrote {path}")
+    if save_calibration_to:
+        from kvsim.calibration import save_calibration
+
+        cal2 = e2e.calibration_with_step(cal, r["step_overhead_fit_s"], f"kvsim validate e2e ({path.name})")
+        if calibration and Path(save_calibration_to).resolve().parent != Path(calibration).resolve().parent:
+            cal2 = cal2.model_copy(update={"hw": str((Path(calibration).parent / cal.hw).resolve())})
+        save_calibration(cal2, save_calibration_to)
+        typer.echo(f"wrote {save_calibration_to} (step.overhead_s = {r['step_overhead_fit_s'] * 1e3:.2f} ms)")
+
+
+def _print_e2e(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    st = r["steps"]
+    con.print(f"step overhead fitted on {st['n_fit']} of {st['n']} steps (first half): {r['step_overhead_fit_s'] * 1e3:.2f} ms; "
+              f"held-out step time |error| median {_pct(st['heldout_median_abs_err'])}, p90 {_pct(st['heldout_p90_abs_err'])}")
+    for key, title in (("heldout", "held-out requests (second half)"), ("all", "all requests")):
+        blk = r[key]
+        t = Table(title=f"{title}: real torch loop vs kvsim simulate")
+        for c in ("metric", "stat", "real", "kvsim", "error"):
+            t.add_column(c, justify="left" if c in ("metric", "stat") else "right")
+        for metric in ("ttft_s", "tbt_s"):
+            for k in ("p50", "p90", "p99", "mean"):
+                rv, sv = blk["real"][metric].get(k), blk["sim"][metric].get(k)
+                if rv is None:
+                    continue
+                t.add_row(metric[:-2].upper(), k, f"{rv * 1e3:.1f} ms", f"{sv * 1e3:.1f} ms", f"{(sv / rv - 1) * 100:+.1f}%")
+        con.print(t)
+
+
+@app.command("papers")
+def papers_cmd(as_json: JsonOpt = False) -> None:
+    """Reproduce published measurements (METHODS.md section 2) with kvsim's defaults: published, predicted, error."""
+    from kvsim.validate.papers import render_table, run_papers
+
+    rows = run_papers()
+    if as_json:
+        from kvsim.commands.common import print_json
+
+        print_json([r.model_dump() for r in rows])
+        return
+    typer.echo(render_table(rows))

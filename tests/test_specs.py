@@ -55,7 +55,8 @@ def test_default_efficiency_values_follow_specs_md() -> None:
     assert (eff.gemm.compute, eff.gemm.memory) == (0.80, 0.85)
     assert eff.attn_decode.memory == 0.80
     assert eff.memcpy.memory == 0.90
-    assert eff.cpu_attn.memory == 0.75
+    # sampled-row gathers are latency bound: kvsim validate measures ~0.07 of DRAM bandwidth on this CPU
+    assert eff.cpu_attn.memory == 0.10
     assert eff.pcie.memory == 0.85  # 55.4 / 63 GB/s = 88 % measured, rounded down
     assert eff.collective.memory == 0.78  # 235 / 300 GB/s busbw
 

@@ -216,6 +216,8 @@ def _print_one(s: dict) -> None:
     t.add_column("value", justify="right")
     rows = [
         ("requests completed / rejected", f"{s['requests_completed']:,} / {s['requests_rejected']:,}"
+         + (" (" + ", ".join(f"{k}: {v:,}" for k, v in s.get("rejected_reasons", {}).items()) + ")"
+            if s.get("rejected_reasons") else "")
          + (f" ({s['requests_failed_in_trace']:,} failed in the trace)" if s["requests_failed_in_trace"] else "")),
         ("TTFT mean / p50 / p90 / p99", _stats_row(s["ttft_s"])),
         ("TBT mean / p50 / p90 / p99", _stats_row(s["tbt_s"])),

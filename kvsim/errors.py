@@ -30,9 +30,13 @@ class ConfigError(KvsimError):
     """Options that do not fit together (e.g. a batch that cannot fit in memory)."""
 
 
-def unknown_name(kind: str, name: str, choices: Iterable[str]) -> SpecError:
-    """Error for an unknown name, listing close matches and every valid choice."""
+def unknown_name(kind: str, name: str, choices: Iterable[str], shown: Iterable[str] | None = None) -> SpecError:
+    """Error for an unknown name: close matches among every accepted spelling
+    (``choices``, aliases included) and the list of valid choices (``shown``, default
+    ``choices``; pass canonical names so the line stays readable)."""
     choices = sorted(set(choices))
     close = difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return SpecError(f"unknown {kind} '{name}'.{hint} Choices: {', '.join(choices)}")
+    listed = sorted(set(shown)) if shown is not None else choices
+    more = " (aliases accepted; see `kvsim list`)" if shown is not None else ""
+    return SpecError(f"unknown {kind} '{name}'.{hint} Choices: {', '.join(listed)}{more}")

@@ -78,7 +78,7 @@ def all_names(kind: str) -> list[str]:
 def get(kind: str, name: str):
     spec = catalog(kind).get(_key(name))
     if spec is None:
-        raise unknown_name(kind, name, all_names(kind))
+        raise unknown_name(kind, name, all_names(kind), shown=names(kind))
     return spec
 
 
@@ -170,4 +170,7 @@ def load_system(name_or_path: str) -> System:
         gpu = catalog("gpu")[key]
         spec = SystemSpec(name=gpu.name, gpu=gpu.name, host=DEFAULT_HOST, source="GPU alone on the default host")  # type: ignore[attr-defined]
         return _resolve(spec)
-    raise unknown_name("hardware", name_or_path, all_names("system") + all_names("gpu"))
+    # canonical system names plus the short aliases the README documents (a100, v100, 4090)
+    shown = sorted({a for s in catalog("system").values() for a in [s.name, *s.aliases]  # type: ignore[attr-defined]
+                    if a == s.name or "-" not in a})  # type: ignore[attr-defined]
+    raise unknown_name("hardware", name_or_path, all_names("system") + all_names("gpu"), shown=shown)

@@ -47,5 +47,5 @@ def load_model(name_or_path: str) -> ModelSpec:
         return validate_dict(ModelSpec, read_yaml(p), str(p))
     spec = catalog().get(_key(name_or_path))
     if spec is None:
-        raise unknown_name("model", name_or_path, sorted(catalog()))
+        raise unknown_name("model", name_or_path, sorted(catalog()), shown=names())
     return spec

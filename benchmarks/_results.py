@@ -11,17 +11,20 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
-def machine_description() -> str:
-    cpu = "unknown CPU"
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (else platform.processor(), else "unknown CPU")."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description() -> str:
     return (f"Machine: {platform.node() or 'host'} ({platform.system()} {platform.release()}, {platform.machine()}), "
-            f"{cpu}, {os.cpu_count()} logical CPUs; date {_dt.date.today().isoformat()}.")
+            f"{cpu_model()}, {os.cpu_count()} logical CPUs; date {_dt.date.today().isoformat()}.")
 
 
 def write_section(title: str, body: str) -> None:

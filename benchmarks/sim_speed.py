@@ -27,7 +27,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SECTION = "## Simulator speed"
+sys.path.insert(0, str(HERE))
+import _results  # noqa: E402
+from _results import cpu_model  # noqa: E402
+SECTION = "Simulator speed"
 PROFILE_NOTES = """Profile history (cProfile and line_profiler on 10k-200k requests, `full`, 1 req/s; us per request):
 
 - 170: one StepModel.cost + roofline per step or run (~140 us a call). StepPricer caches the linear layers
@@ -92,15 +95,7 @@ def run_child(n: int, method: str, rate: float | None, seed: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor()
-    return {"uname": " ".join(platform.uname()), "cpu": cpu, "cores": os.cpu_count(),
+    return {"uname": " ".join(platform.uname()), "cpu": cpu_model(), "cores": os.cpu_count(),
             "python": sys.version.split()[0], "numpy": __import__("numpy").__version__}
 
 
@@ -180,7 +175,6 @@ def write_section(rows: list[dict], a) -> None:
         x for x in [f"--sizes {a.sizes}", f"--methods {a.methods}", f"--rate {a.rate}" if a.rate else "",
                     f"--heavy-rate {a.heavy_rate:g}", "--write"] if x)
     body = [
-        SECTION, "",
         f"Command: `{cmd}` (each run in a fresh subprocess pinned to one core; median of {a.repeats} runs below "
         "1M after a warm-up, one run at 1M).",
         f"Machine: `{m['uname']}`; CPU: {m['cpu']} ({m['cores']} logical cores, shared with other jobs: "
@@ -202,18 +196,8 @@ def write_section(rows: list[dict], a) -> None:
                 body.append(f"- {method}: 1M requests in {r['wall_s']:.1f} s "
                             f"({'meets' if r['wall_s'] < GOAL_S else 'misses'} the {GOAL_S:.0f} s goal).")
     body += ["", PROFILE_NOTES]
-    path = HERE / "RESULTS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n\n"
-    new = "\n".join(body).rstrip() + "\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        rest = text[start + len(SECTION):]
-        nxt = rest.find("\n## ")
-        text = text[:start] + new + (rest[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + new
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
+    _results.write_section(SECTION, "\n".join(body))
+    print(f"wrote {_results.RESULTS}")
 
 
 if __name__ == "__main__":

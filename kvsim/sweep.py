@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kvsim.errors import ConfigError
+from kvsim.jsonutil import json_default
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,22 +46,10 @@ def canonical_json(obj: Any) -> str:
 
 
 def _jsonable(o: Any) -> Any:
-    if hasattr(o, "model_dump"):
-        return o.model_dump(mode="json")
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if isinstance(o, Path):
-        return str(o)
     try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"cannot hash a {type(o).__name__} into a cache key")
+        return json_default(o, pydantic_mode="json")
+    except TypeError:
+        raise TypeError(f"cannot hash a {type(o).__name__} into a cache key") from None
 
 
 @lru_cache(maxsize=1)

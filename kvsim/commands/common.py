@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from kvsim.errors import ConfigError
+from kvsim.jsonutil import json_default
 
 HwOpt = Annotated[str, typer.Option("--hw", help="system name/alias (a100, a100-40g, v100, l20, 4090, h100, h200, ...) or a YAML file")]
 ModelOpt = Annotated[str, typer.Option("--model", help="model name/alias, a kvsim model YAML, or a Hugging Face config.json")]
@@ -78,23 +79,10 @@ def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "a
 
 
 def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=_default)
+    json.dump(obj, sys.stdout, indent=2, default=json_default)
     sys.stdout.write("\n")
 
 
-def _default(o):
-    if hasattr(o, "model_dump"):
-        return o.model_dump()
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 def fmt_bytes(b: float | None) -> str:

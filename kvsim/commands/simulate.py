@@ -22,6 +22,7 @@ from kvsim.commands.common import (
     build_deployment, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
+from kvsim.jsonutil import json_default
 
 
 class Preemption(str, Enum):
@@ -152,7 +153,7 @@ def write_outputs(res, directory: Path) -> None:
     from kvsim.metrics import COMPLETED, REJECTED
 
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "summary.json").write_text(json.dumps(res.summary, indent=2, default=_num) + "\n", encoding="utf-8")
+    (directory / "summary.json").write_text(json.dumps(res.summary, indent=2, default=json_default) + "\n", encoding="utf-8")
     rec = res.records
     ttft = rec.first_token_s - rec.arrival_s
     e2e = rec.finish_s - rec.arrival_s
@@ -192,16 +193,6 @@ def _csv_col(v) -> list:
     if a.dtype.kind == "f":
         return ["" if x != x else repr(x) for x in a.tolist()]  # NaN -> empty cell
     return a.tolist()
-
-
-def _num(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 def _stats_row(st: dict) -> str:

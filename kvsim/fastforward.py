@@ -89,19 +89,7 @@ def admit_step(self, now: float) -> float | None:
             done = s.finish_decoded(t_end)
     for r, todo, _, _, _ in adm:
         r.num_computed_tokens += todo
-        r.num_output_tokens += 1
-        if r.first_token_s < 0:
-            r.first_token_s = t_end
-        else:  # re-prefilled after RECOMPUTE preemption
-            r.tbt_max_s = max(r.tbt_max_s, t_end - r.last_token_s)
-            self.tbt.add(t_end - r.last_token_s, 1)
-        r.last_token_s = t_end
-        if s.record_token_times:
-            r.token_times.append(t_end)
-        if r.num_output_tokens >= r.max_tokens:
-            done += s._finish([r], t_end)
-        else:
-            b.add(r, 0)
+        done += s.complete_prompt(r, t_end, self.tbt.add, 0)
     if done:
         self._finished(done)
     self._empty_launches = 0

@@ -418,21 +418,28 @@ class Scheduler:
                     r.gpu_blocks -= kv.register(r.prefix_hashes[r.num_prefix_entries:last], r.num_prefix_entries + 1)
                     r.num_prefix_entries = last
                     self.blocked = False  # the queue head may now hit these entries
-            r.num_output_tokens += 1
-            if r.first_token_s < 0:
-                r.first_token_s = t_end
-            else:  # re-prefilled after RECOMPUTE preemption
-                r.tbt_max_s = max(r.tbt_max_s, t_end - r.last_token_s)
-                if self.on_intervals is not None:
-                    self.on_intervals(t_end - r.last_token_s, 1)
-            r.last_token_s = t_end
-            if self.record_token_times:
-                r.token_times.append(t_end)
-            if r.num_output_tokens >= r.max_tokens:
-                finished += self._finish([r], t_end)
-            else:
-                b.add(r, self.kv.prefix_blocks(r.num_prefix_entries) if r.num_prefix_entries else 0)
+            prefix_blocks = self.kv.prefix_blocks(r.num_prefix_entries) if r.num_prefix_entries else 0
+            finished += self.complete_prompt(r, t_end, self.on_intervals, prefix_blocks)
         return finished
+
+    def complete_prompt(self, r: Request, t_end: float, on_interval, prefix_blocks: int) -> list[Request]:
+        """Emit the token sampled by the step that completes ``r``'s prompt (its first token, or
+        the next one after a RECOMPUTE re-prefill); finish ``r`` or add it to the decode batch.
+        Returns ``[r]`` if it finished, else ``[]``."""
+        r.num_output_tokens += 1
+        if r.first_token_s < 0:
+            r.first_token_s = t_end
+        else:  # re-prefilled after RECOMPUTE preemption
+            r.tbt_max_s = max(r.tbt_max_s, t_end - r.last_token_s)
+            if on_interval is not None:
+                on_interval(t_end - r.last_token_s, 1)
+        r.last_token_s = t_end
+        if self.record_token_times:
+            r.token_times.append(t_end)
+        if r.num_output_tokens >= r.max_tokens:
+            return self._finish([r], t_end)
+        self.batch.add(r, prefix_blocks)
+        return []
 
     def finish_decoded(self, t_end: float) -> list[Request]:
         """Remove and finish the decode rows with no token left to generate."""

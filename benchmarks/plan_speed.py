@@ -26,15 +26,8 @@ import sys
 import tempfile
 import time
 
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import cpu_model, machine_description, write_section  # noqa: E402
 
 
 def main() -> int:
@@ -57,7 +50,7 @@ def main() -> int:
     req = PlanRequest(model="llama-3.1-8b", hws=["a100", "l20", "4090"], methods=["full", "kivi", "magicpig", "quest"],
                       trace=TraceSpec(spec="synthetic-burstgpt", num_requests=args.num_requests, seed=0),
                       slo=SLO(ttft_s=2.0, tbt_s=0.1))
-    say(f"machine: {' '.join(platform.uname()[i] for i in (0, 2, 4))}; CPU {_cpu_model()} x{os.cpu_count()}; "
+    say(f"machine: {' '.join(platform.uname()[i] for i in (0, 2, 4))}; CPU {cpu_model()} x{os.cpu_count()}; "
           f"Python {platform.python_version()}")
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -100,9 +93,6 @@ def main() -> int:
     ok = med <= args.budget_s
     say(f"{'PASS' if ok else 'FAIL'}: median {med:.1f} s vs budget {args.budget_s:.0f} s")
     if args.write:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from _results import machine_description, write_section
-
         cmd = "python benchmarks/plan_speed.py --write" + (f" --jobs {args.jobs}" if args.jobs else "")
         write_section("Plan speed", f"Command: `{cmd}` (a plan of 3 hardware x 4 methods, `kvsim plan --model "
                       "llama-3.1-8b --trace synthetic-burstgpt --num-requests 500 --hw a100,l20,4090 --method "

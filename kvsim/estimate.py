@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from kvsim.deployment import Deployment
-from kvsim.memory import memory_budget
+from kvsim.memory import memory_budget, requests_that_fit
 from kvsim.methods.base import KVMethod
 from kvsim.roofline import Timing
 from kvsim.step import StepModel
@@ -105,8 +105,8 @@ class Estimator:
         budget = memory_budget(dep, m, max_tokens_per_step=step_tokens, max_seqs=self.max_num_seqs)
         res = m.kv_bytes(ctx)
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
-        mb_gpu = _fit(budget.kv_gpu_bytes, g_req)
-        mb_host = _fit(budget.kv_host_bytes, h_req)
+        mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req)
+        mb_host = requests_that_fit(budget.kv_host_bytes, h_req)
         max_batch = min(mb_gpu, mb_host)
         if batch == "max":
             b = self.best_batch(ctx, max_batch) if max_batch >= 1 else 0
@@ -141,12 +141,6 @@ class Estimator:
             tp=dep.tp, weight_dtype=dep.weight_dtype, kv_dtype=dep.kv_dtype,
             breakdown=breakdown,
         )
-
-
-def _fit(budget: float, per_req: float) -> int:
-    if per_req <= 0:
-        return 1_000_000 if budget >= 0 else 0
-    return max(0, int(budget // per_req))
 
 
 def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str = 1,

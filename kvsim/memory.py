@@ -43,17 +43,17 @@ class MemoryBudget:
     host_total_bytes: float
     kv_host_bytes: float
 
-    def max_requests(self, gpu_bytes_per_req: float, host_bytes_per_req: float) -> int:
-        """How many requests of the given residency fit (GPU and host together)."""
-        n_gpu = _fit(self.kv_gpu_bytes, gpu_bytes_per_req)
-        n_host = _fit(self.kv_host_bytes, host_bytes_per_req)
-        return min(n_gpu, n_host)
+
+#: count reported when a request needs no bytes of a pool (the pool does not limit the batch)
+UNBOUNDED_REQUESTS = 1_000_000
 
 
-def _fit(budget: float, per_req: float) -> int:
-    if per_req <= 0:
-        return 10**9 if budget >= 0 else 0
-    return max(0, int(budget // per_req))
+def requests_that_fit(budget_bytes: float, bytes_per_request: float) -> int:
+    """Whole requests of ``bytes_per_request`` that fit ``budget_bytes`` (0 if the budget is
+    negative; ``UNBOUNDED_REQUESTS`` when a request needs nothing from this pool)."""
+    if bytes_per_request <= 0:
+        return UNBOUNDED_REQUESTS if budget_bytes >= 0 else 0
+    return max(0, int(budget_bytes // bytes_per_request))
 
 
 def memory_budget(dep: Deployment, method: KVMethod, max_tokens_per_step: float, max_seqs: float,

@@ -107,7 +107,9 @@ def _print_one(r, breakdown: bool) -> None:
 
 
 def _inf(n: int) -> str:
-    return "unbounded" if n >= 1_000_000 else str(n)
+    from kvsim.memory import UNBOUNDED_REQUESTS
+
+    return "unbounded" if n >= UNBOUNDED_REQUESTS else str(n)
 
 
 def _print_table(results) -> None:

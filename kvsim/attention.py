@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.cost import Cost, Num, Part
+from kvsim.cost import Cost, Num, Part, indicator
 from kvsim.deployment import Deployment
 
 
@@ -131,7 +131,4 @@ def prefill_attention(
     if isinstance(cached_read, np.ndarray) and cached_read.ndim == 0:
         cached_read = float(cached_read)
     hbm = act + L * cached_read * r_tok + L * new * w_tok
-    has = 1.0 if not isinstance(new, np.ndarray) else (new > 0).astype(np.float64)
-    if not isinstance(new, np.ndarray) and new <= 0:
-        has = 0.0
-    return Cost.of(Part(name, "attn_prefill", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=L * has))
+    return Cost.of(Part(name, "attn_prefill", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=L * indicator(new)))

@@ -120,5 +120,13 @@ NUMERIC_FIELDS = _NUMERIC
 assert set(_NUMERIC) <= {f.name for f in fields(Part)}
 
 
+def indicator(x: Num) -> Num:
+    """1.0 where ``x > 0`` else 0.0: keeps fixed work (weight reads, launches) out of empty
+    steps. Array-safe; a scalar or 0-d input gives a float."""
+    if isinstance(x, np.ndarray) and x.ndim:
+        return (x > 0).astype(np.float64)
+    return 1.0 if x > 0 else 0.0
+
+
 def asarray(x: Num) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)

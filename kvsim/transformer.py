@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.cost import Cost, Num, Part
+from kvsim.cost import Cost, Num, Part, indicator
 from kvsim.deployment import Deployment
 
 #: activation elements read+written per token per layer by non-GEMM kernels, in units of
@@ -39,7 +39,7 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
     L, h = m.num_layers, m.hidden_size
     wb, ab, dt = dep.wb, dep.ab, dep.gemm_dtype
     T = n_tokens
-    has = _nonzero(T)
+    has = indicator(T)
 
     # attention projections: Q, K, V (fused) and O
     p_attn = L * m.attn_params_per_layer
@@ -88,8 +88,8 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
     p_head = m.lm_head_params
     parts.append(Part("lm_head", "gemm", dtype=dt,
                       flops=2.0 * p_head * n_seqs / tp,
-                      hbm_bytes=(p_head * wb + n_seqs * (h * ab + m.vocab_size * 4)) / tp * _nonzero(n_seqs),
-                      launches=1 * _nonzero(n_seqs)))
+                      hbm_bytes=(p_head * wb + n_seqs * (h * ab + m.vocab_size * 4)) / tp * indicator(n_seqs),
+                      launches=1 * indicator(n_seqs)))
 
     if tp > 1:
         per_allreduce = 2.0 * (tp - 1) / tp * T * h * ab
@@ -101,10 +101,3 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
 def step_overhead_cost() -> Cost:
     """Fixed framework cost of one engine iteration (scheduling, sampling, graph launch)."""
     return Cost.of(Part("framework", "step", device="host", launches=1.0))
-
-
-def _nonzero(x: Num) -> Num:
-    """1.0 where x > 0 else 0.0 (keeps weight reads out of empty steps), array-safe."""
-    if isinstance(x, np.ndarray):
-        return (x > 0).astype(np.float64)
-    return 1.0 if x > 0 else 0.0

@@ -10,6 +10,7 @@ import numpy as np
 
 from kvsim.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer
 from kvsim.cost import Cost, Num, Part
+from kvsim.cost import indicator as has  # noqa: F401  (1.0 where x > 0; methods' name for it)
 from kvsim.deployment import Deployment
 from kvsim.errors import ConfigError
 
@@ -28,12 +29,6 @@ def sum_seq(x: Num) -> Num:
 def nseq(x: Num) -> float:
     a = np.asarray(x)
     return float(a.shape[-1]) if a.ndim >= 1 else 1.0
-
-
-def has(x: Num) -> Num:
-    """1.0 where x > 0 else 0.0 (array-safe; 0-d gives a float)."""
-    out = (np.asarray(x, dtype=np.float64) > 0).astype(np.float64)
-    return float(out) if out.ndim == 0 else out
 
 
 def split_prompt(n: Num, n_prompt: Num | None) -> tuple[np.ndarray, np.ndarray]:

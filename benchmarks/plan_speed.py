@@ -44,8 +44,8 @@ def main() -> int:
         print(text)
         lines.append(text)
 
-    from kvsim.plan import PlanRequest, run_plan
-    from kvsim.planschema import SLO, TraceSpec
+    from kvsim.plan.search import PlanRequest, run_plan
+    from kvsim.plan.schema import SLO, TraceSpec
 
     req = PlanRequest(model="llama-3.1-8b", hws=["a100", "l20", "4090"], methods=["full", "kivi", "magicpig", "quest"],
                       trace=TraceSpec(spec="synthetic-burstgpt", num_requests=args.num_requests, seed=0),

@@ -58,9 +58,9 @@ def child(n: int, method: str, rate: float | None, seed: int) -> dict:
     """One simulation in this process; returns its measurements."""
     import resource
 
-    from kvsim.commands.common import build_deployment
+    from kvsim.costmodel.deployment import build_deployment
     from kvsim.methods import make_method
-    from kvsim.serving import SimConfig, simulate
+    from kvsim.sim.replica import SimConfig, simulate
     from kvsim.traces import load_trace
 
     dep = build_deployment("a100", "llama-3.1-8b")

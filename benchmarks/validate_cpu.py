@@ -65,7 +65,7 @@ def step_split(e: dict) -> str:
 
 
 def render() -> str:
-    from kvsim.calibration import load_calibration
+    from kvsim.costmodel.calibration import load_calibration
     from kvsim.validate.compare import by_op, rows_from_results, summarize
     from kvsim.validate.results import load_results
 

@@ -6,13 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kvsim.cluster import digest, host_shared, simulate_cluster, simulate_point
+from kvsim.plan.cluster import digest, host_shared, simulate_cluster, simulate_point
 from kvsim.errors import ConfigError
-from kvsim.memory import memory_budget
-from kvsim.plan import at_rate, build
-from kvsim.planschema import SLO, ConfigSpec
-from kvsim.ratesearch import search_max_rate
-from kvsim.serving import SimConfig, simulate
+from kvsim.pricing.memory import memory_budget
+from kvsim.plan.search import at_rate, build
+from kvsim.plan.schema import SLO, ConfigSpec
+from kvsim.plan.ratesearch import search_max_rate
+from kvsim.sim.replica import SimConfig, simulate
 from kvsim.traces import load_trace
 
 
@@ -69,8 +69,8 @@ def test_one_replica_is_exactly_simulate(a100_full, burst100):
 @pytest.mark.parametrize("rate", [2.0, 30.0])
 def test_lockstep_driving_one_replica_matches_simulate(rate, a100_full, burst100):
     """The externally driven replica (ReplicaSim, arrivals fed one by one) reproduces simulate exactly."""
-    from kvsim.cluster import lockstep
-    from kvsim.serving import ReplicaSim
+    from kvsim.plan.cluster import lockstep
+    from kvsim.sim.replica import ReplicaSim
 
     dep, m = a100_full
     tr = at_rate(burst100, rate)

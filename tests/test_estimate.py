@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from synthetic import llama2_7b, synthetic_system
 
-from kvsim.deployment import Deployment
-from kvsim.estimate import estimate
+from kvsim.costmodel.deployment import Deployment
+from kvsim.pricing.estimate import estimate
 from kvsim.methods import make_method
-from kvsim.step import StepModel
+from kvsim.pricing.step import StepModel
 
 
 def _dep(**kw):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from synthetic import llama2_7b, llama31_8b, synthetic_system
 
-from kvsim.cost import NUMERIC_FIELDS
-from kvsim.deployment import Deployment
+from kvsim.costmodel.cost import NUMERIC_FIELDS
+from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
 from kvsim.methods import REGISTRY, make_method
 from kvsim.models import MLASpec, ModelSpec, MoESpec
-from kvsim.roofline import Roofline
+from kvsim.costmodel.roofline import Roofline
 
 
 def deepseek_v2_lite() -> ModelSpec:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from synthetic import llama2_7b, llama31_8b, synthetic_system
 
-from kvsim.deployment import Deployment
+from kvsim.costmodel.deployment import Deployment
 from kvsim.methods import REGISTRY, make_method
 from kvsim.methods._common import window_pairs
-from kvsim.roofline import Roofline
-from kvsim.step import StepModel
+from kvsim.costmodel.roofline import Roofline
+from kvsim.pricing.step import StepModel
 
 
 def a6000_like():

@@ -7,8 +7,8 @@ import pytest
 from synthetic import llama2_7b, llama31_8b, synthetic_system
 from test_methods_contract import deepseek_v2_lite
 
-from kvsim.attention import prefill_pairs
-from kvsim.deployment import Deployment
+from kvsim.costmodel.attention import prefill_pairs
+from kvsim.costmodel.deployment import Deployment
 from kvsim.methods import make_method
 from kvsim.methods.magicpig import sample_fraction
 from kvsim.models import ModelSpec

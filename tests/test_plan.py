@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from kvsim.errors import ConfigError, KvsimError, SpecError
-from kvsim.plan import PlanRequest, expand_sweeps, load_plan, run_plan, save_plan
-from kvsim.planschema import SLO, PointResult, Price, SearchOptions, Stats, TraceSpec, cost_usd_per_mtok, parse_slo
-from kvsim.ratesearch import search_max_rate
+from kvsim.plan.search import PlanRequest, expand_sweeps, load_plan, run_plan, save_plan
+from kvsim.plan.schema import SLO, PointResult, Price, SearchOptions, Stats, TraceSpec, cost_usd_per_mtok, parse_slo
+from kvsim.plan.ratesearch import search_max_rate
 
 SLO_2_01 = SLO(ttft_s=2.0, tbt_s=0.1)
 SMALL_TRACE = TraceSpec(spec="synthetic-burstgpt", num_requests=40, seed=1)

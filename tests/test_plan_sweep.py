@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 from kvsim.errors import ConfigError
-from kvsim.sweep import ResultCache, cache_key, cached, run_tasks
+from kvsim.plan.sweep import ResultCache, cache_key, cached, run_tasks
 
 
 def square(x: int) -> int:

@@ -4,10 +4,10 @@ import re
 
 import numpy as np
 
-from kvsim.planschema import (
+from kvsim.plan.schema import (
     CDF_LEVELS, SLO, ConfigResult, ConfigSpec, PlanResult, PointResult, Price, Stats, Timeline, TraceSpec,
 )
-from kvsim.report import plan_report_html, recommendation_rows, single_run_html
+from kvsim.plan.report import plan_report_html, recommendation_rows, single_run_html
 
 N_PLAN_FIGURES = 5  # latency-throughput, CDFs, memory, batch, Pareto
 
@@ -78,7 +78,7 @@ def test_recommendation_table_follows_ranking():
 
 def test_pareto_has_accuracy_points_only_where_published():
     """The cost-vs-accuracy panel plots the 4 configurations with a published RULER score."""
-    from kvsim.report import pareto_figure
+    from kvsim.plan.report import pareto_figure
 
     fig = pareto_figure(sample_plan().configs)
     acc_points = [t for t in fig.data if t.xaxis == "x2"]

@@ -98,7 +98,7 @@ def test_plan_report_renders_every_plot_without_js_errors(chromium, tmp_path):
     """Every plot of the plan report draws an SVG with traces; no JS error; screenshot saved."""
     from test_report import N_PLAN_FIGURES, sample_plan
 
-    from kvsim.report import write_plan_report
+    from kvsim.plan.report import write_plan_report
 
     path = write_plan_report(sample_plan(), tmp_path / "report.html")
     errors, plots = _render(chromium, path, tmp_path)
@@ -116,7 +116,7 @@ def test_single_run_report_renders(chromium, tmp_path):
     """The single-simulation report (kvsim simulate --report) renders its plots without JS errors."""
     from test_report import sample_point
 
-    from kvsim.report import single_run_html
+    from kvsim.plan.report import single_run_html
 
     path = tmp_path / "single.html"
     path.write_text(single_run_html(sample_point(4.0), "single run"), encoding="utf-8")
@@ -130,9 +130,9 @@ def test_single_run_report_renders(chromium, tmp_path):
 
 def test_report_of_a_real_plan_renders(chromium, tmp_path):
     """A real (small) plan: 2 hardware x 2 methods, simulated; its report renders with no JS error."""
-    from kvsim.plan import PlanRequest, run_plan
-    from kvsim.planschema import SLO, SearchOptions, TraceSpec
-    from kvsim.report import write_plan_report
+    from kvsim.plan.search import PlanRequest, run_plan
+    from kvsim.plan.schema import SLO, SearchOptions, TraceSpec
+    from kvsim.plan.report import write_plan_report
 
     req = PlanRequest(model="llama-3.1-8b", hws=["a100", "4090"], methods=["full", "kivi"],
                       trace=TraceSpec(num_requests=60, seed=1), slo=SLO(ttft_s=2.0, tbt_s=0.1),

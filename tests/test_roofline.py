@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from synthetic import synthetic_system
 
-from kvsim.cost import Cost, Part
-from kvsim.roofline import Roofline
+from kvsim.costmodel.cost import Cost, Part
+from kvsim.costmodel.roofline import Roofline
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kvsim.estimate import estimate
+from kvsim.pricing.estimate import estimate
 from kvsim.methods import make_method, method_names
-from kvsim.metrics import COMPLETED, REJECTED
-from kvsim.scheduler import PreemptionMode
-from kvsim.serving import SimConfig, simulate
-from kvsim.step import StepModel
+from kvsim.sim.metrics import COMPLETED, REJECTED
+from kvsim.sim.scheduler import PreemptionMode
+from kvsim.sim.replica import SimConfig, simulate
+from kvsim.pricing.step import StepModel
 from test_sim_support import ExactStep, FakeStep, a100_llama, make_trace, util_for_blocks
 
 REL = 1e-12

@@ -5,10 +5,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvsim.methods import make_method
-from kvsim.metrics import COMPLETED, REJECTED
-from kvsim.scheduler import PreemptionMode
-from kvsim.serving import ReplicaSim, SimConfig, simulate
-from kvsim.step import StepModel
+from kvsim.sim.metrics import COMPLETED, REJECTED
+from kvsim.sim.scheduler import PreemptionMode
+from kvsim.sim.replica import ReplicaSim, SimConfig, simulate
+from kvsim.pricing.step import StepModel
 from test_sim_support import ExactStep, a100_llama, make_trace, util_for_blocks
 
 METHODS = ("full", "kivi", "streamingllm", "snapkv", "magicpig")

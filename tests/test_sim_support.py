@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from kvsim.deployment import Deployment
+from kvsim.costmodel.deployment import Deployment
 from kvsim.traces.base import Trace
 
 
@@ -27,7 +27,7 @@ def make_trace(arrival, prompt, output, prefix=None, pb=0, name="t") -> Trace:
 def util_for_blocks(dep: Deployment, method, n_blocks: int, cfg, max_prompt: int = 0) -> float:
     """gpu_memory_utilization that leaves exactly ``n_blocks`` KV blocks for ``cfg``'s engine
     (without chunked prefill the activation reserve covers the longest prompt, ``max_prompt``)."""
-    from kvsim.memory import memory_budget
+    from kvsim.pricing.memory import memory_budget
 
     step = cfg.max_num_batched_tokens if cfg.chunked_prefill else max(cfg.max_num_batched_tokens, max_prompt)
     b = memory_budget(replace(dep, gpu_memory_utilization=1.0), method, max_tokens_per_step=step,

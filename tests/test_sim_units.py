@@ -5,9 +5,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from kvsim.engine import Engine
-from kvsim.kv_cache import KVCacheManager, KVLayout, kv_layout
-from kvsim.metrics import COMPLETED, REJECTED, IntervalSample, RequestRecords, Timeline, summarize, weighted_percentile
+from kvsim.sim.engine import Engine
+from kvsim.sim.kv_cache import KVCacheManager, KVLayout, kv_layout
+from kvsim.sim.metrics import COMPLETED, REJECTED, IntervalSample, RequestRecords, Timeline, summarize, weighted_percentile
 from test_sim_support import a100_llama
 
 
@@ -186,7 +186,7 @@ def test_summary_hand_computed():
 def test_scheduler_budget_decodes_first_then_chunks():
     """Chunked prefill (Sarathi): running decodes take 1 token each, then the queue head gets the
     rest of the budget as a chunk; SchedulerOutput is {req_id: num_tokens} (vLLM)."""
-    from kvsim.scheduler import Request, Scheduler
+    from kvsim.sim.scheduler import Request, Scheduler
 
     kv = KVCacheManager(_layout(n_gpu=1000))
     s = Scheduler(kv, max_num_seqs=8, max_num_batched_tokens=100)
@@ -206,7 +206,7 @@ def test_scheduler_budget_decodes_first_then_chunks():
 
 def test_allocate_slots_returns_none_when_full():
     """allocate_slots(req, n) -> new blocks, or None without allocating anything."""
-    from kvsim.scheduler import Request, Scheduler
+    from kvsim.sim.scheduler import Request, Scheduler
 
     kv = KVCacheManager(_layout(n_gpu=4))
     s = Scheduler(kv)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from synthetic import llama2_7b, llama31_8b, synthetic_system
 
-from kvsim.attention import decode_attention, prefill_attention
-from kvsim.deployment import Deployment
-from kvsim.roofline import Roofline
-from kvsim.transformer import linear_cost
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.deployment import Deployment
+from kvsim.costmodel.roofline import Roofline
+from kvsim.costmodel.transformer import linear_cost
 
 
 def dep(model=None, **kw):

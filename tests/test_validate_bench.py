@@ -52,7 +52,7 @@ def test_quick_microbenchmarks_are_sane(quick_results):
 
 def test_quick_results_round_trip_and_calibrate_from(tmp_path, quick_results):
     """Results JSON round-trips; `calibrate --from` writes a calibration + hw YAML that estimate-style loading accepts."""
-    from kvsim.calibration import apply_calibration, load_calibration
+    from kvsim.costmodel.calibration import apply_calibration, load_calibration
     from kvsim.hardware import load_system
     from kvsim.validate.results import load_results, save_results
 

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from synthetic import synthetic_system
 
-from kvsim.calibration import (
+from kvsim.costmodel.calibration import (
     Calibration,
     Residual,
     apply_calibration,
     load_calibration,
     save_calibration,
 )
-from kvsim.cost import Cost, Part
+from kvsim.costmodel.cost import Cost, Part
 from kvsim.errors import KvsimError, SpecError
 from kvsim.hardware import OpEfficiency
-from kvsim.roofline import Roofline
+from kvsim.costmodel.roofline import Roofline
 from kvsim.validate.fit import (
     apply_fit,
     fit_efficiencies,

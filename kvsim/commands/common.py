@@ -53,31 +53,6 @@ def split_methods(values: list[str]) -> list[str]:
     return out
 
 
-def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "auto", kv_dtype: str = "auto",
-                     gpu_memory_utilization: float = 0.9, calibration: str | None = None):
-    """Resolve specs (and an optional calibration) into a Deployment.
-
-    ``auto`` dtypes: activations (and 16-bit weights / KV) are bf16 where the GPU has bf16
-    tensor cores, else fp16 (V100), as serving engines pick them."""
-    from kvsim.deployment import Deployment
-    from kvsim.hardware import load_system
-    from kvsim.models import load_model
-
-    system = load_system(hw)
-    if calibration:
-        from kvsim.calibration import apply_calibration, load_calibration
-
-        system = apply_calibration(system, load_calibration(calibration), origin=calibration)
-    half = "bf16" if "bf16" in system.gpu.peak_flops_per_s else "fp16"
-    if weight_dtype == "auto":
-        weight_dtype = half
-    act = "fp16" if weight_dtype == "fp16" else half
-    if kv_dtype == "auto":
-        kv_dtype = act
-    return Deployment(system=system, model=load_model(model), weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                      act_dtype=act, tp=tp, gpu_memory_utilization=gpu_memory_utilization)
-
-
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, default=json_default)
     sys.stdout.write("\n")

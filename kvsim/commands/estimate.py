@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
     CalibrationOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
-    build_deployment, console, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
+    console, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
 
@@ -44,7 +45,7 @@ def estimate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Closed-form estimate: KV bytes/token, max batch, TTFT, TBT, throughput and a breakdown."""
-    from kvsim.estimate import estimate
+    from kvsim.pricing.estimate import estimate
     from kvsim.methods import make_method
 
     b = _parse_batch(batch)
@@ -107,7 +108,7 @@ def _print_one(r, breakdown: bool) -> None:
 
 
 def _inf(n: int) -> str:
-    from kvsim.memory import UNBOUNDED_REQUESTS
+    from kvsim.pricing.memory import UNBOUNDED_REQUESTS
 
     return "unbounded" if n >= UNBOUNDED_REQUESTS else str(n)
 

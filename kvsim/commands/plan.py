@@ -77,9 +77,9 @@ def plan_cmd(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
 ) -> None:
     """Highest request rate meeting the SLO per (hardware, method), cost per M tokens, fewest GPUs for a target."""
-    from kvsim.plan import PlanRequest, expand_sweeps, run_plan, save_plan
-    from kvsim.planschema import SearchOptions, TraceSpec, parse_slo
-    from kvsim.sweep import default_cache_dir
+    from kvsim.plan.search import PlanRequest, expand_sweeps, run_plan, save_plan
+    from kvsim.plan.schema import SearchOptions, TraceSpec, parse_slo
+    from kvsim.plan.sweep import default_cache_dir
 
     slo = parse_slo(slo_ttft, slo_tbt, percentile, tbt_metric)
     hws = [h.strip() for v in hw for h in v.split(",") if h.strip()]
@@ -99,7 +99,7 @@ def plan_cmd(
     cache = None if no_cache else (cache_dir or default_cache_dir())
     plan = run_plan(req, jobs=jobs, executor=executor, cache_dir=cache, progress=progress and not as_json)
     if out is not None:
-        from kvsim.report import write_plan_report
+        from kvsim.plan.report import write_plan_report
 
         save_plan(plan, out)
         write_plan_report(plan, out / "report.html")
@@ -119,7 +119,7 @@ def _print_table(plan) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from kvsim.report import _COLUMNS, column_titles, recommendation_rows
+    from kvsim.plan.report import _COLUMNS, column_titles, recommendation_rows
 
     slo = plan.slo
     title = (f"{plan.model} on {plan.trace_name} ({plan.trace_requests or plan.trace.num_requests} req): SLO {slo.percentile} TTFT <= "

@@ -14,8 +14,8 @@ def report_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write (default RESULTS_DIR/report.html)")] = None,
 ) -> None:
     """Rebuild the self-contained HTML report (plotly inline, works offline) from saved results."""
-    from kvsim.plan import load_plan
-    from kvsim.report import write_plan_report
+    from kvsim.plan.search import load_plan
+    from kvsim.plan.report import write_plan_report
 
     plan = load_plan(results_dir)
     path = write_plan_report(plan, out or results_dir / "report.html")

@@ -17,9 +17,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
     CalibrationOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
-    build_deployment, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
+    fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
 from kvsim.jsonutil import json_default
@@ -59,8 +60,8 @@ def simulate_cmd(
 ) -> None:
     """Replay a request trace through a vLLM-like engine: TTFT, TBT, throughput, memory per KV method."""
     from kvsim.methods import make_method
-    from kvsim.scheduler import PreemptionMode
-    from kvsim.serving import SimConfig, simulate
+    from kvsim.sim.scheduler import PreemptionMode
+    from kvsim.sim.replica import SimConfig, simulate
     from kvsim.traces import load_trace
 
     for flag, v in (("--slo-ttft", slo_ttft), ("--slo-tbt", slo_tbt), ("--rate", rate), ("--time-scale", time_scale)):
@@ -98,7 +99,7 @@ def simulate_cmd(
         for res in results:
             write_outputs(res, out / _slug(res.summary["method"]) if len(results) > 1 else out)
     if report is not None:
-        from kvsim.report import single_run_report
+        from kvsim.plan.report import single_run_report
 
         r0 = results[0]
         single_run_report(r0, report, title=f"{r0.summary['model']} on {r0.summary['hw']} - {r0.summary['method']}")
@@ -150,7 +151,7 @@ def write_outputs(res, directory: Path) -> None:
     """summary.json, requests.csv (one row per request), timeline.csv and timeline.json into ``directory``."""
     import numpy as np
 
-    from kvsim.metrics import COMPLETED, REJECTED
+    from kvsim.sim.metrics import COMPLETED, REJECTED
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(res.summary, indent=2, default=json_default) + "\n", encoding="utf-8")

@@ -123,7 +123,7 @@ def calibrate_cmd(
     e2e_results: Annotated[str | None, typer.Option("--e2e", help="add the per-step overhead fitted by a saved `validate e2e` run (its JSON)")] = None,
 ) -> None:
     """Run the microbenchmarks (or load --from), fit efficiencies and overheads per op class, write a calibration."""
-    from kvsim.calibration import save_calibration
+    from kvsim.costmodel.calibration import save_calibration
     from kvsim.validate.calibrate import make_calibration, sibling
     from kvsim.validate.results import load_results, save_results
 
@@ -199,7 +199,7 @@ def compare_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Predicted vs measured per kernel, with median and p90 |error|, before (datasheet) and after calibration."""
-    from kvsim.calibration import load_calibration
+    from kvsim.costmodel.calibration import load_calibration
     from kvsim.validate.compare import (
         as_dicts,
         by_op,
@@ -277,7 +277,7 @@ def e2e_cmd(
         raise ConfigError("kvsim validate e2e runs the serving loop on the CPU only (use --device cpu)")
     import torch
 
-    from kvsim.calibration import load_calibration
+    from kvsim.costmodel.calibration import load_calibration
     from kvsim.validate import e2e
     from kvsim.validate.models import resolve_model
 
@@ -312,7 +312,7 @@ def e2e_cmd(
     _print_e2e(r)
     typer.echo(f"wrote {path}")
     if save_calibration_to:
-        from kvsim.calibration import save_calibration
+        from kvsim.costmodel.calibration import save_calibration
 
         cal2 = e2e.calibration_with_step(cal, r["step_overhead_fit_s"], f"kvsim validate e2e ({path.name})")
         if calibration and Path(save_calibration_to).resolve().parent != Path(calibration).resolve().parent:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer
-from kvsim.cost import Cost, Num, Part
-from kvsim.cost import indicator as has  # noqa: F401  (1.0 where x > 0; methods' name for it)
-from kvsim.deployment import Deployment
+from kvsim.costmodel.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer
+from kvsim.costmodel.cost import Cost, Num, Part
+from kvsim.costmodel.cost import indicator as has  # noqa: F401  (1.0 where x > 0; methods' name for it)
+from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
 
 
@@ -81,7 +81,7 @@ def attn_decode(
         n_attended: [..., B] tokens each query attends to per layer (QK^T and PV FLOPs).
         read_bytes / write_bytes / extra_flops / extra_hbm: [..., B] or scalars per layer
             per sequence (KV read, KV written, dequantization or score FLOPs, score traffic).
-    Same accounting as :func:`kvsim.attention.decode_attention` (which it equals for
+    Same accounting as :func:`kvsim.costmodel.attention.decode_attention` (which it equals for
     ``read_bytes = n * kv_tok``) plus Q in and O out per sequence.
     """
     m = dep.model

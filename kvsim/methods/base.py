@@ -2,7 +2,7 @@
 
 A method is one module with a :class:`KVMethod` subclass (and its pydantic ``Params``
 whose defaults are the paper's), registered with one line in :mod:`kvsim.methods`.
-It answers three questions for a :class:`~kvsim.deployment.Deployment`:
+It answers three questions for a :class:`~kvsim.costmodel.deployment.Deployment`:
 
 1. ``kv_bytes(n)``: bytes resident per request on each GPU and on the host when
    ``n`` tokens are in its context (arrays allowed);
@@ -10,7 +10,7 @@ It answers three questions for a :class:`~kvsim.deployment.Deployment`:
    sequences hold ``ctx`` tokens (array ``[..., B]``) *before* the step: KV reads,
    the new token's KV write, extra compute (dequantization, scoring, hashing), host
    work, PCIe traffic and round trips. The model's weight GEMMs are priced elsewhere
-   (:func:`kvsim.transformer.linear_cost`) and are shared by every method;
+   (:func:`kvsim.costmodel.transformer.linear_cost`) and are shared by every method;
 3. ``prefill_cost(n_new, n_cached)``: the attention of prefill chunks (arrays ``[R]``)
    plus the method's extra prefill work (quantizing, scoring, building tables,
    offloading over PCIe, a compressor model's pass).
@@ -29,8 +29,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from kvsim.cost import Cost, Num
-from kvsim.deployment import Deployment
+from kvsim.costmodel.cost import Cost, Num
+from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
 from kvsim.specbase import Strict
 

@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from kvsim.attention import decode_attention, prefill_attention
-from kvsim.cost import Cost, Num
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, is_mha, require_not_mla
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 

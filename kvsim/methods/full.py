@@ -12,8 +12,8 @@ from typing import Literal
 
 import numpy as np
 
-from kvsim.attention import decode_attention, prefill_attention
-from kvsim.cost import Cost, Num
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency
 
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from kvsim.attention import prefill_attention
-from kvsim.cost import Cost, Num
+from kvsim.costmodel.attention import prefill_attention
+from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, elems_tok_layer, gpu_pass, has, split_prompt, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from kvsim.attention import decode_attention, prefill_attention
-from kvsim.cost import Cost, Num, Part
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.cost import Cost, Num, Part
 from kvsim.methods._common import (
     arr, gpu_pass, has, host_kv_tok_layer, key_elems_tok_layer, kv_tok_layer, sum_seq, window_pairs,
 )

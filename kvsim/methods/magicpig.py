@@ -47,8 +47,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from kvsim.attention import decode_attention, prefill_attention
-from kvsim.cost import Cost, Num, Part
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.cost import Cost, Num, Part
 from kvsim.methods._common import (
     arr, dense_layer_list, gpu_pass, has, host_kv_tok_layer, kv_tok_layer, require_not_mla, split_prompt, sum_seq,
 )

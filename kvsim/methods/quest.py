@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from kvsim.attention import decode_attention, prefill_attention
-from kvsim.cost import Cost, Num
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, gpu_pass, has, key_elems_tok_layer, kv_tok_layer, sum_seq
 from kvsim.methods._published import published
 from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from kvsim.attention import decode_attention, prefill_attention
-from kvsim.cost import Cost, Num
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, require_not_mla, split_prompt, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from kvsim.attention import prefill_attention
-from kvsim.cost import Cost, Num
+from kvsim.costmodel.attention import prefill_attention
+from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, kv_tok_layer
 from kvsim.methods._published import published
 from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from kvsim.attention import prefill_attention, prefill_pairs
-from kvsim.cost import Cost, Num
+from kvsim.costmodel.attention import prefill_attention, prefill_pairs
+from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, elems_tok_layer, gpu_pass, has, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 

@@ -1,12 +1,12 @@
 """``kvsim validate``: how far to trust the cost model.
 
 * microbenchmarks (torch; :mod:`kvsim.validate.runner` and the ``bench_*`` modules) time
-  kernels at a model's shapes and record each kernel's *work* as kvsim :class:`~kvsim.cost.Part` s;
+  kernels at a model's shapes and record each kernel's *work* as kvsim :class:`~kvsim.costmodel.cost.Part` s;
 * :mod:`kvsim.validate.fit` fits per-op-class efficiencies and per-launch overheads to those
   timings (scipy ``least_squares`` on log-time residuals) and writes a calibration file;
 * :mod:`kvsim.validate.compare` reports predicted vs measured per kernel, before and after;
 * :mod:`kvsim.validate.e2e` replays a trace through a real torch serving loop and through
-  ``kvsim.serving.simulate``;
+  ``kvsim.sim.replica.simulate``;
 * :mod:`kvsim.validate.papers` reproduces published measurements (no torch).
 
 Only the benchmark, fit and e2e modules import torch / scipy, and only inside functions or

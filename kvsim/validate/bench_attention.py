@@ -1,10 +1,10 @@
 """Attention kernels at a model's head shapes (one layer each).
 
 * ``attn_prefill``: causal SDPA over one prompt of ``n`` tokens; work from
-  :func:`kvsim.attention.prefill_attention` (FLOPs ``2 n_h (d+d) n(n+1)/2``, Q/K/V/O bytes).
+  :func:`kvsim.costmodel.attention.prefill_attention` (FLOPs ``2 n_h (d+d) n(n+1)/2``, Q/K/V/O bytes).
 * ``attn_decode`` (contiguous): a batch of ``B`` sequences with mixed context lengths in a
   preallocated per-sequence cache, attended one SDPA call per sequence (reads exactly
-  ``sum(lengths)`` tokens); work from :func:`kvsim.attention.decode_attention` with ``B`` launches.
+  ``sum(lengths)`` tokens); work from :func:`kvsim.costmodel.attention.decode_attention` with ``B`` launches.
 * ``attn_paged``: the same batch in a paged pool (16-token blocks, shuffled): gather the
   blocks by block table (``memcpy``: read + write the padded ``B * nb * 16`` tokens), then
   one masked SDPA over the padded batch (``attn_decode`` over the padded lengths).
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.attention import decode_attention, prefill_attention
-from kvsim.cost import Part
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.cost import Part
 from kvsim.validate.runner import DTYPES, Bench, Kernel, rotating
 
 BLOCK = 16

@@ -2,14 +2,14 @@
 
 ``[T, K] @ [K, N]`` for the fused QKV, O, fused gate/up and down projections and the LM head
 (decode row counts only: engines project only the last position). Work as kvsim counts it
-(:func:`kvsim.transformer.linear_cost`): FLOPs ``2 T K N``; bytes ``(K N + T K + T N) * b``
+(:func:`kvsim.costmodel.transformer.linear_cost`): FLOPs ``2 T K N``; bytes ``(K N + T K + T N) * b``
 (weights once, activations in and out); one launch.
 """
 
 from __future__ import annotations
 
-from kvsim.cost import Part
-from kvsim.dtypes import nbytes
+from kvsim.costmodel.cost import Part
+from kvsim.costmodel.dtypes import nbytes
 from kvsim.validate.runner import Bench, Kernel, rotating
 
 

@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-from kvsim.cost import Part
-from kvsim.dtypes import nbytes
+from kvsim.costmodel.cost import Part
+from kvsim.costmodel.dtypes import nbytes
 from kvsim.validate.runner import DTYPES, Bench, Kernel, MiB, rotating
 
 
@@ -57,15 +57,15 @@ def h2d_kernel(b: Bench, nbytes_: int) -> Kernel:
 
 def layer_elementwise_kernel(b: Bench, dt: str, T: int) -> Kernel:
     """All non-GEMM ops of one layer at ``T`` tokens; work = kvsim's ``elementwise`` part of
-    :func:`kvsim.transformer.linear_cost` for one layer (``T (12h + 3f)`` elements moved,
+    :func:`kvsim.costmodel.transformer.linear_cost` for one layer (``T (12h + 3f)`` elements moved,
     ``T (10h + 4f)`` FLOPs, 4 launches)."""
     m = b.model
     h, f, nh, nkv, d = m.hidden_size, m.intermediate_size, m.num_heads, m.num_kv_heads, m.head_dim
     one_layer = m.model_copy(update={"num_layers": 1})
     from dataclasses import replace
 
-    from kvsim.deployment import Deployment
-    from kvsim.transformer import linear_cost
+    from kvsim.costmodel.deployment import Deployment
+    from kvsim.costmodel.transformer import linear_cost
 
     dep = Deployment(system=b.system, model=one_layer, weight_dtype=dt, kv_dtype=dt, act_dtype=dt)
     part = linear_cost(dep, float(T), 0.0).by_name("elementwise")

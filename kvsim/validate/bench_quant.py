@@ -8,15 +8,15 @@ one SDPA over them. Work, as two parts:
 * ``kivi_dequant`` (``elementwise``): read the codes (``b/8`` B per element) and the scales and
   zeros (``2 * 2 s_b / G`` per element, K and V), write the dequantized K and V; 2 FLOP per
   element (scale and shift, kivi.py ``DEQUANT_FLOPS_PER_ELEM``);
-* the attention over the dequantized K and V (:func:`kvsim.attention.decode_attention`).
+* the attention over the dequantized K and V (:func:`kvsim.costmodel.attention.decode_attention`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from kvsim.attention import decode_attention
-from kvsim.cost import Part
+from kvsim.costmodel.attention import decode_attention
+from kvsim.costmodel.cost import Part
 from kvsim.validate.bench_attention import _parts
 from kvsim.validate.runner import DTYPES, Bench, Kernel, rotating
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.cost import Part
-from kvsim.dtypes import nbytes
+from kvsim.costmodel.cost import Part
+from kvsim.costmodel.dtypes import nbytes
 from kvsim.validate.runner import DTYPES, Bench, Kernel, rotating
 
 

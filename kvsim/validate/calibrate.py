@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from kvsim.calibration import Calibration, Residual
+from kvsim.costmodel.calibration import Calibration, Residual
 from kvsim.hardware import System
 from kvsim.validate.fit import (
     FitResult,

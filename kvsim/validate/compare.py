@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kvsim.calibration import Calibration, apply_calibration
+from kvsim.costmodel.calibration import Calibration, apply_calibration
 from kvsim.validate.fit import kernel_dtype, predict_kernels
 from kvsim.validate.results import Results, system_after_base, system_before
 

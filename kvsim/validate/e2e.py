@@ -1,4 +1,4 @@
-"""``kvsim validate e2e``: the torch serving loop vs ``kvsim.serving.simulate`` on one trace.
+"""``kvsim validate e2e``: the torch serving loop vs ``kvsim.sim.replica.simulate`` on one trace.
 
 1. Calibrate (or load a calibration for) this machine's kernels: the hw spec + op-class
    efficiencies the simulator prices with.
@@ -10,7 +10,7 @@
    the run only: ``overhead`` = the median of ``measured - predicted_without_overhead`` with each
    step weighted by the tokens it emits (its decodes and completed prompts), so the fit follows
    the token-time distribution that TBT and TTFT are made of.
-5. Simulate the same trace with ``kvsim.serving.simulate`` (Full KV, whole-prompt prefill:
+5. Simulate the same trace with ``kvsim.sim.replica.simulate`` (Full KV, whole-prompt prefill:
    ``chunked_prefill`` with a token budget no step can exhaust, so no prompt is ever split, and
    the same ``max_num_seqs``); compare TTFT and TBT distributions on the held-out requests (the
    second half by arrival) and on all of them.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvsim.calibration import Calibration, apply_calibration
+from kvsim.costmodel.calibration import Calibration, apply_calibration
 from kvsim.hardware import System
 
 TARGET_UTIL = 0.7
@@ -50,13 +50,13 @@ class E2EConfig:
 
 
 def deployment(system: System, model, dtype: str):
-    from kvsim.deployment import Deployment
+    from kvsim.costmodel.deployment import Deployment
 
     return Deployment(system=system, model=model, weight_dtype=dtype, kv_dtype=dtype, act_dtype=dtype)
 
 
 def sim_config(cfg: E2EConfig, record: bool = True):
-    from kvsim.serving import SimConfig
+    from kvsim.sim.replica import SimConfig
 
     budget = cfg.max_num_seqs * (cfg.max_prompt + 1)
     return SimConfig(max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=budget, chunked_prefill=True,
@@ -78,7 +78,7 @@ def load_trace_for(cfg: E2EConfig, rate: float | None):
 def choose_rate(dep, cfg: E2EConfig, target: float = TARGET_UTIL) -> float:
     """Mean arrival rate (req/s) at which the simulated engine is busy ``target`` of the time."""
     from kvsim.methods import make_method
-    from kvsim.serving import simulate
+    from kvsim.sim.replica import simulate
 
     meth = make_method("full", dep)
 
@@ -121,7 +121,7 @@ def _busy_time(token_times, arrival) -> float:
 def predict_steps(dep, steps) -> np.ndarray:
     """kvsim's time of each measured step, without the per-step framework overhead."""
     from kvsim.methods import make_method
-    from kvsim.step import StepModel
+    from kvsim.pricing.step import StepModel
 
     sm = StepModel(replace(dep, system=with_step_overhead(dep.system, 0.0)), make_method("full", dep))
     out = []
@@ -162,7 +162,7 @@ def run_e2e(model, system: System, cfg: E2EConfig, *, log=print, calibration_ori
     import torch
 
     from kvsim.methods import make_method
-    from kvsim.serving import simulate
+    from kvsim.sim.replica import simulate
     from kvsim.validate.cpuenv import other_load, other_since, snapshot, tune_allocator
     from kvsim.validate.e2e_loop import TinyLlama, serve, warm_up
     from kvsim.validate.runner import DTYPES

@@ -1,7 +1,7 @@
 """A real torch serving loop: a Llama-shaped model with random weights, continuous batching,
 a preallocated per-sequence KV cache, wall-clock TTFT and token times (imports torch).
 
-Semantics (the same as :mod:`kvsim.serving` with whole-prompt prefill):
+Semantics (the same as :mod:`kvsim.sim.replica` with whole-prompt prefill):
 
 * iteration-level scheduling: each step prefills the whole prompts of the requests admitted
   this step (FCFS, while fewer than ``max_num_seqs`` run) and decodes one token for every

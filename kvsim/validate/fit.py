@@ -1,6 +1,6 @@
 """Fit per-op-class efficiencies and per-launch overheads to measured kernel times (scipy).
 
-Model (kvsim's :class:`~kvsim.roofline.Roofline`, per part): ``t = max_r(w_r / (peak_r * eff_r))
+Model (kvsim's :class:`~kvsim.costmodel.roofline.Roofline`, per part): ``t = max_r(w_r / (peak_r * eff_r))
 + launches * overhead_s``, summed over a kernel's parts, where the resource ``r`` is compute
 (GPU or host FLOP/s), memory (HBM or DRAM) or the PCIe link; ``eff_r`` is ``compute`` or
 ``memory`` of the part's op class (the PCIe link uses ``pcie.memory``).
@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from kvsim.cost import Part
+from kvsim.costmodel.cost import Part
 from kvsim.hardware import Efficiencies, OpEfficiency, System
-from kvsim.roofline import Roofline
+from kvsim.costmodel.roofline import Roofline
 from kvsim.validate.results import KernelResult, part_from_dict
 
 PRIOR = 1e-3

@@ -2,7 +2,7 @@
 
 No torch on this path. The table data (conditions, published value, units, source, why a row
 may miss) is ``papers.yaml`` in this package; this module evaluates each row with
-:func:`kvsim.estimate.estimate` (or the simulator for whole-batch runs) on the shipped specs
+:func:`kvsim.pricing.estimate.estimate` (or the simulator for whole-batch runs) on the shipped specs
 with *default* efficiencies - nothing is tuned to the targets.
 
 Row kinds (``kind``):
@@ -13,7 +13,7 @@ Row kinds (``kind``):
   decode-time measurement holds), ``host_gb``, ``max_batch``, ``oom``, ``hash_tables_gb``, ``projector_kb``).
 * ``ratio``: ``metric`` of ``num`` over ``den`` (two estimates; ``invert`` flips it).
 * ``batch_run``: ``batch`` requests arrive together (prompt + output tokens) and are served
-  with ``kvsim.serving.simulate`` (whole-prompt prefill); value = generated tokens / makespan.
+  with ``kvsim.sim.replica.simulate`` (whole-prompt prefill); value = generated tokens / makespan.
 * ``unexpressible``: kept with the reason.
 
 Error: ``predicted / published - 1``; for a published range, 0 inside it, else the distance to
@@ -100,13 +100,13 @@ def _hw(name: str) -> str:
 
 @cache
 def _deployment(hw: str, model: str, weight_dtype: str, kv_dtype: str):
-    from kvsim.commands.common import build_deployment
+    from kvsim.costmodel.deployment import build_deployment
 
     return build_deployment(_hw(hw), model, weight_dtype=weight_dtype, kv_dtype=kv_dtype)
 
 
 def _estimate(c: Conditions):
-    from kvsim.estimate import estimate
+    from kvsim.pricing.estimate import estimate
     from kvsim.methods import make_method
 
     dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype)
@@ -148,7 +148,7 @@ def batch_run(c: Conditions) -> float:
     import numpy as np
 
     from kvsim.methods import make_method
-    from kvsim.serving import SimConfig, simulate
+    from kvsim.sim.replica import SimConfig, simulate
     from kvsim.traces.base import Trace
 
     dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype)

@@ -1,8 +1,8 @@
 """The results file of ``kvsim validate run`` (JSON), and the systems that price it (no torch).
 
 Each kernel stores its raw per-call timings (every repeat) and its *work* as kvsim
-:class:`~kvsim.cost.Part` s, so that :mod:`kvsim.validate.fit` can price it with the
-:class:`~kvsim.roofline.Roofline` of any system.
+:class:`~kvsim.costmodel.cost.Part` s, so that :mod:`kvsim.validate.fit` can price it with the
+:class:`~kvsim.costmodel.roofline.Roofline` of any system.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kvsim.cost import Cost, Part
+from kvsim.costmodel.cost import Cost, Part
 from kvsim.errors import SpecError
 from kvsim.hardware import GPUSpec, HostSpec, System
 from kvsim.specbase import format_validation_error

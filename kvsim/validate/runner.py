@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kvsim.cost import Part
+from kvsim.costmodel.cost import Part
 from kvsim.models import ModelSpec
 from kvsim.validate.results import KernelResult, Results, part_to_dict
 
@@ -83,7 +83,7 @@ class Bench:
 
     def dep(self, dtype: str):
         """A 1-layer-agnostic deployment of the model at ``dtype`` (kvsim's work formulas)."""
-        from kvsim.deployment import Deployment
+        from kvsim.costmodel.deployment import Deployment
 
         return Deployment(system=self.system, model=self.model, weight_dtype=dtype, kv_dtype=dtype, act_dtype=dtype)
 

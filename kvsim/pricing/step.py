@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvsim.cost import Cost, Num
-from kvsim.deployment import Deployment
+from kvsim.costmodel.cost import Cost, Num
+from kvsim.costmodel.deployment import Deployment
 from kvsim.methods.base import KVMethod
-from kvsim.roofline import PartTime, Roofline, Timing
-from kvsim.transformer import linear_cost, step_overhead_cost
+from kvsim.costmodel.roofline import PartTime, Roofline, Timing
+from kvsim.costmodel.transformer import linear_cost, step_overhead_cost
 
 _EMPTY = np.zeros(0)
 

@@ -56,7 +56,7 @@ def _jsonable(o: Any) -> Any:
 def source_digest() -> str:
     """SHA-256 of kvsim's Python sources: part of every cache key, so that a code change (not only
     a version bump) invalidates cached results."""
-    root = Path(__file__).parent
+    root = Path(__file__).resolve().parent.parent  # the kvsim package
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):
         h.update(str(p.relative_to(root)).encode())

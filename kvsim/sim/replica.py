@@ -1,9 +1,9 @@
 """``simulate``: replay a trace through a vLLM-like engine and measure it.
 
-Wiring: :class:`~kvsim.engine.Engine` (events: request arrivals, step completions) +
-:class:`~kvsim.scheduler.Scheduler` (continuous batching, preemption, prefix caching) +
-:class:`~kvsim.kv_cache.KVCacheManager` (compression-aware block pools) + step prices from
-:class:`~kvsim.step.StepModel` (through :class:`~kvsim.step_cache.StepPricer`, which
+Wiring: :class:`~kvsim.sim.engine.Engine` (events: request arrivals, step completions) +
+:class:`~kvsim.sim.scheduler.Scheduler` (continuous batching, preemption, prefix caching) +
+:class:`~kvsim.sim.kv_cache.KVCacheManager` (compression-aware block pools) + step prices from
+:class:`~kvsim.pricing.step.StepModel` (through :class:`~kvsim.sim.fast.pricer.StepPricer`, which
 reproduces ``StepModel.time_s`` exactly and is checked against it when built).
 
 Step semantics: the step that completes a prompt of ``P`` tokens samples the first token
@@ -12,7 +12,7 @@ KV samples one more. A lone request therefore has TTFT = ``StepModel.prefill_tim
 and TBT = ``StepModel.decode_timing([P])``: ``kvsim estimate`` at context ``P``, batch 1.
 Prompts are the method's ``effective_prompt_tokens`` (rounded up to whole tokens).
 
-Fast-forward (:mod:`kvsim.fastforward`): while the batch only decodes, consecutive steps
+Fast-forward (:mod:`kvsim.sim.fast.decode_run`): while the batch only decodes, consecutive steps
 differ only by ``ctx + j``; ``k`` of them are priced in one vectorized call, ``cumsum``
 finds the step after which the next arrival is seen, and all sequences advance ``k``
 tokens at once (``k`` = min(steps until the next arrival is seen, until the next block
@@ -35,16 +35,16 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvsim.deployment import Deployment
-from kvsim.engine import Engine
-from kvsim.fastforward import admit_step, decode_run
-from kvsim.kv_cache import KVCacheManager, KVLayout, kv_layout
+from kvsim.costmodel.deployment import Deployment
+from kvsim.sim.engine import Engine
+from kvsim.sim.fast.decode_run import admit_step, decode_run
+from kvsim.sim.kv_cache import KVCacheManager, KVLayout, kv_layout
 from kvsim.methods.base import KVMethod
-from kvsim.roofline import Roofline
-from kvsim.metrics import COMPLETED, REJECTED, IntervalSample, RequestRecords, Timeline, summarize
-from kvsim.scheduler import PreemptionMode, Request, Scheduler
-from kvsim.step import StepModel
-from kvsim.step_cache import StepPricer
+from kvsim.costmodel.roofline import Roofline
+from kvsim.sim.metrics import COMPLETED, REJECTED, IntervalSample, RequestRecords, Timeline, summarize
+from kvsim.sim.scheduler import PreemptionMode, Request, Scheduler
+from kvsim.pricing.step import StepModel
+from kvsim.sim.fast.pricer import StepPricer
 from kvsim.traces.base import Trace
 
 GAUGES = ("kv_gpu_bytes", "kv_host_bytes", "running", "waiting")
@@ -107,7 +107,7 @@ class ReplicaSim:
     """One engine replaying requests of ``trace``.
 
     Self-driven (:func:`simulate`): :meth:`run` feeds every request at its arrival time.
-    Externally driven (a router, :mod:`kvsim.cluster`): call :meth:`advance` up to just before
+    Externally driven (a router, :mod:`kvsim.plan.cluster`): call :meth:`advance` up to just before
     each arrival, :meth:`arrive` for the requests routed here, :meth:`routed_up_to` once a
     request is routed anywhere (runs of decode steps stop at every trace arrival, which may
     come here), then :meth:`finish`. With every request routed to one replica the result

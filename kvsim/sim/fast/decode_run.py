@@ -1,4 +1,4 @@
-"""The simulator's two hot paths, fast-forwarded with vectorized pricing (see :mod:`kvsim.serving`).
+"""The simulator's two hot paths, fast-forwarded with vectorized pricing (see :mod:`kvsim.sim.replica`).
 
 * :func:`decode_run`: ``k`` consecutive steps in which every running sequence decodes one
   token, priced in one :meth:`StepPricer.decode_run` call. ``k`` is the smallest of: steps
@@ -10,7 +10,7 @@
   the token budget while the batch decodes. It takes the same decisions as
   :meth:`Scheduler.schedule` (and defers to it otherwise), with less bookkeeping.
 
-Both are functions of a :class:`~kvsim.serving.ReplicaSim` (``self``) and return the end
+Both are functions of a :class:`~kvsim.sim.replica.ReplicaSim` (``self``) and return the end
 time of what they ran, or None when the general scheduler must decide.
 """
 
@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from kvsim.scheduler import RequestStatus
+from kvsim.sim.scheduler import RequestStatus
 
 _K_ELEMS = 1 << 18  # largest [B, k] block priced at once
 

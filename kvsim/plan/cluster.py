@@ -1,9 +1,9 @@
 """Multi-GPU serving: N tensor-parallel replicas behind a router, in one simulated timeline.
 
-* **Tensor parallelism** lives in the :class:`~kvsim.deployment.Deployment` (``tp``): weights
+* **Tensor parallelism** lives in the :class:`~kvsim.costmodel.deployment.Deployment` (``tp``): weights
   and KV heads are sharded per GPU (``weight_bytes_per_gpu = P * b_w / tp``) and each layer's
   two all-reduces are priced over the system's GPU-GPU link (NVLink, or PCIe on L20/4090
-  nodes; :mod:`kvsim.transformer`).
+  nodes; :mod:`kvsim.costmodel.transformer`).
 * **Host memory** of a node is shared by the replicas on it: replicas are packed
   ``num_gpus // tp`` to a node, and each sees ``host_memory / min(replicas, num_gpus // tp)``
   (:func:`host_shared`), which bounds MagicPIG/InfLLM host KV and SWAP space.
@@ -20,10 +20,10 @@
   every replica processes its events strictly before ``t_i``; the router reads their
   outstanding counts, and the request joins the chosen replica's event queue at ``t_i``
   (so same-instant step ends order exactly as in a single simulation). One replica is
-  exactly :func:`kvsim.serving.simulate`.
+  exactly :func:`kvsim.sim.replica.simulate`.
 
 The result has the per-request records of every replica merged in trace order, a summary
-recomputed from them (:func:`kvsim.metrics.summarize`), and timelines summed over replicas.
+recomputed from them (:func:`kvsim.sim.metrics.summarize`), and timelines summed over replicas.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from kvsim.deployment import Deployment
+from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod
-from kvsim.planschema import CDF_LEVELS, ROUTERS, PointResult, Stats, Timeline
+from kvsim.plan.schema import CDF_LEVELS, ROUTERS, PointResult, Stats, Timeline
 from kvsim.traces.base import Trace
 
 #: timeline points kept in digests for plots
@@ -55,10 +55,10 @@ def host_shared(dep: Deployment, replicas: int) -> Deployment:
 
 @dataclass
 class ClusterResult:
-    """Like :class:`kvsim.serving.SimResult`, for N replicas; ``replica_of[i]`` served request i."""
+    """Like :class:`kvsim.sim.replica.SimResult`, for N replicas; ``replica_of[i]`` served request i."""
 
     summary: dict
-    records: object  # kvsim.metrics.RequestRecords, merged in trace order
+    records: object  # kvsim.sim.metrics.RequestRecords, merged in trace order
     timeline: dict[str, np.ndarray]  # summed over replicas on a common grid
     tbt_values: np.ndarray
     tbt_weights: np.ndarray
@@ -96,9 +96,9 @@ def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=Non
     """Serve ``trace`` with ``replicas`` copies of ``dep`` behind ``router`` (module docstring).
 
     ``method`` is built for ``dep``; the replicas use a copy for the host-shared deployment.
-    Returns a :class:`kvsim.serving.SimResult` for one replica, else a :class:`ClusterResult`.
+    Returns a :class:`kvsim.sim.replica.SimResult` for one replica, else a :class:`ClusterResult`.
     """
-    from kvsim.serving import SimConfig, simulate
+    from kvsim.sim.replica import SimConfig, simulate
 
     if router not in ROUTERS:
         raise ConfigError(f"unknown router '{router}'; choices: {', '.join(ROUTERS)}")
@@ -109,7 +109,7 @@ def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=Non
     m = type(method)(shared, method.params) if shared is not dep else method
     if replicas == 1:
         return simulate(shared, m, trace, cfg)
-    from kvsim.serving import ReplicaSim
+    from kvsim.sim.replica import ReplicaSim
 
     t0 = time.perf_counter()
     sims = [ReplicaSim(shared, m, trace, cfg) for _ in range(replicas)]
@@ -119,7 +119,7 @@ def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=Non
 
 
 def lockstep(sims: list, trace: Trace, choose) -> np.ndarray:
-    """Route every request of ``trace`` to one of ``sims`` (:class:`kvsim.serving.ReplicaSim`) at its
+    """Route every request of ``trace`` to one of ``sims`` (:class:`kvsim.sim.replica.ReplicaSim`) at its
     arrival, ``choose(i, outstanding_per_replica) -> replica``; returns the replica of each request."""
     owner = np.full(len(trace), -1, dtype=np.int64)
     for i, t in enumerate(np.asarray(trace.arrival_s, dtype=np.float64)):
@@ -137,7 +137,7 @@ def lockstep(sims: list, trace: Trace, choose) -> np.ndarray:
 def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Deployment, method: KVMethod, router: str,
                   wall_s: float) -> ClusterResult:
     """One summary of N replicas' results: records taken from each request's replica."""
-    from kvsim.metrics import RequestRecords, summarize
+    from kvsim.sim.metrics import RequestRecords, summarize
 
     recs = [r.records for r in results]
     fields = ("arrival_s", "scheduled_s", "first_token_s", "finish_s", "tbt_max_s", "prompt_tokens",
@@ -217,7 +217,7 @@ def _downsample(timeline: dict[str, np.ndarray], points: int) -> Timeline | None
 def digest(result, rate_per_s: float | None = None, replicas: int | None = None, wall_s: float = 0.0,
            detail: bool = True) -> PointResult:
     """A :class:`PointResult` (JSON-able) of a SimResult or ClusterResult: summary, CDF quantiles, timelines."""
-    from kvsim.metrics import COMPLETED, weighted_percentile
+    from kvsim.sim.metrics import COMPLETED, weighted_percentile
 
     s, rec = result.summary, result.records
     n = int(np.asarray(rec.status).size)
@@ -249,8 +249,8 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
 
 def simulate_point(config, trace: Trace, rate_per_s: float, sim_options: dict) -> PointResult:
     """The plan's default evaluator: simulate ``config`` on ``trace`` (already at ``rate_per_s``)."""
-    from kvsim.plan import build
-    from kvsim.serving import SimConfig
+    from kvsim.plan.search import build
+    from kvsim.sim.replica import SimConfig
 
     dep, method = build(config)
     t0 = time.perf_counter()

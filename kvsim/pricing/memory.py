@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvsim.deployment import Deployment
+from kvsim.costmodel.deployment import Deployment
 from kvsim.methods.base import KVMethod
 
 #: fraction of host DRAM usable for KV (the OS, the engine and pinned buffers take the rest)

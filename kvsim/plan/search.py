@@ -8,7 +8,7 @@ fewest GPUs (replicas x TP) that sustain the target.
 * **Verdict.** A simulation meets the SLO when the chosen percentile of TTFT and of TBT are
   within bounds and at most ``1 - q`` of the requests were rejected
   (:meth:`PointResult.meets`).
-* **Max rate.** :func:`kvsim.ratesearch.search_max_rate`: bracket by doubling from an analytic
+* **Max rate.** :func:`kvsim.plan.ratesearch.search_max_rate`: bracket by doubling from an analytic
   guess rounded to a power of 2, then geometric bisection to ``rel_tol`` (default 5 %).
 * **Target rate.** For each TP in ``tp_choices`` (dividing the head count, within the node):
   per-replica max rate ``r1``; start at ``ceil(target / r1)`` replicas and add one until a
@@ -23,7 +23,7 @@ fewest GPUs (replicas x TP) that sustain the target.
   (per-replica max rate x replicas / target). Otherwise: lowest cost per million output
   tokens, then highest rate per GPU. Configurations that cannot run go last with their reason.
 
-Simulations are cached by their inputs (:mod:`kvsim.sweep`) and configurations run in
+Simulations are cached by their inputs (:mod:`kvsim.plan.sweep`) and configurations run in
 parallel; the evaluator is injectable for tests.
 """
 
@@ -41,8 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvsim import __version__
 from kvsim.errors import ConfigError, SpecError
-from kvsim.planschema import SLO, ConfigResult, ConfigSpec, PlanResult, PointResult, SearchOptions, TraceSpec
-from kvsim.sweep import run_tasks, source_digest
+from kvsim.plan.schema import SLO, ConfigResult, ConfigSpec, PlanResult, PointResult, SearchOptions, TraceSpec
+from kvsim.plan.sweep import run_tasks, source_digest
 from kvsim.traces.base import Trace
 
 #: (config, trace at the rate, rate req/s, simulator options) -> digest
@@ -116,7 +116,7 @@ def load_plan_trace(spec: TraceSpec) -> Trace:
 
 def build(config: ConfigSpec):
     """``(deployment, method)`` of a configuration (raises one-line KvsimErrors)."""
-    from kvsim.commands.common import build_deployment
+    from kvsim.costmodel.deployment import build_deployment
     from kvsim.methods import make_method
 
     dep = build_deployment(config.hw, config.model, tp=config.tp, weight_dtype=config.weight_dtype,
@@ -150,9 +150,9 @@ def config_identity(config: ConfigSpec, dep, method) -> dict:
 def start_rate_guess(dep, method, trace: Trace, growth: float = 2.0, replicas: int = 1) -> float:
     """Analytic first probe, req/s: a decode batch of up to 64 mean-context requests that fits
     the KV budget, ``replicas * B / (TBT * mean output)``, rounded to a power of ``growth``
-    (so that every search probes the same grid, see :mod:`kvsim.ratesearch`)."""
-    from kvsim.memory import memory_budget
-    from kvsim.step import StepModel
+    (so that every search probes the same grid, see :mod:`kvsim.plan.ratesearch`)."""
+    from kvsim.pricing.memory import memory_budget
+    from kvsim.pricing.step import StepModel
 
     ctx = float(np.mean(trace.prompt_tokens) + np.mean(trace.output_tokens) / 2)
     budget = memory_budget(dep, method, max_tokens_per_step=8192, max_seqs=256)
@@ -175,12 +175,12 @@ class ConfigTask:
     target_rate_per_s: float | None = None
     max_replicas: int = 64
     cache_dir: str | None = None
-    evaluator: Evaluator | None = None  # None: kvsim.cluster.simulate_point
+    evaluator: Evaluator | None = None  # None: kvsim.plan.cluster.simulate_point
 
 
 def run_config(task: ConfigTask) -> dict:
     """Search one configuration; returns ``ConfigResult.model_dump()`` (errors become ``error``)."""
-    from kvsim.planresult import config_result
+    from kvsim.plan.result import config_result
 
     return config_result(task).model_dump(mode="json")
 
@@ -247,7 +247,7 @@ def config_specs(req: PlanRequest) -> list[ConfigSpec]:
 def run_plan(req: PlanRequest, *, jobs: int | None = None, executor: str = "process", cache_dir: str | Path | None = None,
              progress: bool = True, evaluator: Evaluator | None = None) -> PlanResult:
     """Search every configuration of ``req`` (in parallel) and rank them."""
-    from kvsim.planschema import ROUTERS
+    from kvsim.plan.schema import ROUTERS
 
     if req.router not in ROUTERS:
         raise ConfigError(f"unknown router '{req.router}'; choices: {', '.join(ROUTERS)}")

@@ -15,7 +15,7 @@ on the prompt length too: ``kv_bytes(n, n_prompt)``; their blocks are computed p
 
 Pool sizes (vLLM ``determine_num_available_blocks``): GPU blocks = the KV bytes left per GPU
 after weights, the activation reserve of the largest step and the method's fixed buffers
-(:func:`kvsim.memory.memory_budget`, with ``gpu_memory_utilization``) // ``block_bytes``;
+(:func:`kvsim.pricing.memory.memory_budget`, with ``gpu_memory_utilization``) // ``block_bytes``;
 host blocks = ``host_memory_bytes * 0.9`` less the method's fixed host bytes // ``block_bytes``.
 
 Prefix caching (vLLM automatic prefix caching) works at the trace's prefix-block granularity
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvsim.deployment import Deployment
+from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
-from kvsim.memory import MemoryBudget, memory_budget
+from kvsim.pricing.memory import MemoryBudget, memory_budget
 from kvsim.methods.base import KVMethod
 
 _EPS = 1e-9  # blocks: ceil(x - eps) so that 2.0000000001 blocks is 2

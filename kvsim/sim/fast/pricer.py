@@ -1,7 +1,7 @@
-"""Exact, cached step pricing for the simulator: the numbers of :class:`~kvsim.step.StepModel`,
+"""Exact, cached step pricing for the simulator: the numbers of :class:`~kvsim.pricing.step.StepModel`,
 at a fraction of the Python cost.
 
-``StepModel.time_s`` builds a :class:`~kvsim.cost.Cost` (linear layers + framework overhead
+``StepModel.time_s`` builds a :class:`~kvsim.costmodel.cost.Cost` (linear layers + framework overhead
 + the method's decode attention + the method's prefill work) and prices it with the
 roofline: ~140 us per call, too slow for millions of steps. :class:`StepPricer` splits the
 same computation into pieces that can be cached, and *checks* the split against
@@ -34,9 +34,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from kvsim.cost import NUMERIC_FIELDS, Cost, Part
-from kvsim.step import StepModel
-from kvsim.transformer import linear_cost
+from kvsim.costmodel.cost import NUMERIC_FIELDS, Cost, Part
+from kvsim.pricing.step import StepModel
+from kvsim.costmodel.transformer import linear_cost
 
 _T_BLOCK = 512  # token counts per cached t_lin block
 _REL_TOL = 1e-9  # agreement required between the split and StepModel.time_s

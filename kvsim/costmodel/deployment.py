@@ -8,10 +8,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kvsim.dtypes import COMPUTE_DTYPE, bits, nbytes
+from kvsim.costmodel.calibration import apply_calibration, load_calibration
+from kvsim.costmodel.dtypes import COMPUTE_DTYPE, bits, nbytes
 from kvsim.errors import ConfigError
-from kvsim.hardware import System
-from kvsim.models import ModelSpec
+from kvsim.hardware import System, load_system
+from kvsim.models import ModelSpec, load_model
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,22 @@ class Deployment:
     @property
     def gpu_memory_budget_bytes(self) -> float:
         return self.system.gpu.memory_bytes * self.gpu_memory_utilization
+
+
+def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "auto", kv_dtype: str = "auto",
+                     gpu_memory_utilization: float = 0.9, calibration: str | None = None) -> Deployment:
+    """Resolve specs (and an optional calibration) into a Deployment.
+
+    ``auto`` dtypes: activations (and 16-bit weights / KV) are bf16 where the GPU has bf16
+    tensor cores, else fp16 (V100), as serving engines pick them."""
+    system = load_system(hw)
+    if calibration:
+        system = apply_calibration(system, load_calibration(calibration), origin=calibration)
+    half = "bf16" if "bf16" in system.gpu.peak_flops_per_s else "fp16"
+    if weight_dtype == "auto":
+        weight_dtype = half
+    act = "fp16" if weight_dtype == "fp16" else half
+    if kv_dtype == "auto":
+        kv_dtype = act
+    return Deployment(system=system, model=load_model(model), weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                      act_dtype=act, tp=tp, gpu_memory_utilization=gpu_memory_utilization)

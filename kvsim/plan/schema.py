@@ -33,7 +33,7 @@ class SLO(_Frozen):
     """Service-level objective: ``percentile`` of TTFT and of TBT at most these seconds.
 
     ``tbt_metric``: ``"tbt"`` judges the pooled time between consecutive tokens of all
-    requests (vLLM's ITL, :mod:`kvsim.metrics`); ``"tpot"`` judges each request's mean time
+    requests (vLLM's ITL, :mod:`kvsim.sim.metrics`); ``"tpot"`` judges each request's mean time
     per output token (DistServe's and vLLM ``--goodput tpot:``).
     """
 
@@ -160,7 +160,7 @@ class TraceSpec(_Frozen):
 
 
 class SearchOptions(_Frozen):
-    """Rate search knobs (see :mod:`kvsim.ratesearch`)."""
+    """Rate search knobs (see :mod:`kvsim.plan.ratesearch`)."""
 
     rel_tol: float = Field(0.05, gt=0, lt=1)
     growth: float = Field(2.0, gt=1)

@@ -33,7 +33,7 @@ class DecodeBatch:
     Row columns: ``ctx0``, ``fin`` (see module docstring), ``off``, ``seq`` (admission order:
     preemption picks the largest), ``jstep``/``jseg`` (step and segment at join), ``prompt``
     (prompt tokens), ``last`` (time of the row's last token when it joined), ``tmax``
-    (largest TBT outside the log). ``layout``: a :class:`kvsim.kv_cache.KVLayout`.
+    (largest TBT outside the log). ``layout``: a :class:`kvsim.sim.kv_cache.KVLayout`.
     """
 
     def __init__(self, cap: int, layout) -> None:

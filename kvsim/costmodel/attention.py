@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.cost import Cost, Num, Part, indicator
-from kvsim.deployment import Deployment
+from kvsim.costmodel.cost import Cost, Num, Part, indicator
+from kvsim.costmodel.deployment import Deployment
 
 
 def _sum_seq(x: Num) -> Num:

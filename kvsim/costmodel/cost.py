@@ -3,7 +3,7 @@
 A :class:`Part` is one kernel class (``op``) running on one stream (``device``): GPU
 FLOPs in one math dtype and HBM bytes, or host CPU FLOPs and DRAM bytes, or PCIe bytes
 and synchronous round trips, or collective bytes over the GPU-GPU link. A :class:`Cost`
-is a tuple of parts. Only :mod:`kvsim.roofline` turns a cost into seconds.
+is a tuple of parts. Only :mod:`kvsim.costmodel.roofline` turns a cost into seconds.
 
 Every numeric field may be a float or a numpy array (all broadcastable to one shape):
 the simulator prices many steps at once that way (e.g. ``[k]`` consecutive decode steps).

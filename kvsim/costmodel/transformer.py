@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.cost import Cost, Num, Part, indicator
-from kvsim.deployment import Deployment
+from kvsim.costmodel.cost import Cost, Num, Part, indicator
+from kvsim.costmodel.deployment import Deployment
 
 #: activation elements read+written per token per layer by non-GEMM kernels, in units of
 #: the hidden size h and the MLP width f: 2 RMSNorms (read h, write h, each) + 2 residual

@@ -26,7 +26,7 @@ Policies:
 A request's prompt is prefilled (maybe in chunks); the step that completes it samples the
 first token; every later decode step (``ctx`` = tokens in KV before the step) samples one.
 The running *decoding* sequences are kept as arrays (:class:`DecodeBatch`) so that
-``kvsim.serving`` can fast-forward runs of pure decode steps without a Python loop per sequence.
+``kvsim.sim.replica`` can fast-forward runs of pure decode steps without a Python loop per sequence.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvsim.batch import DecodeBatch
-from kvsim.kv_cache import KVCacheManager
+from kvsim.sim.fast.batch import DecodeBatch
+from kvsim.sim.kv_cache import KVCacheManager
 
 
 class RequestStatus(enum.IntEnum):

@@ -1,4 +1,4 @@
-"""The only place that turns :class:`~kvsim.cost.Cost` (work) into seconds.
+"""The only place that turns :class:`~kvsim.costmodel.cost.Cost` (work) into seconds.
 
 For one part on op class ``c`` (efficiencies ``eff[c]``), each resource gives a time:
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvsim.cost import Cost, Num, Part
+from kvsim.costmodel.cost import Cost, Num, Part
 from kvsim.hardware import System
 
 RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overhead")

@@ -1,6 +1,6 @@
 """Search one plan configuration: cached simulations, max-rate search, target-rate replicas.
 
-Runs inside a worker process (see :func:`kvsim.plan.run_config`); see :mod:`kvsim.plan` for
+Runs inside a worker process (see :func:`kvsim.plan.search.run_config`); see :mod:`kvsim.plan.search` for
 the rules it applies.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import ConfigError, KvsimError
-from kvsim.planschema import ConfigResult, ConfigSpec, PointResult, Price, TargetResult, TraceSpec, cost_usd_per_mtok
-from kvsim.ratesearch import search_max_rate
-from kvsim.sweep import ResultCache, cached
+from kvsim.plan.schema import ConfigResult, ConfigSpec, PointResult, Price, TargetResult, TraceSpec, cost_usd_per_mtok
+from kvsim.plan.ratesearch import search_max_rate
+from kvsim.plan.sweep import ResultCache, cached
 
 
 @dataclass
@@ -29,19 +29,19 @@ class _Evaluations:
     traces: dict = field(default_factory=dict)  # TraceSpec -> Trace, loaded once per worker task
 
     def trace(self, spec: TraceSpec):
-        from kvsim.plan import load_plan_trace
+        from kvsim.plan.search import load_plan_trace
 
         if spec not in self.traces:
             self.traces[spec] = load_plan_trace(spec)
         return self.traces[spec]
 
     def __call__(self, config: ConfigSpec, trace_spec: TraceSpec, rate_per_s: float) -> PointResult:
-        from kvsim.plan import at_rate
+        from kvsim.plan.search import at_rate
 
         task = self.task
         evaluator = task.evaluator
         if evaluator is None:
-            from kvsim.cluster import simulate_point
+            from kvsim.plan.cluster import simulate_point
 
             evaluator = simulate_point
         inputs = {**self.identity, "replicas": config.replicas, "router": config.router, "trace": trace_spec,
@@ -78,8 +78,8 @@ def _label(config: ConfigSpec, dep, method) -> str:
 
 
 def config_result(task) -> ConfigResult:
-    """Search ``task.config`` (a :class:`kvsim.plan.ConfigTask`)."""
-    from kvsim.plan import build, config_identity, start_rate_guess
+    """Search ``task.config`` (a :class:`kvsim.plan.search.ConfigTask`)."""
+    from kvsim.plan.search import build, config_identity, start_rate_guess
 
     cfg: ConfigSpec = task.config
     try:

@@ -2,7 +2,7 @@
 
 * KV bytes per token on GPU and host: ``kv_bytes(context) / context``.
 * Largest batch: requests of ``context`` tokens that fit the GPU and host KV budgets
-  (:mod:`kvsim.memory`), with the activation reserve sized for a step of
+  (:mod:`kvsim.pricing.memory`), with the activation reserve sized for a step of
   ``max_num_batched_tokens`` tokens and ``max_num_seqs`` sampled rows (as vLLM profiles it).
 * TTFT: one lone request's prompt prefilled in chunks of ``max_num_batched_tokens``
   (vLLM's chunked prefill; ``None`` = one step), no queueing.
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
-from kvsim.deployment import Deployment
-from kvsim.memory import memory_budget, requests_that_fit
+from kvsim.costmodel.deployment import Deployment
+from kvsim.pricing.memory import memory_budget, requests_that_fit
 from kvsim.methods.base import KVMethod
-from kvsim.roofline import Timing
-from kvsim.step import StepModel
+from kvsim.costmodel.roofline import Timing
+from kvsim.pricing.step import StepModel
 
 #: batch sizes tried by ``--batch max`` beyond which we sample geometrically
 _DENSE_SEARCH_LIMIT = 256

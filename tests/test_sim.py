@@ -11,7 +11,7 @@ import pytest
 
 from kvsim.pricing.estimate import estimate
 from kvsim.methods import make_method, method_names
-from kvsim.sim.metrics import COMPLETED, REJECTED
+from kvsim.sim.request import RequestStatus
 from kvsim.sim.scheduler import PreemptionMode
 from kvsim.sim.replica import SimConfig, simulate
 from kvsim.pricing.step import StepModel
@@ -45,7 +45,7 @@ def test_lone_request_matches_estimate(name):
     est = estimate(dep, m, C, 1)
     t = res.records.token_times[0]
     ctx = float(m.effective_prompt_tokens(float(C)))
-    assert res.records.status[0] == COMPLETED and len(t) == 3
+    assert res.records.status[0] == RequestStatus.FINISHED and len(t) == 3
     assert t[0] == pytest.approx(est.ttft_s, rel=REL)
     assert t[1] - t[0] == pytest.approx(est.tbt_s, rel=REL)
     step = StepModel(dep, m)
@@ -186,7 +186,7 @@ def test_requests_that_never_fit_are_rejected():
     dep, m, cfg = _tight(100)  # 1,600 tokens of KV
     tr = make_trace([0.0, 0.1, 0.2, 0.3], [500, 130_000, 3000, 400], [10, 2000, 10, 10])
     res = simulate(dep, m, tr, cfg)
-    assert res.records.status.tolist() == [COMPLETED, REJECTED, REJECTED, COMPLETED]
+    assert res.records.status.tolist() == [RequestStatus.FINISHED, RequestStatus.REJECTED, RequestStatus.REJECTED, RequestStatus.FINISHED]
     assert res.records.reject_reason == {1: "max_context", 2: "gpu_memory"}
     assert res.summary["rejected_reasons"] == {"max_context": 1, "gpu_memory": 1}
 

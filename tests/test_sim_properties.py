@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvsim.methods import make_method
-from kvsim.sim.metrics import COMPLETED, REJECTED
+from kvsim.sim.request import RequestStatus
 from kvsim.sim.scheduler import PreemptionMode
 from kvsim.sim.replica import ReplicaSim, SimConfig, simulate
 from kvsim.pricing.step import StepModel
@@ -57,9 +57,9 @@ def test_invariants(sc):
     arrival, prompt, output, cfg, method, blocks, prefix = sc
     sim, res = _run(arrival, prompt, output, cfg, method, blocks, prefix)
     rec, s = res.records, res.summary
-    assert set(rec.status.tolist()) <= {COMPLETED, REJECTED}
+    assert set(rec.status.tolist()) <= {RequestStatus.FINISHED, RequestStatus.REJECTED}
     assert s["requests_completed"] + s["requests_rejected"] == len(arrival)
-    done = rec.status == COMPLETED
+    done = rec.status == RequestStatus.FINISHED
     for i in np.flatnonzero(done):
         t = rec.token_times[i]
         assert len(t) == output[i]  # tokens conserved

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from kvsim.sim.engine import Engine
-from kvsim.sim.kv_cache import KVCacheManager, KVLayout, kv_layout
-from kvsim.sim.metrics import COMPLETED, REJECTED, IntervalSample, RequestRecords, Timeline, summarize, weighted_percentile
+from kvsim.sim.fast.batch import DecodeBatch
+from kvsim.sim.kv_cache import KVCacheManager, KVLayout, LayoutBlocks, kv_layout
+from kvsim.sim.metrics import IntervalSample, RequestRecords, Timeline, summarize, weighted_percentile
+from kvsim.sim.request import Request, RequestStatus
+from kvsim.sim.scheduler import Scheduler
 from test_sim_support import a100_llama
 
 
@@ -170,7 +173,7 @@ def test_summary_hand_computed():
         first_token_s=np.array([0.5, 2.0, nan]), finish_s=np.array([1.5, 4.0, nan]), tbt_max_s=np.array([0.5, 1.0, nan]),
         prompt_tokens=np.array([10, 20, 30]), effective_prompt_tokens=np.array([10, 20, 30]),
         output_tokens=np.array([3, 5, 7]), cached_tokens=np.zeros(3, dtype=np.int64), preemptions=np.array([0, 2, 0]),
-        status=np.array([COMPLETED, COMPLETED, REJECTED]), reject_reason={2: "gpu_memory"},
+        status=np.array([RequestStatus.FINISHED, RequestStatus.FINISHED, RequestStatus.REJECTED]), reject_reason={2: "gpu_memory"},
     )
     s = summarize(rec, np.array([0.5, 0.5, 0.5, 1.0]), np.array([1, 1, 1, 3]), slo_ttft_s=0.6, slo_tbt_s=0.6)
     assert s["ttft_s"]["mean"] == pytest.approx(0.75)  # (0.5 + 1.0) / 2
@@ -183,13 +186,17 @@ def test_summary_hand_computed():
 
 
 # ---------------------------------------------------------------- scheduler
+def _scheduler(kv, **kw):
+    """The engine's scheduler over the fast layer's array batch, block counts from the layout."""
+    blocks = LayoutBlocks(kv.layout)
+    return Scheduler(kv, DecodeBatch(kw.get("max_num_seqs", 256), blocks), blocks, **kw)
+
+
 def test_scheduler_budget_decodes_first_then_chunks():
     """Chunked prefill (Sarathi): running decodes take 1 token each, then the queue head gets the
     rest of the budget as a chunk; SchedulerOutput is {req_id: num_tokens} (vLLM)."""
-    from kvsim.sim.scheduler import Request, Scheduler
-
     kv = KVCacheManager(_layout(n_gpu=1000))
-    s = Scheduler(kv, max_num_seqs=8, max_num_batched_tokens=100)
+    s = _scheduler(kv, max_num_seqs=8, max_num_batched_tokens=100)
     s.add_request(Request(0, 0.0, num_prompt_tokens=30, max_tokens=5))
     s.add_request(Request(1, 0.0, num_prompt_tokens=250, max_tokens=5))
     out = s.schedule()  # R0 whole (30), R1 a 70-token chunk
@@ -206,10 +213,8 @@ def test_scheduler_budget_decodes_first_then_chunks():
 
 def test_allocate_slots_returns_none_when_full():
     """allocate_slots(req, n) -> new blocks, or None without allocating anything."""
-    from kvsim.sim.scheduler import Request, Scheduler
-
     kv = KVCacheManager(_layout(n_gpu=4))
-    s = Scheduler(kv)
+    s = _scheduler(kv)
     r = Request(0, 0.0, num_prompt_tokens=100, max_tokens=1)
     assert s.allocate_slots(r, 48) == 3 and r.gpu_blocks == 3
     r.num_computed_tokens = 48

@@ -151,7 +151,7 @@ def write_outputs(res, directory: Path) -> None:
     """summary.json, requests.csv (one row per request), timeline.csv and timeline.json into ``directory``."""
     import numpy as np
 
-    from kvsim.sim.metrics import COMPLETED, REJECTED
+    from kvsim.sim.request import RequestStatus
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(res.summary, indent=2, default=json_default) + "\n", encoding="utf-8")
@@ -160,7 +160,8 @@ def write_outputs(res, directory: Path) -> None:
     e2e = rec.finish_s - rec.arrival_s
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(rec.output_tokens >= 2, (rec.finish_s - rec.first_token_s) / (rec.output_tokens - 1), np.nan)
-    status = np.where(rec.status == COMPLETED, "completed", np.where(rec.status == REJECTED, "rejected", "not_routed"))
+    status = np.where(rec.status == RequestStatus.FINISHED, "completed",
+                      np.where(rec.status == RequestStatus.REJECTED, "rejected", "not_routed"))
     reason = [""] * len(status)
     for i, why in dict(rec.reject_reason).items():
         reason[i] = why

@@ -217,7 +217,8 @@ def _downsample(timeline: dict[str, np.ndarray], points: int) -> Timeline | None
 def digest(result, rate_per_s: float | None = None, replicas: int | None = None, wall_s: float = 0.0,
            detail: bool = True) -> PointResult:
     """A :class:`PointResult` (JSON-able) of a SimResult or ClusterResult: summary, CDF quantiles, timelines."""
-    from kvsim.sim.metrics import COMPLETED, weighted_percentile
+    from kvsim.sim.metrics import weighted_percentile
+    from kvsim.sim.request import RequestStatus
 
     s, rec = result.summary, result.records
     n = int(np.asarray(rec.status).size)
@@ -227,7 +228,7 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
         rate_per_s = (n - 1) / span if span > 0 else 0.0
     extra = {}
     if detail:
-        done = np.asarray(rec.status) == COMPLETED
+        done = np.asarray(rec.status) == RequestStatus.FINISHED
         ttft = (np.asarray(rec.first_token_s) - np.asarray(rec.arrival_s))[done]
         lv = np.asarray(CDF_LEVELS)
         if ttft.size:

@@ -11,7 +11,7 @@ preemption shares.
 
 Methods that evict at the end of prefill (H2O, SnapKV, MagicPIG...) hold bytes that depend
 on the prompt length too: ``kv_bytes(n, n_prompt)``; their blocks are computed per request
-(``prompt_aware``), other methods use tables indexed by ``n``.
+(the method declares ``prompt_aware``), other methods use tables indexed by ``n``.
 
 Pool sizes (vLLM ``determine_num_available_blocks``): GPU blocks = the KV bytes left per GPU
 after weights, the activation reserve of the largest step and the method's fixed buffers
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -84,6 +85,30 @@ class KVLayout:
         return int(g[0]), int(h[0])
 
 
+class BlockCounter(Protocol):
+    """Blocks a request holds: ``request_blocks(n_tokens, n_prompt, req_id) -> (gpu, host)``,
+    and the sum over a batch (``[B]`` arrays). :class:`LayoutBlocks` is the definition; the
+    fast layer may answer from precomputed per-request rows (same numbers)."""
+
+    def request_blocks(self, n_tokens: int, n_prompt: int, req_id: int) -> tuple[int, int]: ...
+    def batch_blocks(self, n_tokens: np.ndarray, n_prompt: np.ndarray, req_ids: np.ndarray) -> tuple[int, int]: ...
+
+
+class LayoutBlocks:
+    """:class:`BlockCounter` straight from a :class:`KVLayout` (tables, or the method's
+    residency per request when it is prompt-aware)."""
+
+    def __init__(self, layout: KVLayout) -> None:
+        self.layout = layout
+
+    def request_blocks(self, n_tokens: int, n_prompt: int, req_id: int) -> tuple[int, int]:
+        return self.layout.blocks1(n_tokens, n_prompt)
+
+    def batch_blocks(self, n_tokens: np.ndarray, n_prompt: np.ndarray, req_ids: np.ndarray) -> tuple[int, int]:
+        g, h = self.layout.blocks(n_tokens, n_prompt)
+        return int(g.sum()), int(h.sum())
+
+
 def _blocks(nbytes, shape, block_bytes: float) -> np.ndarray:
     x = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), shape) / block_bytes
     return np.maximum(np.ceil(x - _EPS), 0).astype(np.int64)
@@ -115,19 +140,8 @@ def kv_layout(dep: Deployment, method: KVMethod, max_tokens: int, *, block_size_
         host_blocks=_blocks(res.host_bytes, (n,), block_bytes),
         budget=budget,
         method=method,
-        prompt_aware=kv_prompt_aware(method),
+        prompt_aware=method.prompt_aware,
     )
-
-
-def kv_prompt_aware(method: KVMethod) -> bool:
-    """Does the residency of ``n`` tokens depend on how many of them are prompt? (probed)"""
-    n = np.array([64.0, 3000.0, 5000.0, 20000.0])
-    p = np.array([64.0, 1000.0, 4000.0, 1000.0])
-    a, b = method.kv_bytes(n), method.kv_bytes(n, p)
-    same = [np.allclose(np.broadcast_to(np.asarray(x, dtype=np.float64), n.shape),
-                        np.broadcast_to(np.asarray(y, dtype=np.float64), n.shape), rtol=1e-12, atol=0.0)
-            for x, y in ((a.gpu_bytes, b.gpu_bytes), (a.host_bytes, b.host_bytes))]
-    return not all(same)
 
 
 class KVCacheManager:

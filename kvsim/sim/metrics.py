@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COMPLETED, REJECTED = 1, 2
+from kvsim.sim.request import RequestStatus
+
 PCTS = (50, 90, 99)
 
 
@@ -44,7 +45,7 @@ class RequestRecords:
     output_tokens: np.ndarray
     cached_tokens: np.ndarray  # prompt tokens served by the prefix cache at first admission
     preemptions: np.ndarray
-    status: np.ndarray  # 1 completed, 2 rejected
+    status: np.ndarray  # RequestStatus: FINISHED, REJECTED (WAITING: never ran here)
     reject_reason: list  # per rejected request index: reason string (dict idx -> str)
     token_times: list | None = None  # per request: array of token times (record_token_times)
 
@@ -81,7 +82,7 @@ def weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict[str, float |
 
 def request_metrics(rec: RequestRecords) -> dict[str, np.ndarray]:
     """Per completed request: ttft, tpot, e2e, queue (seconds) and output tokens."""
-    done = rec.status == COMPLETED
+    done = rec.status == RequestStatus.FINISHED
     out = rec.output_tokens[done]
     ft, fin, arr = rec.first_token_s[done], rec.finish_s[done], rec.arrival_s[done]
     multi = out >= 2
@@ -94,8 +95,8 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
               slo_ttft_s: float | None = None, slo_tbt_s: float | None = None) -> dict:
     """Latency, throughput and goodput summary of one simulation (see module docstring)."""
     m = request_metrics(rec)
-    done = rec.status == COMPLETED
-    n_done, n_rej = int(done.sum()), int((rec.status == REJECTED).sum())
+    done = rec.status == RequestStatus.FINISHED
+    n_done, n_rej = int(done.sum()), int((rec.status == RequestStatus.REJECTED).sum())
     first = float(rec.arrival_s.min()) if rec.arrival_s.size else 0.0
     last = float(np.nanmax(rec.finish_s)) if n_done else first
     span = last - first

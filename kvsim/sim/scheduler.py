@@ -25,65 +25,49 @@ Policies:
 
 A request's prompt is prefilled (maybe in chunks); the step that completes it samples the
 first token; every later decode step (``ctx`` = tokens in KV before the step) samples one.
-The running *decoding* sequences are kept as arrays (:class:`DecodeBatch`) so that
-``kvsim.sim.replica`` can fast-forward runs of pure decode steps without a Python loop per sequence.
+The scheduler holds the rules only. The decoding sequences live in a :class:`RunningBatch`
+and block counts come from a :class:`~kvsim.sim.kv_cache.BlockCounter`, both given to it:
+the fast layer (:mod:`kvsim.sim.fast`) passes array-backed ones; :mod:`kvsim.sim.reference`
+is an independent plain implementation of the same rules that the property tests compare
+against.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import deque
-from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from kvsim.sim.fast.batch import DecodeBatch
-from kvsim.sim.kv_cache import KVCacheManager
+from kvsim.sim.kv_cache import BlockCounter, KVCacheManager
+from kvsim.sim.request import PreemptionMode, Request, RequestStatus
+
+__all__ = ["PreemptionMode", "Request", "RequestStatus", "RunningBatch", "Scheduler", "SchedulerOutput"]
 
 
-class RequestStatus(enum.IntEnum):
-    WAITING = 0
-    RUNNING = 1
-    PREEMPTED = 2
-    FINISHED = 3
-    REJECTED = 4
+class RunningBatch(Protocol):
+    """The decoding sequences, as the scheduler sees them (:class:`kvsim.sim.fast.batch.DecodeBatch`).
 
+    Rows hold blocks for their ``ctx`` tokens between steps and for ``ctx + 1`` once the
+    scheduler has allocated a step (:meth:`hold_more`); :meth:`decoded1` then advances ``ctx``.
+    """
 
-class PreemptionMode(str, enum.Enum):
-    RECOMPUTE = "recompute"
-    SWAP = "swap"
+    n: int
 
-
-@dataclass(slots=True, eq=False)
-class Request:
-    """One request; token counts are effective (after prompt compression) tokens."""
-
-    req_id: int
-    arrival_s: float
-    num_prompt_tokens: int
-    max_tokens: int  # output tokens to generate
-    prefix_hashes: tuple[int, ...] = ()
-    status: RequestStatus = RequestStatus.WAITING
-    num_computed_tokens: int = 0
-    num_output_tokens: int = 0
-    num_prefix_entries: int = 0  # leading prefix-cache entries referenced
-    gpu_blocks: int = 0  # private blocks (not counting referenced prefix entries)
-    host_blocks: int = 0
-    swapped: bool = False  # KV copied to the host pool by SWAP preemption
-    admit_seq: int = -1
-    num_preemptions: int = 0
-    num_cached_tokens: int = -1  # prefix-cache hits at first admission
-    num_analytic_cached: int = 0  # prompt tokens the method treats as cached (analytic prefix hit)
-    scheduled_s: float = -1.0
-    first_token_s: float = -1.0
-    last_token_s: float = -1.0
-    finish_s: float = -1.0
-    tbt_max_s: float = 0.0
-    token_times: list | None = None
-
-    @property
-    def num_tokens(self) -> int:
-        return self.num_prompt_tokens + self.num_output_tokens
+    def ctx(self) -> np.ndarray: ...
+    def prompts(self) -> np.ndarray: ...
+    def rids(self) -> np.ndarray: ...
+    def requests(self) -> list[Request]: ...
+    def held_blocks(self) -> tuple[int, int]: ...
+    def blocks_after_next_token(self) -> tuple[int, int]: ...
+    def hold_more(self, gpu: int, host: int) -> None: ...
+    def newest(self) -> tuple[int, int]: ...
+    def add(self, r: Request, prefix_blocks: int) -> None: ...
+    def remove(self, row: int) -> Request: ...
+    def decoded1(self, t_start: float, t_end: float, sink=None) -> None: ...
+    def may_have_done_rows(self) -> bool: ...
+    def done_rows(self) -> list[int]: ...
+    def remove_rows(self, rows) -> list[Request]: ...
 
 
 _NO_CTX = np.zeros(0, dtype=np.int64)
@@ -137,40 +121,36 @@ class SchedulerOutput:
         return not self.num_decode and not self.prefill
 
 
-def _table_blocks(lay):
-    """``blocks1`` of a layout whose blocks depend on the token count only."""
-    g, h = lay.gpu_blocks, lay.host_blocks
-
-    def blocks1(n: int, p: int, rid: int) -> tuple[int, int]:
-        return int(g[n]), int(h[n])
-
-    return blocks1
-
-
 class Scheduler:
-    """FCFS continuous batching over a :class:`KVCacheManager` (see module docstring)."""
+    """FCFS continuous batching over a :class:`KVCacheManager` (see module docstring).
 
-    def __init__(self, kv: KVCacheManager, *, max_num_seqs: int = 256, max_num_batched_tokens: int = 8192,
-                 chunked_prefill: bool = True, preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE) -> None:
+    Args:
+        kv: the block pools and prefix cache.
+        batch: the decoding sequences (:class:`RunningBatch`).
+        blocks: block geometry, ``request_blocks(n, prompt, req_id) -> (gpu, host)``.
+        on_intervals: ``callback(intervals, weight)`` receiving every time between tokens.
+        record_token_times: append every token's time to ``Request.token_times``.
+    """
+
+    def __init__(self, kv: KVCacheManager, batch: RunningBatch, blocks: BlockCounter, *, max_num_seqs: int = 256,
+                 max_num_batched_tokens: int = 8192, chunked_prefill: bool = True,
+                 preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE, on_intervals=None,
+                 record_token_times: bool = False) -> None:
         self.kv = kv
+        self.batch = batch
+        self.blocks = blocks
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.chunked_prefill = chunked_prefill
         self.preemption_mode = PreemptionMode(preemption_mode)
-        self.record_token_times = False
-        self.on_intervals = None  # callback(intervals [n] seconds, weight): every time between tokens
-        lay = kv.layout
-        self.layout = lay
-        self.blocks1 = _table_blocks(lay) if not lay.prompt_aware else (lambda n, p, rid: lay.blocks1(n, p))
-        self.blocks_sum = None  # optional (ctx1 [B], prompts [B], rids [B]) -> summed blocks
-        self.uses_host = bool(lay.host_blocks.any()) or bool(getattr(lay.method, "uses_host", False))
-        self.batch = DecodeBatch(max_num_seqs, lay)
+        self.on_intervals = on_intervals
+        self.record_token_times = record_token_times
         self.waiting: deque[Request] = deque()
         self.swapped: deque[Request] = deque()
         self.prefilling: list[Request] = []  # running, prompt not fully computed (admission order)
         self.blocked = False  # the queue head could not be admitted and nothing was freed since
         self.num_preemptions = 0
-        self._admit = 0
+        self._next_admit_seq = 0
 
     # ----- state -----
     @property
@@ -193,18 +173,13 @@ class Scheduler:
         return self.batch.n > 0 and not self.prefilling and (self.blocked or not (self.waiting or self.swapped))
 
     # ----- blocks -----
-    def _off(self, r: Request) -> int:
+    def _prefix_blocks(self, r: Request) -> int:
         return self.kv.prefix_blocks(r.num_prefix_entries) if r.num_prefix_entries else 0
 
     def _need(self, r: Request, n_tokens: int) -> tuple[int, int]:
         """New GPU/host blocks for ``r`` to hold ``n_tokens`` tokens."""
-        g, h = self.blocks1(n_tokens, r.num_prompt_tokens, r.req_id)
-        return g - self._off(r) - r.gpu_blocks, h - r.host_blocks
-
-    def use_block_counts(self, blocks1, blocks_sum=None) -> None:
-        """Count blocks with ``blocks1(n, prompt, req_id) -> (gpu, host)`` (and a batch sum)."""
-        self.blocks1 = self.batch.blocks1 = blocks1
-        self.blocks_sum = blocks_sum
+        g, h = self.blocks.request_blocks(n_tokens, r.num_prompt_tokens, r.req_id)
+        return g - self._prefix_blocks(r) - r.gpu_blocks, h - r.host_blocks
 
     def allocate_slots(self, r: Request, num_new_tokens: int) -> int | None:
         """Blocks for ``num_new_tokens`` more tokens of ``r``: new GPU blocks, or None if they do not fit."""
@@ -228,10 +203,9 @@ class Scheduler:
     # ----- preemption -----
     def _victim(self) -> tuple[int, Request | None]:
         """Most recently admitted running request: (batch row or -1, prefilling request or None)."""
-        b = self.batch
-        row = int(np.argmax(b.seq[: b.n])) if b.n else -1
+        row, seq = self.batch.newest()
         p = max(self.prefilling, key=lambda r: r.admit_seq) if self.prefilling else None
-        if p is not None and (row < 0 or p.admit_seq > b.seq[row]):
+        if p is not None and (row < 0 or p.admit_seq > seq):
             return -1, p
         return row, None
 
@@ -248,7 +222,7 @@ class Scheduler:
         out.preempted.append(r)
         kv = self.kv
         if self.preemption_mode is PreemptionMode.SWAP and p is None:
-            blocks = self.blocks1(r.num_computed_tokens, r.num_prompt_tokens, r.req_id)[0]  # all its GPU KV
+            blocks = self.blocks.request_blocks(r.num_computed_tokens, r.num_prompt_tokens, r.req_id)[0]  # all its GPU KV
             if kv.host_free >= blocks:
                 kv.release(r.gpu_blocks, 0)
                 if r.num_prefix_entries:
@@ -267,19 +241,15 @@ class Scheduler:
         return r
 
     # ----- one step -----
-    def schedule(self, decode_blocks: tuple[int, int] | None = None) -> SchedulerOutput:
-        """Decide the next step (allocating its blocks); see the module docstring.
-
-        ``decode_blocks``: GPU and host blocks the decode batch holds after its next step,
-        when the caller already knows them (saves a gather).
-        """
+    def schedule(self) -> SchedulerOutput:
+        """Decide the next step (allocating its blocks); see the module docstring."""
         out = SchedulerOutput()
         self.blocked = False
         if not self.chunked_prefill and not self.swapped and self.waiting:
             self._admit_waiting(out, self.max_num_batched_tokens)
             if out.prefill:
                 return out
-        budget = self._schedule_running(out, decode_blocks)
+        budget = self._schedule_running(out)
         if not out.preempted:
             budget = self._swap_in(out, budget)
             if self.chunked_prefill and not self.swapped:
@@ -287,22 +257,15 @@ class Scheduler:
         out.num_decode, out._batch = self.batch.n, self.batch
         return out
 
-    def _schedule_running(self, out: SchedulerOutput, decode_blocks: tuple[int, int] | None) -> int:
+    def _schedule_running(self, out: SchedulerOutput) -> int:
         """Blocks for every decoding sequence and the next chunk of each partial prefill."""
         b, kv = self.batch, self.kv
         while True:
             budget = self.max_num_batched_tokens - b.n
-            if decode_blocks is not None and b.n:
-                g, h = decode_blocks[0] - b.gsum, decode_blocks[1] - b.hsum
-                decode_blocks = None
-            elif b.n:
-                if self.blocks_sum is not None:
-                    g, h = self.blocks_sum(b.ctx() + 1, b.prompts(), b.rids())
-                    g, h = g - b.gsum, h - b.hsum
-                else:
-                    gb, hb = self.layout.blocks(b.ctx() + 1, b.prompts())
-                    g = int(gb.sum()) - b.gsum
-                    h = int(hb.sum()) - b.hsum if self.uses_host else 0
+            if b.n:
+                g1, h1 = b.blocks_after_next_token()
+                g0, h0 = b.held_blocks()
+                g, h = g1 - g0, h1 - h0
             else:
                 g = h = 0
             chunks = []
@@ -319,8 +282,7 @@ class Scheduler:
                 break
             self._preempt(out)
         if b.n:  # rows now hold blocks for ctx + 1 tokens (commit advances ctx)
-            b.gsum += gd
-            b.hsum += hd
+            b.hold_more(gd, hd)
         for r, c, dg, dh in chunks:
             r.gpu_blocks += dg
             r.host_blocks += dh
@@ -333,7 +295,8 @@ class Scheduler:
         while self.swapped and budget > 0 and self.num_running < self.max_num_seqs:
             r = self.swapped[0]
             c, p = r.num_computed_tokens, r.num_prompt_tokens
-            (blocks, h0), (g1, h1) = self.blocks1(c, p, r.req_id), self.blocks1(c + 1, p, r.req_id)
+            (blocks, h0) = self.blocks.request_blocks(c, p, r.req_id)
+            (g1, h1) = self.blocks.request_blocks(c + 1, p, r.req_id)
             kv.release(0, blocks)
             if not kv.allocate(g1, h1 - h0):
                 kv.allocate(0, blocks)
@@ -343,8 +306,7 @@ class Scheduler:
             r.gpu_blocks, r.swapped, r.status = blocks, False, RequestStatus.RUNNING
             out.swap_in_blocks += blocks
             b.add(r, 0)
-            b.gsum += g1 - blocks  # held for the token decoded this step
-            b.hsum += h1 - h0
+            b.hold_more(g1 - blocks, h1 - h0)  # held for the token decoded this step
             budget -= 1
         # memory, max_num_seqs, or a budget spent by decodes alone persist through decode steps
         self.blocked = bool(self.swapped) and not out.prefill
@@ -382,8 +344,8 @@ class Scheduler:
             if r.num_cached_tokens < 0:
                 r.num_cached_tokens = r.num_computed_tokens
             r.status = RequestStatus.RUNNING
-            r.admit_seq = self._admit
-            self._admit += 1
+            r.admit_seq = self._next_admit_seq
+            self._next_admit_seq += 1
             out.prefill.append((r, c, r.num_computed_tokens, c == todo))
             if c < todo:
                 self.prefilling.append(r)
@@ -402,9 +364,9 @@ class Scheduler:
             assert b.n == B, "decode batch changed between schedule and commit"
             b.decoded1(t_start, t_end, self.on_intervals)
             if self.record_token_times:
-                for r in b.reqs:
+                for r in b.requests():
                     r.token_times.append(t_end)
-            if b.n and (b._fin_lo is None or b._fin_lo == b.step_no):
+            if b.may_have_done_rows():
                 finished += self.finish_decoded(t_end)
         for r, c, _, completes in out.prefill:
             r.num_computed_tokens += c
@@ -418,11 +380,10 @@ class Scheduler:
                     r.gpu_blocks -= kv.register(r.prefix_hashes[r.num_prefix_entries:last], r.num_prefix_entries + 1)
                     r.num_prefix_entries = last
                     self.blocked = False  # the queue head may now hit these entries
-            prefix_blocks = self.kv.prefix_blocks(r.num_prefix_entries) if r.num_prefix_entries else 0
-            finished += self.complete_prompt(r, t_end, self.on_intervals, prefix_blocks)
+            finished += self.complete_prompt(r, t_end, self._prefix_blocks(r))
         return finished
 
-    def complete_prompt(self, r: Request, t_end: float, on_interval, prefix_blocks: int) -> list[Request]:
+    def complete_prompt(self, r: Request, t_end: float, prefix_blocks: int) -> list[Request]:
         """Emit the token sampled by the step that completes ``r``'s prompt (its first token, or
         the next one after a RECOMPUTE re-prefill); finish ``r`` or add it to the decode batch.
         Returns ``[r]`` if it finished, else ``[]``."""
@@ -431,13 +392,13 @@ class Scheduler:
             r.first_token_s = t_end
         else:  # re-prefilled after RECOMPUTE preemption
             r.tbt_max_s = max(r.tbt_max_s, t_end - r.last_token_s)
-            if on_interval is not None:
-                on_interval(t_end - r.last_token_s, 1)
+            if self.on_intervals is not None:
+                self.on_intervals(t_end - r.last_token_s, 1)
         r.last_token_s = t_end
         if self.record_token_times:
             r.token_times.append(t_end)
         if r.num_output_tokens >= r.max_tokens:
-            return self._finish([r], t_end)
+            return self.finish([r], t_end)
         self.batch.add(r, prefix_blocks)
         return []
 
@@ -445,9 +406,9 @@ class Scheduler:
         """Remove and finish the decode rows with no token left to generate."""
         b = self.batch
         done = b.done_rows()
-        return self._finish(b.remove_rows(done), t_end) if done else []
+        return self.finish(b.remove_rows(done), t_end) if done else []
 
-    def _finish(self, reqs: list[Request], t_end: float | None) -> list[Request]:
+    def finish(self, reqs: list[Request], t_end: float | None) -> list[Request]:
         """Free and mark finished (``t_end`` None: ``finish_s`` is already set)."""
         for r in reqs:
             if r.gpu_blocks or r.host_blocks or r.num_prefix_entries:

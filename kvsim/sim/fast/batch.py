@@ -26,17 +26,19 @@ LAST, TMAX = range(2)
 
 
 class DecodeBatch:
-    """Decoding rows (capacity ``cap``). Blocks: ``gsum``/``hsum`` GPU/host blocks held by the
-    rows (for ``ctx`` tokens between steps, ``ctx + 1`` once a step has allocated); private
-    GPU blocks are ``gsum - offsum`` (``off``: blocks of referenced prefix entries).
+    """Decoding rows (capacity ``cap``): the :class:`kvsim.sim.scheduler.RunningBatch` of the fast layer.
+
+    Blocks: the rows hold ``held_blocks()`` GPU/host blocks (for ``ctx`` tokens between
+    steps, ``ctx + 1`` once a step has allocated); private GPU blocks exclude the blocks of
+    referenced prefix entries (``off``). ``blocks``: a :class:`kvsim.sim.kv_cache.BlockCounter`.
 
     Row columns: ``ctx0``, ``fin`` (see module docstring), ``off``, ``seq`` (admission order:
     preemption picks the largest), ``jstep``/``jseg`` (step and segment at join), ``prompt``
     (prompt tokens), ``last`` (time of the row's last token when it joined), ``tmax``
-    (largest TBT outside the log). ``layout``: a :class:`kvsim.sim.kv_cache.KVLayout`.
+    (largest TBT outside the log).
     """
 
-    def __init__(self, cap: int, layout) -> None:
+    def __init__(self, cap: int, blocks) -> None:
         self.n = 0
         self.reqs: list = []
         self.I = np.zeros((cap, 8), dtype=np.int64)
@@ -44,19 +46,19 @@ class DecodeBatch:
         self.ctx0, self.fin, self.off, self.seq, self.jstep, self.jseg, self.prompt, self.rid = (
             self.I[:, j] for j in range(8))
         self.last, self.tmax = self.F[:, LAST], self.F[:, TMAX]
-        self.layout = layout
-        self.gtab, self.htab = layout.gpu_blocks, layout.host_blocks
-        self.pa = layout.prompt_aware
-        self.blocks1 = lambda n, p, rid: layout.blocks1(n, p)  # replaced by Scheduler.use_block_counts
-        self.gsum = self.hsum = self.offsum = 0
+        self.blocks = blocks
+        self.gsum = self.hsum = 0  # blocks held by the rows (GPU, host)
         self.step_no = 0
+        self.version = 0  # changes whenever rows join or leave
         self.t_last = -math.inf  # end of the batch's last decode step
         self.uniform_at: float | None = None  # every row's last token is at this time
         self.seg = np.zeros(1024)
         self.nseg = 0
         self._fin_lo: int | None = None  # cached min / max of fin (None: recompute)
         self._fin_hi: int | None = None
+        self._next_blocks: tuple[int, int, int, int] | None = None  # (version, step_no, gpu, host)
 
+    # ----- the RunningBatch interface -----
     def ctx(self) -> np.ndarray:
         """[n] tokens in KV per row."""
         return self.ctx0[: self.n] + self.step_no
@@ -72,6 +74,44 @@ class DecodeBatch:
     def left(self) -> np.ndarray:
         """[n] tokens still to generate per row."""
         return self.fin[: self.n] - self.step_no
+
+    def requests(self) -> list:
+        """The rows' Request objects (their counters are synced only when a row leaves)."""
+        return self.reqs
+
+    def held_blocks(self) -> tuple[int, int]:
+        return self.gsum, self.hsum
+
+    def hold_more(self, gpu: int, host: int) -> None:
+        """The rows were given ``gpu``/``host`` more blocks (for the token of the coming step)."""
+        self.gsum += gpu
+        self.hsum += host
+
+    def set_held_blocks(self, gpu: int, host: int) -> None:
+        self.gsum, self.hsum = gpu, host
+
+    def remember_next_token_blocks(self, gpu: int, host: int, after_steps: int) -> None:
+        """Blocks the rows will hold with one more token each, ``after_steps`` decode steps from
+        now (a decode run priced them): :meth:`blocks_after_next_token` answers from it."""
+        self._next_blocks = (self.version, self.step_no + after_steps, gpu, host)
+
+    def blocks_after_next_token(self) -> tuple[int, int]:
+        """GPU/host blocks the rows hold once each has one more token."""
+        nb = self._next_blocks
+        if nb is not None and nb[0] == self.version and nb[1] == self.step_no:
+            return nb[2], nb[3]
+        return self.blocks.batch_blocks(self.ctx() + 1, self.prompts(), self.rids())
+
+    def newest(self) -> tuple[int, int]:
+        """(row, admission seq) of the most recently admitted row; (-1, -1) when empty."""
+        if not self.n:
+            return -1, -1
+        row = int(np.argmax(self.seq[: self.n]))
+        return row, int(self.seq[row])
+
+    def may_have_done_rows(self) -> bool:
+        """False when no row can have finished (cheap check before :meth:`done_rows`)."""
+        return self._fin_lo is None or self._fin_lo == self.step_no
 
     def add(self, r, off: int) -> None:
         i, sn = self.n, self.step_no
@@ -90,14 +130,10 @@ class DecodeBatch:
             self._fin_hi = f
         self.reqs.append(r)
         self.n = i + 1
-        if self.pa:
-            g, h = self.blocks1(c, r.num_prompt_tokens, r.req_id)
-            self.gsum += g
-            self.hsum += h
-        else:
-            self.gsum += int(self.gtab[c])
-            self.hsum += int(self.htab[c])
-        self.offsum += off
+        self.version += 1
+        g, h = self.blocks.request_blocks(c, r.num_prompt_tokens, r.req_id)
+        self.gsum += g
+        self.hsum += h
 
     def _seg_max(self, j: int) -> float:
         return float(self.seg[j:self.nseg].max()) if j < self.nseg else 0.0
@@ -109,6 +145,7 @@ class DecodeBatch:
         if f == self._fin_hi:
             self._fin_hi = None
         j = self.n - 1
+        self.version += 1
         if i != j:
             self.I[i] = self.I[j]
             self.F[i] = self.F[j]
@@ -122,7 +159,7 @@ class DecodeBatch:
         ctx0, fin, off, _, jstep, jseg, prompt, rid = self.I[i].tolist()
         last, tmax = self.F[i].tolist()
         c = ctx0 + self.step_no
-        g, h = self.blocks1(c, prompt, rid) if self.pa else (int(self.gtab[c]), int(self.htab[c]))
+        g, h = self.blocks.request_blocks(c, prompt, rid)
         r.num_computed_tokens = c
         r.num_output_tokens = r.max_tokens - (fin - self.step_no)
         r.gpu_blocks, r.host_blocks = g - off, h
@@ -130,7 +167,6 @@ class DecodeBatch:
         r.tbt_max_s = max(tmax, self._seg_max(jseg))
         self.gsum -= g
         self.hsum -= h
-        self.offsum -= off
         self._drop(i)
         return r
 
@@ -156,15 +192,14 @@ class DecodeBatch:
 
         ``left`` their remaining tokens (steps), ``t_fin`` their last token times, ``run_max``
         the largest step time of the run up to each one's last step. Their blocks stay counted
-        in ``gsum``/``hsum``; the caller sets those from the run's totals.
+        in :meth:`held_blocks`; the caller sets those from the run's totals.
         """
         out = []
         tf_list, pm = t_fin, run_max
         rows_i = self.I[rows]  # [m, 8]
         ctx = (rows_i[:, CTX0] + self.step_no + np.array(left)).tolist()
-        offs, jsegs = rows_i[:, OFF].tolist(), rows_i[:, JSEG].tolist()
+        jsegs = rows_i[:, JSEG].tolist()
         tmaxs = self.tmax[rows].tolist()
-        self.offsum -= sum(offs)
         ns, seg = self.nseg, self.seg
         rl = rows  # ascending: remove from the end so row indices stay valid
         for o in range(len(rl) - 1, -1, -1):

@@ -1,0 +1,44 @@
+"""Engine settings (vLLM names and defaults) and the result of one replica's simulation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from kvsim.sim.kv_cache import KVLayout
+from kvsim.sim.metrics import RequestRecords
+from kvsim.sim.request import PreemptionMode
+
+
+class SimConfig(BaseModel):
+    """Engine settings (vLLM names and defaults)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    max_num_seqs: int = Field(256, ge=1, description="running sequences per step")
+    max_num_batched_tokens: int = Field(8192, ge=1, description="token budget per step")
+    chunked_prefill: bool = Field(True, description="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first")
+    preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE
+    block_size_tokens: int = Field(16, ge=1, description="tokens of uncompressed KV per block")
+    enable_prefix_caching: bool = Field(True, description="reuse cached prompt blocks (traces with prefix ids)")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="None: the deployment's (0.9)")
+    seed: int = Field(0, ge=0, description="seeds the pricer's self-checks (the replay itself is deterministic)")
+    record_token_times: bool = Field(False, description="keep every token's time per request (small runs)")
+    slo_ttft_s: float | None = Field(None, gt=0)
+    slo_tbt_s: float | None = Field(None, gt=0)
+    progress: Callable[[int, int, float], None] | None = Field(None, exclude=True)
+
+
+@dataclass
+class SimResult:
+    """Summary dict, per-request records, gauge timelines, pooled inter-token intervals."""
+
+    summary: dict
+    records: RequestRecords
+    timeline: dict[str, np.ndarray]
+    tbt_values: np.ndarray
+    tbt_weights: np.ndarray
+    layout: KVLayout = field(repr=False)

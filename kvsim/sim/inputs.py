@@ -1,0 +1,86 @@
+"""What a replica needs to know about a trace before it runs: effective prompts, the KV
+layout sized for the longest request, who is rejected at arrival and why, prefix caching.
+
+Requests that can never run are REJECTED at arrival: prompt + output beyond the model's
+``max_context_tokens`` (``max_context``), or KV at full length beyond the GPU pool
+(``gpu_memory``) or the host pool (``host_memory``) on its own. Prompts are the method's
+``effective_prompt_tokens`` rounded up to whole tokens (>= 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.costmodel.deployment import Deployment
+from kvsim.methods.base import KVMethod
+from kvsim.sim.config import SimConfig
+from kvsim.sim.kv_cache import KVLayout, kv_layout
+from kvsim.traces.base import Trace
+
+#: reject codes -> reasons (0: accepted; 4 is set while running: see ReplicaSim)
+REJECT_REASONS = {1: "max_context", 2: "gpu_memory", 3: "host_memory", 4: "unschedulable"}
+
+
+@dataclass(frozen=True)
+class ReplicaInputs:
+    """Per-request arrays ``[N]`` and the replica's KV layout."""
+
+    arrival_s: np.ndarray
+    prompt: np.ndarray  # as in the trace
+    effective_prompt: np.ndarray  # after prompt compression
+    output: np.ndarray
+    max_tokens: int  # longest request that fits the context (the layout's table size)
+    layout: KVLayout
+    reject: np.ndarray  # int8 reject code per request (REJECT_REASONS)
+    analytic_hit: list[int]  # prompt tokens the method treats as cached (the ``prefix`` method)
+    prefix_block_tokens: int  # 0: prefix caching off
+    prefix_note: str | None
+
+
+def effective_prompts(method: KVMethod, prompt: np.ndarray) -> np.ndarray:
+    """Whole prompt tokens the model prefills (>= 1)."""
+    p = np.asarray(prompt, dtype=np.float64)
+    eff = np.broadcast_to(np.asarray(method.effective_prompt_tokens(p), dtype=np.float64), p.shape)
+    return np.maximum(np.ceil(eff - 1e-9), 1).astype(np.int64)
+
+
+def prefix_caching_tokens(method: KVMethod, trace: Trace, cfg: SimConfig) -> tuple[int, str | None]:
+    """Tokens per prefix-cache entry (0: off), and why it is off when the trace has prefix ids.
+
+    Only a KV that is a plain per-token array can be shared block by block: host-resident,
+    prompt-aware, prompt-compressing and non-linear methods turn prefix caching off."""
+    if not (cfg.enable_prefix_caching and trace.prefix_blocks is not None):
+        return 0, None
+    if method.uses_host or method.prompt_aware or method.compresses_prompt or not method.linear_residency:
+        return 0, f"prefix caching off: method {method.name} does not keep a shareable per-token KV"
+    return trace.prefix_block_tokens, None
+
+
+def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> ReplicaInputs:
+    """Effective prompts, the KV layout, rejections at arrival, the analytic prefix hit."""
+    prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
+    output = np.asarray(trace.output_tokens, dtype=np.int64)
+    peff = effective_prompts(method, prompt)
+    total = peff + output
+    fits_ctx = total <= dep.model.max_context_tokens
+    n_max = int(total[fits_ctx].max()) if fits_ctx.any() else 1
+    step_tokens = cfg.max_num_batched_tokens
+    if not cfg.chunked_prefill and fits_ctx.any():
+        step_tokens = max(step_tokens, int(peff[fits_ctx].max()))
+    lay = kv_layout(dep, method, n_max, block_size_tokens=cfg.block_size_tokens,
+                    max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs)
+    end = np.minimum(total - 1, n_max)
+    g_end, h_end = lay.blocks(end, peff)
+    reject = np.zeros(len(trace), dtype=np.int8)
+    reject[~fits_ctx] = 1
+    reject[fits_ctx & (g_end > lay.num_gpu_blocks)] = 2
+    reject[fits_ctx & (reject == 0) & (h_end > lay.num_host_blocks)] = 3
+    _, n_hit = method.split_prompt(peff.astype(np.float64))
+    hit = np.floor(np.broadcast_to(np.asarray(n_hit, dtype=np.float64), peff.shape) + 1e-9).astype(np.int64)
+    pb, note = prefix_caching_tokens(method, trace, cfg)
+    return ReplicaInputs(
+        arrival_s=np.asarray(trace.arrival_s, dtype=np.float64), prompt=prompt, effective_prompt=peff,
+        output=output, max_tokens=n_max, layout=lay, reject=reject,
+        analytic_hit=np.minimum(hit, peff - 1).tolist(), prefix_block_tokens=pb, prefix_note=note)

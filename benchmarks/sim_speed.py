@@ -52,6 +52,21 @@ PROFILE_NOTES = """Profile history (cProfile and line_profiler on 10k-200k reque
   the method's own vectorized formula (~180 ns per request-token).
 """
 GOAL_S = 60.0
+RATIO_GOAL = 1.3  # prompt-aware and host methods: at most 1.3x full's time per request on the same trace
+
+
+def ratio_lines(rows: list[dict], rate: float) -> list[str]:
+    """Each method's time per request over full's at the same size (measured in the same run)."""
+    full = {r["n"]: r for r in rows if r["method"] == "full" and r["rate"] == rate}
+    out = []
+    for r in rows:
+        if r["method"] == "full" or r["rate"] != rate or r["n"] not in full:
+            continue
+        x = (r["wall_s"] / r["n"]) / (full[r["n"]]["wall_s"] / r["n"])
+        verdict = "meets" if x <= RATIO_GOAL else "misses"
+        out.append(f"- {r['method']} at {r['n']:,} requests: x{x:.2f} full's time per request "
+                   f"({verdict} the x{RATIO_GOAL} goal)")
+    return out
 
 
 def child(n: int, method: str, rate: float | None, seed: int) -> dict:
@@ -159,6 +174,8 @@ def main() -> None:
             if r["n"] >= 1_000_000:
                 verdict = "meets" if r["wall_s"] < GOAL_S else "MISSES"
                 print(f"{method}: 1M requests in {r['wall_s']:.1f} s: {verdict} the {GOAL_S:.0f} s goal")
+    for line in ratio_lines(rows, a.rate or 1.0):
+        print(line)
     if a.write:
         write_section(rows, a)
 
@@ -195,6 +212,7 @@ def write_section(rows: list[dict], a) -> None:
             if r["n"] >= 1_000_000:
                 body.append(f"- {method}: 1M requests in {r['wall_s']:.1f} s "
                             f"({'meets' if r['wall_s'] < GOAL_S else 'misses'} the {GOAL_S:.0f} s goal).")
+    body += ratio_lines(rows, a.rate or 1.0)
     body += ["", PROFILE_NOTES]
     _results.write_section(SECTION, "\n".join(body))
     print(f"wrote {_results.RESULTS}")

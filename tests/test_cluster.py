@@ -6,10 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kvsim.plan.cluster import digest, host_shared, simulate_cluster, simulate_point
+from kvsim.plan.cluster import host_shared, simulate_cluster
+from kvsim.plan.digest import digest
 from kvsim.errors import ConfigError
 from kvsim.pricing.memory import memory_budget
-from kvsim.plan.search import at_rate, build
+from kvsim.plan.evaluate import at_rate, build, simulate_point
 from kvsim.plan.schema import SLO, ConfigSpec
 from kvsim.plan.ratesearch import search_max_rate
 from kvsim.sim.replica import SimConfig, simulate

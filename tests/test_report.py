@@ -5,7 +5,7 @@ import re
 import numpy as np
 
 from kvsim.plan.schema import (
-    CDF_LEVELS, SLO, ConfigResult, ConfigSpec, PlanResult, PointResult, Price, Stats, Timeline, TraceSpec,
+    CDF_LEVELS, SLO, ConfigResult, ConfigSpec, PlanResult, PointResult, Price, Stats, TimelineDigest, TraceSpec,
 )
 from kvsim.plan.report import plan_report_html, recommendation_rows, single_run_html
 
@@ -27,7 +27,7 @@ def sample_point(rate: float, with_detail: bool = True) -> PointResult:
     if with_detail:
         detail = dict(
             ttft_quantiles_s=np.quantile(ttft, CDF_LEVELS).tolist(), tbt_quantiles_s=np.quantile(tbt, CDF_LEVELS).tolist(),
-            timeline=Timeline(t_s=t.tolist(), gpu_kv_bytes=(2e9 * rate * np.abs(np.sin(t / 15))).tolist(),
+            timeline=TimelineDigest(t_s=t.tolist(), gpu_kv_bytes=(2e9 * rate * np.abs(np.sin(t / 15))).tolist(),
                               host_kv_bytes=(1e9 * np.abs(np.cos(t / 20))).tolist(),
                               batch_size=np.round(8 * rate * np.abs(np.sin(t / 9))).tolist(),
                               queue_len=np.round(3 * np.abs(np.sin(t / 4))).tolist()))

@@ -32,6 +32,7 @@ def split_methods(values: list[str]) -> list[str]:
     (a comma item holding ``=`` but no ``:`` continues the previous method's params);
     ``"all"`` expands to every registered method with default params.
     """
+    # lazy: CLI start-up
     from kvsim.methods import method_names
 
     out: list[str] = []
@@ -87,6 +88,7 @@ def fmt_num(x: float | None, digits: int = 1) -> str:
 def console(stderr: bool = False):
     """A rich console; when output is not a terminal (pipes, files, CI) tables get 160
     columns instead of rich's default 80, so wide comparison tables are not truncated."""
+    # lazy: CLI start-up
     from rich.console import Console
 
     con = Console(stderr=stderr)

@@ -45,6 +45,7 @@ def estimate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Closed-form estimate: KV bytes/token, max batch, TTFT, TBT, throughput and a breakdown."""
+    # lazy: CLI start-up
     from kvsim.pricing.estimate import estimate
     from kvsim.methods import make_method
 
@@ -76,6 +77,7 @@ def estimate_cmd(
 
 
 def _print_one(r, breakdown: bool) -> None:
+    # lazy: CLI start-up
     from rich.table import Table
 
     con = console()
@@ -108,12 +110,14 @@ def _print_one(r, breakdown: bool) -> None:
 
 
 def _inf(n: int) -> str:
+    # lazy: CLI start-up
     from kvsim.pricing.memory import UNBOUNDED_REQUESTS
 
     return "unbounded" if n >= UNBOUNDED_REQUESTS else str(n)
 
 
 def _print_table(results) -> None:
+    # lazy: CLI start-up
     from rich.table import Table
 
     r0 = results[0]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kvsim.commands.common import fmt_bytes, print_json
+from kvsim.commands.common import console, fmt_bytes, print_json
 
 
 class What(str, Enum):
@@ -26,9 +26,8 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
+    # lazy: CLI start-up
     from rich.table import Table
-
-    from kvsim.commands.common import console
 
     t = Table(title=what.value)
     for c in rows[0]:
@@ -39,6 +38,7 @@ def list_cmd(
 
 
 def _hardware() -> list[dict]:
+    # lazy: CLI start-up
     from kvsim.hardware import catalog, load_system
 
     out = []
@@ -51,6 +51,7 @@ def _hardware() -> list[dict]:
 
 
 def _models() -> list[dict]:
+    # lazy: CLI start-up
     from kvsim.models import catalog
 
     out = []
@@ -63,6 +64,7 @@ def _models() -> list[dict]:
 
 
 def _methods() -> list[dict]:
+    # lazy: CLI start-up
     from kvsim.methods import REGISTRY
 
     out = []
@@ -73,6 +75,7 @@ def _methods() -> list[dict]:
 
 
 def _traces() -> list[dict]:
+    # lazy: CLI start-up
     from kvsim.traces import list_traces
 
     return [{"name": n, "description": d} for n, d in list_traces().items()]

@@ -77,6 +77,7 @@ def plan_cmd(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
 ) -> None:
     """Highest request rate meeting the SLO per (hardware, method), cost per M tokens, fewest GPUs for a target."""
+    # lazy: CLI start-up
     from kvsim.plan.search import PlanRequest, expand_sweeps, run_plan, save_plan
     from kvsim.plan.schema import SearchOptions, TraceSpec, parse_slo
     from kvsim.plan.sweep import default_cache_dir
@@ -99,6 +100,7 @@ def plan_cmd(
     cache = None if no_cache else (cache_dir or default_cache_dir())
     plan = run_plan(req, jobs=jobs, executor=executor, cache_dir=cache, progress=progress and not as_json)
     if out is not None:
+        # lazy: CLI start-up
         from kvsim.plan.report import write_plan_report
 
         save_plan(plan, out)
@@ -116,6 +118,7 @@ def plan_cmd(
 
 
 def _print_table(plan) -> None:
+    # lazy: CLI start-up
     from rich.console import Console
     from rich.table import Table
 

@@ -14,6 +14,7 @@ def report_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write (default RESULTS_DIR/report.html)")] = None,
 ) -> None:
     """Rebuild the self-contained HTML report (plotly inline, works offline) from saved results."""
+    # lazy: CLI start-up
     from kvsim.plan.search import load_plan
     from kvsim.plan.report import write_plan_report
 

@@ -59,6 +59,7 @@ def simulate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a request trace through a vLLM-like engine: TTFT, TBT, throughput, memory per KV method."""
+    # lazy: CLI start-up
     from kvsim.methods import make_method
     from kvsim.sim.scheduler import PreemptionMode
     from kvsim.sim.replica import SimConfig, simulate
@@ -99,6 +100,7 @@ def simulate_cmd(
         for res in results:
             write_outputs(res, out / _slug(res.summary["method"]) if len(results) > 1 else out)
     if report is not None:
+        # lazy: CLI start-up
         from kvsim.plan.report import single_run_report
 
         r0 = results[0]
@@ -122,6 +124,7 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return None
+        # lazy: CLI start-up
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -149,6 +152,7 @@ def _slug(label: str) -> str:
 
 def write_outputs(res, directory: Path) -> None:
     """summary.json, requests.csv (one row per request), timeline.csv and timeline.json into ``directory``."""
+    # lazy: CLI start-up
     import numpy as np
 
     from kvsim.sim.request import RequestStatus
@@ -187,6 +191,7 @@ def write_outputs(res, directory: Path) -> None:
 
 
 def _csv_col(v) -> list:
+    # lazy: CLI start-up
     import numpy as np
 
     if isinstance(v, list):
@@ -202,6 +207,7 @@ def _stats_row(st: dict) -> str:
 
 
 def _print_one(s: dict) -> None:
+    # lazy: CLI start-up
     from rich.table import Table
 
     t = Table(title=f"{s['model']} on {s['hw']} - {s['method']}, trace {s['trace']}", show_header=False)
@@ -237,6 +243,7 @@ def _print_one(s: dict) -> None:
 
 
 def _print_table(summaries: list[dict]) -> None:
+    # lazy: CLI start-up
     from rich.table import Table
 
     s0 = summaries[0]
@@ -261,6 +268,7 @@ def _print_table(summaries: list[dict]) -> None:
 
 def _console():
     """Rich console on stdout; a wide one when piped so the table is not truncated."""
+    # lazy: CLI start-up
     from rich.console import Console
 
     return Console() if sys.stdout.isatty() else Console(width=200)

@@ -5,6 +5,7 @@ Importing this module imports neither torch nor scipy: each command imports what
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from kvsim.commands.common import fmt_s, print_json
 from kvsim.errors import ConfigError
 
 app = typer.Typer(help="microbenchmarks, calibration and accuracy of the cost model (torch for run/calibrate/e2e)",
@@ -35,6 +37,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JS
 
 
 def _torch(cmd: str):
+    # lazy: CLI start-up
     from kvsim.validate import require_torch
 
     return require_torch(cmd)
@@ -47,6 +50,7 @@ def _check_device(device: Device, cmd: str) -> None:
 
 
 def _model(name: str | None, device: Device):
+    # lazy: CLI start-up
     from kvsim.validate.models import default_model, resolve_model
 
     return resolve_model(name) if name else default_model(device.value)
@@ -55,6 +59,7 @@ def _model(name: str | None, device: Device):
 def _gpu_spec(hw: str | None):
     if not hw:
         return None
+    # lazy: CLI start-up
     from kvsim.hardware import load_system
 
     return load_system(hw).gpu
@@ -62,6 +67,7 @@ def _gpu_spec(hw: str | None):
 
 def _run(device: Device, model: str | None, quick: bool, hw: str | None, threads: int | None, wait_quiet: float, cmd: str):
     _check_device(device, cmd)
+    # lazy: CLI start-up
     from kvsim.validate.cpuenv import wait_quiet as _wait
     from kvsim.validate.runner import run_benchmarks
 
@@ -78,6 +84,7 @@ def _argv_after(word: str) -> list[str]:
 
 
 def _write_hw(res, path: Path) -> Path:
+    # lazy: CLI start-up
     from kvsim.hardware import GPUSpec
     from kvsim.validate.localhw import write_spec_yaml
 
@@ -99,6 +106,7 @@ def run_cmd(
     wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
 ) -> None:
     """Time torch kernels at a model's shapes; save raw timings and each kernel's work (JSON + local hw YAML)."""
+    # lazy: CLI start-up
     from kvsim.validate.calibrate import sibling
     from kvsim.validate.results import save_results
 
@@ -123,6 +131,7 @@ def calibrate_cmd(
     e2e_results: Annotated[str | None, typer.Option("--e2e", help="add the per-step overhead fitted by a saved `validate e2e` run (its JSON)")] = None,
 ) -> None:
     """Run the microbenchmarks (or load --from), fit efficiencies and overheads per op class, write a calibration."""
+    # lazy: CLI start-up
     from kvsim.costmodel.calibration import save_calibration
     from kvsim.validate.calibrate import make_calibration, sibling
     from kvsim.validate.results import load_results, save_results
@@ -140,6 +149,7 @@ def calibrate_cmd(
     if e2e_results:
         cal = _with_e2e_step(cal, Path(e2e_results))
     save_calibration(cal, outp)
+    # lazy: CLI start-up
     from kvsim.validate.compare import rows_from_calibration, summarize
 
     s = summarize(rows_from_calibration(cal))
@@ -151,8 +161,7 @@ def calibrate_cmd(
 
 
 def _with_e2e_step(cal, path: Path):
-    import json
-
+    # lazy: CLI start-up
     from kvsim.validate.e2e import calibration_with_step
 
     if not path.is_file():
@@ -170,6 +179,7 @@ def _pct(x) -> str:
 
 
 def _print_effs(cal) -> None:
+    # lazy: CLI start-up
     from rich.console import Console
     from rich.table import Table
 
@@ -199,6 +209,7 @@ def compare_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Predicted vs measured per kernel, with median and p90 |error|, before (datasheet) and after calibration."""
+    # lazy: CLI start-up
     from kvsim.costmodel.calibration import load_calibration
     from kvsim.validate.compare import (
         as_dicts,
@@ -210,12 +221,14 @@ def compare_cmd(
 
     results, calibration = _defaults(results, calibration)
     if results:
+        # lazy: CLI start-up
         from kvsim.validate.results import load_results
 
         res = load_results(results)
         if calibration:
             cal = load_calibration(calibration)
         else:
+            # lazy: CLI start-up
             from kvsim.validate.calibrate import make_calibration
 
             cal, _, _ = make_calibration(res)
@@ -225,15 +238,12 @@ def compare_cmd(
         rows = rows_from_calibration(cal)
     fitted, every = summarize(rows, "fitted"), summarize(rows, "all")
     if as_json:
-        from kvsim.commands.common import print_json
-
         print_json({"fitted": fitted.__dict__, "all": every.__dict__, "by_op": {k: v.__dict__ for k, v in by_op(rows).items()},
                     "kernels": as_dicts(rows), "device": cal.device, "dtype": cal.dtype})
         return
+    # lazy: CLI start-up
     from rich.console import Console
     from rich.table import Table
-
-    from kvsim.commands.common import fmt_s
 
     t = Table(title=f"predicted vs measured: {cal.device} (calibration dtype {cal.dtype or 'all'})")
     for c in ("kernel", "op", "measured", "before", "err", "after", "err"):
@@ -270,11 +280,13 @@ def e2e_cmd(
     """Replay a trace through a real torch serving loop and through kvsim's simulator; compare TTFT/TBT."""
     _check_device(device, "e2e")
     if wait_quiet > 0:
+        # lazy: CLI start-up
         from kvsim.validate.cpuenv import wait_quiet as _wait
 
         _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
     if device == Device.cuda:
         raise ConfigError("kvsim validate e2e runs the serving loop on the CPU only (use --device cpu)")
+    # lazy: CLI start-up
     import torch
 
     from kvsim.costmodel.calibration import load_calibration
@@ -298,6 +310,7 @@ def e2e_cmd(
         origin = calibration
     else:
         typer.echo("calibrating this machine first (quick fp32 kernels)...")
+        # lazy: CLI start-up
         from kvsim.validate.calibrate import make_calibration
         from kvsim.validate.runner import run_benchmarks
 
@@ -312,6 +325,7 @@ def e2e_cmd(
     _print_e2e(r)
     typer.echo(f"wrote {path}")
     if save_calibration_to:
+        # lazy: CLI start-up
         from kvsim.costmodel.calibration import save_calibration
 
         cal2 = e2e.calibration_with_step(cal, r["step_overhead_fit_s"], f"kvsim validate e2e ({path.name})")
@@ -322,6 +336,7 @@ def e2e_cmd(
 
 
 def _print_e2e(r: dict) -> None:
+    # lazy: CLI start-up
     from rich.console import Console
     from rich.table import Table
 
@@ -346,12 +361,11 @@ def _print_e2e(r: dict) -> None:
 @app.command("papers")
 def papers_cmd(as_json: JsonOpt = False) -> None:
     """Reproduce published measurements (METHODS.md section 2) with kvsim's defaults: published, predicted, error."""
+    # lazy: CLI start-up
     from kvsim.validate.papers import render_table, run_papers
 
     rows = run_papers()
     if as_json:
-        from kvsim.commands.common import print_json
-
         print_json([r.model_dump() for r in rows])
         return
     typer.echo(render_table(rows))

@@ -109,13 +109,6 @@ class Cost:
         return Cost(()) + Cost(tuple(parts))
 
 
-def total_of(costs: list[Cost]) -> Cost:
-    out = Cost(())
-    for c in costs:
-        out = out + c
-    return out
-
-
 NUMERIC_FIELDS = _NUMERIC
 assert set(_NUMERIC) <= {f.name for f in fields(Part)}
 
@@ -127,6 +120,3 @@ def indicator(x: Num) -> Num:
         return (x > 0).astype(np.float64)
     return 1.0 if x > 0 else 0.0
 
-
-def asarray(x: Num) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+from kvsim.catalog import canonical_names, load_catalog, lookup, spec_key
 from kvsim.errors import SpecError, unknown_name
 from kvsim.hardware.spec import (
     OP_CLASSES,
@@ -47,39 +48,25 @@ __all__ = [
 ]
 
 
-def _key(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
-
-
-@lru_cache(maxsize=None)
 def catalog(kind: str) -> dict[str, object]:
     """All shipped specs of ``kind``, keyed by lower-case name and every alias."""
     cls, sub = _KINDS[kind]
-    out: dict[str, object] = {}
-    for path in sorted((HW_DIR / sub).glob("*.yaml")):
-        spec = validate_dict(cls, read_yaml(path), str(path))
-        for n in [spec.name, *spec.aliases]:
-            k = _key(n)
-            if k in out and out[k] is not spec:
-                raise SpecError(f"{path}: name or alias '{n}' is already used by another {kind} spec")
-            out[k] = spec
-    return out
+    return load_catalog(HW_DIR / sub, cls, f"{kind} spec")
 
 
 def names(kind: str) -> list[str]:
     """Canonical names of the shipped specs of ``kind``."""
-    return sorted({s.name for s in catalog(kind).values()})  # type: ignore[attr-defined]
+    return canonical_names(catalog(kind))
 
 
 def all_names(kind: str) -> list[str]:
+    """Every accepted spelling (names and aliases, as lookup keys) of the shipped specs of ``kind``."""
     return sorted(catalog(kind))
 
 
 def get(kind: str, name: str):
-    spec = catalog(kind).get(_key(name))
-    if spec is None:
-        raise unknown_name(kind, name, all_names(kind), shown=names(kind))
-    return spec
+    """The shipped spec of ``kind`` named ``name`` (any alias)."""
+    return lookup(catalog(kind), name, kind)
 
 
 @lru_cache(maxsize=1)
@@ -163,7 +150,7 @@ def load_system(name_or_path: str) -> System:
         if kind != "system":
             raise SpecError(f"{p}: kind must be 'system' or 'gpu' for --hw (got {kind!r})")
         return _resolve(validate_dict(SystemSpec, data, str(p)))
-    key = _key(name_or_path)
+    key = spec_key(name_or_path)
     if key in catalog("system"):
         return _resolve(catalog("system")[key])  # type: ignore[arg-type]
     if key in catalog("gpu"):

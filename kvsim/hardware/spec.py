@@ -30,6 +30,8 @@ PeakFlops = dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"],
 
 
 class Price(Strict):
+    """Rental price of one GPU (or host) and where it was read; plan results carry it as is."""
+
     usd_per_hour: float = Field(gt=0, description="on-demand price of one unit per hour, USD")
     source: str
     date: str
@@ -76,14 +78,6 @@ class HostSpec(Strict):
     price: Price | None = None
     source: str
     notes: str = ""
-
-    @property
-    def total_dram_bw_bytes_per_s(self) -> float:
-        return self.dram_bw_bytes_per_s * self.sockets
-
-    def total_peak_flops_per_s(self, dtype: str) -> float:
-        peaks = self.peak_flops_per_s
-        return peaks.get(dtype, peaks["fp32"]) * self.sockets  # type: ignore[call-overload]
 
 
 class LinkSpec(Strict):

@@ -37,11 +37,10 @@ import numpy as np
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod
-from kvsim.plan.schema import CDF_LEVELS, ROUTERS, PointResult, Stats, Timeline
+from kvsim.plan.schema import ROUTERS
+from kvsim.sim.metrics import RequestRecords, summarize
+from kvsim.sim.replica import ReplicaSim, SimConfig, simulate
 from kvsim.traces.base import Trace
-
-#: timeline points kept in digests for plots
-TIMELINE_POINTS = 400
 
 
 def host_shared(dep: Deployment, replicas: int) -> Deployment:
@@ -98,8 +97,6 @@ def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=Non
     ``method`` is built for ``dep``; the replicas use a copy for the host-shared deployment.
     Returns a :class:`kvsim.sim.replica.SimResult` for one replica, else a :class:`ClusterResult`.
     """
-    from kvsim.sim.replica import SimConfig, simulate
-
     if router not in ROUTERS:
         raise ConfigError(f"unknown router '{router}'; choices: {', '.join(ROUTERS)}")
     if replicas < 1:
@@ -109,8 +106,6 @@ def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=Non
     m = type(method)(shared, method.params) if shared is not dep else method
     if replicas == 1:
         return simulate(shared, m, trace, cfg)
-    from kvsim.sim.replica import ReplicaSim
-
     t0 = time.perf_counter()
     sims = [ReplicaSim(shared, m, trace, cfg) for _ in range(replicas)]
     owner = lockstep(sims, trace, lambda i, loads: _choose(router, i, loads, trace, balance_abs, balance_rel))
@@ -137,8 +132,6 @@ def lockstep(sims: list, trace: Trace, choose) -> np.ndarray:
 def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Deployment, method: KVMethod, router: str,
                   wall_s: float) -> ClusterResult:
     """One summary of N replicas' results: records taken from each request's replica."""
-    from kvsim.sim.metrics import RequestRecords, summarize
-
     recs = [r.records for r in results]
     fields = ("arrival_s", "scheduled_s", "first_token_s", "finish_s", "tbt_max_s", "prompt_tokens",
               "effective_prompt_tokens", "output_tokens", "cached_tokens", "preemptions", "status")
@@ -190,70 +183,3 @@ def _sum_timelines(timelines: list[dict[str, np.ndarray]], n: int = 2000) -> dic
             out[k] = out[k] + np.asarray(t[k])[idx]
     return out
 
-
-# ---------------------------------------------------------------- digests for plans and reports
-def _stats(d: dict | None) -> Stats:
-    d = d or {}
-    return Stats(**{k: d.get(k) for k in ("mean", "p50", "p90", "p99")})
-
-
-def _downsample(timeline: dict[str, np.ndarray], points: int) -> Timeline | None:
-    t = np.asarray(timeline.get("t_s", []), dtype=np.float64)
-    if t.size == 0:
-        return None
-    g = max(1, math.ceil(t.size / points))
-
-    def red(a):  # max per group: peaks survive downsampling
-        a = np.asarray(a, dtype=np.float64)
-        pad = (-a.size) % g
-        return np.pad(a, (0, pad), mode="edge").reshape(-1, g).max(axis=1).tolist()
-
-    return Timeline(t_s=t[::g].tolist(), gpu_kv_bytes=red(timeline.get("kv_gpu_bytes", np.zeros(t.size))),
-                    host_kv_bytes=red(timeline.get("kv_host_bytes", np.zeros(t.size))),
-                    batch_size=red(timeline.get("running", np.zeros(t.size))),
-                    queue_len=red(timeline.get("waiting", np.zeros(t.size))))
-
-
-def digest(result, rate_per_s: float | None = None, replicas: int | None = None, wall_s: float = 0.0,
-           detail: bool = True) -> PointResult:
-    """A :class:`PointResult` (JSON-able) of a SimResult or ClusterResult: summary, CDF quantiles, timelines."""
-    from kvsim.sim.metrics import weighted_percentile
-    from kvsim.sim.request import RequestStatus
-
-    s, rec = result.summary, result.records
-    n = int(np.asarray(rec.status).size)
-    if rate_per_s is None:
-        arr = np.asarray(rec.arrival_s, dtype=np.float64)
-        span = float(arr.max() - arr.min()) if n > 1 else 0.0
-        rate_per_s = (n - 1) / span if span > 0 else 0.0
-    extra = {}
-    if detail:
-        done = np.asarray(rec.status) == RequestStatus.FINISHED
-        ttft = (np.asarray(rec.first_token_s) - np.asarray(rec.arrival_s))[done]
-        lv = np.asarray(CDF_LEVELS)
-        if ttft.size:
-            extra["ttft_quantiles_s"] = np.quantile(ttft, lv).tolist()
-        if np.asarray(result.tbt_values).size:
-            extra["tbt_quantiles_s"] = np.asarray(
-                weighted_percentile(np.asarray(result.tbt_values), np.asarray(result.tbt_weights), lv * 100)).tolist()
-        extra["timeline"] = _downsample(result.timeline, TIMELINE_POINTS)
-    return PointResult(
-        rate_per_s=float(rate_per_s), replicas=int(replicas or s.get("replicas", 1)), num_requests=n,
-        ttft_s=_stats(s.get("ttft_s")), tbt_s=_stats(s.get("tbt_s")), tpot_s=_stats(s.get("tpot_s")),
-        e2e_s=_stats(s.get("e2e_s")), throughput_output_tok_s=float(s.get("throughput_output_tok_s") or 0.0),
-        requests_completed=int(s.get("requests_completed", 0)), requests_rejected=int(s.get("requests_rejected", 0)),
-        preemptions=int(s.get("preemptions", 0)), peak_kv_gpu_bytes=float(s.get("peak_kv_gpu_bytes", 0.0)),
-        peak_kv_host_bytes=float(s.get("peak_kv_host_bytes", 0.0)), duration_s=float(s.get("makespan_s") or 0.0),
-        sim_wall_s=float(wall_s or s.get("sim", {}).get("wall_s", 0.0)), **extra,
-    )
-
-
-def simulate_point(config, trace: Trace, rate_per_s: float, sim_options: dict) -> PointResult:
-    """The plan's default evaluator: simulate ``config`` on ``trace`` (already at ``rate_per_s``)."""
-    from kvsim.plan.search import build
-    from kvsim.sim.replica import SimConfig
-
-    dep, method = build(config)
-    t0 = time.perf_counter()
-    res = simulate_cluster(dep, method, trace, SimConfig(**sim_options), config.replicas, config.router)
-    return digest(res, rate_per_s, config.replicas, time.perf_counter() - t0)

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from kvsim.plan.digest import digest
 from kvsim.plan.schema import CDF_LEVELS, SLO, ConfigResult, PlanResult, PointResult
 
 _HEIGHT = 420
@@ -334,8 +335,6 @@ def single_run_html(point: PointResult, title: str, meta: str = "") -> str:
 
 def single_run_report(sim_result, path: str | Path, title: str | None = None) -> Path:
     """Write the HTML report of one ``kvsim.sim.replica.simulate`` result to ``path``."""
-    from kvsim.plan.cluster import digest
-
     point = digest(sim_result)
     s = sim_result.summary
     label = title or "kvsim simulate"

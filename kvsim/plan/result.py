@@ -1,49 +1,68 @@
 """Search one plan configuration: cached simulations, max-rate search, target-rate replicas.
 
-Runs inside a worker process (see :func:`kvsim.plan.search.run_config`); see :mod:`kvsim.plan.search` for
-the rules it applies.
+A :class:`ConfigTask` is one unit of parallel work; :func:`run_config` runs it inside a worker
+process (started by :func:`kvsim.plan.search.run_plan`); see :mod:`kvsim.plan.search` for the
+rules it applies.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kvsim.errors import ConfigError, KvsimError
-from kvsim.plan.schema import ConfigResult, ConfigSpec, PointResult, Price, TargetResult, TraceSpec, cost_usd_per_mtok
+from kvsim.plan.evaluate import at_rate, build, config_identity, load_plan_trace, simulate_point, start_rate_guess
 from kvsim.plan.ratesearch import search_max_rate
+from kvsim.plan.schema import SLO, ConfigResult, ConfigSpec, PointResult, SearchOptions, TargetResult, TraceSpec, cost_usd_per_mtok
 from kvsim.plan.sweep import ResultCache, cached
+from kvsim.traces.base import Trace
+
+#: (config, trace at the rate, rate req/s, simulator options) -> digest
+Evaluator = Callable[[ConfigSpec, Trace, float, dict], PointResult]
+
+
+@dataclass(frozen=True)
+class ConfigTask:
+    """One unit of parallel work: search one configuration (picklable)."""
+
+    config: ConfigSpec
+    trace: TraceSpec
+    slo: SLO
+    search: SearchOptions
+    sim_options: dict
+    target_rate_per_s: float | None = None
+    max_replicas: int = 64
+    cache_dir: str | None = None
+    evaluator: Evaluator | None = None  # None: kvsim.plan.evaluate.simulate_point
+
+
+def run_config(task: ConfigTask) -> dict:
+    """Search one configuration; returns ``ConfigResult.model_dump()`` (errors become ``error``)."""
+    return config_result(task).model_dump(mode="json")
 
 
 @dataclass
 class _Evaluations:
     """Cached evaluation of one configuration at given rates; counts misses and hits."""
 
-    task: object  # ConfigTask
+    task: ConfigTask
     identity: dict
     misses: int = 0
     hits: int = 0
     traces: dict = field(default_factory=dict)  # TraceSpec -> Trace, loaded once per worker task
 
-    def trace(self, spec: TraceSpec):
-        from kvsim.plan.search import load_plan_trace
-
+    def trace(self, spec: TraceSpec) -> Trace:
         if spec not in self.traces:
             self.traces[spec] = load_plan_trace(spec)
         return self.traces[spec]
 
     def __call__(self, config: ConfigSpec, trace_spec: TraceSpec, rate_per_s: float) -> PointResult:
-        from kvsim.plan.search import at_rate
-
         task = self.task
-        evaluator = task.evaluator
-        if evaluator is None:
-            from kvsim.plan.cluster import simulate_point
-
-            evaluator = simulate_point
+        evaluator = simulate_point if task.evaluator is None else task.evaluator
         inputs = {**self.identity, "replicas": config.replicas, "router": config.router, "trace": trace_spec,
                   "rate_per_s": rate_per_s, "sim": task.sim_options,
                   "evaluator": _name(evaluator)}
@@ -66,21 +85,14 @@ def _name(fn) -> str:
     return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{qual}"
 
 
-def _price(dep) -> Price | None:
-    p = dep.system.gpu.price
-    return None if p is None else Price(usd_per_hour=p.usd_per_hour, source=p.source, date=p.date)
-
-
 def _label(config: ConfigSpec, dep, method) -> str:
     extra = f" · TP{config.tp}" if config.tp > 1 else ""
     extra += f" · {config.replicas} replicas" if config.replicas > 1 else ""
     return f"{dep.system.name} · {method.label()}{extra}"
 
 
-def config_result(task) -> ConfigResult:
-    """Search ``task.config`` (a :class:`kvsim.plan.search.ConfigTask`)."""
-    from kvsim.plan.search import build, config_identity, start_rate_guess
-
+def config_result(task: ConfigTask) -> ConfigResult:
+    """Search ``task.config``."""
     cfg: ConfigSpec = task.config
     try:
         dep, method = build(cfg)
@@ -89,7 +101,7 @@ def config_result(task) -> ConfigResult:
         return ConfigResult(config=cfg, label=f"{cfg.hw} · {cfg.method}", hw_name=cfg.hw, gpu_name="", method_name=name,
                             method_label=cfg.method, gpus=cfg.gpus, slo=task.slo, error=str(err).splitlines()[0])
     base = dict(config=cfg, label=_label(cfg, dep, method), hw_name=dep.system.name, gpu_name=dep.system.gpu.name,
-                method_name=method.name, method_label=method.label(), gpus=cfg.gpus, price=_price(dep), slo=task.slo,
+                method_name=method.name, method_label=method.label(), gpus=cfg.gpus, price=dep.system.gpu.price, slo=task.slo,
                 accuracy=[vars(a) for a in method.published_accuracy()])
     evals = _Evaluations(task, config_identity(cfg, dep, method))
     trace = evals.trace(task.trace)
@@ -125,7 +137,7 @@ def _verdict(point: PointResult, slo) -> tuple[bool, PointResult]:
     return point.meets(slo), point
 
 
-def _replicas_for_target(task, evals: _Evaluations, lo_rate: float, hi_rate: float) -> TargetResult:
+def _replicas_for_target(task: ConfigTask, evals: _Evaluations, lo_rate: float, hi_rate: float) -> TargetResult:
     """Fewest replicas that meet the SLO at the target rate (monotone in replicas).
 
     Starts at ``ceil(target / hi_rate)`` (the per-replica threshold lies in ``[lo_rate, hi_rate)``),

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvsim.errors import ConfigError
+from kvsim.hardware.spec import Price  # the GPU spec's price, carried as is into results
 
 Percentile = Literal["p50", "p90", "p99"]
 PERCENTILES: tuple[str, ...] = ("p50", "p90", "p99")
@@ -75,8 +76,10 @@ class Stats(_Frozen):
         return getattr(self, percentile)
 
 
-class Timeline(_Frozen):
-    """Engine state over simulated time (downsampled): per replica summed over replicas."""
+class TimelineDigest(_Frozen):
+    """Engine state over simulated time, downsampled for plots (max per group, so peaks survive),
+    summed over replicas. The serialized digest of :class:`kvsim.sim.metrics.Timeline`, the
+    gauge sampler a simulation fills (see :func:`kvsim.plan.digest.digest`)."""
 
     t_s: list[float] = []
     gpu_kv_bytes: list[float] = []
@@ -105,7 +108,7 @@ class PointResult(_Frozen):
     sim_wall_s: float = 0.0
     ttft_quantiles_s: list[float] = []  # at CDF_LEVELS, completed requests
     tbt_quantiles_s: list[float] = []
-    timeline: Timeline | None = None
+    timeline: TimelineDigest | None = None
 
     def meets(self, slo: SLO) -> bool:
         """True if the SLO percentile of TTFT and TBT are within bounds and at most
@@ -122,12 +125,6 @@ class PointResult(_Frozen):
     def light(self) -> "PointResult":
         """The same digest without CDF quantiles and timeline (for search curves)."""
         return self.model_copy(update={"ttft_quantiles_s": [], "tbt_quantiles_s": [], "timeline": None})
-
-
-class Price(_Frozen):
-    usd_per_hour: float
-    source: str
-    date: str
 
 
 class ConfigSpec(_Frozen):

@@ -4,7 +4,7 @@ fewest GPUs (replicas x TP) that sustain the target.
 
 * **Workload.** One trace (``TraceSpec``: spec, number of requests, seed) loaded once per
   configuration; at rate R the *same requests* arrive at times scaled so that
-  ``(N - 1) / span = R`` (BurstGPT README's "RPS scaling"; :func:`at_rate`).
+  ``(N - 1) / span = R`` (BurstGPT README's "RPS scaling"; :func:`kvsim.plan.evaluate.at_rate`).
 * **Verdict.** A simulation meets the SLO when the chosen percentile of TTFT and of TBT are
   within bounds and at most ``1 - q`` of the requests were rejected
   (:meth:`PointResult.meets`).
@@ -24,15 +24,14 @@ fewest GPUs (replicas x TP) that sustain the target.
   tokens, then highest rate per GPU. Configurations that cannot run go last with their reason.
 
 Simulations are cached by their inputs (:mod:`kvsim.plan.sweep`) and configurations run in
-parallel; the evaluator is injectable for tests.
+parallel, one :func:`kvsim.plan.result.run_config` each; the evaluator is injectable for tests.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
@@ -41,12 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvsim import __version__
 from kvsim.errors import ConfigError, SpecError
-from kvsim.plan.schema import SLO, ConfigResult, ConfigSpec, PlanResult, PointResult, SearchOptions, TraceSpec
-from kvsim.plan.sweep import run_tasks, source_digest
-from kvsim.traces.base import Trace
+from kvsim.hardware import load_system
+from kvsim.models import load_model
+from kvsim.plan.evaluate import build, load_plan_trace
+from kvsim.plan.result import ConfigTask, Evaluator, run_config
+from kvsim.plan.schema import ROUTERS, SLO, ConfigResult, ConfigSpec, PlanResult, SearchOptions, TraceSpec
+from kvsim.plan.sweep import run_tasks
 
-#: (config, trace at the rate, rate req/s, simulator options) -> digest
-Evaluator = Callable[[ConfigSpec, Trace, float, dict], PointResult]
 TP_CHOICES = (1, 2, 4, 8)
 
 
@@ -98,93 +98,6 @@ def expand_sweeps(methods: list[str], sweeps: list[str]) -> list[str]:
     return out
 
 
-def at_rate(trace: Trace, rate_per_s: float) -> Trace:
-    """The same requests with arrivals scaled to a mean rate of ``rate_per_s`` ((N-1)/span)."""
-    base = trace.mean_rate_per_s
-    if not math.isfinite(base):
-        raise ConfigError(f"trace {trace.name} has all requests at one instant; it cannot be replayed at a rate")
-    t0 = float(trace.arrival_s[0])
-    return trace.with_arrivals((trace.arrival_s - t0) * (base / rate_per_s))
-
-
-def load_plan_trace(spec: TraceSpec) -> Trace:
-    from kvsim.traces import load_trace
-
-    return load_trace(spec.spec, num_requests=spec.num_requests, seed=spec.seed,
-                      max_prompt_tokens=spec.max_prompt_tokens, max_output_tokens=spec.max_output_tokens)
-
-
-def build(config: ConfigSpec):
-    """``(deployment, method)`` of a configuration (raises one-line KvsimErrors)."""
-    from kvsim.costmodel.deployment import build_deployment
-    from kvsim.methods import make_method
-
-    dep = build_deployment(config.hw, config.model, tp=config.tp, weight_dtype=config.weight_dtype,
-                           kv_dtype=config.kv_dtype, gpu_memory_utilization=config.gpu_memory_utilization,
-                           calibration=config.calibration)
-    return dep, make_method(config.method, dep)
-
-
-def config_identity(config: ConfigSpec, dep, method) -> dict:
-    """What a simulation of ``config`` depends on, besides the trace and simulator options."""
-    s = dep.system
-    calib = None
-    if config.calibration:
-        import hashlib
-
-        calib = hashlib.sha256(Path(config.calibration).read_bytes()).hexdigest()
-    return {
-        "kvsim": __version__,
-        "kvsim_source": source_digest(),
-        "system": {"spec": s.spec, "gpu": s.gpu, "host": s.host, "num_gpus": s.num_gpus, "host_sockets": s.host_sockets,
-                   "host_memory_bytes": s.host_memory_bytes, "gpu_host_link": s.gpu_host_link,
-                   "gpu_gpu_link": s.gpu_gpu_link, "eff": s.eff},
-        "model": dep.model,
-        "deployment": {"weight_dtype": dep.weight_dtype, "kv_dtype": dep.kv_dtype, "act_dtype": dep.act_dtype,
-                       "tp": dep.tp, "gpu_memory_utilization": dep.gpu_memory_utilization},
-        "method": {"name": method.name, "params": method.params},
-        "replicas": config.replicas, "router": config.router, "calibration_sha256": calib,
-    }
-
-
-def start_rate_guess(dep, method, trace: Trace, growth: float = 2.0, replicas: int = 1) -> float:
-    """Analytic first probe, req/s: a decode batch of up to 64 mean-context requests that fits
-    the KV budget, ``replicas * B / (TBT * mean output)``, rounded to a power of ``growth``
-    (so that every search probes the same grid, see :mod:`kvsim.plan.ratesearch`)."""
-    from kvsim.pricing.memory import memory_budget
-    from kvsim.pricing.step import StepModel
-
-    ctx = float(np.mean(trace.prompt_tokens) + np.mean(trace.output_tokens) / 2)
-    budget = memory_budget(dep, method, max_tokens_per_step=8192, max_seqs=256)
-    per_req = float(method.kv_bytes(ctx).gpu_bytes)
-    batch = int(max(1, min(64, budget.kv_gpu_bytes // per_req if per_req > 0 else 64)))
-    tbt = float(StepModel(dep, method).decode_timing(np.full(batch, ctx)).total_s)
-    guess = replicas * batch / (tbt * float(np.mean(trace.output_tokens)))
-    return growth ** round(math.log(max(guess, 1e-3)) / math.log(growth))
-
-
-@dataclass(frozen=True)
-class ConfigTask:
-    """One unit of parallel work: search one configuration (picklable)."""
-
-    config: ConfigSpec
-    trace: TraceSpec
-    slo: SLO
-    search: SearchOptions
-    sim_options: dict
-    target_rate_per_s: float | None = None
-    max_replicas: int = 64
-    cache_dir: str | None = None
-    evaluator: Evaluator | None = None  # None: kvsim.plan.cluster.simulate_point
-
-
-def run_config(task: ConfigTask) -> dict:
-    """Search one configuration; returns ``ConfigResult.model_dump()`` (errors become ``error``)."""
-    from kvsim.plan.result import config_result
-
-    return config_result(task).model_dump(mode="json")
-
-
 def rank(configs: list[ConfigResult], target: bool) -> list[int]:
     """Indices best first (see module docstring)."""
     inf = math.inf
@@ -233,9 +146,6 @@ def config_specs(req: PlanRequest) -> list[ConfigSpec]:
         if req.target_rate_per_s is None:
             out.append(base)
             continue
-        from kvsim.hardware import load_system
-        from kvsim.models import load_model
-
         n_gpus, heads = load_system(hw).num_gpus, load_model(req.model).num_heads
         tps = [t for t in req.tp_choices if t <= n_gpus and heads % t == 0]
         if not tps:
@@ -247,8 +157,6 @@ def config_specs(req: PlanRequest) -> list[ConfigSpec]:
 def run_plan(req: PlanRequest, *, jobs: int | None = None, executor: str = "process", cache_dir: str | Path | None = None,
              progress: bool = True, evaluator: Evaluator | None = None) -> PlanResult:
     """Search every configuration of ``req`` (in parallel) and rank them."""
-    from kvsim.plan.schema import ROUTERS
-
     if req.router not in ROUTERS:
         raise ConfigError(f"unknown router '{req.router}'; choices: {', '.join(ROUTERS)}")
     t0 = time.perf_counter()
@@ -271,8 +179,6 @@ def run_plan(req: PlanRequest, *, jobs: int | None = None, executor: str = "proc
 
 def save_plan(plan: PlanResult, out_dir: str | Path) -> Path:
     """Write ``plan.json`` (inputs, ranking) and ``configs/NN-<label>.json`` (one per configuration)."""
-    import re
-
     d = Path(out_dir)
     (d / "configs").mkdir(parents=True, exist_ok=True)
     for old in (d / "configs").glob("*.json"):

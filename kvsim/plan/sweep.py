@@ -147,7 +147,7 @@ def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, jobs: int | None = No
 
 def _run_ray(fn: Callable[[T], R], tasks: Sequence[T], progress: bool, description: str) -> list[R]:
     try:
-        import ray  # type: ignore[import-not-found]
+        import ray  # type: ignore[import-not-found]  # lazy: optional extra [ray]
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'kvsim[ray]'") from None
     if not ray.is_initialized():
@@ -176,6 +176,7 @@ class _progress:
     def __enter__(self) -> Callable[[], None]:
         if not self.enabled:
             return lambda: None
+        # lazy: rich only when a progress bar is shown
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -13,15 +13,15 @@ Only the benchmark, fit and e2e modules import torch / scipy, and only inside fu
 in modules imported by those commands: ``import kvsim.validate`` stays light.
 """
 
+from kvsim.errors import KvsimError
+
 TORCH_MISSING = "kvsim validate {cmd} needs torch: pip install 'kvsim[validate]' (CPU: pip install torch==2.13.0)"
 
 
 def require_torch(cmd: str):
     """Import torch or raise a one-line :class:`~kvsim.errors.KvsimError`."""
-    from kvsim.errors import KvsimError
-
     try:
-        import torch
+        import torch  # lazy: torch is optional (extra [validate]); this checks for it
     except ImportError:
         raise KvsimError(TORCH_MISSING.format(cmd=cmd)) from None
     return torch

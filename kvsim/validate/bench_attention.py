@@ -13,21 +13,14 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Part
-from kvsim.validate.runner import DTYPES, Bench, Kernel, rotating
+from kvsim.validate.bench_base import DTYPES, Bench, Kernel, float_parts, rotating
+from kvsim.validate.torch_ops import decode_attention_loop, paged_decode_attention, sdpa
 
 BLOCK = 16
-
-
-def _parts(cost, launches: float | None = None) -> list[Part]:
-    from dataclasses import replace
-
-    parts = list(cost.parts)
-    if launches is not None:
-        parts = [replace(p, launches=launches) for p in parts]
-    return [replace(p, **{f: float(getattr(p, f)) for f in ("flops", "hbm_bytes", "launches")}) for p in parts]
 
 
 def mixed_lengths(b: Bench, B: int, ctx: int) -> list[int]:
@@ -39,11 +32,9 @@ def mixed_lengths(b: Bench, B: int, ctx: int) -> list[int]:
 def prefill_kernel(b: Bench, dt: str, n: int) -> Kernel:
     m = b.model
     nh, nkv, d = m.num_heads, m.num_kv_heads, m.head_dim
-    parts = _parts(prefill_attention(b.dep(dt), np.array([float(n)]), np.array([0.0]), layers=1))
+    parts = float_parts(prefill_attention(b.dep(dt), np.array([float(n)]), np.array([0.0]), layers=1))
 
     def make():
-        from kvsim.validate.torch_ops import sdpa
-
         sets = b.pool_sets([(1, nh, n, d), (1, nkv, n, d), (1, nkv, n, d)], dt)
         return rotating(lambda q, k, v: sdpa(q, k, v, causal=True), sets)
 
@@ -54,11 +45,9 @@ def decode_kernel(b: Bench, dt: str, B: int, ctx: int) -> Kernel:
     m = b.model
     nh, nkv, d = m.num_heads, m.num_kv_heads, m.head_dim
     lengths = mixed_lengths(b, B, ctx)
-    parts = _parts(decode_attention(b.dep(dt), np.array(lengths, dtype=float), layers=1), launches=float(B))
+    parts = float_parts(decode_attention(b.dep(dt), np.array(lengths, dtype=float), layers=1), launches=float(B))
 
     def make():
-        from kvsim.validate.torch_ops import decode_attention_loop
-
         sets = b.pool_sets([(B, nh, 1, d), (B, nkv, ctx, d), (B, nkv, ctx, d)], dt)
         return rotating(lambda q, k, v: decode_attention_loop(q, [k[i, :, :n] for i, n in enumerate(lengths)],
                                                              [v[i, :, :n] for i, n in enumerate(lengths)]), sets)
@@ -77,14 +66,10 @@ def paged_kernel(b: Bench, dt: str, B: int, ctx: int) -> Kernel:
     dep = b.dep(dt)
     kv_tok = 2 * nkv * d * dep.kvb  # K and V bytes per token (one layer)
     gather = Part("kv_gather", "memcpy", dtype=dt, hbm_bytes=2.0 * padded * kv_tok, launches=2.0)
-    attn = _parts(decode_attention(dep, np.full(B, float(nb * BLOCK)), layers=1))
+    attn = float_parts(decode_attention(dep, np.full(B, float(nb * BLOCK)), layers=1))
     total_blocks = sum(nblocks)
 
     def make():
-        import torch
-
-        from kvsim.validate.torch_ops import paged_decode_attention
-
         g = torch.Generator().manual_seed(B * 131 + ctx)
         perm = torch.randperm(total_blocks, generator=g)
         table = torch.zeros(B, nb, dtype=torch.int64)

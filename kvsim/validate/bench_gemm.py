@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import torch
+
 from kvsim.costmodel.cost import Part
 from kvsim.costmodel.dtypes import nbytes
-from kvsim.validate.runner import Bench, Kernel, rotating
+from kvsim.validate.bench_base import Bench, Kernel, rotating
 
 
 def gemm_shapes(m) -> list[tuple[str, int, int]]:
@@ -39,8 +41,6 @@ def gemm_kernel(b: Bench, label: str, dt: str, T: int, K: int, N: int) -> Kernel
     part = Part(f"gemm_{label}", "gemm", dtype=dt, flops=2.0 * T * K * N, hbm_bytes=(K * N + T * K + T * N) * e, launches=1.0)
 
     def make():
-        import torch
-
         return rotating(torch.matmul, b.pool_sets([(T, K), (K, N)], dt))
 
     return Kernel(f"gemm_{dt}_{label}_T{T}", "gemm", "gemm", [part], make, shape={"T": T, "K": K, "N": N, "dtype": dt})

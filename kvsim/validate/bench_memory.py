@@ -13,9 +13,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import torch
+
 from kvsim.costmodel.cost import Part
+from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.dtypes import nbytes
-from kvsim.validate.runner import DTYPES, Bench, Kernel, MiB, rotating
+from kvsim.costmodel.transformer import linear_cost
+from kvsim.validate.bench_base import DTYPES, Bench, Kernel, MiB, rotating
+from kvsim.validate.torch_ops import layer_elementwise, rotary_tables
 
 
 def copy_kernel(b: Bench, dt: str, nbytes_: int) -> Kernel:
@@ -45,8 +52,6 @@ def read_probe(b: Bench, dt: str, nbytes_: int) -> Kernel:
 
 def h2d_kernel(b: Bench, nbytes_: int) -> Kernel:
     def make():
-        import torch
-
         src = torch.empty(nbytes_, dtype=torch.uint8).pin_memory()
         dst = torch.empty(nbytes_, dtype=torch.uint8, device="cuda")
         return lambda: dst.copy_(src, non_blocking=True)
@@ -62,20 +67,11 @@ def layer_elementwise_kernel(b: Bench, dt: str, T: int) -> Kernel:
     m = b.model
     h, f, nh, nkv, d = m.hidden_size, m.intermediate_size, m.num_heads, m.num_kv_heads, m.head_dim
     one_layer = m.model_copy(update={"num_layers": 1})
-    from dataclasses import replace
-
-    from kvsim.costmodel.deployment import Deployment
-    from kvsim.costmodel.transformer import linear_cost
-
     dep = Deployment(system=b.system, model=one_layer, weight_dtype=dt, kv_dtype=dt, act_dtype=dt)
     part = linear_cost(dep, float(T), 0.0).by_name("elementwise")
     part = replace(part, **{k: float(getattr(part, k)) for k in ("flops", "hbm_bytes", "launches")})
 
     def make():
-        import torch
-
-        from kvsim.validate.torch_ops import layer_elementwise, rotary_tables
-
         cos, sin = rotary_tables(torch.arange(T, device=b.device), d, 1e4, DTYPES[dt])
         shapes = [(T, h), (T, h), (T, h), (T, 2 * f), (T, nh, d), (T, nkv, d), (h,), (h,)]
         return rotating(lambda *a: layer_elementwise(*a, cos, sin), b.pool_sets(shapes, dt))

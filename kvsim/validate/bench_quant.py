@@ -14,11 +14,12 @@ one SDPA over them. Work, as two parts:
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from kvsim.costmodel.attention import decode_attention
 from kvsim.costmodel.cost import Part
-from kvsim.validate.bench_attention import _parts
-from kvsim.validate.runner import DTYPES, Bench, Kernel, rotating
+from kvsim.validate.bench_base import DTYPES, Bench, Kernel, float_parts, rotating
+from kvsim.validate.torch_ops import kivi_decode_attention
 
 GROUP = 32
 
@@ -32,13 +33,9 @@ def kivi_kernel(b: Bench, dt: str, B: int, S: int, bits: int, container: str = "
     scale_bytes = 2 * (B * nkv * (S // GROUP) * d + B * nkv * S * (d // GROUP)) * e  # scale + zero, K and V
     dq = Part("kivi_dequant", "elementwise", dtype=dt, flops=2.0 * elems,
               hbm_bytes=elems * bits / 8 + scale_bytes + elems * e, launches=2.0)
-    attn = _parts(decode_attention(dep, np.full(B, float(S)), layers=1))
+    attn = float_parts(decode_attention(dep, np.full(B, float(S)), layers=1))
 
     def make():
-        import torch
-
-        from kvsim.validate.torch_ops import kivi_decode_attention
-
         cont = torch.uint8 if container == "uint8" else torch.int32
         per = (8 if container == "uint8" else 32) // bits
         tdt = DTYPES[dt]

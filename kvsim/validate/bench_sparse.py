@@ -16,10 +16,12 @@ Runs on the CPU even in a CUDA run.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from kvsim.costmodel.cost import Part
 from kvsim.costmodel.dtypes import nbytes
-from kvsim.validate.runner import DTYPES, Bench, Kernel, rotating
+from kvsim.validate.bench_base import DTYPES, Bench, Kernel, rotating
+from kvsim.validate.torch_ops import sparse_attention
 
 
 def sparse_kernel(b: Bench, dt: str, B: int, S: int, frac: float, kind: str) -> Kernel:
@@ -38,10 +40,6 @@ def sparse_kernel(b: Bench, dt: str, B: int, S: int, frac: float, kind: str) -> 
                 dram_bytes=float(n_idx * (2 * d * e + extra) + 2 * B * nh * d * e), launches=1.0)
 
     def make():
-        import torch
-
-        from kvsim.validate.torch_ops import sparse_attention
-
         tdt = DTYPES[dt]
         g = torch.Generator().manual_seed(S + B)
         idx = torch.sort(torch.randint(0, S, (B, nh, n), generator=g), dim=-1).values

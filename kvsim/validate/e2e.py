@@ -27,7 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.costmodel.calibration import Calibration, apply_calibration
-from kvsim.hardware import System
+from kvsim.costmodel.deployment import Deployment
+from kvsim.hardware import GPUSpec, System
+from kvsim.methods import make_method
+from kvsim.pricing.step import StepModel
+from kvsim.sim.replica import SimConfig, simulate
+from kvsim.specbase import load_yaml_as
+from kvsim.traces import load_trace
+from kvsim.validate import localhw
+from kvsim.validate.cpuenv import other_load, other_since, snapshot, tune_allocator
 
 TARGET_UTIL = 0.7
 PCTS = (50, 90, 99)
@@ -50,14 +58,10 @@ class E2EConfig:
 
 
 def deployment(system: System, model, dtype: str):
-    from kvsim.costmodel.deployment import Deployment
-
     return Deployment(system=system, model=model, weight_dtype=dtype, kv_dtype=dtype, act_dtype=dtype)
 
 
 def sim_config(cfg: E2EConfig, record: bool = True):
-    from kvsim.sim.replica import SimConfig
-
     budget = cfg.max_num_seqs * (cfg.max_prompt + 1)
     return SimConfig(max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=budget, chunked_prefill=True,
                      enable_prefix_caching=False, record_token_times=record)
@@ -69,17 +73,12 @@ def with_step_overhead(system: System, overhead_s: float) -> System:
 
 
 def load_trace_for(cfg: E2EConfig, rate: float | None):
-    from kvsim.traces import load_trace
-
     return load_trace(cfg.trace, limit=cfg.num_requests, max_prompt_tokens=cfg.max_prompt,
                       max_output_tokens=cfg.max_output, rate=rate)
 
 
 def choose_rate(dep, cfg: E2EConfig, target: float = TARGET_UTIL) -> float:
     """Mean arrival rate (req/s) at which the simulated engine is busy ``target`` of the time."""
-    from kvsim.methods import make_method
-    from kvsim.sim.replica import simulate
-
     meth = make_method("full", dep)
 
     def util(rate: float) -> float:
@@ -120,9 +119,6 @@ def _busy_time(token_times, arrival) -> float:
 
 def predict_steps(dep, steps) -> np.ndarray:
     """kvsim's time of each measured step, without the per-step framework overhead."""
-    from kvsim.methods import make_method
-    from kvsim.pricing.step import StepModel
-
     sm = StepModel(replace(dep, system=with_step_overhead(dep.system, 0.0)), make_method("full", dep))
     out = []
     for s in steps:
@@ -159,13 +155,11 @@ def rel_errors(sim: dict, real: dict) -> dict:
 
 def run_e2e(model, system: System, cfg: E2EConfig, *, log=print, calibration_origin: str = "") -> dict:
     """Run the loop and the simulation; return the results dict (see module docstring)."""
+    # lazy: torch (optional extra [validate]); `kvsim validate compare/papers` import this module without it
     import torch
 
-    from kvsim.methods import make_method
-    from kvsim.sim.replica import simulate
-    from kvsim.validate.cpuenv import other_load, other_since, snapshot, tune_allocator
+    from kvsim.validate.bench_base import DTYPES
     from kvsim.validate.e2e_loop import TinyLlama, serve, warm_up
-    from kvsim.validate.runner import DTYPES
 
     tune_allocator()
     dep0 = deployment(system, model, cfg.dtype)
@@ -245,10 +239,6 @@ def save_json(obj: dict, path: str | Path) -> None:
 
 def system_from_calibration(cal: Calibration, hw_path: str | Path, origin: str) -> System:
     """The local system a calibration applies to: its hw YAML (kind gpu) on the local CPU as host."""
-    from kvsim.hardware import GPUSpec
-    from kvsim.specbase import load_yaml_as
-    from kvsim.validate import localhw
-
     gpu = load_yaml_as(GPUSpec, Path(hw_path))
     facts = localhw.cpu_facts()
     threads = int(cal.host.get("threads") or gpu.sm_count)

@@ -184,7 +184,7 @@ def select_kernels(kernels: list[KernelResult], dtype: str | None) -> list[Kerne
 def fit_efficiencies(kernels: list[KernelResult], system: System, classes: list[str] | None = None,
                      starts: int = 6, seed: int = 0) -> FitResult:
     """Least-squares fit of ``compute``, ``memory`` and ``overhead_s`` per op class."""
-    from scipy.optimize import least_squares
+    from scipy.optimize import least_squares  # lazy: scipy stays out of the core's imports
 
     kernels = [k for k in kernels if k.fit]
     f = Fitter(kernels, system, classes)

@@ -27,7 +27,11 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import yaml
 
 from kvsim.hardware import (
     GPUSpec,
@@ -35,6 +39,7 @@ from kvsim.hardware import (
     LinkSpec,
     System,
     SystemSpec,
+    catalog,
     default_efficiencies,
     get,
 )
@@ -84,9 +89,6 @@ def cpu_facts() -> dict:
 
 
 def _lscpu_max_mhz() -> float:
-    import shutil
-    import subprocess
-
     if not shutil.which("lscpu"):
         return 0.0
     try:
@@ -188,8 +190,6 @@ def make_system(gpu: GPUSpec, host: HostSpec, name: str | None = None) -> System
 
 def match_gpu(device_name: str) -> GPUSpec | None:
     """The catalog GPU whose name best matches ``torch.cuda.get_device_name`` (None if unsure)."""
-    from kvsim.hardware import catalog
-
     n = device_name.lower().replace("nvidia", "").replace("geforce", "").replace("tesla", "").strip()
     mem = re.search(r"(\d+)\s*gb", n)
     rules = [
@@ -212,8 +212,6 @@ def gpu_spec_dict(gpu: GPUSpec) -> dict:
 
 def write_spec_yaml(gpu: GPUSpec, path: str | Path, header: str = "") -> None:
     """Write ``gpu`` as a ``kind: gpu`` YAML usable with ``--hw PATH``."""
-    import yaml
-
     data = gpu.model_dump()
     data = {k: v for k, v in data.items() if v not in (None, [], {}) or k in ("kind", "name")}
     text = yaml.safe_dump(data, sort_keys=False)

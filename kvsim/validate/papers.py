@@ -23,13 +23,21 @@ within 25 %.
 
 from __future__ import annotations
 
+import statistics
+import warnings
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from kvsim.costmodel.deployment import build_deployment
+from kvsim.methods import make_method
+from kvsim.pricing.estimate import estimate
+from kvsim.sim.replica import SimConfig, simulate
 from kvsim.specbase import read_yaml
+from kvsim.traces.base import Trace
 
 PAPERS_YAML = Path(__file__).with_name("papers.yaml")
 HW_DIR = Path(__file__).with_name("papers_hw")
@@ -100,15 +108,10 @@ def _hw(name: str) -> str:
 
 @cache
 def _deployment(hw: str, model: str, weight_dtype: str, kv_dtype: str):
-    from kvsim.costmodel.deployment import build_deployment
-
     return build_deployment(_hw(hw), model, weight_dtype=weight_dtype, kv_dtype=kv_dtype)
 
 
 def _estimate(c: Conditions):
-    from kvsim.pricing.estimate import estimate
-    from kvsim.methods import make_method
-
     dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype)
     meth = make_method(c.method, dep)
     return estimate(dep, meth, c.context, c.batch), meth
@@ -145,12 +148,6 @@ def metric_of(c: Conditions, metric: str) -> float:
 
 def batch_run(c: Conditions) -> float:
     """Generated tokens per second of ``batch`` requests arriving together, simulated."""
-    import numpy as np
-
-    from kvsim.methods import make_method
-    from kvsim.sim.replica import SimConfig, simulate
-    from kvsim.traces.base import Trace
-
     dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype)
     B = int(c.batch)
     tr = Trace("batch", np.zeros(B), np.full(B, c.prompt, dtype=np.int64), np.full(B, c.output, dtype=np.int64))
@@ -196,8 +193,6 @@ def _error(pred: float | None, pub: Any) -> float | None:
 
 
 def run_papers() -> list[Result]:
-    import warnings
-
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -237,8 +232,6 @@ def render_table(rows: list[Result], markdown: bool = False) -> str:
 
 
 def summary_line(rows: list[Result]) -> str:
-    import statistics
-
     parts = []
     for cat in ("memory", "latency", "throughput", "ratio"):
         sel = [r for r in rows if r.category == cat and r.error is not None]

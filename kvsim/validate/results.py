@@ -18,6 +18,7 @@ from kvsim.costmodel.cost import Cost, Part
 from kvsim.errors import SpecError
 from kvsim.hardware import GPUSpec, HostSpec, System
 from kvsim.specbase import format_validation_error
+from kvsim.validate.localhw import make_system
 
 RESULTS_KIND = "kvsim-validate-results"
 _PART_FIELDS = [f.name for f in fields(Part)]
@@ -123,16 +124,12 @@ def load_results(path: str | Path) -> Results:
 
 def system_before(res: Results) -> System:
     """Datasheet / nominal peaks with kvsim's default efficiencies (the *before calibration* model)."""
-    from kvsim.validate.localhw import make_system
-
     return make_system(GPUSpec.model_validate(res.nominal_gpu), HostSpec.model_validate(res.nominal_host))
 
 
 def system_after_base(res: Results) -> System:
     """The spec a calibration is fitted against (and applied to): on CPU the measured peaks
     (device and host alike), on CUDA the datasheet GPU and the nominal host. Default efficiencies."""
-    from kvsim.validate.localhw import make_system
-
     if res.measured_gpu is None:
         return system_before(res)
     gpu = GPUSpec.model_validate(res.measured_gpu)

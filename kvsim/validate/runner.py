@@ -1,15 +1,13 @@
-"""Run the microbenchmarks (imports torch): timing, rotating buffers, results.
+"""Run the microbenchmarks (imports torch): timing and results.
+
+The kernels come from the ``bench_*`` modules, which build them from the shared pieces in
+:mod:`kvsim.validate.bench_base` (:class:`Bench`, :class:`Kernel`, rotating buffers).
 
 Timing (gpt-fast / torch.utils.benchmark style): warm-up calls, then ``repeats`` samples of
 ``inner`` back-to-back calls each (``inner`` chosen so a sample lasts at least
 ``min_sample_s``); the per-call time of every sample is stored, the median is reported.
 CPU: ``time.perf_counter``. CUDA: ``torch.cuda.Event`` pairs around each sample, after a
 ``synchronize``.
-
-Rotating buffers: each kernel cycles through enough distinct input sets that one sweep
-touches at least ``flush_bytes`` (256 MiB: several times this VM's effective last-level
-cache, ~64-96 MiB measured; 5x an H100's 50 MiB L2), so memory-bound kernels stream from
-DRAM/HBM as they do inside a model, not from cache.
 """
 
 from __future__ import annotations
@@ -19,131 +17,22 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
-from kvsim.costmodel.cost import Part
+from kvsim.errors import SpecError
+from kvsim.hardware import get
 from kvsim.models import ModelSpec
+from kvsim.validate import bench_attention, bench_gemm, bench_memory, bench_quant, bench_sparse, cpuenv, localhw
+from kvsim.validate.bench_base import Bench, Kernel, Settings
+from kvsim.validate.models import default_model
+from kvsim.validate.peaks import measured_gpu_spec
 from kvsim.validate.results import KernelResult, Results, part_to_dict
 
-MiB = 2**20
 #: other processes' load (cores, beyond the cores this run leaves idle) above which a kernel's
 #: timing is repeated, and how often
 CONTENDED = 0.3
 RETRIES = 2
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Settings:
-    quick: bool
-    warmup: int
-    repeats: int
-    min_sample_s: float
-    flush_bytes: int
-
-    @staticmethod
-    def make(quick: bool, device: str) -> Settings:
-        if quick:
-            return Settings(True, warmup=1, repeats=5, min_sample_s=0.004, flush_bytes=256 * MiB)
-        return Settings(False, warmup=3, repeats=15, min_sample_s=0.02, flush_bytes=256 * MiB)
-
-
-@dataclass
-class Kernel:
-    """One microbenchmark: its work (parts) and a factory of the callable to time."""
-
-    name: str
-    group: str
-    op: str
-    parts: list[Part]
-    make: Callable[[], Callable[[], object]]
-    shape: dict = field(default_factory=dict)
-    on_host: bool = False  # runs on the CPU even in a CUDA run (MagicPIG CPU path)
-    fit: bool = True
-    note: str = ""
-
-
-class Bench:
-    """Device, dtypes, model shapes and buffer helpers shared by the ``bench_*`` modules."""
-
-    def __init__(self, device: str, model: ModelSpec, settings: Settings, dtypes: list[str], system, seed: int = 0):
-        self.device = device
-        self.model = model
-        self.s = settings
-        self.dtypes = dtypes
-        self.system = system  # nominal local System (for kvsim work formulas via Deployment)
-        self.gen = torch.Generator(device="cpu").manual_seed(seed)
-        self._pools: dict = {}
-
-    @property
-    def quick(self) -> bool:
-        return self.s.quick
-
-    def dep(self, dtype: str):
-        """A 1-layer-agnostic deployment of the model at ``dtype`` (kvsim's work formulas)."""
-        from kvsim.costmodel.deployment import Deployment
-
-        return Deployment(system=self.system, model=self.model, weight_dtype=dtype, kv_dtype=dtype, act_dtype=dtype)
-
-    def rand(self, shape, dtype, device=None, scale: float = 1.0) -> torch.Tensor:
-        t = torch.empty(shape, dtype=dtype, device=device or self.device)
-        if dtype.is_floating_point:
-            t.uniform_(-scale, scale)
-        else:
-            t.random_(0, 127)
-        return t
-
-    def n_sets(self, set_bytes: float) -> int:
-        return max(1, min(4096, math.ceil(self.s.flush_bytes / max(set_bytes, 1.0))))
-
-    def sets(self, make_one: Callable[[], tuple], set_bytes: float) -> list[tuple]:
-        """Enough independent input sets that one sweep touches ``flush_bytes``."""
-        return [make_one() for _ in range(self.n_sets(set_bytes))]
-
-    def pool_sets(self, shapes: list[tuple], dtype: str) -> list[tuple]:
-        """Like :meth:`sets` for float tensors of one dtype, carved from a shared pool (no
-        per-kernel allocation): views at distinct offsets of a ``2 * flush_bytes`` buffer."""
-        tdt = DTYPES[dtype]
-        esz = torch.empty((), dtype=tdt).element_size()
-        sizes = [math.prod(s) for s in shapes]
-        per = sum(-(-n // 16) * 16 for n in sizes)  # 64-byte aligned for fp32
-        n = self.n_sets(per * esz)
-        pool = self._pool(tdt)
-        if n * per > pool.numel():
-            return [tuple(self.rand(s, tdt, scale=0.05) for s in shapes)]
-        out, off = [], 0
-        for _ in range(n):
-            views = []
-            for s, k in zip(shapes, sizes):
-                views.append(pool[off:off + k].view(s))
-                off += -(-k // 16) * 16
-            out.append(tuple(views))
-        return out
-
-    def _pool(self, tdt) -> torch.Tensor:
-        if tdt not in self._pools:
-            esz = torch.empty((), dtype=tdt).element_size()
-            self._pools[tdt] = self.rand((2 * self.s.flush_bytes // esz,), tdt, scale=0.05)
-        return self._pools[tdt]
-
-    def sync(self) -> None:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-
-
-def rotating(fn: Callable, sets: list[tuple]) -> Callable[[], object]:
-    """A zero-argument callable that calls ``fn(*sets[i])`` with i cycling."""
-    it = [0]
-    n = len(sets)
-
-    def call():
-        i = it[0]
-        it[0] = i + 1 if i + 1 < n else 0
-        return fn(*sets[i])
-
-    return call
 
 
 def time_calls(call: Callable[[], object], cuda: bool, s: Settings) -> tuple[list[float], int]:
@@ -188,14 +77,6 @@ def describe(k: KernelResult, peak_flops: float, peak_bw: float) -> str:
 
 
 def collect_kernels(b: Bench, groups: list[str] | None = None) -> list[Kernel]:
-    from kvsim.validate import (
-        bench_attention,
-        bench_gemm,
-        bench_memory,
-        bench_quant,
-        bench_sparse,
-    )
-
     ks: list[Kernel] = []
     for mod in (bench_memory, bench_gemm, bench_attention, bench_quant, bench_sparse):
         ks.extend(mod.kernels(b))
@@ -208,9 +89,6 @@ def run_benchmarks(device: str = "cpu", model: ModelSpec | None = None, *, quick
                    gpu_spec=None, groups: list[str] | None = None, threads: int | None = None,
                    log: Callable[[str], None] = print, command: str = "", dtypes: list[str] | None = None) -> Results:
     """Run every microbenchmark on ``device`` and return the results (with nominal/measured specs)."""
-    from kvsim.validate import cpuenv, localhw
-    from kvsim.validate.peaks import measured_gpu_spec
-
     allocator = cpuenv.tune_allocator()
     load0 = cpuenv.other_load()
     if load0 is not None and load0 > 0.3:
@@ -230,14 +108,10 @@ def run_benchmarks(device: str = "cpu", model: ModelSpec | None = None, *, quick
         device_name = torch.cuda.get_device_name()
         gpu = gpu_spec or localhw.match_gpu(device_name)
         if gpu is None:
-            from kvsim.errors import SpecError
-
             raise SpecError(f"no shipped GPU spec matches '{device_name}': pass --hw NAME or a GPU YAML")
         dtypes = dtypes or ["bf16", "fp16"]
     system = localhw.make_system(gpu, host)
     if model is None:
-        from kvsim.validate.models import default_model
-
         model = default_model(device)
     s = Settings.make(quick, device)
     b = Bench(device, model, s, dtypes, system)
@@ -285,8 +159,6 @@ def _peaks_for(k: KernelResult, gpu, host) -> tuple[float, float]:
         pk = host.peak_flops_per_s
         return pk.get(dt, pk["fp32"]) * host.sockets, host.dram_bw_bytes_per_s * host.sockets
     if any(p.get("device") == "pcie" for p in k.parts):
-        from kvsim.hardware import get
-
         return 1.0, get("link", gpu.host_link).bw_bytes_per_s
     pk = gpu.peak_flops_per_s
     return pk.get(dt, pk["fp32"]), gpu.memory_bw_bytes_per_s

@@ -209,3 +209,247 @@ def test_registry_has_every_method():
             "infllm", "gear", "zipcache", "razorattention", "mla", "llmlingua", "prefix"}
     assert want <= set(REGISTRY)
     assert math.isfinite(len(REGISTRY))
+
+
+# ----------------------------------------------------------------------------- declared traits
+# Every trait of KVMethod is checked against behaviour at random points (fixed seeds). A trait
+# has a safe value (the simulator's general path) and an optimistic one (a shortcut): an
+# optimistic declaration must hold at every parameter setting below, and a safe one must be
+# observed at the defaults (a method may not be needlessly conservative).
+
+TRAITS = {  # trait -> its safe value
+    "prompt_aware": True, "bounded": False, "uses_host": True, "linear_residency": False,
+    "compresses_prompt": True, "additive_decode": False, "shared_step_parts": True, "vectorized": False,
+}
+#: non-default params under which the optimistic declarations must still hold
+VARIANTS = {
+    "full": [{"kv_dtype": "fp8"}],
+    "kivi": [{"bits": 4, "group": 64, "residual": 64}, {"residual": 0}],
+    "gear": [{"bits": 2, "rank_prefill": 0, "rank_decode": 0, "buffer": 16}],
+    "zipcache": [{"salient_ratio": 1.0, "probe_ratio": 0.0}],
+    "magicpig": [{"dense_layers": [], "gen_buffer": 0}, {"K": 8, "L": 75, "sink": 0, "local": 0}],
+    "quest": [{"budget_ratio": 0.04, "page_size": 32}, {"dense_layers": 0}],
+    "topk": [{"budget_tokens": 512}],
+    "h2o": [{"budget_tokens": 2048}, {"heavy_ratio": 0.0, "recent_ratio": 1.0}],
+    "streamingllm": [{"sink": 0, "window": 100}],
+    "snapkv": [{"capacity": 4096, "window": 16, "kernel": 5}],
+    "pyramidkv": [{"capacity": 256, "beta": 2.0, "window": 8}],
+    "duoattention": [{"retrieval_ratio": 1.0}, {"retrieval_ratio": 0.0}],
+    "razorattention": [{"echo_ratio": 0.0, "induction_ratio": 0.0}, {"min_recent": 0, "recent_frac": 1.0}],
+    "infllm": [{"topk": 0, "max_cached_block": 0, "miss_rate": 1.0}],
+    "llmlingua": [{"ratio": 1.0}, {"ratio": 7.5}],
+    "prefix": [{"hit_ratio": 0.0}],
+}
+SETTINGS = [(n, {}, k) for n, k in CASES] + [(n, v, "gqa") for n in NAMES for v in VARIANTS.get(n, [])]
+SETTING_IDS = [f"{n}-{k}" + ("-" + ",".join(f"{a}={b}" for a, b in v.items()) if v else "") for n, v, k in SETTINGS]
+SEED = 20240611
+MAX_N = 300_000.0
+
+
+def _agree(m, trait: str, observed: bool, at_defaults: bool) -> None:
+    """An optimistic declaration must be observed everywhere; a safe one at the defaults."""
+    declared = getattr(type(m), trait)
+    if declared != TRAITS[trait] or at_defaults:
+        assert observed == declared, f"{m.label()} declares {trait}={declared}, behaves as {observed}"
+
+
+def _points(rng, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Random integer contexts ``n`` (log-uniform in 1..300K) and prompts ``1 <= p <= n``."""
+    n = np.floor(np.exp(rng.uniform(0.0, np.log(MAX_N), size)))
+    return n, np.maximum(1.0, np.floor(n * rng.uniform(0.0, 1.0, size)))
+
+
+def _close(a, b, scale=None, rtol: float = 1e-12) -> bool:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    s = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0)) if scale is None else scale
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= rtol * max(s, 1e-300)))
+
+
+def _fields(cost) -> dict[tuple, np.ndarray]:
+    """``{(part key, field): amount}`` of a cost."""
+    return {(p.key, f): np.asarray(getattr(p, f), dtype=float) for p in cost.parts for f in NUMERIC_FIELDS}
+
+
+def _same_cost(a, b, rtol: float = 1e-12) -> bool:
+    fa, fb = _fields(a), _fields(b)
+    return fa.keys() == fb.keys() and all(_close(np.broadcast_to(fa[k], np.broadcast_shapes(fa[k].shape, fb[k].shape)),
+                                                 np.broadcast_to(fb[k], np.broadcast_shapes(fa[k].shape, fb[k].shape)),
+                                                 rtol=rtol) for k in fa)
+
+
+def _res(r, shape) -> tuple[np.ndarray, np.ndarray]:
+    return (np.broadcast_to(np.asarray(r.gpu_bytes, dtype=float), shape),
+            np.broadcast_to(np.asarray(r.host_bytes, dtype=float), shape))
+
+
+def _tags(parts) -> set:
+    return {p.key for p in parts} | {("overlap", p.overlap) for p in parts if p.overlap is not None}
+
+
+def _decode_parts(m, rng) -> list:
+    ctx, prompt = _points(rng, 24)
+    return list(m.decode_cost(ctx.reshape(3, 8), prompt.reshape(3, 8)).parts) + list(m.decode_cost(ctx[:5]).parts)
+
+
+def _prefill_parts(m, rng) -> list:
+    out = []
+    for _ in range(4):
+        r = int(rng.integers(1, 5))
+        out += m.prefill_cost(rng.integers(1, 8193, r).astype(float), rng.integers(0, 100_001, r).astype(float)).parts
+    return out
+
+
+def test_traits_are_declared_bools():
+    """Every method class has every trait as a plain class-level bool (no instance magic)."""
+    for cls in REGISTRY.values():
+        for t in TRAITS:
+            assert type(getattr(cls, t)) is bool, (cls.name, t)
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_prompt_aware(name, params, kind):
+    """prompt_aware <=> kv_bytes(n, p) or decode_cost(ctx, p) differ from the all-prompt call somewhere."""
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    n, p = _points(rng)
+    a, b = _res(m.kv_bytes(n), n.shape), _res(m.kv_bytes(n, p), n.shape)
+    same = all(_close(x, y) for x, y in zip(a, b))
+    same = same and _same_cost(m.decode_cost(n.reshape(8, 8)), m.decode_cost(n.reshape(8, 8), p.reshape(8, 8)))
+    _agree(m, "prompt_aware", not same, not params)
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_bounded(name, params, kind):
+    """bounded <=> for every prompt P, kv_bytes(P + g, P) (GPU and host) is the same for all large g."""
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    P = np.floor(rng.uniform(1.0, 50_000.0, 32))
+    g = np.floor(rng.uniform(1e5, 1e6, (2, 32)))
+    a, b = (_res(m.kv_bytes(P + gi, P), P.shape) for gi in g)
+    _agree(m, "bounded", all(_close(x, y) for x, y in zip(a, b)), not params)
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_uses_host(name, params, kind):
+    """uses_host <=> some residency has host bytes (or the method has fixed host bytes)."""
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    n, p = _points(rng)
+    host = [_res(m.kv_bytes(n), n.shape)[1], _res(m.kv_bytes(n, p), n.shape)[1]]
+    _agree(m, "uses_host", bool(any(np.any(h > 0) for h in host) or m.fixed_host_bytes() > 0), not params)
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_linear_residency(name, params, kind):
+    """linear_residency <=> kv_bytes(n[, p]).gpu_bytes == n * kv_bytes(1).gpu_bytes and no host bytes,
+    at random integer and fractional n and random prompts."""
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    n, p = _points(rng)
+    n = np.concatenate([n, rng.uniform(0.0, MAX_N, 16)])
+    p = np.concatenate([p, np.full(16, None)])
+    c = float(np.asarray(m.kv_bytes(1.0).gpu_bytes))
+    linear = True
+    for ni, pi in zip(n, p):
+        g, h = _res(m.kv_bytes(float(ni), pi), ())
+        linear &= _close(g, ni * c) and float(h) == 0.0
+    _agree(m, "linear_residency", linear, not params)
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_compresses_prompt(name, params, kind):
+    """compresses_prompt <=> effective_prompt_tokens(p) != p for some random prompt p."""
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    p = rng.integers(1, int(MAX_N), 64).astype(float)
+    _agree(m, "compresses_prompt", any(float(m.effective_prompt_tokens(float(x))) != x for x in p), not params)
+
+
+def _separable(m, rng) -> bool:
+    """Are the decode parts' keys batch-independent and every field ``sum_i g(ctx_i, p_i) + h(B)``?
+    ``h(B)`` is read off B copies of a random reference sequence: ``F(ref x B) - B g(ref)``."""
+    (rc,), (rp,) = _points(rng, 1)
+    for i in range(8):
+        B = int(rng.integers(1, 33))
+        ctx, prompt = _points(rng, B)
+        kw = (lambda v: {"n_prompt": v}) if i % 2 else (lambda v: {})
+        one = lambda c, q: _fields(m.decode_cost(np.array([c]), **kw(np.array([q]))))  # noqa: E731
+        batch, ref = _fields(m.decode_cost(ctx, **kw(prompt))), one(rc, rp)
+        copies = _fields(m.decode_cost(np.full(B, rc), **kw(np.full(B, rp))))
+        singles = [one(c, q) for c, q in zip(ctx, prompt)]
+        if any(f.keys() != batch.keys() for f in [ref, copies] + singles):
+            return False
+        for k, got in batch.items():
+            terms = [s[k] for s in singles] + [copies[k], B * ref[k]]
+            want = sum(terms[:-1]) - terms[-1]
+            if not _close(got, want, scale=max(np.abs(t).max() for t in terms + [got]), rtol=1e-9):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_additive_decode(name, params, kind):
+    """additive_decode <=> on random batches (with and without prompts) every decode field equals
+    the per-sequence sum plus a batch-size term, with the same parts whatever the contexts."""
+    m = _method(name, kind, params)
+    _agree(m, "additive_decode", _separable(m, np.random.default_rng(SEED)), not params)
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_shared_step_parts(name, params, kind):
+    """shared_step_parts <=> a decode part and a prefill part share a Part.key or an overlap tag."""
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    shared = bool(_tags(_decode_parts(m, rng)) & _tags(_prefill_parts(m, rng)))
+    _agree(m, "shared_step_parts", shared, not params)
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_method_parts_apart_from_linear_layers(name, params, kind):
+    """No method part shares a Part.key or overlap tag with the linear layers or the step overhead."""
+    from kvsim.costmodel.transformer import linear_cost, step_overhead_cost
+
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    lin = set()
+    for T, S in ((1.0, 1.0), (float(rng.integers(2, 9000)), float(rng.integers(1, 256)))):
+        lin |= _tags(linear_cost(m.dep, T, S).parts + step_overhead_cost().parts)
+    assert not lin & (_tags(_decode_parts(m, rng)) | _tags(_prefill_parts(m, rng)))
+
+
+def _vectorized(m, rng) -> bool:
+    """Do array calls equal per-element (or per-row) scalar calls? Any exception counts as no."""
+    try:
+        n, p = _points(rng, 24)
+        for kw in ({}, {"n_prompt": p}):
+            arr = _res(m.kv_bytes(n, **kw), n.shape)
+            for i in range(n.size):
+                one = _res(m.kv_bytes(float(n[i]), *([float(p[i])] if kw else [])), ())
+                if not all(_close(a[i], b) for a, b in zip(arr, one)):
+                    return False
+        ctx, prompt = n.reshape(3, 8), p.reshape(3, 8)
+        for kw in ({}, {"n_prompt": prompt}):
+            many = _fields(m.decode_cost(ctx, **kw))
+            for i in range(3):
+                row = _fields(m.decode_cost(ctx[i], **{k: v[i] for k, v in kw.items()}))
+                if row.keys() != many.keys() or not all(_close(np.broadcast_to(many[k], (3,))[i], row[k]) for k in row):
+                    return False
+        new, cached = rng.integers(1, 8193, 4).astype(float), rng.integers(0, 100_001, 4).astype(float)
+        for i in range(4):
+            if not _same_cost(m.prefill_cost(new[i:i + 1], cached[i:i + 1]), m.prefill_cost(float(new[i]), float(cached[i]))):
+                return False
+        perm = rng.permutation(4)
+        if not _same_cost(m.prefill_cost(new, cached), m.prefill_cost(new[perm], cached[perm]), rtol=1e-9):
+            return False
+        eff = np.asarray(m.effective_prompt_tokens(n), dtype=float)
+        return _close(eff, [float(m.effective_prompt_tokens(float(x))) for x in n])
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_vectorized(name, params, kind):
+    """vectorized <=> kv_bytes, effective_prompt_tokens ([N]), decode_cost ([k, B] rows) and
+    prefill_cost ([1] chunks; [R] chunks in any order) equal their scalar / per-row calls."""
+    m = _method(name, kind, params)
+    _agree(m, "vectorized", _vectorized(m, np.random.default_rng(SEED)), not params)

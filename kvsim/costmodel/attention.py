@@ -23,11 +23,11 @@ from kvsim.costmodel.cost import Cost, Num, Part, indicator
 from kvsim.costmodel.deployment import Deployment
 
 
-def _sum_seq(x: Num) -> Num:
-    """Sum over the sequence (last) axis of an array; scalars pass through."""
-    if isinstance(x, np.ndarray) and x.ndim >= 1:
-        return x.sum(axis=-1)
-    return x
+def sum_seq(x: Num) -> Num:
+    """Sum over the sequence (last) axis; 0-d results become floats."""
+    a = np.asarray(x, dtype=np.float64)
+    out = a.sum(axis=-1) if a.ndim >= 1 else a
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def _nseq(x: Num) -> Num:
@@ -80,9 +80,9 @@ def decode_attention(
     L = m.num_layers if layers is None else layers
     rb = kv_bytes_per_token_layer(dep, heads_frac=heads_frac) if kv_bytes_per_token_layer_read is None else kv_bytes_per_token_layer_read
     wbytes = kv_bytes_per_token_layer(dep, heads_frac=heads_frac) if kv_bytes_per_token_layer_written is None else kv_bytes_per_token_layer_written
-    n_tot = _sum_seq(n_attended)
+    n_tot = sum_seq(n_attended)
     B = _nseq(n_attended)
-    w_tot = B if n_written is None else _sum_seq(n_written)
+    w_tot = B if n_written is None else sum_seq(n_written)
     flops = L * n_tot * (decode_flops_per_token_layer(dep, heads_frac) + extra_flops_per_token_layer)
     qo_bytes = L * B * 2 * dep.q_heads_per_gpu * heads_frac * m.q_head_dim * dep.ab
     hbm = L * (n_tot * rb + w_tot * wbytes) + qo_bytes
@@ -120,15 +120,13 @@ def prefill_attention(
     nh = dep.q_heads_per_gpu * heads_frac
     d_qk, d_v = m.q_head_dim, (m.mla.v_head_dim if m.mla else m.head_dim)
     pr = prefill_pairs(n_new, n_cached) if pairs is None else pairs
-    flops = L * 2.0 * nh * (d_qk + d_v) * _sum_seq(pr)
+    flops = L * 2.0 * nh * (d_qk + d_v) * sum_seq(pr)
     kv_tok = kv_bytes_per_token_layer(dep, heads_frac=heads_frac)
     w_tok = kv_tok if kv_write_bytes_per_token_layer is None else kv_write_bytes_per_token_layer
     r_tok = kv_tok if kv_read_bytes_per_token_layer is None else kv_read_bytes_per_token_layer
-    new = _sum_seq(n_new)
+    new = sum_seq(n_new)
     act = L * new * nh * (2 * d_qk + 2 * d_v) * dep.ab  # Q, K, V in; O out (per GPU heads)
     # a chunk without new tokens runs no kernel, so it reads none of its cached prefix
-    cached_read = _sum_seq(np.where(np.asarray(n_new) > 0, n_cached, 0.0))
-    if isinstance(cached_read, np.ndarray) and cached_read.ndim == 0:
-        cached_read = float(cached_read)
+    cached_read = sum_seq(np.where(np.asarray(n_new) > 0, n_cached, 0.0))
     hbm = act + L * cached_read * r_tok + L * new * w_tok
     return Cost.of(Part(name, "attn_prefill", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=L * indicator(new)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.costmodel.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer
+from kvsim.costmodel.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer, sum_seq
 from kvsim.costmodel.cost import Cost, Num, Part
 from kvsim.costmodel.cost import indicator as has  # noqa: F401  (1.0 where x > 0; methods' name for it)
 from kvsim.costmodel.deployment import Deployment
@@ -17,13 +17,6 @@ from kvsim.errors import ConfigError
 
 def arr(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
-
-
-def sum_seq(x: Num) -> Num:
-    """Sum over the sequence (last) axis; 0-d results become floats."""
-    a = np.asarray(x, dtype=np.float64)
-    out = a.sum(axis=-1) if a.ndim >= 1 else a
-    return float(out) if np.ndim(out) == 0 else out
 
 
 def nseq(x: Num) -> float:

@@ -15,10 +15,15 @@ It answers three questions for a :class:`~kvsim.costmodel.deployment.Deployment`
    plus the method's extra prefill work (quantizing, scoring, building tables,
    offloading over PCIe, a compressor model's pass).
 
-Methods that evict at the end of prefill (H2O, SnapKV, PyramidKV, RazorAttention) treat
-prompt and generated tokens differently: ``kv_bytes`` and ``decode_cost`` take an optional
-``n_prompt`` (same shape as, or broadcastable to, ``n_tokens`` / ``ctx``). When it is
-``None`` every cached token counts as prompt (the state right after prefill).
+Methods that evict or compress at the end of prefill (H2O, SnapKV, PyramidKV, RazorAttention,
+GEAR, MagicPIG: ``prompt_aware``) treat prompt and generated tokens differently: ``kv_bytes``
+and ``decode_cost`` take an optional ``n_prompt`` (same shape as, or broadcastable to,
+``n_tokens`` / ``ctx``). When it is ``None`` every cached token counts as prompt (the state
+right after prefill).
+
+What a method is (prompt-aware, bounded, host-resident, linear residency, prompt
+compression, additive decode, decode/prefill parts shared, vectorized) is declared as
+class-level traits below; ``tests/test_methods_contract.py`` checks each against behaviour.
 """
 
 from __future__ import annotations
@@ -65,8 +70,39 @@ class KVMethod(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
-    #: True if the method keeps KV (or indexes) in host memory
+
+    # --- traits: what the method is, declared here and checked by tests/test_methods_contract.py ---
+    # Each trait has a safe value (the simulator's general path) and an optimistic one that
+    # unlocks a shortcut; an optimistic declaration must hold for every parameter setting.
+    #: ``kv_bytes`` or ``decode_cost`` depends on how many cached tokens are prompt
+    #: (``n_prompt``): the method evicts or compresses at the end of prefill. Safe: True.
+    prompt_aware: ClassVar[bool] = False
+    #: a request's resident bytes stop growing at a budget: with the prompt fixed,
+    #: ``kv_bytes(P + g, P)`` (GPU and host) is constant once ``g`` generated tokens pass it.
+    #: Informational (no shortcut depends on it).
+    bounded: ClassVar[bool] = False
+    #: the method keeps KV (or indexes) in host memory (``kv_bytes(n).host_bytes`` > 0 or
+    #: ``fixed_host_bytes`` > 0). Safe: True.
     uses_host: ClassVar[bool] = False
+    #: GPU residency is exactly proportional to tokens (``kv_bytes(n).gpu_bytes == n * c``,
+    #: whatever ``n_prompt``) and nothing is on the host, so a prompt block's KV is the same
+    #: bytes in every request and prefix caching may share it. Safe: False.
+    linear_residency: ClassVar[bool] = True
+    #: the model prefills fewer tokens than the prompt holds (``effective_prompt_tokens(p) != p``,
+    #: LLMLingua). Safe: True.
+    compresses_prompt: ClassVar[bool] = False
+    #: decode cost is separable: every numeric field of every part of ``decode_cost(ctx[, n_prompt])``
+    #: equals ``sum_i g(ctx_i[, n_prompt_i]) + h(B)`` (``B`` sequences) and the parts (``Part.key``)
+    #: do not depend on the context values, so decode prices can be tabulated per sequence. Safe: False.
+    additive_decode: ClassVar[bool] = True
+    #: some part of ``decode_cost`` and some part of ``prefill_cost`` have the same ``Part.key``
+    #: or overlap tag (KIVI and GEAR quantize in both), so a mixed step must be priced jointly.
+    #: Method parts never share a key or tag with the linear layers' or the step overhead's. Safe: True.
+    shared_step_parts: ClassVar[bool] = False
+    #: ``kv_bytes``, ``decode_cost`` (``[B]`` and ``[k, B]`` contexts), ``prefill_cost`` and
+    #: ``effective_prompt_tokens`` accept numpy arrays and price each element as a scalar call
+    #: would. Safe: False.
+    vectorized: ClassVar[bool] = True
 
     def __init__(self, dep: Deployment, params: MethodParams | None = None):
         self.dep = dep

@@ -44,6 +44,7 @@ class DuoAttention(KVMethod):
     name = "duoattention"
     summary = "DuoAttention: retrieval heads full KV, streaming heads 64 sink + 256 recent"
     Params = DuoAttentionParams
+    linear_residency = False  # streaming heads keep sink + recent
 
     def check(self) -> None:
         require_not_mla(self.dep, "duoattention", "head-level retention needs per-head KV")

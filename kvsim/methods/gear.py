@@ -52,6 +52,9 @@ class GEAR(KVMethod):
     name = "gear"
     summary = "GEAR 4-bit group quantization + rank-4/2 low-rank + 2% sparse outliers"
     Params = GEARParams
+    prompt_aware = True  # prompt rank-4 vs generated rank-2 + 16-bit buffer
+    linear_residency = False  # 16-bit streaming buffer + per-chunk low-rank factors
+    shared_step_parts = True  # gear_compress runs in decode and prefill
 
     def __init__(self, dep, params=None):
         super().__init__(dep, params)

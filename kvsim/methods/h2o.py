@@ -52,6 +52,9 @@ class H2O(KVMethod):
     name = "h2o"
     summary = "H2O heavy-hitter + recent eviction (20% of the prompt), eager attention with scores"
     Params = H2OParams
+    prompt_aware = True  # budget set from the prompt at the end of prefill
+    bounded = True  # the cache stays at the budget while tokens are generated
+    linear_residency = False  # evicted to a budget (budget_tokens: not proportional to n)
 
     def budget(self, n_prompt: Num) -> Num:
         p = self.params

@@ -52,6 +52,8 @@ class InfLLM(KVMethod):
     summary = "InfLLM: 128 init + 4096 local + top-16 of 128-token blocks retrieved from host memory"
     Params = InfLLMParams
     uses_host = True
+    linear_residency = False  # host blocks, GPU LRU cache and representative keys
+    additive_decode = False  # one block-score launch and PCIe round trip per layer if ANY sequence has blocks
 
     @property
     def local(self) -> float:

@@ -65,6 +65,8 @@ class KIVI(KVMethod):
     name = "kivi"
     summary = "KIVI 2/4-bit asymmetric KV quantization (per-channel K, per-token V) with a 16-bit residual"
     Params = KIVIParams
+    linear_residency = False  # 16-bit residual window: bytes are not proportional to tokens
+    shared_step_parts = True  # kivi_quant runs in decode and prefill
 
     def __init__(self, dep, params=None):
         super().__init__(dep, params)

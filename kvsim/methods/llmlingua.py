@@ -42,6 +42,7 @@ class LLMLingua(KVMethod):
     name = "llmlingua"
     summary = "LLMLingua-2 prompt compression (3x) by a 0.56B encoder on the same GPU"
     Params = LLMLinguaParams
+    compresses_prompt = True
 
     def effective_prompt_tokens(self, n_prompt: Num) -> Num:
         out = np.ceil(arr(n_prompt) / self.params.ratio)

@@ -105,6 +105,8 @@ class MagicPIG(KVMethod):
     summary = "MagicPIG LSH sampling: sparse layers' KV + hash tables in host memory, attention on the CPU"
     Params = MagicPIGParams
     uses_host = True
+    prompt_aware = True  # generated tokens stay in the GPU buffer (gen_buffer)
+    linear_residency = False  # dense layers + GPU buffers, the rest on the host
 
     def check(self) -> None:
         require_not_mla(self.dep, "magicpig", "its tables hash per-head keys; MLA has one shared latent")

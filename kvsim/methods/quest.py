@@ -43,6 +43,7 @@ class Quest(KVMethod):
     name = "quest"
     summary = "Quest page-level top-k: full KV plus per-page min/max keys; reads metadata + top pages"
     Params = QuestParams
+    linear_residency = False  # + min/max metadata of ceil(n / page_size) pages
 
     def __init__(self, dep, params=None):
         super().__init__(dep, params)

@@ -38,6 +38,8 @@ class RazorAttention(KVMethod):
     name = "razorattention"
     summary = "RazorAttention: 16% retrieval heads full, others max(4000, S/5) recent + a compensation token"
     Params = RazorAttentionParams
+    prompt_aware = True  # non-retrieval heads keep max(4000, P/5) prompt tokens
+    linear_residency = False  # non-retrieval heads truncated
 
     def check(self) -> None:
         require_not_mla(self.dep, "razorattention", "head-level retention needs per-head KV")

@@ -50,6 +50,8 @@ class SnapKV(KVMethod):
     name = "snapkv"
     summary = "SnapKV: keep the top (C - w) prompt tokens per head by window voting + the window, C = 1024"
     Params = SnapKVParams
+    prompt_aware = True  # the prompt is compressed to C per layer; generated tokens are appended
+    linear_residency = False  # prompt capped at C per layer
 
     def layer_capacities(self) -> np.ndarray:
         """[L] prompt tokens kept per layer (SnapKV: C in every layer)."""

@@ -30,6 +30,8 @@ class StreamingLLM(KVMethod):
     name = "streamingllm"
     summary = "StreamingLLM: 4 sink tokens + a 2044-token sliding window (constant memory)"
     Params = StreamingLLMParams
+    bounded = True  # sink + window tokens
+    linear_residency = False  # min(n, sink + window)
 
     @property
     def capacity(self) -> float:

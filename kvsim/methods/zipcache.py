@@ -47,6 +47,7 @@ class ZipCache(KVMethod):
     name = "zipcache"
     summary = "ZipCache: 40% salient tokens at 4 bits, the rest at 2 bits (probe-token saliency)"
     Params = ZipCacheParams
+    linear_residency = False  # + fixed per-request quantization parameters
 
     def __init__(self, dep, params=None):
         super().__init__(dep, params)

@@ -357,6 +357,32 @@ def test_trait_linear_residency(name, params, kind):
 
 
 @pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_shares_prefix_blocks_means_entries_cost_the_same(name, params, kind):
+    """shares_prefix_blocks(b) => a prompt of e whole entries holds e times one entry's bytes, on the
+    GPU only, whatever the prompt around it (random e, prompts); and it is never claimed by a
+    prompt-aware, host-resident or prompt-compressing method."""
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    for b in (16, 64, 512, 100):
+        if not m.shares_prefix_blocks(b):
+            continue
+        assert not (m.prompt_aware or m.uses_host or m.compresses_prompt), f"{name} shares blocks of {b}"
+        one = float(np.asarray(m.kv_bytes(float(b)).gpu_bytes))
+        for e in rng.integers(1, 64, size=16):
+            n = float(e * b)
+            for prompt in (None, n, float(rng.integers(int(n), int(n) + 4096))):
+                g, h = _res(m.kv_bytes(n, prompt), ())
+                assert _close(g, e * one) and float(h) == 0.0, (name, b, e, prompt)
+
+
+def test_quest_shares_whole_pages_only():
+    """Quest's metadata is per page: entries of whole pages share (512 = 32 pages of 16), others do not."""
+    q = make_method("quest", _dep("gqa"))
+    assert q.shares_prefix_blocks(512) and not q.shares_prefix_blocks(100)
+    assert not make_method("kivi", _dep("gqa")).shares_prefix_blocks(512)  # 16-bit residual window
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
 def test_trait_compresses_prompt(name, params, kind):
     """compresses_prompt <=> effective_prompt_tokens(p) != p for some random prompt p."""
     m = _method(name, kind, params)

@@ -104,6 +104,17 @@ class KVMethod(ABC):
     #: would. Safe: False.
     vectorized: ClassVar[bool] = True
 
+    def shares_prefix_blocks(self, block_tokens: int) -> bool:
+        """Can a prefix-cache entry of ``block_tokens`` prompt tokens be shared by requests?
+
+        True when the entry is the same bytes in every request: residency at multiples of
+        ``block_tokens`` is additive (``kv_bytes(e * b) == e * kv_bytes(b)``), on the GPU
+        only, independent of the rest of the prompt, and the prompt is prefilled as written.
+        Derived from the traits; a method whose residency is linear only on a grid (Quest's
+        pages) overrides it. Checked by the contract test."""
+        return (self.linear_residency and not self.uses_host and not self.prompt_aware
+                and not self.compresses_prompt)
+
     def __init__(self, dep: Deployment, params: MethodParams | None = None):
         self.dep = dep
         self.params = params if params is not None else self.Params()

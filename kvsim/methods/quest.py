@@ -53,6 +53,10 @@ class Quest(KVMethod):
         # metadata bytes per page per layer on this GPU: min and max of every key element
         self.meta_page = 2.0 * key_elems_tok_layer(dep) * dep.ab
 
+    def shares_prefix_blocks(self, block_tokens: int) -> bool:
+        """Whole pages per entry: the KV and the per-page metadata of an entry are the same in every request."""
+        return block_tokens % self.params.page_size == 0
+
     def _pages(self, n: np.ndarray) -> np.ndarray:
         return np.ceil(n / self.params.page_size)
 

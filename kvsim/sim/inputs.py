@@ -49,11 +49,12 @@ def effective_prompts(method: KVMethod, prompt: np.ndarray) -> np.ndarray:
 def prefix_caching_tokens(method: KVMethod, trace: Trace, cfg: SimConfig) -> tuple[int, str | None]:
     """Tokens per prefix-cache entry (0: off), and why it is off when the trace has prefix ids.
 
-    Only a KV that is a plain per-token array can be shared block by block: host-resident,
-    prompt-aware, prompt-compressing and non-linear methods turn prefix caching off."""
+    Only KV whose prompt blocks are the same bytes in every request can be shared
+    (:meth:`KVMethod.shares_prefix_blocks`): host-resident, prompt-aware, prompt-compressing
+    and non-linear methods turn prefix caching off."""
     if not (cfg.enable_prefix_caching and trace.prefix_blocks is not None):
         return 0, None
-    if method.uses_host or method.prompt_aware or method.compresses_prompt or not method.linear_residency:
+    if not method.shares_prefix_blocks(trace.prefix_block_tokens):
         return 0, f"prefix caching off: method {method.name} does not keep a shareable per-token KV"
     return trace.prefix_block_tokens, None
 

@@ -12,6 +12,11 @@ import sys
 import typer
 
 from kvsim import __version__
+from kvsim.commands import plan as _plan
+from kvsim.commands import report as _report
+from kvsim.commands import simulate as _sim
+from kvsim.commands import trace as _trace
+from kvsim.commands import validate as _validate
 from kvsim.commands.estimate import estimate_cmd
 from kvsim.commands.listing import list_cmd
 from kvsim.errors import KvsimError
@@ -30,13 +35,7 @@ app.command("list")(list_cmd)
 
 
 def _register_optional() -> None:
-    """Commands whose modules live beside this one; each imports its heavy deps lazily."""
-    from kvsim.commands import plan as _plan
-    from kvsim.commands import report as _report
-    from kvsim.commands import simulate as _sim
-    from kvsim.commands import trace as _trace
-    from kvsim.commands import validate as _validate
-
+    """Commands whose modules import their heavy deps lazily (torch, plotly, scipy)."""
     app.command("simulate")(_sim.simulate_cmd)
     app.command("plan")(_plan.plan_cmd)
     app.command("report")(_report.report_cmd)

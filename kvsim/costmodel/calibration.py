@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from pydantic import Field
 
 from kvsim.errors import SpecError
 from kvsim.hardware import System
+from kvsim.hardware.spec import OP_CLASSES
 from kvsim.specbase import Strict, read_yaml, validate_dict
 
 
@@ -59,8 +61,6 @@ def load_calibration(path: str | Path) -> Calibration:
     if not p.is_file():
         raise SpecError(f"{p}: calibration file not found")
     cal = validate_dict(Calibration, read_yaml(p), str(p))
-    from kvsim.hardware.spec import OP_CLASSES
-
     for op, fields in cal.efficiencies.items():
         if op not in OP_CLASSES:
             raise SpecError(f"{p}: efficiencies: unknown op class '{op}' (choices: {', '.join(OP_CLASSES)})")
@@ -86,6 +86,4 @@ def apply_calibration(system: System, cal: Calibration, origin: str = "") -> Sys
 
 
 def save_calibration(cal: Calibration, path: str | Path) -> None:
-    import yaml
-
     Path(path).write_text(yaml.safe_dump(cal.model_dump(), sort_keys=False), encoding="utf-8")

@@ -28,6 +28,7 @@ from pydantic import Field
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, is_mha, require_not_mla
+from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 
 
@@ -50,8 +51,6 @@ class DuoAttention(KVMethod):
         require_not_mla(self.dep, "duoattention", "head-level retention needs per-head KV")
         r = self.params.retrieval_ratio
         if r != "auto" and not 0.0 <= float(r) <= 1.0:
-            from kvsim.errors import ConfigError
-
             raise ConfigError(f"duoattention retrieval_ratio must be in [0, 1], got {r}")
 
     @property

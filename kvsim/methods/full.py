@@ -8,12 +8,14 @@ step; prefill is causal FlashAttention. For MLA models the cached latent is
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
+from kvsim.methods._published import published
 from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency
 
 
@@ -30,8 +32,6 @@ class Full(KVMethod):
     def __init__(self, dep, params=None):
         super().__init__(dep, params)
         if self.params.kv_dtype != "auto":
-            from dataclasses import replace
-
             self.dep = replace(dep, kv_dtype=self.params.kv_dtype)
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
@@ -47,6 +47,4 @@ class Full(KVMethod):
         """The full-attention rows of METHODS.md §4 (16-bit KV only)."""
         if self.dep.kv_dtype not in ("bf16", "fp16"):
             return []
-        from kvsim.methods._published import published
-
         return published("full", None, self.label())

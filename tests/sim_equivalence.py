@@ -71,8 +71,10 @@ class Scenario:
                 f"rows(arrival, prompt, output, prefix)={rows}")
 
 
-def scenario(seed: int) -> Scenario:
+def scenario(seed: int, small: bool = False) -> Scenario:
+    """The scenario of ``seed``; ``small``: fewer, shorter requests (CI)."""
     rng = random.Random(seed)
+    out_max = 40 if small else 150
     model = rng.choice(MODELS)
     method = rng.choice(METHODS)
     cfg = dict(
@@ -86,11 +88,11 @@ def scenario(seed: int) -> Scenario:
     kind = rng.random()
     if kind < 0.15:  # a window of Mooncake (real prefix ids, 512-token blocks), outputs capped
         mc = mooncake()
-        n = rng.randint(5, 25)
+        n = rng.randint(5, 12 if small else 25)
         start = rng.randrange(0, len(mc) - n)
         sel = slice(start, start + n)
         prompt = np.minimum(mc.prompt_tokens[sel], 8192)
-        output = np.minimum(mc.output_tokens[sel], rng.choice([20, 60, 150]))
+        output = np.minimum(mc.output_tokens[sel], rng.choice([20, 60, out_max]))
         arrival = mc.arrival_s[sel] - mc.arrival_s[start]
         arrival = arrival * rng.choice([0.01, 0.1, 1.0])
         prefix = tuple(tuple(h[: -(-int(p) // 512)]) for h, p in zip(mc.prefix_blocks[sel], prompt))
@@ -98,11 +100,11 @@ def scenario(seed: int) -> Scenario:
                       np.maximum(np.asarray(output, dtype=np.int64), 1), prefix_blocks=prefix, prefix_block_tokens=512)
         blocks = rng.randint(600, 4000)
     else:
-        n = rng.randint(5, 40 if rng.random() < 0.8 else 60)
+        n = rng.randint(5, 20) if small else rng.randint(5, 40 if rng.random() < 0.8 else 60)
         gaps = [rng.choice([0.0, 0.001, 0.01, 0.05, 0.3, 2.0]) for _ in range(n)]
         long = rng.random() < 0.3
         prompt = [rng.randint(1, 6000 if long else 2500) for _ in range(n)]
-        output = [rng.randint(1, 150) for _ in range(n)]
+        output = [rng.randint(1, out_max) for _ in range(n)]
         prefix = None
         pb = 0
         if kind < 0.6:  # prompts open with one of a few shared chains of 64-token blocks

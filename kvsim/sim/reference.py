@@ -160,7 +160,7 @@ def _distinct_prefix(hashes) -> tuple:
 class RefReplica:
     """One engine; arrivals come through :meth:`arrive`, time through :meth:`run_before`."""
 
-    def __init__(self, dep, method, trace, config) -> None:
+    def __init__(self, dep, method, trace, config, step_model=None) -> None:
         cfg = config
         if cfg.gpu_memory_utilization is not None:
             dep = replace(dep, gpu_memory_utilization=cfg.gpu_memory_utilization)
@@ -180,7 +180,8 @@ class RefReplica:
             pb = 0
         self.pb = pb
         self.pool = RefPool(self.geo, pb)
-        self.step_model = StepModel(dep, method)
+        self.method = method
+        self.step_model = step_model or StepModel(dep, method)
         self.roofline = Roofline(dep.system)
         self.reqs: dict[int, RefRequest] = {}
         self.pending: deque[int] = deque()  # routed, not yet arrived (trace order)
@@ -208,7 +209,7 @@ class RefReplica:
         if reason:
             r.status, r.reject_reason, r.reject_s = "rejected", reason, now
             return
-        n_hit = float(np.asarray(self.step_model.method.split_prompt(np.array([float(P)]))[1]).reshape(-1)[0])
+        n_hit = float(np.asarray(self.method.split_prompt(np.array([float(P)]))[1]).reshape(-1)[0])
         r.analytic_cached = min(math.floor(n_hit + 1e-9), P - 1)
         if self.pb:
             r.prefix_hashes = _distinct_prefix(self.trace.prefix_blocks[i])
@@ -512,11 +513,12 @@ def _result(reps: list[RefReplica], owner: np.ndarray, n: int) -> RefResult:
                      prefix_evictions=sum(r.pool.evictions for r in reps), replica_of=owner)
 
 
-def simulate_reference(dep, method, trace, config=None) -> RefResult:
-    """Replay ``trace`` on one replica (the specification of :func:`kvsim.sim.replica.simulate`)."""
+def simulate_reference(dep, method, trace, config=None, step_model=None) -> RefResult:
+    """Replay ``trace`` on one replica (the specification of :func:`kvsim.sim.replica.simulate`);
+    ``step_model`` replaces ``StepModel(dep, method)`` (anything with its ``time_s``)."""
     from kvsim.sim.replica import SimConfig
 
-    rep = RefReplica(dep, method, trace, config or SimConfig())
+    rep = RefReplica(dep, method, trace, config or SimConfig(), step_model)
     for i in range(len(trace)):
         rep.arrive(i)
     rep.run_before(math.inf)

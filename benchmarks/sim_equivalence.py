@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/sim_equivalence.py --examples 1000 [--write]
 
-Scenarios are ``tests/sim_equivalence.scenario(seed)`` for seeds ``0..N-1`` (models
+Scenarios are ``tests/equivalence_scenarios.scenario(seed)`` for seeds ``0..N-1`` (models
 llama-3.1-8b, mixtral-8x7b, deepseek-v2-lite; every method of the list; chunked and
 whole-prompt prefill; RECOMPUTE and SWAP; prefix caching; 1-3 replicas behind each router).
 Draws a method cannot run (ConfigError) are skipped and counted.
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _results  # noqa: E402
-from sim_equivalence import compare, run_both, scenario  # noqa: E402
+from equivalence_scenarios import compare, run_both, scenario  # noqa: E402
 
 SECTION = "Fast simulator = reference"
 

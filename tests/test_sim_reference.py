@@ -16,7 +16,7 @@ from kvsim.costmodel.roofline import Roofline
 from kvsim.methods import make_method
 from kvsim.sim.reference import COMPLETED, REJECTED, simulate_cluster_reference, simulate_reference
 from kvsim.sim.replica import SimConfig, simulate
-from sim_equivalence import compare, run_both, scenario
+from equivalence_scenarios import compare, run_both, scenario
 from test_sim_support import FakeStep, a100_llama, make_trace, util_for_blocks
 
 
@@ -154,10 +154,27 @@ CI = settings(max_examples=300, deadline=None, derandomize=True, database=None,
 @given(st.integers(0, 2**31 - 1))
 def test_fast_simulator_equals_reference(seed):
     """Per-request status, preemptions, cached tokens, every token's time (1e-9 relative),
-    steps and peak pool use are identical (see tests/sim_equivalence.py for the draws)."""
+    steps and peak pool use are identical (see tests/equivalence_scenarios.py for the draws)."""
     sc = scenario(seed, small=True)
     got = run_both(sc)
     if got is None:  # the method does not support the model, or the pool cannot be that small
         return
     diff = compare(*got)
     assert not diff, sc.describe() + "\n" + "\n".join(diff)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "fast simulator bug: without chunked prefill, a queue head whose prompt does not fit the rest of the "
+    "step's token budget returns from Scheduler._admit_waiting still holding the prefix entries it just "
+    "looked up (num_computed_tokens stays at the hit); later it skips the lookup, so entries registered "
+    "meanwhile are missed and the held references are not evictable ('waiting requests hold no KV')"))
+def test_whole_prompt_budget_miss_keeps_no_prefix_reference():
+    # X (128 tokens, hashes 1, 2) registers entries 1, 2. At t=1, A (200, hashes 1..4) and B (250,
+    # hashes 1..4) arrive; v0 budget 150: A hits 2 entries (128 tokens), prefills 72; B hits 2 too
+    # but 122 > 150 - 72 does not fit this step. A's prompt completes and registers entry 3, so in
+    # the next step B hits 3 entries: 192 cached tokens, prefills 58 (10 + 58 ms): first token
+    # 1.082 + 0.068 = 1.150. (The fast simulator keeps B's first hit: 128 cached, 122 prefilled.)
+    r = _ref([0.0, 1.0, 1.0], [128, 200, 250], [1, 5, 2], prefix=[(1, 2), (1, 2, 3, 4), (1, 2, 3, 4)], pb=64,
+             chunked_prefill=False, max_num_batched_tokens=150)
+    assert r.cached_tokens.tolist() == [0, 128, 192]
+    assert r.first_token_s[2] == pytest.approx(1.150)

@@ -178,3 +178,19 @@ def test_whole_prompt_budget_miss_keeps_no_prefix_reference():
              chunked_prefill=False, max_num_batched_tokens=150)
     assert r.cached_tokens.tolist() == [0, 128, 192]
     assert r.first_token_s[2] == pytest.approx(1.150)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "fast simulator bug: Scheduler.blocked assumes memory only shrinks while the batch decodes, but a "
+    "decode allocation that evicts an unreferenced prefix entry can shorten the queue head's hit and make "
+    "it admissible (its remaining entries become evictable for it); decode_run then skips admissions the "
+    "reference (vLLM: the head is retried every step) makes. Benchmark seeds 443, 227, 640 show the same "
+    "kind of divergence"))
+def test_eviction_can_unblock_the_queue_head():
+    # 33 blocks, budget 33. A (64 tokens, entry 11) decodes 300 tokens; B (256, entries 11..14) leaves
+    # 12..14 cached. C (320 tokens, entries 11..14) at t=3 hits all 4 (pinned) and needs 2 more blocks:
+    # none free. When A's growth evicts entry 12, C hits only entry 11 and its 32-token chunk needs 2
+    # blocks out of the evictable 13, 14: the reference admits it in that step (3.06 s).
+    r = _ref([0.0, 0.0, 3.0], [64, 256, 320], [300, 1, 2], prefix=[(11,), (11, 12, 13, 14), (11, 12, 13, 14)],
+             pb=64, blocks=33, max_num_batched_tokens=33)
+    assert r.scheduled_s[2] == pytest.approx(3.06)

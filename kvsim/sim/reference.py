@@ -1,0 +1,572 @@
+"""The reference simulator: the executable specification of :func:`kvsim.sim.replica.simulate`
+and :func:`kvsim.plan.cluster.simulate_cluster`. Plain Python, one object per request, one
+loop iteration per engine step; speed does not matter here, readability does.
+
+It shares only pure inputs with the fast simulator: the method (``kv_bytes``,
+``effective_prompt_tokens``, ``split_prompt``), :func:`kvsim.pricing.memory.memory_budget`,
+:class:`kvsim.pricing.step.StepModel` (every step priced with ``time_s``) and
+:class:`kvsim.costmodel.roofline.Roofline` (the SWAP copy). Pools: :mod:`kvsim.sim.reference_pool`.
+
+Each step: (1) requests whose arrival is at or before the step's start join the queue (a
+step end and an arrival at the same instant: the arrival joins the next step); (2) the
+scheduler decides, in vLLM's rules (see :mod:`kvsim.sim.scheduler`): chunked prefill with a
+token budget (decodes first, then partial prefills, swapped-in, then waiting FCFS with
+head-of-line blocking, no admission in a step that preempted) or whole-prompt (v0)
+prefill-first; preemption of the most recently admitted running request (RECOMPUTE or
+SWAP); (3) the step is priced; (4) every request is updated at the step's end.
+
+Stated rules (where the module docstrings are silent, this follows the current code):
+
+1. Block counts: a request with ``n`` tokens cached holds ``blocks(n, prompt)`` GPU blocks
+   (own blocks plus the blocks of its prefix entries, counted as ``blocks(e * pb)`` for
+   ``e`` entries). For a prefill chunk it takes ``max(0, blocks(after) - held)`` new blocks
+   (it never gives blocks back mid-prompt); a decode step takes ``blocks(ctx + 1) - held``.
+2. Requests finishing in the same step are released decodes first, in descending position
+   of the decode set (an array: a leaving request's slot is taken by the last one, new
+   ones are appended), then prompt completions in schedule order. Prefix references are
+   released in prompt order, so the first entry of a prompt becomes the least recently
+   released one.
+3. A queue head that finds a prefix hit but does not fit keeps no reference (it looks up
+   again next time). The prefix lookup covers at most ``(num_tokens - 1) // pb`` entries
+   (one token is always computed), also when a RECOMPUTE victim is re-admitted; the
+   cached-token count reported is that of the first admission. Entries are registered
+   when the prompt completes: ``min(len(hashes), prompt // pb)`` leading entries.
+4. The analytic hit of the ``prefix`` method (``floor(split_prompt(P)[1])``, at most
+   ``P - 1``) counts as computed on every admission with nothing computed, when the
+   request has no prefix ids for the cache; its KV is the request's own.
+5. Prefix caching is on when enabled, the trace has prefix ids, and the method keeps a
+   shareable per-token KV: no host residency, effective prompts equal prompts, GPU bytes
+   proportional to tokens (checked at 512, 1024 and 8192 tokens: prefix blocks are whole
+   pages, so Quest's per-page metadata shares too), and bytes that do not depend on the
+   prompt length.
+6. SWAP: a decoding victim copies all its GPU blocks (``blocks(ctx)``) to the host pool if
+   they fit there (dropping its prefix references), else it is recomputed; partially
+   prefilled victims are always recomputed. Swap-in (FCFS, while budget and
+   ``max_num_seqs`` allow and nothing was preempted) frees the host copy and needs
+   ``blocks(ctx + 1)`` GPU blocks; the request decodes in the same step. Each direction
+   adds one PCIe copy of its bytes to the step time. In whole-prompt mode swapped requests
+   go before any prefill; waiting requests are admitted only when nothing is swapped.
+7. An empty step (nothing could be scheduled) takes no time; after 3 consecutive empty
+   steps with nothing running, the queue head (swapped first) is rejected as
+   'unschedulable'.
+8. Rejected at arrival: prompt + output over the model's context ('max_context'); KV at
+   ``prompt + output - 1`` tokens over the GPU ('gpu_memory') or host ('host_memory') pool.
+9. Cluster lockstep: before routing arrival ``i`` at ``t_i`` every replica processes its
+   events strictly before ``t_i``; the load of a replica is its routed requests less those
+   that finished or were rejected strictly before ``t_i``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from kvsim.costmodel.cost import Cost, Part
+from kvsim.costmodel.roofline import Roofline
+from kvsim.pricing.step import StepModel
+from kvsim.sim.reference_pool import RefGeometry, RefPool
+
+COMPLETED, REJECTED = 1, 2  # as kvsim.sim.metrics
+
+
+@dataclass(eq=False)
+class RefRequest:
+    rid: int
+    arrival_s: float
+    num_prompt_tokens: int  # effective prompt
+    max_tokens: int
+    prefix_hashes: tuple = ()
+    analytic_cached: int = 0
+    status: str = "new"  # waiting, running, swapped, finished, rejected
+    num_computed_tokens: int = 0
+    num_output_tokens: int = 0
+    gpu_blocks: int = 0  # private GPU blocks
+    host_blocks: int = 0
+    num_prefix_entries: int = 0  # leading prefix entries referenced
+    admit_seq: int = -1
+    preemptions: int = 0
+    cached_tokens: int = -1
+    scheduled_s: float = math.nan
+    first_token_s: float = math.nan
+    last_token_s: float = math.nan
+    finish_s: float = math.nan
+    reject_s: float = math.nan
+    reject_reason: str = ""
+    tbt_max_s: float = 0.0
+    token_times: list = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prompt_tokens + self.num_output_tokens
+
+
+@dataclass
+class RefResult:
+    """Per-request arrays (trace order; NaN where a request never got there) and totals."""
+
+    status: np.ndarray
+    reject_reason: dict
+    scheduled_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    tbt_max_s: np.ndarray
+    preemptions: np.ndarray
+    cached_tokens: np.ndarray
+    token_times: list
+    steps: int
+    peak_gpu_blocks: int
+    peak_host_blocks: int
+    num_gpu_blocks: int
+    num_host_blocks: int
+    prefix_evictions: int
+    replica_of: np.ndarray | None = None
+
+
+def _effective_prompts(method, prompt: np.ndarray) -> np.ndarray:
+    out = []
+    for p in np.asarray(prompt).tolist():
+        eff = float(np.asarray(method.effective_prompt_tokens(np.array([float(p)]))).reshape(-1)[0])
+        out.append(max(math.ceil(eff - 1e-9), 1))
+    return np.array(out, dtype=np.int64)
+
+
+def _shareable_kv(method, peff, prompt) -> bool:
+    """Stated rule 5."""
+    if method.uses_host or not np.array_equal(peff, prompt):
+        return False
+    n = np.array([512.0, 1024.0, 3000.0, 5000.0, 8192.0, 20000.0])
+    p = np.array([512.0, 1000.0, 1000.0, 4000.0, 64.0, 1000.0])
+    lin = np.array([512.0, 1024.0, 8192.0])  # prefix blocks are whole multiples of a page / block
+    gl = np.asarray(method.kv_bytes(lin).gpu_bytes, dtype=np.float64) * np.ones(lin.shape)
+    g = np.asarray(method.kv_bytes(n).gpu_bytes, dtype=np.float64) * np.ones(n.shape)
+    gp = np.asarray(method.kv_bytes(n, p).gpu_bytes, dtype=np.float64) * np.ones(n.shape)
+    hp = np.asarray(method.kv_bytes(n, p).host_bytes, dtype=np.float64) * np.ones(n.shape)
+    return (np.allclose(gl / lin, gl[0] / lin[0], rtol=1e-9) and np.allclose(gp, g, rtol=1e-12, atol=0.0)
+            and not hp.any())
+
+
+def _distinct_prefix(hashes) -> tuple:
+    out: list = []
+    for h in hashes:
+        if h in out:
+            break
+        out.append(h)
+    return tuple(out)
+
+
+class RefReplica:
+    """One engine; arrivals come through :meth:`arrive`, time through :meth:`run_before`."""
+
+    def __init__(self, dep, method, trace, config, step_model=None) -> None:
+        cfg = config
+        if cfg.gpu_memory_utilization is not None:
+            dep = replace(dep, gpu_memory_utilization=cfg.gpu_memory_utilization)
+        self.cfg, self.trace = cfg, trace
+        self.prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
+        self.output = np.asarray(trace.output_tokens, dtype=np.int64)
+        self.peff = _effective_prompts(method, self.prompt)
+        total = self.peff + self.output
+        fits_ctx = total <= dep.model.max_context_tokens
+        step_tokens = cfg.max_num_batched_tokens
+        if not cfg.chunked_prefill and fits_ctx.any():
+            step_tokens = max(step_tokens, int(self.peff[fits_ctx].max()))
+        self.geo = RefGeometry(dep, method, cfg, step_tokens)
+        self.fits_ctx = fits_ctx
+        pb = trace.prefix_block_tokens if (cfg.enable_prefix_caching and trace.prefix_blocks is not None) else 0
+        if pb and not _shareable_kv(method, self.peff, self.prompt):
+            pb = 0
+        self.pb = pb
+        self.pool = RefPool(self.geo, pb)
+        self.method = method
+        self.step_model = step_model or StepModel(dep, method)
+        self.roofline = Roofline(dep.system)
+        self.reqs: dict[int, RefRequest] = {}
+        self.pending: deque[int] = deque()  # routed, not yet arrived (trace order)
+        self.waiting: deque[RefRequest] = deque()
+        self.swapped: deque[RefRequest] = deque()
+        self.decoding: list[RefRequest] = []  # the decode set (slot order, rule 2)
+        self.prefilling: list[RefRequest] = []  # admission order
+        self.busy = False
+        self.free_at = 0.0  # start of the next step while busy
+        self.admit_counter = 0
+        self.empty_steps = 0
+        self.steps = 0
+
+    # ----- arrivals -----
+    def arrive(self, i: int) -> None:
+        self.pending.append(i)
+
+    def _arrival(self, i: int, now: float) -> None:
+        P, out = int(self.peff[i]), int(self.output[i])
+        r = RefRequest(i, float(self.trace.arrival_s[i]), P, out)
+        self.reqs[i] = r
+        g_end, h_end = self.geo.blocks(P + out - 1, P)
+        reason = ("max_context" if not self.fits_ctx[i] else "gpu_memory" if g_end > self.geo.num_gpu_blocks
+                  else "host_memory" if h_end > self.geo.num_host_blocks else "")
+        if reason:
+            r.status, r.reject_reason, r.reject_s = "rejected", reason, now
+            return
+        n_hit = float(np.asarray(self.method.split_prompt(np.array([float(P)]))[1]).reshape(-1)[0])
+        r.analytic_cached = min(math.floor(n_hit + 1e-9), P - 1)
+        if self.pb:
+            r.prefix_hashes = _distinct_prefix(self.trace.prefix_blocks[i])
+        r.status = "waiting"
+        self.waiting.append(r)
+        if not self.busy:
+            self.busy, self.free_at = True, now
+
+    # ----- time -----
+    def run_before(self, limit: float) -> None:
+        """Process arrivals and steps that start strictly before ``limit``."""
+        while True:
+            t_arr = float(self.trace.arrival_s[self.pending[0]]) if self.pending else math.inf
+            t_step = self.free_at if self.busy else math.inf
+            t = min(t_arr, t_step)
+            if not t < limit:
+                return
+            if t_arr <= t_step:
+                self._arrival(self.pending.popleft(), t_arr)
+            else:
+                self._step(t_step)
+
+    def _has_work(self) -> bool:
+        return bool(self.decoding or self.prefilling or self.waiting or self.swapped)
+
+    # ----- blocks -----
+    def _held_gpu(self, r: RefRequest) -> int:
+        return r.gpu_blocks + (self.geo.prefix_blocks(r.num_prefix_entries, self.pb, r.num_prompt_tokens)
+                               if r.num_prefix_entries else 0)
+
+    def _free(self, r: RefRequest) -> None:
+        if r.num_prefix_entries:
+            self.pool.release(r.prefix_hashes[: r.num_prefix_entries])
+        r.gpu_blocks = r.host_blocks = r.num_prefix_entries = 0
+
+    def _take(self, g: int, h: int, host_released: int = 0) -> bool:
+        if not self.pool.fits(g, h, host_released):
+            return False
+        self.pool.make_room(g)
+        return True
+
+    # ----- one step -----
+    def _step(self, now: float) -> None:
+        if not self._has_work():
+            self.busy = False
+            return
+        plan = self._schedule()
+        if not plan["decode"] and not plan["prefill"]:
+            self.empty_steps += 1
+            if self.empty_steps > 2 and not (self.decoding or self.prefilling):
+                r = self.swapped.popleft() if self.swapped else self.waiting.popleft()
+                self._free(r)
+                r.status, r.reject_reason, r.reject_s = "rejected", "unschedulable", now
+                self.empty_steps = 0
+            self.free_at = now
+            return
+        self.empty_steps = 0
+        dec, pf = plan["decode"], plan["prefill"]
+        dt = float(self.step_model.time_s(
+            decode_ctx=np.array([float(r.num_computed_tokens) for r in dec]),
+            prefill_new=np.array([float(c) for _, c, _, _ in pf]),
+            prefill_cached=np.array([float(k) for _, _, k, _ in pf]),
+            n_sampled_prefill=sum(1 for p in pf if p[3]),
+            decode_prompt=np.array([float(r.num_prompt_tokens) for r in dec])))
+        bb = self.geo.block_bytes
+        for blocks in (plan["swap_out"], plan["swap_in"]):
+            if blocks > 0:
+                part = Part("kv_swap", "pcie", device="pcie", pcie_bytes=float(blocks * bb), pcie_round_trips=1.0)
+                dt += float(self.roofline(Cost.of(part)).total_s)
+        for r, _, _, _ in pf:
+            if math.isnan(r.scheduled_s):
+                r.scheduled_s = now
+        t_end = now + dt
+        self._commit(plan, t_end)
+        self.steps += 1
+        self.free_at = t_end
+
+    def _schedule(self) -> dict:
+        plan = {"decode": [], "prefill": [], "preempted": [], "swap_out": 0, "swap_in": 0}
+        cfg = self.cfg
+        if not cfg.chunked_prefill and not self.swapped and self.waiting:
+            self._admit(plan, cfg.max_num_batched_tokens)
+            if plan["prefill"]:
+                return plan
+        budget = self._schedule_running(plan)
+        if not plan["preempted"]:
+            budget = self._swap_in(plan, budget)
+            if cfg.chunked_prefill and not self.swapped:
+                self._admit(plan, budget)
+        plan["decode"] = list(self.decoding)
+        return plan
+
+    def _schedule_running(self, plan: dict) -> int:
+        geo = self.geo
+        while True:
+            budget = self.cfg.max_num_batched_tokens - len(self.decoding)
+            g = h = 0
+            grow = []
+            for r in self.decoding:
+                g1, h1 = geo.blocks(r.num_computed_tokens + 1, r.num_prompt_tokens)
+                dg, dh = g1 - self._held_gpu(r), h1 - r.host_blocks
+                grow.append((r, dg, dh))
+                g, h = g + dg, h + dh
+            chunks = []
+            for r in self.prefilling:
+                c = min(r.num_tokens - r.num_computed_tokens, budget)
+                if c <= 0:
+                    break
+                g1, h1 = geo.blocks(r.num_computed_tokens + c, r.num_prompt_tokens)
+                dg, dh = max(g1 - self._held_gpu(r), 0), max(h1 - r.host_blocks, 0)
+                chunks.append((r, c, dg, dh))
+                g, h = g + dg, h + dh
+                budget -= c
+            if self._take(g, h):
+                break
+            self._preempt(plan)
+        for r, dg, dh in grow:
+            r.gpu_blocks += dg
+            r.host_blocks += dh
+        for r, c, dg, dh in chunks:
+            r.gpu_blocks += dg
+            r.host_blocks += dh
+            plan["prefill"].append((r, c, r.num_computed_tokens, r.num_computed_tokens + c == r.num_tokens))
+        self.pool.note_peak()
+        return budget
+
+    def _preempt(self, plan: dict) -> None:
+        running = self.decoding + self.prefilling
+        r = max(running, key=lambda x: x.admit_seq)
+        r.preemptions += 1
+        plan["preempted"].append(r)
+        if r in self.prefilling:
+            self.prefilling.remove(r)
+        else:
+            self._remove_slot(r)
+            if self.cfg.preemption_mode.value == "swap":
+                blocks = self.geo.blocks(r.num_computed_tokens, r.num_prompt_tokens)[0]
+                if self.pool.host_free() >= blocks:
+                    if r.num_prefix_entries:
+                        self.pool.release(r.prefix_hashes[: r.num_prefix_entries])
+                    r.gpu_blocks = r.num_prefix_entries = 0
+                    r.host_blocks += blocks
+                    r.status = "swapped"
+                    plan["swap_out"] += blocks
+                    self.swapped.append(r)
+                    self.pool.note_peak()
+                    return
+        self._free(r)
+        r.num_computed_tokens = 0
+        r.status = "waiting"
+        self.waiting.appendleft(r)
+
+    def _remove_slot(self, r: RefRequest) -> None:
+        """Take ``r`` out of the decode set; the last request moves into its slot (rule 2)."""
+        i = self.decoding.index(r)
+        last = self.decoding.pop()
+        if last is not r:
+            self.decoding[i] = last
+
+    def _swap_in(self, plan: dict, budget: int) -> int:
+        geo = self.geo
+        while self.swapped and budget > 0 and len(self.decoding) + len(self.prefilling) < self.cfg.max_num_seqs:
+            r = self.swapped[0]
+            c, p = r.num_computed_tokens, r.num_prompt_tokens
+            (g0, h0), (g1, h1) = geo.blocks(c, p), geo.blocks(c + 1, p)
+            if not self._take(g1, h1 - h0, host_released=g0):
+                break
+            self.swapped.popleft()
+            r.host_blocks += (h1 - h0) - g0
+            r.gpu_blocks = g1
+            r.status = "running"
+            self.decoding.append(r)
+            self.pool.hold(r)
+            plan["swap_in"] += g0
+            budget -= 1
+            self.pool.note_peak()
+        return budget
+
+    def _admit(self, plan: dict, budget: int) -> None:
+        cfg, pool, pb = self.cfg, self.pool, self.pb
+        first = True
+        running = len(self.decoding) + len(self.prefilling)
+        while self.waiting and running < cfg.max_num_seqs:
+            if budget <= 0 and (cfg.chunked_prefill or not first):
+                return
+            r = self.waiting[0]
+            e = 0
+            computed = 0
+            if pb and r.prefix_hashes:
+                e = pool.lookup(r.prefix_hashes, (r.num_tokens - 1) // pb)
+                computed = e * pb
+            elif r.analytic_cached:
+                computed = r.analytic_cached
+            todo = r.num_tokens - computed
+            c = min(todo, budget) if cfg.chunked_prefill else todo
+            if not (cfg.chunked_prefill or first or c <= budget):
+                return
+            g1, h1 = self.geo.blocks(computed + c, r.num_prompt_tokens)
+            g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
+            pool.acquire(r.prefix_hashes[:e])  # referenced entries are not evictable
+            pool.note_peak()
+            if not self._take(g, max(h1, 0)):
+                pool.release(r.prefix_hashes[:e])
+                return
+            self.waiting.popleft()
+            r.num_prefix_entries, r.num_computed_tokens = e, computed
+            r.gpu_blocks, r.host_blocks = g, max(h1, 0)
+            pool.hold(r)
+            pool.note_peak()
+            if r.cached_tokens < 0:
+                r.cached_tokens = computed
+            r.status = "running"
+            r.admit_seq = self.admit_counter
+            self.admit_counter += 1
+            plan["prefill"].append((r, c, computed, c == todo))
+            if c < todo:
+                self.prefilling.append(r)
+            running += 1
+            budget -= c
+            first = False
+
+    # ----- after the step -----
+    def _commit(self, plan: dict, t_end: float) -> None:
+        for r in plan["decode"]:
+            r.num_computed_tokens += 1
+            self._emit(r, t_end)
+        for r in sorted((r for r in plan["decode"] if r.num_output_tokens >= r.max_tokens),
+                        key=self.decoding.index, reverse=True):
+            self._remove_slot(r)
+            self._finish(r, t_end)
+        for r, c, _, completes in plan["prefill"]:
+            r.num_computed_tokens += c
+            if not completes:
+                continue
+            if r in self.prefilling:
+                self.prefilling.remove(r)
+            if self.pb and r.prefix_hashes:
+                last = min(len(r.prefix_hashes), r.num_prompt_tokens // self.pb)
+                if last > r.num_prefix_entries:
+                    r.gpu_blocks -= self.pool.register(r.prefix_hashes[r.num_prefix_entries:last],
+                                                       r.num_prefix_entries + 1, r.num_prompt_tokens)
+                    r.num_prefix_entries = last
+            self._emit(r, t_end)
+            if r.num_output_tokens >= r.max_tokens:
+                self._finish(r, t_end)
+            else:
+                self.decoding.append(r)
+        self.pool.note_peak()
+
+    def _emit(self, r: RefRequest, t_end: float) -> None:
+        """One sampled token of ``r`` at ``t_end``."""
+        r.num_output_tokens += 1
+        if math.isnan(r.first_token_s):
+            r.first_token_s = t_end
+        else:
+            r.tbt_max_s = max(r.tbt_max_s, t_end - r.last_token_s)
+        r.last_token_s = t_end
+        r.token_times.append(t_end)
+
+    def _finish(self, r: RefRequest, t_end: float) -> None:
+        self._free(r)
+        r.status, r.finish_s = "finished", t_end
+
+    # ----- loads and results -----
+    def outstanding(self, before: float) -> int:
+        n = 0
+        for r in self.reqs.values():
+            if r.finish_s < before or r.reject_s < before:
+                continue
+            n += 1
+        return n + len(self.pending)
+
+
+def _result(reps: list[RefReplica], owner: np.ndarray, n: int) -> RefResult:
+    nan = np.full(n, np.nan)
+    status = np.zeros(n, dtype=np.int8)
+    sched, first, fin, tmax = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+    pre = np.zeros(n, dtype=np.int64)
+    cached = np.zeros(n, dtype=np.int64)
+    times: list = [None] * n
+    reasons = {}
+    for i in range(n):
+        r = reps[owner[i]].reqs[i]
+        pre[i] = r.preemptions
+        if r.status == "rejected":
+            status[i] = REJECTED
+            reasons[i] = r.reject_reason
+            continue
+        assert r.status == "finished", f"request {i} ended {r.status}"
+        status[i] = COMPLETED
+        sched[i], first[i], fin[i], tmax[i] = r.scheduled_s, r.first_token_s, r.finish_s, r.tbt_max_s
+        cached[i] = r.cached_tokens
+        times[i] = np.array(r.token_times)
+    for rep in reps:
+        pool = rep.pool
+        assert pool.gpu_used() == 0 and pool.host_used() == 0, "blocks left at the end"
+    return RefResult(status, reasons, sched, first, fin, tmax, pre, cached, times,
+                     steps=sum(r.steps for r in reps), peak_gpu_blocks=max(r.pool.peak_gpu for r in reps),
+                     peak_host_blocks=max(r.pool.peak_host for r in reps), num_gpu_blocks=reps[0].geo.num_gpu_blocks,
+                     num_host_blocks=reps[0].geo.num_host_blocks,
+                     prefix_evictions=sum(r.pool.evictions for r in reps), replica_of=owner)
+
+
+def simulate_reference(dep, method, trace, config=None, step_model=None) -> RefResult:
+    """Replay ``trace`` on one replica (the specification of :func:`kvsim.sim.replica.simulate`);
+    ``step_model`` replaces ``StepModel(dep, method)`` (anything with its ``time_s``)."""
+    from kvsim.sim.replica import SimConfig
+
+    rep = RefReplica(dep, method, trace, config or SimConfig(), step_model)
+    for i in range(len(trace)):
+        rep.arrive(i)
+    rep.run_before(math.inf)
+    return _result([rep], np.zeros(len(trace), dtype=np.int64), len(trace))
+
+
+def _splitmix(x: int) -> int:
+    z = (int(x) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
+
+
+def route(router: str, i: int, loads: list[int], trace, balance_abs: int = 32, balance_rel: float = 1.5) -> int:
+    """The replica for request ``i`` (:mod:`kvsim.plan.cluster` routers)."""
+    n = len(loads)
+    if router == "round-robin":
+        return i % n
+    least = min(range(n), key=lambda k: (loads[k], k))
+    hashes = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
+    if router == "least-outstanding" or not hashes:
+        return least
+    k = _splitmix(hashes[0]) % n
+    if loads[k] - loads[least] > balance_abs and loads[k] > balance_rel * loads[least]:
+        return least
+    return k
+
+
+def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 1, router: str = "least-outstanding",
+                               *, balance_abs: int = 32, balance_rel: float = 1.5) -> RefResult:
+    """``replicas`` engines behind ``router`` in lockstep (rule 9); the host memory of a node is
+    shared by the replicas on it (``num_gpus // tp`` per node)."""
+    from kvsim.sim.replica import SimConfig
+
+    cfg = config or SimConfig()
+    per_node = max(1, dep.system.num_gpus // dep.tp)
+    share = 1.0 / min(max(replicas, 1), per_node)
+    if share != 1.0:
+        dep = replace(dep, system=replace(dep.system, host_memory_bytes=dep.system.host_memory_bytes * share))
+        method = type(method)(dep, method.params)
+    reps = [RefReplica(dep, method, trace, cfg) for _ in range(replicas)]
+    owner = np.zeros(len(trace), dtype=np.int64)
+    for i, t in enumerate(np.asarray(trace.arrival_s, dtype=np.float64).tolist()):
+        for rep in reps:
+            rep.run_before(t)
+        k = route(router, i, [rep.outstanding(t) for rep in reps], trace, balance_abs, balance_rel)
+        owner[i] = k
+        reps[k].arrive(i)
+    for rep in reps:
+        rep.run_before(math.inf)
+    return _result(reps, owner, len(trace))

@@ -1,0 +1,164 @@
+"""Plain KV bookkeeping for the reference simulator (:mod:`kvsim.sim.reference`).
+
+Independent of :mod:`kvsim.sim.kv_cache`: no tables, no running sums. Every request holds
+its own block counts (``gpu_blocks`` private GPU blocks, ``host_blocks``, the prefix-cache
+entries it references); the pool derives what is used by adding them up.
+
+* :class:`RefGeometry`: block size in bytes, pool capacities, and ``blocks(n, prompt)``:
+  ``ceil(kv_bytes(n, prompt) / block_bytes)`` blocks (GPU and host) of a request with ``n``
+  tokens in its cache (a ``1e-9`` block tolerance, so 2.0000000001 blocks is 2).
+* :class:`RefPool`: the prefix cache (hash -> :class:`Entry` with a reference count and its
+  blocks) and the admission test ``fits(gpu, host)``: new GPU blocks must fit in the free
+  blocks plus the blocks of unreferenced entries, which are evicted least recently
+  released first (one entry at a time, until enough blocks are free).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.errors import ConfigError
+from kvsim.pricing.memory import memory_budget
+
+BLOCK_EPS = 1e-9
+
+
+@dataclass
+class Entry:
+    """One cached prompt block: ``refs`` requests use it; ``released_at``: a clock tick
+    when ``refs`` last dropped to 0 (the LRU order of unreferenced entries)."""
+
+    refs: int
+    blocks: int
+    released_at: int = -1
+
+
+class RefGeometry:
+    """Pool sizes and per-request block counts of one (deployment, method, engine config)."""
+
+    def __init__(self, dep, method, cfg, step_tokens: int) -> None:
+        budget = memory_budget(dep, method, max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs)
+        self.block_bytes = cfg.block_size_tokens * method.dep.full_kv_bytes_per_token
+        if budget.kv_gpu_bytes < self.block_bytes:
+            raise ConfigError("no GPU memory left for the KV cache (reference simulator)")
+        self.num_gpu_blocks = int(budget.kv_gpu_bytes // self.block_bytes)
+        self.num_host_blocks = max(0, int(budget.kv_host_bytes // self.block_bytes))
+        self.method = method
+        self._memo: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def _count(self, nbytes) -> int:
+        x = float(np.asarray(nbytes, dtype=np.float64).reshape(-1)[0]) / self.block_bytes
+        return max(math.ceil(x - BLOCK_EPS), 0)
+
+    def blocks(self, n: int, prompt: int) -> tuple[int, int]:
+        """(GPU, host) blocks of a request with ``n`` tokens cached and a ``prompt``-token prompt."""
+        key = (int(n), int(prompt))
+        got = self._memo.get(key)
+        if got is None:
+            res = self.method.kv_bytes(np.array([float(n)]), np.array([float(prompt)]))
+            got = self._memo[key] = (self._count(res.gpu_bytes), self._count(res.host_bytes))
+        return got
+
+    def prefix_blocks(self, n_entries: int, pb: int, prompt: int) -> int:
+        """GPU blocks of the first ``n_entries`` prefix entries of ``pb`` tokens each."""
+        return self.blocks(n_entries * pb, prompt)[0]
+
+
+class RefPool:
+    """GPU/host pools over the live requests' own counts, plus the prefix cache."""
+
+    def __init__(self, geo: RefGeometry, pb: int) -> None:
+        self.geo = geo
+        self.pb = pb
+        self.entries: dict[int, Entry] = {}
+        self.holders: list = []  # requests that may hold blocks (scanned to add up usage)
+        self.tick = 0
+        self.evictions = 0
+        self.peak_gpu = 0
+        self.peak_host = 0
+
+    # ----- usage, derived -----
+    def private_gpu(self) -> int:
+        return sum(r.gpu_blocks for r in self.holders)
+
+    def host_used(self) -> int:
+        return sum(r.host_blocks for r in self.holders)
+
+    def cached_used(self) -> int:
+        return sum(e.blocks for e in self.entries.values() if e.refs > 0)
+
+    def cached_free(self) -> int:
+        return sum(e.blocks for e in self.entries.values() if e.refs == 0)
+
+    def gpu_used(self) -> int:
+        return self.private_gpu() + self.cached_used()
+
+    def host_free(self) -> int:
+        return self.geo.num_host_blocks - self.host_used()
+
+    def note_peak(self) -> None:
+        self.peak_gpu = max(self.peak_gpu, self.gpu_used())
+        self.peak_host = max(self.peak_host, self.host_used())
+
+    def hold(self, r) -> None:
+        if r not in self.holders:
+            self.holders.append(r)
+
+    # ----- allocation -----
+    def fits(self, gpu: int, host: int = 0, host_released: int = 0) -> bool:
+        """Can ``gpu`` more GPU blocks and ``host`` more host blocks be taken (evicting
+        unreferenced entries)? ``host_released``: host blocks freed just before."""
+        if gpu > self.geo.num_gpu_blocks - self.gpu_used():
+            return False
+        if host > 0 and host > self.host_free() + host_released:
+            return False
+        return True
+
+    def make_room(self, gpu: int) -> None:
+        """Evict least recently released unreferenced entries until ``gpu`` blocks are free."""
+        free = self.geo.num_gpu_blocks - self.gpu_used() - self.cached_free()
+        while gpu > free:
+            h = min((h for h, e in self.entries.items() if e.refs == 0), key=lambda h: self.entries[h].released_at)
+            free += self.entries.pop(h).blocks
+            self.evictions += 1
+
+    # ----- prefix cache -----
+    def lookup(self, hashes, max_entries: int) -> int:
+        n = 0
+        for h in hashes[:max_entries]:
+            if h not in self.entries:
+                break
+            n += 1
+        return n
+
+    def acquire(self, hashes) -> None:
+        for h in hashes:
+            self.entries[h].refs += 1
+
+    def release(self, hashes) -> None:
+        """Drop references in the given order: entries reaching 0 become the most recently released."""
+        for h in hashes:
+            e = self.entries[h]
+            e.refs -= 1
+            if e.refs == 0:
+                self.tick += 1
+                e.released_at = self.tick
+
+    def register(self, hashes, first_index: int, prompt: int) -> int:
+        """Entries ``first_index..`` (1-based) of a completed prompt become cached entries the
+        request references (or it shares an entry cached meanwhile). Returns the private GPU
+        blocks the request hands over (its own blocks of those entries)."""
+        moved = 0
+        pb = self.pb
+        for i, h in enumerate(hashes, start=first_index):
+            blocks = self.geo.prefix_blocks(i, pb, prompt) - self.geo.prefix_blocks(i - 1, pb, prompt)
+            e = self.entries.get(h)
+            if e is None:
+                self.entries[h] = Entry(1, blocks)
+            else:
+                e.refs += 1
+            moved += blocks
+        return moved

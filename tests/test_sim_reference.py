@@ -1,0 +1,196 @@
+"""The reference simulator (kvsim.sim.reference): hand-computed scenarios, and the property
+that the fast simulator (simulate / simulate_cluster) equals it on random scenarios.
+
+Hand-computed scenarios use FakeStep: a step costs 10 ms + 1 ms per prefill token (decode
+tokens are free), on Llama-3.1-8B / A100 (16-token blocks of full KV; pools sized with
+util_for_blocks).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kvsim.costmodel.cost import Cost, Part
+from kvsim.costmodel.roofline import Roofline
+from kvsim.methods import make_method
+from kvsim.sim.reference import COMPLETED, REJECTED, simulate_cluster_reference, simulate_reference
+from kvsim.sim.replica import SimConfig, simulate
+from equivalence_scenarios import compare, run_both, scenario
+from test_sim_support import FakeStep, a100_llama, make_trace, util_for_blocks
+
+
+def _ref(arrival, prompt, output, method="full", blocks=None, prefix=None, pb=0, **cfg):
+    dep = a100_llama()
+    m = make_method(method, dep)
+    c = SimConfig(record_token_times=True, **cfg)
+    if blocks is not None:
+        c = c.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, blocks, c, max(prompt))})
+    trace = make_trace(arrival, prompt, output, prefix=prefix, pb=pb)
+    ref = simulate_reference(dep, m, trace, c, step_model=FakeStep())
+    fast = simulate(dep, m, trace, c, step_model=FakeStep())
+    assert compare(fast, ref) == [], "the fast simulator disagrees on a hand-computed scenario"
+    return ref
+
+
+def test_lone_request():
+    # step 1 prefills 100 tokens: 10 + 100 ms = 0.110 s (first token); 2 decode steps of 10 ms
+    r = _ref([0.0], [100], [3])
+    assert r.status.tolist() == [COMPLETED]
+    assert r.first_token_s[0] == pytest.approx(0.110) and r.finish_s[0] == pytest.approx(0.130)
+    assert r.tbt_max_s[0] == pytest.approx(0.010) and r.steps == 3
+    assert np.allclose(r.token_times[0], [0.110, 0.120, 0.130])
+
+
+def test_chunked_prefill_samples_at_the_last_chunk():
+    # budget 64: chunk 64 (0.074 s), chunk 36 (0.046 s) -> first token at 0.120; one decode -> 0.130
+    r = _ref([0.0], [100], [2], max_num_batched_tokens=64)
+    assert r.first_token_s[0] == pytest.approx(0.120) and r.finish_s[0] == pytest.approx(0.130)
+    assert r.steps == 3
+
+
+def test_arrival_at_a_step_end_joins_the_next_step():
+    # A: prefill 10 tokens [0, 0.020]. B arrives at 0.020 exactly: step 2 [0.020, 0.040] decodes A
+    # (its last token: A finishes) and prefills B (10 ms + 10 ms); B decodes in step 3 -> 0.050
+    r = _ref([0.0, 0.020], [10, 10], [2, 2])
+    assert r.scheduled_s.tolist() == pytest.approx([0.0, 0.020])
+    assert r.finish_s.tolist() == pytest.approx([0.040, 0.050])
+    assert r.first_token_s[1] == pytest.approx(0.040)
+
+
+def test_max_num_seqs_holds_the_queue():
+    # one sequence at a time: A prefill 0.020, decode 0.030 (done); B prefill 0.050, decode 0.060
+    r = _ref([0.0, 0.0], [10, 10], [2, 2], max_num_seqs=1)
+    assert r.scheduled_s.tolist() == pytest.approx([0.0, 0.030])
+    assert r.finish_s.tolist() == pytest.approx([0.030, 0.060])
+
+
+def test_whole_prompt_prefill_first():
+    # v0: step 1 prefills A (20 ms) -> 0.020; step 2 is prefill-only for B (20 tokens: 30 ms)
+    # -> 0.050, B done; A decodes at 0.060, 0.070: A's largest TBT 0.060 - 0.020 = 0.040
+    r = _ref([0.0, 0.005], [10, 20], [3, 1], chunked_prefill=False)
+    assert r.finish_s.tolist() == pytest.approx([0.070, 0.050])
+    assert r.tbt_max_s.tolist() == pytest.approx([0.040, 0.0])
+
+
+def test_recompute_preemption():
+    # 5 blocks of 16 tokens. A, B (32 tokens = 2 blocks each) prefill together: 10 + 64 ms -> 0.074.
+    # Step 2: both need a 3rd block, 1 is free: B (admitted last) is preempted (RECOMPUTE), A decodes
+    # alone (no admission in a step that preempted) -> 0.084. B's re-prefill of 33 tokens needs 3
+    # blocks; A holds 3..4 of 5 until it finishes after 19 decodes: 0.074 + 0.190 = 0.264.
+    # B re-prefills 33 tokens (43 ms) -> 0.307 (its 2nd token, TBT 0.233), then 18 decodes -> 0.487.
+    r = _ref([0.0, 0.0], [32, 32], [20, 20], blocks=5)
+    assert r.num_gpu_blocks == 5
+    assert r.preemptions.tolist() == [0, 1]
+    assert r.finish_s.tolist() == pytest.approx([0.264, 0.487])
+    assert r.tbt_max_s[1] == pytest.approx(0.233)
+    assert r.token_times[1][1] == pytest.approx(0.307)
+
+
+def test_swap_preemption():
+    # As above with SWAP: B's 2 blocks go to the host in step 2 (+ one PCIe copy of 2 blocks: s),
+    # so A's steps after it shift by s. When A finishes, B swaps its 2 blocks back (+ s) and
+    # decodes from ctx 33 in that step (its 2nd token, + 10 ms), then 18 more steps of 10 ms.
+    dep = a100_llama()
+    bb = 16 * dep.full_kv_bytes_per_token
+    s = float(Roofline(dep.system)(Cost.of(Part("kv_swap", "pcie", device="pcie", pcie_bytes=2 * bb,
+                                                pcie_round_trips=1.0))).total_s)
+    r = _ref([0.0, 0.0], [32, 32], [20, 20], blocks=5, preemption_mode="swap")
+    a_end = 0.074 + 0.190 + s
+    assert r.preemptions.tolist() == [0, 1]
+    assert r.finish_s[0] == pytest.approx(a_end)
+    assert r.finish_s[1] == pytest.approx(a_end + 0.010 + s + 0.180)
+    assert r.tbt_max_s[1] == pytest.approx(a_end + 0.010 + s - 0.074)
+
+
+def test_prefix_cache_hit():
+    # 64-token prefix blocks. A (200 tokens, hashes 1..4) registers min(4, 200 // 64) = 3 entries;
+    # B (same prompt, after A) looks up at most (200 - 1) // 64 = 3: 192 tokens cached,
+    # prefills 8: 10 + 8 ms -> 1.018.
+    r = _ref([0.0, 1.0], [200, 200], [2, 1], prefix=[(1, 2, 3, 4), (1, 2, 3, 4)], pb=64)
+    assert r.cached_tokens.tolist() == [0, 192]
+    assert r.first_token_s[1] == pytest.approx(1.018)
+
+
+def test_lru_eviction_of_unreferenced_entries():
+    # 40 blocks = 640 tokens. A (256 tokens, hashes 1..4) finishes and leaves 4 entries (16 blocks)
+    # cached. C (600 tokens, other hashes) needs 38 blocks: entries 1 and 2 are evicted (released in
+    # prompt order: the first entry is the least recent). D then finds no entry 1: no hit.
+    r = _ref([0.0, 1.0, 2.0], [256, 600, 256], [1, 1, 1], blocks=40,
+             prefix=[(1, 2, 3, 4), tuple(range(10, 20)), (1, 2, 3, 4)], pb=64)
+    assert r.cached_tokens.tolist() == [0, 0, 0]
+    assert r.prefix_evictions >= 2
+
+
+def test_analytic_prefix_hit():
+    # prefix(hit_ratio=0.5): 100-token prompt starts with 50 cached tokens; prefill 50: 0.060
+    r = _ref([0.0], [100], [1], method="prefix")
+    assert r.cached_tokens.tolist() == [50] and r.first_token_s[0] == pytest.approx(0.060)
+
+
+def test_rejections():
+    # 131072-token context: 131000 + 100 is over it; with 10 blocks (160 tokens), 150 + 20 - 1
+    # tokens need 11 blocks: rejected for GPU memory; 100 + 10 - 1 fits
+    r = _ref([0.0, 0.0, 0.0], [131000, 150, 100], [100, 20, 10], blocks=10, max_num_batched_tokens=256)
+    assert r.status.tolist() == [REJECTED, REJECTED, COMPLETED]
+    assert r.reject_reason == {0: "max_context", 1: "gpu_memory"}
+
+
+def test_cluster_round_robin_splits_the_trace():
+    dep = a100_llama()
+    m = make_method("full", dep)
+    trace = make_trace([0.0, 0.0, 0.0, 0.0], [100] * 4, [3] * 4)
+    r = simulate_cluster_reference(dep, m, trace, SimConfig(), replicas=2, router="round-robin")
+    assert r.replica_of.tolist() == [0, 1, 0, 1]
+    assert len(set(np.round(r.first_token_s, 12).tolist())) == 1  # both replicas prefill two prompts at once
+
+
+# ---------------------------------------------------------------- fast == reference
+CI = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@CI
+@given(st.integers(0, 2**31 - 1))
+def test_fast_simulator_equals_reference(seed):
+    """Per-request status, preemptions, cached tokens, every token's time (1e-9 relative),
+    steps and peak pool use are identical (see tests/equivalence_scenarios.py for the draws)."""
+    sc = scenario(seed, small=True)
+    got = run_both(sc)
+    if got is None:  # the method does not support the model, or the pool cannot be that small
+        return
+    diff = compare(*got)
+    assert not diff, sc.describe() + "\n" + "\n".join(diff)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "fast simulator bug: without chunked prefill, a queue head whose prompt does not fit the rest of the "
+    "step's token budget returns from Scheduler._admit_waiting still holding the prefix entries it just "
+    "looked up (num_computed_tokens stays at the hit); later it skips the lookup, so entries registered "
+    "meanwhile are missed and the held references are not evictable ('waiting requests hold no KV')"))
+def test_whole_prompt_budget_miss_keeps_no_prefix_reference():
+    # X (128 tokens, hashes 1, 2) registers entries 1, 2. At t=1, A (200, hashes 1..4) and B (250,
+    # hashes 1..4) arrive; v0 budget 150: A hits 2 entries (128 tokens), prefills 72; B hits 2 too
+    # but 122 > 150 - 72 does not fit this step. A's prompt completes and registers entry 3, so in
+    # the next step B hits 3 entries: 192 cached tokens, prefills 58 (10 + 58 ms): first token
+    # 1.082 + 0.068 = 1.150. (The fast simulator keeps B's first hit: 128 cached, 122 prefilled.)
+    r = _ref([0.0, 1.0, 1.0], [128, 200, 250], [1, 5, 2], prefix=[(1, 2), (1, 2, 3, 4), (1, 2, 3, 4)], pb=64,
+             chunked_prefill=False, max_num_batched_tokens=150)
+    assert r.cached_tokens.tolist() == [0, 128, 192]
+    assert r.first_token_s[2] == pytest.approx(1.150)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "fast simulator bug: Scheduler.blocked assumes memory only shrinks while the batch decodes, but a "
+    "decode allocation that evicts an unreferenced prefix entry can shorten the queue head's hit and make "
+    "it admissible (its remaining entries become evictable for it); decode_run then skips admissions the "
+    "reference (vLLM: the head is retried every step) makes. Benchmark seeds 443, 227, 640 show the same "
+    "kind of divergence"))
+def test_eviction_can_unblock_the_queue_head():
+    # 33 blocks, budget 33. A (64 tokens, entry 11) decodes 300 tokens; B (256, entries 11..14) leaves
+    # 12..14 cached. C (320 tokens, entries 11..14) at t=3 hits all 4 (pinned) and needs 2 more blocks:
+    # none free. When A's growth evicts entry 12, C hits only entry 11 and its 32-token chunk needs 2
+    # blocks out of the evictable 13, 14: the reference admits it in that step (3.06 s).
+    r = _ref([0.0, 0.0, 3.0], [64, 256, 320], [300, 1, 2], prefix=[(11,), (11, 12, 13, 14), (11, 12, 13, 14)],
+             pb=64, blocks=33, max_num_batched_tokens=33)
+    assert r.scheduled_s[2] == pytest.approx(3.06)

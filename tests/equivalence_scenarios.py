@@ -121,7 +121,8 @@ def scenario(seed: int, small: bool = False) -> Scenario:
 def sim_config(sc: Scenario, m):
     """SimConfig with ``gpu_memory_utilization`` that leaves ``sc.blocks`` KV blocks (or None: impossible)."""
     from kvsim.pricing.memory import memory_budget
-    from kvsim.sim.replica import SimConfig, effective_prompts
+    from kvsim.sim.config import SimConfig
+    from kvsim.sim.inputs import effective_prompts
 
     cfg = SimConfig(**sc.config)
     dep = m.dep

@@ -163,30 +163,25 @@ def test_fast_simulator_equals_reference(seed):
     assert not diff, sc.describe() + "\n" + "\n".join(diff)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fast simulator bug: without chunked prefill, a queue head whose prompt does not fit the rest of the "
-    "step's token budget returns from Scheduler._admit_waiting still holding the prefix entries it just "
-    "looked up (num_computed_tokens stays at the hit); later it skips the lookup, so entries registered "
-    "meanwhile are missed and the held references are not evictable ('waiting requests hold no KV')"))
 def test_whole_prompt_budget_miss_keeps_no_prefix_reference():
+    """Without chunked prefill, a queue head whose prompt misses the step's token budget drops the
+    prefix entries it looked up (a waiting request holds no KV) and looks up again next step.
+    (Found by the property test: the engine's scheduler used to keep its first hit.)"""
     # X (128 tokens, hashes 1, 2) registers entries 1, 2. At t=1, A (200, hashes 1..4) and B (250,
     # hashes 1..4) arrive; v0 budget 150: A hits 2 entries (128 tokens), prefills 72; B hits 2 too
     # but 122 > 150 - 72 does not fit this step. A's prompt completes and registers entry 3, so in
     # the next step B hits 3 entries: 192 cached tokens, prefills 58 (10 + 58 ms): first token
-    # 1.082 + 0.068 = 1.150. (The fast simulator keeps B's first hit: 128 cached, 122 prefilled.)
+    # 1.082 + 0.068 = 1.150. 
     r = _ref([0.0, 1.0, 1.0], [128, 200, 250], [1, 5, 2], prefix=[(1, 2), (1, 2, 3, 4), (1, 2, 3, 4)], pb=64,
              chunked_prefill=False, max_num_batched_tokens=150)
     assert r.cached_tokens.tolist() == [0, 128, 192]
     assert r.first_token_s[2] == pytest.approx(1.150)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fast simulator bug: Scheduler.blocked assumes memory only shrinks while the batch decodes, but a "
-    "decode allocation that evicts an unreferenced prefix entry can shorten the queue head's hit and make "
-    "it admissible (its remaining entries become evictable for it); decode_run then skips admissions the "
-    "reference (vLLM: the head is retried every step) makes. Benchmark seeds 443, 227, 640 show the same "
-    "kind of divergence"))
 def test_eviction_can_unblock_the_queue_head():
+    """A decode allocation that evicts an unreferenced prefix entry can shorten the blocked queue
+    head's hit and let it in: the head is retried in that step (vLLM retries it every step).
+    (Found by the property test: decode runs used to evict while the head stayed blocked.)"""
     # 33 blocks, budget 33. A (64 tokens, entry 11) decodes 300 tokens; B (256, entries 11..14) leaves
     # 12..14 cached. C (320 tokens, entries 11..14) at t=3 hits all 4 (pinned) and needs 2 more blocks:
     # none free. When A's growth evicts entry 12, C hits only entry 11 and its 32-token chunk needs 2

@@ -34,11 +34,10 @@ Stated rules (where the module docstrings are silent, this follows the current c
 4. The analytic hit of the ``prefix`` method (``floor(split_prompt(P)[1])``, at most
    ``P - 1``) counts as computed on every admission with nothing computed, when the
    request has no prefix ids for the cache; its KV is the request's own.
-5. Prefix caching is on when enabled, the trace has prefix ids, and the method keeps a
-   shareable per-token KV: no host residency, effective prompts equal prompts, GPU bytes
-   proportional to tokens (checked at 512, 1024 and 8192 tokens: prefix blocks are whole
-   pages, so Quest's per-page metadata shares too), and bytes that do not depend on the
-   prompt length.
+5. Prefix caching is on when enabled, the trace has prefix ids, and the method declares
+   that an entry of ``pb`` prompt tokens is the same bytes in every request
+   (``KVMethod.shares_prefix_blocks(pb)``: linear GPU-only residency that ignores the prompt
+   length, prompts prefilled as written; Quest: whole pages).
 6. SWAP: a decoding victim copies all its GPU blocks (``blocks(ctx)``) to the host pool if
    they fit there (dropping its prefix references), else it is recomputed; partially
    prefilled victims are always recomputed. Swap-in (FCFS, while budget and
@@ -67,9 +66,11 @@ import numpy as np
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
 from kvsim.pricing.step import StepModel
+from kvsim.sim.config import SimConfig
 from kvsim.sim.reference_pool import RefGeometry, RefPool
+from kvsim.sim.request import RequestStatus
 
-COMPLETED, REJECTED = 1, 2  # as kvsim.sim.metrics
+COMPLETED, REJECTED = RequestStatus.FINISHED, RequestStatus.REJECTED  # the records' vocabulary
 
 
 @dataclass(eq=False)
@@ -133,21 +134,6 @@ def _effective_prompts(method, prompt: np.ndarray) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
-def _shareable_kv(method, peff, prompt) -> bool:
-    """Stated rule 5."""
-    if method.uses_host or not np.array_equal(peff, prompt):
-        return False
-    n = np.array([512.0, 1024.0, 3000.0, 5000.0, 8192.0, 20000.0])
-    p = np.array([512.0, 1000.0, 1000.0, 4000.0, 64.0, 1000.0])
-    lin = np.array([512.0, 1024.0, 8192.0])  # prefix blocks are whole multiples of a page / block
-    gl = np.asarray(method.kv_bytes(lin).gpu_bytes, dtype=np.float64) * np.ones(lin.shape)
-    g = np.asarray(method.kv_bytes(n).gpu_bytes, dtype=np.float64) * np.ones(n.shape)
-    gp = np.asarray(method.kv_bytes(n, p).gpu_bytes, dtype=np.float64) * np.ones(n.shape)
-    hp = np.asarray(method.kv_bytes(n, p).host_bytes, dtype=np.float64) * np.ones(n.shape)
-    return (np.allclose(gl / lin, gl[0] / lin[0], rtol=1e-9) and np.allclose(gp, g, rtol=1e-12, atol=0.0)
-            and not hp.any())
-
-
 def _distinct_prefix(hashes) -> tuple:
     out: list = []
     for h in hashes:
@@ -176,7 +162,7 @@ class RefReplica:
         self.geo = RefGeometry(dep, method, cfg, step_tokens)
         self.fits_ctx = fits_ctx
         pb = trace.prefix_block_tokens if (cfg.enable_prefix_caching and trace.prefix_blocks is not None) else 0
-        if pb and not _shareable_kv(method, self.peff, self.prompt):
+        if pb and not method.shares_prefix_blocks(pb):
             pb = 0
         self.pb = pb
         self.pool = RefPool(self.geo, pb)
@@ -516,8 +502,6 @@ def _result(reps: list[RefReplica], owner: np.ndarray, n: int) -> RefResult:
 def simulate_reference(dep, method, trace, config=None, step_model=None) -> RefResult:
     """Replay ``trace`` on one replica (the specification of :func:`kvsim.sim.replica.simulate`);
     ``step_model`` replaces ``StepModel(dep, method)`` (anything with its ``time_s``)."""
-    from kvsim.sim.replica import SimConfig
-
     rep = RefReplica(dep, method, trace, config or SimConfig(), step_model)
     for i in range(len(trace)):
         rep.arrive(i)
@@ -551,8 +535,6 @@ def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 
                                *, balance_abs: int = 32, balance_rel: float = 1.5) -> RefResult:
     """``replicas`` engines behind ``router`` in lockstep (rule 9); the host memory of a node is
     shared by the replicas on it (``num_gpus // tp`` per node)."""
-    from kvsim.sim.replica import SimConfig
-
     cfg = config or SimConfig()
     per_node = max(1, dep.system.num_gpus // dep.tp)
     share = 1.0 / min(max(replicas, 1), per_node)

@@ -331,15 +331,15 @@ class Scheduler:
                 r.num_computed_tokens = r.num_analytic_cached  # its KV is counted as the request's own
             todo = r.num_tokens - r.num_computed_tokens
             c = min(todo, budget) if self.chunked_prefill else todo
-            if not (self.chunked_prefill or first or c <= budget):
-                return  # prompt does not fit the rest of this step's budget
-            if self.allocate_slots(r, c) is None:
-                if e:
+            fits_budget = self.chunked_prefill or first or c <= budget
+            if not fits_budget or self.allocate_slots(r, c) is None:
+                if e:  # a waiting request holds no prefix references and no KV
                     kv.release_prefix(r.prefix_hashes[:e])
                     r.num_prefix_entries = 0
-                r.num_computed_tokens = 0  # waiting requests hold no KV
-                self.blocked = True  # memory only shrinks while the batch decodes
-                return
+                r.num_computed_tokens = 0
+                if fits_budget:
+                    self.blocked = True  # memory only shrinks while the batch decodes (see DecodeRunner)
+                return  # head-of-line blocking: FCFS admits no one behind it
             self.waiting.popleft()
             if r.num_cached_tokens < 0:
                 r.num_cached_tokens = r.num_computed_tokens

@@ -2,8 +2,9 @@
 one token, priced in one :meth:`StepPricer.decode_run` call.
 
 ``k`` is the smallest of: steps until the next arrival is seen (found with ``cumsum`` of the
-step times), steps until the next block allocation would fail, and, while requests wait,
-steps to the first finish. With nothing waiting the run goes on through finishes: finished
+step times), steps until the next block allocation would fail (or, while requests wait,
+would evict a cached prefix entry: that may admit the queue head), and, while requests
+wait, steps to the first finish. With nothing waiting the run goes on through finishes: finished
 sequences drop out of the priced batch. The run ends exactly where the step-by-step engine
 would have called the scheduler again; the property tests against
 :mod:`kvsim.sim.reference` check that.
@@ -96,6 +97,10 @@ class DecodeRunner:
         uses_host = self.uses_host
         held_g, held_h = b.held_blocks()
         lim_g = held_g + kv.gpu_allocatable
+        if not idle_queue and kv.cached_free:
+            # an eviction can shorten the blocked queue head's prefix hit and let it in: the
+            # scheduler must decide the step that evicts (it retries the head after its decodes)
+            lim_g -= kv.cached_free
         lim_h = held_h + kv.host_free
         eg = ext[:, 0]
         if masked:

@@ -140,7 +140,8 @@ def sim_config(sc: Scenario, m):
 def run_both(sc: Scenario):
     """(fast records dict, reference result) or None when the draw does not apply."""
     from kvsim.plan.cluster import simulate_cluster
-    from kvsim.sim.reference import simulate_cluster_reference, simulate_reference
+    from kvsim.sim.reference import simulate_reference
+    from kvsim.sim.reference_cluster import simulate_cluster_reference
     from kvsim.sim.replica import simulate
 
     m = method_for(sc.model, sc.method)

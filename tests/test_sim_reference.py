@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
 from kvsim.methods import make_method
-from kvsim.sim.reference import COMPLETED, REJECTED, simulate_cluster_reference, simulate_reference
+from kvsim.sim.reference import simulate_reference
+from kvsim.sim.reference_cluster import simulate_cluster_reference
+from kvsim.sim.reference_result import COMPLETED, REJECTED
 from kvsim.sim.replica import SimConfig, simulate
 from equivalence_scenarios import compare, run_both, scenario
 from test_sim_support import FakeStep, a100_llama, make_trace, util_for_blocks

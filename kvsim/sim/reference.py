@@ -68,9 +68,8 @@ from kvsim.costmodel.roofline import Roofline
 from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig
 from kvsim.sim.reference_pool import RefGeometry, RefPool
-from kvsim.sim.request import RequestStatus
+from kvsim.sim.reference_result import RefResult, collect_results
 
-COMPLETED, REJECTED = RequestStatus.FINISHED, RequestStatus.REJECTED  # the records' vocabulary
 
 
 @dataclass(eq=False)
@@ -102,28 +101,6 @@ class RefRequest:
     @property
     def num_tokens(self) -> int:
         return self.num_prompt_tokens + self.num_output_tokens
-
-
-@dataclass
-class RefResult:
-    """Per-request arrays (trace order; NaN where a request never got there) and totals."""
-
-    status: np.ndarray
-    reject_reason: dict
-    scheduled_s: np.ndarray
-    first_token_s: np.ndarray
-    finish_s: np.ndarray
-    tbt_max_s: np.ndarray
-    preemptions: np.ndarray
-    cached_tokens: np.ndarray
-    token_times: list
-    steps: int
-    peak_gpu_blocks: int
-    peak_host_blocks: int
-    num_gpu_blocks: int
-    num_host_blocks: int
-    prefix_evictions: int
-    replica_of: np.ndarray | None = None
 
 
 def _effective_prompts(method, prompt: np.ndarray) -> np.ndarray:
@@ -469,36 +446,6 @@ class RefReplica:
         return n + len(self.pending)
 
 
-def _result(reps: list[RefReplica], owner: np.ndarray, n: int) -> RefResult:
-    nan = np.full(n, np.nan)
-    status = np.zeros(n, dtype=np.int8)
-    sched, first, fin, tmax = nan.copy(), nan.copy(), nan.copy(), nan.copy()
-    pre = np.zeros(n, dtype=np.int64)
-    cached = np.zeros(n, dtype=np.int64)
-    times: list = [None] * n
-    reasons = {}
-    for i in range(n):
-        r = reps[owner[i]].reqs[i]
-        pre[i] = r.preemptions
-        if r.status == "rejected":
-            status[i] = REJECTED
-            reasons[i] = r.reject_reason
-            continue
-        assert r.status == "finished", f"request {i} ended {r.status}"
-        status[i] = COMPLETED
-        sched[i], first[i], fin[i], tmax[i] = r.scheduled_s, r.first_token_s, r.finish_s, r.tbt_max_s
-        cached[i] = r.cached_tokens
-        times[i] = np.array(r.token_times)
-    for rep in reps:
-        pool = rep.pool
-        assert pool.gpu_used() == 0 and pool.host_used() == 0, "blocks left at the end"
-    return RefResult(status, reasons, sched, first, fin, tmax, pre, cached, times,
-                     steps=sum(r.steps for r in reps), peak_gpu_blocks=max(r.pool.peak_gpu for r in reps),
-                     peak_host_blocks=max(r.pool.peak_host for r in reps), num_gpu_blocks=reps[0].geo.num_gpu_blocks,
-                     num_host_blocks=reps[0].geo.num_host_blocks,
-                     prefix_evictions=sum(r.pool.evictions for r in reps), replica_of=owner)
-
-
 def simulate_reference(dep, method, trace, config=None, step_model=None) -> RefResult:
     """Replay ``trace`` on one replica (the specification of :func:`kvsim.sim.replica.simulate`);
     ``step_model`` replaces ``StepModel(dep, method)`` (anything with its ``time_s``)."""
@@ -506,49 +453,4 @@ def simulate_reference(dep, method, trace, config=None, step_model=None) -> RefR
     for i in range(len(trace)):
         rep.arrive(i)
     rep.run_before(math.inf)
-    return _result([rep], np.zeros(len(trace), dtype=np.int64), len(trace))
-
-
-def _splitmix(x: int) -> int:
-    z = (int(x) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return z ^ (z >> 31)
-
-
-def route(router: str, i: int, loads: list[int], trace, balance_abs: int = 32, balance_rel: float = 1.5) -> int:
-    """The replica for request ``i`` (:mod:`kvsim.plan.cluster` routers)."""
-    n = len(loads)
-    if router == "round-robin":
-        return i % n
-    least = min(range(n), key=lambda k: (loads[k], k))
-    hashes = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
-    if router == "least-outstanding" or not hashes:
-        return least
-    k = _splitmix(hashes[0]) % n
-    if loads[k] - loads[least] > balance_abs and loads[k] > balance_rel * loads[least]:
-        return least
-    return k
-
-
-def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 1, router: str = "least-outstanding",
-                               *, balance_abs: int = 32, balance_rel: float = 1.5) -> RefResult:
-    """``replicas`` engines behind ``router`` in lockstep (rule 9); the host memory of a node is
-    shared by the replicas on it (``num_gpus // tp`` per node)."""
-    cfg = config or SimConfig()
-    per_node = max(1, dep.system.num_gpus // dep.tp)
-    share = 1.0 / min(max(replicas, 1), per_node)
-    if share != 1.0:
-        dep = replace(dep, system=replace(dep.system, host_memory_bytes=dep.system.host_memory_bytes * share))
-        method = type(method)(dep, method.params)
-    reps = [RefReplica(dep, method, trace, cfg) for _ in range(replicas)]
-    owner = np.zeros(len(trace), dtype=np.int64)
-    for i, t in enumerate(np.asarray(trace.arrival_s, dtype=np.float64).tolist()):
-        for rep in reps:
-            rep.run_before(t)
-        k = route(router, i, [rep.outstanding(t) for rep in reps], trace, balance_abs, balance_rel)
-        owner[i] = k
-        reps[k].arrive(i)
-    for rep in reps:
-        rep.run_before(math.inf)
-    return _result(reps, owner, len(trace))
+    return collect_results([rep], np.zeros(len(trace), dtype=np.int64), len(trace))

@@ -1,0 +1,58 @@
+"""The reference for N replicas behind a router (:mod:`kvsim.plan.cluster`), in lockstep (rule 9 of
+:mod:`kvsim.sim.reference`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from kvsim.sim.config import SimConfig
+from kvsim.sim.reference import RefReplica
+from kvsim.sim.reference_result import RefResult, collect_results
+
+
+def _splitmix(x: int) -> int:
+    z = (int(x) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
+
+
+def route(router: str, i: int, loads: list[int], trace, balance_abs: int = 32, balance_rel: float = 1.5) -> int:
+    """The replica for request ``i`` (:mod:`kvsim.plan.cluster` routers)."""
+    n = len(loads)
+    if router == "round-robin":
+        return i % n
+    least = min(range(n), key=lambda k: (loads[k], k))
+    hashes = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
+    if router == "least-outstanding" or not hashes:
+        return least
+    k = _splitmix(hashes[0]) % n
+    if loads[k] - loads[least] > balance_abs and loads[k] > balance_rel * loads[least]:
+        return least
+    return k
+
+
+def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 1, router: str = "least-outstanding",
+                               *, balance_abs: int = 32, balance_rel: float = 1.5) -> RefResult:
+    """``replicas`` engines behind ``router`` in lockstep (rule 9); the host memory of a node is
+    shared by the replicas on it (``num_gpus // tp`` per node)."""
+    cfg = config or SimConfig()
+    per_node = max(1, dep.system.num_gpus // dep.tp)
+    share = 1.0 / min(max(replicas, 1), per_node)
+    if share != 1.0:
+        dep = replace(dep, system=replace(dep.system, host_memory_bytes=dep.system.host_memory_bytes * share))
+        method = type(method)(dep, method.params)
+    reps = [RefReplica(dep, method, trace, cfg) for _ in range(replicas)]
+    owner = np.zeros(len(trace), dtype=np.int64)
+    for i, t in enumerate(np.asarray(trace.arrival_s, dtype=np.float64).tolist()):
+        for rep in reps:
+            rep.run_before(t)
+        k = route(router, i, [rep.outstanding(t) for rep in reps], trace, balance_abs, balance_rel)
+        owner[i] = k
+        reps[k].arrive(i)
+    for rep in reps:
+        rep.run_before(math.inf)
+    return collect_results(reps, owner, len(trace))

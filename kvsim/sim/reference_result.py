@@ -1,0 +1,63 @@
+"""What the reference simulator returns: per-request outcomes in trace order and a few totals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.sim.request import RequestStatus
+
+COMPLETED, REJECTED = RequestStatus.FINISHED, RequestStatus.REJECTED  # the records' vocabulary
+
+
+@dataclass
+class RefResult:
+    """Per-request arrays (trace order; NaN where a request never got there) and totals."""
+
+    status: np.ndarray
+    reject_reason: dict
+    scheduled_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    tbt_max_s: np.ndarray
+    preemptions: np.ndarray
+    cached_tokens: np.ndarray
+    token_times: list
+    steps: int
+    peak_gpu_blocks: int
+    peak_host_blocks: int
+    num_gpu_blocks: int
+    num_host_blocks: int
+    prefix_evictions: int
+    replica_of: np.ndarray | None = None
+
+
+def collect_results(reps: list, owner: np.ndarray, n: int) -> RefResult:
+    nan = np.full(n, np.nan)
+    status = np.zeros(n, dtype=np.int8)
+    sched, first, fin, tmax = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+    pre = np.zeros(n, dtype=np.int64)
+    cached = np.zeros(n, dtype=np.int64)
+    times: list = [None] * n
+    reasons = {}
+    for i in range(n):
+        r = reps[owner[i]].reqs[i]
+        pre[i] = r.preemptions
+        if r.status == "rejected":
+            status[i] = REJECTED
+            reasons[i] = r.reject_reason
+            continue
+        assert r.status == "finished", f"request {i} ended {r.status}"
+        status[i] = COMPLETED
+        sched[i], first[i], fin[i], tmax[i] = r.scheduled_s, r.first_token_s, r.finish_s, r.tbt_max_s
+        cached[i] = r.cached_tokens
+        times[i] = np.array(r.token_times)
+    for rep in reps:
+        pool = rep.pool
+        assert pool.gpu_used() == 0 and pool.host_used() == 0, "blocks left at the end"
+    return RefResult(status, reasons, sched, first, fin, tmax, pre, cached, times,
+                     steps=sum(r.steps for r in reps), peak_gpu_blocks=max(r.pool.peak_gpu for r in reps),
+                     peak_host_blocks=max(r.pool.peak_host for r in reps), num_gpu_blocks=reps[0].geo.num_gpu_blocks,
+                     num_host_blocks=reps[0].geo.num_host_blocks,
+                     prefix_evictions=sum(r.pool.evictions for r in reps), replica_of=owner)

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -67,57 +67,9 @@ from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
 from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig
-from kvsim.sim.reference_pool import RefGeometry, RefPool
-from kvsim.sim.reference_result import RefResult, collect_results
+from kvsim.sim.reference_pool import RefGeometry, RefPool, distinct_prefix, effective_prompts
+from kvsim.sim.reference_result import RefRequest, RefResult, collect_results
 
-
-
-@dataclass(eq=False)
-class RefRequest:
-    rid: int
-    arrival_s: float
-    num_prompt_tokens: int  # effective prompt
-    max_tokens: int
-    prefix_hashes: tuple = ()
-    analytic_cached: int = 0
-    status: str = "new"  # waiting, running, swapped, finished, rejected
-    num_computed_tokens: int = 0
-    num_output_tokens: int = 0
-    gpu_blocks: int = 0  # private GPU blocks
-    host_blocks: int = 0
-    num_prefix_entries: int = 0  # leading prefix entries referenced
-    admit_seq: int = -1
-    preemptions: int = 0
-    cached_tokens: int = -1
-    scheduled_s: float = math.nan
-    first_token_s: float = math.nan
-    last_token_s: float = math.nan
-    finish_s: float = math.nan
-    reject_s: float = math.nan
-    reject_reason: str = ""
-    tbt_max_s: float = 0.0
-    token_times: list = field(default_factory=list)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.num_prompt_tokens + self.num_output_tokens
-
-
-def _effective_prompts(method, prompt: np.ndarray) -> np.ndarray:
-    out = []
-    for p in np.asarray(prompt).tolist():
-        eff = float(np.asarray(method.effective_prompt_tokens(np.array([float(p)]))).reshape(-1)[0])
-        out.append(max(math.ceil(eff - 1e-9), 1))
-    return np.array(out, dtype=np.int64)
-
-
-def _distinct_prefix(hashes) -> tuple:
-    out: list = []
-    for h in hashes:
-        if h in out:
-            break
-        out.append(h)
-    return tuple(out)
 
 
 class RefReplica:
@@ -130,7 +82,7 @@ class RefReplica:
         self.cfg, self.trace = cfg, trace
         self.prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
         self.output = np.asarray(trace.output_tokens, dtype=np.int64)
-        self.peff = _effective_prompts(method, self.prompt)
+        self.peff = effective_prompts(method, self.prompt)
         total = self.peff + self.output
         fits_ctx = total <= dep.model.max_context_tokens
         step_tokens = cfg.max_num_batched_tokens
@@ -175,7 +127,7 @@ class RefReplica:
         n_hit = float(np.asarray(self.method.split_prompt(np.array([float(P)]))[1]).reshape(-1)[0])
         r.analytic_cached = min(math.floor(n_hit + 1e-9), P - 1)
         if self.pb:
-            r.prefix_hashes = _distinct_prefix(self.trace.prefix_blocks[i])
+            r.prefix_hashes = distinct_prefix(self.trace.prefix_blocks[i])
         r.status = "waiting"
         self.waiting.append(r)
         if not self.busy:

@@ -162,3 +162,20 @@ class RefPool:
                 e.refs += 1
             moved += blocks
         return moved
+
+
+def effective_prompts(method, prompt: np.ndarray) -> np.ndarray:
+    out = []
+    for p in np.asarray(prompt).tolist():
+        eff = float(np.asarray(method.effective_prompt_tokens(np.array([float(p)]))).reshape(-1)[0])
+        out.append(max(math.ceil(eff - 1e-9), 1))
+    return np.array(out, dtype=np.int64)
+
+
+def distinct_prefix(hashes) -> tuple:
+    out: list = []
+    for h in hashes:
+        if h in out:
+            break
+        out.append(h)
+    return tuple(out)

@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from kvsim.sim.request import RequestStatus
 
 COMPLETED, REJECTED = RequestStatus.FINISHED, RequestStatus.REJECTED  # the records' vocabulary
+
+
+@dataclass(eq=False)
+class RefRequest:
+    rid: int
+    arrival_s: float
+    num_prompt_tokens: int  # effective prompt
+    max_tokens: int
+    prefix_hashes: tuple = ()
+    analytic_cached: int = 0
+    status: str = "new"  # waiting, running, swapped, finished, rejected
+    num_computed_tokens: int = 0
+    num_output_tokens: int = 0
+    gpu_blocks: int = 0  # private GPU blocks
+    host_blocks: int = 0
+    num_prefix_entries: int = 0  # leading prefix entries referenced
+    admit_seq: int = -1
+    preemptions: int = 0
+    cached_tokens: int = -1
+    scheduled_s: float = math.nan
+    first_token_s: float = math.nan
+    last_token_s: float = math.nan
+    finish_s: float = math.nan
+    reject_s: float = math.nan
+    reject_reason: str = ""
+    tbt_max_s: float = 0.0
+    token_times: list = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prompt_tokens + self.num_output_tokens
 
 
 @dataclass

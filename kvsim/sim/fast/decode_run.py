@@ -123,8 +123,8 @@ def decode_run(self, now: float) -> float | None:
     left = b.left() if masked else None
     joint = pricer.joint_mixed
     got = pricer.decode_run(b.ctx(), k, left, b.prompts() if self._pa else None,
-                            b.rids() if self._rows else None, sums=joint)
-    dt, ext, per_step = got[0], got[1], got[2]
+                            b.rids() if self._rows else None)
+    dt, ext, per_step = got.dt, got.extras, got.batch_sizes
     uses_host = self._uses_host
     lim_g = b.gsum + kv.gpu_capacity - kv.gpu_private - kv.cached_used
     lim_h = b.hsum + kv.host_capacity - kv.host_used
@@ -145,7 +145,7 @@ def decode_run(self, now: float) -> float | None:
             # the next step (admitting the arrival) decodes this batch too: keep its price and blocks
             self._next_dec = (self.launches + 1, float(dt[kc]), int(eg[kc]), int(ext[kc, 1]) if uses_host else 0)
             if joint:
-                self._next_dec += (got[3][kc].copy(),)
+                self._next_dec += (got.work[kc].copy(),)
             k = kc
     t_end = float(ends[k - 1])
     g, h = int(eg[k - 1]), (int(ext[k - 1, 1]) if uses_host else 0)

@@ -34,9 +34,9 @@ from kvsim.costmodel.roofline import Roofline
 from kvsim.costmodel.transformer import linear_cost
 from kvsim.pricing.step import StepModel
 from kvsim.sim.fast.decode_tables import RequestRows, batch_work, context_table, decode_layout, part_amounts
+from kvsim.sim.fast.pricer_checks import decode_prompt_aware, verify_decode, verify_rows, verify_steps
 
 TOKEN_BLOCK = 512  # token counts per cached linear-layer block
-RELATIVE_TOLERANCE = 1e-9  # agreement required between the split and StepModel.time_s
 
 
 @dataclass(frozen=True)
@@ -47,19 +47,6 @@ class DecodeRunPrices:
     extras: np.ndarray  # [k, E] per-sequence extras summed over each step's batch
     batch_sizes: np.ndarray | None  # [k] sequences in each step (runs with ``left``), else None
     work: np.ndarray | None  # [k, ncol] decode work summed over the batch ("table"/"rows"), else None
-
-
-def _close(a, b) -> bool:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return bool(np.all(np.abs(a - b) <= RELATIVE_TOLERANCE * np.maximum(np.abs(b), 1e-300)))
-
-
-def _decode_prompt_aware(step: StepModel) -> bool:
-    """Does the method's decode cost depend on how many cached tokens are prompt? (probed)"""
-    m = step.method
-    ctx = np.array([[3000.0, 5000.0, 20000.0]])
-    prompt = np.array([[1000.0, 4000.0, 1000.0]])
-    return not _close(step.roofline(m.decode_cost(ctx)).total_s, step.roofline(m.decode_cost(ctx, prompt)).total_s)
 
 
 class StepPricer:
@@ -97,7 +84,7 @@ class StepPricer:
         self.linear_decode = np.zeros(self.max_seqs + 1)  # (zero while the method's decode is checked)
         is_model = isinstance(step, StepModel)
         self.mode = "fast" if is_model and self._additive() else "exact"
-        self.prompt_aware = is_model and _decode_prompt_aware(step)
+        self.prompt_aware = is_model and decode_prompt_aware(step)
         self.decode_mode = "call"
         if self.mode == "fast":  # the mode is set while its checks run through decode_run
             if not self.prompt_aware and extra_fn is None:  # (prompt-aware extras need per-request rows)
@@ -110,12 +97,12 @@ class StepPricer:
                 self.decode_mode = "call"
                 self.rows = None
             self.linear_decode = np.array([self.lin_time(b, b) for b in range(self.max_seqs + 1)])
-        self._set_flags()
-        if self.mode == "fast" and not self._verify_steps():
+        self.set_flags()
+        if self.mode == "fast" and not verify_steps(self):
             self.mode, self.decode_mode = "exact", "call"
-            self._set_flags()
+            self.set_flags()
 
-    def _set_flags(self) -> None:
+    def set_flags(self) -> None:
         """Plain-Python copies of what decode_run checks on every call."""
         self._tables = self.mode == "fast" and self.decode_mode in ("table", "rows")
         self._linear_decode_list = self.linear_decode.tolist()
@@ -146,7 +133,7 @@ class StepPricer:
             return False
         self.layout, self.table, self.batch_rows = got
         self.zero_row = self.table.shape[0] - 1
-        return self._verify_decode()
+        return verify_decode(self)
 
     def _build_rows(self, prompt: np.ndarray, output: np.ndarray) -> bool:
         """"rows" mode: check ``sum_i g(ctx_i, prompt_i) + h(B)`` on random batches first."""
@@ -163,7 +150,7 @@ class StepPricer:
         self.batch_rows = self.layout.batch_rows(batch, per_sequence[0])
         self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn)
         self.zero_row = self.rows.zero_row
-        return self._verify_rows()
+        return verify_rows(self)
 
     # ------------------------------------------------------------------ per-request rows
     def ensure_rows(self, i: int) -> None:
@@ -183,60 +170,6 @@ class StepPricer:
     def rows_blocks_sum(self, rid: np.ndarray, n: np.ndarray) -> tuple[int, int]:
         """Sum of :meth:`row_blocks` over a decode batch (``n = ctx + 1`` in range by construction)."""
         return self.rows.blocks_sum(rid, n)
-
-    # ------------------------------------------------------------------ build-time checks
-    def _probe_batches(self):
-        probes = [np.array([0]), np.array([self.max_ctx - 1])]
-        for _ in range(6):
-            b = int(self.rng.integers(1, min(self.max_seqs, 48) + 1))
-            probes.append(self.rng.integers(0, self.max_ctx, size=b))
-        return probes
-
-    def _verify_decode(self) -> bool:
-        """Tabulated runs against the method's decode cost of the same ``[k, B]`` contexts."""
-        self._set_flags()
-        for ctx in self._probe_batches():
-            k = max(1, int(min(3, self.max_ctx - ctx.max())))
-            rows = ctx[None, :] + np.arange(k)[:, None]
-            want = self.roofline(self.step.method.decode_cost(rows.astype(np.float64))).total_s
-            if not _close(self.decode_run(ctx, k).dt, want):
-                return False
-        return True
-
-    def _verify_rows(self) -> bool:
-        """Work sums of random prompt-aware batches, priced, against the method's batch cost."""
-        m, layout = self.step.method, self.layout
-        for ctx in self._probe_batches():
-            ctx = np.maximum(ctx, 1).astype(np.float64)
-            prompt = np.maximum(1, (ctx * self.rng.random(ctx.shape)).astype(np.int64)).astype(np.float64)
-            cost = m.decode_cost(ctx, prompt)
-            if [p.key for p in cost.parts] != self.rows.keys:
-                return False
-            _, per_sequence, _ = part_amounts(m.decode_cost(ctx[:, None], prompt[:, None]), ctx.shape[0])
-            work = layout.to_columns(per_sequence).sum(axis=0) + self.batch_rows[ctx.shape[0]]  # [ncol]
-            if not _close(layout.compiled.seconds(work), self.roofline(cost).total_s):
-                return False
-        return True
-
-    def _verify_steps(self) -> bool:
-        """Compare whole steps against StepModel.time_s (decode-only, prefill-only, mixed)."""
-        r = self.rng
-        cases = [(np.array([min(5, self.max_ctx - 1)]), [], []), (np.array([], dtype=np.int64), [17], [0])]
-        for _ in range(4):
-            b = int(r.integers(0, min(self.max_seqs, 8) + 1))
-            chunks = int(r.integers(1, 3))
-            cases.append((r.integers(0, self.max_ctx, size=b), list(r.integers(1, 300, size=chunks)),
-                          list(r.integers(0, 500, size=chunks))))
-        for ctx, new, cached in cases:
-            prompt = np.minimum(ctx, r.integers(1, 400, size=ctx.shape))
-            want = self.step.time_s(decode_ctx=ctx.astype(np.float64), prefill_new=np.array(new, dtype=np.float64),
-                                    prefill_cached=np.array(cached, dtype=np.float64), n_sampled_prefill=len(new),
-                                    decode_prompt=prompt.astype(np.float64))
-            got = self.step_time(ctx, tuple(int(x) for x in new), tuple(int(x) for x in cached), len(new),
-                                 decode_prompt=prompt, direct=self.decode_mode == "rows")
-            if not _close(got, want):
-                return False
-        return True
 
     # ------------------------------------------------------------------ pieces
     def lin_time(self, tokens: int, sampled: int) -> float:

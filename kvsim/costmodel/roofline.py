@@ -226,10 +226,11 @@ class CompiledRoofline:
 
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
         """Seconds ``[...]`` of work ``amounts`` ``[..., ncol]`` (columns as :attr:`columns`)."""
-        times = self.resource_seconds(amounts)
         if self._single is None:
-            return self.total_seconds(self.part_seconds(times))
-        body, overhead = self._single  # (the same arithmetic as part_seconds, on column views)
+            return self.total_seconds(self.part_seconds(self.resource_seconds(amounts)))
+        # one part: the same arithmetic as part_seconds, on column views
+        times = amounts / self._divisor  # (no zero column needed)
+        body, overhead = self._single
         t = times[..., body[0]] if len(body) == 1 else (
             np.maximum(times[..., body[0]], times[..., body[1]]) if len(body) == 2 else times[..., body].max(axis=-1))
         return t if overhead is None else t + times[..., overhead]

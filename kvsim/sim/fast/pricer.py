@@ -39,7 +39,7 @@ from kvsim.sim.fast.pricer_checks import decode_prompt_aware, verify_decode, ver
 TOKEN_BLOCK = 512  # token counts per cached linear-layer block
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DecodeRunPrices:
     """What :meth:`StepPricer.decode_run` returns for a run of ``k`` decode-only steps."""
 
@@ -109,6 +109,8 @@ class StepPricer:
         if self._tables:
             no_batch_work = ~self.batch_rows.any(axis=1)  # [max_seqs + 1] h(B) == 0: nothing to add
             self._no_batch_work, self._never_batch_work = no_batch_work.tolist(), bool(no_batch_work.all())
+            self.batch_rows_wide = np.zeros((self.max_seqs + 1, self.layout.width))  # [max_seqs + 1, width]
+            self.batch_rows_wide[:, : self.layout.ncol] = self.batch_rows  # (zero extras and count)
 
     # ------------------------------------------------------------------ structure
     def _additive(self) -> bool:
@@ -240,39 +242,47 @@ class StepPricer:
             return DecodeRunPrices(dt, extras, None, None)
         table = self.table if self.rows is None else self.rows.table  # [rows, width]
         first_row = ctx if self.rows is None else self.rows.base[rid] + ctx  # [B] table row of step 0
-        if B <= 8:  # a slice per sequence beats a gather for small batches
-            if B == 1:
-                row = int(first_row[0])
-                work = table[row:row + k]
-            else:
-                work = np.zeros((k, table.shape[1]))
-                if left is None:
-                    for row in first_row.tolist():
-                        work += table[row:row + k]
-                else:
-                    for row, steps_left in zip(first_row.tolist(), left.tolist()):
-                        if steps_left >= k:
-                            work += table[row:row + k]
-                        else:
-                            work[:steps_left] += table[row:row + steps_left]
-        else:
-            offsets = self._step_offsets
-            if k > offsets.shape[0]:
-                offsets = self._step_offsets = np.arange(2 * k)
-            index = first_row[:, None] + offsets[:k]  # [B, k]
-            if left is not None:
-                index = np.where(offsets[:k] < left[:, None], index, self.zero_row)
-            work = table[index].sum(axis=0)  # [k, width]
         layout = self.layout
-        ncol, extras = layout.ncol, work[:, layout.ncol:layout.count_column]
-        if left is None:
-            amounts = work[:, :ncol] if self._no_batch_work[B] else work[:, :ncol] + self.batch_rows[B]  # [k, ncol]
-            dt = layout.compiled.seconds(amounts) + self._linear_decode_list[B]
-            return DecodeRunPrices(dt, extras, None, amounts)
-        batch_sizes = work[:, layout.count_column].astype(np.intp)  # [k]
+        ncol, count = layout.ncol, layout.count_column
+        if left is None:  # every sequence in every step: the per-batch-size work joins the first add
+            if B <= 8:  # a slice per sequence beats a gather for small batches
+                rows = first_row.tolist()
+                row = rows[0]
+                if B == 1 and self._no_batch_work[1]:
+                    work = table[row:row + k]  # [k, width] (a view)
+                else:
+                    work = table[row:row + k] + self.batch_rows_wide[B]
+                    for row in rows[1:]:
+                        work += table[row:row + k]
+            else:
+                work = table[first_row[:, None] + self._offsets(k)].sum(axis=0)  # [k, width]
+                if not self._no_batch_work[B]:
+                    work += self.batch_rows_wide[B]
+            dt = layout.compiled.seconds(work[:, :ncol])
+            dt += self._linear_decode_list[B]
+            return DecodeRunPrices(dt, work[:, ncol:count], None, work[:, :ncol])
+        if B <= 8:
+            work = np.zeros((k, table.shape[1]))
+            for row, steps_left in zip(first_row.tolist(), left.tolist()):
+                if steps_left >= k:
+                    work += table[row:row + k]
+                else:
+                    work[:steps_left] += table[row:row + steps_left]
+        else:
+            offsets = self._offsets(k)
+            index = np.where(offsets < left[:, None], first_row[:, None] + offsets, self.zero_row)  # [B, k]
+            work = table[index].sum(axis=0)  # [k, width]
+        batch_sizes = work[:, count].astype(np.intp)  # [k]
         amounts = work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes]
-        dt = layout.compiled.seconds(amounts) + self.linear_decode[batch_sizes]
-        return DecodeRunPrices(dt, extras, batch_sizes, amounts)
+        dt = layout.compiled.seconds(amounts)
+        dt += self.linear_decode[batch_sizes]
+        return DecodeRunPrices(dt, work[:, ncol:count], batch_sizes, amounts)
+
+    def _offsets(self, k: int) -> np.ndarray:
+        """``[k]`` 0, 1, ..., k - 1 (a view of a cached range)."""
+        if k > self._step_offsets.shape[0]:
+            self._step_offsets = np.arange(2 * k)
+        return self._step_offsets[:k]
 
     @property
     def masked_ok(self) -> bool:

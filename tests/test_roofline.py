@@ -1,11 +1,14 @@
 """Roofline: the only conversion from work to seconds (hand-computed on the synthetic system)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from synthetic import synthetic_system
 
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
+from kvsim.methods import REGISTRY
 
 
 @pytest.fixture
@@ -67,3 +70,155 @@ def test_cost_addition_merges_same_parts():
     c = a + b
     assert c.by_name("mlp").flops == 4.0 and c.by_name("mlp").hbm_bytes == 2.0
     assert c.total("hbm_bytes") == 7.0
+
+
+# ---------------------------------------------------------------------- the compiled rule
+OPS = ("gemm", "attn_decode", "attn_prefill", "elementwise", "cpu_attn", "pcie", "step")
+DEVICE_OF = {"cpu_attn": "cpu", "pcie": "pcie", "step": "host"}
+FIELDS = ("flops", "hbm_bytes", "cpu_flops", "dram_bytes", "pcie_bytes", "pcie_round_trips", "link_bytes",
+          "launches")
+SCALE = {"flops": 1e12, "hbm_bytes": 1e10, "cpu_flops": 1e10, "dram_bytes": 1e9, "pcie_bytes": 1e8,
+         "pcie_round_trips": 50, "link_bytes": 1e9, "launches": 100}
+
+
+def _random_cost(rng, k: int) -> Cost:
+    """3-7 parts, random ops/devices/dtypes, some in overlap groups; each field zero, a scalar or a [k] array."""
+    parts = []
+    for i in range(int(rng.integers(3, 8))):
+        op = OPS[int(rng.integers(len(OPS)))]
+        amounts = {}
+        for f in FIELDS:
+            kind = rng.integers(4)
+            if kind == 1:
+                amounts[f] = float(rng.random() * SCALE[f])
+            elif kind >= 2:
+                amounts[f] = rng.random(k) * SCALE[f] * (rng.random(k) > 0.2)  # some zeros
+        overlap = [None, None, "x", "y"][int(rng.integers(4))]
+        parts.append(Part(f"p{i}", op, device=DEVICE_OF.get(op, "gpu"), dtype=["bf16", "fp8", "int4"][i % 3],
+                          overlap=overlap, **amounts))
+    return Cost(tuple(parts))
+
+
+def _amounts(cost: Cost, columns, k: int) -> np.ndarray:
+    return np.stack([np.broadcast_to(np.asarray(getattr(cost.parts[i], f), dtype=float), (k,)) for i, f in columns],
+                    axis=-1)  # [k, ncol]
+
+
+def test_compiled_equals_call_on_random_costs(rl):
+    """CompiledRoofline.seconds on [k, ncol] work equals Roofline(cost).total_s, in any column order."""
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        k = 5
+        cost = _random_cost(rng, k)
+        want = np.broadcast_to(rl(cost).total_s, (k,))
+        columns = [(i, f) for i, p in enumerate(cost.parts) for f in FIELDS if np.any(getattr(p, f))]
+        if trial % 2:  # the caller chooses the layout; unused (all-zero) columns may be listed too
+            columns = [columns[j] for j in rng.permutation(len(columns))] + [(0, f) for f in FIELDS
+                                                                              if (0, f) not in columns][:1]
+        compiled = rl.compile(cost.parts, columns)
+        np.testing.assert_allclose(compiled.seconds(_amounts(cost, columns, k)), want, rtol=1e-12, atol=0)
+        for j in range(k):  # one row at a time ([ncol] -> scalar)
+            assert compiled.seconds(_amounts(cost, columns, k)[j]) == pytest.approx(want[j], rel=1e-12)
+
+
+def test_call_keeps_per_part_times(rl):
+    """Roofline.__call__ (through the compiled rule) reports each part's seconds, resources and bound."""
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        cost = _random_cost(rng, 4)
+        t = rl(cost)
+        for p, pt in zip(cost.parts, t.parts):
+            body = [v for r, v in pt.resource_s.items() if r != "overhead"]
+            expect = (np.maximum.reduce(np.broadcast_arrays(*body)) if body else 0.0) + pt.resource_s.get("overhead", 0.0)
+            np.testing.assert_allclose(pt.seconds, expect, rtol=1e-12, atol=0)
+            assert (pt.name, pt.op, pt.device) == (p.name, p.op, p.device)
+            assert pt.bound == (max(pt.resource_s, key=lambda r: float(np.mean(pt.resource_s[r])))
+                                if pt.resource_s else "none")
+
+
+def test_compiled_hand_computed_overlap_group(rl):
+    """Serial part + an overlap group over three devices, two steps of work, checked by hand."""
+    parts = (
+        Part("mlp", "gemm"),                                        # serial
+        Part("attn", "attn_prefill", overlap="x"),                  # GPU, in group x
+        Part("tables", "cpu_attn", device="cpu", overlap="x"),      # CPU, in group x
+        Part("offload", "pcie", device="pcie", overlap="x"),        # PCIe, in group x
+    )
+    columns = [(0, "flops"), (0, "hbm_bytes"), (0, "launches"), (1, "flops"), (2, "cpu_flops"), (2, "launches"),
+               (3, "pcie_bytes"), (3, "pcie_round_trips")]
+    work = np.array([
+        [1e12, 1e9, 2, 1.5e12, 5e9, 1, 50e6, 30],
+        [1e12, 1e9, 2, 0.0, 5e9, 1, 50e6, 30],
+    ])
+    # mlp:     max(1e12 / (100e12 * 0.5) = 20 ms, 1e9 / (1e12 * 0.5) = 2 ms) + 2 * 10 us      = 20.02 ms
+    # attn:    1.5e12 / (100e12 * 0.5)                                                          = 30 ms (row 0), 0 (row 1)
+    # tables:  5e9 / (1e12 * 0.5) + 1 * 10 us                                                   = 10.01 ms
+    # offload: 50e6 / (10e9 * 0.5) + 30 * (2 * 5 us + 10 us)                                   = 10.6 ms
+    # row 0: 20.02 + max(gpu 30, cpu 10.01, pcie 10.6) = 50.02 ms; row 1: 20.02 + 10.6 = 30.62 ms
+    got = rl.compile(parts, columns).seconds(work)
+    np.testing.assert_allclose(got, [0.05002, 0.03062], rtol=1e-12)
+    cost = Cost(tuple(replace(p, **{f: work[0, n] for n, (i, f) in enumerate(columns) if i == j})
+                      for j, p in enumerate(parts)))
+    assert rl(cost).total_s == pytest.approx(0.05002, rel=1e-12)
+
+
+def test_separable(rl):
+    a = (Part("mlp", "gemm"), Part("attn", "attn_decode"))
+    assert Roofline.separable(a, (Part("q", "elementwise"),))
+    assert not Roofline.separable(a, (Part("mlp", "gemm", flops=1.0),))  # same identity: amounts merge
+    assert not Roofline.separable((Part("u", "gemm", overlap="x"),), (Part("v", "cpu_attn", device="cpu", overlap="x"),))
+
+
+# ---------------------------------------------------------------------- the fast pricer prices through it
+PRICER_METHODS = tuple(m for m in REGISTRY if m != "mla")  # mla: needs an MLA model (the contract test covers it)
+
+
+@pytest.mark.parametrize("name", PRICER_METHODS)
+def test_step_pricer_equals_step_model(name):
+    """StepPricer step times (decode, prefill, mixed; decode runs) equal StepModel.time_s to 1e-9."""
+    from synthetic import llama31_8b
+
+    from kvsim.costmodel.deployment import Deployment
+    from kvsim.methods import make_method
+    from kvsim.pricing.step import StepModel
+    from kvsim.sim.fast.pricer import DecodeRunPrices, StepPricer
+
+    dep = Deployment(system=synthetic_system(), model=llama31_8b(), tp=1)
+    step = StepModel(dep, make_method(name, dep))
+    rng = np.random.default_rng(11)
+    n = 60
+    prompt, output = rng.integers(20, 3000, n), rng.integers(2, 600, n)
+    pricer = StepPricer(step, 4096, 32, prompt=prompt, output=output)
+    m = step.method  # the pricing mode follows the method's declared traits
+    want_mode = "call" if not m.additive_decode else ("rows" if m.prompt_aware else "table")
+    assert pricer.mode == "fast" and pricer.decode_mode == want_mode
+    rows = pricer.decode_mode == "rows"
+    for trial in range(30):
+        b = int(rng.integers(0, 9)) if trial % 3 else 0
+        rid = rng.choice(n, b, replace=False)
+        for i in rid:
+            pricer.ensure_rows(int(i))
+        ctx = prompt[rid] - 1 + (rng.random(b) * (output[rid] - 3)).astype(np.int64)  # [b]
+        chunks = int(rng.integers(0 if b else 1, 3))  # decode-only, prefill-only and mixed steps
+        new = tuple(int(x) for x in rng.integers(1, 600, chunks))
+        cached = tuple(int(x) for x in rng.integers(0, 600, chunks))
+        want = step.time_s(decode_ctx=ctx.astype(float), prefill_new=np.array(new, dtype=float),
+                           prefill_cached=np.array(cached, dtype=float), n_sampled_prefill=chunks,
+                           decode_prompt=prompt[rid].astype(float))
+        got = pricer.step_time(ctx, new, cached, chunks, decode_prompt=prompt[rid], rid=rid if rows else None)
+        assert got == pytest.approx(float(want), rel=1e-9)
+        if b:
+            k = 2
+            run = pricer.decode_run(ctx, k, prompt=prompt[rid], rid=rid if rows else None)
+            assert isinstance(run, DecodeRunPrices) and run.dt.shape == (k,) and run.batch_sizes is None
+            contexts = ctx[None, :] + np.arange(k)[:, None]  # [k, b]
+            want_run = step.time_s(decode_ctx=contexts.astype(float),
+                                   decode_prompt=np.broadcast_to(prompt[rid], contexts.shape).astype(float))
+            np.testing.assert_allclose(run.dt, want_run, rtol=1e-9)
+            if b > 1 and pricer.masked_ok:  # (decode_run's contract: at least one sequence in every step)
+                left = np.full(b, k)
+                left[0] = 1  # the first sequence finishes after step 0
+                masked = pricer.decode_run(ctx, k, left=left, prompt=prompt[rid], rid=rid if rows else None)
+                assert masked.batch_sizes.tolist() == [b, b - 1]
+                tail = step.time_s(decode_ctx=contexts[1, 1:].astype(float), decode_prompt=prompt[rid][1:].astype(float))
+                assert masked.dt[1] == pytest.approx(float(tail), rel=1e-9)

@@ -18,19 +18,34 @@ per-kernel overheads.
 Parts without an ``overlap`` tag run one after another. Parts sharing a tag run
 concurrently: per device their times add, and the group takes the slowest device
 (e.g. MagicPIG v0.2 builds hash tables on the CPU while the GPU prefills).
+
+One implementation of this rule: :meth:`Roofline.compile` fixes a template of parts
+(identities, ops, devices, dtypes, overlap tags) and an ordered list of the (part, field)
+amounts it reads, and gives a :class:`CompiledRoofline` that maps work ``[..., columns]``
+to seconds ``[...]`` in a few vectorized numpy operations. ``Roofline.__call__`` compiles
+the template of its cost (cached) and evaluates it on the cost's amounts, so the simulator's
+fast pricer, which hands summed work to a compiled template, follows any change here.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from kvsim.costmodel.cost import Cost, Num, Part
+from kvsim.costmodel.cost import NUMERIC_FIELDS, Cost, Num, Part
 from kvsim.hardware import System
 
 RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overhead")
+# fields whose times take the max within a part ("body"), in RESOURCES order
+BODY_RESOURCE_OF_FIELD = {"flops": "gpu_compute", "hbm_bytes": "hbm", "cpu_flops": "cpu_compute",
+                          "dram_bytes": "dram", "pcie_bytes": "pcie", "link_bytes": "link"}
+OVERHEAD_FIELDS = ("launches", "pcie_round_trips")  # fixed seconds per unit, added to the body time
+assert set(BODY_RESOURCE_OF_FIELD) | set(OVERHEAD_FIELDS) == set(NUMERIC_FIELDS)
+_MAX_CACHED_TEMPLATES = 4096
+
+Column = tuple[int, str]  # (part index in the template, numeric field name)
 
 
 @dataclass(frozen=True)
@@ -64,56 +79,206 @@ class Roofline:
         self._dram_bw = system.host_dram_bw_bytes_per_s
         self._pcie_bw = system.gpu_host_link.bw_bytes_per_s * eff.pcie.memory
         self._link_bw = system.gpu_gpu_link.bw_bytes_per_s * eff.collective.memory
-        self._rtt_s = 2.0 * system.gpu_host_link.latency_s + eff.pcie.overhead_s
+        self._round_trip_s = 2.0 * system.gpu_host_link.latency_s + eff.pcie.overhead_s
         self._eff = {op: eff.of(op) for op in type(eff).model_fields if op != "source"}
+        self._templates: dict[tuple, CompiledRoofline] = {}
 
-    def part_resource_times(self, p: Part) -> dict[str, Num]:
-        e = self._eff[p.op]
-        s = self.system
-        out: dict[str, Num] = {}
-        if _nonzero(p.flops):
-            out["gpu_compute"] = p.flops / (s.gpu_peak_flops_per_s(p.dtype) * e.compute)
-        if _nonzero(p.hbm_bytes):
-            out["hbm"] = p.hbm_bytes / (self._hbm_bw * e.memory)
-        if _nonzero(p.cpu_flops):
-            out["cpu_compute"] = p.cpu_flops / (s.host_peak_flops_per_s(p.dtype) * e.compute)
-        if _nonzero(p.dram_bytes):
-            out["dram"] = p.dram_bytes / (self._dram_bw * e.memory)
-        if _nonzero(p.pcie_bytes):
-            out["pcie"] = p.pcie_bytes / self._pcie_bw
-        if _nonzero(p.link_bytes):
-            out["link"] = p.link_bytes / self._link_bw
-        over = 0.0
-        if _nonzero(p.launches):
-            over = over + p.launches * e.overhead_s
-        if _nonzero(p.pcie_round_trips):
-            over = over + p.pcie_round_trips * self._rtt_s
-        if _nonzero(over):
-            out["overhead"] = over
-        return out
+    def unit_divisor(self, part: Part, field: str) -> float:
+        """One unit of ``field`` of ``part`` takes ``1 / unit_divisor`` seconds of its resource:
+        the rate (FLOP/s, bytes/s) of a body resource, ``1 / seconds`` per launch or round trip."""
+        e, s = self._eff[part.op], self.system
+        if field == "flops":
+            return s.gpu_peak_flops_per_s(part.dtype) * e.compute
+        if field == "hbm_bytes":
+            return self._hbm_bw * e.memory
+        if field == "cpu_flops":
+            return s.host_peak_flops_per_s(part.dtype) * e.compute
+        if field == "dram_bytes":
+            return self._dram_bw * e.memory
+        if field == "pcie_bytes":
+            return self._pcie_bw
+        if field == "link_bytes":
+            return self._link_bw
+        per_unit_s = e.overhead_s if field == "launches" else self._round_trip_s
+        return 1.0 / per_unit_s if per_unit_s else np.inf
+        # (amount / inf = 0: a free launch)
 
-    def part_time(self, p: Part) -> PartTime:
-        rt = self.part_resource_times(p)
-        body = [v for k, v in rt.items() if k != "overhead"]
-        seconds: Num = 0.0
-        if body:
-            seconds = body[0] if len(body) == 1 else np.maximum.reduce(np.broadcast_arrays(*body))
-        seconds = seconds + rt.get("overhead", 0.0)
-        return PartTime(p.name, p.op, p.device, seconds, _bound(rt), rt)
+    def compile(self, parts: Sequence[Part], columns: Iterable[Column] | None = None) -> "CompiledRoofline":
+        """The rule for the template ``parts`` (their amounts are not read), on work laid out in
+        ``columns`` (default: the fields that are nonzero in ``parts``)."""
+        parts = tuple(parts)
+        if columns is None:
+            columns = [(i, f) for i, p in enumerate(parts) for f in NUMERIC_FIELDS if _nonzero(getattr(p, f))]
+        return CompiledRoofline(self, parts, tuple(columns))
 
     def __call__(self, cost: Cost) -> Timing:
-        times = [self.part_time(p) for p in cost.parts]
-        total: Num = 0.0
-        groups: dict[str, dict[str, Num]] = defaultdict(lambda: defaultdict(float))
-        for p, t in zip(cost.parts, times):
-            if p.overlap is None:
-                total = total + t.seconds
-            else:
-                groups[p.overlap][p.device] = groups[p.overlap][p.device] + t.seconds
-        for per_device in groups.values():
-            vals = list(per_device.values())
-            total = total + (vals[0] if len(vals) == 1 else np.maximum.reduce(np.broadcast_arrays(*vals)))
-        return Timing(total, tuple(times))
+        used = tuple((p.key, tuple(f for f in NUMERIC_FIELDS if _nonzero(getattr(p, f)))) for p in cost.parts)
+        compiled = self._templates.get(used)
+        if compiled is None:
+            if len(self._templates) >= _MAX_CACHED_TEMPLATES:
+                self._templates.clear()
+            columns = [(i, f) for i, (_, fields) in enumerate(used) for f in fields]
+            compiled = self._templates[used] = CompiledRoofline(self, cost.parts, tuple(columns))
+        return compiled.timing(cost.parts)
+
+    def part_resource_times(self, p: Part) -> dict[str, Num]:
+        """Seconds of each resource ``p`` uses (``"overhead"``: launches and round trips)."""
+        return self.part_time(p).resource_s
+
+    def part_time(self, p: Part) -> PartTime:
+        return self(Cost((p,))).parts[0]
+
+    @staticmethod
+    def separable(parts_a: Iterable[Part], parts_b: Iterable[Part]) -> bool:
+        """Is the time of ``a + b`` the time of ``a`` plus the time of ``b``? (No part identity
+        and no overlap tag in common: the parts of one never merge or overlap with the other's.)"""
+        parts_a, parts_b = list(parts_a), list(parts_b)
+        keys = {p.key for p in parts_a} & {p.key for p in parts_b}
+        tags = {p.overlap for p in parts_a if p.overlap is not None} & {p.overlap for p in parts_b}
+        return not keys and not tags
+
+
+class CompiledRoofline:
+    """The roofline rule for a fixed template of parts, vectorized over work amounts.
+
+    Attributes:
+        parts: the template (identities, ops, devices, dtypes, overlap tags).
+        columns: ``(part index, field)`` of each amount column, in the order :meth:`seconds`
+            reads them; fields not listed are zero.
+    """
+
+    def __init__(self, roofline: Roofline, parts: tuple[Part, ...], columns: tuple[Column, ...]):
+        self.parts, self.columns = parts, columns
+        self.column_of = {c: n for n, c in enumerate(columns)}
+        assert len(self.column_of) == len(columns), "a (part, field) column is listed twice"
+        ncol = len(columns)
+        self._divisor = np.array([roofline.unit_divisor(parts[i], f) for i, f in columns])  # [ncol]
+        zero = ncol  # index of an all-zero column appended to the resource times
+        body = [[n for n, (i, f) in enumerate(columns) if i == part and f in BODY_RESOURCE_OF_FIELD]
+                for part in range(len(parts))]
+        over = [[n for n, (i, f) in enumerate(columns) if i == part and f in OVERHEAD_FIELDS]
+                for part in range(len(parts))]
+        width = max([len(b) for b in body] + [1])
+        # [P, width] body columns of each part, padded with its own first column (max(a, a) = a)
+        self._body_grid = np.array([(b or [zero]) + [(b or [zero])[0]] * (width - len(b or [zero])) for b in body],
+                                   dtype=np.intp)
+        self._body_columns, self._overhead_columns = body, over
+        # per part: (resource, column) of its body columns, in RESOURCES order (Timing.resource_s)
+        self._named_body_columns = [sorted(((BODY_RESOURCE_OF_FIELD[columns[n][1]], n) for n in b),
+                                           key=lambda rc: RESOURCES.index(rc[0])) for b in body]
+        width = max([len(o) for o in over] + [1])
+        self._overhead_grid = np.array([o + [zero] * (width - len(o)) for o in over], dtype=np.intp)  # [P, width]
+        self._has_overhead = any(over)
+        self._needs_zero = any(not b for b in body) or (self._has_overhead and any(len(o) < width for o in over))
+        self._serial = [i for i, p in enumerate(parts) if p.overlap is None]
+        groups: dict[str, dict[str, list[int]]] = {}
+        for i, p in enumerate(parts):
+            if p.overlap is not None:
+                groups.setdefault(p.overlap, {}).setdefault(p.device, []).append(i)
+        self._groups = [list(devices.values()) for devices in groups.values()]  # [group][device] -> parts
+        # one part, at most one overhead column: column views instead of gathers (the decode hot path)
+        self._single = None
+        if len(parts) == 1 and len(over[0]) <= 1 and body[0]:
+            self._single = (body[0], over[0][0] if over[0] else None)
+
+    # ------------------------------------------------------------------ the rule, in three stages
+    def resource_seconds(self, amounts: np.ndarray) -> np.ndarray:
+        """``[..., ncol]`` work -> ``[..., ncol (+1 zero column)]`` seconds of each column's resource."""
+        if not self._needs_zero:
+            return amounts / self._divisor
+        out = np.empty(amounts.shape[:-1] + (len(self.columns) + 1,))
+        np.divide(amounts, self._divisor, out=out[..., :-1])
+        out[..., -1] = 0.0
+        return out
+
+    def part_seconds(self, times: np.ndarray) -> np.ndarray:
+        """``[..., ncol]`` resource seconds -> ``[..., P]``: max of the body resources + overheads."""
+        body, over = self._body_and_overhead(times)
+        return body if over is None else body + over
+
+    def _body_and_overhead(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``[..., P]`` max of each part's body resources, and the sum of its overheads (None: none)."""
+        grid = self._body_grid
+        if grid.shape[1] == 1:
+            body = times[..., grid[:, 0]]
+        elif grid.shape[1] == 2:
+            body = np.maximum(times[..., grid[:, 0]], times[..., grid[:, 1]])
+        else:
+            body = times[..., grid].max(axis=-1)
+        if not self._has_overhead:
+            return body, None
+        grid = self._overhead_grid
+        over = times[..., grid[:, 0]]
+        for j in range(1, grid.shape[1]):
+            over = over + times[..., grid[:, j]]
+        return body, over
+
+    def total_seconds(self, part_s: np.ndarray) -> np.ndarray:
+        """``[..., P]`` part seconds -> ``[...]``: serial parts add; an overlap group takes its
+        slowest device, whose parts add."""
+        if not self._groups:
+            return part_s.sum(axis=-1)
+        total = part_s[..., self._serial].sum(axis=-1)
+        for devices in self._groups:
+            per_device = [part_s[..., d].sum(axis=-1) for d in devices]
+            total = total + (per_device[0] if len(per_device) == 1 else np.maximum.reduce(per_device))
+        return total
+
+    def seconds(self, amounts: np.ndarray) -> np.ndarray:
+        """Seconds ``[...]`` of work ``amounts`` ``[..., ncol]`` (columns as :attr:`columns`)."""
+        if self._single is None:
+            return self.total_seconds(self.part_seconds(self.resource_seconds(amounts)))
+        # one part: the same arithmetic as part_seconds, on column views
+        times = amounts / self._divisor  # (no zero column needed)
+        body, overhead = self._single
+        t = times[..., body[0]] if len(body) == 1 else (
+            np.maximum(times[..., body[0]], times[..., body[1]]) if len(body) == 2 else times[..., body].max(axis=-1))
+        return t if overhead is None else t + times[..., overhead]
+
+    # ------------------------------------------------------------------ a Cost of this template
+    def timing(self, parts: Sequence[Part]) -> Timing:
+        """The :class:`Timing` of ``parts`` (same template; amounts scalars or broadcastable arrays)."""
+        if not parts:
+            return Timing(0.0, ())
+        values = [getattr(parts[i], f) for i, f in self.columns]
+        shape = np.broadcast_shapes(*(np.shape(v) for v in values))
+        if shape:
+            amounts = np.empty(shape + (len(values),))
+            for n, v in enumerate(values):
+                amounts[..., n] = v
+        else:
+            amounts = np.array(values, dtype=np.float64).reshape(len(values))
+        times = self.resource_seconds(amounts)
+        body, over = self._body_and_overhead(times)
+        part_s = body if over is None else body + over
+        total = self.total_seconds(part_s)
+        nparts = len(parts)
+        # what the bound compares: each resource's mean over the amounts' shape
+        column_mean = times.reshape(-1, times.shape[-1]).mean(axis=0).tolist()
+        if over is not None:
+            flat_over = over.reshape(-1, nparts)
+            over_mean, over_nonzero = flat_over.mean(axis=0).tolist(), (flat_over != 0).any(axis=0).tolist()
+        if shape:
+            column_s = [times[..., n] for n in range(times.shape[-1])]
+            part_list = [part_s[..., i] for i in range(nparts)]
+            over_list = None if over is None else [over[..., i] for i in range(nparts)]
+        else:  # plain floats, as for scalar work
+            column_s, part_list, total = times.tolist(), part_s.tolist(), float(total)
+            over_list = None if over is None else over.tolist()
+        out = []
+        for i, p in enumerate(parts):
+            named = self._named_body_columns[i]
+            resource_s: dict[str, Num] = {name: column_s[n] for name, n in named}
+            bound, most = "none", -np.inf
+            for name, n in named:
+                if column_mean[n] > most:
+                    bound, most = name, column_mean[n]
+            if over is not None and over_nonzero[i]:
+                resource_s["overhead"] = over_list[i]
+                if over_mean[i] > most:
+                    bound = "overhead"
+            out.append(PartTime(p.name, p.op, p.device, part_list[i], bound, resource_s))
+        return Timing(total, tuple(out))
 
 
 def roofline(cost: Cost, system: System) -> Timing:
@@ -125,9 +290,3 @@ def _nonzero(x: Num) -> bool:
     if isinstance(x, np.ndarray):
         return bool(np.any(x))
     return x != 0
-
-
-def _bound(rt: dict[str, Num]) -> str:
-    if not rt:
-        return "none"
-    return max(rt, key=lambda k: float(np.mean(rt[k])))

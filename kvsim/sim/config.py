@@ -25,7 +25,7 @@ class SimConfig(BaseModel):
     block_size_tokens: int = Field(16, ge=1, description="tokens of uncompressed KV per block")
     enable_prefix_caching: bool = Field(True, description="reuse cached prompt blocks (traces with prefix ids)")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="None: the deployment's (0.9)")
-    seed: int = Field(0, ge=0, description="seeds the pricer's self-checks (the replay itself is deterministic)")
+    seed: int = Field(0, ge=0, description="kept in results for provenance; the replay itself is deterministic")
     record_token_times: bool = Field(False, description="keep every token's time per request (small runs)")
     slo_ttft_s: float | None = Field(None, gt=0)
     slo_tbt_s: float | None = Field(None, gt=0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable  # noqa: F401  (Iterable: in the Handler annotation string)
 from typing import Any
 
 #: a follow-up event: ``(time_s, event)`` or ``(time_s, priority, event)``

@@ -85,8 +85,7 @@ class ReplicaSim:
         self.reject = inp.reject.copy()
         self.kv = KVCacheManager(lay, prefix_block_tokens=inp.prefix_block_tokens)
         self.fast = FastPath(step_model or StepModel(dep, method), lay, dep.system, cfg.max_num_seqs, self.peff,
-                             np.where(self.reject == 0, self.output, 1), prefix_caching=bool(inp.prefix_block_tokens),
-                             seed=cfg.seed)
+                             np.where(self.reject == 0, self.output, 1), prefix_caching=bool(inp.prefix_block_tokens))
         self.tbt = IntervalSample()
         self.sched = Scheduler(self.kv, self.fast.new_batch(cfg.max_num_seqs), self.fast.blocks,
                                max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,

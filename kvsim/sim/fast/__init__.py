@@ -47,13 +47,13 @@ class FastPath:
     """
 
     def __init__(self, step_model, layout: KVLayout, system, max_num_seqs: int, prompt: np.ndarray,
-                 output: np.ndarray, *, prefix_caching: bool, seed: int = 0) -> None:
+                 output: np.ndarray, *, prefix_caching: bool) -> None:
         lay = layout
         # per-sequence blocks after a decode step at ctx (summed over the batch with the price)
         extra = np.stack([np.append(lay.gpu_blocks[1:], lay.gpu_blocks[-1]),
                           np.append(lay.host_blocks[1:], lay.host_blocks[-1])], axis=1).astype(np.float64)
         extra_fn = (lambda ctx, p: np.stack(lay.blocks(ctx + 1, p), axis=-1)) if lay.prompt_aware else None
-        self.pricer = StepPricer(step_model, lay.max_tokens, max_num_seqs, extra=extra, seed=seed,
+        self.pricer = StepPricer(step_model, lay.max_tokens, max_num_seqs, extra=extra,
                                  extra_fn=extra_fn, roofline=Roofline(system), prompt=prompt, output=output)
         pr = self.pricer
         self.rows = pr.decode_mode == "rows"  # per-request rows: the pricer needs request ids

@@ -92,8 +92,8 @@ class DecodeRunner:
         left = b.left() if masked else None
         joint = pricer.joint_mixed
         got = pricer.decode_run(b.ctx(), k, left, b.prompts() if self.pass_prompts else None,
-                                b.rids() if self.pass_rids else None, sums=joint)
-        dt, ext, per_step = got[0], got[1], got[2]
+                                b.rids() if self.pass_rids else None)
+        dt, ext, per_step = got.dt, got.extras, got.batch_sizes
         uses_host = self.uses_host
         held_g, held_h = b.held_blocks()
         lim_g = held_g + kv.gpu_allocatable
@@ -120,7 +120,7 @@ class DecodeRunner:
             if kc < k:
                 # the next step (admitting the arrival) decodes this batch too: keep its price and blocks
                 next_blocks = (int(eg[kc]), int(ext[kc, 1]) if uses_host else 0)
-                next_step = (float(dt[kc]), got[3][kc].copy() if joint else None)
+                next_step = (float(dt[kc]), got.work[kc].copy() if joint else None)
                 k = kc
         t_end = float(ends[k - 1])
         g, h = int(eg[k - 1]), (int(ext[k - 1, 1]) if uses_host else 0)

@@ -121,6 +121,15 @@ def test_compiled_equals_call_on_random_costs(rl):
             assert compiled.seconds(_amounts(cost, columns, k)[j]) == pytest.approx(want[j], rel=1e-12)
 
 
+def test_seconds_equals_call_total(rl):
+    """Roofline.seconds(cost) (the hot path, no per-part breakdown) is exactly Roofline(cost).total_s."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        cost = _random_cost(rng, 1 + trial % 4)
+        np.testing.assert_array_equal(rl.seconds(cost), rl(cost).total_s)
+    assert rl.seconds(Cost(())) == 0.0
+
+
 def test_call_keeps_per_part_times(rl):
     """Roofline.__call__ (through the compiled rule) reports each part's seconds, resources and bound."""
     rng = np.random.default_rng(3)

@@ -111,7 +111,7 @@ class Roofline:
             columns = [(i, f) for i, p in enumerate(parts) for f in NUMERIC_FIELDS if _nonzero(getattr(p, f))]
         return CompiledRoofline(self, parts, tuple(columns))
 
-    def __call__(self, cost: Cost) -> Timing:
+    def _template(self, cost: Cost) -> "CompiledRoofline":
         used = tuple((p.key, tuple(f for f in NUMERIC_FIELDS if _nonzero(getattr(p, f)))) for p in cost.parts)
         compiled = self._templates.get(used)
         if compiled is None:
@@ -119,7 +119,24 @@ class Roofline:
                 self._templates.clear()
             columns = [(i, f) for i, (_, fields) in enumerate(used) for f in fields]
             compiled = self._templates[used] = CompiledRoofline(self, cost.parts, tuple(columns))
-        return compiled.timing(cost.parts)
+        return compiled
+
+    def __call__(self, cost: Cost) -> Timing:
+        return self._template(cost).timing(cost.parts)
+
+    def seconds(self, cost: Cost) -> Num:
+        """``self(cost).total_s`` without the per-part breakdown (the simulator's hot paths)."""
+        if not cost.parts:
+            return 0.0
+        compiled = self._template(cost)
+        values = [getattr(cost.parts[i], f) for i, f in compiled.columns]
+        shape = np.broadcast_shapes(*(np.shape(v) for v in values))
+        if not shape:
+            return float(compiled.seconds(np.array(values, dtype=np.float64)))
+        amounts = np.empty(shape + (len(values),))
+        for n, v in enumerate(values):
+            amounts[..., n] = v
+        return compiled.seconds(amounts)
 
     def part_resource_times(self, p: Part) -> dict[str, Num]:
         """Seconds of each resource ``p`` uses (``"overhead"``: launches and round trips)."""

@@ -74,7 +74,7 @@ class StepModel:
         return self.roofline(self.cost(*args, **kwargs))
 
     def time_s(self, *args, **kwargs) -> Num:
-        return self.roofline(self.cost(*args, **kwargs)).total_s
+        return self.roofline.seconds(self.cost(*args, **kwargs))
 
     # convenience for the two phases of one request
     def prefill_timing(self, n_prompt: float) -> Timing:

@@ -182,7 +182,7 @@ class StepPricer:
         if row is None:
             t = np.arange(key[1] * TOKEN_BLOCK, (key[1] + 1) * TOKEN_BLOCK, dtype=np.float64)
             cost = linear_cost(self.step.dep, t, float(sampled)) + self.step._overhead
-            row = np.broadcast_to(np.asarray(self.roofline(cost).total_s, dtype=np.float64), t.shape).tolist()
+            row = np.broadcast_to(np.asarray(self.roofline.seconds(cost), dtype=np.float64), t.shape).tolist()
             self._linear_cache[key] = row
         return row[tokens % TOKEN_BLOCK]
 
@@ -191,7 +191,7 @@ class StepPricer:
         key = (new, cached)
         t = self._prefill_cache.get(key)
         if t is None:
-            t = float(self.roofline(self._prefill_cost(new, cached)).total_s)
+            t = float(self.roofline.seconds(self._prefill_cost(new, cached)))
             self._prefill_cache[key] = t
         return t
 
@@ -213,7 +213,7 @@ class StepPricer:
                 for (i, field), column in compiled.column_of.items():  # every field of a shared part is a column
                     if i == part_index[p.key]:
                         shared_work[column] += float(getattr(p, field))
-            got = self._prefill_cache[key] = (shared_work, float(self.roofline(Cost(tuple(rest))).total_s))
+            got = self._prefill_cache[key] = (shared_work, float(self.roofline.seconds(Cost(tuple(rest)))))
         return got
 
     def decode_run(self, ctx: np.ndarray, k: int, left: np.ndarray | None = None, prompt: np.ndarray | None = None,
@@ -234,7 +234,7 @@ class StepPricer:
             if self.mode == "exact":
                 dt = self.step.time_s(decode_ctx=contexts, decode_prompt=prompts)
             else:
-                dt = self._linear_decode_list[B] + self.roofline(self.step.method.decode_cost(contexts, prompts)).total_s
+                dt = self._linear_decode_list[B] + self.roofline.seconds(self.step.method.decode_cost(contexts, prompts))
             dt = np.broadcast_to(np.asarray(dt, dtype=np.float64), (k,))
             if self.extra_fn is not None:
                 extras = self.extra_fn(steps, prompt).sum(axis=1)
@@ -325,7 +325,7 @@ class StepPricer:
             cost = self.step.method.decode_cost(decode_ctx.astype(np.float64), prompts)
             if new:
                 cost = cost + self._prefill_cost(new, cached)
-            return float(t + self.roofline(cost).total_s)
+            return float(t + self.roofline.seconds(cost))
         if B and new and self.joint_mixed:
             if decode_sums is None:
                 decode_sums = self.decode_run(decode_ctx, 1, prompt=prompt_array, rid=rid).work[0]
@@ -344,4 +344,4 @@ class StepPricer:
         if nbytes <= 0:
             return 0.0
         part = Part("kv_swap", "pcie", device="pcie", pcie_bytes=float(nbytes), pcie_round_trips=1.0)
-        return float(self.roofline(Cost.of(part)).total_s)
+        return float(self.roofline.seconds(Cost.of(part)))

@@ -100,6 +100,9 @@ class LayoutBlocks:
 
     def __init__(self, layout: KVLayout) -> None:
         self.layout = layout
+        if not layout.prompt_aware:  # blocks depend on the token count only: plain table lookups
+            gpu, host = layout.gpu_blocks.tolist(), layout.host_blocks.tolist()
+            self.request_blocks = lambda n_tokens, n_prompt, req_id: (gpu[n_tokens], host[n_tokens])
 
     def request_blocks(self, n_tokens: int, n_prompt: int, req_id: int) -> tuple[int, int]:
         return self.layout.blocks1(n_tokens, n_prompt)

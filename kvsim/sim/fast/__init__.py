@@ -76,12 +76,16 @@ class FastPath:
             new, cached = (pf[0][1],), (pf[0][2],)
         else:
             new, cached = tuple(p[1] for p in pf), tuple(p[2] for p in pf)
-        hint = next_step if (out.num_decode and next_step is not None and next_step.matches(batch)) else None
-        return self.pricer.step_time(out.decode_ctx, new, cached, out.n_sampled,
-                                     decode_dt=None if hint is None else hint.dt_s,
-                                     decode_prompt=batch.prompts() if self.pass_prompts else None,
-                                     rid=batch.rids() if self.rows else None,
-                                     decode_sums=None if hint is None else hint.sums)
+        pr = self.pricer
+        if out.num_decode and next_step is not None and next_step.matches(batch):
+            if not pr.joint_mixed:  # the run's decode price is all the pricer needs: pass B only
+                return pr.step_time(out.num_decode, new, cached, out.n_sampled, decode_dt=next_step.dt_s)
+            return pr.step_time(out.decode_ctx, new, cached, out.n_sampled, decode_dt=next_step.dt_s,
+                                decode_prompt=batch.prompts() if self.pass_prompts else None,
+                                rid=batch.rids() if self.rows else None, decode_sums=next_step.sums)
+        return pr.step_time(out.decode_ctx, new, cached, out.n_sampled,
+                            decode_prompt=batch.prompts() if self.pass_prompts else None,
+                            rid=batch.rids() if self.rows else None)
 
     def release(self, req_id: int) -> None:
         """Request ``req_id`` will not decode again."""

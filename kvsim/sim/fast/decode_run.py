@@ -16,7 +16,7 @@ changes them only through those (``hold``/``allocate``/``finish``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,11 +25,11 @@ from kvsim.sim.request import Request
 _K_ELEMS = 1 << 18  # largest [B, k] block priced at once
 
 
-@dataclass(frozen=True, slots=True)
-class NextDecodeStep:
+class NextDecodeStep(NamedTuple):
     """Price of the decode part of the step right after a run (the run priced it already).
 
     Valid while the batch is unchanged: same ``version`` (no row joined or left) and ``step_no``.
+    (NamedTuples here: named fields, created once per run on the hot path.)
     """
 
     version: int
@@ -41,8 +41,7 @@ class NextDecodeStep:
         return self.version == batch.version and self.step_no == batch.step_no
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeRun:
+class DecodeRun(NamedTuple):
     """What a run did: its end, the steps it ran, the requests that finished in it."""
 
     t_end_s: float

@@ -27,7 +27,7 @@ and the pricer tests of ``tests/test_roofline.py``, not a check at build time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,9 +40,9 @@ from kvsim.sim.fast.decode_tables import RequestRows, batch_work, context_table,
 TOKEN_BLOCK = 512  # token counts per cached linear-layer block
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeRunPrices:
-    """What :meth:`StepPricer.decode_run` returns for a run of ``k`` decode-only steps."""
+class DecodeRunPrices(NamedTuple):
+    """What :meth:`StepPricer.decode_run` returns for a run of ``k`` decode-only steps
+    (a NamedTuple: named fields, created once per run on the hot path)."""
 
     dt: np.ndarray  # [k] seconds of each step
     extras: np.ndarray  # [k, E] per-sequence extras summed over each step's batch
@@ -111,6 +111,9 @@ class StepPricer:
             self._no_batch_work, self._never_batch_work = no_batch_work.tolist(), bool(no_batch_work.all())
             self.batch_rows_wide = np.zeros((self.max_seqs + 1, self.layout.width))  # [max_seqs + 1, width]
             self.batch_rows_wide[:, : self.layout.ncol] = self.batch_rows  # (zero extras and count)
+            # a lone sequence is the most common batch: its rows with h(1) already added ("table")
+            self._table_lone = (self.table + self.batch_rows_wide[1]
+                                if self.rows is None and not no_batch_work[1] else self.table)
 
     # ------------------------------------------------------------------ structure
     def _read_structure(self) -> bool:
@@ -249,8 +252,8 @@ class StepPricer:
             if B <= 8:  # a slice per sequence beats a gather for small batches
                 rows = first_row.tolist()
                 row = rows[0]
-                if B == 1 and self._no_batch_work[1]:
-                    work = table[row:row + k]  # [k, width] (a view)
+                if B == 1 and (self.rows is None or self._no_batch_work[1]):
+                    work = (self._table_lone if self.rows is None else table)[row:row + k]  # [k, width] (a view)
                 else:
                     work = table[row:row + k] + self.batch_rows_wide[B]
                     for row in rows[1:]:

@@ -78,7 +78,7 @@ class FastPath:
             new, cached = tuple(p[1] for p in pf), tuple(p[2] for p in pf)
         pr = self.pricer
         if out.num_decode and next_step is not None and next_step.matches(batch):
-            if not pr.joint_mixed:  # the run's decode price is all the pricer needs: pass B only
+            if pr.mode == "fast" and not pr.joint_mixed:  # the run's decode price is all it needs: pass B
                 return pr.step_time(out.num_decode, new, cached, out.n_sampled, decode_dt=next_step.dt_s)
             return pr.step_time(out.decode_ctx, new, cached, out.n_sampled, decode_dt=next_step.dt_s,
                                 decode_prompt=batch.prompts() if self.pass_prompts else None,

@@ -34,22 +34,23 @@ SECTION = "Simulator speed"
 PROFILE_NOTES = """Profile history (cProfile and line_profiler on 10k-200k requests, `full`, 1 req/s; us per request):
 
 - 170: one StepModel.cost + roofline per step or run (~140 us a call). StepPricer caches the linear layers
-  per (tokens, sampled rows) and prefill per chunk tuple, and tabulates the method's decode fields per
-  context in roofline seconds (checked against StepModel.time_s when built) -> a run costs one gather.
+  per (tokens, sampled rows) and prefill per chunk tuple, and tabulates the method's decode work per
+  context -> a run costs one gather.
 - 125: runs stopped at every finish and every arrival guess that used the last *prefill* step's time.
   Runs now go on through finishes (finished rows point at an all-zero table row; the batch size per
   step comes from a column of ones) and the arrival guess uses the last decode step -> 1.9 launches
   per request (an admission step and a run).
 - 95 -> 62: per-row arrays updated every run (ctx, left, last token, max TBT) replaced by a batch step
   counter and a per-run log of step maxima (O(1) per run); packed row tables; chained steps that end
-  before the next arrival skip the event heap; B <= 8 batches priced with a slice per sequence
-  (summing over the middle axis of a [k, B, cols] gather was the slowest numpy call).
-- 62 -> 52: a lean admission step for the common case (whole prompts that fit the budget, same
-  decisions as Scheduler.schedule, checked by property tests against the general path), block counts
-  of the next step carried over from the run, inter-token intervals binned by their IEEE-754 bits.
-- Prompt-aware methods (MagicPIG, H2O, SnapKV...): ~1,000 us per request when calling the method every
-  run; per-request rows computed a chunk of requests at a time bring MagicPIG to ~155 us, most of it
-  the method's own vectorized formula (~180 ns per request-token).
+  before the next arrival skip the event heap; B <= 8 batches priced with a slice per sequence.
+- 62 -> 52: a lean admission step (a copy of the scheduler's rules), block counts of the next step carried
+  over from the run, inter-token intervals binned by their IEEE-754 bits.
+- Redesign (issue 8): the lean admission copy is gone (every admission goes through Scheduler.schedule);
+  tables hold WORK priced by roofline's compiled rule (no pre-multiplied seconds, no folded constants);
+  named run results. Costs a few us per request, partly won back (decode price of the admission step
+  reused from the run, table-lookup block counts, a lone sequence's rows with h(1) pre-added).
+- Prompt-aware methods (MagicPIG, H2O, SnapKV...): rows of the method's decode work per request and
+  context (~180 ns per request-token) dominate; see the rows-sharing note below the table when present.
 """
 GOAL_S = 60.0
 RATIO_GOAL = 1.3  # prompt-aware and host methods: at most 1.3x full's time per request on the same trace

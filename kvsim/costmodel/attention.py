@@ -30,10 +30,10 @@ def sum_seq(x: Num) -> Num:
     return float(out) if np.ndim(out) == 0 else out
 
 
-def _nseq(x: Num) -> Num:
-    if isinstance(x, np.ndarray) and x.ndim >= 1:
-        return float(x.shape[-1])
-    return 1.0
+def nseq(x: Num) -> float:
+    """Sequences in ``x`` (its last axis); a scalar is one sequence."""
+    a = np.asarray(x)
+    return float(a.shape[-1]) if a.ndim >= 1 else 1.0
 
 
 def decode_flops_per_token_layer(dep: Deployment, heads_frac: float = 1.0) -> float:
@@ -81,7 +81,7 @@ def decode_attention(
     rb = kv_bytes_per_token_layer(dep, heads_frac=heads_frac) if kv_bytes_per_token_layer_read is None else kv_bytes_per_token_layer_read
     wbytes = kv_bytes_per_token_layer(dep, heads_frac=heads_frac) if kv_bytes_per_token_layer_written is None else kv_bytes_per_token_layer_written
     n_tot = sum_seq(n_attended)
-    B = _nseq(n_attended)
+    B = nseq(n_attended)
     w_tot = B if n_written is None else sum_seq(n_written)
     flops = L * n_tot * (decode_flops_per_token_layer(dep, heads_frac) + extra_flops_per_token_layer)
     qo_bytes = L * B * 2 * dep.q_heads_per_gpu * heads_frac * m.q_head_dim * dep.ab

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.costmodel.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer, sum_seq
+from kvsim.costmodel.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer, nseq, sum_seq
 from kvsim.costmodel.cost import Cost, Num, Part
 from kvsim.costmodel.cost import indicator as has  # noqa: F401  (1.0 where x > 0; methods' name for it)
 from kvsim.costmodel.deployment import Deployment
@@ -17,11 +17,6 @@ from kvsim.errors import ConfigError
 
 def arr(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
-
-
-def nseq(x: Num) -> float:
-    a = np.asarray(x)
-    return float(a.shape[-1]) if a.ndim >= 1 else 1.0
 
 
 def split_prompt(n: Num, n_prompt: Num | None) -> tuple[np.ndarray, np.ndarray]:

@@ -304,6 +304,6 @@ def roofline(cost: Cost, system: System) -> Timing:
 
 
 def _nonzero(x: Num) -> bool:
-    if isinstance(x, np.ndarray):
-        return bool(np.any(x))
+    if x.__class__ is np.ndarray:
+        return bool(x.any())  # (the method: no numpy dispatch wrapper on a hot path)
     return x != 0

@@ -1,4 +1,5 @@
-"""Decode work of a method, tabulated per context (or per request and context) for the fast pricer.
+"""Decode work of a method, tabulated per context for the fast pricer (per prompt and context:
+:mod:`kvsim.sim.fast.request_rows`).
 
 Methods price a decode batch with sums over its sequences, so every numeric field of every
 decode part is ``sum_i g(ctx_i, prompt_i) + h(B)`` (separable; the pricer checks it on random
@@ -24,7 +25,6 @@ from kvsim.costmodel.cost import NUMERIC_FIELDS, Cost
 from kvsim.costmodel.roofline import CompiledRoofline, Roofline
 
 FIELDS = len(NUMERIC_FIELDS)
-ROWS_PER_CHUNK = 1 << 16  # per-request rows computed per method call ("rows" mode)
 
 
 def part_amounts(cost: Cost, n: int) -> tuple[list[tuple], np.ndarray, np.ndarray]:
@@ -119,85 +119,3 @@ def context_table(step, roofline: Roofline, max_ctx: int, max_seqs: int, extra: 
     table[:n, layout.ncol:layout.count_column] = extra
     table[:n, layout.count_column] = 1.0
     return layout, table, layout.batch_rows(batch, per_context[0])
-
-
-class RequestRows:
-    """("rows" mode) g per request and context, for methods whose decode work depends on the
-    prompt: rows of request ``i`` hold contexts ``prompt_i - 1 .. prompt_i + output_i - 2``,
-    computed a chunk of requests at a time; table row ``base[i] + ctx``. Row 0 is all zero."""
-
-    def __init__(self, step, layout: DecodeLayout, keys: list[tuple], prompt: np.ndarray, output: np.ndarray,
-                 extra: np.ndarray, extra_fn) -> None:
-        self.method, self.layout, self.keys = step.method, layout, keys
-        self.extra, self.extra_fn = extra, extra_fn
-        self.prompt = np.asarray(prompt, dtype=np.int64)  # [N]
-        self.output = np.asarray(output, dtype=np.int64)  # [N]
-        self.base = np.zeros(self.prompt.shape[0], dtype=np.int64)  # table row = base[request] + ctx
-        self.alive = np.ones(self.prompt.shape[0], dtype=bool)
-        self.filled = 0  # requests [0, filled) have rows
-        self.first_alive = 0
-        self.table = np.zeros((2 * ROWS_PER_CHUNK, layout.width))
-        self.top = 1  # first free row
-        self.zero_row = 0
-
-    def ensure(self, i: int) -> None:
-        if i >= self.filled:
-            self._fill(i)
-
-    def _fill(self, i: int) -> None:
-        """Rows of a chunk of requests from ``filled`` (at least up to ``i``)."""
-        prompt, output, layout = self.prompt, self.output, self.layout
-        window = output[self.filled:min(prompt.shape[0], self.filled + max(ROWS_PER_CHUNK, i - self.filled + 1))]
-        end = self.filled + max(i - self.filled + 1, int(np.searchsorted(np.cumsum(window), ROWS_PER_CHUNK, side="right")))
-        end = min(end, prompt.shape[0])
-        requests = np.arange(self.filled, end)
-        count = output[requests]
-        n_rows = int(count.sum())
-        if self.top + n_rows > self.table.shape[0]:
-            self._compact(n_rows)
-        starts = np.repeat(np.cumsum(count) - count, count)
-        request_prompt = np.repeat(prompt[requests], count)
-        ctx = request_prompt - 1 + (np.arange(n_rows) - starts)
-        cost = self.method.decode_cost(ctx.astype(np.float64)[:, None], request_prompt.astype(np.float64)[:, None])
-        assert [p.key for p in cost.parts] == self.keys, "method decode parts changed with the batch"
-        rows = self.table[self.top:self.top + n_rows]
-        for c, (part, field) in enumerate(layout.compiled.columns):
-            rows[:, c] = np.asarray(getattr(cost.parts[part], field), dtype=np.float64)
-        if layout.n_extras:
-            rows[:, layout.ncol:layout.count_column] = (
-                self.extra_fn(ctx[:, None], request_prompt[:, None])[:, 0, :] if self.extra_fn is not None
-                else self.extra[ctx])
-        rows[:, layout.count_column] = 1.0
-        self.base[requests] = self.top + (np.cumsum(count) - count) - (prompt[requests] - 1)
-        self.top += n_rows
-        self.filled = end
-
-    def _compact(self, need: int) -> None:
-        """Keep the rows of requests that may still decode; grow the table if needed."""
-        while self.first_alive < self.filled and not self.alive[self.first_alive]:
-            self.first_alive += 1
-        live = self.first_alive + np.flatnonzero(self.alive[self.first_alive:self.filled])
-        count = self.output[live]
-        start = self.base[live] + self.prompt[live] - 1
-        index = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
-        keep = int(count.sum())
-        table = np.zeros((max(self.table.shape[0], 2 * (1 + keep + need)), self.layout.width))
-        table[1:1 + keep] = self.table[index]
-        self.base[live] = 1 + (np.cumsum(count) - count) - (self.prompt[live] - 1)
-        self.table, self.top = table, 1 + keep
-
-    def blocks(self, rid: int, n: int) -> tuple[int, int] | None:
-        """Extras (GPU, host blocks) of request ``rid`` holding ``n`` tokens (None if out of range)."""
-        if rid >= self.filled:
-            return None
-        p = int(self.prompt[rid])
-        if not p <= n <= p + int(self.output[rid]) - 1:
-            return None
-        row = self.table[int(self.base[rid]) + n - 1]
-        first = self.layout.ncol  # (the first two extras)
-        return int(row[first]), int(row[first + 1])
-
-    def blocks_sum(self, rid: np.ndarray, n: np.ndarray) -> tuple[int, int]:
-        first = self.layout.ncol
-        e = self.table[self.base[rid] + n - 1, first:first + 2].sum(axis=0)
-        return int(e[0]), int(e[1])

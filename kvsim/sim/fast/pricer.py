@@ -19,7 +19,8 @@ and the pricer tests of ``tests/test_roofline.py``, not a check at build time.
    prefill's work on the shared parts is added to the decode work before pricing.
 2. Decode work is separable (:mod:`kvsim.sim.fast.decode_tables`): tabulated per context
    (``decode_mode == "table"``) or, when it depends on the prompt (H2O, SnapKV, MagicPIG), per
-   request (``"rows"``). A run of ``k`` decode steps of a batch is one gather ``[B, k]`` of
+   request or per prompt length (``"rows"``, :mod:`kvsim.sim.fast.request_rows`). A run of
+   ``k`` decode steps of a batch is one gather ``[B, k]`` of
    work rows, a sum over the batch, and one compiled roofline evaluation; sequences that
    finish inside the run drop out by pointing at an all-zero row. Methods whose decode is not
    separable are called on the ``[k, B]`` context array (``"call"``).
@@ -35,7 +36,8 @@ from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
 from kvsim.costmodel.transformer import linear_cost
 from kvsim.pricing.step import StepModel
-from kvsim.sim.fast.decode_tables import RequestRows, batch_work, context_table, decode_layout, part_amounts
+from kvsim.sim.fast.decode_tables import batch_work, context_table, decode_layout, part_amounts
+from kvsim.sim.fast.request_rows import RequestRows
 
 TOKEN_BLOCK = 512  # token counts per cached linear-layer block
 

@@ -1,0 +1,197 @@
+"""("rows" mode) Decode work rows of prompt-aware methods, per request or shared by prompt length.
+
+A method whose decode work depends on the prompt (MagicPIG, H2O, SnapKV, ...) has one table row
+per (prompt, context): the work ``g(ctx, prompt)`` in the work columns of a
+:class:`~kvsim.sim.fast.decode_tables.DecodeLayout`, then the per-sequence extras, then a one
+(see :mod:`kvsim.sim.fast.decode_tables`). Request ``i`` decodes contexts ``prompt_i - 1 ..
+prompt_i + output_i - 2`` and reads table row ``base[i] + ctx``.
+
+A row depends only on (prompt, ctx), so requests with the same effective prompt length ``P``
+can read one shared block of rows covering contexts ``P - 1 .. P - 1 + longest(P) - 1``
+(``longest(P)``: the largest output of the trace's requests with that prompt). Sharing pays
+when the prompt's requests together need many more rows than ``longest(P)``; blocks are kept
+for the whole run (never moved), so their rows must fit a memory budget. Which prompts share
+is decided once, from the whole trace (its prompts and outputs are known up front): those
+that save the most rows per row kept, while their blocks fit ``SHARED_TABLE_BYTES``. Every
+other request gets its own block (its ``output_i`` rows), dropped once it is released.
+
+(Why not cache every prompt's block and evict the least recently used? On
+``synthetic-burstgpt`` nearly every prompt length has a request with the maximum output
+(1,024 tokens), so all blocks take ~2.07M rows whichever the trace size, 330 MB for MagicPIG's
+20 columns; an LRU cache of 1M rows still recomputes ~300M rows at 1M requests, about as
+many as one block per request, because evicted blocks come back at full length.)
+
+Table layout (``[rows, width]``): row 0 all zero (finished sequences point at it); rows
+``[1, own_start)`` the shared blocks, each at a fixed place; rows ``[own_start, top)`` the
+blocks of single requests, compacted when the table is full. Rows are computed a chunk of
+requests at a time, all the chunk's missing blocks (shared and own) in one method call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ROWS_PER_CHUNK = 1 << 16  # rows computed per method call (about; at least the requested request's)
+# Memory for the shared blocks (fixed: kept for the whole run; copied once more while the table
+# grows). 32 MiB holds ~210k rows of MagicPIG (20 columns of 8 bytes: ~40% fewer rows computed at
+# 1M synthetic-burstgpt requests) and ~700k of H2O/SnapKV (6 columns: ~70% fewer). Bounded by
+# peak memory: MagicPIG at 1M requests peaks at ~440 MB without sharing (the simulator's own
+# state), 482 MB with 32 MiB here, 506 MB with 64 MiB; the goal is under 500 MB.
+SHARED_TABLE_BYTES = 32 << 20
+
+
+def choose_shared(longest: np.ndarray, total: np.ndarray, budget_rows: int) -> np.ndarray:
+    """``[D]`` bool: prompts whose requests share one block. ``longest`` ``[D]``: rows of the
+    prompt's block; ``total`` ``[D]``: rows its requests need one block each. Prompts that save
+    rows, most rows saved per row kept first, while their blocks fit ``budget_rows``."""
+    saves = total > longest  # (a prompt with one request saves nothing)
+    candidates = np.flatnonzero(saves)
+    order = candidates[np.argsort(-(total[candidates] / longest[candidates]), kind="stable")]
+    fits = np.cumsum(longest[order]) <= budget_rows
+    shared = np.zeros(longest.shape[0], dtype=bool)
+    shared[order[fits]] = True  # (cumsum rises: ``fits`` is a prefix)
+    return shared
+
+
+class RequestRows:
+    """Table rows of the requests' decode work; table row of request ``i`` at context ``ctx``
+    is ``base[i] + ctx``.
+
+    Args:
+        step: the StepModel (its ``method`` computes the work).
+        layout: the :class:`~kvsim.sim.fast.decode_tables.DecodeLayout` of the columns.
+        keys: the method's decode part keys (checked on every call).
+        prompt, output: ``[N]`` effective prompt and output tokens of every request
+            (rejected requests: output 1).
+        extra: ``[max_ctx + 1, E]`` extras per context (used when ``extra_fn`` is None).
+        extra_fn: ``extra_fn(ctx [n, 1], prompt [n, 1]) -> [n, 1, E]`` extras per (ctx, prompt).
+        shared_bytes: memory for the shared blocks (default ``SHARED_TABLE_BYTES``).
+    """
+
+    def __init__(self, step, layout, keys: list[tuple], prompt: np.ndarray, output: np.ndarray,
+                 extra: np.ndarray, extra_fn, shared_bytes: int | None = None) -> None:
+        self.method, self.layout, self.keys = step.method, layout, keys
+        self.extra, self.extra_fn = extra, extra_fn
+        self.prompt = np.asarray(prompt, dtype=np.int64)  # [N] tokens
+        self.output = np.asarray(output, dtype=np.int64)  # [N] tokens (= rows of the request)
+        n_requests = self.prompt.shape[0]
+        # distinct prompt lengths [D] and each request's index into them [N]
+        self.distinct_prompt, self.prompt_index = np.unique(self.prompt, return_inverse=True)
+        self.prompt_index = self.prompt_index.reshape(-1).astype(np.int64)
+        n_distinct = self.distinct_prompt.shape[0]
+        self.longest = np.zeros(n_distinct, dtype=np.int64)  # [D] rows of each prompt's block
+        np.maximum.at(self.longest, self.prompt_index, self.output)
+        total = np.bincount(self.prompt_index, weights=self.output, minlength=n_distinct)  # [D] rows
+        budget_rows = int(SHARED_TABLE_BYTES if shared_bytes is None else shared_bytes) // (8 * layout.width)
+        shared = choose_shared(self.longest, total, budget_rows)  # [D]
+        size = np.where(shared, self.longest, 0)
+        self.block_start = 1 + np.cumsum(size) - size  # [D] table row of context P - 1 (shared prompts)
+        self.block_done = ~shared  # [D] shared block computed (True for prompts that do not share)
+        self.own_start = 1 + int(size.sum())  # first row of the single requests' blocks
+        self.shares = shared[self.prompt_index]  # [N] request reads a shared block
+        self.base = np.zeros(n_requests, dtype=np.int64)  # [N] table row = base[request] + ctx
+        sharing = np.flatnonzero(self.shares)
+        self.base[sharing] = self.block_start[self.prompt_index[sharing]] - (self.prompt[sharing] - 1)
+        self.alive = np.ones(n_requests, dtype=bool)  # [N] not released
+        self.filled = 0  # requests [0, filled) have rows
+        self.first_alive = 0
+        self.table = np.zeros((self.own_start + 2 * ROWS_PER_CHUNK, layout.width))  # [rows, width]
+        self.top = self.own_start  # first free row
+        self.zero_row = 0
+        self.method_calls = 0
+
+    def ensure(self, i: int) -> None:
+        if i >= self.filled:
+            self._fill(i)
+
+    def _fill(self, i: int) -> None:
+        """Rows of a chunk of requests from ``filled`` (at least up to ``i``)."""
+        first, n_requests = self.filled, self.prompt.shape[0]
+        stop = min(n_requests, first + max(ROWS_PER_CHUNK, i - first + 1))
+        index = self.prompt_index[first:stop]  # [W]
+        # new rows per request: its own block, or its prompt's block if not computed yet
+        # (counted at each of the prompt's requests in the window: chunks come out smaller)
+        new_rows = np.where(self.shares[first:stop], np.where(self.block_done[index], 0, self.longest[index]),
+                            self.output[first:stop])
+        end = first + max(i - first + 1, int(np.searchsorted(np.cumsum(new_rows), ROWS_PER_CHUNK, side="right")))
+        end = min(end, n_requests)
+        chunk_shares = self.shares[first:end]
+        blocks = np.unique(self.prompt_index[first:end][chunk_shares & ~self.block_done[self.prompt_index[first:end]]])
+        own = first + np.flatnonzero(~chunk_shares)  # requests with their own block
+        own_count = self.output[own]  # [R] rows
+        n_own = int(own_count.sum())
+        if self.top + n_own > self.table.shape[0]:
+            self._compact(n_own)
+        own_rows = self.top + np.cumsum(own_count) - own_count  # [R] table row of each request's first context
+        self.base[own] = own_rows - (self.prompt[own] - 1)
+        self._compute(np.concatenate([self.block_start[blocks], own_rows]),
+                      np.concatenate([self.distinct_prompt[blocks], self.prompt[own]]),
+                      np.concatenate([self.longest[blocks], own_count]), n_own)
+        self.block_done[blocks] = True
+        self.top += n_own
+        self.filled = end
+
+    def _compute(self, start: np.ndarray, prompt: np.ndarray, count: np.ndarray, n_own: int) -> None:
+        """Rows of blocks ``[S]``: block ``s`` holds contexts ``prompt[s] - 1 ..`` (``count[s]``
+        rows) from table row ``start[s]``; the last ``n_own`` rows are ``[top, top + n_own)``."""
+        layout, n_rows = self.layout, int(count.sum())
+        if not n_rows:
+            return
+        offset = np.arange(n_rows) - np.repeat(np.cumsum(count) - count, count)  # [n_rows] within its block
+        row_prompt = np.repeat(prompt, count)  # [n_rows] tokens
+        ctx = row_prompt - 1 + offset  # [n_rows] tokens in KV before the step
+        cost = self.method.decode_cost(ctx.astype(np.float64)[:, None], row_prompt.astype(np.float64)[:, None])
+        self.method_calls += 1
+        assert [p.key for p in cost.parts] == self.keys, "method decode parts changed with the batch"
+        n_shared = n_rows - n_own
+        # (only single requests' blocks: write straight into the table)
+        rows = self.table[self.top:self.top + n_rows] if not n_shared else np.empty((n_rows, layout.width))
+        for c, (part, field) in enumerate(layout.compiled.columns):
+            rows[:, c] = np.asarray(getattr(cost.parts[part], field), dtype=np.float64)
+        if layout.n_extras:
+            rows[:, layout.ncol:layout.count_column] = (
+                self.extra_fn(ctx[:, None], row_prompt[:, None])[:, 0, :] if self.extra_fn is not None
+                else self.extra[ctx])
+        rows[:, layout.count_column] = 1.0
+        if n_shared:
+            self.table[np.repeat(start, count)[:n_shared] + offset[:n_shared]] = rows[:n_shared]
+            self.table[self.top:self.top + n_own] = rows[n_shared:]
+
+    def _compact(self, need: int) -> None:
+        """Keep the single requests' rows that may still decode (and the shared blocks, in
+        place); make room for ``need`` more rows, growing the table if needed."""
+        while self.first_alive < self.filled and not self.alive[self.first_alive]:
+            self.first_alive += 1
+        span = slice(self.first_alive, self.filled)
+        live = self.first_alive + np.flatnonzero(self.alive[span] & ~self.shares[span])  # [R]
+        count = self.output[live]  # [R] rows
+        start = self.base[live] + self.prompt[live] - 1  # [R] current first row
+        keep = int(count.sum())
+        index = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(keep)  # [keep] rows kept, in order
+        low, region = self.own_start, self.table.shape[0] - self.own_start
+        if keep + need > region // 2:  # (grow to twice what is needed: compaction stays rare)
+            table = np.zeros((low + max(region, 2 * (keep + need)), self.layout.width))
+            table[:low] = self.table[:low]
+            table[low:low + keep] = self.table[index]
+            self.table = table
+        else:
+            self.table[low:low + keep] = self.table[index]  # (the gather is copied before the write)
+        self.base[live] = low + (np.cumsum(count) - count) - (self.prompt[live] - 1)
+        self.top = low + keep
+
+    def blocks(self, rid: int, n: int) -> tuple[int, int] | None:
+        """Extras (GPU, host blocks) of request ``rid`` holding ``n`` tokens (None if out of range)."""
+        if rid >= self.filled:
+            return None
+        p = int(self.prompt[rid])
+        if not p <= n <= p + int(self.output[rid]) - 1:
+            return None
+        row = self.table[int(self.base[rid]) + n - 1]
+        first = self.layout.ncol  # (the first two extras)
+        return int(row[first]), int(row[first + 1])
+
+    def blocks_sum(self, rid: np.ndarray, n: np.ndarray) -> tuple[int, int]:
+        """Sum of :meth:`blocks` over a decode batch (``n`` in range)."""
+        first = self.layout.ncol
+        e = self.table[self.base[rid] + n - 1, first:first + 2].sum(axis=0)
+        return int(e[0]), int(e[1])

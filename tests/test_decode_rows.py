@@ -1,0 +1,84 @@
+"""Per-request decode rows of prompt-aware methods (kvsim.sim.fast.request_rows): requests with
+the same prompt length share one block of rows; rows equal the method's work wherever they live."""
+
+import numpy as np
+import pytest
+from synthetic import llama31_8b, synthetic_system
+
+from kvsim.costmodel.deployment import Deployment
+from kvsim.methods import make_method
+from kvsim.pricing.step import StepModel
+from kvsim.sim.fast import request_rows
+from kvsim.sim.fast.pricer import StepPricer
+
+
+def make_pricer(name: str, prompt, output):
+    dep = Deployment(system=synthetic_system(), model=llama31_8b(), tp=1)
+    step = StepModel(dep, make_method(name, dep))
+    # extras that depend on the prompt, as the simulator's KV blocks do
+    extra_fn = lambda ctx, p: np.stack([ctx + 1, (ctx + 1) * 2 + p], axis=-1).astype(np.float64)  # noqa: E731
+    pricer = StepPricer(step, 4096, 8, extra=np.zeros((4097, 2)), extra_fn=extra_fn,
+                        prompt=np.asarray(prompt), output=np.asarray(output))
+    assert pricer.decode_mode == "rows"
+    return pricer, step, extra_fn
+
+
+def want_rows(pricer, step, extra_fn, p: int, o: int) -> np.ndarray:
+    """``[o, width]`` rows of a request with prompt ``p`` and output ``o``, from the method."""
+    layout = pricer.layout
+    ctx = np.arange(p - 1, p - 1 + o)
+    cost = step.method.decode_cost(ctx.astype(np.float64)[:, None], np.full((o, 1), float(p)))
+    rows = np.zeros((o, layout.width))
+    for c, (part, field) in enumerate(layout.compiled.columns):
+        rows[:, c] = getattr(cost.parts[part], field)
+    rows[:, layout.ncol:layout.count_column] = extra_fn(ctx[:, None], np.full((o, 1), p))[:, 0, :]
+    rows[:, layout.count_column] = 1.0
+    return rows
+
+
+def got_rows(pricer, i: int) -> np.ndarray:
+    rows = pricer.rows
+    p, o = int(rows.prompt[i]), int(rows.output[i])
+    first = int(rows.base[i]) + p - 1
+    return rows.table[first:first + o]
+
+
+@pytest.mark.parametrize("name", ["magicpig", "h2o"])
+def test_same_prompt_shares_one_block(name):
+    prompt, output = [300, 700, 300, 900, 300], [40, 25, 90, 10, 5]
+    pricer, step, extra_fn = make_pricer(name, prompt, output)
+    rows = pricer.rows
+    pricer.ensure_rows(4)
+    assert rows.method_calls == 1  # the whole chunk (one shared block, three own blocks) in one call
+    assert rows.shares.tolist() == [True, False, True, False, True]
+    assert rows.base[0] == rows.base[2] == rows.base[4]  # one block for prompt 300 ...
+    assert rows.own_start - 1 == 90  # ... as long as its longest output
+    for i in range(5):
+        np.testing.assert_array_equal(got_rows(pricer, i), want_rows(pricer, step, extra_fn, prompt[i], output[i]))
+    assert pricer.row_blocks(0, 300 + 4) == pricer.row_blocks(2, 300 + 4) == (304, 2 * 304 + 300)  # (extras of the row at ctx = n - 1)
+
+
+def test_rows_survive_compaction_and_tiny_budget(monkeypatch):
+    """Small chunks force many compactions; a budget with room for one block leaves the other
+    repeated prompts to per-request blocks; every live request's rows stay equal to the method's."""
+    monkeypatch.setattr(request_rows, "ROWS_PER_CHUNK", 16)
+    rng = np.random.default_rng(5)
+    n = 120
+    prompt = rng.choice([50, 80, 130, 400, 1000], n)
+    output = rng.integers(1, 30, n)
+    dep_width = make_pricer("magicpig", [1], [1])[0].layout.width
+    monkeypatch.setattr(request_rows, "SHARED_TABLE_BYTES", 8 * dep_width * 30)  # room for one block
+    pricer, step, extra_fn = make_pricer("magicpig", prompt, output)
+    rows = pricer.rows
+    shared_prompts = set(prompt[rows.shares].tolist())
+    assert len(shared_prompts) == 1 and rows.shares.sum() < n
+    live = []
+    for i in range(n):
+        pricer.ensure_rows(i)
+        live.append(i)
+        if len(live) > 6:  # release the oldest few (out of order)
+            gone = live.pop(int(rng.integers(0, 3)))
+            pricer.release(gone)
+        for j in live:
+            np.testing.assert_array_equal(got_rows(pricer, j), want_rows(pricer, step, extra_fn, prompt[j], output[j]))
+    assert rows.method_calls > 5 and rows.table.shape[0] < rows.own_start + 400  # compacted, not grown without bound

@@ -2,33 +2,132 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from kvsim.errors import SpecError
 
+# ----- numbers where they enter: one set of annotated types for every spec and parameter -----
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+
+def _fmt(x: float) -> str:
+    """A bound as people write it: int 2147483647 exactly; float 2**50 -> '1.126e+15', 1.0 -> '1'."""
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e7 else f"{x:.4g}"
+
+
+def _range_text(lo: float | None, hi: float | None, lo_open: bool, unit: str) -> str:
+    u = f" {unit}" if unit else ""
+    if lo is None:
+        return f"<= {_fmt(hi)}{u}"  # type: ignore[arg-type]
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {_fmt(lo)}{u}"
+    return f"in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}]{u}"
+
+
+def _in_range(v: Any, lo: float | None, hi: float | None, lo_open: bool) -> bool:
+    if lo is not None and not (v > lo if lo_open else v >= lo):
+        return False
+    return hi is None or v <= hi
+
+
+def _NumberError(msg: str) -> PydanticCustomError:
+    """A validation error whose message is ``msg`` as is (no "Value error, " prefix)."""
+    return PydanticCustomError("number_range", msg)
+
+
+def number(
+    kind: type = float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, unit: str = ""
+) -> Any:
+    """Annotated ``int``/``float`` that rejects booleans, non-finite values and values outside
+    ``lo..hi`` (``lo_open``: ``lo`` excluded) with one message stating the allowed range.
+
+    Integers are also bounded to int64. Strings that parse as numbers are accepted (method
+    parameters arrive as ``"4"`` from the command line; YAML 1.1 reads ``80e9`` as a string).
+    """
+    if kind is int:
+        lo = -INT64_MAX - 1 if lo is None else int(max(lo, -INT64_MAX - 1))
+        hi = INT64_MAX if hi is None else int(min(hi, INT64_MAX))
+    else:
+        lo, hi = (None if lo is None else float(lo)), (None if hi is None else float(hi))
+    allowed = "" if lo is None and hi is None else _range_text(lo, hi, lo_open, unit)
+    what = "a whole number" if kind is int else "a finite number"
+
+    def before(v: Any) -> Any:
+        if isinstance(v, bool):
+            raise _NumberError(f"must be {what}{' ' + allowed if allowed else ''}, not a boolean")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise _NumberError(f"must be {what}{' ' + allowed if allowed else ''}")
+        if isinstance(v, (int, float)) and not _in_range(v, lo, hi, lo_open):
+            raise _NumberError(f"must be {allowed}")
+        return v
+
+    def after(v: Any) -> Any:
+        if not _in_range(v, lo, hi, lo_open):
+            raise _NumberError(f"must be {allowed}")
+        return v
+
+    extra = {} if kind is int else {"allow_inf_nan": False}
+    return Annotated[kind, BeforeValidator(before), AfterValidator(after), Field(**extra)]
+
+
+#: any int64 integer / any finite float (no bool); add ranges with Field(gt=..) or :func:`number`
+Int = number(int)
+Float = number(float)
+#: common shapes
+PosInt = number(int, 1)
+NonNegInt = number(int, 0)
+PosFloat = number(float, 0, lo_open=True)
+NonNegFloat = number(float, 0)
+Fraction = number(float, 0, 1)  # [0, 1]
+PosFraction = number(float, 0, 1, lo_open=True)  # (0, 1]
+#: a YAML/JSON boolean only (``true``/``false``): 1, "yes" and "on" are rejected
+Bool = Annotated[bool, Field(strict=True)]
+
 
 class Strict(BaseModel):
-    """Frozen, extra fields rejected: a typo in a spec file is an error, not a default."""
+    """Frozen, extra fields rejected: a typo in a spec file is an error, not a default.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    Floats must be finite (``allow_inf_nan=False``); numeric fields use the annotated
+    types above so that booleans and out-of-range counts are rejected too."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def format_validation_error(err: ValidationError, origin: str) -> str:
-    """One line per problem: ``origin: field.path: message (got value)``."""
+def short_repr(value: object, limit: int = 40) -> str:
+    """``repr`` cut to ``limit`` characters (a 400-digit number stays on one short line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300-digit str limit
+        return "an integer of more than 4300 digits"
+    if len(text) <= limit:
+        return text
+    unit = "digits" if isinstance(value, int) else "characters"
+    return f"{text[:limit]}... ({len(text)} {unit})"
+
+
+def format_validation_error(err: ValidationError, origin: str, keys: dict[str, str] | None = None) -> str:
+    """One line per problem: ``origin: field.path: message (got value)``; ``keys`` renames
+    field paths (e.g. to the Hugging Face key a field came from)."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in e["loc"])
+        loc = (keys or {}).get(loc, loc) or "(top level)"
         got = e.get("input")
         got_s = ""
-        if e["type"] not in ("missing",) and not isinstance(got, dict):
-            got_s = f" (got {got!r})"
+        if e["type"] not in ("missing",) and not isinstance(got, (dict, list)):
+            got_s = f" (got {short_repr(got)})"
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{origin}: {loc}: {msg}{got_s}")
     return "\n".join(lines)
@@ -44,14 +143,25 @@ def validate_dict(cls: type[M], data: object, origin: str) -> M:
         raise SpecError(format_validation_error(err, origin)) from None
 
 
-def read_yaml(path: Path) -> object:
-    """Parse a YAML file; a syntax error names the file and line."""
+def read_text(path: Path) -> str:
+    """A spec file's text as UTF-8; unreadable or non-UTF-8 bytes raise a one-line SpecError."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise SpecError(f"{path}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+
+
+def read_yaml(path: Path) -> object:
+    """Parse a YAML file; a syntax error names the file and line."""
+    text = read_text(path)
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer past Python's 4300-digit limit
+        raise SpecError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

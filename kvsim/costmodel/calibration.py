@@ -30,16 +30,16 @@ from pydantic import Field
 from kvsim.errors import SpecError
 from kvsim.hardware import System
 from kvsim.hardware.spec import OP_CLASSES
-from kvsim.specbase import Strict, read_yaml, validate_dict
+from kvsim.specbase import Bool, Float, Strict, read_yaml, validate_dict
 
 
 class Residual(Strict):
     kernel: str
     op: str
-    measured_s: float
-    predicted_s: float
-    predicted_default_s: float | None = None
-    fitted: bool = True
+    measured_s: Float
+    predicted_s: Float
+    predicted_default_s: Float | None = None
+    fitted: Bool = True
 
 
 class Calibration(Strict):
@@ -49,7 +49,7 @@ class Calibration(Strict):
     created: str = ""
     torch_version: str = ""
     host: dict = Field(default_factory=dict, description="optional measured host facts (cores, DRAM bandwidth)")
-    efficiencies: dict[str, dict[str, float]]
+    efficiencies: dict[str, dict[str, Float]]
     residuals: list[Residual] = []
     source: str = ""
     dtype: str = ""

@@ -11,7 +11,21 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kvsim.specbase import Strict
+from kvsim.specbase import Float, Strict, number
+
+# Plausible ranges of hardware numbers: wide enough for any real part, narrow enough that a
+# typo (1e300, .inf, 0) is an error. Stated in each rejection.
+Bytes = number(float, 0, 2**50, lo_open=True, unit="bytes (up to 1 PiB)")
+CacheBytes = number(float, 0, 2**40, unit="bytes (up to 1 TiB)")
+BytesPerS = number(float, 0, 1e15, lo_open=True, unit="bytes/s (up to 1 PB/s)")
+FlopsPerS = number(float, 0, 1e18, lo_open=True, unit="FLOP/s (up to 1e18)")
+Watts = number(float, 0, 1e5, lo_open=True, unit="W")
+UsdPerHour = number(float, 0, 1e5, lo_open=True, unit="USD/h")
+Seconds = number(float, 0, 10, unit="s")
+Fraction01 = number(float, 0, 1, lo_open=True)
+Units = number(int, 1, 1_000_000)  # SMs, cores
+GpuCount = number(int, 1, 65536)
+Sockets = number(int, 1, 64)
 
 OpClass = Literal[
     "gemm",  # weight GEMMs (QKV/O projections, MLP, LM head, MoE experts)
@@ -26,13 +40,13 @@ OpClass = Literal[
 ]
 OP_CLASSES: tuple[str, ...] = OpClass.__args__  # type: ignore[attr-defined]
 
-PeakFlops = dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"], float]
+PeakFlops = dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"], FlopsPerS]
 
 
 class Price(Strict):
     """Rental price of one GPU (or host) and where it was read; plan results carry it as is."""
 
-    usd_per_hour: float = Field(gt=0, description="on-demand price of one unit per hour, USD")
+    usd_per_hour: UsdPerHour = Field( description="on-demand price of one unit per hour, USD")
     source: str
     date: str
 
@@ -42,16 +56,16 @@ class GPUSpec(Strict):
     name: str
     aliases: list[str] = []
     vendor: str = "NVIDIA"
-    memory_bytes: float = Field(gt=0, description="device memory capacity, bytes")
-    memory_bw_bytes_per_s: float = Field(gt=0, description="peak DRAM (HBM/GDDR) bandwidth")
+    memory_bytes: Bytes = Field( description="device memory capacity, bytes")
+    memory_bw_bytes_per_s: BytesPerS = Field( description="peak DRAM (HBM/GDDR) bandwidth")
     peak_flops_per_s: PeakFlops = Field(description="dense peak per math dtype")
-    l2_bytes: float = Field(ge=0)
-    sm_count: int = Field(gt=0)
-    tdp_w: float = Field(gt=0)
+    l2_bytes: CacheBytes
+    sm_count: Units
+    tdp_w: Watts
     host_link: str = Field(description="name of the link spec to the host (PCIe generation)")
     peer_link: str | None = Field(None, description="name of the GPU-GPU link spec, if any")
     price: Price | None = None
-    efficiency: dict[str, dict[str, float]] = Field(
+    efficiency: dict[str, dict[str, Float]] = Field(
         default_factory=dict, description="per-op-class overrides of the default efficiencies"
     )
     source: str
@@ -69,10 +83,10 @@ class HostSpec(Strict):
     name: str
     aliases: list[str] = []
     vendor: str
-    cores: int = Field(gt=0, description="cores per socket")
-    sockets: int = Field(1, gt=0)
-    dram_bytes: float = Field(gt=0, description="installed DRAM per node (typical), bytes")
-    dram_bw_bytes_per_s: float = Field(gt=0, description="peak DRAM bandwidth per socket")
+    cores: Units = Field( description="cores per socket")
+    sockets: Sockets = 1
+    dram_bytes: Bytes = Field( description="installed DRAM per node (typical), bytes")
+    dram_bw_bytes_per_s: BytesPerS = Field( description="peak DRAM bandwidth per socket")
     peak_flops_per_s: PeakFlops = Field(description="per socket, all cores, per math dtype")
     host_link: str = Field(description="PCIe generation of the root complex")
     price: Price | None = None
@@ -85,8 +99,8 @@ class LinkSpec(Strict):
     name: str
     aliases: list[str] = []
     link_type: Literal["pcie", "nvlink", "network"]
-    bw_bytes_per_s: float = Field(gt=0, description="per direction")
-    latency_s: float = Field(ge=0, description="one-way latency of a small transfer")
+    bw_bytes_per_s: BytesPerS = Field( description="per direction")
+    latency_s: Seconds = Field( description="one-way latency of a small transfer")
     source: str
     notes: str = ""
 
@@ -99,9 +113,9 @@ class OpEfficiency(Strict):
     overhead_s: fixed seconds per launch (kernel launch, synchronization, round trip).
     """
 
-    compute: float = Field(gt=0, le=1)
-    memory: float = Field(gt=0, le=1)
-    overhead_s: float = Field(ge=0)
+    compute: Fraction01
+    memory: Fraction01
+    overhead_s: Seconds
 
 
 class Efficiencies(Strict):
@@ -141,10 +155,10 @@ class SystemSpec(Strict):
     aliases: list[str] = []
     description: str = ""
     gpu: str
-    num_gpus: int = Field(1, gt=0, description="GPUs in the node (upper bound for TP x replicas)")
+    num_gpus: GpuCount = Field(1, description="GPUs in the node (upper bound for TP x replicas)")
     host: str
-    host_sockets: int | None = Field(None, gt=0, description="overrides the host spec's socket count")
-    host_memory_bytes: float | None = Field(None, gt=0, description="overrides the host DRAM capacity")
+    host_sockets: Sockets | None = Field(None, description="overrides the host spec's socket count")
+    host_memory_bytes: Bytes | None = Field(None, description="overrides the host DRAM capacity")
     gpu_host_link: str | None = Field(None, description="defaults to the GPU's host_link")
     gpu_gpu_link: str | None = Field(None, description="defaults to the GPU's peer_link, else host link")
     source: str

@@ -30,14 +30,15 @@ from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, is_mha, require_not_mla
 from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Int
 
 
 class DuoAttentionParams(MethodParams):
     retrieval_ratio: Literal["auto"] | float = "auto"
     """fraction of KV heads kept full; auto = 0.25 (MHA) / 0.5 (GQA) as in the paper."""
-    sink: int = Field(64, ge=0)
-    recent: int = Field(256, ge=0)
-    chunk: int = Field(32768, gt=0)
+    sink: Int = Field(64, ge=0)
+    recent: Int = Field(256, ge=0)
+    chunk: Int = Field(32768, gt=0)
     """prefill chunk (paper: 32K); the engine's own chunks apply when smaller."""
 
 

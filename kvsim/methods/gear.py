@@ -30,22 +30,23 @@ from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, elems_tok_layer, gpu_pass, has, split_prompt, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Float, Int
 
 OUTLIER_BYTES = 6.0  # fp16 value + int32 index
 QUANT_FLOPS_PER_ELEM = 15.0  # quantize (5) + outlier top-k selection (~10) [E]
 
 
 class GEARParams(MethodParams):
-    bits: int = Field(4, ge=1, le=8)
+    bits: Int = Field(4, ge=1, le=8)
     """quantization bits (repo: 2 or 4)."""
-    group: int = Field(64, gt=0)
-    outlier_ratio: float = Field(0.02, ge=0, lt=1)
+    group: Int = Field(64, gt=0)
+    outlier_ratio: Float = Field(0.02, ge=0, lt=1)
     """s, the fraction of entries kept exactly (repo 'left' = 0.02)."""
-    rank_prefill: int = Field(4, ge=0)
-    rank_decode: int = Field(2, ge=0)
-    buffer: int = Field(64, gt=0)
+    rank_prefill: Int = Field(4, ge=0)
+    rank_decode: Int = Field(2, ge=0)
+    buffer: Int = Field(64, gt=0)
     """streaming buffer: generated tokens are compressed every ``buffer`` steps."""
-    power_iters: int = Field(3, ge=0)
+    power_iters: Int = Field(3, ge=0)
 
 
 class GEAR(KVMethod):

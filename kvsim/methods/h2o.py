@@ -32,19 +32,20 @@ from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, gpu_pass, has, kv_tok_layer, split_prompt, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Float, Int
 
 SCORE_BYTES = 4.0  # fp32 accumulated attention per token per query head
 SOFTMAX_FLOPS_PER_SCORE = 5.0  # max, sub, exp, sum, div
 
 
 class H2OParams(MethodParams):
-    heavy_ratio: float = Field(0.1, ge=0, le=1)
+    heavy_ratio: Float = Field(0.1, ge=0, le=1)
     """heavy-hitter budget as a fraction of the prompt (h2o_hf default 0.1)."""
-    recent_ratio: float = Field(0.1, ge=0, le=1)
+    recent_ratio: Float = Field(0.1, ge=0, le=1)
     """recent-window budget as a fraction of the prompt (h2o_hf default 0.1)."""
-    budget_tokens: int | None = Field(None, gt=0)
+    budget_tokens: Int | None = Field(None, gt=0)
     """absolute cache budget (heavy + recent tokens); overrides the ratios."""
-    score_passes: float = Field(12.0, ge=0)
+    score_passes: Float = Field(12.0, ge=0, le=1000)
     """2-byte HBM passes over each score element in eager attention (HF op sequence, see above)."""
 
 

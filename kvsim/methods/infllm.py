@@ -33,17 +33,18 @@ from kvsim.methods._common import (
     arr, gpu_pass, has, host_kv_tok_layer, key_elems_tok_layer, kv_tok_layer, sum_seq, window_pairs,
 )
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Float, Int
 
 
 class InfLLMParams(MethodParams):
-    block_size: int = Field(128, gt=0)
-    n_init: int = Field(128, ge=0)
-    n_local: int = Field(4096, ge=0)
-    topk: int = Field(16, ge=0)
-    repr_topk: int = Field(4, gt=0)
-    max_cached_block: int = Field(32, ge=0)
-    exc_block_size: int = Field(512, gt=0)
-    miss_rate: float = Field(0.5, ge=0, le=1)
+    block_size: Int = Field(128, gt=0)
+    n_init: Int = Field(128, ge=0)
+    n_local: Int = Field(4096, ge=0)
+    topk: Int = Field(16, ge=0)
+    repr_topk: Int = Field(4, gt=0)
+    max_cached_block: Int = Field(32, ge=0)
+    exc_block_size: Int = Field(512, gt=0)
+    miss_rate: Float = Field(0.5, ge=0, le=1)
     """fraction of the retrieved blocks not in the GPU cache [UNVERIFIED assumption]."""
 
 

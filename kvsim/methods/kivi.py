@@ -32,6 +32,7 @@ from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, elems_tok_layer, gpu_pass, has, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Int
 
 #: FLOPs per element of the quantize kernel (min/max reduction, scale, round, pack) [E]
 QUANT_FLOPS_PER_ELEM = 5.0
@@ -40,11 +41,11 @@ DEQUANT_FLOPS_PER_ELEM = 2.0
 
 
 class KIVIParams(MethodParams):
-    bits: int = Field(2, ge=1, le=8)
+    bits: Int = Field(2, ge=1, le=8)
     """code bits of K and V (paper: 2 and 4)."""
-    group: int = Field(32, gt=0)
+    group: Int = Field(32, gt=0)
     """quantization group size G (paper default 32; ablations 32/64/128)."""
-    residual: int = Field(128, ge=0)
+    residual: Int = Field(128, ge=0)
     """full-precision residual length R (paper default 128; ablations 32-128)."""
 
     @model_validator(mode="after")

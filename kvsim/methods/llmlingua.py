@@ -25,6 +25,7 @@ from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num, Part
 from kvsim.methods._common import arr, has, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Float
 
 
 #: kernels of one compressor forward: 24 encoder layers x ~8 kernels [E]
@@ -32,9 +33,9 @@ COMPRESSOR_LAUNCHES = 200.0
 
 
 class LLMLinguaParams(MethodParams):
-    ratio: float = Field(3.0, ge=1.0)
+    ratio: Float = Field(3.0, ge=1.0, le=1000.0)
     """compression ratio rho: original prompt tokens per kept token."""
-    compressor_params: float = Field(560e6, gt=0)
+    compressor_params: Float = Field(560e6, gt=0, le=1e13)
     """parameters of the compressor model (XLM-RoBERTa-large ~560M; LLaMA-7B 6.7e9)."""
 
 

@@ -54,6 +54,7 @@ from kvsim.methods._common import (
 )
 from kvsim.methods._published import published
 from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency
+from kvsim.specbase import Float, Int
 
 #: Table 9 (MagicPIG App.): measured sampled fraction (%) by K (rows) and L (columns)
 TABLE9_L = (75, 100, 120, 150, 200, 300)
@@ -82,21 +83,21 @@ def sample_fraction(K: int, L: int, p: float = 0.515) -> float:
 
 
 class MagicPIGParams(MethodParams):
-    K: int = Field(10, ge=1, le=16)
+    K: Int = Field(10, ge=1, le=16)
     """hash bits per table (paper default (10,150); K = 8-10 recommended)."""
-    L: int = Field(150, ge=1)
+    L: Int = Field(150, ge=1)
     """hash tables."""
-    sink: int = Field(4, ge=0)
-    local: int = Field(64, ge=0)
+    sink: Int = Field(4, ge=0)
+    local: Int = Field(64, ge=0)
     """static GPU buffer: sink + local prompt tokens per sparse layer (24 local for lm-eval)."""
-    gen_buffer: int = Field(256, ge=0)
+    gen_buffer: Int = Field(256, ge=0)
     """generated tokens kept on the GPU per sparse layer (beyond it they are offloaded)."""
-    dense_layers: Literal["auto"] | list[int] = "auto"
+    dense_layers: Literal["auto"] | list[Int] = "auto"
     """layers kept dense on the GPU; auto = every 16th from 0 ({0,16} for 32 layers; the repo's
     default [0,16,32,48,64] for 80) -- reproduces all of Table 8 (70B: 75 sparse layers -> 11.8 GB)."""
-    sample_fraction: float | None = Field(None, gt=0, le=1)
+    sample_fraction: Float | None = Field(None, gt=0, le=1)
     """override the expected sampled fraction (default: Table 9 / closed form)."""
-    collision_p: float = Field(0.515, gt=0, lt=1)
+    collision_p: Float = Field(0.515, gt=0, lt=1)
     """collision probability of the closed-form fallback (fitted to Table 9)."""
 
 

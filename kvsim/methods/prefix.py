@@ -23,10 +23,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from kvsim.methods.full import Full, FullParams
+from kvsim.specbase import Float
 
 
 class PrefixParams(FullParams):
-    hit_ratio: float = Field(0.5, ge=0.0, lt=1.0)
+    hit_ratio: Float = Field(0.5, ge=0.0, lt=1.0)
     """fraction of each prompt served from the prefix cache."""
 
 

@@ -19,16 +19,17 @@ from pydantic import Field, model_validator
 
 from kvsim.methods.base import MethodParams
 from kvsim.methods.snapkv import SnapKV
+from kvsim.specbase import Float, Int
 
 
 class PyramidKVParams(MethodParams):
-    capacity: int = Field(1024, gt=0)
+    capacity: Int = Field(1024, gt=0)
     """mean tokens kept per head and layer, window included."""
-    beta: float = Field(20.0, gt=1)
+    beta: Float = Field(20.0, gt=1)
     """ratio of the top layer's budget to min (code default 20)."""
-    window: int = Field(64, gt=0)
+    window: Int = Field(64, gt=0)
     """observation window (code default 64)."""
-    kernel: int = Field(5, gt=0)
+    kernel: Int = Field(5, gt=0)
     """pooling kernel (code default 5)."""
 
     @model_validator(mode="after")

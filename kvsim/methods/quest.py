@@ -23,19 +23,20 @@ from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, gpu_pass, has, key_elems_tok_layer, kv_tok_layer, sum_seq
 from kvsim.methods._published import published
-from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency
+from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency, require
+from kvsim.specbase import Float, Int
 
 SCORE_FLOPS_PER_ELEM = 4.0  # q*M, q*m, max, add per key element per query head
 
 
 class QuestParams(MethodParams):
-    page_size: int = Field(16, gt=0)
+    page_size: Int = Field(16, gt=0)
     """tokens per page P (paper default 16; MagicPIG also ran 32 and 64)."""
-    token_budget: int = Field(2048, gt=0)
+    token_budget: Int = Field(2048, gt=0)
     """tokens attended per sparse layer T (Fig.10: 512/2048/4096)."""
-    budget_ratio: float | None = Field(None, gt=0, le=1)
+    budget_ratio: Float | None = Field(None, gt=0, le=1)
     """if set, T = ratio x context (overrides token_budget; MagicPIG's Quest configs)."""
-    dense_layers: int = Field(2, ge=0)
+    dense_layers: Int = Field(2, ge=0)
     """leading layers kept dense (paper: the first two)."""
 
 
@@ -52,6 +53,11 @@ class Quest(KVMethod):
         self.Ls = L - self.Ld
         # metadata bytes per page per layer on this GPU: min and max of every key element
         self.meta_page = 2.0 * key_elems_tok_layer(dep) * dep.ab
+
+    def check(self) -> None:
+        L, d = self.dep.model.num_layers, self.params.dense_layers
+        require(d <= L, f"method quest: dense_layers={d} exceeds the {L} layers of model {self.dep.model.name} "
+                        f"(allowed: 0..{L})")
 
     def shares_prefix_blocks(self, block_tokens: int) -> bool:
         """Whole pages per entry: the KV and the per-page metadata of an entry are the same in every request."""

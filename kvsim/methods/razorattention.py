@@ -23,14 +23,15 @@ from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, require_not_mla, split_prompt, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Float, Int
 
 
 class RazorAttentionParams(MethodParams):
-    echo_ratio: float = Field(0.01, ge=0, le=1)
-    induction_ratio: float = Field(0.15, ge=0, le=1)
-    min_recent: int = Field(4000, ge=0)
+    echo_ratio: Float = Field(0.01, ge=0, le=1)
+    induction_ratio: Float = Field(0.15, ge=0, le=1)
+    min_recent: Int = Field(4000, ge=0)
     """recent tokens kept by non-retrieval heads at least."""
-    recent_frac: float = Field(0.2, ge=0, le=1)
+    recent_frac: Float = Field(0.2, ge=0, le=1)
     """... or this fraction of the prompt, whichever is larger (S/5)."""
 
 

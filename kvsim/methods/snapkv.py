@@ -26,17 +26,18 @@ from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, split_prompt, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Int
 
 SOFTMAX_FLOPS_PER_SCORE = 5.0
 SCORE_BYTES = 8.0  # fp32 score written then read
 
 
 class SnapKVParams(MethodParams):
-    capacity: int = Field(1024, gt=0)
+    capacity: Int = Field(1024, gt=0)
     """tokens kept per head and layer, window included (paper: 1024 / 2048 / 4096)."""
-    window: int = Field(32, gt=0)
+    window: Int = Field(32, gt=0)
     """observation window w (32 for LongBench, 16 for NIAH)."""
-    kernel: int = Field(7, gt=0)
+    kernel: Int = Field(7, gt=0)
     """pooling kernel k (7 for LongBench, 5 for NIAH)."""
 
     @model_validator(mode="after")

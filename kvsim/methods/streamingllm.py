@@ -17,12 +17,13 @@ from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, window_pairs
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Int
 
 
 class StreamingLLMParams(MethodParams):
-    sink: int = Field(4, ge=0)
+    sink: Int = Field(4, ge=0)
     """attention-sink tokens kept from the start (paper: 4)."""
-    window: int = Field(2044, ge=1)
+    window: Int = Field(2044, ge=1)
     """recent tokens kept (paper: 1020 / 2044 / 4092)."""
 
 

@@ -21,12 +21,13 @@ from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, kv_tok_layer
 from kvsim.methods._published import published
 from kvsim.methods.base import KVMethod, MethodParams, PublishedAccuracy, Residency
+from kvsim.specbase import Float, Int
 
 
 class TopKParams(MethodParams):
-    budget_ratio: float = Field(0.04, gt=0, le=1)
+    budget_ratio: Float = Field(0.04, gt=0, le=1)
     """k = ratio x context (MagicPIG Table 6 ran 0.02/0.04/0.06)."""
-    budget_tokens: int | None = Field(None, gt=0)
+    budget_tokens: Int | None = Field(None, gt=0)
     """if set, k = this many tokens (overrides budget_ratio)."""
 
 

@@ -29,6 +29,7 @@ from kvsim.costmodel.attention import prefill_attention, prefill_pairs
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, elems_tok_layer, gpu_pass, has, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Float, Int
 
 QUANT_FLOPS_PER_ELEM = 5.0
 SCORE_PASSES = 4.0
@@ -36,10 +37,10 @@ SOFTMAX_FLOPS_PER_SCORE = 5.0
 
 
 class ZipCacheParams(MethodParams):
-    salient_ratio: float = Field(0.4, ge=0, le=1)
-    hi_bits: int = Field(4, ge=1, le=8)
-    lo_bits: int = Field(2, ge=1, le=8)
-    probe_ratio: float = Field(0.1, ge=0, le=1)
+    salient_ratio: Float = Field(0.4, ge=0, le=1)
+    hi_bits: Int = Field(4, ge=1, le=8)
+    lo_bits: Int = Field(2, ge=1, le=8)
+    probe_ratio: Float = Field(0.1, ge=0, le=1)
     """fraction of prefill queries used as probes (random + recent)."""
 
 

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from kvsim.errors import SpecError
 from kvsim.models.spec import ModelSpec
+from kvsim.specbase import format_validation_error, read_text
 
 SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "phi3", "opt", "deepseek_v2")
 _MISSING = object()
@@ -56,14 +57,15 @@ class _Cfg:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read: {err.strerror or err}") from None
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise SpecError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: invalid JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer past Python's 4300-digit limit
+        raise SpecError(f"{path}: invalid JSON: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a JSON object at top level, got {type(data).__name__}")
     return data
@@ -206,14 +208,8 @@ def _validate(spec: dict[str, Any], path: Path, model_type: str) -> ModelSpec:
     try:
         return ModelSpec.model_validate(spec)
     except ValidationError as err:
-        keys = {**_HF_KEY, **_HF_KEY_BY_TYPE.get(model_type, {})}
-        lines = []
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            key = keys.get(loc, loc) or "(config)"
-            got = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
-            lines.append(f"{path}: {key}: {e['msg']}{got}")
-        raise SpecError("\n".join(lines)) from None
+        keys = {**_HF_KEY, **_HF_KEY_BY_TYPE.get(model_type, {}), "": "(config)"}
+        raise SpecError(format_validation_error(err, str(path), keys)) from None
 
 
 def load_hf_config(path: Path) -> ModelSpec:

@@ -11,27 +11,33 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kvsim.specbase import Strict
+from kvsim.errors import ConfigError
+from kvsim.specbase import INT32_MAX, Bool, Strict, number
+
+# Model dimensions and counts: whole numbers (not booleans) up to 2**31 - 1, so products such
+# as vocab x hidden stay far inside int64.
+Dim = number(int, 1, INT32_MAX)
+Dim0 = number(int, 0, INT32_MAX)
 
 
 class MoESpec(Strict):
-    num_experts: int = Field(gt=0, description="routed experts per MoE layer")
-    experts_per_token: int = Field(gt=0, description="top-k routed experts per token")
-    expert_intermediate_size: int = Field(gt=0)
-    num_shared_experts: int = Field(0, ge=0, description="always-active experts (DeepSeekMoE)")
-    shared_intermediate_size: int = Field(0, ge=0, description="width of each shared expert")
-    first_dense_layers: int = Field(0, ge=0, description="leading layers with a dense MLP instead")
-    dense_intermediate_size: int = Field(0, ge=0, description="MLP width of those dense layers")
+    num_experts: Dim = Field(description="routed experts per MoE layer")
+    experts_per_token: Dim = Field(description="top-k routed experts per token")
+    expert_intermediate_size: Dim
+    num_shared_experts: Dim0 = Field(0, description="always-active experts (DeepSeekMoE)")
+    shared_intermediate_size: Dim0 = Field(0, description="width of each shared expert")
+    first_dense_layers: Dim0 = Field(0, description="leading layers with a dense MLP instead")
+    dense_intermediate_size: Dim0 = Field(0, description="MLP width of those dense layers")
 
 
 class MLASpec(Strict):
     """Multi-head latent attention (DeepSeek-V2 §2.1): the cache holds c_KV and the RoPE key."""
 
-    kv_lora_rank: int = Field(gt=0, description="d_c, latent width cached per token per layer")
-    qk_rope_head_dim: int = Field(gt=0, description="d_h^R, decoupled RoPE key cached per token per layer")
-    qk_nope_head_dim: int = Field(gt=0)
-    v_head_dim: int = Field(gt=0)
-    q_lora_rank: int | None = Field(None, gt=0)
+    kv_lora_rank: Dim = Field(description="d_c, latent width cached per token per layer")
+    qk_rope_head_dim: Dim = Field(description="d_h^R, decoupled RoPE key cached per token per layer")
+    qk_nope_head_dim: Dim
+    v_head_dim: Dim
+    q_lora_rank: Dim | None = None
 
 
 class ModelSpec(Strict):
@@ -40,21 +46,21 @@ class ModelSpec(Strict):
     aliases: list[str] = []
     hf_id: str = ""
     architecture: str
-    num_layers: int = Field(gt=0)
-    hidden_size: int = Field(gt=0)
-    num_heads: int = Field(gt=0, description="query heads")
-    num_kv_heads: int = Field(gt=0, description="KV heads (MHA: = num_heads; MLA: 1 latent 'head')")
-    head_dim: int = Field(gt=0)
-    intermediate_size: int = Field(ge=0, description="dense MLP width (0 if every layer is MoE)")
-    vocab_size: int = Field(gt=0)
-    max_context_tokens: int = Field(gt=0)
-    mlp_gated: bool = Field(True, description="SwiGLU (3 matrices) vs plain 2-matrix MLP (OPT)")
-    tie_word_embeddings: bool = False
-    attention_bias: bool = False
-    sliding_window: int | None = Field(None, gt=0, description="per-layer KV cap if the engine uses SWA")
+    num_layers: Dim
+    hidden_size: Dim
+    num_heads: Dim = Field(description="query heads")
+    num_kv_heads: Dim = Field(description="KV heads (MHA: = num_heads; MLA: 1 latent 'head')")
+    head_dim: Dim
+    intermediate_size: Dim0 = Field(description="dense MLP width (0 if every layer is MoE)")
+    vocab_size: Dim
+    max_context_tokens: Dim
+    mlp_gated: Bool = Field(True, description="SwiGLU (3 matrices) vs plain 2-matrix MLP (OPT)")
+    tie_word_embeddings: Bool = False
+    attention_bias: Bool = False
+    sliding_window: Dim | None = Field(None, description="per-layer KV cap if the engine uses SWA")
     moe: MoESpec | None = None
     mla: MLASpec | None = None
-    published_params: float | None = Field(None, gt=0, description="total params as published, for checks")
+    published_params: number(float, 0, 1e15, lo_open=True) | None = Field(None, description="total params as published, for checks")
     source: str
     notes: str = ""
 
@@ -64,7 +70,35 @@ class ModelSpec(Strict):
             raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
         if self.moe is None and self.intermediate_size == 0:
             raise ValueError("intermediate_size must be > 0 for a dense model")
+        if self.moe is not None:
+            if self.moe.experts_per_token > self.moe.num_experts:
+                raise ValueError(f"moe.experts_per_token ({self.moe.experts_per_token}) must be <= "
+                                 f"moe.num_experts ({self.moe.num_experts})")
+            if self.moe.first_dense_layers > self.num_layers:
+                raise ValueError(f"moe.first_dense_layers ({self.moe.first_dense_layers}) must be <= "
+                                 f"num_layers ({self.num_layers})")
         return self
+
+    def check_tensor_parallel(self, tp: int) -> None:
+        """Raise ConfigError unless ``tp`` GPUs can split this model's attention evenly.
+
+        Megatron-style TP gives each GPU ``num_heads / tp`` query heads, so ``tp`` must divide
+        ``num_heads``; KV heads are split when ``tp`` divides ``num_kv_heads`` and replicated
+        when ``num_kv_heads`` divides ``tp`` (vLLM's rule for GQA). MLA caches one latent per
+        token, replicated on every GPU."""
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+            raise ConfigError(f"--tp must be a whole number >= 1, got {tp!r}")
+        if self.num_heads % tp:
+            raise ConfigError(
+                f"--tp {tp} does not divide the {self.num_heads} attention heads of {self.name} "
+                f"({self.num_heads / tp:.2f} per GPU); use a tp that divides {self.num_heads}"
+            )
+        kv = self.num_kv_heads
+        if self.mla is None and kv % tp and tp % kv:
+            raise ConfigError(
+                f"--tp {tp} cannot split or replicate the {kv} KV heads of {self.name}: "
+                f"tp must divide {kv} or be a multiple of it"
+            )
 
     # ----- derived counts (elements, not bytes) -----
     @property

@@ -22,6 +22,16 @@ from kvsim.errors import TraceError
 #: Checks one raw CSV row (list of str); returns a problem description or None.
 RowCheck = Callable[[list[str]], "str | None"]
 
+#: Largest token count of one request a trace may hold (2**31 - 1): far beyond any model's
+#: context, and small enough that tokens x bytes-per-token products stay inside int64.
+MAX_TOKENS = 2**31 - 1
+#: Largest timestamp, seconds (about 31,700 years): beyond it float64 loses sub-ms resolution.
+MAX_TIME_S = 1e12
+
+
+def _allowed(integer: bool, hi: float) -> str:
+    return f"a whole number >= 0 and <= {hi:.0f}" if integer else f"a finite number >= 0 and <= {hi:g}"
+
 
 def open_text(path: Path) -> io.TextIOBase:
     """Open a (possibly ``.gz``) text file as UTF-8; a missing file raises TraceError."""
@@ -64,16 +74,20 @@ def line_of_row(path: Path, row: int, skip: int = 1) -> int:
     return -1
 
 
-def check_number(name: str, integer: bool = True) -> Callable[[str], str | None]:
-    """A cell check: the cell must be a finite non-negative number (integral if ``integer``)."""
+def check_number(name: str, integer: bool = True, hi: float | None = None) -> Callable[[str], str | None]:
+    """A cell check: the cell must be a finite number in [0, hi] (integral if ``integer``;
+    ``hi`` defaults to MAX_TOKENS for integers, MAX_TIME_S otherwise)."""
+    hi = (MAX_TOKENS if integer else MAX_TIME_S) if hi is None else hi
 
     def check(cell: str) -> str | None:
+        if "\x00" in cell:
+            return f"{name} contains a NUL byte: {cell!r}"
         try:
             value = float(cell)
         except ValueError:
             return f"{name} is not a number: {cell!r}"
-        if not np.isfinite(value) or value < 0:
-            return f"{name} must be a finite number >= 0, got {cell!r}"
+        if not np.isfinite(value) or value < 0 or value > hi:
+            return f"{name} must be {_allowed(integer, hi)}, got {cell!r}"
         if integer and value != int(value):
             return f"{name} must be a whole number of tokens, got {cell!r}"
         return None
@@ -132,23 +146,37 @@ def _line(path: Path, row: int, lines: np.ndarray | None) -> int:
 
 
 def check_values(
-    path: Path, values: dict[str, np.ndarray], lines: np.ndarray | None = None, integer: bool = True
+    path: Path,
+    values: dict[str, np.ndarray],
+    lines: np.ndarray | None = None,
+    integer: bool = True,
+    hi: float | None = None,
 ) -> None:
-    """Raise TraceError at the first row whose value is negative, non-finite or fractional.
+    """Raise TraceError at the first row whose value is non-finite, outside [0, hi] or
+    (``integer``) fractional. ``hi`` defaults to MAX_TOKENS for integers, MAX_TIME_S otherwise.
 
     ``values`` maps a column name to its [N] float64 column; ``lines`` gives each row's
     line number (default: found by re-reading a one-header-line CSV).
     """
-    kind = "whole number" if integer else "finite number"
+    hi = (MAX_TOKENS if integer else MAX_TIME_S) if hi is None else hi
     for name, col in values.items():
-        bad = ~np.isfinite(col) | (col < 0)
-        if integer:
-            bad |= np.isfinite(col) & (col != np.floor(col))
+        col = np.asarray(col, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(col) | (col < 0) | (col > hi)
+            if integer:
+                bad |= np.isfinite(col) & (col != np.floor(col))
         if bad.any():
             row = int(np.argmax(bad))
             raise TraceError(
-                f"{path}:{_line(path, row, lines)}: {name} must be a {kind} >= 0, got {col[row]:g}"
+                f"{path}:{_line(path, row, lines)}: {name} must be {_allowed(integer, hi)}, got {col[row]:g}"
             )
+
+
+def to_tokens(path: Path, name: str, col: np.ndarray, lines: np.ndarray | None = None) -> np.ndarray:
+    """The one checked conversion of a token column: [N] float64 -> [N] int64, each value a
+    whole number in [0, MAX_TOKENS] (TraceError naming ``file:line`` otherwise)."""
+    check_values(path, {name: col}, lines, integer=True)
+    return np.asarray(col, dtype=np.float64).astype(np.int64)
 
 
 def check_sorted(

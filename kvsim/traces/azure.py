@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import TraceError
-from kvsim.traces._io import check_number, check_sorted, check_values, first_line, line_of_row, load_csv
+from kvsim.traces._io import check_number, check_sorted, first_line, line_of_row, load_csv, to_tokens
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
 
@@ -44,13 +44,32 @@ def _parse_one(cell: bytes) -> np.datetime64 | None:
     return None if np.isnat(value) else value
 
 
+def _first_control_char(cells: np.ndarray) -> int | None:
+    """Row of the first cell holding a byte < 0x20 (NUL, tab, ...) before its end, or None.
+
+    numpy's date-time parser stops at a NUL, so ``18:17\\x0004.07`` would silently read as
+    another time; a fixed-width ``S`` cell pads with trailing NULs, which are allowed."""
+    if cells.size == 0:
+        return None
+    u8 = np.frombuffer(cells.tobytes(), dtype=np.uint8).reshape(cells.shape[0], cells.dtype.itemsize)
+    nul = u8 == 0
+    padding = np.flip(np.logical_and.accumulate(np.flip(nul, axis=1), axis=1), axis=1)  # trailing NULs
+    bad = ((u8 < 0x20) & ~padding).any(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
 def parse_timestamps(path: Path, cells: np.ndarray) -> np.ndarray:
     """Seconds since the first row, [N] float64, from ``YYYY-MM-DD HH:MM:SS.fffffff`` cells.
 
     Parsed with numpy's ISO 8601 reader at nanosecond resolution (vectorized; accepts the
     7 fractional digits that ``datetime.fromisoformat`` rejects on Python 3.10).
     """
-    bad_row = None
+    bad_row = _first_control_char(cells)
+    if bad_row is not None:
+        raise TraceError(
+            f"{path}:{line_of_row(path, bad_row)}: TIMESTAMP contains a control character (e.g. NUL): "
+            f"{cells[bad_row].decode('utf-8', 'replace')!r}"
+        )
     stamps = np.empty(cells.shape[0], dtype="datetime64[ns]")
     try:
         with warnings.catch_warnings():
@@ -88,7 +107,8 @@ def read_azure(path: Path, opts: LoadOptions, *, name: str | None = None) -> Tra
     dtype = np.dtype([("ts", "S40"), ("c", "f8"), ("g", "f8")])
     rows = load_csv(path, dtype, {1: check_number("ContextTokens"), 2: check_number("GeneratedTokens")})
     t = parse_timestamps(path, rows["ts"])
-    check_values(path, {"ContextTokens": rows["c"], "GeneratedTokens": rows["g"]})
+    prompt = to_tokens(path, "ContextTokens", rows["c"])
+    output = to_tokens(path, "GeneratedTokens", rows["g"])
     check_sorted(path, t, what="TIMESTAMP (s since first row)")
-    raw = RawRequests(time_s=t, prompt_tokens=rows["c"].astype(np.int64), output_tokens=rows["g"].astype(np.int64))
+    raw = RawRequests(time_s=t, prompt_tokens=prompt, output_tokens=output)
     return build_trace(raw, opts, name=name or path.name.split(".")[0], source=str(path), meta={"format": "azure"})

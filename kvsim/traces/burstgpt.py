@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import TraceError, unknown_name
-from kvsim.traces._io import check_number, check_sorted, check_values, first_line, load_csv
+from kvsim.traces._io import check_number, check_sorted, check_values, first_line, load_csv, to_tokens
 from kvsim.traces.base import Trace
 from kvsim.traces.fetch import burstgpt_cache_path
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
@@ -92,7 +92,7 @@ def read_burstgpt_raw(path: Path, opts: LoadOptions) -> tuple[RawRequests, str]:
     rows = load_csv(path, np.dtype(dtype), checks)
     t, p, o = rows["t"], rows["p"], rows["o"]
     check_values(path, {"Timestamp": t}, integer=False)
-    check_values(path, {"Request tokens": p, "Response tokens": o})
+    p, o = to_tokens(path, "Request tokens", p), to_tokens(path, "Response tokens", o)
     check_sorted(path, t, resolution_s=1.0, what="Timestamp")
 
     keep = None
@@ -103,7 +103,7 @@ def read_burstgpt_raw(path: Path, opts: LoadOptions) -> tuple[RawRequests, str]:
     if log_type is not None:
         lt = rows["l"] == log_type.encode()
         keep = lt if keep is None else keep & lt
-    raw = RawRequests(time_s=t, prompt_tokens=p.astype(np.int64), output_tokens=o.astype(np.int64), keep=keep)
+    raw = RawRequests(time_s=t, prompt_tokens=p, output_tokens=o, keep=keep)
     return raw, fmt
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import TraceError
-from kvsim.traces._io import check_sorted, iter_lines
+from kvsim.specbase import INT64_MAX as INT64, short_repr
+from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, check_sorted, iter_lines
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
 
@@ -31,20 +32,24 @@ FIELDS = ("timestamp", "input_length", "output_length")
 
 
 def _number(obj: dict, key: str, where: str, integer: bool) -> float:
+    """A JSON number in [0, MAX_TOKENS] (whole) or [0, MAX_TIME_S * 1000] (ms), else TraceError."""
     value = obj.get(key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    hi = MAX_TOKENS if integer else MAX_TIME_S * 1000.0
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= hi
     if ok and integer:
         ok = value == int(value)
     if not ok:
-        kind = "whole number" if integer else "number"
-        raise TraceError(f"{where}: '{key}' must be a {kind} >= 0, got {value!r}")
+        kind = f"whole number >= 0 and <= {hi:.0f}" if integer else f"number >= 0 and <= {hi:g}"
+        raise TraceError(f"{where}: '{key}' must be a {kind}, got {short_repr(value)}")
     return value
 
 
 def _blocks(obj: dict, where: str, input_length: int) -> tuple[int, ...]:
     ids = obj.get("hash_ids")
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise TraceError(f"{where}: 'hash_ids' must be a list of integers")
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and -INT64 - 1 <= i <= INT64 for i in ids
+    ):
+        raise TraceError(f"{where}: 'hash_ids' must be a list of integers within int64")
     if len(ids) > -(-input_length // BLOCK_TOKENS):
         raise TraceError(
             f"{where}: 'hash_ids' has {len(ids)} blocks, more than ceil(input_length/{BLOCK_TOKENS}) = "
@@ -73,6 +78,10 @@ def _read(path: Path) -> RawRequests:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
             raise TraceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise TraceError(f"{where}: not valid JSON (nested too deeply)") from None
+        except ValueError as err:  # e.g. an integer past Python's 4300-digit limit
+            raise TraceError(f"{where}: not valid JSON ({str(err).splitlines()[0]})") from None
         if not isinstance(obj, dict):
             raise TraceError(f"{where}: expected a JSON object with keys {', '.join(FIELDS)}, hash_ids")
         missing = [k for k in FIELDS if k not in obj]

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import TraceError
+from kvsim.specbase import INT64_MAX
+from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS
 from kvsim.traces.base import Trace
 
 
@@ -55,15 +57,20 @@ class LoadOptions:
             raise TraceError("give either rate or time_scale, not both")
         for name in ("limit", "num_requests", "max_prompt_tokens", "max_output_tokens"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
-                raise TraceError(f"{name} must be a whole number >= 1, got {v}")
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                or int(v) != v or not 1 <= v <= INT64_MAX
+            ):
+                raise TraceError(f"{name} must be a whole number >= 1 and <= {INT64_MAX}, got {v}")
         for name in ("start_s", "end_s"):
             v = getattr(self, name)
             if v is not None and not math.isfinite(v):
                 raise TraceError(f"{name} must be a finite number of seconds, got {v}")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise TraceError(f"end_s ({self.end_s}) must be greater than start_s ({self.start_s})")
-        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+        seed = self.seed
+        if (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed)
+                or int(seed) != seed or seed < 0):
             raise TraceError(f"seed must be a whole number >= 0, got {self.seed}")
         return self
 
@@ -133,6 +140,25 @@ def rescale_factor(arrival_s: np.ndarray, opts: LoadOptions, name: str) -> float
     return factor
 
 
+def check_raw(raw: RawRequests, name: str) -> None:
+    """Every source's rows, checked once before use: finite times and int64 token counts in
+    [0, MAX_TOKENS] (readers name ``file:line`` first; this catches generators and callers)."""
+    t = np.asarray(raw.time_s, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad_t = ~np.isfinite(t) | (np.abs(t) > MAX_TIME_S)
+    if bad_t.any():
+        i = int(np.argmax(bad_t))
+        raise TraceError(f"trace {name}: request {i}: arrival time must be finite and within {MAX_TIME_S:g} s, got {t[i]:g}")
+    for what, col in (("prompt tokens", raw.prompt_tokens), ("output tokens", raw.output_tokens)):
+        col = np.asarray(col)
+        if col.shape != t.shape or col.dtype.kind not in "iu":
+            raise TraceError(f"trace {name}: {what} must be {t.size} whole numbers, got dtype {col.dtype}")
+        bad = (col < 0) | (col > MAX_TOKENS)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise TraceError(f"trace {name}: request {i}: {what} must be >= 0 and <= {MAX_TOKENS}, got {col[i]}")
+
+
 def build_trace(
     raw: RawRequests,
     opts: LoadOptions,
@@ -143,6 +169,7 @@ def build_trace(
     meta: dict | None = None,
 ) -> Trace:
     """Apply filters, drops, sorting, limit, shift, rescale and clipping; build the Trace."""
+    check_raw(raw, name)
     t, prompt, output = raw.time_s, raw.prompt_tokens, raw.output_tokens
     n_read = len(raw)
     mask = np.ones(n_read, dtype=bool) if raw.keep is None else raw.keep.copy()

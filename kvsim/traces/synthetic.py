@@ -33,50 +33,59 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kvsim.specbase import Float, number
+from kvsim.traces._io import MAX_TOKENS
 from kvsim.traces.pipeline import RawRequests
 
 SQRT2 = math.sqrt(2.0)  # CV of Gamma(shape 0.5): 1/sqrt(0.5)
+MAX_REQUESTS = 10_000_000  # a generated trace's size cap (10M requests: ~0.5 GB of arrays)
+MAX_CV = 10.0  # beyond it Gamma(1/cv^2) gaps underflow to 0: every request at t=0
+
+Requests = number(int, 1, MAX_REQUESTS, unit="requests")
+Tokens = number(int, 1, MAX_TOKENS, unit="tokens")
+Rate = number(float, 0, 1e9, lo_open=True, unit="requests/s")
+ZipfA = number(float, -100, 100)  # power-law exponent
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    num_requests: int = Field(1000, ge=1, alias="n", description="number of requests")
+    num_requests: Requests = Field(1000, alias="n", description="number of requests")
 
 
 class PoissonParams(_Params):
     """Poisson arrivals (exponential gaps), fixed prompt/output lengths."""
 
-    rate: float = Field(1.0, gt=0, allow_inf_nan=False, description="mean arrival rate, requests/s")
-    prompt_tokens: int = Field(512, ge=1, alias="prompt", description="prompt tokens per request")
-    output_tokens: int = Field(128, ge=1, alias="output", description="output tokens per request")
+    rate: Rate = Field(1.0, description="mean arrival rate, requests/s")
+    prompt_tokens: Tokens = Field(512, alias="prompt", description="prompt tokens per request")
+    output_tokens: Tokens = Field(128, alias="output", description="output tokens per request")
 
 
 class GammaParams(PoissonParams):
     """Gamma-distributed gaps with coefficient of variation ``cv`` (bursty when > 1)."""
 
-    cv: float = Field(SQRT2, gt=0, allow_inf_nan=False, description="CV of inter-arrival gaps")
+    cv: Float = Field(SQRT2, gt=0, le=MAX_CV, description="CV of inter-arrival gaps")
 
 
 class FixedParams(_Params):
     """Evenly spaced arrivals (every 1/rate s; rate=inf: all at 0 s) and fixed lengths."""
 
     rate: float = Field(math.inf, gt=0, description="arrival rate, requests/s (inf: all at 0 s)")
-    prompt_tokens: int = Field(512, ge=1, alias="prompt", description="prompt tokens per request")
-    output_tokens: int = Field(128, ge=1, alias="output", description="output tokens per request")
+    prompt_tokens: Tokens = Field(512, alias="prompt", description="prompt tokens per request")
+    output_tokens: Tokens = Field(128, alias="output", description="output tokens per request")
 
 
 class BurstGPTParams(_Params):
     """BurstGPT-modelled workload: Gamma gaps, Zipf lengths truncated to [min, max]."""
 
-    rate: float = Field(1.0, gt=0, allow_inf_nan=False, description="mean arrival rate, requests/s")
-    cv: float = Field(SQRT2, gt=0, allow_inf_nan=False, description="CV of inter-arrival gaps")
-    prompt_a: float = Field(0.75, allow_inf_nan=False, description="Zipf exponent of prompt lengths")
-    prompt_min: int = Field(12, ge=1, description="shortest prompt, tokens")
-    prompt_max: int = Field(2048, ge=1, description="longest prompt, tokens")
-    output_a: float = Field(0.7, allow_inf_nan=False, description="Zipf exponent of output lengths")
-    output_min: int = Field(16, ge=1, description="shortest output, tokens")
-    output_max: int = Field(1024, ge=1, description="longest output, tokens")
+    rate: Rate = Field(1.0, description="mean arrival rate, requests/s")
+    cv: Float = Field(SQRT2, gt=0, le=MAX_CV, description="CV of inter-arrival gaps")
+    prompt_a: ZipfA = Field(0.75, description="Zipf exponent of prompt lengths")
+    prompt_min: Tokens = Field(12, description="shortest prompt, tokens")
+    prompt_max: Tokens = Field(2048, description="longest prompt, tokens")
+    output_a: ZipfA = Field(0.7, description="Zipf exponent of output lengths")
+    output_min: Tokens = Field(16, description="shortest output, tokens")
+    output_max: Tokens = Field(1024, description="longest output, tokens")
 
     @model_validator(mode="after")
     def _ranges(self) -> BurstGPTParams:

@@ -7,6 +7,7 @@ with exit code 1 and no traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -20,6 +21,7 @@ from kvsim.commands import validate as _validate
 from kvsim.commands.estimate import estimate_cmd
 from kvsim.commands.listing import list_cmd
 from kvsim.errors import KvsimError
+from kvsim.fileio import Terminated, describe, sigterm_raises
 
 app = typer.Typer(
     name="kvsim",
@@ -54,15 +56,48 @@ def _root(version: bool = typer.Option(False, "--version", help="print the versi
 
 
 def main() -> None:
+    """Run the app: user errors, file-system errors, Ctrl-C (exit 130) and SIGTERM (exit 143)
+    each end with one ``error:`` line on stderr and no traceback. Typer turns Ctrl-C into a
+    silent exit 130, so a SIGINT handler notes that it fired."""
+    interrupted = []
+
+    def _on_sigint(signum, frame):  # noqa: ARG001
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
     try:
-        app()
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        with sigterm_raises():
+            app()
     except KvsimError as err:
         for line in str(err).splitlines() or ["(no message)"]:
             print(f"error: {line}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
+    except Terminated as err:
+        print("error: terminated", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except OSError as err:  # a file-system error no command turned into a KvsimError
+        text = describe(err)
+        print(f"error: {text}" if err.filename and str(err.filename) in text
+              else f"error: {err.filename or 'file system'}: {text}", file=sys.stderr)
+        sys.exit(1)
+    except SystemExit as exc:
+        if interrupted and exc.code == 130:
+            _interrupted()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted() -> None:
+    print("error: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def test_cli_simulate_json_and_out(tmp_path):
     s = json.loads(r.stdout)
     assert s["requests_completed"] == 30 and s["config"]["max_num_seqs"] == 256
     out = tmp_path / "run"
-    assert {p.name for p in out.iterdir()} == {"summary.json", "requests.csv", "timeline.csv", "timeline.json"}
+    assert {p.name for p in out.iterdir()} == {"summary.json", "requests.csv", "timeline.csv", "timeline.json", ".kvsim-manifest.json"}
     lines = (out / "requests.csv").read_text().splitlines()
     assert lines[0].startswith("req_id,arrival_s,scheduled_s,first_token_s,finish_s") and len(lines) == 31
 

@@ -70,15 +70,17 @@ def plan_cmd(
     calibration: CalibrationOpt = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="parallel workers (default: CPU count)")] = None,
     executor: Annotated[str, typer.Option("--executor", help="process, serial or ray")] = "process",
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="result cache (default ~/.cache/kvsim/sweeps)")] = None,
+    cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="result cache (default ~/.cache/kvsim/sweeps)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the result cache")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", help="directory for plan.json, configs/*.json and report.html")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="directory for plan.json, configs/*.json and report.html")] = None,
+    force: Annotated[bool, typer.Option("--force", help="--out: replace or remove files there that kvsim did not write")] = False,
     as_json: JsonOpt = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
 ) -> None:
     """Highest request rate meeting the SLO per (hardware, method), cost per M tokens, fewest GPUs for a target."""
     # lazy: CLI start-up
-    from kvsim.plan.search import PlanRequest, expand_sweeps, run_plan, save_plan
+    from kvsim.fileio import check_tree, check_writable_dir
+    from kvsim.plan.search import PLAN_GLOBS, PlanRequest, expand_sweeps, run_plan, save_plan
     from kvsim.plan.schema import SearchOptions, TraceSpec, parse_slo
     from kvsim.plan.sweep import default_cache_dir
 
@@ -97,14 +99,19 @@ def plan_cmd(
         sim_options={"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
                      "chunked_prefill": chunked_prefill},
     )
-    cache = None if no_cache else (cache_dir or default_cache_dir())
+    cache = None if no_cache else (default_cache_dir() if cache_dir is None else Path(cache_dir))
+    # before the search: a bad output path must not cost the simulations
+    if cache is not None:
+        check_writable_dir(cache if str(cache_dir) != "" else "", "--cache-dir")
+    if out is not None:
+        check_tree(out, ["plan.json", "report.html"], flag="--out", force=force, owned_globs=PLAN_GLOBS)
     plan = run_plan(req, jobs=jobs, executor=executor, cache_dir=cache, progress=progress and not as_json)
     if out is not None:
         # lazy: CLI start-up
-        from kvsim.plan.report import write_plan_report
+        from kvsim.plan.report import plan_report_html
 
-        save_plan(plan, out)
-        write_plan_report(plan, out / "report.html")
+        save_plan(plan, out, extra={"report.html": plan_report_html(plan)}, force=force)
+        out = Path(out)
     if plan.trace_notice:
         print(f"note: {plan.trace_notice}", file=sys.stderr)
     if as_json:

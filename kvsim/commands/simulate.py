@@ -9,6 +9,7 @@ chunked prefill, recompute preemption, prefix caching, 90% GPU memory).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from enum import Enum
@@ -23,6 +24,7 @@ from kvsim.commands.common import (
     fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
+from kvsim.fileio import check_output_file, check_tree, write_tree
 from kvsim.jsonutil import json_default
 
 
@@ -54,8 +56,9 @@ def simulate_cmd(
     slo_ttft: Annotated[Optional[float], typer.Option("--slo-ttft", help="goodput: TTFT SLO, seconds")] = None,
     slo_tbt: Annotated[Optional[float], typer.Option("--slo-tbt", help="goodput: SLO on each request's mean TBT (TPOT), seconds")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", help="directory for summary.json, requests.csv, timeline.csv/json")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="write an HTML report (single method)")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="directory for summary.json, requests.csv, timeline.csv/json")] = None,
+    report: Annotated[Optional[str], typer.Option("--report", help="write an HTML report (single method)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="--out: replace or remove files there that kvsim did not write")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a request trace through a vLLM-like engine: TTFT, TBT, throughput, memory per KV method."""
@@ -68,6 +71,10 @@ def simulate_cmd(
     for flag, v in (("--slo-ttft", slo_ttft), ("--slo-tbt", slo_tbt), ("--rate", rate), ("--time-scale", time_scale)):
         if v is not None and not v > 0:
             raise ConfigError(f"{flag} must be > 0, got {v}")
+    if out is not None:  # before the work: a bad output path must not cost a simulation
+        check_tree(out, OUTPUT_FILES, flag="--out", force=force)
+    if report is not None:
+        check_output_file(report, "--report")
     dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
@@ -97,14 +104,13 @@ def simulate_cmd(
     if not results:
         raise ConfigError("no method could be simulated")
     if out is not None:
-        for res in results:
-            write_outputs(res, out / _slug(res.summary["method"]) if len(results) > 1 else out)
+        write_outputs(results, Path(out), force=force)
     if report is not None:
         # lazy: CLI start-up
         from kvsim.plan.report import single_run_report
 
         r0 = results[0]
-        single_run_report(r0, report, title=f"{r0.summary['model']} on {r0.summary['hw']} - {r0.summary['method']}")
+        single_run_report(r0, Path(report), title=f"{r0.summary['model']} on {r0.summary['hw']} - {r0.summary['method']}")
     if as_json:
         print_json(results[0].summary if len(results) == 1 else [r.summary for r in results])
     elif len(results) == 1:
@@ -150,15 +156,27 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in label)
 
 
-def write_outputs(res, directory: Path) -> None:
-    """summary.json, requests.csv (one row per request), timeline.csv and timeline.json into ``directory``."""
+OUTPUT_FILES = ("summary.json", "requests.csv", "timeline.csv", "timeline.json")
+
+
+def write_outputs(results: list, directory: Path, force: bool = False) -> list[Path]:
+    """One run's files into ``directory`` (one sub-directory per method when several), all
+    or nothing; earlier kvsim outputs there are replaced, other files kept (see kvsim.fileio)."""
+    files: dict[str, str] = {}
+    for res in results:
+        prefix = _slug(res.summary["method"]) + "/" if len(results) > 1 else ""
+        files.update({prefix + k: v for k, v in output_files(res).items()})
+    return write_tree(directory, files, force=force, flag="--out")
+
+
+def output_files(res) -> dict[str, str]:
+    """summary.json, requests.csv (one row per request), timeline.csv and timeline.json: name -> text."""
     # lazy: CLI start-up
     import numpy as np
 
     from kvsim.sim.request import RequestStatus
 
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "summary.json").write_text(json.dumps(res.summary, indent=2, default=json_default) + "\n", encoding="utf-8")
+    files = {"summary.json": json.dumps(res.summary, indent=2, default=json_default) + "\n"}
     rec = res.records
     ttft = rec.first_token_s - rec.arrival_s
     e2e = rec.finish_s - rec.arrival_s
@@ -177,17 +195,19 @@ def write_outputs(res, directory: Path) -> None:
         "cached_tokens": np.maximum(rec.cached_tokens, 0), "preemptions": rec.preemptions,
         "status": status, "reject_reason": reason,
     }
-    with open(directory / "requests.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        w.writerows(zip(*[_csv_col(v) for v in cols.values()]))
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(cols)
+    w.writerows(zip(*[_csv_col(v) for v in cols.values()]))
+    files["requests.csv"] = f.getvalue()
     tl = res.timeline
-    with open(directory / "timeline.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(tl)
-        w.writerows(zip(*[np.asarray(v).tolist() for v in tl.values()]))
-    (directory / "timeline.json").write_text(json.dumps({k: np.asarray(v).tolist() for k, v in tl.items()}) + "\n",
-                                             encoding="utf-8")
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(tl)
+    w.writerows(zip(*[np.asarray(v).tolist() for v in tl.values()]))
+    files["timeline.csv"] = f.getvalue()
+    files["timeline.json"] = json.dumps({k: np.asarray(v).tolist() for k, v in tl.items()}) + "\n"
+    return files
 
 
 def _csv_col(v) -> list:

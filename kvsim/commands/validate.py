@@ -83,16 +83,55 @@ def _argv_after(word: str) -> list[str]:
     return argv[argv.index(word) + 1:] if word in argv else []
 
 
+HW_MARK = "# Local device spec written by `kvsim validate`"
+ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite companion files (X.hw.yaml, X.results.json) kvsim did not write")]
+
+
+def _kvsim_wrote(path: Path) -> bool:
+    """Whether the existing ``path`` looks like kvsim's own companion file (hw YAML header, results JSON)."""
+    try:
+        if path.name.endswith(".hw.yaml"):
+            with open(path, encoding="utf-8") as f:
+                return f.readline().startswith(HW_MARK)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return isinstance(data, dict) and "kernels" in data
+    except (OSError, ValueError):
+        return False
+
+
+def _check_outputs(main: str | Path | None, companions: list[Path], force: bool) -> None:
+    """Before measuring (minutes): every output can be written, and no companion file kvsim
+    derived from --out (a name the user never gave) would replace a file kvsim did not write."""
+    # lazy: CLI start-up
+    from kvsim.fileio import OutputError, check_output_file, check_writable_dir
+
+    if main is None:
+        check_writable_dir(".", "--out (default: the current directory)")
+    else:
+        check_output_file(main, "--out")
+    for c in companions:
+        check_output_file(c, "--out")
+        if c.exists() and not force and not _kvsim_wrote(c):
+            raise OutputError(f"{c} (derived from --out) exists and was not written by kvsim; "
+                              "move it away, choose another --out, or pass --force")
+
+
 def _write_hw(res, path: Path) -> Path:
     # lazy: CLI start-up
+    from kvsim.fileio import staged
     from kvsim.hardware import GPUSpec
     from kvsim.validate.localhw import write_spec_yaml
 
     spec = GPUSpec.model_validate(res.measured_gpu or res.nominal_gpu)
-    note = ("# Local device spec written by `kvsim validate` (use with --hw this-file).\n"
+    note = (HW_MARK + " (use with --hw this-file).\n"
             + ("# CPU: the peaks below are MEASURED best cases, not datasheet values (see notes).\n" if res.measured_gpu else ""))
-    write_spec_yaml(spec, path, header=note)
+    with staged(path) as tmp:
+        write_spec_yaml(spec, tmp, header=note)
     return path
+
+
+def _wrote(path: Path, existed: bool) -> str:
+    return f"{path} (replaced the previous one)" if existed else str(path)
 
 
 @app.command("run")
@@ -104,17 +143,26 @@ def run_cmd(
     hw: HwOpt = None,
     threads: ThreadsOpt = None,
     wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    force: ForceOpt = False,
 ) -> None:
     """Time torch kernels at a model's shapes; save raw timings and each kernel's work (JSON + local hw YAML)."""
     # lazy: CLI start-up
     from kvsim.validate.calibrate import sibling
     from kvsim.validate.results import save_results
 
+    if out is not None:
+        _check_outputs(out, [sibling(out, ".hw.yaml")], force)
+    else:
+        _check_outputs(None, [], force)
     res = _run(device, model, quick, hw, threads, wait_quiet, "run")
     path = Path(out or f"kvsim-validate-{device.value}-{res.model}.json")
+    hw_path = sibling(path, ".hw.yaml")
+    if out is None:
+        _check_outputs(path, [hw_path], force)
+    hw_existed = hw_path.exists()
     save_results(res, path)
-    hw_path = _write_hw(res, sibling(path, ".hw.yaml"))
-    typer.echo(f"wrote {path} ({len(res.kernels)} kernels) and {hw_path}")
+    _write_hw(res, hw_path)
+    typer.echo(f"wrote {path} ({len(res.kernels)} kernels) and its local hw spec {_wrote(hw_path, hw_existed)}")
 
 
 @app.command("calibrate")
@@ -129,6 +177,7 @@ def calibrate_cmd(
     threads: ThreadsOpt = None,
     wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
     e2e_results: Annotated[str | None, typer.Option("--e2e", help="add the per-step overhead fitted by a saved `validate e2e` run (its JSON)")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Run the microbenchmarks (or load --from), fit efficiencies and overheads per op class, write a calibration."""
     # lazy: CLI start-up
@@ -137,14 +186,17 @@ def calibrate_cmd(
     from kvsim.validate.results import load_results, save_results
 
     outp = Path(out)
+    hw_path, rpath = sibling(outp, ".hw.yaml"), sibling(outp, ".results.json")
+    _check_outputs(out, [hw_path] + ([] if from_results else [rpath]), force)
     if from_results:
         res = load_results(from_results)
     else:
         res = _run(device, model, quick, hw, threads, wait_quiet, "calibrate")
-        rpath = sibling(outp, ".results.json")
+        r_existed = rpath.exists()
         save_results(res, rpath)
-        typer.echo(f"wrote {rpath}")
-    hw_path = _write_hw(res, sibling(outp, ".hw.yaml"))
+        typer.echo(f"wrote the raw timings to {_wrote(rpath, r_existed)}")
+    hw_existed = hw_path.exists()
+    _write_hw(res, hw_path)
     cal, _, _ = make_calibration(res, dtype, hw_path=hw_path.name)
     if e2e_results:
         cal = _with_e2e_step(cal, Path(e2e_results))
@@ -153,7 +205,7 @@ def calibrate_cmd(
     from kvsim.validate.compare import rows_from_calibration, summarize
 
     s = summarize(rows_from_calibration(cal))
-    typer.echo(f"wrote {outp} ({cal.dtype}) and {hw_path}")
+    typer.echo(f"wrote {outp} ({cal.dtype}) and the local hw spec it refers to, {_wrote(hw_path, hw_existed)}")
     _print_effs(cal)
     typer.echo(f"per-kernel |error| over {s.n} fitted kernels: before median {_pct(s.median_before)} p90 {_pct(s.p90_before)}; "
                f"after median {_pct(s.median_after)} p90 {_pct(s.p90_after)}")
@@ -279,6 +331,12 @@ def e2e_cmd(
 ) -> None:
     """Replay a trace through a real torch serving loop and through kvsim's simulator; compare TTFT/TBT."""
     _check_device(device, "e2e")
+    _check_outputs(out if out is not None else "kvsim-validate-e2e.json", [], False)
+    if save_calibration_to is not None:
+        # lazy: CLI start-up
+        from kvsim.fileio import check_output_file
+
+        check_output_file(save_calibration_to, "--save-calibration")
     if wait_quiet > 0:
         # lazy: CLI start-up
         from kvsim.validate.cpuenv import wait_quiet as _wait
@@ -321,7 +379,11 @@ def e2e_cmd(
     r = e2e.run_e2e(model, system, cfg, log=typer.echo, calibration_origin=origin)
     r["command"] = "kvsim validate " + " ".join(_argv_after("validate") or ["e2e"])
     path = Path(out or "kvsim-validate-e2e.json")
-    e2e.save_json(r, path)
+    # lazy: CLI start-up
+    from kvsim.fileio import staged
+
+    with staged(path) as tmp:
+        e2e.save_json(r, tmp)
     _print_e2e(r)
     typer.echo(f"wrote {path}")
     if save_calibration_to:

@@ -28,6 +28,7 @@ import yaml
 from pydantic import Field
 
 from kvsim.errors import SpecError
+from kvsim.fileio import atomic_write
 from kvsim.hardware import System
 from kvsim.hardware.spec import OP_CLASSES
 from kvsim.specbase import Bool, Float, Strict, read_yaml, validate_dict
@@ -86,4 +87,5 @@ def apply_calibration(system: System, cal: Calibration, origin: str = "") -> Sys
 
 
 def save_calibration(cal: Calibration, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cal.model_dump(), sort_keys=False), encoding="utf-8")
+    """Write ``cal`` as YAML, atomically (a failed write leaves any previous file intact)."""
+    atomic_write(path, yaml.safe_dump(cal.model_dump(), sort_keys=False))

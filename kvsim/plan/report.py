@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from kvsim.fileio import atomic_write
 from kvsim.plan.digest import digest
 from kvsim.plan.schema import CDF_LEVELS, SLO, ConfigResult, PlanResult, PointResult
 
@@ -310,10 +311,8 @@ def plan_report_html(plan: PlanResult) -> str:
 
 
 def write_plan_report(plan: PlanResult, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(plan_report_html(plan), encoding="utf-8")
-    return p
+    """Write the plan's HTML report to ``path`` atomically (a failed write leaves the old one)."""
+    return atomic_write(path, plan_report_html(plan))
 
 
 def single_run_html(point: PointResult, title: str, meta: str = "") -> str:
@@ -340,7 +339,4 @@ def single_run_report(sim_result, path: str | Path, title: str | None = None) ->
     label = title or "kvsim simulate"
     meta = " · ".join(f"{k} {s[k]}" for k in ("hw", "model", "method", "trace", "tp", "replicas", "router") if k in s)
     meta += f" · {point.num_requests} requests at {point.rate_per_s:.3g} req/s"
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(single_run_html(point, label, meta), encoding="utf-8")
-    return p
+    return atomic_write(path, single_run_html(point, label, meta))

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvsim import __version__
 from kvsim.errors import ConfigError, SpecError
+from kvsim.fileio import write_tree
 from kvsim.hardware import load_system
 from kvsim.models import load_model
 from kvsim.plan.evaluate import build, load_plan_trace
@@ -177,17 +178,27 @@ def run_plan(req: PlanRequest, *, jobs: int | None = None, executor: str = "proc
     )
 
 
-def save_plan(plan: PlanResult, out_dir: str | Path) -> Path:
-    """Write ``plan.json`` (inputs, ranking) and ``configs/NN-<label>.json`` (one per configuration)."""
-    d = Path(out_dir)
-    (d / "configs").mkdir(parents=True, exist_ok=True)
-    for old in (d / "configs").glob("*.json"):
-        old.unlink()
+#: kvsim's namespace in a plan directory: load_plan reads every file matching it
+PLAN_GLOBS = ("configs/*.json",)
+
+
+def plan_files(plan: PlanResult) -> dict[str, str]:
+    """``plan.json`` (inputs, ranking) and ``configs/NNN-<label>.json`` (one per configuration): name -> text."""
+    files = {}
     for i, c in enumerate(plan.configs):
         slug = re.sub(r"[^a-zA-Z0-9.=-]+", "_", c.label).strip("_")[:80]
-        (d / "configs" / f"{i:03d}-{slug}.json").write_text(c.model_dump_json(indent=1))
-    (d / "plan.json").write_text(plan.model_copy(update={"configs": []}).model_dump_json(indent=1))
-    return d
+        files[f"configs/{i:03d}-{slug}.json"] = c.model_dump_json(indent=1)
+    files["plan.json"] = plan.model_copy(update={"configs": []}).model_dump_json(indent=1)
+    return files
+
+
+def save_plan(plan: PlanResult, out_dir: str | Path, *, extra: dict[str, str] | None = None, force: bool = False) -> Path:
+    """Write :func:`plan_files` (and ``extra`` files, e.g. report.html) into ``out_dir``, all
+    or nothing. Files of an earlier plan there are replaced or removed; a file kvsim did not
+    write is never touched: one in the way (a name clash, or any ``configs/*.json``, which
+    :func:`load_plan` would read) is an error unless ``force`` (then it is replaced/removed)."""
+    write_tree(out_dir, {**plan_files(plan), **(extra or {})}, force=force, owned_globs=PLAN_GLOBS)
+    return Path(out_dir)
 
 
 def load_plan(out_dir: str | Path) -> PlanResult:

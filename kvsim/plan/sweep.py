@@ -14,10 +14,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kvsim.errors import ConfigError
+from kvsim.fileio import OutputError, staged
 from kvsim.jsonutil import json_default
 
 T = TypeVar("T")
@@ -88,18 +89,17 @@ class ResultCache:
             return None  # missing or torn: recompute
 
     def put(self, key: str, value: dict) -> None:
+        """Store ``value`` atomically (temp file + ``os.replace``). A file-system failure
+        raises ``OSError`` with the path as ``filename`` (not a KvsimError, which a
+        configuration would record as its own error): the CLI prints one line naming it."""
         if self.directory is None:
             return
         p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(canonical_json(value))
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            with staged(p) as tmp:
+                tmp.write_text(canonical_json(value))
+        except OutputError as err:
+            raise OSError(errno.EIO, f"{err} (--cache-dir)", str(p)) from None
 
 
 def cached(cache: ResultCache, inputs: dict, compute: Callable[[], dict]) -> tuple[dict, bool]:

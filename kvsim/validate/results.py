@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.errors import SpecError
+from kvsim.fileio import atomic_write
 from kvsim.hardware import GPUSpec, HostSpec, System
 from kvsim.specbase import format_validation_error
 from kvsim.validate.localhw import make_system
@@ -100,8 +101,8 @@ def part_from_dict(d: dict) -> Part:
 
 
 def save_results(res: Results, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(res.model_dump(), indent=1) + "\n", encoding="utf-8")
+    """Write ``res`` as JSON, atomically (a failed write leaves any previous file intact)."""
+    atomic_write(path, json.dumps(res.model_dump(), indent=1) + "\n")
 
 
 def load_results(path: str | Path) -> Results:

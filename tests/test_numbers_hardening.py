@@ -295,3 +295,12 @@ def test_synthetic_request_cap():
 def test_errors_are_kvsim_errors():
     """Every rejection above is a KvsimError (the CLI prints it as one line, exit 1)."""
     assert issubclass(TraceError, KvsimError) and issubclass(SpecError, KvsimError)
+
+
+def test_deployment_rejects_tp_that_splits_heads_unevenly():
+    """--tp 3 on a 32-head model is refused by the Deployment itself (was accepted: 10.67 heads per GPU)."""
+    from kvsim.costmodel.deployment import build_deployment
+
+    with pytest.raises(ConfigError) as e:
+        build_deployment("a100", "llama-3.1-8b", tp=3)
+    assert "32" in str(e.value) and "\n" not in str(e.value)

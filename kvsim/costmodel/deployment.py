@@ -40,6 +40,7 @@ class Deployment:
             bits(d)  # raises a one-line SpecError for unknown dtypes
         if self.tp < 1 or self.tp > self.system.num_gpus:
             raise ConfigError(f"--tp {self.tp} must be between 1 and the {self.system.num_gpus} GPUs of {self.system.name}")
+        self.model.check_tensor_parallel(self.tp)
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
 

@@ -58,7 +58,7 @@ class FastPath:
         pr = self.pricer
         self.rows = pr.decode_mode == "rows"  # per-request rows: the pricer needs request ids
         self.blocks = RowBlocks(lay, pr) if (self.rows and lay.prompt_aware) else LayoutBlocks(lay)
-        self.pass_prompts = lay.prompt_aware or pr.prompt_aware or pr.mode == "exact"
+        self.pass_prompts = lay.prompt_aware or pr.mode == "exact"  # (pr.prompt_aware: the same trait)
         self.through_finishes = pr.masked_ok and not prefix_caching
 
     def new_batch(self, max_num_seqs: int) -> DecodeBatch:

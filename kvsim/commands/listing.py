@@ -39,15 +39,25 @@ def list_cmd(
 
 def _hardware() -> list[dict]:
     # lazy: CLI start-up
-    from kvsim.hardware import catalog, load_system
+    from kvsim.hardware import catalog, load_system, profile_of
 
     out = []
     for spec in sorted({id(s): s for s in catalog("system").values()}.values(), key=lambda s: s.name):
         s = load_system(spec.name)
         out.append({"name": spec.name, "aliases": spec.aliases, "gpu": s.gpu.name, "gpus": s.num_gpus,
                     "gpu memory": fmt_bytes(s.gpu.memory_bytes), "HBM BW": f"{s.gpu.memory_bw_bytes_per_s / 1e9:,.0f} GB/s",
-                    "host": f"{s.host_sockets}x {s.host.name}", "link": s.gpu_host_link.name})
+                    "host": f"{s.host_sockets}x {s.host.name}", "link": s.gpu_host_link.name,
+                    "cost model": _calibration(s, profile_of(spec.name))})
     return out
+
+
+def _calibration(system, profile) -> str:
+    """'measured kernels (held-out median |error| ...)' or 'datasheet only'."""
+    if system.calibration == "datasheet" or profile is None:
+        return "datasheet only"
+    errs = profile.measured_error
+    worst = max((e.median_abs for e in errs.values()), default=0.0)
+    return f"measured kernels, held-out median |err| <= {worst * 100:.0f}% per op ({profile.date})"
 
 
 def _models() -> list[dict]:

@@ -431,3 +431,9 @@ def papers_cmd(as_json: JsonOpt = False) -> None:
         print_json([r.model_dump() for r in rows])
         return
     typer.echo(render_table(rows))
+
+
+# `kvsim validate kernels` lives in its own module (the GPU kernel tables)
+from kvsim.commands.validate_kernels import kernels_cmd  # noqa: E402
+
+app.command("kernels")(kernels_cmd)

@@ -13,6 +13,8 @@ value head dim, ``L`` layers. FLOPs = 2 per multiply-add.
 * Prefill of ``n`` new tokens after ``c`` cached tokens (causal):
   ``pairs = n*c + n(n+1)/2``; FLOPs ``2 * n_h * (d_qk + d_v) * pairs`` per layer
   (SPECS.md F2 with causal halving, as FlashAttention skips masked blocks).
+* Tiles (``Part.tiles``, see :mod:`kvsim.costmodel.roofline`): prefill ``heads * ceil(n_new/128)``
+  per chunk per layer, decode ``kv_heads`` per sequence per layer.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import numpy as np
 
 from kvsim.costmodel.cost import Cost, Num, Part, indicator
 from kvsim.costmodel.deployment import Deployment
+
+#: query rows per prefill tile: FlashAttention-2/3 forward kernels give each thread block a
+#: 128-row block of queries of one head (kBlockM = 128 for head dim 128; Dao 2023 §3.1)
+PREFILL_TILE_QUERY_ROWS = 128
 
 
 def sum_seq(x: Num) -> Num:
@@ -34,6 +40,21 @@ def nseq(x: Num) -> float:
     """Sequences in ``x`` (its last axis); a scalar is one sequence."""
     a = np.asarray(x)
     return float(a.shape[-1]) if a.ndim >= 1 else 1.0
+
+
+def prefill_tiles(dep: Deployment, n_new: Num, heads_frac: float = 1.0) -> Num:
+    """Work tiles of one layer's prefill attention: ``sum over chunks of heads * ceil(n_new / 128)``."""
+    per_seq = np.ceil(np.asarray(n_new, dtype=np.float64) / PREFILL_TILE_QUERY_ROWS)
+    return dep.q_heads_per_gpu * heads_frac * sum_seq(per_seq)
+
+
+def decode_tiles(dep: Deployment, n_attended: Num, heads_frac: float = 1.0) -> Num:
+    """Work tiles of one layer's decode attention: one per KV head of each sequence (decode
+    kernels give each (sequence, KV head) its own thread blocks: per-tile setup, the split-KV
+    reduction and the output write do not grow with the context)."""
+    per_seq = (np.asarray(n_attended, dtype=np.float64) > 0).astype(np.float64)
+    kv_heads = 1.0 if dep.model.mla is not None else dep.kv_heads_per_gpu * heads_frac
+    return kv_heads * sum_seq(per_seq)
 
 
 def decode_flops_per_token_layer(dep: Deployment, heads_frac: float = 1.0) -> float:
@@ -86,7 +107,8 @@ def decode_attention(
     flops = L * n_tot * (decode_flops_per_token_layer(dep, heads_frac) + extra_flops_per_token_layer)
     qo_bytes = L * B * 2 * dep.q_heads_per_gpu * heads_frac * m.q_head_dim * dep.ab
     hbm = L * (n_tot * rb + w_tot * wbytes) + qo_bytes
-    return Cost.of(Part(name, "attn_decode", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=float(L)))
+    return Cost.of(Part(name, "attn_decode", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=float(L),
+                        tiles=L * decode_tiles(dep, n_attended, heads_frac)))
 
 
 def prefill_pairs(n_new: Num, n_cached: Num) -> Num:
@@ -129,4 +151,5 @@ def prefill_attention(
     # a chunk without new tokens runs no kernel, so it reads none of its cached prefix
     cached_read = sum_seq(np.where(np.asarray(n_new) > 0, n_cached, 0.0))
     hbm = act + L * cached_read * r_tok + L * new * w_tok
-    return Cost.of(Part(name, "attn_prefill", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=L * indicator(new)))
+    return Cost.of(Part(name, "attn_prefill", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=L * indicator(new),
+                        tiles=L * prefill_tiles(dep, n_new, heads_frac)))

@@ -30,7 +30,7 @@ from pydantic import Field
 from kvsim.errors import SpecError
 from kvsim.fileio import atomic_write
 from kvsim.hardware import System
-from kvsim.hardware.spec import OP_CLASSES
+from kvsim.hardware.spec import OP_CLASSES, OpEfficiency
 from kvsim.specbase import Bool, Float, Strict, read_yaml, validate_dict
 
 
@@ -50,7 +50,7 @@ class Calibration(Strict):
     created: str = ""
     torch_version: str = ""
     host: dict = Field(default_factory=dict, description="optional measured host facts (cores, DRAM bandwidth)")
-    efficiencies: dict[str, dict[str, Float]]
+    efficiencies: dict[str, dict[str, Float | None]]
     residuals: list[Residual] = []
     source: str = ""
     dtype: str = ""
@@ -65,10 +65,13 @@ def load_calibration(path: str | Path) -> Calibration:
     for op, fields in cal.efficiencies.items():
         if op not in OP_CLASSES:
             raise SpecError(f"{p}: efficiencies: unknown op class '{op}' (choices: {', '.join(OP_CLASSES)})")
-        bad = set(fields) - {"compute", "memory", "overhead_s"}
+        allowed = list(OpEfficiency.model_fields)
+        bad = set(fields) - set(allowed)
         if bad:
-            raise SpecError(f"{p}: efficiencies.{op}: unknown field(s) {', '.join(sorted(bad))} (allowed: compute, memory, overhead_s)")
+            raise SpecError(f"{p}: efficiencies.{op}: unknown field(s) {', '.join(sorted(bad))} (allowed: {', '.join(allowed)})")
         for k, v in fields.items():
+            if k not in ("compute", "memory", "overhead_s"):
+                continue  # the refinements are checked by OpEfficiency when applied
             ok = v >= 0 if k == "overhead_s" else 0 < v <= 1
             if not ok:
                 rule = ">= 0" if k == "overhead_s" else "in (0, 1]"

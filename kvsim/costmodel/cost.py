@@ -28,6 +28,7 @@ _NUMERIC = (
     "pcie_round_trips",
     "link_bytes",
     "launches",
+    "tiles",
 )
 
 
@@ -49,6 +50,11 @@ class Part:
         pcie_round_trips: synchronous host<->device round trips (latency-bound).
         link_bytes: bytes each GPU sends over the GPU-GPU link (collectives).
         launches: kernel launches / collectives / steps that pay ``overhead_s`` of ``op``.
+        tiles: independent work units the kernels of this part split into (attention: one
+            head x 128 query rows in prefill, one KV head of one sequence in decode),
+            summed over its launches; each pays ``tile_s`` of ``op`` and ``tiles / launches``
+            sets the wave floor (see :mod:`kvsim.costmodel.roofline`).
+        group: GPUs taking part in a collective (the TP degree); 1 for everything else.
         overlap: parts sharing a non-None tag run concurrently across devices.
     """
 
@@ -64,6 +70,8 @@ class Part:
     pcie_round_trips: Num = 0.0
     link_bytes: Num = 0.0
     launches: Num = 0.0
+    tiles: Num = 0.0
+    group: int = 1
     overlap: str | None = None
 
     def scaled(self, k: Num) -> "Part":
@@ -71,12 +79,12 @@ class Part:
         return replace(self, **{f: getattr(self, f) * k for f in _NUMERIC})
 
     def plus(self, other: "Part") -> "Part":
-        """Add the amounts of a part with the same identity (name, op, device, dtype, overlap)."""
+        """Add the amounts of a part with the same identity (name, op, device, dtype, group, overlap)."""
         return replace(self, **{f: getattr(self, f) + getattr(other, f) for f in _NUMERIC})
 
     @property
     def key(self) -> tuple:
-        return (self.name, self.op, self.device, self.dtype, self.overlap)
+        return (self.name, self.op, self.device, self.dtype, self.group, self.overlap)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,22 @@ For one part on op class ``c`` (efficiencies ``eff[c]``), each resource gives a 
 * GPU-GPU link  ``link_bytes / (link_bw * eff.collective.memory)``
 
 and the part takes ``max(resource times) + launches * eff[c].overhead_s +
-round_trips * (2 * pcie_latency + eff.pcie.overhead_s)``: the classic roofline
-(Williams et al., CACM 2009) per kernel with separate compute and memory efficiencies
+tiles * eff[c].tile_s + round_trips * (2 * pcie_latency + eff.pcie.overhead_s)``: the classic
+roofline (Williams et al., CACM 2009) per kernel with separate compute and memory efficiencies
 (llm-analysis, GenZ ``ceff/meff``; SPECS.md "Takeaways") plus LLMCompass-style fixed
-per-kernel overheads.
+per-kernel overheads. Three refinements that measured kernels need (kvsim validate kernels),
+each off unless the op class's efficiency sets it:
+
+* ``blend = p``: the resource times combine as their p-norm ``(sum t^p)^(1/p)`` instead of
+  their maximum (GEMMs and attention near the ridge point are slower than either bound);
+* ``wave_tiles_per_sm = w``: the GPU-compute time is multiplied by
+  ``max(1, S * w / (tiles / launches))`` on a GPU of ``S`` SMs (a call with too few tiles
+  leaves SMs idle);
+* measured all-reduce costs (``System.allreduce``) replace the link's datasheet for a
+  ``collective`` part of group size ``g``: NCCL's ``latency + ring_bytes / bus_bw``, or vLLM's
+  custom all-reduce for messages up to its ``max_message_bytes`` when the GPUs are NVLink peers
+  or ``g == 2`` (vLLM disables it on more than two PCIe-only GPUs:
+  vllm/distributed/device_communicators/custom_all_reduce.py).
 
 Parts without an ``overlap`` tag run one after another. Parts sharing a tag run
 concurrently: per device their times add, and the group takes the slowest device
@@ -35,13 +47,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Cost, Num, Part
-from kvsim.hardware import System
+from kvsim.hardware import AllReduceFit, System
 
 RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overhead")
 # fields whose times take the max within a part ("body"), in RESOURCES order
 BODY_RESOURCE_OF_FIELD = {"flops": "gpu_compute", "hbm_bytes": "hbm", "cpu_flops": "cpu_compute",
                           "dram_bytes": "dram", "pcie_bytes": "pcie", "link_bytes": "link"}
-OVERHEAD_FIELDS = ("launches", "pcie_round_trips")  # fixed seconds per unit, added to the body time
+OVERHEAD_FIELDS = ("launches", "pcie_round_trips", "tiles")  # fixed seconds per unit, added to the body time
 assert set(BODY_RESOURCE_OF_FIELD) | set(OVERHEAD_FIELDS) == set(NUMERIC_FIELDS)
 _MAX_CACHED_TEMPLATES = 4096
 
@@ -83,10 +95,25 @@ class Roofline:
         self._eff = {op: eff.of(op) for op in type(eff).model_fields if op != "source"}
         self._templates: dict[tuple, CompiledRoofline] = {}
 
+    def allreduce_fit(self, part: Part, algo: str) -> AllReduceFit | None:
+        """The measured all-reduce of ``algo`` for a collective part's group size, if any (the
+        custom algorithm only where vLLM would use it: NVLink peers or two GPUs)."""
+        if part.op != "collective" or part.group < 2:
+            return None
+        if algo == "custom" and not (self.system.nvlink_peers or part.group == 2):
+            return None
+        for fit in self.system.allreduce:
+            if fit.algo == algo and fit.group == part.group:
+                return fit
+        return None
+
     def unit_divisor(self, part: Part, field: str) -> float:
         """One unit of ``field`` of ``part`` takes ``1 / unit_divisor`` seconds of its resource:
-        the rate (FLOP/s, bytes/s) of a body resource, ``1 / seconds`` per launch or round trip."""
+        the rate (FLOP/s, bytes/s) of a body resource, ``1 / seconds`` per launch, tile or round trip."""
         e, s = self._eff[part.op], self.system
+        nccl = self.allreduce_fit(part, "nccl")
+        if nccl is not None and field in ("link_bytes", "launches"):
+            return nccl.bus_bw_bytes_per_s if field == "link_bytes" else 1.0 / nccl.latency_s if nccl.latency_s else np.inf
         if field == "flops":
             return s.gpu_peak_flops_per_s(part.dtype) * e.compute
         if field == "hbm_bytes":
@@ -99,7 +126,7 @@ class Roofline:
             return self._pcie_bw
         if field == "link_bytes":
             return self._link_bw
-        per_unit_s = e.overhead_s if field == "launches" else self._round_trip_s
+        per_unit_s = {"launches": e.overhead_s, "tiles": e.tile_s}.get(field, self._round_trip_s)
         return 1.0 / per_unit_s if per_unit_s else np.inf
         # (amount / inf = 0: a free launch)
 
@@ -193,28 +220,68 @@ class CompiledRoofline:
             if p.overlap is not None:
                 groups.setdefault(p.overlap, {}).setdefault(p.device, []).append(i)
         self._groups = [list(devices.values()) for devices in groups.values()]  # [group][device] -> parts
+        # the refinements of the module docstring, per part that uses them
+        col = self.column_of
+        sms = roofline.system.gpu.sm_count
+        self._blend = []  # (part, body columns, p)
+        self._wave = []  # (flops column, tiles column, launches column, S * w)
+        self._custom = []  # (part, launches column, link column, latency_s, bus_bw, largest ring bytes per call)
+        for i, p in enumerate(parts):
+            e = roofline._eff[p.op]
+            if e.blend is not None and len(body[i]) > 1:
+                self._blend.append((i, body[i], float(e.blend)))
+            cols = [col.get((i, f)) for f in ("flops", "tiles", "launches")]
+            if e.wave_tiles_per_sm is not None and None not in cols:
+                self._wave.append((*cols, sms * float(e.wave_tiles_per_sm)))
+            fit = roofline.allreduce_fit(p, "custom")
+            cols = [col.get((i, f)) for f in ("launches", "link_bytes")]
+            if fit is not None and None not in cols:
+                ring = 2.0 * (p.group - 1) / p.group
+                self._custom.append((i, *cols, fit.latency_s, fit.bus_bw_bytes_per_s, ring * (fit.max_message_bytes or np.inf)))
+        self._refined = bool(self._blend or self._wave or self._custom)
         # one part, at most one overhead column: column views instead of gathers (the decode hot path)
         self._single = None
-        if len(parts) == 1 and len(over[0]) <= 1 and body[0]:
+        if len(parts) == 1 and len(over[0]) <= 1 and body[0] and not self._refined:
             self._single = (body[0], over[0][0] if over[0] else None)
 
     # ------------------------------------------------------------------ the rule, in three stages
     def resource_seconds(self, amounts: np.ndarray) -> np.ndarray:
-        """``[..., ncol]`` work -> ``[..., ncol (+1 zero column)]`` seconds of each column's resource."""
+        """``[..., ncol]`` work -> ``[..., ncol (+1 zero column)]`` seconds of each column's resource
+        (GPU compute after the wave floor)."""
         if not self._needs_zero:
-            return amounts / self._divisor
-        out = np.empty(amounts.shape[:-1] + (len(self.columns) + 1,))
-        np.divide(amounts, self._divisor, out=out[..., :-1])
-        out[..., -1] = 0.0
+            out = amounts / self._divisor
+        else:
+            out = np.empty(amounts.shape[:-1] + (len(self.columns) + 1,))
+            np.divide(amounts, self._divisor, out=out[..., :-1])
+            out[..., -1] = 0.0
+        for nf, nt, nl, sw in self._wave:
+            tiles = amounts[..., nt]
+            per_call = np.divide(tiles, amounts[..., nl], out=np.zeros_like(tiles), where=amounts[..., nl] > 0)
+            factor = np.divide(sw, per_call, out=np.ones_like(tiles), where=per_call > 0)
+            out[..., nf] = out[..., nf] * np.maximum(1.0, factor)
         return out
 
-    def part_seconds(self, times: np.ndarray) -> np.ndarray:
-        """``[..., ncol]`` resource seconds -> ``[..., P]``: max of the body resources + overheads."""
+    def part_seconds(self, times: np.ndarray, amounts: np.ndarray | None = None) -> np.ndarray:
+        """``[..., ncol]`` resource seconds -> ``[..., P]``: max (or p-norm) of the body resources +
+        overheads; ``amounts`` (the work) is needed by measured custom all-reduce parts."""
         body, over = self._body_and_overhead(times)
-        return body if over is None else body + over
+        part_s = body if over is None else body + over
+        if self._custom:
+            part_s = self._with_custom_allreduce(part_s, amounts)
+        return part_s
+
+    def _with_custom_allreduce(self, part_s: np.ndarray, amounts: np.ndarray) -> np.ndarray:
+        """Parts whose calls are small enough for vLLM's custom all-reduce take its time instead."""
+        part_s = np.array(part_s, dtype=np.float64, copy=True)
+        for i, nl, nb, latency_s, bus_bw, ring_max in self._custom:
+            calls, ring = amounts[..., nl], amounts[..., nb]
+            per_call = np.divide(ring, calls, out=np.full_like(ring, np.inf), where=calls > 0)
+            part_s[..., i] = np.where(per_call <= ring_max, calls * latency_s + ring / bus_bw, part_s[..., i])
+        return part_s
 
     def _body_and_overhead(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``[..., P]`` max of each part's body resources, and the sum of its overheads (None: none)."""
+        """``[..., P]`` max (or p-norm) of each part's body resources, and the sum of its overheads
+        (None: none)."""
         grid = self._body_grid
         if grid.shape[1] == 1:
             body = times[..., grid[:, 0]]
@@ -222,6 +289,13 @@ class CompiledRoofline:
             body = np.maximum(times[..., grid[:, 0]], times[..., grid[:, 1]])
         else:
             body = times[..., grid].max(axis=-1)
+        if self._blend:
+            body = np.array(body, dtype=np.float64, copy=True)
+            for i, cols, p in self._blend:
+                t = times[..., cols]
+                top = t.max(axis=-1)
+                ratio = np.divide(t, top[..., None], out=np.zeros_like(t), where=top[..., None] > 0)
+                body[..., i] = top * (ratio ** p).sum(axis=-1) ** (1.0 / p)
         if not self._has_overhead:
             return body, None
         grid = self._overhead_grid
@@ -244,7 +318,7 @@ class CompiledRoofline:
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
         """Seconds ``[...]`` of work ``amounts`` ``[..., ncol]`` (columns as :attr:`columns`)."""
         if self._single is None:
-            return self.total_seconds(self.part_seconds(self.resource_seconds(amounts)))
+            return self.total_seconds(self.part_seconds(self.resource_seconds(amounts), amounts))
         # one part: the same arithmetic as part_seconds, on column views
         times = amounts / self._divisor  # (no zero column needed)
         body, overhead = self._single
@@ -268,6 +342,8 @@ class CompiledRoofline:
         times = self.resource_seconds(amounts)
         body, over = self._body_and_overhead(times)
         part_s = body if over is None else body + over
+        if self._custom:
+            part_s = self._with_custom_allreduce(part_s, amounts)
         total = self.total_seconds(part_s)
         nparts = len(parts)
         # what the bound compares: each resource's mean over the amounts' shape

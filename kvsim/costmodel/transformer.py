@@ -94,8 +94,22 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
     if tp > 1:
         per_allreduce = 2.0 * (tp - 1) / tp * T * h * ab
         parts.append(Part("allreduce", "collective", device="link", dtype=dep.act_dtype,
-                          link_bytes=2 * L * per_allreduce, launches=2 * L * has))
+                          link_bytes=2 * L * per_allreduce, launches=2 * L * has, group=tp))
     return Cost.of(*parts)
+
+
+def gemm_cost(m: Num, n: Num, k: Num, *, weight_bytes: float, act_bytes: float, dtype: str, calls: Num = 1.0) -> Cost:
+    """One weight GEMM ``[m, k] x [k, n]`` as :func:`linear_cost` accounts it: ``2 m n k`` FLOPs,
+    the ``k n`` weights read once, ``m k`` activations in and ``m n`` out."""
+    return Cost.of(Part("gemm", "gemm", dtype=dtype, flops=2.0 * m * n * k * calls,
+                        hbm_bytes=(k * n * weight_bytes + (m * k + m * n) * act_bytes) * calls, launches=calls))
+
+
+def allreduce_cost(tp: int, elements: Num, bytes_per_elem: float, calls: Num = 1.0) -> Cost:
+    """``calls`` ring all-reduces of ``elements`` per GPU over ``tp`` GPUs, as :func:`linear_cost`
+    accounts them: each GPU sends ``2 (tp-1)/tp`` of the buffer (Megatron-LM; nccl-tests busbw)."""
+    ring = 2.0 * (tp - 1) / tp * elements * bytes_per_elem
+    return Cost.of(Part("allreduce", "collective", device="link", link_bytes=ring * calls, launches=calls, group=tp))
 
 
 def step_overhead_cost() -> Cost:

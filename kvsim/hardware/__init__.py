@@ -7,6 +7,8 @@ Layout (all under this directory):
 * ``links/*.yaml``    one :class:`LinkSpec` each (PCIe generations, NVLink)
 * ``systems/*.yaml``  one :class:`SystemSpec` each: what ``--hw NAME`` resolves to
 * ``efficiency/default.yaml``  default :class:`Efficiencies` (measured fractions, SPECS.md)
+* ``profiles/*.yaml``  one :class:`ProfileSpec` each: efficiencies (and all-reduce costs) of a
+  system fitted on measured kernels; a system with a profile uses it instead of the defaults
 
 ``--hw`` also accepts a path to a user YAML file of kind ``system`` or ``gpu``.
 """
@@ -21,17 +23,20 @@ from kvsim.catalog import canonical_names, load_catalog, lookup, spec_key
 from kvsim.errors import SpecError, unknown_name
 from kvsim.hardware.spec import (
     OP_CLASSES,
+    AllReduceFit,
     Efficiencies,
     GPUSpec,
     HostSpec,
     LinkSpec,
     OpEfficiency,
+    ProfileSpec,
     SystemSpec,
 )
 from kvsim.specbase import read_yaml, validate_dict
 
 HW_DIR = Path(__file__).parent
-_KINDS = {"gpu": (GPUSpec, "gpus"), "host": (HostSpec, "hosts"), "link": (LinkSpec, "links"), "system": (SystemSpec, "systems")}
+_KINDS = {"gpu": (GPUSpec, "gpus"), "host": (HostSpec, "hosts"), "link": (LinkSpec, "links"), "system": (SystemSpec, "systems"),
+          "profile": (ProfileSpec, "profiles")}
 
 __all__ = [
     "System",
@@ -45,6 +50,9 @@ __all__ = [
     "LinkSpec",
     "SystemSpec",
     "OP_CLASSES",
+    "AllReduceFit",
+    "ProfileSpec",
+    "profile_of",
 ]
 
 
@@ -89,6 +97,8 @@ class System:
     gpu_host_link: LinkSpec
     gpu_gpu_link: LinkSpec
     eff: Efficiencies
+    allreduce: tuple[AllReduceFit, ...] = ()  # measured all-reduce costs (empty: the link's datasheet)
+    calibration: str = "datasheet"  # "datasheet", or "measured: <profile source>"
 
     @property
     def host_dram_bw_bytes_per_s(self) -> float:
@@ -106,6 +116,19 @@ class System:
     def with_efficiencies(self, eff: Efficiencies) -> "System":
         return replace(self, eff=eff)
 
+    @property
+    def nvlink_peers(self) -> bool:
+        """GPUs talk over NVLink/NVSwitch (not only PCIe)."""
+        return self.gpu_gpu_link.link_type == "nvlink"
+
+
+def profile_of(system_name: str) -> ProfileSpec | None:
+    """The shipped measured profile of a system, if any."""
+    for p in {id(v): v for v in catalog("profile").values()}.values():
+        if spec_key(p.system) == spec_key(system_name):  # type: ignore[attr-defined]
+            return p  # type: ignore[return-value]
+    return None
+
 
 def _resolve(spec: SystemSpec, gpu: GPUSpec | None = None) -> System:
     gpu = gpu or get("gpu", spec.gpu)
@@ -119,6 +142,14 @@ def _resolve(spec: SystemSpec, gpu: GPUSpec | None = None) -> System:
             eff = eff.with_overrides(gpu.efficiency, source=f"{gpu.name} overrides")
         except ValueError as err:
             raise SpecError(f"GPU spec {gpu.name}: efficiency: {err}") from None
+    # a shipped profile measures the shipped GPU: a user's own GPU file gets none
+    shipped_gpu = catalog("gpu").get(spec_key(spec.gpu))
+    profile = profile_of(spec.name) if shipped_gpu is gpu else None
+    allreduce: tuple[AllReduceFit, ...] = ()
+    calibration = "datasheet"
+    if profile is not None:
+        eff = eff.with_overrides(profile.efficiency, source=f"profile {profile.name}: {profile.source}")
+        allreduce, calibration = tuple(profile.allreduce), f"measured: {profile.source} ({profile.date})"
     return System(
         name=spec.name,
         spec=spec,
@@ -130,6 +161,8 @@ def _resolve(spec: SystemSpec, gpu: GPUSpec | None = None) -> System:
         gpu_host_link=host_link,
         gpu_gpu_link=peer,
         eff=eff,
+        allreduce=allreduce,
+        calibration=calibration,
     )
 
 

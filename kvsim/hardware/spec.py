@@ -65,7 +65,7 @@ class GPUSpec(Strict):
     host_link: str = Field(description="name of the link spec to the host (PCIe generation)")
     peer_link: str | None = Field(None, description="name of the GPU-GPU link spec, if any")
     price: Price | None = None
-    efficiency: dict[str, dict[str, Float]] = Field(
+    efficiency: dict[str, dict[str, Float | None]] = Field(
         default_factory=dict, description="per-op-class overrides of the default efficiencies"
     )
     source: str
@@ -111,11 +111,38 @@ class OpEfficiency(Strict):
     compute: fraction of peak FLOP/s reached by large kernels of this class.
     memory: fraction of peak bandwidth (HBM for GPU ops, DRAM for cpu ops, link for pcie/collective).
     overhead_s: fixed seconds per launch (kernel launch, synchronization, round trip).
+    blend: how a part's resource times combine: ``None`` takes their maximum (the classic
+        roofline); a number ``p >= 1`` takes their p-norm ``(sum t_r^p)^(1/p)``, which is the
+        sum at ``p = 1`` and tends to the maximum as ``p`` grows: the slow memory-to-compute
+        transition measured GEMMs and attention kernels show near the ridge point.
+    tile_s: fixed seconds per work tile (``Part.tiles``): per-tile setup, softmax rescaling
+        and output writes that do not scale with FLOPs or bytes.
+    wave_tiles_per_sm: the wave floor: a call with ``tiles`` tiles on a GPU of ``S`` SMs runs
+        its FLOPs no faster than ``max(1, S * wave_tiles_per_sm / tiles)`` times the full-GPU
+        time (too few tiles leave SMs idle). ``None``: no floor.
     """
 
     compute: Fraction01
     memory: Fraction01
     overhead_s: Seconds
+    blend: number(float, 1, 64) | None = None
+    tile_s: Seconds = 0.0
+    wave_tiles_per_sm: number(float, 0, 64, lo_open=True) | None = None
+
+
+class AllReduceFit(Strict):
+    """Measured all-reduce cost of one algorithm at one group size on one system.
+
+    A call on a message of ``M`` bytes per GPU takes ``latency_s + ring_bytes / bus_bw`` with
+    ``ring_bytes = 2 (g-1)/g * M`` (NCCL's bus-bandwidth convention, nccl-tests
+    doc/PERFORMANCE.md). ``custom``: vLLM's custom all-reduce (one-/two-shot over NVLink
+    P2P, used under CUDA graphs for messages up to ``max_message_bytes``); ``nccl``: NCCL."""
+
+    algo: Literal["custom", "nccl"]
+    group: GpuCount
+    latency_s: Seconds
+    bus_bw_bytes_per_s: BytesPerS
+    max_message_bytes: Bytes | None = Field(None, description="custom only: largest message it handles")
 
 
 class Efficiencies(Strict):
@@ -162,3 +189,29 @@ class SystemSpec(Strict):
     gpu_host_link: str | None = Field(None, description="defaults to the GPU's host_link")
     gpu_gpu_link: str | None = Field(None, description="defaults to the GPU's peer_link, else host link")
     source: str
+
+
+class MeasuredError(Strict):
+    """Error of a profile against measured kernels of one op class (fractions, not %)."""
+
+    rows: number(int, 0, 10**9)
+    median_abs: number(float, 0, 100)
+    p90_abs: number(float, 0, 100)
+    bias: number(float, -100, 100)
+    protocol: str = Field(description="'held-out ...' or 'in-sample', and on which rows")
+
+
+class ProfileSpec(Strict):
+    """Efficiencies of one system measured on real kernels: replaces the datasheet defaults.
+
+    ``kvsim validate kernels --fit --write`` writes these from the measured kernel tables."""
+
+    kind: Literal["profile"] = "profile"
+    name: str
+    aliases: list[str] = []
+    system: str = Field(description="the system (node) these measurements are of")
+    efficiency: dict[str, dict[str, Float | None]] = Field(default_factory=dict)
+    allreduce: list[AllReduceFit] = []
+    measured_error: dict[str, MeasuredError] = Field(default_factory=dict)
+    source: str
+    date: str

@@ -1,0 +1,99 @@
+"""``kvsim validate kernels``: kvsim's GPU cost model against measured GPU kernels."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kvsim.commands.common import print_json
+from kvsim.errors import ConfigError
+
+
+class Protocol(str, Enum):
+    current = "current"
+    held_out = "held-out"
+    leave_one_gpu_out = "leave-one-gpu-out"
+    datasheet = "datasheet"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _table(rows: list[dict], max_median: float, max_p90: float) -> None:
+    # lazy: CLI start-up (rich only when printing)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=rows[0]["protocol"] if len({r["protocol"] for r in rows}) == 1 else None, show_lines=False)
+    for col in ("system", "op", "rows", "median |err|", "p90 |err|", "bias", "L2-resident rows (apart)", "ok"):
+        t.add_column(col, justify="right" if col not in ("system", "op") else "left", overflow="fold")
+    for r in rows:
+        if not r["rows"]:
+            t.add_row(r["system"], r["op"], "0", "-", "-", "-", "-", "-")
+            continue
+        l2 = r.get("l2_resident")
+        l2s = f"{l2['rows']}: median {_pct(l2['median_abs'])}" if l2 else "-"
+        ok = r["median_abs"] <= max_median and r["p90_abs"] <= max_p90
+        t.add_row(r["system"], r["op"], str(r["rows"]), _pct(r["median_abs"]), _pct(r["p90_abs"]), f"{r['bias'] * 100:+.1f}%",
+                  l2s, "yes" if ok else "NO")
+    Console(width=max(100, Console().width)).print(t)
+
+
+def kernels_cmd(
+    protocol: Annotated[Protocol, typer.Option("--protocol", help="current: the shipped model (in-sample where profiled); "
+                                               "held-out: fit on half the shapes, report the other half; "
+                                               "leave-one-gpu-out: fit shared defaults on 3 GPUs, predict the 4th from its datasheet; "
+                                               "datasheet: defaults fitted on all 4, predict B200")] = Protocol.current,
+    hw: Annotated[list[str] | None, typer.Option("--hw", help="systems to check (repeatable; default: all with tables)")] = None,
+    max_median: Annotated[float, typer.Option("--max-median", min=0, help="threshold on median |error| per system and op (fraction)")] = 0.10,
+    max_p90: Annotated[float, typer.Option("--max-p90", min=0, help="threshold on p90 |error| (fraction)")] = 0.25,
+    write_profiles: Annotated[Path | None, typer.Option("--write-profiles", help="held-out only: fit on all rows and write one "
+                                                        "profile YAML per system into this directory (maintainers)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print machine-readable JSON")] = False,
+) -> None:
+    """GPU cost model vs measured kernels (GEMM, attention, all-reduce; NVIDIA aiconfigurator-core tables).
+
+    Exits 1 when any system and op is beyond --max-median or --max-p90."""
+    # lazy: CLI start-up (scipy, the tables)
+    from kvsim.validate import kernel_report as kr
+    from kvsim.validate.kernel_tables import FITTED_TABLES, SYSTEM_OF_TABLE, table_of_system
+
+    tables = [table_of_system(h) for h in hw] if hw else list(SYSTEM_OF_TABLE)
+    if write_profiles is not None and protocol is not Protocol.held_out:
+        raise ConfigError("--write-profiles needs --protocol held-out (profiles carry their held-out error)")
+    if protocol is Protocol.current:
+        rows = kr.current(tables)
+    elif protocol is Protocol.held_out:
+        fitted = [t for t in tables if t in FITTED_TABLES]
+        if not fitted:
+            raise ConfigError(f"held-out fits only the profiled GPUs ({', '.join(SYSTEM_OF_TABLE[t] for t in FITTED_TABLES)})")
+        rows, full = kr.held_out(fitted)
+        if write_profiles is not None:
+            # lazy: only when writing
+            from kvsim.validate.kernel_profiles import write_profile
+
+            for ts in fitted:
+                path = write_profile(write_profiles, ts, *full[ts], [r for r in rows if r["table"] == ts])
+                typer.echo(f"wrote {path}", err=True)
+    elif protocol is Protocol.leave_one_gpu_out:
+        fitted = [t for t in tables if t in FITTED_TABLES]
+        if not fitted:
+            raise ConfigError(f"leave-one-GPU-out predicts one of {', '.join(SYSTEM_OF_TABLE[t] for t in FITTED_TABLES)}")
+        rows = kr.leave_one_gpu_out(fitted)
+    else:
+        rows = kr.datasheet_only([t for t in tables if t not in FITTED_TABLES] or tables)
+    bad = [r for r in rows if r["rows"] and (r["median_abs"] > max_median or r["p90_abs"] > max_p90)]
+    if as_json:
+        print_json({"protocol": protocol.value, "max_median": max_median, "max_p90": max_p90, "rows": rows,
+                    "beyond_threshold": len(bad)})
+    else:
+        _table(rows, max_median, max_p90)
+        if bad:
+            typer.echo(f"{len(bad)} of {len(rows)} (system, op) results beyond median {_pct(max_median)} / p90 {_pct(max_p90)}",
+                       err=True)
+    if bad:
+        raise typer.Exit(1)

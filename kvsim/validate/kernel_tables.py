@@ -1,0 +1,87 @@
+"""Measured GPU kernel latencies shipped with kvsim (an extract of NVIDIA's aiconfigurator-core).
+
+``kvsim/validate/data/gpu_kernels/<table system>/<op>.csv.gz``; provenance, license and the
+meaning of every column in ``PROVENANCE.md`` next to them (written by
+``tools/extract_gpu_kernels.py``). Read with the standard library: no pandas, no pyarrow.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from kvsim.errors import ConfigError
+
+TABLE_DIR = Path(__file__).parent / "data" / "gpu_kernels"
+
+#: measured system in the tables -> the kvsim system (node) it was measured on
+SYSTEM_OF_TABLE = {
+    "a100_sxm": "a100-80g",
+    "h100_sxm": "h100",
+    "h200_sxm": "h200",
+    "l40s": "l40s",
+    "b200_sxm": "b200",
+}
+#: systems kvsim fits profiles on; the others are datasheet-only checks
+FITTED_TABLES = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s")
+
+#: op class reported -> table file
+OP_FILES = {
+    "gemm": "gemm",
+    "attn_prefill": "context_attention",
+    "attn_decode": "generation_attention",
+    "allreduce": "allreduce",
+}
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """One measured op class on one system: column name -> array, and ``latency_s``."""
+
+    table_system: str
+    op: str
+    columns: dict[str, np.ndarray]
+
+    @property
+    def latency_s(self) -> np.ndarray:
+        return self.columns["latency_ms"] * 1e-3
+
+    def __len__(self) -> int:
+        return len(self.columns["latency_ms"])
+
+    def subset(self, mask: np.ndarray) -> "KernelTable":
+        return KernelTable(self.table_system, self.op, {k: v[mask] for k, v in self.columns.items()})
+
+
+@lru_cache(maxsize=None)
+def load_table(table_system: str, op: str) -> KernelTable:
+    """The measured rows of ``op`` (a key of :data:`OP_FILES`) on ``table_system``."""
+    if table_system not in SYSTEM_OF_TABLE:
+        raise ConfigError(f"no measured kernel table for '{table_system}' (choices: {', '.join(SYSTEM_OF_TABLE)})")
+    if op not in OP_FILES:
+        raise ConfigError(f"unknown op class '{op}' (choices: {', '.join(OP_FILES)})")
+    path = TABLE_DIR / table_system / f"{OP_FILES[op]}.csv.gz"
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = list(reader)
+    columns: dict[str, np.ndarray] = {}
+    for j, name in enumerate(header):
+        values = [r[j] for r in rows]
+        columns[name] = np.array(values) if name == "algo" else np.array(values, dtype=np.float64)
+    return KernelTable(table_system, op, columns)
+
+
+def table_of_system(name: str) -> str:
+    """Table system of a kvsim system name or table name (``a100-80g`` or ``a100_sxm``)."""
+    if name in SYSTEM_OF_TABLE:
+        return name
+    for table, system in SYSTEM_OF_TABLE.items():
+        if system == name:
+            return table
+    raise ConfigError(f"no measured kernel table for '{name}' (choices: {', '.join(SYSTEM_OF_TABLE.values())})")

@@ -96,12 +96,20 @@ def test_e2e_tiny_runs(tmp_path, quick_results):
 
 @pytest.mark.slow
 def test_e2e_quick_cli(tmp_path):
-    """`kvsim validate e2e --quick` end to end (calibrates first, ~30 s on 2 cores)."""
-    out = tmp_path / "e2e.json"
-    r = CliRunner().invoke(app, ["e2e", "--quick", "--out", str(out)])
+    """`kvsim validate e2e --quick` end to end (calibrates first, ~30 s on 2 cores); its --write-logs files replay
+    through `kvsim validate replay` to the measured and simulated numbers e2e itself reports."""
+    out, logs = tmp_path / "e2e.json", tmp_path / "logs"
+    r = CliRunner().invoke(app, ["e2e", "--quick", "--out", str(out), "--write-logs", str(logs)])
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert data["heldout"]["real"]["tbt_s"]["n"] > 0
+    for name in ("requests.jsonl", "requests.csv", "bench.json"):
+        r = CliRunner().invoke(app, ["replay", str(logs / name), "--meta", str(logs / "meta.json"), "--json"])
+        assert r.exit_code in (0, 3), r.output  # 3: beyond tolerance (a contended CI machine), still a full report
+        rep = json.loads(r.output)
+        for side, key in (("real", "measured"), ("sim", "predicted")):
+            assert rep["metrics"]["ttft_s"][key]["mean"] == pytest.approx(data["all"][side]["ttft_s"]["mean"], rel=1e-6)
+            assert rep["metrics"]["itl_s"][key]["p50"] == pytest.approx(data["all"][side]["tbt_s"]["p50"], rel=1e-6)
 
 
 def test_model_decode_matches_prefill():

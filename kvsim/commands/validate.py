@@ -1,4 +1,4 @@
-"""``kvsim validate run|calibrate|compare|e2e|papers``: how far to trust the cost model.
+"""``kvsim validate run|calibrate|compare|e2e|papers|replay``: how far to trust the cost model.
 
 Importing this module imports neither torch nor scipy: each command imports what it needs.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from typing import Annotated
 import typer
 
 from kvsim.commands.common import fmt_s, print_json
+from kvsim.commands.validate_replay import replay_cmd
 from kvsim.errors import ConfigError
 
 app = typer.Typer(help="microbenchmarks, calibration and accuracy of the cost model (torch for run/calibrate/e2e)",
@@ -328,10 +330,17 @@ def e2e_cmd(
     trace: Annotated[str, typer.Option("--trace", help="trace name or file")] = "azure-conv",
     threads: ThreadsOpt = None,
     wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    write_logs: Annotated[str | None, typer.Option("--write-logs", help="also write the loop's per-request log (vLLM stats JSONL/CSV, bench JSON) + meta for `validate replay` here")] = None,
 ) -> None:
     """Replay a trace through a real torch serving loop and through kvsim's simulator; compare TTFT/TBT."""
     _check_device(device, "e2e")
     _check_outputs(out if out is not None else "kvsim-validate-e2e.json", [], False)
+    if write_logs is not None:
+        # lazy: CLI start-up
+        from kvsim.commands.validate_replay import LOOP_LOG_FILES
+        from kvsim.fileio import check_tree
+
+        check_tree(write_logs, LOOP_LOG_FILES, flag="--write-logs")
     if save_calibration_to is not None:
         # lazy: CLI start-up
         from kvsim.fileio import check_output_file
@@ -364,7 +373,8 @@ def e2e_cmd(
     if cal is not None:
         if not cal.hw:
             raise ConfigError(f"{calibration}: has no 'hw' (the local spec it was fitted against); re-run kvsim validate calibrate")
-        system = e2e.system_from_calibration(cal, Path(calibration).parent / cal.hw, calibration)
+        hw_file = Path(calibration).parent / cal.hw
+        system = e2e.system_from_calibration(cal, hw_file, calibration)
         origin = calibration
     else:
         typer.echo("calibrating this machine first (quick fp32 kernels)...")
@@ -376,6 +386,7 @@ def e2e_cmd(
                              log=lambda s: None, dtypes=["fp32"])
         cal, _, system = make_calibration(res, "fp32")
         origin = "on-the-fly quick calibration"
+        hw_file = None
     r = e2e.run_e2e(model, system, cfg, log=typer.echo, calibration_origin=origin)
     r["command"] = "kvsim validate " + " ".join(_argv_after("validate") or ["e2e"])
     path = Path(out or "kvsim-validate-e2e.json")
@@ -386,6 +397,16 @@ def e2e_cmd(
         e2e.save_json(r, tmp)
     _print_e2e(r)
     typer.echo(f"wrote {path}")
+    if write_logs is not None:
+        # lazy: CLI start-up
+        from kvsim.commands.validate_replay import write_loop_logs
+
+        hw_text = None
+        if hw_file is None:
+            with tempfile.TemporaryDirectory() as d:
+                hw_text = _write_hw(res, Path(d) / "hw.yaml").read_text(encoding="utf-8")
+        cal_log = e2e.calibration_with_step(cal, r["step_overhead_fit_s"], f"kvsim validate e2e ({path.name}, first half of its steps)")
+        typer.echo(f"wrote {', '.join(str(p) for p in write_loop_logs(write_logs, r, cfg, cal_log, hw_file, hw_text))}")
     if save_calibration_to:
         # lazy: CLI start-up
         from kvsim.costmodel.calibration import save_calibration
@@ -418,6 +439,9 @@ def _print_e2e(r: dict) -> None:
                     continue
                 t.add_row(metric[:-2].upper(), k, f"{rv * 1e3:.1f} ms", f"{sv * 1e3:.1f} ms", f"{(sv / rv - 1) * 100:+.1f}%")
         con.print(t)
+
+
+app.command("replay")(replay_cmd)
 
 
 @app.command("papers")

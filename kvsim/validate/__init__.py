@@ -7,7 +7,9 @@
 * :mod:`kvsim.validate.compare` reports predicted vs measured per kernel, before and after;
 * :mod:`kvsim.validate.e2e` replays a trace through a real torch serving loop and through
   ``kvsim.sim.replica.simulate``;
-* :mod:`kvsim.validate.papers` reproduces published measurements (no torch).
+* :mod:`kvsim.validate.papers` reproduces published measurements (no torch);
+* :mod:`kvsim.validate.replay` replays a real serving run's per-request log (read by the
+  ``runlog*`` modules) through the simulator and states the error per metric (no torch).
 
 Only the benchmark, fit and e2e modules import torch / scipy, and only inside functions or
 in modules imported by those commands: ``import kvsim.validate`` stays light.

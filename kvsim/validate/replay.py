@@ -1,0 +1,180 @@
+"""``kvsim validate replay``: a real serving run's per-request log vs kvsim's simulation of it.
+
+The log's requests (arrival times, prompt and output token counts) are replayed through
+:func:`kvsim.sim.replica.simulate` (Full KV; the run's engine settings, see
+:mod:`kvsim.validate.replay_settings`), and four latency metrics are compared on the
+requests both sides completed (definitions of vLLM ``vllm/benchmarks/serve.py``
+``calculate_metrics`` and :mod:`kvsim.sim.metrics`):
+
+* TTFT = first token - arrival; E2E = last token - arrival (per request);
+* TPOT = (last token - first token) / (output tokens - 1), per request with >= 2 output tokens;
+* ITL = every interval between consecutive tokens, pooled over the requests whose log has
+  usable per-token times (the same requests on both sides).
+
+Each gets mean, p50, p90, p99 (numpy's linear percentiles, as vLLM's benchmark) measured and
+predicted, and the signed relative error ``predicted / measured - 1`` (positive: kvsim
+predicts slower than the run). The *checked* statistics (default mean and p50 of each
+metric; tails are noisy on small runs) pass when ``|error| <= tolerance``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from kvsim.costmodel.deployment import build_deployment
+from kvsim.errors import TraceError
+from kvsim.jsonutil import json_default
+from kvsim.methods import make_method
+from kvsim.sim.config import SimConfig
+from kvsim.sim.replica import simulate
+from kvsim.sim.request import RequestStatus
+from kvsim.traces.base import Trace
+from kvsim.validate.replay_settings import EngineSettings
+from kvsim.validate.runlog import RunLog
+from kvsim.validate.runlog_bench import is_bench_result, read_bench_log
+from kvsim.validate.runlog_stats import read_stats_log
+
+FORMATS = ("auto", "jsonl", "csv", "bench")
+METRICS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
+STATS = ("mean", "p50", "p90", "p99")
+DEFAULT_CHECK = ("mean", "p50")
+DEFAULT_TOLERANCE = 0.25
+KIND = "kvsim-validate-replay"
+
+
+def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: bool = False) -> RunLog:
+    """Read a per-request log: vLLM stats as JSONL/JSON/CSV, or a ``vllm bench serve`` result JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise TraceError(f"{p}: log file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TraceError(f"{p}: cannot read as UTF-8 text ({str(err).splitlines()[0]})") from None
+    if not text.strip():
+        raise TraceError(f"{p}: empty file")
+    data = None
+    if fmt in ("auto", "bench") and text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+    if fmt == "bench" and not is_bench_result(data):
+        raise TraceError(f"{p}: not a vllm bench serve result JSON (--format bench)")
+    if is_bench_result(data):
+        log = read_bench_log(data, str(p), seed=seed)
+    else:
+        log = read_stats_log(text, str(p), {"auto": "auto", "jsonl": "json", "csv": "csv"}[fmt])
+    if strict and log.bad:
+        kinds = ", ".join(f"{k}: {v}" for k, v in log.bad.items())
+        raise TraceError(f"{p}: {log.n_bad} bad rows ({kinds}); --strict refuses a log with bad rows")
+    return log
+
+
+def simulate_log(log: RunLog, s: EngineSettings):
+    """kvsim's simulation of the log's requests under the run's engine settings (Full KV)."""
+    weight, kv, act = s.kvsim_dtypes()
+    dep = build_deployment(s.hw, s.model, tp=s.tp, weight_dtype=weight, kv_dtype=kv,
+                           gpu_memory_utilization=s.gpu_memory_utilization, calibration=s.calibration)
+    if act is not None:
+        dep = replace(dep, act_dtype=act)
+    trace = Trace(name="replay", arrival_s=log.arrival_s, prompt_tokens=log.prompt_tokens,
+                  output_tokens=log.output_tokens, source=log.source)
+    cfg = SimConfig(max_num_seqs=s.max_num_seqs, max_num_batched_tokens=s.max_num_batched_tokens,
+                    chunked_prefill=s.enable_chunked_prefill, block_size_tokens=s.block_size,
+                    enable_prefix_caching=s.enable_prefix_caching, gpu_memory_utilization=s.gpu_memory_utilization,
+                    record_token_times=True)
+    return simulate(dep, make_method("full", dep), trace, cfg)
+
+
+def latencies(arrival, first, last, output, itl: list, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """TTFT, TPOT, E2E (per request of ``idx``) and pooled ITL (module docstring), seconds."""
+    a, f, e, o = arrival[idx], first[idx], last[idx], output[idx]
+    multi = o >= 2
+    parts = [itl[i] for i in idx if itl[i] is not None]
+    return {"ttft_s": f - a, "tpot_s": (e - f)[multi] / (o[multi] - 1), "e2e_s": e - a,
+            "itl_s": np.concatenate(parts) if parts else np.zeros(0)}
+
+
+def summary(x: np.ndarray) -> dict:
+    """n, mean, p50, p90, p99 (None when empty)."""
+    if x.size == 0:
+        return {"n": 0, **{k: None for k in STATS}}
+    p = np.percentile(x, [50, 90, 99])
+    return {"n": int(x.size), "mean": float(x.mean()), "p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2])}
+
+
+def signed_error(pred: float | None, meas: float | None) -> float | None:
+    """``pred / meas - 1``; None when either is missing or ``meas`` is not positive."""
+    if pred is None or meas is None or not meas > 0:
+        return None
+    return pred / meas - 1.0
+
+
+def compare(log: RunLog, res) -> dict:
+    """Measured vs predicted per metric on the requests the simulation completed."""
+    rec = res.records
+    done = np.flatnonzero(rec.status == RequestStatus.FINISHED)
+    meas = latencies(log.arrival_s, log.first_token_s, log.last_token_s, log.output_tokens, log.itl_s, done)
+    pred_itl = [None if log.itl_s[i] is None else np.diff(np.asarray(rec.token_times[i])) for i in range(len(log))]
+    pred = latencies(rec.arrival_s, rec.first_token_s, rec.finish_s, rec.output_tokens, pred_itl, done)
+    out = {}
+    for m in METRICS:
+        ms, ps = summary(meas[m]), summary(pred[m])
+        out[m] = {"n": ms["n"], "measured": {k: ms[k] for k in STATS}, "predicted": {k: ps[k] for k in STATS},
+                  "error": {k: signed_error(ps[k], ms[k]) for k in STATS}}
+    return out
+
+
+def check(metrics: dict, stats: tuple[str, ...], tolerance: float) -> dict:
+    """Which statistics were checked, which are beyond ``tolerance``, which could not be checked."""
+    checked, failed, unchecked = [], [], []
+    for m in METRICS:
+        for k in stats:
+            name = f"{m[:-2]}.{k}"
+            e = metrics[m]["error"][k]
+            if e is None:
+                unchecked.append(name)
+                continue
+            checked.append(name)
+            if abs(e) > tolerance:
+                failed.append(name)
+    return {"stats": list(stats), "tolerance": tolerance, "checked": checked, "failed": failed, "unchecked": unchecked,
+            "pass": bool(checked) and not failed}
+
+
+def replay(log: RunLog, settings: EngineSettings, origin: dict[str, str] | None = None, *,
+           check_stats: tuple[str, ...] = DEFAULT_CHECK, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """Simulate the log and compare (see the module docstring); a JSON-ready dict without NaN."""
+    res = simulate_log(log, settings)
+    metrics = compare(log, res)
+    s = res.summary
+    notes = list(log.notes)
+    n_rej = int(s["requests_rejected"])
+    if n_rej:
+        notes.append(f"kvsim rejected {n_rej} of {len(log)} requests ({', '.join(f'{k}: {v}' for k, v in s['rejected_reasons'].items())}); "
+                     "they are left out on both sides")
+    if log.bad:
+        notes.append(f"{log.n_bad} bad rows were dropped: the replay lacks their load")
+    if settings.enable_prefix_caching:
+        notes.append("prefix caching: the log has no prompt hashes, so no prompt shares blocks in the replay")
+    return {
+        "kind": KIND,
+        "log": {"source": log.source, "format": log.format, "rows_read": log.rows_read, "requests": len(log),
+                "bad_rows": dict(log.bad), "arrivals": log.synthetic_arrivals or "logged"},
+        "settings": settings.model_dump(), "settings_origin": dict(origin or {}),
+        "sim": {"requests_completed": int(s["requests_completed"]), "requests_rejected": n_rej,
+                "kv_gpu_capacity_bytes": s.get("kv_gpu_capacity_bytes"), "preemptions": int(s["preemptions"])},
+        "metrics": metrics,
+        "check": check(metrics, check_stats, tolerance),
+        "notes": notes,
+    }
+
+
+def to_json_text(result: dict) -> str:
+    """The result as JSON; NaN or infinity anywhere is a bug, so it raises instead of writing them."""
+    return json.dumps(result, indent=1, allow_nan=False, default=json_default) + "\n"

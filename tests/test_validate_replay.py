@@ -1,0 +1,319 @@
+"""kvsim validate replay: log readers, bad-row counts, settings, signed errors, exit codes (torch only where marked)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kvsim.commands.validate import app
+from kvsim.errors import ConfigError, TraceError
+from kvsim.validate import replay as R
+from kvsim.validate import runlog_write as W
+from kvsim.validate.replay_settings import merge_settings, read_meta
+from kvsim.validate.runlog import Rows, build_log
+from kvsim.validate.runlog_bench import synthetic_arrivals
+
+ENGINE = ["--hw", "a100", "--model", "llama-3.1-8b", "--max-num-seqs", "32", "--max-num-batched-tokens", "2048"]
+SETTINGS = {"hw": "a100", "model": "llama-3.1-8b", "max_num_seqs": 32, "max_num_batched_tokens": 2048}
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["replay", *args])
+
+
+@pytest.fixture(scope="module")
+def sim_log():
+    """kvsim's own simulation of 40 synthetic requests (A100, Llama-3.1-8B): arrivals, lengths, token times."""
+    from kvsim.traces import load_trace
+
+    tr = load_trace("synthetic-burstgpt:rate=4,n=40", seed=3)
+    log = build_log(_rows(tr.arrival_s, tr.prompt_tokens, tr.output_tokens), fmt="trace", source="trace")
+    res = R.simulate_log(log, merge_settings(SETTINGS)[0])
+    rec = res.records
+    assert res.summary["requests_rejected"] == 0
+    return rec.arrival_s, rec.prompt_tokens, rec.output_tokens, rec.token_times
+
+
+def _rows(arrival, prompt, output) -> Rows:
+    rows = Rows(read=len(arrival))
+    for a, p, o in zip(arrival, prompt, output):
+        rows.add(float(a), float(a), float(a), int(p), int(o), None)
+    return rows
+
+
+def _write_all(tmp_path, sim_log, t0_s=5000.0):
+    rows = W.stats_rows(*sim_log, t0_s=t0_s)
+    (tmp_path / "r.jsonl").write_text(W.to_jsonl(rows))
+    (tmp_path / "r.csv").write_text(W.to_csv(rows))
+    (tmp_path / "b.json").write_text(json.dumps(W.bench_result(*sim_log, request_rate=4.0)))
+    return rows
+
+
+def test_round_trip_replays_to_zero_error(tmp_path, sim_log):
+    """A log written from kvsim's own simulation replays to ~0 error in all three formats (times shifted by 5000 s)."""
+    _write_all(tmp_path, sim_log)
+    s, origin = merge_settings(SETTINGS)
+    for name, fmt in (("r.jsonl", "vllm-stats-jsonl"), ("r.csv", "vllm-stats-csv"), ("b.json", "vllm-bench-json")):
+        log = R.read_run_log(tmp_path / name)
+        assert log.format == fmt and len(log) == 40 and log.synthetic_arrivals is None
+        out = R.replay(log, s, origin)
+        for m in R.METRICS:
+            assert out["metrics"][m]["n"] > 0
+            for k in R.STATS:
+                assert abs(out["metrics"][m]["error"][k]) < 1e-8, (name, m, k)
+        assert out["check"]["pass"] and len(out["check"]["checked"]) == 8
+        json.loads(R.to_json_text(out))  # allow_nan=False: no NaN/Infinity anywhere
+
+
+def test_ttft_scaled_by_1_2_gives_minus_one_sixth(tmp_path, sim_log):
+    """Every measured TTFT x1.2 (token stream delayed by 0.2 TTFT): TTFT error 1/1.2 - 1 = -16.67% at every statistic,
+    TPOT and ITL unchanged; --tolerance 0.2 passes (exit 0), 0.15 fails (exit 3)."""
+    rows = W.stats_rows(*sim_log, t0_s=5000.0)
+    for r in rows:
+        d = 0.2 * (r["first_token_ts"] - r["queued_ts"])
+        r["first_token_ts"] += d
+        r["last_token_ts"] += d
+        r["token_ts"] = [t + d for t in r["token_ts"]]
+    path = tmp_path / "slow.jsonl"
+    path.write_text(W.to_jsonl(rows))
+    out = R.replay(R.read_run_log(path), merge_settings(SETTINGS)[0])
+    for k in R.STATS:
+        assert out["metrics"]["ttft_s"]["error"][k] == pytest.approx(1 / 1.2 - 1, abs=1e-9)  # -0.1667
+        assert abs(out["metrics"]["tpot_s"]["error"][k]) < 1e-8
+        assert abs(out["metrics"]["itl_s"]["error"][k]) < 1e-8
+    # measured E2E_i = E2E_i + 0.2 TTFT_i, so mean E2E error = E / (E + 0.2 T) - 1 with the predicted means E, T
+    e, t = out["metrics"]["e2e_s"]["predicted"]["mean"], out["metrics"]["ttft_s"]["predicted"]["mean"]
+    assert out["metrics"]["e2e_s"]["error"]["mean"] == pytest.approx(e / (e + 0.2 * t) - 1, abs=1e-9)
+    r = invoke(str(path), *ENGINE, "--check", "mean,p50", "--tolerance", "0.2")
+    assert r.exit_code == 0, r.output
+    assert "-16.7%" in r.output and "PASS" in r.output
+    r = invoke(str(path), *ENGINE, "--check", "mean", "--tolerance", "0.15")
+    assert r.exit_code == 3 and "FAIL: 1 of 4" in r.output  # ttft.mean only: E2E's error is small
+    assert "ttft.mean (-16.7%)" in r.output
+
+
+def test_hand_computed_metrics():
+    """Two requests: TTFT (0.5, 0.2), TPOT of the 3-token one (1.5 - 0.5) / 2 = 0.5, E2E (1.5, 0.2), ITL (0.4, 0.6)."""
+    arrival, first, last = np.array([0.0, 1.0]), np.array([0.5, 1.2]), np.array([1.5, 1.2])
+    lat = R.latencies(arrival, first, last, np.array([3, 1]), [np.array([0.4, 0.6]), None], np.array([0, 1]))
+    assert lat["ttft_s"] == pytest.approx([0.5, 0.2])
+    assert lat["tpot_s"] == pytest.approx([0.5])
+    assert lat["e2e_s"] == pytest.approx([1.5, 0.2])
+    s = R.summary(lat["itl_s"])
+    assert s["mean"] == pytest.approx(0.5) and s["p90"] == pytest.approx(0.58)  # 0.4 + 0.9 * (0.6 - 0.4)
+    assert R.signed_error(0.9, 0.75) == pytest.approx(0.2)  # 0.9 / 0.75 - 1
+    assert R.signed_error(0.9, 0.0) is None and R.signed_error(None, 1.0) is None
+    chk = R.check({m: {"error": {"mean": e, "p50": None}} for m, e in zip(R.METRICS, (0.1, -0.3, None, 0.25))},
+                  ("mean", "p50"), 0.25)
+    assert chk["checked"] == ["ttft.mean", "tpot.mean", "e2e.mean"] and chk["failed"] == ["tpot.mean"]  # |-0.3| > 0.25
+    assert not chk["pass"] and "itl.mean" in chk["unchecked"]
+
+
+GOOD = {"queued_ts": 10.0, "first_token_ts": 10.5, "last_token_ts": 11.0, "num_prompt_tokens": 100,
+        "num_generation_tokens": 5}
+BAD_ROWS = [
+    ("unparseable", "this is not json"),
+    ("missing_field", {k: v for k, v in GOOD.items() if k != "last_token_ts"}),
+    ("missing_field", {k: v for k, v in GOOD.items() if k != "num_prompt_tokens"}),
+    ("not_a_number", {**GOOD, "first_token_ts": "soon"}),
+    ("bad_time", {**GOOD, "first_token_ts": float("nan")}),
+    ("bad_time", {**GOOD, "queued_ts": -1.0}),
+    ("failed_request", {**GOOD, "finish_reason": "abort"}),
+    ("bad_token_count", {**GOOD, "num_generation_tokens": 2.5}),
+    ("zero_prompt_tokens", {**GOOD, "num_prompt_tokens": 0}),
+    ("zero_output_tokens", {**GOOD, "num_generation_tokens": 0}),
+    ("first_token_before_arrival", {**GOOD, "first_token_ts": 9.0}),
+    ("last_token_before_first_token", {**GOOD, "last_token_ts": 10.2}),
+]
+
+
+def test_each_bad_row_kind_is_counted(tmp_path):
+    """Each bad row counts once under its kind; good rows are kept; --strict refuses the log with one line."""
+    lines = [json.dumps(GOOD), json.dumps({**GOOD, "queued_ts": 12.0, "first_token_ts": 12.5, "last_token_ts": 13.0})]
+    lines += [r if isinstance(r, str) else json.dumps(r) for _, r in BAD_ROWS]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    log = R.read_run_log(path)
+    want: dict[str, int] = {}
+    for kind, _ in BAD_ROWS:
+        want[kind] = want.get(kind, 0) + 1
+    assert log.bad == want and log.n_bad == 12 and len(log) == 2 and log.rows_read == 14
+    assert log.arrival_s.tolist() == [0.0, 2.0] and log.first_token_s.tolist() == [0.5, 2.5]
+    with pytest.raises(TraceError, match="12 bad rows .*--strict"):
+        R.read_run_log(path, strict=True)
+    r = invoke(str(path), *ENGINE, "--strict")
+    assert r.exit_code == 1
+
+
+def test_bench_bad_rows_and_refusals(tmp_path):
+    """bench JSON: a failed request (error text) and a zero-output one are counted; files without per-request
+    lists, or with max_concurrency and no start_times, are refused."""
+    b = W.bench_result([0.0, 0.1, 0.2], [10, 20, 30], [2, 2, 2], [[0.5, 0.6], [0.7, 0.8], [0.9, 1.0]], request_rate=10.0)
+    b["errors"][1] = "HTTP 500"
+    b["output_lens"][2] = 0
+    p = tmp_path / "b.json"
+    p.write_text(json.dumps(b))
+    log = R.read_run_log(p)
+    assert log.bad == {"failed_request": 1, "zero_output_tokens": 1} and len(log) == 1
+    assert log.first_token_s.tolist() == [0.5] and log.last_token_s.tolist() == [0.6]
+    for drop, needle in (({"input_lens"}, "--save-detailed"), ({"start_times"}, None)):
+        d = {k: v for k, v in b.items() if k not in drop}
+        d["max_concurrency"] = 4 if needle is None else None
+        p.write_text(json.dumps(d))
+        with pytest.raises(TraceError, match=needle or "max_concurrency 4"):
+            R.read_run_log(p)
+
+
+def test_synthetic_arrivals():
+    """vLLM's get_request rule: constant gaps 1/rate for burstiness inf (rate 2: 0.5, 1.0, 1.5, 2.0); Gamma gaps
+    rescaled so the last request goes at n/rate; rate inf: all at 0."""
+    assert synthetic_arrivals(4, 2.0, math.inf, 0).tolist() == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    t = synthetic_arrivals(100, 5.0, 0.5, seed=7)
+    assert t[-1] == pytest.approx(100 / 5.0) and np.all(np.diff(t) >= 0)
+    assert not np.array_equal(t, synthetic_arrivals(100, 5.0, 0.5, seed=8))
+    assert synthetic_arrivals(3, math.inf, 1.0, 0).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_bench_without_start_times_says_arrivals_are_synthetic(tmp_path, sim_log):
+    """Without start_times the arrivals are regenerated from request_rate with --arrival-seed, and the output says so."""
+    b = W.bench_result(*sim_log, request_rate=4.0, start_times=False)
+    p = tmp_path / "b.json"
+    p.write_text(json.dumps(b))
+    log = R.read_run_log(p, seed=5)
+    assert log.synthetic_arrivals.startswith("synthetic: regenerated from request_rate 4/s") and "seed 5" in log.synthetic_arrivals
+    assert log.arrival_s[-1] == pytest.approx(40 / 4.0 - synthetic_arrivals(40, 4.0, 1.0, 5)[0])  # shifted to 0
+    r = invoke(str(p), *ENGINE, "--arrival-seed", "5", "--tolerance", "100")
+    assert r.exit_code == 0, r.output
+    assert "arrivals synthetic" in r.output
+
+
+def test_itl_mismatch_and_clock_mismatch(tmp_path):
+    """Per-token times that do not match the token count drop that request from ITL (noted); wall-clock arrival_time
+    with monotonic first_token_ts is refused with one line."""
+    rows = [{**GOOD, "token_ts": [10.5, 10.6, 10.7, 10.9, 11.0]},
+            {**GOOD, "queued_ts": 20.0, "first_token_ts": 20.5, "last_token_ts": 21.0, "token_ts": [20.5, 21.0]}]
+    p = tmp_path / "itl.jsonl"
+    p.write_text(W.to_jsonl(rows))
+    log = R.read_run_log(p)
+    assert log.itl_s[0].tolist() == pytest.approx([0.1, 0.1, 0.2, 0.1]) and log.itl_s[1] is None
+    assert any("ITL: 1 of 2" in n for n in log.notes)
+    wall = [{**{k: v for k, v in GOOD.items() if k != "queued_ts"}, "arrival_time": 1.7e9 + i} for i in range(3)]
+    p.write_text(W.to_jsonl(wall))
+    with pytest.raises(TraceError, match="wall clock"):
+        R.read_run_log(p)
+
+
+def test_settings_merge_and_meta_errors(tmp_path):
+    """Flags override meta, meta overrides defaults; vLLM aliases and dtype names map; unknown keys and missing
+    required settings are one-line errors; relative paths resolve against the meta file's folder."""
+    (tmp_path / "my.yaml").write_text("x: 1\n")
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"hw": "my.yaml", "model": "llama-3.1-8b", "tensor_parallel_size": 2, "max_num_seqs": 8,
+                                "max_num_batched_tokens": 512, "dtype": "float32"}))
+    m = read_meta(meta)
+    assert m["hw"] == str(tmp_path / "my.yaml") and m["tp"] == 2
+    s, origin = merge_settings({"max_num_seqs": 16, "block_size": None}, m)
+    assert s.max_num_seqs == 16 and origin["max_num_seqs"] == "flag" and origin["tp"] == "meta"
+    assert origin["block_size"] == "default" and s.block_size == 16
+    assert s.kvsim_dtypes() == ("fp32", "fp32", "fp32")  # vLLM dtype is the model dtype; KV auto follows it
+    meta.write_text(json.dumps({"hw": "a100", "max_seqs": 8}))
+    with pytest.raises(ConfigError, match="unknown key 'max_seqs'"):
+        read_meta(meta)
+    with pytest.raises(ConfigError, match="missing max_num_seqs, max_num_batched_tokens"):
+        merge_settings({"hw": "a100", "model": "llama-3.1-8b"})
+    with pytest.raises(ConfigError, match="max_num_seqs"):
+        merge_settings({**SETTINGS, "max_num_seqs": 0})
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--hw", "a100"], "missing model, max_num_seqs"),
+    ([*ENGINE, "--check", "p75"], "--check: unknown statistic p75"),
+    ([*ENGINE, "--meta", "/nonexistent.json"], "--meta /nonexistent.json: file not found"),
+    ([*ENGINE, "--format", "bench"], "not a vllm bench serve result"),
+    (["--hw", "a1000", "--model", "llama-3.1-8b", "--max-num-seqs", "4", "--max-num-batched-tokens", "64"], "unknown hardware"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, args, needle):
+    """Bad input: exit 1 with one 'error:' line (the kvsim entry point), no traceback."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "r.jsonl"
+    p.write_text(json.dumps(GOOD) + "\n")
+    r = subprocess.run([sys.executable, "-m", "kvsim", "validate", "replay", str(p), *args], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_out_never_overwrites_user_files(tmp_path, sim_log):
+    """--out writes the JSON result (no NaN); refuses the log itself and a file it did not write (unless --force)."""
+    _write_all(tmp_path, sim_log)
+    log, out = tmp_path / "r.jsonl", tmp_path / "res.json"
+    r = invoke(str(log), *ENGINE, "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert data["kind"] == R.KIND and json.loads(r.output)["metrics"] == data["metrics"]
+    assert invoke(str(log), *ENGINE, "--out", str(out)).exit_code == 0  # its own earlier result: replaced
+    before = log.read_text()
+    r = invoke(str(log), *ENGINE, "--out", str(log), "--force")
+    assert r.exit_code == 1 and log.read_text() == before
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "data"}')
+    r = invoke(str(log), *ENGINE, "--out", str(mine))
+    assert r.exit_code == 1 and mine.read_text() == '{"my": "data"}'
+    assert invoke(str(log), *ENGINE, "--out", str(mine), "--force").exit_code == 0
+
+
+def test_torch_loop_logs_replay(tmp_path):
+    """The CPU torch serving loop's requests, written in both formats, read back to the loop's own times and
+    replay to the same prediction in all of them (committed CPU calibration, tiny-llama)."""
+    pytest.importorskip("torch")
+    from kvsim.commands.validate import COMMITTED
+    from kvsim.validate.e2e_loop import TinyLlama, serve
+    from kvsim.validate.models import TINY, resolve_model
+
+    model = resolve_model("tiny-llama")
+    arrival, prompt, output = np.array([0.0, 0.02, 0.05, 0.3]), np.array([24, 40, 16, 32]), np.array([4, 3, 5, 2])
+    tm = TinyLlama(model, max_seqs=4, max_len=64, seed=0)
+    loop = serve(tm, arrival, prompt, output, max_num_seqs=4)
+    cal = str(COMMITTED) + ".calibration.yaml"
+    meta = {"hw": str(COMMITTED) + ".hw.yaml", "model": str(TINY), "max_num_seqs": 4, "max_num_batched_tokens": 4 * 65,
+            "enable_prefix_caching": False, "dtype": "fp32", "calibration": cal}
+    files = W.log_files(loop.arrival_s, loop.prompt_tokens, loop.output_tokens, loop.token_times, meta, t0_s=100.0,
+                        request_rate=10.0)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    ttft = [tt[0] - a for tt, a in zip(loop.token_times, arrival)]
+    preds = []
+    for name in ("requests.jsonl", "requests.csv", "bench.json"):
+        r = invoke(str(tmp_path / name), "--meta", str(tmp_path / "meta.json"), "--json", "--tolerance", "1000")
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.output)
+        assert out["log"]["requests"] == 4 and out["log"]["bad_rows"] == {}
+        assert out["metrics"]["ttft_s"]["measured"]["mean"] == pytest.approx(np.mean(ttft), rel=1e-9, abs=1e-9)
+        assert out["metrics"]["itl_s"]["n"] == int(np.sum(output - 1))  # 3 + 2 + 4 + 1 intervals
+        assert out["settings_origin"]["calibration"] == "meta"
+        preds.append(out["metrics"])
+    for p in preds[1:]:  # the same requests: the same prediction (up to the rounding of shifted arrival times)
+        for m in R.METRICS:
+            assert p[m]["predicted"] == pytest.approx(preds[0][m]["predicted"], rel=1e-9)
+    assert preds[0]["ttft_s"]["predicted"]["mean"] > 0
+
+
+def test_requests_kvsim_rejects_are_left_out_on_both_sides(tmp_path):
+    """A prompt whose KV cannot fit (2M tokens x 128 KiB/token of Llama-3.1-8B >> 80 GB) is rejected by kvsim: it is
+    left out of the measured statistics too, and a note says so; with every request rejected nothing is checked."""
+    rows = [GOOD, {**GOOD, "queued_ts": 12.0, "first_token_ts": 14.0, "last_token_ts": 15.0, "num_prompt_tokens": 2_000_000}]
+    p = tmp_path / "long.jsonl"
+    p.write_text(W.to_jsonl(rows))
+    out = R.replay(R.read_run_log(p), merge_settings(SETTINGS)[0])
+    assert out["sim"]["requests_rejected"] == 1 and any("rejected 1 of 2" in n for n in out["notes"])
+    assert out["metrics"]["ttft_s"]["n"] == 1 and out["metrics"]["ttft_s"]["measured"]["mean"] == pytest.approx(0.5)
+    p.write_text(W.to_jsonl(rows[1:]))
+    r = invoke(str(p), *ENGINE)
+    assert r.exit_code == 1 and "nothing to compare" in str(r.exception)

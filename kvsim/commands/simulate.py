@@ -245,7 +245,8 @@ def _print_one(s: dict) -> None:
         ("throughput (output tok/s)", fmt_num(s["throughput_output_tok_s"])),
         ("throughput (total tok/s, req/s)", f"{fmt_num(s['throughput_total_tok_s'])}, {fmt_num(s['throughput_req_s'], 3)}"),
         ("makespan", fmt_s(s["makespan_s"])),
-        ("peak KV GPU / capacity (per GPU)", f"{fmt_bytes(s['peak_kv_gpu_bytes'])} / {fmt_bytes(s['kv_gpu_capacity_bytes'])}"),
+        ("peak KV GPU / capacity (per GPU)", f"{fmt_bytes(s['peak_kv_gpu_bytes'])} / {fmt_bytes(s['kv_gpu_capacity_bytes'])}"
+         + (f" ({s['kv_gpu_capacity_tokens']:,} tokens of uncompressed KV)" if s.get("kv_gpu_capacity_tokens") else "")),
         ("peak KV host / capacity", f"{fmt_bytes(s['peak_kv_host_bytes'])} / {fmt_bytes(s['kv_host_capacity_bytes'])}"),
         ("preemptions (requests preempted)", f"{s['preemptions']:,} ({s['requests_preempted']:,})"),
         ("prefix-cached prompt tokens", f"{s['cached_prompt_tokens']:,}"),

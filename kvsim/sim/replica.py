@@ -323,6 +323,7 @@ class ReplicaSim:
             "kv_host_capacity_bytes": lay.num_host_blocks * lay.block_bytes,
             "kv_block_bytes": lay.block_bytes,
             "num_gpu_blocks": lay.num_gpu_blocks,
+            "kv_gpu_capacity_tokens": lay.num_gpu_blocks * lay.block_size_tokens,  # vLLM's "GPU KV cache size"
             "num_host_blocks": lay.num_host_blocks,
             "prefix_cache_evictions": kv.evictions,
             "swap_out_bytes": self._swap[0],

@@ -85,6 +85,10 @@ def scenario(seed: int, small: bool = False) -> Scenario:
         enable_prefix_caching=rng.random() < 0.9,
         record_token_times=True,
     )
+    # the watermark comes from its own generator so that the other draws of a seed stay as they were
+    wm = random.Random(f"watermark-{seed}").choice([None, None, None, 0.0, 0.01, 0.05, 0.2])
+    if wm is not None:
+        cfg["watermark"] = wm
     kind = rng.random()
     if kind < 0.15:  # a window of Mooncake (real prefix ids, 512-token blocks), outputs capped
         mc = mooncake()

@@ -184,11 +184,12 @@ class KVCacheManager:
     def host_free(self) -> int:
         return self.host_capacity - self.host_used
 
-    def allocate(self, gpu: int, host: int = 0) -> bool:
-        """Take ``gpu``/``host`` blocks (evicting LRU cached entries as needed); False if they do not fit."""
+    def allocate(self, gpu: int, host: int = 0, keep_free: int = 0) -> bool:
+        """Take ``gpu``/``host`` blocks (evicting LRU cached entries as needed); False if they do not
+        fit with ``keep_free`` GPU blocks still allocatable afterwards (vLLM v0's watermark)."""
         used = self.gpu_private + self.cached_used
         room = self.gpu_capacity - used
-        if gpu > room or (host and host > self.host_capacity - self.host_used):
+        if gpu + keep_free > room or (host and host > self.host_capacity - self.host_used):
             return False
         if gpu > room - self.cached_free:
             self._evict(gpu - room + self.cached_free)

@@ -85,6 +85,10 @@ def scenario(seed: int, small: bool = False) -> Scenario:
         enable_prefix_caching=rng.random() < 0.9,
         record_token_times=True,
     )
+    # the watermark comes from its own generator so that the other draws of a seed stay as they were
+    wm = random.Random(f"watermark-{seed}").choice([None, None, None, 0.0, 0.01, 0.05, 0.2])
+    if wm is not None:
+        cfg["watermark"] = wm
     kind = rng.random()
     if kind < 0.15:  # a window of Mooncake (real prefix ids, 512-token blocks), outputs capped
         mc = mooncake()
@@ -130,7 +134,7 @@ def sim_config(sc: Scenario, m):
     step = cfg.max_num_batched_tokens if cfg.chunked_prefill else max(cfg.max_num_batched_tokens, int(peff.max()))
     b = memory_budget(replace(dep, gpu_memory_utilization=1.0), m, max_tokens_per_step=step, max_seqs=cfg.max_num_seqs)
     bb = cfg.block_size_tokens * dep.full_kv_bytes_per_token
-    fixed = b.weights_bytes + b.activation_bytes + b.method_fixed_gpu_bytes
+    fixed = b.non_kv_gpu_bytes
     util = (fixed + (sc.blocks + 0.5) * bb) / b.gpu_total_bytes
     if not 0 < util <= 1:
         return None

@@ -15,17 +15,23 @@ def _dep(**kw):
 
 
 def test_max_batch_hand_computed():
-    """Max batch = (0.9 * 80 GB - weights - reserve) // KV per request."""
+    """Max batch = (ceil(0.9 * 80 GB) - weights - engine reserve) // KV per request (vLLM 0.19 profiling)."""
     d = _dep()
     r = estimate(d, make_method("full", d), context=4096, batch=1)
-    # budget 72e9; weights 6,738,415,616 * 2 = 13,476,831,232
-    # reserve (8192-token step, 256 sampled rows): 8192 * (2*4096 + 3*11008) * 2 + 256 * 32000 * 4
-    #       = 675,282,944 + 32,768,000 = 708,050,944
-    # KV left 57,815,117,824; per request 524,288 * 4096 = 2,147,483,648 -> 26.9 -> 26
+    # requested 72e9 (no torch_memory_bytes: memory_bytes); weights 6,738,415,616 * 2 = 13,476,831,232
+    # reserve (8192-token step, 256 sampled rows; kvsim/pricing/engine_memory.py):
+    #   forward 8192 * (2*4096 + 4096 + 3*11008) * 2 = 742,391,808
+    #     > sampler (8192 + 512) * 4096 * 2 + 256 * 32000 * 14 + 100 * 32000 * 4 = 198,791,168
+    #   + cuBLAS 8,519,680 (no compute capability: the pre-Hopper default) = 750,911,488
+    #   + non-torch 0.25 GiB 268,435,456 + rope 4096 * 128 * 2 = 1,048,576  -> 1,020,395,520
+    # KV left 57,502,773,248; per request 524,288 * 4096 = 2,147,483,648 -> 26.8 -> 26
+    assert r.activation_reserve_bytes == 1_020_395_520
     assert r.max_batch == 26
-    # unchunked, one sampled row: reserve 4096 * 41,216 * 2 + 32000 * 4 = 337,769,472 -> 58,185,399,296 -> 27
+    # unchunked, one sampled row: forward 4096 * 45,312 * 2 = 371,195,904 + 8,519,680 + 268,435,456
+    # + 1,048,576 = 649,199,616 -> KV left 57,873,969,152 -> 26.95 -> 26
     r1 = estimate(d, make_method("full", d), context=4096, batch=1, max_num_batched_tokens=None, max_num_seqs=1)
-    assert r1.max_batch == 27
+    assert r1.activation_reserve_bytes == 649_199_616
+    assert r1.max_batch == 26
     assert r.kv_bytes_per_token_gpu == 524_288
     assert r.weights_bytes_per_gpu == 13_476_831_232
 

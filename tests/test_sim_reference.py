@@ -191,3 +191,33 @@ def test_eviction_can_unblock_the_queue_head():
     r = _ref([0.0, 0.0, 3.0], [64, 256, 320], [300, 1, 2], prefix=[(11,), (11, 12, 13, 14), (11, 12, 13, 14)],
              pb=64, blocks=33, max_num_batched_tokens=33)
     assert r.scheduled_s[2] == pytest.approx(3.06)
+
+
+def test_watermark_holds_back_an_admission():
+    """vLLM v0's watermark (W = int(0.1 * 100 blocks) = 10, whole-prompt mode): A (1280 tokens, 80
+    blocks) is admitted (100 - 80 = 20 >= 10 free); B (176 tokens, 11 blocks) is not (20 - 11 = 9 < 10)
+    and waits for A to finish; without the watermark both prefill in one step.
+
+    W = 10: step 1 prefills A: 10 + 1280 ms -> 1.290; step 2 decodes A (81st block: decodes ignore W),
+    A done at 1.300; step 3 prefills B: 10 + 176 ms -> 1.486; step 4 decodes B -> 1.496.
+    W = 0: step 1 prefills A and B: 10 + 1280 + 176 ms -> 1.466; step 2 decodes both -> 1.476."""
+    kw = dict(blocks=100, chunked_prefill=False)
+    r = _ref([0.0, 0.0], [1280, 176], [2, 2], watermark=0.1, **kw)
+    assert r.scheduled_s.tolist() == pytest.approx([0.0, 1.300])
+    assert r.first_token_s.tolist() == pytest.approx([1.290, 1.486])
+    assert r.finish_s.tolist() == pytest.approx([1.300, 1.496])
+    r0 = _ref([0.0, 0.0], [1280, 176], [2, 2], watermark=0.0, **kw)
+    assert r0.first_token_s.tolist() == pytest.approx([1.466, 1.466])
+    assert r0.finish_s.tolist() == pytest.approx([1.476, 1.476])
+
+
+def test_watermark_default_and_never_rejection():
+    """Default watermark: 0.01 without chunked prefill, 0 with it. A prompt needing more than
+    num_gpu_blocks - W blocks is rejected at arrival (v0's NEVER): 100 blocks, W = int(0.05 * 100) = 5,
+    a 1520-token prompt needs 95 blocks <= 95 (admitted), a 1536-token one 96 > 95 (rejected, though
+    its 96 blocks fit the 100-block pool)."""
+    assert SimConfig(chunked_prefill=False).effective_watermark == 0.01
+    assert SimConfig().effective_watermark == 0.0
+    assert SimConfig(chunked_prefill=False).watermark_blocks(2830) == 28  # int(0.01 * 2830)
+    r = _ref([0.0, 0.0], [1520, 1536], [1, 1], blocks=100, chunked_prefill=False, watermark=0.05)
+    assert r.status.tolist() == [COMPLETED, REJECTED]

@@ -33,7 +33,7 @@ def util_for_blocks(dep: Deployment, method, n_blocks: int, cfg, max_prompt: int
     b = memory_budget(replace(dep, gpu_memory_utilization=1.0), method, max_tokens_per_step=step,
                       max_seqs=cfg.max_num_seqs)
     bb = cfg.block_size_tokens * method.dep.full_kv_bytes_per_token
-    fixed = b.weights_bytes + b.activation_bytes + b.method_fixed_gpu_bytes
+    fixed = b.non_kv_gpu_bytes
     return (fixed + (n_blocks + 0.5) * bb) / b.gpu_total_bytes
 
 

@@ -87,6 +87,27 @@ def test_pool_allocate_release_capacity():
     kv.check()
 
 
+def test_pool_allocate_keeps_the_watermark_free():
+    """keep_free: 10 blocks, 6 used, keep 2 free -> 2 more fit (4 - 2 >= 2), 3 do not (4 - 3 < 2)."""
+    kv = KVCacheManager(_layout(n_gpu=10, n_host=4))
+    assert kv.allocate(6)
+    assert not kv.allocate(3, keep_free=2)
+    assert kv.gpu_used == 6  # a refused allocation takes nothing
+    assert kv.allocate(2, keep_free=2) and kv.gpu_allocatable == 2
+    assert kv.allocate(2)  # without a watermark the last blocks are usable (decode steps)
+
+
+def test_simconfig_rejects_bad_watermarks():
+    """watermark in [0, 1): negative, 1 and NaN are validation errors."""
+    from pydantic import ValidationError
+
+    from kvsim.sim.config import SimConfig
+
+    for bad in (-0.01, 1.0, float("nan")):
+        with pytest.raises(ValidationError):
+            SimConfig(watermark=bad)
+
+
 def test_prefix_cache_shares_and_evicts_lru():
     """Entries are shared by reference; unreferenced ones stay cached and are evicted oldest first."""
     kv = KVCacheManager(_layout(n_gpu=100), prefix_block_tokens=64)  # an entry = 64 tokens = 4 blocks

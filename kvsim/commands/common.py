@@ -21,6 +21,7 @@ TpOpt = Annotated[int, typer.Option("--tp", min=1, help="tensor-parallel GPUs pe
 WeightDtypeOpt = Annotated[str, typer.Option("--weight-dtype", help="auto (bf16, or fp16 on GPUs without bf16 such as V100), bf16, fp16, fp8, int8, int4")]
 KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="dtype of uncompressed KV: auto (= activation dtype), bf16, fp16, fp8, int8")]
 GpuUtilOpt = Annotated[float, typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, help="fraction of GPU memory the engine may use (vLLM default 0.9)")]
+WatermarkOpt = Annotated[Optional[float], typer.Option("--watermark", help="vLLM v0 free-block watermark: admissions and swap-ins keep this fraction of GPU KV blocks free (default 0.01 with --no-chunked-prefill, 0 with chunked prefill)")]
 CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="calibration YAML from `kvsim validate calibrate`")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON to stdout")]
 
@@ -95,3 +96,11 @@ def console(stderr: bool = False):
     if not con.is_terminal:
         con = Console(stderr=stderr, width=160)
     return con
+
+
+def check_watermark(value: float | None) -> float | None:
+    """``--watermark`` as given, or a one-line ConfigError unless ``0 <= value < 1`` (NaN included)."""
+    if value is not None and not 0 <= value < 1:  # NaN fails both comparisons
+        raise ConfigError(f"--watermark must be a fraction in [0, 1), got {value}")
+    return value
+

@@ -91,7 +91,9 @@ def _print_one(r, breakdown: bool) -> None:
         ("TTFT (one request)", fmt_s(r.ttft_s)),
         ("TBT at batch", fmt_s(r.tbt_s)),
         ("throughput (decode tok/s)", fmt_num(r.throughput_tok_s)),
-        ("GPU memory per GPU", f"{fmt_bytes(r.memory_gpu_bytes)} (weights {fmt_bytes(r.weights_bytes_per_gpu)}, KV {fmt_bytes(r.kv_gpu_bytes)}, reserve {fmt_bytes(r.activation_reserve_bytes)})"),
+        ("GPU memory per GPU", f"{fmt_bytes(r.memory_gpu_bytes)} of {fmt_bytes(r.gpu_requested_bytes)} requested "
+         f"(weights {fmt_bytes(r.weights_bytes_per_gpu)}, KV {fmt_bytes(r.kv_gpu_bytes)}, "
+         f"engine reserve {fmt_bytes(r.activation_reserve_bytes)})"),
         ("host memory", fmt_bytes(r.memory_host_bytes)),
     ]
     for k, v in rows:

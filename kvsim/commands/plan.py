@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from kvsim.commands.common import (
-    CalibrationOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, WeightDtypeOpt, print_json, split_methods,
+    CalibrationOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json,
+    split_methods,
 )
 from kvsim.errors import ConfigError
 
@@ -67,6 +68,7 @@ def plan_cmd(
     weight_dtype: WeightDtypeOpt = "bf16",
     kv_dtype: KvDtypeOpt = "bf16",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
+    watermark: WatermarkOpt = None,
     calibration: CalibrationOpt = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="parallel workers (default: CPU count)")] = None,
     executor: Annotated[str, typer.Option("--executor", help="process, serial or ray")] = "process",
@@ -85,6 +87,7 @@ def plan_cmd(
     from kvsim.plan.sweep import default_cache_dir
 
     slo = parse_slo(slo_ttft, slo_tbt, percentile, tbt_metric)
+    check_watermark(watermark)
     hws = [h.strip() for v in hw for h in v.split(",") if h.strip()]
     if not hws:
         raise ConfigError("--hw: no hardware given")
@@ -97,7 +100,7 @@ def plan_cmd(
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization,
         calibration=calibration, search=SearchOptions(rel_tol=rel_tol),
         sim_options={"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
-                     "chunked_prefill": chunked_prefill},
+                     "chunked_prefill": chunked_prefill, **({} if watermark is None else {"watermark": watermark})},
     )
     cache = None if no_cache else (default_cache_dir() if cache_dir is None else Path(cache_dir))
     # before the search: a bad output path must not cost the simulations

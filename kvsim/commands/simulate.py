@@ -20,8 +20,8 @@ import typer
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
-    CalibrationOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
-    fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
+    CalibrationOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WatermarkOpt, WeightDtypeOpt,
+    check_watermark, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
 from kvsim.fileio import check_output_file, check_tree, write_tree
@@ -49,6 +49,7 @@ def simulate_cmd(
     preemption: Annotated[Preemption, typer.Option("--preemption", help="what happens to a preempted request's KV")] = Preemption.recompute,
     prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="reuse cached prompt blocks (traces with prefix ids, e.g. Mooncake)")] = True,
     gpu_memory_utilization: GpuUtilOpt = 0.9,
+    watermark: WatermarkOpt = None,
     tp: TpOpt = 1,
     weight_dtype: WeightDtypeOpt = "auto",
     kv_dtype: KvDtypeOpt = "auto",
@@ -71,6 +72,7 @@ def simulate_cmd(
     for flag, v in (("--slo-ttft", slo_ttft), ("--slo-tbt", slo_tbt), ("--rate", rate), ("--time-scale", time_scale)):
         if v is not None and not v > 0:
             raise ConfigError(f"{flag} must be > 0, got {v}")
+    check_watermark(watermark)
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, OUTPUT_FILES, flag="--out", force=force)
     if report is not None:
@@ -89,7 +91,7 @@ def simulate_cmd(
             cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                             chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
                             enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-                            seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt)
+                            watermark=watermark, seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt)
             with _progress_bar(enabled=not as_json, label=m.label(), total=len(tr)) as progress:
                 cfg = cfg.model_copy(update={"progress": progress})
                 res = simulate(dep, m, tr, cfg)
@@ -245,7 +247,8 @@ def _print_one(s: dict) -> None:
         ("throughput (output tok/s)", fmt_num(s["throughput_output_tok_s"])),
         ("throughput (total tok/s, req/s)", f"{fmt_num(s['throughput_total_tok_s'])}, {fmt_num(s['throughput_req_s'], 3)}"),
         ("makespan", fmt_s(s["makespan_s"])),
-        ("peak KV GPU / capacity (per GPU)", f"{fmt_bytes(s['peak_kv_gpu_bytes'])} / {fmt_bytes(s['kv_gpu_capacity_bytes'])}"),
+        ("peak KV GPU / capacity (per GPU)", f"{fmt_bytes(s['peak_kv_gpu_bytes'])} / {fmt_bytes(s['kv_gpu_capacity_bytes'])}"
+         + (f" ({s['kv_gpu_capacity_tokens']:,} tokens of uncompressed KV)" if s.get("kv_gpu_capacity_tokens") else "")),
         ("peak KV host / capacity", f"{fmt_bytes(s['peak_kv_host_bytes'])} / {fmt_bytes(s['kv_host_capacity_bytes'])}"),
         ("preemptions (requests preempted)", f"{s['preemptions']:,} ({s['requests_preempted']:,})"),
         ("prefix-cached prompt tokens", f"{s['cached_prompt_tokens']:,}"),

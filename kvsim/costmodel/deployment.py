@@ -99,8 +99,17 @@ class Deployment:
         return m.num_layers * m.kv_elements_per_token_per_layer * self.kvb * self.kv_shard
 
     @property
+    def gpu_torch_memory_bytes(self) -> float:
+        """Total memory per GPU as CUDA reports it (``torch.cuda.mem_get_info()[1]``, the
+        GPU YAML's ``torch_memory_bytes``); nvidia-smi's ``memory_bytes`` when not known."""
+        g = self.system.gpu
+        return g.torch_memory_bytes if g.torch_memory_bytes is not None else g.memory_bytes
+
+    @property
     def gpu_memory_budget_bytes(self) -> float:
-        return self.system.gpu.memory_bytes * self.gpu_memory_utilization
+        """vLLM's requested memory per GPU: ``ceil(torch total * gpu_memory_utilization)``
+        (``request_memory``, vllm/v1/worker/utils.py, 0.19)."""
+        return float(math.ceil(self.gpu_torch_memory_bytes * self.gpu_memory_utilization))
 
 
 def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "auto", kv_dtype: str = "auto",

@@ -57,6 +57,11 @@ class GPUSpec(Strict):
     aliases: list[str] = []
     vendor: str = "NVIDIA"
     memory_bytes: Bytes = Field( description="device memory capacity, bytes")
+    torch_memory_bytes: Bytes | None = Field(
+        None, description="total device memory as CUDA reports it (torch.cuda.mem_get_info()[1]), below "
+        "nvidia-smi's total by what the driver keeps; vLLM sizes its memory from it. None: memory_bytes is used")
+    compute_capability: str | None = Field(
+        None, pattern=r"^[0-9]{1,2}\.[0-9]$", description="CUDA compute capability, e.g. '8.9' (NVIDIA's CUDA GPU list)")
     memory_bw_bytes_per_s: BytesPerS = Field( description="peak DRAM (HBM/GDDR) bandwidth")
     peak_flops_per_s: PeakFlops = Field(description="dense peak per math dtype")
     l2_bytes: CacheBytes
@@ -75,6 +80,9 @@ class GPUSpec(Strict):
     def _has_half(self) -> "GPUSpec":
         if "fp32" not in self.peak_flops_per_s:
             raise ValueError("peak_flops_per_s must include fp32")
+        if self.torch_memory_bytes is not None and self.torch_memory_bytes > self.memory_bytes:
+            raise ValueError(f"torch_memory_bytes ({self.torch_memory_bytes:.0f}) must not exceed "
+                             f"memory_bytes ({self.memory_bytes:.0f})")
         return self
 
 

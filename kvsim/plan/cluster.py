@@ -162,6 +162,7 @@ def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Depl
         "peak_kv_host_bytes": max(p["peak_kv_host_bytes"] for p in per),
         "peak_kv_gpu_bytes_cluster": float(timeline["kv_gpu_bytes"].max()) if timeline["t_s"].size else 0.0,
         "kv_gpu_capacity_bytes": per[0].get("kv_gpu_capacity_bytes"),
+        "kv_gpu_capacity_tokens": per[0].get("kv_gpu_capacity_tokens"),
         "kv_host_capacity_bytes": per[0].get("kv_host_capacity_bytes"),
         "sim": {"wall_s": wall_s, "steps": sum(p.get("sim", {}).get("steps", 0) for p in per)},
         "notes": sorted({n for p in per for n in p.get("notes", [])}),

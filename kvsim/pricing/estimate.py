@@ -2,8 +2,8 @@
 
 * KV bytes per token on GPU and host: ``kv_bytes(context) / context``.
 * Largest batch: requests of ``context`` tokens that fit the GPU and host KV budgets
-  (:mod:`kvsim.pricing.memory`), with the activation reserve sized for a step of
-  ``max_num_batched_tokens`` tokens and ``max_num_seqs`` sampled rows (as vLLM profiles it).
+  (:mod:`kvsim.pricing.memory`), with the engine reserve of a profiling step of
+  ``max_num_batched_tokens`` tokens and ``max_num_seqs`` sampled rows (as vLLM 0.19 profiles it).
 * TTFT: one lone request's prompt prefilled in chunks of ``max_num_batched_tokens``
   (vLLM's chunked prefill; ``None`` = one step), no queueing.
 * TBT: one decode step with every sequence holding ``context`` cached tokens.
@@ -53,11 +53,12 @@ class EstimateResult(BaseModel):
     tbt_s: float | None
     throughput_tok_s: float | None
     memory_gpu_bytes: float  # weights + KV + reserves, per GPU, at the batch
+    gpu_requested_bytes: float  # vLLM's requested memory per GPU: torch-visible total * gpu_memory_utilization
     memory_host_bytes: float  # host KV / tables at the batch
     weights_bytes_per_gpu: float
     kv_gpu_bytes: float
     kv_host_bytes: float
-    activation_reserve_bytes: float
+    activation_reserve_bytes: float  # engine reserve: profiling-run activations, non-torch memory, buffers
     tp: int
     weight_dtype: str
     kv_dtype: str
@@ -133,11 +134,12 @@ class Estimator:
             kv_bytes_per_token_host=h_req / ctx if ctx else 0.0,
             max_batch=max_batch, max_batch_gpu=mb_gpu, max_batch_host=mb_host,
             ttft_s=ttft, tbt_s=tbt, throughput_tok_s=thr,
-            memory_gpu_bytes=budget.weights_bytes + budget.activation_bytes + budget.method_fixed_gpu_bytes + kv_gpu,
+            memory_gpu_bytes=budget.non_kv_gpu_bytes + kv_gpu,
+            gpu_requested_bytes=budget.gpu_total_bytes,
             memory_host_bytes=m.fixed_host_bytes() + kv_host,
             weights_bytes_per_gpu=budget.weights_bytes,
             kv_gpu_bytes=kv_gpu, kv_host_bytes=kv_host,
-            activation_reserve_bytes=budget.activation_bytes,
+            activation_reserve_bytes=budget.reserve_bytes,
             tp=dep.tp, weight_dtype=dep.weight_dtype, kv_dtype=dep.kv_dtype,
             breakdown=breakdown,
         )

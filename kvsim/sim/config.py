@@ -13,6 +13,10 @@ from kvsim.sim.metrics import RequestRecords
 from kvsim.sim.request import PreemptionMode
 
 
+#: vLLM v0 ``BlockSpaceManager(watermark=0.01)`` (vllm/core/block_manager.py, v0.6-v0.10)
+V0_WATERMARK = 0.01
+
+
 class SimConfig(BaseModel):
     """Engine settings (vLLM names and defaults)."""
 
@@ -25,11 +29,27 @@ class SimConfig(BaseModel):
     block_size_tokens: int = Field(16, ge=1, description="tokens of uncompressed KV per block")
     enable_prefix_caching: bool = Field(True, description="reuse cached prompt blocks (traces with prefix ids)")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="None: the deployment's (0.9)")
+    watermark: float | None = Field(
+        None, ge=0, lt=1, allow_inf_nan=False,
+        description="vLLM v0 free-block watermark: admissions and swap-ins keep int(watermark * GPU blocks) "
+        "blocks free; None: 0.01 without chunked prefill (v0 default), 0 with it (v1 has none)")
     seed: int = Field(0, ge=0, description="kept in results for provenance; the replay itself is deterministic")
     record_token_times: bool = Field(False, description="keep every token's time per request (small runs)")
     slo_ttft_s: float | None = Field(None, gt=0)
     slo_tbt_s: float | None = Field(None, gt=0)
     progress: Callable[[int, int, float], None] | None = Field(None, exclude=True)
+
+    @property
+    def effective_watermark(self) -> float:
+        """The watermark in force: vLLM v0's ``BlockSpaceManager`` default 0.01 in the whole-prompt
+        (v0) mode, 0 in the chunked (v1) mode, unless set."""
+        if self.watermark is not None:
+            return self.watermark
+        return 0.0 if self.chunked_prefill else V0_WATERMARK
+
+    def watermark_blocks(self, num_gpu_blocks: int) -> int:
+        """``int(watermark * num_gpu_blocks)`` (vLLM v0 ``SelfAttnBlockSpaceManager.__init__``)."""
+        return int(self.effective_watermark * num_gpu_blocks)
 
 
 @dataclass

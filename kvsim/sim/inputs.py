@@ -3,7 +3,9 @@ layout sized for the longest request, who is rejected at arrival and why, prefix
 
 Requests that can never run are REJECTED at arrival: prompt + output beyond the model's
 ``max_context_tokens`` (``max_context``), or KV at full length beyond the GPU pool
-(``gpu_memory``) or the host pool (``host_memory``) on its own. Prompts are the method's
+(``gpu_memory``) or the host pool (``host_memory``) on its own; with a free-block watermark
+of ``W > 0`` blocks, also a prompt needing more than ``num_gpu_blocks - W`` blocks
+(``gpu_memory``: vLLM v0's ``can_allocate`` answers NEVER). Prompts are the method's
 ``effective_prompt_tokens`` rounded up to whole tokens (>= 1).
 """
 
@@ -37,6 +39,7 @@ class ReplicaInputs:
     analytic_hit: list[int]  # prompt tokens the method treats as cached (the ``prefix`` method)
     prefix_block_tokens: int  # 0: prefix caching off
     prefix_note: str | None
+    watermark_blocks: int = 0  # GPU blocks admissions and swap-ins leave allocatable (SimConfig.watermark)
 
 
 def effective_prompts(method: KVMethod, prompt: np.ndarray) -> np.ndarray:
@@ -76,7 +79,12 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
     g_end, h_end = lay.blocks(end, peff)
     reject = np.zeros(len(trace), dtype=np.int8)
     reject[~fits_ctx] = 1
-    reject[fits_ctx & (g_end > lay.num_gpu_blocks)] = 2
+    wm = cfg.watermark_blocks(lay.num_gpu_blocks)
+    too_big = g_end > lay.num_gpu_blocks
+    if wm:
+        p = np.minimum(peff, n_max)
+        too_big |= lay.blocks(p, p)[0] > lay.num_gpu_blocks - wm
+    reject[fits_ctx & too_big] = 2
     reject[fits_ctx & (reject == 0) & (h_end > lay.num_host_blocks)] = 3
     _, n_hit = method.split_prompt(peff.astype(np.float64))
     hit = np.floor(np.broadcast_to(np.asarray(n_hit, dtype=np.float64), peff.shape) + 1e-9).astype(np.int64)
@@ -84,4 +92,5 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
     return ReplicaInputs(
         arrival_s=np.asarray(trace.arrival_s, dtype=np.float64), prompt=prompt, effective_prompt=peff,
         output=output, max_tokens=n_max, layout=lay, reject=reject,
-        analytic_hit=np.minimum(hit, peff - 1).tolist(), prefix_block_tokens=pb, prefix_note=note)
+        analytic_hit=np.minimum(hit, peff - 1).tolist(), prefix_block_tokens=pb, prefix_note=note,
+        watermark_blocks=wm)

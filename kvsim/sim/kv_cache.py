@@ -13,9 +13,10 @@ Methods that evict at the end of prefill (H2O, SnapKV, MagicPIG...) hold bytes t
 on the prompt length too: ``kv_bytes(n, n_prompt)``; their blocks are computed per request
 (the method declares ``prompt_aware``), other methods use tables indexed by ``n``.
 
-Pool sizes (vLLM ``determine_num_available_blocks``): GPU blocks = the KV bytes left per GPU
-after weights, the activation reserve of the largest step and the method's fixed buffers
-(:func:`kvsim.pricing.memory.memory_budget`, with ``gpu_memory_utilization``) // ``block_bytes``;
+Pool sizes (vLLM v1 ``Worker.determine_available_memory`` and ``get_num_blocks``): GPU blocks =
+the KV bytes left per GPU of the requested memory after weights, the engine reserve of the
+profiling step and the method's fixed buffers (:func:`kvsim.pricing.memory.memory_budget`,
+with ``gpu_memory_utilization``) // ``block_bytes``;
 host blocks = ``host_memory_bytes * 0.9`` less the method's fixed host bytes // ``block_bytes``.
 
 Prefix caching (vLLM automatic prefix caching) works at the trace's prefix-block granularity
@@ -128,7 +129,7 @@ def kv_layout(dep: Deployment, method: KVMethod, max_tokens: int, *, block_size_
         gib = 2**30
         raise ConfigError(
             f"no GPU memory left for the KV cache: {budget.gpu_total_bytes / gib:.1f} GiB usable, weights "
-            f"{budget.weights_bytes / gib:.1f} GiB, activations {budget.activation_bytes / gib:.1f} GiB, "
+            f"{budget.weights_bytes / gib:.1f} GiB, engine reserve {budget.reserve_bytes / gib:.1f} GiB, "
             f"method buffers {budget.method_fixed_gpu_bytes / gib:.1f} GiB "
             "(try --tp, a smaller --weight-dtype, fewer --max-num-batched-tokens or a larger --gpu-memory-utilization)"
         )
@@ -183,11 +184,12 @@ class KVCacheManager:
     def host_free(self) -> int:
         return self.host_capacity - self.host_used
 
-    def allocate(self, gpu: int, host: int = 0) -> bool:
-        """Take ``gpu``/``host`` blocks (evicting LRU cached entries as needed); False if they do not fit."""
+    def allocate(self, gpu: int, host: int = 0, keep_free: int = 0) -> bool:
+        """Take ``gpu``/``host`` blocks (evicting LRU cached entries as needed); False if they do not
+        fit with ``keep_free`` GPU blocks still allocatable afterwards (vLLM v0's watermark)."""
         used = self.gpu_private + self.cached_used
         room = self.gpu_capacity - used
-        if gpu > room or (host and host > self.host_capacity - self.host_used):
+        if gpu + keep_free > room or (host and host > self.host_capacity - self.host_used):
             return False
         if gpu > room - self.cached_free:
             self._evict(gpu - room + self.cached_free)

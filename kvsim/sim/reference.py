@@ -49,7 +49,14 @@ Stated rules (where the module docstrings are silent, this follows the current c
    steps with nothing running, the queue head (swapped first) is rejected as
    'unschedulable'.
 8. Rejected at arrival: prompt + output over the model's context ('max_context'); KV at
-   ``prompt + output - 1`` tokens over the GPU ('gpu_memory') or host ('host_memory') pool.
+   ``prompt + output - 1`` tokens over the GPU ('gpu_memory') or host ('host_memory') pool;
+   with a watermark of ``W`` blocks > 0, also a prompt whose ``blocks(prompt, prompt)`` exceed
+   ``num_gpu_blocks - W`` ('gpu_memory': vLLM v0 ``can_allocate`` returns NEVER).
+10. Watermark (vLLM v0 ``BlockSpaceManager``): ``W = int(watermark * num_gpu_blocks)``, the
+   watermark 0.01 without chunked prefill and 0 with it unless set (``SimConfig.watermark``).
+   Admitting a waiting request (after referencing its prefix hits) and swapping one in succeed
+   only if the GPU blocks left free or evictable afterwards are at least ``W``; decode steps
+   and the later prompt chunks of running requests ignore it.
 9. Cluster lockstep: before routing arrival ``i`` at ``t_i`` every replica processes its
    events strictly before ``t_i``; the load of a replica is its routed requests less those
    that finished or were rejected strictly before ``t_i``.
@@ -95,6 +102,7 @@ class RefReplica:
             pb = 0
         self.pb = pb
         self.pool = RefPool(self.geo, pb)
+        self.wm = int(cfg.effective_watermark * self.geo.num_gpu_blocks) if cfg.effective_watermark else 0
         self.method = method
         self.step_model = step_model or StepModel(dep, method)
         self.roofline = Roofline(dep.system)
@@ -119,7 +127,8 @@ class RefReplica:
         r = RefRequest(i, float(self.trace.arrival_s[i]), P, out)
         self.reqs[i] = r
         g_end, h_end = self.geo.blocks(P + out - 1, P)
-        reason = ("max_context" if not self.fits_ctx[i] else "gpu_memory" if g_end > self.geo.num_gpu_blocks
+        never = self.wm > 0 and self.geo.blocks(P, P)[0] > self.geo.num_gpu_blocks - self.wm  # rule 8
+        reason = ("max_context" if not self.fits_ctx[i] else "gpu_memory" if g_end > self.geo.num_gpu_blocks or never
                   else "host_memory" if h_end > self.geo.num_host_blocks else "")
         if reason:
             r.status, r.reject_reason, r.reject_s = "rejected", reason, now
@@ -160,8 +169,8 @@ class RefReplica:
             self.pool.release(r.prefix_hashes[: r.num_prefix_entries])
         r.gpu_blocks = r.host_blocks = r.num_prefix_entries = 0
 
-    def _take(self, g: int, h: int, host_released: int = 0) -> bool:
-        if not self.pool.fits(g, h, host_released):
+    def _take(self, g: int, h: int, host_released: int = 0, keep_free: int = 0) -> bool:
+        if not self.pool.fits(g, h, host_released, keep_free):
             return False
         self.pool.make_room(g)
         return True
@@ -290,7 +299,7 @@ class RefReplica:
             r = self.swapped[0]
             c, p = r.num_computed_tokens, r.num_prompt_tokens
             (g0, h0), (g1, h1) = geo.blocks(c, p), geo.blocks(c + 1, p)
-            if not self._take(g1, h1 - h0, host_released=g0):
+            if not self._take(g1, h1 - h0, host_released=g0, keep_free=self.wm):  # rule 10
                 break
             self.swapped.popleft()
             r.host_blocks += (h1 - h0) - g0
@@ -326,7 +335,7 @@ class RefReplica:
             g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
             pool.acquire(r.prefix_hashes[:e])  # referenced entries are not evictable
             pool.note_peak()
-            if not self._take(g, max(h1, 0)):
+            if not self._take(g, max(h1, 0), keep_free=self.wm):  # rule 10
                 pool.release(r.prefix_hashes[:e])
                 return
             self.waiting.popleft()

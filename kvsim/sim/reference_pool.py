@@ -108,10 +108,11 @@ class RefPool:
             self.holders.append(r)
 
     # ----- allocation -----
-    def fits(self, gpu: int, host: int = 0, host_released: int = 0) -> bool:
+    def fits(self, gpu: int, host: int = 0, host_released: int = 0, keep_free: int = 0) -> bool:
         """Can ``gpu`` more GPU blocks and ``host`` more host blocks be taken (evicting
-        unreferenced entries)? ``host_released``: host blocks freed just before."""
-        if gpu > self.geo.num_gpu_blocks - self.gpu_used():
+        unreferenced entries), leaving at least ``keep_free`` GPU blocks free or evictable?
+        ``host_released``: host blocks freed just before."""
+        if self.geo.num_gpu_blocks - self.gpu_used() - gpu < keep_free:
             return False
         if host > 0 and host > self.host_free() + host_released:
             return False

@@ -90,7 +90,8 @@ class ReplicaSim:
         self.sched = Scheduler(self.kv, self.fast.new_batch(cfg.max_num_seqs), self.fast.blocks,
                                max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
                                chunked_prefill=cfg.chunked_prefill, preemption_mode=cfg.preemption_mode,
-                               on_intervals=self.tbt.add, record_token_times=cfg.record_token_times)
+                               on_intervals=self.tbt.add, record_token_times=cfg.record_token_times,
+                               watermark_blocks=inp.watermark_blocks)
         uses_host = bool(lay.host_blocks.any()) or method.uses_host
         self.decoder = self.fast.decode_runner(self.sched, uses_host, self.tbt.add)
         self._next_step: NextDecodeStep | None = None  # the decode price of the next step, if a run knew it
@@ -323,6 +324,7 @@ class ReplicaSim:
             "kv_host_capacity_bytes": lay.num_host_blocks * lay.block_bytes,
             "kv_block_bytes": lay.block_bytes,
             "num_gpu_blocks": lay.num_gpu_blocks,
+            "kv_gpu_capacity_tokens": lay.num_gpu_blocks * lay.block_size_tokens,  # vLLM's "GPU KV cache size"
             "num_host_blocks": lay.num_host_blocks,
             "prefix_cache_evictions": kv.evictions,
             "swap_out_bytes": self._swap[0],

@@ -22,6 +22,9 @@ Policies:
 * admission (``allocate_slots``): the KV blocks of the scheduled tokens must fit the pools;
   FCFS, the head of the queue blocks the rest (no skipping), no admissions in a step that
   preempted.
+* watermark (vLLM v0 ``BlockSpaceManager.can_allocate`` / ``_can_swap``): admitting a waiting
+  request or swapping one in must leave ``watermark_blocks`` GPU blocks allocatable (free or
+  evictable); decode steps and prompt chunks of running requests may use them.
 
 A request's prompt is prefilled (maybe in chunks); the step that completes it samples the
 first token; every later decode step (``ctx`` = tokens in KV before the step) samples one.
@@ -52,12 +55,13 @@ class Scheduler:
         blocks: block geometry, ``request_blocks(n, prompt, req_id) -> (gpu, host)``.
         on_intervals: ``callback(intervals, weight)`` receiving every time between tokens.
         record_token_times: append every token's time to ``Request.token_times``.
+        watermark_blocks: GPU blocks that admissions and swap-ins leave allocatable.
     """
 
     def __init__(self, kv: KVCacheManager, batch: RunningBatch, blocks: BlockCounter, *, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 8192, chunked_prefill: bool = True,
                  preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE, on_intervals=None,
-                 record_token_times: bool = False) -> None:
+                 record_token_times: bool = False, watermark_blocks: int = 0) -> None:
         self.kv = kv
         self.batch = batch
         self.blocks = blocks
@@ -67,6 +71,7 @@ class Scheduler:
         self.preemption_mode = PreemptionMode(preemption_mode)
         self.on_intervals = on_intervals
         self.record_token_times = record_token_times
+        self.watermark_blocks = int(watermark_blocks)
         self.waiting: deque[Request] = deque()
         self.swapped: deque[Request] = deque()
         self.prefilling: list[Request] = []  # running, prompt not fully computed (admission order)
@@ -103,11 +108,12 @@ class Scheduler:
         g, h = self.blocks.request_blocks(n_tokens, r.num_prompt_tokens, r.req_id)
         return g - self._prefix_blocks(r) - r.gpu_blocks, h - r.host_blocks
 
-    def allocate_slots(self, r: Request, num_new_tokens: int) -> int | None:
-        """Blocks for ``num_new_tokens`` more tokens of ``r``: new GPU blocks, or None if they do not fit."""
+    def allocate_slots(self, r: Request, num_new_tokens: int, keep_free: int = 0) -> int | None:
+        """Blocks for ``num_new_tokens`` more tokens of ``r``: new GPU blocks, or None if they do not
+        fit with ``keep_free`` GPU blocks left allocatable."""
         g, h = self._need(r, r.num_computed_tokens + num_new_tokens)
         g, h = max(g, 0), max(h, 0)
-        if not self.kv.allocate(g, h):
+        if not self.kv.allocate(g, h, keep_free):
             return None
         r.gpu_blocks += g
         r.host_blocks += h
@@ -220,7 +226,7 @@ class Scheduler:
             (blocks, h0) = self.blocks.request_blocks(c, p, r.req_id)
             (g1, h1) = self.blocks.request_blocks(c + 1, p, r.req_id)
             kv.release(0, blocks)
-            if not kv.allocate(g1, h1 - h0):
+            if not kv.allocate(g1, h1 - h0, self.watermark_blocks):
                 kv.allocate(0, blocks)
                 break
             self.swapped.popleft()
@@ -254,7 +260,7 @@ class Scheduler:
             todo = r.num_tokens - r.num_computed_tokens
             c = min(todo, budget) if self.chunked_prefill else todo
             fits_budget = self.chunked_prefill or first or c <= budget
-            if not fits_budget or self.allocate_slots(r, c) is None:
+            if not fits_budget or self.allocate_slots(r, c, self.watermark_blocks) is None:
                 if e:  # a waiting request holds no prefix references and no KV
                     kv.release_prefix(r.prefix_hashes[:e])
                     r.num_prefix_entries = 0

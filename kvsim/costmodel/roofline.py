@@ -20,7 +20,7 @@ each off unless the op class's efficiency sets it:
   their maximum (GEMMs and attention near the ridge point are slower than either bound);
 * ``wave_tiles_per_sm = w``: the GPU-compute time is multiplied by
   ``max(1, S * w / (tiles / launches))`` on a GPU of ``S`` SMs (a call with too few tiles
-  leaves SMs idle);
+  leaves SMs idle; scaling the HBM time the same way fitted the measured kernels worse);
 * measured all-reduce costs (``System.allreduce``) replace the link's datasheet for a
   ``collective`` part of group size ``g``: NCCL's ``latency + ring_bytes / bus_bw``, or vLLM's
   custom all-reduce for messages up to its ``max_message_bytes`` when the GPUs are NVLink peers
@@ -230,9 +230,10 @@ class CompiledRoofline:
             e = roofline._eff[p.op]
             if e.blend is not None and len(body[i]) > 1:
                 self._blend.append((i, body[i], float(e.blend)))
-            cols = [col.get((i, f)) for f in ("flops", "tiles", "launches")]
-            if e.wave_tiles_per_sm is not None and None not in cols:
-                self._wave.append((*cols, sms * float(e.wave_tiles_per_sm)))
+            cols = [col.get((i, f)) for f in ("tiles", "launches")]
+            scaled = tuple(c for c in (col.get((i, "flops")),) if c is not None)
+            if e.wave_tiles_per_sm is not None and None not in cols and scaled:
+                self._wave.append((scaled, *cols, sms * float(e.wave_tiles_per_sm)))
             fit = roofline.allreduce_fit(p, "custom")
             cols = [col.get((i, f)) for f in ("launches", "link_bytes")]
             if fit is not None and None not in cols:
@@ -243,6 +244,11 @@ class CompiledRoofline:
         self._single = None
         if len(parts) == 1 and len(over[0]) <= 1 and body[0] and not self._refined:
             self._single = (body[0], over[0][0] if over[0] else None)
+        # one refined part (attention under a measured profile): the same arithmetic on column views
+        self._single_refined = None
+        if len(parts) == 1 and body[0] and self._refined and not self._custom:
+            self._single_refined = (body[0], over[0], self._blend[0][2] if self._blend else None,
+                                    self._wave[0] if self._wave else None)
 
     # ------------------------------------------------------------------ the rule, in three stages
     def resource_seconds(self, amounts: np.ndarray) -> np.ndarray:
@@ -254,11 +260,10 @@ class CompiledRoofline:
             out = np.empty(amounts.shape[:-1] + (len(self.columns) + 1,))
             np.divide(amounts, self._divisor, out=out[..., :-1])
             out[..., -1] = 0.0
-        for nf, nt, nl, sw in self._wave:
-            tiles = amounts[..., nt]
-            per_call = np.divide(tiles, amounts[..., nl], out=np.zeros_like(tiles), where=amounts[..., nl] > 0)
-            factor = np.divide(sw, per_call, out=np.ones_like(tiles), where=per_call > 0)
-            out[..., nf] = out[..., nf] * np.maximum(1.0, factor)
+        for scaled, nt, nl, sw in self._wave:
+            factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
+            for n in scaled:
+                out[..., n] *= factor
         return out
 
     def part_seconds(self, times: np.ndarray, amounts: np.ndarray | None = None) -> np.ndarray:
@@ -292,10 +297,7 @@ class CompiledRoofline:
         if self._blend:
             body = np.array(body, dtype=np.float64, copy=True)
             for i, cols, p in self._blend:
-                t = times[..., cols]
-                top = t.max(axis=-1)
-                ratio = np.divide(t, top[..., None], out=np.zeros_like(t), where=top[..., None] > 0)
-                body[..., i] = top * (ratio ** p).sum(axis=-1) ** (1.0 / p)
+                body[..., i] = _pnorm([times[..., c] for c in cols], p)
         if not self._has_overhead:
             return body, None
         grid = self._overhead_grid
@@ -317,6 +319,8 @@ class CompiledRoofline:
 
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
         """Seconds ``[...]`` of work ``amounts`` ``[..., ncol]`` (columns as :attr:`columns`)."""
+        if self._single_refined is not None:
+            return self._seconds_single_refined(amounts)
         if self._single is None:
             return self.total_seconds(self.part_seconds(self.resource_seconds(amounts), amounts))
         # one part: the same arithmetic as part_seconds, on column views
@@ -325,6 +329,26 @@ class CompiledRoofline:
         t = times[..., body[0]] if len(body) == 1 else (
             np.maximum(times[..., body[0]], times[..., body[1]]) if len(body) == 2 else times[..., body].max(axis=-1))
         return t if overhead is None else t + times[..., overhead]
+
+    def _seconds_single_refined(self, amounts: np.ndarray) -> np.ndarray:
+        """:meth:`seconds` of one part with refinements: resource_seconds, _body_and_overhead
+        and total_seconds of one part, on column views."""
+        body, over, p, wave = self._single_refined
+        times = amounts / self._divisor
+        cols = [times[..., c] for c in body]
+        if wave is not None:
+            scaled, nt, nl, sw = wave
+            factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
+            cols = [t * factor if c in scaled else t for t, c in zip(cols, body)]
+        if p is not None:
+            t = _pnorm(cols, p)
+        else:
+            t = cols[0]
+            for c in cols[1:]:
+                t = np.maximum(t, c)
+        for c in over:
+            t = t + times[..., c]
+        return t
 
     # ------------------------------------------------------------------ a Cost of this template
     def timing(self, parts: Sequence[Part]) -> Timing:
@@ -377,6 +401,25 @@ class CompiledRoofline:
 def roofline(cost: Cost, system: System) -> Timing:
     """Seconds of ``cost`` on ``system`` (see module docstring)."""
     return Roofline(system)(cost)
+
+
+def _wave_factor(tiles: np.ndarray, launches: np.ndarray, sms_times_w: float) -> np.ndarray:
+    """``max(1, S * w / (tiles / launches))``: how much slower a call's FLOPs run when its tiles
+    do not fill the GPU (no tiles: no work, factor 1 times zero FLOPs)."""
+    return np.maximum(1.0, sms_times_w * launches / np.maximum(tiles, 1e-9))
+
+
+def _pnorm(times: list, p: float):
+    """``(sum t^p)^(1/p)``, computed as ``top * (sum (t/top)^p)^(1/p)`` (no overflow; 0 when all are 0)."""
+    if len(times) == 2:
+        a, b = times
+        top, low = np.maximum(a, b), np.minimum(a, b)
+        return top * (1.0 + (low / np.maximum(top, 1e-300)) ** p) ** (1.0 / p)
+    top = times[0]
+    for t in times[1:]:
+        top = np.maximum(top, t)
+    safe = np.maximum(top, 1e-300)
+    return top * sum((t / safe) ** p for t in times) ** (1.0 / p)
 
 
 def _nonzero(x: Num) -> bool:

@@ -126,8 +126,8 @@ class OpEfficiency(Strict):
     tile_s: fixed seconds per work tile (``Part.tiles``): per-tile setup, softmax rescaling
         and output writes that do not scale with FLOPs or bytes.
     wave_tiles_per_sm: the wave floor: a call with ``tiles`` tiles on a GPU of ``S`` SMs runs
-        its FLOPs no faster than ``max(1, S * wave_tiles_per_sm / tiles)`` times the full-GPU
-        time (too few tiles leave SMs idle). ``None``: no floor.
+        its FLOPs no faster than ``max(1, S * wave_tiles_per_sm / tiles)`` times
+        the full-GPU time (too few tiles leave SMs idle). ``None``: no floor.
     """
 
     compute: Fraction01

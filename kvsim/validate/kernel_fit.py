@@ -43,6 +43,7 @@ FIELD_RANGE = {
 #: vLLM's custom all-reduce handles messages below 8 MiB (``CustomAllreduce(max_size=8192 * 1024)``,
 #: vllm/distributed/device_communicators/custom_all_reduce.py); larger ones go to NCCL
 CUSTOM_ALLREDUCE_MAX_BYTES = 8192 * 1024
+F_SCALE = 0.05  # soft-L1 scale of log residuals: rows off by more than ~5% weigh less and less
 TABLE_OP = {"gemm": "gemm", "attn_prefill": "attn_prefill", "attn_decode": "attn_decode", "collective": "allreduce"}
 
 
@@ -81,7 +82,7 @@ def fit_op(op: str, data: list[FitData]) -> dict[str, float]:
         v = values(x)
         return np.concatenate([np.log(d.seconds(_with(d.system, op, v)) / d.measured_s) for d in data])
 
-    result = least_squares(residual, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05, x_scale="jac")
+    result = least_squares(residual, x0, bounds=(lo, hi), loss="soft_l1", f_scale=F_SCALE, x_scale="jac")
     return values(result.x)
 
 

@@ -18,6 +18,9 @@ from kvsim.traces.base import Trace
 
 MODELS = ("llama-3.1-8b", "mixtral-8x7b", "deepseek-v2-lite")  # GQA dense, MoE, MLA
 SYSTEMS = {"llama-3.1-8b": "a100", "mixtral-8x7b": "h200", "deepseek-v2-lite": "a100"}
+# Mixtral on two GPUs: its steps carry all-reduces priced by the H200's measured profile
+# (vLLM's custom all-reduce for small messages, NCCL for large ones)
+TP = {"mixtral-8x7b": 2}
 METHODS = ("full", "kivi", "quest", "h2o", "snapkv", "streamingllm", "magicpig", "infllm", "duoattention",
            "llmlingua", "prefix", "mla")
 ROUTERS = ("round-robin", "least-outstanding", "prefix-aware")
@@ -30,7 +33,7 @@ def deployment(model: str):
     from kvsim.hardware import load_system
     from kvsim.models import load_model
 
-    return Deployment(load_system(SYSTEMS[model]), load_model(model), tp=1)
+    return Deployment(load_system(SYSTEMS[model]), load_model(model), tp=TP.get(model, 1))
 
 
 @lru_cache(maxsize=None)

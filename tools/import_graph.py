@@ -24,6 +24,7 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("kvsim.__main__", "kvsim.cli"),
     ("kvsim.commands",),
+    ("kvsim.api",),
     ("kvsim.plan", "kvsim.validate"),
     ("kvsim.sim",),
     ("kvsim.pricing",),

@@ -1,0 +1,155 @@
+"""kvsim's Python API: the answers of ``kvsim estimate``, ``simulate`` and ``plan`` as objects.
+
+Everything takes names (as on the command line) or spec objects::
+
+    import kvsim
+    r = kvsim.simulate(hw="h100", model="llama-3.1-8b", method="snapkv", trace="azure-conv",
+                       rate=4.0, num_requests=200)
+    r.summary["ttft_s"]["p50"], r.requests["ttft_s"][:5], r.to_pandas()
+
+The functions build the same deployment, method and trace objects as the CLI (the library
+never imports the CLI) and return typed results; ``to_pandas()`` needs the optional pandas
+(``pip install pandas``), the rest does not. docs/api.md has a runnable example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kvsim.costmodel.deployment import Deployment, build_deployment
+from kvsim.errors import ConfigError
+from kvsim.methods import KVMethod, make_method
+from kvsim.pricing.estimate import EstimateResult
+from kvsim.pricing.estimate import estimate as _estimate
+from kvsim.sim.config import SimConfig, SimResult
+from kvsim.sim.replica import simulate as _simulate
+from kvsim.traces import Trace
+from kvsim.traces import load_trace as _load_trace
+
+__all__ = ["deployment", "load_trace", "estimate", "simulate", "plan", "Simulation"]
+
+
+def _pandas():
+    try:
+        import pandas  # lazy: optional extra, only for to_pandas()
+    except ImportError:
+        raise ConfigError("to_pandas() needs pandas: pip install pandas") from None
+    return pandas
+
+
+def deployment(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", *, tp: int = 1, weight_dtype: str = "auto",
+               kv_dtype: str = "auto", gpu_memory_utilization: float = 0.9, calibration: str | None = None) -> Deployment:
+    """A model on a system (``hw``: a name from ``kvsim list hardware`` or a YAML path). A
+    :class:`Deployment` passed as ``hw`` is returned unchanged."""
+    if isinstance(hw, Deployment):
+        return hw
+    return build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
+
+
+def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, num_requests: int | None = None,
+               seed: int = 0, **options: Any) -> Trace:
+    """A request trace by name (``kvsim trace list``), synthetic spec or file; a :class:`Trace`
+    is returned unchanged. ``rate`` rescales arrivals to that mean rate (requests/s)."""
+    if isinstance(trace, Trace):
+        return trace
+    return _load_trace(trace, rate=rate, num_requests=num_requests, seed=seed, **options)
+
+
+def _method(method: str | KVMethod, dep: Deployment) -> KVMethod:
+    return method if isinstance(method, KVMethod) else make_method(method, dep)
+
+
+def estimate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method: str | KVMethod = "full", *,
+             context: int = 4096, batch: int | str = 1, tp: int = 1, max_num_batched_tokens: int | None = 8192,
+             max_num_seqs: int = 256, **deployment_options: Any) -> EstimateResult:
+    """Closed-form TTFT, TBT, throughput and memory of one configuration (``kvsim estimate``);
+    ``batch="max"`` uses the largest batch that fits."""
+    dep = deployment(hw, model, tp=tp, **deployment_options)
+    return _estimate(dep, _method(method, dep), context, batch, max_num_batched_tokens=max_num_batched_tokens,
+                     max_num_seqs=max_num_seqs)
+
+
+@dataclass
+class Simulation:
+    """One simulated run: ``summary`` (the JSON of ``kvsim simulate``), ``requests`` (per-request
+    columns, trace order; times in seconds, NaN where not reached), ``timeline`` (gauges per
+    time bucket) and the objects it ran on."""
+
+    summary: dict
+    requests: dict[str, np.ndarray]
+    timeline: dict[str, np.ndarray]
+    deployment: Deployment = field(repr=False)
+    method: KVMethod = field(repr=False)
+    trace: Trace = field(repr=False)
+    raw: SimResult = field(repr=False)
+
+    def to_pandas(self):
+        """``requests`` as a pandas DataFrame (one row per request); ``.attrs['summary']`` holds
+        the summary and ``.attrs['timeline']`` a DataFrame of the timeline."""
+        pd = _pandas()
+        df = pd.DataFrame(self.requests)
+        df.attrs["summary"] = self.summary
+        df.attrs["timeline"] = pd.DataFrame(self.timeline)
+        return df
+
+
+def _request_columns(res: SimResult) -> dict[str, np.ndarray]:
+    rec = res.records
+    cols = {
+        "arrival_s": rec.arrival_s, "scheduled_s": rec.scheduled_s, "first_token_s": rec.first_token_s,
+        "finish_s": rec.finish_s, "prompt_tokens": rec.prompt_tokens, "effective_prompt_tokens": rec.effective_prompt_tokens,
+        "output_tokens": rec.output_tokens, "cached_tokens": rec.cached_tokens, "preemptions": rec.preemptions,
+        "status": rec.status,
+    }
+    out = rec.output_tokens.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols["ttft_s"] = rec.first_token_s - rec.arrival_s
+        cols["e2el_s"] = rec.finish_s - rec.arrival_s
+        cols["queue_s"] = rec.scheduled_s - rec.arrival_s
+        # vLLM's TPOT: (last token - first token) / (output tokens - 1), for 2+ tokens
+        cols["tpot_s"] = np.where(out >= 2, (rec.finish_s - rec.first_token_s) / np.maximum(out - 1, 1), np.nan)
+    return {k: np.asarray(v) for k, v in cols.items()}
+
+
+def simulate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method: str | KVMethod = "full",
+             trace: str | Trace = "burstgpt", *, rate: float | None = None, num_requests: int | None = None,
+             seed: int = 0, tp: int = 1, config: SimConfig | dict | None = None, **engine: Any) -> Simulation:
+    """Replay ``trace`` through the serving simulator (``kvsim simulate``). Engine settings go in
+    ``config`` (a :class:`SimConfig` or a dict) or as keywords with vLLM's names
+    (``max_num_seqs=128, chunked_prefill=False, watermark=0.01``)."""
+    dep = deployment(hw, model, tp=tp)
+    m = _method(method, dep)
+    tr = load_trace(trace, rate=rate, num_requests=num_requests, seed=seed)
+    if isinstance(config, SimConfig):
+        cfg = config.model_copy(update=engine) if engine else config
+    else:
+        try:
+            cfg = SimConfig(**{"seed": seed, **(config or {}), **engine})
+        except Exception as err:  # pydantic: one line naming the setting
+            first = getattr(err, "errors", lambda: [{"loc": ("?",), "msg": str(err)}])()[0]
+            raise ConfigError(f"engine setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    res = _simulate(dep, m, tr, cfg)
+    return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},
+                      dep, m, tr, res)
+
+
+def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: list[str] | str = "full", *,
+         slo_ttft_s: float = 2.0, slo_tbt_s: float = 0.1, percentile: str = "p99", trace: str = "synthetic-burstgpt",
+         num_requests: int = 500, seed: int = 0, target_rate_per_s: float | None = None, tp: int = 1,
+         jobs: int | None = None, executor: str = "serial", **request: Any):
+    """Capacity plan (``kvsim plan``): for each hardware x method, the highest request rate that
+    meets the SLO (or, with ``target_rate_per_s``, the fewest replicas). Returns the
+    :class:`kvsim.plan.result.PlanResult` (``.configs``, ``.ranking``, ``.model_dump()``)."""
+    from kvsim.plan.schema import SLO, TraceSpec  # lazy: plan pulls in the process pool machinery
+    from kvsim.plan.search import PlanRequest, run_plan  # lazy: as above
+
+    req = PlanRequest(model=model, hws=[hws] if isinstance(hws, str) else list(hws),
+                      methods=[methods] if isinstance(methods, str) else list(methods),
+                      trace=TraceSpec(spec=trace, num_requests=num_requests, seed=seed),
+                      slo=SLO(ttft_s=slo_ttft_s, tbt_s=slo_tbt_s, percentile=percentile),
+                      target_rate_per_s=target_rate_per_s, tp=tp, **request)
+    return run_plan(req, jobs=jobs, executor=executor, progress=False)

@@ -242,3 +242,28 @@ def test_allocate_slots_returns_none_when_full():
     assert s.allocate_slots(r, 52) is None and r.gpu_blocks == 3 and kv.gpu_private == 3
     s.free(r)
     assert kv.gpu_private == 0
+
+
+def test_load_summary_hand_computed_and_hints():
+    from kvsim.sim.metrics import RequestRecords, load_summary
+    from kvsim.sim.request import RequestStatus
+
+    n = 10
+    arr = np.arange(n, dtype=float)  # 1 req/s offered: (10 - 1) / (9 - 0)
+    sched = arr + np.linspace(0.0, 9.0, n)  # queueing grows 0 s ... 9 s
+    fin = sched + 1.0
+    rec = RequestRecords(arrival_s=arr, scheduled_s=sched, first_token_s=sched + 0.5, finish_s=fin,
+                         tbt_max_s=np.zeros(n), prompt_tokens=np.full(n, 10), effective_prompt_tokens=np.full(n, 10),
+                         output_tokens=np.full(n, 5), cached_tokens=np.zeros(n, dtype=int), preemptions=np.zeros(n, dtype=int),
+                         status=np.full(n, RequestStatus.FINISHED, dtype=np.int8), reject_reason={})
+    out = load_summary(rec, busy_s=10.0, end_s=float(fin[-1]), kv_gpu_peak_fraction=0.5)
+    # span = last finish 9 + 9 + 1 = 19 s; served 10 / 19; busy 10 / 19
+    assert out["offered_req_s"] == pytest.approx(1.0)
+    assert out["served_req_s"] == pytest.approx(10 / 19) and out["gpu_busy_fraction"] == pytest.approx(10 / 19)
+    # fifths of 10 finished requests: first 2 queued 0 and 1 s (mean 0.5), last 2 queued 8 and 9 (mean 8.5): growth 17
+    assert out["queue_growth"] == pytest.approx(17.0) and out["hint"].startswith("overloaded")
+    idle = load_summary(rec, busy_s=0.19, end_s=float(fin[-1]), kv_gpu_peak_fraction=0.0)
+    assert idle["gpu_busy_fraction"] == pytest.approx(0.01)
+    rec.scheduled_s[:] = arr  # no queueing: only the idle hint can apply
+    idle = load_summary(rec, busy_s=0.19, end_s=float(fin[-1]), kv_gpu_peak_fraction=0.0)
+    assert idle["hint"].startswith("mostly idle") and "1% of the time" in idle["hint"].replace("1.0%", "1%")

@@ -255,11 +255,19 @@ def _print_one(s: dict) -> None:
     ]
     if s.get("goodput_req_s") is not None:
         rows.append(("goodput (req/s, fraction)", f"{fmt_num(s['goodput_req_s'], 3)}, {s['goodput_fraction']:.3f}"))
+    load = s.get("load") or {}
+    if load:
+        busy = load.get("gpu_busy_fraction")
+        rows.append(("offered / served load (req/s)", f"{fmt_num(load.get('offered_req_s'), 3)} / {fmt_num(load.get('served_req_s'), 3)}"))
+        rows.append(("GPU busy, peak KV occupancy", f"{'-' if busy is None else f'{busy * 100:.1f}%'}, "
+                                                     f"{load.get('kv_gpu_peak_fraction', 0) * 100:.1f}%"))
     sim = s.get("sim", {})
     rows.append(("simulated steps / wall time", f"{sim.get('steps', 0):,} / {sim.get('wall_s', 0):.2f} s"))
     for k, v in rows:
         t.add_row(k, v)
     _console().print(t)
+    if load.get("hint"):
+        print(f"hint: {load['hint']}", file=sys.stderr)
     for n in s.get("notes", []):
         if n != s.get("trace_notice"):
             print(f"note: {n}", file=sys.stderr)
@@ -287,6 +295,14 @@ def _print_table(summaries: list[dict]) -> None:
             row.append("-" if s.get("goodput_fraction") is None else f"{s['goodput_fraction']:.3f}")
         t.add_row(*row)
     _console().print(t)
+    hints = {s["method"]: (s.get("load") or {}).get("hint") for s in summaries}
+    if any(hints.values()):
+        if len(set(hints.values())) == 1:
+            print(f"hint: {next(iter(hints.values()))}", file=sys.stderr)
+        else:
+            for m, h in hints.items():
+                if h:
+                    print(f"hint ({m}): {h}", file=sys.stderr)
 
 
 def _console():

@@ -91,6 +91,51 @@ def request_metrics(rec: RequestRecords) -> dict[str, np.ndarray]:
             "tpot_all": np.where(multi, (fin - ft) / np.maximum(out - 1, 1), 0.0), "output": out}
 
 
+#: below this fraction of busy time the run says the GPU is mostly idle
+IDLE_BUSY_FRACTION = 0.05
+#: queueing grew without bound: the last fifth of arrivals waited this many times longer
+#: than the first fifth (and over a second)
+OVERLOAD_QUEUE_GROWTH = 4.0
+
+
+def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_fraction: float) -> dict:
+    """How loaded the run was, and a one-line hint when it was idle or overloaded.
+
+    * ``offered_req_s``: the trace's arrival rate, ``(N - 1) / (last - first arrival)``;
+    * ``served_req_s``: finished requests / (last finish - first arrival);
+    * ``gpu_busy_fraction``: seconds in engine steps / (last finish - first arrival);
+    * ``queue_growth``: mean queueing delay of the last fifth of arrivals over the first fifth's
+      (``None`` with under 10 finished requests);
+    * ``kv_gpu_peak_fraction``: peak KV blocks in use / GPU KV blocks.
+    """
+    n = len(rec.arrival_s)
+    first = float(rec.arrival_s[0]) if n else 0.0
+    span = max(end_s - first, 0.0)
+    arrivals = float(rec.arrival_s[-1] - rec.arrival_s[0]) if n > 1 else 0.0
+    done = rec.status == RequestStatus.FINISHED
+    offered = (n - 1) / arrivals if arrivals > 0 else None
+    served = int(done.sum()) / span if span > 0 else None
+    busy = min(busy_s / span, 1.0) if span > 0 else None
+    growth = None
+    idx = np.flatnonzero(done)
+    if len(idx) >= 10:
+        q = rec.scheduled_s[idx] - rec.arrival_s[idx]
+        k = max(len(idx) // 5, 1)
+        head, tail = float(np.mean(q[:k])), float(np.mean(q[-k:]))
+        growth = tail / head if head > 0 else (None if tail == 0 else float("inf"))
+        tail_s = tail
+    hint = None
+    if growth is not None and (growth == float("inf") or growth > OVERLOAD_QUEUE_GROWTH) and tail_s > 1.0:
+        hint = (f"overloaded: the last arrivals queued {tail_s:.1f} s on average and the queue kept growing; "
+                f"lower --rate or add GPUs (`kvsim plan` finds the highest rate that meets an SLO)")
+    elif busy is not None and busy < IDLE_BUSY_FRACTION:
+        hint = (f"mostly idle: the GPU was busy {busy * 100:.1f}% of the time at {offered or 0:.3g} req/s; "
+                f"use --rate to replay the trace faster")
+    return {"offered_req_s": offered, "served_req_s": served, "gpu_busy_fraction": busy,
+            "queue_growth": None if growth == float("inf") else growth, "kv_gpu_peak_fraction": kv_gpu_peak_fraction,
+            "hint": hint}
+
+
 def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarray, *,
               slo_ttft_s: float | None = None, slo_tbt_s: float | None = None) -> dict:
     """Latency, throughput and goodput summary of one simulation (see module docstring)."""

@@ -38,7 +38,7 @@ from kvsim.sim.engine import Engine
 from kvsim.sim.fast import FastPath, NextDecodeStep
 from kvsim.sim.inputs import REJECT_REASONS, prepare
 from kvsim.sim.kv_cache import KVCacheManager
-from kvsim.sim.metrics import IntervalSample, RequestRecords, Timeline, summarize
+from kvsim.sim.metrics import IntervalSample, RequestRecords, Timeline, load_summary, summarize
 from kvsim.sim.request import Request, RequestStatus
 from kvsim.sim.scheduler import Scheduler
 from kvsim.traces.base import Trace
@@ -120,6 +120,7 @@ class ReplicaSim:
         self._empty_launches = 0
         self._done: list[Request] = []
         self._swap = [0.0, 0.0, 0.0]  # bytes out, bytes in, seconds
+        self._busy_s = 0.0  # seconds the GPU spent in steps
         self._wall0 = time.perf_counter()
         self._wall_next = self._wall0 + 0.2
 
@@ -181,6 +182,7 @@ class ReplicaSim:
             run = self.decoder.run(now, self._arr[self.next_arrival])
             if run is not None:
                 self.steps += run.steps
+                self._busy_s += run.t_end_s - now
                 self._next_step = run.next_step
                 if run.finished:
                     self._finished(run.finished)
@@ -205,6 +207,7 @@ class ReplicaSim:
             if p[0].scheduled_s < 0:
                 p[0].scheduled_s = now
         t_end = now + dt
+        self._busy_s += dt
         done = s.commit(out, now, t_end)
         if done:
             self._finished(done)
@@ -331,6 +334,7 @@ class ReplicaSim:
             "swap_in_bytes": self._swap[1],
             "swap_time_s": self._swap[2],
             "tbt_exact": self.tbt.exact,
+            "load": load_summary(rec, self._busy_s, end, kv.peak_gpu_used / max(lay.num_gpu_blocks, 1)),
             "sim": {"steps": self.steps, "launches": self.launches, "events": self.engine.events_processed,
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,
                     "wall_s": time.perf_counter() - self._wall0},

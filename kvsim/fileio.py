@@ -228,6 +228,13 @@ def write_tree(directory: Path | str, files: Mapping[str, str | bytes], *, force
             (d / rel).unlink(missing_ok=True)
         except OSError:
             pass  # e.g. a directory now; it stays listed
+        parent = (d / rel).parent
+        while parent != d and d in parent.parents:  # a folder left empty by the pruning goes too
+            try:
+                parent.rmdir()
+            except OSError:
+                break  # not empty: something else lives there
+            parent = parent.parent
     try:
         with staged(d / MANIFEST) as tmp:
             tmp.write_text(_manifest_text(set(files) | keep), encoding="utf-8")

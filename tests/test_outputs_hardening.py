@@ -108,9 +108,9 @@ def test_simulate_disk_full_leaves_previous_run_intact(capsys, monkeypatch, tmp_
     out = tmp_path / "o"
     assert run(capsys, monkeypatch, *SIM, "--out", str(out))[0] == 0
     before = snapshot(out)
-    assert {"summary.json", "requests.csv", "timeline.csv", "timeline.json"} <= set(before)
+    assert {"full/summary.json", "full/requests.csv", "full/timeline.csv", "full/timeline.json", "manifest.json"} <= set(before)
     fail_staging(monkeypatch, lambda name: name == "requests.csv")
-    one_line_error(*run(capsys, monkeypatch, *SIM, "--seed", "3", "--out", str(out)), str(out / "requests.csv"),
+    one_line_error(*run(capsys, monkeypatch, *SIM, "--seed", "3", "--out", str(out)), str(out / "full" / "requests.csv"),
                    "no space left")
     assert snapshot(out) == before  # no new summary.json, no temp files
 
@@ -130,15 +130,15 @@ def test_simulate_disk_full_on_rename(capsys, monkeypatch, tmp_path):
 def test_simulate_keeps_foreign_files(capsys, monkeypatch, tmp_path):
     """A file kvsim did not write is not overwritten without --force; other foreign files are never touched."""
     out = tmp_path / "o"
-    out.mkdir()
-    (out / "summary.json").write_text("mine")
+    (out / "full").mkdir(parents=True)
+    (out / "full" / "summary.json").write_text("mine")
     (out / "notes.txt").write_text("mine too")
-    one_line_error(*run(capsys, monkeypatch, *SIM, "--out", str(out)), str(out / "summary.json"), "--force")
-    assert (out / "summary.json").read_text() == "mine"
+    one_line_error(*run(capsys, monkeypatch, *SIM, "--out", str(out)), str(out / "full" / "summary.json"), "--force")
+    assert (out / "full" / "summary.json").read_text() == "mine"
     assert run(capsys, monkeypatch, *SIM, "--out", str(out), "--force")[0] == 0
-    assert json.loads((out / "summary.json").read_text())["method"] == "full"
-    assert run(capsys, monkeypatch, *SIM, "--method", "full,kivi", "--out", str(out))[0] == 0
-    assert not (out / "summary.json").exists()  # the previous run's files go: one run per directory
+    assert json.loads((out / "full" / "summary.json").read_text())["method"] == "full"
+    assert run(capsys, monkeypatch, *SIM, "--method", "kivi", "--out", str(out))[0] == 0
+    assert not (out / "full").exists()  # the previous run's files go: one run per directory
     assert (out / "kivi" / "summary.json").is_file() and (out / "notes.txt").read_text() == "mine too"
 
 

@@ -238,9 +238,17 @@ def test_cli_simulate_json_and_out(tmp_path):
     s = json.loads(r.stdout)
     assert s["requests_completed"] == 30 and s["config"]["max_num_seqs"] == 256
     out = tmp_path / "run"
-    assert {p.name for p in out.iterdir()} == {"summary.json", "requests.csv", "timeline.csv", "timeline.json", ".kvsim-manifest.json"}
-    lines = (out / "requests.csv").read_text().splitlines()
+    assert {p.name for p in out.iterdir()} == {"manifest.json", "full", ".kvsim-manifest.json"}  # one folder per method, always
+    assert {p.name for p in (out / "full").iterdir()} == {"summary.json", "requests.csv", "timeline.csv", "timeline.json"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runs"] == [{"method": "full", "dir": "full", "files": ["requests.csv", "summary.json", "timeline.csv",
+                                                                          "timeline.json"]}]
+    lines = (out / "full" / "requests.csv").read_text().splitlines()
     assert lines[0].startswith("req_id,arrival_s,scheduled_s,first_token_s,finish_s") and len(lines) == 31
+    assert (out / "full" / "timeline.csv").read_text().startswith("bucket_start_s,kv_gpu_bytes_max,")
+    prov = json.loads((out / "full" / "summary.json").read_text())["provenance"]
+    assert prov["method"]["name"] == "full" and "kv_dtype" in prov["method"]["params"]
+    assert len(prov["spec_sha256"]["gpu"]) == 64 and prov["kvsim_version"]
 
 
 def test_cli_default_trace_and_method_table(tmp_path):

@@ -57,7 +57,7 @@ def simulate_cmd(
     slo_ttft: Annotated[Optional[float], typer.Option("--slo-ttft", help="goodput: TTFT SLO, seconds")] = None,
     slo_tbt: Annotated[Optional[float], typer.Option("--slo-tbt", help="goodput: SLO on each request's mean TBT (TPOT), seconds")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")] = 0,
-    out: Annotated[Optional[str], typer.Option("--out", help="directory for summary.json, requests.csv, timeline.csv/json")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="directory: manifest.json and one folder per method (summary.json, requests.csv, timeline.csv/json; docs/outputs.md)")] = None,
     report: Annotated[Optional[str], typer.Option("--report", help="write an HTML report (single method)")] = None,
     force: Annotated[bool, typer.Option("--force", help="--out: replace or remove files there that kvsim did not write")] = False,
     as_json: JsonOpt = False,
@@ -74,7 +74,7 @@ def simulate_cmd(
             raise ConfigError(f"{flag} must be > 0, got {v}")
     check_watermark(watermark)
     if out is not None:  # before the work: a bad output path must not cost a simulation
-        check_tree(out, OUTPUT_FILES, flag="--out", force=force)
+        check_tree(out, ["manifest.json"], flag="--out", force=force)  # the method folders: checked again at write
     if report is not None:
         check_output_file(report, "--report")
     dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
@@ -102,6 +102,9 @@ def simulate_cmd(
             continue
         res.summary["trace_source"] = tr.source
         res.summary["trace_notice"] = tr.notice
+        res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,
+                                     "trace_model": trace_model, "log_type": log_type, "seed": seed,
+                                     "calibration": calibration}
         results.append(res)
     if not results:
         raise ConfigError("no method could be simulated")
@@ -162,12 +165,21 @@ OUTPUT_FILES = ("summary.json", "requests.csv", "timeline.csv", "timeline.json")
 
 
 def write_outputs(results: list, directory: Path, force: bool = False) -> list[Path]:
-    """One run's files into ``directory`` (one sub-directory per method when several), all
-    or nothing; earlier kvsim outputs there are replaced, other files kept (see kvsim.fileio)."""
+    """One run's files into ``directory``: ``manifest.json`` and one sub-directory per method
+    (always, however many methods), all or nothing; earlier kvsim outputs there are replaced,
+    other files kept (see kvsim.fileio). docs/outputs.md describes every file and column."""
+    from kvsim import __version__  # lazy: CLI start-up
+
     files: dict[str, str] = {}
+    runs = []
     for res in results:
-        prefix = _slug(res.summary["method"]) + "/" if len(results) > 1 else ""
-        files.update({prefix + k: v for k, v in output_files(res).items()})
+        folder = _slug(res.summary["method"])
+        out = output_files(res)
+        files.update({f"{folder}/{k}": v for k, v in out.items()})
+        runs.append({"method": res.summary["method"], "dir": folder, "files": sorted(out)})
+    manifest = {"kvsim_version": __version__, "command": "kvsim " + " ".join(sys.argv[1:]), "runs": runs,
+                "doc": "docs/outputs.md"}
+    files["manifest.json"] = json.dumps(manifest, indent=2) + "\n"
     return write_tree(directory, files, force=force, flag="--out")
 
 
@@ -202,7 +214,8 @@ def output_files(res) -> dict[str, str]:
     w.writerow(cols)
     w.writerows(zip(*[_csv_col(v) for v in cols.values()]))
     files["requests.csv"] = f.getvalue()
-    tl = res.timeline
+    # gauges are the largest value in each time bucket: the file names say so
+    tl = {("bucket_start_s" if k == "t_s" else f"{k}_max"): v for k, v in res.timeline.items()}
     f = io.StringIO(newline="")
     w = csv.writer(f)
     w.writerow(tl)

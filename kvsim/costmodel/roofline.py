@@ -245,6 +245,7 @@ class CompiledRoofline:
         if len(parts) == 1 and len(over[0]) <= 1 and body[0] and not self._refined:
             self._single = (body[0], over[0][0] if over[0] else None)
         # one refined part (attention under a measured profile): the same arithmetic on column views
+        self._divisor_list = self._divisor.tolist()
         self._single_refined = None
         if len(parts) == 1 and body[0] and self._refined and not self._custom:
             self._single_refined = (body[0], over[0], self._blend[0][2] if self._blend else None,
@@ -334,6 +335,8 @@ class CompiledRoofline:
         """:meth:`seconds` of one part with refinements: resource_seconds, _body_and_overhead
         and total_seconds of one part, on column views."""
         body, over, p, wave = self._single_refined
+        if amounts.ndim == 1:  # one step: the same arithmetic on Python floats (a third of the time)
+            return self._seconds_single_refined_scalar(amounts.tolist())
         times = amounts / self._divisor
         cols = [times[..., c] for c in body]
         if wave is not None:
@@ -349,6 +352,23 @@ class CompiledRoofline:
         for c in over:
             t = t + times[..., c]
         return t
+
+    def _seconds_single_refined_scalar(self, amounts: list) -> float:
+        body, over, p, wave = self._single_refined
+        div = self._divisor_list
+        t = [amounts[c] / div[c] for c in body]
+        if wave is not None:
+            scaled, nt, nl, sw = wave
+            factor = max(1.0, sw * amounts[nl] / max(amounts[nt], 1e-9))
+            t = [x * factor if c in scaled else x for x, c in zip(t, body)]
+        top = max(t)
+        if p is None or top <= 0.0:
+            total = top
+        else:
+            total = top * sum((x / top) ** p for x in t) ** (1.0 / p)
+        for c in over:
+            total += amounts[c] / div[c]
+        return total
 
     # ------------------------------------------------------------------ a Cost of this template
     def timing(self, parts: Sequence[Part]) -> Timing:

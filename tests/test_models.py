@@ -19,7 +19,7 @@ MODEL_FILES = sorted(MODELS_DIR.glob("*.yaml"))
 DIMS = [
     "architecture", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
     "intermediate_size", "vocab_size", "max_context_tokens", "mlp_gated", "tie_word_embeddings",
-    "attention_bias", "sliding_window", "moe", "mla",
+    "attention_bias", "sliding_window", "sliding_window_layers", "moe", "mla",
 ]  # fmt: skip
 
 
@@ -211,7 +211,8 @@ def test_hf_unsupported_model_type(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as exc:
         load_hf_config(path)
     assert str(exc.value) == (
-        f"{path}: model_type: unsupported ('gpt2'); supported: llama, mistral, mixtral, qwen2, phi3, opt, deepseek_v2"
+        f"{path}: model_type: unsupported ('gpt2'); supported: llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
+        "qwen3_moe, phi3, gemma2, gemma3, gemma3_text, llama4, llama4_text, opt, deepseek_v2, deepseek_v3"
     )
 
 
@@ -256,11 +257,18 @@ def test_hf_name_falls_back_to_folder_or_stem(tmp_path: Path) -> None:
 
 
 def test_hf_qwen2_bias_and_window_rules(tmp_path: Path) -> None:
-    """qwen2 always has q/k/v bias; its window counts only with use_sliding_window."""
+    """qwen2 always has q/k/v bias; its window counts only with use_sliding_window, and then only on
+    the layers from max_window_layers on (transformers' Qwen2Config)."""
     data = json.loads((HF_DIR / "qwen2.5-7b.json").read_text())
     assert load_hf_config(HF_DIR / "qwen2.5-7b.json").attention_bias is True
-    data.update(use_sliding_window=True, sliding_window=4096)
-    assert load_hf_config(_write(tmp_path, data)).sliding_window == 4096
+    data.update(use_sliding_window=True, sliding_window=4096)  # max_window_layers 28 = all 28 layers full
+    assert load_hf_config(_write(tmp_path, data)).sliding_window is None
+    data.update(max_window_layers=20)  # layers 20..27 windowed: 28 - 20 = 8
+    m = load_hf_config(_write(tmp_path, data))
+    assert (m.sliding_window, m.sliding_window_layers, m.windowed_layers) == (4096, 8, 8)
+    data.update(max_window_layers=0)  # every layer windowed: None means all
+    m = load_hf_config(_write(tmp_path, data))
+    assert (m.sliding_window, m.sliding_window_layers, m.windowed_layers) == (4096, None, 28)
 
 
 def test_hf_window_rules() -> None:

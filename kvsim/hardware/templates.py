@@ -42,7 +42,7 @@ def gpu_template(name: str, like: GPUSpec | None = None, links: list[str] | None
     dtypes = [d for d in _PEAK_DTYPES if d in peaks] if g else list(_PEAK_DTYPES)
     known = ", ".join(links or [])
     lines = [
-        f"# GPU spec for kvsim: `--hw {name}.yaml` runs one of these GPUs on the default host; a system",
+        "# GPU spec for kvsim: `--hw THIS_FILE` runs one of these GPUs on the default host; a system",
         "# file (`kvsim hardware new system`) names it with a GPU count, host and links.",
         "# Units are SI: bytes, bytes per second, FLOP per second, watts. Peaks are DENSE (halve a",
         "# datasheet's 'with sparsity' figures). Replace every null with a number, give each a source,",
@@ -84,6 +84,13 @@ def gpu_template(name: str, like: GPUSpec | None = None, links: list[str] | None
                   f"  date: {_str(g.price.date)}"]
     else:
         lines.append("# price: {usd_per_hour: 2.0, source: \"provider, page\", date: \"YYYY-MM-DD\"}   # optional")
+    if g and g.efficiency:
+        lines.append("efficiency:                    # measured fractions of peak per op class (see the catalog file)")
+        for op, fields in g.efficiency.items():
+            inner = ", ".join(f"{k}: {_num(v)}" for k, v in fields.items() if v is not None)
+            lines.append(f"  {op}: {{{inner}}}")
+    else:
+        lines.append("# efficiency: {gemm: {compute: 0.8}}   # optional: measured fraction of peak per op class")
     lines += [
         _line("source", _str(f"copied from kvsim's {g.name}: {g.source}" if g else "FILL IN: datasheet and pages the numbers come from"), ""),
         _line("notes", _str(""), "what is estimated and why"),

@@ -123,7 +123,9 @@ class Cfg:
     def whole(self, key: str, lo: int = 1, default: Any = _MISSING) -> int:
         """A whole number >= ``lo`` (booleans rejected): layer counts and steps used in loops."""
         value = self.req(key) if default is _MISSING else self.opt(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        if isinstance(value, bool):
+            raise self.bad(key, f"a whole number >= {lo}, not a boolean", value)
+        if not isinstance(value, int) or value < lo:
             raise self.bad(key, f"a whole number >= {lo}", value)
         return value
 

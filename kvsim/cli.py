@@ -13,6 +13,7 @@ import sys
 import typer
 
 from kvsim import __version__
+from kvsim.commands import hardware as _hardware
 from kvsim.commands import plan as _plan
 from kvsim.commands import report as _report
 from kvsim.commands import simulate as _sim
@@ -43,6 +44,7 @@ def _register_optional() -> None:
     app.command("report")(_report.report_cmd)
     app.add_typer(_trace.app, name="trace", help="inspect and fetch request traces")
     app.add_typer(_validate.app, name="validate", help="microbenchmarks, calibration and accuracy of the cost model")
+    app.add_typer(_hardware.app, name="hardware", help="starting files for your own GPU or multi-GPU system")
 
 
 _register_optional()

@@ -19,7 +19,7 @@ MODEL_FILES = sorted(MODELS_DIR.glob("*.yaml"))
 DIMS = [
     "architecture", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
     "intermediate_size", "vocab_size", "max_context_tokens", "mlp_gated", "tie_word_embeddings",
-    "attention_bias", "sliding_window", "moe", "mla",
+    "attention_bias", "sliding_window", "sliding_window_layers", "moe", "mla",
 ]  # fmt: skip
 
 
@@ -36,8 +36,8 @@ def test_every_shipped_model_yaml_loads(path: Path) -> None:
 
 
 def test_catalog_names() -> None:
-    """All 19 shipped models are in the catalog under unique names."""
-    assert len(names()) == 19
+    """All 24 shipped models are in the catalog under unique names."""
+    assert len(names()) == 24
     assert "deepseek-v2-lite" in names() and "mistral-7b-v0.1" in names()
 
 
@@ -80,6 +80,11 @@ def test_kv_deepseek_v2_lite_mla() -> None:
         ("phi-3-mini-128k", 393_216),  # 2*32*32*96*2
         ("qwen2.5-7b", 57_344),  # 2*28*4*128*2
         ("mixtral-8x7b", 131_072),
+        ("qwen3-8b", 147_456),  # 2*36*8*128*2
+        ("qwen3-30b-a3b", 98_304),  # 2*48*4*128*2
+        ("gemma-2-9b-it", 344_064),  # 2*42*8*256*2 (all layers counted: windows are not priced)
+        ("deepseek-v3", 70_272),  # MLA: 61*(512+64)*2
+        ("llama-4-scout-17b-16e", 196_608),  # 2*48*8*128*2
     ],
 )
 def test_kv_bytes_match_specs_table(name: str, kv: int) -> None:
@@ -93,6 +98,9 @@ PUBLISHED = {  # SPECS.md Table M1 params column
     "codellama-34b": 33.74e9, "mistral-7b-v0.1": 7.24e9, "mistral-7b-v0.2": 7.24e9,
     "megabeam-mistral-7b-512k": 7.24e9, "yi-34b-200k": 34.39e9, "opt-6.7b": 6.66e9, "opt-30b": 29.97e9,
     "phi-3-mini-128k": 3.82e9, "qwen2.5-7b": 7.62e9, "mixtral-8x7b": 46.70e9, "deepseek-v2-lite": 15.71e9,
+    # model cards / reports (sources in each YAML); Llama-4-Scout's 109B includes its vision encoder: see
+    # tests/test_models_hf.py
+    "qwen3-8b": 8.2e9, "qwen3-30b-a3b": 30.5e9, "gemma-2-9b-it": 9.24e9, "deepseek-v3": 671.0e9,
 }  # fmt: skip
 
 
@@ -211,7 +219,8 @@ def test_hf_unsupported_model_type(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as exc:
         load_hf_config(path)
     assert str(exc.value) == (
-        f"{path}: model_type: unsupported ('gpt2'); supported: llama, mistral, mixtral, qwen2, phi3, opt, deepseek_v2"
+        f"{path}: model_type: unsupported ('gpt2'); supported: llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
+        "qwen3_moe, phi3, gemma2, gemma3, gemma3_text, llama4, llama4_text, opt, deepseek_v2, deepseek_v3"
     )
 
 
@@ -256,11 +265,18 @@ def test_hf_name_falls_back_to_folder_or_stem(tmp_path: Path) -> None:
 
 
 def test_hf_qwen2_bias_and_window_rules(tmp_path: Path) -> None:
-    """qwen2 always has q/k/v bias; its window counts only with use_sliding_window."""
+    """qwen2 always has q/k/v bias; its window counts only with use_sliding_window, and then only on
+    the layers from max_window_layers on (transformers' Qwen2Config)."""
     data = json.loads((HF_DIR / "qwen2.5-7b.json").read_text())
     assert load_hf_config(HF_DIR / "qwen2.5-7b.json").attention_bias is True
-    data.update(use_sliding_window=True, sliding_window=4096)
-    assert load_hf_config(_write(tmp_path, data)).sliding_window == 4096
+    data.update(use_sliding_window=True, sliding_window=4096)  # max_window_layers 28 = all 28 layers full
+    assert load_hf_config(_write(tmp_path, data)).sliding_window is None
+    data.update(max_window_layers=20)  # layers 20..27 windowed: 28 - 20 = 8
+    m = load_hf_config(_write(tmp_path, data))
+    assert (m.sliding_window, m.sliding_window_layers, m.windowed_layers) == (4096, 8, 8)
+    data.update(max_window_layers=0)  # every layer windowed: None means all
+    m = load_hf_config(_write(tmp_path, data))
+    assert (m.sliding_window, m.sliding_window_layers, m.windowed_layers) == (4096, None, 28)
 
 
 def test_hf_window_rules() -> None:

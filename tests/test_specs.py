@@ -38,7 +38,7 @@ def test_every_shipped_yaml_loads(sub: str, path: Path) -> None:
 def test_every_kind_has_files_and_catalog_builds() -> None:
     """The catalogs build without duplicate names across aliases."""
     counts = {kind: len({s.name for s in catalog(kind).values()}) for kind in ("gpu", "host", "link", "system", "profile")}
-    assert counts == {"gpu": 10, "host": 5, "link": 7, "system": 11, "profile": 4}
+    assert counts == {"gpu": 20, "host": 6, "link": 10, "system": 21, "profile": 4}
 
 
 def test_default_efficiencies_cover_every_op_class() -> None:
@@ -80,6 +80,17 @@ def test_default_efficiency_values_follow_specs_md() -> None:
         ("h200", "H200", "Xeon-8480+", 8),
         ("H100", "H100-SXM", "Xeon-8480+", 8),  # case-insensitive
         ("a100_80g", "A100-SXM4-80GB", "EPYC-7763", 8),  # '_' == '-'
+        ("b200", "B200", "Xeon-8480+", 8),
+        ("gb200", "GB200", "Grace", 4),  # one NVL72 compute tray: 2 Grace + 4 GPUs
+        ("h20", "H20", "Xeon-8480+", 8),
+        ("h100-pcie", "H100-PCIe", "Xeon-8480+", 8),
+        ("a100-pcie", "A100-PCIe-80GB", "EPYC-7763", 8),
+        ("l4", "L4", "Xeon-8380", 8),
+        ("a10", "A10", "EPYC-7763", 8),
+        ("rtx-pro-6000", "RTX-PRO-6000", "EPYC-9654", 8),
+        ("5090", "RTX-5090", "EPYC-9654", 8),
+        ("mi300x", "MI300X", "EPYC-9654", 8),
+        ("mi325x", "MI325X", "EPYC-9654", 8),
     ],
 )
 def test_system_aliases_resolve(alias: str, gpu: str, host: str, num_gpus: int) -> None:

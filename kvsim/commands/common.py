@@ -11,14 +11,14 @@ import typer
 from kvsim.errors import ConfigError
 from kvsim.jsonutil import json_default
 
-HwOpt = Annotated[str, typer.Option("--hw", help="system name/alias (a100, a100-40g, v100, l20, 4090, h100, h200, ...) or a YAML file")]
-ModelOpt = Annotated[str, typer.Option("--model", help="model name/alias, a kvsim model YAML, or a Hugging Face config.json")]
+HwOpt = Annotated[str, typer.Option("--hw", help="system name/alias (a100, h100, b200, mi300x, l4, ...; `kvsim list hardware`) or a system/GPU YAML file")]
+ModelOpt = Annotated[str, typer.Option("--model", help="model name/alias, a kvsim model YAML, a Hugging Face config.json (or its folder), or org/name from the local Hugging Face cache")]
 MethodOpt = Annotated[
     list[str],
     typer.Option("--method", help="KV method(s): name, name:key=value,..., a comma list, or 'all'"),
 ]
 TpOpt = Annotated[int, typer.Option("--tp", min=1, help="tensor-parallel GPUs per replica")]
-WeightDtypeOpt = Annotated[str, typer.Option("--weight-dtype", help="auto (bf16, or fp16 on GPUs without bf16 such as V100), bf16, fp16, fp8, int8, int4")]
+WeightDtypeOpt = Annotated[str, typer.Option("--weight-dtype", help="auto (bf16, or fp16 on GPUs without bf16 such as V100), bf16, fp16, fp8, int8, fp4, int4 (fp8/int8/fp4 use tensor cores of that type where the GPU has them, else dequantize)")]
 KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="dtype of uncompressed KV: auto (= activation dtype), bf16, fp16, fp8, int8")]
 GpuUtilOpt = Annotated[float, typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, help="fraction of GPU memory the engine may use (vLLM default 0.9)")]
 WatermarkOpt = Annotated[Optional[float], typer.Option("--watermark", help="vLLM v0 free-block watermark: admissions and swap-ins keep this fraction of GPU KV blocks free (default 0.01 with --no-chunked-prefill, 0 with chunked prefill)")]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from kvsim.commands.common import console, fmt_bytes, print_json
+from kvsim.errors import ConfigError
 
 
 class What(str, Enum):
@@ -20,9 +21,18 @@ class What(str, Enum):
 def list_cmd(
     what: Annotated[What, typer.Argument(help="what to list")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    hw: Annotated[Optional[list[str]], typer.Option("--hw", help="hardware: also show these system/GPU YAML files")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="models: also show these models (YAML, config.json, org/name)")] = None,
 ) -> None:
-    """List shipped hardware systems, models, KV methods or traces."""
-    rows = {"hardware": _hardware, "models": _models, "methods": _methods, "traces": _traces}[what.value]()
+    """List shipped hardware systems, models, KV methods or traces (and your own files: --hw, --model)."""
+    if hw and what is not What.hardware or model and what is not What.models:
+        raise ConfigError("--hw goes with `kvsim list hardware`, --model with `kvsim list models`")
+    if what is What.hardware:
+        rows = _hardware(hw or [])
+    elif what is What.models:
+        rows = _models(model or [])
+    else:
+        rows = {"methods": _methods, "traces": _traces}[what.value]()
     if as_json:
         print_json(rows)
         return
@@ -37,18 +47,26 @@ def list_cmd(
     console().print(t)
 
 
-def _hardware() -> list[dict]:
+def _hardware(files: list[str]) -> list[dict]:
+    """One row per shipped system, then one per file given with --hw (loaded as --hw loads it)."""
     # lazy: CLI start-up
     from kvsim.hardware import catalog, load_system, profile_of
 
     out = []
     for spec in sorted({id(s): s for s in catalog("system").values()}.values(), key=lambda s: s.name):
-        s = load_system(spec.name)
-        out.append({"name": spec.name, "aliases": spec.aliases, "gpu": s.gpu.name, "gpus": s.num_gpus,
-                    "gpu memory": fmt_bytes(s.gpu.memory_bytes), "HBM BW": f"{s.gpu.memory_bw_bytes_per_s / 1e9:,.0f} GB/s",
-                    "host": f"{s.host_sockets}x {s.host.name}", "link": s.gpu_host_link.name,
-                    "cost model": _calibration(s, profile_of(spec.name))})
+        out.append(_hardware_row(load_system(spec.name), spec.aliases, profile_of(spec.name)))
+    for path in files:
+        s = load_system(path)
+        out.append(_hardware_row(s, [*s.spec.aliases, f"file {path}"], None))
     return out
+
+
+def _hardware_row(s, aliases: list[str], profile) -> dict:
+    peer = s.gpu_gpu_link.name if s.num_gpus > 1 else "-"
+    return {"name": s.name, "aliases": aliases, "gpu": s.gpu.name, "gpus": s.num_gpus,
+            "gpu memory": fmt_bytes(s.gpu.memory_bytes), "HBM BW": f"{s.gpu.memory_bw_bytes_per_s / 1e9:,.0f} GB/s",
+            "host": f"{s.host_sockets}x {s.host.name}", "link": s.gpu_host_link.name, "gpu-gpu": peer,
+            "cost model": _calibration(s, profile)}
 
 
 def _calibration(system, profile) -> str:
@@ -60,16 +78,22 @@ def _calibration(system, profile) -> str:
     return f"measured kernels, held-out median |err| <= {worst * 100:.0f}% per op ({profile.date})"
 
 
-def _models() -> list[dict]:
+def _models(extra: list[str]) -> list[dict]:
+    """One row per shipped model, then one per --model given (loaded as --model loads it)."""
     # lazy: CLI start-up
-    from kvsim.models import catalog
+    from kvsim.models import catalog, load_model
 
+    shipped = sorted({id(m): m for m in catalog().values()}.values(), key=lambda m: m.name)
+    rows = [(m, m.aliases) for m in shipped] + [(m, [*m.aliases, f"from {ref}"]) for ref in extra
+                                                 for m in [load_model(ref)]]
     out = []
-    for m in sorted({id(m): m for m in catalog().values()}.values(), key=lambda m: m.name):
+    for m, aliases in rows:
         kvb = m.num_layers * m.kv_elements_per_token_per_layer * 2
-        out.append({"name": m.name, "aliases": m.aliases, "params": f"{m.total_params / 1e9:.2f}B",
+        window = "-" if m.sliding_window is None else f"{m.sliding_window:,} on {m.windowed_layers}/{m.num_layers}"
+        out.append({"name": m.name, "aliases": aliases, "params": f"{m.total_params / 1e9:.2f}B",
                     "layers": m.num_layers, "heads q/kv": f"{m.num_heads}/{m.num_kv_heads}" if not m.mla else f"{m.num_heads}/MLA",
-                    "KV B/token (16-bit)": f"{kvb:,}", "max context": f"{m.max_context_tokens:,}"})
+                    "experts": "-" if m.moe is None else f"{m.moe.experts_per_token}/{m.moe.num_experts}",
+                    "window": window, "KV B/token (16-bit)": f"{kvb:,}", "max context": f"{m.max_context_tokens:,}"})
     return out
 
 

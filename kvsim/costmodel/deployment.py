@@ -20,7 +20,7 @@ class Deployment:
     """Model + system + precision choices.
 
     Attributes:
-        weight_dtype: storage dtype of weights (bf16/fp16/fp8/int8/int4).
+        weight_dtype: storage dtype of weights (bf16/fp16/fp8/int8/fp4/int4).
         kv_dtype: storage dtype of the *uncompressed* KV cache (bf16/fp16/fp8/int8).
         act_dtype: activation / attention math dtype (bf16 or fp16).
         tp: tensor-parallel degree (GPUs per replica).
@@ -39,7 +39,11 @@ class Deployment:
         for d in (self.weight_dtype, self.kv_dtype, self.act_dtype):
             bits(d)  # raises a one-line SpecError for unknown dtypes
         if self.tp < 1 or self.tp > self.system.num_gpus:
-            raise ConfigError(f"--tp {self.tp} must be between 1 and the {self.system.num_gpus} GPUs of {self.system.name}")
+            hint = "" if self.tp <= self.system.num_gpus or self.system.num_gpus > 1 else (
+                " (a GPU alone is one GPU: a system YAML names the GPU with num_gpus, host and links; "
+                "`kvsim hardware new system NAME --out FILE` writes one)")
+            raise ConfigError(f"--tp {self.tp} must be between 1 and the {self.system.num_gpus} GPUs of "
+                              f"{self.system.name}{hint}")
         self.model.check_tensor_parallel(self.tp)
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
@@ -62,10 +66,14 @@ class Deployment:
 
     @property
     def gemm_dtype(self) -> str:
-        """Math dtype of weight GEMMs: W8A8 for fp8/int8 weights, W4A16 dequantizes to act dtype."""
-        if self.weight_dtype in ("fp8", "int8"):
-            return COMPUTE_DTYPE[self.weight_dtype]
-        return self.act_dtype if self.weight_dtype in ("int4", "int2") else COMPUTE_DTYPE[self.weight_dtype]
+        """Math dtype of weight GEMMs. fp8 / int8 / fp4 weights run W8A8 / W4A4 tensor-core GEMMs
+        on a GPU whose spec lists a peak for that dtype (fp8: Ada, Hopper, Blackwell, CDNA3; fp4:
+        Blackwell); elsewhere they are dequantized to the activation dtype as weight-only kernels do
+        (vLLM's Marlin fp8 / fp4 on Ampere). int4 / int2 always dequantize (W4A16)."""
+        w = self.weight_dtype
+        if w in ("fp8", "int8", "fp4"):
+            return COMPUTE_DTYPE[w] if w in self.system.gpu.peak_flops_per_s else self.act_dtype
+        return self.act_dtype if w in ("int4", "int2") else COMPUTE_DTYPE[w]
 
     # ----- sharding -----
     @property

@@ -12,7 +12,7 @@ from typing import Literal
 
 from kvsim.errors import unknown_name
 
-DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "int2"]
+DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4", "int2"]
 
 #: storage bits per element
 _BITS: dict[str, float] = {
@@ -22,12 +22,16 @@ _BITS: dict[str, float] = {
     "fp16": 16,
     "fp8": 8,
     "int8": 8,
+    # 4-bit floats (e2m1): NVFP4 adds an fp8 scale per 16 elements (+0.5 bit), MXFP4 an 8-bit scale
+    # per 32 (+0.25 bit); like int4's group scales, block scales are not counted.
+    "fp4": 4,
     "int4": 4,
     "int2": 2,
 }
 
 #: dtype used for tensor-core math when a tensor of this storage dtype is multiplied.
-#: Weight-only int4/int8 (AWQ/GPTQ-style) dequantizes to fp16 before the MMA.
+#: Weight-only int4 (AWQ/GPTQ-style) dequantizes to fp16 before the MMA; fp8 / int8 / fp4 run
+#: on tensor cores of that dtype where the GPU has them (Deployment.gemm_dtype decides).
 COMPUTE_DTYPE: dict[str, str] = {
     "fp32": "fp32",
     "tf32": "tf32",
@@ -35,6 +39,7 @@ COMPUTE_DTYPE: dict[str, str] = {
     "fp16": "fp16",
     "fp8": "fp8",
     "int8": "int8",
+    "fp4": "fp4",
     "int4": "fp16",
     "int2": "fp16",
 }

@@ -7,7 +7,7 @@ For one part on op class ``c`` (efficiencies ``eff[c]``), each resource gives a 
 * CPU compute   ``cpu_flops / (peak_cpu[dtype] * sockets * eff[c].compute)``
 * DRAM          ``dram_bytes / (dram_bw * sockets * eff[c].memory)``
 * PCIe          ``pcie_bytes / (pcie_bw * eff.pcie.memory)``
-* GPU-GPU link  ``link_bytes / (link_bw * eff.collective.memory)``
+* GPU-GPU link  ``link_bytes / (link_bw(group) * eff.collective.memory)`` (``LinkSpec.collective_bw_bytes_per_s``)
 
 and the part takes ``max(resource times) + launches * eff[c].overhead_s +
 tiles * eff[c].tile_s + round_trips * (2 * pcie_latency + eff.pcie.overhead_s)``: the classic
@@ -90,7 +90,7 @@ class Roofline:
         self._hbm_bw = g.memory_bw_bytes_per_s
         self._dram_bw = system.host_dram_bw_bytes_per_s
         self._pcie_bw = system.gpu_host_link.bw_bytes_per_s * eff.pcie.memory
-        self._link_bw = system.gpu_gpu_link.bw_bytes_per_s * eff.collective.memory
+        self._link_eff = eff.collective.memory
         self._round_trip_s = 2.0 * system.gpu_host_link.latency_s + eff.pcie.overhead_s
         self._eff = {op: eff.of(op) for op in type(eff).model_fields if op != "source"}
         self._templates: dict[tuple, CompiledRoofline] = {}
@@ -124,8 +124,8 @@ class Roofline:
             return self._dram_bw * e.memory
         if field == "pcie_bytes":
             return self._pcie_bw
-        if field == "link_bytes":
-            return self._link_bw
+        if field == "link_bytes":  # a full-mesh link gives a group of g GPUs (g - 1) peer links
+            return self.system.gpu_gpu_link.collective_bw_bytes_per_s(part.group) * self._link_eff
         per_unit_s = {"launches": e.overhead_s, "tiles": e.tile_s}.get(field, self._round_trip_s)
         return 1.0 / per_unit_s if per_unit_s else np.inf
         # (amount / inf = 0: a free launch)

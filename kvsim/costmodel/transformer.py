@@ -64,7 +64,7 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
         f_elem = f
     else:
         moe = m.moe
-        nd, nm = moe.first_dense_layers, m.num_moe_layers
+        nd, nm = m.num_dense_mlp_layers, m.num_moe_layers
         E, k = moe.num_experts, moe.experts_per_token
         touched = E * (1.0 - (1.0 - k / E) ** np.asarray(T, dtype=np.float64))  # experts per layer
         dense_p = nd * m.dense_mlp_params_per_layer + nm * (m.shared_expert_params_per_layer + m.router_params_per_layer)

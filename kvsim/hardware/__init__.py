@@ -10,7 +10,9 @@ Layout (all under this directory):
 * ``profiles/*.yaml``  one :class:`ProfileSpec` each: efficiencies (and all-reduce costs) of a
   system fitted on measured kernels; a system with a profile uses it instead of the defaults
 
-``--hw`` also accepts a path to a user YAML file of kind ``system`` or ``gpu``.
+``--hw`` also accepts a path to a user YAML file of kind ``system`` or ``gpu``. A system file
+names its GPU, host and links by catalog name or alias, or by the path of a YAML file of that
+kind (relative to the file that names it); a GPU file names its links the same way.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "AllReduceFit",
     "ProfileSpec",
     "profile_of",
+    "load_spec_file",
 ]
 
 
@@ -118,8 +121,8 @@ class System:
 
     @property
     def nvlink_peers(self) -> bool:
-        """GPUs talk over NVLink/NVSwitch (not only PCIe)."""
-        return self.gpu_gpu_link.link_type == "nvlink"
+        """GPUs talk over a direct GPU fabric (NVLink/NVSwitch, AMD Infinity Fabric), not only PCIe."""
+        return self.gpu_gpu_link.link_type in ("nvlink", "xgmi")
 
 
 def profile_of(system_name: str) -> ProfileSpec | None:
@@ -130,21 +133,72 @@ def profile_of(system_name: str) -> ProfileSpec | None:
     return None
 
 
-def _resolve(spec: SystemSpec, gpu: GPUSpec | None = None) -> System:
-    gpu = gpu or get("gpu", spec.gpu)
-    host: HostSpec = get("host", spec.host)
-    host_link: LinkSpec = get("link", spec.gpu_host_link or gpu.host_link)
-    peer_name = spec.gpu_gpu_link or gpu.peer_link
-    peer: LinkSpec = get("link", peer_name) if peer_name else host_link
+def _is_path(value: str) -> bool:
+    """A reference written as a file path rather than a catalog name."""
+    return value.endswith((".yaml", ".yml")) or "/" in value or "\\" in value
+
+
+def load_spec_file(kind: str, path: Path | str):
+    """A user YAML file of ``kind`` (gpu, host, link, system), validated; a file of another kind
+    (its ``kind:`` field) is a one-line SpecError."""
+    path = Path(path)
+    data = read_yaml(path)
+    if isinstance(data, dict) and data.get("kind", kind) != kind:
+        raise SpecError(f"{path}: kind: expected '{kind}' for this file, got {data.get('kind')!r}")
+    return validate_dict(_KINDS[kind][0], data, str(path))
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """A spec a file names, where it came from (for messages) and the folder its own paths start from."""
+
+    spec: object
+    origin: str
+    base: Path | None = None
+
+
+def _ref(kind: str, value: str, owner: _Ref, field: str) -> _Ref:
+    """The ``kind`` spec that field ``field`` of ``owner`` names: a catalog name or alias, or a YAML
+    path relative to ``owner``'s file."""
+    if _is_path(value):
+        path = Path(value).expanduser()
+        if not path.is_absolute() and owner.base is not None:
+            path = owner.base / path
+        if not path.is_file():
+            where = f"relative to {owner.base}" if owner.base is not None else "relative to the working directory"
+            raise SpecError(f"{owner.origin}: {field}: no {kind} file {path} ({where})")
+        return _Ref(load_spec_file(kind, path), str(path), path.parent)
+    try:
+        spec = get(kind, value)
+    except SpecError as err:
+        raise SpecError(f"{owner.origin}: {field}: {err}") from None
+    return _Ref(spec, f"{kind} spec {spec.name}")  # type: ignore[attr-defined]
+
+
+def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = None) -> System:
+    owner = owner or _Ref(spec, f"system spec {spec.name}")
+    gpu = gpu or _ref("gpu", spec.gpu, owner, "gpu")
+    g: GPUSpec = gpu.spec  # type: ignore[assignment]
+    host: HostSpec = _ref("host", spec.host, owner, "host").spec  # type: ignore[assignment]
+    if spec.gpu_host_link:
+        host_link: LinkSpec = _ref("link", spec.gpu_host_link, owner, "gpu_host_link").spec  # type: ignore[assignment]
+    else:
+        host_link = _ref("link", g.host_link, gpu, "host_link").spec  # type: ignore[assignment]
+    if spec.gpu_gpu_link:
+        peer: LinkSpec = _ref("link", spec.gpu_gpu_link, owner, "gpu_gpu_link").spec  # type: ignore[assignment]
+    elif g.peer_link:
+        peer = _ref("link", g.peer_link, gpu, "peer_link").spec  # type: ignore[assignment]
+    else:
+        peer = host_link  # PCIe-only GPUs: collectives over the host link
     eff = default_efficiencies()
-    if gpu.efficiency:
+    if g.efficiency:
         try:
-            eff = eff.with_overrides(gpu.efficiency, source=f"{gpu.name} overrides")
+            eff = eff.with_overrides(g.efficiency, source=f"{g.name} overrides")
         except ValueError as err:
-            raise SpecError(f"GPU spec {gpu.name}: efficiency: {err}") from None
+            raise SpecError(f"GPU spec {g.name}: efficiency: {err}") from None
     # a shipped profile measures the shipped GPU: a user's own GPU file gets none
-    shipped_gpu = catalog("gpu").get(spec_key(spec.gpu))
-    profile = profile_of(spec.name) if shipped_gpu is gpu else None
+    shipped_gpu = None if _is_path(spec.gpu) else catalog("gpu").get(spec_key(spec.gpu))
+    profile = profile_of(spec.name) if shipped_gpu is g else None
     allreduce: tuple[AllReduceFit, ...] = ()
     calibration = "datasheet"
     if profile is not None:
@@ -153,7 +207,7 @@ def _resolve(spec: SystemSpec, gpu: GPUSpec | None = None) -> System:
     return System(
         name=spec.name,
         spec=spec,
-        gpu=gpu,
+        gpu=g,
         host=host,
         num_gpus=spec.num_gpus,
         host_sockets=spec.host_sockets or host.sockets,
@@ -171,18 +225,23 @@ DEFAULT_HOST = "xeon-8480p"
 
 def load_system(name_or_path: str) -> System:
     """Resolve ``--hw``: a system name/alias, a GPU name (single GPU on the default host),
-    or a path to a YAML file of kind ``system`` or ``gpu``."""
+    or a path to a YAML file of kind ``system`` or ``gpu`` (a GPU file alone is one GPU on the
+    default host; a system file gives the GPU count, host and links)."""
     p = Path(name_or_path)
     if name_or_path.endswith((".yaml", ".yml")) or p.is_file():
         data = read_yaml(p)
         kind = data.get("kind", "system") if isinstance(data, dict) else "system"
+        if isinstance(data, dict) and "kind" not in data and "model_type" in data:
+            raise SpecError(f"{p}: a model config (model_type {data['model_type']!r}), not hardware: pass it with "
+                            "--model; --hw takes a system or GPU YAML")
+        owner = _Ref(None, str(p), p.parent)
         if kind == "gpu":
             gpu = validate_dict(GPUSpec, data, str(p))
             spec = SystemSpec(name=gpu.name, gpu=gpu.name, host=DEFAULT_HOST, source=f"user GPU file {p}")
-            return _resolve(spec, gpu=gpu)
+            return _resolve(spec, owner, gpu=_Ref(gpu, str(p), p.parent))
         if kind != "system":
             raise SpecError(f"{p}: kind must be 'system' or 'gpu' for --hw (got {kind!r})")
-        return _resolve(validate_dict(SystemSpec, data, str(p)))
+        return _resolve(validate_dict(SystemSpec, data, str(p)), owner)
     key = spec_key(name_or_path)
     if key in catalog("system"):
         return _resolve(catalog("system")[key])  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ OpClass = Literal[
 ]
 OP_CLASSES: tuple[str, ...] = OpClass.__args__  # type: ignore[attr-defined]
 
-PeakFlops = dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"], FlopsPerS]
+PeakFlops = dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"], FlopsPerS]
 
 
 class Price(Strict):
@@ -103,14 +103,27 @@ class HostSpec(Strict):
 
 
 class LinkSpec(Strict):
+    """A host or GPU-GPU link. ``bw_bytes_per_s`` is what one GPU can send per direction (all its
+    links together). In a switched fabric (NVSwitch, a PCIe switch) a collective over any group
+    gets it; in a full mesh without a switch (AMD Infinity Fabric on MI300X-class boards) each peer
+    pair has its own link, so a group of ``g`` GPUs gets ``min(bw, (g - 1) * peer_bw)``."""
+
     kind: Literal["link"] = "link"
     name: str
     aliases: list[str] = []
-    link_type: Literal["pcie", "nvlink", "network"]
-    bw_bytes_per_s: BytesPerS = Field( description="per direction")
+    link_type: Literal["pcie", "nvlink", "xgmi", "network"]
+    bw_bytes_per_s: BytesPerS = Field( description="per direction, all of one GPU's links together")
+    peer_bw_bytes_per_s: BytesPerS | None = Field(
+        None, description="full mesh only: per direction to one peer (None: a switch or shared bus)")
     latency_s: Seconds = Field( description="one-way latency of a small transfer")
     source: str
     notes: str = ""
+
+    def collective_bw_bytes_per_s(self, group: int) -> float:
+        """Per-direction bandwidth one GPU drives in a collective over ``group`` GPUs."""
+        if self.peer_bw_bytes_per_s is None or group < 2:
+            return self.bw_bytes_per_s
+        return min(self.bw_bytes_per_s, (group - 1) * self.peer_bw_bytes_per_s)
 
 
 class OpEfficiency(Strict):

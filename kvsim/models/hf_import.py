@@ -2,22 +2,41 @@
 
 Supported ``model_type`` values and the keys read (HF ``transformers`` config names):
 
-* ``llama``, ``mistral``, ``qwen2``, ``phi3`` (dense, SwiGLU): ``num_hidden_layers``,
+* ``llama``, ``mistral``, ``qwen2``, ``qwen3``, ``phi3`` (dense, SwiGLU): ``num_hidden_layers``,
   ``hidden_size``, ``num_attention_heads``, ``num_key_value_heads`` (default: heads),
   ``head_dim`` (default: hidden / heads), ``intermediate_size``, ``vocab_size``,
   ``max_position_embeddings``, ``tie_word_embeddings``, ``attention_bias``, ``sliding_window``.
-  qwen2 always has q/k/v biases; its window applies only if ``use_sliding_window`` is true.
-* ``mixtral``: as above, plus ``num_local_experts`` / ``num_experts_per_tok``; every layer
-  is MoE with experts of width ``intermediate_size``.
+  qwen2 always has q/k/v biases. Qwen's window applies only with ``use_sliding_window``, and then
+  only to the layers from ``max_window_layers`` on (transformers' Qwen2/Qwen3 configs).
+* ``gemma2``, ``gemma3`` / ``gemma3_text``: GeGLU MLP (3 matrices), tied embeddings by default.
+  Gemma-2 alternates local (``sliding_window``) and global layers, even layers local; Gemma-3 has
+  ``sliding_window_pattern`` - 1 local layers per global one. ``gemma3`` (image-text) reads its
+  ``text_config``, where Google's own files leave most keys to the ``Gemma3TextConfig`` defaults.
+* ``mixtral``: every layer MoE with experts of width ``intermediate_size``.
+* ``qwen3_moe`` (and ``qwen2_moe``): ``num_experts``, ``num_experts_per_tok``,
+  ``moe_intermediate_size``; a layer is MoE unless listed in ``mlp_only_layers`` or off the
+  ``decoder_sparse_step``; qwen2_moe adds one shared expert of ``shared_expert_intermediate_size``.
+* ``llama4`` / ``llama4_text``: ``num_local_experts`` routed experts top-``num_experts_per_tok``
+  plus one shared expert (width ``intermediate_size``) on the ``moe_layers`` (default: every
+  ``interleave_moe_layer_step``-th layer), dense MLP ``intermediate_size_mlp`` elsewhere; chunked
+  local attention (``attention_chunk_size``) on the RoPE layers (``no_rope_layers`` 1, default
+  3 in 4), global attention on the NoPE layers. ``llama4`` reads its ``text_config``.
 * ``opt``: ``ffn_dim`` (ReLU, 2 matrices), biases everywhere (``enable_bias``), tied
   embeddings by default, MHA.
-* ``deepseek_v2``: MLA (``kv_lora_rank``, ``qk_rope_head_dim``, ``qk_nope_head_dim``,
-  ``v_head_dim``, ``q_lora_rank``) and DeepSeekMoE (``n_routed_experts``,
+* ``deepseek_v2``, ``deepseek_v3``: MLA (``kv_lora_rank``, ``qk_rope_head_dim``,
+  ``qk_nope_head_dim``, ``v_head_dim``, ``q_lora_rank``) and DeepSeekMoE (``n_routed_experts``,
   ``num_experts_per_tok``, ``moe_intermediate_size``, ``n_shared_experts``,
-  ``first_k_dense_replace``; dense layers use ``intermediate_size``).
+  ``first_k_dense_replace``, ``moe_layer_freq``; dense layers use ``intermediate_size``).
 
-A window at least as long as the context never binds, so it is dropped (Phi-3-mini-128K:
-262144 > 131072). Errors are :class:`SpecError` with one line per problem naming the file.
+A ``layer_types`` list, where a config has one, is authoritative for the windowed layers
+(``sliding_attention`` / ``chunked_attention`` vs ``full_attention``). A window at least as long
+as the context never binds, so it is dropped (Phi-3-mini-128K: 262144 > 131072).
+
+Not counted (each well under 0.01 % of the weights): Qwen-3 / Gemma-3 per-head q/k norms, Gemma's
+two extra norms per layer, DeepSeek's MLA latent norms and router bias. Not part of the spec: the
+vision tower of image-text models (Gemma-3 SigLIP, Llama-4) and DeepSeek-V3's MTP module, which a
+serving engine loads only for images or speculative decoding. Errors are :class:`SpecError` with
+one line per problem naming the file and the HF key.
 """
 
 from __future__ import annotations
@@ -29,31 +48,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from kvsim.errors import SpecError
+from kvsim.models.hf_layouts import HF_KEY, HF_KEY_BY_TYPE, SUPPORTED, TEXT_CONFIG, Cfg, fields_of, type_defaults
 from kvsim.models.spec import ModelSpec
 from kvsim.specbase import format_validation_error, read_text
 
-SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "phi3", "opt", "deepseek_v2")
-_MISSING = object()
-
-# HF config defaults of tie_word_embeddings per model_type (transformers' config classes).
-_TIE_DEFAULT = {"opt": True}
-
-
-class _Cfg:
-    """Key access that turns a missing key into a one-line SpecError naming file and key."""
-
-    def __init__(self, data: dict[str, Any], path: Path, model_type: str):
-        self.data, self.path, self.model_type = data, path, model_type
-
-    def req(self, key: str) -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            raise SpecError(f"{self.path}: missing key '{key}' (required for model_type '{self.model_type}')")
-        return value
-
-    def opt(self, key: str, default: Any = None) -> Any:
-        value = self.data.get(key, _MISSING)
-        return default if value is _MISSING or value is None else value
+__all__ = ["SUPPORTED", "load_hf_config"]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -81,152 +80,49 @@ def _name(data: dict[str, Any], path: Path) -> str:
     return path.stem
 
 
-def _window(c: _Cfg, context: Any) -> Any:
-    window = c.opt("sliding_window")
-    if c.model_type == "qwen2" and not c.opt("use_sliding_window", False):
-        return None
-    if isinstance(window, int) and isinstance(context, int) and window >= context:
-        return None  # never binds
-    return window
+def _text_part(data: dict[str, Any], path: Path, model_type: str) -> tuple[dict[str, Any], str, str]:
+    """(keys of the language model, its model_type, the key prefix for messages).
+
+    Image-text wrappers (``gemma3``, ``llama4``) keep the language model under ``text_config``."""
+    if model_type not in TEXT_CONFIG:
+        return data, model_type, ""
+    text = data.get("text_config")
+    if not isinstance(text, dict):
+        got = "missing" if text is None else f"a {type(text).__name__}"
+        raise SpecError(f"{path}: text_config: expected an object (the language model of a "
+                        f"'{model_type}' config), got {got}")
+    return text, TEXT_CONFIG[model_type], "text_config."
 
 
-def _dense_fields(c: _Cfg) -> dict[str, Any]:
-    """Fields shared by the llama-family types (llama, mistral, mixtral, qwen2, phi3)."""
-    hidden, heads = c.req("hidden_size"), c.req("num_attention_heads")
-    context = c.req("max_position_embeddings")
-    head_dim = c.opt("head_dim")
-    if head_dim is None and isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
-        head_dim = hidden // heads
-    return {
-        "num_layers": c.req("num_hidden_layers"),
-        "hidden_size": hidden,
-        "num_heads": heads,
-        "num_kv_heads": c.opt("num_key_value_heads", heads),
-        "head_dim": head_dim,
-        "vocab_size": c.req("vocab_size"),
-        "max_context_tokens": context,
-        "tie_word_embeddings": c.opt("tie_word_embeddings", _TIE_DEFAULT.get(c.model_type, False)),
-        "attention_bias": True if c.model_type == "qwen2" else c.opt("attention_bias", False),
-        "sliding_window": _window(c, context),
-    }
-
-
-def _fields(c: _Cfg) -> dict[str, Any]:
-    mt = c.model_type
-    if mt in ("llama", "mistral", "qwen2", "phi3"):
-        return {**_dense_fields(c), "intermediate_size": c.req("intermediate_size")}
-    if mt == "mixtral":
-        return {
-            **_dense_fields(c),
-            "intermediate_size": 0,  # every layer is MoE
-            "moe": {
-                "num_experts": c.req("num_local_experts"),
-                "experts_per_token": c.req("num_experts_per_tok"),
-                "expert_intermediate_size": c.req("intermediate_size"),
-            },
-        }
-    if mt == "opt":
-        hidden, heads = c.req("hidden_size"), c.req("num_attention_heads")
-        proj = c.opt("word_embed_proj_dim", hidden)
-        if proj != hidden:
-            raise SpecError(f"{c.path}: word_embed_proj_dim ({proj}) != hidden_size ({hidden}) is not supported")
-        return {
-            "num_layers": c.req("num_hidden_layers"),
-            "hidden_size": hidden,
-            "num_heads": heads,
-            "num_kv_heads": heads,
-            "head_dim": hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None,
-            "intermediate_size": c.req("ffn_dim"),
-            "vocab_size": c.req("vocab_size"),
-            "max_context_tokens": c.req("max_position_embeddings"),
-            "mlp_gated": False,
-            "tie_word_embeddings": c.opt("tie_word_embeddings", True),
-            "attention_bias": c.opt("enable_bias", True),
-        }
-    # deepseek_v2
-    fields: dict[str, Any] = {
-        "num_layers": c.req("num_hidden_layers"),
-        "hidden_size": c.req("hidden_size"),
-        "num_heads": c.req("num_attention_heads"),
-        "num_kv_heads": 1,  # MLA: one latent "head"; the mla block drives KV size
-        "head_dim": c.req("v_head_dim"),
-        "intermediate_size": c.req("intermediate_size"),
-        "vocab_size": c.req("vocab_size"),
-        "max_context_tokens": c.req("max_position_embeddings"),
-        "tie_word_embeddings": c.opt("tie_word_embeddings", False),
-        "attention_bias": c.opt("attention_bias", False),
-        "mla": {
-            "kv_lora_rank": c.req("kv_lora_rank"),
-            "qk_rope_head_dim": c.req("qk_rope_head_dim"),
-            "qk_nope_head_dim": c.req("qk_nope_head_dim"),
-            "v_head_dim": c.req("v_head_dim"),
-            "q_lora_rank": c.opt("q_lora_rank"),
-        },
-    }
-    if c.opt("n_routed_experts") is not None:
-        if c.opt("moe_layer_freq", 1) != 1:
-            raise SpecError(f"{c.path}: moe_layer_freq {c.opt('moe_layer_freq')} is not supported (only 1)")
-        width = c.req("moe_intermediate_size")
-        fields["moe"] = {
-            "num_experts": c.req("n_routed_experts"),
-            "experts_per_token": c.req("num_experts_per_tok"),
-            "expert_intermediate_size": width,
-            "num_shared_experts": c.opt("n_shared_experts", 0),
-            "shared_intermediate_size": width if c.opt("n_shared_experts", 0) else 0,
-            "first_dense_layers": c.opt("first_k_dense_replace", 0),
-            "dense_intermediate_size": c.req("intermediate_size"),
-        }
-    return fields
-
-
-# ModelSpec field path -> HF key, so a validation error names the key found in the file.
-_HF_KEY = {
-    "num_layers": "num_hidden_layers",
-    "num_heads": "num_attention_heads",
-    "num_kv_heads": "num_key_value_heads",
-    "max_context_tokens": "max_position_embeddings",
-    "moe.expert_intermediate_size": "intermediate_size",
-}
-_HF_KEY_BY_TYPE = {
-    "opt": {"intermediate_size": "ffn_dim", "num_kv_heads": "num_attention_heads", "attention_bias": "enable_bias"},
-    "mixtral": {"moe.num_experts": "num_local_experts", "moe.experts_per_token": "num_experts_per_tok"},
-    "deepseek_v2": {
-        "head_dim": "v_head_dim",
-        "moe.num_experts": "n_routed_experts",
-        "moe.experts_per_token": "num_experts_per_tok",
-        "moe.expert_intermediate_size": "moe_intermediate_size",
-        "moe.shared_intermediate_size": "moe_intermediate_size",
-        "moe.num_shared_experts": "n_shared_experts",
-        "moe.first_dense_layers": "first_k_dense_replace",
-        "moe.dense_intermediate_size": "intermediate_size",
-        **{f"mla.{k}": k for k in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "q_lora_rank")},
-    },
-}
-
-
-def _validate(spec: dict[str, Any], path: Path, model_type: str) -> ModelSpec:
+def _validate(spec: dict[str, Any], path: Path, text_type: str, prefix: str) -> ModelSpec:
     try:
         return ModelSpec.model_validate(spec)
     except ValidationError as err:
-        keys = {**_HF_KEY, **_HF_KEY_BY_TYPE.get(model_type, {}), "": "(config)"}
-        raise SpecError(format_validation_error(err, str(path), keys)) from None
+        keys = {**HF_KEY, **HF_KEY_BY_TYPE.get(text_type, {})}
+        keys = {k: f"{prefix}{v}" for k, v in keys.items()}
+        raise SpecError(format_validation_error(err, str(path), {**keys, "": "(config)"})) from None
 
 
-def load_hf_config(path: Path) -> ModelSpec:
-    """Read a Hugging Face ``config.json`` into a :class:`ModelSpec` (see module docstring)."""
+def load_hf_config(path: Path, name: str | None = None) -> ModelSpec:
+    """Read a Hugging Face ``config.json`` into a :class:`ModelSpec` (see module docstring).
+
+    ``name``: the model's name when the file does not carry ``_name_or_path`` (a config found in
+    the Hugging Face cache is named by its repository, not its snapshot folder)."""
     path = Path(path)
     data = _read_json(path)
     model_type = data.get("model_type")
     if model_type not in SUPPORTED:
         got = "missing" if model_type is None else repr(model_type)
         raise SpecError(f"{path}: model_type: unsupported ({got}); supported: {', '.join(SUPPORTED)}")
-    c = _Cfg(data, path, model_type)
-    name = _name(data, path)
+    text, text_type, prefix = _text_part(data, path, model_type)
+    c = Cfg(text, path, text_type, prefix, type_defaults(text_type))
+    label = data.get("_name_or_path")
+    label = label.strip() if isinstance(label, str) else ""
     spec = {
-        "name": name,
-        "hf_id": data.get("_name_or_path") or "",
+        "name": label or name or _name(data, path),
+        "hf_id": label or name or "",
         "architecture": model_type,
-        **_fields(c),
+        **fields_of(c),
         "source": f"Hugging Face config {path}",
     }
-    return _validate(spec, path, model_type)
+    return _validate(spec, path, text_type, prefix)

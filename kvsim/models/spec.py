@@ -27,7 +27,12 @@ class MoESpec(Strict):
     num_shared_experts: Dim0 = Field(0, description="always-active experts (DeepSeekMoE)")
     shared_intermediate_size: Dim0 = Field(0, description="width of each shared expert")
     first_dense_layers: Dim0 = Field(0, description="leading layers with a dense MLP instead")
-    dense_intermediate_size: Dim0 = Field(0, description="MLP width of those dense layers")
+    dense_intermediate_size: Dim0 = Field(0, description="MLP width of the dense (non-MoE) layers")
+    moe_layers: Dim | None = Field(
+        None, description="how many layers are MoE when they are interleaved with dense ones (Llama-4 "
+        "Maverick: every 2nd layer; Qwen-MoE decoder_sparse_step / mlp_only_layers); every other layer has "
+        "a dense MLP of dense_intermediate_size. None: every layer after first_dense_layers. The cost "
+        "model sums over layers, so only the count matters, not which layers")
 
 
 class MLASpec(Strict):
@@ -57,7 +62,12 @@ class ModelSpec(Strict):
     mlp_gated: Bool = Field(True, description="SwiGLU (3 matrices) vs plain 2-matrix MLP (OPT)")
     tie_word_embeddings: Bool = False
     attention_bias: Bool = False
-    sliding_window: Dim | None = Field(None, description="per-layer KV cap if the engine uses SWA")
+    sliding_window: Dim | None = Field(
+        None, description="tokens a windowed layer attends to (sliding-window or chunked local attention)")
+    sliding_window_layers: Dim | None = Field(
+        None, description="how many layers use sliding_window (hybrid layouts: Gemma-2 1 in 2, Gemma-3 5 in "
+        "6, Llama-4 3 in 4 chunked); the rest attend to the whole context. None: every layer. Recorded "
+        "for the layout; pricing treats every layer as full attention (see ModelSpec.windowed_layers)")
     moe: MoESpec | None = None
     mla: MLASpec | None = None
     published_params: number(float, 0, 1e15, lo_open=True) | None = Field(None, description="total params as published, for checks")
@@ -70,7 +80,17 @@ class ModelSpec(Strict):
             raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
         if self.moe is None and self.intermediate_size == 0:
             raise ValueError("intermediate_size must be > 0 for a dense model")
+        if self.sliding_window_layers is not None:
+            if self.sliding_window is None:
+                raise ValueError("sliding_window_layers needs sliding_window")
+            if self.sliding_window_layers > self.num_layers:
+                raise ValueError(f"sliding_window_layers ({self.sliding_window_layers}) must be <= "
+                                 f"num_layers ({self.num_layers})")
         if self.moe is not None:
+            free = self.num_layers - self.moe.first_dense_layers
+            if self.moe.moe_layers is not None and self.moe.moe_layers > free:
+                raise ValueError(f"moe.moe_layers ({self.moe.moe_layers}) must be <= num_layers - "
+                                 f"moe.first_dense_layers ({free})")
             if self.moe.experts_per_token > self.moe.num_experts:
                 raise ValueError(f"moe.experts_per_token ({self.moe.experts_per_token}) must be <= "
                                  f"moe.num_experts ({self.moe.num_experts})")
@@ -141,8 +161,29 @@ class ModelSpec(Strict):
         return (3 if self.mlp_gated else 2) * self.hidden_size * width
 
     @property
+    def windowed_layers(self) -> int:
+        """Layers with a sliding / chunked window (0 without one).
+
+        Pricing treats every layer as full attention: KV residency and decode reads of windowed
+        layers are upper bounds (a window of W caps a layer's KV at ~W tokens in engines that free
+        blocks outside it, vLLM V1's hybrid KV cache manager). Prefill FLOPs likewise count the
+        whole causal triangle on windowed layers."""
+        if self.sliding_window is None:
+            return 0
+        return self.num_layers if self.sliding_window_layers is None else self.sliding_window_layers
+
+    @property
     def num_moe_layers(self) -> int:
-        return 0 if self.moe is None else self.num_layers - self.moe.first_dense_layers
+        if self.moe is None:
+            return 0
+        if self.moe.moe_layers is not None:
+            return self.moe.moe_layers
+        return self.num_layers - self.moe.first_dense_layers
+
+    @property
+    def num_dense_mlp_layers(self) -> int:
+        """Layers with a dense MLP (all of them for a dense model)."""
+        return self.num_layers - self.num_moe_layers
 
     @property
     def dense_mlp_params_per_layer(self) -> int:
@@ -188,7 +229,7 @@ class ModelSpec(Strict):
         if self.moe is None:
             p += L * self.dense_mlp_params_per_layer
         else:
-            p += self.moe.first_dense_layers * self.dense_mlp_params_per_layer
+            p += self.num_dense_mlp_layers * self.dense_mlp_params_per_layer
             p += self.num_moe_layers * (
                 self.moe.num_experts * self.expert_params
                 + self.shared_expert_params_per_layer
@@ -203,7 +244,7 @@ class ModelSpec(Strict):
         p = L * self.attn_params_per_layer + self.lm_head_params
         if self.moe is None:
             return p + L * self.dense_mlp_params_per_layer
-        p += self.moe.first_dense_layers * self.dense_mlp_params_per_layer
+        p += self.num_dense_mlp_layers * self.dense_mlp_params_per_layer
         p += self.num_moe_layers * (
             self.moe.experts_per_token * self.expert_params
             + self.shared_expert_params_per_layer

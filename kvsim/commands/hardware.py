@@ -1,0 +1,53 @@
+"""``kvsim hardware new gpu|system NAME``: write a commented starting file for your own hardware."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kvsim.errors import ConfigError
+from kvsim.fileio import OutputError, atomic_write
+
+app = typer.Typer(help="Your own hardware: starting files for a GPU or a multi-GPU system.", no_args_is_help=True)
+
+
+class Kind(str, Enum):
+    gpu = "gpu"
+    system = "system"
+
+
+@app.command("new")
+def new_cmd(
+    kind: Annotated[Kind, typer.Argument(help="gpu or system")],
+    name: Annotated[str, typer.Argument(help="the name `--hw` and reports will show")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default: print to stdout)")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="copy the numbers of this catalog GPU or system")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", help="system: a GPU name or a GPU YAML path (relative to --out)")] = None,
+    num_gpus: Annotated[Optional[int], typer.Option("--num-gpus", min=1, help="system: GPUs in the node")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="system: a host CPU name or a host YAML path")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing --out file")] = False,
+) -> None:
+    """Write a commented GPU or system YAML that loads as is once its null numbers are filled in."""
+    # lazy: CLI start-up (the hardware catalog is read only by this command)
+    from kvsim.hardware import get, names
+    from kvsim.hardware.templates import gpu_template, system_template
+
+    if not name.strip():
+        raise ConfigError("NAME: empty name")
+    if kind is Kind.gpu:
+        if gpu is not None or num_gpus is not None or host is not None:
+            raise ConfigError("--gpu, --num-gpus and --host describe a system: use `kvsim hardware new system`")
+        text = gpu_template(name, get("gpu", like) if like else None, links=names("link"))
+    else:
+        text = system_template(name, get("system", like) if like else None, gpu=gpu, num_gpus=num_gpus, host=host,
+                               hosts=names("host"))
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    if out.exists() and not force:
+        raise OutputError(f"--out {out}: file exists (use --force to overwrite it)")
+    atomic_write(out, text)
+    typer.echo(f"wrote {out}: fill in every null, then check it with `kvsim list hardware --hw {out}`", err=True)

@@ -1,8 +1,10 @@
 """Request traces: real datasets (BurstGPT, Azure LLM 2023, Mooncake), trace files and
 synthetic generators, all returned as a columnar :class:`~kvsim.traces.base.Trace`.
 
-Entry point: :func:`load_trace`. Names: :func:`list_traces`. Full BurstGPT download:
-:func:`fetch_burstgpt`. Spec syntax: see :mod:`kvsim.traces.registry`.
+Entry point: :func:`load_trace`. Names: :func:`list_traces`; file formats (BurstGPT, Azure,
+Mooncake, Vidur, vllm bench serve JSON, ShareGPT, generic CSV/JSON lines with a column
+mapping): :func:`list_formats` and docs/traces.md. Full BurstGPT download:
+:func:`fetch_burstgpt`. Spec syntax and format detection: :mod:`kvsim.traces.registry`.
 """
 
 from __future__ import annotations

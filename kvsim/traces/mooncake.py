@@ -22,7 +22,7 @@ from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, check_sorted, utf8_error
 from kvsim.traces.badrows import BadRow, BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
-from kvsim.traces.tabular import json_lines
+from kvsim.traces.values import json_lines
 
 DATA_DIR = Path(__file__).parent / "data" / "mooncake"
 CONVERSATION = DATA_DIR / "conversation_trace.jsonl"  # 12,031 requests, 3,537 s

@@ -31,7 +31,7 @@ from kvsim.traces import azure, burstgpt, mooncake, sharegpt, synthetic, tabular
 from kvsim.traces._io import first_line, iter_lines, utf8_error
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, build_trace, without_rate
-from kvsim.traces.tabular import load_json
+from kvsim.traces.values import load_json
 
 #: ``--trace-format`` names -> what they read (docs/traces.md shows each with an example)
 FORMATS: dict[str, str] = {

@@ -32,7 +32,8 @@ from kvsim.errors import TraceError
 from kvsim.traces.badrows import BadRow, BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions
-from kvsim.traces.tabular import Table, finish, json_lines, load_json
+from kvsim.traces.tabular import Table, finish
+from kvsim.traces.values import json_lines, load_json
 
 USER_ROLES = frozenset({"human", "user", "system"})
 REPLY_ROLES = frozenset({"gpt", "assistant", "chatgpt", "bard", "bing", "model"})

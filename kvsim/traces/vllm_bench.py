@@ -27,7 +27,8 @@ from kvsim.errors import TraceError
 from kvsim.traces.badrows import BadRow, BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions
-from kvsim.traces.tabular import Table, finish, load_json, time_s, tokens
+from kvsim.traces.tabular import Table, finish
+from kvsim.traces.values import load_json, time_s, tokens
 
 LENGTHS = ("input_lens", "output_lens")
 DETAILED = ("input_lens", "output_lens", "ttfts", "latencies")

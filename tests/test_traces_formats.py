@@ -379,12 +379,13 @@ def test_sharegpt_bad_conversations_and_no_arrivals(tmp_path):
 # ----- sessions -----
 
 def test_session_blocks_hand_example():
-    """16-token blocks: A(40 tok) -> ids 0,1,2; B(10) -> 3; A(50) continues -> 0,1,2 + new 4; A(20) is shorter,
-    so the history was cut: a new stream 5,6. Rows outside sessions get no blocks."""
-    blocks, stats = session_blocks(["A", "B", "A", "A", None], np.array([40, 10, 50, 20, 30]),
-                                   np.array([0.0, 1.0, 2.0, 3.0, 4.0]))
-    assert blocks == [(0, 1, 2), (3,), (0, 1, 2, 4), (5, 6), ()]
-    assert stats == {"sessions": 2, "turns": 4, "continued": 1, "restarted": 1, "block_tokens": 16}
+    """16-token blocks: A(40 tok) -> ids 0,1,2; B(10) -> 3; A(50) continues -> 0,1,2 + new 4; A(50) again (a
+    regenerated reply: same prompt) -> the same 0,1,2,4; A(20) is shorter, so the history was cut: a new
+    stream 5,6. Rows outside sessions get no blocks."""
+    blocks, stats = session_blocks(["A", "B", "A", "A", "A", None], np.array([40, 10, 50, 50, 20, 30]),
+                                   np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert blocks == [(0, 1, 2), (3,), (0, 1, 2, 4), (0, 1, 2, 4), (5, 6), ()]
+    assert stats == {"sessions": 2, "turns": 5, "continued": 2, "restarted": 1, "block_tokens": 16}
 
 
 def test_burstgpt3_sessions_reuse_earlier_turns_in_the_simulator(tmp_path):
@@ -430,6 +431,29 @@ def test_non_utf8_names_file_and_line(tmp_path, header, row, kwargs):
     with pytest.raises(TraceError) as err:
         load_trace(str(path), **kwargs)
     one_line(err, f"{path}:3: not UTF-8 text (byte 0xff")
+
+
+@pytest.mark.parametrize("text", [
+    '[{"id": "a", "conversations": [\n{"from": "human", "value": "hi"},\n{"from": "gpt", "value": "X"}]}]',  # ShareGPT
+    '{"input_lens": [4],\n"output_lens": [1],\n"errors": ["X"], "start_times": [0]}',  # vllm bench
+])
+def test_non_utf8_in_json_documents(tmp_path, text):
+    """ShareGPT and vllm bench JSON: a non-UTF-8 byte on line 3 is one line naming file:3."""
+    path = tmp_path / "bad.json"
+    path.write_bytes(text.encode().replace(b"X", b"\xfe"))
+    with pytest.raises(TraceError) as err:
+        load_trace(str(path), arrivals="constant:rate=1")
+    one_line(err, f"{path}:3: not UTF-8 text (byte 0xfe")
+
+
+def test_rows_out_of_order_are_sorted_and_noted(tmp_path):
+    """A generic file's rows need not be in time order: sorted stably, and the note counts 1 row earlier than a
+    row before it (2.0 after 3.0)."""
+    path = tmp_path / "t.csv"
+    path.write_text("ts,in,out\n1.0,5,1\n3.0,6,1\n2.0,7,1\n")
+    tr = load_trace(str(path), columns="arrival=ts,prompt=in,output=out")
+    assert tr.prompt_tokens.tolist() == [5, 7, 6] and tr.arrival_s.tolist() == [0.0, 1.0, 2.0]
+    assert "1 rows are earlier than a row before them: sorted by arrival" in tr.notice
 
 
 @pytest.mark.parametrize("path, fmt", [(VIDUR, "vidur"), (ARXIV, "vidur-lengths"), (BENCH, "vllm-bench"),

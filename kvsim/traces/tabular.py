@@ -1,5 +1,5 @@
 """Generic CSV / JSONL / JSON-array traces with a column mapping, and the shared last step
-of every newer reader (arrivals, rounded-timestamp check, sessions, bad rows -> Trace).
+of every newer reader (rounded-timestamp check, sessions, bad rows -> Trace).
 
 ``--columns arrival=ts,prompt=input_len,output=output_len[,session=conv_id]`` names the
 file's columns (CSV header names, or JSON keys; ``a.b`` reaches a nested key when no key

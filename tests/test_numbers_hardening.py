@@ -234,7 +234,7 @@ def test_azure_huge_token_counts(tmp_path, tokens):
     rows = f"2023-11-16 18:17:03.9799600,10,5\n2023-11-16 18:17:04.0319600,{tokens},8\n"
     path = write(tmp_path, "az.csv", AZURE + rows)
     with pytest.raises(TraceError) as err:
-        load_trace(path)
+        load_trace(path, strict=True)
     one_line(err, f"{path}:3", "ContextTokens", "<= 2147483647")
 
 
@@ -270,7 +270,7 @@ def test_azure_nul_in_timestamp(tmp_path):
             b"2023-11-16 18:3\x007:04.0781490,110,27\n")
     path = write(tmp_path, "az.csv", AZURE.encode() + rows)
     with pytest.raises(TraceError) as err:
-        load_trace(path)
+        load_trace(path, strict=True)
     one_line(err, f"{path}:4", "TIMESTAMP", "control character")
 
 

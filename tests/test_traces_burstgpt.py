@@ -144,32 +144,47 @@ def test_unsorted_within_second_sorted_stably(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "rows, line, what",
+    "rows, line, what, kind",
     [
-        ("5,ChatGPT,1,2,3,API log\n6,ChatGPT,1,2,API log\n", 3, "expected 6 comma-separated columns, found 5"),
-        ("5,ChatGPT,1,2,3,API log\n6,ChatGPT,abc,2,3,API log\n", 3, "Request tokens is not a number: 'abc'"),
-        ("5,ChatGPT,1,2,3,API log\n\n6,ChatGPT,1,-2,3,API log\n", 4, "Response tokens must be a whole number >= 0"),
-        ("5,ChatGPT,1.5,2,3,API log\n", 2, "Request tokens must be a whole number >= 0"),
-        ("5,ChatGPT,1,2,3,API log\n7,ChatGPT,1,2,3,API log\n6,GPT-4,1,2,3,API log\n", 4, "earlier than a previous row"),
-        ("nan,ChatGPT,1,2,3,API log\n", 2, "Timestamp must be a finite number >= 0"),
+        ("5,ChatGPT,1,2,3,API log\n6,ChatGPT,1,2,API log\n", 3, "expected 6 comma-separated columns, found 5",
+         "unparseable"),
+        ("5,ChatGPT,1,2,3,API log\n6,ChatGPT,abc,2,3,API log\n", 3, "Request tokens is not a number: 'abc'",
+         "not_a_number"),
+        ("5,ChatGPT,1,2,3,API log\n\n6,ChatGPT,1,-2,3,API log\n", 4, "Response tokens must be a whole number >= 0",
+         "bad_token_count"),
+        ("5,ChatGPT,1.5,2,3,API log\n6,ChatGPT,1,2,3,API log\n", 2, "Request tokens must be a whole number >= 0",
+         "bad_token_count"),
+        ("5,ChatGPT,1,2,3,API log\n7,ChatGPT,1,2,3,API log\n6,GPT-4,1,2,3,API log\n", 4,
+         "earlier than a previous row", None),
+        ("nan,ChatGPT,1,2,3,API log\n6,ChatGPT,1,2,3,API log\n", 2, "Timestamp must be a finite number >= 0", "bad_time"),
     ],
 )
-def test_malformed_row_names_file_and_line(tmp_path, rows, line, what):
-    """A malformed row raises one line naming file:line and the problem."""
+def test_malformed_row_names_file_and_line(tmp_path, rows, line, what, kind):
+    """A malformed row: with strict, one line naming file:line and the problem; without, the row is
+    dropped and counted by kind with that same line as the first example (rows out of order: always an error)."""
     path = write(tmp_path, HEADER6 + rows)
     with pytest.raises(TraceError) as err:
-        load_trace(str(path))
+        load_trace(str(path), strict=True)
     msg = str(err.value)
     assert msg.startswith(f"{path}:{line}: ")
     assert what in msg
     assert "\n" not in msg
+    if kind is None:
+        with pytest.raises(TraceError, match=what):
+            load_trace(str(path))
+        return
+    tr = load_trace(str(path))
+    assert tr.meta["bad_rows"] == {kind: 1} and len(tr) == 1
+    assert tr.meta["bad_rows_first"][kind] == msg
+    assert tr.notice.startswith(f"1 bad rows dropped ({kind} 1; first: {path}:{line}: ")
 
 
 def test_malformed_eight_column_row(tmp_path):
     """The 8-column format checks its column count too."""
     path = write(tmp_path, HEADER8 + "5.0,abc,3,GPT-4,1,2,3,Conversation log\n6.0,,3,GPT-4,1,2,3\n")
     with pytest.raises(TraceError, match=rf"^{path}:3: expected 8 comma-separated columns, found 7$"):
-        load_trace(str(path))
+        load_trace(str(path), strict=True)
+    assert load_trace(str(path)).meta["bad_rows"] == {"unparseable": 1}
 
 
 def test_header_only_and_all_failed(tmp_path):

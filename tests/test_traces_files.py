@@ -38,7 +38,9 @@ def test_azure_bad_timestamp_names_line(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:17:03.9799600,4,1\r\nyesterday,3,2\r\n")
     with pytest.raises(TraceError, match=rf"^{path}:3: TIMESTAMP is not a date-time"):
-        load_trace(str(path))
+        load_trace(str(path), strict=True)
+    tr = load_trace(str(path))  # not strict: the row is dropped and counted
+    assert len(tr) == 1 and tr.meta["bad_rows"] == {"bad_time": 1}
 
 
 def test_azure_unsorted_rejected(tmp_path):
@@ -89,23 +91,32 @@ def test_mooncake_timestamps_in_ms(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad, what",
+    "bad, what, kind",
     [
-        ('{"timestamp": 5, "input_length": 10, "output_length": 3', "not valid JSON"),
-        ('{"timestamp": 5, "input_length": -1, "output_length": 3, "hash_ids": []}', "'input_length' must be"),
-        ('{"timestamp": 5, "input_length": 10, "hash_ids": [1]}', "missing key(s) output_length"),
-        ('{"timestamp": 5, "input_length": 10, "output_length": 3, "hash_ids": [1, 2]}', "more than ceil"),
-        ('{"timestamp": 1, "input_length": 10, "output_length": 3, "hash_ids": [1]}', "earlier than a previous"),
+        ('{"timestamp": 5, "input_length": 10, "output_length": 3', "not valid JSON", "unparseable"),
+        ('{"timestamp": 5, "input_length": -1, "output_length": 3, "hash_ids": []}', "'input_length' must be",
+         "bad_token_count"),
+        ('{"timestamp": 5, "input_length": 10, "hash_ids": [1]}', "missing key(s) output_length", "missing_field"),
+        ('{"timestamp": 5, "input_length": 10, "output_length": 3, "hash_ids": [1, 2]}', "more than ceil",
+         "bad_blocks"),
+        ('{"timestamp": "5", "input_length": 10, "output_length": 3, "hash_ids": [1]}', "'timestamp' must be a number",
+         "not_a_number"),
+        ('{"timestamp": 1, "input_length": 10, "output_length": 3, "hash_ids": [1]}', "earlier than a previous", None),
     ],
 )
-def test_mooncake_malformed_line(tmp_path, bad, what):
-    """A malformed JSONL line raises file:line (line 3 here, after a blank line)."""
+def test_mooncake_malformed_line(tmp_path, bad, what, kind):
+    """A malformed JSONL line: strict raises file:line (line 3 here, after a blank line); otherwise it is
+    dropped and counted by kind (a line out of time order is always an error)."""
     path = tmp_path / "m.jsonl"
     good = '{"timestamp": 2, "input_length": 10, "output_length": 3, "hash_ids": [7]}'
     path.write_text(f"{good}\n\n{bad}\n")
     with pytest.raises(TraceError) as err:
-        load_trace(str(path))
+        load_trace(str(path), strict=True)
     assert str(err.value).startswith(f"{path}:3: ") and what in str(err.value)
+    if kind is not None:
+        tr = load_trace(str(path))
+        assert len(tr) == 1 and tr.meta["bad_rows"] == {kind: 1}
+        assert tr.meta["bad_rows_first"][kind] == str(err.value)
 
 
 def test_unknown_name_suggests_close_matches():

@@ -104,3 +104,12 @@ def check_watermark(value: float | None) -> float | None:
         raise ConfigError(f"--watermark must be a fraction in [0, 1), got {value}")
     return value
 
+
+
+# ----- trace files (kvsim.traces; formats and examples in docs/traces.md) -----
+TraceFormatOpt = Annotated[Optional[str], typer.Option("--trace-format", help="trace file format: auto (default: from the header or content), burstgpt, azure, mooncake, vidur, vllm-bench, sharegpt, csv, jsonl, json (`kvsim trace formats`)")]
+ColumnsOpt = Annotated[Optional[str], typer.Option("--columns", help="generic CSV/JSONL/JSON: which column holds what, e.g. arrival=ts,prompt=input_len,output=output_len[,session=conv_id]")]
+TimeUnitOpt = Annotated[Optional[str], typer.Option("--time-unit", help="generic formats: unit of the arrival column: s (default), ms, us, ns, or iso (date-times)")]
+ArrivalsOpt = Annotated[Optional[str], typer.Option("--arrivals", help="synthetic arrivals for a file's rows (lengths-only files need them): poisson:rate=4, gamma:rate=4,cv=2, constant:rate=4 (seed: --seed or seed=)")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="a bad trace row is an error (default: dropped, counted by kind and reported)")]
+TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", help="ShareGPT: a local tokenizer.json for exact token counts (optional package tokenizers); default: ceil(characters / 4), flagged")]

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from kvsim.commands.common import (
-    CalibrationOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json,
-    split_methods,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, StrictOpt, TimeUnitOpt,
+    TokenizerOpt, TraceFormatOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
 
@@ -42,6 +42,12 @@ def _positive(text: str | None, flag: str) -> float | None:
 def plan_cmd(
     model: ModelOpt = "llama-3.1-8b",
     trace: Annotated[str, typer.Option("--trace", help="trace name, file or synthetic spec (BurstGPT-modelled by default)")] = "synthetic-burstgpt",
+    trace_format: TraceFormatOpt = None,
+    columns: ColumnsOpt = None,
+    time_unit: TimeUnitOpt = None,
+    arrivals: ArrivalsOpt = None,
+    strict: StrictOpt = False,
+    tokenizer: TokenizerOpt = None,
     hw: HwListOpt = ["a100"],  # noqa: B006
     method: Annotated[list[str], typer.Option("--method", help="method specs: name, name:k=v,..., comma list, 'all'")] = ["full"],  # noqa: B006
     sweep: Annotated[list[str], typer.Option("--sweep", help="sweep a method param: METHOD.PARAM=V1,V2 (repeat for a grid)")] = [],  # noqa: B006
@@ -94,7 +100,8 @@ def plan_cmd(
     req = PlanRequest(
         model=model, hws=hws, methods=expand_sweeps(split_methods(method), sweep),
         trace=TraceSpec(spec=trace, num_requests=num_requests, seed=seed, max_prompt_tokens=max_prompt_tokens,
-                        max_output_tokens=max_output_tokens),
+                        max_output_tokens=max_output_tokens, format=trace_format, columns=columns,
+                        time_unit=time_unit, arrivals=arrivals, strict=strict, tokenizer=tokenizer),
         slo=slo, target_rate_per_s=_positive(target_rate, "--target-rate"), tp=tp, replicas=replicas,
         tp_choices=_ints(tp_choices, "--tp-choices"), max_replicas=max_replicas, router=router,
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization,

@@ -20,7 +20,8 @@ import typer
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
-    CalibrationOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WatermarkOpt, WeightDtypeOpt,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, StrictOpt,
+    TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, WatermarkOpt, WeightDtypeOpt,
     check_watermark, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
@@ -43,6 +44,12 @@ def simulate_cmd(
     num_requests: Annotated[Optional[int], typer.Option("--num-requests", "-n", min=1, help="first N requests (synthetic: how many)")] = None,
     trace_model: Annotated[Optional[str], typer.Option("--trace-model", help="BurstGPT rows of this model only: ChatGPT or GPT-4")] = None,
     log_type: Annotated[Optional[str], typer.Option("--log-type", help="BurstGPT rows of this log type only: conversation or API")] = None,
+    trace_format: TraceFormatOpt = None,
+    columns: ColumnsOpt = None,
+    time_unit: TimeUnitOpt = None,
+    arrivals: ArrivalsOpt = None,
+    strict: StrictOpt = False,
+    tokenizer: TokenizerOpt = None,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, help="running sequences per step (vLLM)")] = 256,
     max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", min=1, help="token budget per step (vLLM)")] = 8192,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first steps")] = True,
@@ -80,7 +87,8 @@ def simulate_cmd(
     dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
-                    log_type=log_type, seed=seed)
+                    log_type=log_type, seed=seed, format=trace_format, columns=columns, time_unit=time_unit,
+                    arrivals=arrivals, strict=strict, tokenizer=tokenizer)
     if tr.notice:
         print(f"note: {tr.notice}", file=sys.stderr)
     specs = split_methods(method)

@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from kvsim.traces import BURSTGPT_URL, fetch_burstgpt, list_traces, load_trace, summarize
+from kvsim.commands.common import ArrivalsOpt, ColumnsOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt
+from kvsim.traces import BURSTGPT_URL, fetch_burstgpt, list_formats, list_traces, load_trace, summarize
 from kvsim.traces.fetch import BURSTGPT_FILE, burstgpt_cache_path
 
 app = typer.Typer(
@@ -33,6 +34,15 @@ class Dataset(str, Enum):
 def list_cmd() -> None:
     """List trace names with a one-line description each."""
     names = list_traces()
+    width = max(map(len, names))
+    for name, text in names.items():
+        typer.echo(f"{name:<{width}}  {text}")
+
+
+@app.command("formats")
+def formats_cmd() -> None:
+    """List the trace file formats `--trace-format` accepts (examples in docs/traces.md)."""
+    names = list_formats()
     width = max(map(len, names))
     for name, text in names.items():
         typer.echo(f"{name:<{width}}  {text}")
@@ -100,13 +110,20 @@ def info(
     cache_dir: Annotated[Path | None, typer.Option(help="data cache (default $KVSIM_CACHE_DIR or ~/.cache/kvsim)")] = None,
     max_prompt_tokens: Annotated[int | None, typer.Option(help="clip prompts to this length")] = None,
     max_output_tokens: Annotated[int | None, typer.Option(help="clip outputs to this length")] = None,
+    trace_format: TraceFormatOpt = None,
+    columns: ColumnsOpt = None,
+    time_unit: TimeUnitOpt = None,
+    arrivals: ArrivalsOpt = None,
+    strict: StrictOpt = False,
+    tokenizer: TokenizerOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Load a trace and print requests, span, mean rate and token-length statistics."""
     tr = load_trace(
         trace, rate=rate, time_scale=time_scale, limit=limit, model=model, log_type=log_type,
         start_s=start_s, end_s=end_s, seed=seed, num_requests=num_requests, cache_dir=cache_dir,
-        max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens,
+        max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens, format=trace_format,
+        columns=columns, time_unit=time_unit, arrivals=arrivals, strict=strict, tokenizer=tokenizer,
     )
     s = summarize(tr)
     if as_json:
@@ -114,7 +131,7 @@ def info(
         typer.echo()
         return
     rows = [
-        ("trace", f"{s.name}  ({s.source})"),
+        ("trace", f"{s.name}  ({s.source})" + (f", format {s.format}" if s.format else "")),
         ("requests", f"{s.requests:,}"),
         ("span", f"{_fmt(s.span_s)} s"),
         ("mean rate", f"{_fmt(s.mean_rate_per_s)} req/s"),
@@ -125,8 +142,13 @@ def info(
     rows += [
         ("failed dropped", f"{s.num_failed_dropped:,}"),
         ("filtered out", f"{s.num_filtered:,}"),
+        ("bad rows", ", ".join(f"{k} {v:,}" for k, v in s.bad_rows.items()) + " (dropped)" if s.bad_rows else "0"),
         ("prefix blocks", f"yes ({tr.prefix_block_tokens} tokens/block)" if s.has_prefix_blocks else "no"),
     ]
+    if s.sessions:
+        rows.append(("sessions", s.sessions))
+    if s.token_counts:
+        rows.append(("token counts", s.token_counts))
     for label, value in rows:
         typer.echo(f"{label:<15} {value}")
     if s.notice:

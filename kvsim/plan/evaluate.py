@@ -44,7 +44,9 @@ def at_rate(trace: Trace, rate_per_s: float) -> Trace:
 
 def load_plan_trace(spec: TraceSpec) -> Trace:
     return load_trace(spec.spec, num_requests=spec.num_requests, seed=spec.seed,
-                      max_prompt_tokens=spec.max_prompt_tokens, max_output_tokens=spec.max_output_tokens)
+                      max_prompt_tokens=spec.max_prompt_tokens, max_output_tokens=spec.max_output_tokens,
+                      format=spec.format, columns=spec.columns, time_unit=spec.time_unit, arrivals=spec.arrivals,
+                      strict=spec.strict, tokenizer=spec.tokenizer)
 
 
 def build(config: ConfigSpec):

@@ -154,6 +154,13 @@ class TraceSpec(_Frozen):
     seed: int = Field(0, ge=0)
     max_prompt_tokens: int | None = None
     max_output_tokens: int | None = None
+    # trace files (kvsim.traces.load_trace): format, column mapping, arrivals, strictness
+    format: str | None = None
+    columns: str | None = None
+    time_unit: str | None = None
+    arrivals: str | None = None
+    strict: bool = False
+    tokenizer: str | None = None
 
 
 class SearchOptions(_Frozen):

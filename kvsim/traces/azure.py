@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import TraceError
-from kvsim.traces._io import check_number, check_sorted, first_line, line_of_row, load_csv, to_tokens
+from kvsim.traces._io import check_number, check_sorted, first_line, line_of_row, load_csv, row_lines, to_tokens
+from kvsim.traces.badrows import BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
 
@@ -44,32 +45,44 @@ def _parse_one(cell: bytes) -> np.datetime64 | None:
     return None if np.isnat(value) else value
 
 
-def _first_control_char(cells: np.ndarray) -> int | None:
-    """Row of the first cell holding a byte < 0x20 (NUL, tab, ...) before its end, or None.
+def _control_chars(cells: np.ndarray) -> np.ndarray:
+    """[N] bool: the cell holds a byte < 0x20 (NUL, tab, ...) before its end.
 
     numpy's date-time parser stops at a NUL, so ``18:17\\x0004.07`` would silently read as
     another time; a fixed-width ``S`` cell pads with trailing NULs, which are allowed."""
     if cells.size == 0:
-        return None
+        return np.zeros(0, dtype=bool)
     u8 = np.frombuffer(cells.tobytes(), dtype=np.uint8).reshape(cells.shape[0], cells.dtype.itemsize)
     nul = u8 == 0
     padding = np.flip(np.logical_and.accumulate(np.flip(nul, axis=1), axis=1), axis=1)  # trailing NULs
-    bad = ((u8 < 0x20) & ~padding).any(axis=1)
-    return int(np.argmax(bad)) if bad.any() else None
+    return ((u8 < 0x20) & ~padding).any(axis=1)
 
 
-def parse_timestamps(path: Path, cells: np.ndarray) -> np.ndarray:
-    """Seconds since the first row, [N] float64, from ``YYYY-MM-DD HH:MM:SS.fffffff`` cells.
+def _line(path: Path, row: int, lines: np.ndarray | None) -> int:
+    return int(lines[row]) if lines is not None else line_of_row(path, row)
+
+
+def parse_timestamps(path: Path, cells: np.ndarray, bad: BadRows | None = None,
+                     lines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds since the first good row, [N] float64, from ``YYYY-MM-DD HH:MM:SS.fffffff`` cells,
+    and the [N] bool mask of cells that are not such a date-time.
 
     Parsed with numpy's ISO 8601 reader at nanosecond resolution (vectorized; accepts the
-    7 fractional digits that ``datetime.fromisoformat`` rejects on Python 3.10).
+    7 fractional digits that ``datetime.fromisoformat`` rejects on Python 3.10). A bad cell
+    raises TraceError naming ``file:line`` (``bad`` None or strict), or is counted in ``bad``
+    as ``bad_time`` (its time is then 0 and its mask entry True).
     """
-    bad_row = _first_control_char(cells)
-    if bad_row is not None:
-        raise TraceError(
-            f"{path}:{line_of_row(path, bad_row)}: TIMESTAMP contains a control character (e.g. NUL): "
-            f"{cells[bad_row].decode('utf-8', 'replace')!r}"
-        )
+    wrong = np.zeros(cells.shape[0], dtype=bool)
+    ctrl = _control_chars(cells)
+    if ctrl.any():
+        row = int(np.argmax(ctrl))
+        place = f"{path}:{_line(path, row, lines)}"
+        problem = (f"TIMESTAMP contains a control character (e.g. NUL): "
+                   f"{cells[row].decode('utf-8', 'replace')!r}")
+        if bad is None:
+            raise TraceError(f"{place}: {problem}")
+        bad.add("bad_time", place, problem, count=int(ctrl.sum()))
+        wrong |= ctrl
     stamps = np.empty(cells.shape[0], dtype="datetime64[ns]")
     try:
         with warnings.catch_warnings():
@@ -78,18 +91,27 @@ def parse_timestamps(path: Path, cells: np.ndarray) -> np.ndarray:
                 part = np.char.strip(cells[a : a + _CHUNK]).astype(f"U{cells.dtype.itemsize}")
                 stamps[a : a + _CHUNK] = part.astype("datetime64[ns]")  # on bad bytes->datetime64
         nat = np.isnat(stamps)
-        if nat.any():
-            bad_row = int(np.argmax(nat))
     except (ValueError, UnicodeError):
-        bad_row = next((i for i, c in enumerate(cells) if _parse_one(c) is None), 0)
-    if bad_row is not None:
-        raise TraceError(
-            f"{path}:{line_of_row(path, bad_row)}: TIMESTAMP is not a date-time "
-            f"'YYYY-MM-DD HH:MM:SS.fffffff': {cells[bad_row].decode('utf-8', 'replace')!r}"
-        )
-    if stamps.size == 0:
-        return np.zeros(0)
-    return (stamps - stamps[0]).astype(np.int64) / 1e9
+        parsed = [_parse_one(c) for c in cells]
+        nat = np.array([v is None for v in parsed], dtype=bool)
+        stamps = np.array([np.datetime64(0, "ns") if v is None else v for v in parsed], dtype="datetime64[ns]")
+    nat &= ~wrong
+    if nat.any():
+        row = int(np.argmax(nat))
+        place = f"{path}:{_line(path, row, lines)}"
+        problem = (f"TIMESTAMP is not a date-time 'YYYY-MM-DD HH:MM:SS.fffffff': "
+                   f"{cells[row].decode('utf-8', 'replace')!r}")
+        if bad is None:
+            raise TraceError(f"{place}: {problem}")
+        bad.add("bad_time", place, problem, count=int(nat.sum()))
+        wrong |= nat
+    good = ~wrong
+    if not good.any():
+        return np.zeros(cells.shape[0]), wrong
+    first = stamps[good][0]
+    t = (stamps - first).astype(np.int64) / 1e9
+    t[wrong] = 0.0
+    return t, wrong
 
 
 def read_azure(path: Path, opts: LoadOptions, *, name: str | None = None) -> Trace:
@@ -105,10 +127,15 @@ def read_azure(path: Path, opts: LoadOptions, *, name: str | None = None) -> Tra
     if not is_azure_header(first_line(path)):
         raise TraceError(f"{path}:1: not an Azure LLM trace header; expected '{','.join(COLUMNS)}'")
     dtype = np.dtype([("ts", "S40"), ("c", "f8"), ("g", "f8")])
-    rows = load_csv(path, dtype, {1: check_number("ContextTokens"), 2: check_number("GeneratedTokens")})
-    t = parse_timestamps(path, rows["ts"])
-    prompt = to_tokens(path, "ContextTokens", rows["c"])
-    output = to_tokens(path, "GeneratedTokens", rows["g"])
-    check_sorted(path, t, what="TIMESTAMP (s since first row)")
-    raw = RawRequests(time_s=t, prompt_tokens=prompt, output_tokens=output)
+    bad = BadRows(opts.strict)
+    rows, lines = load_csv(path, dtype, {1: check_number("ContextTokens"), 2: check_number("GeneratedTokens")},
+                           bad)
+    t, dropped = parse_timestamps(path, rows["ts"], bad, lines)
+    prompt, dropped = to_tokens(path, "ContextTokens", rows["c"], lines, bad, dropped)
+    output, dropped = to_tokens(path, "GeneratedTokens", rows["g"], lines, bad, dropped)
+    if dropped.any():
+        lines = row_lines(path, lines, len(rows))[~dropped]
+        t, prompt, output = t[~dropped], prompt[~dropped], output[~dropped]
+    check_sorted(path, t, what="TIMESTAMP (s since first row)", lines=lines)
+    raw = RawRequests(time_s=t, prompt_tokens=prompt, output_tokens=output, bad=bad)
     return build_trace(raw, opts, name=name or path.name.split(".")[0], source=str(path), meta={"format": "azure"})

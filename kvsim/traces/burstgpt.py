@@ -14,6 +14,12 @@ Formats (upstream README):
 out of order only within one second: they are sorted stably). ``Model`` is ``ChatGPT``
 (GPT-3.5) or ``GPT-4``; ``Log Type`` is ``Conversation log`` or ``API log``. A row with
 0 response tokens is a failed request: it is dropped and counted in ``num_failed_dropped``.
+
+``Session ID`` (8 columns; empty on API log rows) groups the turns of one conversation; its
+``Request tokens`` already include the earlier turns (in the bundled slice, 188 of 259
+follow-up turns have at least the previous turn's request + response tokens). The rows of a
+session become prefix blocks so that a later turn reuses the earlier prompt's KV
+(:mod:`kvsim.traces.sessions`; ``--no-prefix-caching`` in ``simulate`` turns the reuse off).
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import TraceError, unknown_name
-from kvsim.traces._io import check_number, check_sorted, check_values, first_line, load_csv, to_tokens
+from kvsim.traces._io import check_number, check_sorted, check_values, first_line, load_csv, row_lines, to_tokens
+from kvsim.traces.badrows import BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.fetch import burstgpt_cache_path
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
+from kvsim.traces.sessions import describe as describe_sessions
+from kvsim.traces.sessions import session_blocks
 
 DATA_DIR = Path(__file__).parent / "data" / "burstgpt"
 SAMPLE_1 = DATA_DIR / "BurstGPT_1_head400.csv"  # first 400 rows of BurstGPT_1.csv
@@ -34,6 +43,7 @@ SAMPLE_3 = DATA_DIR / "BurstGPT_3_slice.csv"  # 400 rows of BurstGPT_3.csv (8 co
 
 COLUMNS_6 = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type")
 COLUMNS_8 = COLUMNS_6[:1] + ("Session ID", "Elapsed time") + COLUMNS_6[1:]
+SESSION_ID_BYTES = 64  # Session IDs are 36-character UUIDs; a longer one is cut (and the notice says so)
 
 #: user spelling (lower case) -> value in the ``Model`` column
 MODELS = {"chatgpt": "ChatGPT", "gpt-3.5": "ChatGPT", "gpt-4": "GPT-4", "gpt4": "GPT-4"}
@@ -69,13 +79,15 @@ def _canonical(kind: str, value: str | None, table: dict[str, str], shown: tuple
 
 def read_burstgpt_raw(path: Path, opts: LoadOptions) -> tuple[RawRequests, str]:
     """Parse and validate a BurstGPT CSV; returns the rows (model/log-type mask in ``keep``)
-    and the format name (``burstgpt6`` or ``burstgpt8``)."""
+    and the format name (``burstgpt6`` or ``burstgpt8``). The 8-column format's ``Session ID``
+    becomes prefix blocks (:mod:`kvsim.traces.sessions`)."""
     cols = header_columns(first_line(path))
     if cols == COLUMNS_6:
         dtype = [("t", "f8"), ("m", "S16"), ("p", "f8"), ("o", "f8"), ("tot", "U1"), ("l", "S24")]
         fmt = "burstgpt6"
     elif cols == COLUMNS_8:
-        dtype = [("t", "f8"), ("sid", "U1"), ("el", "U1"), ("m", "S16"), ("p", "f8"), ("o", "f8")]
+        # Session IDs are 36-character UUIDs (empty on API log rows)
+        dtype = [("t", "f8"), ("sid", f"S{SESSION_ID_BYTES}"), ("el", "U1"), ("m", "S16"), ("p", "f8"), ("o", "f8")]
         dtype += [("tot", "U1"), ("l", "S24")]
         fmt = "burstgpt8"
     else:
@@ -89,11 +101,16 @@ def read_burstgpt_raw(path: Path, opts: LoadOptions) -> tuple[RawRequests, str]:
         i_req: check_number("Request tokens"),
         i_req + 1: check_number("Response tokens"),
     }
-    rows = load_csv(path, np.dtype(dtype), checks)
+    bad = BadRows(opts.strict)
+    rows, lines = load_csv(path, np.dtype(dtype), checks, bad)
     t, p, o = rows["t"], rows["p"], rows["o"]
-    check_values(path, {"Timestamp": t}, integer=False)
-    p, o = to_tokens(path, "Request tokens", p), to_tokens(path, "Response tokens", o)
-    check_sorted(path, t, resolution_s=1.0, what="Timestamp")
+    dropped = check_values(path, {"Timestamp": t}, lines, integer=False, bad=bad)
+    p, dropped = to_tokens(path, "Request tokens", p, lines, bad, dropped)
+    o, dropped = to_tokens(path, "Response tokens", o, lines, bad, dropped)
+    if dropped.any():
+        lines = row_lines(path, lines, len(rows))[~dropped]
+        rows, t, p, o = rows[~dropped], t[~dropped], p[~dropped], o[~dropped]
+    check_sorted(path, t, resolution_s=1.0, what="Timestamp", lines=lines)
 
     keep = None
     model = _canonical("model", opts.model, MODELS, ("ChatGPT", "GPT-4"))
@@ -103,7 +120,15 @@ def read_burstgpt_raw(path: Path, opts: LoadOptions) -> tuple[RawRequests, str]:
     if log_type is not None:
         lt = rows["l"] == log_type.encode()
         keep = lt if keep is None else keep & lt
-    raw = RawRequests(time_s=t, prompt_tokens=p, output_tokens=o, keep=keep)
+    raw = RawRequests(time_s=t, prompt_tokens=p, output_tokens=o, keep=keep, bad=bad)
+    if fmt == "burstgpt8":
+        sid = np.char.strip(rows["sid"])
+        if (np.char.str_len(rows["sid"]) >= SESSION_ID_BYTES).any():
+            raw.notes.append(f"some Session IDs are longer than {SESSION_ID_BYTES} bytes and were cut to that length "
+                             "(ids sharing those bytes count as one session)")
+        blocks, stats = session_blocks(sid.tolist(), p, t, usable=(p > 0) & (o > 0))
+        raw.prefix_blocks, raw.prefix_block_tokens = blocks, stats["block_tokens"]
+        raw.meta.update(sessions=stats, sessions_text=describe_sessions(stats))
     return raw, fmt
 
 

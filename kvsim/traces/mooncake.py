@@ -11,7 +11,6 @@ on every bundled line). They become ``Trace.prefix_blocks`` with ``prefix_block_
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,9 +18,11 @@ import numpy as np
 
 from kvsim.errors import TraceError
 from kvsim.specbase import INT64_MAX as INT64, short_repr
-from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, check_sorted, iter_lines
+from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, check_sorted, utf8_error
+from kvsim.traces.badrows import BadRow, BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
+from kvsim.traces.values import json_lines
 
 DATA_DIR = Path(__file__).parent / "data" / "mooncake"
 CONVERSATION = DATA_DIR / "conversation_trace.jsonl"  # 12,031 requests, 3,537 s
@@ -31,8 +32,8 @@ BLOCK_TOKENS = 512  # tokens per hash_ids block (Mooncake FAST25-release README)
 FIELDS = ("timestamp", "input_length", "output_length")
 
 
-def _number(obj: dict, key: str, where: str, integer: bool) -> float:
-    """A JSON number in [0, MAX_TOKENS] (whole) or [0, MAX_TIME_S * 1000] (ms), else TraceError."""
+def _number(obj: dict, key: str, integer: bool) -> float:
+    """A JSON number in [0, MAX_TOKENS] (whole) or [0, MAX_TIME_S * 1000] (ms), else BadRow."""
     value = obj.get(key)
     hi = MAX_TOKENS if integer else MAX_TIME_S * 1000.0
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= hi
@@ -40,62 +41,68 @@ def _number(obj: dict, key: str, where: str, integer: bool) -> float:
         ok = value == int(value)
     if not ok:
         kind = f"whole number >= 0 and <= {hi:.0f}" if integer else f"number >= 0 and <= {hi:g}"
-        raise TraceError(f"{where}: '{key}' must be a {kind}, got {short_repr(value)}")
+        wrong_type = isinstance(value, bool) or not isinstance(value, (int, float))
+        raise BadRow("not_a_number" if wrong_type else ("bad_token_count" if integer else "bad_time"),
+                     f"'{key}' must be a {kind}, got {short_repr(value)}")
     return value
 
 
-def _blocks(obj: dict, where: str, input_length: int) -> tuple[int, ...]:
+def _blocks(obj: dict, input_length: int) -> tuple[int, ...]:
     ids = obj.get("hash_ids")
     if not isinstance(ids, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) and -INT64 - 1 <= i <= INT64 for i in ids
     ):
-        raise TraceError(f"{where}: 'hash_ids' must be a list of integers within int64")
+        raise BadRow("bad_blocks", "'hash_ids' must be a list of integers within int64")
     if len(ids) > -(-input_length // BLOCK_TOKENS):
-        raise TraceError(
-            f"{where}: 'hash_ids' has {len(ids)} blocks, more than ceil(input_length/{BLOCK_TOKENS}) = "
-            f"{-(-input_length // BLOCK_TOKENS)}"
-        )
+        raise BadRow("bad_blocks",
+                     f"'hash_ids' has {len(ids)} blocks, more than ceil(input_length/{BLOCK_TOKENS}) = "
+                     f"{-(-input_length // BLOCK_TOKENS)}")
     return tuple(ids)
 
 
-def read_mooncake_raw(path: Path) -> RawRequests:
-    """Parse and validate a Mooncake JSONL file (rows in file order)."""
+def read_mooncake_raw(path: Path, strict: bool = False) -> RawRequests:
+    """Parse and validate a Mooncake JSONL file (rows in file order); bad lines are dropped
+    and counted (``strict``: the first one is an error)."""
     try:
-        return _read(path)
+        return _read(path, BadRows(strict))
     except UnicodeDecodeError:
-        raise TraceError(f"{path}: not UTF-8 text") from None
+        raise TraceError(utf8_error(path)) from None
 
 
-def _read(path: Path) -> RawRequests:
+def _read(path: Path, bad: BadRows) -> RawRequests:
     times: list[float] = []
     ins: list[int] = []
     outs: list[int] = []
     lines: list[int] = []
     blocks: list[tuple[int, ...]] | None = None
-    for lineno, text in iter_lines(path):
+    with_blocks: bool | None = None  # whether lines carry hash_ids (decided by the first good line)
+    for lineno, obj in json_lines(path):
         where = f"{path}:{lineno}"
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise TraceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-        except RecursionError:
-            raise TraceError(f"{where}: not valid JSON (nested too deeply)") from None
-        except ValueError as err:  # e.g. an integer past Python's 4300-digit limit
-            raise TraceError(f"{where}: not valid JSON ({str(err).splitlines()[0]})") from None
-        if not isinstance(obj, dict):
-            raise TraceError(f"{where}: expected a JSON object with keys {', '.join(FIELDS)}, hash_ids")
-        missing = [k for k in FIELDS if k not in obj]
-        if missing:
-            raise TraceError(f"{where}: missing key(s) {', '.join(missing)}")
-        times.append(_number(obj, "timestamp", where, integer=False) / 1000.0)  # ms -> s
-        ins.append(int(_number(obj, "input_length", where, integer=True)))
-        outs.append(int(_number(obj, "output_length", where, integer=True)))
-        if not lines:
-            blocks = [] if "hash_ids" in obj else None
-        if (blocks is not None) != ("hash_ids" in obj):
+            if isinstance(obj, BadRow):
+                raise obj
+            if not isinstance(obj, dict):
+                raise BadRow("unparseable", f"expected a JSON object with keys {', '.join(FIELDS)}, hash_ids")
+            missing = [k for k in FIELDS if k not in obj]
+            if missing:
+                raise BadRow("missing_field", f"missing key(s) {', '.join(missing)}")
+            t = _number(obj, "timestamp", integer=False) / 1000.0  # ms -> s
+            p = int(_number(obj, "input_length", integer=True))
+            o = int(_number(obj, "output_length", integer=True))
+            ids = _blocks(obj, p) if "hash_ids" in obj else None
+        except BadRow as b:
+            bad.add_row(b, where)
+            continue
+        if with_blocks is None:
+            with_blocks = ids is not None
+            blocks = [] if with_blocks else None
+        if with_blocks != (ids is not None):
             raise TraceError(f"{where}: 'hash_ids' must be on every line or on none")
+        times.append(t)
+        ins.append(p)
+        outs.append(o)
         if blocks is not None:
-            blocks.append(_blocks(obj, where, ins[-1]))
+            blocks.append(ids)
         lines.append(lineno)
     t = np.asarray(times, dtype=np.float64)
     check_sorted(path, t, what="timestamp (s)", lines=np.asarray(lines))
@@ -105,6 +112,7 @@ def _read(path: Path) -> RawRequests:
         output_tokens=np.asarray(outs, dtype=np.int64),
         prefix_blocks=blocks,
         prefix_block_tokens=BLOCK_TOKENS if blocks is not None else 0,
+        bad=bad,
     )
 
 
@@ -118,5 +126,5 @@ def read_mooncake(path: Path, opts: LoadOptions, *, name: str | None = None) -> 
     name : trace name (default: the file stem).
     """
     path = Path(path)
-    raw = read_mooncake_raw(path)
+    raw = read_mooncake_raw(path, opts.strict)
     return build_trace(raw, opts, name=name or path.name.split(".")[0], source=str(path), meta={"format": "mooncake"})

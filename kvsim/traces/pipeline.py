@@ -2,6 +2,9 @@
 
 Order of operations in :func:`build_trace` (each step's count is reported):
 
+0. rows the reader could not use were already dropped and counted by kind
+   (:mod:`kvsim.traces.badrows`) -> ``meta["bad_rows"]`` and a notice; ``arrivals``
+   (``--arrivals``) replaces the rows' arrival times (in file order) by synthetic ones;
 1. source filters (BurstGPT model / log type, applied by the reader) and the time window
    ``start_s <= t < end_s`` on the raw timestamps -> ``num_filtered``;
 2. failed requests (0 output tokens; BurstGPT marks failures with 0 response tokens)
@@ -19,14 +22,16 @@ Order of operations in :func:`build_trace` (each step's count is reported):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from kvsim.errors import TraceError
 from kvsim.specbase import INT64_MAX
+from kvsim.traces import arrivals
 from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS
+from kvsim.traces.badrows import BadRows
 from kvsim.traces.base import Trace
 
 
@@ -46,6 +51,12 @@ class LoadOptions:
     cache_dir: Path | None = None
     max_prompt_tokens: int | None = None
     max_output_tokens: int | None = None
+    format: str | None = None  # a name of kvsim.traces.registry.FORMATS; None/"auto": detect
+    columns: str | None = None  # generic CSV/JSONL: "arrival=ts,prompt=in,output=out[,session=sid]"
+    time_unit: str | None = None  # generic CSV/JSONL arrival unit: s, ms, us, ns or iso
+    arrivals: str | None = None  # synthetic arrivals for the file's rows: "poisson:rate=4", "gamma:rate=4,cv=2"
+    strict: bool = False  # a bad row is an error instead of dropped and counted
+    tokenizer: Path | None = None  # ShareGPT: a local tokenizer.json (needs the `tokenizers` package)
 
     def validate(self) -> LoadOptions:
         """Check value ranges; raise TraceError naming the first bad option."""
@@ -99,8 +110,12 @@ class RawRequests:
     time_s : [N] float64, raw arrival time in seconds (the source's own clock).
     prompt_tokens, output_tokens : [N] int64, >= 0.
     keep : [N] bool rows passing the source's own filters (BurstGPT model/log type), or None.
-    prefix_blocks : per row, block hash ids (Mooncake ``hash_ids``), or None.
+    prefix_blocks : per row, block hash ids (Mooncake ``hash_ids``, session prefixes), or None.
     prefix_block_tokens : tokens per prefix block, or 0.
+    has_arrivals : False for a lengths-only source (``time_s`` is a placeholder; ``--arrivals`` needed).
+    bad : rows the reader dropped, by kind (None: none could be).
+    notes : lines the user must see (approximations, synthetic arrivals, rounded timestamps).
+    meta : reader facts for ``Trace.meta`` (format, sessions, token counting, ...).
     """
 
     time_s: np.ndarray
@@ -109,13 +124,24 @@ class RawRequests:
     keep: np.ndarray | None = None
     prefix_blocks: list[tuple[int, ...]] | None = None
     prefix_block_tokens: int = 0
+    has_arrivals: bool = True
+    bad: BadRows | None = None
+    notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.time_s.shape[0])
 
 
-def _empty_error(name: str, opts: LoadOptions, n_read: int, n_filt: int, n_fail: int, n_inv: int) -> TraceError:
+def _empty_error(
+    name: str, opts: LoadOptions, n_read: int, n_filt: int, n_fail: int, n_inv: int, bad: BadRows | None
+) -> TraceError:
     counts = f"{n_read} rows read, {n_filt} filtered out, {n_fail} failed, {n_inv} with 0 prompt tokens"
+    if bad is not None and bad.total:
+        kinds = ", ".join(f"{k} {n}" for k, n in bad.by_kind().items())
+        first = bad.first[next(iter(bad.by_kind()))]
+        return TraceError(f"trace {name}: no usable request ({n_read + bad.total} rows read, {bad.total} bad: {kinds}; "
+                          f"first: {first})")
     if n_read == 0:
         return TraceError(f"trace {name} has no request rows")
     if opts.describe_filters() == "none":
@@ -168,7 +194,12 @@ def build_trace(
     notice: str | None = None,
     meta: dict | None = None,
 ) -> Trace:
-    """Apply filters, drops, sorting, limit, shift, rescale and clipping; build the Trace."""
+    """Apply ``--arrivals``, filters, drops, sorting, limit, shift, rescale and clipping; build the Trace."""
+    if opts.arrivals is not None:  # synthetic arrivals for the rows in file order, before any filter
+        t_new, note, m = arrivals.apply(opts.arrivals, len(raw), opts.seed, raw.has_arrivals)
+        raw = replace(raw, time_s=t_new, notes=[*raw.notes, note], meta={**raw.meta, **m})
+    elif not raw.has_arrivals:
+        raise TraceError(f"trace {name} has no arrival times; give synthetic ones with --arrivals poisson:rate=R")
     check_raw(raw, name)
     t, prompt, output = raw.time_s, raw.prompt_tokens, raw.output_tokens
     n_read = len(raw)
@@ -192,7 +223,7 @@ def build_trace(
         n_filt += order.size - first_n
         order = order[:first_n]
     if order.size == 0:
-        raise _empty_error(name, opts, n_read, n_filt, n_fail, n_inv)
+        raise _empty_error(name, opts, n_read, n_filt, n_fail, n_inv, raw.bad)
 
     arrival = t[order].astype(np.float64)
     raw_start = float(arrival[0])
@@ -217,15 +248,20 @@ def build_trace(
         cap = None if opts.max_prompt_tokens is None else -(-opts.max_prompt_tokens // bt)
         blocks = tuple(raw.prefix_blocks[i][:cap] for i in order)  # cap None keeps all
 
+    bad = raw.bad if raw.bad is not None else BadRows()
     info = {
-        "num_rows_read": n_read,
+        "num_rows_read": n_read + bad.total,
+        "bad_rows": bad.by_kind(),
+        "bad_rows_first": {k: bad.first[k] for k in bad.by_kind()},
         "num_invalid_dropped": n_inv,
         "num_prompt_clipped": n_pclip,
         "num_output_clipped": n_oclip,
         "raw_start_s": raw_start,
         "time_factor": factor,
     }
+    info.update(raw.meta)
     info.update(meta or {})
+    notes = [x for x in (notice, bad.report(), *raw.notes) if x]
     return Trace(
         name=name,
         arrival_s=arrival,
@@ -236,7 +272,7 @@ def build_trace(
         source=source,
         num_failed_dropped=n_fail,
         num_filtered=n_filt,
-        notice=notice,
+        notice="; ".join(notes) if notes else None,
         meta=info,
     )
 

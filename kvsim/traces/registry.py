@@ -6,13 +6,18 @@ A spec is one of:
 * a synthetic generator with inline options, ``NAME:key=value,key=value``, e.g.
   ``synthetic-gamma:rate=5,cv=3,n=1000,prompt=512,output=128``. Keys are the params-model
   field names or their short aliases (``n``, ``prompt``, ``output``), plus ``seed``;
-* a file path; the format is detected from the first line: ``{`` -> Mooncake JSONL, a
-  BurstGPT header (6 or 8 columns) -> BurstGPT CSV, ``TIMESTAMP,ContextTokens,GeneratedTokens``
-  -> Azure CSV. ``.gz`` files are read transparently.
+* a file path, read in the format ``--trace-format`` names (:data:`FORMATS`) or detected by
+  :func:`detect`: a first line ``[`` -> a JSON array (ShareGPT conversations; with ``--columns``
+  generic objects); ``{`` -> a ``vllm bench serve`` result (one JSON document, or a first
+  line with its keys), else JSON lines (``--columns`` -> generic, ``conversations`` ->
+  ShareGPT, Mooncake keys -> Mooncake); otherwise a CSV header (``--columns`` -> generic, a
+  BurstGPT, Azure or Vidur header). ``.gz`` files are read transparently.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -21,10 +26,26 @@ import numpy as np
 from pydantic import ValidationError
 
 from kvsim.errors import TraceError, unknown_name
-from kvsim.traces import azure, burstgpt, mooncake, synthetic
-from kvsim.traces._io import first_line
+from kvsim.specbase import short_repr
+from kvsim.traces import azure, burstgpt, mooncake, sharegpt, synthetic, tabular, vidur, vllm_bench
+from kvsim.traces._io import first_line, iter_lines, utf8_error
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, build_trace, without_rate
+from kvsim.traces.values import load_json
+
+#: ``--trace-format`` names -> what they read (docs/traces.md shows each with an example)
+FORMATS: dict[str, str] = {
+    "auto": "detect from the header or content (default)",
+    "burstgpt": "BurstGPT CSV, 6 or 8 columns (Session ID -> sessions)",
+    "azure": "Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens)",
+    "mooncake": "Mooncake JSON lines (timestamp ms, input_length, output_length, hash_ids)",
+    "vidur": "Vidur trace CSV (arrived_at s, num_prefill_tokens, num_decode_tokens; arrived_at optional)",
+    "vllm-bench": "vllm bench serve --save-result --save-detailed JSON",
+    "sharegpt": "ShareGPT conversations, JSON array or JSON lines (multi-turn sessions)",
+    "csv": "any CSV with a header, mapped with --columns",
+    "jsonl": "any JSON lines, mapped with --columns",
+    "json": "a JSON array of objects, mapped with --columns",
+}
 
 #: name -> one-line description, in display order
 DESCRIPTIONS: dict[str, str] = {
@@ -127,23 +148,122 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
     )
 
 
-def load_file(path: Path, opts: LoadOptions) -> Trace:
-    """Load a trace file, detecting BurstGPT CSV, Azure CSV or Mooncake JSONL from its first line."""
+def _header_names(line: str) -> tuple[str, ...]:
+    try:
+        return tuple(c.strip() for c in next(csv.reader([line]), []))
+    except csv.Error:
+        return ()
+
+
+def _first_json(path: Path, head: str):
+    """The first line parsed as JSON, or None when it is not a complete JSON value."""
+    try:
+        return json.loads(head)
+    except RecursionError:
+        raise TraceError(f"{path}:1: not valid JSON (nested too deeply)") from None
+    except ValueError:
+        return None
+
+
+def detect(path: Path, opts: LoadOptions) -> tuple[str, object]:
+    """The format of a trace file (a FORMATS name) and what was parsed while deciding (or None)."""
     head = first_line(path).lstrip()
+    if not head:  # blank first line(s): JSON may start later; a CSV header must be on line 1
+        try:
+            head = next((text.lstrip() for _, text in iter_lines(path) if text.strip()), "")
+        except UnicodeDecodeError:
+            raise TraceError(utf8_error(path)) from None
+        if not head:
+            raise TraceError(f"trace file {path} is empty")
+        if not head.startswith(("[", "{")):
+            raise TraceError(f"{path}:1: expected a CSV header on the first line, found a blank line")
+    if head.startswith("["):
+        data = load_json(path)
+        if isinstance(data, list) and data and sharegpt.looks_like_sharegpt(data[0]) and opts.columns is None:
+            return "sharegpt", data
+        if opts.columns is not None:
+            return "json", data
+        raise TraceError(f"{path}: a JSON array that is not ShareGPT conversations (objects with 'conversations'); "
+                         "to read its objects give --columns arrival=KEY,prompt=KEY,output=KEY")
     if head.startswith("{"):
-        _only_burstgpt(f"Mooncake file {path}", opts)
-        return mooncake.read_mooncake(path, opts)
+        first = _first_json(path, head)
+        if first is None:  # a JSON document over several lines
+            data = load_json(path)
+            if vllm_bench.is_bench_result(data):
+                return "vllm-bench", data
+            raise TraceError(f"{path}: a JSON document that is not a vllm bench serve result; expected JSON lines "
+                             "(Mooncake, ShareGPT or --columns) or a vllm bench serve --save-detailed JSON")
+        if vllm_bench.is_bench_result(first):
+            return "vllm-bench", None
+        if opts.columns is not None:
+            return "jsonl", None
+        if sharegpt.looks_like_sharegpt(first):
+            return "sharegpt", None
+        if isinstance(first, dict) and all(k in first for k in mooncake.FIELDS):
+            return "mooncake", None
+        keys = ", ".join(list(first)[:12]) if isinstance(first, dict) else type(first).__name__
+        raise TraceError(f"{path}:1: unknown JSON lines (keys: {keys}); expected Mooncake keys "
+                         f"{', '.join(mooncake.FIELDS)}, ShareGPT 'conversations', or give --columns "
+                         "arrival=KEY,prompt=KEY,output=KEY")
+    if opts.columns is not None:
+        return "csv", None
+    names = _header_names(head)
     if burstgpt.is_burstgpt_header(head):
-        return burstgpt.read_burstgpt(path, opts)
+        return "burstgpt", None
     if azure.is_azure_header(head):
-        _only_burstgpt(f"Azure file {path}", opts)
-        return azure.read_azure(path, opts)
-    if not head:
-        raise TraceError(f"trace file {path} is empty")
+        return "azure", None
+    if vidur.is_vidur_header(names):
+        return "vidur", names
     raise TraceError(
-        f"{path}:1: unknown trace format; expected a BurstGPT CSV header '{','.join(burstgpt.COLUMNS_6)}' "
-        f"(or the 8-column one), an Azure CSV header '{','.join(azure.COLUMNS)}', or Mooncake JSONL lines"
+        f"{path}:1: unknown trace format (header {short_repr(head, 80)}); expected a BurstGPT, Azure or Vidur "
+        f"CSV header, Mooncake/ShareGPT JSON lines, a vllm bench serve JSON, or give --columns "
+        f"(see `kvsim trace formats`)"
     )
+
+
+#: option -> the formats it applies to
+_OPTION_FORMATS = {
+    "columns": ("csv", "jsonl", "json"),
+    "time_unit": ("csv", "jsonl", "json"),
+    "tokenizer": ("sharegpt",),
+}
+_OPTION_FLAGS = {"columns": "--columns", "time_unit": "--time-unit", "tokenizer": "--tokenizer",
+                 "model": "--trace-model", "log_type": "--log-type"}
+
+
+def _check_options(fmt: str, path: Path, opts: LoadOptions) -> None:
+    for key, formats in _OPTION_FORMATS.items():
+        if getattr(opts, key) is not None and fmt not in formats:
+            raise TraceError(f"{_OPTION_FLAGS[key]} applies to {', '.join(formats)} traces, not to {path} "
+                             f"(format {fmt})")
+    if fmt != "burstgpt":
+        _only_burstgpt(f"{FORMATS.get(fmt, fmt)} file {path}", opts)
+
+
+def load_file(path: Path, opts: LoadOptions) -> Trace:
+    """Load a trace file in ``opts.format`` (default: detected from its first line or content)."""
+    fmt = (opts.format or "auto").strip().lower()
+    if fmt not in FORMATS:
+        raise TraceError(str(unknown_name("trace format", fmt, FORMATS)))
+    if not path.is_file():
+        raise TraceError(f"trace file not found: {path}")
+    parsed = None
+    if fmt == "auto":
+        fmt, parsed = detect(path, opts)
+    _check_options(fmt, path, opts)
+    if fmt == "burstgpt":
+        return burstgpt.read_burstgpt(path, opts)
+    if fmt == "azure":
+        return azure.read_azure(path, opts)
+    if fmt == "mooncake":
+        return mooncake.read_mooncake(path, opts)
+    if fmt == "vidur":
+        return vidur.read_vidur(path, opts, parsed or _header_names(first_line(path)))
+    if fmt == "vllm-bench":
+        return vllm_bench.read_vllm_bench(path, opts, parsed)
+    if fmt == "sharegpt":
+        return sharegpt.read_sharegpt(path, opts, parsed)
+    return tabular.read_generic(path, opts, fmt, parsed)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -153,13 +273,22 @@ def _looks_like_path(spec: str) -> bool:
 def load(spec: str, opts: LoadOptions) -> Trace:
     """Resolve ``spec`` (name, ``name:options`` or path) and load it with ``opts``."""
     spec = spec.strip()
+    file_only = [flag for key, flag in (("format", "--trace-format"), ("columns", "--columns"),
+                                         ("time_unit", "--time-unit"), ("tokenizer", "--tokenizer"))
+                 if getattr(opts, key) is not None and (key != "format" or opts.format.strip().lower() != "auto")]
+    name, sep, inline = spec.partition(":")
+    if spec in _BUNDLED or name in SYNTHETIC:
+        if file_only:
+            raise TraceError(f"{', '.join(file_only)} applies to trace files, not to the named trace '{name}'")
     if spec in _BUNDLED:
         if spec not in _BURSTGPT_NAMES:
             _only_burstgpt(spec, opts)
         return _BUNDLED[spec](opts)
-    name, sep, inline = spec.partition(":")
     if name in SYNTHETIC:
         _only_burstgpt(name, opts)
+        if opts.arrivals is not None:
+            raise TraceError(f"--arrivals applies to trace files and named traces, not to {name} "
+                             "(give its rate and cv inline, e.g. synthetic-gamma:rate=4,cv=2)")
         return load_synthetic(name, inline, opts)
     path = Path(spec).expanduser()
     if path.is_file() or _looks_like_path(spec):

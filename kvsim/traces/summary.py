@@ -32,6 +32,10 @@ class TraceSummary:
     prompt, output : token-length statistics.
     num_failed_dropped, num_filtered : rows removed while loading.
     notice : the trace's notice line, if any.
+    format : the file format read (``meta["format"]``).
+    bad_rows : rows dropped as unusable, by kind.
+    sessions : multi-turn sessions found (one line), if any.
+    token_counts : how token counts were obtained when the source is text (ShareGPT).
     """
 
     name: str
@@ -46,6 +50,10 @@ class TraceSummary:
     num_filtered: int
     has_prefix_blocks: bool
     notice: str | None
+    format: str | None = None
+    bad_rows: dict | None = None
+    sessions: str | None = None
+    token_counts: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,4 +81,8 @@ def summarize(trace: Trace) -> TraceSummary:
         num_filtered=trace.num_filtered,
         has_prefix_blocks=trace.prefix_blocks is not None,
         notice=trace.notice,
+        format=trace.meta.get("format"),
+        bad_rows=dict(trace.meta.get("bad_rows") or {}),
+        sessions=trace.meta.get("sessions_text"),
+        token_counts=trace.meta.get("token_counts"),
     )

@@ -35,11 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kvsim.specbase import Float, number
 from kvsim.traces._io import MAX_TOKENS
+from kvsim.traces.arrivals import MAX_CV, gamma_arrivals, poisson_arrivals  # the one place of the gap draws
 from kvsim.traces.pipeline import RawRequests
 
 SQRT2 = math.sqrt(2.0)  # CV of Gamma(shape 0.5): 1/sqrt(0.5)
 MAX_REQUESTS = 10_000_000  # a generated trace's size cap (10M requests: ~0.5 GB of arrays)
-MAX_CV = 10.0  # beyond it Gamma(1/cv^2) gaps underflow to 0: every request at t=0
 
 Requests = number(int, 1, MAX_REQUESTS, unit="requests")
 Tokens = number(int, 1, MAX_TOKENS, unit="tokens")
@@ -97,24 +97,6 @@ class BurstGPTParams(_Params):
 
 
 SyntheticParams = PoissonParams | GammaParams | FixedParams | BurstGPTParams
-
-
-def _from_gaps(gaps: np.ndarray) -> np.ndarray:
-    """[n-1] gaps -> [n] arrival times starting at 0 s."""
-    t = np.empty(gaps.size + 1)
-    t[0] = 0.0
-    np.cumsum(gaps, out=t[1:])
-    return t
-
-
-def poisson_arrivals(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """[n] arrival times (s) of a Poisson process of ``rate`` requests/s, first at 0."""
-    return _from_gaps(rng.exponential(1.0 / rate, n - 1))
-
-
-def gamma_arrivals(n: int, rate: float, cv: float, rng: np.random.Generator) -> np.ndarray:
-    """[n] arrival times (s) with Gamma gaps: shape 1/cv^2, scale cv^2/rate (mean 1/rate s)."""
-    return _from_gaps(rng.gamma(1.0 / cv**2, cv**2 / rate, n - 1))
 
 
 def zipf_lengths(n: int, a: float, lo: int, hi: int, rng: np.random.Generator) -> np.ndarray:

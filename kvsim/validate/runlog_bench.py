@@ -25,11 +25,8 @@ kvsim does not model.
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from kvsim.errors import TraceError
+from kvsim.traces.vllm_bench import DETAILED, bench_arrivals, is_bench_result, synthetic_arrivals
 from kvsim.validate.runlog import (
     BadRow,
     Rows,
@@ -42,53 +39,8 @@ from kvsim.validate.runlog import (
     tokens,
 )
 
-DETAILED = ("input_lens", "output_lens", "ttfts", "latencies")
-
-
-def is_bench_result(data) -> bool:
-    """A ``vllm bench serve`` result: a JSON object with any of its per-request or summary keys."""
-    return isinstance(data, dict) and any(k in data for k in (*DETAILED, "request_throughput", "mean_ttft_ms"))
-
-
-def synthetic_arrivals(n: int, request_rate: float, burstiness: float, seed: int) -> np.ndarray:
-    """Send times of ``n`` requests as vLLM ``get_request`` draws them (module docstring), seconds."""
-    if math.isinf(request_rate):
-        return np.zeros(n)
-    if math.isinf(burstiness):
-        gaps = np.full(n, 1.0 / request_rate)
-    else:
-        rng = np.random.default_rng(seed)
-        gaps = rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness), size=n)
-    t = np.cumsum(gaps)
-    if t[-1] > 0:
-        t *= (n / request_rate) / t[-1]
-    return t
-
-
-def _rate(data: dict, key: str, source: str) -> float:
-    v = data.get(key)
-    if isinstance(v, str) and v.strip().lower() == "inf":
-        return math.inf
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0):
-        raise TraceError(f"{source}: '{key}' must be a positive number or \"inf\" to regenerate arrivals (got {v!r})")
-    return float(v)
-
-
-def _arrivals(data: dict, n: int, source: str, seed: int) -> tuple[list, str | None]:
-    """Per-request send times: logged ``start_times``, or synthetic ones with a description."""
-    st = data.get("start_times")
-    if isinstance(st, list) and len(st) == n:
-        return st, None
-    if data.get("max_concurrency") is not None:
-        raise TraceError(f"{source}: max_concurrency {data['max_concurrency']} held requests back on the client and the "
-                         "file has no start_times (newer vLLM writes them), so the arrivals cannot be replayed")
-    if data.get("ramp_up_strategy") is not None:
-        raise TraceError(f"{source}: a ramp-up run without start_times: its arrivals cannot be replayed")
-    rate, burst = _rate(data, "request_rate", source), _rate(data, "burstiness", source) if "burstiness" in data else 1.0
-    how = ("all at 0 s (request_rate inf)" if math.isinf(rate) else
-           f"regenerated from request_rate {rate:g}/s and burstiness {burst:g} (Gamma gaps rescaled to span "
-           f"{n}/{rate:g} s, numpy seed {seed}; vLLM's own draw is not reproducible)")
-    return synthetic_arrivals(n, rate, burst, seed).tolist(), f"synthetic: {how}"
+# The bench JSON's keys and arrival rules live with the trace reader (one parser of the format).
+__all__ = ["DETAILED", "is_bench_result", "read_bench_log", "synthetic_arrivals"]
 
 
 def read_bench_log(data: dict, source: str, seed: int = 0) -> RunLog:
@@ -101,7 +53,7 @@ def read_bench_log(data: dict, source: str, seed: int = 0) -> RunLog:
     lens = {k: len(data[k]) for k in (*DETAILED, "itls", "errors", "start_times") if isinstance(data.get(k), list)}
     if any(v != n for v in lens.values()):
         raise TraceError(f"{source}: per-request lists differ in length ({', '.join(f'{k} {v}' for k, v in lens.items())})")
-    arrivals, synthetic = _arrivals(data, n, source, seed)
+    arrivals, synthetic = bench_arrivals(data, n, source, seed)
     itls = data.get("itls") if isinstance(data.get("itls"), list) else [None] * n
     errors = data.get("errors") if isinstance(data.get("errors"), list) else [""] * n
     rows = Rows(read=n)

@@ -64,7 +64,7 @@ def _hardware(files: list[str]) -> list[dict]:
 def _hardware_row(s, aliases: list[str], profile) -> dict:
     peer = s.gpu_gpu_link.name if s.num_gpus > 1 else "-"
     return {"name": s.name, "aliases": aliases, "gpu": s.gpu.name, "gpus": s.num_gpus,
-            "gpu memory": fmt_bytes(s.gpu.memory_bytes), "HBM BW": f"{s.gpu.memory_bw_bytes_per_s / 1e9:,.0f} GB/s",
+            "gpu memory": fmt_bytes(s.gpu.memory_bytes), "memory BW": f"{s.gpu.memory_bw_bytes_per_s / 1e9:,.0f} GB/s",
             "host": f"{s.host_sockets}x {s.host.name}", "link": s.gpu_host_link.name, "gpu-gpu": peer,
             "cost model": _calibration(s, profile)}
 

@@ -12,8 +12,9 @@ By default it renders the committed files in kvsim/validate/results/ (cpu-tiny-l
     kvsim validate calibrate --from kvsim/validate/results/cpu-tiny-llama.json \\
         --e2e kvsim/validate/results/cpu-tiny-llama.e2e.json --out kvsim/validate/results/cpu-tiny-llama.calibration.yaml
 
-The last command refits the same kernels (same result) and adds the e2e loop's per-step
-overhead, so ``--calibration cpu-tiny-llama.calibration.yaml`` carries ``step`` too.
+The last command refits the same kernels (same result) and adds the per-step overhead the e2e
+command fitted on its fit run, so ``--calibration cpu-tiny-llama.calibration.yaml`` carries it too.
+``e2e`` exits 3 without writing anything when the machine was contended: run it in a quiet window.
 
 Run: python benchmarks/validate_cpu.py [--run] [--no-record]
 """
@@ -48,23 +49,7 @@ def pct(x) -> str:
     return "-" if x is None else f"{x * 100:.1f}%"
 
 
-def step_split(e: dict) -> str:
-    """Held-out step-time error split by single-sequence decode steps (MKL GEMV path) vs the rest."""
-    import numpy as np
-
-    groups = {"single-sequence decode steps": [], "all other steps": []}
-    for s in e["step_records"]:
-        if s["fit"]:
-            continue
-        meas = s["end_s"] - s["start_s"]
-        key = "single-sequence decode steps" if len(s["decode_ctx"]) == 1 and not s["prefill"] else "all other steps"
-        groups[key].append(abs(s["predicted_s"] / meas - 1))
-    parts = [f"{k}: {len(v)} steps, |error| median {np.median(v) * 100:.1f}%" for k, v in groups.items() if v]
-    return "Held-out step times by kind - " + "; ".join(parts) + (
-        " (one-row GEMMs take MKL's GEMV path, ~2x faster than the small-M GEMM the gemm efficiency is fitted to).")
-
-
-def render() -> str:
+def render_kernels() -> list[str]:
     from kvsim.costmodel.calibration import load_calibration
     from kvsim.validate.compare import by_op, rows_from_results, summarize
     from kvsim.validate.results import load_results
@@ -73,14 +58,17 @@ def render() -> str:
     cal = load_calibration(R / f"{BASE}.calibration.yaml")
     rows = rows_from_results(res, cal)
     fitted, every = summarize(rows, "fitted"), summarize(rows, "all")
+    v = cal.validation or {}
+    kf, sl = v.get("kfold", {}), v.get("small_to_large", {})
     h = res.host
     out = [
         f"Machine: `{h.get('uname', platform.platform())}`; CPU `{h.get('model_name')}` "
         f"({h.get('logical_cpus')} logical CPUs, ISA {', '.join(f for f in h.get('isa_flags', []) if f.startswith(('avx512f', 'amx')))}), "
-        f"{h.get('mem_bytes', 0) / 2**30:.1f} GiB; torch {res.torch_version}, {res.threads} threads; results created {res.created}; "
-        f"other processes' load during the run: {h.get('other_load_cores_before')} / {h.get('other_load_cores_after')} cores.",
+        f"{h.get('mem_bytes', 0) / 2**30:.1f} GiB; torch {res.torch_version}, {res.threads} threads; kernels timed {res.created}; "
+        f"other processes' load during the run: {h.get('other_load_cores_before')} / {h.get('other_load_cores_after')} cores; "
+        f"calibration fitted {cal.created}.",
         "",
-        "Commands (in this order):",
+        "Commands (in this order; the first re-times the kernels, the rest only refit and replay):",
         "",
         "```",
         *("kvsim validate " + " ".join(c) for c in COMMANDS),
@@ -88,41 +76,70 @@ def render() -> str:
         "",
         f"Model shapes: `{res.model}` (kvsim/validate/tiny-llama.yaml). Calibration dtype `{cal.dtype}`; "
         f"*before* = nominal datasheet-like CPU peaks (cores x FLOP/cycle x clock; DRAM = fair share of the socket) with kvsim's "
-        f"default efficiencies, *after* = measured best-case peaks (`{BASE}.hw.yaml`) with the fitted efficiencies.",
+        f"default efficiencies; *in-sample* = measured best-case peaks (`{BASE}.hw.yaml`) with the efficiencies fitted on these "
+        f"same kernels (not a prediction); *held-out* = each kernel predicted by a {kf.get('k', 5)}-fold cross-validation fit that "
+        f"did not see it (stratified by op class, seed {kf.get('seed', 0)}).",
         "",
-        "| kernels | n | before median | before p90 | after median | after p90 |",
-        "|---|---|---|---|---|---|",
+        "| kernels | n | before median | before p90 | in-sample median | in-sample p90 | held-out median | held-out p90 |",
+        "|---|---|---|---|---|---|---|---|",
         f"| fitted ({cal.dtype} + copies) | {fitted.n} | {pct(fitted.median_before)} | {pct(fitted.p90_before)} | "
-        f"{pct(fitted.median_after)} | {pct(fitted.p90_after)} |",
+        f"{pct(fitted.median_after)} | {pct(fitted.p90_after)} | {pct(fitted.median_cv)} | {pct(fitted.p90_cv)} |",
     ]
-    for op, s in by_op(rows).items():
-        out.append(f"| - {op} | {s.n} | {pct(s.median_before)} | {pct(s.p90_before)} | {pct(s.median_after)} | {pct(s.p90_after)} |")
+    for op, x in by_op(rows).items():
+        out.append(f"| - {op} | {x.n} | {pct(x.median_before)} | {pct(x.p90_before)} | {pct(x.median_after)} | {pct(x.p90_after)} | "
+                   f"{pct(x.median_cv)} | {pct(x.p90_cv)} |")
     out.append(f"| all (incl. bf16, not fitted) | {every.n} | {pct(every.median_before)} | {pct(every.p90_before)} | "
-               f"{pct(every.median_after)} | {pct(every.p90_after)} |")
-    out += ["", "Fitted efficiencies:", "", "| op class | compute | memory | overhead |", "|---|---|---|---|"]
+               f"{pct(every.median_after)} | {pct(every.p90_after)} | - | - |")
+    if sl.get("n"):
+        out += ["", f"Shape extrapolation (held out): fitted on the smaller half of each op class's kernels by work ({sl['n_fit']} "
+                f"kernels), tested on the larger half ({sl['n']}): |error| median {pct(sl.get('median'))}, p90 {pct(sl.get('p90'))}; "
+                "per class: " + ", ".join(f"{op} {pct(x.get('median'))}" for op, x in sl.get("by_op", {}).items() if x.get("n")) + "."]
+    out += ["", "Fitted efficiencies (all kernels):", "", "| op class | compute | memory | overhead |", "|---|---|---|---|"]
     for op, e in cal.efficiencies.items():
         fmt = lambda k: f"{e[k]:.3f}" if k in e else "-"  # noqa: E731
         out.append(f"| {op} | {fmt('compute')} | {fmt('memory')} | {e.get('overhead_s', 0.0) * 1e6:.1f} us |")
+    return out
+
+
+def render_e2e() -> list[str]:
     e2e_path = R / f"{BASE}.e2e.json"
-    if e2e_path.is_file():
-        e = json.loads(e2e_path.read_text())
-        c = e["config"]
-        st = e["steps"]
-        out += ["", f"E2E: `{e.get('command', '')}` - {c['num_requests']} requests of `{c['trace']}` (prompt <= {c['max_prompt']}, "
-                f"output <= {c['max_output']}) at {e['rate_req_s']:.2f} req/s, max_num_seqs {c['max_num_seqs']}, {c['dtype']}; "
-                f"loop wall time {e['loop_wall_s']:.1f} s; step overhead fitted on the first half of the run "
-                f"({st['n_fit']} of {st['n']} steps): {e['step_overhead_fit_s'] * 1e3:.2f} ms; held-out step time |error| "
-                f"median {pct(st['heldout_median_abs_err'])}, p90 {pct(st['heldout_p90_abs_err'])}.", "",
-                step_split(e), "",
-                "| requests | metric | stat | real | kvsim | error |", "|---|---|---|---|---|---|"]
-        for key, lab in (("heldout", "held-out (2nd half)"), ("all", "all")):
-            blk = e[key]
-            for m in ("ttft_s", "tbt_s"):
-                for k in ("p50", "p90", "p99", "mean"):
-                    rv, sv = blk["real"][m].get(k), blk["sim"][m].get(k)
-                    if rv:
-                        out.append(f"| {lab} | {m[:-2].upper()} | {k} | {rv * 1e3:.1f} ms | {sv * 1e3:.1f} ms | {(sv / rv - 1) * 100:+.1f}% |")
-    return "\n".join(out)
+    e = json.loads(e2e_path.read_text()) if e2e_path.is_file() else {}
+    if e.get("version") != 2:
+        return ["", "E2E: no current result (`kvsim validate e2e` refuses to report on a contended machine; none was recorded "
+                "in a quiet window yet)."]
+    c, st, co, fit = e["config"], e["steps"], e["contention"], e["step_overhead_fit"]
+    out = ["", f"E2E ({e['created']}): `{e.get('command', '')}` - report run: requests 0-{c['num_requests'] - 1} of `{c['trace']}` "
+           f"(prompt <= {c['max_prompt']}, output <= {c['max_output']}) at {e['rate_req_s']:.2f} req/s, max_num_seqs "
+           f"{c['max_num_seqs']}, {c['dtype']}, {e['threads']} threads, loop wall time {e['loop_wall_s']:.1f} s. The step overhead was "
+           f"fitted on a separate fit run (requests {e['fit_run']['requests'][0]}-{e['fit_run']['requests'][1] - 1} at "
+           f"{e['fit_rate_req_s']:.2f} req/s, {e['fit_run']['steps']} steps): {fit['step'] * 1e3:.2f} ms per step + "
+           f"{fit['step_seq'] * 1e6:.1f} us per sequence + {fit['step_token'] * 1e6:.2f} us per token. Everything below is held out.",
+           "",
+           f"Contention record: other processes {co['other_cores']:.2f} cores (limit 0.30 + {co['idle_cores']:.0f} idle), steal "
+           f"{pct(co['steal_fraction'])}, fixed-kernel spread {pct(co['probe_before']['spread'])} before / "
+           f"{pct(co['probe_after']['spread'])} after, median drift "
+           f"{(co['probe_after']['median_s'] / co['probe_before']['median_s'] - 1) * 100:+.1f}%.",
+           "",
+           f"Report-run step times ({st['n']} steps): |error| median {pct(st['all'].get('median'))}, p90 {pct(st['all'].get('p90'))}; "
+           f"single-sequence decode steps ({st['single_sequence_decode']['n']}): median {pct(st['single_sequence_decode'].get('median'))}; "
+           f"all other steps ({st['other']['n']}): median {pct(st['other'].get('median'))} (one-row GEMMs take MKL's GEMV path, "
+           "~2x faster than the small-M GEMM the gemm efficiency is fitted to).",
+           "", "| metric | stat | real | kvsim | error | check |", "|---|---|---|---|---|---|"]
+    verdict = {(k["metric"], k["stat"]): ("ok" if k["ok"] else "FAIL") for k in e["checks"]}
+    blk = e["heldout"]
+    for m in ("ttft_s", "tbt_s"):
+        for k in ("p50", "p90", "p99", "mean"):
+            rv, sv = blk["real"][m].get(k), blk["sim"][m].get(k)
+            if rv:
+                out.append(f"| {m[:-2].upper()} | {k} | {rv * 1e3:.1f} ms | {sv * 1e3:.1f} ms | {(sv / rv - 1) * 100:+.1f}% | "
+                           f"{verdict.get((m, k), '')} |")
+    out += ["", f"Checks (|error| <= {c['tolerance'] * 100:.0f}% for TTFT and TBT p50 and mean): "
+            f"{'passed' if e['passed'] else 'FAILED (the command exited 2)'}."]
+    return out
+
+
+def render() -> str:
+    return "\n".join(render_kernels() + render_e2e())
 
 
 def main() -> None:

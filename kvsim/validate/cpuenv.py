@@ -154,7 +154,7 @@ class Probe:
         return float((p90 - p10) / p50)
 
 
-def probe(call: Callable[[], object], samples: int = 25, min_sample_s: float = 2e-3) -> Probe:
+def probe(call: Callable[[], object], samples: int = 40, min_sample_s: float = 5e-3) -> Probe:
     """Time ``call`` in ``samples`` samples of back-to-back calls lasting at least ``min_sample_s`` each."""
     for _ in range(3):
         call()

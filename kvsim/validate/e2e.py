@@ -19,7 +19,8 @@ run and reported on another.
    compare every report request's TTFT and TBT (p50/p90/p99/mean) and every report step's time:
    all held out. ``checks``: |error| of TTFT and TBT p50 and mean against ``tolerance``.
 
-The command refuses to report (``contention`` non-empty) when the timings were contended.
+The command refuses to report (``contention.reasons`` non-empty) when the timings were contended;
+a machine already busy when the fixed kernel is first timed is refused before the loops run.
 """
 
 from __future__ import annotations
@@ -249,16 +250,19 @@ def run_e2e(model, system: System, cfg: E2EConfig, *, log=print, calibration_ori
     x = torch.randn(32, model.hidden_size, dtype=DTYPES[cfg.dtype])
     w = torch.randn(model.hidden_size, model.hidden_size, dtype=DTYPES[cfg.dtype])
     kernel = lambda: x @ w  # noqa: E731  (the fixed kernel timed before and after)
+    threads = torch.get_num_threads()
+    idle = max(0.0, float(os.cpu_count() or threads) - threads)
     snap, jif, load0 = cpuenv.snapshot(), cpuenv.cpu_jiffies(), cpuenv.load_average()
     before = cpuenv.probe(kernel)
+    early = cpuenv.contention_reasons(cpuenv.other_load(0.5), None, before, None, idle_cores=idle)
+    if early:  # busy already: the loops would be contended too, do not spend minutes on them
+        return {"kind": "kvsim-validate-e2e", "version": 2, "contention": {"reasons": early, "stage": "before the loops"}}
     fit_loop = serve(tm, fit_tr.arrival_s, fit_tr.prompt_tokens, fit_tr.output_tokens, max_num_seqs=cfg.max_num_seqs,
                      seed=cfg.seed, log=log)
     loop = serve(tm, report_tr.arrival_s, report_tr.prompt_tokens, report_tr.output_tokens,
                  max_num_seqs=cfg.max_num_seqs, seed=cfg.seed + 1, log=log)
     after = cpuenv.probe(kernel)
     other, steal, load1 = cpuenv.other_since(snap), cpuenv.steal_since(jif), cpuenv.load_average()
-    threads = torch.get_num_threads()
-    idle = max(0.0, float(os.cpu_count() or threads) - threads)
     reasons = cpuenv.contention_reasons(other, steal, before, after, idle_cores=idle)
 
     bare = deployment(with_step_overhead(system, {}), model, cfg.dtype)

@@ -1,22 +1,24 @@
-"""Validation of the cost model on this machine's CPU: per-kernel error before/after calibration
-and the e2e serving loop vs the simulator. Writes benchmarks/RESULTS.md `## Validation (CPU)`.
+"""Validation of the cost model on CPUs: per-kernel error (before, held out, in-sample) and the e2e
+serving loop vs the simulator. Writes benchmarks/RESULTS.md `## Validation (CPU)`.
 
-By default it renders the committed files in kvsim/validate/results/ (cpu-tiny-llama.*). With
-``--run`` it first regenerates them with the real commands (about 3 minutes on 2 cores)::
+One set of committed files per machine in kvsim/validate/results/ (``BASES``: cpu-epyc-tiny-llama.*
+on an AMD EPYC 2-vCPU VM, cpu-tiny-llama.* on an Intel Sapphire Rapids 2-vCPU VM); each is rendered
+with its machine record. With ``--run [--base NAME]`` the files of NAME are first regenerated on
+this machine with the real commands (about 5 minutes on 2 quiet cores)::
 
-    kvsim validate run --device cpu --out kvsim/validate/results/cpu-tiny-llama.json --wait-quiet 300
-    kvsim validate calibrate --from kvsim/validate/results/cpu-tiny-llama.json \\
-        --out kvsim/validate/results/cpu-tiny-llama.calibration.yaml
-    kvsim validate e2e --device cpu --calibration kvsim/validate/results/cpu-tiny-llama.calibration.yaml \\
-        --out kvsim/validate/results/cpu-tiny-llama.e2e.json --wait-quiet 300
-    kvsim validate calibrate --from kvsim/validate/results/cpu-tiny-llama.json \\
-        --e2e kvsim/validate/results/cpu-tiny-llama.e2e.json --out kvsim/validate/results/cpu-tiny-llama.calibration.yaml
+    kvsim validate run --device cpu --out kvsim/validate/results/NAME.json --wait-quiet 300
+    kvsim validate calibrate --from kvsim/validate/results/NAME.json --out kvsim/validate/results/NAME.calibration.yaml
+    kvsim validate e2e --device cpu --calibration kvsim/validate/results/NAME.calibration.yaml \\
+        --out kvsim/validate/results/NAME.e2e.json --wait-quiet 300
+    kvsim validate calibrate --from kvsim/validate/results/NAME.json \\
+        --e2e kvsim/validate/results/NAME.e2e.json --out kvsim/validate/results/NAME.calibration.yaml
 
 The last command refits the same kernels (same result) and adds the per-step overhead the e2e
-command fitted on its fit run, so ``--calibration cpu-tiny-llama.calibration.yaml`` carries it too.
+command fitted on its fit run, so ``--calibration NAME.calibration.yaml`` carries it too.
 ``e2e`` exits 3 without writing anything when the machine was contended: run it in a quiet window.
+A calibration describes the machine its kernels ran on: never run ``e2e`` with another machine's.
 
-Run: python benchmarks/validate_cpu.py [--run] [--no-record]
+Run: python benchmarks/validate_cpu.py [--run [--base NAME]] [--no-record]
 """
 
 from __future__ import annotations
@@ -34,22 +36,25 @@ sys.path.insert(0, str(ROOT))
 from _results import write_section
 
 R = ROOT / "kvsim" / "validate" / "results"
-BASE = "cpu-tiny-llama"
-COMMANDS = [
-    ["run", "--device", "cpu", "--out", f"kvsim/validate/results/{BASE}.json", "--wait-quiet", "300"],
-    ["calibrate", "--from", f"kvsim/validate/results/{BASE}.json", "--out", f"kvsim/validate/results/{BASE}.calibration.yaml"],
-    ["e2e", "--device", "cpu", "--calibration", f"kvsim/validate/results/{BASE}.calibration.yaml", "--out",
-     f"kvsim/validate/results/{BASE}.e2e.json", "--wait-quiet", "300"],
-    ["calibrate", "--from", f"kvsim/validate/results/{BASE}.json", "--e2e", f"kvsim/validate/results/{BASE}.e2e.json",
-     "--out", f"kvsim/validate/results/{BASE}.calibration.yaml"],
-]
+#: one set of committed files per machine the validation ran on (``--base`` picks one for ``--run``)
+BASES = ("cpu-epyc-tiny-llama", "cpu-tiny-llama")
+
+
+def commands(base: str) -> list[list[str]]:
+    f = f"kvsim/validate/results/{base}"
+    return [
+        ["run", "--device", "cpu", "--out", f"{f}.json", "--wait-quiet", "300"],
+        ["calibrate", "--from", f"{f}.json", "--out", f"{f}.calibration.yaml"],
+        ["e2e", "--device", "cpu", "--calibration", f"{f}.calibration.yaml", "--out", f"{f}.e2e.json", "--wait-quiet", "300"],
+        ["calibrate", "--from", f"{f}.json", "--e2e", f"{f}.e2e.json", "--out", f"{f}.calibration.yaml"],
+    ]
 
 
 def pct(x) -> str:
     return "-" if x is None else f"{x * 100:.1f}%"
 
 
-def render_kernels() -> list[str]:
+def render_kernels(BASE: str) -> list[str]:
     from kvsim.costmodel.calibration import load_calibration
     from kvsim.validate.compare import by_op, rows_from_results, summarize
     from kvsim.validate.results import load_results
@@ -71,7 +76,7 @@ def render_kernels() -> list[str]:
         "Commands (in this order; the first re-times the kernels, the rest only refit and replay):",
         "",
         "```",
-        *("kvsim validate " + " ".join(c) for c in COMMANDS),
+        *("kvsim validate " + " ".join(c) for c in commands(BASE)),
         "```",
         "",
         f"Model shapes: `{res.model}` (kvsim/validate/tiny-llama.yaml). Calibration dtype `{cal.dtype}`; "
@@ -101,7 +106,7 @@ def render_kernels() -> list[str]:
     return out
 
 
-def render_e2e() -> list[str]:
+def render_e2e(BASE: str) -> list[str]:
     e2e_path = R / f"{BASE}.e2e.json"
     e = json.loads(e2e_path.read_text()) if e2e_path.is_file() else {}
     if e.get("version") != 2:
@@ -139,16 +144,25 @@ def render_e2e() -> list[str]:
 
 
 def render() -> str:
-    return "\n".join(render_kernels() + render_e2e())
+    from kvsim.validate.results import load_results
+
+    out = []
+    for base in BASES:
+        if not (R / f"{base}.json").is_file():
+            continue
+        h = load_results(R / f"{base}.json").host
+        out += [f"### {h.get('model_name')} (`kvsim/validate/results/{base}.*`)", ""] + render_kernels(base) + render_e2e(base) + [""]
+    return "\n".join(out).rstrip()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="store_true", help="regenerate the results with the real commands first")
+    ap.add_argument("--base", default=BASES[0], help=f"files to regenerate with --run (default {BASES[0]}: this machine's)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if args.run:
-        for c in COMMANDS:
+        for c in commands(args.base):
             subprocess.run([sys.executable, "-m", "kvsim", "validate", *c], check=True, cwd=ROOT)
     body = render()
     print(body)

@@ -304,6 +304,27 @@ def test_compare_and_papers_commands_without_torch():
     assert "not expressible" in r.output and "memory:" in r.output
 
 
+def test_calibrate_refuses_contended_timings(tmp_path):
+    """More than 10 % of the fitted kernels timed under other processes' load: exit 3, nothing written."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from kvsim.commands.validate import COMMITTED, Contended, app
+
+    data = json.loads(COMMITTED.with_suffix(".json").read_text())
+    fp32 = [k for k in data["kernels"] if k.get("fit", True) and k.get("shape", {}).get("dtype") == "fp32"]
+    for k in fp32[: len(fp32) // 5]:  # 20 % of the fp32 kernels
+        k["note"] = "contended: other processes used 1.0 cores"
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(data))
+    out = tmp_path / "c.calibration.yaml"
+    r = CliRunner().invoke(app, ["calibrate", "--from", str(src), "--out", str(out)])
+    assert isinstance(r.exception, Contended) and Contended.exit_code == 3
+    assert "kernels were timed while other processes" in str(r.exception) and not out.exists()
+    assert not (tmp_path / "c.hw.yaml").exists()
+
+
 def test_local_specs_without_torch():
     """CUDA device names map to shipped GPU specs (PCIe variants ask for --hw); CPU nominal peaks follow the ISA."""
     from kvsim.validate.localhw import flops_per_cycle, match_gpu

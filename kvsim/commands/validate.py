@@ -182,6 +182,13 @@ def run_cmd(
     save_results(res, path)
     _write_hw(res, hw_path)
     typer.echo(f"wrote {path} ({len(res.kernels)} kernels) and its local hw spec {_wrote(hw_path, hw_existed)}")
+    # lazy: CLI start-up
+    from kvsim.validate.fit import contended_kernels
+
+    busy = contended_kernels([k for k in res.kernels if k.fit])
+    if busy:
+        print(f"warning: {len(busy)} of {len([k for k in res.kernels if k.fit])} kernels were timed while other processes kept "
+              "the CPU busy (after retries); `calibrate` refuses to fit more than 10% of them", file=sys.stderr)
 
 
 @app.command("calibrate")
@@ -196,6 +203,7 @@ def calibrate_cmd(
     threads: ThreadsOpt = None,
     wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
     e2e_results: Annotated[str | None, typer.Option("--e2e", help="add the per-step overhead fitted by a saved `validate e2e` run (its JSON)")] = None,
+    allow_contended: Annotated[bool, typer.Option("--allow-contended", help="fit even if more than 10% of the kernels were timed under other processes' load")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Run the microbenchmarks (or load --from), fit efficiencies and overheads per op class, write a calibration.
@@ -224,6 +232,16 @@ def calibrate_cmd(
         r_existed = rpath.exists()
         save_results(res, rpath)
         typer.echo(f"wrote the raw timings to {_wrote(rpath, r_existed)}")
+    # lazy: CLI start-up
+    from kvsim.validate.fit import CONTENDED_SHARE_MAX, contended_kernels, select_kernels
+
+    chosen = select_kernels(res.kernels, dt or ("fp32" if res.device == "cpu" else "bf16"))
+    busy = contended_kernels(chosen)
+    if len(busy) > CONTENDED_SHARE_MAX * len(chosen) and not allow_contended:
+        raise Contended(f"kvsim validate calibrate: {len(busy)} of {len(chosen)} kernels were timed while other processes "
+                        f"kept the CPU busy (after retries), so no calibration is fitted or reported"
+                        f"{'' if from_results else f' (raw timings kept in {rpath})'}. Re-time on a quiet machine "
+                        f"(--wait-quiet 300), or pass --allow-contended.")
     typer.echo("fitting, then 6 held-out refits (5-fold cross-validation, small -> large shapes)...")
     cal, _, _ = make_calibration(res, dt, hw_path=hw_path.name)
     if step is not None:

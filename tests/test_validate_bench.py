@@ -60,7 +60,8 @@ def test_quick_results_round_trip_and_calibrate_from(tmp_path, quick_results):
     save_results(quick_results, rp)
     assert load_results(rp).model_dump() == json.loads(rp.read_text())
     out = tmp_path / "c.calibration.yaml"
-    r = CliRunner().invoke(app, ["calibrate", "--from", str(rp), "--out", str(out)])
+    # (--allow-contended: CI machines are shared; this checks the plumbing, not the accuracy)
+    r = CliRunner().invoke(app, ["calibrate", "--from", str(rp), "--out", str(out), "--allow-contended"])
     assert r.exit_code == 0, r.output
     cal = load_calibration(out)
     assert cal.dtype == "fp32" and cal.hw == "c.hw.yaml" and "gemm" in cal.efficiencies
@@ -75,9 +76,10 @@ def test_quick_results_round_trip_and_calibrate_from(tmp_path, quick_results):
     assert "IN-SAMPLE" in r.output and "5-fold cross-validation" in r.output
     # inputs are checked before anything is fitted or written
     out2 = tmp_path / "d.calibration.yaml"
-    r2 = CliRunner().invoke(app, ["calibrate", "--from", str(rp), "--dtype", "bf16", "--out", str(out2)])
+    r2 = CliRunner().invoke(app, ["calibrate", "--from", str(rp), "--dtype", "bf16", "--out", str(out2), "--allow-contended"])
     assert r2.exit_code == 1 and "no bf16 kernels" in str(r2.exception) and not out2.exists()
-    r2 = CliRunner().invoke(app, ["calibrate", "--from", str(rp), "--e2e", str(tmp_path / "none.json"), "--out", str(out2)])
+    r2 = CliRunner().invoke(app, ["calibrate", "--from", str(rp), "--e2e", str(tmp_path / "none.json"), "--out", str(out2),
+                                  "--allow-contended"])
     assert r2.exit_code == 1 and "not found" in str(r2.exception) and not out2.exists()
     r = CliRunner().invoke(app, ["compare", "--results", str(rp), "--calibration", str(out), "--json"])
     assert r.exit_code == 0, r.output
@@ -125,12 +127,14 @@ def test_e2e_bad_inputs_fail_before_timing(tmp_path):
 def test_e2e_quick_cli(tmp_path):
     """`kvsim validate e2e --quick` end to end (calibrates first, ~60 s on 2 cores): a report with its
     checks (exit 0 or 2), or on a busy machine a refusal (exit 3) that writes nothing."""
+    from kvsim.commands.validate import BeyondTolerance, Contended
+
     out = tmp_path / "e2e.json"
-    r = CliRunner().invoke(app, ["e2e", "--quick", "--out", str(out)])
-    assert r.exit_code in (0, 2, 3), r.output
-    if r.exit_code == 3:
+    r = CliRunner().invoke(app, ["e2e", "--quick", "--out", str(out)])  # (CliRunner: exit 1 for any raised KvsimError)
+    if isinstance(r.exception, Contended):  # the real CLI exits 3 (test_e2e_exit_codes)
         assert "busy with other work" in str(r.exception) and not out.exists()
         return
+    assert r.exit_code == 0 or isinstance(r.exception, BeyondTolerance), r.output
     data = json.loads(out.read_text())
     assert data["heldout"]["real"]["tbt_s"]["n"] > 0 and not data["contention"]["reasons"]
     assert (r.exit_code == 0) == data["passed"]

@@ -110,8 +110,8 @@ def render_e2e(BASE: str) -> list[str]:
     e2e_path = R / f"{BASE}.e2e.json"
     e = json.loads(e2e_path.read_text()) if e2e_path.is_file() else {}
     if e.get("version") != 2:
-        return ["", "E2E: no current result (`kvsim validate e2e` refuses to report on a contended machine; none was recorded "
-                "in a quiet window yet)."]
+        return ["", "E2E: no current result on this machine (`kvsim validate e2e` writes one only when the machine was quiet "
+                "throughout; an earlier result here was fitted on the run it reported and is withdrawn)."]
     c, st, co, fit = e["config"], e["steps"], e["contention"], e["step_overhead_fit"]
     out = ["", f"E2E ({e['created']}): `{e.get('command', '')}` - report run: requests 0-{c['num_requests'] - 1} of `{c['trace']}` "
            f"(prompt <= {c['max_prompt']}, output <= {c['max_output']}) at {e['rate_req_s']:.2f} req/s, max_num_seqs "

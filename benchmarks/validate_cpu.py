@@ -40,6 +40,16 @@ R = ROOT / "kvsim" / "validate" / "results"
 BASES = ("cpu-epyc-tiny-llama", "cpu-tiny-llama")
 
 
+#: runs that the contention checks refused (nothing was committed from them): date, machine, command, outcome
+REFUSED = [
+    ("2026-12-01", "AMD EPYC 2-vCPU VM (shared with other engineers' test runs)",
+     "kvsim validate run --device cpu --out kvsim/validate/results/cpu-epyc-tiny-llama.json (after 20 s of quiet), then "
+     "kvsim validate calibrate --from kvsim/validate/results/cpu-epyc-tiny-llama.json",
+     "`run` warned that 153 of 160 kernels were timed under other processes' load after retries (1.0-2.0 cores busy); "
+     "`calibrate` refused (exit 3: 78 of 83 kernels to fit). No e2e was attempted on that machine without its own calibration."),
+]
+
+
 def commands(base: str) -> list[list[str]]:
     f = f"kvsim/validate/results/{base}"
     return [
@@ -152,6 +162,9 @@ def render() -> str:
             continue
         h = load_results(R / f"{base}.json").host
         out += [f"### {h.get('model_name')} (`kvsim/validate/results/{base}.*`)", ""] + render_kernels(base) + render_e2e(base) + [""]
+    if REFUSED:
+        out += ["### Refused runs (contended machine; nothing committed from them)", "", "| date | machine | command | outcome |",
+                "|---|---|---|---|"] + [f"| {d} | {m} | `{c}` | {o} |" for d, m, c, o in REFUSED]
     return "\n".join(out).rstrip()
 
 

@@ -33,7 +33,11 @@ def deployment(model: str):
     from kvsim.hardware import load_system
     from kvsim.models import load_model
 
-    return Deployment(load_system(SYSTEMS[model]), load_model(model), tp=TP.get(model, 1))
+    system = load_system(SYSTEMS[model])
+    # engine overhead that depends on the batch (per sampled sequence and per token), so that the
+    # fast pricer's cached linear + overhead rows are checked against it
+    eff = system.eff.with_overrides({"step_seq": {"overhead_s": 1.3e-5}, "step_token": {"overhead_s": 2e-7}})
+    return Deployment(system.with_efficiencies(eff), load_model(model), tp=TP.get(model, 1))
 
 
 @lru_cache(maxsize=None)

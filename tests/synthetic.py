@@ -2,7 +2,7 @@
 
 GPU: 100 TFLOP/s bf16, 10 TFLOP/s fp32, 1 TB/s HBM, 80 GB. Host: 1 TFLOP/s, 100 GB/s DRAM,
 1 TB DRAM. PCIe: 10 GB/s per direction, 5 us latency. NVLink: 100 GB/s. All efficiencies
-0.5, overhead 10 us per launch (step: 1 ms).
+0.5, overhead 10 us per launch (step: 1 ms, nothing per sequence or token).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ def synthetic_system(num_gpus: int = 8) -> System:
     op = OpEfficiency(compute=0.5, memory=0.5, overhead_s=10e-6)
     eff = Efficiencies(
         gemm=op, attn_prefill=op, attn_decode=op, elementwise=op, memcpy=op, cpu_attn=op, pcie=op,
-        collective=op, step=OpEfficiency(compute=1, memory=1, overhead_s=1e-3), source="synthetic",
+        collective=op, step=OpEfficiency(compute=1, memory=1, overhead_s=1e-3),
+        step_seq=OpEfficiency(compute=1, memory=1, overhead_s=0.0), step_token=OpEfficiency(compute=1, memory=1, overhead_s=0.0),
+        source="synthetic",
     )
     gpu = GPUSpec(name="SynthGPU", memory_bytes=80e9, memory_bw_bytes_per_s=1e12,
                   peak_flops_per_s={"fp32": 10e12, "bf16": 100e12, "fp16": 100e12, "fp8": 200e12, "int8": 200e12},

@@ -439,7 +439,7 @@ def test_method_parts_apart_from_linear_layers(name, params, kind):
     rng = np.random.default_rng(SEED)
     lin = set()
     for T, S in ((1.0, 1.0), (float(rng.integers(2, 9000)), float(rng.integers(1, 256)))):
-        lin |= _tags(linear_cost(m.dep, T, S).parts + step_overhead_cost().parts)
+        lin |= _tags(linear_cost(m.dep, T, S).parts + step_overhead_cost(T, S).parts)
     assert not lin & (_tags(_decode_parts(m, rng)) | _tags(_prefill_parts(m, rng)))
 
 

@@ -68,3 +68,48 @@ def test_tp_adds_allreduce():
     ar = c.by_name("allreduce")
     # per all-reduce 2*(1)/2 * 10*4096*2 = 81,920 B; x 2 x 32 layers = 5,242,880 B
     assert ar.link_bytes == pytest.approx(5_242_880, rel=1e-12)
+
+
+def test_step_overhead_a_plus_b_seqs_plus_c_tokens():
+    """Engine overhead = a + b * sampled sequences + c * tokens, each on its own host op class."""
+    from kvsim.costmodel.transformer import step_overhead_cost
+    from kvsim.methods import make_method
+    from kvsim.pricing.step import StepModel
+
+    s = synthetic_system()
+    eff = s.eff.with_overrides({"step": {"overhead_s": 2e-4}, "step_seq": {"overhead_s": 1.5e-5},
+                                "step_token": {"overhead_s": 1e-6}})
+    rl = Roofline(s.with_efficiencies(eff))
+    # 8 decoding sequences + one 100-token prompt that completes (samples): 108 tokens, 9 sequences
+    # a + b * 9 + c * 108 = 2e-4 + 1.35e-4 + 1.08e-4 = 4.43e-4 s
+    assert rl(step_overhead_cost(108.0, 9.0)).total_s == pytest.approx(4.43e-4, rel=1e-12)
+    d = Deployment(system=s.with_efficiencies(eff), model=llama2_7b())
+    t = StepModel(d, make_method("full", d)).timing(decode_ctx=np.full(8, 500.0), prefill_new=np.array([100.0]),
+                                                   prefill_cached=np.array([0.0]))
+    host = sum(p.seconds for p in t.parts if p.device == "host")
+    assert host == pytest.approx(4.43e-4, rel=1e-12)
+    # the same step whose chunk does not complete its prompt: 108 tokens, 8 sampled sequences
+    # 2e-4 + 8 * 1.5e-5 + 108 * 1e-6 = 2e-4 + 1.2e-4 + 1.08e-4 = 4.28e-4 s
+    t = StepModel(d, make_method("full", d)).timing(decode_ctx=np.full(8, 500.0), prefill_new=np.array([100.0]),
+                                                   prefill_cached=np.array([0.0]), n_sampled_prefill=0)
+    assert sum(p.seconds for p in t.parts if p.device == "host") == pytest.approx(4.28e-4, rel=1e-12)
+
+
+def test_shipped_engine_profiles():
+    """Default (vLLM V1, async scheduling): 0.16 ms per step at any batch; vllm-sync.yaml adds 13 us per sequence."""
+    from pathlib import Path
+
+    import kvsim
+    from kvsim.costmodel.calibration import apply_calibration, load_calibration
+    from kvsim.costmodel.transformer import step_overhead_cost
+    from kvsim.hardware import load_system
+
+    a100 = load_system("a100")
+    rl = Roofline(a100)
+    # vLLM PR #11133: 150-170 us gap with async scheduling -> 1.6e-4 s, independent of the batch
+    assert rl(step_overhead_cost(1.0, 1.0)).total_s == pytest.approx(1.6e-4)
+    assert rl(step_overhead_cost(256.0, 256.0)).total_s == pytest.approx(1.6e-4)
+    path = Path(kvsim.__file__).parent / "hardware" / "engines" / "vllm-sync.yaml"
+    sync = Roofline(apply_calibration(a100, load_calibration(path)))
+    # batch 32: 1.6e-4 + 32 * 1.3e-5 = 5.76e-4 s (tenstorrent/vllm PR #305 measured 0.62 ms: within 8 %)
+    assert sync(step_overhead_cost(32.0, 32.0)).total_s == pytest.approx(5.76e-4)

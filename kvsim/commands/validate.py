@@ -16,7 +16,7 @@ import typer
 
 from kvsim.commands.common import fmt_s, print_json
 from kvsim.commands.validate_replay import replay_cmd
-from kvsim.errors import ConfigError
+from kvsim.errors import ConfigError, KvsimError
 
 app = typer.Typer(help="microbenchmarks, calibration and accuracy of the cost model (torch for run/calibrate/e2e)",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -28,6 +28,24 @@ COMMITTED = RESULTS_DIR / "cpu-tiny-llama"
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
+
+
+class Dtype(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class BeyondTolerance(KvsimError):
+    """A validation ran and printed its numbers, and some are beyond the thresholds."""
+
+    exit_code = 2
+
+
+class Contended(KvsimError):
+    """The machine was busy with other work while timing: no number is reported."""
+
+    exit_code = 3
 
 
 DeviceOpt = Annotated[Device, typer.Option("--device", help="where the kernels run")]
@@ -73,9 +91,10 @@ def _run(device: Device, model: str | None, quick: bool, hw: str | None, threads
     from kvsim.validate.cpuenv import wait_quiet as _wait
     from kvsim.validate.runner import run_benchmarks
 
+    spec, gpu = _model(model, device), _gpu_spec(hw)  # (bad names fail before any waiting or timing)
     if wait_quiet > 0:
         _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
-    return run_benchmarks(device.value, _model(model, device), quick=quick, gpu_spec=_gpu_spec(hw), threads=threads,
+    return run_benchmarks(device.value, spec, quick=quick, gpu_spec=gpu, threads=threads,
                           command="kvsim validate " + " ".join(_argv_after("validate") or [cmd]))
 
 
@@ -165,6 +184,13 @@ def run_cmd(
     save_results(res, path)
     _write_hw(res, hw_path)
     typer.echo(f"wrote {path} ({len(res.kernels)} kernels) and its local hw spec {_wrote(hw_path, hw_existed)}")
+    # lazy: CLI start-up
+    from kvsim.validate.fit import contended_kernels
+
+    busy = contended_kernels([k for k in res.kernels if k.fit])
+    if busy:
+        print(f"warning: {len(busy)} of {len([k for k in res.kernels if k.fit])} kernels were timed while other processes kept "
+              "the CPU busy (after retries); `calibrate` refuses to fit more than 10% of them", file=sys.stderr)
 
 
 @app.command("calibrate")
@@ -174,34 +200,59 @@ def calibrate_cmd(
     quick: QuickOpt = False,
     out: Annotated[str, typer.Option("--out", help="calibration YAML to write")] = "kvsim-calibration.yaml",
     from_results: Annotated[str | None, typer.Option("--from", help="refit saved results instead of running the benchmarks")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="math dtype to fit (default fp32 on cpu, bf16 on cuda)")] = None,
+    dtype: Annotated[Dtype | None, typer.Option("--dtype", help="math dtype to fit (default fp32 on cpu, bf16 on cuda)")] = None,
     hw: HwOpt = None,
     threads: ThreadsOpt = None,
     wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
     e2e_results: Annotated[str | None, typer.Option("--e2e", help="add the per-step overhead fitted by a saved `validate e2e` run (its JSON)")] = None,
+    allow_contended: Annotated[bool, typer.Option("--allow-contended", help="fit even if more than 10% of the kernels were timed under other processes' load")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Run the microbenchmarks (or load --from), fit efficiencies and overheads per op class, write a calibration."""
+    """Run the microbenchmarks (or load --from), fit efficiencies and overheads per op class, write a calibration.
+
+    Prints the per-kernel error in-sample (the kernels the fit used) and held out (5-fold
+    cross-validation; fit on the smaller half of each op class's shapes, test on the larger half)."""
     # lazy: CLI start-up
     from kvsim.costmodel.calibration import save_calibration
     from kvsim.validate.calibrate import make_calibration, sibling
+    from kvsim.validate.fit import kernel_dtype
     from kvsim.validate.results import load_results, save_results
 
     outp = Path(out)
     hw_path, rpath = sibling(outp, ".hw.yaml"), sibling(outp, ".results.json")
     _check_outputs(out, [hw_path] + ([] if from_results else [rpath]), force)
+    step = _e2e_step(Path(e2e_results)) if e2e_results else None  # (inputs checked before any timing)
+    dt = dtype.value if dtype else None
     if from_results:
         res = load_results(from_results)
+        want = dt or ("fp32" if res.device == "cpu" else "bf16")
+        present = sorted({d for d in map(kernel_dtype, res.kernels) if d})
+        if want not in present:
+            raise ConfigError(f"--dtype {want}: {from_results} has no {want} kernels (present: {', '.join(present) or 'none'})")
     else:
         res = _run(device, model, quick, hw, threads, wait_quiet, "calibrate")
         r_existed = rpath.exists()
         save_results(res, rpath)
         typer.echo(f"wrote the raw timings to {_wrote(rpath, r_existed)}")
+    # lazy: CLI start-up
+    from kvsim.validate.fit import CONTENDED_SHARE_MAX, contended_kernels, select_kernels
+
+    chosen = select_kernels(res.kernels, dt or ("fp32" if res.device == "cpu" else "bf16"))
+    busy = contended_kernels(chosen)
+    if len(busy) > CONTENDED_SHARE_MAX * len(chosen) and not allow_contended:
+        raise Contended(f"kvsim validate calibrate: {len(busy)} of {len(chosen)} kernels were timed while other processes "
+                        f"kept the CPU busy (after retries), so no calibration is fitted or reported"
+                        f"{'' if from_results else f' (raw timings kept in {rpath})'}. Re-time on a quiet machine "
+                        f"(--wait-quiet 300), or pass --allow-contended.")
+    typer.echo("fitting, then 6 held-out refits (5-fold cross-validation, small -> large shapes)...")
+    cal, _, _ = make_calibration(res, dt, hw_path=hw_path.name)
+    if step is not None:
+        # lazy: CLI start-up
+        from kvsim.validate.e2e import calibration_with_step
+
+        cal = calibration_with_step(cal, step, f"kvsim validate e2e ({Path(e2e_results).name}, fitted on its fit run)")
     hw_existed = hw_path.exists()
     _write_hw(res, hw_path)
-    cal, _, _ = make_calibration(res, dtype, hw_path=hw_path.name)
-    if e2e_results:
-        cal = _with_e2e_step(cal, Path(e2e_results))
     save_calibration(cal, outp)
     # lazy: CLI start-up
     from kvsim.validate.compare import rows_from_calibration, summarize
@@ -209,23 +260,42 @@ def calibrate_cmd(
     s = summarize(rows_from_calibration(cal))
     typer.echo(f"wrote {outp} ({cal.dtype}) and the local hw spec it refers to, {_wrote(hw_path, hw_existed)}")
     _print_effs(cal)
-    typer.echo(f"per-kernel |error| over {s.n} fitted kernels: before median {_pct(s.median_before)} p90 {_pct(s.p90_before)}; "
-               f"after median {_pct(s.median_after)} p90 {_pct(s.p90_after)}")
+    typer.echo(f"per-kernel |error| over {s.n} fitted kernels: before (default efficiencies) median {_pct(s.median_before)} "
+               f"p90 {_pct(s.p90_before)}; after, IN-SAMPLE (the kernels the fit used) median {_pct(s.median_after)} "
+               f"p90 {_pct(s.p90_after)}")
+    for line in _held_out_lines(cal):
+        typer.echo(line)
     typer.echo(f"use: kvsim estimate --hw {hw_path} --calibration {outp} --model ...")
 
 
-def _with_e2e_step(cal, path: Path):
+def _held_out_lines(cal) -> list[str]:
+    """The calibration's held-out errors, one line each (or why there are none)."""
+    v = cal.validation or {}
+    if not v.get("kfold"):
+        return ["held-out error: not computed for this calibration (refit it: kvsim validate calibrate --from RESULTS)"]
+    k, sl = v["kfold"], v.get("small_to_large", {})
+    out = [f"held-out, {k['k']}-fold cross-validation ({k['n']} kernels): median {_pct(k.get('median'))}, p90 {_pct(k.get('p90'))}"]
+    if sl.get("n"):
+        out.append(f"held-out, fit on the smaller half of each op class's shapes ({sl['n_fit']} kernels), test on the larger "
+                   f"half ({sl['n']}): median {_pct(sl.get('median'))}, p90 {_pct(sl.get('p90'))}")
+    return out
+
+
+def _e2e_step(path: Path) -> dict[str, float]:
+    """The per-step overhead fitted by a saved, uncontended `validate e2e` run."""
     # lazy: CLI start-up
-    from kvsim.validate.e2e import calibration_with_step
+    from kvsim.validate.e2e import step_overhead_of
 
     if not path.is_file():
         raise ConfigError(f"--e2e {path}: file not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        step = float(data["step_overhead_fit_s"])
+        coef = step_overhead_of(data)
     except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"--e2e {path}: not a `kvsim validate e2e` results file (no step_overhead_fit_s)") from None
-    return calibration_with_step(cal, step, f"kvsim validate e2e ({path.name}, fitted on the first half of its steps)")
+        raise ConfigError(f"--e2e {path}: not a current `kvsim validate e2e` results file (no step_overhead_fit)") from None
+    if (data.get("contention") or {}).get("reasons"):
+        raise ConfigError(f"--e2e {path}: that run was contended ({'; '.join(data['contention']['reasons'])}); not used")
+    return coef
 
 
 def _pct(x) -> str:
@@ -293,26 +363,33 @@ def compare_cmd(
     fitted, every = summarize(rows, "fitted"), summarize(rows, "all")
     if as_json:
         print_json({"fitted": fitted.__dict__, "all": every.__dict__, "by_op": {k: v.__dict__ for k, v in by_op(rows).items()},
-                    "kernels": as_dicts(rows), "device": cal.device, "dtype": cal.dtype})
+                    "kernels": as_dicts(rows), "device": cal.device, "dtype": cal.dtype, "validation": cal.validation,
+                    "note": "after = in-sample for fitted kernels; cv = held-out (k-fold cross-validation)"})
         return
     # lazy: CLI start-up
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"predicted vs measured: {cal.device} (calibration dtype {cal.dtype or 'all'})")
-    for c in ("kernel", "op", "measured", "before", "err", "after", "err"):
+    for c in ("kernel", "op", "measured", "before", "err", "after", "err", "held-out", "err"):
         t.add_column(c, justify="left" if c in ("kernel", "op") else "right", no_wrap=c in ("kernel", "op"))
     for r in rows:
         if r.fitted or all_kernels:
             t.add_row(r.kernel + ("" if r.fitted else " *"), r.op, fmt_s(r.measured_s), fmt_s(r.before_s), _pct(r.err_before),
-                      fmt_s(r.after_s), _pct(r.err_after))
-    con = Console(width=max(Console().width, 110))
+                      fmt_s(r.after_s), _pct(r.err_after), fmt_s(r.cv_s) if r.cv_s is not None else "-", _pct(r.err_cv))
+    con = Console(width=max(Console().width, 130))
     con.print(t)
+    con.print("after = the calibration's prediction: IN-SAMPLE for fitted kernels (the fit saw them); held-out = "
+              "predicted by a cross-validation fit that did not see the kernel")
     for s in (fitted, every):
+        cv = f"; held-out ({s.n_cv}) median {_pct(s.median_cv)}, p90 {_pct(s.p90_cv)}" if s.n_cv else ""
         con.print(f"{s.subset} kernels ({s.n}): |error| before median {_pct(s.median_before)}, p90 {_pct(s.p90_before)}; "
-                  f"after median {_pct(s.median_after)}, p90 {_pct(s.p90_after)}")
+                  f"after{' (in-sample)' if s.subset == 'fitted' else ''} median {_pct(s.median_after)}, p90 {_pct(s.p90_after)}{cv}")
     for op, s in by_op(rows).items():
-        con.print(f"  {op:<13s} ({s.n:3d}): before {_pct(s.median_before)} / {_pct(s.p90_before)}  after {_pct(s.median_after)} / {_pct(s.p90_after)}")
+        con.print(f"  {op:<13s} ({s.n:3d}): before {_pct(s.median_before)} / {_pct(s.p90_before)}  in-sample {_pct(s.median_after)} / "
+                  f"{_pct(s.p90_after)}  held-out {_pct(s.median_cv)} / {_pct(s.p90_cv)}")
+    for line in _held_out_lines(cal):
+        con.print(line)
     if all_kernels:
         con.print("* not in the fit (another dtype than the calibration's)")
 
@@ -324,59 +401,67 @@ def e2e_cmd(
     calibration: Annotated[str | None, typer.Option("--calibration", help="calibration YAML of this machine (default: calibrate now, quick kernels)")] = None,
     out: Annotated[str | None, typer.Option("--out", help="results JSON (default kvsim-validate-e2e.json)")] = None,
     save_calibration_to: Annotated[str | None, typer.Option("--save-calibration", help="write the calibration with the fitted step overhead")] = None,
-    num_requests: Annotated[int | None, typer.Option("--num-requests", min=4, help="requests replayed (default 64, quick 24)")] = None,
-    rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="arrival rate, req/s (default: ~70% busy by kvsim)")] = None,
+    num_requests: Annotated[int | None, typer.Option("--num-requests", min=4, help="requests per run (fit run and report run; default 64, quick 24)")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="report run's arrival rate, req/s (default: ~70% busy by kvsim); the fit run uses 0.7x")] = None,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1)] = 8,
-    trace: Annotated[str, typer.Option("--trace", help="trace name or file")] = "azure-conv",
+    trace: Annotated[str, typer.Option("--trace", help="trace name or file (needs 2 x --num-requests rows)")] = "azure-conv",
+    tolerance: Annotated[float, typer.Option("--tolerance", min=0.001, max=10.0, help="largest |error| of TTFT and TBT p50 and mean before exiting 2")] = 0.25,
     threads: ThreadsOpt = None,
     wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
-    write_logs: Annotated[str | None, typer.Option("--write-logs", help="also write the loop's per-request log (vLLM stats JSONL/CSV, bench JSON) + meta for `validate replay` here")] = None,
+    write_logs: Annotated[str | None, typer.Option("--write-logs", help="also write the report run's per-request log (vLLM stats JSONL/CSV, bench JSON) + meta for `validate replay` here")] = None,
 ) -> None:
-    """Replay a trace through a real torch serving loop and through kvsim's simulator; compare TTFT/TBT."""
+    """Replay a trace through a real torch serving loop and through kvsim's simulator; compare TTFT/TBT.
+
+    The per-step overhead is fitted on a separate run (the next requests of the trace, at 0.7x the
+    rate) and every number printed is from the report run. Exit 2: an error beyond --tolerance;
+    exit 3: the machine was contended (nothing is reported)."""
+    if device == Device.cuda:
+        raise ConfigError("kvsim validate e2e runs the serving loop on the CPU only (use --device cpu)")
     _check_device(device, "e2e")
-    _check_outputs(out if out is not None else "kvsim-validate-e2e.json", [], False)
+    path = Path(out or "kvsim-validate-e2e.json")
+    _check_outputs(path, [], False)
+    # lazy: CLI start-up
+    import torch
+
+    from kvsim.costmodel.calibration import load_calibration
+    from kvsim.fileio import check_output_file
+    from kvsim.validate import e2e
+    from kvsim.validate.models import resolve_model
+
+    if save_calibration_to is not None:
+        check_output_file(save_calibration_to, "--save-calibration")
     if write_logs is not None:
         # lazy: CLI start-up
         from kvsim.commands.validate_replay import LOOP_LOG_FILES
         from kvsim.fileio import check_tree
 
         check_tree(write_logs, LOOP_LOG_FILES, flag="--write-logs")
-    if save_calibration_to is not None:
-        # lazy: CLI start-up
-        from kvsim.fileio import check_output_file
-
-        check_output_file(save_calibration_to, "--save-calibration")
+    hw_file = res = None
+    cfg = e2e.E2EConfig.make(quick)
+    cfg.max_num_seqs, cfg.rate, cfg.trace, cfg.tolerance = max_num_seqs, rate, trace, tolerance
+    if num_requests:
+        cfg.num_requests = num_requests
+    e2e.load_traces(cfg, None)  # (the trace exists and has rows for both runs: checked before any timing)
+    model = resolve_model("tiny-llama")
+    cal = load_calibration(calibration) if calibration else None
+    if cal is not None:
+        if not cal.hw:
+            raise ConfigError(f"{calibration}: has no 'hw' (the local spec it was fitted against); re-run kvsim validate calibrate")
+        hw_file = Path(calibration).parent / cal.hw
+        if not hw_file.is_file():
+            raise ConfigError(f"{calibration}: its hw spec {hw_file} is missing (kvsim validate calibrate writes it beside the calibration)")
+        system = e2e.system_from_calibration(cal, hw_file, calibration)
+        origin = calibration
+    if threads is None and cal is not None and cal.host.get("threads"):
+        threads = int(cal.host["threads"])  # time the loop with the threads the kernels were calibrated at
+    if threads:
+        torch.set_num_threads(threads)
     if wait_quiet > 0:
         # lazy: CLI start-up
         from kvsim.validate.cpuenv import wait_quiet as _wait
 
         _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
-    if device == Device.cuda:
-        raise ConfigError("kvsim validate e2e runs the serving loop on the CPU only (use --device cpu)")
-    # lazy: CLI start-up
-    import torch
-
-    from kvsim.costmodel.calibration import load_calibration
-    from kvsim.validate import e2e
-    from kvsim.validate.models import resolve_model
-
-    cal = load_calibration(calibration) if calibration else None
-    if threads is None and cal is not None and cal.host.get("threads"):
-        threads = int(cal.host["threads"])  # time the loop with the threads the kernels were calibrated at
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = e2e.E2EConfig.make(quick)
-    cfg.max_num_seqs, cfg.rate, cfg.trace = max_num_seqs, rate, trace
-    if num_requests:
-        cfg.num_requests = num_requests
-    model = resolve_model("tiny-llama")
-    if cal is not None:
-        if not cal.hw:
-            raise ConfigError(f"{calibration}: has no 'hw' (the local spec it was fitted against); re-run kvsim validate calibrate")
-        hw_file = Path(calibration).parent / cal.hw
-        system = e2e.system_from_calibration(cal, hw_file, calibration)
-        origin = calibration
-    else:
+    if cal is None:
         typer.echo("calibrating this machine first (quick fp32 kernels)...")
         # lazy: CLI start-up
         from kvsim.validate.calibrate import make_calibration
@@ -384,12 +469,14 @@ def e2e_cmd(
 
         res = run_benchmarks("cpu", model, quick=True, groups=["gemm", "attn_prefill", "attn_decode", "elementwise", "memory"],
                              log=lambda s: None, dtypes=["fp32"])
-        cal, _, system = make_calibration(res, "fp32")
+        cal, _, system = make_calibration(res, "fp32", cross_validate=False)
         origin = "on-the-fly quick calibration"
-        hw_file = None
     r = e2e.run_e2e(model, system, cfg, log=typer.echo, calibration_origin=origin)
+    reasons = r["contention"]["reasons"]
+    if reasons:
+        raise Contended(f"kvsim validate e2e: the machine was busy with other work while timing, so no result is reported "
+                        f"(nothing written): {'; '.join(reasons)}. Re-run on a quiet machine (--wait-quiet 300).")
     r["command"] = "kvsim validate " + " ".join(_argv_after("validate") or ["e2e"])
-    path = Path(out or "kvsim-validate-e2e.json")
     # lazy: CLI start-up
     from kvsim.fileio import staged
 
@@ -405,17 +492,22 @@ def e2e_cmd(
         if hw_file is None:
             with tempfile.TemporaryDirectory() as d:
                 hw_text = _write_hw(res, Path(d) / "hw.yaml").read_text(encoding="utf-8")
-        cal_log = e2e.calibration_with_step(cal, r["step_overhead_fit_s"], f"kvsim validate e2e ({path.name}, first half of its steps)")
+        cal_log = e2e.calibration_with_step(cal, r["step_overhead_fit"], f"kvsim validate e2e ({path.name}, its fit run)")
         typer.echo(f"wrote {', '.join(str(p) for p in write_loop_logs(write_logs, r, cfg, cal_log, hw_file, hw_text))}")
     if save_calibration_to:
         # lazy: CLI start-up
         from kvsim.costmodel.calibration import save_calibration
 
-        cal2 = e2e.calibration_with_step(cal, r["step_overhead_fit_s"], f"kvsim validate e2e ({path.name})")
+        cal2 = e2e.calibration_with_step(cal, r["step_overhead_fit"], f"kvsim validate e2e ({path.name}, its fit run)")
         if calibration and Path(save_calibration_to).resolve().parent != Path(calibration).resolve().parent:
             cal2 = cal2.model_copy(update={"hw": str((Path(calibration).parent / cal.hw).resolve())})
         save_calibration(cal2, save_calibration_to)
-        typer.echo(f"wrote {save_calibration_to} (step.overhead_s = {r['step_overhead_fit_s'] * 1e3:.2f} ms)")
+        typer.echo(f"wrote {save_calibration_to} (step overhead from the fit run)")
+    bad = [c for c in r["checks"] if not c["ok"]]
+    if bad:
+        raise BeyondTolerance(f"kvsim validate e2e: {len(bad)} of {len(r['checks'])} checks beyond --tolerance "
+                              f"{tolerance * 100:.0f}%: " + ", ".join(f"{c['metric'][:-2].upper()} {c['stat']} {c['error'] * 100:+.1f}%"
+                                                                    for c in bad))
 
 
 def _print_e2e(r: dict) -> None:
@@ -424,24 +516,30 @@ def _print_e2e(r: dict) -> None:
     from rich.table import Table
 
     con = Console()
-    st = r["steps"]
-    con.print(f"step overhead fitted on {st['n_fit']} of {st['n']} steps (first half): {r['step_overhead_fit_s'] * 1e3:.2f} ms; "
-              f"held-out step time |error| median {_pct(st['heldout_median_abs_err'])}, p90 {_pct(st['heldout_p90_abs_err'])}")
-    for key, title in (("heldout", "held-out requests (second half)"), ("all", "all requests")):
-        blk = r[key]
-        t = Table(title=f"{title}: real torch loop vs kvsim simulate")
-        for c in ("metric", "stat", "real", "kvsim", "error"):
-            t.add_column(c, justify="left" if c in ("metric", "stat") else "right")
-        for metric in ("ttft_s", "tbt_s"):
-            for k in ("p50", "p90", "p99", "mean"):
-                rv, sv = blk["real"][metric].get(k), blk["sim"][metric].get(k)
-                if rv is None:
-                    continue
-                t.add_row(metric[:-2].upper(), k, f"{rv * 1e3:.1f} ms", f"{sv * 1e3:.1f} ms", f"{(sv / rv - 1) * 100:+.1f}%")
-        con.print(t)
-
-
-app.command("replay")(replay_cmd)
+    c, st = r["step_overhead_fit"], r["steps"]
+    fr = r["fit_run"]
+    con.print(f"step overhead fitted on the fit run (requests {fr['requests'][0]}-{fr['requests'][1] - 1}, "
+              f"{r['fit_rate_req_s']:.2f} req/s, {fr['steps']} steps): {c['step'] * 1e3:.2f} ms per step + "
+              f"{c['step_seq'] * 1e6:.1f} us per sequence + {c['step_token'] * 1e6:.2f} us per token")
+    con.print(f"report run ({r['rate_req_s']:.2f} req/s, {st['n']} steps, all held out): step time |error| median "
+              f"{_pct(st['all'].get('median'))}, p90 {_pct(st['all'].get('p90'))}; single-sequence decode steps "
+              f"({st['single_sequence_decode']['n']}) median {_pct(st['single_sequence_decode'].get('median'))}; other steps "
+              f"({st['other']['n']}) median {_pct(st['other'].get('median'))}")
+    blk = r["heldout"]
+    t = Table(title="report run (held out): real torch loop vs kvsim simulate")
+    for col in ("metric", "stat", "real", "kvsim", "error", "check"):
+        t.add_column(col, justify="left" if col in ("metric", "stat") else "right")
+    verdict = {(k["metric"], k["stat"]): ("ok" if k["ok"] else "FAIL") for k in r["checks"]}
+    for metric in ("ttft_s", "tbt_s"):
+        for k in ("p50", "p90", "p99", "mean"):
+            rv, sv = blk["real"][metric].get(k), blk["sim"][metric].get(k)
+            if rv is None:
+                continue
+            t.add_row(metric[:-2].upper(), k, f"{rv * 1e3:.1f} ms", f"{sv * 1e3:.1f} ms", f"{(sv / rv - 1) * 100:+.1f}%",
+                      verdict.get((metric, k), ""))
+    con.print(t)
+    tol = r["config"]["tolerance"]
+    con.print(f"checks (|error| <= {tol * 100:.0f}% for TTFT and TBT p50 and mean): {'passed' if r['passed'] else 'FAILED'}")
 
 
 @app.command("papers")

@@ -181,8 +181,8 @@ def write_loop_logs(directory: str, r: dict, cfg, cal, hw_file: Path | None, hw_
             "enable_chunked_prefill": True, "enable_prefix_caching": False, "dtype": cfg.dtype, "kv_cache_dtype": cfg.dtype,
             "calibration": "calibration.yaml",
             "source": (f"kvsim validate e2e: CPU torch loop, {r['model']}, {len(req['arrival_s'])} requests of {cfg.trace} "
-                       f"at {r['rate_req_s']:.3g} req/s; calibration.yaml's step.overhead_s was fitted on the first half "
-                       "of this run's steps (in-sample there)")}
+                       f"at {r['rate_req_s']:.3g} req/s (the report run); calibration.yaml's step overheads were fitted on "
+                       "e2e's separate fit run (held out from this log)")}
     files = log_files(req["arrival_s"], req["prompt_tokens"], req["output_tokens"], req["real_token_times"], meta,
                       request_rate=r["rate_req_s"], model_id=r["model"], label="kvsim-e2e-loop")
     files["calibration.yaml"] = yaml.safe_dump(cal.model_copy(update={"hw": hw}).model_dump(), sort_keys=False)

@@ -17,7 +17,10 @@ Written by ``kvsim validate calibrate`` and read by ``--calibration FILE`` in
 Optional (added by ``kvsim validate``): ``dtype`` - the math dtype whose kernels were fitted
 (efficiencies are per op class, so a calibration describes deployments of that dtype);
 ``hw`` - the hardware spec the efficiencies are fractions of (on CPU, a local YAML with
-measured peaks: use it with ``--hw``); per residual ``fitted`` - whether the kernel was in the fit.
+measured peaks: use it with ``--hw``); per residual ``fitted`` - whether the kernel was in the fit
+(its ``predicted_s`` is then in-sample) and ``predicted_cv_s`` - its prediction by a k-fold
+cross-validation fit that did not use it; ``validation`` - held-out error summaries
+(:mod:`kvsim.validate.crossval`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Residual(Strict):
     predicted_s: Float
     predicted_default_s: Float | None = None
     fitted: Bool = True
+    predicted_cv_s: Float | None = None  # by a cross-validation fit that did not use this kernel
 
 
 class Calibration(Strict):
@@ -55,6 +59,7 @@ class Calibration(Strict):
     source: str = ""
     dtype: str = ""
     hw: str = ""
+    validation: dict = Field(default_factory=dict, description="held-out error of the fit (kvsim validate calibrate)")
 
 
 def load_calibration(path: str | Path) -> Calibration:

@@ -112,6 +112,25 @@ def allreduce_cost(tp: int, elements: Num, bytes_per_elem: float, calls: Num = 1
     return Cost.of(Part("allreduce", "collective", device="link", link_bytes=ring * calls, launches=calls, group=tp))
 
 
-def step_overhead_cost() -> Cost:
-    """Fixed framework cost of one engine iteration (scheduling, sampling, graph launch)."""
-    return Cost.of(Part("framework", "step", device="host", launches=1.0))
+def step_overhead_cost(n_tokens: Num, n_seqs: Num) -> Cost:
+    """Host work of one engine step around the model's kernels: ``a + b * n_seqs + c * n_tokens`` seconds.
+
+    Three parts on the ``host`` device, each ``launches`` times its op class's ``overhead_s``:
+
+    * ``framework`` (op ``step``, 1 per step, ``a``): scheduling, the step's hand-off to the GPU
+      (one CUDA-graph replay or the launch sequence), the sampled tokens' copy back;
+    * ``framework_seq`` (op ``step_seq``, ``n_seqs``, ``b``): per-sequence input preparation
+      (block tables, positions), sampling parameters, output processing (detokenization, stop checks);
+    * ``framework_token`` (op ``step_token``, ``n_tokens``, ``c``): per-token input tensors.
+
+    The split follows Vidur's CPU-overhead model (Agrawal et al., MLSys 2024: schedule, prepare
+    inputs, sampler and process-outputs times profiled against batch size). Default values and
+    their measurements: ``kvsim/hardware/efficiency/default.yaml``.
+
+    Args:
+        n_tokens: tokens processed this step (prefill chunk tokens + one per decoding sequence).
+        n_seqs: sequences that sample a token this step (the LM head rows of :func:`linear_cost`).
+    """
+    return Cost.of(Part("framework", "step", device="host", launches=1.0),
+                   Part("framework_seq", "step_seq", device="host", launches=n_seqs),
+                   Part("framework_token", "step_token", device="host", launches=n_tokens))

@@ -37,6 +37,8 @@ OpClass = Literal[
     "pcie",  # host<->device transfers; overhead_s is the cost of one synchronous round trip
     "collective",  # tensor-parallel all-reduce over NVLink / PCIe; overhead_s per collective
     "step",  # per engine iteration framework overhead (scheduler, sampling, launch of graph)
+    "step_seq",  # framework overhead per sequence of a step (input preparation, sampling, output processing)
+    "step_token",  # framework overhead per token of a step (input tensors built per token)
 ]
 OP_CLASSES: tuple[str, ...] = OpClass.__args__  # type: ignore[attr-defined]
 
@@ -178,6 +180,8 @@ class Efficiencies(Strict):
     pcie: OpEfficiency
     collective: OpEfficiency
     step: OpEfficiency
+    step_seq: OpEfficiency
+    step_token: OpEfficiency
     source: str = ""
 
     def of(self, op: str) -> OpEfficiency:

@@ -4,7 +4,8 @@
 A step processes ``B`` decoding sequences (one token each, with ``ctx`` tokens cached)
 and ``R`` prefill chunks (``n_new`` tokens after ``n_cached``). Its cost is the shared
 transformer work for ``B + sum(n_new)`` tokens, the method's decode attention for the
-batch, the method's prefill work for the chunks, and the framework's per-step overhead.
+batch, the method's prefill work for the chunks, and the engine's host overhead for the
+step's tokens and sampled sequences (:func:`~kvsim.costmodel.transformer.step_overhead_cost`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ class StepModel:
 
     def __post_init__(self) -> None:
         self.roofline = Roofline(self.dep.system)
-        self._overhead = step_overhead_cost()
+
+    @staticmethod
+    def overhead_cost(n_tokens: Num, n_seqs: Num) -> Cost:
+        """Engine host overhead of a step of ``n_tokens`` tokens and ``n_seqs`` sampled sequences."""
+        return step_overhead_cost(n_tokens, n_seqs)
 
     def cost(
         self,
@@ -60,7 +65,8 @@ class StepModel:
         R = prefill_new.shape[0]
         n_pref = float(prefill_new.sum()) if R else 0.0
         sampled = R if n_sampled_prefill is None else n_sampled_prefill
-        cost = linear_cost(self.dep, float(B) + n_pref, float(B + sampled)) + self._overhead
+        tokens, seqs = float(B) + n_pref, float(B + sampled)
+        cost = linear_cost(self.dep, tokens, seqs) + step_overhead_cost(tokens, seqs)
         if B:
             if decode_prompt is None:
                 cost = cost + self.method.decode_cost(decode_ctx)

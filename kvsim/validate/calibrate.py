@@ -12,6 +12,7 @@ import datetime as _dt
 from pathlib import Path
 
 from kvsim.costmodel.calibration import Calibration, Residual
+from kvsim.errors import ConfigError
 from kvsim.hardware import System
 from kvsim.validate.fit import (
     FitResult,
@@ -21,6 +22,7 @@ from kvsim.validate.fit import (
     predict_kernels,
     select_kernels,
 )
+from kvsim.validate.crossval import KFOLD, held_out_validation
 from kvsim.validate.results import Results, system_after_base, system_before
 
 
@@ -29,10 +31,21 @@ def default_dtype(res: Results) -> str:
     return "fp32" if res.device == "cpu" else "bf16"
 
 
-def make_calibration(res: Results, dtype: str | None = None, hw_path: str = "", source: str = "") -> tuple[Calibration, FitResult, System]:
+def make_calibration(res: Results, dtype: str | None = None, hw_path: str = "", source: str = "",
+                     cross_validate: bool = True) -> tuple[Calibration, FitResult, System]:
+    """Fit ``dtype``'s kernels (+ copies); with ``cross_validate``, also the held-out error
+    (:func:`kvsim.validate.crossval.held_out_validation`: k-fold and small -> large)."""
     dtype = dtype or default_dtype(res)
     base = system_after_base(res)
-    fit = fit_efficiencies(select_kernels(res.kernels, dtype), base)
+    chosen = select_kernels(res.kernels, dtype)
+    if not any(kernel_dtype(k) == dtype for k in chosen):
+        raise ConfigError(f"--dtype {dtype}: no {dtype} kernels to fit in the results (dtypes present: "
+                         f"{', '.join(sorted({d for d in map(kernel_dtype, res.kernels) if d})) or 'none'})")
+    fit = fit_efficiencies(chosen, base)
+    validation, cv = ({}, None)
+    if cross_validate and len(chosen) >= KFOLD:
+        validation, cv = held_out_validation(chosen, base)
+    cv_of = {} if cv is None else {id(k): float(v) for k, v in zip(chosen, cv)}
     after = apply_fit(base, fit, source=f"kvsim validate calibrate ({res.device_name}, {dtype})")
     before = system_before(res)
     kernels = [k for k in res.kernels if k.fit]
@@ -40,7 +53,7 @@ def make_calibration(res: Results, dtype: str | None = None, hw_path: str = "", 
     pb = predict_kernels(kernels, before)
     residuals = [
         Residual(kernel=k.name, op=k.op, measured_s=k.median_s, predicted_s=float(a), predicted_default_s=float(b),
-                 fitted=kernel_dtype(k) in (None, dtype))
+                 fitted=kernel_dtype(k) in (None, dtype), predicted_cv_s=cv_of.get(id(k)))
         for k, a, b in zip(kernels, pa, pb)
     ]
     cal = Calibration(
@@ -57,6 +70,7 @@ def make_calibration(res: Results, dtype: str | None = None, hw_path: str = "", 
                           f"{fit.starts} starts; results {res.created}"),
         dtype=dtype,
         hw=hw_path,
+        validation=validation,
     )
     return cal, fit, after
 

@@ -7,6 +7,10 @@
   validate run`` and ``e2e`` (both the microbenchmarks and the serving loop run with it).
 * :func:`other_load`: the CPU time other processes used during a short window, so a run on a
   shared machine can warn that its timings are contended.
+* :func:`contention_reasons`: the verdict ``kvsim validate e2e`` refuses to report under: other
+  processes' CPU use during the timed loops, hypervisor steal time, and a fixed kernel timed
+  before and after the loops (its spread and drift; the kernel is the caller's, this module has
+  no torch).
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import ctypes
 import ctypes.util
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -88,3 +96,104 @@ def wait_quiet(max_wait_s: float, threshold: float = 0.3, log=print) -> float | 
         time.sleep(5.0)
         load = other_load()
     return load
+
+
+# --------------------------------------------------------------------- contention verdict
+#: other processes' CPU use (cores, beyond the cores the run leaves idle) above which timings are contended
+OTHER_CORES_MAX = 0.3
+#: fraction of the machine's CPU time stolen by the hypervisor (``steal`` in /proc/stat)
+STEAL_MAX = 0.05
+#: (p90 - p10) / p50 of a fixed kernel's repeated timing
+PROBE_SPREAD_MAX = 0.25
+#: |median after / median before - 1| of the fixed kernel across the run
+PROBE_DRIFT_MAX = 0.15
+
+
+def cpu_jiffies() -> tuple[float, float, float] | None:
+    """(total, steal, wall seconds) from /proc/stat's aggregate line (None without /proc)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    steal = v[7] if len(v) > 7 else 0.0
+    return sum(v[:8]), steal, time.perf_counter()
+
+
+def steal_since(snap) -> float | None:
+    """Fraction of the machine's CPU time stolen by the hypervisor since ``snap`` (:func:`cpu_jiffies`)."""
+    now = cpu_jiffies()
+    if snap is None or now is None or now[0] <= snap[0]:
+        return None
+    return (now[1] - snap[1]) / (now[0] - snap[0])
+
+
+def load_average() -> float | None:
+    """1-minute load average (runnable threads, this process's included; None without /proc)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class Probe:
+    """Repeated timing of one fixed kernel: per-call seconds of each sample."""
+
+    times_s: list[float]
+
+    @property
+    def median_s(self) -> float:
+        return float(np.median(self.times_s))
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / p50 of the samples."""
+        p10, p50, p90 = np.percentile(self.times_s, [10, 50, 90])
+        return float((p90 - p10) / p50)
+
+
+def probe(call: Callable[[], object], samples: int = 40, min_sample_s: float = 5e-3) -> Probe:
+    """Time ``call`` in ``samples`` samples of back-to-back calls lasting at least ``min_sample_s`` each."""
+    for _ in range(3):
+        call()
+    t0 = time.perf_counter()
+    call()
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(np.ceil(min_sample_s / one)))
+    out = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        for _ in range(inner):
+            call()
+        out.append((time.perf_counter() - t) / inner)
+    return Probe(out)
+
+
+def contention_reasons(other_cores: float | None, steal: float | None, before: Probe | None, after: Probe | None,
+                       idle_cores: float = 0.0) -> list[str]:
+    """Why timings taken meanwhile cannot be trusted (empty: no sign of contention).
+
+    Args:
+        other_cores: cores other processes kept busy during the timed work (:func:`other_since`).
+        steal: hypervisor steal fraction over the same time (:func:`steal_since`).
+        before, after: the fixed kernel timed before and after the timed work.
+        idle_cores: cores the timed work leaves idle (others may use them without contention).
+    """
+    out = []
+    limit = OTHER_CORES_MAX + max(0.0, idle_cores)
+    if other_cores is not None and other_cores > limit:
+        out.append(f"other processes kept {other_cores:.2f} cores busy (limit {limit:.2f})")
+    if steal is not None and steal > STEAL_MAX:
+        out.append(f"the hypervisor stole {steal * 100:.1f}% of CPU time (limit {STEAL_MAX * 100:.0f}%)")
+    for name, p in (("before", before), ("after", after)):
+        if p is not None and p.spread > PROBE_SPREAD_MAX:
+            out.append(f"a fixed kernel's timing {name} the run varied {p.spread * 100:.0f}% (p90-p10 over median; "
+                       f"limit {PROBE_SPREAD_MAX * 100:.0f}%)")
+    if before is not None and after is not None:
+        drift = after.median_s / before.median_s - 1.0
+        if abs(drift) > PROBE_DRIFT_MAX:
+            out.append(f"a fixed kernel's median time changed {drift * 100:+.0f}% from before to after the run "
+                       f"(limit {PROBE_DRIFT_MAX * 100:.0f}%)")
+    return out

@@ -1,25 +1,33 @@
-"""``kvsim validate e2e``: the torch serving loop vs ``kvsim.sim.replica.simulate`` on one trace.
+"""``kvsim validate e2e``: the torch serving loop vs ``kvsim.sim.replica.simulate``, fitted on one
+run and reported on another.
 
 1. Calibrate (or load a calibration for) this machine's kernels: the hw spec + op-class
    efficiencies the simulator prices with.
-2. Load a real trace (bundled Azure conversation rows), cap lengths (prompt <= 256, output <=
-   32), keep the first N requests, rescale arrivals to a rate at which kvsim predicts the engine
-   is busy ~70 % of the time (loaded but stable).
-3. Replay it through :func:`kvsim.validate.e2e_loop.serve` (wall clock), recording every step.
-4. Fit the per-step framework overhead (op class ``step``) on the steps of the first half of
-   the run only: ``overhead`` = the median of ``measured - predicted_without_overhead`` with each
-   step weighted by the tokens it emits (its decodes and completed prompts), so the fit follows
-   the token-time distribution that TBT and TTFT are made of.
-5. Simulate the same trace with ``kvsim.sim.replica.simulate`` (Full KV, whole-prompt prefill:
-   ``chunked_prefill`` with a token budget no step can exhaust, so no prompt is ever split, and
-   the same ``max_num_seqs``); compare TTFT and TBT distributions on the held-out requests (the
-   second half by arrival) and on all of them.
+2. Two traces from the same source (bundled Azure conversation rows), lengths capped (prompt <=
+   256, output <= 32): the **report** trace = the first N requests at a rate where kvsim predicts
+   the engine busy ~70 % of the time; the **fit** trace = the *next* N requests at
+   ``fit_rate_factor`` (0.7) times that rate. Different requests and a different load.
+3. Replay both through :func:`kvsim.validate.e2e_loop.serve` (wall clock), fit run first; a fixed
+   kernel is timed before and after both loops, and other processes' CPU use and hypervisor
+   steal time are read over them (:func:`kvsim.validate.cpuenv.contention_reasons`).
+4. Fit the engine's per-step host overhead ``a + b * seqs + c * tokens`` (op classes ``step``,
+   ``step_seq``, ``step_token``; :func:`kvsim.costmodel.transformer.step_overhead_cost`) on the
+   **fit run's** steps only: ``scipy.optimize.least_squares`` of the relative step-time residual
+   ``(kernels + overhead) / measured - 1`` (soft-L1 loss, coefficients >= 0).
+5. Simulate the report trace with ``kvsim.sim.replica.simulate`` (Full KV, whole-prompt prefill:
+   ``chunked_prefill`` with a token budget no step can exhaust, the same ``max_num_seqs``) and
+   compare every report request's TTFT and TBT (p50/p90/p99/mean) and every report step's time:
+   all held out. ``checks``: |error| of TTFT and TBT p50 and mean against ``tolerance``.
+
+The command refuses to report (``contention.reasons`` non-empty) when the timings were contended;
+a machine already busy when the fixed kernel is first timed is refused before the loops run.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,17 +36,20 @@ import numpy as np
 
 from kvsim.costmodel.calibration import Calibration, apply_calibration
 from kvsim.costmodel.deployment import Deployment
+from kvsim.errors import ConfigError
 from kvsim.hardware import GPUSpec, System
 from kvsim.methods import make_method
 from kvsim.pricing.step import StepModel
 from kvsim.sim.replica import SimConfig, simulate
 from kvsim.specbase import load_yaml_as
 from kvsim.traces import load_trace
-from kvsim.validate import localhw
-from kvsim.validate.cpuenv import other_load, other_since, snapshot, tune_allocator
+from kvsim.traces.base import Trace
+from kvsim.validate import cpuenv, localhw
 
 TARGET_UTIL = 0.7
 PCTS = (50, 90, 99)
+STEP_CLASSES = ("step", "step_seq", "step_token")
+CHECKED = (("ttft_s", "p50"), ("ttft_s", "mean"), ("tbt_s", "p50"), ("tbt_s", "mean"))
 
 
 @dataclass
@@ -49,8 +60,10 @@ class E2EConfig:
     max_num_seqs: int = 8
     trace: str = "azure-conv"
     rate: float | None = None
+    fit_rate_factor: float = 0.7
     dtype: str = "fp32"
     seed: int = 0
+    tolerance: float = 0.25
 
     @staticmethod
     def make(quick: bool) -> E2EConfig:
@@ -67,24 +80,42 @@ def sim_config(cfg: E2EConfig, record: bool = True):
                      enable_prefix_caching=False, record_token_times=record)
 
 
-def with_step_overhead(system: System, overhead_s: float) -> System:
-    return system.with_efficiencies(system.eff.with_overrides({"step": {"overhead_s": float(overhead_s)}},
-                                                              source="e2e step fit"))
+def with_step_overhead(system: System, coef: dict[str, float]) -> System:
+    """``system`` with the per-step host overhead ``coef`` (seconds per step / sequence / token)."""
+    over = {op: {"overhead_s": float(coef.get(op, 0.0))} for op in STEP_CLASSES}
+    return system.with_efficiencies(system.eff.with_overrides(over, source="e2e step fit"))
 
 
-def load_trace_for(cfg: E2EConfig, rate: float | None):
-    return load_trace(cfg.trace, limit=cfg.num_requests, max_prompt_tokens=cfg.max_prompt,
-                      max_output_tokens=cfg.max_output, rate=rate)
+def load_traces(cfg: E2EConfig, rate: float | None) -> tuple[Trace, Trace]:
+    """(report trace: requests [0, N) at ``rate``; fit trace: requests [N, 2N) at ``fit_rate_factor * rate``)."""
+    n = cfg.num_requests
+    both = load_trace(cfg.trace, limit=2 * n, max_prompt_tokens=cfg.max_prompt, max_output_tokens=cfg.max_output)
+    if len(both) < 2 * n:
+        raise ConfigError(f"--trace {cfg.trace} has {len(both)} requests; e2e needs {2 * n} (a fit run and a report run "
+                         f"of {n} each)")
+    report = _part(both, 0, n, rate)
+    fit = _part(both, n, 2 * n, None if rate is None else rate * cfg.fit_rate_factor)
+    return report, fit
+
+
+def _part(tr: Trace, lo: int, hi: int, rate: float | None) -> Trace:
+    """Requests ``[lo, hi)``, arrivals from 0, rescaled to ``rate`` requests/s ((N-1)/span) if given."""
+    a = tr.arrival_s[lo:hi] - tr.arrival_s[lo]
+    if rate is not None and hi - lo > 1 and a[-1] > 0:
+        a = a * ((hi - lo - 1) / rate / a[-1])
+    blocks = None if tr.prefix_blocks is None else tr.prefix_blocks[lo:hi]
+    return replace(tr, arrival_s=a, prompt_tokens=tr.prompt_tokens[lo:hi], output_tokens=tr.output_tokens[lo:hi],
+                   prefix_blocks=blocks)
 
 
 def choose_rate(dep, cfg: E2EConfig, target: float = TARGET_UTIL) -> float:
     """Mean arrival rate (req/s) at which the simulated engine is busy ``target`` of the time."""
     meth = make_method("full", dep)
+    base, _ = load_traces(cfg, None)
 
     def util(rate: float) -> float:
-        tr = load_trace_for(cfg, rate)
-        res = simulate(dep, meth, tr, sim_config(cfg, record=True))
-        rec = res.records
+        tr = _part(base, 0, len(base), rate)
+        rec = simulate(dep, meth, tr, sim_config(cfg, record=True)).records
         busy = _busy_time(rec.token_times, rec.arrival_s)
         span = float(np.nanmax(rec.finish_s) - rec.arrival_s.min())
         return busy / span if span > 0 else 1.0
@@ -118,8 +149,8 @@ def _busy_time(token_times, arrival) -> float:
 
 
 def predict_steps(dep, steps) -> np.ndarray:
-    """kvsim's time of each measured step, without the per-step framework overhead."""
-    sm = StepModel(replace(dep, system=with_step_overhead(dep.system, 0.0)), make_method("full", dep))
+    """kvsim's time of each measured step on ``dep`` (its per-step overhead included)."""
+    sm = StepModel(dep, make_method("full", dep))
     out = []
     for s in steps:
         pn = np.asarray(s.prefill, dtype=float)
@@ -128,20 +159,39 @@ def predict_steps(dep, steps) -> np.ndarray:
     return np.array(out)
 
 
-def weighted_median(x: np.ndarray, w: np.ndarray) -> float:
-    """Median of ``x`` where each value counts ``w`` times."""
-    order = np.argsort(x)
-    cw = np.cumsum(w[order])
-    return float(x[order][np.searchsorted(cw, 0.5 * cw[-1])])
+def step_counts(steps) -> tuple[np.ndarray, np.ndarray]:
+    """([n] sequences that sample a token, [n] tokens) of each loop step (every prefill completes)."""
+    seqs = np.array([len(s.decode_ctx) + len(s.prefill) for s in steps], dtype=float)
+    tokens = np.array([len(s.decode_ctx) + sum(s.prefill) for s in steps], dtype=float)
+    return seqs, tokens
+
+
+def fit_step_overhead(kernels_s: np.ndarray, measured_s: np.ndarray, seqs: np.ndarray, tokens: np.ndarray) -> dict[str, float]:
+    """``{step: a, step_seq: b, step_token: c}`` (seconds, >= 0) minimizing the soft-L1 loss of
+    ``(kernels_s + a + b * seqs + c * tokens) / measured_s - 1`` over the steps given."""
+    from scipy.optimize import least_squares  # lazy: scipy stays out of the core's imports
+
+    scale = np.array([1e-3, 1e-5, 1e-6])  # s per step, per sequence, per token: the unknowns' sizes
+    X = np.column_stack([np.ones_like(seqs), seqs, tokens]) * scale  # [n, 3]
+
+    def resid(u: np.ndarray) -> np.ndarray:
+        return (kernels_s + X @ u) / measured_s - 1.0
+
+    u0 = np.array([max(0.0, float(np.median(measured_s - kernels_s))) / scale[0], 0.0, 0.0])
+    r = least_squares(resid, u0, bounds=(0.0, np.inf), loss="soft_l1", f_scale=0.05, xtol=1e-12, ftol=1e-12)
+    a, b, c = (r.x * scale).tolist()
+    return {"step": a, "step_seq": b, "step_token": c}
 
 
 def latency_stats(arrival: np.ndarray, token_times: list, idx) -> dict:
     ttft = np.array([token_times[i][0] - arrival[i] for i in idx])
     tbt = np.concatenate([np.diff(np.asarray(token_times[i])) for i in idx] or [np.zeros(0)])
+
     def st(x):
         if not x.size:
             return {"n": 0}
         return {"n": int(x.size), "mean": float(x.mean()), **{f"p{p}": float(np.percentile(x, p)) for p in PCTS}}
+
     return {"ttft_s": st(ttft), "tbt_s": st(tbt)}
 
 
@@ -153,83 +203,123 @@ def rel_errors(sim: dict, real: dict) -> dict:
     return out
 
 
+def step_errors(pred: np.ndarray, steps) -> dict:
+    """Per-step |error| of the report run: all steps, single-sequence decode steps, the rest."""
+    meas = np.array([s.end_s - s.start_s for s in steps])
+    err = np.abs(pred / meas - 1.0)
+    single = np.array([len(s.decode_ctx) == 1 and not s.prefill for s in steps])
+
+    def st(e):
+        return {"n": int(e.size)} if not e.size else {"n": int(e.size), "median": float(np.median(e)),
+                                                      "p90": float(np.quantile(e, 0.9))}
+
+    return {"all": st(err), "single_sequence_decode": st(err[single]), "other": st(err[~single])}
+
+
+def checks(rel: dict, tolerance: float) -> list[dict]:
+    """|error| of TTFT and TBT p50 and mean against ``tolerance``."""
+    out = []
+    for metric, stat in CHECKED:
+        e = rel.get(metric, {}).get(stat)
+        if e is not None:
+            out.append({"metric": metric, "stat": stat, "error": e, "limit": tolerance, "ok": abs(e) <= tolerance})
+    return out
+
+
 def run_e2e(model, system: System, cfg: E2EConfig, *, log=print, calibration_origin: str = "") -> dict:
-    """Run the loop and the simulation; return the results dict (see module docstring)."""
+    """Run the fit and report loops and the simulation; the results dict (see module docstring).
+    With ``contention`` non-empty the numbers are recorded but must not be reported."""
     # lazy: torch (optional extra [validate]); `kvsim validate compare/papers` import this module without it
     import torch
 
     from kvsim.validate.bench_base import DTYPES
     from kvsim.validate.e2e_loop import TinyLlama, serve, warm_up
 
-    tune_allocator()
+    cpuenv.tune_allocator()
     dep0 = deployment(system, model, cfg.dtype)
-    if system.eff.step.overhead_s == 0:
-        dep0 = replace(dep0, system=with_step_overhead(system, 1e-3))
     rate = cfg.rate or choose_rate(dep0, cfg)
-    trace = load_trace_for(cfg, rate)
-    log(f"e2e: {len(trace)} requests of {cfg.trace} (prompt <= {cfg.max_prompt}, output <= {cfg.max_output}), "
-        f"rate {rate:.2f} req/s, max_num_seqs {cfg.max_num_seqs}, {model.name} {cfg.dtype}")
-    max_len = int(trace.prompt_tokens.max() + trace.output_tokens.max() + 1)
+    report_tr, fit_tr = load_traces(cfg, rate)
+    fit_rate = rate * cfg.fit_rate_factor
+    log(f"e2e: fit run = requests {cfg.num_requests}-{2 * cfg.num_requests - 1} of {cfg.trace} at {fit_rate:.2f} req/s; "
+        f"report run = requests 0-{cfg.num_requests - 1} at {rate:.2f} req/s (prompt <= {cfg.max_prompt}, output <= "
+        f"{cfg.max_output}), max_num_seqs {cfg.max_num_seqs}, {model.name} {cfg.dtype}")
+    max_len = int(max(report_tr.prompt_tokens.max() + report_tr.output_tokens.max(),
+                      fit_tr.prompt_tokens.max() + fit_tr.output_tokens.max()) + 1)
     tm = TinyLlama(model, dtype=DTYPES[cfg.dtype], max_seqs=cfg.max_num_seqs, max_len=max_len, seed=cfg.seed)
     warm_up(tm)
-    load0 = other_load(0.3)
-    snap = snapshot()
-    loop = serve(tm, trace.arrival_s, trace.prompt_tokens, trace.output_tokens, max_num_seqs=cfg.max_num_seqs,
-                 seed=cfg.seed, log=log)
-    load_loop = other_since(snap)
-    if load_loop is not None and load_loop > 0.3:
-        log(f"warning: other processes used {load_loop:.1f} cores during the loop: its timings are contended")
-    load1 = other_load(0.3)
-    steps = loop.steps
-    meas = np.array([s.end_s - s.start_s for s in steps])
-    pred0 = predict_steps(dep0, steps)
-    half_t = 0.5 * (steps[0].start_s + steps[-1].end_s)
-    fit_mask = np.array([s.end_s <= half_t for s in steps])
-    tokens = np.array([len(s.decode_ctx) + len(s.prefill) for s in steps], dtype=float)
-    overhead = float(max(0.0, weighted_median((meas - pred0)[fit_mask], tokens[fit_mask]))) if fit_mask.any() else 0.0
-    sys_fit = with_step_overhead(system, overhead)
-    dep = deployment(sys_fit, model, cfg.dtype)
-    pred = pred0 + overhead
-    step_err = np.abs(pred / meas - 1.0)
-    sim = simulate(dep, make_method("full", dep), trace, sim_config(cfg))
+    x = torch.randn(32, model.hidden_size, dtype=DTYPES[cfg.dtype])
+    w = torch.randn(model.hidden_size, model.hidden_size, dtype=DTYPES[cfg.dtype])
+    kernel = lambda: x @ w  # noqa: E731  (the fixed kernel timed before and after)
+    threads = torch.get_num_threads()
+    idle = max(0.0, float(os.cpu_count() or threads) - threads)
+    snap, jif, load0 = cpuenv.snapshot(), cpuenv.cpu_jiffies(), cpuenv.load_average()
+    before = cpuenv.probe(kernel)
+    early = cpuenv.contention_reasons(cpuenv.other_load(0.5), None, before, None, idle_cores=idle)
+    if early:  # busy already: the loops would be contended too, do not spend minutes on them
+        return {"kind": "kvsim-validate-e2e", "version": 2, "contention": {"reasons": early, "stage": "before the loops"}}
+    fit_loop = serve(tm, fit_tr.arrival_s, fit_tr.prompt_tokens, fit_tr.output_tokens, max_num_seqs=cfg.max_num_seqs,
+                     seed=cfg.seed, log=log)
+    loop = serve(tm, report_tr.arrival_s, report_tr.prompt_tokens, report_tr.output_tokens,
+                 max_num_seqs=cfg.max_num_seqs, seed=cfg.seed + 1, log=log)
+    after = cpuenv.probe(kernel)
+    other, steal, load1 = cpuenv.other_since(snap), cpuenv.steal_since(jif), cpuenv.load_average()
+    reasons = cpuenv.contention_reasons(other, steal, before, after, idle_cores=idle)
+
+    bare = deployment(with_step_overhead(system, {}), model, cfg.dtype)
+    f_meas = np.array([s.end_s - s.start_s for s in fit_loop.steps])
+    f_seqs, f_tokens = step_counts(fit_loop.steps)
+    coef = fit_step_overhead(predict_steps(bare, fit_loop.steps), f_meas, f_seqs, f_tokens)
+    dep = deployment(with_step_overhead(system, coef), model, cfg.dtype)
+    pred = predict_steps(dep, loop.steps)
+    sim = simulate(dep, make_method("full", dep), report_tr, sim_config(cfg))
     sim_tt = [list(t) if t is not None else [] for t in sim.records.token_times]
-    N = len(trace)
-    held = list(range(N // 2, N))
-    everyone = list(range(N))
-    real_h, sim_h = latency_stats(loop.arrival_s, loop.token_times, held), latency_stats(trace.arrival_s, sim_tt, held)
-    real_a, sim_a = latency_stats(loop.arrival_s, loop.token_times, everyone), latency_stats(trace.arrival_s, sim_tt, everyone)
-    out = {
+    every = list(range(len(report_tr)))
+    real_h, sim_h = latency_stats(loop.arrival_s, loop.token_times, every), latency_stats(report_tr.arrival_s, sim_tt, every)
+    rel = rel_errors(sim_h, real_h)
+    chk = checks(rel, cfg.tolerance)
+    return {
         "kind": "kvsim-validate-e2e",
+        "version": 2,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "uname": " ".join(platform.uname()),
-        "other_load_cores": {"before": load0, "during_loop": load_loop, "after": load1},
         "model": model.name,
         "config": cfg.__dict__,
         "rate_req_s": rate,
+        "fit_rate_req_s": fit_rate,
         "calibration": calibration_origin,
         "system": system.gpu.name,
-        "step_overhead_fit_s": overhead,
-        "steps": {"n": len(steps), "n_fit": int(fit_mask.sum()),
-                  "heldout_median_abs_err": float(np.median(step_err[~fit_mask])) if (~fit_mask).any() else None,
-                  "heldout_p90_abs_err": float(np.quantile(step_err[~fit_mask], 0.9)) if (~fit_mask).any() else None,
-                  "fit_median_abs_err": float(np.median(step_err[fit_mask])) if fit_mask.any() else None},
-        "heldout": {"real": real_h, "sim": sim_h, "rel_err": rel_errors(sim_h, real_h)},
-        "all": {"real": real_a, "sim": sim_a, "rel_err": rel_errors(sim_a, real_a)},
+        "contention": {"reasons": reasons, "other_cores": other, "idle_cores": idle, "steal_fraction": steal,
+                       "load_average": {"before": load0, "after": load1},
+                       "probe_before": {"median_s": before.median_s, "spread": before.spread},
+                       "probe_after": {"median_s": after.median_s, "spread": after.spread}},
+        "step_overhead_fit": coef,
+        "fit_run": {"requests": [cfg.num_requests, 2 * cfg.num_requests], "steps": len(fit_loop.steps),
+                    "wall_s": fit_loop.wall_s},
+        "steps": {"n": len(loop.steps), **step_errors(pred, loop.steps)},
+        "heldout": {"real": real_h, "sim": sim_h, "rel_err": rel},
+        "checks": chk,
+        "passed": bool(chk) and all(c["ok"] for c in chk),
         "loop_wall_s": loop.wall_s,
-        "requests": {"arrival_s": trace.arrival_s.tolist(), "prompt_tokens": trace.prompt_tokens.tolist(),
-                     "output_tokens": trace.output_tokens.tolist(), "real_token_times": loop.token_times,
+        "requests": {"arrival_s": report_tr.arrival_s.tolist(), "prompt_tokens": report_tr.prompt_tokens.tolist(),
+                     "output_tokens": report_tr.output_tokens.tolist(), "real_token_times": loop.token_times,
                      "sim_token_times": sim_tt},
         "step_records": [{"start_s": s.start_s, "end_s": s.end_s, "decode_ctx": s.decode_ctx, "prefill": s.prefill,
-                          "predicted_s": float(p), "fit": bool(f)} for s, p, f in zip(steps, pred, fit_mask)],
+                          "predicted_s": float(p)} for s, p in zip(loop.steps, pred)],
     }
-    return out
 
 
-def calibration_with_step(cal: Calibration, overhead_s: float, note: str) -> Calibration:
-    eff = {**cal.efficiencies, "step": {"overhead_s": float(overhead_s)}}
-    return cal.model_copy(update={"efficiencies": eff, "source": f"{cal.source}; step.overhead_s from {note}"})
+def step_overhead_of(data: dict) -> dict[str, float]:
+    """The fitted per-step overhead of an e2e results dict (KeyError/TypeError/ValueError if absent)."""
+    coef = data["step_overhead_fit"]
+    return {op: float(coef[op]) for op in STEP_CLASSES}
+
+
+def calibration_with_step(cal: Calibration, coef: dict[str, float], note: str) -> Calibration:
+    eff = {**cal.efficiencies, **{op: {"overhead_s": float(coef[op])} for op in STEP_CLASSES}}
+    return cal.model_copy(update={"efficiencies": eff, "source": f"{cal.source}; step overhead (step, step_seq, "
+                                                                 f"step_token) from {note}"})
 
 
 def save_json(obj: dict, path: str | Path) -> None:

@@ -164,6 +164,16 @@ class FitResult:
         return {c: self.efficiencies[c].model_dump() for c in self.fitted_classes}
 
 
+#: share of fitted kernels whose timing still overlapped other processes' load after the runner's
+#: retries, above which ``calibrate`` refuses to fit (the timings describe the contention, not the machine)
+CONTENDED_SHARE_MAX = 0.10
+
+
+def contended_kernels(kernels: list[KernelResult]) -> list[KernelResult]:
+    """Kernels the runner could not time without other processes' load (their note says so)."""
+    return [k for k in kernels if "contended:" in (k.note or "")]
+
+
 def kernel_dtype(k: KernelResult) -> str | None:
     """Math dtype of a kernel (None for dtype-agnostic ones: copies, PCIe)."""
     if k.group in ("memory", "h2d"):

@@ -76,6 +76,7 @@ class Row(BaseModel):
     source: str
     note: str = ""
     reason: str = ""
+    in_sample: str = ""  # why a default was informed by this row (then it is no independent check)
 
 
 class Result(BaseModel):
@@ -93,6 +94,7 @@ class Result(BaseModel):
     note: str
     source: str
     expressible: bool
+    in_sample: str = ""
 
 
 @lru_cache(maxsize=1)
@@ -175,7 +177,7 @@ def evaluate(row: Row) -> Result:
                   published=row.published, predicted=pred, error=err,
                   within_target=None if err is None or tgt is None else abs(err) <= tgt, target=tgt,
                   note=row.note if row.kind != "unexpressible" else row.reason, source=row.source,
-                  expressible=row.kind != "unexpressible")
+                  expressible=row.kind != "unexpressible", in_sample=row.in_sample)
 
 
 def _error(pred: float | None, pub: Any) -> float | None:
@@ -212,33 +214,47 @@ def _fmt(x, units: str) -> str:
 
 def render_table(rows: list[Result], markdown: bool = False) -> str:
     """The papers table as fixed-width text (or markdown) with a summary line per category."""
-    head = ["id", "row", "paper", "quantity", "published", "kvsim", "error", "ok", "note"]
+    head = ["id", "row", "paper", "quantity", "published", "kvsim", "error", "ok", "check", "note"]
     lines = []
     for r in rows:
         ok = "-" if r.within_target is None else ("yes" if r.within_target else "NO")
         err = "-" if r.error is None else f"{r.error * 100:+.1f}%"
+        note = r.note if (r.within_target is False or not r.expressible) else ""
+        if r.in_sample:
+            note = f"IN-SAMPLE: {r.in_sample}" + (f"; {note}" if note else "")
         lines.append([r.id, str(r.row), r.paper, r.quantity, _fmt(r.published, r.units), _fmt(r.predicted, r.units), err, ok,
-                      r.note if (r.within_target is False or not r.expressible) else ""])
+                      "in-sample" if r.in_sample else "held-out", note])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(c.replace("|", "/") for c in ln) + " |" for ln in lines]
     else:
-        w = [max(len(h), *(len(ln[i]) for ln in lines)) if i < 8 else 0 for i, h in enumerate(head)]
-        fmt = lambda cells: "  ".join(c.ljust(w[i]) if i < 8 else c for i, c in enumerate(cells))
-        out = [fmt(head), fmt(["-" * x for x in w[:8]] + ["-" * 4])] + [fmt(ln) for ln in lines]
+        n = len(head) - 1  # columns padded to a width (the note is last)
+        w = [max(len(h), *(len(ln[i]) for ln in lines)) if i < n else 0 for i, h in enumerate(head)]
+        fmt = lambda cells: "  ".join(c.ljust(w[i]) if i < n else c for i, c in enumerate(cells))
+        out = [fmt(head), fmt(["-" * x for x in w[:n]] + ["-" * 4])] + [fmt(ln) for ln in lines]
     out.append("")
     out.append(summary_line(rows))
     return "\n".join(out)
 
 
 def summary_line(rows: list[Result]) -> str:
+    """Per category: rows within target and the median |error| over all rows, and over the held-out
+    rows alone where some rows are in-sample (a default was informed by them)."""
     parts = []
     for cat in ("memory", "latency", "throughput", "ratio"):
         sel = [r for r in rows if r.category == cat and r.error is not None]
         if sel:
             ok = sum(1 for r in sel if r.within_target)
             med = statistics.median(abs(r.error) for r in sel)
-            parts.append(f"{cat}: {ok}/{len(sel)} within {TARGETS[cat] * 100:.0f}% (median |error| {med * 100:.1f}%)")
+            text = f"{cat}: {ok}/{len(sel)} within {TARGETS[cat] * 100:.0f}% (median |error| {med * 100:.1f}%"
+            held = [r for r in sel if not r.in_sample]
+            if len(held) < len(sel):
+                text += (f"; held-out rows only: {sum(1 for r in held if r.within_target)}/{len(held)}, median "
+                         f"{statistics.median(abs(r.error) for r in held) * 100:.1f}%" if held else "; no held-out row")
+            parts.append(text + ")")
     n_un = sum(1 for r in rows if not r.expressible)
     parts.append(f"not expressible: {n_un}")
+    n_in = sum(1 for r in rows if r.in_sample)
+    if n_in:
+        parts.append(f"in-sample rows: {n_in} (labelled; they informed a default)")
     return "; ".join(parts)

@@ -11,7 +11,8 @@ a stand-in step model (tests) is priced by calling it (``mode == "exact"``). Wha
 split safe is ``tests/test_sim_reference.py`` (the fast simulator equals the plain reference)
 and the pricer tests of ``tests/test_roofline.py``, not a check at build time.
 
-1. The linear layers and framework overhead share no part identity or overlap tag with the
+1. The linear layers and the engine overhead (both functions of the step's tokens and sampled
+   sequences only) share no part identity or overlap tag with the
    method's parts (:meth:`Roofline.separable`), so a step's time is theirs (cached per
    sampled rows, in blocks of token counts) plus the method's. The method's decode and
    prefill parts are priced apart (prefill cached per tuple of ``(new, cached)`` chunks)
@@ -123,7 +124,7 @@ class StepPricer:
         the linear layers' and the overhead's (a contract rule; if broken, price exactly);
         ``joint_mixed``: decode and prefill parts meet (the ``shared_step_parts`` trait)."""
         m = self.step.method
-        linear = linear_cost(self.step.dep, 8.0, 2.0).parts + self.step._overhead.parts
+        linear = linear_cost(self.step.dep, 8.0, 2.0).parts + self.step.overhead_cost(8.0, 2.0).parts
         decode = m.decode_cost(np.array([3.0, 5.0])).parts
         prefill = m.prefill_cost(np.array([7.0]), np.array([2.0])).parts
         if not Roofline.separable(linear, decode + prefill):
@@ -186,7 +187,7 @@ class StepPricer:
         row = self._linear_cache.get(key)
         if row is None:
             t = np.arange(key[1] * TOKEN_BLOCK, (key[1] + 1) * TOKEN_BLOCK, dtype=np.float64)
-            cost = linear_cost(self.step.dep, t, float(sampled)) + self.step._overhead
+            cost = linear_cost(self.step.dep, t, float(sampled)) + self.step.overhead_cost(t, float(sampled))
             row = np.broadcast_to(np.asarray(self.roofline.seconds(cost), dtype=np.float64), t.shape).tolist()
             self._linear_cache[key] = row
         return row[tokens % TOKEN_BLOCK]

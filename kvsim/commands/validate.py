@@ -542,6 +542,9 @@ def _print_e2e(r: dict) -> None:
     con.print(f"checks (|error| <= {tol * 100:.0f}% for TTFT and TBT p50 and mean): {'passed' if r['passed'] else 'FAILED'}")
 
 
+app.command("replay")(replay_cmd)
+
+
 @app.command("papers")
 def papers_cmd(as_json: JsonOpt = False) -> None:
     """Reproduce published measurements (METHODS.md section 2) with kvsim's defaults: published, predicted, error."""

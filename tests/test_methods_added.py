@@ -186,3 +186,31 @@ def test_moba_span_and_sparsity():
     assert gpu(m, 1_048_576) == 32 * (1_048_576 * 16_384 + 256 * 8192)
     s = make_method("moba:block_size=512,top_k=3", d)
     assert s.span == 1280  # 8K scaling-law setting: 2.5 * 512
+
+
+# ---------------------------------------------------------------- Locret
+def test_locret_kept_tokens_and_compression():
+    """Budget 6000 + 100 local tokens: P = 100,000 keeps 6,100 per layer and head; generated tokens append.
+    At 128K: 131,072 / 16,484 = 7.95x with budget 16384 (paper: 8x, Llama-3.1-8B) and 131,072 / 6,100 = 21.5x
+    with 6000 (paper: 20x, Phi-3-mini-128K)."""
+    m = make_method("locret", dep())
+    assert gpu(m, 100_000) == 6_100 * 524_288
+    assert gpu(m, 100_050, n_prompt=100_000) == 6_150 * 524_288
+    assert gpu(m, 3_000) == 3_000 * 524_288  # below the budget nothing is evicted
+    full = make_method("full", dep())
+    assert gpu(full, 131_072) / gpu(m, 131_072) == pytest.approx(21.49, rel=1e-3)
+    big = make_method("locret:budget=16384", dep(llama31_8b()))
+    assert gpu(make_method("full", dep(llama31_8b())), 131_072) / gpu(big, 131_072) == pytest.approx(7.951, rel=1e-3)
+
+
+def test_locret_chunked_prefill_pairs_and_retaining_head():
+    """8192 new tokens, nothing cached, chunks of 3072 against a 6000-token retained set:
+    3072*3073/2 + (3072*3072 + 3072*3073/2) + (2048*6000 + 2048*2049/2) = 33,263,616 pairs;
+    retaining head (32 + 2*32) * 128 = 12,288 inputs -> 1024 -> 32: 2*12,288*1024 + 2*1024*32 = 25,231,360 FLOPs/token/layer."""
+    m = make_method("locret", dep())
+    c = m.prefill_cost(np.array([8192.0]), np.array([0.0]))
+    assert c.by_name("attn_prefill").flops == pytest.approx(32 * 2 * 32 * 256 * 33_263_616)
+    assert c.by_name("locret_evict").flops == pytest.approx(32 * 8192 * 25_231_360)
+    # after a 10,000-token prefix the retained set is full: one 3072 chunk sees 6000 + causal
+    c2 = m.prefill_cost(np.array([3072.0]), np.array([10_000.0])).by_name("attn_prefill")
+    assert c2.flops == pytest.approx(32 * 2 * 32 * 256 * (3072 * 6000 + 3072 * 3073 / 2))

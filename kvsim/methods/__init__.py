@@ -20,6 +20,7 @@ from kvsim.methods.headmerge import HeadMerge
 from kvsim.methods.infllm import InfLLM
 from kvsim.methods.kivi import KIVI
 from kvsim.methods.llmlingua import LLMLingua
+from kvsim.methods.locret import Locret
 from kvsim.methods.magicpig import MagicPIG
 from kvsim.methods.mikv import MiKV
 from kvsim.methods.mla import MLA
@@ -62,6 +63,7 @@ REGISTRY: dict[str, type[KVMethod]] = {
     "xecomla": XEcoMLA,
     "nsa": NSA,
     "moba": MoBA,
+    "locret": Locret,
 }
 
 __all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "KVMethod", "MethodParams", "Residency"]

@@ -21,8 +21,8 @@ FLOPs per key and query head, fp32 scores written and read), entropy and varianc
 attention and the indicator (``5 + 7`` FLOPs per score: softmax, mean, variance, entropy
 [DERIVED]), and the cascade's compaction: each layer's kept tokens are gathered when it is
 processed and once more when later stages re-trim it (2 copies [DERIVED]). Decode reads the
-kept tokens. The prefill peak holds the whole prompt's KV of the layer being processed only in
-CAKE; kvsim's memory model keeps SnapKV's accounting (residency after compression).
+kept tokens. Memory: the cascade bounds CAKE's prefill peak by the budget; kvsim's pools hold the
+residency above for the request's whole life (``n_prompt`` omitted: every cached token is prompt).
 """
 
 from __future__ import annotations

@@ -2,17 +2,20 @@
 
 The context is split into blocks of ``B`` tokens; a parameter-free gate scores each block by
 the query's dot product with the block's mean-pooled key (§2.2) and every query attends to its
-top-``k`` blocks, the current block always among them (causal within it). Defaults: ``B`` =
-4096 and ``k`` = 12, the paper's 1M-context setting (sparsity ``1 - 12 x 4096 / 1M`` = 95.31 %);
-its scaling-law runs use ``B`` = 512, ``k`` = 3 at 8K (81.25 %). Trained in (continual
-pre-training); kvsim prices the attention pattern on the given model.
+top-``k`` blocks, the current block always among them (causal within it; ``moba/moba_naive.py``
+gives the current block +inf and future blocks -inf before the top-k). Defaults: ``B`` = 4096 and
+``k`` = 12 (``examples/llama.py`` of github.com/MoonshotAI/MoBA; the paper's 1M-context setting,
+sparsity ``1 - 12 x 4096 / 1M`` = 95.31 %); its scaling-law runs use ``B`` = 512, ``k`` = 3 at 8K
+(81.25 %). Trained in (continual pre-training); kvsim prices the attention pattern on the given
+model.
 
 Tokens attended by the query at position ``t``: the current block's tokens (on average half a
 block) plus ``k - 1`` earlier blocks, so kvsim uses ``min(t, (k - 1/2) B)`` [DERIVED: the
 average over positions of the current block's fill] for decode, and the same cap per query
 for prefill pairs (``window_pairs``). The gate reads the mean keys of the ``floor((t-1)/B)``
 completed blocks (kept resident, one key vector per block per KV head: ``floor(n/B) / B`` of
-the K) and spends ``2 d_qk`` FLOPs per block and query head, plus a top-k. The full KV stays
+the K; the reference code re-pools them every forward, keeping them is kvsim's [DERIVED] decode
+form) and spends ``2 d_qk`` FLOPs per block and query head, plus a top-k. The full KV stays
 resident. Prefill also mean-pools the new keys (one read of K). Not defined for MLA.
 """
 

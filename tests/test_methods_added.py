@@ -214,3 +214,20 @@ def test_locret_chunked_prefill_pairs_and_retaining_head():
     # after a 10,000-token prefix the retained set is full: one 3072 chunk sees 6000 + causal
     c2 = m.prefill_cost(np.array([3072.0]), np.array([10_000.0])).by_name("attn_prefill")
     assert c2.flops == pytest.approx(32 * 2 * 32 * 256 * (3072 * 6000 + 3072 * 3073 / 2))
+
+
+# ---------------------------------------------------------------- Elastic Cache
+def test_elastic_keeps_eighty_percent_and_prices_merge():
+    """ratio 0.2: 0.8 x 10,000 x 524,288 = 4,194,304,000 B; decode attends 8,000 of 10,000 tokens and shifts
+    25 tokens every 5 steps (32 layers * 0.2 * 25 * 2 * 16,384 B); prefill: eager scores of a 1000-token
+    prompt (1000 * 1000 * 32 heads, 12 two-byte passes) + merge of 200 tokens (3 KV reads/writes)."""
+    d = dep()
+    m = make_method("elastic", d)
+    assert gpu(m, 10_000) == pytest.approx(0.8 * 10_000 * 524_288)
+    c = m.decode_cost(np.array([9_999.0]))
+    assert c.by_name("attn_decode").flops == pytest.approx(32 * 8_000 * 2 * 32 * 256)
+    assert c.by_name("elastic_evict").hbm_bytes == pytest.approx(32 * 0.2 * 25 * 2 * 16_384)
+    p = m.prefill_cost(np.array([1000.0]), np.array([0.0]))
+    assert p.by_name("elastic_scores").hbm_bytes == pytest.approx(32 * (1000 * 1000 * 32 * 12 * 2 + 1000 * 8))
+    assert p.by_name("elastic_merge").hbm_bytes == pytest.approx(32 * 200 * 3 * 16_384)
+    assert not m.shares_prefix_blocks(16)  # survivors depend on the whole prompt's scores

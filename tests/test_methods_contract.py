@@ -29,7 +29,7 @@ def deepseek_v2_lite() -> ModelSpec:
 
 MODELS = {"gqa": (llama31_8b, 1), "mha": (llama2_7b, 1), "mla": (deepseek_v2_lite, 1), "gqa_tp2": (llama31_8b, 2)}
 #: methods that refuse a model kind with a ConfigError (by design)
-REFUSES = {"mla": {"magicpig", "duoattention", "razorattention", "mikv", "headmerge", "xecomla", "nsa", "moba", "locret"}}
+REFUSES = {"mla": {"magicpig", "duoattention", "razorattention", "mikv", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic"}}
 NOT_MLA = {"gqa": {"mla"}, "mha": {"mla"}, "gqa_tp2": {"mla"}}
 NAMES = sorted(REGISTRY)
 #: context from which a method's GPU KV must not exceed full's (its budget)
@@ -210,7 +210,7 @@ def test_registry_has_every_method():
     """All methods of the brief are registered."""
     want = {"full", "kivi", "magicpig", "quest", "topk", "h2o", "streamingllm", "snapkv", "pyramidkv", "duoattention",
             "infllm", "gear", "zipcache", "razorattention", "mla", "llmlingua", "prefix",
-            "mikv", "cake", "oracle", "headmerge", "xecomla", "nsa", "moba", "locret"}
+            "mikv", "cake", "oracle", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic"}
     assert want <= set(REGISTRY)
     assert math.isfinite(len(REGISTRY))
 
@@ -251,6 +251,7 @@ VARIANTS = {
     "nsa": [{"cmp_block": 64, "cmp_stride": 64, "sel_blocks": 1, "window": 1}],
     "moba": [{"block_size": 512, "top_k": 3}, {"block_size": 1, "top_k": 1}],
     "locret": [{"budget": 16384, "chunk": 1024, "stabilizers": 0, "local": 0}],
+    "elastic": [{"ratio": 0.0, "distance": 0}, {"ratio": 0.9}],
 }
 SETTINGS = [(n, {}, k) for n, k in CASES] + [(n, v, "gqa") for n in NAMES for v in VARIANTS.get(n, [])]
 SETTING_IDS = [f"{n}-{k}" + ("-" + ",".join(f"{a}={b}" for a, b in v.items()) if v else "") for n, v, k in SETTINGS]

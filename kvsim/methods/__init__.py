@@ -13,6 +13,7 @@ from kvsim.errors import SpecError, unknown_name
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.methods.cake import CAKE
 from kvsim.methods.duoattention import DuoAttention
+from kvsim.methods.elastic import ElasticCache
 from kvsim.methods.full import Full
 from kvsim.methods.gear import GEAR
 from kvsim.methods.h2o import H2O
@@ -64,6 +65,7 @@ REGISTRY: dict[str, type[KVMethod]] = {
     "nsa": NSA,
     "moba": MoBA,
     "locret": Locret,
+    "elastic": ElasticCache,
 }
 
 __all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "KVMethod", "MethodParams", "Residency"]

@@ -32,7 +32,14 @@ from pydantic import Field, model_validator
 
 from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, split_prompt, sum_seq
+from kvsim.methods._common import (
+    arr,
+    gpu_pass,
+    has,
+    kv_tok_layer,
+    split_prompt,
+    sum_seq,
+)
 from kvsim.methods.base import MethodParams
 from kvsim.methods.snapkv import SCORE_BYTES, SOFTMAX_FLOPS_PER_SCORE, SnapKV
 from kvsim.specbase import Float, Int

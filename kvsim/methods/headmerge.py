@@ -47,7 +47,7 @@ class HeadMerge(KVMethod):
 
     @property
     def kv_heads(self) -> int:
-        return int(round(self.dep.model.num_kv_heads * self.params.keep_ratio))
+        return round(self.dep.model.num_kv_heads * self.params.keep_ratio)
 
     def check(self) -> None:
         require_not_mla(self.dep, "headmerge", "an MLA latent has no KV heads to merge")

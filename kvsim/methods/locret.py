@@ -28,7 +28,15 @@ from pydantic import Field, model_validator
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, require_not_mla, split_prompt, sum_seq
+from kvsim.methods._common import (
+    arr,
+    gpu_pass,
+    has,
+    kv_tok_layer,
+    require_not_mla,
+    split_prompt,
+    sum_seq,
+)
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.specbase import Int
 

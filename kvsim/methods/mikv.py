@@ -29,9 +29,17 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, attn_decode, elems_tok_layer, gpu_pass, has, require_not_mla, sum_seq
+from kvsim.methods._common import (
+    arr,
+    attn_decode,
+    eager_prefill,
+    elems_tok_layer,
+    gpu_pass,
+    has,
+    require_not_mla,
+    sum_seq,
+)
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.methods.h2o import SCORE_BYTES, SOFTMAX_FLOPS_PER_SCORE
 from kvsim.specbase import Float, Int
@@ -92,16 +100,11 @@ class MiKV(KVMethod):
         return attn + demote
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.num_layers
-        n_new, n_cached = arr(n_new), arr(n_cached)
-        full_pairs = n_new * (n_cached + n_new)  # eager attention computes the masked scores too (as H2O)
-        attn = prefill_attention(dep, n_new, n_cached, pairs=full_pairs, kv_write_bytes_per_token_layer=0.0,
-                                 kv_read_bytes_per_token_layer=self.kv)
-        s = sum_seq(full_pairs) * dep.q_heads_per_gpu
+        dep, L = self.dep, self.dep.model.num_layers
+        attn = eager_prefill(dep, n_new, n_cached, score_passes=self.params.score_passes,
+                             accum_bytes_per_token=dep.q_heads_per_gpu * 2 * SCORE_BYTES, name="mikv_scores",
+                             kv_write_bytes_per_token_layer=0.0, kv_read_bytes_per_token_layer=self.kv)
         new = sum_seq(n_new)
-        scores = gpu_pass(dep, "mikv_scores", flops=L * s * SOFTMAX_FLOPS_PER_SCORE,
-                          hbm=L * s * p.score_passes * dep.ab + L * new * dep.q_heads_per_gpu * 2 * SCORE_BYTES,
-                          launches=3.0 * L * has(new))
         quant = gpu_pass(dep, "mikv_quant_prefill", flops=L * new * self.E * QUANT_FLOPS_PER_ELEM,
                          hbm=L * new * (self.E * dep.ab + self.tok), launches=2.0 * L * has(new))
-        return attn + scores + quant
+        return attn + quant

@@ -26,7 +26,16 @@ from pydantic import Field
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention, prefill_pairs
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, gpu_pass, has, key_elems_tok_layer, kv_tok_layer, require_not_mla, sum_seq, window_pairs
+from kvsim.methods._common import (
+    arr,
+    gpu_pass,
+    has,
+    key_elems_tok_layer,
+    kv_tok_layer,
+    require_not_mla,
+    sum_seq,
+    window_pairs,
+)
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.specbase import Int
 

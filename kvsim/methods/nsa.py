@@ -34,7 +34,16 @@ from pydantic import Field
 
 from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, attn_decode, gpu_pass, has, kv_tok_layer, require_not_mla, sum_seq, window_pairs
+from kvsim.methods._common import (
+    arr,
+    attn_decode,
+    gpu_pass,
+    has,
+    kv_tok_layer,
+    require_not_mla,
+    sum_seq,
+    window_pairs,
+)
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.specbase import Int
 

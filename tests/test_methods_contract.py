@@ -29,11 +29,11 @@ def deepseek_v2_lite() -> ModelSpec:
 
 MODELS = {"gqa": (llama31_8b, 1), "mha": (llama2_7b, 1), "mla": (deepseek_v2_lite, 1), "gqa_tp2": (llama31_8b, 2)}
 #: methods that refuse a model kind with a ConfigError (by design)
-REFUSES = {"mla": {"magicpig", "duoattention", "razorattention"}}
+REFUSES = {"mla": {"magicpig", "duoattention", "razorattention", "mikv", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic"}}
 NOT_MLA = {"gqa": {"mla"}, "mha": {"mla"}, "gqa_tp2": {"mla"}}
 NAMES = sorted(REGISTRY)
 #: context from which a method's GPU KV must not exceed full's (its budget)
-BUDGET = {"quest": 16, "gear": 1024, "infllm": 16384, "magicpig": 512, "h2o": 64, "zipcache": 64}
+BUDGET = {"quest": 16, "gear": 1024, "infllm": 16384, "magicpig": 512, "h2o": 64, "zipcache": 64, "mikv": 64}
 N_GRID = np.array([0, 1, 7, 16, 64, 127, 128, 500, 1024, 2047, 2048, 4000, 4224, 8320, 20000, 65536, 65537,
                    98304, 131072, 300000], dtype=float)
 
@@ -129,6 +129,9 @@ def test_never_more_gpu_kv_than_full(name, kind):
     g = np.asarray(m.kv_bytes(n).gpu_bytes, dtype=float)
     f = np.asarray(full.kv_bytes(n).gpu_bytes, dtype=float)
     slack = 1.0 + (2.0 if kind == "mla" else 1.0) / m.params.page_size if name == "quest" else 1.0
+    if name == "nsa":  # three branches: + 1/d compressed tokens, the window's and compression buffer's own KV
+        p = m.params
+        slack = 1.0 + 1.0 / p.cmp_stride + (p.window + p.cmp_block) / n
     assert np.all(g <= f * slack * (1 + 1e-12))
 
 
@@ -206,7 +209,8 @@ def test_mla_refuses_non_mla_model_in_one_line():
 def test_registry_has_every_method():
     """All methods of the brief are registered."""
     want = {"full", "kivi", "magicpig", "quest", "topk", "h2o", "streamingllm", "snapkv", "pyramidkv", "duoattention",
-            "infllm", "gear", "zipcache", "razorattention", "mla", "llmlingua", "prefix"}
+            "infllm", "gear", "zipcache", "razorattention", "mla", "llmlingua", "prefix",
+            "mikv", "cake", "oracle", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic"}
     assert want <= set(REGISTRY)
     assert math.isfinite(len(REGISTRY))
 
@@ -239,6 +243,15 @@ VARIANTS = {
     "infllm": [{"topk": 0, "max_cached_block": 0, "miss_rate": 1.0}],
     "llmlingua": [{"ratio": 1.0}, {"ratio": 7.5}],
     "prefix": [{"hit_ratio": 0.0}],
+    "mikv": [{"important_ratio": 1.0, "hi_bits": 8, "lo_bits": 4}, {"important_ratio": 0.0}],
+    "cake": [{"budget_ratio": 0.032}, {"capacity": 256, "window": 8}],
+    "oracle": [{"budget_ratio": 0.3}, {"budget_ratio": 0.5, "unique_fraction": 0.05}],
+    "headmerge": [{"keep_ratio": 0.25}, {"keep_ratio": 1.0}],
+    "xecomla": [{"kv_lora_rank": 64}, {"kv_lora_rank": 512, "qk_rope_head_dim": 64}],
+    "nsa": [{"cmp_block": 64, "cmp_stride": 64, "sel_blocks": 1, "window": 1}],
+    "moba": [{"block_size": 512, "top_k": 3}, {"block_size": 1, "top_k": 1}],
+    "locret": [{"budget": 16384, "chunk": 1024, "stabilizers": 0, "local": 0}],
+    "elastic": [{"ratio": 0.0, "distance": 0}, {"ratio": 0.9}],
 }
 SETTINGS = [(n, {}, k) for n, k in CASES] + [(n, v, "gqa") for n in NAMES for v in VARIANTS.get(n, [])]
 SETTING_IDS = [f"{n}-{k}" + ("-" + ",".join(f"{a}={b}" for a, b in v.items()) if v else "") for n, v, k in SETTINGS]

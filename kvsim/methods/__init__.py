@@ -11,15 +11,23 @@ from pydantic import ValidationError
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import SpecError, unknown_name
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods.cake import CAKE
 from kvsim.methods.duoattention import DuoAttention
+from kvsim.methods.elastic import ElasticCache
 from kvsim.methods.full import Full
 from kvsim.methods.gear import GEAR
 from kvsim.methods.h2o import H2O
+from kvsim.methods.headmerge import HeadMerge
 from kvsim.methods.infllm import InfLLM
 from kvsim.methods.kivi import KIVI
 from kvsim.methods.llmlingua import LLMLingua
+from kvsim.methods.locret import Locret
 from kvsim.methods.magicpig import MagicPIG
+from kvsim.methods.mikv import MiKV
 from kvsim.methods.mla import MLA
+from kvsim.methods.moba import MoBA
+from kvsim.methods.nsa import NSA
+from kvsim.methods.oracle import OracleSampling
 from kvsim.methods.prefix import Prefix
 from kvsim.methods.pyramidkv import PyramidKV
 from kvsim.methods.quest import Quest
@@ -27,6 +35,7 @@ from kvsim.methods.razorattention import RazorAttention
 from kvsim.methods.snapkv import SnapKV
 from kvsim.methods.streamingllm import StreamingLLM
 from kvsim.methods.topk import TopK
+from kvsim.methods.xecomla import XEcoMLA
 from kvsim.methods.zipcache import ZipCache
 from kvsim.specbase import format_validation_error
 
@@ -48,6 +57,15 @@ REGISTRY: dict[str, type[KVMethod]] = {
     "mla": MLA,
     "llmlingua": LLMLingua,
     "prefix": Prefix,
+    "mikv": MiKV,
+    "cake": CAKE,
+    "oracle": OracleSampling,
+    "headmerge": HeadMerge,
+    "xecomla": XEcoMLA,
+    "nsa": NSA,
+    "moba": MoBA,
+    "locret": Locret,
+    "elastic": ElasticCache,
 }
 
 __all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "KVMethod", "MethodParams", "Residency"]

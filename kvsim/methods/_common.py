@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.costmodel.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer, nseq, sum_seq
+from kvsim.costmodel.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer, nseq, prefill_attention, sum_seq
 from kvsim.costmodel.cost import Cost, Num, Part
 from kvsim.costmodel.cost import indicator as has  # noqa: F401  (1.0 where x > 0; methods' name for it)
 from kvsim.costmodel.deployment import Deployment
@@ -124,3 +124,23 @@ def require_not_mla(dep: Deployment, method: str, why: str) -> None:
 def is_mha(dep: Deployment) -> bool:
     m = dep.model
     return m.mla is None and m.num_kv_heads == m.num_heads
+
+
+def eager_prefill(dep: Deployment, n_new: Num, n_cached: Num, *, score_passes: float, accum_bytes_per_token: float,
+                  name: str, softmax_flops: float = 5.0, kv_write_bytes_per_token_layer: float | None = None,
+                  kv_read_bytes_per_token_layer: float | None = None) -> Cost:
+    """Prefill with eager (non-Flash) attention that materializes the attention weights, as H2O-style
+    importance scores need them (see :mod:`kvsim.methods.h2o`): the full ``n x (c + n)`` score matrix per
+    query head is computed (masked entries included) and streams through HBM ``score_passes`` times
+    (2-byte passes); ``accum_bytes_per_token`` of accumulated scores are read and written per new token
+    and layer; ``softmax_flops`` per score. Parts: ``attn_prefill`` and ``name``."""
+    L, hq = dep.model.num_layers, dep.q_heads_per_gpu
+    n_new, n_cached = arr(n_new), arr(n_cached)
+    full_pairs = n_new * (n_cached + n_new)
+    attn = prefill_attention(dep, n_new, n_cached, pairs=full_pairs, kv_write_bytes_per_token_layer=kv_write_bytes_per_token_layer,
+                             kv_read_bytes_per_token_layer=kv_read_bytes_per_token_layer)
+    s = sum_seq(full_pairs) * hq
+    new = sum_seq(n_new)
+    scores = gpu_pass(dep, name, flops=L * s * softmax_flops,
+                      hbm=L * s * score_passes * dep.ab + L * new * accum_bytes_per_token, launches=3.0 * L * has(new))
+    return attn + scores

@@ -2,7 +2,7 @@
 reproduced by the tutorial seed). kvsim does not compute accuracy; these rows let reports
 put speed next to the quality the papers measured for the same configuration.
 
-Config keys: MagicPIG ``(K, L)``; Quest ``(page_size, budget_ratio)``; TopK ``budget_ratio``.
+Config keys: MagicPIG ``(K, L)``; Quest ``(page_size, budget_ratio)``; TopK and oracle sampling ``budget_ratio``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ _REASON: dict[str, dict[object, tuple[float, ...]]] = {  # Llama-3.1-8B-Instruct
     "magicpig": {(10, 300): (83.1, 67.2, 20.7), (10, 220): (79.8, 58.9, 17.9), (10, 150): (68.3, 43.5, 11.7)},
     "topk": {0.06: (78.6, 62.9, 20.8), 0.04: (76.2, 59.0, 19.2), 0.02: (71.5, 44.0, 11.3)},
     "quest": {(16, 0.06): (55.8, 23.2, 5.2)},
+    "oracle": {0.3: (88.1, 72.4, 27.6), 0.1: (88.5, 69.2, 26.2), 0.02: (83.1, 57.9, 11.9)},
 }
 
 

@@ -28,9 +28,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, attn_decode, gpu_pass, has, kv_tok_layer, split_prompt, sum_seq
+from kvsim.methods._common import arr, attn_decode, eager_prefill, kv_tok_layer, split_prompt
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.specbase import Float, Int
 
@@ -84,13 +83,6 @@ class H2O(KVMethod):
                            extra_hbm=scores, launches_per_layer=5.0)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, L = self.dep, self.dep.model.num_layers
-        n_new, n_cached = arr(n_new), arr(n_cached)
-        full_pairs = n_new * (n_cached + n_new)  # eager attention computes masked scores too
-        attn = prefill_attention(dep, n_new, n_cached, pairs=full_pairs)
-        s = sum_seq(full_pairs) * dep.q_heads_per_gpu
-        new = sum_seq(n_new)
-        scores = gpu_pass(dep, "h2o_scores", flops=L * s * SOFTMAX_FLOPS_PER_SCORE,
-                          hbm=L * s * self.params.score_passes * dep.ab + L * new * dep.q_heads_per_gpu * 2 * SCORE_BYTES,
-                          launches=3.0 * L * has(new))
-        return attn + scores
+        dep = self.dep
+        return eager_prefill(dep, n_new, n_cached, score_passes=self.params.score_passes,
+                             accum_bytes_per_token=dep.q_heads_per_gpu * 2 * SCORE_BYTES, name="h2o_scores")

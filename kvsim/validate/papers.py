@@ -10,7 +10,9 @@ Row kinds (``kind``):
 * ``estimate``: one estimate; ``metric`` is a field of the result or a derived quantity
   (``tok_s``, ``tbt_ms``, ``prefill_tok_s``, ``gpu_gib``/``gpu_gb`` (with kvsim's prefill activation
   reserve), ``gpu_gib_weights_kv``/``gpu_gb_weights_kv`` (weights + KV + method buffers: what a
-  decode-time measurement holds), ``host_gb``, ``max_batch``, ``oom``, ``hash_tables_gb``, ``projector_kb``).
+  decode-time measurement holds), ``host_gb``, ``max_batch``, ``oom``, ``hash_tables_gb``, ``projector_kb``,
+  ``kv_bytes_per_token`` (GPU KV bytes per cached token), ``decode_attn_bytes`` (HBM bytes of the method's
+  decode-attention parts for one sequence: the KV it loads, for memory-access ratios)).
 * ``ratio``: ``metric`` of ``num`` over ``den`` (two estimates; ``invert`` flips it).
 * ``batch_run``: ``batch`` requests arrive together (prompt + output tokens) and are served
   with ``kvsim.sim.replica.simulate`` (whole-prompt prefill); value = generated tokens / makespan.
@@ -41,6 +43,7 @@ from kvsim.traces.base import Trace
 
 PAPERS_YAML = Path(__file__).with_name("papers.yaml")
 HW_DIR = Path(__file__).with_name("papers_hw")
+MODEL_DIR = Path(__file__).with_name("papers_models")  # models some rows need, kept out of the catalog
 TARGETS = {"memory": 0.05, "latency": 0.25, "throughput": 0.25, "ratio": 0.25, "count": 0.25}
 GIB, GB = 2.0**30, 1e9
 
@@ -108,9 +111,14 @@ def _hw(name: str) -> str:
     return str(p) if p.is_file() else name
 
 
+def _model(name: str) -> str:
+    p = MODEL_DIR / f"{name}.yaml"
+    return str(p) if p.is_file() else name
+
+
 @cache
 def _deployment(hw: str, model: str, weight_dtype: str, kv_dtype: str):
-    return build_deployment(_hw(hw), model, weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    return build_deployment(_hw(hw), _model(model), weight_dtype=weight_dtype, kv_dtype=kv_dtype)
 
 
 def _estimate(c: Conditions):
@@ -145,6 +153,10 @@ def metric_of(c: Conditions, metric: str) -> float:
         return float(meth.host_breakdown(float(c.context))["hash_tables"]) / GB
     if metric == "projector_kb":
         return meth.fixed_gpu_bytes() / 1e3
+    if metric == "kv_bytes_per_token":
+        return float(r.kv_bytes_per_token_gpu)
+    if metric == "decode_attn_bytes":  # HBM bytes of the method's decode parts, one sequence at `context`
+        return float(meth.decode_cost(np.array([float(c.context)])).total("hbm_bytes"))
     raise ValueError(f"unknown metric {metric}")
 
 

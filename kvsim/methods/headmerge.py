@@ -1,0 +1,70 @@
+"""KV-head compression: MHA (or GQA) turned into GQA with fewer KV heads by low-rank merging
+("Effectively Compress KV Heads for LLM", Yu et al., 2024, arXiv 2406.07056).
+
+The KV heads of each group are merged into one by an SVD of their cached keys / values (the
+projections are folded into the K/V and Q/O weights), then the model is briefly fine-tuned;
+the paper compresses half, or even three quarters, of LLaMA-2's KV heads. The result is a
+GQA model with ``n_kv' = keep_ratio x n_kv`` KV heads (default 0.5: "half the heads"), so per
+token per layer (METHODS.md 1.0 with ``n_kv'``)::
+
+    bytes = 2 n_kv' d b         Llama-2-7B, keep 0.5: 2 x 16 x 128 x 2 = 8,192 B (half of 16,384)
+
+Decode reads that KV once per step (GQA: the bytes fall by ``1/keep_ratio``, the attention
+FLOPs do not, since every query head still attends to every token); prefill is FlashAttention
+on the merged model. Not modelled: the smaller K/V projection weights (``2 h d (n_kv - n_kv')``
+parameters per layer; the linear layers are priced from the model spec, so weight reads are
+slightly overstated). Not defined for MLA (one latent, no KV heads to merge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from pydantic import Field
+
+from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.cost import Cost, Num
+from kvsim.errors import ConfigError
+from kvsim.methods._common import arr, require_not_mla
+from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.specbase import Float
+
+
+class HeadMergeParams(MethodParams):
+    keep_ratio: Float = Field(0.5, gt=0, le=1)
+    """KV heads kept after merging, as a fraction of the model's (paper: 1/2 and 1/4)."""
+
+
+class HeadMerge(KVMethod):
+    name = "headmerge"
+    summary = "KV-head compression: merge KV heads by low-rank SVD into GQA with half the KV heads"
+    Params = HeadMergeParams
+
+    def __init__(self, dep, params=None):
+        super().__init__(dep, params)
+        self.mdep = replace(dep, model=dep.model.model_copy(update={"num_kv_heads": self.kv_heads}))
+
+    @property
+    def kv_heads(self) -> int:
+        return round(self.dep.model.num_kv_heads * self.params.keep_ratio)
+
+    def check(self) -> None:
+        require_not_mla(self.dep, "headmerge", "an MLA latent has no KV heads to merge")
+        m, r = self.dep.model, self.params.keep_ratio
+        h = self.kv_heads
+        if h < 1 or abs(h - m.num_kv_heads * r) > 1e-9 or m.num_heads % h or m.num_kv_heads % h:
+            raise ConfigError(f"headmerge keep_ratio {r} of the {m.num_kv_heads} KV heads of {m.name} must give a whole "
+                              f"number of heads dividing them and the {m.num_heads} query heads")
+        t = self.dep.tp
+        if h % t and t % h:
+            raise ConfigError(f"headmerge: --tp {t} cannot split or replicate the {h} merged KV heads of {m.name}")
+
+    def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
+        return Residency(gpu_bytes=arr(n_tokens) * self.mdep.full_kv_bytes_per_token)
+
+    def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
+        return decode_attention(self.mdep, arr(ctx) + 1.0)
+
+    def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
+        return prefill_attention(self.mdep, n_new, n_cached)

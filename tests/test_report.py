@@ -192,6 +192,22 @@ def test_memory_chart_has_capacity_lines_and_host_panel_only_when_used():
     assert {tuple(t["y"]) for t in host["data"] if t["name"].endswith(" capacity") and t["xaxis"] == "x2"} == {(100.0, 100.0)}
 
 
+def test_host_panel_draws_only_the_methods_that_use_host_memory():
+    """Host KV panel: only runs that hold KV on the host; on the plan page the best such
+    configuration is drawn even when it is not among the top ranked."""
+    runs = [("gpu-only", sample_point(1.0, host=False)), ("offload", sample_point(2.0, host=True))]
+    mem = _figs(simulation_html(runs, "two"))[1]
+    assert {t["name"] for t in mem["data"] if t["xaxis"] == "x2"} == {"offload", "offload capacity"}
+    plan = sample_plan()
+    last = plan.ranking[-1]
+    configs = list(plan.configs)
+    configs[last] = configs[last].model_copy(update={"best": sample_point(configs[last].max_rate_per_s, host=True)})
+    mem = _figs(plan_report_html(plan.model_copy(update={"configs": configs})))[2]
+    host = [t for t in mem["data"] if t["xaxis"] == "x2" and t["name"] == configs[last].label]
+    assert len(host) == 1 and host[0].get("visible", True) is True
+    assert len([t for t in mem["data"] if t["xaxis"] == "x2"]) == 2  # its curve and its capacity line
+
+
 def test_plan_timelines_line_up_runs_at_different_rates():
     """Plan timelines plot time x rate (requests arrived), so runs at different rates share an axis."""
     plan = sample_plan()

@@ -162,10 +162,11 @@ class Panel:
     scale: float  # divide values by this
     unit: str
     capacity: str | None = None  # PointResult field of the capacity line (per replica; x replicas)
+    users_only: bool = False  # draw only runs with a nonzero value here (host KV: the methods that use it)
 
 
 GPU_KV = Panel("gpu_kv_bytes", "GPU KV memory", 1e9, "GB", "kv_gpu_capacity_bytes")
-HOST_KV = Panel("host_kv_bytes", "host KV memory", 1e9, "GB", "kv_host_capacity_bytes")
+HOST_KV = Panel("host_kv_bytes", "host KV memory", 1e9, "GB", "kv_host_capacity_bytes", users_only=True)
 BATCH = Panel("batch_size", "running batch", 1.0, "sequences")
 QUEUE = Panel("queue_len", "waiting queue", 1.0, "requests")
 
@@ -181,7 +182,8 @@ def timeline_figure(items: list[tuple[str, PointResult]], panels: list[Panel], t
     """Gauges over simulated time, one panel each. ``per_arrival``: x is time x offered rate
     (requests arrived so far, for runs of the same trace at different rates), so runs at
     different rates line up request by request. A dotted line in the run's colour marks each
-    panel's capacity (per-replica capacity x replicas: the gauges are summed over replicas)."""
+    panel's capacity (per-replica capacity x replicas: the gauges are summed over replicas).
+    A ``users_only`` panel (host KV) draws only the runs that put something there."""
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p.title for p in panels])
     for n, (label, p) in enumerate(items):
         tl = p.timeline
@@ -191,6 +193,8 @@ def timeline_figure(items: list[tuple[str, PointResult]], panels: list[Panel], t
         x = r4([t * p.rate_per_s for t in tl.t_s] if per_arrival else tl.t_s)
         for col, panel in enumerate(panels, start=1):
             ys = getattr(tl, panel.field)
+            if panel.users_only and not any(ys):
+                continue
             if ys:
                 fig.add_trace(go.Scatter(x=x, y=r4(v / panel.scale for v in ys), mode="lines", name=label,
                                          legendgroup=label, showlegend=col == 1, visible=_visible(label, shown),

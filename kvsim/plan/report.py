@@ -203,7 +203,10 @@ def plan_report_html(plan: PlanResult, *, self_contained: bool = False) -> str:
     st = config_styles(runnable)
     best = [(c.label, c.best) for c in runnable if c.best is not None]
     shown = _shown_labels(plan)
-    memory = [GPU_KV, HOST_KV] if uses_host(best) or any(c.kv_bytes_per_token_host > 0 for c in runnable) else [GPU_KV]
+    host = [c.label for i in plan.ranking for c in [plan.configs[i]]
+            if c.error is None and (c.kv_bytes_per_token_host > 0 or uses_host([(c.label, c.best)] if c.best else []))]
+    memory = [GPU_KV, HOST_KV] if host else [GPU_KV]
+    shown |= set(host[:1])  # the host panel shows the best configuration that uses host memory
     slo = plan.slo
     target = f", target {plan.target_rate_per_s:g} req/s" if plan.target_rate_per_s else ""
     meta = html.escape(

@@ -198,7 +198,11 @@ def test_saved_plan_reloads_and_rebuilds_report(tmp_path):
     r = CliRunner().invoke(_cli(), ["report", str(tmp_path / "res")])
     assert r.exit_code == 0, r.output
     html = (tmp_path / "res" / "report.html").read_text()
-    assert "Plotly.newPlot" in html and not re.search(r"<script[^>]*\ssrc=", html)  # plotly.js inline, no CDN
+    from kvsim.plan.report import PLOTLY_JS
+
+    # plotly.js from the plan folder (no CDN): works offline
+    assert "Plotly.newPlot" in html and re.findall(r'<script[^>]*\ssrc="([^"]+)"', html) == [PLOTLY_JS]
+    assert (tmp_path / "res" / PLOTLY_JS).is_file()
     with pytest.raises(ConfigError, match="no plan.json"):
         load_plan(tmp_path)
 

@@ -1,4 +1,6 @@
-"""The HTML report in a real browser: headless Chromium renders every plot with no JavaScript error.
+"""The HTML reports in a real browser: headless Chromium renders every plot of every kind of
+page (plan, plan self-contained, plan with 16 methods, one simulation, several methods) with
+no JavaScript error.
 
 Method: a copy of the report gets a collector script as the first thing in ``<head>``
 (``error`` and ``unhandledrejection`` events, ``console.error``); after ``load`` it writes the
@@ -94,38 +96,52 @@ def test_collector_catches_a_javascript_error(chromium, tmp_path):
     assert plots == [] and any("undefinedFunction" in e for e in errors)
 
 
-def test_plan_report_renders_every_plot_without_js_errors(chromium, tmp_path):
-    """Every plot of the plan report draws an SVG with traces; no JS error; screenshot saved."""
-    from test_report import N_PLAN_FIGURES, sample_plan
+def _pages(tmp: Path) -> dict[str, tuple[Path, int]]:
+    """Every kind of page, written as the commands write them: name -> (path, number of plots)."""
+    from test_report import N_PLAN_FIGURES, many_methods, sample_plan, sample_point
 
-    from kvsim.plan.report import write_plan_report
+    from kvsim.plan.report import simulation_html, write_page, write_plan_report
 
-    path = write_plan_report(sample_plan(), tmp_path / "report.html")
+    runs = [(f"method {i}", sample_point(1.0 + i / 4, host=i % 2 == 0)) for i in range(8)]
+    return {
+        "plan-report": (write_plan_report(sample_plan(host=True), tmp / "report.html"), N_PLAN_FIGURES),
+        "plan-report-self-contained": (write_plan_report(sample_plan(), tmp / "sc" / "report.html", self_contained=True),
+                                       N_PLAN_FIGURES),
+        "plan-report-16-methods": (write_plan_report(sample_plan(methods=many_methods()), tmp / "many.html"), N_PLAN_FIGURES),
+        "single-run-report": (write_page(tmp / "single.html", simulation_html([("full", sample_point(4.0))], "single run",
+                                                                              slo_ttft_s=2.0, slo_tpot_s=0.05)), 3),
+        "multi-method-report": (write_page(tmp / "multi.html", simulation_html(runs, "eight methods", slo_ttft_s=1.0)), 3),
+    }
+
+
+@pytest.mark.parametrize("name", ["plan-report", "plan-report-self-contained", "plan-report-16-methods",
+                                  "single-run-report", "multi-method-report"])
+def test_every_page_renders_without_js_errors(chromium, tmp_path, name):
+    """Each page (plotly.js beside it or inline) draws every plot with traces and no JS error; screenshot saved."""
+    path, n = _pages(tmp_path)[name]
     errors, plots = _render(chromium, path, tmp_path)
     assert errors == []
-    assert len(plots) == N_PLAN_FIGURES
+    assert len(plots) == n
     assert all(p["svgs"] >= 1 and p["traces"] >= 1 for p in plots), plots
-    shot = _artifacts() / "plan-report.png"
+    shot = _artifacts() / f"{name}.png"
     shot.unlink(missing_ok=True)
     r = _chrome(chromium, tmp_path, "--hide-scrollbars", "--window-size=1400,3400", "--virtual-time-budget=30000",
                 f"--screenshot={shot}", path.as_uri())
     assert r.returncode == 0 and shot.stat().st_size > 10_000, r.stderr[-2000:]
 
 
-def test_single_run_report_renders(chromium, tmp_path):
-    """The single-simulation report (kvsim simulate --report) renders its plots without JS errors."""
+def test_page_without_its_plotly_says_so(chromium, tmp_path):
+    """A page whose plotly.js was not kept beside it shows a warning naming the file (and the check sees the errors)."""
     from test_report import sample_point
 
-    from kvsim.plan.report import single_run_html
+    from kvsim.plan.report import PLOTLY_JS, single_run_html
 
-    path = tmp_path / "single.html"
-    path.write_text(single_run_html(sample_point(4.0), "single run"), encoding="utf-8")
+    path = tmp_path / "alone.html"
+    path.write_text(single_run_html(sample_point(1.0), "alone"), encoding="utf-8")
     errors, plots = _render(chromium, path, tmp_path)
-    assert errors == [] and len(plots) == 3 and all(p["svgs"] >= 1 for p in plots), (errors, plots)
-    shot = _artifacts() / "single-run-report.png"
-    r = _chrome(chromium, tmp_path, "--hide-scrollbars", "--window-size=1400,1800", "--virtual-time-budget=30000",
-                f"--screenshot={shot}", path.as_uri())
-    assert r.returncode == 0 and shot.is_file()
+    assert errors and all(p["svgs"] == 0 for p in plots)
+    r = _chrome(chromium, tmp_path, "--virtual-time-budget=10000", "--dump-dom", path.as_uri())
+    assert f"{PLOTLY_JS} was not found next to this page" in r.stdout
 
 
 def test_report_of_a_real_plan_renders(chromium, tmp_path):
@@ -142,3 +158,4 @@ def test_report_of_a_real_plan_renders(chromium, tmp_path):
     path = write_plan_report(plan, tmp_path / "real.html")
     errors, plots = _render(chromium, path, tmp_path)
     assert errors == [] and len(plots) == 5 and all(p["svgs"] >= 1 and p["traces"] >= 1 for p in plots), plots
+    assert path.stat().st_size < 1_000_000

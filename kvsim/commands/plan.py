@@ -82,6 +82,7 @@ def plan_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the result cache")] = False,
     out: Annotated[Optional[str], typer.Option("--out", help="directory for plan.json, configs/*.json and report.html")] = None,
     force: Annotated[bool, typer.Option("--force", help="--out: replace or remove files there that kvsim did not write")] = False,
+    self_contained: Annotated[bool, typer.Option("--self-contained", help="--out: report.html with plotly.js inside (~5 MB)")] = False,
     as_json: JsonOpt = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
 ) -> None:
@@ -114,13 +115,18 @@ def plan_cmd(
     if cache is not None:
         check_writable_dir(cache if str(cache_dir) != "" else "", "--cache-dir")
     if out is not None:
-        check_tree(out, ["plan.json", "report.html"], flag="--out", force=force, owned_globs=PLAN_GLOBS)
+        # lazy: CLI start-up (plotly)
+        from kvsim.plan.report import PLOTLY_JS
+
+        names = ["plan.json", "report.html", *([] if self_contained else [PLOTLY_JS])]
+        check_tree(out, names, flag="--out", force=force, owned_globs=PLAN_GLOBS)
     plan = run_plan(req, jobs=jobs, executor=executor, cache_dir=cache, progress=progress and not as_json)
     if out is not None:
         # lazy: CLI start-up
-        from kvsim.plan.report import plan_report_html
+        from kvsim.plan.report import page_files, plan_report_html
 
-        save_plan(plan, out, extra={"report.html": plan_report_html(plan)}, force=force)
+        page = plan_report_html(plan, self_contained=self_contained)
+        save_plan(plan, out, extra=page_files("report.html", page, self_contained), force=force)
         out = Path(out)
     if plan.trace_notice:
         print(f"note: {plan.trace_notice}", file=sys.stderr)

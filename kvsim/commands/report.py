@@ -12,19 +12,23 @@ import typer
 def report_cmd(
     results_dir: Annotated[Path, typer.Argument(help="directory written by `kvsim plan --out`")],
     out: Annotated[Optional[str], typer.Option("--out", help="HTML file to write (default RESULTS_DIR/report.html)")] = None,
+    self_contained: Annotated[bool, typer.Option("--self-contained", help="plotly.js inside the page (~5 MB) instead of beside it")] = False,
     force: Annotated[bool, typer.Option("--force", help="replace RESULTS_DIR/report.html even if kvsim did not write it")] = False,
 ) -> None:
-    """Rebuild the self-contained HTML report (plotly inline, works offline) from saved results."""
+    """Rebuild the HTML report from saved results (plotly.js beside it, or inside with --self-contained; works offline)."""
     # lazy: CLI start-up
-    from kvsim.fileio import check_output_file, write_tree
-    from kvsim.plan.report import plan_report_html, write_plan_report
+    from kvsim.fileio import write_tree
+    from kvsim.plan.report import check_page, page_files, plan_report_html, write_page
     from kvsim.plan.search import load_plan
 
     if out is not None:
-        check_output_file(out, "--out")
+        check_page(out, self_contained, "--out")
     plan = load_plan(results_dir)
-    if out is None:  # into the plan directory: kvsim's own file there, or refuse (see kvsim.fileio)
-        path = write_tree(results_dir, {"report.html": plan_report_html(plan)}, force=force, prune=False, flag="RESULTS_DIR")[0]
+    page = plan_report_html(plan, self_contained=self_contained)
+    if out is None:  # into the plan directory: kvsim's own files there, or refuse (see kvsim.fileio)
+        write_tree(results_dir, page_files("report.html", page, self_contained), force=force, prune=False,
+                   flag="RESULTS_DIR")
+        path = results_dir / "report.html"
     else:
-        path = write_plan_report(plan, out)
+        path = write_page(out, page, self_contained=self_contained, flag="--out")
     print(f"wrote {path} ({len(plan.configs)} configurations)", file=sys.stderr)

@@ -25,7 +25,7 @@ from kvsim.commands.common import (
     check_watermark, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
-from kvsim.fileio import check_output_file, check_tree, write_tree
+from kvsim.fileio import check_tree, write_tree
 from kvsim.jsonutil import json_default
 
 
@@ -65,7 +65,8 @@ def simulate_cmd(
     slo_tbt: Annotated[Optional[float], typer.Option("--slo-tbt", help="goodput: SLO on each request's mean TBT (TPOT), seconds")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")] = 0,
     out: Annotated[Optional[str], typer.Option("--out", help="directory: manifest.json and one folder per method (summary.json, requests.csv, timeline.csv/json; docs/outputs.md)")] = None,
-    report: Annotated[Optional[str], typer.Option("--report", help="write an HTML report (single method)")] = None,
+    report: Annotated[Optional[str], typer.Option("--report", help="write an HTML report comparing the methods (plotly.js beside it)")] = None,
+    self_contained: Annotated[bool, typer.Option("--self-contained", help="--report: one HTML file with plotly.js inside (~5 MB)")] = False,
     force: Annotated[bool, typer.Option("--force", help="--out: replace or remove files there that kvsim did not write")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -83,7 +84,10 @@ def simulate_cmd(
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, ["manifest.json"], flag="--out", force=force)  # the method folders: checked again at write
     if report is not None:
-        check_output_file(report, "--report")
+        # lazy: CLI start-up (plotly)
+        from kvsim.plan.report import check_page
+
+        check_page(report, self_contained, "--report")
     dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
@@ -120,10 +124,9 @@ def simulate_cmd(
         write_outputs(results, Path(out), force=force)
     if report is not None:
         # lazy: CLI start-up
-        from kvsim.plan.report import single_run_report
+        from kvsim.plan.report import simulation_report
 
-        r0 = results[0]
-        single_run_report(r0, Path(report), title=f"{r0.summary['model']} on {r0.summary['hw']} - {r0.summary['method']}")
+        simulation_report(results, Path(report), self_contained=self_contained)
     if as_json:
         print_json(results[0].summary if len(results) == 1 else [r.summary for r in results])
     elif len(results) == 1:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from kvsim.plan.schema import CDF_LEVELS, PointResult, Stats, TimelineDigest
-from kvsim.sim.metrics import weighted_percentile
+from kvsim.sim.metrics import request_metrics, weighted_percentile
 from kvsim.sim.request import RequestStatus
 
 #: timeline points kept in digests for plots
@@ -48,13 +48,17 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
         arr = np.asarray(rec.arrival_s, dtype=np.float64)
         span = float(arr.max() - arr.min()) if n > 1 else 0.0
         rate_per_s = (n - 1) / span if span > 0 else 0.0
-    extra = {}
+    extra = {"kv_gpu_capacity_bytes": float(s.get("kv_gpu_capacity_bytes") or 0.0),
+             "kv_host_capacity_bytes": float(s.get("kv_host_capacity_bytes") or 0.0)}
     if detail:
         done = np.asarray(rec.status) == RequestStatus.FINISHED
         ttft = (np.asarray(rec.first_token_s) - np.asarray(rec.arrival_s))[done]
         lv = np.asarray(CDF_LEVELS)
         if ttft.size:
             extra["ttft_quantiles_s"] = np.quantile(ttft, lv).tolist()
+        tpot = request_metrics(rec)["tpot"]
+        if tpot.size:
+            extra["tpot_quantiles_s"] = np.quantile(tpot, lv).tolist()
         if np.asarray(result.tbt_values).size:
             extra["tbt_quantiles_s"] = np.asarray(
                 weighted_percentile(np.asarray(result.tbt_values), np.asarray(result.tbt_weights), lv * 100)).tolist()

@@ -1,193 +1,49 @@
-"""Plotly figures and one self-contained HTML report (formatting only; no simulation).
+"""HTML reports: the plan page (``kvsim plan --out``, ``kvsim report``) and the simulation
+page (``kvsim simulate --report``, one method or several compared). Formatting only; the
+figures are in :mod:`kvsim.plan.figures`.
 
-The page embeds plotly.js once, inline (``include_plotlyjs=True`` on the first figure), so it
-opens offline with no CDN. Plan report sections: latency vs throughput per configuration
-(from the rate-search probes), TTFT and TBT CDFs, GPU and host KV memory over time, batch
-size and queue over time (each at the configuration's highest SLO-meeting rate), a Pareto
-view (max rate per GPU vs KV bytes per token; cost per million output tokens vs published
-accuracy, METHODS.md §4), and the ranked recommendation table.
+plotly.js (about 4.8 MB) is not repeated in every page: a page loads ``plotly-<version>.min.js``
+from its own folder, written there once from the installed plotly package, so the page opens
+offline and stays well under 1 MB. ``self_contained=True`` (``--self-contained``) inlines
+plotly.js instead: one file that can be sent on its own.
+
+Plan page: ranked table; latency vs throughput per configuration (rate-search probes) with
+the SLO lines; TTFT, TPOT and TBT CDFs; KV memory (with capacity lines; the host panel only
+when some configuration keeps KV on the host) and batch/queue over time at each
+configuration's max SLO rate, on one axis of requests arrived (time x rate) so runs at
+different rates line up; a Pareto view (max rate per GPU vs KV bytes per token; published
+quality of this model and configuration vs throughput, gaps shown as gaps). The top ranked
+configurations are drawn, the others one legend click away.
 """
 
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
-from plotly.subplots import make_subplots
+from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
-from kvsim.fileio import atomic_write
+from kvsim.fileio import OutputError, atomic_write, check_output_file
 from kvsim.plan.digest import digest
-from kvsim.plan.schema import CDF_LEVELS, SLO, ConfigResult, PlanResult, PointResult
+from kvsim.plan.figures import (  # latency_throughput_figure, pareto_figure: also this module's API
+    BATCH, GPU_KV, HOST_KV, QUEUE, SloLines, cdf_figure, config_styles, latency_throughput_figure, pareto_figure,
+    published_rows, timeline_figure, uses_host,
+)
+from kvsim.plan.schema import ConfigResult, PlanResult, PointResult
 
-_HEIGHT = 420
-_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "triangle-down")
-_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+#: plotly.js written next to pages that are not self-contained
+PLOTLY_JS = f"plotly-{get_plotlyjs_version()}.min.js"
+#: runs drawn at first on a simulation page (the others are in the legend)
+SHOWN_RUNS = 6
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#222}
 h1{font-size:1.5em;margin-bottom:4px} h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd}
 .meta{color:#555;font-size:.9em} table.rec{border-collapse:collapse;font-size:.88em;width:100%}
 table.rec th,table.rec td{border:1px solid #ddd;padding:4px 8px;text-align:right}
 table.rec th{background:#f4f4f4} table.rec td.l{text-align:left} tr.top td{background:#eef8ee}
-.note{color:#666;font-size:.85em}
+.note{color:#666;font-size:.85em} .warn{background:#fee;border:1px solid #c00;padding:8px}
 """
-
-
-# ---------------------------------------------------------------- styling helpers
-def _styles(labels_by_method: dict[str, list[str]], hw_of: dict[str, str]) -> dict[str, dict]:
-    """Colour per method, symbol and dash per hardware, so curves read as a grid."""
-    palette = qualitative.Plotly + qualitative.D3
-    hws = sorted(set(hw_of.values()))
-    out = {}
-    for i, (_, labels) in enumerate(sorted(labels_by_method.items())):
-        for label in labels:
-            j = hws.index(hw_of[label])
-            out[label] = {"color": palette[i % len(palette)], "symbol": _SYMBOLS[j % len(_SYMBOLS)],
-                          "dash": _DASHES[j % len(_DASHES)]}
-    return out
-
-
-def _config_styles(configs: list[ConfigResult]) -> dict[str, dict]:
-    by_method: dict[str, list[str]] = {}
-    for c in configs:
-        by_method.setdefault(c.method_label, []).append(c.label)
-    return _styles(by_method, {c.label: c.hw_name for c in configs})
-
-
-def _layout(fig: go.Figure, title: str) -> go.Figure:
-    """Common size and style; ``title`` is the figure's accessible name (the page's h2 shows it)."""
-    fig.update_layout(height=_HEIGHT, template="plotly_white", margin={"l": 60, "r": 20, "t": 40, "b": 50},
-                      legend={"font": {"size": 10}})
-    fig.layout.meta = {"title": title}
-    return fig
-
-
-# ---------------------------------------------------------------- figures
-def latency_throughput_figure(configs: list[ConfigResult], slo: SLO) -> go.Figure:
-    """TTFT and TBT (or TPOT, per ``slo.tbt_metric``) at the SLO percentile vs output throughput,
-    one curve per configuration (its rate-search probes), with the SLO as a dotted line."""
-    pct, tkey = slo.percentile, ("tpot_s" if slo.tbt_metric == "tpot" else "tbt_s")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{pct} TTFT", f"{pct} {slo.tbt_metric.upper()}"))
-    st = _config_styles(configs)
-    ys: dict[int, list[float]] = {1: [slo.ttft_s], 2: [slo.tbt_s]}
-    for c in configs:
-        pts = sorted(c.probes, key=lambda p: p.rate_per_s)
-        if not pts:
-            continue
-        s = st[c.label]
-        x = [p.throughput_output_tok_s for p in pts]
-        hover = [f"{c.label}<br>rate {p.rate_per_s:.3g} req/s<br>{p.requests_rejected} rejected" for p in pts]
-        for col, key in ((1, "ttft_s"), (2, tkey)):
-            y = [getattr(p, key).at(pct) for p in pts]
-            ys[col] += [v for v in y if v is not None and v > 0]
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=c.label, legendgroup=c.label,
-                                     showlegend=col == 1, hovertext=hover, hoverinfo="text+y",
-                                     line={"color": s["color"], "dash": s["dash"]}, marker={"symbol": s["symbol"]}),
-                          row=1, col=col)
-    for col, bound in ((1, slo.ttft_s), (2, slo.tbt_s)):
-        fig.add_hline(y=bound, line={"color": "red", "dash": "dot", "width": 1}, row=1, col=col)
-        lo, hi = math.log10(min(ys[col])), math.log10(max(ys[col]))
-        fig.update_yaxes(type="log", range=[lo - 0.15, hi + 0.15], title_text="seconds (log)", row=1, col=col)
-    fig.update_xaxes(title_text="output throughput (tok/s)")
-    return _layout(fig, "Latency vs throughput (rate-search probes)")
-
-
-def _style(styles: dict[str, dict] | None, label: str, index: int) -> dict:
-    """The label's style, or a palette colour by position (same colour in every panel)."""
-    if styles and label in styles:
-        return styles[label]
-    palette = qualitative.Plotly
-    return {"color": palette[index % len(palette)], "dash": "solid"}
-
-
-def _visible(label: str, shown: set[str] | None) -> bool | str:
-    return True if shown is None or label in shown else "legendonly"
-
-
-def cdf_figure(items: list[tuple[str, PointResult]], styles: dict[str, dict] | None = None,
-               shown: set[str] | None = None) -> go.Figure:
-    """CDFs of TTFT (per request) and TBT (pooled inter-token gaps) from stored quantiles.
-
-    Labels outside ``shown`` start hidden (click the legend to show them)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("TTFT CDF", "TBT CDF"))
-    for n, (label, p) in enumerate(items):
-        s = _style(styles, label, n)
-        for col, q in ((1, p.ttft_quantiles_s), (2, p.tbt_quantiles_s)):
-            if q:
-                fig.add_trace(go.Scatter(x=q, y=list(CDF_LEVELS[: len(q)]), mode="lines", name=label, legendgroup=label,
-                                         showlegend=col == 1, visible=_visible(label, shown),
-                                         line={"color": s.get("color"), "dash": s.get("dash")}),
-                              row=1, col=col)
-    fig.update_xaxes(title_text="seconds", type="log")
-    fig.update_yaxes(title_text="fraction of requests", range=[0, 1.02])
-    return _layout(fig, "Latency CDFs")
-
-
-def _timeline_figure(items: list[tuple[str, PointResult]], styles: dict[str, dict] | None,
-                     panels: tuple[tuple[str, str, float, str], ...], title: str, shown: set[str] | None) -> go.Figure:
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels])
-    for n, (label, p) in enumerate(items):
-        tl = p.timeline
-        if tl is None or not tl.t_s:
-            continue
-        s = _style(styles, label, n)
-        for col, (field, _, scale, _) in enumerate(panels, start=1):
-            ys = getattr(tl, field)
-            if not ys:
-                continue
-            fig.add_trace(go.Scatter(x=tl.t_s, y=[v / scale for v in ys], mode="lines", name=label, legendgroup=label,
-                                     showlegend=col == 1, visible=_visible(label, shown),
-                                     line={"color": s.get("color"), "dash": s.get("dash"), "shape": "hv", "width": 1.5}),
-                          row=1, col=col)
-    for col, (_, _, _, unit) in enumerate(panels, start=1):
-        fig.update_yaxes(title_text=unit, row=1, col=col)
-    fig.update_xaxes(title_text="simulated time (s)")
-    return _layout(fig, title)
-
-
-def memory_figure(items: list[tuple[str, PointResult]], styles: dict[str, dict] | None = None,
-                  shown: set[str] | None = None) -> go.Figure:
-    """KV bytes in use on the GPU(s) and on the host over simulated time (GB = 1e9 B)."""
-    return _timeline_figure(items, styles, (("gpu_kv_bytes", "GPU KV memory", 1e9, "GB"),
-                                            ("host_kv_bytes", "host KV memory", 1e9, "GB")), "KV memory over time", shown)
-
-
-def batch_figure(items: list[tuple[str, PointResult]], styles: dict[str, dict] | None = None,
-                 shown: set[str] | None = None) -> go.Figure:
-    """Running batch size and waiting queue length over simulated time."""
-    return _timeline_figure(items, styles, (("batch_size", "running batch", 1.0, "sequences"),
-                                            ("queue_len", "waiting queue", 1.0, "requests")),
-                            "Batch and queue over time", shown)
-
-
-def pareto_figure(configs: list[ConfigResult]) -> go.Figure:
-    """Max SLO rate per GPU vs KV bytes/token; cost per M output tokens vs published accuracy."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("max rate per GPU vs KV footprint",
-                                                        "cost vs published accuracy (RULER avg)"))
-    st = _config_styles(configs)
-    have_acc = False
-    for c in configs:
-        s = st[c.label]
-        if c.max_rate_per_s > 0:
-            fig.add_trace(go.Scatter(x=[c.kv_bytes_per_token_gpu / 1e3], y=[c.max_rate_per_s / max(c.gpus, 1)],
-                                     mode="markers", name=c.label, legendgroup=c.label,
-                                     marker={"color": s["color"], "symbol": s["symbol"], "size": 11}), row=1, col=1)
-        acc = c.ruler_avg
-        if acc is not None and c.cost_usd_per_mtok is not None:
-            have_acc = True
-            fig.add_trace(go.Scatter(x=[acc], y=[c.cost_usd_per_mtok], mode="markers", name=c.label, legendgroup=c.label,
-                                     showlegend=c.max_rate_per_s <= 0,
-                                     marker={"color": s["color"], "symbol": s["symbol"], "size": 11}), row=1, col=2)
-    if not have_acc:
-        fig.add_annotation(text="no published accuracy for these configurations (METHODS.md §4)", showarrow=False,
-                           xref="x2 domain", yref="y2 domain", x=0.5, y=0.5)
-    fig.update_xaxes(title_text="GPU KV kB per token (mean trace context)", row=1, col=1)
-    fig.update_yaxes(title_text="req/s per GPU", row=1, col=1)
-    fig.update_xaxes(title_text="RULER average (published)", row=1, col=2)
-    fig.update_yaxes(title_text="USD per M output tokens (log)", type="log", row=1, col=2)
-    return _layout(fig, "Pareto view")
 
 
 # ---------------------------------------------------------------- tables and page
@@ -257,23 +113,71 @@ def recommendation_html(plan: PlanResult) -> str:
             f'<p class="note">Prices:</p><ul class="note">{notes or "<li>none in the hardware specs</li>"}</ul>')
 
 
-def render_page(title: str, meta_html: str, sections: list[tuple[str, go.Figure | str]]) -> str:
-    """One HTML page; plotly.js inline once, before the first figure."""
-    parts, first = [], True
-    for heading, body in sections:
-        if isinstance(body, go.Figure):
-            div = body.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False, "responsive": True})
-            first = False
-        else:
-            div = body
-        parts.append(f"<h2>{html.escape(heading)}</h2>\n{div}")
+# ---------------------------------------------------------------- pages and files
+Body = go.Figure | str | list  # a figure, HTML, or a list of those
+
+
+def _body(body: Body, fig_config: dict, inline_js: list[bool]) -> str:
+    if isinstance(body, list):
+        return "\n".join(_body(b, fig_config, inline_js) for b in body)
+    if isinstance(body, go.Figure):
+        div = body.to_html(full_html=False, include_plotlyjs=inline_js[0], config=fig_config)
+        inline_js[0] = False
+        return div
+    return body
+
+
+def render_page(title: str, meta_html: str, sections: list[tuple[str, Body]], *, self_contained: bool = False) -> str:
+    """One HTML page. plotly.js is loaded once: from :data:`PLOTLY_JS` next to the page, or
+    (``self_contained``) inline before the first figure. A page whose plotly.js is missing
+    says so at the top instead of showing empty boxes."""
+    inline_js = [self_contained]
+    parts = [f"<h2>{html.escape(h)}</h2>\n{_body(b, {'displaylogo': False, 'responsive': True}, inline_js)}"
+             for h, b in sections]
+    script = "" if self_contained else f'<script src="{PLOTLY_JS}" charset="utf-8"></script>'
+    missing = ("" if self_contained else
+               '<script>if (typeof Plotly === "undefined") { document.body.insertAdjacentHTML("afterbegin", '
+               f'"<p class=\\"warn\\">{PLOTLY_JS} was not found next to this page: keep it in the same folder, '
+               'or rebuild the page with --self-contained.</p>"); }</script>\n')
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head>\n<body><h1>{html.escape(title)}</h1><div class=\"meta\">{meta_html}</div>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+            f"{script}<style>{_CSS}</style></head>\n<body><h1>{html.escape(title)}</h1><div class=\"meta\">{meta_html}</div>\n"
+            + "\n".join(parts) + f"\n{missing}</body></html>\n")
 
 
-def _shown_labels(plan: PlanResult, top: int = 3) -> set[str]:
-    """Configurations drawn at first in the per-run plots: the ``top`` ranked and the best per hardware."""
+def plotly_js() -> str:
+    """The installed plotly package's plotly.min.js (written as :data:`PLOTLY_JS`)."""
+    return get_plotlyjs()
+
+
+def page_files(name: str, page: str, self_contained: bool = False) -> dict[str, str]:
+    """``{name: page}`` and, unless ``self_contained``, ``{PLOTLY_JS: plotly.js}`` (first: it is
+    renamed into place before the page that loads it) for :func:`kvsim.fileio.write_tree`."""
+    return {name: page} if self_contained else {PLOTLY_JS: plotly_js(), name: page}
+
+
+def check_page(path: str | Path, self_contained: bool = False, flag: str = "") -> Path:
+    """Before the work: ``path`` can be written, and a file named :data:`PLOTLY_JS` beside it
+    is absent or is that plotly.js (anything else there is not overwritten)."""
+    p = check_output_file(path, flag)
+    js = p.parent / PLOTLY_JS
+    if not self_contained and (js.is_dir() or (js.exists() and js.read_bytes() != plotly_js().encode("utf-8"))):
+        raise OutputError(f"{f'{flag} ' if flag else ''}{js}: exists and is not plotly.js {get_plotlyjs_version()}; "
+                          "move it away or pass --self-contained")
+    return p
+
+
+def write_page(path: str | Path, page: str, *, self_contained: bool = False, flag: str = "") -> Path:
+    """Write ``page`` atomically; unless ``self_contained``, first :data:`PLOTLY_JS` beside it
+    when it is not there yet (see :func:`check_page`)."""
+    p = check_page(path, self_contained, flag)
+    if not self_contained and not (p.parent / PLOTLY_JS).exists():
+        atomic_write(p.parent / PLOTLY_JS, plotly_js())
+    return atomic_write(p, page)
+
+
+# ---------------------------------------------------------------- the plan page
+def _shown_labels(plan: PlanResult, top: int = 4) -> set[str]:
+    """Configurations drawn at first: the ``top`` ranked and the best per hardware."""
     ranked = [plan.configs[i] for i in plan.ranking if plan.configs[i].error is None]
     shown = {c.label for c in ranked[:top]}
     seen: set[str] = set()
@@ -284,12 +188,25 @@ def _shown_labels(plan: PlanResult, top: int = 3) -> set[str]:
     return shown
 
 
-def plan_report_html(plan: PlanResult) -> str:
+def _legend_note(shown: int, total: int, which: str = "the top ranked and the best per hardware") -> str:
+    if shown >= total:
+        return ""
+    return f'<p class="note">{shown} of {total} drawn ({which}); click a legend entry to show the others.</p>'
+
+
+
+def plan_report_html(plan: PlanResult, *, self_contained: bool = False) -> str:
     """The plan report page (see module docstring)."""
+    plan = plan.model_copy(update={"configs": [c.model_copy(update={"accuracy": published_rows(c, plan.model)})
+                                               for c in plan.configs]})  # only numbers measured on this model
     runnable = [c for c in plan.configs if c.error is None]
-    st = _config_styles(runnable)
+    st = config_styles(runnable)
     best = [(c.label, c.best) for c in runnable if c.best is not None]
     shown = _shown_labels(plan)
+    host = [c.label for i in plan.ranking for c in [plan.configs[i]]
+            if c.error is None and (c.kv_bytes_per_token_host > 0 or uses_host([(c.label, c.best)] if c.best else []))]
+    memory = [GPU_KV, HOST_KV] if host else [GPU_KV]
+    shown |= set(host[:1])  # the host panel shows the best configuration that uses host memory
     slo = plan.slo
     target = f", target {plan.target_rate_per_s:g} req/s" if plan.target_rate_per_s else ""
     meta = html.escape(
@@ -299,44 +216,113 @@ def plan_report_html(plan: PlanResult) -> str:
         f"{plan.trace_mean_output_tokens:.0f} tokens) · SLO {slo.percentile} TTFT ≤ {slo.ttft_s:g} s and "
         f"{slo.tbt_metric.upper()} ≤ "
         f"{slo.tbt_s:g} s{target} · rate search to {plan.search.rel_tol:.0%} · kvsim {plan.kvsim_version}")
-    sections: list[tuple[str, go.Figure | str]] = [
+    note = _legend_note(len(shown & {c.label for c in runnable}), len(runnable))
+    aligned = ('<p class="note">Each configuration runs at its own max SLO rate; the x axis is requests arrived '
+               "(simulated time x rate), so the runs line up request by request.</p>")
+    sections: list[tuple[str, Body]] = [
         ("Recommendation", recommendation_html(plan)),
-        ("Latency vs throughput", latency_throughput_figure(runnable, slo)),
-        ("Latency CDFs at each configuration's max SLO rate", cdf_figure(best, st, shown)),
-        ("KV memory over time (at max SLO rate)", memory_figure(best, st, shown)),
-        ("Batch size over time (at max SLO rate)", batch_figure(best, st, shown)),
-        ("Pareto view", pareto_figure(runnable)),
+        ("Latency vs throughput", [note, latency_throughput_figure(runnable, slo, shown)]),
+        ("Latency CDFs at each configuration's max SLO rate", [note, cdf_figure(best, st, shown, SloLines.of_plan(slo))]),
+        ("KV memory at each configuration's max SLO rate",
+         [aligned, timeline_figure(best, memory, "KV memory over the run", st, shown, per_arrival=True)]),
+        ("Batch size and queue at each configuration's max SLO rate",
+         timeline_figure(best, [BATCH, QUEUE], "Batch and queue over the run", st, shown, per_arrival=True)),
+        ("Pareto view", pareto_figure(runnable, plan.model)),
     ]
-    return render_page(f"kvsim plan: {plan.model}", meta, sections)
+    return render_page(f"kvsim plan: {plan.model}", meta, sections, self_contained=self_contained)
 
 
-def write_plan_report(plan: PlanResult, path: str | Path) -> Path:
-    """Write the plan's HTML report to ``path`` atomically (a failed write leaves the old one)."""
-    return atomic_write(path, plan_report_html(plan))
+def write_plan_report(plan: PlanResult, path: str | Path, *, self_contained: bool = False) -> Path:
+    """Write the plan's page to ``path`` atomically (a failed write leaves the old one), with
+    plotly.js beside it unless ``self_contained``."""
+    return write_page(path, plan_report_html(plan, self_contained=self_contained), self_contained=self_contained)
 
 
-def single_run_html(point: PointResult, title: str, meta: str = "") -> str:
-    """Report of one simulation: summary table, CDFs, memory, batch/queue over time."""
-    rows = [("requests completed / rejected", f"{point.requests_completed} / {point.requests_rejected}"),
-            ("output throughput", f"{point.throughput_output_tok_s:,.1f} tok/s"), ("preemptions", str(point.preemptions)),
-            ("peak GPU KV", f"{point.peak_kv_gpu_bytes / 1e9:.2f} GB"),
-            ("peak host KV", f"{point.peak_kv_host_bytes / 1e9:.2f} GB")]
-    for name, st in (("TTFT", point.ttft_s), ("TBT", point.tbt_s), ("E2E", point.e2e_s)):
-        rows.append((f"{name} mean / p50 / p90 / p99 (s)",
-                     " / ".join(_f(getattr(st, k), ".4g") for k in ("mean", "p50", "p90", "p99"))))
-    table = '<table class="rec">' + "".join(f'<tr><td class="l">{html.escape(k)}</td><td>{html.escape(v)}</td></tr>'
-                                            for k, v in rows) + "</table>"
-    items = [(title, point)]
-    return render_page(title, html.escape(meta), [("Summary", table), ("Latency CDFs", cdf_figure(items)),
-                                                  ("KV memory over time", memory_figure(items)),
-                                                  ("Batch size and queue over time", batch_figure(items))])
+# ---------------------------------------------------------------- the simulation page
+def _shown_runs(runs: list[tuple[str, PointResult]], n: int = SHOWN_RUNS) -> set[str]:
+    """All runs when there are at most ``n``; else the first (the baseline) and the highest throughput."""
+    if len(runs) <= n:
+        return {label for label, _ in runs}
+    rest = sorted(runs[1:], key=lambda r: -r[1].throughput_output_tok_s)
+    return {runs[0][0]} | {label for label, _ in rest[: n - 1]}
 
 
-def single_run_report(sim_result, path: str | Path, title: str | None = None) -> Path:
-    """Write the HTML report of one ``kvsim.sim.replica.simulate`` result to ``path``."""
-    point = digest(sim_result)
-    s = sim_result.summary
-    label = title or "kvsim simulate"
-    meta = " · ".join(f"{k} {s[k]}" for k in ("hw", "model", "method", "trace", "tp", "replicas", "router") if k in s)
-    meta += f" · {point.num_requests} requests at {point.rate_per_s:.3g} req/s"
-    return atomic_write(path, single_run_html(point, label, meta))
+def _cell(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _one_run_table(p: PointResult) -> str:
+    rows = [("requests completed / rejected", f"{p.requests_completed} / {p.requests_rejected}"),
+            ("output throughput", f"{p.throughput_output_tok_s:,.1f} tok/s"), ("preemptions", str(p.preemptions)),
+            ("peak GPU KV / capacity (per GPU)", f"{p.peak_kv_gpu_bytes / 1e9:.2f} / {p.kv_gpu_capacity_bytes / 1e9:.2f} GB"),
+            ("peak host KV / capacity", f"{p.peak_kv_host_bytes / 1e9:.2f} / {p.kv_host_capacity_bytes / 1e9:.2f} GB")]
+    for name, st in (("TTFT", p.ttft_s), ("TPOT", p.tpot_s), ("TBT (token gaps)", p.tbt_s), ("E2E", p.e2e_s)):
+        rows.append((f"{name} mean / p50 / p90 / p99 (s)", " / ".join(_cell(getattr(st, k), ".4g")
+                                                                       for k in ("mean", "p50", "p90", "p99"))))
+    return '<table class="rec">' + "".join(f'<tr><td class="l">{html.escape(k)}</td><td>{html.escape(v)}</td></tr>'
+                                           for k, v in rows) + "</table>"
+
+
+_RUN_COLUMNS = ("method", "completed / rejected", "output tok/s", "TTFT p50 (s)", "TTFT p99 (s)", "TPOT p50 (s)",
+                "TPOT p99 (s)", "TBT p99 (s)", "E2E p50 (s)", "peak GPU KV / capacity (GB)", "peak host KV (GB)",
+                "preemptions")
+
+
+def _runs_table(runs: list[tuple[str, PointResult]]) -> str:
+    """One row per method, in the order given."""
+    body = []
+    for label, p in runs:
+        cells = [label, f"{p.requests_completed} / {p.requests_rejected}", f"{p.throughput_output_tok_s:,.1f}",
+                 _cell(p.ttft_s.p50, ".4g"), _cell(p.ttft_s.p99, ".4g"), _cell(p.tpot_s.p50, ".4g"),
+                 _cell(p.tpot_s.p99, ".4g"), _cell(p.tbt_s.p99, ".4g"), _cell(p.e2e_s.p50, ".4g"),
+                 f"{p.peak_kv_gpu_bytes / 1e9:.2f} / {p.kv_gpu_capacity_bytes / 1e9:.2f}",
+                 f"{p.peak_kv_host_bytes / 1e9:.2f}", str(p.preemptions)]
+        body.append("<tr>" + "".join(f'<td class="l">{html.escape(c)}</td>' if i == 0 else f"<td>{html.escape(c)}</td>"
+                                     for i, c in enumerate(cells)) + "</tr>")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in _RUN_COLUMNS)
+    return f'<table class="rec"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def simulation_html(runs: list[tuple[str, PointResult]], title: str, meta: str = "", *, slo_ttft_s: float | None = None,
+                    slo_tpot_s: float | None = None, self_contained: bool = False) -> str:
+    """Page of one simulation, or of several methods on the same trace (one table row and one
+    curve per method): summary, TTFT/TPOT/TBT CDFs with the SLO lines, KV memory with capacity
+    lines (host panel only when a method keeps KV on the host), batch and queue over time."""
+    shown = _shown_runs(runs)
+    note = _legend_note(len(shown), len(runs), "the first and the highest output throughput")
+    memory = [GPU_KV, HOST_KV] if uses_host(runs) else [GPU_KV]
+    slo = SloLines(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s)
+    table = _one_run_table(runs[0][1]) if len(runs) == 1 else _runs_table(runs)
+    return render_page(title, html.escape(meta), [
+        ("Summary", table), ("Latency CDFs", [note, cdf_figure(runs, None, shown, slo)]),
+        ("KV memory over time", timeline_figure(runs, memory, "KV memory over time", None, shown)),
+        ("Batch size and queue over time", timeline_figure(runs, [BATCH, QUEUE], "Batch and queue over time", None, shown)),
+    ], self_contained=self_contained)
+
+
+def single_run_html(point: PointResult, title: str, meta: str = "", **kw) -> str:
+    """:func:`simulation_html` of one run."""
+    return simulation_html([(title, point)], title, meta, **kw)
+
+
+def simulation_report(results: list, path: str | Path, *, title: str | None = None,
+                      self_contained: bool = False) -> Path:
+    """Write the page of ``kvsim.sim.replica.simulate`` results (one per method, same trace) to ``path``."""
+    s = results[0].summary
+    runs = [(r.summary.get("method", f"run {i}"), digest(r)) for i, r in enumerate(results, start=1)]
+    if title is None:
+        what = s.get("method") if len(results) == 1 else f"{len(results)} methods"
+        title = f"{s.get('model')} on {s.get('hw')} - {what}"
+    meta = " · ".join(f"{k} {s[k]}" for k in ("hw", "model", "trace", "tp", "replicas", "router") if k in s)
+    meta += f" · {runs[0][1].num_requests} requests at {runs[0][1].rate_per_s:.3g} req/s"
+    slos = [f"{k} ≤ {s[f]:g} s" for k, f in (("TTFT", "slo_ttft_s"), ("TPOT (per request)", "slo_tbt_s"))
+            if s.get(f) is not None]
+    meta += (" · SLO " + " and ".join(slos)) if slos else ""
+    page = simulation_html(runs, title, meta, slo_ttft_s=s.get("slo_ttft_s"), slo_tpot_s=s.get("slo_tbt_s"),
+                           self_contained=self_contained)
+    return write_page(path, page, self_contained=self_contained)
+
+
+def single_run_report(sim_result, path: str | Path, title: str | None = None, *, self_contained: bool = False) -> Path:
+    """:func:`simulation_report` of one result."""
+    return simulation_report([sim_result], path, title=title, self_contained=self_contained)

@@ -108,7 +108,10 @@ class PointResult(_Frozen):
     sim_wall_s: float = 0.0
     ttft_quantiles_s: list[float] = []  # at CDF_LEVELS, completed requests
     tbt_quantiles_s: list[float] = []
+    tpot_quantiles_s: list[float] = []  # per-request mean time per output token (requests with >= 2 tokens)
     timeline: TimelineDigest | None = None
+    kv_gpu_capacity_bytes: float = 0.0  # KV pool of one replica, per GPU (0: not recorded)
+    kv_host_capacity_bytes: float = 0.0
 
     def meets(self, slo: SLO) -> bool:
         """True if the SLO percentile of TTFT and TBT are within bounds and at most
@@ -124,7 +127,8 @@ class PointResult(_Frozen):
 
     def light(self) -> "PointResult":
         """The same digest without CDF quantiles and timeline (for search curves)."""
-        return self.model_copy(update={"ttft_quantiles_s": [], "tbt_quantiles_s": [], "timeline": None})
+        return self.model_copy(update={"ttft_quantiles_s": [], "tbt_quantiles_s": [], "tpot_quantiles_s": [],
+                                       "timeline": None})
 
 
 class ConfigSpec(_Frozen):

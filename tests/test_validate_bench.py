@@ -96,6 +96,9 @@ def test_e2e_tiny_runs(tmp_path, quick_results):
     _, _, system = make_calibration(quick_results, "fp32", cross_validate=False)
     cfg = e2e.E2EConfig(num_requests=6, max_prompt=64, max_output=6, max_num_seqs=4, rate=8.0)
     r = e2e.run_e2e(resolve_model("tiny-llama"), system, cfg, log=lambda s: None)
+    if r["contention"].get("stage") == "before the loops":  # a busy machine: no loop ran, nothing to check
+        assert r["contention"]["reasons"] and "steps" not in r
+        pytest.skip("machine busy before the loops: " + "; ".join(r["contention"]["reasons"]))
     assert r["steps"]["n"] >= 6 and r["fit_run"]["steps"] >= 6
     assert r["fit_rate_req_s"] == pytest.approx(8.0 * 0.7)
     assert set(r["step_overhead_fit"]) == {"step", "step_seq", "step_token"} and min(r["step_overhead_fit"].values()) >= 0

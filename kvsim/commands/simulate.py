@@ -302,9 +302,15 @@ def _print_table(summaries: list[dict]) -> None:
     from rich.table import Table
 
     s0 = summaries[0]
-    t = Table(title=f"{s0['model']} on {s0['hw']}, trace {s0['trace']}")
+    full = next((s for s in summaries if s["method"] == "full"), None)
+    # full KV first (the baseline), then by median end-to-end latency, fastest first
+    summaries = sorted(summaries, key=lambda s: (s is not full, _or_inf(s["e2e_s"]["p50"])))
+    t = Table(title=f"{s0['model']} on {s0['hw']}, trace {s0['trace']}"
+                    + (" (vs full: change of median E2E and output tok/s against full KV)" if full else ""))
     cols = ["method", "done", "rej", "TTFT p50", "TTFT p99", "TBT p50", "TBT p99", "E2E p50", "out tok/s", "peak KV GPU",
             "peak KV host", "preempt"]  # noqa: E501
+    if full is not None:
+        cols.insert(8, "vs full")
     good = any(s.get("goodput_req_s") is not None for s in summaries)
     if good:
         cols.append("goodput")
@@ -315,6 +321,9 @@ def _print_table(summaries: list[dict]) -> None:
                fmt_s(s["ttft_s"]["p99"]), fmt_s(s["tbt_s"]["p50"]), fmt_s(s["tbt_s"]["p99"]), fmt_s(s["e2e_s"]["p50"]),
                fmt_num(s["throughput_output_tok_s"]), fmt_bytes(s["peak_kv_gpu_bytes"]), fmt_bytes(s["peak_kv_host_bytes"]),
                f"{s['preemptions']:,}"]
+        if full is not None:
+            row.insert(8, "-" if s is full else f"{_change(s['e2e_s']['p50'], full['e2e_s']['p50'])} E2E, "
+                                                 f"{_change(s['throughput_output_tok_s'], full['throughput_output_tok_s'])} tok/s")
         if good:
             row.append("-" if s.get("goodput_fraction") is None else f"{s['goodput_fraction']:.3f}")
         t.add_row(*row)
@@ -327,6 +336,17 @@ def _print_table(summaries: list[dict]) -> None:
             for m, h in hints.items():
                 if h:
                     print(f"hint ({m}): {h}", file=sys.stderr)
+
+
+def _or_inf(x: float | None) -> float:
+    return float("inf") if x is None else x
+
+
+def _change(x: float | None, base: float | None) -> str:
+    """Signed relative change of ``x`` against ``base`` ("-" when either is missing or base is 0)."""
+    if x is None or not base:
+        return "-"
+    return f"{(x / base - 1) * 100:+.0f}%"
 
 
 def _console():

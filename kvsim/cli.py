@@ -28,7 +28,7 @@ app = typer.Typer(
     name="kvsim",
     help="Analytical performance simulator and roofline cost model for LLM inference under KV-cache compression.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # kvsim --install-completion [bash|zsh|fish|powershell]
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -96,3 +96,9 @@ def test_simulate_watermark_flag_reaches_the_scheduler(tmp_path):
         ttft[w] = json.loads(r.stdout)["ttft_s"]["mean"]
     assert ttft["0.5"] > ttft["0"]
 
+
+
+def test_shell_completion_is_installable():
+    """`kvsim --show-completion bash` prints a completion script (typer's, for `kvsim --install-completion`)."""
+    r = kvsim("--show-completion", "bash")
+    assert r.returncode == 0 and "complete" in r.stdout and "COMP_WORDS" in r.stdout

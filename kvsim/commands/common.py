@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Optional
 
 import typer
 
 from kvsim.errors import ConfigError
-from kvsim.jsonutil import json_default
+from kvsim.jsonutil import dumps_strict
 
 HwOpt = Annotated[str, typer.Option("--hw", help="system name/alias (a100, a100-40g, v100, l20, 4090, h100, h200, ...) or a YAML file")]
 ModelOpt = Annotated[str, typer.Option("--model", help="model name/alias, a kvsim model YAML, or a Hugging Face config.json")]
@@ -56,8 +55,8 @@ def split_methods(values: list[str]) -> list[str]:
 
 
 def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=json_default)
-    sys.stdout.write("\n")
+    """Strict JSON on stdout: never NaN or Infinity."""
+    sys.stdout.write(dumps_strict(obj, indent=2) + "\n")
 
 
 

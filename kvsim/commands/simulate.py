@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -25,7 +24,7 @@ from kvsim.commands.common import (
 )
 from kvsim.errors import ConfigError
 from kvsim.fileio import check_output_file, check_tree, write_tree
-from kvsim.jsonutil import json_default
+from kvsim.jsonutil import dumps_strict
 
 
 class Preemption(str, Enum):
@@ -178,7 +177,7 @@ def output_files(res) -> dict[str, str]:
 
     from kvsim.sim.request import RequestStatus
 
-    files = {"summary.json": json.dumps(res.summary, indent=2, default=json_default) + "\n"}
+    files = {"summary.json": dumps_strict(res.summary, indent=2) + "\n"}
     rec = res.records
     ttft = rec.first_token_s - rec.arrival_s
     e2e = rec.finish_s - rec.arrival_s
@@ -208,7 +207,7 @@ def output_files(res) -> dict[str, str]:
     w.writerow(tl)
     w.writerows(zip(*[np.asarray(v).tolist() for v in tl.values()]))
     files["timeline.csv"] = f.getvalue()
-    files["timeline.json"] = json.dumps({k: np.asarray(v).tolist() for k, v in tl.items()}) + "\n"
+    files["timeline.json"] = dumps_strict({k: np.asarray(v).tolist() for k, v in tl.items()}) + "\n"
     return files
 
 

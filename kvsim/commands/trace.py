@@ -5,7 +5,6 @@ Errors are raised as :class:`~kvsim.errors.KvsimError`; the root CLI prints them
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from enum import Enum
@@ -14,8 +13,9 @@ from typing import Annotated
 
 import typer
 
+from kvsim.commands.common import print_json
 from kvsim.traces import BURSTGPT_URL, fetch_burstgpt, list_traces, load_trace, summarize
-from kvsim.traces.fetch import BURSTGPT_FILE, burstgpt_cache_path
+from kvsim.traces.fetch import BURSTGPT_FILE, burstgpt_cache_path, check_timeout
 
 app = typer.Typer(
     help="Request traces: list the built-in ones, show statistics, fetch the full BurstGPT file.",
@@ -66,6 +66,7 @@ def fetch(
 ) -> None:
     """Download BurstGPT_1.csv (52 MB), verify size and sha256, and store it where
     `--trace burstgpt` finds it."""
+    check_timeout(timeout)
     target = (dest.expanduser() if dest else burstgpt_cache_path().parent) / BURSTGPT_FILE
     before = target.stat().st_mtime_ns if target.is_file() else None
     if before is None or force:
@@ -110,8 +111,7 @@ def info(
     )
     s = summarize(tr)
     if as_json:
-        json.dump(s.to_dict(), sys.stdout, indent=2, default=str)
-        typer.echo()
+        print_json(s.to_dict())
         return
     rows = [
         ("trace", f"{s.name}  ({s.source})"),

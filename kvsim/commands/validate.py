@@ -369,6 +369,7 @@ def e2e_cmd(
     cfg.max_num_seqs, cfg.rate, cfg.trace = max_num_seqs, rate, trace
     if num_requests:
         cfg.num_requests = num_requests
+    e2e.load_trace_for(cfg, rate)  # a bad --trace or --rate fails now, not after minutes of calibration
     model = resolve_model("tiny-llama")
     if cal is not None:
         if not cal.hw:

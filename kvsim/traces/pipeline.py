@@ -124,12 +124,17 @@ def _empty_error(name: str, opts: LoadOptions, n_read: int, n_filt: int, n_fail:
 
 
 def rescale_factor(arrival_s: np.ndarray, opts: LoadOptions, name: str) -> float:
-    """Multiplier for arrival times (starting at 0) that applies ``rate`` or ``time_scale``."""
+    """Multiplier for arrival times (starting at 0) that applies ``rate`` or ``time_scale``; the
+    rescaled arrivals stay finite and within MAX_TIME_S (a one-line TraceError otherwise)."""
+    span = float(arrival_s[-1]) if arrival_s.size else 0.0
     if opts.time_scale is not None:
-        return 1.0 / opts.time_scale
+        factor = 1.0 / opts.time_scale
+        if not (math.isfinite(factor) and span * factor <= MAX_TIME_S):
+            raise TraceError(f"time_scale={opts.time_scale:g} stretches trace {name}'s span of {span:g} s beyond "
+                             f"{MAX_TIME_S:g} s")
+        return factor
     if opts.rate is None or arrival_s.size < 2:
         return 1.0
-    span = float(arrival_s[-1])
     if span <= 0:
         raise TraceError(
             f"cannot rescale trace {name} to rate={opts.rate}: all {arrival_s.size} requests arrive at the same time"
@@ -137,6 +142,8 @@ def rescale_factor(arrival_s: np.ndarray, opts: LoadOptions, name: str) -> float
     factor = (arrival_s.size - 1) / opts.rate / span  # (N-1)/(R*span) -> (N-1)/span' = R
     if not math.isfinite(factor):
         raise TraceError(f"cannot rescale trace {name} to rate={opts.rate}: its span of {span:g} s is too short")
+    if span * factor > MAX_TIME_S:
+        raise TraceError(f"rate={opts.rate:g} stretches trace {name} beyond {MAX_TIME_S:g} s")
     return factor
 
 

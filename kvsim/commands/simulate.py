@@ -69,8 +69,8 @@ def simulate_cmd(
     from kvsim.traces import load_trace
 
     for flag, v in (("--slo-ttft", slo_ttft), ("--slo-tbt", slo_tbt), ("--rate", rate), ("--time-scale", time_scale)):
-        if v is not None and not v > 0:
-            raise ConfigError(f"{flag} must be > 0, got {v}")
+        if v is not None and not 0 < v < float("inf"):  # NaN fails too
+            raise ConfigError(f"{flag} must be a finite number > 0, got {v}")
     check_watermark(watermark)
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, OUTPUT_FILES, flag="--out", force=force)

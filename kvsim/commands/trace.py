@@ -78,9 +78,9 @@ def fetch(
         typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes, size and sha256 verified)")
 
 
-def _fmt(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
+def _fmt(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
     if x == int(x):
         return f"{int(x):,}"
     return f"{x:,.4g}" if abs(x) < 1000 else f"{x:,.1f}"
@@ -117,7 +117,7 @@ def info(
         ("trace", f"{s.name}  ({s.source})"),
         ("requests", f"{s.requests:,}"),
         ("span", f"{_fmt(s.span_s)} s"),
-        ("mean rate", f"{_fmt(s.mean_rate_per_s)} req/s"),
+        ("mean rate", "- (all requests at one instant)" if s.mean_rate_per_s is None else f"{_fmt(s.mean_rate_per_s)} req/s"),
         ("arrival CV", _fmt(s.interarrival_cv)),
     ]
     for label, st in (("prompt tokens", s.prompt), ("output tokens", s.output)):

@@ -101,6 +101,12 @@ class HostSpec(Strict):
     source: str
     notes: str = ""
 
+    @model_validator(mode="after")
+    def _has_fp32(self) -> "HostSpec":
+        if "fp32" not in self.peak_flops_per_s:  # every other dtype falls back to it
+            raise ValueError("peak_flops_per_s must include fp32")
+        return self
+
 
 class LinkSpec(Strict):
     kind: Literal["link"] = "link"

@@ -152,9 +152,9 @@ def sum_steps(step, a: int, b: int, rtol: float = PREFILL_SUM_RTOL, max_prices: 
     a budget), so a step's seconds are a convex function of ``k`` between kinks (the max or
     p-norm of affine resource times, plus affine overheads). For a convex ``f`` on the ``n``
     integers ``a..b`` the sum lies between the midpoint rule ``n f(m)`` (Jensen) and the chord
-    ``n (f(a) + f(b)) / 2``, and both are exact where ``f`` is affine. A segment whose two
-    values agree within ``rtol`` counts their mean; else it is halved, so segments shrink only
-    around kinks. ``max_prices`` caps the work (float noise of a method at 2**50 tokens).
+    ``n (f(a) + f(b)) / 2``, and both are exact where ``f`` is affine. A segment where the two
+    agree within ``rtol`` of the segment's time, for the total and for every part, counts their
+    mean; else it is halved, so segments shrink only around kinks. ``max_prices`` caps the work (float noise of a method at 2**50 tokens).
     """
     memo: dict[float, Timing] = {}
 
@@ -172,14 +172,26 @@ def sum_steps(step, a: int, b: int, rtol: float = PREFILL_SUM_RTOL, max_prices: 
             out += [(at(float(k)), 1.0) for k in range(lo, hi + 1)]
             continue
         tl, th, tm = at(float(lo)), at(float(hi)), at((lo + hi) / 2.0)
-        chord = n * (float(tl.total_s) + float(th.total_s)) / 2.0
         mid = n * float(tm.total_s)
-        if abs(chord - mid) <= rtol * abs(mid) or len(memo) >= max_prices:
+        if _gap(tl, th, tm) * n <= rtol * abs(mid) or len(memo) >= max_prices:
             out += [(tl, n / 4.0), (th, n / 4.0), (tm, n / 2.0)]
         else:
             m = (lo + hi) // 2
             todo += [(lo, m), (m + 1, hi)]
     return out
+
+
+def _gap(lo: Timing, hi: Timing, mid: Timing) -> float:
+    """Largest ``|(f(lo) + f(hi)) / 2 - f(mid)|`` over the total and each part (name, device)."""
+    def seconds(t: Timing) -> dict:
+        out: dict = {}
+        for p in t.parts:
+            out[(p.name, p.device)] = out.get((p.name, p.device), 0.0) + float(p.seconds)
+        return out
+
+    a, b, m = seconds(lo), seconds(hi), seconds(mid)
+    gaps = [abs((a.get(k, 0.0) + b.get(k, 0.0)) / 2.0 - m.get(k, 0.0)) for k in set(a) | set(b) | set(m)]
+    return max([abs((float(lo.total_s) + float(hi.total_s)) / 2.0 - float(mid.total_s)), *gaps])
 
 
 def merge_timings(timings: list[Timing], weights: list[float] | None = None) -> Timing:

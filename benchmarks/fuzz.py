@@ -58,6 +58,12 @@ def fuzz_target(job: tuple[str, int, int]) -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
+def _row(r: dict) -> str:
+    c = r["counts"]
+    return (f"| {r['target']} | {sum(c.values()):,} | {c.get('accepted', 0):,} | {c.get('rejected', 0):,} | "
+            f"{c.get('failure', 0)} | {r['wall_s']:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=10_000, help="generated examples per target")
@@ -72,24 +78,26 @@ def main() -> None:
         ap.error(f"unknown targets {unknown}; choices: {', '.join(fuzzing.TARGETS)}")
     jobs = [(t, a.examples, a.seed + i) for i, t in enumerate(targets)]
     t0 = time.perf_counter()
+    results = []
+
+    def report(r: dict) -> None:  # as each target finishes
+        results.append(r)
+        c = r["counts"]
+        print(_row(r), flush=True)
+        for kind, k in sorted(r["failures"].items(), key=lambda kv: -kv[1]):
+            print(f"    {k} x {kind}: {r['shown'][kind]}", flush=True)
+
     if a.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(a.jobs) as pool:
-            results = pool.map(fuzz_target, jobs, chunksize=1)
+            for r in pool.imap_unordered(fuzz_target, jobs, chunksize=1):
+                report(r)
     else:
-        results = [fuzz_target(j) for j in jobs]
+        for j in jobs:
+            report(fuzz_target(j))
     wall = time.perf_counter() - t0
-    total_fail = 0
-    lines = []
-    for r in results:
-        c = r["counts"]
-        n = sum(c.values())
-        total_fail += c.get("failure", 0)
-        line = (f"| {r['target']} | {n:,} | {c.get('accepted', 0):,} | {c.get('rejected', 0):,} | "
-                f"{c.get('failure', 0)} | {r['wall_s']:.0f} |")
-        lines.append(line)
-        print(line, flush=True)
-        for kind, k in sorted(r["failures"].items(), key=lambda kv: -kv[1]):
-            print(f"    {k} x {kind}: {r['shown'][kind]}")
+    results.sort(key=lambda r: targets.index(r["target"]))
+    total_fail = sum(r["counts"].get("failure", 0) for r in results)
+    lines = [_row(r) for r in results]
     print(f"{len(results)} targets, {total_fail} failures, wall {wall:.0f} s")
     if a.write:
         cmd = (f"PYTHONPATH=. python benchmarks/fuzz.py --examples {a.examples} --seed {a.seed}"

@@ -379,3 +379,12 @@ def test_validate_e2e_checks_trace_before_calibrating(tmp_path):
     code, out, err = cli("validate", "e2e", "--trace", "nosuchtrace", "--out", str(tmp_path / "e.json"))
     assert code == 1 and "unknown trace 'nosuchtrace'" in error_line(err)
     assert "calibrating" not in out
+
+
+def test_float_clip_options_are_whole_numbers():
+    """max_prompt_tokens=1000.0 (a whole float, as JSON or YAML give it) clips like 1000 (found by
+    the fuzzer: it raised a numpy casting error)."""
+    tr = load_trace("azure-conv", max_prompt_tokens=1000.0, max_output_tokens=60.0, limit=5)
+    assert tr.prompt_tokens.dtype == np.int64 and tr.prompt_tokens.max() <= 1000 and tr.output_tokens.max() <= 60
+    # first rows of AzureLLMInferenceTrace_conv.csv: prompts 374, 396, 879; outputs 44, 109 -> 60, 55
+    assert tr.prompt_tokens[:3].tolist() == [374, 396, 879] and tr.output_tokens[:3].tolist() == [44, 60, 55]

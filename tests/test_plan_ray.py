@@ -3,6 +3,8 @@ CI installs the ``ray`` extra)."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -29,12 +31,15 @@ def test_ray_plan_equals_process_pool():
                       trace=TraceSpec(spec="azure-conv", num_requests=6, max_output_tokens=16),
                       slo=SLO(ttft_s=2, tbt_s=0.1), search=SearchOptions(rel_tol=0.5))
     pool = run_plan(req, executor="process", jobs=2, progress=False)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # ray.init replaces them
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         on_ray = run_plan(req, executor="ray", progress=False)
     finally:
         ray.shutdown()
+        for s, h in handlers.items():
+            signal.signal(s, h)
     a, b = _without_times(pool.model_dump(mode="json")), _without_times(on_ray.model_dump(mode="json"))
     assert len(a["configs"]) == 4 and any(c["max_rate_per_s"] > 0 for c in a["configs"])
     assert a == b

@@ -83,18 +83,24 @@ def simulate_cmd(
     if tr.notice:
         print(f"note: {tr.notice}", file=sys.stderr)
     specs = split_methods(method)
-    results = []
-    for spec in specs:
+    methods = []
+    for spec in specs:  # every method is checked before any simulation
         try:
-            m = make_method(spec, dep)
-            cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                            chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
-                            enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-                            watermark=watermark, seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt)
-            with _progress_bar(enabled=not as_json, label=m.label(), total=len(tr)) as progress:
-                cfg = cfg.model_copy(update={"progress": progress})
-                res = simulate(dep, m, tr, cfg)
+            methods.append((spec, make_method(spec, dep)))
         except ConfigError as err:
+            if len(specs) == 1:
+                raise
+            print(f"note: skipping {spec}: {err}", file=sys.stderr)
+    base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                         chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
+                         enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
+                         watermark=watermark, seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt)
+    results = []
+    for spec, m in methods:
+        try:
+            with _progress_bar(enabled=not as_json, label=m.label(), total=len(tr)) as progress:
+                res = simulate(dep, m, tr, base_cfg.model_copy(update={"progress": progress}))
+        except ConfigError as err:  # e.g. the weights leave no room for this method's KV
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)

@@ -211,17 +211,19 @@ def build_trace(
     prompt = prompt[order].astype(np.int64)
     output = output[order].astype(np.int64)
     n_pclip = n_oclip = 0
-    if opts.max_prompt_tokens is not None:
-        n_pclip = int((prompt > opts.max_prompt_tokens).sum())
-        np.minimum(prompt, opts.max_prompt_tokens, out=prompt)
-    if opts.max_output_tokens is not None:
-        n_oclip = int((output > opts.max_output_tokens).sum())
-        np.minimum(output, opts.max_output_tokens, out=output)
+    max_p = None if opts.max_prompt_tokens is None else int(opts.max_prompt_tokens)  # 1000.0 is 1000 (validated)
+    max_o = None if opts.max_output_tokens is None else int(opts.max_output_tokens)
+    if max_p is not None:
+        n_pclip = int((prompt > max_p).sum())
+        np.minimum(prompt, max_p, out=prompt)
+    if max_o is not None:
+        n_oclip = int((output > max_o).sum())
+        np.minimum(output, max_o, out=output)
 
     blocks = None
     if raw.prefix_blocks is not None:
         bt = raw.prefix_block_tokens
-        cap = None if opts.max_prompt_tokens is None else -(-opts.max_prompt_tokens // bt)
+        cap = None if max_p is None else -(-max_p // bt)
         blocks = tuple(raw.prefix_blocks[i][:cap] for i in order)  # cap None keeps all
 
     info = {

@@ -82,7 +82,6 @@ def main() -> None:
 
     def report(r: dict) -> None:  # as each target finishes
         results.append(r)
-        c = r["counts"]
         print(_row(r), flush=True)
         for kind, k in sorted(r["failures"].items(), key=lambda kv: -kv[1]):
             print(f"    {k} x {kind}: {r['shown'][kind]}", flush=True)

@@ -211,6 +211,7 @@ def mutated_dict(draw, base: dict, kind: str) -> tuple[dict, str | None]:
     above it) replaces it."""
     d = copy.deepcopy(base)
     reasons: dict[tuple, str] = {}
+    added: set[str] = set()  # unknown keys: invalid while they exist, whatever their value
 
     def forget(path: tuple) -> None:
         for p in [p for p in reasons if p[: len(path)] == path]:
@@ -226,13 +227,14 @@ def mutated_dict(draw, base: dict, kind: str) -> tuple[dict, str | None]:
             key = draw(st.sampled_from(["extra", "memory", "num_layer", "typo_field", "source2"]))
             d[key] = draw(st.integers())
             forget((key,))
-            if kind != "hf":
-                reasons[(key,)] = f"unknown field {key!r}"
+            added.add(key)
             continue
         path = draw(st.sampled_from(paths))
         old = _get(d, path)
         forget(path)
         if op == "remove":
+            if len(path) == 1:
+                added.discard(path[0])
             _delete(d, path)
             if kind != "hf" and path in REQUIRED.get(kind, set()):
                 reasons[path] = f"required field {'.'.join(map(str, path))} removed"
@@ -251,6 +253,8 @@ def mutated_dict(draw, base: dict, kind: str) -> tuple[dict, str | None]:
                 reasons[path] = f"{path[0]}: {bad}"
         else:
             reasons[path] = f"{'.'.join(map(str, path))}: {bad}"
+    if kind != "hf":
+        reasons.update({(k,): f"unknown field {k!r}" for k in sorted(added)})
     return d, next(iter(reasons.values()), None)
 
 

@@ -260,13 +260,14 @@ def mutated_dict(draw, base: dict, kind: str) -> tuple[dict, str | None]:
 
 @st.composite
 def corrupted_text(draw, text: str, deep: tuple[int, ...] = (50, 300, 300, 1000)) -> tuple[str | bytes, str | None]:
-    """The text cut, with bytes inserted, non-UTF-8, nested deeply, or as is."""
+    """The text cut, with bytes inserted, non-UTF-8, nested deeply, or as is: ``(text, why)`` where
+    ``why`` is why it is now invalid, ``"changed"`` (either way) or None (as is)."""
     how = draw(st.sampled_from(["as is"] * 16 + ["cut", "insert", "bytes", "empty"] + ["deep"] * (draw(st.integers(0, 3)) == 0)))
-    if how == "cut":
-        return text[: draw(st.integers(0, max(0, len(text) - 1)))], None
+    if how == "cut":  # may cut away what made it invalid: either outcome is fine
+        return text[: draw(st.integers(0, max(0, len(text) - 1)))], "changed"
     if how == "insert":
         i = draw(st.integers(0, len(text)))
-        return text[:i] + draw(st.text(max_size=8)) + text[i:], None
+        return text[:i] + draw(st.text(max_size=8)) + text[i:], "changed"
     if how == "bytes":
         raw = text.encode("utf-8")
         i = draw(st.integers(0, len(raw)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from kvsim.costmodel.deployment import Deployment, build_deployment
 from kvsim.errors import ConfigError
@@ -129,8 +130,8 @@ def simulate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method:
     else:
         try:
             cfg = SimConfig(**{"seed": seed, **(config or {}), **engine})
-        except Exception as err:  # pydantic: one line naming the setting
-            first = getattr(err, "errors", lambda: [{"loc": ("?",), "msg": str(err)}])()[0]
+        except ValidationError as err:  # pydantic: one line naming the setting
+            first = err.errors()[0]
             raise ConfigError(f"engine setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     res = _simulate(dep, m, tr, cfg)
     return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},

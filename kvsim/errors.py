@@ -30,6 +30,11 @@ class ConfigError(KvsimError):
     """Options that do not fit together (e.g. a batch that cannot fit in memory)."""
 
 
+#: the ``kvsim list`` command that shows each kind of name
+LIST_COMMAND = {"hardware": "kvsim list hardware", "system": "kvsim list hardware", "gpu": "kvsim list hardware",
+                "model": "kvsim list models", "method": "kvsim list methods", "trace": "kvsim list traces"}
+
+
 def unknown_name(kind: str, name: str, choices: Iterable[str], shown: Iterable[str] | None = None) -> SpecError:
     """Error for an unknown name: close matches among every accepted spelling
     (``choices``, aliases included) and the list of valid choices (``shown``, default
@@ -38,5 +43,8 @@ def unknown_name(kind: str, name: str, choices: Iterable[str], shown: Iterable[s
     close = difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     listed = sorted(set(shown)) if shown is not None else choices
-    more = " (aliases accepted; see `kvsim list`)" if shown is not None else ""
+    more = ""
+    if shown is not None:
+        listing = LIST_COMMAND.get(kind)
+        more = f" (aliases accepted; see `{listing}`)" if listing else " (aliases accepted)"
     return SpecError(f"unknown {kind} '{name}'.{hint} Choices: {', '.join(listed)}{more}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +26,25 @@ def json_default(o: Any, *, pydantic_mode: str = "python") -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that never writes ``NaN`` or ``Infinity`` (strict JSON parsers reject
+    them): a non-finite number raises ValueError naming where it is (a bug, not user input)."""
+    kwargs.setdefault("default", json_default)
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError:
+        where = _non_finite_path(json.loads(json.dumps(obj, default=kwargs["default"])), "")
+        raise ValueError(f"non-finite number at {where or 'top level'} in a JSON answer") from None
+
+
+def _non_finite_path(obj: Any, path: str) -> str | None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _non_finite_path(v, f"{path}.{k}" if isinstance(k, str) else f"{path}[{k}]")
+        if found is not None:
+            return found.lstrip(".")
+    return None

@@ -45,7 +45,7 @@ def test_estimate_method_all_table(tmp_path):
         (["estimate", "--method", "kivvi"], "unknown method 'kivvi'"),
         (["estimate", "--method", "kivi:bits=3"], "method kivi: (top level): bits must divide 32"),
         (["estimate", "--method", "kivi:bitz=2"], "method kivi: bitz: Extra inputs are not permitted"),
-        (["estimate", "--batch", "lots"], "--batch must be a positive integer or 'max'"),
+        (["estimate", "--batch", "lots"], "--batch must be a whole number in [1, 1,000,000] or 'max'"),
         (["estimate", "--calibration", "/nonexistent.yaml"], "calibration file not found"),
     ],
 )

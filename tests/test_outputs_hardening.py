@@ -287,8 +287,9 @@ def test_sigterm_during_trace_fetch_removes_part_file(capsys, monkeypatch, tmp_p
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr("kvsim.traces.fetch._download", download)
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or what an earlier test's library (Ray) left
     code, err = run(capsys, monkeypatch, "trace", "fetch", "burstgpt", "--dest", str(tmp_path), "--url", "file:///x")
     assert any(n.endswith(".part") for n in seen)  # it existed mid-download
     assert code == 143 and err.strip().endswith("error: terminated")
     assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before  # main() restored it

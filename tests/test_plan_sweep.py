@@ -62,11 +62,16 @@ def test_ray_missing_is_a_clear_error():
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (optional extra kvsim[ray])")
 def test_ray_executor_on_a_local_instance():
     """The same tasks on a local Ray instance give the same ordered results."""
+    import signal
+
     import ray
 
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # ray.init replaces them
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     tasks = [{"i": i} for i in range(6)]  # a kvsim function: Ray workers import it by name
     try:
         assert run_tasks(cache_key, tasks, executor="ray", progress=False) == [cache_key(t) for t in tasks]
     finally:
         ray.shutdown()
+        for s, h in handlers.items():
+            signal.signal(s, h)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Optional
 
 import typer
 
 from kvsim.errors import ConfigError
-from kvsim.jsonutil import json_default
+from kvsim.jsonutil import dumps_strict
 
 HwOpt = Annotated[str, typer.Option("--hw", help="system name/alias (a100, h100, b200, mi300x, l4, ...; `kvsim list hardware`) or a system/GPU YAML file")]
 ModelOpt = Annotated[str, typer.Option("--model", help="model name/alias, a kvsim model YAML, a Hugging Face config.json (or its folder), or org/name from the local Hugging Face cache")]
@@ -56,8 +55,8 @@ def split_methods(values: list[str]) -> list[str]:
 
 
 def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=json_default)
-    sys.stdout.write("\n")
+    """Strict JSON on stdout: never NaN or Infinity."""
+    sys.stdout.write(dumps_strict(obj, indent=2) + "\n")
 
 
 

@@ -16,15 +16,34 @@ from kvsim.errors import ConfigError
 
 
 def _parse_batch(batch: str) -> int | str:
+    # lazy: CLI start-up
+    from kvsim.pricing.estimate import MAX_BATCH
+
     if batch.strip().lower() == "max":
         return "max"
     try:
         b = int(batch)
     except ValueError:
-        raise ConfigError(f"--batch must be a positive integer or 'max', got '{batch}'") from None
-    if b < 1:
-        raise ConfigError(f"--batch must be >= 1, got {b}")
+        raise ConfigError(f"--batch must be a whole number in [1, {MAX_BATCH:,}] or 'max', got '{batch}'") from None
+    if not 1 <= b <= MAX_BATCH:
+        raise ConfigError(f"--batch must be a whole number in [1, {MAX_BATCH:,}] or 'max', got {batch.strip()}")
     return b
+
+
+def _check_context(context: int, model, allow_long: bool) -> None:
+    """``--context`` within the model's maximum, or beyond it with ``--allow-long-context``
+    (up to MAX_CONTEXT_TOKENS); a one-line ConfigError otherwise."""
+    # lazy: CLI start-up
+    from kvsim.pricing.estimate import MAX_CONTEXT_TOKENS
+
+    if context > MAX_CONTEXT_TOKENS:
+        raise ConfigError(f"--context must be at most {MAX_CONTEXT_TOKENS:.0e} tokens, got {context}")
+    if context > model.max_context_tokens:
+        if not allow_long:
+            raise ConfigError(f"--context {context} exceeds {model.name}'s max context of {model.max_context_tokens:,} "
+                              "tokens; add --allow-long-context to price it anyway")
+        print(f"note: --context {context} exceeds {model.name}'s max context {model.max_context_tokens:,} "
+              "(--allow-long-context)", file=sys.stderr)
 
 
 def estimate_cmd(
@@ -32,6 +51,7 @@ def estimate_cmd(
     model: ModelOpt = "llama-3.1-8b",
     method: MethodOpt = ["full"],  # noqa: B006 (typer needs a literal default)
     context: Annotated[int, typer.Option("--context", min=1, help="tokens in each request's KV cache")] = 4096,
+    allow_long_context: Annotated[bool, typer.Option("--allow-long-context", help="allow --context beyond the model's max context")] = False,
     batch: Annotated[str, typer.Option("--batch", help="concurrent requests, or 'max' for the best-throughput batch")] = "1",
     tp: TpOpt = 1,
     weight_dtype: WeightDtypeOpt = "auto",
@@ -52,28 +72,40 @@ def estimate_cmd(
     b = _parse_batch(batch)
     dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
-    if context > dep.model.max_context_tokens:
-        print(f"note: --context {context} exceeds {dep.model.name}'s max context {dep.model.max_context_tokens}",
-              file=sys.stderr)
+    _check_context(context, dep.model, allow_long_context)
     chunk = max_num_batched_tokens if chunked_prefill else None
     specs = split_methods(method)
-    results = []
-    for spec in specs:
+    methods = []
+    for spec in specs:  # every method is checked before any is priced
         try:
-            m = make_method(spec, dep)
+            methods.append(make_method(spec, dep))
         except ConfigError as err:
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)  # e.g. mla on a non-MLA model under --method all
-            continue
-        results.append(estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs))
+    results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]
     if as_json:
-        print_json([r.model_dump() for r in results])
+        print_json([_answer(r) for r in results])
         return
     if len(results) == 1:
         _print_one(results[0], breakdown)
     else:
         _print_table(results)
+
+
+def _answer(r) -> dict:
+    """The JSON of one estimate: latencies of a batch that does not fit are not answers (null;
+    ``reason`` says why), a request that does not fit alone has no TTFT either."""
+    d = r.model_dump()
+    if not r.fits:
+        d.update(tbt_s=None, throughput_tok_s=None, breakdown=[])
+        if r.max_batch == 0:
+            d["ttft_s"] = None
+    return d
+
+
+def _limit(n: int | None) -> str:
+    return "not limited by memory" if n is None else str(n)
 
 
 def _print_one(r, breakdown: bool) -> None:
@@ -84,25 +116,25 @@ def _print_one(r, breakdown: bool) -> None:
     t = Table(title=f"{r.model} on {r.hw} - {r.method}, context {r.context:,}, batch {r.batch}", show_header=False)
     t.add_column("quantity")
     t.add_column("value", justify="right")
+    no_fit = "does not fit in memory"
     rows = [
         ("KV bytes/token (GPU, per GPU)", fmt_num(r.kv_bytes_per_token_gpu, 0)),
         ("KV bytes/token (host)", fmt_num(r.kv_bytes_per_token_host, 0)),
-        ("max batch (GPU / host)", f"{r.max_batch} ({r.max_batch_gpu} / {_inf(r.max_batch_host)})"),
-        ("TTFT (one request)", fmt_s(r.ttft_s)),
-        ("TBT at batch", fmt_s(r.tbt_s)),
-        ("throughput (decode tok/s)", fmt_num(r.throughput_tok_s)),
+        ("max batch (GPU / host)", f"{_limit(r.max_batch)} ({_limit(r.max_batch_gpu)} / {_limit(r.max_batch_host)})"),
+        ("TTFT (one request)", no_fit if r.max_batch == 0 else fmt_s(r.ttft_s)),
+        ("TBT at batch", fmt_s(r.tbt_s) if r.fits else no_fit),
+        ("throughput (decode tok/s)", fmt_num(r.throughput_tok_s) if r.fits else no_fit),
         ("GPU memory per GPU", f"{fmt_bytes(r.memory_gpu_bytes)} of {fmt_bytes(r.gpu_requested_bytes)} requested "
          f"(weights {fmt_bytes(r.weights_bytes_per_gpu)}, KV {fmt_bytes(r.kv_gpu_bytes)}, "
          f"engine reserve {fmt_bytes(r.activation_reserve_bytes)})"),
         ("host memory", fmt_bytes(r.memory_host_bytes)),
     ]
+    if not r.fits:
+        rows.append(("does not fit", r.reason or ""))
     for k, v in rows:
         t.add_row(k, v)
     con.print(t)
-    if not r.fits:
-        msg = "nothing fits: even one request exceeds memory (OOM)" if r.max_batch == 0 else f"batch {r.batch} does not fit (max {r.max_batch})"
-        con.print(f"[bold red]warning:[/] {msg}")
-    if breakdown and r.breakdown:
+    if breakdown and r.breakdown and r.fits:
         bt = Table(title="breakdown")
         for c in ("phase", "component", "device", "time", "share", "bound by"):
             bt.add_column(c, justify="right" if c in ("time", "share") else "left")
@@ -111,23 +143,20 @@ def _print_one(r, breakdown: bool) -> None:
         con.print(bt)
 
 
-def _inf(n: int) -> str:
-    # lazy: CLI start-up
-    from kvsim.pricing.memory import UNBOUNDED_REQUESTS
-
-    return "unbounded" if n >= UNBOUNDED_REQUESTS else str(n)
-
-
 def _print_table(results) -> None:
     # lazy: CLI start-up
     from rich.table import Table
 
     r0 = results[0]
     t = Table(title=f"{r0.model} on {r0.hw}, context {r0.context:,}")
-    for c in ("method", "KV B/tok GPU", "KV B/tok host", "max batch", "batch", "TTFT", "TBT", "tok/s", "GPU mem", "host mem"):
-        t.add_column(c, justify="left" if c == "method" else "right")
+    for c in ("method", "KV B/tok GPU", "KV B/tok host", "max batch", "batch", "TTFT", "TBT", "tok/s", "GPU mem", "host mem",
+              "note"):
+        t.add_column(c, justify="left" if c in ("method", "note") else "right")
     for r in results:
-        t.add_row(r.method, fmt_num(r.kv_bytes_per_token_gpu, 0), fmt_num(r.kv_bytes_per_token_host, 0), str(r.max_batch),
-                  str(r.batch) + ("" if r.fits else " (OOM)"), fmt_s(r.ttft_s), fmt_s(r.tbt_s), fmt_num(r.throughput_tok_s),
-                  fmt_bytes(r.memory_gpu_bytes), fmt_bytes(r.memory_host_bytes))
+        ok = r.fits
+        t.add_row(r.method, fmt_num(r.kv_bytes_per_token_gpu, 0), fmt_num(r.kv_bytes_per_token_host, 0),
+                  "-" if r.max_batch is None else str(r.max_batch), str(r.batch),
+                  "-" if r.max_batch == 0 else fmt_s(r.ttft_s), fmt_s(r.tbt_s) if ok else "-",
+                  fmt_num(r.throughput_tok_s) if ok else "-", fmt_bytes(r.memory_gpu_bytes), fmt_bytes(r.memory_host_bytes),
+                  "" if ok else f"does not fit: {r.reason}")
     console().print(t)

@@ -71,8 +71,8 @@ def plan_cmd(
                                                         help="engine: token budget per step")] = 8192,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill",
                                                   help="engine: chunked prefill (vLLM v1)")] = True,
-    weight_dtype: WeightDtypeOpt = "bf16",
-    kv_dtype: KvDtypeOpt = "bf16",
+    weight_dtype: WeightDtypeOpt = "auto",
+    kv_dtype: KvDtypeOpt = "auto",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
     calibration: CalibrationOpt = None,
@@ -132,12 +132,14 @@ def plan_cmd(
         print(f"note: {plan.trace_notice}", file=sys.stderr)
     if as_json:
         print_json(plan.model_dump(mode="json"))
-        return
-    _print_table(plan)
-    sims = sum(c.evaluations for c in plan.configs)
-    hits = sum(c.cache_hits for c in plan.configs)
-    print(f"{len(plan.configs)} configurations, {sims} simulations run, {hits} cached, {plan.wall_s:.1f} s"
-          + (f"; report: {out / 'report.html'}" if out is not None else ""), file=sys.stderr)
+    else:
+        _print_table(plan)
+        sims = sum(c.evaluations for c in plan.configs)
+        hits = sum(c.cache_hits for c in plan.configs)
+        print(f"{len(plan.configs)} configurations, {sims} simulations run, {hits} cached, {plan.wall_s:.1f} s"
+              + (f"; report: {out / 'report.html'}" if out is not None else ""), file=sys.stderr)
+    if not any(c.runs for c in plan.configs):
+        raise ConfigError("no configuration met the SLO at any rate (the note of each row says why)")
 
 
 def _print_table(plan) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -26,7 +25,7 @@ from kvsim.commands.common import (
 )
 from kvsim.errors import ConfigError
 from kvsim.fileio import check_tree, write_tree
-from kvsim.jsonutil import json_default
+from kvsim.jsonutil import dumps_strict
 
 
 class Preemption(str, Enum):
@@ -78,8 +77,8 @@ def simulate_cmd(
     from kvsim.traces import load_trace
 
     for flag, v in (("--slo-ttft", slo_ttft), ("--slo-tbt", slo_tbt), ("--rate", rate), ("--time-scale", time_scale)):
-        if v is not None and not v > 0:
-            raise ConfigError(f"{flag} must be > 0, got {v}")
+        if v is not None and not 0 < v < float("inf"):  # NaN fails too
+            raise ConfigError(f"{flag} must be a finite number > 0, got {v}")
     check_watermark(watermark)
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, ["manifest.json"], flag="--out", force=force)  # the method folders: checked again at write
@@ -96,18 +95,24 @@ def simulate_cmd(
     if tr.notice:
         print(f"note: {tr.notice}", file=sys.stderr)
     specs = split_methods(method)
-    results = []
-    for spec in specs:
+    methods = []
+    for spec in specs:  # every method is checked before any simulation
         try:
-            m = make_method(spec, dep)
-            cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                            chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
-                            enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-                            watermark=watermark, seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt)
-            with _progress_bar(enabled=not as_json, label=m.label(), total=len(tr)) as progress:
-                cfg = cfg.model_copy(update={"progress": progress})
-                res = simulate(dep, m, tr, cfg)
+            methods.append((spec, make_method(spec, dep)))
         except ConfigError as err:
+            if len(specs) == 1:
+                raise
+            print(f"note: skipping {spec}: {err}", file=sys.stderr)
+    base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                         chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
+                         enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
+                         watermark=watermark, seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt)
+    results = []
+    for spec, m in methods:
+        try:
+            with _progress_bar(enabled=not as_json, label=m.label(), total=len(tr)) as progress:
+                res = simulate(dep, m, tr, base_cfg.model_copy(update={"progress": progress}))
+        except ConfigError as err:  # e.g. the weights leave no room for this method's KV
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
@@ -190,7 +195,7 @@ def write_outputs(results: list, directory: Path, force: bool = False) -> list[P
         runs.append({"method": res.summary["method"], "dir": folder, "files": sorted(out)})
     manifest = {"kvsim_version": __version__, "command": "kvsim " + " ".join(sys.argv[1:]), "runs": runs,
                 "doc": "docs/outputs.md"}
-    files["manifest.json"] = json.dumps(manifest, indent=2) + "\n"
+    files["manifest.json"] = dumps_strict(manifest, indent=2) + "\n"
     return write_tree(directory, files, force=force, flag="--out")
 
 
@@ -201,7 +206,7 @@ def output_files(res) -> dict[str, str]:
 
     from kvsim.sim.request import RequestStatus
 
-    files = {"summary.json": json.dumps(res.summary, indent=2, default=json_default) + "\n"}
+    files = {"summary.json": dumps_strict(res.summary, indent=2) + "\n"}
     rec = res.records
     ttft = rec.first_token_s - rec.arrival_s
     e2e = rec.finish_s - rec.arrival_s
@@ -232,7 +237,7 @@ def output_files(res) -> dict[str, str]:
     w.writerow(tl)
     w.writerows(zip(*[np.asarray(v).tolist() for v in tl.values()]))
     files["timeline.csv"] = f.getvalue()
-    files["timeline.json"] = json.dumps({k: np.asarray(v).tolist() for k, v in tl.items()}) + "\n"
+    files["timeline.json"] = dumps_strict({k: np.asarray(v).tolist() for k, v in tl.items()}) + "\n"
     return files
 
 

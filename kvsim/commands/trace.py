@@ -5,7 +5,6 @@ Errors are raised as :class:`~kvsim.errors.KvsimError`; the root CLI prints them
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from enum import Enum
@@ -14,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from kvsim.commands.common import ArrivalsOpt, ColumnsOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt
+from kvsim.commands.common import ArrivalsOpt, ColumnsOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, print_json
 from kvsim.traces import BURSTGPT_URL, fetch_burstgpt, list_formats, list_traces, load_trace, summarize
-from kvsim.traces.fetch import BURSTGPT_FILE, burstgpt_cache_path
+from kvsim.traces.fetch import BURSTGPT_FILE, burstgpt_cache_path, check_timeout
 
 app = typer.Typer(
     help="Request traces: list the built-in ones, show statistics, fetch the full BurstGPT file.",
@@ -76,6 +75,7 @@ def fetch(
 ) -> None:
     """Download BurstGPT_1.csv (52 MB), verify size and sha256, and store it where
     `--trace burstgpt` finds it."""
+    check_timeout(timeout)
     target = (dest.expanduser() if dest else burstgpt_cache_path().parent) / BURSTGPT_FILE
     before = target.stat().st_mtime_ns if target.is_file() else None
     if before is None or force:
@@ -87,9 +87,9 @@ def fetch(
         typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes, size and sha256 verified)")
 
 
-def _fmt(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
+def _fmt(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
     if x == int(x):
         return f"{int(x):,}"
     return f"{x:,.4g}" if abs(x) < 1000 else f"{x:,.1f}"
@@ -127,14 +127,13 @@ def info(
     )
     s = summarize(tr)
     if as_json:
-        json.dump(s.to_dict(), sys.stdout, indent=2, default=str)
-        typer.echo()
+        print_json(s.to_dict())
         return
     rows = [
         ("trace", f"{s.name}  ({s.source})" + (f", format {s.format}" if s.format else "")),
         ("requests", f"{s.requests:,}"),
         ("span", f"{_fmt(s.span_s)} s"),
-        ("mean rate", f"{_fmt(s.mean_rate_per_s)} req/s"),
+        ("mean rate", "- (all requests at one instant)" if s.mean_rate_per_s is None else f"{_fmt(s.mean_rate_per_s)} req/s"),
         ("arrival CV", _fmt(s.interarrival_cv)),
     ]
     for label, st in (("prompt tokens", s.prompt), ("output tokens", s.output)):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from kvsim.specbase import Float, Strict, number
+from kvsim.specbase import Float, Strict, number, short_repr
 
 # Plausible ranges of hardware numbers: wide enough for any real part, narrow enough that a
 # typo (1e300, .inf, 0) is an error. Stated in each rejection.
@@ -102,6 +102,12 @@ class HostSpec(Strict):
     price: Price | None = None
     source: str
     notes: str = ""
+
+    @model_validator(mode="after")
+    def _has_fp32(self) -> "HostSpec":
+        if "fp32" not in self.peak_flops_per_s:  # every other dtype falls back to it
+            raise ValueError("peak_flops_per_s must include fp32")
+        return self
 
 
 class LinkSpec(Strict):
@@ -196,7 +202,17 @@ class Efficiencies(Strict):
             data[op] = {**data[op], **fields}
         if source:
             data["source"] = f"{self.source}; {source}" if self.source else source
-        return Efficiencies.model_validate(data)
+        try:
+            return Efficiencies.model_validate(data)
+        except ValidationError as err:  # one line: "gemm.compute: must be in (0, 1] (got 5.0)"
+            raise ValueError("; ".join(_override_problem(e) for e in err.errors())) from None
+
+
+def _override_problem(e: dict) -> str:
+    loc = ".".join(str(x) for x in e["loc"])
+    if e["type"] == "extra_forbidden":
+        return f"{loc}: unknown field (fields: {', '.join(OpEfficiency.model_fields)})"
+    return f"{loc}: {e['msg'].removeprefix('Value error, ')} (got {short_repr(e.get('input'))})"
 
 
 class SystemSpec(Strict):

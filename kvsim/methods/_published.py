@@ -7,6 +7,7 @@ Config keys: MagicPIG ``(K, L)``; Quest ``(page_size, budget_ratio)``; TopK and 
 
 from __future__ import annotations
 
+from kvsim.catalog import spec_key
 from kvsim.methods.base import PublishedAccuracy
 
 _SRC_RULER = "MagicPIG (arXiv 2410.16179) Table 3 via METHODS.md §4 (RULER)"
@@ -39,6 +40,21 @@ _REASON: dict[str, dict[object, tuple[float, ...]]] = {  # Llama-3.1-8B-Instruct
     "quest": {(16, 0.06): (55.8, 23.2, 5.2)},
     "oracle": {0.3: (88.1, 72.4, 27.6), 0.1: (88.5, 69.2, 26.2), 0.02: (83.1, 57.9, 11.9)},
 }
+
+
+#: the kvsim model each published model name is (its weights' architecture)
+KVSIM_MODEL = {"Llama-3.1-8B-Instruct": "llama-3.1-8b", "MegaBeam-Mistral-7B-512K": "megabeam-mistral-7b-512k"}
+#: the papers ran 16-bit weights and KV
+PUBLISHED_DTYPES = ("bf16", "fp16")
+
+
+def applies_to(row: PublishedAccuracy, dep) -> bool:
+    """Was ``row`` measured on the deployment's model (name or alias) with 16-bit weights and KV?
+    (A number measured on another model or precision is not this configuration's accuracy.)"""
+    model = dep.model
+    names = {spec_key(n) for n in (model.name, *model.aliases, model.hf_id or "")}
+    measured = {spec_key(row.model), spec_key(KVSIM_MODEL.get(row.model, row.model))}
+    return bool(names & measured) and dep.weight_dtype in PUBLISHED_DTYPES and dep.kv_dtype in PUBLISHED_DTYPES
 
 
 def _key_match(a: object, b: object) -> bool:

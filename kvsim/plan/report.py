@@ -69,7 +69,7 @@ def recommendation_rows(plan: PlanResult) -> list[dict[str, str]]:
             "ttft": _f(b.ttft_s.at(pct) if b else None, ".3f"),
             "tbt": _f((b.tpot_s if plan.slo.tbt_metric == "tpot" else b.tbt_s).at(pct) if b else None, ".4f"),
             "usd_mtok": _f(c.cost_usd_per_mtok, ".3f"), "accuracy": _f(c.ruler_avg, ".1f"),
-            "note": c.error or _note(c, b),
+            "note": c.error or c.infeasible or _note(c, b),
         })
     return rows
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import ConfigError, KvsimError
+from kvsim.methods._published import applies_to
 from kvsim.plan.evaluate import at_rate, build, config_identity, load_plan_trace, simulate_point, start_rate_guess
 from kvsim.plan.ratesearch import search_max_rate
 from kvsim.plan.schema import SLO, ConfigResult, ConfigSpec, PointResult, SearchOptions, TargetResult, TraceSpec, cost_usd_per_mtok
@@ -102,7 +103,7 @@ def config_result(task: ConfigTask) -> ConfigResult:
                             method_label=cfg.method, gpus=cfg.gpus, slo=task.slo, error=str(err).splitlines()[0])
     base = dict(config=cfg, label=_label(cfg, dep, method), hw_name=dep.system.name, gpu_name=dep.system.gpu.name,
                 method_name=method.name, method_label=method.label(), gpus=cfg.gpus, price=dep.system.gpu.price, slo=task.slo,
-                accuracy=[vars(a) for a in method.published_accuracy()])
+                accuracy=[vars(a) for a in method.published_accuracy() if applies_to(a, dep)])
     evals = _Evaluations(task, config_identity(cfg, dep, method))
     trace = evals.trace(task.trace)
     ctx = float(np.mean(trace.prompt_tokens) + np.mean(trace.output_tokens) / 2)
@@ -126,11 +127,38 @@ def config_result(task: ConfigTask) -> ConfigResult:
     else:
         cost = cost_usd_per_mtok(base["price"], cfg.gpus, best.throughput_output_tok_s) if best else None
     return ConfigResult(
-        **base, max_rate_per_s=found.max_rate_per_s,
+        **base, max_rate_per_s=found.max_rate_per_s, infeasible=why_infeasible(found, task.slo),
         upper_rate_per_s=found.upper_rate_per_s if math.isfinite(found.upper_rate_per_s) else None,
         capped=found.capped, probes=[p.info.light() for p in found.probes], best=best, cost_usd_per_mtok=cost,
         target=target, evaluations=evals.misses, cache_hits=evals.hits,
     )
+
+
+#: what each reject reason of the simulator (kvsim.sim.inputs.REJECT_REASONS) means
+REJECTED = {"max_context": "longer than the model's max context", "gpu_memory": "do not fit in GPU KV memory",
+            "host_memory": "do not fit in host memory", "unschedulable": "could not be scheduled"}
+
+
+def why_infeasible(found, slo: SLO) -> str | None:
+    """Why no rate met the SLO (None when one did): what the lowest rate probed missed."""
+    if found.max_rate_per_s > 0 or not found.probes:
+        return None
+    probe = min(found.probes, key=lambda p: p.rate_per_s)
+    p: PointResult = probe.info
+    at = f"SLO not met even at {probe.rate_per_s:.3g} req/s"
+    if p.requests_rejected:
+        kinds = ", ".join(f"{n} {REJECTED.get(k, k)}" for k, n in sorted(p.rejected_reasons.items())) or "rejected"
+        return f"{at}: {p.requests_rejected}/{p.num_requests} requests rejected ({kinds})"
+    pct = slo.percentile
+    ttft, tbt = p.ttft_s.at(pct), (p.tpot_s if slo.tbt_metric == "tpot" else p.tbt_s).at(pct)
+    missed = []
+    if ttft is None:
+        missed.append("no request completed")
+    elif ttft > slo.ttft_s:
+        missed.append(f"{pct} TTFT {ttft:.3g} s > {slo.ttft_s:g} s")
+    if tbt is not None and tbt > slo.tbt_s:
+        missed.append(f"{pct} {slo.tbt_metric.upper()} {tbt:.3g} s > {slo.tbt_s:g} s")
+    return f"{at}: {' and '.join(missed) or 'SLO missed'}"
 
 
 def _verdict(point: PointResult, slo) -> tuple[bool, PointResult]:

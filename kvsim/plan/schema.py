@@ -101,6 +101,7 @@ class PointResult(_Frozen):
     throughput_output_tok_s: float
     requests_completed: int
     requests_rejected: int
+    rejected_reasons: dict[str, int] = {}  # reject reason (kvsim.sim.inputs.REJECT_REASONS) -> requests
     preemptions: int = 0
     peak_kv_gpu_bytes: float = 0.0
     peak_kv_host_bytes: float = 0.0
@@ -140,8 +141,8 @@ class ConfigSpec(_Frozen):
     tp: int = 1
     replicas: int = 1
     router: str = "least-outstanding"
-    weight_dtype: str = "bf16"
-    kv_dtype: str = "bf16"
+    weight_dtype: str = "auto"  # bf16, or fp16 on GPUs without bf16 (V100)
+    kv_dtype: str = "auto"  # the activation dtype
     gpu_memory_utilization: float = 0.9
     calibration: str | None = None
 
@@ -211,12 +212,18 @@ class ConfigResult(_Frozen):
     accuracy: list[dict] = []  # published (METHODS.md §4) rows: benchmark, model, config, score, ...
     target: TargetResult | None = None
     error: str | None = None  # why the configuration cannot run (e.g. weights do not fit)
+    infeasible: str | None = None  # why no rate met the SLO (max_rate_per_s == 0)
     evaluations: int = 0  # simulations actually run (cache misses)
     cache_hits: int = 0
 
     @property
+    def runs(self) -> bool:
+        """The configuration has an answer: it met the SLO at some rate."""
+        return self.error is None and self.max_rate_per_s > 0
+
+    @property
     def ruler_avg(self) -> float | None:
-        """Published RULER average (first model listed), or None."""
+        """Published RULER average of this model and configuration, or None."""
         for row in self.accuracy:
             if row.get("benchmark") == "RULER-avg":
                 return float(row["score"])

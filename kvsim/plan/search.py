@@ -67,8 +67,8 @@ class PlanRequest(BaseModel):
     tp_choices: list[int] = list(TP_CHOICES)
     max_replicas: int = Field(64, ge=1)
     router: str = "least-outstanding"
-    weight_dtype: str = "bf16"
-    kv_dtype: str = "bf16"
+    weight_dtype: str = "auto"  # bf16, or fp16 on GPUs without bf16 (V100)
+    kv_dtype: str = "auto"  # the activation dtype
     gpu_memory_utilization: float = 0.9
     calibration: str | None = None
     search: SearchOptions = SearchOptions()

@@ -3,9 +3,11 @@
 * KV bytes per token on GPU and host: ``kv_bytes(context) / context``.
 * Largest batch: requests of ``context`` tokens that fit the GPU and host KV budgets
   (:mod:`kvsim.pricing.memory`), with the engine reserve of a profiling step of
-  ``max_num_batched_tokens`` tokens and ``max_num_seqs`` sampled rows (as vLLM 0.19 profiles it).
+  ``max_num_batched_tokens`` tokens and ``max_num_seqs`` sampled rows (as vLLM 0.19 profiles it);
+  ``None`` where a pool does not limit it. A batch that does not fit says why (``reason``).
 * TTFT: one lone request's prompt prefilled in chunks of ``max_num_batched_tokens``
-  (vLLM's chunked prefill; ``None`` = one step), no queueing.
+  (vLLM's chunked prefill; ``None`` = one step), no queueing; summed in closed form for long
+  prompts (:meth:`kvsim.pricing.step.StepModel.prefill_request_timing`), so any context is fast.
 * TBT: one decode step with every sequence holding ``context`` cached tokens.
 * Throughput: decode tokens per second at the batch, ``batch / TBT``.
 """
@@ -18,13 +20,19 @@ import numpy as np
 from pydantic import BaseModel
 
 from kvsim.costmodel.deployment import Deployment
-from kvsim.pricing.memory import memory_budget, requests_that_fit
+from kvsim.errors import ConfigError
+from kvsim.pricing.memory import fewest, memory_budget, requests_that_fit
 from kvsim.methods.base import KVMethod
 from kvsim.costmodel.roofline import Timing
 from kvsim.pricing.step import StepModel
 
 #: batch sizes tried by ``--batch max`` beyond which we sample geometrically
 _DENSE_SEARCH_LIMIT = 256
+#: largest decode batch priced (the step prices arrays of one row per request)
+MAX_BATCH = 1_000_000
+#: largest context priced: prefill is summed in closed form, but methods' float arithmetic
+#: loses whole tokens near 2**53
+MAX_CONTEXT_TOKENS = 10**15
 
 
 class BreakdownRow(BaseModel):
@@ -46,9 +54,10 @@ class EstimateResult(BaseModel):
     fits: bool
     kv_bytes_per_token_gpu: float
     kv_bytes_per_token_host: float
-    max_batch: int
-    max_batch_gpu: int
-    max_batch_host: int
+    max_batch: int | None  # None: memory does not limit the batch
+    max_batch_gpu: int | None  # None: requests need no GPU KV
+    max_batch_host: int | None  # None: requests need no host memory
+    reason: str | None = None  # why the batch does not fit (None when it fits)
     ttft_s: float | None
     tbt_s: float | None
     throughput_tok_s: float | None
@@ -99,6 +108,9 @@ class Estimator:
         return int(next(b for b, t in zip(cands, thr) if t >= best * (1 - 1e-12)))
 
     def run(self, context: int, batch: int | str = 1) -> EstimateResult:
+        _check_count("context", context, MAX_CONTEXT_TOKENS)
+        if batch != "max":
+            _check_count("batch", batch, MAX_BATCH)
         dep, m = self.dep, self.method
         ctx = float(m.effective_prompt_tokens(float(context)))
         chunk = self.max_num_batched_tokens
@@ -108,15 +120,16 @@ class Estimator:
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
         mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req)
         mb_host = requests_that_fit(budget.kv_host_bytes, h_req)
-        max_batch = min(mb_gpu, mb_host)
-        if batch == "max":
-            b = self.best_batch(ctx, max_batch) if max_batch >= 1 else 0
+        max_batch = fewest(mb_gpu, mb_host)
+        if batch == "max":  # memory does not limit: the engine's max_num_seqs does
+            limit = self.max_num_seqs if max_batch is None else min(max_batch, MAX_BATCH)
+            b = self.best_batch(ctx, limit) if limit >= 1 else 0
         else:
             b = int(batch)
-        fits = 1 <= b <= max_batch
+        fits = b >= 1 and (max_batch is None or b <= max_batch)
         breakdown: list[BreakdownRow] = []
         ttft = tbt = thr = None
-        if max_batch >= 1 or batch != "max":
+        if max_batch != 0 or batch != "max":
             tp = self.step.prefill_request_timing(ctx, chunk)
             ttft = float(tp.total_s)
             breakdown += _rows("prefill", tp)
@@ -125,6 +138,7 @@ class Estimator:
                 tbt = float(td.total_s)
                 thr = b / tbt
                 breakdown += _rows("decode", td)
+        reason = None if fits else _why_not(int(context), b, max_batch, mb_gpu, g_req, h_req, budget)
         kv_gpu = b * g_req
         kv_host = b * h_req
         return EstimateResult(
@@ -132,7 +146,7 @@ class Estimator:
             fits=fits,
             kv_bytes_per_token_gpu=g_req / ctx if ctx else 0.0,
             kv_bytes_per_token_host=h_req / ctx if ctx else 0.0,
-            max_batch=max_batch, max_batch_gpu=mb_gpu, max_batch_host=mb_host,
+            max_batch=max_batch, max_batch_gpu=mb_gpu, max_batch_host=mb_host, reason=reason,
             ttft_s=ttft, tbt_s=tbt, throughput_tok_s=thr,
             memory_gpu_bytes=budget.non_kv_gpu_bytes + kv_gpu,
             gpu_requested_bytes=budget.gpu_total_bytes,
@@ -143,6 +157,31 @@ class Estimator:
             tp=dep.tp, weight_dtype=dep.weight_dtype, kv_dtype=dep.kv_dtype,
             breakdown=breakdown,
         )
+
+
+def _check_count(name: str, value: object, hi: int) -> None:
+    """A whole number in [1, hi] (a bool is not a number), else a one-line ConfigError."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not (ok and np.isfinite(value) and float(value).is_integer() and 1 <= value <= hi):
+        raise ConfigError(f"{name} must be a whole number in [1, {hi:,}], got {value!r}")
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:.2f} GB"
+
+
+def _why_not(context: int, b: int, max_batch: int | None, mb_gpu: int | None, g_req: float, h_req: float, budget) -> str:
+    """Why ``b`` requests of ``context`` tokens do not fit (one line)."""
+    if max_batch == 0 and mb_gpu == 0:
+        if budget.kv_gpu_bytes <= 0:
+            return (f"weights and engine reserve ({_gb(budget.non_kv_gpu_bytes)} per GPU) leave no room for KV "
+                    f"in the {_gb(budget.gpu_total_bytes)} requested")
+        return (f"one request of {context:,} tokens needs {_gb(g_req)} of KV per GPU; "
+                f"{_gb(budget.kv_gpu_bytes)} is free for KV")
+    if max_batch == 0:
+        return f"one request of {context:,} tokens needs {_gb(h_req)} of host memory; {_gb(max(budget.kv_host_bytes, 0))} is free"
+    where = "GPU" if mb_gpu == max_batch else "host"
+    return f"batch {b} exceeds the {max_batch} requests of {context:,} tokens that fit in {where} memory"
 
 
 def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str = 1,

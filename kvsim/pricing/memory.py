@@ -47,16 +47,18 @@ class MemoryBudget:
         return self.weights_bytes + self.reserve_bytes + self.method_fixed_gpu_bytes
 
 
-#: count reported when a request needs no bytes of a pool (the pool does not limit the batch)
-UNBOUNDED_REQUESTS = 1_000_000
-
-
-def requests_that_fit(budget_bytes: float, bytes_per_request: float) -> int:
+def requests_that_fit(budget_bytes: float, bytes_per_request: float) -> int | None:
     """Whole requests of ``bytes_per_request`` that fit ``budget_bytes`` (0 if the budget is
-    negative; ``UNBOUNDED_REQUESTS`` when a request needs nothing from this pool)."""
+    negative); ``None`` when a request needs nothing from this pool (it does not limit the batch)."""
     if bytes_per_request <= 0:
-        return UNBOUNDED_REQUESTS if budget_bytes >= 0 else 0
+        return None if budget_bytes >= 0 else 0
     return max(0, int(budget_bytes // bytes_per_request))
+
+
+def fewest(*counts: int | None) -> int | None:
+    """The smallest of the counts that limit (None: no count limits)."""
+    limits = [c for c in counts if c is not None]
+    return min(limits) if limits else None
 
 
 def memory_budget(dep: Deployment, method: KVMethod, max_tokens_per_step: float, max_seqs: float,

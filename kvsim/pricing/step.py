@@ -93,49 +93,134 @@ class StepModel:
         The method's analytic prefix hit (``split_prompt``) starts the prompt with that
         many cached tokens; the rest is prefilled in chunks of ``chunk_tokens`` (None or
         >= the remainder: one step), exactly as the simulator schedules a lone request.
+        A list of ``ceil(n_new / chunk_tokens)`` steps: see :meth:`prefill_request_timing`
+        for the price of a long prompt without listing them.
         """
+        n_new, n_cached, full, rest = self._chunking(n_prompt, chunk_tokens)
+        if full == 0:
+            return [(n_new, n_cached)]
+        c = float(chunk_tokens)  # type: ignore[arg-type]
+        out = [(c, n_cached + k * c) for k in range(full)]
+        return out + ([(rest, n_cached + full * c)] if rest > 0 else [])
+
+    def _chunking(self, n_prompt: float, chunk_tokens: float | None) -> tuple[float, float, int, float]:
+        """``(n_new, n_cached, full, rest)``: ``full`` whole chunks then a step of ``rest`` tokens
+        (``full == 0``: one step of ``n_new`` tokens)."""
         n_new, n_cached = (float(x) for x in self.method.split_prompt(float(n_prompt)))
         if not chunk_tokens or chunk_tokens >= n_new:
-            return [(n_new, n_cached)]
-        out = []
-        done = 0.0
-        while done < n_new:
-            c = min(float(chunk_tokens), n_new - done)
-            out.append((c, n_cached + done))
-            done += c
-        return out
+            return n_new, n_cached, 0, n_new
+        c = float(chunk_tokens)
+        full = int(n_new // c)
+        return n_new, n_cached, full, n_new - full * c
 
     def prefill_request_timing(self, n_prompt: float, chunk_tokens: float | None = None) -> Timing:
         """TTFT of a lone request without queueing: the sum of its prefill steps.
 
         Parts with the same name are merged (seconds added); a merged part keeps the
-        bound of its longest chunk."""
-        steps = self.prefill_chunks(n_prompt, chunk_tokens)
-        timings = [
-            self.timing(prefill_new=np.array([n]), prefill_cached=np.array([c]), n_sampled_prefill=int(i == len(steps) - 1))
-            for i, (n, c) in enumerate(steps)
-        ]
-        if len(timings) == 1:
-            return timings[0]
-        return merge_timings(timings)
+        bound of its longest chunk. Up to :data:`EXACT_PREFILL_STEPS` steps are priced one
+        by one (exactly what the simulator does); a longer prompt's whole-chunk steps are
+        summed by :func:`sum_steps` (a few dozen prices, whatever the length; relative error
+        below :data:`PREFILL_SUM_RTOL`), so the estimate of any context is fast.
+        """
+        n_new, n_cached, full, rest = self._chunking(n_prompt, chunk_tokens)
+        last = full if rest > 0 else full - 1  # index of the step that samples the first token
+
+        def step(k: float, n: float | None = None) -> Timing:
+            new = float(chunk_tokens) if n is None else n  # type: ignore[arg-type]
+            return self.timing(prefill_new=np.array([new]), prefill_cached=np.array([n_cached + k * float(chunk_tokens or 0)]),
+                               n_sampled_prefill=int(k == last))
+
+        if full == 0:
+            return self.timing(prefill_new=np.array([n_new]), prefill_cached=np.array([n_cached]), n_sampled_prefill=1)
+        final = step(last, rest if rest > 0 else None)
+        if last + 1 <= EXACT_PREFILL_STEPS:
+            timings = [step(k) for k in range(last)] + [final]
+            return timings[0] if len(timings) == 1 else merge_timings(timings)
+        weighted = sum_steps(step, 0, last - 1) + [(final, 1.0)]
+        return merge_timings([t for t, _ in weighted], [w for _, w in weighted])
 
     def decode_timing(self, ctx: np.ndarray) -> Timing:
         return self.timing(decode_ctx=np.asarray(ctx, dtype=np.float64))
 
 
-def merge_timings(timings: list[Timing]) -> Timing:
-    """Sum of sequential timings, parts merged by (name, device)."""
+#: prefill steps priced one by one in :meth:`StepModel.prefill_request_timing` (4M tokens in
+#: 8192-token chunks); longer prompts are summed by :func:`sum_steps`
+EXACT_PREFILL_STEPS = 512
+#: relative tolerance of :func:`sum_steps` per segment (so of the whole sum)
+PREFILL_SUM_RTOL = 1e-6
+
+
+def sum_steps(step, a: int, b: int, rtol: float = PREFILL_SUM_RTOL, max_prices: int = 1024) -> list[tuple[Timing, float]]:
+    """``(timing, weight)`` pairs whose weighted sum is ``sum(step(k) for k in a..b)`` within
+    ``rtol``, from ``O(log(b - a))`` prices of ``step`` (a Timing of a real ``k``).
+
+    The methods' prefill work is affine in the cached tokens (``k``) or piecewise so (a window,
+    a budget), so a step's seconds are a convex function of ``k`` between kinks (the max or
+    p-norm of affine resource times, plus affine overheads). For a convex ``f`` on the ``n``
+    integers ``a..b`` the sum lies between the midpoint rule ``n f(m)`` (Jensen) and the chord
+    ``n (f(a) + f(b)) / 2``, and both are exact where ``f`` is affine. A segment where the two
+    agree within ``rtol`` of the segment's time, for the total and for every part, counts their
+    mean; else it is halved, so segments shrink only around kinks. ``max_prices`` caps the work (float noise of a method at 2**50 tokens).
+    """
+    memo: dict[float, Timing] = {}
+
+    def at(x: float) -> Timing:
+        if x not in memo:
+            memo[x] = step(x)
+        return memo[x]
+
+    out: list[tuple[Timing, float]] = []
+    todo = [(a, b)]
+    while todo:
+        lo, hi = todo.pop()
+        n = hi - lo + 1
+        if n <= 3:
+            out += [(at(float(k)), 1.0) for k in range(lo, hi + 1)]
+            continue
+        tl, th, tm = at(float(lo)), at(float(hi)), at((lo + hi) / 2.0)
+        mid = n * float(tm.total_s)
+        if _gap(tl, th, tm) * n <= rtol * abs(mid) or len(memo) >= max_prices:
+            out += [(tl, n / 4.0), (th, n / 4.0), (tm, n / 2.0)]
+        else:
+            m = (lo + hi) // 2
+            todo += [(lo, m), (m + 1, hi)]
+    return out
+
+
+def _gap(lo: Timing, hi: Timing, mid: Timing) -> float:
+    """Largest ``|(f(lo) + f(hi)) / 2 - f(mid)|`` over the total and each part (name, device)."""
+    def seconds(t: Timing) -> dict:
+        out: dict = {}
+        for p in t.parts:
+            out[(p.name, p.device)] = out.get((p.name, p.device), 0.0) + float(p.seconds)
+        return out
+
+    a, b, m = seconds(lo), seconds(hi), seconds(mid)
+    gaps = [abs((a.get(k, 0.0) + b.get(k, 0.0)) / 2.0 - m.get(k, 0.0)) for k in set(a) | set(b) | set(m)]
+    return max([abs((float(lo.total_s) + float(hi.total_s)) / 2.0 - float(mid.total_s)), *gaps])
+
+
+def merge_timings(timings: list[Timing], weights: list[float] | None = None) -> Timing:
+    """Sum of sequential timings (each counted ``weights[i]`` times, default once), parts
+    merged by (name, device); a merged part keeps the bound of its longest timing."""
+    weights = [1.0] * len(timings) if weights is None else weights
     merged: dict[tuple[str, str], PartTime] = {}
     longest: dict[tuple[str, str], float] = {}
-    for t in timings:
+    for t, w in zip(timings, weights):
         for p in t.parts:
             k = (p.name, p.device)
             if k not in merged:
-                merged[k], longest[k] = p, float(p.seconds)
+                merged[k], longest[k] = _scaled(p, w), float(p.seconds)
                 continue
             q = merged[k]
             bound = p.bound if float(p.seconds) > longest[k] else q.bound
             longest[k] = max(longest[k], float(p.seconds))
-            rs = {r: q.resource_s.get(r, 0.0) + p.resource_s.get(r, 0.0) for r in set(q.resource_s) | set(p.resource_s)}
-            merged[k] = PartTime(q.name, q.op, q.device, q.seconds + p.seconds, bound, rs)
-    return Timing(sum(t.total_s for t in timings), tuple(merged.values()))
+            rs = {r: q.resource_s.get(r, 0.0) + w * p.resource_s.get(r, 0.0) for r in set(q.resource_s) | set(p.resource_s)}
+            merged[k] = PartTime(q.name, q.op, q.device, q.seconds + w * p.seconds, bound, rs)
+    return Timing(sum(w * t.total_s for t, w in zip(timings, weights)), tuple(merged.values()))
+
+
+def _scaled(p: PartTime, w: float) -> PartTime:
+    if w == 1.0:
+        return p
+    return PartTime(p.name, p.op, p.device, w * p.seconds, p.bound, {r: w * v for r, v in p.resource_s.items()})

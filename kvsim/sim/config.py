@@ -35,8 +35,8 @@ class SimConfig(BaseModel):
         "blocks free; None: 0.01 without chunked prefill (v0 default), 0 with it (v1 has none)")
     seed: int = Field(0, ge=0, description="kept in results for provenance; the replay itself is deterministic")
     record_token_times: bool = Field(False, description="keep every token's time per request (small runs)")
-    slo_ttft_s: float | None = Field(None, gt=0)
-    slo_tbt_s: float | None = Field(None, gt=0)
+    slo_ttft_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    slo_tbt_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     progress: Callable[[int, int, float], None] | None = Field(None, exclude=True)
 
     @property

@@ -50,6 +50,16 @@ def _sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+#: longest network timeout accepted (one day; the socket layer overflows on larger ones)
+MAX_TIMEOUT_S = 86400.0
+
+
+def check_timeout(timeout_s: object) -> None:
+    """A network timeout in (0, MAX_TIMEOUT_S] seconds, else a one-line TraceError."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise TraceError(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {timeout_s}")
+
+
 def _download(url: str, out, timeout_s: float, progress: Callable[[int, int | None], None] | None) -> tuple[int, str, int | None]:
     """Stream ``url`` into the open binary file ``out``; returns (bytes, sha256, Content-Length)."""
     h = hashlib.sha256()
@@ -105,6 +115,7 @@ def fetch_burstgpt(
     TraceError : offline, HTTP error, timeout, cut-off transfer, size or checksum mismatch,
         or a file-system error; no partial file is left behind.
     """
+    check_timeout(timeout_s)
     dest = Path(dest_dir).expanduser() if dest_dir is not None else burstgpt_cache_path().parent
     target = dest / filename
     if (

@@ -150,12 +150,17 @@ def _empty_error(
 
 
 def rescale_factor(arrival_s: np.ndarray, opts: LoadOptions, name: str) -> float:
-    """Multiplier for arrival times (starting at 0) that applies ``rate`` or ``time_scale``."""
+    """Multiplier for arrival times (starting at 0) that applies ``rate`` or ``time_scale``; the
+    rescaled arrivals stay finite and within MAX_TIME_S (a one-line TraceError otherwise)."""
+    span = float(arrival_s[-1]) if arrival_s.size else 0.0
     if opts.time_scale is not None:
-        return 1.0 / opts.time_scale
+        factor = 1.0 / opts.time_scale
+        if not (math.isfinite(factor) and span * factor <= MAX_TIME_S):
+            raise TraceError(f"time_scale={opts.time_scale:g} stretches trace {name}'s span of {span:g} s beyond "
+                             f"{MAX_TIME_S:g} s")
+        return factor
     if opts.rate is None or arrival_s.size < 2:
         return 1.0
-    span = float(arrival_s[-1])
     if span <= 0:
         raise TraceError(
             f"cannot rescale trace {name} to rate={opts.rate}: all {arrival_s.size} requests arrive at the same time"
@@ -163,6 +168,8 @@ def rescale_factor(arrival_s: np.ndarray, opts: LoadOptions, name: str) -> float
     factor = (arrival_s.size - 1) / opts.rate / span  # (N-1)/(R*span) -> (N-1)/span' = R
     if not math.isfinite(factor):
         raise TraceError(f"cannot rescale trace {name} to rate={opts.rate}: its span of {span:g} s is too short")
+    if span * factor > MAX_TIME_S:
+        raise TraceError(f"rate={opts.rate:g} stretches trace {name} beyond {MAX_TIME_S:g} s")
     return factor
 
 
@@ -235,17 +242,19 @@ def build_trace(
     prompt = prompt[order].astype(np.int64)
     output = output[order].astype(np.int64)
     n_pclip = n_oclip = 0
-    if opts.max_prompt_tokens is not None:
-        n_pclip = int((prompt > opts.max_prompt_tokens).sum())
-        np.minimum(prompt, opts.max_prompt_tokens, out=prompt)
-    if opts.max_output_tokens is not None:
-        n_oclip = int((output > opts.max_output_tokens).sum())
-        np.minimum(output, opts.max_output_tokens, out=output)
+    max_p = None if opts.max_prompt_tokens is None else int(opts.max_prompt_tokens)  # 1000.0 is 1000 (validated)
+    max_o = None if opts.max_output_tokens is None else int(opts.max_output_tokens)
+    if max_p is not None:
+        n_pclip = int((prompt > max_p).sum())
+        np.minimum(prompt, max_p, out=prompt)
+    if max_o is not None:
+        n_oclip = int((output > max_o).sum())
+        np.minimum(output, max_o, out=output)
 
     blocks = None
     if raw.prefix_blocks is not None:
         bt = raw.prefix_block_tokens
-        cap = None if opts.max_prompt_tokens is None else -(-opts.max_prompt_tokens // bt)
+        cap = None if max_p is None else -(-max_p // bt)
         blocks = tuple(raw.prefix_blocks[i][:cap] for i in order)  # cap None keeps all
 
     bad = raw.bad if raw.bad is not None else BadRows()

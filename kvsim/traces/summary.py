@@ -27,8 +27,8 @@ class TraceSummary:
     ----------
     requests : number of requests.
     span_s : last minus first arrival, seconds.
-    mean_rate_per_s : (N-1)/span, requests/s (inf when span is 0).
-    interarrival_cv : std/mean of the gaps between arrivals (nan for < 3 requests).
+    mean_rate_per_s : (N-1)/span, requests/s (None when every request arrives at once).
+    interarrival_cv : std/mean of the gaps between arrivals (None for < 3 requests or no gap).
     prompt, output : token-length statistics.
     num_failed_dropped, num_filtered : rows removed while loading.
     notice : the trace's notice line, if any.
@@ -42,8 +42,8 @@ class TraceSummary:
     source: str
     requests: int
     span_s: float
-    mean_rate_per_s: float
-    interarrival_cv: float
+    mean_rate_per_s: float | None
+    interarrival_cv: float | None
     prompt: LengthStats
     output: LengthStats
     num_failed_dropped: int
@@ -67,13 +67,14 @@ def _lengths(x: np.ndarray) -> LengthStats:
 def summarize(trace: Trace) -> TraceSummary:
     """Summary statistics of a non-empty trace."""
     gaps = np.diff(trace.arrival_s)
-    cv = float(gaps.std() / gaps.mean()) if gaps.size >= 2 and gaps.mean() > 0 else float("nan")
+    cv = float(gaps.std() / gaps.mean()) if gaps.size >= 2 and gaps.mean() > 0 else None
+    rate = trace.mean_rate_per_s
     return TraceSummary(
         name=trace.name,
         source=trace.source,
         requests=len(trace),
         span_s=trace.duration_s,
-        mean_rate_per_s=trace.mean_rate_per_s,
+        mean_rate_per_s=rate if np.isfinite(rate) else None,
         interarrival_cv=cv,
         prompt=_lengths(trace.prompt_tokens),
         output=_lengths(trace.output_tokens),

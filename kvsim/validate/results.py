@@ -18,7 +18,7 @@ from kvsim.costmodel.cost import Cost, Part
 from kvsim.errors import SpecError
 from kvsim.fileio import atomic_write
 from kvsim.hardware import GPUSpec, HostSpec, System
-from kvsim.specbase import format_validation_error
+from kvsim.specbase import format_validation_error, read_text
 from kvsim.validate.localhw import make_system
 
 RESULTS_KIND = "kvsim-validate-results"
@@ -109,10 +109,13 @@ def load_results(path: str | Path) -> Results:
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"{p}: results file not found (make one with `kvsim validate run --out {p}`)")
+    text = read_text(p)  # one-line SpecError for unreadable or non-UTF-8 files
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise SpecError(f"{p}:{err.lineno}: invalid JSON: {err.msg}") from None
+    except (RecursionError, ValueError):
+        raise SpecError(f"{p}: invalid JSON (nested too deeply or a number too long)") from None
     if not isinstance(data, dict):
         raise SpecError(f"{p}: expected a JSON object")
     try:

@@ -100,5 +100,11 @@ def test_simulate_watermark_flag_reaches_the_scheduler(tmp_path):
 
 def test_shell_completion_is_installable():
     """`kvsim --show-completion bash` prints a completion script (typer's, for `kvsim --install-completion`)."""
-    r = kvsim("--show-completion", "bash")
-    assert r.returncode == 0 and "complete" in r.stdout and "COMP_WORDS" in r.stdout
+    import os
+
+    # typer detects the shell from the parent process (none when pytest runs detached); its test switch
+    # makes `--show-completion` take the shell name instead
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    r = subprocess.run([sys.executable, "-m", "kvsim", "--show-completion", "bash"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0 and "complete" in r.stdout and "COMP_WORDS" in r.stdout, r.stderr

@@ -44,7 +44,6 @@ FIELD_RANGE = {
 #: vllm/distributed/device_communicators/custom_all_reduce.py); larger ones go to NCCL
 CUSTOM_ALLREDUCE_MAX_BYTES = 8192 * 1024
 F_SCALE = 0.05  # soft-L1 scale of log residuals: rows off by more than ~5% weigh less and less
-TABLE_OP = {"gemm": "gemm", "attn_prefill": "attn_prefill", "attn_decode": "attn_decode", "collective": "allreduce"}
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ import yaml
 
 from kvsim.fileio import atomic_write, ensure_dir
 from kvsim.hardware import AllReduceFit, ProfileSpec
-from kvsim.validate.kernel_tables import SYSTEM_OF_TABLE
-
-PROFILE_OP = {"gemm": "gemm", "attn_prefill": "attn_prefill", "attn_decode": "attn_decode", "allreduce": "collective"}
+from kvsim.validate.kernel_tables import ROOFLINE_OP, SYSTEM_OF_TABLE
 
 
 def _round(x: float) -> float:
@@ -27,7 +25,7 @@ def _round(x: float) -> float:
 def profile_of_fit(table_system: str, eff: dict[str, dict[str, float]], allreduce: list[AllReduceFit],
                    held_out_rows: list[dict]) -> ProfileSpec:
     system = SYSTEM_OF_TABLE[table_system]
-    errors = {PROFILE_OP[r["op"]]: {"rows": r["rows"], "median_abs": _round(r["median_abs"]), "p90_abs": _round(r["p90_abs"]),
+    errors = {ROOFLINE_OP[r["op"]]: {"rows": r["rows"], "median_abs": _round(r["median_abs"]), "p90_abs": _round(r["p90_abs"]),
                                     "bias": _round(r["bias"]), "protocol": "held-out: fit on half the shapes, reported on the other half"}
               for r in held_out_rows if r["rows"]}
     return ProfileSpec(

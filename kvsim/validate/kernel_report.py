@@ -28,11 +28,10 @@ from kvsim.validate.kernel_fit import (
     fit_op,
     fit_system,
 )
-from kvsim.validate.kernel_tables import FITTED_TABLES, OP_FILES, SYSTEM_OF_TABLE, load_table
+from kvsim.validate.kernel_tables import FITTED_TABLES, OP_FILES, ROOFLINE_OP, SYSTEM_OF_TABLE, load_table
 from kvsim.validate.kernels import error_stats, holdout_mask, price_table, table_work
 
 OPS = tuple(OP_FILES)  # gemm, attn_prefill, attn_decode, allreduce
-ROOF_OP = {"gemm": "gemm", "attn_prefill": "attn_prefill", "attn_decode": "attn_decode", "allreduce": "collective"}
 
 
 def _usable(op: str, table_system: str, system: System) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +99,7 @@ def shared_defaults(train_tables: list[str]) -> Efficiencies:
             system = _datasheet(ts, base)
             rows = np.flatnonzero(_usable(op, ts, system)[0])
             data.append(fit_data(load_table(ts, op), system, rows))
-        overrides[ROOF_OP[op]] = fit_op(ROOF_OP[op], data)
+        overrides[ROOFLINE_OP[op]] = fit_op(ROOFLINE_OP[op], data)
     return base.with_overrides(overrides, source=f"shared defaults fitted on {', '.join(train_tables)}")
 
 

@@ -37,6 +37,8 @@ OP_FILES = {
     "attn_decode": "generation_attention",
     "allreduce": "allreduce",
 }
+#: op class reported -> the roofline op class (kvsim.hardware.spec.OP_CLASSES) it measures
+ROOFLINE_OP = {"gemm": "gemm", "attn_prefill": "attn_prefill", "attn_decode": "attn_decode", "allreduce": "collective"}
 
 
 @dataclass(frozen=True)

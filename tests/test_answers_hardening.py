@@ -416,3 +416,15 @@ def test_digest_rate_of_simultaneous_arrivals_is_finite():
     tr = Trace("t", np.array([0.0, 1e-313, 2e-313]), np.array([10, 20, 30]), np.array([2, 2, 2]))
     p = digest(simulate(dep, make_method("full", dep), tr, SimConfig()))
     assert p.rate_per_s == 0.0 and p.requests_completed == 3
+
+
+def test_layer_count_is_bounded(tmp_path):
+    """num_layers: 2147483647 (found by the fuzzer: MagicPIG's dense-layer list took 24 GB and the
+    process was killed) is rejected, stating the plausible range."""
+    from kvsim.models import MODELS_DIR, load_model
+
+    data = yaml.safe_load((MODELS_DIR / "llama-3.1-8b.yaml").read_text())
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({**data, "num_layers": 2**31 - 1}))
+    with pytest.raises(SpecError, match=r"num_layers: must be in \[1, 10000\]"):
+        load_model(str(path))

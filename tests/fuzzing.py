@@ -556,7 +556,7 @@ def burstgpt_case(draw) -> Case:
         log = draw(st.sampled_from(["Conversation log", "API log", "x"]))
         cells = [tt] + (["s1", "0.5"] if eight else []) + [model, pt, ot, "0", log]
         if noisy() and draw(one_in(10)):
-            cells = cells[: draw(st.integers(0, len(cells)))]  # a short row
+            cells = cells[: draw(st.integers(0, len(cells) - 1))]  # a short row
             pv = ov = None
         rows.append(",".join(_quote(c) for c in cells))
         if pv is not None and ov is not None and pv > 0 and ov > 0:

@@ -388,3 +388,43 @@ def test_float_clip_options_are_whole_numbers():
     assert tr.prompt_tokens.dtype == np.int64 and tr.prompt_tokens.max() <= 1000 and tr.output_tokens.max() <= 60
     # first rows of AzureLLMInferenceTrace_conv.csv: prompts 374, 396, 879; outputs 44, 109 -> 60, 55
     assert tr.prompt_tokens[:3].tolist() == [374, 396, 879] and tr.output_tokens[:3].tolist() == [44, 60, 55]
+
+
+def test_engine_settings_are_bounded():
+    """--max-num-seqs 99999999999999999999999 (found by the fuzzer: numpy 'Maximum allowed
+    dimension exceeded'): a usage error on the CLI, a validation error in the library."""
+    from pydantic import ValidationError
+
+    from kvsim.sim.config import SimConfig
+
+    code, _, err = cli("simulate", "--max-num-seqs", "99999999999999999999999", "-n", "2")
+    assert code == 2 and "--max-num-seqs" in err
+    with pytest.raises(ValidationError):
+        SimConfig(max_num_seqs=10**7)
+    with pytest.raises(ValidationError):
+        SimConfig(max_num_batched_tokens=2**31)
+
+
+def test_digest_rate_of_simultaneous_arrivals_is_finite():
+    """Arrivals 1e-313 s apart (found by the fuzzer: (N-1)/span overflowed to inf): the digest's
+    rate is 0, as for arrivals at one instant."""
+    from kvsim.plan.digest import digest
+    from kvsim.sim.replica import SimConfig, simulate
+    from kvsim.traces.base import Trace
+
+    dep = build_deployment("a100", "llama-3.1-8b")
+    tr = Trace("t", np.array([0.0, 1e-313, 2e-313]), np.array([10, 20, 30]), np.array([2, 2, 2]))
+    p = digest(simulate(dep, make_method("full", dep), tr, SimConfig()))
+    assert p.rate_per_s == 0.0 and p.requests_completed == 3
+
+
+def test_layer_count_is_bounded(tmp_path):
+    """num_layers: 2147483647 (found by the fuzzer: MagicPIG's dense-layer list took 24 GB and the
+    process was killed) is rejected, stating the plausible range."""
+    from kvsim.models import MODELS_DIR, load_model
+
+    data = yaml.safe_load((MODELS_DIR / "llama-3.1-8b.yaml").read_text())
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({**data, "num_layers": 2**31 - 1}))
+    with pytest.raises(SpecError, match=r"num_layers: must be in \[1, 10000\]"):
+        load_model(str(path))

@@ -403,7 +403,7 @@ def e2e_cmd(
     save_calibration_to: Annotated[str | None, typer.Option("--save-calibration", help="write the calibration with the fitted step overhead")] = None,
     num_requests: Annotated[int | None, typer.Option("--num-requests", min=4, help="requests per run (fit run and report run; default 64, quick 24)")] = None,
     rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="report run's arrival rate, req/s (default: ~70% busy by kvsim); the fit run uses 0.7x")] = None,
-    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1)] = 8,
+    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="running sequences per step of the real engine and of kvsim")] = 8,
     trace: Annotated[str, typer.Option("--trace", help="trace name or file (needs 2 x --num-requests rows)")] = "azure-conv",
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.001, max=10.0, help="largest |error| of TTFT and TBT p50 and mean before exiting 2")] = 0.25,
     threads: ThreadsOpt = None,

@@ -18,6 +18,9 @@ from kvsim.specbase import INT32_MAX, Bool, Strict, number
 # as vocab x hidden stay far inside int64.
 Dim = number(int, 1, INT32_MAX)
 Dim0 = number(int, 0, INT32_MAX)
+#: layers: methods keep per-layer lists (MagicPIG's dense layers, PyramidKV's budgets), so a
+#: typo of 2**31 layers must not allocate gigabytes (the largest models have ~130 layers)
+Layers = number(int, 1, 10_000)
 
 
 class MoESpec(Strict):
@@ -51,7 +54,7 @@ class ModelSpec(Strict):
     aliases: list[str] = []
     hf_id: str = ""
     architecture: str
-    num_layers: Dim
+    num_layers: Layers
     hidden_size: Dim
     num_heads: Dim = Field(description="query heads")
     num_kv_heads: Dim = Field(description="KV heads (MHA: = num_heads; MLA: 1 latent 'head')")

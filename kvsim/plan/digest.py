@@ -48,6 +48,8 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
         arr = np.asarray(rec.arrival_s, dtype=np.float64)
         span = float(arr.max() - arr.min()) if n > 1 else 0.0
         rate_per_s = (n - 1) / span if span > 0 else 0.0
+        if not math.isfinite(rate_per_s):  # arrivals 1e-313 s apart: all at one instant, as span 0
+            rate_per_s = 0.0
     extra = {"kv_gpu_capacity_bytes": float(s.get("kv_gpu_capacity_bytes") or 0.0),
              "kv_host_capacity_bytes": float(s.get("kv_host_capacity_bytes") or 0.0)}
     if detail:

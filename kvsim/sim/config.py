@@ -15,6 +15,10 @@ from kvsim.sim.request import PreemptionMode
 
 #: vLLM v0 ``BlockSpaceManager(watermark=0.01)`` (vllm/core/block_manager.py, v0.6-v0.10)
 V0_WATERMARK = 0.01
+#: bounds of the engine settings (the CLI options state the same): arrays of one row per running
+#: sequence are allocated, and token budgets stay within int32 like trace token counts
+MAX_NUM_SEQS = 1_000_000
+MAX_NUM_BATCHED_TOKENS = 2**31 - 1
 
 
 class SimConfig(BaseModel):
@@ -22,8 +26,8 @@ class SimConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    max_num_seqs: int = Field(256, ge=1, description="running sequences per step")
-    max_num_batched_tokens: int = Field(8192, ge=1, description="token budget per step")
+    max_num_seqs: int = Field(256, ge=1, le=MAX_NUM_SEQS, description="running sequences per step")
+    max_num_batched_tokens: int = Field(8192, ge=1, le=MAX_NUM_BATCHED_TOKENS, description="token budget per step")
     chunked_prefill: bool = Field(True, description="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first")
     preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE
     block_size_tokens: int = Field(16, ge=1, description="tokens of uncompressed KV per block")

@@ -91,8 +91,26 @@ def _work_of(costs: list[tuple[Cost, np.ndarray]], rows: int) -> KernelWork:
     return KernelWork(tuple(templates), ws, rows)
 
 
+_WORK_CACHE: dict[tuple[int, str], tuple[KernelTable, KernelWork]] = {}
+
+
 def table_work(table: KernelTable, system: System) -> KernelWork:
-    """kvsim's cost of every row of ``table`` (the work does not depend on efficiencies)."""
+    """kvsim's cost of every row of ``table`` (the work does not depend on efficiencies).
+
+    Built once per (table object, GPU): a report, a fit and a held-out split of one table all
+    price the same work on rooflines of different efficiencies. The table is kept in the cache
+    entry, so its ``id`` cannot be reused by another table while the entry lives.
+    """
+    key = (id(table), system.gpu.name)
+    hit = _WORK_CACHE.get(key)
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    work = _build_work(table, system)
+    _WORK_CACHE[key] = (table, work)
+    return work
+
+
+def _build_work(table: KernelTable, system: System) -> KernelWork:
     c = table.columns
     n = len(table)
     costs: list[tuple[Cost, np.ndarray]] = []

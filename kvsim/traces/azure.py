@@ -72,17 +72,18 @@ def parse_timestamps(path: Path, cells: np.ndarray, bad: BadRows | None = None,
     raises TraceError naming ``file:line`` (``bad`` None or strict), or is counted in ``bad``
     as ``bad_time`` (its time is then 0 and its mask entry True).
     """
-    wrong = np.zeros(cells.shape[0], dtype=bool)
-    ctrl = _control_chars(cells)
-    if ctrl.any():
-        row = int(np.argmax(ctrl))
+    def flag(mask: np.ndarray, what: str) -> None:
+        """Raise on the first flagged cell (strict), or count all of them as ``bad_time``."""
+        row = int(np.argmax(mask))
         place = f"{path}:{_line(path, row, lines)}"
-        problem = (f"TIMESTAMP contains a control character (e.g. NUL): "
-                   f"{cells[row].decode('utf-8', 'replace')!r}")
+        problem = f"TIMESTAMP {what}: {cells[row].decode('utf-8', 'replace')!r}"
         if bad is None:
             raise TraceError(f"{place}: {problem}")
-        bad.add("bad_time", place, problem, count=int(ctrl.sum()))
-        wrong |= ctrl
+        bad.add("bad_time", place, problem, count=int(mask.sum()))
+
+    wrong = _control_chars(cells)
+    if wrong.any():
+        flag(wrong, "contains a control character (e.g. NUL)")
     stamps = np.empty(cells.shape[0], dtype="datetime64[ns]")
     try:
         with warnings.catch_warnings():
@@ -97,13 +98,7 @@ def parse_timestamps(path: Path, cells: np.ndarray, bad: BadRows | None = None,
         stamps = np.array([np.datetime64(0, "ns") if v is None else v for v in parsed], dtype="datetime64[ns]")
     nat &= ~wrong
     if nat.any():
-        row = int(np.argmax(nat))
-        place = f"{path}:{_line(path, row, lines)}"
-        problem = (f"TIMESTAMP is not a date-time 'YYYY-MM-DD HH:MM:SS.fffffff': "
-                   f"{cells[row].decode('utf-8', 'replace')!r}")
-        if bad is None:
-            raise TraceError(f"{place}: {problem}")
-        bad.add("bad_time", place, problem, count=int(nat.sum()))
+        flag(nat, "is not a date-time 'YYYY-MM-DD HH:MM:SS.fffffff'")
         wrong |= nat
     good = ~wrong
     if not good.any():

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.costmodel.attention import decode_flops_per_token_layer, kv_bytes_per_token_layer, nseq, prefill_attention, sum_seq
+from dataclasses import replace
+
+from kvsim.costmodel.attention import (
+    decode_attention,
+    decode_flops_per_token_layer,
+    kv_bytes_per_token_layer,
+    nseq,
+    prefill_attention,
+    sum_seq,
+)
 from kvsim.costmodel.cost import Cost, Num, Part
 from kvsim.costmodel.cost import indicator as has  # noqa: F401  (1.0 where x > 0; methods' name for it)
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
+from kvsim.methods.base import KVMethod, Residency
+from kvsim.models import ModelSpec
 
 
 def arr(x) -> np.ndarray:
@@ -144,3 +155,27 @@ def eager_prefill(dep: Deployment, n_new: Num, n_cached: Num, *, score_passes: f
     scores = gpu_pass(dep, name, flops=L * s * softmax_flops,
                       hbm=L * s * score_passes * dep.ab + L * new * accum_bytes_per_token, launches=3.0 * L * has(new))
     return attn + scores
+
+
+class ReshapedModelMethod(KVMethod):
+    """A method that turns the model's attention into another full-attention shape (fewer KV heads,
+    an MLA latent) and then serves it as dense attention: resident bytes, decode and prefill are
+    those of full KV on ``self.mdep``, the deployment with :meth:`reshaped_model`.
+
+    Subclasses define ``reshaped_model()`` (and ``check()``); nothing else."""
+
+    def __init__(self, dep, params=None):
+        super().__init__(dep, params)
+        self.mdep = replace(dep, model=self.reshaped_model())
+
+    def reshaped_model(self) -> ModelSpec:
+        raise NotImplementedError
+
+    def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
+        return Residency(gpu_bytes=arr(n_tokens) * self.mdep.full_kv_bytes_per_token)
+
+    def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
+        return decode_attention(self.mdep, arr(ctx) + 1.0)
+
+    def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
+        return prefill_attention(self.mdep, n_new, n_cached)

@@ -18,16 +18,12 @@ slightly overstated). Not defined for MLA (one latent, no KV heads to merge).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import numpy as np
 from pydantic import Field
 
-from kvsim.costmodel.attention import decode_attention, prefill_attention
-from kvsim.costmodel.cost import Cost, Num
 from kvsim.errors import ConfigError
-from kvsim.methods._common import arr, require_not_mla
-from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods._common import ReshapedModelMethod, require_not_mla
+from kvsim.methods.base import MethodParams
+from kvsim.models import ModelSpec
 from kvsim.specbase import Float
 
 
@@ -36,14 +32,13 @@ class HeadMergeParams(MethodParams):
     """KV heads kept after merging, as a fraction of the model's (paper: 1/2 and 1/4)."""
 
 
-class HeadMerge(KVMethod):
+class HeadMerge(ReshapedModelMethod):
     name = "headmerge"
     summary = "KV-head compression: merge KV heads by low-rank SVD into GQA with half the KV heads"
     Params = HeadMergeParams
 
-    def __init__(self, dep, params=None):
-        super().__init__(dep, params)
-        self.mdep = replace(dep, model=dep.model.model_copy(update={"num_kv_heads": self.kv_heads}))
+    def reshaped_model(self) -> ModelSpec:
+        return self.dep.model.model_copy(update={"num_kv_heads": self.kv_heads})
 
     @property
     def kv_heads(self) -> int:
@@ -59,12 +54,3 @@ class HeadMerge(KVMethod):
         t = self.dep.tp
         if h % t and t % h:
             raise ConfigError(f"headmerge: --tp {t} cannot split or replicate the {h} merged KV heads of {m.name}")
-
-    def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
-        return Residency(gpu_bytes=arr(n_tokens) * self.mdep.full_kv_bytes_per_token)
-
-    def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        return decode_attention(self.mdep, arr(ctx) + 1.0)
-
-    def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        return prefill_attention(self.mdep, n_new, n_cached)

@@ -24,17 +24,12 @@ from the original model's linear layers). Not defined for a model that is alread
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import numpy as np
 from pydantic import Field
 
-from kvsim.costmodel.attention import decode_attention, prefill_attention
-from kvsim.costmodel.cost import Cost, Num
 from kvsim.errors import ConfigError
-from kvsim.methods._common import arr
-from kvsim.methods.base import KVMethod, MethodParams, Residency
-from kvsim.models import MLASpec
+from kvsim.methods._common import ReshapedModelMethod
+from kvsim.methods.base import MethodParams
+from kvsim.models import MLASpec, ModelSpec
 from kvsim.specbase import Int
 
 
@@ -45,17 +40,16 @@ class XEcoMLAParams(MethodParams):
     """decoupled RoPE key dim d_r (repo configs: 32)."""
 
 
-class XEcoMLA(KVMethod):
+class XEcoMLA(ReshapedModelMethod):
     name = "xecomla"
     summary = "X-EcoMLA: non-MLA model upcycled to an MLA cache of rank 128 + RoPE 32 per token per layer"
     Params = XEcoMLAParams
 
-    def __init__(self, dep, params=None):
-        super().__init__(dep, params)
-        p, m = self.params, dep.model
+    def reshaped_model(self) -> ModelSpec:
+        p, m = self.params, self.dep.model
         mla = MLASpec(kv_lora_rank=p.kv_lora_rank, qk_rope_head_dim=p.qk_rope_head_dim,
                       qk_nope_head_dim=m.head_dim - p.qk_rope_head_dim, v_head_dim=m.head_dim)
-        self.mdep = replace(dep, model=m.model_copy(update={"mla": mla, "num_kv_heads": 1}))
+        return m.model_copy(update={"mla": mla, "num_kv_heads": 1})
 
     def check(self) -> None:
         m, p = self.dep.model, self.params
@@ -64,12 +58,3 @@ class XEcoMLA(KVMethod):
         if p.qk_rope_head_dim >= m.head_dim:
             raise ConfigError(f"xecomla qk_rope_head_dim ({p.qk_rope_head_dim}) must be below the head dim "
                               f"({m.head_dim}) of {m.name}")
-
-    def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
-        return Residency(gpu_bytes=arr(n_tokens) * self.mdep.full_kv_bytes_per_token)
-
-    def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        return decode_attention(self.mdep, arr(ctx) + 1.0)
-
-    def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        return prefill_attention(self.mdep, n_new, n_cached)

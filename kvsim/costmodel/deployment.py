@@ -104,7 +104,7 @@ class Deployment:
 
         Llama-2-7B bf16, tp=1: 32 * (2*32*128) * 2 = 524,288 B (METHODS.md 1.0)."""
         m = self.model
-        return m.num_layers * m.kv_elements_per_token_per_layer * self.kvb * self.kv_shard
+        return m.attn_layers * m.kv_elements_per_token_per_layer * self.kvb * self.kv_shard
 
     @property
     def gpu_torch_memory_bytes(self) -> float:

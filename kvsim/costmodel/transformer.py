@@ -10,6 +10,10 @@ Formulas (SPECS.md F1-F4, F7; FLOPs = 2 per multiply-add):
   ``E * (1 - (1 - k/E)^T)`` (SPECS.md F7); FLOPs count only the k routed experts per token.
 * TP all-reduce (Megatron-LM, Shoeybi et al. 2019 §3): 2 per layer of ``T * h`` activations;
   a ring all-reduce sends ``2 (tp-1)/tp`` of the buffer per GPU.
+* Hybrid models (``ModelSpec.ssm``): attention projections only on the ``attn_layers``; the SSM
+  layers' mixers are GEMMs of their parameters (``2 P_ssm T`` FLOPs, weights read once) plus a
+  memory-bound scan that reads and writes each sampling sequence's recurrent state once per step
+  (``2 * state bytes``; vLLM's ``selective_state_update`` in decode) and ``scan_flops_per_token``.
 """
 
 from __future__ import annotations
@@ -41,18 +45,21 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
     T = n_tokens
     has = indicator(T)
 
-    # attention projections: Q, K, V (fused) and O
-    p_attn = L * m.attn_params_per_layer
+    # attention projections: Q, K, V (fused) and O, on the layers that attend
+    La = m.attn_layers
+    p_attn = La * m.attn_params_per_layer
     q_out = m.num_heads * m.q_head_dim
-    attn_act = L * T * (h + q_out + m.kv_elements_per_token_per_layer + m.num_heads * m.head_dim + h) * ab
+    attn_act = La * T * (h + q_out + m.kv_elements_per_token_per_layer + m.num_heads * m.head_dim + h) * ab
     parts = [
         Part(
             "attn_proj", "gemm", dtype=dt,
             flops=2.0 * p_attn * T / tp,
             hbm_bytes=(p_attn * wb + attn_act) / tp * has,
-            launches=2 * L * has,
+            launches=2 * La * has,
         )
     ]
+    if m.ssm is not None:
+        parts.extend(ssm_mixer_parts(dep, T, n_seqs))
 
     # MLP (dense layers) and MoE layers
     if m.moe is None:
@@ -96,6 +103,31 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
         parts.append(Part("allreduce", "collective", device="link", dtype=dep.act_dtype,
                           link_bytes=2 * L * per_allreduce, launches=2 * L * has, group=tp))
     return Cost.of(*parts)
+
+
+def ssm_mixer_parts(dep: Deployment, n_tokens: Num, n_seqs: Num) -> list[Part]:
+    """The SSM layers' mixers of a hybrid model (module docstring), per GPU (heads / channels
+    split over ``tp`` like attention heads).
+
+    ``ssm_proj`` (gemm): ``2 P_ssm T`` FLOPs; weights ``P_ssm b_w``, activations in ``h``, out of the
+    input projection ``in_proj_width``, into and out of the output projection ``d_i + h``.
+    ``ssm_scan`` (elementwise): ``scan_flops_per_token * T`` FLOPs; the state of every sampling
+    sequence read and written once (``2 * state * b_a``) plus the scan's input/output
+    (``conv_channels + d_i`` elements per token)."""
+    m, tp, ab = dep.model, dep.tp, dep.ab
+    s, h, Ls = m.ssm, m.hidden_size, m.ssm_layers
+    T = n_tokens
+    has = indicator(T)
+    p_ssm = Ls * s.params_per_layer(h)
+    act = Ls * T * (h + s.in_proj_width(h) + s.d_inner(h) + h) * ab
+    state = Ls * s.state_elements_per_layer(h) * ab
+    scan_io = Ls * T * (s.conv_channels(h) + s.d_inner(h)) * ab
+    return [
+        Part("ssm_proj", "gemm", dtype=dep.gemm_dtype, flops=2.0 * p_ssm * T / tp,
+             hbm_bytes=(p_ssm * dep.wb + act) / tp * has, launches=2 * Ls * has),
+        Part("ssm_scan", "elementwise", dtype=dep.act_dtype, flops=Ls * T * s.scan_flops_per_token(h) / tp,
+             hbm_bytes=(2.0 * state * n_seqs + scan_io) / tp, launches=2 * Ls * has),
+    ]
 
 
 def gemm_cost(m: Num, n: Num, k: Num, *, weight_bytes: float, act_bytes: float, dtype: str, calls: Num = 1.0) -> Cost:

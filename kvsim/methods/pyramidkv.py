@@ -45,7 +45,7 @@ class PyramidKV(SnapKV):
     Params = PyramidKVParams  # type: ignore[assignment]
 
     def layer_capacities(self) -> np.ndarray:
-        p, L = self.params, self.dep.model.num_layers
+        p, L = self.params, self.dep.model.attn_layers
         c = float(p.capacity - p.window)
         lo = c / p.beta
         hi = 2.0 * c - lo

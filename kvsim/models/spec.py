@@ -3,6 +3,9 @@
 Parameter counts follow SPECS.md F1: per layer, attention projections
 ``h*n_h*d + 2*h*n_kv*d + n_h*d*h`` (+ biases), MLP ``3*h*f`` (gated, SwiGLU) or ``2*h*f``
 (OPT/GPT), MoE ``E*3*h*f_e + h*E`` (router); embeddings ``V*h``, LM head ``V*h`` unless tied.
+Hybrid models (:class:`SSMSpec`): ``ssm.num_layers`` layers have a state-space mixer instead
+of attention (its parameters in :meth:`SSMSpec.params_per_layer`); only the other
+``attn_layers`` keep a KV cache.
 """
 
 from __future__ import annotations
@@ -48,6 +51,93 @@ class MLASpec(Strict):
     q_lora_rank: Dim | None = None
 
 
+class SSMSpec(Strict):
+    """State-space (Mamba) mixer layers of a hybrid model (Jamba, Zamba, Nemotron-H, Granite-4-H).
+
+    Each of ``num_layers`` layers has a selective-SSM mixer in place of attention; its MLP / MoE
+    is unchanged. Per sequence it keeps a constant recurrent state instead of a growing KV cache:
+
+    * mamba1 (Gu & Dao 2023, Algorithm 2; HF ``MambaMixer`` / ``JambaMambaMixer``), inner width
+      ``d_i = expand * h``: SSM state ``d_i * d_state`` + convolution state ``(d_conv - 1) * d_i``;
+    * mamba2 (Dao & Gu 2024, SSD §7; HF ``Mamba2Mixer``), ``num_heads * head_dim = d_i``: SSM
+      state ``num_heads * head_dim * d_state`` + convolution state ``(d_conv - 1) * conv_dim`` with
+      ``conv_dim = d_i + 2 * n_groups * d_state``.
+    """
+
+    kind: Literal["mamba1", "mamba2"]
+    num_layers: Layers = Field(description="layers whose mixer is this SSM; the model's other layers attend")
+    d_state: Dim = Field(description="SSM state size N per channel (mamba1) or per head dim (mamba2)")
+    d_conv: Dim = Field(4, description="causal depthwise convolution taps")
+    expand: Dim = Field(2, description="inner width d_i = expand x hidden_size")
+    dt_rank: Dim | None = Field(None, description="mamba1: rank of the time-step projection (default ceil(h/16))")
+    num_heads: Dim | None = Field(None, description="mamba2: SSM heads")
+    head_dim: Dim | None = Field(None, description="mamba2: channels per SSM head")
+    n_groups: Dim = Field(1, description="mamba2: B/C groups")
+    conv_bias: Bool = True
+    proj_bias: Bool = False
+
+    def d_inner(self, hidden: int) -> int:
+        return self.expand * hidden
+
+    def conv_channels(self, hidden: int) -> int:
+        """Channels the convolution runs over (and keeps ``d_conv - 1`` past columns of)."""
+        d_i = self.d_inner(hidden)
+        return d_i if self.kind == "mamba1" else d_i + 2 * self.n_groups * self.d_state
+
+    def state_elements_per_layer(self, hidden: int) -> int:
+        """Recurrent-state elements one sequence keeps per SSM layer (class docstring).
+
+        Jamba-v0.1 (mamba1, h 4096, expand 2, N 16, 4 taps): 8192 x 16 + 3 x 8192 = 155,648."""
+        d_i = self.d_inner(hidden)
+        return d_i * self.d_state + (self.d_conv - 1) * self.conv_channels(hidden)
+
+    def params_per_layer(self, hidden: int) -> int:
+        """Parameters of one SSM mixer (norms inside the mixer not counted: < 0.01 %).
+
+        mamba1: in_proj ``h x 2 d_i``, conv ``d_i x d_conv`` (+ bias), x_proj ``d_i x (r + 2N)``,
+        dt_proj ``r x d_i + d_i``, ``A_log`` ``d_i x N``, ``D`` ``d_i``, out_proj ``d_i x h``.
+        mamba2: in_proj ``h x (d_i + conv_dim + heads)``, conv ``conv_dim x d_conv`` (+ bias),
+        ``dt_bias``/``A_log``/``D`` one per head, gated norm ``d_i``, out_proj ``d_i x h``.
+        Projection biases (``proj_bias``) add their output widths."""
+        h, d_i, n = hidden, self.d_inner(hidden), self.d_state
+        conv = self.conv_channels(hidden)
+        conv_p = conv * self.d_conv + (conv if self.conv_bias else 0)
+        bias = self.proj_bias
+        if self.kind == "mamba1":
+            r = self.dt_rank or -(-h // 16)
+            in_w = 2 * d_i
+            return (h * in_w + (in_w if bias else 0) + conv_p + d_i * (r + 2 * n) + r * d_i + d_i
+                    + d_i * n + d_i + d_i * h + (h if bias else 0))
+        in_w = d_i + conv + self.num_heads
+        return h * in_w + (in_w if bias else 0) + conv_p + 3 * self.num_heads + d_i + d_i * h + (h if bias else 0)
+
+    def in_proj_width(self, hidden: int) -> int:
+        """Output width of the input projection (activations written per token)."""
+        d_i = self.d_inner(hidden)
+        return 2 * d_i if self.kind == "mamba1" else d_i + self.conv_channels(hidden) + self.num_heads
+
+    def scan_flops_per_token(self, hidden: int) -> int:
+        """FLOPs per token of the convolution and the recurrent scan of one layer [DERIVED].
+
+        Per state element the step ``s = exp(dt A) s + dt B x`` and the read-out ``y += C s`` are
+        ~6 FLOPs (exp, 3 for the update, 2 for the read-out; Mamba §3.3: O(B L D N) work); the
+        convolution is ``2 d_conv`` FLOPs per channel. The SSD chunked form of prefill adds
+        intra-chunk matmuls that this does not count."""
+        d_i = self.d_inner(hidden)
+        return 6 * d_i * self.d_state + 2 * self.d_conv * self.conv_channels(hidden)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SSMSpec":
+        if self.kind == "mamba2":
+            if self.num_heads is None or self.head_dim is None:
+                raise ValueError("ssm kind mamba2 needs num_heads and head_dim")
+            if self.dt_rank is not None:
+                raise ValueError("ssm dt_rank is a mamba1 field (mamba2 has one time step per head)")
+        elif self.num_heads is not None or self.head_dim is not None:
+            raise ValueError("ssm num_heads/head_dim are mamba2 fields (mamba1 has one state per channel)")
+        return self
+
+
 class ModelSpec(Strict):
     kind: Literal["model"] = "model"
     name: str
@@ -73,6 +163,7 @@ class ModelSpec(Strict):
         "for the layout; pricing treats every layer as full attention (see ModelSpec.windowed_layers)")
     moe: MoESpec | None = None
     mla: MLASpec | None = None
+    ssm: SSMSpec | None = Field(None, description="hybrid models: the layers with a state-space mixer instead of attention")
     published_params: number(float, 0, 1e15, lo_open=True) | None = Field(None, description="total params as published, for checks")
     source: str
     notes: str = ""
@@ -89,6 +180,16 @@ class ModelSpec(Strict):
             if self.sliding_window_layers > self.num_layers:
                 raise ValueError(f"sliding_window_layers ({self.sliding_window_layers}) must be <= "
                                  f"num_layers ({self.num_layers})")
+        if self.ssm is not None:
+            if self.ssm.num_layers >= self.num_layers:
+                raise ValueError(f"ssm.num_layers ({self.ssm.num_layers}) must be < num_layers ({self.num_layers}): "
+                                 "a hybrid model keeps at least one attention layer")
+            if self.ssm.kind == "mamba2" and self.ssm.num_heads * self.ssm.head_dim != self.ssm.d_inner(self.hidden_size):
+                raise ValueError(f"ssm num_heads x head_dim ({self.ssm.num_heads} x {self.ssm.head_dim}) must equal "
+                                 f"expand x hidden_size ({self.ssm.d_inner(self.hidden_size)})")
+            if self.sliding_window_layers is not None and self.sliding_window_layers > self.attn_layers:
+                raise ValueError(f"sliding_window_layers ({self.sliding_window_layers}) must be <= the "
+                                 f"{self.attn_layers} attention layers")
         if self.moe is not None:
             free = self.num_layers - self.moe.first_dense_layers
             if self.moe.moe_layers is not None and self.moe.moe_layers > free:
@@ -116,6 +217,11 @@ class ModelSpec(Strict):
                 f"--tp {tp} does not divide the {self.num_heads} attention heads of {self.name} "
                 f"({self.num_heads / tp:.2f} per GPU); use a tp that divides {self.num_heads}"
             )
+        if self.ssm is not None:
+            units, what = ((self.ssm.num_heads, "SSM heads") if self.ssm.kind == "mamba2"
+                           else (self.ssm.d_inner(self.hidden_size), "SSM inner channels"))
+            if units % tp:
+                raise ConfigError(f"--tp {tp} does not divide the {units} {what} of {self.name}")
         kv = self.num_kv_heads
         if self.mla is None and kv % tp and tp % kv:
             raise ConfigError(
@@ -124,6 +230,28 @@ class ModelSpec(Strict):
             )
 
     # ----- derived counts (elements, not bytes) -----
+    @property
+    def attn_layers(self) -> int:
+        """Layers that attend and keep a KV cache (all of them unless the model is a hybrid)."""
+        return self.num_layers - (self.ssm.num_layers if self.ssm is not None else 0)
+
+    @property
+    def ssm_layers(self) -> int:
+        return 0 if self.ssm is None else self.ssm.num_layers
+
+    @property
+    def ssm_state_elements_per_seq(self) -> int:
+        """Recurrent-state elements one sequence keeps over all SSM layers (0 without any)."""
+        return 0 if self.ssm is None else self.ssm.num_layers * self.ssm.state_elements_per_layer(self.hidden_size)
+
+    @property
+    def mixer_params(self) -> int:
+        """Attention projections of the attention layers plus the SSM mixers of the others."""
+        p = self.attn_layers * self.attn_params_per_layer
+        if self.ssm is not None:
+            p += self.ssm.num_layers * self.ssm.params_per_layer(self.hidden_size)
+        return p
+
     @property
     def q_head_dim(self) -> int:
         """Query/key head dim used in QK^T (MLA: nope + rope)."""
@@ -173,7 +301,7 @@ class ModelSpec(Strict):
         whole causal triangle on windowed layers."""
         if self.sliding_window is None:
             return 0
-        return self.num_layers if self.sliding_window_layers is None else self.sliding_window_layers
+        return self.attn_layers if self.sliding_window_layers is None else self.sliding_window_layers
 
     @property
     def num_moe_layers(self) -> int:
@@ -226,7 +354,7 @@ class ModelSpec(Strict):
     def total_params(self) -> int:
         """All stored parameters (embeddings, LM head unless tied, norms, every expert)."""
         L = self.num_layers
-        p = L * self.attn_params_per_layer + self.norm_params + self.embedding_params
+        p = self.mixer_params + self.norm_params + self.embedding_params
         if not self.tie_word_embeddings:
             p += self.lm_head_params
         if self.moe is None:
@@ -244,7 +372,7 @@ class ModelSpec(Strict):
     def active_params_per_token(self) -> int:
         """Params a token multiplies by (top-k experts only); excludes the embedding lookup."""
         L = self.num_layers
-        p = L * self.attn_params_per_layer + self.lm_head_params
+        p = self.mixer_params + self.lm_head_params
         if self.moe is None:
             return p + L * self.dense_mlp_params_per_layer
         p += self.num_dense_mlp_layers * self.dense_mlp_params_per_layer

@@ -72,16 +72,33 @@ class EngineReserve:
         non_torch_bytes: ``non_torch_increase`` (an estimate, see the module docstring).
         buffers_bytes: model buffers counted in ``weights_memory`` (the rotary cache).
         cudagraph_bytes: CUDA graph memory taken from the KV budget (0 in vLLM 0.19).
+        ssm_state_bytes: hybrid models: one recurrent-state slot per schedulable sequence
+            (:func:`ssm_state_bytes`).
     """
 
     activation_bytes: float
     non_torch_bytes: float
     buffers_bytes: float
     cudagraph_bytes: float = 0.0
+    ssm_state_bytes: float = 0.0
 
     @property
     def total_bytes(self) -> float:
-        return self.activation_bytes + self.non_torch_bytes + self.buffers_bytes + self.cudagraph_bytes
+        return (self.activation_bytes + self.non_torch_bytes + self.buffers_bytes + self.cudagraph_bytes
+                + self.ssm_state_bytes)
+
+
+def ssm_state_bytes(dep: Deployment, max_seqs: float) -> float:
+    """Recurrent state of a hybrid model held for ``max_seqs`` sequences, per GPU:
+    ``max_seqs * ssm_layers * state_elements * b_a / tp``.
+
+    vLLM's ``MambaCacheManager`` (V0 and the hybrid models of early V1) preallocates one state
+    slot per ``max_num_seqs``; V1's hybrid KV cache manager allocates them from the KV pool per
+    running request instead, so this is the most the states take. The state is kept in the model
+    dtype (``mamba_ssm_cache_dtype`` "auto"). Jamba-v0.1, 256 seqs, bf16, tp 1:
+    256 x 28 x 155,648 x 2 B = 2,231,369,728 B."""
+    m = dep.model
+    return float(max_seqs) * m.ssm_state_elements_per_seq * dep.ab / dep.tp
 
 
 def rope_cache_bytes(dep: Deployment) -> float:
@@ -173,4 +190,5 @@ def engine_reserve(dep: Deployment, max_tokens_per_step: float, max_seqs: float)
         activation_bytes=peak + cublas_workspace_bytes(dep),
         non_torch_bytes=non_torch_increase_bytes(dep.tp),
         buffers_bytes=rope_cache_bytes(dep),
+        ssm_state_bytes=ssm_state_bytes(dep, max_seqs),
     )

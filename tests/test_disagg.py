@@ -222,3 +222,16 @@ def test_cli_disagg_bad_input_is_one_line_error(args, needle, tmp_path):
     assert r.returncode == 1, r.stdout
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert all(line.startswith("error: ") for line in r.stderr.strip().splitlines())
+
+
+def test_cli_plan_disagg_instances_json(tmp_path):
+    """kvsim plan --disagg-instances 2: rows best first, 1:1 ahead of aggregated x2 under a 20 ms TBT SLO."""
+    r = _kvsim("plan", "--hw", "h100", "--trace", "synthetic-fixed:prompt=4000,output=100,rate=1", "--num-requests", "40",
+               "--slo-ttft", "2", "--slo-tbt", "0.02", "--disagg-instances", "2", "--rel-tol", "0.1", "--json",
+               "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [x["layout"] for x in rows] == ["disaggregated 1:1", "aggregated x2"]
+    assert rows[0]["max_rate_per_s"] > rows[1]["max_rate_per_s"] > 0 and rows[0]["gpus"] == 2
+    bad = _kvsim("plan", "--disagg-instances", "2", "--target-rate", "5", cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --disagg-instances") and "Traceback" not in bad.stderr

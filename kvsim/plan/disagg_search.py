@@ -42,6 +42,7 @@ class LayoutResult:
     best: PointResult | None  # the simulation at max_rate_per_s (None: no rate met the SLO)
     evaluations: int
     wall_s: float
+    capped: bool = False  # still feasible at the search's top rate: the trace is too short to load the layout
 
     @property
     def label(self) -> str:
@@ -80,7 +81,7 @@ def search_layout(layout: tuple[int, int], dep: Deployment, method: KVMethod, tr
     rs = search_max_rate(feasible, start_rate_per_s=start, rel_tol=rel_tol)
     best = rs.best.info if rs.best is not None else None
     return LayoutResult(layout[0], layout[1], n * dep.tp, rs.max_rate_per_s, best, len(rs.probes),
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, rs.capped)
 
 
 def plan_layouts(dep: Deployment, method: KVMethod, trace: Trace, link: LinkSpec, slo: SLO, instances: int,
@@ -93,3 +94,16 @@ def plan_layouts(dep: Deployment, method: KVMethod, trace: Trace, link: LinkSpec
     start = start_rate_guess(dep, method, trace, replicas=instances)  # one grid for every layout
     out = [search_layout(lay, dep, method, trace, link, slo, cfg, router, rel_tol, start) for lay in layouts(instances)]
     return sorted(out, key=lambda r: (-r.max_rate_per_s, r.prefill != 0, -r.decode))
+
+
+def layout_row(hw: str, method: str, r: LayoutResult, slo: SLO) -> dict:
+    """One JSON-able row of a layout search (the CLI's table and ``--json``)."""
+    b = r.best
+    tbt = None if b is None else (b.tpot_s if slo.tbt_metric == "tpot" else b.tbt_s).at(slo.percentile)
+    return {"hw": hw, "method": method, "layout": r.label, "prefill_instances": r.prefill,
+            "decode_instances": r.decode, "gpus": r.gpus, "max_rate_per_s": r.max_rate_per_s,
+            "rate_per_gpu_per_s": r.max_rate_per_s / r.gpus if r.gpus else 0.0,
+            f"ttft_{slo.percentile}_s": None if b is None else b.ttft_s.at(slo.percentile),
+            f"{slo.tbt_metric}_{slo.percentile}_s": tbt,
+            "throughput_output_tok_s": None if b is None else b.throughput_output_tok_s,
+            "capped": r.capped, "evaluations": r.evaluations, "wall_s": r.wall_s}

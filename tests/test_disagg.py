@@ -23,7 +23,7 @@ from kvsim.sim.reference import simulate_reference
 from kvsim.sim.replica import SimConfig, simulate
 from kvsim.traces.base import Trace
 from equivalence_scenarios import compare
-from test_sim_support import FakeStep, a100_llama, make_trace
+from test_sim_support import FakeStep, a100_llama, make_trace, util_for_blocks
 
 
 def _h100(tp: int = 1):
@@ -91,6 +91,26 @@ def test_prompt_kv_resident_recomputes_one_token():
     assert compare(fast, ref) == []
     assert step.prefills[0] == ((1.0,), (99.0,))  # 1 new token after 99 resident ones
     assert np.allclose(fast.records.token_times[0], [0.011, 0.021, 0.031])
+
+
+def test_prompt_kv_resident_recompute_preemption_by_hand():
+    """5 blocks of 16 tokens, two 32-token prompts resident, 20 outputs each (FakeStep: 10 ms + 1 ms per prefill token).
+    Fast engine and reference agree; a RECOMPUTE victim keeps its prompt KV as resident (stated limitation)."""
+    dep = a100_llama()
+    m = make_method("full", dep)
+    cfg = SimConfig(record_token_times=True, prompt_kv_resident=True)
+    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 5, cfg, 32)})
+    trace = make_trace([0.0, 0.0], [32, 32], [20, 20])
+    fast = simulate(dep, m, trace, cfg, step_model=FakeStep())
+    ref = simulate_reference(dep, m, trace, cfg, step_model=FakeStep())
+    assert compare(fast, ref) == []
+    # step 1: one recomputed token each (31 resident): 10 + 2 ms -> 0.012. Step 2: both need a 3rd block, one is
+    # free: B is preempted, A decodes alone; A finishes after 19 decodes: 0.012 + 0.190 = 0.202.
+    # B re-admitted: 31 resident, 2 tokens to compute (its last prompt token and its first output): 12 ms -> 0.214,
+    # then 18 decodes -> 0.394; its longest gap 0.214 - 0.012 = 0.202
+    assert ref.preemptions.tolist() == [0, 1]
+    assert ref.finish_s.tolist() == pytest.approx([0.202, 0.394])
+    assert ref.tbt_max_s[1] == pytest.approx(0.202)
 
 
 def test_lone_request_ttft_is_prefill_plus_transfer_plus_one_step():

@@ -33,7 +33,8 @@ those 1-token recomputes, never a prompt chunk: that is the point of disaggregat
 
 Simplifications (stated, not hidden): the prefill instance frees a prompt's KV when its step
 ends, not when the transfer completes; decode instances never push back on prefill instances
-(a full decode instance queues the request); layer-wise overlap of transfer with prefill
+(a full decode instance queues the request); a decode instance's RECOMPUTE victim keeps its prompt
+KV as resident when re-admitted (optimistic: vLLM would recompute the prompt); layer-wise overlap of transfer with prefill
 (Splitwise §IV-C) is not modelled (the transfer starts after the whole prompt).
 """
 

@@ -56,7 +56,7 @@ from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig
 from kvsim.sim.inputs import effective_prompts
 from kvsim.sim.metrics import RequestRecords, stats, summarize
-from kvsim.sim.replica import simulate
+from kvsim.sim.replica import provenance, simulate
 from kvsim.sim.request import RequestStatus
 from kvsim.traces.base import Trace
 
@@ -240,6 +240,10 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
         "kv_gpu_capacity_tokens": per_d[0].get("kv_gpu_capacity_tokens") if per_d else None,
         "kv_host_capacity_bytes": per_d[0].get("kv_host_capacity_bytes") if per_d else None,
         "requests_failed_in_trace": int(trace.num_failed_dropped),
+        "weight_dtype": decode_dep.weight_dtype, "kv_dtype": decode_dep.kv_dtype,
+        "config": cfg.model_dump(mode="json"),
+        "provenance": {"prefill": provenance(prefill_dep, prefill_method, trace),
+                       "decode": provenance(decode_dep, decode_method, trace), "kv_link": link.model_dump(mode="json")},
         "preemptions": int(preempt.sum()),
         "disagg": {
             "prefill_instances": num_prefill, "decode_instances": num_decode,

@@ -16,7 +16,8 @@ The run is three stages, each built on the existing replica simulator (no new en
    Transfers leave each prefill instance and enter each decode instance one at a time, first
    ready first (FIFO port groups, :func:`schedule_transfers`), so no port ever carries more
    than its bandwidth. The decode instance of each request is chosen round-robin in ready
-   order (vLLM's disaggregation proxy example picks decoders round-robin); the choice does not
+   order (vLLM's ``examples/online_serving/disaggregated_serving/disagg_proxy_demo.py``:
+   ``RoundRobinSchedulingPolicy`` over decode instances); the choice does not
    depend on the decode instances' state, which keeps each decode instance's arrivals known
    before it runs.
 3. **Decode.** Each decode instance replays its requests at their transfer-arrival times with

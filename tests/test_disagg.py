@@ -255,3 +255,35 @@ def test_cli_plan_disagg_instances_json(tmp_path):
     assert rows[0]["max_rate_per_s"] > rows[1]["max_rate_per_s"] > 0 and rows[0]["gpus"] == 2
     bad = _kvsim("plan", "--disagg-instances", "2", "--target-rate", "5", cwd=tmp_path)
     assert bad.returncode == 1 and bad.stderr.startswith("error: --disagg-instances") and "Traceback" not in bad.stderr
+
+
+def test_transfers_never_overlap_on_a_port():
+    """Invariant: on every prefill port group and every decode port group, transfer intervals [start, start + busy)
+    are disjoint and start no earlier than the KV is ready (random loads, 3 prefill x 2 decode instances)."""
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        ready = np.sort(rng.uniform(0, 5, n))
+        src = rng.integers(0, 3, n)
+        busy = rng.uniform(0.01, 1.0, n)
+        dst, start, arrive = schedule_transfers(ready, src, busy, 1e-3, 3, 2)
+        assert np.all(start >= ready) and np.allclose(arrive, start + busy + 1e-3)
+        for ports in ((src, 3), (dst, 2)):
+            for k in range(ports[1]):
+                sel = np.flatnonzero(ports[0] == k)
+                order = sel[np.argsort(start[sel])]
+                assert np.all(start[order][1:] >= (start + busy)[order][:-1] - 1e-12)
+
+
+def test_request_too_big_for_the_decode_instance_is_rejected_there():
+    """Prefill on H200 fits a 60,000-token prompt; its KV does not fit one L4's pool (~5 GB after 16 GB of weights):
+    rejected at the decode instance (gpu_memory), counted once; the small request completes."""
+    dep_p = build_deployment("h200", "llama-3.1-8b")
+    dep_d = build_deployment("l4", "llama-3.1-8b")
+    trace = Trace("two", np.array([0.0, 0.1]), np.array([60_000, 100]), np.array([10, 10]))
+    res = simulate_disagg(dep_p, make_method("full", dep_p), dep_d, make_method("full", dep_d), trace,
+                          load_link("eth-100g"), SimConfig())
+    assert res.summary["requests_completed"] == 1 and res.summary["requests_rejected"] == 1
+    assert dict(res.records.reject_reason) == {0: "gpu_memory"}
+    assert np.isfinite(res.kv_ready_s[0])  # it was prefilled and sent
+    assert res.summary["disagg"]["kv_transfer_bytes_total"] == pytest.approx((60_000 + 100) * 131_072)

@@ -41,7 +41,6 @@ KV as resident when re-admitted (optimistic: vLLM would recompute the prompt); l
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -226,7 +225,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     moved = np.isfinite(arrive)
     per_d = [r.summary for r in dec_results]
     pre_s = pre.summary
-    timelines = [t for t in ([pre.timeline] if not hasattr(pre, "replicas") else [r.timeline for r in pre.replicas])]
+    timelines = [r.timeline for r in pre.replicas] if hasattr(pre, "replicas") else [pre.timeline]
     timeline = _sum_timelines(timelines + [r.timeline for r in dec_results])
     gpus = num_prefill * prefill_dep.tp + num_decode * decode_dep.tp
     span = float(np.nanmax(arrive) - np.nanmin(start)) if moved.any() else 0.0
@@ -255,6 +254,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
             "kv_transfer_bytes_mean": float(nbytes[moved].mean()) if moved.any() else None,
             "kv_transfer_s": stats((arrive - start)[moved]),
             "kv_transfer_wait_s": stats((start - ready)[moved]),
+            # port-seconds of transfers / (first start to last arrival x the transfers that can run at once)
             "kv_link_busy_fraction": (float(busy[moved].sum()) / (span * min(num_prefill, num_decode))
                                       if span > 0 else None),
             "prefill_ttft_s": pre_s.get("ttft_s"),
@@ -267,7 +267,5 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
                 "steps": pre_s.get("sim", {}).get("steps", 0) + sum(p.get("sim", {}).get("steps", 0) for p in per_d)},
         "notes": sorted({m for p in [pre_s, *per_d] for m in p.get("notes", [])}),
     })
-    if not math.isfinite(summ["disagg"]["kv_link_busy_fraction"] or 0.0):
-        summ["disagg"]["kv_link_busy_fraction"] = None
     return DisaggResult(summ, rec, timeline, tbt_v, tbt_w, pre_of, dst, ready, nbytes, start, arrive,
                         {"prefill": pre, "decode": dec_results})

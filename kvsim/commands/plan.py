@@ -170,9 +170,17 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
         dep = build_deployment(hw, req.model, tp=req.tp, weight_dtype=req.weight_dtype, kv_dtype=req.kv_dtype,
                                gpu_memory_utilization=req.gpu_memory_utilization, calibration=req.calibration)
         for spec in req.methods:
-            m = make_method(spec, dep)
-            for r in plan_layouts(dep, m, trace, link, req.slo, instances, cfg, req.router, req.search.rel_tol):
-                rows.append(layout_row(dep.system.name, m.label(), r, req.slo))
+            try:
+                m = make_method(spec, dep)
+                found = plan_layouts(dep, m, trace, link, req.slo, instances, cfg, req.router, req.search.rel_tol)
+            except ConfigError as err:  # e.g. the method does not apply to this model or GPU
+                if len(req.methods) * len(req.hws) == 1:
+                    raise
+                print(f"note: skipping {hw} {spec}: {err}", file=sys.stderr)
+                continue
+            rows.extend(layout_row(dep.system.name, m.label(), r, req.slo) for r in found)
+    if not rows:
+        raise ConfigError("no (hardware, method) could be planned")
     if as_json:
         print_json(rows)
         return
@@ -184,7 +192,10 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     for k in keys:
         t.add_column(k, justify="left" if k in ("hw", "method", "layout") else "right")
     for r in rows:
-        t.add_row(*("-" if r[k] is None else f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+        cells = ["-" if r[k] is None else f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+        if r["capped"]:  # a lower bound: the search stopped while still feasible
+            cells = [f">= {c}" if k in ("max_rate_per_s", "rate_per_gpu_per_s") else c for k, c in zip(keys, cells)]
+        t.add_row(*cells)
     Console(width=max(160, Console().width)).print(t)
     for r in rows:
         if r["capped"]:

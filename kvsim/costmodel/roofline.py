@@ -8,6 +8,7 @@ For one part on op class ``c`` (efficiencies ``eff[c]``), each resource gives a 
 * DRAM          ``dram_bytes / (dram_bw * sockets * eff[c].memory)``
 * PCIe          ``pcie_bytes / (pcie_bw * eff.pcie.memory)``
 * GPU-GPU link  ``link_bytes / (link_bw(group) * eff.collective.memory)`` (``LinkSpec.collective_bw_bytes_per_s``)
+* KV link       ``bytes / (lanes * link_bw)`` between prefill and decode instances (:func:`link_transfer_seconds`)
 
 and the part takes ``max(resource times) + launches * eff[c].overhead_s +
 tiles * eff[c].tile_s + round_trips * (2 * pcie_latency + eff.pcie.overhead_s)``: the classic

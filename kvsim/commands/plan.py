@@ -65,6 +65,8 @@ def plan_cmd(
     tp_choices: Annotated[str, typer.Option("--tp-choices", help="TP degrees tried with --target-rate")] = "1,2,4,8",
     max_replicas: Annotated[int, typer.Option("--max-replicas", min=1, help="replica cap with --target-rate")] = 64,
     router: Annotated[str, typer.Option("--router", help="round-robin, least-outstanding, prefix-aware")] = "least-outstanding",
+    disagg_instances: Annotated[Optional[int], typer.Option("--disagg-instances", min=2, max=64, help="aggregated vs disaggregated: search every P:D with P + D = N instances (and N aggregated replicas) of --tp GPUs")] = None,
+    kv_link: Annotated[str, typer.Option("--kv-link", help="--disagg-instances: link carrying the KV, one per GPU (ib-ndr, eth-100g, ... or a link YAML)")] = "ib-ndr",
     rel_tol: Annotated[float, typer.Option("--rel-tol", min=0.001, max=0.5, help="relative tolerance of the rate search")] = 0.05,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="engine: running sequences per step")] = 256,
     max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", min=1, max=2**31 - 1,
@@ -110,6 +112,11 @@ def plan_cmd(
         sim_options={"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
                      "chunked_prefill": chunked_prefill, **({} if watermark is None else {"watermark": watermark})},
     )
+    if disagg_instances is not None:
+        if target_rate is not None or out is not None or replicas != 1:
+            raise ConfigError("--disagg-instances searches a fixed number of instances: drop --target-rate, --replicas and --out")
+        _plan_disagg(req, disagg_instances, kv_link, as_json)
+        return
     cache = None if no_cache else (default_cache_dir() if cache_dir is None else Path(cache_dir))
     # before the search: a bad output path must not cost the simulations
     if cache is not None:
@@ -140,6 +147,62 @@ def plan_cmd(
               + (f"; report: {out / 'report.html'}" if out is not None else ""), file=sys.stderr)
     if not any(c.runs for c in plan.configs):
         raise ConfigError("no configuration met the SLO at any rate (the note of each row says why)")
+
+
+def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
+    """Aggregated vs every P:D layout per (hardware, method) (kvsim.plan.disagg_search)."""
+    # lazy: CLI start-up
+    from rich.console import Console
+    from rich.table import Table
+
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.hardware import load_link
+    from kvsim.methods import make_method
+    from kvsim.plan.disagg_search import layout_row, plan_layouts
+    from kvsim.plan.evaluate import load_plan_trace
+    from kvsim.sim.config import SimConfig
+
+    link = load_link(kv_link)
+    trace = load_plan_trace(req.trace)
+    cfg = SimConfig(**req.sim_options)
+    rows = []
+    for hw in req.hws:
+        dep = build_deployment(hw, req.model, tp=req.tp, weight_dtype=req.weight_dtype, kv_dtype=req.kv_dtype,
+                               gpu_memory_utilization=req.gpu_memory_utilization, calibration=req.calibration)
+        for spec in req.methods:
+            try:
+                m = make_method(spec, dep)
+                found = plan_layouts(dep, m, trace, link, req.slo, instances, cfg, req.router, req.search.rel_tol)
+            except ConfigError as err:  # e.g. the method does not apply to this model or GPU
+                if len(req.methods) * len(req.hws) == 1:
+                    raise
+                print(f"note: skipping {hw} {spec}: {err}", file=sys.stderr)
+                continue
+            rows.extend(layout_row(dep.system.name, m.label(), r, req.slo) for r in found)
+    if not rows:
+        raise ConfigError("no (hardware, method) could be planned")
+    if as_json:
+        print_json(rows)
+        return
+    slo = req.slo
+    t = Table(title=f"{req.model} on {trace.name} ({len(trace)} req), {instances} instances x TP{req.tp}, KV link {link.name}: "
+                    f"SLO {slo.percentile} TTFT <= {slo.ttft_s:g} s, {slo.tbt_metric.upper()} <= {slo.tbt_s:g} s",
+              title_justify="left")
+    keys = [k for k in rows[0] if k not in ("prefill_instances", "decode_instances", "capped", "evaluations", "wall_s")]
+    for k in keys:
+        t.add_column(k, justify="left" if k in ("hw", "method", "layout") else "right")
+    for r in rows:
+        cells = ["-" if r[k] is None else f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+        if r["capped"]:  # a lower bound: the search stopped while still feasible
+            cells = [f">= {c}" if k in ("max_rate_per_s", "rate_per_gpu_per_s") else c for k, c in zip(keys, cells)]
+        t.add_row(*cells)
+    Console(width=max(160, Console().width)).print(t)
+    for r in rows:
+        if r["capped"]:
+            print(f"note: {r['hw']} {r['method']} {r['layout']}: still meets the SLO at the search's top rate (every "
+                  "request arriving at once); the trace is too short to load it: raise --num-requests", file=sys.stderr)
+    if not any(r["max_rate_per_s"] > 0 for r in rows):
+        raise ConfigError("no layout met the SLO at any rate")
 
 
 def _print_table(plan) -> None:

@@ -57,6 +57,12 @@ def simulate_cmd(
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
     tp: TpOpt = 1,
+    disagg: Annotated[Optional[str], typer.Option("--disagg", help="disaggregated prefill/decode: P:D prefill and decode instances (e.g. 1:1; docs/disaggregation.md)")] = None,
+    prefill_hw: Annotated[Optional[str], typer.Option("--prefill-hw", help="--disagg: hardware of the prefill instances (default --hw)")] = None,
+    decode_hw: Annotated[Optional[str], typer.Option("--decode-hw", help="--disagg: hardware of the decode instances (default --hw)")] = None,
+    prefill_tp: Annotated[Optional[int], typer.Option("--prefill-tp", min=1, help="--disagg: TP of each prefill instance (default --tp)")] = None,
+    decode_tp: Annotated[Optional[int], typer.Option("--decode-tp", min=1, help="--disagg: TP of each decode instance (default --tp)")] = None,
+    kv_link: Annotated[str, typer.Option("--kv-link", help="--disagg: link carrying the KV, one per GPU (ib-ndr, ib-hdr, eth-100g, eth-200g, nvlink4, ... or a link YAML)")] = "ib-ndr",
     weight_dtype: WeightDtypeOpt = "auto",
     kv_dtype: KvDtypeOpt = "auto",
     calibration: CalibrationOpt = None,
@@ -87,7 +93,21 @@ def simulate_cmd(
         from kvsim.plan.report import check_page
 
         check_page(report, self_contained, "--report")
-    dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+    if disagg is None and any(v is not None for v in (prefill_hw, decode_hw, prefill_tp, decode_tp)):
+        raise ConfigError("--prefill-hw, --decode-hw, --prefill-tp and --decode-tp need --disagg P:D")
+    split = None
+    if disagg is not None:
+        # lazy: CLI start-up
+        from kvsim.hardware import load_link
+        from kvsim.plan.disagg import parse_ratio
+
+        counts = parse_ratio(disagg)
+        link = load_link(kv_link)
+        dep_p = build_deployment(prefill_hw or hw, model, tp=prefill_tp or tp, weight_dtype=weight_dtype,
+                                 kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
+        split = (counts, link, dep_p)
+    dep = build_deployment(decode_hw or hw if disagg else hw, model, tp=(decode_tp or tp) if disagg else tp,
+                           weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
                     log_type=log_type, seed=seed, format=trace_format, columns=columns, time_unit=time_unit,
@@ -99,6 +119,8 @@ def simulate_cmd(
     for spec in specs:  # every method is checked before any simulation
         try:
             methods.append((spec, make_method(spec, dep)))
+            if split is not None:
+                make_method(spec, split[2])  # the prefill deployment must run it too
         except ConfigError as err:
             if len(specs) == 1:
                 raise
@@ -110,8 +132,15 @@ def simulate_cmd(
     results = []
     for spec, m in methods:
         try:
-            with _progress_bar(enabled=not as_json, label=m.label(), total=len(tr)) as progress:
-                res = simulate(dep, m, tr, base_cfg.model_copy(update={"progress": progress}))
+            if split is not None:
+                # lazy: CLI start-up
+                from kvsim.plan.disagg import simulate_disagg
+
+                (n_p, n_d), link, dep_p = split
+                res = simulate_disagg(dep_p, make_method(spec, dep_p), dep, m, tr, link, base_cfg, n_p, n_d)
+            else:
+                with _progress_bar(enabled=not as_json, label=m.label(), total=len(tr)) as progress:
+                    res = simulate(dep, m, tr, base_cfg.model_copy(update={"progress": progress}))
         except ConfigError as err:  # e.g. the weights leave no room for this method's KV
             if len(specs) == 1:
                 raise
@@ -292,6 +321,17 @@ def _print_one(s: dict) -> None:
                                                      f"{load.get('kv_gpu_peak_fraction', 0) * 100:.1f}%"))
     sim = s.get("sim", {})
     rows.append(("simulated steps / wall time", f"{sim.get('steps', 0):,} / {sim.get('wall_s', 0):.2f} s"))
+    dis = s.get("disagg")
+    if dis:
+        rows.append(("disaggregated: prefill / decode instances",
+                     f"{dis['prefill_instances']} x {dis['prefill_hw']} TP{dis['prefill_tp']} / "
+                     f"{dis['decode_instances']} x {dis['decode_hw']} TP{dis['decode_tp']}"))
+        rows.append(("KV link (lanes, bandwidth)", f"{dis['kv_link']} ({dis['kv_link_lanes']}, "
+                                                   f"{fmt_bytes(dis['kv_link_bw_bytes_per_s'])}/s)"))
+        rows.append(("KV moved (total, mean per request)", f"{fmt_bytes(dis['kv_transfer_bytes_total'])}, "
+                                                           f"{fmt_bytes(dis['kv_transfer_bytes_mean'] or 0.0)}"))
+        rows.append(("KV transfer mean / p50 / p90 / p99", _stats_row(dis["kv_transfer_s"])))
+        rows.append(("KV transfer wait mean / p50 / p90 / p99", _stats_row(dis["kv_transfer_wait_s"])))
     for k, v in rows:
         t.add_row(k, v)
     _console().print(t)

@@ -8,6 +8,7 @@ For one part on op class ``c`` (efficiencies ``eff[c]``), each resource gives a 
 * DRAM          ``dram_bytes / (dram_bw * sockets * eff[c].memory)``
 * PCIe          ``pcie_bytes / (pcie_bw * eff.pcie.memory)``
 * GPU-GPU link  ``link_bytes / (link_bw(group) * eff.collective.memory)`` (``LinkSpec.collective_bw_bytes_per_s``)
+* KV link       ``bytes / (lanes * link_bw)`` between prefill and decode instances (:func:`link_transfer_seconds`)
 
 and the part takes ``max(resource times) + launches * eff[c].overhead_s +
 tiles * eff[c].tile_s + round_trips * (2 * pcie_latency + eff.pcie.overhead_s)``: the classic
@@ -48,6 +49,7 @@ import numpy as np
 
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Cost, Num, Part
 from kvsim.hardware import AllReduceFit, System
+from kvsim.hardware.spec import LinkSpec
 
 RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overhead")
 # fields whose times take the max within a part ("body"), in RESOURCES order
@@ -421,6 +423,19 @@ class CompiledRoofline:
 def roofline(cost: Cost, system: System) -> Timing:
     """Seconds of ``cost`` on ``system`` (see module docstring)."""
     return Roofline(system)(cost)
+
+
+def link_transfer_seconds(nbytes: Num, link: LinkSpec, lanes: int = 1) -> Num:
+    """Seconds ``nbytes`` occupy ``lanes`` parallel links of ``link`` (one per GPU): ``nbytes / (lanes * bw)``.
+
+    Used for the KV of a finished prefill sent to a decode instance (:mod:`kvsim.plan.disagg`);
+    the one-way ``link.latency_s`` is added once per transfer by the caller (it delays the
+    arrival but does not occupy the link). ``bw`` is the datasheet rate per direction
+    (``LinkSpec.bw_bytes_per_s``; no efficiency: no measured network fraction is shipped).
+    Example: 1 GiB over one NDR port (50 GB/s): 1073741824 / 50e9 = 0.02147 s."""
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
+    return nbytes / (lanes * link.bw_bytes_per_s)
 
 
 def _wave_factor(tiles: np.ndarray, launches: np.ndarray, sms_times_w: float) -> np.ndarray:

@@ -133,6 +133,16 @@ def profile_of(system_name: str) -> ProfileSpec | None:
     return None
 
 
+def load_link(name_or_path: str) -> LinkSpec:
+    """A link by catalog name or alias (``ib-ndr``), or a YAML file of kind ``link``."""
+    if _is_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise SpecError(f"no link file {path}")
+        return load_spec_file("link", path)
+    return get("link", name_or_path)  # type: ignore[return-value]
+
+
 def _is_path(value: str) -> bool:
     """A reference written as a file path rather than a catalog name."""
     return value.endswith((".yaml", ".yml")) or "/" in value or "\\" in value

@@ -32,6 +32,10 @@ class SimConfig(BaseModel):
     preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE
     block_size_tokens: int = Field(16, ge=1, description="tokens of uncompressed KV per block")
     enable_prefix_caching: bool = Field(True, description="reuse cached prompt blocks (traces with prefix ids)")
+    prompt_kv_resident: bool = Field(
+        False, description="requests arrive with their prompt's KV already on this replica (the decode instance of "
+        "a disaggregated deployment, kvsim.plan.disagg): all but the last prompt token count as computed, the last "
+        "is recomputed to sample the first token (vLLM's P/D connectors); prefix caching is off")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="None: the deployment's (0.9)")
     watermark: float | None = Field(
         None, ge=0, lt=1, allow_inf_nan=False,

@@ -6,7 +6,9 @@ Requests that can never run are REJECTED at arrival: prompt + output beyond the 
 (``gpu_memory``) or the host pool (``host_memory``) on its own; with a free-block watermark
 of ``W > 0`` blocks, also a prompt needing more than ``num_gpu_blocks - W`` blocks
 (``gpu_memory``: vLLM v0's ``can_allocate`` answers NEVER). Prompts are the method's
-``effective_prompt_tokens`` rounded up to whole tokens (>= 1).
+``effective_prompt_tokens`` rounded up to whole tokens (>= 1). With
+``SimConfig.prompt_kv_resident`` (a disaggregated decode instance) all but the last prompt
+token count as computed and prefix caching is off.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
     _, n_hit = method.split_prompt(peff.astype(np.float64))
     hit = np.floor(np.broadcast_to(np.asarray(n_hit, dtype=np.float64), peff.shape) + 1e-9).astype(np.int64)
     pb, note = prefix_caching_tokens(method, trace, cfg)
+    if cfg.prompt_kv_resident:  # disaggregated decode: the prompt's KV came over the KV link
+        hit, pb, note = peff - 1, 0, None
     return ReplicaInputs(
         arrival_s=np.asarray(trace.arrival_s, dtype=np.float64), prompt=prompt, effective_prompt=peff,
         output=output, max_tokens=n_max, layout=lay, reject=reject,

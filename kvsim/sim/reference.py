@@ -33,7 +33,9 @@ Stated rules (where the module docstrings are silent, this follows the current c
    when the prompt completes: ``min(len(hashes), prompt // pb)`` leading entries.
 4. The analytic hit of the ``prefix`` method (``floor(split_prompt(P)[1])``, at most
    ``P - 1``) counts as computed on every admission with nothing computed, when the
-   request has no prefix ids for the cache; its KV is the request's own.
+   request has no prefix ids for the cache; its KV is the request's own. With
+   ``SimConfig.prompt_kv_resident`` (disaggregated decode) the hit is ``P - 1`` and prefix
+   caching is off.
 5. Prefix caching is on when enabled, the trace has prefix ids, and the method declares
    that an entry of ``pb`` prompt tokens is the same bytes in every request
    (``KVMethod.shares_prefix_blocks(pb)``: linear GPU-only residency that ignores the prompt
@@ -98,7 +100,7 @@ class RefReplica:
         self.geo = RefGeometry(dep, method, cfg, step_tokens)
         self.fits_ctx = fits_ctx
         pb = trace.prefix_block_tokens if (cfg.enable_prefix_caching and trace.prefix_blocks is not None) else 0
-        if pb and not method.shares_prefix_blocks(pb):
+        if (pb and not method.shares_prefix_blocks(pb)) or cfg.prompt_kv_resident:
             pb = 0
         self.pb = pb
         self.pool = RefPool(self.geo, pb)
@@ -134,7 +136,7 @@ class RefReplica:
             r.status, r.reject_reason, r.reject_s = "rejected", reason, now
             return
         n_hit = float(np.asarray(self.method.split_prompt(np.array([float(P)]))[1]).reshape(-1)[0])
-        r.analytic_cached = min(math.floor(n_hit + 1e-9), P - 1)
+        r.analytic_cached = P - 1 if self.cfg.prompt_kv_resident else min(math.floor(n_hit + 1e-9), P - 1)
         if self.pb:
             r.prefix_hashes = distinct_prefix(self.trace.prefix_blocks[i])
         r.status = "waiting"

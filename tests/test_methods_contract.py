@@ -405,7 +405,8 @@ def test_trait_compresses_prompt(name, params, kind):
 
 
 def _separable(m, rng) -> bool:
-    """Are the decode parts' keys batch-independent and every field ``sum_i g(ctx_i, p_i) + h(B)``?
+    """Are the decode parts' keys batch-independent and every field ``sum_i g(ctx_i, p_i) + h(B)``
+    (the declared ``once_per_batch_decode`` fields: ``max_i g_i + h(B)``, each ``g`` 0 or one constant)?
     ``h(B)`` is read off B copies of a random reference sequence: ``F(ref x B) - B g(ref)``."""
     (rc,), (rp,) = _points(rng, 1)
     for i in range(8):
@@ -419,6 +420,11 @@ def _separable(m, rng) -> bool:
         if any(f.keys() != batch.keys() for f in [ref, copies] + singles):
             return False
         for k, got in batch.items():
+            if (k[0][0], k[1]) in m.once_per_batch_decode:  # paid once: max_i g_i (each 0 or one constant)
+                values = {float(s[k]) for s in singles + [ref]} - {0.0}
+                if len(values) > 1 or not _close(got, max([float(s[k]) for s in singles]) + copies[k] - ref[k]):
+                    return False
+                continue
             terms = [s[k] for s in singles] + [copies[k], B * ref[k]]
             want = sum(terms[:-1]) - terms[-1]
             if not _close(got, want, scale=max(np.abs(t).max() for t in terms + [got]), rtol=1e-9):

@@ -95,6 +95,12 @@ class KVMethod(ABC):
     #: equals ``sum_i g(ctx_i[, n_prompt_i]) + h(B)`` (``B`` sequences) and the parts (``Part.key``)
     #: do not depend on the context values, so decode prices can be tabulated per sequence. Safe: False.
     additive_decode: ClassVar[bool] = True
+    #: decode fields a batch pays once if any of its sequences needs them (InfLLM's block-score
+    #: launches and PCIe round trip per layer): ``(part name, field)`` pairs whose batch amount is
+    #: ``max_i g(ctx_i[, n_prompt_i])`` with every ``g`` either 0 or one constant. With
+    #: ``additive_decode`` the other fields are separable; these are summed and capped at the
+    #: constant in the fast tables. Safe: () (and additive_decode False).
+    once_per_batch_decode: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: some part of ``decode_cost`` and some part of ``prefill_cost`` have the same ``Part.key``
     #: or overlap tag (KIVI and GEAR quantize in both), so a mixed step must be priced jointly.
     #: Method parts never share a key or tag with the linear layers' or the step overhead's. Safe: True.

@@ -54,7 +54,8 @@ class InfLLM(KVMethod):
     Params = InfLLMParams
     uses_host = True
     linear_residency = False  # host blocks, GPU LRU cache and representative keys
-    additive_decode = False  # one block-score launch and PCIe round trip per layer if ANY sequence has blocks
+    # one block-score launch and PCIe round trip per layer if ANY sequence has blocks: paid once per batch
+    once_per_batch_decode = (("infllm_block_scores", "launches"), ("infllm_fetch", "pcie_round_trips"))
 
     @property
     def local(self) -> float:

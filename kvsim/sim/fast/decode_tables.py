@@ -13,11 +13,16 @@ Table layout (``[rows, width]``): the compiled roofline's work columns ``[0, nco
 caller's per-sequence extras ``[ncol, ncol + E)`` (e.g. KV blocks), then a column of ones
 (``count_column``: sums to the sequences of a step). A finished sequence points at an
 all-zero row.
+
+Fields a method pays once per batch (``KVMethod.once_per_batch_decode``: 0 or one constant
+``c`` per sequence, ``max_i`` over the batch) are summed like the others and capped at ``c``
+before pricing (:meth:`DecodeLayout.seconds`): ``min(sum_i g_i, c) = max_i g_i`` when every
+``g_i`` is 0 or ``c``, which the table build checks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -65,6 +70,15 @@ class DecodeLayout:
     part_of_column: np.ndarray  # [ncol] part index of each work column
     field_of_column: np.ndarray  # [ncol] NUMERIC_FIELDS index of each work column
     n_extras: int  # E
+    once: tuple[tuple[int, float], ...] = ()  # (work column, cap): fields paid once per batch
+
+    def seconds(self, amounts: np.ndarray) -> np.ndarray:
+        """Seconds of ``[..., ncol]`` summed work (once-per-batch columns capped first)."""
+        if self.once:
+            amounts = amounts.copy()
+            for column, cap in self.once:
+                np.minimum(amounts[..., column], cap, out=amounts[..., column])
+        return self.compiled.seconds(amounts)
 
     @property
     def ncol(self) -> int:
@@ -118,4 +132,27 @@ def context_table(step, roofline: Roofline, max_ctx: int, max_seqs: int, extra: 
     table[:n, : layout.ncol] = layout.to_columns(per_context)
     table[:n, layout.ncol:layout.count_column] = extra
     table[:n, layout.count_column] = 1.0
-    return layout, table, layout.batch_rows(batch, per_context[0])
+    batch_rows = layout.batch_rows(batch, per_context[0])
+    if method.once_per_batch_decode:
+        layout = once_columns(layout, parts, method.once_per_batch_decode, table, batch_rows, shared_keys)
+        if layout is None:
+            return None
+    return layout, table, batch_rows
+
+
+def once_columns(layout: DecodeLayout, parts, declared, table: np.ndarray, batch_rows: np.ndarray,
+                 shared_keys: set) -> DecodeLayout | None:
+    """``layout`` with the columns of the ``declared`` once-per-batch (part name, field) pairs and
+    their caps; None (price by calling the method) unless each such column holds only 0 and one
+    constant, adds nothing per batch size and gets no prefill work in a mixed step."""
+    once = []
+    for column, (i, j) in enumerate(zip(layout.part_of_column.tolist(), layout.field_of_column.tolist())):
+        if (parts[i].name, NUMERIC_FIELDS[j]) not in declared:
+            continue
+        if parts[i].key in shared_keys:
+            return None
+        values = np.unique(table[:, column])
+        if values.size > 2 or values[0] != 0.0 or batch_rows[:, column].any():
+            return None
+        once.append((column, float(values[-1])))
+    return replace(layout, once=tuple(once))

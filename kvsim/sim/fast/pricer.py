@@ -154,6 +154,8 @@ class StepPricer:
         batch = batch_work(m, keys, self.max_seqs, 1.0, 1.0)  # [B + 1, P, F]: B sequences at (ctx 1, prompt 1)
         if batch is None:
             return False
+        if m.once_per_batch_decode:  # (capped columns are checked on the per-context table only)
+            return False
         used = ~(plain_scalar & (per_sequence == 0).all(axis=0)) | (batch != 0).any(axis=0)
         self.layout = decode_layout(self.roofline, parts, used, self._shared_keys, self.extra.shape[1])
         self.batch_rows = self.layout.batch_rows(batch, per_sequence[0])
@@ -265,7 +267,7 @@ class StepPricer:
                 work = table[first_row[:, None] + self._offsets(k)].sum(axis=0)  # [k, width]
                 if not self._no_batch_work[B]:
                     work += self.batch_rows_wide[B]
-            dt = layout.compiled.seconds(work[:, :ncol])
+            dt = layout.seconds(work[:, :ncol])
             dt += self._linear_decode_list[B]
             return DecodeRunPrices(dt, work[:, ncol:count], None, work[:, :ncol])
         if B <= 8:
@@ -281,7 +283,7 @@ class StepPricer:
             work = table[index].sum(axis=0)  # [k, width]
         batch_sizes = work[:, count].astype(np.intp)  # [k]
         amounts = work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes]
-        dt = layout.compiled.seconds(amounts)
+        dt = layout.seconds(amounts)
         dt += self.linear_decode[batch_sizes]
         return DecodeRunPrices(dt, work[:, ncol:count], batch_sizes, amounts)
 
@@ -336,7 +338,7 @@ class StepPricer:
             if decode_sums is None:
                 decode_sums = self.decode_run(decode_ctx, 1, prompt=prompt_array, rid=rid).work[0]
             shared_work, rest_s = self._prefill_split(new, cached)
-            return float(t + self.layout.compiled.seconds(decode_sums + shared_work) + rest_s)
+            return float(t + self.layout.seconds(decode_sums + shared_work) + rest_s)
         if B:
             if decode_dt is None:
                 decode_dt = float(self.decode_run(decode_ctx, 1, prompt=prompt_array, rid=rid).dt[0])

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from kvsim.costmodel.deployment import Deployment, build_deployment
-from kvsim.costmodel.expert_offload import (
-    ExpertOffload, distinct_experts, expert_host_bytes, experts_missed, offloaded_weight_bytes_per_gpu,
-)
+from kvsim.costmodel.expert_offload import ExpertOffload, distinct_experts, experts_missed
+from kvsim.costmodel.expert_offload_cost import expert_host_bytes
 from kvsim.costmodel.expert_offload_option import parse_expert_offload
 from kvsim.costmodel.expert_routing import lru_hit_rate, read_routing_trace
 from kvsim.costmodel.roofline import Roofline
@@ -62,12 +61,12 @@ def test_offloaded_and_host_bytes_mixtral():
     off = replace(dep, expert_offload=_offload(cache=4, h=0.7))
     # P_e = 3 x 4096 x 14336 = 176,160,768; 32 x (8 - 4) x 176,160,768 x 2 B = 45,097,156,608 B
     assert m.expert_params == 176_160_768
-    assert offloaded_weight_bytes_per_gpu(off) == 45_097_156_608
+    assert off.offloaded_expert_bytes_per_gpu == 45_097_156_608
     assert dep.weight_bytes_per_gpu - off.weight_bytes_per_gpu == pytest.approx(45_097_156_608)
     # host: 32 x 8 x 176,160,768 x 2 = 90,194,313,216 B
     assert expert_host_bytes(off) == 90_194_313_216
     tp2 = replace(off, tp=2)
-    assert offloaded_weight_bytes_per_gpu(tp2) == 45_097_156_608 / 2
+    assert tp2.offloaded_expert_bytes_per_gpu == 45_097_156_608 / 2
 
 
 def test_memory_budget_moves_experts_from_gpu_to_host():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from kvsim.costmodel.calibration import apply_calibration, load_calibration
 from kvsim.costmodel.dtypes import COMPUTE_DTYPE, bits, nbytes
-from kvsim.costmodel.expert_offload import ExpertOffload, offloaded_weight_bytes_per_gpu
+from kvsim.costmodel.expert_offload import ExpertOffload
 from kvsim.errors import ConfigError
 from kvsim.hardware import System, load_system
 from kvsim.models import ModelSpec, load_model
@@ -107,7 +107,17 @@ class Deployment:
     @property
     def weight_bytes_per_gpu(self) -> float:
         """All stored weights / tp (bytes), less the experts offloaded to the host."""
-        return self.model.total_params * self.wb / self.tp - offloaded_weight_bytes_per_gpu(self)
+        return self.model.total_params * self.wb / self.tp - self.offloaded_expert_bytes_per_gpu
+
+    @property
+    def offloaded_expert_bytes_per_gpu(self) -> float:
+        """GPU weight bytes expert offloading saves: ``n_moe (E - C) P_e b_w / tp`` (0 without it;
+        :mod:`kvsim.costmodel.expert_offload`). Mixtral bf16, C 4, tp 1: 32 x 4 x 176,160,768 x 2
+        = 45,097,156,608 B."""
+        off, m = self.expert_offload, self.model
+        if off is None or m.moe is None:
+            return 0.0
+        return m.num_moe_layers * (m.moe.num_experts - off.cache_experts_per_layer) * m.expert_params * self.wb / self.tp
 
     @property
     def full_kv_bytes_per_token(self) -> float:

@@ -30,20 +30,20 @@ rate ``h`` (published SCH or an LRU over a routing trace: :mod:`kvsim.models.exp
   speculative loading, ExpertFlow). Method attention parts stay serial either way.
 * Memory: GPU weights shrink by ``n_moe (E - C) P_e b_w / tp``; the host holds every expert
   (``n_moe E P_e b_w``, pinned: weights are read-only, so an evicted expert needs no write-back).
+
+This module holds the spec and the counts; :mod:`kvsim.costmodel.expert_offload_cost` the work
+of a step and the bytes of a deployment.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from kvsim.costmodel.cost import Num, Part
+from kvsim.costmodel.cost import Num
 from kvsim.specbase import Bool, Fraction, NonNegInt, Strict
-
-if TYPE_CHECKING:
-    from kvsim.costmodel.deployment import Deployment
 
 #: overlap tag shared by the offload part and the linear GPU parts when ``overlap`` is on
 OVERLAP_TAG = "expert_offload"
@@ -77,48 +77,3 @@ def experts_missed(E: int, k: int, C: int, h: float, T: Num) -> Num:
     U = distinct_experts(E, k, T)
     M = np.minimum(np.minimum(np.maximum(U * (1.0 - h), U - C), E - C), U)
     return np.maximum(M, 0.0)
-
-
-def offloaded_weight_bytes_per_gpu(dep: "Deployment") -> float:
-    """GPU weight bytes the offload saves: ``n_moe (E - C) P_e b_w / tp`` (0 without offload).
-
-    Mixtral bf16, C 4, tp 1: 32 x 4 x 176,160,768 x 2 = 45,097,156,608 B."""
-    off, m = dep.expert_offload, dep.model
-    if off is None or m.moe is None:
-        return 0.0
-    return m.num_moe_layers * (m.moe.num_experts - off.cache_experts_per_layer) * m.expert_params * dep.wb / dep.tp
-
-
-def expert_host_bytes(dep: "Deployment") -> float:
-    """Host bytes holding the replica's routed experts: ``n_moe E P_e b_w`` (0 without offload)."""
-    off, m = dep.expert_offload, dep.model
-    if off is None or m.moe is None:
-        return 0.0
-    return float(m.num_moe_layers * m.moe.num_experts * m.expert_params * dep.wb)
-
-
-def offload_parts(dep: "Deployment", T: Num, has: Num) -> tuple[list[Part], Num]:
-    """The offload part of a step of ``T`` tokens, and ``f``, the share of routed token-expert
-    pairs the GPU does *not* compute (``M / U`` with ``miss=cpu``, else 0).
-
-    ``has``: 1 for a step with tokens, 0 for an empty one (:func:`~kvsim.costmodel.cost.indicator`)."""
-    off, m = dep.expert_offload, dep.model
-    assert off is not None and m.moe is not None
-    E, k, C = m.moe.num_experts, m.moe.experts_per_token, off.cache_experts_per_layer
-    nm, Pe = m.num_moe_layers, m.expert_params
-    U = distinct_experts(E, k, T)
-    M = experts_missed(E, k, C, off.hit_rate, T)
-    round_trips = nm * np.minimum(1.0, M) * has
-    tag = OVERLAP_TAG if off.overlap else None
-    if off.miss == "fetch":
-        part = Part("expert_fetch", "pcie", device="pcie", pcie_bytes=nm * M * Pe * dep.wb / dep.tp,
-                    pcie_round_trips=round_trips, overlap=tag)
-        return [part], 0.0
-    f = np.divide(M, U, out=np.zeros(np.shape(U)), where=np.asarray(U) > 0)
-    f = float(f) if f.ndim == 0 else f
-    pairs = nm * k * np.asarray(T, dtype=np.float64) * f  # token-expert pairs run on the host
-    part = Part("expert_cpu", "cpu_gemm", device="cpu", dtype=dep.act_dtype,
-                cpu_flops=2.0 * Pe * pairs, dram_bytes=nm * M * Pe * dep.wb,
-                pcie_bytes=2.0 * pairs * m.hidden_size * dep.ab, pcie_round_trips=round_trips,
-                launches=nm * np.minimum(1.0, M) * has, overlap=tag)
-    return [part], f

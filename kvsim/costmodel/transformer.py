@@ -21,7 +21,8 @@ import numpy as np
 
 from kvsim.costmodel.cost import Cost, Num, Part, indicator
 from kvsim.costmodel.deployment import Deployment
-from kvsim.costmodel.expert_offload import OVERLAP_TAG, offload_parts
+from kvsim.costmodel.expert_offload import OVERLAP_TAG
+from kvsim.costmodel.expert_offload_cost import offload_parts
 
 #: activation elements read+written per token per layer by non-GEMM kernels, in units of
 #: the hidden size h and the MLP width f: 2 RMSNorms (read h, write h, each) + 2 residual

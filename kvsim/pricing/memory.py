@@ -7,7 +7,7 @@ cache), the method's fixed buffers, and the KV.
 
 Host: ``host_memory_bytes * host_memory_utilization`` holds what methods keep on the
 host (MagicPIG KV and hash tables, InfLLM blocks, SWAP preemption space) and, with expert
-offloading, every routed expert of the replica (:func:`~kvsim.costmodel.expert_offload.expert_host_bytes`).
+offloading, every routed expert of the replica (:func:`~kvsim.costmodel.expert_offload_cost.expert_host_bytes`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvsim.costmodel.deployment import Deployment
-from kvsim.costmodel.expert_offload import expert_host_bytes
+from kvsim.costmodel.expert_offload_cost import expert_host_bytes
 from kvsim.methods.base import KVMethod
 from kvsim.pricing.engine_memory import EngineReserve, engine_reserve
 

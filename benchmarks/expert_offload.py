@@ -66,7 +66,7 @@ def main() -> None:
     if args.no_record:
         return
     body = "\n".join([
-        "Command: `python benchmarks/expert_offload.py`. " + " ".join(__doc__.split("\n\n")[1:3]).replace("\n", " "),
+        "Command: `python benchmarks/expert_offload.py`. " + " ".join(__doc__.split("\n\n")[1:3]).replace("\n", " ").replace("``", "`"),
         "",
         "Reading: the LRU simulator lands within a few percent of the measured hit rates (different prompts). "
         "The roofline's decode speed is 4-8x the measured one: the measured runs are eager Hugging Face decoding "

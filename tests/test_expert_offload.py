@@ -235,3 +235,23 @@ def test_cli_estimate_with_offload_and_bad_option():
     bad = _kvsim("estimate", "--model", "mixtral-8x7b", "--expert-offload", "hit-rate=2")
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("model, saved", [
+    # DeepSeek-V2-Lite: P_e = 3 x 2048 x 1408 = 8,650,752; 26 MoE layers (layer 0 dense) x (64 - 12) x 2 B
+    #   = 23,391,633,408 B (the 2 shared experts stay on the GPU)
+    ("deepseek-v2-lite", 23_391_633_408),
+    # Qwen3-30B-A3B: P_e = 3 x 2048 x 768 = 4,718,592; 48 x (128 - 16) x 2 B = 50,734,301,184 B
+    ("qwen3-30b-a3b", 50_734_301_184),
+])
+def test_required_models_offload_with_published_defaults(model, saved):
+    """DeepSeek-V2-Lite and Qwen3-30B-A3B: default cache 2 x top-k, weights shrink by n_moe (E - C) P_e b_w."""
+    from kvsim.methods import make_method
+    from kvsim.pricing.estimate import estimate
+
+    plain = build_deployment("a100", model)
+    dep = build_deployment("a100", model, expert_offload="miss=fetch")
+    assert plain.weight_bytes_per_gpu - dep.weight_bytes_per_gpu == pytest.approx(saved)
+    r = estimate(dep, make_method("full", dep), 1024, 1)
+    assert r.fits and any(row.component == "expert_fetch" for row in r.breakdown)
+    assert r.max_batch > estimate(plain, make_method("full", plain), 1024, 1).max_batch  # freed memory holds KV

@@ -255,3 +255,15 @@ def test_required_models_offload_with_published_defaults(model, saved):
     r = estimate(dep, make_method("full", dep), 1024, 1)
     assert r.fits and any(row.component == "expert_fetch" for row in r.breakdown)
     assert r.max_batch > estimate(plain, make_method("full", plain), 1024, 1).max_batch  # freed memory holds KV
+
+
+def test_experts_that_do_not_fit_the_host_are_an_error():
+    """A host too small for every routed expert is a one-line ConfigError, not a negative budget."""
+    from kvsim.methods import make_method
+    from kvsim.pricing.memory import memory_budget
+
+    dep = build_deployment("h200", "mixtral-8x7b", expert_offload="miss=fetch")
+    small = replace(dep, system=replace(dep.system, host_memory_bytes=64e9))
+    # experts 90.19 GB (test_offloaded_and_host_bytes_mixtral) > 0.9 x 64 GB = 57.6 GB usable
+    with pytest.raises(ConfigError, match="need 90.19 GB of host memory; 57.60 GB is usable"):
+        memory_budget(small, make_method("full", small), 8192, 256)

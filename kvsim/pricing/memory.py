@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.expert_offload_cost import expert_host_bytes
+from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod
 from kvsim.pricing.engine_memory import EngineReserve, engine_reserve
 
@@ -73,6 +74,11 @@ def memory_budget(dep: Deployment, method: KVMethod, max_tokens_per_step: float,
     reserve = engine_reserve(dep, max_tokens_per_step, max_seqs)
     fixed = method.fixed_gpu_bytes()
     host_total = dep.system.host_memory_bytes * HOST_MEMORY_UTILIZATION * host_share
+    experts = expert_host_bytes(dep)
+    if experts > host_total:
+        raise ConfigError(f"--expert-offload: the routed experts of {dep.model.name} need {experts / 1e9:.2f} GB of host "
+                          f"memory; {host_total / 1e9:.2f} GB is usable ({HOST_MEMORY_UTILIZATION:.0%} of the host's "
+                          f"{dep.system.host_memory_bytes * host_share / 1e9:.2f} GB)")
     return MemoryBudget(
         gpu_total_bytes=total,
         weights_bytes=w,
@@ -80,6 +86,6 @@ def memory_budget(dep: Deployment, method: KVMethod, max_tokens_per_step: float,
         method_fixed_gpu_bytes=fixed,
         kv_gpu_bytes=total - w - reserve.total_bytes - fixed,
         host_total_bytes=host_total,
-        kv_host_bytes=host_total - method.fixed_host_bytes() - expert_host_bytes(dep),
-        expert_host_bytes=expert_host_bytes(dep),
+        kv_host_bytes=host_total - method.fixed_host_bytes() - experts,
+        expert_host_bytes=experts,
     )

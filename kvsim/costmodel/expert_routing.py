@@ -20,24 +20,26 @@ whole trace, cold start included (the first ``C`` distinct experts of a layer ar
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 
 import numpy as np
 
-from kvsim.errors import ConfigError, TraceError
+from kvsim.errors import ConfigError, SpecError, TraceError
 from kvsim.specbase import read_text
 
-#: tokens read from one routing trace (a 10k-token trace of a 48-layer top-8 model is 3.8M ids)
-MAX_ROUTING_TOKENS = 1_000_000
+#: tokens read from one routing trace (200k tokens of a 48-layer top-8 model: 77M ids, 614 MB as int64)
+MAX_ROUTING_TOKENS = 200_000
 
 
 def read_routing_trace(path: str | Path, num_experts: int, experts_per_token: int, num_moe_layers: int) -> np.ndarray:
     """The trace as ``[tokens, layers, k]`` int64 expert ids; a bad line raises a one-line TraceError."""
     try:
         text = read_text(Path(path))
-    except Exception as err:  # SpecError from read_text: re-raised as a trace error
+    except SpecError as err:  # unreadable / not UTF-8: re-raised as a trace error
         raise TraceError(f"--expert-offload routing={path}: {str(err).split(': ', 1)[-1]}") from None
-    rows: list[list[list[int]]] = []
+    ids_flat = array("q")  # token-major [tokens, layers, k]
+    n_tokens = 0
     width = None
     for n, line in enumerate(text.splitlines(), start=1):
         body = line.split("#", 1)[0].split()
@@ -50,7 +52,6 @@ def read_routing_trace(path: str | Path, num_experts: int, experts_per_token: in
                 raise TraceError(f"{where}: {width} layer fields, but the model has {num_moe_layers} MoE layers")
         elif len(body) != width:
             raise TraceError(f"{where}: {len(body)} layer fields, the first token line has {width}")
-        token = []
         for field in body:
             try:
                 ids = [int(x) for x in field.split(",")]
@@ -61,14 +62,14 @@ def read_routing_trace(path: str | Path, num_experts: int, experts_per_token: in
                                  f"(the model's experts_per_token)")
             if min(ids) < 0 or max(ids) >= num_experts:
                 raise TraceError(f"{where}: expert ids must be in [0, {num_experts - 1}], got '{field}'")
-            token.append(ids)
-        rows.append(token)
-        if len(rows) > MAX_ROUTING_TOKENS:
+            ids_flat.extend(ids)
+        n_tokens += 1
+        if n_tokens > MAX_ROUTING_TOKENS:
             raise TraceError(f"{path}: more than {MAX_ROUTING_TOKENS:,} token lines")
-    if not rows:
+    if not n_tokens:
         raise TraceError(f"{path}: no token lines (format: one line per token, one field per MoE layer, "
                          "comma-separated expert ids)")
-    return np.asarray(rows, dtype=np.int64)
+    return np.frombuffer(ids_flat, dtype=np.int64).reshape(n_tokens, width, experts_per_token).copy()
 
 
 def lru_hit_rate(routing: np.ndarray, cache_experts: int, num_experts: int) -> float:

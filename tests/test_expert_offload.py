@@ -267,3 +267,19 @@ def test_experts_that_do_not_fit_the_host_are_an_error():
     # experts 90.19 GB (test_offloaded_and_host_bytes_mixtral) > 0.9 x 64 GB = 57.6 GB usable
     with pytest.raises(ConfigError, match="need 90.19 GB of host memory; 57.60 GB is usable"):
         memory_budget(small, make_method("full", small), 8192, 256)
+
+
+def test_cli_simulate_with_offload(tmp_path):
+    """--expert-offload on simulate: the summary names it; a routing file error is one line, exit 1."""
+    import json
+
+    common = ("simulate", "--hw", "rtx4090", "--model", "mixtral-8x7b", "--weight-dtype", "int4",
+              "--trace", "synthetic-poisson:n=5,prompt=64,output=4,rate=1", "--json")
+    ok = _kvsim(*common, "--expert-offload", "miss=cpu,overlap=yes")
+    assert ok.returncode == 0, ok.stderr
+    s = json.loads(ok.stdout)
+    assert s["requests_completed"] == 5 and "miss=cpu, overlapped" in s["expert_offload"]
+    bad_file = tmp_path / "r.txt"
+    bad_file.write_text("3,7 0,5\n3,7\n")  # the second token names one layer, the first two
+    bad = _kvsim(*common, "--expert-offload", f"cache=4,routing={bad_file}")
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [f"error: {bad_file}:2: 1 layer fields, the first token line has 2"]

@@ -42,13 +42,16 @@ def _pandas():
 
 
 def deployment(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", *, tp: int = 1, weight_dtype: str = "auto",
-               kv_dtype: str = "auto", gpu_memory_utilization: float = 0.9, calibration: str | None = None) -> Deployment:
+               kv_dtype: str = "auto", gpu_memory_utilization: float = 0.9, calibration: str | None = None,
+               expert_offload: str | None = None) -> Deployment:
     """A model on a system (``hw``: a name from ``kvsim list hardware`` or a YAML path). A
-    :class:`Deployment` passed as ``hw`` is returned unchanged."""
+    :class:`Deployment` passed as ``hw`` is returned unchanged. ``expert_offload``: the text of
+    ``--expert-offload`` (MoE experts in host memory; docs/expert-offload.md)."""
     if isinstance(hw, Deployment):
         return hw
     return build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
+                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
+                            expert_offload=expert_offload)
 
 
 def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, num_requests: int | None = None,

@@ -13,7 +13,7 @@ from kvsim.hardware import Efficiencies, GPUSpec, HostSpec, LinkSpec, OpEfficien
 def synthetic_system(num_gpus: int = 8) -> System:
     op = OpEfficiency(compute=0.5, memory=0.5, overhead_s=10e-6)
     eff = Efficiencies(
-        gemm=op, attn_prefill=op, attn_decode=op, elementwise=op, memcpy=op, cpu_attn=op, pcie=op,
+        gemm=op, attn_prefill=op, attn_decode=op, elementwise=op, memcpy=op, cpu_attn=op, cpu_gemm=op, pcie=op,
         collective=op, step=OpEfficiency(compute=1, memory=1, overhead_s=1e-3),
         step_seq=OpEfficiency(compute=1, memory=1, overhead_s=0.0), step_token=OpEfficiency(compute=1, memory=1, overhead_s=0.0),
         source="synthetic",

@@ -9,7 +9,7 @@ import typer
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
-    CalibrationOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
+    CalibrationOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
     console, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.errors import ConfigError
@@ -61,6 +61,7 @@ def estimate_cmd(
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="prefill in chunks of --max-num-batched-tokens (vLLM v1 default)")] = True,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="engine's max concurrent sequences (sizes the logits reserve)")] = 256,
     calibration: CalibrationOpt = None,
+    expert_offload: ExpertOffloadOpt = None,
     breakdown: Annotated[bool, typer.Option("--breakdown/--no-breakdown", help="per-component table (single method)")] = True,
     as_json: JsonOpt = False,
 ) -> None:
@@ -71,7 +72,8 @@ def estimate_cmd(
 
     b = _parse_batch(batch)
     dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                           gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
+                           gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
+                           expert_offload=expert_offload)
     _check_context(context, dep.model, allow_long_context)
     chunk = max_num_batched_tokens if chunked_prefill else None
     specs = split_methods(method)
@@ -127,8 +129,11 @@ def _print_one(r, breakdown: bool) -> None:
         ("GPU memory per GPU", f"{fmt_bytes(r.memory_gpu_bytes)} of {fmt_bytes(r.gpu_requested_bytes)} requested "
          f"(weights {fmt_bytes(r.weights_bytes_per_gpu)}, KV {fmt_bytes(r.kv_gpu_bytes)}, "
          f"engine reserve {fmt_bytes(r.activation_reserve_bytes)})"),
-        ("host memory", fmt_bytes(r.memory_host_bytes)),
+        ("host memory", fmt_bytes(r.memory_host_bytes)
+         + (f" (experts {fmt_bytes(r.expert_host_bytes)})" if r.expert_host_bytes else "")),
     ]
+    if r.expert_offload:
+        rows.append(("expert offload", r.expert_offload))
     if not r.fits:
         rows.append(("does not fit", r.reason or ""))
     for k, v in rows:

@@ -19,7 +19,7 @@ import typer
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
-    ArrivalsOpt, CalibrationOpt, ColumnsOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, StrictOpt,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, StrictOpt,
     TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, WatermarkOpt, WeightDtypeOpt,
     check_watermark, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
@@ -66,6 +66,7 @@ def simulate_cmd(
     weight_dtype: WeightDtypeOpt = "auto",
     kv_dtype: KvDtypeOpt = "auto",
     calibration: CalibrationOpt = None,
+    expert_offload: ExpertOffloadOpt = None,
     slo_ttft: Annotated[Optional[float], typer.Option("--slo-ttft", help="goodput: TTFT SLO, seconds")] = None,
     slo_tbt: Annotated[Optional[float], typer.Option("--slo-tbt", help="goodput: SLO on each request's mean TBT (TPOT), seconds")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")] = 0,
@@ -104,11 +105,13 @@ def simulate_cmd(
         counts = parse_ratio(disagg)
         link = load_link(kv_link)
         dep_p = build_deployment(prefill_hw or hw, model, tp=prefill_tp or tp, weight_dtype=weight_dtype,
-                                 kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
+                                 kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
+                                 expert_offload=expert_offload)
         split = (counts, link, dep_p)
     dep = build_deployment(decode_hw or hw if disagg else hw, model, tp=(decode_tp or tp) if disagg else tp,
                            weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                           gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
+                           gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
+                           expert_offload=expert_offload)
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
                     log_type=log_type, seed=seed, format=trace_format, columns=columns, time_unit=time_unit,
                     arrivals=arrivals, strict=strict, tokenizer=tokenizer)
@@ -151,6 +154,8 @@ def simulate_cmd(
         res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,
                                      "trace_model": trace_model, "log_type": log_type, "seed": seed,
                                      "calibration": calibration}
+        if dep.expert_offload is not None:
+            res.summary["expert_offload"] = dep.expert_offload.label()
         results.append(res)
     if not results:
         raise ConfigError("no method could be simulated")
@@ -319,6 +324,8 @@ def _print_one(s: dict) -> None:
         rows.append(("offered / served load (req/s)", f"{fmt_num(load.get('offered_req_s'), 3)} / {fmt_num(load.get('served_req_s'), 3)}"))
         rows.append(("GPU busy, peak KV occupancy", f"{'-' if busy is None else f'{busy * 100:.1f}%'}, "
                                                      f"{load.get('kv_gpu_peak_fraction', 0) * 100:.1f}%"))
+    if s.get("expert_offload"):
+        rows.append(("expert offload", s["expert_offload"]))
     sim = s.get("sim", {})
     rows.append(("simulated steps / wall time", f"{sim.get('steps', 0):,} / {sim.get('wall_s', 0):.2f} s"))
     dis = s.get("disagg")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from kvsim.costmodel.calibration import apply_calibration, load_calibration
 from kvsim.costmodel.dtypes import COMPUTE_DTYPE, bits, nbytes
+from kvsim.costmodel.expert_offload import ExpertOffload
 from kvsim.errors import ConfigError
 from kvsim.hardware import System, load_system
 from kvsim.models import ModelSpec, load_model
@@ -25,6 +26,8 @@ class Deployment:
         act_dtype: activation / attention math dtype (bf16 or fp16).
         tp: tensor-parallel degree (GPUs per replica).
         gpu_memory_utilization: fraction of GPU memory the engine may use (vLLM's knob).
+        expert_offload: MoE experts in host memory with a GPU expert cache
+            (:mod:`kvsim.costmodel.expert_offload`); None: every expert on the GPU.
     """
 
     system: System
@@ -34,6 +37,7 @@ class Deployment:
     act_dtype: str = "bf16"
     tp: int = 1
     gpu_memory_utilization: float = 0.9
+    expert_offload: ExpertOffload | None = None
 
     def __post_init__(self) -> None:
         for d in (self.weight_dtype, self.kv_dtype, self.act_dtype):
@@ -47,6 +51,13 @@ class Deployment:
         self.model.check_tensor_parallel(self.tp)
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        off = self.expert_offload
+        if off is not None:
+            if self.model.moe is None:
+                raise ConfigError(f"--expert-offload: {self.model.name} is not a mixture-of-experts model")
+            if off.cache_experts_per_layer > self.model.moe.num_experts:
+                raise ConfigError(f"--expert-offload cache={off.cache_experts_per_layer} exceeds the "
+                                  f"{self.model.moe.num_experts} experts per layer of {self.model.name}")
 
     # ----- bytes per element -----
     @property
@@ -95,8 +106,18 @@ class Deployment:
     # ----- memory -----
     @property
     def weight_bytes_per_gpu(self) -> float:
-        """All stored weights / tp (bytes)."""
-        return self.model.total_params * self.wb / self.tp
+        """All stored weights / tp (bytes), less the experts offloaded to the host."""
+        return self.model.total_params * self.wb / self.tp - self.offloaded_expert_bytes_per_gpu
+
+    @property
+    def offloaded_expert_bytes_per_gpu(self) -> float:
+        """GPU weight bytes expert offloading saves: ``n_moe (E - C) P_e b_w / tp`` (0 without it;
+        :mod:`kvsim.costmodel.expert_offload`). Mixtral bf16, C 4, tp 1: 32 x 4 x 176,160,768 x 2
+        = 45,097,156,608 B."""
+        off, m = self.expert_offload, self.model
+        if off is None or m.moe is None:
+            return 0.0
+        return m.num_moe_layers * (m.moe.num_experts - off.cache_experts_per_layer) * m.expert_params * self.wb / self.tp
 
     @property
     def full_kv_bytes_per_token(self) -> float:
@@ -121,8 +142,12 @@ class Deployment:
 
 
 def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "auto", kv_dtype: str = "auto",
-                     gpu_memory_utilization: float = 0.9, calibration: str | None = None) -> Deployment:
+                     gpu_memory_utilization: float = 0.9, calibration: str | None = None,
+                     expert_offload: str | ExpertOffload | None = None) -> Deployment:
     """Resolve specs (and an optional calibration) into a Deployment.
+
+    ``expert_offload``: an :class:`ExpertOffload` or the text of ``--expert-offload``
+    (:func:`kvsim.costmodel.expert_offload_option.parse_expert_offload`).
 
     ``auto`` dtypes: activations (and 16-bit weights / KV) are bf16 where the GPU has bf16
     tensor cores, else fp16 (V100), as serving engines pick them."""
@@ -135,5 +160,12 @@ def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "a
     act = "fp16" if weight_dtype == "fp16" else half
     if kv_dtype == "auto":
         kv_dtype = act
-    return Deployment(system=system, model=load_model(model), weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                      act_dtype=act, tp=tp, gpu_memory_utilization=gpu_memory_utilization)
+    spec = load_model(model)
+    if isinstance(expert_offload, str):
+        # lazy: reads the published hit rates / a routing trace only when asked
+        from kvsim.costmodel.expert_offload_option import parse_expert_offload
+
+        expert_offload = parse_expert_offload(expert_offload, spec, weight_bytes=nbytes(weight_dtype), tp=tp)
+    return Deployment(system=system, model=spec, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                      act_dtype=act, tp=tp, gpu_memory_utilization=gpu_memory_utilization,
+                      expert_offload=expert_offload)

@@ -8,6 +8,9 @@ Formulas (SPECS.md F1-F4, F7; FLOPs = 2 per multiply-add):
   one token per sequence): FLOPs ``2 * h * V * n_seqs / tp``, bytes ``h * V * b_w / tp``.
 * MoE: distinct experts touched per layer by ``T`` tokens under uniform top-k routing,
   ``E * (1 - (1 - k/E)^T)`` (SPECS.md F7); FLOPs count only the k routed experts per token.
+* Expert offloading (``dep.expert_offload``): experts missing from the GPU cache are fetched over
+  PCIe or computed on the CPU (:mod:`kvsim.costmodel.expert_offload`); with ``overlap`` the GPU
+  parts here share one overlap group with that work.
 * TP all-reduce (Megatron-LM, Shoeybi et al. 2019 §3): 2 per layer of ``T * h`` activations;
   a ring all-reduce sends ``2 (tp-1)/tp`` of the buffer per GPU.
 * Hybrid models (``ModelSpec.ssm``): attention projections only on the ``attn_layers``; the SSM
@@ -22,6 +25,8 @@ import numpy as np
 
 from kvsim.costmodel.cost import Cost, Num, Part, indicator
 from kvsim.costmodel.deployment import Deployment
+from kvsim.costmodel.expert_offload import OVERLAP_TAG
+from kvsim.costmodel.expert_offload_cost import offload_parts
 
 #: activation elements read+written per token per layer by non-GEMM kernels, in units of
 #: the hidden size h and the MLP width f: 2 RMSNorms (read h, write h, each) + 2 residual
@@ -44,6 +49,8 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
     wb, ab, dt = dep.wb, dep.ab, dep.gemm_dtype
     T = n_tokens
     has = indicator(T)
+    offload = dep.expert_offload if m.moe is not None else None
+    tag = OVERLAP_TAG if offload is not None and offload.overlap else None
 
     # attention projections: Q, K, V (fused) and O, on the layers that attend
     La = m.attn_layers
@@ -55,11 +62,11 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
             "attn_proj", "gemm", dtype=dt,
             flops=2.0 * p_attn * T / tp,
             hbm_bytes=(p_attn * wb + attn_act) / tp * has,
-            launches=2 * La * has,
+            launches=2 * La * has, overlap=tag,
         )
     ]
     if m.ssm is not None:
-        parts.extend(ssm_mixer_parts(dep, T, n_seqs))
+        parts.extend(ssm_mixer_parts(dep, T, n_seqs, overlap=tag))
 
     # MLP (dense layers) and MoE layers
     if m.moe is None:
@@ -77,26 +84,31 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
         dense_p = nd * m.dense_mlp_params_per_layer + nm * (m.shared_expert_params_per_layer + m.router_params_per_layer)
         routed_flops = 2.0 * nm * k * m.expert_params * T
         routed_bytes = nm * touched * m.expert_params * wb
+        if offload is not None:  # missed experts: over PCIe (GPU work unchanged) or on the CPU (share f off the GPU)
+            off_parts, f = offload_parts(dep, T, has)
+            parts += off_parts
+            routed_flops = routed_flops * (1.0 - f)
+            routed_bytes = routed_bytes * (1.0 - f)  # = nm (U - M) P_e b_w: f = M / U
         fe = moe.expert_intermediate_size
         act = L * T * (2 * h + k * 3 * fe) * ab
         parts.append(Part("mlp", "gemm", dtype=dt,
                           flops=(2.0 * dense_p * T + routed_flops) / tp,
                           hbm_bytes=(dense_p * wb + routed_bytes + act) / tp * has,
-                          launches=4 * L * has))
+                          launches=4 * L * has, overlap=tag))
         f_elem = k * fe
 
     # norms, rotary, activation, residual adds (memory bound)
     parts.append(Part("elementwise", "elementwise", dtype=dep.act_dtype,
                       flops=L * T * (10 * h + 4 * f_elem) / tp,
                       hbm_bytes=L * T * (_ELEMENTWISE_H * h + _ELEMENTWISE_F * f_elem) * ab / tp,
-                      launches=_ELEMENTWISE_LAUNCHES * L * has))
+                      launches=_ELEMENTWISE_LAUNCHES * L * has, overlap=tag))
 
     # LM head on the last position of each sequence
     p_head = m.lm_head_params
     parts.append(Part("lm_head", "gemm", dtype=dt,
                       flops=2.0 * p_head * n_seqs / tp,
                       hbm_bytes=(p_head * wb + n_seqs * (h * ab + m.vocab_size * 4)) / tp * indicator(n_seqs),
-                      launches=1 * indicator(n_seqs)))
+                      launches=1 * indicator(n_seqs), overlap=tag))
 
     if tp > 1:
         per_allreduce = 2.0 * (tp - 1) / tp * T * h * ab
@@ -105,7 +117,7 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
     return Cost.of(*parts)
 
 
-def ssm_mixer_parts(dep: Deployment, n_tokens: Num, n_seqs: Num) -> list[Part]:
+def ssm_mixer_parts(dep: Deployment, n_tokens: Num, n_seqs: Num, overlap: str | None = None) -> list[Part]:
     """The SSM layers' mixers of a hybrid model (module docstring), per GPU (heads / channels
     split over ``tp`` like attention heads).
 
@@ -124,9 +136,9 @@ def ssm_mixer_parts(dep: Deployment, n_tokens: Num, n_seqs: Num) -> list[Part]:
     scan_io = Ls * T * (s.conv_channels(h) + s.d_inner(h)) * ab
     return [
         Part("ssm_proj", "gemm", dtype=dep.gemm_dtype, flops=2.0 * p_ssm * T / tp,
-             hbm_bytes=(p_ssm * dep.wb + act) / tp * has, launches=2 * Ls * has),
+             hbm_bytes=(p_ssm * dep.wb + act) / tp * has, launches=2 * Ls * has, overlap=overlap),
         Part("ssm_scan", "elementwise", dtype=dep.act_dtype, flops=Ls * T * s.scan_flops_per_token(h) / tp,
-             hbm_bytes=(2.0 * state * n_seqs + scan_io) / tp, launches=2 * Ls * has),
+             hbm_bytes=(2.0 * state * n_seqs + scan_io) / tp, launches=2 * Ls * has, overlap=overlap),
     ]
 
 

@@ -34,6 +34,7 @@ OpClass = Literal[
     "elementwise",  # norms, rotary, activations, residual adds, (de)quantization passes
     "memcpy",  # device-memory copies (KV block copies, gathers)
     "cpu_attn",  # attention / table lookups run on the host CPU (MagicPIG, InfLLM)
+    "cpu_gemm",  # weight GEMMs run on the host CPU (MoE experts offloaded with miss=cpu, Fiddler)
     "pcie",  # host<->device transfers; overhead_s is the cost of one synchronous round trip
     "collective",  # tensor-parallel all-reduce over NVLink / PCIe; overhead_s per collective
     "step",  # per engine iteration framework overhead (scheduler, sampling, launch of graph)
@@ -183,6 +184,7 @@ class Efficiencies(Strict):
     elementwise: OpEfficiency
     memcpy: OpEfficiency
     cpu_attn: OpEfficiency
+    cpu_gemm: OpEfficiency
     pcie: OpEfficiency
     collective: OpEfficiency
     step: OpEfficiency

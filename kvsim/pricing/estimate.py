@@ -72,6 +72,8 @@ class EstimateResult(BaseModel):
     weight_dtype: str
     kv_dtype: str
     breakdown: list[BreakdownRow]
+    expert_offload: str | None = None  # MoE expert offloading: cache, hit rate and its source, miss mode
+    expert_host_bytes: float = 0.0  # routed experts held in host memory (part of memory_host_bytes)
 
 
 def _rows(phase: str, t: Timing) -> list[BreakdownRow]:
@@ -150,12 +152,14 @@ class Estimator:
             ttft_s=ttft, tbt_s=tbt, throughput_tok_s=thr,
             memory_gpu_bytes=budget.non_kv_gpu_bytes + kv_gpu,
             gpu_requested_bytes=budget.gpu_total_bytes,
-            memory_host_bytes=m.fixed_host_bytes() + kv_host,
+            memory_host_bytes=m.fixed_host_bytes() + kv_host + budget.expert_host_bytes,
             weights_bytes_per_gpu=budget.weights_bytes,
             kv_gpu_bytes=kv_gpu, kv_host_bytes=kv_host,
             activation_reserve_bytes=budget.reserve_bytes,
             tp=dep.tp, weight_dtype=dep.weight_dtype, kv_dtype=dep.kv_dtype,
             breakdown=breakdown,
+            expert_offload=None if dep.expert_offload is None else dep.expert_offload.label(),
+            expert_host_bytes=budget.expert_host_bytes,
         )
 
 

@@ -6,7 +6,8 @@ the engine reserve (peak activations of the profiling run, non-torch memory, the
 cache), the method's fixed buffers, and the KV.
 
 Host: ``host_memory_bytes * host_memory_utilization`` holds what methods keep on the
-host (MagicPIG KV and hash tables, InfLLM blocks, SWAP preemption space).
+host (MagicPIG KV and hash tables, InfLLM blocks, SWAP preemption space) and, with expert
+offloading, every routed expert of the replica (:func:`~kvsim.costmodel.expert_offload_cost.expert_host_bytes`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvsim.costmodel.deployment import Deployment
+from kvsim.costmodel.expert_offload_cost import expert_host_bytes
+from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod
 from kvsim.pricing.engine_memory import EngineReserve, engine_reserve
 
@@ -35,6 +38,7 @@ class MemoryBudget:
     kv_gpu_bytes: float  # what is left for KV on each GPU (may be <= 0: nothing fits)
     host_total_bytes: float
     kv_host_bytes: float
+    expert_host_bytes: float = 0.0  # routed experts kept in host memory (expert offloading)
 
     @property
     def reserve_bytes(self) -> float:
@@ -70,6 +74,11 @@ def memory_budget(dep: Deployment, method: KVMethod, max_tokens_per_step: float,
     reserve = engine_reserve(dep, max_tokens_per_step, max_seqs)
     fixed = method.fixed_gpu_bytes()
     host_total = dep.system.host_memory_bytes * HOST_MEMORY_UTILIZATION * host_share
+    experts = expert_host_bytes(dep)
+    if experts > host_total:
+        raise ConfigError(f"--expert-offload: the routed experts of {dep.model.name} need {experts / 1e9:.2f} GB of host "
+                          f"memory; {host_total / 1e9:.2f} GB is usable ({HOST_MEMORY_UTILIZATION:.0%} of the host's "
+                          f"{dep.system.host_memory_bytes * host_share / 1e9:.2f} GB)")
     return MemoryBudget(
         gpu_total_bytes=total,
         weights_bytes=w,
@@ -77,5 +86,6 @@ def memory_budget(dep: Deployment, method: KVMethod, max_tokens_per_step: float,
         method_fixed_gpu_bytes=fixed,
         kv_gpu_bytes=total - w - reserve.total_bytes - fixed,
         host_total_bytes=host_total,
-        kv_host_bytes=host_total - method.fixed_host_bytes(),
+        kv_host_bytes=host_total - method.fixed_host_bytes() - experts,
+        expert_host_bytes=experts,
     )

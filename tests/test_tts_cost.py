@@ -1,0 +1,99 @@
+"""Cost per test-time-scaling task (kvsim.pricing.tts; Kinetics, arXiv 2506.05333 §3 Eq. 4)."""
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from kvsim.costmodel.deployment import build_deployment
+from kvsim.methods import make_method
+from kvsim.pricing.tts import (
+    TTSTask, eflops, intensity_flops_per_byte, kinetics_eq4, linear_per_token, sum_steps, task_cost,
+)
+
+
+@pytest.fixture(scope="module")
+def dep():
+    return build_deployment("b200", "qwen3-8b", weight_dtype="fp8")
+
+
+def test_eq4_terms_by_hand():
+    """Kinetics Eq. 4 evaluates its three terms as published."""
+    k = kinetics_eq4(P=1, r=2, D=3, L_in=4, L_out=5, N=6, I=7)
+    assert k["linear"] == 60  # 2 * 6 * 1 * 5
+    assert k["attn_compute"] == 2340  # 2*2*6*4*3*5 = 1440 ; 2*6*3*5^2 = 900
+    assert k["kv_access"] == 3990  # 7 * (2*4*3*5 = 120 + 6*3*25 = 450)
+
+
+def test_intensity_is_kinetics_b200_value(dep):
+    """I = fp8 dense peak / HBM bandwidth on B200 = 4.5e15 / 8e12 = 562.5 FLOPs/byte (Kinetics' I)."""
+    assert intensity_flops_per_byte(dep) == pytest.approx(562.5)
+
+
+def test_dense_attention_one_sample_by_hand(dep):
+    """One sample, L_in=10, L_out=4: steps read 11, 12, 13, 14 tokens (50 in all) on Qwen3-8B."""
+    task = TTSTask(samples=1, prompt_tokens=10, gen_tokens=4)
+    c = task_cost(dep, make_method("full", dep), task)
+    # FLOPs per token read per layer 2 * 32 heads * (128 + 128) = 16,384; x 36 layers = 589,824; x 50
+    assert float(c.attention.total("flops")) == pytest.approx(29_491_200)
+    # KV 2 * 8 * 128 * 2 B = 4,096 B/token/layer: reads 50*36*4096 = 7,372,800; writes 4*36*4096 = 589,824;
+    # Q in + O out 36 * 2 * 32 * 128 * 2 B = 589,824 per step x 4 = 2,359,296 -> 10,321,920 B
+    assert float(c.attention.total("hbm_bytes")) == pytest.approx(10_321_920)
+    assert c.attention_eflops == pytest.approx(29_491_200 + 562.5 * 10_321_920)  # 5,835,571,200
+
+
+def test_shared_prompt_read_once_per_step(dep):
+    """N=4 samples share the prompt's KV: 3 of the 4 prompt reads per step vanish (cascade attention)."""
+    full = make_method("full", dep)
+    shared = task_cost(dep, full, TTSTask(samples=4, prompt_tokens=100, gen_tokens=2))
+    own = task_cost(dep, full, TTSTask(samples=4, prompt_tokens=100, gen_tokens=2, shared_prompt=False))
+    # prompt read per step 100 * 36 * 4096 = 14,745,600 B; unshared reads it 4x: 3 * 14,745,600 * 2 steps
+    # = 88,473,600 more, less the shared kernel's second Q/O pass 589,824 * 2 steps * 4 samples = 4,718,592
+    diff = float(own.attention.total("hbm_bytes")) - float(shared.attention.total("hbm_bytes"))
+    assert diff == pytest.approx(88_473_600 - 4_718_592)
+    assert float(own.attention.total("flops")) == pytest.approx(float(shared.attention.total("flops")))
+
+
+def test_linear_marginal_token_has_no_weight_reads(dep):
+    """batch=None (large-batch limit) drops exactly the weight bytes of a lone token; FLOPs ~ 2P."""
+    lone, marg = linear_per_token(dep, 1), linear_per_token(dep, None)
+    # fp8 weights, 1 B each: 7,568,097,280 active params (layers + LM head)
+    assert float(lone.total("hbm_bytes")) - float(marg.total("hbm_bytes")) == pytest.approx(7_568_097_280)
+    # 2 * 7,568,097,280 + elementwise 36 * (10*4096 + 4*12288) = 15,136,194,560 + 3,244,032
+    assert float(marg.total("flops")) == pytest.approx(15_139_438_592)
+
+
+def test_sparse_method_is_its_own_decode_cost_summed(dep):
+    """A sparse method's task attention is N x the sum of its decode_cost over the L_out steps."""
+    quest = make_method("quest", dep)
+    task = TTSTask(samples=3, prompt_tokens=5000, gen_tokens=7)
+    got = task_cost(dep, quest, task).attention
+    want = sum((quest.decode_cost(np.array([5000.0 + t])) for t in range(7)), start=type(got)(()))
+    assert eflops(got, 562.5) == pytest.approx(3 * eflops(want, 562.5))
+
+
+def test_sum_steps_broadcasts_per_step_constants():
+    """A per-step scalar field counts once per step."""
+    from kvsim.costmodel.cost import Cost, Part
+
+    c = sum_steps(Cost.of(Part("a", "gemm", flops=np.array([1.0, 2.0, 3.0]), launches=2.0)), 3)
+    assert c.parts[0].flops == 6.0 and c.parts[0].launches == 6.0  # 1+2+3 ; 2 x 3 steps
+
+
+def test_attention_dominates_long_generation(dep):
+    """Qwen3-8B, one 32K CoT on B200: attention is ~98% of decode eFLOPs (Kinetics §3: attention dominates)."""
+    c = task_cost(dep, make_method("full", dep), TTSTask(samples=1, prompt_tokens=128, gen_tokens=32768))
+    m = dep.model
+    k = kinetics_eq4(m.active_params_per_token, 4, 36 * 2048, 128, 32768, 1, 562.5)
+    # kvsim's attention within 0.1% of Eq. 4's (Q/O bytes and the new token's write are kvsim's extra)
+    assert c.attention_eflops == pytest.approx(k["attn_compute"] + k["kv_access"], rel=1e-3)
+    assert c.attention_share > 0.95
+
+
+def test_bad_task_rejected():
+    """Zero samples or tokens are a validation error, not a silent number."""
+    with pytest.raises(ValidationError):
+        TTSTask(samples=0)
+    with pytest.raises(ValidationError):
+        TTSTask(gen_tokens=0)
+    with pytest.raises(ValidationError):
+        TTSTask(samples=2, extra=1)

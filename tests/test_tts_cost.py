@@ -1,13 +1,21 @@
 """Cost per test-time-scaling task (kvsim.pricing.tts; Kinetics, arXiv 2506.05333 §3 Eq. 4)."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from kvsim.costmodel.deployment import build_deployment
+from kvsim.errors import ConfigError
 from kvsim.methods import make_method
 from kvsim.pricing.tts import (
-    TTSTask, eflops, intensity_flops_per_byte, kinetics_eq4, linear_per_token, sum_steps, task_cost,
+    TTSTask, affordable_gen_tokens, eflops, intensity_flops_per_byte, kinetics_eq4, linear_per_token, parse_task,
+    sum_steps, task_cost,
 )
 
 
@@ -97,3 +105,50 @@ def test_bad_task_rejected():
         TTSTask(gen_tokens=0)
     with pytest.raises(ValidationError):
         TTSTask(samples=2, extra=1)
+
+
+def test_affordable_generation_by_hand(dep):
+    """I = 0 (FLOPs only), L_in = 1: the budget of exactly 5 generated tokens affords 5; one FLOP less, 4."""
+    full, task = make_method("full", dep), TTSTask(samples=1, prompt_tokens=1, gen_tokens=1)
+    # prefill: 1 token without LM head 15,139,438,592 - 2 * 151936 * 4096 = 13,894,778,880, + attention 589,824
+    # gen g=5: linear 5 * 15,139,438,592 = 75,697,192,960; attention 589,824 * (2+3+4+5+6 = 20) = 11,796,480
+    total5 = 13_894_778_880 + 589_824 + 75_697_192_960 + 11_796_480  # 89,604,358,144
+    assert task_cost(dep, full, task.model_copy(update={"gen_tokens": 5}), intensity=0).total_eflops == \
+        pytest.approx(total5, rel=1e-12)
+    assert affordable_gen_tokens(dep, full, task, total5, intensity=0) == 5
+    assert affordable_gen_tokens(dep, full, task, total5 - 1, intensity=0) == 4
+    assert affordable_gen_tokens(dep, full, task, 1.0, intensity=0) == 0
+
+
+def test_parse_task_keys_and_suffixes():
+    """'best-of-n=8,gen=16k' -> N 8, 16,384 tokens; batch, intensity and budget parsed."""
+    o = parse_task("best-of-n=8,gen=16k,prompt=512,shared=false,batch=256,intensity=562.5,budget=1e16")
+    assert (o.task.samples, o.task.gen_tokens, o.task.prompt_tokens, o.task.shared_prompt) == (8, 16384, 512, False)
+    assert (o.batch, o.intensity, o.budget_eflops) == (256, 562.5, 1e16)
+
+
+@pytest.mark.parametrize("spec,word", [("gen=0", "gen"), ("n=abc", "n"), ("fanout=2", "unknown key"),
+                                       ("shared=maybe", "shared"), ("intensity=-1", "intensity"),
+                                       ("budget=0", "budget"), ("batch=0", "batch"), ("gen", "key=value")])
+def test_parse_task_errors(spec, word):
+    """Bad --tts values are one ConfigError naming the key."""
+    with pytest.raises(ConfigError, match=word):
+        parse_task(spec)
+
+
+def _cli(*args):
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "kvsim", *args], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_tts_json_matches_library(dep):
+    """`kvsim estimate --tts ... --json` prints the library's numbers; a bad key is one error line, exit 1."""
+    r = _cli("estimate", "--hw", "b200", "--model", "qwen3-8b", "--weight-dtype", "fp8", "--tts",
+             "n=1,prompt=10,gen=4", "--json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)[0]
+    assert row["attention_eflops"] == pytest.approx(5_835_571_200)  # test_dense_attention_one_sample_by_hand
+    bad = _cli("estimate", "--hw", "b200", "--model", "qwen3-8b", "--tts", "gen=0")
+    lines = [x for x in (bad.stdout + bad.stderr).splitlines() if x.strip()]
+    assert bad.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: --tts gen")

@@ -97,3 +97,10 @@ def test_best_of_n_prefix_cache_in_simulator():
     tr = load_trace("synthetic-best-of-n:n=8,N=4,prompt=4096,output=8,rate=0.01")  # 2 tasks ~100 s apart
     r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
     assert r.summary["cached_prompt_tokens"] == 2 * 2 * 4080  # 2 tasks x 2 hits x 4,080
+
+
+def test_too_many_block_ids_is_an_error():
+    """A trace that would hold over 10M block ids is refused: 1000 tasks x ceil(1e6 / 16) = 62.5M ids."""
+    with pytest.raises(TraceError, match="block ids"):
+        load_trace("synthetic-cot:n=1000,prompt=1000000")
+    assert len(load_trace("synthetic-cot:n=1000,prompt=1000000,block=1024")) == 1000  # 1000 x 977 ids

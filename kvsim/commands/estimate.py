@@ -87,6 +87,9 @@ def estimate_cmd(
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)  # e.g. mla on a non-MLA model under --method all
     if tts is not None:
+        if context != 4096 or batch.strip() != "1":
+            raise ConfigError("--context and --batch do not apply with --tts: give prompt=, gen= and batch= "
+                              "inside --tts (e.g. --tts best-of-n=8,prompt=512,gen=16k)")
         _tts(dep, methods, tts, as_json)
         return
     results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]

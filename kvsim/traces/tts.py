@@ -36,6 +36,7 @@ import math
 import numpy as np
 from pydantic import Field, model_validator
 
+from kvsim.errors import TraceError
 from kvsim.specbase import Float, number
 from kvsim.traces.arrivals import poisson_arrivals
 from kvsim.traces.pipeline import RawRequests
@@ -46,6 +47,8 @@ Samples = number(int, 1, 100_000, unit="samples")
 Width = number(int, 1, 10_000, unit="nodes")
 Depth = number(int, 1, 10_000, unit="levels")
 BlockTokens = number(int, 1, 1_048_576, unit="tokens")
+#: most prefix block ids a generated trace may hold (about 0.4 GB of Python ints)
+MAX_BLOCK_IDS = 10_000_000
 
 
 class _TaskParams(_Params):
@@ -147,8 +150,13 @@ def generate(params: TTSParams, rng: np.random.Generator) -> RawRequests:
     """Draw ``params.num_requests`` requests of ``ceil(n / per_task)`` tasks (module docstring)."""
     n, k = params.num_requests, per_task(params)
     tasks = -(-n // k)
-    t_task = poisson_arrivals(tasks, params.rate, rng)
     B, P = params.block, params.prompt_tokens
+    longest = P + (params.depth - 1) * params.step_tokens if isinstance(params, TreeParams) else P
+    held = (n if isinstance(params, TreeParams) else tasks) * -(-longest // B)  # ids held, an upper bound
+    if held > MAX_BLOCK_IDS:
+        raise TraceError(f"this trace would hold about {held:,} prefix block ids (more than {MAX_BLOCK_IDS:,}): "
+                         f"give a larger block= (now {B}), shorter prompts or fewer requests")
+    t_task = poisson_arrivals(tasks, params.rate, rng)
     if isinstance(params, TreeParams):
         times: list[float] = []
         prompts: list[int] = []
@@ -173,8 +181,8 @@ def generate(params: TTSParams, rng: np.random.Generator) -> RawRequests:
             output = np.full(n, params.output_tokens, dtype=np.int64)
         else:
             output = lognormal_lengths(n, params.output_tokens, params.output_cv, params.max_output, rng)
-        task = np.repeat(np.arange(tasks), k)[:n]
-        blocks = [tuple(range(int(i) * nb, (int(i) + 1) * nb)) for i in task]
+        per = [tuple(range(i * nb, (i + 1) * nb)) for i in range(tasks)]  # one tuple per task, shared
+        blocks = [per[i // k] for i in range(n)]
     meta = {"tasks": tasks, "requests_per_task": k}
     return RawRequests(time_s=np.asarray(t, dtype=np.float64), prompt_tokens=prompt, output_tokens=output,
                        prefix_blocks=blocks, prefix_block_tokens=B, meta=meta)

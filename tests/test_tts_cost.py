@@ -152,3 +152,13 @@ def test_cli_tts_json_matches_library(dep):
     bad = _cli("estimate", "--hw", "b200", "--model", "qwen3-8b", "--tts", "gen=0")
     lines = [x for x in (bad.stdout + bad.stderr).splitlines() if x.strip()]
     assert bad.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: --tts gen")
+
+
+def test_api_tts_cost_matches_library(dep):
+    """kvsim.tts_cost with a --tts string gives task_cost's numbers."""
+    import kvsim
+
+    c = kvsim.tts_cost(hw="b200", model="qwen3-8b", method="full", tts="n=1,prompt=10,gen=4", weight_dtype="fp8")
+    assert c.attention_eflops == pytest.approx(5_835_571_200)  # as test_dense_attention_one_sample_by_hand
+    with pytest.raises(ConfigError, match="budget"):
+        kvsim.tts_cost(hw="b200", model="qwen3-8b", tts="budget=1e16")

@@ -198,7 +198,8 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
                      "prefill_eflops": c.prefill_eflops, "linear_eflops": c.linear_eflops,
                      "attention_eflops": c.attention_eflops, "total_eflops": c.total_eflops,
                      "attention_share": c.attention_share, "attention_to_linear": c.attention_to_linear,
-                     "eflops_per_generated_token": c.total_eflops / (task.samples * task.gen_tokens)})
+                     "eflops_per_generated_token": c.total_eflops / (t.samples * t.gen_tokens),
+                     "roofline_s": c.roofline_s})
     if as_json:
         print_json(rows)
         return
@@ -207,12 +208,12 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
                     f"{task.prompt_tokens:,} (I = {intensity_flops_per_byte(dep) if intensity is None else intensity:g} FLOPs/B, "
                     f"{'weights amortized' if batch is None else f'batch {batch}'})")
     for col in ("method", "gen tokens", "prefill eFLOPs", "linear eFLOPs", "attention eFLOPs", "total eFLOPs", "attention share",
-                "attn / linear"):
+                "attn / linear", "roofline s"):
         t.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
         if r["gen_tokens"] == 0:
-            t.add_row(r["method"], "0", *["-"] * 6)
+            t.add_row(r["method"], "0", *["-"] * 7)
             continue
         t.add_row(r["method"], f"{r['gen_tokens']:,}", f"{r['prefill_eflops']:.3e}", f"{r['linear_eflops']:.3e}", f"{r['attention_eflops']:.3e}",
-                  f"{r['total_eflops']:.3e}", f"{r['attention_share'] * 100:.1f}%", f"{r['attention_to_linear']:.2f}")
+                  f"{r['total_eflops']:.3e}", f"{r['attention_share'] * 100:.1f}%", f"{r['attention_to_linear']:.2f}", fmt_s(r["roofline_s"]))
     console().print(t)

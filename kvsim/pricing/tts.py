@@ -32,7 +32,12 @@ kvsim prices the same task through its own cost path instead of the closed form:
   prefill out; with its short prompts it is < 1% of a task.
 
 eFLOPs of a :class:`~kvsim.costmodel.cost.Cost` = GPU FLOPs + I x HBM bytes (host and
-PCIe work is not counted: Kinetics prices one GPU). ``I`` defaults to the deployment's
+PCIe work is not counted: Kinetics prices one GPU). Beside it, ``roofline_s`` is kvsim's own
+view of the same work: :class:`~kvsim.costmodel.roofline.Roofline` seconds of the task's
+summed parts on one GPU of the deployment (each part's compute and memory combined as the
+roofline combines them, with the op classes' efficiencies), without per-kernel launch and tile
+overheads, which a large batch amortizes as it amortizes the weight reads. Kinetics adds
+compute and memory instead (eFLOPs / peak FLOP/s). ``I`` defaults to the deployment's
 GEMM-dtype peak over HBM bandwidth (B200 with fp8 weights: 562.5, Kinetics' value).
 """
 
@@ -47,6 +52,7 @@ from pydantic import Field
 from kvsim.costmodel.attention import decode_attention, kv_bytes_per_token_layer
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Cost
 from kvsim.costmodel.deployment import Deployment
+from kvsim.costmodel.roofline import Roofline
 from kvsim.costmodel.transformer import linear_cost
 from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod
@@ -124,6 +130,7 @@ class TaskCost:
     prefill: Cost  # prompt once: linear + attention
     linear: Cost  # generated tokens' weight GEMMs etc. (N x L_out tokens)
     attention: Cost  # generated tokens' attention (N samples)
+    roofline_s: float = 0.0  # kvsim's roofline seconds of the whole task on one GPU, overheads left out
 
     @property
     def linear_eflops(self) -> float:
@@ -164,8 +171,16 @@ def task_cost(dep: Deployment, method: KVMethod, task: TTSTask, *, batch: int | 
     P = float(task.prompt_tokens)  # prefill's L_in tokens without the LM head (the first sample is a decode step's)
     prefill = linear_cost(dep, P + 1.0, 1.0) + linear_cost(dep, 1.0, 1.0).scaled(-1.0) + method.prefill_cost(P, 0.0)
     att = attention_per_sample(dep, method, task).scaled(float(task.samples))
-    return TaskCost(task=task, intensity_flops_per_byte=I, prefill=prefill, linear=per_tok.scaled(n_tok),
-                    attention=att)
+    lin = per_tok.scaled(n_tok)
+    roof = Roofline(dep.system)
+    secs = sum(float(roof(without_overheads(c)).total_s) for c in (prefill, lin, att))
+    return TaskCost(task=task, intensity_flops_per_byte=I, prefill=prefill, linear=lin, attention=att,
+                    roofline_s=secs)
+
+
+def without_overheads(cost: Cost) -> Cost:
+    """The cost with launches, tiles and PCIe round trips set to 0 (amortized by a large batch)."""
+    return Cost(tuple(replace(p, launches=0.0, tiles=0.0, pcie_round_trips=0.0) for p in cost.parts))
 
 
 def kinetics_eq4(P: float, r: float, D: float, L_in: float, L_out: float, N: float, I: float) -> dict[str, float]:

@@ -104,3 +104,13 @@ def test_too_many_block_ids_is_an_error():
     with pytest.raises(TraceError, match="block ids"):
         load_trace("synthetic-cot:n=1000,prompt=1000000")
     assert len(load_trace("synthetic-cot:n=1000,prompt=1000000,block=1024")) == 1000  # 1000 x 977 ids
+
+
+def test_tree_children_hit_the_root_prompt_in_simulator():
+    """width 2, depth 2, retain 0.5, prompt 4,096, step 8: level 0's two nodes prefill the root together
+    (0 cached); level 1's two children (4,104 tokens) each hit the root's 4096 // 16 = 256 registered
+    blocks = 4,096 tokens, and compute their 8-token tail: 2 x 4,096 = 8,192 cached tokens."""
+    tr = load_trace("synthetic-tree:n=4,width=2,depth=2,retain=0.5,prompt=4096,step=8,level_s=50")
+    r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
+    assert r.summary["cached_prompt_tokens"] == 8192
+    assert r.requests["cached_tokens"].tolist() == [0, 0, 4096, 4096]

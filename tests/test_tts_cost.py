@@ -176,3 +176,15 @@ def test_roofline_seconds_of_attention_by_hand(dep):
     t = float(Roofline(dep.system)(without_overheads(c.attention)).total_s)
     assert t == pytest.approx(1.475062e-6, rel=1e-5)
     assert c.roofline_s > t  # plus the prefill and the linear layers
+
+
+def test_host_methods_flagged_and_prompt_aware_told_the_prompt(dep):
+    """MagicPIG's CPU attention is off-GPU work (eFLOPs leave it out); full has none. H2O (prompt-aware)
+    keeps its prompt budget and appends generated tokens, so its attention grows with the generation."""
+    t = TTSTask(samples=1, prompt_tokens=4096, gen_tokens=64)
+    assert task_cost(dep, make_method("magicpig", dep), t).off_gpu
+    assert not task_cost(dep, make_method("full", dep), t).off_gpu
+    h2o = make_method("h2o", dep)
+    # the step-t decode of the task = h2o.decode_cost(4096 + t, n_prompt=4096), summed over 64 steps
+    want = sum(eflops(h2o.decode_cost(np.array([4096.0 + s]), np.array([4096.0])), 562.5) for s in range(64))
+    assert task_cost(dep, h2o, t).attention_eflops == pytest.approx(want)

@@ -193,13 +193,16 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
                 print(f"note: {m.label()}: the budget affords more than {dep.model.name}'s context of "
                       f"{dep.model.max_context_tokens:,} tokens; gen capped at {g:,}", file=sys.stderr)
         c = task_cost(dep, m, t, batch=batch, intensity=intensity)
+        if c.off_gpu:
+            print(f"note: {m.label()} runs work on the host (CPU, DRAM or PCIe): eFLOPs count GPU work only; "
+                  "'roofline s' counts all of it", file=sys.stderr)
         rows.append({"hw": dep.system.name, "model": dep.model.name, "method": m.label(), **t.model_dump(),
                      "budget_eflops": budget, "batch": batch, "intensity_flops_per_byte": c.intensity_flops_per_byte,
                      "prefill_eflops": c.prefill_eflops, "linear_eflops": c.linear_eflops,
                      "attention_eflops": c.attention_eflops, "total_eflops": c.total_eflops,
                      "attention_share": c.attention_share, "attention_to_linear": c.attention_to_linear,
                      "eflops_per_generated_token": c.total_eflops / (t.samples * t.gen_tokens),
-                     "roofline_s": c.roofline_s})
+                     "roofline_s": c.roofline_s, "off_gpu_work": c.off_gpu})
     if as_json:
         print_json(rows)
         return

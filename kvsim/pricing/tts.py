@@ -21,7 +21,9 @@ kvsim prices the same task through its own cost path instead of the closed form:
   step of ``batch`` sequences divided by ``batch``; ``batch=None`` is Kinetics' large-batch
   limit, the marginal token ``linear_cost(2, 2) - linear_cost(1, 1)`` (no weight bytes);
 * attention of decode step ``t`` (``0 <= t < L_out``) of each sample: the method's
-  ``decode_cost`` at context ``L_in + t`` (dense: ``L_in + t + 1`` tokens read), priced
+  ``decode_cost`` at context ``L_in + t`` (dense: ``L_in + t + 1`` tokens read; prompt-aware
+  methods are told that ``L_in`` of them are prompt; a prompt-compressing method's ``L_in`` is
+  its effective prompt; a compressor model's own pass is not counted), priced
   step by step as a ``[L_out, 1]`` array and summed. For the ``full`` method with
   ``shared_prompt`` the prompt's KV bytes are divided by N (read once per step for the
   group), its FLOPs are not; every other method prices each sample's own context (a
@@ -110,7 +112,7 @@ def linear_per_token(dep: Deployment, batch: int | None = None) -> Cost:
 
 def attention_per_sample(dep: Deployment, method: KVMethod, task: TTSTask) -> Cost:
     """Decode attention of one sample over its ``L_out`` steps (see module docstring)."""
-    L_in, L_out, N = task.prompt_tokens, task.gen_tokens, task.samples
+    L_in, L_out, N = prompt_kv_tokens(method, task), task.gen_tokens, task.samples
     steps = np.arange(L_out, dtype=np.float64)[:, None]  # [L_out, 1]: one sequence per step
     if method.name == "full" and task.shared_prompt and N > 1:
         own = decode_attention(dep, steps + 1.0)  # generated tokens + itself
@@ -118,7 +120,13 @@ def attention_per_sample(dep: Deployment, method: KVMethod, task: TTSTask) -> Co
                                   kv_bytes_per_token_layer_read=kv_bytes_per_token_layer(dep) / N,
                                   n_written=np.zeros_like(steps), name="attn_decode_prompt")
         return sum_steps(own + shared, L_out)
-    return sum_steps(method.decode_cost(steps + float(L_in)), L_out)
+    n_prompt = np.full_like(steps, float(L_in)) if method.prompt_aware else None  # the rest is generated
+    return sum_steps(method.decode_cost(steps + float(L_in), n_prompt), L_out)
+
+
+def prompt_kv_tokens(method: KVMethod, task: TTSTask) -> float:
+    """Prompt tokens the model prefills and keeps KV for (LLMLingua compresses the prompt first)."""
+    return float(np.ceil(float(method.effective_prompt_tokens(float(task.prompt_tokens))) - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,13 @@ class TaskCost:
     linear: Cost  # generated tokens' weight GEMMs etc. (N x L_out tokens)
     attention: Cost  # generated tokens' attention (N samples)
     roofline_s: float = 0.0  # kvsim's roofline seconds of the whole task on one GPU, overheads left out
+
+    @property
+    def off_gpu(self) -> bool:
+        """Some work runs off the GPU (host CPU, DRAM, PCIe: MagicPIG, InfLLM): eFLOPs leave it out,
+        ``roofline_s`` counts it."""
+        return any(float(np.sum(c.total(f))) > 0 for c in (self.prefill, self.linear, self.attention)
+                   for f in ("cpu_flops", "dram_bytes", "pcie_bytes"))
 
     @property
     def linear_eflops(self) -> float:
@@ -168,7 +183,7 @@ def task_cost(dep: Deployment, method: KVMethod, task: TTSTask, *, batch: int | 
         raise ConfigError(f"intensity must be a finite number >= 0 FLOPs/byte, got {intensity}")
     n_tok = float(task.samples) * task.gen_tokens
     per_tok = linear_per_token(dep, batch)
-    P = float(task.prompt_tokens)  # prefill's L_in tokens without the LM head (the first sample is a decode step's)
+    P = prompt_kv_tokens(method, task)  # prefill's L_in tokens without the LM head (the first sample is a decode step's)
     prefill = linear_cost(dep, P + 1.0, 1.0) + linear_cost(dep, 1.0, 1.0).scaled(-1.0) + method.prefill_cost(P, 0.0)
     att = attention_per_sample(dep, method, task).scaled(float(task.samples))
     lin = per_tok.scaled(n_tok)

@@ -25,7 +25,8 @@ from kvsim.errors import ConfigError
 from kvsim.methods import KVMethod, make_method
 from kvsim.pricing.estimate import EstimateResult
 from kvsim.pricing.estimate import estimate as _estimate
-from kvsim.pricing.tts import TaskCost, TTSTask, parse_task, task_cost
+from kvsim.pricing.tts import TaskCost, TTSTask, task_cost
+from kvsim.pricing.tts_spec import parse_task
 from kvsim.sim.config import SimConfig, SimResult
 from kvsim.sim.replica import simulate as _simulate
 from kvsim.traces import Trace

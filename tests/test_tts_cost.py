@@ -14,9 +14,10 @@ from kvsim.costmodel.deployment import build_deployment
 from kvsim.errors import ConfigError
 from kvsim.methods import make_method
 from kvsim.pricing.tts import (
-    TTSTask, affordable_gen_tokens, eflops, intensity_flops_per_byte, kinetics_eq4, linear_per_token, parse_task,
-    sum_steps, task_cost,
+    TTSTask, affordable_gen_tokens, eflops, intensity_flops_per_byte, kinetics_eq4, linear_per_token, sum_steps,
+    task_cost,
 )
+from kvsim.pricing.tts_spec import parse_task
 
 
 @pytest.fixture(scope="module")

@@ -176,7 +176,8 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
     # lazy: CLI start-up
     from rich.table import Table
 
-    from kvsim.pricing.tts import affordable_gen_tokens, intensity_flops_per_byte, parse_task, task_cost
+    from kvsim.pricing.tts import affordable_gen_tokens, intensity_flops_per_byte, task_cost
+    from kvsim.pricing.tts_spec import parse_task
 
     task, batch, intensity, budget = parse_task(spec)
     rows = []

@@ -114,3 +114,11 @@ def test_tree_children_hit_the_root_prompt_in_simulator():
     r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
     assert r.summary["cached_prompt_tokens"] == 8192
     assert r.requests["cached_tokens"].tolist() == [0, 0, 4096, 4096]
+
+
+def test_best_of_n_fork_shares_the_prompt_with_every_sample():
+    """fork_s=5: samples 2..4 arrive 5 s after the first, once its prompt is cached: 3 x 4,080 tokens hit."""
+    tr = load_trace("synthetic-best-of-n:n=4,N=4,prompt=4096,output=8,fork_s=5")
+    assert tr.arrival_s.tolist() == [0.0, 5.0, 5.0, 5.0]
+    r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
+    assert r.summary["cached_prompt_tokens"] == 3 * 4080  # (4096 - 1) // 16 = 255 blocks of 16

@@ -10,7 +10,9 @@ default), which drive the simulator's prefix cache as Mooncake ``hash_ids`` do.
   together with one prompt (the same block ids), each generating ``output`` tokens (Kinetics'
   Best-of-N, arXiv 2506.05333 §2). The simulator registers a prompt's blocks when its prefill
   completes, so samples admitted in the same step as the first prefill compute the prompt
-  themselves (vLLM v0's rule); later ones hit the cache.
+  themselves (vLLM v0's rule); later ones hit the cache. ``fork_s`` > 0 sends samples 2..N
+  that many seconds after the first (an engine that prefills once, then forks: SGLang's
+  ``fork``, vLLM's parallel sampling after the prompt is cached).
 * ``synthetic-cot`` (:class:`CoTParams`): one request per task, a prompt of ``prompt`` tokens
   and a long generation drawn from a lognormal with mean ``output`` and coefficient of
   variation ``output_cv``, cut at ``max_output`` (the generation budget; Kinetics' Long-CoT
@@ -62,6 +64,7 @@ class BestOfNParams(_TaskParams):
 
     samples: Samples = Field(8, alias="N", description="samples per task (best-of-N)")
     output_tokens: Tokens = Field(8192, alias="output", description="tokens generated per sample")
+    fork_s: Float = Field(0.0, ge=0, le=1e6, description="seconds after the first sample that the others arrive")
 
 
 class CoTParams(_TaskParams):
@@ -176,6 +179,8 @@ def generate(params: TTSParams, rng: np.random.Generator) -> RawRequests:
     else:
         nb = -(-P // B)
         t = np.repeat(t_task, k)[:n]
+        if isinstance(params, BestOfNParams) and params.fork_s > 0:
+            t = t + np.where(np.arange(n) % k == 0, 0.0, params.fork_s)  # the rest fork after the first
         prompt = np.full(n, P, dtype=np.int64)
         if isinstance(params, BestOfNParams):
             output = np.full(n, params.output_tokens, dtype=np.int64)

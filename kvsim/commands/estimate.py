@@ -63,7 +63,8 @@ def estimate_cmd(
     calibration: CalibrationOpt = None,
     breakdown: Annotated[bool, typer.Option("--breakdown/--no-breakdown", help="per-component table (single method)")] = True,
     tts: Annotated[str | None, typer.Option("--tts", help="cost per test-time-scaling task in Kinetics eFLOPs instead: "
-                                            "'best-of-n=8,prompt=512,gen=16k[,shared=false][,batch=B][,intensity=I]' "
+                                            "'best-of-n=8,prompt=512,gen=16k[,shared=false][,batch=B][,intensity=I]'; "
+                                            "budget=C instead of gen= finds the longest generation within C eFLOPs "
                                             "(k = x1024; docs/examples/kinetics.md)")] = None,
     as_json: JsonOpt = False,
 ) -> None:

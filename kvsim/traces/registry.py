@@ -64,7 +64,7 @@ DESCRIPTIONS: dict[str, str] = {
     "synthetic-fixed": "fixed lengths, evenly spaced arrivals (default rate=inf: all at 0 s); "
     "options rate, n, prompt, output, seed",
     "synthetic-best-of-n": "test-time scaling: N samples of one prompt arrive together and share its prefix blocks; "
-    "options rate (tasks/s), n, N, prompt, output, block, seed",
+    "options rate (tasks/s), n, N, prompt, output, fork_s, block, seed",
     "synthetic-cot": "test-time scaling: long chain-of-thought, lognormal output cut at a budget; "
     "options rate (tasks/s), n, prompt, output, output_cv, max_output, block, seed",
     "synthetic-tree": "test-time scaling: ETS-style tree search, width x depth nodes sharing KV along paths; "

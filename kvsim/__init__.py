@@ -8,7 +8,7 @@ only :mod:`kvsim.validate` needs it.
 __version__ = "0.1.0"
 
 #: the Python API (kvsim/api.py), loaded on first use so that ``import kvsim`` stays light
-_API = ("estimate", "simulate", "plan", "load_trace", "deployment", "Simulation")
+_API = ("estimate", "tts_cost", "simulate", "plan", "load_trace", "deployment", "Simulation")
 
 
 def __getattr__(name: str):

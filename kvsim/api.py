@@ -25,12 +25,14 @@ from kvsim.errors import ConfigError
 from kvsim.methods import KVMethod, make_method
 from kvsim.pricing.estimate import EstimateResult
 from kvsim.pricing.estimate import estimate as _estimate
+from kvsim.pricing.tts import TaskCost, TTSTask, task_cost
+from kvsim.pricing.tts_spec import parse_task
 from kvsim.sim.config import SimConfig, SimResult
 from kvsim.sim.replica import simulate as _simulate
 from kvsim.traces import Trace
 from kvsim.traces import load_trace as _load_trace
 
-__all__ = ["deployment", "load_trace", "estimate", "simulate", "plan", "Simulation"]
+__all__ = ["deployment", "load_trace", "estimate", "tts_cost", "simulate", "plan", "Simulation"]
 
 
 def _pandas():
@@ -75,6 +77,21 @@ def estimate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method:
     dep = deployment(hw, model, tp=tp, **deployment_options)
     return _estimate(dep, _method(method, dep), context, batch, max_num_batched_tokens=max_num_batched_tokens,
                      max_num_seqs=max_num_seqs)
+
+
+def tts_cost(hw: str | Deployment = "b200", model: str = "qwen3-8b", method: str | KVMethod = "full",
+             tts: str | TTSTask = "best-of-n=8,gen=16k", *, tp: int = 1, batch: int | None = None,
+             intensity: float | None = None, **deployment_options: Any) -> TaskCost:
+    """Cost of one test-time-scaling task in Kinetics' eFLOPs (``kvsim estimate --tts``; a ``tts``
+    string takes the same keys, whose ``batch``/``intensity`` win over the arguments')."""
+    dep = deployment(hw, model, tp=tp, **deployment_options)
+    if isinstance(tts, str):
+        opts = parse_task(tts)
+        if opts.budget_eflops is not None:
+            raise ConfigError("tts_cost prices a given task; budget= is for `kvsim estimate --tts`")
+        tts, batch = opts.task, opts.batch if opts.batch is not None else batch
+        intensity = opts.intensity if opts.intensity is not None else intensity
+    return task_cost(dep, _method(method, dep), tts, batch=batch, intensity=intensity)
 
 
 @dataclass

@@ -63,6 +63,10 @@ def estimate_cmd(
     calibration: CalibrationOpt = None,
     expert_offload: ExpertOffloadOpt = None,
     breakdown: Annotated[bool, typer.Option("--breakdown/--no-breakdown", help="per-component table (single method)")] = True,
+    tts: Annotated[str | None, typer.Option("--tts", help="cost per test-time-scaling task in Kinetics eFLOPs instead: "
+                                            "'best-of-n=8,prompt=512,gen=16k[,shared=false][,batch=B][,intensity=I]'; "
+                                            "budget=C instead of gen= finds the longest generation within C eFLOPs "
+                                            "(k = x1024; docs/examples/kinetics.md)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Closed-form estimate: KV bytes/token, max batch, TTFT, TBT, throughput and a breakdown."""
@@ -85,6 +89,12 @@ def estimate_cmd(
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)  # e.g. mla on a non-MLA model under --method all
+    if tts is not None:
+        if context != 4096 or batch.strip() != "1":
+            raise ConfigError("--context and --batch do not apply with --tts: give prompt=, gen= and batch= "
+                              "inside --tts (e.g. --tts best-of-n=8,prompt=512,gen=16k)")
+        _tts(dep, methods, tts, as_json)
+        return
     results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]
     if as_json:
         print_json([_answer(r) for r in results])
@@ -164,4 +174,56 @@ def _print_table(results) -> None:
                   "-" if r.max_batch == 0 else fmt_s(r.ttft_s), fmt_s(r.tbt_s) if ok else "-",
                   fmt_num(r.throughput_tok_s) if ok else "-", fmt_bytes(r.memory_gpu_bytes), fmt_bytes(r.memory_host_bytes),
                   "" if ok else f"does not fit: {r.reason}")
+    console().print(t)
+
+
+def _tts(dep, methods, spec: str, as_json: bool) -> None:
+    """``--tts``: one row per method of :func:`kvsim.pricing.tts.task_cost`."""
+    # lazy: CLI start-up
+    from rich.table import Table
+
+    from kvsim.pricing.tts import affordable_gen_tokens, intensity_flops_per_byte, task_cost
+    from kvsim.pricing.tts_spec import parse_task
+
+    task, batch, intensity, budget = parse_task(spec)
+    rows = []
+    for m in methods:
+        t = task
+        if budget is not None:  # the longest generation within the budget replaces gen
+            g = affordable_gen_tokens(dep, m, task, budget, batch=batch, intensity=intensity)
+            if g == 0:
+                rows.append({"hw": dep.system.name, "model": dep.model.name, "method": m.label(), **task.model_dump(),
+                             "gen_tokens": 0, "budget_eflops": budget, "batch": batch})
+                continue
+            t = task.model_copy(update={"gen_tokens": g})
+            if g == dep.model.max_context_tokens - task.prompt_tokens:
+                print(f"note: {m.label()}: the budget affords more than {dep.model.name}'s context of "
+                      f"{dep.model.max_context_tokens:,} tokens; gen capped at {g:,}", file=sys.stderr)
+        c = task_cost(dep, m, t, batch=batch, intensity=intensity)
+        if c.off_gpu:
+            print(f"note: {m.label()} runs work on the host (CPU, DRAM or PCIe): eFLOPs count GPU work only; "
+                  "'roofline s' counts all of it", file=sys.stderr)
+        rows.append({"hw": dep.system.name, "model": dep.model.name, "method": m.label(), **t.model_dump(),
+                     "budget_eflops": budget, "batch": batch, "intensity_flops_per_byte": c.intensity_flops_per_byte,
+                     "prefill_eflops": c.prefill_eflops, "linear_eflops": c.linear_eflops,
+                     "attention_eflops": c.attention_eflops, "total_eflops": c.total_eflops,
+                     "attention_share": c.attention_share, "attention_to_linear": c.attention_to_linear,
+                     "eflops_per_generated_token": c.total_eflops / (t.samples * t.gen_tokens),
+                     "roofline_s": c.roofline_s, "off_gpu_work": c.off_gpu})
+    if as_json:
+        print_json(rows)
+        return
+    gen = f"the longest generation within {budget:.3g} eFLOPs" if budget is not None else f"{task.gen_tokens:,} tokens"
+    t = Table(title=f"{dep.model.name} on {dep.system.name}: {task.samples} sample(s) x {gen} after "
+                    f"{task.prompt_tokens:,} (I = {intensity_flops_per_byte(dep) if intensity is None else intensity:g} FLOPs/B, "
+                    f"{'weights amortized' if batch is None else f'batch {batch}'})")
+    for col in ("method", "gen tokens", "prefill eFLOPs", "linear eFLOPs", "attention eFLOPs", "total eFLOPs", "attention share",
+                "attn / linear", "roofline s"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        if r["gen_tokens"] == 0:
+            t.add_row(r["method"], "0", *["-"] * 7)
+            continue
+        t.add_row(r["method"], f"{r['gen_tokens']:,}", f"{r['prefill_eflops']:.3e}", f"{r['linear_eflops']:.3e}", f"{r['attention_eflops']:.3e}",
+                  f"{r['total_eflops']:.3e}", f"{r['attention_share'] * 100:.1f}%", f"{r['attention_to_linear']:.2f}", fmt_s(r["roofline_s"]))
     console().print(t)

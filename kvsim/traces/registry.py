@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from kvsim.errors import TraceError, unknown_name
 from kvsim.specbase import short_repr
-from kvsim.traces import azure, burstgpt, mooncake, sharegpt, synthetic, tabular, vidur, vllm_bench
+from kvsim.traces import azure, burstgpt, mooncake, sharegpt, synthetic, tabular, tts, vidur, vllm_bench
 from kvsim.traces._io import first_line, iter_lines, utf8_error
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, build_trace, without_rate
@@ -63,6 +63,12 @@ DESCRIPTIONS: dict[str, str] = {
     "prompt_a/min/max, output_a/min/max, seed",
     "synthetic-fixed": "fixed lengths, evenly spaced arrivals (default rate=inf: all at 0 s); "
     "options rate, n, prompt, output, seed",
+    "synthetic-best-of-n": "test-time scaling: N samples of one prompt arrive together and share its prefix blocks; "
+    "options rate (tasks/s), n, N, prompt, output, fork_s, block, seed",
+    "synthetic-cot": "test-time scaling: long chain-of-thought, lognormal output cut at a budget; "
+    "options rate (tasks/s), n, prompt, output, output_cv, max_output, block, seed",
+    "synthetic-tree": "test-time scaling: ETS-style tree search, width x depth nodes sharing KV along paths; "
+    "options rate (tasks/s), n, width, depth, step, retain, level_s, prompt, block, seed",
 }
 
 SYNTHETIC: dict[str, type[synthetic._Params]] = {
@@ -70,6 +76,9 @@ SYNTHETIC: dict[str, type[synthetic._Params]] = {
     "synthetic-gamma": synthetic.GammaParams,
     "synthetic-burstgpt": synthetic.BurstGPTParams,
     "synthetic-fixed": synthetic.FixedParams,
+    "synthetic-best-of-n": tts.BestOfNParams,
+    "synthetic-cot": tts.CoTParams,
+    "synthetic-tree": tts.TreeParams,
 }
 
 _BUNDLED: dict[str, Callable[[LoadOptions], Trace]] = {
@@ -141,7 +150,7 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
         rng = np.random.default_rng(seed)
     except ValueError:
         raise TraceError(f"seed must be a whole number >= 0, got {seed!r}") from None
-    raw = synthetic.generate(params, rng)
+    raw = (tts.generate if isinstance(params, tts.TTSParams) else synthetic.generate)(params, rng)
     return build_trace(
         raw, replace(without_rate(opts), seed=seed), name=name, source=synthetic.describe(name, params, seed),
         meta={"format": "synthetic", "params": params.model_dump()},

@@ -17,8 +17,8 @@ from kvsim.costmodel.transformer import allreduce_cost, gemm_cost, linear_cost
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.hardware import AllReduceFit, default_efficiencies, load_system
 from kvsim.validate.kernel_fit import CUSTOM_ALLREDUCE_MAX_BYTES, engine_rows, fit_data, fit_op
-from kvsim.validate.kernel_tables import SYSTEM_OF_TABLE, load_table
-from kvsim.validate.kernels import _deployment, error_stats, holdout_mask, price_table, table_work
+from kvsim.validate.kernel_tables import load_table
+from kvsim.validate.kernels import error_stats, holdout_mask, price_table
 
 
 # ---------------------------------------------------------------- tables

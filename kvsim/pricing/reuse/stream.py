@@ -91,6 +91,18 @@ def bits_per_element(dep: Deployment, level: str) -> float:
     return dep.kvb * 8.0 if b is None else b
 
 
+def decode_seconds(dep: Deployment, step: StepModel, tokens: float, p: StreamParams) -> float:
+    """GPU seconds to decode ``tokens`` tokens' KV at ``p.level``: read the encoded bytes, write
+    the KV dtype (HBM), ``p.decode_flops_per_element`` per element, one launch (0 for ``raw``)."""
+    if p.level == "raw" or tokens <= 0:
+        return 0.0
+    elems = tokens * dep.full_kv_bytes_per_token / dep.kvb
+    enc = elems * bits_per_element(dep, p.level) / 8.0
+    return float(step.roofline.seconds(Cost.of(Part(
+        "kv_decode", "elementwise", hbm_bytes=enc + elems * dep.kvb, flops=elems * p.decode_flops_per_element,
+        launches=1.0))))
+
+
 def stream_ttft(dep: Deployment, p: StreamParams) -> StreamTTFT:
     """CacheGen TTFT of one request (module docstring)."""
     step = StepModel(dep, Full(dep))
@@ -102,15 +114,8 @@ def stream_ttft(dep: Deployment, p: StreamParams) -> StreamTTFT:
     n_chunks = math.ceil(n / p.chunk_tokens) if n else 0
 
     def chunk_times(tokens: float) -> tuple[float, float]:
-        elems = tokens * elems_tok
-        enc = elems * bits / 8.0
-        tx = float(transfer_seconds(enc, p.link_gbps * 1e9 / 8.0))
-        if p.level == "raw":
-            return tx, 0.0  # nothing to decode
-        dec = float(step.roofline.seconds(Cost.of(Part(
-            "kv_decode", "elementwise", hbm_bytes=enc + elems * dep.kvb, flops=elems * p.decode_flops_per_element,
-            launches=1.0))))
-        return tx, dec
+        enc = tokens * elems_tok * bits / 8.0
+        return float(transfer_seconds(enc, p.link_gbps * 1e9 / 8.0)), decode_seconds(dep, step, tokens, p)
 
     tx_c, dec_c = chunk_times(min(p.chunk_tokens, n))
     last = n - (n_chunks - 1) * p.chunk_tokens if n_chunks else 0  # the last chunk may be shorter

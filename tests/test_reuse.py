@@ -1,6 +1,7 @@
 """Non-prefix KV reuse (CacheBlend, the chunk cache, the RAG generator) and KV streaming (CacheGen)."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,9 @@ from equivalence_scenarios import Scenario, compare, run_both
 from test_sim_support import FakeStep, a100_llama, make_trace
 
 
+A40_YAML = Path(__file__).resolve().parent.parent / "benchmarks" / "reuse" / "a40.yaml"  # CacheBlend's GPU (user file)
+
+
 def fake_prefill(step, n_new, n_cached):
     """1 ms per new token, nothing else (replaces the roofline-priced prefill step)."""
     return 0.001 * n_new
@@ -31,7 +35,7 @@ def fake_prefill(step, n_new, n_cached):
 @pytest.fixture(scope="module")
 def a40_mistral():
     # Mistral-7B: 32 layers, 8 KV heads x 128, bf16 -> 2 * 8 * 128 * 2 = 4096 B per token per layer
-    return build_deployment("a40", "mistral-7b-v0.2")
+    return build_deployment(str(A40_YAML), "mistral-7b-v0.2")
 
 
 # ---------------------------------------------------------------- pipeline

@@ -277,3 +277,23 @@ def test_fast_equals_reference_on_rag_traces(seed):
     assert got is not None
     assert compare(*got) == [], sc.describe()
     assert 0 < np.count_nonzero(np.asarray(got[0].records.cached_tokens)) < len(tr)  # some hits, some misses
+
+
+def test_successive_draw_excludes_chosen_chunks():
+    """Next distinct chunk after chunk 0 of p = (6, 3, 2)/11: chunk 1 with 3/5, chunk 2 with 2/5."""
+    from kvsim.traces.rag import _next_distinct
+
+    p = popularity(3, 1.0)
+    cdf = np.cumsum(p)
+    rng = np.random.default_rng(7)
+    draws = [_next_distinct(cdf, p, [0], rng) for _ in range(20000)]
+    assert 0 not in draws
+    assert abs(np.mean(np.array(draws) == 1) - 0.6) < 0.011  # 3 sigma: 3 x sqrt(0.24 / 20000)
+
+
+def test_concentrated_popularity_terminates():
+    """zipf_a = 10 puts ~all mass on chunk 0; 50 distinct chunks per query still come out."""
+    raw = generate(RagParams(n=50, corpus=100, k=50, zipf_a=10.0), np.random.default_rng(0))
+    assert all(len(set(c)) == 50 for c in raw.chunk_ids)
+    with pytest.raises(ValueError, match="chunk references"):
+        RagParams(n=10_000_000, k=10)

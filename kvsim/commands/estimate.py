@@ -62,6 +62,10 @@ def estimate_cmd(
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="engine's max concurrent sequences (sizes the logits reserve)")] = 256,
     calibration: CalibrationOpt = None,
     expert_offload: ExpertOffloadOpt = None,
+    reuse: Annotated[str | None, typer.Option("--reuse", help="also price one request with reused or streamed KV: "
+                     "cacheblend:chunks=6,chunk_tokens=512,question_tokens=64,recompute_fraction=0.15,tier=host|gpu|ssd or "
+                     "cachegen:context_tokens=9400,question_tokens=64,link_gbps=3,level=raw|q8|cachegen|cachegen-max "
+                     "(docs/reuse.md)")] = None,
     breakdown: Annotated[bool, typer.Option("--breakdown/--no-breakdown", help="per-component table (single method)")] = True,
     tts: Annotated[str | None, typer.Option("--tts", help="cost per test-time-scaling task in Kinetics eFLOPs instead: "
                                             "'best-of-n=8,prompt=512,gen=16k[,shared=false][,batch=B][,intensity=I]'; "
@@ -72,6 +76,7 @@ def estimate_cmd(
     """Closed-form estimate: KV bytes/token, max batch, TTFT, TBT, throughput and a breakdown."""
     # lazy: CLI start-up
     from kvsim.pricing.estimate import estimate
+    from kvsim.pricing.reuse.answer import reuse_answer
     from kvsim.methods import make_method
 
     b = _parse_batch(batch)
@@ -90,19 +95,56 @@ def estimate_cmd(
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)  # e.g. mla on a non-MLA model under --method all
     if tts is not None:
+        if reuse is not None:
+            raise ConfigError("--tts and --reuse are separate answers: give one of them")
         if context != 4096 or batch.strip() != "1":
             raise ConfigError("--context and --batch do not apply with --tts: give prompt=, gen= and batch= "
                               "inside --tts (e.g. --tts best-of-n=8,prompt=512,gen=16k)")
         _tts(dep, methods, tts, as_json)
         return
+    reused = reuse_answer(dep, reuse) if reuse is not None else None  # a bad spec fails before any pricing
     results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]
     if as_json:
-        print_json([_answer(r) for r in results])
+        print_json([_answer(r) | ({"reuse": reused} if reused is not None else {}) for r in results])
         return
     if len(results) == 1:
         _print_one(results[0], breakdown)
     else:
         _print_table(results)
+    if reused is not None:
+        _print_reuse(reused)
+
+
+def _print_reuse(a: dict) -> None:
+    """The ``--reuse`` answer: TTFT of one request and its baselines (priced with full attention)."""
+    # lazy: CLI start-up
+    from rich.table import Table
+
+    con = console()
+    p = a["params"]
+    if a["kind"] == "cacheblend":
+        t = Table(title=f"CacheBlend: {p['chunks']} chunks x {p['chunk_tokens']} tokens from {p['tier']}, "
+                        f"question {p['question_tokens']}, r = {p['recompute_fraction']:g}", show_header=False)
+        t.add_column("quantity")
+        t.add_column("value", justify="right")
+        for k, v in (("load per layer", fmt_s(a["load_s_per_layer"])),
+                     ("recompute per layer", fmt_s(a["compute_s_per_layer"]) + ("" if a["load_hidden"] else " (load-bound)")),
+                     ("TTFT CacheBlend", fmt_s(a["ttft_s"])),
+                     ("TTFT full recompute", f"{fmt_s(a['full_recompute_s'])} ({a['speedup_vs_recompute']:.2f}x)"),
+                     ("TTFT prefix caching", f"{fmt_s(a['prefix_caching_s'])} ({a['speedup_vs_prefix']:.2f}x)")):
+            t.add_row(k, v)
+        con.print(t)
+        return
+    t = Table(title=f"CacheGen: {p['context_tokens']:,} context tokens + {p['question_tokens']} new, level {p['level']} "
+                    f"({a['bits_per_element']:.2f} bits/element, {fmt_bytes(a['encoded_bytes'])}) at {p['link_gbps']:g} Gbit/s: "
+                    f"TTFT {fmt_s(a['ttft_s'])} ({a['choice']}; recompute {fmt_s(a['recompute_s'])})")
+    sweep = a["ttft_vs_bandwidth"]
+    t.add_column("Gbit/s", justify="right")
+    for lv in sweep["ttft_s_by_level"]:
+        t.add_column(f"TTFT {lv}", justify="right")
+    for i, g in enumerate(sweep["link_gbps"]):
+        t.add_row(f"{g:g}", *(fmt_s(v[i]) for v in sweep["ttft_s_by_level"].values()))
+    con.print(t)
 
 
 def _answer(r) -> dict:

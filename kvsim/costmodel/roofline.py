@@ -461,3 +461,13 @@ def _nonzero(x: Num) -> bool:
     if x.__class__ is np.ndarray:
         return bool(x.any())  # (the method: no numpy dispatch wrapper on a hot path)
     return x != 0
+
+
+def transfer_seconds(n_bytes: Num, bw_bytes_per_s: float) -> Num:
+    """Seconds to move ``n_bytes`` over a path the System does not describe (an NVMe drive,
+    a network link the user names): ``n_bytes / bw_bytes_per_s``. The bandwidth given is the
+    achieved one (no efficiency factor, no latency). Used by :mod:`kvsim.reuse` (CacheBlend's
+    SSD tier, CacheGen's network link)."""
+    if not bw_bytes_per_s > 0:
+        raise ValueError(f"bandwidth must be > 0 bytes/s, got {bw_bytes_per_s}")
+    return n_bytes / bw_bytes_per_s

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import SpecError, unknown_name
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods.cacheblend import CacheBlend
 from kvsim.methods.cake import CAKE
 from kvsim.methods.duoattention import DuoAttention
 from kvsim.methods.elastic import ElasticCache
@@ -57,6 +58,7 @@ REGISTRY: dict[str, type[KVMethod]] = {
     "mla": MLA,
     "llmlingua": LLMLingua,
     "prefix": Prefix,
+    "cacheblend": CacheBlend,
     "mikv": MiKV,
     "cake": CAKE,
     "oracle": OracleSampling,

@@ -19,6 +19,7 @@ import numpy as np
 
 from kvsim.costmodel.deployment import Deployment
 from kvsim.methods.base import KVMethod
+from kvsim.sim.chunk_reuse import analytic_hits
 from kvsim.sim.config import SimConfig
 from kvsim.sim.kv_cache import KVLayout, kv_layout
 from kvsim.traces.base import Trace
@@ -38,7 +39,7 @@ class ReplicaInputs:
     max_tokens: int  # longest request that fits the context (the layout's table size)
     layout: KVLayout
     reject: np.ndarray  # int8 reject code per request (REJECT_REASONS)
-    analytic_hit: list[int]  # prompt tokens the method treats as cached (the ``prefix`` method)
+    analytic_hit: list[int]  # prompt tokens the method treats as cached (``prefix``; ``cacheblend`` chunk hits)
     prefix_block_tokens: int  # 0: prefix caching off
     prefix_note: str | None
     watermark_blocks: int = 0  # GPU blocks admissions and swap-ins leave allocatable (SimConfig.watermark)
@@ -88,13 +89,12 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
         too_big |= lay.blocks(p, p)[0] > lay.num_gpu_blocks - wm
     reject[fits_ctx & too_big] = 2
     reject[fits_ctx & (reject == 0) & (h_end > lay.num_host_blocks)] = 3
-    _, n_hit = method.split_prompt(peff.astype(np.float64))
-    hit = np.floor(np.broadcast_to(np.asarray(n_hit, dtype=np.float64), peff.shape) + 1e-9).astype(np.int64)
+    hit = analytic_hits(method, trace, peff)
     pb, note = prefix_caching_tokens(method, trace, cfg)
     if cfg.prompt_kv_resident:  # disaggregated decode: the prompt's KV came over the KV link
         hit, pb, note = peff - 1, 0, None
     return ReplicaInputs(
         arrival_s=np.asarray(trace.arrival_s, dtype=np.float64), prompt=prompt, effective_prompt=peff,
         output=output, max_tokens=n_max, layout=lay, reject=reject,
-        analytic_hit=np.minimum(hit, peff - 1).tolist(), prefix_block_tokens=pb, prefix_note=note,
+        analytic_hit=hit.tolist(), prefix_block_tokens=pb, prefix_note=note,
         watermark_blocks=wm)

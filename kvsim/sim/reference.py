@@ -32,8 +32,10 @@ Stated rules (where the module docstrings are silent, this follows the current c
    cached-token count reported is that of the first admission. Entries are registered
    when the prompt completes: ``min(len(hashes), prompt // pb)`` leading entries.
 4. The analytic hit of the ``prefix`` method (``floor(split_prompt(P)[1])``, at most
-   ``P - 1``) counts as computed on every admission with nothing computed, when the
-   request has no prefix ids for the cache; its KV is the request's own. With
+   ``P - 1``), or of ``cacheblend`` on a trace with chunk ids (``floor((1 - r) x hit chunk
+   tokens)`` from the chunk cache replayed in arrival order: :mod:`kvsim.sim.chunk_reuse`),
+   counts as computed on every admission with nothing computed, when the request has no
+   prefix ids for the cache; its KV is the request's own. With
    ``SimConfig.prompt_kv_resident`` (disaggregated decode) the hit is ``P - 1`` and prefix
    caching is off.
 5. Prefix caching is on when enabled, the trace has prefix ids, and the method declares
@@ -75,6 +77,7 @@ import numpy as np
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
 from kvsim.pricing.step import StepModel
+from kvsim.sim.chunk_reuse import analytic_hits
 from kvsim.sim.config import SimConfig
 from kvsim.sim.reference_pool import RefGeometry, RefPool, distinct_prefix, effective_prompts
 from kvsim.sim.reference_result import RefRequest, RefResult, collect_results
@@ -92,6 +95,7 @@ class RefReplica:
         self.prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
         self.output = np.asarray(trace.output_tokens, dtype=np.int64)
         self.peff = effective_prompts(method, self.prompt)
+        self.analytic = analytic_hits(method, trace, self.peff)  # rule 4
         total = self.peff + self.output
         fits_ctx = total <= dep.model.max_context_tokens
         step_tokens = cfg.max_num_batched_tokens
@@ -135,8 +139,7 @@ class RefReplica:
         if reason:
             r.status, r.reject_reason, r.reject_s = "rejected", reason, now
             return
-        n_hit = float(np.asarray(self.method.split_prompt(np.array([float(P)]))[1]).reshape(-1)[0])
-        r.analytic_cached = P - 1 if self.cfg.prompt_kv_resident else min(math.floor(n_hit + 1e-9), P - 1)
+        r.analytic_cached = P - 1 if self.cfg.prompt_kv_resident else int(self.analytic[i])
         if self.pb:
             r.prefix_hashes = distinct_prefix(self.trace.prefix_blocks[i])
         r.status = "waiting"

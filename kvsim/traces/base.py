@@ -24,6 +24,10 @@ class Trace:
             leading blocks of ``prefix_block_tokens`` tokens (Mooncake ``hash_ids``), or
             ``None`` when the trace has no prefix information.
         prefix_block_tokens: tokens per prefix block (Mooncake: 512), or 0.
+        chunk_ids: per request, the ids of the retrieved chunks its prompt starts with, in any
+            order and at any position (a RAG workload, ``synthetic-rag``), or ``None``. Their KV
+            can be reused by non-prefix methods (``cacheblend``); prefix caching ignores them.
+        chunk_tokens: tokens per chunk, or 0.
         source: provenance (file path or generator parameters), for reports.
         num_failed_dropped: rows dropped because the trace marks them failed
             (BurstGPT: 0 response tokens).
@@ -37,6 +41,8 @@ class Trace:
     output_tokens: np.ndarray
     prefix_blocks: tuple[tuple[int, ...], ...] | None = None
     prefix_block_tokens: int = 0
+    chunk_ids: tuple[tuple[int, ...], ...] | None = None
+    chunk_tokens: int = 0
     source: str = ""
     num_failed_dropped: int = 0
     num_filtered: int = 0
@@ -65,10 +71,12 @@ class Trace:
     def head(self, n: int) -> "Trace":
         """The first ``n`` requests."""
         blocks = None if self.prefix_blocks is None else self.prefix_blocks[:n]
+        chunks = None if self.chunk_ids is None else self.chunk_ids[:n]
         return replace(
             self,
             arrival_s=self.arrival_s[:n],
             prompt_tokens=self.prompt_tokens[:n],
             output_tokens=self.output_tokens[:n],
             prefix_blocks=blocks,
+            chunk_ids=chunks,
         )

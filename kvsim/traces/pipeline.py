@@ -112,6 +112,7 @@ class RawRequests:
     keep : [N] bool rows passing the source's own filters (BurstGPT model/log type), or None.
     prefix_blocks : per row, block hash ids (Mooncake ``hash_ids``, session prefixes), or None.
     prefix_block_tokens : tokens per prefix block, or 0.
+    chunk_ids : per row, retrieved chunk ids (RAG workloads), or None; chunk_tokens: tokens per chunk.
     has_arrivals : False for a lengths-only source (``time_s`` is a placeholder; ``--arrivals`` needed).
     bad : rows the reader dropped, by kind (None: none could be).
     notes : lines the user must see (approximations, synthetic arrivals, rounded timestamps).
@@ -124,6 +125,8 @@ class RawRequests:
     keep: np.ndarray | None = None
     prefix_blocks: list[tuple[int, ...]] | None = None
     prefix_block_tokens: int = 0
+    chunk_ids: list[tuple[int, ...]] | None = None
+    chunk_tokens: int = 0
     has_arrivals: bool = True
     bad: BadRows | None = None
     notes: list[str] = field(default_factory=list)
@@ -278,6 +281,8 @@ def build_trace(
         output_tokens=output,
         prefix_blocks=blocks,
         prefix_block_tokens=raw.prefix_block_tokens if blocks is not None else 0,
+        chunk_ids=None if raw.chunk_ids is None else tuple(raw.chunk_ids[i] for i in order),
+        chunk_tokens=raw.chunk_tokens if raw.chunk_ids is not None else 0,
         source=source,
         num_failed_dropped=n_fail,
         num_filtered=n_filt,

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from kvsim.errors import TraceError, unknown_name
 from kvsim.specbase import short_repr
-from kvsim.traces import azure, burstgpt, mooncake, sharegpt, synthetic, tabular, tts, vidur, vllm_bench
+from kvsim.traces import azure, burstgpt, mooncake, rag, sharegpt, synthetic, tabular, tts, vidur, vllm_bench
 from kvsim.traces._io import first_line, iter_lines, utf8_error
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, build_trace, without_rate
@@ -69,6 +69,8 @@ DESCRIPTIONS: dict[str, str] = {
     "options rate (tasks/s), n, prompt, output, output_cv, max_output, block, seed",
     "synthetic-tree": "test-time scaling: ETS-style tree search, width x depth nodes sharing KV along paths; "
     "options rate (tasks/s), n, width, depth, step, retain, level_s, prompt, block, seed",
+    "synthetic-rag": "RAG queries: Poisson arrivals, k distinct Zipf-popular chunks from a corpus, then a question; "
+    "options rate, n, corpus, k, zipf_a, chunk, question, output, seed",
 }
 
 SYNTHETIC: dict[str, type[synthetic._Params]] = {
@@ -79,6 +81,7 @@ SYNTHETIC: dict[str, type[synthetic._Params]] = {
     "synthetic-best-of-n": tts.BestOfNParams,
     "synthetic-cot": tts.CoTParams,
     "synthetic-tree": tts.TreeParams,
+    "synthetic-rag": rag.RagParams,
 }
 
 _BUNDLED: dict[str, Callable[[LoadOptions], Trace]] = {
@@ -151,6 +154,7 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
     except ValueError:
         raise TraceError(f"seed must be a whole number >= 0, got {seed!r}") from None
     raw = (tts.generate if isinstance(params, tts.TTSParams) else synthetic.generate)(params, rng)
+    raw = rag.generate(params, rng) if isinstance(params, rag.RagParams) else synthetic.generate(params, rng)
     return build_trace(
         raw, replace(without_rate(opts), seed=seed), name=name, source=synthetic.describe(name, params, seed),
         meta={"format": "synthetic", "params": params.model_dump()},

@@ -1,0 +1,55 @@
+"""CacheBlend: chunk KVs reused at any position, a fraction recomputed (METHODS.md 1.16).
+
+Full attention and an uncompressed KV (``full``), plus a tiered cache of retrieved-chunk KVs.
+On a trace that carries chunk ids (``synthetic-rag``), the simulator replays the chunk cache
+(:mod:`kvsim.sim.chunk_cache`, capacities and policy below) in arrival order; a request's
+``h`` hit chunks of ``c`` tokens make ``floor((1 - r) h c)`` of its prompt tokens an analytic
+hit: its prefill computes the other tokens (the question, the missed chunks and the fraction
+``r`` of the hit chunks that CacheBlend recomputes, CacheBlend §4) attending to all of them.
+The KV load from host or SSD is assumed hidden behind that recompute (CacheBlend §5 pipelines
+loading layer l+1 with recomputing layer l): true when ``load_l <= compute_l``, which
+``kvsim estimate --reuse cacheblend:...`` reports per request (kvsim.pricing.reuse.blend);
+an SSD slower than the recompute makes the simulated TTFT optimistic.
+
+On a trace without chunk ids the method is ``full``. Defaults: r = 0.15 (CacheBlend's
+default); host cache 64 GB (half of CacheBlend's testbed 128 GB RAM) and no GPU or SSD tier are
+illustrative [UNVERIFIED].
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kvsim.methods.full import Full, FullParams
+from kvsim.specbase import number
+
+Bytes = number(float, 0, 1e18, unit="bytes")
+
+
+class CacheBlendParams(FullParams):
+    recompute_fraction: number(float, 0, 1) = Field(0.15)
+    """fraction r of each hit chunk's tokens recomputed (CacheBlend default 15%)."""
+    policy: Literal["lru", "cachecraft"] = "lru"
+    """chunk-cache eviction: lru, or cachecraft (fewest uses first; kvsim.sim.chunk_cache)."""
+    gpu_cache_bytes: Bytes = Field(0.0)
+    """chunk-cache bytes in GPU memory (per GPU; not taken from the KV pool)."""
+    host_cache_bytes: Bytes = Field(64e9)
+    """chunk-cache bytes in host DRAM."""
+    ssd_cache_bytes: Bytes = Field(0.0)
+    """chunk-cache bytes on local SSD."""
+
+
+class CacheBlend(Full):
+    name = "cacheblend"
+    summary = "full attention + reused chunk KVs at any position with r recomputed (RAG traces with chunk ids)"
+    Params = CacheBlendParams
+
+    def chunk_cache_bytes(self) -> tuple[float, float, float]:
+        """Capacities of the GPU, host and SSD tiers, bytes."""
+        p = self.params
+        return float(p.gpu_cache_bytes), float(p.host_cache_bytes), float(p.ssd_cache_bytes)
+
+    def published_accuracy(self):
+        return []

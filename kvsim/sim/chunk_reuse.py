@@ -1,0 +1,58 @@
+"""Prompt tokens each request treats as already computed (its analytic hit), for both simulators.
+
+* ``cacheblend`` on a trace with chunk ids: the chunk cache (:mod:`kvsim.sim.chunk_cache`)
+  decides which chunks hit; ``h`` hit chunks of ``c`` tokens give ``floor((1 - r) h c)``
+  tokens (r: the recompute fraction; CacheBlend §4, METHODS.md 1.16), at most the prompt.
+* every other case: the method's ``split_prompt`` (the ``prefix`` method's hit ratio; 0 else).
+
+Either way at most ``prompt - 1`` (one token is always prefilled to sample the first token).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvsim.methods.base import KVMethod
+from kvsim.methods.cacheblend import CacheBlend
+from kvsim.sim.chunk_cache import TIERS, ChunkHits, replay
+from kvsim.traces.base import Trace
+
+
+def chunk_hits(method: KVMethod, trace: Trace) -> ChunkHits | None:
+    """The chunk cache's replay of ``trace`` under ``method``'s capacities and policy, or None
+    when the method reuses no chunks or the trace has none."""
+    if not isinstance(method, CacheBlend) or trace.chunk_ids is None or trace.chunk_tokens <= 0:
+        return None
+    chunk_bytes = float(method.kv_bytes(float(trace.chunk_tokens)).gpu_bytes)
+    return replay(trace.chunk_ids, chunk_bytes, method.chunk_cache_bytes(), method.params.policy)
+
+
+def analytic_hits(method: KVMethod, trace: Trace, peff: np.ndarray) -> np.ndarray:
+    """[N] int64 prompt tokens per request that prefill skips (module docstring)."""
+    peff = np.asarray(peff, dtype=np.int64)
+    hits = chunk_hits(method, trace)
+    if hits is not None:
+        reused = np.minimum(hits.hits.sum(axis=1) * trace.chunk_tokens, peff).astype(np.float64)
+        n_hit = reused * (1.0 - float(method.params.recompute_fraction))
+    else:
+        _, n_hit = method.split_prompt(peff.astype(np.float64))
+        n_hit = np.broadcast_to(np.asarray(n_hit, dtype=np.float64), peff.shape)
+    hit = np.floor(n_hit + 1e-9).astype(np.int64)
+    return np.maximum(np.minimum(hit, peff - 1), 0)
+
+
+def chunk_cache_summary(method: KVMethod, trace: Trace) -> dict | None:
+    """Lookups, hit rate per tier (hits over all lookups) and chunk tokens reused, or None
+    when :func:`chunk_hits` is None."""
+    hits = chunk_hits(method, trace)
+    if hits is None:
+        return None
+    lookups = int(hits.hits.sum() + hits.misses.sum())
+    per_tier = hits.hits.sum(axis=0)
+    return {
+        "policy": method.params.policy,
+        "lookups": lookups,
+        "hit_rate": hits.hit_rate(),
+        "hit_rate_by_tier": {t: (int(h) / lookups if lookups else 0.0) for t, h in zip(TIERS, per_tier)},
+        "reused_chunk_tokens": int(hits.hits.sum()) * trace.chunk_tokens,
+    }

@@ -153,8 +153,9 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
         rng = np.random.default_rng(seed)
     except ValueError:
         raise TraceError(f"seed must be a whole number >= 0, got {seed!r}") from None
-    raw = (tts.generate if isinstance(params, tts.TTSParams) else synthetic.generate)(params, rng)
-    raw = rag.generate(params, rng) if isinstance(params, rag.RagParams) else synthetic.generate(params, rng)
+    generate = (tts.generate if isinstance(params, tts.TTSParams) else rag.generate if isinstance(params, rag.RagParams)
+                else synthetic.generate)
+    raw = generate(params, rng)
     return build_trace(
         raw, replace(without_rate(opts), seed=seed), name=name, source=synthetic.describe(name, params, seed),
         meta={"format": "synthetic", "params": params.model_dump()},

@@ -11,15 +11,18 @@ from pydantic import ValidationError
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import SpecError, unknown_name
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods.a2ats import A2ATS
 from kvsim.methods.cake import CAKE
 from kvsim.methods.duoattention import DuoAttention
 from kvsim.methods.elastic import ElasticCache
+from kvsim.methods.ems import EMS
 from kvsim.methods.full import Full
 from kvsim.methods.gear import GEAR
 from kvsim.methods.h2o import H2O
 from kvsim.methods.headmerge import HeadMerge
 from kvsim.methods.infllm import InfLLM
 from kvsim.methods.kivi import KIVI
+from kvsim.methods.kvcrush import KVCrush
 from kvsim.methods.llmlingua import LLMLingua
 from kvsim.methods.locret import Locret
 from kvsim.methods.magicpig import MagicPIG
@@ -66,6 +69,9 @@ REGISTRY: dict[str, type[KVMethod]] = {
     "moba": MoBA,
     "locret": Locret,
     "elastic": ElasticCache,
+    "ems": EMS,
+    "a2ats": A2ATS,
+    "kvcrush": KVCrush,
 }
 
 __all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "KVMethod", "MethodParams", "Residency"]

@@ -13,6 +13,7 @@ from kvsim.errors import SpecError, unknown_name
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.methods.a2ats import A2ATS
 from kvsim.methods.cake import CAKE
+from kvsim.methods.compose import compose
 from kvsim.methods.duoattention import DuoAttention
 from kvsim.methods.elastic import ElasticCache
 from kvsim.methods.ems import EMS
@@ -95,7 +96,15 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def make_method(spec: str, dep: Deployment, params: dict | None = None) -> KVMethod:
-    """Build the method named by ``spec`` (``name`` or ``name:key=value,...``) for ``dep``."""
+    """Build the method named by ``spec`` (``name`` or ``name:key=value,...``) for ``dep``;
+    ``a+b`` composes a storage and a selection method (:mod:`kvsim.methods.compose`)."""
+    if "+" in spec:
+        items = [s.strip() for s in spec.split("+")]
+        if not all(items):
+            raise SpecError(f"method '{spec}': empty method name around '+'")
+        if params:
+            raise SpecError(f"method '{spec}': give a composition's parameters inline (e.g. kivi:bits=4+quest:page_size=32)")
+        return compose(spec.strip(), [make_method(s, dep) for s in items])
     name, inline = parse_method_spec(spec)
     cls = REGISTRY.get(name)
     if cls is None:

@@ -56,6 +56,7 @@ class EMS(SnapKV):
     name = "ems"
     summary = "EMS: head-wise evict-then-merge to 256 tokens per head by a global-local attention score"
     Params = EMSParams  # type: ignore[assignment]
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
 
     def check(self) -> None:
         require_not_mla(self.dep, "ems", "evicting and merging per-head keys and values")

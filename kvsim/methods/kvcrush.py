@@ -64,6 +64,7 @@ class KVCrush(SnapKV):
     name = "kvcrush"
     summary = "KVCrush: keep 25% of the prompt, half by importance, half as head-behaviour representatives"
     Params = KVCrushParams  # type: ignore[assignment]
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
 
     def kept(self, p: np.ndarray) -> np.ndarray:
         """Prompt tokens kept per layer and KV head for prompts of ``p`` tokens."""

@@ -29,11 +29,13 @@ def deepseek_v2_lite() -> ModelSpec:
 
 MODELS = {"gqa": (llama31_8b, 1), "mha": (llama2_7b, 1), "mla": (deepseek_v2_lite, 1), "gqa_tp2": (llama31_8b, 2)}
 #: methods that refuse a model kind with a ConfigError (by design)
-REFUSES = {"mla": {"magicpig", "duoattention", "razorattention", "mikv", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic", "ems", "a2ats"}}
+REFUSES = {"mla": {"magicpig", "duoattention", "razorattention", "mikv", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic", "ems", "a2ats", "duoattention+kivi"}}
 NOT_MLA = {"gqa": {"mla"}, "mha": {"mla"}, "gqa_tp2": {"mla"}}
-NAMES = sorted(REGISTRY)
+#: compositions checked like registered methods (kvsim.methods.compose)
+COMPOSED = ["kivi+quest", "snapkv+kivi", "streamingllm+kivi", "h2o+kivi", "duoattention+kivi"]
+NAMES = sorted(REGISTRY) + COMPOSED
 #: context from which a method's GPU KV must not exceed full's (its budget)
-BUDGET = {"quest": 16, "gear": 1024, "infllm": 16384, "magicpig": 512, "h2o": 64, "zipcache": 64, "mikv": 64, "a2ats": 128}
+BUDGET = {"quest": 16, "gear": 1024, "infllm": 16384, "magicpig": 512, "h2o": 64, "zipcache": 64, "mikv": 64, "a2ats": 128, "kivi+quest": 1024, "h2o+kivi": 64}
 N_GRID = np.array([0, 1, 7, 16, 64, 127, 128, 500, 1024, 2047, 2048, 4000, 4224, 8320, 20000, 65536, 65537,
                    98304, 131072, 300000], dtype=float)
 
@@ -140,6 +142,11 @@ def test_label_and_spec_roundtrip(name, kind):
     """label() is the name at defaults; make_method('name') builds the class."""
     m = _method(name, kind)
     assert m.label() == name
+    if "+" in name:  # a composition: its class is made from its parts
+        from kvsim.methods.compose import Composed
+
+        assert isinstance(m, Composed) and m.summary and type(m).name == name
+        return
     assert isinstance(m, REGISTRY[name]) and m.summary
     assert isinstance(m.published_accuracy(), list)
 

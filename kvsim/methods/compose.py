@@ -94,6 +94,8 @@ class ComposedParams(MethodParams):
     """the storage method's spec (e.g. ``kivi:bits=4``)."""
     selection: str
     """the selection method's spec (e.g. ``quest:page_size=32``)."""
+    spec: str
+    """the composition as written (its label), e.g. ``kivi:bits=4+quest:page_size=32``."""
 
 
 def check_roles(parts: list[KVMethod]) -> tuple[KVMethod, KVMethod]:
@@ -133,18 +135,20 @@ class Composed(KVMethod):
     linear_residency = False  # the storage's 16-bit residual window
     shared_step_parts = True  # the quantize pass runs in decode and prefill
 
-    def __init__(self, dep: Deployment, storage: KVMethod, selection: KVMethod, spec: str):
-        self.S, self.T, self.spec = storage, selection, spec
-        super().__init__(dep, ComposedParams(storage=storage.label(), selection=selection.label()))
-        beta = storage.stored_bytes_per_elem()
-        self.T_beta = type(selection)(stored(dep, beta), selection.params)
-        self.T_step = type(selection)(stored(dep, beta + 1.0), selection.params)
+    def __init__(self, dep: Deployment, params: ComposedParams):
+        from kvsim.methods import make_method  # the registry imports this module
+
+        self.S, self.T = make_method(params.storage, dep), make_method(params.selection, dep)
+        super().__init__(dep, params)
+        beta = self.S.stored_bytes_per_elem()
+        self.T_beta = type(self.T)(stored(dep, beta), self.T.params)
+        self.T_step = type(self.T)(stored(dep, beta + 1.0), self.T.params)
         self.E = elems_tok_layer(dep)
         self.fe = dep.ab  # the residual and scales are 16-bit (KIVI keeps them in the data dtype)
         self.beta = beta
 
     def label(self) -> str:
-        return self.spec
+        return self.params.spec
 
     # --- T's kept tokens and S's residual ---
     def kept_tokens(self, n: Num, n_prompt: Num | None = None) -> np.ndarray:
@@ -200,10 +204,12 @@ class Composed(KVMethod):
         return []  # no paper measured the composition
 
 
-def compose(spec: str, parts: list[KVMethod]) -> KVMethod:
-    """The composition of ``parts`` (built from ``spec``'s ``+``-separated specs), with traits from its parts."""
+def compose(spec: str, items: list[str], parts: list[KVMethod]) -> KVMethod:
+    """The composition of ``parts`` (built from the ``+``-separated ``items`` of ``spec``), with traits from its parts."""
     s, t = check_roles(parts)
+    s_spec, t_spec = (items[0], items[1]) if parts[0] is s else (items[1], items[0])
     traits = {k: getattr(type(t), k) for k in ("prompt_aware", "bounded", "uses_host", "compresses_prompt", "vectorized")}
     traits["additive_decode"] = type(t).additive_decode and type(s).additive_decode
-    cls = type(f"Composed_{s.name}_{t.name}", (Composed,), {"name": f"{s.name}+{t.name}", **traits})
-    return cls(s.dep, s, t, spec)
+    name = "+".join(m.name for m in parts)  # in the order written
+    cls = type(f"Composed_{s.name}_{t.name}", (Composed,), {"name": name, **traits})
+    return cls(s.dep, ComposedParams(storage=s_spec, selection=t_spec, spec=spec))

@@ -36,8 +36,8 @@ def test_every_shipped_model_yaml_loads(path: Path) -> None:
 
 
 def test_catalog_names() -> None:
-    """All 25 shipped models are in the catalog under unique names."""
-    assert len(names()) == 25
+    """All 24 shipped models are in the catalog under unique names."""
+    assert len(names()) == 24
     assert "deepseek-v2-lite" in names() and "mistral-7b-v0.1" in names()
 
 

@@ -93,7 +93,7 @@ def _models(extra: list[str]) -> list[dict]:
                                                  for m in [load_model(ref)]]
     out = []
     for m, aliases in rows:
-        kvb = m.attention_layers * m.kv_elements_per_token_per_layer * 2
+        kvb = m.num_layers * m.kv_elements_per_token_per_layer * 2
         window = "-" if m.sliding_window is None else f"{m.sliding_window:,} on {m.windowed_layers}/{m.num_layers}"
         out.append({"name": m.name, "aliases": aliases, "params": f"{m.total_params / 1e9:.2f}B",
                     "layers": m.num_layers, "heads q/kv": f"{m.num_heads}/{m.num_kv_heads}" if not m.mla else f"{m.num_heads}/MLA",

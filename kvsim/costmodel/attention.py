@@ -98,7 +98,7 @@ def decode_attention(
             (e.g. dequantization: 2 per element, METHODS.md 1.1).
     """
     m = dep.model
-    L = m.attention_layers if layers is None else layers
+    L = m.num_layers if layers is None else layers
     rb = kv_bytes_per_token_layer(dep, heads_frac=heads_frac) if kv_bytes_per_token_layer_read is None else kv_bytes_per_token_layer_read
     wbytes = kv_bytes_per_token_layer(dep, heads_frac=heads_frac) if kv_bytes_per_token_layer_written is None else kv_bytes_per_token_layer_written
     n_tot = sum_seq(n_attended)
@@ -138,7 +138,7 @@ def prefill_attention(
     (KIVI codes), default the uncompressed KV of ``heads_frac`` of the heads.
     """
     m = dep.model
-    L = m.attention_layers if layers is None else layers
+    L = m.num_layers if layers is None else layers
     nh = dep.q_heads_per_gpu * heads_frac
     d_qk, d_v = m.q_head_dim, (m.mla.v_head_dim if m.mla else m.head_dim)
     pr = prefill_pairs(n_new, n_cached) if pairs is None else pairs

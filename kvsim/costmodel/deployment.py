@@ -104,14 +104,7 @@ class Deployment:
 
         Llama-2-7B bf16, tp=1: 32 * (2*32*128) * 2 = 524,288 B (METHODS.md 1.0)."""
         m = self.model
-        return m.attention_layers * m.kv_elements_per_token_per_layer * self.kvb * self.kv_shard
-
-    @property
-    def state_bytes_per_seq(self) -> float:
-        """Recurrent state of a hybrid model's Mamba-2 layers per sequence per GPU (act dtype; the
-        Mamba heads are split over TP, the small B/C conv channels counted as split too): 0 for
-        attention-only models. Granite-4.0-H-Micro bf16: 36 x (4096 x 128 + 3 x 4352) x 2 B = 38,688,768 B."""
-        return self.model.state_elements_per_sequence * self.ab / self.tp
+        return m.num_layers * m.kv_elements_per_token_per_layer * self.kvb * self.kv_shard
 
     @property
     def gpu_torch_memory_bytes(self) -> float:

@@ -10,13 +10,6 @@ Formulas (SPECS.md F1-F4, F7; FLOPs = 2 per multiply-add):
   ``E * (1 - (1 - k/E)^T)`` (SPECS.md F7); FLOPs count only the k routed experts per token.
 * TP all-reduce (Megatron-LM, Shoeybi et al. 2019 §3): 2 per layer of ``T * h`` activations;
   a ring all-reduce sends ``2 (tp-1)/tp`` of the buffer per GPU.
-* Hybrid models (``ModelSpec.ssm``): attention projections only in the attention layers; each
-  Mamba-2 layer has its in/out projections (``ssm_proj``, GEMM) and its causal conv + selective
-  scan (``ssm_scan``): ``6 d_inner N`` FLOPs per token for the state update ``h = exp(dt A) h +
-  dt B x`` and the read-out ``y = C h`` (3 + 2 per state element, + the D skip) plus ``2 k conv_dim``
-  for the conv [DERIVED from the recurrence, Dao & Gu 2024 eq. (1)-(2); SSD's chunked prefill does
-  the same order of work], and every sampling sequence reads and writes its recurrent state once
-  per layer per step (``2 x state`` bytes, act dtype).
 """
 
 from __future__ import annotations
@@ -33,8 +26,6 @@ _ELEMENTWISE_H = 12
 _ELEMENTWISE_F = 3
 #: non-GEMM kernel launches per layer (2 norms, rotary, activation, 2 adds: vLLM fuses some)
 _ELEMENTWISE_LAUNCHES = 4
-#: selective-scan FLOPs per SSM state element per token: exp(dt A) h + dt B x (3) and C h (2), D skip (1)
-SCAN_FLOPS_PER_STATE_ELEM = 6.0
 
 
 def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
@@ -50,21 +41,18 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
     T = n_tokens
     has = indicator(T)
 
-    # attention projections: Q, K, V (fused) and O (attention layers only)
-    La = m.attention_layers
-    p_attn = La * m.attn_params_per_layer
+    # attention projections: Q, K, V (fused) and O
+    p_attn = L * m.attn_params_per_layer
     q_out = m.num_heads * m.q_head_dim
-    attn_act = La * T * (h + q_out + m.kv_elements_per_token_per_layer + m.num_heads * m.head_dim + h) * ab
+    attn_act = L * T * (h + q_out + m.kv_elements_per_token_per_layer + m.num_heads * m.head_dim + h) * ab
     parts = [
         Part(
             "attn_proj", "gemm", dtype=dt,
             flops=2.0 * p_attn * T / tp,
             hbm_bytes=(p_attn * wb + attn_act) / tp * has,
-            launches=2 * La * has,
+            launches=2 * L * has,
         )
     ]
-    if m.ssm is not None:
-        parts += ssm_parts(dep, T, n_seqs)
 
     # MLP (dense layers) and MoE layers
     if m.moe is None:
@@ -108,23 +96,6 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
         parts.append(Part("allreduce", "collective", device="link", dtype=dep.act_dtype,
                           link_bytes=2 * L * per_allreduce, launches=2 * L * has, group=tp))
     return Cost.of(*parts)
-
-
-def ssm_parts(dep: Deployment, n_tokens: Num, n_seqs: Num) -> list[Part]:
-    """Mamba-2 layers of a hybrid model: projections (GEMM) and conv + scan with the state traffic."""
-    m, tp, ab = dep.model, dep.tp, dep.ab
-    s, h, T = m.ssm, m.hidden_size, n_tokens
-    has = indicator(T)
-    Ls = s.num_layers
-    p = m.ssm_params
-    proj_out = 2 * s.d_inner + 2 * s.n_groups * s.state_size + s.num_heads  # z, x, B, C, dt
-    act = Ls * T * (h + proj_out + s.d_inner + h) * ab
-    scan_flops = Ls * T * (SCAN_FLOPS_PER_STATE_ELEM * s.d_inner * s.state_size + 2.0 * s.conv_kernel * s.conv_dim)
-    state = Ls * n_seqs * 2.0 * s.state_elements_per_layer * ab  # read + write per sampling sequence
-    return [Part("ssm_proj", "gemm", dtype=dep.gemm_dtype, flops=2.0 * p * T / tp,
-                 hbm_bytes=(p * dep.wb + act) / tp * has, launches=2 * Ls * has),
-            Part("ssm_scan", "elementwise", dtype=dep.act_dtype, flops=scan_flops / tp,
-                 hbm_bytes=(Ls * T * (s.conv_dim + s.d_inner) * ab + state) / tp * has, launches=2 * Ls * has)]
 
 
 def gemm_cost(m: Num, n: Num, k: Num, *, weight_bytes: float, act_bytes: float, dtype: str, calls: Num = 1.0) -> Cost:

@@ -21,7 +21,6 @@ from kvsim.methods.full import Full
 from kvsim.methods.gear import GEAR
 from kvsim.methods.h2o import H2O
 from kvsim.methods.headmerge import HeadMerge
-from kvsim.methods.hybrid import with_recurrent_state
 from kvsim.methods.infllm import InfLLM
 from kvsim.methods.kivi import KIVI
 from kvsim.methods.kvcrush import KVCrush
@@ -115,6 +114,4 @@ def make_method(spec: str, dep: Deployment, params: dict | None = None) -> KVMet
         p = cls.Params.model_validate(data)
     except ValidationError as err:
         raise SpecError(format_validation_error(err, f"method {name}")) from None
-    if dep.model.ssm is not None:  # hybrid model: + the Mamba layers' recurrent state per request
-        cls = with_recurrent_state(cls)
     return cls(dep, p)

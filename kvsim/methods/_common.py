@@ -134,7 +134,7 @@ def eager_prefill(dep: Deployment, n_new: Num, n_cached: Num, *, score_passes: f
     query head is computed (masked entries included) and streams through HBM ``score_passes`` times
     (2-byte passes); ``accum_bytes_per_token`` of accumulated scores are read and written per new token
     and layer; ``softmax_flops`` per score. Parts: ``attn_prefill`` and ``name``."""
-    L, hq = dep.model.attention_layers, dep.q_heads_per_gpu
+    L, hq = dep.model.num_layers, dep.q_heads_per_gpu
     n_new, n_cached = arr(n_new), arr(n_cached)
     full_pairs = n_new * (n_cached + n_new)
     attn = prefill_attention(dep, n_new, n_cached, pairs=full_pairs, kv_write_bytes_per_token_layer=kv_write_bytes_per_token_layer,

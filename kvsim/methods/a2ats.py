@@ -87,7 +87,7 @@ class A2ATS(KVMethod):
         return np.maximum(arr(n) - self.window, 0.0)
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         n = arr(n_tokens)
         gpu = L * (np.minimum(n, self.window) * kv_tok_layer(dep) + n * self.code_bytes)
         return Residency(gpu_bytes=gpu, host_bytes=L * self.offloaded(n) * host_kv_tok_layer(dep, dep.kvb))
@@ -95,10 +95,10 @@ class A2ATS(KVMethod):
     def fixed_gpu_bytes(self) -> float:
         """Codebooks: ``L H_kv codebook d`` centroid elements in the activation dtype (shared by requests)."""
         dep, p = self.dep, self.params
-        return dep.model.attention_layers * dep.kv_heads_per_gpu * p.codebook_size * dep.model.head_dim * dep.ab
+        return dep.model.num_layers * dep.kv_heads_per_gpu * p.codebook_size * dep.model.head_dim * dep.ab
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, m, p, L = self.dep, self.dep.model, self.params, self.dep.model.attention_layers
+        dep, m, p, L = self.dep, self.dep.model, self.params, self.dep.model.num_layers
         ctx = arr(ctx)
         n = ctx + 1.0
         B = float(ctx.shape[-1]) if ctx.ndim else 1.0
@@ -118,7 +118,7 @@ class A2ATS(KVMethod):
                                    pcie_round_trips=L * has(sum_seq(got))))
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, m, p, L = self.dep, self.dep.model, self.params, self.dep.model.attention_layers
+        dep, m, p, L = self.dep, self.dep.model, self.params, self.dep.model.num_layers
         n_new, n_cached = arr(n_new), arr(n_cached)
         new = sum_seq(n_new)
         hkv = dep.kv_heads_per_gpu

@@ -153,7 +153,7 @@ class Composed(KVMethod):
     # --- T's kept tokens and S's residual ---
     def kept_tokens(self, n: Num, n_prompt: Num | None = None) -> np.ndarray:
         """KV tokens T keeps per layer (mean): the derivative of T's GPU bytes w.r.t. bytes per element."""
-        L = self.dep.model.attention_layers
+        L = self.dep.model.num_layers
         hi = arr(self.T_step.kv_bytes(n, n_prompt).gpu_bytes)
         lo = arr(self.T_beta.kv_bytes(n, n_prompt).gpu_bytes)
         return (hi - lo) / (L * self.E)
@@ -165,13 +165,13 @@ class Composed(KVMethod):
 
     # --- the contract ---
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
-        L = self.dep.model.attention_layers
+        L = self.dep.model.num_layers
         r = self.T_beta.kv_bytes(n_tokens, n_prompt)
         extra = L * self.residual_bytes(self.kept_tokens(n_tokens, n_prompt))
         return Residency(gpu_bytes=arr(r.gpu_bytes) + extra, host_bytes=r.host_bytes)
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        L = self.dep.model.attention_layers
+        L = self.dep.model.num_layers
         lo = self.T_beta.decode_cost(ctx, n_prompt)
         moved = self.T_step.decode_cost(ctx, n_prompt).total("hbm_bytes") - lo.total("hbm_bytes")
         res = L * sum_seq(self.residual_bytes(self.kept_tokens(arr(ctx) + 1.0, n_prompt)))
@@ -181,7 +181,7 @@ class Composed(KVMethod):
         return lo + deq + Cost.of(quant)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         new = sum_seq(n_new)
         quant = gpu_pass(dep, f"{self.S.name}_quant", flops=L * new * self.E * QUANT_FLOPS_PER_ELEM,
                          hbm=L * new * self.E * self.fe, launches=2.0 * L * has(new))

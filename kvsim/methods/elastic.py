@@ -70,7 +70,7 @@ class ElasticCache(KVMethod):
         return Residency(gpu_bytes=keep * arr(n_tokens) * self.dep.full_kv_bytes_per_token)
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         n = arr(ctx) + 1.0
         attn = decode_attention(dep, (1.0 - p.ratio) * n)
         B = float(n.shape[-1]) if n.ndim else 1.0
@@ -81,7 +81,7 @@ class ElasticCache(KVMethod):
         return attn + shift
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         attn = eager_prefill(dep, n_new, n_cached, score_passes=p.score_passes,
                              accum_bytes_per_token=2.0 * ACCUM_SCORE_BYTES, name="elastic_scores")
         merged = p.ratio * sum_seq(arr(n_new))

@@ -63,7 +63,7 @@ class EMS(SnapKV):
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         dep, m, p = self.dep, self.dep.model, self.params
-        L, hq, C = m.attention_layers, dep.q_heads_per_gpu, float(p.capacity)
+        L, hq, C = m.num_layers, dep.q_heads_per_gpu, float(p.capacity)
         n_new, n_cached = arr(n_new), arr(n_cached)
         pairs = sum_seq(prefill_pairs(n_new, n_cached)) * hq  # causal (query, key) pairs x query heads
         keys = sum_seq(n_new)

@@ -78,10 +78,10 @@ class GEAR(KVMethod):
         return codes + a + b + buf * self.h * ab
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
-        return Residency(gpu_bytes=self.dep.model.attention_layers * 2.0 * self._tensor_bytes(arr(n_tokens), n_prompt))
+        return Residency(gpu_bytes=self.dep.model.num_layers * 2.0 * self._tensor_bytes(arr(n_tokens), n_prompt))
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         ctx = arr(ctx)
         n = ctx + 1.0
         pr, _ = split_prompt(ctx, n_prompt)
@@ -99,7 +99,7 @@ class GEAR(KVMethod):
         return attn + comp_cost
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         e = 2.0 * self.h
         attn = prefill_attention(dep, n_new, n_cached, kv_write_bytes_per_token_layer=0.0,
                                  kv_read_bytes_per_token_layer=e * (self.per_elem + p.rank_prefill * dep.ab / self.d))

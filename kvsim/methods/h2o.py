@@ -72,14 +72,14 @@ class H2O(KVMethod):
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         dep = self.dep
         per_tok = kv_tok_layer(dep) + SCORE_BYTES * dep.q_heads_per_gpu
-        return Residency(gpu_bytes=dep.model.attention_layers * self.resident(n_tokens, n_prompt) * per_tok)
+        return Residency(gpu_bytes=dep.model.num_layers * self.resident(n_tokens, n_prompt) * per_tok)
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
         dep = self.dep
         att = self.resident(ctx, n_prompt) + 1.0
         hq = dep.q_heads_per_gpu
         scores = hq * att * (self.params.score_passes * dep.ab + 2.0 * SCORE_BYTES)
-        return attn_decode(dep, att, att * kv_tok_layer(dep), layers=dep.model.attention_layers,
+        return attn_decode(dep, att, att * kv_tok_layer(dep), layers=dep.model.num_layers,
                            write_bytes=kv_tok_layer(dep), extra_flops=SOFTMAX_FLOPS_PER_SCORE * hq * att,
                            extra_hbm=scores, launches_per_layer=5.0)
 

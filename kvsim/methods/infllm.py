@@ -69,7 +69,7 @@ class InfLLM(KVMethod):
         return np.maximum(arr(n) - self.local, 0.0) / self.params.block_size
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         n = arr(n_tokens)
         nb = self.blocks(n)
         gpu_tok = np.minimum(n, self.local) + np.minimum(nb, p.max_cached_block) * p.block_size
@@ -78,7 +78,7 @@ class InfLLM(KVMethod):
         return Residency(gpu_bytes=L * (gpu_tok * kv_tok_layer(dep) + reprs), host_bytes=host)
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         ctx = arr(ctx)
         nb = self.blocks(ctx)
         got = np.minimum(nb, p.topk)
@@ -95,7 +95,7 @@ class InfLLM(KVMethod):
                                    pcie_round_trips=L * has(reprs)))
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         n_new, n_cached = arr(n_new), arr(n_cached)
         attn = prefill_attention(dep, n_new, np.minimum(n_cached, self.span),
                                  pairs=window_pairs(n_new, n_cached, self.span))

@@ -94,10 +94,10 @@ class KIVI(KVMethod):
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         n = arr(n_tokens)
-        return Residency(gpu_bytes=self.dep.model.attention_layers * self._layer_bytes(n))
+        return Residency(gpu_bytes=self.dep.model.num_layers * self._layer_bytes(n))
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         n = arr(ctx) + 1.0
         rk, rv = self.residual_tokens(n)
         dq = DEQUANT_FLOPS_PER_ELEM * self.half * ((n - rk) + (n - rv))
@@ -111,7 +111,7 @@ class KIVI(KVMethod):
         return attn + quant
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         e = 2 * self.half
         # the cache write is the quantize pass below (reads 16-bit K,V, writes codes)
         attn = prefill_attention(dep, n_new, n_cached, kv_write_bytes_per_token_layer=0.0,

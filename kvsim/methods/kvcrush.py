@@ -77,7 +77,7 @@ class KVCrush(SnapKV):
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         dep, m, p = self.dep, self.dep.model, self.params
-        L, hq = m.attention_layers, dep.q_heads_per_gpu
+        L, hq = m.num_layers, dep.q_heads_per_gpu
         n_new = arr(n_new)
         keys = sum_seq(n_new)
         scores = keys * p.window * hq

@@ -82,7 +82,7 @@ class Locret(KVMethod):
         return self.kept(p) + g
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
-        return Residency(gpu_bytes=self.dep.model.attention_layers * self.resident(n_tokens, n_prompt) * kv_tok_layer(self.dep))
+        return Residency(gpu_bytes=self.dep.model.num_layers * self.resident(n_tokens, n_prompt) * kv_tok_layer(self.dep))
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
         return decode_attention(self.dep, self.resident(ctx, n_prompt) + 1.0)
@@ -104,7 +104,7 @@ class Locret(KVMethod):
         return pairs, seen, gathered
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, m, L = self.dep, self.dep.model, self.dep.model.attention_layers
+        dep, m, L = self.dep, self.dep.model, self.dep.model.num_layers
         n_new, n_cached = arr(n_new), arr(n_cached)
         shape = np.broadcast_shapes(n_new.shape, n_cached.shape)
         n_new, n_cached = np.broadcast_to(n_new, shape).astype(np.float64), np.broadcast_to(n_cached, shape).astype(np.float64)

@@ -115,9 +115,9 @@ class MagicPIG(KVMethod):
     def __init__(self, dep, params=None):
         super().__init__(dep, params)
         p, m = self.params, dep.model
-        self.dense = dense_layer_list(p.dense_layers, m.attention_layers)
+        self.dense = dense_layer_list(p.dense_layers, m.num_layers)
         self.Ld = float(len(self.dense))
-        self.Ls = float(m.attention_layers) - self.Ld
+        self.Ls = float(m.num_layers) - self.Ld
         self.frac = p.sample_fraction or sample_fraction(p.K, p.L, p.collision_p)
         self.static = float(p.sink + p.local)
 

@@ -82,10 +82,10 @@ class MiKV(KVMethod):
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         n = arr(n_tokens)
-        return Residency(gpu_bytes=self.dep.model.attention_layers * (n * self.tok + self.fixed * has(n)))
+        return Residency(gpu_bytes=self.dep.model.num_layers * (n * self.tok + self.fixed * has(n)))
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         n = arr(ctx) + 1.0
         hq = dep.q_heads_per_gpu
         lo_elems = (1 - p.important_ratio) * n * self.E
@@ -100,7 +100,7 @@ class MiKV(KVMethod):
         return attn + demote
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         attn = eager_prefill(dep, n_new, n_cached, score_passes=self.params.score_passes,
                              accum_bytes_per_token=dep.q_heads_per_gpu * 2 * SCORE_BYTES, name="mikv_scores",
                              kv_write_bytes_per_token_layer=0.0, kv_read_bytes_per_token_layer=self.kv)

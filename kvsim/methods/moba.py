@@ -66,12 +66,12 @@ class MoBA(KVMethod):
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         n = arr(n_tokens)
-        L = self.dep.model.attention_layers
+        L = self.dep.model.num_layers
         means = np.floor(n / self.params.block_size) * self._mean_bytes()
         return Residency(gpu_bytes=L * (n * kv_tok_layer(self.dep) + means))
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         n = arr(ctx) + 1.0
         blocks = np.floor((n - 1.0) / self.params.block_size)  # completed blocks scored by the gate
         hq = dep.q_heads_per_gpu
@@ -82,7 +82,7 @@ class MoBA(KVMethod):
         return decode_attention(dep, np.minimum(n, self.span)) + gate
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         n_new, n_cached = arr(n_new), arr(n_cached)
         attn = prefill_attention(dep, n_new, n_cached, pairs=window_pairs(n_new, n_cached, self.span))
         hq = dep.q_heads_per_gpu

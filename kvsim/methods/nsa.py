@@ -98,7 +98,7 @@ class NSA(KVMethod):
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         p, n = self.params, arr(n_tokens)
         tokens = n + self.cmp(n) + np.minimum(n, float(p.window)) + np.minimum(n, float(p.cmp_block))
-        return Residency(gpu_bytes=self.dep.model.attention_layers * tokens * kv_tok_layer(self.dep))
+        return Residency(gpu_bytes=self.dep.model.num_layers * tokens * kv_tok_layer(self.dep))
 
     def _phi_flops(self) -> float:
         """FLOPs of one compressed token per layer (K and V: an ``l d x d`` map per KV head) [E]."""
@@ -106,7 +106,7 @@ class NSA(KVMethod):
         return 2.0 * 2.0 * self.params.cmp_block * d * d * self.dep.kv_heads_per_gpu
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         n = arr(ctx) + 1.0
         kv = kv_tok_layer(dep)
         att = self.loaded(n)
@@ -122,7 +122,7 @@ class NSA(KVMethod):
         return attn + comp
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, p, L = self.dep, self.params, self.dep.model.attention_layers
+        dep, p, L = self.dep, self.params, self.dep.model.num_layers
         n_new, n_cached = arr(n_new), arr(n_cached)
         c = self.cmp_pairs(n_cached + n_new) - self.cmp_pairs(n_cached)
         pairs = c + window_pairs(n_new, n_cached, self.sel_span) + window_pairs(n_new, n_cached, float(p.window))

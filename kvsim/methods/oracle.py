@@ -89,10 +89,10 @@ class OracleSampling(KVMethod):
         hq = dep.q_heads_per_gpu
         key_bytes = kv if m.mla else kv / 2.0  # MLA: the latent is the key
         # attn_decode prices QK + PV on n + s tokens; drop PV on the n of Cost1 (logits only):
-        attn = attn_decode(dep, n + s, n * key_bytes + s * kv, layers=m.attention_layers, write_bytes=kv,
+        attn = attn_decode(dep, n + s, n * key_bytes + s * kv, layers=m.num_layers, write_bytes=kv,
                            extra_flops=-2.0 * hq * d_v * n, extra_hbm=SCORE_BYTES * hq * n, launches_per_layer=3.0)
-        samp = gpu_pass(dep, "oracle_sample", flops=m.attention_layers * sum_seq(SAMPLE_FLOPS_PER_SCORE * hq * n),
-                        launches=2.0 * m.attention_layers + 0.0 * sum_seq(n))
+        samp = gpu_pass(dep, "oracle_sample", flops=m.num_layers * sum_seq(SAMPLE_FLOPS_PER_SCORE * hq * n),
+                        launches=2.0 * m.num_layers + 0.0 * sum_seq(n))
         return attn + samp
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:

@@ -46,7 +46,7 @@ class PyramidKV(SnapKV):
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
 
     def layer_capacities(self) -> np.ndarray:
-        p, L = self.params, self.dep.model.attention_layers
+        p, L = self.params, self.dep.model.num_layers
         c = float(p.capacity - p.window)
         lo = c / p.beta
         hi = 2.0 * c - lo

@@ -49,14 +49,14 @@ class Quest(KVMethod):
 
     def __init__(self, dep, params=None):
         super().__init__(dep, params)
-        L = dep.model.attention_layers
+        L = dep.model.num_layers
         self.Ld = float(min(self.params.dense_layers, L))
         self.Ls = L - self.Ld
         # metadata bytes per page per layer on this GPU: min and max of every key element
         self.meta_page = 2.0 * key_elems_tok_layer(dep) * dep.ab
 
     def check(self) -> None:
-        L, d = self.dep.model.attention_layers, self.params.dense_layers
+        L, d = self.dep.model.num_layers, self.params.dense_layers
         require(d <= L, f"method quest: dense_layers={d} exceeds the {L} layers of model {self.dep.model.name} "
                         f"(allowed: 0..{L})")
 
@@ -76,7 +76,7 @@ class Quest(KVMethod):
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         n = arr(n_tokens)
-        full = self.dep.model.attention_layers * n * kv_tok_layer(self.dep)
+        full = self.dep.model.num_layers * n * kv_tok_layer(self.dep)
         return Residency(gpu_bytes=full + self.Ls * self._pages(n) * self.meta_page)
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:

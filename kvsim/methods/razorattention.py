@@ -72,7 +72,7 @@ class RazorAttention(KVMethod):
         return cost
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         new = sum_seq(n_new)
         comp = gpu_pass(dep, "razor_compensation", flops=L * new * kv_tok_layer(dep, 1.0) * (1.0 - self.r),
                         hbm=L * new * kv_tok_layer(dep, heads_frac=1.0 - self.r), launches=L * has(new))

@@ -57,7 +57,7 @@ class SnapKV(KVMethod):
 
     def layer_capacities(self) -> np.ndarray:
         """[L] prompt tokens kept per layer (SnapKV: C in every layer)."""
-        return np.full(self.dep.model.attention_layers, float(self.params.capacity))
+        return np.full(self.dep.model.num_layers, float(self.params.capacity))
 
     def resident_layer_mean(self, n: Num, n_prompt: Num | None = None) -> np.ndarray:
         """Tokens resident per layer, averaged over layers: ``mean_l min(P, c_l) + g``."""
@@ -69,14 +69,14 @@ class SnapKV(KVMethod):
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         dep = self.dep
         res = self.resident_layer_mean(n_tokens, n_prompt)
-        return Residency(gpu_bytes=dep.model.attention_layers * res * kv_tok_layer(dep))
+        return Residency(gpu_bytes=dep.model.num_layers * res * kv_tok_layer(dep))
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
         return decode_attention(self.dep, self.resident_layer_mean(ctx, n_prompt) + 1.0)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         dep, m, p = self.dep, self.dep.model, self.params
-        L, hq = m.attention_layers, dep.q_heads_per_gpu
+        L, hq = m.num_layers, dep.q_heads_per_gpu
         n_new = arr(n_new)
         keys = sum_seq(n_new)  # keys scored, amortized over the chunks of a prompt
         scores = keys * p.window * hq

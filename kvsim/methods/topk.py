@@ -44,7 +44,7 @@ class TopK(KVMethod):
         return np.minimum(n, k)
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
-        return Residency(gpu_bytes=arr(n_tokens) * self.dep.model.attention_layers * kv_tok_layer(self.dep))
+        return Residency(gpu_bytes=arr(n_tokens) * self.dep.model.num_layers * kv_tok_layer(self.dep))
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
         dep, m = self.dep, self.dep.model
@@ -56,7 +56,7 @@ class TopK(KVMethod):
         # attn_decode prices QK and PV over the same tokens; charge PV only on k of them:
         pv_saved = 2.0 * hq * d_v * (n - k)
         scores = 2.0 * 4.0 * hq * n
-        return attn_decode(dep, n, n * half + k * half, layers=m.attention_layers, write_bytes=kv_tok_layer(dep),
+        return attn_decode(dep, n, n * half + k * half, layers=m.num_layers, write_bytes=kv_tok_layer(dep),
                            extra_flops=-pv_saved, extra_hbm=scores, launches_per_layer=3.0)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:

@@ -61,16 +61,16 @@ class ZipCache(KVMethod):
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         n = arr(n_tokens)
-        return Residency(gpu_bytes=self.dep.model.attention_layers * (n * self.tok + self.fixed * has(n)))
+        return Residency(gpu_bytes=self.dep.model.num_layers * (n * self.tok + self.fixed * has(n)))
 
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
-        dep, L = self.dep, self.dep.model.attention_layers
+        dep, L = self.dep, self.dep.model.num_layers
         n = arr(ctx) + 1.0
         return attn_decode(dep, n, n * self.tok + self.fixed, layers=L, write_bytes=self.E * dep.ab + self.tok,
                            extra_flops=n * self.E * 2.0 + self.E * QUANT_FLOPS_PER_ELEM, launches_per_layer=2.0)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
-        dep, m, L = self.dep, self.dep.model, self.dep.model.attention_layers
+        dep, m, L = self.dep, self.dep.model, self.dep.model.num_layers
         n_new, n_cached = arr(n_new), arr(n_cached)
         attn = prefill_attention(dep, n_new, n_cached, kv_write_bytes_per_token_layer=0.0,
                                  kv_read_bytes_per_token_layer=self.tok)

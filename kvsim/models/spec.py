@@ -48,41 +48,6 @@ class MLASpec(Strict):
     q_lora_rank: Dim | None = None
 
 
-class SSMSpec(Strict):
-    """Mamba-2 mixer layers of a hybrid model (Dao & Gu 2024, "Transformers are SSMs", §7 and the
-    reference ``Mamba2`` block; HF ``mamba_*`` config fields). These layers keep no KV: each sequence
-    holds a constant recurrent state (``d_inner x N`` SSM state + ``(k - 1) x conv_dim`` conv state)."""
-
-    num_layers: Layers = Field(description="layers whose mixer is Mamba-2 instead of attention (HF layer_types 'mamba')")
-    num_heads: Dim = Field(description="Mamba heads (mamba_n_heads)")
-    head_dim: Dim = Field(description="channels per Mamba head (mamba_d_head); d_inner = num_heads x head_dim")
-    state_size: Dim = Field(description="SSM state size N (mamba_d_state)")
-    n_groups: Dim = Field(1, description="B/C groups (mamba_n_groups)")
-    conv_kernel: Dim = Field(4, description="causal conv width k (mamba_d_conv)")
-    conv_bias: Bool = True
-
-    @property
-    def d_inner(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def conv_dim(self) -> int:
-        """Channels through the causal conv: x, B and C (``d_inner + 2 G N``)."""
-        return self.d_inner + 2 * self.n_groups * self.state_size
-
-    def params_per_layer(self, hidden: int) -> int:
-        """in_proj ``h (2 d_inner + 2 G N + H)`` (z, x, B, C, dt) + conv ``conv_dim k`` (+ bias) + A_log, D,
-        dt_bias ``3 H`` + gated norm ``d_inner`` + out_proj ``d_inner h`` (HF GraniteMoeHybridMambaLayer)."""
-        d, H = self.d_inner, self.num_heads
-        return (hidden * (2 * d + 2 * self.n_groups * self.state_size + H) + self.conv_dim * self.conv_kernel
-                + (self.conv_dim if self.conv_bias else 0) + 3 * H + d + d * hidden)
-
-    @property
-    def state_elements_per_layer(self) -> int:
-        """Recurrent state per sequence per layer: SSM ``H P N`` + conv ``(k - 1) conv_dim`` elements."""
-        return self.d_inner * self.state_size + (self.conv_kernel - 1) * self.conv_dim
-
-
 class ModelSpec(Strict):
     kind: Literal["model"] = "model"
     name: str
@@ -108,7 +73,6 @@ class ModelSpec(Strict):
         "for the layout; pricing treats every layer as full attention (see ModelSpec.windowed_layers)")
     moe: MoESpec | None = None
     mla: MLASpec | None = None
-    ssm: SSMSpec | None = Field(None, description="hybrid models: the Mamba-2 layers (the rest are attention)")
     published_params: number(float, 0, 1e15, lo_open=True) | None = Field(None, description="total params as published, for checks")
     source: str
     notes: str = ""
@@ -117,9 +81,6 @@ class ModelSpec(Strict):
     def _check(self) -> "ModelSpec":
         if self.mla is None and self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
-        if self.ssm is not None and self.ssm.num_layers >= self.num_layers:
-            raise ValueError(f"ssm.num_layers ({self.ssm.num_layers}) must leave at least one attention layer "
-                             f"of the {self.num_layers}")
         if self.moe is None and self.intermediate_size == 0:
             raise ValueError("intermediate_size must be > 0 for a dense model")
         if self.sliding_window_layers is not None:
@@ -155,8 +116,6 @@ class ModelSpec(Strict):
                 f"--tp {tp} does not divide the {self.num_heads} attention heads of {self.name} "
                 f"({self.num_heads / tp:.2f} per GPU); use a tp that divides {self.num_heads}"
             )
-        if self.ssm is not None and self.ssm.num_heads % tp:
-            raise ConfigError(f"--tp {tp} does not divide the {self.ssm.num_heads} Mamba heads of {self.name}")
         kv = self.num_kv_heads
         if self.mla is None and kv % tp and tp % kv:
             raise ConfigError(
@@ -165,21 +124,6 @@ class ModelSpec(Strict):
             )
 
     # ----- derived counts (elements, not bytes) -----
-    @property
-    def attention_layers(self) -> int:
-        """Layers that hold a KV cache (all of them unless ``ssm`` makes some Mamba-2 layers)."""
-        return self.num_layers - (self.ssm.num_layers if self.ssm is not None else 0)
-
-    @property
-    def ssm_params(self) -> int:
-        """Parameters of all Mamba-2 mixers (0 without ``ssm``)."""
-        return 0 if self.ssm is None else self.ssm.num_layers * self.ssm.params_per_layer(self.hidden_size)
-
-    @property
-    def state_elements_per_sequence(self) -> int:
-        """Recurrent-state elements one sequence holds over all Mamba-2 layers (0 without ``ssm``)."""
-        return 0 if self.ssm is None else self.ssm.num_layers * self.ssm.state_elements_per_layer
-
     @property
     def q_head_dim(self) -> int:
         """Query/key head dim used in QK^T (MLA: nope + rope)."""
@@ -282,7 +226,7 @@ class ModelSpec(Strict):
     def total_params(self) -> int:
         """All stored parameters (embeddings, LM head unless tied, norms, every expert)."""
         L = self.num_layers
-        p = self.attention_layers * self.attn_params_per_layer + self.ssm_params + self.norm_params + self.embedding_params
+        p = L * self.attn_params_per_layer + self.norm_params + self.embedding_params
         if not self.tie_word_embeddings:
             p += self.lm_head_params
         if self.moe is None:
@@ -300,7 +244,7 @@ class ModelSpec(Strict):
     def active_params_per_token(self) -> int:
         """Params a token multiplies by (top-k experts only); excludes the embedding lookup."""
         L = self.num_layers
-        p = self.attention_layers * self.attn_params_per_layer + self.ssm_params + self.lm_head_params
+        p = L * self.attn_params_per_layer + self.lm_head_params
         if self.moe is None:
             return p + L * self.dense_mlp_params_per_layer
         p += self.num_dense_mlp_layers * self.dense_mlp_params_per_layer

@@ -104,7 +104,7 @@ def make_method(spec: str, dep: Deployment, params: dict | None = None) -> KVMet
             raise SpecError(f"method '{spec}': empty method name around '+'")
         if params:
             raise SpecError(f"method '{spec}': give a composition's parameters inline (e.g. kivi:bits=4+quest:page_size=32)")
-        return compose(spec.strip(), items, [make_method(s, dep) for s in items])
+        return compose(spec.strip(), items, [make_method(s, dep) for s in items], REGISTRY)
     name, inline = parse_method_spec(spec)
     cls = REGISTRY.get(name)
     if cls is None:

@@ -98,8 +98,13 @@ class ComposedParams(MethodParams):
     """the composition as written (its label), e.g. ``kivi:bits=4+quest:page_size=32``."""
 
 
-def check_roles(parts: list[KVMethod]) -> tuple[KVMethod, KVMethod]:
-    """``(storage, selection)`` of a two-method composition, or a ConfigError saying why not."""
+def check_roles(parts: list[KVMethod], registry: dict[str, type[KVMethod]]) -> tuple[KVMethod, KVMethod]:
+    """``(storage, selection)`` of a two-method composition, or a ConfigError saying why not
+    (``registry`` lists the composable methods in the message)."""
+
+    def _names(role: str) -> str:
+        return ", ".join(n for n, c in registry.items() if c.role == role)
+
     names = "+".join(m.name for m in parts)
     if len(parts) != 2:
         raise ConfigError(f"method '{names}': a composition joins exactly two methods, one storage "
@@ -119,12 +124,6 @@ def check_roles(parts: list[KVMethod]) -> tuple[KVMethod, KVMethod]:
     return s, t
 
 
-def _names(role: str) -> str:
-    from kvsim.methods import REGISTRY  # the registry imports this module
-
-    return ", ".join(n for n, c in REGISTRY.items() if c.role == role)
-
-
 class Composed(KVMethod):
     """Storage method ``S`` applied to the tokens that selection method ``T`` keeps and reads."""
 
@@ -135,10 +134,12 @@ class Composed(KVMethod):
     linear_residency = False  # the storage's 16-bit residual window
     shared_step_parts = True  # the quantize pass runs in decode and prefill
 
-    def __init__(self, dep: Deployment, params: ComposedParams):
-        from kvsim.methods import make_method  # the registry imports this module
+    #: the parts' classes and parameters, set by :func:`compose` on the class it makes
+    parts: tuple[type[KVMethod], MethodParams, type[KVMethod], MethodParams]
 
-        self.S, self.T = make_method(params.storage, dep), make_method(params.selection, dep)
+    def __init__(self, dep: Deployment, params: ComposedParams):
+        s_cls, s_params, t_cls, t_params = self.parts
+        self.S, self.T = s_cls(dep, s_params), t_cls(dep, t_params)
         super().__init__(dep, params)
         beta = self.S.stored_bytes_per_elem()
         self.T_beta = type(self.T)(stored(dep, beta), self.T.params)
@@ -204,12 +205,13 @@ class Composed(KVMethod):
         return []  # no paper measured the composition
 
 
-def compose(spec: str, items: list[str], parts: list[KVMethod]) -> KVMethod:
+def compose(spec: str, items: list[str], parts: list[KVMethod], registry: dict[str, type[KVMethod]]) -> KVMethod:
     """The composition of ``parts`` (built from the ``+``-separated ``items`` of ``spec``), with traits from its parts."""
-    s, t = check_roles(parts)
+    s, t = check_roles(parts, registry)
     s_spec, t_spec = (items[0], items[1]) if parts[0] is s else (items[1], items[0])
     traits = {k: getattr(type(t), k) for k in ("prompt_aware", "bounded", "uses_host", "compresses_prompt", "vectorized")}
     traits["additive_decode"] = type(t).additive_decode and type(s).additive_decode
     name = "+".join(m.name for m in parts)  # in the order written
-    cls = type(f"Composed_{s.name}_{t.name}", (Composed,), {"name": name, **traits})
+    cls = type(f"Composed_{s.name}_{t.name}", (Composed,),
+               {"name": name, "parts": (type(s), s.params, type(t), t.params), **traits})
     return cls(s.dep, ComposedParams(storage=s_spec, selection=t_spec, spec=spec))

@@ -22,7 +22,8 @@ SYSTEMS = {"llama-3.1-8b": "a100", "mixtral-8x7b": "h200", "deepseek-v2-lite": "
 # (vLLM's custom all-reduce for small messages, NCCL for large ones)
 TP = {"mixtral-8x7b": 2}
 METHODS = ("full", "kivi", "quest", "h2o", "snapkv", "streamingllm", "magicpig", "infllm", "duoattention",
-           "llmlingua", "prefix", "mla", "mikv", "cake", "oracle", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic")
+           "llmlingua", "prefix", "mla", "mikv", "cake", "oracle", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic", "ems", "a2ats", "kvcrush",
+           "kivi+quest", "snapkv+kivi", "h2o+kivi")
 ROUTERS = ("round-robin", "least-outstanding", "prefix-aware")
 REL_TOL = 1e-9
 

@@ -29,11 +29,13 @@ def deepseek_v2_lite() -> ModelSpec:
 
 MODELS = {"gqa": (llama31_8b, 1), "mha": (llama2_7b, 1), "mla": (deepseek_v2_lite, 1), "gqa_tp2": (llama31_8b, 2)}
 #: methods that refuse a model kind with a ConfigError (by design)
-REFUSES = {"mla": {"magicpig", "duoattention", "razorattention", "mikv", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic"}}
+REFUSES = {"mla": {"magicpig", "duoattention", "razorattention", "mikv", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic", "ems", "a2ats", "duoattention+kivi"}}
 NOT_MLA = {"gqa": {"mla"}, "mha": {"mla"}, "gqa_tp2": {"mla"}}
-NAMES = sorted(REGISTRY)
+#: compositions checked like registered methods (kvsim.methods.compose)
+COMPOSED = ["kivi+quest", "snapkv+kivi", "streamingllm+kivi", "h2o+kivi", "duoattention+kivi"]
+NAMES = sorted(REGISTRY) + COMPOSED
 #: context from which a method's GPU KV must not exceed full's (its budget)
-BUDGET = {"quest": 16, "gear": 1024, "infllm": 16384, "magicpig": 512, "h2o": 64, "zipcache": 64, "mikv": 64}
+BUDGET = {"quest": 16, "gear": 1024, "infllm": 16384, "magicpig": 512, "h2o": 64, "zipcache": 64, "mikv": 64, "a2ats": 128, "kivi+quest": 1024, "h2o+kivi": 64}
 N_GRID = np.array([0, 1, 7, 16, 64, 127, 128, 500, 1024, 2047, 2048, 4000, 4224, 8320, 20000, 65536, 65537,
                    98304, 131072, 300000], dtype=float)
 
@@ -140,6 +142,11 @@ def test_label_and_spec_roundtrip(name, kind):
     """label() is the name at defaults; make_method('name') builds the class."""
     m = _method(name, kind)
     assert m.label() == name
+    if "+" in name:  # a composition: its class is made from its parts
+        from kvsim.methods.compose import Composed
+
+        assert isinstance(m, Composed) and m.summary and type(m).name == name
+        return
     assert isinstance(m, REGISTRY[name]) and m.summary
     assert isinstance(m.published_accuracy(), list)
 
@@ -210,7 +217,7 @@ def test_registry_has_every_method():
     """All methods of the brief are registered."""
     want = {"full", "kivi", "magicpig", "quest", "topk", "h2o", "streamingllm", "snapkv", "pyramidkv", "duoattention",
             "infllm", "gear", "zipcache", "razorattention", "mla", "llmlingua", "prefix",
-            "mikv", "cake", "oracle", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic"}
+            "mikv", "cake", "oracle", "headmerge", "xecomla", "nsa", "moba", "locret", "elastic", "ems", "a2ats", "kvcrush"}
     assert want <= set(REGISTRY)
     assert math.isfinite(len(REGISTRY))
 
@@ -252,6 +259,9 @@ VARIANTS = {
     "moba": [{"block_size": 512, "top_k": 3}, {"block_size": 1, "top_k": 1}],
     "locret": [{"budget": 16384, "chunk": 1024, "stabilizers": 0, "local": 0}],
     "elastic": [{"ratio": 0.0, "distance": 0}, {"ratio": 0.9}],
+    "ems": [{"capacity": 1024, "window": 16}],
+    "a2ats": [{"top_k": 0, "sink": 0, "local": 0}, {"subvectors": 128, "codebook_size": 2}],
+    "kvcrush": [{"capacity": 512}, {"budget_ratio": 1.0, "crush_fraction": 0.0}],
 }
 SETTINGS = [(n, {}, k) for n, k in CASES] + [(n, v, "gqa") for n in NAMES for v in VARIANTS.get(n, [])]
 SETTING_IDS = [f"{n}-{k}" + ("-" + ",".join(f"{a}={b}" for a, b in v.items()) if v else "") for n, v, k in SETTINGS]

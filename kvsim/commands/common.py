@@ -30,7 +30,8 @@ def split_methods(values: list[str]) -> list[str]:
     """Split ``--method`` values into method specs.
 
     ``"full,kivi:bits=4,group=64,magicpig"`` -> ``["full", "kivi:bits=4,group=64", "magicpig"]``
-    (a comma item holding ``=`` but no ``:`` continues the previous method's params);
+    (a comma item holding ``=`` but no ``:`` before any ``+`` continues the previous method's params,
+    so ``kivi:bits=4,group=64+quest:page_size=32`` stays one composed spec);
     ``"all"`` expands to every registered method with default params.
     """
     # lazy: CLI start-up
@@ -42,7 +43,8 @@ def split_methods(values: list[str]) -> list[str]:
             item = item.strip()
             if not item:
                 continue
-            if "=" in item and ":" not in item:
+            head = item.split("+", 1)[0]
+            if "=" in head and ":" not in head:
                 if not out:
                     raise ConfigError(f"--method: parameter '{item}' comes before any method name")
                 out[-1] += "," + item

@@ -23,14 +23,19 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     hw: Annotated[Optional[list[str]], typer.Option("--hw", help="hardware: also show these system/GPU YAML files")] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="models: also show these models (YAML, config.json, org/name)")] = None,
+    quality: Annotated[bool, typer.Option("--quality", help="methods: the published quality per configuration and model (kvsim/methods/quality.yaml)")] = False,
 ) -> None:
     """List shipped hardware systems, models, KV methods or traces (and your own files: --hw, --model)."""
     if hw and what is not What.hardware or model and what is not What.models:
         raise ConfigError("--hw goes with `kvsim list hardware`, --model with `kvsim list models`")
+    if quality and what is not What.methods:
+        raise ConfigError("--quality goes with `kvsim list methods`")
     if what is What.hardware:
         rows = _hardware(hw or [])
     elif what is What.models:
         rows = _models(model or [])
+    elif quality:
+        rows = _quality()
     else:
         rows = {"methods": _methods, "traces": _traces}[what.value]()
     if as_json:
@@ -104,7 +109,28 @@ def _methods() -> list[dict]:
     out = []
     for name, cls in REGISTRY.items():
         defaults = ", ".join(f"{k}={f.default}" for k, f in cls.Params.model_fields.items())
-        out.append({"name": name, "summary": cls.summary, "defaults": defaults})
+        out.append({"name": name, "summary": cls.summary, "compose": cls.role or "-", "defaults": defaults})
+    return out
+
+
+def _quality() -> list[dict]:
+    """One row per published (method, configuration, model): the scores of a table, or a claim."""
+    # lazy: CLI start-up
+    from kvsim.methods._published import _tables, claims, score_rows
+
+    tables = _tables()
+    out = []
+    for r in score_rows():
+        cols = tables[r["table"]]["benchmarks"]
+        out.append({"method": r["method"], "configuration": "-" if r["key"] is None else str(r["key"]),
+                    "model": r["model"], "benchmark": r["table"],
+                    "published": ", ".join(f"{c} {v}" for c, v in zip(cols, r["scores"])),
+                    "source": tables[r["table"]]["source"]})
+    for c in claims():
+        params = c["params"]
+        cfg = ", ".join(f"{k}={v}" for k, v in params.items()) if params else "(no kvsim equivalent)"
+        out.append({"method": c["method"], "configuration": cfg, "model": c["model"], "benchmark": c["benchmark"],
+                    "published": c["claim"], "source": c["source"]})
     return out
 
 

@@ -11,16 +11,20 @@ from pydantic import ValidationError
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import SpecError, unknown_name
 from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods.a2ats import A2ATS
 from kvsim.methods.cacheblend import CacheBlend
 from kvsim.methods.cake import CAKE
+from kvsim.methods.compose import compose
 from kvsim.methods.duoattention import DuoAttention
 from kvsim.methods.elastic import ElasticCache
+from kvsim.methods.ems import EMS
 from kvsim.methods.full import Full
 from kvsim.methods.gear import GEAR
 from kvsim.methods.h2o import H2O
 from kvsim.methods.headmerge import HeadMerge
 from kvsim.methods.infllm import InfLLM
 from kvsim.methods.kivi import KIVI
+from kvsim.methods.kvcrush import KVCrush
 from kvsim.methods.llmlingua import LLMLingua
 from kvsim.methods.locret import Locret
 from kvsim.methods.magicpig import MagicPIG
@@ -68,6 +72,9 @@ REGISTRY: dict[str, type[KVMethod]] = {
     "moba": MoBA,
     "locret": Locret,
     "elastic": ElasticCache,
+    "ems": EMS,
+    "a2ats": A2ATS,
+    "kvcrush": KVCrush,
 }
 
 __all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "KVMethod", "MethodParams", "Residency"]
@@ -91,7 +98,15 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def make_method(spec: str, dep: Deployment, params: dict | None = None) -> KVMethod:
-    """Build the method named by ``spec`` (``name`` or ``name:key=value,...``) for ``dep``."""
+    """Build the method named by ``spec`` (``name`` or ``name:key=value,...``) for ``dep``;
+    ``a+b`` composes a storage and a selection method (:mod:`kvsim.methods.compose`)."""
+    if "+" in spec:
+        items = [s.strip() for s in spec.split("+")]
+        if not all(items):
+            raise SpecError(f"method '{spec}': empty method name around '+'")
+        if params:
+            raise SpecError(f"method '{spec}': give a composition's parameters inline (e.g. kivi:bits=4+quest:page_size=32)")
+        return compose(spec.strip(), items, [make_method(s, dep) for s in items], REGISTRY)
     name, inline = parse_method_spec(spec)
     cls = REGISTRY.get(name)
     if cls is None:

@@ -109,6 +109,11 @@ class KVMethod(ABC):
     #: ``effective_prompt_tokens`` accept numpy arrays and price each element as a scalar call
     #: would. Safe: False.
     vectorized: ClassVar[bool] = True
+    #: what the method contributes to a ``+`` composition (:mod:`kvsim.methods.compose`):
+    #: ``"storage"`` (how each cached token is stored: it then also implements
+    #: ``stored_bytes_per_elem`` and ``residual_tokens``), ``"selection"`` (which tokens are kept
+    #: and read, pricing its KV through ``dep.kvb``), or ``None`` (complete on its own; does not compose).
+    role: ClassVar[str | None] = None
 
     def shares_prefix_blocks(self, block_tokens: int) -> bool:
         """Can a prefix-cache entry of ``block_tokens`` prompt tokens be shared by requests?

@@ -67,6 +67,7 @@ class CAKE(SnapKV):
     name = "cake"
     summary = "CAKE: one budget (1024 tokens per layer on average) split by layer preference, cascading eviction"
     Params = CAKEParams  # type: ignore[assignment]
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
 
     def kept(self, p: np.ndarray) -> np.ndarray:
         """Prompt tokens kept per layer (mean over layers) for prompts of ``p`` tokens."""

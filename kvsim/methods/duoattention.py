@@ -46,6 +46,7 @@ class DuoAttention(KVMethod):
     name = "duoattention"
     summary = "DuoAttention: retrieval heads full KV, streaming heads 64 sink + 256 recent"
     Params = DuoAttentionParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
     linear_residency = False  # streaming heads keep sink + recent
 
     def check(self) -> None:

@@ -56,6 +56,7 @@ class ElasticCache(KVMethod):
     name = "elastic"
     summary = "Elastic Cache: merge the 20% least important prompt tokens into anchors, fixed-point eviction in generation"
     Params = ElasticParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
 
     def check(self) -> None:
         require_not_mla(self.dep, "elastic", "merging per-head keys and values into anchor tokens")

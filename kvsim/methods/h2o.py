@@ -52,6 +52,7 @@ class H2O(KVMethod):
     name = "h2o"
     summary = "H2O heavy-hitter + recent eviction (20% of the prompt), eager attention with scores"
     Params = H2OParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # budget set from the prompt at the end of prefill
     bounded = True  # the cache stays at the budget while tokens are generated
     linear_residency = False  # evicted to a budget (budget_tokens: not proportional to n)

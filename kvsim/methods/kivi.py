@@ -68,6 +68,7 @@ class KIVI(KVMethod):
     Params = KIVIParams
     linear_residency = False  # 16-bit residual window: bytes are not proportional to tokens
     shared_step_parts = True  # kivi_quant runs in decode and prefill
+    role = "storage"  # kivi+quest, snapkv+kivi: quantizes what a selection method keeps
 
     def __init__(self, dep, params=None):
         super().__init__(dep, params)
@@ -76,13 +77,18 @@ class KIVI(KVMethod):
         self.qe = quant_bytes_per_elem(p.bits, p.group, dep.ab)
         self.half = elems_tok_layer(dep) / 2.0  # K (or V) elements per token per layer per GPU
 
-    def _residuals(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def stored_bytes_per_elem(self) -> float:
+        """Bytes per quantized KV element, codes + amortized scale and zero (0.375 at 2 bits, G = 32)."""
+        return self.qe
+
+    def residual_tokens(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """16-bit residual tokens ``(r_K, r_V) = (min(n, R/2), min(n, R))`` among ``n`` cached tokens."""
         R = float(self.params.residual)
         return np.minimum(n, R / 2.0), np.minimum(n, R)
 
     def _layer_bytes(self, n: np.ndarray) -> np.ndarray:
         """Bytes per layer per sequence holding ``n`` tokens (codes + residual)."""
-        rk, rv = self._residuals(n)
+        rk, rv = self.residual_tokens(n)
         q, f, h = self.qe, self.fe, self.half
         return h * ((n - rk) * q + rk * f) + h * ((n - rv) * q + rv * f)
 
@@ -93,7 +99,7 @@ class KIVI(KVMethod):
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:
         dep, L = self.dep, self.dep.model.attn_layers
         n = arr(ctx) + 1.0
-        rk, rv = self._residuals(n)
+        rk, rv = self.residual_tokens(n)
         dq = DEQUANT_FLOPS_PER_ELEM * self.half * ((n - rk) + (n - rv))
         attn = attn_decode(dep, n, self._layer_bytes(n), layers=L, write_bytes=2 * self.half * self.fe,
                            extra_flops=dq, launches_per_layer=2.0)  # quantized-part kernel + residual matmul

@@ -64,6 +64,7 @@ class Locret(KVMethod):
     name = "locret"
     summary = "Locret: retaining heads score tokens; chunked prefill keeps a 6000-token budget, generated tokens appended"
     Params = LocretParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # the prompt is evicted to the budget, generated tokens are appended
     linear_residency = False
 

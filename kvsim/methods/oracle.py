@@ -62,6 +62,7 @@ class OracleSampling(KVMethod):
     name = "oracle"
     summary = "oracle sampling (analysis baseline): exact weights over all keys, attend to unique samples"
     Params = OracleParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
 
     def check(self) -> None:
         p = self.params

@@ -43,6 +43,7 @@ class PyramidKV(SnapKV):
     name = "pyramidkv"
     summary = "PyramidKV: per-layer budgets decreasing linearly with depth (mean C = 1024), SnapKV selection"
     Params = PyramidKVParams  # type: ignore[assignment]
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
 
     def layer_capacities(self) -> np.ndarray:
         p, L = self.params, self.dep.model.attn_layers

@@ -44,6 +44,7 @@ class Quest(KVMethod):
     name = "quest"
     summary = "Quest page-level top-k: full KV plus per-page min/max keys; reads metadata + top pages"
     Params = QuestParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
     linear_residency = False  # + min/max metadata of ceil(n / page_size) pages
 
     def __init__(self, dep, params=None):

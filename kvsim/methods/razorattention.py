@@ -39,6 +39,7 @@ class RazorAttention(KVMethod):
     name = "razorattention"
     summary = "RazorAttention: 16% retrieval heads full, others max(4000, S/5) recent + a compensation token"
     Params = RazorAttentionParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # non-retrieval heads keep max(4000, P/5) prompt tokens
     linear_residency = False  # non-retrieval heads truncated
 

@@ -51,6 +51,7 @@ class SnapKV(KVMethod):
     name = "snapkv"
     summary = "SnapKV: keep the top (C - w) prompt tokens per head by window voting + the window, C = 1024"
     Params = SnapKVParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # the prompt is compressed to C per layer; generated tokens are appended
     linear_residency = False  # prompt capped at C per layer
 

@@ -31,6 +31,7 @@ class StreamingLLM(KVMethod):
     name = "streamingllm"
     summary = "StreamingLLM: 4 sink tokens + a 2044-token sliding window (constant memory)"
     Params = StreamingLLMParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
     bounded = True  # sink + window tokens
     linear_residency = False  # min(n, sink + window)
 

@@ -35,6 +35,7 @@ class TopK(KVMethod):
     name = "topk"
     summary = "exact top-k attention: reads all keys, scores, then only the top-k values (no memory saving)"
     Params = TopKParams
+    role = "selection"  # composes with a storage method (kvsim.methods.compose)
 
     def k(self, n: Num) -> Num:
         p = self.params

@@ -40,7 +40,7 @@ class SimConfig(BaseModel):
     seed: int = Field(0, ge=0, description="kept in results for provenance; the replay itself is deterministic")
     record_token_times: bool = Field(False, description="keep every token's time per request (small runs)")
     slo_ttft_s: float | None = Field(None, gt=0, allow_inf_nan=False)
-    slo_tbt_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    slo_tpot_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     progress: Callable[[int, int, float], None] | None = Field(None, exclude=True)
 
     @property

@@ -9,10 +9,10 @@ Definitions (vLLM ``benchmarks/benchmark_serving.py`` and DistServe, OSDI'24 sec
   the request's mean TBT.
 * Throughput over the makespan (first arrival to last finish): output tokens/s, total
   (prompt + output) tokens/s, requests/s.
-* Goodput: completed requests with TTFT <= ``slo_ttft_s`` and TPOT <= ``slo_tbt_s``: the
-  TBT SLO is judged on each request's *mean* TBT (its TPOT), as DistServe and vLLM's
-  ``--goodput tpot:`` do; the request's max TBT is in ``requests.csv`` for stricter checks.
-  Requests with one output token have no TBT and meet the TBT SLO. Fraction is over all
+* Goodput: completed requests with TTFT <= ``slo_ttft_s`` and TPOT <= ``slo_tpot_s``
+  (``--slo-ttft``, ``--slo-tpot``): judged per request, as DistServe and vLLM's
+  ``--goodput ttft: tpot:`` do; the request's max TBT is in ``requests.csv`` for stricter checks.
+  Requests with one output token have no TPOT and meet the TPOT SLO. Fraction is over all
   requests simulated (rejected ones count as misses).
 
 Percentiles use numpy's default (linear) definition; pooled TBT percentiles are exact up to
@@ -137,7 +137,7 @@ def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_f
 
 
 def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarray, *,
-              slo_ttft_s: float | None = None, slo_tbt_s: float | None = None) -> dict:
+              slo_ttft_s: float | None = None, slo_tpot_s: float | None = None) -> dict:
     """Latency, throughput and goodput summary of one simulation (see module docstring)."""
     m = request_metrics(rec)
     done = rec.status == RequestStatus.FINISHED
@@ -151,8 +151,8 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
     good = np.ones(n_done, dtype=bool)
     if slo_ttft_s is not None:
         good &= m["ttft"] <= slo_ttft_s
-    if slo_tbt_s is not None:
-        good &= m["tpot_all"] <= slo_tbt_s
+    if slo_tpot_s is not None:
+        good &= m["tpot_all"] <= slo_tpot_s
     n_good = int(good.sum())
     reasons: dict[str, int] = {}
     for r in rec.reject_reason.values() if isinstance(rec.reject_reason, dict) else rec.reject_reason:
@@ -175,10 +175,10 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
         "prompt_tokens": int(rec.prompt_tokens[done].sum()),
         "cached_prompt_tokens": int(np.maximum(rec.cached_tokens[done], 0).sum()),
         "slo_ttft_s": slo_ttft_s,
-        "slo_tbt_s": slo_tbt_s,
-        "goodput_req_s": per_s(n_good) if (slo_ttft_s is not None or slo_tbt_s is not None) else None,
+        "slo_tpot_s": slo_tpot_s,
+        "goodput_req_s": per_s(n_good) if (slo_ttft_s is not None or slo_tpot_s is not None) else None,
         "goodput_fraction": (n_good / rec.status.size if rec.status.size else None)
-        if (slo_ttft_s is not None or slo_tbt_s is not None) else None,
+        if (slo_ttft_s is not None or slo_tpot_s is not None) else None,
         "preemptions": int(rec.preemptions.sum()),
         "requests_preempted": int((rec.preemptions > 0).sum()),
     }

@@ -319,7 +319,7 @@ class ReplicaSim:
         )
         vals, wts = self.tbt.result()
         cfg = self.cfg
-        summ = summarize(rec, vals, wts, slo_ttft_s=cfg.slo_ttft_s, slo_tbt_s=cfg.slo_tbt_s)
+        summ = summarize(rec, vals, wts, slo_ttft_s=cfg.slo_ttft_s, slo_tpot_s=cfg.slo_tpot_s)
         lay, kv = self.layout, self.kv
         end = float(np.nanmax(self.finish_s)) if self.n_done else self.engine.now
         summ.update({

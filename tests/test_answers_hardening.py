@@ -264,14 +264,14 @@ def test_max_rate_zero_says_why():
     from kvsim.plan.result import why_infeasible
     from kvsim.plan.schema import SLO, Stats
 
-    slo = SLO(ttft_s=2, tbt_s=0.1)
+    slo = SLO(ttft_s=2, itl_s=0.1)
     rejected = _point(requests_rejected=4, rejected_reasons={"gpu_memory": 4})
     found = RateSearch(0.0, 0.004, [Probe(0.004, False, _point(rate_per_s=0.004)), Probe(0.002, False, rejected)])
     assert why_infeasible(found, slo) == ("SLO not met even at 0.002 req/s: 4/4 requests rejected "
                                           "(4 do not fit in GPU KV memory)")
     slow = _point(requests_completed=4, ttft_s=Stats(p99=121.0), tbt_s=Stats(p99=3.7))
     found = RateSearch(0.0, 0.002, [Probe(0.002, False, slow)])
-    assert why_infeasible(found, slo) == "SLO not met even at 0.002 req/s: p99 TTFT 121 s > 2 s and p99 TBT 3.7 s > 0.1 s"
+    assert why_infeasible(found, slo) == "SLO not met even at 0.002 req/s: p99 TTFT 121 s > 2 s and p99 ITL 3.7 s > 100 ms"
     assert why_infeasible(RateSearch(1.0, 2.0, [Probe(1.0, True, slow)]), slo) is None
 
 
@@ -302,11 +302,12 @@ def test_time_scale_that_overflows_arrivals():
     assert code == 1 and "time_scale" in error_line(err)
 
 
-@pytest.mark.parametrize("flag", ["--slo-ttft", "--slo-tbt", "--rate"])
-def test_simulate_rejects_non_finite_options(flag):
+@pytest.mark.parametrize("flag, needle", [("--slo-ttft", "must be a duration > 0"), ("--slo-tpot", "must be a duration > 0"),
+                                          ("--slo-itl", "must be a duration > 0"), ("--rate", "must be a finite number > 0")])
+def test_simulate_rejects_non_finite_options(flag, needle):
     """simulate --slo-ttft inf (found by the fuzzer): a one-line error, not a traceback."""
     code, _, err = cli("simulate", flag, "inf", "--num-requests", "3", "--json")
-    assert code == 1 and f"{flag} must be a finite number > 0" in error_line(err)
+    assert code == 1 and f"{flag} {needle}" in error_line(err)
 
 
 def test_fetch_timeout_inf(tmp_path):

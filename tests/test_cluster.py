@@ -139,7 +139,7 @@ def test_unknown_router_is_an_error(a100_full, burst100):
 
 def test_more_replicas_never_lower_the_sustainable_rate(burst100):
     """Max rate meeting p90 TTFT <= 0.5 s and TBT <= 0.05 s (real simulator, 100 requests) grows with replicas."""
-    slo = SLO(ttft_s=0.5, tbt_s=0.05, percentile="p90")
+    slo = SLO(ttft_s=0.5, itl_s=0.05, percentile="p90")
     rates = []
     for n in (1, 2, 3):
         cfg = ConfigSpec(hw="a100", model="llama-3.1-8b", method="full", replicas=n)

@@ -14,7 +14,7 @@ from kvsim.plan.search import PlanRequest, expand_sweeps, load_plan, run_plan, s
 from kvsim.plan.schema import SLO, PointResult, Price, SearchOptions, Stats, TraceSpec, cost_usd_per_mtok, parse_slo
 from kvsim.plan.ratesearch import search_max_rate
 
-SLO_2_01 = SLO(ttft_s=2.0, tbt_s=0.1)
+SLO_2_01 = SLO(ttft_s=2.0, itl_s=0.1)
 SMALL_TRACE = TraceSpec(spec="synthetic-burstgpt", num_requests=40, seed=1)
 
 
@@ -152,12 +152,13 @@ def test_expand_sweeps_is_a_grid():
         expand_sweeps([], ["kivi=2"])
 
 
-@pytest.mark.parametrize("ttft, tbt", [("-1", "0.1"), ("0", "0.1"), ("fast", "0.1"), ("2", "nan"), ("2", "-0.5")])
-def test_parse_slo_rejects_bad_values(ttft, tbt):
-    """Negative, zero or non-numeric SLOs are one-line ConfigErrors."""
+@pytest.mark.parametrize("ttft, itl", [("-1", "0.1"), ("0", "0.1"), ("fast", "0.1"), ("2", "nan"), ("2", "-0.5"),
+                                       ("2", "5 parsecs"), ("2ms", "inf")])
+def test_parse_slo_rejects_bad_values(ttft, itl):
+    """Negative, zero, infinite or non-numeric SLOs, or unknown units, are one-line ConfigErrors."""
     with pytest.raises(ConfigError) as e:
-        parse_slo(ttft, tbt)
-    assert "\n" not in str(e.value) and "must be a number of seconds > 0" in str(e.value)
+        parse_slo(ttft=ttft, itl=itl)
+    assert "\n" not in str(e.value) and "must be a duration > 0 such as 50ms, 2s or 1.5min" in str(e.value)
 
 
 def _cli() -> typer.Typer:
@@ -173,9 +174,11 @@ def _cli() -> typer.Typer:
 @pytest.mark.parametrize(
     "args, exc, needle",
     [
-        (["--slo-ttft", "-2"], ConfigError, "--slo-ttft must be a number of seconds > 0, got '-2'"),
-        (["--slo-tbt", "0"], ConfigError, "--slo-tbt must be a number of seconds > 0, got '0'"),
-        (["--slo-ttft", "soon"], ConfigError, "--slo-ttft must be a number of seconds > 0, got 'soon'"),
+        (["--slo-ttft", "-2"], ConfigError, "--slo-ttft must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '-2'"),
+        (["--slo-itl", "0"], ConfigError, "--slo-itl must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '0'"),
+        (["--slo-tpot", "0ms"], ConfigError, "--slo-tpot must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '0ms'"),
+        (["--slo-ttft", "soon"], ConfigError, "--slo-ttft must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got 'soon'"),
+        (["--slo-tbt", "0.1", "--slo-itl", "0.2"], ConfigError, "--slo-tbt and --slo-itl give the same bound"),
         (["--percentile", "p95"], ConfigError, "--percentile must be one of p50, p90, p99"),
         (["--hw", "a100,a1000"], SpecError, "unknown hardware 'a1000'"),
         (["--target-rate", "-3"], ConfigError, "--target-rate must be a number > 0"),
@@ -215,9 +218,9 @@ def _kvsim(*args, cwd):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--slo-ttft", "0"], "error: --slo-ttft must be a number of seconds > 0, got '0'"),
-    (["--slo-tbt", "-1"], "error: --slo-tbt must be a number of seconds > 0, got '-1'"),
-    (["--slo-tbt", "fast"], "error: --slo-tbt must be a number of seconds > 0, got 'fast'"),
+    (["--slo-ttft", "0"], "error: --slo-ttft must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '0'"),
+    (["--slo-itl", "-1"], "error: --slo-itl must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '-1'"),
+    (["--slo-tpot", "fast"], "error: --slo-tpot must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got 'fast'"),
     (["--hw", "a100,h900"], "error: unknown hardware 'h900'"),
 ])
 def test_kvsim_plan_bad_input_exits_1_with_one_line(args, needle, tmp_path):

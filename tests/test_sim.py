@@ -214,7 +214,7 @@ def test_summary_keys_and_json():
 
     dep = a100_llama()
     tr = load_trace("synthetic-burstgpt", num_requests=40, seed=1)
-    res = simulate(dep, make_method("magicpig", dep), tr, SimConfig(slo_ttft_s=1.0, slo_tbt_s=0.05))
+    res = simulate(dep, make_method("magicpig", dep), tr, SimConfig(slo_ttft_s=1.0, slo_tpot_s=0.05))
     s = json.loads(json.dumps(res.summary))
     for k in ("ttft_s", "tbt_s", "e2e_s"):
         assert set(s[k]) >= {"mean", "p50", "p90", "p99"}
@@ -233,7 +233,7 @@ def _kvsim(*args, cwd):
 def test_cli_simulate_json_and_out(tmp_path):
     """`kvsim simulate --json --out DIR` prints the summary and writes the four files."""
     r = _kvsim("simulate", "--trace", "synthetic-burstgpt", "-n", "30", "--method", "full", "--json", "--out", "run",
-               "--slo-ttft", "0.5", "--slo-tbt", "0.05", cwd=tmp_path)
+               "--slo-ttft", "0.5", "--slo-tpot", "0.05", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["requests_completed"] == 30 and s["config"]["max_num_seqs"] == 256

@@ -242,3 +242,33 @@ def test_kvsim_plan_json_and_out_dir(tmp_path):
     assert sorted(plan["ranking"]) == [0, 1] and all(c["max_rate_per_s"] > 0 for c in plan["configs"])
     assert (tmp_path / "res" / "plan.json").is_file() and (tmp_path / "res" / "report.html").is_file()
     assert len(list((tmp_path / "res" / "configs").glob("*.json"))) == 2
+
+
+def test_plan_json_carries_provenance_like_simulate(tmp_path):
+    """plan.json holds what summary.json holds: every engine setting (defaults filled), and per
+    configuration the method with every parameter, the deployment and the sha256 of each spec
+    as loaded, identical to `kvsim simulate`'s provenance of the same configuration."""
+    import json
+
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.sim.replica import provenance
+    from kvsim.traces import load_trace
+
+    req = _request(sim_options={"max_num_seqs": 64})
+    plan = run_plan(req, executor="serial", progress=False, evaluator=StepEvaluator())
+    save_plan(plan, tmp_path / "res")
+    saved = json.loads((tmp_path / "res" / "plan.json").read_text())
+    assert saved["engine"]["max_num_seqs"] == 64  # given
+    assert saved["engine"]["max_num_batched_tokens"] == 8192 and saved["engine"]["chunked_prefill"] is True  # defaults
+    assert [p["label"] for p in saved["provenance"]] == [c.label for c in plan.configs]
+    kivi = next(p for p in saved["provenance"] if p["method"]["name"] == "kivi")
+    assert kivi["method"]["params"]["bits"] == 2 and kivi["method"]["params"]["group"] == 32  # KIVI-2 defaults
+    dep = build_deployment("a100", "llama-3.1-8b")
+    sim = provenance(dep, make_method("kivi", dep), load_trace(SMALL_TRACE.spec, num_requests=SMALL_TRACE.num_requests,
+                                                                seed=SMALL_TRACE.seed))
+    assert kivi["spec_sha256"] == sim["spec_sha256"] and kivi["deployment"] == sim["deployment"]
+    assert kivi["kvsim_version"] == saved["kvsim_version"] and kivi["calibration_sha256"] is None
+    assert kivi["max_rate_per_s"] == next(c.max_rate_per_s for c in plan.configs if c.method_name == "kivi") > 0
+    assert saved["trace"]["seed"] == SMALL_TRACE.seed
+    assert load_plan(tmp_path / "res").provenance == plan.provenance  # reads back

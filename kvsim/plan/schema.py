@@ -206,6 +206,11 @@ class PlanResult(_Frozen):
     configs: list[ConfigResult] = []
     ranking: list[int] = []
     wall_s: float = 0.0
+    # provenance, as in `kvsim simulate`'s summary.json: every engine setting (SimConfig, defaults
+    # filled) and, per configuration in ``configs`` order, its label, max SLO rate and
+    # kvsim.plan.evaluate.config_provenance (method params, deployment, spec sha256s)
+    engine: dict = {}
+    provenance: list[dict] = []
 
 
 def cost_usd_per_mtok(price: Price | None, gpus: int, output_tok_per_s: float) -> float | None:

@@ -264,7 +264,7 @@ def test_cli_default_trace_and_method_table(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--preemption", "later"], "later"),
-    (["--slo-ttft", "-1"], "--slo-ttft must be a finite number > 0"),
+    (["--slo-ttft", "-1"], "--slo-ttft must be a duration > 0 such as 50ms"),
     (["--trace", "nosuchtrace"], "nosuchtrace"),
     (["--method", "kivvi"], "unknown method 'kivvi'"),
 ])

@@ -311,10 +311,12 @@ def test_simulate_rejects_non_finite_options(flag, needle):
 
 
 def test_fetch_timeout_inf(tmp_path):
-    """trace fetch --timeout inf: rejected before any download is tried; nothing written."""
+    """trace fetch --timeout inf or 25h (over a day): rejected before any download is tried; nothing written."""
     code, out, err = cli("trace", "fetch", "burstgpt", "--timeout", "inf", "--dest", str(tmp_path))
-    assert code == 1 and "--timeout must be a number of seconds in (0, 86400]" in error_line(err)
+    assert code == 1 and "--timeout must be a duration > 0 such as 50ms, 2s or 1.5min" in error_line(err)
     assert "downloading" not in err and list(tmp_path.iterdir()) == []
+    code, out, err = cli("trace", "fetch", "burstgpt", "--timeout", "25h", "--dest", str(tmp_path))
+    assert code == 1 and "--timeout must be a number of seconds in (0, 86400], got 90000.0" in error_line(err)  # 25 x 3600
 
 
 def _gpu_yaml(tmp_path, efficiency):

@@ -14,8 +14,9 @@ from typing import Annotated
 
 import typer
 
-from kvsim.commands.common import fmt_s, print_json
+from kvsim.commands.common import DURATION_HELP, fmt_s, print_json
 from kvsim.commands.validate_replay import replay_cmd
+from kvsim.durations import parse_duration_s
 from kvsim.errors import ConfigError, KvsimError
 
 app = typer.Typer(help="microbenchmarks, calibration and accuracy of the cost model (torch for run/calibrate/e2e)",
@@ -54,6 +55,7 @@ QuickOpt = Annotated[bool, typer.Option("--quick", help="small shapes, few repea
 HwOpt = Annotated[str | None, typer.Option("--hw", help="cuda: the GPU spec (name or YAML) if the device name is not recognised")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads (default: torch's; e2e: the calibration's)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+WaitQuietOpt = Annotated[str, typer.Option("--wait-quiet", metavar="DURATION", help=f"wait up to this long for other processes to go idle ({DURATION_HELP})")]
 
 
 def _torch(cmd: str):
@@ -85,15 +87,16 @@ def _gpu_spec(hw: str | None):
     return load_system(hw).gpu
 
 
-def _run(device: Device, model: str | None, quick: bool, hw: str | None, threads: int | None, wait_quiet: float, cmd: str):
+def _run(device: Device, model: str | None, quick: bool, hw: str | None, threads: int | None, wait_quiet: str, cmd: str):
+    wait_s = parse_duration_s(wait_quiet, "--wait-quiet", allow_zero=True)
     _check_device(device, cmd)
     # lazy: CLI start-up
     from kvsim.validate.cpuenv import wait_quiet as _wait
     from kvsim.validate.runner import run_benchmarks
 
     spec, gpu = _model(model, device), _gpu_spec(hw)  # (bad names fail before any waiting or timing)
-    if wait_quiet > 0:
-        _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
+    if wait_s > 0:
+        _wait(wait_s, log=lambda s: print(s, file=sys.stderr))
     return run_benchmarks(device.value, spec, quick=quick, gpu_spec=gpu, threads=threads,
                           command="kvsim validate " + " ".join(_argv_after("validate") or [cmd]))
 
@@ -163,7 +166,7 @@ def run_cmd(
     out: Annotated[str | None, typer.Option("--out", help="results JSON (default kvsim-validate-DEVICE-MODEL.json)")] = None,
     hw: HwOpt = None,
     threads: ThreadsOpt = None,
-    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    wait_quiet: WaitQuietOpt = "0",
     force: ForceOpt = False,
 ) -> None:
     """Time torch kernels at a model's shapes; save raw timings and each kernel's work (JSON + local hw YAML)."""
@@ -203,7 +206,7 @@ def calibrate_cmd(
     dtype: Annotated[Dtype | None, typer.Option("--dtype", help="math dtype to fit (default fp32 on cpu, bf16 on cuda)")] = None,
     hw: HwOpt = None,
     threads: ThreadsOpt = None,
-    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    wait_quiet: WaitQuietOpt = "0",
     e2e_results: Annotated[str | None, typer.Option("--e2e", help="add the per-step overhead fitted by a saved `validate e2e` run (its JSON)")] = None,
     allow_contended: Annotated[bool, typer.Option("--allow-contended", help="fit even if more than 10% of the kernels were timed under other processes' load")] = False,
     force: ForceOpt = False,
@@ -407,7 +410,7 @@ def e2e_cmd(
     trace: Annotated[str, typer.Option("--trace", help="trace name or file (needs 2 x --num-requests rows)")] = "azure-conv",
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.001, max=10.0, help="largest |error| of TTFT and TBT p50 and mean before exiting 2")] = 0.25,
     threads: ThreadsOpt = None,
-    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    wait_quiet: WaitQuietOpt = "0",
     write_logs: Annotated[str | None, typer.Option("--write-logs", help="also write the report run's per-request log (vLLM stats JSONL/CSV, bench JSON) + meta for `validate replay` here")] = None,
 ) -> None:
     """Replay a trace through a real torch serving loop and through kvsim's simulator; compare TTFT/TBT.
@@ -415,6 +418,7 @@ def e2e_cmd(
     The per-step overhead is fitted on a separate run (the next requests of the trace, at 0.7x the
     rate) and every number printed is from the report run. Exit 2: an error beyond --tolerance;
     exit 3: the machine was contended (nothing is reported)."""
+    wait_s = parse_duration_s(wait_quiet, "--wait-quiet", allow_zero=True)
     if device == Device.cuda:
         raise ConfigError("kvsim validate e2e runs the serving loop on the CPU only (use --device cpu)")
     _check_device(device, "e2e")
@@ -456,11 +460,11 @@ def e2e_cmd(
         threads = int(cal.host["threads"])  # time the loop with the threads the kernels were calibrated at
     if threads:
         torch.set_num_threads(threads)
-    if wait_quiet > 0:
+    if wait_s > 0:
         # lazy: CLI start-up
         from kvsim.validate.cpuenv import wait_quiet as _wait
 
-        _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
+        _wait(wait_s, log=lambda s: print(s, file=sys.stderr))
     if cal is None:
         typer.echo("calibrating this machine first (quick fp32 kernels)...")
         # lazy: CLI start-up

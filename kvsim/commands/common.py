@@ -82,6 +82,15 @@ def fmt_s(s: float | None) -> str:
     return f"{s * 1e6:.1f} us"
 
 
+#: summary key -> vLLM benchmark metric name (tbt_s holds the pooled token gaps: ITL)
+METRIC_NAMES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "tbt_s": "ITL", "itl_s": "ITL", "e2e_s": "E2EL", "e2el_s": "E2EL"}
+
+
+def metric_name(key: str) -> str:
+    """``"tbt_s"`` -> ``"ITL"``, ``"e2e_s"`` -> ``"E2EL"``: vLLM's names in every table."""
+    return METRIC_NAMES.get(key, key.removesuffix("_s").upper())
+
+
 def fmt_num(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 

@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from kvsim.commands.common import DURATION_HELP, fmt_s, print_json
+from kvsim.commands.common import DURATION_HELP, console, fmt_s, metric_name, print_json
+from kvsim.commands.tables import print_rows
 from kvsim.commands.validate_replay import replay_cmd
 from kvsim.durations import parse_duration_s
 from kvsim.errors import ConfigError, KvsimError
@@ -306,17 +307,9 @@ def _pct(x) -> str:
 
 
 def _print_effs(cal) -> None:
-    # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"fitted efficiencies ({cal.device}, {cal.dtype})")
-    for c in ("op class", "compute", "memory", "overhead"):
-        t.add_column(c, justify="left" if c == "op class" else "right")
-    for op, e in cal.efficiencies.items():
-        t.add_row(op, f"{e['compute']:.3f}" if "compute" in e else "-", f"{e['memory']:.3f}" if "memory" in e else "-",
-                  f"{e.get('overhead_s', 0.0) * 1e6:.1f} us")
-    Console().print(t)
+    print_rows(console(), f"fitted efficiencies ({cal.device}, {cal.dtype})", ("op class", "compute", "memory", "overhead"),
+               [(op, f"{e['compute']:.3f}" if "compute" in e else "-", f"{e['memory']:.3f}" if "memory" in e else "-",
+                 f"{e.get('overhead_s', 0.0) * 1e6:.1f} us") for op, e in cal.efficiencies.items()])
 
 
 def _defaults(results: str | None, calibration: str | None) -> tuple[str | None, str | None]:
@@ -369,19 +362,12 @@ def compare_cmd(
                     "kernels": as_dicts(rows), "device": cal.device, "dtype": cal.dtype, "validation": cal.validation,
                     "note": "after = in-sample for fitted kernels; cv = held-out (k-fold cross-validation)"})
         return
-    # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"predicted vs measured: {cal.device} (calibration dtype {cal.dtype or 'all'})")
-    for c in ("kernel", "op", "measured", "before", "err", "after", "err", "held-out", "err"):
-        t.add_column(c, justify="left" if c in ("kernel", "op") else "right", no_wrap=c in ("kernel", "op"))
-    for r in rows:
-        if r.fitted or all_kernels:
-            t.add_row(r.kernel + ("" if r.fitted else " *"), r.op, fmt_s(r.measured_s), fmt_s(r.before_s), _pct(r.err_before),
-                      fmt_s(r.after_s), _pct(r.err_after), fmt_s(r.cv_s) if r.cv_s is not None else "-", _pct(r.err_cv))
-    con = Console(width=max(Console().width, 130))
-    con.print(t)
+    con = console()
+    print_rows(con, f"predicted vs measured: {cal.device} (calibration dtype {cal.dtype or 'all'})",
+               ("kernel", "op", "measured", "before", "err before", "after", "err after", "held-out", "err held-out"),
+               [(r.kernel + ("" if r.fitted else " *"), r.op, fmt_s(r.measured_s), fmt_s(r.before_s), _pct(r.err_before),
+                 fmt_s(r.after_s), _pct(r.err_after), fmt_s(r.cv_s) if r.cv_s is not None else "-", _pct(r.err_cv))
+                for r in rows if r.fitted or all_kernels], left=("op",))
     con.print("after = the calibration's prediction: IN-SAMPLE for fitted kernels (the fit saw them); held-out = "
               "predicted by a cross-validation fit that did not see the kernel")
     for s in (fitted, every):
@@ -408,7 +394,7 @@ def e2e_cmd(
     rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="report run's arrival rate, req/s (default: ~70% busy by kvsim); the fit run uses 0.7x")] = None,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="running sequences per step of the real engine and of kvsim")] = 8,
     trace: Annotated[str, typer.Option("--trace", help="trace name or file (needs 2 x --num-requests rows)")] = "azure-conv",
-    tolerance: Annotated[float, typer.Option("--tolerance", min=0.001, max=10.0, help="largest |error| of TTFT and TBT p50 and mean before exiting 2")] = 0.25,
+    tolerance: Annotated[float, typer.Option("--tolerance", min=0.001, max=10.0, help="largest |error| of TTFT and ITL p50 and mean before exiting 2")] = 0.25,
     threads: ThreadsOpt = None,
     wait_quiet: WaitQuietOpt = "0",
     write_logs: Annotated[str | None, typer.Option("--write-logs", help="also write the report run's per-request log (vLLM stats JSONL/CSV, bench JSON) + meta for `validate replay` here")] = None,
@@ -510,16 +496,12 @@ def e2e_cmd(
     bad = [c for c in r["checks"] if not c["ok"]]
     if bad:
         raise BeyondTolerance(f"kvsim validate e2e: {len(bad)} of {len(r['checks'])} checks beyond --tolerance "
-                              f"{tolerance * 100:.0f}%: " + ", ".join(f"{c['metric'][:-2].upper()} {c['stat']} {c['error'] * 100:+.1f}%"
+                              f"{tolerance * 100:.0f}%: " + ", ".join(f"{metric_name(c['metric'])} {c['stat']} {c['error'] * 100:+.1f}%"
                                                                     for c in bad))
 
 
 def _print_e2e(r: dict) -> None:
-    # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
+    con = console()
     c, st = r["step_overhead_fit"], r["steps"]
     fr = r["fit_run"]
     con.print(f"step overhead fitted on the fit run (requests {fr['requests'][0]}-{fr['requests'][1] - 1}, "
@@ -530,20 +512,19 @@ def _print_e2e(r: dict) -> None:
               f"({st['single_sequence_decode']['n']}) median {_pct(st['single_sequence_decode'].get('median'))}; other steps "
               f"({st['other']['n']}) median {_pct(st['other'].get('median'))}")
     blk = r["heldout"]
-    t = Table(title="report run (held out): real torch loop vs kvsim simulate")
-    for col in ("metric", "stat", "real", "kvsim", "error", "check"):
-        t.add_column(col, justify="left" if col in ("metric", "stat") else "right")
     verdict = {(k["metric"], k["stat"]): ("ok" if k["ok"] else "FAIL") for k in r["checks"]}
+    rows = []
     for metric in ("ttft_s", "tbt_s"):
         for k in ("p50", "p90", "p99", "mean"):
             rv, sv = blk["real"][metric].get(k), blk["sim"][metric].get(k)
             if rv is None:
                 continue
-            t.add_row(metric[:-2].upper(), k, f"{rv * 1e3:.1f} ms", f"{sv * 1e3:.1f} ms", f"{(sv / rv - 1) * 100:+.1f}%",
-                      verdict.get((metric, k), ""))
-    con.print(t)
+            rows.append((metric_name(metric), k, f"{rv * 1e3:.1f} ms", f"{sv * 1e3:.1f} ms", f"{(sv / rv - 1) * 100:+.1f}%",
+                         verdict.get((metric, k), "")))
+    print_rows(con, "report run (held out): real torch loop vs kvsim simulate",
+               ("metric", "stat", "real", "kvsim", "error", "check"), rows, left=("stat",))
     tol = r["config"]["tolerance"]
-    con.print(f"checks (|error| <= {tol * 100:.0f}% for TTFT and TBT p50 and mean): {'passed' if r['passed'] else 'FAILED'}")
+    con.print(f"checks (|error| <= {tol * 100:.0f}% for TTFT and ITL p50 and mean): {'passed' if r['passed'] else 'FAILED'}")
 
 
 app.command("replay")(replay_cmd)

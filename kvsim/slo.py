@@ -29,7 +29,7 @@ PERCENTILES: tuple[str, ...] = ("p50", "p90", "p99")
 LEVELS: dict[str, float] = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
 #: metric -> (CLI flag, summary key of its stats); summary keys as in kvsim.sim.metrics.summarize
 METRICS: dict[str, tuple[str, str]] = {"ttft": ("--slo-ttft", "ttft_s"), "tpot": ("--slo-tpot", "tpot_s"),
-                                       "itl": ("--slo-itl", "tbt_s")}
+                                       "itl": ("--slo-itl", "itl_s")}
 
 
 class SLO(BaseModel):
@@ -81,7 +81,7 @@ class SLO(BaseModel):
 
 def summary_values(slo: SLO, summary: dict) -> dict[str, float | None]:
     """Each metric's value at ``slo.percentile`` from a simulation summary (``kvsim simulate``'s
-    summary.json: ``ttft_s``, ``tpot_s``, ``tbt_s`` stats), seconds."""
+    summary.json: ``ttft_s``, ``tpot_s``, ``itl_s`` stats), seconds."""
     return {m: (summary.get(key) or {}).get(slo.percentile) for m, (_, key) in METRICS.items()}
 
 

@@ -101,7 +101,7 @@ def test_huge_context_is_fast_and_says_it_does_not_fit():
     assert time.perf_counter() - t0 < 20  # was hours; a few ms of pricing plus start-up under load
     r = strict_json(out)[0]
     assert r["fits"] is False and r["max_batch"] == 0
-    assert r["ttft_s"] is None and r["tbt_s"] is None and r["throughput_tok_s"] is None
+    assert r["ttft_s"] is None and r["tpot_s"] is None and r["throughput_tok_s"] is None
     # 1e12 tokens x 131,072 B/token = 1.31e17 B = 131,072,000 GB of KV per GPU
     assert "131072000.00 GB of KV per GPU" in r["reason"]
 
@@ -196,7 +196,7 @@ def test_batch_that_does_not_fit_shows_no_latencies():
     assert "does not fit in memory" in out and "exceeds the" in out
     code, out, _ = cli("estimate", "--context", "131072", "--batch", "1000", "--json")
     r = strict_json(out)[0]
-    assert r["fits"] is False and r["tbt_s"] is None and r["throughput_tok_s"] is None
+    assert r["fits"] is False and r["tpot_s"] is None and r["throughput_tok_s"] is None
     assert r["ttft_s"] is not None  # one request alone fits
     assert r["reason"].startswith("batch 1000 exceeds the")
 
@@ -252,7 +252,7 @@ def test_plan_exits_nonzero_when_nothing_runs():
 def _point(**kw):
     from kvsim.plan.schema import PointResult, Stats
 
-    base = dict(rate_per_s=0.002, num_requests=4, ttft_s=Stats(), tbt_s=Stats(), e2e_s=Stats(),
+    base = dict(rate_per_s=0.002, num_requests=4, ttft_s=Stats(), itl_s=Stats(), e2el_s=Stats(),
                 throughput_output_tok_s=0.0, requests_completed=0, requests_rejected=0)
     return PointResult(**{**base, **kw})
 
@@ -269,7 +269,7 @@ def test_max_rate_zero_says_why():
     found = RateSearch(0.0, 0.004, [Probe(0.004, False, _point(rate_per_s=0.004)), Probe(0.002, False, rejected)])
     assert why_infeasible(found, slo) == ("SLO not met even at 0.002 req/s: 4/4 requests rejected "
                                           "(4 do not fit in GPU KV memory)")
-    slow = _point(requests_completed=4, ttft_s=Stats(p99=121.0), tbt_s=Stats(p99=3.7))
+    slow = _point(requests_completed=4, ttft_s=Stats(p99=121.0), itl_s=Stats(p99=3.7))
     found = RateSearch(0.0, 0.002, [Probe(0.002, False, slow)])
     assert why_infeasible(found, slo) == "SLO not met even at 0.002 req/s: p99 TTFT 121 s > 2 s and p99 ITL 3.7 s > 100 ms"
     assert why_infeasible(RateSearch(1.0, 2.0, [Probe(1.0, True, slow)]), slo) is None

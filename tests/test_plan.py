@@ -21,7 +21,7 @@ SMALL_TRACE = TraceSpec(spec="synthetic-burstgpt", num_requests=40, seed=1)
 def _point(rate, ok: bool, replicas=1, tok_s=None) -> PointResult:
     lat = Stats(mean=0.5, p50=0.5, p90=0.8, p99=1.0) if ok else Stats(mean=5, p50=5, p90=8, p99=10)
     tbt = Stats(mean=0.02, p50=0.02, p90=0.03, p99=0.05)
-    return PointResult(rate_per_s=rate, replicas=replicas, num_requests=40, ttft_s=lat, tbt_s=tbt, e2e_s=lat,
+    return PointResult(rate_per_s=rate, replicas=replicas, num_requests=40, ttft_s=lat, itl_s=tbt, e2el_s=lat,
                        throughput_output_tok_s=tok_s if tok_s is not None else 100.0 * rate,
                        requests_completed=40, requests_rejected=0)
 

@@ -35,14 +35,14 @@ def sample_point(rate: float, with_detail: bool = True, host: bool = True) -> Po
     detail = {}
     if with_detail:
         detail = dict(
-            ttft_quantiles_s=np.quantile(ttft, CDF_LEVELS).tolist(), tbt_quantiles_s=np.quantile(tbt, CDF_LEVELS).tolist(),
+            ttft_quantiles_s=np.quantile(ttft, CDF_LEVELS).tolist(), itl_quantiles_s=np.quantile(tbt, CDF_LEVELS).tolist(),
             tpot_quantiles_s=np.quantile(tpot, CDF_LEVELS).tolist(),
             timeline=TimelineDigest(t_s=t.tolist(), gpu_kv_bytes=(2e9 * rate * np.abs(np.sin(t / 15))).tolist(),
                               host_kv_bytes=(1e9 * np.abs(np.cos(t / 20)) * host).tolist(),
                               batch_size=np.round(8 * rate * np.abs(np.sin(t / 9))).tolist(),
                               queue_len=np.round(3 * np.abs(np.sin(t / 4))).tolist()))
-    return PointResult(rate_per_s=rate, num_requests=500, ttft_s=stats(ttft), tbt_s=stats(tbt), tpot_s=stats(tpot),
-                       e2e_s=stats(ttft * 10), throughput_output_tok_s=250.0 * rate, requests_completed=500,
+    return PointResult(rate_per_s=rate, num_requests=500, ttft_s=stats(ttft), itl_s=stats(tbt), tpot_s=stats(tpot),
+                       e2el_s=stats(ttft * 10), throughput_output_tok_s=250.0 * rate, requests_completed=500,
                        requests_rejected=0, peak_kv_host_bytes=1e9 * host, kv_gpu_capacity_bytes=30e9,
                        kv_host_capacity_bytes=100e9 * host, **detail)
 

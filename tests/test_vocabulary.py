@@ -64,8 +64,8 @@ def test_slo_checks_each_metric_at_its_percentile():
 
 def test_verdict_reads_the_summary_keys():
     """The verdict of a summary judges TTFT on ttft_s, TPOT on tpot_s and ITL on the pooled gaps
-    (tbt_s) at the SLO percentile: p90 ITL 30 ms <= 40 ms met, p90 TTFT 3 s > 2 s missed."""
-    summary = {"ttft_s": {"p90": 3.0, "p99": 9.0}, "tpot_s": {"p90": 0.5}, "tbt_s": {"p90": 0.03, "p99": 0.9}}
+    (itl_s) at the SLO percentile: p90 ITL 30 ms <= 40 ms met, p90 TTFT 3 s > 2 s missed."""
+    summary = {"ttft_s": {"p90": 3.0, "p99": 9.0}, "tpot_s": {"p90": 0.5}, "itl_s": {"p90": 0.03, "p99": 0.9}}
     v = verdict(parse_slo(ttft="2", itl="40ms", percentile="p90"), summary)
     assert v == {"percentile": "p90", "met": False, "checks": [
         {"metric": "ttft", "value_s": 3.0, "bound_s": 2.0, "met": False},
@@ -109,7 +109,7 @@ def test_simulate_slo_flags_judge_the_summary():
     assert s["goodput_fraction"] == s["requests_completed"] / s["requests_total"]
     checks = {c["metric"]: c for c in s["slo"]["checks"]}
     assert checks["ttft"]["met"] and checks["tpot"]["met"] and not checks["itl"]["met"] and not s["slo"]["met"]
-    assert checks["itl"]["value_s"] == s["tbt_s"]["p99"] and checks["itl"]["bound_s"] == 0.001
+    assert checks["itl"]["value_s"] == s["itl_s"]["p99"] and checks["itl"]["bound_s"] == 0.001
 
 
 def test_simulate_legacy_slo_tbt_keeps_its_meaning_with_a_warning():

@@ -99,7 +99,7 @@ def _answer(r) -> dict:
     ``reason`` says why), a request that does not fit alone has no TTFT either."""
     d = r.model_dump()
     if not r.fits:
-        d.update(tbt_s=None, throughput_tok_s=None, breakdown=[])
+        d.update(tpot_s=None, throughput_tok_s=None, breakdown=[])
         if r.max_batch == 0:
             d["ttft_s"] = None
     return d
@@ -117,7 +117,7 @@ def _print_one(r, breakdown: bool) -> None:
         ("KV bytes/token (host)", fmt_num(r.kv_bytes_per_token_host, 0)),
         ("max batch (GPU / host)", f"{_limit(r.max_batch)} ({_limit(r.max_batch_gpu)} / {_limit(r.max_batch_host)})"),
         ("TTFT (one request)", no_fit if r.max_batch == 0 else fmt_s(r.ttft_s)),
-        ("TPOT = ITL at batch", fmt_s(r.tbt_s) if r.fits else no_fit),
+        ("TPOT = ITL at batch", fmt_s(r.tpot_s) if r.fits else no_fit),
         ("throughput (decode tok/s)", fmt_num(r.throughput_tok_s) if r.fits else no_fit),
         ("GPU memory per GPU", f"{fmt_bytes(r.memory_gpu_bytes)} of {fmt_bytes(r.gpu_requested_bytes)} requested "
          f"(weights {fmt_bytes(r.weights_bytes_per_gpu)}, KV {fmt_bytes(r.kv_gpu_bytes)}, "
@@ -145,7 +145,7 @@ def _print_table(results) -> None:
         ok = r.fits
         rows.append((r.method, fmt_num(r.kv_bytes_per_token_gpu, 0), fmt_num(r.kv_bytes_per_token_host, 0),
                      "-" if r.max_batch is None else str(r.max_batch), str(r.batch),
-                     "-" if r.max_batch == 0 else fmt_s(r.ttft_s), fmt_s(r.tbt_s) if ok else "-",
+                     "-" if r.max_batch == 0 else fmt_s(r.ttft_s), fmt_s(r.tpot_s) if ok else "-",
                      fmt_num(r.throughput_tok_s) if ok else "-", fmt_bytes(r.memory_gpu_bytes),
                      fmt_bytes(r.memory_host_bytes), "" if ok else f"does not fit: {r.reason}"))
     print_rows(console(), f"{r0.model} on {r0.hw}, context {r0.context:,}", TABLE_HEADERS, rows, left=("note",))

@@ -228,8 +228,8 @@ def output_files(res) -> dict[str, str]:
         reason[i] = why
     cols = {
         "req_id": np.arange(len(status)), "arrival_s": rec.arrival_s, "scheduled_s": rec.scheduled_s,
-        "first_token_s": rec.first_token_s, "finish_s": rec.finish_s, "ttft_s": ttft, "e2e_s": e2e, "tpot_s": tpot,
-        "tbt_max_s": rec.tbt_max_s, "prompt_tokens": rec.prompt_tokens,
+        "first_token_s": rec.first_token_s, "finish_s": rec.finish_s, "ttft_s": ttft, "e2el_s": e2e, "tpot_s": tpot,
+        "itl_max_s": rec.tbt_max_s, "prompt_tokens": rec.prompt_tokens,
         "effective_prompt_tokens": rec.effective_prompt_tokens, "output_tokens": rec.output_tokens,
         "cached_tokens": np.maximum(rec.cached_tokens, 0), "preemptions": rec.preemptions,
         "status": status, "reject_reason": reason,
@@ -274,8 +274,8 @@ def _print_one(s: dict) -> None:
          + (f" ({s['requests_failed_in_trace']:,} failed in the trace)" if s["requests_failed_in_trace"] else "")),
         ("TTFT mean / p50 / p90 / p99", _stats_row(s["ttft_s"])),
         ("TPOT mean / p50 / p90 / p99", _stats_row(s["tpot_s"])),
-        ("ITL mean / p50 / p90 / p99", _stats_row(s["tbt_s"])),
-        ("E2EL mean / p50 / p90 / p99", _stats_row(s["e2e_s"])),
+        ("ITL mean / p50 / p90 / p99", _stats_row(s["itl_s"])),
+        ("E2EL mean / p50 / p90 / p99", _stats_row(s["e2el_s"])),
         ("throughput (output tok/s)", fmt_num(s["throughput_output_tok_s"])),
         ("throughput (total tok/s, req/s)", f"{fmt_num(s['throughput_total_tok_s'])}, {fmt_num(s['throughput_req_s'], 3)}"),
         ("makespan", fmt_s(s["makespan_s"])),
@@ -321,7 +321,7 @@ def _print_table(summaries: list[dict]) -> None:
     s0 = summaries[0]
     full = next((s for s in summaries if s["method"] == "full"), None)
     # full KV first (the baseline), then by median end-to-end latency, fastest first
-    summaries = sorted(summaries, key=lambda s: (s is not full, _or_inf(s["e2e_s"]["p50"])))
+    summaries = sorted(summaries, key=lambda s: (s is not full, _or_inf(s["e2el_s"]["p50"])))
     cols = list(TABLE_HEADERS)
     if full is not None:
         cols.insert(8, "vs full")
@@ -334,11 +334,11 @@ def _print_table(summaries: list[dict]) -> None:
     rows = []
     for s in summaries:
         row = [s["method"], f"{s['requests_completed']:,}", f"{s['requests_rejected']:,}", fmt_s(s["ttft_s"]["p50"]),
-               fmt_s(s["ttft_s"]["p99"]), fmt_s(s["tpot_s"]["p50"]), fmt_s(s["tbt_s"]["p99"]), fmt_s(s["e2e_s"]["p50"]),
+               fmt_s(s["ttft_s"]["p99"]), fmt_s(s["tpot_s"]["p50"]), fmt_s(s["itl_s"]["p99"]), fmt_s(s["e2el_s"]["p50"]),
                fmt_num(s["throughput_output_tok_s"]), fmt_bytes(s["peak_kv_gpu_bytes"]), fmt_bytes(s["peak_kv_host_bytes"]),
                f"{s['preemptions']:,}"]
         if full is not None:
-            row.insert(8, "-" if s is full else f"{_change(s['e2e_s']['p50'], full['e2e_s']['p50'])} E2EL, "
+            row.insert(8, "-" if s is full else f"{_change(s['e2el_s']['p50'], full['e2el_s']['p50'])} E2EL, "
                                                  f"{_change(s['throughput_output_tok_s'], full['throughput_output_tok_s'])} tok/s")
         if good:
             row.append("-" if s.get("goodput_fraction") is None else f"{s['goodput_fraction']:.3f}")

@@ -71,9 +71,9 @@ def latency_throughput_figure(configs: list[ConfigResult], slo: SLO, shown: set[
     probes), each bound a dotted red line."""
     pct = slo.percentile
     bounds = slo.bounds()
-    panels = [("ttft", "ttft_s")] + [(m, k) for m, k in (("tpot", "tpot_s"), ("itl", "tbt_s")) if m in bounds]
+    panels = [("ttft", "ttft_s")] + [(m, k) for m, k in (("tpot", "tpot_s"), ("itl", "itl_s")) if m in bounds]
     if len(panels) == 1:
-        panels.append(("itl", "tbt_s"))
+        panels.append(("itl", "itl_s"))
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[f"{pct} {m.upper()}" for m, _ in panels])
     st = config_styles(configs)
     ys: dict[int, list[float]] = {col: [bounds[m]] if m in bounds else [] for col, (m, _) in enumerate(panels, start=1)}
@@ -114,28 +114,28 @@ def _slo_label(fig: go.Figure, x: list[float], y: list[float], text: str, where:
 
 @dataclass(frozen=True)
 class SloLines:
-    """Where the SLOs go on the CDFs: seconds per panel (``ttft``, ``tpot``, ``tbt``) and the
+    """Where the SLOs go on the CDFs: seconds per panel (``ttft``, ``tpot``, ``itl``) and the
     percentile the SLO judges (a horizontal line at that level), or None."""
 
     ttft_s: float | None = None
     tpot_s: float | None = None
-    tbt_s: float | None = None
+    itl_s: float | None = None
     level: float | None = None
 
     @classmethod
     def of_plan(cls, slo: SLO) -> "SloLines":
-        return cls(ttft_s=slo.ttft_s, tpot_s=slo.tpot_s, tbt_s=slo.itl_s, level=LEVELS[slo.percentile])
+        return cls(ttft_s=slo.ttft_s, tpot_s=slo.tpot_s, itl_s=slo.itl_s, level=LEVELS[slo.percentile])
 
 
 #: CDF panels: (PointResult field, title, what the fraction counts, SloLines field)
 _CDF_PANELS = (("ttft_quantiles_s", "TTFT CDF (per request)", "fraction of requests", "ttft_s"),
                ("tpot_quantiles_s", "TPOT CDF (per-request mean time per output token)", "fraction of requests", "tpot_s"),
-               ("tbt_quantiles_s", "ITL CDF (every gap between consecutive tokens)", "fraction of token gaps", "tbt_s"))
+               ("itl_quantiles_s", "ITL CDF (every gap between consecutive tokens)", "fraction of token gaps", "itl_s"))
 
 
 def cdf_figure(items: list[tuple[str, PointResult]], styles: dict[str, dict] | None = None,
                shown: set[str] | None = None, slo: SloLines | None = None) -> go.Figure:
-    """CDFs of TTFT and TPOT (one value per request) and TBT (pooled gaps between tokens) from
+    """CDFs of TTFT and TPOT (one value per request) and ITL (pooled gaps between tokens) from
     the stored quantiles, with each SLO as a vertical dotted line on the panel it judges."""
     panels = [p for p in _CDF_PANELS if p[0] != "tpot_quantiles_s" or any(getattr(x, p[0]) for _, x in items)]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels], horizontal_spacing=0.07)

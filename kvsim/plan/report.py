@@ -68,7 +68,7 @@ def recommendation_rows(plan: PlanResult) -> list[dict[str, str]]:
             "tok_s": _f(c.target.output_tok_per_s if c.target is not None and c.target.gpus
                         else (b.throughput_output_tok_s if b else None), ",.0f"),
             "ttft": _f(b.ttft_s.at(pct) if b else None, ".3f"),
-            "tpot": _f(b.tpot_s.at(pct) if b else None, ".4f"), "itl": _f(b.tbt_s.at(pct) if b else None, ".4f"),
+            "tpot": _f(b.tpot_s.at(pct) if b else None, ".4f"), "itl": _f(b.itl_s.at(pct) if b else None, ".4f"),
             "usd_mtok": _f(c.cost_usd_per_mtok, ".3f"), "accuracy": _f(c.ruler_avg, ".1f"),
             "note": c.error or c.infeasible or _note(c, b),
         })
@@ -265,7 +265,7 @@ def _one_run_table(p: PointResult) -> str:
             ("output throughput", f"{p.throughput_output_tok_s:,.1f} tok/s"), ("preemptions", str(p.preemptions)),
             ("peak GPU KV / capacity (per GPU)", f"{p.peak_kv_gpu_bytes / 1e9:.2f} / {p.kv_gpu_capacity_bytes / 1e9:.2f} GB"),
             ("peak host KV / capacity", f"{p.peak_kv_host_bytes / 1e9:.2f} / {p.kv_host_capacity_bytes / 1e9:.2f} GB")]
-    for name, st in (("TTFT", p.ttft_s), ("TPOT", p.tpot_s), ("ITL (token gaps)", p.tbt_s), ("E2EL", p.e2e_s)):
+    for name, st in (("TTFT", p.ttft_s), ("TPOT", p.tpot_s), ("ITL (token gaps)", p.itl_s), ("E2EL", p.e2el_s)):
         rows.append((f"{name} mean / p50 / p90 / p99 (s)", " / ".join(_cell(getattr(st, k), ".4g")
                                                                        for k in ("mean", "p50", "p90", "p99"))))
     return '<table class="rec">' + "".join(f'<tr><td class="l">{html.escape(k)}</td><td>{html.escape(v)}</td></tr>'
@@ -283,7 +283,7 @@ def _runs_table(runs: list[tuple[str, PointResult]]) -> str:
     for label, p in runs:
         cells = [label, f"{p.requests_completed} / {p.requests_rejected}", f"{p.throughput_output_tok_s:,.1f}",
                  _cell(p.ttft_s.p50, ".4g"), _cell(p.ttft_s.p99, ".4g"), _cell(p.tpot_s.p50, ".4g"),
-                 _cell(p.tpot_s.p99, ".4g"), _cell(p.tbt_s.p99, ".4g"), _cell(p.e2e_s.p50, ".4g"),
+                 _cell(p.tpot_s.p99, ".4g"), _cell(p.itl_s.p99, ".4g"), _cell(p.e2el_s.p50, ".4g"),
                  f"{p.peak_kv_gpu_bytes / 1e9:.2f} / {p.kv_gpu_capacity_bytes / 1e9:.2f}",
                  f"{p.peak_kv_host_bytes / 1e9:.2f}", str(p.preemptions)]
         body.append("<tr>" + "".join(f'<td class="l">{html.escape(c)}</td>' if i == 0 else f"<td>{html.escape(c)}</td>"
@@ -301,7 +301,7 @@ def simulation_html(runs: list[tuple[str, PointResult]], title: str, meta: str =
     shown = _shown_runs(runs)
     note = _legend_note(len(shown), len(runs), "the first and the highest output throughput")
     memory = [GPU_KV, HOST_KV] if uses_host(runs) else [GPU_KV]
-    slo = SloLines(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s, tbt_s=slo_itl_s, level=slo_level)
+    slo = SloLines(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s, itl_s=slo_itl_s, level=slo_level)
     table = _one_run_table(runs[0][1]) if len(runs) == 1 else _runs_table(runs)
     return render_page(title, html.escape(meta), [
         ("Summary", table), ("Latency CDFs", [note, cdf_figure(runs, None, shown, slo)]),

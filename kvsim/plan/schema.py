@@ -8,7 +8,7 @@ Units are in field names: ``_s`` seconds, ``_per_s`` per second, ``_bytes`` byte
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from kvsim.hardware.spec import Price  # the GPU spec's price, carried as is into results
 from kvsim.slo import LEVELS, PERCENTILES, SLO, Percentile, parse_slo  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
@@ -53,9 +53,9 @@ class PointResult(_Frozen):
     replicas: int = 1
     num_requests: int
     ttft_s: Stats
-    tbt_s: Stats
+    itl_s: Stats = Field(validation_alias=AliasChoices("itl_s", "tbt_s"))  # tbt_s: plans of earlier versions
     tpot_s: Stats = Stats()
-    e2e_s: Stats
+    e2el_s: Stats = Field(validation_alias=AliasChoices("e2el_s", "e2e_s"))
     throughput_output_tok_s: float
     requests_completed: int
     requests_rejected: int
@@ -66,7 +66,7 @@ class PointResult(_Frozen):
     duration_s: float = 0.0
     sim_wall_s: float = 0.0
     ttft_quantiles_s: list[float] = []  # at CDF_LEVELS, completed requests
-    tbt_quantiles_s: list[float] = []
+    itl_quantiles_s: list[float] = Field([], validation_alias=AliasChoices("itl_quantiles_s", "tbt_quantiles_s"))
     tpot_quantiles_s: list[float] = []  # per-request mean time per output token (requests with >= 2 tokens)
     timeline: TimelineDigest | None = None
     kv_gpu_capacity_bytes: float = 0.0  # KV pool of one replica, per GPU (0: not recorded)
@@ -83,11 +83,11 @@ class PointResult(_Frozen):
     def values_at(self, percentile: str) -> dict[str, float | None]:
         """TTFT, TPOT and ITL at ``percentile``, seconds (the ``values`` of :meth:`SLO.checks`)."""
         return {"ttft": self.ttft_s.at(percentile), "tpot": self.tpot_s.at(percentile),
-                "itl": self.tbt_s.at(percentile)}
+                "itl": self.itl_s.at(percentile)}
 
     def light(self) -> "PointResult":
         """The same digest without CDF quantiles and timeline (for search curves)."""
-        return self.model_copy(update={"ttft_quantiles_s": [], "tbt_quantiles_s": [], "tpot_quantiles_s": [],
+        return self.model_copy(update={"ttft_quantiles_s": [], "itl_quantiles_s": [], "tpot_quantiles_s": [],
                                        "timeline": None})
 
 

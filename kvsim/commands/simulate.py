@@ -27,7 +27,7 @@ from kvsim.commands.tables import print_pairs, print_rows
 from kvsim.errors import ConfigError
 from kvsim.fileio import check_tree, write_tree
 from kvsim.jsonutil import dumps_strict
-from kvsim.slo import verdict as slo_verdict
+from kvsim.slo import fmt_duration, verdict as slo_verdict
 
 
 class Preemption(str, Enum):
@@ -306,9 +306,9 @@ def _print_one(s: dict) -> None:
 
 
 def _slo_cell(v: dict) -> str:
-    """``"met: TTFT 1.2 s <= 2 s, ITL 80 ms <= 100 ms"`` of a :func:`kvsim.slo.verdict`."""
+    """``"met: TTFT 1.200 s <= 2 s, ITL 80.00 ms <= 100 ms"`` of a :func:`kvsim.slo.verdict`."""
     parts = [f"{c['metric'].upper()} {'-' if c['value_s'] is None else fmt_s(c['value_s'])} "
-             f"{'<=' if c['met'] else '>'} {fmt_s(c['bound_s'])}" for c in v["checks"]]
+             f"{'<=' if c['met'] else '>'} {fmt_duration(c['bound_s'])}" for c in v["checks"]]
     return ("met: " if v["met"] else "missed: ") + ", ".join(parts)
 
 

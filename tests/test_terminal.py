@@ -63,12 +63,13 @@ def test_help_fits_80_columns_with_option_names_whole(path):
     ("estimate", "--method", "full,kivi,magicpig,quest"),
     ("estimate", "--model", "codellama-34b", "--method", "all", "--batch", "max"),
     ("list", "hardware"), ("list", "models"), ("list", "methods"), ("list", "traces"),
+    ("trace", "list"), ("trace", "formats"), ("trace", "info", "burstgpt-sample"),
     ("simulate", "--trace", "synthetic-burstgpt", "-n", "20", "--rate", "2", "--slo-ttft", "2s", "--slo-itl", "50ms"),
     ("simulate", "--trace", "synthetic-burstgpt", "-n", "20", "--rate", "2", "--method", "full,kivi,quest",
      "--slo-tpot", "40ms"),
 ], ids=lambda a: " ".join(a[:4]))
 def test_tables_fit_80_columns(args):
-    """The tables of estimate, list and simulate at 80 columns: no line wider, nothing cut."""
+    """The tables of estimate, list, trace and simulate at 80 columns: no line wider, nothing cut."""
     r = _run(*args)
     assert r.exit_code == 0, r.output
     _assert_fits(r.stdout)
@@ -101,3 +102,30 @@ def test_plan_table_fits_80_columns():
     assert r.exit_code == 0, r.output
     _assert_fits(r.stdout)
     assert "SLO p99 TTFT <= 2 s, ITL <= 200 ms" in " ".join(r.stdout.split())
+    assert "1 · " in r.stdout  # vertical: each block headed by rank, hardware and method
+
+
+def _render(width, **kw):
+    import io
+
+    from rich.console import Console
+
+    from kvsim.commands.tables import print_rows
+
+    buf = io.StringIO()
+    print_rows(Console(file=buf, width=width, color_system=None), "t", ("system", "op", "median |err|", "note"),
+               [("a100-80g", "gemm", "6.2%", "x" * 40), ("h100", "attn_decode", "7.5%", "")], left=("op", "note"), **kw)
+    return buf.getvalue()
+
+
+def test_print_rows_is_a_table_when_it_fits_else_blocks():
+    """Natural width here: 4 columns, widest cells 8 + 11 + 12 + 40 = 71, plus 3 per column and 1
+    border = 84: a table at 100 columns, blocks at 80 (headed by system and op with heading=2,
+    empty cells left out); at 80 nothing is wider and every value is printed whole."""
+    wide = _render(100)
+    assert "┃ system" in wide and max(map(len, wide.splitlines())) == 84
+    narrow = _render(80, heading=2)
+    assert "┃" not in narrow and max(map(len, narrow.splitlines())) <= 80
+    lines = [line.rstrip() for line in narrow.splitlines()]
+    assert lines[1:] == ["a100-80g · gemm", "  median |err|  6.2%", "  note          " + "x" * 40,
+                         "h100 · attn_decode", "  median |err|  7.5%"]

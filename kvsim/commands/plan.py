@@ -159,6 +159,6 @@ def _print_table(plan) -> None:
     cols = plan_columns(plan)
     con = console()
     print_rows(con, title, [h for _, h in cols], [[r[k] for k, _ in cols] for r in recommendation_rows(plan)],
-               left=("hardware", "method", "note"))
+               left=("hardware", "method", "note"), heading=3)
     for g, p in sorted({(c.gpu_name, c.price) for c in plan.configs if c.price}, key=lambda x: x[0]):
         con.print(f"[dim]price {g}: ${p.usd_per_hour:.2f}/GPU-hour, {p.source} ({p.date})[/dim]", overflow="fold")

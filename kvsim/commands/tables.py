@@ -21,11 +21,11 @@ def _fits(con, table, wrap: bool) -> bool:
 
 
 def print_rows(con, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], *,
-               left: Sequence[str] = (), wrap: bool = False) -> None:
+               left: Sequence[str] = (), wrap: bool = False, heading: int = 1) -> None:
     """``rows`` under ``headers`` as a table on ``con`` when it fits its width (``wrap``: when it
     fits with its text wrapped, for tables of prose); else each row as a block headed by its
-    first cell (``headers[1:]`` and values, one per line). ``left``: headers of left-aligned
-    columns (others are numbers, right-aligned)."""
+    first ``heading`` cells (``headers[heading:]`` and values, one per line). ``left``: headers
+    of left-aligned columns (others are numbers, right-aligned)."""
     # lazy: CLI start-up
     from rich.padding import Padding
     from rich.table import Table
@@ -44,10 +44,10 @@ def print_rows(con, title: str, headers: Sequence[str], rows: Sequence[Sequence[
         block = Table.grid(padding=(0, 2, 0, 0))
         block.add_column(style="dim", overflow="fold")
         block.add_column(overflow="fold")
-        for h, v in zip(headers[1:], r[1:]):
+        for h, v in zip(headers[heading:], r[heading:]):
             if v != "":
                 block.add_row(h, v)
-        con.print(Text(r[0], style="bold"), overflow="fold")
+        con.print(Text(" · ".join(c for c in r[:heading] if c), style="bold"), overflow="fold")
         con.print(Padding(block, (0, 0, 0, 2)))
 
 
@@ -62,3 +62,17 @@ def print_pairs(con, title: str, pairs: Sequence[tuple[str, str]]) -> None:
     for k, v in pairs:
         t.add_row(k, v)
     con.print(t)
+
+
+def print_grid(con, pairs: Sequence[tuple[str, str]]) -> None:
+    """``label  value`` lines without borders (name lists, trace facts); a value longer than the
+    console wraps under itself, never past the width."""
+    # lazy: CLI start-up
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2, 0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for k, v in pairs:
+        grid.add_row(k, v)
+    con.print(grid, highlight=False, markup=False)

@@ -14,8 +14,9 @@ from typing import Annotated
 import typer
 
 from kvsim.commands.common import (
-    DURATION_HELP, ArrivalsOpt, ColumnsOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, print_json,
+    DURATION_HELP, ArrivalsOpt, ColumnsOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, console, print_json,
 )
+from kvsim.commands.tables import print_grid
 from kvsim.durations import parse_duration_s
 from kvsim.traces import BURSTGPT_URL, fetch_burstgpt, list_formats, list_traces, load_trace, summarize
 from kvsim.traces.fetch import BURSTGPT_FILE, burstgpt_cache_path, check_timeout
@@ -35,19 +36,13 @@ class Dataset(str, Enum):
 @app.command("list")
 def list_cmd() -> None:
     """List trace names with a one-line description each."""
-    names = list_traces()
-    width = max(map(len, names))
-    for name, text in names.items():
-        typer.echo(f"{name:<{width}}  {text}")
+    print_grid(console(), list(list_traces().items()))
 
 
 @app.command("formats")
 def formats_cmd() -> None:
     """List the trace file formats `--trace-format` accepts (examples in docs/traces.md)."""
-    names = list_formats()
-    width = max(map(len, names))
-    for name, text in names.items():
-        typer.echo(f"{name:<{width}}  {text}")
+    print_grid(console(), list(list_formats().items()))
 
 
 def _progress():
@@ -152,7 +147,6 @@ def info(
         rows.append(("sessions", s.sessions))
     if s.token_counts:
         rows.append(("token counts", s.token_counts))
-    for label, value in rows:
-        typer.echo(f"{label:<15} {value}")
+    print_grid(console(), [(label, str(value)) for label, value in rows])
     if s.notice:
         typer.echo(f"notice: {s.notice}")

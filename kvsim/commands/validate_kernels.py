@@ -38,7 +38,7 @@ def _table(rows: list[dict], max_median: float, max_p90: float) -> None:
     protocols = {r["protocol"] for r in rows}
     print_rows(console(), rows[0]["protocol"] if len(protocols) == 1 else "",
                ("system", "op", "rows", "median |err|", "p90 |err|", "bias", "L2-resident rows (apart)", "ok"), out,
-               left=("op",))
+               left=("op",), heading=2)
 
 
 def kernels_cmd(

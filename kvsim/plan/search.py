@@ -5,9 +5,9 @@ fewest GPUs (replicas x TP) that sustain the target.
 * **Workload.** One trace (``TraceSpec``: spec, number of requests, seed) loaded once per
   configuration; at rate R the *same requests* arrive at times scaled so that
   ``(N - 1) / span = R`` (BurstGPT README's "RPS scaling"; :func:`kvsim.plan.evaluate.at_rate`).
-* **Verdict.** A simulation meets the SLO when the chosen percentile of TTFT and of TBT are
-  within bounds and at most ``1 - q`` of the requests were rejected
-  (:meth:`PointResult.meets`).
+* **Verdict.** A simulation meets the SLO when the chosen percentile of every metric it bounds
+  (TTFT, TPOT, ITL; :mod:`kvsim.slo`) is within its bound and at most ``1 - q`` of the
+  requests were rejected (:meth:`PointResult.meets`).
 * **Max rate.** :func:`kvsim.plan.ratesearch.search_max_rate`: bracket by doubling from an analytic
   guess rounded to a power of 2, then geometric bisection to ``rel_tol`` (default 5 %).
 * **Target rate.** For each TP in ``tp_choices`` (dividing the head count, within the node):

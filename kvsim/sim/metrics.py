@@ -1,12 +1,15 @@
 """Serving metrics: pure summaries of per-request records, plus two bounded collectors.
 
-Definitions (vLLM ``benchmarks/benchmark_serving.py`` and DistServe, OSDI'24 section 2):
+Definitions and summary keys (vLLM ``benchmarks/benchmark_serving.py`` names; DistServe, OSDI'24
+section 2):
 
-* TTFT = first token time - arrival; E2E = finish - arrival; queueing = first scheduled - arrival.
-* TBT (time between tokens, vLLM's ITL): every interval between consecutive tokens of a
-  request, pooled over all completed requests. Preemption and prefill stalls show up here.
-* TPOT = (finish - first token) / (output tokens - 1) per request with >= 2 output tokens:
-  the request's mean TBT.
+* TTFT (``ttft_s``) = first token time - arrival; E2EL (``e2el_s``) = finish - arrival;
+  queueing (``queue_s``) = first scheduled - arrival.
+* ITL (``itl_s``; "TBT", time between tokens, in this module's internals): every interval
+  between consecutive tokens of a request, pooled over all completed requests. Preemption and
+  prefill stalls show up here.
+* TPOT (``tpot_s``) = (finish - first token) / (output tokens - 1) per request with >= 2 output
+  tokens: the request's mean ITL.
 * Throughput over the makespan (first arrival to last finish): output tokens/s, total
   (prompt + output) tokens/s, requests/s.
 * Goodput: completed requests with TTFT <= ``slo_ttft_s`` and TPOT <= ``slo_tpot_s``

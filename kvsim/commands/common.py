@@ -127,9 +127,9 @@ TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", help="ShareG
 
 # ----- SLOs (kvsim.slo): one meaning in every command; durations via kvsim.durations -----
 DURATION_HELP = "50ms, 2s, 1.5min; a bare number is seconds"
-SloTtftOpt = Annotated[Optional[str], typer.Option("--slo-ttft", metavar="DURATION", help=f"SLO: time to first token of each request ({DURATION_HELP})")]
-SloTpotOpt = Annotated[Optional[str], typer.Option("--slo-tpot", metavar="DURATION", help="SLO: each request's mean time per output token (vLLM TPOT; per request, so it also decides goodput)")]
-SloItlOpt = Annotated[Optional[str], typer.Option("--slo-itl", metavar="DURATION", help="SLO: inter-token latency, every gap between tokens of all requests pooled (vLLM ITL; judged at --percentile only)")]
+SloTtftOpt = Annotated[Optional[str], typer.Option("--slo-ttft", metavar="DURATION", help=f"SLO: each request's time to first token, judged at --percentile; simulate: also goodput ({DURATION_HELP})")]
+SloTpotOpt = Annotated[Optional[str], typer.Option("--slo-tpot", metavar="DURATION", help="SLO: each request's mean time per output token (vLLM TPOT), judged at --percentile; simulate: also goodput")]
+SloItlOpt = Annotated[Optional[str], typer.Option("--slo-itl", metavar="DURATION", help="SLO: inter-token latency, every gap between tokens of all requests pooled (vLLM ITL), judged at --percentile")]
 PercentileOpt = Annotated[str, typer.Option("--percentile", help="percentile the SLOs judge: p50, p90, p99")]
 SloTbtOpt = Annotated[Optional[str], typer.Option("--slo-tbt", hidden=True, help="deprecated: --slo-tpot in simulate, --slo-itl in plan")]
 TbtMetricOpt = Annotated[Optional[str], typer.Option("--tbt-metric", hidden=True, help="deprecated: with --slo-tbt, tbt (= --slo-itl) or tpot")]

@@ -57,7 +57,7 @@ def plan_cmd(
     sweep: Annotated[list[str], typer.Option("--sweep", help="sweep a method param: METHOD.PARAM=V1,V2 (repeat for a grid)")] = [],  # noqa: B006
     slo_ttft: SloTtftOpt = "2s",
     slo_tpot: SloTpotOpt = None,
-    slo_itl: Annotated[Optional[str], typer.Option("--slo-itl", metavar="DURATION", help="SLO: inter-token latency, every gap between tokens of all requests pooled (vLLM ITL) [default: 100ms unless --slo-tpot is given]")] = None,
+    slo_itl: Annotated[Optional[str], typer.Option("--slo-itl", metavar="DURATION", help="SLO: inter-token latency, every gap between tokens of all requests pooled (vLLM ITL), judged at --percentile [default: 100ms unless --slo-tpot is given]")] = None,
     percentile: PercentileOpt = "p99",
     slo_tbt: SloTbtOpt = None,
     tbt_metric: TbtMetricOpt = None,

@@ -46,7 +46,7 @@ class SLO(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _legacy(cls, data):
-        """Plans written before kvsim 0.x named the token bound ``tbt_s`` with ``tbt_metric``
+        """Plans written by earlier kvsim versions named the token bound ``tbt_s`` with ``tbt_metric``
         ``tbt`` (pooled gaps: ITL) or ``tpot``; read them with today's names."""
         if isinstance(data, dict) and "tbt_s" in data:
             data = dict(data)

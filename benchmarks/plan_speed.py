@@ -3,7 +3,7 @@
 Equivalent CLI::
 
     kvsim plan --model llama-3.1-8b --trace synthetic-burstgpt --num-requests 500 \\
-        --hw a100,l20,4090 --method full,kivi,magicpig,quest --slo-ttft 2 --slo-tbt 0.1 --no-cache
+        --hw a100,l20,4090 --method full,kivi,magicpig,quest --slo-ttft 2 --slo-itl 0.1 --no-cache
 
 Runs the plan ``--repeat`` times (default 3) with the cache off and reports the median wall
 time, the simulations run and the simulated requests per second; then once more with a
@@ -49,7 +49,7 @@ def main() -> int:
 
     req = PlanRequest(model="llama-3.1-8b", hws=["a100", "l20", "4090"], methods=["full", "kivi", "magicpig", "quest"],
                       trace=TraceSpec(spec="synthetic-burstgpt", num_requests=args.num_requests, seed=0),
-                      slo=SLO(ttft_s=2.0, tbt_s=0.1))
+                      slo=SLO(ttft_s=2.0, itl_s=0.1))
     say(f"machine: {' '.join(platform.uname()[i] for i in (0, 2, 4))}; CPU {cpu_model()} x{os.cpu_count()}; "
           f"Python {platform.python_version()}")
     try:
@@ -79,7 +79,7 @@ def main() -> int:
           f"{sum(c.evaluations for c in warm.configs)} simulations)")
     cli = [sys.executable, "-m", "kvsim", "plan", "--model", "llama-3.1-8b", "--trace", "synthetic-burstgpt",
            "--num-requests", str(args.num_requests), "--hw", "a100,l20,4090", "--method", "full,kivi,magicpig,quest",
-           "--slo-ttft", "2", "--slo-tbt", "0.1", "--no-cache", "--no-progress"]
+           "--slo-ttft", "2", "--slo-itl", "0.1", "--no-cache", "--no-progress"]
     if args.jobs:
         cli += ["--jobs", str(args.jobs)]
     t0 = time.perf_counter()
@@ -96,7 +96,7 @@ def main() -> int:
         cmd = "python benchmarks/plan_speed.py --write" + (f" --jobs {args.jobs}" if args.jobs else "")
         write_section("Plan speed", f"Command: `{cmd}` (a plan of 3 hardware x 4 methods, `kvsim plan --model "
                       "llama-3.1-8b --trace synthetic-burstgpt --num-requests 500 --hw a100,l20,4090 --method "
-                      "full,kivi,magicpig,quest --slo-ttft 2 --slo-tbt 0.1 --no-cache`). Target: under 120 s on 2 cores.\n\n"
+                      "full,kivi,magicpig,quest --slo-ttft 2 --slo-itl 0.1 --no-cache`). Target: under 120 s on 2 cores.\n\n"
                       f"{machine_description()} `uname -srm`: {' '.join(platform.uname()[i] for i in (0, 2, 4))}; "
                       f"Python {platform.python_version()}.\n\n```\n" + "\n".join(lines) + "\n```")
     return 0 if ok else 1

@@ -159,11 +159,14 @@ def simulate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method:
 
 
 def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: list[str] | str = "full", *,
-         slo_ttft_s: float = 2.0, slo_tbt_s: float = 0.1, percentile: str = "p99", trace: str = "synthetic-burstgpt",
+         slo_ttft_s: float | None = 2.0, slo_tpot_s: float | None = None, slo_itl_s: float | None = 0.1,
+         percentile: str = "p99", trace: str = "synthetic-burstgpt",
          num_requests: int = 500, seed: int = 0, target_rate_per_s: float | None = None, tp: int = 1,
          jobs: int | None = None, executor: str = "serial", **request: Any):
     """Capacity plan (``kvsim plan``): for each hardware x method, the highest request rate that
-    meets the SLO (or, with ``target_rate_per_s``, the fewest replicas). Returns the
+    meets the SLO (or, with ``target_rate_per_s``, the fewest replicas). The SLO bounds the
+    ``percentile`` of TTFT, of each request's TPOT and of the pooled ITL, seconds (None: not
+    judged; :mod:`kvsim.slo`). Returns the
     :class:`kvsim.plan.result.PlanResult` (``.configs``, ``.ranking``, ``.model_dump()``)."""
     from kvsim.plan.schema import SLO, TraceSpec  # lazy: plan pulls in the process pool machinery
     from kvsim.plan.search import PlanRequest, run_plan  # lazy: as above
@@ -171,6 +174,6 @@ def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: li
     req = PlanRequest(model=model, hws=[hws] if isinstance(hws, str) else list(hws),
                       methods=[methods] if isinstance(methods, str) else list(methods),
                       trace=TraceSpec(spec=trace, num_requests=num_requests, seed=seed),
-                      slo=SLO(ttft_s=slo_ttft_s, tbt_s=slo_tbt_s, percentile=percentile),
+                      slo=SLO(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s, itl_s=slo_itl_s, percentile=percentile),
                       target_rate_per_s=target_rate_per_s, tp=tp, **request)
     return run_plan(req, jobs=jobs, executor=executor, progress=False)

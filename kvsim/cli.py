@@ -30,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # kvsim --install-completion [bash|zsh|fish|powershell]
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: wraps at the terminal width, option names never cut
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

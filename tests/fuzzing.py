@@ -777,7 +777,8 @@ def cli_case(draw) -> Case:
         opt("--max-num-seqs", "int", 0.3)
         opt("--max-num-batched-tokens", "int", 0.3)
         opt("--slo-ttft", "float", 0.2)
-        opt("--slo-tbt", "float", 0.2)
+        opt("--slo-tpot", "float", 0.2)
+        opt("--slo-itl", "float", 0.2)
         opt("--watermark", "frac", 0.2)
         argv += draw(st.sampled_from([["--json"], ["--json"], [], ["--preemption", "swap", "--json"],
                                       ["--no-chunked-prefill", "--json"]]))
@@ -789,7 +790,8 @@ def cli_case(draw) -> Case:
                 "--num-requests", str(draw(st.integers(3, 6))), "--trace", draw(st.sampled_from(TRACES[:3])),
                 "--executor", "serial", "--no-cache", "--no-progress", "--max-output-tokens", "32", "--rel-tol", "0.5"]
         opt("--slo-ttft", "float", 0.3)
-        opt("--slo-tbt", "float", 0.3)
+        opt("--slo-tpot", "float", 0.2)
+        opt("--slo-itl", "float", 0.3)
         argv += draw(st.sampled_from([[], ["--json"]]))
     return Case("cli", args={"argv": argv}, invalid=why)
 

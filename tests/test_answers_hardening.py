@@ -101,7 +101,7 @@ def test_huge_context_is_fast_and_says_it_does_not_fit():
     assert time.perf_counter() - t0 < 20  # was hours; a few ms of pricing plus start-up under load
     r = strict_json(out)[0]
     assert r["fits"] is False and r["max_batch"] == 0
-    assert r["ttft_s"] is None and r["tbt_s"] is None and r["throughput_tok_s"] is None
+    assert r["ttft_s"] is None and r["tpot_s"] is None and r["throughput_tok_s"] is None
     # 1e12 tokens x 131,072 B/token = 1.31e17 B = 131,072,000 GB of KV per GPU
     assert "131072000.00 GB of KV per GPU" in r["reason"]
 
@@ -196,7 +196,7 @@ def test_batch_that_does_not_fit_shows_no_latencies():
     assert "does not fit in memory" in out and "exceeds the" in out
     code, out, _ = cli("estimate", "--context", "131072", "--batch", "1000", "--json")
     r = strict_json(out)[0]
-    assert r["fits"] is False and r["tbt_s"] is None and r["throughput_tok_s"] is None
+    assert r["fits"] is False and r["tpot_s"] is None and r["throughput_tok_s"] is None
     assert r["ttft_s"] is not None  # one request alone fits
     assert r["reason"].startswith("batch 1000 exceeds the")
 
@@ -252,7 +252,7 @@ def test_plan_exits_nonzero_when_nothing_runs():
 def _point(**kw):
     from kvsim.plan.schema import PointResult, Stats
 
-    base = dict(rate_per_s=0.002, num_requests=4, ttft_s=Stats(), tbt_s=Stats(), e2e_s=Stats(),
+    base = dict(rate_per_s=0.002, num_requests=4, ttft_s=Stats(), itl_s=Stats(), e2el_s=Stats(),
                 throughput_output_tok_s=0.0, requests_completed=0, requests_rejected=0)
     return PointResult(**{**base, **kw})
 
@@ -264,14 +264,14 @@ def test_max_rate_zero_says_why():
     from kvsim.plan.result import why_infeasible
     from kvsim.plan.schema import SLO, Stats
 
-    slo = SLO(ttft_s=2, tbt_s=0.1)
+    slo = SLO(ttft_s=2, itl_s=0.1)
     rejected = _point(requests_rejected=4, rejected_reasons={"gpu_memory": 4})
     found = RateSearch(0.0, 0.004, [Probe(0.004, False, _point(rate_per_s=0.004)), Probe(0.002, False, rejected)])
     assert why_infeasible(found, slo) == ("SLO not met even at 0.002 req/s: 4/4 requests rejected "
                                           "(4 do not fit in GPU KV memory)")
-    slow = _point(requests_completed=4, ttft_s=Stats(p99=121.0), tbt_s=Stats(p99=3.7))
+    slow = _point(requests_completed=4, ttft_s=Stats(p99=121.0), itl_s=Stats(p99=3.7))
     found = RateSearch(0.0, 0.002, [Probe(0.002, False, slow)])
-    assert why_infeasible(found, slo) == "SLO not met even at 0.002 req/s: p99 TTFT 121 s > 2 s and p99 TBT 3.7 s > 0.1 s"
+    assert why_infeasible(found, slo) == "SLO not met even at 0.002 req/s: p99 TTFT 121 s > 2 s and p99 ITL 3.7 s > 100 ms"
     assert why_infeasible(RateSearch(1.0, 2.0, [Probe(1.0, True, slow)]), slo) is None
 
 
@@ -302,18 +302,21 @@ def test_time_scale_that_overflows_arrivals():
     assert code == 1 and "time_scale" in error_line(err)
 
 
-@pytest.mark.parametrize("flag", ["--slo-ttft", "--slo-tbt", "--rate"])
-def test_simulate_rejects_non_finite_options(flag):
+@pytest.mark.parametrize("flag, needle", [("--slo-ttft", "must be a duration > 0"), ("--slo-tpot", "must be a duration > 0"),
+                                          ("--slo-itl", "must be a duration > 0"), ("--rate", "must be a finite number > 0")])
+def test_simulate_rejects_non_finite_options(flag, needle):
     """simulate --slo-ttft inf (found by the fuzzer): a one-line error, not a traceback."""
     code, _, err = cli("simulate", flag, "inf", "--num-requests", "3", "--json")
-    assert code == 1 and f"{flag} must be a finite number > 0" in error_line(err)
+    assert code == 1 and f"{flag} {needle}" in error_line(err)
 
 
 def test_fetch_timeout_inf(tmp_path):
-    """trace fetch --timeout inf: rejected before any download is tried; nothing written."""
+    """trace fetch --timeout inf or 25h (over a day): rejected before any download is tried; nothing written."""
     code, out, err = cli("trace", "fetch", "burstgpt", "--timeout", "inf", "--dest", str(tmp_path))
-    assert code == 1 and "--timeout must be a number of seconds in (0, 86400]" in error_line(err)
+    assert code == 1 and "--timeout must be a duration > 0 such as 50ms, 2s or 1.5min" in error_line(err)
     assert "downloading" not in err and list(tmp_path.iterdir()) == []
+    code, out, err = cli("trace", "fetch", "burstgpt", "--timeout", "25h", "--dest", str(tmp_path))
+    assert code == 1 and "--timeout must be a number of seconds in (0, 86400], got 90000.0" in error_line(err)  # 25 x 3600
 
 
 def _gpu_yaml(tmp_path, efficiency):

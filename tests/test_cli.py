@@ -19,7 +19,7 @@ def test_estimate_json_has_required_fields(tmp_path):
     rows = json.loads(r.stdout)
     assert [x["method"] for x in rows] == ["full", "kivi"]
     for key in ("hw", "model", "method", "context", "batch", "kv_bytes_per_token_gpu", "kv_bytes_per_token_host",
-                "max_batch", "ttft_s", "tbt_s", "throughput_tok_s", "memory_gpu_bytes", "memory_host_bytes", "breakdown"):
+                "max_batch", "ttft_s", "tpot_s", "throughput_tok_s", "memory_gpu_bytes", "memory_host_bytes", "breakdown"):
         assert key in rows[0], key
     # CodeLlama-7B is MHA: 2 * 32 layers * 32 heads * 128 * 2 B = 524,288 B/token
     assert rows[0]["kv_bytes_per_token_gpu"] == 524_288

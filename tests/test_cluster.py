@@ -71,7 +71,7 @@ def test_one_replica_is_exactly_simulate(a100_full, burst100):
     tr = at_rate(burst100, 4.0)
     a = simulate(dep, m, tr).summary
     b = simulate_cluster(dep, m, tr, SimConfig(), replicas=1).summary
-    for k in ("ttft_s", "tbt_s", "e2e_s", "throughput_output_tok_s", "requests_completed"):
+    for k in ("ttft_s", "itl_s", "e2el_s", "throughput_output_tok_s", "requests_completed"):
         assert a[k] == b[k], k
 
 
@@ -89,7 +89,7 @@ def test_lockstep_driving_one_replica_matches_simulate(rate, a100_full, burst100
     got = sim.finish()
     np.testing.assert_array_equal(got.records.first_token_s, ref.records.first_token_s)
     np.testing.assert_array_equal(got.records.finish_s, ref.records.finish_s)
-    assert got.summary["tbt_s"] == ref.summary["tbt_s"]
+    assert got.summary["itl_s"] == ref.summary["itl_s"]
 
 
 @pytest.mark.parametrize("router", ["round-robin", "least-outstanding", "prefix-aware"])
@@ -139,7 +139,7 @@ def test_unknown_router_is_an_error(a100_full, burst100):
 
 def test_more_replicas_never_lower_the_sustainable_rate(burst100):
     """Max rate meeting p90 TTFT <= 0.5 s and TBT <= 0.05 s (real simulator, 100 requests) grows with replicas."""
-    slo = SLO(ttft_s=0.5, tbt_s=0.05, percentile="p90")
+    slo = SLO(ttft_s=0.5, itl_s=0.05, percentile="p90")
     rates = []
     for n in (1, 2, 3):
         cfg = ConfigSpec(hw="a100", model="llama-3.1-8b", method="full", replicas=n)
@@ -157,7 +157,7 @@ def test_digest_is_json_and_has_cdfs(a100_full, burst100):
     """The digest keeps percentiles, 101-point CDFs and a downsampled timeline."""
     dep, m = a100_full
     p = digest(simulate(dep, m, at_rate(burst100, 4.0)), 4.0)
-    assert len(p.ttft_quantiles_s) == 101 and len(p.tbt_quantiles_s) == 101
+    assert len(p.ttft_quantiles_s) == 101 and len(p.itl_quantiles_s) == 101
     assert p.ttft_quantiles_s == sorted(p.ttft_quantiles_s)
     assert p.timeline is not None and 0 < len(p.timeline.t_s) <= 400
     assert p.requests_completed == 100 and p.throughput_output_tok_s > 0

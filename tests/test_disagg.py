@@ -127,7 +127,7 @@ def test_lone_request_ttft_is_prefill_plus_transfer_plus_one_step():
     assert est["prefill_s"] == pytest.approx(float(StepModel(dep, m).prefill_timing(1000).total_s))
     agg = simulate(dep, m, trace, SimConfig())
     assert agg.records.first_token_s[0] == pytest.approx(est["prefill_s"], rel=1e-9)
-    assert res.summary["tbt_s"]["max"] == pytest.approx(agg.summary["tbt_s"]["max"], rel=1e-9)
+    assert res.summary["itl_s"]["max"] == pytest.approx(agg.summary["itl_s"]["max"], rel=1e-9)
     assert res.decode_arrival_s[0] - res.kv_ready_s[0] == pytest.approx(est["transfer_s"])
 
 
@@ -177,9 +177,9 @@ def test_decode_tbt_is_free_of_prefill_interference():
     sm = StepModel(dep, m)
     bound = float(sm.time_s(decode_ctx=np.full(6, 8010.0), prefill_new=np.ones(2), prefill_cached=np.full(2, 8000.0)))
     prompt_s = float(sm.prefill_timing(8000).total_s)
-    assert dis.summary["tbt_s"]["max"] <= bound
-    assert agg.summary["tbt_s"]["max"] >= prompt_s  # a decode step waited for a whole prompt
-    assert agg.summary["tbt_s"]["max"] > 10 * dis.summary["tbt_s"]["max"]
+    assert dis.summary["itl_s"]["max"] <= bound
+    assert agg.summary["itl_s"]["max"] >= prompt_s  # a decode step waited for a whole prompt
+    assert agg.summary["itl_s"]["max"] > 10 * dis.summary["itl_s"]["max"]
     assert dis.summary["requests_completed"] == 14 and dis.summary["disagg"]["requests_per_decode"] == [14]
 
 
@@ -198,11 +198,11 @@ def test_plan_picks_disaggregation_when_aggregated_misses_tbt():
     dep, m = _h100()
     n = 40
     trace = Trace("long-prompts", np.arange(n) * 1.0, np.full(n, 4000), np.full(n, 100))
-    res = plan_layouts(dep, m, trace, load_link("ib-ndr"), SLO(ttft_s=2.0, tbt_s=0.02), 2, SimConfig(), rel_tol=0.1)
+    res = plan_layouts(dep, m, trace, load_link("ib-ndr"), SLO(ttft_s=2.0, itl_s=0.02), 2, SimConfig(), rel_tol=0.1)
     assert [r.label for r in res] == ["disaggregated 1:1", "aggregated x2"]
     best, agg = res
     assert best.max_rate_per_s > 2 * agg.max_rate_per_s
-    assert best.best.tbt_s.p99 <= 0.02 and best.gpus == agg.gpus == 2
+    assert best.best.itl_s.p99 <= 0.02 and best.gpus == agg.gpus == 2
 
 
 def test_mismatched_instances_are_rejected():
@@ -247,7 +247,7 @@ def test_cli_disagg_bad_input_is_one_line_error(args, needle, tmp_path):
 def test_cli_plan_disagg_instances_json(tmp_path):
     """kvsim plan --disagg-instances 2: rows best first, 1:1 ahead of aggregated x2 under a 20 ms TBT SLO."""
     r = _kvsim("plan", "--hw", "h100", "--trace", "synthetic-fixed:prompt=4000,output=100,rate=1", "--num-requests", "40",
-               "--slo-ttft", "2", "--slo-tbt", "0.02", "--disagg-instances", "2", "--rel-tol", "0.1", "--json",
+               "--slo-ttft", "2", "--slo-itl", "20ms", "--disagg-instances", "2", "--rel-tol", "0.1", "--json",
                "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)

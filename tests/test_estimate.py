@@ -43,8 +43,8 @@ def test_ttft_tbt_are_step_times():
     r = estimate(d, m, context=2048, batch=4)
     s = StepModel(d, m)
     assert r.ttft_s == s.prefill_timing(2048).total_s  # 2048 <= 8192: one chunk
-    assert r.tbt_s == s.decode_timing(np.full(4, 2048.0)).total_s
-    assert r.throughput_tok_s == pytest.approx(4 / r.tbt_s, rel=1e-12)
+    assert r.tpot_s == s.decode_timing(np.full(4, 2048.0)).total_s
+    assert r.throughput_tok_s == pytest.approx(4 / r.tpot_s, rel=1e-12)
 
 
 def test_batch_max_picks_best_throughput():
@@ -62,7 +62,7 @@ def test_oom_reports_zero_batch():
     d = _dep()
     r = estimate(d, make_method("full", d), context=200_000, batch="max")
     # 524,288 * 200,000 = 104.9 GB > 72 GB
-    assert r.max_batch == 0 and not r.fits and r.tbt_s is None
+    assert r.max_batch == 0 and not r.fits and r.tpot_s is None
 
 
 def test_chunked_ttft_sums_chunk_steps():

@@ -14,14 +14,14 @@ from kvsim.plan.search import PlanRequest, expand_sweeps, load_plan, run_plan, s
 from kvsim.plan.schema import SLO, PointResult, Price, SearchOptions, Stats, TraceSpec, cost_usd_per_mtok, parse_slo
 from kvsim.plan.ratesearch import search_max_rate
 
-SLO_2_01 = SLO(ttft_s=2.0, tbt_s=0.1)
+SLO_2_01 = SLO(ttft_s=2.0, itl_s=0.1)
 SMALL_TRACE = TraceSpec(spec="synthetic-burstgpt", num_requests=40, seed=1)
 
 
 def _point(rate, ok: bool, replicas=1, tok_s=None) -> PointResult:
     lat = Stats(mean=0.5, p50=0.5, p90=0.8, p99=1.0) if ok else Stats(mean=5, p50=5, p90=8, p99=10)
     tbt = Stats(mean=0.02, p50=0.02, p90=0.03, p99=0.05)
-    return PointResult(rate_per_s=rate, replicas=replicas, num_requests=40, ttft_s=lat, tbt_s=tbt, e2e_s=lat,
+    return PointResult(rate_per_s=rate, replicas=replicas, num_requests=40, ttft_s=lat, itl_s=tbt, e2el_s=lat,
                        throughput_output_tok_s=tok_s if tok_s is not None else 100.0 * rate,
                        requests_completed=40, requests_rejected=0)
 
@@ -152,12 +152,13 @@ def test_expand_sweeps_is_a_grid():
         expand_sweeps([], ["kivi=2"])
 
 
-@pytest.mark.parametrize("ttft, tbt", [("-1", "0.1"), ("0", "0.1"), ("fast", "0.1"), ("2", "nan"), ("2", "-0.5")])
-def test_parse_slo_rejects_bad_values(ttft, tbt):
-    """Negative, zero or non-numeric SLOs are one-line ConfigErrors."""
+@pytest.mark.parametrize("ttft, itl", [("-1", "0.1"), ("0", "0.1"), ("fast", "0.1"), ("2", "nan"), ("2", "-0.5"),
+                                       ("2", "5 parsecs"), ("2ms", "inf")])
+def test_parse_slo_rejects_bad_values(ttft, itl):
+    """Negative, zero, infinite or non-numeric SLOs, or unknown units, are one-line ConfigErrors."""
     with pytest.raises(ConfigError) as e:
-        parse_slo(ttft, tbt)
-    assert "\n" not in str(e.value) and "must be a number of seconds > 0" in str(e.value)
+        parse_slo(ttft=ttft, itl=itl)
+    assert "\n" not in str(e.value) and "must be a duration > 0 such as 50ms, 2s or 1.5min" in str(e.value)
 
 
 def _cli() -> typer.Typer:
@@ -173,9 +174,11 @@ def _cli() -> typer.Typer:
 @pytest.mark.parametrize(
     "args, exc, needle",
     [
-        (["--slo-ttft", "-2"], ConfigError, "--slo-ttft must be a number of seconds > 0, got '-2'"),
-        (["--slo-tbt", "0"], ConfigError, "--slo-tbt must be a number of seconds > 0, got '0'"),
-        (["--slo-ttft", "soon"], ConfigError, "--slo-ttft must be a number of seconds > 0, got 'soon'"),
+        (["--slo-ttft", "-2"], ConfigError, "--slo-ttft must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '-2'"),
+        (["--slo-itl", "0"], ConfigError, "--slo-itl must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '0'"),
+        (["--slo-tpot", "0ms"], ConfigError, "--slo-tpot must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '0ms'"),
+        (["--slo-ttft", "soon"], ConfigError, "--slo-ttft must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got 'soon'"),
+        (["--slo-tbt", "0.1", "--slo-itl", "0.2"], ConfigError, "--slo-tbt and --slo-itl give the same bound"),
         (["--percentile", "p95"], ConfigError, "--percentile must be one of p50, p90, p99"),
         (["--hw", "a100,a1000"], SpecError, "unknown hardware 'a1000'"),
         (["--target-rate", "-3"], ConfigError, "--target-rate must be a number > 0"),
@@ -215,9 +218,9 @@ def _kvsim(*args, cwd):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--slo-ttft", "0"], "error: --slo-ttft must be a number of seconds > 0, got '0'"),
-    (["--slo-tbt", "-1"], "error: --slo-tbt must be a number of seconds > 0, got '-1'"),
-    (["--slo-tbt", "fast"], "error: --slo-tbt must be a number of seconds > 0, got 'fast'"),
+    (["--slo-ttft", "0"], "error: --slo-ttft must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '0'"),
+    (["--slo-itl", "-1"], "error: --slo-itl must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got '-1'"),
+    (["--slo-tpot", "fast"], "error: --slo-tpot must be a duration > 0 such as 50ms, 2s or 1.5min (a bare number is seconds), got 'fast'"),
     (["--hw", "a100,h900"], "error: unknown hardware 'h900'"),
 ])
 def test_kvsim_plan_bad_input_exits_1_with_one_line(args, needle, tmp_path):
@@ -239,3 +242,33 @@ def test_kvsim_plan_json_and_out_dir(tmp_path):
     assert sorted(plan["ranking"]) == [0, 1] and all(c["max_rate_per_s"] > 0 for c in plan["configs"])
     assert (tmp_path / "res" / "plan.json").is_file() and (tmp_path / "res" / "report.html").is_file()
     assert len(list((tmp_path / "res" / "configs").glob("*.json"))) == 2
+
+
+def test_plan_json_carries_provenance_like_simulate(tmp_path):
+    """plan.json holds what summary.json holds: every engine setting (defaults filled), and per
+    configuration the method with every parameter, the deployment and the sha256 of each spec
+    as loaded, identical to `kvsim simulate`'s provenance of the same configuration."""
+    import json
+
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.sim.replica import provenance
+    from kvsim.traces import load_trace
+
+    req = _request(sim_options={"max_num_seqs": 64})
+    plan = run_plan(req, executor="serial", progress=False, evaluator=StepEvaluator())
+    save_plan(plan, tmp_path / "res")
+    saved = json.loads((tmp_path / "res" / "plan.json").read_text())
+    assert saved["engine"]["max_num_seqs"] == 64  # given
+    assert saved["engine"]["max_num_batched_tokens"] == 8192 and saved["engine"]["chunked_prefill"] is True  # defaults
+    assert [p["label"] for p in saved["provenance"]] == [c.label for c in plan.configs]
+    kivi = next(p for p in saved["provenance"] if p["method"]["name"] == "kivi")
+    assert kivi["method"]["params"]["bits"] == 2 and kivi["method"]["params"]["group"] == 32  # KIVI-2 defaults
+    dep = build_deployment("a100", "llama-3.1-8b")
+    sim = provenance(dep, make_method("kivi", dep), load_trace(SMALL_TRACE.spec, num_requests=SMALL_TRACE.num_requests,
+                                                                seed=SMALL_TRACE.seed))
+    assert kivi["spec_sha256"] == sim["spec_sha256"] and kivi["deployment"] == sim["deployment"]
+    assert kivi["kvsim_version"] == saved["kvsim_version"] and kivi["calibration_sha256"] is None
+    assert kivi["max_rate_per_s"] == next(c.max_rate_per_s for c in plan.configs if c.method_name == "kivi") > 0
+    assert saved["trace"]["seed"] == SMALL_TRACE.seed
+    assert load_plan(tmp_path / "res").provenance == plan.provenance  # reads back

@@ -29,7 +29,7 @@ def test_ray_plan_equals_process_pool():
     """A small plan (2 methods x 2 GPUs) through --executor ray equals the process pool's, result by result."""
     req = PlanRequest(model="llama-3.1-8b", hws=["a100", "v100"], methods=["full", "kivi"],
                       trace=TraceSpec(spec="azure-conv", num_requests=6, max_output_tokens=16),
-                      slo=SLO(ttft_s=2, tbt_s=0.1), search=SearchOptions(rel_tol=0.5))
+                      slo=SLO(ttft_s=2, itl_s=0.1), search=SearchOptions(rel_tol=0.5))
     pool = run_plan(req, executor="process", jobs=2, progress=False)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # ray.init replaces them
     if not ray.is_initialized():

@@ -35,14 +35,14 @@ def sample_point(rate: float, with_detail: bool = True, host: bool = True) -> Po
     detail = {}
     if with_detail:
         detail = dict(
-            ttft_quantiles_s=np.quantile(ttft, CDF_LEVELS).tolist(), tbt_quantiles_s=np.quantile(tbt, CDF_LEVELS).tolist(),
+            ttft_quantiles_s=np.quantile(ttft, CDF_LEVELS).tolist(), itl_quantiles_s=np.quantile(tbt, CDF_LEVELS).tolist(),
             tpot_quantiles_s=np.quantile(tpot, CDF_LEVELS).tolist(),
             timeline=TimelineDigest(t_s=t.tolist(), gpu_kv_bytes=(2e9 * rate * np.abs(np.sin(t / 15))).tolist(),
                               host_kv_bytes=(1e9 * np.abs(np.cos(t / 20)) * host).tolist(),
                               batch_size=np.round(8 * rate * np.abs(np.sin(t / 9))).tolist(),
                               queue_len=np.round(3 * np.abs(np.sin(t / 4))).tolist()))
-    return PointResult(rate_per_s=rate, num_requests=500, ttft_s=stats(ttft), tbt_s=stats(tbt), tpot_s=stats(tpot),
-                       e2e_s=stats(ttft * 10), throughput_output_tok_s=250.0 * rate, requests_completed=500,
+    return PointResult(rate_per_s=rate, num_requests=500, ttft_s=stats(ttft), itl_s=stats(tbt), tpot_s=stats(tpot),
+                       e2el_s=stats(ttft * 10), throughput_output_tok_s=250.0 * rate, requests_completed=500,
                        requests_rejected=0, peak_kv_host_bytes=1e9 * host, kv_gpu_capacity_bytes=30e9,
                        kv_host_capacity_bytes=100e9 * host, **detail)
 
@@ -52,7 +52,7 @@ METHODS = (("full", 131072, 88.7, 3.0), ("quest", 140000, 82.1, 4.0), ("kivi", 3
 
 def sample_plan(hws=("a100-80g", "l20"), methods=METHODS, host: bool = False) -> PlanResult:
     """2 hardware x 3 methods; kivi has a published score only for another model (it must not be used)."""
-    slo = SLO(ttft_s=2.0, tbt_s=0.1)
+    slo = SLO(ttft_s=2.0, itl_s=0.1)
     configs = []
     for hw, price in zip(hws, (1.59, 0.8, 2.5, 1.2)):
         for method, kvb, acc, best in methods:
@@ -158,26 +158,31 @@ def test_recommendation_table_follows_ranking():
 
 
 def test_cdf_axes_say_what_they_count_and_show_the_slos():
-    """TTFT/TPOT CDFs count requests, the TBT CDF counts token gaps; the TTFT and TBT SLOs are
+    """TTFT/TPOT CDFs count requests, the ITL CDF counts token gaps; the TTFT and ITL SLOs are
     vertical lines on their own panels, with the percentile judged as a horizontal line."""
     page = plan_report_html(sample_plan())
     cdf = _figs(page)[1]["layout"]
     titles = [cdf[k]["title"]["text"] for k in ("yaxis", "yaxis2", "yaxis3")]
     assert titles == ["fraction of requests", "fraction of requests", "fraction of token gaps"]
     subplot = [a["text"] for a in cdf["annotations"]]
-    assert subplot[0].startswith("TTFT") and subplot[1].startswith("TPOT") and subplot[2].startswith("TBT")
+    assert subplot[0].startswith("TTFT") and subplot[1].startswith("TPOT") and subplot[2].startswith("ITL")
     vlines = {(sh["xref"], sh["x0"]) for sh in cdf["shapes"] if sh["x0"] == sh["x1"]}
-    assert vlines == {("x", 2.0), ("x3", 0.1)}  # TTFT 2 s on panel 1, TBT 0.1 s on panel 3 (not TPOT)
+    assert vlines == {("x", 2.0), ("x3", 0.1)}  # TTFT 2 s on panel 1, ITL 0.1 s on panel 3 (not TPOT)
     assert {sh["y0"] for sh in cdf["shapes"] if sh["y0"] == sh["y1"]} == {0.99}
-    tpot = plan_report_html(sample_plan().model_copy(update={"slo": SLO(ttft_s=2.0, tbt_s=0.1, tbt_metric="tpot")}))
+    tpot = plan_report_html(sample_plan().model_copy(update={"slo": SLO(ttft_s=2.0, tpot_s=0.1)}))
     vlines = {(sh["xref"], sh["x0"]) for sh in _figs(tpot)[1]["layout"]["shapes"] if sh["x0"] == sh["x1"]}
-    assert vlines == {("x", 2.0), ("x2", 0.1)}  # --tbt-metric tpot judges the TPOT panel
+    assert vlines == {("x", 2.0), ("x2", 0.1)}  # --slo-tpot judges the TPOT panel
 
 
 def test_latency_chart_has_slo_lines():
-    """The latency-vs-throughput chart has the TTFT and TBT SLOs as horizontal lines."""
+    """The latency-vs-throughput chart has one panel per bounded metric (TTFT, ITL by default),
+    each SLO a horizontal line; TPOT and ITL both bounded: three panels in that order."""
     lay = _figs(plan_report_html(sample_plan()))[0]["layout"]
     assert sorted((sh["yref"], sh["y0"]) for sh in lay["shapes"]) == [("y", 2.0), ("y2", 0.1)]
+    both = sample_plan().model_copy(update={"slo": SLO(ttft_s=2.0, tpot_s=0.05, itl_s=0.2, percentile="p90")})
+    lay = _figs(plan_report_html(both))[0]["layout"]
+    assert [a["text"] for a in lay["annotations"]] == ["p90 TTFT", "p90 TPOT", "p90 ITL"]
+    assert sorted((sh["yref"], sh["y0"]) for sh in lay["shapes"]) == [("y", 2.0), ("y2", 0.05), ("y3", 0.2)]
 
 
 def test_memory_chart_has_capacity_lines_and_host_panel_only_when_used():

@@ -151,7 +151,7 @@ def test_report_of_a_real_plan_renders(chromium, tmp_path):
     from kvsim.plan.report import write_plan_report
 
     req = PlanRequest(model="llama-3.1-8b", hws=["a100", "4090"], methods=["full", "kivi"],
-                      trace=TraceSpec(num_requests=60, seed=1), slo=SLO(ttft_s=2.0, tbt_s=0.1),
+                      trace=TraceSpec(num_requests=60, seed=1), slo=SLO(ttft_s=2.0, itl_s=0.1),
                       search=SearchOptions(rel_tol=0.2))
     plan = run_plan(req, executor="serial", progress=False)
     assert all(c.max_rate_per_s > 0 for c in plan.configs)

@@ -47,7 +47,7 @@ def test_lone_request_matches_estimate(name):
     ctx = float(m.effective_prompt_tokens(float(C)))
     assert res.records.status[0] == RequestStatus.FINISHED and len(t) == 3
     assert t[0] == pytest.approx(est.ttft_s, rel=REL)
-    assert t[1] - t[0] == pytest.approx(est.tbt_s, rel=REL)
+    assert t[1] - t[0] == pytest.approx(est.tpot_s, rel=REL)
     step = StepModel(dep, m)
     t2 = float(step.time_s(decode_ctx=np.array([ctx + 1]), decode_prompt=np.array([ctx])))
     assert t[2] - t[1] == pytest.approx(t2, rel=REL)
@@ -83,7 +83,7 @@ def test_three_requests_hand_checked_chunked():
     np.testing.assert_allclose(r.tbt_max_s[:2], [0.060, 0.010], rtol=0, atol=1e-12)
     s = res.summary
     assert s["ttft_s"]["mean"] == pytest.approx((0.110 + 0.165 + 0.030) / 3, abs=1e-12)
-    assert s["tbt_s"]["mean"] == pytest.approx((0.060 + 0.010 + 0.010) / 3, abs=1e-12)  # R0: .06, .01; R1: .01
+    assert s["itl_s"]["mean"] == pytest.approx((0.060 + 0.010 + 0.010) / 3, abs=1e-12)  # R0: .06, .01; R1: .01
     assert s["tpot_s"]["mean"] == pytest.approx((0.035 + 0.010) / 2, abs=1e-12)  # R0 (.18-.11)/2, R1 .01
     assert s["throughput_output_tok_s"] == pytest.approx(6 / 0.530)
 
@@ -205,7 +205,7 @@ def test_fast_forward_equals_step_by_step():
         np.testing.assert_allclose(a.records.first_token_s, b.records.first_token_s, rtol=1e-9)
         np.testing.assert_allclose(a.records.finish_s, b.records.finish_s, rtol=1e-9)
         np.testing.assert_allclose(a.records.tbt_max_s, b.records.tbt_max_s, rtol=1e-9)
-        assert a.summary["tbt_s"]["p99"] == pytest.approx(b.summary["tbt_s"]["p99"], rel=1e-9)
+        assert a.summary["itl_s"]["p99"] == pytest.approx(b.summary["itl_s"]["p99"], rel=1e-9)
 
 
 def test_summary_keys_and_json():
@@ -214,9 +214,9 @@ def test_summary_keys_and_json():
 
     dep = a100_llama()
     tr = load_trace("synthetic-burstgpt", num_requests=40, seed=1)
-    res = simulate(dep, make_method("magicpig", dep), tr, SimConfig(slo_ttft_s=1.0, slo_tbt_s=0.05))
+    res = simulate(dep, make_method("magicpig", dep), tr, SimConfig(slo_ttft_s=1.0, slo_tpot_s=0.05))
     s = json.loads(json.dumps(res.summary))
-    for k in ("ttft_s", "tbt_s", "e2e_s"):
+    for k in ("ttft_s", "itl_s", "e2el_s"):
         assert set(s[k]) >= {"mean", "p50", "p90", "p99"}
     for k in ("tpot_s", "throughput_output_tok_s", "requests_completed", "requests_rejected", "requests_failed_in_trace",
               "peak_kv_gpu_bytes", "peak_kv_host_bytes", "preemptions", "hw", "model", "method", "trace", "config",
@@ -233,7 +233,7 @@ def _kvsim(*args, cwd):
 def test_cli_simulate_json_and_out(tmp_path):
     """`kvsim simulate --json --out DIR` prints the summary and writes the four files."""
     r = _kvsim("simulate", "--trace", "synthetic-burstgpt", "-n", "30", "--method", "full", "--json", "--out", "run",
-               "--slo-ttft", "0.5", "--slo-tbt", "0.05", cwd=tmp_path)
+               "--slo-ttft", "0.5", "--slo-tpot", "0.05", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["requests_completed"] == 30 and s["config"]["max_num_seqs"] == 256
@@ -264,7 +264,7 @@ def test_cli_default_trace_and_method_table(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--preemption", "later"], "later"),
-    (["--slo-ttft", "-1"], "--slo-ttft must be a finite number > 0"),
+    (["--slo-ttft", "-1"], "--slo-ttft must be a duration > 0 such as 50ms"),
     (["--trace", "nosuchtrace"], "nosuchtrace"),
     (["--method", "kivvi"], "unknown method 'kivvi'"),
 ])

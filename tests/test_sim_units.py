@@ -196,11 +196,11 @@ def test_summary_hand_computed():
         output_tokens=np.array([3, 5, 7]), cached_tokens=np.zeros(3, dtype=np.int64), preemptions=np.array([0, 2, 0]),
         status=np.array([RequestStatus.FINISHED, RequestStatus.FINISHED, RequestStatus.REJECTED]), reject_reason={2: "gpu_memory"},
     )
-    s = summarize(rec, np.array([0.5, 0.5, 0.5, 1.0]), np.array([1, 1, 1, 3]), slo_ttft_s=0.6, slo_tbt_s=0.6)
+    s = summarize(rec, np.array([0.5, 0.5, 0.5, 1.0]), np.array([1, 1, 1, 3]), slo_ttft_s=0.6, slo_tpot_s=0.6)
     assert s["ttft_s"]["mean"] == pytest.approx(0.75)  # (0.5 + 1.0) / 2
     assert s["tpot_s"]["mean"] == pytest.approx(0.5)  # (1.5-0.5)/2 = 0.5 and (4-2)/4 = 0.5
-    assert s["e2e_s"]["p50"] == pytest.approx(2.25)  # median of 1.5 and 3.0
-    assert s["tbt_s"]["mean"] == pytest.approx(4.5 / 6)  # 3 x 0.5 + 3 x 1.0 over 6 intervals
+    assert s["e2el_s"]["p50"] == pytest.approx(2.25)  # median of 1.5 and 3.0
+    assert s["itl_s"]["mean"] == pytest.approx(4.5 / 6)  # 3 x 0.5 + 3 x 1.0 over 6 intervals
     assert s["makespan_s"] == 4.0 and s["throughput_output_tok_s"] == pytest.approx(8 / 4.0)
     assert s["goodput_req_s"] == pytest.approx(1 / 4.0) and s["goodput_fraction"] == pytest.approx(1 / 3)
     assert s["requests_rejected"] == 1 and s["rejected_reasons"] == {"gpu_memory": 1} and s["preemptions"] == 2

@@ -198,7 +198,7 @@ def _fake_e2e(reasons, errors):
 
 @pytest.mark.parametrize("reasons, errors, code", [
     (["other processes kept 0.90 cores busy (limit 0.30)"], (0.0, 0.0, 0.0, 0.0), 3),
-    ([], (0.05, -0.1, 0.3, 0.0), 2),  # TBT p50 +30 % > 25 %
+    ([], (0.05, -0.1, 0.3, 0.0), 2),  # ITL p50 +30 % > 25 %
     ([], (0.05, -0.1, 0.2, 0.0), 0),
 ])
 def test_e2e_exit_codes(tmp_path, monkeypatch, capsys, reasons, errors, code):
@@ -222,4 +222,4 @@ def test_e2e_exit_codes(tmp_path, monkeypatch, capsys, reasons, errors, code):
     if code == 3:
         assert err.count("error:") == 1 and "busy with other work" in err and not out.exists()
     else:
-        assert out.exists() and ("TBT p50 +30.0%" in err) == (code == 2)
+        assert out.exists() and ("ITL p50 +30.0%" in err) == (code == 2)

@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PLAN_ARGS = ["plan", "--model", "llama-3.1-8b", "--hw", "a100,l20,4090", "--method", "full,kivi,magicpig,quest",
              "--trace", "synthetic-burstgpt:prompt_min=8000,prompt_max=32000,prompt_a=0.5", "--num-requests", "300",
-             "--slo-ttft", "10", "--slo-tbt", "0.2", "--percentile", "p90", "--tbt-metric", "tpot", "--no-progress"]
+             "--slo-ttft", "10s", "--slo-tpot", "200ms", "--percentile", "p90", "--no-progress"]
 SIMULATE_ARGS = ["simulate", "--hw", "a100", "--model", "llama-3.1-8b", "--method", "full,kivi,quest,magicpig",
                  "--trace", "synthetic-burstgpt:prompt_min=8000,prompt_max=32000,prompt_a=0.5", "-n", "300",
-                 "--rate", "0.1", "--slo-ttft", "10", "--slo-tbt", "0.2"]
+                 "--rate", "0.1", "--slo-ttft", "10s", "--slo-tpot", "200ms"]
 #: what window each screenshot covers (width, height) in CSS pixels
 WINDOWS = {"report.png": (1400, 3300), "simulate-report.png": (1400, 1900)}
 

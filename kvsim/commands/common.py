@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -84,18 +85,28 @@ def fmt_s(s: float | None) -> str:
     return f"{s * 1e6:.1f} us"
 
 
+#: summary key -> vLLM benchmark metric name (tbt_s holds the pooled token gaps: ITL)
+METRIC_NAMES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "tbt_s": "ITL", "itl_s": "ITL", "e2e_s": "E2EL", "e2el_s": "E2EL"}
+
+
+def metric_name(key: str) -> str:
+    """``"tbt_s"`` -> ``"ITL"``, ``"e2e_s"`` -> ``"E2EL"``: vLLM's names in every table."""
+    return METRIC_NAMES.get(key, key.removesuffix("_s").upper())
+
+
 def fmt_num(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
 def console(stderr: bool = False):
-    """A rich console; when output is not a terminal (pipes, files, CI) tables get 160
-    columns instead of rich's default 80, so wide comparison tables are not truncated."""
+    """A rich console as wide as the terminal (or ``COLUMNS``); when output is not a terminal
+    (pipes, files, CI) and ``COLUMNS`` is unset, 160 columns so that comparison tables stay
+    tables (:mod:`kvsim.commands.tables` prints them vertically when they do not fit)."""
     # lazy: CLI start-up
     from rich.console import Console
 
     con = Console(stderr=stderr)
-    if not con.is_terminal:
+    if not con.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
         con = Console(stderr=stderr, width=160)
     return con
 
@@ -115,3 +126,35 @@ TimeUnitOpt = Annotated[Optional[str], typer.Option("--time-unit", help="generic
 ArrivalsOpt = Annotated[Optional[str], typer.Option("--arrivals", help="synthetic arrivals for a file's rows (lengths-only files need them): poisson:rate=4, gamma:rate=4,cv=2, constant:rate=4 (seed: --seed or seed=)")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="a bad trace row is an error (default: dropped, counted by kind and reported)")]
 TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", help="ShareGPT: a local tokenizer.json for exact token counts (optional package tokenizers); default: ceil(characters / 4), flagged")]
+
+
+# ----- SLOs (kvsim.slo): one meaning in every command; durations via kvsim.durations -----
+DURATION_HELP = "50ms, 2s, 1.5min; a bare number is seconds"
+SloTtftOpt = Annotated[Optional[str], typer.Option("--slo-ttft", metavar="DURATION", help=f"SLO: each request's time to first token, judged at --percentile; simulate: also goodput ({DURATION_HELP})")]
+SloTpotOpt = Annotated[Optional[str], typer.Option("--slo-tpot", metavar="DURATION", help="SLO: each request's mean time per output token (vLLM TPOT), judged at --percentile; simulate: also goodput")]
+SloItlOpt = Annotated[Optional[str], typer.Option("--slo-itl", metavar="DURATION", help="SLO: inter-token latency, every gap between tokens of all requests pooled (vLLM ITL), judged at --percentile")]
+PercentileOpt = Annotated[str, typer.Option("--percentile", help="percentile the SLOs judge: p50, p90, p99")]
+SloTbtOpt = Annotated[Optional[str], typer.Option("--slo-tbt", hidden=True, help="deprecated: --slo-tpot in simulate, --slo-itl in plan")]
+TbtMetricOpt = Annotated[Optional[str], typer.Option("--tbt-metric", hidden=True, help="deprecated: with --slo-tbt, tbt (= --slo-itl) or tpot")]
+
+
+def resolve_slo(command: str, ttft: str | None, tpot: str | None, itl: str | None, percentile: str,
+                tbt: str | None = None, tbt_metric: str | None = None):
+    """The :class:`kvsim.slo.SLO` of the SLO flags (None: none given). The hidden ``--slo-tbt`` of
+    earlier versions keeps the meaning it had in ``command`` (``simulate``: each request's mean,
+    now ``--slo-tpot``; ``plan``: pooled token gaps, now ``--slo-itl``, or ``--slo-tpot`` with
+    ``--tbt-metric tpot``) so that scripts give the same numbers, with a warning naming the new flag."""
+    # lazy: CLI start-up
+    from kvsim.slo import legacy_tbt_flag, parse_slo
+
+    legacy = legacy_tbt_flag(command, tbt, tbt_metric)
+    if legacy is not None:
+        metric, text = legacy
+        new = f"--slo-{metric}"
+        if (tpot if metric == "tpot" else itl) is not None:
+            raise ConfigError(f"--slo-tbt and {new} give the same bound; drop --slo-tbt")
+        print(f"warning: --slo-tbt is deprecated; in `kvsim {command}` it means {new} {text} (use that). "
+              "--slo-tpot bounds each request's mean time per output token, --slo-itl the pooled token gaps",
+              file=sys.stderr)
+        tpot, itl = (text, itl) if metric == "tpot" else (tpot, text)
+    return parse_slo(ttft, tpot, itl, percentile)

@@ -12,6 +12,7 @@ from kvsim.commands.common import (
     CalibrationOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
     console, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
+from kvsim.commands.tables import print_pairs, print_rows
 from kvsim.errors import ConfigError
 
 
@@ -73,7 +74,7 @@ def estimate_cmd(
                                             "(k = x1024; docs/examples/kinetics.md)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Closed-form estimate: KV bytes/token, max batch, TTFT, TBT, throughput and a breakdown."""
+    """Closed-form estimate: KV bytes/token, max batch, TTFT, TPOT (= ITL), throughput and a breakdown."""
     # lazy: CLI start-up
     from kvsim.pricing.estimate import estimate
     from kvsim.pricing.reuse.answer import reuse_answer
@@ -152,7 +153,7 @@ def _answer(r) -> dict:
     ``reason`` says why), a request that does not fit alone has no TTFT either."""
     d = r.model_dump()
     if not r.fits:
-        d.update(tbt_s=None, throughput_tok_s=None, breakdown=[])
+        d.update(tpot_s=None, throughput_tok_s=None, breakdown=[])
         if r.max_batch == 0:
             d["ttft_s"] = None
     return d
@@ -163,20 +164,14 @@ def _limit(n: int | None) -> str:
 
 
 def _print_one(r, breakdown: bool) -> None:
-    # lazy: CLI start-up
-    from rich.table import Table
-
     con = console()
-    t = Table(title=f"{r.model} on {r.hw} - {r.method}, context {r.context:,}, batch {r.batch}", show_header=False)
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
     no_fit = "does not fit in memory"
     rows = [
         ("KV bytes/token (GPU, per GPU)", fmt_num(r.kv_bytes_per_token_gpu, 0)),
         ("KV bytes/token (host)", fmt_num(r.kv_bytes_per_token_host, 0)),
         ("max batch (GPU / host)", f"{_limit(r.max_batch)} ({_limit(r.max_batch_gpu)} / {_limit(r.max_batch_host)})"),
         ("TTFT (one request)", no_fit if r.max_batch == 0 else fmt_s(r.ttft_s)),
-        ("TBT at batch", fmt_s(r.tbt_s) if r.fits else no_fit),
+        ("TPOT = ITL at batch", fmt_s(r.tpot_s) if r.fits else no_fit),
         ("throughput (decode tok/s)", fmt_num(r.throughput_tok_s) if r.fits else no_fit),
         ("GPU memory per GPU", f"{fmt_bytes(r.memory_gpu_bytes)} of {fmt_bytes(r.gpu_requested_bytes)} requested "
          f"(weights {fmt_bytes(r.weights_bytes_per_gpu)}, KV {fmt_bytes(r.kv_gpu_bytes)}, "
@@ -188,42 +183,34 @@ def _print_one(r, breakdown: bool) -> None:
         rows.append(("expert offload", r.expert_offload))
     if not r.fits:
         rows.append(("does not fit", r.reason or ""))
-    for k, v in rows:
-        t.add_row(k, v)
-    con.print(t)
+    print_pairs(con, f"{r.model} on {r.hw} - {r.method}, context {r.context:,}, batch {r.batch}", rows)
     if breakdown and r.breakdown and r.fits:
-        bt = Table(title="breakdown")
-        for c in ("phase", "component", "device", "time", "share", "bound by"):
-            bt.add_column(c, justify="right" if c in ("time", "share") else "left")
-        for row in r.breakdown:
-            bt.add_row(row.phase, row.component, row.device, fmt_s(row.seconds), f"{row.share * 100:.1f}%", row.bound)
-        con.print(bt)
+        print_rows(con, "breakdown", ("phase", "component", "device", "time", "share", "bound by"),
+                   [(row.phase, row.component, row.device, fmt_s(row.seconds), f"{row.share * 100:.1f}%", row.bound)
+                    for row in r.breakdown], left=("phase", "component", "device", "bound by"))
+
+
+#: column headers of the method comparison (vLLM metric names: TTFT, TPOT = ITL in steady decode)
+TABLE_HEADERS = ("method", "KV B/tok GPU", "KV B/tok host", "max batch", "batch", "TTFT", "TPOT", "tok/s", "GPU mem",
+                 "host mem", "note")
 
 
 def _print_table(results) -> None:
-    # lazy: CLI start-up
-    from rich.table import Table
-
     r0 = results[0]
-    t = Table(title=f"{r0.model} on {r0.hw}, context {r0.context:,}")
-    for c in ("method", "KV B/tok GPU", "KV B/tok host", "max batch", "batch", "TTFT", "TBT", "tok/s", "GPU mem", "host mem",
-              "note"):
-        t.add_column(c, justify="left" if c in ("method", "note") else "right")
+    rows = []
     for r in results:
         ok = r.fits
-        t.add_row(r.method, fmt_num(r.kv_bytes_per_token_gpu, 0), fmt_num(r.kv_bytes_per_token_host, 0),
-                  "-" if r.max_batch is None else str(r.max_batch), str(r.batch),
-                  "-" if r.max_batch == 0 else fmt_s(r.ttft_s), fmt_s(r.tbt_s) if ok else "-",
-                  fmt_num(r.throughput_tok_s) if ok else "-", fmt_bytes(r.memory_gpu_bytes), fmt_bytes(r.memory_host_bytes),
-                  "" if ok else f"does not fit: {r.reason}")
-    console().print(t)
+        rows.append((r.method, fmt_num(r.kv_bytes_per_token_gpu, 0), fmt_num(r.kv_bytes_per_token_host, 0),
+                     "-" if r.max_batch is None else str(r.max_batch), str(r.batch),
+                     "-" if r.max_batch == 0 else fmt_s(r.ttft_s), fmt_s(r.tpot_s) if ok else "-",
+                     fmt_num(r.throughput_tok_s) if ok else "-", fmt_bytes(r.memory_gpu_bytes),
+                     fmt_bytes(r.memory_host_bytes), "" if ok else f"does not fit: {r.reason}"))
+    print_rows(console(), f"{r0.model} on {r0.hw}, context {r0.context:,}", TABLE_HEADERS, rows, left=("note",))
 
 
 def _tts(dep, methods, spec: str, as_json: bool) -> None:
     """``--tts``: one row per method of :func:`kvsim.pricing.tts.task_cost`."""
     # lazy: CLI start-up
-    from rich.table import Table
-
     from kvsim.pricing.tts import affordable_gen_tokens, intensity_flops_per_byte, task_cost
     from kvsim.pricing.tts_spec import parse_task
 
@@ -256,16 +243,17 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
         print_json(rows)
         return
     gen = f"the longest generation within {budget:.3g} eFLOPs" if budget is not None else f"{task.gen_tokens:,} tokens"
-    t = Table(title=f"{dep.model.name} on {dep.system.name}: {task.samples} sample(s) x {gen} after "
-                    f"{task.prompt_tokens:,} (I = {intensity_flops_per_byte(dep) if intensity is None else intensity:g} FLOPs/B, "
-                    f"{'weights amortized' if batch is None else f'batch {batch}'})")
-    for col in ("method", "gen tokens", "prefill eFLOPs", "linear eFLOPs", "attention eFLOPs", "total eFLOPs", "attention share",
-                "attn / linear", "roofline s"):
-        t.add_column(col, justify="left" if col == "method" else "right")
+    title = (f"{dep.model.name} on {dep.system.name}: {task.samples} sample(s) x {gen} after "
+             f"{task.prompt_tokens:,} (I = {intensity_flops_per_byte(dep) if intensity is None else intensity:g} FLOPs/B, "
+             f"{'weights amortized' if batch is None else f'batch {batch}'})")
+    headers = ("method", "gen tokens", "prefill eFLOPs", "linear eFLOPs", "attention eFLOPs", "total eFLOPs",
+               "attention share", "attn / linear", "roofline s")
+    table = []
     for r in rows:
         if r["gen_tokens"] == 0:
-            t.add_row(r["method"], "0", *["-"] * 7)
+            table.append((r["method"], "0", *["-"] * 7))
             continue
-        t.add_row(r["method"], f"{r['gen_tokens']:,}", f"{r['prefill_eflops']:.3e}", f"{r['linear_eflops']:.3e}", f"{r['attention_eflops']:.3e}",
-                  f"{r['total_eflops']:.3e}", f"{r['attention_share'] * 100:.1f}%", f"{r['attention_to_linear']:.2f}", fmt_s(r["roofline_s"]))
-    console().print(t)
+        table.append((r["method"], f"{r['gen_tokens']:,}", f"{r['prefill_eflops']:.3e}", f"{r['linear_eflops']:.3e}",
+                      f"{r['attention_eflops']:.3e}", f"{r['total_eflops']:.3e}", f"{r['attention_share'] * 100:.1f}%",
+                      f"{r['attention_to_linear']:.2f}", fmt_s(r["roofline_s"])))
+    print_rows(console(), title, headers, table, left=("method",))

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from kvsim.commands.tables import print_rows
 from kvsim.commands.common import console, fmt_bytes, print_json
 from kvsim.errors import ConfigError
 
@@ -41,15 +42,9 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
-    # lazy: CLI start-up
-    from rich.table import Table
-
-    t = Table(title=what.value)
-    for c in rows[0]:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[", ".join(v) if isinstance(v, list) else str(v) for v in r.values()])
-    console().print(t)
+    heads = list(rows[0])
+    print_rows(console(), what.value, heads,
+               [[", ".join(v) if isinstance(v, list) else str(v) for v in r.values()] for r in rows], left=heads, wrap=True)
 
 
 def _hardware(files: list[str]) -> list[dict]:

@@ -9,11 +9,15 @@ from typing import Annotated, Optional
 import typer
 
 from kvsim.commands.common import (
-    ArrivalsOpt, CalibrationOpt, ColumnsOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, StrictOpt, TimeUnitOpt,
-    TokenizerOpt, TraceFormatOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json, split_methods,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, PercentileOpt, SloTbtOpt,
+    SloTpotOpt, SloTtftOpt, StrictOpt, TbtMetricOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, WatermarkOpt,
+    WeightDtypeOpt, check_watermark, console, print_json, resolve_slo, split_methods,
 )
+from kvsim.commands.tables import print_rows
 from kvsim.errors import ConfigError
 
+#: plan's token bound when no --slo-tpot / --slo-itl is given
+DEFAULT_SLO_ITL = "100ms"
 HwListOpt = Annotated[list[str], typer.Option("--hw", help="hardware to compare: comma list or repeated (a100,l20,4090)")]
 
 
@@ -51,10 +55,12 @@ def plan_cmd(
     hw: HwListOpt = ["a100"],  # noqa: B006
     method: Annotated[list[str], typer.Option("--method", help="method specs: name, name:k=v,..., comma list, 'all'")] = ["full"],  # noqa: B006
     sweep: Annotated[list[str], typer.Option("--sweep", help="sweep a method param: METHOD.PARAM=V1,V2 (repeat for a grid)")] = [],  # noqa: B006
-    slo_ttft: Annotated[str, typer.Option("--slo-ttft", help="TTFT objective, seconds")] = "2",
-    slo_tbt: Annotated[str, typer.Option("--slo-tbt", help="time-between-tokens objective, seconds")] = "0.1",
-    percentile: Annotated[str, typer.Option("--percentile", help="percentile the SLO applies to: p50, p90, p99")] = "p99",
-    tbt_metric: Annotated[str, typer.Option("--tbt-metric", help="tbt: pooled inter-token gaps (ITL); tpot: per-request mean")] = "tbt",
+    slo_ttft: SloTtftOpt = "2s",
+    slo_tpot: SloTpotOpt = None,
+    slo_itl: Annotated[Optional[str], typer.Option("--slo-itl", metavar="DURATION", help="SLO: inter-token latency, every gap between tokens of all requests pooled (vLLM ITL), judged at --percentile [default: 100ms unless --slo-tpot is given]")] = None,
+    percentile: PercentileOpt = "p99",
+    slo_tbt: SloTbtOpt = None,
+    tbt_metric: TbtMetricOpt = None,
     num_requests: Annotated[int, typer.Option("--num-requests", min=1, help="requests per simulation")] = 500,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")] = 0,
     max_prompt_tokens: Annotated[Optional[int], typer.Option("--max-prompt-tokens", min=1, help="clip prompts")] = None,
@@ -92,10 +98,12 @@ def plan_cmd(
     # lazy: CLI start-up
     from kvsim.fileio import check_tree, check_writable_dir
     from kvsim.plan.search import PLAN_GLOBS, PlanRequest, expand_sweeps, run_plan, save_plan
-    from kvsim.plan.schema import SearchOptions, TraceSpec, parse_slo
+    from kvsim.plan.schema import SearchOptions, TraceSpec
     from kvsim.plan.sweep import default_cache_dir
 
-    slo = parse_slo(slo_ttft, slo_tbt, percentile, tbt_metric)
+    slo = resolve_slo("plan", slo_ttft, slo_tpot, slo_itl, percentile, slo_tbt, tbt_metric)
+    if slo is None or (slo.tpot_s is None and slo.itl_s is None):  # the default token bound: p99 ITL <= 100 ms
+        slo = resolve_slo("plan", slo_ttft, None, DEFAULT_SLO_ITL, percentile)
     check_watermark(watermark)
     hws = [h.strip() for v in hw for h in v.split(",") if h.strip()]
     if not hws:
@@ -152,9 +160,6 @@ def plan_cmd(
 def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     """Aggregated vs every P:D layout per (hardware, method) (kvsim.plan.disagg_search)."""
     # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
-
     from kvsim.costmodel.deployment import build_deployment
     from kvsim.hardware import load_link
     from kvsim.methods import make_method
@@ -184,19 +189,16 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    slo = req.slo
-    t = Table(title=f"{req.model} on {trace.name} ({len(trace)} req), {instances} instances x TP{req.tp}, KV link {link.name}: "
-                    f"SLO {slo.percentile} TTFT <= {slo.ttft_s:g} s, {slo.tbt_metric.upper()} <= {slo.tbt_s:g} s",
-              title_justify="left")
     keys = [k for k in rows[0] if k not in ("prefill_instances", "decode_instances", "capped", "evaluations", "wall_s")]
-    for k in keys:
-        t.add_column(k, justify="left" if k in ("hw", "method", "layout") else "right")
+    cells_of = []
     for r in rows:
         cells = ["-" if r[k] is None else f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys]
         if r["capped"]:  # a lower bound: the search stopped while still feasible
             cells = [f">= {c}" if k in ("max_rate_per_s", "rate_per_gpu_per_s") else c for k, c in zip(keys, cells)]
-        t.add_row(*cells)
-    Console(width=max(160, Console().width)).print(t)
+        cells_of.append(cells)
+    print_rows(console(), f"{req.model} on {trace.name} ({len(trace)} req), {instances} instances x TP{req.tp}, "
+               f"KV link {link.name}: SLO {req.slo.describe()}", keys, cells_of, left=("hw", "method", "layout"),
+               heading=3)
     for r in rows:
         if r["capped"]:
             print(f"note: {r['hw']} {r['method']} {r['layout']}: still meets the SLO at the search's top rate (every "
@@ -207,21 +209,13 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
 
 def _print_table(plan) -> None:
     # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
+    from kvsim.plan.report import plan_columns, recommendation_rows
 
-    from kvsim.plan.report import _COLUMNS, column_titles, recommendation_rows
-
-    slo = plan.slo
-    title = (f"{plan.model} on {plan.trace_name} ({plan.trace_requests or plan.trace.num_requests} req): SLO {slo.percentile} TTFT <= "
-             f"{slo.ttft_s:g} s, {slo.tbt_metric.upper()} <= {slo.tbt_s:g} s"
-             + (f", target {plan.target_rate_per_s:g} req/s" if plan.target_rate_per_s else ""))
-    table = Table(title=title, title_justify="left")
-    for (key, _), head in zip(_COLUMNS, column_titles(plan)):
-        table.add_column(head, justify="left" if key in ("hardware", "method", "note") else "right")
-    for r in recommendation_rows(plan):
-        table.add_row(*(r[k] for k, _ in _COLUMNS))
-    console = Console(width=max(160, Console().width))
-    console.print(table)
+    title = (f"{plan.model} on {plan.trace_name} ({plan.trace_requests or plan.trace.num_requests} req): "
+             f"SLO {plan.slo.describe()}" + (f", target {plan.target_rate_per_s:g} req/s" if plan.target_rate_per_s else ""))
+    cols = plan_columns(plan)
+    con = console()
+    print_rows(con, title, [h for _, h in cols], [[r[k] for k, _ in cols] for r in recommendation_rows(plan)],
+               left=("hardware", "method", "note"), heading=3)
     for g, p in sorted({(c.gpu_name, c.price) for c in plan.configs if c.price}, key=lambda x: x[0]):
-        console.print(f"[dim]price {g}: ${p.usd_per_hour:.2f}/GPU-hour, {p.source} ({p.date})[/dim]")
+        con.print(f"[dim]price {g}: ${p.usd_per_hour:.2f}/GPU-hour, {p.source} ({p.date})[/dim]", overflow="fold")

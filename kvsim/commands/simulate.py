@@ -19,13 +19,16 @@ import typer
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
-    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, StrictOpt,
-    TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, WatermarkOpt, WeightDtypeOpt,
-    check_watermark, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt,
+    PercentileOpt, SloItlOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TpOpt,
+    TraceFormatOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, console, fmt_bytes, fmt_num, fmt_s, print_json,
+    resolve_slo, split_methods,
 )
+from kvsim.commands.tables import print_pairs, print_rows
 from kvsim.errors import ConfigError
 from kvsim.fileio import check_tree, write_tree
 from kvsim.jsonutil import dumps_strict
+from kvsim.slo import fmt_duration, verdict as slo_verdict
 
 
 class Preemption(str, Enum):
@@ -67,8 +70,11 @@ def simulate_cmd(
     kv_dtype: KvDtypeOpt = "auto",
     calibration: CalibrationOpt = None,
     expert_offload: ExpertOffloadOpt = None,
-    slo_ttft: Annotated[Optional[float], typer.Option("--slo-ttft", help="goodput: TTFT SLO, seconds")] = None,
-    slo_tbt: Annotated[Optional[float], typer.Option("--slo-tbt", help="goodput: SLO on each request's mean TBT (TPOT), seconds")] = None,
+    slo_ttft: SloTtftOpt = None,
+    slo_tpot: SloTpotOpt = None,
+    slo_itl: SloItlOpt = None,
+    percentile: PercentileOpt = "p99",
+    slo_tbt: SloTbtOpt = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")] = 0,
     out: Annotated[Optional[str], typer.Option("--out", help="directory: manifest.json and one folder per method (summary.json, requests.csv, timeline.csv/json; docs/outputs.md)")] = None,
     report: Annotated[Optional[str], typer.Option("--report", help="write an HTML report comparing the methods (plotly.js beside it)")] = None,
@@ -76,7 +82,7 @@ def simulate_cmd(
     force: Annotated[bool, typer.Option("--force", help="--out: replace or remove files there that kvsim did not write")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replay a request trace through a vLLM-like engine: TTFT, TBT, throughput, memory per KV method."""
+    """Replay a request trace through a vLLM-like engine: TTFT, TPOT, ITL, E2EL, throughput, memory per KV method."""
     # lazy: CLI start-up
     from kvsim.methods import make_method
     from kvsim.sim.scheduler import PreemptionMode
@@ -84,7 +90,8 @@ def simulate_cmd(
     from kvsim.sim.chunk_reuse import chunk_cache_summary
     from kvsim.traces import load_trace
 
-    for flag, v in (("--slo-ttft", slo_ttft), ("--slo-tbt", slo_tbt), ("--rate", rate), ("--time-scale", time_scale)):
+    slo = resolve_slo("simulate", slo_ttft, slo_tpot, slo_itl, percentile, slo_tbt)
+    for flag, v in (("--rate", rate), ("--time-scale", time_scale)):
         if v is not None and not 0 < v < float("inf"):  # NaN fails too
             raise ConfigError(f"{flag} must be a finite number > 0, got {v}")
     check_watermark(watermark)
@@ -132,7 +139,8 @@ def simulate_cmd(
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                          chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
                          enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-                         watermark=watermark, seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt)
+                         watermark=watermark, seed=seed, slo_ttft_s=None if slo is None else slo.ttft_s,
+                         slo_tpot_s=None if slo is None else slo.tpot_s)
     results = []
     for spec, m in methods:
         try:
@@ -163,6 +171,8 @@ def simulate_cmd(
                                      "calibration": calibration}
         if dep.expert_offload is not None:
             res.summary["expert_offload"] = dep.expert_offload.label()
+        if slo is not None:
+            res.summary["slo"] = slo_verdict(slo, res.summary)
         results.append(res)
     if not results:
         raise ConfigError("no method could be simulated")
@@ -260,8 +270,8 @@ def output_files(res) -> dict[str, str]:
         reason[i] = why
     cols = {
         "req_id": np.arange(len(status)), "arrival_s": rec.arrival_s, "scheduled_s": rec.scheduled_s,
-        "first_token_s": rec.first_token_s, "finish_s": rec.finish_s, "ttft_s": ttft, "e2e_s": e2e, "tpot_s": tpot,
-        "tbt_max_s": rec.tbt_max_s, "prompt_tokens": rec.prompt_tokens,
+        "first_token_s": rec.first_token_s, "finish_s": rec.finish_s, "ttft_s": ttft, "e2el_s": e2e, "tpot_s": tpot,
+        "itl_max_s": rec.tbt_max_s, "prompt_tokens": rec.prompt_tokens,
         "effective_prompt_tokens": rec.effective_prompt_tokens, "output_tokens": rec.output_tokens,
         "cached_tokens": np.maximum(rec.cached_tokens, 0), "preemptions": rec.preemptions,
         "status": status, "reject_reason": reason,
@@ -299,21 +309,15 @@ def _stats_row(st: dict) -> str:
 
 
 def _print_one(s: dict) -> None:
-    # lazy: CLI start-up
-    from rich.table import Table
-
-    t = Table(title=f"{s['model']} on {s['hw']} - {s['method']}, trace {s['trace']}", show_header=False)
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
     rows = [
         ("requests completed / rejected", f"{s['requests_completed']:,} / {s['requests_rejected']:,}"
          + (" (" + ", ".join(f"{k}: {v:,}" for k, v in s.get("rejected_reasons", {}).items()) + ")"
             if s.get("rejected_reasons") else "")
          + (f" ({s['requests_failed_in_trace']:,} failed in the trace)" if s["requests_failed_in_trace"] else "")),
         ("TTFT mean / p50 / p90 / p99", _stats_row(s["ttft_s"])),
-        ("TBT mean / p50 / p90 / p99", _stats_row(s["tbt_s"])),
         ("TPOT mean / p50 / p90 / p99", _stats_row(s["tpot_s"])),
-        ("E2E mean / p50 / p90 / p99", _stats_row(s["e2e_s"])),
+        ("ITL mean / p50 / p90 / p99", _stats_row(s["itl_s"])),
+        ("E2EL mean / p50 / p90 / p99", _stats_row(s["e2el_s"])),
         ("throughput (output tok/s)", fmt_num(s["throughput_output_tok_s"])),
         ("throughput (total tok/s, req/s)", f"{fmt_num(s['throughput_total_tok_s'])}, {fmt_num(s['throughput_req_s'], 3)}"),
         ("makespan", fmt_s(s["makespan_s"])),
@@ -325,6 +329,8 @@ def _print_one(s: dict) -> None:
     ]
     if s.get("goodput_req_s") is not None:
         rows.append(("goodput (req/s, fraction)", f"{fmt_num(s['goodput_req_s'], 3)}, {s['goodput_fraction']:.3f}"))
+    if s.get("slo"):
+        rows.append(("SLO " + s["slo"]["percentile"], _slo_cell(s["slo"])))
     load = s.get("load") or {}
     if load:
         busy = load.get("gpu_busy_fraction")
@@ -346,9 +352,7 @@ def _print_one(s: dict) -> None:
                                                            f"{fmt_bytes(dis['kv_transfer_bytes_mean'] or 0.0)}"))
         rows.append(("KV transfer mean / p50 / p90 / p99", _stats_row(dis["kv_transfer_s"])))
         rows.append(("KV transfer wait mean / p50 / p90 / p99", _stats_row(dis["kv_transfer_wait_s"])))
-    for k, v in rows:
-        t.add_row(k, v)
-    _console().print(t)
+    print_pairs(console(), f"{s['model']} on {s['hw']} - {s['method']}, trace {s['trace']}", rows)
     if load.get("hint"):
         print(f"hint: {load['hint']}", file=sys.stderr)
     for n in s.get("notes", []):
@@ -356,37 +360,48 @@ def _print_one(s: dict) -> None:
             print(f"note: {n}", file=sys.stderr)
 
 
-def _print_table(summaries: list[dict]) -> None:
-    # lazy: CLI start-up
-    from rich.table import Table
+def _slo_cell(v: dict) -> str:
+    """``"met: TTFT 1.200 s <= 2 s, ITL 80.00 ms <= 100 ms"`` of a :func:`kvsim.slo.verdict`."""
+    parts = [f"{c['metric'].upper()} {'-' if c['value_s'] is None else fmt_s(c['value_s'])} "
+             f"{'<=' if c['met'] else '>'} {fmt_duration(c['bound_s'])}" for c in v["checks"]]
+    return ("met: " if v["met"] else "missed: ") + ", ".join(parts)
 
+
+#: the method comparison's columns (vLLM metric names; E2EL: end-to-end latency)
+TABLE_HEADERS = ("method", "done", "rej", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p99", "E2EL p50", "out tok/s",
+                 "peak KV GPU", "peak KV host", "preempt")
+
+
+def _print_table(summaries: list[dict]) -> None:
     s0 = summaries[0]
     full = next((s for s in summaries if s["method"] == "full"), None)
     # full KV first (the baseline), then by median end-to-end latency, fastest first
-    summaries = sorted(summaries, key=lambda s: (s is not full, _or_inf(s["e2e_s"]["p50"])))
-    t = Table(title=f"{s0['model']} on {s0['hw']}, trace {s0['trace']}"
-                    + (" (vs full: change of median E2E and output tok/s against full KV)" if full else ""))
-    cols = ["method", "done", "rej", "TTFT p50", "TTFT p99", "TBT p50", "TBT p99", "E2E p50", "out tok/s", "peak KV GPU",
-            "peak KV host", "preempt"]  # noqa: E501
+    summaries = sorted(summaries, key=lambda s: (s is not full, _or_inf(s["e2el_s"]["p50"])))
+    cols = list(TABLE_HEADERS)
     if full is not None:
         cols.insert(8, "vs full")
     good = any(s.get("goodput_req_s") is not None for s in summaries)
     if good:
         cols.append("goodput")
-    for c in cols:
-        t.add_column(c, justify="left" if c == "method" else "right")
+    slo = any(s.get("slo") for s in summaries)
+    if slo:
+        cols.append(f"SLO {next(s['slo']['percentile'] for s in summaries if s.get('slo'))}")
+    rows = []
     for s in summaries:
         row = [s["method"], f"{s['requests_completed']:,}", f"{s['requests_rejected']:,}", fmt_s(s["ttft_s"]["p50"]),
-               fmt_s(s["ttft_s"]["p99"]), fmt_s(s["tbt_s"]["p50"]), fmt_s(s["tbt_s"]["p99"]), fmt_s(s["e2e_s"]["p50"]),
+               fmt_s(s["ttft_s"]["p99"]), fmt_s(s["tpot_s"]["p50"]), fmt_s(s["itl_s"]["p99"]), fmt_s(s["e2el_s"]["p50"]),
                fmt_num(s["throughput_output_tok_s"]), fmt_bytes(s["peak_kv_gpu_bytes"]), fmt_bytes(s["peak_kv_host_bytes"]),
                f"{s['preemptions']:,}"]
         if full is not None:
-            row.insert(8, "-" if s is full else f"{_change(s['e2e_s']['p50'], full['e2e_s']['p50'])} E2E, "
+            row.insert(8, "-" if s is full else f"{_change(s['e2el_s']['p50'], full['e2el_s']['p50'])} E2EL, "
                                                  f"{_change(s['throughput_output_tok_s'], full['throughput_output_tok_s'])} tok/s")
         if good:
             row.append("-" if s.get("goodput_fraction") is None else f"{s['goodput_fraction']:.3f}")
-        t.add_row(*row)
-    _console().print(t)
+        if slo:
+            row.append("-" if not s.get("slo") else ("met" if s["slo"]["met"] else "missed"))
+        rows.append(row)
+    print_rows(console(), f"{s0['model']} on {s0['hw']}, trace {s0['trace']}"
+               + (" (vs full: change of median E2EL and output tok/s against full KV)" if full else ""), cols, rows)
     hints = {s["method"]: (s.get("load") or {}).get("hint") for s in summaries}
     if any(hints.values()):
         if len(set(hints.values())) == 1:
@@ -406,11 +421,3 @@ def _change(x: float | None, base: float | None) -> str:
     if x is None or not base:
         return "-"
     return f"{(x / base - 1) * 100:+.0f}%"
-
-
-def _console():
-    """Rich console on stdout; a wide one when piped so the table is not truncated."""
-    # lazy: CLI start-up
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=200)

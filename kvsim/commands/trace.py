@@ -13,7 +13,11 @@ from typing import Annotated
 
 import typer
 
-from kvsim.commands.common import ArrivalsOpt, ColumnsOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, print_json
+from kvsim.commands.common import (
+    DURATION_HELP, ArrivalsOpt, ColumnsOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, console, print_json,
+)
+from kvsim.commands.tables import print_grid
+from kvsim.durations import parse_duration_s
 from kvsim.traces import BURSTGPT_URL, fetch_burstgpt, list_formats, list_traces, load_trace, summarize
 from kvsim.traces.fetch import BURSTGPT_FILE, burstgpt_cache_path, check_timeout
 
@@ -32,19 +36,13 @@ class Dataset(str, Enum):
 @app.command("list")
 def list_cmd() -> None:
     """List trace names with a one-line description each."""
-    names = list_traces()
-    width = max(map(len, names))
-    for name, text in names.items():
-        typer.echo(f"{name:<{width}}  {text}")
+    print_grid(console(), list(list_traces().items()))
 
 
 @app.command("formats")
 def formats_cmd() -> None:
     """List the trace file formats `--trace-format` accepts (examples in docs/traces.md)."""
-    names = list_formats()
-    width = max(map(len, names))
-    for name, text in names.items():
-        typer.echo(f"{name:<{width}}  {text}")
+    print_grid(console(), list(list_formats().items()))
 
 
 def _progress():
@@ -70,17 +68,18 @@ def fetch(
     dataset: Annotated[Dataset, typer.Argument(help="dataset to download")],
     dest: Annotated[Path | None, typer.Option("--dest", help="directory (default: $KVSIM_CACHE_DIR/burstgpt)")] = None,
     url: Annotated[str, typer.Option("--url", help="download URL (a mirror of BurstGPT_1.csv)")] = BURSTGPT_URL,
-    timeout: Annotated[float, typer.Option("--timeout", help="network timeout, seconds")] = 60.0,
+    timeout: Annotated[str, typer.Option("--timeout", metavar="DURATION", help=f"network timeout ({DURATION_HELP})")] = "60s",
     force: Annotated[bool, typer.Option("--force", help="download even if a verified copy exists")] = False,
 ) -> None:
     """Download BurstGPT_1.csv (52 MB), verify size and sha256, and store it where
     `--trace burstgpt` finds it."""
-    check_timeout(timeout)
+    timeout_s = parse_duration_s(timeout, "--timeout")
+    check_timeout(timeout_s)
     target = (dest.expanduser() if dest else burstgpt_cache_path().parent) / BURSTGPT_FILE
     before = target.stat().st_mtime_ns if target.is_file() else None
     if before is None or force:
         typer.echo(f"downloading {url} -> {target}", err=True)
-    path = fetch_burstgpt(dest, url=url, timeout_s=timeout, force=force, progress=_progress())
+    path = fetch_burstgpt(dest, url=url, timeout_s=timeout_s, force=force, progress=_progress())
     if before is not None and not force and path.stat().st_mtime_ns == before:
         typer.echo(f"already present and verified: {path}")
     else:
@@ -148,7 +147,6 @@ def info(
         rows.append(("sessions", s.sessions))
     if s.token_counts:
         rows.append(("token counts", s.token_counts))
-    for label, value in rows:
-        typer.echo(f"{label:<15} {value}")
+    print_grid(console(), [(label, str(value)) for label, value in rows])
     if s.notice:
         typer.echo(f"notice: {s.notice}")

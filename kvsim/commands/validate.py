@@ -14,8 +14,10 @@ from typing import Annotated
 
 import typer
 
-from kvsim.commands.common import fmt_s, print_json
+from kvsim.commands.common import DURATION_HELP, console, fmt_s, metric_name, print_json
+from kvsim.commands.tables import print_rows
 from kvsim.commands.validate_replay import replay_cmd
+from kvsim.durations import parse_duration_s
 from kvsim.errors import ConfigError, KvsimError
 
 app = typer.Typer(help="microbenchmarks, calibration and accuracy of the cost model (torch for run/calibrate/e2e)",
@@ -54,6 +56,7 @@ QuickOpt = Annotated[bool, typer.Option("--quick", help="small shapes, few repea
 HwOpt = Annotated[str | None, typer.Option("--hw", help="cuda: the GPU spec (name or YAML) if the device name is not recognised")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads (default: torch's; e2e: the calibration's)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+WaitQuietOpt = Annotated[str, typer.Option("--wait-quiet", metavar="DURATION", help=f"wait up to this long for other processes to go idle ({DURATION_HELP})")]
 
 
 def _torch(cmd: str):
@@ -85,15 +88,16 @@ def _gpu_spec(hw: str | None):
     return load_system(hw).gpu
 
 
-def _run(device: Device, model: str | None, quick: bool, hw: str | None, threads: int | None, wait_quiet: float, cmd: str):
+def _run(device: Device, model: str | None, quick: bool, hw: str | None, threads: int | None, wait_quiet: str, cmd: str):
+    wait_s = parse_duration_s(wait_quiet, "--wait-quiet", allow_zero=True)
     _check_device(device, cmd)
     # lazy: CLI start-up
     from kvsim.validate.cpuenv import wait_quiet as _wait
     from kvsim.validate.runner import run_benchmarks
 
     spec, gpu = _model(model, device), _gpu_spec(hw)  # (bad names fail before any waiting or timing)
-    if wait_quiet > 0:
-        _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
+    if wait_s > 0:
+        _wait(wait_s, log=lambda s: print(s, file=sys.stderr))
     return run_benchmarks(device.value, spec, quick=quick, gpu_spec=gpu, threads=threads,
                           command="kvsim validate " + " ".join(_argv_after("validate") or [cmd]))
 
@@ -163,7 +167,7 @@ def run_cmd(
     out: Annotated[str | None, typer.Option("--out", help="results JSON (default kvsim-validate-DEVICE-MODEL.json)")] = None,
     hw: HwOpt = None,
     threads: ThreadsOpt = None,
-    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    wait_quiet: WaitQuietOpt = "0",
     force: ForceOpt = False,
 ) -> None:
     """Time torch kernels at a model's shapes; save raw timings and each kernel's work (JSON + local hw YAML)."""
@@ -203,7 +207,7 @@ def calibrate_cmd(
     dtype: Annotated[Dtype | None, typer.Option("--dtype", help="math dtype to fit (default fp32 on cpu, bf16 on cuda)")] = None,
     hw: HwOpt = None,
     threads: ThreadsOpt = None,
-    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    wait_quiet: WaitQuietOpt = "0",
     e2e_results: Annotated[str | None, typer.Option("--e2e", help="add the per-step overhead fitted by a saved `validate e2e` run (its JSON)")] = None,
     allow_contended: Annotated[bool, typer.Option("--allow-contended", help="fit even if more than 10% of the kernels were timed under other processes' load")] = False,
     force: ForceOpt = False,
@@ -303,17 +307,9 @@ def _pct(x) -> str:
 
 
 def _print_effs(cal) -> None:
-    # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"fitted efficiencies ({cal.device}, {cal.dtype})")
-    for c in ("op class", "compute", "memory", "overhead"):
-        t.add_column(c, justify="left" if c == "op class" else "right")
-    for op, e in cal.efficiencies.items():
-        t.add_row(op, f"{e['compute']:.3f}" if "compute" in e else "-", f"{e['memory']:.3f}" if "memory" in e else "-",
-                  f"{e.get('overhead_s', 0.0) * 1e6:.1f} us")
-    Console().print(t)
+    print_rows(console(), f"fitted efficiencies ({cal.device}, {cal.dtype})", ("op class", "compute", "memory", "overhead"),
+               [(op, f"{e['compute']:.3f}" if "compute" in e else "-", f"{e['memory']:.3f}" if "memory" in e else "-",
+                 f"{e.get('overhead_s', 0.0) * 1e6:.1f} us") for op, e in cal.efficiencies.items()])
 
 
 def _defaults(results: str | None, calibration: str | None) -> tuple[str | None, str | None]:
@@ -366,19 +362,12 @@ def compare_cmd(
                     "kernels": as_dicts(rows), "device": cal.device, "dtype": cal.dtype, "validation": cal.validation,
                     "note": "after = in-sample for fitted kernels; cv = held-out (k-fold cross-validation)"})
         return
-    # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"predicted vs measured: {cal.device} (calibration dtype {cal.dtype or 'all'})")
-    for c in ("kernel", "op", "measured", "before", "err", "after", "err", "held-out", "err"):
-        t.add_column(c, justify="left" if c in ("kernel", "op") else "right", no_wrap=c in ("kernel", "op"))
-    for r in rows:
-        if r.fitted or all_kernels:
-            t.add_row(r.kernel + ("" if r.fitted else " *"), r.op, fmt_s(r.measured_s), fmt_s(r.before_s), _pct(r.err_before),
-                      fmt_s(r.after_s), _pct(r.err_after), fmt_s(r.cv_s) if r.cv_s is not None else "-", _pct(r.err_cv))
-    con = Console(width=max(Console().width, 130))
-    con.print(t)
+    con = console()
+    print_rows(con, f"predicted vs measured: {cal.device} (calibration dtype {cal.dtype or 'all'})",
+               ("kernel", "op", "measured", "before", "err before", "after", "err after", "held-out", "err held-out"),
+               [(r.kernel + ("" if r.fitted else " *"), r.op, fmt_s(r.measured_s), fmt_s(r.before_s), _pct(r.err_before),
+                 fmt_s(r.after_s), _pct(r.err_after), fmt_s(r.cv_s) if r.cv_s is not None else "-", _pct(r.err_cv))
+                for r in rows if r.fitted or all_kernels], left=("op",))
     con.print("after = the calibration's prediction: IN-SAMPLE for fitted kernels (the fit saw them); held-out = "
               "predicted by a cross-validation fit that did not see the kernel")
     for s in (fitted, every):
@@ -405,9 +394,9 @@ def e2e_cmd(
     rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="report run's arrival rate, req/s (default: ~70% busy by kvsim); the fit run uses 0.7x")] = None,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="running sequences per step of the real engine and of kvsim")] = 8,
     trace: Annotated[str, typer.Option("--trace", help="trace name or file (needs 2 x --num-requests rows)")] = "azure-conv",
-    tolerance: Annotated[float, typer.Option("--tolerance", min=0.001, max=10.0, help="largest |error| of TTFT and TBT p50 and mean before exiting 2")] = 0.25,
+    tolerance: Annotated[float, typer.Option("--tolerance", min=0.001, max=10.0, help="largest |error| of TTFT and ITL p50 and mean before exiting 2")] = 0.25,
     threads: ThreadsOpt = None,
-    wait_quiet: Annotated[float, typer.Option("--wait-quiet", help="wait up to this many seconds for other processes to go idle")] = 0.0,
+    wait_quiet: WaitQuietOpt = "0",
     write_logs: Annotated[str | None, typer.Option("--write-logs", help="also write the report run's per-request log (vLLM stats JSONL/CSV, bench JSON) + meta for `validate replay` here")] = None,
 ) -> None:
     """Replay a trace through a real torch serving loop and through kvsim's simulator; compare TTFT/TBT.
@@ -415,6 +404,7 @@ def e2e_cmd(
     The per-step overhead is fitted on a separate run (the next requests of the trace, at 0.7x the
     rate) and every number printed is from the report run. Exit 2: an error beyond --tolerance;
     exit 3: the machine was contended (nothing is reported)."""
+    wait_s = parse_duration_s(wait_quiet, "--wait-quiet", allow_zero=True)
     if device == Device.cuda:
         raise ConfigError("kvsim validate e2e runs the serving loop on the CPU only (use --device cpu)")
     _check_device(device, "e2e")
@@ -456,11 +446,11 @@ def e2e_cmd(
         threads = int(cal.host["threads"])  # time the loop with the threads the kernels were calibrated at
     if threads:
         torch.set_num_threads(threads)
-    if wait_quiet > 0:
+    if wait_s > 0:
         # lazy: CLI start-up
         from kvsim.validate.cpuenv import wait_quiet as _wait
 
-        _wait(wait_quiet, log=lambda s: print(s, file=sys.stderr))
+        _wait(wait_s, log=lambda s: print(s, file=sys.stderr))
     if cal is None:
         typer.echo("calibrating this machine first (quick fp32 kernels)...")
         # lazy: CLI start-up
@@ -506,16 +496,12 @@ def e2e_cmd(
     bad = [c for c in r["checks"] if not c["ok"]]
     if bad:
         raise BeyondTolerance(f"kvsim validate e2e: {len(bad)} of {len(r['checks'])} checks beyond --tolerance "
-                              f"{tolerance * 100:.0f}%: " + ", ".join(f"{c['metric'][:-2].upper()} {c['stat']} {c['error'] * 100:+.1f}%"
+                              f"{tolerance * 100:.0f}%: " + ", ".join(f"{metric_name(c['metric'])} {c['stat']} {c['error'] * 100:+.1f}%"
                                                                     for c in bad))
 
 
 def _print_e2e(r: dict) -> None:
-    # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
+    con = console()
     c, st = r["step_overhead_fit"], r["steps"]
     fr = r["fit_run"]
     con.print(f"step overhead fitted on the fit run (requests {fr['requests'][0]}-{fr['requests'][1] - 1}, "
@@ -526,20 +512,19 @@ def _print_e2e(r: dict) -> None:
               f"({st['single_sequence_decode']['n']}) median {_pct(st['single_sequence_decode'].get('median'))}; other steps "
               f"({st['other']['n']}) median {_pct(st['other'].get('median'))}")
     blk = r["heldout"]
-    t = Table(title="report run (held out): real torch loop vs kvsim simulate")
-    for col in ("metric", "stat", "real", "kvsim", "error", "check"):
-        t.add_column(col, justify="left" if col in ("metric", "stat") else "right")
     verdict = {(k["metric"], k["stat"]): ("ok" if k["ok"] else "FAIL") for k in r["checks"]}
+    rows = []
     for metric in ("ttft_s", "tbt_s"):
         for k in ("p50", "p90", "p99", "mean"):
             rv, sv = blk["real"][metric].get(k), blk["sim"][metric].get(k)
             if rv is None:
                 continue
-            t.add_row(metric[:-2].upper(), k, f"{rv * 1e3:.1f} ms", f"{sv * 1e3:.1f} ms", f"{(sv / rv - 1) * 100:+.1f}%",
-                      verdict.get((metric, k), ""))
-    con.print(t)
+            rows.append((metric_name(metric), k, f"{rv * 1e3:.1f} ms", f"{sv * 1e3:.1f} ms", f"{(sv / rv - 1) * 100:+.1f}%",
+                         verdict.get((metric, k), "")))
+    print_rows(con, "report run (held out): real torch loop vs kvsim simulate",
+               ("metric", "stat", "real", "kvsim", "error", "check"), rows, left=("stat",))
     tol = r["config"]["tolerance"]
-    con.print(f"checks (|error| <= {tol * 100:.0f}% for TTFT and TBT p50 and mean): {'passed' if r['passed'] else 'FAILED'}")
+    con.print(f"checks (|error| <= {tol * 100:.0f}% for TTFT and ITL p50 and mean): {'passed' if r['passed'] else 'FAILED'}")
 
 
 app.command("replay")(replay_cmd)

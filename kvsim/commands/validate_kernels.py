@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from kvsim.commands.common import print_json
+from kvsim.commands.common import console, print_json
+from kvsim.commands.tables import print_rows
 from kvsim.errors import ConfigError
 
 
@@ -24,23 +25,20 @@ def _pct(x: float) -> str:
 
 
 def _table(rows: list[dict], max_median: float, max_p90: float) -> None:
-    # lazy: CLI start-up (rich only when printing)
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=rows[0]["protocol"] if len({r["protocol"] for r in rows}) == 1 else None, show_lines=False)
-    for col in ("system", "op", "rows", "median |err|", "p90 |err|", "bias", "L2-resident rows (apart)", "ok"):
-        t.add_column(col, justify="right" if col not in ("system", "op") else "left", overflow="fold")
+    out = []
     for r in rows:
         if not r["rows"]:
-            t.add_row(r["system"], r["op"], "0", "-", "-", "-", "-", "-")
+            out.append((r["system"], r["op"], "0", "-", "-", "-", "-", "-"))
             continue
         l2 = r.get("l2_resident")
         l2s = f"{l2['rows']}: median {_pct(l2['median_abs'])}" if l2 else "-"
         ok = r["median_abs"] <= max_median and r["p90_abs"] <= max_p90
-        t.add_row(r["system"], r["op"], str(r["rows"]), _pct(r["median_abs"]), _pct(r["p90_abs"]), f"{r['bias'] * 100:+.1f}%",
-                  l2s, "yes" if ok else "NO")
-    Console(width=max(100, Console().width)).print(t)
+        out.append((r["system"], r["op"], str(r["rows"]), _pct(r["median_abs"]), _pct(r["p90_abs"]),
+                    f"{r['bias'] * 100:+.1f}%", l2s, "yes" if ok else "NO"))
+    protocols = {r["protocol"] for r in rows}
+    print_rows(console(), rows[0]["protocol"] if len(protocols) == 1 else "",
+               ("system", "op", "rows", "median |err|", "p90 |err|", "bias", "L2-resident rows (apart)", "ok"), out,
+               left=("op",), heading=2)
 
 
 def kernels_cmd(

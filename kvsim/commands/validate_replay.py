@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvsim.commands.common import fmt_s
+from kvsim.commands.common import console, fmt_s, metric_name
+from kvsim.commands.tables import print_rows
 from kvsim.errors import ConfigError
 
 EXIT_BEYOND_TOLERANCE = 3
@@ -121,12 +122,8 @@ def _pct(x) -> str:
 
 
 def _render(r: dict) -> None:
-    # lazy: CLI start-up
-    from rich.console import Console
-    from rich.table import Table
-
     lg, chk, s = r["log"], r["check"], r["settings"]
-    con = Console() if sys.stdout.isatty() else Console(width=160)
+    con = console()
     bad = ", ".join(f"{k} {v}" for k, v in lg["bad_rows"].items())
     con.print(f"log {lg['source']} ({lg['format']}): {lg['requests']} requests replayed of {lg['rows_read']} rows"
               + (f"; bad rows dropped: {bad}" if bad else "") + f"; arrivals {lg['arrivals']}", highlight=False)
@@ -137,17 +134,16 @@ def _render(r: dict) -> None:
     sim = r["sim"]
     con.print(f"kvsim: {sim['requests_completed']} completed, {sim['requests_rejected']} rejected, "
               f"{sim['preemptions']} preemptions", highlight=False)
-    t = Table(title=f"measured vs kvsim (error = kvsim / measured - 1; checked: {', '.join(chk['stats'])}, "
-                    f"tolerance ±{chk['tolerance'] * 100:g}%)")
-    for c in ("metric", "stat", "n", "measured", "kvsim", "error", "check"):
-        t.add_column(c, justify="left" if c in ("metric", "stat", "check") else "right")
+    rows = []
     for m, blk in r["metrics"].items():
         for k in ("mean", "p50", "p90", "p99"):
             name = f"{m[:-2]}.{k}"
             verdict = ("BEYOND" if name in chk["failed"] else "ok") if name in chk["checked"] else ""
-            t.add_row(m[:-2].upper(), k, str(blk["n"]), fmt_s(blk["measured"][k]), fmt_s(blk["predicted"][k]),
-                      _pct(blk["error"][k]), verdict)
-    con.print(t)
+            rows.append((metric_name(m), k, str(blk["n"]), fmt_s(blk["measured"][k]), fmt_s(blk["predicted"][k]),
+                         _pct(blk["error"][k]), verdict))
+    print_rows(con, f"measured vs kvsim (error = kvsim / measured - 1; checked: {', '.join(chk['stats'])}, "
+                    f"tolerance ±{chk['tolerance'] * 100:g}%)", ("metric", "stat", "n", "measured", "kvsim", "error", "check"),
+               rows, left=("stat", "check"))
     for n in r["notes"]:
         con.print(f"note: {n}", highlight=False)
     if chk["unchecked"]:

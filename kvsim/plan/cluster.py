@@ -151,7 +151,7 @@ def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Depl
     rec = RequestRecords(**merged, reject_reason=reasons, token_times=tokens)
     vals = np.concatenate([r.tbt_values for r in results])
     wts = np.concatenate([r.tbt_weights for r in results])
-    summ = summarize(rec, vals, wts, slo_ttft_s=cfg.slo_ttft_s, slo_tbt_s=cfg.slo_tbt_s)
+    summ = summarize(rec, vals, wts, slo_ttft_s=cfg.slo_ttft_s, slo_tpot_s=cfg.slo_tpot_s)
     per = [r.summary for r in results]
     timeline = _sum_timelines([r.timeline for r in results])
     summ.update({

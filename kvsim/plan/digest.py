@@ -62,13 +62,13 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
         if tpot.size:
             extra["tpot_quantiles_s"] = np.quantile(tpot, lv).tolist()
         if np.asarray(result.tbt_values).size:
-            extra["tbt_quantiles_s"] = np.asarray(
+            extra["itl_quantiles_s"] = np.asarray(
                 weighted_percentile(np.asarray(result.tbt_values), np.asarray(result.tbt_weights), lv * 100)).tolist()
         extra["timeline"] = _downsample(result.timeline, TIMELINE_POINTS)
     return PointResult(
         rate_per_s=float(rate_per_s), replicas=int(replicas or s.get("replicas", 1)), num_requests=n,
-        ttft_s=_stats(s.get("ttft_s")), tbt_s=_stats(s.get("tbt_s")), tpot_s=_stats(s.get("tpot_s")),
-        e2e_s=_stats(s.get("e2e_s")), throughput_output_tok_s=float(s.get("throughput_output_tok_s") or 0.0),
+        ttft_s=_stats(s.get("ttft_s")), itl_s=_stats(s.get("itl_s")), tpot_s=_stats(s.get("tpot_s")),
+        e2el_s=_stats(s.get("e2el_s")), throughput_output_tok_s=float(s.get("throughput_output_tok_s") or 0.0),
         requests_completed=int(s.get("requests_completed", 0)), requests_rejected=int(s.get("requests_rejected", 0)),
         rejected_reasons={str(k): int(v) for k, v in (s.get("rejected_reasons") or {}).items()},
         preemptions=int(s.get("preemptions", 0)), peak_kv_gpu_bytes=float(s.get("peak_kv_gpu_bytes", 0.0)),

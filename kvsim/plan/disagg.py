@@ -221,7 +221,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
         reject_reason=reasons)
     tbt_v = np.concatenate(vals) if vals else np.zeros(0)
     tbt_w = np.concatenate(wts) if wts else np.zeros(0)
-    summ = summarize(rec, tbt_v, tbt_w, slo_ttft_s=cfg.slo_ttft_s, slo_tbt_s=cfg.slo_tbt_s)
+    summ = summarize(rec, tbt_v, tbt_w, slo_ttft_s=cfg.slo_ttft_s, slo_tpot_s=cfg.slo_tpot_s)
     moved = np.isfinite(arrive)
     per_d = [r.summary for r in dec_results]
     pre_s = pre.summary

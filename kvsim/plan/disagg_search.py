@@ -99,11 +99,12 @@ def plan_layouts(dep: Deployment, method: KVMethod, trace: Trace, link: LinkSpec
 def layout_row(hw: str, method: str, r: LayoutResult, slo: SLO) -> dict:
     """One JSON-able row of a layout search (the CLI's table and ``--json``)."""
     b = r.best
-    tbt = None if b is None else (b.tpot_s if slo.tbt_metric == "tpot" else b.tbt_s).at(slo.percentile)
+    pct = slo.percentile
+    values = {} if b is None else b.values_at(pct)
+    token = [m for m in ("tpot", "itl") if m in slo.bounds()] or ["itl"]
     return {"hw": hw, "method": method, "layout": r.label, "prefill_instances": r.prefill,
             "decode_instances": r.decode, "gpus": r.gpus, "max_rate_per_s": r.max_rate_per_s,
             "rate_per_gpu_per_s": r.max_rate_per_s / r.gpus if r.gpus else 0.0,
-            f"ttft_{slo.percentile}_s": None if b is None else b.ttft_s.at(slo.percentile),
-            f"{slo.tbt_metric}_{slo.percentile}_s": tbt,
+            f"ttft_{pct}_s": values.get("ttft"), **{f"{m}_{pct}_s": values.get(m) for m in token},
             "throughput_output_tok_s": None if b is None else b.throughput_output_tok_s,
             "capped": r.capped, "evaluations": r.evaluations, "wall_s": r.wall_s}

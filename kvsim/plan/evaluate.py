@@ -28,7 +28,7 @@ from kvsim.plan.schema import ConfigSpec, PointResult, TraceSpec
 from kvsim.plan.sweep import source_digest
 from kvsim.pricing.memory import memory_budget
 from kvsim.pricing.step import StepModel
-from kvsim.sim.replica import SimConfig
+from kvsim.sim.replica import SimConfig, provenance
 from kvsim.traces import load_trace
 from kvsim.traces.base import Trace
 
@@ -75,6 +75,20 @@ def config_identity(config: ConfigSpec, dep, method) -> dict:
         "method": {"name": method.name, "params": method.params},
         "replicas": config.replicas, "router": config.router, "calibration_sha256": calib,
     }
+
+
+def config_provenance(config: ConfigSpec, trace: Trace) -> dict:
+    """What ``config``'s results depend on, the same record as ``kvsim simulate``'s summary.json
+    (:func:`kvsim.sim.replica.provenance`: version, method with every parameter, deployment,
+    cost model, trace, sha256 of each spec as loaded) plus replicas, router and the sha256 of
+    the calibration file; ``{"error": ...}`` when the configuration cannot be built."""
+    try:
+        dep, method = build(config)
+    except ConfigError as err:
+        return {"error": str(err).splitlines()[0]}
+    calib = hashlib.sha256(Path(config.calibration).read_bytes()).hexdigest() if config.calibration else None
+    return {**provenance(dep, method, trace), "replicas": config.replicas, "router": config.router,
+            "calibration_file": config.calibration, "calibration_sha256": calib}
 
 
 def start_rate_guess(dep, method, trace: Trace, growth: float = 2.0, replicas: int = 1) -> float:

@@ -18,6 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from kvsim.plan.schema import CDF_LEVELS, SLO, ConfigResult, PointResult
+from kvsim.slo import LEVELS
 
 _HEIGHT = 420
 _SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "triangle-down")
@@ -65,12 +66,17 @@ def layout(fig: go.Figure, title: str, height: int = _HEIGHT) -> go.Figure:
 
 # ---------------------------------------------------------------- latency
 def latency_throughput_figure(configs: list[ConfigResult], slo: SLO, shown: set[str] | None = None) -> go.Figure:
-    """TTFT and TBT (or TPOT, per ``slo.tbt_metric``) at the SLO percentile vs output throughput,
-    one curve per configuration (its rate-search probes), with the SLO as a dotted red line."""
-    pct, tkey = slo.percentile, ("tpot_s" if slo.tbt_metric == "tpot" else "tbt_s")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{pct} TTFT", f"{pct} {slo.tbt_metric.upper()}"))
+    """TTFT and the token metrics the SLO bounds (TPOT and/or ITL; ITL when it bounds neither) at
+    the SLO percentile vs output throughput, one curve per configuration (its rate-search
+    probes), each bound a dotted red line."""
+    pct = slo.percentile
+    bounds = slo.bounds()
+    panels = [("ttft", "ttft_s")] + [(m, k) for m, k in (("tpot", "tpot_s"), ("itl", "itl_s")) if m in bounds]
+    if len(panels) == 1:
+        panels.append(("itl", "itl_s"))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[f"{pct} {m.upper()}" for m, _ in panels])
     st = config_styles(configs)
-    ys: dict[int, list[float]] = {1: [slo.ttft_s], 2: [slo.tbt_s]}
+    ys: dict[int, list[float]] = {col: [bounds[m]] if m in bounds else [] for col, (m, _) in enumerate(panels, start=1)}
     xs: list[float] = []
     for c in configs:
         pts = sorted(c.probes, key=lambda p: p.rate_per_s)
@@ -80,7 +86,7 @@ def latency_throughput_figure(configs: list[ConfigResult], slo: SLO, shown: set[
         x = r4(p.throughput_output_tok_s for p in pts)
         xs += [v for v in x if v is not None]
         hover = [f"{c.label}<br>rate {p.rate_per_s:.3g} req/s<br>{p.requests_rejected} rejected" for p in pts]
-        for col, key in ((1, "ttft_s"), (2, tkey)):
+        for col, (_, key) in enumerate(panels, start=1):
             y = r4(getattr(p, key).at(pct) for p in pts)
             ys[col] += [v for v in y if v is not None and v > 0]
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=c.label, legendgroup=c.label,
@@ -88,11 +94,14 @@ def latency_throughput_figure(configs: list[ConfigResult], slo: SLO, shown: set[
                                      visible=_visible(c.label, shown),
                                      line={"color": s["color"], "dash": s["dash"]}, marker={"symbol": s["symbol"]}),
                           row=1, col=col)
-    for col, bound in ((1, slo.ttft_s), (2, slo.tbt_s)):
-        fig.add_hline(y=bound, line=_SLO_LINE, row=1, col=col)
-        _slo_label(fig, [min(xs) if xs else 0.0], [bound], f"SLO {bound:g} s", "top right", row=1, col=col)
-        lo, hi = math.log10(min(ys[col])), math.log10(max(ys[col]))
-        fig.update_yaxes(type="log", range=[lo - 0.15, hi + 0.15], title_text="seconds (log)", row=1, col=col)
+    for col, (m, _) in enumerate(panels, start=1):
+        bound = bounds.get(m)
+        if bound is not None:
+            fig.add_hline(y=bound, line=_SLO_LINE, row=1, col=col)
+            _slo_label(fig, [min(xs) if xs else 0.0], [bound], f"SLO {bound:g} s", "top right", row=1, col=col)
+        if ys[col]:
+            lo, hi = math.log10(min(ys[col])), math.log10(max(ys[col]))
+            fig.update_yaxes(type="log", range=[lo - 0.15, hi + 0.15], title_text="seconds (log)", row=1, col=col)
     fig.update_xaxes(title_text="output throughput (tok/s)")
     return layout(fig, "Latency vs throughput (rate-search probes)")
 
@@ -105,30 +114,28 @@ def _slo_label(fig: go.Figure, x: list[float], y: list[float], text: str, where:
 
 @dataclass(frozen=True)
 class SloLines:
-    """Where the SLOs go on the CDFs: seconds per panel (``ttft``, ``tpot``, ``tbt``) and the
+    """Where the SLOs go on the CDFs: seconds per panel (``ttft``, ``tpot``, ``itl``) and the
     percentile the SLO judges (a horizontal line at that level), or None."""
 
     ttft_s: float | None = None
     tpot_s: float | None = None
-    tbt_s: float | None = None
+    itl_s: float | None = None
     level: float | None = None
 
     @classmethod
     def of_plan(cls, slo: SLO) -> "SloLines":
-        level = {"p50": 0.5, "p90": 0.9, "p99": 0.99}[slo.percentile]
-        key = "tpot_s" if slo.tbt_metric == "tpot" else "tbt_s"
-        return cls(ttft_s=slo.ttft_s, level=level, **{key: slo.tbt_s})
+        return cls(ttft_s=slo.ttft_s, tpot_s=slo.tpot_s, itl_s=slo.itl_s, level=LEVELS[slo.percentile])
 
 
 #: CDF panels: (PointResult field, title, what the fraction counts, SloLines field)
 _CDF_PANELS = (("ttft_quantiles_s", "TTFT CDF (per request)", "fraction of requests", "ttft_s"),
                ("tpot_quantiles_s", "TPOT CDF (per-request mean time per output token)", "fraction of requests", "tpot_s"),
-               ("tbt_quantiles_s", "TBT CDF (every gap between consecutive tokens)", "fraction of token gaps", "tbt_s"))
+               ("itl_quantiles_s", "ITL CDF (every gap between consecutive tokens)", "fraction of token gaps", "itl_s"))
 
 
 def cdf_figure(items: list[tuple[str, PointResult]], styles: dict[str, dict] | None = None,
                shown: set[str] | None = None, slo: SloLines | None = None) -> go.Figure:
-    """CDFs of TTFT and TPOT (one value per request) and TBT (pooled gaps between tokens) from
+    """CDFs of TTFT and TPOT (one value per request) and ITL (pooled gaps between tokens) from
     the stored quantiles, with each SLO as a vertical dotted line on the panel it judges."""
     panels = [p for p in _CDF_PANELS if p[0] != "tpot_quantiles_s" or any(getattr(x, p[0]) for _, x in items)]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels], horizontal_spacing=0.07)

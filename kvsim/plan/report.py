@@ -8,7 +8,7 @@ offline and stays well under 1 MB. ``self_contained=True`` (``--self-contained``
 plotly.js instead: one file that can be sent on its own.
 
 Plan page: ranked table; latency vs throughput per configuration (rate-search probes) with
-the SLO lines; TTFT, TPOT and TBT CDFs; KV memory (with capacity lines; the host panel only
+the SLO lines; TTFT, TPOT and ITL CDFs; KV memory (with capacity lines; the host panel only
 when some configuration keeps KV on the host) and batch/queue over time at each
 configuration's max SLO rate, on one axis of requests arrived (time x rate) so runs at
 different rates line up; a Pareto view (max rate per GPU vs KV bytes per token; published
@@ -31,6 +31,7 @@ from kvsim.plan.figures import (  # latency_throughput_figure, pareto_figure: al
     published_rows, timeline_figure, uses_host,
 )
 from kvsim.plan.schema import ConfigResult, PlanResult, PointResult
+from kvsim.slo import LEVELS, fmt_duration
 
 #: plotly.js written next to pages that are not self-contained
 PLOTLY_JS = f"plotly-{get_plotlyjs_version()}.min.js"
@@ -67,7 +68,7 @@ def recommendation_rows(plan: PlanResult) -> list[dict[str, str]]:
             "tok_s": _f(c.target.output_tok_per_s if c.target is not None and c.target.gpus
                         else (b.throughput_output_tok_s if b else None), ",.0f"),
             "ttft": _f(b.ttft_s.at(pct) if b else None, ".3f"),
-            "tbt": _f((b.tpot_s if plan.slo.tbt_metric == "tpot" else b.tbt_s).at(pct) if b else None, ".4f"),
+            "tpot": _f(b.tpot_s.at(pct) if b else None, ".4f"), "itl": _f(b.itl_s.at(pct) if b else None, ".4f"),
             "usd_mtok": _f(c.cost_usd_per_mtok, ".3f"), "accuracy": _f(c.ruler_avg, ".1f"),
             "note": c.error or c.infeasible or _note(c, b),
         })
@@ -89,13 +90,22 @@ def _note(c: ConfigResult, b: PointResult | None) -> str:
 
 _COLUMNS = (("rank", "#"), ("hardware", "hardware"), ("method", "method"), ("gpus", "GPUs"),
             ("max_rate", "max rate{r} (req/s)"), ("tok_s", "output tok/s"), ("ttft", "TTFT {p} (s)"),
-            ("tbt", "{m} {p} (s)"), ("usd_mtok", "$ / M out tok"), ("accuracy", "RULER avg"), ("note", "note"))
+            ("tpot", "TPOT {p} (s)"), ("itl", "ITL {p} (s)"), ("usd_mtok", "$ / M out tok"), ("accuracy", "RULER avg"),
+            ("note", "note"))
+
+
+def plan_columns(plan: PlanResult) -> list[tuple[str, str]]:
+    """``(row key, header)`` of the ranked table: TPOT and ITL where the SLO bounds them (ITL
+    when it bounds neither); in target mode the max rate is per replica."""
+    r = " / replica" if plan.target_rate_per_s else ""
+    bounded = plan.slo.bounds()
+    token = [m for m in ("tpot", "itl") if m in bounded] or ["itl"]
+    return [(k, t.format(p=plan.slo.percentile, r=r)) for k, t in _COLUMNS if k not in ("tpot", "itl") or k in token]
 
 
 def column_titles(plan: PlanResult) -> list[str]:
-    """Headers of the ranked table; in target mode the max rate is per replica."""
-    r = " / replica" if plan.target_rate_per_s else ""
-    return [t.format(p=plan.slo.percentile, r=r, m=plan.slo.tbt_metric.upper()) for _, t in _COLUMNS]
+    """Headers of the ranked table (:func:`plan_columns`)."""
+    return [t for _, t in plan_columns(plan)]
 
 
 def recommendation_html(plan: PlanResult) -> str:
@@ -104,7 +114,7 @@ def recommendation_html(plan: PlanResult) -> str:
     for r in recommendation_rows(plan):
         cls = ' class="top"' if r["rank"] == "1" else ""
         cells = "".join(f'<td class="l">{html.escape(r[k])}</td>' if k in ("hardware", "method", "note")
-                        else f"<td>{html.escape(r[k])}</td>" for k, _ in _COLUMNS)
+                        else f"<td>{html.escape(r[k])}</td>" for k, _ in plan_columns(plan))
         body.append(f"<tr{cls}>{cells}</tr>")
     prices = sorted({(c.gpu_name, c.price.usd_per_hour, c.price.source, c.price.date) for c in plan.configs if c.price})
     notes = "".join(f"<li>{html.escape(g)}: ${p:.2f}/GPU-hour, {html.escape(s)} ({html.escape(d)})</li>"
@@ -213,9 +223,8 @@ def plan_report_html(plan: PlanResult, *, self_contained: bool = False) -> str:
         f"model {plan.model} · trace {plan.trace_name or plan.trace.spec} "
         f"({plan.trace_requests or plan.trace.num_requests} requests, seed "
         f"{plan.trace.seed}, mean prompt {plan.trace_mean_prompt_tokens:.0f} / output "
-        f"{plan.trace_mean_output_tokens:.0f} tokens) · SLO {slo.percentile} TTFT ≤ {slo.ttft_s:g} s and "
-        f"{slo.tbt_metric.upper()} ≤ "
-        f"{slo.tbt_s:g} s{target} · rate search to {plan.search.rel_tol:.0%} · kvsim {plan.kvsim_version}")
+        f"{plan.trace_mean_output_tokens:.0f} tokens) · SLO {slo.describe().replace('<=', '≤')}"
+        f"{target} · rate search to {plan.search.rel_tol:.0%} · kvsim {plan.kvsim_version}")
     note = _legend_note(len(shown & {c.label for c in runnable}), len(runnable))
     aligned = ('<p class="note">Each configuration runs at its own max SLO rate; the x axis is requests arrived '
                "(simulated time x rate), so the runs line up request by request.</p>")
@@ -256,7 +265,7 @@ def _one_run_table(p: PointResult) -> str:
             ("output throughput", f"{p.throughput_output_tok_s:,.1f} tok/s"), ("preemptions", str(p.preemptions)),
             ("peak GPU KV / capacity (per GPU)", f"{p.peak_kv_gpu_bytes / 1e9:.2f} / {p.kv_gpu_capacity_bytes / 1e9:.2f} GB"),
             ("peak host KV / capacity", f"{p.peak_kv_host_bytes / 1e9:.2f} / {p.kv_host_capacity_bytes / 1e9:.2f} GB")]
-    for name, st in (("TTFT", p.ttft_s), ("TPOT", p.tpot_s), ("TBT (token gaps)", p.tbt_s), ("E2E", p.e2e_s)):
+    for name, st in (("TTFT", p.ttft_s), ("TPOT", p.tpot_s), ("ITL (token gaps)", p.itl_s), ("E2EL", p.e2el_s)):
         rows.append((f"{name} mean / p50 / p90 / p99 (s)", " / ".join(_cell(getattr(st, k), ".4g")
                                                                        for k in ("mean", "p50", "p90", "p99"))))
     return '<table class="rec">' + "".join(f'<tr><td class="l">{html.escape(k)}</td><td>{html.escape(v)}</td></tr>'
@@ -264,7 +273,7 @@ def _one_run_table(p: PointResult) -> str:
 
 
 _RUN_COLUMNS = ("method", "completed / rejected", "output tok/s", "TTFT p50 (s)", "TTFT p99 (s)", "TPOT p50 (s)",
-                "TPOT p99 (s)", "TBT p99 (s)", "E2E p50 (s)", "peak GPU KV / capacity (GB)", "peak host KV (GB)",
+                "TPOT p99 (s)", "ITL p99 (s)", "E2EL p50 (s)", "peak GPU KV / capacity (GB)", "peak host KV (GB)",
                 "preemptions")
 
 
@@ -274,7 +283,7 @@ def _runs_table(runs: list[tuple[str, PointResult]]) -> str:
     for label, p in runs:
         cells = [label, f"{p.requests_completed} / {p.requests_rejected}", f"{p.throughput_output_tok_s:,.1f}",
                  _cell(p.ttft_s.p50, ".4g"), _cell(p.ttft_s.p99, ".4g"), _cell(p.tpot_s.p50, ".4g"),
-                 _cell(p.tpot_s.p99, ".4g"), _cell(p.tbt_s.p99, ".4g"), _cell(p.e2e_s.p50, ".4g"),
+                 _cell(p.tpot_s.p99, ".4g"), _cell(p.itl_s.p99, ".4g"), _cell(p.e2el_s.p50, ".4g"),
                  f"{p.peak_kv_gpu_bytes / 1e9:.2f} / {p.kv_gpu_capacity_bytes / 1e9:.2f}",
                  f"{p.peak_kv_host_bytes / 1e9:.2f}", str(p.preemptions)]
         body.append("<tr>" + "".join(f'<td class="l">{html.escape(c)}</td>' if i == 0 else f"<td>{html.escape(c)}</td>"
@@ -284,14 +293,15 @@ def _runs_table(runs: list[tuple[str, PointResult]]) -> str:
 
 
 def simulation_html(runs: list[tuple[str, PointResult]], title: str, meta: str = "", *, slo_ttft_s: float | None = None,
-                    slo_tpot_s: float | None = None, self_contained: bool = False) -> str:
+                    slo_tpot_s: float | None = None, slo_itl_s: float | None = None, slo_level: float | None = None,
+                    self_contained: bool = False) -> str:
     """Page of one simulation, or of several methods on the same trace (one table row and one
-    curve per method): summary, TTFT/TPOT/TBT CDFs with the SLO lines, KV memory with capacity
+    curve per method): summary, TTFT/TPOT/ITL CDFs with the SLO lines, KV memory with capacity
     lines (host panel only when a method keeps KV on the host), batch and queue over time."""
     shown = _shown_runs(runs)
     note = _legend_note(len(shown), len(runs), "the first and the highest output throughput")
     memory = [GPU_KV, HOST_KV] if uses_host(runs) else [GPU_KV]
-    slo = SloLines(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s)
+    slo = SloLines(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s, itl_s=slo_itl_s, level=slo_level)
     table = _one_run_table(runs[0][1]) if len(runs) == 1 else _runs_table(runs)
     return render_page(title, html.escape(meta), [
         ("Summary", table), ("Latency CDFs", [note, cdf_figure(runs, None, shown, slo)]),
@@ -315,10 +325,13 @@ def simulation_report(results: list, path: str | Path, *, title: str | None = No
         title = f"{s.get('model')} on {s.get('hw')} - {what}"
     meta = " · ".join(f"{k} {s[k]}" for k in ("hw", "model", "trace", "tp", "replicas", "router") if k in s)
     meta += f" · {runs[0][1].num_requests} requests at {runs[0][1].rate_per_s:.3g} req/s"
-    slos = [f"{k} ≤ {s[f]:g} s" for k, f in (("TTFT", "slo_ttft_s"), ("TPOT (per request)", "slo_tbt_s"))
-            if s.get(f) is not None]
-    meta += (" · SLO " + " and ".join(slos)) if slos else ""
-    page = simulation_html(runs, title, meta, slo_ttft_s=s.get("slo_ttft_s"), slo_tpot_s=s.get("slo_tbt_s"),
+    slo = s.get("slo") or {}  # kvsim.slo.verdict; without it (API runs), the goodput SLOs
+    bounds = ({c["metric"]: c["bound_s"] for c in slo["checks"]} if slo.get("checks") else
+              {m: s[k] for m, k in (("ttft", "slo_ttft_s"), ("tpot", "slo_tpot_s")) if s.get(k) is not None})
+    slos = [f"{m.upper()} ≤ {fmt_duration(b)}" for m, b in bounds.items()]
+    meta += (" · SLO " + " ".join(filter(None, [slo.get("percentile"), ", ".join(slos)]))) if slos else ""
+    page = simulation_html(runs, title, meta, slo_ttft_s=bounds.get("ttft"), slo_tpot_s=bounds.get("tpot"),
+                           slo_itl_s=bounds.get("itl"), slo_level=LEVELS.get(slo.get("percentile", "")),
                            self_contained=self_contained)
     return write_page(path, page, self_contained=self_contained)
 

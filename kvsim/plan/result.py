@@ -20,6 +20,7 @@ from kvsim.plan.evaluate import at_rate, build, config_identity, load_plan_trace
 from kvsim.plan.ratesearch import search_max_rate
 from kvsim.plan.schema import SLO, ConfigResult, ConfigSpec, PointResult, SearchOptions, TargetResult, TraceSpec, cost_usd_per_mtok
 from kvsim.plan.sweep import ResultCache, cached
+from kvsim.slo import fmt_duration
 from kvsim.traces.base import Trace
 
 #: (config, trace at the rate, rate req/s, simulator options) -> digest
@@ -150,14 +151,12 @@ def why_infeasible(found, slo: SLO) -> str | None:
         kinds = ", ".join(f"{n} {REJECTED.get(k, k)}" for k, n in sorted(p.rejected_reasons.items())) or "rejected"
         return f"{at}: {p.requests_rejected}/{p.num_requests} requests rejected ({kinds})"
     pct = slo.percentile
-    ttft, tbt = p.ttft_s.at(pct), (p.tpot_s if slo.tbt_metric == "tpot" else p.tbt_s).at(pct)
     missed = []
-    if ttft is None:
-        missed.append("no request completed")
-    elif ttft > slo.ttft_s:
-        missed.append(f"{pct} TTFT {ttft:.3g} s > {slo.ttft_s:g} s")
-    if tbt is not None and tbt > slo.tbt_s:
-        missed.append(f"{pct} {slo.tbt_metric.upper()} {tbt:.3g} s > {slo.tbt_s:g} s")
+    for metric, v, bound, ok in slo.checks(p.values_at(pct)):
+        if ok:
+            continue
+        missed.append("no request completed" if v is None else
+                      f"{pct} {metric.upper()} {fmt_duration(v)} > {fmt_duration(bound)}")
     return f"{at}: {' and '.join(missed) or 'SLO missed'}"
 
 

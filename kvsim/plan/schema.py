@@ -8,16 +8,11 @@ Units are in field names: ``_s`` seconds, ``_per_s`` per second, ``_bytes`` byte
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from kvsim.errors import ConfigError
 from kvsim.hardware.spec import Price  # the GPU spec's price, carried as is into results
+from kvsim.slo import LEVELS, PERCENTILES, SLO, Percentile, parse_slo  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
 
-Percentile = Literal["p50", "p90", "p99"]
-PERCENTILES: tuple[str, ...] = ("p50", "p90", "p99")
 ROUTERS: tuple[str, ...] = ("round-robin", "least-outstanding", "prefix-aware")
 #: quantile levels stored for the CDF plots (0, 1, ..., 100 %)
 CDF_LEVELS = tuple(i / 100 for i in range(101))
@@ -25,43 +20,6 @@ CDF_LEVELS = tuple(i / 100 for i in range(101))
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
-
-
-TBT_METRICS: tuple[str, ...] = ("tbt", "tpot")
-
-
-class SLO(_Frozen):
-    """Service-level objective: ``percentile`` of TTFT and of TBT at most these seconds.
-
-    ``tbt_metric``: ``"tbt"`` judges the pooled time between consecutive tokens of all
-    requests (vLLM's ITL, :mod:`kvsim.sim.metrics`); ``"tpot"`` judges each request's mean time
-    per output token (DistServe's and vLLM ``--goodput tpot:``).
-    """
-
-    ttft_s: float = Field(gt=0, allow_inf_nan=False)
-    tbt_s: float = Field(gt=0, allow_inf_nan=False)
-    percentile: Percentile = "p99"
-    tbt_metric: Literal["tbt", "tpot"] = "tbt"
-
-
-def parse_slo(ttft: str | float, tbt: str | float, percentile: str = "p99", tbt_metric: str = "tbt") -> SLO:
-    """SLO from CLI text; a negative, zero or non-numeric value is a one-line ConfigError."""
-    vals = []
-    for flag, text in (("--slo-ttft", ttft), ("--slo-tbt", tbt)):
-        try:
-            v = float(text)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{flag} must be a number of seconds > 0, got '{text}'") from None
-        if not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"{flag} must be a number of seconds > 0, got '{text}'")
-        vals.append(v)
-    p = str(percentile).strip().lower()
-    if p not in PERCENTILES:
-        raise ConfigError(f"--percentile must be one of {', '.join(PERCENTILES)}, got '{percentile}'")
-    m = str(tbt_metric).strip().lower()
-    if m not in TBT_METRICS:
-        raise ConfigError(f"--tbt-metric must be one of {', '.join(TBT_METRICS)}, got '{tbt_metric}'")
-    return SLO(ttft_s=vals[0], tbt_s=vals[1], percentile=p, tbt_metric=m)  # type: ignore[arg-type]
 
 
 class Stats(_Frozen):
@@ -95,9 +53,9 @@ class PointResult(_Frozen):
     replicas: int = 1
     num_requests: int
     ttft_s: Stats
-    tbt_s: Stats
+    itl_s: Stats = Field(validation_alias=AliasChoices("itl_s", "tbt_s"))  # tbt_s: plans of earlier versions
     tpot_s: Stats = Stats()
-    e2e_s: Stats
+    e2el_s: Stats = Field(validation_alias=AliasChoices("e2el_s", "e2e_s"))
     throughput_output_tok_s: float
     requests_completed: int
     requests_rejected: int
@@ -108,27 +66,28 @@ class PointResult(_Frozen):
     duration_s: float = 0.0
     sim_wall_s: float = 0.0
     ttft_quantiles_s: list[float] = []  # at CDF_LEVELS, completed requests
-    tbt_quantiles_s: list[float] = []
+    itl_quantiles_s: list[float] = Field([], validation_alias=AliasChoices("itl_quantiles_s", "tbt_quantiles_s"))
     tpot_quantiles_s: list[float] = []  # per-request mean time per output token (requests with >= 2 tokens)
     timeline: TimelineDigest | None = None
     kv_gpu_capacity_bytes: float = 0.0  # KV pool of one replica, per GPU (0: not recorded)
     kv_host_capacity_bytes: float = 0.0
 
     def meets(self, slo: SLO) -> bool:
-        """True if the SLO percentile of TTFT and TBT are within bounds and at most
-        ``1 - q`` of the requests were rejected (a rejected request misses its SLO)."""
-        q = {"p50": 0.50, "p90": 0.90, "p99": 0.99}[slo.percentile]
+        """True if every bound of the SLO holds at its percentile (:meth:`SLO.checks`) and at
+        most ``1 - q`` of the requests were rejected (a rejected request misses its SLO)."""
+        q = LEVELS[slo.percentile]
         if self.num_requests <= 0 or self.requests_rejected > (1.0 - q) * self.num_requests:
             return False
-        ttft = self.ttft_s.at(slo.percentile)
-        tbt = (self.tpot_s if slo.tbt_metric == "tpot" else self.tbt_s).at(slo.percentile)
-        if ttft is None or ttft > slo.ttft_s:
-            return False
-        return tbt is None or tbt <= slo.tbt_s  # no TBT when every output is one token
+        return all(ok for *_, ok in slo.checks(self.values_at(slo.percentile)))
+
+    def values_at(self, percentile: str) -> dict[str, float | None]:
+        """TTFT, TPOT and ITL at ``percentile``, seconds (the ``values`` of :meth:`SLO.checks`)."""
+        return {"ttft": self.ttft_s.at(percentile), "tpot": self.tpot_s.at(percentile),
+                "itl": self.itl_s.at(percentile)}
 
     def light(self) -> "PointResult":
         """The same digest without CDF quantiles and timeline (for search curves)."""
-        return self.model_copy(update={"ttft_quantiles_s": [], "tbt_quantiles_s": [], "tpot_quantiles_s": [],
+        return self.model_copy(update={"ttft_quantiles_s": [], "itl_quantiles_s": [], "tpot_quantiles_s": [],
                                        "timeline": None})
 
 
@@ -247,6 +206,11 @@ class PlanResult(_Frozen):
     configs: list[ConfigResult] = []
     ranking: list[int] = []
     wall_s: float = 0.0
+    # provenance, as in `kvsim simulate`'s summary.json: every engine setting (SimConfig, defaults
+    # filled) and, per configuration in ``configs`` order, its label, max SLO rate and
+    # kvsim.plan.evaluate.config_provenance (method params, deployment, spec sha256s)
+    engine: dict = {}
+    provenance: list[dict] = []
 
 
 def cost_usd_per_mtok(price: Price | None, gpus: int, output_tok_per_s: float) -> float | None:

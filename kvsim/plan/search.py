@@ -5,9 +5,9 @@ fewest GPUs (replicas x TP) that sustain the target.
 * **Workload.** One trace (``TraceSpec``: spec, number of requests, seed) loaded once per
   configuration; at rate R the *same requests* arrive at times scaled so that
   ``(N - 1) / span = R`` (BurstGPT README's "RPS scaling"; :func:`kvsim.plan.evaluate.at_rate`).
-* **Verdict.** A simulation meets the SLO when the chosen percentile of TTFT and of TBT are
-  within bounds and at most ``1 - q`` of the requests were rejected
-  (:meth:`PointResult.meets`).
+* **Verdict.** A simulation meets the SLO when the chosen percentile of every metric it bounds
+  (TTFT, TPOT, ITL; :mod:`kvsim.slo`) is within its bound and at most ``1 - q`` of the
+  requests were rejected (:meth:`PointResult.meets`).
 * **Max rate.** :func:`kvsim.plan.ratesearch.search_max_rate`: bracket by doubling from an analytic
   guess rounded to a power of 2, then geometric bisection to ``rel_tol`` (default 5 %).
 * **Target rate.** For each TP in ``tp_choices`` (dividing the head count, within the node):
@@ -43,10 +43,11 @@ from kvsim.errors import ConfigError, SpecError
 from kvsim.fileio import write_tree
 from kvsim.hardware import load_system
 from kvsim.models import load_model
-from kvsim.plan.evaluate import build, load_plan_trace
+from kvsim.plan.evaluate import build, config_provenance, load_plan_trace
 from kvsim.plan.result import ConfigTask, Evaluator, run_config
 from kvsim.plan.schema import ROUTERS, SLO, ConfigResult, ConfigSpec, PlanResult, SearchOptions, TraceSpec
 from kvsim.plan.sweep import run_tasks
+from kvsim.sim.config import SimConfig
 
 TP_CHOICES = (1, 2, 4, 8)
 
@@ -168,6 +169,8 @@ def run_plan(req: PlanRequest, *, jobs: int | None = None, executor: str = "proc
                         cache_dir=None if cache_dir is None else str(cache_dir), evaluator=evaluator) for c in specs]
     results = [ConfigResult.model_validate(r) for r in
                run_tasks(run_config, tasks, jobs=jobs, executor=executor, progress=progress, description="plan")]
+    prov = [{"label": c.label, "max_rate_per_s": c.max_rate_per_s, **config_provenance(c.config, trace)}
+            for c in results]
     return PlanResult(
         kvsim_version=__version__, model=req.model, trace=req.trace, trace_name=trace.name,
         trace_requests=len(trace), trace_notice=trace.notice,
@@ -175,6 +178,7 @@ def run_plan(req: PlanRequest, *, jobs: int | None = None, executor: str = "proc
         trace_mean_output_tokens=float(np.mean(trace.output_tokens)), slo=req.slo,
         target_rate_per_s=req.target_rate_per_s, search=req.search, configs=results,
         ranking=rank(results, req.target_rate_per_s is not None), wall_s=time.perf_counter() - t0,
+        engine=SimConfig(**req.sim_options).model_dump(mode="json"), provenance=prov,
     )
 
 

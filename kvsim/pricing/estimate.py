@@ -59,7 +59,7 @@ class EstimateResult(BaseModel):
     max_batch_host: int | None  # None: requests need no host memory
     reason: str | None = None  # why the batch does not fit (None when it fits)
     ttft_s: float | None
-    tbt_s: float | None
+    tpot_s: float | None  # one decode step at the batch: each request's time per output token (= ITL, vLLM names)
     throughput_tok_s: float | None
     memory_gpu_bytes: float  # weights + KV + reserves, per GPU, at the batch
     gpu_requested_bytes: float  # vLLM's requested memory per GPU: torch-visible total * gpu_memory_utilization
@@ -149,7 +149,7 @@ class Estimator:
             kv_bytes_per_token_gpu=g_req / ctx if ctx else 0.0,
             kv_bytes_per_token_host=h_req / ctx if ctx else 0.0,
             max_batch=max_batch, max_batch_gpu=mb_gpu, max_batch_host=mb_host, reason=reason,
-            ttft_s=ttft, tbt_s=tbt, throughput_tok_s=thr,
+            ttft_s=ttft, tpot_s=tbt, throughput_tok_s=thr,
             memory_gpu_bytes=budget.non_kv_gpu_bytes + kv_gpu,
             gpu_requested_bytes=budget.gpu_total_bytes,
             memory_host_bytes=m.fixed_host_bytes() + kv_host + budget.expert_host_bytes,

@@ -43,8 +43,11 @@ class SimConfig(BaseModel):
         "blocks free; None: 0.01 without chunked prefill (v0 default), 0 with it (v1 has none)")
     seed: int = Field(0, ge=0, description="kept in results for provenance; the replay itself is deterministic")
     record_token_times: bool = Field(False, description="keep every token's time per request (small runs)")
-    slo_ttft_s: float | None = Field(None, gt=0, allow_inf_nan=False)
-    slo_tbt_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    slo_ttft_s: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                     description="goodput: a request's bound on its TTFT, seconds (--slo-ttft)")
+    slo_tpot_s: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                     description="goodput: a request's bound on its mean time per output token, "
+                                     "seconds (--slo-tpot; kvsim.slo)")
     progress: Callable[[int, int, float], None] | None = Field(None, exclude=True)
 
     @property

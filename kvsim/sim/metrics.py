@@ -1,18 +1,21 @@
 """Serving metrics: pure summaries of per-request records, plus two bounded collectors.
 
-Definitions (vLLM ``benchmarks/benchmark_serving.py`` and DistServe, OSDI'24 section 2):
+Definitions and summary keys (vLLM ``benchmarks/benchmark_serving.py`` names; DistServe, OSDI'24
+section 2):
 
-* TTFT = first token time - arrival; E2E = finish - arrival; queueing = first scheduled - arrival.
-* TBT (time between tokens, vLLM's ITL): every interval between consecutive tokens of a
-  request, pooled over all completed requests. Preemption and prefill stalls show up here.
-* TPOT = (finish - first token) / (output tokens - 1) per request with >= 2 output tokens:
-  the request's mean TBT.
+* TTFT (``ttft_s``) = first token time - arrival; E2EL (``e2el_s``) = finish - arrival;
+  queueing (``queue_s``) = first scheduled - arrival.
+* ITL (``itl_s``; "TBT", time between tokens, in this module's internals): every interval
+  between consecutive tokens of a request, pooled over all completed requests. Preemption and
+  prefill stalls show up here.
+* TPOT (``tpot_s``) = (finish - first token) / (output tokens - 1) per request with >= 2 output
+  tokens: the request's mean ITL.
 * Throughput over the makespan (first arrival to last finish): output tokens/s, total
   (prompt + output) tokens/s, requests/s.
-* Goodput: completed requests with TTFT <= ``slo_ttft_s`` and TPOT <= ``slo_tbt_s``: the
-  TBT SLO is judged on each request's *mean* TBT (its TPOT), as DistServe and vLLM's
-  ``--goodput tpot:`` do; the request's max TBT is in ``requests.csv`` for stricter checks.
-  Requests with one output token have no TBT and meet the TBT SLO. Fraction is over all
+* Goodput: completed requests with TTFT <= ``slo_ttft_s`` and TPOT <= ``slo_tpot_s``
+  (``--slo-ttft``, ``--slo-tpot``): judged per request, as DistServe and vLLM's
+  ``--goodput ttft: tpot:`` do; the request's max TBT is in ``requests.csv`` for stricter checks.
+  Requests with one output token have no TPOT and meet the TPOT SLO. Fraction is over all
   requests simulated (rejected ones count as misses).
 
 Percentiles use numpy's default (linear) definition; pooled TBT percentiles are exact up to
@@ -137,7 +140,7 @@ def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_f
 
 
 def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarray, *,
-              slo_ttft_s: float | None = None, slo_tbt_s: float | None = None) -> dict:
+              slo_ttft_s: float | None = None, slo_tpot_s: float | None = None) -> dict:
     """Latency, throughput and goodput summary of one simulation (see module docstring)."""
     m = request_metrics(rec)
     done = rec.status == RequestStatus.FINISHED
@@ -151,8 +154,8 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
     good = np.ones(n_done, dtype=bool)
     if slo_ttft_s is not None:
         good &= m["ttft"] <= slo_ttft_s
-    if slo_tbt_s is not None:
-        good &= m["tpot_all"] <= slo_tbt_s
+    if slo_tpot_s is not None:
+        good &= m["tpot_all"] <= slo_tpot_s
     n_good = int(good.sum())
     reasons: dict[str, int] = {}
     for r in rec.reject_reason.values() if isinstance(rec.reject_reason, dict) else rec.reject_reason:
@@ -163,9 +166,9 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
         "requests_rejected": n_rej,
         "rejected_reasons": reasons,
         "ttft_s": stats(m["ttft"]),
-        "tbt_s": weighted_stats(tbt_values, tbt_weights),
+        "itl_s": weighted_stats(tbt_values, tbt_weights),
         "tpot_s": stats(m["tpot"]),
-        "e2e_s": stats(m["e2e"]),
+        "e2el_s": stats(m["e2e"]),
         "queue_s": stats(m["queue"]),
         "makespan_s": span,
         "throughput_output_tok_s": per_s(out_tok),
@@ -175,10 +178,10 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
         "prompt_tokens": int(rec.prompt_tokens[done].sum()),
         "cached_prompt_tokens": int(np.maximum(rec.cached_tokens[done], 0).sum()),
         "slo_ttft_s": slo_ttft_s,
-        "slo_tbt_s": slo_tbt_s,
-        "goodput_req_s": per_s(n_good) if (slo_ttft_s is not None or slo_tbt_s is not None) else None,
+        "slo_tpot_s": slo_tpot_s,
+        "goodput_req_s": per_s(n_good) if (slo_ttft_s is not None or slo_tpot_s is not None) else None,
         "goodput_fraction": (n_good / rec.status.size if rec.status.size else None)
-        if (slo_ttft_s is not None or slo_tbt_s is not None) else None,
+        if (slo_ttft_s is not None or slo_tpot_s is not None) else None,
         "preemptions": int(rec.preemptions.sum()),
         "requests_preempted": int((rec.preemptions > 0).sum()),
     }

@@ -319,7 +319,7 @@ class ReplicaSim:
         )
         vals, wts = self.tbt.result()
         cfg = self.cfg
-        summ = summarize(rec, vals, wts, slo_ttft_s=cfg.slo_ttft_s, slo_tbt_s=cfg.slo_tbt_s)
+        summ = summarize(rec, vals, wts, slo_ttft_s=cfg.slo_ttft_s, slo_tpot_s=cfg.slo_tpot_s)
         lay, kv = self.layout, self.kv
         end = float(np.nanmax(self.finish_s)) if self.n_done else self.engine.now
         summ.update({
@@ -336,7 +336,7 @@ class ReplicaSim:
             "swap_out_bytes": self._swap[0],
             "swap_in_bytes": self._swap[1],
             "swap_time_s": self._swap[2],
-            "tbt_exact": self.tbt.exact,
+            "itl_exact": self.tbt.exact,
             "load": load_summary(rec, self._busy_s, end, kv.peak_gpu_used / max(lay.num_gpu_blocks, 1)),
             "sim": {"steps": self.steps, "launches": self.launches, "events": self.engine.events_processed,
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,

@@ -132,7 +132,7 @@ def metric_of(c: Conditions, metric: str) -> float:
     if metric == "tok_s":
         return float(r.throughput_tok_s or 0.0)
     if metric == "tbt_ms":
-        return float(r.tbt_s) * 1e3
+        return float(r.tpot_s) * 1e3
     if metric == "ttft_ms":
         return float(r.ttft_s) * 1e3
     if metric == "prefill_tok_s":

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvsim.sim.kv_cache import KVLayout
+from kvsim.sim.kv_tiers import KVOffload
 from kvsim.sim.metrics import RequestRecords
 from kvsim.sim.request import PreemptionMode
 
@@ -37,6 +38,8 @@ class SimConfig(BaseModel):
         None, ge=0, lt=1, allow_inf_nan=False,
         description="vLLM v0 free-block watermark: admissions and swap-ins keep int(watermark * GPU blocks) "
         "blocks free; None: 0.01 without chunked prefill (v0 default), 0 with it (v1 has none)")
+    kv_offload: KVOffload | None = Field(
+        None, description="host DRAM / NVMe KV tiers below the GPU prefix cache (kvsim.sim.kv_tiers); None: off")
     seed: int = Field(0, ge=0, description="kept in results for provenance; the replay itself is deterministic")
     record_token_times: bool = Field(False, description="keep every token's time per request (small runs)")
     slo_ttft_s: float | None = Field(None, gt=0, allow_inf_nan=False)

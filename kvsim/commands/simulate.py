@@ -54,6 +54,7 @@ def simulate_cmd(
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first steps")] = True,
     preemption: Annotated[Preemption, typer.Option("--preemption", help="what happens to a preempted request's KV")] = Preemption.recompute,
     prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="reuse cached prompt blocks (traces with prefix ids, e.g. Mooncake)")] = True,
+    kv_offload: Annotated[Optional[str], typer.Option("--kv-offload", help="KV tiers below the GPU prefix cache (vLLM v1 CPU offloading), per replica: host=64GiB[,nvme=1TiB][,drive=pm9a3]; off by default (docs/kv-tiers.md)")] = None,
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
     tp: TpOpt = 1,
@@ -80,6 +81,13 @@ def simulate_cmd(
         if v is not None and not 0 < v < float("inf"):  # NaN fails too
             raise ConfigError(f"{flag} must be a finite number > 0, got {v}")
     check_watermark(watermark)
+    offload = None
+    if kv_offload is not None:
+        from kvsim.hardware import get
+        from kvsim.sim.kv_tiers import parse_offload
+
+        offload = parse_offload(kv_offload)
+        get("storage", offload.nvme_drive)  # an unknown drive is an error before the work
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, ["manifest.json"], flag="--out", force=force)  # the method folders: checked again at write
     if report is not None:
@@ -106,7 +114,7 @@ def simulate_cmd(
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                          chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
                          enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-                         watermark=watermark, seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt)
+                         watermark=watermark, seed=seed, slo_ttft_s=slo_ttft, slo_tbt_s=slo_tbt, kv_offload=offload)
     results = []
     for spec, m in methods:
         try:
@@ -290,6 +298,16 @@ def _print_one(s: dict) -> None:
         rows.append(("offered / served load (req/s)", f"{fmt_num(load.get('offered_req_s'), 3)} / {fmt_num(load.get('served_req_s'), 3)}"))
         rows.append(("GPU busy, peak KV occupancy", f"{'-' if busy is None else f'{busy * 100:.1f}%'}, "
                                                      f"{load.get('kv_gpu_peak_fraction', 0) * 100:.1f}%"))
+    tiers = s.get("kv_offload")
+    if tiers:
+        rows.append(("prefix entries reused: GPU", f"{tiers['gpu']['hit_rate'] * 100:.1f}% of {tiers['wanted_entries']:,}"))
+        for name in ("host", "nvme"):
+            if name in tiers:
+                t_ = tiers[name]
+                rows.append((f"{name} tier: hit rate, loaded / stored", f"{t_['hit_rate'] * 100:.1f}%, "
+                             f"{fmt_bytes(t_['bytes_loaded'])} / {fmt_bytes(t_['bytes_stored'])}"))
+                rows.append((f"{name} tier: load time, TTFT saved (est.)",
+                             f"{fmt_s(t_['load_time_s'])}, {fmt_s(t_['ttft_saved_est_s'])}"))
     sim = s.get("sim", {})
     rows.append(("simulated steps / wall time", f"{sim.get('steps', 0):,} / {sim.get('wall_s', 0):.2f} s"))
     for k, v in rows:

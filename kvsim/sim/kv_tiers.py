@@ -291,6 +291,9 @@ def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transf
     from kvsim.costmodel.roofline import Roofline
     from kvsim.hardware import get
 
+    if offload.host_bytes > system.host_memory_bytes:
+        raise ConfigError(f"--kv-offload host tier {offload.host_bytes / 2**30:.1f} GiB exceeds the node's host memory "
+                          f"{system.host_memory_bytes / 2**30:.1f} GiB")
     roof = Roofline(system)
     drive = get("storage", offload.nvme_drive)
 

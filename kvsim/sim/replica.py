@@ -265,6 +265,12 @@ class ReplicaSim:
         self.fast.release(r.req_id)
         self._empty_launches = 0
 
+    def _tier_note(self) -> str | None:
+        off = self.cfg.kv_offload
+        if off is not None and off.enabled and self.tiers is None:
+            return "KV offload tiers unused: they hold prefix-cache entries, and prefix caching is off for this run"
+        return None
+
     def _gauges(self, now: float) -> None:
         """Sample the gauges (first step of each timeline bucket; peaks are tracked exactly elsewhere)."""
         kv, s, tl = self.kv, self.sched, self.timeline
@@ -350,7 +356,7 @@ class ReplicaSim:
             "sim": {"steps": self.steps, "launches": self.launches, "events": self.engine.events_processed,
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,
                     "wall_s": time.perf_counter() - self._wall0},
-            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note) if n],
+            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note()) if n],
             "config": cfg.model_dump(mode="json"),
         })
         tl = self.timeline.result(end)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from kvsim.errors import TraceError, unknown_name
 from kvsim.specbase import short_repr
-from kvsim.traces import azure, burstgpt, mooncake, sharegpt, synthetic, tabular, vidur, vllm_bench
+from kvsim.traces import azure, burstgpt, mooncake, scbench, sharegpt, synthetic, tabular, vidur, vllm_bench
 from kvsim.traces._io import first_line, iter_lines, utf8_error
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, build_trace, without_rate
@@ -63,6 +63,8 @@ DESCRIPTIONS: dict[str, str] = {
     "prompt_a/min/max, output_a/min/max, seed",
     "synthetic-fixed": "fixed lengths, evenly spaced arrivals (default rate=inf: all at 0 s); "
     "options rate, n, prompt, output, seed",
+    "synthetic-scbench": "SCBench-style shared long contexts with follow-up queries, mode=multi-turn|multi-request; "
+    "options rate, n, mode, contexts, turns, context, query, output, gap, block, seed",
 }
 
 SYNTHETIC: dict[str, type[synthetic._Params]] = {
@@ -70,6 +72,7 @@ SYNTHETIC: dict[str, type[synthetic._Params]] = {
     "synthetic-gamma": synthetic.GammaParams,
     "synthetic-burstgpt": synthetic.BurstGPTParams,
     "synthetic-fixed": synthetic.FixedParams,
+    "synthetic-scbench": scbench.SCBenchParams,
 }
 
 _BUNDLED: dict[str, Callable[[LoadOptions], Trace]] = {
@@ -141,7 +144,7 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
         rng = np.random.default_rng(seed)
     except ValueError:
         raise TraceError(f"seed must be a whole number >= 0, got {seed!r}") from None
-    raw = synthetic.generate(params, rng)
+    raw = scbench.generate(params, rng) if isinstance(params, scbench.SCBenchParams) else synthetic.generate(params, rng)
     return build_trace(
         raw, replace(without_rate(opts), seed=seed), name=name, source=synthetic.describe(name, params, seed),
         meta={"format": "synthetic", "params": params.model_dump()},

@@ -172,3 +172,25 @@ def test_tiers_off_by_default_change_nothing():
     assert SimConfig().kv_offload is None
     _, res = _session(KVOffload())
     assert res.summary["kv_offload"] is None and res.records.cached_tokens.tolist() == [0, 0, 0]
+
+
+def test_cli_kv_offload_flag(tmp_path):
+    """`--kv-offload` on Mooncake rows: the JSON summary has the tiers; bad values are one `error:` line
+    and exit code 1."""
+    import json
+    import subprocess
+    import sys
+
+    def kvsim(*args):
+        return subprocess.run([sys.executable, "-m", "kvsim", "simulate", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+
+    r = kvsim("--trace", "mooncake-conversation", "-n", "40", "--kv-offload", "host=8GiB,nvme=64GiB", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)["kv_offload"]
+    assert s["host"]["capacity_bytes"] == 8 * GiB and s["nvme"]["capacity_bytes"] == 64 * GiB
+    for bad, msg in (("host=lots", "bad size"), ("nvme=1TiB", "needs a host tier"), ("host=100TiB", "host memory"),
+                     ("host=1GiB,drive=floppy", "unknown storage")):
+        r = kvsim("-n", "5", "--kv-offload", bad)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] and msg in r.stderr, r.stderr

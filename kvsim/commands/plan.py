@@ -75,6 +75,7 @@ def plan_cmd(
     kv_dtype: KvDtypeOpt = "auto",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
+    kv_offload: Annotated[Optional[str], typer.Option("--kv-offload", help="engine: KV tiers below the GPU prefix cache per replica, host=64GiB[,nvme=1TiB] (docs/kv-tiers.md); off by default")] = None,
     calibration: CalibrationOpt = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="parallel workers (default: CPU count)")] = None,
     executor: Annotated[str, typer.Option("--executor", help="process, serial or ray")] = "process",
@@ -95,6 +96,12 @@ def plan_cmd(
 
     slo = parse_slo(slo_ttft, slo_tbt, percentile, tbt_metric)
     check_watermark(watermark)
+    offload = None
+    if kv_offload is not None:
+        # lazy: CLI start-up
+        from kvsim.sim.kv_tiers import parse_offload
+
+        offload = parse_offload(kv_offload).model_dump()
     hws = [h.strip() for v in hw for h in v.split(",") if h.strip()]
     if not hws:
         raise ConfigError("--hw: no hardware given")
@@ -108,7 +115,8 @@ def plan_cmd(
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization,
         calibration=calibration, search=SearchOptions(rel_tol=rel_tol),
         sim_options={"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
-                     "chunked_prefill": chunked_prefill, **({} if watermark is None else {"watermark": watermark})},
+                     "chunked_prefill": chunked_prefill, **({} if watermark is None else {"watermark": watermark}),
+                     **({} if offload is None else {"kv_offload": offload})},
     )
     cache = None if no_cache else (default_cache_dir() if cache_dir is None else Path(cache_dir))
     # before the search: a bad output path must not cost the simulations

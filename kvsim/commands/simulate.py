@@ -83,11 +83,9 @@ def simulate_cmd(
     check_watermark(watermark)
     offload = None
     if kv_offload is not None:
-        from kvsim.hardware import get
         from kvsim.sim.kv_tiers import parse_offload
 
         offload = parse_offload(kv_offload)
-        get("storage", offload.nvme_drive)  # an unknown drive is an error before the work
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, ["manifest.json"], flag="--out", force=force)  # the method folders: checked again at write
     if report is not None:
@@ -97,6 +95,10 @@ def simulate_cmd(
         check_page(report, self_contained, "--report")
     dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration)
+    if offload is not None:
+        from kvsim.sim.kv_tiers import check_offload
+
+        check_offload(offload, dep.system)  # before the work
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
                     log_type=log_type, seed=seed, format=trace_format, columns=columns, time_unit=time_unit,
                     arrivals=arrivals, strict=strict, tokenizer=tokenizer)

@@ -169,11 +169,6 @@ class OffloadTiers:
             self.loads.append((start * pb, n_host * pb, (len(tiers) - n_host) * pb))
         return got["host"], got["nvme"]
 
-    def note_admission(self, wanted: int, gpu_hits: int) -> None:
-        """An admission with no tier hit (counted for the hit rates)."""
-        self.wanted_entries += wanted
-        self.gpu_hit_entries += gpu_hits
-
     def load_seconds(self, host_blocks: int, nvme_blocks: int) -> float:
         """Seconds the loads of one step add to it: ``pcie((host + nvme) bytes) + nvme_read(nvme bytes)``."""
         if not host_blocks and not nvme_blocks:
@@ -281,6 +276,16 @@ class OffloadTiers:
         return out
 
 
+def check_offload(offload: KVOffload, system) -> None:
+    """ConfigError when the host tier exceeds the node's host memory or the drive is unknown."""
+    from kvsim.hardware import get
+
+    if offload.host_bytes > system.host_memory_bytes:
+        raise ConfigError(f"--kv-offload host tier {offload.host_bytes / 2**30:.1f} GiB exceeds the node's host memory "
+                          f"{system.host_memory_bytes / 2**30:.1f} GiB")
+    get("storage", offload.nvme_drive)
+
+
 def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transfers: bool = False) -> OffloadTiers | None:
     """The tiers of one replica on ``system`` (None when off): PCIe copies priced by the
     :class:`~kvsim.costmodel.roofline.Roofline` (``pcie_bytes`` plus one round trip, like a SWAP
@@ -291,17 +296,20 @@ def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transf
     from kvsim.costmodel.roofline import Roofline
     from kvsim.hardware import get
 
-    if offload.host_bytes > system.host_memory_bytes:
-        raise ConfigError(f"--kv-offload host tier {offload.host_bytes / 2**30:.1f} GiB exceeds the node's host memory "
-                          f"{system.host_memory_bytes / 2**30:.1f} GiB")
+    check_offload(offload, system)
     roof = Roofline(system)
     drive = get("storage", offload.nvme_drive)
+
+    memo: dict[float, float] = {}  # transfers are whole blocks: few distinct sizes
 
     def pcie_s(nbytes: float) -> float:
         if nbytes <= 0:
             return 0.0
-        part = Part("kv_offload", "pcie", device="pcie", pcie_bytes=float(nbytes), pcie_round_trips=1.0)
-        return float(roof.seconds(Cost.of(part)))
+        got = memo.get(nbytes)
+        if got is None:
+            part = Part("kv_offload", "pcie", device="pcie", pcie_bytes=float(nbytes), pcie_round_trips=1.0)
+            got = memo[nbytes] = float(roof.seconds(Cost.of(part)))
+        return got
 
     return OffloadTiers(
         offload, block_bytes, pcie_s,

@@ -268,7 +268,8 @@ class ReplicaSim:
     def _tier_note(self) -> str | None:
         off = self.cfg.kv_offload
         if off is not None and off.enabled and self.tiers is None:
-            return "KV offload tiers unused: they hold prefix-cache entries, and prefix caching is off for this run"
+            return ("KV offload tiers unused: they hold prefix-cache entries and this run has none (no prefix ids in "
+                    "the trace, --no-prefix-caching, or a method without shareable prompt blocks)")
         return None
 
     def _gauges(self, now: float) -> None:

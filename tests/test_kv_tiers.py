@@ -194,3 +194,29 @@ def test_cli_kv_offload_flag(tmp_path):
         r = kvsim("-n", "5", "--kv-offload", bad)
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] and msg in r.stderr, r.stderr
+
+
+def test_tier_invariants_in_random_replays():
+    """The equivalence scenarios that draw tiers (seeds 0..199), replayed with every background
+    transfer logged: the invariants hold at the end, and some of them load from host and NVMe."""
+    from equivalence_scenarios import deployment, method_for, scenario, sim_config
+
+    hits = {"host": 0, "nvme": 0}
+    for seed in range(200):
+        sc = scenario(seed)
+        m = method_for(sc.model, sc.method) if sc.offload else None
+        cfg = sim_config(sc, m) if m is not None else None
+        if cfg is None:
+            continue
+        try:
+            sim = ReplicaSim(deployment(sc.model), m, sc.trace, cfg)
+        except ConfigError:
+            continue
+        if sim.tiers is None:
+            continue
+        sim.tiers.log = []
+        sim.run()
+        sim.tiers.check()
+        for t in hits:
+            hits[t] += sim.tiers.hit_entries[t]
+    assert hits["host"] > 0 and hits["nvme"] > 0

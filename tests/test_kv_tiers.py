@@ -113,15 +113,15 @@ def test_tier_invariants_under_random_use(seed):
 
 # ----- a multi-turn session through both simulators -----
 
-def _session(offload: KVOffload | None):
+def _session(offload: KVOffload | None, method: str = "full", blocks: int = 100):
     """Llama-3.1-8B on an A100 with 100 GPU blocks of 16 tokens (2 MiB each), step = 10 ms + 1 ms per
     prefill token. Turn 1 of session A (t=0, 1,100 tokens, entries A1 A2 of 512 tokens = 32 blocks
     each); request B (t=2, 1,500 other tokens) evicts A1, A2 from the GPU; turn 2 of A at t=5 has
     the same first 1,024 tokens."""
     dep = a100_llama()
-    m = make_method("full", dep)
+    m = make_method(method, dep)
     cfg = SimConfig(kv_offload=offload, record_token_times=True)
-    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 100, cfg)})
+    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, blocks, cfg)})
     tr = make_trace([0.0, 2.0, 5.0], [1100, 1500, 1100], [2, 2, 2],
                     prefix=[(1, 2, 3), (11, 12, 13), (1, 2, 4)], pb=512)
     sim = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep())
@@ -165,6 +165,20 @@ def test_nvme_tier_serves_what_the_host_tier_spilled():
     assert s["nvme"]["hit_entries"] == 2 and s["host"]["hit_entries"] == 0
     assert s["host"]["bytes_evicted"] == s["nvme"]["bytes_stored"] == 3 * 32 * 2**21
     sim.tiers.check()
+
+
+def test_compressed_kv_moves_its_compressed_bytes():
+    """HeadMerge halves the KV (65,536 B/token): an entry of 512 tokens is 16 blocks of 2 MiB, so turn 2
+    loads 2 x 16 blocks = 67,108,864 bytes (half of full's), in 67108864 / 26.775e9 + 2.4e-5 =
+    0.0025304 s; the host tier stored A1, A2, B1, B2 = 64 blocks. (60 GPU blocks: B evicts A's entries.)"""
+    load_s = 67108864 / 26.775e9 + 2.4e-5
+    _, off = _session(None, "headmerge", 60)
+    sim, on = _session(KVOffload(host_bytes=GiB), "headmerge", 60)
+    s = on.summary["kv_offload"]["host"]
+    assert s["bytes_loaded"] == 67108864 and s["bytes_stored"] == 64 * 2**21
+    assert s["load_time_s"] == pytest.approx(load_s, rel=1e-12)
+    assert off.records.first_token_s[2] - 5.0 == pytest.approx(1.110, rel=1e-12)
+    assert on.records.first_token_s[2] - 5.0 == pytest.approx(0.086 + load_s, rel=1e-12)
 
 
 def test_tiers_off_by_default_change_nothing():

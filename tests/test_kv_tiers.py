@@ -234,3 +234,10 @@ def test_tier_invariants_in_random_replays():
         for t in hits:
             hits[t] += sim.tiers.hit_entries[t]
     assert hits["host"] > 0 and hits["nvme"] > 0
+
+
+def test_simconfig_takes_the_cli_spelling():
+    """SimConfig(kv_offload="host=1GiB,nvme=2GiB") is KVOffload(2^30, 2^31); a bad string is a ConfigError."""
+    assert SimConfig(kv_offload="host=1GiB,nvme=2GiB").kv_offload == KVOffload(host_bytes=2**30, nvme_bytes=2**31)
+    with pytest.raises(ConfigError):
+        SimConfig(kv_offload="host=x")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvsim.sim.kv_cache import KVLayout
 from kvsim.sim.kv_tiers import KVOffload
@@ -45,6 +45,16 @@ class SimConfig(BaseModel):
     slo_ttft_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     slo_tbt_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     progress: Callable[[int, int, float], None] | None = Field(None, exclude=True)
+
+    @field_validator("kv_offload", mode="before")
+    @classmethod
+    def _offload_text(cls, v):
+        """``"host=64GiB,nvme=1TiB"`` (the CLI's spelling) is accepted too."""
+        if isinstance(v, str):
+            from kvsim.sim.kv_tiers import parse_offload
+
+            return parse_offload(v)
+        return v
 
     @property
     def effective_watermark(self) -> float:

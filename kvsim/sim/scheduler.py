@@ -22,6 +22,10 @@ Policies:
 * admission (``allocate_slots``): the KV blocks of the scheduled tokens must fit the pools;
   FCFS, the head of the queue blocks the rest (no skipping), no admissions in a step that
   preempted.
+* offload tiers (``tiers``, :mod:`kvsim.sim.kv_tiers`; None: off): at admission the entries after the
+  GPU prefix hits that the host / NVMe tiers hold (copy ended by ``now``) count as computed and
+  their load is added to the step (``SchedulerOutput.load_*_blocks``); a completed prompt's newly
+  registered entries are written through to the tiers at the step's end.
 * watermark (vLLM v0 ``BlockSpaceManager.can_allocate`` / ``_can_swap``): admitting a waiting
   request or swapping one in must leave ``watermark_blocks`` GPU blocks allocatable (free or
   evictable); decode steps and prompt chunks of running requests may use them.

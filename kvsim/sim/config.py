@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvsim.sim.kv_cache import KVLayout
-from kvsim.sim.kv_tiers import KVOffload
+from kvsim.sim.kv_offload import KVOffload
 from kvsim.sim.metrics import RequestRecords
 from kvsim.sim.request import PreemptionMode
 
@@ -51,7 +51,7 @@ class SimConfig(BaseModel):
     def _offload_text(cls, v):
         """``"host=64GiB,nvme=1TiB"`` (the CLI's spelling) is accepted too."""
         if isinstance(v, str):
-            from kvsim.sim.kv_tiers import parse_offload
+            from kvsim.sim.kv_offload import parse_offload
 
             return parse_offload(v)
         return v

@@ -69,13 +69,16 @@ class Scenario:
     blocks: int  # target KV pool size (GPU blocks)
     replicas: int
     router: str
+    offload: tuple[int, int] | None = None  # KV offload tiers: (host, NVMe) capacity in KV blocks
+
 
     def describe(self) -> str:
         t = self.trace
         rows = list(zip(t.arrival_s.tolist(), t.prompt_tokens.tolist(), t.output_tokens.tolist(),
                         t.prefix_blocks if t.prefix_blocks is not None else [None] * len(t)))
         return (f"seed={self.seed} model={self.model} method={self.method} blocks={self.blocks} "
-                f"replicas={self.replicas} router={self.router} config={self.config} pb={t.prefix_block_tokens} "
+                f"replicas={self.replicas} router={self.router} config={self.config} offload={self.offload} "
+                f"pb={t.prefix_block_tokens} "
                 f"rows(arrival, prompt, output, prefix)={rows}")
 
 
@@ -127,7 +130,19 @@ def scenario(seed: int, small: bool = False) -> Scenario:
                       prefix_blocks=prefix, prefix_block_tokens=pb)
         blocks = rng.randint(30, 800)
     replicas = 1 if rng.random() < 0.55 else rng.randint(2, 3)
-    return Scenario(seed, model, method, trace, cfg, blocks, replicas, rng.choice(ROUTERS))
+    # offload tiers from their own generator (the other draws of a seed stay as they were): half
+    # the scenarios, host tiers from a few blocks (evicting, spilling) to more than the GPU pool
+    tr = random.Random(f"tiers-{seed}")
+    offload = None
+    if tr.random() < 0.5:
+        host = tr.choice([4, 16, 64, 256, 4000])
+        offload = (host, tr.choice([0, 0, 8, 64, 1000]))
+        if trace.prefix_blocks is not None and tr.random() < 0.6:
+            # tier-focused: a method that shares prefix blocks and a GPU pool that evicts them
+            method = tr.choice(("full", "kivi", "quest", "mla"))
+            blocks = tr.randint(30, 300) if trace.prefix_block_tokens == 64 else tr.randint(600, 1500)
+            cfg["enable_prefix_caching"] = True
+    return Scenario(seed, model, method, trace, cfg, blocks, replicas, rng.choice(ROUTERS), offload)
 
 
 def sim_config(sc: Scenario, m):
@@ -146,7 +161,12 @@ def sim_config(sc: Scenario, m):
     util = (fixed + (sc.blocks + 0.5) * bb) / b.gpu_total_bytes
     if not 0 < util <= 1:
         return None
-    return cfg.model_copy(update={"gpu_memory_utilization": util})
+    update = {"gpu_memory_utilization": util}
+    if sc.offload is not None:
+        from kvsim.sim.kv_tiers import KVOffload
+
+        update["kv_offload"] = KVOffload(host_bytes=sc.offload[0] * bb, nvme_bytes=sc.offload[1] * bb)
+    return cfg.model_copy(update=update)
 
 
 def run_both(sc: Scenario):

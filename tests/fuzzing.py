@@ -780,6 +780,15 @@ def cli_case(draw) -> Case:
         opt("--slo-tpot", "float", 0.2)
         opt("--slo-itl", "float", 0.2)
         opt("--watermark", "frac", 0.2)
+        if draw(st.integers(0, 4)) == 0:
+            text, bad = draw(st.sampled_from([
+                ("host=8GiB", None), ("host=1GiB,nvme=16GiB", None), ("host=0", None), ("host=64MiB,nvme=1e3", None),
+                ("nvme=1TiB", "NVMe tier without a host tier"), ("host=lots", "bad size"), ("host=2000TiB", "over 1 PiB"),
+                ("host=4TiB", "over the node's host memory"), ("host=1GiB,drive=x", "unknown drive"),
+                ("host=1e400", "inf bytes"), ("host=1GiB,host=2GiB", "given twice"), ("", "empty")]))
+            argv += ["--kv-offload", text]
+            if bad:
+                why = why or f"--kv-offload {text!r}: {bad}"
         argv += draw(st.sampled_from([["--json"], ["--json"], [], ["--preemption", "swap", "--json"],
                                       ["--no-chunked-prefill", "--json"]]))
     elif cmd == "list":

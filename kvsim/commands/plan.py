@@ -83,6 +83,7 @@ def plan_cmd(
     kv_dtype: KvDtypeOpt = "auto",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
+    kv_offload: Annotated[Optional[str], typer.Option("--kv-offload", help="engine: KV tiers below the GPU prefix cache per replica, host=64GiB[,nvme=1TiB] (docs/kv-tiers.md); off by default")] = None,
     calibration: CalibrationOpt = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="parallel workers (default: CPU count)")] = None,
     executor: Annotated[str, typer.Option("--executor", help="process, serial or ray")] = "process",
@@ -105,6 +106,12 @@ def plan_cmd(
     if slo is None or (slo.tpot_s is None and slo.itl_s is None):  # the default token bound: p99 ITL <= 100 ms
         slo = resolve_slo("plan", slo_ttft, None, DEFAULT_SLO_ITL, percentile)
     check_watermark(watermark)
+    offload = None
+    if kv_offload is not None:
+        # lazy: CLI start-up
+        from kvsim.sim.kv_tiers import parse_offload
+
+        offload = parse_offload(kv_offload).model_dump()
     hws = [h.strip() for v in hw for h in v.split(",") if h.strip()]
     if not hws:
         raise ConfigError("--hw: no hardware given")
@@ -118,7 +125,8 @@ def plan_cmd(
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization,
         calibration=calibration, search=SearchOptions(rel_tol=rel_tol),
         sim_options={"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
-                     "chunked_prefill": chunked_prefill, **({} if watermark is None else {"watermark": watermark})},
+                     "chunked_prefill": chunked_prefill, **({} if watermark is None else {"watermark": watermark}),
+                     **({} if offload is None else {"kv_offload": offload})},
     )
     if disagg_instances is not None:
         if target_rate is not None or out is not None or replicas != 1:

@@ -57,6 +57,7 @@ def simulate_cmd(
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first steps")] = True,
     preemption: Annotated[Preemption, typer.Option("--preemption", help="what happens to a preempted request's KV")] = Preemption.recompute,
     prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="reuse cached prompt blocks (traces with prefix ids, e.g. Mooncake)")] = True,
+    kv_offload: Annotated[Optional[str], typer.Option("--kv-offload", help="KV tiers below the GPU prefix cache (vLLM v1 CPU offloading), per replica: host=64GiB[,nvme=1TiB][,drive=pm9a3]; off by default (docs/kv-tiers.md)")] = None,
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
     tp: TpOpt = 1,
@@ -95,6 +96,11 @@ def simulate_cmd(
         if v is not None and not 0 < v < float("inf"):  # NaN fails too
             raise ConfigError(f"{flag} must be a finite number > 0, got {v}")
     check_watermark(watermark)
+    offload = None
+    if kv_offload is not None:
+        from kvsim.sim.kv_tiers import parse_offload
+
+        offload = parse_offload(kv_offload)
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, ["manifest.json"], flag="--out", force=force)  # the method folders: checked again at write
     if report is not None:
@@ -120,6 +126,10 @@ def simulate_cmd(
                            weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
                            expert_offload=expert_offload)
+    if offload is not None:
+        from kvsim.sim.kv_tiers import check_offload
+
+        check_offload(offload, dep.system)  # before the work
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
                     log_type=log_type, seed=seed, format=trace_format, columns=columns, time_unit=time_unit,
                     arrivals=arrivals, strict=strict, tokenizer=tokenizer)
@@ -140,7 +150,7 @@ def simulate_cmd(
                          chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
                          enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
                          watermark=watermark, seed=seed, slo_ttft_s=None if slo is None else slo.ttft_s,
-                         slo_tpot_s=None if slo is None else slo.tpot_s)
+                         slo_tpot_s=None if slo is None else slo.tpot_s, kv_offload=offload)
     results = []
     for spec, m in methods:
         try:
@@ -339,6 +349,16 @@ def _print_one(s: dict) -> None:
                                                      f"{load.get('kv_gpu_peak_fraction', 0) * 100:.1f}%"))
     if s.get("expert_offload"):
         rows.append(("expert offload", s["expert_offload"]))
+    tiers = s.get("kv_offload")
+    if tiers:
+        rows.append(("prefix entries reused: GPU", f"{tiers['gpu']['hit_rate'] * 100:.1f}% of {tiers['wanted_entries']:,}"))
+        for name in ("host", "nvme"):
+            if name in tiers:
+                t_ = tiers[name]
+                rows.append((f"{name} tier: hit rate, loaded / stored", f"{t_['hit_rate'] * 100:.1f}%, "
+                             f"{fmt_bytes(t_['bytes_loaded'])} / {fmt_bytes(t_['bytes_stored'])}"))
+                rows.append((f"{name} tier: load time, TTFT saved (est.)",
+                             f"{fmt_s(t_['load_time_s'])}, {fmt_s(t_['ttft_saved_est_s'])}"))
     sim = s.get("sim", {})
     rows.append(("simulated steps / wall time", f"{sim.get('steps', 0):,} / {sim.get('wall_s', 0):.2f} s"))
     dis = s.get("disagg")

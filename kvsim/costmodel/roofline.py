@@ -167,6 +167,15 @@ class Roofline:
             amounts[..., n] = v
         return compiled.seconds(amounts)
 
+    @staticmethod
+    def storage_seconds(nbytes: float, bw_bytes_per_s: float, latency_s: float) -> float:
+        """Seconds of one sequential transfer of ``nbytes`` to or from a storage device (an NVMe
+        SSD of :class:`kvsim.hardware.StorageSpec`): ``latency_s + nbytes / bw_bytes_per_s``, the
+        datasheet's sequential bandwidth with no efficiency factor (0 for no bytes)."""
+        if nbytes <= 0:
+            return 0.0
+        return float(latency_s + nbytes / bw_bytes_per_s)
+
     def part_resource_times(self, p: Part) -> dict[str, Num]:
         """Seconds of each resource ``p`` uses (``"overhead"``: launches and round trips)."""
         return self.part_time(p).resource_s

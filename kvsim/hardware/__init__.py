@@ -32,13 +32,15 @@ from kvsim.hardware.spec import (
     LinkSpec,
     OpEfficiency,
     ProfileSpec,
+    StorageSpec,
     SystemSpec,
 )
 from kvsim.specbase import read_yaml, validate_dict
 
 HW_DIR = Path(__file__).parent
 _KINDS = {"gpu": (GPUSpec, "gpus"), "host": (HostSpec, "hosts"), "link": (LinkSpec, "links"), "system": (SystemSpec, "systems"),
-          "profile": (ProfileSpec, "profiles")}
+          "profile": (ProfileSpec, "profiles"),
+          "storage": (StorageSpec, "storage")}
 
 __all__ = [
     "System",
@@ -50,6 +52,7 @@ __all__ = [
     "GPUSpec",
     "HostSpec",
     "LinkSpec",
+    "StorageSpec",
     "SystemSpec",
     "OP_CLASSES",
     "AllReduceFit",

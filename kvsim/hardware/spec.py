@@ -111,6 +111,20 @@ class HostSpec(Strict):
         return self
 
 
+class StorageSpec(Strict):
+    """A local storage device (an NVMe SSD) that holds the lowest KV offload tier
+    (:mod:`kvsim.sim.kv_tiers`): sequential read and write bandwidth and the latency of one request."""
+
+    kind: Literal["storage"] = "storage"
+    name: str
+    aliases: list[str] = []
+    read_bw_bytes_per_s: BytesPerS = Field(description="sequential read bandwidth")
+    write_bw_bytes_per_s: BytesPerS = Field(description="sequential write bandwidth")
+    latency_s: Seconds = Field(description="latency of one small request")
+    source: str
+    notes: str = ""
+
+
 class LinkSpec(Strict):
     """A host or GPU-GPU link. ``bw_bytes_per_s`` is what one GPU can send per direction (all its
     links together). In a switched fabric (NVSwitch, a PCIe switch) a collective over any group

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvsim.sim.kv_cache import KVLayout
+from kvsim.sim.kv_offload import KVOffload
 from kvsim.sim.metrics import RequestRecords
 from kvsim.sim.request import PreemptionMode
 
@@ -41,6 +42,8 @@ class SimConfig(BaseModel):
         None, ge=0, lt=1, allow_inf_nan=False,
         description="vLLM v0 free-block watermark: admissions and swap-ins keep int(watermark * GPU blocks) "
         "blocks free; None: 0.01 without chunked prefill (v0 default), 0 with it (v1 has none)")
+    kv_offload: KVOffload | None = Field(
+        None, description="host DRAM / NVMe KV tiers below the GPU prefix cache (kvsim.sim.kv_tiers); None: off")
     seed: int = Field(0, ge=0, description="kept in results for provenance; the replay itself is deterministic")
     record_token_times: bool = Field(False, description="keep every token's time per request (small runs)")
     slo_ttft_s: float | None = Field(None, gt=0, allow_inf_nan=False,
@@ -49,6 +52,16 @@ class SimConfig(BaseModel):
                                      description="goodput: a request's bound on its mean time per output token, "
                                      "seconds (--slo-tpot; kvsim.slo)")
     progress: Callable[[int, int, float], None] | None = Field(None, exclude=True)
+
+    @field_validator("kv_offload", mode="before")
+    @classmethod
+    def _offload_text(cls, v):
+        """``"host=64GiB,nvme=1TiB"`` (the CLI's spelling) is accepted too."""
+        if isinstance(v, str):
+            from kvsim.sim.kv_offload import parse_offload
+
+            return parse_offload(v)
+        return v
 
     @property
     def effective_watermark(self) -> float:

@@ -61,6 +61,15 @@ Stated rules (where the module docstrings are silent, this follows the current c
    Admitting a waiting request (after referencing its prefix hits) and swapping one in succeed
    only if the GPU blocks left free or evictable afterwards are at least ``W``; decode steps
    and the later prompt chunks of running requests ignore it.
+11. Offload tiers (``SimConfig.kv_offload``, with prefix caching on; :mod:`kvsim.sim.kv_tiers`): at
+   admission, after the GPU hits, the next entries found in the host or NVMe tier whose copy
+   ended at or before the step's start count as computed; their load (one PCIe copy of their
+   bytes, plus an NVMe read of the NVMe part) adds to the admitting step. When a prompt
+   completes, its newly registered entries that no tier holds are copied to the host tier in
+   the background: FIFO on the device-to-host queue from the step's end; a host tier over
+   capacity evicts least recently used entries (stored or loaded), spilled to NVMe (FIFO on the
+   NVMe write queue, from the later of the host copy's end and the queue) or dropped; NVMe
+   evicts least recently used (spilled or loaded) entries.
 9. Cluster lockstep: before routing arrival ``i`` at ``t_i`` every replica processes its
    events strictly before ``t_i``; the load of a replica is its routed requests less those
    that finished or were rejected strictly before ``t_i``.
@@ -79,7 +88,7 @@ from kvsim.costmodel.roofline import Roofline
 from kvsim.pricing.step import StepModel
 from kvsim.sim.chunk_reuse import analytic_hits
 from kvsim.sim.config import SimConfig
-from kvsim.sim.reference_pool import RefGeometry, RefPool, distinct_prefix, effective_prompts
+from kvsim.sim.reference_pool import RefGeometry, RefPool, RefTiers, distinct_prefix, effective_prompts
 from kvsim.sim.reference_result import RefRequest, RefResult, collect_results
 
 
@@ -112,6 +121,15 @@ class RefReplica:
         self.method = method
         self.step_model = step_model or StepModel(dep, method)
         self.roofline = Roofline(dep.system)
+        self.tiers = None  # rule 11
+        off = cfg.kv_offload
+        if pb and off is not None and off.enabled:
+            from kvsim.hardware import get
+
+            drive = get("storage", off.nvme_drive)
+            self.tiers = RefTiers(off, self.geo.block_bytes, self._pcie_s,
+                                  lambda n: Roofline.storage_seconds(n, drive.read_bw_bytes_per_s, drive.latency_s),
+                                  lambda n: Roofline.storage_seconds(n, drive.write_bw_bytes_per_s, drive.latency_s))
         self.reqs: dict[int, RefRequest] = {}
         self.pending: deque[int] = deque()  # routed, not yet arrived (trace order)
         self.waiting: deque[RefRequest] = deque()
@@ -123,6 +141,11 @@ class RefReplica:
         self.admit_counter = 0
         self.empty_steps = 0
         self.steps = 0
+
+    def _pcie_s(self, nbytes: float) -> float:
+        """One synchronous PCIe copy of ``nbytes`` (SWAP copies and tier transfers)."""
+        part = Part("kv_swap", "pcie", device="pcie", pcie_bytes=float(nbytes), pcie_round_trips=1.0)
+        return float(self.roofline(Cost.of(part)).total_s)
 
     # ----- arrivals -----
     def arrive(self, i: int) -> None:
@@ -185,7 +208,7 @@ class RefReplica:
         if not self._has_work():
             self.busy = False
             return
-        plan = self._schedule()
+        plan = self._schedule(now)
         if not plan["decode"] and not plan["prefill"]:
             self.empty_steps += 1
             if self.empty_steps > 2 and not (self.decoding or self.prefilling):
@@ -206,8 +229,9 @@ class RefReplica:
         bb = self.geo.block_bytes
         for blocks in (plan["swap_out"], plan["swap_in"]):
             if blocks > 0:
-                part = Part("kv_swap", "pcie", device="pcie", pcie_bytes=float(blocks * bb), pcie_round_trips=1.0)
-                dt += float(self.roofline(Cost.of(part)).total_s)
+                dt += self._pcie_s(blocks * bb)
+        if plan["load_host"] or plan["load_nvme"]:  # rule 11
+            dt += self.tiers.load_seconds(plan["load_host"], plan["load_nvme"])
         for r, _, _, _ in pf:
             if math.isnan(r.scheduled_s):
                 r.scheduled_s = now
@@ -216,8 +240,10 @@ class RefReplica:
         self.steps += 1
         self.free_at = t_end
 
-    def _schedule(self) -> dict:
-        plan = {"decode": [], "prefill": [], "preempted": [], "swap_out": 0, "swap_in": 0}
+    def _schedule(self, now: float) -> dict:
+        plan = {"decode": [], "prefill": [], "preempted": [], "swap_out": 0, "swap_in": 0, "load_host": 0,
+                "load_nvme": 0}
+        self.now = now
         cfg = self.cfg
         if not cfg.chunked_prefill and not self.swapped and self.waiting:
             self._admit(plan, cfg.max_num_batched_tokens)
@@ -327,9 +353,12 @@ class RefReplica:
             r = self.waiting[0]
             e = 0
             computed = 0
+            tier_hits: list = []
             if pb and r.prefix_hashes:
                 e = pool.lookup(r.prefix_hashes, (r.num_tokens - 1) // pb)
-                computed = e * pb
+                if self.tiers is not None:
+                    tier_hits = self.tiers.hits(r.prefix_hashes, e, (r.num_tokens - 1) // pb, self.now)
+                computed = (e + len(tier_hits)) * pb
             elif r.analytic_cached:
                 computed = r.analytic_cached
             todo = r.num_tokens - computed
@@ -344,6 +373,10 @@ class RefReplica:
                 pool.release(r.prefix_hashes[:e])
                 return
             self.waiting.popleft()
+            if tier_hits:
+                got_host, got_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits)
+                plan["load_host"] += got_host
+                plan["load_nvme"] += got_nvme
             r.num_prefix_entries, r.num_computed_tokens = e, computed
             r.gpu_blocks, r.host_blocks = g, max(h1, 0)
             pool.hold(r)
@@ -378,9 +411,14 @@ class RefReplica:
             if self.pb and r.prefix_hashes:
                 last = min(len(r.prefix_hashes), r.num_prompt_tokens // self.pb)
                 if last > r.num_prefix_entries:
-                    r.gpu_blocks -= self.pool.register(r.prefix_hashes[r.num_prefix_entries:last],
-                                                       r.num_prefix_entries + 1, r.num_prompt_tokens)
+                    first = r.num_prefix_entries
+                    r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
                     r.num_prefix_entries = last
+                    if self.tiers is not None:  # rule 11: write-through
+                        g = self.geo
+                        self.tiers.store([(h, g.prefix_blocks(i, self.pb, r.num_prompt_tokens)
+                                           - g.prefix_blocks(i - 1, self.pb, r.num_prompt_tokens))
+                                          for i, h in enumerate(r.prefix_hashes[first:last], start=first + 1)], t_end)
             self._emit(r, t_end)
             if r.num_output_tokens >= r.max_tokens:
                 self._finish(r, t_end)

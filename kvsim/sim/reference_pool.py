@@ -180,3 +180,74 @@ def distinct_prefix(hashes) -> tuple:
             break
         out.append(h)
     return tuple(out)
+
+
+class RefTiers:
+    """Plain host / NVMe offload tiers for the reference simulator (the rules of
+    :mod:`kvsim.sim.kv_tiers`, written independently): every entry keeps its tier, blocks, the
+    time its copy ends and a clock tick of its last use; LRU victims are found by scanning."""
+
+    def __init__(self, offload, block_bytes: float, pcie_s, nvme_read_s, nvme_write_s) -> None:
+        self.cap = {"host": int(offload.host_bytes // block_bytes), "nvme": int(offload.nvme_bytes // block_bytes)}
+        self.bb = block_bytes
+        self.where: dict = {}  # hash -> [tier, blocks, ready_s, last_use_tick]
+        self.tick = 0
+        self.d2h_free = self.nvme_free = 0.0
+        self.pcie_s, self.nvme_read_s, self.nvme_write_s = pcie_s, nvme_read_s, nvme_write_s
+
+    def _use(self, e) -> None:
+        self.tick += 1
+        e[3] = self.tick
+
+    def held(self, tier: str) -> int:
+        return sum(e[1] for e in self.where.values() if e[0] == tier)
+
+    def hits(self, hashes, start: int, stop: int, now: float) -> list[str]:
+        out = []
+        for h in hashes[start:stop]:
+            e = self.where.get(h)
+            if e is None or e[2] > now:
+                break
+            out.append(e[0])
+        return out
+
+    def load(self, hashes, start: int, tiers: list[str]) -> tuple[int, int]:
+        host = nvme = 0
+        for h in hashes[start:start + len(tiers)]:
+            e = self.where[h]
+            self._use(e)
+            if e[0] == "host":
+                host += e[1]
+            else:
+                nvme += e[1]
+        return host, nvme
+
+    def load_seconds(self, host: int, nvme: int) -> float:
+        if host + nvme == 0:
+            return 0.0
+        return self.pcie_s((host + nvme) * self.bb) + (self.nvme_read_s(nvme * self.bb) if nvme else 0.0)
+
+    def store(self, items, t_s: float) -> None:
+        new = [(h, b) for h, b in items if h not in self.where and 0 < b <= self.cap["host"]]
+        if not new:
+            return
+        start = max(t_s, self.d2h_free)
+        ready = self.d2h_free = start + self.pcie_s(sum(b for _, b in new) * self.bb)
+        for h, b in new:
+            self.where[h] = ["host", b, ready, 0]
+            self._use(self.where[h])
+        spilled = []
+        while self.held("host") > self.cap["host"]:
+            h = min((h for h, e in self.where.items() if e[0] == "host"), key=lambda h: self.where[h][3])
+            e = self.where.pop(h)
+            if 0 < e[1] <= self.cap["nvme"]:
+                spilled.append((h, e))
+        if spilled:
+            start = max(ready, self.nvme_free, max(e[2] for _, e in spilled))
+            done = self.nvme_free = start + self.nvme_write_s(sum(e[1] for _, e in spilled) * self.bb)
+            for h, e in spilled:  # entering the NVMe tier is its most recent use there
+                self.where[h] = ["nvme", e[1], done, 0]
+                self._use(self.where[h])
+            while self.held("nvme") > self.cap["nvme"]:
+                h = min((h for h, e in self.where.items() if e[0] == "nvme"), key=lambda h: self.where[h][3])
+                del self.where[h]

@@ -41,6 +41,7 @@ from kvsim.sim.engine import Engine
 from kvsim.sim.fast import FastPath, NextDecodeStep
 from kvsim.sim.inputs import REJECT_REASONS, prepare
 from kvsim.sim.kv_cache import KVCacheManager
+from kvsim.sim.kv_tiers import make_tiers, prefill_seconds
 from kvsim.sim.metrics import IntervalSample, RequestRecords, Timeline, load_summary, summarize
 from kvsim.sim.request import Request, RequestStatus
 from kvsim.sim.scheduler import Scheduler
@@ -87,7 +88,8 @@ class ReplicaSim:
         self.arrival, self.prompt, self.output, self.peff = inp.arrival_s, inp.prompt, inp.output, inp.effective_prompt
         self.reject = inp.reject.copy()
         self.kv = KVCacheManager(lay, prefix_block_tokens=inp.prefix_block_tokens)
-        self.fast = FastPath(step_model or StepModel(dep, method), lay, dep.system, cfg.max_num_seqs, self.peff,
+        self.step_model = step_model or StepModel(dep, method)
+        self.fast = FastPath(self.step_model, lay, dep.system, cfg.max_num_seqs, self.peff,
                              np.where(self.reject == 0, self.output, 1), prefix_caching=bool(inp.prefix_block_tokens))
         self.tbt = IntervalSample()
         self.sched = Scheduler(self.kv, self.fast.new_batch(cfg.max_num_seqs), self.fast.blocks,
@@ -95,6 +97,8 @@ class ReplicaSim:
                                chunked_prefill=cfg.chunked_prefill, preemption_mode=cfg.preemption_mode,
                                on_intervals=self.tbt.add, record_token_times=cfg.record_token_times,
                                watermark_blocks=inp.watermark_blocks)
+        self.tiers = make_tiers(cfg.kv_offload, lay.block_bytes, dep.system) if inp.prefix_block_tokens else None
+        self.sched.tiers = self.tiers
         uses_host = bool(lay.host_blocks.any()) or method.uses_host
         self.decoder = self.fast.decode_runner(self.sched, uses_host, self.tbt.add)
         self._next_step: NextDecodeStep | None = None  # the decode price of the next step, if a run knew it
@@ -190,6 +194,7 @@ class ReplicaSim:
                 if run.finished:
                     self._finished(run.finished)
                 return run.t_end_s
+        s.now = now
         out = s.schedule()
         if out.is_empty():
             self._empty_launches += 1
@@ -206,6 +211,8 @@ class ReplicaSim:
             self._swap[1] += out.swap_in_blocks * bb
             self._swap[2] += ts
             dt += ts
+        if out.load_host_blocks or out.load_nvme_blocks:
+            dt += self.tiers.load_seconds(out.load_host_blocks, out.load_nvme_blocks)
         for p in out.prefill:
             if p[0].scheduled_s < 0:
                 p[0].scheduled_s = now
@@ -257,6 +264,13 @@ class ReplicaSim:
         self._n_rej += 1
         self.fast.release(r.req_id)
         self._empty_launches = 0
+
+    def _tier_note(self) -> str | None:
+        off = self.cfg.kv_offload
+        if off is not None and off.enabled and self.tiers is None:
+            return ("KV offload tiers unused: they hold prefix-cache entries and this run has none (no prefix ids in "
+                    "the trace, --no-prefix-caching, or a method without shareable prompt blocks)")
+        return None
 
     def _gauges(self, now: float) -> None:
         """Sample the gauges (first step of each timeline bucket; peaks are tracked exactly elsewhere)."""
@@ -336,12 +350,14 @@ class ReplicaSim:
             "swap_out_bytes": self._swap[0],
             "swap_in_bytes": self._swap[1],
             "swap_time_s": self._swap[2],
+            "kv_offload": (self.tiers.summary(lambda cached, new: prefill_seconds(self.step_model, cached, new))
+                           if self.tiers is not None else None),
             "itl_exact": self.tbt.exact,
             "load": load_summary(rec, self._busy_s, end, kv.peak_gpu_used / max(lay.num_gpu_blocks, 1)),
             "sim": {"steps": self.steps, "launches": self.launches, "events": self.engine.events_processed,
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,
                     "wall_s": time.perf_counter() - self._wall0},
-            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note) if n],
+            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note()) if n],
             "config": cfg.model_dump(mode="json"),
         })
         tl = self.timeline.result(end)

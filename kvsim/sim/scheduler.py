@@ -22,6 +22,10 @@ Policies:
 * admission (``allocate_slots``): the KV blocks of the scheduled tokens must fit the pools;
   FCFS, the head of the queue blocks the rest (no skipping), no admissions in a step that
   preempted.
+* offload tiers (``tiers``, :mod:`kvsim.sim.kv_tiers`; None: off): at admission the entries after the
+  GPU prefix hits that the host / NVMe tiers hold (copy ended by ``now``) count as computed and
+  their load is added to the step (``SchedulerOutput.load_*_blocks``); a completed prompt's newly
+  registered entries are written through to the tiers at the step's end.
 * watermark (vLLM v0 ``BlockSpaceManager.can_allocate`` / ``_can_swap``): admitting a waiting
   request or swapping one in must leave ``watermark_blocks`` GPU blocks allocatable (free or
   evictable); decode steps and prompt chunks of running requests may use them.
@@ -78,6 +82,8 @@ class Scheduler:
         self.blocked = False  # the queue head could not be admitted and nothing was freed since
         self.num_preemptions = 0
         self._next_admit_seq = 0
+        self.tiers = None  # kvsim.sim.kv_tiers.OffloadTiers, or None (off)
+        self.now = 0.0  # start of the step being scheduled (tier entries are found once their copy ended)
 
     # ----- state -----
     @property
@@ -250,11 +256,15 @@ class Scheduler:
                 return
             r = self.waiting[0]
             e = 0
+            tier_hits = None
             if kv.pb and r.prefix_hashes and r.num_computed_tokens == 0:
-                e = kv.lookup(r.prefix_hashes, (r.num_tokens - 1) // kv.pb)
+                max_e = (r.num_tokens - 1) // kv.pb
+                e = kv.lookup(r.prefix_hashes, max_e)
                 kv.acquire(r.prefix_hashes[:e])
                 r.num_prefix_entries = e
-                r.num_computed_tokens = e * kv.pb
+                if self.tiers is not None:
+                    tier_hits = self.tiers.hits(r.prefix_hashes, e, max_e, self.now)
+                r.num_computed_tokens = (e + len(tier_hits or ())) * kv.pb
             elif r.num_analytic_cached and r.num_computed_tokens == 0:
                 r.num_computed_tokens = r.num_analytic_cached  # its KV is counted as the request's own
             todo = r.num_tokens - r.num_computed_tokens
@@ -269,6 +279,11 @@ class Scheduler:
                     self.blocked = True  # memory only shrinks while the batch decodes (see DecodeRunner)
                 return  # head-of-line blocking: FCFS admits no one behind it
             self.waiting.popleft()
+            if tier_hits is not None:
+                wanted = min(len(r.prefix_hashes), (r.num_tokens - 1) // kv.pb)
+                g_host, g_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits, wanted, kv.pb)
+                out.load_host_blocks += g_host
+                out.load_nvme_blocks += g_nvme
             if r.num_cached_tokens < 0:
                 r.num_cached_tokens = r.num_computed_tokens
             r.status = RequestStatus.RUNNING
@@ -305,8 +320,12 @@ class Scheduler:
             if kv.pb and r.prefix_hashes:
                 last = min(len(r.prefix_hashes), r.num_prompt_tokens // kv.pb)
                 if last > r.num_prefix_entries:
-                    r.gpu_blocks -= kv.register(r.prefix_hashes[r.num_prefix_entries:last], r.num_prefix_entries + 1)
+                    first = r.num_prefix_entries
+                    r.gpu_blocks -= kv.register(r.prefix_hashes[first:last], first + 1)
                     r.num_prefix_entries = last
+                    if self.tiers is not None:  # write-through of the new entries (kvsim.sim.kv_tiers)
+                        self.tiers.store([(h, kv.entry_blocks(i)) for i, h in
+                                          enumerate(r.prefix_hashes[first:last], start=first + 1)], t_end)
                     self.blocked = False  # the queue head may now hit these entries
             finished += self.complete_prompt(r, t_end, self._prefix_blocks(r))
         return finished

@@ -48,7 +48,8 @@ class SchedulerOutput:
     pool by SWAP.
     """
 
-    __slots__ = ("num_decode", "_batch", "prefill", "preempted", "swap_out_blocks", "swap_in_blocks")
+    __slots__ = ("num_decode", "_batch", "prefill", "preempted", "swap_out_blocks", "swap_in_blocks",
+                 "load_host_blocks", "load_nvme_blocks")
 
     def __init__(self) -> None:
         self.num_decode = 0
@@ -57,6 +58,8 @@ class SchedulerOutput:
         self.preempted: list = []
         self.swap_out_blocks = 0
         self.swap_in_blocks = 0
+        self.load_host_blocks = 0  # blocks loaded back from the offload tiers (kvsim.sim.kv_tiers)
+        self.load_nvme_blocks = 0
 
     @property
     def decode_ctx(self) -> np.ndarray:

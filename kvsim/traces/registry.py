@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from kvsim.errors import TraceError, unknown_name
 from kvsim.specbase import short_repr
-from kvsim.traces import azure, burstgpt, mooncake, rag, sharegpt, synthetic, tabular, tts, vidur, vllm_bench
+from kvsim.traces import azure, burstgpt, mooncake, rag, scbench, sharegpt, synthetic, tabular, tts, vidur, vllm_bench
 from kvsim.traces._io import first_line, iter_lines, utf8_error
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, build_trace, without_rate
@@ -71,6 +71,8 @@ DESCRIPTIONS: dict[str, str] = {
     "options rate (tasks/s), n, width, depth, step, retain, level_s, prompt, block, seed",
     "synthetic-rag": "RAG queries: Poisson arrivals, k distinct Zipf-popular chunks from a corpus, then a question; "
     "options rate, n, corpus, k, zipf_a, chunk, question, output, seed",
+    "synthetic-scbench": "SCBench-style shared long contexts with follow-up queries, mode=multi-turn|multi-request; "
+    "options rate, n, mode, contexts, turns, context, query, output, gap, block, seed",
 }
 
 SYNTHETIC: dict[str, type[synthetic._Params]] = {
@@ -82,6 +84,7 @@ SYNTHETIC: dict[str, type[synthetic._Params]] = {
     "synthetic-cot": tts.CoTParams,
     "synthetic-tree": tts.TreeParams,
     "synthetic-rag": rag.RagParams,
+    "synthetic-scbench": scbench.SCBenchParams,
 }
 
 _BUNDLED: dict[str, Callable[[LoadOptions], Trace]] = {
@@ -154,7 +157,7 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
     except ValueError:
         raise TraceError(f"seed must be a whole number >= 0, got {seed!r}") from None
     generate = (tts.generate if isinstance(params, tts.TTSParams) else rag.generate if isinstance(params, rag.RagParams)
-                else synthetic.generate)
+                else scbench.generate if isinstance(params, scbench.SCBenchParams) else synthetic.generate)
     raw = generate(params, rng)
     return build_trace(
         raw, replace(without_rate(opts), seed=seed), name=name, source=synthetic.describe(name, params, seed),

@@ -1,0 +1,243 @@
+"""KV offload tiers (host DRAM, NVMe): flag parsing, hand-computed transfer times, the tier
+invariants, and a multi-turn session whose second turn the host tier turns into a hit."""
+
+import random
+
+import numpy as np
+import pytest
+
+from kvsim.costmodel.roofline import Roofline
+from kvsim.errors import ConfigError
+from kvsim.methods import make_method
+from kvsim.sim.config import SimConfig
+from kvsim.sim.kv_tiers import KVOffload, OffloadTiers, make_tiers, parse_offload, parse_size
+from kvsim.sim.reference import simulate_reference
+from kvsim.sim.replica import ReplicaSim
+from test_sim_support import FakeStep, a100_llama, make_trace, util_for_blocks
+
+GiB = 2**30
+
+
+def test_parse_offload_sizes_and_errors():
+    """host=64GiB,nvme=1TiB is 64 x 2^30 and 2^40 bytes; GB is 10^9; bad items are one ConfigError."""
+    off = parse_offload("host=64GiB,nvme=1TiB")
+    assert off.host_bytes == 64 * 2**30 and off.nvme_bytes == 2**40 and off.nvme_drive == "pm9a3"
+    assert parse_size("500GB") == 500e9 and parse_size("1.5KiB") == 1536
+    for bad in ("host=64", "host=lots", "hots=1GiB", "host=1GiB,host=2GiB", "nvme=1TiB", "host=2PiB", "host="):
+        if bad == "host=64":  # a plain number is bytes: valid
+            assert parse_offload(bad).host_bytes == 64
+            continue
+        with pytest.raises(ConfigError):
+            parse_offload(bad)
+
+
+def test_storage_seconds_hand_computed():
+    """PM9A3 sequential read of 6.5e9 bytes: 1e-4 s latency + 6.5e9 / 6.5e9 B/s = 1.0001 s; write of
+    3.5e9 bytes: 1e-4 + 1.0 s; nothing: 0."""
+    assert Roofline.storage_seconds(6.5e9, 6.5e9, 1e-4) == pytest.approx(1.0001, rel=1e-12)
+    tiers = make_tiers(KVOffload(host_bytes=GiB, nvme_bytes=GiB), 2**21, a100_llama().system)
+    assert tiers.nvme_read_s(6.5e9) == pytest.approx(1.0001, rel=1e-12)
+    assert tiers.nvme_write_s(3.5e9) == pytest.approx(1.0001, rel=1e-12)
+    assert tiers.nvme_read_s(0) == 0.0
+
+
+def test_pcie_copy_hand_computed():
+    """A100 node (PCIe4 x16, 31.5e9 B/s per direction, efficiency 0.85, latency 2 us, round-trip
+    overhead 20 us): 134,217,728 bytes take 134217728 / 26.775e9 + 2 x 2e-6 + 2e-5 = 0.0050368 s."""
+    tiers = make_tiers(KVOffload(host_bytes=GiB), 2**21, a100_llama().system)
+    assert tiers.pcie_s(134217728) == pytest.approx(134217728 / 26.775e9 + 2.4e-5, rel=1e-12)
+    # a step's load of 40 host + 24 NVMe blocks of 2 MiB: one PCIe copy of 64 blocks + an NVMe read of 24
+    want = 134217728 / 26.775e9 + 2.4e-5 + (1e-4 + 24 * 2**21 / 6.5e9)
+    tiers = make_tiers(KVOffload(host_bytes=GiB, nvme_bytes=GiB), 2**21, a100_llama().system)
+    assert tiers.load_seconds(40, 24) == pytest.approx(want, rel=1e-12)
+
+
+def _toy(host_blocks=10, nvme_blocks=0) -> OffloadTiers:
+    """1 MB blocks, PCIe 1 GB/s, NVMe read 0.5 GB/s, write 0.25 GB/s (no latencies)."""
+    off = KVOffload(host_bytes=host_blocks * 1e6, nvme_bytes=nvme_blocks * 1e6)
+    return OffloadTiers(off, 1e6, lambda n: n / 1e9, lambda n: n / 0.5e9, lambda n: n / 0.25e9, log_transfers=True)
+
+
+def test_stores_queue_on_the_link_and_are_found_when_done():
+    """Store 3 entries of 2 blocks at t=0: 6 MB at 1 GB/s end at 6 ms; a store of 1 entry issued at
+    1 ms waits for the link and ends at 6 + 2 = 8 ms. Before its copy ends an entry is not found."""
+    t = _toy()
+    t.store([(1, 2), (2, 2), (3, 2)], 0.0)
+    t.store([(4, 2)], 0.001)
+    assert [s[1:3] for s in t.log] == [(0.0, pytest.approx(0.006)), (pytest.approx(0.006), pytest.approx(0.008))]
+    assert t.hits((1, 2, 3, 4), 0, 4, 0.005) == []
+    assert t.hits((1, 2, 3, 4), 0, 4, 0.007) == ["host"] * 3
+    assert t.hits((1, 2, 3, 4), 0, 4, 0.008) == ["host"] * 4
+    t.store([(1, 2)], 0.01)  # already held: no copy
+    assert len(t.log) == 2
+    t.check()
+
+
+def test_host_overflow_spills_lru_to_nvme_and_loads_touch():
+    """Host 4 blocks, NVMe 4: storing a, b (2 blocks each) then loading a makes b the LRU entry; storing
+    c spills b to NVMe (its write starts when c's copy ends at 4 ms: 2 MB at 0.25 GB/s, done at 12 ms);
+    storing d then spills a; a later load finds a and b in NVMe, c in host."""
+    t = _toy(host_blocks=4, nvme_blocks=4)
+    t.store([("a", 2), ("b", 2)], 0.0)  # ends 4 ms
+    assert t.load(("a",), 0, t.hits(("a",), 0, 1, 1.0), 1, 16) == (2, 0)
+    t.store([("c", 2)], 1.0)  # copy 1.000 -> 1.002, b spilled 1.002 -> 1.010
+    assert list(t.entries["host"]) == ["a", "c"] and list(t.entries["nvme"]) == ["b"]
+    assert t.log[-1] == ("nvme_write", pytest.approx(1.002), pytest.approx(1.010), 2e6)
+    t.store([("d", 2)], 2.0)
+    assert list(t.entries["host"]) == ["c", "d"] and list(t.entries["nvme"]) == ["b", "a"]
+    assert t.hits(("a", "b", "c", "x"), 0, 4, 3.0) == ["nvme", "nvme", "host"]
+    t.check()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tier_invariants_under_random_use(seed):
+    """Random stores, lookups and loads: capacities hold, blocks in - out = held per tier, no entry in
+    host and NVMe, and a queue's transfers never overlap, so none runs above the link's bandwidth."""
+    rng = random.Random(seed)
+    t = _toy(host_blocks=rng.randint(1, 12), nvme_blocks=rng.choice([0, 3, 20]))
+    now = 0.0
+    for _ in range(200):
+        now += rng.choice([0.0, 0.0005, 0.003])
+        hashes = tuple(rng.randint(0, 15) for _ in range(rng.randint(1, 4)))
+        hashes = tuple(dict.fromkeys(hashes))
+        if rng.random() < 0.5:
+            t.store([(h, rng.randint(1, 3)) for h in hashes], now)
+        else:
+            got = t.hits(hashes, 0, len(hashes), now)
+            t.load(hashes, 0, got, len(hashes), 16)
+        t.check()
+    for q, bw in (("d2h", 1e9), ("nvme_write", 0.25e9)):
+        for _, s, e, nbytes in (x for x in t.log if x[0] == q):
+            assert nbytes / (e - s) <= bw * (1 + 1e-9)
+
+
+# ----- a multi-turn session through both simulators -----
+
+def _session(offload: KVOffload | None, method: str = "full", blocks: int = 100):
+    """Llama-3.1-8B on an A100 with 100 GPU blocks of 16 tokens (2 MiB each), step = 10 ms + 1 ms per
+    prefill token. Turn 1 of session A (t=0, 1,100 tokens, entries A1 A2 of 512 tokens = 32 blocks
+    each); request B (t=2, 1,500 other tokens) evicts A1, A2 from the GPU; turn 2 of A at t=5 has
+    the same first 1,024 tokens."""
+    dep = a100_llama()
+    m = make_method(method, dep)
+    cfg = SimConfig(kv_offload=offload, record_token_times=True)
+    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, blocks, cfg)})
+    tr = make_trace([0.0, 2.0, 5.0], [1100, 1500, 1100], [2, 2, 2],
+                    prefix=[(1, 2, 3), (11, 12, 13), (1, 2, 4)], pb=512)
+    sim = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep())
+    res = sim.run()
+    ref = simulate_reference(dep, m, tr, cfg, step_model=FakeStep())
+    assert np.allclose(res.records.first_token_s, ref.first_token_s, rtol=1e-12, atol=0)
+    return sim, res
+
+
+def test_host_tier_turns_a_gpu_miss_into_a_hit():
+    """Without tiers turn 2 prefills 1,100 tokens: TTFT = 10 + 1,100 ms = 1.110 s. With a 1 GiB host
+    tier it loads A1, A2 (64 blocks = 134,217,728 bytes; 0.0050368 s over PCIe, see above) and
+    prefills 76 tokens: TTFT = 0.010 + 0.076 + 0.0050368 = 0.0910368 s, 1.0189632 s less."""
+    load_s = 134217728 / 26.775e9 + 2.4e-5
+    _, off = _session(None)
+    sim, on = _session(KVOffload(host_bytes=GiB))
+    ttft_off = off.records.first_token_s[2] - 5.0
+    ttft_on = on.records.first_token_s[2] - 5.0
+    assert ttft_off == pytest.approx(1.110, rel=1e-12)
+    assert ttft_on == pytest.approx(0.010 + 0.076 + load_s, rel=1e-12)
+    assert ttft_off - ttft_on == pytest.approx(1.024 - load_s, rel=1e-12)
+    assert on.records.cached_tokens.tolist() == [0, 0, 1024] and off.records.cached_tokens.tolist() == [0, 0, 0]
+    s = on.summary["kv_offload"]
+    # entries wanted: 2 (A turn 1) + 2 (B) + 2 (A turn 2); the host served 2 of them
+    assert s["wanted_entries"] == 6 and s["host"]["hit_entries"] == 2 and s["host"]["hit_rate"] == pytest.approx(2 / 6)
+    assert s["host"]["bytes_loaded"] == 134217728 and s["host"]["bytes_stored"] == 4 * 32 * 2**21
+    assert s["host"]["load_time_s"] == pytest.approx(load_s, rel=1e-12)
+    # estimate: 1,024 tokens' prefill (1.024 s with this step model) less the load
+    assert s["host"]["ttft_saved_est_s"] == pytest.approx(1.024 - load_s, rel=1e-12)
+    sim.tiers.check()
+
+
+def test_nvme_tier_serves_what_the_host_tier_spilled():
+    """Host tier of one entry (64 MiB), NVMe 1 GiB: A's and B's stores spill A1, A2 to NVMe; turn 2
+    loads both from NVMe: one PCIe copy (0.0050368 s) + an NVMe read of 134,217,728 bytes
+    (1e-4 + 134217728 / 6.5e9 = 0.0207489 s); TTFT = 0.086 + both."""
+    load_s = 134217728 / 26.775e9 + 2.4e-5 + 1e-4 + 134217728 / 6.5e9
+    sim, res = _session(KVOffload(host_bytes=32 * 2**21, nvme_bytes=GiB))
+    assert res.records.first_token_s[2] - 5.0 == pytest.approx(0.086 + load_s, rel=1e-12)
+    s = res.summary["kv_offload"]
+    assert s["nvme"]["hit_entries"] == 2 and s["host"]["hit_entries"] == 0
+    assert s["host"]["bytes_evicted"] == s["nvme"]["bytes_stored"] == 3 * 32 * 2**21
+    sim.tiers.check()
+
+
+def test_compressed_kv_moves_its_compressed_bytes():
+    """HeadMerge halves the KV (65,536 B/token): an entry of 512 tokens is 16 blocks of 2 MiB, so turn 2
+    loads 2 x 16 blocks = 67,108,864 bytes (half of full's), in 67108864 / 26.775e9 + 2.4e-5 =
+    0.0025304 s; the host tier stored A1, A2, B1, B2 = 64 blocks. (60 GPU blocks: B evicts A's entries.)"""
+    load_s = 67108864 / 26.775e9 + 2.4e-5
+    _, off = _session(None, "headmerge", 60)
+    sim, on = _session(KVOffload(host_bytes=GiB), "headmerge", 60)
+    s = on.summary["kv_offload"]["host"]
+    assert s["bytes_loaded"] == 67108864 and s["bytes_stored"] == 64 * 2**21
+    assert s["load_time_s"] == pytest.approx(load_s, rel=1e-12)
+    assert off.records.first_token_s[2] - 5.0 == pytest.approx(1.110, rel=1e-12)
+    assert on.records.first_token_s[2] - 5.0 == pytest.approx(0.086 + load_s, rel=1e-12)
+
+
+def test_tiers_off_by_default_change_nothing():
+    """SimConfig() has no tiers; kv_offload with 0 host bytes is off too (no summary)."""
+    assert SimConfig().kv_offload is None
+    _, res = _session(KVOffload())
+    assert res.summary["kv_offload"] is None and res.records.cached_tokens.tolist() == [0, 0, 0]
+
+
+def test_cli_kv_offload_flag(tmp_path):
+    """`--kv-offload` on Mooncake rows: the JSON summary has the tiers; bad values are one `error:` line
+    and exit code 1."""
+    import json
+    import subprocess
+    import sys
+
+    def kvsim(*args):
+        return subprocess.run([sys.executable, "-m", "kvsim", "simulate", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+
+    r = kvsim("--trace", "mooncake-conversation", "-n", "40", "--kv-offload", "host=8GiB,nvme=64GiB", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)["kv_offload"]
+    assert s["host"]["capacity_bytes"] == 8 * GiB and s["nvme"]["capacity_bytes"] == 64 * GiB
+    for bad, msg in (("host=lots", "bad size"), ("nvme=1TiB", "needs a host tier"), ("host=100TiB", "host memory"),
+                     ("host=1GiB,drive=floppy", "unknown storage")):
+        r = kvsim("-n", "5", "--kv-offload", bad)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] and msg in r.stderr, r.stderr
+
+
+def test_tier_invariants_in_random_replays():
+    """The equivalence scenarios that draw tiers (seeds 0..199), replayed with every background
+    transfer logged: the invariants hold at the end, and some of them load from host and NVMe."""
+    from equivalence_scenarios import deployment, method_for, scenario, sim_config
+
+    hits = {"host": 0, "nvme": 0}
+    for seed in range(200):
+        sc = scenario(seed)
+        m = method_for(sc.model, sc.method) if sc.offload else None
+        cfg = sim_config(sc, m) if m is not None else None
+        if cfg is None:
+            continue
+        try:
+            sim = ReplicaSim(deployment(sc.model), m, sc.trace, cfg)
+        except ConfigError:
+            continue
+        if sim.tiers is None:
+            continue
+        sim.tiers.log = []
+        sim.run()
+        sim.tiers.check()
+        for t in hits:
+            hits[t] += sim.tiers.hit_entries[t]
+    assert hits["host"] > 0 and hits["nvme"] > 0
+
+
+def test_simconfig_takes_the_cli_spelling():
+    """SimConfig(kv_offload="host=1GiB,nvme=2GiB") is KVOffload(2^30, 2^31); a bad string is a ConfigError."""
+    assert SimConfig(kv_offload="host=1GiB,nvme=2GiB").kv_offload == KVOffload(host_bytes=2**30, nvme_bytes=2**31)
+    with pytest.raises(ConfigError):
+        SimConfig(kv_offload="host=x")

@@ -43,7 +43,6 @@ def test_host_tier_serves_scbench_contexts_the_gpu_evicted():
     """Eight 8,192-token contexts (512 blocks each), 16 sessions of 4 turns, a 1,500-block GPU pool that
     cannot keep them cached between turns: a 64 GiB host tier raises the prefix-cached tokens and lowers mean TTFT;
     the same tokens are reused in both simulators."""
-    from dataclasses import replace
 
     from kvsim.methods import make_method
     from kvsim.sim.config import SimConfig

@@ -238,7 +238,9 @@ class KVCacheManager:
         return n
 
     def acquire(self, hashes) -> None:
-        """Reference cached entries (they stop being evictable)."""
+        """Reference cached entries (they stop being evictable). No peak is noted: the blocks are
+        already resident, and an admission that then fails takes nothing (the peak is noted when
+        the request's own blocks are allocated)."""
         for h in hashes:
             e = self.entries[h]
             if e[0] == 0:
@@ -246,7 +248,6 @@ class KVCacheManager:
                 self.cached_free -= e[1]
                 self.cached_used += e[1]
             e[0] += 1
-        self._note_peak()
 
     def release_prefix(self, hashes) -> None:
         """Drop references; unreferenced entries become evictable (most recent last)."""

@@ -368,7 +368,8 @@ class RefReplica:
             g1, h1 = self.geo.blocks(computed + c, r.num_prompt_tokens)
             g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
             pool.acquire(r.prefix_hashes[:e])  # referenced entries are not evictable
-            pool.note_peak()
+            # (no peak here: referencing resident cached blocks moves no memory, and a refused
+            # admission takes nothing; the peak is noted once the request holds its blocks)
             if not self._take(g, max(h1, 0), keep_free=self.wm):  # rule 10
                 pool.release(r.prefix_hashes[:e])
                 return

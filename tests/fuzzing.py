@@ -874,7 +874,9 @@ def _chdir(path: Path):
 # ============================================================== answers: finite and >= 0
 
 #: fields that may legitimately be negative (signed errors)
-SIGNED_FIELDS = {"bias", "error", "signed_error"}
+#: fields that may be negative: signed errors, and method parameters defined as offsets (Elastic
+#: Cache's ``distance``: positions back from the end, <= 0), echoed in answers' provenance
+SIGNED_FIELDS = {"bias", "error", "signed_error", "distance"}
 
 
 def non_finite(obj: Any, path: str = "", depth: int = 0) -> str | None:

@@ -142,13 +142,13 @@ def render_e2e(BASE: str) -> list[str]:
            "", "| metric | stat | real | kvsim | error | check |", "|---|---|---|---|---|---|"]
     verdict = {(k["metric"], k["stat"]): ("ok" if k["ok"] else "FAIL") for k in e["checks"]}
     blk = e["heldout"]
-    for m in ("ttft_s", "tbt_s"):
+    for m in ("ttft_s", "itl_s"):
         for k in ("p50", "p90", "p99", "mean"):
             rv, sv = blk["real"][m].get(k), blk["sim"][m].get(k)
             if rv:
                 out.append(f"| {m[:-2].upper()} | {k} | {rv * 1e3:.1f} ms | {sv * 1e3:.1f} ms | {(sv / rv - 1) * 100:+.1f}% | "
                            f"{verdict.get((m, k), '')} |")
-    out += ["", f"Checks (|error| <= {c['tolerance'] * 100:.0f}% for TTFT and TBT p50 and mean): "
+    out += ["", f"Checks (|error| <= {c['tolerance'] * 100:.0f}% for TTFT and ITL p50 and mean): "
             f"{'passed' if e['passed'] else 'FAILED (the command exited 2)'}."]
     return out
 

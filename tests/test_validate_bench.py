@@ -103,7 +103,7 @@ def test_e2e_tiny_runs(tmp_path, quick_results):
     assert r["fit_rate_req_s"] == pytest.approx(8.0 * 0.7)
     assert set(r["step_overhead_fit"]) == {"step", "step_seq", "step_token"} and min(r["step_overhead_fit"].values()) >= 0
     for side in ("real", "sim"):
-        for m in ("ttft_s", "tbt_s"):
+        for m in ("ttft_s", "itl_s"):
             assert r["heldout"][side][m]["p50"] > 0
     assert isinstance(r["contention"]["reasons"], list) and r["contention"]["probe_before"]["median_s"] > 0
     assert [(c["metric"], c["stat"]) for c in r["checks"]] == list(e2e.CHECKED)
@@ -140,7 +140,7 @@ def test_e2e_quick_cli(tmp_path):
         return
     assert r.exit_code == 0 or isinstance(r.exception, BeyondTolerance), r.output
     data = json.loads(out.read_text())
-    assert data["heldout"]["real"]["tbt_s"]["n"] > 0 and not data["contention"]["reasons"]
+    assert data["heldout"]["real"]["itl_s"]["n"] > 0 and not data["contention"]["reasons"]
     assert (r.exit_code == 0) == data["passed"]
     for name in ("requests.jsonl", "requests.csv", "bench.json"):
         r = CliRunner().invoke(app, ["replay", str(logs / name), "--meta", str(logs / "meta.json"), "--json"])
@@ -148,7 +148,7 @@ def test_e2e_quick_cli(tmp_path):
         rep = json.loads(r.output)
         for side, key in (("real", "measured"), ("sim", "predicted")):
             assert rep["metrics"]["ttft_s"][key]["mean"] == pytest.approx(data["heldout"][side]["ttft_s"]["mean"], rel=1e-6)
-            assert rep["metrics"]["itl_s"][key]["p50"] == pytest.approx(data["heldout"][side]["tbt_s"]["p50"], rel=1e-6)
+            assert rep["metrics"]["itl_s"][key]["p50"] == pytest.approx(data["heldout"][side]["itl_s"]["p50"], rel=1e-6)
 
 
 def test_model_decode_matches_prefill():
@@ -184,14 +184,14 @@ def _fake_e2e(reasons, errors):
     from kvsim.validate import e2e
 
     def run(model, system, cfg, **kw):
-        chk = e2e.checks({"ttft_s": {"p50": errors[0], "mean": errors[1]}, "tbt_s": {"p50": errors[2], "mean": errors[3]}},
+        chk = e2e.checks({"ttft_s": {"p50": errors[0], "mean": errors[1]}, "itl_s": {"p50": errors[2], "mean": errors[3]}},
                          cfg.tolerance)
         st = {"n": 1, "median": 0.1, "p90": 0.2}
         stats = {"n": 3, "mean": 0.1, "p50": 0.1, "p90": 0.1, "p99": 0.1}
         return {"contention": {"reasons": reasons}, "step_overhead_fit": {"step": 1e-3, "step_seq": 0.0, "step_token": 0.0},
                 "fit_run": {"requests": [24, 48], "steps": 10}, "fit_rate_req_s": 1.0, "rate_req_s": 1.4,
                 "steps": {"n": 5, "all": st, "single_sequence_decode": st, "other": st}, "config": cfg.__dict__,
-                "heldout": {"real": {"ttft_s": stats, "tbt_s": stats}, "sim": {"ttft_s": stats, "tbt_s": stats}},
+                "heldout": {"real": {"ttft_s": stats, "itl_s": stats}, "sim": {"ttft_s": stats, "itl_s": stats}},
                 "checks": chk, "passed": all(c["ok"] for c in chk)}
     return run
 

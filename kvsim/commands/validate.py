@@ -514,7 +514,7 @@ def _print_e2e(r: dict) -> None:
     blk = r["heldout"]
     verdict = {(k["metric"], k["stat"]): ("ok" if k["ok"] else "FAIL") for k in r["checks"]}
     rows = []
-    for metric in ("ttft_s", "tbt_s"):
+    for metric in ("ttft_s", "itl_s"):
         for k in ("p50", "p90", "p99", "mean"):
             rv, sv = blk["real"][metric].get(k), blk["sim"][metric].get(k)
             if rv is None:

@@ -16,8 +16,8 @@ run and reported on another.
    ``(kernels + overhead) / measured - 1`` (soft-L1 loss, coefficients >= 0).
 5. Simulate the report trace with ``kvsim.sim.replica.simulate`` (Full KV, whole-prompt prefill:
    ``chunked_prefill`` with a token budget no step can exhaust, the same ``max_num_seqs``) and
-   compare every report request's TTFT and TBT (p50/p90/p99/mean) and every report step's time:
-   all held out. ``checks``: |error| of TTFT and TBT p50 and mean against ``tolerance``.
+   compare every report request's TTFT and ITL, the gaps between tokens (p50/p90/p99/mean) and every report step's time:
+   all held out. ``checks``: |error| of TTFT and ITL (pooled token gaps) p50 and mean against ``tolerance``.
 
 The command refuses to report (``contention.reasons`` non-empty) when the timings were contended;
 a machine already busy when the fixed kernel is first timed is refused before the loops run.
@@ -49,7 +49,7 @@ from kvsim.validate import cpuenv, localhw
 TARGET_UTIL = 0.7
 PCTS = (50, 90, 99)
 STEP_CLASSES = ("step", "step_seq", "step_token")
-CHECKED = (("ttft_s", "p50"), ("ttft_s", "mean"), ("tbt_s", "p50"), ("tbt_s", "mean"))
+CHECKED = (("ttft_s", "p50"), ("ttft_s", "mean"), ("itl_s", "p50"), ("itl_s", "mean"))
 
 
 @dataclass
@@ -192,12 +192,12 @@ def latency_stats(arrival: np.ndarray, token_times: list, idx) -> dict:
             return {"n": 0}
         return {"n": int(x.size), "mean": float(x.mean()), **{f"p{p}": float(np.percentile(x, p)) for p in PCTS}}
 
-    return {"ttft_s": st(ttft), "tbt_s": st(tbt)}
+    return {"ttft_s": st(ttft), "itl_s": st(tbt)}
 
 
 def rel_errors(sim: dict, real: dict) -> dict:
     out = {}
-    for metric in ("ttft_s", "tbt_s"):
+    for metric in ("ttft_s", "itl_s"):
         out[metric] = {k: (sim[metric][k] / real[metric][k] - 1.0) for k in ("mean", *(f"p{p}" for p in PCTS))
                        if real[metric].get(k)}
     return out
@@ -217,7 +217,7 @@ def step_errors(pred: np.ndarray, steps) -> dict:
 
 
 def checks(rel: dict, tolerance: float) -> list[dict]:
-    """|error| of TTFT and TBT p50 and mean against ``tolerance``."""
+    """|error| of TTFT and ITL (pooled token gaps) p50 and mean against ``tolerance``."""
     out = []
     for metric, stat in CHECKED:
         e = rel.get(metric, {}).get(stat)

@@ -79,6 +79,8 @@ class StepPricer:
         self.extra_fn = extra_fn
         self._linear_cache: dict[tuple[int, int], list[float]] = {}  # (sampled, token block) -> seconds
         self._prefill_cache: dict[tuple, object] = {}
+        self._lone_prefill: dict[int, list[float]] = {}  # token block -> seconds of one chunk, nothing cached
+        self._lone_prefill_ok = True
         self._step_offsets = np.arange(1024)  # [>= k] 0, 1, 2, ...
         self.layout = self.table = self.batch_rows = self.rows = None  # (batch_rows: [max_seqs + 1, ncol] work)
         self.joint_mixed = False
@@ -89,6 +91,7 @@ class StepPricer:
         method = step.method if is_model else None
         # what the method declares (tests/test_methods_contract.py checks each declaration)
         self.mode = "fast" if is_model and self._read_structure() else "exact"
+        self._lone_prefill_ok = is_model and method.vectorized  # (array calls equal per-chunk calls)
         self.prompt_aware = is_model and method.prompt_aware
         self.decode_mode = "call"
         if self.mode == "fast" and method.additive_decode:
@@ -195,13 +198,44 @@ class StepPricer:
         return row[tokens % TOKEN_BLOCK]
 
     def prefill_time(self, new: tuple, cached: tuple) -> float:
-        """Method prefill work of chunks ``new`` tokens after ``cached`` tokens (cached per tuple)."""
+        """Method prefill work of chunks ``new`` tokens after ``cached`` tokens (cached per tuple;
+        one chunk with nothing cached, the common case, from :meth:`_lone_prefill_row`)."""
         key = (new, cached)
         t = self._prefill_cache.get(key)
         if t is None:
+            if len(new) == 1 and cached[0] == 0 and self._lone_prefill_ok:
+                row = self._lone_prefill_row(new[0] // TOKEN_BLOCK)
+                if row is not None:
+                    t = self._prefill_cache[key] = row[new[0] % TOKEN_BLOCK]
+                    return t
             t = float(self.roofline.seconds(self._prefill_cost(new, cached)))
             self._prefill_cache[key] = t
         return t
+
+    def _lone_prefill_row(self, block: int) -> list[float] | None:
+        """Seconds of one chunk of ``n`` new tokens after none cached, for every ``n`` of token
+        block ``block``, from one array call of the method and the roofline (vectorized methods;
+        the first block is checked against per-chunk calls, else this path is switched off)."""
+        row = self._lone_prefill.get(block)
+        if row is None:
+            n = np.arange(block * TOKEN_BLOCK, (block + 1) * TOKEN_BLOCK, dtype=np.float64)
+            n[n == 0] = 1.0  # (a chunk has at least one token; entry 0 is never read)
+            try:
+                cost = self.step.method.prefill_cost(n[:, None], np.zeros((n.size, 1)))
+                row = np.broadcast_to(np.asarray(self.roofline.seconds(cost), dtype=np.float64), n.shape).tolist()
+            except Exception:  # noqa: BLE001 (a method that does not take a batch of chunks: price per chunk)
+                row = None
+            if row is not None and not self._lone_prefill:
+                for i in (1, n.size // 2, n.size - 1):
+                    one = float(self.roofline.seconds(self._prefill_cost((int(n[i]),), (0,))))
+                    if abs(one - row[i]) > 1e-12 * max(abs(one), 1e-300):
+                        row = None
+                        break
+            if row is None:
+                self._lone_prefill_ok = False
+                return None
+            self._lone_prefill[block] = row
+        return row
 
     def _prefill_cost(self, new: tuple, cached: tuple) -> Cost:
         return self.step.method.prefill_cost(np.array(new, dtype=np.float64), np.array(cached, dtype=np.float64))

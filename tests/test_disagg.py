@@ -287,3 +287,28 @@ def test_request_too_big_for_the_decode_instance_is_rejected_there():
     assert dict(res.records.reject_reason) == {0: "gpu_memory"}
     assert np.isfinite(res.kv_ready_s[0])  # it was prefilled and sent
     assert res.summary["disagg"]["kv_transfer_bytes_total"] == pytest.approx((60_000 + 100) * 131_072)
+
+
+def test_transfer_bytes_count_what_decode_gpus_receive_not_prefill_replicas():
+    """Replicated KV is not sent once per prefill replica: each decode GPU receives its own shard (vLLM's
+    NixlConnector: every decode TP rank reads its heads, the whole latent for MLA, from a prefill rank), so the wire
+    carries ``kv_bytes_decode(P).gpu_bytes x tp_d``.
+    DeepSeek-V2-Lite (MLA, latent 512 + rope 64 = 576 values x 27 layers x 2 B = 31,104 B/token, replicated per GPU):
+    prefill TP4 -> decode TP1: 1000 x 31,104 = 31,104,000 B (not 4 x that); prefill TP1 -> decode TP2: 2 copies.
+    Qwen3-30B-A3B (4 KV heads x 128 x 2 (K, V) x 48 layers x 2 B = 98,304 B/token): prefill TP8 holds every head
+    twice; decode TP1 needs it once: 98,304,000 B."""
+    def meth(model, tp):
+        return make_method("full", build_deployment("h100", model, tp=tp))
+    assert kv_transfer_bytes(meth("deepseek-v2-lite", 1), [1000])[0] == 31_104_000
+    assert kv_transfer_bytes(meth("deepseek-v2-lite", 2), [1000])[0] == 62_208_000  # 2 decode GPUs x latent
+    assert kv_transfer_bytes(meth("qwen3-30b-a3b", 1), [1000])[0] == 98_304_000
+    # end to end: prefill TP4 -> decode TP1 on one NDR lane moves the latent once: 31,104,000 / 50e9 = 0.62208 ms
+    dep_p = build_deployment("h100", "deepseek-v2-lite", tp=4)
+    dep_d = build_deployment("h100", "deepseek-v2-lite", tp=1)
+    trace = Trace("one", np.array([0.0]), np.array([1000]), np.array([2]))
+    res = simulate_disagg(dep_p, make_method("full", dep_p), dep_d, make_method("full", dep_d), trace,
+                          load_link("ib-ndr"), SimConfig())
+    assert res.transfer_bytes[0] == 31_104_000
+    assert res.decode_arrival_s[0] - res.transfer_start_s[0] == pytest.approx(31_104_000 / 50e9 + 2e-6)
+    est = lone_ttft_s(dep_p, make_method("full", dep_p), dep_d, make_method("full", dep_d), 1000, load_link("ib-ndr"))
+    assert est["transfer_s"] == pytest.approx(31_104_000 / 50e9 + 2e-6)

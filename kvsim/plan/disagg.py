@@ -8,8 +8,12 @@ The run is three stages, each built on the existing replica simulator (no new en
    instances behind ``router`` (:func:`kvsim.plan.cluster.simulate_cluster`, prefix caching
    included). A prompt's KV is ready when its prefill step ends (the step that samples a token).
 2. **Transfer.** Bytes of request ``i``: the method's resident KV of its prompt right after
-   prefill, summed over the prefill instance's GPUs, ``kv_bytes(P_i).gpu_bytes * tp_p +
-   kv_bytes(P_i).host_bytes`` (:func:`kv_transfer_bytes`), so compression shortens transfers.
+   prefill as the *decode* instance holds it, summed over the decode instance's GPUs,
+   ``kv_bytes_d(P_i).gpu_bytes * tp_d + kv_bytes_d(P_i).host_bytes`` (:func:`kv_transfer_bytes`):
+   every decode GPU receives its own shard (vLLM's NixlConnector: each decode TP rank reads its
+   heads from a prefill rank; with MLA, each reads the whole replicated latent), so KV the
+   prefill side replicates (MLA latents, KV heads fewer than ``tp_p``) is not sent once per
+   replica. Compression shortens transfers.
    One NIC per GPU (DGX/HGX nodes carry one compute-fabric port per GPU): a transfer uses
    ``lanes = min(tp_p, tp_d)`` links in parallel and occupies them ``bytes / (lanes * bw)``
    (:func:`kvsim.costmodel.roofline.link_transfer_seconds`); it arrives ``latency_s`` later.
@@ -73,16 +77,21 @@ def parse_ratio(text: str) -> tuple[int, int]:
     return p, d
 
 
-def kv_transfer_bytes(method: KVMethod, effective_prompt_tokens) -> np.ndarray:
-    """Bytes of prompt KV one prefill instance sends per request, ``[N]``: the method's resident bytes
-    right after prefill (``kv_bytes(P)``, every cached token a prompt token), summed over the
-    instance's ``tp`` GPUs, plus what the method keeps on the host.
+def kv_transfer_bytes(decode_method: KVMethod, effective_prompt_tokens) -> np.ndarray:
+    """Bytes of prompt KV sent per request, ``[N]``: what the *decode* instance must receive, the
+    method's resident bytes right after prefill (``kv_bytes(P)``, every cached token a prompt token)
+    on each of its ``tp_d`` GPUs, summed over them, plus what the method keeps on the host (module
+    docstring, stage 2). Per-GPU bytes already include replication (MLA latent on every GPU, KV heads
+    fewer than ``tp``), so a decode GPU that needs a replica receives one; replicas on the prefill
+    side are never sent twice.
 
     Example (Llama-3.1-8B, bf16, full KV): 2 (K, V) x 32 layers x 8 KV heads x 128 dims x 2 bytes =
-    131,072 bytes per token; a 1000-token prompt at TP 1 sends 131,072,000 bytes."""
+    131,072 bytes per token; a 1000-token prompt sends 131,072,000 bytes at any TP <= 8.
+    DeepSeek-V2-Lite (MLA, 576 values x 27 layers x 2 B = 31,104 B/token per GPU): decode TP1
+    receives 31,104,000 B for 1000 tokens, decode TP2 twice that, whatever the prefill TP."""
     p = np.asarray(effective_prompt_tokens, dtype=np.float64)
-    res = method.kv_bytes(p)
-    gpu = np.broadcast_to(np.asarray(res.gpu_bytes, dtype=np.float64), p.shape) * method.dep.tp
+    res = decode_method.kv_bytes(p)
+    gpu = np.broadcast_to(np.asarray(res.gpu_bytes, dtype=np.float64), p.shape) * decode_method.dep.tp
     host = np.broadcast_to(np.asarray(res.host_bytes, dtype=np.float64), p.shape)
     return gpu + host
 
@@ -126,7 +135,7 @@ def lone_ttft_s(prefill_dep: Deployment, prefill_method: KVMethod, decode_dep: D
     instance's chunk (``max_num_batched_tokens`` with chunked prefill; None: one step)."""
     P = int(effective_prompts(prefill_method, np.array([prompt_tokens]))[0])
     prefill = float(StepModel(prefill_dep, prefill_method).prefill_request_timing(P, chunk_tokens).total_s)
-    nbytes = float(kv_transfer_bytes(prefill_method, np.array([P]))[0])
+    nbytes = float(kv_transfer_bytes(decode_method, np.array([P]))[0])
     lanes = transfer_lanes(prefill_dep.tp, decode_dep.tp)
     transfer = float(link_transfer_seconds(nbytes, link, lanes)) + link.latency_s
     first = float(StepModel(decode_dep, decode_method).time_s(
@@ -182,7 +191,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     pre_of[~done_p] = -1
     # 2. transfers
     peff = np.asarray(prec.effective_prompt_tokens, dtype=np.int64)
-    nbytes = kv_transfer_bytes(prefill_method, peff)
+    nbytes = kv_transfer_bytes(decode_method, peff)
     lanes = transfer_lanes(prefill_dep.tp, decode_dep.tp)
     busy = np.asarray(link_transfer_seconds(nbytes, link, lanes), dtype=np.float64)
     dst, start, arrive = schedule_transfers(ready, np.maximum(pre_of, 0), busy, link.latency_s, num_prefill, num_decode)

@@ -345,3 +345,15 @@ def test_cli_plan_expert_offload(tmp_path):
                            timeout=120)
         assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert all(line.startswith("error: ") for line in r.stderr.strip().splitlines())
+
+
+def test_cache_of_every_expert_needs_no_hit_rate():
+    """cache=E (or cache-bytes for all of them) keeps every expert on the GPU: hit rate 1, nothing offloaded
+    (Mixtral: 8 of 8 experts; 0 bytes saved, M(T) = min(.., E - C = 0) = 0), instead of demanding a hit rate."""
+    m = load_model("mixtral-8x7b")
+    off = parse_expert_offload("cache=8", m)
+    assert off.hit_rate == 1.0 and off.cache_experts_per_layer == 8
+    off = parse_expert_offload("cache-bytes=1e15", m)
+    assert off.cache_experts_per_layer == 8 and off.hit_rate == 1.0
+    assert build_deployment("h200", "mixtral-8x7b", expert_offload="cache=8").offloaded_expert_bytes_per_gpu == 0
+    assert experts_missed(8, 2, 8, 1.0, 1000) == 0

@@ -312,3 +312,16 @@ def test_transfer_bytes_count_what_decode_gpus_receive_not_prefill_replicas():
     assert res.decode_arrival_s[0] - res.transfer_start_s[0] == pytest.approx(31_104_000 / 50e9 + 2e-6)
     est = lone_ttft_s(dep_p, make_method("full", dep_p), dep_d, make_method("full", dep_d), 1000, load_link("ib-ndr"))
     assert est["transfer_s"] == pytest.approx(31_104_000 / 50e9 + 2e-6)
+
+
+def test_summary_reports_the_prefill_instances_kv_peak():
+    """The top-level peak KV is the decode instances'; the disagg block adds the prefill instances' peak and pool.
+    Lone 1000-token prompt, 8 outputs, Llama-3.1-8B full KV (131,072 B/token, 16-token blocks): prefill holds
+    ceil(1000 / 16) = 63 blocks = 63 x 16 x 131,072 = 132,120,576 B; decode holds 1008 tokens, also 63 blocks."""
+    dep, m = _h100()
+    trace = Trace("one", np.array([0.0]), np.array([1000]), np.array([8]))
+    res = simulate_disagg(dep, m, dep, m, trace, load_link("ib-ndr"), SimConfig())
+    d = res.summary["disagg"]
+    assert d["prefill_peak_kv_gpu_bytes"] == 132_120_576
+    assert res.summary["peak_kv_gpu_bytes"] == 132_120_576
+    assert d["prefill_kv_gpu_capacity_bytes"] == res.summary["kv_gpu_capacity_bytes"] > 0  # same H100 both sides

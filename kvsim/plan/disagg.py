@@ -267,6 +267,9 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
             "kv_link_busy_fraction": (float(busy[moved].sum()) / (span * min(num_prefill, num_decode))
                                       if span > 0 else None),
             "prefill_ttft_s": pre_s.get("ttft_s"),
+            # the summary's peak_kv_* are the decode instances'; the prefill instances hold whole prompts
+            "prefill_peak_kv_gpu_bytes": pre_s.get("peak_kv_gpu_bytes"),
+            "prefill_kv_gpu_capacity_bytes": pre_s.get("kv_gpu_capacity_bytes"),
             "requests_per_prefill": np.bincount(pre_of[pre_of >= 0], minlength=num_prefill).tolist(),
             "requests_per_decode": np.bincount(dst[dst >= 0], minlength=num_decode).tolist(),
             "convention": "TTFT = arrival -> first token sampled on the decode instance (prefill + KV transfer "

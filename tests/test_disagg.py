@@ -325,3 +325,45 @@ def test_summary_reports_the_prefill_instances_kv_peak():
     assert d["prefill_peak_kv_gpu_bytes"] == 132_120_576
     assert res.summary["peak_kv_gpu_bytes"] == 132_120_576
     assert d["prefill_kv_gpu_capacity_bytes"] == res.summary["kv_gpu_capacity_bytes"] > 0  # same H100 both sides
+
+
+def test_wide_prefill_instance_feeds_narrow_decode_instances_at_once():
+    """Prefill TP2 -> decode TP1: a transfer uses one lane (min(2, 1)); each prefill GPU has its own NIC, so one
+    prefill instance feeds two decode instances at once (two transfer slots, tp_p // lanes = 2), not one after the
+    other. FIFO by hand: 3 transfers of 1 s, all ready at 0, 0.1 s latency, decode instances 0, 1, 0:
+    r0 slot 0 -> d0 at 0; r1 slot 1 -> d1 at 0; r2 waits for a slot (free at 1) and d0 (free at 1): starts at 1."""
+    ready = np.zeros(3)
+    dst, start, arrive = schedule_transfers(ready, np.zeros(3, dtype=np.int64), np.ones(3), 0.1, 1, 2, src_slots=2)
+    assert dst.tolist() == [0, 1, 0] and start.tolist() == [0.0, 0.0, 1.0]
+    assert np.allclose(arrive, [1.1, 1.1, 2.1])
+    # the decode side likewise: decode TP2 fed by two TP1 prefill instances, both into one decode instance at once
+    dst, start, arrive = schedule_transfers(np.zeros(2), np.array([0, 1]), np.ones(2), 0.0, 2, 1, dst_slots=2)
+    assert start.tolist() == [0.0, 0.0]
+    # end to end: 1 prefill H100 TP2, 2 decode H100 TP1, two 2000-token prompts at t = 0: the two transfers overlap
+    dep_p, m_p = _h100(2)
+    dep_d, m_d = _h100(1)
+    trace = Trace("two", np.zeros(2), np.array([2000, 2000]), np.array([2, 2]))
+    res = simulate_disagg(dep_p, m_p, dep_d, m_d, trace, load_link("ib-ndr"), SimConfig(), 1, 2)
+    assert res.decode_of.tolist() == [0, 1]
+    assert np.all(res.transfer_start_s == res.kv_ready_s)  # both prefilled in one step, neither waits
+    assert res.summary["disagg"]["kv_transfers_at_once_per_prefill"] == 2
+    assert res.summary["disagg"]["kv_transfers_at_once_per_decode"] == 1
+
+
+def test_transfer_slots_never_exceed_their_count():
+    """Invariant: at any instant an instance runs at most its slots' transfers (random loads, 2 prefill x 3 decode,
+    3 slots per prefill instance, 1 per decode instance), and none starts before its KV is ready."""
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        ready = np.sort(rng.uniform(0, 5, n))
+        src = rng.integers(0, 2, n)
+        busy = rng.uniform(0.01, 1.0, n)
+        dst, start, arrive = schedule_transfers(ready, src, busy, 0.0, 2, 3, src_slots=3)
+        assert np.all(start >= ready)
+        for who, count, slots in ((src, 2, 3), (dst, 3, 1)):
+            for k in range(count):
+                sel = np.flatnonzero(who == k)
+                for t in start[sel]:  # transfers running at each start instant
+                    running = np.sum((start[sel] <= t + 1e-12) & (start[sel] + busy[sel] > t + 1e-12))
+                    assert running <= slots

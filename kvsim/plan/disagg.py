@@ -17,9 +17,10 @@ The run is three stages, each built on the existing replica simulator (no new en
    One NIC per GPU (DGX/HGX nodes carry one compute-fabric port per GPU): a transfer uses
    ``lanes = min(tp_p, tp_d)`` links in parallel and occupies them ``bytes / (lanes * bw)``
    (:func:`kvsim.costmodel.roofline.link_transfer_seconds`); it arrives ``latency_s`` later.
-   Transfers leave each prefill instance and enter each decode instance one at a time, first
-   ready first (FIFO port groups, :func:`schedule_transfers`), so no port ever carries more
-   than its bandwidth. The decode instance of each request is chosen round-robin in ready
+   An instance of ``tp`` GPUs has ``tp // lanes`` transfer slots of ``lanes`` ports each (a TP2
+   prefill instance feeding TP1 decode instances sends two prompts at once, one per NIC);
+   transfers take the earliest free slot on both sides, first ready first (FIFO,
+   :func:`schedule_transfers`), so no port ever carries more than its bandwidth. The decode instance of each request is chosen round-robin in ready
    order (vLLM's ``examples/online_serving/disaggregated_serving/disagg_proxy_demo.py``:
    ``RoundRobinSchedulingPolicy`` over decode instances); the choice does not
    depend on the decode instances' state, which keeps each decode instance's arrivals known
@@ -101,29 +102,40 @@ def transfer_lanes(tp_prefill: int, tp_decode: int) -> int:
     return max(1, min(int(tp_prefill), int(tp_decode)))
 
 
+def transfer_slots(tp: int, lanes: int) -> int:
+    """Transfers one instance of ``tp`` GPUs (one NIC each) runs at once, each on ``lanes`` NICs:
+    ``max(1, tp // lanes)`` (prefill TP4 -> decode TP1: 4; equal TP: 1)."""
+    return max(1, int(tp) // max(1, int(lanes)))
+
+
 def schedule_transfers(ready_s: np.ndarray, src: np.ndarray, busy_s: np.ndarray, latency_s: float,
-                       num_src: int, num_dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FIFO transfers over per-instance port groups (module docstring, stage 2).
+                       num_src: int, num_dst: int, src_slots: int = 1,
+                       dst_slots: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FIFO transfers over per-instance transfer slots (module docstring, stage 2).
 
     ``ready_s[i]``: when request ``i``'s KV is ready on prefill instance ``src[i]``; ``busy_s[i]``:
-    seconds the transfer occupies its ports. In ready order (ties by index) request ``k``-th goes to
-    decode instance ``k mod num_dst``; it starts at ``max(ready, src port free, dst port free)``,
-    holds both port groups ``busy_s`` and arrives ``latency_s`` after it ends.
+    seconds the transfer occupies its ports. Each prefill instance has ``src_slots`` slots, each
+    decode instance ``dst_slots`` (:func:`transfer_slots`). In ready order (ties by index) the
+    ``k``-th request goes to decode instance ``k mod num_dst``; it takes the earliest free slot of its
+    prefill and of its decode instance, starts at ``max(ready, both slots free)``, holds both for
+    ``busy_s`` and arrives ``latency_s`` after it ends.
     Returns ``(dst, start_s, arrive_s)``, each ``[N]`` (NaN / -1 where ``ready_s`` is NaN: not prefilled).
     """
     n = len(ready_s)
     dst = np.full(n, -1, dtype=np.int64)
     start = np.full(n, np.nan)
     arrive = np.full(n, np.nan)
-    src_free = [0.0] * num_src
-    dst_free = [0.0] * num_dst
+    src_free = [[0.0] * max(1, src_slots) for _ in range(num_src)]
+    dst_free = [[0.0] * max(1, dst_slots) for _ in range(num_dst)]
     ok = np.flatnonzero(np.isfinite(ready_s))
     order = ok[np.lexsort((ok, ready_s[ok]))]
     for k, i in enumerate(order.tolist()):
         s, d = int(src[i]), k % num_dst
-        t0 = max(float(ready_s[i]), src_free[s], dst_free[d])
+        a, b = src_free[s], dst_free[d]
+        js, jd = a.index(min(a)), b.index(min(b))
+        t0 = max(float(ready_s[i]), a[js], b[jd])
         t1 = t0 + float(busy_s[i])
-        src_free[s] = dst_free[d] = t1
+        a[js] = b[jd] = t1
         dst[i], start[i], arrive[i] = d, t0, t1 + latency_s
     return dst, start, arrive
 
@@ -194,7 +206,9 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     nbytes = kv_transfer_bytes(decode_method, peff)
     lanes = transfer_lanes(prefill_dep.tp, decode_dep.tp)
     busy = np.asarray(link_transfer_seconds(nbytes, link, lanes), dtype=np.float64)
-    dst, start, arrive = schedule_transfers(ready, np.maximum(pre_of, 0), busy, link.latency_s, num_prefill, num_decode)
+    slots_p, slots_d = transfer_slots(prefill_dep.tp, lanes), transfer_slots(decode_dep.tp, lanes)
+    dst, start, arrive = schedule_transfers(ready, np.maximum(pre_of, 0), busy, link.latency_s, num_prefill, num_decode,
+                                            slots_p, slots_d)
     # 3. decode instances, each on its own requests in arrival order
     dcfg = cfg.model_copy(update={"prompt_kv_resident": True, "progress": None})
     ddep = host_shared(decode_dep, num_decode)
@@ -263,8 +277,9 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
             "kv_transfer_bytes_mean": float(nbytes[moved].mean()) if moved.any() else None,
             "kv_transfer_s": stats((arrive - start)[moved]),
             "kv_transfer_wait_s": stats((start - ready)[moved]),
-            # port-seconds of transfers / (first start to last arrival x the transfers that can run at once)
-            "kv_link_busy_fraction": (float(busy[moved].sum()) / (span * min(num_prefill, num_decode))
+            "kv_transfers_at_once_per_prefill": slots_p, "kv_transfers_at_once_per_decode": slots_d,
+            # slot-seconds of transfers / (first start to last arrival x the transfers that can run at once)
+            "kv_link_busy_fraction": (float(busy[moved].sum()) / (span * min(num_prefill * slots_p, num_decode * slots_d))
                                       if span > 0 else None),
             "prefill_ttft_s": pre_s.get("ttft_s"),
             # the summary's peak_kv_* are the decode instances'; the prefill instances hold whole prompts

@@ -287,3 +287,83 @@ def test_request_too_big_for_the_decode_instance_is_rejected_there():
     assert dict(res.records.reject_reason) == {0: "gpu_memory"}
     assert np.isfinite(res.kv_ready_s[0])  # it was prefilled and sent
     assert res.summary["disagg"]["kv_transfer_bytes_total"] == pytest.approx((60_000 + 100) * 131_072)
+
+
+def test_transfer_bytes_count_what_decode_gpus_receive_not_prefill_replicas():
+    """Replicated KV is not sent once per prefill replica: each decode GPU receives its own shard (vLLM's
+    NixlConnector: every decode TP rank reads its heads, the whole latent for MLA, from a prefill rank), so the wire
+    carries ``kv_bytes_decode(P).gpu_bytes x tp_d``.
+    DeepSeek-V2-Lite (MLA, latent 512 + rope 64 = 576 values x 27 layers x 2 B = 31,104 B/token, replicated per GPU):
+    prefill TP4 -> decode TP1: 1000 x 31,104 = 31,104,000 B (not 4 x that); prefill TP1 -> decode TP2: 2 copies.
+    Qwen3-30B-A3B (4 KV heads x 128 x 2 (K, V) x 48 layers x 2 B = 98,304 B/token): prefill TP8 holds every head
+    twice; decode TP1 needs it once: 98,304,000 B."""
+    def meth(model, tp):
+        return make_method("full", build_deployment("h100", model, tp=tp))
+    assert kv_transfer_bytes(meth("deepseek-v2-lite", 1), [1000])[0] == 31_104_000
+    assert kv_transfer_bytes(meth("deepseek-v2-lite", 2), [1000])[0] == 62_208_000  # 2 decode GPUs x latent
+    assert kv_transfer_bytes(meth("qwen3-30b-a3b", 1), [1000])[0] == 98_304_000
+    # end to end: prefill TP4 -> decode TP1 on one NDR lane moves the latent once: 31,104,000 / 50e9 = 0.62208 ms
+    dep_p = build_deployment("h100", "deepseek-v2-lite", tp=4)
+    dep_d = build_deployment("h100", "deepseek-v2-lite", tp=1)
+    trace = Trace("one", np.array([0.0]), np.array([1000]), np.array([2]))
+    res = simulate_disagg(dep_p, make_method("full", dep_p), dep_d, make_method("full", dep_d), trace,
+                          load_link("ib-ndr"), SimConfig())
+    assert res.transfer_bytes[0] == 31_104_000
+    assert res.decode_arrival_s[0] - res.transfer_start_s[0] == pytest.approx(31_104_000 / 50e9 + 2e-6)
+    est = lone_ttft_s(dep_p, make_method("full", dep_p), dep_d, make_method("full", dep_d), 1000, load_link("ib-ndr"))
+    assert est["transfer_s"] == pytest.approx(31_104_000 / 50e9 + 2e-6)
+
+
+def test_summary_reports_the_prefill_instances_kv_peak():
+    """The top-level peak KV is the decode instances'; the disagg block adds the prefill instances' peak and pool.
+    Lone 1000-token prompt, 8 outputs, Llama-3.1-8B full KV (131,072 B/token, 16-token blocks): prefill holds
+    ceil(1000 / 16) = 63 blocks = 63 x 16 x 131,072 = 132,120,576 B; decode holds 1008 tokens, also 63 blocks."""
+    dep, m = _h100()
+    trace = Trace("one", np.array([0.0]), np.array([1000]), np.array([8]))
+    res = simulate_disagg(dep, m, dep, m, trace, load_link("ib-ndr"), SimConfig())
+    d = res.summary["disagg"]
+    assert d["prefill_peak_kv_gpu_bytes"] == 132_120_576
+    assert res.summary["peak_kv_gpu_bytes"] == 132_120_576
+    assert d["prefill_kv_gpu_capacity_bytes"] == res.summary["kv_gpu_capacity_bytes"] > 0  # same H100 both sides
+
+
+def test_wide_prefill_instance_feeds_narrow_decode_instances_at_once():
+    """Prefill TP2 -> decode TP1: a transfer uses one lane (min(2, 1)); each prefill GPU has its own NIC, so one
+    prefill instance feeds two decode instances at once (two transfer slots, tp_p // lanes = 2), not one after the
+    other. FIFO by hand: 3 transfers of 1 s, all ready at 0, 0.1 s latency, decode instances 0, 1, 0:
+    r0 slot 0 -> d0 at 0; r1 slot 1 -> d1 at 0; r2 waits for a slot (free at 1) and d0 (free at 1): starts at 1."""
+    ready = np.zeros(3)
+    dst, start, arrive = schedule_transfers(ready, np.zeros(3, dtype=np.int64), np.ones(3), 0.1, 1, 2, src_slots=2)
+    assert dst.tolist() == [0, 1, 0] and start.tolist() == [0.0, 0.0, 1.0]
+    assert np.allclose(arrive, [1.1, 1.1, 2.1])
+    # the decode side likewise: decode TP2 fed by two TP1 prefill instances, both into one decode instance at once
+    dst, start, arrive = schedule_transfers(np.zeros(2), np.array([0, 1]), np.ones(2), 0.0, 2, 1, dst_slots=2)
+    assert start.tolist() == [0.0, 0.0]
+    # end to end: 1 prefill H100 TP2, 2 decode H100 TP1, two 2000-token prompts at t = 0: the two transfers overlap
+    dep_p, m_p = _h100(2)
+    dep_d, m_d = _h100(1)
+    trace = Trace("two", np.zeros(2), np.array([2000, 2000]), np.array([2, 2]))
+    res = simulate_disagg(dep_p, m_p, dep_d, m_d, trace, load_link("ib-ndr"), SimConfig(), 1, 2)
+    assert res.decode_of.tolist() == [0, 1]
+    assert np.all(res.transfer_start_s == res.kv_ready_s)  # both prefilled in one step, neither waits
+    assert res.summary["disagg"]["kv_transfers_at_once_per_prefill"] == 2
+    assert res.summary["disagg"]["kv_transfers_at_once_per_decode"] == 1
+
+
+def test_transfer_slots_never_exceed_their_count():
+    """Invariant: at any instant an instance runs at most its slots' transfers (random loads, 2 prefill x 3 decode,
+    3 slots per prefill instance, 1 per decode instance), and none starts before its KV is ready."""
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        ready = np.sort(rng.uniform(0, 5, n))
+        src = rng.integers(0, 2, n)
+        busy = rng.uniform(0.01, 1.0, n)
+        dst, start, arrive = schedule_transfers(ready, src, busy, 0.0, 2, 3, src_slots=3)
+        assert np.all(start >= ready)
+        for who, count, slots in ((src, 2, 3), (dst, 3, 1)):
+            for k in range(count):
+                sel = np.flatnonzero(who == k)
+                for t in start[sel]:  # transfers running at each start instant
+                    running = np.sum((start[sel] <= t + 1e-12) & (start[sel] + busy[sel] > t + 1e-12))
+                    assert running <= slots

@@ -283,3 +283,77 @@ def test_cli_simulate_with_offload(tmp_path):
     bad_file.write_text("3,7 0,5\n3,7\n")  # the second token names one layer, the first two
     bad = _kvsim(*common, "--expert-offload", f"cache=4,routing={bad_file}")
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [f"error: {bad_file}:2: 1 layer fields, the first token line has 2"]
+
+
+def _plan_request(expert_offload):
+    from kvsim.plan.schema import SLO, SearchOptions, TraceSpec
+    from kvsim.plan.search import PlanRequest
+
+    return PlanRequest(model="mixtral-8x7b", hws=["h100"], methods=["full"], slo=SLO(ttft_s=1.0, itl_s=1.0),
+                       trace=TraceSpec(spec="synthetic-fixed:prompt=200,output=16,rate=1", num_requests=40),
+                       search=SearchOptions(rel_tol=0.1), expert_offload=expert_offload)
+
+
+def test_plan_with_expert_offload_plans_a_model_that_does_not_fit_the_gpu():
+    """Mixtral-8x7B bf16 on one H100: weights 46,702,792,704 x 2 = 93,405,585,408 B exceed the GPU's
+    0.9 x 85,029,158,912 = 76,526,243,020.8 B budget, so the plan finds no rate; with --expert-offload cache=4
+    the GPU keeps 4 of 8 experts per layer, 93,405,585,408 - 32 x 4 x 176,160,768 x 2 (= 45,097,156,608)
+    = 48,308,428,800 B of weights, and the plan finds a rate > 0."""
+    from kvsim.plan.evaluate import build
+    from kvsim.plan.search import config_specs, run_plan
+
+    spec = config_specs(_plan_request("cache=4"))[0]
+    assert spec.expert_offload == "cache=4"
+    dep, _ = build(spec)
+    assert dep.weight_bytes_per_gpu == 48_308_428_800
+    assert build(spec.model_copy(update={"expert_offload": None}))[0].weight_bytes_per_gpu == 93_405_585_408
+    without = run_plan(_plan_request(None), executor="serial", progress=False)
+    assert not without.configs[0].runs and without.configs[0].max_rate_per_s == 0
+    with_off = run_plan(_plan_request("cache=4"), executor="serial", progress=False)
+    c = with_off.configs[0]
+    assert c.runs and c.max_rate_per_s > 0
+    assert "experts offloaded (cache 4/layer)" in c.label
+
+
+def test_plan_cache_keys_differ_with_expert_offload():
+    """The result cache key holds the resolved offload (hit rate included): a cached run without offload, or with
+    another hit rate, is never reused."""
+    from kvsim.plan.evaluate import build, config_identity
+    from kvsim.plan.search import config_specs
+
+    ids = []
+    for text in ("cache=4", "cache=4,hit-rate=0.5"):
+        spec = config_specs(_plan_request(text))[0]
+        dep, m = build(spec)
+        ids.append(config_identity(spec, dep, m)["deployment"]["expert_offload"])
+    assert ids[0]["hit_rate"] == pytest.approx(0.7380625) and ids[1]["hit_rate"] == 0.5  # published SCH-16 midpoint
+
+
+def test_cli_plan_expert_offload(tmp_path):
+    """kvsim plan --expert-offload: a rate for Mixtral on one H100; a bad option or a dense model is one error line."""
+    base = ["plan", "--model", "mixtral-8x7b", "--hw", "h100", "--trace", "synthetic-fixed:prompt=200,output=16,rate=1",
+            "--num-requests", "40", "--slo-ttft", "1s", "--slo-itl", "1s", "--no-cache", "--executor", "serial",
+            "--no-progress", "--json"]
+    r = subprocess.run([sys.executable, "-m", "kvsim", *base, "--expert-offload", "cache=4"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import json
+    assert json.loads(r.stdout)["configs"][0]["max_rate_per_s"] > 0
+    for bad, needle in ((["--expert-offload", "cache=9"], "exceeds the 8 experts"),
+                        (["--expert-offload", "cache=4", "--model", "llama-3.1-8b"], "not a mixture-of-experts")):
+        r = subprocess.run([sys.executable, "-m", "kvsim", *base, *bad], capture_output=True, text=True, cwd=tmp_path,
+                           timeout=120)
+        assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert all(line.startswith("error: ") for line in r.stderr.strip().splitlines())
+
+
+def test_cache_of_every_expert_needs_no_hit_rate():
+    """cache=E (or cache-bytes for all of them) keeps every expert on the GPU: hit rate 1, nothing offloaded
+    (Mixtral: 8 of 8 experts; 0 bytes saved, M(T) = min(.., E - C = 0) = 0), instead of demanding a hit rate."""
+    m = load_model("mixtral-8x7b")
+    off = parse_expert_offload("cache=8", m)
+    assert off.hit_rate == 1.0 and off.cache_experts_per_layer == 8
+    off = parse_expert_offload("cache-bytes=1e15", m)
+    assert off.cache_experts_per_layer == 8 and off.hit_rate == 1.0
+    assert build_deployment("h200", "mixtral-8x7b", expert_offload="cache=8").offloaded_expert_bytes_per_gpu == 0
+    assert experts_missed(8, 2, 8, 1.0, 1000) == 0

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from kvsim.commands.common import (
-    ArrivalsOpt, CalibrationOpt, ColumnsOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, PercentileOpt, SloTbtOpt,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, PercentileOpt, SloTbtOpt,
     SloTpotOpt, SloTtftOpt, StrictOpt, TbtMetricOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, WatermarkOpt,
     WeightDtypeOpt, check_watermark, console, print_json, resolve_slo, split_methods,
 )
@@ -85,6 +85,7 @@ def plan_cmd(
     watermark: WatermarkOpt = None,
     kv_offload: Annotated[Optional[str], typer.Option("--kv-offload", help="engine: KV tiers below the GPU prefix cache per replica, host=64GiB[,nvme=1TiB] (docs/kv-tiers.md); off by default")] = None,
     calibration: CalibrationOpt = None,
+    expert_offload: ExpertOffloadOpt = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="parallel workers (default: CPU count)")] = None,
     executor: Annotated[str, typer.Option("--executor", help="process, serial or ray")] = "process",
     cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="result cache (default ~/.cache/kvsim/sweeps)")] = None,
@@ -112,6 +113,12 @@ def plan_cmd(
         from kvsim.sim.kv_tiers import parse_offload
 
         offload = parse_offload(kv_offload).model_dump()
+    if expert_offload is not None:  # before the search: a bad option is one error, not a failed row per config
+        # lazy: CLI start-up
+        from kvsim.costmodel.expert_offload_option import parse_expert_offload
+        from kvsim.models import load_model
+
+        parse_expert_offload(expert_offload, load_model(model), tp=tp)
     hws = [h.strip() for v in hw for h in v.split(",") if h.strip()]
     if not hws:
         raise ConfigError("--hw: no hardware given")
@@ -123,7 +130,7 @@ def plan_cmd(
         slo=slo, target_rate_per_s=_positive(target_rate, "--target-rate"), tp=tp, replicas=replicas,
         tp_choices=_ints(tp_choices, "--tp-choices"), max_replicas=max_replicas, router=router,
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization,
-        calibration=calibration, search=SearchOptions(rel_tol=rel_tol),
+        calibration=calibration, expert_offload=expert_offload, search=SearchOptions(rel_tol=rel_tol),
         sim_options={"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
                      "chunked_prefill": chunked_prefill, **({} if watermark is None else {"watermark": watermark}),
                      **({} if offload is None else {"kv_offload": offload})},
@@ -181,7 +188,8 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     rows = []
     for hw in req.hws:
         dep = build_deployment(hw, req.model, tp=req.tp, weight_dtype=req.weight_dtype, kv_dtype=req.kv_dtype,
-                               gpu_memory_utilization=req.gpu_memory_utilization, calibration=req.calibration)
+                               gpu_memory_utilization=req.gpu_memory_utilization, calibration=req.calibration,
+                               expert_offload=req.expert_offload)
         for spec in req.methods:
             try:
                 m = make_method(spec, dep)

@@ -74,6 +74,8 @@ def _hit_rate(opts: dict[str, str], model: ModelSpec, cache: int) -> tuple[float
             raise ConfigError(f"--expert-offload cache=0 keeps no expert on the GPU: every access misses, "
                               f"so {given[0]}= does not apply")
         return 0.0, "cache of 0 experts"
+    if cache >= model.moe.num_experts and not given:  # every expert resident: nothing can miss
+        return 1.0, f"cache of all {model.moe.num_experts} experts"
     if "hit-rate" in opts:
         h = _number("hit-rate", opts["hit-rate"])
         if h > 1:

@@ -8,14 +8,19 @@ The run is three stages, each built on the existing replica simulator (no new en
    instances behind ``router`` (:func:`kvsim.plan.cluster.simulate_cluster`, prefix caching
    included). A prompt's KV is ready when its prefill step ends (the step that samples a token).
 2. **Transfer.** Bytes of request ``i``: the method's resident KV of its prompt right after
-   prefill, summed over the prefill instance's GPUs, ``kv_bytes(P_i).gpu_bytes * tp_p +
-   kv_bytes(P_i).host_bytes`` (:func:`kv_transfer_bytes`), so compression shortens transfers.
+   prefill as the *decode* instance holds it, summed over the decode instance's GPUs,
+   ``kv_bytes_d(P_i).gpu_bytes * tp_d + kv_bytes_d(P_i).host_bytes`` (:func:`kv_transfer_bytes`):
+   every decode GPU receives its own shard (vLLM's NixlConnector: each decode TP rank reads its
+   heads from a prefill rank; with MLA, each reads the whole replicated latent), so KV the
+   prefill side replicates (MLA latents, KV heads fewer than ``tp_p``) is not sent once per
+   replica. Compression shortens transfers.
    One NIC per GPU (DGX/HGX nodes carry one compute-fabric port per GPU): a transfer uses
    ``lanes = min(tp_p, tp_d)`` links in parallel and occupies them ``bytes / (lanes * bw)``
    (:func:`kvsim.costmodel.roofline.link_transfer_seconds`); it arrives ``latency_s`` later.
-   Transfers leave each prefill instance and enter each decode instance one at a time, first
-   ready first (FIFO port groups, :func:`schedule_transfers`), so no port ever carries more
-   than its bandwidth. The decode instance of each request is chosen round-robin in ready
+   An instance of ``tp`` GPUs has ``tp // lanes`` transfer slots of ``lanes`` ports each (a TP2
+   prefill instance feeding TP1 decode instances sends two prompts at once, one per NIC);
+   transfers take the earliest free slot on both sides, first ready first (FIFO,
+   :func:`schedule_transfers`), so no port ever carries more than its bandwidth. The decode instance of each request is chosen round-robin in ready
    order (vLLM's ``examples/online_serving/disaggregated_serving/disagg_proxy_demo.py``:
    ``RoundRobinSchedulingPolicy`` over decode instances); the choice does not
    depend on the decode instances' state, which keeps each decode instance's arrivals known
@@ -73,16 +78,21 @@ def parse_ratio(text: str) -> tuple[int, int]:
     return p, d
 
 
-def kv_transfer_bytes(method: KVMethod, effective_prompt_tokens) -> np.ndarray:
-    """Bytes of prompt KV one prefill instance sends per request, ``[N]``: the method's resident bytes
-    right after prefill (``kv_bytes(P)``, every cached token a prompt token), summed over the
-    instance's ``tp`` GPUs, plus what the method keeps on the host.
+def kv_transfer_bytes(decode_method: KVMethod, effective_prompt_tokens) -> np.ndarray:
+    """Bytes of prompt KV sent per request, ``[N]``: what the *decode* instance must receive, the
+    method's resident bytes right after prefill (``kv_bytes(P)``, every cached token a prompt token)
+    on each of its ``tp_d`` GPUs, summed over them, plus what the method keeps on the host (module
+    docstring, stage 2). Per-GPU bytes already include replication (MLA latent on every GPU, KV heads
+    fewer than ``tp``), so a decode GPU that needs a replica receives one; replicas on the prefill
+    side are never sent twice.
 
     Example (Llama-3.1-8B, bf16, full KV): 2 (K, V) x 32 layers x 8 KV heads x 128 dims x 2 bytes =
-    131,072 bytes per token; a 1000-token prompt at TP 1 sends 131,072,000 bytes."""
+    131,072 bytes per token; a 1000-token prompt sends 131,072,000 bytes at any TP <= 8.
+    DeepSeek-V2-Lite (MLA, 576 values x 27 layers x 2 B = 31,104 B/token per GPU): decode TP1
+    receives 31,104,000 B for 1000 tokens, decode TP2 twice that, whatever the prefill TP."""
     p = np.asarray(effective_prompt_tokens, dtype=np.float64)
-    res = method.kv_bytes(p)
-    gpu = np.broadcast_to(np.asarray(res.gpu_bytes, dtype=np.float64), p.shape) * method.dep.tp
+    res = decode_method.kv_bytes(p)
+    gpu = np.broadcast_to(np.asarray(res.gpu_bytes, dtype=np.float64), p.shape) * decode_method.dep.tp
     host = np.broadcast_to(np.asarray(res.host_bytes, dtype=np.float64), p.shape)
     return gpu + host
 
@@ -92,29 +102,40 @@ def transfer_lanes(tp_prefill: int, tp_decode: int) -> int:
     return max(1, min(int(tp_prefill), int(tp_decode)))
 
 
+def transfer_slots(tp: int, lanes: int) -> int:
+    """Transfers one instance of ``tp`` GPUs (one NIC each) runs at once, each on ``lanes`` NICs:
+    ``max(1, tp // lanes)`` (prefill TP4 -> decode TP1: 4; equal TP: 1)."""
+    return max(1, int(tp) // max(1, int(lanes)))
+
+
 def schedule_transfers(ready_s: np.ndarray, src: np.ndarray, busy_s: np.ndarray, latency_s: float,
-                       num_src: int, num_dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FIFO transfers over per-instance port groups (module docstring, stage 2).
+                       num_src: int, num_dst: int, src_slots: int = 1,
+                       dst_slots: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FIFO transfers over per-instance transfer slots (module docstring, stage 2).
 
     ``ready_s[i]``: when request ``i``'s KV is ready on prefill instance ``src[i]``; ``busy_s[i]``:
-    seconds the transfer occupies its ports. In ready order (ties by index) request ``k``-th goes to
-    decode instance ``k mod num_dst``; it starts at ``max(ready, src port free, dst port free)``,
-    holds both port groups ``busy_s`` and arrives ``latency_s`` after it ends.
+    seconds the transfer occupies its ports. Each prefill instance has ``src_slots`` slots, each
+    decode instance ``dst_slots`` (:func:`transfer_slots`). In ready order (ties by index) the
+    ``k``-th request goes to decode instance ``k mod num_dst``; it takes the earliest free slot of its
+    prefill and of its decode instance, starts at ``max(ready, both slots free)``, holds both for
+    ``busy_s`` and arrives ``latency_s`` after it ends.
     Returns ``(dst, start_s, arrive_s)``, each ``[N]`` (NaN / -1 where ``ready_s`` is NaN: not prefilled).
     """
     n = len(ready_s)
     dst = np.full(n, -1, dtype=np.int64)
     start = np.full(n, np.nan)
     arrive = np.full(n, np.nan)
-    src_free = [0.0] * num_src
-    dst_free = [0.0] * num_dst
+    src_free = [[0.0] * max(1, src_slots) for _ in range(num_src)]
+    dst_free = [[0.0] * max(1, dst_slots) for _ in range(num_dst)]
     ok = np.flatnonzero(np.isfinite(ready_s))
     order = ok[np.lexsort((ok, ready_s[ok]))]
     for k, i in enumerate(order.tolist()):
         s, d = int(src[i]), k % num_dst
-        t0 = max(float(ready_s[i]), src_free[s], dst_free[d])
+        a, b = src_free[s], dst_free[d]
+        js, jd = a.index(min(a)), b.index(min(b))
+        t0 = max(float(ready_s[i]), a[js], b[jd])
         t1 = t0 + float(busy_s[i])
-        src_free[s] = dst_free[d] = t1
+        a[js] = b[jd] = t1
         dst[i], start[i], arrive[i] = d, t0, t1 + latency_s
     return dst, start, arrive
 
@@ -126,7 +147,7 @@ def lone_ttft_s(prefill_dep: Deployment, prefill_method: KVMethod, decode_dep: D
     instance's chunk (``max_num_batched_tokens`` with chunked prefill; None: one step)."""
     P = int(effective_prompts(prefill_method, np.array([prompt_tokens]))[0])
     prefill = float(StepModel(prefill_dep, prefill_method).prefill_request_timing(P, chunk_tokens).total_s)
-    nbytes = float(kv_transfer_bytes(prefill_method, np.array([P]))[0])
+    nbytes = float(kv_transfer_bytes(decode_method, np.array([P]))[0])
     lanes = transfer_lanes(prefill_dep.tp, decode_dep.tp)
     transfer = float(link_transfer_seconds(nbytes, link, lanes)) + link.latency_s
     first = float(StepModel(decode_dep, decode_method).time_s(
@@ -182,10 +203,12 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     pre_of[~done_p] = -1
     # 2. transfers
     peff = np.asarray(prec.effective_prompt_tokens, dtype=np.int64)
-    nbytes = kv_transfer_bytes(prefill_method, peff)
+    nbytes = kv_transfer_bytes(decode_method, peff)
     lanes = transfer_lanes(prefill_dep.tp, decode_dep.tp)
     busy = np.asarray(link_transfer_seconds(nbytes, link, lanes), dtype=np.float64)
-    dst, start, arrive = schedule_transfers(ready, np.maximum(pre_of, 0), busy, link.latency_s, num_prefill, num_decode)
+    slots_p, slots_d = transfer_slots(prefill_dep.tp, lanes), transfer_slots(decode_dep.tp, lanes)
+    dst, start, arrive = schedule_transfers(ready, np.maximum(pre_of, 0), busy, link.latency_s, num_prefill, num_decode,
+                                            slots_p, slots_d)
     # 3. decode instances, each on its own requests in arrival order
     dcfg = cfg.model_copy(update={"prompt_kv_resident": True, "progress": None})
     ddep = host_shared(decode_dep, num_decode)
@@ -254,10 +277,14 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
             "kv_transfer_bytes_mean": float(nbytes[moved].mean()) if moved.any() else None,
             "kv_transfer_s": stats((arrive - start)[moved]),
             "kv_transfer_wait_s": stats((start - ready)[moved]),
-            # port-seconds of transfers / (first start to last arrival x the transfers that can run at once)
-            "kv_link_busy_fraction": (float(busy[moved].sum()) / (span * min(num_prefill, num_decode))
+            "kv_transfers_at_once_per_prefill": slots_p, "kv_transfers_at_once_per_decode": slots_d,
+            # slot-seconds of transfers / (first start to last arrival x the transfers that can run at once)
+            "kv_link_busy_fraction": (float(busy[moved].sum()) / (span * min(num_prefill * slots_p, num_decode * slots_d))
                                       if span > 0 else None),
             "prefill_ttft_s": pre_s.get("ttft_s"),
+            # the summary's peak_kv_* are the decode instances'; the prefill instances hold whole prompts
+            "prefill_peak_kv_gpu_bytes": pre_s.get("peak_kv_gpu_bytes"),
+            "prefill_kv_gpu_capacity_bytes": pre_s.get("kv_gpu_capacity_bytes"),
             "requests_per_prefill": np.bincount(pre_of[pre_of >= 0], minlength=num_prefill).tolist(),
             "requests_per_decode": np.bincount(dst[dst >= 0], minlength=num_decode).tolist(),
             "convention": "TTFT = arrival -> first token sampled on the decode instance (prefill + KV transfer "

@@ -53,7 +53,7 @@ def build(config: ConfigSpec):
     """``(deployment, method)`` of a configuration (raises one-line KvsimErrors)."""
     dep = build_deployment(config.hw, config.model, tp=config.tp, weight_dtype=config.weight_dtype,
                            kv_dtype=config.kv_dtype, gpu_memory_utilization=config.gpu_memory_utilization,
-                           calibration=config.calibration)
+                           calibration=config.calibration, expert_offload=config.expert_offload)
     return dep, make_method(config.method, dep)
 
 
@@ -71,7 +71,9 @@ def config_identity(config: ConfigSpec, dep, method) -> dict:
                    "gpu_gpu_link": s.gpu_gpu_link, "eff": s.eff},
         "model": dep.model,
         "deployment": {"weight_dtype": dep.weight_dtype, "kv_dtype": dep.kv_dtype, "act_dtype": dep.act_dtype,
-                       "tp": dep.tp, "gpu_memory_utilization": dep.gpu_memory_utilization},
+                       "tp": dep.tp, "gpu_memory_utilization": dep.gpu_memory_utilization,
+                       # the resolved option (hit rate included), so a routing file's content keys the cache
+                       "expert_offload": None if dep.expert_offload is None else dep.expert_offload.model_dump()},
         "method": {"name": method.name, "params": method.params},
         "replicas": config.replicas, "router": config.router, "calibration_sha256": calib,
     }

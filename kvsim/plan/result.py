@@ -90,6 +90,7 @@ def _name(fn) -> str:
 def _label(config: ConfigSpec, dep, method) -> str:
     extra = f" · TP{config.tp}" if config.tp > 1 else ""
     extra += f" · {config.replicas} replicas" if config.replicas > 1 else ""
+    extra += f" · experts offloaded (cache {dep.expert_offload.cache_experts_per_layer}/layer)" if dep.expert_offload else ""
     return f"{dep.system.name} · {method.label()}{extra}"
 
 

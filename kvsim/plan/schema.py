@@ -104,6 +104,7 @@ class ConfigSpec(_Frozen):
     kv_dtype: str = "auto"  # the activation dtype
     gpu_memory_utilization: float = 0.9
     calibration: str | None = None
+    expert_offload: str | None = None  # the text of --expert-offload (MoE experts in host memory), re-parsed per TP
 
     @property
     def gpus(self) -> int:

@@ -72,6 +72,7 @@ class PlanRequest(BaseModel):
     kv_dtype: str = "auto"  # the activation dtype
     gpu_memory_utilization: float = 0.9
     calibration: str | None = None
+    expert_offload: str | None = None  # --expert-offload text (kvsim.costmodel.expert_offload_option)
     search: SearchOptions = SearchOptions()
     sim_options: dict = {}
 
@@ -134,7 +135,8 @@ def config_specs(req: PlanRequest) -> list[ConfigSpec]:
     for hw, method in product(req.hws, req.methods):
         base = ConfigSpec(hw=hw, model=req.model, method=method, tp=req.tp, replicas=req.replicas, router=req.router,
                           weight_dtype=req.weight_dtype, kv_dtype=req.kv_dtype,
-                          gpu_memory_utilization=req.gpu_memory_utilization, calibration=req.calibration)
+                          gpu_memory_utilization=req.gpu_memory_utilization, calibration=req.calibration,
+                          expert_offload=req.expert_offload)
         try:
             dep, m = build(base if req.target_rate_per_s is None else base.model_copy(update={"tp": 1}))
             key = (dep.system.name, m.label())

@@ -68,7 +68,7 @@ def test_ssd_load_of_one_layer(a40_mistral):
 def test_blend_ttft_hand_computed(a40_mistral, monkeypatch):
     """TTFT = pipeline(load_l, compute_l) with compute = (r n + q) tokens over L layers."""
     monkeypatch.setattr(blend, "prefill_step_s", fake_prefill)
-    r = blend_ttft(a40_mistral, BlendParams(tier="ssd"))
+    r = blend_ttft(a40_mistral, BlendParams(tier="ssd", full_recompute_layers=0))
     # n = 6 x 512 = 3072, q = 64, r = 0.15: recompute 460.8 + 64 = 524.8 tokens = 0.5248 s / 32 = 16.4 ms per layer;
     # load 2.62144 ms per layer < 16.4 ms: TTFT = 2.62144 ms + 32 x 16.4 ms = 0.52742144 s
     assert r.compute_s_per_layer == pytest.approx(0.0164)
@@ -78,6 +78,16 @@ def test_blend_ttft_hand_computed(a40_mistral, monkeypatch):
     assert r.full_recompute_s == pytest.approx(3.136)
     assert r.prefix_caching_s == pytest.approx(512 * 4096 / 4.8e9 + 2.624)
     assert r.speedup_vs_recompute == pytest.approx(3.136 / 0.52742144)
+
+
+def test_blend_default_prefills_the_first_layer_in_full(a40_mistral, monkeypatch):
+    """CacheBlend §4.3 picks the HKVD tokens from the first layer's full prefill: one full layer by default."""
+    monkeypatch.setattr(blend, "prefill_step_s", fake_prefill)
+    assert BlendParams().full_recompute_layers == 1
+    r = blend_ttft(a40_mistral, BlendParams(tier="ssd"))
+    # layer 1: 3.136 s / 32 = 98 ms; layers 2-32: 16.4 ms; load 2.62144 ms each (hidden after layer 1)
+    # 2.62144 + 98 + 31 x 16.4 = 609.02144 ms
+    assert r.ttft_s == pytest.approx(0.60902144)
 
 
 def test_blend_full_first_layers(a40_mistral, monkeypatch):
@@ -92,20 +102,34 @@ def test_blend_full_first_layers(a40_mistral, monkeypatch):
 def test_blend_load_bound_on_a_slow_drive(a40_mistral, monkeypatch):
     """When loading is slower than recompute, the loads set the pace."""
     monkeypatch.setattr(blend, "prefill_step_s", fake_prefill)
-    r = blend_ttft(a40_mistral, BlendParams(tier="ssd", ssd_bw_bytes_per_s=0.1e9))
+    r = blend_ttft(a40_mistral, BlendParams(tier="ssd", ssd_bw_bytes_per_s=0.1e9, full_recompute_layers=0))
     # load 12,582,912 / 1e8 = 125.83 ms per layer > 16.4 ms: 32 x 125.82912 ms + 16.4 ms
     assert r.ttft_s == pytest.approx(32 * 0.12582912 + 0.0164)
 
 
 def test_blend_gpu_tier_equals_one_recompute_step(a40_mistral):
     """With no load, TTFT is exactly the recompute step the simulator charges (r n + q after (1 - r) n)."""
-    r = blend_ttft(a40_mistral, BlendParams(tier="gpu"))
+    r = blend_ttft(a40_mistral, BlendParams(tier="gpu", full_recompute_layers=0))
     from kvsim.methods.full import Full
     from kvsim.pricing.step import StepModel
 
     step = StepModel(a40_mistral, Full(a40_mistral))
     assert r.ttft_s == pytest.approx(blend.prefill_step_s(step, 0.15 * 3072 + 64, 0.85 * 3072), rel=1e-12)
     assert r.ttft_s < r.prefix_caching_s < r.full_recompute_s
+
+
+def test_blend_gpu_tier_default_close_to_the_simulators_step(a40_mistral):
+    """Default (first layer full): the estimate and the simulator's one step with hit (1 - r) n (L - 1) / L
+    agree to 1% (equal linear work; the full layer's attention is spread over the step)."""
+    r = blend_ttft(a40_mistral, BlendParams(tier="gpu"))
+    from kvsim.methods.full import Full
+    from kvsim.pricing.step import StepModel
+
+    step = StepModel(a40_mistral, Full(a40_mistral))
+    hit = 0.85 * 3072 * 31 / 32  # 2529.6 tokens skipped
+    sim = blend.prefill_step_s(step, 3136 - hit, hit)
+    assert sim == pytest.approx(r.ttft_s, rel=0.01)
+    assert r.ttft_s > blend_ttft(a40_mistral, BlendParams(tier="gpu", full_recompute_layers=0)).ttft_s
 
 
 # ---------------------------------------------------------------- CacheGen
@@ -231,10 +255,22 @@ def _rag_trace():
     return replace(tr, chunk_ids=((1, 2), (2, 1)), chunk_tokens=40)
 
 
+def test_cacheblend_hit_charges_the_full_first_layer():
+    """Default: the first of L layers recomputes every reused token, so the hit is (1 - r) h c (L - 1) / L."""
+    dep = a100_llama()  # Llama-3.1-8B: 32 layers
+    m = make_method("cacheblend:recompute_fraction=0.25", dep)
+    # 80 reused tokens: 0.75 x 80 x 31 / 32 = 58.125 -> 58
+    assert analytic_hits(m, _rag_trace(), np.array([100, 100])).tolist() == [0, 58]
+    m32 = make_method("cacheblend:recompute_fraction=0,full_recompute_layers=32", dep)
+    assert analytic_hits(m32, _rag_trace(), np.array([100, 100])).tolist() == [0, 0]  # every layer in full
+    with pytest.raises(Exception, match="full_recompute_layers"):
+        make_method("cacheblend:full_recompute_layers=-1", dep)
+
+
 def test_cacheblend_hit_is_the_analytic_hit_in_both_simulators():
     """The second request reuses 2 x 40 chunk tokens and recomputes r = 25% of them."""
     dep = a100_llama()
-    m = make_method("cacheblend:recompute_fraction=0.25", dep)
+    m = make_method("cacheblend:recompute_fraction=0.25,full_recompute_layers=0", dep)
     tr = _rag_trace()
     # hits 0 and 80 tokens -> floor(0.75 x 80) = 60 cached
     assert analytic_hits(m, tr, np.array([100, 100])).tolist() == [0, 60]

@@ -16,8 +16,15 @@ plus the question, layer by layer; loading layer l+1 overlaps recomputing layer 
   priced by :class:`~kvsim.pricing.step.StepModel` with the ``full`` method: the same price the
   simulator charges a request whose reused tokens are its analytic hit (``kvsim.sim.chunk_reuse``).
   The step's per-step work (LM head, overhead) is spread over the layers too (an approximation).
-  The first ``full_recompute_layers`` layers recompute every chunk token (CacheBlend selects the
-  HKVD tokens from a full first-layer pass; 0 by default, as in METHODS.md's formula).
+  The first ``f = full_recompute_layers`` layers recompute every chunk token: ``compute_l`` =
+  1/L of the full-recompute step there. CacheBlend §4.3 picks the HKVD tokens from "the
+  token-wise attention deviation on the first layer", which needs that layer prefilled in full
+  ("perform prefill on the first layer first, pick the HKVD tokens"); its released vLLM fork
+  runs decoder layer 0 as a full prefill and checks at layer 1 (``check_layers=[1]``). So
+  ``f = 1`` by default: the formula, not a fit (METHODS.md 1.16's ``sum_l max(load_l,
+  r prefill_l)`` leaves it out). Not charged: the fork's check layer also projects Q/K/V of
+  every token (a further fraction of one layer's linear work) and the later layers' r_i are
+  "slightly higher" than r on average in the paper's gradual filtering.
 * Baselines: full recompute = one prefill step of ``n + q`` tokens; prefix caching = only the
   first chunk's KV is reusable (it is the prompt's prefix), pipelined the same way.
 
@@ -59,7 +66,8 @@ class BlendParams(Strict):
     recompute_fraction: Fraction = Field(0.15, description="fraction r of chunk tokens recomputed per layer (CacheBlend default 15%)")
     tier: Tier = Field("host", description="where the chunk KV is loaded from: gpu, host (PCIe) or ssd")
     ssd_bw_bytes_per_s: BytesPerS = Field(CACHEBLEND_SSD_BW_BYTES_PER_S, description="SSD read bandwidth, bytes/s")
-    full_recompute_layers: number(int, 0, 10_000) = Field(0, description="leading layers that recompute every token")
+    full_recompute_layers: number(int, 0, 10_000) = Field(
+        1, description="leading layers that recompute every token (CacheBlend §4.3: the first layer, to pick HKVD tokens)")
 
 
 @dataclass(frozen=True)

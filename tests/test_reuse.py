@@ -333,3 +333,19 @@ def test_concentrated_popularity_terminates():
     assert all(len(set(c)) == 50 for c in raw.chunk_ids)
     with pytest.raises(ValueError, match="chunk references"):
         RagParams(n=10_000_000, k=10)
+
+
+# ---------------------------------------------------------------- hybrid models
+def test_reuse_refuses_hybrid_models():
+    """An SSM layer's state depends on every earlier token, so chunk KVs cannot be blended or
+    streamed alone: CacheBlend / CacheGen on Jamba are one-line errors, not a TTFT that loads
+    the 4 attention layers' KV 32 times (CacheBlend §9: non-transformer models are future work)."""
+    from kvsim.errors import ConfigError
+
+    dep = build_deployment("h200", "jamba-v0.1", tp=2)
+    with pytest.raises(ConfigError, match="state-space"):
+        blend_ttft(dep, BlendParams())
+    with pytest.raises(ConfigError, match="state-space"):
+        stream_ttft(dep, StreamParams())
+    with pytest.raises(ConfigError, match="state-space"):
+        make_method("cacheblend", dep)

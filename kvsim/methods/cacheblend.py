@@ -26,10 +26,22 @@ from typing import Literal
 
 from pydantic import Field
 
+from kvsim.costmodel.deployment import Deployment
+from kvsim.errors import ConfigError
 from kvsim.methods.full import Full, FullParams
 from kvsim.specbase import number
 
 Bytes = number(float, 0, 1e18, unit="bytes")
+
+
+def require_attention_only(dep: Deployment, what: str) -> None:
+    """ConfigError for a hybrid model: its SSM layers' recurrent state depends on every earlier
+    token, so a chunk's precomputed state cannot be reused at another position or streamed alone
+    (CacheBlend §9 leaves non-transformer models to future work)."""
+    m = dep.model
+    if m.ssm is not None:
+        raise ConfigError(f"{what} reuses per-token KV, but {m.name} has {m.ssm_layers} state-space (SSM) layers "
+                          f"whose state depends on every earlier token; use an attention-only model")
 
 
 class CacheBlendParams(FullParams):
@@ -52,6 +64,10 @@ class CacheBlend(Full):
     name = "cacheblend"
     summary = "full attention + reused chunk KVs at any position with r recomputed (RAG traces with chunk ids)"
     Params = CacheBlendParams
+
+    def check(self) -> None:
+        super().check()
+        require_attention_only(self.dep, "method cacheblend")
 
     def chunk_cache_bytes(self) -> tuple[float, float, float]:
         """Capacities of the GPU, host and SSD tiers, bytes."""

@@ -42,6 +42,7 @@ from pydantic import Field
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.roofline import transfer_seconds
+from kvsim.methods.cacheblend import require_attention_only
 from kvsim.methods.full import Full
 from kvsim.methods._common import kv_tok_layer
 from kvsim.pricing.reuse.pipeline import pipeline_s
@@ -111,6 +112,7 @@ def prefill_step_s(step: StepModel, n_new: float, n_cached: float) -> float:
 
 def blend_ttft(dep: Deployment, p: BlendParams) -> BlendTTFT:
     """TTFT of one request under CacheBlend, full recompute and prefix caching (module docstring)."""
+    require_attention_only(dep, "cacheblend")
     step = StepModel(dep, Full(dep))
     L = dep.model.num_layers
     n, q = p.chunks * p.chunk_tokens, p.question_tokens

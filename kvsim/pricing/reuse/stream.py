@@ -34,7 +34,7 @@ from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.roofline import transfer_seconds
 from kvsim.methods.full import Full
-from kvsim.pricing.reuse.blend import prefill_step_s
+from kvsim.pricing.reuse.blend import prefill_step_s, require_attention_only
 from kvsim.pricing.reuse.pipeline import uniform_pipeline_s
 from kvsim.pricing.step import StepModel
 from kvsim.specbase import Strict, number
@@ -105,6 +105,7 @@ def decode_seconds(dep: Deployment, step: StepModel, tokens: float, p: StreamPar
 
 def stream_ttft(dep: Deployment, p: StreamParams) -> StreamTTFT:
     """CacheGen TTFT of one request (module docstring)."""
+    require_attention_only(dep, "cachegen")
     step = StepModel(dep, Full(dep))
     n, q = p.context_tokens, p.question_tokens
     if n + q <= 0:

@@ -349,3 +349,19 @@ def test_reuse_refuses_hybrid_models():
         stream_ttft(dep, StreamParams())
     with pytest.raises(ConfigError, match="state-space"):
         make_method("cacheblend", dep)
+
+
+# ---------------------------------------------------------------- tensor parallelism
+def test_shared_link_carries_the_replicas_kv_whatever_tp():
+    """One network link (CacheGen) and one SSD (CacheBlend) feed every GPU of a TP replica: they
+    carry the whole KV, so their seconds do not shrink with tp (per-GPU PCIe does)."""
+    for tp in (1, 2):
+        dep = build_deployment("h200", "llama-2-70b", tp=tp)
+        # Llama-2-70B: 80 layers x 2 x 8 KV heads x 128 = 163,840 elements = 327,680 B per token (bf16);
+        # 1000 tokens raw at 8 Gbit/s (1e9 B/s): 0.32768 s on the link
+        r = stream_ttft(dep, StreamParams(context_tokens=1000, question_tokens=0, link_gbps=8, level="raw",
+                                          chunk_tokens=1000))
+        assert r.encoded_bytes == pytest.approx(327_680_000)
+        assert r.transfer_s == pytest.approx(0.32768)
+        # one layer of 3072 tokens: 3072 x 4096 B = 12,582,912 B from a 4.8 GB/s drive = 2.62144 ms
+        assert load_s_per_layer(dep, 3072, "ssd", 4.8e9) == pytest.approx(2.62144e-3)

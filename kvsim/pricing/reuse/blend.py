@@ -8,9 +8,10 @@ plus the question, layer by layer; loading layer l+1 overlaps recomputing layer 
     TTFT = pipeline(load_l, compute_l over l = 1..L)
          ~ sum_l max(load_l, compute_l) + min(load_1, compute_1)      [METHODS.md 1.16, DERIVED]
 
-* ``load_l`` = the chunk KV of one layer, ``n * kv_bytes_per_token_layer`` (per GPU), over the
-  tier's path: 0 for ``gpu`` (already in HBM), PCIe (the roofline's ``pcie`` part) for ``host``,
-  ``max(PCIe, bytes / ssd_bw)`` for ``ssd`` (the drive feeds the GPU through PCIe).
+* ``load_l`` = the chunk KV of one layer over the tier's path: 0 for ``gpu`` (already in HBM);
+  for ``host``, each GPU's share ``n * kv_bytes_per_token_layer`` over its own PCIe link (the
+  roofline's ``pcie`` part); for ``ssd``, ``max(PCIe, replica bytes / ssd_bw)``: the drive feeds
+  every GPU of a TP replica, so it reads the whole layer's KV (all KV heads) whatever ``tp``.
 * ``compute_l`` = 1/L of one prefill step of ``r n + q`` new tokens attending to the
   ``(1 - r) n`` reused ones (linear layers for ``r n + q`` tokens, attention ``(r n + q) x n``),
   priced by :class:`~kvsim.pricing.step.StepModel` with the ``full`` method: the same price the
@@ -44,7 +45,7 @@ from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.roofline import transfer_seconds
 from kvsim.methods.cacheblend import require_attention_only
 from kvsim.methods.full import Full
-from kvsim.methods._common import kv_tok_layer
+from kvsim.methods._common import host_kv_tok_layer, kv_tok_layer
 from kvsim.pricing.reuse.pipeline import pipeline_s
 from kvsim.pricing.step import StepModel
 from kvsim.specbase import Strict, number
@@ -93,15 +94,16 @@ class BlendTTFT:
 
 
 def load_s_per_layer(dep: Deployment, tokens: float, tier: Tier, ssd_bw_bytes_per_s: float) -> float:
-    """Seconds to bring one layer's KV of ``tokens`` tokens (bytes per GPU) to the GPU from ``tier``."""
+    """Seconds to bring one layer's KV of ``tokens`` tokens to the GPUs from ``tier`` (module docstring)."""
     if tier == "gpu" or tokens <= 0:
         return 0.0
-    n_bytes = tokens * kv_tok_layer(dep)
+    n_bytes = tokens * kv_tok_layer(dep)  # one GPU's share
     pcie = float(StepModel(dep, Full(dep)).roofline.seconds(
         Cost.of(Part("chunk_kv_load", "pcie", device="pcie", pcie_bytes=n_bytes))))
     if tier == "host":
         return pcie
-    return max(pcie, float(transfer_seconds(n_bytes, ssd_bw_bytes_per_s)))
+    replica = tokens * host_kv_tok_layer(dep, dep.kvb)  # the drive serves every GPU of the replica
+    return max(pcie, float(transfer_seconds(replica, ssd_bw_bytes_per_s)))
 
 
 def prefill_step_s(step: StepModel, n_new: float, n_cached: float) -> float:

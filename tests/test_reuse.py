@@ -365,3 +365,18 @@ def test_shared_link_carries_the_replicas_kv_whatever_tp():
         assert r.transfer_s == pytest.approx(0.32768)
         # one layer of 3072 tokens: 3072 x 4096 B = 12,582,912 B from a 4.8 GB/s drive = 2.62144 ms
         assert load_s_per_layer(dep, 3072, "ssd", 4.8e9) == pytest.approx(2.62144e-3)
+
+
+def test_host_chunk_cache_holds_the_replicas_kv():
+    """Host DRAM and SSD tiers store a chunk's KV for every GPU of the replica: at tp = 2 a host tier of
+    two chunks' replica bytes holds two chunks, not four (the GPU tier's bytes are per GPU)."""
+    dep = build_deployment("h200", "llama-3.1-8b", tp=2)
+    # Llama-3.1-8B: 32 x 2 x 8 x 128 x 2 B = 131,072 B per token; a 40-token chunk = 5,242,880 B (2,621,440 per GPU)
+    tr = replace(make_trace([0.0, 1.0, 2.0, 3.0], [60] * 4, [1] * 4), chunk_ids=((1,), (2,), (3,), (1,)),
+                 chunk_tokens=40)
+    m = make_method("cacheblend:host_cache_bytes=10485760", dep)
+    s = chunk_cache_summary(m, tr)
+    # LRU, 2 slots: 1, 2 stored; 3 evicts 1; 1 misses again -> 0 hits of 4
+    assert s["lookups"] == 4 and s["hit_rate"] == 0.0
+    g = make_method("cacheblend:host_cache_bytes=0,gpu_cache_bytes=5242880", dep)  # per GPU: 2 chunks
+    assert chunk_cache_summary(g, tr)["hit_rate"] == 0.0

@@ -55,9 +55,9 @@ class CacheBlendParams(FullParams):
     gpu_cache_bytes: Bytes = Field(0.0)
     """chunk-cache bytes in GPU memory (per GPU; not taken from the KV pool)."""
     host_cache_bytes: Bytes = Field(64e9)
-    """chunk-cache bytes in host DRAM."""
+    """chunk-cache bytes in host DRAM, shared by the replica (a chunk takes its KV for every GPU)."""
     ssd_cache_bytes: Bytes = Field(0.0)
-    """chunk-cache bytes on local SSD."""
+    """chunk-cache bytes on local SSD, shared by the replica (as host)."""
 
 
 class CacheBlend(Full):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kvsim.methods._common import host_kv_tok_layer
 from kvsim.methods.base import KVMethod
 from kvsim.methods.cacheblend import CacheBlend
 from kvsim.sim.chunk_cache import TIERS, ChunkHits, replay
@@ -24,8 +25,10 @@ def chunk_hits(method: KVMethod, trace: Trace) -> ChunkHits | None:
     when the method reuses no chunks or the trace has none."""
     if not isinstance(method, CacheBlend) or trace.chunk_ids is None or trace.chunk_tokens <= 0:
         return None
-    chunk_bytes = float(method.kv_bytes(float(trace.chunk_tokens)).gpu_bytes)
-    return replay(trace.chunk_ids, chunk_bytes, method.chunk_cache_bytes(), method.params.policy)
+    gpu = float(method.kv_bytes(float(trace.chunk_tokens)).gpu_bytes)  # one GPU's share
+    m = method.dep.model
+    replica = float(trace.chunk_tokens) * m.attn_layers * host_kv_tok_layer(method.dep, method.dep.kvb)  # all GPUs
+    return replay(trace.chunk_ids, (gpu, replica, replica), method.chunk_cache_bytes(), method.params.policy)
 
 
 def analytic_hits(method: KVMethod, trace: Trace, peff: np.ndarray) -> np.ndarray:

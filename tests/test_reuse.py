@@ -85,6 +85,7 @@ def test_blend_default_prefills_the_first_layer_in_full(a40_mistral, monkeypatch
     monkeypatch.setattr(blend, "prefill_step_s", fake_prefill)
     assert BlendParams().full_recompute_layers == 1
     r = blend_ttft(a40_mistral, BlendParams(tier="ssd"))
+    assert r.full_layers == 1 and r.full_layer_s == pytest.approx(0.098)
     # layer 1: 3.136 s / 32 = 98 ms; layers 2-32: 16.4 ms; load 2.62144 ms each (hidden after layer 1)
     # 2.62144 + 98 + 31 x 16.4 = 609.02144 ms
     assert r.ttft_s == pytest.approx(0.60902144)

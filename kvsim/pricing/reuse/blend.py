@@ -80,6 +80,8 @@ class BlendTTFT:
     question_tokens: int
     load_s_per_layer: float  # chunk KV of one layer from the tier
     compute_s_per_layer: float  # recompute r n + q tokens, one layer
+    full_layers: int  # leading layers that recompute every token (HKVD selection)
+    full_layer_s: float  # one of those layers: 1/L of the full-recompute step
     ttft_s: float  # CacheBlend, pipelined
     full_recompute_s: float
     prefix_caching_s: float  # only the first chunk reused
@@ -131,4 +133,4 @@ def blend_ttft(dep: Deployment, p: BlendParams) -> BlendTTFT:
     prefix_compute = prefill_step_s(step, n - c + q, c) / L
     prefix_s = pipeline_s([load_s_per_layer(dep, c, p.tier, p.ssd_bw_bytes_per_s)] * L, [prefix_compute] * L)
     return BlendTTFT(reused_tokens=n, question_tokens=q, load_s_per_layer=load_l, compute_s_per_layer=blend_l,
-                     ttft_s=ttft, full_recompute_s=full_s, prefix_caching_s=prefix_s)
+                     full_layers=f, full_layer_s=full_s / L, ttft_s=ttft, full_recompute_s=full_s, prefix_caching_s=prefix_s)

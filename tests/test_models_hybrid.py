@@ -147,3 +147,12 @@ def test_tp_must_split_the_ssm_heads() -> None:
     with pytest.raises(ConfigError, match="does not divide the 2 SSM heads"):
         m.check_tensor_parallel(4)
     m.check_tensor_parallel(2)
+
+
+def test_tp_must_split_or_replicate_the_mamba2_groups() -> None:
+    """vLLM's MambaMixer2: tp divides n_groups, or n_groups == 1 (replicated); 2 groups over tp 4 is refused."""
+    m = ModelSpec(**_model(**_mamba2(n_groups=2)))  # 32 heads: tp 4 splits the heads
+    with pytest.raises(ConfigError, match="2 SSM groups"):
+        m.check_tensor_parallel(4)
+    m.check_tensor_parallel(2)
+    ModelSpec(**_model(**_mamba2(n_groups=1))).check_tensor_parallel(4)

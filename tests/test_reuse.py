@@ -68,7 +68,7 @@ def test_ssd_load_of_one_layer(a40_mistral):
 def test_blend_ttft_hand_computed(a40_mistral, monkeypatch):
     """TTFT = pipeline(load_l, compute_l) with compute = (r n + q) tokens over L layers."""
     monkeypatch.setattr(blend, "prefill_step_s", fake_prefill)
-    r = blend_ttft(a40_mistral, BlendParams(tier="ssd"))
+    r = blend_ttft(a40_mistral, BlendParams(tier="ssd", full_recompute_layers=0))
     # n = 6 x 512 = 3072, q = 64, r = 0.15: recompute 460.8 + 64 = 524.8 tokens = 0.5248 s / 32 = 16.4 ms per layer;
     # load 2.62144 ms per layer < 16.4 ms: TTFT = 2.62144 ms + 32 x 16.4 ms = 0.52742144 s
     assert r.compute_s_per_layer == pytest.approx(0.0164)
@@ -78,6 +78,17 @@ def test_blend_ttft_hand_computed(a40_mistral, monkeypatch):
     assert r.full_recompute_s == pytest.approx(3.136)
     assert r.prefix_caching_s == pytest.approx(512 * 4096 / 4.8e9 + 2.624)
     assert r.speedup_vs_recompute == pytest.approx(3.136 / 0.52742144)
+
+
+def test_blend_default_prefills_the_first_layer_in_full(a40_mistral, monkeypatch):
+    """CacheBlend §4.3 picks the HKVD tokens from the first layer's full prefill: one full layer by default."""
+    monkeypatch.setattr(blend, "prefill_step_s", fake_prefill)
+    assert BlendParams().full_recompute_layers == 1
+    r = blend_ttft(a40_mistral, BlendParams(tier="ssd"))
+    assert r.full_layers == 1 and r.full_layer_s == pytest.approx(0.098)
+    # layer 1: 3.136 s / 32 = 98 ms; layers 2-32: 16.4 ms; load 2.62144 ms each (hidden after layer 1)
+    # 2.62144 + 98 + 31 x 16.4 = 609.02144 ms
+    assert r.ttft_s == pytest.approx(0.60902144)
 
 
 def test_blend_full_first_layers(a40_mistral, monkeypatch):
@@ -92,20 +103,34 @@ def test_blend_full_first_layers(a40_mistral, monkeypatch):
 def test_blend_load_bound_on_a_slow_drive(a40_mistral, monkeypatch):
     """When loading is slower than recompute, the loads set the pace."""
     monkeypatch.setattr(blend, "prefill_step_s", fake_prefill)
-    r = blend_ttft(a40_mistral, BlendParams(tier="ssd", ssd_bw_bytes_per_s=0.1e9))
+    r = blend_ttft(a40_mistral, BlendParams(tier="ssd", ssd_bw_bytes_per_s=0.1e9, full_recompute_layers=0))
     # load 12,582,912 / 1e8 = 125.83 ms per layer > 16.4 ms: 32 x 125.82912 ms + 16.4 ms
     assert r.ttft_s == pytest.approx(32 * 0.12582912 + 0.0164)
 
 
 def test_blend_gpu_tier_equals_one_recompute_step(a40_mistral):
     """With no load, TTFT is exactly the recompute step the simulator charges (r n + q after (1 - r) n)."""
-    r = blend_ttft(a40_mistral, BlendParams(tier="gpu"))
+    r = blend_ttft(a40_mistral, BlendParams(tier="gpu", full_recompute_layers=0))
     from kvsim.methods.full import Full
     from kvsim.pricing.step import StepModel
 
     step = StepModel(a40_mistral, Full(a40_mistral))
     assert r.ttft_s == pytest.approx(blend.prefill_step_s(step, 0.15 * 3072 + 64, 0.85 * 3072), rel=1e-12)
     assert r.ttft_s < r.prefix_caching_s < r.full_recompute_s
+
+
+def test_blend_gpu_tier_default_close_to_the_simulators_step(a40_mistral):
+    """Default (first layer full): the estimate and the simulator's one step with hit (1 - r) n (L - 1) / L
+    agree to 1% (equal linear work; the full layer's attention is spread over the step)."""
+    r = blend_ttft(a40_mistral, BlendParams(tier="gpu"))
+    from kvsim.methods.full import Full
+    from kvsim.pricing.step import StepModel
+
+    step = StepModel(a40_mistral, Full(a40_mistral))
+    hit = 0.85 * 3072 * 31 / 32  # 2529.6 tokens skipped
+    sim = blend.prefill_step_s(step, 3136 - hit, hit)
+    assert sim == pytest.approx(r.ttft_s, rel=0.01)
+    assert r.ttft_s > blend_ttft(a40_mistral, BlendParams(tier="gpu", full_recompute_layers=0)).ttft_s
 
 
 # ---------------------------------------------------------------- CacheGen
@@ -231,10 +256,22 @@ def _rag_trace():
     return replace(tr, chunk_ids=((1, 2), (2, 1)), chunk_tokens=40)
 
 
+def test_cacheblend_hit_charges_the_full_first_layer():
+    """Default: the first of L layers recomputes every reused token, so the hit is (1 - r) h c (L - 1) / L."""
+    dep = a100_llama()  # Llama-3.1-8B: 32 layers
+    m = make_method("cacheblend:recompute_fraction=0.25", dep)
+    # 80 reused tokens: 0.75 x 80 x 31 / 32 = 58.125 -> 58
+    assert analytic_hits(m, _rag_trace(), np.array([100, 100])).tolist() == [0, 58]
+    m32 = make_method("cacheblend:recompute_fraction=0,full_recompute_layers=32", dep)
+    assert analytic_hits(m32, _rag_trace(), np.array([100, 100])).tolist() == [0, 0]  # every layer in full
+    with pytest.raises(Exception, match="full_recompute_layers"):
+        make_method("cacheblend:full_recompute_layers=-1", dep)
+
+
 def test_cacheblend_hit_is_the_analytic_hit_in_both_simulators():
     """The second request reuses 2 x 40 chunk tokens and recomputes r = 25% of them."""
     dep = a100_llama()
-    m = make_method("cacheblend:recompute_fraction=0.25", dep)
+    m = make_method("cacheblend:recompute_fraction=0.25,full_recompute_layers=0", dep)
     tr = _rag_trace()
     # hits 0 and 80 tokens -> floor(0.75 x 80) = 60 cached
     assert analytic_hits(m, tr, np.array([100, 100])).tolist() == [0, 60]
@@ -297,3 +334,50 @@ def test_concentrated_popularity_terminates():
     assert all(len(set(c)) == 50 for c in raw.chunk_ids)
     with pytest.raises(ValueError, match="chunk references"):
         RagParams(n=10_000_000, k=10)
+
+
+# ---------------------------------------------------------------- hybrid models
+def test_reuse_refuses_hybrid_models():
+    """An SSM layer's state depends on every earlier token, so chunk KVs cannot be blended or
+    streamed alone: CacheBlend / CacheGen on Jamba are one-line errors, not a TTFT that loads
+    the 4 attention layers' KV 32 times (CacheBlend §9: non-transformer models are future work)."""
+    from kvsim.errors import ConfigError
+
+    dep = build_deployment("h200", "jamba-v0.1", tp=2)
+    with pytest.raises(ConfigError, match="state-space"):
+        blend_ttft(dep, BlendParams())
+    with pytest.raises(ConfigError, match="state-space"):
+        stream_ttft(dep, StreamParams())
+    with pytest.raises(ConfigError, match="state-space"):
+        make_method("cacheblend", dep)
+
+
+# ---------------------------------------------------------------- tensor parallelism
+def test_shared_link_carries_the_replicas_kv_whatever_tp():
+    """One network link (CacheGen) and one SSD (CacheBlend) feed every GPU of a TP replica: they
+    carry the whole KV, so their seconds do not shrink with tp (per-GPU PCIe does)."""
+    for tp in (1, 2):
+        dep = build_deployment("h200", "llama-2-70b", tp=tp)
+        # Llama-2-70B: 80 layers x 2 x 8 KV heads x 128 = 163,840 elements = 327,680 B per token (bf16);
+        # 1000 tokens raw at 8 Gbit/s (1e9 B/s): 0.32768 s on the link
+        r = stream_ttft(dep, StreamParams(context_tokens=1000, question_tokens=0, link_gbps=8, level="raw",
+                                          chunk_tokens=1000))
+        assert r.encoded_bytes == pytest.approx(327_680_000)
+        assert r.transfer_s == pytest.approx(0.32768)
+        # one layer of 3072 tokens: 3072 x 4096 B = 12,582,912 B from a 4.8 GB/s drive = 2.62144 ms
+        assert load_s_per_layer(dep, 3072, "ssd", 4.8e9) == pytest.approx(2.62144e-3)
+
+
+def test_host_chunk_cache_holds_the_replicas_kv():
+    """Host DRAM and SSD tiers store a chunk's KV for every GPU of the replica: at tp = 2 a host tier of
+    two chunks' replica bytes holds two chunks, not four (the GPU tier's bytes are per GPU)."""
+    dep = build_deployment("h200", "llama-3.1-8b", tp=2)
+    # Llama-3.1-8B: 32 x 2 x 8 x 128 x 2 B = 131,072 B per token; a 40-token chunk = 5,242,880 B (2,621,440 per GPU)
+    tr = replace(make_trace([0.0, 1.0, 2.0, 3.0], [60] * 4, [1] * 4), chunk_ids=((1,), (2,), (3,), (1,)),
+                 chunk_tokens=40)
+    m = make_method("cacheblend:host_cache_bytes=10485760", dep)
+    s = chunk_cache_summary(m, tr)
+    # LRU, 2 slots: 1, 2 stored; 3 evicts 1; 1 misses again -> 0 hits of 4
+    assert s["lookups"] == 4 and s["hit_rate"] == 0.0
+    g = make_method("cacheblend:host_cache_bytes=0,gpu_cache_bytes=5242880", dep)  # per GPU: 2 chunks
+    assert chunk_cache_summary(g, tr)["hit_rate"] == 0.0

@@ -129,6 +129,7 @@ def _print_reuse(a: dict) -> None:
         t.add_column("quantity")
         t.add_column("value", justify="right")
         for k, v in (("load per layer", fmt_s(a["load_s_per_layer"])),
+                     (f"first {a['full_layers']} layer(s): all tokens", fmt_s(a["full_layer_s"]) + " each"),
                      ("recompute per layer", fmt_s(a["compute_s_per_layer"]) + ("" if a["load_hidden"] else " (load-bound)")),
                      ("TTFT CacheBlend", fmt_s(a["ttft_s"])),
                      ("TTFT full recompute", f"{fmt_s(a['full_recompute_s'])} ({a['speedup_vs_recompute']:.2f}x)"),

@@ -209,7 +209,9 @@ class ModelSpec(Strict):
         Megatron-style TP gives each GPU ``num_heads / tp`` query heads, so ``tp`` must divide
         ``num_heads``; KV heads are split when ``tp`` divides ``num_kv_heads`` and replicated
         when ``num_kv_heads`` divides ``tp`` (vLLM's rule for GQA). MLA caches one latent per
-        token, replicated on every GPU."""
+        token, replicated on every GPU. Hybrid models: ``tp`` divides the SSM heads (mamba2) or
+        inner channels (mamba1), and a mamba2's B/C groups (or there is one group, replicated;
+        its per-GPU copy of ``2 N`` conv channels is not added, < 0.2 % of the state)."""
         if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
             raise ConfigError(f"--tp must be a whole number >= 1, got {tp!r}")
         if self.num_heads % tp:
@@ -222,6 +224,10 @@ class ModelSpec(Strict):
                            else (self.ssm.d_inner(self.hidden_size), "SSM inner channels"))
             if units % tp:
                 raise ConfigError(f"--tp {tp} does not divide the {units} {what} of {self.name}")
+            g = self.ssm.n_groups
+            if self.ssm.kind == "mamba2" and g % tp and g != 1:  # vLLM MambaMixer2's rule (one group is replicated)
+                raise ConfigError(f"--tp {tp} does not divide the {g} SSM groups of {self.name} "
+                                  f"(vLLM splits B/C groups over tp or replicates a single group)")
         kv = self.num_kv_heads
         if self.mla is None and kv % tp and tp % kv:
             raise ConfigError(

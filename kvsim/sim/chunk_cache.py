@@ -89,21 +89,23 @@ class _Tier:
             heapq.heappop(self.heap)  # stale: the chunk was used again or left the tier
 
 
-def replay(chunk_ids: Sequence[Sequence[int]], chunk_bytes: float, capacity_bytes: Sequence[float],
+def replay(chunk_ids: Sequence[Sequence[int]], chunk_bytes: float | Sequence[float], capacity_bytes: Sequence[float],
            policy: Policy = "lru") -> ChunkHits:
     """Hits per tier and misses of every request (module docstring).
 
     Args:
         chunk_ids: per request, its chunk ids.
-        chunk_bytes: KV bytes of one chunk (per GPU, as stored).
+        chunk_bytes: KV bytes of one chunk as a tier stores it: one value for every tier, or
+            one per tier (GPU: one GPU's share; host and SSD: the TP replica's whole KV).
         capacity_bytes: bytes of the GPU, host and SSD tiers (3 values, >= 0).
         policy: ``lru`` or ``cachecraft``.
     """
     if len(capacity_bytes) != len(TIERS):
         raise ValueError(f"capacity_bytes needs {len(TIERS)} values (gpu, host, ssd), got {len(capacity_bytes)}")
-    if not chunk_bytes > 0:
-        raise ValueError(f"chunk_bytes must be > 0, got {chunk_bytes}")
-    tiers = [_Tier(int(cap // chunk_bytes), policy) for cap in capacity_bytes]
+    sizes = [float(chunk_bytes)] * len(TIERS) if np.ndim(chunk_bytes) == 0 else [float(b) for b in chunk_bytes]
+    if len(sizes) != len(TIERS) or not all(b > 0 for b in sizes):
+        raise ValueError(f"chunk_bytes must be > 0, one value or one per tier, got {chunk_bytes}")
+    tiers = [_Tier(int(cap // b), policy) for cap, b in zip(capacity_bytes, sizes)]
     uses: dict[int, int] = {}
     last: dict[int, int] = {}
     hits = np.zeros((len(chunk_ids), len(TIERS)), dtype=np.int64)

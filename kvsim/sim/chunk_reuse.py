@@ -1,8 +1,9 @@
 """Prompt tokens each request treats as already computed (its analytic hit), for both simulators.
 
 * ``cacheblend`` on a trace with chunk ids: the chunk cache (:mod:`kvsim.sim.chunk_cache`)
-  decides which chunks hit; ``h`` hit chunks of ``c`` tokens give ``floor((1 - r) h c)``
-  tokens (r: the recompute fraction; CacheBlend §4, METHODS.md 1.16), at most the prompt.
+  decides which chunks hit; ``h`` hit chunks of ``c`` tokens give ``floor((1 - r) h c (L - f) / L)``
+  tokens (r: the recompute fraction, CacheBlend §4, METHODS.md 1.16; f of the L layers recompute
+  every token, §4.3's full first layer: ``kvsim.methods.cacheblend``), at most the prompt.
 * every other case: the method's ``split_prompt`` (the ``prefix`` method's hit ratio; 0 else).
 
 Either way at most ``prompt - 1`` (one token is always prefilled to sample the first token).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kvsim.methods._common import host_kv_tok_layer
 from kvsim.methods.base import KVMethod
 from kvsim.methods.cacheblend import CacheBlend
 from kvsim.sim.chunk_cache import TIERS, ChunkHits, replay
@@ -23,8 +25,10 @@ def chunk_hits(method: KVMethod, trace: Trace) -> ChunkHits | None:
     when the method reuses no chunks or the trace has none."""
     if not isinstance(method, CacheBlend) or trace.chunk_ids is None or trace.chunk_tokens <= 0:
         return None
-    chunk_bytes = float(method.kv_bytes(float(trace.chunk_tokens)).gpu_bytes)
-    return replay(trace.chunk_ids, chunk_bytes, method.chunk_cache_bytes(), method.params.policy)
+    gpu = float(method.kv_bytes(float(trace.chunk_tokens)).gpu_bytes)  # one GPU's share
+    m = method.dep.model
+    replica = float(trace.chunk_tokens) * m.attn_layers * host_kv_tok_layer(method.dep, method.dep.kvb)  # all GPUs
+    return replay(trace.chunk_ids, (gpu, replica, replica), method.chunk_cache_bytes(), method.params.policy)
 
 
 def analytic_hits(method: KVMethod, trace: Trace, peff: np.ndarray) -> np.ndarray:
@@ -33,7 +37,9 @@ def analytic_hits(method: KVMethod, trace: Trace, peff: np.ndarray) -> np.ndarra
     hits = chunk_hits(method, trace)
     if hits is not None:
         reused = np.minimum(hits.hits.sum(axis=1) * trace.chunk_tokens, peff).astype(np.float64)
-        n_hit = reused * (1.0 - float(method.params.recompute_fraction))
+        L = method.dep.model.num_layers
+        skipped = (L - min(int(method.params.full_recompute_layers), L)) / L  # layers that skip reused tokens
+        n_hit = reused * (1.0 - float(method.params.recompute_fraction)) * skipped
     else:
         _, n_hit = method.split_prompt(peff.astype(np.float64))
         n_hit = np.broadcast_to(np.asarray(n_hit, dtype=np.float64), peff.shape)

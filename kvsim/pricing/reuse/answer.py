@@ -41,7 +41,8 @@ def reuse_answer(dep: Deployment, spec: str) -> dict:
         r = blend_ttft(dep, p)
         return {"kind": "cacheblend", "params": p.model_dump(), "reused_tokens": r.reused_tokens,
                 "question_tokens": r.question_tokens, "load_s_per_layer": r.load_s_per_layer,
-                "compute_s_per_layer": r.compute_s_per_layer, "load_hidden": r.load_s_per_layer <= r.compute_s_per_layer,
+                "compute_s_per_layer": r.compute_s_per_layer, "full_layers": r.full_layers,
+                "full_layer_s": r.full_layer_s, "load_hidden": r.load_s_per_layer <= r.compute_s_per_layer,
                 "ttft_s": r.ttft_s, "full_recompute_s": r.full_recompute_s, "prefix_caching_s": r.prefix_caching_s,
                 "speedup_vs_recompute": r.speedup_vs_recompute, "speedup_vs_prefix": r.speedup_vs_prefix}
     s = stream_ttft(dep, p)

@@ -8,10 +8,11 @@ new suffix (the question) attending to the whole context:
     TTFT_recompute = prefill(n + q new)   (the text's bytes are negligible)
     TTFT = min(TTFT_stream, TTFT_recompute)   (CacheGen falls back to text and recompute)
 
-* ``tx_i = enc_bytes_i / link_bw`` with ``enc_bytes = elements x bits_per_element / 8`` per GPU,
-  elements = ``tokens x kv_elements_per_token`` (all layers), priced by
+* ``tx_i = enc_bytes_i / link_bw`` with ``enc_bytes = elements x bits_per_element / 8``,
+  elements = ``tokens x kv_elements_per_token`` (all attention layers, all KV heads: the one link
+  carries the whole replica's KV whatever ``tp``), priced by
   :func:`~kvsim.costmodel.roofline.transfer_seconds` (the link is the user's, not the System's).
-* ``dec_i``: a GPU pass reading the encoded bytes and writing the decoded KV (HBM bytes, op
+* ``dec_i``: each GPU decodes its own share in parallel, a GPU pass reading the encoded bytes and writing the decoded KV (HBM bytes, op
   ``elementwise``) plus ``decode_flops_per_element`` per element, priced by the roofline. CacheGen
   reports its decoding overhead as negligible; the default 0 extra FLOPs is an assumption.
 * ``prefill``: :class:`~kvsim.pricing.step.StepModel` with the ``full`` method, one step.
@@ -34,7 +35,7 @@ from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.roofline import transfer_seconds
 from kvsim.methods.full import Full
-from kvsim.pricing.reuse.blend import prefill_step_s
+from kvsim.pricing.reuse.blend import prefill_step_s, require_attention_only
 from kvsim.pricing.reuse.pipeline import uniform_pipeline_s
 from kvsim.pricing.step import StepModel
 from kvsim.specbase import Strict, number
@@ -73,7 +74,7 @@ class StreamTTFT:
 
     level: str
     bits_per_element: float
-    encoded_bytes: float  # per GPU, whole context
+    encoded_bytes: float  # whole context on the link (the replica's KV)
     transfer_s: float  # whole context over the link (not pipelined)
     decode_s: float  # whole context
     stream_s: float  # pipelined transfer + decode + suffix prefill
@@ -105,12 +106,14 @@ def decode_seconds(dep: Deployment, step: StepModel, tokens: float, p: StreamPar
 
 def stream_ttft(dep: Deployment, p: StreamParams) -> StreamTTFT:
     """CacheGen TTFT of one request (module docstring)."""
+    require_attention_only(dep, "cachegen")
     step = StepModel(dep, Full(dep))
     n, q = p.context_tokens, p.question_tokens
     if n + q <= 0:
         raise ValueError("a request needs at least one token (context_tokens + question_tokens)")
     bits = bits_per_element(dep, p.level)
-    elems_tok = dep.full_kv_bytes_per_token / dep.kvb  # KV elements per token per GPU, all layers
+    m = dep.model
+    elems_tok = m.attn_layers * m.kv_elements_per_token_per_layer  # KV elements per token on the link (replica)
     n_chunks = math.ceil(n / p.chunk_tokens) if n else 0
 
     def chunk_times(tokens: float) -> tuple[float, float]:

@@ -289,7 +289,7 @@ def test_load_touches_the_head_last(which):
     if which == 0:
         t.load(hashes, 0, got, 2, 16)
     else:
-        t.load(hashes, 0, got)
+        t.load(hashes, 0, got, 2)
     t.store([("d1", 1)], 3.0)
     assert t.hits(("a1", "a2"), 0, 2, 4.0) == ["host", "host"] and t.hits(("c1", "c2"), 0, 2, 4.0) == ["host"]
 

@@ -98,22 +98,34 @@ class OffloadTiers:
         return out
 
     def load(self, hashes, start: int, tiers: list[str], wanted: int, pb: int) -> tuple[int, int]:
-        """Load ``hashes[start:start + len(tiers)]`` from their ``tiers`` (touching them, most recent
-        last) for an admission that reused ``start`` GPU entries of ``wanted``; (host, nvme) blocks."""
+        """Load ``hashes[start:start + len(tiers)]`` from their ``tiers`` for an admission that reused
+        ``start`` GPU entries of the ``wanted`` its lookup covers, and :meth:`touch` those ``wanted``
+        entries (GPU-served ones too, as vLLM's lookup does); (host, nvme) blocks."""
         self.wanted_entries += wanted
         self.gpu_hit_entries += start
         got = {"host": 0, "nvme": 0}
         for h, t in zip(hashes[start:start + len(tiers)], tiers):
-            od = self.entries[t]
-            od.move_to_end(h)
-            got[t] += od[h][0]
+            got[t] += self.entries[t][h][0]
             self.hit_entries[t] += 1
         if tiers:
             for t in TIERS:
                 self.blocks_loaded[t] += got[t]
             n_host = sum(1 for t in tiers if t == "host")
             self.loads.append((start * pb, n_host * pb, (len(tiers) - n_host) * pb))
+        self.touch(hashes[:wanted])
         return got["host"], got["nvme"]
+
+    def touch(self, hashes) -> None:
+        """Mark the entries of ``hashes`` that a tier holds as used, the last first: a prompt's first
+        entry ends most recently used, so LRU evicts the tail of a prefix before its head (whose loss
+        would strand the rest behind a miss). vLLM ``LRUOffloadingManager.touch`` (``reversed``),
+        called on every lookup and store with all of the request's block hashes."""
+        host, nvme = self.entries["host"], self.entries["nvme"]
+        for h in reversed(hashes):
+            if h in host:
+                host.move_to_end(h)
+            elif h in nvme:
+                nvme.move_to_end(h)
 
     def load_seconds(self, host_blocks: int, nvme_blocks: int) -> float:
         """Seconds the loads of one step add to it: ``pcie((host + nvme) bytes) + nvme_read(nvme bytes)``."""
@@ -128,13 +140,20 @@ class OffloadTiers:
         return t_pcie + t_nvme
 
     # ----- stores (after a prompt completes) -----
-    def store(self, items, t_s: float) -> None:
+    def store(self, items, t_s: float, touch=None) -> None:
         """Write ``items`` = ``[(hash, blocks)]`` (entries of a prompt completed at ``t_s``) through
-        to the host tier; entries some tier holds already are skipped."""
+        to the host tier; entries some tier holds already are skipped; then :meth:`touch` ``touch``
+        (the prompt's entries; default: those of ``items``). An entry of 0 blocks (a compressed
+        method whose entry fits in the previous entry's last block) is stored too, 0 bytes: the
+        entries after it stay reachable."""
         host, nvme, cap = self.entries["host"], self.entries["nvme"], self.capacity["host"]
-        new = [(h, b) for h, b in items if h not in host and h not in nvme and 0 < b <= cap]
-        if not new:
-            return
+        new = [(h, b) for h, b in items if h not in host and h not in nvme and b <= cap] if cap > 0 else []
+        if new:
+            self._write(new, t_s)
+        self.touch([h for h, _ in items] if touch is None else touch)
+
+    def _write(self, new, t_s: float) -> None:
+        host = self.entries["host"]
         nbytes = sum(b for _, b in new) * self.block_bytes
         start = max(t_s, self.free_at["d2h"])
         ready = start + self.pcie_s(nbytes)
@@ -156,7 +175,7 @@ class OffloadTiers:
             self.used["host"] -= b
             self.blocks_out["host"] += b
             self.evictions["host"] += 1
-            if 0 < b <= self.capacity["nvme"]:
+            if b <= self.capacity["nvme"] and self.capacity["nvme"] > 0:
                 spilled.append((h, b, ready))
         if not spilled:
             return

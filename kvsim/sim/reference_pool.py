@@ -211,15 +211,25 @@ class RefTiers:
             out.append(e[0])
         return out
 
-    def load(self, hashes, start: int, tiers: list[str]) -> tuple[int, int]:
+    def touch(self, hashes) -> None:
+        """Use the held entries of ``hashes`` from the last to the first (vLLM's reversed touch: the
+        first entry of a prompt is the most recently used)."""
+        for h in reversed(hashes):
+            e = self.where.get(h)
+            if e is not None:
+                self._use(e)
+
+    def load(self, hashes, start: int, tiers: list[str], wanted: int) -> tuple[int, int]:
+        """Blocks (host, NVMe) of the entries ``hashes[start:start + len(tiers)]``; then the ``wanted``
+        entries the admission's lookup covered are touched."""
         host = nvme = 0
         for h in hashes[start:start + len(tiers)]:
             e = self.where[h]
-            self._use(e)
             if e[0] == "host":
                 host += e[1]
             else:
                 nvme += e[1]
+        self.touch(hashes[:wanted])
         return host, nvme
 
     def load_seconds(self, host: int, nvme: int) -> float:
@@ -227,8 +237,14 @@ class RefTiers:
             return 0.0
         return self.pcie_s((host + nvme) * self.bb) + (self.nvme_read_s(nvme * self.bb) if nvme else 0.0)
 
-    def store(self, items, t_s: float) -> None:
-        new = [(h, b) for h, b in items if h not in self.where and 0 < b <= self.cap["host"]]
+    def store(self, items, t_s: float, touch=None) -> None:
+        """Copy the entries of ``items`` no tier holds (0-block entries too, as 0 bytes) to the host
+        tier, evict, then touch ``touch`` (default: the hashes of ``items``)."""
+        if self.cap["host"] > 0:
+            self._store([(h, b) for h, b in items if h not in self.where and b <= self.cap["host"]], t_s)
+        self.touch([h for h, _ in items] if touch is None else touch)
+
+    def _store(self, new, t_s: float) -> None:
         if not new:
             return
         start = max(t_s, self.d2h_free)
@@ -240,7 +256,7 @@ class RefTiers:
         while self.held("host") > self.cap["host"]:
             h = min((h for h, e in self.where.items() if e[0] == "host"), key=lambda h: self.where[h][3])
             e = self.where.pop(h)
-            if 0 < e[1] <= self.cap["nvme"]:
+            if self.cap["nvme"] > 0 and e[1] <= self.cap["nvme"]:
                 spilled.append((h, e))
         if spilled:
             start = max(ready, self.nvme_free, max(e[2] for _, e in spilled))

@@ -325,7 +325,8 @@ class Scheduler:
                     r.num_prefix_entries = last
                     if self.tiers is not None:  # write-through of the new entries (kvsim.sim.kv_tiers)
                         self.tiers.store([(h, kv.entry_blocks(i)) for i, h in
-                                          enumerate(r.prefix_hashes[first:last], start=first + 1)], t_end)
+                                          enumerate(r.prefix_hashes[first:last], start=first + 1)], t_end,
+                                         r.prefix_hashes[:last])
                     self.blocked = False  # the queue head may now hit these entries
             finished += self.complete_prompt(r, t_end, self._prefix_blocks(r))
         return finished

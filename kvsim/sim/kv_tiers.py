@@ -41,7 +41,8 @@ from collections.abc import Callable
 from kvsim.errors import ConfigError
 from kvsim.sim.kv_offload import KVOffload, parse_offload, parse_size
 
-__all__ = ["KVOffload", "OffloadTiers", "check_offload", "make_tiers", "parse_offload", "parse_size", "prefill_seconds"]
+__all__ = ["KVOffload", "OffloadTiers", "check_offload", "make_tiers", "merge_summaries", "parse_offload", "parse_size",
+           "prefill_seconds"]
 
 TIERS = ("host", "nvme")
 
@@ -239,6 +240,31 @@ class OffloadTiers:
                 "ttft_saved_est_s": saved[t] - self.load_s[t],
             }
         return out
+
+
+#: per-tier counters that add up across replicas (bytes, entries, seconds)
+SUMMED = ("capacity_bytes", "hit_entries", "bytes_stored", "bytes_evicted", "bytes_loaded", "bytes_held_at_end",
+          "evictions", "load_time_s", "ttft_saved_est_s")
+
+
+def merge_summaries(summaries) -> dict | None:
+    """The tiers of N replicas as one (cluster summaries, ``kvsim plan``): counters summed (capacities
+    too: the cluster's total), hit rates recomputed from the sums, ``hit_entries / wanted_entries``
+    (a ratio of sums, not a mean of the replicas' rates, which would weigh a replica with 1 wanted
+    entry like one with 10,000). ``replicas``: how many had tiers. None when none had them."""
+    got = [s for s in summaries if s]
+    if not got:
+        return None
+    wanted = sum(s["wanted_entries"] for s in got)
+    gpu_hits = sum(s["gpu"]["hit_entries"] for s in got)
+    out = {"gpu": {"hit_entries": gpu_hits, "hit_rate": gpu_hits / max(wanted, 1)}, "wanted_entries": wanted,
+           "replicas": len(got)}
+    for t in TIERS:
+        parts = [s[t] for s in got if t in s]
+        if parts:
+            out[t] = {k: sum(p[k] for p in parts) for k in SUMMED}
+            out[t]["hit_rate"] = out[t]["hit_entries"] / max(wanted, 1)
+    return out
 
 
 def check_offload(offload: KVOffload, system) -> None:

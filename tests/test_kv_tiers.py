@@ -316,3 +316,23 @@ def test_compressed_session_with_16_token_entries_in_both_simulators():
     s = res.summary["kv_offload"]["host"]
     assert s["hit_entries"] == 6 and s["bytes_loaded"] == 6291456
     sim.tiers.check()
+
+
+def test_host_tier_comes_out_of_the_host_kv_pool():
+    """The host tier is pinned host memory like the SWAP space / host KV pool (vLLM allocates both):
+    A100 node, 1 TiB host, 90% usable = 989,560,464,998.4 B = 471,859 blocks of 2 MiB without tiers;
+    a 512 GiB tier leaves 989,560,464,998.4 - 549,755,813,888 = 439,804,651,110.4 B = 209,715 blocks,
+    in both simulators. A tier above the usable 921.6 GiB is a ConfigError."""
+    from kvsim.sim.kv_tiers import check_offload
+    from kvsim.sim.reference_pool import RefGeometry
+
+    dep = a100_llama()
+    m = make_method("full", dep)
+    tr = make_trace([0.0], [100], [2], prefix=[(1,)], pb=512)
+    for off, want in ((None, 471859), (KVOffload(host_bytes=512 * GiB), 209715)):
+        cfg = SimConfig(kv_offload=off)
+        assert ReplicaSim(dep, m, tr, cfg).layout.num_host_blocks == want
+        assert RefGeometry(dep, m, cfg, cfg.max_num_batched_tokens).num_host_blocks == want
+    check_offload(KVOffload(host_bytes=921 * GiB), dep.system)
+    with pytest.raises(ConfigError, match="usable host memory"):
+        check_offload(KVOffload(host_bytes=922 * GiB), dep.system)

@@ -268,12 +268,17 @@ def merge_summaries(summaries) -> dict | None:
 
 
 def check_offload(offload: KVOffload, system) -> None:
-    """ConfigError when the host tier exceeds the node's host memory or the drive is unknown."""
+    """ConfigError when the host tier exceeds the usable host memory (``host_memory_bytes x
+    HOST_MEMORY_UTILIZATION``, :mod:`kvsim.pricing.memory`; the host KV pool gets what it leaves)
+    or the drive is unknown."""
     from kvsim.hardware import get
+    from kvsim.pricing.memory import HOST_MEMORY_UTILIZATION
 
-    if offload.host_bytes > system.host_memory_bytes:
-        raise ConfigError(f"--kv-offload host tier {offload.host_bytes / 2**30:.1f} GiB exceeds the node's host memory "
-                          f"{system.host_memory_bytes / 2**30:.1f} GiB")
+    usable = system.host_memory_bytes * HOST_MEMORY_UTILIZATION
+    if offload.host_bytes > usable:
+        raise ConfigError(f"--kv-offload host tier {offload.host_bytes / 2**30:.1f} GiB exceeds the usable host memory "
+                          f"{usable / 2**30:.1f} GiB ({HOST_MEMORY_UTILIZATION:.0%} of the "
+                          f"{system.host_memory_bytes / 2**30:.1f} GiB a replica has on its node)")
     get("storage", offload.nvme_drive)
 
 

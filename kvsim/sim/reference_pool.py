@@ -40,7 +40,9 @@ class RefGeometry:
     """Pool sizes and per-request block counts of one (deployment, method, engine config)."""
 
     def __init__(self, dep, method, cfg, step_tokens: int) -> None:
-        budget = memory_budget(dep, method, max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs)
+        off = cfg.kv_offload  # rule 11: the host tier's memory is not the host pool's
+        budget = memory_budget(dep, method, max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs,
+                               host_tier_bytes=off.host_bytes if off is not None and off.enabled else 0.0)
         self.block_bytes = cfg.block_size_tokens * method.dep.full_kv_bytes_per_token
         if budget.kv_gpu_bytes < self.block_bytes:
             raise ConfigError("no GPU memory left for the KV cache (reference simulator)")

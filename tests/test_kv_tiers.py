@@ -204,7 +204,7 @@ def test_cli_kv_offload_flag(tmp_path):
     s = json.loads(r.stdout)["kv_offload"]
     assert s["host"]["capacity_bytes"] == 8 * GiB and s["nvme"]["capacity_bytes"] == 64 * GiB
     for bad, msg in (("host=lots", "bad size"), ("nvme=1TiB", "needs a host tier"), ("host=100TiB", "host memory"),
-                     ("host=1GiB,drive=floppy", "unknown storage")):
+                     ("host=1GiB,drive=floppy", "unknown storage"), ("host=1MiB", "holds no KV block")):
         r = kvsim("-n", "5", "--kv-offload", bad)
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] and msg in r.stderr, r.stderr
@@ -336,3 +336,14 @@ def test_host_tier_comes_out_of_the_host_kv_pool():
     check_offload(KVOffload(host_bytes=921 * GiB), dep.system)
     with pytest.raises(ConfigError, match="usable host memory"):
         check_offload(KVOffload(host_bytes=922 * GiB), dep.system)
+
+
+def test_a_tier_smaller_than_one_block_is_an_error():
+    """host=1MiB with 2 MiB blocks (Llama-3.1-8B, 16 tokens x 131,072 B) would be a tier of 0 blocks that
+    silently stores nothing: a ConfigError naming the block size; so is nvme=1MiB. host=0 stays 'off'."""
+    sys_ = a100_llama().system
+    for off in (KVOffload(host_bytes=2**20), KVOffload(host_bytes=GiB, nvme_bytes=2**20)):
+        with pytest.raises(ConfigError, match="holds no KV block"):
+            make_tiers(off, 2**21, sys_)
+    assert make_tiers(KVOffload(host_bytes=2**21), 2**21, sys_).capacity == {"host": 1, "nvme": 0}
+    assert make_tiers(KVOffload(), 2**21, sys_) is None

@@ -282,6 +282,14 @@ def check_offload(offload: KVOffload, system) -> None:
     get("storage", offload.nvme_drive)
 
 
+def check_tier_blocks(offload: KVOffload, block_bytes: float) -> None:
+    """ConfigError when a tier is on but smaller than one KV block (it would store nothing, silently)."""
+    for name, nbytes in (("host", offload.host_bytes), ("nvme", offload.nvme_bytes)):
+        if 0 < nbytes < block_bytes:
+            raise ConfigError(f"--kv-offload {name}={nbytes:.0f} B holds no KV block: one block of this model and "
+                              f"method is {block_bytes:.0f} B")
+
+
 def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transfers: bool = False) -> OffloadTiers | None:
     """The tiers of one replica on ``system`` (None when off): PCIe copies priced by the
     :class:`~kvsim.costmodel.roofline.Roofline` (``pcie_bytes`` plus one round trip, like a SWAP
@@ -293,6 +301,7 @@ def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transf
     from kvsim.hardware import get
 
     check_offload(offload, system)
+    check_tier_blocks(offload, block_bytes)
     roof = Roofline(system)
     drive = get("storage", offload.nvme_drive)
 

@@ -89,6 +89,7 @@ import numpy as np
 
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
+from kvsim.errors import ConfigError
 from kvsim.pricing.step import StepModel
 from kvsim.sim.chunk_reuse import analytic_hits
 from kvsim.sim.config import SimConfig
@@ -127,6 +128,10 @@ class RefReplica:
         self.roofline = Roofline(dep.system)
         self.tiers = None  # rule 11
         off = cfg.kv_offload
+        if off is not None and off.enabled:
+            for name, nbytes in (("host", off.host_bytes), ("nvme", off.nvme_bytes)):
+                if 0 < nbytes < self.geo.block_bytes:
+                    raise ConfigError(f"--kv-offload {name}: smaller than one KV block (reference simulator)")
         if pb and off is not None and off.enabled:
             from kvsim.hardware import get
 

@@ -16,17 +16,22 @@ at the prefix cache's entry granularity (:mod:`kvsim.sim.kv_cache`):
   overflows it; with an NVMe tier they are spilled host -> NVMe (sequential writes at the
   drive's write bandwidth, queued, behind compute), otherwise dropped. The NVMe tier drops
   its least recently used entries. Host and NVMe are exclusive; a block is in two tiers
-  only as a GPU entry mirrored in host or NVMe.
+  only as a GPU entry mirrored in host or NVMe. Use order is vLLM's
+  ``LRUOffloadingManager.touch`` (:meth:`OffloadTiers.touch`): each admission's lookup and each
+  store touch the prompt's entries from the last to the first, so LRU evicts the tail of a
+  prefix before its head.
 * **loads on a prefix hit**: at admission, after the GPU prefix cache's leading hits, the
   following entries found (ready) in host or NVMe are loaded back and count as computed
   tokens; they take GPU blocks like computed tokens and become GPU prefix entries when the
   prompt completes. The load is synchronous in the step that admits the request (vLLM
   schedules a request only after its KV has arrived; here the step waits for it):
   ``pcie(host + nvme bytes) + nvme_read(nvme bytes)`` (NVMe data staged through host
-  memory, not overlapped with the PCIe copy: conservative). A load touches the entries (LRU).
+  memory, not overlapped with the PCIe copy: conservative).
 
 Compressed methods store their compressed bytes in every tier: an entry is its GPU blocks
-(``KVLayout`` blocks of the method's residency) times ``block_bytes``.
+(``KVLayout`` blocks of the method's residency) times ``block_bytes``; an entry of 0 blocks (its
+bytes fit in the previous entry's last block) is stored as 0 bytes, keeping the prefix chain.
+The host tier is host memory the host KV pool does not get (:func:`kvsim.pricing.memory.memory_budget`).
 
 Not modelled: SWAP preemption copies and tier stores share the device-to-host direction
 without queueing against each other; stores of generated (decode) tokens (the GPU prefix

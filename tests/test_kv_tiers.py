@@ -347,3 +347,31 @@ def test_a_tier_smaller_than_one_block_is_an_error():
             make_tiers(off, 2**21, sys_)
     assert make_tiers(KVOffload(host_bytes=2**21), 2**21, sys_).capacity == {"host": 1, "nvme": 0}
     assert make_tiers(KVOffload(), 2**21, sys_) is None
+
+
+def test_gpu_served_entries_missing_below_are_stored_again():
+    """vLLM's connector prepares a store of every full block of a request (prepare_store drops those
+    the CPU holds), so a prefix the GPU cache serves but the host tier evicted is offloaded again.
+    200 GPU blocks (nothing evicted there), host tier 64 blocks = 2 entries of 32: A's turn 1 stores
+    A1 A2; B's store evicts them; A's turn 2 is served by the GPU (1,024 cached tokens) and its
+    completion stores A1 A2 again (evicting B1 B2): 6 entries x 32 blocks x 2 MiB = 402,653,184 B
+    stored, the host tier ends with A1 A2, in both simulators."""
+    from kvsim.sim.reference import RefReplica
+
+    dep = a100_llama()
+    m = make_method("full", dep)
+    cfg = SimConfig(kv_offload=KVOffload(host_bytes=64 * 2**21))
+    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 200, cfg)})
+    tr = make_trace([0.0, 2.0, 5.0], [1100, 1500, 1100], [2, 2, 2],
+                    prefix=[(1, 2, 3), (11, 12, 13), (1, 2, 4)], pb=512)
+    sim = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep())
+    res = sim.run()
+    assert res.records.cached_tokens.tolist() == [0, 0, 1024]
+    assert res.summary["kv_offload"]["host"]["bytes_stored"] == 6 * 32 * 2**21 == 402653184
+    assert list(sim.tiers.entries["host"]) == [2, 1]  # A1 most recently used
+    ref = RefReplica(dep, m, tr, cfg, step_model=FakeStep())
+    for i in range(3):
+        ref.arrive(i)
+    ref.run_before(float("inf"))
+    assert sorted(h for h, e in ref.tiers.where.items() if e[0] == "host") == [1, 2]
+    sim.tiers.check()

@@ -3,8 +3,8 @@
 Semantics of vLLM v1's CPU KV offloading (``vllm/v1/kv_offload``, the ``OffloadingConnector``),
 at the prefix cache's entry granularity (:mod:`kvsim.sim.kv_cache`):
 
-* **write-through, asynchronous**: when a prompt completes, its prefix entries that no tier
-  holds are copied GPU -> host over PCIe after the step that computed them. The copy runs
+* **write-through, asynchronous**: when a prompt completes, its prefix entries (GPU hits
+  included) that no tier holds are copied GPU -> host over PCIe after the step that computed them. The copy runs
   behind compute (it never lengthens a step): copies queue one after another on the
   device-to-host direction of the link (PCIe is full duplex, ``LinkSpec.bw_bytes_per_s`` is
   per direction), each ``Roofline`` PCIe copy of its bytes plus one round trip, and an entry
@@ -148,15 +148,18 @@ class OffloadTiers:
     # ----- stores (after a prompt completes) -----
     def store(self, items, t_s: float, touch=None) -> None:
         """Write ``items`` = ``[(hash, blocks)]`` (entries of a prompt completed at ``t_s``) through
-        to the host tier; entries some tier holds already are skipped; then :meth:`touch` ``touch``
-        (the prompt's entries; default: those of ``items``). An entry of 0 blocks (a compressed
+        to the host tier; entries some tier holds already are skipped; if it copied any, then
+        :meth:`touch` ``touch`` (default: the entries of ``items``; vLLM touches only after a store
+        that copies something). ``items`` are all of a prompt's entries, GPU hits included: vLLM
+        prepares a store of every full block of a request, so an entry the GPU serves but the
+        tiers dropped is offloaded again. An entry of 0 blocks (a compressed
         method whose entry fits in the previous entry's last block) is stored too, 0 bytes: the
         entries after it stay reachable."""
         host, nvme, cap = self.entries["host"], self.entries["nvme"], self.capacity["host"]
         new = [(h, b) for h, b in items if h not in host and h not in nvme and b <= cap] if cap > 0 else []
         if new:
             self._write(new, t_s)
-        self.touch([h for h, _ in items] if touch is None else touch)
+            self.touch([h for h, _ in items] if touch is None else touch)
 
     def _write(self, new, t_s: float) -> None:
         host = self.entries["host"]

@@ -241,14 +241,13 @@ class RefTiers:
 
     def store(self, items, t_s: float, touch=None) -> None:
         """Copy the entries of ``items`` no tier holds (0-block entries too, as 0 bytes) to the host
-        tier, evict, then touch ``touch`` (default: the hashes of ``items``)."""
-        if self.cap["host"] > 0:
-            self._store([(h, b) for h, b in items if h not in self.where and b <= self.cap["host"]], t_s)
-        self.touch([h for h, _ in items] if touch is None else touch)
+        tier, evict, then, if it copied any, touch ``touch`` (default: the hashes of ``items``)."""
+        new = [(h, b) for h, b in items if h not in self.where and b <= self.cap["host"]] if self.cap["host"] > 0 else []
+        if new:
+            self._store(new, t_s)
+            self.touch([h for h, _ in items] if touch is None else touch)
 
     def _store(self, new, t_s: float) -> None:
-        if not new:
-            return
         start = max(t_s, self.d2h_free)
         ready = self.d2h_free = start + self.pcie_s(sum(b for _, b in new) * self.bb)
         for h, b in new:

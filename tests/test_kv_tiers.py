@@ -204,7 +204,7 @@ def test_cli_kv_offload_flag(tmp_path):
     s = json.loads(r.stdout)["kv_offload"]
     assert s["host"]["capacity_bytes"] == 8 * GiB and s["nvme"]["capacity_bytes"] == 64 * GiB
     for bad, msg in (("host=lots", "bad size"), ("nvme=1TiB", "needs a host tier"), ("host=100TiB", "host memory"),
-                     ("host=1GiB,drive=floppy", "unknown storage")):
+                     ("host=1GiB,drive=floppy", "unknown storage"), ("host=1MiB", "holds no KV block")):
         r = kvsim("-n", "5", "--kv-offload", bad)
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] and msg in r.stderr, r.stderr
@@ -241,3 +241,137 @@ def test_simconfig_takes_the_cli_spelling():
     assert SimConfig(kv_offload="host=1GiB,nvme=2GiB").kv_offload == KVOffload(host_bytes=2**30, nvme_bytes=2**31)
     with pytest.raises(ConfigError):
         SimConfig(kv_offload="host=x")
+
+
+# ----- review (issue 14 item 1): compressed entries of zero blocks; vLLM's LRU touch order -----
+
+def _both(host_blocks, nvme_blocks=0):
+    """The fast tiers and the reference's, with _toy's prices (1 MB blocks, PCIe 1 GB/s)."""
+    from kvsim.sim.reference_pool import RefTiers
+
+    off = KVOffload(host_bytes=host_blocks * 1e6, nvme_bytes=nvme_blocks * 1e6)
+    prices = (lambda n: n / 1e9, lambda n: n / 0.5e9, lambda n: n / 0.25e9)
+    return [OffloadTiers(off, 1e6, *prices), RefTiers(off, 1e6, *prices)]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_zero_block_entries_keep_the_prefix_chain(which):
+    """A compressed method's entry can add 0 blocks (HeadMerge at 16-token entries: blocks(16 i) =
+    ceil(i / 2), so entries 1, 2, 3 take 1, 0, 1 blocks); it is stored (0 bytes) so the next entries
+    stay reachable: all 3 are found once the 2 MB copy ends at 2 ms, not only entry 1."""
+    t = _both(10)[which]
+    t.store([(1, 1), (2, 0), (3, 1)], 0.0)
+    assert t.hits((1, 2, 3), 0, 3, 0.002) == ["host"] * 3
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_lru_keeps_the_head_of_a_prefix(which):
+    """vLLM's LRUOffloadingManager.touch walks a request's blocks in reverse, so a prompt's first block
+    is its most recently used. Host of 3 blocks: store a1 a2 a3 (1 block each) at t=0, then b1 at t=1:
+    the victim is a3 (the tail), and a later lookup of a1 a2 a3 still finds a1 a2. (Evicting a1 would
+    strand a2 a3: unreachable behind a miss.)"""
+    t = _both(3)[which]
+    t.store([("a1", 1), ("a2", 1), ("a3", 1)], 0.0)
+    t.store([("b1", 1)], 1.0)
+    assert t.hits(("a1", "a2", "a3"), 0, 3, 2.0) == ["host", "host"]
+    assert t.hits(("b1",), 0, 1, 2.0) == ["host"]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_load_touches_the_head_last(which):
+    """Host of 4 blocks: store a1 a2 (t=0) then c1 c2 (t=1); loading a1 a2 at t=2 makes a1 the most
+    recently used, then a2, c1, c2 in turn; storing d1 (t=3) evicts c2 (least recent; a1 a2 c1 left)."""
+    t = _both(4)[which]
+    t.store([("a1", 1), ("a2", 1)], 0.0)
+    t.store([("c1", 1), ("c2", 1)], 1.0)
+    hashes = ("a1", "a2")
+    got = t.hits(hashes, 0, 2, 2.0)
+    if which == 0:
+        t.load(hashes, 0, got, 2, 16)
+    else:
+        t.load(hashes, 0, got, 2)
+    t.store([("d1", 1)], 3.0)
+    assert t.hits(("a1", "a2"), 0, 2, 4.0) == ["host", "host"] and t.hits(("c1", "c2"), 0, 2, 4.0) == ["host"]
+
+
+def test_compressed_session_with_16_token_entries_in_both_simulators():
+    """HeadMerge (half the KV) on 16-token prefix entries (BurstGPT sessions, vLLM's block size): turn 1
+    of A (100 tokens, 6 full entries = blocks 1,0,1,0,1,0 = 3 blocks of 2 MiB) is evicted from a
+    6-block GPU pool by B's entry 1 eviction; turn 2 of A loads all 6 entries from the host tier
+    (3 blocks, 6,291,456 bytes: 6291456 / 26.775e9 + 2.4e-5 = 0.00025898 s) and prefills 4 tokens:
+    TTFT = 0.010 + 0.004 + load = 0.01425898 s (the fast engine; the reference agrees inside _session2)."""
+    dep = a100_llama()
+    m = make_method("headmerge", dep)
+    cfg = SimConfig(kv_offload=KVOffload(host_bytes=GiB), record_token_times=True)
+    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 6, cfg)})
+    tr = make_trace([0.0, 2.0, 5.0], [100, 100, 100], [2, 2, 2],
+                    prefix=[(1, 2, 3, 4, 5, 6, 7), (11, 12, 13, 14, 15, 16, 17), (1, 2, 3, 4, 5, 6, 8)], pb=16)
+    sim = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep())
+    res = sim.run()
+    ref = simulate_reference(dep, m, tr, cfg, step_model=FakeStep())
+    assert np.allclose(res.records.first_token_s, ref.first_token_s, rtol=1e-12, atol=0)
+    load_s = 6291456 / 26.775e9 + 2.4e-5
+    assert res.records.cached_tokens.tolist() == [0, 0, 96]
+    assert res.records.first_token_s[2] - 5.0 == pytest.approx(0.010 + 0.004 + load_s, rel=1e-12)
+    s = res.summary["kv_offload"]["host"]
+    assert s["hit_entries"] == 6 and s["bytes_loaded"] == 6291456
+    sim.tiers.check()
+
+
+def test_host_tier_comes_out_of_the_host_kv_pool():
+    """The host tier is pinned host memory like the SWAP space / host KV pool (vLLM allocates both):
+    A100 node, 1 TiB host, 90% usable = 989,560,464,998.4 B = 471,859 blocks of 2 MiB without tiers;
+    a 512 GiB tier leaves 989,560,464,998.4 - 549,755,813,888 = 439,804,651,110.4 B = 209,715 blocks,
+    in both simulators. A tier above the usable 921.6 GiB is a ConfigError."""
+    from kvsim.sim.kv_tiers import check_offload
+    from kvsim.sim.reference_pool import RefGeometry
+
+    dep = a100_llama()
+    m = make_method("full", dep)
+    tr = make_trace([0.0], [100], [2], prefix=[(1,)], pb=512)
+    for off, want in ((None, 471859), (KVOffload(host_bytes=512 * GiB), 209715)):
+        cfg = SimConfig(kv_offload=off)
+        assert ReplicaSim(dep, m, tr, cfg).layout.num_host_blocks == want
+        assert RefGeometry(dep, m, cfg, cfg.max_num_batched_tokens).num_host_blocks == want
+    check_offload(KVOffload(host_bytes=921 * GiB), dep.system)
+    with pytest.raises(ConfigError, match="usable host memory"):
+        check_offload(KVOffload(host_bytes=922 * GiB), dep.system)
+
+
+def test_a_tier_smaller_than_one_block_is_an_error():
+    """host=1MiB with 2 MiB blocks (Llama-3.1-8B, 16 tokens x 131,072 B) would be a tier of 0 blocks that
+    silently stores nothing: a ConfigError naming the block size; so is nvme=1MiB. host=0 stays 'off'."""
+    sys_ = a100_llama().system
+    for off in (KVOffload(host_bytes=2**20), KVOffload(host_bytes=GiB, nvme_bytes=2**20)):
+        with pytest.raises(ConfigError, match="holds no KV block"):
+            make_tiers(off, 2**21, sys_)
+    assert make_tiers(KVOffload(host_bytes=2**21), 2**21, sys_).capacity == {"host": 1, "nvme": 0}
+    assert make_tiers(KVOffload(), 2**21, sys_) is None
+
+
+def test_gpu_served_entries_missing_below_are_stored_again():
+    """vLLM's connector prepares a store of every full block of a request (prepare_store drops those
+    the CPU holds), so a prefix the GPU cache serves but the host tier evicted is offloaded again.
+    200 GPU blocks (nothing evicted there), host tier 64 blocks = 2 entries of 32: A's turn 1 stores
+    A1 A2; B's store evicts them; A's turn 2 is served by the GPU (1,024 cached tokens) and its
+    completion stores A1 A2 again (evicting B1 B2): 6 entries x 32 blocks x 2 MiB = 402,653,184 B
+    stored, the host tier ends with A1 A2, in both simulators."""
+    from kvsim.sim.reference import RefReplica
+
+    dep = a100_llama()
+    m = make_method("full", dep)
+    cfg = SimConfig(kv_offload=KVOffload(host_bytes=64 * 2**21))
+    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 200, cfg)})
+    tr = make_trace([0.0, 2.0, 5.0], [1100, 1500, 1100], [2, 2, 2],
+                    prefix=[(1, 2, 3), (11, 12, 13), (1, 2, 4)], pb=512)
+    sim = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep())
+    res = sim.run()
+    assert res.records.cached_tokens.tolist() == [0, 0, 1024]
+    assert res.summary["kv_offload"]["host"]["bytes_stored"] == 6 * 32 * 2**21 == 402653184
+    assert list(sim.tiers.entries["host"]) == [2, 1]  # A1 most recently used
+    ref = RefReplica(dep, m, tr, cfg, step_model=FakeStep())
+    for i in range(3):
+        ref.arrive(i)
+    ref.run_before(float("inf"))
+    assert sorted(h for h, e in ref.tiers.where.items() if e[0] == "host") == [1, 2]
+    sim.tiers.check()

@@ -23,7 +23,9 @@
   exactly :func:`kvsim.sim.replica.simulate`.
 
 The result has the per-request records of every replica merged in trace order, a summary
-recomputed from them (:func:`kvsim.sim.metrics.summarize`), and timelines summed over replicas.
+recomputed from them (:func:`kvsim.sim.metrics.summarize`), timelines summed over replicas, and the
+KV offload tiers' counters summed with hit rates recomputed from the sums
+(:func:`kvsim.sim.kv_tiers.merge_summaries`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod
 from kvsim.plan.schema import ROUTERS
+from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, summarize
 from kvsim.sim.replica import ReplicaSim, SimConfig, simulate
 from kvsim.traces.base import Trace
@@ -164,6 +167,7 @@ def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Depl
         "kv_gpu_capacity_bytes": per[0].get("kv_gpu_capacity_bytes"),
         "kv_gpu_capacity_tokens": per[0].get("kv_gpu_capacity_tokens"),
         "kv_host_capacity_bytes": per[0].get("kv_host_capacity_bytes"),
+        "kv_offload": merge_summaries([p.get("kv_offload") for p in per]),  # tiers of every replica, summed
         "sim": {"wall_s": wall_s, "steps": sum(p.get("sim", {}).get("steps", 0) for p in per)},
         "notes": sorted({n for p in per for n in p.get("notes", [])}),
     })

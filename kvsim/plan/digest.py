@@ -51,7 +51,8 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
         if not math.isfinite(rate_per_s):  # arrivals 1e-313 s apart: all at one instant, as span 0
             rate_per_s = 0.0
     extra = {"kv_gpu_capacity_bytes": float(s.get("kv_gpu_capacity_bytes") or 0.0),
-             "kv_host_capacity_bytes": float(s.get("kv_host_capacity_bytes") or 0.0)}
+             "kv_host_capacity_bytes": float(s.get("kv_host_capacity_bytes") or 0.0),
+             "kv_offload": s.get("kv_offload")}
     if detail:
         done = np.asarray(rec.status) == RequestStatus.FINISHED
         ttft = (np.asarray(rec.first_token_s) - np.asarray(rec.arrival_s))[done]

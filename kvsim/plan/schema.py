@@ -71,6 +71,7 @@ class PointResult(_Frozen):
     timeline: TimelineDigest | None = None
     kv_gpu_capacity_bytes: float = 0.0  # KV pool of one replica, per GPU (0: not recorded)
     kv_host_capacity_bytes: float = 0.0
+    kv_offload: dict | None = None  # KV offload tiers, all replicas (kvsim.sim.kv_tiers.merge_summaries); None: off
 
     def meets(self, slo: SLO) -> bool:
         """True if every bound of the SLO holds at its percentile (:meth:`SLO.checks`) and at

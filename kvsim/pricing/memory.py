@@ -66,9 +66,11 @@ def fewest(*counts: int | None) -> int | None:
 
 
 def memory_budget(dep: Deployment, method: KVMethod, max_tokens_per_step: float, max_seqs: float,
-                  host_share: float = 1.0) -> MemoryBudget:
+                  host_share: float = 1.0, host_tier_bytes: float = 0.0) -> MemoryBudget:
     """Budget per GPU for an engine profiled with a step of ``max_tokens_per_step`` tokens and
-    ``max_seqs`` sequences; ``host_share`` is this replica's share of the node's host memory."""
+    ``max_seqs`` sequences; ``host_share`` is this replica's share of the node's host memory;
+    ``host_tier_bytes``: the KV offload host tier (:mod:`kvsim.sim.kv_tiers`), pinned host memory
+    that the host KV pool (SWAP space, host-resident methods) does not get (bytes)."""
     total = dep.gpu_memory_budget_bytes
     w = dep.weight_bytes_per_gpu
     reserve = engine_reserve(dep, max_tokens_per_step, max_seqs)
@@ -86,6 +88,6 @@ def memory_budget(dep: Deployment, method: KVMethod, max_tokens_per_step: float,
         method_fixed_gpu_bytes=fixed,
         kv_gpu_bytes=total - w - reserve.total_bytes - fixed,
         host_total_bytes=host_total,
-        kv_host_bytes=host_total - method.fixed_host_bytes() - experts,
+        kv_host_bytes=host_total - method.fixed_host_bytes() - experts - host_tier_bytes,
         expert_host_bytes=experts,
     )

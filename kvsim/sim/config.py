@@ -64,6 +64,12 @@ class SimConfig(BaseModel):
         return v
 
     @property
+    def host_tier_bytes(self) -> float:
+        """Host memory of the KV offload host tier (0 when off): taken from the host KV pool."""
+        off = self.kv_offload
+        return off.host_bytes if off is not None and off.enabled else 0.0
+
+    @property
     def effective_watermark(self) -> float:
         """The watermark in force: vLLM v0's ``BlockSpaceManager`` default 0.01 in the whole-prompt
         (v0) mode, 0 in the chunked (v1) mode, unless set."""

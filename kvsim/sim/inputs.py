@@ -77,7 +77,7 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
     if not cfg.chunked_prefill and fits_ctx.any():
         step_tokens = max(step_tokens, int(peff[fits_ctx].max()))
     lay = kv_layout(dep, method, n_max, block_size_tokens=cfg.block_size_tokens,
-                    max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs)
+                    max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs, host_tier_bytes=cfg.host_tier_bytes)
     end = np.minimum(total - 1, n_max)
     g_end, h_end = lay.blocks(end, peff)
     reject = np.zeros(len(trace), dtype=np.int8)

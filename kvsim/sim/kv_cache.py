@@ -119,11 +119,13 @@ def _blocks(nbytes, shape, block_bytes: float) -> np.ndarray:
 
 
 def kv_layout(dep: Deployment, method: KVMethod, max_tokens: int, *, block_size_tokens: int = 16,
-              max_tokens_per_step: float, max_seqs: int) -> KVLayout:
-    """Pools and per-token block tables for requests of up to ``max_tokens`` tokens."""
+              max_tokens_per_step: float, max_seqs: int, host_tier_bytes: float = 0.0) -> KVLayout:
+    """Pools and per-token block tables for requests of up to ``max_tokens`` tokens (``host_tier_bytes``:
+    host memory the KV offload tier takes from the host pool, :func:`memory_budget`)."""
     if block_size_tokens < 1:
         raise ConfigError(f"block_size_tokens must be >= 1, got {block_size_tokens}")
-    budget = memory_budget(dep, method, max_tokens_per_step=max_tokens_per_step, max_seqs=max_seqs)
+    budget = memory_budget(dep, method, max_tokens_per_step=max_tokens_per_step, max_seqs=max_seqs,
+                           host_tier_bytes=host_tier_bytes)
     block_bytes = block_size_tokens * method.dep.full_kv_bytes_per_token
     if budget.kv_gpu_bytes < block_bytes:
         gib = 2**30

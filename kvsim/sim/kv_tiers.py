@@ -3,8 +3,8 @@
 Semantics of vLLM v1's CPU KV offloading (``vllm/v1/kv_offload``, the ``OffloadingConnector``),
 at the prefix cache's entry granularity (:mod:`kvsim.sim.kv_cache`):
 
-* **write-through, asynchronous**: when a prompt completes, its prefix entries that no tier
-  holds are copied GPU -> host over PCIe after the step that computed them. The copy runs
+* **write-through, asynchronous**: when a prompt completes, its prefix entries (GPU hits
+  included) that no tier holds are copied GPU -> host over PCIe after the step that computed them. The copy runs
   behind compute (it never lengthens a step): copies queue one after another on the
   device-to-host direction of the link (PCIe is full duplex, ``LinkSpec.bw_bytes_per_s`` is
   per direction), each ``Roofline`` PCIe copy of its bytes plus one round trip, and an entry
@@ -16,17 +16,22 @@ at the prefix cache's entry granularity (:mod:`kvsim.sim.kv_cache`):
   overflows it; with an NVMe tier they are spilled host -> NVMe (sequential writes at the
   drive's write bandwidth, queued, behind compute), otherwise dropped. The NVMe tier drops
   its least recently used entries. Host and NVMe are exclusive; a block is in two tiers
-  only as a GPU entry mirrored in host or NVMe.
+  only as a GPU entry mirrored in host or NVMe. Use order is vLLM's
+  ``LRUOffloadingManager.touch`` (:meth:`OffloadTiers.touch`): each admission's lookup and each
+  store touch the prompt's entries from the last to the first, so LRU evicts the tail of a
+  prefix before its head.
 * **loads on a prefix hit**: at admission, after the GPU prefix cache's leading hits, the
   following entries found (ready) in host or NVMe are loaded back and count as computed
   tokens; they take GPU blocks like computed tokens and become GPU prefix entries when the
   prompt completes. The load is synchronous in the step that admits the request (vLLM
   schedules a request only after its KV has arrived; here the step waits for it):
   ``pcie(host + nvme bytes) + nvme_read(nvme bytes)`` (NVMe data staged through host
-  memory, not overlapped with the PCIe copy: conservative). A load touches the entries (LRU).
+  memory, not overlapped with the PCIe copy: conservative).
 
 Compressed methods store their compressed bytes in every tier: an entry is its GPU blocks
-(``KVLayout`` blocks of the method's residency) times ``block_bytes``.
+(``KVLayout`` blocks of the method's residency) times ``block_bytes``; an entry of 0 blocks (its
+bytes fit in the previous entry's last block) is stored as 0 bytes, keeping the prefix chain.
+The host tier is host memory the host KV pool does not get (:func:`kvsim.pricing.memory.memory_budget`).
 
 Not modelled: SWAP preemption copies and tier stores share the device-to-host direction
 without queueing against each other; stores of generated (decode) tokens (the GPU prefix
@@ -41,7 +46,8 @@ from collections.abc import Callable
 from kvsim.errors import ConfigError
 from kvsim.sim.kv_offload import KVOffload, parse_offload, parse_size
 
-__all__ = ["KVOffload", "OffloadTiers", "check_offload", "make_tiers", "parse_offload", "parse_size", "prefill_seconds"]
+__all__ = ["KVOffload", "OffloadTiers", "check_offload", "make_tiers", "merge_summaries", "parse_offload", "parse_size",
+           "prefill_seconds"]
 
 TIERS = ("host", "nvme")
 
@@ -98,22 +104,34 @@ class OffloadTiers:
         return out
 
     def load(self, hashes, start: int, tiers: list[str], wanted: int, pb: int) -> tuple[int, int]:
-        """Load ``hashes[start:start + len(tiers)]`` from their ``tiers`` (touching them, most recent
-        last) for an admission that reused ``start`` GPU entries of ``wanted``; (host, nvme) blocks."""
+        """Load ``hashes[start:start + len(tiers)]`` from their ``tiers`` for an admission that reused
+        ``start`` GPU entries of the ``wanted`` its lookup covers, and :meth:`touch` those ``wanted``
+        entries (GPU-served ones too, as vLLM's lookup does); (host, nvme) blocks."""
         self.wanted_entries += wanted
         self.gpu_hit_entries += start
         got = {"host": 0, "nvme": 0}
         for h, t in zip(hashes[start:start + len(tiers)], tiers):
-            od = self.entries[t]
-            od.move_to_end(h)
-            got[t] += od[h][0]
+            got[t] += self.entries[t][h][0]
             self.hit_entries[t] += 1
         if tiers:
             for t in TIERS:
                 self.blocks_loaded[t] += got[t]
             n_host = sum(1 for t in tiers if t == "host")
             self.loads.append((start * pb, n_host * pb, (len(tiers) - n_host) * pb))
+        self.touch(hashes[:wanted])
         return got["host"], got["nvme"]
+
+    def touch(self, hashes) -> None:
+        """Mark the entries of ``hashes`` that a tier holds as used, the last first: a prompt's first
+        entry ends most recently used, so LRU evicts the tail of a prefix before its head (whose loss
+        would strand the rest behind a miss). vLLM ``LRUOffloadingManager.touch`` (``reversed``),
+        called on every lookup and store with all of the request's block hashes."""
+        host, nvme = self.entries["host"], self.entries["nvme"]
+        for h in reversed(hashes):
+            if h in host:
+                host.move_to_end(h)
+            elif h in nvme:
+                nvme.move_to_end(h)
 
     def load_seconds(self, host_blocks: int, nvme_blocks: int) -> float:
         """Seconds the loads of one step add to it: ``pcie((host + nvme) bytes) + nvme_read(nvme bytes)``."""
@@ -128,13 +146,23 @@ class OffloadTiers:
         return t_pcie + t_nvme
 
     # ----- stores (after a prompt completes) -----
-    def store(self, items, t_s: float) -> None:
+    def store(self, items, t_s: float, touch=None) -> None:
         """Write ``items`` = ``[(hash, blocks)]`` (entries of a prompt completed at ``t_s``) through
-        to the host tier; entries some tier holds already are skipped."""
+        to the host tier; entries some tier holds already are skipped; if it copied any, then
+        :meth:`touch` ``touch`` (default: the entries of ``items``; vLLM touches only after a store
+        that copies something). ``items`` are all of a prompt's entries, GPU hits included: vLLM
+        prepares a store of every full block of a request, so an entry the GPU serves but the
+        tiers dropped is offloaded again. An entry of 0 blocks (a compressed
+        method whose entry fits in the previous entry's last block) is stored too, 0 bytes: the
+        entries after it stay reachable."""
         host, nvme, cap = self.entries["host"], self.entries["nvme"], self.capacity["host"]
-        new = [(h, b) for h, b in items if h not in host and h not in nvme and 0 < b <= cap]
-        if not new:
-            return
+        new = [(h, b) for h, b in items if h not in host and h not in nvme and b <= cap] if cap > 0 else []
+        if new:
+            self._write(new, t_s)
+            self.touch([h for h, _ in items] if touch is None else touch)
+
+    def _write(self, new, t_s: float) -> None:
+        host = self.entries["host"]
         nbytes = sum(b for _, b in new) * self.block_bytes
         start = max(t_s, self.free_at["d2h"])
         ready = start + self.pcie_s(nbytes)
@@ -156,7 +184,7 @@ class OffloadTiers:
             self.used["host"] -= b
             self.blocks_out["host"] += b
             self.evictions["host"] += 1
-            if 0 < b <= self.capacity["nvme"]:
+            if b <= self.capacity["nvme"] and self.capacity["nvme"] > 0:
                 spilled.append((h, b, ready))
         if not spilled:
             return
@@ -222,14 +250,52 @@ class OffloadTiers:
         return out
 
 
-def check_offload(offload: KVOffload, system) -> None:
-    """ConfigError when the host tier exceeds the node's host memory or the drive is unknown."""
-    from kvsim.hardware import get
+#: per-tier counters that add up across replicas (bytes, entries, seconds)
+SUMMED = ("capacity_bytes", "hit_entries", "bytes_stored", "bytes_evicted", "bytes_loaded", "bytes_held_at_end",
+          "evictions", "load_time_s", "ttft_saved_est_s")
 
-    if offload.host_bytes > system.host_memory_bytes:
-        raise ConfigError(f"--kv-offload host tier {offload.host_bytes / 2**30:.1f} GiB exceeds the node's host memory "
-                          f"{system.host_memory_bytes / 2**30:.1f} GiB")
+
+def merge_summaries(summaries) -> dict | None:
+    """The tiers of N replicas as one (cluster summaries, ``kvsim plan``): counters summed (capacities
+    too: the cluster's total), hit rates recomputed from the sums, ``hit_entries / wanted_entries``
+    (a ratio of sums, not a mean of the replicas' rates, which would weigh a replica with 1 wanted
+    entry like one with 10,000). ``replicas``: how many had tiers. None when none had them."""
+    got = [s for s in summaries if s]
+    if not got:
+        return None
+    wanted = sum(s["wanted_entries"] for s in got)
+    gpu_hits = sum(s["gpu"]["hit_entries"] for s in got)
+    out = {"gpu": {"hit_entries": gpu_hits, "hit_rate": gpu_hits / max(wanted, 1)}, "wanted_entries": wanted,
+           "replicas": len(got)}
+    for t in TIERS:
+        parts = [s[t] for s in got if t in s]
+        if parts:
+            out[t] = {k: sum(p[k] for p in parts) for k in SUMMED}
+            out[t]["hit_rate"] = out[t]["hit_entries"] / max(wanted, 1)
+    return out
+
+
+def check_offload(offload: KVOffload, system) -> None:
+    """ConfigError when the host tier exceeds the usable host memory (``host_memory_bytes x
+    HOST_MEMORY_UTILIZATION``, :mod:`kvsim.pricing.memory`; the host KV pool gets what it leaves)
+    or the drive is unknown."""
+    from kvsim.hardware import get
+    from kvsim.pricing.memory import HOST_MEMORY_UTILIZATION
+
+    usable = system.host_memory_bytes * HOST_MEMORY_UTILIZATION
+    if offload.host_bytes > usable:
+        raise ConfigError(f"--kv-offload host tier {offload.host_bytes / 2**30:.1f} GiB exceeds the usable host memory "
+                          f"{usable / 2**30:.1f} GiB ({HOST_MEMORY_UTILIZATION:.0%} of the "
+                          f"{system.host_memory_bytes / 2**30:.1f} GiB a replica has on its node)")
     get("storage", offload.nvme_drive)
+
+
+def check_tier_blocks(offload: KVOffload, block_bytes: float) -> None:
+    """ConfigError when a tier is on but smaller than one KV block (it would store nothing, silently)."""
+    for name, nbytes in (("host", offload.host_bytes), ("nvme", offload.nvme_bytes)):
+        if 0 < nbytes < block_bytes:
+            raise ConfigError(f"--kv-offload {name}={nbytes:.0f} B holds no KV block: one block of this model and "
+                              f"method is {block_bytes:.0f} B")
 
 
 def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transfers: bool = False) -> OffloadTiers | None:
@@ -243,6 +309,7 @@ def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transf
     from kvsim.hardware import get
 
     check_offload(offload, system)
+    check_tier_blocks(offload, block_bytes)
     roof = Roofline(system)
     drive = get("storage", offload.nvme_drive)
 

@@ -65,11 +65,15 @@ Stated rules (where the module docstrings are silent, this follows the current c
    admission, after the GPU hits, the next entries found in the host or NVMe tier whose copy
    ended at or before the step's start count as computed; their load (one PCIe copy of their
    bytes, plus an NVMe read of the NVMe part) adds to the admitting step. When a prompt
-   completes, its newly registered entries that no tier holds are copied to the host tier in
-   the background: FIFO on the device-to-host queue from the step's end; a host tier over
-   capacity evicts least recently used entries (stored or loaded), spilled to NVMe (FIFO on the
-   NVMe write queue, from the later of the host copy's end and the queue) or dropped; NVMe
-   evicts least recently used (spilled or loaded) entries.
+   completes, its registered entries (GPU hits included) that no tier holds are copied to the host tier in
+   the background: FIFO on the device-to-host queue from the step's end (an entry of 0 blocks
+   is stored too, 0 bytes); a host tier over capacity evicts least recently used entries,
+   spilled to NVMe (FIFO on the NVMe write queue, from the later of the host copy's end and the
+   queue) or dropped; NVMe evicts least recently used entries. Use (vLLM's ``touch``): every
+   admission with prefix ids, after its load, uses the entries its lookup covered, and every
+   store that copies something, after its evictions, the prompt's entries; both from the last entry to the
+   first (a prompt's first entry is the most recent); an entry entering NVMe is its most recent
+   use there.
 9. Cluster lockstep: before routing arrival ``i`` at ``t_i`` every replica processes its
    events strictly before ``t_i``; the load of a replica is its routed requests less those
    that finished or were rejected strictly before ``t_i``.
@@ -85,6 +89,7 @@ import numpy as np
 
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
+from kvsim.errors import ConfigError
 from kvsim.pricing.step import StepModel
 from kvsim.sim.chunk_reuse import analytic_hits
 from kvsim.sim.config import SimConfig
@@ -123,6 +128,10 @@ class RefReplica:
         self.roofline = Roofline(dep.system)
         self.tiers = None  # rule 11
         off = cfg.kv_offload
+        if off is not None and off.enabled:
+            for name, nbytes in (("host", off.host_bytes), ("nvme", off.nvme_bytes)):
+                if 0 < nbytes < self.geo.block_bytes:
+                    raise ConfigError(f"--kv-offload {name}: smaller than one KV block (reference simulator)")
         if pb and off is not None and off.enabled:
             from kvsim.hardware import get
 
@@ -374,8 +383,9 @@ class RefReplica:
                 pool.release(r.prefix_hashes[:e])
                 return
             self.waiting.popleft()
-            if tier_hits:
-                got_host, got_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits)
+            if self.tiers is not None and pb and r.prefix_hashes:  # rule 11
+                got_host, got_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits,
+                                                     min(len(r.prefix_hashes), (r.num_tokens - 1) // pb))
                 plan["load_host"] += got_host
                 plan["load_nvme"] += got_nvme
             r.num_prefix_entries, r.num_computed_tokens = e, computed
@@ -415,11 +425,11 @@ class RefReplica:
                     first = r.num_prefix_entries
                     r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
                     r.num_prefix_entries = last
-                    if self.tiers is not None:  # rule 11: write-through
-                        g = self.geo
-                        self.tiers.store([(h, g.prefix_blocks(i, self.pb, r.num_prompt_tokens)
-                                           - g.prefix_blocks(i - 1, self.pb, r.num_prompt_tokens))
-                                          for i, h in enumerate(r.prefix_hashes[first:last], start=first + 1)], t_end)
+                if self.tiers is not None and last:  # rule 11: write-through of every entry no tier holds
+                    g = self.geo
+                    self.tiers.store([(h, g.prefix_blocks(i, self.pb, r.num_prompt_tokens)
+                                       - g.prefix_blocks(i - 1, self.pb, r.num_prompt_tokens))
+                                      for i, h in enumerate(r.prefix_hashes[:last], start=1)], t_end)
             self._emit(r, t_end)
             if r.num_output_tokens >= r.max_tokens:
                 self._finish(r, t_end)

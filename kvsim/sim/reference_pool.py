@@ -40,7 +40,9 @@ class RefGeometry:
     """Pool sizes and per-request block counts of one (deployment, method, engine config)."""
 
     def __init__(self, dep, method, cfg, step_tokens: int) -> None:
-        budget = memory_budget(dep, method, max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs)
+        off = cfg.kv_offload  # rule 11: the host tier's memory is not the host pool's
+        budget = memory_budget(dep, method, max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs,
+                               host_tier_bytes=off.host_bytes if off is not None and off.enabled else 0.0)
         self.block_bytes = cfg.block_size_tokens * method.dep.full_kv_bytes_per_token
         if budget.kv_gpu_bytes < self.block_bytes:
             raise ConfigError("no GPU memory left for the KV cache (reference simulator)")
@@ -211,15 +213,25 @@ class RefTiers:
             out.append(e[0])
         return out
 
-    def load(self, hashes, start: int, tiers: list[str]) -> tuple[int, int]:
+    def touch(self, hashes) -> None:
+        """Use the held entries of ``hashes`` from the last to the first (vLLM's reversed touch: the
+        first entry of a prompt is the most recently used)."""
+        for h in reversed(hashes):
+            e = self.where.get(h)
+            if e is not None:
+                self._use(e)
+
+    def load(self, hashes, start: int, tiers: list[str], wanted: int) -> tuple[int, int]:
+        """Blocks (host, NVMe) of the entries ``hashes[start:start + len(tiers)]``; then the ``wanted``
+        entries the admission's lookup covered are touched."""
         host = nvme = 0
         for h in hashes[start:start + len(tiers)]:
             e = self.where[h]
-            self._use(e)
             if e[0] == "host":
                 host += e[1]
             else:
                 nvme += e[1]
+        self.touch(hashes[:wanted])
         return host, nvme
 
     def load_seconds(self, host: int, nvme: int) -> float:
@@ -227,10 +239,15 @@ class RefTiers:
             return 0.0
         return self.pcie_s((host + nvme) * self.bb) + (self.nvme_read_s(nvme * self.bb) if nvme else 0.0)
 
-    def store(self, items, t_s: float) -> None:
-        new = [(h, b) for h, b in items if h not in self.where and 0 < b <= self.cap["host"]]
-        if not new:
-            return
+    def store(self, items, t_s: float, touch=None) -> None:
+        """Copy the entries of ``items`` no tier holds (0-block entries too, as 0 bytes) to the host
+        tier, evict, then, if it copied any, touch ``touch`` (default: the hashes of ``items``)."""
+        new = [(h, b) for h, b in items if h not in self.where and b <= self.cap["host"]] if self.cap["host"] > 0 else []
+        if new:
+            self._store(new, t_s)
+            self.touch([h for h, _ in items] if touch is None else touch)
+
+    def _store(self, new, t_s: float) -> None:
         start = max(t_s, self.d2h_free)
         ready = self.d2h_free = start + self.pcie_s(sum(b for _, b in new) * self.bb)
         for h, b in new:
@@ -240,7 +257,7 @@ class RefTiers:
         while self.held("host") > self.cap["host"]:
             h = min((h for h, e in self.where.items() if e[0] == "host"), key=lambda h: self.where[h][3])
             e = self.where.pop(h)
-            if 0 < e[1] <= self.cap["nvme"]:
+            if self.cap["nvme"] > 0 and e[1] <= self.cap["nvme"]:
                 spilled.append((h, e))
         if spilled:
             start = max(ready, self.nvme_free, max(e[2] for _, e in spilled))

@@ -41,7 +41,7 @@ from kvsim.sim.engine import Engine
 from kvsim.sim.fast import FastPath, NextDecodeStep
 from kvsim.sim.inputs import REJECT_REASONS, prepare
 from kvsim.sim.kv_cache import KVCacheManager
-from kvsim.sim.kv_tiers import make_tiers, prefill_seconds
+from kvsim.sim.kv_tiers import check_tier_blocks, make_tiers, prefill_seconds
 from kvsim.sim.metrics import IntervalSample, RequestRecords, Timeline, load_summary, summarize
 from kvsim.sim.request import Request, RequestStatus
 from kvsim.sim.scheduler import Scheduler
@@ -97,6 +97,8 @@ class ReplicaSim:
                                chunked_prefill=cfg.chunked_prefill, preemption_mode=cfg.preemption_mode,
                                on_intervals=self.tbt.add, record_token_times=cfg.record_token_times,
                                watermark_blocks=inp.watermark_blocks)
+        if cfg.kv_offload is not None and cfg.kv_offload.enabled:  # a bad tier is an error even where unused
+            check_tier_blocks(cfg.kv_offload, lay.block_bytes)
         self.tiers = make_tiers(cfg.kv_offload, lay.block_bytes, dep.system) if inp.prefix_block_tokens else None
         self.sched.tiers = self.tiers
         uses_host = bool(lay.host_blocks.any()) or method.uses_host

@@ -323,10 +323,10 @@ class Scheduler:
                     first = r.num_prefix_entries
                     r.gpu_blocks -= kv.register(r.prefix_hashes[first:last], first + 1)
                     r.num_prefix_entries = last
-                    if self.tiers is not None:  # write-through of the new entries (kvsim.sim.kv_tiers)
-                        self.tiers.store([(h, kv.entry_blocks(i)) for i, h in
-                                          enumerate(r.prefix_hashes[first:last], start=first + 1)], t_end)
                     self.blocked = False  # the queue head may now hit these entries
+                if self.tiers is not None and last:  # write-through of every entry no tier holds (kvsim.sim.kv_tiers)
+                    self.tiers.store([(h, kv.entry_blocks(i)) for i, h in enumerate(r.prefix_hashes[:last], start=1)],
+                                     t_end)
             finished += self.complete_prompt(r, t_end, self._prefix_blocks(r))
         return finished
 

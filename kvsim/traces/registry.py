@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -86,6 +87,8 @@ SYNTHETIC: dict[str, type[synthetic._Params]] = {
     "synthetic-rag": rag.RagParams,
     "synthetic-scbench": scbench.SCBenchParams,
 }
+#: the generator of each synthetic spec: the ``generate`` of the module defining its params
+_GENERATE = {name: sys.modules[params.__module__].generate for name, params in SYNTHETIC.items()}
 
 _BUNDLED: dict[str, Callable[[LoadOptions], Trace]] = {
     "burstgpt": burstgpt.load_burstgpt,
@@ -156,9 +159,7 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
         rng = np.random.default_rng(seed)
     except ValueError:
         raise TraceError(f"seed must be a whole number >= 0, got {seed!r}") from None
-    generate = (tts.generate if isinstance(params, tts.TTSParams) else rag.generate if isinstance(params, rag.RagParams)
-                else scbench.generate if isinstance(params, scbench.SCBenchParams) else synthetic.generate)
-    raw = generate(params, rng)
+    raw = _GENERATE[name](params, rng)
     return build_trace(
         raw, replace(without_rate(opts), seed=seed), name=name, source=synthetic.describe(name, params, seed),
         meta={"format": "synthetic", "params": params.model_dump()},

@@ -80,7 +80,6 @@ class StepPricer:
         self._linear_cache: dict[tuple[int, int], list[float]] = {}  # (sampled, token block) -> seconds
         self._prefill_cache: dict[tuple, object] = {}
         self._lone_prefill: dict[int, list[float]] = {}  # token block -> seconds of one chunk, nothing cached
-        self._lone_prefill_ok = True
         self._step_offsets = np.arange(1024)  # [>= k] 0, 1, 2, ...
         self.layout = self.table = self.batch_rows = self.rows = None  # (batch_rows: [max_seqs + 1, ncol] work)
         self.joint_mixed = False

@@ -385,7 +385,22 @@ def test_session_blocks_hand_example():
     blocks, stats = session_blocks(["A", "B", "A", "A", "A", None], np.array([40, 10, 50, 50, 20, 30]),
                                    np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0]))
     assert blocks == [(0, 1, 2), (3,), (0, 1, 2, 4), (0, 1, 2, 4), (5, 6), ()]
-    assert stats == {"sessions": 2, "turns": 5, "continued": 2, "restarted": 1, "block_tokens": 16}
+    assert stats == {"sessions": 2, "turns": 5, "continued": 2, "restarted": 1, "block_tokens": 16, "too_long": 0}
+
+
+def test_session_prompt_above_the_stream_cap_gets_no_blocks():
+    """A turn of 2**31 - 2 tokens would need ceil((2**31 - 2) / 16) = 134,217,728 block ids (~5 GB of
+    Python ints; found by benchmarks/fuzz.py as a MemoryError). Above MAX_STREAM_TOKENS = 2**24 a turn
+    neither continues nor cuts its stream: A(40) -> 0,1,2; the huge turn -> (); A(50) continues -> 0,1,2,3."""
+    from kvsim.traces.sessions import MAX_STREAM_TOKENS, describe
+
+    blocks, stats = session_blocks(["A", "A", "A"], np.array([40, 2**31 - 2, 50]), np.array([0.0, 1.0, 2.0]))
+    assert blocks == [(0, 1, 2), (), (0, 1, 2, 3)]
+    assert (stats["turns"], stats["continued"], stats["too_long"]) == (2, 1, 1)
+    assert f"1 turns above {MAX_STREAM_TOKENS:,} prompt tokens" in describe(stats)
+    # exactly at the cap still gets its 2**24 / 16 = 1,048,576 blocks
+    blocks, stats = session_blocks(["A"], np.array([MAX_STREAM_TOKENS]), np.array([0.0]))
+    assert len(blocks[0]) == 1_048_576 and stats["too_long"] == 0
 
 
 def test_burstgpt3_sessions_reuse_earlier_turns_in_the_simulator(tmp_path):

@@ -120,6 +120,15 @@ def check_watermark(value: float | None) -> float | None:
 
 
 # ----- trace files (kvsim.traces; formats and examples in docs/traces.md) -----
+TraceOpt = Annotated[str, typer.Option("--trace", help="trace name (`kvsim trace list`), synthetic spec NAME:key=value,..., or file")]
+RateOpt = Annotated[Optional[float], typer.Option("--rate", help="rescale arrivals to this mean rate, requests/s (default: the trace's own)")]
+TimeScaleOpt = Annotated[Optional[float], typer.Option("--time-scale", help="divide arrival times by this factor (100 = 100x faster)")]
+NumRequestsOpt = Annotated[Optional[int], typer.Option("--num-requests", "-n", min=1, help="first N requests (synthetic: how many)")]
+TraceModelOpt = Annotated[Optional[str], typer.Option("--trace-model", help="BurstGPT rows of this model only: ChatGPT or GPT-4")]
+LogTypeOpt = Annotated[Optional[str], typer.Option("--log-type", help="BurstGPT rows of this log type only: conversation or API")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")]
+MaxPromptOpt = Annotated[Optional[int], typer.Option("--max-prompt-tokens", min=1, help="clip prompts to this length")]
+MaxOutputOpt = Annotated[Optional[int], typer.Option("--max-output-tokens", min=1, help="clip outputs to this length")]
 TraceFormatOpt = Annotated[Optional[str], typer.Option("--trace-format", help="trace file format: auto (default: from the header or content), burstgpt, azure, mooncake, vidur, vllm-bench, sharegpt, csv, jsonl, json (`kvsim trace formats`)")]
 ColumnsOpt = Annotated[Optional[str], typer.Option("--columns", help="generic CSV/JSONL/JSON: which column holds what, e.g. arrival=ts,prompt=input_len,output=output_len[,session=conv_id]")]
 TimeUnitOpt = Annotated[Optional[str], typer.Option("--time-unit", help="generic formats: unit of the arrival column: s (default), ms, us, ns, or iso (date-times)")]

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from kvsim.commands.common import (
-    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, ModelOpt, PercentileOpt, SloTbtOpt,
-    SloTpotOpt, SloTtftOpt, StrictOpt, TbtMetricOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, WatermarkOpt,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, MaxOutputOpt, MaxPromptOpt,
+    ModelOpt, PercentileOpt, SeedOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt, StrictOpt, TbtMetricOpt, TimeUnitOpt, TokenizerOpt,
+    TraceFormatOpt, TraceOpt, WatermarkOpt,
     WeightDtypeOpt, check_watermark, console, print_json, resolve_slo, split_methods,
 )
 from kvsim.commands.tables import print_rows
@@ -45,7 +46,7 @@ def _positive(text: str | None, flag: str) -> float | None:
 
 def plan_cmd(
     model: ModelOpt = "llama-3.1-8b",
-    trace: Annotated[str, typer.Option("--trace", help="trace name, file or synthetic spec (BurstGPT-modelled by default)")] = "synthetic-burstgpt",
+    trace: TraceOpt = "synthetic-burstgpt",
     trace_format: TraceFormatOpt = None,
     columns: ColumnsOpt = None,
     time_unit: TimeUnitOpt = None,
@@ -62,9 +63,9 @@ def plan_cmd(
     slo_tbt: SloTbtOpt = None,
     tbt_metric: TbtMetricOpt = None,
     num_requests: Annotated[int, typer.Option("--num-requests", min=1, help="requests per simulation")] = 500,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")] = 0,
-    max_prompt_tokens: Annotated[Optional[int], typer.Option("--max-prompt-tokens", min=1, help="clip prompts")] = None,
-    max_output_tokens: Annotated[Optional[int], typer.Option("--max-output-tokens", min=1, help="clip outputs")] = None,
+    seed: SeedOpt = 0,
+    max_prompt_tokens: MaxPromptOpt = None,
+    max_output_tokens: MaxOutputOpt = None,
     target_rate: Annotated[Optional[str], typer.Option("--target-rate", help="req/s to sustain: find the fewest GPUs")] = None,
     tp: Annotated[int, typer.Option("--tp", min=1, help="TP per replica (max-rate mode)")] = 1,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="replicas behind the router (max-rate mode)")] = 1,

@@ -19,9 +19,10 @@ import typer
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
-    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt,
-    PercentileOpt, SloItlOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TpOpt,
-    TraceFormatOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, console, fmt_bytes, fmt_num, fmt_s, print_json,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, LogTypeOpt,
+    MethodOpt, ModelOpt, NumRequestsOpt, PercentileOpt, RateOpt, SeedOpt, SloItlOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt,
+    StrictOpt, TimeScaleOpt, TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, TraceModelOpt, TraceOpt, WatermarkOpt,
+    WeightDtypeOpt, check_watermark, console, fmt_bytes, fmt_num, fmt_s, print_json,
     resolve_slo, split_methods,
 )
 from kvsim.commands.tables import print_pairs, print_rows
@@ -40,12 +41,12 @@ def simulate_cmd(
     hw: HwOpt = "a100",
     model: ModelOpt = "llama-3.1-8b",
     method: MethodOpt = ["full"],  # noqa: B006 (typer needs a literal default)
-    trace: Annotated[str, typer.Option("--trace", help="trace name (`kvsim trace list`), synthetic spec, or file")] = "burstgpt",
-    rate: Annotated[Optional[float], typer.Option("--rate", help="rescale arrivals to this mean rate, requests/s (default: the trace's own)")] = None,
-    time_scale: Annotated[Optional[float], typer.Option("--time-scale", help="divide arrival times by this factor (100 = 100x faster)")] = None,
-    num_requests: Annotated[Optional[int], typer.Option("--num-requests", "-n", min=1, help="first N requests (synthetic: how many)")] = None,
-    trace_model: Annotated[Optional[str], typer.Option("--trace-model", help="BurstGPT rows of this model only: ChatGPT or GPT-4")] = None,
-    log_type: Annotated[Optional[str], typer.Option("--log-type", help="BurstGPT rows of this log type only: conversation or API")] = None,
+    trace: TraceOpt = "burstgpt",
+    rate: RateOpt = None,
+    time_scale: TimeScaleOpt = None,
+    num_requests: NumRequestsOpt = None,
+    trace_model: TraceModelOpt = None,
+    log_type: LogTypeOpt = None,
     trace_format: TraceFormatOpt = None,
     columns: ColumnsOpt = None,
     time_unit: TimeUnitOpt = None,
@@ -76,7 +77,7 @@ def simulate_cmd(
     slo_itl: SloItlOpt = None,
     percentile: PercentileOpt = "p99",
     slo_tbt: SloTbtOpt = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="seed of synthetic traces")] = 0,
+    seed: SeedOpt = 0,
     out: Annotated[Optional[str], typer.Option("--out", help="directory: manifest.json and one folder per method (summary.json, requests.csv, timeline.csv/json; docs/outputs.md)")] = None,
     report: Annotated[Optional[str], typer.Option("--report", help="write an HTML report comparing the methods (plotly.js beside it)")] = None,
     self_contained: Annotated[bool, typer.Option("--self-contained", help="--report: one HTML file with plotly.js inside (~5 MB)")] = False,

@@ -14,8 +14,10 @@ from typing import Annotated
 import typer
 
 from kvsim.commands.common import (
-    DURATION_HELP, ArrivalsOpt, ColumnsOpt, StrictOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, console, print_json,
+    DURATION_HELP, ArrivalsOpt, ColumnsOpt, LogTypeOpt, MaxOutputOpt, MaxPromptOpt, NumRequestsOpt, RateOpt, SeedOpt,
+    StrictOpt, TimeScaleOpt, TimeUnitOpt, TokenizerOpt, TraceFormatOpt, TraceModelOpt, console, print_json,
 )
+from kvsim.errors import ConfigError
 from kvsim.commands.tables import print_grid
 from kvsim.durations import parse_duration_s
 from kvsim.traces import BURSTGPT_URL, fetch_burstgpt, list_formats, list_traces, load_trace, summarize
@@ -97,18 +99,19 @@ def _fmt(x: float | None) -> str:
 @app.command()
 def info(
     trace: Annotated[str, typer.Argument(help="trace name, NAME:key=value,... or file path")],
-    rate: Annotated[float | None, typer.Option(help="rescale to this mean rate, requests/s")] = None,
-    time_scale: Annotated[float | None, typer.Option(help="divide arrival times by this factor")] = None,
-    limit: Annotated[int | None, typer.Option(help="keep the first N requests")] = None,
-    model: Annotated[str | None, typer.Option(help="BurstGPT: ChatGPT or GPT-4")] = None,
-    log_type: Annotated[str | None, typer.Option(help="BurstGPT: conversation or API")] = None,
+    rate: RateOpt = None,
+    time_scale: TimeScaleOpt = None,
+    num_requests: NumRequestsOpt = None,
+    trace_model: TraceModelOpt = None,
+    log_type: LogTypeOpt = None,
     start_s: Annotated[float | None, typer.Option(help="keep raw timestamps >= this, s")] = None,
     end_s: Annotated[float | None, typer.Option(help="keep raw timestamps < this, s")] = None,
-    seed: Annotated[int, typer.Option(help="seed of synthetic generators")] = 0,
-    num_requests: Annotated[int | None, typer.Option(help="synthetic: number of requests")] = None,
+    seed: SeedOpt = 0,
     cache_dir: Annotated[Path | None, typer.Option(help="data cache (default $KVSIM_CACHE_DIR or ~/.cache/kvsim)")] = None,
-    max_prompt_tokens: Annotated[int | None, typer.Option(help="clip prompts to this length")] = None,
-    max_output_tokens: Annotated[int | None, typer.Option(help="clip outputs to this length")] = None,
+    max_prompt_tokens: MaxPromptOpt = None,
+    max_output_tokens: MaxOutputOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, hidden=True, help="older spelling of --num-requests")] = None,
+    model: Annotated[str | None, typer.Option("--model", hidden=True, help="older spelling of --trace-model")] = None,
     trace_format: TraceFormatOpt = None,
     columns: ColumnsOpt = None,
     time_unit: TimeUnitOpt = None,
@@ -118,8 +121,12 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Load a trace and print requests, span, mean rate and token-length statistics."""
+    if limit is not None and num_requests is not None:
+        raise ConfigError("give --num-requests or its older spelling --limit, not both")
+    if model is not None and trace_model is not None:
+        raise ConfigError("give --trace-model or its older spelling --model, not both")
     tr = load_trace(
-        trace, rate=rate, time_scale=time_scale, limit=limit, model=model, log_type=log_type,
+        trace, rate=rate, time_scale=time_scale, limit=limit, model=trace_model or model, log_type=log_type,
         start_s=start_s, end_s=end_s, seed=seed, num_requests=num_requests, cache_dir=cache_dir,
         max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens, format=trace_format,
         columns=columns, time_unit=time_unit, arrivals=arrivals, strict=strict, tokenizer=tokenizer,

@@ -19,7 +19,9 @@ Turn k's own blocks beyond the previous prompt get new ids. The previous turn's 
 blocks are not reused: the simulator registers prompt blocks only (vLLM also caches full
 blocks of generated tokens), so reuse is underestimated by at most the previous output.
 
-Rows that will be dropped (0 prompt or 0 output tokens) neither continue nor cut a stream.
+Rows that will be dropped (0 prompt or 0 output tokens) neither continue nor cut a stream, and
+neither do prompts above :data:`MAX_STREAM_TOKENS` (no model serves them, and their block ids
+alone would take gigabytes: a 2**31-token prompt is 134M ids); ``stats["too_long"]`` counts them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from collections.abc import Sequence
 import numpy as np
 
 BLOCK_TOKENS = 16  # tokens per prefix block: vLLM's default --block-size
+#: longest prompt given prefix blocks: 2**24 = 16.8M tokens, above every shipped model's context
+#: (Llama-4-Scout's 10M the longest); at 16 tokens a block, 1M ids (~40 MB of Python ints) per turn
+MAX_STREAM_TOKENS = 2**24
 
 
 def session_blocks(
@@ -54,12 +59,15 @@ def session_blocks(
     blocks: list[tuple[int, ...]] = [()] * n
     streams: dict = {}  # session -> [ids of the stream's blocks, previous prompt tokens]
     next_id = 0
-    turns = continued = restarted = 0
+    turns = continued = restarted = too_long = 0
     for i in np.argsort(time_s, kind="stable").tolist():
         key = sessions[i]
         if key is None or key == "" or key == b"" or (usable is not None and not usable[i]):
             continue
         p = int(prompt[i])
+        if p > MAX_STREAM_TOKENS:
+            too_long += 1
+            continue
         need = -(-p // block_tokens)
         turns += 1
         state = streams.get(key)
@@ -76,11 +84,14 @@ def session_blocks(
         blocks[i] = tuple(ids[:need])
         state[1] = p
     stats = {"sessions": len(streams), "turns": turns, "continued": continued, "restarted": restarted,
-             "block_tokens": block_tokens}
+             "block_tokens": block_tokens, "too_long": too_long}
     return blocks, stats
 
 
 def describe(stats: dict) -> str:
     """``"136 sessions, 393 turns (242 continue their session, 15 restart it), 16-token blocks"``."""
-    return (f"{stats['sessions']} sessions, {stats['turns']} turns ({stats['continued']} continue their session, "
+    text = (f"{stats['sessions']} sessions, {stats['turns']} turns ({stats['continued']} continue their session, "
             f"{stats['restarted']} restart it), {stats['block_tokens']}-token prefix blocks")
+    if stats.get("too_long"):
+        text += f"; {stats['too_long']:,} turns above {MAX_STREAM_TOKENS:,} prompt tokens left out of sessions"
+    return text

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from pydantic import model_validator
 
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.costmodel.deployment import Deployment
@@ -42,6 +43,18 @@ from kvsim.specbase import Strict
 
 class MethodParams(Strict):
     """Base of every method's parameters (frozen, unknown fields rejected)."""
+
+
+class WindowedParams(MethodParams):
+    """Parameters of an observation-window evictor (SnapKV and its kin): the window's tokens are
+    part of the kept ``capacity``, so ``window < capacity`` (subclasses define both fields; a
+    ``capacity`` of None means the budget is set another way and is not checked)."""
+
+    @model_validator(mode="after")
+    def _window_fits(self):
+        if self.capacity is not None and self.window >= self.capacity:
+            raise ValueError(f"window ({self.window}) must be smaller than capacity ({self.capacity})")
+        return self
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ residency above for the request's whole life (``n_prompt`` omitted: every cached
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
@@ -40,7 +40,7 @@ from kvsim.methods._common import (
     split_prompt,
     sum_seq,
 )
-from kvsim.methods.base import MethodParams
+from kvsim.methods.base import WindowedParams
 from kvsim.methods.snapkv import SCORE_BYTES, SOFTMAX_FLOPS_PER_SCORE, SnapKV
 from kvsim.specbase import Float, Int
 
@@ -48,19 +48,13 @@ STATS_FLOPS_PER_SCORE = 7.0  # window mean, variance (indicator), entropy and va
 COMPACTIONS = 2.0  # cascade: gather when a layer is processed + one re-trim at a later stage [DERIVED]
 
 
-class CAKEParams(MethodParams):
+class CAKEParams(WindowedParams):
     capacity: Int = Field(1024, gt=0)
     """mean tokens kept per layer (repo example cache_size 1024), window included."""
     window: Int = Field(32, gt=0)
     """observation window (repo example window_size 32)."""
     budget_ratio: Float | None = Field(None, gt=0, le=1)
     """if set, keep this fraction of the prompt in total (paper: 3.2 %), overriding capacity."""
-
-    @model_validator(mode="after")
-    def _window_fits(self):
-        if self.window >= self.capacity:
-            raise ValueError(f"window ({self.window}) must be smaller than capacity ({self.capacity})")
-        return self
 
 
 class CAKE(SnapKV):

@@ -29,27 +29,21 @@ FlashAttention-2 (abstract; hardware and batch not stated there, so no kvsim che
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from kvsim.costmodel.attention import prefill_attention, prefill_pairs
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, gpu_pass, has, key_elems_tok_layer, kv_tok_layer, require_not_mla, sum_seq
-from kvsim.methods.base import MethodParams
+from kvsim.methods.base import WindowedParams
 from kvsim.methods.snapkv import SCORE_BYTES, SOFTMAX_FLOPS_PER_SCORE, SnapKV
 from kvsim.specbase import Int
 
 
-class EMSParams(MethodParams):
+class EMSParams(WindowedParams):
     capacity: Int = Field(256, gt=0)
     """tokens kept per KV head and layer, merged centres and window included (LongBench budget 256)."""
     window: Int = Field(32, gt=0)
     """local-score window (last prompt queries) [UNVERIFIED: SnapKV's LongBench window]."""
-
-    @model_validator(mode="after")
-    def _window_fits(self):
-        if self.window >= self.capacity:
-            raise ValueError(f"window ({self.window}) must be smaller than capacity ({self.capacity})")
-        return self
 
 
 class EMS(SnapKV):

@@ -30,12 +30,12 @@ tokens. The paper's overhead claim: "less than 0.5 % of total inference latency"
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, split_prompt, sum_seq
-from kvsim.methods.base import MethodParams
+from kvsim.methods.base import WindowedParams
 from kvsim.methods.snapkv import SCORE_BYTES, SOFTMAX_FLOPS_PER_SCORE, SnapKV
 from kvsim.specbase import Float, Int
 
@@ -43,7 +43,7 @@ FEATURE_FLOPS_PER_SCORE = 1.0  # compare with the head's median -> one bit
 WORD_BITS = 32.0  # bits per XOR/popcount word of the Hamming distance
 
 
-class KVCrushParams(MethodParams):
+class KVCrushParams(WindowedParams):
     budget_ratio: Float = Field(0.25, gt=0, le=1)
     """prompt fraction kept per layer and head (abstract: 4x smaller on LongBench)."""
     capacity: Int | None = Field(None, gt=0)
@@ -52,12 +52,6 @@ class KVCrushParams(MethodParams):
     """share of the budget given to KVCrush representatives [UNVERIFIED]."""
     window: Int = Field(32, gt=0)
     """observation window of the importance evictor (SnapKV LongBench setting)."""
-
-    @model_validator(mode="after")
-    def _window_fits(self):
-        if self.capacity is not None and self.window >= self.capacity:
-            raise ValueError(f"window ({self.window}) must be smaller than capacity ({self.capacity})")
-        return self
 
 
 class KVCrush(SnapKV):

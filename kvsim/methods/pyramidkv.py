@@ -15,14 +15,14 @@ Defaults: beta = 20, w = 64, k = 5 (avgpool) from the code; C = 1024 to match Sn
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from kvsim.methods.base import MethodParams
+from kvsim.methods.base import WindowedParams
 from kvsim.methods.snapkv import SnapKV
 from kvsim.specbase import Float, Int
 
 
-class PyramidKVParams(MethodParams):
+class PyramidKVParams(WindowedParams):
     capacity: Int = Field(1024, gt=0)
     """mean tokens kept per head and layer, window included."""
     beta: Float = Field(20.0, gt=1)
@@ -31,12 +31,6 @@ class PyramidKVParams(MethodParams):
     """observation window (code default 64)."""
     kernel: Int = Field(5, gt=0)
     """pooling kernel (code default 5)."""
-
-    @model_validator(mode="after")
-    def _window_fits(self):
-        if self.window >= self.capacity:
-            raise ValueError(f"window ({self.window}) must be smaller than capacity ({self.capacity})")
-        return self
 
 
 class PyramidKV(SnapKV):

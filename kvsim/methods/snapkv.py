@@ -20,31 +20,25 @@ The prefill peak holds the whole prompt's KV.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, split_prompt, sum_seq
-from kvsim.methods.base import KVMethod, MethodParams, Residency
+from kvsim.methods.base import KVMethod, Residency, WindowedParams
 from kvsim.specbase import Int
 
 SOFTMAX_FLOPS_PER_SCORE = 5.0
 SCORE_BYTES = 8.0  # fp32 score written then read
 
 
-class SnapKVParams(MethodParams):
+class SnapKVParams(WindowedParams):
     capacity: Int = Field(1024, gt=0)
     """tokens kept per head and layer, window included (paper: 1024 / 2048 / 4096)."""
     window: Int = Field(32, gt=0)
     """observation window w (32 for LongBench, 16 for NIAH)."""
     kernel: Int = Field(7, gt=0)
     """pooling kernel k (7 for LongBench, 5 for NIAH)."""
-
-    @model_validator(mode="after")
-    def _window_fits(self):
-        if self.window >= self.capacity:
-            raise ValueError(f"window ({self.window}) must be smaller than capacity ({self.capacity})")
-        return self
 
 
 class SnapKV(KVMethod):

@@ -267,3 +267,21 @@ def test_load_summary_hand_computed_and_hints():
     rec.scheduled_s[:] = arr  # no queueing: only the idle hint can apply
     idle = load_summary(rec, busy_s=0.19, end_s=float(fin[-1]), kv_gpu_peak_fraction=0.0)
     assert idle["hint"].startswith("mostly idle") and "1% of the time" in idle["hint"].replace("1.0%", "1%")
+
+
+def test_load_summary_rate_over_a_subnormal_span_is_none_not_inf():
+    """Two arrivals 2.2e-309 s apart (tests/fuzzing.py found it): (2 - 1) / 2.2e-309 overflows to inf; the
+    offered rate is reported as unknown (None), as for one instant. Served: 2 done over a 1 s span = 2.0."""
+    from kvsim.sim.metrics import RequestRecords, load_summary
+    from kvsim.sim.request import RequestStatus
+
+    arr = np.array([0.0, 2.225073858507203e-309])
+    with np.errstate(over="ignore"):
+        assert np.isinf(1.0 / (arr[1] - arr[0]))
+    rec = RequestRecords(arrival_s=arr, scheduled_s=arr.copy(), first_token_s=arr + 0.5, finish_s=arr + 1.0,
+                         tbt_max_s=np.zeros(2), prompt_tokens=np.ones(2, dtype=int), effective_prompt_tokens=np.ones(2, dtype=int),
+                         output_tokens=np.ones(2, dtype=int), cached_tokens=np.zeros(2, dtype=int), preemptions=np.zeros(2, dtype=int),
+                         status=np.full(2, RequestStatus.FINISHED, dtype=np.int8), reject_reason={})
+    out = load_summary(rec, busy_s=0.5, end_s=1.0, kv_gpu_peak_fraction=0.0)
+    assert out["offered_req_s"] is None
+    assert out["served_req_s"] == pytest.approx(2.0)

@@ -101,6 +101,15 @@ IDLE_BUSY_FRACTION = 0.05
 OVERLOAD_QUEUE_GROWTH = 4.0
 
 
+def _per_s(count: int, span_s: float) -> float | None:
+    """``count / span_s``, or None when the span is 0 or so short that the rate overflows (arrivals
+    1e-309 s apart: found by tests/fuzzing.py; a rate of ``inf`` is no answer)."""
+    if not span_s > 0:
+        return None
+    rate = count / span_s
+    return rate if math.isfinite(rate) else None
+
+
 def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_fraction: float) -> dict:
     """How loaded the run was, and a one-line hint when it was idle or overloaded.
 
@@ -116,8 +125,8 @@ def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_f
     span = max(end_s - first, 0.0)
     arrivals = float(rec.arrival_s[-1] - rec.arrival_s[0]) if n > 1 else 0.0
     done = rec.status == RequestStatus.FINISHED
-    offered = (n - 1) / arrivals if arrivals > 0 else None
-    served = int(done.sum()) / span if span > 0 else None
+    offered = _per_s(n - 1, arrivals)
+    served = _per_s(int(done.sum()), span)
     busy = min(busy_s / span, 1.0) if span > 0 else None
     growth = None
     idx = np.flatnonzero(done)

@@ -283,6 +283,18 @@ class KVCacheManager:
         self._note_peak()
         return moved
 
+    def generated_entries(self, n_ids: int, prompt: int, output: int) -> int:
+        """Leading entries of a finished request of ``prompt`` + ``output`` tokens that can be cached,
+        given ``n_ids`` prefix ids. Ids past the prompt's ``ceil(prompt / pb)`` say the trace names the
+        request's token stream (prompt, then generated tokens; a trace naming prompt blocks only stops
+        at ``ceil``, its last id the hash of a partial prompt block): then every full entry of the KV,
+        ``(prompt + output - 1) // pb`` (the last sampled token has no KV), up to ``n_ids``; else 0.
+        Example: pb 16, prompt 40, output 30, 5 ids (> ceil(40/16) = 3): min(5, 69 // 16) = 4."""
+        pb = self.pb
+        if not pb or n_ids <= -(-prompt // pb):
+            return 0
+        return min(n_ids, (prompt + output - 1) // pb)
+
     def note_peak(self, extra_gpu: int, extra_host: int) -> None:
         """Note a transient use of ``extra`` blocks beyond the current one (inside a decode run)."""
         self.peak_gpu_used = max(self.peak_gpu_used, self.gpu_private + self.cached_used + extra_gpu)

@@ -62,8 +62,9 @@ def test_tree_blocks_shared_along_paths():
     assert b[8:12] == ((0, 1, 2, 10, 11, 18, 19), (0, 1, 2, 10, 11, 20, 21), (0, 1, 2, 12, 13, 22, 23),
                        (0, 1, 2, 12, 13, 24, 25))
     s = kv_sharing(tr.prompt_tokens, b, 16)
-    # 4*4 + 4*5 + 4*7 = 64 named; distinct 2 + 8 + 8 + 8 = 26
-    assert (s["total_blocks"], s["distinct_blocks"]) == (64, 26)
+    # prompt ids only, ceil(P / 16): 4 x 3 + 4 x 4 + 4 x 5 = 48 named; distinct: level 0 (0, 1, 2, 4, 6, 8),
+    # level 1 adds 10, 12, 14, 16, level 2 adds 11, 13: 12
+    assert (s["total_blocks"], s["distinct_blocks"]) == (48, 12)
 
 
 def test_retain_one_keeps_every_node():

@@ -25,6 +25,9 @@ reference count; entries nobody references stay cached and are evicted LRU-first
 allocation needs their blocks. The entry at position ``e`` (1-based) of a prompt costs
 ``blocks(e*pb) - blocks((e-1)*pb)`` blocks, so a request holding ``e`` leading entries and
 ``n`` tokens owns ``blocks(n) - blocks(e*pb)`` private blocks and block counts always add up.
+Where a trace's ids name generated tokens too (more ids than the prompt's blocks), a finishing
+request's full entries of generated tokens become cached entries as well
+(:meth:`KVCacheManager.generated_entries`).
 """
 
 from __future__ import annotations

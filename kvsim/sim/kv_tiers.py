@@ -35,7 +35,8 @@ The host tier is host memory the host KV pool does not get (:func:`kvsim.pricing
 
 Not modelled: SWAP preemption copies and tier stores share the device-to-host direction
 without queueing against each other; stores of generated (decode) tokens (the GPU prefix
-cache registers prompt entries only); one tier store per replica (no sharing across nodes).
+cache holds them when the trace's ids name them, :meth:`kvsim.sim.scheduler.Scheduler.register_generated`;
+the tiers store prompt entries only); one tier store per replica (no sharing across nodes).
 """
 
 from __future__ import annotations

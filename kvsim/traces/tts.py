@@ -200,8 +200,11 @@ def generate(params: TTSParams, rng: np.random.Generator) -> RawRequests:
 
 def kv_sharing(prompt_tokens: np.ndarray, blocks, block_tokens: int) -> dict:
     """Prompt KV blocks the requests name in all (``total``) and distinct ones (``distinct``):
-    ``total / distinct`` is how many times a shared prefix cache can reuse each block at most."""
-    total = int(sum(len(b) for b in blocks))
-    distinct = len({i for b in blocks for i in b})
+    ``total / distinct`` is how many times a shared prefix cache can reuse each block at most. Only
+    the ids of a request's prompt count, ``ceil(prompt / block_tokens)`` (a tree node's ids go on
+    over its generated step)."""
+    named = [b[: -(-int(p) // block_tokens)] for p, b in zip(np.asarray(prompt_tokens).tolist(), blocks)]
+    total = int(sum(len(b) for b in named))
+    distinct = len({i for b in named for i in b})
     return {"total_blocks": total, "distinct_blocks": distinct,
             "reuse_factor": total / distinct if distinct else 0.0, "block_tokens": block_tokens}

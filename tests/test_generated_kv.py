@@ -84,3 +84,31 @@ def test_generated_entries_are_evictable_like_prompt_entries():
     assert np.allclose(res.records.first_token_s, ref.first_token_s, rtol=1e-12, atol=0)
     assert sim.kv.evictions >= 2
     sim.kv.check()
+
+
+def test_generated_entries_are_written_through_to_the_host_tier():
+    """The evicting case above with a 1 GiB host tier: A stores entry 1 when its prompt completes and,
+    finishing at 5.6 s, entry 2 (its generated entry, 32 blocks); C (t=7) evicts both from the GPU and
+    stores its own 2; B (t=10) loads entries 1 and 2 from the host tier: 1,024 cached tokens, TTFT =
+    0.010 + 0.001 x 76 + one PCIe copy of 64 blocks (134,217,728 B / 26.775e9 B/s + 24 us), in both
+    simulators. Host bytes stored: (1 + 1 + 2) entries x 32 blocks x 2 MiB = 268,435,456 (without
+    storing generated entries B would find entry 1 only: 512 cached, TTFT 0.598 s + a 32-block copy)."""
+    from kvsim.sim.kv_tiers import KVOffload
+
+    dep = a100_llama()
+    m = make_method("full", dep)
+    cfg = SimConfig(record_token_times=True, kv_offload=KVOffload(host_bytes=2**30))
+    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 80, cfg)})
+    tr = make_trace([0.0, 7.0, 10.0], [600, 1200, 1100], [500, 2, 2], prefix=[(1, 2, 3), (7, 8, 9), (1, 2, 4)],
+                    pb=512)
+    sim = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep())
+    res = sim.run()
+    ref = simulate_reference(dep, m, tr, cfg, step_model=FakeStep())
+    assert res.records.cached_tokens.tolist() == ref.cached_tokens.tolist() == [0, 0, 1024]
+    assert np.allclose(res.records.first_token_s, ref.first_token_s, rtol=1e-12, atol=0)
+    load_s = 134217728 / 26.775e9 + 2.4e-5
+    assert res.records.first_token_s[2] - 10.0 == pytest.approx(0.010 + 0.076 + load_s, rel=1e-12)
+    s = res.summary["kv_offload"]
+    assert s["host"]["bytes_stored"] == 4 * 32 * 2**21 == 268435456
+    assert s["host"]["hit_entries"] == 2 and s["host"]["bytes_loaded"] == 64 * 2**21
+    sim.tiers.check()

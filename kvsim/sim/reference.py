@@ -79,7 +79,9 @@ Stated rules (where the module docstrings are silent, this follows the current c
    admission with prefix ids, after its load, uses the entries its lookup covered, and every
    store that copies something, after its evictions, the prompt's entries; both from the last entry to the
    first (a prompt's first entry is the most recent); an entry entering NVMe is its most recent
-   use there.
+   use there. A request finishing with generated entries (rule 3b) stores all its registered
+   entries the same way at the step's end (after the entries it registered, before its references
+   are released).
 9. Cluster lockstep: before routing arrival ``i`` at ``t_i`` every replica processes its
    events strictly before ``t_i``; the load of a replica is its routed requests less those
    that finished or were rejected strictly before ``t_i``.
@@ -461,6 +463,10 @@ class RefReplica:
                 first = r.num_prefix_entries
                 r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
                 r.num_prefix_entries = last
+                if self.tiers is not None:  # rule 11: its entries written through, generated ones too
+                    g, P = self.geo, r.num_prompt_tokens
+                    self.tiers.store([(h, g.prefix_blocks(i, pb, P) - g.prefix_blocks(i - 1, pb, P))
+                                      for i, h in enumerate(r.prefix_hashes[:last], start=1)], t_end)
         self._free(r)
         r.status, r.finish_s = "finished", t_end
 

@@ -112,3 +112,49 @@ def test_generated_entries_are_written_through_to_the_host_tier():
     assert s["host"]["bytes_stored"] == 4 * 32 * 2**21 == 268435456
     assert s["host"]["hit_entries"] == 2 and s["host"]["bytes_loaded"] == 64 * 2**21
     sim.tiers.check()
+
+
+def test_pool_invariants_in_random_stream_replays():
+    """The `streams` equivalence scenarios of seeds 0..199 (prefix ids naming prompt and output), one
+    replica each: at the end every request's references and blocks are released (GPU used 0: generated
+    entries registered and released like prompt entries), the pool and tier invariants hold, and
+    some scenarios cache generated entries and hit them later."""
+    from kvsim.errors import ConfigError
+    from equivalence_scenarios import deployment, method_for, scenario, sim_config
+
+    added = hits = 0
+    for seed in range(200):
+        sc = scenario(seed)
+        if sc.trace.name != "streams":
+            continue
+        m = method_for(sc.model, sc.method)
+        cfg = sim_config(sc, m) if m is not None else None
+        if cfg is None:
+            continue
+        try:
+            sim = ReplicaSim(deployment(sc.model), m, sc.trace, cfg)
+        except ConfigError:
+            continue
+        generated: set = set()
+        register, lookup = sim.sched.register_generated, sim.kv.lookup
+
+        def counted(r, t_end=None, register=register, generated=generated):
+            first = r.num_prefix_entries
+            n = register(r, t_end)
+            generated.update(r.prefix_hashes[first:first + n])
+            return n
+
+        def looked(hashes, max_entries, lookup=lookup, generated=generated):
+            nonlocal hits
+            n = lookup(hashes, max_entries)
+            hits += sum(1 for h in hashes[:n] if h in generated)
+            return n
+
+        sim.sched.register_generated, sim.kv.lookup = counted, looked
+        sim.run()
+        added += len(generated)
+        sim.kv.check()
+        assert sim.kv.gpu_used == 0 and sim.kv.host_used == 0
+        if sim.tiers is not None:
+            sim.tiers.check()
+    assert added > 0 and hits > 0

@@ -129,6 +129,12 @@ def scenario(seed: int, small: bool = False) -> Scenario:
         trace = Trace("random", np.cumsum(gaps), np.asarray(prompt, dtype=np.int64), np.asarray(output, dtype=np.int64),
                       prefix_blocks=prefix, prefix_block_tokens=pb)
         blocks = rng.randint(30, 800)
+    sr = random.Random(f"streams-{seed}")  # its own generator: the other draws of a seed stay as they were
+    if kind >= 0.15 and prefix is not None and sr.random() < 0.35:
+        trace = streams(trace, random.Random(f"streams-draw-{seed}"))
+        if sr.random() < 0.5:  # a method that shares prefix blocks, prefix caching on: generated entries cached
+            method = sr.choice(("full", "kivi", "quest", "mla"))
+            cfg["enable_prefix_caching"] = True
     replicas = 1 if rng.random() < 0.55 else rng.randint(2, 3)
     # offload tiers from their own generator (the other draws of a seed stay as they were): half
     # the scenarios, host tiers from a few blocks (evicting, spilling) to more than the GPU pool
@@ -143,6 +149,35 @@ def scenario(seed: int, small: bool = False) -> Scenario:
             blocks = tr.randint(30, 300) if trace.prefix_block_tokens == 64 else tr.randint(600, 1500)
             cfg["enable_prefix_caching"] = True
     return Scenario(seed, model, method, trace, cfg, blocks, replicas, rng.choice(ROUTERS), offload)
+
+
+def streams(trace: Trace, rng: random.Random, max_prompt: int = 8000) -> Trace:
+    """``trace`` rebuilt so that prefix ids name token streams (prompt, then generated tokens), as
+    tree search and multi-turn traces do: request ``i`` either opens a stream (a shared chain of
+    64-token blocks for its prompt's full blocks, then ids of its own up to ``ceil((prompt + output) /
+    64)``, sometimes one id more), or continues an earlier request ``j``'s stream: its prompt is ``j``'s
+    prompt + output + a few new tokens, its first ``(prompt_j + output_j) // 64`` ids are ``j``'s (the
+    full blocks of ``j``'s stream), the rest its own. Finishing requests then cache their generated
+    entries (the generated-tokens rule) and later prompts can hit them. Arrivals and outputs are kept."""
+    pb = 64
+    prompts = trace.prompt_tokens.tolist()
+    outputs = trace.output_tokens.tolist()
+    ids: list[tuple[int, ...]] = []
+    fresh = 10**6
+    for i, (p, o) in enumerate(zip(prompts, outputs)):
+        j = rng.randrange(i) if i and rng.random() < 0.6 else -1
+        if j >= 0 and prompts[j] + outputs[j] + 200 <= max_prompt:
+            p = prompts[i] = prompts[j] + outputs[j] + rng.choice([0, 1, 17, 64, 200])
+            shared = ids[j][: (prompts[j] + outputs[j]) // pb]
+        else:
+            root = rng.randint(0, 3)
+            shared = tuple(1000 * root + k for k in range(p // pb))
+        n = -(-(p + o) // pb) + (1 if rng.random() < 0.2 else 0)
+        own = tuple(range(fresh, fresh + max(n - len(shared), 0)))
+        fresh += len(own)
+        ids.append(shared + own)
+    return replace(trace, name="streams", prompt_tokens=np.asarray(prompts, dtype=np.int64), prefix_blocks=tuple(ids),
+                   prefix_block_tokens=pb)
 
 
 def sim_config(sc: Scenario, m):

@@ -47,26 +47,31 @@ def test_tree_children_even_split():
 
 
 def test_tree_blocks_shared_along_paths():
-    """width 4, depth 3, retain 0.5, prompt 40, step 20, 16-token blocks: one task's ids by hand."""
+    """width 4, depth 3, retain 0.5, prompt 40, step 20, 16-token blocks: one task's ids by hand. A node's
+    ids cover its prompt and its step; its children share the full blocks of that stream."""
     tr = load_trace("synthetic-tree:n=12,width=4,depth=3,retain=0.5,step=20,prompt=40,block=16,level_s=2")
     b = tr.prefix_blocks
     assert tr.prompt_tokens.tolist() == [40] * 4 + [60] * 4 + [80] * 4  # P + d * step
     assert tr.arrival_s.tolist() == [0.0] * 4 + [2.0] * 4 + [4.0] * 4  # d * level_s
-    assert b[:4] == ((0, 1, 2),) * 4  # root: ceil(40/16) = 3 ids
-    # keep = round(0.5 * 4) = 2 parents, 2 children each; child 60 tokens = 4 blocks, 40 // 16 = 2 shared
-    assert b[4:8] == ((0, 1, 3, 4),) * 2 + ((0, 1, 5, 6),) * 2
-    # level 2: 80 tokens = 5 blocks; parents (0,1,3,4) and (0,1,3,4) both kept: 60 // 16 = 3 shared
-    assert b[8:12] == ((0, 1, 3, 7, 8),) * 2 + ((0, 1, 3, 9, 10),) * 2
+    # root: 40 // 16 = 2 full blocks (0, 1) shared; a level-0 node covers ceil(60/16) = 4 blocks: 2 own
+    assert b[:4] == ((0, 1, 2, 3), (0, 1, 4, 5), (0, 1, 6, 7), (0, 1, 8, 9))
+    # keep = round(0.5 * 4) = 2 parents (nodes 0, 1), 2 children each; a child's prompt (60) is its
+    # parent's stream: 60 // 16 = 3 full blocks shared, ceil(80/16) = 5 in all, 2 own
+    assert b[4:8] == ((0, 1, 2, 10, 11), (0, 1, 2, 12, 13), (0, 1, 4, 14, 15), (0, 1, 4, 16, 17))
+    # level 2: parents (0,1,2,10,11) and (0,1,2,12,13); 80 // 16 = 5 shared, ceil(100/16) = 7 in all
+    assert b[8:12] == ((0, 1, 2, 10, 11, 18, 19), (0, 1, 2, 10, 11, 20, 21), (0, 1, 2, 12, 13, 22, 23),
+                       (0, 1, 2, 12, 13, 24, 25))
     s = kv_sharing(tr.prompt_tokens, b, 16)
-    # 4*3 + 4*4 + 4*5 = 48 named; distinct 3 + 4 + 4 = 11
-    assert (s["total_blocks"], s["distinct_blocks"]) == (48, 11)
+    # prompt ids only, ceil(P / 16): 4 x 3 + 4 x 4 + 4 x 5 = 48 named; distinct: level 0 (0, 1, 2, 4, 6, 8),
+    # level 1 adds 10, 12, 14, 16, level 2 adds 11, 13: 12
+    assert (s["total_blocks"], s["distinct_blocks"]) == (48, 12)
 
 
 def test_retain_one_keeps_every_node():
     """retain=1: every node has one child, so paths never merge (width distinct tails per level)."""
     tr = load_trace("synthetic-tree:n=6,width=2,depth=3,retain=1,step=16,prompt=16,block=16")
-    # root (0,); level 1 tails: node 0 -> (1,), node 1 -> (2,); level 2: (0,1,3), (0,2,4)
-    assert tr.prefix_blocks == ((0,), (0,), (0, 1), (0, 2), (0, 1, 3), (0, 2, 4))
+    # root (0,); level 0 streams of 32 tokens: (0,1), (0,2); level 1 (48): +3, +4; level 2 (64): +5, +6
+    assert tr.prefix_blocks == ((0, 1), (0, 2), (0, 1, 3), (0, 2, 4), (0, 1, 3, 5), (0, 2, 4, 6))
 
 
 @pytest.mark.parametrize("spec,word", [
@@ -114,6 +119,18 @@ def test_tree_children_hit_the_root_prompt_in_simulator():
     r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
     assert r.summary["cached_prompt_tokens"] == 8192
     assert r.requests["cached_tokens"].tolist() == [0, 0, 4096, 4096]
+
+
+def test_tree_children_hit_the_parents_generated_step_in_simulator():
+    """width 2, depth 2, retain 0.5, prompt 4,096, step 32: the kept parent (node 0) finishes with 4,096 +
+    32 - 1 = 4,127 tokens of KV, 4127 // 16 = 257 full blocks: the 256 of its prompt and 1 of its step,
+    cached as it finishes. Its two children (prompt 4,128 = the parent's stream, arriving 50 s later) look
+    up (4128 - 1) // 16 = 257 blocks and find all: 257 x 16 = 4,112 tokens each, 8,224 in all (4,096 each,
+    8,192, with prompt blocks only)."""
+    tr = load_trace("synthetic-tree:n=4,width=2,depth=2,retain=0.5,prompt=4096,step=32,level_s=50")
+    r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
+    assert r.requests["cached_tokens"].tolist() == [0, 0, 4112, 4112]
+    assert r.summary["cached_prompt_tokens"] == 8224
 
 
 def test_best_of_n_fork_shares_the_prompt_with_every_sample():

@@ -130,7 +130,7 @@ def simulate_cmd(
     if offload is not None:
         from kvsim.sim.kv_tiers import check_offload
 
-        check_offload(offload, dep.system)  # before the work
+        check_offload(offload, (dep if split is None else split[2]).system)  # before the work (--disagg: prefill side)
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
                     log_type=log_type, seed=seed, format=trace_format, columns=columns, time_unit=time_unit,
                     arrivals=arrivals, strict=strict, tokenizer=tokenizer)

@@ -7,6 +7,10 @@ The run is three stages, each built on the existing replica simulator (no new en
 1. **Prefill.** The trace with every output set to 1 token is served by the ``P`` prefill
    instances behind ``router`` (:func:`kvsim.plan.cluster.simulate_cluster`, prefix caching
    included). A prompt's KV is ready when its prefill step ends (the step that samples a token).
+   KV offload tiers (``SimConfig.kv_offload``, :mod:`kvsim.sim.kv_tiers`) belong to the prefill
+   instances: prompt entries are written through to host / NVMe there and prefix hits load back;
+   the summary's ``kv_offload`` is their tiers merged (:func:`kvsim.sim.kv_tiers.merge_summaries`:
+   counters summed, hit rates recomputed from the sums).
 2. **Transfer.** Bytes of request ``i``: the method's resident KV of its prompt right after
    prefill as the *decode* instance holds it, summed over the decode instance's GPUs,
    ``kv_bytes_d(P_i).gpu_bytes * tp_d + kv_bytes_d(P_i).host_bytes`` (:func:`kv_transfer_bytes`):
@@ -29,7 +33,8 @@ The run is three stages, each built on the existing replica simulator (no new en
    ``SimConfig.prompt_kv_resident``: the prompt's KV is already resident (all but the last
    prompt token count as computed, no prefill compute), the last prompt token is recomputed in a
    1-token step that samples the first token (vLLM v1's KV-connector convention: a full-prompt
-   hit recomputes one token for its logits), then the request decodes as usual.
+   hit recomputes one token for its logits), then the request decodes as usual. Decode instances
+   run without offload tiers (they have no prefix cache to offload).
 
 **TTFT convention.** A request's first token is the one its decode instance samples, so for a
 lone request ``TTFT = prefill(P) + bytes / (lanes * bw) + latency + step(1 new, P - 1 cached)``
@@ -60,6 +65,7 @@ from kvsim.plan.cluster import _sum_timelines, host_shared, simulate_cluster
 from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig
 from kvsim.sim.inputs import effective_prompts
+from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, stats, summarize
 from kvsim.sim.replica import provenance, simulate
 from kvsim.sim.request import RequestStatus
@@ -210,7 +216,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     dst, start, arrive = schedule_transfers(ready, np.maximum(pre_of, 0), busy, link.latency_s, num_prefill, num_decode,
                                             slots_p, slots_d)
     # 3. decode instances, each on its own requests in arrival order
-    dcfg = cfg.model_copy(update={"prompt_kv_resident": True, "progress": None})
+    dcfg = cfg.model_copy(update={"prompt_kv_resident": True, "progress": None, "kv_offload": None})
     ddep = host_shared(decode_dep, num_decode)
     dmeth = type(decode_method)(ddep, decode_method.params) if ddep is not decode_dep else decode_method
     first = np.full(n, np.nan)
@@ -268,6 +274,8 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
         "provenance": {"prefill": provenance(prefill_dep, prefill_method, trace),
                        "decode": provenance(decode_dep, decode_method, trace), "kv_link": link.model_dump(mode="json")},
         "preemptions": int(preempt.sum()),
+        # the prefill instances' tiers (decode instances have none), summed over instances
+        "kv_offload": merge_summaries([r.summary.get("kv_offload") for r in getattr(pre, "replicas", None) or [pre]]),
         "disagg": {
             "prefill_instances": num_prefill, "decode_instances": num_decode,
             "prefill_hw": prefill_dep.system.name, "decode_hw": decode_dep.system.name,

@@ -25,6 +25,9 @@ reference count; entries nobody references stay cached and are evicted LRU-first
 allocation needs their blocks. The entry at position ``e`` (1-based) of a prompt costs
 ``blocks(e*pb) - blocks((e-1)*pb)`` blocks, so a request holding ``e`` leading entries and
 ``n`` tokens owns ``blocks(n) - blocks(e*pb)`` private blocks and block counts always add up.
+Where a trace's ids name generated tokens too (more ids than the prompt's blocks), a finishing
+request's full entries of generated tokens become cached entries as well
+(:meth:`KVCacheManager.generated_entries`).
 """
 
 from __future__ import annotations
@@ -282,6 +285,18 @@ class KVCacheManager:
             moved += blocks
         self._note_peak()
         return moved
+
+    def generated_entries(self, n_ids: int, prompt: int, output: int) -> int:
+        """Leading entries of a finished request of ``prompt`` + ``output`` tokens that can be cached,
+        given ``n_ids`` prefix ids. Ids past the prompt's ``ceil(prompt / pb)`` say the trace names the
+        request's token stream (prompt, then generated tokens; a trace naming prompt blocks only stops
+        at ``ceil``, its last id the hash of a partial prompt block): then every full entry of the KV,
+        ``(prompt + output - 1) // pb`` (the last sampled token has no KV), up to ``n_ids``; else 0.
+        Example: pb 16, prompt 40, output 30, 5 ids (> ceil(40/16) = 3): min(5, 69 // 16) = 4."""
+        pb = self.pb
+        if not pb or n_ids <= -(-prompt // pb):
+            return 0
+        return min(n_ids, (prompt + output - 1) // pb)
 
     def note_peak(self, extra_gpu: int, extra_host: int) -> None:
         """Note a transient use of ``extra`` blocks beyond the current one (inside a decode run)."""

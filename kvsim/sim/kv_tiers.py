@@ -34,8 +34,10 @@ bytes fit in the previous entry's last block) is stored as 0 bytes, keeping the 
 The host tier is host memory the host KV pool does not get (:func:`kvsim.pricing.memory.memory_budget`).
 
 Not modelled: SWAP preemption copies and tier stores share the device-to-host direction
-without queueing against each other; stores of generated (decode) tokens (the GPU prefix
-cache registers prompt entries only); one tier store per replica (no sharing across nodes).
+without queueing against each other; stores of generated (decode) tokens before the request
+finishes (they are stored when it finishes, where the trace's ids name them:
+:meth:`kvsim.sim.scheduler.Scheduler.register_generated`); one tier store per replica (no sharing
+across nodes).
 """
 
 from __future__ import annotations

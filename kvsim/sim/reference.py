@@ -31,6 +31,12 @@ Stated rules (where the module docstrings are silent, this follows the current c
    (one token is always computed), also when a RECOMPUTE victim is re-admitted; the
    cached-token count reported is that of the first admission. Entries are registered
    when the prompt completes: ``min(len(hashes), prompt // pb)`` leading entries.
+3b. Generated tokens: when a request finishes and its (distinct) prefix ids number more than
+   ``ceil(prompt / pb)`` (the trace names its token stream, prompt then output), the entries from
+   the last one it references up to ``min(len(hashes), computed // pb)`` (``computed`` = prompt +
+   output - 1, every token but the last sampled one) are registered like prompt entries (its own
+   blocks of them become the entries, or it shares an entry cached meanwhile), then every
+   reference is released in prompt order (rule 2). With no more ids than that, nothing is added.
 4. The analytic hit of the ``prefix`` method (``floor(split_prompt(P)[1])``, at most
    ``P - 1``), or of ``cacheblend`` on a trace with chunk ids (``floor((1 - r) x hit chunk
    tokens)`` from the chunk cache replayed in arrival order: :mod:`kvsim.sim.chunk_reuse`),
@@ -73,7 +79,9 @@ Stated rules (where the module docstrings are silent, this follows the current c
    admission with prefix ids, after its load, uses the entries its lookup covered, and every
    store that copies something, after its evictions, the prompt's entries; both from the last entry to the
    first (a prompt's first entry is the most recent); an entry entering NVMe is its most recent
-   use there.
+   use there. A request finishing with generated entries (rule 3b) stores all its registered
+   entries the same way at the step's end (after the entries it registered, before its references
+   are released).
 9. Cluster lockstep: before routing arrival ``i`` at ``t_i`` every replica processes its
    events strictly before ``t_i``; the load of a replica is its routed requests less those
    that finished or were rejected strictly before ``t_i``.
@@ -448,6 +456,17 @@ class RefReplica:
         r.token_times.append(t_end)
 
     def _finish(self, r: RefRequest, t_end: float) -> None:
+        pb = self.pb
+        if pb and len(r.prefix_hashes) > -(-r.num_prompt_tokens // pb):  # rule 3b
+            last = min(len(r.prefix_hashes), r.num_computed_tokens // pb)
+            if last > r.num_prefix_entries:
+                first = r.num_prefix_entries
+                r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
+                r.num_prefix_entries = last
+                if self.tiers is not None:  # rule 11: its entries written through, generated ones too
+                    g, P = self.geo, r.num_prompt_tokens
+                    self.tiers.store([(h, g.prefix_blocks(i, pb, P) - g.prefix_blocks(i - 1, pb, P))
+                                      for i, h in enumerate(r.prefix_hashes[:last], start=1)], t_end)
         self._free(r)
         r.status, r.finish_s = "finished", t_end
 

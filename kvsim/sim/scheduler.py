@@ -26,6 +26,11 @@ Policies:
   GPU prefix hits that the host / NVMe tiers hold (copy ended by ``now``) count as computed and
   their load is added to the step (``SchedulerOutput.load_*_blocks``); a completed prompt's newly
   registered entries are written through to the tiers at the step's end.
+* generated tokens' KV (:meth:`Scheduler.register_generated`): a finishing request whose prefix ids
+  go past its prompt's blocks (the trace names its token stream: tree search, multi-turn) turns
+  the full entries of its generated tokens into cached entries before its blocks are freed (vLLM
+  caches every full block, generated ones too, by the block-hash chain) and, with tiers, writes
+  its entries through to them as a completed prompt does.
 * watermark (vLLM v0 ``BlockSpaceManager.can_allocate`` / ``_can_swap``): admitting a waiting
   request or swapping one in must leave ``watermark_blocks`` GPU blocks allocatable (free or
   evictable); decode steps and prompt chunks of running requests may use them.
@@ -355,9 +360,28 @@ class Scheduler:
         done = b.done_rows()
         return self.finish(b.remove_rows(done), t_end) if done else []
 
+    def register_generated(self, r: Request, t_end: float | None = None) -> int:
+        """Cache the full entries of finishing ``r``'s generated tokens that its prefix ids name
+        (:meth:`KVCacheManager.generated_entries`), beyond the prompt entries it references: its
+        private blocks of them become cached entries it references (:meth:`free` then releases them,
+        in order, with the rest). With offload tiers, all of its entries are then written through as
+        a completed prompt's are, at ``t_end`` (vLLM offloads every full block, generated ones too).
+        Returns the entries added."""
+        kv, first = self.kv, r.num_prefix_entries
+        last = kv.generated_entries(len(r.prefix_hashes), r.num_prompt_tokens, r.max_tokens)
+        if last <= first:
+            return 0
+        r.gpu_blocks -= kv.register(r.prefix_hashes[first:last], first + 1)
+        r.num_prefix_entries = last
+        if self.tiers is not None and t_end is not None:
+            self.tiers.store([(h, kv.entry_blocks(i)) for i, h in enumerate(r.prefix_hashes[:last], start=1)], t_end)
+        return last - first
+
     def finish(self, reqs: list[Request], t_end: float | None) -> list[Request]:
         """Free and mark finished (``t_end`` None: ``finish_s`` is already set)."""
         for r in reqs:
+            if self.kv.pb and r.prefix_hashes:
+                self.register_generated(r, t_end)
             if r.gpu_blocks or r.host_blocks or r.num_prefix_entries:
                 self.free(r)
             else:

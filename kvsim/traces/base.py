@@ -22,7 +22,10 @@ class Trace:
         output_tokens: [N] int64, tokens to generate for each request, >= 1.
         prefix_blocks: per request, a tuple of block hash ids covering the prompt's
             leading blocks of ``prefix_block_tokens`` tokens (Mooncake ``hash_ids``), or
-            ``None`` when the trace has no prefix information.
+            ``None`` when the trace has no prefix information. More ids than the prompt's
+            ``ceil(prompt / prefix_block_tokens)`` name the request's token stream, prompt then
+            generated tokens (``synthetic-tree``): the simulator then caches the full blocks of
+            its generated tokens when it finishes.
         prefix_block_tokens: tokens per prefix block (Mooncake: 512), or 0.
         chunk_ids: per request, the ids of the retrieved chunks its prompt starts with, in any
             order and at any position (a RAG workload, ``synthetic-rag``), or ``None``. Their KV

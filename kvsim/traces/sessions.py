@@ -16,8 +16,9 @@ prompt is at least as long as the session's previous prompt continues the stream
 previous prompt is its prefix); a shorter prompt means the client cut the history (a
 context window, an edited message), so the session starts a new stream and reuses nothing.
 Turn k's own blocks beyond the previous prompt get new ids. The previous turn's *output*
-blocks are not reused: the simulator registers prompt blocks only (vLLM also caches full
-blocks of generated tokens), so reuse is underestimated by at most the previous output.
+blocks are not reused: a turn's ids name its prompt's blocks only (``ceil(prompt / 16)``), and
+the simulator caches generated blocks only where ids name them (vLLM caches full blocks of
+generated tokens), so reuse is underestimated by at most the previous output.
 
 Rows that will be dropped (0 prompt or 0 output tokens) neither continue nor cut a stream, and
 neither do prompts above :data:`MAX_STREAM_TOKENS` (no model serves them, and their block ids

@@ -25,8 +25,12 @@ default), which drive the simulator's prefix cache as Mooncake ``hash_ids`` do.
   of the kept ones gets ``width // keep`` children, one more when ``i < width % keep``), so
   KV is shared along every path. Level ``d`` arrives ``d * level_s`` seconds after its task
   (a trace cannot wait for the previous level to finish: pick ``level_s`` near one level's
-  generation time). Children of one parent share the blocks of the parent's prompt and of
-  the parent's generated step; a block that straddles the parent's prompt end is new for them.
+  generation time). A node's block ids cover its prompt *and* its generated step (its token
+  stream), so the simulator caches the step's full blocks when the node finishes (generated
+  tokens' KV, :meth:`kvsim.sim.scheduler.Scheduler.register_generated`, vLLM's caching of full
+  generated blocks); its children, whose prompt is that stream, share the stream's full blocks.
+  The block that straddles the end of a node's prompt is the node's own (siblings generate
+  different tokens into it), as are the blocks after it.
 
 Block ids: every id is a fresh integer unless shared as above; ``block`` tokens per id.
 """
@@ -124,28 +128,29 @@ def tree_children(width: int, keep: int) -> list[int]:
 
 
 def _tree(p: TreeParams, t0: float, next_id: int):
-    """Requests of one tree task: (times, prompts, outputs, blocks), next free id."""
+    """Requests of one tree task: (times, prompts, outputs, blocks), next free id. A node's ids cover
+    its prompt and its step (``ceil((plen + step) / block)``): the full blocks of its prompt shared
+    with its parent's stream (the root prompt's at level 0), then ids of its own."""
     B, P, s = p.block, p.prompt_tokens, p.step_tokens
     keep = max(1, round(p.retain * p.width))
-    root, next_id = _ids(next_id, -(-P // B))
-    level = [root] * p.width  # ids of each node's prompt stream at the current level
+    root, next_id = _ids(next_id, P // B)  # the root prompt's full blocks, shared by level 0
+    level = [root] * p.width  # shared ids of each node's prompt (its full blocks) at the current level
     times, prompts, outputs, blocks = [], [], [], []
     for d in range(p.depth):
         plen = P + d * s
-        for ids in level:
+        stream = -(-(plen + s) // B)  # blocks of a node's prompt and step
+        nodes = []
+        for shared in level:
+            tail, next_id = _ids(next_id, stream - len(shared))
+            nodes.append(shared + tail)
             times.append(t0 + d * p.level_s)
             prompts.append(plen)
             outputs.append(s)
-            blocks.append(ids)
+        blocks += nodes
         if d + 1 == p.depth:
             break
-        nxt = []
-        child_len = plen + s
-        full = plen // B  # the parent's full prompt blocks, shared by its children
-        for ids, n_child in zip(level[:keep], tree_children(p.width, keep)):
-            tail, next_id = _ids(next_id, -(-child_len // B) - full)
-            nxt.extend([ids[:full] + tail] * n_child)
-        level = nxt
+        full = (plen + s) // B  # a child's prompt is its parent's stream: its full blocks are shared
+        level = [ids[:full] for ids, n_child in zip(nodes[:keep], tree_children(p.width, keep)) for _ in range(n_child)]
     return times, prompts, outputs, blocks, next_id
 
 
@@ -154,7 +159,7 @@ def generate(params: TTSParams, rng: np.random.Generator) -> RawRequests:
     n, k = params.num_requests, per_task(params)
     tasks = -(-n // k)
     B, P = params.block, params.prompt_tokens
-    longest = P + (params.depth - 1) * params.step_tokens if isinstance(params, TreeParams) else P
+    longest = P + params.depth * params.step_tokens if isinstance(params, TreeParams) else P  # tree: ids cover the step
     held = (n if isinstance(params, TreeParams) else tasks) * -(-longest // B)  # ids held, an upper bound
     if held > MAX_BLOCK_IDS:
         raise TraceError(f"this trace would hold about {held:,} prefix block ids (more than {MAX_BLOCK_IDS:,}): "
@@ -195,8 +200,11 @@ def generate(params: TTSParams, rng: np.random.Generator) -> RawRequests:
 
 def kv_sharing(prompt_tokens: np.ndarray, blocks, block_tokens: int) -> dict:
     """Prompt KV blocks the requests name in all (``total``) and distinct ones (``distinct``):
-    ``total / distinct`` is how many times a shared prefix cache can reuse each block at most."""
-    total = int(sum(len(b) for b in blocks))
-    distinct = len({i for b in blocks for i in b})
+    ``total / distinct`` is how many times a shared prefix cache can reuse each block at most. Only
+    the ids of a request's prompt count, ``ceil(prompt / block_tokens)`` (a tree node's ids go on
+    over its generated step)."""
+    named = [b[: -(-int(p) // block_tokens)] for p, b in zip(np.asarray(prompt_tokens).tolist(), blocks)]
+    total = int(sum(len(b) for b in named))
+    distinct = len({i for b in named for i in b})
     return {"total_blocks": total, "distinct_blocks": distinct,
             "reuse_factor": total / distinct if distinct else 0.0, "block_tokens": block_tokens}

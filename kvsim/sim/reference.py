@@ -103,10 +103,11 @@ from kvsim.sim.chunk_reuse import analytic_hits
 from kvsim.sim.config import SimConfig
 from kvsim.sim.reference_pool import RefGeometry, RefPool, RefTiers, distinct_prefix, effective_prompts
 from kvsim.sim.reference_result import RefRequest, RefResult, collect_results
+from kvsim.sim.reference_schedule import RefScheduling
 
 
 
-class RefReplica:
+class RefReplica(RefScheduling):
     """One engine; arrivals come through :meth:`arrive`, time through :meth:`run_before`."""
 
     def __init__(self, dep, method, trace, config, step_model=None) -> None:
@@ -257,162 +258,6 @@ class RefReplica:
         self.steps += 1
         self.free_at = t_end
 
-    def _schedule(self, now: float) -> dict:
-        plan = {"decode": [], "prefill": [], "preempted": [], "swap_out": 0, "swap_in": 0, "load_host": 0,
-                "load_nvme": 0}
-        self.now = now
-        cfg = self.cfg
-        if not cfg.chunked_prefill and not self.swapped and self.waiting:
-            self._admit(plan, cfg.max_num_batched_tokens)
-            if plan["prefill"]:
-                return plan
-        budget = self._schedule_running(plan)
-        if not plan["preempted"]:
-            budget = self._swap_in(plan, budget)
-            if cfg.chunked_prefill and not self.swapped:
-                self._admit(plan, budget)
-        plan["decode"] = list(self.decoding)
-        return plan
-
-    def _schedule_running(self, plan: dict) -> int:
-        geo = self.geo
-        while True:
-            budget = self.cfg.max_num_batched_tokens - len(self.decoding)
-            g = h = 0
-            grow = []
-            for r in self.decoding:
-                g1, h1 = geo.blocks(r.num_computed_tokens + 1, r.num_prompt_tokens)
-                dg, dh = g1 - self._held_gpu(r), h1 - r.host_blocks
-                grow.append((r, dg, dh))
-                g, h = g + dg, h + dh
-            chunks = []
-            for r in self.prefilling:
-                c = min(r.num_tokens - r.num_computed_tokens, budget)
-                if c <= 0:
-                    break
-                g1, h1 = geo.blocks(r.num_computed_tokens + c, r.num_prompt_tokens)
-                dg, dh = max(g1 - self._held_gpu(r), 0), max(h1 - r.host_blocks, 0)
-                chunks.append((r, c, dg, dh))
-                g, h = g + dg, h + dh
-                budget -= c
-            if self._take(g, h):
-                break
-            self._preempt(plan)
-        for r, dg, dh in grow:
-            r.gpu_blocks += dg
-            r.host_blocks += dh
-        for r, c, dg, dh in chunks:
-            r.gpu_blocks += dg
-            r.host_blocks += dh
-            plan["prefill"].append((r, c, r.num_computed_tokens, r.num_computed_tokens + c == r.num_tokens))
-        self.pool.note_peak()
-        return budget
-
-    def _preempt(self, plan: dict) -> None:
-        running = self.decoding + self.prefilling
-        r = max(running, key=lambda x: x.admit_seq)
-        r.preemptions += 1
-        plan["preempted"].append(r)
-        if r in self.prefilling:
-            self.prefilling.remove(r)
-        else:
-            self._remove_slot(r)
-            if self.cfg.preemption_mode.value == "swap":
-                blocks = self.geo.blocks(r.num_computed_tokens, r.num_prompt_tokens)[0]
-                if self.pool.host_free() >= blocks:
-                    if r.num_prefix_entries:
-                        self.pool.release(r.prefix_hashes[: r.num_prefix_entries])
-                    r.gpu_blocks = r.num_prefix_entries = 0
-                    r.host_blocks += blocks
-                    r.status = "swapped"
-                    plan["swap_out"] += blocks
-                    self.swapped.append(r)
-                    self.pool.note_peak()
-                    return
-        self._free(r)
-        r.num_computed_tokens = 0
-        r.status = "waiting"
-        self.waiting.appendleft(r)
-
-    def _remove_slot(self, r: RefRequest) -> None:
-        """Take ``r`` out of the decode set; the last request moves into its slot (rule 2)."""
-        i = self.decoding.index(r)
-        last = self.decoding.pop()
-        if last is not r:
-            self.decoding[i] = last
-
-    def _swap_in(self, plan: dict, budget: int) -> int:
-        geo = self.geo
-        while self.swapped and budget > 0 and len(self.decoding) + len(self.prefilling) < self.cfg.max_num_seqs:
-            r = self.swapped[0]
-            c, p = r.num_computed_tokens, r.num_prompt_tokens
-            (g0, h0), (g1, h1) = geo.blocks(c, p), geo.blocks(c + 1, p)
-            if not self._take(g1, h1 - h0, host_released=g0, keep_free=self.wm):  # rule 10
-                break
-            self.swapped.popleft()
-            r.host_blocks += (h1 - h0) - g0
-            r.gpu_blocks = g1
-            r.status = "running"
-            self.decoding.append(r)
-            self.pool.hold(r)
-            plan["swap_in"] += g0
-            budget -= 1
-            self.pool.note_peak()
-        return budget
-
-    def _admit(self, plan: dict, budget: int) -> None:
-        cfg, pool, pb = self.cfg, self.pool, self.pb
-        first = True
-        running = len(self.decoding) + len(self.prefilling)
-        while self.waiting and running < cfg.max_num_seqs:
-            if budget <= 0 and (cfg.chunked_prefill or not first):
-                return
-            r = self.waiting[0]
-            e = 0
-            computed = 0
-            tier_hits: list = []
-            if pb and r.prefix_hashes:
-                e = pool.lookup(r.prefix_hashes, (r.num_tokens - 1) // pb)
-                if self.tiers is not None:
-                    tier_hits = self.tiers.hits(r.prefix_hashes, e, (r.num_tokens - 1) // pb, self.now)
-                computed = (e + len(tier_hits)) * pb
-            elif r.analytic_cached:
-                computed = r.analytic_cached
-            todo = r.num_tokens - computed
-            c = min(todo, budget) if cfg.chunked_prefill else todo
-            if not (cfg.chunked_prefill or first or c <= budget):
-                return
-            g1, h1 = self.geo.blocks(computed + c, r.num_prompt_tokens)
-            g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
-            pool.acquire(r.prefix_hashes[:e])  # referenced entries are not evictable
-            # (no peak here: referencing resident cached blocks moves no memory, and a refused
-            # admission takes nothing; the peak is noted once the request holds its blocks)
-            if not self._take(g, max(h1, 0), keep_free=self.wm):  # rule 10
-                pool.release(r.prefix_hashes[:e])
-                return
-            self.waiting.popleft()
-            if self.tiers is not None and pb and r.prefix_hashes:  # rule 11
-                got_host, got_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits,
-                                                     min(len(r.prefix_hashes), (r.num_tokens - 1) // pb))
-                plan["load_host"] += got_host
-                plan["load_nvme"] += got_nvme
-            r.num_prefix_entries, r.num_computed_tokens = e, computed
-            r.gpu_blocks, r.host_blocks = g, max(h1, 0)
-            pool.hold(r)
-            pool.note_peak()
-            if r.cached_tokens < 0:
-                r.cached_tokens = computed
-            r.status = "running"
-            r.admit_seq = self.admit_counter
-            self.admit_counter += 1
-            plan["prefill"].append((r, c, computed, c == todo))
-            if c < todo:
-                self.prefilling.append(r)
-            running += 1
-            budget -= c
-            first = False
-
-    # ----- after the step -----
     def _commit(self, plan: dict, t_end: float) -> None:
         for r in plan["decode"]:
             r.num_computed_tokens += 1

@@ -230,7 +230,7 @@ def test_validate_run_checks_out_before_measuring(capsys, monkeypatch, tmp_path)
     """validate run --out into a read-only directory fails at once, without a minute of measurements."""
     ro = tmp_path / "ro"
     read_only(monkeypatch, ro)
-    monkeypatch.setattr("kvsim.commands.validate._run", lambda *a, **k: pytest.fail("measured before checking --out"))
+    monkeypatch.setattr("kvsim.commands.validate.run_benchmarks", lambda *a, **k: pytest.fail("measured before checking --out"))
     one_line_error(*run(capsys, monkeypatch, "validate", "run", "--quick", "--out", str(ro / "r.json")), str(ro))
     one_line_error(*run(capsys, monkeypatch, "validate", "run", "--quick", "--out", str(tmp_path)), str(tmp_path))
 

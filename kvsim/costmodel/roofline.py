@@ -22,6 +22,15 @@ each off unless the op class's efficiency sets it:
 * ``wave_tiles_per_sm = w``: the GPU-compute time is multiplied by
   ``max(1, S * w / (tiles / launches))`` on a GPU of ``S`` SMs (a call with too few tiles
   leaves SMs idle; scaling the HBM time the same way fitted the measured kernels worse);
+* ``kv_split_ctas_per_sm = k`` with ``hbm_ctas_per_sm = m`` (and ``split_s``): split-KV decode
+  (FlashDecoding, Dao, Haziza, Massa and Sizov 2023; FlashAttention-2's ``set_params_splitkv`` /
+  ``num_splits_heuristic`` in csrc/flash_attn/flash_api.cpp). A call of ``u = tiles / launches``
+  units (sequence x KV head) whose units stream ``b = kv_blocks / tiles`` KV blocks of 128 tokens
+  is split ``s = max(1, min(b, S * k / u))`` ways along the KV (FA2 aims at 2 CTAs per SM, up to
+  one split per block); ``u * s`` CTAs reach the HBM rate only from ``S * m`` CTAs on (HBM time
+  times ``max(1, S * m / (u * s))``: one CTA streams a bounded bandwidth), and a split call runs a
+  combine kernel, ``split_s`` per launch. Short KV (one block) cannot split: small batches at short
+  context pay the bandwidth limit, long ones pay the combine;
 * measured all-reduce costs (``System.allreduce``) replace the link's datasheet for a
   ``collective`` part of group size ``g``: NCCL's ``latency + ring_bytes / bus_bw``, or vLLM's
   custom all-reduce for messages up to its ``max_message_bytes`` when the GPUs are NVLink peers
@@ -107,6 +116,8 @@ class Roofline:
             return self._pcie_bw
         if field == "link_bytes":  # a full-mesh link gives a group of g GPUs (g - 1) peer links
             return self.system.gpu_gpu_link.collective_bw_bytes_per_s(part.group) * self._link_eff
+        if field == "kv_blocks":  # a shape, not a resource: split-KV reads it (compiled.py)
+            return np.inf
         per_unit_s = {"launches": e.overhead_s, "tiles": e.tile_s}.get(field, self._round_trip_s)
         return 1.0 / per_unit_s if per_unit_s else np.inf
         # (amount / inf = 0: a free launch)

@@ -4,7 +4,8 @@ What is fitted (bounded least squares on ``log(predicted / measured)`` with a so
 that a few odd rows do not steer the fit; :func:`scipy.optimize.least_squares`):
 
 * per op class (:data:`PARAMS`): the fractions of peak, the fixed time per call and the
-  refinements of :mod:`kvsim.costmodel.roofline` (``blend``, ``tile_s``, ``wave_tiles_per_sm``),
+  refinements of :mod:`kvsim.costmodel.roofline` (``blend``, ``tile_s``, ``wave_tiles_per_sm``,
+  decode's split-KV ``kv_split_ctas_per_sm``, ``hbm_ctas_per_sm``, ``split_s``),
   evaluated through the roofline itself on the work kvsim charges for each row;
 * per all-reduce algorithm and group size: ``latency_s`` and ``bus_bw_bytes_per_s``.
 
@@ -28,7 +29,8 @@ from kvsim.validate.kernels import BF16_BYTES, KernelWork, table_work
 PARAMS = {
     "gemm": ("compute", "memory", "overhead_s", "blend"),
     "attn_prefill": ("compute", "memory", "overhead_s", "blend", "tile_s", "wave_tiles_per_sm"),
-    "attn_decode": ("compute", "memory", "overhead_s", "blend", "tile_s", "wave_tiles_per_sm"),
+    "attn_decode": ("compute", "memory", "overhead_s", "blend", "tile_s", "wave_tiles_per_sm",
+                    "kv_split_ctas_per_sm", "hbm_ctas_per_sm", "split_s"),
     "collective": ("memory", "overhead_s"),  # the datasheet form (leave-one-GPU-out only)
 }
 #: (low, high, start, unit) of each field; the optimizer works in ``value / unit``
@@ -39,6 +41,9 @@ FIELD_RANGE = {
     "blend": (1.0, 64.0, 2.0, 1.0),
     "tile_s": (0.0, 2e-6, 1e-8, 1e-9),
     "wave_tiles_per_sm": (0.05, 16.0, 2.0, 1.0),
+    "kv_split_ctas_per_sm": (0.25, 8.0, 2.0, 1.0),  # FlashAttention-2 aims at 2 CTAs per SM
+    "hbm_ctas_per_sm": (0.05, 16.0, 0.5, 1.0),
+    "split_s": (0.0, 3e-5, 3e-6, 1e-6),
 }
 #: vLLM's custom all-reduce handles messages below 8 MiB (``CustomAllreduce(max_size=8192 * 1024)``,
 #: vllm/distributed/device_communicators/custom_all_reduce.py); larger ones go to NCCL

@@ -72,6 +72,11 @@ def decode_kv_blocks(dep: Deployment, n_attended: Num, heads_frac: float = 1.0) 
     return kv_heads * sum_seq(per_seq)
 
 
+def _grouped(dep: Deployment) -> bool:
+    """Does each KV head serve more than one query head (GQA, MQA, MLA's shared latent)?"""
+    return dep.model.mla is not None or dep.q_heads_per_gpu > dep.kv_heads_per_gpu
+
+
 def decode_flops_per_token_layer(dep: Deployment, heads_frac: float = 1.0) -> float:
     """Attention FLOPs per attended token per layer per GPU for one query token."""
     m = dep.model
@@ -124,7 +129,8 @@ def decode_attention(
     hbm = L * (n_tot * rb + w_tot * wbytes) + qo_bytes
     return Cost.of(Part(name, "attn_decode", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=float(L),
                         tiles=L * decode_tiles(dep, n_attended, heads_frac),
-                        kv_blocks=L * decode_kv_blocks(dep, n_attended, heads_frac)))
+                        kv_blocks=L * decode_kv_blocks(dep, n_attended, heads_frac),
+                        gqa_tiles=L * decode_tiles(dep, n_attended, heads_frac) * float(_grouped(dep))))
 
 
 def prefill_pairs(n_new: Num, n_cached: Num) -> Num:

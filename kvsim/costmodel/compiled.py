@@ -22,8 +22,8 @@ RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overh
 # fields whose times take the max within a part ("body"), in RESOURCES order
 BODY_RESOURCE_OF_FIELD = {"flops": "gpu_compute", "hbm_bytes": "hbm", "cpu_flops": "cpu_compute",
                           "dram_bytes": "dram", "pcie_bytes": "pcie", "link_bytes": "link"}
-OVERHEAD_FIELDS = ("launches", "pcie_round_trips", "tiles", "kv_blocks")  # seconds added to the body time
-# (kv_blocks: none of their own; the split-KV refinement charges its combine kernel there)
+OVERHEAD_FIELDS = ("launches", "pcie_round_trips", "tiles", "kv_blocks", "gqa_tiles")  # seconds added to the body
+# (kv_blocks, gqa_tiles: shapes with no time of their own; split-KV charges its combine kernel to kv_blocks)
 assert set(BODY_RESOURCE_OF_FIELD) | set(OVERHEAD_FIELDS) == set(NUMERIC_FIELDS)
 
 Column = tuple[int, str]  # (part index in the template, numeric field name)
@@ -94,7 +94,7 @@ class CompiledRoofline:
         self._blend = []  # (part, body columns, p)
         self._wave = []  # (flops column, tiles column, launches column, S * w)
         self._custom = []  # (part, launches column, link column, latency_s, bus_bw, largest ring bytes per call)
-        self._split = []  # (hbm column, tiles column, launches column, kv_blocks column, S * k, S * m, split_s)
+        self._split = []  # (hbm, tiles, launches, kv_blocks, gqa_tiles or None columns, S * k, S * m, split_s)
         for i, p in enumerate(parts):
             e = roofline._eff[p.op]
             if e.blend is not None and len(body[i]) > 1:
@@ -105,7 +105,8 @@ class CompiledRoofline:
                 self._wave.append((scaled, *cols, sms * float(e.wave_tiles_per_sm)))
             cols = [col.get((i, f)) for f in ("hbm_bytes", "tiles", "launches", "kv_blocks")]
             if e.kv_split_ctas_per_sm is not None and e.hbm_ctas_per_sm is not None and None not in cols:
-                self._split.append((*cols, sms * float(e.kv_split_ctas_per_sm), sms * float(e.hbm_ctas_per_sm),
+                gqa = col.get((i, "gqa_tiles"), -1) if e.split_needs_gqa else None  # -1: no GQA tile (zero)
+                self._split.append((*cols, gqa, sms * float(e.kv_split_ctas_per_sm), sms * float(e.hbm_ctas_per_sm),
                                     float(e.split_s)))
             fit = roofline.allreduce_fit(p, "custom")
             cols = [col.get((i, f)) for f in ("launches", "link_bytes")]
@@ -139,8 +140,9 @@ class CompiledRoofline:
             factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
             for n in scaled:
                 out[..., n] *= factor
-        for nh, nt, nl, nb, sk, sm, split_s in self._split:
-            mem_factor, combine_s = _split_kv(amounts[..., nt], amounts[..., nl], amounts[..., nb], sk, sm, split_s)
+        for nh, nt, nl, nb, ng, sk, sm, split_s in self._split:
+            blocks = _splittable_blocks(amounts, nt, nb, ng)
+            mem_factor, combine_s = _split_kv(amounts[..., nt], amounts[..., nl], blocks, sk, sm, split_s)
             out[..., nh] *= mem_factor
             out[..., nb] = combine_s
         return out
@@ -217,8 +219,9 @@ class CompiledRoofline:
             return self._seconds_single_refined_scalar(amounts.tolist())
         times = amounts / self._divisor
         if split is not None:
-            nh, nt, nl, nb, sk, sm, split_s = split
-            mem_factor, combine_s = _split_kv(amounts[..., nt], amounts[..., nl], amounts[..., nb], sk, sm, split_s)
+            nh, nt, nl, nb, ng, sk, sm, split_s = split
+            blocks = _splittable_blocks(amounts, nt, nb, ng)
+            mem_factor, combine_s = _split_kv(amounts[..., nt], amounts[..., nl], blocks, sk, sm, split_s)
             times[..., nh] *= mem_factor
             times[..., nb] = combine_s
         cols = [times[..., c] for c in body]
@@ -242,8 +245,12 @@ class CompiledRoofline:
         t = [amounts[c] / div[c] for c in body]
         combine_col, combine_s = -1, 0.0
         if split is not None:
-            nh, nt, nl, nb, sk, sm, split_s = split
-            mem_factor, combine_s = _split_kv_scalar(amounts[nt], amounts[nl], amounts[nb], sk, sm, split_s)
+            nh, nt, nl, nb, ng, sk, sm, split_s = split
+            blocks = amounts[nb]
+            if ng is not None:  # only GQA tiles split; the others stream one block per tile
+                g = amounts[ng] if ng >= 0 else 0.0
+                blocks = (blocks - amounts[nt]) * (g / amounts[nt]) + amounts[nt] if amounts[nt] > 0.0 else blocks
+            mem_factor, combine_s = _split_kv_scalar(amounts[nt], amounts[nl], blocks, sk, sm, split_s)
             t = [x * mem_factor if c == nh else x for x, c in zip(t, body)]
             combine_col = nb
         if wave is not None:
@@ -329,6 +336,18 @@ def _split_kv(tiles, launches, kv_blocks, sk: float, sm: float, split_s: float):
     mem_factor = np.where(ok, np.maximum(1.0, sm / (units * splits)), 1.0)
     combine_s = np.where(ok & (splits > 1.0), split_s * launches, 0.0)
     return mem_factor, combine_s
+
+
+def _splittable_blocks(amounts: np.ndarray, nt: int, nb: int, ng: int | None) -> np.ndarray:
+    """KV blocks split-KV may split: all (``ng`` None), or, for a kernel that splits GQA tiles only,
+    the blocks of the GQA fraction ``g = gqa_tiles / tiles`` with the rest as one block per tile:
+    ``(kv_blocks - tiles) * g + tiles`` (``ng`` -1: no GQA column, ``g = 0``)."""
+    blocks = amounts[..., nb]
+    if ng is None:
+        return blocks
+    tiles = amounts[..., nt]
+    g = amounts[..., ng] / np.maximum(tiles, 1e-300) if ng >= 0 else 0.0
+    return np.where(tiles > 0, (blocks - tiles) * g + tiles, blocks)
 
 
 def _split_kv_scalar(tiles: float, launches: float, kv_blocks: float, sk: float, sm: float, split_s: float) -> tuple[float, float]:

@@ -30,7 +30,10 @@ each off unless the op class's efficiency sets it:
   one split per block); ``u * s`` CTAs reach the HBM rate only from ``S * m`` CTAs on (HBM time
   times ``max(1, S * m / (u * s))``: one CTA streams a bounded bandwidth), and a split call runs a
   combine kernel, ``split_s`` per launch. Short KV (one block) cannot split: small batches at short
-  context pay the bandwidth limit, long ones pay the combine;
+  context pay the bandwidth limit, long ones pay the combine. ``split_needs_gqa``: the kernel splits
+  only tiles whose KV head serves several query heads (``Part.gqa_tiles``; FA2's varlen path applies
+  split-KV only when it can fold a query group into one tile, "Only apply split-k for decoding"
+  under ``seqlenq_ngroups_swapped`` in flash_api.cpp ``mha_varlen_fwd``), the rest stream unsplit;
 * measured all-reduce costs (``System.allreduce``) replace the link's datasheet for a
   ``collective`` part of group size ``g``: NCCL's ``latency + ring_bytes / bus_bw``, or vLLM's
   custom all-reduce for messages up to its ``max_message_bytes`` when the GPUs are NVLink peers
@@ -116,7 +119,7 @@ class Roofline:
             return self._pcie_bw
         if field == "link_bytes":  # a full-mesh link gives a group of g GPUs (g - 1) peer links
             return self.system.gpu_gpu_link.collective_bw_bytes_per_s(part.group) * self._link_eff
-        if field == "kv_blocks":  # a shape, not a resource: split-KV reads it (compiled.py)
+        if field in ("kv_blocks", "gqa_tiles"):  # shapes, not resources: split-KV reads them (compiled.py)
             return np.inf
         per_unit_s = {"launches": e.overhead_s, "tiles": e.tile_s}.get(field, self._round_trip_s)
         return 1.0 / per_unit_s if per_unit_s else np.inf

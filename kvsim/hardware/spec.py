@@ -169,6 +169,7 @@ class OpEfficiency(Strict):
         ``max(1, min(b, S * kv_split_ctas_per_sm / u))`` parts; its HBM time is multiplied by
         ``max(1, S * hbm_ctas_per_sm / CTAs)``, and a split call pays ``split_s`` for its combine
         kernel (see :mod:`kvsim.costmodel.roofline`). ``None`` (either): off.
+        ``split_needs_gqa``: only GQA tiles split (FlashAttention-2's varlen decode).
     """
 
     compute: Fraction01
@@ -180,6 +181,7 @@ class OpEfficiency(Strict):
     kv_split_ctas_per_sm: number(float, 0, 64, lo_open=True) | None = None
     hbm_ctas_per_sm: number(float, 0, 64, lo_open=True) | None = None
     split_s: Seconds = 0.0
+    split_needs_gqa: bool = False
 
 
 class AllReduceFit(Strict):
@@ -275,7 +277,7 @@ class ProfileSpec(Strict):
     name: str
     aliases: list[str] = []
     system: str = Field(description="the system (node) these measurements are of")
-    efficiency: dict[str, dict[str, Float | None]] = Field(default_factory=dict)
+    efficiency: dict[str, dict[str, bool | Float | None]] = Field(default_factory=dict)
     allreduce: list[AllReduceFit] = []
     measured_error: dict[str, MeasuredError] = Field(default_factory=dict)
     source: str

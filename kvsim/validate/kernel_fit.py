@@ -33,9 +33,11 @@ PARAMS = {
                     "kv_split_ctas_per_sm", "hbm_ctas_per_sm", "split_s"),
     "collective": ("memory", "overhead_s"),  # the datasheet form (leave-one-GPU-out only)
 }
-#: discrete fields tried in turn (the fit keeps the one of lower training cost): whether the decode
-#: kernel splits the KV of GQA tiles only (FlashAttention-2's varlen path) or of every tile
-CHOICES = {"attn_decode": [{"split_needs_gqa": False}, {"split_needs_gqa": True}]}
+#: Not fitted: ``split_needs_gqa`` (vLLM's FlashAttention-2 varlen decode, on the A100 and L40S tables,
+#: splits the KV of GQA tiles only). Set on A100/L40S it cuts A100's held-out decode p90 from 27.7% to
+#: 23.5%, but kvsim's A100 profile also prices papers measured with other kernels (DuoAttention's
+#: Llama-2-7B MHA decode at 20-120K goes from -3..-26% to +29..+331%), so the profiles leave it off;
+#: a vLLM-on-Ampere/Ada profile may set it (benchmarks/RESULTS.md, issue 9).
 #: (low, high, start, unit) of each field; the optimizer works in ``value / unit``
 FIELD_RANGE = {
     "compute": (0.05, 1.0, 0.7, 1.0),
@@ -85,16 +87,12 @@ def fit_op(op: str, data: list[FitData]) -> dict[str, float]:
     def values(x: np.ndarray) -> dict[str, float]:
         return {n: float(v * FIELD_RANGE[n][3]) for n, v in zip(names, x)}
 
-    best = None
-    for choice in CHOICES.get(op, [{}]):  # a discrete choice of kernel behaviour: the lower training cost wins
-        def residual(x: np.ndarray) -> np.ndarray:
-            v = {**values(x), **choice}
-            return np.concatenate([np.log(d.seconds(_with(d.system, op, v)) / d.measured_s) for d in data])
+    def residual(x: np.ndarray) -> np.ndarray:
+        v = values(x)
+        return np.concatenate([np.log(d.seconds(_with(d.system, op, v)) / d.measured_s) for d in data])
 
-        result = least_squares(residual, x0, bounds=(lo, hi), loss="soft_l1", f_scale=F_SCALE, x_scale="jac")
-        if best is None or result.cost < best[0]:
-            best = (result.cost, {**values(result.x), **choice})
-    return best[1]
+    result = least_squares(residual, x0, bounds=(lo, hi), loss="soft_l1", f_scale=F_SCALE, x_scale="jac")
+    return values(result.x)
 
 
 def engine_rows(table: KernelTable, system: System) -> np.ndarray:

@@ -73,7 +73,7 @@ class GPUSpec(Strict):
     host_link: str = Field(description="name of the link spec to the host (PCIe generation)")
     peer_link: str | None = Field(None, description="name of the GPU-GPU link spec, if any")
     price: Price | None = None
-    efficiency: dict[str, dict[str, Float | None]] = Field(
+    efficiency: dict[str, dict[str, bool | Float | None]] = Field(
         default_factory=dict, description="per-op-class overrides of the default efficiencies"
     )
     source: str

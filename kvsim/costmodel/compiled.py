@@ -66,9 +66,11 @@ class CompiledRoofline:
         ncol = len(columns)
         self._divisor = np.array([roofline.unit_divisor(parts[i], f) for i, f in columns])  # [ncol]
         zero = ncol  # index of an all-zero column appended to the resource times
-        body = [[n for n, (i, f) in enumerate(columns) if i == part and f in BODY_RESOURCE_OF_FIELD]
+        # tiles join the body of an op class with tiles_in_body (their time overlaps the streams)
+        in_body = [roofline._eff[p.op].tiles_in_body for p in parts]
+        body = [[n for n, (i, f) in enumerate(columns) if i == part and (f in BODY_RESOURCE_OF_FIELD or (f == "tiles" and in_body[i]))]
                 for part in range(len(parts))]
-        over = [[n for n, (i, f) in enumerate(columns) if i == part and f in OVERHEAD_FIELDS]
+        over = [[n for n, (i, f) in enumerate(columns) if i == part and f in OVERHEAD_FIELDS and not (f == "tiles" and in_body[i])]
                 for part in range(len(parts))]
         width = max([len(b) for b in body] + [1])
         # [P, width] body columns of each part, padded with its own first column (max(a, a) = a)
@@ -76,7 +78,7 @@ class CompiledRoofline:
                                    dtype=np.intp)
         self._body_columns, self._overhead_columns = body, over
         # per part: (resource, column) of its body columns, in RESOURCES order (Timing.resource_s)
-        self._named_body_columns = [sorted(((BODY_RESOURCE_OF_FIELD[columns[n][1]], n) for n in b),
+        self._named_body_columns = [sorted(((BODY_RESOURCE_OF_FIELD.get(columns[n][1], "overhead"), n) for n in b),
                                            key=lambda rc: RESOURCES.index(rc[0])) for b in body]
         width = max([len(o) for o in over] + [1])
         self._overhead_grid = np.array([o + [zero] * (width - len(o)) for o in over], dtype=np.intp)  # [P, width]

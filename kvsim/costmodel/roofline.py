@@ -34,6 +34,11 @@ each off unless the op class's efficiency sets it:
   only tiles whose KV head serves several query heads (``Part.gqa_tiles``; FA2's varlen path applies
   split-KV only when it can fold a query group into one tile, "Only apply split-k for decoding"
   under ``seqlenq_ngroups_swapped`` in flash_api.cpp ``mha_varlen_fwd``), the rest stream unsplit;
+* ``tiles_in_body``: the tiles' time (``tiles * tile_s``) joins the resource times of the max
+  (or p-norm) instead of being added after it: per-tile work (setup, the split-KV reduction, the
+  output write) runs on some SMs while other tiles stream KV from HBM, so it overlaps the stream
+  when a call has many tiles (decode at large batch and short context, where it is of the order
+  of the KV read; a paged decode kernel is a persistent stream of (sequence, KV head) tiles);
 * measured all-reduce costs (``System.allreduce``) replace the link's datasheet for a
   ``collective`` part of group size ``g``: NCCL's ``latency + ring_bytes / bus_bw``, or vLLM's
   custom all-reduce for messages up to its ``max_message_bytes`` when the GPUs are NVLink peers

@@ -170,6 +170,8 @@ class OpEfficiency(Strict):
         ``max(1, S * hbm_ctas_per_sm / CTAs)``, and a split call pays ``split_s`` for its combine
         kernel (see :mod:`kvsim.costmodel.roofline`). ``None`` (either): off.
         ``split_needs_gqa``: only GQA tiles split (FlashAttention-2's varlen decode).
+    tiles_in_body: the tiles' time overlaps the resource times (p-norm or max with them) instead
+        of adding to them (see :mod:`kvsim.costmodel.roofline`).
     """
 
     compute: Fraction01
@@ -182,6 +184,7 @@ class OpEfficiency(Strict):
     hbm_ctas_per_sm: number(float, 0, 64, lo_open=True) | None = None
     split_s: Seconds = 0.0
     split_needs_gqa: bool = False
+    tiles_in_body: bool = False
 
 
 class AllReduceFit(Strict):

@@ -233,44 +233,6 @@ def test_step_pricer_equals_step_model(name):
                 assert masked.dt[1] == pytest.approx(float(tail), rel=1e-9)
 
 
-def test_split_kv_decode_hand_computed():
-    """Split-KV decode: short KV cannot split and pays the per-CTA bandwidth limit; long KV splits
-    until the GPU is full and pays the combine kernel; an FA2-style kernel splits GQA tiles only."""
-    s = synthetic_system()  # 100 SMs, HBM 1e12 B/s, memory 0.5
-    s = s.with_efficiencies(s.eff.with_overrides({"attn_decode": {
-        "overhead_s": 0.0, "kv_split_ctas_per_sm": 2.0, "hbm_ctas_per_sm": 1.0, "split_s": 5e-6}}))
-    rl = Roofline(s)
-
-    def t(hbm, tiles, blocks, gqa=None, roof=rl):
-        extra = {} if gqa is None else {"gqa_tiles": gqa}
-        return roof.seconds(Cost.of(Part("a", "attn_decode", hbm_bytes=hbm, launches=1.0, tiles=tiles,
-                                         kv_blocks=blocks, **extra)))
-
-    # 4 units of 1 block: s = max(1, min(1, 200/4)) = 1 -> 4 CTAs of the 100 that fill HBM: x 100/4 = 25
-    # 1e6 B / (1e12 * 0.5) = 2 us -> 50 us, no combine
-    assert t(1e6, 4, 4) == pytest.approx(50e-6)
-    # 100 blocks each: s = min(100, 200/4 = 50) = 50 -> 200 CTAs >= 100: x 1; 1e8 B -> 200 us + 5 us combine
-    assert t(1e8, 4, 400) == pytest.approx(205e-6)
-    # 10 blocks each: s = 10 -> 40 CTAs: x 100/40 = 2.5; 1e7 B -> 20 us * 2.5 = 50 us + 5 us
-    assert t(1e7, 4, 40) == pytest.approx(55e-6)
-    # FA2's varlen decode splits GQA tiles only: an MHA call (gqa_tiles 0) streams 1 block per tile:
-    # blocks (400 - 4) * 0 + 4 = 4 -> s = 1, 4 CTAs: 200 us * 25 = 5 ms, no combine; GQA (4 of 4): as above
-    fa2 = Roofline(s.with_efficiencies(s.eff.with_overrides({"attn_decode": {"split_needs_gqa": True}})))
-    assert t(1e8, 4, 400, gqa=0.0, roof=fa2) == pytest.approx(5e-3)
-    assert t(1e8, 4, 400, gqa=4.0, roof=fa2) == pytest.approx(205e-6)
-    # vectorized amounts (the fast layer's path) give the same seconds as one by one
-    many = Part("a", "attn_decode", hbm_bytes=np.array([1e6, 1e8, 1e7]), launches=np.ones(3),
-                tiles=np.full(3, 4.0), kv_blocks=np.array([4.0, 400.0, 40.0]))
-    assert rl.seconds(Cost((many,))) == pytest.approx([50e-6, 205e-6, 55e-6])
-    # with another part (the general multi-part path): 55 us + a 1e12-FLOP GEMM 1e12 / (100e12 * 0.5) = 20 ms
-    two = Cost.of(Part("a", "attn_decode", hbm_bytes=1e7, launches=1.0, tiles=4.0, kv_blocks=40.0),
-                  Part("g", "gemm", flops=1e12))
-    assert rl.seconds(two) == pytest.approx(55e-6 + 0.020)
-    assert rl(two).parts[0].resource_s["overhead"] == pytest.approx(5e-6)  # the combine kernel
-    # off unless the op class sets it: the plain roofline, 1e8 B -> 200 us
-    assert t(1e8, 4, 4, roof=Roofline(synthetic_system())) == pytest.approx(200e-6 + 10e-6)  # + 10 us launch
-
-
 def test_tiles_in_body_overlap_the_stream():
     """tiles_in_body: the tiles' time joins the max (or p-norm) of the resource times instead of adding."""
     s = synthetic_system()  # HBM 1e12 B/s, memory 0.5

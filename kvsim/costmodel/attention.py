@@ -15,8 +15,7 @@ value head dim, ``L`` layers. FLOPs = 2 per multiply-add.
   (SPECS.md F2 with causal halving, as FlashAttention skips masked blocks). HBM: Q and O of
   the query heads, K and V of the KV heads (GQA), the cached prefix read, the new KV written.
 * Tiles (``Part.tiles``, see :mod:`kvsim.costmodel.roofline`): prefill ``heads * ceil(n_new/128)``
-  per chunk per layer, decode ``kv_heads`` per sequence per layer; decode KV blocks
-  (``Part.kv_blocks``) ``kv_heads * ceil(n / 128)`` per sequence per layer.
+  per chunk per layer, decode ``kv_heads`` per sequence per layer.
 """
 
 from __future__ import annotations
@@ -57,24 +56,6 @@ def decode_tiles(dep: Deployment, n_attended: Num, heads_frac: float = 1.0) -> N
     per_seq = (np.asarray(n_attended, dtype=np.float64) > 0).astype(np.float64)
     kv_heads = 1.0 if dep.model.mla is not None else dep.kv_heads_per_gpu * heads_frac
     return kv_heads * sum_seq(per_seq)
-
-
-#: KV tokens per split-KV block: FlashAttention-2's split-KV decode kernel streams the KV in blocks
-#: of ``block_n = 128`` tokens for head dims 65-128 (flash_api.cpp ``set_params_splitkv``)
-DECODE_KV_BLOCK_TOKENS = 128
-
-
-def decode_kv_blocks(dep: Deployment, n_attended: Num, heads_frac: float = 1.0) -> Num:
-    """KV blocks one layer's decode streams: ``sum over sequences and KV heads of ceil(n / 128)``
-    (``Part.kv_blocks``: how far split-KV can split; see :mod:`kvsim.costmodel.roofline`)."""
-    per_seq = np.ceil(np.maximum(np.asarray(n_attended, dtype=np.float64), 0.0) / DECODE_KV_BLOCK_TOKENS)
-    kv_heads = 1.0 if dep.model.mla is not None else dep.kv_heads_per_gpu * heads_frac
-    return kv_heads * sum_seq(per_seq)
-
-
-def _grouped(dep: Deployment) -> bool:
-    """Does each KV head serve more than one query head (GQA, MQA, MLA's shared latent)?"""
-    return dep.model.mla is not None or dep.q_heads_per_gpu > dep.kv_heads_per_gpu
 
 
 def decode_flops_per_token_layer(dep: Deployment, heads_frac: float = 1.0) -> float:
@@ -128,9 +109,7 @@ def decode_attention(
     qo_bytes = L * B * 2 * dep.q_heads_per_gpu * heads_frac * m.q_head_dim * dep.ab
     hbm = L * (n_tot * rb + w_tot * wbytes) + qo_bytes
     return Cost.of(Part(name, "attn_decode", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=float(L),
-                        tiles=L * decode_tiles(dep, n_attended, heads_frac),
-                        kv_blocks=L * decode_kv_blocks(dep, n_attended, heads_frac),
-                        gqa_tiles=L * decode_tiles(dep, n_attended, heads_frac) * float(_grouped(dep))))
+                        tiles=L * decode_tiles(dep, n_attended, heads_frac)))
 
 
 def prefill_pairs(n_new: Num, n_cached: Num) -> Num:

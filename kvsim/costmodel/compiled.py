@@ -22,8 +22,7 @@ RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overh
 # fields whose times take the max within a part ("body"), in RESOURCES order
 BODY_RESOURCE_OF_FIELD = {"flops": "gpu_compute", "hbm_bytes": "hbm", "cpu_flops": "cpu_compute",
                           "dram_bytes": "dram", "pcie_bytes": "pcie", "link_bytes": "link"}
-OVERHEAD_FIELDS = ("launches", "pcie_round_trips", "tiles", "kv_blocks", "gqa_tiles")  # seconds added to the body
-# (kv_blocks, gqa_tiles: shapes with no time of their own; split-KV charges its combine kernel to kv_blocks)
+OVERHEAD_FIELDS = ("launches", "pcie_round_trips", "tiles")  # fixed seconds per unit, added to the body time
 assert set(BODY_RESOURCE_OF_FIELD) | set(OVERHEAD_FIELDS) == set(NUMERIC_FIELDS)
 
 Column = tuple[int, str]  # (part index in the template, numeric field name)
@@ -96,7 +95,6 @@ class CompiledRoofline:
         self._blend = []  # (part, body columns, p)
         self._wave = []  # (flops column, tiles column, launches column, S * w)
         self._custom = []  # (part, launches column, link column, latency_s, bus_bw, largest ring bytes per call)
-        self._split = []  # (hbm, tiles, launches, kv_blocks, gqa_tiles or None columns, S * k, S * m, split_s)
         for i, p in enumerate(parts):
             e = roofline._eff[p.op]
             if e.blend is not None and len(body[i]) > 1:
@@ -105,17 +103,12 @@ class CompiledRoofline:
             scaled = tuple(c for c in (col.get((i, "flops")),) if c is not None)
             if e.wave_tiles_per_sm is not None and None not in cols and scaled:
                 self._wave.append((scaled, *cols, sms * float(e.wave_tiles_per_sm)))
-            cols = [col.get((i, f)) for f in ("hbm_bytes", "tiles", "launches", "kv_blocks")]
-            if e.kv_split_ctas_per_sm is not None and e.hbm_ctas_per_sm is not None and None not in cols:
-                gqa = col.get((i, "gqa_tiles"), -1) if e.split_needs_gqa else None  # -1: no GQA tile (zero)
-                self._split.append((*cols, gqa, sms * float(e.kv_split_ctas_per_sm), sms * float(e.hbm_ctas_per_sm),
-                                    float(e.split_s)))
             fit = roofline.allreduce_fit(p, "custom")
             cols = [col.get((i, f)) for f in ("launches", "link_bytes")]
             if fit is not None and None not in cols:
                 ring = 2.0 * (p.group - 1) / p.group
                 self._custom.append((i, *cols, fit.latency_s, fit.bus_bw_bytes_per_s, ring * (fit.max_message_bytes or np.inf)))
-        self._refined = bool(self._blend or self._wave or self._custom or self._split)
+        self._refined = bool(self._blend or self._wave or self._custom)
         # one part, at most one overhead column: column views instead of gathers (the decode hot path)
         self._single = None
         if len(parts) == 1 and len(over[0]) <= 1 and body[0] and not self._refined:
@@ -125,13 +118,12 @@ class CompiledRoofline:
         self._single_refined = None
         if len(parts) == 1 and body[0] and self._refined and not self._custom:
             self._single_refined = (body[0], over[0], self._blend[0][2] if self._blend else None,
-                                    self._wave[0] if self._wave else None, self._split[0] if self._split else None)
+                                    self._wave[0] if self._wave else None)
 
     # ------------------------------------------------------------------ the rule, in three stages
     def resource_seconds(self, amounts: np.ndarray) -> np.ndarray:
         """``[..., ncol]`` work -> ``[..., ncol (+1 zero column)]`` seconds of each column's resource
-        (GPU compute after the wave floor, HBM after split-KV's parallelism, the combine kernel in
-        the kv_blocks column)."""
+        (GPU compute after the wave floor)."""
         if not self._needs_zero:
             out = amounts / self._divisor
         else:
@@ -142,11 +134,6 @@ class CompiledRoofline:
             factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
             for n in scaled:
                 out[..., n] *= factor
-        for nh, nt, nl, nb, ng, sk, sm, split_s in self._split:
-            blocks = _splittable_blocks(amounts, nt, nb, ng)
-            mem_factor, combine_s = _split_kv(amounts[..., nt], amounts[..., nl], blocks, sk, sm, split_s)
-            out[..., nh] *= mem_factor
-            out[..., nb] = combine_s
         return out
 
     def part_seconds(self, times: np.ndarray, amounts: np.ndarray | None = None) -> np.ndarray:
@@ -216,16 +203,10 @@ class CompiledRoofline:
     def _seconds_single_refined(self, amounts: np.ndarray) -> np.ndarray:
         """:meth:`seconds` of one part with refinements: resource_seconds, _body_and_overhead
         and total_seconds of one part, on column views."""
-        body, over, p, wave, split = self._single_refined
+        body, over, p, wave = self._single_refined
         if amounts.ndim == 1:  # one step: the same arithmetic on Python floats (a third of the time)
             return self._seconds_single_refined_scalar(amounts.tolist())
         times = amounts / self._divisor
-        if split is not None:
-            nh, nt, nl, nb, ng, sk, sm, split_s = split
-            blocks = _splittable_blocks(amounts, nt, nb, ng)
-            mem_factor, combine_s = _split_kv(amounts[..., nt], amounts[..., nl], blocks, sk, sm, split_s)
-            times[..., nh] *= mem_factor
-            times[..., nb] = combine_s
         cols = [times[..., c] for c in body]
         if wave is not None:
             scaled, nt, nl, sw = wave
@@ -242,19 +223,9 @@ class CompiledRoofline:
         return t
 
     def _seconds_single_refined_scalar(self, amounts: list) -> float:
-        body, over, p, wave, split = self._single_refined
+        body, over, p, wave = self._single_refined
         div = self._divisor_list
         t = [amounts[c] / div[c] for c in body]
-        combine_col, combine_s = -1, 0.0
-        if split is not None:
-            nh, nt, nl, nb, ng, sk, sm, split_s = split
-            blocks = amounts[nb]
-            if ng is not None:  # only GQA tiles split; the others stream one block per tile
-                g = amounts[ng] if ng >= 0 else 0.0
-                blocks = (blocks - amounts[nt]) * (g / amounts[nt]) + amounts[nt] if amounts[nt] > 0.0 else blocks
-            mem_factor, combine_s = _split_kv_scalar(amounts[nt], amounts[nl], blocks, sk, sm, split_s)
-            t = [x * mem_factor if c == nh else x for x, c in zip(t, body)]
-            combine_col = nb
         if wave is not None:
             scaled, nt, nl, sw = wave
             factor = max(1.0, sw * amounts[nl] / max(amounts[nt], 1e-9))
@@ -265,7 +236,7 @@ class CompiledRoofline:
         else:
             total = top * sum((x / top) ** p for x in t) ** (1.0 / p)
         for c in over:
-            total += combine_s if c == combine_col else amounts[c] / div[c]
+            total += amounts[c] / div[c]
         return total
 
     # ------------------------------------------------------------------ a Cost of this template
@@ -320,45 +291,6 @@ def _wave_factor(tiles: np.ndarray, launches: np.ndarray, sms_times_w: float) ->
     """``max(1, S * w / (tiles / launches))``: how much slower a call's FLOPs run when its tiles
     do not fill the GPU (no tiles: no work, factor 1 times zero FLOPs)."""
     return np.maximum(1.0, sms_times_w * launches / np.maximum(tiles, 1e-9))
-
-
-def _split_kv(tiles, launches, kv_blocks, sk: float, sm: float, split_s: float):
-    """Split-KV decode (FlashDecoding; FlashAttention-2's ``num_splits_heuristic``): ``(HBM time
-    factor, combine-kernel seconds)`` of calls with ``u = tiles / launches`` units (sequence x KV
-    head) of ``b = kv_blocks / tiles`` KV blocks each. The kernel splits each unit's KV into
-    ``s = max(1, min(b, S k / u))`` parts so that ``u s`` CTAs fill the GPU; when ``s > 1`` a
-    combine kernel costs ``split_s`` per call. ``u s`` CTAs stream KV no faster than
-    ``max(1, S m / (u s))`` times the full-GPU time (one CTA streams a bounded bandwidth).
-    No tiles or no launches: factor 1, no combine."""
-    tiles, launches, kv_blocks = (np.asarray(x, dtype=np.float64) for x in (tiles, launches, kv_blocks))
-    ok = (tiles > 0) & (launches > 0)
-    units = np.where(ok, tiles, 1.0) / np.where(ok, launches, 1.0)  # per call
-    blocks = np.where(ok, kv_blocks, 0.0) / np.where(ok, tiles, 1.0)  # per unit
-    splits = np.maximum(1.0, np.minimum(blocks, sk / units))
-    mem_factor = np.where(ok, np.maximum(1.0, sm / (units * splits)), 1.0)
-    combine_s = np.where(ok & (splits > 1.0), split_s * launches, 0.0)
-    return mem_factor, combine_s
-
-
-def _splittable_blocks(amounts: np.ndarray, nt: int, nb: int, ng: int | None) -> np.ndarray:
-    """KV blocks split-KV may split: all (``ng`` None), or, for a kernel that splits GQA tiles only,
-    the blocks of the GQA fraction ``g = gqa_tiles / tiles`` with the rest as one block per tile:
-    ``(kv_blocks - tiles) * g + tiles`` (``ng`` -1: no GQA column, ``g = 0``)."""
-    blocks = amounts[..., nb]
-    if ng is None:
-        return blocks
-    tiles = amounts[..., nt]
-    g = amounts[..., ng] / np.maximum(tiles, 1e-300) if ng >= 0 else 0.0
-    return np.where(tiles > 0, (blocks - tiles) * g + tiles, blocks)
-
-
-def _split_kv_scalar(tiles: float, launches: float, kv_blocks: float, sk: float, sm: float, split_s: float) -> tuple[float, float]:
-    """:func:`_split_kv` on Python floats (the one-step hot path)."""
-    if tiles <= 0.0 or launches <= 0.0:
-        return 1.0, 0.0
-    units = tiles / launches
-    splits = max(1.0, min(kv_blocks / tiles, sk / units))
-    return max(1.0, sm / (units * splits)), (split_s * launches if splits > 1.0 else 0.0)
 
 
 def _pnorm(times: list, p: float):

@@ -29,8 +29,6 @@ _NUMERIC = (
     "link_bytes",
     "launches",
     "tiles",
-    "kv_blocks",
-    "gqa_tiles",
 )
 
 
@@ -56,11 +54,6 @@ class Part:
             head x 128 query rows in prefill, one KV head of one sequence in decode),
             summed over its launches; each pays ``tile_s`` of ``op`` and ``tiles / launches``
             sets the wave floor (see :mod:`kvsim.costmodel.roofline`).
-        kv_blocks: KV blocks of 128 tokens the decode work tiles stream, summed over tiles
-            (``sum over layers, sequences and KV heads of ceil(n_attended / 128)``): sets how
-            far split-KV can split a call (see :mod:`kvsim.costmodel.roofline`); no time of its own.
-        gqa_tiles: the decode tiles whose KV head serves more than one query head (GQA/MQA/MLA):
-            FlashAttention-2's varlen decode splits the KV only for those; no time of its own.
         group: GPUs taking part in a collective (the TP degree); 1 for everything else.
         overlap: parts sharing a non-None tag run concurrently across devices.
     """
@@ -78,8 +71,6 @@ class Part:
     link_bytes: Num = 0.0
     launches: Num = 0.0
     tiles: Num = 0.0
-    kv_blocks: Num = 0.0
-    gqa_tiles: Num = 0.0
     group: int = 1
     overlap: str | None = None
 

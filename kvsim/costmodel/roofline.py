@@ -22,23 +22,12 @@ each off unless the op class's efficiency sets it:
 * ``wave_tiles_per_sm = w``: the GPU-compute time is multiplied by
   ``max(1, S * w / (tiles / launches))`` on a GPU of ``S`` SMs (a call with too few tiles
   leaves SMs idle; scaling the HBM time the same way fitted the measured kernels worse);
-* ``kv_split_ctas_per_sm = k`` with ``hbm_ctas_per_sm = m`` (and ``split_s``): split-KV decode
-  (FlashDecoding, Dao, Haziza, Massa and Sizov 2023; FlashAttention-2's ``set_params_splitkv`` /
-  ``num_splits_heuristic`` in csrc/flash_attn/flash_api.cpp). A call of ``u = tiles / launches``
-  units (sequence x KV head) whose units stream ``b = kv_blocks / tiles`` KV blocks of 128 tokens
-  is split ``s = max(1, min(b, S * k / u))`` ways along the KV (FA2 aims at 2 CTAs per SM, up to
-  one split per block); ``u * s`` CTAs reach the HBM rate only from ``S * m`` CTAs on (HBM time
-  times ``max(1, S * m / (u * s))``: one CTA streams a bounded bandwidth), and a split call runs a
-  combine kernel, ``split_s`` per launch. Short KV (one block) cannot split: small batches at short
-  context pay the bandwidth limit, long ones pay the combine. ``split_needs_gqa``: the kernel splits
-  only tiles whose KV head serves several query heads (``Part.gqa_tiles``; FA2's varlen path applies
-  split-KV only when it can fold a query group into one tile, "Only apply split-k for decoding"
-  under ``seqlenq_ngroups_swapped`` in flash_api.cpp ``mha_varlen_fwd``), the rest stream unsplit;
 * ``tiles_in_body``: the tiles' time (``tiles * tile_s``) joins the resource times of the max
-  (or p-norm) instead of being added after it: per-tile work (setup, the split-KV reduction, the
-  output write) runs on some SMs while other tiles stream KV from HBM, so it overlaps the stream
-  when a call has many tiles (decode at large batch and short context, where it is of the order
-  of the KV read; a paged decode kernel is a persistent stream of (sequence, KV head) tiles);
+  (or p-norm) instead of being added after it. A paged decode kernel is a stream of (sequence,
+  KV head) tiles (FlashDecoding / FlashAttention-2 split-KV decode, Dao et al. 2023): a tile's
+  fixed work (setup, softmax and split-KV reduction, output write) runs on some SMs while other
+  tiles stream KV from HBM, so with many tiles (decode at large batch and short context, where
+  that work is of the order of the KV read) it overlaps the stream instead of adding to it;
 * measured all-reduce costs (``System.allreduce``) replace the link's datasheet for a
   ``collective`` part of group size ``g``: NCCL's ``latency + ring_bytes / bus_bw``, or vLLM's
   custom all-reduce for messages up to its ``max_message_bytes`` when the GPUs are NVLink peers
@@ -124,8 +113,6 @@ class Roofline:
             return self._pcie_bw
         if field == "link_bytes":  # a full-mesh link gives a group of g GPUs (g - 1) peer links
             return self.system.gpu_gpu_link.collective_bw_bytes_per_s(part.group) * self._link_eff
-        if field in ("kv_blocks", "gqa_tiles"):  # shapes, not resources: split-KV reads them (compiled.py)
-            return np.inf
         per_unit_s = {"launches": e.overhead_s, "tiles": e.tile_s}.get(field, self._round_trip_s)
         return 1.0 / per_unit_s if per_unit_s else np.inf
         # (amount / inf = 0: a free launch)

@@ -164,13 +164,7 @@ class OpEfficiency(Strict):
     wave_tiles_per_sm: the wave floor: a call with ``tiles`` tiles on a GPU of ``S`` SMs runs
         its FLOPs no faster than ``max(1, S * wave_tiles_per_sm / tiles)`` times
         the full-GPU time (too few tiles leave SMs idle). ``None``: no floor.
-    kv_split_ctas_per_sm, hbm_ctas_per_sm, split_s: split-KV decode (FlashDecoding): a call of
-        ``u`` units (sequence x KV head) of ``b`` 128-token KV blocks each splits into
-        ``max(1, min(b, S * kv_split_ctas_per_sm / u))`` parts; its HBM time is multiplied by
-        ``max(1, S * hbm_ctas_per_sm / CTAs)``, and a split call pays ``split_s`` for its combine
-        kernel (see :mod:`kvsim.costmodel.roofline`). ``None`` (either): off.
-        ``split_needs_gqa``: only GQA tiles split (FlashAttention-2's varlen decode).
-    tiles_in_body: the tiles' time overlaps the resource times (p-norm or max with them) instead
+    tiles_in_body: the tiles' time overlaps the resource times (max or p-norm with them) instead
         of adding to them (see :mod:`kvsim.costmodel.roofline`).
     """
 
@@ -180,10 +174,6 @@ class OpEfficiency(Strict):
     blend: number(float, 1, 64) | None = None
     tile_s: Seconds = 0.0
     wave_tiles_per_sm: number(float, 0, 64, lo_open=True) | None = None
-    kv_split_ctas_per_sm: number(float, 0, 64, lo_open=True) | None = None
-    hbm_ctas_per_sm: number(float, 0, 64, lo_open=True) | None = None
-    split_s: Seconds = 0.0
-    split_needs_gqa: bool = False
     tiles_in_body: bool = False
 
 

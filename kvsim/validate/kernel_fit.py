@@ -4,8 +4,8 @@ What is fitted (bounded least squares on ``log(predicted / measured)`` with a so
 that a few odd rows do not steer the fit; :func:`scipy.optimize.least_squares`):
 
 * per op class (:data:`PARAMS`): the fractions of peak, the fixed time per call and the
-  refinements of :mod:`kvsim.costmodel.roofline` (``blend``, ``tile_s``, ``wave_tiles_per_sm``,
-  decode's split-KV ``kv_split_ctas_per_sm``, ``hbm_ctas_per_sm``, ``split_s``),
+  refinements of :mod:`kvsim.costmodel.roofline` (``blend``, ``tile_s``, ``wave_tiles_per_sm``;
+  decode attention with ``tiles_in_body`` set, :data:`FIXED`),
   evaluated through the roofline itself on the work kvsim charges for each row;
 * per all-reduce algorithm and group size: ``latency_s`` and ``bus_bw_bytes_per_s``.
 
@@ -29,18 +29,12 @@ from kvsim.validate.kernels import BF16_BYTES, KernelWork, table_work
 PARAMS = {
     "gemm": ("compute", "memory", "overhead_s", "blend"),
     "attn_prefill": ("compute", "memory", "overhead_s", "blend", "tile_s", "wave_tiles_per_sm"),
-    "attn_decode": ("compute", "memory", "overhead_s", "blend", "tile_s", "wave_tiles_per_sm",
-                    "kv_split_ctas_per_sm", "hbm_ctas_per_sm", "split_s"),
+    "attn_decode": ("compute", "memory", "overhead_s", "blend", "tile_s", "wave_tiles_per_sm"),
     "collective": ("memory", "overhead_s"),  # the datasheet form (leave-one-GPU-out only)
 }
 #: structural choices set with the fitted fields (not fitted): decode's per-tile work overlaps the KV
-#: stream (A100 decode held-out p90 27.7% -> ~21%, H100 13.7% -> ~10%; prefill unchanged either way)
+#: stream (held-out decode p90 A100 35.8% -> 20.5%, H100 14.0% -> 9.9%; for prefill it changed nothing)
 FIXED = {"attn_decode": {"tiles_in_body": True}}
-#: Not fitted: ``split_needs_gqa`` (vLLM's FlashAttention-2 varlen decode, on the A100 and L40S tables,
-#: splits the KV of GQA tiles only). Set on A100/L40S it cuts A100's held-out decode p90 from 27.7% to
-#: 23.5%, but kvsim's A100 profile also prices papers measured with other kernels (DuoAttention's
-#: Llama-2-7B MHA decode at 20-120K goes from -3..-26% to +29..+331%), so the profiles leave it off;
-#: a vLLM-on-Ampere/Ada profile may set it (benchmarks/RESULTS.md, issue 9).
 #: (low, high, start, unit) of each field; the optimizer works in ``value / unit``
 FIELD_RANGE = {
     "compute": (0.05, 1.0, 0.7, 1.0),
@@ -49,9 +43,6 @@ FIELD_RANGE = {
     "blend": (1.0, 64.0, 2.0, 1.0),
     "tile_s": (0.0, 2e-6, 1e-8, 1e-9),
     "wave_tiles_per_sm": (0.05, 16.0, 2.0, 1.0),
-    "kv_split_ctas_per_sm": (0.25, 8.0, 2.0, 1.0),  # FlashAttention-2 aims at 2 CTAs per SM
-    "hbm_ctas_per_sm": (0.05, 16.0, 0.5, 1.0),
-    "split_s": (0.0, 3e-5, 3e-6, 1e-6),
 }
 #: vLLM's custom all-reduce handles messages below 8 MiB (``CustomAllreduce(max_size=8192 * 1024)``,
 #: vllm/distributed/device_communicators/custom_all_reduce.py); larger ones go to NCCL

@@ -14,7 +14,7 @@ and the part takes ``max(resource times) + launches * eff[c].overhead_s +
 tiles * eff[c].tile_s + round_trips * (2 * pcie_latency + eff.pcie.overhead_s)``: the classic
 roofline (Williams et al., CACM 2009) per kernel with separate compute and memory efficiencies
 (llm-analysis, GenZ ``ceff/meff``; SPECS.md "Takeaways") plus LLMCompass-style fixed
-per-kernel overheads. Three refinements that measured kernels need (kvsim validate kernels),
+per-kernel overheads. Four refinements that measured kernels need (kvsim validate kernels),
 each off unless the op class's efficiency sets it:
 
 * ``blend = p``: the resource times combine as their p-norm ``(sum t^p)^(1/p)`` instead of

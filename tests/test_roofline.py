@@ -231,3 +231,22 @@ def test_step_pricer_equals_step_model(name):
                 assert masked.batch_sizes.tolist() == [b, b - 1]
                 tail = step.time_s(decode_ctx=contexts[1, 1:].astype(float), decode_prompt=prompt[rid][1:].astype(float))
                 assert masked.dt[1] == pytest.approx(float(tail), rel=1e-9)
+
+
+def test_tiles_in_body_overlap_the_stream():
+    """tiles_in_body: the tiles' time joins the max (or p-norm) of the resource times instead of adding."""
+    s = synthetic_system()  # HBM 1e12 B/s, memory 0.5
+    part = Part("a", "attn_decode", hbm_bytes=1e6, launches=1.0, tiles=100.0)
+
+    def secs(**eff):
+        e = s.eff.with_overrides({"attn_decode": {"overhead_s": 0.0, "tile_s": 1e-8, **eff}})
+        return Roofline(s.with_efficiencies(e)).seconds(Cost((part,)))
+
+    # HBM 1e6 / (1e12 * 0.5) = 2 us; tiles 100 * 10 ns = 1 us
+    assert secs() == pytest.approx(3e-6)  # added: 2 + 1
+    assert secs(tiles_in_body=True) == pytest.approx(2e-6)  # max(2, 1)
+    assert secs(tiles_in_body=True, blend=2.0) == pytest.approx(5 ** 0.5 * 1e-6)  # sqrt(2^2 + 1^2)
+    many = replace(part, hbm_bytes=np.array([1e6, 1e5]), tiles=np.array([100.0, 100.0]))
+    e = s.eff.with_overrides({"attn_decode": {"overhead_s": 0.0, "tile_s": 1e-8, "tiles_in_body": True}})
+    # vectorized: max(2, 1) = 2 us; max(0.2, 1) = 1 us
+    assert Roofline(s.with_efficiencies(e)).seconds(Cost((many,))) == pytest.approx([2e-6, 1e-6])

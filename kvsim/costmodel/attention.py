@@ -12,7 +12,8 @@ value head dim, ``L`` layers. FLOPs = 2 per multiply-add.
   per token per layer, bytes ``(d_c + d_r) * b`` per token per layer (shared by all heads).
 * Prefill of ``n`` new tokens after ``c`` cached tokens (causal):
   ``pairs = n*c + n(n+1)/2``; FLOPs ``2 * n_h * (d_qk + d_v) * pairs`` per layer
-  (SPECS.md F2 with causal halving, as FlashAttention skips masked blocks).
+  (SPECS.md F2 with causal halving, as FlashAttention skips masked blocks). HBM: Q and O of
+  the query heads, K and V of the KV heads (GQA), the cached prefix read, the new KV written.
 * Tiles (``Part.tiles``, see :mod:`kvsim.costmodel.roofline`): prefill ``heads * ceil(n_new/128)``
   per chunk per layer, decode ``kv_heads`` per sequence per layer.
 """
@@ -147,7 +148,10 @@ def prefill_attention(
     w_tok = kv_tok if kv_write_bytes_per_token_layer is None else kv_write_bytes_per_token_layer
     r_tok = kv_tok if kv_read_bytes_per_token_layer is None else kv_read_bytes_per_token_layer
     new = sum_seq(n_new)
-    act = L * new * nh * (2 * d_qk + 2 * d_v) * dep.ab  # Q, K, V in; O out (per GPU heads)
+    # Q in and O out per query head; K and V in per KV head (GQA, Ainslie et al. 2023: the query heads
+    # of a group share one K/V, re-read from L2; MLA prefill expands K/V to every query head)
+    nkv = nh if m.mla is not None else dep.kv_heads_per_gpu * heads_frac
+    act = L * new * (nh + nkv) * (d_qk + d_v) * dep.ab
     # a chunk without new tokens runs no kernel, so it reads none of its cached prefix
     cached_read = sum_seq(np.where(np.asarray(n_new) > 0, n_cached, 0.0))
     hbm = act + L * cached_read * r_tok + L * new * w_tok

@@ -54,7 +54,7 @@ class Calibration(Strict):
     created: str = ""
     torch_version: str = ""
     host: dict = Field(default_factory=dict, description="optional measured host facts (cores, DRAM bandwidth)")
-    efficiencies: dict[str, dict[str, Float | None]]
+    efficiencies: dict[str, dict[str, bool | Float | None]]
     residuals: list[Residual] = []
     source: str = ""
     dtype: str = ""

@@ -73,7 +73,7 @@ class GPUSpec(Strict):
     host_link: str = Field(description="name of the link spec to the host (PCIe generation)")
     peer_link: str | None = Field(None, description="name of the GPU-GPU link spec, if any")
     price: Price | None = None
-    efficiency: dict[str, dict[str, Float | None]] = Field(
+    efficiency: dict[str, dict[str, bool | Float | None]] = Field(
         default_factory=dict, description="per-op-class overrides of the default efficiencies"
     )
     source: str
@@ -164,6 +164,8 @@ class OpEfficiency(Strict):
     wave_tiles_per_sm: the wave floor: a call with ``tiles`` tiles on a GPU of ``S`` SMs runs
         its FLOPs no faster than ``max(1, S * wave_tiles_per_sm / tiles)`` times
         the full-GPU time (too few tiles leave SMs idle). ``None``: no floor.
+    tiles_in_body: the tiles' time overlaps the resource times (max or p-norm with them) instead
+        of adding to them (see :mod:`kvsim.costmodel.roofline`).
     """
 
     compute: Fraction01
@@ -172,6 +174,7 @@ class OpEfficiency(Strict):
     blend: number(float, 1, 64) | None = None
     tile_s: Seconds = 0.0
     wave_tiles_per_sm: number(float, 0, 64, lo_open=True) | None = None
+    tiles_in_body: bool = False
 
 
 class AllReduceFit(Strict):
@@ -267,7 +270,7 @@ class ProfileSpec(Strict):
     name: str
     aliases: list[str] = []
     system: str = Field(description="the system (node) these measurements are of")
-    efficiency: dict[str, dict[str, Float | None]] = Field(default_factory=dict)
+    efficiency: dict[str, dict[str, bool | Float | None]] = Field(default_factory=dict)
     allreduce: list[AllReduceFit] = []
     measured_error: dict[str, MeasuredError] = Field(default_factory=dict)
     source: str

@@ -18,8 +18,8 @@ from kvsim.hardware import AllReduceFit, ProfileSpec
 from kvsim.validate.kernel_tables import ROOFLINE_OP, SYSTEM_OF_TABLE
 
 
-def _round(x: float) -> float:
-    return float(f"{x:.4g}")
+def _round(x: float | bool) -> float | bool:
+    return x if isinstance(x, bool) else float(f"{x:.4g}")
 
 
 def profile_of_fit(table_system: str, eff: dict[str, dict[str, float]], allreduce: list[AllReduceFit],

@@ -89,13 +89,25 @@ def held_out(table_systems: list[str]) -> tuple[list[dict], dict[str, System]]:
     return out, full
 
 
+def _collective_tables(train_tables: list[str]) -> list[str]:
+    """The tables the datasheet all-reduce form is fitted on: GPUs whose peers talk over NVLink
+    (NVSwitch or mesh). A PCIe-only server's NCCL bus bandwidth falls with TP far below its link's
+    datasheet (L40S: 20 / 5 / 1.5 GB/s at TP 2/4/8 over PCIe4 x16), a regime one link efficiency
+    cannot share with NVLink; such servers are priced from their measured profile, and from the
+    datasheet form only as a fallback (``kvsim validate kernels --protocol leave-one-gpu-out``
+    reports how far off that is). All tables when none is NVLink."""
+    nvlink = [ts for ts in train_tables if load_system(SYSTEM_OF_TABLE[ts]).gpu_gpu_link.link_type == "nvlink"]
+    return nvlink or list(train_tables)
+
+
 def shared_defaults(train_tables: list[str]) -> Efficiencies:
-    """The datasheet defaults with every op class's fields fitted jointly on ``train_tables``."""
+    """The datasheet defaults with every op class's fields fitted jointly on ``train_tables``
+    (the all-reduce form on the NVLink ones: :func:`_collective_tables`)."""
     base = default_efficiencies()
     overrides = {}
     for op in OPS:
         data = []
-        for ts in train_tables:
+        for ts in (_collective_tables(train_tables) if op == "allreduce" else train_tables):
             system = _datasheet(ts, base)
             rows = np.flatnonzero(_usable(op, ts, system)[0])
             data.append(fit_data(load_table(ts, op), system, rows))

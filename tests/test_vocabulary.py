@@ -136,7 +136,7 @@ def test_plan_legacy_slo_tbt_means_itl():
 def test_slo_row_says_met_or_missed():
     """The SLO row of `kvsim simulate`: each bound with <= (met) or > (missed), bounds in the
     units people write (164.29 ms <= 500 ms met; 54.06 ms > 30 ms missed, so the SLO is missed)."""
-    from kvsim.commands.simulate import _slo_cell
+    from kvsim.commands.simulate_render import slo_cell as _slo_cell
 
     v = {"met": False, "checks": [{"metric": "ttft", "value_s": 0.16429, "bound_s": 0.5, "met": True},
                                   {"metric": "itl", "value_s": 0.05406, "bound_s": 0.03, "met": False}]}

@@ -93,6 +93,24 @@ PosFraction = number(float, 0, 1, lo_open=True)  # (0, 1]
 Bool = Annotated[bool, Field(strict=True)]
 
 
+def _setting(v: Any) -> Any:
+    """A boolean as is; anything else must be a finite number (one message, not one per union member)."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise _NumberError("must be a finite number or a boolean") from None
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _NumberError("must be a finite number or a boolean")
+    return float(v)
+
+
+#: an efficiency setting: a switch (``tiles_in_body: true``) or a finite number; None = not set
+Setting = Annotated[bool | float | None, BeforeValidator(_setting)]
+
+
 class Strict(BaseModel):
     """Frozen, extra fields rejected: a typo in a spec file is an error, not a default.
 

@@ -34,7 +34,7 @@ from kvsim.errors import SpecError
 from kvsim.fileio import atomic_write
 from kvsim.hardware import System
 from kvsim.hardware.spec import OP_CLASSES, OpEfficiency
-from kvsim.specbase import Bool, Float, Strict, read_yaml, validate_dict
+from kvsim.specbase import Bool, Float, Setting, Strict, read_yaml, validate_dict
 
 
 class Residual(Strict):
@@ -54,7 +54,7 @@ class Calibration(Strict):
     created: str = ""
     torch_version: str = ""
     host: dict = Field(default_factory=dict, description="optional measured host facts (cores, DRAM bandwidth)")
-    efficiencies: dict[str, dict[str, bool | Float | None]]
+    efficiencies: dict[str, dict[str, Setting]]
     residuals: list[Residual] = []
     source: str = ""
     dtype: str = ""

@@ -9,14 +9,12 @@ The rule and its refinements are documented in :mod:`kvsim.costmodel.roofline`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Num, Part
 
-if TYPE_CHECKING:
-    from kvsim.costmodel.roofline import Roofline
 
 RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overhead")
 # fields whose times take the max within a part ("body"), in RESOURCES order
@@ -58,7 +56,9 @@ class CompiledRoofline:
             reads them; fields not listed are zero.
     """
 
-    def __init__(self, roofline: "Roofline", parts: tuple[Part, ...], columns: tuple[Column, ...]):
+    def __init__(self, roofline, parts: tuple[Part, ...], columns: tuple[Column, ...]):
+        """``roofline``: the :class:`kvsim.costmodel.roofline.Roofline` compiling the template (not
+        imported here: roofline imports this module)."""
         self.parts, self.columns = parts, columns
         self.column_of = {c: n for n, c in enumerate(columns)}
         assert len(self.column_of) == len(columns), "a (part, field) column is listed twice"

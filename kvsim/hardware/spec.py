@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from kvsim.specbase import Float, Strict, number, short_repr
+from kvsim.specbase import Setting, Strict, number, short_repr
 
 # Plausible ranges of hardware numbers: wide enough for any real part, narrow enough that a
 # typo (1e300, .inf, 0) is an error. Stated in each rejection.
@@ -73,7 +73,7 @@ class GPUSpec(Strict):
     host_link: str = Field(description="name of the link spec to the host (PCIe generation)")
     peer_link: str | None = Field(None, description="name of the GPU-GPU link spec, if any")
     price: Price | None = None
-    efficiency: dict[str, dict[str, bool | Float | None]] = Field(
+    efficiency: dict[str, dict[str, Setting]] = Field(
         default_factory=dict, description="per-op-class overrides of the default efficiencies"
     )
     source: str
@@ -270,7 +270,7 @@ class ProfileSpec(Strict):
     name: str
     aliases: list[str] = []
     system: str = Field(description="the system (node) these measurements are of")
-    efficiency: dict[str, dict[str, bool | Float | None]] = Field(default_factory=dict)
+    efficiency: dict[str, dict[str, Setting]] = Field(default_factory=dict)
     allreduce: list[AllReduceFit] = []
     measured_error: dict[str, MeasuredError] = Field(default_factory=dict)
     source: str

@@ -316,8 +316,11 @@ def test_sharegpt_turns_sessions_and_approximate_counts():
     tr = load_trace(str(SHAREGPT), arrivals="poisson:rate=2")
     assert tr.meta["format"] == "sharegpt" and len(tr) == 21 and tr.meta["conversations"] == 4
     assert tr.prompt_tokens[:2].tolist() == [48, 420] and tr.output_tokens[0] == 325
-    assert tr.prefix_block_tokens == 16 and len(tr.prefix_blocks[1]) == math.ceil(420 / 16)
-    assert tr.prefix_blocks[1][:3] == tr.prefix_blocks[0][:3]  # floor(48/16) = 3 full blocks shared
+    # ids name prompt + reply: turn 1 ceil((48 + 325) / 16) = 24 blocks; turn 2 (420 >= 373: the reply was resent)
+    # shares all 24 and names ceil((420 + output) / 16) in all
+    assert tr.prefix_block_tokens == 16 and len(tr.prefix_blocks[0]) == 24
+    assert len(tr.prefix_blocks[1]) == math.ceil((420 + int(tr.output_tokens[1])) / 16)
+    assert tr.prefix_blocks[1][:24] == tr.prefix_blocks[0]
     assert "token counts are approximate (ceil(characters / 4))" in tr.notice
     assert summarize(tr).token_counts == "approximate: ceil(characters / 4)"
     assert tr.meta["sessions"]["sessions"] == 4 and tr.meta["sessions"]["continued"] == 17
@@ -388,6 +391,39 @@ def test_session_blocks_hand_example():
     assert stats == {"sessions": 2, "turns": 5, "continued": 2, "restarted": 1, "block_tokens": 16, "too_long": 0}
 
 
+def test_session_blocks_name_replies_with_output():
+    """With outputs, 16-token blocks name prompt + reply. A(40 + 20 = 60 tokens) -> 4 blocks 0,1,2,3 (block 2
+    holds prompt 32-39 and reply 40-47); B(10 + 5) -> 4; A(70 >= 60: the reply was resent) + 10 -> 0,1,2,3 + new 5;
+    A(75: continues, but 75 < 70 + 10, the reply was not resent whole) + 5: keep 70 // 16 = 4 full prompt blocks
+    0,1,2,3, then ceil(80 / 16) = 5 -> new 6; A(30 < 75) + 2: restart, ceil(32 / 16) = 2 -> 7, 8."""
+    blocks, stats = session_blocks(["A", "B", "A", "A", "A"], np.array([40, 10, 70, 75, 30]),
+                                   np.arange(5.0), output=np.array([20, 5, 10, 5, 2]))
+    assert blocks == [(0, 1, 2, 3), (4,), (0, 1, 2, 3, 5), (0, 1, 2, 3, 6), (7, 8)]
+    assert (stats["continued"], stats["restarted"]) == (2, 1)
+
+
+def test_session_reply_blocks_reused_by_the_next_turn_in_both_engines():
+    """Turn 1: prompt 100, output 60 (ids name 160 tokens = 10 blocks); turn 2 arrives after turn 1 finished with
+    prompt 200 >= 160 (history + reply resent). Turn 1 caches its prompt's 100 // 16 = 6 full blocks at prefill
+    and, finishing, its generated ones up to (100 + 60 - 1) // 16 = 9 blocks: turn 2 finds 9 x 16 = 144 cached
+    tokens (6 x 16 = 96 if replies were not named). Both engines agree."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.sim.reference import simulate_reference
+    from kvsim.sim.replica import SimConfig, simulate
+    from kvsim.traces.base import Trace
+
+    blocks, _ = session_blocks(["s", "s"], np.array([100, 200]), np.array([0.0, 100.0]), output=np.array([60, 8]))
+    assert len(blocks[0]) == 10 and blocks[1][:10] == blocks[0]
+    tr = Trace(name="s", arrival_s=np.array([0.0, 100.0]), prompt_tokens=np.array([100, 200]),
+               output_tokens=np.array([60, 8]), prefix_blocks=tuple(blocks), prefix_block_tokens=16)
+    dep = build_deployment("a100", "llama-3.1-8b")
+    m = make_method("full", dep)
+    fast = simulate(dep, m, tr, SimConfig()).records.cached_tokens.tolist()
+    ref = simulate_reference(dep, m, tr, SimConfig()).cached_tokens.tolist()
+    assert fast == ref == [0, 144]
+
+
 def test_session_prompt_above_the_stream_cap_gets_no_blocks():
     """A turn of 2**31 - 2 tokens would need ceil((2**31 - 2) / 16) = 134,217,728 block ids (~5 GB of
     Python ints; found by benchmarks/fuzz.py as a MemoryError). Above MAX_STREAM_TOKENS = 2**24 a turn
@@ -404,8 +440,10 @@ def test_session_prompt_above_the_stream_cap_gets_no_blocks():
 
 
 def test_burstgpt3_sessions_reuse_earlier_turns_in_the_simulator(tmp_path):
-    """Two turns of BurstGPT_3 session 313b905a (69 then 249 request tokens): the second reuses the first prompt's
-    floor(69/16) = 4 full blocks = 64 tokens from the prefix cache; with prefix caching off, none."""
+    """Two turns of BurstGPT_3 session 313b905a (69 request + 62 response tokens, then 249 >= 131 request tokens):
+    turn 1's ids name ceil(131/16) = 9 blocks; it caches floor(69/16) = 4 prompt blocks at prefill and, finishing,
+    its generated blocks up to (69 + 62 - 1) // 16 = 8: the second turn reuses 8 x 16 = 128 tokens (64 when
+    replies were not named); with prefix caching off, none."""
     from kvsim.costmodel.deployment import build_deployment
     from kvsim.methods import make_method
     from kvsim.sim.replica import SimConfig, simulate
@@ -414,11 +452,12 @@ def test_burstgpt3_sessions_reuse_earlier_turns_in_the_simulator(tmp_path):
     path = tmp_path / "s.csv"
     path.write_text("\n".join([lines[0], lines[54], lines[58]]) + "\n")  # file lines 55 and 59
     tr = load_trace(str(path))
-    assert tr.prompt_tokens.tolist() == [69, 249] and tr.prefix_blocks[1][:5] == tr.prefix_blocks[0]
+    assert tr.prompt_tokens.tolist() == [69, 249] and len(tr.prefix_blocks[0]) == 9
+    assert tr.prefix_blocks[1][:9] == tr.prefix_blocks[0]
     dep = build_deployment("a100", "llama-3.1-8b")
     on = simulate(dep, make_method("full", dep), tr, SimConfig())
     off = simulate(dep, make_method("full", dep), tr, SimConfig(enable_prefix_caching=False))
-    assert on.summary["cached_prompt_tokens"] == 64 and off.summary["cached_prompt_tokens"] == 0
+    assert on.summary["cached_prompt_tokens"] == 128 and off.summary["cached_prompt_tokens"] == 0
 
 
 def test_burstgpt3_sample_sessions():

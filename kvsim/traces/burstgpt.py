@@ -126,7 +126,7 @@ def read_burstgpt_raw(path: Path, opts: LoadOptions) -> tuple[RawRequests, str]:
         if (np.char.str_len(rows["sid"]) >= SESSION_ID_BYTES).any():
             raw.notes.append(f"some Session IDs are longer than {SESSION_ID_BYTES} bytes and were cut to that length "
                              "(ids sharing those bytes count as one session)")
-        blocks, stats = session_blocks(sid.tolist(), p, t, usable=(p > 0) & (o > 0))
+        blocks, stats = session_blocks(sid.tolist(), p, t, usable=(p > 0) & (o > 0), output=o)
         raw.prefix_blocks, raw.prefix_block_tokens = blocks, stats["block_tokens"]
         raw.meta.update(sessions=stats, sessions_text=describe_sessions(stats))
     return raw, fmt

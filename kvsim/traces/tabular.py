@@ -252,7 +252,7 @@ def finish(
     blocks, block_tokens = None, 0
     if table.has_session:
         usable = (prompt > 0) & (output > 0)
-        blocks, stats = session_blocks(table.session, prompt, t, usable)
+        blocks, stats = session_blocks(table.session, prompt, t, usable, output=output)
         block_tokens = stats["block_tokens"]
         info["sessions"] = stats
         info["sessions_text"] = describe_sessions(stats)

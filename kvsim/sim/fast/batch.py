@@ -242,13 +242,13 @@ class DecodeBatch:
                 sink(dt[:k], n if weights is None else weights)
             self._log(seg, k, t_end)
             return
-        d0 = float(dt[0])
-        rest = float(dt[1:k].max()) if k > 1 else 0.0
         if weights is not None or self.uniform_at == t_start:
-            seg = d0 if d0 > rest else rest
+            seg = float(dt[:k].max())  # (the largest of the run's steps)
             if sink is not None:
                 sink(dt[:k], n if weights is None else weights)
         else:
+            d0 = float(dt[0])
+            rest = float(dt[1:k].max()) if k > 1 else 0.0
             last = np.where(self.jstep[:n] < self.step_no, self.t_last, self.last[:n])
             iv = (t_start + d0) - last
             np.maximum(self.tmax[:n], iv, out=self.tmax[:n])

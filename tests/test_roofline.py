@@ -123,7 +123,8 @@ def test_compiled_equals_call_on_random_costs(rl):
 
 def test_column_plan_is_bit_identical_to_the_stages():
     """The hot path (roofline_plan.ColumnPlan) gives the three stages' seconds bit for bit, with
-    p-norms, wave floors and tile costs on, on [k, ncol] work, one row, and [1, ncol]."""
+    p-norms, wave floors and tile costs on, on [k, ncol] work, one row, and [1, ncol] (overlap
+    groups: one row)."""
     system = synthetic_system()
     eff = system.eff
     refined = dict(attn_decode=eff.attn_decode.model_copy(update=dict(blend=1.3, wave_tiles_per_sm=2.0, tile_s=1e-7)),
@@ -139,7 +140,8 @@ def test_column_plan_is_bit_identical_to_the_stages():
             op = ("attn_decode", "gemm", "cpu_attn", "pcie", "elementwise")[int(rng.integers(5))]
             amounts = {f: rng.random(k) * SCALE.get(f, 1e4) * (rng.random(k) > 0.2) for f in fields
                        if rng.random() < 0.6}
-            parts.append(Part(f"p{i}", op, device=DEVICE_OF.get(op, "gpu"), **amounts))
+            overlap = [None, None, None, "x", "y"][int(rng.integers(5))] if trial % 2 else None
+            parts.append(Part(f"p{i}", op, device=DEVICE_OF.get(op, "gpu"), overlap=overlap, **amounts))
         columns = [(i, f) for i, p in enumerate(parts) for f in fields if np.any(getattr(p, f))]
         compiled = rl.compile(parts, columns)
         if compiled._plan is None:
@@ -150,6 +152,9 @@ def test_column_plan_is_bit_identical_to_the_stages():
         np.testing.assert_array_equal(compiled.seconds(work), stages)
         np.testing.assert_array_equal(compiled.seconds(work[:1]), stages[:1])
         assert compiled.seconds(work[1]) == stages[1]
+        assert Roofline.seconds(rl, Cost(tuple(Part(p.name, p.op, device=p.device, overlap=p.overlap,
+                                                     **{f: float(getattr(p, f)[1]) for f in fields if np.any(getattr(p, f))})
+                                                for p in parts))) == pytest.approx(stages[1], rel=1e-12)
     assert planned > 40
 
 

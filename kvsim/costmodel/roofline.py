@@ -160,6 +160,8 @@ class Roofline:
             return 0.0
         compiled = self._template(cost)
         values = [getattr(cost.parts[i], f) for i, f in compiled.columns]
+        if not any(v.__class__ is np.ndarray for v in values):  # scalars (e.g. prefill chunks' sums)
+            return float(compiled.seconds(np.array(values, dtype=np.float64)))
         shape = np.broadcast_shapes(*(np.shape(v) for v in values))
         if not shape:
             return float(compiled.seconds(np.array(values, dtype=np.float64)))
@@ -255,9 +257,11 @@ class CompiledRoofline:
         # the hot path (decode runs): the same arithmetic on column views (roofline_plan)
         blend_of = {i: q for i, _, q in self._blend}
         self._plan = None
-        if ColumnPlan.applies(body, blend_of, self._groups, self._custom):
+        if ColumnPlan.applies(body, blend_of, self._serial, self._groups, self._custom):
             self._plan = ColumnPlan(self._divisor, body, over, blend_of, {columns[w[1]][0]: w for w in self._wave},
                                     chain=len(parts) == 1 and self._refined)
+            if self._groups:
+                self._plan.set_groups(self._serial, self._groups)
 
     # ------------------------------------------------------------------ the rule, in three stages
     def resource_seconds(self, amounts: np.ndarray) -> np.ndarray:
@@ -328,8 +332,9 @@ class CompiledRoofline:
 
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
         """Seconds ``[...]`` of work ``amounts`` ``[..., ncol]`` (columns as :attr:`columns`)."""
-        if self._plan is not None:
-            return self._plan.seconds(amounts)
+        plan = self._plan
+        if plan is not None and (plan.vector or amounts.ndim == 1):
+            return plan.seconds(amounts)
         return self.total_seconds(self.part_seconds(self.resource_seconds(amounts), amounts))
 
     # ------------------------------------------------------------------ a Cost of this template

@@ -38,12 +38,19 @@ class ColumnPlan:
         waved = list(wave.values())
         self.wave_list = waved
         self._buf = np.empty(len(pairs))
+        self.groups = None
+        self.vector = True  # (False: overlap groups, priced by the caller's stages on arrays)
 
     @staticmethod
-    def applies(body: list, blend: dict, groups: list, custom: list) -> bool:
+    def applies(body: list, blend: dict, serial: list, groups: list, custom: list) -> bool:
         """Can a plan price this template? (Parts added left to right, p-norms of two resources.)"""
-        return (not groups and not custom and len(body) <= MAX_PARTS
+        return (not custom and len(serial) <= MAX_PARTS and all(len(d) <= MAX_PARTS for g in groups for d in g)
                 and all(len(body[i]) == 2 for i in blend))
+
+    def set_groups(self, serial: list, groups: list) -> None:
+        """Overlap groups (``[group][device] -> parts``): only :meth:`row` prices them (serial parts
+        add, then each group's slowest device, whose parts add); :attr:`vector` is False."""
+        self.serial, self.groups, self.vector = serial, groups, False
 
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
         """Seconds ``[...]`` of work ``[..., ncol]``."""
@@ -114,6 +121,7 @@ class ColumnPlan:
             np.power(buf, self.inv_p, out=buf)
             ratios = buf.tolist()
         total = 0.0
+        part_s = []
         for body, over, j in self.parts:
             if j is not None:
                 t = tops[j] * ratios[j]
@@ -129,6 +137,20 @@ class ColumnPlan:
                 for c in over[1:]:
                     o += times[c]
                 t = o if not body else t + o
-            total += t
+            if self.groups is None:
+                total += t
+            else:
+                part_s.append(t)
+        if self.groups is not None:
+            for i in self.serial:
+                total += part_s[i]
+            for devices in self.groups:
+                slowest = 0.0
+                for parts in devices:
+                    device_s = 0.0
+                    for i in parts:
+                        device_s += part_s[i]
+                    if device_s > slowest:
+                        slowest = device_s
+                total += slowest
         return total
-

@@ -40,6 +40,10 @@ class ColumnPlan:
         self._buf = np.empty(len(pairs))
         self.groups = None
         self.vector = True  # (False: overlap groups, priced by the caller's stages on arrays)
+        if len(body) == 1 and self.lone_pair and chain:  # one refined part (attention decode): straight-line
+            self.lone = (self.parts[0][0][0], self.parts[0][0][1], self.p_list[0], self.inv_p_list[0],
+                         waved[0] if waved else None, self.parts[0][1])
+            self.seconds = self._seconds_lone
 
     @staticmethod
     def applies(body: list, blend: dict, serial: list, groups: list, custom: list) -> bool:
@@ -98,6 +102,33 @@ class ColumnPlan:
             if t is not None:
                 total = t if total is None else total + t
         return np.zeros(amounts.shape[:-1]) if total is None else total
+
+    def _seconds_lone(self, amounts: np.ndarray) -> np.ndarray:
+        """:meth:`seconds` of one part whose two body resources make a p-norm (overheads chained)."""
+        if amounts.ndim == 1:
+            return self.row(amounts.tolist())
+        if amounts.shape[0] == 1 and amounts.ndim == 2:
+            return np.array([self.row(amounts[0].tolist())])
+        ca, cb, p, inv_p, wave, over = self.lone
+        times = amounts / self.divisor
+        if wave is not None:
+            scaled, nt, nl, sw = wave
+            factor = amounts[..., nl] * sw
+            factor /= np.maximum(amounts[..., nt], 1e-9)
+            np.maximum(factor, 1.0, out=factor)
+            for c in scaled:
+                times[..., c] *= factor
+        a, b = times[..., ca], times[..., cb]
+        top = np.maximum(a, b)
+        t = np.minimum(a, b)
+        t /= np.maximum(top, 1e-300)
+        t **= p
+        t += 1.0
+        t **= inv_p
+        t *= top
+        for c in over:
+            t += times[..., c]
+        return t
 
     def row(self, row: list) -> float:
         """:meth:`seconds` of one step (``row``: ``[ncol]`` floats)."""

@@ -38,6 +38,9 @@ amounts it reads, and gives a :class:`CompiledRoofline` that maps work ``[..., c
 to seconds ``[...]`` in a few vectorized numpy operations. ``Roofline.__call__`` compiles
 the template of its cost (cached) and evaluates it on the cost's amounts, so the simulator's
 fast pricer, which hands summed work to a compiled template, follows any change here.
+``CompiledRoofline.seconds`` (the hot path) runs the same operations on column views
+(:mod:`kvsim.costmodel.roofline_plan`; ``tests/test_roofline.py`` checks them bit for bit
+against the three stages here): a change to the rule goes to both.
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ PROFILE_NOTES = """Profile history (cProfile and line_profiler on 10k-200k reque
   reused from the run, table-lookup block counts, a lone sequence's rows with h(1) pre-added).
 - Prompt-aware methods (MagicPIG, H2O, SnapKV...): rows of the method's decode work per request and
   context (~180 ns per request-token) dominate; see the rows-sharing note below the table when present.
+- Issue 8, second round: the compiled roofline on column views (costmodel/roofline_plan.py, bit-identical
+  to its stages; one step on Python floats), request rows built column-major, the arrival guess with
+  5% + 3 steps of slack: -6 to -9% CPU per request for full at 10k-1M, -25% InfLLM, MagicPIG x2.1 -> x1.55
+  full (simultaneous pairs on a loaded VM; RESULTS.md "Compiled-roofline hot path").
 """
 GOAL_S = 60.0
 RATIO_GOAL = 1.3  # prompt-aware and host methods: at most 1.3x full's time per request on the same trace

@@ -121,6 +121,45 @@ def test_compiled_equals_call_on_random_costs(rl):
             assert compiled.seconds(_amounts(cost, columns, k)[j]) == pytest.approx(want[j], rel=1e-12)
 
 
+@pytest.mark.parametrize("tiles_in_body", [False, True])
+def test_column_plan_is_bit_identical_to_the_stages(tiles_in_body):
+    """The hot path (roofline_plan.ColumnPlan) gives the three stages' seconds bit for bit, with
+    p-norms, wave floors and tile costs on (tiles as an overhead, or in the body with the streams:
+    ``tiles_in_body``), on [k, ncol] work, one row, and [1, ncol] (overlap groups: one row)."""
+    system = synthetic_system()
+    eff = system.eff
+    refined = dict(attn_decode=eff.attn_decode.model_copy(update=dict(blend=1.3, wave_tiles_per_sm=2.0, tile_s=1e-7,
+                                                                       tiles_in_body=tiles_in_body)),
+                   gemm=eff.gemm.model_copy(update=dict(blend=1.8)), cpu_attn=eff.cpu_attn.model_copy(update=dict(blend=2.5)))
+    rl = Roofline(replace(system, eff=eff.model_copy(update=refined)))
+    rng = np.random.default_rng(13)
+    fields = FIELDS + ("tiles",)
+    planned = 0
+    for trial in range(300):
+        k = int(rng.choice([2, 5, 40]))
+        parts = []
+        for i in range(int(rng.integers(1, 6))):
+            op = ("attn_decode", "gemm", "cpu_attn", "pcie", "elementwise")[int(rng.integers(5))]
+            amounts = {f: rng.random(k) * SCALE.get(f, 1e4) * (rng.random(k) > 0.2) for f in fields
+                       if rng.random() < 0.6}
+            overlap = [None, None, None, "x", "y"][int(rng.integers(5))] if trial % 2 else None
+            parts.append(Part(f"p{i}", op, device=DEVICE_OF.get(op, "gpu"), overlap=overlap, **amounts))
+        columns = [(i, f) for i, p in enumerate(parts) for f in fields if np.any(getattr(p, f))]
+        compiled = rl.compile(parts, columns)
+        if compiled._plan is None:
+            continue
+        planned += 1
+        work = _amounts(Cost(tuple(parts)), columns, k)
+        stages = compiled.total_seconds(compiled.part_seconds(compiled.resource_seconds(work), work))
+        np.testing.assert_array_equal(compiled.seconds(work), stages)
+        np.testing.assert_array_equal(compiled.seconds(work[:1]), stages[:1])
+        assert compiled.seconds(work[1]) == stages[1]
+        assert Roofline.seconds(rl, Cost(tuple(Part(p.name, p.op, device=p.device, overlap=p.overlap,
+                                                     **{f: float(getattr(p, f)[1]) for f in fields if np.any(getattr(p, f))})
+                                                for p in parts))) == pytest.approx(stages[1], rel=1e-12)
+    assert planned > 40
+
+
 def test_seconds_equals_call_total(rl):
     """Roofline.seconds(cost) (the hot path, no per-part breakdown) is exactly Roofline(cost).total_s."""
     rng = np.random.default_rng(5)

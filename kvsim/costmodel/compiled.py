@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Num, Part
+from kvsim.costmodel.roofline_plan import ColumnPlan
 
 
 RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overhead")
@@ -109,16 +110,14 @@ class CompiledRoofline:
                 ring = 2.0 * (p.group - 1) / p.group
                 self._custom.append((i, *cols, fit.latency_s, fit.bus_bw_bytes_per_s, ring * (fit.max_message_bytes or np.inf)))
         self._refined = bool(self._blend or self._wave or self._custom)
-        # one part, at most one overhead column: column views instead of gathers (the decode hot path)
-        self._single = None
-        if len(parts) == 1 and len(over[0]) <= 1 and body[0] and not self._refined:
-            self._single = (body[0], over[0][0] if over[0] else None)
-        # one refined part (attention under a measured profile): the same arithmetic on column views
-        self._divisor_list = self._divisor.tolist()
-        self._single_refined = None
-        if len(parts) == 1 and body[0] and self._refined and not self._custom:
-            self._single_refined = (body[0], over[0], self._blend[0][2] if self._blend else None,
-                                    self._wave[0] if self._wave else None)
+        # the hot path (decode runs): the same arithmetic on column views (roofline_plan)
+        blend_of = {i: q for i, _, q in self._blend}
+        self._plan = None
+        if ColumnPlan.applies(body, blend_of, self._serial, self._groups, self._custom):
+            self._plan = ColumnPlan(self._divisor, body, over, blend_of, {columns[w[1]][0]: w for w in self._wave},
+                                    chain=len(parts) == 1 and self._refined)
+            if self._groups:
+                self._plan.set_groups(self._serial, self._groups)
 
     # ------------------------------------------------------------------ the rule, in three stages
     def resource_seconds(self, amounts: np.ndarray) -> np.ndarray:
@@ -189,55 +188,10 @@ class CompiledRoofline:
 
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
         """Seconds ``[...]`` of work ``amounts`` ``[..., ncol]`` (columns as :attr:`columns`)."""
-        if self._single_refined is not None:
-            return self._seconds_single_refined(amounts)
-        if self._single is None:
-            return self.total_seconds(self.part_seconds(self.resource_seconds(amounts), amounts))
-        # one part: the same arithmetic as part_seconds, on column views
-        times = amounts / self._divisor  # (no zero column needed)
-        body, overhead = self._single
-        t = times[..., body[0]] if len(body) == 1 else (
-            np.maximum(times[..., body[0]], times[..., body[1]]) if len(body) == 2 else times[..., body].max(axis=-1))
-        return t if overhead is None else t + times[..., overhead]
-
-    def _seconds_single_refined(self, amounts: np.ndarray) -> np.ndarray:
-        """:meth:`seconds` of one part with refinements: resource_seconds, _body_and_overhead
-        and total_seconds of one part, on column views."""
-        body, over, p, wave = self._single_refined
-        if amounts.ndim == 1:  # one step: the same arithmetic on Python floats (a third of the time)
-            return self._seconds_single_refined_scalar(amounts.tolist())
-        times = amounts / self._divisor
-        cols = [times[..., c] for c in body]
-        if wave is not None:
-            scaled, nt, nl, sw = wave
-            factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
-            cols = [t * factor if c in scaled else t for t, c in zip(cols, body)]
-        if p is not None:
-            t = _pnorm(cols, p)
-        else:
-            t = cols[0]
-            for c in cols[1:]:
-                t = np.maximum(t, c)
-        for c in over:
-            t = t + times[..., c]
-        return t
-
-    def _seconds_single_refined_scalar(self, amounts: list) -> float:
-        body, over, p, wave = self._single_refined
-        div = self._divisor_list
-        t = [amounts[c] / div[c] for c in body]
-        if wave is not None:
-            scaled, nt, nl, sw = wave
-            factor = max(1.0, sw * amounts[nl] / max(amounts[nt], 1e-9))
-            t = [x * factor if c in scaled else x for x, c in zip(t, body)]
-        top = max(t)
-        if p is None or top <= 0.0:
-            total = top
-        else:
-            total = top * sum((x / top) ** p for x in t) ** (1.0 / p)
-        for c in over:
-            total += amounts[c] / div[c]
-        return total
+        plan = self._plan
+        if plan is not None and (plan.vector or amounts.ndim == 1):
+            return plan.seconds(amounts)
+        return self.total_seconds(self.part_seconds(self.resource_seconds(amounts), amounts))
 
     # ------------------------------------------------------------------ a Cost of this template
     def timing(self, parts: Sequence[Part]) -> Timing:

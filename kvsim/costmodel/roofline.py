@@ -44,6 +44,9 @@ amounts it reads, and gives a :class:`CompiledRoofline` that maps work ``[..., c
 to seconds ``[...]`` in a few vectorized numpy operations. ``Roofline.__call__`` compiles
 the template of its cost (cached) and evaluates it on the cost's amounts, so the simulator's
 fast pricer, which hands summed work to a compiled template, follows any change here.
+``CompiledRoofline.seconds`` (the hot path) runs the same operations on column views
+(:mod:`kvsim.costmodel.roofline_plan`; ``tests/test_roofline.py`` checks them bit for bit
+against the three stages of :mod:`kvsim.costmodel.compiled`): a change to the rule goes to both.
 """
 
 from __future__ import annotations
@@ -144,6 +147,8 @@ class Roofline:
             return 0.0
         compiled = self._template(cost)
         values = [getattr(cost.parts[i], f) for i, f in compiled.columns]
+        if not any(v.__class__ is np.ndarray for v in values):  # scalars (e.g. prefill chunks' sums)
+            return float(compiled.seconds(np.array(values, dtype=np.float64)))
         shape = np.broadcast_shapes(*(np.shape(v) for v in values))
         if not shape:
             return float(compiled.seconds(np.array(values, dtype=np.float64)))

@@ -219,8 +219,13 @@ class IntervalSample:
 
     def add(self, values, weight=1) -> None:
         """``values`` [n] intervals (seconds) each occurring ``weight`` times (int or [n]), or one float."""
-        n = 1 if isinstance(values, float) else values.shape[0]
         i = self._n
+        if values.__class__ is float and i < self._v.shape[0]:  # one value (a lone step): item writes
+            self._v[i] = values
+            self._w[i] = weight
+            self._n = i + 1
+            return
+        n = 1 if isinstance(values, float) else values.shape[0]
         if i + n > self._v.shape[0]:
             if i + n > self._max:
                 self._flush()

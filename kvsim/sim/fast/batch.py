@@ -201,6 +201,10 @@ class DecodeBatch:
         jsegs = rows_i[:, JSEG].tolist()
         tmaxs = self.tmax[rows].tolist()
         ns, seg = self.nseg, self.seg
+        low = min(jsegs)
+        # largest logged step from segment j on: one suffix maximum for all rows (log[low:] reversed)
+        suffix = (np.maximum.accumulate(seg[low:ns][::-1]).tolist()
+                  if len(rows) > 1 and low < ns - 1 and ns - low <= 4096 else None)
         rl = rows  # ascending: remove from the end so row indices stay valid
         for o in range(len(rl) - 1, -1, -1):
             r = self.reqs[rl[o]]
@@ -208,7 +212,13 @@ class DecodeBatch:
             r.gpu_blocks = r.host_blocks = 0  # released with the run's block totals
             r.last_token_s = r.finish_s = tf_list[o]
             j = jsegs[o]
-            r.tbt_max_s = max(tmaxs[o], float(seg[j:ns].max()) if j < ns else 0.0, pm[o])
+            if j >= ns:
+                logged = 0.0
+            elif suffix is not None:
+                logged = suffix[ns - 1 - j]
+            else:
+                logged = float(seg[j:ns].max())
+            r.tbt_max_s = max(tmaxs[o], logged, pm[o])
             self._drop(rl[o])
             out.append(r)
         return out
@@ -242,13 +252,13 @@ class DecodeBatch:
                 sink(dt[:k], n if weights is None else weights)
             self._log(seg, k, t_end)
             return
-        d0 = float(dt[0])
-        rest = float(dt[1:k].max()) if k > 1 else 0.0
         if weights is not None or self.uniform_at == t_start:
-            seg = d0 if d0 > rest else rest
+            seg = float(dt[:k].max())  # (the largest of the run's steps)
             if sink is not None:
                 sink(dt[:k], n if weights is None else weights)
         else:
+            d0 = float(dt[0])
+            rest = float(dt[1:k].max()) if k > 1 else 0.0
             last = np.where(self.jstep[:n] < self.step_no, self.t_last, self.last[:n])
             iv = (t_start + d0) - last
             np.maximum(self.tmax[:n], iv, out=self.tmax[:n])

@@ -84,7 +84,7 @@ class DecodeRunner:
         if B * k > _K_ELEMS:
             k = max(1, _K_ELEMS // B)
         if cut and self.last_dt_s > 0:
-            kg = int((t_a - now) / self.last_dt_s) + 2
+            kg = int((t_a - now) / self.last_dt_s * 1.05) + 3
             if kg < k:
                 k = kg
         masked = k > k_fin

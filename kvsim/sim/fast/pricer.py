@@ -112,6 +112,10 @@ class StepPricer:
         self._tables = self.mode == "fast" and self.decode_mode in ("table", "rows")
         self._linear_decode_list = self.linear_decode.tolist()
         if self._tables:
+            layout = self.layout
+            self._ncol, self._count = layout.ncol, layout.count_column
+            # the run's pricing: the compiled roofline (after the once-per-batch caps, if any)
+            self._seconds = layout.seconds if layout.once else layout.compiled.seconds
             no_batch_work = ~self.batch_rows.any(axis=1)  # [max_seqs + 1] h(B) == 0: nothing to add
             self._no_batch_work, self._never_batch_work = no_batch_work.tolist(), bool(no_batch_work.all())
             self.batch_rows_wide = np.zeros((self.max_seqs + 1, self.layout.width))  # [max_seqs + 1, width]
@@ -284,8 +288,7 @@ class StepPricer:
             return DecodeRunPrices(dt, extras, None, None)
         table = self.table if self.rows is None else self.rows.table  # [rows, width]
         first_row = ctx if self.rows is None else self.rows.base[rid] + ctx  # [B] table row of step 0
-        layout = self.layout
-        ncol, count = layout.ncol, layout.count_column
+        ncol, count, seconds = self._ncol, self._count, self._seconds
         if left is None:  # every sequence in every step: the per-batch-size work joins the first add
             if B <= 8:  # a slice per sequence beats a gather for small batches
                 rows = first_row.tolist()
@@ -300,7 +303,7 @@ class StepPricer:
                 work = table[first_row[:, None] + self._offsets(k)].sum(axis=0)  # [k, width]
                 if not self._no_batch_work[B]:
                     work += self.batch_rows_wide[B]
-            dt = layout.seconds(work[:, :ncol])
+            dt = seconds(work[:, :ncol])
             dt += self._linear_decode_list[B]
             return DecodeRunPrices(dt, work[:, ncol:count], None, work[:, :ncol])
         if B <= 8:
@@ -316,7 +319,7 @@ class StepPricer:
             work = table[index].sum(axis=0)  # [k, width]
         batch_sizes = work[:, count].astype(np.intp)  # [k]
         amounts = work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes]
-        dt = layout.seconds(amounts)
+        dt = seconds(amounts)
         dt += self.linear_decode[batch_sizes]
         return DecodeRunPrices(dt, work[:, ncol:count], batch_sizes, amounts)
 

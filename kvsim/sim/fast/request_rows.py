@@ -144,18 +144,20 @@ class RequestRows:
         self.method_calls += 1
         assert [p.key for p in cost.parts] == self.keys, "method decode parts changed with the batch"
         n_shared = n_rows - n_own
-        # (only single requests' blocks: write straight into the table)
-        rows = self.table[self.top:self.top + n_rows] if not n_shared else np.empty((n_rows, layout.width))
+        # columns first ([width, n_rows], each written contiguously), then one transposing copy
+        # into the table (writing each column into the row-major table would stream it once per column)
+        columns = np.empty((layout.width, n_rows))
         for c, (part, field) in enumerate(layout.compiled.columns):
-            rows[:, c] = np.asarray(getattr(cost.parts[part], field), dtype=np.float64)
+            columns[c] = getattr(cost.parts[part], field)
         if layout.n_extras:
-            rows[:, layout.ncol:layout.count_column] = (
+            columns[layout.ncol:layout.count_column] = (
                 self.extra_fn(ctx[:, None], row_prompt[:, None])[:, 0, :] if self.extra_fn is not None
-                else self.extra[ctx])
-        rows[:, layout.count_column] = 1.0
+                else self.extra[ctx]).T
+        columns[layout.count_column] = 1.0
+        rows = columns.T  # [n_rows, width]
         if n_shared:
             self.table[np.repeat(start, count)[:n_shared] + offset[:n_shared]] = rows[:n_shared]
-            self.table[self.top:self.top + n_own] = rows[n_shared:]
+        self.table[self.top:self.top + n_own] = rows[n_shared:]
 
     def _compact(self, need: int) -> None:
         """Keep the single requests' rows that may still decode (and the shared blocks, in

@@ -1,0 +1,187 @@
+"""The hot path of :class:`kvsim.costmodel.roofline.CompiledRoofline`: its rule evaluated on
+column views of the work, with the numpy calls of one evaluation kept few (the fast simulator
+prices every run of decode steps here, mostly tens of steps at a time).
+
+It is the same arithmetic as ``CompiledRoofline``'s three stages, operation for operation, so
+the seconds are bit-identical: per part, the body resources' max (or p-norm, after the wave
+floor on GPU FLOPs) plus its overheads (added one at a time to the body of a lone refined part,
+else summed first, as the stages do), parts added left to right (numpy's sum over at most 7
+parts does the same). The p-norms of several parts are computed together on ``[..., n]``
+arrays; one step (a row) is priced on Python floats, its powers on numpy elements (numpy's
+vectorized power rounds differently from the C library's). Not used with overlap groups,
+measured custom all-reduce parts or p-norms of more than two resources.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_PARTS = 7  # numpy adds at most this many parts left to right (more: pairwise)
+
+
+class ColumnPlan:
+    """Args: ``divisor`` ``[ncol]`` (work per second of each column's resource); per part its
+    body columns ``body`` and overhead columns ``over``; ``blend`` part -> p (parts whose two body
+    resources combine as a p-norm); ``wave`` part -> (flops columns, tiles column, launches
+    column, S * w); ``chain``: overheads add to the body one at a time (a lone refined part)."""
+
+    def __init__(self, divisor: np.ndarray, body: list, over: list, blend: dict, wave: dict, chain: bool) -> None:
+        self.divisor, self.divisor_list, self.chain = divisor, divisor.tolist(), chain
+        pairs = [i for i in range(len(body)) if i in blend and len(body[i]) == 2]
+        slot = {i: j for j, i in enumerate(pairs)}  # part -> its p-norm among those computed together
+        self.parts = tuple((tuple(body[i]), tuple(over[i]), slot.get(i)) for i in range(len(body)))
+        self.pairs = (np.array([body[i][0] for i in pairs], dtype=np.intp), np.array([body[i][1] for i in pairs], dtype=np.intp))
+        self.p = np.array([float(blend[i]) for i in pairs])
+        self.inv_p = 1.0 / self.p
+        self.p_list, self.inv_p_list = self.p.tolist(), self.inv_p.tolist()
+        self.lone_pair = len(pairs) == 1  # (then column views beat gathers)
+        waved = list(wave.values())
+        self.wave_list = waved
+        self._buf = np.empty(len(pairs))
+        self.groups = None
+        self.vector = True  # (False: overlap groups, priced by the caller's stages on arrays)
+        if len(body) == 1 and self.lone_pair and chain:  # one refined part (attention decode): straight-line
+            self.lone = (self.parts[0][0][0], self.parts[0][0][1], self.p_list[0], self.inv_p_list[0],
+                         waved[0] if waved else None, self.parts[0][1])
+            self.seconds = self._seconds_lone
+
+    @staticmethod
+    def applies(body: list, blend: dict, serial: list, groups: list, custom: list) -> bool:
+        """Can a plan price this template? (Parts added left to right, p-norms of two resources.)"""
+        return (not custom and len(serial) <= MAX_PARTS and all(len(d) <= MAX_PARTS for g in groups for d in g)
+                and all(len(body[i]) == 2 for i in blend))
+
+    def set_groups(self, serial: list, groups: list) -> None:
+        """Overlap groups (``[group][device] -> parts``): only :meth:`row` prices them (serial parts
+        add, then each group's slowest device, whose parts add); :attr:`vector` is False."""
+        self.serial, self.groups, self.vector = serial, groups, False
+
+    def seconds(self, amounts: np.ndarray) -> np.ndarray:
+        """Seconds ``[...]`` of work ``[..., ncol]``."""
+        if amounts.ndim == 1:
+            return self.row(amounts.tolist())
+        if amounts.shape[0] == 1 and amounts.ndim == 2:
+            return np.array([self.row(amounts[0].tolist())])
+        times = amounts / self.divisor
+        for scaled, nt, nl, sw in self.wave_list:
+            factor = amounts[..., nl] * sw
+            factor /= np.maximum(amounts[..., nt], 1e-9)
+            np.maximum(factor, 1.0, out=factor)
+            for c in scaled:
+                times[..., c] *= factor
+        pnorm = None
+        if self.p.size:
+            if self.lone_pair:
+                a, b = times[..., self.pairs[0][0]], times[..., self.pairs[1][0]]
+            else:
+                a, b = times[..., self.pairs[0]], times[..., self.pairs[1]]
+            top = np.maximum(a, b)
+            pnorm = np.minimum(a, b)
+            pnorm /= np.maximum(top, 1e-300)
+            pnorm **= self.p_list[0] if self.lone_pair else self.p
+            pnorm += 1.0
+            pnorm **= self.inv_p_list[0] if self.lone_pair else self.inv_p
+            pnorm *= top
+        total = None
+        for body, over, j in self.parts:
+            t = None
+            if j is not None:
+                t = pnorm if self.lone_pair else pnorm[..., j]
+            elif body:
+                t = times[..., body[0]]
+                for c in body[1:]:
+                    t = np.maximum(t, times[..., c])
+            if self.chain:
+                for c in over:
+                    t = t + times[..., c]
+            elif over:
+                o = times[..., over[0]]
+                for c in over[1:]:
+                    o = o + times[..., c]
+                t = o if t is None else t + o
+            if t is not None:
+                total = t if total is None else total + t
+        return np.zeros(amounts.shape[:-1]) if total is None else total
+
+    def _seconds_lone(self, amounts: np.ndarray) -> np.ndarray:
+        """:meth:`seconds` of one part whose two body resources make a p-norm (overheads chained)."""
+        if amounts.ndim == 1:
+            return self.row(amounts.tolist())
+        if amounts.shape[0] == 1 and amounts.ndim == 2:
+            return np.array([self.row(amounts[0].tolist())])
+        ca, cb, p, inv_p, wave, over = self.lone
+        times = amounts / self.divisor
+        if wave is not None:
+            scaled, nt, nl, sw = wave
+            factor = amounts[..., nl] * sw
+            factor /= np.maximum(amounts[..., nt], 1e-9)
+            np.maximum(factor, 1.0, out=factor)
+            for c in scaled:
+                times[..., c] *= factor
+        a, b = times[..., ca], times[..., cb]
+        top = np.maximum(a, b)
+        t = np.minimum(a, b)
+        t /= np.maximum(top, 1e-300)
+        t **= p
+        t += 1.0
+        t **= inv_p
+        t *= top
+        for c in over:
+            t += times[..., c]
+        return t
+
+    def row(self, row: list) -> float:
+        """:meth:`seconds` of one step (``row``: ``[ncol]`` floats)."""
+        times = [a / d for a, d in zip(row, self.divisor_list)]
+        for scaled, nt, nl, sw in self.wave_list:
+            factor = row[nl] * sw / max(row[nt], 1e-9)
+            if factor < 1.0:
+                factor = 1.0
+            for c in scaled:
+                times[c] *= factor
+        tops = []
+        if self.p_list:
+            buf = self._buf
+            for j, (a, b) in enumerate(zip(self.pairs[0].tolist(), self.pairs[1].tolist())):
+                a, b = times[a], times[b]
+                top, low = (a, b) if a >= b else (b, a)
+                tops.append(top)
+                buf[j] = low / max(top, 1e-300)
+            np.power(buf, self.p, out=buf)
+            buf += 1.0
+            np.power(buf, self.inv_p, out=buf)
+            ratios = buf.tolist()
+        total = 0.0
+        part_s = []
+        for body, over, j in self.parts:
+            if j is not None:
+                t = tops[j] * ratios[j]
+            elif body:
+                t = max(times[c] for c in body)
+            else:
+                t = 0.0
+            if self.chain:
+                for c in over:
+                    t += times[c]
+            elif over:
+                o = times[over[0]]
+                for c in over[1:]:
+                    o += times[c]
+                t = o if not body else t + o
+            if self.groups is None:
+                total += t
+            else:
+                part_s.append(t)
+        if self.groups is not None:
+            for i in self.serial:
+                total += part_s[i]
+            for devices in self.groups:
+                slowest = 0.0
+                for parts in devices:
+                    device_s = 0.0
+                    for i in parts:
+                        device_s += part_s[i]
+                    if device_s > slowest:
+                        slowest = device_s
+                total += slowest
+        return total

@@ -38,6 +38,7 @@ from kvsim.costmodel.roofline import Roofline
 from kvsim.costmodel.transformer import linear_cost
 from kvsim.pricing.step import StepModel
 from kvsim.sim.fast.decode_tables import batch_work, context_table, decode_layout, part_amounts
+from kvsim.sim.fast.folding import FoldBroken, constant_columns, folded_layout, unfold
 from kvsim.sim.fast.request_rows import RequestRows
 
 TOKEN_BLOCK = 512  # token counts per cached linear-layer block
@@ -84,6 +85,7 @@ class StepPricer:
         self.layout = self.table = self.batch_rows = self.rows = None  # (batch_rows: [max_seqs + 1, ncol] work)
         self.joint_mixed = False
         self._split_prefill = False
+        self._fold_base = None  # [max_seqs + 1, ncol] per-batch-size work with folded columns ("rows")
         # seconds of the linear layers + overhead of a decode-only step of B sequences: [max_seqs + 1]
         self.linear_decode = np.zeros(self.max_seqs + 1)  # (zero while the method's decode is checked)
         is_model = isinstance(step, StepModel)
@@ -114,12 +116,17 @@ class StepPricer:
         if self._tables:
             layout = self.layout
             self._ncol, self._count = layout.ncol, layout.count_column
+            if self._fold_base is not None:  # rows hold the kept columns; unfold() adds the rest per run
+                self._ncol, self._count = self.rows.ncol, self.rows.count_column
             # the run's pricing: the compiled roofline (after the once-per-batch caps, if any)
             self._seconds = layout.seconds if layout.once else layout.compiled.seconds
             no_batch_work = ~self.batch_rows.any(axis=1)  # [max_seqs + 1] h(B) == 0: nothing to add
+            if self._fold_base is not None:
+                no_batch_work[:] = True  # (unfold adds it)
             self._no_batch_work, self._never_batch_work = no_batch_work.tolist(), bool(no_batch_work.all())
-            self.batch_rows_wide = np.zeros((self.max_seqs + 1, self.layout.width))  # [max_seqs + 1, width]
-            self.batch_rows_wide[:, : self.layout.ncol] = self.batch_rows  # (zero extras and count)
+            self.batch_rows_wide = np.zeros((self.max_seqs + 1, self._count + 1))  # [max_seqs + 1, width]
+            if self._fold_base is None:
+                self.batch_rows_wide[:, : self.layout.ncol] = self.batch_rows  # (zero extras and count)
             # a lone sequence is the most common batch: its rows with h(1) already added ("table")
             self._table_lone = (self.table + self.batch_rows_wide[1]
                                 if self.rows is None and not no_batch_work[1] else self.table)
@@ -150,8 +157,9 @@ class StepPricer:
         self.zero_row = self.table.shape[0] - 1
         return True
 
-    def _build_rows(self, prompt: np.ndarray, output: np.ndarray) -> bool:
-        """"rows" mode: check ``sum_i g(ctx_i, prompt_i) + h(B)`` on random batches first."""
+    def _build_rows(self, prompt: np.ndarray, output: np.ndarray, fold: bool = True) -> bool:
+        """"rows" mode: work per request and context; columns constant per sequence folded out
+        of the rows (:mod:`kvsim.sim.fast.folding`) unless ``fold`` is False."""
         m = self.step.method
         keys, per_sequence, plain_scalar = part_amounts(m.decode_cost(np.array([[1.0], [2.0]]), np.array([[1.0], [1.0]])), 2)
         parts = m.decode_cost(np.array([1.0]), np.array([1.0])).parts
@@ -164,8 +172,13 @@ class StepPricer:
             return False
         used = ~(plain_scalar & (per_sequence == 0).all(axis=0)) | (batch != 0).any(axis=0)
         self.layout = decode_layout(self.roofline, parts, used, self._shared_keys, self.extra.shape[1])
+        const = constant_columns(m, self.layout, keys, prompt, self.max_ctx) if fold else {}
+        folded = None
+        if const:
+            self.layout, self._fold_base, self._n_kept, folded = folded_layout(
+                self.roofline, parts, self.layout, const, batch, per_sequence[0])
         self.batch_rows = self.layout.batch_rows(batch, per_sequence[0])
-        self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn)
+        self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn, folded=folded)
         self.zero_row = self.rows.zero_row
         return True
 
@@ -173,7 +186,15 @@ class StepPricer:
     def ensure_rows(self, i: int) -> None:
         """Rows of request ``i`` (and the next ones, a chunk at a time) are in the table."""
         if self.rows is not None:
-            self.rows.ensure(i)
+            try:
+                self.rows.ensure(i)
+            except FoldBroken:  # a folded column varies after all: rows with every column
+                old = self.rows
+                self._fold_base = None
+                self._build_rows(old.prompt, old.output, fold=False)
+                self.rows.alive[:] = old.alive
+                self.rows.ensure(max(i, old.filled - 1))
+                self.set_flags()
 
     def release(self, i: int) -> None:
         """Request ``i`` will not decode again (finished or rejected)."""
@@ -303,9 +324,10 @@ class StepPricer:
                 work = table[first_row[:, None] + self._offsets(k)].sum(axis=0)  # [k, width]
                 if not self._no_batch_work[B]:
                     work += self.batch_rows_wide[B]
-            dt = seconds(work[:, :ncol])
+            amounts = work[:, :ncol] if self._fold_base is None else unfold(self._fold_base, ncol, work[:, :ncol], B)
+            dt = seconds(amounts)
             dt += self._linear_decode_list[B]
-            return DecodeRunPrices(dt, work[:, ncol:count], None, work[:, :ncol])
+            return DecodeRunPrices(dt, work[:, ncol:count], None, amounts)
         if B <= 8:
             work = np.zeros((k, table.shape[1]))
             for row, steps_left in zip(first_row.tolist(), left.tolist()):
@@ -318,7 +340,10 @@ class StepPricer:
             index = np.where(offsets < left[:, None], first_row[:, None] + offsets, self.zero_row)  # [B, k]
             work = table[index].sum(axis=0)  # [k, width]
         batch_sizes = work[:, count].astype(np.intp)  # [k]
-        amounts = work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes]
+        if self._fold_base is not None:
+            amounts = unfold(self._fold_base, ncol, work[:, :ncol], batch_sizes)
+        else:
+            amounts = work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes]
         dt = seconds(amounts)
         dt += self.linear_decode[batch_sizes]
         return DecodeRunPrices(dt, work[:, ncol:count], batch_sizes, amounts)

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kvsim.sim.fast.folding import FoldBroken
+
 ROWS_PER_CHUNK = 1 << 16  # rows computed per method call (about; at least the requested request's)
 # Memory for the shared blocks (fixed: kept for the whole run; copied once more while the table
 # grows). 32 MiB holds ~210k rows of MagicPIG (20 columns of 8 bytes: ~40% fewer rows computed at
@@ -66,11 +68,18 @@ class RequestRows:
         extra: ``[max_ctx + 1, E]`` extras per context (used when ``extra_fn`` is None).
         extra_fn: ``extra_fn(ctx [n, 1], prompt [n, 1]) -> [n, 1, E]`` extras per (ctx, prompt).
         shared_bytes: memory for the shared blocks (default ``SHARED_TABLE_BYTES``).
+        folded: per-sequence amounts of the layout's last work columns, left out of the rows
+            (:mod:`kvsim.sim.fast.folding`; checked on every chunk). Rows hold the first
+            ``ncol`` work columns, then the extras from ``ncol``, then the column of ones.
     """
 
     def __init__(self, step, layout, keys: list[tuple], prompt: np.ndarray, output: np.ndarray,
-                 extra: np.ndarray, extra_fn, shared_bytes: int | None = None) -> None:
+                 extra: np.ndarray, extra_fn, shared_bytes: int | None = None, folded: np.ndarray | None = None) -> None:
         self.method, self.layout, self.keys = step.method, layout, keys
+        self.folded = np.zeros(0) if folded is None else folded
+        self.ncol = layout.ncol - self.folded.shape[0]  # work columns in the rows
+        self.count_column = self.ncol + layout.n_extras
+        self.width = self.count_column + 1
         self.extra, self.extra_fn = extra, extra_fn
         self.prompt = np.asarray(prompt, dtype=np.int64)  # [N] tokens
         self.output = np.asarray(output, dtype=np.int64)  # [N] tokens (= rows of the request)
@@ -82,7 +91,7 @@ class RequestRows:
         self.longest = np.zeros(n_distinct, dtype=np.int64)  # [D] rows of each prompt's block
         np.maximum.at(self.longest, self.prompt_index, self.output)
         total = np.bincount(self.prompt_index, weights=self.output, minlength=n_distinct)  # [D] rows
-        budget_rows = int(SHARED_TABLE_BYTES if shared_bytes is None else shared_bytes) // (8 * layout.width)
+        budget_rows = int(SHARED_TABLE_BYTES if shared_bytes is None else shared_bytes) // (8 * self.width)
         shared = choose_shared(self.longest, total, budget_rows)  # [D]
         size = np.where(shared, self.longest, 0)
         self.block_start = 1 + np.cumsum(size) - size  # [D] table row of context P - 1 (shared prompts)
@@ -95,7 +104,7 @@ class RequestRows:
         self.alive = np.ones(n_requests, dtype=bool)  # [N] not released
         self.filled = 0  # requests [0, filled) have rows
         self.first_alive = 0
-        self.table = np.zeros((self.own_start + 2 * ROWS_PER_CHUNK, layout.width))  # [rows, width]
+        self.table = np.zeros((self.own_start + 2 * ROWS_PER_CHUNK, self.width))  # [rows, width]
         self.top = self.own_start  # first free row
         self.zero_row = 0
         self.method_calls = 0
@@ -146,14 +155,18 @@ class RequestRows:
         n_shared = n_rows - n_own
         # columns first ([width, n_rows], each written contiguously), then one transposing copy
         # into the table (writing each column into the row-major table would stream it once per column)
-        columns = np.empty((layout.width, n_rows))
+        columns = np.empty((self.width, n_rows))
+        kept = self.ncol
         for c, (part, field) in enumerate(layout.compiled.columns):
-            columns[c] = getattr(cost.parts[part], field)
+            if c < kept:
+                columns[c] = getattr(cost.parts[part], field)
+            elif not np.all(getattr(cost.parts[part], field) == self.folded[c - kept]):
+                raise FoldBroken(f"decode column {c} is not one constant per sequence")
         if layout.n_extras:
-            columns[layout.ncol:layout.count_column] = (
+            columns[kept:self.count_column] = (
                 self.extra_fn(ctx[:, None], row_prompt[:, None])[:, 0, :] if self.extra_fn is not None
                 else self.extra[ctx]).T
-        columns[layout.count_column] = 1.0
+        columns[self.count_column] = 1.0
         rows = columns.T  # [n_rows, width]
         if n_shared:
             self.table[np.repeat(start, count)[:n_shared] + offset[:n_shared]] = rows[:n_shared]
@@ -172,7 +185,7 @@ class RequestRows:
         index = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(keep)  # [keep] rows kept, in order
         low, region = self.own_start, self.table.shape[0] - self.own_start
         if keep + need > region // 2:  # (grow to twice what is needed: compaction stays rare)
-            table = np.zeros((low + max(region, 2 * (keep + need)), self.layout.width))
+            table = np.zeros((low + max(region, 2 * (keep + need)), self.width))
             table[:low] = self.table[:low]
             table[low:low + keep] = self.table[index]
             self.table = table
@@ -189,11 +202,11 @@ class RequestRows:
         if not p <= n <= p + int(self.output[rid]) - 1:
             return None
         row = self.table[int(self.base[rid]) + n - 1]
-        first = self.layout.ncol  # (the first two extras)
+        first = self.ncol  # (the first two extras)
         return int(row[first]), int(row[first + 1])
 
     def blocks_sum(self, rid: np.ndarray, n: np.ndarray) -> tuple[int, int]:
         """Sum of :meth:`blocks` over a decode batch (``n`` in range)."""
-        first = self.layout.ncol
+        first = self.ncol
         e = self.table[self.base[rid] + n - 1, first:first + 2].sum(axis=0)
         return int(e[0]), int(e[1])

@@ -26,15 +26,14 @@ def make_pricer(name: str, prompt, output):
 def want_rows(pricer, step, extra_fn, p: int, o: int) -> np.ndarray:
     """``[o, width]`` rows of a request with prompt ``p`` and output ``o``, from the method (the
     work columns the rows keep; the folded ones, checked here, are one constant per sequence)."""
-    layout, kept = pricer.layout, pricer.rows.ncol
+    kept = pricer.rows.ncol
     ctx = np.arange(p - 1, p - 1 + o)
     cost = step.method.decode_cost(ctx.astype(np.float64)[:, None], np.full((o, 1), float(p)))
     rows = np.zeros((o, pricer.rows.width))
-    for c, (part, field) in enumerate(layout.compiled.columns):
-        if c < kept:
-            rows[:, c] = getattr(cost.parts[part], field)
-        else:
-            np.testing.assert_array_equal(np.broadcast_to(getattr(cost.parts[part], field), (o,)), pricer.rows.folded[c - kept])
+    for c, (part, field) in enumerate(pricer.rows.columns):
+        rows[:, c] = getattr(cost.parts[part], field)
+    for part, field, amount in pricer.rows.checks:
+        np.testing.assert_array_equal(np.broadcast_to(getattr(cost.parts[part], field), (o,)), amount)
     rows[:, kept:pricer.rows.count_column] = extra_fn(ctx[:, None], np.full((o, 1), p))[:, 0, :]
     rows[:, pricer.rows.count_column] = 1.0
     return rows
@@ -95,7 +94,7 @@ def test_folded_columns_and_their_fallback(name, monkeypatch):
     and the run prices equal the unfolded pricer's."""
     prompt, output = [300, 700, 300, 900, 300], [40, 25, 90, 10, 5]
     folded, _, _ = make_pricer(name, prompt, output)
-    assert folded.rows.folded.size > 0 and folded.rows.ncol < folded.layout.ncol
+    assert folded.rows.checks and folded.rows.ncol < folded.layout.ncol
     monkeypatch.setattr(pricer_module, "constant_columns", lambda *a: {})
     plain, _, _ = make_pricer(name, prompt, output)
     for p in (folded, plain):
@@ -111,9 +110,9 @@ def test_folded_columns_and_their_fallback(name, monkeypatch):
     monkeypatch.setattr(request_rows, "ROWS_PER_CHUNK", 16)
     pricer, step, extra_fn = make_pricer(name, prompt, output)
     pricer.ensure_rows(0)
-    pricer.rows.folded = pricer.rows.folded + 1.0  # (as if the probes had seen another constant)
+    pricer.rows.checks = [(part, field, amount + 1.0) for part, field, amount in pricer.rows.checks]  # (as if the probes saw another)
     pricer.ensure_rows(4)
-    assert pricer.rows.folded.size == 0 and pricer.rows.ncol == pricer.layout.ncol
+    assert not pricer.rows.checks and pricer.rows.ncol == pricer.layout.ncol
     for i in range(5):
         np.testing.assert_array_equal(got_rows(pricer, i), want_rows(pricer, step, extra_fn, prompt[i], output[i]))
     a = pricer.decode_run(ctx, 6, left=np.array([6, 3, 6]), rid=rid)

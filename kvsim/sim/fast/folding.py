@@ -18,6 +18,8 @@ The layout's columns are reordered (varying first, then folded, each in the orig
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from kvsim.sim.fast.decode_tables import DecodeLayout
@@ -53,19 +55,49 @@ def constant_columns(method, layout: DecodeLayout, keys: list, prompt: np.ndarra
     return out
 
 
+class Folded(NamedTuple):
+    """A layout with folded columns (:func:`folded_layout`)."""
+
+    layout: DecodeLayout  # the kept parts' columns: varying first (``n_kept``), then folded
+    base: np.ndarray  # [max_seqs + 1, ncol] what B sequences add to their rows' sums (h(B); folded: all)
+    n_kept: int
+    columns: list  # (part of the method's decode cost, field) of each kept column of the rows
+    checks: list  # (part, field, per-sequence amount) of every folded column (checked on each chunk)
+    fixed_s: np.ndarray  # [max_seqs + 1] seconds of the parts left out of the layout, per batch size
+
+
 def folded_layout(roofline, parts, layout: DecodeLayout, const: dict[int, float], batch: np.ndarray,
-                  per_sequence: np.ndarray) -> tuple[DecodeLayout, np.ndarray, int, np.ndarray]:
-    """``(layout, base, n_kept, values)``: the layout with the varying columns first (``n_kept``)
-    and the ``const`` ones after; ``base`` ``[max_seqs + 1, ncol]`` what a step of ``B`` sequences
-    adds to the sum of its rows' kept columns (``h(B)``, and the whole work of the folded ones);
-    ``values`` the folded columns' per-sequence amounts (checked on every chunk of rows)."""
-    order = [c for c in range(layout.ncol) if c not in const] + [c for c in range(layout.ncol) if c in const]
-    n_kept = layout.ncol - len(const)
-    compiled = roofline.compile(parts, [layout.compiled.columns[c] for c in order])
-    new = DecodeLayout(compiled, layout.part_of_column[order], layout.field_of_column[order], layout.n_extras)
-    base = new.batch_rows(batch, per_sequence)
-    base[:, n_kept:] = new.to_columns(batch)[:, n_kept:]
-    return new, base, n_kept, np.array([const[c] for c in order[n_kept:]])
+                  per_sequence: np.ndarray, split_parts: bool) -> Folded:
+    """The layout with the varying columns first and the ``const`` ones after. With ``split_parts``
+    (parts that no prefill work joins), serial parts whose every column is folded depend on the batch
+    size alone: they leave the layout and are priced once per batch size (``fixed_s``, the roofline's
+    seconds of their work for ``B`` sequences; serial parts add, so a step's time is the sum)."""
+    part_of, field_of = layout.part_of_column.tolist(), layout.field_of_column
+    names = [f for _, f in layout.compiled.columns]
+    fixed = []
+    if split_parts and all(p.overlap is None for p in parts):
+        fixed = [i for i in range(len(parts)) if i in part_of
+                 and all(c in const for c in range(layout.ncol) if part_of[c] == i)]
+        if len(fixed) == len(set(part_of)):
+            fixed = []
+    main = [i for i in range(len(parts)) if i not in fixed]
+    remap = {i: n for n, i in enumerate(main)}
+    cols = [c for c in range(layout.ncol) if part_of[c] not in fixed]
+    order = [c for c in cols if c not in const] + [c for c in cols if c in const]
+    n_kept = sum(c not in const for c in cols)
+    compiled = roofline.compile([parts[i] for i in main], [(remap[part_of[c]], names[c]) for c in order])
+    new = DecodeLayout(compiled, np.array([remap[part_of[c]] for c in order], dtype=np.intp), field_of[order],
+                       layout.n_extras)
+    base = new.batch_rows(batch[:, main], per_sequence[main])
+    base[:, n_kept:] = new.to_columns(batch[:, main])[:, n_kept:]
+    fixed_s = np.zeros(batch.shape[0])
+    if fixed:
+        fcols = [c for c in range(layout.ncol) if part_of[c] in fixed]
+        fc = roofline.compile([parts[i] for i in fixed], [(fixed.index(part_of[c]), names[c]) for c in fcols])
+        fixed_s[1:] = np.broadcast_to(fc.seconds(batch[1:, [part_of[c] for c in fcols], field_of[fcols]]),
+                                      (batch.shape[0] - 1,))
+    return Folded(new, base, n_kept, [(part_of[c], names[c]) for c in order[:n_kept]],
+                  [(part_of[c], names[c], const[c]) for c in range(layout.ncol) if c in const], fixed_s)
 
 
 def unfold(base: np.ndarray, n_kept: int, kept: np.ndarray, batch) -> np.ndarray:

@@ -86,6 +86,7 @@ class StepPricer:
         self.joint_mixed = False
         self._split_prefill = False
         self._fold_base = None  # [max_seqs + 1, ncol] per-batch-size work with folded columns ("rows")
+        self._fixed_s = 0.0  # [max_seqs + 1] seconds of decode parts that depend on the batch size alone
         # seconds of the linear layers + overhead of a decode-only step of B sequences: [max_seqs + 1]
         self.linear_decode = np.zeros(self.max_seqs + 1)  # (zero while the method's decode is checked)
         is_model = isinstance(step, StepModel)
@@ -113,6 +114,8 @@ class StepPricer:
         """Plain-Python copies of what decode_run checks on every call."""
         self._tables = self.mode == "fast" and self.decode_mode in ("table", "rows")
         self._linear_decode_list = self.linear_decode.tolist()
+        self._run_linear = self.linear_decode + self._fixed_s  # (a run's: + parts of the batch size alone)
+        self._run_linear_list = self._run_linear.tolist()
         if self._tables:
             layout = self.layout
             self._ncol, self._count = layout.ncol, layout.count_column
@@ -173,12 +176,13 @@ class StepPricer:
         used = ~(plain_scalar & (per_sequence == 0).all(axis=0)) | (batch != 0).any(axis=0)
         self.layout = decode_layout(self.roofline, parts, used, self._shared_keys, self.extra.shape[1])
         const = constant_columns(m, self.layout, keys, prompt, self.max_ctx) if fold else {}
-        folded = None
-        if const:
-            self.layout, self._fold_base, self._n_kept, folded = folded_layout(
-                self.roofline, parts, self.layout, const, batch, per_sequence[0])
-        self.batch_rows = self.layout.batch_rows(batch, per_sequence[0])
-        self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn, folded=folded)
+        f = folded_layout(self.roofline, parts, self.layout, const, batch, per_sequence[0], not self.joint_mixed) if const else None
+        if f is None:
+            self.batch_rows = self.layout.batch_rows(batch, per_sequence[0])
+        else:  # (batch_rows: the per-batch-size work, unfold() adds it)
+            self.layout, self._fold_base, self._fixed_s, self.batch_rows = f.layout, f.base, f.fixed_s, f.base
+        self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn,
+                                columns=None if f is None else f.columns, checks=() if f is None else f.checks)
         self.zero_row = self.rows.zero_row
         return True
 
@@ -190,7 +194,7 @@ class StepPricer:
                 self.rows.ensure(i)
             except FoldBroken:  # a folded column varies after all: rows with every column
                 old = self.rows
-                self._fold_base = None
+                self._fold_base, self._fixed_s = None, 0.0
                 self._build_rows(old.prompt, old.output, fold=False)
                 self.rows.alive[:] = old.alive
                 self.rows.ensure(max(i, old.filled - 1))
@@ -326,7 +330,7 @@ class StepPricer:
                     work += self.batch_rows_wide[B]
             amounts = work[:, :ncol] if self._fold_base is None else unfold(self._fold_base, ncol, work[:, :ncol], B)
             dt = seconds(amounts)
-            dt += self._linear_decode_list[B]
+            dt += self._run_linear_list[B]
             return DecodeRunPrices(dt, work[:, ncol:count], None, amounts)
         if B <= 8:
             work = np.zeros((k, table.shape[1]))
@@ -345,7 +349,7 @@ class StepPricer:
         else:
             amounts = work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes]
         dt = seconds(amounts)
-        dt += self.linear_decode[batch_sizes]
+        dt += self._run_linear[batch_sizes]
         return DecodeRunPrices(dt, work[:, ncol:count], batch_sizes, amounts)
 
     def _offsets(self, k: int) -> np.ndarray:

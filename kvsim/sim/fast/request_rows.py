@@ -68,16 +68,19 @@ class RequestRows:
         extra: ``[max_ctx + 1, E]`` extras per context (used when ``extra_fn`` is None).
         extra_fn: ``extra_fn(ctx [n, 1], prompt [n, 1]) -> [n, 1, E]`` extras per (ctx, prompt).
         shared_bytes: memory for the shared blocks (default ``SHARED_TABLE_BYTES``).
-        folded: per-sequence amounts of the layout's last work columns, left out of the rows
-            (:mod:`kvsim.sim.fast.folding`; checked on every chunk). Rows hold the first
-            ``ncol`` work columns, then the extras from ``ncol``, then the column of ones.
+        columns: ``(part of the method's decode cost, field)`` of the work columns the rows
+            hold (default: the layout's); the layout's other columns are folded
+            (:mod:`kvsim.sim.fast.folding`). Rows: ``ncol`` work columns, the extras, a one.
+        checks: ``(part, field, amount)`` of the folded columns, checked on every chunk.
     """
 
     def __init__(self, step, layout, keys: list[tuple], prompt: np.ndarray, output: np.ndarray,
-                 extra: np.ndarray, extra_fn, shared_bytes: int | None = None, folded: np.ndarray | None = None) -> None:
+                 extra: np.ndarray, extra_fn, shared_bytes: int | None = None, columns: list | None = None,
+                 checks: list = ()) -> None:
         self.method, self.layout, self.keys = step.method, layout, keys
-        self.folded = np.zeros(0) if folded is None else folded
-        self.ncol = layout.ncol - self.folded.shape[0]  # work columns in the rows
+        self.columns = list(layout.compiled.columns) if columns is None else columns
+        self.checks = list(checks)
+        self.ncol = len(self.columns)  # work columns in the rows
         self.count_column = self.ncol + layout.n_extras
         self.width = self.count_column + 1
         self.extra, self.extra_fn = extra, extra_fn
@@ -157,11 +160,11 @@ class RequestRows:
         # into the table (writing each column into the row-major table would stream it once per column)
         columns = np.empty((self.width, n_rows))
         kept = self.ncol
-        for c, (part, field) in enumerate(layout.compiled.columns):
-            if c < kept:
-                columns[c] = getattr(cost.parts[part], field)
-            elif not np.all(getattr(cost.parts[part], field) == self.folded[c - kept]):
-                raise FoldBroken(f"decode column {c} is not one constant per sequence")
+        for c, (part, field) in enumerate(self.columns):
+            columns[c] = getattr(cost.parts[part], field)
+        for part, field, amount in self.checks:
+            if not np.all(getattr(cost.parts[part], field) == amount):
+                raise FoldBroken(f"decode {field} of part {part} is not one constant per sequence")
         if layout.n_extras:
             columns[kept:self.count_column] = (
                 self.extra_fn(ctx[:, None], row_prompt[:, None])[:, 0, :] if self.extra_fn is not None

@@ -33,10 +33,11 @@ def constant_columns(method, layout: DecodeLayout, keys: list, prompt: np.ndarra
     """``{work column: per-sequence amount}`` of the columns of ``layout`` whose amount is the same
     for every probe (prompt, context): a spread of the trace's prompts, each at contexts from its
     last prompt token to well past it, and the extreme contexts."""
-    distinct = np.unique(np.asarray(prompt, dtype=np.int64))
+    distinct = np.sort(np.asarray(prompt, dtype=np.int64))
     if not distinct.size:
         return {}
-    picks = distinct[np.unique(np.linspace(0, distinct.size - 1, min(distinct.size, 16)).astype(np.intp))]
+    distinct = distinct[np.append(True, distinct[1:] != distinct[:-1])]  # (not np.unique: it imports numpy.ma)
+    picks = distinct[np.linspace(0, distinct.size - 1, min(distinct.size, 16)).astype(np.intp)]
     prompts, contexts = [1.0, 1.0, float(max(max_ctx, 1))], [0.0, float(max_ctx), float(max_ctx)]
     for p in picks.tolist():
         for c in (p - 1, p, p + 1, p + 7, p + 100, p + 1000, p + 5000):

@@ -8,7 +8,7 @@ from synthetic import llama31_8b, synthetic_system
 from kvsim.costmodel.deployment import Deployment
 from kvsim.methods import make_method
 from kvsim.pricing.step import StepModel
-from kvsim.sim.fast import pricer as pricer_module, request_rows
+from kvsim.sim.fast import folding, request_rows
 from kvsim.sim.fast.pricer import StepPricer
 
 
@@ -95,7 +95,7 @@ def test_folded_columns_and_their_fallback(name, monkeypatch):
     prompt, output = [300, 700, 300, 900, 300], [40, 25, 90, 10, 5]
     folded, _, _ = make_pricer(name, prompt, output)
     assert folded.rows.checks and folded.rows.ncol < folded.layout.ncol
-    monkeypatch.setattr(pricer_module, "constant_columns", lambda *a: {})
+    monkeypatch.setattr(folding, "constant_columns", lambda *a: {})
     plain, _, _ = make_pricer(name, prompt, output)
     for p in (folded, plain):
         p.ensure_rows(4)

@@ -22,11 +22,33 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kvsim.sim.fast.decode_tables import DecodeLayout
+from kvsim.sim.fast.decode_tables import DecodeLayout, batch_work, decode_layout, part_amounts
 
 
 class FoldBroken(Exception):
     """A folded work column took another value in a chunk of request rows."""
+
+
+def rows_layout(method, roofline, max_seqs: int, max_ctx: int, shared_keys: set, n_extras: int, prompt: np.ndarray,
+                fold: bool, split_parts: bool):
+    """("rows" mode) ``(keys, layout, batch rows, Folded or None)`` of the method's decode work
+    per (prompt, context), folded unless ``fold`` is False (``split_parts``: see
+    :func:`folded_layout`); None if its parts change with the batch or it pays fields once
+    per batch (those are checked on the per-context table only)."""
+    keys, per_sequence, plain_scalar = part_amounts(method.decode_cost(np.array([[1.0], [2.0]]), np.array([[1.0], [1.0]])), 2)
+    parts = method.decode_cost(np.array([1.0]), np.array([1.0])).parts
+    if [p.key for p in parts] != keys or method.once_per_batch_decode:
+        return None
+    batch = batch_work(method, keys, max_seqs, 1.0, 1.0)  # [B + 1, P, F]: B sequences at (ctx 1, prompt 1)
+    if batch is None:
+        return None
+    used = ~(plain_scalar & (per_sequence == 0).all(axis=0)) | (batch != 0).any(axis=0)
+    layout = decode_layout(roofline, parts, used, shared_keys, n_extras)
+    const = constant_columns(method, layout, keys, prompt, max_ctx) if fold else {}
+    if not const:
+        return keys, layout, layout.batch_rows(batch, per_sequence[0]), None
+    f = folded_layout(roofline, parts, layout, const, batch, per_sequence[0], split_parts)
+    return keys, f.layout, f.base, f  # (batch rows: the per-batch-size work that unfold() adds)
 
 
 def constant_columns(method, layout: DecodeLayout, keys: list, prompt: np.ndarray, max_ctx: int) -> dict[int, float]:

@@ -37,8 +37,8 @@ from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
 from kvsim.costmodel.transformer import linear_cost
 from kvsim.pricing.step import StepModel
-from kvsim.sim.fast.decode_tables import batch_work, context_table, decode_layout, part_amounts
-from kvsim.sim.fast.folding import FoldBroken, constant_columns, folded_layout, unfold
+from kvsim.sim.fast.decode_tables import context_table
+from kvsim.sim.fast.folding import FoldBroken, rows_layout, unfold
 from kvsim.sim.fast.request_rows import RequestRows
 
 TOKEN_BLOCK = 512  # token counts per cached linear-layer block
@@ -161,26 +161,15 @@ class StepPricer:
         return True
 
     def _build_rows(self, prompt: np.ndarray, output: np.ndarray, fold: bool = True) -> bool:
-        """"rows" mode: work per request and context; columns constant per sequence folded out
-        of the rows (:mod:`kvsim.sim.fast.folding`) unless ``fold`` is False."""
-        m = self.step.method
-        keys, per_sequence, plain_scalar = part_amounts(m.decode_cost(np.array([[1.0], [2.0]]), np.array([[1.0], [1.0]])), 2)
-        parts = m.decode_cost(np.array([1.0]), np.array([1.0])).parts
-        if [p.key for p in parts] != keys:
+        """"rows" mode: work per request and context (:func:`kvsim.sim.fast.folding.rows_layout`:
+        columns constant per sequence folded out of the rows unless ``fold`` is False)."""
+        got = rows_layout(self.step.method, self.roofline, self.max_seqs, self.max_ctx, self._shared_keys,
+                          self.extra.shape[1], prompt, fold, split_parts=not self.joint_mixed)
+        if got is None:
             return False
-        batch = batch_work(m, keys, self.max_seqs, 1.0, 1.0)  # [B + 1, P, F]: B sequences at (ctx 1, prompt 1)
-        if batch is None:
-            return False
-        if m.once_per_batch_decode:  # (capped columns are checked on the per-context table only)
-            return False
-        used = ~(plain_scalar & (per_sequence == 0).all(axis=0)) | (batch != 0).any(axis=0)
-        self.layout = decode_layout(self.roofline, parts, used, self._shared_keys, self.extra.shape[1])
-        const = constant_columns(m, self.layout, keys, prompt, self.max_ctx) if fold else {}
-        f = folded_layout(self.roofline, parts, self.layout, const, batch, per_sequence[0], not self.joint_mixed) if const else None
-        if f is None:
-            self.batch_rows = self.layout.batch_rows(batch, per_sequence[0])
-        else:  # (batch_rows: the per-batch-size work, unfold() adds it)
-            self.layout, self._fold_base, self._fixed_s, self.batch_rows = f.layout, f.base, f.fixed_s, f.base
+        keys, self.layout, self.batch_rows, f = got
+        if f is not None:
+            self._fold_base, self._fixed_s = f.base, f.fixed_s
         self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn,
                                 columns=None if f is None else f.columns, checks=() if f is None else f.checks)
         self.zero_row = self.rows.zero_row

@@ -110,6 +110,13 @@ class CompiledRoofline:
                 ring = 2.0 * (p.group - 1) / p.group
                 self._custom.append((i, *cols, fit.latency_s, fit.bus_bw_bytes_per_s, ring * (fit.max_message_bytes or np.inf)))
         self._refined = bool(self._blend or self._wave or self._custom)
+        # blended parts with the same p and as many body columns: one p-norm on [..., n] gathers
+        same: dict[tuple[float, int], list] = {}
+        for i, cols, q in self._blend:
+            same.setdefault((q, len(cols)), []).append((i, cols))
+        self._blend_groups = [(np.array([i for i, _ in g], dtype=np.intp),
+                               [np.array([cols[j] for _, cols in g], dtype=np.intp) for j in range(n)], q)
+                              for (q, n), g in same.items()]
         # the hot path (decode runs): the same arithmetic on column views (roofline_plan)
         blend_of = {i: q for i, _, q in self._blend}
         self._plan = None
@@ -165,8 +172,11 @@ class CompiledRoofline:
             body = times[..., grid].max(axis=-1)
         if self._blend:
             body = np.array(body, dtype=np.float64, copy=True)
-            for i, cols, p in self._blend:
-                body[..., i] = _pnorm([times[..., c] for c in cols], p)
+            for parts, cols, p in self._blend_groups:  # (element for element the p-norm of each part)
+                if parts.shape[0] == 1:
+                    body[..., parts[0]] = _pnorm([times[..., c[0]] for c in cols], p)
+                else:
+                    body[..., parts] = _pnorm([times[..., c] for c in cols], p)
         if not self._has_overhead:
             return body, None
         grid = self._overhead_grid

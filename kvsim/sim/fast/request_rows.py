@@ -203,12 +203,11 @@ class RequestRows:
         """Extras (GPU, host blocks) of request ``rid`` holding ``n`` tokens (None if out of range)."""
         if rid >= self.filled:
             return None
-        p = int(self.prompt[rid])
-        if not p <= n <= p + int(self.output[rid]) - 1:
+        p = self.prompt.item(rid)  # (item: a Python int, no numpy scalar)
+        if not p <= n <= p + self.output.item(rid) - 1:
             return None
-        row = self.table[int(self.base[rid]) + n - 1]
-        first = self.ncol  # (the first two extras)
-        return int(row[first]), int(row[first + 1])
+        row, first = self.base.item(rid) + n - 1, self.ncol  # (the first two extras)
+        return int(self.table.item(row, first)), int(self.table.item(row, first + 1))
 
     def blocks_sum(self, rid: np.ndarray, n: np.ndarray) -> tuple[int, int]:
         """Sum of :meth:`blocks` over a decode batch (``n`` in range)."""

@@ -117,6 +117,13 @@ class CompiledRoofline:
         self._blend_groups = [(np.array([i for i, _ in g], dtype=np.intp),
                                [np.array([cols[j] for _, cols in g], dtype=np.intp) for j in range(n)], q)
                               for (q, n), g in same.items()]
+        # wave floors with the same S * w and one scaled column each: one factor on [..., n] gathers
+        waves: dict[float, list] = {}
+        for w in self._wave:
+            waves.setdefault(w[3] if len(w[0]) == 1 else None, []).append(w)
+        self._wave_groups = [(np.array([w[0][0] for w in g]), np.array([w[1] for w in g]), np.array([w[2] for w in g]), sw)
+                             for sw, g in waves.items() if sw is not None and len(g) > 1]
+        self._wave_alone = [w for sw, g in waves.items() if sw is None or len(g) == 1 for w in g]
         # the hot path (decode runs): the same arithmetic on column views (roofline_plan)
         blend_of = {i: q for i, _, q in self._blend}
         self._plan = None
@@ -136,7 +143,9 @@ class CompiledRoofline:
             out = np.empty(amounts.shape[:-1] + (len(self.columns) + 1,))
             np.divide(amounts, self._divisor, out=out[..., :-1])
             out[..., -1] = 0.0
-        for scaled, nt, nl, sw in self._wave:
+        for scaled, nt, nl, sw in self._wave_groups:  # (element for element each part's factor)
+            out[..., scaled] *= _wave_factor(amounts[..., nt], amounts[..., nl], sw)
+        for scaled, nt, nl, sw in self._wave_alone:
             factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
             for n in scaled:
                 out[..., n] *= factor

@@ -24,7 +24,8 @@ many as one block per request, because evicted blocks come back at full length.)
 Table layout (``[rows, width]``): row 0 all zero (finished sequences point at it); rows
 ``[1, own_start)`` the shared blocks, each at a fixed place; rows ``[own_start, top)`` the
 blocks of single requests, compacted when the table is full. Rows are computed a chunk of
-requests at a time, all the chunk's missing blocks (shared and own) in one method call.
+requests at a time, all the chunk's missing blocks (shared and own) together, in method calls of
+``METHOD_ROWS`` rows.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ import numpy as np
 
 from kvsim.sim.fast.folding import FoldBroken
 
-ROWS_PER_CHUNK = 1 << 16  # rows computed per method call (about; at least the requested request's)
+ROWS_PER_CHUNK = 1 << 16  # rows computed per chunk (about; at least the requested request's)
+# rows per method call within a chunk: the method's ~50 temporaries of 64 KiB stay in malloc's heap
+# (at 64k rows each is 512 KiB, mmapped and faulted in page by page on every call: ~2.5x slower)
+METHOD_ROWS = 1 << 13
 # Memory for the shared blocks (fixed: kept for the whole run; copied once more while the table
 # grows). 32 MiB holds ~210k rows of MagicPIG (20 columns of 8 bytes: ~40% fewer rows computed at
 # 1M synthetic-burstgpt requests) and ~700k of H2O/SnapKV (6 columns: ~70% fewer). Bounded by
@@ -154,23 +158,25 @@ class RequestRows:
         offset = np.arange(n_rows) - np.repeat(np.cumsum(count) - count, count)  # [n_rows] within its block
         row_prompt = np.repeat(prompt, count)  # [n_rows] tokens
         ctx = row_prompt - 1 + offset  # [n_rows] tokens in KV before the step
-        cost = self.method.decode_cost(ctx.astype(np.float64)[:, None], row_prompt.astype(np.float64)[:, None])
-        self.method_calls += 1
-        assert [p.key for p in cost.parts] == self.keys, "method decode parts changed with the batch"
         n_shared = n_rows - n_own
         # columns first ([width, n_rows], each written contiguously), then one transposing copy
         # into the table (writing each column into the row-major table would stream it once per column)
         columns = np.empty((self.width, n_rows))
-        kept = self.ncol
-        for c, (part, field) in enumerate(self.columns):
-            columns[c] = getattr(cost.parts[part], field)
-        for part, field, amount in self.checks:
-            if not np.all(getattr(cost.parts[part], field) == amount):
-                raise FoldBroken(f"decode {field} of part {part} is not one constant per sequence")
-        if layout.n_extras:
-            columns[kept:self.count_column] = (
-                self.extra_fn(ctx[:, None], row_prompt[:, None])[:, 0, :] if self.extra_fn is not None
-                else self.extra[ctx]).T
+        kept, ctx_f, prompt_f = self.ncol, ctx.astype(np.float64), row_prompt.astype(np.float64)
+        for a in range(0, n_rows, METHOD_ROWS):  # (the method's temporaries stay small: see METHOD_ROWS)
+            b = min(a + METHOD_ROWS, n_rows)
+            cost = self.method.decode_cost(ctx_f[a:b, None], prompt_f[a:b, None])
+            self.method_calls += 1
+            assert [p.key for p in cost.parts] == self.keys, "method decode parts changed with the batch"
+            for c, (part, field) in enumerate(self.columns):
+                columns[c, a:b] = getattr(cost.parts[part], field)
+            for part, field, amount in self.checks:
+                if not np.all(getattr(cost.parts[part], field) == amount):
+                    raise FoldBroken(f"decode {field} of part {part} is not one constant per sequence")
+            if layout.n_extras:
+                columns[kept:self.count_column, a:b] = (
+                    self.extra_fn(ctx[a:b, None], row_prompt[a:b, None])[:, 0, :] if self.extra_fn is not None
+                    else self.extra[ctx[a:b]]).T
         columns[self.count_column] = 1.0
         rows = columns.T  # [n_rows, width]
         if n_shared:

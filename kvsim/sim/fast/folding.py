@@ -22,7 +22,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kvsim.sim.fast.decode_tables import DecodeLayout, batch_work, decode_layout, part_amounts
+from kvsim.sim.fast.decode_tables import (
+    DecodeLayout,
+    batch_work,
+    decode_layout,
+    part_amounts,
+)
 
 
 class FoldBroken(Exception):

@@ -85,8 +85,8 @@ class StepPricer:
         self.layout = self.table = self.batch_rows = self.rows = None  # (batch_rows: [max_seqs + 1, ncol] work)
         self.joint_mixed = False
         self._split_prefill = False
-        self._fold_base = None  # [max_seqs + 1, ncol] per-batch-size work with folded columns ("rows")
-        self._fixed_s = 0.0  # [max_seqs + 1] seconds of decode parts that depend on the batch size alone
+        # folded "rows" (kvsim.sim.fast.folding): [max_seqs + 1, ncol] work and seconds of parts of B alone
+        self._fold_base, self._fixed_s = None, 0.0
         # seconds of the linear layers + overhead of a decode-only step of B sequences: [max_seqs + 1]
         self.linear_decode = np.zeros(self.max_seqs + 1)  # (zero while the method's decode is checked)
         is_model = isinstance(step, StepModel)
@@ -118,14 +118,11 @@ class StepPricer:
         self._run_linear_list = self._run_linear.tolist()
         if self._tables:
             layout = self.layout
-            self._ncol, self._count = layout.ncol, layout.count_column
-            if self._fold_base is not None:  # rows hold the kept columns; unfold() adds the rest per run
-                self._ncol, self._count = self.rows.ncol, self.rows.count_column
+            cols = layout if self._fold_base is None else self.rows  # (folded: the rows' kept columns; unfold() adds the rest)
+            self._ncol, self._count = cols.ncol, cols.count_column
             # the run's pricing: the compiled roofline (after the once-per-batch caps, if any)
             self._seconds = layout.seconds if layout.once else layout.compiled.seconds
-            no_batch_work = ~self.batch_rows.any(axis=1)  # [max_seqs + 1] h(B) == 0: nothing to add
-            if self._fold_base is not None:
-                no_batch_work[:] = True  # (unfold adds it)
+            no_batch_work = ~self.batch_rows.any(axis=1) | (self._fold_base is not None)  # [max_seqs + 1] nothing to add
             self._no_batch_work, self._never_batch_work = no_batch_work.tolist(), bool(no_batch_work.all())
             self.batch_rows_wide = np.zeros((self.max_seqs + 1, self._count + 1))  # [max_seqs + 1, width]
             if self._fold_base is None:
@@ -333,10 +330,8 @@ class StepPricer:
             index = np.where(offsets < left[:, None], first_row[:, None] + offsets, self.zero_row)  # [B, k]
             work = table[index].sum(axis=0)  # [k, width]
         batch_sizes = work[:, count].astype(np.intp)  # [k]
-        if self._fold_base is not None:
-            amounts = unfold(self._fold_base, ncol, work[:, :ncol], batch_sizes)
-        else:
-            amounts = work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes]
+        amounts = (unfold(self._fold_base, ncol, work[:, :ncol], batch_sizes) if self._fold_base is not None
+                   else work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes])
         dt = seconds(amounts)
         dt += self._run_linear[batch_sizes]
         return DecodeRunPrices(dt, work[:, ncol:count], batch_sizes, amounts)

@@ -17,8 +17,8 @@ other request gets its own block (its ``output_i`` rows), dropped once it is rel
 
 (Why not cache every prompt's block and evict the least recently used? On
 ``synthetic-burstgpt`` nearly every prompt length has a request with the maximum output
-(1,024 tokens), so all blocks take ~2.07M rows whichever the trace size, 330 MB for MagicPIG's
-20 columns; an LRU cache of 1M rows still recomputes ~300M rows at 1M requests, about as
+(1,024 tokens), so all blocks take ~2.07M rows whichever the trace size, 150 MB for MagicPIG's
+9 columns (330 MB at 20 before folding); an LRU cache of 1M rows still recomputes ~300M rows at 1M requests, about as
 many as one block per request, because evicted blocks come back at full length.)
 
 Table layout (``[rows, width]``): row 0 all zero (finished sequences point at it); rows
@@ -39,11 +39,11 @@ ROWS_PER_CHUNK = 1 << 16  # rows computed per chunk (about; at least the request
 # (at 64k rows each is 512 KiB, mmapped and faulted in page by page on every call: ~2.5x slower)
 METHOD_ROWS = 1 << 13
 # Memory for the shared blocks (fixed: kept for the whole run; copied once more while the table
-# grows). 32 MiB holds ~210k rows of MagicPIG (20 columns of 8 bytes: ~40% fewer rows computed at
-# 1M synthetic-burstgpt requests) and ~700k of H2O/SnapKV (6 columns: ~70% fewer). Bounded by
-# peak memory: MagicPIG at 1M requests peaks at ~440 MB without sharing (the simulator's own
-# state), 482 MB with 32 MiB here, 506 MB with 64 MiB; the goal is under 500 MB.
-SHARED_TABLE_BYTES = 32 << 20
+# grows). Rows hold the work columns that vary per sequence (kvsim.sim.fast.folding): 9 columns of
+# 8 bytes for MagicPIG, 48 MiB hold ~700k rows (10k synthetic-burstgpt requests: 1.28M rows computed
+# vs 1.53M with 32 MiB). Bounded by peak memory, MagicPIG at 1M requests (the goal is under 500 MB):
+# 464 MB with 32 MiB, 480 MB with 48 MiB, 500 MB with 64 MiB (measured 2026-12-01, branch mpig).
+SHARED_TABLE_BYTES = 48 << 20
 
 
 def choose_shared(longest: np.ndarray, total: np.ndarray, budget_rows: int) -> np.ndarray:

@@ -18,8 +18,9 @@ other request gets its own block (its ``output_i`` rows), dropped once it is rel
 (Why not cache every prompt's block and evict the least recently used? On
 ``synthetic-burstgpt`` nearly every prompt length has a request with the maximum output
 (1,024 tokens), so all blocks take ~2.07M rows whichever the trace size, 150 MB for MagicPIG's
-9 columns (330 MB at 20 before folding); an LRU cache of 1M rows still recomputes ~300M rows at 1M requests, about as
-many as one block per request, because evicted blocks come back at full length.)
+9 columns (330 MB for its 20 before folding); an LRU cache of 1M rows still recomputes ~300M
+rows at 1M requests, about as many as one block per request, because evicted blocks come back
+at full length.)
 
 Table layout (``[rows, width]``): row 0 all zero (finished sequences point at it); rows
 ``[1, own_start)`` the shared blocks, each at a fixed place; rows ``[own_start, top)`` the

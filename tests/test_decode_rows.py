@@ -8,7 +8,7 @@ from synthetic import llama31_8b, synthetic_system
 from kvsim.costmodel.deployment import Deployment
 from kvsim.methods import make_method
 from kvsim.pricing.step import StepModel
-from kvsim.sim.fast import request_rows
+from kvsim.sim.fast import folding, request_rows
 from kvsim.sim.fast.pricer import StepPricer
 
 
@@ -24,15 +24,18 @@ def make_pricer(name: str, prompt, output):
 
 
 def want_rows(pricer, step, extra_fn, p: int, o: int) -> np.ndarray:
-    """``[o, width]`` rows of a request with prompt ``p`` and output ``o``, from the method."""
-    layout = pricer.layout
+    """``[o, width]`` rows of a request with prompt ``p`` and output ``o``, from the method (the
+    work columns the rows keep; the folded ones, checked here, are one constant per sequence)."""
+    kept = pricer.rows.ncol
     ctx = np.arange(p - 1, p - 1 + o)
     cost = step.method.decode_cost(ctx.astype(np.float64)[:, None], np.full((o, 1), float(p)))
-    rows = np.zeros((o, layout.width))
-    for c, (part, field) in enumerate(layout.compiled.columns):
+    rows = np.zeros((o, pricer.rows.width))
+    for c, (part, field) in enumerate(pricer.rows.columns):
         rows[:, c] = getattr(cost.parts[part], field)
-    rows[:, layout.ncol:layout.count_column] = extra_fn(ctx[:, None], np.full((o, 1), p))[:, 0, :]
-    rows[:, layout.count_column] = 1.0
+    for part, field, amount in pricer.rows.checks:
+        np.testing.assert_array_equal(np.broadcast_to(getattr(cost.parts[part], field), (o,)), amount)
+    rows[:, kept:pricer.rows.count_column] = extra_fn(ctx[:, None], np.full((o, 1), p))[:, 0, :]
+    rows[:, pricer.rows.count_column] = 1.0
     return rows
 
 
@@ -66,7 +69,7 @@ def test_rows_survive_compaction_and_tiny_budget(monkeypatch):
     n = 120
     prompt = rng.choice([50, 80, 130, 400, 1000], n)
     output = rng.integers(1, 30, n)
-    dep_width = make_pricer("magicpig", [1], [1])[0].layout.width
+    dep_width = make_pricer("magicpig", prompt, output)[0].rows.width
     monkeypatch.setattr(request_rows, "SHARED_TABLE_BYTES", 8 * dep_width * 30)  # room for one block
     pricer, step, extra_fn = make_pricer("magicpig", prompt, output)
     rows = pricer.rows
@@ -82,3 +85,35 @@ def test_rows_survive_compaction_and_tiny_budget(monkeypatch):
         for j in live:
             np.testing.assert_array_equal(got_rows(pricer, j), want_rows(pricer, step, extra_fn, prompt[j], output[j]))
     assert rows.method_calls > 5 and rows.table.shape[0] < rows.own_start + 400  # compacted, not grown without bound
+
+
+@pytest.mark.parametrize("name", ["magicpig", "h2o"])
+def test_folded_columns_and_their_fallback(name, monkeypatch):
+    """Columns constant per sequence are folded out of the rows and priced per batch size; a
+    method whose folded column varies after all (past the probes) gets rows with every column,
+    and the run prices equal the unfolded pricer's."""
+    prompt, output = [300, 700, 300, 900, 300], [40, 25, 90, 10, 5]
+    folded, _, _ = make_pricer(name, prompt, output)
+    assert folded.rows.checks and folded.rows.ncol < folded.layout.ncol
+    monkeypatch.setattr(folding, "constant_columns", lambda *a: {})
+    plain, _, _ = make_pricer(name, prompt, output)
+    for p in (folded, plain):
+        p.ensure_rows(4)
+    rid, ctx = np.array([0, 1, 3]), np.array([310, 705, 901])
+    a = folded.decode_run(ctx, 6, left=np.array([6, 3, 6]), rid=rid)
+    b = plain.decode_run(ctx, 6, left=np.array([6, 3, 6]), rid=rid)
+    np.testing.assert_allclose(a.dt, b.dt, rtol=1e-12)
+    np.testing.assert_array_equal(a.extras, b.extras)
+    a, b = folded.decode_run(ctx, 4, rid=rid), plain.decode_run(ctx, 4, rid=rid)
+    np.testing.assert_allclose(a.dt, b.dt, rtol=1e-12)
+    # a folded column that varies beyond the probes: the next chunk falls back to every column
+    monkeypatch.setattr(request_rows, "ROWS_PER_CHUNK", 16)
+    pricer, step, extra_fn = make_pricer(name, prompt, output)
+    pricer.ensure_rows(0)
+    pricer.rows.checks = [(part, field, amount + 1.0) for part, field, amount in pricer.rows.checks]  # (as if the probes saw another)
+    pricer.ensure_rows(4)
+    assert not pricer.rows.checks and pricer.rows.ncol == pricer.layout.ncol
+    for i in range(5):
+        np.testing.assert_array_equal(got_rows(pricer, i), want_rows(pricer, step, extra_fn, prompt[i], output[i]))
+    a = pricer.decode_run(ctx, 6, left=np.array([6, 3, 6]), rid=rid)
+    np.testing.assert_allclose(a.dt, plain.decode_run(ctx, 6, left=np.array([6, 3, 6]), rid=rid).dt, rtol=1e-12)

@@ -160,6 +160,30 @@ def test_column_plan_is_bit_identical_to_the_stages(tiles_in_body):
     assert planned > 40
 
 
+def test_blended_parts_priced_together_equal_each_alone():
+    """Parts with the same p-norm (attention decode with tiles in the body, twice) are blended on
+    gathered columns at once: each part's seconds equal its template alone, bit for bit."""
+    system = synthetic_system()
+    eff = system.eff
+    refined = dict(attn_decode=eff.attn_decode.model_copy(update=dict(blend=1.7, wave_tiles_per_sm=2.0, tiles_in_body=True)))
+    rl = Roofline(replace(system, eff=eff.model_copy(update=refined)))
+    rng = np.random.default_rng(3)
+    fields = ("flops", "hbm_bytes", "launches", "tiles")
+    for trial in range(50):
+        k = int(rng.choice([1, 3, 40]))
+        parts = [Part(f"a{i}", "attn_decode", **{f: rng.random(k) * SCALE.get(f, 1e4) + 1.0 for f in fields})
+                 for i in range(int(rng.integers(2, 5)))]
+        columns = [(i, f) for i in range(len(parts)) for f in fields]
+        compiled = rl.compile(parts, columns)
+        assert len(compiled._blend_groups) == 1
+        work = _amounts(Cost(tuple(parts)), columns, k)
+        together = compiled.part_seconds(compiled.resource_seconds(work), work)
+        for i, p in enumerate(parts):
+            alone = rl.compile([p], [(0, f) for f in fields])
+            own = work[:, 4 * i:4 * i + 4]
+            np.testing.assert_array_equal(together[:, i], alone.part_seconds(alone.resource_seconds(own), own)[:, 0])
+
+
 def test_seconds_equals_call_total(rl):
     """Roofline.seconds(cost) (the hot path, no per-part breakdown) is exactly Roofline(cost).total_s."""
     rng = np.random.default_rng(5)

@@ -110,6 +110,20 @@ class CompiledRoofline:
                 ring = 2.0 * (p.group - 1) / p.group
                 self._custom.append((i, *cols, fit.latency_s, fit.bus_bw_bytes_per_s, ring * (fit.max_message_bytes or np.inf)))
         self._refined = bool(self._blend or self._wave or self._custom)
+        # blended parts with the same p and as many body columns: one p-norm on [..., n] gathers
+        same: dict[tuple[float, int], list] = {}
+        for i, cols, q in self._blend:
+            same.setdefault((q, len(cols)), []).append((i, cols))
+        self._blend_groups = [(np.array([i for i, _ in g], dtype=np.intp),
+                               [np.array([cols[j] for _, cols in g], dtype=np.intp) for j in range(n)], q)
+                              for (q, n), g in same.items()]
+        # wave floors with the same S * w and one scaled column each: one factor on [..., n] gathers
+        waves: dict[float, list] = {}
+        for w in self._wave:
+            waves.setdefault(w[3] if len(w[0]) == 1 else None, []).append(w)
+        self._wave_groups = [(np.array([w[0][0] for w in g]), np.array([w[1] for w in g]), np.array([w[2] for w in g]), sw)
+                             for sw, g in waves.items() if sw is not None and len(g) > 1]
+        self._wave_alone = [w for sw, g in waves.items() if sw is None or len(g) == 1 for w in g]
         # the hot path (decode runs): the same arithmetic on column views (roofline_plan)
         blend_of = {i: q for i, _, q in self._blend}
         self._plan = None
@@ -129,7 +143,9 @@ class CompiledRoofline:
             out = np.empty(amounts.shape[:-1] + (len(self.columns) + 1,))
             np.divide(amounts, self._divisor, out=out[..., :-1])
             out[..., -1] = 0.0
-        for scaled, nt, nl, sw in self._wave:
+        for scaled, nt, nl, sw in self._wave_groups:  # (element for element each part's factor)
+            out[..., scaled] *= _wave_factor(amounts[..., nt], amounts[..., nl], sw)
+        for scaled, nt, nl, sw in self._wave_alone:
             factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
             for n in scaled:
                 out[..., n] *= factor
@@ -165,8 +181,11 @@ class CompiledRoofline:
             body = times[..., grid].max(axis=-1)
         if self._blend:
             body = np.array(body, dtype=np.float64, copy=True)
-            for i, cols, p in self._blend:
-                body[..., i] = _pnorm([times[..., c] for c in cols], p)
+            for parts, cols, p in self._blend_groups:  # (element for element the p-norm of each part)
+                if parts.shape[0] == 1:
+                    body[..., parts[0]] = _pnorm([times[..., c[0]] for c in cols], p)
+                else:
+                    body[..., parts] = _pnorm([times[..., c] for c in cols], p)
         if not self._has_overhead:
             return body, None
         grid = self._overhead_grid

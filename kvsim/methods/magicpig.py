@@ -69,6 +69,12 @@ SORT_BYTES_PER_ENTRY = 26.0  # int16 code written (2) + 2 radix passes r+w of in
 CPU_FLOPS_PER_SAMPLE_EXTRA = 10.0  # -log(u_i) correction, exp, max [E]
 
 
+def _index_bytes(n: np.ndarray) -> np.ndarray:
+    """Bytes of a hash-table index of a request holding ``n`` tokens: int16 up to 65,536 tokens,
+    else int32 (``np.where(n <= INT16_MAX_TOKENS, 2.0, 4.0)``, without where's slow scalar path)."""
+    return 4.0 - 2.0 * (n <= INT16_MAX_TOKENS)
+
+
 def collision_fraction(K: int, L: int, p: float) -> float:
     """P(a key collides with the query in >= 2 of L tables of K bits), METHODS.md 1.2."""
     pk = p**K
@@ -130,10 +136,14 @@ class MagicPIG(KVMethod):
 
     def host_breakdown(self, n_tokens: Num, n_prompt: Num | None = None) -> dict[str, Num]:
         """Host bytes per request by component (METHODS.md 1.2, Table 8)."""
-        p, m, dep = self.params, self.dep.model, self.dep
         n = arr(n_tokens)
         _, s = self._split(n, n_prompt)
-        b_idx = np.where(n <= INT16_MAX_TOKENS, 2.0, 4.0)
+        return self._host(n, s)
+
+    def _host(self, n: np.ndarray, s: np.ndarray) -> dict[str, Num]:
+        """:meth:`host_breakdown` of ``n`` cached tokens of which ``s`` are offloaded."""
+        p, m, dep = self.params, self.dep.model, self.dep
+        b_idx = _index_bytes(n)
         heads = self.Ls * m.num_kv_heads
         return {
             "kv": self.Ls * host_kv_tok_layer(dep, dep.ab) * s,
@@ -144,9 +154,9 @@ class MagicPIG(KVMethod):
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         n = arr(n_tokens)
-        gpu_tok, _ = self._split(n, n_prompt)
+        gpu_tok, s = self._split(n, n_prompt)  # (once for the GPU and the host bytes)
         kv = kv_tok_layer(self.dep)
-        host = sum(self.host_breakdown(n, n_prompt).values())
+        host = sum(self._host(n, s).values())
         return Residency(gpu_bytes=(self.Ld * n + self.Ls * gpu_tok) * kv, host_bytes=host)
 
     def fixed_gpu_bytes(self) -> float:
@@ -162,61 +172,61 @@ class MagicPIG(KVMethod):
         zero = 0.0 * sum_seq(ctx)  # per-step shape for scalar amounts
         gpu_tok, s = self._split(ctx, n_prompt)
         d, ab, hq_gpu, Ls = m.head_dim, dep.ab, dep.q_heads_per_gpu, self.Ls
-        cost = Cost(())
-        if self.Ld:
-            cost = cost + decode_attention(dep, n, layers=self.Ld)
+        parts = decode_attention(dep, n, layers=self.Ld).parts if self.Ld else ()  # (distinct names: no merging)
         if not Ls:
-            return cost
-        cost = cost + decode_attention(dep, gpu_tok + 1.0, layers=Ls, name="attn_local")
+            return Cost(parts)
+        parts += decode_attention(dep, gpu_tok + 1.0, layers=Ls, name="attn_local").parts
         KL = p.K * p.L
-        cost = cost + gpu_pass(
+        parts += gpu_pass(
             dep, "lsh_query_hash", op="gemm",
             flops=Ls * B * hq_gpu * 2.0 * d * KL + zero,
             hbm=Ls * (d * KL * ab + B * hq_gpu * (d * ab + 4.0 * p.L)) + zero,
-            launches=3.0 * Ls)
+            launches=3.0 * Ls).parts
         to_cpu = B * hq_gpu * (d * ab + 4.0 * p.L)
         back = B * hq_gpu * (d * ab + 4.0)
-        cost = cost + Cost.of(Part("lsh_pcie", "pcie", device="pcie", pcie_bytes=Ls * (to_cpu + back) + zero,
-                                   pcie_round_trips=Ls + zero))
+        parts += (Part("lsh_pcie", "pcie", device="pcie", pcie_bytes=Ls * (to_cpu + back) + zero,
+                       pcie_round_trips=Ls + zero),)
         # host CPU, all query heads of the replica
         hq = float(m.num_heads)
-        b_idx = np.where(ctx <= INT16_MAX_TOKENS, 2.0, 4.0)
+        b_idx = _index_bytes(ctx)
         cand = p.L * s / 2.0**p.K
         sampled = self.frac * s
         dram = Ls * hq * sum_seq(p.L * 8.0 + cand * b_idx + sampled * (2.0 * d * ab + 4.0))
         ops = Ls * hq * sum_seq(p.L + 2.0 * cand + sampled * (4.0 * d + CPU_FLOPS_PER_SAMPLE_EXTRA))
-        cost = cost + Cost.of(Part("lsh_cpu_attn", "cpu_attn", device="cpu", dtype="bf16", cpu_flops=ops,
-                                   dram_bytes=dram, launches=Ls + zero))
-        cost = cost + gpu_pass(dep, "merge_state", flops=Ls * B * hq_gpu * (d * 4.0) + zero,
-                               hbm=Ls * B * hq_gpu * (3.0 * d * ab + 8.0) + zero, launches=Ls)
-        return cost
+        parts += (Part("lsh_cpu_attn", "cpu_attn", device="cpu", dtype="bf16", cpu_flops=ops,
+                       dram_bytes=dram, launches=Ls + zero),)
+        parts += gpu_pass(dep, "merge_state", flops=Ls * B * hq_gpu * (d * 4.0) + zero,
+                          hbm=Ls * B * hq_gpu * (3.0 * d * ab + 8.0) + zero, launches=Ls).parts
+        return Cost(parts)
 
     # ----- prefill -----
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         dep, m, p = self.dep, self.dep.model, self.params
         n_new, n_cached = arr(n_new), arr(n_cached)
         off_total = lambda x: np.maximum(x - self.static, 0.0)  # noqa: E731
-        off = sum_seq(off_total(n_cached + n_new) - off_total(n_cached))  # tokens offloaded by these chunks
-        b_idx = sum_seq(np.where(n_cached + n_new <= INT16_MAX_TOKENS, 2.0, 4.0) * (off_total(n_cached + n_new) - off_total(n_cached)))
+        chunk_off = off_total(n_cached + n_new) - off_total(n_cached)  # [R] tokens each chunk offloads
+        off = sum_seq(chunk_off)  # tokens offloaded by these chunks
+        b_idx = sum_seq(np.where(n_cached + n_new <= INT16_MAX_TOKENS, 2.0, 4.0) * chunk_off)
         d, ab, Ls, kv_gpu = m.head_dim, dep.ab, self.Ls, dep.kv_heads_per_gpu
         attn = prefill_attention(dep, n_new, n_cached)
         live = has(off)
         ent_gpu = Ls * kv_gpu * p.L * off  # table entries made on this GPU
+        tag = "prefill_tables"  # (every part overlaps the others)
         hashing = gpu_pass(dep, "lsh_build_gpu", op="gemm",
                            flops=Ls * kv_gpu * off * 2.0 * d * p.K * p.L,
                            hbm=Ls * kv_gpu * off * d * ab + ent_gpu * SORT_BYTES_PER_ENTRY,
-                           launches=3.0 * Ls * kv_gpu * live)
-        pcie = Cost.of(Part("kv_offload", "pcie", device="pcie",
-                            pcie_bytes=Ls * off * (kv_tok_layer(dep, ab) + kv_gpu * 4.0) + ent_gpu * (2.0 + 4.0)))
+                           launches=3.0 * Ls * kv_gpu * live, overlap=tag)
+        pcie = Part("kv_offload", "pcie", device="pcie",
+                    pcie_bytes=Ls * off * (kv_tok_layer(dep, ab) + kv_gpu * 4.0) + ent_gpu * (2.0 + 4.0), overlap=tag)
         ent = Ls * m.num_kv_heads * p.L * off  # whole replica, on the shared host
-        cpu = Cost.of(Part("lsh_build_cpu", "cpu_attn", device="cpu", dtype="bf16",
-                           cpu_flops=2.0 * ent,
-                           dram_bytes=ent * 6.0 + Ls * m.num_kv_heads * p.L * b_idx
-                           + Ls * m.num_kv_heads * p.L * 2.0**p.K * 8.0 * live
-                           + Ls * off * (host_kv_tok_layer(dep, ab) + m.num_kv_heads * 4.0),
-                           launches=Ls * live))
-        overlapped = attn + hashing + pcie + cpu
-        return Cost(tuple(replace(q, overlap="prefill_tables") for q in overlapped.parts))
+        cpu = Part("lsh_build_cpu", "cpu_attn", device="cpu", dtype="bf16",
+                   cpu_flops=2.0 * ent,
+                   dram_bytes=ent * 6.0 + Ls * m.num_kv_heads * p.L * b_idx
+                   + Ls * m.num_kv_heads * p.L * 2.0**p.K * 8.0 * live
+                   + Ls * off * (host_kv_tok_layer(dep, ab) + m.num_kv_heads * 4.0),
+                   launches=Ls * live, overlap=tag)
+        # (the parts have distinct names: the tuple is what ``attn + hashing + pcie + cpu`` merges to)
+        return Cost(tuple(replace(q, overlap=tag) for q in attn.parts) + hashing.parts + (pcie, cpu))
 
     def published_accuracy(self) -> list[PublishedAccuracy]:
         return published("magicpig", (self.params.K, self.params.L), self.label())

@@ -41,8 +41,12 @@ def part_amounts(cost: Cost, n: int) -> tuple[list[tuple], np.ndarray, np.ndarra
     for i, p in enumerate(cost.parts):
         for j, f in enumerate(NUMERIC_FIELDS):
             v = getattr(p, f)
-            plain_scalar[i, j] = not isinstance(v, np.ndarray)
-            amounts[:, i, j] = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+            if isinstance(v, np.ndarray):
+                amounts[:, i, j] = np.broadcast_to(v.astype(np.float64, copy=False), (n,))
+            else:
+                plain_scalar[i, j] = True
+                if v:
+                    amounts[:, i, j] = float(v)
     return keys, amounts, plain_scalar
 
 

@@ -37,7 +37,8 @@ from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.roofline import Roofline
 from kvsim.costmodel.transformer import linear_cost
 from kvsim.pricing.step import StepModel
-from kvsim.sim.fast.decode_tables import batch_work, context_table, decode_layout, part_amounts
+from kvsim.sim.fast.decode_tables import context_table
+from kvsim.sim.fast.folding import FoldBroken, rows_layout, unfold
 from kvsim.sim.fast.request_rows import RequestRows
 
 TOKEN_BLOCK = 512  # token counts per cached linear-layer block
@@ -84,6 +85,8 @@ class StepPricer:
         self.layout = self.table = self.batch_rows = self.rows = None  # (batch_rows: [max_seqs + 1, ncol] work)
         self.joint_mixed = False
         self._split_prefill = False
+        # folded "rows" (kvsim.sim.fast.folding): [max_seqs + 1, ncol] work and seconds of parts of B alone
+        self._fold_base, self._fixed_s = None, 0.0
         # seconds of the linear layers + overhead of a decode-only step of B sequences: [max_seqs + 1]
         self.linear_decode = np.zeros(self.max_seqs + 1)  # (zero while the method's decode is checked)
         is_model = isinstance(step, StepModel)
@@ -111,15 +114,19 @@ class StepPricer:
         """Plain-Python copies of what decode_run checks on every call."""
         self._tables = self.mode == "fast" and self.decode_mode in ("table", "rows")
         self._linear_decode_list = self.linear_decode.tolist()
+        self._run_linear = self.linear_decode + self._fixed_s  # (a run's: + parts of the batch size alone)
+        self._run_linear_list = self._run_linear.tolist()
         if self._tables:
             layout = self.layout
-            self._ncol, self._count = layout.ncol, layout.count_column
+            cols = layout if self._fold_base is None else self.rows  # (folded: the rows' kept columns; unfold() adds the rest)
+            self._ncol, self._count = cols.ncol, cols.count_column
             # the run's pricing: the compiled roofline (after the once-per-batch caps, if any)
             self._seconds = layout.seconds if layout.once else layout.compiled.seconds
-            no_batch_work = ~self.batch_rows.any(axis=1)  # [max_seqs + 1] h(B) == 0: nothing to add
+            no_batch_work = ~self.batch_rows.any(axis=1) | (self._fold_base is not None)  # [max_seqs + 1] nothing to add
             self._no_batch_work, self._never_batch_work = no_batch_work.tolist(), bool(no_batch_work.all())
-            self.batch_rows_wide = np.zeros((self.max_seqs + 1, self.layout.width))  # [max_seqs + 1, width]
-            self.batch_rows_wide[:, : self.layout.ncol] = self.batch_rows  # (zero extras and count)
+            self.batch_rows_wide = np.zeros((self.max_seqs + 1, self._count + 1))  # [max_seqs + 1, width]
+            if self._fold_base is None:
+                self.batch_rows_wide[:, : self.layout.ncol] = self.batch_rows  # (zero extras and count)
             # a lone sequence is the most common batch: its rows with h(1) already added ("table")
             self._table_lone = (self.table + self.batch_rows_wide[1]
                                 if self.rows is None and not no_batch_work[1] else self.table)
@@ -150,22 +157,18 @@ class StepPricer:
         self.zero_row = self.table.shape[0] - 1
         return True
 
-    def _build_rows(self, prompt: np.ndarray, output: np.ndarray) -> bool:
-        """"rows" mode: check ``sum_i g(ctx_i, prompt_i) + h(B)`` on random batches first."""
-        m = self.step.method
-        keys, per_sequence, plain_scalar = part_amounts(m.decode_cost(np.array([[1.0], [2.0]]), np.array([[1.0], [1.0]])), 2)
-        parts = m.decode_cost(np.array([1.0]), np.array([1.0])).parts
-        if [p.key for p in parts] != keys:
+    def _build_rows(self, prompt: np.ndarray, output: np.ndarray, fold: bool = True) -> bool:
+        """"rows" mode: work per request and context (:func:`kvsim.sim.fast.folding.rows_layout`:
+        columns constant per sequence folded out of the rows unless ``fold`` is False)."""
+        got = rows_layout(self.step.method, self.roofline, self.max_seqs, self.max_ctx, self._shared_keys,
+                          self.extra.shape[1], prompt, fold, split_parts=not self.joint_mixed)
+        if got is None:
             return False
-        batch = batch_work(m, keys, self.max_seqs, 1.0, 1.0)  # [B + 1, P, F]: B sequences at (ctx 1, prompt 1)
-        if batch is None:
-            return False
-        if m.once_per_batch_decode:  # (capped columns are checked on the per-context table only)
-            return False
-        used = ~(plain_scalar & (per_sequence == 0).all(axis=0)) | (batch != 0).any(axis=0)
-        self.layout = decode_layout(self.roofline, parts, used, self._shared_keys, self.extra.shape[1])
-        self.batch_rows = self.layout.batch_rows(batch, per_sequence[0])
-        self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn)
+        keys, self.layout, self.batch_rows, f = got
+        if f is not None:
+            self._fold_base, self._fixed_s = f.base, f.fixed_s
+        self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn,
+                                columns=None if f is None else f.columns, checks=() if f is None else f.checks)
         self.zero_row = self.rows.zero_row
         return True
 
@@ -173,7 +176,15 @@ class StepPricer:
     def ensure_rows(self, i: int) -> None:
         """Rows of request ``i`` (and the next ones, a chunk at a time) are in the table."""
         if self.rows is not None:
-            self.rows.ensure(i)
+            try:
+                self.rows.ensure(i)
+            except FoldBroken:  # a folded column varies after all: rows with every column
+                old = self.rows
+                self._fold_base, self._fixed_s = None, 0.0
+                self._build_rows(old.prompt, old.output, fold=False)
+                self.rows.alive[:] = old.alive
+                self.rows.ensure(max(i, old.filled - 1))
+                self.set_flags()
 
     def release(self, i: int) -> None:
         """Request ``i`` will not decode again (finished or rejected)."""
@@ -303,9 +314,10 @@ class StepPricer:
                 work = table[first_row[:, None] + self._offsets(k)].sum(axis=0)  # [k, width]
                 if not self._no_batch_work[B]:
                     work += self.batch_rows_wide[B]
-            dt = seconds(work[:, :ncol])
-            dt += self._linear_decode_list[B]
-            return DecodeRunPrices(dt, work[:, ncol:count], None, work[:, :ncol])
+            amounts = work[:, :ncol] if self._fold_base is None else unfold(self._fold_base, ncol, work[:, :ncol], B)
+            dt = seconds(amounts)
+            dt += self._run_linear_list[B]
+            return DecodeRunPrices(dt, work[:, ncol:count], None, amounts)
         if B <= 8:
             work = np.zeros((k, table.shape[1]))
             for row, steps_left in zip(first_row.tolist(), left.tolist()):
@@ -318,9 +330,10 @@ class StepPricer:
             index = np.where(offsets < left[:, None], first_row[:, None] + offsets, self.zero_row)  # [B, k]
             work = table[index].sum(axis=0)  # [k, width]
         batch_sizes = work[:, count].astype(np.intp)  # [k]
-        amounts = work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes]
+        amounts = (unfold(self._fold_base, ncol, work[:, :ncol], batch_sizes) if self._fold_base is not None
+                   else work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes])
         dt = seconds(amounts)
-        dt += self.linear_decode[batch_sizes]
+        dt += self._run_linear[batch_sizes]
         return DecodeRunPrices(dt, work[:, ncol:count], batch_sizes, amounts)
 
     def _offsets(self, k: int) -> np.ndarray:

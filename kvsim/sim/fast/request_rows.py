@@ -17,27 +17,34 @@ other request gets its own block (its ``output_i`` rows), dropped once it is rel
 
 (Why not cache every prompt's block and evict the least recently used? On
 ``synthetic-burstgpt`` nearly every prompt length has a request with the maximum output
-(1,024 tokens), so all blocks take ~2.07M rows whichever the trace size, 330 MB for MagicPIG's
-20 columns; an LRU cache of 1M rows still recomputes ~300M rows at 1M requests, about as
-many as one block per request, because evicted blocks come back at full length.)
+(1,024 tokens), so all blocks take ~2.07M rows whichever the trace size, 150 MB for MagicPIG's
+9 columns (330 MB for its 20 before folding); an LRU cache of 1M rows still recomputes ~300M
+rows at 1M requests, about as many as one block per request, because evicted blocks come back
+at full length.)
 
 Table layout (``[rows, width]``): row 0 all zero (finished sequences point at it); rows
 ``[1, own_start)`` the shared blocks, each at a fixed place; rows ``[own_start, top)`` the
 blocks of single requests, compacted when the table is full. Rows are computed a chunk of
-requests at a time, all the chunk's missing blocks (shared and own) in one method call.
+requests at a time, all the chunk's missing blocks (shared and own) together, in method calls of
+``METHOD_ROWS`` rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-ROWS_PER_CHUNK = 1 << 16  # rows computed per method call (about; at least the requested request's)
+from kvsim.sim.fast.folding import FoldBroken
+
+ROWS_PER_CHUNK = 1 << 16  # rows computed per chunk (about; at least the requested request's)
+# rows per method call within a chunk: the method's ~50 temporaries of 64 KiB stay in malloc's heap
+# (at 64k rows each is 512 KiB, mmapped and faulted in page by page on every call: ~2.5x slower)
+METHOD_ROWS = 1 << 13
 # Memory for the shared blocks (fixed: kept for the whole run; copied once more while the table
-# grows). 32 MiB holds ~210k rows of MagicPIG (20 columns of 8 bytes: ~40% fewer rows computed at
-# 1M synthetic-burstgpt requests) and ~700k of H2O/SnapKV (6 columns: ~70% fewer). Bounded by
-# peak memory: MagicPIG at 1M requests peaks at ~440 MB without sharing (the simulator's own
-# state), 482 MB with 32 MiB here, 506 MB with 64 MiB; the goal is under 500 MB.
-SHARED_TABLE_BYTES = 32 << 20
+# grows). Rows hold the work columns that vary per sequence (kvsim.sim.fast.folding): 9 columns of
+# 8 bytes for MagicPIG, 48 MiB hold ~700k rows (10k synthetic-burstgpt requests: 1.28M rows computed
+# vs 1.53M with 32 MiB). Bounded by peak memory, MagicPIG at 1M requests (the goal is under 500 MB):
+# 464 MB with 32 MiB, 480 MB with 48 MiB, 500 MB with 64 MiB (measured 2026-12-01, branch mpig).
+SHARED_TABLE_BYTES = 48 << 20
 
 
 def choose_shared(longest: np.ndarray, total: np.ndarray, budget_rows: int) -> np.ndarray:
@@ -66,11 +73,21 @@ class RequestRows:
         extra: ``[max_ctx + 1, E]`` extras per context (used when ``extra_fn`` is None).
         extra_fn: ``extra_fn(ctx [n, 1], prompt [n, 1]) -> [n, 1, E]`` extras per (ctx, prompt).
         shared_bytes: memory for the shared blocks (default ``SHARED_TABLE_BYTES``).
+        columns: ``(part of the method's decode cost, field)`` of the work columns the rows
+            hold (default: the layout's); the layout's other columns are folded
+            (:mod:`kvsim.sim.fast.folding`). Rows: ``ncol`` work columns, the extras, a one.
+        checks: ``(part, field, amount)`` of the folded columns, checked on every chunk.
     """
 
     def __init__(self, step, layout, keys: list[tuple], prompt: np.ndarray, output: np.ndarray,
-                 extra: np.ndarray, extra_fn, shared_bytes: int | None = None) -> None:
+                 extra: np.ndarray, extra_fn, shared_bytes: int | None = None, columns: list | None = None,
+                 checks: list = ()) -> None:
         self.method, self.layout, self.keys = step.method, layout, keys
+        self.columns = list(layout.compiled.columns) if columns is None else columns
+        self.checks = list(checks)
+        self.ncol = len(self.columns)  # work columns in the rows
+        self.count_column = self.ncol + layout.n_extras
+        self.width = self.count_column + 1
         self.extra, self.extra_fn = extra, extra_fn
         self.prompt = np.asarray(prompt, dtype=np.int64)  # [N] tokens
         self.output = np.asarray(output, dtype=np.int64)  # [N] tokens (= rows of the request)
@@ -82,7 +99,7 @@ class RequestRows:
         self.longest = np.zeros(n_distinct, dtype=np.int64)  # [D] rows of each prompt's block
         np.maximum.at(self.longest, self.prompt_index, self.output)
         total = np.bincount(self.prompt_index, weights=self.output, minlength=n_distinct)  # [D] rows
-        budget_rows = int(SHARED_TABLE_BYTES if shared_bytes is None else shared_bytes) // (8 * layout.width)
+        budget_rows = int(SHARED_TABLE_BYTES if shared_bytes is None else shared_bytes) // (8 * self.width)
         shared = choose_shared(self.longest, total, budget_rows)  # [D]
         size = np.where(shared, self.longest, 0)
         self.block_start = 1 + np.cumsum(size) - size  # [D] table row of context P - 1 (shared prompts)
@@ -95,7 +112,7 @@ class RequestRows:
         self.alive = np.ones(n_requests, dtype=bool)  # [N] not released
         self.filled = 0  # requests [0, filled) have rows
         self.first_alive = 0
-        self.table = np.zeros((self.own_start + 2 * ROWS_PER_CHUNK, layout.width))  # [rows, width]
+        self.table = np.zeros((self.own_start + 2 * ROWS_PER_CHUNK, self.width))  # [rows, width]
         self.top = self.own_start  # first free row
         self.zero_row = 0
         self.method_calls = 0
@@ -116,7 +133,9 @@ class RequestRows:
         end = first + max(i - first + 1, int(np.searchsorted(np.cumsum(new_rows), ROWS_PER_CHUNK, side="right")))
         end = min(end, n_requests)
         chunk_shares = self.shares[first:end]
-        blocks = np.unique(self.prompt_index[first:end][chunk_shares & ~self.block_done[self.prompt_index[first:end]]])
+        wanted = np.zeros(self.longest.shape[0], dtype=bool)  # (a mask, not np.unique: that imports numpy.ma, ~30 ms)
+        wanted[self.prompt_index[first:end][chunk_shares & ~self.block_done[self.prompt_index[first:end]]]] = True
+        blocks = np.flatnonzero(wanted)  # [S] prompts whose shared block this chunk computes
         own = first + np.flatnonzero(~chunk_shares)  # requests with their own block
         own_count = self.output[own]  # [R] rows
         n_own = int(own_count.sum())
@@ -140,20 +159,26 @@ class RequestRows:
         offset = np.arange(n_rows) - np.repeat(np.cumsum(count) - count, count)  # [n_rows] within its block
         row_prompt = np.repeat(prompt, count)  # [n_rows] tokens
         ctx = row_prompt - 1 + offset  # [n_rows] tokens in KV before the step
-        cost = self.method.decode_cost(ctx.astype(np.float64)[:, None], row_prompt.astype(np.float64)[:, None])
-        self.method_calls += 1
-        assert [p.key for p in cost.parts] == self.keys, "method decode parts changed with the batch"
         n_shared = n_rows - n_own
         # columns first ([width, n_rows], each written contiguously), then one transposing copy
         # into the table (writing each column into the row-major table would stream it once per column)
-        columns = np.empty((layout.width, n_rows))
-        for c, (part, field) in enumerate(layout.compiled.columns):
-            columns[c] = getattr(cost.parts[part], field)
-        if layout.n_extras:
-            columns[layout.ncol:layout.count_column] = (
-                self.extra_fn(ctx[:, None], row_prompt[:, None])[:, 0, :] if self.extra_fn is not None
-                else self.extra[ctx]).T
-        columns[layout.count_column] = 1.0
+        columns = np.empty((self.width, n_rows))
+        kept, ctx_f, prompt_f = self.ncol, ctx.astype(np.float64), row_prompt.astype(np.float64)
+        for a in range(0, n_rows, METHOD_ROWS):  # (the method's temporaries stay small: see METHOD_ROWS)
+            b = min(a + METHOD_ROWS, n_rows)
+            cost = self.method.decode_cost(ctx_f[a:b, None], prompt_f[a:b, None])
+            self.method_calls += 1
+            assert [p.key for p in cost.parts] == self.keys, "method decode parts changed with the batch"
+            for c, (part, field) in enumerate(self.columns):
+                columns[c, a:b] = getattr(cost.parts[part], field)
+            for part, field, amount in self.checks:
+                if not np.all(getattr(cost.parts[part], field) == amount):
+                    raise FoldBroken(f"decode {field} of part {part} is not one constant per sequence")
+            if layout.n_extras:
+                columns[kept:self.count_column, a:b] = (
+                    self.extra_fn(ctx[a:b, None], row_prompt[a:b, None])[:, 0, :] if self.extra_fn is not None
+                    else self.extra[ctx[a:b]]).T
+        columns[self.count_column] = 1.0
         rows = columns.T  # [n_rows, width]
         if n_shared:
             self.table[np.repeat(start, count)[:n_shared] + offset[:n_shared]] = rows[:n_shared]
@@ -172,7 +197,7 @@ class RequestRows:
         index = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(keep)  # [keep] rows kept, in order
         low, region = self.own_start, self.table.shape[0] - self.own_start
         if keep + need > region // 2:  # (grow to twice what is needed: compaction stays rare)
-            table = np.zeros((low + max(region, 2 * (keep + need)), self.layout.width))
+            table = np.zeros((low + max(region, 2 * (keep + need)), self.width))
             table[:low] = self.table[:low]
             table[low:low + keep] = self.table[index]
             self.table = table
@@ -185,15 +210,14 @@ class RequestRows:
         """Extras (GPU, host blocks) of request ``rid`` holding ``n`` tokens (None if out of range)."""
         if rid >= self.filled:
             return None
-        p = int(self.prompt[rid])
-        if not p <= n <= p + int(self.output[rid]) - 1:
+        p = self.prompt.item(rid)  # (item: a Python int, no numpy scalar)
+        if not p <= n <= p + self.output.item(rid) - 1:
             return None
-        row = self.table[int(self.base[rid]) + n - 1]
-        first = self.layout.ncol  # (the first two extras)
-        return int(row[first]), int(row[first + 1])
+        row, first = self.base.item(rid) + n - 1, self.ncol  # (the first two extras)
+        return int(self.table.item(row, first)), int(self.table.item(row, first + 1))
 
     def blocks_sum(self, rid: np.ndarray, n: np.ndarray) -> tuple[int, int]:
         """Sum of :meth:`blocks` over a decode batch (``n`` in range)."""
-        first = self.layout.ncol
+        first = self.ncol
         e = self.table[self.base[rid] + n - 1, first:first + 2].sum(axis=0)
         return int(e[0]), int(e[1])

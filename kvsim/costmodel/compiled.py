@@ -132,6 +132,12 @@ class CompiledRoofline:
                                     chain=len(parts) == 1 and self._refined)
             if self._groups:
                 self._plan.set_groups(self._serial, self._groups)
+        # one part whose p-norm spans more than two resources (decode attention with tiles_in_body),
+        # which ColumnPlan does not take: the stages' operations on column views, in their order
+        self._lone_blend = None
+        if (self._plan is None and len(parts) == 1 and self._blend and len(self._blend[0][1]) > 2
+                and not self._custom and not self._groups):
+            self._lone_blend = (list(self._blend[0][1]), self._blend[0][2], list(over[0]))
 
     # ------------------------------------------------------------------ the rule, in three stages
     def resource_seconds(self, amounts: np.ndarray) -> np.ndarray:
@@ -210,7 +216,29 @@ class CompiledRoofline:
         plan = self._plan
         if plan is not None and (plan.vector or amounts.ndim == 1):
             return plan.seconds(amounts)
+        if self._lone_blend is not None:
+            return self._seconds_lone_blend(amounts)
         return self.total_seconds(self.part_seconds(self.resource_seconds(amounts), amounts))
+
+    def _seconds_lone_blend(self, amounts: np.ndarray) -> np.ndarray:
+        """:meth:`seconds` of one part whose body is a p-norm of three or more resources: exactly
+        resource_seconds, _body_and_overhead and total_seconds of one part (same operations, same
+        order: the overheads are summed first, then added to the p-norm), without their gathers."""
+        if amounts.ndim == 1:  # one step: priced as a row of a [1, ncol] array, so equal to that row of a run
+            return self._seconds_lone_blend(amounts[None, :])[0]
+        cols, p, over = self._lone_blend
+        times = amounts / self._divisor
+        for scaled, nt, nl, sw in self._wave_alone:
+            factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
+            for n in scaled:
+                times[..., n] *= factor
+        t = _pnorm([times[..., c] for c in cols], p)
+        if over:
+            o = times[..., over[0]]
+            for c in over[1:]:
+                o = o + times[..., c]
+            t = t + o
+        return t
 
     # ------------------------------------------------------------------ a Cost of this template
     def timing(self, parts: Sequence[Part]) -> Timing:

@@ -252,7 +252,7 @@ def test_plan_json_carries_provenance_like_simulate(tmp_path):
 
     from kvsim.costmodel.deployment import build_deployment
     from kvsim.methods import make_method
-    from kvsim.sim.replica import provenance
+    from kvsim.sim.provenance import provenance
     from kvsim.traces import load_trace
 
     req = _request(sim_options={"max_num_seqs": 64})

@@ -67,7 +67,8 @@ from kvsim.sim.config import SimConfig
 from kvsim.sim.inputs import effective_prompts
 from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, stats, summarize
-from kvsim.sim.replica import provenance, simulate
+from kvsim.sim.provenance import provenance
+from kvsim.sim.replica import simulate
 from kvsim.sim.request import RequestStatus
 from kvsim.traces.base import Trace
 

@@ -28,7 +28,8 @@ from kvsim.plan.schema import ConfigSpec, PointResult, TraceSpec
 from kvsim.plan.sweep import source_digest
 from kvsim.pricing.memory import memory_budget
 from kvsim.pricing.step import StepModel
-from kvsim.sim.replica import SimConfig, provenance
+from kvsim.sim.provenance import provenance
+from kvsim.sim.replica import SimConfig
 from kvsim.traces import load_trace
 from kvsim.traces.base import Trace
 
@@ -81,7 +82,7 @@ def config_identity(config: ConfigSpec, dep, method) -> dict:
 
 def config_provenance(config: ConfigSpec, trace: Trace) -> dict:
     """What ``config``'s results depend on, the same record as ``kvsim simulate``'s summary.json
-    (:func:`kvsim.sim.replica.provenance`: version, method with every parameter, deployment,
+    (:func:`kvsim.sim.provenance.provenance`: version, method with every parameter, deployment,
     cost model, trace, sha256 of each spec as loaded) plus replicas, router and the sha256 of
     the calibration file; ``{"error": ...}`` when the configuration cannot be built."""
     try:

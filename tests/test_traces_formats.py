@@ -434,6 +434,9 @@ def test_session_prompt_above_the_stream_cap_gets_no_blocks():
     assert blocks == [(0, 1, 2), (), (0, 1, 2, 3)]
     assert (stats["turns"], stats["continued"], stats["too_long"]) == (2, 1, 1)
     assert f"1 turns above {MAX_STREAM_TOKENS:,} prompt tokens" in describe(stats)
+    # a reply of 2**31 - 2 tokens is not named: the turn's ids name its 40-token prompt only (3 blocks)
+    blocks, _ = session_blocks(["A"], np.array([40]), np.array([0.0]), output=np.array([2**31 - 2]))
+    assert blocks == [(0, 1, 2)]
     # exactly at the cap still gets its 2**24 / 16 = 1,048,576 blocks
     blocks, stats = session_blocks(["A"], np.array([MAX_STREAM_TOKENS]), np.array([0.0]))
     assert len(blocks[0]) == 1_048_576 and stats["too_long"] == 0

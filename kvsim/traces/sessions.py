@@ -30,6 +30,7 @@ prompts only and a reply is never reused (reuse underestimated by at most the pr
 Rows that will be dropped (0 prompt or 0 output tokens) neither continue nor cut a stream, and
 neither do prompts above :data:`MAX_STREAM_TOKENS` (no model serves them, and their block ids
 alone would take gigabytes: a 2**31-token prompt is 134M ids); ``stats["too_long"]`` counts them.
+A reply that would take a turn past that cap is not named (the turn's ids name its prompt only).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def session_blocks(
             too_long += 1
             continue
         total = p + (int(output[i]) if output is not None else 0)  # tokens the turn's ids name
+        if total > MAX_STREAM_TOKENS:  # a reply too long to name (its ids alone): the prompt only
+            total = p
         need = -(-total // block_tokens)
         turns += 1
         state = streams.get(key)

@@ -204,6 +204,26 @@ def sim_config(sc: Scenario, m):
     return cfg.model_copy(update=update)
 
 
+def single_replicas(seeds, keep=lambda sc: True):
+    """``(scenario, ReplicaSim not yet run)`` for each seed whose scenario ``keep`` accepts, one replica
+    each; draws whose method, pool or engine settings are impossible are skipped (as :func:`run_both`)."""
+    from kvsim.sim.replica import ReplicaSim
+
+    for seed in seeds:
+        sc = scenario(seed)
+        if not keep(sc):
+            continue
+        m = method_for(sc.model, sc.method)
+        cfg = sim_config(sc, m) if m is not None else None
+        if cfg is None:
+            continue
+        try:
+            sim = ReplicaSim(deployment(sc.model), m, sc.trace, cfg)
+        except ConfigError:
+            continue
+        yield sc, sim
+
+
 def run_both(sc: Scenario):
     """(fast records dict, reference result) or None when the draw does not apply."""
     from kvsim.plan.cluster import simulate_cluster

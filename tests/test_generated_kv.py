@@ -67,19 +67,25 @@ def test_next_prompt_reuses_the_generated_entry():
     assert set(sim.kv.entries) == {1, 2} and sim.kv.cached_free == 64 and sim.kv.gpu_used == 0
 
 
-def test_generated_entries_are_evictable_like_prompt_entries():
-    """A GPU pool of 80 blocks: A's two cached entries (64 blocks) are evicted by C (t=7, prompt 1,200 =
-    75 blocks, other ids), so B finds nothing (0 cached) in both simulators, and the pool stays
-    consistent (kv.check, peaks equal)."""
+def _evicting_case(cfg: SimConfig):
+    """A (t=0, prompt 600, output 500, ids 1,2,3), C (t=7, 1,200, ids 7,8,9), B (t=10, 1,100, ids 1,2,4) on an
+    80-block GPU pool of 512-token entries, priced by FakeStep: (fast ReplicaSim after its run, its result,
+    the reference's result)."""
     dep = a100_llama()
     m = make_method("full", dep)
-    cfg = SimConfig(record_token_times=True)
     cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 80, cfg)})
     tr = make_trace([0.0, 7.0, 10.0], [600, 1200, 1100], [500, 2, 2], prefix=[(1, 2, 3), (7, 8, 9), (1, 2, 4)],
                     pb=512)
     sim = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep())
     res = sim.run()
-    ref = simulate_reference(dep, m, tr, cfg, step_model=FakeStep())
+    return sim, res, simulate_reference(dep, m, tr, cfg, step_model=FakeStep())
+
+
+def test_generated_entries_are_evictable_like_prompt_entries():
+    """A GPU pool of 80 blocks: A's two cached entries (64 blocks) are evicted by C (t=7, prompt 1,200 =
+    75 blocks, other ids), so B finds nothing (0 cached) in both simulators, and the pool stays
+    consistent (kv.check, peaks equal)."""
+    sim, res, ref = _evicting_case(SimConfig(record_token_times=True))
     assert res.records.cached_tokens.tolist() == ref.cached_tokens.tolist() == [0, 0, 0]
     assert np.allclose(res.records.first_token_s, ref.first_token_s, rtol=1e-12, atol=0)
     assert sim.kv.evictions >= 2
@@ -95,15 +101,7 @@ def test_generated_entries_are_written_through_to_the_host_tier():
     storing generated entries B would find entry 1 only: 512 cached, TTFT 0.598 s + a 32-block copy)."""
     from kvsim.sim.kv_tiers import KVOffload
 
-    dep = a100_llama()
-    m = make_method("full", dep)
-    cfg = SimConfig(record_token_times=True, kv_offload=KVOffload(host_bytes=2**30))
-    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 80, cfg)})
-    tr = make_trace([0.0, 7.0, 10.0], [600, 1200, 1100], [500, 2, 2], prefix=[(1, 2, 3), (7, 8, 9), (1, 2, 4)],
-                    pb=512)
-    sim = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep())
-    res = sim.run()
-    ref = simulate_reference(dep, m, tr, cfg, step_model=FakeStep())
+    sim, res, ref = _evicting_case(SimConfig(record_token_times=True, kv_offload=KVOffload(host_bytes=2**30)))
     assert res.records.cached_tokens.tolist() == ref.cached_tokens.tolist() == [0, 0, 1024]
     assert np.allclose(res.records.first_token_s, ref.first_token_s, rtol=1e-12, atol=0)
     load_s = 134217728 / 26.775e9 + 2.4e-5
@@ -119,22 +117,10 @@ def test_pool_invariants_in_random_stream_replays():
     replica each: at the end every request's references and blocks are released (GPU used 0: generated
     entries registered and released like prompt entries), the pool and tier invariants hold, and
     some scenarios cache generated entries and hit them later."""
-    from kvsim.errors import ConfigError
-    from equivalence_scenarios import deployment, method_for, scenario, sim_config
+    from equivalence_scenarios import single_replicas
 
     added = hits = 0
-    for seed in range(200):
-        sc = scenario(seed)
-        if sc.trace.name != "streams":
-            continue
-        m = method_for(sc.model, sc.method)
-        cfg = sim_config(sc, m) if m is not None else None
-        if cfg is None:
-            continue
-        try:
-            sim = ReplicaSim(deployment(sc.model), m, sc.trace, cfg)
-        except ConfigError:
-            continue
+    for _, sim in single_replicas(range(200), keep=lambda sc: sc.trace.name == "streams"):
         generated: set = set()
         register, lookup = sim.sched.register_generated, sim.kv.lookup
 

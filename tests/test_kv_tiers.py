@@ -213,19 +213,10 @@ def test_cli_kv_offload_flag(tmp_path):
 def test_tier_invariants_in_random_replays():
     """The equivalence scenarios that draw tiers (seeds 0..199), replayed with every background
     transfer logged: the invariants hold at the end, and some of them load from host and NVMe."""
-    from equivalence_scenarios import deployment, method_for, scenario, sim_config
+    from equivalence_scenarios import single_replicas
 
     hits = {"host": 0, "nvme": 0}
-    for seed in range(200):
-        sc = scenario(seed)
-        m = method_for(sc.model, sc.method) if sc.offload else None
-        cfg = sim_config(sc, m) if m is not None else None
-        if cfg is None:
-            continue
-        try:
-            sim = ReplicaSim(deployment(sc.model), m, sc.trace, cfg)
-        except ConfigError:
-            continue
+    for _, sim in single_replicas(range(200), keep=lambda sc: sc.offload):
         if sim.tiers is None:
             continue
         sim.tiers.log = []

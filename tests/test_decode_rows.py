@@ -89,9 +89,9 @@ def test_rows_survive_compaction_and_tiny_budget(monkeypatch):
 
 @pytest.mark.parametrize("name", ["magicpig", "h2o"])
 def test_folded_columns_and_their_fallback(name, monkeypatch):
-    """Columns constant per sequence are folded out of the rows and priced per batch size; a
-    method whose folded column varies after all (past the probes) gets rows with every column,
-    and the run prices equal the unfolded pricer's."""
+    """Columns the method declares constant per sequence are folded out of the rows and priced
+    per batch size; a method whose folded column varies after all (a wrong declaration) gets rows
+    with every column, and the run prices equal the unfolded pricer's."""
     prompt, output = [300, 700, 300, 900, 300], [40, 25, 90, 10, 5]
     folded, _, _ = make_pricer(name, prompt, output)
     assert folded.rows.checks and folded.rows.ncol < folded.layout.ncol
@@ -106,11 +106,11 @@ def test_folded_columns_and_their_fallback(name, monkeypatch):
     np.testing.assert_array_equal(a.extras, b.extras)
     a, b = folded.decode_run(ctx, 4, rid=rid), plain.decode_run(ctx, 4, rid=rid)
     np.testing.assert_allclose(a.dt, b.dt, rtol=1e-12)
-    # a folded column that varies beyond the probes: the next chunk falls back to every column
+    # a folded column that varies after all (a wrong declaration): the next chunk falls back to every column
     monkeypatch.setattr(request_rows, "ROWS_PER_CHUNK", 16)
     pricer, step, extra_fn = make_pricer(name, prompt, output)
     pricer.ensure_rows(0)
-    pricer.rows.checks = [(part, field, amount + 1.0) for part, field, amount in pricer.rows.checks]  # (as if the probes saw another)
+    pricer.rows.checks = [(part, field, amount + 1.0) for part, field, amount in pricer.rows.checks]  # (as if the declared constant were another)
     pricer.ensure_rows(4)
     assert not pricer.rows.checks and pricer.rows.ncol == pricer.layout.ncol
     for i in range(5):

@@ -327,6 +327,8 @@ def test_traits_are_declared_bools():
     for cls in REGISTRY.values():
         for t in TRAITS:
             assert type(getattr(cls, t)) is bool, (cls.name, t)
+        pairs = cls.constant_decode_fields
+        assert type(pairs) is tuple and all(type(p) is tuple and len(p) == 2 and p[1] in NUMERIC_FIELDS for p in pairs), cls.name
 
 
 @pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
@@ -508,3 +510,28 @@ def test_trait_vectorized(name, params, kind):
     prefill_cost ([1] chunks; [R] chunks in any order) equal their scalar / per-row calls."""
     m = _method(name, kind, params)
     _agree(m, "vectorized", _vectorized(m, np.random.default_rng(SEED)), not params)
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_constant_decode_fields(name, params, kind):
+    """Each declared (part, field) of constant_decode_fields is one amount for every sequence:
+    one-sequence decode steps at random contexts and prompts all read the same amount (the fast
+    simulator adds B times it per step instead of keeping it in per-request rows); at the
+    defaults every declared part exists (a misspelt name would fold nothing)."""
+    m = _method(name, kind, params)
+    declared = type(m).constant_decode_fields
+    if not declared:
+        return
+    ctx, prompt = _points(np.random.default_rng(SEED), 200)
+    parts = m.decode_cost(ctx[:, None], prompt[:, None]).parts  # [200, 1]: one sequence per step
+    by_name = {}
+    for p in parts:
+        by_name.setdefault(p.name, []).append(p)
+    for part, field in declared:
+        if not params:
+            assert part in by_name, f"{m.label()} declares {part}.{field} constant; no decode part is named {part}"
+        for p in by_name.get(part, []):
+            amount = np.asarray(getattr(p, field), dtype=float).reshape(-1)  # ([200, 1], [200] per step, or a scalar)
+            assert (amount == amount[0]).all(), (
+                f"{m.label()} declares {part}.{field} constant per sequence; it ranges "
+                f"{amount.min():.6g}..{amount.max():.6g} over contexts 1..{int(ctx.max())}")

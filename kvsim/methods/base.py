@@ -122,6 +122,13 @@ class KVMethod(ABC):
     #: ``effective_prompt_tokens`` accept numpy arrays and price each element as a scalar call
     #: would. Safe: False.
     vectorized: ClassVar[bool] = True
+    #: decode fields that are one constant per sequence: ``(part name, field)`` pairs of
+    #: ``decode_cost`` whose amount for one sequence is the same at every context and prompt
+    #: (MagicPIG's query hashing and PCIe round trip; an attention kernel's launches). The fast
+    #: simulator's per-request rows leave them out and add ``B`` times the constant per step
+    #: (:mod:`kvsim.sim.fast.folding`; a chunk of rows that breaks a declaration makes it
+    #: rebuild the rows with every field, same prices). Safe: () (every field in the rows).
+    constant_decode_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: what the method contributes to a ``+`` composition (:mod:`kvsim.methods.compose`):
     #: ``"storage"`` (how each cached token is stored: it then also implements
     #: ``stored_bytes_per_elem`` and ``residual_tokens``), ``"selection"`` (which tokens are kept

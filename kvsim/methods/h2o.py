@@ -56,6 +56,7 @@ class H2O(KVMethod):
     prompt_aware = True  # budget set from the prompt at the end of prefill
     bounded = True  # the cache stays at the budget while tokens are generated
     linear_residency = False  # evicted to a budget (budget_tokens: not proportional to n)
+    constant_decode_fields = (("attn_decode", "launches"),)
 
     def budget(self, n_prompt: Num) -> Num:
         p = self.params

@@ -67,6 +67,7 @@ class Locret(KVMethod):
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # the prompt is evicted to the budget, generated tokens are appended
     linear_residency = False
+    constant_decode_fields = (("attn_decode", "launches"), ("attn_decode", "tiles"))
 
     def check(self) -> None:
         require_not_mla(self.dep, "locret", "retaining heads score per-KV-head caches")

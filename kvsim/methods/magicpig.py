@@ -114,6 +114,11 @@ class MagicPIG(KVMethod):
     uses_host = True
     prompt_aware = True  # generated tokens stay in the GPU buffer (gen_buffer)
     linear_residency = False  # dense layers + GPU buffers, the rest on the host
+    constant_decode_fields = (  # per sequence: its query hashed, sent to the CPU and merged; kernel launches
+        ("attn_decode", "launches"), ("attn_decode", "tiles"), ("attn_local", "launches"), ("attn_local", "tiles"),
+        ("lsh_query_hash", "flops"), ("lsh_query_hash", "hbm_bytes"), ("lsh_query_hash", "launches"),
+        ("lsh_pcie", "pcie_bytes"), ("lsh_pcie", "pcie_round_trips"), ("lsh_cpu_attn", "launches"),
+        ("merge_state", "flops"), ("merge_state", "hbm_bytes"), ("merge_state", "launches"))
 
     def check(self) -> None:
         require_not_mla(self.dep, "magicpig", "its tables hash per-head keys; MLA has one shared latent")

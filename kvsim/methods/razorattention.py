@@ -42,6 +42,8 @@ class RazorAttention(KVMethod):
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # non-retrieval heads keep max(4000, P/5) prompt tokens
     linear_residency = False  # non-retrieval heads truncated
+    constant_decode_fields = (("attn_decode", "launches"), ("attn_decode", "tiles"), ("attn_decode_truncated", "launches"),
+                              ("attn_decode_truncated", "tiles"))
 
     def check(self) -> None:
         require_not_mla(self.dep, "razorattention", "head-level retention needs per-head KV")

@@ -48,6 +48,7 @@ class SnapKV(KVMethod):
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # the prompt is compressed to C per layer; generated tokens are appended
     linear_residency = False  # prompt capped at C per layer
+    constant_decode_fields = (("attn_decode", "launches"), ("attn_decode", "tiles"))
 
     def layer_capacities(self) -> np.ndarray:
         """[L] prompt tokens kept per layer (SnapKV: C in every layer)."""

@@ -10,9 +10,10 @@ per-request rows (:mod:`kvsim.sim.fast.request_rows`) then hold only the columns
 less and the shared blocks hold more rows in the same bytes; a run adds the folded columns'
 work per batch size (:func:`unfold`) and prices all columns through the compiled roofline.
 
-Which columns are constant is read from the method at probe points (the trace's prompts and
-contexts around them) and checked on every chunk of rows computed: a chunk that breaks it
-raises :class:`FoldBroken` and the pricer rebuilds its rows without folding (same prices).
+Which columns are constant the method declares (``KVMethod.constant_decode_fields``, checked by
+the method contract test); every chunk of rows computed checks them too: a chunk that breaks a
+declaration raises :class:`FoldBroken` and the pricer rebuilds its rows without folding (same
+prices), so a wrong declaration costs speed, never a wrong number.
 The layout's columns are reordered (varying first, then folded, each in the original order).
 """
 
@@ -34,8 +35,7 @@ class FoldBroken(Exception):
     """A folded work column took another value in a chunk of request rows."""
 
 
-def rows_layout(method, roofline, max_seqs: int, max_ctx: int, shared_keys: set, n_extras: int, prompt: np.ndarray,
-                fold: bool, split_parts: bool):
+def rows_layout(method, roofline, max_seqs: int, shared_keys: set, n_extras: int, fold: bool, split_parts: bool):
     """("rows" mode) ``(keys, layout, batch rows, Folded or None)`` of the method's decode work
     per (prompt, context), folded unless ``fold`` is False (``split_parts``: see
     :func:`folded_layout`); None if its parts change with the batch or it pays fields once
@@ -49,37 +49,27 @@ def rows_layout(method, roofline, max_seqs: int, max_ctx: int, shared_keys: set,
         return None
     used = ~(plain_scalar & (per_sequence == 0).all(axis=0)) | (batch != 0).any(axis=0)
     layout = decode_layout(roofline, parts, used, shared_keys, n_extras)
-    const = constant_columns(method, layout, keys, prompt, max_ctx) if fold else {}
+    const = constant_columns(method, layout, keys) if fold else {}
     if not const:
         return keys, layout, layout.batch_rows(batch, per_sequence[0]), None
     f = folded_layout(roofline, parts, layout, const, batch, per_sequence[0], split_parts)
     return keys, f.layout, f.base, f  # (batch rows: the per-batch-size work that unfold() adds)
 
 
-def constant_columns(method, layout: DecodeLayout, keys: list, prompt: np.ndarray, max_ctx: int) -> dict[int, float]:
-    """``{work column: per-sequence amount}`` of the columns of ``layout`` whose amount is the same
-    for every probe (prompt, context): a spread of the trace's prompts, each at contexts from its
-    last prompt token to well past it, and the extreme contexts."""
-    distinct = np.sort(np.asarray(prompt, dtype=np.int64))
-    if not distinct.size:
+def constant_columns(method, layout: DecodeLayout, keys: list) -> dict[int, float]:
+    """``{work column: per-sequence amount}`` of the columns of ``layout`` that the method declares
+    constant per sequence (``constant_decode_fields``); the amount is one sequence's at context 1,
+    prompt 1 (a declared field has that amount everywhere)."""
+    declared = set(method.constant_decode_fields)
+    if not declared:
         return {}
-    distinct = distinct[np.append(True, distinct[1:] != distinct[:-1])]  # (not np.unique: it imports numpy.ma)
-    picks = distinct[np.linspace(0, distinct.size - 1, min(distinct.size, 16)).astype(np.intp)]
-    prompts, contexts = [1.0, 1.0, float(max(max_ctx, 1))], [0.0, float(max_ctx), float(max_ctx)]
-    for p in picks.tolist():
-        for c in (p - 1, p, p + 1, p + 7, p + 100, p + 1000, p + 5000):
-            if 0 <= c <= max_ctx:
-                prompts.append(float(p))
-                contexts.append(float(c))
-    n = len(contexts)
-    cost = method.decode_cost(np.array(contexts)[:, None], np.array(prompts)[:, None])
+    cost = method.decode_cost(np.array([[1.0]]), np.array([[1.0]]))  # [1, 1]: one step of one sequence
     if [p.key for p in cost.parts] != keys:
         return {}
     out = {}
     for c, (part, field) in enumerate(layout.compiled.columns):
-        v = np.broadcast_to(np.asarray(getattr(cost.parts[part], field), dtype=np.float64), (n,))
-        if (v == v[0]).all():
-            out[c] = float(v[0])
+        if (cost.parts[part].name, field) in declared:
+            out[c] = float(np.asarray(getattr(cost.parts[part], field), dtype=np.float64).reshape(-1)[0])
     return out
 
 

@@ -160,8 +160,8 @@ class StepPricer:
     def _build_rows(self, prompt: np.ndarray, output: np.ndarray, fold: bool = True) -> bool:
         """"rows" mode: work per request and context (:func:`kvsim.sim.fast.folding.rows_layout`:
         columns constant per sequence folded out of the rows unless ``fold`` is False)."""
-        got = rows_layout(self.step.method, self.roofline, self.max_seqs, self.max_ctx, self._shared_keys,
-                          self.extra.shape[1], prompt, fold, split_parts=not self.joint_mixed)
+        got = rows_layout(self.step.method, self.roofline, self.max_seqs, self._shared_keys, self.extra.shape[1],
+                          fold, split_parts=not self.joint_mixed)
         if got is None:
             return False
         keys, self.layout, self.batch_rows, f = got
@@ -218,37 +218,24 @@ class StepPricer:
         t = self._prefill_cache.get(key)
         if t is None:
             if len(new) == 1 and cached[0] == 0 and self._lone_prefill_ok:
-                row = self._lone_prefill_row(new[0] // TOKEN_BLOCK)
-                if row is not None:
-                    t = self._prefill_cache[key] = row[new[0] % TOKEN_BLOCK]
-                    return t
+                t = self._prefill_cache[key] = self._lone_prefill_row(new[0] // TOKEN_BLOCK)[new[0] % TOKEN_BLOCK]
+                return t
             t = float(self.roofline.seconds(self._prefill_cost(new, cached)))
             self._prefill_cache[key] = t
         return t
 
-    def _lone_prefill_row(self, block: int) -> list[float] | None:
+    def _lone_prefill_row(self, block: int) -> list[float]:
         """Seconds of one chunk of ``n`` new tokens after none cached, for every ``n`` of token
-        block ``block``, from one array call of the method and the roofline (vectorized methods;
-        the first block is checked against per-chunk calls, else this path is switched off)."""
+        block ``block``, from one array call of the method (``vectorized``: the trait, checked by
+        the method contract test, says it prices each element as a per-chunk call would) and the
+        roofline."""
         row = self._lone_prefill.get(block)
         if row is None:
             n = np.arange(block * TOKEN_BLOCK, (block + 1) * TOKEN_BLOCK, dtype=np.float64)
             n[n == 0] = 1.0  # (a chunk has at least one token; entry 0 is never read)
-            try:
-                cost = self.step.method.prefill_cost(n[:, None], np.zeros((n.size, 1)))
-                row = np.broadcast_to(np.asarray(self.roofline.seconds(cost), dtype=np.float64), n.shape).tolist()
-            except Exception:  # noqa: BLE001 (a method that does not take a batch of chunks: price per chunk)
-                row = None
-            if row is not None and not self._lone_prefill:
-                for i in (1, n.size // 2, n.size - 1):
-                    one = float(self.roofline.seconds(self._prefill_cost((int(n[i]),), (0,))))
-                    if abs(one - row[i]) > 1e-12 * max(abs(one), 1e-300):
-                        row = None
-                        break
-            if row is None:
-                self._lone_prefill_ok = False
-                return None
-            self._lone_prefill[block] = row
+            cost = self.step.method.prefill_cost(n[:, None], np.zeros((n.size, 1)))
+            row = self._lone_prefill[block] = np.broadcast_to(np.asarray(self.roofline.seconds(cost), dtype=np.float64),
+                                                              n.shape).tolist()
         return row
 
     def _prefill_cost(self, new: tuple, cached: tuple) -> Cost:

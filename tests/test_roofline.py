@@ -124,8 +124,9 @@ def test_compiled_equals_call_on_random_costs(rl):
 @pytest.mark.parametrize("tiles_in_body", [False, True])
 def test_column_plan_is_bit_identical_to_the_stages(tiles_in_body):
     """The hot path (roofline_plan.ColumnPlan) gives the three stages' seconds bit for bit, with
-    p-norms, wave floors and tile costs on (tiles as an overhead, or in the body with the streams:
-    ``tiles_in_body``), on [k, ncol] work, one row, and [1, ncol] (overlap groups: one row)."""
+    p-norms (of two resources, and of more with several parts), wave floors and tile costs on
+    (tiles as an overhead, or in the body with the streams: ``tiles_in_body``), on [k, ncol]
+    work, one row, and [1, ncol] (overlap groups: one row)."""
     system = synthetic_system()
     eff = system.eff
     refined = dict(attn_decode=eff.attn_decode.model_copy(update=dict(blend=1.3, wave_tiles_per_sm=2.0, tile_s=1e-7,
@@ -140,8 +141,9 @@ def test_column_plan_is_bit_identical_to_the_stages(tiles_in_body):
         parts = []
         for i in range(int(rng.integers(1, 6))):
             op = ("attn_decode", "gemm", "cpu_attn", "pcie", "elementwise")[int(rng.integers(5))]
-            amounts = {f: rng.random(k) * SCALE.get(f, 1e4) * (rng.random(k) > 0.2) for f in fields
-                       if rng.random() < 0.6}
+            busy = rng.random(k) > 0.2  # steps in which the part runs (an idle part has no work at all:
+            # a tiled op never has FLOPs without tiles, which the wave floor assumes)
+            amounts = {f: rng.random(k) * SCALE.get(f, 1e4) * busy for f in fields if rng.random() < 0.6}
             overlap = [None, None, None, "x", "y"][int(rng.integers(5))] if trial % 2 else None
             parts.append(Part(f"p{i}", op, device=DEVICE_OF.get(op, "gpu"), overlap=overlap, **amounts))
         columns = [(i, f) for i, p in enumerate(parts) for f in fields if np.any(getattr(p, f))]

@@ -15,6 +15,8 @@ import numpy as np
 
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Num, Part
 from kvsim.costmodel.roofline_plan import ColumnPlan
+from kvsim.costmodel.roofline_plan import _pnorm_rows
+from kvsim.costmodel.roofline_plan import pnorm_of_list as _pnorm
 
 
 RESOURCES = ("gpu_compute", "hbm", "cpu_compute", "dram", "pcie", "link", "overhead")
@@ -128,8 +130,7 @@ class CompiledRoofline:
         blend_of = {i: q for i, _, q in self._blend}
         self._plan = None
         if ColumnPlan.applies(body, blend_of, self._serial, self._groups, self._custom):
-            self._plan = ColumnPlan(self._divisor, body, over, blend_of, {columns[w[1]][0]: w for w in self._wave},
-                                    chain=len(parts) == 1 and self._refined)
+            self._plan = ColumnPlan(self._divisor, body, over, blend_of, {columns[w[1]][0]: w for w in self._wave})
             if self._groups:
                 self._plan.set_groups(self._serial, self._groups)
         # one part whose p-norm spans more than two resources (decode attention with tiles_in_body),
@@ -235,15 +236,7 @@ class CompiledRoofline:
             factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
             for n in scaled:
                 times[..., n] *= factor
-        body = times[..., cols]  # [..., n] (a copy)
-        top = np.maximum.reduce(body, axis=-1)  # (max is exact in any order)
-        body /= np.maximum(top, 1e-300)[..., None]
-        body **= p
-        t = body[..., 0] + body[..., 1]  # (_pnorm's sum: 0 + t0 + t1 + ..., and 0 + t0 == t0)
-        for j in range(2, body.shape[-1]):
-            t += body[..., j]
-        t **= inv_p
-        t *= top
+        t = _pnorm_rows(times[..., cols], p, inv_p)  # (cols: [n] body columns -> a [..., n] copy)
         if over:
             o = times[..., over[0]]
             for c in over[1:]:
@@ -303,18 +296,3 @@ def _wave_factor(tiles: np.ndarray, launches: np.ndarray, sms_times_w: float) ->
     """``max(1, S * w / (tiles / launches))``: how much slower a call's FLOPs run when its tiles
     do not fill the GPU (no tiles: no work, factor 1 times zero FLOPs)."""
     return np.maximum(1.0, sms_times_w * launches / np.maximum(tiles, 1e-9))
-
-
-def _pnorm(times: list, p: float):
-    """``(sum t^p)^(1/p)``, computed as ``top * (sum (t/top)^p)^(1/p)`` (no overflow; 0 when all are 0)."""
-    if len(times) == 2:
-        a, b = times
-        top, low = np.maximum(a, b), np.minimum(a, b)
-        return top * (1.0 + (low / np.maximum(top, 1e-300)) ** p) ** (1.0 / p)
-    top = times[0]
-    for t in times[1:]:
-        top = np.maximum(top, t)
-    safe = np.maximum(top, 1e-300)
-    return top * sum((t / safe) ** p for t in times) ** (1.0 / p)
-
-

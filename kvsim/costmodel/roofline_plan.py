@@ -4,12 +4,14 @@ prices every run of decode steps here, mostly tens of steps at a time).
 
 It is the same arithmetic as ``CompiledRoofline``'s three stages, operation for operation, so
 the seconds are bit-identical: per part, the body resources' max (or p-norm, after the wave
-floor on GPU FLOPs) plus its overheads (added one at a time to the body of a lone refined part,
-else summed first, as the stages do), parts added left to right (numpy's sum over at most 7
+floor on GPU FLOPs) plus its overheads (summed first, as the stages do), parts added left to right (numpy's sum over at most 7
 parts does the same). The p-norms of several parts are computed together on ``[..., n]``
 arrays; one step (a row) is priced on Python floats, its powers on numpy elements (numpy's
-vectorized power rounds differently from the C library's). Not used with overlap groups,
-measured custom all-reduce parts or p-norms of more than two resources.
+vectorized power rounds differently from the C library's). P-norms of more than two resources
+(decode attention with its tiles in the body) are computed as the stages compute them
+(:func:`pnorm`), on ``[..., parts]`` gathers of parts with the same p and width; a row is then
+priced as a ``[1, ncol]`` array. Not used with overlap groups, measured custom all-reduce parts,
+or a lone part with a p-norm of more than two resources (the compiled roofline's own path).
 """
 
 from __future__ import annotations
@@ -19,17 +21,55 @@ import numpy as np
 MAX_PARTS = 7  # numpy adds at most this many parts left to right (more: pairwise)
 
 
+def pnorm_of_list(times: list, p: float):
+    """``(sum t^p)^(1/p)`` of ``n`` arrays, computed as ``top * (sum (t/top)^p)^(1/p)`` (no
+    overflow; 0 when all are 0); two arrays: ``top * (1 + (low/top)^p)^(1/p)``. The roofline's
+    stages and the plan both call it, so their p-norms are the same operations."""
+    if len(times) == 2:
+        a, b = times
+        top, low = np.maximum(a, b), np.minimum(a, b)
+        return top * (1.0 + (low / np.maximum(top, 1e-300)) ** p) ** (1.0 / p)
+    top = times[0]
+    for t in times[1:]:
+        top = np.maximum(top, t)
+    safe = np.maximum(top, 1e-300)
+    return top * sum((t / safe) ** p for t in times) ** (1.0 / p)
+
+
+def _pnorm_rows(t: np.ndarray, p: float, inv_p: float) -> np.ndarray:
+    """:func:`pnorm_of_list` of ``n > 2`` arrays stacked on the last axis of ``t`` (``[..., n]``,
+    a copy it may change): the same elementwise operations, terms added left to right
+    (``0 + t0 == t0``); ``inv_p`` is ``1.0 / p``."""
+    top = np.maximum.reduce(t, axis=-1)  # (max is exact in any order)
+    t /= np.maximum(top, 1e-300)[..., None]
+    t **= p
+    out = t[..., 0] + t[..., 1]
+    for j in range(2, t.shape[-1]):
+        out += t[..., j]
+    out **= inv_p
+    out *= top
+    return out
+
+
 class ColumnPlan:
     """Args: ``divisor`` ``[ncol]`` (work per second of each column's resource); per part its
     body columns ``body`` and overhead columns ``over``; ``blend`` part -> p (parts whose two body
     resources combine as a p-norm); ``wave`` part -> (flops columns, tiles column, launches
-    column, S * w); ``chain``: overheads add to the body one at a time (a lone refined part)."""
+    column, S * w)."""
 
-    def __init__(self, divisor: np.ndarray, body: list, over: list, blend: dict, wave: dict, chain: bool) -> None:
-        self.divisor, self.divisor_list, self.chain = divisor, divisor.tolist(), chain
+    def __init__(self, divisor: np.ndarray, body: list, over: list, blend: dict, wave: dict) -> None:
+        self.divisor, self.divisor_list = divisor, divisor.tolist()
         pairs = [i for i in range(len(body)) if i in blend and len(body[i]) == 2]
         slot = {i: j for j, i in enumerate(pairs)}  # part -> its p-norm among those computed together
-        self.parts = tuple((tuple(body[i]), tuple(over[i]), slot.get(i)) for i in range(len(body)))
+        # p-norms of n > 2 resources: parts with the same (p, n) together, as the stages group them
+        same: dict[tuple[float, int], list[int]] = {}
+        for i in range(len(body)):
+            if i in blend and len(body[i]) > 2:
+                same.setdefault((float(blend[i]), len(body[i])), []).append(i)
+        self.wide = [(np.array(g, dtype=np.intp), np.array([body[i] for i in g], dtype=np.intp), q, 1.0 / q)
+                     for (q, n), g in same.items()]  # (parts, [parts, n] their body columns, p, 1 / p)
+        wide_of = {i: (w, m) for w, (parts, _, _, _) in enumerate(self.wide) for m, i in enumerate(parts.tolist())}
+        self.parts = tuple((tuple(body[i]), tuple(over[i]), slot.get(i), wide_of.get(i)) for i in range(len(body)))
         self.pairs = (np.array([body[i][0] for i in pairs], dtype=np.intp), np.array([body[i][1] for i in pairs], dtype=np.intp))
         self.p = np.array([float(blend[i]) for i in pairs])
         self.inv_p = 1.0 / self.p
@@ -40,16 +80,18 @@ class ColumnPlan:
         self._buf = np.empty(len(pairs))
         self.groups = None
         self.vector = True  # (False: overlap groups, priced by the caller's stages on arrays)
-        if len(body) == 1 and self.lone_pair and chain:  # one refined part (attention decode): straight-line
+        if len(body) == 1 and self.lone_pair:  # one blended part (attention decode): straight-line
             self.lone = (self.parts[0][0][0], self.parts[0][0][1], self.p_list[0], self.inv_p_list[0],
                          waved[0] if waved else None, self.parts[0][1])
             self.seconds = self._seconds_lone
 
     @staticmethod
     def applies(body: list, blend: dict, serial: list, groups: list, custom: list) -> bool:
-        """Can a plan price this template? (Parts added left to right, p-norms of two resources.)"""
+        """Can a plan price this template? (Parts added left to right; p-norms of two resources,
+        or of more with several parts and no overlap groups.)"""
+        wide = any(len(body[i]) > 2 for i in blend)
         return (not custom and len(serial) <= MAX_PARTS and all(len(d) <= MAX_PARTS for g in groups for d in g)
-                and all(len(body[i]) == 2 for i in blend))
+                and all(len(body[i]) >= 2 for i in blend) and not (wide and (groups or len(body) == 1)))
 
     def set_groups(self, serial: list, groups: list) -> None:
         """Overlap groups (``[group][device] -> parts``): only :meth:`row` prices them (serial parts
@@ -59,8 +101,8 @@ class ColumnPlan:
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
         """Seconds ``[...]`` of work ``[..., ncol]``."""
         if amounts.ndim == 1:
-            return self.row(amounts.tolist())
-        if amounts.shape[0] == 1 and amounts.ndim == 2:
+            return self.row(amounts.tolist()) if not self.wide else self.seconds(amounts[None, :])[0]
+        if amounts.shape[0] == 1 and amounts.ndim == 2 and not self.wide:
             return np.array([self.row(amounts[0].tolist())])
         times = amounts / self.divisor
         for scaled, nt, nl, sw in self.wave_list:
@@ -82,19 +124,19 @@ class ColumnPlan:
             pnorm += 1.0
             pnorm **= self.inv_p_list[0] if self.lone_pair else self.inv_p
             pnorm *= top
+        wide = [_pnorm_rows(times[..., cols], q, inv_q) for _, cols, q, inv_q in self.wide]  # each [..., parts]
         total = None
-        for body, over, j in self.parts:
+        for body, over, j, w in self.parts:
             t = None
             if j is not None:
                 t = pnorm if self.lone_pair else pnorm[..., j]
+            elif w is not None:
+                t = wide[w[0]][..., w[1]]
             elif body:
                 t = times[..., body[0]]
                 for c in body[1:]:
                     t = np.maximum(t, times[..., c])
-            if self.chain:
-                for c in over:
-                    t = t + times[..., c]
-            elif over:
+            if over:
                 o = times[..., over[0]]
                 for c in over[1:]:
                     o = o + times[..., c]
@@ -104,7 +146,7 @@ class ColumnPlan:
         return np.zeros(amounts.shape[:-1]) if total is None else total
 
     def _seconds_lone(self, amounts: np.ndarray) -> np.ndarray:
-        """:meth:`seconds` of one part whose two body resources make a p-norm (overheads chained)."""
+        """:meth:`seconds` of one part whose two body resources make a p-norm."""
         if amounts.ndim == 1:
             return self.row(amounts.tolist())
         if amounts.shape[0] == 1 and amounts.ndim == 2:
@@ -126,8 +168,11 @@ class ColumnPlan:
         t += 1.0
         t **= inv_p
         t *= top
-        for c in over:
-            t += times[..., c]
+        if over:
+            o = times[..., over[0]]
+            for c in over[1:]:
+                o = o + times[..., c]
+            t += o
         return t
 
     def row(self, row: list) -> float:
@@ -153,17 +198,14 @@ class ColumnPlan:
             ratios = buf.tolist()
         total = 0.0
         part_s = []
-        for body, over, j in self.parts:
+        for body, over, j, _ in self.parts:
             if j is not None:
                 t = tops[j] * ratios[j]
             elif body:
                 t = max(times[c] for c in body)
             else:
                 t = 0.0
-            if self.chain:
-                for c in over:
-                    t += times[c]
-            elif over:
+            if over:
                 o = times[over[0]]
                 for c in over[1:]:
                     o += times[c]

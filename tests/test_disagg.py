@@ -2,6 +2,7 @@
 TBT free of prefill interference, and the layout search picking disaggregation where it pays."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -367,3 +368,25 @@ def test_transfer_slots_never_exceed_their_count():
                 for t in start[sel]:  # transfers running at each start instant
                     running = np.sum((start[sel] <= t + 1e-12) & (start[sel] + busy[sel] > t + 1e-12))
                     assert running <= slots
+
+
+def test_cli_plan_disagg_instances_tier_notes(tmp_path):
+    """plan --disagg-instances --kv-offload: each layout's row says how its tiers were reused (a trace
+    with prefix ids), or one note says they stored nothing (a trace without), as simulate says."""
+    common = ("plan", "--hw", "h100", "--slo-ttft", "2", "--slo-itl", "50ms", "--disagg-instances", "2",
+              "--rel-tol", "0.2", "--kv-offload", "host=4GiB", "--no-progress")
+    r = _kvsim(*common, "--trace", "synthetic-fixed:prompt=2000,output=20,rate=1", "-n", "30", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert all(x["note"] is None for x in json.loads(r.stdout))
+    assert "note: KV offload tiers unused" in r.stderr
+    r = _kvsim(*common, "--trace", "synthetic-tree:n=64,width=4,depth=4,step=256,prompt=512,rate=0.5,level_s=2",
+               "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows and all(re.fullmatch(r"prefix reuse of [\d,]+ entries: GPU \d+\.\d%, host \d+\.\d%", x["note"])
+                        for x in rows if x["max_rate_per_s"] > 0)
+    assert "tiers unused" not in r.stderr
+    r = _kvsim("plan", "--hw", "h100", "--trace", "synthetic-fixed:prompt=2000,output=20,rate=1", "-n", "20",
+               "--kv-offload", "host=4GiB", "--rel-tol", "0.3", "--no-cache", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "note: KV offload tiers unused" in r.stderr  # (the aggregated search says it too)

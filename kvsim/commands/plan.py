@@ -62,7 +62,7 @@ def plan_cmd(
     percentile: PercentileOpt = "p99",
     slo_tbt: SloTbtOpt = None,
     tbt_metric: TbtMetricOpt = None,
-    num_requests: Annotated[int, typer.Option("--num-requests", min=1, help="requests per simulation")] = 500,
+    num_requests: Annotated[int, typer.Option("--num-requests", "-n", min=1, help="requests per simulation")] = 500,
     seed: SeedOpt = 0,
     max_prompt_tokens: MaxPromptOpt = None,
     max_output_tokens: MaxOutputOpt = None,
@@ -103,6 +103,7 @@ def plan_cmd(
     from kvsim.plan.search import PLAN_GLOBS, PlanRequest, expand_sweeps, run_plan, save_plan
     from kvsim.plan.schema import SearchOptions, TraceSpec
     from kvsim.plan.sweep import default_cache_dir
+    from kvsim.sim.kv_tiers import UNUSED_NOTE
 
     slo = resolve_slo("plan", slo_ttft, slo_tpot, slo_itl, percentile, slo_tbt, tbt_metric)
     if slo is None or (slo.tpot_s is None and slo.itl_s is None):  # the default token bound: p99 ITL <= 100 ms
@@ -161,6 +162,9 @@ def plan_cmd(
         out = Path(out)
     if plan.trace_notice:
         print(f"note: {plan.trace_notice}", file=sys.stderr)
+    points = [c.best for c in plan.configs if c.best is not None]
+    if offload is not None and points and not any(p.kv_offload for p in points):
+        print(f"note: {UNUSED_NOTE}", file=sys.stderr)
     if as_json:
         print_json(plan.model_dump(mode="json"))
     else:
@@ -181,6 +185,7 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     from kvsim.methods import make_method
     from kvsim.plan.disagg_search import layout_row, plan_layouts
     from kvsim.plan.evaluate import load_plan_trace
+    from kvsim.sim.kv_tiers import UNUSED_NOTE
     from kvsim.sim.config import SimConfig
 
     link = load_link(kv_link)
@@ -203,10 +208,14 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
             rows.extend(layout_row(dep.system.name, m.label(), r, req.slo) for r in found)
     if not rows:
         raise ConfigError("no (hardware, method) could be planned")
+    tiers_used = any(r["note"] for r in rows)  # (a note says how the KV offload tiers were used)
+    if req.sim_options.get("kv_offload") and not tiers_used and any(r["max_rate_per_s"] > 0 for r in rows):
+        print(f"note: {UNUSED_NOTE}", file=sys.stderr)
     if as_json:
         print_json(rows)
         return
-    keys = [k for k in rows[0] if k not in ("prefill_instances", "decode_instances", "capped", "evaluations", "wall_s")]
+    keys = [k for k in rows[0] if k not in ("prefill_instances", "decode_instances", "capped", "evaluations", "wall_s")
+            and (k != "note" or tiers_used)]
     cells_of = []
     for r in rows:
         cells = ["-" if r[k] is None else f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys]

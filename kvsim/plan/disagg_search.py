@@ -28,6 +28,7 @@ from kvsim.plan.evaluate import at_rate, start_rate_guess
 from kvsim.plan.ratesearch import search_max_rate
 from kvsim.plan.schema import SLO, PointResult
 from kvsim.sim.config import SimConfig
+from kvsim.sim.kv_tiers import reuse_note
 from kvsim.traces.base import Trace
 
 
@@ -107,4 +108,5 @@ def layout_row(hw: str, method: str, r: LayoutResult, slo: SLO) -> dict:
             "rate_per_gpu_per_s": r.max_rate_per_s / r.gpus if r.gpus else 0.0,
             f"ttft_{pct}_s": values.get("ttft"), **{f"{m}_{pct}_s": values.get(m) for m in token},
             "throughput_output_tok_s": None if b is None else b.throughput_output_tok_s,
+            "note": reuse_note(b.kv_offload) if b is not None and b.kv_offload else None,
             "capped": r.capped, "evaluations": r.evaluations, "wall_s": r.wall_s}

@@ -26,6 +26,7 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from kvsim.fileio import OutputError, atomic_write, check_output_file
 from kvsim.plan.digest import digest
+from kvsim.sim.kv_tiers import reuse_note as tier_note  # (also this module's API)
 from kvsim.plan.figures import (  # latency_throughput_figure, pareto_figure: also this module's API
     BATCH, GPU_KV, HOST_KV, QUEUE, SloLines, cdf_figure, config_styles, latency_throughput_figure, pareto_figure,
     published_rows, timeline_figure, uses_host,
@@ -88,13 +89,6 @@ def _note(c: ConfigResult, b: PointResult | None) -> str:
     if b is not None and b.kv_offload:
         notes.append(tier_note(b.kv_offload))
     return "; ".join(notes)
-
-
-def tier_note(t: dict) -> str:
-    """``prefix reuse of 1,000 entries: GPU 40.0%, host 6.5%, nvme 1.0%`` (every replica's tiers)."""
-    parts = [f"GPU {t['gpu']['hit_rate'] * 100:.1f}%"]
-    parts += [f"{name} {t[name]['hit_rate'] * 100:.1f}%" for name in ("host", "nvme") if name in t]
-    return f"prefix reuse of {t['wanted_entries']:,} entries: " + ", ".join(parts)
 
 
 _COLUMNS = (("rank", "#"), ("hardware", "hardware"), ("method", "method"), ("gpus", "GPUs"),

@@ -48,10 +48,22 @@ from collections.abc import Callable
 from kvsim.errors import ConfigError
 from kvsim.sim.kv_offload import KVOffload, parse_offload, parse_size
 
-__all__ = ["KVOffload", "OffloadTiers", "check_offload", "make_tiers", "merge_summaries", "parse_offload", "parse_size",
-           "prefill_seconds"]
+__all__ = ["UNUSED_NOTE", "KVOffload", "OffloadTiers", "check_offload", "make_tiers", "merge_summaries", "parse_offload",
+           "parse_size", "prefill_seconds", "reuse_note"]
 
 TIERS = ("host", "nvme")
+
+#: the note of a run (simulate) or a search (plan) with tiers configured that stored nothing
+UNUSED_NOTE = ("KV offload tiers unused: they hold prefix-cache entries and this run has none (no prefix ids in "
+               "the trace, --no-prefix-caching, or a method without shareable prompt blocks)")
+
+
+def reuse_note(summary: dict) -> str:
+    """``prefix reuse of 1,000 entries: GPU 40.0%, host 6.5%, nvme 1.0%`` of a tiers summary
+    (:meth:`OffloadTiers.summary`, or every replica's: :func:`merge_summaries`)."""
+    parts = [f"GPU {summary['gpu']['hit_rate'] * 100:.1f}%"]
+    parts += [f"{name} {summary[name]['hit_rate'] * 100:.1f}%" for name in TIERS if name in summary]
+    return f"prefix reuse of {summary['wanted_entries']:,} entries: " + ", ".join(parts)
 
 
 class OffloadTiers:

@@ -38,7 +38,7 @@ from kvsim.sim.engine import Engine
 from kvsim.sim.fast import FastPath, NextDecodeStep
 from kvsim.sim.inputs import REJECT_REASONS, prepare
 from kvsim.sim.kv_cache import KVCacheManager
-from kvsim.sim.kv_tiers import check_tier_blocks, make_tiers, prefill_seconds
+from kvsim.sim.kv_tiers import UNUSED_NOTE, check_tier_blocks, make_tiers, prefill_seconds
 from kvsim.sim.metrics import IntervalSample, RequestRecords, Timeline, load_summary, summarize
 from kvsim.sim.provenance import provenance
 from kvsim.sim.request import Request, RequestStatus
@@ -268,8 +268,7 @@ class ReplicaSim:
     def _tier_note(self) -> str | None:
         off = self.cfg.kv_offload
         if off is not None and off.enabled and self.tiers is None:
-            return ("KV offload tiers unused: they hold prefix-cache entries and this run has none (no prefix ids in "
-                    "the trace, --no-prefix-caching, or a method without shareable prompt blocks)")
+            return UNUSED_NOTE
         return None
 
     def _gauges(self, now: float) -> None:

@@ -6,7 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
+import kvsim
 from kvsim.errors import SpecError
 from kvsim.hardware import (
     DEFAULT_HOST,
@@ -285,3 +287,23 @@ def test_efficiency_overrides_reject_bad_values() -> None:
     with pytest.raises(Exception):
         default_efficiencies().with_overrides({"gemm": {"compute": 1.5}})
     assert isinstance(default_efficiencies().with_overrides({"gemm": {"compute": 0.5}}), Efficiencies)
+
+
+def test_yaml_fast_loader_reads_the_catalog_as_the_python_loader_does():
+    """read_yaml parses with libyaml when PyYAML has it: every bundled YAML file gives the same
+    object as PyYAML's pure-Python safe loader."""
+    root = Path(kvsim.__file__).parent
+    files = sorted(root.rglob("*.yaml"))
+    assert len(files) > 50
+    for f in files:
+        assert read_yaml(f) == yaml.safe_load(f.read_text(encoding="utf-8")), f
+
+
+def test_yaml_error_is_the_python_loaders_message(tmp_path):
+    """A file the fast loader rejects is reported with the pure-Python loader's message (it names
+    the character: libyaml says only 'found character that cannot start any token')."""
+    p = tmp_path / "gpu.yaml"
+    p.write_text("name: x\n\tmemory_gb: 80\n", encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        read_yaml(p)
+    assert str(err.value) == f"{p}:2: invalid YAML: found character '\\t' that cannot start any token"

@@ -69,7 +69,7 @@ class Scenario:
     blocks: int  # target KV pool size (GPU blocks)
     replicas: int
     router: str
-    offload: tuple[int, int] | None = None  # KV offload tiers: (host, NVMe) capacity in KV blocks
+    offload: tuple | None = None  # KV offload tiers: (host, NVMe) capacity in KV blocks, load mode
 
 
     def describe(self) -> str:
@@ -148,6 +148,7 @@ def scenario(seed: int, small: bool = False) -> Scenario:
             method = tr.choice(("full", "kivi", "quest", "mla"))
             blocks = tr.randint(30, 300) if trace.prefix_block_tokens == 64 else tr.randint(600, 1500)
             cfg["enable_prefix_caching"] = True
+        offload += (tr.choice(("async", "async", "sync")),)  # (drawn last: the draws above stay as they were)
     return Scenario(seed, model, method, trace, cfg, blocks, replicas, rng.choice(ROUTERS), offload)
 
 
@@ -200,7 +201,7 @@ def sim_config(sc: Scenario, m):
     if sc.offload is not None:
         from kvsim.sim.kv_tiers import KVOffload
 
-        update["kv_offload"] = KVOffload(host_bytes=sc.offload[0] * bb, nvme_bytes=sc.offload[1] * bb)
+        update["kv_offload"] = KVOffload(host_bytes=sc.offload[0] * bb, nvme_bytes=sc.offload[1] * bb, load=sc.offload[2])
     return cfg.model_copy(update=update)
 
 

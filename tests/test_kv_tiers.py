@@ -212,19 +212,39 @@ def test_cli_kv_offload_flag(tmp_path):
 
 def test_tier_invariants_in_random_replays():
     """The equivalence scenarios that draw tiers (seeds 0..199), replayed with every background
-    transfer logged: the invariants hold at the end, and some of them load from host and NVMe."""
+    transfer logged: the invariants hold at the end, some of them load from host and NVMe, and
+    with load=async some loads run while the engine decodes other requests (asynchronous loads
+    queue on one host-to-device direction: they never overlap)."""
     from equivalence_scenarios import single_replicas
 
+    from kvsim.sim import scheduler as scheduler_module
+
     hits = {"host": 0, "nvme": 0}
-    for _, sim in single_replicas(range(200), keep=lambda sc: sc.offload):
-        if sim.tiers is None:
-            continue
-        sim.tiers.log = []
-        sim.run()
-        sim.tiers.check()
-        for t in hits:
-            hits[t] += sim.tiers.hit_entries[t]
+    loads = []  # (scenario load mode, start of the step, ready, requests running then)
+    start_load = scheduler_module.Scheduler._start_load
+
+    def logged(self, r, tier_hits, e):
+        start_load(self, r, tier_hits, e)
+        loads.append((self.now, r.load_ready_s, self.num_running))
+
+    scheduler_module.Scheduler._start_load = logged
+    try:
+        for sc, sim in single_replicas(range(200), keep=lambda sc: sc.offload):
+            if sim.tiers is None:
+                continue
+            sim.tiers.log = []
+            before = len(loads)
+            sim.run()
+            sim.tiers.check()
+            for t in hits:
+                hits[t] += sim.tiers.hit_entries[t]
+            ends = [ready for _, ready, _ in loads[before:]]
+            assert ends == sorted(ends) and all(ready >= now for now, ready, _ in loads[before:]), sc
+            assert sc.offload[2] == "async" or len(loads) == before
+    finally:
+        scheduler_module.Scheduler._start_load = start_load
     assert hits["host"] > 0 and hits["nvme"] > 0
+    assert sum(1 for _, _, running in loads if running) >= 20  # loads beside running requests (54 of 74 here)
 
 
 def test_simconfig_takes_the_cli_spelling():
@@ -366,3 +386,83 @@ def test_gpu_served_entries_missing_below_are_stored_again():
     ref.run_before(float("inf"))
     assert sorted(h for h, e in ref.tiers.where.items() if e[0] == "host") == [1, 2]
     sim.tiers.check()
+
+
+def _session_beside_a_decode(load: str):
+    """_session's three requests plus C (t=4, 16 tokens, 200 output, no prefix entry) decoding while
+    turn 2 of A arrives; both simulators (first tokens, TBT maxima and cached tokens agree)."""
+    dep = a100_llama()
+    m = make_method("full", dep)
+    cfg = SimConfig(kv_offload=KVOffload(host_bytes=GiB, load=load), record_token_times=True)
+    cfg = cfg.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 100, cfg)})
+    tr = make_trace([0.0, 2.0, 4.0, 5.0], [1100, 1500, 16, 1100], [2, 2, 200, 2],
+                    prefix=[(1, 2, 3), (11, 12, 13), (21,), (1, 2, 4)], pb=512)
+    res = ReplicaSim(dep, m, tr, cfg, step_model=FakeStep()).run()
+    ref = simulate_reference(dep, m, tr, cfg, step_model=FakeStep())
+    assert np.allclose(res.records.first_token_s, ref.first_token_s, rtol=1e-12, atol=0)
+    assert np.allclose(res.records.tbt_max_s, ref.tbt_max_s, rtol=1e-12, atol=0)
+    assert res.records.cached_tokens.tolist() == [0, 0, 0, 1024]
+    return res.records
+
+
+def test_async_tier_load_runs_beside_the_decode_steps():
+    """vLLM v1 loads tier KV asynchronously (WAITING_FOR_REMOTE_KVS). C decodes in 10 ms steps from
+    its first token at 4.026 s; turn 2 of A arrives at 5.0 and is scheduled at the step boundary
+    5.006 (4.026 + 98 x 0.010); its 64-block host load takes 0.0050368 s (test_pcie_copy_hand_computed).
+
+    sync: the step at 5.006 loads, then prefills the 76 new tokens beside C's decode:
+      A's TTFT = 0.006 + 0.010 + 0.076 + 0.0050368 = 0.0970368 s; C's longest gap = 0.0910368 s.
+    async: the step at 5.006 only decodes C (ends 5.016) while the load runs (ready 5.0110368); the
+      step at 5.016 admits A: TTFT = 0.016 + 0.086 = 0.102 s; C's longest gap = 0.086 s (no load in it)."""
+    load_s = 134217728 / 26.775e9 + 2.4e-5
+    sync, asyn = _session_beside_a_decode("sync"), _session_beside_a_decode("async")
+    assert sync.first_token_s[3] - 5.0 == pytest.approx(0.006 + 0.086 + load_s, rel=1e-9)
+    assert sync.tbt_max_s[2] == pytest.approx(0.086 + load_s, rel=1e-9)
+    assert asyn.first_token_s[3] - 5.0 == pytest.approx(0.016 + 0.086, rel=1e-9)
+    assert asyn.tbt_max_s[2] == pytest.approx(0.086, rel=1e-9)
+    assert sync.first_token_s[:3].tolist() == asyn.first_token_s[:3].tolist()
+
+
+def test_parse_offload_load_mode():
+    """load=async (the default, vLLM v1) or sync; anything else is one ConfigError."""
+    assert parse_offload("host=1GiB").load == "async" and parse_offload("host=1GiB,load=SYNC").load == "sync"
+    with pytest.raises(ConfigError, match="load='later': expected async or sync"):
+        parse_offload("host=1GiB,load=later")
+
+
+def test_loaded_kv_of_waiting_requests_is_dropped_before_a_runner_preempts_itself():
+    """Equivalence scenario 793 (2 replicas, 207 GPU blocks, 3 sequences, 64-token budget, async
+    loads): requests back from their loads wait holding KV while a prefilling request runs out of
+    blocks. Preempting the runner (the only one) would restart it forever; the waiting request's
+    loaded KV is dropped first (counted as its preemption). Both simulators finish and agree."""
+    import signal
+
+    from equivalence_scenarios import compare, run_both, scenario
+
+    from kvsim.sim import scheduler as scheduler_module
+
+    def hung(*_):
+        raise AssertionError("the replay did not finish in 60 s (a preemption livelock)")
+
+    drops = []
+    preempt = scheduler_module.Scheduler._preempt
+
+    def logged(self, out):
+        waiting = [id(x) for x in self.waiting if x.kv_loaded]  # (running requests are not in the queue)
+        r = preempt(self, out)
+        drops.append(id(r) in waiting)
+        return r
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    scheduler_module.Scheduler._preempt = logged
+    try:
+        sc = scenario(793)
+        assert sc.replicas == 2 and sc.offload[2] == "async"
+        fast, ref = run_both(sc)
+    finally:
+        scheduler_module.Scheduler._preempt = preempt
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert compare(fast, ref) == []
+    assert any(drops) and int(fast.records.preemptions.sum()) >= 1

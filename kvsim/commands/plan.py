@@ -84,7 +84,7 @@ def plan_cmd(
     kv_dtype: KvDtypeOpt = "auto",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
-    kv_offload: Annotated[Optional[str], typer.Option("--kv-offload", help="engine: KV tiers below the GPU prefix cache per replica, host=64GiB[,nvme=1TiB] (docs/kv-tiers.md); off by default")] = None,
+    kv_offload: Annotated[Optional[str], typer.Option("--kv-offload", help="engine: KV tiers below the GPU prefix cache per replica, host=64GiB[,nvme=1TiB][,load=async|sync] (docs/kv-tiers.md); off by default")] = None,
     calibration: CalibrationOpt = None,
     expert_offload: ExpertOffloadOpt = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="parallel workers (default: CPU count)")] = None,

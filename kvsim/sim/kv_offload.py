@@ -4,6 +4,7 @@ its parsing (``host=64GiB,nvme=1TiB[,drive=pm9a3]``)."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,6 +24,9 @@ class KVOffload(BaseModel):
                               description="host DRAM KV tier (vLLM's offloading CPU buffer)")
     nvme_bytes: float = Field(0.0, ge=0, le=MAX_TIER_BYTES, allow_inf_nan=False, description="local NVMe KV tier")
     nvme_drive: str = Field("pm9a3", description="storage spec of the NVMe drive (kvsim/hardware/storage)")
+    load: Literal["async", "sync"] = Field(
+        "async", description="async: a request waits alone while its KV loads (vLLM v1's offloading connector); "
+                             "sync: the step that admits it waits for the load")
 
     @model_validator(mode="after")
     def _nvme_needs_host(self) -> "KVOffload":
@@ -47,17 +51,21 @@ def parse_size(text: str) -> float:
 
 
 def parse_offload(text: str) -> KVOffload:
-    """``"host=64GiB,nvme=1TiB[,drive=pm9a3]"`` -> :class:`KVOffload` (the ``--kv-offload`` flag)."""
+    """``"host=64GiB,nvme=1TiB[,drive=pm9a3][,load=async|sync]"`` -> :class:`KVOffload` (the ``--kv-offload`` flag)."""
     fields: dict = {}
-    names = {"host": "host_bytes", "nvme": "nvme_bytes", "drive": "nvme_drive"}
+    names = {"host": "host_bytes", "nvme": "nvme_bytes", "drive": "nvme_drive", "load": "load"}
     for item in text.split(","):
         key, sep, value = item.partition("=")
         key = key.strip().lower()
         if not sep or key not in names or not value.strip():
-            raise ConfigError(f"bad --kv-offload item {item.strip()!r}: expected host=SIZE, nvme=SIZE or drive=NAME")
+            raise ConfigError(f"bad --kv-offload item {item.strip()!r}: expected host=SIZE, nvme=SIZE, drive=NAME or "
+                              "load=async|sync")
         if names[key] in fields:
             raise ConfigError(f"--kv-offload: {key} given twice")
-        fields[names[key]] = value.strip() if key == "drive" else parse_size(value)
+        if key == "load" and value.strip().lower() not in ("async", "sync"):
+            raise ConfigError(f"--kv-offload: load={value.strip()!r}: expected async or sync")
+        fields[names[key]] = (value.strip() if key == "drive" else value.strip().lower() if key == "load"
+                              else parse_size(value))
     try:
         return KVOffload(**fields)
     except ValueError as err:  # pydantic ValidationError

@@ -23,10 +23,13 @@ at the prefix cache's entry granularity (:mod:`kvsim.sim.kv_cache`):
 * **loads on a prefix hit**: at admission, after the GPU prefix cache's leading hits, the
   following entries found (ready) in host or NVMe are loaded back and count as computed
   tokens; they take GPU blocks like computed tokens and become GPU prefix entries when the
-  prompt completes. The load is synchronous in the step that admits the request (vLLM
-  schedules a request only after its KV has arrived; here the step waits for it):
-  ``pcie(host + nvme bytes) + nvme_read(nvme bytes)`` (NVMe data staged through host
-  memory, not overlapped with the PCIe copy: conservative).
+  prompt completes. A load takes ``pcie(host + nvme bytes) + nvme_read(nvme bytes)`` (NVMe data
+  staged through host memory, not overlapped with the PCIe copy: conservative). ``load=async``
+  (default; vLLM v1's connector, ``WAITING_FOR_REMOTE_KVS``): the request waits alone, holding the
+  blocks of its computed tokens, while the loads queue on the host-to-device direction from the
+  step that starts them; it rejoins the queue's head at the first step after its load
+  (:meth:`kvsim.sim.scheduler.Scheduler.promote_loaded`). ``load=sync``: the admitting step waits
+  for the load.
 
 Compressed methods store their compressed bytes in every tier: an entry is its GPU blocks
 (``KVLayout`` blocks of the method's residency) times ``block_bytes``; an entry of 0 blocks (its
@@ -34,7 +37,9 @@ bytes fit in the previous entry's last block) is stored as 0 bytes, keeping the 
 The host tier is host memory the host KV pool does not get (:func:`kvsim.pricing.memory.memory_budget`).
 
 Not modelled: SWAP preemption copies and tier stores share the device-to-host direction
-without queueing against each other; stores of generated (decode) tokens before the request
+without queueing against each other (and SWAP-ins and async loads the host-to-device one);
+vLLM's one-step delay in reporting a finished load (here it is seen by the first step that
+starts after it); stores of generated (decode) tokens before the request
 finishes (they are stored when it finishes, where the trace's ids name them:
 :meth:`kvsim.sim.scheduler.Scheduler.register_generated`); one tier store per replica (no sharing
 across nodes).

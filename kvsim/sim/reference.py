@@ -69,8 +69,22 @@ Stated rules (where the module docstrings are silent, this follows the current c
    and the later prompt chunks of running requests ignore it.
 11. Offload tiers (``SimConfig.kv_offload``, with prefix caching on; :mod:`kvsim.sim.kv_tiers`): at
    admission, after the GPU hits, the next entries found in the host or NVMe tier whose copy
-   ended at or before the step's start count as computed; their load (one PCIe copy of their
-   bytes, plus an NVMe read of the NVMe part) adds to the admitting step. When a prompt
+   ended at or before the step's start count as computed; their load takes one PCIe copy of their
+   bytes, plus an NVMe read of the NVMe part. ``load=sync``: the load adds to the admitting step.
+   ``load=async`` (the default, vLLM v1): the queue head with tier hits takes the GPU blocks of its
+   computed tokens (watermark as an admission; if they do not fit it blocks the queue as an
+   admission does), leaves the queue and loads: from the later of the step's start and the end of
+   the previous load (one host-to-device queue); it takes no budget and no running slot, and
+   admission goes on behind it. At the start of every step, the requests whose load ended at or
+   before it return to the head of the waiting queue in load order, holding their KV and
+   references, and are admitted like waiting requests (their next chunk's blocks with the
+   watermark; one that does not fit blocks the queue and keeps its KV). When a step's blocks do not
+   fit, the last waiting request holding loaded KV drops it (references released, nothing
+   computed, counted as a preemption; it looks up again when admitted) before any running request
+   is preempted (a running request that preempted itself for KV held by requests that cannot
+   run would restart forever). A step with nothing to
+   schedule while loads are in flight takes no time and is not counted by rule 7: the engine
+   next steps when the first load ends or a request arrives, whichever is first. When a prompt
    completes, its registered entries (GPU hits included) that no tier holds are copied to the host tier in
    the background: FIFO on the device-to-host queue from the step's end (an entry of 0 blocks
    is stored too, 0 bytes); a host tier over capacity evicts least recently used entries,
@@ -136,6 +150,8 @@ class RefReplica(RefScheduling):
         self.step_model = step_model or StepModel(dep, method)
         self.roofline = Roofline(dep.system)
         self.tiers = None  # rule 11
+        self.loading: list[RefRequest] = []  # rule 11, load=async: in load order
+        self.h2d_free = 0.0
         off = cfg.kv_offload
         if off is not None and off.enabled:
             for name, nbytes in (("host", off.host_bytes), ("nvme", off.nvme_bytes)):
@@ -154,7 +170,9 @@ class RefReplica(RefScheduling):
         self.swapped: deque[RefRequest] = deque()
         self.decoding: list[RefRequest] = []  # the decode set (slot order, rule 2)
         self.prefilling: list[RefRequest] = []  # admission order
+        self.async_loads = self.tiers is not None and off.load == "async"
         self.busy = False
+        self.idle_wait = False  # only loads in flight: an arrival starts the next step
         self.free_at = 0.0  # start of the next step while busy
         self.admit_counter = 0
         self.empty_steps = 0
@@ -185,8 +203,8 @@ class RefReplica(RefScheduling):
             r.prefix_hashes = distinct_prefix(self.trace.prefix_blocks[i])
         r.status = "waiting"
         self.waiting.append(r)
-        if not self.busy:
-            self.busy, self.free_at = True, now
+        if not self.busy or self.idle_wait:
+            self.busy, self.free_at, self.idle_wait = True, now, False
 
     # ----- time -----
     def run_before(self, limit: float) -> None:
@@ -203,7 +221,7 @@ class RefReplica(RefScheduling):
                 self._step(t_step)
 
     def _has_work(self) -> bool:
-        return bool(self.decoding or self.prefilling or self.waiting or self.swapped)
+        return bool(self.decoding or self.prefilling or self.waiting or self.swapped or self.loading)
 
     # ----- blocks -----
     def _held_gpu(self, r: RefRequest) -> int:
@@ -214,6 +232,7 @@ class RefReplica(RefScheduling):
         if r.num_prefix_entries:
             self.pool.release(r.prefix_hashes[: r.num_prefix_entries])
         r.gpu_blocks = r.host_blocks = r.num_prefix_entries = 0
+        r.kv_loaded = False
 
     def _take(self, g: int, h: int, host_released: int = 0, keep_free: int = 0) -> bool:
         if not self.pool.fits(g, h, host_released, keep_free):
@@ -226,7 +245,17 @@ class RefReplica(RefScheduling):
         if not self._has_work():
             self.busy = False
             return
+        self.idle_wait = False
+        done = [r for r in self.loading if r.load_ready_s <= now]  # rule 11, load=async
+        if done:
+            self.loading = self.loading[len(done):]
+            for r in reversed(done):
+                r.status = "waiting"
+                self.waiting.appendleft(r)
         plan = self._schedule(now)
+        if not plan["decode"] and not plan["prefill"] and self.loading:
+            self.idle_wait, self.free_at = True, max(now, self.loading[0].load_ready_s)
+            return
         if not plan["decode"] and not plan["prefill"]:
             self.empty_steps += 1
             if self.empty_steps > 2 and not (self.decoding or self.prefilling):

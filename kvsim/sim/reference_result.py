@@ -29,6 +29,8 @@ class RefRequest:
     admit_seq: int = -1
     preemptions: int = 0
     cached_tokens: int = -1
+    kv_loaded: bool = False  # waiting with tier KV loaded (or loading) into its blocks (rule 11)
+    load_ready_s: float = math.nan
     scheduled_s: float = math.nan
     first_token_s: float = math.nan
     last_token_s: float = math.nan

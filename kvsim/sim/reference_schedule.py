@@ -69,6 +69,13 @@ class RefScheduling:
         return budget
 
     def _preempt(self, plan: dict) -> None:
+        for r in reversed(self.waiting):  # rule 11: a waiting request's loaded KV goes first
+            if r.kv_loaded:
+                self._free(r)
+                r.num_computed_tokens = 0
+                r.preemptions += 1
+                plan["preempted"].append(r)
+                return
         running = self.decoding + self.prefilling
         r = max(running, key=lambda x: x.admit_seq)
         r.preemptions += 1
@@ -128,6 +135,24 @@ class RefScheduling:
             if budget <= 0 and (cfg.chunked_prefill or not first):
                 return
             r = self.waiting[0]
+            if r.kv_loaded:  # rule 11, load=async: back from its load, holding its KV and references
+                todo = r.num_tokens - r.num_computed_tokens
+                c = min(todo, budget) if cfg.chunked_prefill else todo
+                if not (cfg.chunked_prefill or first or c <= budget):
+                    return
+                g1, h1 = self.geo.blocks(r.num_computed_tokens + c, r.num_prompt_tokens)
+                dg, dh = max(g1 - self._held_gpu(r), 0), max(h1 - r.host_blocks, 0)
+                if not self._take(dg, dh, keep_free=self.wm):
+                    return
+                self.waiting.popleft()
+                r.gpu_blocks += dg
+                r.host_blocks += dh
+                r.kv_loaded = False
+                self._admitted(plan, r, c, r.num_computed_tokens, todo)
+                running += 1
+                budget -= c
+                first = False
+                continue
             e = 0
             computed = 0
             tier_hits: list = []
@@ -138,6 +163,27 @@ class RefScheduling:
                 computed = (e + len(tier_hits)) * pb
             elif r.analytic_cached:
                 computed = r.analytic_cached
+            if tier_hits and self.async_loads:  # rule 11, load=async: the blocks of its computed tokens, then load
+                g1, h1 = self.geo.blocks(computed, r.num_prompt_tokens)
+                g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
+                pool.acquire(r.prefix_hashes[:e])
+                if not self._take(g, max(h1, 0), keep_free=self.wm):
+                    pool.release(r.prefix_hashes[:e])
+                    return
+                self.waiting.popleft()
+                got_host, got_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits,
+                                                     min(len(r.prefix_hashes), (r.num_tokens - 1) // pb))
+                start = max(self.now, self.h2d_free)
+                r.load_ready_s = self.h2d_free = start + self.tiers.load_seconds(got_host, got_nvme)
+                r.num_prefix_entries, r.num_computed_tokens = e, computed
+                r.gpu_blocks, r.host_blocks = g, max(h1, 0)
+                pool.hold(r)
+                pool.note_peak()
+                if r.cached_tokens < 0:
+                    r.cached_tokens = computed
+                r.kv_loaded, r.status = True, "loading"
+                self.loading.append(r)
+                continue
             todo = r.num_tokens - computed
             c = min(todo, budget) if cfg.chunked_prefill else todo
             if not (cfg.chunked_prefill or first or c <= budget):
@@ -159,17 +205,21 @@ class RefScheduling:
             r.num_prefix_entries, r.num_computed_tokens = e, computed
             r.gpu_blocks, r.host_blocks = g, max(h1, 0)
             pool.hold(r)
-            pool.note_peak()
             if r.cached_tokens < 0:
                 r.cached_tokens = computed
-            r.status = "running"
-            r.admit_seq = self.admit_counter
-            self.admit_counter += 1
-            plan["prefill"].append((r, c, computed, c == todo))
-            if c < todo:
-                self.prefilling.append(r)
+            self._admitted(plan, r, c, computed, todo)
             running += 1
             budget -= c
             first = False
+
+    def _admitted(self, plan: dict, r: RefRequest, c: int, computed: int, todo: int) -> None:
+        """``r`` runs from this step: its first chunk ``c`` of the ``todo`` tokens after ``computed``."""
+        self.pool.note_peak()
+        r.status = "running"
+        r.admit_seq = self.admit_counter
+        self.admit_counter += 1
+        plan["prefill"].append((r, c, computed, c == todo))
+        if c < todo:
+            self.prefilling.append(r)
 
     # ----- after the step -----

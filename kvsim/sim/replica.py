@@ -99,6 +99,7 @@ class ReplicaSim:
             check_tier_blocks(cfg.kv_offload, lay.block_bytes)
         self.tiers = make_tiers(cfg.kv_offload, lay.block_bytes, dep.system) if inp.prefix_block_tokens else None
         self.sched.tiers = self.tiers
+        self.sched.async_loads = self.tiers is not None and cfg.kv_offload.load == "async"
         uses_host = bool(lay.host_blocks.any()) or method.uses_host
         self.decoder = self.fast.decode_runner(self.sched, uses_host, self.tbt.add)
         self._next_step: NextDecodeStep | None = None  # the decode price of the next step, if a run knew it
@@ -185,8 +186,10 @@ class ReplicaSim:
             self._progress(now)
         if not s.has_work():
             return None
+        if s.loading:
+            s.promote_loaded(now)
         if s.decode_only():
-            run = self.decoder.run(now, self._arr[self.next_arrival])
+            run = self.decoder.run(now, self._arr[self.next_arrival], s.next_load_ready_s())
             if run is not None:
                 self.steps += run.steps
                 self._busy_s += run.t_end_s - now
@@ -196,6 +199,8 @@ class ReplicaSim:
                 return run.t_end_s
         s.now = now
         out = s.schedule()
+        if out.is_empty() and s.loading:  # only tier loads in flight: wait for the first, or an arrival
+            return max(now, min(s.next_load_ready_s(), self._arr[self.next_arrival]))
         if out.is_empty():
             self._empty_launches += 1
             if self._empty_launches > 2 and not s.num_running:

@@ -14,8 +14,9 @@ Policies:
 * no chunking (vLLM v0 default): a step either prefills whole prompts of waiting requests
   (their sum within the budget, except that the first prompt is admitted even when longer,
   as v0 admits prompts up to ``max_model_len``) or decodes every running sequence.
-* preemption (vLLM ``PreemptionMode``): when the blocks of a step do not fit, the most
-  recently admitted running request is preempted: RECOMPUTE frees its KV and puts it at
+* preemption (vLLM ``PreemptionMode``): when the blocks of a step do not fit, a waiting request
+  holding KV loaded from the offload tiers (the last in the queue) drops it first (it is looked up
+  again at admission); else the most recently admitted running request is preempted: RECOMPUTE frees its KV and puts it at
   the head of the waiting queue (it later re-prefills prompt + generated tokens); SWAP
   copies its KV blocks to the host pool (and back later) over PCIe. Partially prefilled
   requests, and SWAP victims that do not fit the host pool, are recomputed.
@@ -23,9 +24,16 @@ Policies:
   FCFS, the head of the queue blocks the rest (no skipping), no admissions in a step that
   preempted.
 * offload tiers (``tiers``, :mod:`kvsim.sim.kv_tiers`; None: off): at admission the entries after the
-  GPU prefix hits that the host / NVMe tiers hold (copy ended by ``now``) count as computed and
-  their load is added to the step (``SchedulerOutput.load_*_blocks``); a completed prompt's newly
-  registered entries are written through to the tiers at the step's end.
+  GPU prefix hits that the host / NVMe tiers hold (copy ended by ``now``) count as computed. With
+  ``async_loads`` (vLLM v1's offloading connector: ``WAITING_FOR_REMOTE_KVS``) the request gets the
+  blocks of its computed tokens and leaves the queue while its KV loads, the loads queued one after
+  another on the host-to-device direction of PCIe from the step's start; it takes no token budget and
+  no running slot, and the requests behind it may be admitted. From the first step that starts once
+  its load has ended (:meth:`promote_loaded`) it is back at the head of the waiting queue, holding its
+  blocks, and is admitted as any waiting request (FCFS; if its next chunk does not fit it blocks the
+  queue, keeping its KV). Without ``async_loads`` the load is added to the admitting step
+  (``SchedulerOutput.load_*_blocks``). A completed prompt's newly registered entries are written
+  through to the tiers at the step's end.
 * generated tokens' KV (:meth:`Scheduler.register_generated`): a finishing request whose prefix ids
   go past its prompt's blocks (the trace names its token stream: tree search, multi-turn) turns
   the full entries of its generated tokens into cached entries before its blocks are freed (vLLM
@@ -88,6 +96,9 @@ class Scheduler:
         self.num_preemptions = 0
         self._next_admit_seq = 0
         self.tiers = None  # kvsim.sim.kv_tiers.OffloadTiers, or None (off)
+        self.async_loads = False  # tier loads run beside the steps (see the module docstring)
+        self.loading: list[Request] = []  # requests whose tier KV is loading (ready times ascending)
+        self._h2d_free_s = 0.0  # when the host-to-device direction takes the next load
         self.now = 0.0  # start of the step being scheduled (tier entries are found once their copy ended)
 
     # ----- state -----
@@ -100,7 +111,22 @@ class Scheduler:
         return len(self.waiting) + len(self.swapped)
 
     def has_work(self) -> bool:
-        return bool(self.batch.n or self.prefilling or self.waiting or self.swapped)
+        return bool(self.batch.n or self.prefilling or self.waiting or self.swapped or self.loading)
+
+    def next_load_ready_s(self) -> float:
+        """When the first tier load in flight ends (inf: none)."""
+        return self.loading[0].load_ready_s if self.loading else float("inf")
+
+    def promote_loaded(self, now: float) -> None:
+        """Requests whose tier load ended by ``now`` go back to the head of the waiting queue (in
+        their admission order), where the next schedule admits them first."""
+        n = 0
+        while n < len(self.loading) and self.loading[n].load_ready_s <= now:
+            n += 1
+        if n:
+            self.waiting.extendleft(reversed(self.loading[:n]))
+            del self.loading[:n]
+            self.blocked = False
 
     def add_request(self, r: Request) -> None:
         r.status = RequestStatus.WAITING
@@ -137,6 +163,7 @@ class Scheduler:
         if r.num_prefix_entries:
             kv.release_prefix(r.prefix_hashes[: r.num_prefix_entries])
         r.gpu_blocks = r.host_blocks = r.num_prefix_entries = 0
+        r.kv_loaded = False
         self.blocked = False
 
     # ----- preemption -----
@@ -149,6 +176,14 @@ class Scheduler:
         return row, None
 
     def _preempt(self, out: SchedulerOutput) -> Request:
+        for r in reversed(self.waiting):  # loaded KV of a waiting request goes first (it runs nothing)
+            if r.kv_loaded:
+                self.free(r)
+                r.num_computed_tokens = 0
+                r.num_preemptions += 1
+                self.num_preemptions += 1
+                out.preempted.append(r)
+                return r
         row, p = self._victim()
         if p is not None:
             self.prefilling.remove(p)
@@ -270,16 +305,26 @@ class Scheduler:
                 if self.tiers is not None:
                     tier_hits = self.tiers.hits(r.prefix_hashes, e, max_e, self.now)
                 r.num_computed_tokens = (e + len(tier_hits or ())) * kv.pb
+                if tier_hits and self.async_loads:
+                    if self.allocate_slots(r, 0, self.watermark_blocks) is None:  # blocks for the loaded KV
+                        kv.release_prefix(r.prefix_hashes[:e])
+                        r.num_prefix_entries = r.num_computed_tokens = 0
+                        self.blocked = True
+                        return
+                    self.waiting.popleft()
+                    self._start_load(r, tier_hits, e)
+                    continue
             elif r.num_analytic_cached and r.num_computed_tokens == 0:
                 r.num_computed_tokens = r.num_analytic_cached  # its KV is counted as the request's own
             todo = r.num_tokens - r.num_computed_tokens
             c = min(todo, budget) if self.chunked_prefill else todo
             fits_budget = self.chunked_prefill or first or c <= budget
             if not fits_budget or self.allocate_slots(r, c, self.watermark_blocks) is None:
-                if e:  # a waiting request holds no prefix references and no KV
-                    kv.release_prefix(r.prefix_hashes[:e])
-                    r.num_prefix_entries = 0
-                r.num_computed_tokens = 0
+                if not r.kv_loaded:  # a waiting request holds no prefix references and no KV (unless loaded)
+                    if e:
+                        kv.release_prefix(r.prefix_hashes[:e])
+                        r.num_prefix_entries = 0
+                    r.num_computed_tokens = 0
                 if fits_budget:
                     self.blocked = True  # memory only shrinks while the batch decodes (see DecodeRunner)
                 return  # head-of-line blocking: FCFS admits no one behind it
@@ -291,6 +336,7 @@ class Scheduler:
                 out.load_nvme_blocks += g_nvme
             if r.num_cached_tokens < 0:
                 r.num_cached_tokens = r.num_computed_tokens
+            r.kv_loaded = False
             r.status = RequestStatus.RUNNING
             r.admit_seq = self._next_admit_seq
             self._next_admit_seq += 1
@@ -301,6 +347,19 @@ class Scheduler:
             budget -= c
             first = False
         self.blocked = bool(self.waiting)
+
+    def _start_load(self, r: Request, tier_hits: list, e: int) -> None:
+        """Queue the asynchronous load of ``r``'s tier hits (it holds their blocks): it starts when
+        the step does or when the previous load ends, and lasts :meth:`OffloadTiers.load_seconds`."""
+        kv = self.kv
+        wanted = min(len(r.prefix_hashes), (r.num_tokens - 1) // kv.pb)
+        g_host, g_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits, wanted, kv.pb)
+        start = max(self.now, self._h2d_free_s)
+        r.load_ready_s = self._h2d_free_s = start + self.tiers.load_seconds(g_host, g_nvme)
+        r.kv_loaded = True
+        if r.num_cached_tokens < 0:
+            r.num_cached_tokens = r.num_computed_tokens
+        self.loading.append(r)
 
     # ----- after the step -----
     def commit(self, out: SchedulerOutput, t_start: float, t_end: float) -> list[Request]:

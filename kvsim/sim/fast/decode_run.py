@@ -2,7 +2,8 @@
 one token, priced in one :meth:`StepPricer.decode_run` call.
 
 ``k`` is the smallest of: steps until the next arrival is seen (found with ``cumsum`` of the
-step times), steps until the next block allocation would fail (or, while requests wait,
+step times), steps until the first step that ends once a tier load has ended (``t_wake``: the
+loaded request is admitted from the step after it), steps until the next block allocation would fail (or, while requests wait,
 would evict a cached prefix entry: that may admit the queue head), and, while requests
 wait, steps to the first finish. With nothing waiting the run goes on through finishes: finished
 sequences drop out of the priced batch. The run ends exactly where the step-by-step engine
@@ -70,8 +71,9 @@ class DecodeRunner:
         self.tbt_sink = tbt_sink
         self.last_dt_s = 0.0  # the previous decode step's time: guesses how many steps reach an arrival
 
-    def run(self, now: float, t_next_arrival: float) -> DecodeRun | None:
-        """Fast-forward k pure decode steps from ``now``; None when not even one step fits in memory."""
+    def run(self, now: float, t_next_arrival: float, t_wake: float = math.inf) -> DecodeRun | None:
+        """Fast-forward k pure decode steps from ``now``; None when not even one step fits in memory.
+        The run ends with the first step that ends at or after ``t_wake`` (a tier load's end)."""
         s, kv, pricer, b = self.sched, self.kv, self.pricer, self.batch
         B, sn = b.n, b.step_no
         lo, hi = b.fin_range()
@@ -79,6 +81,8 @@ class DecodeRunner:
         t_a = t_next_arrival
         idle_queue = not s.waiting and not s.swapped
         cut = idle_queue and t_a < math.inf and B + len(s.prefilling) < s.max_num_seqs
+        if t_wake < math.inf and (not cut or t_wake < t_a):  # stop for the load as for an arrival
+            cut, t_a = True, t_wake
         through = idle_queue and self.through_finishes and b.uniform_at == now and (cut or t_a == math.inf)
         k = hi - sn if through else k_fin
         if B * k > _K_ELEMS:

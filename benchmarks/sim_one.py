@@ -3,7 +3,8 @@
     PYTHONPATH=. taskset -c 1 python benchmarks/sim_one.py 100000 full
 
 For paired comparisons on a noisy machine (run it alternately against another checkout with
-``PYTHONPATH=<that checkout>`` and compare medians); ``benchmarks/sim_speed.py`` is the full table.
+``PYTHONPATH=<that checkout>``, this file passed by path, and compare medians; it also runs
+checkouts from before the redesign); ``benchmarks/sim_speed.py`` is the full table.
 Workload as sim_speed.py: ``synthetic-burstgpt`` (seed 0), Llama-3.1-8B on one A100-80GB, defaults.
 Prints the TTFT mean too, so that two checkouts' results can be compared at a glance.
 """
@@ -13,9 +14,13 @@ from __future__ import annotations
 import sys
 import time
 
-from kvsim.costmodel.deployment import build_deployment
+try:
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.sim.replica import SimConfig, simulate
+except ImportError:  # a checkout from before the redesign (485f940 and older): its module paths
+    from kvsim.commands.common import build_deployment
+    from kvsim.serving import SimConfig, simulate
 from kvsim.methods import make_method
-from kvsim.sim.replica import SimConfig, simulate
 from kvsim.traces import load_trace
 
 

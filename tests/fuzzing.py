@@ -785,7 +785,9 @@ def cli_case(draw) -> Case:
                 ("host=8GiB", None), ("host=1GiB,nvme=16GiB", None), ("host=0", None), ("host=64MiB,nvme=1e3", None),
                 ("nvme=1TiB", "NVMe tier without a host tier"), ("host=lots", "bad size"), ("host=2000TiB", "over 1 PiB"),
                 ("host=4TiB", "over the node's host memory"), ("host=1GiB,drive=x", "unknown drive"),
-                ("host=1e400", "inf bytes"), ("host=1GiB,host=2GiB", "given twice"), ("", "empty")]))
+                ("host=1e400", "inf bytes"), ("host=1GiB,host=2GiB", "given twice"), ("", "empty"),
+                ("host=8GiB,load=sync", None), ("host=1GiB,nvme=16GiB,load=async", None),
+                ("host=8GiB,load=later", "bad load mode")]))
             argv += ["--kv-offload", text]
             if bad:
                 why = why or f"--kv-offload {text!r}: {bad}"

@@ -147,6 +147,7 @@ def test_host_tier_turns_a_gpu_miss_into_a_hit():
     s = on.summary["kv_offload"]
     # entries wanted: 2 (A turn 1) + 2 (B) + 2 (A turn 2); the host served 2 of them
     assert s["wanted_entries"] == 6 and s["host"]["hit_entries"] == 2 and s["host"]["hit_rate"] == pytest.approx(2 / 6)
+    assert s["load"] == "async"  # (the default; an idle engine waits for the load either way: same TTFT)
     assert s["host"]["bytes_loaded"] == 134217728 and s["host"]["bytes_stored"] == 4 * 32 * 2**21
     assert s["host"]["load_time_s"] == pytest.approx(load_s, rel=1e-12)
     # estimate: 1,024 tokens' prefill (1.024 s with this step model) less the load

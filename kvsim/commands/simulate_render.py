@@ -52,7 +52,7 @@ def print_summary(s: dict) -> None:
                 t_ = tiers[name]
                 rows.append((f"{name} tier: hit rate, loaded / stored", f"{t_['hit_rate'] * 100:.1f}%, "
                              f"{fmt_bytes(t_['bytes_loaded'])} / {fmt_bytes(t_['bytes_stored'])}"))
-                rows.append((f"{name} tier: load time, TTFT saved (est.)",
+                rows.append((f"{name} tier: load time ({tiers.get('load', 'async')}), TTFT saved (est.)",
                              f"{fmt_s(t_['load_time_s'])}, {fmt_s(t_['ttft_saved_est_s'])}"))
     sim = s.get("sim", {})
     rows.append(("simulated steps / wall time", f"{sim.get('steps', 0):,} / {sim.get('wall_s', 0):.2f} s"))

@@ -87,6 +87,7 @@ class OffloadTiers:
                  nvme_read_s: Callable[[float], float], nvme_write_s: Callable[[float], float],
                  log_transfers: bool = False) -> None:
         self.block_bytes = float(block_bytes)
+        self.load_mode = offload.load  # (reported; the scheduler runs the loads)
         self.capacity = {"host": int(offload.host_bytes // block_bytes), "nvme": int(offload.nvme_bytes // block_bytes)}
         self.entries: dict[str, OrderedDict] = {t: OrderedDict() for t in TIERS}  # hash -> [blocks, ready_s]
         self.used = {t: 0 for t in TIERS}  # blocks
@@ -254,7 +255,7 @@ class OffloadTiers:
                         memo[key] = prefill_s(before, n)
                     saved[t] += memo[key]
         out = {"gpu": {"hit_entries": self.gpu_hit_entries, "hit_rate": self.gpu_hit_entries / wanted},
-               "wanted_entries": self.wanted_entries}
+               "wanted_entries": self.wanted_entries, "load": self.load_mode}
         for t in TIERS:
             if t == "nvme" and not self.capacity["nvme"]:
                 continue
@@ -286,6 +287,8 @@ def merge_summaries(summaries) -> dict | None:
     gpu_hits = sum(s["gpu"]["hit_entries"] for s in got)
     out = {"gpu": {"hit_entries": gpu_hits, "hit_rate": gpu_hits / max(wanted, 1)}, "wanted_entries": wanted,
            "replicas": len(got)}
+    if "load" in got[0]:
+        out["load"] = got[0]["load"]  # (one engine configuration for every replica)
     for t in TIERS:
         parts = [s[t] for s in got if t in s]
         if parts:

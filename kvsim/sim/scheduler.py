@@ -108,7 +108,9 @@ class Scheduler:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting) + len(self.swapped)
+        """Queued requests: waiting, swapped out, and loading KV from the tiers (vLLM counts its
+        WAITING_FOR_REMOTE_KVS requests as waiting)."""
+        return len(self.waiting) + len(self.swapped) + len(self.loading)
 
     def has_work(self) -> bool:
         return bool(self.batch.n or self.prefilling or self.waiting or self.swapped or self.loading)

@@ -200,7 +200,9 @@ class ReplicaSim:
         s.now = now
         out = s.schedule()
         if out.is_empty() and s.loading:  # only tier loads in flight: wait for the first, or an arrival
-            return max(now, min(s.next_load_ready_s(), self._arr[self.next_arrival]))
+            ready = s.next_load_ready_s()  # (> now: the loads ended by now were promoted above)
+            wake = min(ready, self._arr[self.next_arrival])
+            return wake if wake > now else ready
         if out.is_empty():
             self._empty_launches += 1
             if self._empty_launches > 2 and not s.num_running:

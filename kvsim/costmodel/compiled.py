@@ -14,8 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Num, Part
-from kvsim.costmodel.roofline_plan import ColumnPlan
-from kvsim.costmodel.roofline_plan import _pnorm_rows
+from kvsim.costmodel.roofline_plan import ColumnPlan, column_sum, pnorm_rows
 from kvsim.costmodel.roofline_plan import pnorm_of_list as _pnorm
 
 
@@ -236,12 +235,9 @@ class CompiledRoofline:
             factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
             for n in scaled:
                 times[..., n] *= factor
-        t = _pnorm_rows(times[..., cols], p, inv_p)  # (cols: [n] body columns -> a [..., n] copy)
+        t = pnorm_rows(times[..., cols], p, inv_p)  # (cols: [n] body columns -> a [..., n] copy)
         if over:
-            o = times[..., over[0]]
-            for c in over[1:]:
-                o = o + times[..., c]
-            t += o
+            t += column_sum(times, over)
         return t
 
     # ------------------------------------------------------------------ a Cost of this template

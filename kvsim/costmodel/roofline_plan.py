@@ -36,7 +36,16 @@ def pnorm_of_list(times: list, p: float):
     return top * sum((t / safe) ** p for t in times) ** (1.0 / p)
 
 
-def _pnorm_rows(t: np.ndarray, p: float, inv_p: float) -> np.ndarray:
+def column_sum(times: np.ndarray, cols) -> np.ndarray:
+    """``times[..., cols[0]] + times[..., cols[1]] + ...``, added left to right as the stages add a
+    part's overheads (one column: a view of it)."""
+    out = times[..., cols[0]]
+    for c in cols[1:]:
+        out = out + times[..., c]
+    return out
+
+
+def pnorm_rows(t: np.ndarray, p: float, inv_p: float) -> np.ndarray:
     """:func:`pnorm_of_list` of ``n > 2`` arrays stacked on the last axis of ``t`` (``[..., n]``,
     a copy it may change): the same elementwise operations, terms added left to right
     (``0 + t0 == t0``); ``inv_p`` is ``1.0 / p``."""
@@ -124,7 +133,7 @@ class ColumnPlan:
             pnorm += 1.0
             pnorm **= self.inv_p_list[0] if self.lone_pair else self.inv_p
             pnorm *= top
-        wide = [_pnorm_rows(times[..., cols], q, inv_q) for _, cols, q, inv_q in self.wide]  # each [..., parts]
+        wide = [pnorm_rows(times[..., cols], q, inv_q) for _, cols, q, inv_q in self.wide]  # each [..., parts]
         total = None
         for body, over, j, w in self.parts:
             t = None
@@ -137,9 +146,7 @@ class ColumnPlan:
                 for c in body[1:]:
                     t = np.maximum(t, times[..., c])
             if over:
-                o = times[..., over[0]]
-                for c in over[1:]:
-                    o = o + times[..., c]
+                o = column_sum(times, over)
                 t = o if t is None else t + o
             if t is not None:
                 total = t if total is None else total + t
@@ -169,10 +176,7 @@ class ColumnPlan:
         t **= inv_p
         t *= top
         if over:
-            o = times[..., over[0]]
-            for c in over[1:]:
-                o = o + times[..., c]
-            t += o
+            t += column_sum(times, over)
         return t
 
     def row(self, row: list) -> float:

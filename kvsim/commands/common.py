@@ -22,6 +22,7 @@ WeightDtypeOpt = Annotated[str, typer.Option("--weight-dtype", help="auto (bf16,
 KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="dtype of uncompressed KV: auto (= activation dtype), bf16, fp16, fp8, int8")]
 GpuUtilOpt = Annotated[float, typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, help="fraction of GPU memory the engine may use (vLLM default 0.9)")]
 WatermarkOpt = Annotated[Optional[float], typer.Option("--watermark", help="vLLM v0 free-block watermark: admissions and swap-ins keep this fraction of GPU KV blocks free (default 0.01 with --no-chunked-prefill, 0 with chunked prefill)")]
+KvOffloadOpt = Annotated[Optional[str], typer.Option("--kv-offload", help="KV tiers below the GPU prefix cache (vLLM v1 CPU offloading), per replica: host=64GiB[,nvme=1TiB][,drive=pm9a3][,load=async|sync: loads beside the steps (vLLM v1, default) or in the admitting step]; off by default (docs/kv-tiers.md)")]
 ExpertOffloadOpt = Annotated[Optional[str], typer.Option("--expert-offload", help="MoE: routed experts in host memory with a GPU expert cache, KEY=VALUE,...: cache=N (experts per layer; default 2 x top-k) or cache-bytes=B, miss=fetch|cpu, overlap=no|yes, and hit-rate=H | routing=FILE (LRU over a routing trace) | sch=4|16|64|256 (published, default 16); docs/expert-offload.md")]
 CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="calibration YAML from `kvsim validate calibrate`")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON to stdout")]

@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from kvsim.commands.common import (
-    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, MaxOutputOpt, MaxPromptOpt,
-    ModelOpt, PercentileOpt, SeedOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt, StrictOpt, TbtMetricOpt, TimeUnitOpt, TokenizerOpt,
-    TraceFormatOpt, TraceOpt, WatermarkOpt,
+    ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, KvOffloadOpt, MaxOutputOpt,
+    MaxPromptOpt, ModelOpt, PercentileOpt, SeedOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt, StrictOpt, TbtMetricOpt, TimeUnitOpt,
+    TokenizerOpt, TraceFormatOpt, TraceOpt, WatermarkOpt,
     WeightDtypeOpt, check_watermark, console, print_json, resolve_slo, split_methods,
 )
 from kvsim.commands.tables import print_rows
@@ -84,7 +84,7 @@ def plan_cmd(
     kv_dtype: KvDtypeOpt = "auto",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
-    kv_offload: Annotated[Optional[str], typer.Option("--kv-offload", help="engine: KV tiers below the GPU prefix cache per replica, host=64GiB[,nvme=1TiB][,load=async|sync] (docs/kv-tiers.md); off by default")] = None,
+    kv_offload: KvOffloadOpt = None,
     calibration: CalibrationOpt = None,
     expert_offload: ExpertOffloadOpt = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="parallel workers (default: CPU count)")] = None,

@@ -224,8 +224,8 @@ def test_tier_invariants_in_random_replays():
     loads = []  # (scenario load mode, start of the step, ready, requests running then)
     start_load = scheduler_module.Scheduler._start_load
 
-    def logged(self, r, tier_hits, e):
-        start_load(self, r, tier_hits, e)
+    def logged(self, r, g_host, g_nvme):
+        start_load(self, r, g_host, g_nvme)
         loads.append((self.now, r.load_ready_s, self.num_running))
 
     scheduler_module.Scheduler._start_load = logged

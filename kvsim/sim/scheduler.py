@@ -309,20 +309,12 @@ class Scheduler(StepCommit):
                 if self.tiers is not None:
                     tier_hits = self.tiers.hits(r.prefix_hashes, e, max_e, self.now)
                 r.num_computed_tokens = (e + len(tier_hits or ())) * kv.pb
-                if tier_hits and self.async_loads:
-                    if self.allocate_slots(r, 0, self.watermark_blocks) is None:  # blocks for the loaded KV
-                        kv.release_prefix(r.prefix_hashes[:e])
-                        r.num_prefix_entries = r.num_computed_tokens = 0
-                        self.blocked = True
-                        return
-                    self.waiting.popleft()
-                    self._start_load(r, tier_hits, e)
-                    continue
             elif r.num_analytic_cached and r.num_computed_tokens == 0:
                 r.num_computed_tokens = r.num_analytic_cached  # its KV is counted as the request's own
+            loads = bool(tier_hits) and self.async_loads  # takes the blocks of its loaded KV, computes nothing yet
             todo = r.num_tokens - r.num_computed_tokens
-            c = min(todo, budget) if self.chunked_prefill else todo
-            fits_budget = self.chunked_prefill or first or c <= budget
+            c = 0 if loads else min(todo, budget) if self.chunked_prefill else todo
+            fits_budget = loads or self.chunked_prefill or first or c <= budget
             if not fits_budget or self.allocate_slots(r, c, self.watermark_blocks) is None:
                 if not r.kv_loaded:  # a waiting request holds no prefix references and no KV (unless loaded)
                     if e:
@@ -336,6 +328,9 @@ class Scheduler(StepCommit):
             if tier_hits is not None:
                 wanted = min(len(r.prefix_hashes), (r.num_tokens - 1) // kv.pb)
                 g_host, g_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits, wanted, kv.pb)
+                if loads:
+                    self._start_load(r, g_host, g_nvme)
+                    continue
                 out.load_host_blocks += g_host
                 out.load_nvme_blocks += g_nvme
             if r.num_cached_tokens < 0:
@@ -352,12 +347,10 @@ class Scheduler(StepCommit):
             first = False
         self.blocked = bool(self.waiting)
 
-    def _start_load(self, r: Request, tier_hits: list, e: int) -> None:
-        """Queue the asynchronous load of ``r``'s tier hits (it holds their blocks): it starts when
-        the step does or when the previous load ends, and lasts :meth:`OffloadTiers.load_seconds`."""
-        kv = self.kv
-        wanted = min(len(r.prefix_hashes), (r.num_tokens - 1) // kv.pb)
-        g_host, g_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits, wanted, kv.pb)
+    def _start_load(self, r: Request, g_host: int, g_nvme: int) -> None:
+        """Queue the asynchronous load of ``r``'s tier hits (``g_host`` / ``g_nvme`` blocks, whose GPU
+        blocks it holds): it starts when the step does or when the previous load ends, and lasts
+        :meth:`OffloadTiers.load_seconds`."""
         start = max(self.now, self._h2d_free_s)
         r.load_ready_s = self._h2d_free_s = start + self.tiers.load_seconds(g_host, g_nvme)
         r.kv_loaded = True

@@ -49,28 +49,23 @@ def rows_layout(method, roofline, max_seqs: int, shared_keys: set, n_extras: int
         return None
     used = ~(plain_scalar & (per_sequence == 0).all(axis=0)) | (batch != 0).any(axis=0)
     layout = decode_layout(roofline, parts, used, shared_keys, n_extras)
-    const = constant_columns(method, layout, keys) if fold else {}
+    const = constant_columns(method, layout, parts, per_sequence[0]) if fold else {}
     if not const:
         return keys, layout, layout.batch_rows(batch, per_sequence[0]), None
     f = folded_layout(roofline, parts, layout, const, batch, per_sequence[0], split_parts)
     return keys, f.layout, f.base, f  # (batch rows: the per-batch-size work that unfold() adds)
 
 
-def constant_columns(method, layout: DecodeLayout, keys: list) -> dict[int, float]:
-    """``{work column: per-sequence amount}`` of the columns of ``layout`` that the method declares
-    constant per sequence (``constant_decode_fields``); the amount is one sequence's at context 1,
-    prompt 1 (a declared field has that amount everywhere)."""
+def constant_columns(method, layout: DecodeLayout, parts, per_sequence: np.ndarray) -> dict[int, float]:
+    """``{work column: per-sequence amount}`` of the columns of ``layout`` (of decode parts
+    ``parts``) that the method declares constant per sequence (``constant_decode_fields``); the
+    amount is read from ``per_sequence`` (``[P, F]``: one sequence's work at context 1, prompt 1; a
+    declared field has that amount everywhere)."""
     declared = set(method.constant_decode_fields)
-    if not declared:
-        return {}
-    cost = method.decode_cost(np.array([[1.0]]), np.array([[1.0]]))  # [1, 1]: one step of one sequence
-    if [p.key for p in cost.parts] != keys:
-        return {}
-    out = {}
-    for c, (part, field) in enumerate(layout.compiled.columns):
-        if (cost.parts[part].name, field) in declared:
-            out[c] = float(np.asarray(getattr(cost.parts[part], field), dtype=np.float64).reshape(-1)[0])
-    return out
+    return {c: float(per_sequence[p, f])
+            for c, (p, f, (_, name)) in enumerate(zip(layout.part_of_column.tolist(), layout.field_of_column.tolist(),
+                                                      layout.compiled.columns))
+            if (parts[p].name, name) in declared}
 
 
 class Folded(NamedTuple):

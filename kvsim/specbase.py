@@ -172,7 +172,7 @@ def read_text(path: Path) -> str:
 
 
 #: PyYAML's libyaml (C) safe loader when PyYAML was built with it: the same documents, ~10x
-#: faster (the bundled catalog: 99 files in 0.015 s instead of 0.14 s). Its error messages say
+#: faster (the 99 hardware and model files: benchmarks/RESULTS.md, "CLI speed"). Its error messages say
 #: less (not which character cannot start a token), so a file it rejects is parsed again by the
 #: pure-Python loader, whose message (or result) is the one returned.
 _FAST_LOADER = getattr(yaml, "CSafeLoader", None)

@@ -1,4 +1,5 @@
-"""``kvsim hardware new gpu|system NAME``: write a commented starting file for your own hardware."""
+"""``kvsim hardware new gpu|system NAME``: a commented starting file for your own hardware;
+``kvsim hardware allreduce LOG...``: its measured all-reduce from nccl-tests output."""
 
 from __future__ import annotations
 
@@ -51,3 +52,25 @@ def new_cmd(
         raise OutputError(f"--out {out}: file exists (use --force to overwrite it)")
     atomic_write(out, text)
     typer.echo(f"wrote {out}: fill in every null, then check it with `kvsim list hardware --hw {out}`", err=True)
+
+
+@app.command("allreduce")
+def allreduce_cmd(
+    logs: Annotated[list[Path], typer.Argument(help="text output of nccl-tests all_reduce_perf, one file per GPU count")],
+    gpus: Annotated[Optional[int], typer.Option("--gpus", min=2, help="GPUs in the runs when their output lists no Rank lines")] = None,
+) -> None:
+    """Fit NCCL all-reduce (latency and bus bandwidth per GPU count) from nccl-tests output; print the
+    `allreduce:` block to paste into your system file (PCIe-only servers past 2 GPUs need it)."""
+    # lazy: CLI start-up (numpy, scipy)
+    import numpy as np
+
+    from kvsim.validate.nccl_tests import allreduce_yaml, fit_errors, fit_nccl_runs, parse_nccl_tests
+
+    runs = [parse_nccl_tests(p, gpus) for p in logs]
+    fits = fit_nccl_runs(runs)
+    typer.echo(allreduce_yaml(fits, [Path(r.path).name for r in runs]), nl=False)
+    for f in sorted(fits, key=lambda f: f.group):
+        mine = [r for r in runs if r.gpus == f.group]
+        err = fit_errors(f, np.concatenate([r.message_bytes for r in mine]), np.concatenate([r.latency_s for r in mine]))
+        typer.echo(f"{f.group} GPUs: {len(err)} sizes, fit error on them (in-sample) median |err| "
+                   f"{np.median(np.abs(err)) * 100:.1f}%, max {np.max(np.abs(err)) * 100:.1f}%", err=True)

@@ -71,11 +71,12 @@ def _hardware_row(s, aliases: list[str], profile) -> dict:
 
 def _calibration(system, profile) -> str:
     """'measured kernels (held-out median |error| ...)' or 'datasheet only'."""
+    own = "; all-reduce measured (system file)" if system.spec.allreduce else ""
     if system.calibration == "datasheet" or profile is None:
-        return "datasheet only"
+        return "datasheet only" + own
     errs = profile.measured_error
     worst = max((e.median_abs for e in errs.values()), default=0.0)
-    return f"measured kernels, held-out median |err| <= {worst * 100:.0f}% per op ({profile.date})"
+    return f"measured kernels, held-out median |err| <= {worst * 100:.0f}% per op ({profile.date})" + own
 
 
 def _models(extra: list[str]) -> list[dict]:

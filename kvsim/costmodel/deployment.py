@@ -103,6 +103,21 @@ class Deployment:
     def q_heads_per_gpu(self) -> float:
         return self.model.num_heads / self.tp
 
+    @property
+    def allreduce_note(self) -> str | None:
+        """A note when TP > 2 all-reduces over PCIe are priced from the link's datasheet (no
+        measured NCCL entry for this group): on the two PCIe-only servers with measured tables that
+        form is within 5% at TP 2 but NCCL ran 2.3-3.8x slower at TP 4 and 4.3-13x slower at TP 8
+        (RTX PRO 6000 / L40S; ``kvsim validate kernels --protocol datasheet`` and
+        ``leave-one-gpu-out``): past two GPUs the bus bandwidth depends on the server's PCIe
+        topology (switches, sockets), which no datasheet states."""
+        s = self.system
+        if self.tp <= 2 or s.nvlink_peers or any(f.algo == "nccl" and f.group == self.tp for f in s.allreduce):
+            return None
+        return (f"all-reduce at TP {self.tp} over PCIe ({s.name}) is priced from the link's datasheet; on the PCIe-only "
+                f"servers measured, NCCL ran 2.3-13x slower than that at TP 4-8 (it depends on the PCIe topology): measure it "
+                f"(nccl-tests all_reduce_perf) and add `kvsim hardware allreduce LOG`'s block to the system file")
+
     # ----- memory -----
     @property
     def weight_bytes_per_gpu(self) -> float:

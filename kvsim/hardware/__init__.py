@@ -217,6 +217,9 @@ def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = Non
     if profile is not None:
         eff = eff.with_overrides(profile.efficiency, source=f"profile {profile.name}: {profile.source}")
         allreduce, calibration = tuple(profile.allreduce), f"measured: {profile.source} ({profile.date})"
+    if spec.allreduce:  # the node's own measurements win over a profile's, per (algo, group)
+        mine = {(f.algo, f.group) for f in spec.allreduce}
+        allreduce = (*[f for f in allreduce if (f.algo, f.group) not in mine], *spec.allreduce)
     return System(
         name=spec.name,
         spec=spec,

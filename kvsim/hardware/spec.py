@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from kvsim.specbase import Setting, Strict, number, short_repr
 
@@ -248,7 +248,27 @@ class SystemSpec(Strict):
     host_memory_bytes: Bytes | None = Field(None, description="overrides the host DRAM capacity")
     gpu_host_link: str | None = Field(None, description="defaults to the GPU's host_link")
     gpu_gpu_link: str | None = Field(None, description="defaults to the GPU's peer_link, else host link")
+    allreduce: list[AllReduceFit] = Field(
+        [], description="all-reduce measured on this node, per algorithm and group size (nccl-tests "
+                        "all_reduce_perf; `kvsim hardware allreduce LOG` fits them): replaces the link's datasheet "
+                        "and, per (algo, group), a shipped profile's")
     source: str
+
+    @field_validator("allreduce")
+    @classmethod
+    def _one_per_algo_group(cls, fits: list[AllReduceFit]) -> list[AllReduceFit]:
+        seen = [(f.algo, f.group) for f in fits]
+        dup = sorted({k for k in seen if seen.count(k) > 1})
+        if dup:
+            raise ValueError("two entries for " + ", ".join(f"{a} at {g} GPUs" for a, g in dup))
+        return fits
+
+    @model_validator(mode="after")
+    def _groups_fit_the_node(self) -> "SystemSpec":
+        big = sorted({f.group for f in self.allreduce if f.group > self.num_gpus})
+        if big:
+            raise ValueError(f"allreduce: group {big[0]} > num_gpus {self.num_gpus}")
+        return self
 
 
 class MeasuredError(Strict):

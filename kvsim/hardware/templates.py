@@ -131,5 +131,8 @@ def system_template(name: str, like: SystemSpec | None = None, *, gpu: str | Non
         _line("gpu_gpu_link", _str(s.gpu_gpu_link if s else None),
               "optional: null = the GPU's peer_link, else its host link (a PCIe-only server)"),
         _line("source", _str(f"copied from kvsim's {s.name}: {s.source}" if s else "FILL IN: where the node shape comes from"), ""),
+        "# optional: all-reduce measured on this node (a PCIe-only server past 2 GPUs needs it: its NCCL",
+        "# bandwidth depends on the PCIe topology): append the block `kvsim hardware allreduce LOG...` prints",
+        "# from nccl-tests all_reduce_perf output (one run per GPU count).",
     ]
     return "\n".join(lines) + "\n"

@@ -363,7 +363,8 @@ class ReplicaSim:
             "sim": {"steps": self.steps, "launches": self.launches, "events": self.engine.events_processed,
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,
                     "wall_s": time.perf_counter() - self._wall0},
-            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note()) if n],
+            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note(),
+                                  self.step_model.dep.allreduce_note) if n],
             "config": cfg.model_dump(mode="json"),
         })
         tl = self.timeline.result(end)

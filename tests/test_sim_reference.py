@@ -76,17 +76,52 @@ def test_whole_prompt_prefill_first():
 
 
 def test_recompute_preemption():
-    # 5 blocks of 16 tokens. A, B (32 tokens = 2 blocks each) prefill together: 10 + 64 ms -> 0.074.
+    # Prefix caching off (nothing of a victim stays cached). 5 blocks of 16 tokens. A, B (32 tokens =
+    # 2 blocks each) prefill together: 10 + 64 ms -> 0.074.
     # Step 2: both need a 3rd block, 1 is free: B (admitted last) is preempted (RECOMPUTE), A decodes
     # alone (no admission in a step that preempted) -> 0.084. B's re-prefill of 33 tokens needs 3
     # blocks; A holds 3..4 of 5 until it finishes after 19 decodes: 0.074 + 0.190 = 0.264.
     # B re-prefills 33 tokens (43 ms) -> 0.307 (its 2nd token, TBT 0.233), then 18 decodes -> 0.487.
-    r = _ref([0.0, 0.0], [32, 32], [20, 20], blocks=5)
+    r = _ref([0.0, 0.0], [32, 32], [20, 20], blocks=5, enable_prefix_caching=False)
     assert r.num_gpu_blocks == 5
     assert r.preemptions.tolist() == [0, 1]
     assert r.finish_s.tolist() == pytest.approx([0.264, 0.487])
     assert r.tbt_max_s[1] == pytest.approx(0.233)
     assert r.token_times[1][1] == pytest.approx(0.307)
+
+
+def test_recompute_victim_finds_its_parked_blocks():
+    """Rule 12 (vLLM v1 prefix caching keeps a freed block's hash): the scenario above with prefix
+    caching on (the default). B's 32 computed tokens = 2 whole blocks stay cached when it is
+    preempted at 0.074; A takes the 1 free block (3 held). While A runs B cannot come back: with its
+    2 parked blocks it needs blocks(33) - 2 = 1 new block and 5 - 3 (A) - 2 (taken back) = 0 are
+    left. When A's context reaches 48 tokens it needs a 4th block: nothing is free, so 1 block is
+    evicted from B's parked tail (1 left = its first 16 tokens). A finishes at 0.264 as before; B is
+    admitted with 16 tokens computed (its 1 parked block) and prefills 33 - 16 = 17 tokens:
+    10 + 17 ms -> 0.291 (TBT 0.291 - 0.074 = 0.217), then 18 decodes -> 0.471 (was 0.487)."""
+    r = _ref([0.0, 0.0], [32, 32], [20, 20], blocks=5)
+    assert r.preemptions.tolist() == [0, 1]
+    assert r.finish_s.tolist() == pytest.approx([0.264, 0.471])
+    assert r.token_times[1][1] == pytest.approx(0.291)
+    assert r.tbt_max_s[1] == pytest.approx(0.217)
+
+
+def test_parked_blocks_shrink_from_the_tail():
+    """Rule 12 with generated tokens parked and two tail evictions. 6 blocks; A and B (prompt 32,
+    output 40) prefill together -> 0.074 (2 blocks each). 16 decode steps at ctx 32..47 (3 blocks
+    each) -> 0.234. At ctx 48 both need a 4th block, none is free: B (17 tokens out, 48 computed) is
+    preempted and parks its 3 whole blocks (generated tokens included); A's 4th block evicts 1 of
+    them (2 left). A's 5th block at ctx 64 evicts 1 more (1 left: B's first 16 tokens). B cannot
+    return while A runs (e.g. with 2 parked: blocks(49) - 2 = 2 new, 6 - 4 - 2 = 0 left). A decodes
+    alone at ctx 48..70 (23 steps) -> 0.464 and finishes. B comes back with 16 tokens computed and
+    prefills 49 - 16 = 33 tokens: 10 + 33 ms -> 0.507, then 22 decodes -> 0.727. Without prefix
+    caching it re-prefills 49 tokens (59 ms): 0.523, finish 0.743."""
+    r = _ref([0.0, 0.0], [32, 32], [40, 40], blocks=6)
+    assert r.preemptions.tolist() == [0, 1]
+    assert r.finish_s.tolist() == pytest.approx([0.464, 0.727])
+    assert r.token_times[1][17] == pytest.approx(0.507)
+    off = _ref([0.0, 0.0], [32, 32], [40, 40], blocks=6, enable_prefix_caching=False)
+    assert off.finish_s.tolist() == pytest.approx([0.464, 0.743])
 
 
 def test_swap_preemption():

@@ -32,7 +32,7 @@ class SimConfig(BaseModel):
     chunked_prefill: bool = Field(True, description="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first")
     preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE
     block_size_tokens: int = Field(16, ge=1, description="tokens of uncompressed KV per block")
-    enable_prefix_caching: bool = Field(True, description="reuse cached prompt blocks (traces with prefix ids)")
+    enable_prefix_caching: bool = Field(True, description="reuse cached KV blocks: shared prompt blocks (traces with prefix ids) and a RECOMPUTE victim's own blocks when it returns")
     prompt_kv_resident: bool = Field(
         False, description="requests arrive with their prompt's KV already on this replica (the decode instance of "
         "a disaggregated deployment, kvsim.plan.disagg): all but the last prompt token count as computed, the last "

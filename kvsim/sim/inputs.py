@@ -43,6 +43,19 @@ class ReplicaInputs:
     prefix_block_tokens: int  # 0: prefix caching off
     prefix_note: str | None
     watermark_blocks: int = 0  # GPU blocks admissions and swap-ins leave allocatable (SimConfig.watermark)
+    park_block_tokens: int = 0  # > 0: a RECOMPUTE victim's full blocks of this many tokens stay cached
+
+
+def parking_tokens(method: KVMethod, cfg: SimConfig) -> int:
+    """Tokens per block of a RECOMPUTE victim's KV that stays cached, 0: none. vLLM v1's prefix
+    caching hashes every full block of a request, prompt and generated tokens alike
+    (``Request.block_hashes``), whatever the trace says about shared prefixes; a preempted
+    request's blocks are freed with their hashes (``KVCacheManager.free``), so its re-admission
+    finds those not evicted meanwhile (``get_computed_blocks``). Needs prefix caching on and a KV
+    whose blocks are the request's tokens as written (:meth:`KVMethod.shares_prefix_blocks`)."""
+    if not cfg.enable_prefix_caching or cfg.prompt_kv_resident:
+        return 0
+    return cfg.block_size_tokens if method.shares_prefix_blocks(cfg.block_size_tokens) else 0
 
 
 def effective_prompts(method: KVMethod, prompt: np.ndarray) -> np.ndarray:
@@ -97,4 +110,4 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
         arrival_s=np.asarray(trace.arrival_s, dtype=np.float64), prompt=prompt, effective_prompt=peff,
         output=output, max_tokens=n_max, layout=lay, reject=reject,
         analytic_hit=hit.tolist(), prefix_block_tokens=pb, prefix_note=note,
-        watermark_blocks=wm)
+        watermark_blocks=wm, park_block_tokens=parking_tokens(method, cfg))

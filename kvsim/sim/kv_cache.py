@@ -217,10 +217,52 @@ class KVCacheManager:
         entries, lru = self.entries, self.lru
         while need > 0:
             h, _ = lru.popitem(last=False)
+            if type(h) is tuple and entries[h][1] > need:  # a parked request's KV: its tail blocks go first
+                entries[h][1] -= need
+                self.cached_free -= need
+                lru[h] = None
+                lru.move_to_end(h, last=False)  # the rest keeps its place
+                return
             blocks = entries.pop(h)[1]
             self.cached_free -= blocks
-            self.evictions += 1
+            if type(h) is not tuple:
+                self.evictions += 1
             need -= blocks
+
+    # ----- a preempted request's KV, kept cached (vLLM v1 prefix caching) -----
+    def park(self, req_id: int, blocks: int) -> None:
+        """Turn ``blocks`` private blocks of a preempted request into one evictable entry, the most
+        recently released: its full blocks stay cached (vLLM v1 hashes every full block, generated
+        ones too) until evicted, its last blocks first (``free`` releases a request's blocks in
+        reverse order, so its tail is evicted before its head)."""
+        self.gpu_private -= blocks
+        if blocks <= 0:
+            return
+        key = (req_id,)
+        self.entries[key] = [0, blocks]
+        self.lru[key] = None
+        self.cached_free += blocks
+
+    def parked_blocks(self, req_id: int) -> int:
+        """Blocks of ``req_id``'s parked KV still cached (0: none, or evicted)."""
+        e = self.entries.get((req_id,))
+        return e[1] if e is not None else 0
+
+    def unpark(self, req_id: int, take: int = 0) -> None:
+        """Drop ``req_id``'s parked entry: ``take`` of its blocks become the request's own again, the
+        rest free."""
+        e = self.entries.pop((req_id,), None)
+        if e is None:
+            return
+        del self.lru[(req_id,)]
+        self.cached_free -= e[1]
+        self.gpu_private += take
+
+    def fits_with_parked(self, take: int, gpu: int, host: int, keep_free: int) -> bool:
+        """Would ``allocate(gpu, host, keep_free)`` succeed after ``unpark(req_id, take)``? (Taking
+        ``take`` parked blocks leaves ``take`` fewer allocatable; the entry's other blocks become free.)"""
+        room = self.gpu_capacity - self.gpu_private - self.cached_used - take
+        return gpu + keep_free <= room and not (host and host > self.host_capacity - self.host_used)
 
     # ----- prefix cache -----
     def entry_blocks(self, index: int) -> int:

@@ -96,6 +96,22 @@ Stated rules (where the module docstrings are silent, this follows the current c
    use there. A request finishing with generated entries (rule 3b) stores all its registered
    entries the same way at the step's end (after the entries it registered, before its references
    are released).
+12. Parked KV of RECOMPUTE victims (vLLM v1 prefix caching hashes every full block, prompt and
+   generated tokens, and a freed block keeps its hash until evicted): with prefix caching enabled
+   (``SimConfig.enable_prefix_caching``, whether or not the trace has prefix ids; not with
+   ``prompt_kv_resident``) and a method whose blocks of ``bs = block_size_tokens`` tokens are the
+   request's tokens as written (``shares_prefix_blocks(bs)``), a running request preempted by
+   RECOMPUTE (not one with an analytic hit, rule 4) keeps the blocks of its whole ``bs``-token
+   blocks after its prefix entries, ``blocks(floor(computed / bs) x bs) - blocks(e0 x pb)`` (at
+   most its own blocks), as one unreferenced entry released just before its prefix references
+   (the most recent). Eviction takes only the blocks it needs from it, leaving the rest in its
+   place (its tail goes first: vLLM frees a request's blocks in reverse order). At its admission,
+   if its lookup finds the same ``e0`` prefix entries and no tier hits, it counts as computed the
+   longest multiple ``t`` of ``bs`` tokens after ``e0 x pb``, at most ``num_tokens - 1``, whose
+   blocks ``blocks(t) - blocks(e0 x pb)`` the entry still has; it takes those blocks back as its
+   own (the entry's other blocks become free) before the new blocks are allocated, and if those do
+   not fit (rule 10) the entry is restored unchanged. Else the entry is dropped (its blocks free).
+   A request rejected by rule 7 drops it too.
 9. Cluster lockstep: before routing arrival ``i`` at ``t_i`` every replica processes its
    events strictly before ``t_i``; the load of a replica is its routed requests less those
    that finished or were rejected strictly before ``t_i``.
@@ -144,6 +160,9 @@ class RefReplica(RefScheduling):
         if (pb and not method.shares_prefix_blocks(pb)) or cfg.prompt_kv_resident:
             pb = 0
         self.pb = pb
+        bs = cfg.block_size_tokens  # rule 12
+        self.park_bs = bs if (cfg.enable_prefix_caching and not cfg.prompt_kv_resident
+                              and method.shares_prefix_blocks(bs)) else 0
         self.pool = RefPool(self.geo, pb)
         self.wm = int(cfg.effective_watermark * self.geo.num_gpu_blocks) if cfg.effective_watermark else 0
         self.method = method
@@ -261,6 +280,7 @@ class RefReplica(RefScheduling):
             if self.empty_steps > 2 and not (self.decoding or self.prefilling):
                 r = self.swapped.popleft() if self.swapped else self.waiting.popleft()
                 self._free(r)
+                self.pool.unpark(r.rid)  # rule 12
                 r.status, r.reject_reason, r.reject_s = "rejected", "unschedulable", now
                 self.empty_steps = 0
             self.free_at = now

@@ -121,12 +121,35 @@ class RefPool:
         return True
 
     def make_room(self, gpu: int) -> None:
-        """Evict least recently released unreferenced entries until ``gpu`` blocks are free."""
+        """Evict least recently released unreferenced entries until ``gpu`` blocks are free; of a
+        parked request's KV only the blocks still needed go, from its tail (rule 12)."""
         free = self.geo.num_gpu_blocks - self.gpu_used() - self.cached_free()
         while gpu > free:
             h = min((h for h, e in self.entries.items() if e.refs == 0), key=lambda h: self.entries[h].released_at)
+            e = self.entries[h]
+            if isinstance(h, str) and e.blocks > gpu - free:
+                e.blocks -= gpu - free
+                return
             free += self.entries.pop(h).blocks
-            self.evictions += 1
+            if not isinstance(h, str):
+                self.evictions += 1
+
+    # ----- parked KV of RECOMPUTE victims (rule 12) -----
+    def park(self, rid: int, blocks: int) -> None:
+        self.tick += 1
+        self.entries[f"parked-{rid}"] = Entry(0, blocks, self.tick)
+
+    def parked_blocks(self, rid: int) -> int:
+        e = self.entries.get(f"parked-{rid}")
+        return e.blocks if e is not None else 0
+
+    def unpark(self, rid: int):
+        """Remove the parked entry of ``rid`` (its blocks are free); returns it (None: none)."""
+        return self.entries.pop(f"parked-{rid}", None)
+
+    def restore(self, rid: int, entry) -> None:
+        """Put back an entry :meth:`unpark` returned, with its place in the LRU order."""
+        self.entries[f"parked-{rid}"] = entry
 
     # ----- prefix cache -----
     def lookup(self, hashes, max_entries: int) -> int:

@@ -29,6 +29,7 @@ class RefRequest:
     admit_seq: int = -1
     preemptions: int = 0
     cached_tokens: int = -1
+    parked_entries: int = -1  # rule 12: prefix entries it held when its KV was parked (-1: none parked)
     kv_loaded: bool = False  # waiting with tier KV loaded (or loading) into its blocks (rule 11)
     load_ready_s: float = math.nan
     scheduled_s: float = math.nan

@@ -96,10 +96,34 @@ class RefScheduling:
                     self.swapped.append(r)
                     self.pool.note_peak()
                     return
+        if self.park_bs and not r.analytic_cached:  # rule 12: its full blocks after its prefix entries stay cached
+            bs, P, e0 = self.park_bs, r.num_prompt_tokens, r.num_prefix_entries
+            full = r.num_computed_tokens // bs * bs
+            own = self.geo.blocks(full, P)[0] - (self.geo.prefix_blocks(e0, self.pb, P) if e0 else 0)
+            keep = min(max(own, 0), r.gpu_blocks)
+            if keep > 0:
+                self.pool.park(r.rid, keep)
+                r.gpu_blocks -= keep
+                r.parked_entries = e0
         self._free(r)
         r.num_computed_tokens = 0
         r.status = "waiting"
         self.waiting.appendleft(r)
+
+    def _parked_hit(self, r: RefRequest, e: int) -> tuple[int, int]:
+        """Rule 12: (tokens, blocks) of ``r``'s parked KV found again after ``e`` prefix entries."""
+        left = self.pool.parked_blocks(r.rid)
+        if not left or e != r.parked_entries:
+            return 0, 0
+        bs, P = self.park_bs, r.num_prompt_tokens
+        t0 = e * self.pb
+        g0 = self.geo.blocks(t0, P)[0]
+        t = (r.num_tokens - 1) // bs * bs
+        while t > t0:  # the longest run of whole blocks from t0 whose blocks are all still parked
+            if self.geo.blocks(t, P)[0] - g0 <= left:
+                return t, self.geo.blocks(t, P)[0] - g0
+            t -= bs
+        return 0, 0
 
     def _remove_slot(self, r: RefRequest) -> None:
         """Take ``r`` out of the decode set; the last request moves into its slot (rule 2)."""
@@ -163,6 +187,14 @@ class RefScheduling:
                 computed = (e + len(tier_hits)) * pb
             elif r.analytic_cached:
                 computed = r.analytic_cached
+            park = 0
+            if r.parked_entries >= 0:  # rule 12
+                t_hit, park = (0, 0) if tier_hits else self._parked_hit(r, e)
+                if park:
+                    computed = t_hit
+                else:
+                    pool.unpark(r.rid)
+                    r.parked_entries = -1
             if tier_hits and self.async_loads:  # rule 11, load=async: the blocks of its computed tokens, then load
                 g1, h1 = self.geo.blocks(computed, r.num_prompt_tokens)
                 g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
@@ -193,9 +225,16 @@ class RefScheduling:
             pool.acquire(r.prefix_hashes[:e])  # referenced entries are not evictable
             # (no peak here: referencing resident cached blocks moves no memory, and a refused
             # admission takes nothing; the peak is noted once the request holds its blocks)
-            if not self._take(g, max(h1, 0), keep_free=self.wm):  # rule 10
+            parked = pool.unpark(r.rid) if park else None  # rule 12: its parked blocks are its own again
+            r.gpu_blocks = park
+            pool.hold(r)
+            if not self._take(g - park, max(h1, 0), keep_free=self.wm):  # rule 10
                 pool.release(r.prefix_hashes[:e])
+                if parked is not None:
+                    pool.restore(r.rid, parked)
+                r.gpu_blocks = 0
                 return
+            r.parked_entries = -1
             self.waiting.popleft()
             if self.tiers is not None and pb and r.prefix_hashes:  # rule 11
                 got_host, got_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits,

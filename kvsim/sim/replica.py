@@ -87,6 +87,7 @@ class ReplicaSim:
         self.reject = inp.reject.copy()
         self.kv = KVCacheManager(lay, prefix_block_tokens=inp.prefix_block_tokens)
         self.step_model = step_model or StepModel(dep, method)
+        self._allreduce_note = dep.allreduce_note
         self.fast = FastPath(self.step_model, lay, dep.system, cfg.max_num_seqs, self.peff,
                              np.where(self.reject == 0, self.output, 1), prefix_caching=bool(inp.prefix_block_tokens))
         self.tbt = IntervalSample()
@@ -94,7 +95,7 @@ class ReplicaSim:
                                max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
                                chunked_prefill=cfg.chunked_prefill, preemption_mode=cfg.preemption_mode,
                                on_intervals=self.tbt.add, record_token_times=cfg.record_token_times,
-                               watermark_blocks=inp.watermark_blocks)
+                               watermark_blocks=inp.watermark_blocks, park_block_tokens=inp.park_block_tokens)
         if cfg.kv_offload is not None and cfg.kv_offload.enabled:  # a bad tier is an error even where unused
             check_tier_blocks(cfg.kv_offload, lay.block_bytes)
         self.tiers = make_tiers(cfg.kv_offload, lay.block_bytes, dep.system) if inp.prefix_block_tokens else None
@@ -266,6 +267,7 @@ class ReplicaSim:
         s = self.sched
         r = s.swapped.popleft() if s.swapped else s.waiting.popleft()
         s.free(r)
+        s.unpark(r)
         self.status[r.req_id] = RequestStatus.REJECTED
         self.reject[r.req_id] = 4
         self._n_rej += 1
@@ -364,7 +366,7 @@ class ReplicaSim:
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,
                     "wall_s": time.perf_counter() - self._wall0},
             "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note(),
-                                  self.step_model.dep.allreduce_note) if n],
+                                  self._allreduce_note) if n],
             "config": cfg.model_dump(mode="json"),
         })
         tl = self.timeline.result(end)

@@ -39,6 +39,13 @@ Policies:
   the full entries of its generated tokens into cached entries before its blocks are freed (vLLM
   caches every full block, generated ones too, by the block-hash chain) and, with tiers, writes
   its entries through to them as a completed prompt does.
+* a RECOMPUTE victim's KV stays cached (``park_block_tokens`` > 0: prefix caching on, a method whose
+  blocks are the tokens as written; vLLM v1 hashes every full block, prompt and generated, and a freed
+  block keeps its hash until evicted): its whole blocks after its prefix entries become one
+  evictable entry (:meth:`KVCacheManager.park`), evicted from its tail as blocks are needed; when it
+  is admitted again with the same prefix hits, the leading tokens whose blocks are still there
+  count as computed (at most ``num_tokens - 1``) and it takes those blocks back before allocating the
+  rest (all or nothing: on refusal the entry stays where it was). Reference rule 12.
 * watermark (vLLM v0 ``BlockSpaceManager.can_allocate`` / ``_can_swap``): admitting a waiting
   request or swapping one in must leave ``watermark_blocks`` GPU blocks allocatable (free or
   evictable); decode steps and prompt chunks of running requests may use them.
@@ -80,7 +87,7 @@ class Scheduler(StepCommit):
     def __init__(self, kv: KVCacheManager, batch: RunningBatch, blocks: BlockCounter, *, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 8192, chunked_prefill: bool = True,
                  preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE, on_intervals=None,
-                 record_token_times: bool = False, watermark_blocks: int = 0) -> None:
+                 record_token_times: bool = False, watermark_blocks: int = 0, park_block_tokens: int = 0) -> None:
         self.kv = kv
         self.batch = batch
         self.blocks = blocks
@@ -91,6 +98,7 @@ class Scheduler(StepCommit):
         self.on_intervals = on_intervals
         self.record_token_times = record_token_times
         self.watermark_blocks = int(watermark_blocks)
+        self.park_block_tokens = int(park_block_tokens)  # > 0: a RECOMPUTE victim's full blocks stay cached
         self.waiting: deque[Request] = deque()
         self.swapped: deque[Request] = deque()
         self.prefilling: list[Request] = []  # running, prompt not fully computed (admission order)
@@ -213,10 +221,49 @@ class Scheduler(StepCommit):
                 self.swapped.append(r)
                 self.blocked = False
                 return r
+        if self.park_block_tokens and not r.num_analytic_cached:
+            self._park(r)
         self.free(r)
         r.num_computed_tokens = 0
         self.waiting.appendleft(r)
         return r
+
+    def _park(self, r: Request) -> None:
+        """Keep the full blocks of RECOMPUTE victim ``r`` after its prefix entries cached (vLLM v1:
+        ``free`` keeps every full block's hash, and the re-admitted request finds them with
+        ``get_computed_blocks`` unless they were evicted)."""
+        bs = self.park_block_tokens
+        full = r.num_computed_tokens // bs * bs
+        g = self.blocks.request_blocks(full, r.num_prompt_tokens, r.req_id)[0] - self._prefix_blocks(r)
+        blocks = min(max(g, 0), r.gpu_blocks)
+        if blocks > 0:
+            self.kv.park(r.req_id, blocks)
+            r.gpu_blocks -= blocks
+            r.parked_entries = r.num_prefix_entries
+
+    def _parked_hit(self, r: Request, e: int) -> tuple[int, int]:
+        """(tokens, blocks) of ``r``'s parked KV it finds again after ``e`` prefix entries: the most
+        whole blocks of tokens from ``e * pb`` whose blocks are still cached (its tail is evicted
+        first), at most ``(num_tokens - 1)`` tokens (one is always computed); (0, 0) if its prefix
+        chain changed (``e`` is not what it held when parked)."""
+        kv, bs = self.kv, self.park_block_tokens
+        left = kv.parked_blocks(r.req_id)
+        t0 = e * kv.pb
+        if not left or e != r.parked_entries:
+            return 0, 0
+        p, rid = r.num_prompt_tokens, r.req_id
+        g0 = self.blocks.request_blocks(t0, p, rid)[0]
+        lo, hi = -(-t0 // bs), (r.num_tokens - 1) // bs  # candidate ends, in blocks of bs tokens
+        if lo > hi or self.blocks.request_blocks(lo * bs, p, rid)[0] - g0 > left:
+            return 0, 0
+        while lo < hi:  # the largest end whose blocks are still parked (blocks grow with tokens)
+            mid = (lo + hi + 1) // 2
+            if self.blocks.request_blocks(mid * bs, p, rid)[0] - g0 <= left:
+                lo = mid
+            else:
+                hi = mid - 1
+        t = lo * bs
+        return (t, self.blocks.request_blocks(t, p, rid)[0] - g0) if t > t0 else (0, 0)
 
     # ----- one step -----
     def schedule(self) -> SchedulerOutput:
@@ -311,11 +358,18 @@ class Scheduler(StepCommit):
                 r.num_computed_tokens = (e + len(tier_hits or ())) * kv.pb
             elif r.num_analytic_cached and r.num_computed_tokens == 0:
                 r.num_computed_tokens = r.num_analytic_cached  # its KV is counted as the request's own
+            park_b = 0
+            if r.parked_entries >= 0:  # a RECOMPUTE victim: what of its KV is still cached
+                park_t, park_b = (0, 0) if tier_hits else self._parked_hit(r, e)
+                if park_b:
+                    r.num_computed_tokens = park_t
+                else:
+                    self.unpark(r)
             loads = bool(tier_hits) and self.async_loads  # takes the blocks of its loaded KV, computes nothing yet
             todo = r.num_tokens - r.num_computed_tokens
             c = 0 if loads else min(todo, budget) if self.chunked_prefill else todo
             fits_budget = loads or self.chunked_prefill or first or c <= budget
-            if not fits_budget or self.allocate_slots(r, c, self.watermark_blocks) is None:
+            if not fits_budget or not self._admit_blocks(r, c, park_b):
                 if not r.kv_loaded:  # a waiting request holds no prefix references and no KV (unless loaded)
                     if e:
                         kv.release_prefix(r.prefix_hashes[:e])
@@ -346,6 +400,23 @@ class Scheduler(StepCommit):
             budget -= c
             first = False
         self.blocked = bool(self.waiting)
+
+    def _admit_blocks(self, r: Request, c: int, park_b: int) -> bool:
+        """Blocks for admitting ``r`` with a first chunk of ``c`` tokens (the watermark applies),
+        its ``park_b`` parked blocks taken back first: all or nothing."""
+        if park_b:
+            g, h = self._need(r, r.num_computed_tokens + c)
+            if not self.kv.fits_with_parked(park_b, max(g - park_b, 0), max(h, 0), self.watermark_blocks):
+                return False
+            self.kv.unpark(r.req_id, park_b)
+            r.gpu_blocks += park_b
+            r.parked_entries = -1
+        return self.allocate_slots(r, c, self.watermark_blocks) is not None
+
+    def unpark(self, r: Request) -> None:
+        """Drop what is left of ``r``'s parked KV (its blocks become free)."""
+        self.kv.unpark(r.req_id)
+        r.parked_entries = -1
 
     def _start_load(self, r: Request, g_host: int, g_nvme: int) -> None:
         """Queue the asynchronous load of ``r``'s tier hits (``g_host`` / ``g_nvme`` blocks, whose GPU

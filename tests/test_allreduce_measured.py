@@ -91,6 +91,8 @@ def test_system_file_allreduce_is_checked(tmp_path):
                                         "- {algo: nccl, group: 4, latency_s: 3.0e-5, bus_bw_bytes_per_s: 5.0e9}\n")))
     with pytest.raises(SpecError, match="group 16 > num_gpus 8"):
         load_system(str(_node(tmp_path, "allreduce:\n- {algo: nccl, group: 16, latency_s: 2.0e-5, bus_bw_bytes_per_s: 5.0e9}\n")))
+    with pytest.raises(SpecError, match="group must be >= 2"):
+        load_system(str(_node(tmp_path, "allreduce:\n- {algo: nccl, group: 1, latency_s: 2.0e-5, bus_bw_bytes_per_s: 5.0e9}\n")))
     with pytest.raises(SpecError, match="bus_bw_bytes_per_s"):
         load_system(str(_node(tmp_path, "allreduce:\n- {algo: nccl, group: 4, latency_s: 2.0e-5, bus_bw_bytes_per_s: -1}\n")))
 

@@ -257,6 +257,8 @@ class SystemSpec(Strict):
     @field_validator("allreduce")
     @classmethod
     def _one_per_algo_group(cls, fits: list[AllReduceFit]) -> list[AllReduceFit]:
+        if any(f.group < 2 for f in fits):
+            raise ValueError("group must be >= 2 (an all-reduce needs 2 or more GPUs)")
         seen = [(f.algo, f.group) for f in fits]
         dup = sorted({k for k in seen if seen.count(k) > 1})
         if dup:

@@ -150,3 +150,23 @@ def test_cli_allreduce_block_loads_in_a_system_file(tmp_path):
     assert r.returncode == 0 and "all-reduce measured (system file)" in r.stdout
     r = kvsim("hardware", "allreduce", str(tmp_path / "nope.txt"))
     assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(0, 3000), junk=st.text(max_size=40), at=st.integers(0, 3000), gpus=st.sampled_from([None, 2, 4, 8]))
+def test_parse_corrupted_logs_fail_cleanly(tmp_path, cut, junk, at, gpus):
+    """A damaged all_reduce_perf log either parses into rows whose fit is finite or is refused with
+    a ConfigError (the CLI's one-line error), never another exception."""
+    text = nccl_log(tmp_path / "ok.txt", 4, 20.0, 5.0).read_text()
+    bad = (text[:at] + junk + text[at:])[: max(cut, 1)]
+    (tmp_path / "bad.txt").write_text(bad)
+    try:
+        run = parse_nccl_tests(tmp_path / "bad.txt", gpus)
+        fits = fit_nccl_runs([run])
+    except ConfigError:
+        return
+    assert all(np.isfinite(f.latency_s) and f.bus_bw_bytes_per_s > 0 for f in fits)

@@ -146,6 +146,8 @@ def test_cli_allreduce_block_loads_in_a_system_file(tmp_path):
     assert r.returncode == 0 and "all-reduce at TP" not in r.stderr
     r = kvsim("estimate", "--hw", "rtx-pro-6000", "--model", "llama-3-70b", "--tp", "4")
     assert r.returncode == 0 and "note: all-reduce at TP 4 over PCIe" in r.stderr
+    r = kvsim("plan", "--hw", "rtx-pro-6000", "--model", "llama-3-70b", "--tp", "4", "-n", "40", "--no-cache", "--no-progress")
+    assert r.stderr.count("note: all-reduce at TP 4 over PCIe (rtx-pro-6000)") == 1, r.stderr
     r = kvsim("list", "hardware", "--hw", str(node), "--json")
     assert r.returncode == 0 and "all-reduce measured (system file)" in r.stdout
     r = kvsim("hardware", "allreduce", str(tmp_path / "nope.txt"))

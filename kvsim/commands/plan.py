@@ -162,6 +162,8 @@ def plan_cmd(
         out = Path(out)
     if plan.trace_notice:
         print(f"note: {plan.trace_notice}", file=sys.stderr)
+    for note in _allreduce_notes(plan.configs):
+        print(f"note: {note}", file=sys.stderr)
     points = [c.best for c in plan.configs if c.best is not None]
     if offload is not None and points and not any(p.kv_offload for p in points):
         print(f"note: {UNUSED_NOTE}", file=sys.stderr)
@@ -175,6 +177,17 @@ def plan_cmd(
               + (f"; report: {out / 'report.html'}" if out is not None else ""), file=sys.stderr)
     if not any(c.runs for c in plan.configs):
         raise ConfigError("no configuration met the SLO at any rate (the note of each row says why)")
+
+
+def _allreduce_notes(configs) -> list[str]:
+    """One note per (hardware, TP) searched whose PCIe all-reduce is priced past its reach."""
+    # lazy: CLI start-up
+    from kvsim.costmodel.deployment import allreduce_note
+    from kvsim.hardware import load_system
+
+    seen = dict.fromkeys((c.config.hw, c.config.tp) for c in configs if c.error is None)
+    notes = [allreduce_note(load_system(hw), tp) for hw, tp in seen]
+    return list(dict.fromkeys(n for n in notes if n))
 
 
 def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:

@@ -105,18 +105,8 @@ class Deployment:
 
     @property
     def allreduce_note(self) -> str | None:
-        """A note when TP > 2 all-reduces over PCIe are priced from the link's datasheet (no
-        measured NCCL entry for this group): on the two PCIe-only servers with measured tables that
-        form is within 5% at TP 2 but NCCL ran 2.3-3.8x slower at TP 4 and 4.3-13x slower at TP 8
-        (RTX PRO 6000 / L40S; ``kvsim validate kernels --protocol datasheet`` and
-        ``leave-one-gpu-out``): past two GPUs the bus bandwidth depends on the server's PCIe
-        topology (switches, sockets), which no datasheet states."""
-        s = self.system
-        if self.tp <= 2 or s.nvlink_peers or any(f.algo == "nccl" and f.group == self.tp for f in s.allreduce):
-            return None
-        return (f"all-reduce at TP {self.tp} over PCIe ({s.name}) is priced from the link's datasheet; on the PCIe-only "
-                f"servers measured, NCCL ran 2.3-13x slower than that at TP 4-8 (it depends on the PCIe topology): measure it "
-                f"(nccl-tests all_reduce_perf) and add `kvsim hardware allreduce LOG`'s block to the system file")
+        """:func:`allreduce_note` of this deployment's system and TP."""
+        return allreduce_note(self.system, self.tp)
 
     # ----- memory -----
     @property
@@ -155,6 +145,20 @@ class Deployment:
         (``request_memory``, vllm/v1/worker/utils.py, 0.19)."""
         return float(math.ceil(self.gpu_torch_memory_bytes * self.gpu_memory_utilization))
 
+
+
+def allreduce_note(system: System, tp: int) -> str | None:
+    """A note when TP > 2 all-reduces over PCIe are priced from the link's datasheet (no
+    measured NCCL entry for this group): on the two PCIe-only servers with measured tables that
+    form is within 5% at TP 2 but NCCL ran 2.3-3.8x slower at TP 4 and 4.3-13x slower at TP 8
+    (RTX PRO 6000 / L40S; ``kvsim validate kernels --protocol datasheet`` and
+    ``leave-one-gpu-out``): past two GPUs the bus bandwidth depends on the server's PCIe
+    topology (switches, sockets), which no datasheet states."""
+    if tp <= 2 or system.nvlink_peers or any(f.algo == "nccl" and f.group == tp for f in system.allreduce):
+        return None
+    return (f"all-reduce at TP {tp} over PCIe ({system.name}) is priced from the link's datasheet; on the PCIe-only "
+            f"servers measured, NCCL ran 2.3-13x slower than that at TP 4-8 (it depends on the PCIe topology): measure it "
+            f"(nccl-tests all_reduce_perf) and add `kvsim hardware allreduce LOG`'s block to the system file")
 
 def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "auto", kv_dtype: str = "auto",
                      gpu_memory_utilization: float = 0.9, calibration: str | None = None,

@@ -214,3 +214,35 @@ def test_shipped_defaults_are_the_joint_fit_on_the_four_gpus():
             assert (a is None and b is None) or a == pytest.approx(b, rel=0.03), (op, k, a, b)
         for k in ("overhead_s", "tile_s"):
             assert getattr(f, k) == pytest.approx(getattr(s, k), rel=0.05, abs=2e-7), (op, k)
+
+
+def test_shipped_datasheet_checks_are_the_datasheet_protocol():
+    """kvsim/validate/data/datasheet_checks.yaml (shown by `kvsim list hardware`) is what
+    ``--protocol datasheet`` computes now on B200 and RTX PRO 6000 (a change of the cost path or
+    of the defaults without rewriting it fails here)."""
+    from kvsim.validate.datasheet_checks import load_checks
+    from kvsim.validate.kernel_report import datasheet_only
+
+    shipped = load_checks()["systems"]
+    rows = [r for r in datasheet_only(["b200_sxm", "rtx_pro_6000_server"]) if r["rows"]]
+    assert {r["system"] for r in rows} == set(shipped) == {"b200", "rtx-pro-6000"}
+    for r in rows:
+        s = shipped[r["system"]][r["op"]]
+        assert s["rows"] == r["rows"]
+        for k in ("median_abs", "p90_abs", "bias"):
+            assert s[k] == pytest.approx(r[k], rel=1e-3, abs=1e-6), (r["system"], r["op"], k)
+
+
+def test_list_hardware_shows_the_datasheet_check(tmp_path):
+    import kvsim.hardware as hwpkg
+    from pathlib import Path
+
+    own = Path(hwpkg.__file__).parent / "systems" / "rtx-pro-6000.yaml"
+    r = kvsim("list", "hardware", "--json", "--hw", str(own))
+    rows = json.loads(r.stdout)
+    shipped = next(x for x in rows if x["name"] == "rtx-pro-6000" and not any(a.startswith("file ") for a in x["aliases"]))
+    mine = next(x for x in rows if any(a.startswith("file ") for a in x["aliases"]))
+    assert "vs measured kernels (never fitted on)" in shipped["cost model"]
+    assert mine["cost model"] == "datasheet only"  # a user's file is not the GPU that was checked
+    r = kvsim("validate", "kernels", "--protocol", "held-out", "--write-checks", str(tmp_path / "x.yaml"))
+    assert r.returncode != 0 and "--write-checks needs --protocol datasheet" in r.stderr

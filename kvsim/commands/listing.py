@@ -57,22 +57,32 @@ def _hardware(files: list[str]) -> list[dict]:
         out.append(_hardware_row(load_system(spec.name), spec.aliases, profile_of(spec.name)))
     for path in files:
         s = load_system(path)
-        out.append(_hardware_row(s, [*s.spec.aliases, f"file {path}"], None))
+        out.append(_hardware_row(s, [*s.spec.aliases, f"file {path}"], None, shipped=False))
     return out
 
 
-def _hardware_row(s, aliases: list[str], profile) -> dict:
+def _hardware_row(s, aliases: list[str], profile, shipped: bool = True) -> dict:
     peer = s.gpu_gpu_link.name if s.num_gpus > 1 else "-"
     return {"name": s.name, "aliases": aliases, "gpu": s.gpu.name, "gpus": s.num_gpus,
             "gpu memory": fmt_bytes(s.gpu.memory_bytes), "memory BW": f"{s.gpu.memory_bw_bytes_per_s / 1e9:,.0f} GB/s",
             "host": f"{s.host_sockets}x {s.host.name}", "link": s.gpu_host_link.name, "gpu-gpu": peer,
-            "cost model": _calibration(s, profile)}
+            "cost model": _calibration(s, profile, shipped)}
 
 
-def _calibration(system, profile) -> str:
+def _calibration(system, profile, shipped: bool = True) -> str:
     """'measured kernels (held-out median |error| ...)' or 'datasheet only'."""
     own = "; all-reduce measured (system file)" if system.spec.allreduce else ""
     if system.calibration == "datasheet" or profile is None:
+        # lazy: only for this listing
+        from kvsim.validate.datasheet_checks import load_checks
+
+        checks = load_checks()
+        mine = checks["systems"].get(system.name) if shipped else None  # a user's file is not what was checked
+        if mine:
+            med = [e["median_abs"] for e in mine.values()]
+            return (f"datasheet only; vs measured kernels (never fitted on): median |err| {min(med) * 100:.0f}-"
+                    f"{max(med) * 100:.0f}% per op, p90 <= {max(e['p90_abs'] for e in mine.values()) * 100:.0f}% "
+                    f"({checks.get('date', '')})" + own)
         return "datasheet only" + own
     errs = profile.measured_error
     worst = max((e.median_abs for e in errs.values()), default=0.0)

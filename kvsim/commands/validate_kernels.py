@@ -51,6 +51,8 @@ def kernels_cmd(
     max_p90: Annotated[float, typer.Option("--max-p90", min=0, help="threshold on p90 |error| (fraction)")] = 0.25,
     write_profiles: Annotated[Path | None, typer.Option("--write-profiles", help="held-out only: fit on all rows and write one "
                                                         "profile YAML per system into this directory (maintainers)")] = None,
+    write_checks: Annotated[Path | None, typer.Option("--write-checks", help="datasheet only: write the results as the YAML "
+                                                      "`kvsim list hardware` shows (maintainers: kvsim/validate/data/datasheet_checks.yaml)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print machine-readable JSON")] = False,
 ) -> None:
     """GPU cost model vs measured kernels (GEMM, attention, all-reduce; NVIDIA aiconfigurator-core tables).
@@ -63,6 +65,8 @@ def kernels_cmd(
     tables = [table_of_system(h) for h in hw] if hw else list(SYSTEM_OF_TABLE)
     if write_profiles is not None and protocol is not Protocol.held_out:
         raise ConfigError("--write-profiles needs --protocol held-out (profiles carry their held-out error)")
+    if write_checks is not None and protocol is not Protocol.datasheet:
+        raise ConfigError("--write-checks needs --protocol datasheet")
     if protocol is Protocol.current:
         rows = kr.current(tables)
     elif protocol is Protocol.held_out:
@@ -84,6 +88,11 @@ def kernels_cmd(
         rows = kr.leave_one_gpu_out(fitted)
     else:
         rows = kr.datasheet_only([t for t in tables if t not in FITTED_TABLES] or tables)
+        if write_checks is not None:
+            # lazy: only when writing
+            from kvsim.validate.datasheet_checks import write_checks as write
+
+            typer.echo(f"wrote {write(rows, write_checks)}", err=True)
     bad = [r for r in rows if r["rows"] and (r["median_abs"] > max_median or r["p90_abs"] > max_p90)]
     if as_json:
         print_json({"protocol": protocol.value, "max_median": max_median, "max_p90": max_p90, "rows": rows,

@@ -229,6 +229,19 @@ class KVCacheManager:
                 self.evictions += 1
             need -= blocks
 
+    def evictable_before(self, keys, limit: int) -> int:
+        """Blocks evictions would take, in LRU order, before touching an entry of ``keys`` (the walk
+        stops once it has ``limit`` blocks: more is never asked for)."""
+        total = 0
+        entries = self.entries
+        for h in self.lru:
+            if h in keys:
+                break
+            total += entries[h][1]
+            if total >= limit:
+                break
+        return total
+
     # ----- a preempted request's KV, kept cached (vLLM v1 prefix caching) -----
     def park(self, req_id: int, blocks: int) -> None:
         """Turn ``blocks`` private blocks of a preempted request into one evictable entry, the most

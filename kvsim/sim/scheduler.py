@@ -413,6 +413,30 @@ class Scheduler(StepCommit):
             r.parked_entries = -1
         return self.allocate_slots(r, c, self.watermark_blocks) is not None
 
+    def head_cache_keys(self) -> set:
+        """The cached entries whose eviction can change whether the waiting queue's head is admitted:
+        its GPU prefix hits and its parked KV (others' evictions leave its chance unchanged)."""
+        if not self.waiting:
+            return set()
+        r, kv = self.waiting[0], self.kv
+        keys: set = set()
+        if kv.pb and r.prefix_hashes and r.num_computed_tokens == 0:
+            keys.update(r.prefix_hashes[: kv.lookup(r.prefix_hashes, (r.num_tokens - 1) // kv.pb)])
+        if r.parked_entries >= 0:
+            keys.add((r.req_id,))
+        if keys and all(kv.entries[h][0] == 0 for h in keys):
+            # Called between pure decode steps (no prompt in flight, nothing finishing): with every
+            # hit evictable, admitting r needs at least blocks(its first chunk with no hit) +
+            # watermark allocatable blocks (a hit of T tokens needs blocks(T + chunk), its own blocks
+            # leaving the allocatable pool as it takes them; T + chunk >= the chunk with no hit).
+            # Decodes only lower that pool, so if it is short now no eviction lets r in.
+            budget = self.max_num_batched_tokens - self.batch.n
+            first = min(r.num_tokens, budget) if self.chunked_prefill else r.num_tokens
+            if first <= 0 or (self.blocks.request_blocks(first, r.num_prompt_tokens, r.req_id)[0]
+                              + self.watermark_blocks > kv.gpu_allocatable):
+                return set()
+        return keys
+
     def unpark(self, r: Request) -> None:
         """Drop what is left of ``r``'s parked KV (its blocks become free)."""
         self.kv.unpark(r.req_id)

@@ -100,12 +100,16 @@ class DecodeRunner:
         uses_host = self.uses_host
         held_g, held_h = b.held_blocks()
         lim_g = held_g + kv.gpu_allocatable
-        if not idle_queue and kv.cached_free:
-            # an eviction can shorten the blocked queue head's prefix hit and let it in: the
-            # scheduler must decide the step that evicts (it retries the head after its decodes)
-            lim_g -= kv.cached_free
-        lim_h = held_h + kv.host_free
         eg = ext[:, 0]
+        if not idle_queue and kv.cached_free:
+            # evicting the blocked queue head's own cached KV (its prefix hits, its parked blocks) can
+            # shorten its hit and let it in: the scheduler must decide the step that evicts one of
+            # those (it retries the head after its decodes). Evicting other entries changes nothing
+            # for the head (the blocks stay allocatable), so the run may go through those.
+            plain = kv.gpu_allocatable - kv.cached_free
+            need = int(eg.max()) - held_g - plain
+            lim_g -= kv.cached_free - (kv.evictable_before(s.head_cache_keys(), need) if need > 0 else 0)
+        lim_h = held_h + kv.host_free
         if masked:
             if eg.max() > lim_g or (uses_host and ext[:, 1].max() > lim_h):  # stop before the first step that does not fit
                 k = int(((eg > lim_g) | (ext[:, 1] > lim_h)).argmax())

@@ -424,12 +424,13 @@ class Scheduler(StepCommit):
             keys.update(r.prefix_hashes[: kv.lookup(r.prefix_hashes, (r.num_tokens - 1) // kv.pb)])
         if r.parked_entries >= 0:
             keys.add((r.req_id,))
-        if keys and all(kv.entries[h][0] == 0 for h in keys):
+        if keys and self.tiers is None and all(kv.entries[h][0] == 0 for h in keys):
             # Called between pure decode steps (no prompt in flight, nothing finishing): with every
             # hit evictable, admitting r needs at least blocks(its first chunk with no hit) +
             # watermark allocatable blocks (a hit of T tokens needs blocks(T + chunk), its own blocks
             # leaving the allocatable pool as it takes them; T + chunk >= the chunk with no hit).
-            # Decodes only lower that pool, so if it is short now no eviction lets r in.
+            # Decodes only lower that pool, so if it is short now no eviction lets r in. (Not with
+            # offload tiers: an asynchronous load admits r with the blocks of its hits alone.)
             budget = self.max_num_batched_tokens - self.batch.n
             first = min(r.num_tokens, budget) if self.chunked_prefill else r.num_tokens
             if first <= 0 or (self.blocks.request_blocks(first, r.num_prompt_tokens, r.req_id)[0]

@@ -4,7 +4,8 @@ one token, priced in one :meth:`StepPricer.decode_run` call.
 ``k`` is the smallest of: steps until the next arrival is seen (found with ``cumsum`` of the
 step times), steps until the first step that ends once a tier load has ended (``t_wake``: the
 loaded request is admitted from the step after it), steps until the next block allocation would fail (or, while requests wait,
-would evict a cached prefix entry: that may admit the queue head), and, while requests
+would evict cached KV of the queue head, its prefix hits or parked blocks: that may admit it;
+:meth:`Scheduler.head_cache_keys` says which entries those are), and, while requests
 wait, steps to the first finish. With nothing waiting the run goes on through finishes: finished
 sequences drop out of the priced batch. The run ends exactly where the step-by-step engine
 would have called the scheduler again; the property tests against

@@ -67,6 +67,21 @@ def test_parse_refuses_what_is_not_an_allreduce_log(tmp_path):
         parse_nccl_tests(tmp_path / "missing.txt")
 
 
+def test_runs_appended_in_one_file_are_split(tmp_path):
+    """`for g in 4 8; do all_reduce_perf -g $g; done > log`: one fit per GPU count."""
+    from kvsim.validate.nccl_tests import parse_nccl_file
+
+    both = tmp_path / "all.txt"
+    both.write_text(nccl_log(tmp_path / "a.txt", 4, 20.0, 5.0).read_text()
+                    + nccl_log(tmp_path / "b.txt", 8, 30.0, 1.5).read_text())
+    runs = parse_nccl_file(both)
+    assert [r.gpus for r in runs] == [4, 8] and [len(r.latency_s) for r in runs] == [13, 13]
+    fits = {f.group: f for f in fit_nccl_runs(runs)}
+    assert fits[8].latency_s == pytest.approx(30e-6, rel=1e-3) and fits[8].bus_bw_bytes_per_s == pytest.approx(1.5e9, rel=1e-3)
+    with pytest.raises(ConfigError, match="2 runs in one file"):
+        parse_nccl_tests(both)
+
+
 # ---------------------------------------------------------------- the system file
 def _node(tmp_path: Path, block: str) -> Path:
     p = tmp_path / "node.yaml"

@@ -56,7 +56,7 @@ def new_cmd(
 
 @app.command("allreduce")
 def allreduce_cmd(
-    logs: Annotated[list[Path], typer.Argument(help="text output of nccl-tests all_reduce_perf, one file per GPU count")],
+    logs: Annotated[list[Path], typer.Argument(help="text output of nccl-tests all_reduce_perf (one or more runs per file)")],
     gpus: Annotated[Optional[int], typer.Option("--gpus", min=2, help="GPUs in the runs when their output lists no Rank lines")] = None,
 ) -> None:
     """Fit NCCL all-reduce (latency and bus bandwidth per GPU count) from nccl-tests output; print the
@@ -64,11 +64,11 @@ def allreduce_cmd(
     # lazy: CLI start-up (numpy, scipy)
     import numpy as np
 
-    from kvsim.validate.nccl_tests import allreduce_yaml, fit_errors, fit_nccl_runs, parse_nccl_tests
+    from kvsim.validate.nccl_tests import allreduce_yaml, fit_errors, fit_nccl_runs, parse_nccl_file
 
-    runs = [parse_nccl_tests(p, gpus) for p in logs]
+    runs = [run for p in logs for run in parse_nccl_file(p, gpus)]
     fits = fit_nccl_runs(runs)
-    typer.echo(allreduce_yaml(fits, [Path(r.path).name for r in runs]), nl=False)
+    typer.echo(allreduce_yaml(fits, list(dict.fromkeys(p.name for p in logs))), nl=False)
     for f in sorted(fits, key=lambda f: f.group):
         mine = [r for r in runs if r.gpus == f.group]
         err = fit_errors(f, np.concatenate([r.message_bytes for r in mine]), np.concatenate([r.latency_s for r in mine]))

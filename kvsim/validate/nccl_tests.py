@@ -35,6 +35,7 @@ from kvsim.validate.kernel_tables import KernelTable
 from kvsim.validate.kernels import BF16_BYTES
 
 _RANK = re.compile(r"^#\s*Rank\s+\d+\s+Group\s+\d+")
+_HEADER = re.compile(r"^#\s*nThread\s")  # the first line of every run
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 # size count type redop root time algbw busbw (out-of-place)
 _ROW = re.compile(rf"^\s*(\d+)\s+(\d+)\s+(\w+)\s+(\w+)\s+(-?\d+)\s+({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})\b")
@@ -51,14 +52,32 @@ class NcclRun:
     latency_s: np.ndarray
 
 
-def parse_nccl_tests(path: Path | str, gpus: int | None = None) -> NcclRun:
-    """The rows of an ``all_reduce_perf`` output file; ``gpus`` when its ``Rank`` lines are missing
-    (e.g. one process per GPU under MPI, each printing its own)."""
+def parse_nccl_file(path: Path | str, gpus: int | None = None) -> list[NcclRun]:
+    """Every ``all_reduce_perf`` run in a file: runs appended one after another (``for g in 2 4 8;
+    do all_reduce_perf -g $g ...; done > log``) are split at their ``# nThread`` header lines."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as err:
         raise ConfigError(f"{path}: {describe(err)}") from None
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if _HEADER.match(line) and any(_ROW.match(x) for x in blocks[-1]):
+            blocks.append([])
+        blocks[-1].append(line)
+    many = len(blocks) > 1
+    return [_parse_run(f"{path} (run {i + 1})" if many else str(path), "\n".join(b), gpus) for i, b in enumerate(blocks)]
+
+
+def parse_nccl_tests(path: Path | str, gpus: int | None = None) -> NcclRun:
+    """The rows of a file holding one ``all_reduce_perf`` run (see :func:`parse_nccl_file`)."""
+    runs = parse_nccl_file(path, gpus)
+    if len(runs) > 1:
+        raise ConfigError(f"{path}: {len(runs)} runs in one file (use parse_nccl_file)")
+    return runs[0]
+
+
+def _parse_run(path: str, text: str, gpus: int | None) -> NcclRun:
     ranks = sum(1 for line in text.splitlines() if _RANK.match(line))
     rows = [m.groups() for m in map(_ROW.match, text.splitlines()) if m]
     if not rows:
@@ -81,7 +100,7 @@ def parse_nccl_tests(path: Path | str, gpus: int | None = None) -> NcclRun:
                               "not all_reduce_perf output, or another GPU count (--gpus)")
     if (time_us <= 0).any():
         raise ConfigError(f"{path}: a row has time <= 0 us")
-    return NcclRun(str(path), int(g), size, time_us * 1e-6)
+    return NcclRun(path, int(g), size, time_us * 1e-6)
 
 
 def fit_nccl_runs(runs: list[NcclRun]) -> list[AllReduceFit]:
@@ -98,6 +117,7 @@ def fit_nccl_runs(runs: list[NcclRun]) -> list[AllReduceFit]:
 
     fits = fit_allreduce(table, np.ones(len(table), dtype=bool))
     missing = sorted({r.gpus for r in runs} - {f.group for f in fits})
+    # (several runs of one GPU count are pooled into one fit)
     if missing:
         raise ConfigError(f"fewer than 2 message sizes for {', '.join(map(str, missing))} GPUs: run all_reduce_perf "
                           "over a range of sizes (-b 8 -e 1G -f 2)")
@@ -121,4 +141,4 @@ def allreduce_yaml(fits: list[AllReduceFit], sources: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["NcclRun", "parse_nccl_tests", "fit_nccl_runs", "fit_errors", "allreduce_yaml"]
+__all__ = ["NcclRun", "parse_nccl_file", "parse_nccl_tests", "fit_nccl_runs", "fit_errors", "allreduce_yaml"]

@@ -66,12 +66,13 @@ from collections import deque
 from kvsim.sim.kv_cache import BlockCounter, KVCacheManager
 from kvsim.sim.request import PreemptionMode, Request, RequestStatus
 from kvsim.sim.scheduler_commit import StepCommit
+from kvsim.sim.scheduler_park import ParkedKV
 from kvsim.sim.step_io import RunningBatch, SchedulerOutput
 
 __all__ = ["PreemptionMode", "Request", "RequestStatus", "RunningBatch", "Scheduler", "SchedulerOutput"]
 
 
-class Scheduler(StepCommit):
+class Scheduler(StepCommit, ParkedKV):
     """FCFS continuous batching over a :class:`KVCacheManager` (see module docstring); what a step
     changes once it has run is :class:`kvsim.sim.scheduler_commit.StepCommit`.
 
@@ -228,43 +229,6 @@ class Scheduler(StepCommit):
         self.waiting.appendleft(r)
         return r
 
-    def _park(self, r: Request) -> None:
-        """Keep the full blocks of RECOMPUTE victim ``r`` after its prefix entries cached (vLLM v1:
-        ``free`` keeps every full block's hash, and the re-admitted request finds them with
-        ``get_computed_blocks`` unless they were evicted)."""
-        bs = self.park_block_tokens
-        full = r.num_computed_tokens // bs * bs
-        g = self.blocks.request_blocks(full, r.num_prompt_tokens, r.req_id)[0] - self._prefix_blocks(r)
-        blocks = min(max(g, 0), r.gpu_blocks)
-        if blocks > 0:
-            self.kv.park(r.req_id, blocks)
-            r.gpu_blocks -= blocks
-            r.parked_entries = r.num_prefix_entries
-
-    def _parked_hit(self, r: Request, e: int) -> tuple[int, int]:
-        """(tokens, blocks) of ``r``'s parked KV it finds again after ``e`` prefix entries: the most
-        whole blocks of tokens from ``e * pb`` whose blocks are still cached (its tail is evicted
-        first), at most ``(num_tokens - 1)`` tokens (one is always computed); (0, 0) if its prefix
-        chain changed (``e`` is not what it held when parked)."""
-        kv, bs = self.kv, self.park_block_tokens
-        left = kv.parked_blocks(r.req_id)
-        t0 = e * kv.pb
-        if not left or e != r.parked_entries:
-            return 0, 0
-        p, rid = r.num_prompt_tokens, r.req_id
-        g0 = self.blocks.request_blocks(t0, p, rid)[0]
-        lo, hi = -(-t0 // bs), (r.num_tokens - 1) // bs  # candidate ends, in blocks of bs tokens
-        if lo > hi or self.blocks.request_blocks(lo * bs, p, rid)[0] - g0 > left:
-            return 0, 0
-        while lo < hi:  # the largest end whose blocks are still parked (blocks grow with tokens)
-            mid = (lo + hi + 1) // 2
-            if self.blocks.request_blocks(mid * bs, p, rid)[0] - g0 <= left:
-                lo = mid
-            else:
-                hi = mid - 1
-        t = lo * bs
-        return (t, self.blocks.request_blocks(t, p, rid)[0] - g0) if t > t0 else (0, 0)
-
     # ----- one step -----
     def schedule(self) -> SchedulerOutput:
         """Decide the next step (allocating its blocks); see the module docstring."""
@@ -400,48 +364,6 @@ class Scheduler(StepCommit):
             budget -= c
             first = False
         self.blocked = bool(self.waiting)
-
-    def _admit_blocks(self, r: Request, c: int, park_b: int) -> bool:
-        """Blocks for admitting ``r`` with a first chunk of ``c`` tokens (the watermark applies),
-        its ``park_b`` parked blocks taken back first: all or nothing."""
-        if park_b:
-            g, h = self._need(r, r.num_computed_tokens + c)
-            if not self.kv.fits_with_parked(park_b, max(g - park_b, 0), max(h, 0), self.watermark_blocks):
-                return False
-            self.kv.unpark(r.req_id, park_b)
-            r.gpu_blocks += park_b
-            r.parked_entries = -1
-        return self.allocate_slots(r, c, self.watermark_blocks) is not None
-
-    def head_cache_keys(self) -> set:
-        """The cached entries whose eviction can change whether the waiting queue's head is admitted:
-        its GPU prefix hits and its parked KV (others' evictions leave its chance unchanged)."""
-        if not self.waiting:
-            return set()
-        r, kv = self.waiting[0], self.kv
-        keys: set = set()
-        if kv.pb and r.prefix_hashes and r.num_computed_tokens == 0:
-            keys.update(r.prefix_hashes[: kv.lookup(r.prefix_hashes, (r.num_tokens - 1) // kv.pb)])
-        if r.parked_entries >= 0:
-            keys.add((r.req_id,))
-        if keys and self.tiers is None and all(kv.entries[h][0] == 0 for h in keys):
-            # Called between pure decode steps (no prompt in flight, nothing finishing): with every
-            # hit evictable, admitting r needs at least blocks(its first chunk with no hit) +
-            # watermark allocatable blocks (a hit of T tokens needs blocks(T + chunk), its own blocks
-            # leaving the allocatable pool as it takes them; T + chunk >= the chunk with no hit).
-            # Decodes only lower that pool, so if it is short now no eviction lets r in. (Not with
-            # offload tiers: an asynchronous load admits r with the blocks of its hits alone.)
-            budget = self.max_num_batched_tokens - self.batch.n
-            first = min(r.num_tokens, budget) if self.chunked_prefill else r.num_tokens
-            if first <= 0 or (self.blocks.request_blocks(first, r.num_prompt_tokens, r.req_id)[0]
-                              + self.watermark_blocks > kv.gpu_allocatable):
-                return set()
-        return keys
-
-    def unpark(self, r: Request) -> None:
-        """Drop what is left of ``r``'s parked KV (its blocks become free)."""
-        self.kv.unpark(r.req_id)
-        r.parked_entries = -1
 
     def _start_load(self, r: Request, g_host: int, g_nvme: int) -> None:
         """Queue the asynchronous load of ``r``'s tier hits (``g_host`` / ``g_nvme`` blocks, whose GPU

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _results  # noqa: E402
-from equivalence_scenarios import compare, run_both, scenario  # noqa: E402
+from equivalence_scenarios import compare, pressure_scenario, run_both, scenario  # noqa: E402
 
 SECTION = "Fast simulator = reference"
 
@@ -28,13 +28,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=1000, help="scenarios (seeds 0..N-1)")
     ap.add_argument("--start", type=int, default=0, help="first seed")
+    ap.add_argument("--pressure", action="store_true", help="memory-pressure scenarios where RECOMPUTE victims "
+                    "park their KV (equivalence_scenarios.pressure_scenario) instead of the general draws")
     ap.add_argument("--write", action="store_true", help=f"replace '## {SECTION}' in benchmarks/RESULTS.md")
     a = ap.parse_args()
     t0 = time.perf_counter()
     ran = skipped = 0
     bad: list[str] = []
     for seed in range(a.start, a.start + a.examples):
-        sc = scenario(seed)
+        sc = pressure_scenario(seed) if a.pressure else scenario(seed)
         got = run_both(sc)
         if got is None:
             skipped += 1
@@ -47,6 +49,8 @@ def main() -> None:
     wall = time.perf_counter() - t0
     print(f"{a.examples} scenarios: {ran} compared, {skipped} skipped (method/model or pool not possible), "
           f"{len(bad)} mismatches; wall {wall:.1f} s")
+    if a.write and a.pressure:
+        sys.exit("--write records the general draws; give --pressure runs' numbers by hand")
     if a.write:
         cmd = f"PYTHONPATH=. python benchmarks/sim_equivalence.py --examples {a.examples}" + (
             f" --start {a.start}" if a.start else "") + " --write"

@@ -152,6 +152,38 @@ def scenario(seed: int, small: bool = False) -> Scenario:
     return Scenario(seed, model, method, trace, cfg, blocks, replicas, rng.choice(ROUTERS), offload)
 
 
+def pressure_scenario(seed: int) -> Scenario:
+    """A scenario under memory pressure where RECOMPUTE victims park their KV (reference rule 12)
+    and come back for it: a small pool, long outputs, bursts, prefix caching on, methods whose
+    blocks are the tokens as written; half with shared prefix ids (victims then park after their
+    prefix entries), some with offload tiers or the v0 watermark."""
+    rng = random.Random(f"pressure-{seed}")
+    model = rng.choice(MODELS)
+    method = rng.choice(("mla",) if model == "deepseek-v2-lite" else ("full", "kivi", "quest"))
+    n = rng.randint(6, 18)
+    gaps = [rng.choice([0.0, 0.0, 0.005, 0.05, 0.5]) for _ in range(n)]
+    prompt = [rng.randint(20, 1200) for _ in range(n)]
+    output = [rng.randint(30, 220) for _ in range(n)]
+    prefix, pb = None, 0
+    if rng.random() < 0.5:
+        pb = 64
+        roots = [rng.randint(0, 2) for _ in range(n)]
+        prefix = tuple(tuple(1000 * r + j for j in range(p // 64 + 1)) for r, p in zip(roots, prompt))
+    trace = Trace("pressure", np.cumsum(gaps), np.asarray(prompt, dtype=np.int64), np.asarray(output, dtype=np.int64),
+                  prefix_blocks=prefix, prefix_block_tokens=pb)
+    cfg = dict(max_num_seqs=rng.choice([2, 4, 8, 256]), max_num_batched_tokens=rng.choice([64, 256, 2048]),
+               chunked_prefill=rng.random() < 0.75, preemption_mode="recompute", enable_prefix_caching=True,
+               record_token_times=True)
+    if rng.random() < 0.2:
+        cfg["watermark"] = rng.choice([0.01, 0.05])
+    offload = None
+    if pb and rng.random() < 0.3:
+        offload = (rng.choice([8, 64, 400]), rng.choice([0, 64]), rng.choice(("async", "sync")))
+    blocks = rng.randint(max(90, max(p + o for p, o in zip(prompt, output)) // 16 + 4), 160)
+    replicas = 1 if rng.random() < 0.7 else 2
+    return Scenario(seed, model, method, trace, cfg, blocks, replicas, rng.choice(ROUTERS), offload)
+
+
 def streams(trace: Trace, rng: random.Random, max_prompt: int = 8000) -> Trace:
     """``trace`` rebuilt so that prefix ids name token streams (prompt, then generated tokens), as
     tree search and multi-turn traces do: request ``i`` either opens a stream (a shared chain of

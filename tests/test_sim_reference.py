@@ -18,7 +18,7 @@ from kvsim.sim.reference import simulate_reference
 from kvsim.sim.reference_cluster import simulate_cluster_reference
 from kvsim.sim.reference_result import COMPLETED, REJECTED
 from kvsim.sim.replica import SimConfig, simulate
-from equivalence_scenarios import compare, run_both, scenario
+from equivalence_scenarios import compare, pressure_scenario, run_both, scenario
 from test_sim_support import FakeStep, a100_llama, make_trace, util_for_blocks
 
 
@@ -195,6 +195,20 @@ def test_fast_simulator_equals_reference(seed):
     sc = scenario(seed, small=True)
     got = run_both(sc)
     if got is None:  # the method does not support the model, or the pool cannot be that small
+        return
+    diff = compare(*got)
+    assert not diff, sc.describe() + "\n" + "\n".join(diff)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.integers(0, 2**31 - 1))
+def test_fast_simulator_equals_reference_under_memory_pressure(seed):
+    """As above on scenarios where RECOMPUTE victims park their KV and come back for it (rule 12;
+    about 60% of these draws park something)."""
+    sc = pressure_scenario(seed)
+    got = run_both(sc)
+    if got is None:
         return
     diff = compare(*got)
     assert not diff, sc.describe() + "\n" + "\n".join(diff)

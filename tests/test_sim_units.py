@@ -285,3 +285,43 @@ def test_load_summary_rate_over_a_subnormal_span_is_none_not_inf():
     out = load_summary(rec, busy_s=0.5, end_s=1.0, kv_gpu_peak_fraction=0.0)
     assert out["offered_req_s"] is None
     assert out["served_req_s"] == pytest.approx(2.0)
+
+
+def test_parked_kv_tail_eviction_and_take_back():
+    """KVCacheManager.park / evict / unpark (reference rule 12): a parked entry is the most recently
+    released; evictions take only the blocks they need from it (its tail), whole entries before it
+    go first; taking it back makes `take` blocks private and frees the rest."""
+    kv = KVCacheManager(_layout(n_gpu=20), prefix_block_tokens=16)
+    assert kv.allocate(12)  # 12 private, 8 free
+    kv.register((7,), 1)  # entry 7 = 1 block (16 tokens), referenced: 11 private + 1 cached
+    kv.release_prefix((7,))  # evictable, oldest
+    kv.park(3, 6)  # 6 of the 11 private blocks parked: 5 private, 7 cached-free, 8 free
+    assert (kv.gpu_private, kv.cached_free, kv.parked_blocks(3)) == (5, 7, 6)
+    assert kv.allocate(10)  # 8 free + 2 evicted: entry 7 (1 block, whole), then 1 from the parked tail
+    assert 7 not in kv.entries and kv.parked_blocks(3) == 5 and kv.evictions == 1  # (parked blocks are not counted)
+    kv.check()
+    # room = 20 - 15 private; taking 4 parked back leaves 1 allocatable, so 2 new blocks do not fit
+    assert not kv.fits_with_parked(4, 2, 0, 0) and kv.fits_with_parked(4, 1, 0, 0)
+    kv.unpark(3, 4)  # 4 private again, the 5th freed
+    assert (kv.gpu_private, kv.cached_free, kv.parked_blocks(3)) == (19, 0, 0)
+    kv.check()
+
+
+def test_head_cache_keys_of_a_parked_head():
+    """Which cached entries a decode run must not evict without asking the scheduler: the blocked
+    head's parked KV while an eviction could let it in, none once even its first chunk without any
+    hit cannot fit (blocks(40 tokens) = 3 > allocatable), none once its entry is evicted whole."""
+    kv = KVCacheManager(_layout(n_gpu=20))
+    s = _scheduler(kv, park_block_tokens=16)
+    r = Request(0, 0.0, num_prompt_tokens=40, max_tokens=5)
+    r.parked_entries = 0
+    s.waiting.append(r)
+    assert s.head_cache_keys() == set()  # nothing parked (yet)
+    kv.allocate(3)
+    kv.park(0, 3)
+    assert kv.allocate(16)  # 16 private, 3 parked, 1 free: allocatable 4 >= 3
+    assert s.head_cache_keys() == {(0,)}
+    assert kv.allocate(2)  # 1 free + 1 evicted from the parked tail: allocatable 2 < 3
+    assert kv.parked_blocks(0) == 2 and s.head_cache_keys() == set()
+    assert kv.allocate(2)  # the parked entry goes whole
+    assert kv.parked_blocks(0) == 0 and s.head_cache_keys() == set()  # (no KeyError)

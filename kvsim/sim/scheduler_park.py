@@ -78,7 +78,7 @@ class ParkedKV:
         keys: set = set()
         if kv.pb and r.prefix_hashes and r.num_computed_tokens == 0:
             keys.update(r.prefix_hashes[: kv.lookup(r.prefix_hashes, (r.num_tokens - 1) // kv.pb)])
-        if r.parked_entries >= 0:
+        if r.parked_entries >= 0 and kv.parked_blocks(r.req_id):  # (its entry may be evicted whole)
             keys.add((r.req_id,))
         if keys and self.tiers is None and all(kv.entries[h][0] == 0 for h in keys):
             # Called between pure decode steps (no prompt in flight, nothing finishing): with every

@@ -161,7 +161,8 @@ def replay(log: RunLog, settings: EngineSettings, origin: dict[str, str] | None 
     if log.bad:
         notes.append(f"{log.n_bad} bad rows were dropped: the replay lacks their load")
     if settings.enable_prefix_caching:
-        notes.append("prefix caching: the log has no prompt hashes, so no prompt shares blocks in the replay")
+        notes.append("prefix caching: the log has no prompt hashes, so no prompt shares blocks with another in the "
+                     "replay (a preempted request still finds its own cached blocks, as in vLLM v1)")
     return {
         "kind": KIND,
         "log": {"source": log.source, "format": log.format, "rows_read": log.rows_read, "requests": len(log),

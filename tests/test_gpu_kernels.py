@@ -224,8 +224,8 @@ def test_shipped_datasheet_checks_are_the_datasheet_protocol():
     from kvsim.validate.kernel_report import datasheet_only
 
     shipped = load_checks()["systems"]
-    rows = [r for r in datasheet_only(["b200_sxm", "rtx_pro_6000_server"]) if r["rows"]]
-    assert {r["system"] for r in rows} == set(shipped) == {"b200", "rtx-pro-6000"}
+    rows = [r for r in datasheet_only(["b200_sxm", "rtx_pro_6000_server", "gb200"]) if r["rows"]]
+    assert {r["system"] for r in rows} == set(shipped) == {"b200", "rtx-pro-6000", "gb200"}
     for r in rows:
         s = shipped[r["system"]][r["op"]]
         assert s["rows"] == r["rows"]

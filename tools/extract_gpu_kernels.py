@@ -37,6 +37,7 @@ SYSTEMS = {
     "l40s": ("0.24.0", "0.22.0", "2.27.3", "vllm_flash_attn_fa2", "vllm_flash_attn_fa2"),
     "b200_sxm": ("0.24.0", "0.24.0", "2.29.2", "vllm_flashinfer_trtllmprefill", "vllm_flashinfer_trtllmdecode"),
     "rtx_pro_6000_server": ("0.24.0", "0.24.0", "2.29.2", "vllm_flash_attn_fa2", "vllm_flash_attn_fa2"),
+    "gb200": ("0.24.0", "0.24.0", "2.29.2", "vllm_flashinfer_trtllmprefill", "vllm_flashinfer_trtllmdecode"),
 }
 
 

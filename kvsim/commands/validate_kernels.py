@@ -45,7 +45,7 @@ def kernels_cmd(
     protocol: Annotated[Protocol, typer.Option("--protocol", help="current: the shipped model (in-sample where profiled); "
                                                "held-out: fit on half the shapes, report the other half; "
                                                "leave-one-gpu-out: fit shared defaults on 3 GPUs, predict the 4th from its datasheet; "
-                                               "datasheet: defaults fitted on all 4, predict the GPUs no fit saw (B200, RTX PRO 6000)")] = Protocol.current,
+                                               "datasheet: defaults fitted on all 4, predict the GPUs no fit saw (B200, GB200, RTX PRO 6000)")] = Protocol.current,
     hw: Annotated[list[str] | None, typer.Option("--hw", help="systems to check (repeatable; default: all with tables)")] = None,
     max_median: Annotated[float, typer.Option("--max-median", min=0, help="threshold on median |error| per system and op (fraction)")] = 0.10,
     max_p90: Annotated[float, typer.Option("--max-p90", min=0, help="threshold on p90 |error| (fraction)")] = 0.25,

@@ -1,4 +1,4 @@
-"""The shipped error of the datasheet model on GPUs no fit has seen (B200, RTX PRO 6000 Server).
+"""The shipped error of the datasheet model on GPUs no fit has seen (B200, GB200, RTX PRO 6000 Server).
 
 ``kvsim validate kernels --protocol datasheet --write-checks FILE`` writes it (maintainers:
 ``kvsim/validate/data/datasheet_checks.yaml``); ``kvsim list hardware`` shows it next to

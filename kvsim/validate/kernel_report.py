@@ -2,12 +2,12 @@
 
 * :func:`current`: the shipped model (a system's measured profile, else its datasheet) on every
   measured row: **in-sample** for a profiled system (its profile was fitted on these tables),
-  a true check for a datasheet-only one (B200, RTX PRO 6000).
+  a true check for a datasheet-only one (B200, GB200, RTX PRO 6000).
 * :func:`held_out`: per system, fit on half the shapes (:func:`kvsim.validate.kernels.holdout_mask`)
   and report on the other half.
 * :func:`leave_one_gpu_out`: fit the shared defaults on three of the four profiled GPUs and
   predict the fourth from its datasheet alone; :func:`datasheet_only` fits them on all four and
-  predicts the GPUs no fit has seen (B200, RTX PRO 6000 Server).
+  predicts the GPUs no fit has seen (B200, GB200, RTX PRO 6000 Server).
 
 Every report keeps L2-resident rows (measured warm) apart; all-reduce rows are those of the
 algorithm vLLM runs for each message (:func:`kvsim.validate.kernel_fit.engine_rows`).

@@ -27,6 +27,7 @@ SYSTEM_OF_TABLE = {
     "l40s": "l40s",
     "b200_sxm": "b200",
     "rtx_pro_6000_server": "rtx-pro-6000",
+    "gb200": "gb200",
 }
 #: systems kvsim fits profiles on; the others are datasheet-only checks
 FITTED_TABLES = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s")

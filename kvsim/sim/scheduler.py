@@ -17,7 +17,8 @@ Policies:
 * preemption (vLLM ``PreemptionMode``): when the blocks of a step do not fit, a waiting request
   holding KV loaded from the offload tiers (the last in the queue) drops it first (it is looked up
   again at admission); else the most recently admitted running request is preempted: RECOMPUTE frees its KV and puts it at
-  the head of the waiting queue (it later re-prefills prompt + generated tokens); SWAP
+  the head of the waiting queue (it later re-prefills prompt + generated tokens, less what it
+  finds still cached: see the parked KV below); SWAP
   copies its KV blocks to the host pool (and back later) over PCIe. Partially prefilled
   requests, and SWAP victims that do not fit the host pool, are recomputed.
 * admission (``allocate_slots``): the KV blocks of the scheduled tokens must fit the pools;

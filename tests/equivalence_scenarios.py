@@ -309,6 +309,9 @@ def compare(fast, ref) -> list[str]:
         out.append(f"preemptions: fast {pre.tolist()} ref {ref.preemptions.tolist()}")
     if not np.array_equal(np.asarray(rec.cached_tokens)[done], ref.cached_tokens[done]):
         out.append(f"cached_tokens: fast {np.asarray(rec.cached_tokens).tolist()} ref {ref.cached_tokens.tolist()}")
+    lf = getattr(rec, "preempted_kv_tokens", None)
+    if lf is not None and ref.preempted_kv_tokens is not None and not np.array_equal(lf[done], ref.preempted_kv_tokens[done]):
+        out.append(f"preempted_kv_tokens [lost, found]: fast {lf[done].tolist()} ref {ref.preempted_kv_tokens[done].tolist()}")
     for f in ("scheduled_s", "first_token_s", "finish_s", "tbt_max_s"):
         a, b = np.asarray(getattr(rec, f)), getattr(ref, f)
         ok = _close(a, b)

@@ -101,6 +101,7 @@ def test_recompute_victim_finds_its_parked_blocks():
     10 + 17 ms -> 0.291 (TBT 0.291 - 0.074 = 0.217), then 18 decodes -> 0.471 (was 0.487)."""
     r = _ref([0.0, 0.0], [32, 32], [20, 20], blocks=5)
     assert r.preemptions.tolist() == [0, 1]
+    assert r.preempted_kv_tokens.tolist() == [[0, 0], [32, 16]]  # B lost 32 tokens of KV, found 16 again
     assert r.finish_s.tolist() == pytest.approx([0.264, 0.471])
     assert r.token_times[1][1] == pytest.approx(0.291)
     assert r.tbt_max_s[1] == pytest.approx(0.217)
@@ -120,8 +121,10 @@ def test_parked_blocks_shrink_from_the_tail():
     assert r.preemptions.tolist() == [0, 1]
     assert r.finish_s.tolist() == pytest.approx([0.464, 0.727])
     assert r.token_times[1][17] == pytest.approx(0.507)
+    assert r.preempted_kv_tokens.tolist() == [[0, 0], [48, 16]]  # 48 computed when preempted, 16 found
     off = _ref([0.0, 0.0], [32, 32], [40, 40], blocks=6, enable_prefix_caching=False)
     assert off.finish_s.tolist() == pytest.approx([0.464, 0.743])
+    assert off.preempted_kv_tokens.tolist() == [[0, 0], [48, 0]]
 
 
 def test_swap_preemption():
@@ -287,4 +290,6 @@ def test_parked_head_does_not_stop_every_decode_run():
     on = simulate(dep, m, tr, SimConfig(gpu_memory_utilization=0.4))
     off = simulate(dep, m, tr, SimConfig(gpu_memory_utilization=0.4, enable_prefix_caching=False))
     assert on.summary["preemptions"] < off.summary["preemptions"]  # the victims found their blocks
+    assert on.summary["preempted_kv_tokens_found_cached"] > 0 == off.summary["preempted_kv_tokens_found_cached"]
+    assert 0 < on.summary["preempted_kv_tokens_found_cached"] <= on.summary["preempted_kv_tokens"]
     assert on.summary["sim"]["launches"] <= 1.5 * off.summary["sim"]["launches"]

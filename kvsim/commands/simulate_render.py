@@ -32,6 +32,9 @@ def print_summary(s: dict) -> None:
         ("preemptions (requests preempted)", f"{s['preemptions']:,} ({s['requests_preempted']:,})"),
         ("prefix-cached prompt tokens", f"{s['cached_prompt_tokens']:,}"),
     ]
+    if s.get("preempted_kv_tokens"):
+        rows.insert(-1, ("KV tokens freed by preemption (found cached on return)",
+                         f"{s['preempted_kv_tokens']:,} ({s['preempted_kv_tokens_found_cached']:,})"))
     if s.get("goodput_req_s") is not None:
         rows.append(("goodput (req/s, fraction)", f"{fmt_num(s['goodput_req_s'], 3)}, {s['goodput_fraction']:.3f}"))
     if s.get("slo"):

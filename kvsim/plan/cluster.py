@@ -137,7 +137,7 @@ def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Depl
     """One summary of N replicas' results: records taken from each request's replica."""
     recs = [r.records for r in results]
     fields = ("arrival_s", "scheduled_s", "first_token_s", "finish_s", "tbt_max_s", "prompt_tokens",
-              "effective_prompt_tokens", "output_tokens", "cached_tokens", "preemptions", "status")
+              "effective_prompt_tokens", "output_tokens", "cached_tokens", "preemptions", "status", "preempted_kv_tokens")
     merged = {}
     for f in fields:
         a = np.array(getattr(recs[0], f), copy=True)

@@ -51,6 +51,9 @@ class RequestRecords:
     status: np.ndarray  # RequestStatus: FINISHED, REJECTED (WAITING: never ran here)
     reject_reason: list  # per rejected request index: reason string (dict idx -> str)
     token_times: list | None = None  # per request: array of token times (record_token_times)
+    # per request [lost, refound]: KV tokens its preemptions freed, and tokens counted as computed
+    # when it was admitted again (prefix hits, its own parked blocks, tier hits); None: not tracked
+    preempted_kv_tokens: np.ndarray | None = None
 
 
 def stats(x: np.ndarray) -> dict[str, float | None]:
@@ -193,6 +196,9 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
         if (slo_ttft_s is not None or slo_tpot_s is not None) else None,
         "preemptions": int(rec.preemptions.sum()),
         "requests_preempted": int((rec.preemptions > 0).sum()),
+        **({} if rec.preempted_kv_tokens is None else {
+            "preempted_kv_tokens": int(rec.preempted_kv_tokens[:, 0].sum()),
+            "preempted_kv_tokens_found_cached": int(rec.preempted_kv_tokens[:, 1].sum())}),
     }
 
 

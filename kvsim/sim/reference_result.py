@@ -29,6 +29,9 @@ class RefRequest:
     admit_seq: int = -1
     preemptions: int = 0
     cached_tokens: int = -1
+    lost_tokens: int = 0  # KV tokens freed by its preemptions (RECOMPUTE, or loaded KV dropped)
+    refound_tokens: int = 0  # tokens counted as computed when admitted again after a preemption
+    readmissions: int = 0
     parked_entries: int = -1  # rule 12: prefix entries it held when its KV was parked (-1: none parked)
     kv_loaded: bool = False  # waiting with tier KV loaded (or loading) into its blocks (rule 11)
     load_ready_s: float = math.nan
@@ -66,6 +69,7 @@ class RefResult:
     num_host_blocks: int
     prefix_evictions: int
     replica_of: np.ndarray | None = None
+    preempted_kv_tokens: np.ndarray | None = None  # per completed request [lost, found again] (rule 12 counters)
 
 
 def collect_results(reps: list, owner: np.ndarray, n: int) -> RefResult:
@@ -74,6 +78,7 @@ def collect_results(reps: list, owner: np.ndarray, n: int) -> RefResult:
     sched, first, fin, tmax = nan.copy(), nan.copy(), nan.copy(), nan.copy()
     pre = np.zeros(n, dtype=np.int64)
     cached = np.zeros(n, dtype=np.int64)
+    lost_found = np.zeros((n, 2), dtype=np.int64)
     times: list = [None] * n
     reasons = {}
     for i in range(n):
@@ -87,6 +92,7 @@ def collect_results(reps: list, owner: np.ndarray, n: int) -> RefResult:
         status[i] = COMPLETED
         sched[i], first[i], fin[i], tmax[i] = r.scheduled_s, r.first_token_s, r.finish_s, r.tbt_max_s
         cached[i] = r.cached_tokens
+        lost_found[i] = (r.lost_tokens, r.refound_tokens)
         times[i] = np.array(r.token_times)
     for rep in reps:
         pool = rep.pool
@@ -95,4 +101,5 @@ def collect_results(reps: list, owner: np.ndarray, n: int) -> RefResult:
                      steps=sum(r.steps for r in reps), peak_gpu_blocks=max(r.pool.peak_gpu for r in reps),
                      peak_host_blocks=max(r.pool.peak_host for r in reps), num_gpu_blocks=reps[0].geo.num_gpu_blocks,
                      num_host_blocks=reps[0].geo.num_host_blocks,
-                     prefix_evictions=sum(r.pool.evictions for r in reps), replica_of=owner)
+                     prefix_evictions=sum(r.pool.evictions for r in reps), replica_of=owner,
+                     preempted_kv_tokens=lost_found)

@@ -72,6 +72,7 @@ class RefScheduling:
         for r in reversed(self.waiting):  # rule 11: a waiting request's loaded KV goes first
             if r.kv_loaded:
                 self._free(r)
+                r.lost_tokens += r.num_computed_tokens
                 r.num_computed_tokens = 0
                 r.preemptions += 1
                 plan["preempted"].append(r)
@@ -106,6 +107,7 @@ class RefScheduling:
                 r.gpu_blocks -= keep
                 r.parked_entries = e0
         self._free(r)
+        r.lost_tokens += r.num_computed_tokens
         r.num_computed_tokens = 0
         r.status = "waiting"
         self.waiting.appendleft(r)
@@ -203,6 +205,7 @@ class RefScheduling:
                     pool.release(r.prefix_hashes[:e])
                     return
                 self.waiting.popleft()
+                self._readmitted(r, computed)
                 got_host, got_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits,
                                                      min(len(r.prefix_hashes), (r.num_tokens - 1) // pb))
                 start = max(self.now, self.h2d_free)
@@ -236,6 +239,7 @@ class RefScheduling:
                 return
             r.parked_entries = -1
             self.waiting.popleft()
+            self._readmitted(r, computed)
             if self.tiers is not None and pb and r.prefix_hashes:  # rule 11
                 got_host, got_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits,
                                                      min(len(r.prefix_hashes), (r.num_tokens - 1) // pb))
@@ -250,6 +254,13 @@ class RefScheduling:
             running += 1
             budget -= c
             first = False
+
+    @staticmethod
+    def _readmitted(r: RefRequest, computed: int) -> None:
+        """The first admission after a preemption: what it finds cached (``computed`` tokens) counts."""
+        if r.preemptions > r.readmissions:
+            r.readmissions = r.preemptions
+            r.refound_tokens += computed
 
     def _admitted(self, plan: dict, r: RefRequest, c: int, computed: int, todo: int) -> None:
         """``r`` runs from this step: its first chunk ``c`` of the ``todo`` tokens after ``computed``."""

@@ -111,6 +111,7 @@ class ReplicaSim:
         self.sched_s, self.first_s, self.finish_s, self.tmax_s = nan.copy(), nan.copy(), nan.copy(), nan.copy()
         self.cached = np.zeros(N, dtype=np.int64)
         self.preempt = np.zeros(N, dtype=np.int64)
+        self.lost_found = np.zeros((N, 2), dtype=np.int64)  # KV tokens lost to preemptions, found again
         self.status = np.zeros(N, dtype=np.int8)
         self.token_times: list | None = [None] * N if cfg.record_token_times else None
         self.timeline = Timeline(GAUGES, max(trace.duration_s, 1e-3))
@@ -256,6 +257,7 @@ class ReplicaSim:
         self.finish_s[i] = [r.finish_s for r in d]
         self.tmax_s[i] = [r.tbt_max_s for r in d]
         self.preempt[i] = [r.num_preemptions for r in d]
+        self.lost_found[i] = [(r.num_lost_tokens, r.num_refound_tokens) for r in d]
         self.cached[i] = [r.num_cached_tokens for r in d]
         if self.token_times is not None:
             for r in d:
@@ -337,7 +339,7 @@ class ReplicaSim:
             arrival_s=self.arrival, scheduled_s=self.sched_s, first_token_s=self.first_s, finish_s=self.finish_s,
             tbt_max_s=self.tmax_s, prompt_tokens=self.prompt, effective_prompt_tokens=self.peff,
             output_tokens=self.output, cached_tokens=self.cached, preemptions=self.preempt, status=self.status,
-            reject_reason=rej, token_times=self.token_times,
+            reject_reason=rej, token_times=self.token_times, preempted_kv_tokens=self.lost_found,
         )
         vals, wts = self.tbt.result()
         cfg = self.cfg

@@ -50,6 +50,9 @@ class Request:
     num_preemptions: int = 0
     num_cached_tokens: int = -1  # prefix-cache hits at first admission
     num_analytic_cached: int = 0  # prompt tokens the method treats as cached (analytic prefix hit)
+    num_lost_tokens: int = 0  # KV tokens freed by its preemptions (RECOMPUTE, or loaded KV dropped)
+    num_refound_tokens: int = 0  # tokens counted as computed when admitted again after a preemption
+    num_readmissions: int = 0  # admissions after a preemption so far
     parked_entries: int = -1  # RECOMPUTE victim whose KV stays cached: prefix entries it held then (-1: none)
     kv_loaded: bool = False  # waiting with KV loaded (or loading) from the offload tiers in its blocks
     load_ready_s: float = -1.0  # when that asynchronous load ends (kvsim.sim.scheduler: offload tiers)

@@ -193,6 +193,7 @@ class Scheduler(StepCommit, ParkedKV):
         for r in reversed(self.waiting):  # loaded KV of a waiting request goes first (it runs nothing)
             if r.kv_loaded:
                 self.free(r)
+                r.num_lost_tokens += r.num_computed_tokens
                 r.num_computed_tokens = 0
                 r.num_preemptions += 1
                 self.num_preemptions += 1
@@ -226,6 +227,7 @@ class Scheduler(StepCommit, ParkedKV):
         if self.park_block_tokens and not r.num_analytic_cached:
             self._park(r)
         self.free(r)
+        r.num_lost_tokens += r.num_computed_tokens
         r.num_computed_tokens = 0
         self.waiting.appendleft(r)
         return r
@@ -344,6 +346,9 @@ class Scheduler(StepCommit, ParkedKV):
                     self.blocked = True  # memory only shrinks while the batch decodes (see DecodeRunner)
                 return  # head-of-line blocking: FCFS admits no one behind it
             self.waiting.popleft()
+            if r.num_preemptions > r.num_readmissions:  # admitted again after a preemption
+                r.num_readmissions = r.num_preemptions
+                r.num_refound_tokens += r.num_computed_tokens
             if tier_hits is not None:
                 wanted = min(len(r.prefix_hashes), (r.num_tokens - 1) // kv.pb)
                 g_host, g_nvme = self.tiers.load(r.prefix_hashes, e, tier_hits, wanted, kv.pb)

@@ -301,7 +301,7 @@ def test_parked_kv_tail_eviction_and_take_back():
     assert 7 not in kv.entries and kv.parked_blocks(3) == 5 and kv.evictions == 1  # (parked blocks are not counted)
     kv.check()
     # room = 20 - 15 private; taking 4 parked back leaves 1 allocatable, so 2 new blocks do not fit
-    assert not kv.fits_with_parked(4, 2, 0, 0) and kv.fits_with_parked(4, 1, 0, 0)
+    assert not kv.fits(4 + 2) and kv.fits(4 + 1)  # (4 taken back + new ones)
     kv.unpark(3, 4)  # 4 private again, the 5th freed
     assert (kv.gpu_private, kv.cached_free, kv.parked_blocks(3)) == (19, 0, 0)
     kv.check()

@@ -189,13 +189,19 @@ class KVCacheManager:
     def host_free(self) -> int:
         return self.host_capacity - self.host_used
 
+    def fits(self, gpu: int, host: int = 0, keep_free: int = 0) -> bool:
+        """Can ``gpu``/``host`` more blocks be taken with ``keep_free`` GPU blocks still allocatable
+        (free or evictable) afterwards (vLLM v0's watermark)?"""
+        return (gpu + keep_free <= self.gpu_capacity - self.gpu_private - self.cached_used
+                and not (host and host > self.host_capacity - self.host_used))
+
     def allocate(self, gpu: int, host: int = 0, keep_free: int = 0) -> bool:
         """Take ``gpu``/``host`` blocks (evicting LRU cached entries as needed); False if they do not
-        fit with ``keep_free`` GPU blocks still allocatable afterwards (vLLM v0's watermark)."""
+        fit (:meth:`fits`)."""
+        if not self.fits(gpu, host, keep_free):
+            return False
         used = self.gpu_private + self.cached_used
         room = self.gpu_capacity - used
-        if gpu + keep_free > room or (host and host > self.host_capacity - self.host_used):
-            return False
         if gpu > room - self.cached_free:
             self._evict(gpu - room + self.cached_free)
         self.gpu_private += gpu
@@ -270,12 +276,6 @@ class KVCacheManager:
         del self.lru[(req_id,)]
         self.cached_free -= e[1]
         self.gpu_private += take
-
-    def fits_with_parked(self, take: int, gpu: int, host: int, keep_free: int) -> bool:
-        """Would ``allocate(gpu, host, keep_free)`` succeed after ``unpark(req_id, take)``? (Taking
-        ``take`` parked blocks leaves ``take`` fewer allocatable; the entry's other blocks become free.)"""
-        room = self.gpu_capacity - self.gpu_private - self.cached_used - take
-        return gpu + keep_free <= room and not (host and host > self.host_capacity - self.host_used)
 
     # ----- prefix cache -----
     def entry_blocks(self, index: int) -> int:

@@ -56,8 +56,10 @@ class ParkedKV:
         """Blocks for admitting ``r`` with a first chunk of ``c`` tokens (the watermark applies),
         its ``park_b`` parked blocks taken back first: all or nothing."""
         if park_b:
+            # taking the parked blocks back leaves as many fewer allocatable (the entry's other
+            # blocks become free), so the test is that all the blocks it will hold fit
             g, h = self._need(r, r.num_computed_tokens + c)
-            if not self.kv.fits_with_parked(park_b, max(g - park_b, 0), max(h, 0), self.watermark_blocks):
+            if not self.kv.fits(max(g, park_b), max(h, 0), self.watermark_blocks):
                 return False
             self.kv.unpark(r.req_id, park_b)
             r.gpu_blocks += park_b

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from kvsim.fileio import atomic_write
+from kvsim.specbase import read_yaml
 
 CHECKS_PATH = Path(__file__).parent / "data" / "datasheet_checks.yaml"
 _FIELDS = ("rows", "median_abs", "p90_abs", "bias")
@@ -42,7 +43,7 @@ def load_checks() -> dict:
     """``{"date": ..., "systems": {system: {op: {rows, median_abs, p90_abs, bias}}}}`` (empty if none shipped)."""
     if not CHECKS_PATH.is_file():
         return {"systems": {}}
-    return yaml.safe_load(CHECKS_PATH.read_text(encoding="utf-8")) or {"systems": {}}
+    return read_yaml(CHECKS_PATH) or {"systems": {}}
 
 
 __all__ = ["CHECKS_PATH", "checks_text", "write_checks", "load_checks"]

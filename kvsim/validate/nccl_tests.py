@@ -66,7 +66,7 @@ def parse_nccl_file(path: Path | str, gpus: int | None = None) -> list[NcclRun]:
             blocks.append([])
         blocks[-1].append(line)
     many = len(blocks) > 1
-    return [_parse_run(f"{path} (run {i + 1})" if many else str(path), "\n".join(b), gpus) for i, b in enumerate(blocks)]
+    return [_parse_run(f"{path} (run {i + 1})" if many else str(path), b, gpus) for i, b in enumerate(blocks)]
 
 
 def parse_nccl_tests(path: Path | str, gpus: int | None = None) -> NcclRun:
@@ -77,9 +77,9 @@ def parse_nccl_tests(path: Path | str, gpus: int | None = None) -> NcclRun:
     return runs[0]
 
 
-def _parse_run(path: str, text: str, gpus: int | None) -> NcclRun:
-    ranks = sum(1 for line in text.splitlines() if _RANK.match(line))
-    rows = [m.groups() for m in map(_ROW.match, text.splitlines()) if m]
+def _parse_run(path: str, lines: list[str], gpus: int | None) -> NcclRun:
+    ranks = sum(1 for line in lines if _RANK.match(line))
+    rows = [m.groups() for m in map(_ROW.match, lines) if m]
     if not rows:
         raise ConfigError(f"{path}: no nccl-tests result rows (size count type redop root time algbw busbw ...); "
                           "give the text output of all_reduce_perf")

@@ -65,6 +65,12 @@ def test_parse_refuses_what_is_not_an_allreduce_log(tmp_path):
         fit_nccl_runs([parse_nccl_tests(one)])
     with pytest.raises(ConfigError, match="no such file"):
         parse_nccl_tests(tmp_path / "missing.txt")
+    rows = log.read_text().splitlines()
+    for bad_row in ("8  4  half  sum  -1  1e309  0.00  0.00  0", "8  4  half  sum  -1  0  0.00  0.00  0",
+                    "1" + "0" * 400 + "  4  half  sum  -1  20.0  0.00  0.00  0"):  # time inf, time 0, size inf
+        (tmp_path / "bad.txt").write_text("\n".join([*rows[:-3], bad_row, *rows[-3:]]) + "\n")
+        with pytest.raises(ConfigError, match="not a finite positive number"):
+            parse_nccl_tests(tmp_path / "bad.txt")
 
 
 def test_runs_appended_in_one_file_are_split(tmp_path):

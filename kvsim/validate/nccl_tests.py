@@ -98,8 +98,8 @@ def _parse_run(path: str, lines: list[str], gpus: int | None) -> NcclRun:
         if abs(ratio / expect - 1.0) > 0.05:
             raise ConfigError(f"{path}: busbw / algbw is {ratio:.3f}, an all-reduce over {g} GPUs gives {expect:.3f}: "
                               "not all_reduce_perf output, or another GPU count (--gpus)")
-    if (time_us <= 0).any():
-        raise ConfigError(f"{path}: a row has time <= 0 us")
+    if not (np.isfinite(time_us) & (time_us > 0)).all() or not np.isfinite(size).all():
+        raise ConfigError(f"{path}: a row's time or size is not a finite positive number")
     return NcclRun(path, int(g), size, time_us * 1e-6)
 
 

@@ -246,3 +246,8 @@ def test_list_hardware_shows_the_datasheet_check(tmp_path):
     assert mine["cost model"] == "datasheet only"  # a user's file is not the GPU that was checked
     r = kvsim("validate", "kernels", "--protocol", "held-out", "--write-checks", str(tmp_path / "x.yaml"))
     assert r.returncode != 0 and "--write-checks needs --protocol datasheet" in r.stderr
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("my notes\n")
+    r = kvsim("validate", "kernels", "--protocol", "datasheet", "--hw", "gb200", "--write-checks", str(mine))
+    assert r.returncode == 1 and "is not a datasheet checks file (not replaced)" in r.stderr
+    assert mine.read_text() == "my notes\n" and len(r.stderr.strip().splitlines()) == 1

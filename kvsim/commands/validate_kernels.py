@@ -65,8 +65,13 @@ def kernels_cmd(
     tables = [table_of_system(h) for h in hw] if hw else list(SYSTEM_OF_TABLE)
     if write_profiles is not None and protocol is not Protocol.held_out:
         raise ConfigError("--write-profiles needs --protocol held-out (profiles carry their held-out error)")
-    if write_checks is not None and protocol is not Protocol.datasheet:
-        raise ConfigError("--write-checks needs --protocol datasheet")
+    if write_checks is not None:
+        if protocol is not Protocol.datasheet:
+            raise ConfigError("--write-checks needs --protocol datasheet")
+        # lazy: only when writing; before the protocol runs, so a bad path costs nothing
+        from kvsim.validate.datasheet_checks import check_target
+
+        check_target(write_checks)
     if protocol is Protocol.current:
         rows = kr.current(tables)
     elif protocol is Protocol.held_out:

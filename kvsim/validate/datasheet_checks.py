@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from kvsim.fileio import atomic_write
+from kvsim.fileio import OutputError, atomic_write, check_output_file, describe
 from kvsim.specbase import read_yaml
 
 CHECKS_PATH = Path(__file__).parent / "data" / "datasheet_checks.yaml"
@@ -29,13 +29,30 @@ def checks_text(rows: list[dict]) -> str:
         if r["rows"]:
             systems.setdefault(r["system"], {})[r["op"]] = {k: (r[k] if k == "rows" else float(f"{r[k]:.4g}")) for k in _FIELDS}
     data = {"protocol": rows[0]["protocol"] if rows else "", "date": _dt.date.today().isoformat(), "systems": systems}
-    header = ("# Datasheet-only check of GPUs no fit has seen, written by `kvsim validate kernels --protocol datasheet\n"
+    header = (_HEADER + ", written by `kvsim validate kernels --protocol datasheet\n"
               "# --write-checks`. Do not edit by hand: rerun the command. Fractions, not %.\n")
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
+_HEADER = "# Datasheet-only check of GPUs no fit has seen"
+
+
+def check_target(path: Path | str) -> Path:
+    """``path`` may be written: absent, or an earlier checks file (anything else is never replaced)."""
+    path = check_output_file(path, "--write-checks")  # (not a directory, its folder writable)
+    if path.exists():
+        try:
+            head = path.read_text(encoding="utf-8", errors="replace")[: len(_HEADER)]
+        except OSError as err:
+            raise OutputError(f"--write-checks {path}: {describe(err)}") from None
+        if head != _HEADER:
+            raise OutputError(f"--write-checks {path}: exists and is not a datasheet checks file (not replaced)")
+    return path
+
+
 def write_checks(rows: list[dict], path: Path | str) -> Path:
-    return atomic_write(Path(path), checks_text(rows))
+    """Write :func:`checks_text` atomically to ``path`` (:func:`check_target`)."""
+    return atomic_write(check_target(path), checks_text(rows))
 
 
 @lru_cache(maxsize=1)
@@ -46,4 +63,4 @@ def load_checks() -> dict:
     return read_yaml(CHECKS_PATH) or {"systems": {}}
 
 
-__all__ = ["CHECKS_PATH", "checks_text", "write_checks", "load_checks"]
+__all__ = ["CHECKS_PATH", "check_target", "checks_text", "write_checks", "load_checks"]

@@ -251,3 +251,28 @@ def test_list_hardware_shows_the_datasheet_check(tmp_path):
     r = kvsim("validate", "kernels", "--protocol", "datasheet", "--hw", "gb200", "--write-checks", str(mine))
     assert r.returncode == 1 and "is not a datasheet checks file (not replaced)" in r.stderr
     assert mine.read_text() == "my notes\n" and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_write_profiles_never_replaces_a_users_file(tmp_path):
+    """--write-profiles DIR writes DIR/<system>.yaml: a file of that name that this command did not
+    write (a user's own profile) is refused before the fit, and left as it was; an earlier profile
+    is replaced by the same bytes the shipped one has (same fit, same tables); ``--hw`` takes the
+    catalog's aliases (a100 -> a100-80g) as every other command does."""
+    from pathlib import Path
+
+    import kvsim.hardware as hwpkg
+
+    mine = tmp_path / "a100-80g.yaml"
+    mine.write_text("name: my-a100\n")
+    r = kvsim("validate", "kernels", "--protocol", "held-out", "--hw", "a100", "--write-profiles", str(tmp_path))
+    assert r.returncode == 1 and "was not written by --write-profiles (not replaced)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and mine.read_text() == "name: my-a100\n"
+    mine.unlink()
+    for _ in range(2):  # absent, then an earlier profile: both written
+        r = kvsim("validate", "kernels", "--protocol", "held-out", "--hw", "a100", "--write-profiles", str(tmp_path))
+        assert r.returncode == 0, r.stderr
+    shipped = Path(hwpkg.__file__).parent / "profiles" / "a100-80g.yaml"
+    strip = lambda t: [x for x in t.splitlines() if not x.startswith("date:")]  # noqa: E731
+    assert strip(mine.read_text()) == strip(shipped.read_text())
+    r = kvsim("validate", "kernels", "--protocol", "held-out", "--hw", "a100", "--write-profiles", str(mine / "x"))
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr

@@ -65,6 +65,11 @@ def kernels_cmd(
     tables = [table_of_system(h) for h in hw] if hw else list(SYSTEM_OF_TABLE)
     if write_profiles is not None and protocol is not Protocol.held_out:
         raise ConfigError("--write-profiles needs --protocol held-out (profiles carry their held-out error)")
+    if write_profiles is not None:
+        # lazy: only when writing; before the fit, so a bad path or a file it may not replace costs nothing
+        from kvsim.validate.kernel_profiles import profile_targets
+
+        profile_targets(write_profiles, [t for t in tables if t in FITTED_TABLES])
     if write_checks is not None:
         if protocol is not Protocol.datasheet:
             raise ConfigError("--write-checks needs --protocol datasheet")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from kvsim.fileio import atomic_write, ensure_dir
+from kvsim.fileio import OutputError, atomic_write, check_writable_dir, describe
 from kvsim.hardware import AllReduceFit, ProfileSpec
 from kvsim.validate.kernel_tables import ROOFLINE_OP, SYSTEM_OF_TABLE
 
@@ -40,12 +40,38 @@ def profile_of_fit(table_system: str, eff: dict[str, dict[str, float]], allreduc
     )
 
 
+_HEADER = "# Measured profile of the "
+
+
+def profile_targets(directory: Path | str, table_systems: list[str]) -> list[Path]:
+    """The files ``--write-profiles DIR`` will write (``DIR/<system>.yaml``), checked before any fit:
+    the folder can be written, and each file is absent or an earlier profile written by this
+    command (anything else, e.g. a user's own profile of the same name, is never replaced)."""
+    folder = check_writable_dir(directory, "--write-profiles")
+    paths = []
+    for ts in table_systems:
+        path = folder / f"{SYSTEM_OF_TABLE[ts]}.yaml"
+        if path.is_dir():
+            raise OutputError(f"--write-profiles {path}: is a directory")
+        if path.exists():
+            try:
+                head = path.read_text(encoding="utf-8", errors="replace")[: len(_HEADER)]
+            except OSError as err:
+                raise OutputError(f"--write-profiles {path}: {describe(err)}") from None
+            if head != _HEADER:
+                raise OutputError(f"--write-profiles {path}: exists and was not written by --write-profiles (not replaced)")
+        paths.append(path)
+    return paths
+
+
 def write_profile(directory: Path, table_system: str, eff: dict[str, dict[str, float]], allreduce: list[AllReduceFit],
                   held_out_rows: list[dict]) -> Path:
+    """Write the profile of ``table_system`` into ``directory`` (:func:`profile_targets` decides
+    whether its file may be replaced)."""
     spec = profile_of_fit(table_system, eff, allreduce, held_out_rows)
     data = spec.model_dump(exclude_defaults=False)
     data["allreduce"] = [{k: v for k, v in a.items() if v is not None} for a in data["allreduce"]]
-    header = ("# Measured profile of the " + spec.system + " node, written by `kvsim validate kernels --protocol held-out "
+    header = (_HEADER + spec.system + " node, written by `kvsim validate kernels --protocol held-out "
               "--write-profiles`.\n# Do not edit by hand: rerun the command. measured_error is held-out (see source).\n")
-    path = ensure_dir(directory, "--write-profiles") / f"{spec.system}.yaml"
+    (path,) = profile_targets(directory, [table_system])
     return atomic_write(path, header + yaml.safe_dump(data, sort_keys=False))

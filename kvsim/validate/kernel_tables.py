@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import ConfigError
+from kvsim.hardware import catalog as hardware_catalog
 
 TABLE_DIR = Path(__file__).parent / "data" / "gpu_kernels"
 
@@ -85,7 +86,9 @@ def table_of_system(name: str) -> str:
     """Table system of a kvsim system name or table name (``a100-80g`` or ``a100_sxm``)."""
     if name in SYSTEM_OF_TABLE:
         return name
+    shipped = hardware_catalog("system").get(name.lower())  # an alias (a100 -> a100-80g)
+    canonical = shipped.name if shipped is not None else name
     for table, system in SYSTEM_OF_TABLE.items():
-        if system == name:
+        if system == canonical:
             return table
     raise ConfigError(f"no measured kernel table for '{name}' (choices: {', '.join(SYSTEM_OF_TABLE.values())})")

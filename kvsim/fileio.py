@@ -92,10 +92,25 @@ def check_output_file(path: Path | str, flag: str = "") -> Path:
     return p
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _stage(directory: Path, name: str, data: str | bytes) -> Path:
-    """Write ``data`` to a new temporary file in ``directory``; returns its path."""
+    """Write ``data`` to a new temporary file in ``directory``; returns its path. The file gets
+    the mode an ordinary ``open(path, "w")`` would give it (``0o666`` less the umask), or the
+    mode of the file it will replace: ``mkstemp``'s private 0600 would otherwise end up on
+    every output (a report another user cannot read)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
+        try:
+            mode = (directory / name).stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()

@@ -293,3 +293,56 @@ def test_sigterm_during_trace_fetch_removes_part_file(capsys, monkeypatch, tmp_p
     assert code == 143 and err.strip().endswith("error: terminated")
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) == before  # main() restored it
+
+
+# ---- single files the user names: a file kvsim did not write is not replaced ------------------------
+
+
+def test_single_file_outputs_never_replace_a_users_file(capsys, monkeypatch, tmp_path):
+    """simulate --report, report --out and validate calibrate --out replace an existing file only
+    when kvsim wrote it (a page with kvsim's generator tag, a calibration YAML) or with --force;
+    the user's file is left byte for byte, checked before the work (one line, exit 1)."""
+    mine = tmp_path / "mine.html"
+    mine.write_text("precious\n")
+    one_line_error(*run(capsys, monkeypatch, *SIM, "--report", str(mine)), "not a page kvsim wrote", "--force")
+    assert mine.read_text() == "precious\n"
+    page = tmp_path / "r.html"
+    for _ in range(2):  # absent, then kvsim's own page: both written
+        assert run(capsys, monkeypatch, *SIM, "--report", str(page), "--self-contained")[0] == 0
+    assert run(capsys, monkeypatch, *SIM, "--report", str(mine), "--self-contained", "--force")[0] == 0
+    assert mine.read_text().startswith("<!DOCTYPE html>")
+
+    plan_dir = tmp_path / "p"
+    assert run(capsys, monkeypatch, *PLAN, "--out", str(plan_dir))[0] == 0
+    other = tmp_path / "notes.html"
+    other.write_text("my notes\n")
+    one_line_error(*run(capsys, monkeypatch, "report", str(plan_dir), "--out", str(other), "--self-contained"),
+                   "not a page kvsim wrote")
+    assert other.read_text() == "my notes\n"
+
+    shutil.copy(COMMITTED, tmp_path / "res.json")
+    cal = tmp_path / "cal.yaml"
+    cal.write_text("efficiency: mine\n")
+    args = ["validate", "calibrate", "--from", str(tmp_path / "res.json"), "--out", str(cal)]
+    one_line_error(*run(capsys, monkeypatch, *args), "not written by kvsim validate", "--force")
+    assert cal.read_text() == "efficiency: mine\n" and not (tmp_path / "cal.hw.yaml").exists()
+    cal.unlink()
+    for _ in range(2):  # absent, then its own calibration: both written
+        assert run(capsys, monkeypatch, *args)[0] == 0
+    assert cal.read_text().startswith("kind: calibration\n")
+
+
+def test_outputs_get_the_umask_mode_not_mkstemp_0600(tmp_path):
+    """A new output file gets 0o666 less the umask, like open(path, "w") (staging with mkstemp
+    made every output 0600: a report another user could not read); a replaced file keeps its mode."""
+    old = os.umask(0o022)
+    try:
+        p = fileio.atomic_write(tmp_path / "a.txt", "x")
+        assert p.stat().st_mode & 0o777 == 0o644  # 0o666 & ~0o022
+        os.chmod(p, 0o600)
+        fileio.atomic_write(p, "y")
+        assert p.stat().st_mode & 0o777 == 0o600 and p.read_text() == "y"
+        os.umask(0o077)
+        assert fileio.atomic_write(tmp_path / "b.txt", "x").stat().st_mode & 0o777 == 0o600  # 0o666 & ~0o077
+    finally:
+        os.umask(old)

@@ -13,7 +13,7 @@ def report_cmd(
     results_dir: Annotated[Path, typer.Argument(help="directory written by `kvsim plan --out`")],
     out: Annotated[Optional[str], typer.Option("--out", help="HTML file to write (default RESULTS_DIR/report.html)")] = None,
     self_contained: Annotated[bool, typer.Option("--self-contained", help="plotly.js inside the page (~5 MB) instead of beside it")] = False,
-    force: Annotated[bool, typer.Option("--force", help="replace RESULTS_DIR/report.html even if kvsim did not write it")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace RESULTS_DIR/report.html (or the --out file) even if kvsim did not write it")] = False,
 ) -> None:
     """Rebuild the HTML report from saved results (plotly.js beside it, or inside with --self-contained; works offline)."""
     # lazy: CLI start-up
@@ -22,7 +22,7 @@ def report_cmd(
     from kvsim.plan.search import load_plan
 
     if out is not None:
-        check_page(out, self_contained, "--out")
+        check_page(out, self_contained, "--out", force)
     plan = load_plan(results_dir)
     page = plan_report_html(plan, self_contained=self_contained)
     if out is None:  # into the plan directory: kvsim's own files there, or refuse (see kvsim.fileio)
@@ -30,5 +30,5 @@ def report_cmd(
                    flag="RESULTS_DIR")
         path = results_dir / "report.html"
     else:
-        path = write_page(out, page, self_contained=self_contained, flag="--out")
+        path = write_page(out, page, self_contained=self_contained, flag="--out", force=force)
     print(f"wrote {path} ({len(plan.configs)} configurations)", file=sys.stderr)

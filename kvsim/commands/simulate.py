@@ -81,7 +81,7 @@ def simulate_cmd(
     out: Annotated[Optional[str], typer.Option("--out", help="directory: manifest.json and one folder per method (summary.json, requests.csv, timeline.csv/json; docs/outputs.md)")] = None,
     report: Annotated[Optional[str], typer.Option("--report", help="write an HTML report comparing the methods (plotly.js beside it)")] = None,
     self_contained: Annotated[bool, typer.Option("--self-contained", help="--report: one HTML file with plotly.js inside (~5 MB)")] = False,
-    force: Annotated[bool, typer.Option("--force", help="--out: replace or remove files there that kvsim did not write")] = False,
+    force: Annotated[bool, typer.Option("--force", help="--out: replace or remove files there that kvsim did not write; --report: replace a file that is not a kvsim page")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a request trace through a vLLM-like engine: TTFT, TPOT, ITL, E2EL, throughput, memory per KV method."""
@@ -108,7 +108,7 @@ def simulate_cmd(
         # lazy: CLI start-up (plotly)
         from kvsim.plan.report import check_page
 
-        check_page(report, self_contained, "--report")
+        check_page(report, self_contained, "--report", force)
     if disagg is None and any(v is not None for v in (prefill_hw, decode_hw, prefill_tp, decode_tp)):
         raise ConfigError("--prefill-hw, --decode-hw, --prefill-tp and --decode-tp need --disagg P:D")
     split = None
@@ -193,7 +193,7 @@ def simulate_cmd(
         # lazy: CLI start-up
         from kvsim.plan.report import simulation_report
 
-        simulation_report(results, Path(report), self_contained=self_contained)
+        simulation_report(results, Path(report), self_contained=self_contained, force=force)
     if as_json:
         print_json(results[0].summary if len(results) == 1 else [r.summary for r in results])
     elif len(results) == 1:

@@ -102,31 +102,40 @@ def argv_after(word: str) -> list[str]:
 
 
 HW_MARK = "# Local device spec written by `kvsim validate`"
-ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite companion files (X.hw.yaml, X.results.json) kvsim did not write")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite --out and its companion files (X.hw.yaml, X.results.json) even if kvsim did not write them")]
 
 
 def kvsim_wrote(path: Path) -> bool:
-    """Whether the existing ``path`` looks like kvsim's own companion file (hw YAML header, results JSON)."""
+    """Whether the existing ``path`` looks like a file ``kvsim validate`` writes: the local hw
+    YAML (its header), a calibration YAML (``kind: calibration``), a results JSON (kernel
+    timings, or an e2e report)."""
     try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(4096)
         if path.name.endswith(".hw.yaml"):
-            with open(path, encoding="utf-8") as f:
-                return f.readline().startswith(HW_MARK)
+            return head.startswith(HW_MARK)
+        if path.suffix in (".yaml", ".yml"):
+            return head.startswith("kind: calibration\n")
         data = json.loads(path.read_text(encoding="utf-8"))
-        return isinstance(data, dict) and "kernels" in data
+        return isinstance(data, dict) and ("kernels" in data or data.get("kind") == "kvsim-validate-e2e")
     except (OSError, ValueError):
         return False
 
 
-def check_outputs(main: str | Path | None, companions: list[Path], force: bool) -> None:
+def check_outputs(main: str | Path | None, companions: list[Path], force: bool | None) -> None:
     """Before measuring (minutes): every output can be written, and no companion file kvsim
-    derived from --out (a name the user never gave) would replace a file kvsim did not write."""
+    derived from --out (a name the user never gave) would replace a file kvsim did not write, nor
+    would --out itself unless ``force`` (None: the command has no --force)."""
     # lazy: CLI start-up
     from kvsim.fileio import OutputError, check_output_file, check_writable_dir
 
     if main is None:
         check_writable_dir(".", "--out (default: the current directory)")
     else:
-        check_output_file(main, "--out")
+        p = check_output_file(main, "--out")
+        if p.exists() and not force and not kvsim_wrote(p):
+            raise OutputError(f"--out {p}: exists and was not written by kvsim validate; move it away or choose another "
+                              f"--out{'' if force is None else ', or pass --force'}")
     for c in companions:
         check_output_file(c, "--out")
         if c.exists() and not force and not kvsim_wrote(c):

@@ -49,6 +49,10 @@ table.rec th{background:#f4f4f4} table.rec td.l{text-align:left} tr.top td{backg
 
 
 # ---------------------------------------------------------------- tables and page
+#: every page kvsim writes carries this tag: a file without it is never replaced (unless forced)
+GENERATOR_META = '<meta name="generator" content="kvsim">'
+
+
 def _f(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -152,7 +156,7 @@ def render_page(title: str, meta_html: str, sections: list[tuple[str, Body]], *,
                '<script>if (typeof Plotly === "undefined") { document.body.insertAdjacentHTML("afterbegin", '
                f'"<p class=\\"warn\\">{PLOTLY_JS} was not found next to this page: keep it in the same folder, '
                'or rebuild the page with --self-contained.</p>"); }</script>\n')
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{GENERATOR_META}<title>{html.escape(title)}</title>'
             f"{script}<style>{_CSS}</style></head>\n<body><h1>{html.escape(title)}</h1><div class=\"meta\">{meta_html}</div>\n"
             + "\n".join(parts) + f"\n{missing}</body></html>\n")
 
@@ -168,21 +172,34 @@ def page_files(name: str, page: str, self_contained: bool = False) -> dict[str, 
     return {name: page} if self_contained else {PLOTLY_JS: plotly_js(), name: page}
 
 
-def check_page(path: str | Path, self_contained: bool = False, flag: str = "") -> Path:
-    """Before the work: ``path`` can be written, and a file named :data:`PLOTLY_JS` beside it
-    is absent or is that plotly.js (anything else there is not overwritten)."""
+def _is_kvsim_page(p: Path) -> bool:
+    """Does file ``p`` start like a page kvsim wrote (its generator tag in the first 512 bytes)?"""
+    try:
+        with p.open("rb") as f:
+            return GENERATOR_META.encode("utf-8") in f.read(512)
+    except OSError:
+        return False
+
+
+def check_page(path: str | Path, self_contained: bool = False, flag: str = "", force: bool = False) -> Path:
+    """Before the work: ``path`` can be written and is absent or a page kvsim wrote (anything
+    else is replaced only with ``force``), and a file named :data:`PLOTLY_JS` beside it is
+    absent or is that plotly.js (anything else there is not overwritten)."""
     p = check_output_file(path, flag)
+    where = f"{flag} " if flag else ""
+    if p.exists() and not force and not _is_kvsim_page(p):
+        raise OutputError(f"{where}{p}: exists and is not a page kvsim wrote; move it away or pass --force to replace it")
     js = p.parent / PLOTLY_JS
     if not self_contained and (js.is_dir() or (js.exists() and js.read_bytes() != plotly_js().encode("utf-8"))):
-        raise OutputError(f"{f'{flag} ' if flag else ''}{js}: exists and is not plotly.js {get_plotlyjs_version()}; "
+        raise OutputError(f"{where}{js}: exists and is not plotly.js {get_plotlyjs_version()}; "
                           "move it away or pass --self-contained")
     return p
 
 
-def write_page(path: str | Path, page: str, *, self_contained: bool = False, flag: str = "") -> Path:
+def write_page(path: str | Path, page: str, *, self_contained: bool = False, flag: str = "", force: bool = False) -> Path:
     """Write ``page`` atomically; unless ``self_contained``, first :data:`PLOTLY_JS` beside it
     when it is not there yet (see :func:`check_page`)."""
-    p = check_page(path, self_contained, flag)
+    p = check_page(path, self_contained, flag, force)
     if not self_contained and not (p.parent / PLOTLY_JS).exists():
         atomic_write(p.parent / PLOTLY_JS, plotly_js())
     return atomic_write(p, page)
@@ -319,7 +336,7 @@ def single_run_html(point: PointResult, title: str, meta: str = "", **kw) -> str
 
 
 def simulation_report(results: list, path: str | Path, *, title: str | None = None,
-                      self_contained: bool = False) -> Path:
+                      self_contained: bool = False, force: bool = False) -> Path:
     """Write the page of ``kvsim.sim.replica.simulate`` results (one per method, same trace) to ``path``."""
     s = results[0].summary
     runs = [(r.summary.get("method", f"run {i}"), digest(r)) for i, r in enumerate(results, start=1)]
@@ -336,7 +353,7 @@ def simulation_report(results: list, path: str | Path, *, title: str | None = No
     page = simulation_html(runs, title, meta, slo_ttft_s=bounds.get("ttft"), slo_tpot_s=bounds.get("tpot"),
                            slo_itl_s=bounds.get("itl"), slo_level=LEVELS.get(slo.get("percentile", "")),
                            self_contained=self_contained)
-    return write_page(path, page, self_contained=self_contained)
+    return write_page(path, page, self_contained=self_contained, force=force)
 
 
 def single_run_report(sim_result, path: str | Path, title: str | None = None, *, self_contained: bool = False) -> Path:

@@ -272,3 +272,43 @@ def test_plan_json_carries_provenance_like_simulate(tmp_path):
     assert kivi["max_rate_per_s"] == next(c.max_rate_per_s for c in plan.configs if c.method_name == "kivi") > 0
     assert saved["trace"]["seed"] == SMALL_TRACE.seed
     assert load_plan(tmp_path / "res").provenance == plan.provenance  # reads back
+
+
+def test_unmet_target_has_no_gpus_or_cost_in_its_row():
+    """Target 1000 req/s at 5 req/s per TP1 replica needs 200 replicas, beyond the cap: the row says
+    "not met", with no GPU count, demand or cost (the cost of one replica at its own max rate is not
+    the cost at the target); a met target keeps its numbers."""
+    from kvsim.plan.report import recommendation_rows
+
+    plan = run_plan(_request(methods=["full"], target_rate_per_s=1000.0, tp_choices=[1]), executor="serial", progress=False,
+                    evaluator=StepEvaluator())
+    (c,) = plan.configs
+    assert c.target.replicas is None and c.cost_usd_per_mtok is None
+    (row,) = recommendation_rows(plan)
+    assert row["gpus"].startswith("not met (> ") and row["usd_mtok"] == "-" and row["tok_s"] == "-"
+    assert "target not met" in row["note"]
+    met = run_plan(_request(methods=["full"], target_rate_per_s=20.0, tp_choices=[1]), executor="serial", progress=False,
+                   evaluator=StepEvaluator())
+    (row,) = recommendation_rows(met)
+    assert row["gpus"] == "4 (4x TP1)" and row["usd_mtok"] != "-"
+
+
+def test_plan_cli_exits_1_when_no_configuration_meets_the_target(capsys, monkeypatch):
+    """`kvsim plan --target-rate` that no configuration sustains is exit 1 with one error line
+    after the table (docs/plan.md), like an SLO met at no rate; a capped search says the trace is
+    too short."""
+    import sys
+
+    from kvsim.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["kvsim", "plan", "--executor", "serial", "--no-progress", "--no-cache",
+                                          "-n", "12", "--tp-choices", "1", *args])
+        with pytest.raises(SystemExit) as e:
+            main()
+        return e.value.code, capsys.readouterr().err
+
+    code, err = run("--target-rate", "1e6", "--slo-ttft", "0.5s")
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: no configuration sustains the target")
+    code, err = run()
+    assert code in (0, None) and "too short to load it" in err and "raise --num-requests" in err

@@ -175,8 +175,17 @@ def plan_cmd(
         hits = sum(c.cache_hits for c in plan.configs)
         print(f"{len(plan.configs)} configurations, {sims} simulations run, {hits} cached, {plan.wall_s:.1f} s"
               + (f"; report: {out / 'report.html'}" if out is not None else ""), file=sys.stderr)
+    for c in plan.configs:
+        if c.capped and c.error is None:
+            print(f"note: {c.label}: still meets the SLO at the search's top rate ({c.max_rate_per_s:.4g} req/s, the "
+                  "trace's requests arriving almost at once): the trace is too short to load it, so its max rate"
+                  + (" and replica count are" if plan.target_rate_per_s else " is") + " a lower bound; raise --num-requests",
+                  file=sys.stderr)
     if not any(c.runs for c in plan.configs):
         raise ConfigError("no configuration met the SLO at any rate (the note of each row says why)")
+    if plan.target_rate_per_s is not None and not any(c.target is not None and c.target.replicas for c in plan.configs):
+        raise ConfigError(f"no configuration sustains the target {plan.target_rate_per_s:g} req/s within the SLO "
+                          "(the note of each row says why)")
 
 
 def _allreduce_notes(configs) -> list[str]:
@@ -257,4 +266,5 @@ def _print_table(plan) -> None:
     print_rows(con, title, [h for _, h in cols], [[r[k] for k, _ in cols] for r in recommendation_rows(plan)],
                left=("hardware", "method", "note"), heading=3)
     for g, p in sorted({(c.gpu_name, c.price) for c in plan.configs if c.price}, key=lambda x: x[0]):
-        con.print(f"[dim]price {g}: ${p.usd_per_hour:.2f}/GPU-hour, {p.source} ({p.date})[/dim]", overflow="fold")
+        dated = p.source if str(p.date) in p.source else f"{p.source} ({p.date})"  # (a source may state its date)
+        con.print(f"[dim]price {g}: ${p.usd_per_hour:.2f}/GPU-hour, {dated}[/dim]", overflow="fold")

@@ -66,12 +66,15 @@ def recommendation_rows(plan: PlanResult) -> list[dict[str, str]]:
         b = c.target.point if c.target is not None and c.target.point is not None else c.best
         gpus = c.target.gpus if c.target is not None and c.target.gpus else c.gpus
         replicas = c.target.replicas if c.target is not None and c.target.replicas else c.config.replicas
+        unmet = c.target is not None and c.target.replicas is None
         rows.append({
             "rank": str(rank), "hardware": c.hw_name, "method": c.method_label,
-            "gpus": f"{gpus} ({replicas}x TP{c.config.tp})",
-            "max_rate": _f(c.max_rate_per_s, ".3g") if c.error is None else "-",
+            "gpus": (f"not met (> {max(c.target.tried, default=0)}x TP{c.config.tp})" if unmet
+                     else f"{gpus} ({replicas}x TP{c.config.tp})"),
+            "max_rate": ("-" if c.error is not None else
+                         (">= " if c.capped else "") + _f(c.max_rate_per_s, ".3g")),
             "tok_s": _f(c.target.output_tok_per_s if c.target is not None and c.target.gpus
-                        else (b.throughput_output_tok_s if b else None), ",.0f"),
+                        else (None if unmet else b.throughput_output_tok_s if b else None), ",.0f"),
             "ttft": _f(b.ttft_s.at(pct) if b else None, ".3f"),
             "tpot": _f(b.tpot_s.at(pct) if b else None, ".4f"), "itl": _f(b.itl_s.at(pct) if b else None, ".4f"),
             "usd_mtok": _f(c.cost_usd_per_mtok, ".3f"), "accuracy": _f(c.ruler_avg, ".1f"),
@@ -124,8 +127,8 @@ def recommendation_html(plan: PlanResult) -> str:
                         else f"<td>{html.escape(r[k])}</td>" for k, _ in plan_columns(plan))
         body.append(f"<tr{cls}>{cells}</tr>")
     prices = sorted({(c.gpu_name, c.price.usd_per_hour, c.price.source, c.price.date) for c in plan.configs if c.price})
-    notes = "".join(f"<li>{html.escape(g)}: ${p:.2f}/GPU-hour, {html.escape(s)} ({html.escape(d)})</li>"
-                    for g, p, s, d in prices)
+    notes = "".join(f"<li>{html.escape(g)}: ${p:.2f}/GPU-hour, {html.escape(s if str(d) in s else f'{s} ({d})')}</li>"
+                    for g, p, s, d in prices)  # (a source may state its date)
     return (f'<table class="rec"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
             f'<p class="note">Prices:</p><ul class="note">{notes or "<li>none in the hardware specs</li>"}</ul>')
 

@@ -126,6 +126,8 @@ def config_result(task: ConfigTask) -> ConfigResult:
         target = target.model_copy(update={"output_tok_per_s": task.target_rate_per_s * float(np.mean(trace.output_tokens))})
     if target is not None and target.gpus:
         cost = cost_usd_per_mtok(base["price"], target.gpus, target.output_tok_per_s)
+    elif task.target_rate_per_s is not None:  # the target was not met: no cost at the target to state
+        cost = None
     else:
         cost = cost_usd_per_mtok(base["price"], cfg.gpus, best.throughput_output_tok_s) if best else None
     return ConfigResult(

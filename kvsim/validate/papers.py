@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.methods import make_method
@@ -59,6 +59,9 @@ class Conditions(BaseModel):
     kv_dtype: str = "bf16"
     prompt: int | None = None
     output: int | None = None
+    #: the engine's memory cap (vLLM's knob, default 0.9); an engine without one (FlexGen allocates
+    #: its weights and KV cache directly on the whole GPU) is 1.0
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
 
 
 class Row(BaseModel):
@@ -117,12 +120,13 @@ def _model(name: str) -> str:
 
 
 @cache
-def _deployment(hw: str, model: str, weight_dtype: str, kv_dtype: str):
-    return build_deployment(_hw(hw), _model(model), weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+def _deployment(hw: str, model: str, weight_dtype: str, kv_dtype: str, gpu_memory_utilization: float = 0.9):
+    return build_deployment(_hw(hw), _model(model), weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                            gpu_memory_utilization=gpu_memory_utilization)
 
 
 def _estimate(c: Conditions):
-    dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype)
+    dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype, c.gpu_memory_utilization)
     meth = make_method(c.method, dep)
     return estimate(dep, meth, c.context, c.batch), meth
 
@@ -160,9 +164,10 @@ def metric_of(c: Conditions, metric: str) -> float:
     raise ValueError(f"unknown metric {metric}")
 
 
-def batch_run(c: Conditions) -> float:
-    """Generated tokens per second of ``batch`` requests arriving together, simulated."""
-    dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype)
+def batch_run(c: Conditions) -> tuple[float | None, str]:
+    """Generated tokens per second of ``batch`` requests arriving together, simulated; None and
+    why when kvsim does not serve them all (e.g. their KV does not fit): no number is made up."""
+    dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype, c.gpu_memory_utilization)
     B = int(c.batch)
     tr = Trace("batch", np.zeros(B), np.full(B, c.prompt, dtype=np.int64), np.full(B, c.output, dtype=np.int64))
     cfg = SimConfig(max_num_seqs=B, max_num_batched_tokens=B * (c.prompt + 1), chunked_prefill=True,
@@ -170,8 +175,10 @@ def batch_run(c: Conditions) -> float:
     res = simulate(dep, make_method(c.method, dep), tr, cfg)
     s = res.summary
     if s["requests_completed"] < B:
-        return 0.0
-    return B * c.output / s["makespan_s"]
+        why = ", ".join(f"{n} {r}" for r, n in sorted(s.get("rejected_reasons", {}).items())) or "not completed"
+        return None, (f"NO PREDICTION: kvsim serves {s['requests_completed']} of {B} requests ({why}; "
+                      f"gpu_memory_utilization {c.gpu_memory_utilization:g})")
+    return B * c.output / s["makespan_s"], ""
 
 
 def evaluate(row: Row) -> Result:
@@ -181,14 +188,16 @@ def evaluate(row: Row) -> Result:
     elif row.kind == "ratio":
         a, b = metric_of(row.num, row.metric), metric_of(row.den, row.metric)
         pred = (b / a if row.invert else a / b) if (b if not row.invert else a) else float("inf")
-    elif row.kind == "batch_run":
-        pred = batch_run(row.conditions)
+    why = ""
+    if row.kind == "batch_run":
+        pred, why = batch_run(row.conditions)
     err = _error(pred, row.published)
     tgt = TARGETS.get(row.category)
     return Result(id=row.id, row=row.row, paper=row.paper, quantity=row.quantity, category=row.category, units=row.units,
                   published=row.published, predicted=pred, error=err,
                   within_target=None if err is None or tgt is None else abs(err) <= tgt, target=tgt,
-                  note=row.note if row.kind != "unexpressible" else row.reason, source=row.source,
+                  note=(row.note if row.kind != "unexpressible" else row.reason) + (f"; {why}" if why else ""),
+                  source=row.source,
                   expressible=row.kind != "unexpressible", in_sample=row.in_sample)
 
 

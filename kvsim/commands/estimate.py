@@ -85,8 +85,8 @@ def estimate_cmd(
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
                            expert_offload=expert_offload)
     _check_context(context, dep.model, allow_long_context)
-    if dep.allreduce_note:
-        print(f"note: {dep.allreduce_note}", file=sys.stderr)
+    for note in dep.notes:
+        print(f"note: {note}", file=sys.stderr)
     chunk = max_num_batched_tokens if chunked_prefill else None
     specs = split_methods(method)
     methods = []

@@ -162,7 +162,7 @@ def plan_cmd(
         out = Path(out)
     if plan.trace_notice:
         print(f"note: {plan.trace_notice}", file=sys.stderr)
-    for note in _allreduce_notes(plan.configs):
+    for note in _allreduce_notes(plan.configs) + _calibration_notes(plan.configs, calibration):
         print(f"note: {note}", file=sys.stderr)
     points = [c.best for c in plan.configs if c.best is not None]
     if offload is not None and points and not any(p.kv_offload for p in points):
@@ -196,6 +196,19 @@ def _allreduce_notes(configs) -> list[str]:
 
     seen = dict.fromkeys((c.config.hw, c.config.tp) for c in configs if c.error is None)
     notes = [allreduce_note(load_system(hw), tp) for hw, tp in seen]
+    return list(dict.fromkeys(n for n in notes if n))
+
+
+def _calibration_notes(configs, calibration: str | None) -> list[str]:
+    """One note per hardware searched that ``--calibration`` was not fitted on."""
+    if not calibration:
+        return []
+    # lazy: CLI start-up
+    from kvsim.costmodel.calibration import calibration_mismatch, load_calibration
+    from kvsim.hardware import load_system
+
+    cal = load_calibration(calibration)
+    notes = [calibration_mismatch(load_system(hw), cal, calibration) for hw in dict.fromkeys(c.config.hw for c in configs)]
     return list(dict.fromkeys(n for n in notes if n))
 
 

@@ -25,6 +25,7 @@ cross-validation fit that did not use it; ``validation`` - held-out error summar
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -84,14 +85,38 @@ def load_calibration(path: str | Path) -> Calibration:
     return cal
 
 
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def calibration_mismatch(system: System, cal: Calibration, origin: str = "") -> str | None:
+    """A note when ``cal`` was fitted on another device than ``system``'s GPU: its ``applies_to``
+    (the GPU or system it was fitted for) names neither the system nor its GPU, by name or alias
+    (spelling-insensitive). Files for any system (engine profiles: ``applies_to: any system``)
+    and files without ``applies_to`` match everything. The efficiencies are fractions of the
+    fitted device's peaks, so on another GPU they describe that device, not this one."""
+    target = _key(cal.applies_to)
+    if not target or cal.applies_to.strip().lower().startswith("any"):
+        return None
+    names = {system.name, system.gpu.name, *system.spec.aliases, *system.gpu.aliases}
+    if target in {_key(n) for n in names}:
+        return None
+    use = f" (use it with --hw {cal.hw})" if cal.hw else ""
+    return (f"--calibration {origin or 'file'} was fitted on {cal.applies_to} ({cal.device}), not on {system.name}'s "
+            f"{system.gpu.name}: its efficiencies describe that device{use}")
+
+
 def apply_calibration(system: System, cal: Calibration, origin: str = "") -> System:
-    """``system`` with the calibration's efficiencies in force (validated)."""
+    """``system`` with the calibration's efficiencies in force (validated); a note on the system
+    when the calibration was fitted on another device (:func:`calibration_mismatch`)."""
     try:
         eff = system.eff.with_overrides(cal.efficiencies, source=f"calibration {origin or cal.device}")
     except ValueError as err:
         msg = str(err).splitlines()[0]
         raise SpecError(f"{origin or 'calibration'}: efficiencies: {msg}") from None
-    return system.with_efficiencies(eff)
+    out = system.with_efficiencies(eff)
+    note = calibration_mismatch(system, cal, origin)
+    return replace(out, notes=(*out.notes, note)) if note else out
 
 
 def save_calibration(cal: Calibration, path: str | Path) -> None:

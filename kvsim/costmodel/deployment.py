@@ -108,6 +108,12 @@ class Deployment:
         """:func:`allreduce_note` of this deployment's system and TP."""
         return allreduce_note(self.system, self.tp)
 
+    @property
+    def notes(self) -> list[str]:
+        """What a user should read beside this deployment's numbers: the system's notes (a
+        calibration fitted on another device) and :attr:`allreduce_note`."""
+        return [*self.system.notes, *([self.allreduce_note] if self.allreduce_note else [])]
+
     # ----- memory -----
     @property
     def weight_bytes_per_gpu(self) -> float:

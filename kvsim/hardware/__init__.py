@@ -105,6 +105,7 @@ class System:
     eff: Efficiencies
     allreduce: tuple[AllReduceFit, ...] = ()  # measured all-reduce costs (empty: the link's datasheet)
     calibration: str = "datasheet"  # "datasheet", or "measured: <profile source>"
+    notes: tuple[str, ...] = ()  # what a user should know about this resolution (e.g. a calibration of another device)
 
     @property
     def host_dram_bw_bytes_per_s(self) -> float:

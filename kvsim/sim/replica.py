@@ -87,7 +87,7 @@ class ReplicaSim:
         self.reject = inp.reject.copy()
         self.kv = KVCacheManager(lay, prefix_block_tokens=inp.prefix_block_tokens)
         self.step_model = step_model or StepModel(dep, method)
-        self._allreduce_note = dep.allreduce_note
+        self._dep_notes = dep.notes
         self.fast = FastPath(self.step_model, lay, dep.system, cfg.max_num_seqs, self.peff,
                              np.where(self.reject == 0, self.output, 1), prefix_caching=bool(inp.prefix_block_tokens))
         self.tbt = IntervalSample()
@@ -367,8 +367,7 @@ class ReplicaSim:
             "sim": {"steps": self.steps, "launches": self.launches, "events": self.engine.events_processed,
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,
                     "wall_s": time.perf_counter() - self._wall0},
-            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note(),
-                                  self._allreduce_note) if n],
+            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note(), *self._dep_notes) if n],
             "config": cfg.model_dump(mode="json"),
         })
         tl = self.timeline.result(end)

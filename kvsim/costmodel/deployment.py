@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from kvsim.costmodel.calibration import apply_calibration, load_calibration
-from kvsim.costmodel.dtypes import COMPUTE_DTYPE, bits, nbytes
+from kvsim.costmodel.dtypes import COMPUTE_DTYPE, bits, canonical_dtype, nbytes
 from kvsim.costmodel.expert_offload import ExpertOffload
 from kvsim.errors import ConfigError
 from kvsim.hardware import System, load_system
@@ -176,6 +176,7 @@ def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "a
 
     ``auto`` dtypes: activations (and 16-bit weights / KV) are bf16 where the GPU has bf16
     tensor cores, else fp16 (V100), as serving engines pick them."""
+    weight_dtype, kv_dtype = canonical_dtype(weight_dtype), canonical_dtype(kv_dtype)
     system = load_system(hw)
     if calibration:
         system = apply_calibration(system, load_calibration(calibration), origin=calibration)

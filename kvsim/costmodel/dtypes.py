@@ -45,6 +45,20 @@ COMPUTE_DTYPE: dict[str, str] = {
 }
 
 
+#: other spellings users write (vLLM's ``--dtype`` / ``--kv-cache-dtype``, torch's names) -> kvsim's
+SPELLINGS: dict[str, str] = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
+                             "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "fp8e4m3": "fp8", "fp8e5m2": "fp8", "nvfp4": "fp4"}
+
+
+def canonical_dtype(name: str) -> str:
+    """kvsim's name of dtype ``name``, any case and vLLM's spellings accepted (``BF16``,
+    ``bfloat16``, ``fp8_e4m3`` -> ``bf16``, ``bf16``, ``fp8``); ``auto`` stays ``auto``; anything
+    else is returned as written (``bits`` then names the choices)."""
+    key = name.strip().lower()
+    key = SPELLINGS.get(key, key)
+    return key if key in _BITS or key == "auto" else name
+
+
 def bits(dtype: str) -> float:
     """Storage bits per element of ``dtype``."""
     try:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kvsim.costmodel.dtypes import SPELLINGS
 from kvsim.errors import ConfigError
 
 #: vLLM ``--dtype`` / ``--kv-cache-dtype`` spellings -> kvsim dtypes (kvsim names pass through).
-VLLM_DTYPES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
-               "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
+VLLM_DTYPES = SPELLINGS
 FLOAT_DTYPES = ("fp32", "bf16", "fp16")
 REQUIRED = ("hw", "model", "max_num_seqs", "max_num_batched_tokens")
 ALIASES = {"tensor_parallel_size": "tp"}

@@ -161,9 +161,11 @@ def test_new_system_file_with_a_gpu_path(tmp_path: Path) -> None:
     assert (s.name, s.gpu.name, s.num_gpus, s.host.name) == ("my-node", "G", 4, "EPYC-9654")
 
 
-@pytest.mark.parametrize("kind, like", [("gpu", "h100"), ("gpu", "mi300x"), ("system", "gb200"), ("system", "l4")])
+@pytest.mark.parametrize("kind, like", [("gpu", "h100"), ("gpu", "mi300x"), ("system", "gb200"), ("system", "l4"),
+                                        ("gpu", "a100"), ("gpu", "4090"), ("gpu", "A100")])
 def test_new_file_like_a_catalog_entry_loads_as_is(tmp_path: Path, kind: str, like: str) -> None:
-    """--like copies a catalog entry's numbers: the file loads unchanged with the same numbers."""
+    """--like copies a catalog entry's numbers: the file loads unchanged with the same numbers. A GPU
+    --like takes what --hw takes (a100 and 4090 are system aliases: their node's GPU)."""
     out = tmp_path / "x.yaml"
     assert runner.invoke(app, ["hardware", "new", kind, "mine", "--like", like, "--out", str(out)]).exit_code == 0
     copy, original = load_spec_file(kind, out), load_system(like)
@@ -185,6 +187,8 @@ def test_new_never_overwrites_without_force(tmp_path: Path) -> None:
     r = kvsim("hardware", "new", "gpu", "X", "--out", str(out), "--force")
     assert r.returncode == 0, r.stderr
     assert "name: \"X\"" in out.read_text()
+    r = kvsim("hardware", "new", "gpu", "X", "--out", str(tmp_path), "--force")  # a directory: said at once
+    assert r.returncode == 1 and r.stderr.strip() == f"error: --out {tmp_path}: is a directory (expected a file name)"
 
 
 @pytest.mark.parametrize(

@@ -33,25 +33,36 @@ def new_cmd(
 ) -> None:
     """Write a commented GPU or system YAML that loads as is once its null numbers are filled in."""
     # lazy: CLI start-up (the hardware catalog is read only by this command)
-    from kvsim.hardware import get, names
+    from kvsim.hardware import catalog, get, names, profile_of
     from kvsim.hardware.templates import gpu_template, system_template
 
     if not name.strip():
         raise ConfigError("NAME: empty name")
+    if out is not None and out.is_dir():
+        raise OutputError(f"--out {out}: is a directory (expected a file name)")
+    if out is not None and out.exists() and not force:
+        raise OutputError(f"--out {out}: file exists (use --force to overwrite it)")
     if kind is Kind.gpu:
         if gpu is not None or num_gpus is not None or host is not None:
             raise ConfigError("--gpu, --num-gpus and --host describe a system: use `kvsim hardware new system`")
-        text = gpu_template(name, get("gpu", like) if like else None, links=names("link"))
+        like_gpu = None
+        if like:  # a GPU name, or a system's name or alias (a100 -> the a100-80g node's GPU), as --hw takes
+            node = catalog("system").get(like.strip().lower()) if like.strip().lower() not in catalog("gpu") else None
+            like_gpu = get("gpu", node.gpu if node is not None else like)
+        text = gpu_template(name, like_gpu, links=names("link"))
     else:
-        text = system_template(name, get("system", like) if like else None, gpu=gpu, num_gpus=num_gpus, host=host,
-                               hosts=names("host"))
+        like_system = get("system", like) if like else None
+        text = system_template(name, like_system, gpu=gpu, num_gpus=num_gpus, host=host, hosts=names("host"))
+        if like_system is not None and profile_of(like_system.name) is not None:
+            typer.echo(f"note: {like_system.name}'s measured kernel profile is not copied (it was fitted on that node's "
+                       "kernels): the new system uses the datasheet model until you measure it "
+                       "(`kvsim list hardware` shows which)", err=True)
     if out is None:
         typer.echo(text, nl=False)
         return
-    if out.exists() and not force:
-        raise OutputError(f"--out {out}: file exists (use --force to overwrite it)")
     atomic_write(out, text)
-    typer.echo(f"wrote {out}: fill in every null, then check it with `kvsim list hardware --hw {out}`", err=True)
+    typer.echo(f"wrote {out}: fill in its null numbers (a required one left null is a one-line error when it loads), "
+               f"then check it with `kvsim list hardware --hw {out}`", err=True)
 
 
 @app.command("allreduce")

@@ -58,6 +58,18 @@ def _root(version: bool = typer.Option(False, "--version", help="print the versi
         raise typer.Exit()
 
 
+# click's exception classes, found from typer's public BadParameter (typer >= 0.23 vendors click as
+# typer._click, older typer uses the click package: the class names are the same in both)
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _one_line(message: str) -> str:
+    """A click/pydantic message on one line, without pydantic's ``Value error, `` prefix."""
+    text = " ".join(message.split())
+    return text.replace("Value error, ", "")
+
+
 def main() -> None:
     """Run the app: user errors, file-system errors, Ctrl-C (exit 130) and SIGTERM (exit 143)
     each end with one ``error:`` line on stderr and no traceback. Typer turns Ctrl-C into a
@@ -74,7 +86,26 @@ def main() -> None:
         previous = None
     try:
         with sigterm_raises():
-            app()
+            # standalone_mode=False: click's usage errors come here (one line below) instead of
+            # its Usage/Try/Error block; typer.Exit(code) and Ctrl-C (130) come back as the code
+            code = app(standalone_mode=False, prog_name="kvsim")
+        if code.__class__ is int and code:
+            if interrupted and code == 130:
+                _interrupted()
+            sys.exit(code)
+    except _USAGE_ERROR as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `kvsim` or `kvsim trace` alone: the help, as click shows it
+            print(err.format_message(), file=sys.stderr)
+            sys.exit(err.exit_code)
+        where = err.ctx.command_path if err.ctx is not None else "kvsim"
+        print(f"error: {_one_line(err.format_message())} (see `{where} --help`)", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except _CLICK_EXCEPTION as err:
+        print(f"error: {_one_line(err.format_message())}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
     except KvsimError as err:
         for line in str(err).splitlines() or ["(no message)"]:
             print(f"error: {line}", file=sys.stderr)

@@ -346,3 +346,30 @@ def test_outputs_get_the_umask_mode_not_mkstemp_0600(tmp_path):
         assert fileio.atomic_write(tmp_path / "b.txt", "x").stat().st_mode & 0o777 == 0o600  # 0o666 & ~0o077
     finally:
         os.umask(old)
+
+
+# ---- usage errors: one line, choices in any case ---------------------------------------------------
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["list", "hardwar"], "Invalid value for 'what': 'hardwar' is not one of"),
+    (["simulate", "--preemption", "swapp"], "Invalid value for '--preemption'"),
+    (["estimate", "--contxt", "5"], "No such option: --contxt"),
+])
+def test_usage_errors_are_one_line_with_the_command_to_ask(capsys, monkeypatch, args, needle):
+    """click's Usage/Try/Error block becomes one `error:` line naming the command's --help; exit 2
+    (click's code for usage errors); no pydantic 'Value error,' prefix."""
+    code, err = run(capsys, monkeypatch, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert f"(see `kvsim {args[0]} --help`)" in lines[0] and "Value error" not in lines[0]
+
+
+def test_choices_and_trace_names_in_any_case(capsys, monkeypatch):
+    """Enum choices (--preemption Swap, list Hardware) and trace names (Synthetic-Poisson) are taken
+    in any case, as hardware, model and method names are."""
+    assert run(capsys, monkeypatch, "list", "Hardware")[0] == 0
+    assert run(capsys, monkeypatch, "simulate", "--preemption", "Swap", "--trace", "Synthetic-Poisson:rate=2,n=4")[0] == 0
+    from kvsim.traces import load_trace
+
+    assert len(load_trace("Synthetic-Fixed", num_requests=3)) == 3

@@ -22,7 +22,7 @@ class Kind(str, Enum):
 
 @app.command("new")
 def new_cmd(
-    kind: Annotated[Kind, typer.Argument(help="gpu or system")],
+    kind: Annotated[Kind, typer.Argument(case_sensitive=False, help="gpu or system")],
     name: Annotated[str, typer.Argument(help="the name `--hw` and reports will show")],
     out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default: print to stdout)")] = None,
     like: Annotated[Optional[str], typer.Option("--like", help="copy the numbers of this catalog GPU or system")] = None,

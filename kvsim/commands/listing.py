@@ -20,7 +20,7 @@ class What(str, Enum):
 
 
 def list_cmd(
-    what: Annotated[What, typer.Argument(help="what to list")],
+    what: Annotated[What, typer.Argument(case_sensitive=False, help="what to list")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
     hw: Annotated[Optional[list[str]], typer.Option("--hw", help="hardware: also show these system/GPU YAML files")] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="models: also show these models (YAML, config.json, org/name)")] = None,

@@ -56,7 +56,7 @@ def simulate_cmd(
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="running sequences per step (vLLM)")] = 256,
     max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", min=1, max=2**31 - 1, help="token budget per step (vLLM)")] = 8192,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first steps")] = True,
-    preemption: Annotated[Preemption, typer.Option("--preemption", help="what happens to a preempted request's KV")] = Preemption.recompute,
+    preemption: Annotated[Preemption, typer.Option("--preemption", case_sensitive=False, help="what happens to a preempted request's KV")] = Preemption.recompute,
     prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="reuse cached KV blocks: shared prompt blocks (traces with prefix ids, e.g. Mooncake) and a preempted request's own blocks when it returns (vLLM v1)")] = True,
     kv_offload: KvOffloadOpt = None,
     gpu_memory_utilization: GpuUtilOpt = 0.9,

@@ -67,7 +67,7 @@ def _progress():
 
 @app.command()
 def fetch(
-    dataset: Annotated[Dataset, typer.Argument(help="dataset to download")],
+    dataset: Annotated[Dataset, typer.Argument(case_sensitive=False, help="dataset to download")],
     dest: Annotated[Path | None, typer.Option("--dest", help="directory (default: $KVSIM_CACHE_DIR/burstgpt)")] = None,
     url: Annotated[str, typer.Option("--url", help="download URL (a mirror of BurstGPT_1.csv)")] = BURSTGPT_URL,
     timeout: Annotated[str, typer.Option("--timeout", metavar="DURATION", help=f"network timeout ({DURATION_HELP})")] = "60s",

@@ -73,7 +73,7 @@ def calibrate_cmd(
     quick: QuickOpt = False,
     out: Annotated[str, typer.Option("--out", help="calibration YAML to write")] = "kvsim-calibration.yaml",
     from_results: Annotated[str | None, typer.Option("--from", help="refit saved results instead of running the benchmarks")] = None,
-    dtype: Annotated[Dtype | None, typer.Option("--dtype", help="math dtype to fit (default fp32 on cpu, bf16 on cuda)")] = None,
+    dtype: Annotated[Dtype | None, typer.Option("--dtype", case_sensitive=False, help="math dtype to fit (default fp32 on cpu, bf16 on cuda)")] = None,
     hw: HwOpt = None,
     threads: ThreadsOpt = None,
     wait_quiet: WaitQuietOpt = "0",

@@ -43,7 +43,7 @@ class Contended(KvsimError):
     exit_code = 3
 
 
-DeviceOpt = Annotated[Device, typer.Option("--device", help="where the kernels run")]
+DeviceOpt = Annotated[Device, typer.Option("--device", case_sensitive=False, help="where the kernels run")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="model whose shapes to benchmark (default: tiny-llama on cpu, llama-3.1-8b on cuda)")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="small shapes, few repeats (< 60 s on 2 CPU cores; CI)")]
 HwOpt = Annotated[str | None, typer.Option("--hw", help="cuda: the GPU spec (name or YAML) if the device name is not recognised")]

@@ -42,7 +42,7 @@ def _table(rows: list[dict], max_median: float, max_p90: float) -> None:
 
 
 def kernels_cmd(
-    protocol: Annotated[Protocol, typer.Option("--protocol", help="current: the shipped model (in-sample where profiled); "
+    protocol: Annotated[Protocol, typer.Option("--protocol", case_sensitive=False, help="current: the shipped model (in-sample where profiled); "
                                                "held-out: fit on half the shapes, report the other half; "
                                                "leave-one-gpu-out: fit shared defaults on 3 GPUs, predict the 4th from its datasheet; "
                                                "datasheet: defaults fitted on all 4, predict the GPUs no fit saw (B200, GB200, RTX PRO 6000)")] = Protocol.current,

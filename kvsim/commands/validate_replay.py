@@ -73,7 +73,7 @@ def replay_cmd(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="weight dtype (default auto)")] = None,
     kv_cache_dtype: Annotated[Optional[str], typer.Option("--kv-cache-dtype", help="KV dtype (default auto)")] = None,
     calibration: Annotated[Optional[str], typer.Option("--calibration", help="calibration YAML")] = None,
-    fmt: Annotated[LogFormat, typer.Option("--format", help="log format (auto: detected from the content)")] = LogFormat.auto,
+    fmt: Annotated[LogFormat, typer.Option("--format", case_sensitive=False, help="log format (auto: detected from the content)")] = LogFormat.auto,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="largest |predicted/measured - 1| of a checked statistic")] = 0.25,
     check: Annotated[str, typer.Option("--check", help="statistics checked against --tolerance, of mean,p50,p90,p99 (each metric)")] = "mean,p50",
     arrival_seed: Annotated[int, typer.Option("--arrival-seed", min=0, help="seed of synthetic arrivals (bench JSON without start_times)")] = 0,

@@ -295,6 +295,10 @@ def load(spec: str, opts: LoadOptions) -> Trace:
                                          ("time_unit", "--time-unit"), ("tokenizer", "--tokenizer"))
                  if getattr(opts, key) is not None and (key != "format" or opts.format.strip().lower() != "auto")]
     name, sep, inline = spec.partition(":")
+    if (name not in _BUNDLED and name not in SYNTHETIC and (name.lower() in _BUNDLED or name.lower() in SYNTHETIC)
+            and not Path(spec).expanduser().is_file()):  # trace names in any case (BurstGPT, Synthetic-Poisson)
+        name = name.lower()
+        spec = name + sep + inline
     if spec in _BUNDLED or name in SYNTHETIC:
         if file_only:
             raise TraceError(f"{', '.join(file_only)} applies to trace files, not to the named trace '{name}'")

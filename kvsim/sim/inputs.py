@@ -28,6 +28,25 @@ from kvsim.traces.base import Trace
 REJECT_REASONS = {1: "max_context", 2: "gpu_memory", 3: "host_memory", 4: "unschedulable"}
 
 
+def rejection_note(reasons: dict[str, int], total: int, max_context_tokens: int) -> str | None:
+    """What a user reads when requests were rejected: how many, why, and what would admit them
+    (None when none was). ``reasons``: the summary's ``rejected_reasons``."""
+    if not reasons:
+        return None
+    why = {
+        "max_context": f"prompt + output beyond the model's {max_context_tokens:,}-token context (clip the trace: "
+                       "--max-prompt-tokens / --max-output-tokens)",
+        "gpu_memory": "one request's KV alone exceeds the GPU KV pool (a KV-compressing method, a larger --tp or "
+                      "--gpu-memory-utilization would admit it)",
+        "host_memory": "one request's host-resident KV alone exceeds the host pool",
+        "unschedulable": "it could never be scheduled under the engine's limits (max_num_batched_tokens without "
+                         "chunked prefill, or a watermark)",
+    }
+    n = sum(reasons.values())
+    parts = "; ".join(f"{k}: {v} ({why.get(k, k)})" for k, v in sorted(reasons.items()))
+    return f"{n} of {total} requests rejected{' (all of them)' if n == total else ''}: {parts}"
+
+
 @dataclass(frozen=True)
 class ReplicaInputs:
     """Per-request arrays ``[N]`` and the replica's KV layout."""

@@ -36,7 +36,7 @@ from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig, SimResult
 from kvsim.sim.engine import Engine
 from kvsim.sim.fast import FastPath, NextDecodeStep
-from kvsim.sim.inputs import REJECT_REASONS, prepare
+from kvsim.sim.inputs import REJECT_REASONS, prepare, rejection_note
 from kvsim.sim.kv_cache import KVCacheManager
 from kvsim.sim.kv_tiers import UNUSED_NOTE, check_tier_blocks, make_tiers, prefill_seconds
 from kvsim.sim.metrics import IntervalSample, RequestRecords, Timeline, load_summary, summarize
@@ -87,7 +87,7 @@ class ReplicaSim:
         self.reject = inp.reject.copy()
         self.kv = KVCacheManager(lay, prefix_block_tokens=inp.prefix_block_tokens)
         self.step_model = step_model or StepModel(dep, method)
-        self._dep_notes = dep.notes
+        self._dep_notes, self._max_context_tokens = dep.notes, dep.model.max_context_tokens
         self.fast = FastPath(self.step_model, lay, dep.system, cfg.max_num_seqs, self.peff,
                              np.where(self.reject == 0, self.output, 1), prefix_caching=bool(inp.prefix_block_tokens))
         self.tbt = IntervalSample()
@@ -367,7 +367,9 @@ class ReplicaSim:
             "sim": {"steps": self.steps, "launches": self.launches, "events": self.engine.events_processed,
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,
                     "wall_s": time.perf_counter() - self._wall0},
-            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note(), *self._dep_notes) if n],
+            "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note(), *self._dep_notes,
+                                  rejection_note(summ["rejected_reasons"], len(rec.status),
+                                                 self._max_context_tokens)) if n],
             "config": cfg.model_dump(mode="json"),
         })
         tl = self.timeline.result(end)

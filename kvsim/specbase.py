@@ -135,19 +135,24 @@ def short_repr(value: object, limit: int = 40) -> str:
     return f"{text[:limit]}... ({len(text)} {unit})"
 
 
-def format_validation_error(err: ValidationError, origin: str, keys: dict[str, str] | None = None) -> str:
+def format_validation_error(err: ValidationError, origin: str, keys: dict[str, str] | None = None,
+                            known: list[str] | None = None, top_level: str = "(top level)") -> str:
     """One line per problem: ``origin: field.path: message (got value)``; ``keys`` renames
-    field paths (e.g. to the Hugging Face key a field came from)."""
+    field paths (e.g. to the Hugging Face key a field came from); ``known`` (the accepted field
+    names) turns pydantic's "Extra inputs are not permitted" into "unknown field (known: ...)";
+    ``top_level`` names a whole-object problem's place ("": no place, the message follows the origin)."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        loc = (keys or {}).get(loc, loc) or "(top level)"
+        loc = (keys or {}).get(loc, loc) or top_level
         got = e.get("input")
         got_s = ""
         if e["type"] not in ("missing",) and not isinstance(got, (dict, list)):
             got_s = f" (got {short_repr(got)})"
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{origin}: {loc}: {msg}{got_s}")
+        if e["type"] == "extra_forbidden" and known:
+            msg = f"Extra inputs are not permitted: unknown field (known: {', '.join(known)})"
+        lines.append(f"{origin}: {loc}: {msg}{got_s}" if loc else f"{origin}: {msg}{got_s}")
     return "\n".join(lines)
 
 
@@ -158,7 +163,7 @@ def validate_dict(cls: type[M], data: object, origin: str) -> M:
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise SpecError(format_validation_error(err, origin)) from None
+        raise SpecError(format_validation_error(err, origin, known=list(cls.model_fields))) from None
 
 
 def read_text(path: Path) -> str:

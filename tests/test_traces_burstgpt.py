@@ -113,7 +113,7 @@ def test_time_scale_divides_timestamps():
 
 def test_rate_and_time_scale_exclusive():
     """rate and time_scale cannot both be given."""
-    with pytest.raises(TraceError, match="either rate or time_scale"):
+    with pytest.raises(TraceError, match="either --rate or --time-scale"):
         load_trace("burstgpt-sample", rate=1, time_scale=2)
 
 

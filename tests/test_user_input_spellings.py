@@ -41,3 +41,19 @@ def test_rejected_requests_are_explained_in_the_notes():
     assert note in res.summary["notes"]
     assert rejection_note({}, 3, 131_072) is None
     assert rejection_note({"gpu_memory": 1, "max_context": 1}, 5, 8).startswith("2 of 5 requests rejected: gpu_memory: 1")
+
+
+def test_method_parameters_in_any_case_and_unknown_ones_listed():
+    """KIVI:BITS=4 is kivi:bits=4 and magicpig:k=10,l=150 is magicpig:K=10,L=150 (names in any case,
+    as method names are); an unknown parameter lists the known ones; a whole-object check reads
+    'method kivi: <message>' with no '(top level)'."""
+    from kvsim.methods import make_method
+
+    dep = build_deployment("a100", "llama-3.1-8b")
+    assert make_method("KIVI:BITS=4", dep).params.bits == 4
+    mp = make_method("magicpig:k=10,l=150", dep).params
+    assert (mp.K, mp.L) == (10, 150)
+    with pytest.raises(KvsimError, match=r"method kivi: foo: .*unknown field \(known: bits, group, residual\)"):
+        make_method("kivi:foo=4", dep)
+    with pytest.raises(KvsimError, match=r"^method kivi: bits must divide 32"):
+        make_method("kivi:bits=3", dep)

@@ -111,9 +111,11 @@ def make_method(spec: str, dep: Deployment, params: dict | None = None) -> KVMet
     cls = REGISTRY.get(name)
     if cls is None:
         raise unknown_name("method", name, REGISTRY)
-    data = {**inline, **(params or {})}
+    by_lower = {f.lower(): f for f in cls.Params.model_fields}  # parameter names in any case (KIVI:BITS=4, magicpig:k=10)
+    data = {(k if k in cls.Params.model_fields else by_lower.get(k.lower(), k)): v for k, v in {**inline, **(params or {})}.items()}
     try:
         p = cls.Params.model_validate(data)
     except ValidationError as err:
-        raise SpecError(format_validation_error(err, f"method {name}")) from None
+        raise SpecError(format_validation_error(err, f"method {name}", known=list(cls.Params.model_fields),
+                                                top_level="")) from None
     return cls(dep, p)

@@ -65,7 +65,7 @@ class LoadOptions:
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise TraceError(f"{name} must be a finite number > 0, got {v}")
         if self.rate is not None and self.time_scale is not None:
-            raise TraceError("give either rate or time_scale, not both")
+            raise TraceError("give either --rate or --time-scale (rate or time_scale), not both")
         for name in ("limit", "num_requests", "max_prompt_tokens", "max_output_tokens"):
             v = getattr(self, name)
             if v is not None and (

@@ -104,7 +104,7 @@ _BURSTGPT_NAMES = ("burstgpt", "burstgpt-sample", "burstgpt3-sample")
 
 def _only_burstgpt(what: str, opts: LoadOptions) -> None:
     if opts.model is not None or opts.log_type is not None:
-        raise TraceError(f"the model and log_type filters apply only to BurstGPT traces, not to {what}")
+        raise TraceError(f"--trace-model and --log-type (model, log_type) apply only to BurstGPT traces, not to {what}")
 
 
 def parse_inline(name: str, text: str) -> dict[str, str]:

@@ -89,10 +89,8 @@ def main() -> None:
             # standalone_mode=False: click's usage errors come here (one line below) instead of
             # its Usage/Try/Error block; typer.Exit(code) and Ctrl-C (130) come back as the code
             code = app(standalone_mode=False, prog_name="kvsim")
-        if code.__class__ is int and code:
-            if interrupted and code == 130:
-                _interrupted()
-            sys.exit(code)
+        # as click's standalone mode ends: always SystemExit (Ctrl-C's 130 is reported below)
+        sys.exit(code if code.__class__ is int else 0)
     except _USAGE_ERROR as err:
         if type(err).__name__ == "NoArgsIsHelpError":  # `kvsim` or `kvsim trace` alone: the help, as click shows it
             print(err.format_message(), file=sys.stderr)

@@ -92,8 +92,8 @@ def test_ttft_scaled_by_1_2_gives_minus_one_sixth(tmp_path, sim_log):
     assert r.exit_code == 0, r.output
     assert "-16.7%" in r.output and "PASS" in r.output
     r = invoke(str(path), *ENGINE, "--check", "mean", "--tolerance", "0.15")
-    assert r.exit_code == 3 and "FAIL: 1 of 4" in r.output  # ttft.mean only: E2E's error is small
-    assert "ttft.mean (-16.7%)" in r.output
+    assert r.exit_code == 3 and "FAIL: 1 of 4" in r.output  # TTFT mean only: E2E's error is small
+    assert "TTFT mean (-16.7%)" in r.output
 
 
 def test_hand_computed_metrics():

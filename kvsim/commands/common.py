@@ -80,7 +80,7 @@ def fmt_s(s: float | None) -> str:
     if s is None:
         return "-"
     if s >= 1:
-        return f"{s:.3f} s"
+        return f"{s:,.3f} s"
     if s >= 1e-3:
         return f"{s * 1e3:.2f} ms"
     return f"{s * 1e6:.1f} us"

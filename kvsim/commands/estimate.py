@@ -163,7 +163,7 @@ def _answer(r) -> dict:
 
 
 def _limit(n: int | None) -> str:
-    return "not limited by memory" if n is None else str(n)
+    return "not limited by memory" if n is None else f"{n:,}"
 
 
 def _print_one(r, breakdown: bool) -> None:
@@ -186,7 +186,7 @@ def _print_one(r, breakdown: bool) -> None:
         rows.append(("expert offload", r.expert_offload))
     if not r.fits:
         rows.append(("does not fit", r.reason or ""))
-    print_pairs(con, f"{r.model} on {r.hw} - {r.method}, context {r.context:,}, batch {r.batch}", rows)
+    print_pairs(con, f"{r.model} on {r.hw} - {r.method}, context {r.context:,}, batch {r.batch:,}", rows)
     if breakdown and r.breakdown and r.fits:
         print_rows(con, "breakdown", ("phase", "component", "device", "time", "share", "bound by"),
                    [(row.phase, row.component, row.device, fmt_s(row.seconds), f"{row.share * 100:.1f}%", row.bound)

@@ -142,6 +142,8 @@ def plan_cmd(
             raise ConfigError("--disagg-instances searches a fixed number of instances: drop --target-rate, --replicas and --out")
         _plan_disagg(req, disagg_instances, kv_link, as_json)
         return
+    if self_contained and out is None:
+        raise ConfigError("--self-contained shapes the report written into --out: give --out DIR too")
     cache = None if no_cache else (default_cache_dir() if cache_dir is None else Path(cache_dir))
     # before the search: a bad output path must not cost the simulations
     if cache is not None:
@@ -173,7 +175,8 @@ def plan_cmd(
         _print_table(plan)
         sims = sum(c.evaluations for c in plan.configs)
         hits = sum(c.cache_hits for c in plan.configs)
-        print(f"{len(plan.configs)} configurations, {sims} simulations run, {hits} cached, {plan.wall_s:.1f} s"
+        n = len(plan.configs)
+        print(f"{n} configuration{'' if n == 1 else 's'}, {sims} simulation{'' if sims == 1 else 's'} run, {hits} cached, {plan.wall_s:.1f} s"
               + (f"; report: {out / 'report.html'}" if out is not None else ""), file=sys.stderr)
     for c in plan.configs:
         if c.capped and c.error is None:

@@ -31,4 +31,5 @@ def report_cmd(
         path = results_dir / "report.html"
     else:
         path = write_page(out, page, self_contained=self_contained, flag="--out", force=force)
-    print(f"wrote {path} ({len(plan.configs)} configurations)", file=sys.stderr)
+    n = len(plan.configs)
+    print(f"wrote {path} ({n} configuration{'' if n == 1 else 's'})", file=sys.stderr)

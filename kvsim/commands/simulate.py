@@ -104,6 +104,8 @@ def simulate_cmd(
         offload = parse_offload(kv_offload)
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, ["manifest.json"], flag="--out", force=force)  # the method folders: checked again at write
+    if self_contained and report is None:
+        raise ConfigError("--self-contained shapes the --report page: give --report FILE too")
     if report is not None:
         # lazy: CLI start-up (plotly)
         from kvsim.plan.report import check_page

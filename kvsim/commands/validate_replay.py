@@ -152,7 +152,9 @@ def _render(r: dict) -> None:
     if chk["pass"]:
         con.print(f"PASS: all {len(chk['checked'])} checked statistics within {tol}", highlight=False)
     else:
-        worst = ", ".join(f"{n} ({_pct(r['metrics'][n.split('.')[0] + '_s']['error'][n.split('.')[1]])})" for n in chk["failed"])
+        # (the table's names: "e2e.mean" -> "E2EL mean")
+        worst = ", ".join(f"{metric_name(n.split('.')[0] + '_s')} {n.split('.')[1]} "
+                          f"({_pct(r['metrics'][n.split('.')[0] + '_s']['error'][n.split('.')[1]])})" for n in chk["failed"])
         con.print(f"FAIL: {len(chk['failed'])} of {len(chk['checked'])} checked statistics beyond {tol}: {worst}", highlight=False)
 
 

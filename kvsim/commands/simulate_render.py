@@ -28,7 +28,9 @@ def print_summary(s: dict) -> None:
         ("makespan", fmt_s(s["makespan_s"])),
         ("peak KV GPU / capacity (per GPU)", f"{fmt_bytes(s['peak_kv_gpu_bytes'])} / {fmt_bytes(s['kv_gpu_capacity_bytes'])}"
          + (f" ({s['kv_gpu_capacity_tokens']:,} tokens of uncompressed KV)" if s.get("kv_gpu_capacity_tokens") else "")),
-        ("peak KV host / capacity", f"{fmt_bytes(s['peak_kv_host_bytes'])} / {fmt_bytes(s['kv_host_capacity_bytes'])}"),
+        ("peak KV host / capacity" + (" (per decode instance)" if s.get("disagg") else " (per replica)"
+                                      if (s.get("replicas") or 1) > 1 else ""),
+         f"{fmt_bytes(s['peak_kv_host_bytes'])} / {fmt_bytes(s['kv_host_capacity_bytes'])}"),
         ("preemptions (requests preempted)", f"{s['preemptions']:,} ({s['requests_preempted']:,})"),
         ("prefix-cached prompt tokens", f"{s['cached_prompt_tokens']:,}"),
     ]

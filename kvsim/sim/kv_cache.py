@@ -131,11 +131,11 @@ def kv_layout(dep: Deployment, method: KVMethod, max_tokens: int, *, block_size_
                            host_tier_bytes=host_tier_bytes)
     block_bytes = block_size_tokens * method.dep.full_kv_bytes_per_token
     if budget.kv_gpu_bytes < block_bytes:
-        gib = 2**30
+        gb = 1e9  # (decimal GB, as every table of kvsim prints memory)
         raise ConfigError(
-            f"no GPU memory left for the KV cache: {budget.gpu_total_bytes / gib:.1f} GiB usable, weights "
-            f"{budget.weights_bytes / gib:.1f} GiB, engine reserve {budget.reserve_bytes / gib:.1f} GiB, "
-            f"method buffers {budget.method_fixed_gpu_bytes / gib:.1f} GiB "
+            f"no GPU memory left for the KV cache: {budget.gpu_total_bytes / gb:.1f} GB usable, weights "
+            f"{budget.weights_bytes / gb:.1f} GB, engine reserve {budget.reserve_bytes / gb:.1f} GB, "
+            f"method buffers {budget.method_fixed_gpu_bytes / gb:.1f} GB "
             "(try --tp, a smaller --weight-dtype, fewer --max-num-batched-tokens or a larger --gpu-memory-utilization)"
         )
     n = int(max_tokens) + 1

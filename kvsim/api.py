@@ -24,6 +24,7 @@ from kvsim.costmodel.deployment import Deployment, build_deployment
 from kvsim.errors import ConfigError
 from kvsim.methods import KVMethod, make_method
 from kvsim.pricing.estimate import EstimateResult
+from kvsim.pricing.estimate import check_context
 from kvsim.pricing.estimate import estimate as _estimate
 from kvsim.pricing.tts import TaskCost, TTSTask, task_cost
 from kvsim.pricing.tts_spec import parse_task
@@ -31,6 +32,7 @@ from kvsim.sim.config import SimConfig, SimResult
 from kvsim.sim.replica import simulate as _simulate
 from kvsim.traces import Trace
 from kvsim.traces import load_trace as _load_trace
+from kvsim.traces.pipeline import LoadOptions, rescale_factor
 
 __all__ = ["deployment", "load_trace", "estimate", "tts_cost", "simulate", "plan", "Simulation"]
 
@@ -58,11 +60,28 @@ def deployment(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", *, tp
 
 def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, num_requests: int | None = None,
                seed: int = 0, **options: Any) -> Trace:
-    """A request trace by name (``kvsim trace list``), synthetic spec or file; a :class:`Trace`
-    is returned unchanged. ``rate`` rescales arrivals to that mean rate (requests/s)."""
+    """A request trace by name (``kvsim trace list``), synthetic spec or file. ``rate`` rescales
+    arrivals to that mean rate (requests/s); ``num_requests`` keeps the first N. A :class:`Trace`
+    passed in gets the same two (first N, then the rate), and nothing else: the loading
+    ``options`` apply to names and files only (an error, not ignored)."""
     if isinstance(trace, Trace):
+        if options:
+            raise ConfigError(f"{', '.join(sorted(options))}: loading options apply to a trace name or file, not to a "
+                              "Trace object (pass the name, or load_trace(name, ...) first)")
+        if num_requests is not None:
+            if not isinstance(num_requests, int) or num_requests < 1:
+                raise ConfigError(f"num_requests must be a whole number >= 1, got {num_requests!r}")
+            trace = trace.head(num_requests)
+        if rate is not None:
+            opts = LoadOptions(rate=rate).validate()
+            start = trace.arrival_s - trace.arrival_s[0] if len(trace) else trace.arrival_s
+            trace = trace.with_arrivals(start * rescale_factor(start, opts, trace.name))
         return trace
     return _load_trace(trace, rate=rate, num_requests=num_requests, seed=seed, **options)
+
+
+#: keyword arguments of :func:`deployment` that estimate() and tts_cost() pass on
+_DEPLOYMENT_OPTIONS = {"weight_dtype", "kv_dtype", "gpu_memory_utilization", "calibration", "expert_offload"}
 
 
 def _method(method: str | KVMethod, dep: Deployment) -> KVMethod:
@@ -71,10 +90,17 @@ def _method(method: str | KVMethod, dep: Deployment) -> KVMethod:
 
 def estimate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method: str | KVMethod = "full", *,
              context: int = 4096, batch: int | str = 1, tp: int = 1, max_num_batched_tokens: int | None = 8192,
-             max_num_seqs: int = 256, **deployment_options: Any) -> EstimateResult:
+             max_num_seqs: int = 256, allow_long_context: bool = False, **deployment_options: Any) -> EstimateResult:
     """Closed-form TTFT, TBT, throughput and memory of one configuration (``kvsim estimate``);
-    ``batch="max"`` uses the largest batch that fits."""
+    ``batch="max"`` uses the largest batch that fits. A ``context`` beyond the model's maximum is
+    a ConfigError unless ``allow_long_context`` (as ``--allow-long-context``)."""
+    unknown = sorted(set(deployment_options) - _DEPLOYMENT_OPTIONS)
+    if unknown:
+        raise ConfigError(f"estimate: unknown argument(s) {', '.join(unknown)} (deployment options: "
+                          f"{', '.join(sorted(_DEPLOYMENT_OPTIONS))})")
     dep = deployment(hw, model, tp=tp, **deployment_options)
+    if isinstance(context, (int, np.integer)) and not isinstance(context, bool):
+        check_context(int(context), dep.model, allow_long_context)
     return _estimate(dep, _method(method, dep), context, batch, max_num_batched_tokens=max_num_batched_tokens,
                      max_num_seqs=max_num_seqs)
 

@@ -72,3 +72,37 @@ def test_kvsim_plan_is_callable_and_a_package():
     import kvsim.plan.search  # the package is imported: kvsim.plan stays callable
 
     assert callable(kvsim.plan) and hasattr(kvsim.plan, "search")
+
+
+def test_trace_objects_take_rate_and_num_requests():
+    """simulate(trace=<Trace>, num_requests=50, rate=50) uses the first 50 requests at 50 req/s,
+    as a trace name does (they were ignored silently); loading options with a Trace are an error."""
+    import pytest
+
+    import kvsim
+    from kvsim.errors import KvsimError
+
+    t = kvsim.load_trace("synthetic-poisson", num_requests=200, seed=3)
+    a = kvsim.load_trace(t, num_requests=50, rate=50.0)
+    assert len(a) == 50 and abs(a.mean_rate_per_s - 50.0) < 1e-9 and a.arrival_s[0] == 0.0
+    # (N-1)/span = 50 -> span = 49/50 = 0.98 s
+    assert abs(a.duration_s - 0.98) < 1e-12
+    r = kvsim.simulate(hw="h100", trace=t, num_requests=20)
+    assert r.summary["requests_total"] == 20
+    with pytest.raises(KvsimError, match="loading options apply to a trace name or file"):
+        kvsim.load_trace(t, limit=3)
+
+
+def test_estimate_context_beyond_the_model_needs_allow_long_context():
+    """As `kvsim estimate --context`: beyond the model's 131,072 tokens is a ConfigError unless
+    allow_long_context=True; an unknown keyword is a KvsimError naming it, not a TypeError."""
+    import pytest
+
+    import kvsim
+    from kvsim.errors import KvsimError
+
+    with pytest.raises(KvsimError, match="exceeds llama-3.1-8b's max context of 131,072 tokens; add allow_long_context=True"):
+        kvsim.estimate(context=200_000)
+    assert kvsim.estimate(context=200_000, allow_long_context=True).ttft_s > kvsim.estimate(context=100_000).ttft_s
+    with pytest.raises(KvsimError, match="unknown argument\\(s\\) contxt"):
+        kvsim.estimate(contxt=5)

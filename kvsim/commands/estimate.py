@@ -33,18 +33,13 @@ def _parse_batch(batch: str) -> int | str:
 
 def _check_context(context: int, model, allow_long: bool) -> None:
     """``--context`` within the model's maximum, or beyond it with ``--allow-long-context``
-    (up to MAX_CONTEXT_TOKENS); a one-line ConfigError otherwise."""
+    (:func:`kvsim.pricing.estimate.check_context`)."""
     # lazy: CLI start-up
-    from kvsim.pricing.estimate import MAX_CONTEXT_TOKENS
+    from kvsim.pricing.estimate import check_context
 
-    if context > MAX_CONTEXT_TOKENS:
-        raise ConfigError(f"--context must be at most {MAX_CONTEXT_TOKENS:.0e} tokens, got {context}")
-    if context > model.max_context_tokens:
-        if not allow_long:
-            raise ConfigError(f"--context {context} exceeds {model.name}'s max context of {model.max_context_tokens:,} "
-                              "tokens; add --allow-long-context to price it anyway")
-        print(f"note: --context {context} exceeds {model.name}'s max context {model.max_context_tokens:,} "
-              "(--allow-long-context)", file=sys.stderr)
+    note = check_context(context, model, allow_long, flag="--context", allow="--allow-long-context")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def estimate_cmd(

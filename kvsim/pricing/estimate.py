@@ -35,6 +35,21 @@ MAX_BATCH = 1_000_000
 MAX_CONTEXT_TOKENS = 10**15
 
 
+def check_context(context: int, model, allow_long: bool, *, flag: str = "context",
+                  allow: str = "allow_long_context=True") -> str | None:
+    """``context`` within the model's maximum, or beyond it with ``allow_long`` (up to
+    MAX_CONTEXT_TOKENS): a one-line ConfigError otherwise; a note when beyond and allowed.
+    ``flag`` / ``allow`` name the argument and the switch as the caller's user writes them."""
+    if context > MAX_CONTEXT_TOKENS:
+        raise ConfigError(f"{flag} must be at most {MAX_CONTEXT_TOKENS:.0e} tokens, got {context}")
+    if context > model.max_context_tokens:
+        if not allow_long:
+            raise ConfigError(f"{flag} {context} exceeds {model.name}'s max context of {model.max_context_tokens:,} "
+                              f"tokens; add {allow} to price it anyway")
+        return f"{flag} {context} exceeds {model.name}'s max context {model.max_context_tokens:,} ({allow})"
+    return None
+
+
 class BreakdownRow(BaseModel):
     phase: str  # "prefill" (TTFT) or "decode" (TBT)
     component: str

@@ -312,3 +312,31 @@ def test_plan_cli_exits_1_when_no_configuration_meets_the_target(capsys, monkeyp
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: no configuration sustains the target")
     code, err = run()
     assert code in (0, None) and "too short to load it" in err and "raise --num-requests" in err
+
+
+def test_short_trace_is_flagged_transient():
+    """At 5 req/s (StepEvaluator, TP1) a 40-request trace arrives within (40 - 1) / 5 = 7.8 s; its
+    requests' mean E2E latency is 0.5 s (_point): 7.8 / 0.5 = 15.6 lifetimes >= 10, not transient.
+    With a mean E2E of 5 s (a slower evaluator) it lasts 1.56 lifetimes: transient, and the row's
+    note says so."""
+    from kvsim.plan.report import recommendation_rows
+    from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL
+
+    plan = run_plan(_request(methods=["full"], tp_choices=[1]), executor="serial", progress=False,
+                    evaluator=StepEvaluator())
+    (c,) = plan.configs
+    assert c.max_rate_per_s == pytest.approx(5.0, rel=0.02)
+    assert c.arrival_span_s == pytest.approx(39 / c.max_rate_per_s)
+    assert c.span_over_e2el == pytest.approx(39 / c.max_rate_per_s / 0.5) and not c.transient
+
+    class SlowE2E(StepEvaluator):
+        def __call__(self, config, trace, rate, sim_options):
+            p = super().__call__(config, trace, rate, sim_options)
+            return p.model_copy(update={"e2el_s": Stats(mean=5.0, p50=5.0, p90=8.0, p99=10.0)})
+
+    slow = run_plan(_request(methods=["full"], tp_choices=[1]), executor="serial", progress=False, evaluator=SlowE2E())
+    (c,) = slow.configs
+    assert c.span_over_e2el == pytest.approx(39 / c.max_rate_per_s / 5.0)
+    assert c.span_over_e2el < STEADY_SPAN_OVER_E2EL and c.transient
+    (row,) = recommendation_rows(slow)
+    assert row["note"].startswith("short trace (1.")

@@ -87,6 +87,8 @@ def _note(c: ConfigResult, b: PointResult | None) -> str:
     notes = []
     if c.capped:
         notes.append("rate capped by search limit")
+    elif c.transient:
+        notes.append(f"short trace ({c.span_over_e2el:.1f}x E2E): rate likely high")
     if c.target is not None and c.target.replicas is None:
         notes.append(f"target not met with <= {max(c.target.tried, default=0)} replicas")
     if b is not None and b.requests_rejected:

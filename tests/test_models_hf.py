@@ -274,3 +274,35 @@ def test_model_folder_with_config(tmp_path: Path) -> None:
     del data["_name_or_path"]
     _write(tmp_path / "my-qwen", data)
     assert load_model(str(tmp_path / "my-qwen")).name == "my-qwen"
+
+
+@pytest.mark.parametrize("qc, dtype", [
+    ({"quant_method": "awq", "bits": 4, "group_size": 128}, "int4"),
+    ({"quant_method": "gptq", "bits": 8}, "int8"),
+    ({"quant_method": "fp8", "activation_scheme": "dynamic"}, "fp8"),
+    ({"quant_method": "mxfp4"}, "fp4"),
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4"}, "fp4"),
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "int4"),
+    ({"quant_method": "exotic"}, None),
+])
+def test_quantization_config_sets_the_auto_weight_dtype(tmp_path: Path, qc: dict, dtype: str | None) -> None:
+    """A quantized checkpoint's config.json (quantization_config) is priced in its format under
+    --weight-dtype auto, as vLLM loads it, with a note; an explicit --weight-dtype wins (noted); a
+    format kvsim does not know keeps 16-bit weights and says so. 7,241,732,096 parameters (Mistral-7B
+    shape) at int4: 3,620,866,048 B; bf16: 14,483,464,192 B."""
+    from kvsim.costmodel.deployment import build_deployment
+
+    cfg = {"model_type": "mistral", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 32000,
+           "max_position_embeddings": 32768, "quantization_config": qc}
+    path = _write(tmp_path, cfg)
+    dep = build_deployment("h100", str(path))
+    assert dep.weight_dtype == (dtype or "bf16")
+    assert dep.model.total_params == 7_241_732_096
+    if dtype == "int4":
+        assert dep.weight_bytes_per_gpu == 3_620_866_048
+    note = " ".join(dep.notes)
+    assert ("-> " + dtype if dtype else "not understood") in note
+    if dtype:
+        given = build_deployment("h100", str(path), weight_dtype="bf16")
+        assert given.weight_bytes_per_gpu == 14_483_464_192 and f"the checkpoint's is {dtype}" in " ".join(given.notes)

@@ -111,8 +111,16 @@ class Deployment:
     @property
     def notes(self) -> list[str]:
         """What a user should read beside this deployment's numbers: the system's notes (a
-        calibration fitted on another device) and :attr:`allreduce_note`."""
-        return [*self.system.notes, *([self.allreduce_note] if self.allreduce_note else [])]
+        calibration fitted on another device), a quantized checkpoint's weight dtype, and
+        :attr:`allreduce_note`."""
+        q = self.model.weight_quantization
+        quant = []
+        if q is not None:
+            quant = [f"{self.model.name}: {self.model.notes}; priced as --weight-dtype {self.weight_dtype}"
+                     + ("" if self.weight_dtype == q else f" (given; the checkpoint's is {q})")]
+        elif self.model.notes.startswith("quantization_config"):
+            quant = [f"{self.model.name}: {self.model.notes}"]
+        return [*self.system.notes, *quant, *([self.allreduce_note] if self.allreduce_note else [])]
 
     # ----- memory -----
     @property
@@ -181,12 +189,12 @@ def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "a
     if calibration:
         system = apply_calibration(system, load_calibration(calibration), origin=calibration)
     half = "bf16" if "bf16" in system.gpu.peak_flops_per_s else "fp16"
-    if weight_dtype == "auto":
-        weight_dtype = half
+    spec = load_model(model)
+    if weight_dtype == "auto":  # a quantized checkpoint's format (vLLM loads it as it is), else 16-bit
+        weight_dtype = spec.weight_quantization or half
     act = "fp16" if weight_dtype == "fp16" else half
     if kv_dtype == "auto":
         kv_dtype = act
-    spec = load_model(model)
     if isinstance(expert_offload, str):
         # lazy: reads the published hit rates / a routing trace only when asked
         from kvsim.costmodel.expert_offload_option import parse_expert_offload

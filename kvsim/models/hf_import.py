@@ -103,6 +103,37 @@ def _validate(spec: dict[str, Any], path: Path, text_type: str, prefix: str) -> 
         raise SpecError(format_validation_error(err, str(path), {**keys, "": "(config)"})) from None
 
 
+#: quant_method of a ``quantization_config`` -> kvsim weight dtype (None: by its ``bits``)
+_QUANT_METHODS = {"fp8": "fp8", "fbgemm_fp8": "fp8", "mxfp4": "fp4", "nvfp4": "fp4", "awq": None, "gptq": None,
+                  "marlin": None, "gptq_marlin": None, "awq_marlin": None, "hqq": None, "bitsandbytes": None}
+
+
+def weight_quantization(data: dict[str, Any]) -> tuple[str | None, str]:
+    """(kvsim weight dtype, description) of a config's ``quantization_config`` (transformers'
+    key; vLLM loads such a checkpoint in that format): ``fp8`` for fp8 checkpoints, ``fp4`` for
+    MXFP4/NVFP4 (gpt-oss, ModelOpt ``quant_algo: NVFP4``), ``int4``/``int8`` by ``bits`` for
+    AWQ/GPTQ/HQQ, bitsandbytes ``load_in_4bit``/``load_in_8bit``. (None, why) when there is none
+    or it is not understood."""
+    q = data.get("quantization_config")
+    if not isinstance(q, dict):
+        return None, ""
+    method = str(q.get("quant_method", "")).lower()
+    algo = str(q.get("quant_algo", "")).upper()
+    if "NVFP4" in algo or "FP4" in algo:
+        return "fp4", f"{method or 'modelopt'} {algo}"
+    if "FP8" in algo:
+        return "fp8", f"{method or 'modelopt'} {algo}"
+    if method == "bitsandbytes":
+        dt = "int4" if q.get("load_in_4bit") else "int8" if q.get("load_in_8bit") else None
+        return dt, "bitsandbytes"
+    if method in _QUANT_METHODS and _QUANT_METHODS[method]:
+        return _QUANT_METHODS[method], method
+    bits = q.get("bits", q.get("w_bit"))
+    if method in _QUANT_METHODS and bits in (2, 4, 8):
+        return f"int{bits}", f"{method} {bits}-bit"
+    return None, f"quantization_config {method or '?'} not understood"
+
+
 def load_hf_config(path: Path, name: str | None = None) -> ModelSpec:
     """Read a Hugging Face ``config.json`` into a :class:`ModelSpec` (see module docstring).
 
@@ -125,4 +156,10 @@ def load_hf_config(path: Path, name: str | None = None) -> ModelSpec:
         **fields_of(c),
         "source": f"Hugging Face config {path}",
     }
+    quant, how = weight_quantization(data)
+    if quant is not None:
+        spec["weight_quantization"] = quant
+        spec["notes"] = f"checkpoint weights: {how} (quantization_config) -> {quant}"
+    elif how:
+        spec["notes"] = f"{how}: weights are priced in --weight-dtype (default 16-bit)"
     return _validate(spec, path, text_type, prefix)

@@ -167,6 +167,9 @@ class ModelSpec(Strict):
     published_params: number(float, 0, 1e15, lo_open=True) | None = Field(None, description="total params as published, for checks")
     source: str
     notes: str = ""
+    weight_quantization: Literal["fp8", "int8", "fp4", "int4", "int2"] | None = Field(
+        None, description="dtype of the checkpoint's quantized weights (a Hugging Face config's "
+        "quantization_config): --weight-dtype auto uses it")
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSpec":

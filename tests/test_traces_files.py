@@ -182,3 +182,27 @@ def test_all_named_traces_sorted_from_zero():
         assert tr.arrival_s[0] == 0.0 and (np.diff(tr.arrival_s) >= 0).all(), name
         assert tr.prompt_tokens.min() >= 1 and tr.output_tokens.min() >= 1, name
         assert math.isfinite(tr.duration_s), name
+
+
+def test_messages_name_the_right_line_unit_and_kind(tmp_path):
+    """A truncated one-value JSON file names its last line (the decoder pointed past the end: line
+    2 of a one-line file); Mooncake times are quoted in the file's milliseconds; a directory is said
+    to be one (it was 'unknown trace', or 'file not found' with a slash)."""
+    import pytest
+
+    from kvsim.errors import TraceError
+    from kvsim.traces import load_trace
+
+    one = tmp_path / "trunc.jsonl"
+    one.write_text('{"timestamp": 0, "input_length": 10\n')
+    with pytest.raises(TraceError, match=r"trunc.jsonl:1: not valid JSON \(the file ends inside a value"):
+        load_trace(str(one))
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text('{"timestamp": 100, "input_length": 10, "output_length": 5}\n'
+                  '{"timestamp": 50, "input_length": 10, "output_length": 5}\n')
+    with pytest.raises(TraceError, match=r"mc.jsonl:2: timestamp \(ms\) 50 is earlier than a previous row \(100\)"):
+        load_trace(str(mc))
+    (tmp_path / "adir").mkdir()
+    for spec in (str(tmp_path / "adir"), str(tmp_path / "adir") + "/"):
+        with pytest.raises(TraceError, match="is a directory"):
+            load_trace(spec)

@@ -271,12 +271,14 @@ def check_sorted(
     resolution_s: float = 0.0,
     what: str = "timestamp",
     lines: np.ndarray | None = None,
+    file_units_per_s: float = 1.0,
 ) -> None:
     """Raise TraceError if arrivals go back in time by more than the time resolution.
 
     With ``resolution_s = 1`` (BurstGPT: timestamps accurate to seconds, upstream issue
     HPMLL/BurstGPT#2) rows may be out of order only within the same whole second; callers
-    then sort stably. With 0, timestamps must be non-decreasing.
+    then sort stably. With 0, timestamps must be non-decreasing. ``file_units_per_s`` shows the
+    times in the file's own unit (Mooncake: 1000, milliseconds).
     """
     if time_s.size < 2:
         return
@@ -285,6 +287,6 @@ def check_sorted(
     if back.any():
         row = int(np.argmax(back)) + 1
         raise TraceError(
-            f"{path}:{_line(path, row, lines)}: {what} {time_s[row]:g} is earlier than a previous row "
-            f"({np.max(time_s[:row]):g}); trace rows must be in time order"
+            f"{path}:{_line(path, row, lines)}: {what} {time_s[row] * file_units_per_s:g} is earlier than a previous "
+            f"row ({np.max(time_s[:row]) * file_units_per_s:g}); trace rows must be in time order"
         )

@@ -155,4 +155,4 @@ def rounding_note(t_s: np.ndarray, column: str) -> tuple[str | None, dict]:
     if step is None or step < 1e-3 or ties == 0:
         return None, meta
     return (f"{column} looks rounded to {step:g} s: {ties} of {t.size} requests arrive at the same time as the one "
-            f"before ({t.size - ties} distinct times); burstiness within one timestamp is lost"), meta
+            f"before ({t.size - ties} distinct time{'' if t.size - ties == 1 else 's'}); burstiness within one timestamp is lost"), meta

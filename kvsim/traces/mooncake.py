@@ -105,7 +105,7 @@ def _read(path: Path, bad: BadRows) -> RawRequests:
             blocks.append(ids)
         lines.append(lineno)
     t = np.asarray(times, dtype=np.float64)
-    check_sorted(path, t, what="timestamp (s)", lines=np.asarray(lines))
+    check_sorted(path, t, what="timestamp (ms)", lines=np.asarray(lines), file_units_per_s=1000.0)
     return RawRequests(
         time_s=t,
         prompt_tokens=np.asarray(ins, dtype=np.int64),

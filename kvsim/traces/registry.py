@@ -313,6 +313,8 @@ def load(spec: str, opts: LoadOptions) -> Trace:
                              "(give its rate and cv inline, e.g. synthetic-gamma:rate=4,cv=2)")
         return load_synthetic(name, inline, opts)
     path = Path(spec).expanduser()
+    if path.is_dir():
+        raise TraceError(f"trace {spec}: is a directory (expected a trace file or a name from `kvsim trace list`)")
     if path.is_file() or _looks_like_path(spec):
         return load_file(path, opts)
     if sep and name in _BUNDLED:

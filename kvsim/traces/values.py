@@ -130,6 +130,10 @@ def load_json(path: Path) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
+        body = text.rstrip()
+        if err.pos >= len(body):  # (the decoder points past the end: name the last line that has text)
+            raise TraceError(f"{path}:{body.count(chr(10)) + 1}: not valid JSON (the file ends inside a value: "
+                             "truncated?)") from None
         raise TraceError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
     except RecursionError:
         raise TraceError(f"{path}: not valid JSON (nested too deeply)") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import math
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -151,7 +153,9 @@ def format_validation_error(err: ValidationError, origin: str, keys: dict[str, s
             got_s = f" (got {short_repr(got)})"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden" and known:
-            msg = f"Extra inputs are not permitted: unknown field (known: {', '.join(known)})"
+            close = difflib.get_close_matches(str(e["loc"][-1]) if e["loc"] else "", known, n=1, cutoff=0.6)
+            msg = (f"Extra inputs are not permitted: unknown field"
+                   + (f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"))
         lines.append(f"{origin}: {loc}: {msg}{got_s}" if loc else f"{origin}: {msg}{got_s}")
     return "\n".join(lines)
 

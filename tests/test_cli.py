@@ -44,7 +44,7 @@ def test_estimate_method_all_table(tmp_path):
         (["estimate", "--model", "llama-9"], "unknown model 'llama-9'"),
         (["estimate", "--method", "kivvi"], "unknown method 'kivvi'"),
         (["estimate", "--method", "kivi:bits=3"], "method kivi: bits must divide 32"),
-        (["estimate", "--method", "kivi:bitz=2"], "method kivi: bitz: Extra inputs are not permitted: unknown field (known: bits, group, residual)"),
+        (["estimate", "--method", "kivi:bitz=2"], "method kivi: bitz: Extra inputs are not permitted: unknown field (did you mean bits?)"),
         (["estimate", "--batch", "lots"], "--batch must be a whole number in [1, 1,000,000] or 'max'"),
         (["estimate", "--calibration", "/nonexistent.yaml"], "calibration file not found"),
     ],

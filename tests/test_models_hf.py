@@ -306,3 +306,16 @@ def test_quantization_config_sets_the_auto_weight_dtype(tmp_path: Path, qc: dict
     if dtype:
         given = build_deployment("h100", str(path), weight_dtype="bf16")
         assert given.weight_bytes_per_gpu == 14_483_464_192 and f"the checkpoint's is {dtype}" in " ".join(given.notes)
+
+
+def test_a_quoted_number_is_named_not_a_missing_head_dim(tmp_path: Path) -> None:
+    """hidden_size "2048" (a string) or 1e400 (inf) in a config without head_dim: the error names
+    hidden_size; it said 'head_dim: Input should be a valid integer (got None)'."""
+    base = {"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 32, "num_key_value_heads": 4,
+            "intermediate_size": 5632, "vocab_size": 32000, "max_position_embeddings": 2048}
+    for bad, shown in (("2048", "'2048'"), (float("inf"), "inf")):
+        path = _write(tmp_path, {**base, "hidden_size": bad})
+        with pytest.raises(SpecError) as e:
+            load_hf_config(path)
+        lines = str(e.value).splitlines()
+        assert len(lines) == 1 and f"hidden_size: expected a whole number >= 1" in lines[0] and shown in lines[0]

@@ -209,7 +209,7 @@ def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = Non
         try:
             eff = eff.with_overrides(g.efficiency, source=f"{g.name} overrides")
         except ValueError as err:
-            raise SpecError(f"GPU spec {g.name}: efficiency: {err}") from None
+            raise SpecError(f"{gpu.origin}: efficiency: {err}") from None  # (the file, or "gpu spec NAME")
     # a shipped profile measures the shipped GPU: a user's own GPU file gets none
     shipped_gpu = None if _is_path(spec.gpu) else catalog("gpu").get(spec_key(spec.gpu))
     profile = profile_of(spec.name) if shipped_gpu is g else None

@@ -145,9 +145,14 @@ class Cfg:
 
 
 def _head_dim(c: Cfg) -> Any:
+    """``head_dim``, or ``hidden_size // num_attention_heads`` when the file has none (both must
+    then be whole numbers: a quoted "2048" or a 1e400 is named here, not as a missing head_dim)."""
     hidden, heads = c.req("hidden_size"), c.req("num_attention_heads")
     head_dim = c.opt("head_dim")
-    if head_dim is None and isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+    if head_dim is None:
+        for key, value in (("hidden_size", hidden), ("num_attention_heads", heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise c.bad(key, "a whole number >= 1 (head_dim is hidden_size / num_attention_heads)", value)
         head_dim = hidden // heads
     return head_dim
 

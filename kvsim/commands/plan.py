@@ -185,10 +185,9 @@ def plan_cmd(
     for c in plan.configs:
         if c.transient and not c.capped:
             need = math.ceil(STEADY_SPAN_OVER_E2EL * c.best.e2el_s.mean * c.max_rate_per_s) + 1
-            print(f"note: {c.label}: at {c.max_rate_per_s:.3g} req/s the trace's {c.best.num_requests:,} requests arrive "
-                  f"within {c.arrival_span_s:.3g} s, {c.span_over_e2el:.1f}x their mean end-to-end latency: a ramp and a "
-                  f"drain more than a steady state, so this max rate is likely high; about --num-requests {need:,} "
-                  f"lasts {STEADY_SPAN_OVER_E2EL:g}x (docs/plan.md)", file=sys.stderr)
+            print(f"note: {c.label}: at {c.max_rate_per_s:.3g} req/s the {c.best.num_requests:,} requests arrive within "
+                  f"{c.arrival_span_s:.3g} s, {c.span_over_e2el:.1f}x their mean E2E latency: its max rate is likely high; "
+                  f"--num-requests {need:,} lasts {STEADY_SPAN_OVER_E2EL:g}x (docs/plan.md)", file=sys.stderr)
         if c.capped and c.error is None:
             print(f"note: {c.label}: still meets the SLO at the search's top rate ({c.max_rate_per_s:.4g} req/s, the "
                   "trace's requests arriving almost at once): the trace is too short to load it, so its max rate"

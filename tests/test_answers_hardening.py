@@ -102,8 +102,8 @@ def test_huge_context_is_fast_and_says_it_does_not_fit():
     r = strict_json(out)[0]
     assert r["fits"] is False and r["max_batch"] == 0
     assert r["ttft_s"] is None and r["tpot_s"] is None and r["throughput_tok_s"] is None
-    # 1e12 tokens x 131,072 B/token = 1.31e17 B = 131,072,000 GB of KV per GPU
-    assert "131072000.00 GB of KV per GPU" in r["reason"]
+    # 1e12 tokens x 131,072 B/token = 1.31072e17 B = 131,072 TB of KV per GPU (TB past 1e12 B, as the tables)
+    assert "131,072.00 TB of KV per GPU" in r["reason"]
 
 
 def test_library_ttft_of_a_trillion_tokens_is_fast():

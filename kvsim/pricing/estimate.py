@@ -187,7 +187,7 @@ def _check_count(name: str, value: object, hi: int) -> None:
 
 def _gb(x: float) -> str:
     """Decimal bytes with the unit the tables use (76.68 GB, 1.34 TB)."""
-    return f"{x / 1e12:.2f} TB" if x >= 1e12 else f"{x / 1e9:.2f} GB"
+    return f"{x / 1e12:,.2f} TB" if x >= 1e12 else f"{x / 1e9:.2f} GB"
 
 
 def _why_not(context: int, b: int, max_batch: int | None, mb_gpu: int | None, g_req: float, h_req: float, budget) -> str:

@@ -106,3 +106,17 @@ def test_estimate_context_beyond_the_model_needs_allow_long_context():
     assert kvsim.estimate(context=200_000, allow_long_context=True).ttft_s > kvsim.estimate(context=100_000).ttft_s
     with pytest.raises(KvsimError, match="unknown argument\\(s\\) contxt"):
         kvsim.estimate(contxt=5)
+
+
+def test_provenance_records_the_memory_utilization_that_ran():
+    """An engine gpu_memory_utilization overrides the deployment's (the KV pool is sized with it);
+    the summary's provenance records that value (it recorded the deployment's 0.9)."""
+    import kvsim
+
+    r = kvsim.simulate(hw="h100", trace="synthetic-fixed", num_requests=3, gpu_memory_utilization=0.5)
+    assert r.summary["provenance"]["deployment"]["gpu_memory_utilization"] == 0.5
+    base = kvsim.simulate(hw="h100", trace="synthetic-fixed", num_requests=3)
+    assert r.summary["kv_gpu_capacity_bytes"] < base.summary["kv_gpu_capacity_bytes"]
+    d = kvsim.deployment("h100", gpu_memory_utilization=0.5)
+    assert kvsim.simulate(hw=d, trace="synthetic-fixed", num_requests=3,
+                          gpu_memory_utilization=0.9).summary["provenance"]["deployment"]["gpu_memory_utilization"] == 0.9

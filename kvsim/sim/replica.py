@@ -397,7 +397,10 @@ def simulate(dep: Deployment, method: KVMethod, trace: Trace, config: SimConfig 
     ``step_model`` replaces ``StepModel(dep, method)`` for step prices (tests inject a fake
     with a ``time_s(decode_ctx, prefill_new, prefill_cached, n_sampled_prefill, decode_prompt)``).
     """
-    sim = ReplicaSim(dep, method, trace, config or SimConfig(), step_model=step_model)
+    cfg = config or SimConfig()
+    if cfg.gpu_memory_utilization is not None:  # (the engine setting wins, as in ReplicaSim: record what ran)
+        dep = replace(dep, gpu_memory_utilization=cfg.gpu_memory_utilization)
+    sim = ReplicaSim(dep, method, trace, cfg, step_model=step_model)
     res = sim.run()
     res.summary.update({"hw": dep.system.name, "model": dep.model.name, "method": method.label(),
                         "trace": trace.name, "tp": dep.tp, "weight_dtype": dep.weight_dtype, "kv_dtype": dep.kv_dtype,

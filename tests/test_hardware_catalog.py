@@ -97,9 +97,13 @@ def test_weight_dtype_uses_tensor_cores_the_gpu_has(hw: str, weight: str, gemm: 
 
 
 def test_fp4_halves_weight_bytes_and_uses_the_fp4_peak() -> None:
-    """Llama-3.1-8B on B200: fp4 weights are 8,030,261,248 x 0.5 B; the GEMM FLOPs run at 9 PF x eff."""
+    """Llama-3.1-8B on B200: fp4 weights are 0.5 B each except the embedding and LM head, which
+    quantized checkpoints keep in bf16 (2 x 128,256 x 4,096 = 1,050,673,152 of them):
+    (8,030,261,248 - 1,050,673,152) x 0.5 + 1,050,673,152 x 2 = 5,591,140,352 B; the GEMM FLOPs
+    run at 9 PF x eff."""
     bf16, fp4 = (build_deployment("b200", "llama-3.1-8b", weight_dtype=w) for w in ("bf16", "fp4"))
-    assert fp4.weight_bytes_per_gpu == bf16.weight_bytes_per_gpu / 4 == 8_030_261_248 * 0.5
+    assert bf16.weight_bytes_per_gpu == 8_030_261_248 * 2
+    assert fp4.weight_bytes_per_gpu == 5_591_140_352
     rf = Roofline(fp4.system)
     part = Part("attn_proj", "gemm", dtype="fp4", flops=9e15)
     assert rf.unit_divisor(part, "flops") == 9e15 * fp4.system.eff.gemm.compute

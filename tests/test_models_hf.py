@@ -289,7 +289,8 @@ def test_quantization_config_sets_the_auto_weight_dtype(tmp_path: Path, qc: dict
     """A quantized checkpoint's config.json (quantization_config) is priced in its format under
     --weight-dtype auto, as vLLM loads it, with a note; an explicit --weight-dtype wins (noted); a
     format kvsim does not know keeps 16-bit weights and says so. 7,241,732,096 parameters (Mistral-7B
-    shape) at int4: 3,620,866,048 B; bf16: 14,483,464,192 B."""
+    shape), of which the embedding and LM head 2 x 32,000 x 4,096 = 262,144,000 stay in bf16: int4
+    (7,241,732,096 - 262,144,000) x 0.5 + 262,144,000 x 2 = 4,014,082,048 B; bf16: 14,483,464,192 B."""
     from kvsim.costmodel.deployment import build_deployment
 
     cfg = {"model_type": "mistral", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -300,7 +301,7 @@ def test_quantization_config_sets_the_auto_weight_dtype(tmp_path: Path, qc: dict
     assert dep.weight_dtype == (dtype or "bf16")
     assert dep.model.total_params == 7_241_732_096
     if dtype == "int4":
-        assert dep.weight_bytes_per_gpu == 3_620_866_048
+        assert dep.weight_bytes_per_gpu == 4_014_082_048
     note = " ".join(dep.notes)
     assert ("-> " + dtype if dtype else "not understood") in note
     if dtype:

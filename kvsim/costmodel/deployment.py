@@ -124,9 +124,32 @@ class Deployment:
 
     # ----- memory -----
     @property
+    def quantized_weights(self) -> bool:
+        """Weights stored below 16 bits (fp8, int8, fp4, int4, int2)."""
+        return self.wb < 2.0
+
+    @property
+    def wb_head(self) -> float:
+        """Bytes per element of the token embedding and the LM head: quantized checkpoints keep
+        them in the model dtype (vLLM's quantization methods apply to linear and MoE layers;
+        ``VocabParallelEmbedding`` / ``ParallelLMHead`` stay unquantized unless a GPTQ config sets
+        ``lm_head_quantized``, which kvsim does not model), so below 16 bits they take ``ab``."""
+        return self.ab if self.quantized_weights else self.wb
+
+    @property
+    def head_dtype(self) -> str:
+        """Math dtype of the LM head GEMM: the activation dtype under quantized weights (it is
+        not quantized, :attr:`wb_head`), else :attr:`gemm_dtype`."""
+        return self.act_dtype if self.quantized_weights else self.gemm_dtype
+
+    @property
     def weight_bytes_per_gpu(self) -> float:
-        """All stored weights / tp (bytes), less the experts offloaded to the host."""
-        return self.model.total_params * self.wb / self.tp - self.offloaded_expert_bytes_per_gpu
+        """All stored weights / tp (bytes), less the experts offloaded to the host: the embedding
+        and the (untied) LM head at :attr:`wb_head`, the rest at :attr:`wb`. Llama-3.1-8B int4:
+        (8,030,261,248 - 2 x 525,336,576) x 0.5 + 2 x 525,336,576 x 2 = 5,591,140,352 B."""
+        m = self.model
+        head = m.embedding_params + (0 if m.tie_word_embeddings else m.lm_head_params)
+        return ((m.total_params - head) * self.wb + head * self.wb_head) / self.tp - self.offloaded_expert_bytes_per_gpu
 
     @property
     def offloaded_expert_bytes_per_gpu(self) -> float:

@@ -104,10 +104,10 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
                       launches=_ELEMENTWISE_LAUNCHES * L * has, overlap=tag))
 
     # LM head on the last position of each sequence
-    p_head = m.lm_head_params
-    parts.append(Part("lm_head", "gemm", dtype=dt,
+    p_head = m.lm_head_params  # (in the model dtype under quantized weights: Deployment.wb_head)
+    parts.append(Part("lm_head", "gemm", dtype=dep.head_dtype,
                       flops=2.0 * p_head * n_seqs / tp,
-                      hbm_bytes=(p_head * wb + n_seqs * (h * ab + m.vocab_size * 4)) / tp * indicator(n_seqs),
+                      hbm_bytes=(p_head * dep.wb_head + n_seqs * (h * ab + m.vocab_size * 4)) / tp * indicator(n_seqs),
                       launches=1 * indicator(n_seqs), overlap=tag))
 
     if tp > 1:

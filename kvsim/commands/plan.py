@@ -269,8 +269,13 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
         if r["capped"]:  # a lower bound: the search stopped while still feasible
             cells = [f">= {c}" if k in ("max_rate_per_s", "rate_per_gpu_per_s") else c for k, c in zip(keys, cells)]
         cells_of.append(cells)
+    pct = req.slo.percentile  # (the table's words; --json keeps the keys)
+    names = {"hw": "hardware", "layout": "layout", "method": "method", "gpus": "GPUs", "max_rate_per_s": "max rate (req/s)",
+             "rate_per_gpu_per_s": "req/s per GPU", "throughput_output_tok_s": "output tok/s", "note": "note",
+             **{f"{m}_{pct}_s": f"{m.upper()} {pct} (s)" for m in ("ttft", "tpot", "itl")}}
+    headers = [names.get(k, k) for k in keys]
     print_rows(console(), f"{req.model} on {trace.name} ({len(trace)} req), {instances} instances x TP{req.tp}, "
-               f"KV link {link.name}: SLO {req.slo.describe()}", keys, cells_of, left=("hw", "method", "layout"),
+               f"KV link {link.name}: SLO {req.slo.describe()}", headers, cells_of, left=("hardware", "method", "layout"),
                heading=3)
     for r in rows:
         if r["capped"]:

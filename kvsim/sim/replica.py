@@ -115,7 +115,6 @@ class ReplicaSim:
         self.status = np.zeros(N, dtype=np.int8)
         self.token_times: list | None = [None] * N if cfg.record_token_times else None
         self.timeline = Timeline(GAUGES, max(trace.duration_s, 1e-3))
-        self._tl_next = 0.0  # next time the gauges are sampled (one sample per timeline bucket)
         self.engine = Engine()
         self.busy = False
         self.next_arrival = 0  # index of the next trace arrival not yet seen (processed or routed)
@@ -182,15 +181,15 @@ class ReplicaSim:
         """One engine step (or a fast-forwarded run of decode steps) from ``now``; its end time."""
         s = self.sched
         self.launches += 1
-        if now >= self._tl_next:
-            self._gauges(now)
         if self.cfg.progress is not None:
             self._progress(now)
         if not s.has_work():
+            self._gauges(now)  # (idle from now: zeros hold until the next launch)
             return None
         if s.loading:
             s.promote_loaded(now)
         if s.decode_only():
+            self._gauges(now)  # the run's batch and its KV at the start (the KV grows through the run)
             run = self.decoder.run(now, self._arr[self.next_arrival], s.next_load_ready_s())
             if run is not None:
                 self.steps += run.steps
@@ -201,6 +200,7 @@ class ReplicaSim:
                 return run.t_end_s
         s.now = now
         out = s.schedule()
+        self._gauges(now)  # the state during this step: admitted requests running, their KV allocated
         if out.is_empty() and s.loading:  # only tier loads in flight: wait for the first, or an arrival
             ready = s.next_load_ready_s()  # (> now: the loads ended by now were promoted above)
             wake = min(ready, self._arr[self.next_arrival])
@@ -283,10 +283,12 @@ class ReplicaSim:
         return None
 
     def _gauges(self, now: float) -> None:
-        """Sample the gauges (first step of each timeline bucket; peaks are tracked exactly elsewhere)."""
-        kv, s, tl = self.kv, self.sched, self.timeline
-        tl.record(now, kv.gpu_used, kv.host_used, s.num_running, s.num_waiting)
-        self._tl_next = (int(now / tl.width_s) + 1) * tl.width_s
+        """Record the gauges from ``now`` on (every launch: the state its step or run starts with,
+        zeros when the replica goes idle); each timeline bucket reports the largest value held in it.
+        Within a decode run the KV grows after the record: its bucket shows the run's start, the
+        summary's ``peak_kv_*`` is exact."""
+        kv, s = self.kv, self.sched
+        self.timeline.record(now, kv.gpu_used, kv.host_used, s.num_running, s.num_waiting)
 
     def _progress(self, now: float) -> None:
         w = time.perf_counter()

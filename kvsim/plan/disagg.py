@@ -297,7 +297,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
             "requests_per_prefill": np.bincount(pre_of[pre_of >= 0], minlength=num_prefill).tolist(),
             "requests_per_decode": np.bincount(dst[dst >= 0], minlength=num_decode).tolist(),
             "convention": "TTFT = arrival -> first token sampled on the decode instance (prefill + KV transfer "
-                          "+ a 1-token recompute step); TBT/TPOT on decode instances only",
+                          "+ a 1-token recompute step); ITL/TPOT on decode instances only",
         },
         "sim": {"wall_s": time.perf_counter() - t0,
                 "steps": pre_s.get("sim", {}).get("steps", 0) + sum(p.get("sim", {}).get("steps", 0) for p in per_d)},

@@ -348,8 +348,15 @@ def simulation_report(results: list, path: str | Path, *, title: str | None = No
     if title is None:
         what = s.get("method") if len(results) == 1 else f"{len(results)} methods"
         title = f"{s.get('model')} on {s.get('hw')} - {what}"
-    meta = " · ".join(f"{k} {s[k]}" for k in ("hw", "model", "trace", "tp", "replicas", "router") if k in s)
-    meta += f" · {runs[0][1].num_requests} requests at {runs[0][1].rate_per_s:.3g} req/s"
+    dis = s.get("disagg")
+    keys = ("hw", "model", "trace", "tp") if dis else ("hw", "model", "trace", "tp", "replicas", "router")
+    meta = " · ".join(f"{k} {s[k]}" for k in keys if k in s)
+    if dis:  # (a disaggregated run: its layout, not replicas behind a router)
+        meta += (f" · disaggregated {dis['prefill_instances']}:{dis['decode_instances']} (prefill {dis['prefill_hw']} "
+                 f"TP{dis['prefill_tp']}, decode {dis['decode_hw']} TP{dis['decode_tp']}), KV link {dis['kv_link']}")
+    rate = runs[0][1].rate_per_s
+    meta += (f" · {runs[0][1].num_requests} requests at {rate:.3g} req/s" if 0 < rate < float("inf")
+             else f" · {runs[0][1].num_requests} requests arriving together")
     slo = s.get("slo") or {}  # kvsim.slo.verdict; without it (API runs), the goodput SLOs
     bounds = ({c["metric"]: c["bound_s"] for c in slo["checks"]} if slo.get("checks") else
               {m: s[k] for m, k in (("ttft", "slo_ttft_s"), ("tpot", "slo_tpot_s")) if s.get(k) is not None})

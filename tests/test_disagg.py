@@ -390,3 +390,14 @@ def test_cli_plan_disagg_instances_tier_notes(tmp_path):
                "--kv-offload", "host=4GiB", "--rel-tol", "0.3", "--no-cache", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "note: KV offload tiers unused" in r.stderr  # (the aggregated search says it too)
+
+
+def test_provenance_records_the_engine_memory_utilization():
+    """An engine gpu_memory_utilization sizes both sides' KV pools; the provenance of each side records
+    it (SimConfig.deployment_for, shared with the replica and reference simulators)."""
+    dep, m = _h100()
+    trace = Trace("one", np.array([0.0]), np.array([1000]), np.array([4]))
+    res = simulate_disagg(dep, m, dep, m, trace, load_link("ib-ndr"), SimConfig(gpu_memory_utilization=0.5))
+    prov = res.summary["provenance"]
+    assert prov["prefill"]["deployment"]["gpu_memory_utilization"] == 0.5
+    assert prov["decode"]["deployment"]["gpu_memory_utilization"] == 0.5

@@ -272,8 +272,9 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
         "requests_failed_in_trace": int(trace.num_failed_dropped),
         "weight_dtype": decode_dep.weight_dtype, "kv_dtype": decode_dep.kv_dtype,
         "config": cfg.model_dump(mode="json"),
-        "provenance": {"prefill": provenance(prefill_dep, prefill_method, trace),
-                       "decode": provenance(decode_dep, decode_method, trace), "kv_link": link.model_dump(mode="json")},
+        "provenance": {"prefill": provenance(cfg.deployment_for(prefill_dep), prefill_method, trace),
+                       "decode": provenance(cfg.deployment_for(decode_dep), decode_method, trace),
+                       "kv_link": link.model_dump(mode="json")},
         "preemptions": int(preempt.sum()),
         # the prefill instances' tiers (decode instances have none), summed over instances
         "kv_offload": merge_summaries([r.summary.get("kv_offload") for r in getattr(pre, "replicas", None) or [pre]]),

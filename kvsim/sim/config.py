@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -52,6 +52,13 @@ class SimConfig(BaseModel):
                                      description="goodput: a request's bound on its mean time per output token, "
                                      "seconds (--slo-tpot; kvsim.slo)")
     progress: Callable[[int, int, float], None] | None = Field(None, exclude=True)
+
+    def deployment_for(self, dep):
+        """``dep`` as this engine runs it: with :attr:`gpu_memory_utilization` when it is set (the
+        engine's setting sizes the KV pool and is what provenance records), else ``dep`` itself."""
+        if self.gpu_memory_utilization is None:
+            return dep
+        return replace(dep, gpu_memory_utilization=self.gpu_memory_utilization)
 
     @field_validator("kv_offload", mode="before")
     @classmethod

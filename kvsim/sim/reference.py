@@ -121,7 +121,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import replace
 
 import numpy as np
 
@@ -142,8 +141,7 @@ class RefReplica(RefScheduling):
 
     def __init__(self, dep, method, trace, config, step_model=None) -> None:
         cfg = config
-        if cfg.gpu_memory_utilization is not None:
-            dep = replace(dep, gpu_memory_utilization=cfg.gpu_memory_utilization)
+        dep = cfg.deployment_for(dep)
         self.cfg, self.trace = cfg, trace
         self.prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
         self.output = np.asarray(trace.output_tokens, dtype=np.int64)

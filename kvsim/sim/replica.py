@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -78,8 +78,7 @@ class ReplicaSim:
     def __init__(self, dep: Deployment, method: KVMethod, trace: Trace, config: SimConfig | None = None,
                  step_model=None) -> None:
         cfg = config or SimConfig()
-        if cfg.gpu_memory_utilization is not None:
-            dep = replace(dep, gpu_memory_utilization=cfg.gpu_memory_utilization)
+        dep = cfg.deployment_for(dep)
         self.cfg, self.trace, self.N = cfg, trace, len(trace)
         self.inputs = inp = prepare(dep, method, trace, cfg)
         self.layout = lay = inp.layout
@@ -400,8 +399,7 @@ def simulate(dep: Deployment, method: KVMethod, trace: Trace, config: SimConfig 
     with a ``time_s(decode_ctx, prefill_new, prefill_cached, n_sampled_prefill, decode_prompt)``).
     """
     cfg = config or SimConfig()
-    if cfg.gpu_memory_utilization is not None:  # (the engine setting wins, as in ReplicaSim: record what ran)
-        dep = replace(dep, gpu_memory_utilization=cfg.gpu_memory_utilization)
+    dep = cfg.deployment_for(dep)  # (what ran: the summary and its provenance record it)
     sim = ReplicaSim(dep, method, trace, cfg, step_model=step_model)
     res = sim.run()
     res.summary.update({"hw": dep.system.name, "model": dep.model.name, "method": method.label(),

@@ -99,6 +99,22 @@ def _umask() -> int:
     return mask
 
 
+def check_replaceable(path: Path | str, mark: str, flag: str, not_ours: str) -> Path:
+    """File ``path`` can be written (:func:`check_output_file`) and is absent or starts with
+    ``mark`` (a file this command wrote before); anything else is never replaced:
+    ``"{flag} {path}: exists and {not_ours} (not replaced)"``."""
+    p = check_output_file(path, flag)
+    if p.exists():
+        try:
+            with open(p, encoding="utf-8", errors="replace") as f:
+                head = f.read(len(mark))
+        except OSError as err:
+            raise OutputError(f"{flag} {p}: {describe(err)}") from None
+        if head != mark:
+            raise OutputError(f"{flag} {p}: exists and {not_ours} (not replaced)")
+    return p
+
+
 def _stage(directory: Path, name: str, data: str | bytes) -> Path:
     """Write ``data`` to a new temporary file in ``directory``; returns its path. The file gets
     the mode an ordinary ``open(path, "w")`` would give it (``0o666`` less the umask), or the

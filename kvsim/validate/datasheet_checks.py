@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from kvsim.fileio import OutputError, atomic_write, check_output_file, describe
+from kvsim.fileio import atomic_write, check_replaceable
 from kvsim.specbase import read_yaml
 
 CHECKS_PATH = Path(__file__).parent / "data" / "datasheet_checks.yaml"
@@ -39,15 +39,7 @@ _HEADER = "# Datasheet-only check of GPUs no fit has seen"
 
 def check_target(path: Path | str) -> Path:
     """``path`` may be written: absent, or an earlier checks file (anything else is never replaced)."""
-    path = check_output_file(path, "--write-checks")  # (not a directory, its folder writable)
-    if path.exists():
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[: len(_HEADER)]
-        except OSError as err:
-            raise OutputError(f"--write-checks {path}: {describe(err)}") from None
-        if head != _HEADER:
-            raise OutputError(f"--write-checks {path}: exists and is not a datasheet checks file (not replaced)")
-    return path
+    return check_replaceable(path, _HEADER, "--write-checks", "is not a datasheet checks file")
 
 
 def write_checks(rows: list[dict], path: Path | str) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from kvsim.fileio import OutputError, atomic_write, check_writable_dir, describe
+from kvsim.fileio import atomic_write, check_replaceable, check_writable_dir
 from kvsim.hardware import AllReduceFit, ProfileSpec
 from kvsim.validate.kernel_tables import ROOFLINE_OP, SYSTEM_OF_TABLE
 
@@ -48,20 +48,8 @@ def profile_targets(directory: Path | str, table_systems: list[str]) -> list[Pat
     the folder can be written, and each file is absent or an earlier profile written by this
     command (anything else, e.g. a user's own profile of the same name, is never replaced)."""
     folder = check_writable_dir(directory, "--write-profiles")
-    paths = []
-    for ts in table_systems:
-        path = folder / f"{SYSTEM_OF_TABLE[ts]}.yaml"
-        if path.is_dir():
-            raise OutputError(f"--write-profiles {path}: is a directory")
-        if path.exists():
-            try:
-                head = path.read_text(encoding="utf-8", errors="replace")[: len(_HEADER)]
-            except OSError as err:
-                raise OutputError(f"--write-profiles {path}: {describe(err)}") from None
-            if head != _HEADER:
-                raise OutputError(f"--write-profiles {path}: exists and was not written by --write-profiles (not replaced)")
-        paths.append(path)
-    return paths
+    return [check_replaceable(folder / f"{SYSTEM_OF_TABLE[ts]}.yaml", _HEADER, "--write-profiles",
+                              "was not written by --write-profiles") for ts in table_systems]
 
 
 def write_profile(directory: Path, table_system: str, eff: dict[str, dict[str, float]], allreduce: list[AllReduceFit],

@@ -296,5 +296,4 @@ def _print_table(plan) -> None:
     print_rows(con, title, [h for _, h in cols], [[r[k] for k, _ in cols] for r in recommendation_rows(plan)],
                left=("hardware", "method", "note"), heading=3)
     for g, p in sorted({(c.gpu_name, c.price) for c in plan.configs if c.price}, key=lambda x: x[0]):
-        dated = p.source if str(p.date) in p.source else f"{p.source} ({p.date})"  # (a source may state its date)
-        con.print(f"[dim]price {g}: ${p.usd_per_hour:.2f}/GPU-hour, {dated}[/dim]", overflow="fold")
+        con.print(f"[dim]price {g}: ${p.usd_per_hour:.2f}/GPU-hour, {p.dated_source}[/dim]", overflow="fold")

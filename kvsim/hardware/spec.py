@@ -53,6 +53,11 @@ class Price(Strict):
     source: str
     date: str
 
+    @property
+    def dated_source(self) -> str:
+        """``source (date)``, or the source alone when it already states its date."""
+        return self.source if self.date in self.source else f"{self.source} ({self.date})"
+
 
 class GPUSpec(Strict):
     kind: Literal["gpu"] = "gpu"

@@ -128,9 +128,8 @@ def recommendation_html(plan: PlanResult) -> str:
         cells = "".join(f'<td class="l">{html.escape(r[k])}</td>' if k in ("hardware", "method", "note")
                         else f"<td>{html.escape(r[k])}</td>" for k, _ in plan_columns(plan))
         body.append(f"<tr{cls}>{cells}</tr>")
-    prices = sorted({(c.gpu_name, c.price.usd_per_hour, c.price.source, c.price.date) for c in plan.configs if c.price})
-    notes = "".join(f"<li>{html.escape(g)}: ${p:.2f}/GPU-hour, {html.escape(s if str(d) in s else f'{s} ({d})')}</li>"
-                    for g, p, s, d in prices)  # (a source may state its date)
+    prices = sorted({(c.gpu_name, c.price.usd_per_hour, c.price.dated_source) for c in plan.configs if c.price})
+    notes = "".join(f"<li>{html.escape(g)}: ${p:.2f}/GPU-hour, {html.escape(s)}</li>" for g, p, s in prices)
     return (f'<table class="rec"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
             f'<p class="note">Prices:</p><ul class="note">{notes or "<li>none in the hardware specs</li>"}</ul>')
 

@@ -20,11 +20,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kvsim.costmodel.dtypes import SPELLINGS
+from kvsim.costmodel.dtypes import canonical_dtype
 from kvsim.errors import ConfigError
 
-#: vLLM ``--dtype`` / ``--kv-cache-dtype`` spellings -> kvsim dtypes (kvsim names pass through).
-VLLM_DTYPES = SPELLINGS
 FLOAT_DTYPES = ("fp32", "bf16", "fp16")
 REQUIRED = ("hw", "model", "max_num_seqs", "max_num_batched_tokens")
 ALIASES = {"tensor_parallel_size": "tp"}
@@ -54,8 +52,7 @@ class EngineSettings(BaseModel):
         """(weight, KV, activation or None = kvsim's choice). vLLM's ``dtype`` is the model's
         dtype, so a float ``dtype`` is also the activation dtype, and ``kv_cache_dtype`` auto
         follows it."""
-        w = VLLM_DTYPES.get(self.dtype, self.dtype)
-        kv = VLLM_DTYPES.get(self.kv_cache_dtype, self.kv_cache_dtype)
+        w, kv = canonical_dtype(self.dtype), canonical_dtype(self.kv_cache_dtype)  # (vLLM's spellings too)
         act = w if w in FLOAT_DTYPES else None
         if kv == "auto" and act is not None:
             kv = act

@@ -14,6 +14,7 @@ never imports the CLI) and return typed results; ``to_pandas()`` needs the optio
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,8 +81,8 @@ def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, nu
     return _load_trace(trace, rate=rate, num_requests=num_requests, seed=seed, **options)
 
 
-#: keyword arguments of :func:`deployment` that estimate() and tts_cost() pass on
-_DEPLOYMENT_OPTIONS = {"weight_dtype", "kv_dtype", "gpu_memory_utilization", "calibration", "expert_offload"}
+#: keyword arguments of :func:`deployment` that estimate() and tts_cost() pass on (read from its signature)
+_DEPLOYMENT_OPTIONS = frozenset(inspect.signature(deployment).parameters) - {"hw", "model", "tp"}
 
 
 def _method(method: str | KVMethod, dep: Deployment) -> KVMethod:

@@ -204,7 +204,7 @@ def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = Non
         peer = _ref("link", g.peer_link, gpu, "peer_link").spec  # type: ignore[assignment]
     else:
         peer = host_link  # PCIe-only GPUs: collectives over the host link
-    eff = default_efficiencies()
+    eff = default_efficiencies().at_clock(g.sm_clock_hz)  # the defaults' per-call times for this GPU's clock
     if g.efficiency:
         try:
             eff = eff.with_overrides(g.efficiency, source=f"{g.name} overrides")

@@ -21,6 +21,7 @@ BytesPerS = number(float, 0, 1e15, lo_open=True, unit="bytes/s (up to 1 PB/s)")
 FlopsPerS = number(float, 0, 1e18, lo_open=True, unit="FLOP/s (up to 1e18)")
 Watts = number(float, 0, 1e5, lo_open=True, unit="W")
 UsdPerHour = number(float, 0, 1e5, lo_open=True, unit="USD/h")
+ClockHz = number(float, 1e8, 1e10, unit="Hz (0.1-10 GHz)")
 Seconds = number(float, 0, 10, unit="s")
 Fraction01 = number(float, 0, 1, lo_open=True)
 Units = number(int, 1, 1_000_000)  # SMs, cores
@@ -74,6 +75,10 @@ class GPUSpec(Strict):
     peak_flops_per_s: PeakFlops = Field(description="dense peak per math dtype")
     l2_bytes: CacheBytes
     sm_count: Units
+    sm_clock_hz: ClockHz | None = Field(
+        None, description="maximum (boost) SM clock, Hz (nvidia-smi 'Max Clocks SM', or the datasheet's boost clock). "
+        "Op classes with a reference_clock_hz scale their fixed per-call and per-tile times by reference / this; "
+        "None: the GPU is priced as if it ran at the reference clock")
     tdp_w: Watts
     host_link: str = Field(description="name of the link spec to the host (PCIe generation)")
     peer_link: str | None = Field(None, description="name of the GPU-GPU link spec, if any")
@@ -171,6 +176,10 @@ class OpEfficiency(Strict):
         the full-GPU time (too few tiles leave SMs idle). ``None``: no floor.
     tiles_in_body: the tiles' time overlaps the resource times (max or p-norm with them) instead
         of adding to them (see :mod:`kvsim.costmodel.roofline`).
+    reference_clock_hz: ``overhead_s`` and ``tile_s`` are given for a GPU whose SM clock is this:
+        fixed work per call and per tile (setup, softmax rescaling, output writes, reductions) is
+        a count of cycles, so a GPU of SM clock ``f`` takes them x ``reference_clock_hz / f``
+        (:meth:`Efficiencies.at_clock`, applied when a system is resolved). ``None``: seconds as given.
     """
 
     compute: Fraction01
@@ -180,6 +189,7 @@ class OpEfficiency(Strict):
     tile_s: Seconds = 0.0
     wave_tiles_per_sm: number(float, 0, 64, lo_open=True) | None = None
     tiles_in_body: bool = False
+    reference_clock_hz: ClockHz | None = None
 
 
 class AllReduceFit(Strict):
@@ -216,6 +226,19 @@ class Efficiencies(Strict):
 
     def of(self, op: str) -> OpEfficiency:
         return getattr(self, op)
+
+    def at_clock(self, sm_clock_hz: float | None) -> "Efficiencies":
+        """Per-call and per-tile seconds of the classes given at a reference clock, for a GPU of SM
+        clock ``sm_clock_hz``: ``overhead_s`` and ``tile_s`` x ``reference_clock_hz / sm_clock_hz``
+        (unchanged when the clock is unknown), after which the classes hold plain seconds."""
+        scaled = {}
+        for op in OP_CLASSES:
+            e = self.of(op)
+            if e.reference_clock_hz is None:
+                continue
+            factor = 1.0 if sm_clock_hz is None else e.reference_clock_hz / sm_clock_hz
+            scaled[op] = {"overhead_s": e.overhead_s * factor, "tile_s": e.tile_s * factor, "reference_clock_hz": None}
+        return self.with_overrides(scaled) if scaled else self
 
     def with_overrides(self, overrides: dict[str, dict[str, float]], source: str = "") -> "Efficiencies":
         """Copy with per-class fields replaced (unknown classes/fields raise ValueError)."""

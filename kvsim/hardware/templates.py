@@ -78,6 +78,8 @@ def gpu_template(name: str, like: GPUSpec | None = None, links: list[str] | None
         _line("compute_capability", _str(g.compute_capability if g else None), "optional, e.g. \"9.0\""),
         _line("torch_memory_bytes", _num(g.torch_memory_bytes if g else None),
               "optional: torch.cuda.mem_get_info()[1]; null = memory_bytes"),
+        _line("sm_clock_hz", _num(g.sm_clock_hz if g else None),
+              "optional: max SM clock, Hz (nvidia-smi -q -d CLOCK 'Max Clocks SM'); null = 1.98e9"),
     ]
     if g and g.price:
         lines += ["price:", f"  usd_per_hour: {_num(g.price.usd_per_hour)}", f"  source: {_str(g.price.source)}",

@@ -35,6 +35,13 @@ PARAMS = {
 #: structural choices set with the fitted fields (not fitted): decode's per-tile work overlaps the KV
 #: stream (held-out decode p90 A100 35.8% -> 20.5%, H100 14.0% -> 9.9%; for prefill it changed nothing)
 FIXED = {"attn_decode": {"tiles_in_body": True}}
+#: op classes whose shared (datasheet) defaults give per-call and per-tile times in cycles, as seconds at
+#: :data:`REFERENCE_CLOCK_HZ`: each GPU takes them x reference / its SM clock (``Efficiencies.at_clock``).
+#: Leave-one-GPU-out decode attention, A100 left out: 16.9% -> 11.0% median (the A100's 1.41 GHz SMs
+#: take ~1.4x the H100's time for the same per-call work); GEMM's launch-scale overhead is not scaled
+#: (scaling it moved L40S GEMM 14.6% -> 15.2%). benchmarks/RESULTS.md, "Per-call times in cycles".
+CLOCK_SCALED = ("attn_prefill", "attn_decode")
+REFERENCE_CLOCK_HZ = 1.98e9  # H100-SXM / H200 maximum SM clock: a GPU file without sm_clock_hz is priced at it
 #: (low, high, start, unit) of each field; the optimizer works in ``value / unit``
 FIELD_RANGE = {
     "compute": (0.05, 1.0, 0.7, 1.0),
@@ -68,18 +75,24 @@ def fit_data(table: KernelTable, system: System, rows: np.ndarray) -> FitData:
 
 
 def _with(system: System, op: str, values: dict[str, float]) -> System:
-    return system.with_efficiencies(system.eff.with_overrides({op: values}))
+    eff = system.eff.with_overrides({op: values})
+    if values.get("reference_clock_hz") is not None:  # shared defaults: this GPU's per-call times
+        eff = eff.at_clock(system.gpu.sm_clock_hz)
+    return system.with_efficiencies(eff)
 
 
-def fit_op(op: str, data: list[FitData]) -> dict[str, float]:
-    """Efficiencies of op class ``op`` shared by every dataset (each priced on its own system)."""
+def fit_op(op: str, data: list[FitData], shared: bool = False) -> dict[str, float]:
+    """Efficiencies of op class ``op`` shared by every dataset (each priced on its own system).
+    ``shared``: datasheet defaults for several GPUs; the classes of :data:`CLOCK_SCALED` then give
+    ``overhead_s`` and ``tile_s`` at :data:`REFERENCE_CLOCK_HZ` (each GPU scaled by its clock)."""
     names = PARAMS[op]
+    fixed = {**FIXED.get(op, {}), **({"reference_clock_hz": REFERENCE_CLOCK_HZ} if shared and op in CLOCK_SCALED else {})}
     lo = np.array([FIELD_RANGE[n][0] / FIELD_RANGE[n][3] for n in names])
     hi = np.array([FIELD_RANGE[n][1] / FIELD_RANGE[n][3] for n in names])
     x0 = np.array([FIELD_RANGE[n][2] / FIELD_RANGE[n][3] for n in names])
 
     def values(x: np.ndarray) -> dict[str, float]:
-        return {**{n: float(v * FIELD_RANGE[n][3]) for n, v in zip(names, x)}, **FIXED.get(op, {})}
+        return {**{n: float(v * FIELD_RANGE[n][3]) for n, v in zip(names, x)}, **fixed}
 
     def residual(x: np.ndarray) -> np.ndarray:
         v = values(x)
@@ -139,5 +152,6 @@ def apply_fit(system: System, eff: dict[str, dict[str, float]], allreduce: list[
 
 
 def datasheet_system(system: System, base: Efficiencies) -> System:
-    """``system`` with the shared defaults ``base`` and no measured all-reduce (datasheet only)."""
-    return replace(system, eff=base, allreduce=(), calibration="datasheet")
+    """``system`` with the shared defaults ``base`` (per-call times at its SM clock) and no measured
+    all-reduce (datasheet only)."""
+    return replace(system, eff=base.at_clock(system.gpu.sm_clock_hz), allreduce=(), calibration="datasheet")

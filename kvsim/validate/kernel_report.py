@@ -111,7 +111,7 @@ def shared_defaults(train_tables: list[str]) -> Efficiencies:
             system = _datasheet(ts, base)
             rows = np.flatnonzero(_usable(op, ts, system)[0])
             data.append(fit_data(load_table(ts, op), system, rows))
-        overrides[ROOFLINE_OP[op]] = fit_op(ROOFLINE_OP[op], data)
+        overrides[ROOFLINE_OP[op]] = fit_op(ROOFLINE_OP[op], data, shared=True)
     return base.with_overrides(overrides, source=f"shared defaults fitted on {', '.join(train_tables)}")
 
 

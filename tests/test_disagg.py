@@ -401,3 +401,26 @@ def test_provenance_records_the_engine_memory_utilization():
     prov = res.summary["provenance"]
     assert prov["prefill"]["deployment"]["gpu_memory_utilization"] == 0.5
     assert prov["decode"]["deployment"]["gpu_memory_utilization"] == 0.5
+
+
+def test_timeline_capacity_line_sums_every_instance_pool():
+    """A disaggregated run's KV timeline sums the gauges of every instance, so its capacity line is the
+    sum of every instance's pool: 2 prefill instances on H100 TP2 (pool P per GPU) + 1 decode
+    instance on A100 (pool D) -> 2 P + D, not (the decode pool D) x 3 instances."""
+    from kvsim.plan.digest import digest
+    from kvsim.plan.figures import GPU_KV, capacity_line
+
+    dep_p = build_deployment("h100", "llama-3.1-8b", tp=2)
+    dep_d = build_deployment("a100", "llama-3.1-8b", tp=1)
+    m_p, m_d = make_method("full", dep_p), make_method("full", dep_d)
+    trace = Trace("two", np.array([0.0, 0.1]), np.array([3000, 2000]), np.array([3, 4]))
+    res = simulate_disagg(dep_p, m_p, dep_d, m_d, trace, load_link("eth-100g"), SimConfig(), num_prefill=2, num_decode=1)
+    pre_cap = simulate(dep_p, m_p, trace, SimConfig()).summary["kv_gpu_capacity_bytes"]
+    dec_cap = simulate(dep_d, m_d, trace, SimConfig()).summary["kv_gpu_capacity_bytes"]
+    assert pre_cap != dec_cap  # (H100 TP2 shards vs one A100: the two pools differ)
+    s = res.summary
+    assert s["kv_gpu_capacity_bytes"] == dec_cap  # the top-level per-GPU capacity is the decode instances'
+    assert s["kv_gpu_capacity_sum_bytes"] == pytest.approx(2 * pre_cap + dec_cap, rel=1e-12)
+    p = digest(res)
+    assert capacity_line(p, GPU_KV) == pytest.approx(2 * pre_cap + dec_cap, rel=1e-12)
+    assert capacity_line(p.model_copy(update={"kv_gpu_capacity_sum_bytes": 0.0}), GPU_KV) == dec_cap * 3

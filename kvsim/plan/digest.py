@@ -52,6 +52,8 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
             rate_per_s = 0.0
     extra = {"kv_gpu_capacity_bytes": float(s.get("kv_gpu_capacity_bytes") or 0.0),
              "kv_host_capacity_bytes": float(s.get("kv_host_capacity_bytes") or 0.0),
+             "kv_gpu_capacity_sum_bytes": float(s.get("kv_gpu_capacity_sum_bytes") or 0.0),
+             "kv_host_capacity_sum_bytes": float(s.get("kv_host_capacity_sum_bytes") or 0.0),
              "kv_offload": s.get("kv_offload")}
     if detail:
         done = np.asarray(rec.status) == RequestStatus.FINISHED

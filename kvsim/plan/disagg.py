@@ -73,6 +73,13 @@ from kvsim.sim.request import RequestStatus
 from kvsim.traces.base import Trace
 
 
+def _capacity_sum(pre, dec_results: list, key: str) -> float:
+    """Sum of ``key`` (one instance's pool, per GPU) over the prefill and decode instances: the
+    capacity line of the timeline, whose gauges are summed over every instance."""
+    pre_results = list(getattr(pre, "replicas", None) or [pre])
+    return float(sum(r.summary.get(key) or 0.0 for r in pre_results + list(dec_results)))
+
+
 def parse_ratio(text: str) -> tuple[int, int]:
     """``"P:D"`` (e.g. ``"2:1"``) -> ``(P, D)``, both whole numbers >= 1 (a one-line ConfigError otherwise)."""
     head, sep, tail = str(text).partition(":")
@@ -269,6 +276,9 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
         "kv_gpu_capacity_bytes": per_d[0].get("kv_gpu_capacity_bytes") if per_d else None,
         "kv_gpu_capacity_tokens": per_d[0].get("kv_gpu_capacity_tokens") if per_d else None,
         "kv_host_capacity_bytes": per_d[0].get("kv_host_capacity_bytes") if per_d else None,
+        # what the summed timeline gauges compare to: every instance's pool (prefill and decode pools differ)
+        "kv_gpu_capacity_sum_bytes": _capacity_sum(pre, dec_results, "kv_gpu_capacity_bytes"),
+        "kv_host_capacity_sum_bytes": _capacity_sum(pre, dec_results, "kv_host_capacity_bytes"),
         "requests_failed_in_trace": int(trace.num_failed_dropped),
         "weight_dtype": decode_dep.weight_dtype, "kv_dtype": decode_dep.kv_dtype,
         "config": cfg.model_dump(mode="json"),

@@ -169,13 +169,24 @@ class Panel:
     scale: float  # divide values by this
     unit: str
     capacity: str | None = None  # PointResult field of the capacity line (per replica; x replicas)
+    capacity_sum: str | None = None  # PointResult field of the summed capacity where instances differ (0: not set)
     users_only: bool = False  # draw only runs with a nonzero value here (host KV: the methods that use it)
 
 
-GPU_KV = Panel("gpu_kv_bytes", "GPU KV memory", 1e9, "GB", "kv_gpu_capacity_bytes")
-HOST_KV = Panel("host_kv_bytes", "host KV memory", 1e9, "GB", "kv_host_capacity_bytes", users_only=True)
+GPU_KV = Panel("gpu_kv_bytes", "GPU KV memory", 1e9, "GB", "kv_gpu_capacity_bytes", "kv_gpu_capacity_sum_bytes")
+HOST_KV = Panel("host_kv_bytes", "host KV memory", 1e9, "GB", "kv_host_capacity_bytes", "kv_host_capacity_sum_bytes",
+                users_only=True)
 BATCH = Panel("batch_size", "running batch", 1.0, "sequences")
 QUEUE = Panel("queue_len", "waiting queue", 1.0, "requests")
+
+
+def capacity_line(p: PointResult, panel: Panel) -> float:
+    """The capacity the panel's summed gauge compares to: the summed pools where the summary gives
+    them (a disaggregated run's prefill and decode instances differ), else one replica's x replicas."""
+    if not panel.capacity:
+        return 0.0
+    total = getattr(p, panel.capacity_sum) if panel.capacity_sum else 0.0
+    return total if total > 0 else (getattr(p, panel.capacity) or 0.0) * p.replicas
 
 
 def uses_host(items: list[tuple[str, PointResult]]) -> bool:
@@ -207,7 +218,7 @@ def timeline_figure(items: list[tuple[str, PointResult]], panels: list[Panel], t
                                          legendgroup=label, showlegend=col == 1, visible=_visible(label, shown),
                                          line={"color": s.get("color"), "dash": s.get("dash"), "shape": "hv", "width": 1.5}),
                               row=1, col=col)
-            cap = (getattr(p, panel.capacity) or 0.0) * p.replicas if panel.capacity else 0.0
+            cap = capacity_line(p, panel)
             if cap > 0:
                 y = cap / panel.scale
                 fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[y, y], mode="lines", name=f"{label} capacity",

@@ -79,6 +79,10 @@ class PointResult(_Frozen):
     timeline: TimelineDigest | None = None
     kv_gpu_capacity_bytes: float = 0.0  # KV pool of one replica, per GPU (0: not recorded)
     kv_host_capacity_bytes: float = 0.0
+    # the timeline's capacity lines where instances differ (disaggregated: prefill + decode pools summed);
+    # 0: the per-replica capacity x replicas
+    kv_gpu_capacity_sum_bytes: float = 0.0
+    kv_host_capacity_sum_bytes: float = 0.0
     kv_offload: dict | None = None  # KV offload tiers, all replicas (kvsim.sim.kv_tiers.merge_summaries); None: off
 
     def meets(self, slo: SLO) -> bool:

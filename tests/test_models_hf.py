@@ -320,3 +320,17 @@ def test_a_quoted_number_is_named_not_a_missing_head_dim(tmp_path: Path) -> None
             load_hf_config(path)
         lines = str(e.value).splitlines()
         assert len(lines) == 1 and f"hidden_size: expected a whole number >= 1" in lines[0] and shown in lines[0]
+
+
+def test_quantization_note_comes_from_its_own_field_not_the_free_text_notes() -> None:
+    """Deployment.notes names a checkpoint's quantization from ModelSpec.quantization_note (set by the
+    config.json import); a model whose free-text notes happen to start with 'quantization_config'
+    gets no such note (it used to be recognised by that prefix)."""
+    from kvsim.costmodel.deployment import build_deployment
+    from dataclasses import replace
+
+    dep = build_deployment("h100", "llama-3.1-8b")
+    odd = replace(dep, model=dep.model.model_copy(update={"notes": "quantization_config lookalike text"}))
+    assert not any("lookalike" in n for n in odd.notes)
+    noted = replace(dep, model=dep.model.model_copy(update={"quantization_note": "exotic not understood"}))
+    assert any("exotic not understood" in n for n in noted.notes)

@@ -116,10 +116,10 @@ class Deployment:
         q = self.model.weight_quantization
         quant = []
         if q is not None:
-            quant = [f"{self.model.name}: {self.model.notes}; priced as --weight-dtype {self.weight_dtype}"
-                     + ("" if self.weight_dtype == q else f" (given; the checkpoint's is {q})")]
-        elif self.model.notes.startswith("quantization_config"):
-            quant = [f"{self.model.name}: {self.model.notes}"]
+            quant = [f"{self.model.name}: {self.model.quantization_note or self.model.notes}; priced as --weight-dtype "
+                     f"{self.weight_dtype}" + ("" if self.weight_dtype == q else f" (given; the checkpoint's is {q})")]
+        elif self.model.quantization_note:
+            quant = [f"{self.model.name}: {self.model.quantization_note}"]
         return [*self.system.notes, *quant, *([self.allreduce_note] if self.allreduce_note else [])]
 
     # ----- memory -----

@@ -159,7 +159,7 @@ def load_hf_config(path: Path, name: str | None = None) -> ModelSpec:
     quant, how = weight_quantization(data)
     if quant is not None:
         spec["weight_quantization"] = quant
-        spec["notes"] = f"checkpoint weights: {how} (quantization_config) -> {quant}"
+        spec["notes"] = spec["quantization_note"] = f"checkpoint weights: {how} (quantization_config) -> {quant}"
     elif how:
-        spec["notes"] = f"{how}: weights are priced in --weight-dtype (default 16-bit)"
+        spec["notes"] = spec["quantization_note"] = f"{how}: weights are priced in --weight-dtype (default 16-bit)"
     return _validate(spec, path, text_type, prefix)

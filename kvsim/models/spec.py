@@ -170,6 +170,9 @@ class ModelSpec(Strict):
     weight_quantization: Literal["fp8", "int8", "fp4", "int4", "int2"] | None = Field(
         None, description="dtype of the checkpoint's quantized weights (a Hugging Face config's "
         "quantization_config): --weight-dtype auto uses it")
+    quantization_note: str = Field(
+        "", description="the checkpoint's quantization_config as read, for the deployment's notes: its method, "
+        "or that kvsim does not understand it (then weights are priced in --weight-dtype)")
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSpec":

@@ -276,3 +276,24 @@ def test_write_profiles_never_replaces_a_users_file(tmp_path):
     assert strip(mine.read_text()) == strip(shipped.read_text())
     r = kvsim("validate", "kernels", "--protocol", "held-out", "--hw", "a100", "--write-profiles", str(mine / "x"))
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_l40s_l2_size_is_what_its_measured_kernels_show():
+    """l40s.yaml's 96 MB L2 (a listing says 48 MB, SPECS.md N8): in NVIDIA's L40S decode-attention
+    table most calls with a 64-80 MB working set beat the 864 GB/s DRAM peak (they ran from L2), and
+    no call above 96 MB does."""
+    import numpy as np
+
+    from kvsim.hardware import load_system
+    from kvsim.validate.kernel_tables import load_table
+    from kvsim.validate.kernels import table_work
+
+    system = load_system("l40s")
+    table = load_table("l40s", "attn_decode")
+    ws = table_work(table, system).working_set_bytes
+    bw = ws / table.latency_s
+    peak = system.gpu.memory_bw_bytes_per_s
+    mid = (ws >= 64e6) & (ws < 80e6)
+    assert mid.sum() > 100 and (bw[mid] > peak).mean() > 0.8
+    assert not (bw[ws > 96 * 2**20] > peak).any()
+    assert system.gpu.l2_bytes == 96 * 2**20

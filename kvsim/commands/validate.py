@@ -269,3 +269,8 @@ def papers_cmd(as_json: JsonOpt = False) -> None:
 from kvsim.commands.validate_kernels import kernels_cmd  # noqa: E402
 
 app.command("kernels")(kernels_cmd)
+
+# `kvsim validate memory`: vLLM start-up logs vs kvsim's engine memory
+from kvsim.commands.validate_memory import memory_cmd  # noqa: E402
+
+app.command("memory")(memory_cmd)

@@ -282,8 +282,6 @@ def test_l40s_l2_size_is_what_its_measured_kernels_show():
     """l40s.yaml's 96 MB L2 (a listing says 48 MB, SPECS.md N8): in NVIDIA's L40S decode-attention
     table most calls with a 64-80 MB working set beat the 864 GB/s DRAM peak (they ran from L2), and
     no call above 96 MB does."""
-    import numpy as np
-
     from kvsim.hardware import load_system
     from kvsim.validate.kernel_tables import load_table
     from kvsim.validate.kernels import table_work

@@ -76,3 +76,16 @@ def test_chunked_ttft_sums_chunk_steps():
          + s.timing(prefill_new=np.array([8192.0]), prefill_cached=np.array([8192.0]), n_sampled_prefill=0).total_s
          + s.timing(prefill_new=np.array([3616.0]), prefill_cached=np.array([16384.0]), n_sampled_prefill=1).total_s)
     assert r.ttft_s == pytest.approx(t, rel=1e-12)
+
+
+def test_batch_max_stays_within_max_num_seqs():
+    """--batch max is the best-throughput batch that fits in memory AND within the engine's max_num_seqs
+    (it used to ignore --max-num-seqs when memory held more: H100, Llama-3.1-8B, 1,024 tokens -> 441 > 64)."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.pricing.estimate import estimate
+
+    dep = build_deployment("h100", "llama-3.1-8b")
+    r = estimate(dep, make_method("full", dep), 1024, "max", max_num_seqs=64)
+    assert r.max_batch > 64 and 1 <= r.batch <= 64  # memory holds more; the engine runs at most 64
+    assert estimate(dep, make_method("full", dep), 1024, "max", max_num_seqs=1024).batch > 64

@@ -48,7 +48,7 @@ def estimate_cmd(
     method: MethodOpt = ["full"],  # noqa: B006 (typer needs a literal default)
     context: Annotated[int, typer.Option("--context", min=1, help="tokens in each request's KV cache")] = 4096,
     allow_long_context: Annotated[bool, typer.Option("--allow-long-context", help="allow --context beyond the model's max context")] = False,
-    batch: Annotated[str, typer.Option("--batch", help="concurrent requests, or 'max' for the best-throughput batch")] = "1",
+    batch: Annotated[str, typer.Option("--batch", help="concurrent requests, or 'max' for the best-throughput batch that fits in memory and --max-num-seqs")] = "1",
     tp: TpOpt = 1,
     weight_dtype: WeightDtypeOpt = "auto",
     kv_dtype: KvDtypeOpt = "auto",

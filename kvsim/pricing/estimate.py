@@ -106,6 +106,9 @@ class Estimator:
     method: KVMethod
     max_num_batched_tokens: int | None = 8192
     max_num_seqs: int = 256
+    #: largest batch ``--batch max`` may pick (None: ``max_num_seqs``, the engine's cap; a harness
+    #: without one, as the papers' Hugging Face loops, passes ``MAX_BATCH``)
+    batch_cap: int | None = None
 
     def __post_init__(self) -> None:
         self.step = StepModel(self.dep, self.method)
@@ -138,8 +141,9 @@ class Estimator:
         mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req)
         mb_host = requests_that_fit(budget.kv_host_bytes, h_req)
         max_batch = fewest(mb_gpu, mb_host)
-        if batch == "max":  # memory does not limit: the engine's max_num_seqs does
-            limit = self.max_num_seqs if max_batch is None else min(max_batch, MAX_BATCH)
+        if batch == "max":  # at most what memory holds and the engine's max_num_seqs
+            cap = self.max_num_seqs if self.batch_cap is None else self.batch_cap
+            limit = cap if max_batch is None else min(max_batch, cap, MAX_BATCH)
             b = self.best_batch(ctx, limit) if limit >= 1 else 0
         else:
             b = int(batch)
@@ -205,6 +209,7 @@ def _why_not(context: int, b: int, max_batch: int | None, mb_gpu: int | None, g_
 
 
 def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str = 1,
-             max_num_batched_tokens: int | None = 8192, max_num_seqs: int = 256) -> EstimateResult:
+             max_num_batched_tokens: int | None = 8192, max_num_seqs: int = 256,
+             batch_cap: int | None = None) -> EstimateResult:
     """Estimate one configuration (see module docstring)."""
-    return Estimator(dep, method, max_num_batched_tokens, max_num_seqs).run(context, batch)
+    return Estimator(dep, method, max_num_batched_tokens, max_num_seqs, batch_cap).run(context, batch)

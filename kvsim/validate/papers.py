@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.methods import make_method
-from kvsim.pricing.estimate import estimate
+from kvsim.pricing.estimate import MAX_BATCH, estimate
 from kvsim.sim.replica import SimConfig, simulate
 from kvsim.specbase import read_yaml
 from kvsim.traces.base import Trace
@@ -128,7 +128,8 @@ def _deployment(hw: str, model: str, weight_dtype: str, kv_dtype: str, gpu_memor
 def _estimate(c: Conditions):
     dep = _deployment(c.hw, c.model, c.weight_dtype, c.kv_dtype, c.gpu_memory_utilization)
     meth = make_method(c.method, dep)
-    return estimate(dep, meth, c.context, c.batch), meth
+    # the papers' harnesses (Hugging Face loops, FlexGen) cap a batch by memory only, not by vLLM's max_num_seqs
+    return estimate(dep, meth, c.context, c.batch, batch_cap=MAX_BATCH), meth
 
 
 def metric_of(c: Conditions, metric: str) -> float:

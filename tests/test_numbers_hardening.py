@@ -120,7 +120,21 @@ def test_gpu_memory_states_plausible_range(tmp_path):
     path = gpu_with(tmp_path, memory_bytes=1e300)
     with pytest.raises(SpecError) as err:
         load_system(path)
-    one_line(err, "memory_bytes: must be in (0, 1.126e+15] bytes (up to 1 PiB)", "1e+300")
+    one_line(err, "memory_bytes: must be in [1.342e+08, 1.126e+15] bytes (128 MiB to 1 PiB", "1e+300")
+
+
+@pytest.mark.parametrize("field, typo, unit", [
+    ("memory_bw_bytes_per_s", 3.35, "write TB/s as e.g. 3.35e12"),   # TB/s written for bytes/s
+    ("memory_bytes", 80, "write GB as e.g. 48e9"),                    # GB written for bytes
+    ("peak_flops_per_s", {"fp32": 67.0, "bf16": 989.0e12}, "write TFLOP/s as e.g. 91.6e12"),  # TFLOP/s
+])
+def test_gpu_numbers_in_the_wrong_unit_are_errors(tmp_path, field, typo, unit):
+    """A number written in TB/s, GB or TFLOP/s instead of the SI unit is far below any real part:
+    an error naming the unit to write, not a TPOT of 5.7e9 s (audit)."""
+    path = gpu_with(tmp_path, **{field: typo})
+    with pytest.raises(SpecError) as err:
+        load_system(path)
+    one_line(err, field, unit)
 
 
 def test_system_host_memory_inf(tmp_path):

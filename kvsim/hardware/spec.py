@@ -16,6 +16,11 @@ from kvsim.specbase import Setting, Strict, number, short_repr
 # Plausible ranges of hardware numbers: wide enough for any real part, narrow enough that a
 # typo (1e300, .inf, 0) is an error. Stated in each rejection.
 Bytes = number(float, 0, 2**50, lo_open=True, unit="bytes (up to 1 PiB)")
+# device and host memories, memory bandwidths and peaks have floors as well: a number written in
+# the wrong unit (3.35 for 3.35e12 B/s, 48 for 48 GB, 91.1 for 91.1 TFLOP/s) is far below any real part
+MemoryBytes = number(float, 2**27, 2**50, unit="bytes (128 MiB to 1 PiB: write GB as e.g. 48e9)")
+DramBytesPerS = number(float, 1e9, 1e15, unit="bytes/s (1 GB/s to 1 PB/s: write TB/s as e.g. 3.35e12)")
+PeakFlopsPerS = number(float, 1e10, 1e18, unit="FLOP/s (1e10 to 1e18: write TFLOP/s as e.g. 91.6e12)")
 CacheBytes = number(float, 0, 2**40, unit="bytes (up to 1 TiB)")
 BytesPerS = number(float, 0, 1e15, lo_open=True, unit="bytes/s (up to 1 PB/s)")
 FlopsPerS = number(float, 0, 1e18, lo_open=True, unit="FLOP/s (up to 1e18)")
@@ -44,7 +49,7 @@ OpClass = Literal[
 ]
 OP_CLASSES: tuple[str, ...] = OpClass.__args__  # type: ignore[attr-defined]
 
-PeakFlops = dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"], FlopsPerS]
+PeakFlops = dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"], PeakFlopsPerS]
 
 
 class Price(Strict):
@@ -65,13 +70,13 @@ class GPUSpec(Strict):
     name: str
     aliases: list[str] = []
     vendor: str = "NVIDIA"
-    memory_bytes: Bytes = Field( description="device memory capacity, bytes")
-    torch_memory_bytes: Bytes | None = Field(
+    memory_bytes: MemoryBytes = Field( description="device memory capacity, bytes")
+    torch_memory_bytes: MemoryBytes | None = Field(
         None, description="total device memory as CUDA reports it (torch.cuda.mem_get_info()[1]), below "
         "nvidia-smi's total by what the driver keeps; vLLM sizes its memory from it. None: memory_bytes is used")
     compute_capability: str | None = Field(
         None, pattern=r"^[0-9]{1,2}\.[0-9]$", description="CUDA compute capability, e.g. '8.9' (NVIDIA's CUDA GPU list)")
-    memory_bw_bytes_per_s: BytesPerS = Field( description="peak DRAM (HBM/GDDR) bandwidth")
+    memory_bw_bytes_per_s: DramBytesPerS = Field( description="peak DRAM (HBM/GDDR) bandwidth")
     peak_flops_per_s: PeakFlops = Field(description="dense peak per math dtype")
     l2_bytes: CacheBytes
     sm_count: Units
@@ -106,8 +111,8 @@ class HostSpec(Strict):
     vendor: str
     cores: Units = Field( description="cores per socket")
     sockets: Sockets = 1
-    dram_bytes: Bytes = Field( description="installed DRAM per node (typical), bytes")
-    dram_bw_bytes_per_s: BytesPerS = Field( description="peak DRAM bandwidth per socket")
+    dram_bytes: MemoryBytes = Field( description="installed DRAM per node (typical), bytes")
+    dram_bw_bytes_per_s: DramBytesPerS = Field( description="peak DRAM bandwidth per socket")
     peak_flops_per_s: PeakFlops = Field(description="per socket, all cores, per math dtype")
     host_link: str = Field(description="PCIe generation of the root complex")
     price: Price | None = None

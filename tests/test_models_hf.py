@@ -334,3 +334,33 @@ def test_quantization_note_comes_from_its_own_field_not_the_free_text_notes() ->
     assert not any("lookalike" in n for n in odd.notes)
     noted = replace(dep, model=dep.model.model_copy(update={"quantization_note": "exotic not understood"}))
     assert any("exotic not understood" in n for n in noted.notes)
+
+
+def test_catalog_deepseek_v3_is_priced_as_its_fp8_checkpoint() -> None:
+    """The shipped deepseek-v3 and its published config.json agree: fp8 weights under --weight-dtype auto
+    (the name used to give bf16, 167.8 GB per GPU at TP 8, the config 84.1 GB; audit). Hand count:
+    (671,026,279,424 - 2 x 926,679,040 embedding/head) x 1 B + 1,853,358,080 x 2 B = 672,879,637,504 B
+    / 8 GPUs = 84,109,954,688 B."""
+    from kvsim.costmodel.deployment import build_deployment
+
+    by_name = build_deployment("h200", "deepseek-v3", tp=8)
+    by_config = build_deployment("h200", str(HF_DIR / "deepseek-v3.json"), tp=8)
+    assert by_name.weight_dtype == by_config.weight_dtype == "fp8"
+    assert by_name.weight_bytes_per_gpu == pytest.approx(84_109_954_688, rel=1e-9)
+    assert any("fp8" in n and "deepseek-v3" in n for n in by_name.notes)
+
+
+def test_yaml_model_quantization_note_is_not_its_free_text(tmp_path: Path) -> None:
+    """A model YAML with weight_quantization but no quantization_note: the note says the checkpoint's
+    dtype, not the model's unrelated free-text notes (audit)."""
+    import yaml as _yaml
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.models import MODELS_DIR
+
+    data = _yaml.safe_load((MODELS_DIR / "llama-3.1-8b.yaml").read_text())
+    data.update({"name": "my-int4", "aliases": [], "weight_quantization": "int4"})
+    path = tmp_path / "m.yaml"
+    path.write_text(_yaml.safe_dump(data))
+    notes = build_deployment("h100", str(path)).notes
+    assert any(n.startswith("my-int4: checkpoint weights: int4; priced as --weight-dtype int4") for n in notes), notes
+    assert not any(data["notes"][:20] in n for n in notes)

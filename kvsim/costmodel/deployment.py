@@ -116,7 +116,7 @@ class Deployment:
         q = self.model.weight_quantization
         quant = []
         if q is not None:
-            quant = [f"{self.model.name}: {self.model.quantization_note or self.model.notes}; priced as --weight-dtype "
+            quant = [f"{self.model.name}: {self.model.quantization_note or f'checkpoint weights: {q}'}; priced as --weight-dtype "
                      f"{self.weight_dtype}" + ("" if self.weight_dtype == q else f" (given; the checkpoint's is {q})")]
         elif self.model.quantization_note:
             quant = [f"{self.model.name}: {self.model.quantization_note}"]

@@ -284,6 +284,15 @@ def test_model_folder_with_config(tmp_path: Path) -> None:
     ({"quant_method": "modelopt", "quant_algo": "NVFP4"}, "fp4"),
     ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "int4"),
     ({"quant_method": "exotic"}, None),
+    # compressed-tensors (llm-compressor: RedHatAI / neuralmagic checkpoints): the weights scheme of config_groups
+    ({"quant_method": "compressed-tensors", "format": "float-quantized",
+      "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float"}}}}, "fp8"),
+    ({"quant_method": "compressed-tensors", "format": "pack-quantized",
+      "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int", "group_size": 128}}}}, "int4"),
+    ({"quant_method": "compressed-tensors", "config_groups": {}}, None),
+    ({"quant_method": "gptq", "bits": "4"}, "int4"),  # bits as a string
+    ({"quant_method": "gptq", "bits": 3}, None),      # no 3-bit dtype: 16-bit, said so
+    ([1], None),                                      # not a mapping: said so (it was ignored silently)
 ])
 def test_quantization_config_sets_the_auto_weight_dtype(tmp_path: Path, qc: dict, dtype: str | None) -> None:
     """A quantized checkpoint's config.json (quantization_config) is priced in its format under

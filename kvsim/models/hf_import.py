@@ -50,7 +50,7 @@ from pydantic import ValidationError
 from kvsim.errors import SpecError
 from kvsim.models.hf_layouts import HF_KEY, HF_KEY_BY_TYPE, SUPPORTED, TEXT_CONFIG, Cfg, fields_of, type_defaults
 from kvsim.models.spec import ModelSpec
-from kvsim.specbase import format_validation_error, read_text
+from kvsim.specbase import format_validation_error, read_text, short_repr
 
 __all__ = ["SUPPORTED", "load_hf_config"]
 
@@ -115,8 +115,10 @@ def weight_quantization(data: dict[str, Any]) -> tuple[str | None, str]:
     AWQ/GPTQ/HQQ, bitsandbytes ``load_in_4bit``/``load_in_8bit``. (None, why) when there is none
     or it is not understood."""
     q = data.get("quantization_config")
-    if not isinstance(q, dict):
+    if q is None:
         return None, ""
+    if not isinstance(q, dict):
+        return None, f"quantization_config {short_repr(q)} not understood (not a mapping)"
     method = str(q.get("quant_method", "")).lower()
     algo = str(q.get("quant_algo", "")).upper()
     if "NVFP4" in algo or "FP4" in algo:
@@ -128,10 +130,41 @@ def weight_quantization(data: dict[str, Any]) -> tuple[str | None, str]:
         return dt, "bitsandbytes"
     if method in _QUANT_METHODS and _QUANT_METHODS[method]:
         return _QUANT_METHODS[method], method
-    bits = q.get("bits", q.get("w_bit"))
+    if method == "compressed-tensors":
+        return _compressed_tensors(q)
+    bits = _bits(q.get("bits", q.get("w_bit")))
     if method in _QUANT_METHODS and bits in (2, 4, 8):
         return f"int{bits}", f"{method} {bits}-bit"
+    if method in _QUANT_METHODS and bits is not None:
+        return None, f"quantization_config {method} {bits}-bit not understood (kvsim prices 2, 4 or 8-bit integer weights)"
     return None, f"quantization_config {method or '?'} not understood"
+
+
+def _bits(value: Any) -> int | None:
+    """``bits`` as an int (configs write 4 or "4"); None when absent or not a whole number."""
+    try:
+        b = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return b if str(b) == str(value).strip() else None
+
+
+def _compressed_tensors(q: dict[str, Any]) -> tuple[str | None, str]:
+    """Weight dtype of a compressed-tensors config (llm-compressor checkpoints: RedHatAI / neuralmagic
+    FP8, W8A8, W4A16, NVFP4): the ``weights`` scheme of its ``config_groups`` (``num_bits`` and
+    ``type`` "float" or "int"); every group must agree."""
+    groups = q.get("config_groups")
+    found = set()
+    if isinstance(groups, dict):
+        for g in groups.values():
+            w = g.get("weights") if isinstance(g, dict) else None
+            if isinstance(w, dict):
+                found.add((_bits(w.get("num_bits")), str(w.get("type", "int")).lower()))
+    names = {(8, "float"): "fp8", (4, "float"): "fp4", (8, "int"): "int8", (4, "int"): "int4", (2, "int"): "int2"}
+    if len(found) == 1 and next(iter(found)) in names:
+        bits, kind = next(iter(found))
+        return names[(bits, kind)], f"compressed-tensors {kind} {bits}-bit weights"
+    return None, "quantization_config compressed-tensors not understood (no single weights scheme in config_groups)"
 
 
 def load_hf_config(path: Path, name: str | None = None) -> ModelSpec:

@@ -205,3 +205,30 @@ def test_hardware_command_errors_are_one_line(tmp_path: Path, args: list[str], n
     r = kvsim(*args, cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.startswith(needle) and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_new_gpu_like_a_measured_gpu_says_its_profile_is_not_copied(tmp_path: Path) -> None:
+    """`hardware new gpu --like l40s` copies the datasheet numbers; the l40s node's measured kernel
+    profile does not follow a GPU file, and the command now says so (as `new system --like` did; audit)."""
+    r = kvsim("hardware", "new", "gpu", "mine", "--like", "l40s", "--out", str(tmp_path / "g.yaml"))
+    assert r.returncode == 0 and "measured kernel profile of l40s is not copied" in r.stderr
+    r = kvsim("hardware", "new", "gpu", "mine2", "--like", "l4", "--out", str(tmp_path / "g2.yaml"))
+    assert r.returncode == 0 and "profile" not in r.stderr  # (no measured L4 profile)
+
+
+def test_new_system_checks_its_gpu_and_host(tmp_path: Path) -> None:
+    """--gpu / --host of a new system: a catalog name, or a file that exists relative to the --out
+    file's folder; a missing path or an unknown name is a one-line error before anything is written
+    (it used to write a file that then failed to load; audit)."""
+    out = tmp_path / "sysdir" / "node.yaml"
+    r = kvsim("hardware", "new", "system", "n", "--gpu", "parts/nope.yaml", "--num-gpus", "4", "--host", "epyc-9654",
+              "--out", str(out))
+    assert r.returncode == 1 and "no file" in r.stderr and "relative to the --out file's folder" in r.stderr
+    assert not out.exists()
+    r = kvsim("hardware", "new", "system", "n", "--gpu", "h100-sxm", "--num-gpus", "4", "--host", "nohost", "--out", str(out))
+    assert r.returncode == 1 and "--host nohost: not a host in the catalog" in r.stderr and not out.exists()
+    (tmp_path / "sysdir" / "parts").mkdir(parents=True)
+    assert kvsim("hardware", "new", "gpu", "g", "--like", "l4", "--out", str(tmp_path / "sysdir" / "parts" / "g.yaml")).returncode == 0
+    r = kvsim("hardware", "new", "system", "n", "--gpu", "parts/g.yaml", "--num-gpus", "4", "--host", "epyc-9654", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert kvsim("list", "hardware", "--hw", str(out)).returncode == 0

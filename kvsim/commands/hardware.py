@@ -50,7 +50,15 @@ def new_cmd(
             node = catalog("system").get(like.strip().lower()) if like.strip().lower() not in catalog("gpu") else None
             like_gpu = get("gpu", node.gpu if node is not None else like)
         text = gpu_template(name, like_gpu, links=names("link"))
+        if like_gpu is not None:
+            measured = sorted({sy.name for sy in catalog("system").values()
+                               if get("gpu", sy.gpu) is like_gpu and profile_of(sy.name) is not None})
+            if measured:
+                typer.echo(f"note: the measured kernel profile of {', '.join(measured)} is not copied (it was fitted on "
+                           f"that node's kernels): a GPU file uses the datasheet model (`kvsim list hardware` shows "
+                           f"which)", err=True)
     else:
+        _check_parts(out, gpu, host)
         like_system = get("system", like) if like else None
         text = system_template(name, like_system, gpu=gpu, num_gpus=num_gpus, host=host, hosts=names("host"))
         if like_system is not None and profile_of(like_system.name) is not None:
@@ -85,3 +93,26 @@ def allreduce_cmd(
         err = fit_errors(f, np.concatenate([r.message_bytes for r in mine]), np.concatenate([r.latency_s for r in mine]))
         typer.echo(f"{f.group} GPUs: {len(err)} sizes, fit error on them (in-sample) median |err| "
                    f"{np.median(np.abs(err)) * 100:.1f}%, max {np.max(np.abs(err)) * 100:.1f}%", err=True)
+
+
+def _check_parts(out, gpu: str | None, host: str | None) -> None:
+    """``--gpu`` / ``--host`` of a new system: a catalog name, or a file that exists (a relative path is
+    relative to the ``--out`` file's folder, as the system file will read it)."""
+    # lazy: CLI start-up
+    from pathlib import Path
+
+    from kvsim.hardware import catalog
+    from kvsim.catalog import spec_key
+
+    base = Path(out).parent if out is not None else Path(".")
+    for flag, value, kind in (("--gpu", gpu, "gpu"), ("--host", host, "host")):
+        if value is None or spec_key(value) in catalog(kind):
+            continue
+        p = Path(value)
+        where = p if p.is_absolute() else base / p
+        if value.endswith((".yaml", ".yml")) or "/" in value:
+            if not where.is_file():
+                raise ConfigError(f"{flag} {value}: no file {where} (a path is relative to the --out file's folder)")
+        else:
+            raise ConfigError(f"{flag} {value}: not a {kind} in the catalog (`kvsim list hardware`) nor a YAML path")
+

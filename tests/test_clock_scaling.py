@@ -80,3 +80,30 @@ def test_every_shipped_gpu_states_its_clock():
     assert len(gpus) >= 20
     for g in gpus:
         assert g.sm_clock_hz is not None and 1e9 <= g.sm_clock_hz <= 3e9, g.name
+
+
+def test_gpu_file_overrides_are_plain_seconds_and_cannot_set_a_reference_clock(tmp_path):
+    """A GPU file's efficiency overrides are that GPU's own numbers: an overhead_s given there is not
+    scaled by its clock, and reference_clock_hz there (which had no effect) is an error (audit)."""
+    from kvsim.errors import SpecError
+
+    spec = yaml.safe_load(Path("kvsim/hardware/gpus/l4.yaml").read_text())
+    spec.update({"name": "my-l4", "aliases": [], "sm_clock_hz": 1.0e9})
+    spec["efficiency"] = {"attn_decode": {"overhead_s": 1.537e-5}}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(spec))
+    assert load_system(str(tmp_path / "a.yaml")).eff.attn_decode.overhead_s == 1.537e-5  # as written, at 1 GHz too
+    assert load_system(str(tmp_path / "a.yaml")).eff.attn_prefill.overhead_s == pytest.approx(2.864e-5 * 1.98, rel=1e-12)
+    spec["efficiency"] = {"attn_decode": {"reference_clock_hz": 1.0e9}}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError, match="reference_clock_hz: a GPU file's efficiencies are this GPU's own"):
+        load_system(str(tmp_path / "b.yaml"))
+
+
+def test_list_hardware_shows_the_sm_clock():
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "kvsim", "list", "hardware", "--json"], capture_output=True, text=True, timeout=120)
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["a100-80g"]["SM clock"] == "1.41 GHz" and rows["l40s"]["SM clock"] == "2.52 GHz"

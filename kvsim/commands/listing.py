@@ -65,6 +65,7 @@ def _hardware_row(s, aliases: list[str], profile, shipped: bool = True) -> dict:
     peer = s.gpu_gpu_link.name if s.num_gpus > 1 else "-"
     return {"name": s.name, "aliases": aliases, "gpu": s.gpu.name, "gpus": s.num_gpus,
             "gpu memory": fmt_bytes(s.gpu.memory_bytes), "memory BW": f"{s.gpu.memory_bw_bytes_per_s / 1e9:,.0f} GB/s",
+            "SM clock": f"{s.gpu.sm_clock_hz / 1e9:.2f} GHz" if s.gpu.sm_clock_hz else "- (as 1.98 GHz)",
             "host": f"{s.host_sockets}x {s.host.name}", "link": s.gpu_host_link.name, "gpu-gpu": peer,
             "cost model": _calibration(s, profile, shipped)}
 

@@ -206,6 +206,10 @@ def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = Non
         peer = host_link  # PCIe-only GPUs: collectives over the host link
     eff = default_efficiencies().at_clock(g.sm_clock_hz)  # the defaults' per-call times for this GPU's clock
     if g.efficiency:
+        clocked = [op for op, fields in g.efficiency.items() if "reference_clock_hz" in fields]
+        if clocked:
+            raise SpecError(f"{gpu.origin}: efficiency.{clocked[0]}.reference_clock_hz: a GPU file's efficiencies are this "
+                            f"GPU's own (overhead_s and tile_s in plain seconds); its sm_clock_hz scales the shipped defaults")
         try:
             eff = eff.with_overrides(g.efficiency, source=f"{g.name} overrides")
         except ValueError as err:

@@ -184,7 +184,41 @@ def read_text(path: Path) -> str:
 #: faster (the 99 hardware and model files: benchmarks/RESULTS.md, "CLI speed"). Its error messages say
 #: less (not which character cannot start a token), so a file it rejects is parsed again by the
 #: pure-Python loader, whose message (or result) is the one returned.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    """A YAML mapping whose keys are distinct: a key written twice (PyYAML keeps the last silently) is
+    an error at its second line, since a user edits one copy and kvsim reads the other."""
+    first: dict = {}
+    for key_node, _ in node.value:  # (before merges: a '<<' merge's keys may be overridden)
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            line = first.setdefault(key, key_node.start_mark.line)
+        except TypeError:  # an unhashable key: the constructor's own error follows
+            continue
+        if line != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice (first on line {line + 1}): keep one", key_node.start_mark)
+    loader.flatten_mapping(node)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate mapping keys."""
+
+
+_StrictSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+if getattr(yaml, "CSafeLoader", None) is not None:
+    class _StrictCSafeLoader(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
+        """libyaml's safe loader, refusing duplicate mapping keys."""
+
+    _StrictCSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+    _FAST_LOADER = _StrictCSafeLoader
+else:
+    _FAST_LOADER = None
 
 
 def read_yaml(path: Path) -> object:
@@ -196,7 +230,7 @@ def read_yaml(path: Path) -> object:
         except (yaml.YAMLError, ValueError, RecursionError):
             pass  # the message below
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictSafeLoader)  # (a safe loader)
     except RecursionError:
         raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
     except ValueError as err:  # e.g. an integer past Python's 4300-digit limit

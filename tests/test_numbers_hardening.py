@@ -318,3 +318,19 @@ def test_deployment_rejects_tp_that_splits_heads_unevenly():
     with pytest.raises(ConfigError) as e:
         build_deployment("a100", "llama-3.1-8b", tp=3)
     assert "32" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_key_written_twice_is_an_error_not_the_last_one_silently(tmp_path):
+    """PyYAML keeps the last of two equal keys; a spec file with `sm_count` twice (the user edits one, kvsim
+    reads the other) is now an error at the second key's line. A '<<' merge may still be overridden."""
+    text = GPU_YAML.read_text().replace("sm_count: 132", "sm_count: 132\nsm_count: 114")
+    path = tmp_path / "gpu.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load_system(str(path))
+    one_line(err, "invalid YAML: key 'sm_count' given twice (first on line")
+    from kvsim.specbase import read_yaml
+
+    merged = tmp_path / "merge.yaml"
+    merged.write_text("base: &b\n  x: 1\n  y: 2\nc:\n  <<: *b\n  x: 5\n")
+    assert read_yaml(merged)["c"] == {"x": 5, "y": 2}

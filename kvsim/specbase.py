@@ -160,10 +160,22 @@ def format_validation_error(err: ValidationError, origin: str, keys: dict[str, s
     return "\n".join(lines)
 
 
+#: where a spec file of each kind goes on the command line
+_KIND_FLAG = {"gpu": "--hw", "system": "--hw", "model": "--model", "host": "the host: field of a system file",
+              "link": "a link field of a GPU or system file"}
+
+
 def validate_dict(cls: type[M], data: object, origin: str) -> M:
     """Validate ``data`` as ``cls``; raise SpecError with one line per bad field."""
     if not isinstance(data, dict):
         raise SpecError(f"{origin}: expected a mapping at top level, got {type(data).__name__}")
+    field = cls.model_fields.get("kind")
+    expected = getattr(field, "default", None)
+    if isinstance(expected, str) and isinstance(data.get("kind"), str) and data["kind"] != expected:
+        # a file of another kind: one line saying so, not one per field it lacks
+        where = _KIND_FLAG.get(data["kind"])
+        raise SpecError(f"{origin}: a {data['kind']} spec (kind: {data['kind']}), not a {expected} spec"
+                        + (f"; pass it with {where}" if where else ""))
     try:
         return cls.model_validate(data)
     except ValidationError as err:

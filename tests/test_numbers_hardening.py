@@ -334,3 +334,30 @@ def test_a_key_written_twice_is_an_error_not_the_last_one_silently(tmp_path):
     merged = tmp_path / "merge.yaml"
     merged.write_text("base: &b\n  x: 1\n  y: 2\nc:\n  <<: *b\n  x: 5\n")
     assert read_yaml(merged)["c"] == {"x": 5, "y": 2}
+
+
+def test_folders_and_files_of_another_kind_are_named(tmp_path, monkeypatch):
+    """One line each (audit): --model / --hw given a folder without a spec ('unknown model' and the
+    catalog list before), a GPU file given to --model (22 lines of missing model fields before), an
+    absolute missing path (it said 'relative to ...'). A folder named like a shipped model or system
+    still means that model or system."""
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    with pytest.raises(SpecError) as err:
+        load_model(str(empty))
+    one_line(err, "a folder without a config.json")
+    with pytest.raises(SpecError) as err:
+        load_system(str(empty))
+    one_line(err, "a folder; --hw takes a system or GPU YAML file")
+    with pytest.raises(SpecError) as err:
+        load_model(str(GPU_YAML))
+    one_line(err, "a gpu spec (kind: gpu), not a model spec; pass it with --hw")
+    system = write_yaml(tmp_path, {"kind": "system", "name": "n", "gpu": "/nonexistent/g.yaml", "num_gpus": 2,
+                                   "host": "epyc-9654", "source": "test"}, "node.yaml")
+    with pytest.raises(SpecError) as err:
+        load_system(system)
+    assert "relative to" not in one_line(err, "gpu: no gpu file /nonexistent/g.yaml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qwen3-8b").mkdir()
+    (tmp_path / "a100").mkdir()
+    assert load_model("qwen3-8b").name == "qwen3-8b" and load_system("a100").gpu.name == "A100-SXM4-80GB"

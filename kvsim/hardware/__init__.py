@@ -179,8 +179,11 @@ def _ref(kind: str, value: str, owner: _Ref, field: str) -> _Ref:
         if not path.is_absolute() and owner.base is not None:
             path = owner.base / path
         if not path.is_file():
-            where = f"relative to {owner.base}" if owner.base is not None else "relative to the working directory"
-            raise SpecError(f"{owner.origin}: {field}: no {kind} file {path} ({where})")
+            if Path(value).expanduser().is_absolute():
+                where = ""
+            else:
+                where = f" (relative to {owner.base})" if owner.base is not None else " (relative to the working directory)"
+            raise SpecError(f"{owner.origin}: {field}: no {kind} file {path}{where}")
         return _Ref(load_spec_file(kind, path), str(path), path.parent)
     try:
         spec = get(kind, value)
@@ -249,6 +252,8 @@ def load_system(name_or_path: str) -> System:
     or a path to a YAML file of kind ``system`` or ``gpu`` (a GPU file alone is one GPU on the
     default host; a system file gives the GPU count, host and links)."""
     p = Path(name_or_path)
+    if p.is_dir() and spec_key(name_or_path) not in catalog("system") and spec_key(name_or_path) not in catalog("gpu"):
+        raise SpecError(f"{p}: a folder; --hw takes a system or GPU YAML file, or a name (`kvsim list hardware`)")
     if name_or_path.endswith((".yaml", ".yml")) or p.is_file():
         data = read_yaml(p)
         kind = data.get("kind", "system") if isinstance(data, dict) else "system"

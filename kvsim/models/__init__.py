@@ -37,8 +37,13 @@ def load_model(name_or_path: str) -> ModelSpec:
         return load_hf_config(p)
     if name_or_path.endswith((".yaml", ".yml")) or p.is_file():
         return validate_dict(ModelSpec, read_yaml(p), str(p))
-    if p.is_dir() and (p / "config.json").is_file():
-        return load_hf_config(p / "config.json", name=p.name)
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            return load_hf_config(p / "config.json", name=p.name)
+        if spec_key(name_or_path) in catalog():  # (a folder named like a shipped model: the shipped model)
+            return lookup(catalog(), name_or_path, "model")
+        raise SpecError(f"{p}: a folder without a config.json; --model takes a model YAML, a Hugging Face config.json "
+                        f"or a folder holding one, or a name (`kvsim list models`)")
     shipped = catalog()
     if spec_key(name_or_path) in shipped or not looks_like_repo_id(name_or_path):
         return lookup(shipped, name_or_path, "model")

@@ -361,3 +361,23 @@ def test_folders_and_files_of_another_kind_are_named(tmp_path, monkeypatch):
     (tmp_path / "qwen3-8b").mkdir()
     (tmp_path / "a100").mkdir()
     assert load_model("qwen3-8b").name == "qwen3-8b" and load_system("a100").gpu.name == "A100-SXM4-80GB"
+
+
+def test_an_empty_name_is_an_error(tmp_path):
+    """A spec named "" printed titles like 'on  -' (audit)."""
+    with pytest.raises(SpecError) as err:
+        load_system(gpu_with(tmp_path, name="  "))
+    one_line(err, "name: String should have at least 1 character")
+
+
+def test_allreduce_note_names_a_non_pcie_link():
+    """The TP > 2 datasheet all-reduce note said 'over PCIe' for a node whose GPUs talk over Ethernet."""
+    from dataclasses import replace as _replace
+
+    from kvsim.costmodel.deployment import allreduce_note
+    from kvsim.hardware import load_link
+
+    node = _replace(load_system("l40s"), allreduce=())  # (its measured NCCL entries removed: datasheet form)
+    assert "over PCIe" in allreduce_note(node, 4)
+    eth = _replace(node, gpu_gpu_link=load_link("eth-100g"))
+    assert "over eth-100g, a network link," in allreduce_note(eth, 4)

@@ -193,7 +193,9 @@ def allreduce_note(system: System, tp: int) -> str | None:
     topology (switches, sockets), which no datasheet states."""
     if tp <= 2 or system.nvlink_peers or any(f.algo == "nccl" and f.group == tp for f in system.allreduce):
         return None
-    return (f"all-reduce at TP {tp} over PCIe ({system.name}) is priced from the link's datasheet; on the PCIe-only "
+    link = system.gpu_gpu_link
+    over = "PCIe" if link.link_type == "pcie" else f"{link.name}, a {link.link_type} link,"
+    return (f"all-reduce at TP {tp} over {over} ({system.name}) is priced from the link's datasheet; on the PCIe-only "
             f"servers measured, NCCL ran 2.3-13x slower than that at TP 4-8 (it depends on the PCIe topology): measure it "
             f"(nccl-tests all_reduce_perf) and add `kvsim hardware allreduce LOG`'s block to the system file")
 

@@ -7,9 +7,9 @@ Link bandwidths are *per direction*.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from kvsim.specbase import Setting, Strict, number, short_repr
 
@@ -26,6 +26,7 @@ BytesPerS = number(float, 0, 1e15, lo_open=True, unit="bytes/s (up to 1 PB/s)")
 FlopsPerS = number(float, 0, 1e18, lo_open=True, unit="FLOP/s (up to 1e18)")
 Watts = number(float, 0, 1e5, lo_open=True, unit="W")
 UsdPerHour = number(float, 0, 1e5, lo_open=True, unit="USD/h")
+SpecName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]  # what reports call it
 ClockHz = number(float, 1e8, 1e10, unit="Hz (0.1-10 GHz)")
 Seconds = number(float, 0, 10, unit="s")
 Fraction01 = number(float, 0, 1, lo_open=True)
@@ -67,7 +68,7 @@ class Price(Strict):
 
 class GPUSpec(Strict):
     kind: Literal["gpu"] = "gpu"
-    name: str
+    name: SpecName
     aliases: list[str] = []
     vendor: str = "NVIDIA"
     memory_bytes: MemoryBytes = Field( description="device memory capacity, bytes")
@@ -106,7 +107,7 @@ class GPUSpec(Strict):
 
 class HostSpec(Strict):
     kind: Literal["host"] = "host"
-    name: str
+    name: SpecName
     aliases: list[str] = []
     vendor: str
     cores: Units = Field( description="cores per socket")
@@ -131,7 +132,7 @@ class StorageSpec(Strict):
     (:mod:`kvsim.sim.kv_tiers`): sequential read and write bandwidth and the latency of one request."""
 
     kind: Literal["storage"] = "storage"
-    name: str
+    name: SpecName
     aliases: list[str] = []
     read_bw_bytes_per_s: BytesPerS = Field(description="sequential read bandwidth")
     write_bw_bytes_per_s: BytesPerS = Field(description="sequential write bandwidth")
@@ -147,7 +148,7 @@ class LinkSpec(Strict):
     pair has its own link, so a group of ``g`` GPUs gets ``min(bw, (g - 1) * peer_bw)``."""
 
     kind: Literal["link"] = "link"
-    name: str
+    name: SpecName
     aliases: list[str] = []
     link_type: Literal["pcie", "nvlink", "xgmi", "network"]
     bw_bytes_per_s: BytesPerS = Field( description="per direction, all of one GPU's links together")
@@ -271,7 +272,7 @@ class SystemSpec(Strict):
     """A named node: N identical GPUs, a host, and the links between them."""
 
     kind: Literal["system"] = "system"
-    name: str
+    name: SpecName
     aliases: list[str] = []
     description: str = ""
     gpu: str
@@ -322,7 +323,7 @@ class ProfileSpec(Strict):
     ``kvsim validate kernels --fit --write`` writes these from the measured kernel tables."""
 
     kind: Literal["profile"] = "profile"
-    name: str
+    name: SpecName
     aliases: list[str] = []
     system: str = Field(description="the system (node) these measurements are of")
     efficiency: dict[str, dict[str, Setting]] = Field(default_factory=dict)

@@ -10,9 +10,9 @@ of attention (its parameters in :meth:`SSMSpec.params_per_layer`); only the othe
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from kvsim.errors import ConfigError
 from kvsim.specbase import INT32_MAX, Bool, Strict, number
@@ -140,7 +140,7 @@ class SSMSpec(Strict):
 
 class ModelSpec(Strict):
     kind: Literal["model"] = "model"
-    name: str
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
     aliases: list[str] = []
     hf_id: str = ""
     architecture: str

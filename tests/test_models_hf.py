@@ -373,3 +373,14 @@ def test_yaml_model_quantization_note_is_not_its_free_text(tmp_path: Path) -> No
     notes = build_deployment("h100", str(path)).notes
     assert any(n.startswith("my-int4: checkpoint weights: int4; priced as --weight-dtype int4") for n in notes), notes
     assert not any(data["notes"][:20] in n for n in notes)
+
+
+def test_use_sliding_window_must_be_a_boolean(tmp_path: Path) -> None:
+    """Qwen's use_sliding_window: "false" (a string) turned the window on (audit); it is an error now."""
+    cfg = {"model_type": "qwen2", "hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 8,
+           "num_key_value_heads": 2, "intermediate_size": 2816, "vocab_size": 1000, "max_position_embeddings": 4096,
+           "sliding_window": 1024, "max_window_layers": 2, "use_sliding_window": "false"}
+    with pytest.raises(SpecError, match="use_sliding_window: expected true or false"):
+        load_hf_config(_write(tmp_path, cfg))
+    cfg["use_sliding_window"] = False
+    assert load_hf_config(_write(tmp_path, cfg)).sliding_window is None

@@ -117,6 +117,13 @@ class Cfg:
         value = self._get(key)
         return default if value is _MISSING or value is None else value
 
+    def flag(self, key: str, default: bool = False) -> bool:
+        """A boolean key (a string such as "false" is an error, not a true value)."""
+        value = self.opt(key, default)
+        if not isinstance(value, bool):
+            raise self.bad(key, "true or false", value)
+        return value
+
     def bad(self, key: str, expected: str, got: Any) -> SpecError:
         return SpecError(f"{self.path}: {self.prefix}{key}: expected {expected} (got {short_repr(got)})")
 
@@ -161,7 +168,7 @@ def _window_by_type(c: Cfg, layers: int) -> tuple[Any, int]:
     """(window, windowed layer count) from the keys each model_type uses (no ``layer_types``)."""
     mt = c.model_type
     if mt in _QWEN:
-        if not c.opt("use_sliding_window", False):
+        if not c.flag("use_sliding_window", False):
             return None, 0
         first = c.whole("max_window_layers", lo=0)  # layers before it attend fully
         return c.opt("sliding_window"), max(0, layers - first)

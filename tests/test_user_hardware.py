@@ -116,6 +116,9 @@ def test_list_models_shows_user_models() -> None:
     assert r.exit_code == 0, r.output
     row = json.loads(r.output)[-1]
     assert (row["name"], row["window"], row["experts"]) == ("google/gemma-3-4b-it", "1,024 on 29/34", "-")
+    rows = {x["name"]: x for x in json.loads(runner.invoke(app, ["list", "models", "--json"]).output)}
+    # MoE models show what a token multiplies by (top-k + shared experts, attention, LM head; no embedding lookup)
+    assert rows["qwen3-30b-a3b"]["params"] == "30.53B (3.04B active)" and rows["llama-3.1-8b"]["params"] == "8.03B"
 
 
 # ---------- kvsim hardware new ----------

@@ -119,6 +119,8 @@ def test_list_models_shows_user_models() -> None:
     rows = {x["name"]: x for x in json.loads(runner.invoke(app, ["list", "models", "--json"]).output)}
     # MoE models show what a token multiplies by (top-k + shared experts, attention, LM head; no embedding lookup)
     assert rows["qwen3-30b-a3b"]["params"] == "30.53B (3.04B active)" and rows["llama-3.1-8b"]["params"] == "8.03B"
+    # a hybrid model's KV per token: its attention layers only (Jamba: 2 x 4 layers x 8 x 128 x 2 = 16,384; it said 131,072)
+    assert rows["jamba-v0.1"]["KV B/token (16-bit)"] == "16,384"
 
 
 # ---------- kvsim hardware new ----------

@@ -100,7 +100,7 @@ def _models(extra: list[str]) -> list[dict]:
                                                  for m in [load_model(ref)]]
     out = []
     for m, aliases in rows:
-        kvb = m.num_layers * m.kv_elements_per_token_per_layer * 2
+        kvb = m.attn_layers * m.kv_elements_per_token_per_layer * 2  # (a hybrid model: its attention layers only)
         window = "-" if m.sliding_window is None else f"{m.sliding_window:,} on {m.windowed_layers}/{m.num_layers}"
         active = "" if m.moe is None else f" ({m.active_params_per_token / 1e9:.2f}B active)"
         out.append({"name": m.name, "aliases": aliases, "params": f"{m.total_params / 1e9:.2f}B{active}",

@@ -18,12 +18,12 @@ SLO_2_01 = SLO(ttft_s=2.0, itl_s=0.1)
 SMALL_TRACE = TraceSpec(spec="synthetic-burstgpt", num_requests=40, seed=1)
 
 
-def _point(rate, ok: bool, replicas=1, tok_s=None) -> PointResult:
+def _point(rate, ok: bool, replicas=1, tok_s=None, num_requests=40) -> PointResult:
     lat = Stats(mean=0.5, p50=0.5, p90=0.8, p99=1.0) if ok else Stats(mean=5, p50=5, p90=8, p99=10)
     tbt = Stats(mean=0.02, p50=0.02, p90=0.03, p99=0.05)
-    return PointResult(rate_per_s=rate, replicas=replicas, num_requests=40, ttft_s=lat, itl_s=tbt, e2el_s=lat,
+    return PointResult(rate_per_s=rate, replicas=replicas, num_requests=num_requests, ttft_s=lat, itl_s=tbt, e2el_s=lat,
                        throughput_output_tok_s=tok_s if tok_s is not None else 100.0 * rate,
-                       requests_completed=40, requests_rejected=0)
+                       requests_completed=num_requests, requests_rejected=0)
 
 
 class StepEvaluator:
@@ -37,7 +37,7 @@ class StepEvaluator:
 
     def __call__(self, config, trace, rate, sim_options):
         self.calls += 1
-        return _point(rate, rate <= self.threshold(config) + 1e-12, config.replicas)
+        return _point(rate, rate <= self.threshold(config) + 1e-12, config.replicas, num_requests=len(trace.arrival_s))
 
 
 def _request(**kw) -> PlanRequest:
@@ -340,3 +340,35 @@ def test_short_trace_is_flagged_transient():
     assert c.span_over_e2el < STEADY_SPAN_OVER_E2EL and c.transient
     (row,) = recommendation_rows(slow)
     assert row["note"].startswith("short trace (1.")
+
+
+def test_target_check_requests_hand_example():
+    """500 per replica, 9 replicas, 400 req/s, E2EL 4 s: max(4,500, ceil(1.25 x 10 x 4 x 400) + 1) = 20,001;
+    capped at MAX_TARGET_CHECK_REQUESTS; never fewer than the search's requests per replica x replicas."""
+    from kvsim.plan.result import MAX_TARGET_CHECK_REQUESTS, target_check_requests
+
+    assert target_check_requests(500, 9, 400.0, 4.0) == 20_001
+    assert target_check_requests(500, 9, 4.0, 4.0) == 4_500
+    assert target_check_requests(500, 9, 1e9, 4.0) == MAX_TARGET_CHECK_REQUESTS
+    assert target_check_requests(500, 2, 10.0, None) == 1_000
+
+
+def test_target_met_only_by_a_burst_is_a_lower_bound_with_no_cost(capsys, monkeypatch):
+    """A target check shorter than STEADY_SPAN_OVER_E2EL request lifetimes (here E2EL 1,000 s: even the
+    capped 50,000 requests arrive within 2.5 lifetimes at 20 req/s) shows '>= N GPUs', no cost, a note,
+    and the CLI exits 1 (the audit's `--target-rate 1e9 -n 100` printed 4 GPUs and exited 0)."""
+    from kvsim.plan.report import recommendation_rows
+
+    class SlowEvaluator(StepEvaluator):
+        def __call__(self, config, trace, rate, sim_options):
+            p = super().__call__(config, trace, rate, sim_options)
+            return p.model_copy(update={"e2el_s": Stats(mean=1000.0, p50=1000.0, p90=1000.0, p99=1000.0)})
+
+    plan = run_plan(_request(methods=["full"], target_rate_per_s=20.0, tp_choices=[1]), executor="serial", progress=False,
+                    evaluator=SlowEvaluator())
+    (c,) = plan.configs
+    assert c.target.replicas == 4 and c.target.transient and not c.target.verified
+    assert c.target.span_over_e2el == pytest.approx((50_000 - 1) / 20.0 / 1000.0)
+    assert c.cost_usd_per_mtok is None
+    (row,) = recommendation_rows(plan)
+    assert row["gpus"] == ">= 4 (4x TP1)" and row["usd_mtok"] == "-" and "a burst, GPUs a lower bound" in row["note"]

@@ -198,6 +198,10 @@ def plan_cmd(
     if plan.target_rate_per_s is not None and not any(c.target is not None and c.target.replicas for c in plan.configs):
         raise ConfigError(f"no configuration sustains the target {plan.target_rate_per_s:g} req/s within the SLO "
                           "(the note of each row says why)")
+    if plan.target_rate_per_s is not None and not any(c.target is not None and c.target.verified for c in plan.configs):
+        raise ConfigError(f"the target {plan.target_rate_per_s:g} req/s was met only by checks too short to stand by "
+                          f"(fewer than {STEADY_SPAN_OVER_E2EL:g} request lifetimes: the replicas drained a burst): the GPU "
+                          "counts shown are lower bounds; a file trace needs more requests, a synthetic one a lower target")
 
 
 def _allreduce_notes(configs) -> list[str]:

@@ -70,6 +70,7 @@ def recommendation_rows(plan: PlanResult) -> list[dict[str, str]]:
         rows.append({
             "rank": str(rank), "hardware": c.hw_name, "method": c.method_label,
             "gpus": (f"not met (> {max(c.target.tried, default=0)}x TP{c.config.tp})" if unmet
+                     else f">= {gpus} ({replicas}x TP{c.config.tp})" if c.target is not None and c.target.transient
                      else f"{gpus} ({replicas}x TP{c.config.tp})"),
             "max_rate": ("-" if c.error is not None else
                          (">= " if c.capped else "") + _f(c.max_rate_per_s, ".3g")),
@@ -91,6 +92,8 @@ def _note(c: ConfigResult, b: PointResult | None) -> str:
         notes.append(f"short trace ({c.span_over_e2el:.1f}x E2E): rate likely high")
     if c.target is not None and c.target.replicas is None:
         notes.append(f"target not met with <= {max(c.target.tried, default=0)} replicas")
+    elif c.target is not None and c.target.transient:
+        notes.append(f"target check {c.target.span_over_e2el:.1g}x E2E: a burst, GPUs a lower bound")
     if b is not None and b.requests_rejected:
         notes.append(f"{b.requests_rejected}/{b.num_requests} rejected")
     if b is not None and b.preemptions:

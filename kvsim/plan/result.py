@@ -18,7 +18,7 @@ from kvsim.errors import ConfigError, KvsimError
 from kvsim.methods._published import applies_to
 from kvsim.plan.evaluate import at_rate, build, config_identity, load_plan_trace, simulate_point, start_rate_guess
 from kvsim.plan.ratesearch import search_max_rate
-from kvsim.plan.schema import SLO, ConfigResult, ConfigSpec, PointResult, SearchOptions, TargetResult, TraceSpec, cost_usd_per_mtok
+from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL, SLO, ConfigResult, ConfigSpec, PointResult, SearchOptions, TargetResult, TraceSpec, cost_usd_per_mtok
 from kvsim.plan.sweep import ResultCache, cached
 from kvsim.slo import fmt_duration
 from kvsim.traces.base import Trace
@@ -122,11 +122,17 @@ def config_result(task: ConfigTask) -> ConfigResult:
     best = found.best.info if found.best is not None else None
     target = None
     if task.target_rate_per_s is not None and found.max_rate_per_s > 0:
-        target = _replicas_for_target(task, evals, found.max_rate_per_s, found.upper_rate_per_s)
+        e2el = best.e2el_s.mean if best is not None else None
+        target = _replicas_for_target(task, evals, found.max_rate_per_s, found.upper_rate_per_s, e2el)
+        if target.transient and target.point is not None and (target.point.e2el_s.mean or 0) > (e2el or 0):
+            # latencies at the target were longer than at the single replica's max rate: check again on a trace
+            # sized by them (once; a check that is still too short is reported as a lower bound)
+            target = _replicas_for_target(task, evals, found.max_rate_per_s, found.upper_rate_per_s,
+                                          target.point.e2el_s.mean)
         target = target.model_copy(update={"output_tok_per_s": task.target_rate_per_s * float(np.mean(trace.output_tokens))})
-    if target is not None and target.gpus:
+    if target is not None and target.verified:
         cost = cost_usd_per_mtok(base["price"], target.gpus, target.output_tok_per_s)
-    elif task.target_rate_per_s is not None:  # the target was not met: no cost at the target to state
+    elif task.target_rate_per_s is not None:  # not met, or met by a check too short to stand by: no cost to state
         cost = None
     else:
         cost = cost_usd_per_mtok(base["price"], cfg.gpus, best.throughput_output_tok_s) if best else None
@@ -167,8 +173,25 @@ def _verdict(point: PointResult, slo) -> tuple[bool, PointResult]:
     return point.meets(slo), point
 
 
-def _replicas_for_target(task: ConfigTask, evals: _Evaluations, lo_rate: float, hi_rate: float) -> TargetResult:
-    """Fewest replicas that meet the SLO at the target rate (monotone in replicas).
+#: most requests a check at the target simulates to make it last STEADY_SPAN_OVER_E2EL request lifetimes
+MAX_TARGET_CHECK_REQUESTS = 50_000
+
+
+def target_check_requests(per_replica: int, replicas: int, target_rate_per_s: float, e2el_s: float | None) -> int:
+    """Requests of the check of ``replicas`` replicas at the target: the search's per replica, or as
+    many as arrive in ``1.25 x STEADY_SPAN_OVER_E2EL`` mean E2E latencies (``e2el_s``, measured at the
+    single replica's max rate) at the target when that is more (a shorter check is a burst the
+    replicas drain, not a rate they sustain), at most :data:`MAX_TARGET_CHECK_REQUESTS`.
+    Example: 500 per replica, 9 replicas, 400 req/s, E2EL 4 s: max(4,500, ceil(1.25 x 10 x 4 x 400) + 1
+    = 20,001) = 20,001."""
+    need = math.ceil(1.25 * STEADY_SPAN_OVER_E2EL * (e2el_s or 0.0) * target_rate_per_s) + 1
+    return max(per_replica * replicas, min(need, MAX_TARGET_CHECK_REQUESTS))
+
+
+def _replicas_for_target(task: ConfigTask, evals: _Evaluations, lo_rate: float, hi_rate: float,
+                         e2el_s: float | None = None) -> TargetResult:
+    """Fewest replicas that meet the SLO at the target rate (monotone in replicas), each checked on
+    :func:`target_check_requests` requests.
 
     Starts at ``ceil(target / hi_rate)`` (the per-replica threshold lies in ``[lo_rate, hi_rate)``),
     walks up (steps of 1, widening after 3 misses) or down (doubling) to bracket, then bisects."""
@@ -178,7 +201,8 @@ def _replicas_for_target(task: ConfigTask, evals: _Evaluations, lo_rate: float, 
 
     def ok(n: int) -> bool:
         c = cfg.model_copy(update={"replicas": n})
-        spec = task.trace.model_copy(update={"num_requests": task.trace.num_requests * n})
+        requests = target_check_requests(task.trace.num_requests, n, target, e2el_s)
+        spec = task.trace.model_copy(update={"num_requests": requests})
         tried[n] = evals(c, spec, target)
         return tried[n].meets(task.slo)
 

@@ -161,6 +161,28 @@ class TargetResult(_Frozen):
     tried: list[int] = []  # replica counts simulated at the target rate
     output_tok_per_s: float = 0.0  # the workload's demand: target rate x mean output tokens of the trace
 
+    @property
+    def span_over_e2el(self) -> float | None:
+        """How many mean end-to-end latencies the check at the target lasted: ``(N - 1) / rate``
+        over the E2EL mean of :attr:`point` (None without a point)."""
+        p = self.point
+        if p is None or p.num_requests < 2 or not p.e2el_s.mean:
+            return None
+        return (p.num_requests - 1) / self.rate_per_s / p.e2el_s.mean
+
+    @property
+    def transient(self) -> bool:
+        """The check lasted fewer than :data:`STEADY_SPAN_OVER_E2EL` request lifetimes: the replicas
+        served a burst, not a sustained rate, so the count is a lower bound (a longer trace needs as
+        many or more)."""
+        r = self.span_over_e2el
+        return r is not None and r < STEADY_SPAN_OVER_E2EL
+
+    @property
+    def verified(self) -> bool:
+        """A replica count was found and its check was long enough to stand by."""
+        return self.replicas is not None and not self.transient
+
 
 class ConfigResult(_Frozen):
     """Search outcome for one configuration."""

@@ -108,14 +108,14 @@ def rank(configs: list[ConfigResult], target: bool) -> list[int]:
     def key(i: int):
         c = configs[i]
         if c.error is not None:
-            return (2, inf, inf, c.label)
+            return (2, inf, inf, inf, 0.0, c.label) if target else (2, inf, inf, c.label)
         if target:  # fewest GPUs, then cheapest per hour, then most headroom over the target
             gpus = c.target.gpus if c.target and c.target.gpus else None
             if not gpus:
-                return (1, inf, inf, 0.0, c.label)
+                return (1, inf, inf, inf, 0.0, c.label)
             usd_h = gpus * c.price.usd_per_hour if c.price else inf
             headroom = c.max_rate_per_s * (c.target.replicas or 0) / c.target.rate_per_s
-            return (0, gpus, usd_h, -headroom, c.label)
+            return (0 if c.target.verified else 1, gpus, usd_h, -headroom, c.label)  # (a short check: a lower bound)
         ok = c.max_rate_per_s > 0
         return (0 if ok else 1, c.cost_usd_per_mtok if c.cost_usd_per_mtok is not None else inf,
                 -c.max_rate_per_s / max(c.gpus, 1), c.label)

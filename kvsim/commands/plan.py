@@ -235,6 +235,7 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     from kvsim.hardware import load_link
     from kvsim.methods import make_method
     from kvsim.plan.disagg_search import layout_row, plan_layouts
+    from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL
     from kvsim.plan.evaluate import load_plan_trace
     from kvsim.sim.kv_tiers import UNUSED_NOTE
     from kvsim.sim.config import SimConfig
@@ -259,14 +260,15 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
             rows.extend(layout_row(dep.system.name, m.label(), r, req.slo) for r in found)
     if not rows:
         raise ConfigError("no (hardware, method) could be planned")
-    tiers_used = any(r["note"] for r in rows)  # (a note says how the KV offload tiers were used)
+    tiers_used = any(r["note"] and "prefix reuse" in r["note"] for r in rows)  # (a note says how the KV offload tiers were used)
     if req.sim_options.get("kv_offload") and not tiers_used and any(r["max_rate_per_s"] > 0 for r in rows):
         print(f"note: {UNUSED_NOTE}", file=sys.stderr)
     if as_json:
         print_json(rows)
         return
-    keys = [k for k in rows[0] if k not in ("prefill_instances", "decode_instances", "capped", "evaluations", "wall_s")
-            and (k != "note" or tiers_used)]
+    keys = [k for k in rows[0] if k not in ("prefill_instances", "decode_instances", "capped", "evaluations", "wall_s",
+                                            "transient", "span_over_e2el")
+            and (k != "note" or any(r["note"] for r in rows))]
     cells_of = []
     for r in rows:
         cells = ["-" if r[k] is None else f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys]
@@ -285,6 +287,11 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
         if r["capped"]:
             print(f"note: {r['hw']} {r['method']} {r['layout']}: still meets the SLO at the search's top rate (every "
                   "request arriving at once); the trace is too short to load it: raise --num-requests", file=sys.stderr)
+        elif r["transient"]:
+            print(f"note: {r['hw']} {r['method']} {r['layout']}: at {r['max_rate_per_s']:.3g} req/s the {len(trace):,} "
+                  f"requests last {r['span_over_e2el']:.1f}x their mean E2E latency (fewer than {STEADY_SPAN_OVER_E2EL:g}): "
+                  "it drained a burst, so its max rate is high and it is ranked after layouts whose rate stands; "
+                  "raise --num-requests", file=sys.stderr)
     if not any(r["max_rate_per_s"] > 0 for r in rows):
         raise ConfigError("no layout met the SLO at any rate")
 

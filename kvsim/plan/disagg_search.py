@@ -28,6 +28,7 @@ from kvsim.plan.evaluate import at_rate, start_rate_guess
 from kvsim.plan.ratesearch import search_max_rate
 from kvsim.plan.schema import SLO, PointResult
 from kvsim.sim.config import SimConfig
+from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL
 from kvsim.sim.kv_tiers import reuse_note
 from kvsim.traces.base import Trace
 
@@ -48,6 +49,21 @@ class LayoutResult:
     @property
     def label(self) -> str:
         return f"aggregated x{self.decode}" if self.prefill == 0 else f"disaggregated {self.prefill}:{self.decode}"
+
+    @property
+    def span_over_e2el(self) -> float | None:
+        """How many mean E2E latencies the trace lasts at the max rate (None without an answer):
+        ``(N - 1) / rate / E2EL`` (as :attr:`kvsim.plan.schema.ConfigResult.span_over_e2el`)."""
+        b = self.best
+        if b is None or self.max_rate_per_s <= 0 or b.num_requests < 2 or not b.e2el_s.mean:
+            return None
+        return (b.num_requests - 1) / self.max_rate_per_s / b.e2el_s.mean
+
+    @property
+    def transient(self) -> bool:
+        """Fewer than STEADY_SPAN_OVER_E2EL lifetimes: the layout drained a burst, so its max rate is high."""
+        r = self.span_over_e2el
+        return r is not None and r < STEADY_SPAN_OVER_E2EL
 
 
 def layouts(instances: int) -> list[tuple[int, int]]:
@@ -94,7 +110,14 @@ def plan_layouts(dep: Deployment, method: KVMethod, trace: Trace, link: LinkSpec
         raise ConfigError("a layout search needs a trace of >= 2 requests (it replays them at several rates)")
     start = start_rate_guess(dep, method, trace, replicas=instances)  # one grid for every layout
     out = [search_layout(lay, dep, method, trace, link, slo, cfg, router, rel_tol, start) for lay in layouts(instances)]
-    return sorted(out, key=lambda r: (-r.max_rate_per_s, r.prefill != 0, -r.decode))
+    return sorted(out, key=layout_order)
+
+
+def layout_order(r: LayoutResult) -> tuple:
+    """Sort key, best first: layouts whose max rate stands (not measured on a burst: a short trace's
+    rate is high and would win by the artefact), then the highest rate, aggregated before
+    disaggregated, more decode instances first."""
+    return (r.transient or r.capped, -r.max_rate_per_s, r.prefill != 0, -r.decode)
 
 
 def layout_row(hw: str, method: str, r: LayoutResult, slo: SLO) -> dict:
@@ -108,5 +131,8 @@ def layout_row(hw: str, method: str, r: LayoutResult, slo: SLO) -> dict:
             "rate_per_gpu_per_s": r.max_rate_per_s / r.gpus if r.gpus else 0.0,
             f"ttft_{pct}_s": values.get("ttft"), **{f"{m}_{pct}_s": values.get(m) for m in token},
             "throughput_output_tok_s": None if b is None else b.throughput_output_tok_s,
-            "note": reuse_note(b.kv_offload) if b is not None and b.kv_offload else None,
+            "note": "; ".join(n for n in (
+                f"short trace ({r.span_over_e2el:.1f}x E2E): rate likely high" if r.transient and not r.capped else None,
+                reuse_note(b.kv_offload) if b is not None and b.kv_offload else None) if n) or None,
+            "transient": r.transient, "span_over_e2el": r.span_over_e2el,
             "capped": r.capped, "evaluations": r.evaluations, "wall_s": r.wall_s}

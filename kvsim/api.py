@@ -198,9 +198,18 @@ def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: li
     from kvsim.plan.schema import SLO, TraceSpec  # lazy: plan pulls in the process pool machinery
     from kvsim.plan.search import PlanRequest, run_plan  # lazy: as above
 
-    req = PlanRequest(model=model, hws=[hws] if isinstance(hws, str) else list(hws),
-                      methods=[methods] if isinstance(methods, str) else list(methods),
-                      trace=TraceSpec(spec=trace, num_requests=num_requests, seed=seed),
-                      slo=SLO(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s, itl_s=slo_itl_s, percentile=percentile),
-                      target_rate_per_s=target_rate_per_s, tp=tp, **request)
+    hw_list = [hws] if isinstance(hws, str) else list(hws)
+    method_list = [methods] if isinstance(methods, str) else list(methods)
+    for name, values in (("hws", hw_list), ("methods", method_list)):
+        if not values:
+            raise ConfigError(f"plan: {name} is empty: give at least one")
+    try:
+        req = PlanRequest(model=model, hws=hw_list, methods=method_list,
+                          trace=TraceSpec(spec=trace, num_requests=num_requests, seed=seed),
+                          slo=SLO(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s, itl_s=slo_itl_s, percentile=percentile),
+                          target_rate_per_s=target_rate_per_s, tp=tp, **request)
+    except ValidationError as err:  # pydantic: one line naming the setting, as simulate() gives
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "plan"
+        raise ConfigError(f"plan setting {where}: {first['msg'].removeprefix('Value error, ')}") from None
     return run_plan(req, jobs=jobs, executor=executor, progress=False)

@@ -120,3 +120,18 @@ def test_provenance_records_the_memory_utilization_that_ran():
     d = kvsim.deployment("h100", gpu_memory_utilization=0.5)
     assert kvsim.simulate(hw=d, trace="synthetic-fixed", num_requests=3,
                           gpu_memory_utilization=0.9).summary["provenance"]["deployment"]["gpu_memory_utilization"] == 0.9
+
+
+def test_plan_bad_settings_are_one_line_kvsim_errors():
+    """kvsim.plan() with a NaN or zero SLO, no hardware, or an unknown setting raises KvsimError with one
+    line (docs/api.md), as simulate() does; it raised pydantic's multi-line ValidationError, and hws=[]
+    returned an empty plan (audit)."""
+    import kvsim
+    from kvsim.errors import KvsimError
+
+    for kw, words in ((dict(slo_ttft_s=float("nan")), "ttft_s: Input should be a finite number"),
+                      (dict(slo_ttft_s=0.0), "ttft_s: Input should be greater than 0"),
+                      (dict(hws=[]), "hws is empty"), (dict(bogus=1), "bogus")):
+        with pytest.raises(KvsimError) as err:
+            kvsim.plan(**{"hws": ["h100"], "methods": ["full"], **kw})
+        assert words in str(err.value) and "\n" not in str(err.value)

@@ -325,3 +325,23 @@ def test_head_cache_keys_of_a_parked_head():
     assert kv.parked_blocks(0) == 2 and s.head_cache_keys() == set()
     assert kv.allocate(2)  # the parked entry goes whole
     assert kv.parked_blocks(0) == 0 and s.head_cache_keys() == set()  # (no KeyError)
+
+
+def test_huge_max_num_seqs_on_a_small_trace_builds_tables_for_the_trace_only():
+    """--max-num-seqs 1,000,000 on 100 requests took minutes (the fast layer built per-batch-size rows
+    up to max_num_seqs); at most the trace's requests can run at once, so the tables stop there and
+    the result equals the one at max_num_seqs = 100."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.sim.config import SimConfig
+    from kvsim.sim.replica import ReplicaSim, simulate
+    from kvsim.traces import load_trace
+
+    dep = build_deployment("h100", "llama-3.1-8b")
+    m = make_method("full", dep)
+    trace = load_trace("synthetic-poisson", num_requests=100, seed=0)
+    sim = ReplicaSim(dep, m, trace, SimConfig(max_num_seqs=1_000_000, max_num_batched_tokens=8192))
+    assert sim.fast.pricer.max_seqs == 100 and sim.sched.max_num_seqs == 1_000_000  # (the engine's limit is kept)
+    a = simulate(dep, m, trace, SimConfig(max_num_seqs=1_000_000, max_num_batched_tokens=8192))
+    b = simulate(dep, m, trace, SimConfig(max_num_seqs=100, max_num_batched_tokens=8192))
+    assert a.summary["ttft_s"] == b.summary["ttft_s"] and a.summary["e2el_s"] == b.summary["e2el_s"]

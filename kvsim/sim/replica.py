@@ -87,10 +87,13 @@ class ReplicaSim:
         self.kv = KVCacheManager(lay, prefix_block_tokens=inp.prefix_block_tokens)
         self.step_model = step_model or StepModel(dep, method)
         self._dep_notes, self._max_context_tokens = dep.notes, dep.model.max_context_tokens
-        self.fast = FastPath(self.step_model, lay, dep.system, cfg.max_num_seqs, self.peff,
+        # the fast layer's per-batch-size tables need rows only up to the sequences that can run at once:
+        # at most the trace's requests (a max_num_seqs of 1e6 on a 100-request trace built 1e6 rows)
+        batch_rows = max(1, min(cfg.max_num_seqs, self.N))
+        self.fast = FastPath(self.step_model, lay, dep.system, batch_rows, self.peff,
                              np.where(self.reject == 0, self.output, 1), prefix_caching=bool(inp.prefix_block_tokens))
         self.tbt = IntervalSample()
-        self.sched = Scheduler(self.kv, self.fast.new_batch(cfg.max_num_seqs), self.fast.blocks,
+        self.sched = Scheduler(self.kv, self.fast.new_batch(batch_rows), self.fast.blocks,
                                max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
                                chunked_prefill=cfg.chunked_prefill, preemption_mode=cfg.preemption_mode,
                                on_intervals=self.tbt.add, record_token_times=cfg.record_token_times,

@@ -108,3 +108,17 @@ def test_shell_completion_is_installable():
     r = subprocess.run([sys.executable, "-m", "kvsim", "--show-completion", "bash"], capture_output=True, text=True,
                        timeout=120, env=env)
     assert r.returncode == 0 and "complete" in r.stdout and "COMP_WORDS" in r.stdout, r.stderr
+
+
+def test_simulate_out_folders_are_distinct_per_run(tmp_path):
+    """--out: one folder per run with a clean name (kivi(bits=4) -> kivi_bits=4, it was 'kivi_bits=4_'); two
+    methods with one label (kivi:bits=2 and kivi:group=32 are both the default kivi) used to share one
+    folder, the second run's files replacing the first's (audit)."""
+    import json
+
+    r = kvsim("simulate", "--trace", "synthetic-poisson", "-n", "20", "--method", "kivi:bits=4,kivi:bits=2,kivi+quest,kivi:group=32",
+              "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    dirs = [x["dir"] for x in json.loads((tmp_path / "o" / "manifest.json").read_text())["runs"]]
+    assert dirs == ["kivi_bits=4", "kivi", "kivi_quest", "kivi-2"]
+    assert all((tmp_path / "o" / d / "summary.json").is_file() for d in dirs)

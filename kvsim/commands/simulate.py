@@ -238,7 +238,8 @@ class _progress_bar:
 
 
 def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in label)
+    """A method label as a folder name: ``kivi(bits=4)`` -> ``kivi_bits=4``, ``kivi+quest`` -> ``kivi_quest``."""
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in label).strip("_") or "method"
 
 
 OUTPUT_FILES = ("summary.json", "requests.csv", "timeline.csv", "timeline.json")
@@ -252,8 +253,13 @@ def write_outputs(results: list, directory: Path, force: bool = False) -> list[P
 
     files: dict[str, str] = {}
     runs = []
+    used: set[str] = set()
     for res in results:
-        folder = _slug(res.summary["method"])
+        folder = base = _slug(res.summary["method"])
+        k = 2
+        while folder in used:  # two runs with one label (e.g. kivi:bits=2 and kivi:group=32, both the default kivi)
+            folder, k = f"{base}-{k}", k + 1
+        used.add(folder)
         out = output_files(res)
         files.update({f"{folder}/{k}": v for k, v in out.items()})
         runs.append({"method": res.summary["method"], "dir": folder, "files": sorted(out)})

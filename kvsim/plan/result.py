@@ -134,8 +134,9 @@ def config_result(task: ConfigTask) -> ConfigResult:
         cost = cost_usd_per_mtok(base["price"], target.gpus, target.output_tok_per_s)
     elif task.target_rate_per_s is not None:  # not met, or met by a check too short to stand by: no cost to state
         cost = None
-    else:
-        cost = cost_usd_per_mtok(base["price"], cfg.gpus, best.throughput_output_tok_s) if best else None
+    else:  # at the max rate, the workload's token rate (as at a target): max rate x mean output tokens
+        demand = found.max_rate_per_s * float(np.mean(trace.output_tokens))
+        cost = cost_usd_per_mtok(base["price"], cfg.gpus, demand) if best else None
     return ConfigResult(
         **base, max_rate_per_s=found.max_rate_per_s, infeasible=why_infeasible(found, task.slo),
         upper_rate_per_s=found.upper_rate_per_s if math.isfinite(found.upper_rate_per_s) else None,

@@ -122,3 +122,16 @@ def test_simulate_out_folders_are_distinct_per_run(tmp_path):
     dirs = [x["dir"] for x in json.loads((tmp_path / "o" / "manifest.json").read_text())["runs"]]
     assert dirs == ["kivi_bits=4", "kivi", "kivi_quest", "kivi-2"]
     assert all((tmp_path / "o" / d / "summary.json").is_file() for d in dirs)
+
+
+def test_notes_for_a_bare_slo_number_and_a_short_file_trace(tmp_path):
+    """`--slo-itl 100` is 100 s (a bare number is seconds): a note suggests 100ms; `-n 1000` on a 4-row file
+    replays 4 requests: a note says so (both were silent; audit). With units, or a long enough trace: no note."""
+    f = tmp_path / "four.csv"
+    f.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,100,10\n1,100,10\n2,100,10\n3,100,10\n")
+    r = kvsim("simulate", "--trace", str(f), "-n", "1000", "--slo-itl", "100")
+    assert r.returncode == 0, r.stderr
+    assert "note: --slo-itl 100: a bare number is seconds (100 s); write 100ms for milliseconds" in r.stderr
+    assert "note: --num-requests 1,000: the trace has 4 requests; all are replayed" in r.stderr
+    r = kvsim("simulate", "--trace", str(f), "-n", "4", "--slo-itl", "100ms", "--slo-ttft", "2")
+    assert r.returncode == 0 and "note: --slo" not in r.stderr and "note: --num-requests" not in r.stderr

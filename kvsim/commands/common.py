@@ -167,4 +167,27 @@ def resolve_slo(command: str, ttft: str | None, tpot: str | None, itl: str | Non
               "--slo-tpot bounds each request's mean time per output token, --slo-itl the pooled token gaps",
               file=sys.stderr)
         tpot, itl = (text, itl) if metric == "tpot" else (tpot, text)
-    return parse_slo(ttft, tpot, itl, percentile)
+    slo = parse_slo(ttft, tpot, itl, percentile)
+    for note in bare_seconds_notes(ttft=ttft, tpot=tpot, itl=itl):
+        print(f"note: {note}", file=sys.stderr)
+    return slo
+
+
+#: a bare SLO number at or above this many seconds is more likely milliseconds written without the unit
+_BARE_SECONDS_SUSPECT = {"ttft": 120.0, "tpot": 5.0, "itl": 5.0}
+
+
+def bare_seconds_notes(**bounds) -> list[str]:
+    """Notes for SLO bounds written as bare numbers (seconds) that look like milliseconds: ``--slo-itl
+    100`` is 100 s, a bound no token gap comes near, where ``100ms`` was likely meant."""
+    notes = []
+    for metric, text in bounds.items():
+        if text is None:
+            continue
+        try:
+            value = float(str(text).strip())
+        except ValueError:  # (it has a unit)
+            continue
+        if value >= _BARE_SECONDS_SUSPECT[metric]:
+            notes.append(f"--slo-{metric} {text}: a bare number is seconds ({value:g} s); write {text}ms for milliseconds")
+    return notes

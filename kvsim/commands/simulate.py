@@ -138,6 +138,9 @@ def simulate_cmd(
                     arrivals=arrivals, strict=strict, tokenizer=tokenizer)
     if tr.notice:
         print(f"note: {tr.notice}", file=sys.stderr)
+    if num_requests is not None and len(tr) < num_requests:
+        print(f"note: --num-requests {num_requests:,}: the trace has {len(tr):,} request{'' if len(tr) == 1 else 's'}; "
+              "all are replayed", file=sys.stderr)
     specs = split_methods(method)
     methods = []
     for spec in specs:  # every method is checked before any simulation

@@ -135,3 +135,11 @@ def test_notes_for_a_bare_slo_number_and_a_short_file_trace(tmp_path):
     assert "note: --num-requests 1,000: the trace has 4 requests; all are replayed" in r.stderr
     r = kvsim("simulate", "--trace", str(f), "-n", "4", "--slo-itl", "100ms", "--slo-ttft", "2")
     assert r.returncode == 0 and "note: --slo" not in r.stderr and "note: --num-requests" not in r.stderr
+
+
+def test_tts_generation_past_the_context_is_noted():
+    """--tts gen beyond the model's context (Qwen3-8B: 40,960) was priced without a word (audit)."""
+    r = kvsim("estimate", "--hw", "b200", "--model", "qwen3-8b", "--tts", "best-of-n=8,gen=100k")
+    assert r.returncode == 0 and "past qwen3-8b's context of 40,960 tokens" in r.stderr
+    r = kvsim("estimate", "--hw", "b200", "--model", "qwen3-8b", "--tts", "best-of-n=8,gen=16k")
+    assert r.returncode == 0 and "past qwen3-8b's context" not in r.stderr

@@ -213,6 +213,11 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
     from kvsim.pricing.tts_spec import parse_task
 
     task, batch, intensity, budget = parse_task(spec)
+    limit = dep.model.max_context_tokens
+    if budget is None and task.prompt_tokens + task.gen_tokens > limit:
+        print(f"note: prompt {task.prompt_tokens:,} + gen {task.gen_tokens:,} tokens is past {dep.model.name}'s context of "
+              f"{limit:,} tokens: priced as written (a model past its trained context; --context needs "
+              f"--allow-long-context for the same reason)", file=sys.stderr)
     rows = []
     for m in methods:
         t = task

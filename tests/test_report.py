@@ -314,3 +314,24 @@ def test_plan_out_writes_plotly_once_and_self_contained_removes_it(tmp_path, mon
     (tmp_path / "s" / PLOTLY_JS).write_text("mine")
     assert _kvsim(capsys, monkeypatch, "report", str(d), "--out", str(tmp_path / "s" / "x.html")) == 1
     assert "--self-contained" in capsys.readouterr().err and (tmp_path / "s" / PLOTLY_JS).read_text() == "mine"
+
+
+def test_report_refuses_a_hand_edited_nan_or_negative_cost(tmp_path):
+    """A saved plan whose config JSON was edited to NaN (or a negative cost) was drawn as 'nan' / '-1.000'
+    (audit): reading it back is a one-line error naming the file and field."""
+    import json
+
+    from kvsim.errors import ConfigError
+    from kvsim.plan.search import load_plan, save_plan
+
+    plan = sample_plan()
+    save_plan(plan, tmp_path / "p")
+    cfg = sorted((tmp_path / "p" / "configs").glob("*.json"))[0]
+    good = cfg.read_text()
+    for field, value in (("max_rate_per_s", float("nan")), ("cost_usd_per_mtok", -1.0)):
+        d = json.loads(good)
+        d[field] = value
+        cfg.write_text(json.dumps(d))
+        with pytest.raises(ConfigError) as err:
+            load_plan(tmp_path / "p")
+        assert f"{cfg}: unreadable plan result: {field}:" in str(err.value) and "\n" not in str(err.value)

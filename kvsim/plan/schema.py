@@ -19,7 +19,8 @@ CDF_LEVELS = tuple(i / 100 for i in range(101))
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    # (allow_inf_nan=False: a saved plan with NaN or inf, e.g. hand-edited, is refused when read back, not drawn as "nan")
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class Stats(_Frozen):
@@ -201,7 +202,7 @@ class ConfigResult(_Frozen):
     capped: bool = False
     probes: list[PointResult] = []  # light digests, in probe order
     best: PointResult | None = None  # full digest at max_rate_per_s
-    cost_usd_per_mtok: float | None = None
+    cost_usd_per_mtok: float | None = Field(None, ge=0)
     kv_bytes_per_token_gpu: float = 0.0
     kv_bytes_per_token_host: float = 0.0
     accuracy: list[dict] = []  # published (METHODS.md §4) rows: benchmark, model, config, score, ...

@@ -36,7 +36,7 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kvsim import __version__
 from kvsim.errors import ConfigError, SpecError
@@ -213,11 +213,18 @@ def load_plan(out_dir: str | Path) -> PlanResult:
     meta = d / "plan.json"
     if not meta.is_file():
         raise ConfigError(f"{d}: no plan.json here (expected the --out directory of `kvsim plan`)")
+    where = meta
     try:
         plan = PlanResult.model_validate_json(meta.read_text())
-        configs = [ConfigResult.model_validate_json(p.read_text()) for p in sorted((d / "configs").glob("*.json"))]
+        configs = []
+        for where in sorted((d / "configs").glob("*.json")):
+            configs.append(ConfigResult.model_validate_json(where.read_text()))
+    except ValidationError as err:  # one line: the file, the field and what is wrong with it
+        e = err.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"]) or "(file)"
+        raise ConfigError(f"{where}: unreadable plan result: {loc}: {e['msg']}") from None
     except ValueError as err:
-        raise ConfigError(f"{d}: unreadable plan results ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{where}: unreadable plan result ({str(err).splitlines()[0]})") from None
     if not configs:
         raise ConfigError(f"{d}/configs: no configuration results")
     return plan.model_copy(update={"configs": configs, "ranking": rank(configs, plan.target_rate_per_s is not None)})

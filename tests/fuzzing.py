@@ -790,7 +790,7 @@ def cli_case(draw) -> Case:
         opt("--watermark", "frac", 0.2)
         if draw(st.integers(0, 4)) == 0:
             text, bad = draw(st.sampled_from([
-                ("host=8GiB", None), ("host=1GiB,nvme=16GiB", None), ("host=0", None), ("host=64MiB,nvme=1e3", None),
+                ("host=8GiB", None), ("host=1GiB,nvme=16GiB", None), ("host=0", "a tier of size 0"), ("host=64MiB,nvme=1e3", None),
                 ("nvme=1TiB", "NVMe tier without a host tier"), ("host=lots", "bad size"), ("host=2000TiB", "over 1 PiB"),
                 ("host=4TiB", "over the node's host memory"), ("host=1GiB,drive=x", "unknown drive"),
                 ("host=1e400", "inf bytes"), ("host=1GiB,host=2GiB", "given twice"), ("", "empty"),

@@ -143,3 +143,19 @@ def test_tts_generation_past_the_context_is_noted():
     assert r.returncode == 0 and "past qwen3-8b's context of 40,960 tokens" in r.stderr
     r = kvsim("estimate", "--hw", "b200", "--model", "qwen3-8b", "--tts", "best-of-n=8,gen=16k")
     assert r.returncode == 0 and "past qwen3-8b's context" not in r.stderr
+
+
+def test_epoch_millisecond_arrivals_get_a_hint(tmp_path):
+    """Arrivals in epoch milliseconds read as seconds are past the 1e12 s limit: the error now says what
+    they probably are and where the unit option is (audit)."""
+    f = tmp_path / "ms.csv"
+    f.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1733000000000,100,10\n1733000001000,100,10\n")
+    r = kvsim("simulate", "--trace", str(f))
+    assert r.returncode == 1 and "(epoch milliseconds? arrivals are read as seconds: --time-unit and --columns" in r.stderr
+
+
+def test_one_session_is_singular():
+    from kvsim.traces.sessions import describe
+
+    assert describe({"sessions": 1, "turns": 3, "continued": 2, "restarted": 0, "block_tokens": 16}).startswith("1 session, 3 turns")
+    assert describe({"sessions": 2, "turns": 3, "continued": 1, "restarted": 0, "block_tokens": 16}).startswith("2 sessions")

@@ -467,3 +467,14 @@ def test_loaded_kv_of_waiting_requests_is_dropped_before_a_runner_preempts_itsel
         signal.signal(signal.SIGALRM, old)
     assert compare(fast, ref) == []
     assert any(drops) and int(fast.records.preemptions.sum()) >= 1
+
+
+def test_kv_offload_text_with_a_zero_tier_is_an_error():
+    """`--kv-offload host=0` was accepted and did nothing without a word (audit): a tier of size 0 is a
+    one-line error saying how to have no tiers."""
+    from kvsim.sim.kv_offload import parse_offload
+
+    for text in ("host=0", "host=1GiB,nvme=0GB"):
+        with pytest.raises(ConfigError, match="a tier needs a size above 0"):
+            parse_offload(text)
+    assert parse_offload("host=1GiB").enabled

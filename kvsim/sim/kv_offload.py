@@ -66,6 +66,9 @@ def parse_offload(text: str) -> KVOffload:
             raise ConfigError(f"--kv-offload: load={value.strip()!r}: expected async or sync")
         fields[names[key]] = (value.strip() if key == "drive" else value.strip().lower() if key == "load"
                               else parse_size(value))
+        if key in ("host", "nvme") and fields[names[key]] == 0:
+            raise ConfigError(f"--kv-offload: {key}={value.strip()}: a tier needs a size above 0 (leave --kv-offload out "
+                              "for no tiers)")
     try:
         return KVOffload(**fields)
     except ValueError as err:  # pydantic ValidationError

@@ -111,7 +111,10 @@ def check_number(name: str, integer: bool = True, hi: float | None = None) -> Ce
         except ValueError:
             return "not_a_number", f"{name} is not a number: {cell!r}"
         if not np.isfinite(value) or value < 0 or value > hi:
-            return range_kind, f"{name} must be {_allowed(integer, hi)}, got {cell!r}"
+            hint = ""
+            if not integer and hi == MAX_TIME_S and 1e12 < value <= 1e15:  # epoch milliseconds (2001-33658)
+                hint = " (epoch milliseconds? arrivals are read as seconds: --time-unit and --columns, docs/traces.md)"
+            return range_kind, f"{name} must be {_allowed(integer, hi)}, got {cell!r}{hint}"
         if integer and value != int(value):
             return range_kind, f"{name} must be a whole number of tokens, got {cell!r}"
         return None
@@ -239,6 +242,8 @@ def check_values(
             row = int(np.argmax(wrong))
             place = f"{path}:{_line(path, row, lines)}"
             problem = f"{name} must be {_allowed(integer, hi)}, got {col[row]:g}"
+            if not integer and hi == MAX_TIME_S and 1e12 < col[row] <= 1e15:  # epoch milliseconds (2001-33658)
+                problem += " (epoch milliseconds? arrivals are read as seconds: --time-unit and --columns, docs/traces.md)"
             if bad is None:
                 raise TraceError(f"{place}: {problem}")
             bad.add("bad_token_count" if integer else "bad_time", place, problem, count=int(wrong.sum()))

@@ -105,7 +105,8 @@ def session_blocks(
 
 def describe(stats: dict) -> str:
     """``"136 sessions, 393 turns (242 continue their session, 15 restart it), 16-token blocks"``."""
-    text = (f"{stats['sessions']} sessions, {stats['turns']} turns ({stats['continued']} continue their session, "
+    plural = "" if stats["sessions"] == 1 else "s"
+    text = (f"{stats['sessions']} session{plural}, {stats['turns']} turns ({stats['continued']} continue their session, "
             f"{stats['restarted']} restart it), {stats['block_tokens']}-token prefix blocks")
     if stats.get("too_long"):
         text += f"; {stats['too_long']:,} turns above {MAX_STREAM_TOKENS:,} prompt tokens left out of sessions"

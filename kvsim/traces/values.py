@@ -65,7 +65,8 @@ def time_s(v, label: str, factor: float | None, json_value: bool = False) -> flo
         return _iso(v, label)
     x = _number(v, label, "bad_time", json_value) / factor
     if not math.isfinite(x) or x < 0 or x > MAX_TIME_S:
-        raise BadRow("bad_time", f"{label} must be a finite time >= 0 and <= {MAX_TIME_S:g} s, got {short_repr(v)}")
+        hint = " (epoch milliseconds? arrivals are read as seconds: --time-unit and --columns, docs/traces.md)" if factor == 1 and 1e12 < x <= 1e15 else ""
+        raise BadRow("bad_time", f"{label} must be a finite time >= 0 and <= {MAX_TIME_S:g} s, got {short_repr(v)}{hint}")
     return x
 
 

@@ -26,9 +26,8 @@ from kvsim.plan.digest import digest
 from kvsim.plan.disagg import simulate_disagg
 from kvsim.plan.evaluate import at_rate, start_rate_guess
 from kvsim.plan.ratesearch import search_max_rate
-from kvsim.plan.schema import SLO, PointResult
+from kvsim.plan.schema import SLO, PointResult, short_of_steady
 from kvsim.sim.config import SimConfig
-from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL
 from kvsim.sim.kv_tiers import reuse_note
 from kvsim.traces.base import Trace
 
@@ -52,18 +51,14 @@ class LayoutResult:
 
     @property
     def span_over_e2el(self) -> float | None:
-        """How many mean E2E latencies the trace lasts at the max rate (None without an answer):
-        ``(N - 1) / rate / E2EL`` (as :attr:`kvsim.plan.schema.ConfigResult.span_over_e2el`)."""
-        b = self.best
-        if b is None or self.max_rate_per_s <= 0 or b.num_requests < 2 or not b.e2el_s.mean:
-            return None
-        return (b.num_requests - 1) / self.max_rate_per_s / b.e2el_s.mean
+        """How many mean E2E latencies the trace lasts at the max rate (:attr:`best`'s
+        :attr:`kvsim.plan.schema.PointResult.lifetimes`; None without an answer)."""
+        return self.best.lifetimes if self.best is not None and self.max_rate_per_s > 0 else None
 
     @property
     def transient(self) -> bool:
-        """Fewer than STEADY_SPAN_OVER_E2EL lifetimes: the layout drained a burst, so its max rate is high."""
-        r = self.span_over_e2el
-        return r is not None and r < STEADY_SPAN_OVER_E2EL
+        """The layout drained a burst (:func:`kvsim.plan.schema.short_of_steady`): its max rate is high."""
+        return short_of_steady(self.span_over_e2el)
 
 
 def layouts(instances: int) -> list[tuple[int, int]]:

@@ -55,6 +55,12 @@ class TimelineDigest(_Frozen):
 STEADY_SPAN_OVER_E2EL = 10.0
 
 
+def short_of_steady(lifetimes: float | None) -> bool:
+    """A run spanning fewer than :data:`STEADY_SPAN_OVER_E2EL` request lifetimes served a burst (its
+    first requests' ramp and its last ones' drain), not a sustained rate."""
+    return lifetimes is not None and lifetimes < STEADY_SPAN_OVER_E2EL
+
+
 class PointResult(_Frozen):
     """Digest of one simulation: one configuration at one offered rate."""
 
@@ -85,6 +91,15 @@ class PointResult(_Frozen):
     kv_gpu_capacity_sum_bytes: float = 0.0
     kv_host_capacity_sum_bytes: float = 0.0
     kv_offload: dict | None = None  # KV offload tiers, all replicas (kvsim.sim.kv_tiers.merge_summaries); None: off
+
+    @property
+    def lifetimes(self) -> float | None:
+        """How many mean end-to-end latencies the run's arrivals span: ``(N - 1) / rate / E2EL mean``
+        (the trace is rescaled so that ``(N - 1) / span = rate``); None without two requests, a rate or
+        a completed request."""
+        if self.num_requests < 2 or not self.rate_per_s > 0 or not self.e2el_s.mean:
+            return None
+        return (self.num_requests - 1) / self.rate_per_s / self.e2el_s.mean
 
     def meets(self, slo: SLO) -> bool:
         """True if every bound of the SLO holds at its percentile (:meth:`SLO.checks`) and at
@@ -164,20 +179,15 @@ class TargetResult(_Frozen):
 
     @property
     def span_over_e2el(self) -> float | None:
-        """How many mean end-to-end latencies the check at the target lasted: ``(N - 1) / rate``
-        over the E2EL mean of :attr:`point` (None without a point)."""
-        p = self.point
-        if p is None or p.num_requests < 2 or not p.e2el_s.mean:
-            return None
-        return (p.num_requests - 1) / self.rate_per_s / p.e2el_s.mean
+        """How many mean end-to-end latencies the check at the target lasted (:attr:`point`'s
+        :attr:`PointResult.lifetimes`; None without a point)."""
+        return None if self.point is None else self.point.lifetimes
 
     @property
     def transient(self) -> bool:
-        """The check lasted fewer than :data:`STEADY_SPAN_OVER_E2EL` request lifetimes: the replicas
-        served a burst, not a sustained rate, so the count is a lower bound (a longer trace needs as
-        many or more)."""
-        r = self.span_over_e2el
-        return r is not None and r < STEADY_SPAN_OVER_E2EL
+        """The check was a burst (:func:`short_of_steady`): the count is a lower bound (a longer trace
+        needs as many replicas or more)."""
+        return short_of_steady(self.span_over_e2el)
 
     @property
     def verified(self) -> bool:
@@ -228,20 +238,15 @@ class ConfigResult(_Frozen):
 
     @property
     def span_over_e2el(self) -> float | None:
-        """:attr:`arrival_span_s` over the mean end-to-end latency at the max rate: how many request
-        lifetimes the trace lasts (None without an answer)."""
-        span, b = self.arrival_span_s, self.best
-        if span is None or b is None or not b.e2el_s.mean:
-            return None
-        return span / b.e2el_s.mean
+        """How many request lifetimes the trace lasts at the max rate (:attr:`best`'s
+        :attr:`PointResult.lifetimes`; None without an answer)."""
+        return self.best.lifetimes if self.runs and self.best is not None else None
 
     @property
     def transient(self) -> bool:
-        """At its max rate the trace lasts fewer than :data:`STEADY_SPAN_OVER_E2EL` request
-        lifetimes: much of the run is the first requests' ramp and the last ones' drain, so its max
-        rate overstates what the configuration sustains (a longer trace gives a lower one)."""
-        r = self.span_over_e2el
-        return r is not None and r < STEADY_SPAN_OVER_E2EL
+        """At its max rate the trace was a burst (:func:`short_of_steady`): its max rate overstates
+        what the configuration sustains (a longer trace gives a lower one)."""
+        return short_of_steady(self.span_over_e2el)
 
     @property
     def ruler_avg(self) -> float | None:

@@ -60,6 +60,17 @@ def test_weight_dtype_from_the_quantization_method_or_the_flag():
     assert abs(r["terms"][-1].error) < 0.01
 
 
+
+def test_bitsandbytes_log_needs_the_weight_dtype(tmp_path):
+    """vLLM's quantization=bitsandbytes is 4- or 8-bit by the checkpoint, which the log does not state:
+    --weight-dtype is asked for (it was guessed as int4)."""
+    log = tmp_path / "bnb.log"
+    log.write_text(LLAMA_TP1.read_text().replace("quantization=None", "quantization=bitsandbytes"))
+    with pytest.raises(ConfigError, match="give --weight-dtype"):
+        check_memory(parse_vllm_log(log), "h100")
+    assert check_memory(parse_vllm_log(log), "h100", weight_dtype="int8")["settings"]["weight_dtype"] == "int8"
+
+
 def test_fp32_run_keeps_an_fp32_kv_cache():
     """--dtype float32 with kv_cache_dtype auto: vLLM's KV is fp32 (175,296 tokens, half of what a
     16-bit cache of 42.8 GiB holds); kvsim prices weights and KV in fp32 (within 1%)."""

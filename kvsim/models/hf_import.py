@@ -103,8 +103,9 @@ def _validate(spec: dict[str, Any], path: Path, text_type: str, prefix: str) -> 
         raise SpecError(format_validation_error(err, str(path), {**keys, "": "(config)"})) from None
 
 
-#: quant_method of a ``quantization_config`` -> kvsim weight dtype (None: by its ``bits``)
-_QUANT_METHODS = {"fp8": "fp8", "fbgemm_fp8": "fp8", "mxfp4": "fp4", "nvfp4": "fp4", "awq": None, "gptq": None,
+#: quant_method of a ``quantization_config`` -> kvsim weight dtype (None: by its ``bits``); vLLM's
+#: ``--quantization`` takes the same names (kvsim.validate.memory_check reads them from its logs)
+QUANT_METHODS = {"fp8": "fp8", "fbgemm_fp8": "fp8", "mxfp4": "fp4", "nvfp4": "fp4", "awq": None, "gptq": None,
                   "marlin": None, "gptq_marlin": None, "awq_marlin": None, "hqq": None, "bitsandbytes": None}
 
 
@@ -128,14 +129,14 @@ def weight_quantization(data: dict[str, Any]) -> tuple[str | None, str]:
     if method == "bitsandbytes":
         dt = "int4" if q.get("load_in_4bit") else "int8" if q.get("load_in_8bit") else None
         return dt, "bitsandbytes"
-    if method in _QUANT_METHODS and _QUANT_METHODS[method]:
-        return _QUANT_METHODS[method], method
+    if method in QUANT_METHODS and QUANT_METHODS[method]:
+        return QUANT_METHODS[method], method
     if method == "compressed-tensors":
         return _compressed_tensors(q)
     bits = _bits(q.get("bits", q.get("w_bit")))
-    if method in _QUANT_METHODS and bits in (2, 4, 8):
+    if method in QUANT_METHODS and bits in (2, 4, 8):
         return f"int{bits}", f"{method} {bits}-bit"
-    if method in _QUANT_METHODS and bits is not None:
+    if method in QUANT_METHODS and bits is not None:
         return None, f"quantization_config {method} {bits}-bit not understood (kvsim prices 2, 4 or 8-bit integer weights)"
     return None, f"quantization_config {method or '?'} not understood"
 

@@ -18,12 +18,15 @@ from kvsim.costmodel.dtypes import canonical_dtype
 from kvsim.errors import ConfigError, SpecError
 from kvsim.methods import make_method
 from kvsim.models import load_model
+from kvsim.models.hf_import import QUANT_METHODS
+from kvsim.pricing.engine_memory import GIB
 from kvsim.sim.kv_cache import kv_layout
-from kvsim.validate.vllm_log import GIB, VllmMemoryLog
+from kvsim.validate.vllm_log import VllmMemoryLog
 
-#: vLLM ``--quantization`` methods whose weight dtype the method name says
-_QUANT_DTYPES = {"fp8": "fp8", "fbgemm_fp8": "fp8", "modelopt": "fp8", "mxfp4": "fp4", "modelopt_fp4": "fp4",
-                 "bitsandbytes": "int4"}
+#: vLLM ``--quantization`` methods whose name says the weight dtype: the checkpoint methods that do
+#: (:data:`kvsim.models.hf_import.QUANT_METHODS`) and ModelOpt's two. Others (compressed-tensors,
+#: GPTQ/AWQ, bitsandbytes) state their bits only in the checkpoint: --weight-dtype gives them
+_QUANT_DTYPES = {**{m: d for m, d in QUANT_METHODS.items() if d is not None}, "modelopt": "fp8", "modelopt_fp4": "fp4"}
 BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block size on CUDA
 
 
@@ -47,7 +50,7 @@ def _weight_dtype(log: VllmMemoryLog, given: str | None) -> str:
     wd = _QUANT_DTYPES.get(log.quantization.lower())
     if wd is None:
         raise ConfigError(f"{log.path}: quantization={log.quantization}: its weight dtype is not in the log; "
-                          f"give --weight-dtype (e.g. int8 for W8A8, int4 for W4A16)")
+                          f"give --weight-dtype (e.g. int8 for W8A8, int4 for W4A16 or 4-bit bitsandbytes)")
     return wd
 
 

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from kvsim.errors import ConfigError
 
-GIB = 2**30
 #: vLLM's default gpu_memory_utilization (``CacheConfig``)
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 

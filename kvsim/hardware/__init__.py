@@ -47,6 +47,7 @@ __all__ = [
     "load_system",
     "catalog",
     "default_efficiencies",
+    "gpu_efficiencies",
     "Efficiencies",
     "OpEfficiency",
     "GPUSpec",
@@ -192,6 +193,23 @@ def _ref(kind: str, value: str, owner: _Ref, field: str) -> _Ref:
     return _Ref(spec, f"{kind} spec {spec.name}")  # type: ignore[attr-defined]
 
 
+def gpu_efficiencies(g: GPUSpec, origin: str) -> Efficiencies:
+    """The datasheet efficiencies of GPU ``g`` (before any measured profile): the shipped defaults with
+    their per-call times at its SM clock, then the GPU file's own overrides (plain seconds; ``origin``
+    names the file in errors)."""
+    eff = default_efficiencies().at_clock(g.sm_clock_hz)
+    if not g.efficiency:
+        return eff
+    clocked = [op for op, fields in g.efficiency.items() if "reference_clock_hz" in fields]
+    if clocked:
+        raise SpecError(f"{origin}: efficiency.{clocked[0]}.reference_clock_hz: a GPU file's efficiencies are this "
+                        f"GPU's own (overhead_s and tile_s in plain seconds); its sm_clock_hz scales the shipped defaults")
+    try:
+        return eff.with_overrides(g.efficiency, source=f"{g.name} overrides")
+    except ValueError as err:
+        raise SpecError(f"{origin}: efficiency: {err}") from None  # (the file, or "gpu spec NAME")
+
+
 def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = None) -> System:
     owner = owner or _Ref(spec, f"system spec {spec.name}")
     gpu = gpu or _ref("gpu", spec.gpu, owner, "gpu")
@@ -207,16 +225,7 @@ def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = Non
         peer = _ref("link", g.peer_link, gpu, "peer_link").spec  # type: ignore[assignment]
     else:
         peer = host_link  # PCIe-only GPUs: collectives over the host link
-    eff = default_efficiencies().at_clock(g.sm_clock_hz)  # the defaults' per-call times for this GPU's clock
-    if g.efficiency:
-        clocked = [op for op, fields in g.efficiency.items() if "reference_clock_hz" in fields]
-        if clocked:
-            raise SpecError(f"{gpu.origin}: efficiency.{clocked[0]}.reference_clock_hz: a GPU file's efficiencies are this "
-                            f"GPU's own (overhead_s and tile_s in plain seconds); its sm_clock_hz scales the shipped defaults")
-        try:
-            eff = eff.with_overrides(g.efficiency, source=f"{g.name} overrides")
-        except ValueError as err:
-            raise SpecError(f"{gpu.origin}: efficiency: {err}") from None  # (the file, or "gpu spec NAME")
+    eff = gpu_efficiencies(g, gpu.origin)
     # a shipped profile measures the shipped GPU: a user's own GPU file gets none
     shipped_gpu = None if _is_path(spec.gpu) else catalog("gpu").get(spec_key(spec.gpu))
     profile = profile_of(spec.name) if shipped_gpu is g else None

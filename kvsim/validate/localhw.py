@@ -40,8 +40,8 @@ from kvsim.hardware import (
     System,
     SystemSpec,
     catalog,
-    default_efficiencies,
     get,
+    gpu_efficiencies,
 )
 
 #: shipped host spec whose per-core DRAM share stands in for an unknown VM/desktop CPU
@@ -181,9 +181,7 @@ def make_system(gpu: GPUSpec, host: HostSpec, name: str | None = None) -> System
     """A one-device system of ``gpu`` on ``host`` with kvsim's default efficiencies (and the GPU's overrides)."""
     link: LinkSpec = get("link", gpu.host_link)
     spec = SystemSpec(name=name or gpu.name, gpu=gpu.name, host=host.name, num_gpus=1, source="kvsim validate local system")
-    eff = default_efficiencies().at_clock(gpu.sm_clock_hz)
-    if gpu.efficiency:
-        eff = eff.with_overrides(gpu.efficiency, source=f"{gpu.name} overrides")
+    eff = gpu_efficiencies(gpu, f"gpu spec {gpu.name}")
     return System(name=spec.name, spec=spec, gpu=gpu, host=host, num_gpus=1, host_sockets=host.sockets,
                   host_memory_bytes=host.dram_bytes, gpu_host_link=link, gpu_gpu_link=link, eff=eff)
 

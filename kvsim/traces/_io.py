@@ -93,6 +93,14 @@ def line_of_row(path: Path, row: int, skip: int = 1) -> int:
     return -1
 
 
+def epoch_ms_hint(seconds: float) -> str:
+    """A note for an arrival past :data:`MAX_TIME_S` that reads as an epoch time in milliseconds
+    (1e12-1e15 ms: the years 2001-33658), else ''."""
+    if 1e12 < seconds <= 1e15:
+        return " (epoch milliseconds? arrivals are read as seconds: --time-unit and --columns, docs/traces.md)"
+    return ""
+
+
 def check_number(name: str, integer: bool = True, hi: float | None = None) -> CellCheck:
     """A cell check: the cell must be a finite number in [0, hi] (integral if ``integer``;
     ``hi`` defaults to MAX_TOKENS for integers, MAX_TIME_S otherwise). A failing cell gives
@@ -111,9 +119,7 @@ def check_number(name: str, integer: bool = True, hi: float | None = None) -> Ce
         except ValueError:
             return "not_a_number", f"{name} is not a number: {cell!r}"
         if not np.isfinite(value) or value < 0 or value > hi:
-            hint = ""
-            if not integer and hi == MAX_TIME_S and 1e12 < value <= 1e15:  # epoch milliseconds (2001-33658)
-                hint = " (epoch milliseconds? arrivals are read as seconds: --time-unit and --columns, docs/traces.md)"
+            hint = "" if integer or hi != MAX_TIME_S else epoch_ms_hint(value)
             return range_kind, f"{name} must be {_allowed(integer, hi)}, got {cell!r}{hint}"
         if integer and value != int(value):
             return range_kind, f"{name} must be a whole number of tokens, got {cell!r}"
@@ -242,8 +248,8 @@ def check_values(
             row = int(np.argmax(wrong))
             place = f"{path}:{_line(path, row, lines)}"
             problem = f"{name} must be {_allowed(integer, hi)}, got {col[row]:g}"
-            if not integer and hi == MAX_TIME_S and 1e12 < col[row] <= 1e15:  # epoch milliseconds (2001-33658)
-                problem += " (epoch milliseconds? arrivals are read as seconds: --time-unit and --columns, docs/traces.md)"
+            if not integer and hi == MAX_TIME_S:
+                problem += epoch_ms_hint(float(col[row]))
             if bad is None:
                 raise TraceError(f"{place}: {problem}")
             bad.add("bad_token_count" if integer else "bad_time", place, problem, count=int(wrong.sum()))

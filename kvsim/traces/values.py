@@ -17,7 +17,7 @@ import numpy as np
 
 from kvsim.errors import TraceError
 from kvsim.specbase import short_repr
-from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, iter_lines, open_text, utf8_error
+from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, epoch_ms_hint, iter_lines, open_text, utf8_error
 from kvsim.traces.badrows import BadRow
 
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "ns")
@@ -65,7 +65,7 @@ def time_s(v, label: str, factor: float | None, json_value: bool = False) -> flo
         return _iso(v, label)
     x = _number(v, label, "bad_time", json_value) / factor
     if not math.isfinite(x) or x < 0 or x > MAX_TIME_S:
-        hint = " (epoch milliseconds? arrivals are read as seconds: --time-unit and --columns, docs/traces.md)" if factor == 1 and 1e12 < x <= 1e15 else ""
+        hint = epoch_ms_hint(x) if factor == 1 else ""
         raise BadRow("bad_time", f"{label} must be a finite time >= 0 and <= {MAX_TIME_S:g} s, got {short_repr(v)}{hint}")
     return x
 

@@ -31,6 +31,7 @@ from kvsim.pricing.tts import TaskCost, TTSTask, task_cost
 from kvsim.pricing.tts_spec import parse_task
 from kvsim.sim.config import SimConfig, SimResult
 from kvsim.sim.replica import simulate as _simulate
+from kvsim.specbase import first_problem
 from kvsim.traces import Trace
 from kvsim.traces import load_trace as _load_trace
 from kvsim.traces.pipeline import LoadOptions, rescale_factor
@@ -178,8 +179,7 @@ def simulate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method:
         try:
             cfg = SimConfig(**{"seed": seed, **(config or {}), **engine})
         except ValidationError as err:  # pydantic: one line naming the setting
-            first = err.errors()[0]
-            raise ConfigError(f"engine setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            raise ConfigError(f"engine setting {first_problem(err)}") from None
     res = _simulate(dep, m, tr, cfg)
     return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},
                       dep, m, tr, res)
@@ -209,7 +209,5 @@ def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: li
                           slo=SLO(ttft_s=slo_ttft_s, tpot_s=slo_tpot_s, itl_s=slo_itl_s, percentile=percentile),
                           target_rate_per_s=target_rate_per_s, tp=tp, **request)
     except ValidationError as err:  # pydantic: one line naming the setting, as simulate() gives
-        first = err.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "plan"
-        raise ConfigError(f"plan setting {where}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(f"plan setting {first_problem(err, whole='plan')}") from None
     return run_plan(req, jobs=jobs, executor=executor, progress=False)

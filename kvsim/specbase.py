@@ -165,6 +165,14 @@ _KIND_FLAG = {"gpu": "--hw", "system": "--hw", "model": "--model", "host": "the 
               "link": "a link field of a GPU or system file"}
 
 
+def first_problem(err: ValidationError, whole: str = "(input)") -> str:
+    """``field.path: message`` of a pydantic error's first problem, for one-line messages (``whole``
+    names a problem of the input as a whole, which has no path)."""
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"]) or whole
+    return f"{loc}: {e['msg'].removeprefix('Value error, ')}"
+
+
 def validate_dict(cls: type[M], data: object, origin: str) -> M:
     """Validate ``data`` as ``cls``; raise SpecError with one line per bad field."""
     if not isinstance(data, dict):

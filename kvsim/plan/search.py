@@ -48,6 +48,7 @@ from kvsim.plan.result import ConfigTask, Evaluator, run_config
 from kvsim.plan.schema import ROUTERS, SLO, ConfigResult, ConfigSpec, PlanResult, SearchOptions, TraceSpec
 from kvsim.plan.sweep import run_tasks
 from kvsim.sim.config import SimConfig
+from kvsim.specbase import first_problem
 
 TP_CHOICES = (1, 2, 4, 8)
 
@@ -220,9 +221,7 @@ def load_plan(out_dir: str | Path) -> PlanResult:
         for where in sorted((d / "configs").glob("*.json")):
             configs.append(ConfigResult.model_validate_json(where.read_text()))
     except ValidationError as err:  # one line: the file, the field and what is wrong with it
-        e = err.errors()[0]
-        loc = ".".join(str(x) for x in e["loc"]) or "(file)"
-        raise ConfigError(f"{where}: unreadable plan result: {loc}: {e['msg']}") from None
+        raise ConfigError(f"{where}: unreadable plan result: {first_problem(err, whole='(file)')}") from None
     except ValueError as err:
         raise ConfigError(f"{where}: unreadable plan result ({str(err).splitlines()[0]})") from None
     if not configs:

@@ -52,7 +52,7 @@ def _run(prefix, blocks=200):
 def test_next_prompt_reuses_the_generated_entry():
     """A's ids (1, 2, 3) go past ceil(600 / 512) = 2: at its finish its KV holds 600 + 500 - 1 = 1,099
     tokens, 1099 // 512 = 2 full entries: entry 2 (tokens 512..1023, 88 prompt + 424 generated) is
-    cached besides entry 1 (registered when the prompt completed). B (ids 1, 2, 4) looks up
+    cached besides entry 1 (registered when the prompt was scheduled). B (ids 1, 2, 4) looks up
     (1100 - 1) // 512 = 2 entries and finds both: 1,024 cached tokens, TTFT = 0.010 + 0.001 x 76 =
     0.086 s. With A's ids (1, 2) (prompt blocks only, as Mooncake's hash_ids) B finds entry 1 only:
     512 cached, TTFT = 0.010 + 0.588 = 0.598 s."""

@@ -221,28 +221,66 @@ def test_whole_prompt_budget_miss_keeps_no_prefix_reference():
     """Without chunked prefill, a queue head whose prompt misses the step's token budget drops the
     prefix entries it looked up (a waiting request holds no KV) and looks up again next step.
     (Found by the property test: the engine's scheduler used to keep its first hit.)"""
-    # X (128 tokens, hashes 1, 2) registers entries 1, 2. At t=1, A (200, hashes 1..4) and B (250,
-    # hashes 1..4) arrive; v0 budget 150: A hits 2 entries (128 tokens), prefills 72; B hits 2 too
-    # but 122 > 150 - 72 does not fit this step. A's prompt completes and registers entry 3, so in
-    # the next step B hits 3 entries: 192 cached tokens, prefills 58 (10 + 58 ms): first token
-    # 1.082 + 0.068 = 1.150. 
-    r = _ref([0.0, 1.0, 1.0], [128, 200, 250], [1, 5, 2], prefix=[(1, 2), (1, 2, 3, 4), (1, 2, 3, 4)], pb=64,
+    # X (128 tokens, hashes 1, 2) registers entries 1, 2. At t=1, A (200, hashes 1..4) and B (300,
+    # hashes 1..4) arrive; v0 budget 150: A hits 2 entries (128 tokens), prefills 72 and, scheduled,
+    # registers entry 3 (200 // 64 = 3); B hits 3 entries (192) but 108 > 150 - 72 does not fit this
+    # step. A's step: 10 + 72 ms -> 1.082. Next step B looks up again: 3 entries, 192 cached tokens,
+    # prefills 108 (10 + 108 ms): first token 1.082 + 0.118 = 1.200.
+    r = _ref([0.0, 1.0, 1.0], [128, 200, 300], [1, 5, 2], prefix=[(1, 2), (1, 2, 3, 4), (1, 2, 3, 4)], pb=64,
              chunked_prefill=False, max_num_batched_tokens=150)
     assert r.cached_tokens.tolist() == [0, 128, 192]
-    assert r.first_token_s[2] == pytest.approx(1.150)
+    assert r.first_token_s[2] == pytest.approx(1.200)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_entries_are_cached_when_their_chunk_is_scheduled(chunked):
+    """vLLM v1 ``allocate_slots`` caches the full blocks of ``num_computed + num_new`` tokens when it
+    schedules them (vllm/v1/core/kv_cache_manager.py), so a request admitted behind A in the same
+    step hits A's new entries (its prefill reads that KV in the same forward, after A writes it)."""
+    # As above with B of 250 tokens: A hits 128, prefills 72 and registers entry 3 when scheduled;
+    # B then hits 3 entries (192; at most (250 - 1) // 64 = 3), and its 58 tokens fit 150 - 72 = 78:
+    # both in one step of 10 + 72 + 58 ms = 0.140 -> first tokens 1.140. (Registered when A's prompt
+    # completes, B would have hit 2 entries, missed the budget and come a step later.)
+    r = _ref([0.0, 1.0, 1.0], [128, 200, 250], [1, 5, 2], prefix=[(1, 2), (1, 2, 3, 4), (1, 2, 3, 4)], pb=64,
+             chunked_prefill=chunked, max_num_batched_tokens=150)
+    assert r.cached_tokens.tolist() == [0, 128, 192]
+    assert r.first_token_s[1] == pytest.approx(1.140) and r.first_token_s[2] == pytest.approx(1.140)
+
+
+def test_a_partial_prefill_shares_its_scheduled_chunks():
+    """Chunked prefill: a request admitted in the step that runs another's last prompt chunk hits
+    the entries of that prompt's chunks (registered when each was scheduled, not at its end)."""
+    # Budget 100, pb 64 (FakeStep: 10 ms + 1 ms per prefill token). A (250 tokens, hashes 1..4) at
+    # t=0: chunks 100 (entry 1: 100 // 64), 100 (entries 2, 3: 200 // 64), 50 (250 // 64 = 3, none
+    # new). B (280 tokens, hashes 1..4) arrives at 0.05, while A's first step runs (10 + 100 ms).
+    # Step 2 (0.110-0.220): A's 100 tokens spend the budget. Step 3 (from 0.220): A's last 50, then B
+    # hits 3 entries (192 tokens; at most (280 - 1) // 64 = 4) and takes the 50 left: 10 + 50 + 50 ms
+    # -> A's first token 0.330. Step 4: A decodes, B's last 280 - 192 - 50 = 38 tokens: 10 + 38 ms ->
+    # B's first token 0.378. (Registered at A's prompt end, B would hit nothing in step 3.)
+    r = _ref([0.0, 0.05], [250, 280], [3, 2], prefix=[(1, 2, 3, 4), (1, 2, 3, 4)], pb=64,
+             max_num_batched_tokens=100)
+    assert r.cached_tokens.tolist() == [0, 192]
+    assert r.first_token_s[0] == pytest.approx(0.330)
+    assert r.first_token_s[1] == pytest.approx(0.378)
 
 
 def test_eviction_can_unblock_the_queue_head():
     """A decode allocation that evicts an unreferenced prefix entry can shorten the blocked queue
     head's hit and let it in: the head is retried in that step (vLLM retries it every step).
     (Found by the property test: decode runs used to evict while the head stayed blocked.)"""
-    # 33 blocks, budget 33. A (64 tokens, entry 11) decodes 300 tokens; B (256, entries 11..14) leaves
-    # 12..14 cached. C (320 tokens, entries 11..14) at t=3 hits all 4 (pinned) and needs 2 more blocks:
-    # none free. When A's growth evicts entry 12, C hits only entry 11 and its 32-token chunk needs 2
-    # blocks out of the evictable 13, 14: the reference admits it in that step (3.06 s).
-    r = _ref([0.0, 0.0, 3.0], [64, 256, 320], [300, 1, 2], prefix=[(11,), (11, 12, 13, 14), (11, 12, 13, 14)],
+    # 33 blocks of 16 tokens, budget 33 (FakeStep: 10 ms + 1 ms per prefill token). A (64 tokens, entry
+    # 11) decodes 300 tokens; B (256, entries 11..14): step 1 A 33 (0.043); step 2 A's last 31 (entry 11
+    # cached when scheduled) and B hits it, takes 2 (0.086); B's other 190 in 5 steps of 32 and one of 30
+    # beside A's decodes (0.336), then finishes and leaves 12..14 cached (12 blocks). A then holds 70
+    # tokens and decodes at 10 ms: its 22nd block (337 tokens) comes in the step from 0.336 + 266 x 0.01
+    # = 2.996, when 21 + 12 = 33 blocks are taken. C (320 tokens, entries 11..14) at t=2.9 hits all 4
+    # (pinned) and needs 2 more blocks: none free. A's growth at 2.996 evicts entry 12 (least recently
+    # released); C then hits only entry 11, and its 32-token chunk needs 2 of the 3 blocks now free: the
+    # reference admits it in that step (2.996 s).
+    r = _ref([0.0, 0.0, 2.9], [64, 256, 320], [300, 1, 2], prefix=[(11,), (11, 12, 13, 14), (11, 12, 13, 14)],
              pb=64, blocks=33, max_num_batched_tokens=33)
-    assert r.scheduled_s[2] == pytest.approx(3.06)
+    assert r.cached_tokens.tolist() == [0, 64, 64]
+    assert r.scheduled_s[2] == pytest.approx(2.996)
 
 
 def test_watermark_holds_back_an_admission():

@@ -97,11 +97,13 @@ def test_cli_bad_option_one_error_line():
 
 
 def test_best_of_n_prefix_cache_in_simulator():
-    """N=4 samples of a 4,096-token prompt, 8,192-token step budget: the first two prefill it in the
-    same step, the other two hit the cache for (4096 - 1) // 16 = 255 blocks = 4,080 tokens each."""
+    """N=4 samples of a 4,096-token prompt, 8,192-token step budget: the first prefills it, and its
+    blocks are cached when that prefill is scheduled (vLLM v1 allocate_slots), so the other three,
+    admitted behind it in the same step (4,096 + 3 x 16 tokens fit the budget), hit the cache for
+    (4096 - 1) // 16 = 255 blocks = 4,080 tokens each."""
     tr = load_trace("synthetic-best-of-n:n=8,N=4,prompt=4096,output=8,rate=0.01")  # 2 tasks ~100 s apart
     r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
-    assert r.summary["cached_prompt_tokens"] == 2 * 2 * 4080  # 2 tasks x 2 hits x 4,080
+    assert r.summary["cached_prompt_tokens"] == 2 * 3 * 4080  # 2 tasks x 3 hits x 4,080
 
 
 def test_too_many_block_ids_is_an_error():
@@ -112,25 +114,27 @@ def test_too_many_block_ids_is_an_error():
 
 
 def test_tree_children_hit_the_root_prompt_in_simulator():
-    """width 2, depth 2, retain 0.5, prompt 4,096, step 8: level 0's two nodes prefill the root together
-    (0 cached); level 1's two children (4,104 tokens) each hit the root's 4096 // 16 = 256 registered
-    blocks = 4,096 tokens, and compute their 8-token tail: 2 x 4,096 = 8,192 cached tokens."""
+    """width 2, depth 2, retain 0.5, prompt 4,096, step 8: level 0's first node prefills the root and the
+    second, admitted behind it in the same step, hits its (4096 - 1) // 16 = 255 blocks = 4,080 tokens
+    (cached when the first's prefill was scheduled); level 1's two children (4,104 tokens) each hit the
+    root's 4096 // 16 = 256 blocks = 4,096 tokens and compute their 8-token tail: 4,080 + 2 x 4,096 =
+    12,272 cached tokens."""
     tr = load_trace("synthetic-tree:n=4,width=2,depth=2,retain=0.5,prompt=4096,step=8,level_s=50")
     r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
-    assert r.summary["cached_prompt_tokens"] == 8192
-    assert r.requests["cached_tokens"].tolist() == [0, 0, 4096, 4096]
+    assert r.summary["cached_prompt_tokens"] == 12272
+    assert r.requests["cached_tokens"].tolist() == [0, 4080, 4096, 4096]
 
 
 def test_tree_children_hit_the_parents_generated_step_in_simulator():
     """width 2, depth 2, retain 0.5, prompt 4,096, step 32: the kept parent (node 0) finishes with 4,096 +
     32 - 1 = 4,127 tokens of KV, 4127 // 16 = 257 full blocks: the 256 of its prompt and 1 of its step,
     cached as it finishes. Its two children (prompt 4,128 = the parent's stream, arriving 50 s later) look
-    up (4128 - 1) // 16 = 257 blocks and find all: 257 x 16 = 4,112 tokens each, 8,224 in all (4,096 each,
-    8,192, with prompt blocks only)."""
+    up (4128 - 1) // 16 = 257 blocks and find all: 257 x 16 = 4,112 tokens each (4,096 with prompt blocks
+    only); with level 0's second node's 4,080 (as above): 4,080 + 2 x 4,112 = 12,304."""
     tr = load_trace("synthetic-tree:n=4,width=2,depth=2,retain=0.5,prompt=4096,step=32,level_s=50")
     r = kvsim.simulate(hw="h100", model="qwen3-8b", method="full", trace=tr, max_num_batched_tokens=8192)
-    assert r.requests["cached_tokens"].tolist() == [0, 0, 4112, 4112]
-    assert r.summary["cached_prompt_tokens"] == 8224
+    assert r.requests["cached_tokens"].tolist() == [0, 4080, 4112, 4112]
+    assert r.summary["cached_prompt_tokens"] == 12304
 
 
 def test_best_of_n_fork_shares_the_prompt_with_every_sample():

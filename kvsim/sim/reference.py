@@ -30,7 +30,10 @@ Stated rules (where the module docstrings are silent, this follows the current c
    again next time). The prefix lookup covers at most ``(num_tokens - 1) // pb`` entries
    (one token is always computed), also when a RECOMPUTE victim is re-admitted; the
    cached-token count reported is that of the first admission. Entries are registered
-   when the prompt completes: ``min(len(hashes), prompt // pb)`` leading entries.
+   when a prompt chunk is scheduled, after its blocks are taken (vLLM v1 ``allocate_slots`` ->
+   ``cache_blocks(request, num_computed_tokens + num_new_tokens)``): the leading
+   ``min(len(hashes), min(computed + chunk, prompt) // pb)`` entries, so a request admitted
+   after it in the same step (or later) hits them.
 3b. Generated tokens: when a request finishes and its (distinct) prefix ids number more than
    ``ceil(prompt / pb)`` (the trace names its token stream, prompt then output), the entries from
    the last one it references up to ``min(len(hashes), computed // pb)`` (``computed`` = prompt +
@@ -319,12 +322,8 @@ class RefReplica(RefScheduling):
                 continue
             if r in self.prefilling:
                 self.prefilling.remove(r)
-            if self.pb and r.prefix_hashes:
+            if self.pb and r.prefix_hashes:  # (its entries were cached when its chunks were scheduled: rule 3)
                 last = min(len(r.prefix_hashes), r.num_prompt_tokens // self.pb)
-                if last > r.num_prefix_entries:
-                    first = r.num_prefix_entries
-                    r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
-                    r.num_prefix_entries = last
                 if self.tiers is not None and last:  # rule 11: write-through of every entry no tier holds
                     g = self.geo
                     self.tiers.store([(h, g.prefix_blocks(i, self.pb, r.num_prompt_tokens)

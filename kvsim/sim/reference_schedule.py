@@ -66,6 +66,8 @@ class RefScheduling:
             r.host_blocks += dh
             plan["prefill"].append((r, c, r.num_computed_tokens, r.num_computed_tokens + c == r.num_tokens))
         self.pool.note_peak()
+        for r, c, _, _ in chunks:
+            self._cache_entries(r, r.num_computed_tokens + c)
         return budget
 
     def _preempt(self, plan: dict) -> None:
@@ -271,5 +273,18 @@ class RefScheduling:
         plan["prefill"].append((r, c, computed, c == todo))
         if c < todo:
             self.prefilling.append(r)
+        self._cache_entries(r, computed + c)
+
+    def _cache_entries(self, r: RefRequest, n_tokens: int) -> None:
+        """Rule 3: the prompt entries that ``r``'s first ``n_tokens`` tokens complete become cached
+        entries now, when the chunk that computes them is scheduled."""
+        pb = self.pb
+        if not (pb and r.prefix_hashes):
+            return
+        last = min(len(r.prefix_hashes), min(n_tokens, r.num_prompt_tokens) // pb)
+        if last > r.num_prefix_entries:
+            first = r.num_prefix_entries
+            r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
+            r.num_prefix_entries = last
 
     # ----- after the step -----

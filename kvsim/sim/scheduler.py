@@ -33,8 +33,12 @@ Policies:
   its load has ended (:meth:`promote_loaded`) it is back at the head of the waiting queue, holding its
   blocks, and is admitted as any waiting request (FCFS; if its next chunk does not fit it blocks the
   queue, keeping its KV). Without ``async_loads`` the load is added to the admitting step
-  (``SchedulerOutput.load_*_blocks``). A completed prompt's newly registered entries are written
-  through to the tiers at the step's end.
+  (``SchedulerOutput.load_*_blocks``). A completed prompt's entries are written through to the
+  tiers at the step's end.
+* prefix entries (:meth:`Scheduler.cache_blocks`): the entries of a prompt chunk become cached
+  entries when the chunk is scheduled, not when it has run (vLLM v1 ``allocate_slots`` caches the
+  full blocks of ``num_computed_tokens + num_new_tokens``): a request admitted behind it in the
+  same step finds them (its prefill reads that KV in the same forward pass, after it is written).
 * generated tokens' KV (:meth:`Scheduler.register_generated`): a finishing request whose prefix ids
   go past its prompt's blocks (the trace names its token stream: tree search, multi-turn) turns
   the full entries of its generated tokens into cached entries before its blocks are freed (vLLM
@@ -170,6 +174,18 @@ class Scheduler(StepCommit, ParkedKV):
         r.host_blocks += h
         return g
 
+    def cache_blocks(self, r: Request, n_tokens: int) -> None:
+        """Prefix entries of ``r``'s prompt covered by its first ``n_tokens`` tokens become cached
+        entries as soon as the chunk that computes them is scheduled (vLLM v1 ``allocate_slots`` ->
+        ``cache_blocks(request, num_computed_tokens + num_new_tokens)``): a request admitted later in
+        the same step, or in any later one, hits them."""
+        kv = self.kv
+        last = min(len(r.prefix_hashes), min(n_tokens, r.num_prompt_tokens) // kv.pb)
+        if last > r.num_prefix_entries:
+            first = r.num_prefix_entries
+            r.gpu_blocks -= kv.register(r.prefix_hashes[first:last], first + 1)
+            r.num_prefix_entries = last
+
     def free(self, r: Request) -> None:
         """Release every block of ``r`` (private, prefix references, swapped host copy)."""
         kv = self.kv
@@ -279,6 +295,8 @@ class Scheduler(StepCommit, ParkedKV):
             r.gpu_blocks += dg
             r.host_blocks += dh
             out.prefill.append((r, c, r.num_computed_tokens, r.num_computed_tokens + c == r.num_tokens))
+            if kv.pb and r.prefix_hashes:
+                self.cache_blocks(r, r.num_computed_tokens + c)
         return budget
 
     def _swap_in(self, out: SchedulerOutput, budget: int) -> int:
@@ -364,6 +382,8 @@ class Scheduler(StepCommit, ParkedKV):
             r.admit_seq = self._next_admit_seq
             self._next_admit_seq += 1
             out.prefill.append((r, c, r.num_computed_tokens, c == todo))
+            if kv.pb and r.prefix_hashes:
+                self.cache_blocks(r, r.num_computed_tokens + c)
             if c < todo:
                 self.prefilling.append(r)
             running += 1

@@ -1,6 +1,6 @@
 """The half of :class:`kvsim.sim.scheduler.Scheduler` that applies a step once it has run:
-tokens computed, prompts completed (prefix entries registered and written through to the offload
-tiers), first tokens and decoded tokens emitted, finished requests' generated entries cached and
+tokens computed, prompts completed (their prefix entries written through to the offload tiers),
+first tokens and decoded tokens emitted, finished requests' generated entries cached and
 their blocks freed. The rules are the scheduler module's (its docstring states them); this mixin
 holds no state of its own and reads the scheduler's (``batch``, ``kv``, ``prefilling``, ``tiers``,
 ``on_intervals``, ``record_token_times``, ``blocked``).
@@ -34,16 +34,12 @@ class StepCommit:
                 continue
             if self.prefilling and r in self.prefilling:
                 self.prefilling.remove(r)
-            if kv.pb and r.prefix_hashes:
+            if kv.pb and r.prefix_hashes:  # (its entries were cached when its chunks were scheduled)
                 last = min(len(r.prefix_hashes), r.num_prompt_tokens // kv.pb)
-                if last > r.num_prefix_entries:
-                    first = r.num_prefix_entries
-                    r.gpu_blocks -= kv.register(r.prefix_hashes[first:last], first + 1)
-                    r.num_prefix_entries = last
-                    self.blocked = False  # the queue head may now hit these entries
                 if self.tiers is not None and last:  # write-through of every entry no tier holds (kvsim.sim.kv_tiers)
                     self.tiers.store([(h, kv.entry_blocks(i)) for i, h in enumerate(r.prefix_hashes[:last], start=1)],
                                      t_end)
+                    self.blocked = False  # a store can evict the queue head's tier hits: fewer blocks to take
             finished += self.complete_prompt(r, t_end, self._prefix_blocks(r))
         return finished
 

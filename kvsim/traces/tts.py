@@ -8,9 +8,9 @@ default), which drive the simulator's prefix cache as Mooncake ``hash_ids`` do.
 
 * ``synthetic-best-of-n`` (:class:`BestOfNParams`): ``samples`` requests per task arrive
   together with one prompt (the same block ids), each generating ``output`` tokens (Kinetics'
-  Best-of-N, arXiv 2506.05333 §2). The simulator registers a prompt's blocks when its prefill
-  completes, so samples admitted in the same step as the first prefill compute the prompt
-  themselves (vLLM v0's rule); later ones hit the cache. ``fork_s`` > 0 sends samples 2..N
+  Best-of-N, arXiv 2506.05333 §2). The simulator caches a prompt's blocks when its prefill
+  chunk is scheduled (vLLM v1's rule), so the samples admitted behind the first one, in the same
+  step or later, hit its prompt. ``fork_s`` > 0 sends samples 2..N
   that many seconds after the first (an engine that prefills once, then forks: SGLang's
   ``fork``, vLLM's parallel sampling after the prompt is cached).
 * ``synthetic-cot`` (:class:`CoTParams`): one request per task, a prompt of ``prompt`` tokens

@@ -7,6 +7,7 @@ line); 3 some checked statistic beyond ``--tolerance``.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -19,6 +20,8 @@ from kvsim.commands.tables import print_rows
 from kvsim.errors import ConfigError
 
 EXIT_BEYOND_TOLERANCE = 3
+#: Above this a --tolerance is almost surely a percentage typed as a number (25 for 0.25).
+MAX_TOLERANCE = 1.0
 
 
 class LogFormat(str, Enum):
@@ -51,7 +54,7 @@ def _stats(check: str) -> tuple[str, ...]:
     # lazy: CLI start-up
     from kvsim.validate.replay import STATS
 
-    items = tuple(x.strip() for x in check.split(",") if x.strip())
+    items = tuple(dict.fromkeys(x.strip() for x in check.split(",") if x.strip()))  # (repeats once)
     bad = [x for x in items if x not in STATS]
     if bad or not items:
         raise ConfigError(f"--check: unknown statistic {', '.join(bad) or '(none)'} (choices: {', '.join(STATS)})")
@@ -74,7 +77,8 @@ def replay_cmd(
     kv_cache_dtype: Annotated[Optional[str], typer.Option("--kv-cache-dtype", help="KV dtype (default auto)")] = None,
     calibration: Annotated[Optional[str], typer.Option("--calibration", help="calibration YAML")] = None,
     fmt: Annotated[LogFormat, typer.Option("--format", case_sensitive=False, help="log format (auto: detected from the content)")] = LogFormat.auto,
-    tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="largest |predicted/measured - 1| of a checked statistic")] = 0.25,
+    tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="largest |predicted/measured - 1| of a checked statistic, a fraction (0.25: ±25%)")] = 0.25,
+    time_unit: Annotated[str, typer.Option("--time-unit", help="unit of the log's times: s, ms, or auto (seconds; refuses a log whose times look like ms)")] = "auto",
     check: Annotated[str, typer.Option("--check", help="statistics checked against --tolerance, of mean,p50,p90,p99 (each metric)")] = "mean,p50",
     arrival_seed: Annotated[int, typer.Option("--arrival-seed", min=0, help="seed of synthetic arrivals (bench JSON without start_times)")] = 0,
     strict: Annotated[bool, typer.Option("--strict", help="refuse a log with any bad row (default: drop and count them)")] = False,
@@ -84,10 +88,14 @@ def replay_cmd(
 ) -> None:
     """Replay a real serving run's requests through kvsim; TTFT/TPOT/ITL/E2E measured vs predicted, signed errors."""
     # lazy: CLI start-up
-    from kvsim.validate.replay import read_run_log, replay, to_json_text
+    from kvsim.validate.replay import TIME_UNITS, read_run_log, replay, to_json_text
     from kvsim.validate.replay_settings import merge_settings, read_meta
 
     stats = _stats(check)
+    if not math.isfinite(tolerance) or tolerance > MAX_TOLERANCE:
+        raise ConfigError(f"--tolerance {tolerance:g}: a fraction of at most {MAX_TOLERANCE:g} (0.25 means ±25%)")
+    if time_unit not in TIME_UNITS:
+        raise ConfigError(f"--time-unit {time_unit}: choose one of {', '.join(TIME_UNITS)}")
     if out is not None:
         _check_out(out, [log, meta], force)
     flags = {"hw": hw, "model": model, "tp": tp, "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
@@ -95,8 +103,10 @@ def replay_cmd(
              "enable_prefix_caching": prefix_caching, "enable_chunked_prefill": chunked_prefill, "dtype": dtype,
              "kv_cache_dtype": kv_cache_dtype, "calibration": calibration}
     settings, origin = merge_settings(flags, read_meta(meta) if meta else None)
-    run = read_run_log(log, fmt.value, seed=arrival_seed, strict=strict)
+    run = read_run_log(log, fmt.value, seed=arrival_seed, strict=strict, time_unit=time_unit)
     result = replay(run, settings, origin, check_stats=stats, tolerance=tolerance)
+    if not result["sim"]["requests_completed"]:
+        raise ConfigError(f"{log}: kvsim completed none of the {len(run)} requests: {(result['notes'] or ['none admitted'])[0]}")
     result["command"] = "kvsim validate " + " ".join(sys.argv[sys.argv.index("validate") + 1:] if "validate" in sys.argv else ["replay"])
     chk = result["check"]
     if not chk["checked"]:

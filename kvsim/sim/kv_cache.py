@@ -136,7 +136,8 @@ def kv_layout(dep: Deployment, method: KVMethod, max_tokens: int, *, block_size_
             f"no GPU memory left for the KV cache: {budget.gpu_total_bytes / gb:.1f} GB usable, weights "
             f"{budget.weights_bytes / gb:.1f} GB, engine reserve {budget.reserve_bytes / gb:.1f} GB, "
             f"method buffers {budget.method_fixed_gpu_bytes / gb:.1f} GB "
-            "(try --tp, a smaller --weight-dtype, fewer --max-num-batched-tokens or a larger --gpu-memory-utilization)"
+            "(try more tensor-parallel GPUs, smaller weights (quantized), a smaller max_num_batched_tokens or a "
+            "larger gpu_memory_utilization)"
         )
     n = int(max_tokens) + 1
     res = method.kv_bytes(np.arange(n, dtype=np.float64))

@@ -46,15 +46,45 @@ DEFAULT_TOLERANCE = 0.25
 KIND = "kvsim-validate-replay"
 
 
-def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: bool = False) -> RunLog:
-    """Read a per-request log: vLLM stats as JSONL/JSON/CSV, or a ``vllm bench serve`` result JSON."""
+TIME_UNITS = ("auto", "s", "ms")
+#: ``--time-unit auto`` refuses a log whose median TPOT is above this: its times are most likely milliseconds
+#: (vLLM writes seconds; a 2 s median time per output token is far beyond any GPU serving run).
+MS_SUSPECT_TPOT_S = 2.0
+
+
+def in_unit(log: RunLog, unit: str) -> RunLog:
+    """``log`` with its times read in ``unit``: 'ms' divides them by 1000; 'auto' checks that seconds are plausible."""
+    if unit == "ms":
+        k = 1e-3
+        return replace(log, arrival_s=log.arrival_s * k, first_token_s=log.first_token_s * k,
+                       last_token_s=log.last_token_s * k, itl_s=[None if x is None else x * k for x in log.itl_s])
+    if unit == "auto" and log.streamed:
+        multi = log.output_tokens >= 2
+        if multi.any():
+            tpot = (log.last_token_s - log.first_token_s)[multi] / (log.output_tokens[multi] - 1)
+            med = float(np.median(tpot))
+            if med > MS_SUSPECT_TPOT_S:
+                raise TraceError(f"{log.source}: the median time per output token is {med:.4g} s: the log's times look like "
+                                 "milliseconds; pass --time-unit ms (or --time-unit s if the run really was that slow)")
+    return log
+
+
+def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: bool = False,
+                 time_unit: str = "auto") -> RunLog:
+    """Read a per-request log: vLLM stats as JSONL/JSON/CSV, or a ``vllm bench serve`` result JSON;
+    ``time_unit`` as :func:`in_unit`."""
     p = Path(path)
+    if p.is_dir():
+        raise TraceError(f"{p}: is a folder; pass the log file")
     if not p.is_file():
         raise TraceError(f"{p}: log file not found")
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
         raise TraceError(f"{p}: cannot read as UTF-8 text ({str(err).splitlines()[0]})") from None
+    except OSError as err:
+        raise TraceError(f"{p}: cannot read ({err.strerror or err})") from None
+    text = text.lstrip("\ufeff")  # a UTF-8 byte-order mark
     if not text.strip():
         raise TraceError(f"{p}: empty file")
     data = None
@@ -62,7 +92,11 @@ def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: 
         try:
             data = json.loads(text)
         except ValueError:
-            data = None
+            data = _appended_results(text, p)
+        if isinstance(data, dict) and not is_bench_result(data) and fmt == "auto" and "\n" in text.strip():
+            if not any(k in data for k in STATS_ROW_KEYS):  # a pretty-printed JSON object, not a one-row JSONL
+                what = f" (kind: {data['kind']})" if isinstance(data.get("kind"), str) else ""
+                raise TraceError(f"{p}: a JSON object{what} that is neither a vllm bench serve result nor per-request rows")
     if fmt == "bench" and not is_bench_result(data):
         raise TraceError(f"{p}: not a vllm bench serve result JSON (--format bench)")
     if is_bench_result(data):
@@ -72,7 +106,27 @@ def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: 
     if strict and log.bad:
         kinds = ", ".join(f"{k}: {v}" for k, v in log.bad.items())
         raise TraceError(f"{p}: {log.n_bad} bad rows ({kinds}); --strict refuses a log with bad rows")
-    return log
+    return in_unit(log, time_unit)
+
+
+#: Keys of a per-request stats row (:mod:`kvsim.validate.runlog_stats`): a whole-file JSON object with one of
+#: them is a one-row log, not some other JSON document.
+STATS_ROW_KEYS = ("queued_ts", "arrival_time", "first_token_ts", "first_token_latency", "num_prompt_tokens", "prompt_tokens")
+
+
+def _appended_results(text: str, p: Path) -> None:
+    """A file of several ``vllm bench serve`` results, one per line (``--append-result``), is refused
+    with what to do; anything else that is not one JSON document returns None (read as JSON lines)."""
+    first = text.lstrip().split("\n", 1)[0]
+    try:
+        head = json.loads(first)
+    except ValueError:
+        return None
+    if is_bench_result(head):
+        n = sum(1 for line in text.splitlines() if line.strip())
+        raise TraceError(f"{p}: holds {n} vllm bench serve results, one per line (--append-result); "
+                         "put the run to replay in a file of its own")
+    return None
 
 
 def simulate_log(log: RunLog, s: EngineSettings):
@@ -120,7 +174,11 @@ def compare(log: RunLog, res) -> dict:
     rec = res.records
     done = np.flatnonzero(rec.status == RequestStatus.FINISHED)
     meas = latencies(log.arrival_s, log.first_token_s, log.last_token_s, log.output_tokens, log.itl_s, done)
-    pred_itl = [None if log.itl_s[i] is None else np.diff(np.asarray(rec.token_times[i])) for i in range(len(log))]
+    if not log.streamed:  # only E2E was measured
+        meas.update({m: np.zeros(0) for m in ("ttft_s", "tpot_s", "itl_s")})
+    # (a request kvsim rejected has no token times; it is not in ``done``)
+    pred_itl = [None if log.itl_s[i] is None or rec.token_times[i] is None else np.diff(np.asarray(rec.token_times[i]))
+                for i in range(len(log))]
     pred = latencies(rec.arrival_s, rec.first_token_s, rec.finish_s, rec.output_tokens, pred_itl, done)
     out = {}
     for m in METRICS:

@@ -65,11 +65,15 @@ KEYS = tuple(EngineSettings.model_fields)
 def read_meta(path: str | Path) -> dict:
     """The settings in a meta JSON file (an object with keys of :data:`KEYS` or their vLLM aliases)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--meta {p}: is a folder; pass the JSON file")
     if not p.is_file():
         raise ConfigError(f"--meta {p}: file not found")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+    except OSError as err:
+        raise ConfigError(f"--meta {p}: cannot read ({err.strerror or err})") from None
+    except (UnicodeDecodeError, ValueError) as err:
         raise ConfigError(f"--meta {p}: not a JSON file ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--meta {p}: expected a JSON object of engine settings")
@@ -80,6 +84,8 @@ def read_meta(path: str | Path) -> dict:
             raise ConfigError(f"--meta {p}: unknown key '{k}' (allowed: {', '.join(KEYS)}, tensor_parallel_size)")
         if key in PATH_KEYS and isinstance(v, str) and v and not Path(v).is_absolute() and (p.parent / v).exists():
             v = str(p.parent / v)
+        if key in out and out[key] != v:
+            raise ConfigError(f"--meta {p}: '{k}' and its other name give different values ({out[key]!r}, {v!r})")
         out[key] = v
     return out
 

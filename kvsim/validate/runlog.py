@@ -14,7 +14,8 @@ infinite or negative (``bad_time``), the run marks the request failed or aborted
 (``failed_request``), a token count is negative, fractional or too large
 (``bad_token_count``), zero prompt tokens (``zero_prompt_tokens``), zero output tokens
 (``zero_output_tokens``), first token before arrival (``first_token_before_arrival``),
-last token before the first (``last_token_before_first_token``).
+last token before the first (``last_token_before_first_token``), a request id seen in an
+earlier row (``duplicate_request_id``: the later rows are dropped).
 """
 
 from __future__ import annotations
@@ -29,24 +30,27 @@ import numpy as np
 from kvsim.errors import TraceError
 
 BAD_KINDS = ("unparseable", "missing_field", "not_a_number", "bad_time", "failed_request", "bad_token_count",
-             "zero_prompt_tokens", "zero_output_tokens", "first_token_before_arrival", "last_token_before_first_token")
+             "zero_prompt_tokens", "zero_output_tokens", "first_token_before_arrival", "last_token_before_first_token",
+             "duplicate_request_id")
 MAX_TOKENS = 2**31 - 1
 #: Per-token times may differ from the row's first/last token times by float rounding only.
 TIME_SLACK_S = 1e-6
 
 
 class BadRow(Exception):
-    """A row the replay cannot use; ``kind`` is one of :data:`BAD_KINDS`."""
+    """A row the replay cannot use; ``kind`` is one of :data:`BAD_KINDS`; ``field`` the column at fault
+    when one is (named in the error when no row is usable)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, field: str | None = None) -> None:
         super().__init__(kind)
         self.kind = kind
+        self.field = field
 
 
-def number(v) -> float:
-    """A JSON number or a CSV cell as float; absent/empty -> ``missing_field``."""
+def number(v, name: str | None = None) -> float:
+    """A JSON number or a CSV cell as float; absent/empty -> ``missing_field`` (of column ``name``)."""
     if v is None or (isinstance(v, str) and not v.strip()):
-        raise BadRow("missing_field")
+        raise BadRow("missing_field", name)
     if isinstance(v, bool):
         raise BadRow("not_a_number")
     if isinstance(v, (int, float)):
@@ -59,9 +63,9 @@ def number(v) -> float:
     raise BadRow("not_a_number")
 
 
-def time_s(v) -> float:
+def time_s(v, name: str | None = None) -> float:
     """A time or duration in seconds: finite and >= 0."""
-    x = number(v)
+    x = number(v, name)
     if not math.isfinite(x) or x < 0:
         raise BadRow("bad_time")
     return x
@@ -138,6 +142,13 @@ class Rows:
     itl: list = field(default_factory=list)  # per row: np.ndarray [output - 1] or None
     bad: Counter = field(default_factory=Counter)
     read: int = 0
+    missing: Counter = field(default_factory=Counter)  # columns named by missing_field rows
+    columns: tuple = ()  # the first row's columns (named when no row is usable)
+
+    def count_bad(self, bad: BadRow) -> None:
+        self.bad[bad.kind] += 1
+        if bad.kind == "missing_field" and bad.field:
+            self.missing[bad.field] += 1
 
     def add(self, arrival: float, first: float, last: float, prompt: int, output: int, itl) -> None:
         self.arrival.append(arrival)
@@ -169,6 +180,7 @@ class RunLog:
     bad: dict[str, int]
     synthetic_arrivals: str | None = None
     notes: tuple[str, ...] = ()
+    streamed: bool = True  # False: the run did not stream tokens (no first-token time: TTFT, TPOT, ITL unmeasured)
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
@@ -178,11 +190,16 @@ class RunLog:
         return sum(self.bad.values())
 
 
-def build_log(rows: Rows, *, fmt: str, source: str, synthetic: str | None = None, notes: list[str] | None = None) -> RunLog:
+def build_log(rows: Rows, *, fmt: str, source: str, synthetic: str | None = None, notes: list[str] | None = None,
+              streamed: bool = True) -> RunLog:
     """Sort the good rows by arrival (stable) and shift times so that the first arrival is 0 s."""
     bad = {k: rows.bad[k] for k in BAD_KINDS if rows.bad.get(k)}
     if not rows.arrival:
-        what = ", ".join(f"{k}: {v}" for k, v in bad.items()) or "no rows"
+        if not rows.read:
+            raise TraceError(f"{source}: no request rows (a header or an empty list only)")
+        what = ", ".join(f"{k}: {v}" for k, v in bad.items())
+        if rows.missing:
+            what += f" (missing: {', '.join(rows.missing)}; columns found: {', '.join(map(str, rows.columns)) or 'none'})"
         raise TraceError(f"{source}: no usable request ({rows.read} rows read; bad rows by kind: {what})")
     arr = np.asarray(rows.arrival, dtype=np.float64)
     order = np.argsort(arr, kind="stable")
@@ -195,5 +212,5 @@ def build_log(rows: Rows, *, fmt: str, source: str, synthetic: str | None = None
         first_token_s=np.asarray(rows.first, dtype=np.float64)[order] - t0,
         last_token_s=np.asarray(rows.last, dtype=np.float64)[order] - t0,
         itl_s=[rows.itl[i] for i in order],
-        rows_read=rows.read, bad=bad, synthetic_arrivals=synthetic, notes=tuple(notes or ()),
+        rows_read=rows.read, bad=bad, synthetic_arrivals=synthetic, notes=tuple(notes or ()), streamed=streamed,
     )

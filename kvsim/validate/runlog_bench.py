@@ -69,14 +69,19 @@ def read_bench_log(data: dict, source: str, seed: int = 0) -> RunLog:
             first, last = arrival + ttft, arrival + e2e
             check_order(arrival, first, last)
         except BadRow as bad:
-            rows.bad[bad.kind] += 1
+            rows.count_bad(bad)
             continue
         n_itl_given += int(itls[i] is not None)
         rows.add(arrival, first, last, prompt, output, itl_from_intervals(float_list(itls[i]), first, last, output))
     notes = []
+    # vLLM's non-streaming request functions leave ttft at 0.0 and itl empty: no token was timed
+    streamed = not rows.arrival or any(f > a for f, a in zip(rows.first, rows.arrival))
+    if not streamed:
+        notes.append("the run did not stream tokens (every ttft is 0 and itls are empty): TTFT, TPOT and ITL were not "
+                     "measured, only E2E is compared")
     n_itl = sum(x is not None for x in rows.itl)
     if n_itl_given > n_itl:
         notes.append(f"ITL: {n_itl_given - n_itl} of {n_itl_given} requests streamed a different number of chunks than "
                      "output tokens - 1 (several tokens per chunk); ITL is compared on the other requests")
     notes.append("times are client-side (HTTP, tokenisation and detokenisation included; kvsim does not model them)")
-    return build_log(rows, fmt="vllm-bench-json", source=source, synthetic=synthetic, notes=notes)
+    return build_log(rows, fmt="vllm-bench-json", source=source, synthetic=synthetic, notes=notes, streamed=streamed)

@@ -17,7 +17,8 @@ One row per request. Columns read (the first name present wins):
 * optional per-token times for ITL: ``token_ts`` (one timestamp per output token, same clock
   as ``first_token_ts``) or ``itl`` (the ``output - 1`` intervals, seconds); in CSV a cell
   holding a JSON list;
-* optional: ``num_cached_tokens`` (prefix-cache hits, reported), ``finish_reason``.
+* optional: ``num_cached_tokens`` (prefix-cache hits, reported), ``finish_reason``, ``request_id``
+  (a row repeating an earlier row's id is dropped as ``duplicate_request_id``).
 
 The choice of arrival and token columns is made once per file (from the first row that
 has any of them), so rows never mix clocks. A file whose ``arrival_time`` is wall-clock
@@ -50,6 +51,7 @@ from kvsim.validate.runlog import (
 PROMPT_NAMES = ("num_prompt_tokens", "prompt_tokens", "prompt_len", "input_len")
 OUTPUT_NAMES = ("num_generation_tokens", "output_tokens", "completion_tokens", "output_len")
 FAILED_REASONS = {"abort", "error", "2", "3"}  # vLLM v1 FinishReason ABORT = 2, ERROR = 3
+ID_NAME = "request_id"  # optional; a row repeating an earlier row's id is dropped (duplicate_request_id)
 #: |first token - arrival| beyond this (a day) means two clocks were mixed.
 CLOCK_MISMATCH_S = 86_400.0
 
@@ -57,6 +59,7 @@ CLOCK_MISMATCH_S = 86_400.0
 def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str]:
     """Rows of a JSONL file or a JSON list of objects (``kind`` 'json'), or a CSV file with a
     header ('csv'); 'auto' decides from the first character. Returns (rows, format name)."""
+    text = text.lstrip("\ufeff")  # a UTF-8 byte-order mark (Excel, PowerShell)
     s = text.lstrip()
     if kind == "auto":
         kind = "json" if s[:1] in ("{", "[") else "csv"
@@ -107,8 +110,8 @@ def _columns(rows: list) -> tuple[str, str]:
             continue
         if _first_name(row, ("first_token_ts",)):
             return arr, "ts"
-        if arr == "arrival_time" and _first_name(row, ("first_token_latency",)):
-            return arr, "latency"
+        if _first_name(row, ("arrival_time",)) and _first_name(row, ("first_token_latency",)):
+            return "arrival_time", "latency"  # (the latencies count from arrival_time, even beside a queued_ts)
         return arr, "ts"
     return "queued_ts", "ts"
 
@@ -116,15 +119,17 @@ def _columns(rows: list) -> tuple[str, str]:
 def _row(row, arr_col: str, mode: str) -> tuple[float, float, float, int, int, np.ndarray | None, float]:
     if not isinstance(row, dict):
         raise BadRow("unparseable")
-    arrival = time_s(row.get(arr_col))
+    arrival = time_s(row.get(arr_col), arr_col)
     if mode == "ts":
-        first, last = time_s(row.get("first_token_ts")), time_s(row.get("last_token_ts"))
+        first, last = time_s(row.get("first_token_ts"), "first_token_ts"), time_s(row.get("last_token_ts"), "last_token_ts")
     else:
-        first = arrival + time_s(row.get("first_token_latency"))
-        last = arrival + time_s(row.get("e2e_latency"))
+        first = arrival + time_s(row.get("first_token_latency"), "first_token_latency")
+        last = arrival + time_s(row.get("e2e_latency"), "e2e_latency")
     pn, on = _first_name(row, PROMPT_NAMES), _first_name(row, OUTPUT_NAMES)
-    if pn is None or on is None:
-        raise BadRow("missing_field")
+    if pn is None:
+        raise BadRow("missing_field", "/".join(PROMPT_NAMES))
+    if on is None:
+        raise BadRow("missing_field", "/".join(OUTPUT_NAMES))
     if str(row.get("finish_reason", "")).strip().lower() in FAILED_REASONS:
         raise BadRow("failed_request")
     prompt = tokens(row[pn], "zero_prompt_tokens")
@@ -167,14 +172,20 @@ def read_stats_log(text: str, source: str, kind: str = "auto") -> RunLog:
     arr_col, mode = _columns(raw)
     if mode == "ts":
         _check_clocks(raw, arr_col, source)
-    rows = Rows(read=len(raw))
+    rows = Rows(read=len(raw), columns=tuple(next((r for r in raw if isinstance(r, dict)), {}).keys()))
     has_tok = n_itl = 0
     cached = 0.0
+    seen_ids: set = set()
     for r in raw:
         try:
             arrival, first, last, prompt, output, itl, c = _row(r, arr_col, mode)
+            rid = r.get(ID_NAME)
+            if rid not in (None, ""):
+                if rid in seen_ids:
+                    raise BadRow("duplicate_request_id")
+                seen_ids.add(rid)
         except BadRow as bad:
-            rows.bad[bad.kind] += 1
+            rows.count_bad(bad)
             continue
         rows.add(arrival, first, last, prompt, output, itl)
         cached += c

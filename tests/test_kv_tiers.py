@@ -478,3 +478,21 @@ def test_kv_offload_text_with_a_zero_tier_is_an_error():
         with pytest.raises(ConfigError, match="a tier needs a size above 0"):
             parse_offload(text)
     assert parse_offload("host=1GiB").enabled
+
+
+def test_a_tier_holds_every_gpus_share_of_a_block():
+    """At tp=4 a block is 4 shares, one per GPU, each offloaded by its own worker: a 1 GiB host tier of 2 MiB
+    per-GPU blocks holds 2**30 // (4 x 2**21) = 128 blocks (it held 512 before: one GPU's share counted), the
+    same tokens as at tp=1 with 8 MiB blocks. PCIe loads copy one share per GPU, in parallel (2 MiB per block);
+    the NVMe drive reads all four: 24 blocks x 8 MiB at 6.5 GB/s + 100 us."""
+    sys_ = a100_llama().system
+    t4 = make_tiers(KVOffload(host_bytes=GiB, nvme_bytes=GiB), 2**21, sys_, gpus=4)
+    t1 = make_tiers(KVOffload(host_bytes=GiB, nvme_bytes=GiB), 2**23, sys_)
+    assert t4.capacity == {"host": 128, "nvme": 128} == t1.capacity
+    want = 64 * 2**21 / 26.775e9 + 2.4e-5 + (1e-4 + 24 * 4 * 2**21 / 6.5e9)
+    assert t4.load_seconds(40, 24) == pytest.approx(want, rel=1e-12)
+    t4.store([(1, 2)], 0.0)
+    s = t4.summary(lambda cached, new: 0.0)["host"]
+    assert s["bytes_stored"] == 2 * 4 * 2**21 and s["capacity_bytes"] == GiB  # bytes of the replica
+    with pytest.raises(ConfigError, match="holds no KV block"):  # 4 MiB < one block of every GPU (8 MiB)
+        make_tiers(KVOffload(host_bytes=2**22), 2**21, sys_, gpus=4)

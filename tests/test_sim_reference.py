@@ -331,3 +331,20 @@ def test_parked_head_does_not_stop_every_decode_run():
     assert on.summary["preempted_kv_tokens_found_cached"] > 0 == off.summary["preempted_kv_tokens_found_cached"]
     assert 0 < on.summary["preempted_kv_tokens_found_cached"] <= on.summary["preempted_kv_tokens"]
     assert on.summary["sim"]["launches"] <= 1.5 * off.summary["sim"]["launches"]
+
+
+def test_swap_at_tp2_takes_every_gpus_share_of_host_memory():
+    """Host memory is the replica's: each of the tp GPUs swaps its own share of a victim's blocks (vLLM: every TP
+    worker its KV cache), so B's 2 blocks per GPU at tp=2 hold 2 x 2 = 4 blocks of host memory (block_bytes is
+    per GPU). Before, the host pool counted one GPU's share and held tp times what the host has. Both simulators."""
+    dep = a100_llama(tp=2)
+    m = make_method("full", dep)
+    c = SimConfig(record_token_times=True, preemption_mode="swap")
+    c = c.model_copy(update={"gpu_memory_utilization": util_for_blocks(dep, m, 5, c, 32)})
+    trace = make_trace([0.0, 0.0], [32, 32], [20, 20])
+    ref = simulate_reference(dep, m, trace, c, step_model=FakeStep())
+    fast = simulate(dep, m, trace, c, step_model=FakeStep())
+    assert compare(fast, ref) == []
+    bb = 16 * dep.full_kv_bytes_per_token  # one block on one GPU (half of tp=1's: the KV heads are split)
+    assert ref.preemptions.tolist() == [0, 1]
+    assert fast.summary["peak_kv_host_bytes"] == pytest.approx(2 * 2 * bb)

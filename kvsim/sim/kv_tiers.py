@@ -76,8 +76,12 @@ class OffloadTiers:
     order, the two transfer queues, and counters (see the module docstring).
 
     Args:
-        offload: tier capacities.
-        block_bytes: bytes of one KV block.
+        offload: tier capacities (bytes of the replica).
+        block_bytes: bytes of one KV block on one GPU.
+        gpus: GPUs of the replica (its TP degree): every GPU offloads its own share of a block (vLLM: each
+            TP worker its KV cache), so an entry of ``b`` blocks holds ``b * block_bytes * gpus`` of host or
+            NVMe memory; the PCIe copies run in parallel, one link per GPU (``b * block_bytes`` each); the one
+            NVMe drive reads and writes every GPU's share.
         pcie_s: seconds of one GPU<->host copy of ``nbytes`` (the roofline's PCIe copy).
         nvme_read_s, nvme_write_s: seconds of one sequential NVMe read / write of ``nbytes``.
         log_transfers: keep every background transfer ``(queue, start_s, end_s, bytes)`` (tests).
@@ -85,10 +89,13 @@ class OffloadTiers:
 
     def __init__(self, offload: KVOffload, block_bytes: float, pcie_s: Callable[[float], float],
                  nvme_read_s: Callable[[float], float], nvme_write_s: Callable[[float], float],
-                 log_transfers: bool = False) -> None:
+                 log_transfers: bool = False, gpus: int = 1) -> None:
         self.block_bytes = float(block_bytes)
+        self.gpus = int(gpus)
+        self.tier_block_bytes = self.block_bytes * self.gpus  # host / NVMe bytes of one block (every GPU's share)
         self.load_mode = offload.load  # (reported; the scheduler runs the loads)
-        self.capacity = {"host": int(offload.host_bytes // block_bytes), "nvme": int(offload.nvme_bytes // block_bytes)}
+        self.capacity = {"host": int(offload.host_bytes // self.tier_block_bytes),
+                         "nvme": int(offload.nvme_bytes // self.tier_block_bytes)}
         self.entries: dict[str, OrderedDict] = {t: OrderedDict() for t in TIERS}  # hash -> [blocks, ready_s]
         self.used = {t: 0 for t in TIERS}  # blocks
         self.free_at = {"d2h": 0.0, "nvme_write": 0.0}  # end of the last background transfer per queue
@@ -158,8 +165,8 @@ class OffloadTiers:
         if not host_blocks and not nvme_blocks:
             return 0.0
         bb = self.block_bytes
-        t_pcie = self.pcie_s((host_blocks + nvme_blocks) * bb)
-        t_nvme = self.nvme_read_s(nvme_blocks * bb) if nvme_blocks else 0.0
+        t_pcie = self.pcie_s((host_blocks + nvme_blocks) * bb)  # (each GPU its share, in parallel)
+        t_nvme = self.nvme_read_s(nvme_blocks * self.tier_block_bytes) if nvme_blocks else 0.0
         total = host_blocks + nvme_blocks
         self.load_s["host"] += t_pcie * host_blocks / total
         self.load_s["nvme"] += t_pcie * nvme_blocks / total + t_nvme
@@ -209,7 +216,7 @@ class OffloadTiers:
         if not spilled:
             return
         nvme = self.entries["nvme"]
-        nbytes = sum(b for _, b, _ in spilled) * self.block_bytes
+        nbytes = sum(b for _, b, _ in spilled) * self.tier_block_bytes
         start = max(t_s, self.free_at["nvme_write"], max(r for _, _, r in spilled))
         ready = start + self.nvme_write_s(nbytes)
         self.free_at["nvme_write"] = ready
@@ -244,7 +251,7 @@ class OffloadTiers:
         """Per tier: hit rate (share of the prefix entries admissions could reuse that the tier
         served), bytes in / out / loaded, load seconds and TTFT saved (estimate: the isolated
         prefill time of the tokens loaded, ``prefill_s(cached, new)``, less the load time)."""
-        bb, wanted = self.block_bytes, max(self.wanted_entries, 1)
+        bb, wanted = self.tier_block_bytes, max(self.wanted_entries, 1)  # (bytes of the replica)
         saved = {"host": 0.0, "nvme": 0.0}
         memo: dict = {}
         for cached, n_host, n_nvme in self.loads:
@@ -313,14 +320,16 @@ def check_offload(offload: KVOffload, system) -> None:
 
 
 def check_tier_blocks(offload: KVOffload, block_bytes: float) -> None:
-    """ConfigError when a tier is on but smaller than one KV block (it would store nothing, silently)."""
+    """ConfigError when a tier is on but smaller than one KV block (``block_bytes``: of every GPU of the
+    replica; it would store nothing, silently)."""
     for name, nbytes in (("host", offload.host_bytes), ("nvme", offload.nvme_bytes)):
         if 0 < nbytes < block_bytes:
             raise ConfigError(f"--kv-offload {name}={nbytes:.0f} B holds no KV block: one block of this model and "
                               f"method is {block_bytes:.0f} B")
 
 
-def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transfers: bool = False) -> OffloadTiers | None:
+def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transfers: bool = False,
+               gpus: int = 1) -> OffloadTiers | None:
     """The tiers of one replica on ``system`` (None when off): PCIe copies priced by the
     :class:`~kvsim.costmodel.roofline.Roofline` (``pcie_bytes`` plus one round trip, like a SWAP
     copy), NVMe transfers by :meth:`Roofline.storage_seconds` with the drive's spec."""
@@ -331,7 +340,7 @@ def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transf
     from kvsim.hardware import get
 
     check_offload(offload, system)
-    check_tier_blocks(offload, block_bytes)
+    check_tier_blocks(offload, block_bytes * gpus)
     roof = Roofline(system)
     drive = get("storage", offload.nvme_drive)
 
@@ -350,7 +359,7 @@ def make_tiers(offload: KVOffload | None, block_bytes: float, system, log_transf
         offload, block_bytes, pcie_s,
         lambda n: Roofline.storage_seconds(n, drive.read_bw_bytes_per_s, drive.latency_s),
         lambda n: Roofline.storage_seconds(n, drive.write_bw_bytes_per_s, drive.latency_s),
-        log_transfers=log_transfers)
+        log_transfers=log_transfers, gpus=gpus)
 
 
 def prefill_seconds(step_model, cached_tokens: int, new_tokens: int) -> float:

@@ -52,7 +52,9 @@ Stated rules (where the module docstrings are silent, this follows the current c
    (``KVMethod.shares_prefix_blocks(pb)``: linear GPU-only residency that ignores the prompt
    length, prompts prefilled as written; Quest: whole pages).
 6. SWAP: a decoding victim copies all its GPU blocks (``blocks(ctx)``) to the host pool if
-   they fit there (dropping its prefix references), else it is recomputed; partially
+   they fit there (dropping its prefix references), else it is recomputed; host blocks are bytes
+   of the replica's host, so ``b`` blocks of each of ``tp`` GPUs take ``b * tp`` of them (vLLM: every
+   TP worker swaps its own share); partially
    prefilled victims are always recomputed. Swap-in (FCFS, while budget and
    ``max_num_seqs`` allow and nothing was preempted) frees the host copy and needs
    ``blocks(ctx + 1)`` GPU blocks; the request decodes in the same step. Each direction
@@ -156,6 +158,7 @@ class RefReplica(RefScheduling):
         if not cfg.chunked_prefill and fits_ctx.any():
             step_tokens = max(step_tokens, int(self.peff[fits_ctx].max()))
         self.geo = RefGeometry(dep, method, cfg, step_tokens)
+        self.tp = dep.tp  # rule 6: a swapped block is in host memory once per GPU
         self.fits_ctx = fits_ctx
         pb = trace.prefix_block_tokens if (cfg.enable_prefix_caching and trace.prefix_blocks is not None) else 0
         if (pb and not method.shares_prefix_blocks(pb)) or cfg.prompt_kv_resident:
@@ -175,7 +178,7 @@ class RefReplica(RefScheduling):
         off = cfg.kv_offload
         if off is not None and off.enabled:
             for name, nbytes in (("host", off.host_bytes), ("nvme", off.nvme_bytes)):
-                if 0 < nbytes < self.geo.block_bytes:
+                if 0 < nbytes < self.geo.block_bytes * dep.tp:
                     raise ConfigError(f"--kv-offload {name}: smaller than one KV block (reference simulator)")
         if pb and off is not None and off.enabled:
             from kvsim.hardware import get
@@ -183,7 +186,8 @@ class RefReplica(RefScheduling):
             drive = get("storage", off.nvme_drive)
             self.tiers = RefTiers(off, self.geo.block_bytes, self._pcie_s,
                                   lambda n: Roofline.storage_seconds(n, drive.read_bw_bytes_per_s, drive.latency_s),
-                                  lambda n: Roofline.storage_seconds(n, drive.write_bw_bytes_per_s, drive.latency_s))
+                                  lambda n: Roofline.storage_seconds(n, drive.write_bw_bytes_per_s, drive.latency_s),
+                                  gpus=dep.tp)
         self.reqs: dict[int, RefRequest] = {}
         self.pending: deque[int] = deque()  # routed, not yet arrived (trace order)
         self.waiting: deque[RefRequest] = deque()

@@ -212,8 +212,12 @@ class RefTiers:
     :mod:`kvsim.sim.kv_tiers`, written independently): every entry keeps its tier, blocks, the
     time its copy ends and a clock tick of its last use; LRU victims are found by scanning."""
 
-    def __init__(self, offload, block_bytes: float, pcie_s, nvme_read_s, nvme_write_s) -> None:
-        self.cap = {"host": int(offload.host_bytes // block_bytes), "nvme": int(offload.nvme_bytes // block_bytes)}
+    def __init__(self, offload, block_bytes: float, pcie_s, nvme_read_s, nvme_write_s, gpus: int = 1) -> None:
+        # a block holds every GPU's share in the tiers (each TP worker offloads its own); PCIe copies one share per
+        # GPU, in parallel; the NVMe drive moves all of them
+        self.gpus = gpus
+        self.cap = {"host": int(offload.host_bytes // (block_bytes * gpus)),
+                    "nvme": int(offload.nvme_bytes // (block_bytes * gpus))}
         self.bb = block_bytes
         self.where: dict = {}  # hash -> [tier, blocks, ready_s, last_use_tick]
         self.tick = 0
@@ -260,7 +264,7 @@ class RefTiers:
     def load_seconds(self, host: int, nvme: int) -> float:
         if host + nvme == 0:
             return 0.0
-        return self.pcie_s((host + nvme) * self.bb) + (self.nvme_read_s(nvme * self.bb) if nvme else 0.0)
+        return self.pcie_s((host + nvme) * self.bb) + (self.nvme_read_s(nvme * self.bb * self.gpus) if nvme else 0.0)
 
     def store(self, items, t_s: float, touch=None) -> None:
         """Copy the entries of ``items`` no tier holds (0-block entries too, as 0 bytes) to the host
@@ -284,7 +288,7 @@ class RefTiers:
                 spilled.append((h, e))
         if spilled:
             start = max(ready, self.nvme_free, max(e[2] for _, e in spilled))
-            done = self.nvme_free = start + self.nvme_write_s(sum(e[1] for _, e in spilled) * self.bb)
+            done = self.nvme_free = start + self.nvme_write_s(sum(e[1] for _, e in spilled) * self.bb * self.gpus)
             for h, e in spilled:  # entering the NVMe tier is its most recent use there
                 self.where[h] = ["nvme", e[1], done, 0]
                 self._use(self.where[h])

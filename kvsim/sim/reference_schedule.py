@@ -89,11 +89,11 @@ class RefScheduling:
             self._remove_slot(r)
             if self.cfg.preemption_mode.value == "swap":
                 blocks = self.geo.blocks(r.num_computed_tokens, r.num_prompt_tokens)[0]
-                if self.pool.host_free() >= blocks:
+                if self.pool.host_free() >= blocks * self.tp:  # rule 6: every GPU's share in host memory
                     if r.num_prefix_entries:
                         self.pool.release(r.prefix_hashes[: r.num_prefix_entries])
                     r.gpu_blocks = r.num_prefix_entries = 0
-                    r.host_blocks += blocks
+                    r.host_blocks += blocks * self.tp
                     r.status = "swapped"
                     plan["swap_out"] += blocks
                     self.swapped.append(r)
@@ -142,10 +142,10 @@ class RefScheduling:
             r = self.swapped[0]
             c, p = r.num_computed_tokens, r.num_prompt_tokens
             (g0, h0), (g1, h1) = geo.blocks(c, p), geo.blocks(c + 1, p)
-            if not self._take(g1, h1 - h0, host_released=g0, keep_free=self.wm):  # rule 10
+            if not self._take(g1, h1 - h0, host_released=g0 * self.tp, keep_free=self.wm):  # rule 10
                 break
             self.swapped.popleft()
-            r.host_blocks += (h1 - h0) - g0
+            r.host_blocks += (h1 - h0) - g0 * self.tp
             r.gpu_blocks = g1
             r.status = "running"
             self.decoding.append(r)

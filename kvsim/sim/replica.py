@@ -97,10 +97,11 @@ class ReplicaSim:
                                max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
                                chunked_prefill=cfg.chunked_prefill, preemption_mode=cfg.preemption_mode,
                                on_intervals=self.tbt.add, record_token_times=cfg.record_token_times,
-                               watermark_blocks=inp.watermark_blocks, park_block_tokens=inp.park_block_tokens)
+                               watermark_blocks=inp.watermark_blocks, park_block_tokens=inp.park_block_tokens,
+                               tp=dep.tp)
         if cfg.kv_offload is not None and cfg.kv_offload.enabled:  # a bad tier is an error even where unused
-            check_tier_blocks(cfg.kv_offload, lay.block_bytes)
-        self.tiers = make_tiers(cfg.kv_offload, lay.block_bytes, dep.system) if inp.prefix_block_tokens else None
+            check_tier_blocks(cfg.kv_offload, lay.block_bytes * dep.tp)
+        self.tiers = make_tiers(cfg.kv_offload, lay.block_bytes, dep.system, gpus=dep.tp) if inp.prefix_block_tokens else None
         self.sched.tiers = self.tiers
         self.sched.async_loads = self.tiers is not None and cfg.kv_offload.load == "async"
         uses_host = bool(lay.host_blocks.any()) or method.uses_host

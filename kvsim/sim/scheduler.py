@@ -14,7 +14,8 @@ Policies:
 * no chunking (vLLM v0 default): a step either prefills whole prompts of waiting requests
   (their sum within the budget, except that the first prompt is admitted even when longer,
   as v0 admits prompts up to ``max_model_len``) or decodes every running sequence.
-* preemption (vLLM ``PreemptionMode``): when the blocks of a step do not fit, a waiting request
+* preemption (vLLM ``PreemptionMode``; host blocks are bytes of the replica, so a SWAP victim's ``b`` GPU
+  blocks take ``b * tp`` of them: every TP worker swaps its own share): when the blocks of a step do not fit, a waiting request
   holding KV loaded from the offload tiers (the last in the queue) drops it first (it is looked up
   again at admission); else the most recently admitted running request is preempted: RECOMPUTE frees its KV and puts it at
   the head of the waiting queue (it later re-prefills prompt + generated tokens, less what it
@@ -93,7 +94,8 @@ class Scheduler(StepCommit, ParkedKV):
     def __init__(self, kv: KVCacheManager, batch: RunningBatch, blocks: BlockCounter, *, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 8192, chunked_prefill: bool = True,
                  preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE, on_intervals=None,
-                 record_token_times: bool = False, watermark_blocks: int = 0, park_block_tokens: int = 0) -> None:
+                 record_token_times: bool = False, watermark_blocks: int = 0, park_block_tokens: int = 0,
+                 tp: int = 1) -> None:
         self.kv = kv
         self.batch = batch
         self.blocks = blocks
@@ -105,6 +107,7 @@ class Scheduler(StepCommit, ParkedKV):
         self.record_token_times = record_token_times
         self.watermark_blocks = int(watermark_blocks)
         self.park_block_tokens = int(park_block_tokens)  # > 0: a RECOMPUTE victim's full blocks stay cached
+        self.tp = int(tp)  # a SWAP victim's block is copied from each of the replica's GPUs: tp host blocks
         self.waiting: deque[Request] = deque()
         self.swapped: deque[Request] = deque()
         self.prefilling: list[Request] = []  # running, prompt not fully computed (admission order)
@@ -228,13 +231,13 @@ class Scheduler(StepCommit, ParkedKV):
         kv = self.kv
         if self.preemption_mode is PreemptionMode.SWAP and p is None:
             blocks = self.blocks.request_blocks(r.num_computed_tokens, r.num_prompt_tokens, r.req_id)[0]  # all its GPU KV
-            if kv.host_free >= blocks:
+            if kv.host_free >= blocks * self.tp:
                 kv.release(r.gpu_blocks, 0)
                 if r.num_prefix_entries:
                     kv.release_prefix(r.prefix_hashes[: r.num_prefix_entries])
                     r.num_prefix_entries = 0
-                kv.allocate(0, blocks)
-                r.host_blocks += blocks
+                kv.allocate(0, blocks * self.tp)
+                r.host_blocks += blocks * self.tp
                 r.gpu_blocks, r.swapped = 0, True
                 out.swap_out_blocks += blocks
                 self.swapped.append(r)
@@ -307,12 +310,12 @@ class Scheduler(StepCommit, ParkedKV):
             c, p = r.num_computed_tokens, r.num_prompt_tokens
             (blocks, h0) = self.blocks.request_blocks(c, p, r.req_id)
             (g1, h1) = self.blocks.request_blocks(c + 1, p, r.req_id)
-            kv.release(0, blocks)
+            kv.release(0, blocks * self.tp)
             if not kv.allocate(g1, h1 - h0, self.watermark_blocks):
-                kv.allocate(0, blocks)
+                kv.allocate(0, blocks * self.tp)
                 break
             self.swapped.popleft()
-            r.host_blocks -= blocks
+            r.host_blocks -= blocks * self.tp
             r.gpu_blocks, r.swapped, r.status = blocks, False, RequestStatus.RUNNING
             out.swap_in_blocks += blocks
             b.add(r, 0)

@@ -99,6 +99,17 @@ def _umask() -> int:
     return mask
 
 
+def refuse_inputs(path: Path | str, inputs, flag: str) -> None:
+    """OutputError when ``path`` is one of this run's input files (``inputs``: paths or names; those that are
+    not existing files are skipped): --force replaces a file kvsim did not write, never what the run reads."""
+    p = Path(path)
+    if not p.exists():
+        return
+    for i in inputs:
+        if i and Path(str(i)).is_file() and p.resolve() == Path(str(i)).resolve():
+            raise OutputError(f"{flag} {p}: is an input of this run ({i}); choose another file")
+
+
 def check_replaceable(path: Path | str, mark: str, flag: str, not_ours: str) -> Path:
     """File ``path`` can be written (:func:`check_output_file`) and is absent or starts with
     ``mark`` (a file this command wrote before); anything else is never replaced:

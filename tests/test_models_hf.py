@@ -168,6 +168,16 @@ def test_qwen3_moe_dense_layers_from_mlp_only_and_step(tmp_path: Path) -> None:
     assert m.dense_mlp_params_per_layer == 3 * 2048 * 6144
 
 
+def test_qwen3_moe_without_num_experts_is_an_error(tmp_path: Path) -> None:
+    """A qwen3_moe config missing num_experts used to load as a dense 3.3B model, silently; 0 stays a dense model
+    (transformers: MoE only where num_experts > 0): 48 layers of the 6144-wide dense MLP."""
+    data = {k: v for k, v in _cfg("qwen3-30b-a3b.json").items() if k != "num_experts"}
+    with pytest.raises(SpecError, match="qwen3_moe config without num_experts"):
+        load_hf_config(_write(tmp_path, data))
+    m = load_hf_config(_write(tmp_path, {**data, "num_experts": 0}))
+    assert m.moe is None or m.num_moe_layers == 0
+
+
 def test_deepseek_moe_layer_freq(tmp_path: Path) -> None:
     """deepseek moe_layer_freq 2 with first_k_dense_replace 3: MoE on layers 4, 6, ..., 60 = 29 of 61."""
     data = _cfg("deepseek-v3.json")

@@ -110,7 +110,8 @@ def simulate_cmd(
         # lazy: CLI start-up (plotly)
         from kvsim.plan.report import check_page
 
-        check_page(report, self_contained, "--report", force)
+        check_page(report, self_contained, "--report", force,
+                   inputs=(trace, hw, model, calibration, prefill_hw, decode_hw, kv_link))
     if disagg is None and any(v is not None for v in (prefill_hw, decode_hw, prefill_tp, decode_tp)):
         raise ConfigError("--prefill-hw, --decode-hw, --prefill-tp and --decode-tp need --disagg P:D")
     split = None

@@ -55,10 +55,20 @@ from kvsim.specbase import format_validation_error, read_text, short_repr
 __all__ = ["SUPPORTED", "load_hf_config"]
 
 
+def _no_repeated_keys(pairs: list) -> dict:
+    """A JSON object's pairs as a dict; a key given twice is an error (json keeps the last silently)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} given twice: keep one")
+        out[k] = v
+    return out
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     text = read_text(path)
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_repeated_keys)
     except json.JSONDecodeError as err:
         raise SpecError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
     except RecursionError:

@@ -263,6 +263,9 @@ def _type_fields(c: Cfg) -> dict[str, Any]:
                     width="intermediate_size", dense_width="intermediate_size")
     if mt in ("qwen2_moe", "qwen3_moe"):
         step, dense_only = c.whole("decoder_sparse_step"), set(c.layer_list("mlp_only_layers", layers))
+        if c.opt("num_experts") is None:  # (0 is a dense model, as in transformers; absent is not a choice)
+            raise SpecError(f"{c.path}: a {mt} config without num_experts (its routed experts per MoE layer; 0 for a "
+                            "dense model)")
         at = [i for i in range(layers) if i not in dense_only and (i + 1) % step == 0] if c.opt("num_experts") else []
         shared = c.opt("shared_expert_intermediate_size", 0) if mt == "qwen2_moe" else 0
         return _moe(c, layers, at, experts="num_experts", top_k="num_experts_per_tok", width="moe_intermediate_size",

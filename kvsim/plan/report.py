@@ -24,7 +24,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
-from kvsim.fileio import OutputError, atomic_write, check_output_file
+from kvsim.fileio import OutputError, atomic_write, check_output_file, refuse_inputs
 from kvsim.plan.digest import digest
 from kvsim.sim.kv_tiers import reuse_note as tier_note  # (also this module's API)
 from kvsim.plan.figures import (  # latency_throughput_figure, pareto_figure: also this module's API
@@ -188,11 +188,13 @@ def _is_kvsim_page(p: Path) -> bool:
         return False
 
 
-def check_page(path: str | Path, self_contained: bool = False, flag: str = "", force: bool = False) -> Path:
-    """Before the work: ``path`` can be written and is absent or a page kvsim wrote (anything
-    else is replaced only with ``force``), and a file named :data:`PLOTLY_JS` beside it is
-    absent or is that plotly.js (anything else there is not overwritten)."""
+def check_page(path: str | Path, self_contained: bool = False, flag: str = "", force: bool = False,
+               inputs=()) -> Path:
+    """Before the work: ``path`` can be written, is none of the run's ``inputs`` (files it reads), and is
+    absent or a page kvsim wrote (anything else is replaced only with ``force``), and a file named
+    :data:`PLOTLY_JS` beside it is absent or is that plotly.js (anything else there is not overwritten)."""
     p = check_output_file(path, flag)
+    refuse_inputs(p, inputs, flag)
     where = f"{flag} " if flag else ""
     if p.exists() and not force and not _is_kvsim_page(p):
         raise OutputError(f"{where}{p}: exists and is not a page kvsim wrote; move it away or pass --force to replace it")

@@ -140,7 +140,11 @@ def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_f
         growth = tail / head if head > 0 else (None if tail == 0 else float("inf"))
         tail_s = tail
     hint = None
-    if growth is not None and (growth == float("inf") or growth > OVERLOAD_QUEUE_GROWTH) and tail_s > 1.0:
+    one_instant = rec.arrival_s.size > 1 and float(np.ptp(rec.arrival_s)) == 0.0
+    if one_instant and growth is not None and tail_s > 1.0:  # (no rate to lower: every request arrives at once)
+        hint = (f"one burst: all {n} requests arrive at once and the last ones queued {tail_s:.1f} s on average "
+                f"behind the first; add GPUs or spread the arrivals (--rate needs arrivals that differ)")
+    elif growth is not None and (growth == float("inf") or growth > OVERLOAD_QUEUE_GROWTH) and tail_s > 1.0:
         hint = (f"overloaded: the last arrivals queued {tail_s:.1f} s on average and the queue kept growing; "
                 f"lower --rate or add GPUs (`kvsim plan` finds the highest rate that meets an SLO)")
     elif busy is not None and busy < IDLE_BUSY_FRACTION:

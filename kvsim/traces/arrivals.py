@@ -154,5 +154,7 @@ def rounding_note(t_s: np.ndarray, column: str) -> tuple[str | None, dict]:
     meta = {"arrival_resolution_s": step, "arrival_ties": ties}
     if step is None or step < 1e-3 or ties == 0:
         return None, meta
+    if ties == t.size - 1:  # one timestamp: a burst the file asks for, not a converter's rounding
+        return f"{column}: all {t.size} requests arrive at the same time (one burst)", meta
     return (f"{column} looks rounded to {step:g} s: {ties} of {t.size} requests arrive at the same time as the one "
             f"before ({t.size - ties} distinct time{'' if t.size - ties == 1 else 's'}); burstiness within one timestamp is lost"), meta

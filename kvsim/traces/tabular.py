@@ -163,6 +163,9 @@ def read_csv(path: Path, cols: Columns, factor: float | None, bad: BadRows) -> T
                 if name not in names:
                     raise TraceError(f"{path}:1: no column '{name}' for {k} (columns: {', '.join(names)}); "
                                      f"fix --columns {k}=COLUMN")
+                if names.count(name) > 1:
+                    raise TraceError(f"{path}:1: column '{name}' ({k}) appears {names.count(name)} times in the header; "
+                                     "rename the others")
                 index[k] = names.index(name)
             fast = _fast_csv(path, names, index, cols, factor)
             if fast is not None:

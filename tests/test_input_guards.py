@@ -1,0 +1,70 @@
+"""Inputs a user audit found accepted silently or overwritten (sixth session): a JSON key given twice in a
+Hugging Face config, a CSV header naming a mapped column twice, and --report/--force pointed at a file the
+same run reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kvsim.errors import SpecError, TraceError
+from kvsim.models.hf_import import load_hf_config
+
+LLAMA = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+         "num_key_value_heads": 8, "vocab_size": 128256, "intermediate_size": 14336, "max_position_embeddings": 131072}
+
+
+def test_a_config_key_given_twice_is_an_error(tmp_path):
+    """json keeps the last of two hidden_size values (8192: a 17B model instead of an 8B one) without a word."""
+    text = json.dumps(LLAMA)[:-1] + ', "hidden_size": 8192}'
+    p = tmp_path / "config.json"
+    p.write_text(text)
+    with pytest.raises(SpecError, match="key 'hidden_size' given twice"):
+        load_hf_config(p)
+    p.write_text(json.dumps(LLAMA))
+    assert load_hf_config(p).hidden_size == 4096
+
+
+def test_a_csv_header_naming_a_mapped_column_twice_is_an_error(tmp_path):
+    from kvsim.traces import load_trace
+
+    p = tmp_path / "t.csv"
+    p.write_text("ts,in,out,in\n0,100,10,200\n1,100,10,200\n")
+    with pytest.raises(TraceError, match="column 'in' \\(prompt\\) appears 2 times in the header"):
+        load_trace(str(p), columns="arrival=ts,prompt=in,output=out")
+    p.write_text("ts,in,out,other\n0,100,10,200\n1,100,10,200\n")
+    assert load_trace(str(p), columns="arrival=ts,prompt=in,output=out").prompt_tokens.tolist() == [100, 100]
+
+
+def test_report_never_replaces_an_input_of_the_run_even_with_force(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("ts,in,out\n0,100,10\n1,100,10\n")
+    before = trace.read_bytes()
+    r = subprocess.run([sys.executable, "-m", "kvsim", "simulate", "--trace", str(trace), "--columns",
+                        "arrival=ts,prompt=in,output=out", "--report", str(trace), "--force"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "is an input of this run" in r.stderr and "Traceback" not in r.stderr
+    assert trace.read_bytes() == before
+
+
+def test_one_burst_is_called_a_burst_not_rounding():
+    """50 requests all at t=0 are what the file says, not a converter's rounding; the overload hint does not send
+    the user to --rate, which refuses a trace whose arrivals are all equal."""
+    import numpy as np
+
+    from kvsim.traces.arrivals import rounding_note
+
+    note, meta = rounding_note(np.zeros(50), "column 'ts' (s)")
+    assert note == "column 'ts' (s): all 50 requests arrive at the same time (one burst)" and meta["arrival_ties"] == 49
+    note, _ = rounding_note(np.array([0.0, 0.0, 1.0, 1.0]), "column 'ts' (s)")
+    assert "looks rounded to 1 s: 2 of 4 requests" in note
+    import kvsim
+    from kvsim.traces.base import Trace
+
+    tr = Trace("burst", np.zeros(40), np.full(40, 8000, dtype=np.int64), np.full(40, 50, dtype=np.int64))
+    r = kvsim.simulate(hw="a100", model="llama-3.1-8b", method="full", trace=tr)
+    hint = r.summary["load"]["hint"]
+    assert hint.startswith("one burst: all 40 requests arrive at once") and "lower --rate" not in hint

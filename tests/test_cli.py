@@ -159,3 +159,12 @@ def test_one_session_is_singular():
 
     assert describe({"sessions": 1, "turns": 3, "continued": 2, "restarted": 0, "block_tokens": 16}).startswith("1 session, 3 turns")
     assert describe({"sessions": 2, "turns": 3, "continued": 1, "restarted": 0, "block_tokens": 16}).startswith("2 sessions")
+
+
+def test_a_method_comparison_keeps_each_methods_notes():
+    """With several methods the per-method notes used to vanish: KIVI's 'prefix caching off' on a trace with prefix
+    ids is printed, named by method; a note every method has is printed once, unnamed."""
+    r = kvsim("simulate", "--trace", "mooncake-conversation", "-n", "30", "--method", "full,kivi")
+    assert r.returncode == 0, r.stderr
+    assert "note (kivi): prefix caching off: method kivi" in r.stderr
+    assert "note (full): prefix caching off" not in r.stderr

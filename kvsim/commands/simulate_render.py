@@ -130,6 +130,15 @@ def print_comparison(summaries: list[dict]) -> None:
             for m, h in hints.items():
                 if h:
                     print(f"hint ({m}): {h}", file=sys.stderr)
+    # notes: once when every method has it (the trace's, the hardware's), else named by method
+    notes = {s["method"]: [n for n in s.get("notes", []) if n != s.get("trace_notice")] for s in summaries}
+    shared = [n for n in next(iter(notes.values())) if all(n in ns for ns in notes.values())]
+    for n in shared:
+        print(f"note: {n}", file=sys.stderr)
+    for m, ns in notes.items():
+        for n in ns:
+            if n not in shared:
+                print(f"note ({m}): {n}", file=sys.stderr)
 
 
 def _or_inf(x: float | None) -> float:

@@ -8,8 +8,8 @@ turn's request + response tokens), and the ShareGPT reader builds its prompts so
 
 The stream is cut into blocks of :data:`BLOCK_TOKENS` tokens (vLLM's default KV block
 size); block j of a stream gets one id, shared by every turn whose prompt covers it. So
-the simulator's prefix cache (``sim/scheduler.py``: full prompt blocks are registered after
-prefill, looked up at admission) lets turn k reuse the full blocks of turn k-1's prompt.
+the simulator's prefix cache (``sim/scheduler.py``: full prompt blocks are registered when their
+prefill chunk is scheduled, looked up at admission) lets turn k reuse the full blocks of turn k-1's prompt.
 
 Continuation rule (a turn's prompt never says which earlier tokens it kept): a turn whose
 prompt is at least as long as the session's previous prompt continues the stream (the

@@ -2,7 +2,8 @@
 of every newer reader (rounded-timestamp check, sessions, bad rows -> Trace).
 
 ``--columns arrival=ts,prompt=input_len,output=output_len[,session=conv_id]`` names the
-file's columns (CSV header names, or JSON keys; ``a.b`` reaches a nested key when no key
+file's columns (``prefix=COL,prefix_tokens=COL``: rows with the same prefix value share their
+first prefix_tokens tokens, :mod:`kvsim.traces.prefix_groups`) (CSV header names, or JSON keys; ``a.b`` reaches a nested key when no key
 ``a.b`` exists). ``prompt`` and ``output`` (token counts) are required; without ``arrival``
 the file is lengths-only and needs ``--arrivals``. ``--time-unit`` is the unit of the
 arrival column: ``s`` (default), ``ms``, ``us``, ``ns``, or ``iso`` for ISO-8601 date-times
@@ -31,11 +32,13 @@ from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, open_text, utf8_error
 from kvsim.traces.badrows import BadRow, BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
+from kvsim.traces.prefix_groups import describe as describe_prefix_groups
+from kvsim.traces.prefix_groups import prefix_group_blocks
 from kvsim.traces.sessions import describe as describe_sessions
 from kvsim.traces.sessions import session_blocks
 from kvsim.traces.values import get_field, json_lines, load_json, time_s, tokens
 
-FIELDS = ("arrival", "prompt", "output", "session")
+FIELDS = ("arrival", "prompt", "output", "session", "prefix", "prefix_tokens")
 TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9, "iso": None}  # units per second (divisors)
 
 
@@ -47,6 +50,8 @@ class Columns:
     output: str
     arrival: str | None = None
     session: str | None = None
+    prefix: str | None = None  # a shared-prefix group (kvsim.traces.prefix_groups)
+    prefix_tokens: str | None = None  # its shared tokens in this row
 
     def describe(self) -> str:
         return ",".join(f"{k}={getattr(self, k)}" for k in FIELDS if getattr(self, k) is not None)
@@ -69,6 +74,11 @@ def parse_columns(text: str) -> Columns:
     if missing:
         raise TraceError(f"--columns: missing {' and '.join(f'{k}=COLUMN' for k in missing)} "
                          f"(e.g. --columns arrival=ts,prompt=input_len,output=output_len)")
+    if ("prefix" in values) != ("prefix_tokens" in values):
+        raise TraceError("--columns: prefix=COLUMN (the shared prefix's group) and prefix_tokens=COLUMN (its tokens in "
+                         "each row) go together")
+    if "prefix" in values and "session" in values:
+        raise TraceError("--columns: session and prefix cannot both name the prompts' shared tokens; give one")
     return Columns(**values)
 
 
@@ -90,14 +100,17 @@ class Table:
     prompt: list[int] | np.ndarray = field(default_factory=list)
     output: list[int] | np.ndarray = field(default_factory=list)
     session: list = field(default_factory=list)
+    prefix: list = field(default_factory=list)  # per row: (group key or None, shared tokens)
     has_arrival: bool = True
     has_session: bool = False
+    has_prefix: bool = False
 
-    def add(self, arrival: float, prompt: int, output: int, session=None) -> None:
+    def add(self, arrival: float, prompt: int, output: int, session=None, prefix=None) -> None:
         self.arrival.append(arrival)
         self.prompt.append(prompt)
         self.output.append(output)
         self.session.append(session)
+        self.prefix.append(prefix)
 
 
 def _labels(cols: Columns) -> dict[str, str]:
@@ -116,14 +129,25 @@ def _row(values: dict, cols: Columns, labels: dict[str, str], factor: float | No
     t = time_s(values["arrival"], labels["arrival"], factor, json_value) if cols.arrival else 0.0
     p = tokens(values["prompt"], labels["prompt"], json_value)
     o = tokens(values["output"], labels["output"], json_value)
-    table.add(t, p, o, _session_key(values.get("session")) if cols.session else None)
+    prefix = None
+    if cols.prefix:
+        group = _session_key(values.get("prefix"))
+        if group is not None:
+            v = values.get("prefix_tokens")
+            if v is None or (isinstance(v, str) and not v.strip()):
+                raise BadRow("missing_field", f"{labels['prefix_tokens']} is empty where {labels['prefix']} is {group!r}")
+            n = tokens(v, labels["prefix_tokens"], json_value)
+            if n > p:
+                raise BadRow("bad_token_count", f"{labels['prefix_tokens']} ({n}) is larger than the prompt ({p})")
+            prefix = (group, n)
+    table.add(t, p, o, _session_key(values.get("session")) if cols.session else None, prefix)
 
 
 def _fast_csv(path: Path, names: list[str], index: dict[str, int], cols: Columns, factor: float | None) -> Table | None:
     """numpy's C parser for a file whose columns are exactly the mapped numeric ones (Vidur's
     3-column traces): the Table when every row is good, else None (the slow pass then names
     and counts the bad rows). A row with a different number of columns fails the parse."""
-    if factor is None or cols.session is not None or len(names) != len(index):
+    if factor is None or cols.session is not None or cols.prefix is not None or len(names) != len(index):
         return None
     try:
         with open_text(path) as f, warnings.catch_warnings():
@@ -147,7 +171,8 @@ def _fast_csv(path: Path, names: list[str], index: dict[str, int], cols: Columns
 def read_csv(path: Path, cols: Columns, factor: float | None, bad: BadRows) -> Table:
     """A CSV file with a header line naming at least the mapped columns."""
     labels = _labels(cols)
-    table = Table(has_arrival=cols.arrival is not None, has_session=cols.session is not None)
+    table = Table(has_arrival=cols.arrival is not None, has_session=cols.session is not None,
+                  has_prefix=cols.prefix is not None)
     try:
         with open_text(path) as f:
             reader = csv.reader(f)
@@ -191,7 +216,8 @@ def read_csv(path: Path, cols: Columns, factor: float | None, bad: BadRows) -> T
 def read_records(records: Iterator[tuple[str, object]], cols: Columns, factor: float | None, bad: BadRows) -> Table:
     """JSON objects ``(place, value)`` (JSONL lines or array items) with the mapped keys."""
     labels = _labels(cols)
-    table = Table(has_arrival=cols.arrival is not None, has_session=cols.session is not None)
+    table = Table(has_arrival=cols.arrival is not None, has_session=cols.session is not None,
+                  has_prefix=cols.prefix is not None)
     keys = {k: getattr(cols, k) for k in FIELDS if getattr(cols, k) is not None}
     for place, obj in records:
         if isinstance(obj, BadRow):
@@ -259,6 +285,13 @@ def finish(
         block_tokens = stats["block_tokens"]
         info["sessions"] = stats
         info["sessions_text"] = describe_sessions(stats)
+    elif table.has_prefix:
+        usable = (prompt > 0) & (output > 0)
+        groups = [None if x is None else x[0] for x in table.prefix]
+        blocks, stats = prefix_group_blocks(groups, [0 if x is None else x[1] for x in table.prefix], usable)
+        block_tokens = stats["block_tokens"]
+        info["prefix_groups"] = stats
+        notes.append(describe_prefix_groups(stats))
     raw = RawRequests(time_s=t, prompt_tokens=prompt, output_tokens=output, prefix_blocks=blocks,
                       prefix_block_tokens=block_tokens, has_arrivals=table.has_arrival, bad=bad, notes=notes, meta=info)
     return build_trace(raw, opts, name=name or path.name.split(".")[0], source=str(path))

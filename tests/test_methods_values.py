@@ -203,6 +203,17 @@ def test_pyramidkv_layer_budgets():
     assert gpu(m, 100_000) == pytest.approx(1024 * 524_288)
 
 
+@pytest.mark.parametrize("P, kept", [(500, 500), (1000, 1000), (1500, 1024), (1800, 1024), (3000, 1024)])
+def test_pyramidkv_keeps_min_p_c_per_layer_on_average(P, kept):
+    """PyramidKVCluster.update_kv (the reference code): P < C keeps the prompt, C <= P < 2(C - w) = 1,920 a uniform C,
+    and above it the pyramid's top is capped at P - w with the bottom raised so the mean stays C. So the mean per
+    layer is min(P, C) (a user audit: mean_l min(P, c_l) gave 453.7 / 776.6 / 966.5 at 500 / 1,000 / 1,500).
+    Llama-2-7B (the module's dep(): 524,288 B per token over 32 layers)."""
+    m = make_method("pyramidkv", dep())
+    assert float(m.kv_bytes(float(P), float(P)).gpu_bytes) == pytest.approx(kept * 524_288)
+    assert float(m.kv_bytes(float(P + 10), float(P)).gpu_bytes) == pytest.approx((kept + 10) * 524_288)
+
+
 def test_infllm_span_and_host_bytes():
     """InfLLM attends 128 + 4096 + 16*128 = 6272 tokens; host holds the (n - 4224) block tokens."""
     m = make_method("infllm", dep())

@@ -348,3 +348,22 @@ def test_swap_at_tp2_takes_every_gpus_share_of_host_memory():
     bb = 16 * dep.full_kv_bytes_per_token  # one block on one GPU (half of tp=1's: the KV heads are split)
     assert ref.preemptions.tolist() == [0, 1]
     assert fast.summary["peak_kv_host_bytes"] == pytest.approx(2 * 2 * bb)
+
+
+def test_an_evicting_method_holds_the_whole_prompt_until_its_prefill_completes():
+    """SnapKV keeps C = 1,024 prompt tokens per layer, chosen with the last window of the prompt's queries, so the
+    prompt's full KV is resident until its prefill completes (rule 13). Llama-3.1-8B, 16-token blocks: a 4,000-token
+    prompt is 250 full blocks, compressed 1,024 / 16 = 64. Pool of 320 blocks, budget 8,192, FakeStep:
+    A and B (4,000 tokens each, 10 outputs) arrive together. A's prefill takes 250 blocks; B would need 250 more
+    (500 > 320) and waits: step 1 = 10 + 4,000 ms -> A's first token 4.010; A then keeps 64 blocks (65 once it
+    decodes: 1,025 tokens), B's prefill runs beside A's decode: 65 + 250 = 315 blocks, 4.010 + 4.010 = 8.020.
+    (Before, each prompt took 64 blocks and both prefilled in step 1: first tokens 8.010 and 8.010.)"""
+    r = _ref([0.0, 0.0], [4000, 4000], [10, 10], method="snapkv", blocks=320)
+    assert r.first_token_s.tolist() == pytest.approx([4.010, 8.020])
+    assert r.peak_gpu_blocks == 65 + 250
+    # chunks of 1,000 tokens (budget 1,000): 63, 125, 188, then 250 blocks: the same peak alone
+    one = _ref([0.0], [4000], [10], method="snapkv", blocks=320, max_num_batched_tokens=1000)
+    assert one.peak_gpu_blocks == 250
+    # a prompt whose full KV exceeds the pool is rejected, although its compressed KV would fit
+    big = _ref([0.0], [4000], [10], method="snapkv", blocks=200)
+    assert big.status.tolist() == [REJECTED] and big.reject_reason == {0: "gpu_memory"}

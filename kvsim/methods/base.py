@@ -90,6 +90,13 @@ class KVMethod(ABC):
     #: ``kv_bytes`` or ``decode_cost`` depends on how many cached tokens are prompt
     #: (``n_prompt``): the method evicts or compresses at the end of prefill. Safe: True.
     prompt_aware: ClassVar[bool] = False
+    #: the prompt's full KV stays resident until its prefill completes, and only then is it selected,
+    #: evicted, compressed or offloaded (H2O, SnapKV and its kin, MagicPIG, RazorAttention, GEAR: each
+    #: needs the whole prompt's attention or KV first). The simulators then give a prompt chunk the
+    #: blocks of every computed token uncompressed, the completing step ``max(full, kv_bytes(P, P))``,
+    #: and release down to ``kv_bytes(P, P)`` when the prompt completes. ``kv_bytes(n, P)`` stays the
+    #: state after prefill. Safe: True (needs ``prompt_aware``).
+    full_prompt_until_prefilled: ClassVar[bool] = False
     #: a request's resident bytes stop growing at a budget: with the prompt fixed,
     #: ``kv_bytes(P + g, P)`` (GPU and host) is constant once ``g`` generated tokens pass it.
     #: Informational (no shortcut depends on it).

@@ -209,7 +209,8 @@ def compose(spec: str, items: list[str], parts: list[KVMethod], registry: dict[s
     """The composition of ``parts`` (built from the ``+``-separated ``items`` of ``spec``), with traits from its parts."""
     s, t = check_roles(parts, registry)
     s_spec, t_spec = (items[0], items[1]) if parts[0] is s else (items[1], items[0])
-    traits = {k: getattr(type(t), k) for k in ("prompt_aware", "bounded", "uses_host", "compresses_prompt", "vectorized")}
+    traits = {k: getattr(type(t), k) for k in ("prompt_aware", "bounded", "uses_host", "compresses_prompt", "vectorized",
+                                               "full_prompt_until_prefilled")}  # (mid-prefill: uncompressed, an upper bound)
     traits["additive_decode"] = type(t).additive_decode and type(s).additive_decode
     name = "+".join(m.name for m in parts)  # in the order written
     cls = type(f"Composed_{s.name}_{t.name}", (Composed,),

@@ -54,6 +54,7 @@ class GEAR(KVMethod):
     summary = "GEAR 4-bit group quantization + rank-4/2 low-rank + 2% sparse outliers"
     Params = GEARParams
     prompt_aware = True  # prompt rank-4 vs generated rank-2 + 16-bit buffer
+    full_prompt_until_prefilled = True  # (the prefill peak holds the whole prompt's KV)
     constant_decode_fields = (("attn_decode", "launches"), ("gear_compress", "flops"), ("gear_compress", "hbm_bytes"),
                               ("gear_compress", "launches"))  # the 16-bit buffer's compression per token
     linear_residency = False  # 16-bit streaming buffer + per-chunk low-rank factors

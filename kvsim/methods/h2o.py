@@ -54,6 +54,7 @@ class H2O(KVMethod):
     Params = H2OParams
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # budget set from the prompt at the end of prefill
+    full_prompt_until_prefilled = True  # (the prefill peak holds the whole prompt's KV)
     bounded = True  # the cache stays at the budget while tokens are generated
     linear_residency = False  # evicted to a budget (budget_tokens: not proportional to n)
     constant_decode_fields = (("attn_decode", "launches"),)

@@ -113,6 +113,7 @@ class MagicPIG(KVMethod):
     Params = MagicPIGParams
     uses_host = True
     prompt_aware = True  # generated tokens stay in the GPU buffer (gen_buffer)
+    full_prompt_until_prefilled = True  # (the prefill peak holds the whole prompt's KV)
     linear_residency = False  # dense layers + GPU buffers, the rest on the host
     constant_decode_fields = (  # per sequence: its query hashed, sent to the CPU and merged; kernel launches
         ("attn_decode", "launches"), ("attn_decode", "tiles"), ("attn_local", "launches"), ("attn_local", "tiles"),

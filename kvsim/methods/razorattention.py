@@ -41,6 +41,7 @@ class RazorAttention(KVMethod):
     Params = RazorAttentionParams
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # non-retrieval heads keep max(4000, P/5) prompt tokens
+    full_prompt_until_prefilled = True  # (the prefill peak holds the whole prompt's KV)
     linear_residency = False  # non-retrieval heads truncated
     constant_decode_fields = (("attn_decode", "launches"), ("attn_decode", "tiles"), ("attn_decode_truncated", "launches"),
                               ("attn_decode_truncated", "tiles"))

@@ -47,6 +47,7 @@ class SnapKV(KVMethod):
     Params = SnapKVParams
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
     prompt_aware = True  # the prompt is compressed to C per layer; generated tokens are appended
+    full_prompt_until_prefilled = True  # (the prefill peak holds the whole prompt's KV)
     linear_residency = False  # prompt capped at C per layer
     constant_decode_fields = (("attn_decode", "launches"), ("attn_decode", "tiles"))
 

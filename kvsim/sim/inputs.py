@@ -63,6 +63,7 @@ class ReplicaInputs:
     prefix_note: str | None
     watermark_blocks: int = 0  # GPU blocks admissions and swap-ins leave allocatable (SimConfig.watermark)
     park_block_tokens: int = 0  # > 0: a RECOMPUTE victim's full blocks of this many tokens stay cached
+    full_prompt_block_tokens: int = 0  # > 0: prompts hold their full KV until prefilled (blocks of this many tokens)
 
 
 def parking_tokens(method: KVMethod, cfg: SimConfig) -> int:
@@ -116,9 +117,16 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
     reject[~fits_ctx] = 1
     wm = cfg.watermark_blocks(lay.num_gpu_blocks)
     too_big = g_end > lay.num_gpu_blocks
-    if wm:
+    # the prompt's full KV before it is compressed (not on a disaggregated decode instance: it receives the KV)
+    full_bs = cfg.block_size_tokens if method.full_prompt_until_prefilled and not cfg.prompt_kv_resident else 0
+    if full_bs or wm:  # GPU blocks when the prompt completes
         p = np.minimum(peff, n_max)
-        too_big |= lay.blocks(p, p)[0] > lay.num_gpu_blocks - wm
+        peak = lay.blocks(p, p)[0]
+        if full_bs:
+            peak = np.maximum(peak, -(-p // full_bs))
+            too_big |= peak > lay.num_gpu_blocks
+        if wm:
+            too_big |= peak > lay.num_gpu_blocks - wm
     reject[fits_ctx & too_big] = 2
     reject[fits_ctx & (reject == 0) & (h_end > lay.num_host_blocks)] = 3
     hit = analytic_hits(method, trace, peff)
@@ -129,4 +137,4 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
         arrival_s=np.asarray(trace.arrival_s, dtype=np.float64), prompt=prompt, effective_prompt=peff,
         output=output, max_tokens=n_max, layout=lay, reject=reject,
         analytic_hit=hit.tolist(), prefix_block_tokens=pb, prefix_note=note,
-        watermark_blocks=wm, park_block_tokens=parking_tokens(method, cfg))
+        watermark_blocks=wm, park_block_tokens=parking_tokens(method, cfg), full_prompt_block_tokens=full_bs)

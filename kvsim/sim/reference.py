@@ -120,6 +120,14 @@ Stated rules (where the module docstrings are silent, this follows the current c
 9. Cluster lockstep: before routing arrival ``i`` at ``t_i`` every replica processes its
    events strictly before ``t_i``; the load of a replica is its routed requests less those
    that finished or were rejected strictly before ``t_i``.
+13. A method that holds the prompt's full KV until its prefill completes
+   (``KVMethod.full_prompt_until_prefilled``: H2O, SnapKV and its kin, MagicPIG, RazorAttention, GEAR):
+   a prompt chunk that leaves ``n < num_tokens`` tokens computed takes ``ceil(n / block_size)`` GPU
+   blocks in all (every token uncompressed, no host blocks), the chunk completing the prompt
+   ``max(ceil(n / block_size), blocks(n, P))`` GPU and ``blocks(n, P)`` host blocks, and at that
+   step's end the request keeps ``blocks(n, P)`` (the rest is freed). Rule 8 rejects a prompt whose
+   ``max(ceil(P / block_size), blocks(P, P))`` exceeds the GPU pool. Not on a disaggregated decode
+   instance (its prompt KV arrives compressed).
 """
 
 from __future__ import annotations
@@ -159,6 +167,8 @@ class RefReplica(RefScheduling):
             step_tokens = max(step_tokens, int(self.peff[fits_ctx].max()))
         self.geo = RefGeometry(dep, method, cfg, step_tokens)
         self.tp = dep.tp  # rule 6: a swapped block is in host memory once per GPU
+        # rule 13: prompts hold their full KV until prefilled (not on a disaggregated decode instance)
+        self.full_bs = cfg.block_size_tokens if method.full_prompt_until_prefilled and not cfg.prompt_kv_resident else 0
         self.fits_ctx = fits_ctx
         pb = trace.prefix_block_tokens if (cfg.enable_prefix_caching and trace.prefix_blocks is not None) else 0
         if (pb and not method.shares_prefix_blocks(pb)) or cfg.prompt_kv_resident:
@@ -216,7 +226,10 @@ class RefReplica(RefScheduling):
         r = RefRequest(i, float(self.trace.arrival_s[i]), P, out)
         self.reqs[i] = r
         g_end, h_end = self.geo.blocks(P + out - 1, P)
-        never = self.wm > 0 and self.geo.blocks(P, P)[0] > self.geo.num_gpu_blocks - self.wm  # rule 8
+        g_prompt = self.geo.blocks(P, P)[0]
+        if self.full_bs:  # rule 13: the prompt's full KV before it is compressed
+            g_prompt = max(g_prompt, -(-P // self.full_bs))
+        never = (self.wm > 0 and g_prompt > self.geo.num_gpu_blocks - self.wm) or g_prompt > self.geo.num_gpu_blocks  # rule 8
         reason = ("max_context" if not self.fits_ctx[i] else "gpu_memory" if g_end > self.geo.num_gpu_blocks or never
                   else "host_memory" if h_end > self.geo.num_host_blocks else "")
         if reason:
@@ -326,6 +339,10 @@ class RefReplica(RefScheduling):
                 continue
             if r in self.prefilling:
                 self.prefilling.remove(r)
+            if self.full_bs:  # rule 13: compressed now; its other blocks are freed
+                prefix = self._held_gpu(r) - r.gpu_blocks
+                kept = self.geo.blocks(r.num_computed_tokens, r.num_prompt_tokens)[0] - prefix
+                r.gpu_blocks = min(r.gpu_blocks, kept)
             if self.pb and r.prefix_hashes:  # (its entries were cached when its chunks were scheduled: rule 3)
                 last = min(len(r.prefix_hashes), r.num_prompt_tokens // self.pb)
                 if self.tiers is not None and last:  # rule 11: write-through of every entry no tier holds

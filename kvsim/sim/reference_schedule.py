@@ -50,7 +50,7 @@ class RefScheduling:
                 c = min(r.num_tokens - r.num_computed_tokens, budget)
                 if c <= 0:
                     break
-                g1, h1 = geo.blocks(r.num_computed_tokens + c, r.num_prompt_tokens)
+                g1, h1 = self._chunk_blocks(r, r.num_computed_tokens + c)
                 dg, dh = max(g1 - self._held_gpu(r), 0), max(h1 - r.host_blocks, 0)
                 chunks.append((r, c, dg, dh))
                 g, h = g + dg, h + dh
@@ -168,7 +168,7 @@ class RefScheduling:
                 c = min(todo, budget) if cfg.chunked_prefill else todo
                 if not (cfg.chunked_prefill or first or c <= budget):
                     return
-                g1, h1 = self.geo.blocks(r.num_computed_tokens + c, r.num_prompt_tokens)
+                g1, h1 = self._chunk_blocks(r, r.num_computed_tokens + c)
                 dg, dh = max(g1 - self._held_gpu(r), 0), max(h1 - r.host_blocks, 0)
                 if not self._take(dg, dh, keep_free=self.wm):
                     return
@@ -225,7 +225,7 @@ class RefScheduling:
             c = min(todo, budget) if cfg.chunked_prefill else todo
             if not (cfg.chunked_prefill or first or c <= budget):
                 return
-            g1, h1 = self.geo.blocks(computed + c, r.num_prompt_tokens)
+            g1, h1 = self._chunk_blocks(r, computed + c)
             g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
             pool.acquire(r.prefix_hashes[:e])  # referenced entries are not evictable
             # (no peak here: referencing resident cached blocks moves no memory, and a refused
@@ -256,6 +256,14 @@ class RefScheduling:
             running += 1
             budget -= c
             first = False
+
+    def _chunk_blocks(self, r: RefRequest, n: int) -> tuple[int, int]:
+        """(GPU, host) blocks ``r`` holds once a prompt chunk leaves ``n`` tokens computed (rules 1, 13)."""
+        g, h = self.geo.blocks(n, r.num_prompt_tokens)
+        if self.full_bs:
+            full = -(-n // self.full_bs)
+            return (full, 0) if n < r.num_tokens else (max(g, full), h)
+        return g, h
 
     @staticmethod
     def _readmitted(r: RefRequest, computed: int) -> None:

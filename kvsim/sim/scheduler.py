@@ -52,6 +52,11 @@ Policies:
   is admitted again with the same prefix hits, the leading tokens whose blocks are still there
   count as computed (at most ``num_tokens - 1``) and it takes those blocks back before allocating the
   rest (all or nothing: on refusal the entry stays where it was). Reference rule 12.
+* a method that holds the prompt's full KV until its prefill completes
+  (``full_prompt_block_tokens`` > 0; H2O, SnapKV, MagicPIG...): a prompt chunk takes the blocks of
+  every computed token uncompressed (no host blocks yet), the chunk completing the prompt
+  ``max(full, compressed)`` GPU blocks and the compressed state's host blocks, and when the prompt
+  completes the request releases down to its compressed blocks.
 * watermark (vLLM v0 ``BlockSpaceManager.can_allocate`` / ``_can_swap``): admitting a waiting
   request or swapping one in must leave ``watermark_blocks`` GPU blocks allocatable (free or
   evictable); decode steps and prompt chunks of running requests may use them.
@@ -95,7 +100,7 @@ class Scheduler(StepCommit, ParkedKV):
                  max_num_batched_tokens: int = 8192, chunked_prefill: bool = True,
                  preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE, on_intervals=None,
                  record_token_times: bool = False, watermark_blocks: int = 0, park_block_tokens: int = 0,
-                 tp: int = 1) -> None:
+                 tp: int = 1, full_prompt_block_tokens: int = 0) -> None:
         self.kv = kv
         self.batch = batch
         self.blocks = blocks
@@ -108,6 +113,9 @@ class Scheduler(StepCommit, ParkedKV):
         self.watermark_blocks = int(watermark_blocks)
         self.park_block_tokens = int(park_block_tokens)  # > 0: a RECOMPUTE victim's full blocks stay cached
         self.tp = int(tp)  # a SWAP victim's block is copied from each of the replica's GPUs: tp host blocks
+        # > 0: the method holds the prompt's full KV until its prefill completes (KVMethod.full_prompt_until_prefilled),
+        # in blocks of this many tokens
+        self.full_prompt_block_tokens = int(full_prompt_block_tokens)
         self.waiting: deque[Request] = deque()
         self.swapped: deque[Request] = deque()
         self.prefilling: list[Request] = []  # running, prompt not fully computed (admission order)
@@ -162,8 +170,12 @@ class Scheduler(StepCommit, ParkedKV):
         return self.kv.prefix_blocks(r.num_prefix_entries) if r.num_prefix_entries else 0
 
     def _need(self, r: Request, n_tokens: int) -> tuple[int, int]:
-        """New GPU/host blocks for ``r`` to hold ``n_tokens`` tokens."""
+        """New GPU/host blocks for ``r`` to hold ``n_tokens`` tokens after a prompt chunk."""
         g, h = self.blocks.request_blocks(n_tokens, r.num_prompt_tokens, r.req_id)
+        bs = self.full_prompt_block_tokens
+        if bs:  # the full KV of every computed token until the prompt completes (then compressed: complete_prompt)
+            full = -(-n_tokens // bs)
+            g, h = (full, 0) if n_tokens < r.num_tokens else (max(g, full), h)
         return g - self._prefix_blocks(r) - r.gpu_blocks, h - r.host_blocks
 
     def allocate_slots(self, r: Request, num_new_tokens: int, keep_free: int = 0) -> int | None:

@@ -47,6 +47,12 @@ class StepCommit:
         """Emit the token sampled by the step that completes ``r``'s prompt (its first token, or
         the next one after a RECOMPUTE re-prefill); finish ``r`` or add it to the decode batch.
         Returns ``[r]`` if it finished, else ``[]``."""
+        if self.full_prompt_block_tokens:  # the prompt's KV is compressed now: keep its compressed blocks only
+            g = self.blocks.request_blocks(r.num_computed_tokens, r.num_prompt_tokens, r.req_id)[0] - prefix_blocks
+            if r.gpu_blocks > g:
+                self.kv.release(r.gpu_blocks - g, 0)
+                r.gpu_blocks = g
+                self.blocked = False  # blocks were freed: the queue head may fit
         r.num_output_tokens += 1
         if r.first_token_s < 0:
             r.first_token_s = t_end

@@ -332,6 +332,22 @@ def test_traits_are_declared_bools():
 
 
 @pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_full_prompt_until_prefilled(name, params, kind):
+    """full_prompt_until_prefilled => prompt_aware, and (default parameters) the prompt is compressed at the end of
+    prefill: a 200K prompt's ``kv_bytes(P, P)`` is below its full KV (a setting that keeps everything, e.g.
+    KVCrush's budget_ratio 1.0, compresses nothing, and the trait then changes no block count)."""
+    m = _method(name, kind, params)
+    if not m.full_prompt_until_prefilled:
+        return
+    assert m.prompt_aware, name
+    P = np.array([200_000.0])
+    kept = float(np.asarray(m.kv_bytes(P, P).gpu_bytes).reshape(-1)[0])
+    full = float(P[0]) * m.dep.full_kv_bytes_per_token
+    if not params:  # (H2O keeping 100% holds more than the KV: its scores; the completing step takes the larger)
+        assert kept < full, name
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
 def test_trait_prompt_aware(name, params, kind):
     """prompt_aware <=> kv_bytes(n, p) or decode_cost(ctx, p) differ from the all-prompt call somewhere."""
     m = _method(name, kind, params)

@@ -269,3 +269,21 @@ def test_quest_and_topk_published_rows():
     t = make_method("topk:budget_ratio=0.02", dep(llama31_8b())).published_accuracy()
     assert [r.score for r in t] == [71.5, 44.0, 11.3]
     assert make_method("quest", dep()).published_accuracy() == []
+
+
+def test_infllm_prefill_retrieves_per_512_token_sub_chunk_whatever_the_engine_chunk():
+    """InfLLM cuts a prefill into exc_block_size = 512-token sub-chunks, each scoring the representative keys of the
+    blocks before it and fetching top-16 of them (a user audit: one 32,000-token call charged no retrieval at all,
+    blocks(n_cached = 0) = 0). Local window 128 + 4096 = 4,224 tokens: of the ceil(32000 / 512) = 63 sub-chunks,
+    those starting at k x 512 > 4,224 (k = 9..62) retrieve: 54 -> 54 x 16 x 128 x 0.5 = 55,296 fetched tokens per
+    layer, and 2 x 32 x 54 = 3,456 launches; the same prompt in four 8,000-token engine chunks costs within 1.5%."""
+    m = make_method("infllm", dep())
+    one = m.prefill_cost(32_000.0, 0.0)
+    assert one.by_name("infllm_block_scores").launches == 2 * 32 * 54
+    kv = float(m.kv_bytes(1.0).gpu_bytes) / 32  # one token's KV per layer (Llama-2-7B: 16,384 B)
+    offload = (32_000 - 4_224) / 128 * 128  # the tokens past the local window, in blocks
+    assert one.by_name("infllm_offload").pcie_bytes == pytest.approx(32 * (offload + 55_296) * kv)
+    four = [m.prefill_cost(8_000.0, float(c)) for c in (0, 8_000, 16_000, 24_000)]
+    for name, field in (("infllm_block_scores", "flops"), ("infllm_offload", "pcie_bytes")):
+        total = sum(getattr(c.by_name(name), field) for c in four)
+        assert total == pytest.approx(getattr(one.by_name(name), field), rel=0.015)

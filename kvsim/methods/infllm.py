@@ -13,9 +13,10 @@ blocks (``(n - n_init - n_local) / block_size``):
   scoring of ``nb r`` representative keys per query head (``2 d`` FLOPs each, fp32 scores);
   PCIe for the missed blocks ``miss_rate min(nb, topk) B_s kv`` and one synchronous load per
   layer per step once any sequence has context blocks.
-* Prefill runs chunks of ``exc_block_size`` with the same retrieval: each query sees at most
-  6272 keys (window pairs), scores the representative keys of earlier blocks, offloads the new
-  KV to the host and fetches ``topk`` blocks per chunk (at ``miss_rate``).
+* Prefill runs sub-chunks of ``exc_block_size`` with the same retrieval, whatever the engine's
+  chunking (an engine chunk is cut into them): each query sees at most 6272 keys (window pairs),
+  each sub-chunk scores the representative keys of the blocks before its start (two launches
+  per layer), offloads the new KV to the host and fetches ``topk`` blocks (at ``miss_rate``).
 
 ``miss_rate`` (default 0.5) is an assumption, not a published number [UNVERIFIED]: with 16 of
 32 cached blocks retrieved per step, half of the top-k changing between steps is a middle guess.
@@ -95,18 +96,31 @@ class InfLLM(KVMethod):
         return cost + Cost.of(Part("infllm_fetch", "pcie", device="pcie", pcie_bytes=miss,
                                    pcie_round_trips=L * has(reprs)))
 
+    def _sub_chunks(self, n_new: Num, n_cached: Num) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per sequence, over the ``exc_block_size`` sub-chunks InfLLM runs a prefill chunk in (whatever the
+        engine's chunking): (sum of tokens x context blocks before the sub-chunk, sum of those blocks, sub-chunks
+        with any block to score and retrieve). Each sub-chunk sees the blocks before its own start."""
+        e = float(self.params.exc_block_size)
+        n_new, n_cached = np.broadcast_arrays(arr(n_new), arr(n_cached))
+        kmax = int(np.ceil(n_new.max() / e)) if n_new.size else 0
+        k = np.arange(kmax, dtype=np.float64) * e
+        size = np.clip(n_new[..., None] - k, 0.0, e)  # [..., kmax] tokens of each sub-chunk
+        b = np.where(size > 0, self.blocks(n_cached[..., None] + k), 0.0)
+        return (size * b).sum(axis=-1), b.sum(axis=-1), (b > 0).sum(axis=-1).astype(np.float64)
+
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         dep, p, L = self.dep, self.params, self.dep.model.attn_layers
         n_new, n_cached = arr(n_new), arr(n_cached)
         attn = prefill_attention(dep, n_new, np.minimum(n_cached, self.span),
                                  pairs=window_pairs(n_new, n_cached, self.span))
-        reprs = sum_seq(n_new * self.blocks(n_cached) * p.repr_topk)  # (query, repr key) pairs
+        tok_blocks, blocks_seen, retrieving = self._sub_chunks(n_new, n_cached)
+        reprs = sum_seq(tok_blocks * p.repr_topk)  # (query, repr key) pairs
         hq = dep.q_heads_per_gpu
+        chunks = sum_seq(retrieving)
         score = gpu_pass(dep, "infllm_block_scores", op="attn_prefill",
                          flops=L * reprs * 2.0 * hq * dep.model.q_head_dim,
-                         hbm=L * sum_seq(self.blocks(n_cached) * p.repr_topk * has(n_new)) * key_elems_tok_layer(dep) * dep.kvb,
-                         launches=2.0 * L * has(reprs))
-        chunks = sum_seq(n_new / p.exc_block_size * has(self.blocks(n_cached)))
+                         hbm=L * sum_seq(blocks_seen * p.repr_topk) * key_elems_tok_layer(dep) * dep.kvb,
+                         launches=2.0 * L * chunks)
         fetched = chunks * p.topk * p.block_size * p.miss_rate
         offload = sum_seq(self.blocks(n_cached + n_new) - self.blocks(n_cached)) * p.block_size
         pcie = Part("infllm_offload", "pcie", device="pcie", pcie_bytes=L * (offload + fetched) * kv_tok_layer(dep),

@@ -139,11 +139,13 @@ def short_repr(value: object, limit: int = 40) -> str:
 
 def format_validation_error(err: ValidationError, origin: str, keys: dict[str, str] | None = None,
                             known: list[str] | None = None, top_level: str = "(top level)") -> str:
-    """One line per problem: ``origin: field.path: message (got value)``; ``keys`` renames
+    """One line: ``origin: field.path: message (got value)`` of the first problems (at most
+    :data:`SHOWN_PROBLEMS`, joined by ``; ``), then the other problems' fields by name; ``keys`` renames
     field paths (e.g. to the Hugging Face key a field came from); ``known`` (the accepted field
     names) turns pydantic's "Extra inputs are not permitted" into "unknown field (known: ...)";
     ``top_level`` names a whole-object problem's place ("": no place, the message follows the origin)."""
-    lines = []
+    lines: list[str] = []
+    places: list[str] = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         loc = (keys or {}).get(loc, loc) or top_level
@@ -156,8 +158,17 @@ def format_validation_error(err: ValidationError, origin: str, keys: dict[str, s
             close = difflib.get_close_matches(str(e["loc"][-1]) if e["loc"] else "", known, n=1, cutoff=0.6)
             msg = (f"Extra inputs are not permitted: unknown field"
                    + (f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"))
-        lines.append(f"{origin}: {loc}: {msg}{got_s}" if loc else f"{origin}: {msg}{got_s}")
-    return "\n".join(lines)
+        lines.append(f"{loc}: {msg}{got_s}" if loc else f"{msg}{got_s}")
+        places.append(loc or top_level)
+    text = "; ".join(lines[:SHOWN_PROBLEMS])
+    if len(lines) > SHOWN_PROBLEMS:  # the rest by name only (a template's nulls: every field to fill is named)
+        rest = places[SHOWN_PROBLEMS:]
+        text += f"; {len(rest)} more: {', '.join(rest)}"
+    return f"{origin}: {text}"
+
+
+#: problems a spec error spells out before naming the rest's fields only (the error stays one line)
+SHOWN_PROBLEMS = 3
 
 
 #: where a spec file of each kind goes on the command line

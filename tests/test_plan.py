@@ -86,8 +86,12 @@ def test_plan_finds_known_threshold_with_fake_evaluator():
     plan = run_plan(_request(), executor="serial", progress=False, evaluator=StepEvaluator())
     rates = {c.method_name: c.max_rate_per_s for c in plan.configs}
     assert 5.0 / 1.02 <= rates["full"] <= 5.0 and 10.0 / 1.02 <= rates["kivi"] <= 10.0
-    # same price and 100 tok/s per req/s: kivi is cheaper, so it ranks first
-    assert plan.configs[plan.ranking[0]].method_name == "kivi"
+    # same price and 100 tok/s per req/s: kivi is cheaper, but its rate stands on a short trace (40 requests at
+    # 10 req/s, E2E 0.5 s: 39 / 10 / 0.5 = 7.8 lifetimes < 10) where full's does (15.6): full ranks first
+    by = {c.method_name: c for c in plan.configs}
+    assert by["kivi"].transient and not by["full"].transient
+    assert by["kivi"].cost_usd_per_mtok < by["full"].cost_usd_per_mtok
+    assert plan.configs[plan.ranking[0]].method_name == "full"
     for c in plan.configs:
         assert c.best is not None and c.best.rate_per_s == c.max_rate_per_s
         # cost at the max rate: the workload's token rate there (max rate x the trace's mean output tokens), as a
@@ -316,7 +320,7 @@ def test_plan_cli_exits_1_when_no_configuration_meets_the_target(capsys, monkeyp
     code, err = run("--target-rate", "1e6", "--slo-ttft", "0.5s")
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: no configuration sustains the target")
     code, err = run()
-    assert code in (0, None) and "too short to load it" in err and "raise --num-requests" in err
+    assert code in (0, None) and "no sustained rate was measured" in err and "raise --num-requests" in err
 
 
 def test_short_trace_is_flagged_transient():
@@ -377,3 +381,30 @@ def test_target_met_only_by_a_burst_is_a_lower_bound_with_no_cost(capsys, monkey
     assert c.cost_usd_per_mtok is None
     (row,) = recommendation_rows(plan)
     assert row["gpus"] == ">= 4 (4x TP1)" and row["usd_mtok"] == "-" and "a burst, GPUs a lower bound" in row["note"]
+
+
+class CappedKivi(StepEvaluator):
+    """full meets the SLO up to 2 req/s (40 requests, E2E 0.5 s: 39 / 2 / 0.5 = 39 lifetimes, a rate that stands);
+    kivi meets it at every rate (the search stops at its top rate: one burst, no rate measured)."""
+
+    def threshold(self, config) -> float:
+        return 1e12 if config.method.startswith("kivi") else 2.0
+
+
+def test_a_capped_row_has_no_cost_ranks_last_and_json_says_why(tmp_path):
+    """A user audit: a row still feasible at the search's top rate (8,192 req/s: 40 requests land in 5 ms) got a cost
+    from that rate ($0.001/M, 135x too low) and ranked first. Now: no cost, ranked after the rows whose rate
+    stands, and the JSON carries the caveats (``derived``) that the table prints; they survive save/load."""
+    plan = run_plan(_request(), executor="serial", progress=False, evaluator=CappedKivi())
+    by = {c.method_name: c for c in plan.configs}
+    assert by["kivi"].capped and by["kivi"].cost_usd_per_mtok is None
+    assert not by["full"].transient and by["full"].cost_usd_per_mtok is not None
+    assert [plan.configs[i].method_name for i in plan.ranking] == ["full", "kivi"]
+    from kvsim.plan.search import plan_json
+
+    d = {c["method_name"]: c["derived"] for c in plan_json(plan)["configs"]}
+    assert d["full"] == {"transient": False, "span_over_e2el": pytest.approx(39.0), "rate_measured": True}
+    assert d["kivi"]["rate_measured"] is False and d["kivi"]["transient"]
+    save_plan(plan, tmp_path / "p")
+    back = load_plan(tmp_path / "p")
+    assert [back.configs[i].method_name for i in back.ranking] == ["full", "kivi"]

@@ -242,21 +242,25 @@ def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_bad_fields_give_one_line_per_problem(tmp_path: Path) -> None:
-    """Wrong type, unknown field and missing field each give one line naming file and field."""
+    """Wrong type, unknown field and missing field: one line naming the file once and each field, "; " between
+    problems; from the fourth problem on only the fields are named (the error stays one line)."""
     src = (HW_DIR / "gpus" / "l40s.yaml").read_text()
     text = src.replace("memory_bytes: 48305799168", "memory_bytes: lots").replace("sm_count: 142\n", "")
     path = tmp_path / "bad-gpu.yaml"
     path.write_text(text + "clock_mhz: 2520\n")
     with pytest.raises(SpecError) as exc:
         load_system(str(path))
-    lines = str(exc.value).splitlines()
-    assert len(lines) == 3
-    assert all(line.startswith(f"{path}: ") for line in lines)
-    by_field = {line.split(": ")[1]: line for line in lines}
+    msg = str(exc.value)
+    assert len(msg.splitlines()) == 1 and msg.startswith(f"{path}: ")
+    parts = msg[len(f"{path}: "):].split("; ")
+    by_field = {p.split(": ")[0]: p for p in parts}
     assert set(by_field) == {"memory_bytes", "sm_count", "clock_mhz"}
     assert "'lots'" in by_field["memory_bytes"]
     assert "Field required" in by_field["sm_count"]
     assert "Extra inputs are not permitted" in by_field["clock_mhz"]
+    path.write_text(text + "clock_mhz: 2520\nboost_mhz: 2600\n")
+    with pytest.raises(SpecError, match=r"; 1 more: boost_mhz$"):
+        load_system(str(path))
 
 
 def test_wrong_kind_for_hw_is_rejected(tmp_path: Path) -> None:

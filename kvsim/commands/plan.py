@@ -171,7 +171,9 @@ def plan_cmd(
     if offload is not None and points and not any(p.kv_offload for p in points):
         print(f"note: {UNUSED_NOTE}", file=sys.stderr)
     if as_json:
-        print_json(plan.model_dump(mode="json"))
+        from kvsim.plan.search import plan_json  # lazy: CLI start-up
+
+        print_json(plan_json(plan))
     else:
         _print_table(plan)
         sims = sum(c.evaluations for c in plan.configs)
@@ -189,10 +191,10 @@ def plan_cmd(
                   f"{c.arrival_span_s:.3g} s, {c.span_over_e2el:.1f}x their mean E2E latency: its max rate is likely high; "
                   f"--num-requests {need:,} lasts {STEADY_SPAN_OVER_E2EL:g}x (docs/plan.md)", file=sys.stderr)
         if c.capped and c.error is None:
-            print(f"note: {c.label}: still meets the SLO at the search's top rate ({c.max_rate_per_s:.4g} req/s, the "
-                  "trace's requests arriving almost at once): the trace is too short to load it, so its max rate"
-                  + (" and replica count are" if plan.target_rate_per_s else " is") + " a lower bound; raise --num-requests",
-                  file=sys.stderr)
+            print(f"note: {c.label}: still meets the SLO at the search's top rate ({c.max_rate_per_s:.4g} req/s): the "
+                  f"trace's {c.best.num_requests if c.best else 0:,} requests arrive as one burst that it drains, so no "
+                  "sustained rate was measured (a longer trace gives a far lower one) and no cost is stated; it is ranked "
+                  "after the rows whose rate stands; raise --num-requests", file=sys.stderr)
     if not any(c.runs for c in plan.configs):
         raise ConfigError("no configuration met the SLO at any rate (the note of each row says why)")
     if plan.target_rate_per_s is not None and not any(c.target is not None and c.target.replicas for c in plan.configs):

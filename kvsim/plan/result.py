@@ -134,6 +134,8 @@ def config_result(task: ConfigTask) -> ConfigResult:
         cost = cost_usd_per_mtok(base["price"], target.gpus, target.output_tok_per_s)
     elif task.target_rate_per_s is not None:  # not met, or met by a check too short to stand by: no cost to state
         cost = None
+    elif found.capped:  # still feasible at the search's top rate: a burst, no rate measured, no cost to state
+        cost = None
     else:  # at the max rate, the workload's token rate (as at a target): max rate x mean output tokens
         demand = found.max_rate_per_s * float(np.mean(trace.output_tokens))
         cost = cost_usd_per_mtok(base["price"], cfg.gpus, demand) if best else None

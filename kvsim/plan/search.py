@@ -29,6 +29,7 @@ parallel, one :func:`kvsim.plan.result.run_config` each; the evaluator is inject
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -118,7 +119,9 @@ def rank(configs: list[ConfigResult], target: bool) -> list[int]:
             headroom = c.max_rate_per_s * (c.target.replicas or 0) / c.target.rate_per_s
             return (0 if c.target.verified else 1, gpus, usd_h, -headroom, c.label)  # (a short check: a lower bound)
         ok = c.max_rate_per_s > 0
-        return (0 if ok else 1, c.cost_usd_per_mtok if c.cost_usd_per_mtok is not None else inf,
+        # rows whose max rate stands first: a rate measured on a burst (a short trace, or still feasible at the
+        # search's top rate) is high, and its cost low, by the artefact (as layout_order does for --disagg)
+        return (0 if ok else 1, c.capped or c.transient, c.cost_usd_per_mtok if c.cost_usd_per_mtok is not None else inf,
                 -c.max_rate_per_s / max(c.gpus, 1), c.label)
 
     return sorted(range(len(configs)), key=key)
@@ -189,12 +192,33 @@ def run_plan(req: PlanRequest, *, jobs: int | None = None, executor: str = "proc
 PLAN_GLOBS = ("configs/*.json",)
 
 
+#: key of a configuration's JSON holding what is derived from its fields (written for readers, dropped on load)
+DERIVED = "derived"
+
+
+def config_json(c: ConfigResult) -> dict:
+    """A configuration as JSON, with ``derived``: ``transient`` (its max rate was measured on a burst: likely
+    high), ``span_over_e2el`` (request lifetimes the trace lasted at that rate) and ``capped`` restated, so a
+    script sees the caveats the table prints."""
+    d = c.model_dump(mode="json")
+    d[DERIVED] = {"transient": c.transient, "span_over_e2el": c.span_over_e2el,
+                  "rate_measured": c.runs and not c.capped and not c.transient}
+    return d
+
+
+def plan_json(plan: PlanResult) -> dict:
+    """The plan as JSON (``--json``), its configurations with :func:`config_json`'s ``derived`` caveats."""
+    d = plan.model_dump(mode="json")
+    d["configs"] = [config_json(c) for c in plan.configs]
+    return d
+
+
 def plan_files(plan: PlanResult) -> dict[str, str]:
     """``plan.json`` (inputs, ranking) and ``configs/NNN-<label>.json`` (one per configuration): name -> text."""
     files = {}
     for i, c in enumerate(plan.configs):
         slug = re.sub(r"[^a-zA-Z0-9.=-]+", "_", c.label).strip("_")[:80]
-        files[f"configs/{i:03d}-{slug}.json"] = c.model_dump_json(indent=1)
+        files[f"configs/{i:03d}-{slug}.json"] = json.dumps(config_json(c), indent=1, allow_nan=False)
     files["plan.json"] = plan.model_copy(update={"configs": []}).model_dump_json(indent=1)
     return files
 
@@ -219,7 +243,10 @@ def load_plan(out_dir: str | Path) -> PlanResult:
         plan = PlanResult.model_validate_json(meta.read_text())
         configs = []
         for where in sorted((d / "configs").glob("*.json")):
-            configs.append(ConfigResult.model_validate_json(where.read_text()))
+            data = json.loads(where.read_text())
+            if isinstance(data, dict):
+                data.pop(DERIVED, None)  # (recomputed from the fields)
+            configs.append(ConfigResult.model_validate(data))
     except ValidationError as err:  # one line: the file, the field and what is wrong with it
         raise ConfigError(f"{where}: unreadable plan result: {first_problem(err, whole='(file)')}") from None
     except ValueError as err:

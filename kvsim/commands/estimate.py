@@ -167,10 +167,10 @@ def _print_one(r, breakdown: bool) -> None:
     rows = [
         ("KV bytes/token (GPU, per GPU)", fmt_num(r.kv_bytes_per_token_gpu, 0)),
         ("KV bytes/token (host)", fmt_num(r.kv_bytes_per_token_host, 0)),
-        ("max batch (GPU / host)", f"{_limit(r.max_batch)} ({_limit(r.max_batch_gpu)} / {_limit(r.max_batch_host)})"),
+        ("max batch per replica (GPU / host)", f"{_limit(r.max_batch)} ({_limit(r.max_batch_gpu)} / {_limit(r.max_batch_host)})"),
         ("TTFT (one request)", no_fit if r.max_batch == 0 else fmt_s(r.ttft_s)),
         ("TPOT = ITL at batch", fmt_s(r.tpot_s) if r.fits else no_fit),
-        ("throughput (decode tok/s)", fmt_num(r.throughput_tok_s) if r.fits else no_fit),
+        ("throughput per replica (decode tok/s)", fmt_num(r.throughput_tok_s) if r.fits else no_fit),
         ("GPU memory per GPU", f"{fmt_bytes(r.memory_gpu_bytes)} of {fmt_bytes(r.gpu_requested_bytes)} requested "
          f"(weights {fmt_bytes(r.weights_bytes_per_gpu)}, KV {fmt_bytes(r.kv_gpu_bytes)}, "
          f"engine reserve {fmt_bytes(r.activation_reserve_bytes)})"),

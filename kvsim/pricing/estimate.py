@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
-from kvsim.pricing.memory import fewest, memory_budget, requests_that_fit
+from kvsim.pricing.memory import VLLM_BLOCK_TOKENS, fewest, memory_budget, requests_that_fit
 from kvsim.methods.base import KVMethod
 from kvsim.costmodel.roofline import Timing
 from kvsim.pricing.step import StepModel
@@ -138,8 +138,9 @@ class Estimator:
         budget = memory_budget(dep, m, max_tokens_per_step=step_tokens, max_seqs=self.max_num_seqs)
         res = m.kv_bytes(ctx)
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
-        mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req)
-        mb_host = requests_that_fit(budget.kv_host_bytes, h_req)
+        block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)
+        mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
+        mb_host = requests_that_fit(budget.kv_host_bytes, h_req, block)
         max_batch = fewest(mb_gpu, mb_host)
         if batch == "max":  # at most what memory holds and the engine's max_num_seqs
             cap = self.max_num_seqs if self.batch_cap is None else self.batch_cap

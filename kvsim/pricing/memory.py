@@ -12,6 +12,8 @@ offloading, every routed expert of the replica (:func:`~kvsim.costmodel.expert_o
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from kvsim.costmodel.deployment import Deployment
@@ -51,11 +53,21 @@ class MemoryBudget:
         return self.weights_bytes + self.reserve_bytes + self.method_fixed_gpu_bytes
 
 
-def requests_that_fit(budget_bytes: float, bytes_per_request: float) -> int | None:
+#: vLLM's default ``--block-size`` in tokens (``SimConfig.block_size_tokens``'s default)
+VLLM_BLOCK_TOKENS = 16
+
+
+def requests_that_fit(budget_bytes: float, bytes_per_request: float, block_bytes: float | None = None) -> int | None:
     """Whole requests of ``bytes_per_request`` that fit ``budget_bytes`` (0 if the budget is
-    negative); ``None`` when a request needs nothing from this pool (it does not limit the batch)."""
+    negative); ``None`` when a request needs nothing from this pool (it does not limit the batch).
+    With ``block_bytes`` the pool is whole blocks and each request takes whole blocks, as the paged
+    KV cache (and the simulator) counts them: ``floor(budget / block) // ceil(bytes / block)``."""
     if bytes_per_request <= 0:
         return None if budget_bytes >= 0 else 0
+    if block_bytes:
+        pool = int(budget_bytes // block_bytes)
+        need = max(math.ceil(bytes_per_request / block_bytes - 1e-9), 1)
+        return max(0, pool // need)
     return max(0, int(budget_bytes // bytes_per_request))
 
 

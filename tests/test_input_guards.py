@@ -68,3 +68,21 @@ def test_one_burst_is_called_a_burst_not_rounding():
     r = kvsim.simulate(hw="a100", model="llama-3.1-8b", method="full", trace=tr)
     hint = r.summary["load"]["hint"]
     assert hint.startswith("one burst: all 40 requests arrive at once") and "lower --rate" not in hint
+
+
+def test_estimate_max_batch_counts_whole_blocks():
+    """A100-80GB, Llama-3.1-8B, 1,000-token context: the KV pool holds floor(kv_gpu_bytes / (16 x 131,072)) whole
+    blocks and a request ceil(1000 / 16) = 63 of them; max batch = blocks // 63 (453 when bytes were divided as a
+    continuum; 449 on the audit's machine state, the simulator's own count)."""
+    import math
+
+    import kvsim
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.pricing.memory import memory_budget
+
+    e = kvsim.estimate(hw="a100", model="llama-3.1-8b", method="full", context=1000, batch="max")
+    dep = build_deployment("a100", "llama-3.1-8b")
+    b = memory_budget(dep, make_method("full", dep), max_tokens_per_step=8192, max_seqs=256)
+    blocks = int(b.kv_gpu_bytes // (16 * 131_072))
+    assert e.max_batch == blocks // math.ceil(1000 / 16) == 449

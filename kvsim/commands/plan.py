@@ -195,6 +195,10 @@ def plan_cmd(
                   f"trace's {c.best.num_requests if c.best else 0:,} requests arrive as one burst that it drains, so no "
                   "sustained rate was measured (a longer trace gives a far lower one) and no cost is stated; it is ranked "
                   "after the rows whose rate stands; raise --num-requests", file=sys.stderr)
+    if plan.configs and all(c.error is not None for c in plan.configs):  # nothing could even be built
+        first = plan.configs[0]
+        raise ConfigError(f"no configuration can run: {first.label}: {first.error}"
+                          + (f" (and {len(plan.configs) - 1} more; the note of each row says why)" if len(plan.configs) > 1 else ""))
     if not any(c.runs for c in plan.configs):
         raise ConfigError("no configuration met the SLO at any rate (the note of each row says why)")
     if plan.target_rate_per_s is not None and not any(c.target is not None and c.target.replicas for c in plan.configs):

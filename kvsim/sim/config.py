@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kvsim.pricing.memory import VLLM_BLOCK_TOKENS
 from kvsim.sim.kv_cache import KVLayout
 from kvsim.sim.kv_offload import KVOffload
 from kvsim.sim.metrics import RequestRecords
@@ -31,7 +32,7 @@ class SimConfig(BaseModel):
     max_num_batched_tokens: int = Field(8192, ge=1, le=MAX_NUM_BATCHED_TOKENS, description="token budget per step")
     chunked_prefill: bool = Field(True, description="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first")
     preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE
-    block_size_tokens: int = Field(16, ge=1, description="tokens of uncompressed KV per block")
+    block_size_tokens: int = Field(VLLM_BLOCK_TOKENS, ge=1, description="tokens of uncompressed KV per block")
     enable_prefix_caching: bool = Field(True, description="reuse cached KV blocks: shared prompt blocks (traces with prefix ids) and a RECOMPUTE victim's own blocks when it returns")
     prompt_kv_resident: bool = Field(
         False, description="requests arrive with their prompt's KV already on this replica (the decode instance of "

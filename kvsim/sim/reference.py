@@ -343,9 +343,10 @@ class RefReplica(RefScheduling):
                 prefix = self._held_gpu(r) - r.gpu_blocks
                 kept = self.geo.blocks(r.num_computed_tokens, r.num_prompt_tokens)[0] - prefix
                 r.gpu_blocks = min(r.gpu_blocks, kept)
-            if self.pb and r.prefix_hashes:  # (its entries were cached when its chunks were scheduled: rule 3)
+            # (its entries were cached when its chunks were scheduled: rule 3)
+            if self.tiers is not None and self.pb and r.prefix_hashes:
                 last = min(len(r.prefix_hashes), r.num_prompt_tokens // self.pb)
-                if self.tiers is not None and last:  # rule 11: write-through of every entry no tier holds
+                if last:  # rule 11: write-through of every entry no tier holds
                     g = self.geo
                     self.tiers.store([(h, g.prefix_blocks(i, self.pb, r.num_prompt_tokens)
                                        - g.prefix_blocks(i - 1, self.pb, r.num_prompt_tokens))
@@ -371,10 +372,7 @@ class RefReplica(RefScheduling):
         pb = self.pb
         if pb and len(r.prefix_hashes) > -(-r.num_prompt_tokens // pb):  # rule 3b
             last = min(len(r.prefix_hashes), r.num_computed_tokens // pb)
-            if last > r.num_prefix_entries:
-                first = r.num_prefix_entries
-                r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
-                r.num_prefix_entries = last
+            if self._register_through(r, last):
                 if self.tiers is not None:  # rule 11: its entries written through, generated ones too
                     g, P = self.geo, r.num_prompt_tokens
                     self.tiers.store([(h, g.prefix_blocks(i, pb, P) - g.prefix_blocks(i - 1, pb, P))

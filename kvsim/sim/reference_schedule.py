@@ -89,11 +89,12 @@ class RefScheduling:
             self._remove_slot(r)
             if self.cfg.preemption_mode.value == "swap":
                 blocks = self.geo.blocks(r.num_computed_tokens, r.num_prompt_tokens)[0]
-                if self.pool.host_free() >= blocks * self.tp:  # rule 6: every GPU's share in host memory
+                host = blocks * self.tp  # rule 6: every GPU's share in host memory
+                if self.pool.host_free() >= host:
                     if r.num_prefix_entries:
                         self.pool.release(r.prefix_hashes[: r.num_prefix_entries])
                     r.gpu_blocks = r.num_prefix_entries = 0
-                    r.host_blocks += blocks * self.tp
+                    r.host_blocks += host
                     r.status = "swapped"
                     plan["swap_out"] += blocks
                     self.swapped.append(r)
@@ -286,13 +287,17 @@ class RefScheduling:
     def _cache_entries(self, r: RefRequest, n_tokens: int) -> None:
         """Rule 3: the prompt entries that ``r``'s first ``n_tokens`` tokens complete become cached
         entries now, when the chunk that computes them is scheduled."""
-        pb = self.pb
-        if not (pb and r.prefix_hashes):
-            return
-        last = min(len(r.prefix_hashes), min(n_tokens, r.num_prompt_tokens) // pb)
-        if last > r.num_prefix_entries:
-            first = r.num_prefix_entries
-            r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
-            r.num_prefix_entries = last
+        if self.pb and r.prefix_hashes:
+            self._register_through(r, min(len(r.prefix_hashes), min(n_tokens, r.num_prompt_tokens) // self.pb))
+
+    def _register_through(self, r: RefRequest, last: int) -> bool:
+        """Rules 3 and 3b: ``r``'s entries after those it references, up to entry ``last``, become cached
+        entries it references (its own blocks of them handed over, or shared); True if any was added."""
+        first = r.num_prefix_entries
+        if last <= first:
+            return False
+        r.gpu_blocks -= self.pool.register(r.prefix_hashes[first:last], first + 1, r.num_prompt_tokens)
+        r.num_prefix_entries = last
+        return True
 
     # ----- after the step -----

@@ -193,13 +193,20 @@ class Scheduler(StepCommit, ParkedKV):
         """Prefix entries of ``r``'s prompt covered by its first ``n_tokens`` tokens become cached
         entries as soon as the chunk that computes them is scheduled (vLLM v1 ``allocate_slots`` ->
         ``cache_blocks(request, num_computed_tokens + num_new_tokens)``): a request admitted later in
-        the same step, or in any later one, hits them."""
+        the same step, or in any later one, hits them. Nothing without prefix caching or prefix ids."""
         kv = self.kv
-        last = min(len(r.prefix_hashes), min(n_tokens, r.num_prompt_tokens) // kv.pb)
-        if last > r.num_prefix_entries:
-            first = r.num_prefix_entries
-            r.gpu_blocks -= kv.register(r.prefix_hashes[first:last], first + 1)
-            r.num_prefix_entries = last
+        if kv.pb and r.prefix_hashes:
+            self._register_through(r, min(len(r.prefix_hashes), min(n_tokens, r.num_prompt_tokens) // kv.pb))
+
+    def _register_through(self, r: Request, last: int) -> int:
+        """``r``'s entries after those it references, up to entry ``last``, become cached entries it
+        references (its private blocks of them handed over); returns how many were added."""
+        first = r.num_prefix_entries
+        if last <= first:
+            return 0
+        r.gpu_blocks -= self.kv.register(r.prefix_hashes[first:last], first + 1)
+        r.num_prefix_entries = last
+        return last - first
 
     def free(self, r: Request) -> None:
         """Release every block of ``r`` (private, prefix references, swapped host copy)."""
@@ -243,13 +250,14 @@ class Scheduler(StepCommit, ParkedKV):
         kv = self.kv
         if self.preemption_mode is PreemptionMode.SWAP and p is None:
             blocks = self.blocks.request_blocks(r.num_computed_tokens, r.num_prompt_tokens, r.req_id)[0]  # all its GPU KV
-            if kv.host_free >= blocks * self.tp:
+            host = blocks * self.tp  # (every GPU's share)
+            if kv.host_free >= host:
                 kv.release(r.gpu_blocks, 0)
                 if r.num_prefix_entries:
                     kv.release_prefix(r.prefix_hashes[: r.num_prefix_entries])
                     r.num_prefix_entries = 0
-                kv.allocate(0, blocks * self.tp)
-                r.host_blocks += blocks * self.tp
+                kv.allocate(0, host)
+                r.host_blocks += host
                 r.gpu_blocks, r.swapped = 0, True
                 out.swap_out_blocks += blocks
                 self.swapped.append(r)
@@ -310,8 +318,7 @@ class Scheduler(StepCommit, ParkedKV):
             r.gpu_blocks += dg
             r.host_blocks += dh
             out.prefill.append((r, c, r.num_computed_tokens, r.num_computed_tokens + c == r.num_tokens))
-            if kv.pb and r.prefix_hashes:
-                self.cache_blocks(r, r.num_computed_tokens + c)
+            self.cache_blocks(r, r.num_computed_tokens + c)
         return budget
 
     def _swap_in(self, out: SchedulerOutput, budget: int) -> int:
@@ -322,12 +329,13 @@ class Scheduler(StepCommit, ParkedKV):
             c, p = r.num_computed_tokens, r.num_prompt_tokens
             (blocks, h0) = self.blocks.request_blocks(c, p, r.req_id)
             (g1, h1) = self.blocks.request_blocks(c + 1, p, r.req_id)
-            kv.release(0, blocks * self.tp)
+            host = blocks * self.tp  # (every GPU's share)
+            kv.release(0, host)
             if not kv.allocate(g1, h1 - h0, self.watermark_blocks):
-                kv.allocate(0, blocks * self.tp)
+                kv.allocate(0, host)
                 break
             self.swapped.popleft()
-            r.host_blocks -= blocks * self.tp
+            r.host_blocks -= host
             r.gpu_blocks, r.swapped, r.status = blocks, False, RequestStatus.RUNNING
             out.swap_in_blocks += blocks
             b.add(r, 0)
@@ -397,8 +405,7 @@ class Scheduler(StepCommit, ParkedKV):
             r.admit_seq = self._next_admit_seq
             self._next_admit_seq += 1
             out.prefill.append((r, c, r.num_computed_tokens, c == todo))
-            if kv.pb and r.prefix_hashes:
-                self.cache_blocks(r, r.num_computed_tokens + c)
+            self.cache_blocks(r, r.num_computed_tokens + c)
             if c < todo:
                 self.prefilling.append(r)
             running += 1

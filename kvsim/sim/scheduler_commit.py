@@ -34,9 +34,10 @@ class StepCommit:
                 continue
             if self.prefilling and r in self.prefilling:
                 self.prefilling.remove(r)
-            if kv.pb and r.prefix_hashes:  # (its entries were cached when its chunks were scheduled)
+            # (its entries were cached when its chunks were scheduled); write-through of every entry no tier holds
+            if self.tiers is not None and kv.pb and r.prefix_hashes:  # (kvsim.sim.kv_tiers)
                 last = min(len(r.prefix_hashes), r.num_prompt_tokens // kv.pb)
-                if self.tiers is not None and last:  # write-through of every entry no tier holds (kvsim.sim.kv_tiers)
+                if last:
                     self.tiers.store([(h, kv.entry_blocks(i)) for i, h in enumerate(r.prefix_hashes[:last], start=1)],
                                      t_end)
                     self.blocked = False  # a store can evict the queue head's tier hits: fewer blocks to take
@@ -81,15 +82,12 @@ class StepCommit:
         in order, with the rest). With offload tiers, all of its entries are then written through as
         a completed prompt's are, at ``t_end`` (vLLM offloads every full block, generated ones too).
         Returns the entries added."""
-        kv, first = self.kv, r.num_prefix_entries
+        kv = self.kv
         last = kv.generated_entries(len(r.prefix_hashes), r.num_prompt_tokens, r.max_tokens)
-        if last <= first:
-            return 0
-        r.gpu_blocks -= kv.register(r.prefix_hashes[first:last], first + 1)
-        r.num_prefix_entries = last
-        if self.tiers is not None and t_end is not None:
+        added = self._register_through(r, last)
+        if added and self.tiers is not None and t_end is not None:
             self.tiers.store([(h, kv.entry_blocks(i)) for i, h in enumerate(r.prefix_hashes[:last], start=1)], t_end)
-        return last - first
+        return added
 
     def finish(self, reqs: list[Request], t_end: float | None) -> list[Request]:
         """Free and mark finished (``t_end`` None: ``finish_s`` is already set)."""

@@ -159,7 +159,7 @@ def format_validation_error(err: ValidationError, origin: str, keys: dict[str, s
             msg = (f"Extra inputs are not permitted: unknown field"
                    + (f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"))
         lines.append(f"{loc}: {msg}{got_s}" if loc else f"{msg}{got_s}")
-        places.append(loc or top_level)
+        places.append(loc)
     text = "; ".join(lines[:SHOWN_PROBLEMS])
     if len(lines) > SHOWN_PROBLEMS:  # the rest by name only (a template's nulls: every field to fill is named)
         rest = places[SHOWN_PROBLEMS:]

@@ -198,8 +198,8 @@ DERIVED = "derived"
 
 def config_json(c: ConfigResult) -> dict:
     """A configuration as JSON, with ``derived``: ``transient`` (its max rate was measured on a burst: likely
-    high), ``span_over_e2el`` (request lifetimes the trace lasted at that rate) and ``capped`` restated, so a
-    script sees the caveats the table prints."""
+    high), ``span_over_e2el`` (request lifetimes the trace lasted at that rate) and ``rate_measured`` (it ran,
+    and neither ``capped`` nor transient), so a script sees the caveats the table prints."""
     d = c.model_dump(mode="json")
     d[DERIVED] = {"transient": c.transient, "span_over_e2el": c.span_over_e2el,
                   "rate_measured": c.runs and not c.capped and not c.transient}

@@ -2,14 +2,14 @@
 of every newer reader (rounded-timestamp check, sessions, bad rows -> Trace).
 
 ``--columns arrival=ts,prompt=input_len,output=output_len[,session=conv_id]`` names the
-file's columns (``prefix=COL,prefix_tokens=COL``: rows with the same prefix value share their
-first prefix_tokens tokens, :mod:`kvsim.traces.prefix_groups`) (CSV header names, or JSON keys; ``a.b`` reaches a nested key when no key
+file's columns (CSV header names, or JSON keys; ``a.b`` reaches a nested key when no key
 ``a.b`` exists). ``prompt`` and ``output`` (token counts) are required; without ``arrival``
 the file is lengths-only and needs ``--arrivals``. ``--time-unit`` is the unit of the
 arrival column: ``s`` (default), ``ms``, ``us``, ``ns``, or ``iso`` for ISO-8601 date-times
 (``2023-11-16 18:17:03.9799600``, an offset or ``Z`` converted to UTC; without one, taken as
 UTC). Arrivals are shifted to start at 0 s; rows out of time order are sorted (stably) and
-counted in a note.
+counted in a note. ``prefix=COL,prefix_tokens=COL`` (together, not with ``session``): rows with
+the same prefix value share their first ``prefix_tokens`` tokens (:mod:`kvsim.traces.prefix_groups`).
 
 Values: token counts are whole numbers in [0, 2**31 - 1]; times are finite, >= 0 and at most
 1e12 s after conversion. In CSV every cell is text; in JSON a number must be a JSON number

@@ -36,7 +36,7 @@ from kvsim.traces.base import Trace
 from kvsim.validate.replay_settings import EngineSettings
 from kvsim.validate.runlog import RunLog
 from kvsim.validate.runlog_bench import is_bench_result, read_bench_log
-from kvsim.validate.runlog_stats import read_stats_log
+from kvsim.validate.runlog_stats import PROMPT_NAMES, TIME_NAMES, read_stats_log
 
 FORMATS = ("auto", "jsonl", "csv", "bench")
 METRICS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
@@ -84,7 +84,7 @@ def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: 
         raise TraceError(f"{p}: cannot read as UTF-8 text ({str(err).splitlines()[0]})") from None
     except OSError as err:
         raise TraceError(f"{p}: cannot read ({err.strerror or err})") from None
-    text = text.lstrip("\ufeff")  # a UTF-8 byte-order mark
+    text = text.lstrip("\ufeff")  # a UTF-8 byte-order mark (Excel, PowerShell), before any format is detected
     if not text.strip():
         raise TraceError(f"{p}: empty file")
     data = None
@@ -109,9 +109,9 @@ def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: 
     return in_unit(log, time_unit)
 
 
-#: Keys of a per-request stats row (:mod:`kvsim.validate.runlog_stats`): a whole-file JSON object with one of
-#: them is a one-row log, not some other JSON document.
-STATS_ROW_KEYS = ("queued_ts", "arrival_time", "first_token_ts", "first_token_latency", "num_prompt_tokens", "prompt_tokens")
+#: Keys of a per-request stats row (the stats reader's own names): a whole-file JSON object with one of them is a
+#: one-row log, not some other JSON document.
+STATS_ROW_KEYS = (*TIME_NAMES, *PROMPT_NAMES)
 
 
 def _appended_results(text: str, p: Path) -> None:

@@ -52,6 +52,8 @@ PROMPT_NAMES = ("num_prompt_tokens", "prompt_tokens", "prompt_len", "input_len")
 OUTPUT_NAMES = ("num_generation_tokens", "output_tokens", "completion_tokens", "output_len")
 FAILED_REASONS = {"abort", "error", "2", "3"}  # vLLM v1 FinishReason ABORT = 2, ERROR = 3
 ID_NAME = "request_id"  # optional; a row repeating an earlier row's id is dropped (duplicate_request_id)
+#: the columns a row's times come from (any of them marks a JSON object as one row of such a log)
+TIME_NAMES = ("queued_ts", "arrival_time", "first_token_ts", "first_token_latency")
 #: |first token - arrival| beyond this (a day) means two clocks were mixed.
 CLOCK_MISMATCH_S = 86_400.0
 
@@ -59,7 +61,6 @@ CLOCK_MISMATCH_S = 86_400.0
 def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str]:
     """Rows of a JSONL file or a JSON list of objects (``kind`` 'json'), or a CSV file with a
     header ('csv'); 'auto' decides from the first character. Returns (rows, format name)."""
-    text = text.lstrip("\ufeff")  # a UTF-8 byte-order mark (Excel, PowerShell)
     s = text.lstrip()
     if kind == "auto":
         kind = "json" if s[:1] in ("{", "[") else "csv"

@@ -14,6 +14,7 @@ from kvsim.costmodel.roofline import Roofline
 from kvsim.sim.fast.batch import DecodeBatch
 from kvsim.sim.fast.decode_run import DecodeRun, DecodeRunner, NextDecodeStep
 from kvsim.sim.fast.pricer import StepPricer
+from kvsim.sim.fast.work_ledger import WorkLedger
 from kvsim.sim.kv_cache import KVLayout, LayoutBlocks
 
 __all__ = ["DecodeBatch", "DecodeRun", "DecodeRunner", "FastPath", "NextDecodeStep", "RowBlocks", "StepPricer"]
@@ -62,7 +63,7 @@ class FastPath:
         self.through_finishes = pr.masked_ok and not prefix_caching
 
     def new_batch(self, max_num_seqs: int) -> DecodeBatch:
-        return DecodeBatch(max_num_seqs, self.blocks)
+        return DecodeBatch(max_num_seqs, self.blocks, WorkLedger(self.pricer) if self.pricer.masked_ok else None)
 
     def decode_runner(self, sched, uses_host: bool, tbt_sink) -> DecodeRunner:
         return DecodeRunner(sched, self.pricer, pass_prompts=self.pass_prompts, pass_rids=self.rows,

@@ -35,11 +35,13 @@ class DecodeBatch:
     Row columns: ``ctx0``, ``fin`` (see module docstring), ``off``, ``seq`` (admission order:
     preemption picks the largest), ``jstep``/``jseg`` (step and segment at join), ``prompt``
     (prompt tokens), ``last`` (time of the row's last token when it joined), ``tmax``
-    (largest TBT outside the log).
+    (largest TBT outside the log). ``work``: a :class:`kvsim.sim.fast.work_ledger.WorkLedger`
+    told of every row that joins or leaves before its end (None: runs gather their rows).
     """
 
-    def __init__(self, cap: int, blocks) -> None:
+    def __init__(self, cap: int, blocks, work=None) -> None:
         self.n = 0
+        self.work = work  # a WorkLedger (the rows' summed decode work per coming step), or None
         self.reqs: list = []
         self.I = np.zeros((cap, 8), dtype=np.int64)
         self.F = np.zeros((cap, 2))
@@ -134,6 +136,8 @@ class DecodeBatch:
         g, h = self.blocks.request_blocks(c, r.num_prompt_tokens, r.req_id)
         self.gsum += g
         self.hsum += h
+        if self.work is not None:
+            self.work.add(r.req_id, c, f - sn, sn)
 
     def _seg_max(self, j: int) -> float:
         return float(self.seg[j:self.nseg].max()) if j < self.nseg else 0.0
@@ -167,6 +171,8 @@ class DecodeBatch:
         r.tbt_max_s = max(tmax, self._seg_max(jseg))
         self.gsum -= g
         self.hsum -= h
+        if self.work is not None and fin > self.step_no:  # (left before its end: preempted)
+            self.work.remove(rid, c, fin - self.step_no, self.step_no)
         self._drop(i)
         return r
 

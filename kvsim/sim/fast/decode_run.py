@@ -95,8 +95,11 @@ class DecodeRunner:
         masked = k > k_fin
         left = b.left() if masked else None
         joint = pricer.joint_mixed
-        got = pricer.decode_run(b.ctx(), k, left, b.prompts() if self.pass_prompts else None,
-                                b.rids() if self.pass_rids else None)
+        if b.work is not None:  # the rows' work per step, summed as they joined
+            got = pricer.summed_run(b.work.window(sn, k, b), B, masked)
+        else:
+            got = pricer.decode_run(b.ctx(), k, left, b.prompts() if self.pass_prompts else None,
+                                    b.rids() if self.pass_rids else None)
         dt, ext, per_step = got.dt, got.extras, got.batch_sizes
         uses_host = self.uses_host
         held_g, held_h = b.held_blocks()

@@ -85,6 +85,7 @@ class StepPricer:
         self.layout = self.table = self.batch_rows = self.rows = None  # (batch_rows: [max_seqs + 1, ncol] work)
         self.joint_mixed = False
         self._split_prefill = False
+        self.table_generation = 0  # changes when the table's columns do (a WorkLedger rebuilds then)
         # folded "rows" (kvsim.sim.fast.folding): [max_seqs + 1, ncol] work and seconds of parts of B alone
         self._fold_base, self._fixed_s = None, 0.0
         # seconds of the linear layers + overhead of a decode-only step of B sequences: [max_seqs + 1]
@@ -124,12 +125,6 @@ class StepPricer:
             self._seconds = layout.seconds if layout.once else layout.compiled.seconds
             no_batch_work = ~self.batch_rows.any(axis=1) | (self._fold_base is not None)  # [max_seqs + 1] nothing to add
             self._no_batch_work, self._never_batch_work = no_batch_work.tolist(), bool(no_batch_work.all())
-            self.batch_rows_wide = np.zeros((self.max_seqs + 1, self._count + 1))  # [max_seqs + 1, width]
-            if self._fold_base is None:
-                self.batch_rows_wide[:, : self.layout.ncol] = self.batch_rows  # (zero extras and count)
-            # a lone sequence is the most common batch: its rows with h(1) already added ("table")
-            self._table_lone = (self.table + self.batch_rows_wide[1]
-                                if self.rows is None and not no_batch_work[1] else self.table)
 
     # ------------------------------------------------------------------ structure
     def _read_structure(self) -> bool:
@@ -185,6 +180,15 @@ class StepPricer:
                 self.rows.alive[:] = old.alive
                 self.rows.ensure(max(i, old.filled - 1))
                 self.set_flags()
+                self.table_generation += 1
+
+    def work_rows(self) -> np.ndarray:
+        """``[rows, width]`` the decode work table ("table" or "rows" mode)."""
+        return self.table if self.rows is None else self.rows.table
+
+    def first_row(self, rid: int, ctx: int) -> int:
+        """Row of :meth:`work_rows` of request ``rid`` at context ``ctx``."""
+        return ctx if self.rows is None else int(self.rows.base[rid]) + ctx
 
     def release(self, i: int) -> None:
         """Request ``i`` will not decode again (finished or rejected)."""
@@ -284,44 +288,36 @@ class StepPricer:
             else:
                 extras = self.extra[steps].sum(axis=1) if self.extra.shape[1] else self.extra[:k]
             return DecodeRunPrices(dt, extras, None, None)
-        table = self.table if self.rows is None else self.rows.table  # [rows, width]
+        table = self.work_rows()
         first_row = ctx if self.rows is None else self.rows.base[rid] + ctx  # [B] table row of step 0
+        offsets = self._offsets(k)
+        if left is None:
+            index = first_row[:, None] + offsets  # [B, k]
+        else:  # finished rows read the all-zero row
+            index = np.where(offsets < left[:, None], first_row[:, None] + offsets, self.zero_row)
+        return self.summed_run(table[index].sum(axis=0), B, left is not None)
+
+    def summed_run(self, summed: np.ndarray, B: int, masked: bool) -> DecodeRunPrices:
+        """:meth:`decode_run` of a batch whose rows' work per step is already summed: ``summed``
+        ``[k, width]`` (a :class:`kvsim.sim.fast.work_ledger.WorkLedger` window, read only); ``B``
+        rows; ``masked``: rows finish inside the run (the steps' batch sizes from the count column)."""
         ncol, count, seconds = self._ncol, self._count, self._seconds
-        if left is None:  # every sequence in every step: the per-batch-size work joins the first add
-            if B <= 8:  # a slice per sequence beats a gather for small batches
-                rows = first_row.tolist()
-                row = rows[0]
-                if B == 1 and (self.rows is None or self._no_batch_work[1]):
-                    work = (self._table_lone if self.rows is None else table)[row:row + k]  # [k, width] (a view)
-                else:
-                    work = table[row:row + k] + self.batch_rows_wide[B]
-                    for row in rows[1:]:
-                        work += table[row:row + k]
+        if not masked:
+            if self._fold_base is not None:
+                amounts = unfold(self._fold_base, ncol, summed[:, :ncol], B)
+            elif self._no_batch_work[B]:
+                amounts = summed[:, :ncol]
             else:
-                work = table[first_row[:, None] + self._offsets(k)].sum(axis=0)  # [k, width]
-                if not self._no_batch_work[B]:
-                    work += self.batch_rows_wide[B]
-            amounts = work[:, :ncol] if self._fold_base is None else unfold(self._fold_base, ncol, work[:, :ncol], B)
+                amounts = summed[:, :ncol] + self.batch_rows[B]
             dt = seconds(amounts)
             dt += self._run_linear_list[B]
-            return DecodeRunPrices(dt, work[:, ncol:count], None, amounts)
-        if B <= 8:
-            work = np.zeros((k, table.shape[1]))
-            for row, steps_left in zip(first_row.tolist(), left.tolist()):
-                if steps_left >= k:
-                    work += table[row:row + k]
-                else:
-                    work[:steps_left] += table[row:row + steps_left]
-        else:
-            offsets = self._offsets(k)
-            index = np.where(offsets < left[:, None], first_row[:, None] + offsets, self.zero_row)  # [B, k]
-            work = table[index].sum(axis=0)  # [k, width]
-        batch_sizes = work[:, count].astype(np.intp)  # [k]
-        amounts = (unfold(self._fold_base, ncol, work[:, :ncol], batch_sizes) if self._fold_base is not None
-                   else work[:, :ncol] if self._never_batch_work else work[:, :ncol] + self.batch_rows[batch_sizes])
+            return DecodeRunPrices(dt, summed[:, ncol:count], None, amounts)
+        batch_sizes = summed[:, count].astype(np.intp)  # [k]
+        amounts = (unfold(self._fold_base, ncol, summed[:, :ncol], batch_sizes) if self._fold_base is not None
+                   else summed[:, :ncol] if self._never_batch_work else summed[:, :ncol] + self.batch_rows[batch_sizes])
         dt = seconds(amounts)
         dt += self._run_linear[batch_sizes]
-        return DecodeRunPrices(dt, work[:, ncol:count], batch_sizes, amounts)
+        return DecodeRunPrices(dt, summed[:, ncol:count], batch_sizes, amounts)
 
     def _offsets(self, k: int) -> np.ndarray:
         """``[k]`` 0, 1, ..., k - 1 (a view of a cached range)."""

@@ -9,7 +9,7 @@ parts does the same). The p-norms of several parts are computed together on ``[.
 arrays; one step (a row) is priced on Python floats, its powers on numpy elements (numpy's
 vectorized power rounds differently from the C library's). P-norms of more than two resources
 (decode attention with its tiles in the body) are computed as the stages compute them
-(:func:`pnorm`), on ``[..., parts]`` gathers of parts with the same p and width; a row is then
+(:func:`pnorm_rows`), on ``[..., parts]`` gathers of parts with the same p and width; a row is then
 priced as a ``[1, ncol]`` array. Not used with overlap groups, measured custom all-reduce parts,
 or a lone part with a p-norm of more than two resources (the compiled roofline's own path).
 """
@@ -22,18 +22,14 @@ MAX_PARTS = 7  # numpy adds at most this many parts left to right (more: pairwis
 
 
 def pnorm_of_list(times: list, p: float):
-    """``(sum t^p)^(1/p)`` of ``n`` arrays, computed as ``top * (sum (t/top)^p)^(1/p)`` (no
-    overflow; 0 when all are 0); two arrays: ``top * (1 + (low/top)^p)^(1/p)``. The roofline's
-    stages and the plan both call it, so their p-norms are the same operations."""
+    """``(sum t^p)^(1/p)`` of ``n`` arrays. Two arrays: ``top * (1 + (low/top)^p)^(1/p)`` (no
+    overflow; 0 when both are 0). More: :func:`pnorm_rows` of the arrays stacked on a last axis
+    (the roofline's stages and the plan both call these, so their p-norms are the same operations)."""
     if len(times) == 2:
         a, b = times
         top, low = np.maximum(a, b), np.minimum(a, b)
         return top * (1.0 + (low / np.maximum(top, 1e-300)) ** p) ** (1.0 / p)
-    top = times[0]
-    for t in times[1:]:
-        top = np.maximum(top, t)
-    safe = np.maximum(top, 1e-300)
-    return top * sum((t / safe) ** p for t in times) ** (1.0 / p)
+    return pnorm_rows(np.stack(np.broadcast_arrays(*times), axis=-1, dtype=np.float64), p, 1.0 / p)
 
 
 def column_sum(times: np.ndarray, cols) -> np.ndarray:
@@ -45,10 +41,24 @@ def column_sum(times: np.ndarray, cols) -> np.ndarray:
     return out
 
 
+# p-norms of more than two resources with p at most this are computed as (sum t^p)^(1/p): seconds
+# of work are >= 1e-30 s or 0, so t^p neither underflows nor overflows (1e-30^8 = 1e-240); above it,
+# as top * (sum (t/top)^p)^(1/p)
+DIRECT_P_MAX = 8.0
+
+
 def pnorm_rows(t: np.ndarray, p: float, inv_p: float) -> np.ndarray:
-    """:func:`pnorm_of_list` of ``n > 2`` arrays stacked on the last axis of ``t`` (``[..., n]``,
-    a copy it may change): the same elementwise operations, terms added left to right
-    (``0 + t0 == t0``); ``inv_p`` is ``1.0 / p``."""
+    """``(sum t^p)^(1/p)`` of ``n > 2`` arrays stacked on the last axis of ``t`` (``[..., n]``,
+    a contiguous copy it may change): terms added left to right (``0 + t0 == t0``); ``inv_p``
+    is ``1.0 / p``. Computed directly for ``p <= DIRECT_P_MAX``, else normalized by the largest
+    term (0 when all are 0 either way)."""
+    if p <= DIRECT_P_MAX:
+        t **= p
+        out = t[..., 0] + t[..., 1]
+        for j in range(2, t.shape[-1]):
+            out += t[..., j]
+        out **= inv_p
+        return out
     top = np.maximum.reduce(t, axis=-1)  # (max is exact in any order)
     t /= np.maximum(top, 1e-300)[..., None]
     t **= p

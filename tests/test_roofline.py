@@ -315,3 +315,22 @@ def test_tiles_in_body_overlap_the_stream():
     e = s.eff.with_overrides({"attn_decode": {"overhead_s": 0.0, "tile_s": 1e-8, "tiles_in_body": True}})
     # vectorized: max(2, 1) = 2 us; max(0.2, 1) = 1 us
     assert Roofline(s.with_efficiencies(e)).seconds(Cost((many,))) == pytest.approx([2e-6, 1e-6])
+
+
+def test_pnorm_of_more_than_two_resources_by_hand():
+    """(sum t^p)^(1/p) of three resources: computed directly for p <= DIRECT_P_MAX, normalized by
+    the largest term above it; the roofline's stages call the same function on their columns."""
+    from kvsim.costmodel.roofline_plan import DIRECT_P_MAX, pnorm_of_list, pnorm_rows
+
+    t = np.array([[3.0, 4.0, 12.0], [0.0, 0.0, 0.0]])
+    assert 2.0 <= DIRECT_P_MAX < 10.0
+    # p = 2: sqrt(9 + 16 + 144) = sqrt(169) = 13 (direct); all zero -> 0
+    assert pnorm_rows(t.copy(), 2.0, 0.5).tolist() == pytest.approx([13.0, 0.0], rel=1e-15)
+    # p = 10 (normalized): 12 * (1 + (4/12)^10 + (3/12)^10)^0.1 = 12 * (1 + 1.6935e-5 + 9.537e-7)^0.1
+    #   = 12 * (1 + 1.7889e-6) = 12.0000215
+    assert pnorm_rows(t.copy(), 10.0, 0.1)[0] == pytest.approx(12.0000215, rel=1e-8)
+    assert pnorm_rows(t.copy(), 10.0, 0.1)[1] == 0.0
+    # the stages' list form stacks its arrays and calls the same function: bit-identical
+    cols = [t[:, 0], t[:, 1], t[:, 2]]
+    for p in (1.7, 6.576, 10.0):
+        assert np.array_equal(pnorm_of_list(cols, p), pnorm_rows(t.copy(), p, 1.0 / p))

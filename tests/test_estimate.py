@@ -89,3 +89,20 @@ def test_batch_max_stays_within_max_num_seqs():
     r = estimate(dep, make_method("full", dep), 1024, "max", max_num_seqs=64)
     assert r.max_batch > 64 and 1 <= r.batch <= 64  # memory holds more; the engine runs at most 64
     assert estimate(dep, make_method("full", dep), 1024, "max", max_num_seqs=1024).batch > 64
+
+
+def test_a_methods_own_kv_dtype_is_the_one_reported():
+    """full:kv_dtype=fp8 prices 1-byte KV (Llama-3.1-8B: 2 x 32 layers x 8 KV heads x 128 x 1 B =
+    65,536 B per token) and says fp8, in estimate and in simulate's summary and provenance
+    (user audit: the numbers were fp8's, the label the deployment's bf16)."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.sim.replica import SimConfig, simulate
+    from kvsim.traces import load_trace
+
+    dep = build_deployment("a100", "llama-3.1-8b")
+    m = make_method("full:kv_dtype=fp8", dep)
+    got = estimate(dep, m, 1024)
+    assert got.kv_bytes_per_token_gpu == 65536 and got.kv_dtype == "fp8"
+    res = simulate(dep, m, load_trace("synthetic-burstgpt", num_requests=5, seed=0), SimConfig())
+    assert res.summary["kv_dtype"] == "fp8" and res.summary["provenance"]["deployment"]["kv_dtype"] == "fp8"
+    assert estimate(dep, make_method("full", dep), 1024).kv_dtype == "bf16"

@@ -25,7 +25,7 @@ def provenance(dep: Deployment, method: KVMethod, trace: Trace) -> dict:
         "kvsim_version": __version__,
         "method": {"name": method.name, "params": method.params.model_dump(mode="json")},
         "deployment": {"system": s.name, "gpu": s.gpu.name, "host": s.host.name, "gpus": s.num_gpus, "tp": dep.tp,
-                       "weight_dtype": dep.weight_dtype, "kv_dtype": dep.kv_dtype, "act_dtype": dep.act_dtype,
+                       "weight_dtype": dep.weight_dtype, "kv_dtype": method.dep.kv_dtype, "act_dtype": dep.act_dtype,
                        "gpu_memory_utilization": dep.gpu_memory_utilization,
                        **({} if dep.expert_offload is None else {"expert_offload": dep.expert_offload.model_dump()})},
         "cost_model": {"calibration": s.calibration, "efficiencies_source": s.eff.source},

@@ -407,6 +407,6 @@ def simulate(dep: Deployment, method: KVMethod, trace: Trace, config: SimConfig 
     sim = ReplicaSim(dep, method, trace, cfg, step_model=step_model)
     res = sim.run()
     res.summary.update({"hw": dep.system.name, "model": dep.model.name, "method": method.label(),
-                        "trace": trace.name, "tp": dep.tp, "weight_dtype": dep.weight_dtype, "kv_dtype": dep.kv_dtype,
+                        "trace": trace.name, "tp": dep.tp, "weight_dtype": dep.weight_dtype, "kv_dtype": method.dep.kv_dtype,
                         "provenance": provenance(dep, method, trace)})
     return res

@@ -287,3 +287,16 @@ def test_infllm_prefill_retrieves_per_512_token_sub_chunk_whatever_the_engine_ch
     for name, field in (("infllm_block_scores", "flops"), ("infllm_offload", "pcie_bytes")):
         total = sum(getattr(c.by_name(name), field) for c in four)
         assert total == pytest.approx(getattr(one.by_name(name), field), rel=0.015)
+
+
+def test_magicpig_host_kv_is_in_the_kv_dtype():
+    """MagicPIG's host copy is the GPU's KV, in its dtype (as InfLLM's): Llama-3.1-8B at 32,768
+    tokens offloads 32,768 - 4 sink - 64 local = 32,700 tokens of 30 sparse layers:
+    30 x 2 x 8 KV heads x 128 x 32,700 = 2,009,088,000 elements: 2.009 GB in fp8, 4.018 GB in bf16
+    (user audit: it stayed 4.018 GB with an fp8 KV cache)."""
+    from kvsim.costmodel.deployment import build_deployment
+
+    for kv_dtype, nbytes in (("bf16", 2), ("fp8", 1)):
+        dep = build_deployment("a100", "llama-3.1-8b", kv_dtype=kv_dtype)
+        m = make_method("magicpig", dep)
+        assert float(m.host_breakdown(32768.0)["kv"]) == 2_009_088_000 * nbytes

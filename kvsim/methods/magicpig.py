@@ -10,7 +10,7 @@ projector ``d x K L`` in bf16 (``fixed_gpu_bytes``: 128*10*150*2 = 384,000 B, Ta
 Host, per request (whole replica; Table 8 check: Llama-3.1-8B (10,150) at 96K has
 30*8*150*98,304*4 B = 14.2 GB of hash tables, 64K with int16 indices 4.7 GB)::
 
-    KV      L_s * 2 * n_kv * d * 2 B * S'
+    KV      L_s * 2 * n_kv * d * kvb * S'       (kvb: the KV dtype's bytes, 2 for bf16: the host copy is the GPU's)
     norms   L_s * n_kv * S' * 4 B
     tables  L_s * n_kv * L * S' * b_idx        (b_idx = 2 B if S <= 65,536 else 4 B)
     buckets L_s * n_kv * L * 2^K * 8 B         (bucket start/end arrays)
@@ -22,7 +22,7 @@ Decode, per sparse layer and step (``Hq`` query heads, B sequences):
   back (output + LSE), and ONE synchronous round trip per sparse layer per step;
 * CPU (``op=cpu_attn``, bf16), per query head (GQA: each query head samples its own set):
   ``L`` bucket lookups (8 B), a scan of ``L S' / 2^K`` candidate indices (``b_idx`` B, 2 ops),
-  then ``|S| = frac S'`` sampled keys read at ``4d + 4`` B (bf16 K and V + fp32 norm) and
+  then ``|S| = frac S'`` sampled keys read at ``2 d kvb + 4`` B (K and V in the KV dtype + fp32 norm) and
   ``4d + 10`` FLOPs (QK, PV, the ``-log u_i`` correction and exp [E]).
 Dense layers run full attention on the GPU.
 
@@ -152,7 +152,7 @@ class MagicPIG(KVMethod):
         b_idx = _index_bytes(n)
         heads = self.Ls * m.num_kv_heads
         return {
-            "kv": self.Ls * host_kv_tok_layer(dep, dep.ab) * s,
+            "kv": self.Ls * host_kv_tok_layer(dep, dep.kvb) * s,
             "key_norms": heads * s * 4.0,
             "hash_tables": heads * p.L * s * b_idx,
             "buckets": heads * p.L * 2.0**p.K * 8.0 * has(s),
@@ -197,7 +197,7 @@ class MagicPIG(KVMethod):
         b_idx = _index_bytes(ctx)
         cand = p.L * s / 2.0**p.K
         sampled = self.frac * s
-        dram = Ls * hq * sum_seq(p.L * 8.0 + cand * b_idx + sampled * (2.0 * d * ab + 4.0))
+        dram = Ls * hq * sum_seq(p.L * 8.0 + cand * b_idx + sampled * (2.0 * d * dep.kvb + 4.0))
         ops = Ls * hq * sum_seq(p.L + 2.0 * cand + sampled * (4.0 * d + CPU_FLOPS_PER_SAMPLE_EXTRA))
         parts += (Part("lsh_cpu_attn", "cpu_attn", device="cpu", dtype="bf16", cpu_flops=ops,
                        dram_bytes=dram, launches=Ls + zero),)
@@ -213,23 +213,23 @@ class MagicPIG(KVMethod):
         chunk_off = off_total(n_cached + n_new) - off_total(n_cached)  # [R] tokens each chunk offloads
         off = sum_seq(chunk_off)  # tokens offloaded by these chunks
         b_idx = sum_seq(np.where(n_cached + n_new <= INT16_MAX_TOKENS, 2.0, 4.0) * chunk_off)
-        d, ab, Ls, kv_gpu = m.head_dim, dep.ab, self.Ls, dep.kv_heads_per_gpu
+        d, Ls, kv_gpu = m.head_dim, self.Ls, dep.kv_heads_per_gpu
         attn = prefill_attention(dep, n_new, n_cached)
         live = has(off)
         ent_gpu = Ls * kv_gpu * p.L * off  # table entries made on this GPU
         tag = "prefill_tables"  # (every part overlaps the others)
         hashing = gpu_pass(dep, "lsh_build_gpu", op="gemm",
                            flops=Ls * kv_gpu * off * 2.0 * d * p.K * p.L,
-                           hbm=Ls * kv_gpu * off * d * ab + ent_gpu * SORT_BYTES_PER_ENTRY,
+                           hbm=Ls * kv_gpu * off * d * dep.kvb + ent_gpu * SORT_BYTES_PER_ENTRY,
                            launches=3.0 * Ls * kv_gpu * live, overlap=tag)
         pcie = Part("kv_offload", "pcie", device="pcie",
-                    pcie_bytes=Ls * off * (kv_tok_layer(dep, ab) + kv_gpu * 4.0) + ent_gpu * (2.0 + 4.0), overlap=tag)
+                    pcie_bytes=Ls * off * (kv_tok_layer(dep) + kv_gpu * 4.0) + ent_gpu * (2.0 + 4.0), overlap=tag)
         ent = Ls * m.num_kv_heads * p.L * off  # whole replica, on the shared host
         cpu = Part("lsh_build_cpu", "cpu_attn", device="cpu", dtype="bf16",
                    cpu_flops=2.0 * ent,
                    dram_bytes=ent * 6.0 + Ls * m.num_kv_heads * p.L * b_idx
                    + Ls * m.num_kv_heads * p.L * 2.0**p.K * 8.0 * live
-                   + Ls * off * (host_kv_tok_layer(dep, ab) + m.num_kv_heads * 4.0),
+                   + Ls * off * (host_kv_tok_layer(dep, dep.kvb) + m.num_kv_heads * 4.0),
                    launches=Ls * live, overlap=tag)
         # (the parts have distinct names: the tuple is what ``attn + hashing + pcie + cpu`` merges to)
         return Cost(tuple(replace(q, overlap=tag) for q in attn.parts) + hashing.parts + (pcie, cpu))

@@ -1,8 +1,9 @@
 """Quest: query-aware page selection (Tang et al., ICML 2024; METHODS.md 1.3, row 19).
 
 Per page of ``P`` tokens, Quest keeps the element-wise min and max of the page's keys
-(metadata ``2 d b`` bytes per page per KV head = ``1/P`` of the page's KV, plus nothing else:
-the full KV stays on the GPU). A decode step in a sparse layer reads the metadata of all
+(metadata ``2 d b`` bytes per page per KV head, ``b`` the 16-bit activation bytes as Quest's
+kernels keep it: ``1/P`` of the page's KV with a 16-bit KV, ``2/P`` with an 8-bit one; plus nothing
+else: the full KV stays on the GPU). A decode step in a sparse layer reads the metadata of all
 ``ceil(S/P)`` pages, scores them (``sum_i max(q_i M_i, q_i m_i)``: ~4 FLOP per key element
 per query head), picks the top ``T/P`` pages (top-k, 5-10 us below 128K: one small kernel)
 and attends to their ``T`` tokens. Load fraction per step ``1/P + T/S`` (paper §3; P=16,

@@ -168,3 +168,18 @@ def test_a_method_comparison_keeps_each_methods_notes():
     assert r.returncode == 0, r.stderr
     assert "note (kivi): prefix caching off: method kivi" in r.stderr
     assert "note (full): prefix caching off" not in r.stderr
+
+
+def test_kv_dtype_note_for_methods_with_their_own_format(tmp_path):
+    """--kv-dtype fp8 halves full's KV (CodeLlama-7B: 524,288 -> 262,144 B/token) and changes none of
+    KIVI's (its 2-bit codes and 16-bit residual): a note says so for KIVI, none for full."""
+    rows = []
+    for kv_dtype in ("auto", "fp8"):
+        r = kvsim("estimate", "--hw", "a100-40g", "--model", "codellama-7b", "--method", "full,kivi",
+                  "--kv-dtype", kv_dtype, "--json", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        rows.append(json.loads(r.stdout))
+        notes = [line for line in r.stderr.splitlines() if "own format" in line]
+        assert notes == ([] if kv_dtype == "auto" else
+                         ["note: kivi stores its KV in its own format: --kv-dtype fp8 does not change its KV bytes"])
+    assert [x["kv_bytes_per_token_gpu"] for x in rows[1]] == [262_144, rows[0][1]["kv_bytes_per_token_gpu"]]

@@ -231,6 +231,7 @@ def test_registry_has_every_method():
 TRAITS = {  # trait -> its safe value
     "prompt_aware": True, "bounded": False, "uses_host": True, "linear_residency": False,
     "compresses_prompt": True, "additive_decode": False, "shared_step_parts": True, "vectorized": False,
+    "own_kv_format": False,
 }
 #: non-default params under which the optimistic declarations must still hold
 VARIANTS = {
@@ -329,6 +330,22 @@ def test_traits_are_declared_bools():
             assert type(getattr(cls, t)) is bool, (cls.name, t)
         pairs = cls.constant_decode_fields
         assert type(pairs) is tuple and all(type(p) is tuple and len(p) == 2 and p[1] in NUMERIC_FIELDS for p in pairs), cls.name
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_trait_own_kv_format(name, params, kind):
+    """own_kv_format <=> the resident bytes (GPU and host) are the same with an fp8 and a bf16 KV
+    dtype (the CLI's note that --kv-dtype changes nothing rests on it)."""
+    m = _method(name, kind, params)
+    rng = np.random.default_rng(SEED)
+    n, p = _points(rng)
+    got = []
+    for kv_dtype in ("bf16", "fp8"):
+        dep = _dep(kind)
+        dep = Deployment(system=dep.system, model=dep.model, tp=dep.tp, kv_dtype=kv_dtype)
+        got.append(_res(make_method(name, dep, params).kv_bytes(n, p), n.shape))
+    same = all(_close(x, y) for x, y in zip(*got))
+    _agree(m, "own_kv_format", same, not params)
 
 
 @pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)

@@ -28,6 +28,14 @@ CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="ca
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON to stdout")]
 
 
+def kv_dtype_notes(kv_dtype: str, methods) -> list[str]:
+    """Notes for methods that keep a KV format of their own when ``--kv-dtype`` was given."""
+    if kv_dtype == "auto":
+        return []
+    return [f"{m.label()} stores its KV in its own format: --kv-dtype {kv_dtype} does not change its KV bytes"
+            for m in methods if m.own_kv_format]
+
+
 def split_methods(values: list[str]) -> list[str]:
     """Split ``--method`` values into method specs.
 

@@ -10,7 +10,7 @@ import typer
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
     CalibrationOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
-    console, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
+    console, fmt_bytes, fmt_num, fmt_s, kv_dtype_notes, print_json, split_methods,
 )
 from kvsim.commands.tables import print_pairs, print_rows
 from kvsim.errors import ConfigError
@@ -92,6 +92,8 @@ def estimate_cmd(
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)  # e.g. mla on a non-MLA model under --method all
+    for note in kv_dtype_notes(kv_dtype, methods):
+        print(f"note: {note}", file=sys.stderr)
     if tts is not None:
         if reuse is not None:
             raise ConfigError("--tts and --reuse are separate answers: give one of them")

@@ -97,6 +97,11 @@ class KVMethod(ABC):
     #: and release down to ``kv_bytes(P, P)`` when the prompt completes. ``kv_bytes(n, P)`` stays the
     #: state after prefill. Safe: True (needs ``prompt_aware``).
     full_prompt_until_prefilled: ClassVar[bool] = False
+    #: the method stores its KV in a format of its own (quantized codes with their scales, low-rank
+    #: factors, a 16-bit residual), so the deployment's KV dtype (``--kv-dtype``) changes none of its
+    #: resident bytes (KIVI, GEAR, MiKV, ZipCache). Informational: the CLI says so when ``--kv-dtype``
+    #: is given. Safe: False.
+    own_kv_format: ClassVar[bool] = False
     #: a request's resident bytes stop growing at a budget: with the prompt fixed,
     #: ``kv_bytes(P + g, P)`` (GPU and host) is constant once ``g`` generated tokens pass it.
     #: Informational (no shortcut depends on it).

@@ -212,6 +212,7 @@ def compose(spec: str, items: list[str], parts: list[KVMethod], registry: dict[s
     traits = {k: getattr(type(t), k) for k in ("prompt_aware", "bounded", "uses_host", "compresses_prompt", "vectorized",
                                                "full_prompt_until_prefilled")}  # (mid-prefill: uncompressed, an upper bound)
     traits["additive_decode"] = type(t).additive_decode and type(s).additive_decode
+    traits["own_kv_format"] = type(s).own_kv_format  # (the storage part holds the KV)
     name = "+".join(m.name for m in parts)  # in the order written
     cls = type(f"Composed_{s.name}_{t.name}", (Composed,),
                {"name": name, "parts": (type(s), s.params, type(t), t.params), **traits})

@@ -53,6 +53,7 @@ class GEAR(KVMethod):
     name = "gear"
     summary = "GEAR 4-bit group quantization + rank-4/2 low-rank + 2% sparse outliers"
     Params = GEARParams
+    own_kv_format = True  # (its codes and residual do not follow --kv-dtype)
     prompt_aware = True  # prompt rank-4 vs generated rank-2 + 16-bit buffer
     full_prompt_until_prefilled = True  # (the prefill peak holds the whole prompt's KV)
     constant_decode_fields = (("attn_decode", "launches"), ("gear_compress", "flops"), ("gear_compress", "hbm_bytes"),

@@ -66,6 +66,7 @@ class KIVI(KVMethod):
     name = "kivi"
     summary = "KIVI 2/4-bit asymmetric KV quantization (per-channel K, per-token V) with a 16-bit residual"
     Params = KIVIParams
+    own_kv_format = True  # (its codes and residual do not follow --kv-dtype)
     linear_residency = False  # 16-bit residual window: bytes are not proportional to tokens
     shared_step_parts = True  # kivi_quant runs in decode and prefill
     role = "storage"  # kivi+quest, snapkv+kivi: quantizes what a selection method keeps

@@ -63,6 +63,7 @@ class MiKV(KVMethod):
     name = "mikv"
     summary = "MiKV: 20% important tokens at 16 bits, the rest at 2 bits (kept, not evicted)"
     Params = MiKVParams
+    own_kv_format = True  # (its codes and residual do not follow --kv-dtype)
     linear_residency = False  # + per-request outlier-balancer factors
 
     def __init__(self, dep, params=None):

@@ -48,6 +48,7 @@ class ZipCache(KVMethod):
     name = "zipcache"
     summary = "ZipCache: 40% salient tokens at 4 bits, the rest at 2 bits (probe-token saliency)"
     Params = ZipCacheParams
+    own_kv_format = True  # (its codes and residual do not follow --kv-dtype)
     linear_residency = False  # + fixed per-request quantization parameters
 
     def __init__(self, dep, params=None):

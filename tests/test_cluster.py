@@ -162,3 +162,18 @@ def test_digest_is_json_and_has_cdfs(a100_full, burst100):
     assert p.timeline is not None and 0 < len(p.timeline.t_s) <= 400
     assert p.requests_completed == 100 and p.throughput_output_tok_s > 0
     assert type(p).model_validate_json(p.model_dump_json()) == p
+
+
+def test_summed_timeline_counts_every_gpu_and_drops_finished_replicas():
+    """The cluster's timeline sums each replica's per-GPU KV gauge once per GPU (TP), and a replica
+    that has finished adds nothing after its last bucket (user audit: a finished replica's last
+    value carried on to the end, and TP 2 replicas counted one GPU each)."""
+    from kvsim.plan.cluster import _sum_timelines
+
+    a = {"t_s": np.array([0.0, 1.0, 2.0]), "kv_gpu_bytes": np.array([10.0, 20.0, 30.0]),
+         "running": np.array([1.0, 2.0, 3.0])}
+    b = {"t_s": np.array([0.0, 1.0]), "kv_gpu_bytes": np.array([5.0, 5.0]), "running": np.array([1.0, 1.0])}
+    out = _sum_timelines([a, b], [2, 1], n=4)  # grid 0, 2/3, 4/3, 2
+    # a (TP 2): buckets 0, 0, 1, 2 -> 2 x (10, 10, 20, 30); b: buckets 0, 0, 1 and then done (its last bucket ends at 2)
+    assert out["kv_gpu_bytes"].tolist() == [25.0, 25.0, 45.0, 60.0]
+    assert out["running"].tolist() == [2.0, 2.0, 3.0, 3.0]

@@ -156,13 +156,14 @@ def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Depl
     wts = np.concatenate([r.tbt_weights for r in results])
     summ = summarize(rec, vals, wts, slo_ttft_s=cfg.slo_ttft_s, slo_tpot_s=cfg.slo_tpot_s)
     per = [r.summary for r in results]
-    timeline = _sum_timelines([r.timeline for r in results])
+    timeline = _sum_timelines([r.timeline for r in results], [dep.tp] * len(results))
     summ.update({
         "hw": dep.system.name, "model": dep.model.name, "method": method.label(), "trace": trace.name, "tp": dep.tp,
         "replicas": len(results), "router": router, "gpus": len(results) * dep.tp,
         "requests_per_replica": np.bincount(owner, minlength=len(results)).tolist(),
         "peak_kv_gpu_bytes": max(p["peak_kv_gpu_bytes"] for p in per),  # per GPU, worst replica
         "peak_kv_host_bytes": max(p["peak_kv_host_bytes"] for p in per),
+        # every GPU of every replica (the summed timeline's largest point: per-bucket maxima summed, an upper bound)
         "peak_kv_gpu_bytes_cluster": float(timeline["kv_gpu_bytes"].max()) if timeline["t_s"].size else 0.0,
         "kv_gpu_capacity_bytes": per[0].get("kv_gpu_capacity_bytes"),
         "kv_gpu_capacity_tokens": per[0].get("kv_gpu_capacity_tokens"),
@@ -174,17 +175,24 @@ def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Depl
     return ClusterResult(summ, rec, timeline, vals, wts, owner, results)
 
 
-def _sum_timelines(timelines: list[dict[str, np.ndarray]], n: int = 2000) -> dict[str, np.ndarray]:
-    """Gauges of every replica on one grid of ``n`` points (value holding at each grid time), summed."""
+def _sum_timelines(timelines: list[dict[str, np.ndarray]], gpus: list[int], n: int = 2000) -> dict[str, np.ndarray]:
+    """Gauges of every replica on one grid of ``n`` points (value holding at each grid time), summed.
+
+    ``gpus``: GPUs of each replica (its TP): a replica's GPU KV gauge is per GPU, so it counts that
+    many times (the sum covers every GPU). A replica adds nothing after its last bucket (it has
+    finished: its last bucket's value does not carry on while others still run)."""
     end = max((float(t["t_s"][-1]) for t in timelines if len(t["t_s"])), default=0.0)
     grid = np.linspace(0.0, end, n) if end > 0 else np.zeros(0)
     names = [k for k in timelines[0] if k != "t_s"]
     out = {"t_s": grid, **{k: np.zeros(grid.shape) for k in names}}
-    for t in timelines:
-        if not len(t["t_s"]):
+    for t, g in zip(timelines, gpus):
+        ts = np.asarray(t["t_s"])
+        if not len(ts):
             continue
-        idx = np.clip(np.searchsorted(t["t_s"], grid, side="right") - 1, 0, len(t["t_s"]) - 1)
+        idx = np.clip(np.searchsorted(ts, grid, side="right") - 1, 0, len(ts) - 1)
+        width = ts[1] - ts[0] if len(ts) > 1 else np.inf
+        live = grid < ts[-1] + width  # (within its buckets)
         for k in names:
-            out[k] = out[k] + np.asarray(t[k])[idx]
+            out[k] = out[k] + np.where(live, np.asarray(t[k])[idx] * (g if k == "kv_gpu_bytes" else 1), 0.0)
     return out
 

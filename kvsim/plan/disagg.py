@@ -74,10 +74,13 @@ from kvsim.traces.base import Trace
 
 
 def _capacity_sum(pre, dec_results: list, key: str) -> float:
-    """Sum of ``key`` (one instance's pool, per GPU) over the prefill and decode instances: the
-    capacity line of the timeline, whose gauges are summed over every instance."""
+    """Sum of ``key`` (one instance's pool) over the prefill and decode instances, a GPU pool (per
+    GPU) counted once per GPU of the instance (its TP): the capacity line of the timeline, whose
+    gauges are summed over every GPU of every instance."""
     pre_results = list(getattr(pre, "replicas", None) or [pre])
-    return float(sum(r.summary.get(key) or 0.0 for r in pre_results + list(dec_results)))
+    per_gpu = key.startswith("kv_gpu")
+    return float(sum((r.summary.get(key) or 0.0) * (r.summary.get("tp", 1) if per_gpu else 1)
+                     for r in pre_results + list(dec_results)))
 
 
 def parse_ratio(text: str) -> tuple[int, int]:
@@ -263,7 +266,8 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     per_d = [r.summary for r in dec_results]
     pre_s = pre.summary
     timelines = [r.timeline for r in pre.replicas] if hasattr(pre, "replicas") else [pre.timeline]
-    timeline = _sum_timelines(timelines + [r.timeline for r in dec_results])
+    timeline = _sum_timelines(timelines + [r.timeline for r in dec_results],
+                              [prefill_dep.tp] * len(timelines) + [decode_dep.tp] * len(dec_results))
     gpus = num_prefill * prefill_dep.tp + num_decode * decode_dep.tp
     span = float(np.nanmax(arrive) - np.nanmin(start)) if moved.any() else 0.0
     summ.update({

@@ -292,3 +292,25 @@ def test_timeline_records_every_launch_and_idles_at_zero():
     w = tl["t_s"][1]
     idle = [j for j, t0 in enumerate(tl["t_s"]) if not any(a < t0 + w and b > t0 for a, b in busy)]
     assert idle and all(tl["running"][j] == 0 and tl["kv_gpu_bytes"][j] == 0 for j in idle)
+
+
+def test_timeline_follows_the_batch_shrinking_inside_a_decode_run():
+    """Three requests at t = 0 with 100, 400 and 800 output tokens and nothing after them: the
+    tail is one fast-forwarded decode run, and the timeline's running gauge steps 3 -> 2 -> 1 at
+    the finishes inside it (user audit: it held the run's starting batch to the end), and the GPU
+    KV gauge is the last request's alone after the second finish (a 100-token prompt + 401..800
+    tokens: ceil(501 / 16) = 32 to ceil(900 / 16) = 57 blocks of 16 tokens)."""
+    dep = a100_llama()
+    res = simulate(dep, make_method("full", dep), make_trace([0.0, 0.0, 0.0], [100, 100, 100], [100, 400, 800]),
+                   SimConfig())
+    fin = np.sort(res.records.finish_s)
+    tl = res.timeline
+    t, running, kv = tl["t_s"], tl["running"], tl["kv_gpu_bytes"]
+    width = t[1] - t[0]
+    after_first = (t > fin[0] + width) & (t + width < fin[1])  # whole buckets between the 1st and 2nd finish
+    after_second = (t > fin[1] + width) & (t + width < fin[2])
+    assert after_first.any() and after_second.any()
+    assert set(running[after_first].tolist()) == {2.0} and set(running[after_second].tolist()) == {1.0}
+    block = res.summary["kv_block_bytes"]
+    # one 800-token request alone: 100 + 401..800 tokens -> ceil(501/16) = 32 .. ceil(900/16) = 57 blocks
+    assert kv[after_second].min() >= 32 * block and kv[after_second].max() <= 57 * block

@@ -198,6 +198,8 @@ class ReplicaSim:
                 self.steps += run.steps
                 self._busy_s += run.t_end_s - now
                 self._next_step = run.next_step
+                for t, g, h, running in run.gauges:  # the batch shrinking inside the run
+                    self.timeline.record(t, g, h, running, s.num_waiting)
                 if run.finished:
                     self._finished(run.finished)
                 return run.t_end_s
@@ -288,7 +290,8 @@ class ReplicaSim:
     def _gauges(self, now: float) -> None:
         """Record the gauges from ``now`` on (every launch: the state its step or run starts with,
         zeros when the replica goes idle); each timeline bucket reports the largest value held in it.
-        Within a decode run the KV grows after the record: its bucket shows the run's start, the
+        Within a decode run the KV grows after the record (buckets show the run's start and, where
+        rows finish inside it, the blocks of the step after each finish: ``DecodeRun.gauges``); the
         summary's ``peak_kv_*`` is exact."""
         kv, s = self.kv, self.sched
         self.timeline.record(now, kv.gpu_used, kv.host_used, s.num_running, s.num_waiting)

@@ -44,12 +44,15 @@ class NextDecodeStep(NamedTuple):
 
 
 class DecodeRun(NamedTuple):
-    """What a run did: its end, the steps it ran, the requests that finished in it."""
+    """What a run did: its end, the steps it ran, the requests that finished in it; ``gauges``:
+    ``(time, GPU blocks held, host blocks held, sequences running)`` from each step after which
+    rows finished inside the run (the batch shrinks there; the run's start is recorded by its caller)."""
 
     t_end_s: float
     steps: int
     finished: list[Request]
     next_step: NextDecodeStep | None
+    gauges: tuple = ()
 
 
 class DecodeRunner:
@@ -142,6 +145,7 @@ class DecodeRunner:
         done: list = []
         weights = None
         seg_max = None
+        gauges = ()
         if k > k_fin:  # rows finish inside the run
             lefts = left.tolist()
             rows = [i for i, x in enumerate(lefts) if x <= k]
@@ -157,6 +161,7 @@ class DecodeRunner:
             lfa = np.array(lf)
             done = b.finish_within(rows, lf, ends[lfa - 1].tolist(), pm[lfa - 1].tolist())
             weights = per_step[:k]
+            gauges = self._gauges_after_finishes(sorted(set(lf)), k, ends, eg, ext, per_step, held_g, held_h)
         ok = kv.allocate(g - held_g, h - held_h)
         assert ok
         b.set_held_blocks(g, h)
@@ -171,4 +176,15 @@ class DecodeRunner:
             finished = s.finish_decoded(t_end)
         else:
             finished = []
-        return DecodeRun(t_end, k, finished, next_step)
+        return DecodeRun(t_end, k, finished, next_step, gauges)
+
+    def _gauges_after_finishes(self, steps_left: list, k: int, ends, eg, ext, per_step, held_g: int,
+                               held_h: int) -> tuple:
+        """Gauges from the end of each step ``x - 1`` after which rows finished (``x`` in
+        ``steps_left``, below ``k``): the blocks the rows of step ``x`` hold (GPU ``eg[x]``, host)
+        beside the pools' other blocks, and its rows."""
+        kv = self.kv
+        other_g, other_h = kv.gpu_used - held_g, kv.host_used - held_h
+        host = ext[:, 1].tolist() if self.uses_host else None
+        return tuple((float(ends[x - 1]), other_g + int(eg[x]), other_h + (int(host[x]) if host else 0), int(per_step[x]))
+                     for x in steps_left if x < k)

@@ -11,11 +11,12 @@
   ``round-robin``: request ``i`` goes to replica ``i mod N``.
   ``least-outstanding``: the replica with the fewest requests sent and not yet finished
   (rejected ones excluded) at the arrival instant; ties to the lowest index.
-  ``prefix-aware``: replica ``hash(first prefix block) mod N`` (Mooncake ``hash_ids``), so
-  requests sharing a prefix meet their cached KV; requests without prefix ids, or when that
-  replica is overloaded (outstanding exceeds the least-loaded one's by more than
-  ``balance_abs`` *and* by a factor ``balance_rel``, SGLang's cache-aware spill rule), go
-  to the least-outstanding replica.
+  ``prefix-aware``: SGLang's cache-aware policy on prefix block ids (Mooncake ``hash_ids``,
+  sessions, shared prefixes; :mod:`kvsim.sim.routing`): the replica already sent the longest
+  leading run of the request's ids, if that is more than half of them, else the replica sent
+  the fewest ids; the least-outstanding replica when the load is imbalanced (the busiest's
+  outstanding requests exceed the idlest's by more than ``balance_abs`` *and* by a factor
+  ``balance_rel``) or the request has no prefix ids.
 * **Lockstep.** All replicas share the arrival sequence. Before arrival ``i`` at ``t_i``
   every replica processes its events strictly before ``t_i``; the router reads their
   outstanding counts, and the request joins the chosen replica's event queue at ``t_i``
@@ -43,6 +44,7 @@ from kvsim.plan.schema import ROUTERS
 from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, summarize
 from kvsim.sim.replica import ReplicaSim, SimConfig, simulate
+from kvsim.sim.routing import PrefixTrees
 from kvsim.traces.base import Trace
 
 
@@ -68,7 +70,8 @@ class ClusterResult:
     replicas: list = field(default_factory=list, repr=False)  # per-replica SimResult
 
 
-def _choose(router: str, i: int, loads: list[int], trace: Trace, balance_abs: int, balance_rel: float) -> int:
+def _choose(router: str, i: int, loads: list[int], trace: Trace, trees: PrefixTrees, balance_abs: int,
+            balance_rel: float) -> int:
     n = len(loads)
     if router == "round-robin":
         return i % n
@@ -78,19 +81,7 @@ def _choose(router: str, i: int, loads: list[int], trace: Trace, balance_abs: in
     blocks = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
     if not blocks:
         return least
-    k = _stable_hash(blocks[0]) % n
-    lo = loads[least]
-    if loads[k] - lo > balance_abs and loads[k] > balance_rel * lo:
-        return least
-    return k
-
-
-def _stable_hash(x: int) -> int:
-    """Deterministic across processes (Python's ``hash`` of ints is, but be explicit): splitmix64."""
-    z = (int(x) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return z ^ (z >> 31)
+    return trees.choose(blocks, loads, least, balance_abs, balance_rel)
 
 
 def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=None, replicas: int = 1,
@@ -111,7 +102,8 @@ def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=Non
         return simulate(shared, m, trace, cfg)
     t0 = time.perf_counter()
     sims = [ReplicaSim(shared, m, trace, cfg) for _ in range(replicas)]
-    owner = lockstep(sims, trace, lambda i, loads: _choose(router, i, loads, trace, balance_abs, balance_rel))
+    trees = PrefixTrees(replicas)
+    owner = lockstep(sims, trace, lambda i, loads: _choose(router, i, loads, trace, trees, balance_abs, balance_rel))
     results = [s.finish() for s in sims]
     return merge_results(results, owner, cfg, trace, dep, method, router, time.perf_counter() - t0)
 

@@ -11,17 +11,13 @@ import numpy as np
 from kvsim.sim.config import SimConfig
 from kvsim.sim.reference import RefReplica
 from kvsim.sim.reference_result import RefResult, collect_results
+from kvsim.sim.routing import PrefixTrees
 
 
-def _splitmix(x: int) -> int:
-    z = (int(x) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return z ^ (z >> 31)
-
-
-def route(router: str, i: int, loads: list[int], trace, balance_abs: int = 32, balance_rel: float = 1.5) -> int:
-    """The replica for request ``i`` (:mod:`kvsim.plan.cluster` routers)."""
+def route(router: str, i: int, loads: list[int], trace, trees: PrefixTrees, balance_abs: int = 32,
+          balance_rel: float = 1.5) -> int:
+    """The replica for request ``i`` (:mod:`kvsim.plan.cluster` routers; ``trees``: the
+    prefix-aware router's record of what it sent where, :mod:`kvsim.sim.routing`)."""
     n = len(loads)
     if router == "round-robin":
         return i % n
@@ -29,10 +25,7 @@ def route(router: str, i: int, loads: list[int], trace, balance_abs: int = 32, b
     hashes = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
     if router == "least-outstanding" or not hashes:
         return least
-    k = _splitmix(hashes[0]) % n
-    if loads[k] - loads[least] > balance_abs and loads[k] > balance_rel * loads[least]:
-        return least
-    return k
+    return trees.choose(hashes, loads, least, balance_abs, balance_rel)
 
 
 def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 1, router: str = "least-outstanding",
@@ -47,10 +40,11 @@ def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 
         method = type(method)(dep, method.params)
     reps = [RefReplica(dep, method, trace, cfg) for _ in range(replicas)]
     owner = np.zeros(len(trace), dtype=np.int64)
+    trees = PrefixTrees(replicas)
     for i, t in enumerate(np.asarray(trace.arrival_s, dtype=np.float64).tolist()):
         for rep in reps:
             rep.run_before(t)
-        k = route(router, i, [rep.outstanding(t) for rep in reps], trace, balance_abs, balance_rel)
+        k = route(router, i, [rep.outstanding(t) for rep in reps], trace, trees, balance_abs, balance_rel)
         owner[i] = k
         reps[k].arrive(i)
     for rep in reps:

@@ -44,7 +44,7 @@ from kvsim.plan.schema import ROUTERS
 from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, summarize
 from kvsim.sim.replica import ReplicaSim, SimConfig, simulate
-from kvsim.sim.routing import PrefixTrees
+from kvsim.sim.routing import PrefixTrees, route
 from kvsim.traces.base import Trace
 
 
@@ -70,20 +70,6 @@ class ClusterResult:
     replicas: list = field(default_factory=list, repr=False)  # per-replica SimResult
 
 
-def _choose(router: str, i: int, loads: list[int], trace: Trace, trees: PrefixTrees, balance_abs: int,
-            balance_rel: float) -> int:
-    n = len(loads)
-    if router == "round-robin":
-        return i % n
-    least = min(range(n), key=lambda k: (loads[k], k))
-    if router == "least-outstanding":
-        return least
-    blocks = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
-    if not blocks:
-        return least
-    return trees.choose(blocks, loads, least, balance_abs, balance_rel)
-
-
 def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=None, replicas: int = 1,
                      router: str = "least-outstanding", *, balance_abs: int = 32, balance_rel: float = 1.5):
     """Serve ``trace`` with ``replicas`` copies of ``dep`` behind ``router`` (module docstring).
@@ -103,7 +89,7 @@ def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=Non
     t0 = time.perf_counter()
     sims = [ReplicaSim(shared, m, trace, cfg) for _ in range(replicas)]
     trees = PrefixTrees(replicas)
-    owner = lockstep(sims, trace, lambda i, loads: _choose(router, i, loads, trace, trees, balance_abs, balance_rel))
+    owner = lockstep(sims, trace, lambda i, loads: route(router, i, loads, trace, trees, balance_abs, balance_rel))
     results = [s.finish() for s in sims]
     return merge_results(results, owner, cfg, trace, dep, method, router, time.perf_counter() - t0)
 

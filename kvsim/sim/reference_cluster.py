@@ -11,21 +11,7 @@ import numpy as np
 from kvsim.sim.config import SimConfig
 from kvsim.sim.reference import RefReplica
 from kvsim.sim.reference_result import RefResult, collect_results
-from kvsim.sim.routing import PrefixTrees
-
-
-def route(router: str, i: int, loads: list[int], trace, trees: PrefixTrees, balance_abs: int = 32,
-          balance_rel: float = 1.5) -> int:
-    """The replica for request ``i`` (:mod:`kvsim.plan.cluster` routers; ``trees``: the
-    prefix-aware router's record of what it sent where, :mod:`kvsim.sim.routing`)."""
-    n = len(loads)
-    if router == "round-robin":
-        return i % n
-    least = min(range(n), key=lambda k: (loads[k], k))
-    hashes = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
-    if router == "least-outstanding" or not hashes:
-        return least
-    return trees.choose(hashes, loads, least, balance_abs, balance_rel)
+from kvsim.sim.routing import PrefixTrees, route
 
 
 def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 1, router: str = "least-outstanding",

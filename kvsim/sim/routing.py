@@ -23,6 +23,21 @@ from __future__ import annotations
 CACHE_THRESHOLD = 0.5  # sgl-router's default cache_threshold
 
 
+def route(router: str, i: int, loads: list[int], trace, trees: "PrefixTrees", balance_abs: int,
+          balance_rel: float) -> int:
+    """The replica for request ``i`` of ``trace`` (:mod:`kvsim.plan.cluster` routers; the cluster
+    and its reference both call this): ``loads`` outstanding requests per replica; ``trees`` the
+    prefix-aware router's record of what it sent where."""
+    n = len(loads)
+    if router == "round-robin":
+        return i % n
+    least = min(range(n), key=lambda k: (loads[k], k))
+    blocks = trace.prefix_blocks[i] if trace.prefix_blocks is not None else ()
+    if router == "least-outstanding" or not blocks:
+        return least
+    return trees.choose(blocks, loads, least, balance_abs, balance_rel)
+
+
 class PrefixTrees:
     """Prefix block ids routed to each of ``n`` replicas, and the cache-aware choice."""
 

@@ -73,12 +73,11 @@ from kvsim.sim.request import RequestStatus
 from kvsim.traces.base import Trace
 
 
-def _capacity_sum(pre, dec_results: list, key: str) -> float:
-    """Sum of ``key`` (one instance's pool) over the prefill and decode instances, a GPU pool (per
-    GPU) counted once per GPU of the instance (its TP): the capacity line of the timeline, whose
-    gauges are summed over every GPU of every instance."""
+def _capacity_sum(pre, dec_results: list, key: str, per_gpu: bool) -> float:
+    """Sum of ``key`` (one instance's pool) over the prefill and decode instances; ``per_gpu``: the
+    pool is one GPU's, counted once per GPU of the instance (its TP). The capacity line of the
+    timeline, whose gauges are summed over every GPU of every instance."""
     pre_results = list(getattr(pre, "replicas", None) or [pre])
-    per_gpu = key.startswith("kv_gpu")
     return float(sum((r.summary.get(key) or 0.0) * (r.summary.get("tp", 1) if per_gpu else 1)
                      for r in pre_results + list(dec_results)))
 
@@ -281,8 +280,8 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
         "kv_gpu_capacity_tokens": per_d[0].get("kv_gpu_capacity_tokens") if per_d else None,
         "kv_host_capacity_bytes": per_d[0].get("kv_host_capacity_bytes") if per_d else None,
         # what the summed timeline gauges compare to: every instance's pool (prefill and decode pools differ)
-        "kv_gpu_capacity_sum_bytes": _capacity_sum(pre, dec_results, "kv_gpu_capacity_bytes"),
-        "kv_host_capacity_sum_bytes": _capacity_sum(pre, dec_results, "kv_host_capacity_bytes"),
+        "kv_gpu_capacity_sum_bytes": _capacity_sum(pre, dec_results, "kv_gpu_capacity_bytes", per_gpu=True),
+        "kv_host_capacity_sum_bytes": _capacity_sum(pre, dec_results, "kv_host_capacity_bytes", per_gpu=False),
         "requests_failed_in_trace": int(trace.num_failed_dropped),
         "weight_dtype": decode_dep.weight_dtype, "kv_dtype": decode_dep.kv_dtype,
         "config": cfg.model_dump(mode="json"),

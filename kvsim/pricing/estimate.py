@@ -176,7 +176,7 @@ class Estimator:
             weights_bytes_per_gpu=budget.weights_bytes,
             kv_gpu_bytes=kv_gpu, kv_host_bytes=kv_host,
             activation_reserve_bytes=budget.reserve_bytes,
-            tp=dep.tp, weight_dtype=dep.weight_dtype, kv_dtype=m.dep.kv_dtype,  # (a method's own kv_dtype parameter, e.g. full:kv_dtype=fp8, is what was priced)
+            tp=dep.tp, weight_dtype=dep.weight_dtype, kv_dtype=m.dep.kv_dtype,  # (full:kv_dtype=fp8 prices its own)
             breakdown=breakdown,
             expert_offload=None if dep.expert_offload is None else dep.expert_offload.label(),
             expert_host_bytes=budget.expert_host_bytes,

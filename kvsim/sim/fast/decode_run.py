@@ -183,8 +183,7 @@ class DecodeRunner:
         """Gauges from the end of each step ``x - 1`` after which rows finished (``x`` in
         ``steps_left``, below ``k``): the blocks the rows of step ``x`` hold (GPU ``eg[x]``, host)
         beside the pools' other blocks, and its rows."""
-        kv = self.kv
+        kv, host = self.kv, self.uses_host
         other_g, other_h = kv.gpu_used - held_g, kv.host_used - held_h
-        host = ext[:, 1].tolist() if self.uses_host else None
-        return tuple((float(ends[x - 1]), other_g + int(eg[x]), other_h + (int(host[x]) if host else 0), int(per_step[x]))
+        return tuple((float(ends[x - 1]), other_g + int(eg[x]), other_h + (int(ext[x, 1]) if host else 0), int(per_step[x]))
                      for x in steps_left if x < k)

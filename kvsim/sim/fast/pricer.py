@@ -186,9 +186,9 @@ class StepPricer:
         """``[rows, width]`` the decode work table ("table" or "rows" mode)."""
         return self.table if self.rows is None else self.rows.table
 
-    def first_row(self, rid: int, ctx: int) -> int:
-        """Row of :meth:`work_rows` of request ``rid`` at context ``ctx``."""
-        return ctx if self.rows is None else int(self.rows.base[rid]) + ctx
+    def first_row(self, rid, ctx):
+        """Row of :meth:`work_rows` of request ``rid`` at context ``ctx`` (ints, or ``[B]`` arrays)."""
+        return ctx if self.rows is None else self.rows.base[rid] + ctx
 
     def release(self, i: int) -> None:
         """Request ``i`` will not decode again (finished or rejected)."""
@@ -289,7 +289,7 @@ class StepPricer:
                 extras = self.extra[steps].sum(axis=1) if self.extra.shape[1] else self.extra[:k]
             return DecodeRunPrices(dt, extras, None, None)
         table = self.work_rows()
-        first_row = ctx if self.rows is None else self.rows.base[rid] + ctx  # [B] table row of step 0
+        first_row = self.first_row(rid, ctx)  # [B] table row of step 0
         offsets = self._offsets(k)
         if left is None:
             index = first_row[:, None] + offsets  # [B, k]

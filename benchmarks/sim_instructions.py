@@ -30,15 +30,15 @@ HERE = Path(__file__).resolve().parent
 SIM_ONE = HERE / "sim_one.py"
 
 
-def count(checkout: Path, n: int, method: str, cache_dir: str) -> int:
+def count(checkout: Path, n: int, method: str, cache_dir: str, hw: str) -> int:
     """Instructions valgrind counts for one ``sim_one.py N METHOD`` run of ``checkout``."""
     env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1",
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPYCACHEPREFIX=cache_dir)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     # a first plain run writes the bytecode cache (compiling modules is not what is measured)
-    subprocess.run([sys.executable, str(SIM_ONE), "50", method], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(SIM_ONE), "50", method, hw], env=env, check=True, capture_output=True)
     got = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                          str(SIM_ONE), str(n), method], env=env, capture_output=True, text=True, check=True)
+                          str(SIM_ONE), str(n), method, hw], env=env, capture_output=True, text=True, check=True)
     m = re.search(r"Collected : (\d+)", got.stderr)
     if m is None:
         raise SystemExit(f"error: valgrind printed no instruction count for {checkout} {method}")
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--checkouts", default=".", help="comma-separated checkout folders (the first is the base)")
     ap.add_argument("--methods", default="full", help="comma-separated methods")
     ap.add_argument("--sizes", default="1000,3000", help="two trace sizes: per request = (I2 - I1) / (N2 - N1)")
+    ap.add_argument("--hw", default="a100", help="system name or GPU file (default a100)")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("error: valgrind is not installed (apt install valgrind)")
@@ -63,7 +64,7 @@ def main() -> None:
         for i, c in enumerate(checkouts):
             cache = os.path.join(tmp, f"pyc{i}")
             for m in methods:
-                a, b = count(c, n1, m, cache), count(c, n2, m, cache)
+                a, b = count(c, n1, m, cache, args.hw), count(c, n2, m, cache, args.hw)
                 per[c, m] = (b - a) / (n2 - n1)
                 rows.append((c, m, a, b))
     print(f"| checkout | method | instructions at {n1:,} | at {n2:,} | per request | x first checkout | x {methods[0]} |")

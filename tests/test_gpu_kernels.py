@@ -185,10 +185,11 @@ def test_cli_kernels_json_and_thresholds():
     r = kvsim("validate", "kernels", "--hw", "h200", "--json", "--max-median", "1", "--max-p90", "100")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert {row["op"] for row in out["rows"]} == {"gemm", "attn_prefill", "attn_decode", "allreduce"}
+    assert {row["op"] for row in out["rows"]} == {"gemm", "attn_prefill", "attn_decode", "allreduce", "attn_decode_mla"}
     assert out["beyond_threshold"] == 0 and all(row["system"] == "h200" for row in out["rows"])
+    assert [row["fitted_op"] for row in out["rows"]] == [True, True, True, True, False]
     r = kvsim("validate", "kernels", "--hw", "h200", "--json", "--max-median", "0.0001")
-    assert r.returncode == 1 and json.loads(r.stdout)["beyond_threshold"] == 4
+    assert r.returncode == 1 and json.loads(r.stdout)["beyond_threshold"] == 5
 
 
 def test_cli_kernels_bad_input_is_one_line():
@@ -295,3 +296,44 @@ def test_l40s_l2_size_is_what_its_measured_kernels_show():
     assert mid.sum() > 100 and (bw[mid] > peak).mean() > 0.8
     assert not (bw[ws > 96 * 2**20] > peak).any()
     assert system.gpu.l2_bytes == 96 * 2**20
+
+
+# ---------------------------------------------------------------- MLA decode (checked, never fitted)
+def test_mla_decode_row_work_by_hand():
+    """One H100 MLA row (SGLang 0.5.14 FlashAttention-3 backend): 64 sequences attending 1 + 4,095
+    latent tokens with 16 query heads. kvsim's work (attention.py, DeepSeek-V3 dims d_c 512, d_r 64):
+    FLOPs 64 * 4,096 * (2*16*576 + 2*16*512) = 64 * 4,096 * 34,816 = 9,126,805,504;
+    HBM 64 * 4,096 * 1,152 (latent read) + 64 * 1,152 (written) + 64 * 16 * (576 + 512) * 2 (Q, O)
+    = 301,989,888 + 73,728 + 2,228,224 = 304,291,840 B; one tile per sequence, one launch."""
+    from kvsim.validate.kernels import table_work
+
+    t = load_table("h100_sxm", "attn_decode_mla")
+    c = t.columns
+    row = np.flatnonzero((c["batch"] == 64) & (c["heads"] == 16) & (c["step"] == 4095))[0]
+    assert c["latency_ms"][row] == pytest.approx(0.1206, rel=2e-3)  # 0.1206 ms measured (two runs: 0.1211, 0.1206)
+    work = table_work(t, load_system("h100"))
+    got = {}
+    for part, columns, amounts, idx in work.templates:
+        if row in idx:
+            got = {f: amounts[list(idx).index(row), j] for j, (_, f) in enumerate(columns)}
+    assert got["flops"] == 9_126_805_504 and got["hbm_bytes"] == 304_291_840
+    assert got["tiles"] == 64 and got["launches"] == 1
+    assert work.working_set_bytes[row] == 304_291_840  # > 50 MB of L2: not L2-resident
+
+
+def test_mla_rows_are_never_fitted_and_a100_has_none():
+    """The MLA decode table is reported by every protocol but read by no fit: the shared defaults and
+    the profiles come from the four fitted op classes only; A100's only MLA table (TensorRT-LLM 1.0.0)
+    is not shipped, and asking for it is a one-line error."""
+    from kvsim.errors import ConfigError
+    from kvsim.validate import kernel_report as kr
+    from kvsim.validate.kernel_tables import has_table
+
+    assert kr.CHECKS == ("attn_decode_mla",) and "attn_decode_mla" not in kr.OPS
+    assert not has_table("a100_sxm", "attn_decode_mla") and has_table("h100_sxm", "attn_decode_mla")
+    with pytest.raises(ConfigError, match="no measured attn_decode_mla table for 'a100_sxm'"):
+        load_table("a100_sxm", "attn_decode_mla")
+    rows = kr.current(["a100_sxm", "h200_sxm"])
+    assert [r["op"] for r in rows if r["table"] == "a100_sxm"] == list(kr.OPS)
+    mla = [r for r in rows if r["op"] == "attn_decode_mla"]
+    assert len(mla) == 1 and "no fit reads these rows" in mla[0]["protocol"] and "in-sample" not in mla[0]["protocol"]

@@ -139,8 +139,9 @@ def test_xecomla_decode_is_absorbed_mla():
     d = dep(llama32_1b())
     a = make_method("xecomla", d).decode_cost(np.array([999.0])).by_name("attn_decode")
     assert a.flops == 16 * 1000 * 18_432
-    # latent read 1000 * 320 + written 320, Q/O 2 * 32 heads * q_head_dim 64 * 2 B
-    assert a.hbm_bytes == 16 * (1000 * 320 + 320 + 2 * 32 * 64 * 2)
+    # latent read 1000 * 320 + written 320; Q and O in the latent space (attention.py: FlashMLA's
+    # q is d_c + d_r wide, its output d_c): 32 heads * (128 + 32 + 128) * 2 B = 18,432 B
+    assert a.hbm_bytes == 16 * (1000 * 320 + 320 + 32 * (128 + 32 + 128) * 2)
     with pytest.raises(ConfigError, match="already"):
         from test_methods_contract import deepseek_v2_lite
         make_method("xecomla", dep(deepseek_v2_lite()))

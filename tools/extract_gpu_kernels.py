@@ -9,6 +9,13 @@ writes compact gzipped CSVs under ``kvsim/validate/data/gpu_kernels/<system>/``:
   step, latency_ms`` (generation attends ``isl + step`` tokens)
 * ``allreduce.csv.gz``: bf16/fp16 all-reduce, ``algo`` ``custom`` (vLLM's CUDA-graph custom
   all-reduce) or ``nccl``: ``algo, num_gpus, message_elems, latency_ms``
+* ``generation_mla.csv.gz``: MLA decode attention (the absorbed "MQA part": every query head
+  attends the 512 + 64 latent, bf16 Q and KV), SGLang 0.5.14's default MLA backend for the GPU:
+  ``batch, heads, step, latency_ms`` (``heads``: query heads on the GPU; one query token
+  attends ``1 + step`` latent tokens). A check only: no fit reads it. Not for A100: its only
+  MLA table is TensorRT-LLM 1.0.0's, whose Ampere kernel reads the latent at ~21 % of HBM
+  bandwidth (64 sequences x 4,096 tokens: 302 MB in 0.69 ms), a framework's fallback, not the
+  kernels vLLM or SGLang run on A100.
 
 ``latency`` in the tables is milliseconds per call of one op (one layer). Run (needs pyarrow,
 not a kvsim dependency)::
@@ -38,6 +45,17 @@ SYSTEMS = {
     "b200_sxm": ("0.24.0", "0.24.0", "2.29.2", "vllm_flashinfer_trtllmprefill", "vllm_flashinfer_trtllmdecode"),
     "rtx_pro_6000_server": ("0.24.0", "0.24.0", "2.29.2", "vllm_flash_attn_fa2", "vllm_flash_attn_fa2"),
     "gb200": ("0.24.0", "0.24.0", "2.29.2", "vllm_flashinfer_trtllmprefill", "vllm_flashinfer_trtllmdecode"),
+}
+
+# system dir -> SGLang version and kernel_source of its MLA decode table (the backend SGLang picks
+# on that GPU: FlashAttention-3 on Hopper, Triton on Ada/Blackwell workstation parts, TRT-LLM MLA on B200)
+MLA_SOURCES = {
+    "h100_sxm": ("0.5.14", "flash_attention"),
+    "h200_sxm": ("0.5.14", "flash_attention"),
+    "l40s": ("0.5.14", "triton"),
+    "b200_sxm": ("0.5.14", "trtllm_mla"),
+    "rtx_pro_6000_server": ("0.5.14", "triton"),
+    "gb200": ("0.5.14", "trtllm_mla"),
 }
 
 
@@ -73,6 +91,13 @@ def extract(data: Path) -> None:
         rows += [("nccl", r["num_gpus"], r["message_size"], r["latency"]) for r in t
                  if r["op_name"] == "all_reduce" and r["nccl_dtype"] == "half"]
         _write(OUT / system / "allreduce.csv.gz", ["algo", "num_gpus", "message_elems", "latency_ms"], rows)
+        if system in MLA_SOURCES:
+            mla_ver, mla_src = MLA_SOURCES[system]
+            t = pq.read_table(d / "mla" / "sglang" / mla_ver / "generation_mla_perf.parquet").to_pylist()
+            rows = [(r["batch_size"], r["num_heads"], r["step"], r["latency"]) for r in t
+                    if r["kernel_source"] == mla_src and r["mla_dtype"] == "bfloat16" and r["kv_cache_dtype"] == "bfloat16"
+                    and r["isl"] == 1]
+            _write(OUT / system / "generation_mla.csv.gz", ["batch", "heads", "step", "latency_ms"], rows)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ value head dim, ``L`` layers. FLOPs = 2 per multiply-add.
 * MLA decode with absorbed projections (DeepSeek-V2 §2.1.3): each head attends to the
   latent ``c_KV`` (``d_c``) plus the RoPE key (``d_r``): FLOPs ``2 n_h (d_c + d_r) + 2 n_h d_c``
   per token per layer, bytes ``(d_c + d_r) * b`` per token per layer (shared by all heads).
+  Q and O live in the latent space too: each head's query is ``d_c + d_r`` wide (``q_nope``
+  absorbed through ``W^UK``) and its output ``d_c`` wide (``W^UV`` is applied after the
+  kernel), as FlashMLA's interface takes them (q ``[B, s_q, h_q, 576]``, out ``[.., 512]``
+  for DeepSeek-V2/V3: github.com/deepseek-ai/FlashMLA README).
 * Prefill of ``n`` new tokens after ``c`` cached tokens (causal):
   ``pairs = n*c + n(n+1)/2``; FLOPs ``2 * n_h * (d_qk + d_v) * pairs`` per layer
   (SPECS.md F2 with causal halving, as FlashAttention skips masked blocks). HBM: Q and O of
@@ -68,6 +72,16 @@ def decode_flops_per_token_layer(dep: Deployment, heads_frac: float = 1.0) -> fl
     return 2.0 * nh * (m.q_head_dim + m.head_dim)
 
 
+def decode_qo_elements_per_head(dep: Deployment) -> float:
+    """Elements of one query head's Q read and O written by a decode attention call: ``d_qk + d_v``
+    (``2 d`` for Llama-style heads); MLA with absorbed projections: ``(d_c + d_r) + d_c``
+    (DeepSeek-V3: 576 + 512 = 1,088; module docstring)."""
+    m = dep.model
+    if m.mla is not None:
+        return float(2 * m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
+    return float(2 * m.q_head_dim)
+
+
 def kv_bytes_per_token_layer(dep: Deployment, bytes_per_elem: float | None = None, heads_frac: float = 1.0) -> float:
     """KV bytes per token per layer on one GPU for a fraction of the KV heads."""
     b = dep.kvb if bytes_per_elem is None else bytes_per_elem
@@ -106,7 +120,7 @@ def decode_attention(
     B = nseq(n_attended)
     w_tot = B if n_written is None else sum_seq(n_written)
     flops = L * n_tot * (decode_flops_per_token_layer(dep, heads_frac) + extra_flops_per_token_layer)
-    qo_bytes = L * B * 2 * dep.q_heads_per_gpu * heads_frac * m.q_head_dim * dep.ab
+    qo_bytes = L * B * dep.q_heads_per_gpu * heads_frac * decode_qo_elements_per_head(dep) * dep.ab
     hbm = L * (n_tot * rb + w_tot * wbytes) + qo_bytes
     return Cost.of(Part(name, "attn_decode", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=float(L),
                         tiles=L * decode_tiles(dep, n_attended, heads_frac)))

@@ -88,7 +88,27 @@ class ColumnPlan:
         self.wide = [(np.array(g, dtype=np.intp), np.array([body[i] for i in g], dtype=np.intp), q, 1.0 / q)
                      for (q, n), g in same.items()]  # (parts, [parts, n] their body columns, p, 1 / p)
         wide_of = {i: (w, m) for w, (parts, _, _, _) in enumerate(self.wide) for m, i in enumerate(parts.tolist())}
+        # a group whose every part has a wave floor on one body column, at the same place in each
+        # part's body and with the same S * w, takes its floors on the gathered [..., parts, n] body
+        # (one factor [..., parts] for the group; elementwise the same operations as on the columns)
+        self.wide_waves, fused = [], set()
+        for parts, cols, _, _ in self.wide:
+            ws = [wave.get(i) for i in parts.tolist()]
+            ok = all(w is not None and len(w[0]) == 1 and w[0][0] in body[i] and w[3] == ws[0][3]
+                     and body[i].index(w[0][0]) == body[parts[0]].index(ws[0][0][0]) for i, w in zip(parts.tolist(), ws))
+            if ok:
+                self.wide_waves.append((np.array([w[2] for w in ws], dtype=np.intp), np.array([w[1] for w in ws], dtype=np.intp),
+                                        ws[0][3], body[parts[0]].index(ws[0][0][0])))
+                fused.update(parts.tolist())
+            else:
+                self.wide_waves.append(None)
+        # each wide part's one overhead column, added to the group's p-norms at once (None: not that case)
+        self.wide_over = [np.array([over[i][0] for i in parts.tolist()], dtype=np.intp)
+                          if all(len(over[i]) == 1 for i in parts.tolist()) else None for parts, _, _, _ in self.wide]
         self.parts = tuple((tuple(body[i]), tuple(over[i]), slot.get(i), wide_of.get(i)) for i in range(len(body)))
+        # per part for seconds(): its overheads, unless its group adds them (wide_over)
+        self.vec_parts = tuple((b, () if w is not None and self.wide_over[w[0]] is not None else o, j, w)
+                               for b, o, j, w in self.parts)
         self.pairs = (np.array([body[i][0] for i in pairs], dtype=np.intp), np.array([body[i][1] for i in pairs], dtype=np.intp))
         self.p = np.array([float(blend[i]) for i in pairs])
         self.inv_p = 1.0 / self.p
@@ -96,6 +116,7 @@ class ColumnPlan:
         self.lone_pair = len(pairs) == 1  # (then column views beat gathers)
         waved = list(wave.values())
         self.wave_list = waved
+        self.vec_waves = [w for i, w in wave.items() if i not in fused]  # (seconds(): the others on the gathers)
         self._buf = np.empty(len(pairs))
         self.groups = None
         self.vector = True  # (False: overlap groups, priced by the caller's stages on arrays)
@@ -124,7 +145,7 @@ class ColumnPlan:
         if amounts.shape[0] == 1 and amounts.ndim == 2 and not self.wide:
             return np.array([self.row(amounts[0].tolist())])
         times = amounts / self.divisor
-        for scaled, nt, nl, sw in self.wave_list:
+        for scaled, nt, nl, sw in self.vec_waves:
             factor = amounts[..., nl] * sw
             factor /= np.maximum(amounts[..., nt], 1e-9)
             np.maximum(factor, 1.0, out=factor)
@@ -143,9 +164,21 @@ class ColumnPlan:
             pnorm += 1.0
             pnorm **= self.inv_p_list[0] if self.lone_pair else self.inv_p
             pnorm *= top
-        wide = [pnorm_rows(times[..., cols], q, inv_q) for _, cols, q, inv_q in self.wide]  # each [..., parts]
+        wide = []
+        for (_, cols, q, inv_q), fw, wo in zip(self.wide, self.wide_waves, self.wide_over):
+            t = times[..., cols]  # [..., parts, n]
+            if fw is not None:
+                nl, nt, sw, slot = fw
+                factor = amounts[..., nl] * sw  # [..., parts]
+                factor /= np.maximum(amounts[..., nt], 1e-9)
+                np.maximum(factor, 1.0, out=factor)
+                t[..., slot] *= factor
+            t = pnorm_rows(t, q, inv_q)  # [..., parts]
+            if wo is not None:
+                t += times[..., wo]
+            wide.append(t)
         total = None
-        for body, over, j, w in self.parts:
+        for body, over, j, w in self.vec_parts:
             t = None
             if j is not None:
                 t = pnorm if self.lone_pair else pnorm[..., j]

@@ -13,6 +13,7 @@ from dataclasses import replace
 from kvsim.costmodel.attention import (
     decode_attention,
     decode_flops_per_token_layer,
+    decode_qo_elements_per_head,
     kv_bytes_per_token_layer,
     nseq,
     prefill_attention,
@@ -83,11 +84,10 @@ def attn_decode(
     Same accounting as :func:`kvsim.costmodel.attention.decode_attention` (which it equals for
     ``read_bytes = n * kv_tok``) plus Q in and O out per sequence.
     """
-    m = dep.model
     B = nseq(n_attended)
     nf = decode_flops_per_token_layer(dep, heads_frac)
     flops = layers * sum_seq(arr(n_attended) * nf + extra_flops + 0 * arr(n_attended))
-    qo = layers * B * 2 * dep.q_heads_per_gpu * heads_frac * m.q_head_dim * dep.ab
+    qo = layers * B * dep.q_heads_per_gpu * heads_frac * decode_qo_elements_per_head(dep) * dep.ab
     body = arr(read_bytes) + write_bytes + extra_hbm + 0 * arr(n_attended)
     hbm = layers * sum_seq(body) + qo
     return Cost.of(Part(name, op, dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=layers * launches_per_layer))

@@ -28,10 +28,31 @@ from kvsim.validate.kernel_fit import (
     fit_op,
     fit_system,
 )
-from kvsim.validate.kernel_tables import FITTED_TABLES, OP_FILES, ROOFLINE_OP, SYSTEM_OF_TABLE, load_table
+from kvsim.validate.kernel_tables import (
+    CHECK_OP_FILES,
+    FITTED_TABLES,
+    OP_FILES,
+    ROOFLINE_OP,
+    SYSTEM_OF_TABLE,
+    has_table,
+    load_table,
+)
 from kvsim.validate.kernels import error_stats, holdout_mask, price_table, table_work
 
 OPS = tuple(OP_FILES)  # gemm, attn_prefill, attn_decode, allreduce
+#: op classes every protocol reports but no fit reads (MLA decode: priced with the attn_decode
+#: efficiencies fitted on GQA kernels, so each of its rows is out of sample in every protocol)
+CHECKS = tuple(CHECK_OP_FILES)
+CHECK_NOTE = "check only, no fit reads these rows"
+
+
+def _reported(ts: str) -> list[str]:
+    """Op classes reported for table system ``ts``: the fitted ones, then the checks it has tables for."""
+    return list(OPS) + [op for op in CHECKS if has_table(ts, op)]
+
+
+def _protocol(op: str, protocol: str) -> str:
+    return f"{protocol} [{CHECK_NOTE}]" if op in CHECKS else protocol
 
 
 def _usable(op: str, table_system: str, system: System) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +71,7 @@ def _row(table_system: str, system: System, op: str, protocol: str, rows: np.nda
     l2 = error_stats(err[l2_rows]) if l2_rows is not None else None
     return {"system": system.name, "table": table_system, "op": op, "protocol": protocol,
             "calibration": "measured" if system.calibration != "datasheet" else "datasheet",
+            "fitted_op": op in OPS,
             **({"rows": 0} if stats is None else stats.as_dict()),
             "l2_resident": None if l2 is None else l2.as_dict()}
 
@@ -60,9 +82,12 @@ def current(table_systems: list[str]) -> list[dict]:
         system = load_system(SYSTEM_OF_TABLE[ts])
         protocol = "in-sample (the profile was fitted on these rows)" if system.calibration != "datasheet" else \
             "datasheet only (nothing fitted on this GPU)"
-        for op in OPS:
+        for op in _reported(ts):
             rows, l2 = _usable(op, ts, system)
-            out.append(_row(ts, system, op, protocol, rows, l2))
+            mine = protocol if op in OPS else (
+                "the shipped profile (fitted on this GPU's other tables)" if system.calibration != "datasheet"
+                else "datasheet only (nothing fitted on this GPU)")
+            out.append(_row(ts, system, op, _protocol(op, mine), rows, l2))
     return out
 
 
@@ -84,6 +109,9 @@ def held_out(table_systems: list[str]) -> tuple[list[dict], dict[str, System]]:
         for op in OPS:
             out.append(_row(ts, fitted, op, "held-out: fit on half the shapes, reported on the other half",
                             usable[op] & test[op], None))
+        for op in _reported(ts)[len(OPS):]:  # every row: the fit never read any
+            out.append(_row(ts, fitted, op, _protocol(op, "held-out: the half-shape fit, reported on every row"),
+                            _usable(op, ts, fitted)[0], None))
         eff_all, ar_all = fit_system(ts, base, usable)
         full[ts] = (eff_all, ar_all)
     return out, full
@@ -121,10 +149,10 @@ def leave_one_gpu_out(targets: list[str]) -> list[dict]:
         others = [t for t in FITTED_TABLES if t != ts]
         base = shared_defaults(others)
         system = _datasheet(ts, base)
-        for op in OPS:
+        for op in _reported(ts):
             rows, _ = _usable(op, ts, system)
-            out.append(_row(ts, system, op, f"leave-one-GPU-out: defaults fitted on {', '.join(others)}; "
-                                              f"this GPU from its datasheet", rows, None))
+            out.append(_row(ts, system, op, _protocol(op, f"leave-one-GPU-out: defaults fitted on {', '.join(others)}; "
+                                                          f"this GPU from its datasheet"), rows, None))
     return out
 
 
@@ -133,10 +161,12 @@ def datasheet_only(targets: list[str]) -> list[dict]:
     out = []
     for ts in targets:
         system = _datasheet(ts, base)
-        for op in OPS:
+        for op in _reported(ts):
             rows, l2 = _usable(op, ts, system)
-            out.append(_row(ts, system, op, f"datasheet only: defaults fitted on {', '.join(FITTED_TABLES)}", rows, l2))
+            out.append(_row(ts, system, op, _protocol(op, f"datasheet only: defaults fitted on {', '.join(FITTED_TABLES)}"),
+                            rows, l2))
     return out
 
 
-__all__ = ["current", "held_out", "leave_one_gpu_out", "datasheet_only", "shared_defaults", "OPS", "PARAMS", "FitData"]
+__all__ = ["current", "held_out", "leave_one_gpu_out", "datasheet_only", "shared_defaults", "OPS", "CHECKS", "PARAMS",
+           "FitData"]

@@ -42,6 +42,15 @@ OP_FILES = {
 }
 #: op class reported -> the roofline op class (kvsim.hardware.spec.OP_CLASSES) it measures
 ROOFLINE_OP = {"gemm": "gemm", "attn_prefill": "attn_prefill", "attn_decode": "attn_decode", "allreduce": "collective"}
+#: op classes only checked, never fitted on (op -> table file): MLA decode attention, priced with
+#: the efficiencies fitted on GQA decode attention (roofline op ``attn_decode``)
+CHECK_OP_FILES = {"attn_decode_mla": "generation_mla"}
+
+
+def has_table(table_system: str, op: str) -> bool:
+    """Was ``op`` measured on ``table_system``? (Every fitted op was; MLA not on A100.)"""
+    name = OP_FILES.get(op) or CHECK_OP_FILES.get(op)
+    return name is not None and (TABLE_DIR / table_system / f"{name}.csv.gz").is_file()
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,12 @@ def load_table(table_system: str, op: str) -> KernelTable:
     """The measured rows of ``op`` (a key of :data:`OP_FILES`) on ``table_system``."""
     if table_system not in SYSTEM_OF_TABLE:
         raise ConfigError(f"no measured kernel table for '{table_system}' (choices: {', '.join(SYSTEM_OF_TABLE)})")
-    if op not in OP_FILES:
-        raise ConfigError(f"unknown op class '{op}' (choices: {', '.join(OP_FILES)})")
-    path = TABLE_DIR / table_system / f"{OP_FILES[op]}.csv.gz"
+    files = {**OP_FILES, **CHECK_OP_FILES}
+    if op not in files:
+        raise ConfigError(f"unknown op class '{op}' (choices: {', '.join(files)})")
+    if not has_table(table_system, op):
+        raise ConfigError(f"no measured {op} table for '{table_system}'")
+    path = TABLE_DIR / table_system / f"{files[op]}.csv.gz"
     with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         header = next(reader)

@@ -22,6 +22,7 @@ from kvsim.costmodel.roofline import Column, Roofline
 from kvsim.costmodel.transformer import allreduce_cost, gemm_cost
 from kvsim.hardware import System
 from kvsim.models import ModelSpec
+from kvsim.models.spec import MLASpec
 from kvsim.validate.kernel_tables import KernelTable
 
 BF16_BYTES = 2.0
@@ -51,9 +52,19 @@ def kernel_model(heads: int, kv_heads: int) -> ModelSpec:
                      source="shape of a measured attention kernel")
 
 
-def _deployment(system: System, heads: int, kv_heads: int) -> Deployment:
-    return Deployment(system=system, model=kernel_model(heads, kv_heads), weight_dtype="bf16", kv_dtype="bf16",
-                      act_dtype="bf16", tp=1)
+def mla_kernel_model(heads: int) -> ModelSpec:
+    """A one-layer DeepSeek-style MLA model with ``heads`` query heads: latent ``d_c`` 512 plus a
+    64-wide RoPE key cached per token (DeepSeek-V2/V3 config.json), as the MLA tables measure."""
+    return ModelSpec(name=f"kernel-mla-{heads}h", architecture="deepseek_v3", num_layers=1, hidden_size=heads * HEAD_DIM,
+                     num_heads=heads, num_kv_heads=1, head_dim=HEAD_DIM, intermediate_size=HEAD_DIM, vocab_size=1,
+                     max_context_tokens=2**22, mla=MLASpec(kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
+                                                           v_head_dim=128),
+                     source="shape of a measured MLA decode kernel")
+
+
+def _deployment(system: System, heads: int, kv_heads: int, mla: bool = False) -> Deployment:
+    model = mla_kernel_model(heads) if mla else kernel_model(heads, kv_heads)
+    return Deployment(system=system, model=model, weight_dtype="bf16", kv_dtype="bf16", act_dtype="bf16", tp=1)
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,12 @@ def _build_work(table: KernelTable, system: System) -> KernelWork:
             else:  # one query token per sequence attending isl + step cached tokens
                 cost = decode_attention(dep, np.broadcast_to((c["isl"] + c["step"])[idx, None], shape))
             costs.append((cost, idx))
+    elif table.op == "attn_decode_mla":  # one query token per sequence attending 1 + step latent tokens
+        keys = np.stack([c["heads"], c["batch"]], axis=1)
+        for heads, batch in np.unique(keys, axis=0):
+            idx = np.flatnonzero((keys == (heads, batch)).all(axis=1))
+            dep = _deployment(system, int(heads), 1, mla=True)
+            costs.append((decode_attention(dep, np.broadcast_to((1.0 + c["step"])[idx, None], (len(idx), int(batch)))), idx))
     elif table.op == "allreduce":
         for group in np.unique(c["num_gpus"]):
             idx = np.flatnonzero(c["num_gpus"] == group)
@@ -176,6 +193,8 @@ def holdout_mask(table: KernelTable) -> np.ndarray:
         key = np.stack([c["n"], c["k"]], axis=1)
     elif table.op in ("attn_prefill", "attn_decode"):
         key = np.stack([c["heads"], c["kv_heads"]], axis=1)
+    elif table.op == "attn_decode_mla":
+        key = c["heads"][:, None]
     else:
         key = c["message_elems"][:, None]
     _, inverse = np.unique(key, axis=0, return_inverse=True)

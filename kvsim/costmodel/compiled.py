@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Num, Part
-from kvsim.costmodel.roofline_plan import ColumnPlan, column_sum, pnorm_rows
+from kvsim.costmodel.roofline_plan import ColumnPlan, column_sum, pnorm_rows, wave_floor_idle
 from kvsim.costmodel.roofline_plan import pnorm_of_list as _pnorm
 
 
@@ -232,6 +232,8 @@ class CompiledRoofline:
         cols, p, inv_p, over = self._lone_blend
         times = amounts / self._divisor
         for scaled, nt, nl, sw in self._wave_alone:
+            if wave_floor_idle(amounts[..., nl], amounts[..., nt], sw):  # (every factor 1: nothing to scale)
+                continue
             factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
             for n in scaled:
                 times[..., n] *= factor

@@ -70,6 +70,15 @@ def pnorm_rows(t: np.ndarray, p: float, inv_p: float) -> np.ndarray:
     return out
 
 
+def wave_floor_idle(launches: np.ndarray, tiles: np.ndarray, sms_times_w: float) -> bool:
+    """True when no row's wave factor ``max(1, S w launches / max(tiles, 1e-9))`` exceeds 1, so that
+    multiplying by it would change nothing: decided from the largest launches over the fewest tiles
+    (rounding is monotone, so ``fl(fl(S w l) / t)`` of every row is at most that of the extremes)."""
+    if launches.size == 0:
+        return True
+    return sms_times_w * float(launches.max()) / max(float(tiles.min()), 1e-9) <= 1.0
+
+
 class ColumnPlan:
     """Args: ``divisor`` ``[ncol]`` (work per second of each column's resource); per part its
     body columns ``body`` and overhead columns ``over``; ``blend`` part -> p (parts whose two body
@@ -146,6 +155,8 @@ class ColumnPlan:
             return np.array([self.row(amounts[0].tolist())])
         times = amounts / self.divisor
         for scaled, nt, nl, sw in self.vec_waves:
+            if wave_floor_idle(amounts[..., nl], amounts[..., nt], sw):
+                continue
             factor = amounts[..., nl] * sw
             factor /= np.maximum(amounts[..., nt], 1e-9)
             np.maximum(factor, 1.0, out=factor)
@@ -167,7 +178,7 @@ class ColumnPlan:
         wide = []
         for (_, cols, q, inv_q), fw, wo in zip(self.wide, self.wide_waves, self.wide_over):
             t = times[..., cols]  # [..., parts, n]
-            if fw is not None:
+            if fw is not None and not wave_floor_idle(amounts[..., fw[0]], amounts[..., fw[1]], fw[2]):
                 nl, nt, sw, slot = fw
                 factor = amounts[..., nl] * sw  # [..., parts]
                 factor /= np.maximum(amounts[..., nt], 1e-9)

@@ -189,7 +189,22 @@ def test_cli_kernels_json_and_thresholds():
     assert out["beyond_threshold"] == 0 and all(row["system"] == "h200" for row in out["rows"])
     assert [row["fitted_op"] for row in out["rows"]] == [True, True, True, True, False]
     r = kvsim("validate", "kernels", "--hw", "h200", "--json", "--max-median", "0.0001")
-    assert r.returncode == 1 and json.loads(r.stdout)["beyond_threshold"] == 5
+    assert r.returncode == 3 and json.loads(r.stdout)["beyond_threshold"] == 5  # (1 and 2: bad input)
+
+
+def test_cli_kernels_text_marks_checks_and_says_what_it_leaves_out():
+    """The text table marks the MLA rows as a check and says so under it; a system named twice is
+    reported once; a system a protocol does not cover is named in a note, not dropped silently."""
+    r = kvsim("validate", "kernels", "--hw", "h200", "--hw", "h200", "--max-median", "1", "--max-p90", "100")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("attn_decode_mla (check)") == 1
+    assert "(check): check only, no fit reads these rows" in r.stderr
+    r = kvsim("validate", "kernels", "--hw", "h200", "--hw", "h200", "--json", "--max-median", "1", "--max-p90", "100")
+    assert len(json.loads(r.stdout)["rows"]) == 5
+    r = kvsim("validate", "kernels", "--protocol", "datasheet", "--hw", "a100", "--hw", "b200", "--json",
+              "--max-median", "1", "--max-p90", "100")
+    assert r.returncode == 0 and "left out: a100-80g" in r.stderr
+    assert {row["system"] for row in json.loads(r.stdout)["rows"]} == {"b200"}
 
 
 def test_cli_kernels_bad_input_is_one_line():

@@ -110,7 +110,7 @@ def held_out(table_systems: list[str]) -> tuple[list[dict], dict[str, System]]:
             out.append(_row(ts, fitted, op, "held-out: fit on half the shapes, reported on the other half",
                             usable[op] & test[op], None))
         for op in _reported(ts)[len(OPS):]:  # every row: the fit never read any
-            out.append(_row(ts, fitted, op, _protocol(op, "held-out: the half-shape fit, reported on every row"),
+            out.append(_row(ts, fitted, op, _protocol(op, "held-out: the half-shape fit, reported on every row not L2-resident"),
                             _usable(op, ts, fitted)[0], None))
         eff_all, ar_all = fit_system(ts, base, usable)
         full[ts] = (eff_all, ar_all)

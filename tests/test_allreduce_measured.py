@@ -193,3 +193,25 @@ def test_parse_corrupted_logs_fail_cleanly(tmp_path, cut, junk, at, gpus):
     except ConfigError:
         return
     assert all(np.isfinite(f.latency_s) and f.bus_bw_bytes_per_s > 0 for f in fits)
+
+
+def test_failed_run_and_a_fit_on_its_limits_are_refused(tmp_path):
+    """A run that failed nccl-tests' own check (#wrong > 0, 'Out of bounds values : N FAILED') is
+    refused; so is a fit that ends on one of its bounds (bus bandwidth 0.1 GB/s, latency 10 ms), which
+    says the data is not this form (a user audit got a silent 0.1 GB/s for a 0.05 GB/s log)."""
+    log = nccl_log(tmp_path / "bad.txt", 4, 20.0, 5.0)
+    text = log.read_text()
+    rows = ["  ".join(c if j != 8 else "1" for j, c in enumerate(x.split())) if x.strip() and not x.startswith("#") else x
+            for x in text.splitlines()]  # column 9 (out-of-place #wrong) = 1 on each of the 13 rows
+    log.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"failed its own check \(13 wrong values in the #wrong column\)"):
+        parse_nccl_tests(log)
+    log.write_text(text.replace("0 OK", "476 FAILED"))
+    with pytest.raises(ConfigError, match="'Out of bounds values : 476 FAILED'"):
+        parse_nccl_tests(log)
+    slow = parse_nccl_tests(nccl_log(tmp_path / "slow.txt", 2, 15.0, 0.05))
+    with pytest.raises(ConfigError, match="the fit reached its limit"):
+        fit_nccl_runs([slow])
+    ok = parse_nccl_tests(nccl_log(tmp_path / "ok.txt", 2, 15.0, 0.5))  # 0.5 GB/s: inside the bounds
+    (fit,) = fit_nccl_runs([ok])
+    assert fit.bus_bw_bytes_per_s == pytest.approx(0.5e9, rel=2e-2)

@@ -122,6 +122,31 @@ def test_generic_csv_reads_azure_like_the_azure_reader():
     assert np.abs(g.arrival_s - a.arrival_s).max() < 1e-6
 
 
+def test_iso_times_need_a_full_extended_date(tmp_path):
+    """--time-unit iso: '20240101' / '2024' / '1000' would parse as years (a day apart read as 365 days,
+    a user audit): refused as bad times; '2024-01-01 00:00:00' and '2024-01-02T00:00:00' are 86,400 s apart."""
+    cols = "arrival=ts,prompt=p,output=o"
+    for a, b in (("20240101", "20240102"), ("2024", "2025"), ("1000", "1500")):
+        path = tmp_path / f"{a}.csv"
+        path.write_text(f"ts,p,o\n{a},100,10\n{b},50,5\n")
+        with pytest.raises(TraceError) as err:
+            load_trace(str(path), columns=cols, time_unit="iso")
+        one_line(err, "no usable request", "bad_time 2", "full date")
+    path = tmp_path / "ok.csv"
+    path.write_text("ts,p,o\n2024-01-01 00:00:00,100,10\n2024-01-02T00:00:00,50,5\n")
+    assert load_trace(str(path), columns=cols, time_unit="iso").duration_s == 86_400.0
+
+
+def test_zero_prompt_rows_are_counted_and_noticed(tmp_path):
+    """A row of 0 prompt tokens is dropped, counted (trace info: '0-prompt dropped') and named in the
+    notice that simulate prints (a user audit found it dropped without a word)."""
+    path = tmp_path / "zp.csv"
+    path.write_text("ts,p,o\n0,100,10\n1,0,20\n2,50,5\n")
+    t = load_trace(str(path), columns="arrival=ts,prompt=p,output=o")
+    assert len(t) == 2 and "1 row with 0 prompt tokens dropped" in t.notice
+    assert summarize(t).num_zero_prompt_dropped == 1
+
+
 def test_generic_jsonl_reads_mooncake_like_the_mooncake_reader():
     """--columns on Mooncake JSON lines in ms gives the Mooncake reader's arrivals and lengths (no hash_ids);
     its timestamps, quantized upstream, are reported as sharing times."""
@@ -551,3 +576,32 @@ def test_cli_trace_info_and_simulate_read_new_formats(tmp_path):
             "--json")
     assert r.returncode == 0, r.stderr
     assert "arrivals are synthetic (gamma:rate=1,cv=2,seed=0)" in r.stderr
+
+
+def test_simulate_summary_records_how_a_file_trace_was_read(tmp_path):
+    """summary.json's trace_spec carries --columns, --time-unit, --format, --arrivals, --strict: a rerun from it
+    reads the same requests (without time_unit a ms file would be read as seconds, 1000x too slow; a user audit)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "ms.csv"
+    path.write_text("ts,p,o\n0,100,10\n1500,50,5\n3000,60,7\n")
+    r = subprocess.run([sys.executable, "-m", "kvsim", "simulate", "--hw", "a100", "--trace", str(path), "--columns",
+                        "arrival=ts,prompt=p,output=o", "--time-unit", "ms", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    spec = (out[0] if isinstance(out, list) else out)["trace_spec"]
+    assert (spec["columns"], spec["time_unit"], spec["strict"], spec["format"]) == ("arrival=ts,prompt=p,output=o", "ms", False, None)
+    again = load_trace(spec["trace"], columns=spec["columns"], time_unit=spec["time_unit"])
+    assert again.duration_s == 3.0  # 3,000 ms
+
+
+def test_bad_row_notice_names_the_files_first_bad_row(tmp_path):
+    """The notice's 'first:' is the first bad row in the file, as --strict reports it (it named the first
+    row of the first kind listed: line 4 here, while line 2 is bad too; a user audit)."""
+    path = tmp_path / "b.csv"
+    path.write_text("ts,p,o\n0,10.5,1\n1,100,10\nabc,5,5\n2,50,5\n")
+    t = load_trace(str(path), columns="arrival=ts,prompt=p,output=o")
+    assert f"first: {path}:2:" in t.notice
+    with pytest.raises(TraceError, match=f"{path}:2:"):
+        load_trace(str(path), columns="arrival=ts,prompt=p,output=o", strict=True)

@@ -238,3 +238,12 @@ def test_new_system_checks_its_gpu_and_host(tmp_path: Path) -> None:
     r = kvsim("hardware", "new", "system", "n", "--gpu", "parts/g.yaml", "--num-gpus", "4", "--host", "epyc-9654", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert kvsim("list", "hardware", "--hw", str(out)).returncode == 0
+
+
+def test_new_system_gpu_takes_a_system_alias_as_like_does(tmp_path):
+    """`--gpu a100` (a system alias, as --like and --hw take it) writes that node's GPU, A100-SXM4-80GB, with a
+    note (it was refused as 'not a gpu in the catalog'; a user audit)."""
+    out = tmp_path / "n.yaml"
+    r = kvsim("hardware", "new", "system", "n", "--gpu", "a100", "--num-gpus", "2", "--host", "epyc-9654", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert 'gpu: "A100-SXM4-80GB"' in out.read_text() and "the GPU of the a100-80g node" in r.stderr

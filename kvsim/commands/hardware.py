@@ -33,6 +33,7 @@ def new_cmd(
 ) -> None:
     """Write a commented GPU or system YAML that loads as is once its null numbers are filled in."""
     # lazy: CLI start-up (the hardware catalog is read only by this command)
+    from kvsim.catalog import spec_key
     from kvsim.hardware import catalog, get, names, profile_of
     from kvsim.hardware.templates import gpu_template, system_template
 
@@ -58,6 +59,10 @@ def new_cmd(
                            f"that node's kernels): a GPU file uses the datasheet model (`kvsim list hardware` shows "
                            f"which)", err=True)
     else:
+        if gpu is not None and spec_key(gpu) not in catalog("gpu") and spec_key(gpu) in catalog("system"):
+            node_gpu = catalog("system")[spec_key(gpu)].gpu  # a system name or alias (a100), as --like takes it
+            typer.echo(f"note: --gpu {gpu}: the GPU of the {catalog('system')[spec_key(gpu)].name} node, {node_gpu}", err=True)
+            gpu = node_gpu
         _check_parts(out, gpu, host)
         like_system = get("system", like) if like else None
         text = system_template(name, like_system, gpu=gpu, num_gpus=num_gpus, host=host, hosts=names("host"))

@@ -187,7 +187,9 @@ def simulate_cmd(
         res.summary["trace_notice"] = tr.notice
         res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,
                                      "trace_model": trace_model, "log_type": log_type, "seed": seed,
-                                     "calibration": calibration}
+                                     "calibration": calibration, "format": trace_format, "columns": columns,
+                                     "time_unit": time_unit, "arrivals": arrivals, "strict": strict,
+                                     "tokenizer": tokenizer}
         if dep.expert_offload is not None:
             res.summary["expert_offload"] = dep.expert_offload.label()
         if slo is not None:

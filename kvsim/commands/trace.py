@@ -146,6 +146,7 @@ def info(
         rows.append((label, f"mean {_fmt(st.mean)}  p50 {_fmt(st.p50)}  p99 {_fmt(st.p99)}  max {st.max:,}"))
     rows += [
         ("failed dropped", f"{s.num_failed_dropped:,}"),
+        ("0-prompt dropped", f"{s.num_zero_prompt_dropped:,}"),
         ("filtered out", f"{s.num_filtered:,}"),
         ("bad rows", ", ".join(f"{k} {v:,}" for k, v in s.bad_rows.items()) + " (dropped)" if s.bad_rows else "0"),
         ("prefix blocks", f"yes ({tr.prefix_block_tokens} tokens/block)" if s.has_prefix_blocks else "no"),

@@ -236,6 +236,8 @@ def load_plan(out_dir: str | Path) -> PlanResult:
     """Read a directory written by :func:`save_plan`; the ranking is recomputed."""
     d = Path(out_dir)
     meta = d / "plan.json"
+    if not d.exists():
+        raise ConfigError(f"{d}: no such directory (expected the --out directory of `kvsim plan`)")
     if not meta.is_file():
         raise ConfigError(f"{d}: no plan.json here (expected the --out directory of `kvsim plan`)")
     where = meta

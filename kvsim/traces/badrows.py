@@ -49,6 +49,7 @@ class BadRows:
         self.strict = strict
         self.counts: Counter = Counter()
         self.first: dict[str, str] = {}
+        self.first_seen: str | None = None  # the first bad row of any kind, in the order they were added
 
     def add(self, kind: str, place: str, problem: str, count: int = 1) -> None:
         """Record ``count`` bad rows of ``kind``; the first one is at ``place``."""
@@ -58,6 +59,8 @@ class BadRows:
             raise TraceError(message)
         self.counts[kind] += count
         self.first.setdefault(kind, message)
+        if self.first_seen is None:
+            self.first_seen = message
 
     def add_row(self, bad: BadRow, place: str) -> None:
         self.add(bad.kind, place, bad.problem)
@@ -75,5 +78,5 @@ class BadRows:
         if not self.total:
             return None
         kinds = ", ".join(f"{k} {n}" for k, n in self.by_kind().items())
-        first = self.first[next(iter(self.by_kind()))]
+        first = self.first_seen or self.first[next(iter(self.by_kind()))]  # (the file's first bad row, as --strict names it)
         return f"{self.total} bad rows dropped ({kinds}; first: {first}); --strict makes them an error"

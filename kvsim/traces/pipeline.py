@@ -142,7 +142,7 @@ def _empty_error(
     counts = f"{n_read} rows read, {n_filt} filtered out, {n_fail} failed, {n_inv} with 0 prompt tokens"
     if bad is not None and bad.total:
         kinds = ", ".join(f"{k} {n}" for k, n in bad.by_kind().items())
-        first = bad.first[next(iter(bad.by_kind()))]
+        first = bad.first_seen or bad.first[next(iter(bad.by_kind()))]
         return TraceError(f"trace {name}: no usable request ({n_read + bad.total} rows read, {bad.total} bad: {kinds}; "
                           f"first: {first})")
     if n_read == 0:
@@ -273,7 +273,8 @@ def build_trace(
     }
     info.update(raw.meta)
     info.update(meta or {})
-    notes = [x for x in (notice, bad.report(), *raw.notes) if x]
+    zero_note = f"{n_inv:,} row{'s' if n_inv != 1 else ''} with 0 prompt tokens dropped" if n_inv else None
+    notes = [x for x in (notice, bad.report(), zero_note, *raw.notes) if x]
     return Trace(
         name=name,
         arrival_s=arrival,

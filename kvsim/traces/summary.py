@@ -30,7 +30,8 @@ class TraceSummary:
     mean_rate_per_s : (N-1)/span, requests/s (None when every request arrives at once).
     interarrival_cv : std/mean of the gaps between arrivals (None for < 3 requests or no gap).
     prompt, output : token-length statistics.
-    num_failed_dropped, num_filtered : rows removed while loading.
+    num_failed_dropped, num_filtered, num_zero_prompt_dropped : rows removed while loading
+        (failed requests; filters; rows of 0 prompt tokens).
     notice : the trace's notice line, if any.
     format : the file format read (``meta["format"]``).
     bad_rows : rows dropped as unusable, by kind.
@@ -49,6 +50,7 @@ class TraceSummary:
     num_failed_dropped: int
     num_filtered: int
     has_prefix_blocks: bool
+    num_zero_prompt_dropped: int
     notice: str | None
     format: str | None = None
     bad_rows: dict | None = None
@@ -81,6 +83,7 @@ def summarize(trace: Trace) -> TraceSummary:
         num_failed_dropped=trace.num_failed_dropped,
         num_filtered=trace.num_filtered,
         has_prefix_blocks=trace.prefix_blocks is not None,
+        num_zero_prompt_dropped=int(trace.meta.get("num_invalid_dropped", 0)),
         notice=trace.notice,
         format=trace.meta.get("format"),
         bad_rows=dict(trace.meta.get("bad_rows") or {}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,9 @@ from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, epoch_ms_hint, iter_lines, 
 from kvsim.traces.badrows import BadRow
 
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "ns")
+#: a date-time must start with a full extended-format date (YYYY-MM-DD); numpy would read a basic-format
+#: date ('20240101') or a bare number ('2024', '1000') as a year
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[T ])")
 
 
 def _missing(v) -> bool:
@@ -77,6 +81,9 @@ def _iso(v, label: str) -> float:
         raise BadRow("bad_time", f"{label} must be an ISO-8601 date-time string (--time-unit iso), got {short_repr(v)}")
     if any(ord(c) < 0x20 for c in v):
         raise BadRow("bad_time", f"{label} contains a control character: {short_repr(v)}")
+    if not _ISO_DATE.match(v.strip()):  # ('20240101', '2024' or '1000' would be read as years: refused)
+        raise BadRow("bad_time", f"{label} is not an ISO-8601 date-time with a full date like '2023-11-16 18:17:03.98': "
+                                 f"{short_repr(v)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy warns when it converts an offset to UTC

@@ -40,6 +40,11 @@ _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 # size count type redop root time algbw busbw (out-of-place)
 _ROW = re.compile(rf"^\s*(\d+)\s+(\d+)\s+(\w+)\s+(\w+)\s+(-?\d+)\s+({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})\b")
 _MIN_ALGBW_GBPS = 0.5  # rows slower than this print busbw/algbw with too few digits to check the ratio
+_WRONG = re.compile(rf"^\s*\d+\s+\d+\s+\w+\s+\w+\s+-?\d+\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}\s+(\d+)\b")  # out-of-place #wrong
+_FAILED = re.compile(r"^#\s*Out of bounds values\s*:\s*(\d+)\s+FAILED")
+# the fit's bounds (kernel_fit.fit_allreduce: latency 0-10 ms, bus bandwidth 0.1-100,000 GB/s): a fit on one
+# of them did not come from the data
+_LATENCY_MAX_S, _BUSBW_MIN, _BUSBW_MAX = 1e-2, 1e8, 1e14
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,12 @@ def _parse_run(path: str, lines: list[str], gpus: int | None) -> NcclRun:
     if not rows:
         raise ConfigError(f"{path}: no nccl-tests result rows (size count type redop root time algbw busbw ...); "
                           "give the text output of all_reduce_perf")
+    wrong = sum(int(m.group(1)) for m in map(_WRONG.match, lines) if m)
+    failed = [int(m.group(1)) for m in map(_FAILED.match, lines) if m]
+    if wrong or any(failed):
+        raise ConfigError(f"{path}: the run failed its own check ({wrong} wrong values in the #wrong column"
+                          + (f", 'Out of bounds values : {max(failed)} FAILED'" if any(failed) else "")
+                          + "): its times are not an all-reduce kvsim can fit")
     size = np.array([float(r[0]) for r in rows])
     time_us = np.array([float(r[5]) for r in rows])
     algbw = np.array([float(r[6]) for r in rows])
@@ -121,6 +132,12 @@ def fit_nccl_runs(runs: list[NcclRun]) -> list[AllReduceFit]:
     if missing:
         raise ConfigError(f"fewer than 2 message sizes for {', '.join(map(str, missing))} GPUs: run all_reduce_perf "
                           "over a range of sizes (-b 8 -e 1G -f 2)")
+    for f in fits:
+        if (f.latency_s >= _LATENCY_MAX_S * (1 - 1e-6) or f.bus_bw_bytes_per_s <= _BUSBW_MIN * (1 + 1e-6)
+                or f.bus_bw_bytes_per_s >= _BUSBW_MAX * (1 - 1e-6)):
+            raise ConfigError(f"{f.group} GPUs: the fit reached its limit (latency {f.latency_s * 1e6:.4g} us, bus bandwidth "
+                              f"{f.bus_bw_bytes_per_s / 1e9:.4g} GB/s; the fit allows 0-10,000 us and 0.1-100,000 GB/s): "
+                              "the times are not an all-reduce of this form (check the file, its units and --gpus)")
     return fits
 
 

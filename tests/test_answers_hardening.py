@@ -432,3 +432,40 @@ def test_layer_count_is_bounded(tmp_path):
     path.write_text(yaml.safe_dump({**data, "num_layers": 2**31 - 1}))
     with pytest.raises(SpecError, match=r"num_layers: must be in \[1, 10000\]"):
         load_model(str(path))
+
+
+def test_windowed_models_say_that_windows_are_priced_as_full_attention():
+    """estimate and simulate say so for a model with sliding-window layers (a user audit: Mistral-7B-v0.1's
+    32K KV printed as 4.29 GB, 8x its 4,096-token rolling buffer, without a word); not for Llama-3.1-8B."""
+    code, _, err = cli("estimate", "--model", "mistral-7b-v0.1", "--context", "32768", "--no-breakdown")
+    assert code == 0 and "has windowed attention (4,096 tokens on 32 of 32 attention layers)" in err
+    code, _, err = cli("estimate", "--context", "32768", "--no-breakdown")
+    assert code == 0 and "windowed attention" not in err
+
+
+def test_batch_above_max_num_seqs_sizes_the_hybrid_state_for_the_batch():
+    """Jamba at TP 2, --batch 1000 with --max-num-seqs 256: every running sequence holds its SSM state, so the
+    reserve is that of an engine of 1,000 sequences (a user audit found 256 slots: 1.12 GB instead of 4.36 GB).
+    28 SSM layers x (8192 * 16 + 3 * 8192) = 4,358,144 elements x 2 B / 2 GPUs = 4,358,144 B per sequence."""
+    import json as _json
+
+    base = ("estimate", "--hw", "h100", "--model", "jamba-v0.1", "--tp", "2", "--context", "1024", "--json")
+    code, out, err = cli(*base, "--batch", "1000")
+    assert code == 0 and "priced as an engine of 1,000 sequences" in err
+    code, out2, _ = cli(*base, "--batch", "1000", "--max-num-seqs", "1000")
+    a, b = _json.loads(out)[0], _json.loads(out2)[0]
+    assert a["memory_gpu_bytes"] == b["memory_gpu_bytes"]
+    code, out3, _ = cli(*base, "--batch", "256")
+    c = _json.loads(out3)[0]
+    # 744 more state slots of 4,358,144 B, plus the sampler's 744 more rows (both in the reserve)
+    assert a["activation_reserve_bytes"] - c["activation_reserve_bytes"] >= 744 * 4_358_144
+
+
+def test_prefix_method_refused_on_a_hybrid_model():
+    """prefix with a hit ratio on Jamba would skip the SSM layers' prefill without their cached state: refused
+    in one line (hit_ratio=0 is full)."""
+    code, _, err = cli("estimate", "--hw", "h100", "--model", "jamba-v0.1", "--tp", "2", "--method", "prefix")
+    assert code == 1 and "28 state-space (SSM) layers" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("estimate", "--hw", "h100", "--model", "jamba-v0.1", "--tp", "2", "--method", "prefix:hit_ratio=0",
+                       "--no-breakdown")
+    assert code == 0, err

@@ -28,6 +28,17 @@ CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="ca
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON to stdout")]
 
 
+def window_note(model) -> str | None:
+    """A note for a model with sliding-window or chunked local attention layers: kvsim prices every
+    layer as full attention (``ModelSpec.windowed_layers``), so past the window its KV, its decode
+    reads and its prefill FLOPs are overstated (and compression savings measured against them)."""
+    if model.sliding_window is None:
+        return None
+    return (f"{model.name} has windowed attention ({model.sliding_window:,} tokens on {model.windowed_layers} of "
+            f"{model.attn_layers} attention layers); kvsim prices every layer as full attention, so beyond "
+            f"{model.sliding_window:,} tokens its KV, decode reads and prefill FLOPs are overstated")
+
+
 def kv_dtype_notes(kv_dtype: str, methods) -> list[str]:
     """Notes for methods that keep a KV format of their own when ``--kv-dtype`` was given."""
     if kv_dtype == "auto":

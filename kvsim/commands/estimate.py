@@ -10,7 +10,7 @@ import typer
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
     CalibrationOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
-    console, fmt_bytes, fmt_num, fmt_s, kv_dtype_notes, print_json, split_methods,
+    console, fmt_bytes, fmt_num, fmt_s, kv_dtype_notes, print_json, split_methods, window_note,
 )
 from kvsim.commands.tables import print_pairs, print_rows
 from kvsim.errors import ConfigError
@@ -92,8 +92,9 @@ def estimate_cmd(
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)  # e.g. mla on a non-MLA model under --method all
-    for note in kv_dtype_notes(kv_dtype, methods):
-        print(f"note: {note}", file=sys.stderr)
+    for note in [*kv_dtype_notes(kv_dtype, methods), window_note(dep.model)]:
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     if tts is not None:
         if reuse is not None:
             raise ConfigError("--tts and --reuse are separate answers: give one of them")
@@ -103,6 +104,10 @@ def estimate_cmd(
         _tts(dep, methods, tts, as_json)
         return
     reused = reuse_answer(dep, reuse) if reuse is not None else None  # a bad spec fails before any pricing
+    if isinstance(b, int) and b > max_num_seqs:
+        print(f"note: --batch {b:,} is more than --max-num-seqs {max_num_seqs:,}: priced as an engine of {b:,} sequences "
+              "(vLLM runs at most --max-num-seqs at once; its reserves, and a hybrid model's state slots, grow with it)",
+              file=sys.stderr)
     results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]
     if as_json:
         print_json([_answer(r) | ({"reuse": reused} if reused is not None else {}) for r in results])

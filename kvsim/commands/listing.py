@@ -104,7 +104,7 @@ def _models(extra: list[str]) -> list[dict]:
         window = "-" if m.sliding_window is None else f"{m.sliding_window:,} on {m.windowed_layers}/{m.num_layers}"
         active = "" if m.moe is None else f" ({m.active_params_per_token / 1e9:.2f}B active)"
         out.append({"name": m.name, "aliases": aliases, "params": f"{m.total_params / 1e9:.2f}B{active}",
-                    "layers": m.num_layers, "heads q/kv": f"{m.num_heads}/{m.num_kv_heads}" if not m.mla else f"{m.num_heads}/MLA",
+                    "layers": m.num_layers if m.attn_layers == m.num_layers else f"{m.num_layers} ({m.attn_layers} attention)", "heads q/kv": f"{m.num_heads}/{m.num_kv_heads}" if not m.mla else f"{m.num_heads}/MLA",
                     "experts": "-" if m.moe is None else f"{m.moe.experts_per_token}/{m.moe.num_experts}",
                     "window": window, "KV B/token (16-bit)": f"{kvb:,}", "max context": f"{m.max_context_tokens:,}"})
     return out

@@ -23,7 +23,7 @@ from kvsim.commands.common import (
     MethodOpt, ModelOpt, NumRequestsOpt, PercentileOpt, RateOpt, SeedOpt, SloItlOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt,
     StrictOpt, TimeScaleOpt, TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, TraceModelOpt, TraceOpt, WatermarkOpt,
     WeightDtypeOpt, check_watermark, print_json,
-    kv_dtype_notes, resolve_slo, split_methods,
+    kv_dtype_notes, resolve_slo, split_methods, window_note,
 )
 from kvsim.commands.simulate_render import print_comparison, print_summary
 from kvsim.errors import ConfigError
@@ -153,8 +153,9 @@ def simulate_cmd(
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
-    for note in kv_dtype_notes(kv_dtype, [m for _, m in methods]):
-        print(f"note: {note}", file=sys.stderr)
+    for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), window_note(dep.model)]:
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                          chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
                          enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from kvsim.errors import ConfigError
 from kvsim.methods.full import Full, FullParams
 from kvsim.specbase import Float
 
@@ -35,6 +36,16 @@ class Prefix(Full):
     name = "prefix"
     summary = "full attention with prefix caching: a hit_ratio of each prompt is not recomputed"
     Params = PrefixParams
+
+    def check(self) -> None:
+        super().check()
+        m = self.dep.model
+        if m.ssm is not None and self.params.hit_ratio > 0:
+            # (a hit would skip the SSM layers' prefill too, but their state at the prefix's end must then
+            # have been cached, which kvsim does not model: memory and the engine's state-caching mode)
+            raise ConfigError(f"method prefix: {m.name} has {m.ssm_layers} state-space (SSM) layers; reusing a prefix "
+                              "also needs their recurrent state at its end, which kvsim does not model (use hit_ratio=0 "
+                              "or an attention-only model)")
 
     def cached_prompt_fraction(self) -> float:
         return float(self.params.hit_ratio)

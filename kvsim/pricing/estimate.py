@@ -135,7 +135,10 @@ class Estimator:
         ctx = float(m.effective_prompt_tokens(float(context)))
         chunk = self.max_num_batched_tokens
         step_tokens = ctx if chunk is None else float(chunk)
-        budget = memory_budget(dep, m, max_tokens_per_step=step_tokens, max_seqs=self.max_num_seqs)
+        # a batch of b runs at once only in an engine of at least b sequences: its reserves (the sampler's
+        # rows, a hybrid model's recurrent-state slots) are sized for max(b, max_num_seqs)
+        seqs = self.max_num_seqs if batch == "max" else max(self.max_num_seqs, int(batch))
+        budget = memory_budget(dep, m, max_tokens_per_step=step_tokens, max_seqs=seqs)
         res = m.kv_bytes(ctx)
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
         block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)

@@ -86,7 +86,7 @@ def test_quest_dense_layers_beyond_model(dep):
     """quest dense_layers past the model's layer count is rejected with that count."""
     with pytest.raises(ConfigError) as err:
         make_method("quest:dense_layers=999", dep)
-    one_line(err, "dense_layers=999", "32 layers", "llama-3-8b")
+    one_line(err, "dense_layers=999", "32 attention layers", "llama-3-8b")
     assert make_method("quest:dense_layers=32", dep).params.dense_layers == 32  # all dense: allowed
 
 

@@ -123,7 +123,7 @@ def dense_layer_list(spec, num_layers: int, every: int = 16) -> list[int]:
     out = sorted(set(int(i) for i in spec))
     bad = [i for i in out if not 0 <= i < num_layers]
     if bad:
-        raise ConfigError(f"dense_layers {bad} outside the model's {num_layers} layers")
+        raise ConfigError(f"dense_layers {bad} outside the model's {num_layers} attention layers (indices count attention layers)")
     return out
 
 

@@ -58,7 +58,7 @@ class Quest(KVMethod):
 
     def check(self) -> None:
         L, d = self.dep.model.attn_layers, self.params.dense_layers
-        require(d <= L, f"method quest: dense_layers={d} exceeds the {L} layers of model {self.dep.model.name} "
+        require(d <= L, f"method quest: dense_layers={d} exceeds the {L} attention layers of model {self.dep.model.name} "
                         f"(allowed: 0..{L})")
 
     def shares_prefix_blocks(self, block_tokens: int) -> bool:

@@ -124,9 +124,32 @@ def test_affordable_generation_by_hand(dep):
 
 def test_parse_task_keys_and_suffixes():
     """'best-of-n=8,gen=16k' -> N 8, 16,384 tokens; batch, intensity and budget parsed."""
-    o = parse_task("best-of-n=8,gen=16k,prompt=512,shared=false,batch=256,intensity=562.5,budget=1e16")
+    o = parse_task("best-of-n=8,gen=16k,prompt=512,shared=false,batch=256,intensity=562.5")
     assert (o.task.samples, o.task.gen_tokens, o.task.prompt_tokens, o.task.shared_prompt) == (8, 16384, 512, False)
-    assert (o.batch, o.intensity, o.budget_eflops) == (256, 562.5, 1e16)
+    assert (o.batch, o.intensity, o.budget_eflops) == (256, 562.5, None)
+    assert parse_task("n=8,prompt=512,budget=1e16").budget_eflops == 1e16
+
+
+def test_parse_task_refuses_gen_with_budget_and_a_key_twice():
+    """budget= solves for gen, so both at once is an error (gen was silently ignored); a key given twice
+    (n=8,n=4 or n=8,samples=4) is an error instead of the last one winning (a user audit)."""
+    with pytest.raises(ConfigError, match="give it instead of gen="):
+        parse_task("n=8,gen=1k,budget=1e16")
+    with pytest.raises(ConfigError, match="'samples' given twice"):
+        parse_task("n=8,samples=4")
+    with pytest.raises(ConfigError, match="'n' given twice"):
+        parse_task("n=8,n=4")
+
+
+def test_cli_tts_says_why_no_token_and_that_tp_splits_the_task():
+    """A budget too small for one token, or a prompt filling the context, prints 0 gen tokens with the reason;
+    at TP 2 the eFLOPs are each GPU's share, and the output says so (a user audit)."""
+    r = _cli("estimate", "--model", "qwen3-8b", "--tts", "n=8,budget=1e3")
+    assert r.returncode == 0 and "does not buy one generated token" in r.stderr
+    r = _cli("estimate", "--model", "qwen3-8b", "--tts", "n=1,prompt=100000,budget=1e16")
+    assert r.returncode == 0 and "leaves no room in qwen3-8b's context of 40,960" in r.stderr
+    r = _cli("estimate", "--hw", "b200", "--model", "qwen3-8b", "--tp", "2", "--tts", "n=4,prompt=2k,gen=8k")
+    assert r.returncode == 0 and "per GPU of the TP-2 replica" in r.stderr
 
 
 @pytest.mark.parametrize("spec,word", [("gen=0", "gen"), ("n=abc", "n"), ("fanout=2", "unknown key"),

@@ -225,12 +225,19 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
         print(f"note: prompt {task.prompt_tokens:,} + gen {task.gen_tokens:,} tokens is past {dep.model.name}'s context of "
               f"{limit:,} tokens: priced as written (a model past its trained context; --context needs "
               f"--allow-long-context for the same reason)", file=sys.stderr)
+    if dep.tp > 1:
+        print(f"note: eFLOPs and roofline seconds are per GPU of the TP-{dep.tp} replica (each GPU's share of the "
+              f"task; the task's eFLOPs are {dep.tp}x, plus the all-reduces)", file=sys.stderr)
     rows = []
     for m in methods:
         t = task
         if budget is not None:  # the longest generation within the budget replaces gen
             g = affordable_gen_tokens(dep, m, task, budget, batch=batch, intensity=intensity)
             if g == 0:
+                why = (f"the prompt ({task.prompt_tokens:,} tokens) leaves no room in {dep.model.name}'s context of {limit:,}"
+                       if task.prompt_tokens >= limit else
+                       f"{budget:.3g} eFLOPs does not buy one generated token per sample after the prompt's prefill")
+                print(f"note: {m.label()}: gen tokens 0: {why}", file=sys.stderr)
                 rows.append({"hw": dep.system.name, "model": dep.model.name, "method": m.label(), **task.model_dump(),
                              "gen_tokens": 0, "budget_eflops": budget, "batch": batch})
                 continue

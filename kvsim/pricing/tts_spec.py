@@ -53,6 +53,8 @@ def parse_task(text: str) -> TTSOptions:
         field = SPEC_KEYS.get(key)
         if field is None:
             raise ConfigError(f"--tts: unknown key '{key}'; keys: {', '.join(SPEC_KEYS)}")
+        if field in typed:  # (n=8,n=4 or n=8,samples=4: which one was meant?)
+            raise ConfigError(f"--tts: '{key}' given twice (also as '{typed[field]}')")
         typed[field] = key
         if field == "shared_prompt":
             v = val.strip().lower()
@@ -74,6 +76,8 @@ def parse_task(text: str) -> TTSOptions:
                 raise ConfigError(f"--tts batch: must be in [1, 1,000,000] sequences, got {batch}")
         else:
             values[field] = _count(key, val)
+    if budget is not None and "gen_tokens" in typed:
+        raise ConfigError(f"--tts: budget= solves for the generation length: give it instead of {typed['gen_tokens']}=, not with it")
     try:
         return TTSOptions(TTSTask.model_validate(values), batch, intensity, budget)
     except ValidationError as err:

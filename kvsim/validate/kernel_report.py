@@ -52,6 +52,7 @@ def _reported(ts: str) -> list[str]:
 
 
 def _protocol(op: str, protocol: str) -> str:
+    """The protocol label of an op's row: a check-only op says so (every protocol's rows go through :func:`_row`)."""
     return f"{protocol} [{CHECK_NOTE}]" if op in CHECKS else protocol
 
 
@@ -69,7 +70,7 @@ def _row(table_system: str, system: System, op: str, protocol: str, rows: np.nda
     err = price_table(table, system).error
     stats = error_stats(err[rows])
     l2 = error_stats(err[l2_rows]) if l2_rows is not None else None
-    return {"system": system.name, "table": table_system, "op": op, "protocol": protocol,
+    return {"system": system.name, "table": table_system, "op": op, "protocol": _protocol(op, protocol),
             "calibration": "measured" if system.calibration != "datasheet" else "datasheet",
             "fitted_op": op in OPS,
             **({"rows": 0} if stats is None else stats.as_dict()),
@@ -87,7 +88,7 @@ def current(table_systems: list[str]) -> list[dict]:
             mine = protocol if op in OPS else (
                 "the shipped profile (fitted on this GPU's other tables)" if system.calibration != "datasheet"
                 else "datasheet only (nothing fitted on this GPU)")
-            out.append(_row(ts, system, op, _protocol(op, mine), rows, l2))
+            out.append(_row(ts, system, op, mine, rows, l2))
     return out
 
 
@@ -110,7 +111,7 @@ def held_out(table_systems: list[str]) -> tuple[list[dict], dict[str, System]]:
             out.append(_row(ts, fitted, op, "held-out: fit on half the shapes, reported on the other half",
                             usable[op] & test[op], None))
         for op in _reported(ts)[len(OPS):]:  # every row: the fit never read any
-            out.append(_row(ts, fitted, op, _protocol(op, "held-out: the half-shape fit, reported on every row not L2-resident"),
+            out.append(_row(ts, fitted, op, "held-out: the half-shape fit, reported on every row not L2-resident",
                             _usable(op, ts, fitted)[0], None))
         eff_all, ar_all = fit_system(ts, base, usable)
         full[ts] = (eff_all, ar_all)
@@ -151,8 +152,8 @@ def leave_one_gpu_out(targets: list[str]) -> list[dict]:
         system = _datasheet(ts, base)
         for op in _reported(ts):
             rows, _ = _usable(op, ts, system)
-            out.append(_row(ts, system, op, _protocol(op, f"leave-one-GPU-out: defaults fitted on {', '.join(others)}; "
-                                                          f"this GPU from its datasheet"), rows, None))
+            out.append(_row(ts, system, op, f"leave-one-GPU-out: defaults fitted on {', '.join(others)}; "
+                                              f"this GPU from its datasheet", rows, None))
     return out
 
 
@@ -163,8 +164,7 @@ def datasheet_only(targets: list[str]) -> list[dict]:
         system = _datasheet(ts, base)
         for op in _reported(ts):
             rows, l2 = _usable(op, ts, system)
-            out.append(_row(ts, system, op, _protocol(op, f"datasheet only: defaults fitted on {', '.join(FITTED_TABLES)}"),
-                            rows, l2))
+            out.append(_row(ts, system, op, f"datasheet only: defaults fitted on {', '.join(FITTED_TABLES)}", rows, l2))
     return out
 
 

@@ -45,11 +45,12 @@ ROOFLINE_OP = {"gemm": "gemm", "attn_prefill": "attn_prefill", "attn_decode": "a
 #: op classes only checked, never fitted on (op -> table file): MLA decode attention, priced with
 #: the efficiencies fitted on GQA decode attention (roofline op ``attn_decode``)
 CHECK_OP_FILES = {"attn_decode_mla": "generation_mla"}
+_TABLE_FILES = {**OP_FILES, **CHECK_OP_FILES}  # every op class with a table -> its file
 
 
 def has_table(table_system: str, op: str) -> bool:
     """Was ``op`` measured on ``table_system``? (Every fitted op was; MLA not on A100.)"""
-    name = OP_FILES.get(op) or CHECK_OP_FILES.get(op)
+    name = _TABLE_FILES.get(op)
     return name is not None and (TABLE_DIR / table_system / f"{name}.csv.gz").is_file()
 
 
@@ -77,12 +78,11 @@ def load_table(table_system: str, op: str) -> KernelTable:
     """The measured rows of ``op`` (a key of :data:`OP_FILES`) on ``table_system``."""
     if table_system not in SYSTEM_OF_TABLE:
         raise ConfigError(f"no measured kernel table for '{table_system}' (choices: {', '.join(SYSTEM_OF_TABLE)})")
-    files = {**OP_FILES, **CHECK_OP_FILES}
-    if op not in files:
-        raise ConfigError(f"unknown op class '{op}' (choices: {', '.join(files)})")
+    if op not in _TABLE_FILES:
+        raise ConfigError(f"unknown op class '{op}' (choices: {', '.join(_TABLE_FILES)})")
     if not has_table(table_system, op):
         raise ConfigError(f"no measured {op} table for '{table_system}'")
-    path = TABLE_DIR / table_system / f"{files[op]}.csv.gz"
+    path = TABLE_DIR / table_system / f"{_TABLE_FILES[op]}.csv.gz"
     with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         header = next(reader)

@@ -40,7 +40,7 @@ _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 # size count type redop root time algbw busbw (out-of-place)
 _ROW = re.compile(rf"^\s*(\d+)\s+(\d+)\s+(\w+)\s+(\w+)\s+(-?\d+)\s+({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})\b")
 _MIN_ALGBW_GBPS = 0.5  # rows slower than this print busbw/algbw with too few digits to check the ratio
-_WRONG = re.compile(rf"^\s*\d+\s+\d+\s+\w+\s+\w+\s+-?\d+\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}\s+(\d+)\b")  # out-of-place #wrong
+_WRONG = re.compile(_ROW.pattern + r"\s+(\d+)\b")  # a result row and its out-of-place #wrong
 _FAILED = re.compile(r"^#\s*Out of bounds values\s*:\s*(\d+)\s+FAILED")
 # the fit's bounds (kernel_fit.fit_allreduce: latency 0-10 ms, bus bandwidth 0.1-100,000 GB/s): a fit on one
 # of them did not come from the data
@@ -88,7 +88,7 @@ def _parse_run(path: str, lines: list[str], gpus: int | None) -> NcclRun:
     if not rows:
         raise ConfigError(f"{path}: no nccl-tests result rows (size count type redop root time algbw busbw ...); "
                           "give the text output of all_reduce_perf")
-    wrong = sum(int(m.group(1)) for m in map(_WRONG.match, lines) if m)
+    wrong = sum(int(m[_WRONG.groups]) for m in map(_WRONG.match, lines) if m)  # (its last group)
     failed = [int(m.group(1)) for m in map(_FAILED.match, lines) if m]
     if wrong or any(failed):
         raise ConfigError(f"{path}: the run failed its own check ({wrong} wrong values in the #wrong column"

@@ -16,7 +16,7 @@ def make_pricer(name: str, prompt, output):
     dep = Deployment(system=synthetic_system(), model=llama31_8b(), tp=1)
     step = StepModel(dep, make_method(name, dep))
     # extras that depend on the prompt, as the simulator's KV blocks do
-    extra_fn = lambda ctx, p: np.stack([ctx + 1, (ctx + 1) * 2 + p], axis=-1).astype(np.float64)  # noqa: E731
+    extra_fn = lambda ctx, p: (ctx + 1, (ctx + 1) * 2 + p)  # noqa: E731
     pricer = StepPricer(step, 4096, 8, extra=np.zeros((4097, 2)), extra_fn=extra_fn,
                         prompt=np.asarray(prompt), output=np.asarray(output))
     assert pricer.decode_mode == "rows"
@@ -34,7 +34,7 @@ def want_rows(pricer, step, extra_fn, p: int, o: int) -> np.ndarray:
         rows[:, c] = getattr(cost.parts[part], field)
     for part, field, amount in pricer.rows.checks:
         np.testing.assert_array_equal(np.broadcast_to(getattr(cost.parts[part], field), (o,)), amount)
-    rows[:, kept:pricer.rows.count_column] = extra_fn(ctx[:, None], np.full((o, 1), p))[:, 0, :]
+    rows[:, kept:pricer.rows.count_column] = np.stack(extra_fn(ctx[:, None], np.full((o, 1), p)), axis=-1)[:, 0, :]
     rows[:, pricer.rows.count_column] = 1.0
     return rows
 

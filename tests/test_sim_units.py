@@ -148,11 +148,13 @@ def test_layout_is_compression_aware():
 
 
 # ---------------------------------------------------------------- metrics
-def test_weighted_percentile_is_numpy_on_the_expanded_data():
-    """weighted_percentile(v, w, q) == np.percentile(np.repeat(v, w), q) (linear interpolation)."""
+@pytest.mark.parametrize("ties", [False, True])
+def test_weighted_percentile_is_numpy_on_the_expanded_data(ties):
+    """weighted_percentile(v, w, q) == np.percentile(np.repeat(v, w), q) (linear interpolation),
+    also when many values are equal (its sort is not stable: a tie's order must not matter)."""
     rng = np.random.default_rng(1)
-    v = rng.random(40)
-    w = rng.integers(1, 6, 40)
+    v = rng.integers(0, 5, 400) / 4.0 if ties else rng.random(40)
+    w = rng.integers(1, 6, v.size)
     q = [0, 1, 10, 50, 90, 99, 100]
     np.testing.assert_allclose(weighted_percentile(v, w, q), np.percentile(np.repeat(v, w), q), rtol=0, atol=1e-15)
 

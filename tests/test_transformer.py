@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from synthetic import llama2_7b, llama31_8b, synthetic_system
 
-from kvsim.costmodel.attention import decode_attention, prefill_attention
+from kvsim.costmodel.attention import decode_attention, prefill_attention, sum_seq
 from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.roofline import Roofline
 from kvsim.costmodel.transformer import linear_cost
@@ -113,3 +113,16 @@ def test_shipped_engine_profiles():
     sync = Roofline(apply_calibration(a100, load_calibration(path)))
     # batch 32: 1.6e-4 + 32 * 1.3e-5 = 5.76e-4 s (tenstorrent/vllm PR #305 measured 0.62 ms: within 8 %)
     assert sync(step_overhead_cost(32.0, 32.0)).total_s == pytest.approx(5.76e-4)
+
+
+def test_sum_seq_of_one_sequence_per_row_is_the_sum_bit_for_bit():
+    """sum_seq on [n, 1] rows skips numpy's length-1 reduction; it must give what the sum gives,
+    bit for bit: 0 + x (so -0.0 becomes +0.0), NaN and inf kept; other shapes are plain sums
+    (x = [[1, 2, 3]] -> 6)."""
+    x = np.array([[1.5], [-0.0], [np.inf], [np.nan], [1e-300]])
+    got, want = sum_seq(x), x.sum(axis=-1)
+    assert got.tobytes() == want.tobytes()
+    assert not np.signbit(got[1])
+    assert sum_seq(np.ones((2, 4, 1))).shape == (2, 4)
+    assert sum_seq(np.array([[1.0, 2.0, 3.0]])).tolist() == [6.0]
+    assert sum_seq(np.array([2.0])) == 2.0 and isinstance(sum_seq(np.array([2.0])), float)

@@ -70,6 +70,15 @@ def pnorm_rows(t: np.ndarray, p: float, inv_p: float) -> np.ndarray:
     return out
 
 
+def column_index(cols: list[int]):
+    """Columns ``cols`` as an index of the last axis: a slice when they are evenly spaced (a view,
+    no gather), else an ``intp`` array."""
+    step = cols[1] - cols[0] if len(cols) > 1 else 1
+    if step > 0 and all(b - a == step for a, b in zip(cols, cols[1:])):
+        return slice(cols[0], cols[-1] + 1, step)
+    return np.array(cols, dtype=np.intp)
+
+
 def wave_floor_idle(launches: np.ndarray, tiles: np.ndarray, sms_times_w: float) -> bool:
     """True when no row's wave factor ``max(1, S w launches / max(tiles, 1e-9))`` exceeds 1, so that
     multiplying by it would change nothing: decided from the largest launches over the fewest tiles
@@ -96,6 +105,7 @@ class ColumnPlan:
                 same.setdefault((float(blend[i]), len(body[i])), []).append(i)
         self.wide = [(np.array(g, dtype=np.intp), np.array([body[i] for i in g], dtype=np.intp), q, 1.0 / q)
                      for (q, n), g in same.items()]  # (parts, [parts, n] their body columns, p, 1 / p)
+        self.wide_rows = [(cols.tolist(), q, inv_q) for _, cols, q, inv_q in self.wide]  # (for row())
         wide_of = {i: (w, m) for w, (parts, _, _, _) in enumerate(self.wide) for m, i in enumerate(parts.tolist())}
         # a group whose every part has a wave floor on one body column, at the same place in each
         # part's body and with the same S * w, takes its floors on the gathered [..., parts, n] body
@@ -106,13 +116,13 @@ class ColumnPlan:
             ok = all(w is not None and len(w[0]) == 1 and w[0][0] in body[i] and w[3] == ws[0][3]
                      and body[i].index(w[0][0]) == body[parts[0]].index(ws[0][0][0]) for i, w in zip(parts.tolist(), ws))
             if ok:
-                self.wide_waves.append((np.array([w[2] for w in ws], dtype=np.intp), np.array([w[1] for w in ws], dtype=np.intp),
+                self.wide_waves.append((column_index([w[2] for w in ws]), column_index([w[1] for w in ws]),
                                         ws[0][3], body[parts[0]].index(ws[0][0][0])))
                 fused.update(parts.tolist())
             else:
                 self.wide_waves.append(None)
         # each wide part's one overhead column, added to the group's p-norms at once (None: not that case)
-        self.wide_over = [np.array([over[i][0] for i in parts.tolist()], dtype=np.intp)
+        self.wide_over = [column_index([over[i][0] for i in parts.tolist()])
                           if all(len(over[i]) == 1 for i in parts.tolist()) else None for parts, _, _, _ in self.wide]
         self.parts = tuple((tuple(body[i]), tuple(over[i]), slot.get(i), wide_of.get(i)) for i in range(len(body)))
         # per part for seconds(): its overheads, unless its group adds them (wide_over)
@@ -150,8 +160,8 @@ class ColumnPlan:
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
         """Seconds ``[...]`` of work ``[..., ncol]``."""
         if amounts.ndim == 1:
-            return self.row(amounts.tolist()) if not self.wide else self.seconds(amounts[None, :])[0]
-        if amounts.shape[0] == 1 and amounts.ndim == 2 and not self.wide:
+            return self.row(amounts.tolist())
+        if amounts.shape[0] == 1 and amounts.ndim == 2:
             return np.array([self.row(amounts[0].tolist())])
         times = amounts / self.divisor
         for scaled, nt, nl, sw in self.vec_waves:
@@ -178,7 +188,8 @@ class ColumnPlan:
         wide = []
         for (_, cols, q, inv_q), fw, wo in zip(self.wide, self.wide_waves, self.wide_over):
             t = times[..., cols]  # [..., parts, n]
-            if fw is not None and not wave_floor_idle(amounts[..., fw[0]], amounts[..., fw[1]], fw[2]):
+            if fw is not None:  # (no idle test first: a factor of 1 changes nothing, and the
+                # group's floors usually bind: MagicPIG's few-sequence attention parts)
                 nl, nt, sw, slot = fw
                 factor = amounts[..., nl] * sw  # [..., parts]
                 factor /= np.maximum(amounts[..., nt], 1e-9)
@@ -254,11 +265,16 @@ class ColumnPlan:
             buf += 1.0
             np.power(buf, self.inv_p, out=buf)
             ratios = buf.tolist()
+        # p-norms of more resources: the same pnorm_rows on a [parts, n] gather as on [k, parts, n]
+        wide_s = [pnorm_rows(np.array([[times[c] for c in r] for r in cols]), q, inv_q).tolist()
+                  for cols, q, inv_q in self.wide_rows]
         total = 0.0
         part_s = []
-        for body, over, j, _ in self.parts:
+        for body, over, j, w in self.parts:
             if j is not None:
                 t = tops[j] * ratios[j]
+            elif w is not None:
+                t = wide_s[w[0]][w[1]]
             elif body:
                 t = max(times[c] for c in body)
             else:

@@ -117,8 +117,12 @@ class LayoutBlocks:
 
 
 def _blocks(nbytes, shape, block_bytes: float) -> np.ndarray:
-    x = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), shape) / block_bytes
-    return np.maximum(np.ceil(x - _EPS), 0).astype(np.int64)
+    x = np.empty(shape)  # (an array even for one request: the steps work in place)
+    np.divide(np.broadcast_to(np.asarray(nbytes, dtype=np.float64), shape), block_bytes, out=x)
+    x -= _EPS
+    np.ceil(x, out=x)
+    np.maximum(x, 0, out=x)
+    return x.astype(np.int64)
 
 
 def kv_layout(dep: Deployment, method: KVMethod, max_tokens: int, *, block_size_tokens: int = 16,

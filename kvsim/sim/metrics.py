@@ -67,7 +67,10 @@ def stats(x: np.ndarray) -> dict[str, float | None]:
 
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
     """``np.percentile(np.repeat(values, weights), q)`` (linear), without expanding."""
-    order = np.argsort(values, kind="stable")
+    # (any sort: equal values are one run of the sorted order whatever their order within it, so
+    # the value at each rank is the same; the default sort is ~3x faster than a stable one on the
+    # exact sample of up to 2M intervals)
+    order = np.argsort(values)
     v, w = values[order], weights[order]
     cum = np.cumsum(w)  # cum[i]: count of items with rank < cum[i]
     n = cum[-1]

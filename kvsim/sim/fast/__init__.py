@@ -53,7 +53,7 @@ class FastPath:
         # per-sequence blocks after a decode step at ctx (summed over the batch with the price)
         extra = np.stack([np.append(lay.gpu_blocks[1:], lay.gpu_blocks[-1]),
                           np.append(lay.host_blocks[1:], lay.host_blocks[-1])], axis=1).astype(np.float64)
-        extra_fn = (lambda ctx, p: np.stack(lay.blocks(ctx + 1, p), axis=-1)) if lay.prompt_aware else None
+        extra_fn = (lambda ctx, p: lay.blocks(ctx + 1, p)) if lay.prompt_aware else None
         self.pricer = StepPricer(step_model, lay.max_tokens, max_num_seqs, extra=extra,
                                  extra_fn=extra_fn, roofline=Roofline(system), prompt=prompt, output=output)
         pr = self.pricer

@@ -63,8 +63,8 @@ class StepPricer:
         max_seqs: largest batch size.
         extra: optional ``[max_ctx + 1, E]`` per-sequence quantities indexed by context that
             :meth:`decode_run` sums over the batch alongside the price (e.g. KV blocks).
-        extra_fn: ``extra_fn(ctx [..., B], prompt [B]) -> [..., B, E]``, used instead of
-            ``extra`` when the decode depends on the prompt.
+        extra_fn: ``extra_fn(ctx [..., B], prompt [B]) -> E`` arrays ``[..., B]``, used
+            instead of ``extra`` when the decode depends on the prompt.
         prompt, output: ``[N]`` effective prompt and output tokens of the trace's requests
             (for per-request rows; without them prompt-aware methods use ``"call"``).
     """
@@ -284,7 +284,7 @@ class StepPricer:
                 dt = self._linear_decode_list[B] + self.roofline.seconds(self.step.method.decode_cost(contexts, prompts))
             dt = np.broadcast_to(np.asarray(dt, dtype=np.float64), (k,))
             if self.extra_fn is not None:
-                extras = self.extra_fn(steps, prompt).sum(axis=1)
+                extras = np.stack([e.sum(axis=1) for e in self.extra_fn(steps, prompt)], axis=-1)
             else:
                 extras = self.extra[steps].sum(axis=1) if self.extra.shape[1] else self.extra[:k]
             return DecodeRunPrices(dt, extras, None, None)

@@ -71,7 +71,7 @@ class RequestRows:
         prompt, output: ``[N]`` effective prompt and output tokens of every request
             (rejected requests: output 1).
         extra: ``[max_ctx + 1, E]`` extras per context (used when ``extra_fn`` is None).
-        extra_fn: ``extra_fn(ctx [n, 1], prompt [n, 1]) -> [n, 1, E]`` extras per (ctx, prompt).
+        extra_fn: ``extra_fn(ctx [n, 1], prompt [n, 1]) -> E`` arrays ``[n, 1]``: extras per (ctx, prompt).
         shared_bytes: memory for the shared blocks (default ``SHARED_TABLE_BYTES``).
         columns: ``(part of the method's decode cost, field)`` of the work columns the rows
             hold (default: the layout's); the layout's other columns are folded
@@ -174,10 +174,11 @@ class RequestRows:
             for part, field, amount in self.checks:
                 if not np.all(getattr(cost.parts[part], field) == amount):
                     raise FoldBroken(f"decode {field} of part {part} is not one constant per sequence")
-            if layout.n_extras:
-                columns[kept:self.count_column, a:b] = (
-                    self.extra_fn(ctx[a:b, None], row_prompt[a:b, None])[:, 0, :] if self.extra_fn is not None
-                    else self.extra[ctx[a:b]]).T
+            if layout.n_extras and self.extra_fn is not None:  # (each extra into its column: no stacking)
+                for e, values in enumerate(self.extra_fn(ctx[a:b, None], row_prompt[a:b, None])):
+                    columns[kept + e, a:b] = values[:, 0]
+            elif layout.n_extras:
+                columns[kept:self.count_column, a:b] = self.extra[ctx[a:b]].T
         columns[self.count_column] = 1.0
         rows = columns.T  # [n_rows, width]
         if n_shared:

@@ -199,15 +199,18 @@ def foreign_files(directory: Path | str, names: set[str] | list[str]) -> list[st
 
 
 def check_tree(directory: Path | str, names: set[str] | list[str] = (), *, flag: str = "--out", force: bool = False,
-               owned_globs: tuple[str, ...] = ()) -> Path:
-    """Before the work: ``directory`` is (or can be made) a writable directory, and none of
+               owned_globs: tuple[str, ...] = (), inputs=()) -> Path:
+    """Before the work: ``directory`` is (or can be made) a writable directory, none of
     ``names`` nor any file matching ``owned_globs`` (kvsim's namespace there, e.g.
-    ``configs/*.json``) is a file kvsim did not write, unless ``force``."""
+    ``configs/*.json``) is a file kvsim did not write, unless ``force``, and none of ``names``
+    is one of the run's ``inputs`` (files it reads: never replaced, even with ``force``)."""
     d = Path(directory)
     if str(directory) == "":
         raise OutputError(f"{flag}: empty path")
     if d.exists() and not d.is_dir():
         raise OutputError(f"{flag} {d}: exists and is not a directory")
+    for n in names:
+        refuse_inputs(d / n, inputs, flag)
     if not force and d.is_dir():
         ours = read_manifest(d)
         mine = {str(p.relative_to(d)) for g in owned_globs for p in d.glob(g)}
@@ -220,21 +223,24 @@ def check_tree(directory: Path | str, names: set[str] | list[str] = (), *, flag:
 
 
 def write_tree(directory: Path | str, files: Mapping[str, str | bytes], *, force: bool = False, flag: str = "--out",
-               prune: bool = True, owned_globs: tuple[str, ...] = ()) -> list[Path]:
+               prune: bool = True, owned_globs: tuple[str, ...] = (), inputs=()) -> list[Path]:
     """Write ``files`` (relative path -> content) into ``directory``, all or nothing.
 
     Every file is staged under a temporary name first; only when all are written are they
     renamed into place. With ``prune``, files kvsim wrote there before (per the manifest)
     that are not in ``files`` are removed, so the directory holds one run. Files kvsim did
     not write are left alone; one in the way (same name, or matching ``owned_globs``)
-    raises :class:`OutputError` unless ``force``.
+    raises :class:`OutputError` unless ``force``. A file of the run's ``inputs`` is neither
+    replaced nor removed, whatever ``force`` says (OutputError before anything is written).
     """
     created = not Path(directory).exists()
-    d = check_tree(directory, list(files), flag=flag, force=force, owned_globs=owned_globs)
+    d = check_tree(directory, list(files), flag=flag, force=force, owned_globs=owned_globs, inputs=inputs)
     old = read_manifest(d)
     stale = {n for n in old if n not in files} if prune else set()
     if force:
         stale |= {str(p.relative_to(d)) for g in owned_globs for p in d.glob(g)} - set(files)
+    for rel in sorted(stale):
+        refuse_inputs(d / rel, inputs, flag)
     keep = set() if prune else {n for n in old if (d / n).exists()}
     tmps: dict[str, Path] = {}
     try:

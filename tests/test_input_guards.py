@@ -86,3 +86,72 @@ def test_estimate_max_batch_counts_whole_blocks():
     b = memory_budget(dep, make_method("full", dep), max_tokens_per_step=8192, max_seqs=256)
     blocks = int(b.kv_gpu_bytes // (16 * 131_072))
     assert e.max_batch == blocks // math.ceil(1000 / 16) == 449
+
+
+def test_out_force_never_replaces_or_prunes_an_input_of_the_run(tmp_path):
+    """A run's output tree, even with force, neither overwrites a file the run reads (a trace copied to
+    full/requests.csv) nor removes one listed as kvsim's by an earlier run's manifest (seventh-session
+    audit: `simulate --trace o/full/requests.csv --out o --force` replaced the trace)."""
+    from kvsim.fileio import OutputError, write_tree
+
+    out = tmp_path / "o"
+    write_tree(out, {"full/requests.csv": "kvsim\n", "full/old.csv": "kvsim\n"})
+    mine = out / "full" / "requests.csv"
+    mine.write_text("user trace\n")
+    with pytest.raises(OutputError, match="is an input of this run"):
+        write_tree(out, {"full/requests.csv": "new\n"}, force=True, inputs=(str(mine),))
+    assert mine.read_text() == "user trace\n"
+    old = out / "full" / "old.csv"  # listed in the manifest: pruned by the next run, unless it is read
+    with pytest.raises(OutputError, match="is an input of this run"):
+        write_tree(out, {"full/other.csv": "new\n"}, force=True, inputs=(str(old),))
+    assert old.exists() and not (out / "full" / "other.csv").exists()  # (all or nothing)
+    write_tree(out, {"full/other.csv": "new\n"}, force=True, inputs=("no-such-file", None))
+    assert not old.exists() and (out / "full" / "other.csv").read_text() == "new\n"
+
+
+def test_simulate_out_force_keeps_the_trace_it_reads(tmp_path):
+    trace = tmp_path / "o" / "full" / "requests.csv"
+    trace.parent.mkdir(parents=True)
+    trace.write_text("ts,in,out\n0,100,10\n1,100,10\n")
+    before = trace.read_bytes()
+    r = subprocess.run([sys.executable, "-m", "kvsim", "simulate", "--trace", str(trace), "--columns",
+                        "arrival=ts,prompt=in,output=out", "--out", str(tmp_path / "o"), "--force"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "is an input of this run" in r.stderr and "Traceback" not in r.stderr
+    assert trace.read_bytes() == before
+
+
+def test_hardware_new_system_never_writes_over_its_own_gpu_file(tmp_path):
+    """--gpu x1.yaml is read relative to the --out file's folder: --out hn/x1.yaml --force named the GPU
+    file itself, which was replaced by a system that points at itself."""
+    (tmp_path / "hn").mkdir()
+    run = lambda *a: subprocess.run([sys.executable, "-m", "kvsim", "hardware", "new", *a], capture_output=True,  # noqa: E731
+                                    text=True, timeout=300, cwd=tmp_path)
+    assert run("gpu", "MyGPU", "--like", "a100", "--out", "hn/x1.yaml").returncode == 0
+    before = (tmp_path / "hn" / "x1.yaml").read_bytes()
+    r = run("system", "S", "--gpu", "x1.yaml", "--num-gpus", "2", "--host", "epyc-9654", "--out", "hn/x1.yaml", "--force")
+    assert r.returncode == 1 and "is an input of this run" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "hn" / "x1.yaml").read_bytes() == before
+
+
+def test_a_truncated_or_corrupt_gzip_trace_names_the_file(tmp_path):
+    """A .gz cut short printed `error: aborted` (gzip's EOFError became click's Abort), and trailing bytes
+    printed `file system: not a gzipped file` without the file's name."""
+    import gzip
+
+    from kvsim.traces import load_trace
+
+    whole = gzip.compress(("ts,in,out\n" + "".join(f"{i},100,10\n" for i in range(5000))).encode())
+    good, cut, tail = tmp_path / "good.csv.gz", tmp_path / "cut.csv.gz", tmp_path / "tail.csv.gz"
+    good.write_bytes(whole)
+    cut.write_bytes(whole[: len(whole) // 2])
+    tail.write_bytes(whole + b"garbage")
+    cols = "arrival=ts,prompt=in,output=out"
+    assert len(load_trace(str(good), columns=cols).prompt_tokens) == 5000
+    with pytest.raises(TraceError, match=r"cut\.csv\.gz: the gzip data ends early"):
+        load_trace(str(cut), columns=cols)
+    with pytest.raises(TraceError, match=r"tail\.csv\.gz: not valid gzip data"):
+        load_trace(str(tail), columns=cols)
+    r = subprocess.run([sys.executable, "-m", "kvsim", "trace", "info", str(cut), "--columns", cols],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "ends early" in r.stderr and "aborted" not in r.stderr and "Traceback" not in r.stderr

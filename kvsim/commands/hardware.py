@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from kvsim.errors import ConfigError
-from kvsim.fileio import OutputError, atomic_write
+from kvsim.fileio import OutputError, atomic_write, refuse_inputs
 
 app = typer.Typer(help="Your own hardware: starting files for a GPU or a multi-GPU system.", no_args_is_help=True)
 
@@ -118,6 +118,8 @@ def _check_parts(out, gpu: str | None, host: str | None) -> None:
         if value.endswith((".yaml", ".yml")) or "/" in value:
             if not where.is_file():
                 raise ConfigError(f"{flag} {value}: no file {where} (a path is relative to the --out file's folder)")
+            if out is not None:  # (--force replaces a file, never the part the new system reads)
+                refuse_inputs(out, [where], "--out")
         else:
             raise ConfigError(f"{flag} {value}: not a {kind} in the catalog (`kvsim list hardware`) nor a YAML path")
 

@@ -146,6 +146,8 @@ def plan_cmd(
     if self_contained and out is None:
         raise ConfigError("--self-contained shapes the report written into --out: give --out DIR too")
     cache = None if no_cache else (default_cache_dir() if cache_dir is None else Path(cache_dir))
+    # files the plan reads: never replaced by its outputs, even with --force
+    run_inputs = (trace, model, calibration, kv_link, *(h for spec in hw for h in spec.split(",")))
     # before the search: a bad output path must not cost the simulations
     if cache is not None:
         check_writable_dir(cache if str(cache_dir) != "" else "", "--cache-dir")
@@ -154,14 +156,14 @@ def plan_cmd(
         from kvsim.plan.report import PLOTLY_JS
 
         names = ["plan.json", "report.html", *([] if self_contained else [PLOTLY_JS])]
-        check_tree(out, names, flag="--out", force=force, owned_globs=PLAN_GLOBS)
+        check_tree(out, names, flag="--out", force=force, owned_globs=PLAN_GLOBS, inputs=run_inputs)
     plan = run_plan(req, jobs=jobs, executor=executor, cache_dir=cache, progress=progress and not as_json)
     if out is not None:
         # lazy: CLI start-up
         from kvsim.plan.report import page_files, plan_report_html
 
         page = plan_report_html(plan, self_contained=self_contained)
-        save_plan(plan, out, extra=page_files("report.html", page, self_contained), force=force)
+        save_plan(plan, out, extra=page_files("report.html", page, self_contained), force=force, inputs=run_inputs)
         out = Path(out)
     if plan.trace_notice:
         print(f"note: {plan.trace_notice}", file=sys.stderr)

@@ -102,8 +102,9 @@ def simulate_cmd(
         from kvsim.sim.kv_tiers import parse_offload
 
         offload = parse_offload(kv_offload)
+    run_inputs = (trace, hw, model, calibration, prefill_hw, decode_hw, kv_link)  # (never replaced by an output)
     if out is not None:  # before the work: a bad output path must not cost a simulation
-        check_tree(out, ["manifest.json"], flag="--out", force=force)  # the method folders: checked again at write
+        check_tree(out, ["manifest.json"], flag="--out", force=force, inputs=run_inputs)  # the method folders: checked again at write
     if self_contained and report is None:
         raise ConfigError("--self-contained shapes the --report page: give --report FILE too")
     if report is not None:
@@ -111,7 +112,7 @@ def simulate_cmd(
         from kvsim.plan.report import check_page
 
         check_page(report, self_contained, "--report", force,
-                   inputs=(trace, hw, model, calibration, prefill_hw, decode_hw, kv_link))
+                   inputs=run_inputs)
     if disagg is None and any(v is not None for v in (prefill_hw, decode_hw, prefill_tp, decode_tp)):
         raise ConfigError("--prefill-hw, --decode-hw, --prefill-tp and --decode-tp need --disagg P:D")
     split = None
@@ -199,7 +200,7 @@ def simulate_cmd(
     if not results:
         raise ConfigError("no method could be simulated")
     if out is not None:
-        write_outputs(results, Path(out), force=force)
+        write_outputs(results, Path(out), force=force, inputs=run_inputs)
     if report is not None:
         # lazy: CLI start-up
         from kvsim.plan.report import simulation_report
@@ -254,10 +255,11 @@ def _slug(label: str) -> str:
 OUTPUT_FILES = ("summary.json", "requests.csv", "timeline.csv", "timeline.json")
 
 
-def write_outputs(results: list, directory: Path, force: bool = False) -> list[Path]:
+def write_outputs(results: list, directory: Path, force: bool = False, inputs=()) -> list[Path]:
     """One run's files into ``directory``: ``manifest.json`` and one sub-directory per method
     (always, however many methods), all or nothing; earlier kvsim outputs there are replaced,
-    other files kept (see kvsim.fileio). docs/outputs.md describes every file and column."""
+    other files kept (see kvsim.fileio), and none of the run's ``inputs`` is ever replaced.
+    docs/outputs.md describes every file and column."""
     from kvsim import __version__  # lazy: CLI start-up
 
     files: dict[str, str] = {}
@@ -275,7 +277,7 @@ def write_outputs(results: list, directory: Path, force: bool = False) -> list[P
     manifest = {"kvsim_version": __version__, "command": "kvsim " + " ".join(sys.argv[1:]), "runs": runs,
                 "doc": "docs/outputs.md"}
     files["manifest.json"] = dumps_strict(manifest, indent=2) + "\n"
-    return write_tree(directory, files, force=force, flag="--out")
+    return write_tree(directory, files, force=force, flag="--out", inputs=inputs)
 
 
 def output_files(res) -> dict[str, str]:

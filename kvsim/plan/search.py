@@ -223,12 +223,14 @@ def plan_files(plan: PlanResult) -> dict[str, str]:
     return files
 
 
-def save_plan(plan: PlanResult, out_dir: str | Path, *, extra: dict[str, str] | None = None, force: bool = False) -> Path:
+def save_plan(plan: PlanResult, out_dir: str | Path, *, extra: dict[str, str] | None = None, force: bool = False,
+              inputs=()) -> Path:
     """Write :func:`plan_files` (and ``extra`` files, e.g. report.html) into ``out_dir``, all
     or nothing. Files of an earlier plan there are replaced or removed; a file kvsim did not
     write is never touched: one in the way (a name clash, or any ``configs/*.json``, which
-    :func:`load_plan` would read) is an error unless ``force`` (then it is replaced/removed)."""
-    write_tree(out_dir, {**plan_files(plan), **(extra or {})}, force=force, owned_globs=PLAN_GLOBS)
+    :func:`load_plan` would read) is an error unless ``force`` (then it is replaced/removed); a
+    file of ``inputs`` (what the plan read) is never replaced."""
+    write_tree(out_dir, {**plan_files(plan), **(extra or {})}, force=force, owned_globs=PLAN_GLOBS, inputs=inputs)
     return Path(out_dir)
 
 

@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +36,29 @@ def _allowed(integer: bool, hi: float) -> str:
     return f"a whole number >= 0 and <= {hi:.0f}" if integer else f"a finite number >= 0 and <= {hi:g}"
 
 
+class _CheckedGzip(io.RawIOBase):
+    """A ``.gz`` file's bytes; a truncated or corrupt stream raises TraceError naming the file
+    (gzip raises EOFError, which the CLI layer would only report as "aborted")."""
+
+    def __init__(self, path: Path) -> None:
+        self._path, self._f = path, gzip.open(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        try:
+            return self._f.readinto(b)
+        except (EOFError, OSError, zlib.error) as err:
+            what = ("the gzip data ends early (a truncated file?)" if isinstance(err, EOFError)
+                    else f"not valid gzip data ({str(err) or type(err).__name__})")
+            raise TraceError(f"{self._path}: {what}; download or compress it again") from None
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
 def open_text(path: Path) -> io.TextIOBase:
     """Open a (possibly ``.gz``) text file as UTF-8; a missing file raises TraceError."""
     path = Path(path)
@@ -42,7 +66,7 @@ def open_text(path: Path) -> io.TextIOBase:
         raise TraceError(f"trace file not found: {path}")
     try:
         if path.suffix == ".gz":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+            return io.TextIOWrapper(io.BufferedReader(_CheckedGzip(path)), encoding="utf-8-sig", newline="")
         return open(path, encoding="utf-8-sig", newline="")
     except OSError as err:
         raise TraceError(f"cannot open trace file {path}: {err.strerror or err}") from None

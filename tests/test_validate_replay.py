@@ -143,10 +143,18 @@ def test_each_bad_row_kind_is_counted(tmp_path):
         want[kind] = want.get(kind, 0) + 1
     assert log.bad == want and log.n_bad == 12 and len(log) == 2 and log.rows_read == 14
     assert log.arrival_s.tolist() == [0.0, 2.0] and log.first_token_s.tolist() == [0.5, 2.5]
-    with pytest.raises(TraceError, match="12 bad rows .*--strict"):
+    # the first bad row is named by its line (the file's third line: the first of BAD_ROWS)
+    assert log.first_bad == f"{path}:3: {BAD_ROWS[0][0].replace('_', ' ')}"
+    with pytest.raises(TraceError, match=f"12 bad rows .*first: {path}:3: .*--strict"):
         R.read_run_log(path, strict=True)
     r = invoke(str(path), *ENGINE, "--strict")
     assert r.exit_code == 1
+    # a CSV row is named by its line too (header on line 1, a blank line skipped), and so is a bench request
+    csv_path = tmp_path / "bad.csv"
+    keys = list(GOOD)
+    csv_path.write_text(",".join(keys) + "\n" + ",".join(str(GOOD[k]) for k in keys) + "\n\n"
+                        + ",".join("" if k == "first_token_ts" else str(GOOD[k]) for k in keys) + "\n")
+    assert R.read_run_log(csv_path).first_bad == f"{csv_path}:4: missing field (first_token_ts)"
 
 
 def test_bench_bad_rows_and_refusals(tmp_path):
@@ -159,6 +167,7 @@ def test_bench_bad_rows_and_refusals(tmp_path):
     p.write_text(json.dumps(b))
     log = R.read_run_log(p)
     assert log.bad == {"failed_request": 1, "zero_output_tokens": 1} and len(log) == 1
+    assert log.first_bad == f"{p} request 1: failed request"
     assert log.first_token_s.tolist() == [0.5] and log.last_token_s.tolist() == [0.6]
     for drop, needle in (({"input_lens"}, "--save-detailed"), ({"start_times"}, None)):
         d = {k: v for k, v in b.items() if k not in drop}

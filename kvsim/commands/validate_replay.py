@@ -136,7 +136,8 @@ def _render(r: dict) -> None:
     con = console()
     bad = ", ".join(f"{k} {v}" for k, v in lg["bad_rows"].items())
     con.print(f"log {lg['source']} ({lg['format']}): {lg['requests']} request{'' if lg['requests'] == 1 else 's'} replayed of {lg['rows_read']} row{'' if lg['rows_read'] == 1 else 's'}"
-              + (f"; bad rows dropped: {bad}" if bad else "") + f"; arrivals {lg['arrivals']}", highlight=False)
+              + (f"; bad rows dropped: {bad} (first: {lg['first_bad_row']})" if bad else "") + f"; arrivals {lg['arrivals']}",
+              highlight=False)
     shown = ("hw", "model", "tp", "max_num_seqs", "max_num_batched_tokens", "block_size", "gpu_memory_utilization",
              "enable_prefix_caching", "enable_chunked_prefill", "dtype", "kv_cache_dtype", "calibration")
     con.print("settings: " + ", ".join(f"{k}={s[k]}" + ("" if r["settings_origin"].get(k) != "default" else " (default)")

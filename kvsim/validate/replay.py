@@ -105,7 +105,7 @@ def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: 
         log = read_stats_log(text, str(p), {"auto": "auto", "jsonl": "json", "csv": "csv"}[fmt])
     if strict and log.bad:
         kinds = ", ".join(f"{k}: {v}" for k, v in log.bad.items())
-        raise TraceError(f"{p}: {log.n_bad} bad rows ({kinds}); --strict refuses a log with bad rows")
+        raise TraceError(f"{p}: {log.n_bad} bad rows ({kinds}; first: {log.first_bad}); --strict refuses a log with bad rows")
     return in_unit(log, time_unit)
 
 
@@ -224,7 +224,7 @@ def replay(log: RunLog, settings: EngineSettings, origin: dict[str, str] | None 
     return {
         "kind": KIND,
         "log": {"source": log.source, "format": log.format, "rows_read": log.rows_read, "requests": len(log),
-                "bad_rows": dict(log.bad), "arrivals": log.synthetic_arrivals or "logged"},
+                "bad_rows": dict(log.bad), "first_bad_row": log.first_bad, "arrivals": log.synthetic_arrivals or "logged"},
         "settings": settings.model_dump(), "settings_origin": dict(origin or {}),
         "sim": {"requests_completed": int(s["requests_completed"]), "requests_rejected": n_rej,
                 "kv_gpu_capacity_bytes": s.get("kv_gpu_capacity_bytes"), "preemptions": int(s["preemptions"])},

@@ -144,8 +144,11 @@ class Rows:
     read: int = 0
     missing: Counter = field(default_factory=Counter)  # columns named by missing_field rows
     columns: tuple = ()  # the first row's columns (named when no row is usable)
+    first_bad: str | None = None  # "place: kind (column)" of the first bad row
 
-    def count_bad(self, bad: BadRow) -> None:
+    def count_bad(self, bad: BadRow, place: str) -> None:
+        if self.first_bad is None:
+            self.first_bad = f"{place}: {bad.kind.replace('_', ' ')}" + (f" ({bad.field})" if bad.field else "")
         self.bad[bad.kind] += 1
         if bad.kind == "missing_field" and bad.field:
             self.missing[bad.field] += 1
@@ -181,6 +184,7 @@ class RunLog:
     synthetic_arrivals: str | None = None
     notes: tuple[str, ...] = ()
     streamed: bool = True  # False: the run did not stream tokens (no first-token time: TTFT, TPOT, ITL unmeasured)
+    first_bad: str | None = None  # "place: kind" of the first bad row (None: none)
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
@@ -200,7 +204,8 @@ def build_log(rows: Rows, *, fmt: str, source: str, synthetic: str | None = None
         what = ", ".join(f"{k}: {v}" for k, v in bad.items())
         if rows.missing:
             what += f" (missing: {', '.join(rows.missing)}; columns found: {', '.join(map(str, rows.columns)) or 'none'})"
-        raise TraceError(f"{source}: no usable request ({rows.read} rows read; bad rows by kind: {what})")
+        raise TraceError(f"{source}: no usable request ({rows.read} rows read; bad rows by kind: {what}; "
+                         f"first: {rows.first_bad})")
     arr = np.asarray(rows.arrival, dtype=np.float64)
     order = np.argsort(arr, kind="stable")
     t0 = float(arr[order[0]])
@@ -213,4 +218,5 @@ def build_log(rows: Rows, *, fmt: str, source: str, synthetic: str | None = None
         last_token_s=np.asarray(rows.last, dtype=np.float64)[order] - t0,
         itl_s=[rows.itl[i] for i in order],
         rows_read=rows.read, bad=bad, synthetic_arrivals=synthetic, notes=tuple(notes or ()), streamed=streamed,
+        first_bad=rows.first_bad,
     )

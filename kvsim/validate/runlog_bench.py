@@ -69,7 +69,7 @@ def read_bench_log(data: dict, source: str, seed: int = 0) -> RunLog:
             first, last = arrival + ttft, arrival + e2e
             check_order(arrival, first, last)
         except BadRow as bad:
-            rows.count_bad(bad)
+            rows.count_bad(bad, f"{source} request {i}")
             continue
         n_itl_given += int(itls[i] is not None)
         rows.add(arrival, first, last, prompt, output, itl_from_intervals(float_list(itls[i]), first, last, output))

@@ -58,9 +58,10 @@ TIME_NAMES = ("queued_ts", "arrival_time", "first_token_ts", "first_token_latenc
 CLOCK_MISMATCH_S = 86_400.0
 
 
-def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str]:
+def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str, list[str]]:
     """Rows of a JSONL file or a JSON list of objects (``kind`` 'json'), or a CSV file with a
-    header ('csv'); 'auto' decides from the first character. Returns (rows, format name)."""
+    header ('csv'); 'auto' decides from the first character. Returns (rows, format name, where
+    each row is: ``"source:line"``, or ``"source[i]"`` for the items of a JSON list)."""
     s = text.lstrip()
     if kind == "auto":
         kind = "json" if s[:1] in ("{", "[") else "csv"
@@ -69,23 +70,29 @@ def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str]:
             data = json.loads(s)
         except ValueError as err:
             raise TraceError(f"{source}: not valid JSON ({err})") from None
-        return list(data) if isinstance(data, list) else [data], "vllm-stats-json"
+        rows = list(data) if isinstance(data, list) else [data]
+        return rows, "vllm-stats-json", [f"{source}[{i}]" for i in range(len(rows))]
     if kind == "json":
         if not s.startswith("{"):
             raise TraceError(f"{source}: not JSON lines (the first line is not a JSON object)")
-        rows = []
-        for line in text.splitlines():
+        rows, places = [], []
+        for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
+            places.append(f"{source}:{lineno}")
             try:
                 rows.append(json.loads(line))
             except ValueError:
                 rows.append(None)  # counted as unparseable
-        return rows, "vllm-stats-jsonl"
+        return rows, "vllm-stats-jsonl", places
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise TraceError(f"{source}: empty file")
-    return list(reader), "vllm-stats-csv"
+    rows, places = [], []
+    for row in reader:
+        rows.append(row)
+        places.append(f"{source}:{reader.line_num}")  # (the line the row ends on)
+    return rows, "vllm-stats-csv", places
 
 
 def _given(row, key: str) -> bool:
@@ -169,7 +176,7 @@ def _check_clocks(raw: list, arr_col: str, source: str) -> None:
 
 def read_stats_log(text: str, source: str, kind: str = "auto") -> RunLog:
     """Parse a vLLM per-request stats log (see the module docstring); ``kind``: auto, json or csv."""
-    raw, fmt = parse_rows(text, source, kind)
+    raw, fmt, places = parse_rows(text, source, kind)
     arr_col, mode = _columns(raw)
     if mode == "ts":
         _check_clocks(raw, arr_col, source)
@@ -177,7 +184,7 @@ def read_stats_log(text: str, source: str, kind: str = "auto") -> RunLog:
     has_tok = n_itl = 0
     cached = 0.0
     seen_ids: set = set()
-    for r in raw:
+    for r, place in zip(raw, places):
         try:
             arrival, first, last, prompt, output, itl, c = _row(r, arr_col, mode)
             rid = r.get(ID_NAME)
@@ -186,7 +193,7 @@ def read_stats_log(text: str, source: str, kind: str = "auto") -> RunLog:
                     raise BadRow("duplicate_request_id")
                 seen_ids.add(rid)
         except BadRow as bad:
-            rows.count_bad(bad)
+            rows.count_bad(bad, place)
             continue
         rows.add(arrival, first, last, prompt, output, itl)
         cached += c

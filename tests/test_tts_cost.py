@@ -206,3 +206,17 @@ def test_host_methods_flagged_and_prompt_aware_told_the_prompt(dep):
     # the step-t decode of the task = h2o.decode_cost(4096 + t, n_prompt=4096), summed over 64 steps
     want = sum(eflops(h2o.decode_cost(np.array([4096.0 + s]), np.array([4096.0])), 562.5) for s in range(64))
     assert task_cost(dep, h2o, t).attention_eflops == pytest.approx(want)
+
+
+def test_moe_marginal_token_reads_no_expert_weights():
+    """Mixtral: a lone step's second token touches 1.5 more experts per layer (E (1 - (1 - k/E)^T): 8 x
+    (1 - 0.75^2) - 8 x 0.25 = 1.5), so linear_cost(2, 2) - linear_cost(1, 1) read 1.5 x 32 x 352 MB = 16.9 GB
+    of expert weights per generated token: 'amortized' came out 100x above batch=100000 (user audit)."""
+    d = build_deployment("h200", "mixtral-8x7b")
+    marg = linear_per_token(d, None)
+    # 2 x 12,748,587,008 active params = 25,497,174,016, + the elementwise kernels' 4,980,736 = 25,502,154,752
+    assert float(marg.total("flops")) == pytest.approx(25_502_154_752)
+    assert float(marg.total("hbm_bytes")) < 0.1 * 176_160_768 * 2  # activations only: a tenth of one expert's bytes
+    I = intensity_flops_per_byte(d)
+    for b in (1, 64, 100_000):  # the large-batch limit is at or below every finite batch
+        assert eflops(marg, I) <= eflops(linear_per_token(d, b), I)

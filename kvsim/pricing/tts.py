@@ -96,12 +96,25 @@ def sum_steps(cost: Cost, steps: int) -> Cost:
     return Cost(tuple(parts))
 
 
+#: tokens of a step at which every expert of a MoE layer is touched: (1 - k/E)^T is below 1e-17 for
+#: any k/E >= 6e-4 (E <= 1,600 experts with k = 1), so the touched count is E to float precision
+MOE_SATURATED_TOKENS = 65536.0
+
+
 def linear_per_token(dep: Deployment, batch: int | None = None) -> Cost:
     """Weight GEMMs, elementwise kernels, LM head (and TP all-reduce) of one decode token.
 
     ``batch`` sequences share each step's weight read (``linear_cost(batch, batch) / batch``);
     ``None``: the marginal token of a large batch, ``linear_cost(2, 2) - linear_cost(1, 1)``
-    (Kinetics' assumption that weight access is amortized away), FLOPs ~ ``2 P``."""
+    (Kinetics' assumption that weight access is amortized away), FLOPs ~ ``2 P``. A MoE
+    model's second token would touch new experts (``E (1 - (1 - k/E)^T)`` of them per layer,
+    :mod:`kvsim.costmodel.transformer`) and read their weights: its marginal token is taken
+    where every expert is already touched, ``(linear_cost(2 T, 2 T) - linear_cost(T, T)) / T``
+    at ``T = MOE_SATURATED_TOKENS`` (linear_cost is affine in tokens there, as a dense model's
+    is everywhere)."""
+    if batch is None and dep.model.moe is not None:
+        T = MOE_SATURATED_TOKENS
+        return (linear_cost(dep, 2.0 * T, 2.0 * T) + linear_cost(dep, T, T).scaled(-1.0)).scaled(1.0 / T)
     if batch is None:
         return linear_cost(dep, 2.0, 2.0) + linear_cost(dep, 1.0, 1.0).scaled(-1.0)
     if batch < 1:

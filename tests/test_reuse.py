@@ -381,3 +381,20 @@ def test_host_chunk_cache_holds_the_replicas_kv():
     assert s["lookups"] == 4 and s["hit_rate"] == 0.0
     g = make_method("cacheblend:host_cache_bytes=0,gpu_cache_bytes=5242880", dep)  # per GPU: 2 chunks
     assert chunk_cache_summary(g, tr)["hit_rate"] == 0.0
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("cacheblend:chunks=0,question_tokens=0", "cacheblend: a request needs at least one token"),
+    ("cachegen:context_tokens=0,question_tokens=0", "cachegen: a request needs at least one token"),
+    ("cacheblend:tier=ssd,ssd_bw_bytes_per_s=1e-300", "ssd_bw_bytes_per_s: must be in [1000, 1e+15]"),
+    ("cachegen:link_gbps=1e-300", "link_gbps: must be in [1e-06, 1e+07]"),
+])
+def test_reuse_inputs_that_price_nothing_or_overflow_are_one_line_errors(spec, needle):
+    """A request of no token raised a ValueError traceback; a bandwidth of 1e-300 B/s printed an inf TTFT
+    with exit 0 (user audit)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "kvsim", "estimate", "--hw", "l40s", "--model", "mistral-7b-v0.2",
+                        "--reuse", spec], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr and "inf" not in r.stdout

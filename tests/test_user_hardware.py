@@ -91,7 +91,7 @@ def test_bad_link_file_names_its_field(tmp_path: Path) -> None:
     (parts / "pcie.yaml").write_text((parts / "pcie.yaml").read_text().replace("bw_bytes_per_s: 25.0e9", "bw_bytes_per_s: -1"))
     with pytest.raises(SpecError) as exc:
         load_system(str(parts / "gpu.yaml"))
-    assert str(exc.value).startswith(f"{parts / 'pcie.yaml'}: bw_bytes_per_s: must be in (0, 1e+15] bytes/s")
+    assert str(exc.value).startswith(f"{parts / 'pcie.yaml'}: bw_bytes_per_s: must be in [1000, 1e+15] bytes/s")
 
 
 def test_list_hardware_shows_user_files(tmp_path: Path) -> None:

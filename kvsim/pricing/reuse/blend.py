@@ -43,6 +43,7 @@ from pydantic import Field
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.roofline import transfer_seconds
+from kvsim.errors import ConfigError
 from kvsim.methods.cacheblend import require_attention_only
 from kvsim.methods.full import Full
 from kvsim.methods._common import host_kv_tok_layer, kv_tok_layer
@@ -53,7 +54,7 @@ from kvsim.specbase import Strict, number
 Tier = Literal["gpu", "host", "ssd"]
 Tokens = number(int, 0, 10**9, unit="tokens")
 Fraction = number(float, 0, 1)
-BytesPerS = number(float, 0, 1e15, lo_open=True, unit="bytes/s")
+BytesPerS = number(float, 1e3, 1e15, unit="bytes/s (1 kB/s to 1 PB/s)")
 
 #: CacheBlend §7 testbed's NVMe SSD read bandwidth (METHODS.md §2 row 23)
 CACHEBLEND_SSD_BW_BYTES_PER_S = 4.8e9
@@ -121,7 +122,7 @@ def blend_ttft(dep: Deployment, p: BlendParams) -> BlendTTFT:
     L = dep.model.num_layers
     n, q = p.chunks * p.chunk_tokens, p.question_tokens
     if n + q <= 0:
-        raise ValueError("a request needs at least one token (chunks x chunk_tokens + question_tokens)")
+        raise ConfigError("cacheblend: a request needs at least one token (chunks x chunk_tokens + question_tokens is 0)")
     r_tok = p.recompute_fraction * n
     full_s = prefill_step_s(step, n + q, 0.0)
     blend_l = prefill_step_s(step, r_tok + q, n - r_tok) / L

@@ -34,6 +34,7 @@ from pydantic import Field
 from kvsim.costmodel.cost import Cost, Part
 from kvsim.costmodel.deployment import Deployment
 from kvsim.costmodel.roofline import transfer_seconds
+from kvsim.errors import ConfigError
 from kvsim.methods.full import Full
 from kvsim.pricing.reuse.blend import prefill_step_s, require_attention_only
 from kvsim.pricing.reuse.pipeline import uniform_pipeline_s
@@ -62,7 +63,7 @@ class StreamParams(Strict):
 
     context_tokens: Tokens = Field(9400, description="tokens whose KV is stored remotely (illustrative)")
     question_tokens: Tokens = Field(64, description="new tokens prefilled after the context (illustrative)")
-    link_gbps: number(float, 0, 1e7, lo_open=True, unit="Gbit/s") = Field(3.0, description="link bandwidth, Gbit/s (1e9 bits/s)")
+    link_gbps: number(float, 1e-6, 1e7, unit="Gbit/s (1 kbit/s to 10 Pbit/s)") = Field(3.0, description="link bandwidth, Gbit/s (1e9 bits/s)")
     level: Level = Field("cachegen", description="encoding level: " + ", ".join(LEVELS))
     chunk_tokens: number(int, 1, 10**9, unit="tokens") = Field(1500, description="tokens per streamed chunk [UNVERIFIED]")
     decode_flops_per_element: number(float, 0, 1e6) = Field(0.0, description="GPU FLOPs to decode one KV element")
@@ -110,7 +111,7 @@ def stream_ttft(dep: Deployment, p: StreamParams) -> StreamTTFT:
     step = StepModel(dep, Full(dep))
     n, q = p.context_tokens, p.question_tokens
     if n + q <= 0:
-        raise ValueError("a request needs at least one token (context_tokens + question_tokens)")
+        raise ConfigError("cachegen: a request needs at least one token (context_tokens + question_tokens is 0)")
     bits = bits_per_element(dep, p.level)
     m = dep.model
     elems_tok = m.attn_layers * m.kv_elements_per_token_per_layer  # KV elements per token on the link (replica)

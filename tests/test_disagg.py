@@ -446,3 +446,14 @@ def test_layout_measured_on_a_burst_is_flagged_and_ranked_last():
     assert sorted([burst, steady], key=layout_order) == [steady, burst]
     row = layout_row("h100", "full", burst, SLO(ttft_s=2.0, itl_s=0.05))
     assert row["transient"] and row["note"].startswith("short trace (0.2x E2E)")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["simulate", "--hw", "h100", "--trace", "synthetic-fixed:n=2", "--kv-link", "nonexistent-link"], "need --disagg P:D"),
+    (["plan", "-n", "20", "--kv-link", "eth-100g"], "--kv-link is the link of --disagg-instances"),
+])
+def test_kv_link_without_disaggregation_is_an_error(args, needle):
+    """--kv-link was ignored without --disagg / --disagg-instances (exit 0, even for a link that does not
+    exist), while --prefill-hw there was an error (user audit)."""
+    r = subprocess.run([sys.executable, "-m", "kvsim", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr

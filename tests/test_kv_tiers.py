@@ -429,6 +429,9 @@ def test_parse_offload_load_mode():
     assert parse_offload("host=1GiB").load == "async" and parse_offload("host=1GiB,load=SYNC").load == "sync"
     with pytest.raises(ConfigError, match="load='later': expected async or sync"):
         parse_offload("host=1GiB,load=later")
+    for alone in ("load=sync", "drive=pm9a3", "load=async,drive=pm9a3"):  # (were no tiers, silently: user audit)
+        with pytest.raises(ConfigError, match="no host tier; give host=SIZE"):
+            parse_offload(alone)
 
 
 def test_loaded_kv_of_waiting_requests_is_dropped_before_a_runner_preempts_itself():

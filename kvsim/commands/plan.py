@@ -74,7 +74,7 @@ def plan_cmd(
     max_replicas: Annotated[int, typer.Option("--max-replicas", min=1, help="replica cap with --target-rate")] = 64,
     router: Annotated[str, typer.Option("--router", help="round-robin, least-outstanding, prefix-aware")] = "least-outstanding",
     disagg_instances: Annotated[Optional[int], typer.Option("--disagg-instances", min=2, max=64, help="aggregated vs disaggregated: search every P:D with P + D = N instances (and N aggregated replicas) of --tp GPUs")] = None,
-    kv_link: Annotated[str, typer.Option("--kv-link", help="--disagg-instances: link carrying the KV, one per GPU (ib-ndr, eth-100g, ... or a link YAML)")] = "ib-ndr",
+    kv_link: Annotated[Optional[str], typer.Option("--kv-link", help="--disagg-instances: link carrying the KV, one per GPU (ib-ndr, eth-100g, ... or a link YAML) [default: ib-ndr]")] = None,
     rel_tol: Annotated[float, typer.Option("--rel-tol", min=0.001, max=0.5, help="relative tolerance of the rate search")] = 0.05,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="engine: running sequences per step")] = 256,
     max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", min=1, max=2**31 - 1,
@@ -101,6 +101,7 @@ def plan_cmd(
     """Highest request rate meeting the SLO per (hardware, method), cost per M tokens, fewest GPUs for a target."""
     # lazy: CLI start-up
     from kvsim.fileio import check_tree, check_writable_dir
+    from kvsim.hardware import DEFAULT_KV_LINK
     from kvsim.plan.search import PLAN_GLOBS, PlanRequest, expand_sweeps, run_plan, save_plan
     from kvsim.plan.schema import SearchOptions, TraceSpec
     from kvsim.plan.sweep import default_cache_dir
@@ -141,8 +142,10 @@ def plan_cmd(
     if disagg_instances is not None:
         if target_rate is not None or out is not None or replicas != 1:
             raise ConfigError("--disagg-instances searches a fixed number of instances: drop --target-rate, --replicas and --out")
-        _plan_disagg(req, disagg_instances, kv_link, as_json)
+        _plan_disagg(req, disagg_instances, kv_link or DEFAULT_KV_LINK, as_json)
         return
+    if kv_link is not None:
+        raise ConfigError("--kv-link is the link of --disagg-instances: give both, or drop --kv-link")
     if self_contained and out is None:
         raise ConfigError("--self-contained shapes the report written into --out: give --out DIR too")
     cache = None if no_cache else (default_cache_dir() if cache_dir is None else Path(cache_dir))

@@ -67,7 +67,7 @@ def simulate_cmd(
     decode_hw: Annotated[Optional[str], typer.Option("--decode-hw", help="--disagg: hardware of the decode instances (default --hw)")] = None,
     prefill_tp: Annotated[Optional[int], typer.Option("--prefill-tp", min=1, help="--disagg: TP of each prefill instance (default --tp)")] = None,
     decode_tp: Annotated[Optional[int], typer.Option("--decode-tp", min=1, help="--disagg: TP of each decode instance (default --tp)")] = None,
-    kv_link: Annotated[str, typer.Option("--kv-link", help="--disagg: link carrying the KV, one per GPU (ib-ndr, ib-hdr, eth-100g, eth-200g, nvlink4, ... or a link YAML)")] = "ib-ndr",
+    kv_link: Annotated[Optional[str], typer.Option("--kv-link", help="--disagg: link carrying the KV, one per GPU (ib-ndr, ib-hdr, eth-100g, eth-200g, nvlink4, ... or a link YAML) [default: ib-ndr]")] = None,
     weight_dtype: WeightDtypeOpt = "auto",
     kv_dtype: KvDtypeOpt = "auto",
     calibration: CalibrationOpt = None,
@@ -113,16 +113,16 @@ def simulate_cmd(
 
         check_page(report, self_contained, "--report", force,
                    inputs=run_inputs)
-    if disagg is None and any(v is not None for v in (prefill_hw, decode_hw, prefill_tp, decode_tp)):
-        raise ConfigError("--prefill-hw, --decode-hw, --prefill-tp and --decode-tp need --disagg P:D")
+    if disagg is None and any(v is not None for v in (prefill_hw, decode_hw, prefill_tp, decode_tp, kv_link)):
+        raise ConfigError("--prefill-hw, --decode-hw, --prefill-tp, --decode-tp and --kv-link need --disagg P:D")
     split = None
     if disagg is not None:
         # lazy: CLI start-up
-        from kvsim.hardware import load_link
+        from kvsim.hardware import DEFAULT_KV_LINK, load_link
         from kvsim.plan.disagg import parse_ratio
 
         counts = parse_ratio(disagg)
-        link = load_link(kv_link)
+        link = load_link(kv_link or DEFAULT_KV_LINK)
         dep_p = build_deployment(prefill_hw or hw, model, tp=prefill_tp or tp, weight_dtype=weight_dtype,
                                  kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
                                  expert_offload=expert_offload)

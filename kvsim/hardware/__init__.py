@@ -138,6 +138,10 @@ def profile_of(system_name: str) -> ProfileSpec | None:
     return None
 
 
+#: the link that carries a disaggregated deployment's KV when none is named (InfiniBand NDR, 400 Gbit/s)
+DEFAULT_KV_LINK = "ib-ndr"
+
+
 def load_link(name_or_path: str) -> LinkSpec:
     """A link by catalog name or alias (``ib-ndr``), or a YAML file of kind ``link``."""
     if _is_path(name_or_path):

@@ -25,7 +25,8 @@ plus the question, layer by layer; loading layer l+1 overlaps recomputing layer 
   ``f = 1`` by default: the formula, not a fit (METHODS.md 1.16's ``sum_l max(load_l,
   r prefill_l)`` leaves it out). Not charged: the fork's check layer also projects Q/K/V of
   every token (a further fraction of one layer's linear work) and the later layers' r_i are
-  "slightly higher" than r on average in the paper's gradual filtering.
+  "slightly higher" than r on average in the paper's gradual filtering. Those ``f`` layers load
+  no chunk KV (they compute every token's): ``load_l`` = 0 there, so ``f = L`` is full recompute.
 * Baselines: full recompute = one prefill step of ``n + q`` tokens; prefix caching = only the
   first chunk's KV is reusable (it is the prompt's prefix), pipelined the same way.
 
@@ -129,7 +130,7 @@ def blend_ttft(dep: Deployment, p: BlendParams) -> BlendTTFT:
     load_l = load_s_per_layer(dep, n, p.tier, p.ssd_bw_bytes_per_s)
     f = min(p.full_recompute_layers, L)
     compute = [full_s / L] * f + [blend_l] * (L - f)
-    ttft = pipeline_s([load_l] * L, compute)
+    ttft = pipeline_s([0.0] * f + [load_l] * (L - f), compute)  # (a layer recomputed in full loads no KV)
     c = p.chunk_tokens if p.chunks else 0
     prefix_compute = prefill_step_s(step, n - c + q, c) / L
     prefix_s = pipeline_s([load_s_per_layer(dep, c, p.tier, p.ssd_bw_bytes_per_s)] * L, [prefix_compute] * L)

@@ -401,3 +401,21 @@ def test_reuse_inputs_that_price_nothing_or_overflow_are_one_line_errors(spec, n
     r = subprocess.run([sys.executable, "-m", "kvsim", "estimate", "--hw", "l40s", "--model", "mistral-7b-v0.2",
                         "--reuse", spec], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr and "inf" not in r.stdout
+
+
+def test_cacheblend_capacities_beyond_memory_and_a_trace_without_chunks_are_said():
+    """gpu_cache_bytes=1e12 on a 48 GB L40S and host_cache_bytes=1e15 were taken as given, and a trace
+    without chunk ids ran as full attention without a word (user audit)."""
+    from kvsim.errors import ConfigError
+    from kvsim.sim.chunk_reuse import unused_chunk_cache_note
+    from kvsim.traces import load_trace
+
+    dep = build_deployment("l40s", "mistral-7b-v0.2")
+    with pytest.raises(ConfigError, match="gpu_cache_bytes 1e\\+12 exceeds one L40S's memory"):
+        make_method("cacheblend:gpu_cache_bytes=1e12", dep)
+    with pytest.raises(ConfigError, match="host_cache_bytes 1e\\+15 exceeds the host memory"):
+        make_method("cacheblend:host_cache_bytes=1e15", dep)
+    m = make_method("cacheblend", dep)
+    assert "no chunk ids" in unused_chunk_cache_note(m, load_trace("synthetic-poisson:n=5"))
+    assert unused_chunk_cache_note(m, load_trace("synthetic-rag:n=5,corpus=10")) is None
+    assert unused_chunk_cache_note(make_method("full", dep), load_trace("synthetic-poisson:n=5")) is None

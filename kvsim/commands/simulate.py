@@ -89,7 +89,7 @@ def simulate_cmd(
     from kvsim.methods import make_method
     from kvsim.sim.scheduler import PreemptionMode
     from kvsim.sim.replica import SimConfig, simulate
-    from kvsim.sim.chunk_reuse import chunk_cache_summary
+    from kvsim.sim.chunk_reuse import chunk_cache_summary, unused_chunk_cache_note
     from kvsim.traces import load_trace
 
     slo = resolve_slo("simulate", slo_ttft, slo_tpot, slo_itl, percentile, slo_tbt)
@@ -185,6 +185,10 @@ def simulate_cmd(
             by_tier = ", ".join(f"{t} {v:.1%}" for t, v in cc["hit_rate_by_tier"].items())
             print(f"note: {m.label()}: chunk cache ({cc['policy']}) hit rate {cc['hit_rate']:.1%} of "
                   f"{cc['lookups']:,} lookups ({by_tier}); KV loads assumed hidden behind the recompute", file=sys.stderr)
+        unused = unused_chunk_cache_note(m, tr)
+        if unused is not None:
+            res.summary.setdefault("notes", []).append(unused)
+            print(f"note: {unused}", file=sys.stderr)
         res.summary["trace_source"] = tr.source
         res.summary["trace_notice"] = tr.notice
         res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,

@@ -68,6 +68,14 @@ class CacheBlend(Full):
     def check(self) -> None:
         super().check()
         require_attention_only(self.dep, "method cacheblend")
+        p, system = self.params, self.dep.system
+        # capacities beyond the memory they sit in (1e12 B on a 48 GB GPU was taken as given: user audit)
+        if p.gpu_cache_bytes > system.gpu.memory_bytes:
+            raise ConfigError(f"cacheblend: gpu_cache_bytes {p.gpu_cache_bytes:.4g} exceeds one {system.gpu.name}'s "
+                              f"memory ({system.gpu.memory_bytes:.4g} B)")
+        if p.host_cache_bytes > system.host_memory_bytes:
+            raise ConfigError(f"cacheblend: host_cache_bytes {p.host_cache_bytes:.4g} exceeds the host memory of "
+                              f"{system.name} ({system.host_memory_bytes:.4g} B; a smaller host_cache_bytes fits)")
 
     def chunk_cache_bytes(self) -> tuple[float, float, float]:
         """Capacities of the GPU, host and SSD tiers, bytes."""

@@ -47,6 +47,14 @@ def analytic_hits(method: KVMethod, trace: Trace, peff: np.ndarray) -> np.ndarra
     return np.maximum(np.minimum(hit, peff - 1), 0)
 
 
+def unused_chunk_cache_note(method: KVMethod, trace: Trace) -> str | None:
+    """What a user reads when ``cacheblend`` runs on a trace without chunk ids (None otherwise)."""
+    if not isinstance(method, CacheBlend) or chunk_hits(method, trace) is not None:
+        return None
+    return (f"{method.label()}: the trace has no chunk ids (a RAG trace such as synthetic-rag has them): no chunk KV "
+            "was reused, the run is full attention")
+
+
 def chunk_cache_summary(method: KVMethod, trace: Trace) -> dict | None:
     """Lookups, hit rate per tier (hits over all lookups) and chunk tokens reused, or None
     when :func:`chunk_hits` is None."""

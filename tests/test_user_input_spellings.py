@@ -57,3 +57,19 @@ def test_method_parameters_in_any_case_and_unknown_ones_listed():
         make_method("kivi:foo=4", dep)
     with pytest.raises(KvsimError, match=r"^method kivi: bits must divide 32"):
         make_method("kivi:bits=3", dep)
+
+
+def test_a_method_or_reuse_key_given_twice_is_an_error():
+    """kivi:bits=2,bits=4 ran with bits=4 and cacheblend:tier=host,tier=gpu with the GPU tier, silently;
+    --kv-offload, --tts and --expert-offload already refused a repeated key (user audit)."""
+    from kvsim.methods import make_method, parse_method_spec
+    from kvsim.pricing.reuse.answer import parse_reuse_spec
+
+    dep = build_deployment("a100", "llama-3.1-8b")
+    with pytest.raises(KvsimError, match="bits given twice"):
+        make_method("kivi:bits=2,bits=4", dep)
+    with pytest.raises(KvsimError, match="BITS given twice"):  # (names are matched in any case)
+        parse_method_spec("kivi:bits=2,BITS=4")
+    with pytest.raises(KvsimError, match="tier given twice"):
+        parse_reuse_spec("cacheblend:tier=host,tier=gpu")
+    assert make_method("kivi:bits=2,group=64", dep).params.bits == 2

@@ -93,6 +93,8 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
             k, eq, v = item.partition("=")
             if not eq or not k.strip():
                 raise SpecError(f"method '{spec}': expected key=value pairs after ':', got '{item}'")
+            if k.strip().lower() in {p.lower() for p in params}:  # (the last one won, silently: user audit)
+                raise SpecError(f"'{spec}': {k.strip()} given twice")
             params[k.strip()] = v.strip()
     return name.strip().lower(), params
 

@@ -10,7 +10,8 @@ follow-up queries in two sharing modes (its Section 2):
   (prompt = context + query).
 
 Sessions (``n / turns`` of them, the last one maybe shorter) start as a Poisson process of
-``rate / turns`` sessions/s (so requests arrive at ``rate`` requests/s on average); turn ``k`` of a
+``rate / turns`` sessions/s (so requests arrive at ``rate`` requests/s on average over a long
+trace: a short one's span is stretched by its last sessions' ``(turns - 1) * gap``); turn ``k`` of a
 session arrives ``k * gap`` seconds after its first (a trace cannot wait for an answer: ``gap``
 stands for the answer time plus the user's think time). Session ``s`` uses context ``s mod
 contexts``, so sessions share contexts whenever ``contexts`` < sessions (both modes).

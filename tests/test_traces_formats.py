@@ -605,3 +605,16 @@ def test_bad_row_notice_names_the_files_first_bad_row(tmp_path):
     assert f"first: {path}:2:" in t.notice
     with pytest.raises(TraceError, match=f"{path}:2:"):
         load_trace(str(path), columns="arrival=ts,prompt=p,output=o", strict=True)
+
+
+def test_arrivals_with_rate_or_time_scale_is_an_error(tmp_path):
+    """--arrivals constant:rate=4 --rate 2 gave 2 req/s while the notice said rate=4 (user audit): the
+    arrival process and its rate are given in one place."""
+    p = tmp_path / "t.csv"
+    p.write_text("ts,in,out\n0,100,10\n1,100,10\n2,100,10\n")
+    cols = "arrival=ts,prompt=in,output=out"
+    for extra in ({"rate": 2.0}, {"time_scale": 2.0}):
+        with pytest.raises(TraceError, match="--arrivals sets the arrival process and its rate"):
+            load_trace(str(p), columns=cols, arrivals="constant:rate=4", **extra)
+    t = load_trace(str(p), columns=cols, arrivals="constant:rate=4")
+    assert t.arrival_s.tolist() == [0.0, 0.25, 0.5]  # 1 / 4 s apart

@@ -63,9 +63,13 @@ class LoadOptions:
         for name in ("rate", "time_scale"):
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v > 0):
-                raise TraceError(f"{name} must be a finite number > 0, got {v}")
+                raise TraceError(f"--{name.replace('_', '-')} ({name}) must be a finite number > 0, got {v}")
         if self.rate is not None and self.time_scale is not None:
             raise TraceError("give either --rate or --time-scale (rate or time_scale), not both")
+        if self.arrivals is not None and (self.rate is not None or self.time_scale is not None):
+            # (--rate then rescaled the synthetic arrivals while the notice still named --arrivals' rate: user audit)
+            raise TraceError("--arrivals sets the arrival process and its rate: put the rate there (e.g. "
+                             "poisson:rate=2) and drop --rate / --time-scale")
         for name in ("limit", "num_requests", "max_prompt_tokens", "max_output_tokens"):
             v = getattr(self, name)
             if v is not None and (

@@ -618,3 +618,17 @@ def test_arrivals_with_rate_or_time_scale_is_an_error(tmp_path):
             load_trace(str(p), columns=cols, arrivals="constant:rate=4", **extra)
     t = load_trace(str(p), columns=cols, arrivals="constant:rate=4")
     assert t.arrival_s.tolist() == [0.0, 0.25, 0.5]  # 1 / 4 s apart
+
+
+def test_iso_times_mixing_utc_offsets_and_none_are_refused(tmp_path):
+    """'10:00:00' (taken as UTC) beside '10:00:02+05:00' (05:00:02 UTC) gave a span of 17,998 s, silently
+    (user audit); all with offsets, or none, are read as before."""
+    p = tmp_path / "t.csv"
+    cols = "arrival=ts,prompt=in,output=out"
+    p.write_text("ts,in,out\n2024-05-01T10:00:00,100,10\n2024-05-01T10:00:02+05:00,100,10\n")
+    with pytest.raises(TraceError, match="mixes date-times with a UTC offset .* and without one"):
+        load_trace(str(p), columns=cols, time_unit="iso")
+    p.write_text("ts,in,out\n2024-05-01T10:00:00+05:00,100,10\n2024-05-01T10:00:02+05:00,100,10\n")
+    assert load_trace(str(p), columns=cols, time_unit="iso").arrival_s.tolist() == [0.0, 2.0]
+    p.write_text("ts,in,out\n2024-05-01 10:00:00,100,10\n2024-05-01 10:00:02.5,100,10\n")
+    assert load_trace(str(p), columns=cols, time_unit="iso").arrival_s.tolist() == [0.0, 2.5]

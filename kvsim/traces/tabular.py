@@ -19,6 +19,7 @@ Values: token counts are whole numbers in [0, 2**31 - 1]; times are finite, >= 0
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class Table:
     has_arrival: bool = True
     has_session: bool = False
     has_prefix: bool = False
+    iso_zones: dict = field(default_factory=dict)  # ISO arrivals: has a UTC offset -> the first such value
 
     def add(self, arrival: float, prompt: int, output: int, session=None, prefix=None) -> None:
         self.arrival.append(arrival)
@@ -124,9 +126,15 @@ def _session_key(v):
     return text or None
 
 
+#: the end of an ISO-8601 date-time that states its UTC offset after the time (Z, +05:00, -0800)
+_UTC_OFFSET = re.compile(r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+
+
 def _row(values: dict, cols: Columns, labels: dict[str, str], factor: float | None, table: Table, json_value: bool) -> None:
     """Parse one row's mapped values into ``table`` (BadRow on the first problem)."""
     t = time_s(values["arrival"], labels["arrival"], factor, json_value) if cols.arrival else 0.0
+    if factor is None and cols.arrival:  # (a good ISO value: a string)
+        table.iso_zones.setdefault(bool(_UTC_OFFSET.search(values["arrival"].strip())), values["arrival"].strip())
     p = tokens(values["prompt"], labels["prompt"], json_value)
     o = tokens(values["output"], labels["output"], json_value)
     prefix = None
@@ -263,6 +271,9 @@ def finish(
     notes = list(notes or [])
     info = {"format": fmt, **(meta or {})}
     n = len(table.prompt)
+    if len(table.iso_zones) == 2:  # (the ones without an offset would be taken as UTC: hours off, silently)
+        raise TraceError(f"{path}: {arrival_label} mixes date-times with a UTC offset ({table.iso_zones[True]!r}) and "
+                         f"without one ({table.iso_zones[False]!r}); give every row an offset, or none")
     t = np.asarray(table.arrival, dtype=np.float64)
     if opts.arrivals is None and not table.has_arrival:
         raise TraceError(f"{path}: the file has no arrival times ({arrival_label}); give synthetic ones with "

@@ -394,3 +394,24 @@ def test_use_sliding_window_must_be_a_boolean(tmp_path: Path) -> None:
         load_hf_config(_write(tmp_path, cfg))
     cfg["use_sliding_window"] = False
     assert load_hf_config(_write(tmp_path, cfg)).sliding_window is None
+
+
+def test_a_misspelled_config_key_is_named_and_real_configs_are_quiet(tmp_path):
+    """'num_key_value_head' (no s) loaded as multi-head attention (32 KV heads: 4x the KV bytes) without a
+    word (user audit): a key nobody read that is close to one read and absent is named; the shipped
+    real configs give no such note."""
+    import json
+
+    from kvsim.costmodel.deployment import build_deployment
+
+    cfg = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+           "num_key_value_head": 8, "vocab_size": 128256, "intermediate_size": 14336,
+           "max_position_embeddings": 131072}
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(cfg))
+    m = load_hf_config(p)
+    assert m.num_kv_heads == 32  # (what transformers would do too: the default)
+    assert "'num_key_value_head' is not read; did you mean 'num_key_value_heads'?" in m.config_note
+    assert any("did you mean 'num_key_value_heads'" in n for n in build_deployment("a100", str(p)).notes)
+    for real in sorted((Path(__file__).parent / "data" / "hf").rglob("*.json")):
+        assert load_hf_config(real).config_note == "", real

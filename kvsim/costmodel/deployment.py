@@ -120,7 +120,8 @@ class Deployment:
                      f"{self.weight_dtype}" + ("" if self.weight_dtype == q else f" (given; the checkpoint's is {q})")]
         elif self.model.quantization_note:
             quant = [f"{self.model.name}: {self.model.quantization_note}"]
-        return [*self.system.notes, *quant, *([self.allreduce_note] if self.allreduce_note else [])]
+        config = [self.model.config_note] if self.model.config_note else []
+        return [*self.system.notes, *config, *quant, *([self.allreduce_note] if self.allreduce_note else [])]
 
     # ----- memory -----
     @property

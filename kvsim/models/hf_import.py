@@ -200,6 +200,9 @@ def load_hf_config(path: Path, name: str | None = None) -> ModelSpec:
         **fields_of(c),
         "source": f"Hugging Face config {path}",
     }
+    near = c.near_misses()
+    if near:
+        spec["config_note"] = f"{path}: " + "; ".join(near)
     quant, how = weight_quantization(data)
     if quant is not None:
         spec["weight_quantization"] = quant

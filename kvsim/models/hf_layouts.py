@@ -7,6 +7,8 @@ defaults ``transformers`` applies when a published config leaves a key out.
 
 from __future__ import annotations
 
+import difflib
+
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +104,26 @@ class Cfg:
                  defaults: dict[str, Any] | None = None):
         self.data, self.path, self.model_type, self.prefix = data, path, model_type, prefix
         self.defaults = defaults or {}
+        self.asked: set[str] = set()  # keys read (for near_misses)
 
     def _get(self, key: str) -> Any:
+        self.asked.add(key)
         value = self.data.get(key, _MISSING)
         return self.defaults.get(key, _MISSING) if value is _MISSING else value
+
+    def near_misses(self) -> list[str]:
+        """Keys of the file that nobody read and that look like a key kvsim read and did not find
+        (``num_key_value_head`` for ``num_key_value_heads``: the default was used instead)."""
+        absent = sorted(k for k in self.asked if k not in self.data)
+        out = []
+        for key in self.data:
+            if key in self.asked or key.startswith("_"):
+                continue
+            close = difflib.get_close_matches(key, absent, n=1, cutoff=0.85)
+            if close:
+                out.append(f"key '{self.prefix}{key}' is not read; did you mean '{self.prefix}{close[0]}'? "
+                           f"(absent: its default was used)")
+        return out
 
     def req(self, key: str) -> Any:
         value = self._get(key)

@@ -167,6 +167,8 @@ class ModelSpec(Strict):
     published_params: number(float, 0, 1e15, lo_open=True) | None = Field(None, description="total params as published, for checks")
     source: str
     notes: str = ""
+    config_note: str = Field("", description="what a user should know about the file this spec was read from "
+                             "(a Hugging Face config key that looks misspelled)")
     weight_quantization: Literal["fp8", "int8", "fp4", "int4", "int2"] | None = Field(
         None, description="dtype of the checkpoint's quantized weights (a Hugging Face config's "
         "quantization_config): --weight-dtype auto uses it")

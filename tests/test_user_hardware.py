@@ -247,3 +247,23 @@ def test_new_system_gpu_takes_a_system_alias_as_like_does(tmp_path):
     r = kvsim("hardware", "new", "system", "n", "--gpu", "a100", "--num-gpus", "2", "--host", "epyc-9654", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert 'gpu: "A100-SXM4-80GB"' in out.read_text() and "the GPU of the a100-80g node" in r.stderr
+
+
+def test_a_gpu_file_without_a_bf16_peak_says_bf16_runs_at_the_fp32_rate(tmp_path):
+    """Deleting the bf16 line (as the template says for a GPU without bf16 tensor cores) priced
+    --weight-dtype bf16 at the fp32 rate (TTFT 438 ms -> 1.525 s) without a word (user audit); no
+    catalog system gives the note at its default dtypes."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.hardware import catalog
+
+    r = subprocess.run([sys.executable, "-m", "kvsim", "hardware", "new", "gpu", "NoBF", "--like", "a100", "--out",
+                        str(tmp_path / "g.yaml")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0
+    g = tmp_path / "g.yaml"
+    g.write_text("\n".join(line for line in g.read_text().splitlines() if not line.startswith("  bf16:")) + "\n")
+    notes = build_deployment(str(g), "llama-3.1-8b", weight_dtype="bf16").notes
+    # A100's fp32 (non-tensor-core) peak 19.5 TFLOP/s
+    assert any("NoBF lists no bf16 peak" in n and "1.95e+13 FLOP/s" in n for n in notes)
+    assert not any("lists no" in n for n in build_deployment(str(g), "llama-3.1-8b").notes)  # auto: fp16
+    for name in sorted(set(catalog("system")))[:40]:
+        assert not any("lists no" in n for n in build_deployment(name, "llama-3.1-8b").notes), name

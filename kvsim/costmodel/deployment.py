@@ -111,8 +111,9 @@ class Deployment:
     @property
     def notes(self) -> list[str]:
         """What a user should read beside this deployment's numbers: the system's notes (a
-        calibration fitted on another device), a quantized checkpoint's weight dtype, and
-        :attr:`allreduce_note`."""
+        calibration fitted on another device), a model file's near-miss keys, a math dtype the
+        GPU lists no peak for (priced at its fp32 rate), a quantized checkpoint's weight dtype,
+        and :attr:`allreduce_note`."""
         q = self.model.weight_quantization
         quant = []
         if q is not None:
@@ -121,7 +122,12 @@ class Deployment:
         elif self.model.quantization_note:
             quant = [f"{self.model.name}: {self.model.quantization_note}"]
         config = [self.model.config_note] if self.model.config_note else []
-        return [*self.system.notes, *config, *quant, *([self.allreduce_note] if self.allreduce_note else [])]
+        gpu = self.system.gpu
+        slow = sorted({d for d in (self.gemm_dtype, self.act_dtype) if d != "fp32" and d not in gpu.peak_flops_per_s})
+        rate = ([f"{gpu.name} lists no {' or '.join(slow)} peak: that math is priced at its fp32 rate "
+                 f"({gpu.peak_flops_per_s['fp32']:.4g} FLOP/s); add the peak to the GPU file if the GPU has one"]
+                if slow else [])
+        return [*self.system.notes, *config, *rate, *quant, *([self.allreduce_note] if self.allreduce_note else [])]
 
     # ----- memory -----
     @property

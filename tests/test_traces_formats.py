@@ -632,3 +632,18 @@ def test_iso_times_mixing_utc_offsets_and_none_are_refused(tmp_path):
     assert load_trace(str(p), columns=cols, time_unit="iso").arrival_s.tolist() == [0.0, 2.0]
     p.write_text("ts,in,out\n2024-05-01 10:00:00,100,10\n2024-05-01 10:00:02.5,100,10\n")
     assert load_trace(str(p), columns=cols, time_unit="iso").arrival_s.tolist() == [0.0, 2.5]
+
+
+def test_an_arrival_column_named_in_ms_read_as_seconds_says_so(tmp_path):
+    """arrival_ms read as seconds made a 1000x longer trace whose only hint was 'mostly idle' (user audit)."""
+    p = tmp_path / "t.csv"
+    p.write_text("arrival_ms,in,out\n0,100,10\n500,100,10\n1000,100,10\n")
+    cols = "arrival=arrival_ms,prompt=in,output=out"
+    t = load_trace(str(p), columns=cols)
+    assert t.arrival_s.tolist() == [0.0, 500.0, 1000.0] and "its name says ms: give --time-unit ms" in t.notice
+    for unit in ("ms", "s"):  # said: no note
+        assert "its name says" not in (load_trace(str(p), columns=cols, time_unit=unit).notice or "")
+    p.write_text("t_us,in,out\n0,100,10\n5,100,10\n")
+    assert "its name says us" in load_trace(str(p), columns="arrival=t_us,prompt=in,output=out").notice
+    p.write_text("items,in,out\n0,100,10\n5,100,10\n")  # (a name merely ending in s: no note)
+    assert "its name says" not in (load_trace(str(p), columns="arrival=items,prompt=in,output=out").notice or "")

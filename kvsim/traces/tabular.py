@@ -126,6 +126,9 @@ def _session_key(v):
     return text or None
 
 
+#: an arrival column whose name states a unit other than seconds (arrival_ms, t_us, timestamp_millis)
+_UNIT_IN_NAME = re.compile(r"(?:^|[_\-. ])(ms|us|ns|millis|msec|micros|usec|nanos|nsec)$", re.IGNORECASE)
+
 #: the end of an ISO-8601 date-time that states its UTC offset after the time (Z, +05:00, -0800)
 _UTC_OFFSET = re.compile(r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$")
 
@@ -327,5 +330,12 @@ def read_generic(path: Path, opts: LoadOptions, kind: str, data: object = None) 
         table = read_records(array_records(path, data), cols, factor, bad)
     unit = "iso" if factor is None else (opts.time_unit or "s")
     label = f"column '{cols.arrival}' ({unit})" if cols.arrival else "no arrival column in --columns"
-    return finish(path, table, opts, bad, fmt=kind, arrival_label=label,
+    notes = []
+    named = _UNIT_IN_NAME.search(cols.arrival or "")
+    if named and opts.time_unit is None and opts.arrivals is None:  # (read as seconds: a 1000x longer trace)
+        said = named.group(1).lower()
+        said = {"millis": "ms", "msec": "ms", "micros": "us", "usec": "us", "nanos": "ns", "nsec": "ns"}.get(said, said)
+        notes.append(f"column '{cols.arrival}' is read as seconds (the default); its name says {said}: "
+                     f"give --time-unit {said} if so")
+    return finish(path, table, opts, bad, fmt=kind, arrival_label=label, notes=notes,
                   meta={"columns": cols.describe(), "time_unit": unit}, epoch_times=factor is None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 from pathlib import Path
 
@@ -189,8 +190,9 @@ def test_malformed_eight_column_row(tmp_path):
 
 def test_header_only_and_all_failed(tmp_path):
     """An empty trace and a trace of failed rows say why they have no request."""
-    with pytest.raises(TraceError, match="has no request rows"):
-        load_trace(str(write(tmp_path, HEADER6)))
+    empty = write(tmp_path, HEADER6)
+    with pytest.raises(TraceError, match=f"trace {re.escape(str(empty))} has no request rows"):  # (the file's path)
+        load_trace(str(empty))
     with pytest.raises(TraceError, match=r"no usable request \(2 rows read, 0 filtered out, 2 failed"):
         load_trace(str(write(tmp_path, HEADER6 + "5,ChatGPT,0,0,0,API log\n6,GPT-4,0,0,0,API log\n", "f.csv")))
 

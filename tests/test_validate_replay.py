@@ -216,6 +216,16 @@ def test_itl_mismatch_and_clock_mismatch(tmp_path):
         R.read_run_log(p)
 
 
+def test_a_bad_setting_names_where_it_came_from(tmp_path):
+    """gpu_memory_utilization 90 in a meta file gave 'engine settings: ...' without the file (user audit)."""
+    with pytest.raises(ConfigError, match=r"gpu_memory_utilization in --meta m\.json: .*\(got 90\)"):
+        merge_settings({"hw": "h100", "model": "llama-3.1-8b", "max_num_seqs": 8, "max_num_batched_tokens": 64},
+                       {"gpu_memory_utilization": 90}, "m.json")
+    with pytest.raises(ConfigError, match=r"gpu_memory_utilization \(--gpu-memory-utilization\): "):
+        merge_settings({"hw": "h100", "model": "llama-3.1-8b", "max_num_seqs": 8, "max_num_batched_tokens": 64,
+                        "gpu_memory_utilization": 90.0})
+
+
 def test_settings_merge_and_meta_errors(tmp_path):
     """Flags override meta, meta overrides defaults; vLLM aliases and dtype names map; unknown keys and missing
     required settings are one-line errors; relative paths resolve against the meta file's folder."""

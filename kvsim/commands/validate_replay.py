@@ -102,7 +102,7 @@ def replay_cmd(
              "block_size": block_size, "gpu_memory_utilization": gpu_memory_utilization,
              "enable_prefix_caching": prefix_caching, "enable_chunked_prefill": chunked_prefill, "dtype": dtype,
              "kv_cache_dtype": kv_cache_dtype, "calibration": calibration}
-    settings, origin = merge_settings(flags, read_meta(meta) if meta else None)
+    settings, origin = merge_settings(flags, read_meta(meta) if meta else None, meta)
     run = read_run_log(log, fmt.value, seed=arrival_seed, strict=strict, time_unit=time_unit)
     result = replay(run, settings, origin, check_stats=stats, tolerance=tolerance)
     if not result["sim"]["requests_completed"]:

@@ -237,7 +237,9 @@ def build_trace(
         n_filt += order.size - first_n
         order = order[:first_n]
     if order.size == 0:
-        raise _empty_error(name, opts, n_read, n_filt, n_fail, n_inv, raw.bad)
+        # (a file is named by its path: "trace hdronly" alone did not say which file)
+        label = source if source and source != name and not source.startswith(name + "(") else name
+        raise _empty_error(label, opts, n_read, n_filt, n_fail, n_inv, raw.bad)
 
     arrival = t[order].astype(np.float64)
     raw_start = float(arrival[0])

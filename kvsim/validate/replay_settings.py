@@ -90,8 +90,9 @@ def read_meta(path: str | Path) -> dict:
     return out
 
 
-def merge_settings(flags: dict, meta: dict | None = None) -> tuple[EngineSettings, dict[str, str]]:
-    """Flags (None = not given) over meta over defaults; returns the settings and each one's origin."""
+def merge_settings(flags: dict, meta: dict | None = None, meta_path: str | None = None) -> tuple[EngineSettings, dict[str, str]]:
+    """Flags (None = not given) over meta (read from ``meta_path``, named in errors) over defaults;
+    returns the settings and each one's origin."""
     given = {k: v for k, v in (meta or {}).items()}
     origin = {k: "meta" for k in given}
     for k, v in flags.items():
@@ -106,5 +107,8 @@ def merge_settings(flags: dict, meta: dict | None = None) -> tuple[EngineSetting
     except ValidationError as err:
         e = err.errors()[0]
         where = ".".join(str(x) for x in e["loc"])
-        raise ConfigError(f"engine settings: {where}: {e['msg']} (got {e.get('input')!r})") from None
+        src = origin.get(str(e["loc"][0])) if e["loc"] else None
+        whence = (f" in --meta {meta_path}" if src == "meta" and meta_path else
+                  f" (--{where.replace('_', '-')})" if src == "flag" else "")
+        raise ConfigError(f"engine settings: {where}{whence}: {e['msg']} (got {e.get('input')!r})") from None
     return s, {k: origin.get(k, "default") for k in KEYS}

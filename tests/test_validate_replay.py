@@ -445,3 +445,16 @@ def test_meta_with_both_tp_names_must_agree(tmp_path):
         read_meta(meta)
     meta.write_text(json.dumps({**SETTINGS, "tp": 2, "tensor_parallel_size": 2}))
     assert read_meta(meta)["tp"] == 2
+
+
+def test_a_misspelled_log_column_is_named(tmp_path):
+    """finish_reasn (no o) was ignored: an 'abort' row replayed as a completed request, silently (user audit)."""
+    p = tmp_path / "r.csv"
+    p.write_text("request_id,queued_ts,first_token_ts,last_token_ts,num_prompt_tokens,num_generation_tokens,finish_reasn\n"
+                 "a,0,0.1,0.5,100,10,stop\nb,1,1.1,1.5,100,10,abort\n")
+    log = R.read_run_log(p)
+    assert "column 'finish_reasn' is not read; did you mean 'finish_reason'?" in log.notes
+    p.write_text("request_id,queued_ts,first_token_ts,last_token_ts,num_prompt_tokens,num_generation_tokens,finish_reason,"
+                 "my_notes\na,0,0.1,0.5,100,10,stop,x\nb,1,1.1,1.5,100,10,abort,y\n")
+    log = R.read_run_log(p)
+    assert len(log) == 1 and log.bad == {"failed_request": 1} and not any("is not read" in n for n in log.notes)

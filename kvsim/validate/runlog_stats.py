@@ -28,6 +28,7 @@ while ``first_token_ts`` is monotonic (differences of days) is refused.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import math
@@ -208,4 +209,23 @@ def read_stats_log(text: str, source: str, kind: str = "auto") -> RunLog:
     if cached > 0:
         notes.append(f"the run served {int(cached):,} prompt tokens from its prefix cache; the log has no prompt hashes, "
                      "so kvsim replays every prompt without prefix hits")
+    notes += misspelled_columns(rows.columns)
     return build_log(rows, fmt=fmt, source=source, notes=notes)
+
+
+#: every column name the stats reader reads
+READ_NAMES = (*PROMPT_NAMES, *OUTPUT_NAMES, ID_NAME, *TIME_NAMES, "last_token_ts", "e2e_latency", "finish_reason",
+              "token_ts", "itl", "num_cached_tokens", "scheduled_ts")
+
+
+def misspelled_columns(columns) -> list[str]:
+    """A note per column that is not read but is close to one that is (``finish_reasn``: its
+    'abort' rows were replayed as completed requests, silently)."""
+    out = []
+    for c in columns:
+        if not isinstance(c, str) or c in READ_NAMES:
+            continue
+        close = difflib.get_close_matches(c, READ_NAMES, n=1, cutoff=0.85)
+        if close:
+            out.append(f"column '{c}' is not read; did you mean '{close[0]}'?")
+    return out

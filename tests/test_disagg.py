@@ -280,7 +280,9 @@ def test_transfers_never_overlap_on_a_port():
 
 def test_request_too_big_for_the_decode_instance_is_rejected_there():
     """Prefill on H200 fits a 60,000-token prompt; its KV does not fit one L4's pool (~5 GB after 16 GB of weights):
-    rejected at the decode instance (gpu_memory), counted once; the small request completes."""
+    rejected at the decode instance (gpu_memory), counted once; the small request completes. The big one is
+    prefilled (the proxy sends every request to a prefill instance first) but its KV is not sent (the decode
+    side refuses it, and it is the side that pulls the KV): 19.7 GB were counted as moved before (user audit)."""
     dep_p = build_deployment("h200", "llama-3.1-8b")
     dep_d = build_deployment("l4", "llama-3.1-8b")
     trace = Trace("two", np.array([0.0, 0.1]), np.array([60_000, 100]), np.array([10, 10]))
@@ -288,8 +290,9 @@ def test_request_too_big_for_the_decode_instance_is_rejected_there():
                           load_link("eth-100g"), SimConfig())
     assert res.summary["requests_completed"] == 1 and res.summary["requests_rejected"] == 1
     assert dict(res.records.reject_reason) == {0: "gpu_memory"}
-    assert np.isfinite(res.kv_ready_s[0])  # it was prefilled and sent
-    assert res.summary["disagg"]["kv_transfer_bytes_total"] == pytest.approx((60_000 + 100) * 131_072)
+    assert np.isfinite(res.parts["prefill"].records.first_token_s[0])  # it was prefilled ...
+    assert np.isnan(res.kv_ready_s[0]) and res.decode_of[0] == -1  # ... and not sent
+    assert res.summary["disagg"]["kv_transfer_bytes_total"] == pytest.approx(100 * 131_072)
 
 
 def test_transfer_bytes_count_what_decode_gpus_receive_not_prefill_replicas():
@@ -457,3 +460,13 @@ def test_kv_link_without_disaggregation_is_an_error(args, needle):
     exist), while --prefill-hw there was an error (user audit)."""
     r = subprocess.run([sys.executable, "-m", "kvsim", *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_all_refused_by_the_decode_side_moves_no_kv_and_has_no_makespan():
+    """All three 50k-token prompts are refused by an L4 decode instance: KV moved 0 B (was 19.66 GB), and the
+    makespan reads '-' rather than 0.0 us (user audit)."""
+    r = subprocess.run([sys.executable, "-m", "kvsim", "simulate", "--hw", "h100", "--disagg", "1:1", "--decode-hw", "l4",
+                        "--trace", "synthetic-fixed:n=3,prompt=50000,output=4"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"KV moved \(total, mean per request\)\s*│\s*0 B, 0 B", r.stdout)
+    assert re.search(r"makespan\s*│\s*- \(no request finished\)", r.stdout)

@@ -25,7 +25,8 @@ def print_summary(s: dict) -> None:
         ("E2EL mean / p50 / p90 / p99", stats_row(s["e2el_s"])),
         ("throughput (output tok/s)", fmt_num(s["throughput_output_tok_s"])),
         ("throughput (total tok/s, req/s)", f"{fmt_num(s['throughput_total_tok_s'])}, {fmt_num(s['throughput_req_s'], 3)}"),
-        ("makespan", fmt_s(s["makespan_s"])),
+        # (first arrival to last finish: none when no request finished, not "0.0 us")
+        ("makespan", fmt_s(s["makespan_s"]) if s["requests_completed"] else "- (no request finished)"),
         ("peak KV GPU / capacity (per GPU)", f"{fmt_bytes(s['peak_kv_gpu_bytes'])} / {fmt_bytes(s['kv_gpu_capacity_bytes'])}"
          + (f" ({s['kv_gpu_capacity_tokens']:,} tokens of uncompressed KV)" if s.get("kv_gpu_capacity_tokens") else "")),
         ("peak KV host / capacity" + (" (per decode instance)" if s.get("disagg") else " (per replica)"

@@ -64,7 +64,7 @@ from kvsim.methods.base import KVMethod
 from kvsim.plan.cluster import _sum_timelines, host_shared, simulate_cluster
 from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig
-from kvsim.sim.inputs import effective_prompts
+from kvsim.sim.inputs import REJECT_REASONS, effective_prompts, prepare
 from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, stats, summarize
 from kvsim.sim.provenance import provenance
@@ -209,13 +209,21 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     t0 = time.perf_counter()
     n = len(trace)
     out = np.asarray(trace.output_tokens, dtype=np.int64)
+    dcfg = cfg.model_copy(update={"prompt_kv_resident": True, "progress": None, "kv_offload": None})
+    ddep = host_shared(decode_dep, num_decode)
+    dmeth = type(decode_method)(ddep, decode_method.params) if ddep is not decode_dep else decode_method
+    # requests no decode instance can ever hold (the decode instances' own admission rule): they are
+    # prefilled (the proxy sends every request to a prefill instance first) but their KV is never
+    # sent: a vLLM decode instance refuses them, and with a pull connector (NixlConnector) it is the
+    # decode side that reads the KV
+    never = prepare(ddep, dmeth, trace, dcfg).reject  # [N] reject code, 0: admissible
     # 1. prefill: every request generates one token there
     pre = simulate_cluster(prefill_dep, prefill_method, replace(trace, output_tokens=np.ones(n, dtype=np.int64)),
                            cfg, num_prefill, router)
     prec = pre.records
     pre_of = np.asarray(getattr(pre, "replica_of", np.zeros(n, dtype=np.int64)), dtype=np.int64).copy()
     done_p = prec.status == RequestStatus.FINISHED
-    ready = np.where(done_p, prec.first_token_s, np.nan)
+    ready = np.where(done_p & (never == 0), prec.first_token_s, np.nan)  # (KV sent)
     pre_of[~done_p] = -1
     # 2. transfers
     peff = np.asarray(prec.effective_prompt_tokens, dtype=np.int64)
@@ -226,14 +234,14 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     dst, start, arrive = schedule_transfers(ready, np.maximum(pre_of, 0), busy, link.latency_s, num_prefill, num_decode,
                                             slots_p, slots_d)
     # 3. decode instances, each on its own requests in arrival order
-    dcfg = cfg.model_copy(update={"prompt_kv_resident": True, "progress": None, "kv_offload": None})
-    ddep = host_shared(decode_dep, num_decode)
-    dmeth = type(decode_method)(ddep, decode_method.params) if ddep is not decode_dep else decode_method
     first = np.full(n, np.nan)
     finish = np.full(n, np.nan)
     tmax = np.full(n, np.nan)
     status = prec.status.copy()
     reasons = dict(prec.reject_reason)
+    refused = np.flatnonzero(done_p & (never != 0))  # prefilled, refused by the decode side
+    status[refused] = RequestStatus.REJECTED
+    reasons.update({int(i): REJECT_REASONS[int(never[i])] for i in refused})
     preempt = np.asarray(prec.preemptions, dtype=np.int64).copy()
     dec_results, vals, wts = [], [], []
     for d in range(num_decode):

@@ -17,7 +17,10 @@ The run is three stages, each built on the existing replica simulator (no new en
    every decode GPU receives its own shard (vLLM's NixlConnector: each decode TP rank reads its
    heads from a prefill rank; with MLA, each reads the whole replicated latent), so KV the
    prefill side replicates (MLA latents, KV heads fewer than ``tp_p``) is not sent once per
-   replica. Compression shortens transfers.
+   replica. Compression shortens transfers. A request no decode instance can ever hold (their own
+   admission rule, :func:`kvsim.sim.inputs.prepare`) is prefilled but not sent: the decode side
+   refuses it, and with a pull connector it is the side that would read the KV; it counts as
+   rejected with the decode side's reason.
    One NIC per GPU (DGX/HGX nodes carry one compute-fabric port per GPU): a transfer uses
    ``lanes = min(tp_p, tp_d)`` links in parallel and occupies them ``bytes / (lanes * bw)``
    (:func:`kvsim.costmodel.roofline.link_transfer_seconds`); it arrives ``latency_s`` later.

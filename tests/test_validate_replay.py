@@ -362,6 +362,7 @@ def test_a_run_that_did_not_stream_compares_e2e_only(tmp_path):
     p.write_text(json.dumps(b))
     log = R.read_run_log(p)
     assert not log.streamed and any("did not stream" in n for n in log.notes)
+    assert not any("streamed a different number" in n for n in log.notes)  # (not also the opposite: user audit)
     out = R.replay(log, merge_settings(SETTINGS)[0])
     for m in ("ttft_s", "tpot_s", "itl_s"):
         assert out["metrics"][m]["n"] == 0 and out["metrics"][m]["error"]["mean"] is None

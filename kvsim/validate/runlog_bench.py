@@ -80,7 +80,7 @@ def read_bench_log(data: dict, source: str, seed: int = 0) -> RunLog:
         notes.append("the run did not stream tokens (every ttft is 0 and itls are empty): TTFT, TPOT and ITL were not "
                      "measured, only E2E is compared")
     n_itl = sum(x is not None for x in rows.itl)
-    if n_itl_given > n_itl:
+    if n_itl_given > n_itl and streamed:  # (a run that did not stream has empty itls: said above)
         notes.append(f"ITL: {n_itl_given - n_itl} of {n_itl_given} requests streamed a different number of chunks than "
                      "output tokens - 1 (several tokens per chunk); ITL is compared on the other requests")
     notes.append("times are client-side (HTTP, tokenisation and detokenisation included; kvsim does not model them)")

@@ -185,10 +185,13 @@ def test_option_cache_bytes_and_errors(tmp_path):
     # one expert in every layer: 32 x 176,160,768 x 2 B = 11,274,289,152 B -> 25e9 B holds 2 per layer
     assert parse_expert_offload("cache-bytes=25e9,hit-rate=0.5", mix).cache_experts_per_layer == 2
     assert parse_expert_offload("cache-bytes=25e9,hit-rate=0.5", mix, tp=2).cache_experts_per_layer == 4
+    assert parse_expert_offload("cache=1,hit-rate=0.5", mix).cache_experts_per_layer == 1  # (the bound itself)
     bad = {"cache=3": "cache of 4 experts", "cache=9,hit-rate=1": "exceeds the 8", "hit-rate=1.5": "fraction",
            "hit-rate=0.5,sch=16": "one of", "cache=0,hit-rate=0.2": "cache=0", "colour=red": "unknown key",
            "miss=gpu": "fetch or cpu", "overlap=maybe": "yes or no", "sch=8": "segment lengths", "cache": "KEY=VALUE",
-           "cache=-1,hit-rate=0": ">= 0", "cache-bytes=inf,hit-rate=0": "finite"}
+           "cache=-1,hit-rate=0": ">= 0", "cache-bytes=inf,hit-rate=0": "finite",
+           # one expert per layer holds at most one of a token's top-2: at most 0.5 hit (user audit)
+           "cache=1,hit-rate=0.6": "at most 0.5 of accesses hit"}
     for text, msg in bad.items():
         with pytest.raises(ConfigError, match=msg):
             parse_expert_offload(text, mix)

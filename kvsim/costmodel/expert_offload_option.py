@@ -80,6 +80,11 @@ def _hit_rate(opts: dict[str, str], model: ModelSpec, cache: int) -> tuple[float
         h = _number("hit-rate", opts["hit-rate"])
         if h > 1:
             raise ConfigError(f"--expert-offload hit-rate={opts['hit-rate']}: must be a fraction in [0, 1]")
+        k = model.moe.experts_per_token
+        if cache < k and h > cache / k:  # (a token's k distinct experts: at most `cache` of them are resident)
+            raise ConfigError(f"--expert-offload hit-rate={opts['hit-rate']}: a cache of {cache} expert(s) per layer "
+                              f"holds at most {cache} of the {k} experts a token uses, so at most {cache / k:g} of "
+                              f"accesses hit")
         return h, "given"
     if "routing" in opts:
         # lazy: numpy work only when a trace is given

@@ -69,7 +69,7 @@ def parse_offload(text: str) -> KVOffload:
         if key in ("host", "nvme") and fields[names[key]] == 0:
             raise ConfigError(f"--kv-offload: {key}={value.strip()}: a tier needs a size above 0 (leave --kv-offload out "
                               "for no tiers)")
-    if "host_bytes" not in fields:  # (drive= or load= alone described tiers that do not exist: silently none)
+    if "host_bytes" not in fields and "nvme_bytes" not in fields:  # (drive= or load= alone: silently no tiers)
         raise ConfigError(f"--kv-offload {text.strip()!r}: no host tier; give host=SIZE (e.g. host=64GiB), the tier "
                           "every offloaded block goes through")
     try:

@@ -217,6 +217,11 @@ def test_saved_plan_reloads_and_rebuilds_report(tmp_path):
     assert (tmp_path / "res" / PLOTLY_JS).is_file()
     with pytest.raises(ConfigError, match="no plan.json"):
         load_plan(tmp_path)
+    # a configuration file gone: the report would leave that row out (it was ranked first in the audit), silently
+    sorted((tmp_path / "res" / "configs").glob("*.json"))[0].unlink()
+    with pytest.raises(ConfigError, match=f"plan.json ranks {len(plan.configs)} configurations but configs/ holds "
+                                          f"{len(plan.configs) - 1} files"):
+        load_plan(tmp_path / "res")
 
 
 def _kvsim(*args, cwd):

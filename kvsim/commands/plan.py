@@ -196,9 +196,12 @@ def plan_cmd(
                   f"{c.arrival_span_s:.3g} s, {c.span_over_e2el:.1f}x their mean E2E latency: its max rate is likely high; "
                   f"--num-requests {need:,} lasts {STEADY_SPAN_OVER_E2EL:g}x (docs/plan.md)", file=sys.stderr)
         if c.capped and c.error is None:
+            # (target mode prices the target rate on the GPUs found, which stands; max-rate mode has no rate to price)
+            cost = ("its cost is that of the target rate on the GPUs found" if plan.target_rate_per_s is not None
+                    else "no cost is stated")
             print(f"note: {c.label}: still meets the SLO at the search's top rate ({c.max_rate_per_s:.4g} req/s): the "
                   f"trace's {c.best.num_requests if c.best else 0:,} requests arrive as one burst that it drains, so no "
-                  "sustained rate was measured (a longer trace gives a far lower one) and no cost is stated; it is ranked "
+                  f"sustained rate was measured (a longer trace gives a far lower one) and {cost}; it is ranked "
                   "after the rows whose rate stands; raise --num-requests", file=sys.stderr)
     if plan.configs and all(c.error is not None for c in plan.configs):  # nothing could even be built
         first = plan.configs[0]

@@ -257,4 +257,7 @@ def load_plan(out_dir: str | Path) -> PlanResult:
         raise ConfigError(f"{where}: unreadable plan result ({str(err).splitlines()[0]})") from None
     if not configs:
         raise ConfigError(f"{d}/configs: no configuration results")
+    if plan.ranking and len(plan.ranking) != len(configs):  # (a report without the missing one: silently wrong)
+        raise ConfigError(f"{d}: plan.json ranks {len(plan.ranking)} configurations but configs/ holds {len(configs)} "
+                          "files; a configuration file is missing or was added (run the plan again)")
     return plan.model_copy(update={"configs": configs, "ranking": rank(configs, plan.target_rate_per_s is not None)})

@@ -317,12 +317,12 @@ def test_plan_cli_exits_1_when_no_configuration_meets_the_target(capsys, monkeyp
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["kvsim", "plan", "--executor", "serial", "--no-progress", "--no-cache",
-                                          "-n", "12", "--tp-choices", "1", *args])
+                                          "-n", "12", *args])
         with pytest.raises(SystemExit) as e:
             main()
         return e.value.code, capsys.readouterr().err
 
-    code, err = run("--target-rate", "1e6", "--slo-ttft", "0.5s")
+    code, err = run("--target-rate", "1e6", "--slo-ttft", "0.5s", "--tp-choices", "1")
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: no configuration sustains the target")
     code, err = run()
     assert code in (0, None) and "no sustained rate was measured" in err and "raise --num-requests" in err
@@ -413,3 +413,21 @@ def test_a_capped_row_has_no_cost_ranks_last_and_json_says_why(tmp_path):
     save_plan(plan, tmp_path / "p")
     back = load_plan(tmp_path / "p")
     assert [back.configs[i].method_name for i in back.ranking] == ["full", "kivi"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--target-rate", "5", "--tp", "2"], "--tp and --replicas fix one layout"),
+    (["--target-rate", "5", "--replicas", "3"], "--tp and --replicas fix one layout"),
+    (["--tp-choices", "2,4"], "--tp-choices and --max-replicas bound the --target-rate search"),
+    (["--max-replicas", "3"], "--tp-choices and --max-replicas bound the --target-rate search"),
+])
+def test_plan_options_of_the_other_mode_are_errors(args, needle):
+    """Each was ignored, silently, in the mode it does not belong to (user audit)."""
+    r = CliRunner().invoke(_cli(), ["plan", "--no-cache", "--no-progress", "--num-requests", "20", *args])
+    assert isinstance(r.exception, ConfigError) and needle in str(r.exception)
+
+
+def test_tp_choices_given_twice_are_tried_once():
+    from kvsim.commands.plan import _ints
+
+    assert _ints("1,1,2", "--tp-choices") == [1, 2]  # ('1,1' printed two identical rows and notes)

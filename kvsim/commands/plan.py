@@ -30,7 +30,7 @@ def _ints(text: str, flag: str) -> list[int]:
         raise ConfigError(f"{flag} expects a comma list of whole numbers, got '{text}'") from None
     if not out or min(out) < 1:
         raise ConfigError(f"{flag} expects whole numbers >= 1, got '{text}'")
-    return out
+    return list(dict.fromkeys(out))  # (a value given twice is tried once: 1,1 gave two equal rows)
 
 
 def _positive(text: str | None, flag: str) -> float | None:
@@ -68,10 +68,10 @@ def plan_cmd(
     max_prompt_tokens: MaxPromptOpt = None,
     max_output_tokens: MaxOutputOpt = None,
     target_rate: Annotated[Optional[str], typer.Option("--target-rate", help="req/s to sustain: find the fewest GPUs")] = None,
-    tp: Annotated[int, typer.Option("--tp", min=1, help="TP per replica (max-rate mode)")] = 1,
-    replicas: Annotated[int, typer.Option("--replicas", min=1, help="replicas behind the router (max-rate mode)")] = 1,
-    tp_choices: Annotated[str, typer.Option("--tp-choices", help="TP degrees tried with --target-rate")] = "1,2,4,8",
-    max_replicas: Annotated[int, typer.Option("--max-replicas", min=1, help="replica cap with --target-rate")] = 64,
+    tp: Annotated[Optional[int], typer.Option("--tp", min=1, help="TP per replica (max-rate mode, --disagg-instances) [default: 1]")] = None,
+    replicas: Annotated[Optional[int], typer.Option("--replicas", min=1, help="replicas behind the router (max-rate mode) [default: 1]")] = None,
+    tp_choices: Annotated[Optional[str], typer.Option("--tp-choices", help="TP degrees tried with --target-rate [default: 1,2,4,8]")] = None,
+    max_replicas: Annotated[Optional[int], typer.Option("--max-replicas", min=1, help="replica cap with --target-rate [default: 64]")] = None,
     router: Annotated[str, typer.Option("--router", help="round-robin, least-outstanding, prefix-aware")] = "least-outstanding",
     disagg_instances: Annotated[Optional[int], typer.Option("--disagg-instances", min=2, max=64, help="aggregated vs disaggregated: search every P:D with P + D = N instances (and N aggregated replicas) of --tp GPUs")] = None,
     kv_link: Annotated[Optional[str], typer.Option("--kv-link", help="--disagg-instances: link carrying the KV, one per GPU (ib-ndr, eth-100g, ... or a link YAML) [default: ib-ndr]")] = None,
@@ -107,6 +107,15 @@ def plan_cmd(
     from kvsim.plan.sweep import default_cache_dir
     from kvsim.sim.kv_tiers import UNUSED_NOTE
 
+    # each mode's own options: one given to the other mode was ignored, silently (user audit)
+    if target_rate is not None and (tp is not None or replicas is not None):
+        raise ConfigError("--tp and --replicas fix one layout (max-rate mode); --target-rate searches layouts: give "
+                          "--tp-choices and --max-replicas instead")
+    if target_rate is None and (tp_choices is not None or max_replicas is not None):
+        raise ConfigError("--tp-choices and --max-replicas bound the --target-rate search; without --target-rate give "
+                          "--tp and --replicas")
+    tp, replicas = tp or 1, replicas or 1
+    tp_choices, max_replicas = tp_choices or "1,2,4,8", max_replicas or 64
     slo = resolve_slo("plan", slo_ttft, slo_tpot, slo_itl, percentile, slo_tbt, tbt_metric)
     if slo is None or (slo.tpot_s is None and slo.itl_s is None):  # the default token bound: p99 ITL <= 100 ms
         slo = resolve_slo("plan", slo_ttft, None, DEFAULT_SLO_ITL, percentile)
@@ -140,7 +149,7 @@ def plan_cmd(
                      **({} if offload is None else {"kv_offload": offload})},
     )
     if disagg_instances is not None:
-        if target_rate is not None or out is not None or replicas != 1:
+        if target_rate is not None or out is not None or replicas != 1:  # (--replicas 1 said: the same layout)
             raise ConfigError("--disagg-instances searches a fixed number of instances: drop --target-rate, --replicas and --out")
         _plan_disagg(req, disagg_instances, kv_link or DEFAULT_KV_LINK, as_json)
         return

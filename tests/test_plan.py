@@ -301,6 +301,10 @@ def test_unmet_target_has_no_gpus_or_cost_in_its_row():
     (row,) = recommendation_rows(plan)
     assert row["gpus"].startswith("not met (> ") and row["usd_mtok"] == "-" and row["tok_s"] == "-"
     assert "target not met" in row["note"]
+    # the row shows the check at the most replicas tried and what it missed (its latencies passed the SLO: they were
+    # the single replica's at its own max rate; user audit). StepEvaluator's miss: p99 TTFT 10 s > 2 s
+    assert c.target.point is not None and c.target.point.replicas == max(c.target.tried)
+    assert f"with <= {max(c.target.tried)} replicas: p99 TTFT 10 s > 2 s there" in row["note"] and row["ttft"] == "10.000"
     met = run_plan(_request(methods=["full"], target_rate_per_s=20.0, tp_choices=[1]), executor="serial", progress=False,
                    evaluator=StepEvaluator())
     (row,) = recommendation_rows(met)

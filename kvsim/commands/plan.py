@@ -206,7 +206,7 @@ def plan_cmd(
                   f"--num-requests {need:,} lasts {STEADY_SPAN_OVER_E2EL:g}x (docs/plan.md)", file=sys.stderr)
         if c.capped and c.error is None:
             # (target mode prices the target rate on the GPUs found, which stands; max-rate mode has no rate to price)
-            cost = ("its cost is that of the target rate on the GPUs found" if plan.target_rate_per_s is not None
+            cost = ("its cost is that of the target rate on the GPUs found" if c.cost_usd_per_mtok is not None
                     else "no cost is stated")
             print(f"note: {c.label}: still meets the SLO at the search's top rate ({c.max_rate_per_s:.4g} req/s): the "
                   f"trace's {c.best.num_requests if c.best else 0:,} requests arrive as one burst that it drains, so no "

@@ -91,7 +91,9 @@ def _note(c: ConfigResult, b: PointResult | None) -> str:
     elif c.transient:
         notes.append(f"short trace ({c.span_over_e2el:.1f}x E2E): rate likely high")
     if c.target is not None and c.target.replicas is None:
-        notes.append(f"target not met with <= {max(c.target.tried, default=0)} replicas")
+        at = max(c.target.tried, default=0)
+        miss = f": {c.target.point.misses(c.slo)} there" if c.target.point is not None else ""
+        notes.append(f"target not met with <= {at} replicas{miss}")
     elif c.target is not None and c.target.transient:
         notes.append(f"target check {c.target.span_over_e2el:.1g}x E2E: a burst, GPUs a lower bound")
     if b is not None and b.requests_rejected:

@@ -20,7 +20,6 @@ from kvsim.plan.evaluate import at_rate, build, config_identity, load_plan_trace
 from kvsim.plan.ratesearch import search_max_rate
 from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL, SLO, ConfigResult, ConfigSpec, PointResult, SearchOptions, TargetResult, TraceSpec, cost_usd_per_mtok
 from kvsim.plan.sweep import ResultCache, cached
-from kvsim.slo import fmt_duration
 from kvsim.traces.base import Trace
 
 #: (config, trace at the rate, rate req/s, simulator options) -> digest
@@ -124,7 +123,8 @@ def config_result(task: ConfigTask) -> ConfigResult:
     if task.target_rate_per_s is not None and found.max_rate_per_s > 0:
         e2el = best.e2el_s.mean if best is not None else None
         target = _replicas_for_target(task, evals, found.max_rate_per_s, found.upper_rate_per_s, e2el)
-        if target.transient and target.point is not None and (target.point.e2el_s.mean or 0) > (e2el or 0):
+        if (target.replicas is not None and target.transient and target.point is not None
+                and (target.point.e2el_s.mean or 0) > (e2el or 0)):
             # latencies at the target were longer than at the single replica's max rate: check again on a trace
             # sized by them (once; a check that is still too short is reported as a lower bound)
             target = _replicas_for_target(task, evals, found.max_rate_per_s, found.upper_rate_per_s,
@@ -162,14 +162,7 @@ def why_infeasible(found, slo: SLO) -> str | None:
     if p.requests_rejected:
         kinds = ", ".join(f"{n} {REJECTED.get(k, k)}" for k, n in sorted(p.rejected_reasons.items())) or "rejected"
         return f"{at}: {p.requests_rejected}/{p.num_requests} requests rejected ({kinds})"
-    pct = slo.percentile
-    missed = []
-    for metric, v, bound, ok in slo.checks(p.values_at(pct)):
-        if ok:
-            continue
-        missed.append("no request completed" if v is None else
-                      f"{pct} {metric.upper()} {fmt_duration(v)} > {fmt_duration(bound)}")
-    return f"{at}: {' and '.join(missed) or 'SLO missed'}"
+    return f"{at}: {p.misses(slo)}"
 
 
 def _verdict(point: PointResult, slo) -> tuple[bool, PointResult]:
@@ -227,8 +220,8 @@ def _replicas_for_target(task: ConfigTask, evals: _Evaluations, lo_rate: float, 
                 hit = n
                 break
             miss = n
-        if hit is None:
-            return TargetResult(rate_per_s=target, replicas=None, gpus=None, tried=sorted(tried))
+        if hit is None:  # (point: the check at the most replicas tried, which says what missed)
+            return TargetResult(rate_per_s=target, replicas=None, gpus=None, point=tried[max(tried)], tried=sorted(tried))
     while hit - miss > 1:
         mid = (hit + miss) // 2
         if ok(mid):

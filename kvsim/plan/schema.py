@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from kvsim.hardware.spec import Price  # the GPU spec's price, carried as is into results
-from kvsim.slo import LEVELS, PERCENTILES, SLO, Percentile, parse_slo  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
+from kvsim.slo import LEVELS, PERCENTILES, SLO, Percentile, fmt_duration, parse_slo  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
 
 ROUTERS: tuple[str, ...] = ("round-robin", "least-outstanding", "prefix-aware")
 #: quantile levels stored for the CDF plots (0, 1, ..., 100 %)
@@ -108,6 +108,16 @@ class PointResult(_Frozen):
         if self.num_requests <= 0 or self.requests_rejected > (1.0 - q) * self.num_requests:
             return False
         return all(ok for *_, ok in slo.checks(self.values_at(slo.percentile)))
+
+    def misses(self, slo: SLO) -> str:
+        """What this point missed of the SLO, e.g. ``"p99 TTFT 37.0 s > 2 s"`` (and ...)."""
+        pct = slo.percentile
+        missed = [("no request completed" if v is None else
+                   f"{pct} {metric.upper()} {fmt_duration(v)} > {fmt_duration(bound)}")
+                  for metric, v, bound, ok in slo.checks(self.values_at(pct)) if not ok]
+        if self.requests_rejected:
+            missed.append(f"{self.requests_rejected}/{self.num_requests} requests rejected")
+        return " and ".join(missed) or "SLO missed"
 
     def values_at(self, percentile: str) -> dict[str, float | None]:
         """TTFT, TPOT and ITL at ``percentile``, seconds (the ``values`` of :meth:`SLO.checks`)."""

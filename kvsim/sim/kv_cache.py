@@ -122,7 +122,7 @@ def _blocks(nbytes, shape, block_bytes: float) -> np.ndarray:
     x -= _EPS
     np.ceil(x, out=x)
     np.maximum(x, 0, out=x)
-    return x.astype(np.int64)
+    return x.astype(np.int64)[()]  # ([()]: one request gives a numpy integer, as before, not a 0-d array)
 
 
 def kv_layout(dep: Deployment, method: KVMethod, max_tokens: int, *, block_size_tokens: int = 16,

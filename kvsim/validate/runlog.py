@@ -124,6 +124,8 @@ def itl_from_intervals(itl: list[float] | None, first: float, last: float, outpu
     """``output - 1`` non-negative intervals that add up to ``last - first`` (else None)."""
     if itl is None or len(itl) != output - 1:
         return None
+    if output == 1:  # one token: no interval (its last token time may trail the first: detokenizing, HTTP)
+        return np.zeros(0)
     x = np.asarray(itl, dtype=np.float64)
     if np.any(x < 0) or abs(float(x.sum()) - (last - first)) > TIME_SLACK_S * max(1, output):
         return None

@@ -159,3 +159,18 @@ def test_gpu_file_alone_is_one_gpu_and_says_how_to_get_more(tmp_path) -> None:
         Deployment(system=load_system(str(path)), model=load_model("llama-3.1-8b"), tp=2)
     (line,) = str(exc.value).splitlines()
     assert "--tp 2 must be between 1 and the 1 GPUs of My-L4" in line and "kvsim hardware new system" in line
+
+
+def test_list_hardware_error_bounds_hold():
+    """'held-out median |err| <= N%' is a bound: N is rounded up (A100's worst op is 6.38 %: '<= 7%', it said
+    '<= 6%'; user audit)."""
+    from kvsim.commands.listing import _calibration, _up
+    from kvsim.hardware import load_system, profile_of
+
+    assert _up(0.0638) == 7 and _up(0.05) == 5 and _up(0.051) == 6
+    for name in ("a100-80g", "h100", "h200", "l40s"):
+        profile = profile_of(name)
+        worst = max(e.median_abs for e in profile.measured_error.values())
+        text = _calibration(load_system(name), profile)
+        bound = int(text.split("<= ")[1].split("%")[0])
+        assert worst * 100 <= bound < worst * 100 + 1, (name, worst, text)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -82,12 +84,17 @@ def _calibration(system, profile, shipped: bool = True) -> str:
         if mine:
             med = [e["median_abs"] for e in mine.values()]
             return (f"datasheet only; vs measured kernels (never fitted on): median |err| {min(med) * 100:.0f}-"
-                    f"{max(med) * 100:.0f}% per op, p90 <= {max(e['p90_abs'] for e in mine.values()) * 100:.0f}% "
+                    f"{max(med) * 100:.0f}% per op, p90 <= {_up(max(e['p90_abs'] for e in mine.values()))}% "
                     f"({checks.get('date', '')})" + own)
         return "datasheet only" + own
     errs = profile.measured_error
     worst = max((e.median_abs for e in errs.values()), default=0.0)
-    return f"measured kernels, held-out median |err| <= {worst * 100:.0f}% per op ({profile.date})" + own
+    return f"measured kernels, held-out median |err| <= {_up(worst)}% per op ({profile.date})" + own
+
+
+def _up(fraction: float) -> int:
+    """A bound in whole percent that holds: rounded up (6.38 % is "<= 7 %", not "<= 6 %")."""
+    return math.ceil(round(fraction * 100, 9))
 
 
 def _models(extra: list[str]) -> list[dict]:

@@ -208,6 +208,9 @@ def test_cli_kernels_text_marks_checks_and_says_what_it_leaves_out():
 
 
 def test_cli_kernels_bad_input_is_one_line():
+    # only fitted GPUs under the datasheet protocol: they were reported as "datasheet only" (in-sample; user audit)
+    r = kvsim("validate", "kernels", "--protocol", "datasheet", "--hw", "h100")
+    assert r.returncode == 1 and "datasheet reports the GPUs no fit has seen" in r.stderr and not r.stdout.strip()
     r = kvsim("validate", "kernels", "--hw", "v100")
     assert r.returncode != 0 and "no measured kernel table" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -118,8 +118,11 @@ def kernels_cmd(
             raise ConfigError(f"leave-one-GPU-out predicts one of {', '.join(SYSTEM_OF_TABLE[t] for t in FITTED_TABLES)}")
         rows = kr.leave_one_gpu_out(fitted)
     else:
-        unseen = [t for t in tables if t not in FITTED_TABLES] or tables
+        unseen = [t for t in tables if t not in FITTED_TABLES]
         _note_skipped(tables, unseen, "reports the GPUs no fit has seen")
+        if not unseen:  # (a fitted GPU was reported under the datasheet-only label: in-sample; user audit)
+            raise ConfigError("datasheet reports the GPUs no fit has seen; the ones asked for were fitted on: use "
+                              "--protocol held-out or leave-one-gpu-out for them")
         rows = kr.datasheet_only(unseen)
         if write_checks is not None:
             # lazy: only when writing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +224,21 @@ def test_e2e_exit_codes(tmp_path, monkeypatch, capsys, reasons, errors, code):
         assert err.count("error:") == 1 and "busy with other work" in err and not out.exists()
     else:
         assert out.exists() and ("ITL p50 +30.0%" in err) == (code == 2)
+
+
+def test_e2e_out_never_replaces_kernel_timings(tmp_path):
+    """`validate e2e --out cpu-tiny-llama.json` (the kernel results a calibration is fitted from) passed the
+    output check: any JSON with "kernels" counted as kvsim's (user audit). It is refused before measuring."""
+    import shutil
+
+    from kvsim.commands.validate_common import check_outputs
+    from kvsim.fileio import OutputError
+
+    kernels = tmp_path / "k.json"
+    shutil.copy(Path(__file__).parents[1] / "kvsim" / "validate" / "results" / "cpu-tiny-llama.json", kernels)
+    with pytest.raises(OutputError, match="holds another kind of result \\(not e2e\\)"):
+        check_outputs(kernels, [], None, json_kind="e2e")
+    e2e = tmp_path / "e.json"
+    e2e.write_text('{"kind": "kvsim-validate-e2e"}')
+    check_outputs(e2e, [], None, json_kind="e2e")  # its own earlier report: replaced
+    check_outputs(kernels, [], None)  # (kernel timings replacing kernel timings: as before)

@@ -105,10 +105,10 @@ HW_MARK = "# Local device spec written by `kvsim validate`"
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite --out and its companion files (X.hw.yaml, X.results.json) even if kvsim did not write them")]
 
 
-def kvsim_wrote(path: Path) -> bool:
+def kvsim_wrote(path: Path, json_kind: str | None = None) -> bool:
     """Whether the existing ``path`` looks like a file ``kvsim validate`` writes: the local hw
     YAML (its header), a calibration YAML (``kind: calibration``), a results JSON (kernel
-    timings, or an e2e report)."""
+    timings, or an e2e report; ``json_kind`` "e2e" or "kernels": only that one)."""
     try:
         with open(path, encoding="utf-8") as f:
             head = f.read(4096)
@@ -117,15 +117,20 @@ def kvsim_wrote(path: Path) -> bool:
         if path.suffix in (".yaml", ".yml"):
             return head.startswith("kind: calibration\n")
         data = json.loads(path.read_text(encoding="utf-8"))
-        return isinstance(data, dict) and ("kernels" in data or data.get("kind") == "kvsim-validate-e2e")
+        if not isinstance(data, dict):
+            return False
+        kernels, e2e = "kernels" in data, data.get("kind") == "kvsim-validate-e2e"
+        return {"kernels": kernels, "e2e": e2e}.get(json_kind, kernels or e2e)
     except (OSError, ValueError):
         return False
 
 
-def check_outputs(main: str | Path | None, companions: list[Path], force: bool | None) -> None:
+def check_outputs(main: str | Path | None, companions: list[Path], force: bool | None,
+                  json_kind: str | None = None) -> None:
     """Before measuring (minutes): every output can be written, and no companion file kvsim
     derived from --out (a name the user never gave) would replace a file kvsim did not write, nor
-    would --out itself unless ``force`` (None: the command has no --force)."""
+    would --out itself unless ``force`` (None: the command has no --force); ``json_kind``: --out
+    may replace only a results JSON of that kind (an e2e report never replaces kernel timings)."""
     # lazy: CLI start-up
     from kvsim.fileio import OutputError, check_output_file, check_writable_dir
 
@@ -133,8 +138,10 @@ def check_outputs(main: str | Path | None, companions: list[Path], force: bool |
         check_writable_dir(".", "--out (default: the current directory)")
     else:
         p = check_output_file(main, "--out")
-        if p.exists() and not force and not kvsim_wrote(p):
-            raise OutputError(f"--out {p}: exists and was not written by kvsim validate; move it away or choose another "
+        if p.exists() and not force and not kvsim_wrote(p, json_kind):
+            what = (f"holds another kind of result (not {json_kind})" if json_kind and kvsim_wrote(p)
+                    else "was not written by kvsim validate")
+            raise OutputError(f"--out {p}: exists and {what}; move it away or choose another "
                               f"--out{'' if force is None else ', or pass --force'}")
     for c in companions:
         check_output_file(c, "--out")

@@ -44,7 +44,7 @@ def e2e_cmd(
         raise ConfigError("kvsim validate e2e runs the serving loop on the CPU only (use --device cpu)")
     check_device(device, "e2e")
     path = Path(out or "kvsim-validate-e2e.json")
-    check_outputs(path, [], None)
+    check_outputs(path, [], None, json_kind="e2e")
     # lazy: CLI start-up
     import torch
 

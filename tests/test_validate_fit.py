@@ -335,3 +335,19 @@ def test_local_specs_without_torch():
     # AVX-512 with two FMA units: 2 x 16 lanes x 2 FLOP; AMX bf16 1024 FLOP/cycle (SPECS.md N10)
     assert flops_per_cycle(["avx512f", "amx_bf16"]) == {"fp32": 64.0, "bf16": 1024.0}
     assert flops_per_cycle(["avx2", "fma"])["fp32"] == 32.0
+
+
+def test_the_shipped_cpu_calibration_states_every_efficiency_field():
+    """The committed calibration predated the blend / tile_s / wave_tiles_per_sm fields, so the GPU-fitted
+    defaults filled them in and `validate compare` with it printed 7.1 % / 30.6 % instead of the fit's 7.3 % /
+    33.7 % (user audit). A calibration written by `validate calibrate` states every field of each op class."""
+    from pathlib import Path
+
+    import yaml
+
+    from kvsim.hardware.spec import OpEfficiency
+
+    path = Path(__file__).parents[1] / "kvsim" / "validate" / "results" / "cpu-tiny-llama.calibration.yaml"
+    effs = yaml.safe_load(path.read_text())["efficiencies"]
+    for op, fields in effs.items():
+        assert set(fields) == set(OpEfficiency.model_fields), op

@@ -126,3 +126,23 @@ def test_cli_exit_codes_and_json(tmp_path):
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
     info = kvsim("validate", "memory", str(_info_only(tmp_path)), "--hw", "h100")
     assert info.returncode == 1 and "--max-num-seqs" in info.stderr and "Traceback" not in info.stderr
+
+
+def test_flags_that_replace_the_logs_values_and_in_sample_logs_are_said():
+    """--max-num-seqs 4 replaced the log's 1024 and --model llama-3.1-8b a Qwen3-8B log without a word, and the
+    logs kvsim's constants were read from were not marked in-sample (user audit)."""
+    from pathlib import Path
+
+    from kvsim.validate.memory_check import check_memory
+    from kvsim.validate.vllm_log import parse_vllm_log
+
+    logs = Path(__file__).parents[1] / "kvsim" / "validate" / "data" / "vllm_memory_logs"
+    llama = parse_vllm_log(logs / "meta-llama-llama-3-1-8b---h100-80gb--tp1pp1dp1--8192.log")
+    notes = check_memory(llama, "h100", max_num_seqs=4)["notes"]
+    assert "--max-num-seqs 4 replaces the log's 1024" in notes
+    assert any(n.startswith("IN-SAMPLE: the 0.25 GiB non-torch constant at TP 1") for n in notes)
+    qwen = parse_vllm_log(logs / "qwen-qwen3-8b--h100-80gb--tp1pp1dp1--8192.log")
+    notes = check_memory(qwen, "h100", model="llama-3.1-8b")["notes"]
+    assert "--model llama-3.1-8b (llama-3.1-8b) replaces the log's Qwen/Qwen3-8B" in notes
+    notes = check_memory(qwen, "h100", model="qwen3-8b")["notes"]  # the log's own model: nothing replaced
+    assert not any("replaces" in n or n.startswith("IN-SAMPLE") for n in notes)

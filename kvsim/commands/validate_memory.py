@@ -34,8 +34,8 @@ def memory_cmd(
     hw: Annotated[str, typer.Option("--hw", help="system name/alias or YAML the logs ran on")] = ...,
     model: Annotated[Optional[str], typer.Option("--model", help="model name/alias, YAML or HF config.json (default: the log's model, by catalog alias)")] = None,
     weight_dtype: Annotated[Optional[str], typer.Option("--weight-dtype", help="weight dtype when the log's quantization method does not say it (W8A8: int8, W4A16: int4)")] = None,
-    max_num_seqs: Annotated[Optional[int], typer.Option("--max-num-seqs", min=1, max=1_000_000, help="vLLM max_num_seqs when the log does not state it")] = None,
-    max_num_batched_tokens: Annotated[Optional[int], typer.Option("--max-num-batched-tokens", min=1, max=2**31 - 1, help="vLLM max_num_batched_tokens when the log does not state it")] = None,
+    max_num_seqs: Annotated[Optional[int], typer.Option("--max-num-seqs", min=1, max=1_000_000, help="vLLM max_num_seqs (replaces the log's, with a note; needed when the log does not state it)")] = None,
+    max_num_batched_tokens: Annotated[Optional[int], typer.Option("--max-num-batched-tokens", min=1, max=2**31 - 1, help="vLLM max_num_batched_tokens (replaces the log's, with a note; needed when the log does not state it)")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="largest |kvsim / vLLM - 1| of the KV cache size in tokens")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:

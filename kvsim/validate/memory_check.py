@@ -12,6 +12,9 @@ number a capacity plan uses): ``|kvsim / vLLM - 1| <= tolerance``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.costmodel.dtypes import canonical_dtype
@@ -52,6 +55,29 @@ def _weight_dtype(log: VllmMemoryLog, given: str | None) -> str:
         raise ConfigError(f"{log.path}: quantization={log.quantization}: its weight dtype is not in the log; "
                           f"give --weight-dtype (e.g. int8 for W8A8, int4 for W4A16 or 4-bit bitsandbytes)")
     return wd
+
+
+#: the shipped start-up logs (benchmarks/vllm_memory_logs.py), with which of them informed a constant
+SHIPPED_LOGS = Path(__file__).parent / "data" / "vllm_memory_logs"
+
+
+def _catalog_name(name: str) -> str | None:
+    """The catalog model a log's model name resolves to (None: not in the catalog)."""
+    try:
+        return load_model(name).name
+    except SpecError:
+        return None
+
+
+def in_sample_note(path) -> str | None:
+    """The runs.yaml note of a shipped log a kvsim constant was read from (None for any other file)."""
+    try:
+        p = Path(path).resolve()
+        runs = yaml.safe_load((SHIPPED_LOGS / "runs.yaml").read_text(encoding="utf-8"))["runs"]
+    except (OSError, TypeError, KeyError, yaml.YAMLError):
+        return None
+    return next((run.get("note") or "a kvsim constant was read from this log" for run in runs
+                 if run.get("in_sample") and (SHIPPED_LOGS / run["log"]).resolve() == p), None)
 
 
 def check_memory(log: VllmMemoryLog, hw: str, model: str | None = None, weight_dtype: str | None = None,
@@ -95,6 +121,16 @@ def check_memory(log: VllmMemoryLog, hw: str, model: str | None = None, weight_d
                    float(lay.num_gpu_blocks * BLOCK_SIZE_TOKENS)),
     ]
     notes = list(log.notes) + list(dep.notes)
+    # a flag that replaces what the log states (it was used without a word: user audit)
+    for flag, given, logged in (("--max-num-seqs", max_num_seqs, log.max_num_seqs),
+                                ("--max-num-batched-tokens", max_num_batched_tokens, log.max_num_batched_tokens)):
+        if given is not None and logged is not None and given != logged:
+            notes.append(f"{flag} {given} replaces the log's {logged}")
+    if model is not None and log.model and _catalog_name(log.model) != spec.name:
+        notes.append(f"--model {model} ({spec.name}) replaces the log's {log.model}")
+    shipped = in_sample_note(log.path)
+    if shipped:
+        notes.append(f"IN-SAMPLE: {shipped}")
     if log.dtype == "float32":
         notes.append("--dtype float32: weights and KV priced in fp32; kvsim's profiling activations stay 16-bit")
     if log.total_memory_gib is not None:

@@ -208,6 +208,14 @@ def test_cli_kernels_text_marks_checks_and_says_what_it_leaves_out():
 
 
 def test_cli_kernels_bad_input_is_one_line():
+    # L2-resident rows: a protocol that does not report them says "not reported" (JSON null), not "-" (read as
+    # "none"); a table without any says 0 rows (user audit)
+    r = kvsim("validate", "kernels", "--protocol", "held-out", "--hw", "l40s", "--json", "--max-median", "1", "--max-p90", "100")
+    assert all(row["l2_resident"] is None for row in json.loads(r.stdout)["rows"])
+    r = kvsim("validate", "kernels", "--protocol", "held-out", "--hw", "l40s", "--max-median", "1", "--max-p90", "100")
+    assert "not reported" in r.stdout
+    r = kvsim("validate", "kernels", "--protocol", "datasheet", "--hw", "b200", "--json", "--max-median", "1", "--max-p90", "100")
+    assert {"rows": 0} in [row["l2_resident"] for row in json.loads(r.stdout)["rows"]]
     # only fitted GPUs under the datasheet protocol: they were reported as "datasheet only" (in-sample; user audit)
     r = kvsim("validate", "kernels", "--protocol", "datasheet", "--hw", "h100")
     assert r.returncode == 1 and "datasheet reports the GPUs no fit has seen" in r.stderr and not r.stdout.strip()

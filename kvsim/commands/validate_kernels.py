@@ -47,7 +47,9 @@ def _table(rows: list[dict], max_median: float, max_p90: float) -> None:
             out.append((r["system"], op, "0", "-", "-", "-", "-", "-"))
             continue
         l2 = r.get("l2_resident")
-        l2s = f"{l2['rows']}: median {_pct(l2['median_abs'])}" if l2 else "-"
+        # (None: this protocol does not report them; "-" read as "none": user audit)
+        l2s = (f"{l2['rows']}: median {_pct(l2['median_abs'])}" if l2 and l2.get("rows") else
+               "not reported" if l2 is None else "-")
         ok = r["median_abs"] <= max_median and r["p90_abs"] <= max_p90
         out.append((r["system"], op, str(r["rows"]), _pct(r["median_abs"]), _pct(r["p90_abs"]),
                     f"{r['bias'] * 100:+.1f}%", l2s, "yes" if ok else "NO"))

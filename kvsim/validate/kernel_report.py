@@ -74,7 +74,8 @@ def _row(table_system: str, system: System, op: str, protocol: str, rows: np.nda
             "calibration": "measured" if system.calibration != "datasheet" else "datasheet",
             "fitted_op": op in OPS,
             **({"rows": 0} if stats is None else stats.as_dict()),
-            "l2_resident": None if l2 is None else l2.as_dict()}
+            # (None: the protocol does not report them; rows 0: none in the table)
+            "l2_resident": None if l2_rows is None else {"rows": 0} if l2 is None else l2.as_dict()}
 
 
 def current(table_systems: list[str]) -> list[dict]:

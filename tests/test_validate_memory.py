@@ -146,3 +146,11 @@ def test_flags_that_replace_the_logs_values_and_in_sample_logs_are_said():
     assert "--model llama-3.1-8b (llama-3.1-8b) replaces the log's Qwen/Qwen3-8B" in notes
     notes = check_memory(qwen, "h100", model="qwen3-8b")["notes"]  # the log's own model: nothing replaced
     assert not any("replaces" in n or n.startswith("IN-SAMPLE") for n in notes)
+
+
+def test_a_tolerance_above_one_is_refused():
+    """--tolerance 5 (meant as 5 %) was taken as 500 % and passed every log (user audit), as replay refuses."""
+    r = subprocess.run([sys.executable, "-m", "kvsim", "validate", "memory",
+                        str(DATA / "qwen-qwen3-8b--h100-80gb--tp1pp1dp1--8192.log"), "--hw", "h100", "--tolerance", "5"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--tolerance" in r.stderr and "Traceback" not in r.stderr

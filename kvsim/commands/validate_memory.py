@@ -36,7 +36,7 @@ def memory_cmd(
     weight_dtype: Annotated[Optional[str], typer.Option("--weight-dtype", help="weight dtype when the log's quantization method does not say it (W8A8: int8, W4A16: int4)")] = None,
     max_num_seqs: Annotated[Optional[int], typer.Option("--max-num-seqs", min=1, max=1_000_000, help="vLLM max_num_seqs (replaces the log's, with a note; needed when the log does not state it)")] = None,
     max_num_batched_tokens: Annotated[Optional[int], typer.Option("--max-num-batched-tokens", min=1, max=2**31 - 1, help="vLLM max_num_batched_tokens (replaces the log's, with a note; needed when the log does not state it)")] = None,
-    tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="largest |kvsim / vLLM - 1| of the KV cache size in tokens")] = 0.05,
+    tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, max=1.0, help="largest |kvsim / vLLM - 1| of the KV cache size in tokens, a fraction (0.05 = 5 %)")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """A vLLM start-up log's memory (weights, activation peak, non-torch, KV cache) vs kvsim's for the same settings."""

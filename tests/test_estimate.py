@@ -106,3 +106,13 @@ def test_a_methods_own_kv_dtype_is_the_one_reported():
     res = simulate(dep, m, load_trace("synthetic-burstgpt", num_requests=5, seed=0), SimConfig())
     assert res.summary["kv_dtype"] == "fp8" and res.summary["provenance"]["deployment"]["kv_dtype"] == "fp8"
     assert estimate(dep, make_method("full", dep), 1024).kv_dtype == "bf16"
+
+
+def test_kv_bytes_per_token_are_per_context_token_for_a_prompt_compressor():
+    """llmlingua (ratio 3) keeps ceil(4096 / 3) = 1,366 of 4,096 tokens: 1,366 x 524,288 B / 4,096 = 174,848 B per
+    context token. It printed 524,288 (per kept token, as full), hiding the saving every other method shows
+    (user audit)."""
+    d = Deployment(system=synthetic_system(), model=llama2_7b(), tp=1)
+    r = estimate(d, make_method("llmlingua", d), context=4096, batch=1)
+    assert r.kv_gpu_bytes == 1_366 * 524_288
+    assert r.kv_bytes_per_token_gpu == 174_848

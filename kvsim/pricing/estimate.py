@@ -169,8 +169,10 @@ class Estimator:
         return EstimateResult(
             hw=dep.system.name, model=dep.model.name, method=m.label(), context=int(context), batch=b,
             fits=fits,
-            kv_bytes_per_token_gpu=g_req / ctx if ctx else 0.0,
-            kv_bytes_per_token_host=h_req / ctx if ctx else 0.0,
+            # per token of the request's context (a prompt-compressing method keeps fewer: its
+            # saving shows here, as every other method's does; dividing by the kept tokens hid it)
+            kv_bytes_per_token_gpu=g_req / context,
+            kv_bytes_per_token_host=h_req / context,
             max_batch=max_batch, max_batch_gpu=mb_gpu, max_batch_host=mb_host, reason=reason,
             ttft_s=ttft, tpot_s=tbt, throughput_tok_s=thr,
             memory_gpu_bytes=budget.non_kv_gpu_bytes + kv_gpu,

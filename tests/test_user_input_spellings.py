@@ -73,3 +73,13 @@ def test_a_method_or_reuse_key_given_twice_is_an_error():
     with pytest.raises(KvsimError, match="tier given twice"):
         parse_reuse_spec("cacheblend:tier=host,tier=gpu")
     assert make_method("kivi:bits=2,group=64", dep).params.bits == 2
+
+
+def test_a_method_parameter_error_names_the_method_first():
+    """Every method's parameter errors read 'method X: field: ...'; duoattention's read 'duoattention
+    retrieval_ratio must ...' (user audit)."""
+    from kvsim.methods import make_method
+
+    dep = build_deployment("a100", "llama-3.1-8b")
+    with pytest.raises(KvsimError, match=r"^method duoattention: retrieval_ratio must be in \[0, 1\] or auto, got 1.2$"):
+        make_method("duoattention:retrieval_ratio=1.2", dep)

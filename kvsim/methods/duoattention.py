@@ -53,7 +53,7 @@ class DuoAttention(KVMethod):
         require_not_mla(self.dep, "duoattention", "head-level retention needs per-head KV")
         r = self.params.retrieval_ratio
         if r != "auto" and not 0.0 <= float(r) <= 1.0:
-            raise ConfigError(f"duoattention retrieval_ratio must be in [0, 1], got {r}")
+            raise ConfigError(f"method duoattention: retrieval_ratio must be in [0, 1] or auto, got {r}")
 
     @property
     def r(self) -> float:

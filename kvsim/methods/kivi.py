@@ -21,6 +21,13 @@ token leaving the FIFO and every R steps on a block of R K tokens: amortized, on
 and V per step is read at 16 bits and written as codes (~5 FLOP per element: min/max,
 scale, round, pack [E]). Prefill: exact FlashAttention, then one quantization pass over the
 new tokens (the cached prefix of a chunked prompt is read as codes).
+
+On an MLA model (DeepSeek) the cache is one latent per token (``d_c + d_r`` elements, shared by
+K and V; :mod:`kvsim.methods.mla`). KIVI defines no such case (its per-channel K statistics
+assume per-head keys); kvsim quantizes the latent at the same bytes per element (``b/8 + 2 s_b /
+G``) and counts half of it as "K" and half as "V" for the residual windows [EXTRAPOLATED: no
+paper measures KIVI on a latent cache]. DeepSeek-V2-Lite, 2 bits: 27 x 576 x 0.375 = 5,832 B
+per token of codes plus the residual's share.
 """
 
 from __future__ import annotations

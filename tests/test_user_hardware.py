@@ -267,3 +267,26 @@ def test_a_gpu_file_without_a_bf16_peak_says_bf16_runs_at_the_fp32_rate(tmp_path
     assert not any("lists no" in n for n in build_deployment(str(g), "llama-3.1-8b").notes)  # auto: fp16
     for name in sorted(set(catalog("system")))[:40]:
         assert not any("lists no" in n for n in build_deployment(name, "llama-3.1-8b").notes), name
+
+
+def test_hardware_new_host_writes_a_host_a_system_can_name(tmp_path):
+    """`hardware new` had no host kind: a user had to copy a catalog file (user audit). A host copied from
+    EPYC-9654 loads as the catalog's numbers under the new name; a blank one names its missing fields."""
+    from kvsim.hardware import get, load_system
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "kvsim", "hardware", "new", *a], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+
+    assert run("host", "MyCPU", "--like", "epyc-9654", "--out", "h.yaml").returncode == 0
+    assert run("system", "S", "--gpu", "a100", "--num-gpus", "8", "--host", "h.yaml", "--out", "s.yaml").returncode == 0
+    s, ref = load_system(str(tmp_path / "s.yaml")), get("host", "epyc-9654")
+    assert s.host.name == "MyCPU" and s.host_sockets == ref.sockets == 2
+    assert (s.host.dram_bw_bytes_per_s, s.host.peak_flops_per_s) == (ref.dram_bw_bytes_per_s, ref.peak_flops_per_s)
+    assert s.host_memory_bytes == ref.dram_bytes  # 1.5 TiB: the node's DRAM
+    assert run("host", "Blank", "--out", "b.yaml").returncode == 0
+    assert run("system", "S2", "--gpu", "a100", "--num-gpus", "8", "--host", "b.yaml", "--out", "s2.yaml").returncode == 0
+    r = subprocess.run([sys.executable, "-m", "kvsim", "list", "hardware", "--hw", "s2.yaml"], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 1 and "b.yaml: vendor:" in r.stderr and "cores:" in r.stderr and "Traceback" not in r.stderr
+    assert "--gpu" in run("host", "H", "--gpu", "a100").stderr  # (system options refused)

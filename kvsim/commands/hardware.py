@@ -17,25 +17,26 @@ app = typer.Typer(help="Your own hardware: starting files for a GPU or a multi-G
 
 class Kind(str, Enum):
     gpu = "gpu"
+    host = "host"
     system = "system"
 
 
 @app.command("new")
 def new_cmd(
-    kind: Annotated[Kind, typer.Argument(case_sensitive=False, help="gpu or system")],
+    kind: Annotated[Kind, typer.Argument(case_sensitive=False, help="gpu, host or system")],
     name: Annotated[str, typer.Argument(help="the name `--hw` and reports will show")],
     out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default: print to stdout)")] = None,
-    like: Annotated[Optional[str], typer.Option("--like", help="copy the numbers of this catalog GPU or system")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="copy the numbers of this catalog GPU, host or system")] = None,
     gpu: Annotated[Optional[str], typer.Option("--gpu", help="system: a GPU name or a GPU YAML path (relative to --out)")] = None,
     num_gpus: Annotated[Optional[int], typer.Option("--num-gpus", min=1, help="system: GPUs in the node")] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="system: a host CPU name or a host YAML path")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing --out file")] = False,
 ) -> None:
-    """Write a commented GPU or system YAML that loads as is once its null numbers are filled in."""
+    """Write a commented GPU, host or system YAML that loads as is once its null numbers are filled in."""
     # lazy: CLI start-up (the hardware catalog is read only by this command)
     from kvsim.catalog import spec_key
     from kvsim.hardware import catalog, get, names, profile_of
-    from kvsim.hardware.templates import gpu_template, system_template
+    from kvsim.hardware.templates import gpu_template, host_template, system_template
 
     if not name.strip():
         raise ConfigError("NAME: empty name")
@@ -43,7 +44,11 @@ def new_cmd(
         raise OutputError(f"--out {out}: is a directory (expected a file name)")
     if out is not None and out.exists() and not force:
         raise OutputError(f"--out {out}: file exists (use --force to overwrite it)")
-    if kind is Kind.gpu:
+    if kind is Kind.host:
+        if gpu is not None or num_gpus is not None or host is not None:
+            raise ConfigError("--gpu, --num-gpus and --host describe a system: use `kvsim hardware new system`")
+        text = host_template(name, get("host", like) if like else None, links=names("link"))
+    elif kind is Kind.gpu:
         if gpu is not None or num_gpus is not None or host is not None:
             raise ConfigError("--gpu, --num-gpus and --host describe a system: use `kvsim hardware new system`")
         like_gpu = None
@@ -74,8 +79,11 @@ def new_cmd(
         typer.echo(text, nl=False)
         return
     atomic_write(out, text)
+    check = (f"then name it in a system (`kvsim hardware new system NAME --gpu GPU --num-gpus N --host {out}`) and check "
+             "that with `kvsim list hardware --hw SYSTEM_FILE`" if kind is Kind.host
+             else f"then check it with `kvsim list hardware --hw {out}`")
     typer.echo(f"wrote {out}: fill in its null numbers (a required one left null is a one-line error when it loads), "
-               f"then check it with `kvsim list hardware --hw {out}`", err=True)
+               f"{check}", err=True)
 
 
 @app.command("allreduce")

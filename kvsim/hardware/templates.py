@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kvsim.hardware.spec import GPUSpec, SystemSpec
+from kvsim.hardware.spec import GPUSpec, HostSpec, SystemSpec
 
 _PEAK_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
 
@@ -95,6 +95,43 @@ def gpu_template(name: str, like: GPUSpec | None = None, links: list[str] | None
         lines.append("# efficiency: {gemm: {compute: 0.8}}   # optional: measured fraction of peak per op class")
     lines += [
         _line("source", _str(f"copied from kvsim's {g.name}: {g.source}" if g else "FILL IN: datasheet and pages the numbers come from"), ""),
+        _line("notes", _str(""), "what is estimated and why"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def host_template(name: str, like: HostSpec | None = None, links: list[str] | None = None) -> str:
+    """A host CPU file named ``name`` (numbers from ``like``, else ``null`` to fill in)."""
+    h = like
+    peaks = h.peak_flops_per_s if h else {"fp32": None, "bf16": None}
+    lines = [
+        "# Host CPU spec for kvsim: a system file names it (`kvsim hardware new system --host THIS_FILE`);",
+        "# it prices CPU attention (MagicPIG, InfLLM), host KV pools and offload tiers.",
+        "# Units are SI: bytes, bytes per second, FLOP per second. Numbers are PER SOCKET except",
+        "# dram_bytes (per node). Replace every null with a number and give a source, then check the",
+        "# system that uses it: kvsim list hardware --hw SYSTEM_FILE",
+    ]
+    if h:
+        lines.append(f"# Numbers copied from the catalog host {h.name} (kvsim/hardware/hosts): change them to yours.")
+    lines += [
+        "kind: host",
+        _line("name", _str(name), "what reports call it"),
+        "aliases: []",
+        _line("vendor", _str(h.vendor if h else None), "e.g. \"AMD\", \"Intel\""),
+        _line("cores", _num(h.cores if h else None), "cores per socket"),
+        _line("sockets", _num(h.sockets if h else 1), "sockets in the node"),
+        _line("dram_bytes", _num(h.dram_bytes if h else None), "installed DRAM of the node, bytes (1 TiB -> 1099511627776)"),
+        _line("dram_bw_bytes_per_s", _num(h.dram_bw_bytes_per_s if h else None),
+              "peak DRAM bandwidth per socket: channels x MT/s x 8 B (8 x 3200e6 x 8 = 204.8e9)"),
+        "peak_flops_per_s:             # per socket, all cores, per math dtype; fp32 is required; delete",
+        "                              # a dtype the CPU has no instructions for (it then runs at fp32)",
+    ]
+    lines += [f"  {d}: {_num(v)}" for d, v in peaks.items()]
+    lines += [_line("host_link", _str(h.host_link if h else "pcie5-x16"), "PCIe generation of the root complex (a link name)")]
+    if links:
+        lines.append(f"# link names in the catalog: {', '.join(links)}")
+    lines += [
+        _line("source", _str(f"copied from kvsim's {h.name}: {h.source}" if h else "FILL IN: datasheet and pages the numbers come from"), ""),
         _line("notes", _str(""), "what is estimated and why"),
     ]
     return "\n".join(lines) + "\n"

@@ -159,7 +159,7 @@ def plan_cmd(
         raise ConfigError("--self-contained shapes the report written into --out: give --out DIR too")
     cache = None if no_cache else (default_cache_dir() if cache_dir is None else Path(cache_dir))
     # files the plan reads: never replaced by its outputs, even with --force
-    run_inputs = (trace, model, calibration, kv_link, *(h for spec in hw for h in spec.split(",")))
+    run_inputs = (trace, model, calibration, kv_link, *hws)
     # before the search: a bad output path must not cost the simulations
     if cache is not None:
         check_writable_dir(cache if str(cache_dir) != "" else "", "--cache-dir")

@@ -35,6 +35,13 @@ def _line(key: str, value: str, comment: str, width: int = 30) -> str:
     return f"{text:<{width}} # {comment}" if comment else text
 
 
+def _provenance(like: GPUSpec | HostSpec | None) -> list[str]:
+    """A part file's ``source`` and ``notes`` lines (``like``: the catalog entry its numbers came from)."""
+    return [_line("source", _str(f"copied from kvsim's {like.name}: {like.source}" if like
+                                 else "FILL IN: datasheet and pages the numbers come from"), ""),
+            _line("notes", _str(""), "what is estimated and why")]
+
+
 def gpu_template(name: str, like: GPUSpec | None = None, links: list[str] | None = None) -> str:
     """A GPU file named ``name`` (numbers from ``like``, else ``null`` to fill in)."""
     g = like
@@ -93,11 +100,7 @@ def gpu_template(name: str, like: GPUSpec | None = None, links: list[str] | None
             lines.append(f"  {op}: {{{inner}}}")
     else:
         lines.append("# efficiency: {gemm: {compute: 0.8}}   # optional: measured fraction of peak per op class")
-    lines += [
-        _line("source", _str(f"copied from kvsim's {g.name}: {g.source}" if g else "FILL IN: datasheet and pages the numbers come from"), ""),
-        _line("notes", _str(""), "what is estimated and why"),
-    ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _provenance(g)) + "\n"
 
 
 def host_template(name: str, like: HostSpec | None = None, links: list[str] | None = None) -> str:
@@ -130,11 +133,7 @@ def host_template(name: str, like: HostSpec | None = None, links: list[str] | No
     lines += [_line("host_link", _str(h.host_link if h else "pcie5-x16"), "PCIe generation of the root complex (a link name)")]
     if links:
         lines.append(f"# link names in the catalog: {', '.join(links)}")
-    lines += [
-        _line("source", _str(f"copied from kvsim's {h.name}: {h.source}" if h else "FILL IN: datasheet and pages the numbers come from"), ""),
-        _line("notes", _str(""), "what is estimated and why"),
-    ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _provenance(h)) + "\n"
 
 
 def system_template(name: str, like: SystemSpec | None = None, *, gpu: str | None = None,

@@ -20,10 +20,14 @@ from kvsim.sim.chunk_cache import TIERS, ChunkHits, replay
 from kvsim.traces.base import Trace
 
 
+def _has_chunks(trace: Trace) -> bool:
+    return trace.chunk_ids is not None and trace.chunk_tokens > 0
+
+
 def chunk_hits(method: KVMethod, trace: Trace) -> ChunkHits | None:
     """The chunk cache's replay of ``trace`` under ``method``'s capacities and policy, or None
     when the method reuses no chunks or the trace has none."""
-    if not isinstance(method, CacheBlend) or trace.chunk_ids is None or trace.chunk_tokens <= 0:
+    if not isinstance(method, CacheBlend) or not _has_chunks(trace):
         return None
     gpu = float(method.kv_bytes(float(trace.chunk_tokens)).gpu_bytes)  # one GPU's share
     m = method.dep.model
@@ -49,7 +53,7 @@ def analytic_hits(method: KVMethod, trace: Trace, peff: np.ndarray) -> np.ndarra
 
 def unused_chunk_cache_note(method: KVMethod, trace: Trace) -> str | None:
     """What a user reads when ``cacheblend`` runs on a trace without chunk ids (None otherwise)."""
-    if not isinstance(method, CacheBlend) or chunk_hits(method, trace) is not None:
+    if not isinstance(method, CacheBlend) or _has_chunks(trace):  # (no replay of the cache to decide it)
         return None
     return (f"{method.label()}: the trace has no chunk ids (a RAG trace such as synthetic-rag has them): no chunk KV "
             "was reused, the run is full attention")

@@ -35,6 +35,17 @@ LIST_COMMAND = {"hardware": "kvsim list hardware", "system": "kvsim list hardwar
                 "model": "kvsim list models", "method": "kvsim list methods", "trace": "kvsim list traces"}
 
 
+#: how close a name a file gives must be to one kvsim reads to be called a likely misspelling of it
+MISSPELLING_CUTOFF = 0.85
+
+
+def misspelling_of(name: str, read: Iterable[str]) -> str | None:
+    """The name of ``read`` that ``name`` (given in a file, not read) is most likely a misspelling of,
+    or None (``num_key_value_head`` -> ``num_key_value_heads``; a merely unknown name gives None)."""
+    close = difflib.get_close_matches(name, list(read), n=1, cutoff=MISSPELLING_CUTOFF)
+    return close[0] if close else None
+
+
 def unknown_name(kind: str, name: str, choices: Iterable[str], shown: Iterable[str] | None = None) -> SpecError:
     """Error for an unknown name: close matches among every accepted spelling
     (``choices``, aliases included) and the list of valid choices (``shown``, default

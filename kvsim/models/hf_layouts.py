@@ -7,12 +7,10 @@ defaults ``transformers`` applies when a published config leaves a key out.
 
 from __future__ import annotations
 
-import difflib
-
 from pathlib import Path
 from typing import Any
 
-from kvsim.errors import SpecError
+from kvsim.errors import SpecError, misspelling_of
 from kvsim.specbase import short_repr
 
 SUPPORTED = (
@@ -119,9 +117,9 @@ class Cfg:
         for key in self.data:
             if key in self.asked or key.startswith("_"):
                 continue
-            close = difflib.get_close_matches(key, absent, n=1, cutoff=0.85)
+            close = misspelling_of(key, absent)
             if close:
-                out.append(f"key '{self.prefix}{key}' is not read; did you mean '{self.prefix}{close[0]}'? "
+                out.append(f"key '{self.prefix}{key}' is not read; did you mean '{self.prefix}{close}'? "
                            f"(absent: its default was used)")
         return out
 

@@ -28,14 +28,13 @@ while ``first_token_ts`` is monotonic (differences of days) is refused.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import json
 import math
 
 import numpy as np
 
-from kvsim.errors import TraceError
+from kvsim.errors import TraceError, misspelling_of
 from kvsim.validate.runlog import (
     BadRow,
     Rows,
@@ -225,7 +224,7 @@ def misspelled_columns(columns) -> list[str]:
     for c in columns:
         if not isinstance(c, str) or c in READ_NAMES:
             continue
-        close = difflib.get_close_matches(c, READ_NAMES, n=1, cutoff=0.85)
+        close = misspelling_of(c, READ_NAMES)
         if close:
-            out.append(f"column '{c}' is not read; did you mean '{close[0]}'?")
+            out.append(f"column '{c}' is not read; did you mean '{close}'?")
     return out

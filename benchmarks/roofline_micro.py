@@ -30,18 +30,18 @@ STEPS = 43  # the median decode run of the 100k-request replay in benchmarks/sim
 def main() -> None:
     method = sys.argv[1] if len(sys.argv) > 1 else "full"
     captured: dict = {}
-    decode_run = pricer.StepPricer.decode_run
+    summed_run = pricer.StepPricer.summed_run  # (the runs' pricing: the batch's summed rows -> seconds)
 
-    def capture(self, ctx, k, *args, **kwargs):
-        got = decode_run(self, ctx, k, *args, **kwargs)
-        if "work" not in captured and k >= STEPS and got.work is not None:
+    def capture(self, summed, B, masked):
+        got = summed_run(self, summed, B, masked)
+        if "work" not in captured and summed.shape[0] >= STEPS:
             captured["work"], captured["seconds"] = np.ascontiguousarray(got.work[:STEPS]), self._seconds
         return got
 
-    pricer.StepPricer.decode_run = capture
+    pricer.StepPricer.summed_run = capture
     dep = build_deployment("a100", "llama-3.1-8b")
     simulate(dep, make_method(method, dep), load_trace("synthetic-burstgpt", num_requests=300, seed=0), SimConfig())
-    pricer.StepPricer.decode_run = decode_run
+    pricer.StepPricer.summed_run = summed_run
     work, seconds = captured["work"], captured["seconds"]
     best = min(timeit.repeat(lambda: seconds(work), number=2000, repeat=7)) / 2000
     print(f"{method}: work {work.shape}, {best * 1e6:.1f} us per pricing, sum of seconds {float(seconds(work).sum()):.12g}")

@@ -117,3 +117,17 @@ def test_folded_columns_and_their_fallback(name, monkeypatch):
         np.testing.assert_array_equal(got_rows(pricer, i), want_rows(pricer, step, extra_fn, prompt[i], output[i]))
     a = pricer.decode_run(ctx, 6, left=np.array([6, 3, 6]), rid=rid)
     np.testing.assert_allclose(a.dt, plain.decode_run(ctx, 6, left=np.array([6, 3, 6]), rid=rid).dt, rtol=1e-12)
+
+
+def test_unfold_adds_the_folded_base_per_batch_size():
+    """unfold: kept sums plus the base row of each step's batch size, the folded columns from the
+    base alone; hand-built 2 kept + 1 folded columns, base [3 batch sizes, 3]."""
+    base = np.array([[0.0, 0.0, 0.0], [1.0, 10.0, 100.0], [2.0, 20.0, 200.0]])  # [max_seqs + 1, ncol]
+    base_first = np.ascontiguousarray(base.T)
+    kept = np.array([[0.5, 0.25], [1.5, 1.25], [2.5, 2.25]])  # [k = 3 steps, 2 kept columns]
+    # one batch size (2) for every step: row j = (kept[j, 0] + 2, kept[j, 1] + 20, 200)
+    np.testing.assert_array_equal(folding.unfold(base_first, 2, kept, 2),
+                                  [[2.5, 20.25, 200.0], [3.5, 21.25, 200.0], [4.5, 22.25, 200.0]])
+    # sizes 2, 1, 1 per step: step 1 = (1.5 + 1, 1.25 + 10, 100)
+    np.testing.assert_array_equal(folding.unfold(base_first, 2, kept, np.array([2, 1, 1])),
+                                  [[2.5, 20.25, 200.0], [2.5, 11.25, 100.0], [3.5, 12.25, 100.0]])

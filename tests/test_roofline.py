@@ -155,6 +155,9 @@ def test_column_plan_is_bit_identical_to_the_stages(tiles_in_body):
         stages = compiled.total_seconds(compiled.part_seconds(compiled.resource_seconds(work), work))
         np.testing.assert_array_equal(compiled.seconds(work), stages)
         np.testing.assert_array_equal(compiled.seconds(work[:1]), stages[:1])
+        # column-first memory (what the fast layer's unfold passes) and more leading axes: same bits
+        np.testing.assert_array_equal(compiled.seconds(np.asfortranarray(work)), stages)
+        np.testing.assert_array_equal(compiled.seconds(np.stack([work, work[::-1]])), np.stack([stages, stages[::-1]]))
         assert compiled.seconds(work[1]) == stages[1]
         assert Roofline.seconds(rl, Cost(tuple(Part(p.name, p.op, device=p.device, overlap=p.overlap,
                                                      **{f: float(getattr(p, f)[1]) for f in fields if np.any(getattr(p, f))})

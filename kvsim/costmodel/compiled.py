@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from kvsim.costmodel.cost import NUMERIC_FIELDS, Num, Part
-from kvsim.costmodel.roofline_plan import ColumnPlan, column_sum, pnorm_rows, wave_floor_idle
+from kvsim.costmodel.roofline_plan import ColumnPlan, columns_first, first_sum, pnorm_first, wave_floor_idle
 from kvsim.costmodel.roofline_plan import pnorm_of_list as _pnorm
 
 
@@ -66,6 +66,7 @@ class CompiledRoofline:
         assert len(self.column_of) == len(columns), "a (part, field) column is listed twice"
         ncol = len(columns)
         self._divisor = np.array([roofline.unit_divisor(parts[i], f) for i, f in columns])  # [ncol]
+        self._divisor_first = self._divisor[:, None]  # [ncol, 1] (roofline_plan.columns_first)
         zero = ncol  # index of an all-zero column appended to the resource times
         # tiles join the body of an op class with tiles_in_body (their time overlaps the streams)
         in_body = [roofline._eff[p.op].tiles_in_body for p in parts]
@@ -230,16 +231,16 @@ class CompiledRoofline:
         if amounts.ndim == 1:  # one step: priced as a row of a [1, ncol] array, so equal to that row of a run
             return self._seconds_lone_blend(amounts[None, :])[0]
         cols, p, inv_p, over = self._lone_blend
-        times = amounts / self._divisor
+        a, times = columns_first(amounts, self._divisor_first)  # [ncol, ...]
         for scaled, nt, nl, sw in self._wave_alone:
-            if wave_floor_idle(amounts[..., nl], amounts[..., nt], sw):  # (every factor 1: nothing to scale)
+            if wave_floor_idle(a[nl], a[nt], sw):  # (every factor 1: nothing to scale)
                 continue
-            factor = _wave_factor(amounts[..., nt], amounts[..., nl], sw)
+            factor = _wave_factor(a[nt], a[nl], sw)
             for n in scaled:
-                times[..., n] *= factor
-        t = pnorm_rows(times[..., cols], p, inv_p)  # (cols: [n] body columns -> a [..., n] copy)
+                times[n] *= factor
+        t = pnorm_first(times[cols], p, inv_p)  # (cols: [n] body columns -> a [n, ...] copy)
         if over:
-            t += column_sum(times, over)
+            t += first_sum(times, over)
         return t
 
     # ------------------------------------------------------------------ a Cost of this template

@@ -1,15 +1,17 @@
 """The hot path of :class:`kvsim.costmodel.roofline.CompiledRoofline`: its rule evaluated on
-column views of the work, with the numpy calls of one evaluation kept few (the fast simulator
-prices every run of decode steps here, mostly tens of steps at a time).
+the work's columns, with the numpy calls of one evaluation kept few (the fast simulator
+prices every run of decode steps here, mostly tens of steps at a time). Work ``[..., ncol]`` is
+divided into seconds column-first (``[ncol, ...]``, :func:`columns_first`), so that every later
+operation on a column or a gather of columns runs on contiguous memory.
 
 It is the same arithmetic as ``CompiledRoofline``'s three stages, operation for operation, so
 the seconds are bit-identical: per part, the body resources' max (or p-norm, after the wave
 floor on GPU FLOPs) plus its overheads (summed first, as the stages do), parts added left to right (numpy's sum over at most 7
-parts does the same). The p-norms of several parts are computed together on ``[..., n]``
+parts does the same). The p-norms of several parts are computed together on ``[n, ...]``
 arrays; one step (a row) is priced on Python floats, its powers on numpy elements (numpy's
 vectorized power rounds differently from the C library's). P-norms of more than two resources
 (decode attention with its tiles in the body) are computed as the stages compute them
-(:func:`pnorm_rows`), on ``[..., parts]`` gathers of parts with the same p and width; a row is then
+(:func:`pnorm_first`), on ``[n, parts, ...]`` gathers of parts with the same p and width; a row is then
 priced as a ``[1, ncol]`` array. Not used with overlap groups, measured custom all-reduce parts,
 or a lone part with a p-norm of more than two resources (the compiled roofline's own path).
 """
@@ -23,22 +25,13 @@ MAX_PARTS = 7  # numpy adds at most this many parts left to right (more: pairwis
 
 def pnorm_of_list(times: list, p: float):
     """``(sum t^p)^(1/p)`` of ``n`` arrays. Two arrays: ``top * (1 + (low/top)^p)^(1/p)`` (no
-    overflow; 0 when both are 0). More: :func:`pnorm_rows` of the arrays stacked on a last axis
+    overflow; 0 when both are 0). More: :func:`pnorm_first` of the arrays stacked on a first axis
     (the roofline's stages and the plan both call these, so their p-norms are the same operations)."""
     if len(times) == 2:
         a, b = times
         top, low = np.maximum(a, b), np.minimum(a, b)
         return top * (1.0 + (low / np.maximum(top, 1e-300)) ** p) ** (1.0 / p)
-    return pnorm_rows(np.stack(np.broadcast_arrays(*times), axis=-1, dtype=np.float64), p, 1.0 / p)
-
-
-def column_sum(times: np.ndarray, cols) -> np.ndarray:
-    """``times[..., cols[0]] + times[..., cols[1]] + ...``, added left to right as the stages add a
-    part's overheads (one column: a view of it)."""
-    out = times[..., cols[0]]
-    for c in cols[1:]:
-        out = out + times[..., c]
-    return out
+    return pnorm_first(np.stack(np.broadcast_arrays(*times), dtype=np.float64), p, 1.0 / p)
 
 
 # p-norms of more than two resources with p at most this are computed as (sum t^p)^(1/p): seconds
@@ -49,25 +42,55 @@ DIRECT_P_MAX = 8.0
 
 def pnorm_rows(t: np.ndarray, p: float, inv_p: float) -> np.ndarray:
     """``(sum t^p)^(1/p)`` of ``n > 2`` arrays stacked on the last axis of ``t`` (``[..., n]``,
-    a contiguous copy it may change): terms added left to right (``0 + t0 == t0``); ``inv_p``
-    is ``1.0 / p``. Computed directly for ``p <= DIRECT_P_MAX``, else normalized by the largest
-    term (0 when all are 0 either way)."""
+    a contiguous copy it may change): :func:`pnorm_first` of the terms' axis moved first (a view)."""
+    return pnorm_first(t.transpose((t.ndim - 1,) + tuple(range(t.ndim - 1))), p, inv_p)
+
+
+def pnorm_first(t: np.ndarray, p: float, inv_p: float) -> np.ndarray:
+    """``(sum t^p)^(1/p)`` of ``n > 2`` arrays stacked on the first axis of ``t`` (``[n, ...]``,
+    a copy it may change): terms added left to right (``0 + t0 == t0``); ``inv_p`` is ``1.0 / p``.
+    Computed directly for ``p <= DIRECT_P_MAX``, else normalized by the largest term (0 when all
+    are 0 either way)."""
     if p <= DIRECT_P_MAX:
         t **= p
-        out = t[..., 0] + t[..., 1]
-        for j in range(2, t.shape[-1]):
-            out += t[..., j]
+        out = t[0] + t[1]
+        for j in range(2, t.shape[0]):
+            out += t[j]
         out **= inv_p
         return out
-    top = np.maximum.reduce(t, axis=-1)  # (max is exact in any order)
-    t /= np.maximum(top, 1e-300)[..., None]
+    top = np.maximum.reduce(t, axis=0)  # (max is exact in any order)
+    t /= np.maximum(top, 1e-300)
     t **= p
-    out = t[..., 0] + t[..., 1]
-    for j in range(2, t.shape[-1]):
-        out += t[..., j]
+    out = t[0] + t[1]
+    for j in range(2, t.shape[0]):
+        out += t[j]
     out **= inv_p
     out *= top
     return out
+
+
+def first_sum(times: np.ndarray, cols) -> np.ndarray:
+    """``times[cols[0]] + times[cols[1]] + ...`` of column-first ``times`` (``[ncol, ...]``), added
+    left to right as the stages add a part's overheads (one column: a view of it)."""
+    out = times[cols[0]]
+    for c in cols[1:]:
+        out = out + times[c]
+    return out
+
+
+def columns_first(amounts: np.ndarray, divisor_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(amounts [ncol, ...] (a view), times [ncol, ...])``: work ``[..., ncol]`` with its columns
+    moved to the first axis, and its seconds per resource ``amounts / divisor`` there, contiguous
+    (each column's seconds one contiguous block: the operations on columns that follow run on
+    contiguous arrays instead of strided column views). ``divisor_first``: ``[ncol, 1]``."""
+    if amounts.ndim == 2:
+        a = amounts.T
+    else:  # (np.moveaxis costs ~7 us in argument checks)
+        a = amounts.transpose((amounts.ndim - 1,) + tuple(range(amounts.ndim - 1)))
+        divisor_first = divisor_first.reshape(divisor_first.shape + (1,) * (a.ndim - 2))
+    times = np.empty(a.shape)
+    np.divide(a, divisor_first, out=times)
+    return a, times
 
 
 def column_index(cols: list[int]):
@@ -96,6 +119,7 @@ class ColumnPlan:
 
     def __init__(self, divisor: np.ndarray, body: list, over: list, blend: dict, wave: dict) -> None:
         self.divisor, self.divisor_list = divisor, divisor.tolist()
+        self.divisor_first = divisor[:, None]  # [ncol, 1] (columns_first)
         pairs = [i for i in range(len(body)) if i in blend and len(body[i]) == 2]
         slot = {i: j for j, i in enumerate(pairs)}  # part -> its p-norm among those computed together
         # p-norms of n > 2 resources: parts with the same (p, n) together, as the stages group them
@@ -106,6 +130,8 @@ class ColumnPlan:
         self.wide = [(np.array(g, dtype=np.intp), np.array([body[i] for i in g], dtype=np.intp), q, 1.0 / q)
                      for (q, n), g in same.items()]  # (parts, [parts, n] their body columns, p, 1 / p)
         self.wide_rows = [(cols.tolist(), q, inv_q) for _, cols, q, inv_q in self.wide]  # (for row())
+        # (for seconds(): the same groups with [n, parts] columns, so that a gather is [n, parts, ...])
+        self.wide_first = [(parts, np.ascontiguousarray(cols.T), q, inv_q) for parts, cols, q, inv_q in self.wide]
         wide_of = {i: (w, m) for w, (parts, _, _, _) in enumerate(self.wide) for m, i in enumerate(parts.tolist())}
         # a group whose every part has a wave floor on one body column, at the same place in each
         # part's body and with the same S * w, takes its floors on the gathered [..., parts, n] body
@@ -158,60 +184,62 @@ class ColumnPlan:
         self.serial, self.groups, self.vector = serial, groups, False
 
     def seconds(self, amounts: np.ndarray) -> np.ndarray:
-        """Seconds ``[...]`` of work ``[..., ncol]``."""
+        """Seconds ``[...]`` of work ``[..., ncol]`` (computed column-first: :func:`columns_first`)."""
         if amounts.ndim == 1:
             return self.row(amounts.tolist())
         if amounts.shape[0] == 1 and amounts.ndim == 2:
             return np.array([self.row(amounts[0].tolist())])
-        times = amounts / self.divisor
+        a, times = columns_first(amounts, self.divisor_first)  # [ncol, ...]
         for scaled, nt, nl, sw in self.vec_waves:
-            if wave_floor_idle(amounts[..., nl], amounts[..., nt], sw):
+            if wave_floor_idle(a[nl], a[nt], sw):
                 continue
-            factor = amounts[..., nl] * sw
-            factor /= np.maximum(amounts[..., nt], 1e-9)
+            factor = a[nl] * sw
+            factor /= np.maximum(a[nt], 1e-9)
             np.maximum(factor, 1.0, out=factor)
             for c in scaled:
-                times[..., c] *= factor
+                times[c] *= factor
         pnorm = None
         if self.p.size:
             if self.lone_pair:
-                a, b = times[..., self.pairs[0][0]], times[..., self.pairs[1][0]]
-            else:
-                a, b = times[..., self.pairs[0]], times[..., self.pairs[1]]
-            top = np.maximum(a, b)
-            pnorm = np.minimum(a, b)
+                x, y, p, inv_p = times[self.pairs[0][0]], times[self.pairs[1][0]], self.p_list[0], self.inv_p_list[0]
+            else:  # [pairs, ...] gathers; p and 1 / p broadcast over the first axis
+                x, y = times[self.pairs[0]], times[self.pairs[1]]
+                shape = self.p.shape + (1,) * (a.ndim - 1)
+                p, inv_p = self.p.reshape(shape), self.inv_p.reshape(shape)
+            top = np.maximum(x, y)
+            pnorm = np.minimum(x, y)
             pnorm /= np.maximum(top, 1e-300)
-            pnorm **= self.p_list[0] if self.lone_pair else self.p
+            pnorm **= p
             pnorm += 1.0
-            pnorm **= self.inv_p_list[0] if self.lone_pair else self.inv_p
+            pnorm **= inv_p
             pnorm *= top
         wide = []
-        for (_, cols, q, inv_q), fw, wo in zip(self.wide, self.wide_waves, self.wide_over):
-            t = times[..., cols]  # [..., parts, n]
+        for (_, cols, q, inv_q), fw, wo in zip(self.wide_first, self.wide_waves, self.wide_over):
+            t = times[cols]  # [n, parts, ...]
             if fw is not None:  # (no idle test first: a factor of 1 changes nothing, and the
                 # group's floors usually bind: MagicPIG's few-sequence attention parts)
                 nl, nt, sw, slot = fw
-                factor = amounts[..., nl] * sw  # [..., parts]
-                factor /= np.maximum(amounts[..., nt], 1e-9)
+                factor = a[nl] * sw  # [parts, ...]
+                factor /= np.maximum(a[nt], 1e-9)
                 np.maximum(factor, 1.0, out=factor)
-                t[..., slot] *= factor
-            t = pnorm_rows(t, q, inv_q)  # [..., parts]
+                t[slot] *= factor
+            t = pnorm_first(t, q, inv_q)  # [parts, ...]
             if wo is not None:
-                t += times[..., wo]
+                t += times[wo]
             wide.append(t)
         total = None
         for body, over, j, w in self.vec_parts:
             t = None
             if j is not None:
-                t = pnorm if self.lone_pair else pnorm[..., j]
+                t = pnorm if self.lone_pair else pnorm[j]
             elif w is not None:
-                t = wide[w[0]][..., w[1]]
+                t = wide[w[0]][w[1]]
             elif body:
-                t = times[..., body[0]]
+                t = times[body[0]]
                 for c in body[1:]:
-                    t = np.maximum(t, times[..., c])
+                    t = np.maximum(t, times[c])
             if over:
-                o = column_sum(times, over)
+                o = first_sum(times, over)
                 t = o if t is None else t + o
             if t is not None:
                 total = t if total is None else total + t
@@ -224,24 +252,24 @@ class ColumnPlan:
         if amounts.shape[0] == 1 and amounts.ndim == 2:
             return np.array([self.row(amounts[0].tolist())])
         ca, cb, p, inv_p, wave, over = self.lone
-        times = amounts / self.divisor
+        a, times = columns_first(amounts, self.divisor_first)  # [ncol, ...]
         if wave is not None:
             scaled, nt, nl, sw = wave
-            factor = amounts[..., nl] * sw
-            factor /= np.maximum(amounts[..., nt], 1e-9)
+            factor = a[nl] * sw
+            factor /= np.maximum(a[nt], 1e-9)
             np.maximum(factor, 1.0, out=factor)
             for c in scaled:
-                times[..., c] *= factor
-        a, b = times[..., ca], times[..., cb]
-        top = np.maximum(a, b)
-        t = np.minimum(a, b)
+                times[c] *= factor
+        x, y = times[ca], times[cb]
+        top = np.maximum(x, y)
+        t = np.minimum(x, y)
         t /= np.maximum(top, 1e-300)
         t **= p
         t += 1.0
         t **= inv_p
         t *= top
         if over:
-            t += column_sum(times, over)
+            t += first_sum(times, over)
         return t
 
     def row(self, row: list) -> float:

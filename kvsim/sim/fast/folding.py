@@ -113,14 +113,17 @@ def folded_layout(roofline, parts, layout: DecodeLayout, const: dict[int, float]
                   [(part_of[c], names[c], const[c]) for c in range(layout.ncol) if c in const], fixed_s)
 
 
-def unfold(base: np.ndarray, n_kept: int, kept: np.ndarray, batch) -> np.ndarray:
+def unfold(base_first: np.ndarray, n_kept: int, kept: np.ndarray, batch) -> np.ndarray:
     """``[k, ncol]`` work of ``k`` steps from the sums of their rows' kept columns ``kept``
-    ``[k, n_kept]`` and the batch size (an int, or ``[k]`` sizes per step)."""
+    ``[k, n_kept]`` and the batch size (an int, or ``[k]`` sizes per step); ``base_first``: the
+    folded base ``[ncol, max_seqs + 1]`` column-first. The result is the transpose of a
+    column-first ``[ncol, k]`` array, which the compiled roofline reads column by column
+    (:func:`kvsim.costmodel.roofline_plan.columns_first`: contiguous columns, no strided copy)."""
     if batch.__class__ is int:
-        amounts = np.empty((kept.shape[0], base.shape[1]))
-        np.add(kept, base[batch, :n_kept], out=amounts[:, :n_kept])
-        amounts[:, n_kept:] = base[batch, n_kept:]
-        return amounts
-    amounts = base[batch]  # [k, ncol] (a copy)
-    amounts[:, :n_kept] += kept
-    return amounts
+        amounts = np.empty((base_first.shape[0], kept.shape[0]))  # [ncol, k]
+        np.add(kept.T, base_first[:n_kept, batch, None], out=amounts[:n_kept])
+        amounts[n_kept:] = base_first[n_kept:, batch, None]
+        return amounts.T
+    amounts = base_first[:, batch]  # [ncol, k] (a copy)
+    amounts[:n_kept] += kept.T
+    return amounts.T

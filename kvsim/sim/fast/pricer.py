@@ -88,6 +88,7 @@ class StepPricer:
         self.table_generation = 0  # changes when the table's columns do (a WorkLedger rebuilds then)
         # folded "rows" (kvsim.sim.fast.folding): [max_seqs + 1, ncol] work and seconds of parts of B alone
         self._fold_base, self._fixed_s = None, 0.0
+        self._fold_base_first = None  # (the same base, column-first [ncol, max_seqs + 1]: unfold())
         # seconds of the linear layers + overhead of a decode-only step of B sequences: [max_seqs + 1]
         self.linear_decode = np.zeros(self.max_seqs + 1)  # (zero while the method's decode is checked)
         is_model = isinstance(step, StepModel)
@@ -162,6 +163,7 @@ class StepPricer:
         keys, self.layout, self.batch_rows, f = got
         if f is not None:
             self._fold_base, self._fixed_s = f.base, f.fixed_s
+            self._fold_base_first = np.ascontiguousarray(f.base.T)
         self.rows = RequestRows(self.step, self.layout, keys, prompt, output, self.extra, self.extra_fn,
                                 columns=None if f is None else f.columns, checks=() if f is None else f.checks)
         self.zero_row = self.rows.zero_row
@@ -175,7 +177,7 @@ class StepPricer:
                 self.rows.ensure(i)
             except FoldBroken:  # a folded column varies after all: rows with every column
                 old = self.rows
-                self._fold_base, self._fixed_s = None, 0.0
+                self._fold_base, self._fixed_s, self._fold_base_first = None, 0.0, None
                 self._build_rows(old.prompt, old.output, fold=False)
                 self.rows.alive[:] = old.alive
                 self.rows.ensure(max(i, old.filled - 1))
@@ -304,7 +306,7 @@ class StepPricer:
         ncol, count, seconds = self._ncol, self._count, self._seconds
         if not masked:
             if self._fold_base is not None:
-                amounts = unfold(self._fold_base, ncol, summed[:, :ncol], B)
+                amounts = unfold(self._fold_base_first, ncol, summed[:, :ncol], B)
             elif self._no_batch_work[B]:
                 amounts = summed[:, :ncol]
             else:
@@ -313,7 +315,7 @@ class StepPricer:
             dt += self._run_linear_list[B]
             return DecodeRunPrices(dt, summed[:, ncol:count], None, amounts)
         batch_sizes = summed[:, count].astype(np.intp)  # [k]
-        amounts = (unfold(self._fold_base, ncol, summed[:, :ncol], batch_sizes) if self._fold_base is not None
+        amounts = (unfold(self._fold_base_first, ncol, summed[:, :ncol], batch_sizes) if self._fold_base is not None
                    else summed[:, :ncol] if self._never_batch_work else summed[:, :ncol] + self.batch_rows[batch_sizes])
         dt = seconds(amounts)
         dt += self._run_linear[batch_sizes]

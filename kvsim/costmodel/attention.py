@@ -144,6 +144,7 @@ def prefill_attention(
     kv_write_bytes_per_token_layer: float | None = None,
     kv_read_bytes_per_token_layer: float | None = None,
     name: str = "attn_prefill",
+    overlap: str | None = None,
 ) -> Cost:
     """Prefill attention of the chunks of one step ([R] arrays or scalars), FlashAttention-style.
 
@@ -152,7 +153,8 @@ def prefill_attention(
     written to the cache. ``pairs`` overrides the causal pair count (window attention:
     StreamingLLM, DuoAttention); ``n_cached`` is then the number of cached tokens read.
     ``kv_read_bytes_per_token_layer`` prices the cached prefix when it is stored compressed
-    (KIVI codes), default the uncompressed KV of ``heads_frac`` of the heads.
+    (KIVI codes), default the uncompressed KV of ``heads_frac`` of the heads. ``overlap``: the
+    part's overlap tag (:class:`kvsim.costmodel.cost.Part`).
     """
     m = dep.model
     L = m.attn_layers if layers is None else layers
@@ -172,4 +174,4 @@ def prefill_attention(
     cached_read = sum_seq(np.where(np.asarray(n_new) > 0, n_cached, 0.0))
     hbm = act + L * cached_read * r_tok + L * new * w_tok
     return Cost.of(Part(name, "attn_prefill", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=L * indicator(new),
-                        tiles=L * prefill_tiles(dep, n_new, heads_frac)))
+                        tiles=L * prefill_tiles(dep, n_new, heads_frac), overlap=overlap))

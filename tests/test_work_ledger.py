@@ -20,8 +20,8 @@ class _Pricer:
         self.table_generation = 0
         self.table = np.stack([np.arange(20.0), np.ones(20)], axis=1)
 
-    def work_columns(self):
-        return self.table.T  # (column-first, as the pricer gives it)
+    def work_rows(self):
+        return self.table
 
     def first_row(self, rid: int, ctx: int) -> int:
         return ctx
@@ -61,7 +61,7 @@ def test_room_beyond_the_first_buffer_moves_and_grows(monkeypatch):
     led = WorkLedger(p)
     led.add(0, ctx=0, left=6, step_no=0)  # steps 0..5 read 0..5
     led.add(1, ctx=10, left=9, step_no=4)  # steps 4..12 read 10..18: past 8 steps -> W moves to step 4, grows to 16
-    assert led.base == 4 and led.W.shape[1] == 16
+    assert led.base == 4 and led.W.shape[0] == 16
     # step 4: 4 + 10 = 14; 5: 5 + 11 = 16; 6..12: 12..18 alone
     assert led.window(4, 9, None)[:, 0].tolist() == [14.0, 16.0, 12, 13, 14, 15, 16, 17, 18]
 

@@ -150,7 +150,6 @@ class StepPricer:
         if got is None:
             return False
         self.layout, self.table, self.batch_rows = got
-        self._table_first = np.ascontiguousarray(self.table.T)  # [width, rows] (work_columns)
         self.zero_row = self.table.shape[0] - 1
         return True
 
@@ -185,12 +184,12 @@ class StepPricer:
                 self.set_flags()
                 self.table_generation += 1
 
-    def work_columns(self) -> np.ndarray:
-        """``[width, rows]`` the decode work table, column-first ("table" or "rows" mode)."""
-        return self._table_first if self.rows is None else self.rows.table
+    def work_rows(self) -> np.ndarray:
+        """``[rows, width]`` the decode work table ("table" or "rows" mode)."""
+        return self.table if self.rows is None else self.rows.table
 
     def first_row(self, rid, ctx):
-        """Row (column of :meth:`work_columns`) of request ``rid`` at context ``ctx`` (ints, or ``[B]`` arrays)."""
+        """Row of :meth:`work_rows` of request ``rid`` at context ``ctx`` (ints, or ``[B]`` arrays)."""
         return ctx if self.rows is None else self.rows.base[rid] + ctx
 
     def release(self, i: int) -> None:
@@ -291,7 +290,7 @@ class StepPricer:
             else:
                 extras = self.extra[steps].sum(axis=1) if self.extra.shape[1] else self.extra[:k]
             return DecodeRunPrices(dt, extras, None, None)
-        table = self.table if self.rows is None else self.rows.table.T  # [rows, width] (rows: a view)
+        table = self.work_rows()
         first_row = self.first_row(rid, ctx)  # [B] table row of step 0
         offsets = self._offsets(k)
         if left is None:

@@ -22,8 +22,7 @@ other request gets its own block (its ``output_i`` rows), dropped once it is rel
 rows at 1M requests, about as many as one block per request, because evicted blocks come back
 at full length.)
 
-Table layout (column-first, ``[width, rows]``: the :class:`~kvsim.sim.fast.work_ledger.WorkLedger`
-adds a request's rows column by column): row 0 all zero (finished sequences point at it); rows
+Table layout (``[rows, width]``): row 0 all zero (finished sequences point at it); rows
 ``[1, own_start)`` the shared blocks, each at a fixed place; rows ``[own_start, top)`` the
 blocks of single requests, compacted when the table is full. Rows are computed a chunk of
 requests at a time, all the chunk's missing blocks (shared and own) together, in method calls of
@@ -113,7 +112,7 @@ class RequestRows:
         self.alive = np.ones(n_requests, dtype=bool)  # [N] not released
         self.filled = 0  # requests [0, filled) have rows
         self.first_alive = 0
-        self.table = np.zeros((self.width, self.own_start + 2 * ROWS_PER_CHUNK))  # [width, rows] (column-first)
+        self.table = np.zeros((self.own_start + 2 * ROWS_PER_CHUNK, self.width))  # [rows, width]
         self.top = self.own_start  # first free row
         self.zero_row = 0
         self.method_calls = 0
@@ -140,7 +139,7 @@ class RequestRows:
         own = first + np.flatnonzero(~chunk_shares)  # requests with their own block
         own_count = self.output[own]  # [R] rows
         n_own = int(own_count.sum())
-        if self.top + n_own > self.table.shape[1]:
+        if self.top + n_own > self.table.shape[0]:
             self._compact(n_own)
         own_rows = self.top + np.cumsum(own_count) - own_count  # [R] table row of each request's first context
         self.base[own] = own_rows - (self.prompt[own] - 1)
@@ -161,7 +160,9 @@ class RequestRows:
         row_prompt = np.repeat(prompt, count)  # [n_rows] tokens
         ctx = row_prompt - 1 + offset  # [n_rows] tokens in KV before the step
         n_shared = n_rows - n_own
-        columns = np.empty((self.width, n_rows))  # (column-first, as the table)
+        # columns first ([width, n_rows], each written contiguously), then one transposing copy
+        # into the table (writing each column into the row-major table would stream it once per column)
+        columns = np.empty((self.width, n_rows))
         kept, ctx_f, prompt_f = self.ncol, ctx.astype(np.float64), row_prompt.astype(np.float64)
         for a in range(0, n_rows, METHOD_ROWS):  # (the method's temporaries stay small: see METHOD_ROWS)
             b = min(a + METHOD_ROWS, n_rows)
@@ -179,9 +180,10 @@ class RequestRows:
             elif layout.n_extras:
                 columns[kept:self.count_column, a:b] = self.extra[ctx[a:b]].T
         columns[self.count_column] = 1.0
+        rows = columns.T  # [n_rows, width]
         if n_shared:
-            self.table[:, np.repeat(start, count)[:n_shared] + offset[:n_shared]] = columns[:, :n_shared]
-        self.table[:, self.top:self.top + n_own] = columns[:, n_shared:]
+            self.table[np.repeat(start, count)[:n_shared] + offset[:n_shared]] = rows[:n_shared]
+        self.table[self.top:self.top + n_own] = rows[n_shared:]
 
     def _compact(self, need: int) -> None:
         """Keep the single requests' rows that may still decode (and the shared blocks, in
@@ -194,14 +196,14 @@ class RequestRows:
         start = self.base[live] + self.prompt[live] - 1  # [R] current first row
         keep = int(count.sum())
         index = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(keep)  # [keep] rows kept, in order
-        low, region = self.own_start, self.table.shape[1] - self.own_start
+        low, region = self.own_start, self.table.shape[0] - self.own_start
         if keep + need > region // 2:  # (grow to twice what is needed: compaction stays rare)
-            table = np.zeros((self.width, low + max(region, 2 * (keep + need))))
-            table[:, :low] = self.table[:, :low]
-            table[:, low:low + keep] = self.table[:, index]
+            table = np.zeros((low + max(region, 2 * (keep + need)), self.width))
+            table[:low] = self.table[:low]
+            table[low:low + keep] = self.table[index]
             self.table = table
         else:
-            self.table[:, low:low + keep] = self.table[:, index]  # (the gather is copied before the write)
+            self.table[low:low + keep] = self.table[index]  # (the gather is copied before the write)
         self.base[live] = low + (np.cumsum(count) - count) - (self.prompt[live] - 1)
         self.top = low + keep
 
@@ -213,10 +215,10 @@ class RequestRows:
         if not p <= n <= p + self.output.item(rid) - 1:
             return None
         row, first = self.base.item(rid) + n - 1, self.ncol  # (the first two extras)
-        return int(self.table.item(first, row)), int(self.table.item(first + 1, row))
+        return int(self.table.item(row, first)), int(self.table.item(row, first + 1))
 
     def blocks_sum(self, rid: np.ndarray, n: np.ndarray) -> tuple[int, int]:
         """Sum of :meth:`blocks` over a decode batch (``n`` in range)."""
         first = self.ncol
-        e = self.table[first:first + 2, self.base[rid] + n - 1].sum(axis=1)  # (block counts: exact in any order)
+        e = self.table[self.base[rid] + n - 1, first:first + 2].sum(axis=0)
         return int(e[0]), int(e[1])

@@ -14,11 +14,6 @@ step). A run's work is then ``W[s : s + k]``, a view: the same sums as the gathe
 another order (exact whenever the table holds integers, as the work columns of full KV do;
 otherwise equal to rounding).
 
-Both the table and ``W`` are held column-first (``[width, rows]``, ``[width, steps]``): a run
-reads each column of its window as one contiguous block (the compiled roofline works column by
-column: :func:`kvsim.costmodel.roofline_plan.columns_first`), and a join adds ``width``
-contiguous slices.
-
 The table rows of a request do not change while it decodes; the table's columns can (the
 "rows" mode rebuilds its table with every column when a folded one turns out to vary:
 :mod:`kvsim.sim.fast.folding`): the ledger then rebuilds itself from the batch
@@ -37,14 +32,14 @@ class WorkLedger:
 
     Args:
         pricer: the :class:`kvsim.sim.fast.pricer.StepPricer` (in "table" or "rows" mode);
-            ``pricer.work_columns()`` gives the table column-first (``[width, rows]``), ``pricer.first_row(rid, ctx)`` a request's row
+            ``pricer.work_rows()`` gives the table, ``pricer.first_row(rid, ctx)`` a request's row
             at a context, ``pricer.table_generation`` changes when the table's columns do.
     """
 
     def __init__(self, pricer) -> None:
         self.pricer = pricer
         self.generation = pricer.table_generation
-        self.W = np.zeros((pricer.work_columns().shape[0], _MIN_STEPS))  # [width, steps ahead]
+        self.W = np.zeros((_MIN_STEPS, pricer.work_rows().shape[1]))  # [steps ahead, width]
         self.base = 0  # batch step held in W[0]
 
     def add(self, rid: int, ctx: int, left: int, step_no: int) -> None:
@@ -53,7 +48,7 @@ class WorkLedger:
             return
         s = self._room(step_no, left)
         first = self.pricer.first_row(rid, ctx)
-        self.W[:, s:s + left] += self.pricer.work_columns()[:, first:first + left]
+        self.W[s:s + left] += self.pricer.work_rows()[first:first + left]
 
     def remove(self, rid: int, ctx: int, left: int, step_no: int) -> None:
         """A row leaves at batch step ``step_no`` with ``left`` tokens still to generate."""
@@ -61,21 +56,20 @@ class WorkLedger:
             return
         s = step_no - self.base
         first = self.pricer.first_row(rid, ctx)
-        self.W[:, s:s + left] -= self.pricer.work_columns()[:, first:first + left]
+        self.W[s:s + left] -= self.pricer.work_rows()[first:first + left]
 
     def window(self, step_no: int, k: int, batch) -> np.ndarray:
-        """``[k, width]`` summed rows of steps ``step_no .. step_no + k - 1`` (a view of the
-        column-first ``W``, so each column is contiguous: read only).
+        """``[k, width]`` summed rows of steps ``step_no .. step_no + k - 1`` (a view: read only).
         ``batch``: the DecodeBatch (to rebuild from when the table's columns changed)."""
         if self.generation != self.pricer.table_generation:
             self.rebuild(batch)
         s = self._room(step_no, k)
-        return self.W[:, s:s + k].T
+        return self.W[s:s + k]
 
     def rebuild(self, batch) -> None:
         """Sum the batch's rows again from scratch (the table's columns changed)."""
         self.generation = self.pricer.table_generation
-        self.W = np.zeros((self.pricer.work_columns().shape[0], self.W.shape[1]))
+        self.W = np.zeros((self.W.shape[0], self.pricer.work_rows().shape[1]))
         self.base = sn = batch.step_no
         for rid, ctx, left in zip(batch.rids().tolist(), batch.ctx().tolist(), batch.left().tolist()):
             self.add(rid, ctx, left, sn)
@@ -84,14 +78,14 @@ class WorkLedger:
         """Index of ``step_no`` in W, with room for ``steps`` steps from it (steps before the
         current one are never read again: dropped when W must move)."""
         s = step_no - self.base
-        cap = self.W.shape[1]
+        cap = self.W.shape[0]
         if s + steps <= cap:
             return s
-        keep = self.W[:, s:]
+        keep = self.W[s:]
         size = cap
         while steps > size:  # (the kept steps, cap - s, fit in cap)
             size *= 2
-        W = np.zeros((self.W.shape[0], size))
-        W[:, : keep.shape[1]] = keep
+        W = np.zeros((size, self.W.shape[1]))
+        W[: keep.shape[0]] = keep
         self.W, self.base = W, step_no
         return 0

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
 from kvsim.costmodel.deployment import Deployment, build_deployment
-from kvsim.errors import ConfigError
+from kvsim.errors import ConfigError, TraceError
 from kvsim.methods import KVMethod, make_method
 from kvsim.pricing.estimate import EstimateResult
 from kvsim.pricing.estimate import check_context
@@ -47,15 +48,32 @@ def _pandas():
     return pandas
 
 
-def deployment(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", *, tp: int = 1, weight_dtype: str = "auto",
-               kv_dtype: str = "auto", gpu_memory_utilization: float = 0.9, calibration: str | None = None,
-               expert_offload: str | None = None) -> Deployment:
-    """A model on a system (``hw``: a name from ``kvsim list hardware`` or a YAML path). A
-    :class:`Deployment` passed as ``hw`` is returned unchanged. ``expert_offload``: the text of
-    ``--expert-offload`` (MoE experts in host memory; docs/expert-offload.md)."""
+#: the model when none is given (``kvsim``'s ``--model`` default)
+DEFAULT_MODEL = "llama-3.1-8b"
+
+
+def deployment(hw: str | Deployment = "a100", model: str | None = None, *, tp: int | None = None,
+               weight_dtype: str = "auto", kv_dtype: str = "auto", gpu_memory_utilization: float = 0.9,
+               calibration: str | None = None, expert_offload: str | None = None) -> Deployment:
+    """A model (default ``llama-3.1-8b``) on a system (``hw``: a name from ``kvsim list hardware``,
+    a YAML path or a :class:`kvsim.hardware.System`; ``model`` likewise, or a ModelSpec), TP 1
+    unless ``tp``. A :class:`Deployment` passed as ``hw`` is returned unchanged: giving it another
+    model, TP, dtype, memory fraction, calibration or expert offload is an error (they would be
+    ignored). ``expert_offload``: the text of ``--expert-offload`` (docs/expert-offload.md)."""
     if isinstance(hw, Deployment):
+        changed = [name for name, given, default in (
+            ("model", model is not None and model not in (hw.model.name, *hw.model.aliases), False),
+            ("tp", tp is not None and tp != hw.tp, False), ("weight_dtype", weight_dtype, "auto"),
+            ("kv_dtype", kv_dtype, "auto"), ("gpu_memory_utilization", gpu_memory_utilization, 0.9),
+            ("calibration", calibration, None), ("expert_offload", expert_offload, None)) if given != default]
+        if changed:
+            raise ConfigError(f"hw is a Deployment ({hw.model.name} on {hw.system.name}, TP {hw.tp}): "
+                              f"{', '.join(changed)} cannot change it; pass names to build another")
         return hw
-    return build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+    if isinstance(tp, bool) or not isinstance(tp, (int, np.integer, type(None))):
+        raise ConfigError(f"tp must be a whole number (got {tp!r})")
+    return build_deployment(hw, DEFAULT_MODEL if model is None else model, tp=1 if tp is None else int(tp),
+                            weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                             gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
                             expert_offload=expert_offload)
 
@@ -66,13 +84,19 @@ def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, nu
     arrivals to that mean rate (requests/s); ``num_requests`` keeps the first N. A :class:`Trace`
     passed in gets the same two (first N, then the rate), and nothing else: the loading
     ``options`` apply to names and files only (an error, not ignored)."""
+    num_requests = _whole("num_requests", num_requests, 1, allow_none=True)
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating))):
+        raise ConfigError(f"rate must be a number of requests per second (got {rate!r})")
+    if isinstance(trace, Path):
+        trace = str(trace)
+    if not isinstance(trace, (str, Trace)):
+        raise ConfigError(f"trace must be a name (`kvsim list traces`), a file path or a Trace (got {type(trace).__name__}; "
+                          "build a Trace from arrays with kvsim.traces.Trace(name, arrival_s, prompt_tokens, output_tokens))")
     if isinstance(trace, Trace):
         if options:
             raise ConfigError(f"{', '.join(sorted(options))}: loading options apply to a trace name or file, not to a "
                               "Trace object (pass the name, or load_trace(name, ...) first)")
         if num_requests is not None:
-            if not isinstance(num_requests, int) or num_requests < 1:
-                raise ConfigError(f"num_requests must be a whole number >= 1, got {num_requests!r}")
             trace = trace.head(num_requests)
         if rate is not None:
             opts = LoadOptions(rate=rate).validate()
@@ -87,11 +111,24 @@ _DEPLOYMENT_OPTIONS = frozenset(inspect.signature(deployment).parameters) - {"hw
 
 
 def _method(method: str | KVMethod, dep: Deployment) -> KVMethod:
-    return method if isinstance(method, KVMethod) else make_method(method, dep)
+    if isinstance(method, KVMethod):
+        return method
+    if not isinstance(method, str):
+        raise ConfigError(f"method must be a name (`kvsim list methods`) or a KVMethod (got {type(method).__name__})")
+    return make_method(method, dep)
 
 
-def estimate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method: str | KVMethod = "full", *,
-             context: int = 4096, batch: int | str = 1, tp: int = 1, max_num_batched_tokens: int | None = 8192,
+def _whole(name: str, value, low: int, allow_none: bool = False):
+    """``value`` as an int >= ``low`` (a numpy integer too), or a one-line ConfigError."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(f"{name} must be a whole number >= {low} (got {value!r})")
+    return int(value)
+
+
+def estimate(hw: str | Deployment = "a100", model: str | None = None, method: str | KVMethod = "full", *,
+             context: int = 4096, batch: int | str = 1, tp: int | None = None, max_num_batched_tokens: int | None = 8192,
              max_num_seqs: int = 256, allow_long_context: bool = False, **deployment_options: Any) -> EstimateResult:
     """Closed-form TTFT, TBT, throughput and memory of one configuration (``kvsim estimate``);
     ``batch="max"`` uses the largest batch that fits. A ``context`` beyond the model's maximum is
@@ -100,6 +137,8 @@ def estimate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method:
     if unknown:
         raise ConfigError(f"estimate: unknown argument(s) {', '.join(unknown)} (deployment options: "
                           f"{', '.join(sorted(_DEPLOYMENT_OPTIONS))})")
+    max_num_batched_tokens = _whole("max_num_batched_tokens", max_num_batched_tokens, 1, allow_none=True)
+    max_num_seqs = _whole("max_num_seqs", max_num_seqs, 1)
     dep = deployment(hw, model, tp=tp, **deployment_options)
     if isinstance(context, (int, np.integer)) and not isinstance(context, bool):
         check_context(int(context), dep.model, allow_long_context)
@@ -107,12 +146,14 @@ def estimate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method:
                      max_num_seqs=max_num_seqs)
 
 
-def tts_cost(hw: str | Deployment = "b200", model: str = "qwen3-8b", method: str | KVMethod = "full",
-             tts: str | TTSTask = "best-of-n=8,gen=16k", *, tp: int = 1, batch: int | None = None,
+def tts_cost(hw: str | Deployment = "b200", model: str | None = None, method: str | KVMethod = "full",
+             tts: str | TTSTask = "best-of-n=8,gen=16k", *, tp: int | None = None, batch: int | None = None,
              intensity: float | None = None, **deployment_options: Any) -> TaskCost:
     """Cost of one test-time-scaling task in Kinetics' eFLOPs (``kvsim estimate --tts``; a ``tts``
-    string takes the same keys, whose ``batch``/``intensity`` win over the arguments')."""
-    dep = deployment(hw, model, tp=tp, **deployment_options)
+    string takes the same keys, whose ``batch``/``intensity`` win over the arguments'); the model
+    is ``qwen3-8b`` unless given)."""
+    dep = deployment(hw, "qwen3-8b" if model is None and not isinstance(hw, Deployment) else model, tp=tp,
+                     **deployment_options)
     if isinstance(tts, str):
         opts = parse_task(tts)
         if opts.budget_eflops is not None:
@@ -161,23 +202,28 @@ def _request_columns(res: SimResult) -> dict[str, np.ndarray]:
         cols["queue_s"] = rec.scheduled_s - rec.arrival_s
         # vLLM's TPOT: (last token - first token) / (output tokens - 1), for 2+ tokens
         cols["tpot_s"] = np.where(out >= 2, (rec.finish_s - rec.first_token_s) / np.maximum(out - 1, 1), np.nan)
-    return {k: np.asarray(v) for k, v in cols.items()}
+    return {k: np.array(v) for k, v in cols.items()}  # (copies: the records share the trace's arrays)
 
 
-def simulate(hw: str | Deployment = "a100", model: str = "llama-3.1-8b", method: str | KVMethod = "full",
+def simulate(hw: str | Deployment = "a100", model: str | None = None, method: str | KVMethod = "full",
              trace: str | Trace = "burstgpt", *, rate: float | None = None, num_requests: int | None = None,
-             seed: int = 0, tp: int = 1, config: SimConfig | dict | None = None, **engine: Any) -> Simulation:
+             seed: int = 0, tp: int | None = None, config: SimConfig | dict | None = None, **engine: Any) -> Simulation:
     """Replay ``trace`` through the serving simulator (``kvsim simulate``). Engine settings go in
     ``config`` (a :class:`SimConfig` or a dict) or as keywords with vLLM's names
     (``max_num_seqs=128, chunked_prefill=False, watermark=0.01``)."""
     dep = deployment(hw, model, tp=tp)
     m = _method(method, dep)
     tr = load_trace(trace, rate=rate, num_requests=num_requests, seed=seed)
-    if isinstance(config, SimConfig):
-        cfg = config.model_copy(update=engine) if engine else config
-    else:
+    if not len(tr):
+        raise TraceError(f"trace {tr.name!r} has no requests")
+    if not isinstance(config, (SimConfig, dict, type(None))):
+        raise ConfigError(f"config must be a SimConfig or a dict of engine settings (got {type(config).__name__})")
+    if isinstance(config, SimConfig) and not engine:
+        cfg = config
+    else:  # (keywords over a SimConfig are validated as the dict's are: model_copy(update=) would not check them)
+        base = config.model_dump() if isinstance(config, SimConfig) else {"seed": seed, **(config or {})}
         try:
-            cfg = SimConfig(**{"seed": seed, **(config or {}), **engine})
+            cfg = SimConfig(**{**base, **engine})
         except ValidationError as err:  # pydantic: one line naming the setting
             raise ConfigError(f"engine setting {first_problem(err)}") from None
     res = _simulate(dep, m, tr, cfg)

@@ -135,3 +135,132 @@ def test_plan_bad_settings_are_one_line_kvsim_errors():
         with pytest.raises(KvsimError) as err:
             kvsim.plan(**{"hws": ["h100"], "methods": ["full"], **kw})
         assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def _trace(arrival, prompt, output):
+    from kvsim.traces import Trace
+
+    return Trace("mine", np.asarray(arrival), np.asarray(prompt), np.asarray(output))
+
+
+@pytest.mark.parametrize("arrival, prompt, output, says", [
+    ([0, 0.5, 1.0], [100.0, np.nan, 300.0], [10, 20, 30], "request 1 has nan prompt_tokens"),
+    ([0, 0.5, 1.0], [100, 200, 300], [-10, 20, 30], "request 0 has -10 output_tokens"),
+    ([0, 0.5, 1.0], [100, 0, 300], [10, 20, 30], "request 1 has 0 prompt_tokens"),
+    ([0, 0.5, 1.0], [100.7, 200, 300], [10, 20, 30], "request 0 has 100.7 prompt_tokens"),
+    ([0, np.inf, 1.0], [1, 2, 3], [1, 2, 3], "request 1 arrives at inf s"),
+    ([-1.0, 0, 1.0], [1, 2, 3], [1, 2, 3], "request 0 arrives at -1.0 s"),
+    ([0, 2.0, 1.0], [1, 2, 3], [1, 2, 3], "request 2 arrives before request 1"),
+    ([0, 1.0], [1, 2], [3], "different lengths (2, 2, 1)"),
+    ([[0.0]], [1], [1], "arrival_s must be a 1-D array of numbers (got 2-D float64)"),
+    ([0.0], [True], [1], "prompt_tokens must be a 1-D array of numbers (got 1-D bool)"),
+])
+def test_a_trace_built_in_python_is_checked_like_a_file(arrival, prompt, output, says):
+    """A Trace from arrays gets the checks a loaded file gets: a one-line TraceError naming the
+    first bad request (before: NaN prompts ran as -9.2e18 tokens, negative outputs lowered the
+    throughput, unsorted arrivals failed inside the engine)."""
+    from kvsim.errors import TraceError
+
+    with pytest.raises(TraceError, match=re.escape(says)):
+        _trace(arrival, prompt, output)
+
+
+def test_a_trace_from_lists_and_whole_floats_is_converted():
+    t = _trace([0, 1], [10, 20.0], [1, 2])
+    assert t.prompt_tokens.dtype == np.int64 and t.prompt_tokens.tolist() == [10, 20]
+    assert t.arrival_s.dtype == np.float64
+
+
+def test_results_do_not_share_memory_with_the_trace():
+    """Editing a result's columns leaves the trace (and another run on it) alone, and the other way round."""
+    t = kvsim.load_trace("synthetic-poisson", num_requests=20)
+    a = kvsim.simulate(hw="h100", trace=t)
+    b = kvsim.simulate(hw="h100", method="kivi", trace=t)
+    arrivals, prompt0 = t.arrival_s.copy(), int(t.prompt_tokens[0])
+    a.requests["arrival_s"] += 100.0
+    a.requests["prompt_tokens"][0] = 7
+    np.testing.assert_array_equal(t.arrival_s, arrivals)
+    np.testing.assert_array_equal(b.requests["arrival_s"], arrivals)
+    assert int(t.prompt_tokens[0]) == prompt0 == int(b.requests["prompt_tokens"][0])
+
+
+def test_engine_keywords_over_a_simconfig_are_validated():
+    from kvsim.errors import ConfigError
+    from kvsim.sim.config import SimConfig
+
+    with pytest.raises(ConfigError, match="max_num_seqs"):
+        kvsim.simulate(trace="synthetic-poisson", num_requests=20, config=SimConfig(), max_num_seqs=-5)
+    with pytest.raises(ConfigError, match="bogus"):
+        kvsim.simulate(trace="synthetic-poisson", num_requests=20, config=SimConfig(), bogus=1)
+    # the keyword applies: the same run as the dict form (4 sequences at most), unlike the default 256
+    r = kvsim.simulate(trace="synthetic-poisson", num_requests=20, rate=50.0, config=SimConfig(), max_num_seqs=4)
+    d = kvsim.simulate(trace="synthetic-poisson", num_requests=20, rate=50.0, config={"max_num_seqs": 4})
+    free = kvsim.simulate(trace="synthetic-poisson", num_requests=20, rate=50.0, config=SimConfig())
+    assert r.summary["ttft_s"] == d.summary["ttft_s"] != free.summary["ttft_s"]
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(max_num_batched_tokens=-1), "max_num_batched_tokens must be a whole number >= 1 (got -1)"),
+    (dict(max_num_batched_tokens=0), "max_num_batched_tokens must be a whole number >= 1 (got 0)"),
+    (dict(max_num_seqs=2.5), "max_num_seqs must be a whole number >= 1 (got 2.5)"),
+    (dict(max_num_seqs=float("nan")), "max_num_seqs must be a whole number >= 1 (got nan)"),
+])
+def test_estimate_engine_limits_are_checked(kwargs, says):
+    """(before: max_num_batched_tokens=-1 gave TTFT nan with fits=True, or 6.1e288 s)"""
+    with pytest.raises(KvsimError, match=re.escape(says)):
+        kvsim.estimate(hw="h100", context=8192, batch=4, **kwargs)
+
+
+def test_a_deployment_refuses_arguments_it_would_ignore():
+    dep = kvsim.deployment("h100", "llama-3.1-8b")
+    assert kvsim.deployment(dep) is dep and kvsim.deployment(dep, "llama-3.1-8b", tp=1) is dep
+    with pytest.raises(KvsimError, match=r"model, tp, weight_dtype cannot change it"):
+        kvsim.estimate(hw=dep, model="qwen3-14b", tp=2, weight_dtype="fp8")
+    with pytest.raises(KvsimError, match="expert_offload"):
+        kvsim.deployment(dep, expert_offload="miss=fetch")
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: kvsim.simulate(hw=None), "hardware must be a name, a YAML path or a System (got NoneType)"),
+    (lambda: kvsim.estimate(hw=3), "hardware must be a name, a YAML path or a System (got int)"),
+    (lambda: kvsim.estimate(model={"a": 1}), "model must be a name, a YAML or config.json path or a ModelSpec (got dict)"),
+    (lambda: kvsim.simulate(trace=[1, 2]), "trace must be a name"),
+    (lambda: kvsim.simulate(trace=None), "trace must be a name"),
+    (lambda: kvsim.simulate(method=None, trace="synthetic-poisson", num_requests=5), "method must be a name"),
+    (lambda: kvsim.simulate(rate="4", trace="synthetic-poisson", num_requests=5), "rate must be a number"),
+    (lambda: kvsim.simulate(tp="2", trace="synthetic-poisson", num_requests=5), "tp must be a whole number"),
+    (lambda: kvsim.simulate(config=[1], trace="synthetic-poisson", num_requests=5), "config must be a SimConfig"),
+    (lambda: kvsim.load_trace("synthetic-poisson", num_requests=True), "num_requests must be a whole number >= 1"),
+])
+def test_wrong_argument_types_are_kvsim_errors(call, says):
+    with pytest.raises(KvsimError, match=re.escape(says)):
+        call()
+
+
+def test_spec_objects_and_paths_work_as_names():
+    from kvsim.hardware import load_system
+    from kvsim.models import load_model
+
+    by_name = kvsim.estimate(hw="h100", model="llama-3.1-8b", context=1024)
+    by_spec = kvsim.estimate(hw=load_system("h100"), model=load_model("llama-3.1-8b"), context=1024)
+    assert by_spec.ttft_s == by_name.ttft_s
+    assert kvsim.load_trace(np.int64(5) and "synthetic-poisson", num_requests=np.int64(5)).arrival_s.shape == (5,)
+    assert len(kvsim.load_trace(_trace([0, 1, 2], [1, 2, 3], [1, 1, 1]), num_requests=np.int64(2))) == 2
+
+
+def test_an_empty_trace_is_an_error():
+    from kvsim.errors import TraceError
+
+    with pytest.raises(TraceError, match="has no requests"):
+        kvsim.simulate(hw="h100", trace=_trace(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+
+
+def test_kvsim_errors_is_reachable_after_a_bare_import():
+    import importlib
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import kvsim, sys; print(kvsim.errors.KvsimError.__name__, "
+                          "'torch' in sys.modules)"], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["KvsimError", "False"]
+    assert importlib.import_module("kvsim").hardware.load_system is not None

@@ -260,10 +260,17 @@ def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = Non
 DEFAULT_HOST = "xeon-8480p"
 
 
-def load_system(name_or_path: str) -> System:
+def load_system(name_or_path: str | Path | System) -> System:
     """Resolve ``--hw``: a system name/alias, a GPU name (single GPU on the default host),
     or a path to a YAML file of kind ``system`` or ``gpu`` (a GPU file alone is one GPU on the
-    default host; a system file gives the GPU count, host and links)."""
+    default host; a system file gives the GPU count, host and links). A :class:`System` is
+    returned as it is."""
+    if isinstance(name_or_path, System):
+        return name_or_path
+    if isinstance(name_or_path, Path):
+        name_or_path = str(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise SpecError(f"hardware must be a name, a YAML path or a System (got {type(name_or_path).__name__})")
     p = Path(name_or_path)
     if p.is_dir() and spec_key(name_or_path) not in catalog("system") and spec_key(name_or_path) not in catalog("gpu"):
         raise SpecError(f"{p}: a folder; --hw takes a system or GPU YAML file, or a name (`kvsim list hardware`)")

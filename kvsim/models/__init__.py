@@ -28,10 +28,16 @@ def names() -> list[str]:
     return canonical_names(catalog())
 
 
-def load_model(name_or_path: str) -> ModelSpec:
+def load_model(name_or_path: str | Path | ModelSpec) -> ModelSpec:
     """Resolve ``--model``, in this order: a kvsim model YAML or HF ``config.json`` path (or a folder
     holding a ``config.json``); a shipped name or alias; ``org/name`` found in the local Hugging
-    Face cache. Nothing is downloaded."""
+    Face cache. Nothing is downloaded. A :class:`ModelSpec` is returned as it is."""
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    if isinstance(name_or_path, Path):
+        name_or_path = str(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise SpecError(f"model must be a name, a YAML or config.json path or a ModelSpec (got {type(name_or_path).__name__})")
     p = Path(name_or_path)
     if name_or_path.endswith(".json"):
         return load_hf_config(p)

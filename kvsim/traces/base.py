@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from kvsim.errors import TraceError
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -52,6 +54,33 @@ class Trace:
     notice: str | None = None
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """The columns as the attributes state them (a Trace built in Python gets the checks a
+        loaded file gets): 1-D and of one length; arrivals finite, >= 0 and sorted; token counts
+        whole numbers >= 1 (lists and integral floats are converted). Anything else is a one-line
+        :class:`TraceError` naming the first bad request."""
+        arrival = _column(self.name, "arrival_s", self.arrival_s, np.float64)
+        prompt = _column(self.name, "prompt_tokens", self.prompt_tokens, np.int64)
+        output = _column(self.name, "output_tokens", self.output_tokens, np.int64)
+        if not arrival.shape[0] == prompt.shape[0] == output.shape[0]:
+            raise TraceError(f"trace {self.name!r}: arrival_s, prompt_tokens and output_tokens have different lengths "
+                             f"({arrival.shape[0]}, {prompt.shape[0]}, {output.shape[0]})")
+        bad = np.flatnonzero(~np.isfinite(arrival) | (arrival < 0))
+        if bad.size:
+            raise TraceError(f"trace {self.name!r}: request {int(bad[0])} arrives at {float(arrival[bad[0]])!r} s "
+                             "(arrivals are finite seconds >= 0)")
+        back = np.flatnonzero(np.diff(arrival) < 0)
+        if back.size:
+            raise TraceError(f"trace {self.name!r}: request {int(back[0]) + 1} arrives before request {int(back[0])} "
+                             "(sort the requests by arrival_s)")
+        for what, col in (("prompt_tokens", prompt), ("output_tokens", output)):
+            low = np.flatnonzero(col < 1)
+            if low.size:
+                raise TraceError(f"trace {self.name!r}: request {int(low[0])} has {int(col[low[0]])} {what} "
+                                 "(at least 1)")
+        for name, col in (("arrival_s", arrival), ("prompt_tokens", prompt), ("output_tokens", output)):
+            object.__setattr__(self, name, col)
+
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
 
@@ -83,3 +112,23 @@ class Trace:
             prefix_blocks=blocks,
             chunk_ids=chunks,
         )
+
+
+def _column(trace: str, name: str, values, dtype) -> np.ndarray:
+    """``values`` as a 1-D array of ``dtype`` (unchanged when it already is one); token counts
+    must be whole numbers (an integral float is converted, a NaN or fraction is an error)."""
+    if isinstance(values, np.ndarray) and values.dtype == dtype and values.ndim == 1:
+        return values
+    try:
+        col = np.asarray(values)
+    except (TypeError, ValueError):
+        col = None
+    if col is None or col.ndim != 1 or not (np.issubdtype(col.dtype, np.integer) or np.issubdtype(col.dtype, np.floating)):
+        kind = type(values).__name__ if col is None else f"{col.ndim}-D {col.dtype}"
+        raise TraceError(f"trace {trace!r}: {name} must be a 1-D array of numbers (got {kind})")
+    if dtype is np.int64 and not np.issubdtype(col.dtype, np.integer):
+        bad = np.flatnonzero(~np.isfinite(col) | (col != np.round(col)))
+        if bad.size:
+            raise TraceError(f"trace {trace!r}: request {int(bad[0])} has {float(col[bad[0]])!r} {name} "
+                             "(a whole number of tokens)")
+    return col.astype(dtype)

@@ -210,8 +210,15 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
              seed: int = 0, tp: int | None = None, config: SimConfig | dict | None = None, **engine: Any) -> Simulation:
     """Replay ``trace`` through the serving simulator (``kvsim simulate``). Engine settings go in
     ``config`` (a :class:`SimConfig` or a dict) or as keywords with vLLM's names
-    (``max_num_seqs=128, chunked_prefill=False, watermark=0.01``)."""
-    dep = deployment(hw, model, tp=tp)
+    (``max_num_seqs=128, chunked_prefill=False, watermark=0.01``); the deployment options of
+    :func:`deployment` (``weight_dtype="fp8"``, ``kv_dtype``, ...) are taken too. A trace file's
+    loading options (``columns=``, ``time_unit=``...) go to :func:`load_trace` first."""
+    loading = sorted(set(engine) & set(LoadOptions.__dataclass_fields__))
+    if loading:
+        raise ConfigError(f"{', '.join(loading)}: trace loading options: load it first, "
+                          f"kvsim.load_trace(path, {loading[0]}=...), and pass the Trace as trace=")
+    dep_options = {k: engine.pop(k) for k in sorted(set(engine) & _DEPLOYMENT_OPTIONS)}
+    dep = deployment(hw, model, tp=tp, **dep_options)
     m = _method(method, dep)
     tr = load_trace(trace, rate=rate, num_requests=num_requests, seed=seed)
     if not len(tr):

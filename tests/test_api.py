@@ -264,3 +264,11 @@ def test_kvsim_errors_is_reachable_after_a_bare_import():
                           "'torch' in sys.modules)"], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["KvsimError", "False"]
     assert importlib.import_module("kvsim").hardware.load_system is not None
+
+
+def test_simulate_takes_deployment_options_and_points_loading_options_to_load_trace():
+    r = kvsim.simulate(hw="h100", trace="synthetic-poisson", num_requests=10, weight_dtype="fp8")
+    assert r.summary["weight_dtype"] == "fp8" and r.deployment.weight_dtype == "fp8"
+    with pytest.raises(KvsimError, match=re.escape("columns: trace loading options: load it first, "
+                                                   "kvsim.load_trace(path, columns=...)")):
+        kvsim.simulate(trace="mix.csv", columns="arrival=ts,prompt=in,output=out")

@@ -217,7 +217,8 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
     if loading:
         raise ConfigError(f"{', '.join(loading)}: trace loading options: load it first, "
                           f"kvsim.load_trace(path, {loading[0]}=...), and pass the Trace as trace=")
-    dep_options = {k: engine.pop(k) for k in sorted(set(engine) & _DEPLOYMENT_OPTIONS)}
+    # (gpu_memory_utilization is an engine setting too: it stays one, and sizes the KV pool)
+    dep_options = {k: engine.pop(k) for k in sorted(set(engine) & _DEPLOYMENT_OPTIONS - set(SimConfig.model_fields))}
     dep = deployment(hw, model, tp=tp, **dep_options)
     m = _method(method, dep)
     tr = load_trace(trace, rate=rate, num_requests=num_requests, seed=seed)

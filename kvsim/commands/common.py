@@ -43,8 +43,10 @@ def kv_dtype_notes(kv_dtype: str, methods) -> list[str]:
     """Notes for methods that keep a KV format of their own when ``--kv-dtype`` was given."""
     if kv_dtype == "auto":
         return []
-    return [f"{m.label()} stores its KV in its own format: --kv-dtype {kv_dtype} does not change its KV bytes"
-            for m in methods if m.own_kv_format]
+    own = [f"{m.label()} stores its KV in its own format: --kv-dtype {kv_dtype} does not change its KV bytes"
+           for m in methods if m.own_kv_format]
+    return own + [f"{m.label()}: its kv_dtype={m.params.kv_dtype} is used, not --kv-dtype {kv_dtype}" for m in methods
+                  if not m.own_kv_format and getattr(m.params, "kv_dtype", "auto") not in ("auto", None, kv_dtype)]
 
 
 def split_methods(values: list[str]) -> list[str]:

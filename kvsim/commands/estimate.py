@@ -103,12 +103,17 @@ def estimate_cmd(
                               "inside --tts (e.g. --tts best-of-n=8,prompt=512,gen=16k)")
         _tts(dep, methods, tts, as_json)
         return
-    reused = reuse_answer(dep, reuse) if reuse is not None else None  # a bad spec fails before any pricing
+    reused = reuse_answer(dep, reuse, allow_long_context) if reuse is not None else None  # a bad spec fails before any pricing
+    if reused is not None and reused["note"]:
+        print(f"note: {reused['note']}", file=sys.stderr)
     if isinstance(b, int) and b > max_num_seqs:
         print(f"note: --batch {b:,} is more than --max-num-seqs {max_num_seqs:,}: priced as an engine of {b:,} sequences "
               "(vLLM runs at most --max-num-seqs at once; its reserves, and a hybrid model's state slots, grow with it)",
               file=sys.stderr)
     results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]
+    for r in results:
+        for note in r.notes:
+            print(f"note: {r.method}: {note}", file=sys.stderr)
     if as_json:
         print_json([_answer(r) | ({"reuse": reused} if reused is not None else {}) for r in results])
         return

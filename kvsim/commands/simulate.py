@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -21,8 +22,8 @@ from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
     ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, KvOffloadOpt, LogTypeOpt,
     MethodOpt, ModelOpt, NumRequestsOpt, PercentileOpt, RateOpt, SeedOpt, SloItlOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt,
-    StrictOpt, TimeScaleOpt, TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, TraceModelOpt, TraceOpt, WatermarkOpt,
-    WeightDtypeOpt, check_watermark, print_json,
+    MaxOutputOpt, MaxPromptOpt, StrictOpt, TimeScaleOpt, TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, TraceModelOpt,
+    TraceOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json,
     kv_dtype_notes, resolve_slo, split_methods, window_note,
 )
 from kvsim.commands.simulate_render import print_comparison, print_summary
@@ -53,6 +54,8 @@ def simulate_cmd(
     arrivals: ArrivalsOpt = None,
     strict: StrictOpt = False,
     tokenizer: TokenizerOpt = None,
+    max_prompt_tokens: MaxPromptOpt = None,
+    max_output_tokens: MaxOutputOpt = None,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", min=1, max=1_000_000, help="running sequences per step (vLLM)")] = 256,
     max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", min=1, max=2**31 - 1, help="token budget per step (vLLM)")] = 8192,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="Sarathi-style chunked prefill (vLLM v1); off: vLLM v0 prefill-first steps")] = True,
@@ -123,21 +126,22 @@ def simulate_cmd(
 
         counts = parse_ratio(disagg)
         link = load_link(kv_link or DEFAULT_KV_LINK)
-        dep_p = build_deployment(prefill_hw or hw, model, tp=prefill_tp or tp, weight_dtype=weight_dtype,
-                                 kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
-                                 expert_offload=expert_offload)
+        dep_p = _instance("prefill", "--prefill-tp" if prefill_tp else None, lambda: build_deployment(
+            prefill_hw or hw, model, tp=prefill_tp or tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration, expert_offload=expert_offload))
         split = (counts, link, dep_p)
-    dep = build_deployment(decode_hw or hw if disagg else hw, model, tp=(decode_tp or tp) if disagg else tp,
-                           weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                           gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
-                           expert_offload=expert_offload)
+    dep = _instance("decode" if disagg else None, "--decode-tp" if disagg and decode_tp else None, lambda: build_deployment(
+        decode_hw or hw if disagg else hw, model, tp=(decode_tp or tp) if disagg else tp, weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
+        expert_offload=expert_offload))
     if offload is not None:
         from kvsim.sim.kv_tiers import check_offload
 
         check_offload(offload, (dep if split is None else split[2]).system)  # before the work (--disagg: prefill side)
     tr = load_trace(trace, rate=rate, time_scale=time_scale, num_requests=num_requests, model=trace_model,
                     log_type=log_type, seed=seed, format=trace_format, columns=columns, time_unit=time_unit,
-                    arrivals=arrivals, strict=strict, tokenizer=tokenizer)
+                    arrivals=arrivals, strict=strict, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens,
+                    max_output_tokens=max_output_tokens)
     if tr.notice:
         print(f"note: {tr.notice}", file=sys.stderr)
     if num_requests is not None and len(tr) < num_requests:
@@ -154,7 +158,8 @@ def simulate_cmd(
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
-    for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), window_note(dep.model)]:
+    for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), window_note(dep.model),
+                 whole_prompt_budget_note(tr, chunked_prefill, max_num_batched_tokens), inline_seed_note(trace, seed)]:
         if note:
             print(f"note: {note}", file=sys.stderr)
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
@@ -336,3 +341,41 @@ def _csv_col(v) -> list:
     if a.dtype.kind == "f":
         return ["" if x != x else repr(x) for x in a.tolist()]  # NaN -> empty cell
     return a.tolist()
+
+
+def _instance(side: str | None, tp_flag: str | None, build):
+    """``build()``, with a ConfigError naming the instance (``--disagg``: "decode instances: ...")
+    and its TP option (``--decode-tp 16 ...`` rather than ``--tp 16 ...``)."""
+    try:
+        return build()
+    except ConfigError as err:
+        if side is None:
+            raise
+        msg = str(err)
+        if tp_flag and msg.startswith("--tp "):
+            msg = tp_flag + msg[len("--tp"):]
+        raise ConfigError(f"{side} instances: {msg}") from None
+
+
+def whole_prompt_budget_note(trace, chunked_prefill: bool, budget: int) -> str | None:
+    """Without chunked prefill a prompt longer than the step budget is prefilled alone in one step
+    (the first prompt of a step is always admitted: vLLM v0 admits prompts up to max_model_len);
+    vLLM itself refuses such a budget (max_num_batched_tokens below max_model_len)."""
+    if chunked_prefill or not len(trace):
+        return None
+    longer = int((trace.prompt_tokens > budget).sum())
+    if not longer:
+        return None
+    return (f"--no-chunked-prefill: {longer:,} prompt{'s' if longer > 1 else ''} longer than --max-num-batched-tokens "
+            f"{budget:,} (longest {int(trace.prompt_tokens.max()):,}) were each prefilled alone in one step; vLLM "
+            "refuses a budget below max_model_len without chunked prefill")
+
+
+def inline_seed_note(trace: str, seed: int) -> str | None:
+    """A synthetic spec's own ``seed=`` draws the trace (it wins over ``--seed``, which still seeds
+    the simulator's own choices, e.g. random routing): say so when the two differ."""
+    m = re.search(r"(?:^|[:,])seed=(\d+)(?:,|$)", trace)
+    if m is None or not seed or int(m.group(1)) == seed:
+        return None
+    return (f"the trace spec's seed={m.group(1)} draws the trace; --seed {seed} seeds only the simulator "
+            "(the summary's config.seed)")

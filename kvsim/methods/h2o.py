@@ -26,7 +26,7 @@ The prefill peak holds the whole prompt's KV (eviction happens after prefill).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import arr, attn_decode, eager_prefill, kv_tok_layer, split_prompt
@@ -46,6 +46,14 @@ class H2OParams(MethodParams):
     """absolute cache budget (heavy + recent tokens); overrides the ratios."""
     score_passes: Float = Field(12.0, ge=0, le=1000)
     """2-byte HBM passes over each score element in eager attention (HF op sequence, see above)."""
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> "H2OParams":
+        kept = self.heavy_ratio + self.recent_ratio
+        if self.budget_tokens is None and not 0 < kept <= 1:
+            raise ValueError(f"heavy_ratio + recent_ratio must be above 0 and at most 1 (the fraction of the "
+                             f"prompt kept; got {kept:g})")
+        return self
 
 
 class H2O(KVMethod):

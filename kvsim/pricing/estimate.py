@@ -89,6 +89,7 @@ class EstimateResult(BaseModel):
     breakdown: list[BreakdownRow]
     expert_offload: str | None = None  # MoE expert offloading: cache, hit rate and its source, miss mode
     expert_host_bytes: float = 0.0  # routed experts held in host memory (part of memory_host_bytes)
+    notes: list[str] = []  # one line each, for the user (the command prints them as `note:` lines)
 
 
 def _rows(phase: str, t: Timing) -> list[BreakdownRow]:
@@ -143,6 +144,15 @@ class Estimator:
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
         block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)
         mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
+        notes = []
+        # the simulator holds the whole prompt's uncompressed KV of such a method on the GPU until its prefill
+        # completes (KVMethod.full_prompt_until_prefilled); this estimate is steady state, so it says when that
+        # peak alone exceeds the pool (simulate then rejects the request)
+        g_peak = -(-ctx // VLLM_BLOCK_TOKENS) * block if m.full_prompt_until_prefilled else g_req
+        if mb_gpu and g_peak > budget.kv_gpu_bytes:
+            notes.append(f"steady state only: `kvsim simulate` holds one request's whole prompt KV ({_gb(g_peak)} per "
+                         f"GPU) uncompressed until its prefill completes, more than the {_gb(budget.kv_gpu_bytes)} "
+                         "free for KV, and rejects it")
         mb_host = requests_that_fit(budget.kv_host_bytes, h_req, block)
         max_batch = fewest(mb_gpu, mb_host)
         if batch == "max":  # at most what memory holds and the engine's max_num_seqs
@@ -185,6 +195,7 @@ class Estimator:
             breakdown=breakdown,
             expert_offload=None if dep.expert_offload is None else dep.expert_offload.label(),
             expert_host_bytes=budget.expert_host_bytes,
+            notes=notes,
         )
 
 

@@ -28,16 +28,21 @@ from kvsim.traces.base import Trace
 REJECT_REASONS = {1: "max_context", 2: "gpu_memory", 3: "host_memory", 4: "unschedulable"}
 
 
-def rejection_note(reasons: dict[str, int], total: int, max_context_tokens: int) -> str | None:
+def rejection_note(reasons: dict[str, int], total: int, max_context_tokens: int, full_prompt: bool = False) -> str | None:
     """What a user reads when requests were rejected: how many, why, and what would admit them
-    (None when none was). ``reasons``: the summary's ``rejected_reasons``."""
+    (None when none was). ``reasons``: the summary's ``rejected_reasons``; ``full_prompt``: the
+    method holds a prompt's whole uncompressed KV on the GPU until its prefill completes
+    (``KVMethod.full_prompt_until_prefilled``), so its compression does not shrink that peak."""
     if not reasons:
         return None
     why = {
         "max_context": f"prompt + output beyond the model's {max_context_tokens:,}-token context (clip the trace: "
                        "--max-prompt-tokens / --max-output-tokens)",
-        "gpu_memory": "one request's KV alone exceeds the GPU KV pool (a KV-compressing method, a larger --tp or "
-                      "--gpu-memory-utilization would admit it)",
+        "gpu_memory": ("one request's whole prompt KV, which this method holds uncompressed on the GPU until its "
+                       "prefill completes, exceeds the GPU KV pool (a larger --tp or --gpu-memory-utilization, or "
+                       "--max-prompt-tokens, would admit it)" if full_prompt else
+                       "one request's KV alone exceeds the GPU KV pool (a KV-compressing method, a larger --tp or "
+                       "--gpu-memory-utilization would admit it)"),
         "host_memory": "one request's host-resident KV alone exceeds the host pool",
         "unschedulable": "it could never be scheduled under the engine's limits (max_num_batched_tokens without "
                          "chunked prefill, or a watermark)",
@@ -131,6 +136,9 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
     reject[fits_ctx & (reject == 0) & (h_end > lay.num_host_blocks)] = 3
     hit = analytic_hits(method, trace, peff)
     pb, note = prefix_caching_tokens(method, trace, cfg)
+    if pb and method.cached_prompt_fraction() > 0:  # the scheduler looks a request up by its ids, not the ratio
+        note = (f"{method.label()}: its analytic hit ratio is not used: the trace's prefix ids and the engine's prefix "
+                "cache decide the hits (with --no-prefix-caching the ratio applies instead)")
     if cfg.prompt_kv_resident:  # disaggregated decode: the prompt's KV came over the KV link
         hit, pb, note = peff - 1, 0, None
     return ReplicaInputs(

@@ -150,7 +150,7 @@ def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_f
     elif growth is not None and (growth == float("inf") or growth > OVERLOAD_QUEUE_GROWTH) and tail_s > 1.0:
         hint = (f"overloaded: the last arrivals queued {tail_s:.1f} s on average and the queue kept growing; "
                 f"lower --rate or add GPUs (`kvsim plan` finds the highest rate that meets an SLO)")
-    elif busy is not None and busy < IDLE_BUSY_FRACTION:
+    elif busy is not None and busy < IDLE_BUSY_FRACTION and done.any():  # (nothing served: the rejection note says why)
         hint = (f"mostly idle: the GPU was busy {busy * 100:.1f}% of the time at {offered or 0:.3g} req/s; "
                 f"use --rate to replay the trace faster")
     return {"offered_req_s": offered, "served_req_s": served, "gpu_busy_fraction": busy,

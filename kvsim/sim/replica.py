@@ -376,8 +376,8 @@ class ReplicaSim:
                     "pricing_mode": self.fast.pricer.mode, "decode_pricing": self.fast.pricer.decode_mode,
                     "wall_s": time.perf_counter() - self._wall0},
             "notes": [n for n in (self.trace.notice, self.inputs.prefix_note, self._tier_note(), *self._dep_notes,
-                                  rejection_note(summ["rejected_reasons"], len(rec.status),
-                                                 self._max_context_tokens)) if n],
+                                  rejection_note(summ["rejected_reasons"], len(rec.status), self._max_context_tokens,
+                                                 full_prompt=self.inputs.full_prompt_block_tokens > 0)) if n],
             "config": cfg.model_dump(mode="json"),
         })
         tl = self.timeline.result(end)

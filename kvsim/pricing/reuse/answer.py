@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import SpecError, unknown_name
 from kvsim.methods import parse_method_spec
+from kvsim.pricing.estimate import check_context
 from kvsim.pricing.reuse.blend import BlendParams, blend_ttft
 from kvsim.pricing.reuse.stream import LEVELS, StreamParams, stream_ttft, ttft_vs_bandwidth
 from kvsim.specbase import format_validation_error
@@ -34,12 +35,16 @@ def parse_reuse_spec(spec: str) -> BlendParams | StreamParams:
         raise SpecError(format_validation_error(err, f"--reuse {kind}")) from None
 
 
-def reuse_answer(dep: Deployment, spec: str) -> dict:
-    """TTFT (seconds) of one request under the spec, with its baselines (priced with ``full`` attention)."""
+def reuse_answer(dep: Deployment, spec: str, allow_long_context: bool = False) -> dict:
+    """TTFT (seconds) of one request under the spec, with its baselines (priced with ``full`` attention).
+    The request (reused tokens + question) must fit the model's context, as ``--context`` must."""
     p = parse_reuse_spec(spec)
+    tokens = (p.chunks * p.chunk_tokens if isinstance(p, BlendParams) else p.context_tokens) + p.question_tokens
+    note = check_context(int(tokens), dep.model, allow_long_context, flag="--reuse request (tokens)",
+                         allow="--allow-long-context")
     if isinstance(p, BlendParams):
         r = blend_ttft(dep, p)
-        return {"kind": "cacheblend", "params": p.model_dump(), "reused_tokens": r.reused_tokens,
+        return {"kind": "cacheblend", "params": p.model_dump(), "note": note, "reused_tokens": r.reused_tokens,
                 "question_tokens": r.question_tokens, "load_s_per_layer": r.load_s_per_layer,
                 "compute_s_per_layer": r.compute_s_per_layer, "full_layers": r.full_layers,
                 "full_layer_s": r.full_layer_s, "load_hidden": r.load_s_per_layer <= r.compute_s_per_layer,
@@ -48,7 +53,7 @@ def reuse_answer(dep: Deployment, spec: str) -> dict:
     s = stream_ttft(dep, p)
     sweep = sorted(set(BANDWIDTH_SWEEP_GBPS) | {float(p.link_gbps)})
     table = {lv: [x.ttft_s for x in ttft_vs_bandwidth(dep, p.model_copy(update={"level": lv}), sweep)] for lv in LEVELS}
-    return {"kind": "cachegen", "params": p.model_dump(), "bits_per_element": s.bits_per_element,
+    return {"kind": "cachegen", "params": p.model_dump(), "note": note, "bits_per_element": s.bits_per_element,
             "encoded_bytes": s.encoded_bytes, "transfer_s": s.transfer_s, "decode_s": s.decode_s,
             "stream_s": s.stream_s, "recompute_s": s.recompute_s, "ttft_s": s.ttft_s, "choice": s.choice,
             "ttft_vs_bandwidth": {"link_gbps": sweep, "ttft_s_by_level": table}}

@@ -193,8 +193,13 @@ def _request_columns(res: SimResult) -> dict[str, np.ndarray]:
         "arrival_s": rec.arrival_s, "scheduled_s": rec.scheduled_s, "first_token_s": rec.first_token_s,
         "finish_s": rec.finish_s, "prompt_tokens": rec.prompt_tokens, "effective_prompt_tokens": rec.effective_prompt_tokens,
         "output_tokens": rec.output_tokens, "cached_tokens": rec.cached_tokens, "preemptions": rec.preemptions,
-        "status": rec.status,
+        "status": rec.status, "req_id": np.arange(len(rec.status)), "itl_max_s": rec.tbt_max_s,
     }
+    # why each rejected request was (as requests.csv's reject_reason; "" for the others)
+    reasons = np.full(len(rec.status), "", dtype=object)
+    for i, why in (rec.reject_reason.items() if isinstance(rec.reject_reason, dict) else ()):
+        reasons[int(i)] = why
+    cols["reject_reason"] = reasons
     out = rec.output_tokens.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         cols["ttft_s"] = rec.first_token_s - rec.arrival_s

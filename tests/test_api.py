@@ -272,3 +272,12 @@ def test_simulate_takes_deployment_options_and_points_loading_options_to_load_tr
     with pytest.raises(KvsimError, match=re.escape("columns: trace loading options: load it first, "
                                                    "kvsim.load_trace(path, columns=...)")):
         kvsim.simulate(trace="mix.csv", columns="arrival=ts,prompt=in,output=out")
+
+
+def test_request_columns_carry_the_csv_ids_reasons_and_itl_max():
+    r = kvsim.simulate(hw="h100", model="llama-3-70b", tp=4, trace="synthetic-poisson:n=3,rate=0.02,prompt=8192,output=256")
+    assert r.requests["req_id"].tolist() == [0, 1, 2]
+    assert r.requests["reject_reason"].tolist() == ["max_context"] * 3  # 8,192 + 256 > 8,192
+    ok = kvsim.simulate(hw="h100", trace="synthetic-poisson", num_requests=3)
+    assert ok.requests["reject_reason"].tolist() == ["", "", ""]
+    assert np.all(ok.requests["itl_max_s"] > 0)

@@ -49,16 +49,34 @@ def test_simulate_clips_prompts_as_its_rejection_note_advises():
 
 
 def test_a_whole_prompt_method_rejection_says_the_prompt_is_held_uncompressed():
-    """MagicPIG compresses: 'a KV-compressing method would admit it' was wrong advice; the peak is
-    its whole prompt's KV, held until the prefill completes (and estimate says so beside its batch)."""
+    """SnapKV compresses: 'a KV-compressing method would admit it' was wrong advice; the peak is its
+    whole prompt's KV, held until the prefill completes (and estimate says so beside its batch)."""
     spec = "synthetic-poisson:n=2,rate=0.001,prompt=500000,output=32"
-    r = run("simulate", "--hw", "h100", "--model", "megabeam-mistral-7b-512k", "--method", "magicpig", "--trace", spec)
+    r = run("simulate", "--hw", "h100", "--model", "megabeam-mistral-7b-512k", "--method", "snapkv", "--trace", spec)
     assert "holds uncompressed on the GPU until its prefill completes" in r.output
     assert "a KV-compressing method" not in r.output
-    r = run("estimate", "--hw", "h100", "--model", "megabeam-mistral-7b-512k", "--method", "magicpig",
+    r = run("estimate", "--hw", "h100", "--model", "megabeam-mistral-7b-512k", "--method", "snapkv",
             "--context", "500032")
-    # 500,032 tokens x 131,072 B (32 layers x 8 KV heads x 128 x 2 x 2 B) = 65.54 GB > the 60.70 GB pool
+    # 500,032 tokens x 131,072 B (32 layers x 8 KV heads x 128 x 2 x 2 B) = 65.54 GB > the pool
     assert r.exit_code == 0 and "65.54 GB per GPU" in r.output and "rejects it" in r.output
+
+
+def test_magicpig_prefills_layer_by_layer_so_a_500k_prompt_runs():
+    """MagicPIG's reference code stages one layer's K/V at a time (models/llama.py): the whole-prompt
+    peak no longer applies (simulate rejected both requests, estimate said batch 14); its staging
+    buffer is a fixed allocation: 524,288 tokens x 8 KV heads x 128 x 2 (K, V) x 2 B = 2,147,483,648 B."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+
+    spec = "synthetic-poisson:n=2,rate=0.001,prompt=500000,output=32"
+    r = run("simulate", "--hw", "h100", "--model", "megabeam-mistral-7b-512k", "--method", "magicpig", "--trace", spec,
+            "--json")
+    s = json.loads(r.stdout)
+    s = s[0] if isinstance(s, list) else s
+    assert r.exit_code == 0 and s["requests_completed"] == 2
+    m = make_method("magicpig", build_deployment("h100", "megabeam-mistral-7b-512k"))
+    assert m.prefill_buffer_bytes() == 524_288 * 8 * 128 * 2 * 2
+    assert m.fixed_gpu_bytes() == m.prefill_buffer_bytes() + 128 * 10 * 150 * 2  # + the (10,150) projector
 
 
 def test_disaggregated_instance_errors_name_their_own_option():

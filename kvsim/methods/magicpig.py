@@ -6,7 +6,9 @@ Notation: ``K`` hash bits, ``L`` tables, ``L_s`` sparse layers (all but ``dense_
 
 Placement. GPU: dense layers' full KV; per sparse layer a buffer of ``sink + local`` prompt
 tokens plus up to ``gen_buffer`` generated tokens (attended densely, FlashInfer); one shared
-projector ``d x K L`` in bf16 (``fixed_gpu_bytes``: 128*10*150*2 = 384,000 B, Table 8).
+projector ``d x K L`` in bf16 (``projector_bytes``: 128*10*150*2 = 384,000 B, Table 8); the prefill's
+one-layer staging K/V for the longest prompt (``prefill_buffer_bytes``: prefill goes layer by layer,
+so a request's whole prompt KV is never on the GPU at once).
 Host, per request (whole replica; Table 8 check: Llama-3.1-8B (10,150) at 96K has
 30*8*150*98,304*4 B = 14.2 GB of hash tables, 64K with int16 indices 4.7 GB)::
 
@@ -112,7 +114,11 @@ class MagicPIG(KVMethod):
     Params = MagicPIGParams
     uses_host = True
     prompt_aware = True  # generated tokens stay in the GPU buffer (gen_buffer)
-    full_prompt_until_prefilled = True  # (the prefill peak holds the whole prompt's KV)
+    # prefill runs layer by layer through one layer's staging K/V buffer (fixed_gpu_bytes) and hands each
+    # layer's KV to the attention server before the next (github.com/Infini-AI-Lab/MagicPiG models/llama.py:
+    # LLM.__init__ allocates k_cache/v_cache of (max_length, kv_heads, head_dim); layer_prefill fills them,
+    # attention_server.fill moves them out): the whole prompt's KV is never on the GPU at once
+    full_prompt_until_prefilled = False
     linear_residency = False  # dense layers + GPU buffers, the rest on the host
     constant_decode_fields = (  # per sequence: its query hashed, sent to the CPU and merged; kernel launches
         ("attn_decode", "launches"), ("attn_decode", "tiles"), ("attn_local", "launches"), ("attn_local", "tiles"),
@@ -164,9 +170,19 @@ class MagicPIG(KVMethod):
         host = sum(self._host(n, s).values())
         return Residency(gpu_bytes=(self.Ld * n + self.Ls * gpu_tok) * kv, host_bytes=host)
 
-    def fixed_gpu_bytes(self) -> float:
+    def projector_bytes(self) -> float:
         """The shared random projector ``d x K L`` (bf16): 384,000 B for d=128, (10,150)."""
         return self.dep.model.head_dim * self.params.K * self.params.L * self.dep.ab
+
+    def prefill_buffer_bytes(self) -> float:
+        """The prefill's one-layer staging K and V for the longest prompt (the model's context;
+        MagicPiG's ``LLM.k_cache``/``v_cache``), per GPU: Llama-3.1-8B 131,072 x 8 x 128 x 2 x 2 B
+        = 536,870,912 B."""
+        return self.dep.model.max_context_tokens * kv_tok_layer(self.dep)
+
+    def fixed_gpu_bytes(self) -> float:
+        """The projector and the prefill's staging buffer."""
+        return self.projector_bytes() + self.prefill_buffer_bytes()
 
     # ----- decode -----
     def decode_cost(self, ctx: np.ndarray, n_prompt: np.ndarray | None = None) -> Cost:

@@ -53,7 +53,7 @@ Policies:
   count as computed (at most ``num_tokens - 1``) and it takes those blocks back before allocating the
   rest (all or nothing: on refusal the entry stays where it was). Reference rule 12.
 * a method that holds the prompt's full KV until its prefill completes
-  (``full_prompt_block_tokens`` > 0; H2O, SnapKV, MagicPIG...): a prompt chunk takes the blocks of
+  (``full_prompt_block_tokens`` > 0; H2O, SnapKV...): a prompt chunk takes the blocks of
   every computed token uncompressed (no host blocks yet), the chunk completing the prompt
   ``max(full, compressed)`` GPU blocks and the compressed state's host blocks, and when the prompt
   completes the request releases down to its compressed blocks.

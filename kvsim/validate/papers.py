@@ -157,7 +157,7 @@ def metric_of(c: Conditions, metric: str) -> float:
     if metric == "hash_tables_gb":
         return float(meth.host_breakdown(float(c.context))["hash_tables"]) / GB
     if metric == "projector_kb":
-        return meth.fixed_gpu_bytes() / 1e3
+        return meth.projector_bytes() / 1e3
     if metric == "kv_bytes_per_token":
         return float(r.kv_bytes_per_token_gpu)
     if metric == "decode_attn_bytes":  # HBM bytes of the method's decode parts, one sequence at `context`

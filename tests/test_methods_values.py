@@ -96,10 +96,12 @@ def test_magicpig_hash_tables_match_table8(model, K, L, S, gb):
 
 
 def test_magicpig_table8_exact_and_projector():
-    """Llama-3.1-8B (10,150) at 96K: 30 * 8 * 150 * 98,236 * 4 = 14,147,... B; projector 128*10*150*2 = 384,000 B."""
+    """Llama-3.1-8B (10,150) at 96K: 30 * 8 * 150 * 98,236 * 4 = 14,147,... B; projector 128*10*150*2 = 384,000 B;
+    the prefill's one-layer staging K/V: 131,072 tokens * 8 KV heads * 128 * 2 (K, V) * 2 B = 536,870,912 B."""
     m = make_method("magicpig", dep(llama31_8b()))
     assert float(m.host_breakdown(98_304)["hash_tables"]) == 30 * 8 * 150 * (98_304 - 68) * 4
-    assert m.fixed_gpu_bytes() == 384_000
+    assert m.projector_bytes() == 384_000
+    assert m.fixed_gpu_bytes() == 384_000 + 536_870_912
     assert m.dense == [0, 16]
 
 

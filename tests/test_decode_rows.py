@@ -131,3 +131,11 @@ def test_unfold_adds_the_folded_base_per_batch_size():
     # sizes 2, 1, 1 per step: step 1 = (1.5 + 1, 1.25 + 10, 100)
     np.testing.assert_array_equal(folding.unfold(base_first, 2, kept, np.array([2, 1, 1])),
                                   [[2.5, 20.25, 200.0], [2.5, 11.25, 100.0], [3.5, 12.25, 100.0]])
+
+
+def test_shared_blocks_are_copied_as_runs_of_adjacent_blocks():
+    """Blocks at rows 10 (3 rows), 13 (2: adjacent), 20 (4), then own rows: two runs, 5 and 4 rows."""
+    start, count = np.array([10, 13, 20, 100]), np.array([3, 2, 4, 7])
+    assert request_rows._runs(start, count, 9) == [(10, 5), (20, 4)]
+    assert request_rows._runs(start, count, 5) == [(10, 5)]
+    assert request_rows._runs(start, count, 0) == []

@@ -60,6 +60,23 @@ def choose_shared(longest: np.ndarray, total: np.ndarray, budget_rows: int) -> n
     return shared
 
 
+def _runs(start: np.ndarray, count: np.ndarray, n_rows: int) -> list[tuple[int, int]]:
+    """``(first table row, rows)`` of the runs of adjacent blocks among the leading blocks of
+    ``start``/``count`` that hold ``n_rows`` rows (blocks in increasing table order; a chunk computes
+    some tens of shared blocks of ~1,000 rows, so slices beat a fancy-index scatter of every row)."""
+    out: list[tuple[int, int]] = []
+    total = 0
+    for dst, n in zip(start.tolist(), count.tolist()):
+        if total >= n_rows:
+            break
+        total += n
+        if out and out[-1][0] + out[-1][1] == dst:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((dst, n))
+    return out
+
+
 class RequestRows:
     """Table rows of the requests' decode work; table row of request ``i`` at context ``ctx``
     is ``base[i] + ctx``.
@@ -181,8 +198,11 @@ class RequestRows:
                 columns[kept:self.count_column, a:b] = self.extra[ctx[a:b]].T
         columns[self.count_column] = 1.0
         rows = columns.T  # [n_rows, width]
-        if n_shared:
-            self.table[np.repeat(start, count)[:n_shared] + offset[:n_shared]] = rows[:n_shared]
+        if n_shared:  # shared blocks (first, in table order): one slice copy per run of adjacent blocks
+            src = 0
+            for dst, n in _runs(start, count, n_shared):
+                self.table[dst:dst + n] = rows[src:src + n]
+                src += n
         self.table[self.top:self.top + n_own] = rows[n_shared:]
 
     def _compact(self, need: int) -> None:

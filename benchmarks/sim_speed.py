@@ -57,9 +57,10 @@ PROFILE_NOTES = """Profile history (cProfile and line_profiler on 10k-200k reque
   full (simultaneous pairs on a loaded VM; RESULTS.md "Compiled-roofline hot path").
 - Tenth session: the compiled roofline divides a run's work into seconds column-first ([ncol, k]: every later
   column operation on contiguous memory) and MagicPIG's folded work is unfolded column-first: its run
-  pricing 40 -> 34 us per 43-step call, -4.4% instructions per request; end to end within noise (MagicPIG
-  x0.985 of before in paired runs; x1.39 full at 100k). A column-first WorkLedger was tried and reverted
-  (+3.1% / +1.2% instructions, MagicPIG x1.02 in paired runs). RESULTS.md "Simulator speed, tenth session".
+  pricing 40 -> 34 us per 43-step call; shared row blocks copied as slices of runs, MagicPIG's prefill
+  without the whole-prompt peak: MagicPIG -7.8% instructions per request (x1.59 -> x1.47 full), x1.39 -> x1.34
+  full in paired wall time at 100k. A column-first WorkLedger was tried and reverted (+3.1% / +1.2%
+  instructions, MagicPIG x1.02 in paired runs). RESULTS.md "Simulator speed, tenth session".
 """
 GOAL_S = 60.0
 RATIO_GOAL = 1.3  # prompt-aware and host methods: at most 1.3x full's time per request on the same trace

@@ -62,7 +62,8 @@ def deployment(hw: str | Deployment = "a100", model: str | None = None, *, tp: i
     ignored). ``expert_offload``: the text of ``--expert-offload`` (docs/expert-offload.md)."""
     if isinstance(hw, Deployment):
         changed = [name for name, given, default in (
-            ("model", model is not None and model not in (hw.model.name, *hw.model.aliases), False),
+            ("model", model is not None and model is not hw.model and model not in (hw.model.name, *hw.model.aliases),
+             False),
             ("tp", tp is not None and tp != hw.tp, False), ("weight_dtype", weight_dtype, "auto"),
             ("kv_dtype", kv_dtype, "auto"), ("gpu_memory_utilization", gpu_memory_utilization, 0.9),
             ("calibration", calibration, None), ("expert_offload", expert_offload, None)) if given != default]

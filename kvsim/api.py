@@ -241,6 +241,9 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
         except ValidationError as err:  # pydantic: one line naming the setting
             raise ConfigError(f"engine setting {first_problem(err)}") from None
     res = _simulate(dep, m, tr, cfg)
+    if num_requests is not None and len(tr) < num_requests:  # (as the command line says it)
+        res.summary["notes"].append(f"num_requests {num_requests:,}: the trace has {len(tr):,} request"
+                                    f"{'' if len(tr) == 1 else 's'}; all are replayed")
     return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},
                       dep, m, tr, res)
 

@@ -281,3 +281,9 @@ def test_request_columns_carry_the_csv_ids_reasons_and_itl_max():
     ok = kvsim.simulate(hw="h100", trace="synthetic-poisson", num_requests=3)
     assert ok.requests["reject_reason"].tolist() == ["", "", ""]
     assert np.all(ok.requests["itl_max_s"] > 0)
+
+
+def test_a_trace_shorter_than_num_requests_is_noted():
+    r = kvsim.simulate(hw="h100", trace="burstgpt", num_requests=5000)
+    assert len(r.trace) < 5000
+    assert f"num_requests 5,000: the trace has {len(r.trace):,} requests; all are replayed" in r.summary["notes"]

@@ -35,7 +35,7 @@ from kvsim.sim.replica import simulate as _simulate
 from kvsim.specbase import first_problem
 from kvsim.traces import Trace
 from kvsim.traces import load_trace as _load_trace
-from kvsim.traces.pipeline import LoadOptions, rescale_factor
+from kvsim.traces.pipeline import LoadOptions, rescale_factor, shortfall_note
 
 __all__ = ["deployment", "load_trace", "estimate", "tts_cost", "simulate", "plan", "Simulation"]
 
@@ -241,9 +241,9 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
         except ValidationError as err:  # pydantic: one line naming the setting
             raise ConfigError(f"engine setting {first_problem(err)}") from None
     res = _simulate(dep, m, tr, cfg)
-    if num_requests is not None and len(tr) < num_requests:  # (as the command line says it)
-        res.summary["notes"].append(f"num_requests {num_requests:,}: the trace has {len(tr):,} request"
-                                    f"{'' if len(tr) == 1 else 's'}; all are replayed")
+    short = shortfall_note(num_requests, len(tr), "num_requests")  # (as the command line says it)
+    if short:
+        res.summary["notes"].append(short)
     return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},
                       dep, m, tr, res)
 

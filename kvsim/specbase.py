@@ -275,3 +275,16 @@ def read_yaml(path: Path) -> object:
 
 def load_yaml_as(cls: type[M], path: Path) -> M:
     return validate_dict(cls, read_yaml(path), str(path))
+
+
+def name_or_spec(value, spec_type: type, expected: str):
+    """A ``--hw``/``--model`` argument from Python: ``value`` itself when it is already a
+    ``spec_type``, a path or name as ``str``; anything else is a one-line SpecError (``expected``:
+    what the argument takes, e.g. ``"hardware must be a name, a YAML path or a System"``)."""
+    if isinstance(value, spec_type):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str):
+        raise SpecError(f"{expected} (got {type(value).__name__})")
+    return value

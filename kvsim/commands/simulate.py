@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -94,6 +93,7 @@ def simulate_cmd(
     from kvsim.sim.replica import SimConfig, simulate
     from kvsim.sim.chunk_reuse import chunk_cache_summary, unused_chunk_cache_note
     from kvsim.traces import load_trace
+    from kvsim.traces.pipeline import shortfall_note
 
     slo = resolve_slo("simulate", slo_ttft, slo_tpot, slo_itl, percentile, slo_tbt)
     for flag, v in (("--rate", rate), ("--time-scale", time_scale)):
@@ -144,9 +144,9 @@ def simulate_cmd(
                     max_output_tokens=max_output_tokens)
     if tr.notice:
         print(f"note: {tr.notice}", file=sys.stderr)
-    if num_requests is not None and len(tr) < num_requests:
-        print(f"note: --num-requests {num_requests:,}: the trace has {len(tr):,} request{'' if len(tr) == 1 else 's'}; "
-              "all are replayed", file=sys.stderr)
+    short = shortfall_note(num_requests, len(tr), "--num-requests")
+    if short:
+        print(f"note: {short}", file=sys.stderr)
     specs = split_methods(method)
     methods = []
     for spec in specs:  # every method is checked before any simulation
@@ -159,7 +159,7 @@ def simulate_cmd(
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
     for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), window_note(dep.model),
-                 whole_prompt_budget_note(tr, chunked_prefill, max_num_batched_tokens), inline_seed_note(trace, seed)]:
+                 whole_prompt_budget_note(tr, chunked_prefill, max_num_batched_tokens), inline_seed_note(tr, seed)]:
         if note:
             print(f"note: {note}", file=sys.stderr)
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
@@ -371,11 +371,12 @@ def whole_prompt_budget_note(trace, chunked_prefill: bool, budget: int) -> str |
             "refuses a budget below max_model_len without chunked prefill")
 
 
-def inline_seed_note(trace: str, seed: int) -> str | None:
+def inline_seed_note(trace, seed: int) -> str | None:
     """A synthetic spec's own ``seed=`` draws the trace (it wins over ``--seed``, which still seeds
-    the simulator's own choices, e.g. random routing): say so when the two differ."""
-    m = re.search(r"(?:^|[:,])seed=(\d+)(?:,|$)", trace)
-    if m is None or not seed or int(m.group(1)) == seed:
+    the simulator's own choices, e.g. random routing): say so when the two differ (the seed that drew
+    it: ``trace.meta["seed"]``, recorded by the synthetic loader)."""
+    used = trace.meta.get("seed")
+    if used is None or not seed or used == seed:
         return None
-    return (f"the trace spec's seed={m.group(1)} draws the trace; --seed {seed} seeds only the simulator "
+    return (f"the trace spec's seed={used} draws the trace; --seed {seed} seeds only the simulator "
             "(the summary's config.seed)")

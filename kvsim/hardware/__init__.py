@@ -35,7 +35,7 @@ from kvsim.hardware.spec import (
     StorageSpec,
     SystemSpec,
 )
-from kvsim.specbase import read_yaml, validate_dict
+from kvsim.specbase import name_or_spec, read_yaml, validate_dict
 
 HW_DIR = Path(__file__).parent
 _KINDS = {"gpu": (GPUSpec, "gpus"), "host": (HostSpec, "hosts"), "link": (LinkSpec, "links"), "system": (SystemSpec, "systems"),
@@ -265,12 +265,9 @@ def load_system(name_or_path: str | Path | System) -> System:
     or a path to a YAML file of kind ``system`` or ``gpu`` (a GPU file alone is one GPU on the
     default host; a system file gives the GPU count, host and links). A :class:`System` is
     returned as it is."""
+    name_or_path = name_or_spec(name_or_path, System, "hardware must be a name, a YAML path or a System")
     if isinstance(name_or_path, System):
         return name_or_path
-    if isinstance(name_or_path, Path):
-        name_or_path = str(name_or_path)
-    if not isinstance(name_or_path, str):
-        raise SpecError(f"hardware must be a name, a YAML path or a System (got {type(name_or_path).__name__})")
     p = Path(name_or_path)
     if p.is_dir() and spec_key(name_or_path) not in catalog("system") and spec_key(name_or_path) not in catalog("gpu"):
         raise SpecError(f"{p}: a folder; --hw takes a system or GPU YAML file, or a name (`kvsim list hardware`)")

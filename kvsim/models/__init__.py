@@ -11,7 +11,7 @@ from kvsim.errors import SpecError
 from kvsim.models.hf_cache import cached_config, hub_cache_dir, looks_like_repo_id
 from kvsim.models.hf_import import load_hf_config
 from kvsim.models.spec import MLASpec, ModelSpec, MoESpec
-from kvsim.specbase import read_yaml, validate_dict
+from kvsim.specbase import name_or_spec, read_yaml, validate_dict
 
 MODELS_DIR = Path(__file__).parent
 
@@ -32,12 +32,9 @@ def load_model(name_or_path: str | Path | ModelSpec) -> ModelSpec:
     """Resolve ``--model``, in this order: a kvsim model YAML or HF ``config.json`` path (or a folder
     holding a ``config.json``); a shipped name or alias; ``org/name`` found in the local Hugging
     Face cache. Nothing is downloaded. A :class:`ModelSpec` is returned as it is."""
+    name_or_path = name_or_spec(name_or_path, ModelSpec, "model must be a name, a YAML or config.json path or a ModelSpec")
     if isinstance(name_or_path, ModelSpec):
         return name_or_path
-    if isinstance(name_or_path, Path):
-        name_or_path = str(name_or_path)
-    if not isinstance(name_or_path, str):
-        raise SpecError(f"model must be a name, a YAML or config.json path or a ModelSpec (got {type(name_or_path).__name__})")
     p = Path(name_or_path)
     if name_or_path.endswith(".json"):
         return load_hf_config(p)

@@ -301,3 +301,11 @@ def build_trace(
 def without_rate(opts: LoadOptions) -> LoadOptions:
     """The options with ``rate`` removed (generators apply the rate themselves)."""
     return replace(opts, rate=None)
+
+
+def shortfall_note(asked: int | None, got: int, flag: str) -> str | None:
+    """What a user reads when ``asked`` requests (``flag``: the option as they wrote it) meet a
+    trace of fewer, ``got`` (None when it has enough)."""
+    if asked is None or got >= asked:
+        return None
+    return f"{flag} {asked:,}: the trace has {got:,} request{'' if got == 1 else 's'}; all are replayed"

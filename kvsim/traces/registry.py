@@ -162,7 +162,7 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
     raw = _GENERATE[name](params, rng)
     return build_trace(
         raw, replace(without_rate(opts), seed=seed), name=name, source=synthetic.describe(name, params, seed),
-        meta={"format": "synthetic", "params": params.model_dump()},
+        meta={"format": "synthetic", "params": params.model_dump(), "seed": seed},
     )
 
 

@@ -81,7 +81,8 @@ def main() -> None:
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGINT, _on_sigint)
+        # a background job (`kvsim ... &`, nohup) inherits SIGINT ignored: keep it so
+        previous = None if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread
         previous = None
     try:

@@ -263,6 +263,9 @@ def test_validate_calibrate_companion_hw_yaml(capsys, monkeypatch, tmp_path):
 
 def test_ctrl_c_prints_interrupted_and_keeps_earlier_results(capsys, monkeypatch, tmp_path):
     """Ctrl-C (a real SIGINT) mid-run: `error: interrupted`, exit 130, the previous --out untouched."""
+    from kvsim.sim import replica
+
+    real = replica.simulate
     out = tmp_path / "o"
     assert run(capsys, monkeypatch, *SIM, "--out", str(out))[0] == 0
     before = snapshot(out)
@@ -271,10 +274,20 @@ def test_ctrl_c_prints_interrupted_and_keeps_earlier_results(capsys, monkeypatch
         os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr("kvsim.sim.replica.simulate", interrupted)
-    code, err = run(capsys, monkeypatch, *SIM, "--seed", "2", "--out", str(out))
-    assert code == 130 and err.strip() == "error: interrupted"
-    assert snapshot(out) == before
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # main() restored it
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # SIG_IGN when pytest runs as a background job
+    try:
+        code, err = run(capsys, monkeypatch, *SIM, "--seed", "2", "--out", str(out))
+        assert code == 130 and err.strip() == "error: interrupted"
+        assert snapshot(out) == before
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # main() restored it
+        # a background job (`kvsim ... &`) inherits SIGINT ignored: the terminal's Ctrl-C must not stop it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        monkeypatch.setattr("kvsim.sim.replica.simulate", lambda *a, **k: (interrupted(), real(*a, **k))[1])
+        code, err = run(capsys, monkeypatch, *SIM, "--seed", "3", "--out", str(tmp_path / "bg"))
+        assert code == 0, err
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_sigterm_during_trace_fetch_removes_part_file(capsys, monkeypatch, tmp_path):

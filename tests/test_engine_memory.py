@@ -114,3 +114,32 @@ def test_requested_memory_uses_torch_total_or_falls_back():
     assert build_deployment("rtx4090", "llama-3.1-8b").gpu_memory_budget_bytes == 22_854_323_405
     d = build_deployment("a100-40g", "llama-3.1-8b")
     assert d.gpu_memory_budget_bytes == 38_654_705_664  # ceil(42,949,672,960 * 0.9)
+
+
+def test_fused_moe_workspace_from_vllm_shapes():
+    """vLLM TritonExperts.workspace_shapes, kept by the workspace manager through the sampler phase.
+
+    Mixtral-8x7B, TP 2, 8192 tokens: N = 2 x 14336 / 2 = 14336, act out 7168, K = 4096, top-2:
+    8192 x 2 x (max(7168, 4096) + max(14336, 4096)) x 2 B = 8192 x 2 x 21504 x 2 = 704,643,072 B.
+    20,000 tokens (chunks of 16,384): 16384 x 2 x 21504 x 2 + 20000 x 4096 x 2 (separate output)
+    = 1,409,286,144 + 163,840,000 = 1,573,126,144 B. A dense model has none."""
+    mix = build_deployment("h100", "mixtral-8x7b", tp=2)
+    assert em.moe_workspace_bytes(mix, 8192) == 704_643_072
+    assert em.moe_workspace_bytes(mix, 20000) == 1_573_126_144
+    assert em.moe_workspace_bytes(build_deployment("h100", "llama-3.1-8b"), 8192) == 0.0
+    # the reserve: the workspace on top of the larger of forward and sampler peaks
+    r = em.engine_reserve(mix, 8192, 1024)
+    peak = max(em.forward_peak_bytes(mix, 8192), em.sampler_peak_bytes(mix, 8192, 1024))
+    assert r.activation_bytes == peak + 704_643_072 + em.cublas_workspace_bytes(mix)
+
+
+def test_moe_forward_peak_counts_dense_and_shared_mlps_only():
+    """DeepSeek-V2-Lite (one dense layer of 10944, two shared experts of 1408; MLA v_head_dim 128,
+    16 heads), TP 1, 8192 tokens: 8192 x (2 x 2048 + 16 x 128 + 3 x max(2 x 1408, 10944)) x 2 B
+    = 8192 x (4096 + 2048 + 32832) x 2 = 8192 x 38976 x 2 = 638,582,784 B; its routed experts are in
+    the workspace."""
+    dep = build_deployment("h100", "deepseek-v2-lite")
+    m = dep.model
+    assert (m.moe.first_dense_layers, m.moe.dense_intermediate_size, m.moe.num_shared_experts,
+            m.moe.shared_intermediate_size, m.num_heads, m.mla.v_head_dim) == (1, 10944, 2, 1408, 16, 128)
+    assert em.forward_peak_bytes(dep, 8192) == 638_582_784

@@ -18,7 +18,9 @@ Reference: vLLM 0.19.0 (the ``vllm-0.19.0`` wheel; paths under ``vllm/``). Per G
     allocated before it: the larger of the forward of ``max_num_batched_tokens`` tokens
     (:func:`forward_peak_bytes`) and the dummy sampler run on ``min(max_num_seqs,
     max_num_batched_tokens)`` rows (:func:`sampler_peak_bytes`), plus PyTorch's cuBLAS
-    workspace, allocated through the caching allocator by the first GEMM.
+    workspace, allocated through the caching allocator by the first GEMM, plus, for MoE
+    models, the fused-MoE workspace (:func:`moe_workspace_bytes`), which vLLM's workspace
+    manager keeps from the forward through the sampler phase.
   - ``non_torch_increase``: growth of CUDA memory not held by torch's allocator from the
     snapshot to the end of profiling (lazily loaded kernels, NCCL buffers of the first
     collectives). No code states its size: :data:`NON_TORCH_INCREASE_BYTES_BY_TP` is measured.
@@ -112,29 +114,60 @@ def rope_cache_bytes(dep: Deployment) -> float:
     return m.max_context_tokens * rotary_dim * dep.ab
 
 
-def _mlp_width(dep: Deployment) -> tuple[float, float]:
-    """(intermediate width of the MLP a token goes through, extra MoE output rows) per GPU."""
+#: ``VLLM_FUSED_MOE_CHUNK_SIZE`` default (vLLM ``envs.py``: ``16 * 1024``): the fused-MoE kernels
+#: size their workspaces for at most this many tokens and loop over chunks of a longer step
+FUSED_MOE_CHUNK_TOKENS = 16 * 1024
+
+
+def _dense_mlp_elements(dep: Deployment) -> float:
+    """Per token and GPU, the largest dense MLP's live elements in a forward: the gate/up output
+    ``[2f / tp]`` and the activation output ``[f / tp]`` (``[f / tp]`` each ungated): a dense model's
+    MLP, a MoE model's dense layers, and its shared experts (one dense MLP of their summed width).
+    A MoE layer's routed experts run in :func:`moe_workspace_bytes` instead."""
     m = dep.model
-    if m.moe is None:
-        return m.intermediate_size / dep.tp, 0.0
-    e = m.moe
-    f = e.experts_per_token * e.expert_intermediate_size + e.num_shared_experts * e.shared_intermediate_size
-    return f / dep.tp, float(e.experts_per_token)
+    widths = [m.intermediate_size] if m.moe is None else [
+        m.moe.num_shared_experts * m.moe.shared_intermediate_size,
+        m.moe.dense_intermediate_size if (m.moe.first_dense_layers or m.moe.moe_layers) else 0]
+    return (3 if m.mlp_gated else 2) * max(widths) / dep.tp
 
 
 def forward_peak_bytes(dep: Deployment, num_tokens: float) -> float:
     """Live activations of a forward of ``num_tokens`` tokens at its widest point, the MLP of a
     layer: the residual and normed input ``[T, h]``, the attention output ``[T, n_q d / tp]``
-    (an input of vLLM's piecewise-compiled graph, held by its caller), the gate/up output
-    ``[T, 2f / tp]`` and the activation output ``[T, f / tp]`` (``[T, f / tp]`` each for an
-    ungated MLP); fused MoE adds ``[T, top_k, h]`` of expert outputs. Bytes in the activation
-    dtype. An estimate of Inductor's buffer plan (vLLM 0.19 H100 logs: CodeLlama-7B at 8192
-    tokens 0.72 GiB here + workspace vs 0.77 GiB logged)."""
+    (an input of vLLM's piecewise-compiled graph, held by its caller) and the MLP's
+    (:func:`_dense_mlp_elements`). Bytes in the activation dtype. An estimate of Inductor's buffer
+    plan (vLLM 0.19 H100 logs: CodeLlama-7B at 8192 tokens 0.72 GiB here + workspace vs 0.77 GiB
+    logged). A MoE layer's routed experts: :func:`moe_workspace_bytes`."""
     m = dep.model
-    f, moe_rows = _mlp_width(dep)
-    mlp = (3 if m.mlp_gated else 2) * f
     attn_out = m.num_heads * (m.mla.v_head_dim if m.mla is not None else m.head_dim) / dep.tp
-    return num_tokens * (2 * m.hidden_size + attn_out + mlp + moe_rows * m.hidden_size) * dep.ab
+    return num_tokens * (2 * m.hidden_size + attn_out + _dense_mlp_elements(dep)) * dep.ab
+
+
+def moe_workspace_bytes(dep: Deployment, num_tokens: float) -> float:
+    """Fused-MoE workspace of a forward of ``num_tokens`` tokens per GPU, in the activation dtype
+    (0 for a dense model). vLLM 0.19's ``TritonExperts.workspace_shapes`` (layers/fused_moe):
+    ``workspace13 = (M, top_k, max(a, K))``, ``workspace2 = (M, top_k, max(N, K))``, ``output =
+    (M_full, K)`` with ``N = 2 f / tp`` (w1's gate and up rows of one rank; ``f / tp`` ungated),
+    ``a`` = the activation's output (``N / 2`` gated), ``K = h`` and ``M = min(T, CHUNK)``
+    (:data:`FUSED_MOE_CHUNK_TOKENS`). ``FusedMoEModularKernel._allocate_buffers`` takes them from
+    ``current_workspace_manager().get_simultaneous``, a buffer the worker keeps (it never
+    shrinks), so it is still allocated at the sampler's peak; with one chunk the output aliases
+    workspace13 (``max(prod(workspace13), prod(output))``), with several it is separate.
+
+    Mixtral-8x7B at TP 2, 8192 tokens: N = 2 x 14336 / 2 = 14336, a = 7168, K = 4096, top-2:
+    8192 x 2 x (7168 + 14336) x 2 B = 704,643,072 B (0.656 GiB)."""
+    m = dep.model
+    if m.moe is None:
+        return 0.0
+    e = m.moe
+    n = (2 if m.mlp_gated else 1) * e.expert_intermediate_size / dep.tp
+    act_out = n / 2 if m.mlp_gated else n
+    k = m.hidden_size
+    chunk = min(num_tokens, FUSED_MOE_CHUNK_TOKENS)
+    elements = chunk * e.experts_per_token * (max(act_out, k) + max(n, k))
+    if num_tokens > chunk:
+        elements += num_tokens * k
+    return elements * dep.ab
 
 
 def sampler_rows(max_tokens_per_step: float, max_seqs: float) -> float:
@@ -187,7 +220,7 @@ def engine_reserve(dep: Deployment, max_tokens_per_step: float, max_seqs: float)
     rows = sampler_rows(max_tokens_per_step, max_seqs)
     peak = max(forward_peak_bytes(dep, max_tokens_per_step), sampler_peak_bytes(dep, max_tokens_per_step, rows))
     return EngineReserve(
-        activation_bytes=peak + cublas_workspace_bytes(dep),
+        activation_bytes=peak + moe_workspace_bytes(dep, max_tokens_per_step) + cublas_workspace_bytes(dep),
         non_torch_bytes=non_torch_increase_bytes(dep.tp),
         buffers_bytes=rope_cache_bytes(dep),
         ssm_state_bytes=ssm_state_bytes(dep, max_seqs),

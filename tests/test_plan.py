@@ -326,9 +326,9 @@ def test_plan_cli_exits_1_when_no_configuration_meets_the_target(capsys, monkeyp
             main()
         return e.value.code, capsys.readouterr().err
 
-    code, err = run("--target-rate", "1e6", "--slo-ttft", "0.5s", "--tp-choices", "1")
+    code, err = run("--target-rate", "1e6", "--slo-ttft", "0.5s", "--tp-choices", "1", "--max-replicas", "2")
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: no configuration sustains the target")
-    code, err = run()
+    code, err = run("--tp", "1")
     assert code in (0, None) and "no sustained rate was measured" in err and "raise --num-requests" in err
 
 

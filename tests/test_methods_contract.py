@@ -236,7 +236,7 @@ TRAITS = {  # trait -> its safe value
 #: non-default params under which the optimistic declarations must still hold
 VARIANTS = {
     "full": [{"kv_dtype": "fp8"}],
-    "kivi": [{"bits": 4, "group": 64, "residual": 64}, {"residual": 0}],
+    "kivi": [{"bits": 4, "group": 64, "residual": 64}, {"residual": 32}],
     "gear": [{"bits": 2, "rank_prefill": 0, "rank_decode": 0, "buffer": 16}],
     "zipcache": [{"salient_ratio": 1.0, "probe_ratio": 0.0}],
     "magicpig": [{"dense_layers": [], "gen_buffer": 0}, {"K": 8, "L": 75, "sink": 0, "local": 0}],

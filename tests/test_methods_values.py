@@ -235,6 +235,18 @@ def test_topk_reads_all_keys_and_k_values():
     assert c.by_name("attn_decode").flops == 32 * (2 * 32 * 128 * 10_000 + 2 * 32 * 128 * 400)
 
 
+def test_topk_on_mla_reads_the_whole_latent():
+    """DeepSeek-V2-Lite (27 layers, latent 576 x 2 B = 1,152 B per token per layer, 16 query heads):
+    the latent is the key, so top-k reads all of it for the scores and the 400 selected rows again.
+    Over full attention at S+1 = 10,000: per layer 400 x 1,152 + 2 x 4 x 16 x 10,000 = 460,800 +
+    1,280,000 = 1,740,800 B; x 27 = 47,001,600 B (it read 57 % of full's bytes before the fix)."""
+    d = dep(deepseek_v2_lite())
+    ctx = np.array([9_999.0])
+    top = make_method("topk", d).decode_cost(ctx).by_name("attn_decode").hbm_bytes
+    full = make_method("full", d).decode_cost(ctx).by_name("attn_decode").hbm_bytes
+    assert top - full == 27 * 1_740_800
+
+
 # ---------------------------------------------------------------- MLA, LLMLingua, prefix
 def test_mla_equals_full_latent():
     """DeepSeek-V2-Lite latent: 27 layers * (512 + 64) * 2 B = 31,104 B/token, same as full."""

@@ -105,8 +105,8 @@ def test_the_spec_seed_winning_over_seed_is_said():
 
 
 def test_a_method_kv_dtype_over_the_flag_is_said():
-    r = run("estimate", "--hw", "h100", "--method", "full:kv_dtype=fp8", "--kv-dtype", "int4")
-    assert "full(kv_dtype=fp8): its kv_dtype=fp8 is used, not --kv-dtype int4" in r.output
+    r = run("estimate", "--hw", "h100", "--method", "full:kv_dtype=fp8", "--kv-dtype", "int8")
+    assert "full(kv_dtype=fp8): its kv_dtype=fp8 is used, not --kv-dtype int8" in r.output
 
 
 @pytest.mark.parametrize("spec", ["cachegen:context_tokens=100000000", "cacheblend:chunks=300,chunk_tokens=512"])

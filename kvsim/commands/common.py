@@ -19,7 +19,7 @@ MethodOpt = Annotated[
 ]
 TpOpt = Annotated[int, typer.Option("--tp", min=1, help="tensor-parallel GPUs per replica")]
 WeightDtypeOpt = Annotated[str, typer.Option("--weight-dtype", help="auto (bf16, or fp16 on GPUs without bf16 such as V100), bf16, fp16, fp8, int8, fp4, int4, int2, fp32, tf32 (fp8/int8/fp4 use tensor cores of that type where the GPU has them, else dequantize); vLLM spellings too (bfloat16, float16, fp8_e4m3)")]
-KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="dtype of uncompressed KV: auto (= activation dtype), bf16, fp16, fp8, int8 (also fp32, int4, int2; vLLM spellings too: bfloat16, fp8_e4m3)")]
+KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="dtype of uncompressed KV: auto (= activation dtype), bf16, fp16, fp8, int8 (also fp32; vLLM spellings too: bfloat16, fp8_e4m3); 2/4-bit KV is --method kivi")]
 GpuUtilOpt = Annotated[float, typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, help="fraction of GPU memory the engine may use (vLLM default 0.9)")]
 WatermarkOpt = Annotated[Optional[float], typer.Option("--watermark", help="vLLM v0 free-block watermark: admissions and swap-ins keep this fraction of GPU KV blocks free (default 0.01 with --no-chunked-prefill, 0 with chunked prefill)")]
 KvOffloadOpt = Annotated[Optional[str], typer.Option("--kv-offload", help="KV tiers below the GPU prefix cache (vLLM v1 CPU offloading), per replica: host=64GiB[,nvme=1TiB][,drive=pm9a3][,load=async|sync: loads beside the steps (vLLM v1, default) or in the admitting step]; off by default (docs/kv-tiers.md)")]

@@ -158,7 +158,7 @@ def simulate_cmd(
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
-    for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), window_note(dep.model),
+    for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), *(f"{m.label()}: {m.mla_note()}" for _, m in methods if m.mla_note()), window_note(dep.model),
                  whole_prompt_budget_note(tr, chunked_prefill, max_num_batched_tokens), inline_seed_note(tr, seed)]:
         if note:
             print(f"note: {note}", file=sys.stderr)

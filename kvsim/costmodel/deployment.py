@@ -16,6 +16,13 @@ from kvsim.hardware import System, load_system
 from kvsim.models import ModelSpec, load_model
 
 
+#: storage dtypes of an uncompressed KV cache: the 16-bit types, fp32 (an fp32 model's cache) and the
+#: 8-bit ones of vLLM's ``--kv-cache-dtype`` (fp8 e4m3/e5m2; int8 as a byte-per-element cache). Sub-byte
+#: KV (int4, int2, fp4) is not a plain dtype: without its group or block scales its size would be
+#: understated (int4 at G = 32 with fp16 scale and zero point: 0.625 B, not 0.5 B per element).
+KV_CACHE_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
+
+
 @dataclass(frozen=True)
 class Deployment:
     """Model + system + precision choices.
@@ -42,6 +49,11 @@ class Deployment:
     def __post_init__(self) -> None:
         for d in (self.weight_dtype, self.kv_dtype, self.act_dtype):
             bits(d)  # raises a one-line SpecError for unknown dtypes
+        if self.kv_dtype not in KV_CACHE_DTYPES:
+            raise ConfigError(
+                f"--kv-dtype {self.kv_dtype}: an uncompressed KV cache is stored as {', '.join(KV_CACHE_DTYPES)} "
+                f"(vLLM's --kv-cache-dtype); sub-byte KV needs group scales, zero points and a full-precision "
+                f"residual, which a method prices: --method kivi:bits={4 if bits(self.kv_dtype) >= 4 else 2}")
         if self.tp < 1 or self.tp > self.system.num_gpus:
             hint = "" if self.tp <= self.system.num_gpus or self.system.num_gpus > 1 else (
                 " (a GPU alone is one GPU: a system YAML names the GPU with num_gpus, host and links; "

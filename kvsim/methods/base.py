@@ -102,6 +102,10 @@ class KVMethod(ABC):
     #: resident bytes (KIVI, GEAR, MiKV, ZipCache). Informational: the CLI says so when ``--kv-dtype``
     #: is given. Safe: False.
     own_kv_format: ClassVar[bool] = False
+    #: on an MLA model (one shared latent per token instead of per-head K and V) the method's
+    #: formulas are applied to the latent although no paper measured it there: why, in a few words
+    #: (None: defined on MLA, or refused by ``check``). Informational: estimate and simulate say so.
+    mla_extrapolated: ClassVar[str | None] = None
     #: a request's resident bytes stop growing at a budget: with the prompt fixed,
     #: ``kv_bytes(P + g, P)`` (GPU and host) is constant once ``g`` generated tokens pass it.
     #: Informational (no shortcut depends on it).
@@ -205,6 +209,14 @@ class KVMethod(ABC):
         if not diff:
             return self.name
         return f"{self.name}(" + ",".join(f"{k}={v}" for k, v in diff.items()) + ")"
+
+    def mla_note(self) -> str | None:
+        """One line for the user when the method is extrapolated to this deployment's MLA model."""
+        why = type(self).mla_extrapolated
+        if why is None or self.dep.model.mla is None:
+            return None
+        return (f"extrapolated to {self.dep.model.name}'s MLA latent (one shared latent per token; no paper "
+                f"measured the method on one): {why}")
 
     def published_accuracy(self) -> list[PublishedAccuracy]:
         return []

@@ -59,6 +59,7 @@ class CAKEParams(WindowedParams):
 
 class CAKE(SnapKV):
     name = "cake"
+    mla_extrapolated = "per-head selection is priced as selection of whole latent rows"
     summary = "CAKE: one budget (1024 tokens per layer on average) split by layer preference, cascading eviction"
     Params = CAKEParams  # type: ignore[assignment]
     role = "selection"  # composes with a storage method (kvsim.methods.compose)

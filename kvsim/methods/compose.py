@@ -213,6 +213,7 @@ def compose(spec: str, items: list[str], parts: list[KVMethod], registry: dict[s
                                                "full_prompt_until_prefilled")}  # (mid-prefill: uncompressed, an upper bound)
     traits["additive_decode"] = type(t).additive_decode and type(s).additive_decode
     traits["own_kv_format"] = type(s).own_kv_format  # (the storage part holds the KV)
+    traits["mla_extrapolated"] = "; ".join(w for w in (type(s).mla_extrapolated, type(t).mla_extrapolated) if w) or None
     name = "+".join(m.name for m in parts)  # in the order written
     cls = type(f"Composed_{s.name}_{t.name}", (Composed,),
                {"name": name, "parts": (type(s), s.params, type(t), t.params), **traits})

@@ -51,6 +51,7 @@ class GEARParams(MethodParams):
 
 class GEAR(KVMethod):
     name = "gear"
+    mla_extrapolated = "its quantization, low-rank and sparse parts are applied to the latent"
     summary = "GEAR 4-bit group quantization + rank-4/2 low-rank + 2% sparse outliers"
     Params = GEARParams
     own_kv_format = True  # (its codes and residual do not follow --kv-dtype)

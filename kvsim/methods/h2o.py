@@ -58,6 +58,7 @@ class H2OParams(MethodParams):
 
 class H2O(KVMethod):
     name = "h2o"
+    mla_extrapolated = "per-head eviction is priced as eviction of whole latent rows"
     summary = "H2O heavy-hitter + recent eviction (20% of the prompt), eager attention with scores"
     Params = H2OParams
     role = "selection"  # composes with a storage method (kvsim.methods.compose)

@@ -26,7 +26,7 @@ Block-representative selection inside each block at offload time is not priced.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num, Part
@@ -48,9 +48,17 @@ class InfLLMParams(MethodParams):
     miss_rate: Float = Field(0.5, ge=0, le=1)
     """fraction of the retrieved blocks not in the GPU cache [UNVERIFIED assumption]."""
 
+    @model_validator(mode="after")
+    def _cache_holds_the_retrieved(self) -> "InfLLMParams":
+        if self.max_cached_block < self.topk:
+            raise ValueError(f"max_cached_block ({self.max_cached_block}) must be at least topk ({self.topk}): the "
+                             f"retrieved blocks are attended on the GPU, so its block cache holds them")
+        return self
+
 
 class InfLLM(KVMethod):
     name = "infllm"
+    mla_extrapolated = "its blocks and representative keys are latent rows"
     summary = "InfLLM: 128 init + 4096 local + top-16 of 128-token blocks retrieved from host memory"
     Params = InfLLMParams
     uses_host = True

@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 
 from kvsim.costmodel.attention import prefill_attention
 from kvsim.costmodel.cost import Cost, Num
+from kvsim.errors import ConfigError
 from kvsim.methods._common import arr, attn_decode, elems_tok_layer, gpu_pass, has, sum_seq
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.specbase import Int
@@ -61,6 +62,9 @@ class KIVIParams(MethodParams):
             raise ValueError(f"bits must divide 32 (codes are packed 32/bits per int32, KIVI quant/new_pack.py): 1, 2, 4 or 8, got {self.bits}")
         if self.residual % self.group:
             raise ValueError(f"residual ({self.residual}) must be a multiple of group ({self.group}) (KIVI asserts R % G == 0)")
+        if self.residual < self.group:
+            raise ValueError(f"residual ({self.residual}) must be at least one group ({self.group}): K is quantized per "
+                             f"channel over groups of G tokens, so the newest tokens wait in 16 bits until a group is full")
         return self
 
 
@@ -71,6 +75,7 @@ def quant_bytes_per_elem(bits: float, group: int, scale_bytes: float) -> float:
 
 class KIVI(KVMethod):
     name = "kivi"
+    mla_extrapolated = "its per-channel K and per-token V groups are applied to the latent's channels"
     summary = "KIVI 2/4-bit asymmetric KV quantization (per-channel K, per-token V) with a 16-bit residual"
     Params = KIVIParams
     own_kv_format = True  # (its codes and residual do not follow --kv-dtype)
@@ -81,6 +86,10 @@ class KIVI(KVMethod):
     def __init__(self, dep, params=None):
         super().__init__(dep, params)
         p = self.params
+        width = dep.model.mla.kv_lora_rank + dep.model.mla.qk_rope_head_dim if dep.model.mla else dep.model.head_dim
+        if width % p.group:
+            raise ConfigError(f"method kivi: group={p.group} must divide the {width} channels of a {dep.model.name} "
+                              f"{'latent' if dep.model.mla else 'head'}: V is quantized per token in groups of G channels")
         self.fe = dep.ab  # 16-bit residual and scales (KIVI keeps them in the data dtype)
         self.qe = quant_bytes_per_elem(p.bits, p.group, dep.ab)
         self.half = elems_tok_layer(dep) / 2.0  # K (or V) elements per token per layer per GPU

@@ -56,6 +56,7 @@ class KVCrushParams(WindowedParams):
 
 class KVCrush(SnapKV):
     name = "kvcrush"
+    mla_extrapolated = "per-head selection is priced as selection of whole latent rows"
     summary = "KVCrush: keep 25% of the prompt, half by importance, half as head-behaviour representatives"
     Params = KVCrushParams  # type: ignore[assignment]
     role = "selection"  # composes with a storage method (kvsim.methods.compose)

@@ -39,6 +39,7 @@ class PyramidKVParams(WindowedParams):
 
 class PyramidKV(SnapKV):
     name = "pyramidkv"
+    mla_extrapolated = "per-head selection is priced as selection of whole latent rows"
     summary = "PyramidKV: per-layer budgets decreasing linearly with depth (mean C = 1024), SnapKV selection"
     Params = PyramidKVParams  # type: ignore[assignment]
     role = "selection"  # composes with a storage method (kvsim.methods.compose)

@@ -43,6 +43,7 @@ class QuestParams(MethodParams):
 
 class Quest(KVMethod):
     name = "quest"
+    mla_extrapolated = "its per-page key bounds are taken over the latent"
     summary = "Quest page-level top-k: full KV plus per-page min/max keys; reads metadata + top pages"
     Params = QuestParams
     role = "selection"  # composes with a storage method (kvsim.methods.compose)

@@ -43,6 +43,7 @@ class SnapKVParams(WindowedParams):
 
 class SnapKV(KVMethod):
     name = "snapkv"
+    mla_extrapolated = "per-head selection is priced as selection of whole latent rows"
     summary = "SnapKV: keep the top (C - w) prompt tokens per head by window voting + the window, C = 1024"
     Params = SnapKVParams
     role = "selection"  # composes with a storage method (kvsim.methods.compose)

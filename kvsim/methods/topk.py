@@ -7,6 +7,9 @@ the top ``k`` per query head, then reads only those ``k`` values (``k/S`` of V, 
     bytes/layer = S * (K bytes) + k * (V bytes) + 2 * 4 B * Hq * S     (scores out and back)
     FLOPs/layer = 2 Hq d S (QK^T) + 2 Hq d k (PV)
 
+On an MLA model the cached latent (``c_KV`` and the RoPE key) is the key and holds the value: K
+bytes and V bytes are each the whole latent row.
+
 No memory is saved (full KV resident); prefill is standard. ``budget_ratio`` (default 0.04, the
 middle of MagicPIG Table 6's 0.02/0.04/0.06) or ``budget_tokens`` sets ``k``.
 """
@@ -50,13 +53,16 @@ class TopK(KVMethod):
         dep, m = self.dep, self.dep.model
         n = arr(ctx) + 1.0
         k = self.k(n)
-        half = kv_tok_layer(dep) / 2.0  # K (or V) bytes per token per layer
+        kv = kv_tok_layer(dep)
+        # K (and V) bytes per token per layer; MLA: the cached latent is the key and holds the value,
+        # so scoring reads all of it and the k selected rows are read again (as oracle prices them)
+        part = kv if m.mla else kv / 2.0
         hq = dep.q_heads_per_gpu
         d_v = m.mla.kv_lora_rank if m.mla else m.head_dim
         # attn_decode prices QK and PV over the same tokens; charge PV only on k of them:
         pv_saved = 2.0 * hq * d_v * (n - k)
         scores = 2.0 * 4.0 * hq * n
-        return attn_decode(dep, n, n * half + k * half, layers=m.attn_layers, write_bytes=kv_tok_layer(dep),
+        return attn_decode(dep, n, n * part + k * part, layers=m.attn_layers, write_bytes=kv,
                            extra_flops=-pv_saved, extra_hbm=scores, launches_per_layer=3.0)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:

@@ -46,6 +46,7 @@ class ZipCacheParams(MethodParams):
 
 class ZipCache(KVMethod):
     name = "zipcache"
+    mla_extrapolated = "its salient-token quantization is applied to the latent"
     summary = "ZipCache: 40% salient tokens at 4 bits, the rest at 2 bits (probe-token saliency)"
     Params = ZipCacheParams
     own_kv_format = True  # (its codes and residual do not follow --kv-dtype)

@@ -144,7 +144,7 @@ class Estimator:
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
         block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)
         mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
-        notes = []
+        notes = [n for n in (m.mla_note(),) if n]
         # the simulator holds the whole prompt's uncompressed KV of such a method on the GPU until its prefill
         # completes (KVMethod.full_prompt_until_prefilled); this estimate is steady state, so it says when that
         # peak alone exceeds the pool (simulate then rejects the request)

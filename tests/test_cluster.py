@@ -64,6 +64,42 @@ def test_host_memory_is_shared_by_replicas_on_a_node(a100_full):
     assert host_shared(tp8, 3).system.host_memory_bytes == host
 
 
+def test_replicas_on_a_node_share_its_dram_bandwidth_and_cpu(a100_full):
+    """The a100 node's 2 sockets: 4 TP1 replicas each get a quarter of the host's DRAM bandwidth and
+    CPU FLOP/s, as of its memory. Eight MagicPIG replicas on one 8-GPU node, each with a burst of 4
+    long prompts, then decode far slower than one replica alone (CPU attention on an eighth of the
+    DRAM bandwidth); before, each ran as fast as one alone (a user audit: 8.0x the tokens/s)."""
+    dep, _ = a100_full
+    base, q = dep.system, host_shared(dep, 4).system
+    assert q.host_dram_bw_bytes_per_s == pytest.approx(base.host_dram_bw_bytes_per_s / 4)
+    assert q.host_peak_flops_per_s("fp32") == pytest.approx(base.host_peak_flops_per_s("fp32") / 4)
+    assert q.gpu_host_link == base.gpu_host_link  # each GPU keeps its own PCIe link
+    from kvsim.methods import make_method
+    from kvsim.traces.base import Trace
+
+    m = make_method("magicpig", dep)
+    tpot = {}
+    for n in (1, 8):
+        k = 4 * n
+        tr = Trace(arrival_s=np.zeros(k), prompt_tokens=np.full(k, 16000), output_tokens=np.full(k, 32), name="burst")
+        tpot[n] = simulate_cluster(dep, m, tr, SimConfig(), replicas=n, router="round-robin").summary["tpot_s"]["p50"]
+    assert tpot[8] > 2 * tpot[1]
+
+
+def test_plan_prices_a_replica_on_a_full_node(monkeypatch, a100_full, burst100):
+    """kvsim plan's evaluator gives every configuration a full node's share of the host (8 TP1 or 4 TP2
+    replicas on the a100 node), whatever its replica count."""
+    import kvsim.plan.evaluate as ev
+
+    seen = []
+    real = ev.simulate_cluster
+    monkeypatch.setattr(ev, "simulate_cluster", lambda *a, **k: seen.append(k["node_replicas"]) or real(*a, **k))
+    tr = at_rate(load_trace("synthetic-burstgpt", num_requests=3, seed=0), 1.0)
+    for tp in (1, 2):
+        simulate_point(ConfigSpec(hw="a100", model="llama-3.1-8b", method="full", tp=tp), tr, 1.0, {})
+    assert seen == [8, 4]
+
+
 def test_one_replica_is_exactly_simulate(a100_full, burst100):
     """simulate_cluster with one replica gives simulate's summary."""
     dep, m = a100_full

@@ -179,7 +179,7 @@ def plan_cmd(
         out = Path(out)
     if plan.trace_notice:
         print(f"note: {plan.trace_notice}", file=sys.stderr)
-    for note in _allreduce_notes(plan.configs) + _calibration_notes(plan.configs, calibration):
+    for note in _allreduce_notes(plan.configs) + _calibration_notes(plan.configs, calibration) + _host_share_notes(plan.configs):
         print(f"note: {note}", file=sys.stderr)
     points = [c.best for c in plan.configs if c.best is not None]
     if offload is not None and points and not any(p.kv_offload for p in points):
@@ -236,6 +236,27 @@ def _allreduce_notes(configs) -> list[str]:
     seen = dict.fromkeys((c.config.hw, c.config.tp) for c in configs if c.error is None)
     notes = [allreduce_note(load_system(hw), tp) for hw, tp in seen]
     return list(dict.fromkeys(n for n in notes if n))
+
+
+def _host_share_notes(configs) -> list[str]:
+    """One note per (hardware, TP) searched with a method that keeps KV or runs attention on the host:
+    the plan gives each replica its share of a full node's host (kvsim.plan.evaluate.simulate_point)."""
+    # lazy: CLI start-up
+    from kvsim.hardware import load_system
+    from kvsim.methods import REGISTRY
+
+    notes = []
+    for c in configs:
+        name = c.config.method.split(":")[0].split("+")[0]
+        cls = REGISTRY.get(name)
+        if c.error is not None or cls is None or not cls.uses_host:
+            continue
+        per_node = load_system(c.config.hw).num_gpus // c.config.tp
+        if per_node > 1:
+            notes.append(f"{c.config.hw} · {name}: each replica is priced with 1/{per_node} of its node's host (memory, DRAM "
+                         f"bandwidth, CPU): the {per_node} replicas of a full node share it; `kvsim simulate` prices one "
+                         "replica with the whole host")
+    return list(dict.fromkeys(notes))
 
 
 def _calibration_notes(configs, calibration: str | None) -> list[str]:

@@ -6,7 +6,7 @@ Memory and work are accounted *per GPU* of one tensor-parallel replica.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kvsim.costmodel.calibration import apply_calibration, load_calibration
 from kvsim.costmodel.dtypes import COMPUTE_DTYPE, bits, canonical_dtype, nbytes
@@ -247,3 +247,15 @@ def build_deployment(hw: str, model: str, *, tp: int = 1, weight_dtype: str = "a
     return Deployment(system=system, model=spec, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                       act_dtype=act, tp=tp, gpu_memory_utilization=gpu_memory_utilization,
                       expert_offload=expert_offload)
+
+
+def host_shared(dep: Deployment, replicas: int) -> Deployment:
+    """``dep`` as one of ``replicas`` replicas packed ``num_gpus // tp`` to a node: each sees
+    ``1 / min(replicas, num_gpus // tp)`` of its node's host memory, DRAM bandwidth and CPU compute
+    (:meth:`kvsim.hardware.System.sharing_host`), which bounds MagicPIG / InfLLM host KV and SWAP space
+    and slows their CPU attention when the replicas run side by side."""
+    per_node = max(1, dep.system.num_gpus // dep.tp)
+    share = 1.0 / min(max(replicas, 1), per_node)
+    if share == 1.0:
+        return dep
+    return replace(dep, system=dep.system.sharing_host(share))

@@ -107,14 +107,22 @@ class System:
     allreduce: tuple[AllReduceFit, ...] = ()  # measured all-reduce costs (empty: the link's datasheet)
     calibration: str = "datasheet"  # "datasheet", or "measured: <profile source>"
     notes: tuple[str, ...] = ()  # what a user should know about this resolution (e.g. a calibration of another device)
+    #: share of the host's DRAM bandwidth and compute one replica uses when replicas share the node
+    #: (:meth:`sharing_host`; 1: the whole host)
+    host_share: float = 1.0
 
     @property
     def host_dram_bw_bytes_per_s(self) -> float:
-        return self.host.dram_bw_bytes_per_s * self.host_sockets
+        return self.host.dram_bw_bytes_per_s * self.host_sockets * self.host_share
 
     def host_peak_flops_per_s(self, dtype: str) -> float:
         peaks = self.host.peak_flops_per_s
-        return peaks.get(dtype, peaks["fp32"]) * self.host_sockets  # type: ignore[call-overload]
+        return peaks.get(dtype, peaks["fp32"]) * self.host_sockets * self.host_share  # type: ignore[call-overload]
+
+    def sharing_host(self, share: float) -> "System":
+        """This node as one of several replicas on it sees it: ``share`` of its host memory, DRAM
+        bandwidth and CPU compute (each GPU keeps its own PCIe link)."""
+        return replace(self, host_memory_bytes=self.host_memory_bytes * share, host_share=self.host_share * share)
 
     def gpu_peak_flops_per_s(self, dtype: str) -> float:
         """Dense peak for ``dtype``; a dtype without tensor-core support runs at the fp32 rate."""

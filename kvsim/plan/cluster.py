@@ -4,9 +4,10 @@
   and KV heads are sharded per GPU (``weight_bytes_per_gpu = P * b_w / tp``) and each layer's
   two all-reduces are priced over the system's GPU-GPU link (NVLink, or PCIe on L20/4090
   nodes; :mod:`kvsim.costmodel.transformer`).
-* **Host memory** of a node is shared by the replicas on it: replicas are packed
-  ``num_gpus // tp`` to a node, and each sees ``host_memory / min(replicas, num_gpus // tp)``
-  (:func:`host_shared`), which bounds MagicPIG/InfLLM host KV and SWAP space.
+* **The host** of a node is shared by the replicas on it: replicas are packed ``num_gpus // tp``
+  to a node, and each sees ``1 / min(replicas, num_gpus // tp)`` of its host memory, DRAM
+  bandwidth and CPU compute (:func:`kvsim.costmodel.deployment.host_shared`), which bounds
+  MagicPIG/InfLLM host KV and SWAP space and prices their CPU attention side by side.
 * **Routers** (Vidur's ``global_scheduler``; SGLang router policies):
   ``round-robin``: request ``i`` goes to replica ``i mod N``.
   ``least-outstanding``: the replica with the fewest requests sent and not yet finished
@@ -33,11 +34,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from kvsim.costmodel.deployment import Deployment
+from kvsim.costmodel.deployment import Deployment, host_shared
 from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod
 from kvsim.plan.schema import ROUTERS
@@ -46,15 +47,6 @@ from kvsim.sim.metrics import RequestRecords, summarize
 from kvsim.sim.replica import ReplicaSim, SimConfig, simulate
 from kvsim.sim.routing import PrefixTrees, route
 from kvsim.traces.base import Trace
-
-
-def host_shared(dep: Deployment, replicas: int) -> Deployment:
-    """``dep`` with the host memory of one replica's share of its node (module docstring)."""
-    per_node = max(1, dep.system.num_gpus // dep.tp)
-    share = 1.0 / min(max(replicas, 1), per_node)
-    if share == 1.0:
-        return dep
-    return replace(dep, system=replace(dep.system, host_memory_bytes=dep.system.host_memory_bytes * share))
 
 
 @dataclass
@@ -71,10 +63,13 @@ class ClusterResult:
 
 
 def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=None, replicas: int = 1,
-                     router: str = "least-outstanding", *, balance_abs: int = 32, balance_rel: float = 1.5):
+                     router: str = "least-outstanding", *, balance_abs: int = 32, balance_rel: float = 1.5,
+                     node_replicas: int | None = None):
     """Serve ``trace`` with ``replicas`` copies of ``dep`` behind ``router`` (module docstring).
 
     ``method`` is built for ``dep``; the replicas use a copy for the host-shared deployment.
+    ``node_replicas``: replicas that share each node's host (default ``replicas``, at most a node's
+    ``num_gpus // tp``); ``kvsim plan`` passes a full node, the GPUs it prices being all in use.
     Returns a :class:`kvsim.sim.replica.SimResult` for one replica, else a :class:`ClusterResult`.
     """
     if router not in ROUTERS:
@@ -82,7 +77,7 @@ def simulate_cluster(dep: Deployment, method: KVMethod, trace: Trace, config=Non
     if replicas < 1:
         raise ConfigError(f"replicas must be >= 1, got {replicas}")
     cfg = config or SimConfig()
-    shared = host_shared(dep, replicas)
+    shared = host_shared(dep, replicas if node_replicas is None else node_replicas)
     m = type(method)(shared, method.params) if shared is not dep else method
     if replicas == 1:
         return simulate(shared, m, trace, cfg)

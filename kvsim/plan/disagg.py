@@ -59,12 +59,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from kvsim.costmodel.deployment import Deployment
+from kvsim.costmodel.deployment import Deployment, host_shared
 from kvsim.costmodel.roofline import link_transfer_seconds
 from kvsim.errors import ConfigError
 from kvsim.hardware.spec import LinkSpec
 from kvsim.methods.base import KVMethod
-from kvsim.plan.cluster import _sum_timelines, host_shared, simulate_cluster
+from kvsim.plan.cluster import _sum_timelines, simulate_cluster
 from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig
 from kvsim.sim.inputs import REJECT_REASONS, effective_prompts, prepare

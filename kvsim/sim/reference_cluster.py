@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
+from kvsim.costmodel.deployment import host_shared
 from kvsim.sim.config import SimConfig
 from kvsim.sim.reference import RefReplica
 from kvsim.sim.reference_result import RefResult, collect_results
@@ -16,14 +16,12 @@ from kvsim.sim.routing import PrefixTrees, route
 
 def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 1, router: str = "least-outstanding",
                                *, balance_abs: int = 32, balance_rel: float = 1.5) -> RefResult:
-    """``replicas`` engines behind ``router`` in lockstep (rule 9); the host memory of a node is
-    shared by the replicas on it (``num_gpus // tp`` per node)."""
+    """``replicas`` engines behind ``router`` in lockstep (rule 9); the host of a node is shared by
+    the replicas on it (``num_gpus // tp`` per node, :func:`kvsim.costmodel.deployment.host_shared`)."""
     cfg = config or SimConfig()
-    per_node = max(1, dep.system.num_gpus // dep.tp)
-    share = 1.0 / min(max(replicas, 1), per_node)
-    if share != 1.0:
-        dep = replace(dep, system=replace(dep.system, host_memory_bytes=dep.system.host_memory_bytes * share))
-        method = type(method)(dep, method.params)
+    shared = host_shared(dep, replicas)
+    if shared is not dep:
+        dep, method = shared, type(method)(shared, method.params)
     reps = [RefReplica(dep, method, trace, cfg) for _ in range(replicas)]
     owner = np.zeros(len(trace), dtype=np.int64)
     trees = PrefixTrees(replicas)

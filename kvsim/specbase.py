@@ -204,7 +204,7 @@ def validate_dict(cls: type[M], data: object, origin: str) -> M:
 def read_text(path: Path) -> str:
     """A spec file's text as UTF-8; unreadable or non-UTF-8 bytes raise a one-line SpecError."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # (a byte-order mark, as Windows editors write, is dropped)
     except OSError as err:
         raise SpecError(f"{path}: cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError as err:

@@ -77,3 +77,83 @@ def test_topk_mla_reads_more_than_full_not_less():
     top = make_method("topk", dep).decode_cost(ctx).by_name("attn_decode").hbm_bytes
     full = make_method("full", dep).decode_cost(ctx).by_name("attn_decode").hbm_bytes
     assert top > full
+
+
+# ---------------------------------------------------------------- a user's own measurement files
+HEADER = "queued_ts,first_token_ts,last_token_ts,num_prompt_tokens,num_generation_tokens\n"
+
+
+def test_a_csv_row_with_more_cells_than_columns_is_dropped(tmp_path):
+    """'1,024' unquoted: the row read prompt 1 and output 24 (TPOT 0.0309 s instead of 0.71 / 40 =
+    0.0178 s) and was counted good. Now it is unparseable, as `kvsim trace info` counts it."""
+    from kvsim.validate.replay import read_run_log
+
+    p = tmp_path / "s.csv"
+    p.write_text(HEADER + "8123.50,8123.60,8124.00,300,41\n8123.61,8123.69,8124.40,1,024,41\n8124.0,8124.1,8124.5,200,21\n")
+    log = read_run_log(p)
+    assert len(log) == 2 and log.bad == {"unparseable": 1}
+    assert log.prompt_tokens.tolist() == [300, 200]
+
+
+def test_millisecond_times_without_a_tpot_are_refused(tmp_path):
+    """A run that did not stream (ttft = latency) written in ms: the TPOT guard could not look, so it
+    was replayed as seconds (E2E mean 1,987 s). Now the median E2E per request token decides:
+    2,000 ms over 500 + 100 tokens read as seconds is 3.3 s per token, above 0.1."""
+    from kvsim.errors import TraceError
+    from kvsim.validate.replay import read_run_log
+
+    rows = [{"queued_ts": 1000.0 * i, "first_token_ts": 1000.0 * i + 2000.0, "last_token_ts": 1000.0 * i + 2000.0,
+             "num_prompt_tokens": 500, "num_generation_tokens": 1} for i in range(5)]
+    p = tmp_path / "ms.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(TraceError, match="look like milliseconds"):
+        read_run_log(p)
+    assert len(read_run_log(p, time_unit="ms")) == 5
+    # the same run in seconds (2 s TTFT for a 500-token prompt) is fine: 2 / 501 = 0.004 s per token
+    p.write_text("\n".join(json.dumps({**r, **{k: r[k] / 1000 for k in ("queued_ts", "first_token_ts", "last_token_ts")}})
+                           for r in rows) + "\n")
+    assert len(read_run_log(p)) == 5
+
+
+def test_vllm_args_line_with_objects_keeps_its_settings(tmp_path):
+    """A `non-default args` dict holding LoRAModulePath(...) made ast.literal_eval fail and the whole
+    line was dropped: the logged gpu_memory_utilization 0.95 became vLLM's default 0.9 (KV -6.9 %)."""
+    from pathlib import Path
+
+    from kvsim.validate.vllm_log import parse_vllm_log
+
+    data = Path(__file__).resolve().parents[1] / "kvsim" / "validate" / "data" / "vllm_memory_logs"
+    src = data / "qwen-qwen3-8b--h100-80gb--tp1pp1dp1--8192.log"
+    text = src.read_text(encoding="utf-8").replace(
+        "'enable_prefix_caching': False}",
+        "'enable_prefix_caching': False, 'lora_modules': [LoRAModulePath(name='a', path='/loras/a', base_model_name=None)]}")
+    assert "LoRAModulePath" in text
+    p = tmp_path / "lora.log"
+    p.write_text(text, encoding="utf-8")
+    assert parse_vllm_log(p).gpu_memory_utilization == parse_vllm_log(src).gpu_memory_utilization == 0.95
+
+
+def test_replay_meta_bools_boms_names_and_spec_outputs(tmp_path):
+    """--meta: `"max_num_seqs": true` ran 1 sequence (now an error); a BOM is read; a catalog name
+    ('h100') beside a folder of that name stays a name. --out --force never replaces a spec the
+    command reads (the --hw YAML here), as it already refused the log and the meta."""
+    from kvsim.validate.replay_settings import read_meta
+
+    meta = tmp_path / "meta.json"
+    meta.write_text('{"hw": "h100", "model": "llama-3.1-8b", "max_num_seqs": true, "max_num_batched_tokens": 2048}')
+    with pytest.raises(ConfigError, match="'max_num_seqs' must be a number, got true"):
+        read_meta(meta)
+    (tmp_path / "h100").mkdir()
+    meta.write_bytes(b"\xef\xbb\xbf" + b'{"hw": "h100", "model": "llama-3.1-8b", "max_num_seqs": 8, "max_num_batched_tokens": 2048}')
+    assert read_meta(meta)["hw"] == "h100"
+
+    log = tmp_path / "r.csv"
+    log.write_text(HEADER + "10.0,10.2,11.0,300,41\n11.0,11.2,12.0,200,21\n")
+    hw = tmp_path / "node.yaml"
+    from kvsim.hardware import load_system
+
+    hw.write_text(load_system("h100").spec.model_dump_json())  # a system spec file the run names (JSON is YAML)
+    before = hw.read_text()
+    r = CliRunner().invoke(app, ["validate", "replay", str(log), "--hw", str(hw), "--model", "llama-3.1-8b",
+                                 "--max-num-seqs", "8", "--max-num-batched-tokens", "2048", "--out", str(hw), "--force"])
+    assert r.exit_code != 0 and "is an input of this command" in str(r.exception) and hw.read_text() == before

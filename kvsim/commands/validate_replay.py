@@ -103,6 +103,10 @@ def replay_cmd(
              "enable_prefix_caching": prefix_caching, "enable_chunked_prefill": chunked_prefill, "dtype": dtype,
              "kv_cache_dtype": kv_cache_dtype, "calibration": calibration}
     settings, origin = merge_settings(flags, read_meta(meta) if meta else None, meta)
+    if out is not None:  # the specs the settings name (flags or meta) are inputs too: a system YAML, a model
+        # config.json (or the one in a model folder), a calibration
+        specs = [settings.hw, settings.model, str(Path(settings.model) / "config.json"), settings.calibration]
+        _check_out(out, [log, meta, *specs], force)
     run = read_run_log(log, fmt.value, seed=arrival_seed, strict=strict, time_unit=time_unit)
     result = replay(run, settings, origin, check_stats=stats, tolerance=tolerance)
     if not result["sim"]["requests_completed"]:

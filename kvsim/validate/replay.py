@@ -50,6 +50,10 @@ TIME_UNITS = ("auto", "s", "ms")
 #: ``--time-unit auto`` refuses a log whose median TPOT is above this: its times are most likely milliseconds
 #: (vLLM writes seconds; a 2 s median time per output token is far beyond any GPU serving run).
 MS_SUSPECT_TPOT_S = 2.0
+#: without a TPOT (a run that did not stream, or one-token outputs), ``auto`` refuses a log whose median
+#: end-to-end latency per token of the request (prompt + output) is above this: a GPU prefills
+#: thousands of prompt tokens per second, so even a long queue rarely takes 0.1 s per token
+MS_SUSPECT_E2E_PER_TOKEN_S = 0.1
 
 
 def in_unit(log: RunLog, unit: str) -> RunLog:
@@ -58,14 +62,22 @@ def in_unit(log: RunLog, unit: str) -> RunLog:
         k = 1e-3
         return replace(log, arrival_s=log.arrival_s * k, first_token_s=log.first_token_s * k,
                        last_token_s=log.last_token_s * k, itl_s=[None if x is None else x * k for x in log.itl_s])
-    if unit == "auto" and log.streamed:
-        multi = log.output_tokens >= 2
-        if multi.any():
-            tpot = (log.last_token_s - log.first_token_s)[multi] / (log.output_tokens[multi] - 1)
-            med = float(np.median(tpot))
-            if med > MS_SUSPECT_TPOT_S:
-                raise TraceError(f"{log.source}: the median time per output token is {med:.4g} s: the log's times look like "
-                                 "milliseconds; pass --time-unit ms (or --time-unit s if the run really was that slow)")
+    if unit != "auto" or not len(log.output_tokens):
+        return log
+    multi = log.output_tokens >= 2
+    if log.streamed and multi.any():
+        tpot = (log.last_token_s - log.first_token_s)[multi] / (log.output_tokens[multi] - 1)
+        med = float(np.median(tpot))
+        if med > MS_SUSPECT_TPOT_S:
+            raise TraceError(f"{log.source}: the median time per output token is {med:.4g} s: the log's times look like "
+                             "milliseconds; pass --time-unit ms (or --time-unit s if the run really was that slow)")
+        return log
+    per_token = (log.last_token_s - log.arrival_s) / (log.prompt_tokens + log.output_tokens)
+    med = float(np.median(per_token))
+    if med > MS_SUSPECT_E2E_PER_TOKEN_S:
+        raise TraceError(f"{log.source}: the median end-to-end latency is {med:.4g} s per token of the request (no time per "
+                         "output token to judge by): the log's times look like milliseconds; pass --time-unit ms (or "
+                         "--time-unit s if the run really was that slow)")
     return log
 
 

@@ -70,7 +70,7 @@ def read_meta(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"--meta {p}: file not found")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_text(encoding="utf-8-sig"))  # (a byte-order mark, as Windows editors write, is fine)
     except OSError as err:
         raise ConfigError(f"--meta {p}: cannot read ({err.strerror or err})") from None
     except (UnicodeDecodeError, ValueError) as err:
@@ -82,8 +82,13 @@ def read_meta(path: str | Path) -> dict:
         key = ALIASES.get(k, k)
         if key not in KEYS:
             raise ConfigError(f"--meta {p}: unknown key '{k}' (allowed: {', '.join(KEYS)}, tensor_parallel_size)")
-        if key in PATH_KEYS and isinstance(v, str) and v and not Path(v).is_absolute() and (p.parent / v).exists():
+        if key in PATH_KEYS and isinstance(v, str) and v and not Path(v).is_absolute() and (
+                (p.parent / v).is_file() or (key == "model" and (p.parent / v / "config.json").is_file())):
+            # a spec file (or an HF model folder) beside the meta; another folder of that name, e.g. runs/h100/
+            # of logs, is not a spec, so 'h100' stays a catalog name
             v = str(p.parent / v)
+        if isinstance(v, bool) and EngineSettings.model_fields[key].annotation in (int, float):
+            raise ConfigError(f"--meta {p}: '{k}' must be a number, got {json.dumps(v)}")
         if key in out and out[key] != v:
             raise ConfigError(f"--meta {p}: '{k}' and its other name give different values ({out[key]!r}, {v!r})")
         out[key] = v

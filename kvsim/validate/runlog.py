@@ -205,7 +205,10 @@ def build_log(rows: Rows, *, fmt: str, source: str, synthetic: str | None = None
             raise TraceError(f"{source}: no request rows (a header or an empty list only)")
         what = ", ".join(f"{k}: {v}" for k, v in bad.items())
         if rows.missing:
-            what += f" (missing: {', '.join(rows.missing)}; columns found: {', '.join(map(str, rows.columns)) or 'none'})"
+            found = ", ".join(map(str, rows.columns)) or "none"
+            if len(found) > 200:  # (a JSON line read as a CSV header is one huge 'column')
+                found = found[:200] + "..."
+            what += f" (missing: {', '.join(rows.missing)}; columns found: {found})"
         raise TraceError(f"{source}: no usable request ({rows.read} rows read; bad rows by kind: {what}; "
                          f"first: {rows.first_bad})")
     arr = np.asarray(rows.arrival, dtype=np.float64)

@@ -90,7 +90,8 @@ def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str, l
         raise TraceError(f"{source}: empty file")
     rows, places = [], []
     for row in reader:
-        rows.append(row)
+        # more cells than the header (an unquoted '1,024'): the cells cannot be matched to columns
+        rows.append(None if None in row else row)  # (None: counted as unparseable)
         places.append(f"{source}:{reader.line_num}")  # (the line the row ends on)
     return rows, "vllm-stats-csv", places
 

@@ -72,6 +72,11 @@ def _last(pattern: str, text: str) -> str | None:
     return found[-1] if found else None
 
 
+#: the settings read from a ``non-default args`` dict even when it holds values ``ast.literal_eval``
+#: cannot read (vLLM prints objects such as ``LoRAModulePath(name=...)`` in it)
+_ARG_NUMBER = r"'{key}': (-?[0-9.eE+-]+)"
+
+
 def _non_default_args(text: str) -> dict:
     raw = _last(r"non-default args: (\{.*\})", text)
     if raw is None:
@@ -79,8 +84,23 @@ def _non_default_args(text: str) -> dict:
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        value = None
+    if isinstance(value, dict):
+        return value
+    out = {}  # one key at a time: a value literal_eval cannot read must not lose the others
+    for key in ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size",
+                "pipeline_parallel_size", "block_size"):
+        m = re.search(_ARG_NUMBER.format(key=key), raw)
+        if m:
+            try:
+                out[key] = ast.literal_eval(m.group(1))
+            except (ValueError, SyntaxError):
+                pass
+    for key in ("model", "dtype", "kv_cache_dtype", "quantization"):
+        m = re.search(rf"'{key}': '([^']*)'", raw)
+        if m:
+            out[key] = m.group(1)
+    return out
 
 
 def parse_vllm_log(path: str | Path) -> VllmMemoryLog:

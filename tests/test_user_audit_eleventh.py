@@ -157,3 +157,26 @@ def test_replay_meta_bools_boms_names_and_spec_outputs(tmp_path):
     r = CliRunner().invoke(app, ["validate", "replay", str(log), "--hw", str(hw), "--model", "llama-3.1-8b",
                                  "--max-num-seqs", "8", "--max-num-batched-tokens", "2048", "--out", str(hw), "--force"])
     assert r.exit_code != 0 and "is an input of this command" in str(r.exception) and hw.read_text() == before
+
+
+def test_estimate_notes_reach_json_and_say_what_context_means():
+    """--batch above --max-num-seqs was said on stderr only (JSON notes []); a prompt-only compressor
+    (SnapKV keeps 1,024 prompt tokens, then every generated token) now says what half the context
+    generated would hold: 8,512 prompt -> 1,024 kept + 8,512 generated = 9,536 x 131,072 B = 1.25 GB."""
+    r = CliRunner().invoke(app, ["estimate", "--hw", "a100", "--method", "snapkv,full", "--context", "17024",
+                                 "--batch", "300", "--json"])
+    assert r.exit_code == 0, r.output
+    ans = {a["method"]: a["notes"] for a in json.loads(r.stdout)}
+    assert all(any("--batch 300 is more than --max-num-seqs 256" in n for n in notes) for notes in ans.values())
+    assert any("holds 1.25 GB per GPU, not 0.13 GB" in n for n in ans["snapkv"])
+    assert not any("counts every token as prompt" in n for n in ans["full"])
+
+
+def test_llmlingua_compressor_embedding_is_a_lookup():
+    """The compressor's FLOPs leave out its 256,002,048 embedding weights (XLM-R large, 250,002 x 1,024);
+    a setting with more embedding than total parameters is refused."""
+    dep = build_deployment("a100", "llama-3.1-8b")
+    c = make_method("llmlingua", dep).prefill_cost(np.array([1000.0]), np.array([0.0]))
+    assert c.by_name("compressor").flops == pytest.approx(2 * (560e6 - 256_002_048) * 3000)
+    with pytest.raises(KvsimError, match="must be fewer than"):
+        make_method("llmlingua:compressor_params=2e8", dep)

@@ -106,11 +106,11 @@ def estimate_cmd(
     reused = reuse_answer(dep, reuse, allow_long_context) if reuse is not None else None  # a bad spec fails before any pricing
     if reused is not None and reused["note"]:
         print(f"note: {reused['note']}", file=sys.stderr)
-    if isinstance(b, int) and b > max_num_seqs:
-        print(f"note: --batch {b:,} is more than --max-num-seqs {max_num_seqs:,}: priced as an engine of {b:,} sequences "
-              "(vLLM runs at most --max-num-seqs at once; its reserves, and a hybrid model's state slots, grow with it)",
-              file=sys.stderr)
     results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]
+    if isinstance(b, int) and b > max_num_seqs:  # (in each answer's notes, so --json carries it too)
+        for r in results:
+            r.notes.append(f"--batch {b:,} is more than --max-num-seqs {max_num_seqs:,}: priced as an engine of {b:,} sequences "
+                           "(vLLM runs at most --max-num-seqs at once; its reserves, and a hybrid model's state slots, grow with it)")
     for r in results:
         for note in r.notes:
             print(f"note: {r.method}: {note}", file=sys.stderr)

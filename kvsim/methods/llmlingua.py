@@ -4,7 +4,8 @@ Findings; METHODS.md 1.17).
 A small compressor model drops prompt tokens before the target model sees them: the target
 prefills ``ceil(n / ratio)`` tokens (``effective_prompt_tokens``) and its KV and decode reads
 scale with that count (full attention over it). TTFT adds one compressor forward pass over the
-*original* ``n`` tokens: ``2 P_c n`` FLOPs with the compressor's weights read once per chunk
+*original* ``n`` tokens: ``2 (P_c - P_emb) n`` FLOPs (the embedding table is a lookup) with the
+compressor's weights read once per chunk
 (an encoder: no KV cache). The compressor runs on the same GPU (on TP, on one GPU of the
 replica while the others wait), and its weights stay resident (``fixed_gpu_bytes``).
 
@@ -13,13 +14,13 @@ replica while the others wait), and its weights stay resident (``fixed_gpu_bytes
 original tokens. Defaults: LLMLingua-2 with XLM-RoBERTa-large (~560M parameters, the
 ``llmlingua-2-xlm-roberta-large-meetingbank`` model) at ratio 3 (``rate=0.33`` in the
 LLMLingua-2 README example; the papers report 2-5x, LLMLingua up to 20x). For LLMLingua with
-LLaMA-7B as the compressor set ``compressor_params=6.7e9``.
+LLaMA-7B as the compressor set ``compressor_params=6.7e9,compressor_embedding_params=131072000``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num, Part
@@ -37,6 +38,16 @@ class LLMLinguaParams(MethodParams):
     """compression ratio rho: original prompt tokens per kept token."""
     compressor_params: Float = Field(560e6, gt=0, le=1e13)
     """parameters of the compressor model (XLM-RoBERTa-large ~560M; LLaMA-7B 6.7e9)."""
+    compressor_embedding_params: Float = Field(250_002 * 1024, ge=0, le=1e13)
+    """of them, the token-embedding table: read by a lookup, no FLOPs (XLM-RoBERTa-large: 250,002
+    tokens x 1,024 = 256,002,048; LLaMA-7B: 32,000 x 4,096 = 131,072,000)."""
+
+    @model_validator(mode="after")
+    def _embedding_within(self) -> "LLMLinguaParams":
+        if self.compressor_embedding_params >= self.compressor_params:
+            raise ValueError(f"compressor_embedding_params ({self.compressor_embedding_params:g}) must be fewer than "
+                             f"compressor_params ({self.compressor_params:g})")
+        return self
 
 
 class LLMLingua(KVMethod):
@@ -63,6 +74,8 @@ class LLMLingua(KVMethod):
         orig = self.params.ratio * sum_seq(n_new)
         pc = self.params.compressor_params
         live = has(orig)
-        comp = Part("compressor", "gemm", dtype=dep.act_dtype, flops=2.0 * pc * orig,
+        # 2 FLOPs per token per weight of the matrices the token passes through (not the embedding table)
+        flops = 2.0 * (pc - self.params.compressor_embedding_params) * orig
+        comp = Part("compressor", "gemm", dtype=dep.act_dtype, flops=flops,
                     hbm_bytes=pc * dep.ab * live, launches=COMPRESSOR_LAUNCHES * live)
         return prefill_attention(dep, n_new, n_cached) + Cost.of(comp)

@@ -52,8 +52,8 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
             rate_per_s = 0.0
     extra = {"kv_gpu_capacity_bytes": float(s.get("kv_gpu_capacity_bytes") or 0.0),
              "kv_host_capacity_bytes": float(s.get("kv_host_capacity_bytes") or 0.0),
-             "kv_gpu_capacity_sum_bytes": float(s.get("kv_gpu_capacity_sum_bytes") or 0.0),
-             "kv_host_capacity_sum_bytes": float(s.get("kv_host_capacity_sum_bytes") or 0.0),
+             "kv_gpu_capacity_sum_bytes": _given(s.get("kv_gpu_capacity_sum_bytes")),
+             "kv_host_capacity_sum_bytes": _given(s.get("kv_host_capacity_sum_bytes")),
              "kv_offload": s.get("kv_offload")}
     if detail:
         done = np.asarray(rec.status) == RequestStatus.FINISHED
@@ -78,3 +78,8 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
         peak_kv_host_bytes=float(s.get("peak_kv_host_bytes", 0.0)), duration_s=float(s.get("makespan_s") or 0.0),
         sim_wall_s=float(wall_s or s.get("sim", {}).get("wall_s", 0.0)), **extra,
     )
+
+
+def _given(x) -> float | None:
+    """A summed capacity the summary states (disaggregated runs), else None (not a placeholder 0)."""
+    return float(x) if x else None

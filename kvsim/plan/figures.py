@@ -169,7 +169,7 @@ class Panel:
     scale: float  # divide values by this
     unit: str
     capacity: str | None = None  # PointResult field of the capacity line (per replica; x replicas)
-    capacity_sum: str | None = None  # PointResult field of the summed capacity where instances differ (0: not set)
+    capacity_sum: str | None = None  # PointResult field of the summed capacity where instances differ (None or 0: not set)
     users_only: bool = False  # draw only runs with a nonzero value here (host KV: the methods that use it)
 
 
@@ -185,7 +185,7 @@ def capacity_line(p: PointResult, panel: Panel) -> float:
     them (a disaggregated run's prefill and decode instances differ), else one replica's x replicas."""
     if not panel.capacity:
         return 0.0
-    total = getattr(p, panel.capacity_sum) if panel.capacity_sum else 0.0
+    total = (getattr(p, panel.capacity_sum) or 0.0) if panel.capacity_sum else 0.0
     return total if total > 0 else (getattr(p, panel.capacity) or 0.0) * p.replicas
 
 

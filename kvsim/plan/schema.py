@@ -87,9 +87,9 @@ class PointResult(_Frozen):
     kv_gpu_capacity_bytes: float = 0.0  # KV pool of one replica, per GPU (0: not recorded)
     kv_host_capacity_bytes: float = 0.0
     # the timeline's capacity lines where instances differ (disaggregated: prefill + decode pools summed);
-    # 0: the per-replica capacity x replicas
-    kv_gpu_capacity_sum_bytes: float = 0.0
-    kv_host_capacity_sum_bytes: float = 0.0
+    # None: the instances are alike, so it is the per-replica capacity x replicas
+    kv_gpu_capacity_sum_bytes: float | None = None
+    kv_host_capacity_sum_bytes: float | None = None
     kv_offload: dict | None = None  # KV offload tiers, all replicas (kvsim.sim.kv_tiers.merge_summaries); None: off
 
     @property

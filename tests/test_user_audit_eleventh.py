@@ -180,3 +180,23 @@ def test_llmlingua_compressor_embedding_is_a_lookup():
     assert c.by_name("compressor").flops == pytest.approx(2 * (560e6 - 256_002_048) * 3000)
     with pytest.raises(KvsimError, match="must be fewer than"):
         make_method("llmlingua:compressor_params=2e8", dep)
+
+
+def test_an_older_vllm_bench_file_without_latencies_replays(tmp_path):
+    """benchmark_serving.py (and earlier `vllm bench serve`) saved ttfts and itls but no latencies; the
+    replay refused it and asked for --save-detailed, which the run had used. E2E = ttft + sum(itls):
+    request 0: 0.2 + 0.05 x 3 = 0.35 s."""
+    from kvsim.validate.replay import read_run_log
+
+    bench = {"date": "20250101-000000", "backend": "vllm", "request_rate": 1.0, "burstiness": 1.0,
+             "input_lens": [100, 200, 300], "output_lens": [4, 3, 2], "ttfts": [0.2, 0.3, 0.25],
+             "itls": [[0.05, 0.05, 0.05], [0.04, 0.06], [0.07]], "start_times": [10.0, 11.0, 12.0],
+             "errors": ["", "", ""]}
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps(bench))
+    old = read_run_log(p)
+    p.write_text(json.dumps({**bench, "latencies": [0.35, 0.4, 0.32]}))
+    new = read_run_log(p)
+    assert np.allclose(old.last_token_s - old.arrival_s, [0.35, 0.4, 0.32])
+    assert np.allclose(old.last_token_s, new.last_token_s) and len(old) == 3
+    assert any("no latencies" in n for n in old.notes)

@@ -45,6 +45,9 @@ __all__ = ["DETAILED", "is_bench_result", "read_bench_log", "synthetic_arrivals"
 
 def read_bench_log(data: dict, source: str, seed: int = 0) -> RunLog:
     """Parse a ``vllm bench serve`` detailed result (see the module docstring)."""
+    derived = not isinstance(data.get("latencies"), list) and isinstance(data.get("itls"), list)
+    if derived:  # older vLLM bench scripts (benchmark_serving.py) save ttfts and itls but no latencies
+        data = {**data, "latencies": [_e2e_from_chunks(t, x) for t, x in zip(data.get("ttfts") or [], data["itls"])]}
     missing = [k for k in DETAILED if not isinstance(data.get(k), list)]
     if missing:
         raise TraceError(f"{source}: a vllm bench serve result without per-request lists ({', '.join(missing)}): "
@@ -83,5 +86,18 @@ def read_bench_log(data: dict, source: str, seed: int = 0) -> RunLog:
     if n_itl_given > n_itl and streamed:  # (a run that did not stream has empty itls: said above)
         notes.append(f"ITL: {n_itl_given - n_itl} of {n_itl_given} requests streamed a different number of chunks than "
                      "output tokens - 1 (several tokens per chunk); ITL is compared on the other requests")
+    if derived:
+        notes.append("the file has no latencies (an older vLLM bench script): E2E is ttft + the sum of itls per request")
     notes.append("times are client-side (HTTP, tokenisation and detokenisation included; kvsim does not model them)")
     return build_log(rows, fmt="vllm-bench-json", source=source, synthetic=synthetic, notes=notes, streamed=streamed)
+
+
+def _e2e_from_chunks(ttft, itls):
+    """A request's end-to-end latency from its first-chunk time and the intervals between the chunks
+    that followed (None, a bad row, when they are not numbers or the request streamed no chunk)."""
+    try:
+        if isinstance(ttft, bool) or not isinstance(itls, list) or float(ttft) <= 0:
+            return None
+        return float(ttft) + sum(float(x) for x in itls)
+    except (TypeError, ValueError):
+        return None

@@ -200,3 +200,23 @@ def test_an_older_vllm_bench_file_without_latencies_replays(tmp_path):
     assert np.allclose(old.last_token_s - old.arrival_s, [0.35, 0.4, 0.32])
     assert np.allclose(old.last_token_s, new.last_token_s) and len(old) == 3
     assert any("no latencies" in n for n in old.notes)
+
+
+def test_gzip_logs_are_read(tmp_path):
+    """`validate replay log.jsonl.gz` said 'cannot read as UTF-8 text' and `validate memory x.log.gz`
+    'not a vLLM v1 start-up log', while --trace reads .gz. Both read them now."""
+    import gzip
+    from pathlib import Path
+
+    from kvsim.validate.replay import read_run_log
+    from kvsim.validate.vllm_log import parse_vllm_log
+
+    rows = HEADER + "10.0,10.2,11.0,300,41\n11.0,11.2,12.0,200,21\n"
+    p = tmp_path / "r.csv.gz"
+    p.write_bytes(gzip.compress(rows.encode()))
+    assert len(read_run_log(p)) == 2
+    src = Path(__file__).resolve().parents[1] / "kvsim" / "validate" / "data" / "vllm_memory_logs" / \
+        "qwen-qwen3-8b--h100-80gb--tp1pp1dp1--8192.log"
+    g = tmp_path / "x.log.gz"
+    g.write_bytes(gzip.compress(src.read_bytes()))
+    assert parse_vllm_log(g).kv_cache_tokens == parse_vllm_log(src).kv_cache_tokens

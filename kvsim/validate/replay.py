@@ -32,6 +32,7 @@ from kvsim.methods import make_method
 from kvsim.sim.config import SimConfig
 from kvsim.sim.replica import simulate
 from kvsim.sim.request import RequestStatus
+from kvsim.traces._io import open_text
 from kvsim.traces.base import Trace
 from kvsim.validate.replay_settings import EngineSettings
 from kvsim.validate.runlog import RunLog
@@ -91,7 +92,8 @@ def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: 
     if not p.is_file():
         raise TraceError(f"{p}: log file not found")
     try:
-        text = p.read_text(encoding="utf-8")
+        with open_text(p) as f:  # (a .gz log is read through gzip, as --trace reads one)
+            text = f.read()
     except UnicodeDecodeError as err:
         raise TraceError(f"{p}: cannot read as UTF-8 text ({str(err).splitlines()[0]})") from None
     except OSError as err:

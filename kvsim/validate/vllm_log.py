@@ -23,7 +23,9 @@ A log with several engines (several ``Initializing`` lines) is refused.
 from __future__ import annotations
 
 import ast
+import gzip
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,9 +112,13 @@ def parse_vllm_log(path: str | Path) -> VllmMemoryLog:
     if p.is_dir():
         raise ConfigError(f"{p}: is a directory; give a vLLM server log file")
     try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise ConfigError(f"{p}: cannot read ({err.strerror or err})") from None
+        if p.suffix == ".gz":  # a compressed log, as kept by log rotation
+            with gzip.open(p, "rb") as f:
+                text = f.read().decode("utf-8", errors="replace")
+        else:
+            text = p.read_text(encoding="utf-8", errors="replace")
+    except (OSError, EOFError, zlib.error) as err:
+        raise ConfigError(f"{p}: cannot read ({getattr(err, 'strerror', None) or err or 'truncated gzip data'})") from None
     engines = [m for m in (_ENGINE.search(line) for line in text.splitlines()) if m]
     if not engines:
         raise ConfigError(f"{p}: no 'Initializing a V1 LLM engine (...) with config:' line: not a vLLM v1 start-up log "

@@ -220,3 +220,13 @@ def test_gzip_logs_are_read(tmp_path):
     g = tmp_path / "x.log.gz"
     g.write_bytes(gzip.compress(src.read_bytes()))
     assert parse_vllm_log(g).kv_cache_tokens == parse_vllm_log(src).kv_cache_tokens
+
+
+def test_quest_attends_whole_pages():
+    """Quest selects token_budget // page_size pages (mit-han-lab/Quest): T = 100, P = 16 attends
+    6 x 16 = 96 tokens per sparse layer (it attended 100); a budget below one page is refused."""
+    dep = build_deployment("a100", "llama-3.1-8b")
+    assert make_method("quest:page_size=16,token_budget=100", dep).budget(32768) == 96.0
+    assert make_method("quest", dep).budget(32768) == 2048.0  # the default is whole pages already
+    with pytest.raises(KvsimError, match="at least one page"):
+        make_method("quest:page_size=64,token_budget=16", dep)

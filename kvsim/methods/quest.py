@@ -18,7 +18,7 @@ Quest (16, 0.04) etc.; published accuracy exists for those ratio configs).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
@@ -39,6 +39,13 @@ class QuestParams(MethodParams):
     """if set, T = ratio x context (overrides token_budget; MagicPIG's Quest configs)."""
     dense_layers: Int = Field(2, ge=0)
     """leading layers kept dense (paper: the first two)."""
+
+    @model_validator(mode="after")
+    def _budget_holds_a_page(self) -> "QuestParams":
+        if self.budget_ratio is None and self.token_budget < self.page_size:
+            raise ValueError(f"token_budget ({self.token_budget}) must hold at least one page ({self.page_size} tokens): "
+                             f"Quest selects token_budget // page_size whole pages")
+        return self
 
 
 class Quest(KVMethod):
@@ -74,7 +81,8 @@ class Quest(KVMethod):
         p = self.params
         if p.budget_ratio is not None:
             return np.maximum(p.budget_ratio * arr(n), p.page_size)
-        return float(p.token_budget)
+        # whole pages: Quest's page_budget = token_budget // page_size (mit-han-lab/Quest, quest_init)
+        return float(p.token_budget // p.page_size * p.page_size)
 
     def kv_bytes(self, n_tokens: Num, n_prompt: Num | None = None) -> Residency:
         n = arr(n_tokens)

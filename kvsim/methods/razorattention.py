@@ -12,6 +12,12 @@ so above ~20K tokens the non-retrieval heads still grow as S/5: the asymptotic K
 ``r + (1 - r)/5`` = 0.328 (~3x), and ~1.7x at 8K, matching the review's figures.
 Decode reads the same. Prefill is full FlashAttention (no savings, as DuoAttention notes)
 plus one pass over the dropped tokens for the compensation token. Not defined for MLA.
+
+On a GQA model the ratio is taken over KV heads, the best case: the paper finds retrieval heads
+among attention (query) heads, and a KV head stays whole if any query head of its group is one. If
+the 16 % of query heads fall in different groups, up to ``min(1, g r)`` of the KV heads stay whole
+(``g`` query heads per KV head; Llama-3.1-8B: up to 64 %). Set ``echo_ratio`` / ``induction_ratio``
+to the KV-head share a model's retrieval heads occupy when it is known.
 """
 
 from __future__ import annotations

@@ -230,3 +230,12 @@ def test_quest_attends_whole_pages():
     assert make_method("quest", dep).budget(32768) == 2048.0  # the default is whole pages already
     with pytest.raises(KvsimError, match="at least one page"):
         make_method("quest:page_size=64,token_budget=16", dep)
+
+
+def test_quest_scores_the_whole_latent_on_mla():
+    """DeepSeek-V2-Lite (27 layers, 2 dense, 16 heads, latent 512 + 64): each query head scores a page's
+    576-wide bounds (it used q_head_dim 192). 32,768 tokens = 2,048 pages:
+    25 x 2048 x 4 x 16 x 576 = 1,887,436,800 FLOPs."""
+    dep = build_deployment("a100", "deepseek-v2-lite")
+    c = make_method("quest", dep).decode_cost(np.array([32_767.0]))
+    assert c.by_name("quest_estimate").flops == pytest.approx(1_887_436_800)

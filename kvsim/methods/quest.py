@@ -63,6 +63,10 @@ class Quest(KVMethod):
         self.Ls = L - self.Ld
         # metadata bytes per page per layer on this GPU: min and max of every key element
         self.meta_page = 2.0 * key_elems_tok_layer(dep) * dep.ab
+        # elements one query head scores per page: its head's key width (MLA: the absorbed query against
+        # the whole latent + RoPE key, 576 for DeepSeek-V2)
+        m = dep.model
+        self.score_width = float(m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) if m.mla is not None else float(m.head_dim)
 
     def check(self) -> None:
         L, d = self.dep.model.attn_layers, self.params.dense_layers
@@ -103,7 +107,7 @@ class Quest(KVMethod):
         zero = 0.0 * sum_seq(n)
         cost = cost + gpu_pass(
             dep, "quest_estimate", op="attn_decode",
-            flops=self.Ls * sum_seq(pages) * SCORE_FLOPS_PER_ELEM * dep.q_heads_per_gpu * dep.model.q_head_dim,
+            flops=self.Ls * sum_seq(pages) * SCORE_FLOPS_PER_ELEM * dep.q_heads_per_gpu * self.score_width,
             hbm=self.Ls * sum_seq(pages * (self.meta_page + 4.0 * dep.q_heads_per_gpu)),  # metadata + fp32 scores
             launches=2.0 * self.Ls + zero)  # estimate + top-k
         return cost

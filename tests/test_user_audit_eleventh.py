@@ -173,13 +173,17 @@ def test_estimate_notes_reach_json_and_say_what_context_means():
 
 
 def test_llmlingua_compressor_embedding_is_a_lookup():
-    """The compressor's FLOPs leave out its 256,002,048 embedding weights (XLM-R large, 250,002 x 1,024);
-    a setting with more embedding than total parameters is refused."""
+    """The compressor's FLOPs and weight reads leave out its 256,002,048 embedding weights (XLM-R large,
+    250,002 x 1,024); another compressor counts every weight unless told its table; a table as large as
+    the model is refused."""
     dep = build_deployment("a100", "llama-3.1-8b")
-    c = make_method("llmlingua", dep).prefill_cost(np.array([1000.0]), np.array([0.0]))
-    assert c.by_name("compressor").flops == pytest.approx(2 * (560e6 - 256_002_048) * 3000)
+    c = make_method("llmlingua", dep).prefill_cost(np.array([1000.0]), np.array([0.0])).by_name("compressor")
+    assert c.flops == pytest.approx(2 * (560e6 - 256_002_048) * 3000)
+    assert c.hbm_bytes == pytest.approx((560e6 - 256_002_048) * 2)
+    small = make_method("llmlingua:compressor_params=2e8", dep).prefill_cost(np.array([1000.0]), np.array([0.0]))
+    assert small.by_name("compressor").flops == pytest.approx(2 * 2e8 * 3000)
     with pytest.raises(KvsimError, match="must be fewer than"):
-        make_method("llmlingua:compressor_params=2e8", dep)
+        make_method("llmlingua:compressor_params=2e8,compressor_embedding_params=3e8", dep)
 
 
 def test_an_older_vllm_bench_file_without_latencies_replays(tmp_path):
@@ -239,3 +243,73 @@ def test_quest_scores_the_whole_latent_on_mla():
     dep = build_deployment("a100", "deepseek-v2-lite")
     c = make_method("quest", dep).decode_cost(np.array([32_767.0]))
     assert c.by_name("quest_estimate").flops == pytest.approx(1_887_436_800)
+
+
+# ---------------------------------------------------------------- second read of this session's changes
+def test_plan_disagg_layouts_share_the_host_as_the_plan_does(monkeypatch):
+    """Aggregated and disaggregated layouts of `plan --disagg-instances` run on a full node's host share
+    (8 on an a100 node), as the plan's own rows; a 1:1 layout had the whole host on each side."""
+    import kvsim.plan.disagg as dg
+    import kvsim.plan.disagg_search as ds
+    from kvsim.hardware import load_link
+    from kvsim.traces import load_trace
+
+    seen = []
+    real_cluster, real_disagg = ds.simulate_cluster, ds.simulate_disagg
+    monkeypatch.setattr(ds, "simulate_cluster", lambda *a, **k: seen.append(("agg", k["node_replicas"])) or real_cluster(*a, **k))
+    monkeypatch.setattr(ds, "simulate_disagg", lambda *a, **k: seen.append(("dis", k["node_replicas"])) or real_disagg(*a, **k))
+    dep = build_deployment("a100", "llama-3.1-8b")
+    m = make_method("full", dep)
+    from kvsim.sim.config import SimConfig
+
+    tr = load_trace("synthetic-fixed:n=2,prompt=64,output=2")
+    for layout in ((0, 2), (1, 1)):
+        ds.simulate_layout(layout, dep, m, tr, load_link("ib-ndr"), SimConfig())
+    assert seen == [("agg", 8), ("dis", 8)]
+    assert dg.host_shared(dep, 8).system.host_share == pytest.approx(1 / 8)
+
+
+def test_reference_cluster_follows_the_node_share():
+    """The reference cluster takes node_replicas too: with 8 per node both simulators agree on a
+    MagicPIG burst (the fast one alone had the parameter)."""
+    from kvsim.plan.cluster import simulate_cluster
+    from kvsim.sim.config import SimConfig
+    from kvsim.sim.reference_cluster import simulate_cluster_reference
+    from kvsim.traces.base import Trace
+
+    dep = build_deployment("a100", "llama-3.1-8b")
+    m = make_method("magicpig", dep)
+    tr = Trace(arrival_s=np.zeros(4), prompt_tokens=np.full(4, 3000), output_tokens=np.full(4, 8), name="b")
+    fast = simulate_cluster(dep, m, tr, SimConfig(), 2, "round-robin", node_replicas=8)
+    ref = simulate_cluster_reference(dep, m, tr, SimConfig(), 2, "round-robin", node_replicas=8)
+    one = simulate_cluster(dep, m, tr, SimConfig(), 2, "round-robin")
+    f, r = np.asarray(fast.records.finish_s), np.asarray(ref.finish_s)
+    assert np.allclose(f, r, rtol=1e-9) and f.max() > np.asarray(one.records.finish_s).max()
+
+
+def test_review_fixes_in_the_readers(tmp_path):
+    """Trailing commas are harmless extra cells; a failed request of an older bench file is a failed
+    request, not a missing field; a non-streamed multi-token log in ms (first = last token) is refused;
+    tf32 KV gets no sub-byte advice; a nested speculative model does not pass for the model."""
+    from kvsim.errors import TraceError
+    from kvsim.validate.replay import read_run_log
+    from kvsim.validate.vllm_log import _non_default_args
+
+    p = tmp_path / "tc.csv"
+    p.write_text(HEADER + "10.0,10.2,11.0,300,41,\n11.0,11.2,12.0,200,21,\n")
+    assert len(read_run_log(p)) == 2
+    bench = {"input_lens": [100, 200], "output_lens": [3, 0], "ttfts": [0.2, 0.0], "itls": [[0.05, 0.05], []],
+             "start_times": [1.0, 2.0], "errors": ["", "boom"]}
+    b = tmp_path / "old.json"
+    b.write_text(json.dumps(bench))
+    assert read_run_log(b).bad == {"failed_request": 1}
+    rows = [{"queued_ts": 1000.0 * i, "first_token_ts": 1000.0 * i + 2000.0, "last_token_ts": 1000.0 * i + 2000.0,
+             "num_prompt_tokens": 500, "num_generation_tokens": 100} for i in range(5)]
+    ms = tmp_path / "ms.jsonl"
+    ms.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(TraceError, match="look like milliseconds"):
+        read_run_log(ms)
+    code, out = run("estimate", "--hw", "a100", "--kv-dtype", "tf32")
+    assert code != 0 and "kivi" not in out
+    line = "non-default args: {'speculative_config': {'model': 'draft'}, 'model': 'm', 'x': Obj(a=1)}"
+    assert _non_default_args(line)["model"] == "m"

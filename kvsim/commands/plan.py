@@ -16,7 +16,7 @@ from kvsim.commands.common import (
     WeightDtypeOpt, check_watermark, console, print_json, resolve_slo, split_methods,
 )
 from kvsim.commands.tables import print_rows
-from kvsim.errors import ConfigError
+from kvsim.errors import ConfigError, KvsimError
 
 #: plan's token bound when no --slo-tpot / --slo-itl is given
 DEFAULT_SLO_ITL = "100ms"
@@ -179,7 +179,7 @@ def plan_cmd(
         out = Path(out)
     if plan.trace_notice:
         print(f"note: {plan.trace_notice}", file=sys.stderr)
-    for note in _allreduce_notes(plan.configs) + _calibration_notes(plan.configs, calibration) + _host_share_notes(plan.configs):
+    for note in _allreduce_notes(plan.configs) + _calibration_notes(plan.configs, calibration) + _host_share_notes(plan.configs, offload is not None):
         print(f"note: {note}", file=sys.stderr)
     points = [c.best for c in plan.configs if c.best is not None]
     if offload is not None and points and not any(p.kv_offload for p in points):
@@ -238,25 +238,36 @@ def _allreduce_notes(configs) -> list[str]:
     return list(dict.fromkeys(n for n in notes if n))
 
 
-def _host_share_notes(configs) -> list[str]:
-    """One note per (hardware, TP) searched with a method that keeps KV or runs attention on the host:
-    the plan gives each replica its share of a full node's host (kvsim.plan.evaluate.simulate_point)."""
+def _host_share_notes(configs, kv_offload: bool = False) -> list[str]:
+    """One note per (hardware, TP) searched whose runs use the host (:func:`_host_note`)."""
     # lazy: CLI start-up
-    from kvsim.hardware import load_system
-    from kvsim.methods import REGISTRY
+    from kvsim.plan.evaluate import build
 
     notes = []
     for c in configs:
-        name = c.config.method.split(":")[0].split("+")[0]
-        cls = REGISTRY.get(name)
-        if c.error is not None or cls is None or not cls.uses_host:
+        if c.error is not None:
             continue
-        per_node = load_system(c.config.hw).num_gpus // c.config.tp
-        if per_node > 1:
-            notes.append(f"{c.config.hw} · {name}: each replica is priced with 1/{per_node} of its node's host (memory, DRAM "
-                         f"bandwidth, CPU): the {per_node} replicas of a full node share it; `kvsim simulate` prices one "
-                         "replica with the whole host")
+        try:
+            dep, method = build(c.config)
+        except KvsimError:
+            continue
+        notes.extend(_host_note(c.config.hw, dep, method, kv_offload))
     return list(dict.fromkeys(notes))
+
+
+def _host_note(hw: str, dep, method, kv_offload: bool) -> list[str]:
+    """The plan gives each replica its share of a full node's host (kvsim.plan.evaluate.simulate_point,
+    kvsim.plan.disagg_search.simulate_layout): said when the run uses the host (a method keeping KV or
+    attention there, CPU experts, or a --kv-offload host tier)."""
+    off = dep.expert_offload
+    what = [w for w, used in ((method.label(), method.uses_host), ("CPU experts", off is not None and off.miss == "cpu"),
+                              ("the --kv-offload host tier", kv_offload)) if used]
+    per_node = dep.system.num_gpus // dep.tp
+    if not what or per_node <= 1:
+        return []
+    return [f"{hw} · {', '.join(what)}: each replica is priced with 1/{per_node} of its node's host (memory, DRAM "
+            f"bandwidth, CPU): the {per_node} replicas of a full node share it; `kvsim simulate` prices one replica "
+            "with the whole host"]
 
 
 def _calibration_notes(configs, calibration: str | None) -> list[str]:
@@ -287,7 +298,7 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     link = load_link(kv_link)
     trace = load_plan_trace(req.trace)
     cfg = SimConfig(**req.sim_options)
-    rows = []
+    rows, host_notes = [], []
     for hw in req.hws:
         dep = build_deployment(hw, req.model, tp=req.tp, weight_dtype=req.weight_dtype, kv_dtype=req.kv_dtype,
                                gpu_memory_utilization=req.gpu_memory_utilization, calibration=req.calibration,
@@ -302,8 +313,11 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
                 print(f"note: skipping {hw} {spec}: {err}", file=sys.stderr)
                 continue
             rows.extend(layout_row(dep.system.name, m.label(), r, req.slo) for r in found)
+            host_notes.extend(_host_note(hw, dep, m, bool(req.sim_options.get("kv_offload"))))
     if not rows:
         raise ConfigError("no (hardware, method) could be planned")
+    for note in dict.fromkeys(host_notes):
+        print(f"note: {note}", file=sys.stderr)
     tiers_used = any(r["note"] and "prefix reuse" in r["note"] for r in rows)  # (a note says how the KV offload tiers were used)
     if req.sim_options.get("kv_offload") and not tiers_used and any(r["max_rate_per_s"] > 0 for r in rows):
         print(f"note: {UNUSED_NOTE}", file=sys.stderr)

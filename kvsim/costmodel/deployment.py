@@ -50,10 +50,10 @@ class Deployment:
         for d in (self.weight_dtype, self.kv_dtype, self.act_dtype):
             bits(d)  # raises a one-line SpecError for unknown dtypes
         if self.kv_dtype not in KV_CACHE_DTYPES:
-            raise ConfigError(
-                f"--kv-dtype {self.kv_dtype}: an uncompressed KV cache is stored as {', '.join(KV_CACHE_DTYPES)} "
-                f"(vLLM's --kv-cache-dtype); sub-byte KV needs group scales, zero points and a full-precision "
-                f"residual, which a method prices: --method kivi:bits={4 if bits(self.kv_dtype) >= 4 else 2}")
+            sub_byte = (f"; sub-byte KV needs group scales, zero points and a full-precision residual, which a method "
+                        f"prices: --method kivi:bits={4 if bits(self.kv_dtype) >= 4 else 2}") if bits(self.kv_dtype) < 8 else ""
+            raise ConfigError(f"--kv-dtype {self.kv_dtype}: an uncompressed KV cache is stored as "
+                              f"{', '.join(KV_CACHE_DTYPES)} (vLLM's --kv-cache-dtype){sub_byte}")
         if self.tp < 1 or self.tp > self.system.num_gpus:
             hint = "" if self.tp <= self.system.num_gpus or self.system.num_gpus > 1 else (
                 " (a GPU alone is one GPU: a system YAML names the GPU with num_gpus, host and links; "

@@ -31,23 +31,33 @@ from kvsim.specbase import Float
 
 #: kernels of one compressor forward: 24 encoder layers x ~8 kernels [E]
 COMPRESSOR_LAUNCHES = 200.0
+#: LLMLingua-2's compressor, XLM-RoBERTa-large: ~560M parameters, of them the 250,002 x 1,024 embedding table
+XLMR_LARGE_PARAMS = 560e6
+XLMR_LARGE_EMBEDDING_PARAMS = 250_002 * 1024
 
 
 class LLMLinguaParams(MethodParams):
     ratio: Float = Field(3.0, ge=1.0, le=1000.0)
     """compression ratio rho: original prompt tokens per kept token."""
-    compressor_params: Float = Field(560e6, gt=0, le=1e13)
+    compressor_params: Float = Field(XLMR_LARGE_PARAMS, gt=0, le=1e13)
     """parameters of the compressor model (XLM-RoBERTa-large ~560M; LLaMA-7B 6.7e9)."""
-    compressor_embedding_params: Float = Field(250_002 * 1024, ge=0, le=1e13)
-    """of them, the token-embedding table: read by a lookup, no FLOPs (XLM-RoBERTa-large: 250,002
-    tokens x 1,024 = 256,002,048; LLaMA-7B: 32,000 x 4,096 = 131,072,000)."""
+    compressor_embedding_params: Float | None = Field(None, ge=0, le=1e13)
+    """of them, the token-embedding table: a lookup, no FLOPs and only the looked-up rows read
+    (XLM-RoBERTa-large: 250,002 tokens x 1,024 = 256,002,048; LLaMA-7B: 32,000 x 4,096 =
+    131,072,000). None: XLM-R's table with the default compressor_params, else 0 (every weight a matrix)."""
 
     @model_validator(mode="after")
     def _embedding_within(self) -> "LLMLinguaParams":
-        if self.compressor_embedding_params >= self.compressor_params:
+        if self.compressor_embedding_params is not None and self.compressor_embedding_params >= self.compressor_params:
             raise ValueError(f"compressor_embedding_params ({self.compressor_embedding_params:g}) must be fewer than "
                              f"compressor_params ({self.compressor_params:g})")
         return self
+
+    @property
+    def embedding_params(self) -> float:
+        if self.compressor_embedding_params is not None:
+            return self.compressor_embedding_params
+        return XLMR_LARGE_EMBEDDING_PARAMS if self.compressor_params == XLMR_LARGE_PARAMS else 0.0
 
 
 class LLMLingua(KVMethod):
@@ -74,8 +84,9 @@ class LLMLingua(KVMethod):
         orig = self.params.ratio * sum_seq(n_new)
         pc = self.params.compressor_params
         live = has(orig)
-        # 2 FLOPs per token per weight of the matrices the token passes through (not the embedding table)
-        flops = 2.0 * (pc - self.params.compressor_embedding_params) * orig
-        comp = Part("compressor", "gemm", dtype=dep.act_dtype, flops=flops,
-                    hbm_bytes=pc * dep.ab * live, launches=COMPRESSOR_LAUNCHES * live)
+        # 2 FLOPs per token per weight of the matrices the token passes through; the embedding table is a
+        # lookup (no FLOPs, and only the rows looked up are read: not counted, a few KB per token)
+        matrices = pc - self.params.embedding_params
+        comp = Part("compressor", "gemm", dtype=dep.act_dtype, flops=2.0 * matrices * orig,
+                    hbm_bytes=matrices * dep.ab * live, launches=COMPRESSOR_LAUNCHES * live)
         return prefill_attention(dep, n_new, n_cached) + Cost.of(comp)

@@ -195,11 +195,14 @@ class DisaggResult:
 
 def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_dep: Deployment,
                     decode_method: KVMethod, trace: Trace, link: LinkSpec, config: SimConfig | None = None,
-                    num_prefill: int = 1, num_decode: int = 1, router: str = "least-outstanding") -> DisaggResult:
+                    num_prefill: int = 1, num_decode: int = 1, router: str = "least-outstanding",
+                    node_replicas: int | None = None) -> DisaggResult:
     """Serve ``trace`` with ``num_prefill`` prefill and ``num_decode`` decode instances (module docstring).
 
     ``prefill_method`` / ``decode_method``: the same KV method (name and parameters) built for each
-    deployment; ``router`` places requests on prefill instances (:mod:`kvsim.plan.cluster`)."""
+    deployment; ``router`` places requests on prefill instances (:mod:`kvsim.plan.cluster`).
+    ``node_replicas``: instances sharing each node's host (default: each side's own count, at most a
+    node's worth; ``kvsim plan`` passes a full node, as for aggregated replicas)."""
     if prefill_method.name != decode_method.name or prefill_method.params != decode_method.params:
         raise ConfigError(f"prefill and decode instances must run one KV method, got {prefill_method.label()} "
                           f"and {decode_method.label()}")
@@ -213,7 +216,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     n = len(trace)
     out = np.asarray(trace.output_tokens, dtype=np.int64)
     dcfg = cfg.model_copy(update={"prompt_kv_resident": True, "progress": None, "kv_offload": None})
-    ddep = host_shared(decode_dep, num_decode)
+    ddep = host_shared(decode_dep, num_decode if node_replicas is None else node_replicas)
     dmeth = type(decode_method)(ddep, decode_method.params) if ddep is not decode_dep else decode_method
     # requests no decode instance can ever hold (the decode instances' own admission rule): they are
     # prefilled (the proxy sends every request to a prefill instance first) but their KV is never
@@ -222,7 +225,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
     never = prepare(ddep, dmeth, trace, dcfg).reject  # [N] reject code, 0: admissible
     # 1. prefill: every request generates one token there
     pre = simulate_cluster(prefill_dep, prefill_method, replace(trace, output_tokens=np.ones(n, dtype=np.int64)),
-                           cfg, num_prefill, router)
+                           cfg, num_prefill, router, node_replicas=node_replicas)
     prec = pre.records
     pre_of = np.asarray(getattr(pre, "replica_of", np.zeros(n, dtype=np.int64)), dtype=np.int64).copy()
     done_p = prec.status == RequestStatus.FINISHED

@@ -70,11 +70,13 @@ def layouts(instances: int) -> list[tuple[int, int]]:
 
 def simulate_layout(layout: tuple[int, int], dep: Deployment, method: KVMethod, trace: Trace, link: LinkSpec,
                     cfg: SimConfig, router: str = "least-outstanding"):
-    """One simulation of ``layout`` on ``trace`` (arrivals as given)."""
+    """One simulation of ``layout`` on ``trace`` (arrivals as given), every instance on a full node's
+    share of its host, as the plan's aggregated rows (:func:`kvsim.plan.evaluate.simulate_point`)."""
     p, d = layout
+    node = dep.system.num_gpus // dep.tp
     if p == 0:
-        return simulate_cluster(dep, method, trace, cfg, d, router)
-    return simulate_disagg(dep, method, dep, method, trace, link, cfg, p, d, router)
+        return simulate_cluster(dep, method, trace, cfg, d, router, node_replicas=node)
+    return simulate_disagg(dep, method, dep, method, trace, link, cfg, p, d, router, node_replicas=node)
 
 
 def search_layout(layout: tuple[int, int], dep: Deployment, method: KVMethod, trace: Trace, link: LinkSpec,

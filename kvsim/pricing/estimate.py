@@ -145,11 +145,13 @@ class Estimator:
         block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)
         mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
         notes = [n for n in (m.mla_note(),) if n]
-        if m.prompt_aware:  # --context is all prompt: say what generated tokens (kept as they come) would add
-            half = float(m.kv_bytes(ctx, ctx - ctx // 2).gpu_bytes)
+        if m.prompt_aware or m.compresses_prompt:  # --context is all prompt: what generated tokens (kept as they come) add
+            gen = float(context // 2)
+            kept = float(m.effective_prompt_tokens(float(context) - gen))
+            half = float(m.kv_bytes(kept + gen, kept).gpu_bytes)
             if half > 1.01 * g_req:
                 notes.append(f"--context counts every token as prompt; {m.label()} compresses the prompt only, so with half of "
-                             f"the {int(ctx):,} tokens generated a request holds {_gb(half)} per GPU, not {_gb(g_req)} "
+                             f"the {context:,} tokens generated a request holds {_gb(half)} per GPU, not {_gb(g_req)} "
                              "(`kvsim simulate` counts generated tokens)")
         # the simulator holds the whole prompt's uncompressed KV of such a method on the GPU until its prefill
         # completes (KVMethod.full_prompt_until_prefilled); this estimate is steady state, so it says when that

@@ -15,11 +15,12 @@ from kvsim.sim.routing import PrefixTrees, route
 
 
 def simulate_cluster_reference(dep, method, trace, config=None, replicas: int = 1, router: str = "least-outstanding",
-                               *, balance_abs: int = 32, balance_rel: float = 1.5) -> RefResult:
+                               *, balance_abs: int = 32, balance_rel: float = 1.5,
+                               node_replicas: int | None = None) -> RefResult:
     """``replicas`` engines behind ``router`` in lockstep (rule 9); the host of a node is shared by
     the replicas on it (``num_gpus // tp`` per node, :func:`kvsim.costmodel.deployment.host_shared`)."""
     cfg = config or SimConfig()
-    shared = host_shared(dep, replicas)
+    shared = host_shared(dep, replicas if node_replicas is None else node_replicas)
     if shared is not dep:
         dep, method = shared, type(method)(shared, method.params)
     reps = [RefReplica(dep, method, trace, cfg) for _ in range(replicas)]

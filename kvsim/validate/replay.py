@@ -72,7 +72,8 @@ def in_unit(log: RunLog, unit: str) -> RunLog:
         if med > MS_SUSPECT_TPOT_S:
             raise TraceError(f"{log.source}: the median time per output token is {med:.4g} s: the log's times look like "
                              "milliseconds; pass --time-unit ms (or --time-unit s if the run really was that slow)")
-        return log
+        if med > 0:  # (0: first and last token at one instant, a run that did not stream: judged below)
+            return log
     per_token = (log.last_token_s - log.arrival_s) / (log.prompt_tokens + log.output_tokens)
     med = float(np.median(per_token))
     if med > MS_SUSPECT_E2E_PER_TOKEN_S:

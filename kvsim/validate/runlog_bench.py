@@ -64,9 +64,9 @@ def read_bench_log(data: dict, source: str, seed: int = 0) -> RunLog:
     for i in range(n):
         try:
             arrival = time_s(arrivals[i])
-            ttft, e2e = time_s(data["ttfts"][i]), time_s(data["latencies"][i])
-            if errors[i]:
+            if errors[i]:  # (before its times: a failed request of an older file has no latency to derive)
                 raise BadRow("failed_request")
+            ttft, e2e = time_s(data["ttfts"][i]), time_s(data["latencies"][i])
             prompt = tokens(data["input_lens"][i], "zero_prompt_tokens")
             output = tokens(data["output_lens"][i], "zero_output_tokens")
             first, last = arrival + ttft, arrival + e2e

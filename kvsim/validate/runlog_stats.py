@@ -90,8 +90,10 @@ def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str, l
         raise TraceError(f"{source}: empty file")
     rows, places = [], []
     for row in reader:
-        # more cells than the header (an unquoted '1,024'): the cells cannot be matched to columns
-        rows.append(None if None in row else row)  # (None: counted as unparseable)
+        # more non-empty cells than the header (an unquoted '1,024'): the cells cannot be matched to columns
+        # (empty extra cells, trailing commas, are harmless)
+        shifted = any(str(c).strip() for c in (row.get(None) or []))
+        rows.append(None if shifted else {k: v for k, v in row.items() if k is not None})  # (None: unparseable)
         places.append(f"{source}:{reader.line_num}")  # (the line the row ends on)
     return rows, "vllm-stats-csv", places
 

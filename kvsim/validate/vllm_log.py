@@ -90,16 +90,24 @@ def _non_default_args(text: str) -> dict:
     if isinstance(value, dict):
         return value
     out = {}  # one key at a time: a value literal_eval cannot read must not lose the others
+
+    def top_level(pattern: str):
+        # the first match in the outer dict, not in a nested one ('speculative_config': {'model': ...})
+        for m in re.finditer(pattern, raw):
+            if raw.count("{", 0, m.start()) - raw.count("}", 0, m.start()) == 1:
+                return m
+        return None
+
     for key in ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size",
                 "pipeline_parallel_size", "block_size"):
-        m = re.search(_ARG_NUMBER.format(key=key), raw)
+        m = top_level(_ARG_NUMBER.format(key=key))
         if m:
             try:
                 out[key] = ast.literal_eval(m.group(1))
             except (ValueError, SyntaxError):
                 pass
     for key in ("model", "dtype", "kv_cache_dtype", "quantization"):
-        m = re.search(rf"'{key}': '([^']*)'", raw)
+        m = top_level(rf"'{key}': '([^']*)'")
         if m:
             out[key] = m.group(1)
     return out

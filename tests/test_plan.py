@@ -412,7 +412,9 @@ def test_a_capped_row_has_no_cost_ranks_last_and_json_says_why(tmp_path):
     from kvsim.plan.search import plan_json
 
     d = {c["method_name"]: c["derived"] for c in plan_json(plan)["configs"]}
-    assert d["full"] == {"transient": False, "span_over_e2el": pytest.approx(39.0), "rate_measured": True}
+    # host_share: the a100 node's 8 GPUs at TP 1 -> each replica is priced with 1/8 of the host
+    assert d["full"] == {"transient": False, "span_over_e2el": pytest.approx(39.0), "rate_measured": True,
+                         "host_share": 0.125}
     assert d["kivi"]["rate_measured"] is False and d["kivi"]["transient"]
     save_plan(plan, tmp_path / "p")
     back = load_plan(tmp_path / "p")

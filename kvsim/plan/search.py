@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kvsim import __version__
-from kvsim.errors import ConfigError, SpecError
+from kvsim.errors import ConfigError, KvsimError, SpecError
 from kvsim.fileio import write_tree
 from kvsim.hardware import load_system
 from kvsim.models import load_model
@@ -202,8 +202,19 @@ def config_json(c: ConfigResult) -> dict:
     and neither ``capped`` nor transient), so a script sees the caveats the table prints."""
     d = c.model_dump(mode="json")
     d[DERIVED] = {"transient": c.transient, "span_over_e2el": c.span_over_e2el,
-                  "rate_measured": c.runs and not c.capped and not c.transient}
+                  "rate_measured": c.runs and not c.capped and not c.transient,
+                  "host_share": _host_share(c.config)}
     return d
+
+
+def _host_share(config: ConfigSpec) -> float | None:
+    """Share of its node's host (memory, DRAM bandwidth, CPU) each replica was priced with: a full node's
+    ``1 / (num_gpus // tp)`` (:func:`kvsim.plan.evaluate.simulate_point`); None for a system kvsim cannot load."""
+    try:
+        n = load_system(config.hw).num_gpus
+    except KvsimError:
+        return None
+    return 1.0 / max(1, n // config.tp)
 
 
 def plan_json(plan: PlanResult) -> dict:

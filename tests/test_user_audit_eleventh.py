@@ -313,3 +313,13 @@ def test_review_fixes_in_the_readers(tmp_path):
     assert code != 0 and "kivi" not in out
     line = "non-default args: {'speculative_config': {'model': 'draft'}, 'model': 'm', 'x': Obj(a=1)}"
     assert _non_default_args(line)["model"] == "m"
+
+
+def test_numpy_printed_token_times_are_read():
+    """A `token_ts` cell written by printing a numpy array ('[t0 t1 t2]', no commas) was not a JSON list:
+    ITL went unchecked under a note that the times 'do not match'. It is read as the list it is; an
+    elided print ('[1 ... 3]') is not."""
+    from kvsim.validate.runlog import float_list
+
+    assert float_list("[8123.5 8123.6  8123.7]") == [8123.5, 8123.6, 8123.7]
+    assert float_list("[1 ... 3]") is None and float_list("[a b]") is None

@@ -96,8 +96,11 @@ def float_list(v) -> list[float] | None:
             return None
         try:
             v = json.loads(v)
-        except ValueError:
-            return None
+        except ValueError:  # numpy's print of an array, '[8123.5 8123.6 ...]' (no commas), is a list too
+            text = v.strip()
+            if not (text.startswith("[") and text.endswith("]")) or "..." in text:
+                return None
+            v = text[1:-1].replace(",", " ").split()
     if not isinstance(v, list):
         return None
     try:

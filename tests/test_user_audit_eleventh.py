@@ -323,3 +323,14 @@ def test_numpy_printed_token_times_are_read():
 
     assert float_list("[8123.5 8123.6  8123.7]") == [8123.5, 8123.6, 8123.7]
     assert float_list("[1 ... 3]") is None and float_list("[a b]") is None
+
+
+def test_replay_notes_a_whole_prompt_budget_vllm_would_refuse(tmp_path):
+    """--no-chunked-prefill with --max-num-batched-tokens 64 and prompts of 300 and 200 tokens: vLLM
+    would not start; the replay runs it (each prompt alone in a step) and now says so, as simulate does."""
+    p = tmp_path / "r.csv"
+    p.write_text(HEADER + "10.0,10.2,11.0,300,41\n11.0,11.2,12.0,200,21\n")
+    r = CliRunner().invoke(app, ["validate", "replay", str(p), "--hw", "h100", "--model", "llama-3.1-8b",
+                                 "--max-num-seqs", "8", "--max-num-batched-tokens", "64", "--no-chunked-prefill", "--json"])
+    notes = json.loads(r.stdout)["notes"]
+    assert any("2 prompts longer than --max-num-batched-tokens 64 (longest 300)" in n for n in notes), notes

@@ -92,6 +92,7 @@ def simulate_cmd(
     from kvsim.sim.scheduler import PreemptionMode
     from kvsim.sim.replica import SimConfig, simulate
     from kvsim.sim.chunk_reuse import chunk_cache_summary, unused_chunk_cache_note
+    from kvsim.sim.inputs import whole_prompt_budget_note
     from kvsim.traces import load_trace
     from kvsim.traces.pipeline import shortfall_note
 
@@ -159,7 +160,7 @@ def simulate_cmd(
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
     for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), *(f"{m.label()}: {m.mla_note()}" for _, m in methods if m.mla_note()), window_note(dep.model),
-                 whole_prompt_budget_note(tr, chunked_prefill, max_num_batched_tokens), inline_seed_note(tr, seed)]:
+                 whole_prompt_budget_note(tr.prompt_tokens, chunked_prefill, max_num_batched_tokens), inline_seed_note(tr, seed)]:
         if note:
             print(f"note: {note}", file=sys.stderr)
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
@@ -357,20 +358,6 @@ def _instance(side: str | None, tp_flag: str | None, build):
         if tp_flag and msg.startswith("--tp "):
             msg = tp_flag + msg[len("--tp"):]
         raise ConfigError(f"{side} instances: {msg}") from None
-
-
-def whole_prompt_budget_note(trace, chunked_prefill: bool, budget: int) -> str | None:
-    """Without chunked prefill a prompt longer than the step budget is prefilled alone in one step
-    (the first prompt of a step is always admitted: vLLM v0 admits prompts up to max_model_len);
-    vLLM itself refuses such a budget (max_num_batched_tokens below max_model_len)."""
-    if chunked_prefill or not len(trace):
-        return None
-    longer = int((trace.prompt_tokens > budget).sum())
-    if not longer:
-        return None
-    return (f"--no-chunked-prefill: {longer:,} prompt{'s' if longer > 1 else ''} longer than --max-num-batched-tokens "
-            f"{budget:,} (longest {int(trace.prompt_tokens.max()):,}) were each prefilled alone in one step; vLLM "
-            "refuses a budget below max_model_len without chunked prefill")
 
 
 def inline_seed_note(trace, seed: int) -> str | None:

@@ -146,3 +146,19 @@ def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> 
         output=output, max_tokens=n_max, layout=lay, reject=reject,
         analytic_hit=hit.tolist(), prefix_block_tokens=pb, prefix_note=note,
         watermark_blocks=wm, park_block_tokens=parking_tokens(method, cfg), full_prompt_block_tokens=full_bs)
+
+
+def whole_prompt_budget_note(prompt_tokens, chunked_prefill: bool, budget: int) -> str | None:
+    """Without chunked prefill a prompt longer than the step budget is prefilled alone in one step
+    (the first prompt of a step is always admitted: vLLM v0 admits prompts up to max_model_len);
+    vLLM itself refuses such a budget (max_num_batched_tokens below max_model_len). ``prompt_tokens``:
+    the trace's, ``[N]``."""
+    prompts = np.asarray(prompt_tokens)
+    if chunked_prefill or not len(prompts):
+        return None
+    longer = int((prompts > budget).sum())
+    if not longer:
+        return None
+    return (f"--no-chunked-prefill: {longer:,} prompt{'s' if longer > 1 else ''} longer than --max-num-batched-tokens "
+            f"{budget:,} (longest {int(prompts.max()):,}) were each prefilled alone in one step; vLLM "
+            "refuses a budget below max_model_len without chunked prefill")

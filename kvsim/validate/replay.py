@@ -30,6 +30,7 @@ from kvsim.errors import TraceError
 from kvsim.jsonutil import json_default
 from kvsim.methods import make_method
 from kvsim.sim.config import SimConfig
+from kvsim.sim.inputs import whole_prompt_budget_note
 from kvsim.sim.replica import simulate
 from kvsim.sim.request import RequestStatus
 from kvsim.traces._io import open_text
@@ -233,6 +234,9 @@ def replay(log: RunLog, settings: EngineSettings, origin: dict[str, str] | None 
                      "they are left out on both sides")
     if log.bad:
         notes.append(f"{log.n_bad} bad rows were dropped: the replay lacks their load")
+    budget = whole_prompt_budget_note(log.prompt_tokens, settings.enable_chunked_prefill, settings.max_num_batched_tokens)
+    if budget:  # (vLLM would not have started with these settings)
+        notes.append(budget)
     if settings.enable_prefix_caching:
         notes.append("prefix caching: the log has no prompt hashes, so no prompt shares blocks with another in the "
                      "replay (a preempted request still finds its own cached blocks, as in vLLM v1)")

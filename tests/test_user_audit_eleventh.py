@@ -334,3 +334,13 @@ def test_replay_notes_a_whole_prompt_budget_vllm_would_refuse(tmp_path):
                                  "--max-num-seqs", "8", "--max-num-batched-tokens", "64", "--no-chunked-prefill", "--json"])
     notes = json.loads(r.stdout)["notes"]
     assert any("2 prompts longer than --max-num-batched-tokens 64 (longest 300)" in n for n in notes), notes
+
+
+def test_estimate_says_a_host_method_had_the_whole_host():
+    """estimate gives one replica the node's whole host; plan gives each 1/(num_gpus // tp) of it. The
+    a100 node has 8 GPUs: a MagicPIG answer says so, with the plan's 1/8; full (no host use) does not."""
+    r = CliRunner().invoke(app, ["estimate", "--hw", "a100", "--method", "magicpig,full", "--context", "8192",
+                                 "--batch", "4", "--json"])
+    ans = {a["method"]: " ".join(a["notes"]) for a in json.loads(r.stdout)}
+    assert "one replica with the whole host of a100-80g's 8 GPUs" in ans["magicpig"] and "1/8" in ans["magicpig"]
+    assert "whole host" not in ans["full"]

@@ -145,6 +145,11 @@ class Estimator:
         block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)
         mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
         notes = [n for n in (m.mla_note(),) if n]
+        per_node = dep.system.num_gpus // dep.tp
+        if m.uses_host and per_node > 1 and dep.system.host_share == 1.0:
+            notes.append(f"one replica with the whole host of {dep.system.name}'s {dep.system.num_gpus} GPUs (memory, DRAM "
+                         f"bandwidth, CPU); with all {per_node} replicas of the node serving, each has 1/{per_node} of it, "
+                         "as `kvsim plan` prices it")
         if m.prompt_aware or m.compresses_prompt:  # --context is all prompt: what generated tokens (kept as they come) add
             gen = float(context // 2)
             kept = float(m.effective_prompt_tokens(float(context) - gen))

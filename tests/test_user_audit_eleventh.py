@@ -344,3 +344,14 @@ def test_estimate_says_a_host_method_had_the_whole_host():
     ans = {a["method"]: " ".join(a["notes"]) for a in json.loads(r.stdout)}
     assert "one replica with the whole host of a100-80g's 8 GPUs" in ans["magicpig"] and "1/8" in ans["magicpig"]
     assert "whole host" not in ans["full"]
+
+
+def test_simulate_says_a_host_method_had_the_whole_host_once():
+    """simulate, like estimate, says a host-using method's replica had the whole host (in the summary's
+    notes, printed once); the MLA note is printed once too."""
+    r = CliRunner().invoke(app, ["simulate", "--hw", "a100", "--method", "magicpig", "--trace",
+                                 "synthetic-fixed:n=3,prompt=256,output=4", "--json"])
+    assert any("one replica with the whole host" in n for n in json.loads(r.stdout)["notes"])
+    r = CliRunner().invoke(app, ["simulate", "--hw", "a100", "--model", "deepseek-v2-lite", "--method", "h2o",
+                                 "--trace", "synthetic-fixed:n=3,prompt=256,output=4"])
+    assert r.output.count("extrapolated to deepseek-v2-lite's MLA latent") == 1

@@ -92,6 +92,7 @@ def simulate_cmd(
     from kvsim.sim.scheduler import PreemptionMode
     from kvsim.sim.replica import SimConfig, simulate
     from kvsim.sim.chunk_reuse import chunk_cache_summary, unused_chunk_cache_note
+    from kvsim.pricing.estimate import whole_host_note
     from kvsim.sim.inputs import whole_prompt_budget_note
     from kvsim.traces import load_trace
     from kvsim.traces.pipeline import shortfall_note
@@ -159,7 +160,7 @@ def simulate_cmd(
             if len(specs) == 1:
                 raise
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
-    for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), *(f"{m.label()}: {m.mla_note()}" for _, m in methods if m.mla_note()), window_note(dep.model),
+    for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), window_note(dep.model),
                  whole_prompt_budget_note(tr.prompt_tokens, chunked_prefill, max_num_batched_tokens), inline_seed_note(tr, seed)]:
         if note:
             print(f"note: {note}", file=sys.stderr)
@@ -197,6 +198,9 @@ def simulate_cmd(
             print(f"note: {unused}", file=sys.stderr)
         if m.mla_note():  # (printed with the notes above; the summary keeps it too)
             res.summary.setdefault("notes", []).append(m.mla_note())
+        whole = None if split is not None else whole_host_note(m)
+        if whole:  # (the summary's notes are printed with the results)
+            res.summary.setdefault("notes", []).append(whole)
         res.summary["trace_source"] = tr.source
         res.summary["trace_notice"] = tr.notice
         res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,

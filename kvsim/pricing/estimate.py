@@ -145,11 +145,9 @@ class Estimator:
         block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)
         mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
         notes = [n for n in (m.mla_note(),) if n]
-        per_node = dep.system.num_gpus // dep.tp
-        if m.uses_host and per_node > 1 and dep.system.host_share == 1.0:
-            notes.append(f"one replica with the whole host of {dep.system.name}'s {dep.system.num_gpus} GPUs (memory, DRAM "
-                         f"bandwidth, CPU); with all {per_node} replicas of the node serving, each has 1/{per_node} of it, "
-                         "as `kvsim plan` prices it")
+        whole = whole_host_note(m)
+        if whole:
+            notes.append(whole)
         if m.prompt_aware or m.compresses_prompt:  # --context is all prompt: what generated tokens (kept as they come) add
             gen = float(context // 2)
             kept = float(m.effective_prompt_tokens(float(context) - gen))
@@ -243,3 +241,15 @@ def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str =
              batch_cap: int | None = None) -> EstimateResult:
     """Estimate one configuration (see module docstring)."""
     return Estimator(dep, method, max_num_batched_tokens, max_num_seqs, batch_cap).run(context, batch)
+
+
+def whole_host_note(m) -> str | None:
+    """Said by estimate and simulate for a host-using method on a node of several replicas' worth of
+    GPUs: the answer had the whole host, while `kvsim plan` gives each replica 1/(num_gpus // tp)."""
+    dep = m.dep
+    per_node = dep.system.num_gpus // dep.tp
+    if not m.uses_host or per_node <= 1 or dep.system.host_share != 1.0:
+        return None
+    return (f"one replica with the whole host of {dep.system.name}'s {dep.system.num_gpus} GPUs (memory, DRAM "
+            f"bandwidth, CPU); with all {per_node} replicas of the node serving, each has 1/{per_node} of it, "
+            "as `kvsim plan` prices it")

@@ -95,6 +95,16 @@ def test_a_csv_row_with_more_cells_than_columns_is_dropped(tmp_path):
     assert log.prompt_tokens.tolist() == [300, 200]
 
 
+def _unstreamed_ms_log(tmp_path, output_tokens: int):
+    """A vLLM stats log in milliseconds of 5 requests that did not stream (first = last token, 2,000 ms
+    after arrival), 500-token prompts: (its path, its rows)."""
+    rows = [{"queued_ts": 1000.0 * i, "first_token_ts": 1000.0 * i + 2000.0, "last_token_ts": 1000.0 * i + 2000.0,
+             "num_prompt_tokens": 500, "num_generation_tokens": output_tokens} for i in range(5)]
+    p = tmp_path / "ms.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return p, rows
+
+
 def test_millisecond_times_without_a_tpot_are_refused(tmp_path):
     """A run that did not stream (ttft = latency) written in ms: the TPOT guard could not look, so it
     was replayed as seconds (E2E mean 1,987 s). Now the median E2E per request token decides:
@@ -102,10 +112,7 @@ def test_millisecond_times_without_a_tpot_are_refused(tmp_path):
     from kvsim.errors import TraceError
     from kvsim.validate.replay import read_run_log
 
-    rows = [{"queued_ts": 1000.0 * i, "first_token_ts": 1000.0 * i + 2000.0, "last_token_ts": 1000.0 * i + 2000.0,
-             "num_prompt_tokens": 500, "num_generation_tokens": 1} for i in range(5)]
-    p = tmp_path / "ms.jsonl"
-    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    p, rows = _unstreamed_ms_log(tmp_path, output_tokens=1)
     with pytest.raises(TraceError, match="look like milliseconds"):
         read_run_log(p)
     assert len(read_run_log(p, time_unit="ms")) == 5
@@ -303,10 +310,7 @@ def test_review_fixes_in_the_readers(tmp_path):
     b = tmp_path / "old.json"
     b.write_text(json.dumps(bench))
     assert read_run_log(b).bad == {"failed_request": 1}
-    rows = [{"queued_ts": 1000.0 * i, "first_token_ts": 1000.0 * i + 2000.0, "last_token_ts": 1000.0 * i + 2000.0,
-             "num_prompt_tokens": 500, "num_generation_tokens": 100} for i in range(5)]
-    ms = tmp_path / "ms.jsonl"
-    ms.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ms, _ = _unstreamed_ms_log(tmp_path, output_tokens=100)
     with pytest.raises(TraceError, match="look like milliseconds"):
         read_run_log(ms)
     code, out = run("estimate", "--hw", "a100", "--kv-dtype", "tf32")

@@ -262,7 +262,7 @@ def _host_note(hw: str, dep, method, kv_offload: bool) -> list[str]:
     off = dep.expert_offload
     what = [w for w, used in ((method.label(), method.uses_host), ("CPU experts", off is not None and off.miss == "cpu"),
                               ("the --kv-offload host tier", kv_offload)) if used]
-    per_node = dep.system.num_gpus // dep.tp
+    per_node = dep.replicas_per_node
     if not what or per_node <= 1:
         return []
     return [f"{hw} · {', '.join(what)}: each replica is priced with 1/{per_node} of its node's host (memory, DRAM "

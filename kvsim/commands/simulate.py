@@ -196,11 +196,9 @@ def simulate_cmd(
         if unused is not None:
             res.summary.setdefault("notes", []).append(unused)
             print(f"note: {unused}", file=sys.stderr)
-        if m.mla_note():  # (printed with the notes above; the summary keeps it too)
-            res.summary.setdefault("notes", []).append(m.mla_note())
-        whole = None if split is not None else whole_host_note(m)
-        if whole:  # (the summary's notes are printed with the results)
-            res.summary.setdefault("notes", []).append(whole)
+        # (the summary's notes are printed with the results)
+        res.summary.setdefault("notes", []).extend(
+            n for n in (m.mla_note(), None if split is not None else whole_host_note(m)) if n)
         res.summary["trace_source"] = tr.source
         res.summary["trace_notice"] = tr.notice
         res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,

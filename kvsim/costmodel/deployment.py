@@ -46,6 +46,11 @@ class Deployment:
     gpu_memory_utilization: float = 0.9
     expert_offload: ExpertOffload | None = None
 
+    @property
+    def replicas_per_node(self) -> int:
+        """Replicas of this TP packed on one node of the system: the ones that share its host."""
+        return self.system.replicas_per_node(self.tp)
+
     def __post_init__(self) -> None:
         for d in (self.weight_dtype, self.kv_dtype, self.act_dtype):
             bits(d)  # raises a one-line SpecError for unknown dtypes
@@ -254,8 +259,7 @@ def host_shared(dep: Deployment, replicas: int) -> Deployment:
     ``1 / min(replicas, num_gpus // tp)`` of its node's host memory, DRAM bandwidth and CPU compute
     (:meth:`kvsim.hardware.System.sharing_host`), which bounds MagicPIG / InfLLM host KV and SWAP space
     and slows their CPU attention when the replicas run side by side."""
-    per_node = max(1, dep.system.num_gpus // dep.tp)
-    share = 1.0 / min(max(replicas, 1), per_node)
+    share = 1.0 / min(max(replicas, 1), dep.replicas_per_node)
     if share == 1.0:
         return dep
     return replace(dep, system=dep.system.sharing_host(share))

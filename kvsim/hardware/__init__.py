@@ -119,6 +119,10 @@ class System:
         peaks = self.host.peak_flops_per_s
         return peaks.get(dtype, peaks["fp32"]) * self.host_sockets * self.host_share  # type: ignore[call-overload]
 
+    def replicas_per_node(self, tp: int) -> int:
+        """Replicas of ``tp`` GPUs packed on this node (at least 1): the ones that share its host."""
+        return max(1, self.num_gpus // tp)
+
     def sharing_host(self, share: float) -> "System":
         """This node as one of several replicas on it sees it: ``share`` of its host memory, DRAM
         bandwidth and CPU compute (each GPU keeps its own PCIe link)."""

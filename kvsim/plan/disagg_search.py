@@ -73,7 +73,7 @@ def simulate_layout(layout: tuple[int, int], dep: Deployment, method: KVMethod, 
     """One simulation of ``layout`` on ``trace`` (arrivals as given), every instance on a full node's
     share of its host, as the plan's aggregated rows (:func:`kvsim.plan.evaluate.simulate_point`)."""
     p, d = layout
-    node = dep.system.num_gpus // dep.tp
+    node = dep.replicas_per_node
     if p == 0:
         return simulate_cluster(dep, method, trace, cfg, d, router, node_replicas=node)
     return simulate_disagg(dep, method, dep, method, trace, link, cfg, p, d, router, node_replicas=node)

@@ -114,5 +114,5 @@ def simulate_point(config: ConfigSpec, trace: Trace, rate_per_s: float, sim_opti
     # each replica on a full node's share of its host: a plan prices GPUs, so the node's other GPUs serve
     # replicas too (a lone replica with the whole host's DRAM would not scale to a packed node)
     res = simulate_cluster(dep, method, trace, SimConfig(**sim_options), config.replicas, config.router,
-                           node_replicas=dep.system.num_gpus // dep.tp)
+                           node_replicas=dep.replicas_per_node)
     return digest(res, rate_per_s, config.replicas, time.perf_counter() - t0)

@@ -211,10 +211,9 @@ def _host_share(config: ConfigSpec) -> float | None:
     """Share of its node's host (memory, DRAM bandwidth, CPU) each replica was priced with: a full node's
     ``1 / (num_gpus // tp)`` (:func:`kvsim.plan.evaluate.simulate_point`); None for a system kvsim cannot load."""
     try:
-        n = load_system(config.hw).num_gpus
+        return 1.0 / load_system(config.hw).replicas_per_node(config.tp)
     except KvsimError:
         return None
-    return 1.0 / max(1, n // config.tp)
 
 
 def plan_json(plan: PlanResult) -> dict:

@@ -144,10 +144,7 @@ class Estimator:
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
         block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)
         mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
-        notes = [n for n in (m.mla_note(),) if n]
-        whole = whole_host_note(m)
-        if whole:
-            notes.append(whole)
+        notes = [n for n in (m.mla_note(), whole_host_note(m)) if n]
         if m.prompt_aware or m.compresses_prompt:  # --context is all prompt: what generated tokens (kept as they come) add
             gen = float(context // 2)
             kept = float(m.effective_prompt_tokens(float(context) - gen))
@@ -247,7 +244,7 @@ def whole_host_note(m) -> str | None:
     """Said by estimate and simulate for a host-using method on a node of several replicas' worth of
     GPUs: the answer had the whole host, while `kvsim plan` gives each replica 1/(num_gpus // tp)."""
     dep = m.dep
-    per_node = dep.system.num_gpus // dep.tp
+    per_node = dep.replicas_per_node
     if not m.uses_host or per_node <= 1 or dep.system.host_share != 1.0:
         return None
     return (f"one replica with the whole host of {dep.system.name}'s {dep.system.num_gpus} GPUs (memory, DRAM "

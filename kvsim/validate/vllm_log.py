@@ -120,11 +120,8 @@ def parse_vllm_log(path: str | Path) -> VllmMemoryLog:
     if p.is_dir():
         raise ConfigError(f"{p}: is a directory; give a vLLM server log file")
     try:
-        if p.suffix == ".gz":  # a compressed log, as kept by log rotation
-            with gzip.open(p, "rb") as f:
-                text = f.read().decode("utf-8", errors="replace")
-        else:
-            text = p.read_text(encoding="utf-8", errors="replace")
+        raw = p.read_bytes()
+        text = (gzip.decompress(raw) if p.suffix == ".gz" else raw).decode("utf-8", errors="replace")  # (.gz: log rotation)
     except (OSError, EOFError, zlib.error) as err:
         raise ConfigError(f"{p}: cannot read ({getattr(err, 'strerror', None) or err or 'truncated gzip data'})") from None
     engines = [m for m in (_ENGINE.search(line) for line in text.splitlines()) if m]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +15,7 @@ from kvsim.commands.common import (
     WeightDtypeOpt, check_watermark, console, print_json, resolve_slo, split_methods,
 )
 from kvsim.commands.tables import print_rows
-from kvsim.errors import ConfigError, KvsimError
+from kvsim.errors import ConfigError
 
 #: plan's token bound when no --slo-tpot / --slo-itl is given
 DEFAULT_SLO_ITL = "100ms"
@@ -105,7 +104,6 @@ def plan_cmd(
     from kvsim.plan.search import PLAN_GLOBS, PlanRequest, expand_sweeps, run_plan, save_plan
     from kvsim.plan.schema import SearchOptions, TraceSpec
     from kvsim.plan.sweep import default_cache_dir
-    from kvsim.sim.kv_tiers import UNUSED_NOTE
 
     # each mode's own options: one given to the other mode was ignored, silently (user audit)
     if target_rate is not None and (tp is not None or replicas is not None):
@@ -177,13 +175,12 @@ def plan_cmd(
         page = plan_report_html(plan, self_contained=self_contained)
         save_plan(plan, out, extra=page_files("report.html", page, self_contained), force=force, inputs=run_inputs)
         out = Path(out)
-    if plan.trace_notice:
-        print(f"note: {plan.trace_notice}", file=sys.stderr)
-    for note in _allreduce_notes(plan.configs) + _calibration_notes(plan.configs, calibration) + _host_share_notes(plan.configs, offload is not None):
+    # lazy: CLI start-up (pydantic schemas of the plan, ~0.2 s)
+    from kvsim.plan.notes import rate_notes, setup_notes
+    from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL
+
+    for note in setup_notes(plan):
         print(f"note: {note}", file=sys.stderr)
-    points = [c.best for c in plan.configs if c.best is not None]
-    if offload is not None and points and not any(p.kv_offload for p in points):
-        print(f"note: {UNUSED_NOTE}", file=sys.stderr)
     if as_json:
         from kvsim.plan.search import plan_json  # lazy: CLI start-up
 
@@ -195,23 +192,8 @@ def plan_cmd(
         n = len(plan.configs)
         print(f"{n} configuration{'' if n == 1 else 's'}, {sims} simulation{'' if sims == 1 else 's'} run, {hits} cached, {plan.wall_s:.1f} s"
               + (f"; report: {out / 'report.html'}" if out is not None else ""), file=sys.stderr)
-    # lazy: CLI start-up (pydantic schemas of the plan, ~0.2 s)
-    from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL
-
-    for c in plan.configs:
-        if c.transient and not c.capped:
-            need = math.ceil(STEADY_SPAN_OVER_E2EL * c.best.e2el_s.mean * c.max_rate_per_s) + 1
-            print(f"note: {c.label}: at {c.max_rate_per_s:.3g} req/s the {c.best.num_requests:,} requests arrive within "
-                  f"{c.arrival_span_s:.3g} s, {c.span_over_e2el:.1f}x their mean E2E latency: its max rate is likely high; "
-                  f"--num-requests {need:,} lasts {STEADY_SPAN_OVER_E2EL:g}x (docs/plan.md)", file=sys.stderr)
-        if c.capped and c.error is None:
-            # (target mode prices the target rate on the GPUs found, which stands; max-rate mode has no rate to price)
-            cost = ("its cost is that of the target rate on the GPUs found" if c.cost_usd_per_mtok is not None
-                    else "no cost is stated")
-            print(f"note: {c.label}: still meets the SLO at the search's top rate ({c.max_rate_per_s:.4g} req/s): the "
-                  f"trace's {c.best.num_requests if c.best else 0:,} requests arrive as one burst that it drains, so no "
-                  f"sustained rate was measured (a longer trace gives a far lower one) and {cost}; it is ranked "
-                  "after the rows whose rate stands; raise --num-requests", file=sys.stderr)
+    for note in rate_notes(plan):
+        print(f"note: {note}", file=sys.stderr)
     if plan.configs and all(c.error is not None for c in plan.configs):  # nothing could even be built
         first = plan.configs[0]
         raise ConfigError(f"no configuration can run: {first.label}: {first.error}"
@@ -227,62 +209,6 @@ def plan_cmd(
                           "counts shown are lower bounds; a file trace needs more requests, a synthetic one a lower target")
 
 
-def _allreduce_notes(configs) -> list[str]:
-    """One note per (hardware, TP) searched whose PCIe all-reduce is priced past its reach."""
-    # lazy: CLI start-up
-    from kvsim.costmodel.deployment import allreduce_note
-    from kvsim.hardware import load_system
-
-    seen = dict.fromkeys((c.config.hw, c.config.tp) for c in configs if c.error is None)
-    notes = [allreduce_note(load_system(hw), tp) for hw, tp in seen]
-    return list(dict.fromkeys(n for n in notes if n))
-
-
-def _host_share_notes(configs, kv_offload: bool = False) -> list[str]:
-    """One note per (hardware, TP) searched whose runs use the host (:func:`_host_note`)."""
-    # lazy: CLI start-up
-    from kvsim.plan.evaluate import build
-
-    notes = []
-    for c in configs:
-        if c.error is not None:
-            continue
-        try:
-            dep, method = build(c.config)
-        except KvsimError:
-            continue
-        notes.extend(_host_note(c.config.hw, dep, method, kv_offload))
-    return list(dict.fromkeys(notes))
-
-
-def _host_note(hw: str, dep, method, kv_offload: bool) -> list[str]:
-    """The plan gives each replica its share of a full node's host (kvsim.plan.evaluate.simulate_point,
-    kvsim.plan.disagg_search.simulate_layout): said when the run uses the host (a method keeping KV or
-    attention there, CPU experts, or a --kv-offload host tier)."""
-    off = dep.expert_offload
-    what = [w for w, used in ((method.label(), method.uses_host), ("CPU experts", off is not None and off.miss == "cpu"),
-                              ("the --kv-offload host tier", kv_offload)) if used]
-    per_node = dep.replicas_per_node
-    if not what or per_node <= 1:
-        return []
-    return [f"{hw} · {', '.join(what)}: each replica is priced with 1/{per_node} of its node's host (memory, DRAM "
-            f"bandwidth, CPU): the {per_node} replicas of a full node share it; `kvsim simulate` prices one replica "
-            "with the whole host"]
-
-
-def _calibration_notes(configs, calibration: str | None) -> list[str]:
-    """One note per hardware searched that ``--calibration`` was not fitted on."""
-    if not calibration:
-        return []
-    # lazy: CLI start-up
-    from kvsim.costmodel.calibration import calibration_mismatch, load_calibration
-    from kvsim.hardware import load_system
-
-    cal = load_calibration(calibration)
-    notes = [calibration_mismatch(load_system(hw), cal, calibration) for hw in dict.fromkeys(c.config.hw for c in configs)]
-    return list(dict.fromkeys(n for n in notes if n))
-
-
 def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     """Aggregated vs every P:D layout per (hardware, method) (kvsim.plan.disagg_search)."""
     # lazy: CLI start-up
@@ -292,6 +218,7 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     from kvsim.plan.disagg_search import layout_row, plan_layouts
     from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL
     from kvsim.plan.evaluate import load_plan_trace
+    from kvsim.plan.notes import host_share_note
     from kvsim.sim.kv_tiers import UNUSED_NOTE
     from kvsim.sim.config import SimConfig
 
@@ -313,7 +240,7 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
                 print(f"note: skipping {hw} {spec}: {err}", file=sys.stderr)
                 continue
             rows.extend(layout_row(dep.system.name, m.label(), r, req.slo) for r in found)
-            host_notes.extend(_host_note(hw, dep, m, bool(req.sim_options.get("kv_offload"))))
+            host_notes.extend(host_share_note(dep, m, bool(req.sim_options.get("kv_offload"))))
     if not rows:
         raise ConfigError("no (hardware, method) could be planned")
     for note in dict.fromkeys(host_notes):

@@ -26,6 +26,7 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from kvsim.fileio import OutputError, atomic_write, check_output_file, refuse_inputs
 from kvsim.plan.digest import digest
+from kvsim.plan.notes import plan_notes
 from kvsim.sim.kv_tiers import reuse_note as tier_note  # (also this module's API)
 from kvsim.plan.figures import (  # latency_throughput_figure, pareto_figure: also this module's API
     BATCH, GPU_KV, HOST_KV, QUEUE, SloLines, cdf_figure, config_styles, latency_throughput_figure, pareto_figure,
@@ -259,8 +260,11 @@ def plan_report_html(plan: PlanResult, *, self_contained: bool = False) -> str:
     note = _legend_note(len(shown & {c.label for c in runnable}), len(runnable))
     aligned = ('<p class="note">Each configuration runs at its own max SLO rate; the x axis is requests arrived '
                "(simulated time x rate), so the runs line up request by request.</p>")
-    sections: list[tuple[str, Body]] = [
-        ("Recommendation", recommendation_html(plan)),
+    sections: list[tuple[str, Body]] = [("Recommendation", recommendation_html(plan))]
+    notes = plan_notes(plan)
+    if notes:  # (the notes `kvsim plan` printed: how rows were priced, which rates are likely high)
+        sections.append(("Notes", '<ul class="note">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"))
+    sections += [
         ("Latency vs throughput", [note, latency_throughput_figure(runnable, slo, shown)]),
         ("Latency CDFs at each configuration's max SLO rate", [note, cdf_figure(best, st, shown, SloLines.of_plan(slo))]),
         ("KV memory at each configuration's max SLO rate",

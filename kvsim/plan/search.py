@@ -45,6 +45,7 @@ from kvsim.fileio import write_tree
 from kvsim.hardware import load_system
 from kvsim.models import load_model
 from kvsim.plan.evaluate import build, config_provenance, load_plan_trace
+from kvsim.plan.notes import plan_notes
 from kvsim.plan.result import ConfigTask, Evaluator, run_config
 from kvsim.plan.schema import ROUTERS, SLO, ConfigResult, ConfigSpec, PlanResult, SearchOptions, TraceSpec
 from kvsim.plan.sweep import run_tasks
@@ -217,9 +218,11 @@ def _host_share(config: ConfigSpec) -> float | None:
 
 
 def plan_json(plan: PlanResult) -> dict:
-    """The plan as JSON (``--json``), its configurations with :func:`config_json`'s ``derived`` caveats."""
+    """The plan as JSON (``--json``), its configurations with :func:`config_json`'s ``derived`` caveats,
+    and ``notes``: the sentences ``kvsim plan`` prints as ``note:`` lines (:func:`kvsim.plan.notes.plan_notes`)."""
     d = plan.model_dump(mode="json")
     d["configs"] = [config_json(c) for c in plan.configs]
+    d["notes"] = plan_notes(plan)
     return d
 
 

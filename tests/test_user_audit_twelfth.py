@@ -1,0 +1,46 @@
+"""Twelfth session: findings of report-only audits and leftovers of the eleventh session's note, each
+with a test that failed before its fix."""
+
+from __future__ import annotations
+
+import html
+
+from test_plan import CappedKivi, _request
+
+from kvsim.plan.notes import plan_notes, rate_notes, setup_notes
+from kvsim.plan.report import plan_report_html
+from kvsim.plan.search import load_plan, plan_json, run_plan, save_plan
+
+
+class CappedMagicpig(CappedKivi):
+    """full meets the SLO up to 2 req/s (a rate that stands); MagicPIG at every rate (capped)."""
+
+    def threshold(self, config) -> float:
+        return 1e12 if config.method.startswith("magicpig") else 2.0
+
+
+def test_plan_notes_reach_the_report_the_json_and_a_reloaded_plan(tmp_path):
+    """The eleventh session left: `kvsim plan` printed its notes (host share, capped rows, ...) on stderr
+    only; the report page and `--json` did not carry them, so a reader of report.html did not learn that
+    MagicPIG's replicas were priced with 1/8 of the node's host. Now one function derives them from the
+    plan (kvsim.plan.notes), and the CLI, the page, the JSON and `kvsim report` of a saved plan show the same."""
+    plan = run_plan(_request(methods=["full", "magicpig"]), executor="serial", progress=False, evaluator=CappedMagicpig())
+    notes = plan_notes(plan)
+    # a100: 8 GPUs per node at TP 1 -> 1/8 of the host per replica; MagicPIG keeps KV and attention there
+    assert notes[0].startswith("a100-80g · magicpig: each replica is priced with 1/8 of its node's host")
+    assert setup_notes(plan) == notes[:1]
+    capped = rate_notes(plan)
+    assert len(capped) == 1 and capped[0].startswith("a100-80g · magicpig: still meets the SLO at the search's top rate")
+    assert "no cost is stated" in capped[0]
+    assert plan_json(plan)["notes"] == notes
+    page = plan_report_html(plan)
+    assert "<h2>Notes</h2>" in page and all(html.escape(n) in page for n in notes)
+    save_plan(plan, tmp_path / "p")
+    assert plan_notes(load_plan(tmp_path / "p")) == notes
+
+
+def test_a_plan_without_caveats_has_no_notes_section():
+    """full alone, its rate measured (39 request lifetimes): nothing to say, no empty section."""
+    plan = run_plan(_request(methods=["full"]), executor="serial", progress=False, evaluator=CappedMagicpig())
+    assert plan_notes(plan) == []
+    assert "<h2>Notes</h2>" not in plan_report_html(plan)

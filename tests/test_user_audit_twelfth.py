@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 
+import pytest
 from test_plan import CappedKivi, _request
 
 from kvsim.plan.notes import plan_notes, rate_notes, setup_notes
@@ -44,3 +45,16 @@ def test_a_plan_without_caveats_has_no_notes_section():
     plan = run_plan(_request(methods=["full"]), executor="serial", progress=False, evaluator=CappedMagicpig())
     assert plan_notes(plan) == []
     assert "<h2>Notes</h2>" not in plan_report_html(plan)
+
+
+def test_an_unknown_kv_dtype_lists_only_the_kv_cache_dtypes():
+    """The eleventh session left: `--kv-dtype foo` listed every dtype as a choice (int2, int4, fp4, tf32 among
+    them), and choosing one of those was then refused. Now the choices are the KV cache's own."""
+    from kvsim.costmodel.deployment import KV_CACHE_DTYPES, build_deployment
+    from kvsim.errors import KvsimError
+
+    with pytest.raises(KvsimError) as err:
+        build_deployment("a100", "llama-3.1-8b", kv_dtype="foo")
+    msg = str(err.value)
+    assert "fp32, bf16, fp16, fp8, int8" in msg and KV_CACHE_DTYPES == ("fp32", "bf16", "fp16", "fp8", "int8")
+    assert not any(d in msg for d in ("int4", "int2", "fp4", "tf32"))

@@ -19,8 +19,10 @@ def test_deployment_takes_them_and_still_refuses_unknown_names():
     assert (a.weight_dtype, a.kv_dtype) == ("bf16", "fp8")
     m = a.model
     assert m.num_layers * 2 * m.num_kv_heads * m.head_dim * a.kvb == 65_536  # 1 byte per fp8 element
-    with pytest.raises(KvsimError, match="unknown dtype 'bfloat17'"):
+    with pytest.raises(KvsimError, match="--kv-dtype bfloat17: unknown"):
         build_deployment("a100", "llama-3.1-8b", kv_dtype="bfloat17")
+    with pytest.raises(KvsimError, match="unknown dtype 'bfloat17'"):
+        build_deployment("a100", "llama-3.1-8b", weight_dtype="bfloat17")
 
 
 def test_rejected_requests_are_explained_in_the_notes():

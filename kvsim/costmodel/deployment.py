@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, replace
 
 from kvsim.costmodel.calibration import apply_calibration, load_calibration
-from kvsim.costmodel.dtypes import COMPUTE_DTYPE, bits, canonical_dtype, nbytes
+from kvsim.costmodel.dtypes import COMPUTE_DTYPE, all_dtypes, bits, canonical_dtype, nbytes
 from kvsim.costmodel.expert_offload import ExpertOffload
 from kvsim.errors import ConfigError
 from kvsim.hardware import System, load_system
@@ -52,8 +52,11 @@ class Deployment:
         return self.system.replicas_per_node(self.tp)
 
     def __post_init__(self) -> None:
-        for d in (self.weight_dtype, self.kv_dtype, self.act_dtype):
+        for d in (self.weight_dtype, self.act_dtype):
             bits(d)  # raises a one-line SpecError for unknown dtypes
+        if self.kv_dtype not in KV_CACHE_DTYPES and self.kv_dtype not in all_dtypes():  # (its own choices, not every dtype's)
+            raise ConfigError(f"--kv-dtype {self.kv_dtype}: unknown; an uncompressed KV cache is stored as "
+                              f"{', '.join(KV_CACHE_DTYPES)} (vLLM's --kv-cache-dtype)")
         if self.kv_dtype not in KV_CACHE_DTYPES:
             sub_byte = (f"; sub-byte KV needs group scales, zero points and a full-precision residual, which a method "
                         f"prices: --method kivi:bits={4 if bits(self.kv_dtype) >= 4 else 2}") if bits(self.kv_dtype) < 8 else ""

@@ -58,3 +58,35 @@ def test_an_unknown_kv_dtype_lists_only_the_kv_cache_dtypes():
     msg = str(err.value)
     assert "fp32, bf16, fp16, fp8, int8" in msg and KV_CACHE_DTYPES == ("fp32", "bf16", "fp16", "fp8", "int8")
     assert not any(d in msg for d in ("int4", "int2", "fp4", "tf32"))
+
+
+QWEN25_7B = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 3584, "num_attention_heads": 28,
+             "num_key_value_heads": 4, "num_hidden_layers": 28, "intermediate_size": 18944, "vocab_size": 152064,
+             "max_position_embeddings": 32768, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("rope, context", [
+    # Qwen2.5's model card: add {"factor": 4.0, "original_max_position_embeddings": 32768, "type": "yarn"}
+    # for 131,072 tokens; vLLM (_get_and_verify_max_len): YaRN -> original x factor = 32,768 x 4
+    ({"factor": 4.0, "original_max_position_embeddings": 32768, "type": "yarn"}, 131_072),
+    ({"factor": 4.0, "original_max_position_embeddings": 16384, "rope_type": "yarn"}, 65_536),  # 16,384 x 4
+    ({"factor": 2.0, "type": "linear"}, 65_536),  # linear / dynamic: max_position_embeddings x factor
+    ({"factor": 2.0, "type": "dynamic"}, 65_536),
+    ({"factor": 8.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"}, 32_768),  # already scaled
+    ({"type": "mrope", "mrope_section": [16, 24, 24]}, 32_768),  # no factor: x 1
+    (None, 32_768),
+])
+def test_rope_scaling_sets_the_max_context_as_vllm_derives_it(tmp_path, rope, context):
+    """A user audit: Qwen2.5-7B's config with the YaRN block its card prescribes gave a 32,768-token max context
+    (a 60,000-token prompt rejected), where vLLM serves 131,072 and kvsim's own catalog says 131,072."""
+    import json
+
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.models import load_model
+    from kvsim.pricing.engine_memory import rope_cache_bytes
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**QWEN25_7B, "rope_scaling": rope}))
+    assert load_model(str(path)).max_context_tokens == context
+    # the rotary cache follows (vLLM's YaRN / linear / dynamic embeddings: original x factor positions)
+    assert rope_cache_bytes(build_deployment("a100", str(path))) == context * 128 * 2  # positions x head_dim x 2 B

@@ -6,6 +6,8 @@ Supported ``model_type`` values and the keys read (HF ``transformers`` config na
   ``hidden_size``, ``num_attention_heads``, ``num_key_value_heads`` (default: heads),
   ``head_dim`` (default: hidden / heads), ``intermediate_size``, ``vocab_size``,
   ``max_position_embeddings``, ``tie_word_embeddings``, ``attention_bias``, ``sliding_window``.
+  The max context is vLLM's: ``max_position_embeddings`` times ``rope_scaling``'s factor except for
+  llama3 / longrope rope (already scaled) and Gemma-3; YaRN scales ``original_max_position_embeddings``.
   qwen2 always has q/k/v biases. Qwen's window applies only with ``use_sliding_window``, and then
   only to the layers from ``max_window_layers`` on (transformers' Qwen2/Qwen3 configs).
 * ``gemma2``, ``gemma3`` / ``gemma3_text``: GeGLU MLP (3 matrices), tied embeddings by default.

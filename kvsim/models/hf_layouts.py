@@ -231,11 +231,35 @@ def _windows(c: Cfg, layers: int, context: Any) -> dict[str, Any]:
     return {"sliding_window": window, "sliding_window_layers": None if count == layers else count}
 
 
+#: rope types whose max_position_embeddings already includes the scaling (vLLM: "su" is longrope's old name)
+_ROPE_PRESCALED = ("su", "longrope", "llama3")
+
+
+def _max_context(c: Cfg) -> Any:
+    """vLLM's max_model_len of the config (``_get_and_verify_max_len``, vllm/config/model.py): the
+    ``max_position_embeddings``, times the ``rope_scaling`` (transformers v5: ``rope_parameters``)
+    ``factor`` unless its type is llama3 / longrope / su (already scaled) or the model is Gemma-3; YaRN
+    multiplies ``original_max_position_embeddings`` instead (Qwen2.5's YaRN block: 32,768 x 4 = 131,072);
+    a type without a factor (default, mrope) keeps 1."""
+    context = c.req("max_position_embeddings")
+    rope = c.opt("rope_scaling") or c.opt("rope_parameters")
+    if not isinstance(rope, dict) or not isinstance(context, int) or c.model_type.startswith("gemma3"):
+        return context
+    rope_type = rope.get("rope_type", rope.get("type"))
+    factor = rope.get("factor", 1.0)
+    if rope_type in _ROPE_PRESCALED or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+        return context
+    if rope_type == "yarn":
+        original = rope.get("original_max_position_embeddings", context)
+        context = original if isinstance(original, int) and not isinstance(original, bool) and original > 0 else context
+    return int(context * factor)
+
+
 def _dense_fields(c: Cfg) -> dict[str, Any]:
     """Fields shared by the decoder-only types with rotary attention (all but opt and deepseek)."""
     layers = c.whole("num_hidden_layers")
     heads = c.req("num_attention_heads")
-    context = c.req("max_position_embeddings")
+    context = _max_context(c)
     return {
         "num_layers": layers,
         "hidden_size": c.req("hidden_size"),
@@ -327,7 +351,7 @@ def _deepseek(c: Cfg) -> dict[str, Any]:
         "head_dim": c.req("v_head_dim"),
         "intermediate_size": c.req("intermediate_size"),
         "vocab_size": c.req("vocab_size"),
-        "max_context_tokens": c.req("max_position_embeddings"),
+        "max_context_tokens": _max_context(c),
         "tie_word_embeddings": c.opt("tie_word_embeddings", False),
         "attention_bias": c.opt("attention_bias", False),
         "mla": {

@@ -111,8 +111,8 @@ def test_a_methods_own_kv_dtype_is_the_one_reported():
 def test_kv_bytes_per_token_are_per_context_token_for_a_prompt_compressor():
     """llmlingua (ratio 3) keeps ceil(4096 / 3) = 1,366 of 4,096 tokens: 1,366 x 524,288 B / 4,096 = 174,848 B per
     context token. It printed 524,288 (per kept token, as full), hiding the saving every other method shows
-    (user audit)."""
+    (user audit). The request holds whole 16-token blocks: ceil(1,366 / 16) = 86 blocks = 1,376 tokens (twelfth session)."""
     d = Deployment(system=synthetic_system(), model=llama2_7b(), tp=1)
     r = estimate(d, make_method("llmlingua", d), context=4096, batch=1)
-    assert r.kv_gpu_bytes == 1_366 * 524_288
+    assert r.kv_gpu_bytes == 1_376 * 524_288
     assert r.kv_bytes_per_token_gpu == 174_848

@@ -90,3 +90,36 @@ def test_rope_scaling_sets_the_max_context_as_vllm_derives_it(tmp_path, rope, co
     assert load_model(str(path)).max_context_tokens == context
     # the rotary cache follows (vLLM's YaRN / linear / dynamic embeddings: original x factor positions)
     assert rope_cache_bytes(build_deployment("a100", str(path))) == context * 128 * 2  # positions x head_dim x 2 B
+
+
+def test_estimate_defaults_to_a_shorter_models_own_max_context():
+    """A user audit: `kvsim estimate --model opt-6.7b` (no --context) failed with "--context 4096 exceeds
+    opt-6.7b's max context of 2,048 tokens": the user had typed no --context. Now the default is the
+    model's maximum when that is below 4,096, with a note; an explicit --context 4096 is still refused."""
+    import json
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "kvsim", "estimate", "--model", "opt-6.7b"]
+    r = subprocess.run([*run, "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert (d[0] if isinstance(d, list) else d)["context"] == 2048
+    assert "--context defaults to 2,048, opt-6.7b's max context" in r.stderr
+    r = subprocess.run([*run, "--context", "4096"], capture_output=True, text=True)
+    assert r.returncode == 1 and "exceeds opt-6.7b's max context of 2,048" in r.stderr
+
+
+def test_estimate_kv_memory_is_whole_blocks_as_its_max_batch():
+    """A user audit: at --context 1 the max batch counted whole 16-token blocks (21,530 requests fill the pool)
+    but the KV line counted 1 token each: 2.82 GB instead of the pool's 45.15 GB (16x too little).
+    Llama-3.1-8B: a block is 16 tokens x 131,072 B = 2,097,152 B; 21,530 x 2,097,152 = 45,151,682,560 B."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.pricing.estimate import estimate
+
+    dep = build_deployment("h100", "llama-3.1-8b")
+    for context in (1, 16):
+        r = estimate(dep, make_method("full", dep), context, "max", max_num_seqs=100_000)
+        assert r.max_batch == r.batch == 21_530
+        assert r.kv_gpu_bytes == 45_151_682_560

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -14,6 +14,9 @@ from kvsim.commands.common import (
 )
 from kvsim.commands.tables import print_pairs, print_rows
 from kvsim.errors import ConfigError
+
+#: --context when none is given (a model of a shorter maximum takes its maximum)
+DEFAULT_CONTEXT_TOKENS = 4096
 
 
 def _parse_batch(batch: str) -> int | str:
@@ -46,7 +49,7 @@ def estimate_cmd(
     hw: HwOpt = "a100",
     model: ModelOpt = "llama-3.1-8b",
     method: MethodOpt = ["full"],  # noqa: B006 (typer needs a literal default)
-    context: Annotated[int, typer.Option("--context", min=1, help="tokens in each request's KV cache")] = 4096,
+    context: Annotated[Optional[int], typer.Option("--context", min=1, help="tokens in each request's KV cache [default: 4096, or the model's max context if smaller]")] = None,
     allow_long_context: Annotated[bool, typer.Option("--allow-long-context", help="allow --context beyond the model's max context")] = False,
     batch: Annotated[str, typer.Option("--batch", help="concurrent requests, or 'max' for the best-throughput batch that fits in memory and --max-num-seqs")] = "1",
     tp: TpOpt = 1,
@@ -79,6 +82,11 @@ def estimate_cmd(
     dep = build_deployment(hw, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                            gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
                            expert_offload=expert_offload)
+    given_context = context is not None
+    if context is None:  # (a model of a shorter context, e.g. OPT's 2,048, is priced at its own maximum)
+        context = min(DEFAULT_CONTEXT_TOKENS, dep.model.max_context_tokens)
+        if context < DEFAULT_CONTEXT_TOKENS:
+            print(f"note: --context defaults to {context:,}, {dep.model.name}'s max context (4,096 otherwise)", file=sys.stderr)
     _check_context(context, dep.model, allow_long_context)
     for note in dep.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -98,7 +106,7 @@ def estimate_cmd(
     if tts is not None:
         if reuse is not None:
             raise ConfigError("--tts and --reuse are separate answers: give one of them")
-        if context != 4096 or batch.strip() != "1":
+        if given_context or batch.strip() != "1":
             raise ConfigError("--context and --batch do not apply with --tts: give prompt=, gen= and batch= "
                               "inside --tts (e.g. --tts best-of-n=8,prompt=512,gen=16k)")
         _tts(dep, methods, tts, as_json)

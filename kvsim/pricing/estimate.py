@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
-from kvsim.pricing.memory import VLLM_BLOCK_TOKENS, fewest, memory_budget, requests_that_fit
+from kvsim.pricing.memory import VLLM_BLOCK_TOKENS, fewest, held_bytes, memory_budget, requests_that_fit
 from kvsim.methods.base import KVMethod
 from kvsim.costmodel.roofline import Timing
 from kvsim.pricing.step import StepModel
@@ -182,8 +182,8 @@ class Estimator:
                 thr = b / tbt
                 breakdown += _rows("decode", td)
         reason = None if fits else _why_not(int(context), b, max_batch, mb_gpu, g_req, h_req, budget)
-        kv_gpu = b * g_req
-        kv_host = b * h_req
+        kv_gpu = b * held_bytes(g_req, block)  # (whole blocks, as max_batch counts them)
+        kv_host = b * held_bytes(h_req, block)
         return EstimateResult(
             hw=dep.system.name, model=dep.model.name, method=m.label(), context=int(context), batch=b,
             fits=fits,

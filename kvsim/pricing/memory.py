@@ -71,6 +71,14 @@ def requests_that_fit(budget_bytes: float, bytes_per_request: float, block_bytes
     return max(0, int(budget_bytes // bytes_per_request))
 
 
+def held_bytes(bytes_per_request: float, block_bytes: float | None = None) -> float:
+    """Bytes a request holds in a paged pool: whole blocks of ``block_bytes`` (as
+    :func:`requests_that_fit` counts them), or ``bytes_per_request`` without blocks or when it needs none."""
+    if not block_bytes or bytes_per_request <= 0:
+        return bytes_per_request
+    return max(math.ceil(bytes_per_request / block_bytes - 1e-9), 1) * block_bytes
+
+
 def fewest(*counts: int | None) -> int | None:
     """The smallest of the counts that limit (None: no count limits)."""
     limits = [c for c in counts if c is not None]

@@ -359,13 +359,15 @@ def test_catalog_deepseek_v3_is_priced_as_its_fp8_checkpoint() -> None:
     """The shipped deepseek-v3 and its published config.json agree: fp8 weights under --weight-dtype auto
     (the name used to give bf16, 167.8 GB per GPU at TP 8, the config 84.1 GB; audit). Hand count:
     (671,026,279,424 - 2 x 926,679,040 embedding/head) x 1 B + 1,853,358,080 x 2 B = 672,879,637,504 B
-    / 8 GPUs = 84,109,954,688 B."""
+    / 8 GPUs = 84,109,954,688 B, plus the MLA down-projections every GPU holds whole (q_a_proj and
+    kv_a_proj_with_mqa are replicated in vLLM): 61 x 7168 x (1536 + 576) x (1 - 1/8) x 1 B = 808,034,304 B
+    -> 84,917,988,992 B."""
     from kvsim.costmodel.deployment import build_deployment
 
     by_name = build_deployment("h200", "deepseek-v3", tp=8)
     by_config = build_deployment("h200", str(HF_DIR / "deepseek-v3.json"), tp=8)
     assert by_name.weight_dtype == by_config.weight_dtype == "fp8"
-    assert by_name.weight_bytes_per_gpu == pytest.approx(84_109_954_688, rel=1e-9)
+    assert by_name.weight_bytes_per_gpu == pytest.approx(84_917_988_992, rel=1e-9)
     assert any("fp8" in n and "deepseek-v3" in n for n in by_name.notes)
 
 

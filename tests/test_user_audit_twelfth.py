@@ -123,3 +123,30 @@ def test_estimate_kv_memory_is_whole_blocks_as_its_max_batch():
         r = estimate(dep, make_method("full", dep), context, "max", max_num_seqs=100_000)
         assert r.max_batch == r.batch == 21_530
         assert r.kv_gpu_bytes == 45_151_682_560
+
+
+def test_every_gpu_holds_whole_kv_heads_and_mla_down_projections():
+    """A user audit: past tp = num_kv_heads vLLM gives each rank a whole KV head (QKVParallelLinear replicates
+    its K/V projections on tp / n_kv ranks), and MLA's q_a / kv_a projections are replicated on every rank;
+    kvsim divided all attention weights by tp (MQA at tp 8: 7.5 % too few weight bytes per GPU).
+
+    Qwen3-30B-A3B (h 2048, d 128, 4 KV heads, 48 layers) at tp 8: 48 x 2 x 2048 x 128 x (1 - 4/8)
+    = 12,582,912 params = 25,165,824 B more per GPU (bf16); at tp 4 nothing. DeepSeek-V2-Lite (h 2048,
+    no q LoRA, d_c 512 + d_R 64, 27 layers) at tp 2: 27 x 2048 x 576 x (1 - 1/2) = 15,925,248 params."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.costmodel.transformer import linear_cost
+
+    def weights(model, tp):
+        return build_deployment("a100", model, tp=tp).weight_bytes_per_gpu
+
+    q = build_deployment("a100", "qwen3-30b-a3b", tp=8).model
+    assert q.replicated_attn_params_per_gpu(8) == 12_582_912 and q.replicated_attn_params_per_gpu(4) == 0
+    assert weights("qwen3-30b-a3b", 8) - weights("qwen3-30b-a3b", 4) / 2 == pytest.approx(25_165_824, abs=1)
+    assert build_deployment("a100", "deepseek-v2-lite", tp=2).model.replicated_attn_params_per_gpu(2) == 15_925_248
+    # each GPU also reads and multiplies them every step: attn_proj of one decode token at tp 8 vs tp 4
+    def attn_proj(tp):
+        p = [p for p in linear_cost(build_deployment("a100", "qwen3-30b-a3b", tp=tp), 1, 1).parts if p.name == "attn_proj"][0]
+        return float(p.flops), float(p.hbm_bytes)
+    (f8, b8), (f4, b4) = attn_proj(8), attn_proj(4)
+    assert f8 - f4 / 2 == pytest.approx(2 * 12_582_912)  # 2 FLOPs per weight per token
+    assert b8 - b4 / 2 == pytest.approx(2 * 12_582_912)  # 2 B per weight (activations halve with tp)

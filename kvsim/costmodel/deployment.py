@@ -171,12 +171,15 @@ class Deployment:
 
     @property
     def weight_bytes_per_gpu(self) -> float:
-        """All stored weights / tp (bytes), less the experts offloaded to the host: the embedding
-        and the (untied) LM head at :attr:`wb_head`, the rest at :attr:`wb`. Llama-3.1-8B int4:
+        """All stored weights / tp (bytes), plus the attention weights every GPU holds whole
+        (:meth:`ModelSpec.replicated_attn_params_per_gpu`), less the experts offloaded to the host: the
+        embedding and the (untied) LM head at :attr:`wb_head`, the rest at :attr:`wb`. Llama-3.1-8B int4:
         (8,030,261,248 - 2 x 525,336,576) x 0.5 + 2 x 525,336,576 x 2 = 5,591,140,352 B."""
         m = self.model
         head = m.embedding_params + (0 if m.tie_word_embeddings else m.lm_head_params)
-        return ((m.total_params - head) * self.wb + head * self.wb_head) / self.tp - self.offloaded_expert_bytes_per_gpu
+        replicated = m.replicated_attn_params_per_gpu(self.tp) * self.wb  # (whole KV heads, MLA down-projections)
+        return (((m.total_params - head) * self.wb + head * self.wb_head) / self.tp + replicated
+                - self.offloaded_expert_bytes_per_gpu)
 
     @property
     def offloaded_expert_bytes_per_gpu(self) -> float:

@@ -54,14 +54,17 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
 
     # attention projections: Q, K, V (fused) and O, on the layers that attend
     La = m.attn_layers
+    # per GPU: its 1/tp share plus what every GPU holds and computes whole (replicated KV heads when
+    # tp > num_kv_heads, MLA's down-projections: ModelSpec.replicated_attn_params_per_gpu)
     p_attn = La * m.attn_params_per_layer
+    rep = m.replicated_attn_params_per_gpu(tp)  # (0.0 adds nothing: the same floats as without it)
     q_out = m.num_heads * m.q_head_dim
     attn_act = La * T * (h + q_out + m.kv_elements_per_token_per_layer + m.num_heads * m.head_dim + h) * ab
     parts = [
         Part(
             "attn_proj", "gemm", dtype=dt,
-            flops=2.0 * p_attn * T / tp,
-            hbm_bytes=(p_attn * wb + attn_act) / tp * has,
+            flops=2.0 * p_attn * T / tp + 2.0 * rep * T,
+            hbm_bytes=((p_attn * wb + attn_act) / tp + rep * wb) * has,
             launches=2 * La * has, overlap=tag,
         )
     ]

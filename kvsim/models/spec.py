@@ -302,6 +302,31 @@ class ModelSpec(Strict):
             p += (self.num_heads + 2 * self.num_kv_heads) * d
         return p
 
+    def replicated_attn_params_per_gpu(self, tp: int) -> float:
+        """Attention weights each of ``tp`` GPUs holds beyond its ``1 / tp`` share of
+        :attr:`attn_params_per_layer` (all attention layers), as vLLM lays them out:
+
+        * GQA/MQA with ``tp > num_kv_heads``: ``QKVParallelLinear`` gives every rank one whole KV head,
+          replicating each head's K and V projections (and biases) on ``tp / num_kv_heads`` ranks:
+          ``(2 h d [+ 2 d]) (1 - n_kv / tp)`` per layer. MQA (h 2048, d 128, 24 layers) at tp 8:
+          24 x 524,288 x 0.875 = 11,010,048.
+        * MLA: the down-projections ``q_a_proj`` (``h r_q``, with a q LoRA) and ``kv_a_proj_with_mqa``
+          (``h (d_c + d_R)``) are replicated on every rank (``ReplicatedLinear`` / ``disable_tp``,
+          vllm/model_executor/models/deepseek_v2.py): ``(h r_q + h (d_c + d_R)) (1 - 1 / tp)`` per layer.
+        """
+        if tp <= 1:
+            return 0.0
+        h = self.hidden_size
+        if self.mla is not None:
+            m = self.mla
+            per_layer = h * (m.q_lora_rank or 0) + h * (m.kv_lora_rank + m.qk_rope_head_dim)
+            return self.attn_layers * per_layer * (1.0 - 1.0 / tp)
+        if tp <= self.num_kv_heads:
+            return 0.0
+        d = self.head_dim
+        per_head = 2 * h * d + (2 * d if self.attention_bias else 0)  # one KV head's K and V projections
+        return self.attn_layers * per_head * (1.0 - self.num_kv_heads / tp)
+
     def _mlp_params(self, width: int) -> int:
         return (3 if self.mlp_gated else 2) * self.hidden_size * width
 

@@ -1,7 +1,8 @@
 """Multi-GPU serving: N tensor-parallel replicas behind a router, in one simulated timeline.
 
 * **Tensor parallelism** lives in the :class:`~kvsim.costmodel.deployment.Deployment` (``tp``): weights
-  and KV heads are sharded per GPU (``weight_bytes_per_gpu = P * b_w / tp``) and each layer's
+  and KV heads are sharded per GPU (``weight_bytes_per_gpu = P * b_w / tp``, plus whole KV heads past
+  ``tp = num_kv_heads`` and MLA's replicated down-projections) and each layer's
   two all-reduces are priced over the system's GPU-GPU link (NVLink, or PCIe on L20/4090
   nodes; :mod:`kvsim.costmodel.transformer`).
 * **The host** of a node is shared by the replicas on it: replicas are packed ``num_gpus // tp``

@@ -12,10 +12,17 @@ Metric names are vLLM's (``benchmarks/benchmark_serving.py``):
 An :class:`SLO` bounds the ``percentile`` of each metric it names: ``p99 TTFT <= ttft_s``,
 ``p99 TPOT <= tpot_s`` (at least 99% of requests have their mean TPOT within ``tpot_s``),
 ``p99 ITL <= itl_s``.
+
+A rejected request (it can never fit, or is past the context) misses every bound: the per-request
+metrics' percentiles are taken over all requests with the rejected ranked last
+(:func:`kvsim.sim.metrics.ranks_with_misses`; the summary's ``slo_ranks_s``), and at most ``1 - q``
+of the requests may be rejected (ITL pools token gaps, of which a rejected request has none).
+``kvsim simulate`` and ``kvsim plan`` judge a run with the same :func:`judge`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -81,15 +88,40 @@ class SLO(BaseModel):
 
 def summary_values(slo: SLO, summary: dict) -> dict[str, float | None]:
     """Each metric's value at ``slo.percentile`` from a simulation summary (``kvsim simulate``'s
-    summary.json: ``ttft_s``, ``tpot_s``, ``itl_s`` stats), seconds."""
-    return {m: (summary.get(key) or {}).get(slo.percentile) for m, (_, key) in METRICS.items()}
+    summary.json: ``ttft_s``, ``tpot_s``, ``itl_s`` stats; with rejections the per-request metrics'
+    ``slo_ranks_s``, a rank among the rejected as ``inf``), seconds."""
+    ranks = summary.get("slo_ranks_s") or {}
+    return {m: (_rank(ranks[m].get(slo.percentile)) if m in ranks else (summary.get(key) or {}).get(slo.percentile))
+            for m, (_, key) in METRICS.items()}
+
+
+def _rank(v: float | None) -> float:
+    return math.inf if v is None else v  # (None: the rank falls among the rejected requests)
+
+
+def rejections_allowed(slo: SLO, total: int) -> float:
+    """Rejected requests a run of ``total`` may have and meet the SLO: ``(1 - q) total``."""
+    return total * round(100.0 * (1.0 - LEVELS[slo.percentile])) / 100.0  # (p99 of 200: exactly 2)
+
+
+def judge(slo: SLO, values: dict[str, float | None], rejected: int, total: int) -> tuple[bool, list]:
+    """``(met, checks)``: every bound holds at its percentile (``values``: :func:`summary_values`)
+    and at most :func:`rejections_allowed` requests were rejected."""
+    checks = slo.checks(values)
+    return total > 0 and rejected <= rejections_allowed(slo, total) and all(ok for *_, ok in checks), checks
 
 
 def verdict(slo: SLO, summary: dict) -> dict:
-    """The SLO judged on a simulation summary: JSON-able, ``met`` and one entry per metric."""
-    checks = slo.checks(summary_values(slo, summary))
-    return {"percentile": slo.percentile, "met": all(ok for *_, ok in checks),
-            "checks": [{"metric": m, "value_s": v, "bound_s": b, "met": ok} for m, v, b, ok in checks]}
+    """The SLO judged on a simulation summary (:func:`judge`): JSON-able, ``met``, one entry per
+    metric (``value_s`` None and ``among_rejected`` when its percentile's rank falls among the
+    rejected requests) and the rejected requests against those allowed."""
+    total, rejected = int(summary.get("requests_total") or 0), int(summary.get("requests_rejected") or 0)
+    met, checks = judge(slo, summary_values(slo, summary), rejected, total)
+    return {"percentile": slo.percentile, "met": met,
+            "checks": [{"metric": m, "value_s": None if v == math.inf else v, "bound_s": b, "met": ok,
+                        **({"among_rejected": True} if v == math.inf else {})} for m, v, b, ok in checks],
+            "rejected": {"requests": rejected, "allowed": rejections_allowed(slo, total),
+                         "met": rejected <= rejections_allowed(slo, total)}}
 
 
 def fmt_duration(seconds: float, digits: int = 4) -> str:

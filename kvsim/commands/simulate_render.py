@@ -84,7 +84,11 @@ def print_summary(s: dict) -> None:
 def slo_cell(v: dict) -> str:
     """``"met: TTFT 1.200 s <= 2 s, ITL 80.00 ms <= 100 ms"`` of a :func:`kvsim.slo.verdict`."""
     parts = [f"{c['metric'].upper()} {'-' if c['value_s'] is None else fmt_s(c['value_s'])} "
-             f"{'<=' if c['met'] else '>'} {fmt_duration(c['bound_s'])}" for c in v["checks"]]
+             f"{'<=' if c['met'] else '>'} {fmt_duration(c['bound_s'])}"
+             + (" (its rank falls among the rejected requests)" if c.get("among_rejected") else "") for c in v["checks"]]
+    rej = v.get("rejected")
+    if rej and rej["requests"] and not rej["met"]:  # (a rejected request misses every bound: kvsim.slo)
+        parts.append(f"{rej['requests']:,} rejected > {rej['allowed']:.3g} allowed")
     return ("met: " if v["met"] else "missed: ") + ", ".join(parts)
 
 

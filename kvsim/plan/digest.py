@@ -54,7 +54,8 @@ def digest(result, rate_per_s: float | None = None, replicas: int | None = None,
              "kv_host_capacity_bytes": float(s.get("kv_host_capacity_bytes") or 0.0),
              "kv_gpu_capacity_sum_bytes": _given(s.get("kv_gpu_capacity_sum_bytes")),
              "kv_host_capacity_sum_bytes": _given(s.get("kv_host_capacity_sum_bytes")),
-             "kv_offload": s.get("kv_offload")}
+             "kv_offload": s.get("kv_offload"),
+             "slo_ranks_s": {m: Stats(**d) for m, d in (s.get("slo_ranks_s") or {}).items()}}
     if detail:
         done = np.asarray(rec.status) == RequestStatus.FINISHED
         ttft = (np.asarray(rec.first_token_s) - np.asarray(rec.arrival_s))[done]

@@ -8,10 +8,12 @@ Units are in field names: ``_s`` seconds, ``_per_s`` per second, ``_bytes`` byte
 
 from __future__ import annotations
 
+import math
+
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from kvsim.hardware.spec import Price  # the GPU spec's price, carried as is into results
-from kvsim.slo import LEVELS, PERCENTILES, SLO, Percentile, fmt_duration, parse_slo  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
+from kvsim.slo import LEVELS, PERCENTILES, SLO, Percentile, fmt_duration, judge, parse_slo  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
 
 ROUTERS: tuple[str, ...] = ("round-robin", "least-outstanding", "prefix-aware")
 #: quantile levels stored for the CDF plots (0, 1, ..., 100 %)
@@ -91,6 +93,9 @@ class PointResult(_Frozen):
     kv_gpu_capacity_sum_bytes: float | None = None
     kv_host_capacity_sum_bytes: float | None = None
     kv_offload: dict | None = None  # KV offload tiers, all replicas (kvsim.sim.kv_tiers.merge_summaries); None: off
+    # with rejections: TTFT and TPOT percentiles over all requests, the rejected ranked last (the summary's
+    # slo_ranks_s; a None percentile: its rank falls among the rejected); empty without rejections
+    slo_ranks_s: dict[str, Stats] = {}
 
     @property
     def lifetimes(self) -> float | None:
@@ -102,27 +107,34 @@ class PointResult(_Frozen):
         return (self.num_requests - 1) / self.rate_per_s / self.e2el_s.mean
 
     def meets(self, slo: SLO) -> bool:
-        """True if every bound of the SLO holds at its percentile (:meth:`SLO.checks`) and at
-        most ``1 - q`` of the requests were rejected (a rejected request misses its SLO)."""
-        q = LEVELS[slo.percentile]
-        if self.num_requests <= 0 or self.requests_rejected > (1.0 - q) * self.num_requests:
-            return False
-        return all(ok for *_, ok in slo.checks(self.values_at(slo.percentile)))
+        """True if every bound of the SLO holds at its percentile, the rejected requests ranked as misses,
+        and at most ``1 - q`` of the requests were rejected (:func:`kvsim.slo.judge`, as ``kvsim simulate``)."""
+        return judge(slo, self.slo_values(slo.percentile), self.requests_rejected, self.num_requests)[0]
 
     def misses(self, slo: SLO) -> str:
         """What this point missed of the SLO, e.g. ``"p99 TTFT 37.0 s > 2 s"`` (and ...)."""
         pct = slo.percentile
         missed = [("no request completed" if v is None else
+                   f"{pct} {metric.upper()} among the rejected requests" if v == math.inf else
                    f"{pct} {metric.upper()} {fmt_duration(v)} > {fmt_duration(bound)}")
-                  for metric, v, bound, ok in slo.checks(self.values_at(pct)) if not ok]
+                  for metric, v, bound, ok in slo.checks(self.slo_values(pct)) if not ok]
         if self.requests_rejected:
             missed.append(f"{self.requests_rejected}/{self.num_requests} requests rejected")
         return " and ".join(missed) or "SLO missed"
 
     def values_at(self, percentile: str) -> dict[str, float | None]:
-        """TTFT, TPOT and ITL at ``percentile``, seconds (the ``values`` of :meth:`SLO.checks`)."""
+        """TTFT, TPOT and ITL at ``percentile`` over the completed requests, seconds (what tables show)."""
         return {"ttft": self.ttft_s.at(percentile), "tpot": self.tpot_s.at(percentile),
                 "itl": self.itl_s.at(percentile)}
+
+    def slo_values(self, percentile: str) -> dict[str, float | None]:
+        """:meth:`values_at` with TTFT and TPOT over all requests, the rejected ranked last (``inf``: the
+        rank falls among them): the ``values`` the SLO is judged on (:func:`kvsim.slo.summary_values`)."""
+        v = self.values_at(percentile)
+        for metric, stats in self.slo_ranks_s.items():
+            x = stats.at(percentile)
+            v[metric] = math.inf if x is None else x
+        return v
 
     def light(self) -> "PointResult":
         """The same digest without CDF quantiles and timeline (for search curves)."""

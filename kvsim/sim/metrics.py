@@ -65,6 +65,26 @@ def stats(x: np.ndarray) -> dict[str, float | None]:
     return {"mean": float(x.mean()), **{f"p{q}": float(v) for q, v in zip(PCTS, p)}, "max": float(x.max())}
 
 
+def ranks_with_misses(served: np.ndarray, missed: int) -> dict[str, float | None]:
+    """p50 / p90 / p99 of ``served`` values together with ``missed`` requests that never got one (rejected:
+    ranked above every value), by numpy's linear rule over all ``N = len(served) + missed``: the rank
+    ``q (N - 1)`` read among the sorted served values, or None when it falls among the missed
+    (interpolating towards a request never served). With ``missed == 0``: ``np.percentile(served, q)``.
+    200 requests, 9 rejected: p99's rank 0.99 x 199 = 197.01 > 190 (the last served) -> None."""
+    x = np.sort(np.asarray(served, dtype=np.float64))
+    n = x.size + missed
+    out: dict[str, float | None] = {}
+    for q in PCTS:
+        pos = q / 100.0 * (n - 1)
+        if n == 0 or pos > x.size - 1:
+            out[f"p{q}"] = None
+            continue
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, x.size - 1)
+        out[f"p{q}"] = float(x[lo] + (x[hi] - x[lo]) * (pos - lo))
+    return out
+
+
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
     """``np.percentile(np.repeat(values, weights), q)`` (linear), without expanding."""
     # (any sort: equal values are one run of the sorted order whatever their order within it, so
@@ -201,6 +221,10 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
         "goodput_req_s": per_s(n_good) if (slo_ttft_s is not None or slo_tpot_s is not None) else None,
         "goodput_fraction": (n_good / rec.status.size if rec.status.size else None)
         if (slo_ttft_s is not None or slo_tpot_s is not None) else None,
+        # the per-request SLO metrics over every request, the rejected ranked as misses (kvsim.slo.verdict);
+        # present only when requests were rejected (otherwise ttft_s / tpot_s are these values)
+        **({} if not n_rej else {"slo_ranks_s": {"ttft": ranks_with_misses(m["ttft"], n_rej),
+                                                 "tpot": ranks_with_misses(m["tpot"], n_rej)}}),
         "preemptions": int(rec.preemptions.sum()),
         "requests_preempted": int((rec.preemptions > 0).sum()),
         **({} if rec.preempted_kv_tokens is None else {

@@ -11,6 +11,7 @@ from test_plan import CappedKivi, _request
 from kvsim.plan.notes import plan_notes, rate_notes, setup_notes
 from kvsim.plan.report import plan_report_html
 from kvsim.plan.search import load_plan, plan_json, run_plan, save_plan
+from kvsim.sim.kv_tiers import parse_offload
 
 
 class CappedMagicpig(CappedKivi):
@@ -206,3 +207,43 @@ def test_simulate_and_plan_judge_a_run_with_rejections_alike():
                 met += 1
                 assert int((ttft <= bound).sum()) >= math.floor(q * (total - 1)) + 1
     assert met  # (some bound is met, so the property was exercised)
+
+
+def test_plan_refuses_a_host_tier_beyond_a_replicas_share_of_the_host():
+    """A user audit: `plan --kv-offload host=200GiB` on an a100 node (1 TiB host, 8 replicas: 128 GiB each) ran
+    MagicPIG with its host KV pool silently shrunk ("92/100 rejected, do not fit in host memory"), while `simulate`
+    refused the option. Now each configuration's row says why (90 % of 128 GiB = 115.2 GiB usable)."""
+    offload = parse_offload("host=200GiB").model_dump()  # (as the CLI passes it)
+    plan = run_plan(_request(methods=["full", "magicpig"], sim_options={"kv_offload": offload}),
+                    executor="serial", progress=False, evaluator=CappedMagicpig())
+    for c in plan.configs:
+        assert c.error is not None and "200.0 GiB exceeds the usable host memory 115.2 GiB" in c.error
+
+
+def test_plan_notes_name_the_tp_and_the_target_modes_ranking():
+    """A user audit: with --tp-choices 1,2 the plan printed "each replica is priced with 1/8 of its node's host"
+    and "... 1/4 ..." for the same hardware and method; and in target mode a capped row's note claimed a ranking
+    ("after the rows whose rate stands") that only the max-rate mode applies."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.plan.notes import host_share_note
+
+    dep = build_deployment("a100", "llama-3.1-8b", tp=2)
+    assert host_share_note(dep, make_method("magicpig", dep), False) == [
+        "a100-80g · magicpig · TP2: each replica is priced with 1/4 of its node's host (memory, DRAM bandwidth, CPU): "
+        "the 4 replicas of a full node share it; `kvsim simulate` prices one replica with the whole host"]
+    plan = run_plan(_request(methods=["full", "magicpig"]), executor="serial", progress=False, evaluator=CappedMagicpig())
+    assert "ranked after the rows whose rate stands" in rate_notes(plan)[0]
+    target = rate_notes(plan.model_copy(update={"target_rate_per_s": 1.0}))[0]
+    assert "the target mode ranks it by its own target check" in target and "after the rows" not in target
+
+
+def test_plan_burst_spans_round_down_and_error_rows_name_the_system():
+    """A user audit: a target check of 9.948 request lifetimes (a burst: < 10) read "1e+01x E2E: a burst"; and a
+    configuration that cannot be built was labelled "a100 · mla" beside rows of "a100-80g"."""
+    from kvsim.plan.report import _lifetimes
+
+    assert (_lifetimes(9.948), _lifetimes(9.96), _lifetimes(0.96), _lifetimes(12.0)) == ("9.9", "9.9", "0.9", "12.0")
+    plan = run_plan(_request(methods=["full", "mla"]), executor="serial", progress=False, evaluator=CappedMagicpig())
+    bad = [c for c in plan.configs if c.error is not None]
+    assert [c.label for c in bad] == ["a100-80g · mla"] and bad[0].hw_name == "a100-80g"

@@ -24,7 +24,7 @@ from kvsim.methods.base import KVMethod
 from kvsim.plan.cluster import simulate_cluster
 from kvsim.plan.digest import digest
 from kvsim.plan.disagg import simulate_disagg
-from kvsim.plan.evaluate import at_rate, start_rate_guess
+from kvsim.plan.evaluate import at_rate, check_host_tier, start_rate_guess
 from kvsim.plan.ratesearch import search_max_rate
 from kvsim.plan.schema import SLO, PointResult, short_of_steady
 from kvsim.sim.config import SimConfig
@@ -105,6 +105,7 @@ def plan_layouts(dep: Deployment, method: KVMethod, trace: Trace, link: LinkSpec
     cfg = cfg or SimConfig()
     if len(trace) < 2:
         raise ConfigError("a layout search needs a trace of >= 2 requests (it replays them at several rates)")
+    check_host_tier(dep, cfg)  # (a layout's instances get a full node's share, as the plan's rows)
     start = start_rate_guess(dep, method, trace, replicas=instances)  # one grid for every layout
     out = [search_layout(lay, dep, method, trace, link, slo, cfg, router, rel_tol, start) for lay in layouts(instances)]
     return sorted(out, key=layout_order)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kvsim import __version__
-from kvsim.costmodel.deployment import build_deployment
+from kvsim.costmodel.deployment import build_deployment, host_shared
 from kvsim.errors import ConfigError
 from kvsim.methods import make_method
 from kvsim.plan.cluster import simulate_cluster
@@ -28,6 +28,7 @@ from kvsim.plan.schema import ConfigSpec, PointResult, TraceSpec
 from kvsim.plan.sweep import source_digest
 from kvsim.pricing.memory import memory_budget
 from kvsim.pricing.step import StepModel
+from kvsim.sim.kv_tiers import check_offload
 from kvsim.sim.provenance import provenance
 from kvsim.sim.replica import SimConfig
 from kvsim.traces import load_trace
@@ -105,6 +106,15 @@ def start_rate_guess(dep, method, trace: Trace, growth: float = 2.0, replicas: i
     tbt = float(StepModel(dep, method).decode_timing(np.full(batch, ctx)).total_s)
     guess = replicas * batch / (tbt * float(np.mean(trace.output_tokens)))
     return growth ** round(math.log(max(guess, 1e-3)) / math.log(growth))
+
+
+def check_host_tier(dep, cfg: SimConfig) -> None:
+    """ConfigError when ``cfg``'s --kv-offload host tier exceeds the usable host memory of the share of its node a
+    plan prices each replica with (``1 / replicas_per_node``, :func:`simulate_point`; docs/kv-tiers.md). The
+    simulator checks it only when a trace has prefix ids, and a host method's pool shrank silently instead."""
+    off = cfg.kv_offload
+    if off is not None and off.enabled:
+        check_offload(off, host_shared(dep, dep.replicas_per_node).system)
 
 
 def simulate_point(config: ConfigSpec, trace: Trace, rate_per_s: float, sim_options: dict) -> PointResult:

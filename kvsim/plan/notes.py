@@ -31,7 +31,9 @@ def setup_notes(plan: PlanResult) -> list[str]:
     notes += _allreduce_notes(runnable) + _calibration_notes(plan.configs) + _host_share_notes(runnable, kv_offload)
     points = [c.best for c in plan.configs if c.best is not None]
     if kv_offload and points and not any(p.kv_offload for p in points):
-        from kvsim.sim.kv_tiers import UNUSED_NOTE  # lazy: the simulator is not needed to read a plan
+        from kvsim.sim.kv_tiers import (
+            UNUSED_NOTE,  # lazy: the simulator is not needed to read a plan
+        )
 
         notes.append(UNUSED_NOTE)
     return list(dict.fromkeys(notes))
@@ -50,10 +52,12 @@ def rate_notes(plan: PlanResult) -> list[str]:
             # (target mode prices the target rate on the GPUs found, which stands; max-rate mode has no rate to price)
             cost = ("its cost is that of the target rate on the GPUs found" if c.cost_usd_per_mtok is not None
                     else "no cost is stated")
+            rank = ("it is ranked after the rows whose rate stands" if plan.target_rate_per_s is None
+                    else "the target mode ranks it by its own target check")
             notes.append(f"{c.label}: still meets the SLO at the search's top rate ({c.max_rate_per_s:.4g} req/s): the "
                          f"trace's {c.best.num_requests if c.best else 0:,} requests arrive as one burst that it drains, so "
-                         f"no sustained rate was measured (a longer trace gives a far lower one) and {cost}; it is ranked "
-                         "after the rows whose rate stands; raise --num-requests")
+                         f"no sustained rate was measured (a longer trace gives a far lower one) and {cost}; {rank}; "
+                         "raise --num-requests")
     return notes
 
 
@@ -67,7 +71,8 @@ def host_share_note(dep, method, kv_offload: bool) -> list[str]:
     per_node = dep.replicas_per_node
     if not what or per_node <= 1:
         return []
-    return [f"{dep.system.name} · {', '.join(what)}: each replica is priced with 1/{per_node} of its node's host (memory, DRAM "
+    tp = f" · TP{dep.tp}" if dep.tp > 1 else ""  # (as the rows' labels: the share depends on the TP)
+    return [f"{dep.system.name} · {', '.join(what)}{tp}: each replica is priced with 1/{per_node} of its node's host (memory, DRAM "
             f"bandwidth, CPU): the {per_node} replicas of a full node share it; `kvsim simulate` prices one replica "
             "with the whole host"]
 
@@ -88,7 +93,10 @@ def _allreduce_notes(configs) -> list[str]:
 
 def _calibration_notes(configs) -> list[str]:
     """One note per (hardware, calibration file) searched that the file was not fitted on."""
-    from kvsim.costmodel.calibration import calibration_mismatch, load_calibration  # lazy: CLI start-up
+    from kvsim.costmodel.calibration import (  # lazy: CLI start-up
+        calibration_mismatch,
+        load_calibration,
+    )
     from kvsim.hardware import load_system
 
     notes = []

@@ -16,10 +16,29 @@ import numpy as np
 
 from kvsim.errors import ConfigError, KvsimError
 from kvsim.methods._published import applies_to
-from kvsim.plan.evaluate import at_rate, build, config_identity, load_plan_trace, simulate_point, start_rate_guess
+from kvsim.plan.evaluate import (
+    at_rate,
+    build,
+    check_host_tier,
+    config_identity,
+    load_plan_trace,
+    simulate_point,
+    start_rate_guess,
+)
 from kvsim.plan.ratesearch import search_max_rate
-from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL, SLO, ConfigResult, ConfigSpec, PointResult, SearchOptions, TargetResult, TraceSpec, cost_usd_per_mtok
+from kvsim.plan.schema import (
+    SLO,
+    STEADY_SPAN_OVER_E2EL,
+    ConfigResult,
+    ConfigSpec,
+    PointResult,
+    SearchOptions,
+    TargetResult,
+    TraceSpec,
+    cost_usd_per_mtok,
+)
 from kvsim.plan.sweep import ResultCache, cached
+from kvsim.sim.config import SimConfig
 from kvsim.traces.base import Trace
 
 #: (config, trace at the rate, rate req/s, simulator options) -> digest
@@ -93,6 +112,18 @@ def _label(config: ConfigSpec, dep, method) -> str:
     return f"{dep.system.name} · {method.label()}{extra}"
 
 
+def _system_name(hw: str) -> str:
+    """The system's name, as the other rows' labels give it (``a100`` -> ``a100-80g``); as written if it cannot load."""
+    from kvsim.hardware import (
+        load_system,  # lazy: (the plan's workers import this module)
+    )
+
+    try:
+        return load_system(hw).name
+    except KvsimError:
+        return hw
+
+
 def config_result(task: ConfigTask) -> ConfigResult:
     """Search ``task.config``."""
     cfg: ConfigSpec = task.config
@@ -100,7 +131,8 @@ def config_result(task: ConfigTask) -> ConfigResult:
         dep, method = build(cfg)
     except ConfigError as err:  # e.g. a method that does not apply to this model
         name = cfg.method.partition(":")[0]
-        return ConfigResult(config=cfg, label=f"{cfg.hw} · {cfg.method}", hw_name=cfg.hw, gpu_name="", method_name=name,
+        hw = _system_name(cfg.hw)
+        return ConfigResult(config=cfg, label=f"{hw} · {cfg.method}", hw_name=hw, gpu_name="", method_name=name,
                             method_label=cfg.method, gpus=cfg.gpus, slo=task.slo, error=str(err).splitlines()[0])
     base = dict(config=cfg, label=_label(cfg, dep, method), hw_name=dep.system.name, gpu_name=dep.system.gpu.name,
                 method_name=method.name, method_label=method.label(), gpus=cfg.gpus, price=dep.system.gpu.price, slo=task.slo,
@@ -112,6 +144,7 @@ def config_result(task: ConfigTask) -> ConfigResult:
     base.update(kv_bytes_per_token_gpu=float(res.gpu_bytes) / ctx, kv_bytes_per_token_host=float(res.host_bytes) / ctx)
     s = task.search
     try:
+        check_host_tier(dep, SimConfig(**task.sim_options))
         start = s.start_rate_per_s or start_rate_guess(dep, method, trace, s.growth, cfg.replicas)
         found = search_max_rate(lambda r: _verdict(evals(cfg, task.trace, r), task.slo), start_rate_per_s=start,
                                 rel_tol=s.rel_tol, growth=s.growth, min_rate_per_s=s.min_rate_per_s,

@@ -12,8 +12,18 @@ import math
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from kvsim.hardware.spec import Price  # the GPU spec's price, carried as is into results
-from kvsim.slo import LEVELS, PERCENTILES, SLO, Percentile, fmt_duration, judge, parse_slo  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
+from kvsim.hardware.spec import (
+    Price,  # the GPU spec's price, carried as is into results
+)
+from kvsim.slo import (  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
+    LEVELS,
+    PERCENTILES,
+    SLO,
+    Percentile,
+    fmt_duration,
+    judge,
+    parse_slo,
+)
 
 ROUTERS: tuple[str, ...] = ("round-robin", "least-outstanding", "prefix-aware")
 #: quantile levels stored for the CDF plots (0, 1, ..., 100 %)

@@ -6,19 +6,22 @@ fewest GPUs (replicas x TP) that sustain the target.
   configuration; at rate R the *same requests* arrive at times scaled so that
   ``(N - 1) / span = R`` (BurstGPT README's "RPS scaling"; :func:`kvsim.plan.evaluate.at_rate`).
 * **Verdict.** A simulation meets the SLO when the chosen percentile of every metric it bounds
-  (TTFT, TPOT, ITL; :mod:`kvsim.slo`) is within its bound and at most ``1 - q`` of the
-  requests were rejected (:meth:`PointResult.meets`).
+  (TTFT, TPOT, ITL; TTFT and TPOT over all requests with the rejected ranked last) is within its
+  bound and at most ``1 - q`` of the requests were rejected (:func:`kvsim.slo.judge`, the test
+  ``kvsim simulate`` applies; :meth:`PointResult.meets`).
 * **Max rate.** :func:`kvsim.plan.ratesearch.search_max_rate`: bracket by doubling from an analytic
   guess rounded to a power of 2, then geometric bisection to ``rel_tol`` (default 5 %).
 * **Target rate.** For each TP in ``tp_choices`` (dividing the head count, within the node):
-  per-replica max rate ``r1``; start at ``ceil(target / r1)`` replicas and add one until a
-  cluster simulation (router, ``N x num_requests`` requests so each replica sees the load
-  it was searched with) meets the SLO at the target. GPUs = replicas x TP.
+  per-replica max rate bracket ``[r1, r1+)``; start at ``ceil(target / r1+)`` replicas, walk down
+  (doubling the step) or up (widening after misses) to bracket the fewest replicas whose cluster
+  simulation (router, enough requests for each replica to see the load it was searched with:
+  :func:`kvsim.plan.result.target_check_requests`) meets the SLO at the target, then bisect
+  (:func:`kvsim.plan.result._replicas_for_target`). GPUs = replicas x TP.
 * **Cost.** ``price.usd_per_hour * GPUs / (output tok/s * 3600) * 1e6`` USD per million
-  output tokens (price from the GPU YAML, with its source and date). Max-rate mode: the
-  output throughput simulated at the max rate. Target mode: the workload's demand at the
-  target, ``target * mean output tokens`` (the same for every configuration, so costs differ
-  only by GPUs x price).
+  output tokens (price from the GPU YAML, with its source and date), output tok/s being the
+  workload's demand at the rate priced: ``rate * mean output tokens`` at the max rate
+  (max-rate mode) or at the target (target mode: the same for every configuration, so costs
+  differ only by GPUs x price).
 * **Ranking.** Target mode: fewest GPUs, then lowest price per hour, then most headroom
   (per-replica max rate x replicas / target). Otherwise: lowest cost per million output
   tokens, then highest rate per GPU. Configurations that cannot run go last with their reason.
@@ -47,7 +50,15 @@ from kvsim.models import load_model
 from kvsim.plan.evaluate import build, config_provenance, load_plan_trace
 from kvsim.plan.notes import plan_notes
 from kvsim.plan.result import ConfigTask, Evaluator, run_config
-from kvsim.plan.schema import ROUTERS, SLO, ConfigResult, ConfigSpec, PlanResult, SearchOptions, TraceSpec
+from kvsim.plan.schema import (
+    ROUTERS,
+    SLO,
+    ConfigResult,
+    ConfigSpec,
+    PlanResult,
+    SearchOptions,
+    TraceSpec,
+)
 from kvsim.plan.sweep import run_tasks
 from kvsim.sim.config import SimConfig
 from kvsim.specbase import first_problem

@@ -247,3 +247,41 @@ def test_plan_burst_spans_round_down_and_error_rows_name_the_system():
     plan = run_plan(_request(methods=["full", "mla"]), executor="serial", progress=False, evaluator=CappedMagicpig())
     bad = [c for c in plan.configs if c.error is not None]
     assert [c.label for c in bad] == ["a100-80g · mla"] and bad[0].hw_name == "a100-80g"
+
+
+def test_estimates_max_batch_is_a_batch_that_fits():
+    """A user audit: `estimate --method kivi --context 2048` on an H100 reported max batch 973, and `--batch 973`
+    then did not fit ("exceeds the 957 requests"): max_batch was counted with the reserves of a 256-sequence
+    engine, a batch of 973 with those of a 973-sequence one. Now max_batch is the largest b that fits an
+    engine of max(256, b) sequences, the same for every --batch asked."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.pricing.estimate import estimate
+
+    dep = build_deployment("h100", "llama-3.1-8b")
+    m = make_method("kivi", dep)
+    top = estimate(dep, m, 2048, "max").max_batch
+    assert top > 256
+    at_top, above = estimate(dep, m, 2048, top), estimate(dep, m, 2048, top + 1)
+    assert at_top.fits and at_top.max_batch == top
+    assert not above.fits and above.max_batch == top
+    assert estimate(dep, m, 2048, 8).max_batch == top
+
+
+def test_kivi_prefill_dequantizes_the_cached_prefix_it_reads_as_codes():
+    """A user audit: KIVI's later prefill chunks read the cached prefix as codes but, unlike its decode, paid no
+    dequantization. Llama-3.1-8B: 8 KV heads x 128 = 1,024 elements of K and of V per token and layer ->
+    2 x 1,024 x 2 FLOPs (METHODS.md 1.1: scale and shift) x 32 layers = 131,072 FLOPs per cached token; a chunk
+    of 100 new tokens after 1,000 cached: 131,072,000 FLOPs more than full's attention."""
+    import numpy as np
+
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+
+    dep = build_deployment("a100", "llama-3.1-8b")
+
+    def attn_flops(method):
+        cost = make_method(method, dep).prefill_cost(np.array([100.0]), np.array([1000.0]))
+        return sum(float(p.flops) for p in cost.parts if p.op == "attn_prefill")
+
+    assert attn_flops("kivi") - attn_flops("full") == pytest.approx(131_072_000)

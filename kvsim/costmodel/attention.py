@@ -145,6 +145,7 @@ def prefill_attention(
     kv_read_bytes_per_token_layer: float | None = None,
     name: str = "attn_prefill",
     overlap: str | None = None,
+    dequant_flops_per_cached_token_layer: float = 0.0,
 ) -> Cost:
     """Prefill attention of the chunks of one step ([R] arrays or scalars), FlashAttention-style.
 
@@ -153,8 +154,10 @@ def prefill_attention(
     written to the cache. ``pairs`` overrides the causal pair count (window attention:
     StreamingLLM, DuoAttention); ``n_cached`` is then the number of cached tokens read.
     ``kv_read_bytes_per_token_layer`` prices the cached prefix when it is stored compressed
-    (KIVI codes), default the uncompressed KV of ``heads_frac`` of the heads. ``overlap``: the
-    part's overlap tag (:class:`kvsim.costmodel.cost.Part`).
+    (KIVI codes), default the uncompressed KV of ``heads_frac`` of the heads, and
+    ``dequant_flops_per_cached_token_layer`` the FLOPs of turning them back into 16-bit values in
+    the kernel (once per chunk that reads them). ``overlap``: the part's overlap tag
+    (:class:`kvsim.costmodel.cost.Part`).
     """
     m = dep.model
     L = m.attn_layers if layers is None else layers
@@ -173,5 +176,7 @@ def prefill_attention(
     # a chunk without new tokens runs no kernel, so it reads none of its cached prefix
     cached_read = sum_seq(np.where(np.asarray(n_new) > 0, n_cached, 0.0))
     hbm = act + L * cached_read * r_tok + L * new * w_tok
+    if dequant_flops_per_cached_token_layer:
+        flops = flops + L * cached_read * dequant_flops_per_cached_token_layer
     return Cost.of(Part(name, "attn_prefill", dtype=dep.act_dtype, flops=flops, hbm_bytes=hbm, launches=L * indicator(new),
                         tiles=L * prefill_tiles(dep, n_new, heads_frac), overlap=overlap))

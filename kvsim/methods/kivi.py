@@ -131,8 +131,11 @@ class KIVI(KVMethod):
         dep, L = self.dep, self.dep.model.attn_layers
         e = 2 * self.half
         # the cache write is the quantize pass below (reads 16-bit K,V, writes codes)
+        # the cached prefix is read as codes and dequantized in the kernel, as decode does (DEQUANT_FLOPS_PER_ELEM
+        # per element; its 16-bit residual tokens counted as codes too: at most R of the prefix)
         attn = prefill_attention(dep, n_new, n_cached, kv_write_bytes_per_token_layer=0.0,
-                                 kv_read_bytes_per_token_layer=e * self.qe)
+                                 kv_read_bytes_per_token_layer=e * self.qe,
+                                 dequant_flops_per_cached_token_layer=e * DEQUANT_FLOPS_PER_ELEM)
         new = sum_seq(n_new)
         quant = gpu_pass(dep, "kivi_quant", flops=L * new * e * QUANT_FLOPS_PER_ELEM,
                          hbm=L * new * e * (self.fe + self.qe), launches=2 * L * has(new))

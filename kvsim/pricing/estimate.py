@@ -128,6 +128,30 @@ class Estimator:
         best = max(thr)
         return int(next(b for b, t in zip(cands, thr) if t >= best * (1 - 1e-12)))
 
+    def _pools_fit(self, step_tokens: float, seqs: int, g_req: float, h_req: float, block: float) -> tuple:
+        """``(GPU, host, both)`` requests that fit the pools of an engine of ``seqs`` sequences."""
+        budget = memory_budget(self.dep, self.method, max_tokens_per_step=step_tokens, max_seqs=seqs)
+        g = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
+        h = requests_that_fit(budget.kv_host_bytes, h_req, block)
+        return g, h, fewest(g, h)
+
+    def _largest_batch(self, step_tokens: float, g_req: float, h_req: float, block: float) -> tuple:
+        """:meth:`_pools_fit` at the largest batch ``b`` with ``b <= fit(max(max_num_seqs, b))`` (the fit
+        shrinks as the engine's reserves grow with ``b``: bisection)."""
+        base = self._pools_fit(step_tokens, self.max_num_seqs, g_req, h_req, block)
+        if base[2] is None or base[2] <= self.max_num_seqs:
+            return base
+        lo, hi = self.max_num_seqs, base[2]  # lo fits (base[2] > lo); hi bounds it (reserves only grow)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            fit = self._pools_fit(step_tokens, mid, g_req, h_req, block)[2]
+            if fit is not None and mid <= fit:
+                lo = mid
+            else:
+                hi = mid - 1
+        g, h, _ = self._pools_fit(step_tokens, lo, g_req, h_req, block)
+        return g, h, lo
+
     def run(self, context: int, batch: int | str = 1) -> EstimateResult:
         _check_count("context", context, MAX_CONTEXT_TOKENS)
         if batch != "max":
@@ -163,6 +187,11 @@ class Estimator:
                          "free for KV, and rejects it")
         mb_host = requests_that_fit(budget.kv_host_bytes, h_req, block)
         max_batch = fewest(mb_gpu, mb_host)
+        if batch != "max" and seqs != self.max_num_seqs or max_batch is not None and max_batch > self.max_num_seqs:
+            # a batch above max_num_seqs runs in an engine of that many sequences, whose reserves are larger: the
+            # largest batch b that fits an engine of max(max_num_seqs, b) (it was counted with max_num_seqs'
+            # reserves, and `--batch` of that number then did not fit; user audit)
+            mb_gpu, mb_host, max_batch = self._largest_batch(step_tokens, g_req, h_req, block)
         if batch == "max":  # at most what memory holds and the engine's max_num_seqs
             cap = self.max_num_seqs if self.batch_cap is None else self.batch_cap
             limit = cap if max_batch is None else min(max_batch, cap, MAX_BATCH)

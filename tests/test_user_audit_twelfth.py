@@ -285,3 +285,20 @@ def test_kivi_prefill_dequantizes_the_cached_prefix_it_reads_as_codes():
         return sum(float(p.flops) for p in cost.parts if p.op == "attn_prefill")
 
     assert attn_flops("kivi") - attn_flops("full") == pytest.approx(131_072_000)
+
+
+def test_served_rate_is_measured_as_the_offered_rate():
+    """Two user audits: "offered / served load 0.100 / 0.188" for two requests 10 s apart (offered (N - 1) / arrival
+    span, served N / (last finish - first arrival)). Now served is (F - 1) / (last - first finish): 1 / 10 here."""
+    import numpy as np
+
+    from kvsim.sim.metrics import RequestRecords, load_summary
+    from kvsim.sim.request import RequestStatus
+
+    arr = np.array([0.0, 10.0])
+    rec = RequestRecords(arrival_s=arr, scheduled_s=arr.copy(), first_token_s=arr + 0.1, finish_s=arr + 0.6,
+                         tbt_max_s=np.zeros(2), prompt_tokens=np.full(2, 1000), effective_prompt_tokens=np.full(2, 1000),
+                         output_tokens=np.full(2, 50), cached_tokens=np.zeros(2, dtype=int), preemptions=np.zeros(2, dtype=int),
+                         status=np.full(2, RequestStatus.FINISHED, dtype=np.int8), reject_reason={})
+    out = load_summary(rec, busy_s=1.2, end_s=10.6, kv_gpu_peak_fraction=0.0)
+    assert out["offered_req_s"] == pytest.approx(0.1) and out["served_req_s"] == pytest.approx(0.1)

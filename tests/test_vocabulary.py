@@ -69,7 +69,8 @@ def test_verdict_reads_the_summary_keys():
     v = verdict(parse_slo(ttft="2", itl="40ms", percentile="p90"), summary)
     assert v == {"percentile": "p90", "met": False, "checks": [
         {"metric": "ttft", "value_s": 3.0, "bound_s": 2.0, "met": False},
-        {"metric": "itl", "value_s": 0.03, "bound_s": 0.04, "met": True}]}
+        {"metric": "itl", "value_s": 0.03, "bound_s": 0.04, "met": True}],
+        "rejected": {"requests": 0, "allowed": 0.0, "met": True}}
 
 
 def test_old_plan_slo_reads_with_new_names():

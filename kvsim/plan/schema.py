@@ -119,7 +119,8 @@ class PointResult(_Frozen):
     def meets(self, slo: SLO) -> bool:
         """True if every bound of the SLO holds at its percentile, the rejected requests ranked as misses,
         and at most ``1 - q`` of the requests were rejected (:func:`kvsim.slo.judge`, as ``kvsim simulate``)."""
-        return judge(slo, self.slo_values(slo.percentile), self.requests_rejected, self.num_requests)[0]
+        return self.num_requests > 0 and judge(slo, self.slo_values(slo.percentile), self.requests_rejected,
+                                               self.num_requests)[0]
 
     def misses(self, slo: SLO) -> str:
         """What this point missed of the SLO, e.g. ``"p99 TTFT 37.0 s > 2 s"`` (and ...)."""

@@ -140,7 +140,9 @@ def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_f
     """How loaded the run was, and a one-line hint when it was idle or overloaded.
 
     * ``offered_req_s``: the trace's arrival rate, ``(N - 1) / (last - first arrival)``;
-    * ``served_req_s``: finished requests / (last finish - first arrival);
+    * ``served_req_s``: the finishing rate measured as the arrival rate is, ``(F - 1) / (last - first
+      finish)`` of the ``F`` finished requests (it was ``F / (last finish - first arrival)``, which exceeds
+      the offered rate whenever the run is light: 2 requests 10 s apart read 0.100 / 0.188 req/s);
     * ``gpu_busy_fraction``: seconds in engine steps / (last finish - first arrival);
     * ``queue_growth``: mean queueing delay of the last fifth of arrivals over the first fifth's
       (``None`` with under 10 finished requests);
@@ -152,7 +154,8 @@ def load_summary(rec: RequestRecords, busy_s: float, end_s: float, kv_gpu_peak_f
     arrivals = float(rec.arrival_s[-1] - rec.arrival_s[0]) if n > 1 else 0.0
     done = rec.status == RequestStatus.FINISHED
     offered = _per_s(n - 1, arrivals)
-    served = _per_s(int(done.sum()), span)
+    fin = rec.finish_s[done]
+    served = _per_s(fin.size - 1, float(fin.max() - fin.min())) if fin.size > 1 else None
     busy = min(busy_s / span, 1.0) if span > 0 else None
     growth = None
     idx = np.flatnonzero(done)

@@ -31,9 +31,7 @@ def setup_notes(plan: PlanResult) -> list[str]:
     notes += _allreduce_notes(runnable) + _calibration_notes(plan.configs) + _host_share_notes(runnable, kv_offload)
     points = [c.best for c in plan.configs if c.best is not None]
     if kv_offload and points and not any(p.kv_offload for p in points):
-        from kvsim.sim.kv_tiers import (
-            UNUSED_NOTE,  # lazy: the simulator is not needed to read a plan
-        )
+        from kvsim.sim.kv_tiers import UNUSED_NOTE  # lazy: the simulator is not needed to read a plan
 
         notes.append(UNUSED_NOTE)
     return list(dict.fromkeys(notes))

@@ -114,9 +114,7 @@ def _label(config: ConfigSpec, dep, method) -> str:
 
 def _system_name(hw: str) -> str:
     """The system's name, as the other rows' labels give it (``a100`` -> ``a100-80g``); as written if it cannot load."""
-    from kvsim.hardware import (
-        load_system,  # lazy: (the plan's workers import this module)
-    )
+    from kvsim.hardware import load_system  # lazy: (the plan's workers import this module)
 
     try:
         return load_system(hw).name

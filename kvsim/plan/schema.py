@@ -12,9 +12,7 @@ import math
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from kvsim.hardware.spec import (
-    Price,  # the GPU spec's price, carried as is into results
-)
+from kvsim.hardware.spec import Price  # the GPU spec's price, carried as is into results
 from kvsim.slo import (  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
     LEVELS,
     PERCENTILES,

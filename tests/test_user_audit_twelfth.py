@@ -302,3 +302,80 @@ def test_served_rate_is_measured_as_the_offered_rate():
                          status=np.full(2, RequestStatus.FINISHED, dtype=np.int8), reject_reason={})
     out = load_summary(rec, busy_s=1.2, end_s=10.6, kv_gpu_peak_fraction=0.0)
     assert out["offered_req_s"] == pytest.approx(0.1) and out["served_req_s"] == pytest.approx(0.1)
+
+
+def _stats_line(rid, arrival, first, last, prompt, output, token_ts=None, itl=None):
+    import json
+
+    row = {"request_id": rid, "queued_ts": arrival, "first_token_ts": first, "last_token_ts": last,
+           "num_prompt_tokens": prompt, "num_generation_tokens": output}
+    if token_ts is not None:
+        row["token_ts"] = token_ts
+    if itl is not None:
+        row["itl"] = itl
+    return json.dumps(row)
+
+
+def test_replay_log_request_ids_that_are_not_values_are_bad_rows():
+    """A user audit: a `request_id` that is a list or an object raised `TypeError: unhashable type` (a traceback).
+    Now such a row is a bad row (bad_request_id); 1 and "1" are different ids."""
+    from kvsim.validate.runlog_stats import read_stats_log
+
+    text = "\n".join([_stats_line([1], 0, 0.1, 1.0, 10, 5), _stats_line({"a": 1}, 0, 0.1, 1.0, 10, 5),
+                      _stats_line(1, 0, 0.1, 1.0, 10, 5), _stats_line("1", 0.5, 0.6, 1.5, 10, 5)])
+    log = read_stats_log(text, "t.jsonl")
+    assert len(log) == 2 and log.bad == {"bad_request_id": 2}
+
+
+def test_replay_per_token_times_of_a_millisecond_epoch_log_are_kept():
+    """A user audit: per-token times were checked against first/last token times to 1e-6 of the log's unit, so
+    in a millisecond log on an epoch clock (1.7e12 ms: float steps of 2.4e-4 ms) 44 of 200 exact rows were
+    dropped from ITL with a note that they did not match. A run's times in seconds, moved to an epoch clock in
+    ms as a logger writes them (each stamp rounded at 1.7e12), its gaps from the seconds: every row kept."""
+    import numpy as np
+
+    from kvsim.validate.runlog_stats import read_stats_log
+
+    rng = np.random.default_rng(0)
+    old = 0
+    for key in ("token_ts", "itl"):
+        lines = []
+        for i in range(50):
+            a = 0.5 * i + rng.random()
+            tok_s = a + 0.03 + np.cumsum(rng.random(7) * 0.02)  # seconds since the run started
+            ms = [(t + 1.7e9) * 1000.0 for t in [a, *tok_s]]  # the logger's epoch stamps in ms
+            gaps = (np.diff(tok_s) * 1000.0).tolist()
+            extra = {"token_ts": ms[1:]} if key == "token_ts" else {"itl": gaps}
+            lines.append(_stats_line(i, ms[0], ms[1], ms[-1], 100, 7, **extra))
+            old += abs(sum(gaps) - (ms[-1] - ms[1])) > 1e-6 * 7 if key == "itl" else 0  # (the old check's verdict)
+        log = read_stats_log("\n".join(lines), "ms.jsonl")
+        assert all(x is not None for x in log.itl_s) and not any("do not match" in n for n in log.notes), key
+    assert old > 10  # (the old fixed 1e-6 margin dropped these rows)
+
+
+def test_replay_ties_in_arrival_follow_the_first_tokens_not_the_line_order():
+    """A user audit: a log of requests with equal arrival stamps replayed in file order, so a shuffled copy
+    predicted TTFT 8 % apart. Now ties go in first-token order (FCFS as the engine served them)."""
+    from kvsim.validate.runlog_stats import read_stats_log
+
+    lines = [_stats_line(i, 0.0, 0.1 * (i + 1), 1.0 + i, 100 * (i + 1), 5) for i in range(5)]
+    a = read_stats_log("\n".join(lines), "a.jsonl")
+    b = read_stats_log("\n".join(lines[::-1]), "b.jsonl")
+    assert a.prompt_tokens.tolist() == b.prompt_tokens.tolist() == [100, 200, 300, 400, 500]
+
+
+def test_replay_names_its_own_kv_dtype_flag():
+    """A user audit: `validate replay --kv-cache-dtype foo` answered with simulate's flag name, "--kv-dtype foo"."""
+    import subprocess
+    import sys
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = f"{tmp}/r.jsonl"
+        with open(log, "w") as f:
+            f.write(_stats_line(1, 0.0, 0.1, 1.0, 10, 5) + "\n" + _stats_line(2, 0.5, 0.6, 1.5, 10, 5) + "\n")
+        r = subprocess.run([sys.executable, "-m", "kvsim", "validate", "replay", log, "--hw", "h100", "--model", "llama-3.1-8b",
+                            "--max-num-seqs", "64", "--max-num-batched-tokens", "2048", "--kv-cache-dtype", "foo"],
+                           capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("error: --kv-cache-dtype foo: unknown") and "Traceback" not in r.stderr

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.costmodel.deployment import build_deployment
-from kvsim.errors import TraceError
+from kvsim.errors import ConfigError, TraceError
 from kvsim.jsonutil import json_default
 from kvsim.methods import make_method
 from kvsim.sim.config import SimConfig
@@ -148,8 +148,14 @@ def _appended_results(text: str, p: Path) -> None:
 def simulate_log(log: RunLog, s: EngineSettings):
     """kvsim's simulation of the log's requests under the run's engine settings (Full KV)."""
     weight, kv, act = s.kvsim_dtypes()
-    dep = build_deployment(s.hw, s.model, tp=s.tp, weight_dtype=weight, kv_dtype=kv,
-                           gpu_memory_utilization=s.gpu_memory_utilization, calibration=s.calibration)
+    try:
+        dep = build_deployment(s.hw, s.model, tp=s.tp, weight_dtype=weight, kv_dtype=kv,
+                               gpu_memory_utilization=s.gpu_memory_utilization, calibration=s.calibration)
+    except ConfigError as err:  # (the engine's name of the setting: --kv-cache-dtype / kv_cache_dtype, not simulate's)
+        msg = str(err)
+        if not msg.startswith("--kv-dtype "):
+            raise
+        raise ConfigError("--kv-cache-dtype" + msg[len("--kv-dtype"):]) from None
     if act is not None:
         dep = replace(dep, act_dtype=act)
     trace = Trace(name="replay", arrival_s=log.arrival_s, prompt_tokens=log.prompt_tokens,

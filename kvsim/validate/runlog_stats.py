@@ -192,9 +192,12 @@ def read_stats_log(text: str, source: str, kind: str = "auto") -> RunLog:
             arrival, first, last, prompt, output, itl, c = _row(r, arr_col, mode)
             rid = r.get(ID_NAME)
             if rid not in (None, ""):
-                if rid in seen_ids:
+                if not isinstance(rid, (str, int, float)):  # (a list or object id: a traceback before; user audit)
+                    raise BadRow("bad_request_id")
+                key = (type(rid).__name__, rid)  # (1, 1.0 and true are three ids, as their text differs)
+                if key in seen_ids:
                     raise BadRow("duplicate_request_id")
-                seen_ids.add(rid)
+                seen_ids.add(key)
         except BadRow as bad:
             rows.count_bad(bad, place)
             continue

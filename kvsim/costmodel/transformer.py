@@ -50,7 +50,12 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
     T = n_tokens
     has = indicator(T)
     offload = dep.expert_offload if m.moe is not None else None
-    tag = OVERLAP_TAG if offload is not None and offload.overlap else None
+    # overlap=yes: fetched experts stream in behind every linear GPU kernel (a prefetcher); experts computed on
+    # the CPU (miss=cpu) need the layer's attention output and feed the next layer, so they run beside the
+    # MoE layer's GPU GEMMs only (the resident and shared experts; user audit: beside every kernel, a
+    # hybrid step came out faster than with every expert on the GPU)
+    tag_moe = OVERLAP_TAG if offload is not None and offload.overlap else None
+    tag = tag_moe if offload is not None and offload.miss == "fetch" else None
 
     # attention projections: Q, K, V (fused) and O, on the layers that attend
     La = m.attn_layers
@@ -97,7 +102,7 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
         parts.append(Part("mlp", "gemm", dtype=dt,
                           flops=(2.0 * dense_p * T + routed_flops) / tp,
                           hbm_bytes=(dense_p * wb + routed_bytes + act) / tp * has,
-                          launches=4 * L * has, overlap=tag))
+                          launches=4 * L * has, overlap=tag_moe))
         f_elem = k * fe
 
     # norms, rotary, activation, residual adds (memory bound)

@@ -435,3 +435,14 @@ def test_disaggregated_runs_say_why_requests_were_rejected():
     notes = [x for x in s["notes"] if "requests rejected" in x]
     assert notes == [f"{n} of 120 requests rejected: gpu_memory: {n} (one request's KV alone exceeds the GPU KV pool "
                      "(a KV-compressing method, a larger --tp or --gpu-memory-utilization would admit it))"]
+
+
+def test_rate_on_a_one_request_trace_is_noted(tmp_path):
+    """A user audit: `--rate 2` on a one-request trace was ignored silently (four requests at one instant are an
+    error: there is no spacing to rescale)."""
+    from kvsim.traces import load_trace
+
+    f = tmp_path / "one.csv"
+    f.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,5\n")
+    assert "rate=2 has no effect on a trace of one request" in (load_trace(str(f), rate=2.0).notice or "")
+    assert "no effect" not in (load_trace(str(f)).notice or "")

@@ -280,7 +280,9 @@ def build_trace(
     info.update(raw.meta)
     info.update(meta or {})
     zero_note = f"{n_inv:,} row{'s' if n_inv != 1 else ''} with 0 prompt tokens dropped" if n_inv else None
-    notes = [x for x in (notice, bad.report(), zero_note, *raw.notes) if x]
+    # (all at one instant is an error; one request was ignored silently: user audit)
+    lone = f"rate={opts.rate:g} has no effect on a trace of one request" if opts.rate is not None and arrival.size == 1 else None
+    notes = [x for x in (notice, bad.report(), zero_note, lone, *raw.notes) if x]
     return Trace(
         name=name,
         arrival_s=arrival,

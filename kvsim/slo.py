@@ -16,7 +16,8 @@ An :class:`SLO` bounds the ``percentile`` of each metric it names: ``p99 TTFT <=
 A rejected request (it can never fit, or is past the context) misses every bound: the per-request
 metrics' percentiles are taken over all requests with the rejected ranked last
 (:func:`kvsim.sim.metrics.ranks_with_misses`; the summary's ``slo_ranks_s``), and at most ``1 - q``
-of the requests may be rejected (ITL pools token gaps, of which a rejected request has none).
+of the requests may be rejected, ``floor((1 - q)(N - 1))`` (ITL pools token gaps, of which a rejected
+request has none).
 ``kvsim simulate`` and ``kvsim plan`` judge a run with the same :func:`judge`.
 """
 
@@ -99,9 +100,10 @@ def _rank(v: float | None) -> float:
     return math.inf if v is None else v  # (None: the rank falls among the rejected requests)
 
 
-def rejections_allowed(slo: SLO, total: int) -> float:
-    """Rejected requests a run of ``total`` may have and meet the SLO: ``(1 - q) total``."""
-    return total * round(100.0 * (1.0 - LEVELS[slo.percentile])) / 100.0  # (p99 of 200: exactly 2)
+def rejections_allowed(slo: SLO, total: int) -> int:
+    """Rejected requests a run of ``total`` may have and meet the SLO: ``floor((1 - q) (N - 1))``, the most that
+    leave the ``q`` rank ``q (N - 1)`` among the served (p99 of 200: 1; p50 of 200: 99)."""
+    return round(100.0 * (1.0 - LEVELS[slo.percentile])) * max(total - 1, 0) // 100
 
 
 def judge(slo: SLO, values: dict[str, float | None], rejected: int, total: int) -> tuple[bool, list]:

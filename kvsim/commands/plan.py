@@ -216,7 +216,7 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
     from kvsim.hardware import load_link
     from kvsim.methods import make_method
     from kvsim.plan.disagg_search import layout_row, plan_layouts
-    from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL
+    from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL, fmt_lifetimes
     from kvsim.plan.evaluate import load_plan_trace
     from kvsim.plan.notes import host_share_note
     from kvsim.sim.kv_tiers import UNUSED_NOTE
@@ -274,7 +274,7 @@ def _plan_disagg(req, instances: int, kv_link: str, as_json: bool) -> None:
                   "request arriving at once); the trace is too short to load it: raise --num-requests", file=sys.stderr)
         elif r["transient"]:
             print(f"note: {r['hw']} {r['method']} {r['layout']}: at {r['max_rate_per_s']:.3g} req/s the {len(trace):,} "
-                  f"requests last {r['span_over_e2el']:.1f}x their mean E2E latency (fewer than {STEADY_SPAN_OVER_E2EL:g}): "
+                  f"requests last {fmt_lifetimes(r['span_over_e2el'])}x their mean E2E latency (fewer than {STEADY_SPAN_OVER_E2EL:g}): "
                   "it drained a burst, so its max rate is high and it is ranked after layouts whose rate stands; "
                   "raise --num-requests", file=sys.stderr)
     if not any(r["max_rate_per_s"] > 0 for r in rows):

@@ -5,6 +5,7 @@ Memory and work are accounted *per GPU* of one tensor-parallel replica.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, replace
 
@@ -55,8 +56,9 @@ class Deployment:
         for d in (self.weight_dtype, self.act_dtype):
             bits(d)  # raises a one-line SpecError for unknown dtypes
         if self.kv_dtype not in KV_CACHE_DTYPES and self.kv_dtype not in all_dtypes():  # (its own choices, not every dtype's)
-            raise ConfigError(f"--kv-dtype {self.kv_dtype}: unknown; an uncompressed KV cache is stored as "
-                              f"{', '.join(KV_CACHE_DTYPES)} (vLLM's --kv-cache-dtype)")
+            close = difflib.get_close_matches(self.kv_dtype.lower(), KV_CACHE_DTYPES, n=2, cutoff=0.5)
+            raise ConfigError(f"--kv-dtype {self.kv_dtype}: unknown{' (did you mean ' + ' or '.join(close) + '?)' if close else ''}; "
+                              f"an uncompressed KV cache is stored as {', '.join(KV_CACHE_DTYPES)} (vLLM's --kv-cache-dtype)")
         if self.kv_dtype not in KV_CACHE_DTYPES:
             sub_byte = (f"; sub-byte KV needs group scales, zero points and a full-precision residual, which a method "
                         f"prices: --method kivi:bits={4 if bits(self.kv_dtype) >= 4 else 2}") if bits(self.kv_dtype) < 8 else ""

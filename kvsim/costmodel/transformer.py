@@ -99,10 +99,16 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
             routed_bytes = routed_bytes * (1.0 - f)  # = nm (U - M) P_e b_w: f = M / U
         fe = moe.expert_intermediate_size
         act = L * T * (2 * h + k * 3 * fe) * ab
+        mlp_layers = L
+        if tag_moe != tag and nd:  # CPU experts overlap the MoE layers only: the dense layers' MLP stays serial
+            p_dense = nd * m.dense_mlp_params_per_layer
+            parts.append(Part("mlp_dense", "gemm", dtype=dt, flops=2.0 * p_dense * T / tp,
+                              hbm_bytes=(p_dense * wb + act * nd / L) / tp * has, launches=4 * nd * has))
+            dense_p, act, mlp_layers = dense_p - p_dense, act * nm / L, nm
         parts.append(Part("mlp", "gemm", dtype=dt,
                           flops=(2.0 * dense_p * T + routed_flops) / tp,
                           hbm_bytes=(dense_p * wb + routed_bytes + act) / tp * has,
-                          launches=4 * L * has, overlap=tag_moe))
+                          launches=4 * mlp_layers * has, overlap=tag_moe))
         f_elem = k * fe
 
     # norms, rotary, activation, residual adds (memory bound)

@@ -54,7 +54,6 @@ KV as resident when re-admitted (optimistic: vLLM would recompute the prompt); l
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field, replace
 
@@ -68,7 +67,7 @@ from kvsim.methods.base import KVMethod
 from kvsim.plan.cluster import _sum_timelines, simulate_cluster
 from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig
-from kvsim.sim.inputs import REJECT_REASONS, effective_prompts, prepare, rejection_note
+from kvsim.sim.inputs import REJECT_REASONS, REJECTED_NOTE, effective_prompts, prepare, rejection_note
 from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, stats, summarize
 from kvsim.sim.provenance import provenance
@@ -192,10 +191,6 @@ class DisaggResult:
     transfer_start_s: np.ndarray  # [N]
     decode_arrival_s: np.ndarray  # [N]
     parts: dict = field(default_factory=dict, repr=False)  # "prefill": result, "decode": [result per instance]
-
-
-#: an instance's rejection note (kvsim.sim.inputs.rejection_note), replaced by one over the whole run
-_REJECTED_NOTE = re.compile(r"^[\d,]+ of [\d,]+ requests rejected")
 
 
 def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_dep: Deployment,
@@ -336,7 +331,7 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
                 "steps": pre_s.get("sim", {}).get("steps", 0) + sum(p.get("sim", {}).get("steps", 0) for p in per_d)},
         # the instances' notes, but one rejection note over all requests: requests a decode instance could never
         # hold are rejected here and reach no instance's notes (user audit: rejected 10, notes empty)
-        "notes": sorted({m for p in [pre_s, *per_d] for m in p.get("notes", []) if not _REJECTED_NOTE.match(m)})
+        "notes": sorted({m for p in [pre_s, *per_d] for m in p.get("notes", []) if not REJECTED_NOTE.match(m)})
         + [n for n in (rejection_note(summ["rejected_reasons"], len(rec.status),
                                       min(prefill_dep.model.max_context_tokens, decode_dep.model.max_context_tokens),
                                       full_prompt=prefill_method.full_prompt_until_prefilled),) if n],

@@ -26,7 +26,7 @@ from kvsim.plan.digest import digest
 from kvsim.plan.disagg import simulate_disagg
 from kvsim.plan.evaluate import at_rate, check_host_tier, start_rate_guess
 from kvsim.plan.ratesearch import search_max_rate
-from kvsim.plan.schema import SLO, PointResult, short_of_steady
+from kvsim.plan.schema import SLO, PointResult, fmt_lifetimes, short_of_steady
 from kvsim.sim.config import SimConfig
 from kvsim.sim.kv_tiers import reuse_note
 from kvsim.traces.base import Trace
@@ -130,7 +130,7 @@ def layout_row(hw: str, method: str, r: LayoutResult, slo: SLO) -> dict:
             f"ttft_{pct}_s": values.get("ttft"), **{f"{m}_{pct}_s": values.get(m) for m in token},
             "throughput_output_tok_s": None if b is None else b.throughput_output_tok_s,
             "note": "; ".join(n for n in (
-                f"short trace ({r.span_over_e2el:.1f}x E2E): rate likely high" if r.transient and not r.capped else None,
+                f"short trace ({fmt_lifetimes(r.span_over_e2el)}x E2E): rate likely high" if r.transient and not r.capped else None,
                 reuse_note(b.kv_offload) if b is not None and b.kv_offload else None) if n) or None,
             "transient": r.transient, "span_over_e2el": r.span_over_e2el,
             "capped": r.capped, "evaluations": r.evaluations, "wall_s": r.wall_s}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from kvsim.errors import KvsimError
-from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL, PlanResult
+from kvsim.plan.schema import STEADY_SPAN_OVER_E2EL, PlanResult, fmt_lifetimes
 
 
 def plan_notes(plan: PlanResult) -> list[str]:
@@ -44,7 +44,7 @@ def rate_notes(plan: PlanResult) -> list[str]:
         if c.transient and not c.capped:
             need = math.ceil(STEADY_SPAN_OVER_E2EL * c.best.e2el_s.mean * c.max_rate_per_s) + 1
             notes.append(f"{c.label}: at {c.max_rate_per_s:.3g} req/s the {c.best.num_requests:,} requests arrive within "
-                         f"{c.arrival_span_s:.3g} s, {c.span_over_e2el:.1f}x their mean E2E latency: its max rate is likely "
+                         f"{c.arrival_span_s:.3g} s, {fmt_lifetimes(c.span_over_e2el)}x their mean E2E latency: its max rate is likely "
                          f"high; --num-requests {need:,} lasts {STEADY_SPAN_OVER_E2EL:g}x (docs/plan.md)")
         if c.capped and c.error is None:
             # (target mode prices the target rate on the GPUs found, which stands; max-rate mode has no rate to price)

@@ -19,7 +19,6 @@ configurations are drawn, the others one legend click away.
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -42,7 +41,7 @@ from kvsim.plan.figures import (  # latency_throughput_figure, pareto_figure: al
     uses_host,
 )
 from kvsim.plan.notes import plan_notes
-from kvsim.plan.schema import ConfigResult, PlanResult, PointResult
+from kvsim.plan.schema import ConfigResult, PlanResult, PointResult, fmt_lifetimes
 from kvsim.sim.kv_tiers import reuse_note as tier_note  # (also this module's API)
 from kvsim.slo import LEVELS, fmt_duration
 
@@ -96,24 +95,18 @@ def recommendation_rows(plan: PlanResult) -> list[dict[str, str]]:
     return rows
 
 
-def _lifetimes(x: float) -> str:
-    """Request lifetimes a trace lasted, rounded down to 0.1 (a burst is < 10: 9.95 must not read as 10.0
-    or ``1e+01``, user audit)."""
-    return f"{math.floor(x * 10) / 10:.1f}"
-
-
 def _note(c: ConfigResult, b: PointResult | None) -> str:
     notes = []
     if c.capped:
         notes.append("rate capped by search limit")
     elif c.transient:
-        notes.append(f"short trace ({_lifetimes(c.span_over_e2el)}x E2E): rate likely high")
+        notes.append(f"short trace ({fmt_lifetimes(c.span_over_e2el)}x E2E): rate likely high")
     if c.target is not None and c.target.replicas is None:
         at = max(c.target.tried, default=0)
         miss = f": {c.target.point.misses(c.slo)} there" if c.target.point is not None else ""
         notes.append(f"target not met with <= {at} replicas{miss}")
     elif c.target is not None and c.target.transient:
-        notes.append(f"target check {_lifetimes(c.target.span_over_e2el)}x E2E: a burst, GPUs a lower bound")
+        notes.append(f"target check {fmt_lifetimes(c.target.span_over_e2el)}x E2E: a burst, GPUs a lower bound")
     if b is not None and b.requests_rejected:
         notes.append(f"{b.requests_rejected}/{b.num_requests} rejected")
     if b is not None and b.preemptions:

@@ -65,6 +65,15 @@ class TimelineDigest(_Frozen):
 STEADY_SPAN_OVER_E2EL = 10.0
 
 
+def fmt_lifetimes(x: float) -> str:
+    """Request lifetimes a trace lasted, to 0.1, never rounded up to STEADY_SPAN_OVER_E2EL: a burst is below it, so
+    9.96 reads 9.9, not 10.0 (or ``1e+01``; user audit); 0.19975 reads 0.2."""
+    text = f"{x:.1f}"
+    if x < STEADY_SPAN_OVER_E2EL <= float(text):
+        text = f"{math.floor(x * 10) / 10:.1f}"
+    return text
+
+
 def short_of_steady(lifetimes: float | None) -> bool:
     """A run spanning fewer than :data:`STEADY_SPAN_OVER_E2EL` request lifetimes served a burst (its
     first requests' ramp and its last ones' drain), not a sustained rate."""

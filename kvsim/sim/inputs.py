@@ -13,6 +13,7 @@ token count as computed and prefix caching is off.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,10 @@ from kvsim.traces.base import Trace
 
 #: reject codes -> reasons (0: accepted; 4 is set while running: see ReplicaSim)
 REJECT_REASONS = {1: "max_context", 2: "gpu_memory", 3: "host_memory", 4: "unschedulable"}
+
+
+#: the start of a :func:`rejection_note` (merged runs replace their parts' notes by one over every request)
+REJECTED_NOTE = re.compile(r"^[\d,]+ of [\d,]+ requests rejected")
 
 
 def rejection_note(reasons: dict[str, int], total: int, max_context_tokens: int, full_prompt: bool = False) -> str | None:

@@ -85,6 +85,18 @@ def ranks_with_misses(served: np.ndarray, missed: int) -> dict[str, float | None
     return out
 
 
+def _slo_ranks(m: dict, rec: "RequestRecords") -> dict:
+    """TTFT and TPOT ranked with the rejected requests as misses (:func:`ranks_with_misses`). TPOT exists for
+    outputs of >= 2 tokens: only such rejected requests rank there, and without any TPOT is left to ``tpot_s``
+    (a missing TPOT meets its bound)."""
+    rejected = rec.status == RequestStatus.REJECTED
+    out = {"ttft": ranks_with_misses(m["ttft"], int(rejected.sum()))}
+    rej_tpot = int((rejected & (rec.output_tokens >= 2)).sum())
+    if rej_tpot:
+        out["tpot"] = ranks_with_misses(m["tpot"], rej_tpot)
+    return out
+
+
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
     """``np.percentile(np.repeat(values, weights), q)`` (linear), without expanding."""
     # (any sort: equal values are one run of the sorted order whatever their order within it, so
@@ -226,8 +238,7 @@ def summarize(rec: RequestRecords, tbt_values: np.ndarray, tbt_weights: np.ndarr
         if (slo_ttft_s is not None or slo_tpot_s is not None) else None,
         # the per-request SLO metrics over every request, the rejected ranked as misses (kvsim.slo.verdict);
         # present only when requests were rejected (otherwise ttft_s / tpot_s are these values)
-        **({} if not n_rej else {"slo_ranks_s": {"ttft": ranks_with_misses(m["ttft"], n_rej),
-                                                 "tpot": ranks_with_misses(m["tpot"], n_rej)}}),
+        **({} if not n_rej else {"slo_ranks_s": _slo_ranks(m, rec)}),
         "preemptions": int(rec.preemptions.sum()),
         "requests_preempted": int((rec.preemptions > 0).sum()),
         **({} if rec.preempted_kv_tokens is None else {

@@ -285,11 +285,12 @@ class ReplicaSim:
         off = self.cfg.kv_offload
         if off is not None and off.enabled and self.tiers is None:
             return UNUSED_NOTE
-        if self.tiers is not None:  # a tier below one prefix entry stores nothing (user audit: silently)
-            entry = self.kv.prefix_blocks(1)
-            small = [t for t, cap in self.tiers.capacity.items() if 0 < cap < entry]
+        tiers, g = self.tiers, self.kv.layout.gpu_blocks
+        if tiers is not None and self.kv.pb < len(g):  # a tier below one prefix entry stores nothing (user audit: silently)
+            entry = int(g[self.kv.pb])  # (blocks of one whole entry; entries of compressed methods vary a little)
+            small = [t for t, cap in tiers.capacity.items() if 0 < cap < entry and tiers.blocks_in[t] == 0]
             if small:
-                mib = entry * self.tiers.tier_block_bytes / 2**20
+                mib = entry * tiers.tier_block_bytes / 2**20
                 return (f"KV offload {' and '.join(small)} tier{'s' if len(small) > 1 else ''} smaller than one prefix "
                         f"entry of this trace ({self.kv.pb:,} tokens, {mib:,.0f} MiB): nothing was stored there")
         return None

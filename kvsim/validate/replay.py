@@ -155,6 +155,7 @@ def simulate_log(log: RunLog, s: EngineSettings):
         msg = str(err)
         if not msg.startswith("--kv-dtype "):
             raise
+        msg = msg.split("; sub-byte KV")[0]  # (its advice is a simulate method, which replay does not take)
         raise ConfigError("--kv-cache-dtype" + msg[len("--kv-dtype"):]) from None
     if act is not None:
         dep = replace(dep, act_dtype=act)

@@ -499,3 +499,28 @@ def test_review_cpu_experts_do_not_overlap_dense_layers():
     assert parts["mlp_dense"].overlap is None and parts["mlp"].overlap == OVERLAP_TAG
     m = dep.model  # 1 dense layer of 10,944 x 3 x 2,048 weights: 2 FLOPs each per token, 8 tokens
     assert float(parts["mlp_dense"].flops) == pytest.approx(2.0 * m.num_dense_mlp_layers * m.dense_mlp_params_per_layer * 8)
+
+
+def test_simulate_json_keeps_each_methods_place_and_itl_max_is_empty_without_a_gap(tmp_path):
+    """An outputs audit: with `--method full,magicpig` and MagicPIG unable to run, `--json` printed one object
+    (a script matching results to methods by position broke) and the skip was on stderr only; and requests.csv
+    gave itl_max_s 0.0 for one-token outputs (no gap between tokens), where tpot_s is empty."""
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "kvsim", "simulate", "--hw", "a100", "--method", "full,magicpig", "--trace",
+                        "burstgpt", "-n", "30", "--gpu-memory-utilization", "0.205", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert [x.get("method_spec", x.get("method")) for x in d] == ["full", "magicpig"]
+    assert d[0]["method_spec"] == "full" and d[1]["skipped"].startswith("no GPU memory left for the KV cache")
+    f = tmp_path / "t.csv"
+    f.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,1\n1.0,100,5\n")
+    out = tmp_path / "o"
+    r = subprocess.run([sys.executable, "-m", "kvsim", "simulate", "--trace", str(f), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(next(out.rglob("requests.csv")))))
+    assert rows[0]["itl_max_s"] == "" == rows[0]["tpot_s"] and float(rows[1]["itl_max_s"]) > 0

@@ -151,6 +151,7 @@ def simulate_cmd(
         print(f"note: {short}", file=sys.stderr)
     specs = split_methods(method)
     methods = []
+    skipped: dict[str, str] = {}  # spec -> why (--json keeps each given method's place: user audit)
     for spec in specs:  # every method is checked before any simulation
         try:
             methods.append((spec, make_method(spec, dep)))
@@ -159,6 +160,9 @@ def simulate_cmd(
         except ConfigError as err:
             if len(specs) == 1:
                 raise
+            if methods and methods[-1][0] == spec:
+                methods.pop()
+            skipped[spec] = str(err).splitlines()[0]
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
     for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), window_note(dep.model),
                  whole_prompt_budget_note(tr.prompt_tokens, chunked_prefill, max_num_batched_tokens), inline_seed_note(tr, seed)]:
@@ -184,6 +188,7 @@ def simulate_cmd(
         except ConfigError as err:  # e.g. the weights leave no room for this method's KV
             if len(specs) == 1:
                 raise
+            skipped[spec] = str(err).splitlines()[0]
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
             continue
         cc = chunk_cache_summary(m, tr)
@@ -199,6 +204,7 @@ def simulate_cmd(
         # (the summary's notes are printed with the results)
         res.summary.setdefault("notes", []).extend(
             n for n in (m.mla_note(), None if split is not None else whole_host_note(m)) if n)
+        res.summary["method_spec"] = spec
         res.summary["trace_source"] = tr.source
         res.summary["trace_notice"] = tr.notice
         res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,
@@ -221,7 +227,11 @@ def simulate_cmd(
 
         simulation_report(results, Path(report), self_contained=self_contained, force=force)
     if as_json:
-        print_json(results[0].summary if len(results) == 1 else [r.summary for r in results])
+        if len(specs) == 1:
+            print_json(results[0].summary)
+        else:  # one entry per --method given, in order: a summary, or {"method", "skipped": why}
+            by_spec = {r.summary["method_spec"]: r.summary for r in results}
+            print_json([by_spec.get(sp) or {"method": sp, "skipped": skipped.get(sp, "not simulated")} for sp in specs])
     elif len(results) == 1:
         print_summary(results[0].summary)
     else:
@@ -315,7 +325,9 @@ def output_files(res) -> dict[str, str]:
     cols = {
         "req_id": np.arange(len(status)), "arrival_s": rec.arrival_s, "scheduled_s": rec.scheduled_s,
         "first_token_s": rec.first_token_s, "finish_s": rec.finish_s, "ttft_s": ttft, "e2el_s": e2e, "tpot_s": tpot,
-        "itl_max_s": rec.tbt_max_s, "prompt_tokens": rec.prompt_tokens,
+        # (a one-token output has no gap between tokens: empty, as its tpot_s; it read 0.0: user audit)
+        "itl_max_s": np.where((rec.output_tokens >= 2) & (rec.status == RequestStatus.FINISHED), rec.tbt_max_s, np.nan),
+        "prompt_tokens": rec.prompt_tokens,
         "effective_prompt_tokens": rec.effective_prompt_tokens, "output_tokens": rec.output_tokens,
         "cached_tokens": np.maximum(rec.cached_tokens, 0), "preemptions": rec.preemptions,
         "status": status, "reject_reason": reason,

@@ -524,3 +524,14 @@ def test_simulate_json_keeps_each_methods_place_and_itl_max_is_empty_without_a_g
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(next(out.rglob("requests.csv")))))
     assert rows[0]["itl_max_s"] == "" == rows[0]["tpot_s"] and float(rows[1]["itl_max_s"]) > 0
+
+
+def test_replay_interval_slack_does_not_grow_with_the_span():
+    """The session's review: the rounding slack of a row's intervals grew with span x tokens, so 60 ms off on a
+    60 s, 1,000-token request passed as rounding. A 10 ms mismatch on such a row in seconds is refused (the slack
+    is 1e-6 per interval added: 1 ms for 1,000 tokens, as before this session)."""
+    from kvsim.validate.runlog import itl_from_intervals
+
+    gaps = [0.06] * 999  # 999 x 0.06 = 59.94 s
+    assert itl_from_intervals(gaps, 100.0, 100.0 + 59.94, 1000) is not None
+    assert itl_from_intervals(gaps, 100.0, 100.0 + 59.94 + 0.01, 1000) is None

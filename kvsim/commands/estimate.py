@@ -85,7 +85,7 @@ def estimate_cmd(
     given_context = context is not None
     if context is None:  # (a model of a shorter context, e.g. OPT's 2,048, is priced at its own maximum)
         context = min(DEFAULT_CONTEXT_TOKENS, dep.model.max_context_tokens)
-        if context < DEFAULT_CONTEXT_TOKENS:
+        if context < DEFAULT_CONTEXT_TOKENS and tts is None:  # (--tts takes its lengths inside)
             print(f"note: --context defaults to {context:,}, {dep.model.name}'s max context (4,096 otherwise)", file=sys.stderr)
     _check_context(context, dep.model, allow_long_context)
     for note in dep.notes:

@@ -34,16 +34,17 @@ BAD_KINDS = ("unparseable", "missing_field", "not_a_number", "bad_time", "failed
              "duplicate_request_id", "bad_request_id")
 MAX_TOKENS = 2**31 - 1
 #: Per-token times may differ from the row's first/last token times by float rounding only:
-#: TIME_SLACK_S of the log's own unit (seconds or milliseconds: not yet known when rows are read)
-#: per unit of the request's span, plus FLOAT_SLACK_ULPS float steps at the times' magnitude (an epoch
-#: clock in ms, ~1.7e12, has steps of 2.4e-4 ms: a fixed 1e-6 refused exact ms logs; user audit).
+#: TIME_SLACK_S of the log's own unit (seconds or milliseconds: not yet known when rows are read) per
+#: value added, plus FLOAT_SLACK_ULPS float steps at the times' magnitude (an epoch clock in ms, ~1.7e12,
+#: has steps of 2.4e-4 ms: a fixed 1e-6 refused exact ms logs; user audit).
 TIME_SLACK_S = 1e-6
 FLOAT_SLACK_ULPS = 16
 
 
-def time_slack(first: float, last: float) -> float:
-    """Largest mismatch between a row's per-token times and its first/last token times that is rounding."""
-    return TIME_SLACK_S * max(1.0, abs(last - first)) + FLOAT_SLACK_ULPS * float(np.spacing(max(abs(first), abs(last))))
+def time_slack(first: float, last: float, values: int = 1) -> float:
+    """Largest mismatch between a row's per-token times (``values`` of them added) and its first/last token
+    times that is rounding (not growing with the request's span: 60 s x 1,000 tokens must not pass 60 ms)."""
+    return TIME_SLACK_S * max(1, values) + FLOAT_SLACK_ULPS * float(np.spacing(max(abs(first), abs(last))))
 
 
 class BadRow(Exception):
@@ -140,7 +141,7 @@ def itl_from_intervals(itl: list[float] | None, first: float, last: float, outpu
     if output == 1:  # one token: no interval (its last token time may trail the first: detokenizing, HTTP)
         return np.zeros(0)
     x = np.asarray(itl, dtype=np.float64)
-    if np.any(x < 0) or abs(float(x.sum()) - (last - first)) > time_slack(first, last) * max(1, output):
+    if np.any(x < 0) or abs(float(x.sum()) - (last - first)) > time_slack(first, last, output):
         return None
     return x
 

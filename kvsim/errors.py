@@ -46,12 +46,17 @@ def misspelling_of(name: str, read: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
+def close_matches(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``choices`` (lower case) close to ``name``, any case: what a "did you mean" offers."""
+    return difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=n, cutoff=0.5)
+
+
 def unknown_name(kind: str, name: str, choices: Iterable[str], shown: Iterable[str] | None = None) -> SpecError:
     """Error for an unknown name: close matches among every accepted spelling
     (``choices``, aliases included) and the list of valid choices (``shown``, default
     ``choices``; pass canonical names so the line stays readable)."""
     choices = sorted(set(choices))
-    close = difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=3, cutoff=0.5)
+    close = close_matches(name, choices)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     listed = sorted(set(shown)) if shown is not None else choices
     more = ""

@@ -15,9 +15,9 @@ An :class:`SLO` bounds the ``percentile`` of each metric it names: ``p99 TTFT <=
 
 A rejected request (it can never fit, or is past the context) misses every bound: the per-request
 metrics' percentiles are taken over all requests with the rejected ranked last
-(:func:`kvsim.sim.metrics.ranks_with_misses`; the summary's ``slo_ranks_s``), and at most ``1 - q``
-of the requests may be rejected, ``floor((1 - q)(N - 1))`` (ITL pools token gaps, of which a rejected
-request has none).
+(:func:`kvsim.sim.metrics.ranks_with_misses`; the summary's ``slo_ranks_s``), and at most
+``floor((1 - q)(N - 1))`` of the N requests may be rejected (ITL pools token gaps, of which a
+rejected request has none).
 ``kvsim simulate`` and ``kvsim plan`` judge a run with the same :func:`judge`.
 """
 
@@ -92,12 +92,13 @@ def summary_values(slo: SLO, summary: dict) -> dict[str, float | None]:
     summary.json: ``ttft_s``, ``tpot_s``, ``itl_s`` stats; with rejections the per-request metrics'
     ``slo_ranks_s``, a rank among the rejected as ``inf``), seconds."""
     ranks = summary.get("slo_ranks_s") or {}
-    return {m: (_rank(ranks[m].get(slo.percentile)) if m in ranks else (summary.get(key) or {}).get(slo.percentile))
+    return {m: (ranked(ranks[m].get(slo.percentile)) if m in ranks else (summary.get(key) or {}).get(slo.percentile))
             for m, (_, key) in METRICS.items()}
 
 
-def _rank(v: float | None) -> float:
-    return math.inf if v is None else v  # (None: the rank falls among the rejected requests)
+def ranked(v: float | None) -> float:
+    """A ``slo_ranks_s`` percentile as a value to judge: None (its rank falls among the rejected) is ``inf``."""
+    return math.inf if v is None else v
 
 
 def rejections_allowed(slo: SLO, total: int) -> int:
@@ -119,11 +120,11 @@ def verdict(slo: SLO, summary: dict) -> dict:
     rejected requests) and the rejected requests against those allowed."""
     total, rejected = int(summary.get("requests_total") or 0), int(summary.get("requests_rejected") or 0)
     met, checks = judge(slo, summary_values(slo, summary), rejected, total)
+    allowed = rejections_allowed(slo, total)
     return {"percentile": slo.percentile, "met": met,
             "checks": [{"metric": m, "value_s": None if v == math.inf else v, "bound_s": b, "met": ok,
                         **({"among_rejected": True} if v == math.inf else {})} for m, v, b, ok in checks],
-            "rejected": {"requests": rejected, "allowed": rejections_allowed(slo, total),
-                         "met": rejected <= rejections_allowed(slo, total)}}
+            "rejected": {"requests": rejected, "allowed": allowed, "met": rejected <= allowed}}
 
 
 def fmt_duration(seconds: float, digits: int = 4) -> str:

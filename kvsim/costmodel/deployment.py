@@ -5,14 +5,13 @@ Memory and work are accounted *per GPU* of one tensor-parallel replica.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, replace
 
 from kvsim.costmodel.calibration import apply_calibration, load_calibration
 from kvsim.costmodel.dtypes import COMPUTE_DTYPE, all_dtypes, bits, canonical_dtype, nbytes
 from kvsim.costmodel.expert_offload import ExpertOffload
-from kvsim.errors import ConfigError
+from kvsim.errors import ConfigError, close_matches
 from kvsim.hardware import System, load_system
 from kvsim.models import ModelSpec, load_model
 
@@ -56,7 +55,7 @@ class Deployment:
         for d in (self.weight_dtype, self.act_dtype):
             bits(d)  # raises a one-line SpecError for unknown dtypes
         if self.kv_dtype not in KV_CACHE_DTYPES and self.kv_dtype not in all_dtypes():  # (its own choices, not every dtype's)
-            close = difflib.get_close_matches(self.kv_dtype.lower(), KV_CACHE_DTYPES, n=2, cutoff=0.5)
+            close = close_matches(self.kv_dtype, KV_CACHE_DTYPES, n=2)
             raise ConfigError(f"--kv-dtype {self.kv_dtype}: unknown{' (did you mean ' + ' or '.join(close) + '?)' if close else ''}; "
                               f"an uncompressed KV cache is stored as {', '.join(KV_CACHE_DTYPES)} (vLLM's --kv-cache-dtype)")
         if self.kv_dtype not in KV_CACHE_DTYPES:

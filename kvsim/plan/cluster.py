@@ -43,7 +43,7 @@ from kvsim.costmodel.deployment import Deployment, host_shared
 from kvsim.errors import ConfigError
 from kvsim.methods.base import KVMethod
 from kvsim.plan.schema import ROUTERS
-from kvsim.sim.inputs import REJECTED_NOTE, rejection_note
+from kvsim.sim.inputs import merged_notes
 from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, summarize
 from kvsim.sim.replica import ReplicaSim, SimConfig, simulate
@@ -145,10 +145,8 @@ def merge_results(results: list, owner: np.ndarray, cfg, trace: Trace, dep: Depl
         "kv_host_capacity_bytes": per[0].get("kv_host_capacity_bytes"),
         "kv_offload": merge_summaries([p.get("kv_offload") for p in per]),  # tiers of every replica, summed
         "sim": {"wall_s": wall_s, "steps": sum(p.get("sim", {}).get("steps", 0) for p in per)},
-        # the replicas' notes, with one rejection note over all requests (each replica's counts only its own)
-        "notes": sorted({n for p in per for n in p.get("notes", []) if not REJECTED_NOTE.match(n)})
-        + [n for n in (rejection_note(summ["rejected_reasons"], len(rec.status), dep.model.max_context_tokens,
-                                      full_prompt=method.full_prompt_until_prefilled),) if n],
+        "notes": merged_notes(per, summ["rejected_reasons"], len(rec.status), dep.model.max_context_tokens,
+                              full_prompt=method.full_prompt_until_prefilled),
     })
     return ClusterResult(summ, rec, timeline, vals, wts, owner, results)
 

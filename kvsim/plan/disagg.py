@@ -67,7 +67,7 @@ from kvsim.methods.base import KVMethod
 from kvsim.plan.cluster import _sum_timelines, simulate_cluster
 from kvsim.pricing.step import StepModel
 from kvsim.sim.config import SimConfig
-from kvsim.sim.inputs import REJECT_REASONS, REJECTED_NOTE, effective_prompts, prepare, rejection_note
+from kvsim.sim.inputs import REJECT_REASONS, effective_prompts, merged_notes, prepare
 from kvsim.sim.kv_tiers import merge_summaries
 from kvsim.sim.metrics import RequestRecords, stats, summarize
 from kvsim.sim.provenance import provenance
@@ -329,12 +329,10 @@ def simulate_disagg(prefill_dep: Deployment, prefill_method: KVMethod, decode_de
         },
         "sim": {"wall_s": time.perf_counter() - t0,
                 "steps": pre_s.get("sim", {}).get("steps", 0) + sum(p.get("sim", {}).get("steps", 0) for p in per_d)},
-        # the instances' notes, but one rejection note over all requests: requests a decode instance could never
-        # hold are rejected here and reach no instance's notes (user audit: rejected 10, notes empty)
-        "notes": sorted({m for p in [pre_s, *per_d] for m in p.get("notes", []) if not REJECTED_NOTE.match(m)})
-        + [n for n in (rejection_note(summ["rejected_reasons"], len(rec.status),
-                                      min(prefill_dep.model.max_context_tokens, decode_dep.model.max_context_tokens),
-                                      full_prompt=prefill_method.full_prompt_until_prefilled),) if n],
+        # (requests a decode instance could never hold are rejected here and reach no instance's notes)
+        "notes": merged_notes([pre_s, *per_d], summ["rejected_reasons"], len(rec.status),
+                              min(prefill_dep.model.max_context_tokens, decode_dep.model.max_context_tokens),
+                              full_prompt=prefill_method.full_prompt_until_prefilled),
     })
     return DisaggResult(summ, rec, timeline, tbt_v, tbt_w, pre_of, dst, ready, nbytes, start, arrive,
                         {"prefill": pre, "decode": dec_results})

@@ -91,10 +91,7 @@ def _allreduce_notes(configs) -> list[str]:
 
 def _calibration_notes(configs) -> list[str]:
     """One note per (hardware, calibration file) searched that the file was not fitted on."""
-    from kvsim.costmodel.calibration import (  # lazy: CLI start-up
-        calibration_mismatch,
-        load_calibration,
-    )
+    from kvsim.costmodel.calibration import calibration_mismatch, load_calibration  # lazy: CLI start-up
     from kvsim.hardware import load_system
 
     notes = []

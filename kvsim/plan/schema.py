@@ -21,6 +21,7 @@ from kvsim.slo import (  # noqa: F401 (re-exported: plan's SLO is kvsim.slo's)
     fmt_duration,
     judge,
     parse_slo,
+    ranked,
 )
 
 ROUTERS: tuple[str, ...] = ("round-robin", "least-outstanding", "prefix-aware")
@@ -149,9 +150,7 @@ class PointResult(_Frozen):
         """:meth:`values_at` with TTFT and TPOT over all requests, the rejected ranked last (``inf``: the
         rank falls among them): the ``values`` the SLO is judged on (:func:`kvsim.slo.summary_values`)."""
         v = self.values_at(percentile)
-        for metric, stats in self.slo_ranks_s.items():
-            x = stats.at(percentile)
-            v[metric] = math.inf if x is None else x
+        v.update({metric: ranked(stats.at(percentile)) for metric, stats in self.slo_ranks_s.items()})
         return v
 
     def light(self) -> "PointResult":

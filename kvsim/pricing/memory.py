@@ -66,9 +66,13 @@ def requests_that_fit(budget_bytes: float, bytes_per_request: float, block_bytes
         return None if budget_bytes >= 0 else 0
     if block_bytes:
         pool = int(budget_bytes // block_bytes)
-        need = max(math.ceil(bytes_per_request / block_bytes - 1e-9), 1)
-        return max(0, pool // need)
+        return max(0, pool // _blocks_held(bytes_per_request, block_bytes))
     return max(0, int(budget_bytes // bytes_per_request))
+
+
+def _blocks_held(bytes_per_request: float, block_bytes: float) -> int:
+    """Whole blocks of ``block_bytes`` a request of ``bytes_per_request > 0`` takes (at least one)."""
+    return max(math.ceil(bytes_per_request / block_bytes - 1e-9), 1)
 
 
 def held_bytes(bytes_per_request: float, block_bytes: float | None = None) -> float:
@@ -76,7 +80,7 @@ def held_bytes(bytes_per_request: float, block_bytes: float | None = None) -> fl
     :func:`requests_that_fit` counts them), or ``bytes_per_request`` without blocks or when it needs none."""
     if not block_bytes or bytes_per_request <= 0:
         return bytes_per_request
-    return max(math.ceil(bytes_per_request / block_bytes - 1e-9), 1) * block_bytes
+    return _blocks_held(bytes_per_request, block_bytes) * block_bytes
 
 
 def fewest(*counts: int | None) -> int | None:

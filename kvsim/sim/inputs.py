@@ -30,7 +30,7 @@ REJECT_REASONS = {1: "max_context", 2: "gpu_memory", 3: "host_memory", 4: "unsch
 
 
 #: the start of a :func:`rejection_note` (merged runs replace their parts' notes by one over every request)
-REJECTED_NOTE = re.compile(r"^[\d,]+ of [\d,]+ requests rejected")
+_REJECTED_NOTE = re.compile(r"^[\d,]+ of [\d,]+ requests rejected")
 
 
 def rejection_note(reasons: dict[str, int], total: int, max_context_tokens: int, full_prompt: bool = False) -> str | None:
@@ -55,6 +55,16 @@ def rejection_note(reasons: dict[str, int], total: int, max_context_tokens: int,
     n = sum(reasons.values())
     parts = "; ".join(f"{k}: {v} ({why.get(k, k)})" for k, v in sorted(reasons.items()))
     return f"{n} of {total} requests rejected{' (all of them)' if n == total else ''}: {parts}"
+
+
+def merged_notes(parts: list[dict], reasons: dict[str, int], total: int, max_context_tokens: int,
+                 full_prompt: bool = False) -> list[str]:
+    """Notes of a run merged from ``parts`` (summaries of replicas or instances): theirs, each once, less their
+    own rejection notes (each counts only its part, and requests refused before reaching any part are in
+    none), plus one :func:`rejection_note` over all ``total`` requests (``reasons``: the merged summary's)."""
+    notes = sorted({n for p in parts for n in p.get("notes", []) if not _REJECTED_NOTE.match(n)})
+    whole = rejection_note(reasons, total, max_context_tokens, full_prompt=full_prompt)
+    return notes + ([whole] if whole else [])
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ never imports the CLI) and return typed results; ``to_pandas()`` needs the optio
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,16 @@ from pydantic import ValidationError
 
 from kvsim.costmodel.deployment import Deployment, build_deployment
 from kvsim.errors import ConfigError, TraceError
-from kvsim.methods import KVMethod, make_method
-from kvsim.pricing.estimate import EstimateResult
-from kvsim.pricing.estimate import check_context
+from kvsim.methods import KVMethod, make_method, split_methods
+from kvsim.pricing.estimate import EstimateResult, answered, batch_engine_note, check_context, default_context
 from kvsim.pricing.estimate import estimate as _estimate
-from kvsim.pricing.tts import TaskCost, TTSTask, task_cost
+from kvsim.pricing.input_notes import kv_dtype_notes, window_note
+from kvsim.pricing.tts import TaskCost, TTSTask, task_cost, task_notes
 from kvsim.pricing.tts_spec import parse_task
 from kvsim.sim.config import SimConfig, SimResult
 from kvsim.sim.replica import simulate as _simulate
+from kvsim.sim.summary_extras import complete_summary, setup_notes
+from kvsim.slo import SLO
 from kvsim.specbase import first_problem
 from kvsim.traces import Trace
 from kvsim.traces import load_trace as _load_trace
@@ -73,6 +75,16 @@ def deployment(hw: str | Deployment = "a100", model: str | None = None, *, tp: i
         return hw
     if isinstance(tp, bool) or not isinstance(tp, (int, np.integer, type(None))):
         raise ConfigError(f"tp must be a whole number (got {tp!r})")
+    for name, value in (("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype)):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a dtype name such as 'bf16', 'fp8' or 'auto' (got {value!r})")
+    if isinstance(gpu_memory_utilization, bool) or not isinstance(gpu_memory_utilization, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"gpu_memory_utilization must be a number in (0, 1] (got {gpu_memory_utilization!r})")
+    for name, value in (("calibration", calibration), ("expert_offload", expert_offload)):
+        if not isinstance(value, (str, Path, type(None))):
+            raise ConfigError(f"{name} must be text or None (got {type(value).__name__})")
+    if isinstance(calibration, Path):
+        calibration = str(calibration)
     return build_deployment(hw, DEFAULT_MODEL if model is None else model, tp=1 if tp is None else int(tp),
                             weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                             gpu_memory_utilization=gpu_memory_utilization, calibration=calibration,
@@ -104,6 +116,10 @@ def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, nu
             start = trace.arrival_s - trace.arrival_s[0] if len(trace) else trace.arrival_s
             trace = trace.with_arrivals(start * rescale_factor(start, opts, trace.name))
         return trace
+    unknown = sorted(set(options) - set(inspect.signature(_load_trace).parameters))
+    if unknown:
+        raise ConfigError(f"load_trace: unknown argument(s) {', '.join(unknown)} (loading options: "
+                          f"{', '.join(sorted(set(inspect.signature(_load_trace).parameters) - {'spec', 'rate', 'num_requests', 'seed'}))})")
     return _load_trace(trace, rate=rate, num_requests=num_requests, seed=seed, **options)
 
 
@@ -111,8 +127,26 @@ def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, nu
 _DEPLOYMENT_OPTIONS = frozenset(inspect.signature(deployment).parameters) - {"hw", "model", "tp"}
 
 
+def _same_deployment(a: Deployment, b: Deployment) -> bool:
+    """Do two deployments price a method alike (system, model, TP, dtypes, memory fraction, expert offload)?"""
+    return a is b or (a.system.name == b.system.name and a.model == b.model and a.tp == b.tp
+                      and (a.weight_dtype, a.kv_dtype, a.act_dtype) == (b.weight_dtype, b.kv_dtype, b.act_dtype)
+                      and a.gpu_memory_utilization == b.gpu_memory_utilization and a.expert_offload == b.expert_offload)
+
+
+def _known_deployment_options(caller: str, options: dict) -> None:
+    unknown = sorted(set(options) - _DEPLOYMENT_OPTIONS)
+    if unknown:
+        raise ConfigError(f"{caller}: unknown argument(s) {', '.join(unknown)} (deployment options: "
+                          f"{', '.join(sorted(_DEPLOYMENT_OPTIONS))})")
+
+
 def _method(method: str | KVMethod, dep: Deployment) -> KVMethod:
     if isinstance(method, KVMethod):
+        if not _same_deployment(method.dep, dep):  # (its KV bytes and costs are the other model's)
+            raise ConfigError(f"method {method.label()} was built for {method.dep.model.name} on {method.dep.system.name} "
+                              f"(TP {method.dep.tp}), not for {dep.model.name} on {dep.system.name} (TP {dep.tp}): pass "
+                              f"its name, or kvsim.methods.make_method(spec, kvsim.deployment(...)) for this deployment")
         return method
     if not isinstance(method, str):
         raise ConfigError(f"method must be a name (`kvsim list methods`) or a KVMethod (got {type(method).__name__})")
@@ -129,22 +163,30 @@ def _whole(name: str, value, low: int, allow_none: bool = False):
 
 
 def estimate(hw: str | Deployment = "a100", model: str | None = None, method: str | KVMethod = "full", *,
-             context: int = 4096, batch: int | str = 1, tp: int | None = None, max_num_batched_tokens: int | None = 8192,
-             max_num_seqs: int = 256, allow_long_context: bool = False, **deployment_options: Any) -> EstimateResult:
+             context: int | None = None, batch: int | str = 1, tp: int | None = None,
+             max_num_batched_tokens: int | None = 8192, max_num_seqs: int = 256, allow_long_context: bool = False,
+             **deployment_options: Any) -> EstimateResult:
     """Closed-form TTFT, TBT, throughput and memory of one configuration (``kvsim estimate``);
-    ``batch="max"`` uses the largest batch that fits. A ``context`` beyond the model's maximum is
-    a ConfigError unless ``allow_long_context`` (as ``--allow-long-context``)."""
-    unknown = sorted(set(deployment_options) - _DEPLOYMENT_OPTIONS)
-    if unknown:
-        raise ConfigError(f"estimate: unknown argument(s) {', '.join(unknown)} (deployment options: "
-                          f"{', '.join(sorted(_DEPLOYMENT_OPTIONS))})")
+    ``batch="max"`` uses the largest batch that fits. ``context`` defaults to 4,096 tokens, or the
+    model's max context if smaller; beyond the model's maximum it is a ConfigError unless
+    ``allow_long_context`` (as ``--allow-long-context``). As ``kvsim estimate --json``: a batch that
+    does not fit has no latencies (None; ``reason`` says why), and ``notes`` holds what the
+    command prints as ``note:`` lines."""
+    _known_deployment_options("estimate", deployment_options)
     max_num_batched_tokens = _whole("max_num_batched_tokens", max_num_batched_tokens, 1, allow_none=True)
     max_num_seqs = _whole("max_num_seqs", max_num_seqs, 1)
     dep = deployment(hw, model, tp=tp, **deployment_options)
-    if isinstance(context, (int, np.integer)) and not isinstance(context, bool):
-        check_context(int(context), dep.model, allow_long_context)
-    return _estimate(dep, _method(method, dep), context, batch, max_num_batched_tokens=max_num_batched_tokens,
-                     max_num_seqs=max_num_seqs)
+    notes = list(dep.notes)
+    if context is None:
+        context, note = default_context(dep.model)
+        notes.append(note)
+    context = _whole("context", context, 1)
+    notes.append(check_context(context, dep.model, allow_long_context))
+    m = _method(method, dep)
+    notes += [*kv_dtype_notes(deployment_options.get("kv_dtype", "auto"), [m]), window_note(dep.model)]
+    r = _estimate(dep, m, context, batch, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs)
+    notes.append(batch_engine_note(r.batch, max_num_seqs))
+    return answered(r).model_copy(update={"notes": [n for n in notes if n] + list(r.notes)})
 
 
 def tts_cost(hw: str | Deployment = "b200", model: str | None = None, method: str | KVMethod = "full",
@@ -153,15 +195,22 @@ def tts_cost(hw: str | Deployment = "b200", model: str | None = None, method: st
     """Cost of one test-time-scaling task in Kinetics' eFLOPs (``kvsim estimate --tts``; a ``tts``
     string takes the same keys, whose ``batch``/``intensity`` win over the arguments'); the model
     is ``qwen3-8b`` unless given)."""
+    _known_deployment_options("tts_cost", deployment_options)
     dep = deployment(hw, "qwen3-8b" if model is None and not isinstance(hw, Deployment) else model, tp=tp,
                      **deployment_options)
+    batch = _whole("batch", batch, 1, allow_none=True)
+    if intensity is not None and (isinstance(intensity, bool) or not isinstance(intensity, (int, float, np.integer, np.floating))):
+        raise ConfigError(f"intensity must be a number of FLOPs per byte (got {intensity!r})")
     if isinstance(tts, str):
         opts = parse_task(tts)
         if opts.budget_eflops is not None:
             raise ConfigError("tts_cost prices a given task; budget= is for `kvsim estimate --tts`")
         tts, batch = opts.task, opts.batch if opts.batch is not None else batch
         intensity = opts.intensity if opts.intensity is not None else intensity
-    return task_cost(dep, _method(method, dep), tts, batch=batch, intensity=intensity)
+    elif not isinstance(tts, TTSTask):
+        raise ConfigError(f"tts must be a task text such as 'best-of-n=8,gen=16k' or a TTSTask (got {type(tts).__name__})")
+    cost = task_cost(dep, _method(method, dep), tts, batch=batch, intensity=intensity)
+    return replace(cost, notes=(*task_notes(dep, tts), *cost.notes))
 
 
 @dataclass
@@ -213,12 +262,16 @@ def _request_columns(res: SimResult) -> dict[str, np.ndarray]:
 
 def simulate(hw: str | Deployment = "a100", model: str | None = None, method: str | KVMethod = "full",
              trace: str | Trace = "burstgpt", *, rate: float | None = None, num_requests: int | None = None,
-             seed: int = 0, tp: int | None = None, config: SimConfig | dict | None = None, **engine: Any) -> Simulation:
+             seed: int = 0, tp: int | None = None, config: SimConfig | dict | None = None,
+             slo_itl_s: float | None = None, percentile: str = "p99", **engine: Any) -> Simulation:
     """Replay ``trace`` through the serving simulator (``kvsim simulate``). Engine settings go in
     ``config`` (a :class:`SimConfig` or a dict) or as keywords with vLLM's names
     (``max_num_seqs=128, chunked_prefill=False, watermark=0.01``); the deployment options of
     :func:`deployment` (``weight_dtype="fp8"``, ``kv_dtype``, ...) are taken too. A trace file's
-    loading options (``columns=``, ``time_unit=``...) go to :func:`load_trace` first."""
+    loading options (``columns=``, ``time_unit=``...) go to :func:`load_trace` first. SLO bounds
+    (``slo_ttft_s``, ``slo_tpot_s`` as engine settings, ``slo_itl_s``) are judged at ``percentile``
+    as ``--slo-*`` are: the summary's ``slo``. ``summary`` is what ``kvsim simulate --json`` prints
+    (its ``trace_spec``, the command's flags, aside)."""
     loading = sorted(set(engine) & set(LoadOptions.__dataclass_fields__))
     if loading:
         raise ConfigError(f"{', '.join(loading)}: trace loading options: load it first, "
@@ -240,32 +293,59 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
             cfg = SimConfig(**{**base, **engine})
         except ValidationError as err:  # pydantic: one line naming the setting
             raise ConfigError(f"engine setting {first_problem(err)}") from None
+    if cfg.gpu_memory_utilization is None:  # (the deployment's, recorded as the command records it)
+        cfg = cfg.model_copy(update={"gpu_memory_utilization": dep.gpu_memory_utilization})
+    try:
+        slo = (None if cfg.slo_ttft_s is None and cfg.slo_tpot_s is None and slo_itl_s is None else
+               SLO(ttft_s=cfg.slo_ttft_s, tpot_s=cfg.slo_tpot_s, itl_s=slo_itl_s, percentile=percentile))
+    except ValidationError as err:
+        raise ConfigError(f"SLO {first_problem(err)}") from None
+    notes = setup_notes(dep, [m], tr, kv_dtype=dep_options.get("kv_dtype", "auto"),
+                        chunked_prefill=cfg.chunked_prefill, max_num_batched_tokens=cfg.max_num_batched_tokens, seed=seed)
     res = _simulate(dep, m, tr, cfg)
     short = shortfall_note(num_requests, len(tr), "num_requests")  # (as the command line says it)
     if short:
-        res.summary["notes"].append(short)
+        notes.append(short)
+    for note in complete_summary(res, m, tr, dep, spec=getattr(method, "label", lambda: method)(), slo=slo,
+                                 extra_notes=tuple(notes)):
+        res.summary["notes"].append(note)
     return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},
                       dep, m, tr, res)
 
 
 def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: list[str] | str = "full", *,
-         slo_ttft_s: float | None = 2.0, slo_tpot_s: float | None = None, slo_itl_s: float | None = 0.1,
+         slo_ttft_s: float | None = 2.0, slo_tpot_s: float | None = None, slo_itl_s: float | None = None,
          percentile: str = "p99", trace: str = "synthetic-burstgpt",
          num_requests: int = 500, seed: int = 0, target_rate_per_s: float | None = None, tp: int = 1,
          jobs: int | None = None, executor: str = "serial", **request: Any):
     """Capacity plan (``kvsim plan``): for each hardware x method, the highest request rate that
     meets the SLO (or, with ``target_rate_per_s``, the fewest replicas). The SLO bounds the
     ``percentile`` of TTFT, of each request's TPOT and of the pooled ITL, seconds (None: not
-    judged; :mod:`kvsim.slo`). Returns the
-    :class:`kvsim.plan.result.PlanResult` (``.configs``, ``.ranking``, ``.model_dump()``)."""
+    judged; :mod:`kvsim.slo`); with neither ``slo_tpot_s`` nor ``slo_itl_s``, ITL <= 0.1 s, as
+    ``kvsim plan``. ``hws`` and ``methods`` take lists or comma-separated text (``"a100,h100"``);
+    ``hws`` and ``model`` also take YAML paths. Returns the
+    :class:`kvsim.plan.schema.PlanResult` (``.configs``, ``.ranking``, ``.model_dump()``); a
+    ConfigError when no configuration can run at all (as ``kvsim plan``)."""
     from kvsim.plan.schema import SLO, TraceSpec  # lazy: plan pulls in the process pool machinery
     from kvsim.plan.search import PlanRequest, run_plan  # lazy: as above
 
-    hw_list = [hws] if isinstance(hws, str) else list(hws)
-    method_list = [methods] if isinstance(methods, str) else list(methods)
-    for name, values in (("hws", hw_list), ("methods", method_list)):
-        if not values:
-            raise ConfigError(f"plan: {name} is empty: give at least one")
+    hw_list = _names("hws", hws, lambda v: [h.strip() for h in v.split(",") if h.strip()])
+    method_list = _names("methods", methods, lambda v: split_methods([v]))
+    if isinstance(model, Path):
+        model = str(model)
+    if slo_tpot_s is None and slo_itl_s is None:  # the default token bound, as `kvsim plan`'s
+        slo_itl_s = DEFAULT_PLAN_ITL_S
+    # engine settings with vLLM's names (max_num_seqs=...), as simulate() takes them: into sim_options
+    engine = {k: request.pop(k) for k in sorted(set(request) & set(SimConfig.model_fields) - {"seed"})}
+    if engine or "sim_options" in request:
+        options = request.get("sim_options")
+        if not isinstance(options, (dict, type(None))):
+            raise ConfigError(f"sim_options must be a dict of engine settings (got {type(options).__name__})")
+        request["sim_options"] = {**(options or {}), **engine}
+        try:
+            SimConfig(**request["sim_options"])  # (checked now: one line naming the setting)
+        except ValidationError as err:
+            raise ConfigError(f"engine setting {first_problem(err)}") from None
     try:
         req = PlanRequest(model=model, hws=hw_list, methods=method_list,
                           trace=TraceSpec(spec=trace, num_requests=num_requests, seed=seed),
@@ -273,4 +353,33 @@ def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: li
                           target_rate_per_s=target_rate_per_s, tp=tp, **request)
     except ValidationError as err:  # pydantic: one line naming the setting, as simulate() gives
         raise ConfigError(f"plan setting {first_problem(err, whole='plan')}") from None
-    return run_plan(req, jobs=jobs, executor=executor, progress=False)
+    except TypeError as err:  # (an unknown keyword)
+        raise ConfigError(f"plan: {err}") from None
+    result = run_plan(req, jobs=jobs, executor=executor, progress=False)
+    why = result.nothing_runs()
+    if why is not None:
+        raise ConfigError(why)
+    return result
+
+
+#: plan()'s ITL bound when neither slo_tpot_s nor slo_itl_s is given (``kvsim plan``'s 100 ms)
+DEFAULT_PLAN_ITL_S = 0.1
+
+
+def _names(what: str, value, split) -> list[str]:
+    """A list of names (or YAML paths) from a list, a comma-separated text or one Path."""
+    items = [value] if isinstance(value, (str, Path)) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"plan: {what} must be a name, a comma-separated text or a list of them (got {type(value).__name__})")
+    out: list[str] = []
+    for v in items:
+        if isinstance(v, Path):
+            out.append(str(v))
+        elif isinstance(v, str):
+            out.extend(split(v))
+        else:
+            raise ConfigError(f"plan: {what} takes names or YAML paths, not {type(v).__name__} objects "
+                              f"(kvsim plan runs each configuration by name, possibly in other processes)")
+    if not out:
+        raise ConfigError(f"plan: {what} is empty: give at least one")
+    return out

@@ -28,56 +28,11 @@ CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="ca
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON to stdout")]
 
 
-def window_note(model) -> str | None:
-    """A note for a model with sliding-window or chunked local attention layers: kvsim prices every
-    layer as full attention (``ModelSpec.windowed_layers``), so past the window its KV, its decode
-    reads and its prefill FLOPs are overstated (and compression savings measured against them)."""
-    if model.sliding_window is None:
-        return None
-    return (f"{model.name} has windowed attention ({model.sliding_window:,} tokens on {model.windowed_layers} of "
-            f"{model.attn_layers} attention layers); kvsim prices every layer as full attention, so beyond "
-            f"{model.sliding_window:,} tokens its KV, decode reads and prefill FLOPs are overstated")
-
-
-def kv_dtype_notes(kv_dtype: str, methods) -> list[str]:
-    """Notes for methods that keep a KV format of their own when ``--kv-dtype`` was given."""
-    if kv_dtype == "auto":
-        return []
-    own = [f"{m.label()} stores its KV in its own format: --kv-dtype {kv_dtype} does not change its KV bytes"
-           for m in methods if m.own_kv_format]
-    return own + [f"{m.label()}: its kv_dtype={m.params.kv_dtype} is used, not --kv-dtype {kv_dtype}" for m in methods
-                  if not m.own_kv_format and getattr(m.params, "kv_dtype", "auto") not in ("auto", None, kv_dtype)]
-
-
 def split_methods(values: list[str]) -> list[str]:
-    """Split ``--method`` values into method specs.
+    """``--method`` values as method specs (:func:`kvsim.methods.split_methods`)."""
+    from kvsim.methods import split_methods as split  # lazy: CLI start-up
 
-    ``"full,kivi:bits=4,group=64,magicpig"`` -> ``["full", "kivi:bits=4,group=64", "magicpig"]``
-    (a comma item holding ``=`` but no ``:`` before any ``+`` continues the previous method's params,
-    so ``kivi:bits=4,group=64+quest:page_size=32`` stays one composed spec);
-    ``"all"`` expands to every registered method with default params.
-    """
-    # lazy: CLI start-up
-    from kvsim.methods import method_names
-
-    out: list[str] = []
-    for v in values:
-        for item in v.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            head = item.split("+", 1)[0]
-            if "=" in head and ":" not in head:
-                if not out:
-                    raise ConfigError(f"--method: parameter '{item}' comes before any method name")
-                out[-1] += "," + item
-            elif item.lower() == "all":
-                out.extend(method_names())
-            else:
-                out.append(item)
-    if not out:
-        raise ConfigError("--method: no method given")
-    return out
+    return split(values)
 
 
 def print_json(obj) -> None:

@@ -10,14 +10,10 @@ import typer
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.commands.common import (
     CalibrationOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
-    console, fmt_bytes, fmt_num, fmt_s, kv_dtype_notes, print_json, split_methods, window_note,
+    console, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
 )
 from kvsim.commands.tables import print_pairs, print_rows
 from kvsim.errors import ConfigError
-
-#: --context when none is given (a model of a shorter maximum takes its maximum)
-DEFAULT_CONTEXT_TOKENS = 4096
-
 
 def _parse_batch(batch: str) -> int | str:
     # lazy: CLI start-up
@@ -74,7 +70,8 @@ def estimate_cmd(
 ) -> None:
     """Closed-form estimate: KV bytes/token, max batch, TTFT, TPOT (= ITL), throughput and a breakdown."""
     # lazy: CLI start-up
-    from kvsim.pricing.estimate import estimate
+    from kvsim.pricing.estimate import batch_engine_note, default_context, estimate
+    from kvsim.pricing.input_notes import kv_dtype_notes, window_note
     from kvsim.pricing.reuse.answer import reuse_answer
     from kvsim.methods import make_method
 
@@ -84,9 +81,9 @@ def estimate_cmd(
                            expert_offload=expert_offload)
     given_context = context is not None
     if context is None:  # (a model of a shorter context, e.g. OPT's 2,048, is priced at its own maximum)
-        context = min(DEFAULT_CONTEXT_TOKENS, dep.model.max_context_tokens)
-        if context < DEFAULT_CONTEXT_TOKENS and tts is None:  # (--tts takes its lengths inside)
-            print(f"note: --context defaults to {context:,}, {dep.model.name}'s max context (4,096 otherwise)", file=sys.stderr)
+        context, note = default_context(dep.model, flag="--context")
+        if note and tts is None:  # (--tts takes its lengths inside)
+            print(f"note: {note}", file=sys.stderr)
     _check_context(context, dep.model, allow_long_context)
     for note in dep.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -115,10 +112,10 @@ def estimate_cmd(
     if reused is not None and reused["note"]:
         print(f"note: {reused['note']}", file=sys.stderr)
     results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]
-    if isinstance(b, int) and b > max_num_seqs:  # (in each answer's notes, so --json carries it too)
+    engine_note = batch_engine_note(b, max_num_seqs, ("--batch", "--max-num-seqs"))
+    if engine_note:  # (in each answer's notes, so --json carries it too)
         for r in results:
-            r.notes.append(f"--batch {b:,} is more than --max-num-seqs {max_num_seqs:,}: priced as an engine of {b:,} sequences "
-                           "(vLLM runs at most --max-num-seqs at once; its reserves, and a hybrid model's state slots, grow with it)")
+            r.notes.append(engine_note)
     for r in results:
         for note in r.notes:
             print(f"note: {r.method}: {note}", file=sys.stderr)
@@ -167,14 +164,10 @@ def _print_reuse(a: dict) -> None:
 
 
 def _answer(r) -> dict:
-    """The JSON of one estimate: latencies of a batch that does not fit are not answers (null;
-    ``reason`` says why), a request that does not fit alone has no TTFT either."""
-    d = r.model_dump()
-    if not r.fits:
-        d.update(tpot_s=None, throughput_tok_s=None, breakdown=[])
-        if r.max_batch == 0:
-            d["ttft_s"] = None
-    return d
+    """The JSON of one estimate (:func:`kvsim.pricing.estimate.answered`)."""
+    from kvsim.pricing.estimate import answered  # lazy: CLI start-up
+
+    return answered(r).model_dump()
 
 
 def _limit(n: int | None) -> str:
@@ -229,18 +222,13 @@ def _print_table(results) -> None:
 def _tts(dep, methods, spec: str, as_json: bool) -> None:
     """``--tts``: one row per method of :func:`kvsim.pricing.tts.task_cost`."""
     # lazy: CLI start-up
-    from kvsim.pricing.tts import affordable_gen_tokens, intensity_flops_per_byte, task_cost
+    from kvsim.pricing.tts import affordable_gen_tokens, intensity_flops_per_byte, task_cost, task_notes
     from kvsim.pricing.tts_spec import parse_task
 
     task, batch, intensity, budget = parse_task(spec)
     limit = dep.model.max_context_tokens
-    if budget is None and task.prompt_tokens + task.gen_tokens > limit:
-        print(f"note: prompt {task.prompt_tokens:,} + gen {task.gen_tokens:,} tokens is past {dep.model.name}'s context of "
-              f"{limit:,} tokens: priced as written (a model past its trained context; --context needs "
-              f"--allow-long-context for the same reason)", file=sys.stderr)
-    if dep.tp > 1:
-        print(f"note: eFLOPs and roofline seconds are per GPU of the TP-{dep.tp} replica (each GPU's share of the "
-              f"task; the task's eFLOPs are {dep.tp}x, plus the all-reduces)", file=sys.stderr)
+    for note in task_notes(dep, task if budget is None else None):
+        print(f"note: {note}", file=sys.stderr)
     rows = []
     for m in methods:
         t = task
@@ -263,12 +251,7 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
             print(f"note: {m.label()} runs work on the host (CPU, DRAM or PCIe): eFLOPs count GPU work only; "
                   "'roofline s' counts all of it", file=sys.stderr)
         rows.append({"hw": dep.system.name, "model": dep.model.name, "method": m.label(), **t.model_dump(),
-                     "budget_eflops": budget, "batch": batch, "intensity_flops_per_byte": c.intensity_flops_per_byte,
-                     "prefill_eflops": c.prefill_eflops, "linear_eflops": c.linear_eflops,
-                     "attention_eflops": c.attention_eflops, "total_eflops": c.total_eflops,
-                     "attention_share": c.attention_share, "attention_to_linear": c.attention_to_linear,
-                     "eflops_per_generated_token": c.total_eflops / (t.samples * t.gen_tokens),
-                     "roofline_s": c.roofline_s, "off_gpu_work": c.off_gpu})
+                     "budget_eflops": budget, "batch": batch, **c.numbers()})
     if as_json:
         print_json(rows)
         return

@@ -194,10 +194,9 @@ def plan_cmd(
               + (f"; report: {out / 'report.html'}" if out is not None else ""), file=sys.stderr)
     for note in rate_notes(plan):
         print(f"note: {note}", file=sys.stderr)
-    if plan.configs and all(c.error is not None for c in plan.configs):  # nothing could even be built
-        first = plan.configs[0]
-        raise ConfigError(f"no configuration can run: {first.label}: {first.error}"
-                          + (f" (and {len(plan.configs) - 1} more; the note of each row says why)" if len(plan.configs) > 1 else ""))
+    why = plan.nothing_runs()  # nothing could even be built
+    if why is not None:
+        raise ConfigError(why)
     if not any(c.runs for c in plan.configs):
         raise ConfigError("no configuration met the SLO at any rate (the note of each row says why)")
     if plan.target_rate_per_s is not None and not any(c.target is not None and c.target.replicas for c in plan.configs):

@@ -22,14 +22,12 @@ from kvsim.commands.common import (
     ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, KvOffloadOpt, LogTypeOpt,
     MethodOpt, ModelOpt, NumRequestsOpt, PercentileOpt, RateOpt, SeedOpt, SloItlOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt,
     MaxOutputOpt, MaxPromptOpt, StrictOpt, TimeScaleOpt, TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, TraceModelOpt,
-    TraceOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json,
-    kv_dtype_notes, resolve_slo, split_methods, window_note,
+    TraceOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json, resolve_slo, split_methods,
 )
 from kvsim.commands.simulate_render import print_comparison, print_summary
 from kvsim.errors import ConfigError
 from kvsim.fileio import check_tree, write_tree
 from kvsim.jsonutil import dumps_strict
-from kvsim.slo import verdict as slo_verdict
 
 
 class Preemption(str, Enum):
@@ -91,9 +89,7 @@ def simulate_cmd(
     from kvsim.methods import make_method
     from kvsim.sim.scheduler import PreemptionMode
     from kvsim.sim.replica import SimConfig, simulate
-    from kvsim.sim.chunk_reuse import chunk_cache_summary, unused_chunk_cache_note
-    from kvsim.pricing.estimate import whole_host_note
-    from kvsim.sim.inputs import whole_prompt_budget_note
+    from kvsim.sim.summary_extras import complete_summary, setup_notes
     from kvsim.traces import load_trace
     from kvsim.traces.pipeline import shortfall_note
 
@@ -164,9 +160,10 @@ def simulate_cmd(
                 methods.pop()
             skipped[spec] = str(err).splitlines()[0]
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
-    for note in [*kv_dtype_notes(kv_dtype, [m for _, m in methods]), window_note(dep.model),
-                 whole_prompt_budget_note(tr.prompt_tokens, chunked_prefill, max_num_batched_tokens), inline_seed_note(tr, seed)]:
-        if note:
+    setup = setup_notes(dep, [m for _, m in methods], tr, kv_dtype=kv_dtype, chunked_prefill=chunked_prefill,
+                        max_num_batched_tokens=max_num_batched_tokens, seed=seed)
+    if as_json:  # (in each summary's notes too: the tables print those with the results)
+        for note in setup:
             print(f"note: {note}", file=sys.stderr)
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                          chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
@@ -191,31 +188,14 @@ def simulate_cmd(
             skipped[spec] = str(err).splitlines()[0]
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
             continue
-        cc = chunk_cache_summary(m, tr)
-        if cc is not None:
-            res.summary["chunk_cache"] = cc
-            by_tier = ", ".join(f"{t} {v:.1%}" for t, v in cc["hit_rate_by_tier"].items())
-            print(f"note: {m.label()}: chunk cache ({cc['policy']}) hit rate {cc['hit_rate']:.1%} of "
-                  f"{cc['lookups']:,} lookups ({by_tier}); KV loads assumed hidden behind the recompute", file=sys.stderr)
-        unused = unused_chunk_cache_note(m, tr)
-        if unused is not None:
-            res.summary.setdefault("notes", []).append(unused)
-            print(f"note: {unused}", file=sys.stderr)
-        # (the summary's notes are printed with the results)
-        res.summary.setdefault("notes", []).extend(
-            n for n in (m.mla_note(), None if split is not None else whole_host_note(m)) if n)
-        res.summary["method_spec"] = spec
-        res.summary["trace_source"] = tr.source
-        res.summary["trace_notice"] = tr.notice
+        for note in complete_summary(res, m, tr, dep, spec=spec, slo=slo, disaggregated=split is not None,
+                                     extra_notes=tuple(setup)):
+            print(f"note: {note}", file=sys.stderr)  # (the summary's notes are printed with the results)
         res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,
                                      "trace_model": trace_model, "log_type": log_type, "seed": seed,
                                      "calibration": calibration, "format": trace_format, "columns": columns,
                                      "time_unit": time_unit, "arrivals": arrivals, "strict": strict,
                                      "tokenizer": tokenizer}
-        if dep.expert_offload is not None:
-            res.summary["expert_offload"] = dep.expert_offload.label()
-        if slo is not None:
-            res.summary["slo"] = slo_verdict(slo, res.summary)
         results.append(res)
     if not results:
         raise ConfigError("no method could be simulated")
@@ -373,13 +353,3 @@ def _instance(side: str | None, tp_flag: str | None, build):
             msg = tp_flag + msg[len("--tp"):]
         raise ConfigError(f"{side} instances: {msg}") from None
 
-
-def inline_seed_note(trace, seed: int) -> str | None:
-    """A synthetic spec's own ``seed=`` draws the trace (it wins over ``--seed``, which still seeds
-    the simulator's own choices, e.g. random routing): say so when the two differ (the seed that drew
-    it: ``trace.meta["seed"]``, recorded by the synthetic loader)."""
-    used = trace.meta.get("seed")
-    if used is None or not seed or used == seed:
-        return None
-    return (f"the trace spec's seed={used} draws the trace; --seed {seed} seeds only the simulator "
-            "(the summary's config.seed)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from kvsim.costmodel.deployment import Deployment
-from kvsim.errors import SpecError, unknown_name
+from kvsim.errors import ConfigError, SpecError, unknown_name
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.methods.a2ats import A2ATS
 from kvsim.methods.cacheblend import CacheBlend
@@ -77,11 +77,39 @@ REGISTRY: dict[str, type[KVMethod]] = {
     "kvcrush": KVCrush,
 }
 
-__all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "KVMethod", "MethodParams", "Residency"]
+__all__ = ["REGISTRY", "make_method", "method_names", "parse_method_spec", "split_methods", "KVMethod", "MethodParams", "Residency"]
 
 
 def method_names() -> list[str]:
     return list(REGISTRY)
+
+
+def split_methods(values: list[str]) -> list[str]:
+    """Split ``--method`` values into method specs.
+
+    ``"full,kivi:bits=4,group=64,magicpig"`` -> ``["full", "kivi:bits=4,group=64", "magicpig"]``
+    (a comma item holding ``=`` but no ``:`` before any ``+`` continues the previous method's params,
+    so ``kivi:bits=4,group=64+quest:page_size=32`` stays one composed spec);
+    ``"all"`` expands to every registered method with default params.
+    """
+    out: list[str] = []
+    for v in values:
+        for item in v.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            head = item.split("+", 1)[0]
+            if "=" in head and ":" not in head:
+                if not out:
+                    raise ConfigError(f"--method: parameter '{item}' comes before any method name")
+                out[-1] += "," + item
+            elif item.lower() == "all":
+                out.extend(method_names())
+            else:
+                out.append(item)
+    if not out:
+        raise ConfigError("--method: no method given")
+    return out
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:

@@ -319,6 +319,15 @@ class PlanResult(_Frozen):
     engine: dict = {}
     provenance: list[dict] = []
 
+    def nothing_runs(self) -> str | None:
+        """Why no configuration could even be built (every row an error), or None: ``kvsim plan``
+        exits with it and :func:`kvsim.plan` raises it."""
+        if not self.configs or any(c.error is None for c in self.configs):
+            return None
+        first = self.configs[0]
+        return (f"no configuration can run: {first.label}: {first.error}"
+                + (f" (and {len(self.configs) - 1} more; the note of each row says why)" if len(self.configs) > 1 else ""))
+
 
 def cost_usd_per_mtok(price: Price | None, gpus: int, output_tok_per_s: float) -> float | None:
     """``usd_per_hour * gpus / (tokens/s * 3600) * 1e6``: dollars per million output tokens."""

@@ -269,6 +269,40 @@ def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str =
     return Estimator(dep, method, max_num_batched_tokens, max_num_seqs, batch_cap).run(context, batch)
 
 
+#: the context priced when none is given (a model of a shorter maximum takes its maximum)
+DEFAULT_CONTEXT_TOKENS = 4096
+
+
+def default_context(model, flag: str = "context") -> tuple[int, str | None]:
+    """The context priced when none is given: 4,096 tokens, or the model's max context if smaller
+    (OPT's 2,048), with a note saying so in that case."""
+    context = min(DEFAULT_CONTEXT_TOKENS, model.max_context_tokens)
+    if context < DEFAULT_CONTEXT_TOKENS:
+        return context, f"{flag} defaults to {context:,}, {model.name}'s max context ({DEFAULT_CONTEXT_TOKENS:,} otherwise)"
+    return context, None
+
+
+def batch_engine_note(batch: int | str, max_num_seqs: int, flags: tuple[str, str] = ("batch", "max_num_seqs")) -> str | None:
+    """A batch above the engine's sequence limit is priced as an engine of that many sequences: say so."""
+    if not isinstance(batch, int) or batch <= max_num_seqs:
+        return None
+    b_flag, s_flag = flags
+    return (f"{b_flag} {batch:,} is more than {s_flag} {max_num_seqs:,}: priced as an engine of {batch:,} sequences "
+            f"(vLLM runs at most {s_flag} at once; its reserves, and a hybrid model's state slots, grow with it)")
+
+
+def answered(r: EstimateResult) -> EstimateResult:
+    """``r`` with what is not an answer removed: the latencies, throughput and breakdown of a batch
+    that does not fit (``reason`` says why) are None / empty, and so is the TTFT of a request that
+    does not fit alone (``kvsim estimate --json`` prints the same)."""
+    if r.fits:
+        return r
+    update: dict = {"tpot_s": None, "throughput_tok_s": None, "breakdown": []}
+    if r.max_batch == 0:
+        update["ttft_s"] = None
+    return r.model_copy(update=update)
+
+
 def whole_host_note(m) -> str | None:
     """Said by estimate and simulate for a host-using method on a node of several replicas' worth of
     GPUs: the answer had the whole host, while `kvsim plan` gives each replica 1/(num_gpus // tp)."""

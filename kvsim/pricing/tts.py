@@ -151,6 +151,7 @@ class TaskCost:
     linear: Cost  # generated tokens' weight GEMMs etc. (N x L_out tokens)
     attention: Cost  # generated tokens' attention (N samples)
     roofline_s: float = 0.0  # kvsim's roofline seconds of the whole task on one GPU, overheads left out
+    notes: tuple[str, ...] = ()  # one line each, for the user (``kvsim estimate --tts`` prints them as `note:` lines)
 
     @property
     def off_gpu(self) -> bool:
@@ -186,6 +187,20 @@ class TaskCost:
         """Attention eFLOPs over linear eFLOPs of the generated tokens."""
         return self.attention_eflops / self.linear_eflops if self.linear_eflops > 0 else float("inf")
 
+    def numbers(self) -> dict:
+        """The task's numbers as ``kvsim estimate --tts --json`` prints them (plain floats and bools)."""
+        t = self.task
+        return {"intensity_flops_per_byte": self.intensity_flops_per_byte, "prefill_eflops": self.prefill_eflops,
+                "linear_eflops": self.linear_eflops, "attention_eflops": self.attention_eflops,
+                "total_eflops": self.total_eflops, "attention_share": self.attention_share,
+                "attention_to_linear": self.attention_to_linear,
+                "eflops_per_generated_token": self.total_eflops / (t.samples * t.gen_tokens),
+                "roofline_s": self.roofline_s, "off_gpu_work": self.off_gpu}
+
+    def to_dict(self) -> dict:
+        """The task (its fields), its numbers (:meth:`numbers`) and its notes: JSON-ready."""
+        return {**self.task.model_dump(), **self.numbers(), "notes": list(self.notes)}
+
 
 def task_cost(dep: Deployment, method: KVMethod, task: TTSTask, *, batch: int | None = None,
               intensity: float | None = None) -> TaskCost:
@@ -203,6 +218,21 @@ def task_cost(dep: Deployment, method: KVMethod, task: TTSTask, *, batch: int | 
     secs = sum(float(roof(without_overheads(c)).total_s) for c in (prefill, lin, att))
     return TaskCost(task=task, intensity_flops_per_byte=I, prefill=prefill, linear=lin, attention=att,
                     roofline_s=secs)
+
+
+def task_notes(dep: Deployment, task: TTSTask | None) -> list[str]:
+    """Notes on pricing ``task`` (None: its length is not known yet) on ``dep``: a task past the
+    model's context is priced as written; at TP > 1 the numbers are per GPU."""
+    notes = []
+    limit = dep.model.max_context_tokens
+    if task is not None and task.prompt_tokens + task.gen_tokens > limit:
+        notes.append(f"prompt {task.prompt_tokens:,} + gen {task.gen_tokens:,} tokens is past {dep.model.name}'s context of "
+                     f"{limit:,} tokens: priced as written (a model past its trained context; --context needs "
+                     f"--allow-long-context for the same reason)")
+    if dep.tp > 1:
+        notes.append(f"eFLOPs and roofline seconds are per GPU of the TP-{dep.tp} replica (each GPU's share of the "
+                     f"task; the task's eFLOPs are {dep.tp}x, plus the all-reduces)")
+    return notes
 
 
 def without_overheads(cost: Cost) -> Cost:

@@ -1,0 +1,71 @@
+"""What a simulation's summary carries beyond the simulator's own metrics, shared by
+``kvsim simulate`` and :func:`kvsim.simulate` (so that the Python API's ``summary`` is the
+command's JSON): the notes on the run's inputs (a method's own KV format, windowed attention, a
+whole-prompt budget, a trace's own seed), the chunk cache of non-prefix reuse, the method's and
+trace's provenance, expert offloading and the SLO verdict.
+"""
+
+from __future__ import annotations
+
+from kvsim.costmodel.deployment import Deployment
+from kvsim.methods import KVMethod
+from kvsim.pricing.estimate import whole_host_note
+from kvsim.pricing.input_notes import kv_dtype_notes, window_note
+from kvsim.sim.chunk_reuse import chunk_cache_summary, unused_chunk_cache_note
+from kvsim.sim.config import SimResult
+from kvsim.sim.inputs import whole_prompt_budget_note
+from kvsim.slo import SLO
+from kvsim.slo import verdict as slo_verdict
+from kvsim.traces import Trace
+
+
+def inline_seed_note(trace: Trace, seed: int) -> str | None:
+    """A synthetic spec's own ``seed=`` draws the trace (it wins over ``--seed``, which still seeds
+    the simulator's own choices, e.g. random routing): say so when the two differ (the seed that drew
+    it: ``trace.meta["seed"]``, recorded by the synthetic loader)."""
+    used = trace.meta.get("seed")
+    if used is None or not seed or used == seed:
+        return None
+    return (f"the trace spec's seed={used} draws the trace; --seed {seed} seeds only the simulator "
+            "(the summary's config.seed)")
+
+
+def setup_notes(dep: Deployment, methods: list[KVMethod], trace: Trace, *, kv_dtype: str, chunked_prefill: bool,
+                max_num_batched_tokens: int, seed: int) -> list[str]:
+    """Notes on a run's inputs, before any simulation (the command prints them once, for all methods)."""
+    notes = [*kv_dtype_notes(kv_dtype, methods), window_note(dep.model),
+             whole_prompt_budget_note(trace.prompt_tokens, chunked_prefill, max_num_batched_tokens),
+             inline_seed_note(trace, seed)]
+    return [n for n in notes if n]
+
+
+def complete_summary(res: SimResult, method: KVMethod, trace: Trace, dep: Deployment, *, spec: str,
+                     slo: SLO | None, disaggregated: bool = False, extra_notes: tuple = ()) -> list[str]:
+    """Add to ``res.summary`` what ``kvsim simulate --json`` prints beyond the simulator's metrics
+    (``notes`` extended by ``extra_notes`` and the method's, ``chunk_cache``, ``method_spec``,
+    ``trace_source``, ``trace_notice``, ``expert_offload``, ``slo``). Returns the notes to print now
+    that the summary's own notes are not printed with (the chunk cache's hit rates)."""
+    s = res.summary
+    notes = s.setdefault("notes", [])
+    printed = []
+    for n in extra_notes:
+        if n and n not in notes:
+            notes.append(n)
+    cc = chunk_cache_summary(method, trace)
+    if cc is not None:
+        s["chunk_cache"] = cc
+        by_tier = ", ".join(f"{t} {v:.1%}" for t, v in cc["hit_rate_by_tier"].items())
+        printed.append(f"{method.label()}: chunk cache ({cc['policy']}) hit rate {cc['hit_rate']:.1%} of "
+                       f"{cc['lookups']:,} lookups ({by_tier}); KV loads assumed hidden behind the recompute")
+    unused = unused_chunk_cache_note(method, trace)
+    if unused is not None:
+        notes.append(unused)
+    notes.extend(n for n in (method.mla_note(), None if disaggregated else whole_host_note(method)) if n)
+    s["method_spec"] = spec
+    s["trace_source"] = trace.source
+    s["trace_notice"] = trace.notice
+    if dep.expert_offload is not None:
+        s["expert_offload"] = dep.expert_offload.label()
+    if slo is not None:
+        s["slo"] = slo_verdict(slo, s)
+    return printed

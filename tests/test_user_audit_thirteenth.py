@@ -1,0 +1,114 @@
+"""Findings of the thirteenth session's audits (Python API; less-covered methods), each fixed:
+every test here failed on the code before the fix (b836b4e)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kvsim
+from kvsim.errors import ConfigError, KvsimError
+from kvsim.methods import make_method
+
+
+# ---------------------------------------------------------------- Python API
+
+
+def test_a_method_built_for_another_model_is_refused():
+    """Before: ``estimate(model="qwen3-8b", method=<full built for Llama-3.1-8B>)`` priced Llama's
+    131,072 B/token under Qwen3-8B's name (Qwen3-8B: 36 layers x 8 KV heads x 128 x 2 x 2 B = 147,456)."""
+    m = make_method("full", kvsim.deployment("h100", "llama-3.1-8b"))
+    assert kvsim.estimate(hw="h100", model="llama-3.1-8b", method=m, context=8192).kv_bytes_per_token_gpu == 131_072
+    with pytest.raises(ConfigError, match="built for llama-3.1-8b"):
+        kvsim.estimate(hw="h100", model="qwen3-8b", method=m, context=8192, batch=8)
+    assert kvsim.estimate(hw="h100", model="qwen3-8b", context=8192).kv_bytes_per_token_gpu == 36 * 8 * 128 * 2 * 2
+
+
+def test_estimate_api_answers_as_the_command_does():
+    """A batch that does not fit has no TPOT / throughput (the CLI printed null, the API numbers);
+    an OPT model defaults to its own 2,048-token maximum (the API raised); notes as `note:` lines."""
+    r = kvsim.estimate(batch=512)
+    assert not r.fits and r.tpot_s is None and r.throughput_tok_s is None and r.breakdown == []
+    assert any("more than max_num_seqs 256" in n for n in r.notes)
+    cli = json.loads(subprocess.run([sys.executable, "-m", "kvsim", "estimate", "--batch", "512", "--json"],
+                                    capture_output=True, text=True, check=True).stdout)[0]
+    assert cli["tpot_s"] is None and cli["ttft_s"] == pytest.approx(r.ttft_s, rel=1e-12)
+    long = kvsim.estimate(context=10**6, allow_long_context=True)
+    assert long.max_batch == 0 and long.ttft_s is None
+    opt = kvsim.estimate(model="opt-6.7b")
+    assert opt.context == 2048 and any("defaults to 2,048" in n for n in opt.notes)
+    assert any("measure it (nccl-tests" in n for n in kvsim.estimate(hw="l4", tp=4).notes)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: kvsim.estimate(gpu_memory_utilization="0.9"),
+    lambda: kvsim.estimate(kv_dtype=None),
+    lambda: kvsim.estimate(context=2.5),
+    lambda: kvsim.tts_cost(batch=float("nan")),
+    lambda: kvsim.tts_cost(batch=2.5),
+    lambda: kvsim.tts_cost(tts=None),
+    lambda: kvsim.tts_cost(intensity="x"),
+    lambda: kvsim.tts_cost(foo=1),
+    lambda: kvsim.load_trace("burstgpt", foo=1),
+    lambda: kvsim.plan(hws=None),
+    lambda: kvsim.plan(max_num_seqs=0),
+    lambda: kvsim.plan(sim_options={"foo": 1}),
+    lambda: kvsim.plan(hws=[kvsim.hardware.load_system("h100")]),
+])
+def test_bad_api_arguments_are_one_line_kvsim_errors(call):
+    """Before: TypeError / AttributeError / ValueError tracebacks, a pydantic block, or NaN eFLOPs."""
+    with pytest.raises(KvsimError) as err:
+        call()
+    assert "\n" not in str(err.value)
+
+
+def test_tts_cost_carries_its_notes_and_serializes():
+    c = kvsim.tts_cost(tts="best-of-n=1,gen=1000000")
+    assert any("past qwen3-8b's context of 40,960" in n for n in c.notes)
+    d = json.loads(json.dumps(c.to_dict()))
+    # eFLOPs per generated token: total / (samples x gen tokens)
+    assert d["eflops_per_generated_token"] == pytest.approx(c.total_eflops / 1_000_000, rel=1e-12)
+    assert d["gen_tokens"] == 1_000_000 and d["notes"] == list(c.notes)
+
+
+def test_plan_api_takes_the_commands_token_bound_lists_and_engine_settings():
+    """Before: ``slo_tpot_s=1.0`` kept ITL <= 0.1 s (the CLI drops it), ``"a100,h100"`` was one
+    unknown name, ``max_num_seqs=`` was refused, and a plan nothing could run returned rate 0."""
+    p = kvsim.plan(hws="a100", methods="full", slo_ttft_s=10.0, slo_tpot_s=1.0, num_requests=60)
+    assert p.slo.itl_s is None and p.slo.tpot_s == 1.0
+    assert kvsim.plan(hws="a100", num_requests=60).slo.itl_s == 0.1  # neither bound: ITL <= 100 ms
+    labels = [c.label for c in kvsim.plan(hws="a100,h100", methods="full,kivi:bits=2,group=32", num_requests=60,
+                                          max_num_seqs=64).configs]
+    assert sorted(labels) == sorted(["a100-80g · full", "a100-80g · kivi", "h100 · full", "h100 · kivi"])
+    with pytest.raises(ConfigError, match="no configuration can run"):
+        kvsim.plan(kv_dtype="int4", num_requests=50)
+
+
+def test_simulate_api_summary_is_the_commands_json():
+    """Before: the API's summary lacked ``slo``, ``method_spec``, ``trace_source`` and the notes the
+    command prints (a method's own KV format, windowed attention)."""
+    kw = dict(hw="h100", model="mistral-7b-v0.1", trace="azure-conv", num_requests=30, kv_dtype="fp8", method="kivi",
+              slo_ttft_s=2.0, slo_tpot_s=0.05)
+    r = kvsim.simulate(**kw)
+    cli = json.loads(subprocess.run(
+        [sys.executable, "-m", "kvsim", "simulate", "--hw", "h100", "--model", "mistral-7b-v0.1", "--trace", "azure-conv",
+         "-n", "30", "--kv-dtype", "fp8", "--method", "kivi", "--slo-ttft", "2s", "--slo-tpot", "50ms", "--json"],
+        capture_output=True, text=True, check=True).stdout)
+    assert r.summary["slo"] == cli["slo"] and r.summary["method_spec"] == cli["method_spec"] == "kivi"
+    assert r.summary["notes"] == cli["notes"]
+    assert any("windowed attention" in n for n in cli["notes"]) and any("own format" in n for n in cli["notes"])
+    assert r.summary["config"]["gpu_memory_utilization"] == cli["config"]["gpu_memory_utilization"] == 0.9
+    assert r.summary["ttft_s"] == cli["ttft_s"]
+    assert set(cli) - set(r.summary) == {"trace_spec"}  # (the command's own flags)
+
+
+def test_split_methods_lives_in_the_library():
+    from kvsim.methods import split_methods
+
+    assert split_methods(["full,kivi:bits=4,group=64+quest:page_size=32,snapkv"]) == [
+        "full", "kivi:bits=4,group=64+quest:page_size=32", "snapkv"]
+    assert np.isfinite(kvsim.estimate(method="kivi:bits=2").tpot_s)

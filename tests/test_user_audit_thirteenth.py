@@ -112,3 +112,41 @@ def test_split_methods_lives_in_the_library():
     assert split_methods(["full,kivi:bits=4,group=64+quest:page_size=32,snapkv"]) == [
         "full", "kivi:bits=4,group=64+quest:page_size=32", "snapkv"]
     assert np.isfinite(kvsim.estimate(method="kivi:bits=2").tpot_s)
+
+
+# ---------------------------------------------------------------- methods
+
+
+def _one_request_csv(tmp_path, prompt: int) -> str:
+    f = tmp_path / "one.csv"
+    f.write_text(f"arrival,prompt,output\n0,{prompt},16\n")
+    return str(f)
+
+
+@pytest.mark.parametrize("method,rejected", [("elastic", 1), ("mikv", 1), ("zipcache", 1), ("h2o", 1), ("cake", 0)])
+def test_prefill_peak_of_methods_that_choose_from_the_whole_prompt(tmp_path, method, rejected):
+    """One 40,000-token prompt of Llama-3.1-8B on an L4: its 16-bit KV is 40,000 x 131,072 B = 5.24 GB,
+    above the L4's KV pool (4.46 GB). Elastic Cache merges by the whole prompt's scores, MiKV picks
+    precision by H2O importance, ZipCache saliency from probe tokens' attention over the prompt: each
+    holds the prompt's full KV until prefill ends, as H2O does, so the request is rejected (before:
+    Elastic ran with a 4.20 GB peak = 0.8 x 5.24). CAKE's cascade trims layer by layer (METHODS.md 1.8:
+    it caps the peak at the budget), so it runs (before: rejected as SnapKV is)."""
+    from kvsim.traces import load_trace
+
+    tr = load_trace(_one_request_csv(tmp_path, 40_000), format="csv",
+                    columns="arrival=arrival,prompt=prompt,output=output")
+    r = kvsim.simulate(hw="l4", method=method, trace=tr)
+    assert r.summary["requests_rejected"] == rejected
+    if rejected:
+        assert r.summary["rejected_reasons"] == {"gpu_memory": 1}
+
+
+def test_xecomla_refuses_a_latent_no_smaller_than_full_kv():
+    """Llama-3.1-8B caches 2 x 8 x 128 = 2,048 values per token and layer; rank 4,096 + RoPE 32 gave
+    264,192 B/token (2.02x full's 131,072) with no word. Rank 1,983 + 32 = 2,015 < 2,048 is allowed:
+    2,015 x 2 B x 32 layers = 128,960 B/token."""
+    with pytest.raises(ConfigError, match="no less than full KV"):
+        kvsim.estimate(method="xecomla:kv_lora_rank=4096")
+    with pytest.raises(ConfigError, match="no less than full KV"):
+        kvsim.estimate(method="xecomla:kv_lora_rank=2016")  # 2,016 + 32 = 2,048
+    assert kvsim.estimate(method="xecomla:kv_lora_rank=1983").kv_bytes_per_token_gpu == 2015 * 2 * 32

@@ -63,6 +63,10 @@ class CAKE(SnapKV):
     summary = "CAKE: one budget (1024 tokens per layer on average) split by layer preference, cascading eviction"
     Params = CAKEParams  # type: ignore[assignment]
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
+    # the cascade trims each layer as prefill goes (module docstring; METHODS.md 1.8: it "caps the peak
+    # memory at the budget"), so unlike SnapKV the prompt's whole KV is never held: the budget from the
+    # first chunk on (the layer being trimmed, at most one layer's prompt KV, is transient and not reserved)
+    full_prompt_until_prefilled = False
 
     def kept(self, p: np.ndarray) -> np.ndarray:
         """Prompt tokens kept per layer (mean over layers) for prompts of ``p`` tokens."""

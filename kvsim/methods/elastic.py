@@ -57,6 +57,7 @@ class ElasticCache(KVMethod):
     summary = "Elastic Cache: merge the 20% least important prompt tokens into anchors, fixed-point eviction in generation"
     Params = ElasticParams
     role = "selection"  # composes with a storage method (kvsim.methods.compose)
+    full_prompt_until_prefilled = True  # (the merge needs the whole prompt's scores: the prefill peak holds its KV)
 
     def check(self) -> None:
         require_not_mla(self.dep, "elastic", "merging per-head keys and values into anchor tokens")

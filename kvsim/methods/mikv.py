@@ -65,6 +65,7 @@ class MiKV(KVMethod):
     Params = MiKVParams
     own_kv_format = True  # (its codes and residual do not follow --kv-dtype)
     linear_residency = False  # + per-request outlier-balancer factors
+    full_prompt_until_prefilled = True  # (precision follows H2O importance over the whole prompt: the prefill peak holds its KV)
 
     def __init__(self, dep, params=None):
         super().__init__(dep, params)

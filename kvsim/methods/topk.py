@@ -10,6 +10,11 @@ the top ``k`` per query head, then reads only those ``k`` values (``k/S`` of V, 
 On an MLA model the cached latent (``c_KV`` and the RoPE key) is the key and holds the value: K
 bytes and V bytes are each the whole latent row.
 
+METHODS.md's "Cost2 = k/S" counts QK and PV on the k selected tokens (as a kernel that gathers their
+rows and recomputes their scores would, and as ``oracle`` prices its samples); exact top-k has
+their scores from Cost1, so this prices PV only: k/(2S) of full attention's FLOPs and ``k`` K rows
+less (2 % and 1 % at the default ratio 0.04; a thirteenth-session audit asked which to follow).
+
 No memory is saved (full KV resident); prefill is standard. ``budget_ratio`` (default 0.04, the
 middle of MagicPIG Table 6's 0.02/0.04/0.06) or ``budget_tokens`` sets ``k``.
 """

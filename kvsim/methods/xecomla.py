@@ -58,3 +58,8 @@ class XEcoMLA(ReshapedModelMethod):
         if p.qk_rope_head_dim >= m.head_dim:
             raise ConfigError(f"xecomla qk_rope_head_dim ({p.qk_rope_head_dim}) must be below the head dim "
                               f"({m.head_dim}) of {m.name}")
+        full = 2 * m.num_kv_heads * m.head_dim  # K and V values per token per layer of the model's own cache
+        if p.kv_lora_rank + p.qk_rope_head_dim >= full:
+            raise ConfigError(f"xecomla kv_lora_rank + qk_rope_head_dim ({p.kv_lora_rank} + {p.qk_rope_head_dim}) must be "
+                              f"below {m.name}'s own KV width per token and layer (2 x {m.num_kv_heads} KV heads x "
+                              f"{m.head_dim} = {full}): the latent would cache no less than full KV")

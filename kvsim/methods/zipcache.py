@@ -51,6 +51,7 @@ class ZipCache(KVMethod):
     Params = ZipCacheParams
     own_kv_format = True  # (its codes and residual do not follow --kv-dtype)
     linear_residency = False  # + fixed per-request quantization parameters
+    full_prompt_until_prefilled = True  # (saliency from the probe tokens' attention over the whole prompt: the prefill peak holds its KV)
 
     def __init__(self, dep, params=None):
         super().__init__(dep, params)

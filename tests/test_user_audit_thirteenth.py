@@ -150,3 +150,12 @@ def test_xecomla_refuses_a_latent_no_smaller_than_full_kv():
     with pytest.raises(ConfigError, match="no less than full KV"):
         kvsim.estimate(method="xecomla:kv_lora_rank=2016")  # 2,016 + 32 = 2,048
     assert kvsim.estimate(method="xecomla:kv_lora_rank=1983").kv_bytes_per_token_gpu == 2015 * 2 * 32
+
+
+def test_a_bad_inline_trace_option_is_an_error_even_when_a_flag_overrides_it():
+    """Before: ``synthetic-poisson:n=-5`` with ``num_requests=20`` ran 20 requests; without it, an error."""
+    from kvsim.errors import TraceError
+
+    with pytest.raises(TraceError, match="n: must be in"):
+        kvsim.load_trace("synthetic-poisson:n=-5", num_requests=20)
+    assert len(kvsim.load_trace("synthetic-poisson:n=5", num_requests=20)) == 20  # (a good one is still overridden)

@@ -146,6 +146,10 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
         else:
             choices = sorted({f.alias or k for k, f in model.model_fields.items()} | {"seed"})
             raise TraceError(f"unknown option '{key}' for {name}; options: {', '.join(choices)}")
+    try:  # the spec as written, first: a bad inline value is an error even where a flag overrides it
+        model.model_validate(values)
+    except ValidationError as err:
+        raise TraceError(_validation_line(name, err)) from None
     if opts.rate is not None:
         values["rate"] = opts.rate
     if opts.num_requests is not None:

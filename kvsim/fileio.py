@@ -24,7 +24,7 @@ import signal
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from kvsim.errors import KvsimError
 
@@ -179,12 +179,32 @@ def staged(path: Path | str) -> Iterator[Path]:
 
 
 def read_manifest(directory: Path | str) -> set[str]:
-    """Relative paths kvsim wrote in ``directory`` (empty when there is no manifest)."""
+    """Relative paths kvsim wrote in ``directory`` (empty when there is no manifest). Entries that
+    are not plain relative paths inside it (absolute, ``..``, empty) are ignored: a manifest is a
+    file in a folder someone may have copied or edited, and kvsim prunes what it lists."""
     try:
         data = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
-        return {str(x) for x in data.get("files", [])}
-    except (OSError, ValueError, AttributeError):
+        return {str(x) for x in data.get("files", []) if _plain_relative(x)}
+    except (OSError, ValueError, AttributeError, TypeError):
         return set()
+
+
+def _plain_relative(name) -> bool:
+    """A manifest entry kvsim could have written: a relative path of plain names (no ``..``, not absolute)."""
+    if not isinstance(name, str) or not name or "\\" in name:
+        return False
+    p = PurePosixPath(name)
+    return not p.is_absolute() and all(part not in ("", ".", "..") for part in p.parts)
+
+
+def _inside(d: Path, rel: str) -> bool:
+    """``d / rel``'s folder, symbolic links followed, is ``d`` or below it (so removing ``d / rel``
+    cannot touch anything outside ``d``)."""
+    try:
+        root, parent = d.resolve(), (d / rel).parent.resolve()
+    except OSError:
+        return False
+    return parent == root or root in parent.parents
 
 
 def _manifest_text(files: set[str]) -> str:
@@ -272,6 +292,8 @@ def write_tree(directory: Path | str, files: Mapping[str, str | bytes], *, force
             _remove_empty_dirs(d)
         raise
     for rel in sorted(stale):
+        if not _inside(d, rel):  # (a folder on its path is a link out of d now: leave it)
+            continue
         try:
             (d / rel).unlink(missing_ok=True)
         except OSError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -236,17 +237,35 @@ def _mapping_without_duplicates(loader, node, deep=False):
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+#: YAML 1.1 integers a reader would take for decimal: a leading zero is octal (``040`` -> 32), ``1:30``
+#: sexagesimal (-> 90); YAML 1.2 and every other config format read them as 40 and text
+_SURPRISING_INT = re.compile(r"[-+]?(0[0-9_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)")
+
+
+def _int_as_written(loader, node):
+    """An integer as YAML 1.1 reads it, unless a reader would read it otherwise (:data:`_SURPRISING_INT`):
+    then an error at its line, since PyYAML silently turns ``num_layers: 040`` into 32 layers."""
+    text = loader.construct_scalar(node)
+    if _SURPRISING_INT.fullmatch(text.replace(" ", "")):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} is read as {yaml.SafeLoader.construct_yaml_int(loader, node)} by YAML 1.1 (a leading "
+            "zero is octal, ':' sexagesimal): write the number without a leading zero, or quote it", node.start_mark)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
 class _StrictSafeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate mapping keys."""
+    """PyYAML's safe loader, refusing duplicate mapping keys and integers YAML 1.1 reads unlike a reader."""
 
 
 _StrictSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+_StrictSafeLoader.add_constructor("tag:yaml.org,2002:int", _int_as_written)
 
 if getattr(yaml, "CSafeLoader", None) is not None:
     class _StrictCSafeLoader(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
         """libyaml's safe loader, refusing duplicate mapping keys."""
 
     _StrictCSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+    _StrictCSafeLoader.add_constructor("tag:yaml.org,2002:int", _int_as_written)
     _FAST_LOADER = _StrictCSafeLoader
 else:
     _FAST_LOADER = None

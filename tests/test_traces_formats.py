@@ -269,7 +269,7 @@ def test_arrivals_replace_a_files_own_and_say_so():
 
 @pytest.mark.parametrize("spec, what", [
     ("weibull:rate=4", "unknown kind 'weibull'"), ("poisson", "needs rate=R"), ("poisson:rate=0", "rate must be"),
-    ("poisson:rate=inf", "inf only for constant"), ("gamma:rate=4,cv=20", "cv must be > 0 and <= 10"),
+    ("poisson:rate=inf", "inf only for constant"), ("gamma:rate=4,cv=20", "cv must be in [0.001, 10]"),
     ("gamma:rate=4,shape=2", "unknown option 'shape'"), ("poisson:rate=x", "rate must be a number"),
     ("poisson:rate=4,seed=-1", "seed must be a whole number"),
 ])

@@ -159,3 +159,101 @@ def test_a_bad_inline_trace_option_is_an_error_even_when_a_flag_overrides_it():
     with pytest.raises(TraceError, match="n: must be in"):
         kvsim.load_trace("synthetic-poisson:n=-5", num_requests=20)
     assert len(kvsim.load_trace("synthetic-poisson:n=5", num_requests=20)) == 20  # (a good one is still overridden)
+
+
+# ---------------------------------------------------------------- command line: outputs and bad input
+
+
+def _cli(*argv, cwd=None):
+    from test_answers_hardening import cli
+
+    return cli(*argv, cwd=cwd)
+
+
+def test_a_forged_manifest_never_removes_files_outside_the_output_folder(tmp_path):
+    """Before: a .kvsim-manifest.json listing ``../victim.txt`` (or an absolute path, or ``full/../../x``)
+    in an --out folder made `kvsim simulate --out` delete that file, and folders emptied on its way."""
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "victim.txt").write_text("mine")
+    (tmp_path / "victimdir").mkdir()
+    (tmp_path / "victimdir" / "a").write_text("mine too")
+    (tmp_path / "evil" / ".kvsim-manifest.json").write_text(json.dumps({"written_by": "kvsim", "files": [
+        "../victim.txt", str(tmp_path / "victim.txt"), "full/../../victim.txt", "../victimdir/a"]}))
+    code, _, err = _cli("simulate", "-n", "20", "--out", str(tmp_path / "evil"))
+    assert code == 0, err
+    assert (tmp_path / "victim.txt").read_text() == "mine" and (tmp_path / "victimdir" / "a").exists()
+    assert (tmp_path / "evil" / "full" / "summary.json").exists()
+
+
+def test_report_never_replaces_what_it_reads_nor_its_script(tmp_path):
+    """Before: `kvsim report D --out D/configs/000-...json --force` replaced a configuration's result
+    with HTML (the folder no longer made a report), and `--out D/plotly-*.min.js` the script pages load."""
+    d = tmp_path / "plan1"
+    code, _, err = _cli("plan", "-n", "30", "--executor", "serial", "--no-cache", "--no-progress", "--out", str(d))
+    assert code == 0, err
+    config = next((d / "configs").glob("*.json"))
+    before = config.read_bytes()
+    code, _, err = _cli("report", str(d), "--out", str(config), "--force")
+    assert code == 1 and "is an input of this run" in err and config.read_bytes() == before
+    js = next(d.glob("plotly-*.min.js"))
+    code, _, err = _cli("report", str(d), "--out", str(js), "--force")
+    assert code == 1 and "plotly.js that kvsim's pages load" in err
+    assert _cli("report", str(d))[0] == 0
+
+
+def test_simulate_report_may_not_name_a_file_of_its_own_out_folder(tmp_path):
+    """Before: --report D/full/summary.json --force replaced the run's summary with the page (exit 0);
+    --report D/manifest.json failed after writing D. Now refused before any work; D/report.html is fine."""
+    for bad in ("full/summary.json", "manifest.json"):
+        d = tmp_path / f"o{len(bad)}"
+        code, _, err = _cli("simulate", "-n", "20", "--out", str(d), "--report", str(d / bad), "--force")
+        assert code == 1 and "is among the files --out" in err and not d.exists()
+    d = tmp_path / "ok"
+    assert _cli("simulate", "-n", "20", "--out", str(d), "--report", str(d / "report.html"))[0] == 0
+    assert json.loads((d / "full" / "summary.json").read_text())["method"] == "full"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (("trace", "info", "synthetic-gamma:cv=1e-200", "-n", "20"), "greater than or equal to 0.001"),  # ZeroDivisionError
+    (("trace", "info", "burstgpt", "-n", "5", "--arrivals", "gamma:rate=4,cv=1e-200"), "cv must be in [0.001, 10]"),
+    (("trace", "info", "burstgpt", "-n", "50", "--rate", "1e200"), "must be at most 1e+09"),  # CV read 0
+    (("trace", "info", "burstgpt", "-n", "50", "--time-scale", "1e308"), "must be at most 1e+09"),
+    (("plan", "-n", "30", "--no-cache", "--target-rate", "1e308"), "between 1e-09 and 1e+09"),  # OverflowError
+    (("plan", "-n", "30", "--no-cache", "--target-rate", "1e-320"), "between 1e-09 and 1e+09"),  # "arrives at nan s"
+    (("trace", "info", "synthetic-poisson:n=10,n=20"), "option 'n' given twice"),  # 20 requests
+    (("plan", "-n", "30", "--no-cache", "--method", "kivi", "--sweep", "kivi.bits=2,4", "--sweep", "kivi.bits=8"),
+     "kivi.bits=2,4,8"),  # bits=4 vanished
+    (("trace", "info", "synthetic-tree:width=1000,depth=1000", "-n", "20"), "prefix block ids"),  # MemoryError / OOM kill
+])
+def test_bad_values_are_one_line_errors(argv, message):
+    code, _, err = _cli(*argv)
+    assert code in (1, 2) and message in err and "Traceback" not in err, err
+
+
+def test_yaml_integers_read_as_a_reader_reads_them(tmp_path):
+    """PyYAML (YAML 1.1) read ``num_layers: 040`` as 32 layers (octal) with no word; ``1:30`` would be 90."""
+    from kvsim.errors import SpecError
+    from kvsim.specbase import read_yaml
+
+    for text, shown in (("num_layers: 040\n", "'040' is read as 32"), ("x: 1:30\n", "'1:30' is read as 90")):
+        f = tmp_path / "m.yaml"
+        f.write_text(text)
+        with pytest.raises(SpecError, match=shown):
+            read_yaml(f)
+    f.write_text("a: 40\nb: 0\nc: 3_2\nd: '040'\n")
+    assert read_yaml(f) == {"a": 40, "b": 0, "c": 32, "d": "040"}
+
+
+def test_json_inputs_with_a_key_written_twice(tmp_path):
+    """Before: the last copy won silently (a Mooncake row read prompt 5,000; a replay meta max_num_seqs 8)."""
+    rows = tmp_path / "moon.jsonl"
+    rows.write_text('{"timestamp": 0, "input_length": 100, "output_length": 10, "input_length": 5000}\n'
+                    '{"timestamp": 1, "input_length": 100, "output_length": 10}\n')
+    tr = kvsim.load_trace(str(rows))
+    assert len(tr) == 1 and int(tr.prompt_tokens[0]) == 100 and "given twice" in tr.notice
+    from kvsim.validate.replay_settings import read_meta
+
+    meta = tmp_path / "meta.json"
+    meta.write_text('{"hw": "h100", "max_num_seqs": 256, "max_num_seqs": 8}')
+    with pytest.raises(ConfigError, match="'max_num_seqs' given twice"):
+        read_meta(meta)

@@ -41,6 +41,8 @@ def _positive(text: str | None, flag: str) -> float | None:
         raise ConfigError(f"{flag} must be a number > 0, got '{text}'") from None
     if not v > 0 or v == float("inf"):
         raise ConfigError(f"{flag} must be a number > 0, got '{text}'")
+    if v > 1e9 or v < 1e-9:  # (a rate the search's trace can be rescaled to: requests per second)
+        raise ConfigError(f"{flag} must be between 1e-09 and 1e+09 requests/s, got '{text}'")
     return v
 
 

@@ -22,7 +22,9 @@ def report_cmd(
     from kvsim.plan.search import load_plan
 
     if out is not None:
-        check_page(out, self_contained, "--out", force, inputs=(Path(results_dir) / "plan.json",))
+        # (what the report reads: plan.json and every configs/*.json, never replaced, even with --force)
+        reads = (Path(results_dir) / "plan.json", *sorted((Path(results_dir) / "configs").glob("*.json")))
+        check_page(out, self_contained, "--out", force, inputs=reads)
     plan = load_plan(results_dir)
     page = plan_report_html(plan, self_contained=self_contained)
     if out is None:  # into the plan directory: kvsim's own files there, or refuse (see kvsim.fileio)

@@ -104,6 +104,8 @@ def simulate_cmd(
 
         offload = parse_offload(kv_offload)
     run_inputs = (trace, hw, model, calibration, prefill_hw, decode_hw, kv_link)  # (never replaced by an output)
+    if out is not None and report is not None:  # two outputs of this run must not name the same file
+        _check_report_beside_out(Path(out), Path(report))
     if out is not None:  # before the work: a bad output path must not cost a simulation
         check_tree(out, ["manifest.json"], flag="--out", force=force, inputs=run_inputs)  # the method folders: checked again at write
     if self_contained and report is None:
@@ -338,6 +340,19 @@ def _csv_col(v) -> list:
     if a.dtype.kind == "f":
         return ["" if x != x else repr(x) for x in a.tolist()]  # NaN -> empty cell
     return a.tolist()
+
+
+def _check_report_beside_out(out: Path, report: Path) -> None:
+    """``--report`` may sit in the ``--out`` folder (``D/report.html``) but not on a file the run
+    writes there (``manifest.json``, its manifest) nor inside a method's folder."""
+    from kvsim.fileio import MANIFEST  # lazy: CLI start-up
+
+    od, rp = out.resolve(), report.resolve()
+    if od not in rp.parents:
+        return
+    if rp.parent != od or rp.name in ("manifest.json", MANIFEST):
+        raise ConfigError(f"--report {report}: is among the files --out {out} holds (manifest.json, one folder per "
+                          f"method); put the page beside them, e.g. {out / 'report.html'}, or elsewhere")
 
 
 def _instance(side: str | None, tp_flag: str | None, build):

@@ -209,6 +209,8 @@ def check_page(path: str | Path, self_contained: bool = False, flag: str = "", f
     p = check_output_file(path, flag)
     refuse_inputs(p, inputs, flag)
     where = f"{flag} " if flag else ""
+    if p.name == PLOTLY_JS:  # (the page would replace the script it loads)
+        raise OutputError(f"{where}{p}: is the plotly.js that kvsim's pages load; name the page another file")
     if p.exists() and not force and not _is_kvsim_page(p):
         raise OutputError(f"{where}{p}: exists and is not a page kvsim wrote; move it away or pass --force to replace it")
     js = p.parent / PLOTLY_JS

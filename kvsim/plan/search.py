@@ -76,7 +76,7 @@ class PlanRequest(BaseModel):
     methods: list[str]  # method specs, sweeps already expanded
     trace: TraceSpec = TraceSpec()
     slo: SLO
-    target_rate_per_s: float | None = Field(None, gt=0)
+    target_rate_per_s: float | None = Field(None, ge=1e-9, le=1e9)  # requests/s (as --target-rate)
     tp: int = Field(1, ge=1)
     replicas: int = Field(1, ge=1)
     tp_choices: list[int] = list(TP_CHOICES)
@@ -104,7 +104,11 @@ def expand_sweeps(methods: list[str], sweeps: list[str]) -> list[str]:
         vals = [v.strip() for v in values.split(",") if v.strip()]
         if not (eq and dot and name and param and vals):
             raise ConfigError(f"--sweep expects METHOD.PARAM=V1,V2,... (e.g. kivi.bits=2,4), got '{s}'")
-        grid.setdefault(name.lower(), {})[param] = vals
+        params = grid.setdefault(name.lower(), {})
+        if param in params:  # (the second replaced the first's values: configurations vanished)
+            raise ConfigError(f"--sweep {name}.{param} given twice; give all its values in one: "
+                              f"{name}.{param}={','.join(params[param] + vals)}")
+        params[param] = vals
     out = list(methods)
     for name, params in grid.items():
         keys = list(params)

@@ -59,11 +59,20 @@ class _CheckedGzip(io.RawIOBase):
         super().close()
 
 
+def not_found(path: Path) -> TraceError:
+    """The error for a trace path that is not a readable file: missing, a folder, or a link to nothing."""
+    if path.is_symlink() and not path.exists():
+        return TraceError(f"{path}: a symbolic link that leads to no file (a loop, or its target is missing)")
+    if path.is_dir():
+        return TraceError(f"{path}: is a folder, not a trace file")
+    return TraceError(f"trace file not found: {path}")
+
+
 def open_text(path: Path) -> io.TextIOBase:
     """Open a (possibly ``.gz``) text file as UTF-8; a missing file raises TraceError."""
     path = Path(path)
     if not path.is_file():
-        raise TraceError(f"trace file not found: {path}")
+        raise not_found(path)
     try:
         if path.suffix == ".gz":
             return io.TextIOWrapper(io.BufferedReader(_CheckedGzip(path)), encoding="utf-8-sig", newline="")

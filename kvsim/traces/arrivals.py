@@ -22,6 +22,7 @@ import numpy as np
 from kvsim.errors import TraceError
 
 MAX_CV = 10.0  # beyond it Gamma(1/cv^2) gaps underflow to 0: every request at t=0
+MIN_CV = 1e-3  # below it the gaps are constant to 0.1 % (use constant:rate=R); cv^2 underflows from ~1e-154
 KINDS = {"poisson": ("rate",), "gamma": ("rate", "cv"), "constant": ("rate",)}
 EXAMPLES = "poisson:rate=4, gamma:rate=4,cv=2 or constant:rate=4"
 
@@ -87,8 +88,9 @@ def parse_arrivals(text: str) -> ArrivalSpec:
         raise TraceError(f"--arrivals: rate must be a number > 0 and <= 1e9 requests/s "
                          f"(inf only for constant), got '{values['rate']}'")
     cv = _float(values.get("cv", "1"), "cv")
-    if not 0 < cv <= MAX_CV:
-        raise TraceError(f"--arrivals: cv must be > 0 and <= {MAX_CV:g}, got '{values.get('cv')}'")
+    if not MIN_CV <= cv <= MAX_CV:
+        raise TraceError(f"--arrivals: cv must be in [{MIN_CV:g}, {MAX_CV:g}] (constant:rate=R for even gaps), "
+                         f"got '{values.get('cv')}'")
     seed = None
     if "seed" in values:
         try:

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from kvsim.errors import TraceError, unknown_name
 from kvsim.specbase import short_repr
 from kvsim.traces import azure, burstgpt, mooncake, rag, scbench, sharegpt, synthetic, tabular, tts, vidur, vllm_bench
-from kvsim.traces._io import first_line, iter_lines, utf8_error
+from kvsim.traces._io import first_line, iter_lines, not_found, utf8_error
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, build_trace, without_rate
 from kvsim.traces.values import load_json
@@ -114,6 +114,8 @@ def parse_inline(name: str, text: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise TraceError(f"bad option '{item}' in trace spec '{name}:{text}'; expected key=value")
+        if key.strip() in options:  # (the last one won silently: a user edits one copy, kvsim reads the other)
+            raise TraceError(f"option '{key.strip()}' given twice in trace spec '{name}:{text}'; keep one")
         options[key.strip()] = value.strip()
     return options
 
@@ -268,7 +270,7 @@ def load_file(path: Path, opts: LoadOptions) -> Trace:
     if fmt not in FORMATS:
         raise TraceError(str(unknown_name("trace format", fmt, FORMATS)))
     if not path.is_file():
-        raise TraceError(f"trace file not found: {path}")
+        raise not_found(path)
     parsed = None
     if fmt == "auto":
         fmt, parsed = detect(path, opts)

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kvsim.specbase import Float, number
 from kvsim.traces._io import MAX_TOKENS
-from kvsim.traces.arrivals import MAX_CV, gamma_arrivals, poisson_arrivals  # the one place of the gap draws
+from kvsim.traces.arrivals import MAX_CV, MIN_CV, gamma_arrivals, poisson_arrivals  # the one place of the gap draws
 from kvsim.traces.pipeline import RawRequests
 
 SQRT2 = math.sqrt(2.0)  # CV of Gamma(shape 0.5): 1/sqrt(0.5)
@@ -64,7 +64,7 @@ class PoissonParams(_Params):
 class GammaParams(PoissonParams):
     """Gamma-distributed gaps with coefficient of variation ``cv`` (bursty when > 1)."""
 
-    cv: Float = Field(SQRT2, gt=0, le=MAX_CV, description="CV of inter-arrival gaps")
+    cv: Float = Field(SQRT2, ge=MIN_CV, le=MAX_CV, description="CV of inter-arrival gaps")
 
 
 class FixedParams(_Params):
@@ -79,7 +79,7 @@ class BurstGPTParams(_Params):
     """BurstGPT-modelled workload: Gamma gaps, Zipf lengths truncated to [min, max]."""
 
     rate: Rate = Field(1.0, description="mean arrival rate, requests/s")
-    cv: Float = Field(SQRT2, gt=0, le=MAX_CV, description="CV of inter-arrival gaps")
+    cv: Float = Field(SQRT2, ge=MIN_CV, le=MAX_CV, description="CV of inter-arrival gaps")
     prompt_a: ZipfA = Field(0.75, description="Zipf exponent of prompt lengths")
     prompt_min: Tokens = Field(12, description="shortest prompt, tokens")
     prompt_max: Tokens = Field(2048, description="longest prompt, tokens")

@@ -92,6 +92,12 @@ class TreeParams(_TaskParams):
     def _size(self) -> TreeParams:
         if self.width * self.depth > 10_000_000:
             raise ValueError(f"width x depth = {self.width * self.depth} nodes per task exceeds 10,000,000")
+        # each node lists the block ids of its prompt and step (its level's stream): one task holds
+        # width x sum over levels of ceil((prompt + (d + 1) step) / block) ids, all built before any is kept
+        ids = self.width * sum(-(-(self.prompt_tokens + (d + 1) * self.step_tokens) // self.block) for d in range(self.depth))
+        if ids > MAX_BLOCK_IDS:
+            raise ValueError(f"one task of width {self.width} and depth {self.depth} lists {ids:,} prefix block ids, "
+                             f"more than {MAX_BLOCK_IDS:,} (~0.4 GB): lower width, depth or step, or raise block")
         return self
 
 

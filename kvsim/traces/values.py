@@ -20,6 +20,7 @@ from kvsim.errors import TraceError
 from kvsim.specbase import short_repr
 from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, epoch_ms_hint, iter_lines, open_text, utf8_error
 from kvsim.traces.badrows import BadRow
+from kvsim.jsonutil import loads_unique
 
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "ns")
 #: a date-time must start with a full extended-format date (YYYY-MM-DD); numpy would read a basic-format
@@ -117,7 +118,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, object | BadRow]]:
     try:
         for lineno, text in iter_lines(path):
             try:
-                yield lineno, json.loads(text)
+                yield lineno, loads_unique(text)
             except json.JSONDecodeError as err:
                 yield lineno, BadRow("unparseable", f"not valid JSON ({err.msg} at column {err.colno})")
             except RecursionError:
@@ -136,7 +137,7 @@ def load_json(path: Path) -> object:
     except UnicodeDecodeError:
         raise TraceError(utf8_error(path)) from None
     try:
-        return json.loads(text)
+        return loads_unique(text)
     except json.JSONDecodeError as err:
         body = text.rstrip()
         if err.pos >= len(body):  # (the decoder points past the end: name the last line that has text)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kvsim.costmodel.dtypes import canonical_dtype
 from kvsim.errors import ConfigError
+from kvsim.jsonutil import loads_unique
 
 FLOAT_DTYPES = ("fp32", "bf16", "fp16")
 REQUIRED = ("hw", "model", "max_num_seqs", "max_num_batched_tokens")
@@ -70,7 +71,7 @@ def read_meta(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"--meta {p}: file not found")
     try:
-        data = json.loads(p.read_text(encoding="utf-8-sig"))  # (a byte-order mark, as Windows editors write, is fine)
+        data = loads_unique(p.read_text(encoding="utf-8-sig"))  # (a byte-order mark, as Windows editors write, is fine)
     except OSError as err:
         raise ConfigError(f"--meta {p}: cannot read ({err.strerror or err})") from None
     except (UnicodeDecodeError, ValueError) as err:

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 
 import numpy as np
 
 from kvsim.errors import TraceError, misspelling_of
+from kvsim.jsonutil import loads_unique
 from kvsim.validate.runlog import (
     BadRow,
     Rows,
@@ -67,7 +67,7 @@ def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str, l
         kind = "json" if s[:1] in ("{", "[") else "csv"
     if kind == "json" and s.startswith("["):
         try:
-            data = json.loads(s)
+            data = loads_unique(s)
         except ValueError as err:
             raise TraceError(f"{source}: not valid JSON ({err})") from None
         rows = list(data) if isinstance(data, list) else [data]
@@ -81,7 +81,7 @@ def parse_rows(text: str, source: str, kind: str = "auto") -> tuple[list, str, l
                 continue
             places.append(f"{source}:{lineno}")
             try:
-                rows.append(json.loads(line))
+                rows.append(loads_unique(line))
             except ValueError:
                 rows.append(None)  # counted as unparseable
         return rows, "vllm-stats-jsonl", places

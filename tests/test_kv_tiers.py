@@ -308,10 +308,13 @@ def test_load_touches_the_head_last(which):
 
 def test_compressed_session_with_16_token_entries_in_both_simulators():
     """HeadMerge (half the KV) on 16-token prefix entries (BurstGPT sessions, vLLM's block size): turn 1
-    of A (100 tokens, 6 full entries = blocks 1,0,1,0,1,0 = 3 blocks of 2 MiB) is evicted from a
-    6-block GPU pool by B's entry 1 eviction; turn 2 of A loads all 6 entries from the host tier
-    (3 blocks, 6,291,456 bytes: 6291456 / 26.775e9 + 2.4e-5 = 0.00025898 s) and prefills 4 tokens:
-    TTFT = 0.010 + 0.004 + load = 0.01425898 s (the fast engine; the reference agrees inside _session2)."""
+    of A (100 tokens, 6 full entries = blocks 1,0,1,0,1,0 = 3 blocks of 2 MiB) is partly evicted from a
+    6-block GPU pool by B: its tail first (vLLM frees a request's blocks last to first), entries 6 and 5
+    (one block). Turn 2 of A hits entries 1-4 on the GPU and loads 5-6 from the host tier (1 block,
+    2,097,152 bytes: 2097152 / 26.775e9 + 2.4e-5 = 0.000102325 s) and prefills 4 tokens:
+    TTFT = 0.010 + 0.004 + load = 0.014102325 s (the fast engine; the reference agrees inside _session2).
+    (Before the tail-first order: B evicted A's head, entry 1, the rest was unreachable, and all 6 were
+    loaded: 0.01425898 s.)"""
     dep = a100_llama()
     m = make_method("headmerge", dep)
     cfg = SimConfig(kv_offload=KVOffload(host_bytes=GiB), record_token_times=True)
@@ -322,11 +325,11 @@ def test_compressed_session_with_16_token_entries_in_both_simulators():
     res = sim.run()
     ref = simulate_reference(dep, m, tr, cfg, step_model=FakeStep())
     assert np.allclose(res.records.first_token_s, ref.first_token_s, rtol=1e-12, atol=0)
-    load_s = 6291456 / 26.775e9 + 2.4e-5
+    load_s = 2097152 / 26.775e9 + 2.4e-5
     assert res.records.cached_tokens.tolist() == [0, 0, 96]
     assert res.records.first_token_s[2] - 5.0 == pytest.approx(0.010 + 0.004 + load_s, rel=1e-12)
     s = res.summary["kv_offload"]["host"]
-    assert s["hit_entries"] == 6 and s["bytes_loaded"] == 6291456
+    assert s["hit_entries"] == 2 and s["bytes_loaded"] == 2097152
     sim.tiers.check()
 
 

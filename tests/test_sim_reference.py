@@ -274,12 +274,13 @@ def test_eviction_can_unblock_the_queue_head():
     # beside A's decodes (0.336), then finishes and leaves 12..14 cached (12 blocks). A then holds 70
     # tokens and decodes at 10 ms: its 22nd block (337 tokens) comes in the step from 0.336 + 266 x 0.01
     # = 2.996, when 21 + 12 = 33 blocks are taken. C (320 tokens, entries 11..14) at t=2.9 hits all 4
-    # (pinned) and needs 2 more blocks: none free. A's growth at 2.996 evicts entry 12 (least recently
-    # released); C then hits only entry 11, and its 32-token chunk needs 2 of the 3 blocks now free: the
-    # reference admits it in that step (2.996 s).
+    # (pinned) and needs 2 more blocks: none free. A's growth at 2.996 evicts entry 14 (least recently
+    # released: B's entries are released last to first, as vLLM frees a request's blocks); C then hits
+    # entries 11..13 (192 tokens), and its 32-token chunk needs 2 of the 3 blocks now free: the reference
+    # admits it in that step (2.996 s). (In prompt order, entry 12 went first and C hit only 64 tokens.)
     r = _ref([0.0, 0.0, 2.9], [64, 256, 320], [300, 1, 2], prefix=[(11,), (11, 12, 13, 14), (11, 12, 13, 14)],
              pb=64, blocks=33, max_num_batched_tokens=33)
-    assert r.cached_tokens.tolist() == [0, 64, 64]
+    assert r.cached_tokens.tolist() == [0, 64, 192]
     assert r.scheduled_s[2] == pytest.approx(2.996)
 
 

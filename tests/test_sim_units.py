@@ -109,7 +109,9 @@ def test_simconfig_rejects_bad_watermarks():
 
 
 def test_prefix_cache_shares_and_evicts_lru():
-    """Entries are shared by reference; unreferenced ones stay cached and are evicted oldest first."""
+    """Entries are shared by reference; unreferenced ones stay cached and are evicted oldest first, a
+    request's entries released last to first (vLLM frees a request's blocks in reverse: a cached prompt
+    loses its tail before its head)."""
     kv = KVCacheManager(_layout(n_gpu=100), prefix_block_tokens=64)  # an entry = 64 tokens = 4 blocks
     assert kv.entry_blocks(1) == 4 and kv.prefix_blocks(3) == 12
     assert kv.allocate(12)
@@ -121,8 +123,8 @@ def test_prefix_cache_shares_and_evicts_lru():
     assert kv.cached_free == 4 and kv.cached_used == 8
     kv.release_prefix((11, 12))
     assert kv.cached_free == 12 and kv.gpu_allocatable == 100
-    assert kv.allocate(95)  # needs 7 of the 12 cached blocks: evicts 13 (oldest), then 11
-    assert kv.evictions == 2 and set(kv.entries) == {12}
+    assert kv.allocate(95)  # needs 7 of the 12 cached blocks: evicts 13 (oldest), then 12 (released before 11)
+    assert kv.evictions == 2 and set(kv.entries) == {11}
     kv.check()
 
 

@@ -257,3 +257,36 @@ def test_json_inputs_with_a_key_written_twice(tmp_path):
     meta.write_text('{"hw": "h100", "max_num_seqs": 256, "max_num_seqs": 8}')
     with pytest.raises(ConfigError, match="'max_num_seqs' given twice"):
         read_meta(meta)
+
+
+# ---------------------------------------------------------------- scheduler vs vLLM v1
+
+
+def test_prefix_cache_evicts_a_prompts_tail_before_its_head():
+    """vLLM v1 frees a request's blocks last to first ("so that the tail blocks are freed first",
+    SingleTypeKVCacheManager.free), so under pressure a cached prompt loses its tail and keeps a usable
+    head. kvsim released in prompt order and evicted the head: every other entry became unreachable.
+    A100, Llama-3.1-8B, a 644-block pool (gpu_memory_utilization 0.2143), budget 2,048, 16-token ids:
+    X (3,200 tokens, ids 1..200) finishes; Y (7,200 tokens, other ids) needs 8 of X's 200 cached blocks
+    (plus the 6 its decodes take); X again at t = 3 s now hits 192 entries = 3,072 tokens (0 before, TTFT
+    0.205 s, a cold prefill) and gets its first token in 24 ms."""
+    from kvsim.traces import Trace
+
+    x = tuple(range(1, 201))
+    y = tuple(range(100_000, 100_450))
+    tr = Trace("t", arrival_s=np.array([0.0, 1.0, 3.0]), prompt_tokens=np.array([3200, 7200, 3200]),
+               output_tokens=np.array([1, 20, 1]), prefix_blocks=(x, y, x), prefix_block_tokens=16)
+    for engine in ("fast", "reference"):
+        if engine == "fast":
+            r = kvsim.simulate("a100", "llama-3.1-8b", "full", tr, gpu_memory_utilization=0.2143, max_num_batched_tokens=2048)
+            cached, ttft = r.requests["cached_tokens"], r.requests["ttft_s"]
+        else:
+            from kvsim.sim.config import SimConfig
+            from kvsim.sim.reference import simulate_reference
+
+            dep = kvsim.deployment("a100", "llama-3.1-8b")
+            rec = simulate_reference(dep, make_method("full", dep), tr,
+                                     SimConfig(gpu_memory_utilization=0.2143, max_num_batched_tokens=2048))
+            cached, ttft = rec.cached_tokens, rec.first_token_s - tr.arrival_s
+        assert cached.tolist() == [0, 0, 3072], engine
+        assert ttft[2] < 0.2 * ttft[0], engine

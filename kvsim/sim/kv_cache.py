@@ -315,8 +315,11 @@ class KVCacheManager:
             e[0] += 1
 
     def release_prefix(self, hashes) -> None:
-        """Drop references; unreferenced entries become evictable (most recent last)."""
-        for h in hashes:
+        """Drop references of a prompt's entries (``hashes`` in prompt order); unreferenced entries become
+        evictable, its last entry first (vLLM v1 frees a request's blocks in reverse, "so that the tail
+        blocks are freed first": ``SingleTypeKVCacheManager.free``), so eviction takes a cached prompt's
+        tail before its head and what stays is still a usable prefix."""
+        for h in reversed(hashes):
             e = self.entries[h]
             e[0] -= 1
             if e[0] == 0:

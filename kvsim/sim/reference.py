@@ -23,9 +23,12 @@ Stated rules (where the module docstrings are silent, this follows the current c
    (it never gives blocks back mid-prompt); a decode step takes ``blocks(ctx + 1) - held``.
 2. Requests finishing in the same step are released decodes first, in descending position
    of the decode set (an array: a leaving request's slot is taken by the last one, new
-   ones are appended), then prompt completions in schedule order. Prefix references are
-   released in prompt order, so the first entry of a prompt becomes the least recently
-   released one.
+   ones are appended), then prompt completions in schedule order. A request's prefix references
+   are released from its last entry to its first, so a cached prompt's tail is evicted before
+   its head and what stays is still a prefix (vLLM v1 ``SingleTypeKVCacheManager.free``: "Free
+   blocks in reverse order so that the tail blocks are freed first"; before 2026-12-02's
+   thirteenth session kvsim released them in prompt order and evicted a prompt's head first,
+   which made the rest of its cached entries unreachable).
 3. A queue head that finds a prefix hit but does not fit keeps no reference (it looks up
    again next time). The prefix lookup covers at most ``(num_tokens - 1) // pb`` entries
    (one token is always computed), also when a RECOMPUTE victim is re-admitted; the
@@ -39,7 +42,7 @@ Stated rules (where the module docstrings are silent, this follows the current c
    the last one it references up to ``min(len(hashes), computed // pb)`` (``computed`` = prompt +
    output - 1, every token but the last sampled one) are registered like prompt entries (its own
    blocks of them become the entries, or it shares an entry cached meanwhile), then every
-   reference is released in prompt order (rule 2). With no more ids than that, nothing is added.
+   reference is released, last entry first (rule 2). With no more ids than that, nothing is added.
 4. The analytic hit of the ``prefix`` method (``floor(split_prompt(P)[1])``, at most
    ``P - 1``), or of ``cacheblend`` on a trace with chunk ids (``floor((1 - r) x hit chunk
    tokens)`` from the chunk cache replayed in arrival order: :mod:`kvsim.sim.chunk_reuse`),

@@ -165,8 +165,9 @@ class RefPool:
             self.entries[h].refs += 1
 
     def release(self, hashes) -> None:
-        """Drop references in the given order: entries reaching 0 become the most recently released."""
-        for h in hashes:
+        """Drop references of a prompt's entries (``hashes`` in prompt order) from its last to its first:
+        entries reaching 0 become released, the first entry the most recently (rule 2)."""
+        for h in reversed(hashes):
             e = self.entries[h]
             e.refs -= 1
             if e.refs == 0:

@@ -301,7 +301,8 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
     except ValidationError as err:
         raise ConfigError(f"SLO {first_problem(err)}") from None
     notes = setup_notes(dep, [m], tr, kv_dtype=dep_options.get("kv_dtype", "auto"),
-                        chunked_prefill=cfg.chunked_prefill, max_num_batched_tokens=cfg.max_num_batched_tokens, seed=seed)
+                        chunked_prefill=cfg.chunked_prefill, max_num_batched_tokens=cfg.max_num_batched_tokens, seed=seed,
+                        max_num_seqs=cfg.max_num_seqs)
     res = _simulate(dep, m, tr, cfg)
     short = shortfall_note(num_requests, len(tr), "num_requests")  # (as the command line says it)
     if short:

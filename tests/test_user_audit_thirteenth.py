@@ -290,3 +290,14 @@ def test_prefix_cache_evicts_a_prompts_tail_before_its_head():
             cached, ttft = rec.cached_tokens, rec.first_token_s - tr.arrival_s
         assert cached.tolist() == [0, 0, 3072], engine
         assert ttft[2] < 0.2 * ttft[0], engine
+
+
+def test_a_budget_below_the_sequence_limit_is_noted():
+    """vLLM refuses max_num_batched_tokens < max_num_seqs; kvsim ran it without a word (8 decodes in
+    steps of a 4-token budget)."""
+    from kvsim.sim.summary_extras import budget_below_seqs_note
+
+    assert budget_below_seqs_note(256, 8192) is None and budget_below_seqs_note(8, 8) is None
+    assert "vLLM refuses" in budget_below_seqs_note(8, 4)
+    r = kvsim.simulate(trace="synthetic-poisson", num_requests=8, max_num_seqs=8, max_num_batched_tokens=4)
+    assert any("below --max-num-seqs 8" in n for n in r.summary["notes"])

@@ -163,7 +163,7 @@ def simulate_cmd(
             skipped[spec] = str(err).splitlines()[0]
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
     setup = setup_notes(dep, [m for _, m in methods], tr, kv_dtype=kv_dtype, chunked_prefill=chunked_prefill,
-                        max_num_batched_tokens=max_num_batched_tokens, seed=seed)
+                        max_num_batched_tokens=max_num_batched_tokens, seed=seed, max_num_seqs=max_num_seqs)
     if as_json:  # (in each summary's notes too: the tables print those with the results)
         for note in setup:
             print(f"note: {note}", file=sys.stderr)

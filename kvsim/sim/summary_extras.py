@@ -30,12 +30,21 @@ def inline_seed_note(trace: Trace, seed: int) -> str | None:
             "(the summary's config.seed)")
 
 
+def budget_below_seqs_note(max_num_seqs: int, max_num_batched_tokens: int) -> str | None:
+    """vLLM refuses a step budget below its sequence limit (``SchedulerConfig``: "max_num_batched_tokens
+    must be greater than or equal to max_num_seqs"); kvsim runs every decode anyway, beyond the budget."""
+    if max_num_batched_tokens >= max_num_seqs:
+        return None
+    return (f"--max-num-batched-tokens {max_num_batched_tokens:,} is below --max-num-seqs {max_num_seqs:,}: vLLM refuses "
+            "to start with that; kvsim decodes every running sequence anyway (steps may exceed the budget)")
+
+
 def setup_notes(dep: Deployment, methods: list[KVMethod], trace: Trace, *, kv_dtype: str, chunked_prefill: bool,
-                max_num_batched_tokens: int, seed: int) -> list[str]:
+                max_num_batched_tokens: int, seed: int, max_num_seqs: int = 0) -> list[str]:
     """Notes on a run's inputs, before any simulation (the command prints them once, for all methods)."""
     notes = [*kv_dtype_notes(kv_dtype, methods), window_note(dep.model),
              whole_prompt_budget_note(trace.prompt_tokens, chunked_prefill, max_num_batched_tokens),
-             inline_seed_note(trace, seed)]
+             budget_below_seqs_note(max_num_seqs, max_num_batched_tokens), inline_seed_note(trace, seed)]
     return [n for n in notes if n]
 
 

@@ -28,7 +28,7 @@ from kvsim.methods import KVMethod, make_method, split_methods
 from kvsim.pricing.estimate import EstimateResult, answered, batch_engine_note, check_context, default_context
 from kvsim.pricing.estimate import estimate as _estimate
 from kvsim.pricing.input_notes import kv_dtype_notes, window_note
-from kvsim.pricing.tts import TaskCost, TTSTask, task_cost, task_notes
+from kvsim.pricing.tts import TaskCost, TTSTask, off_gpu_note, task_cost, task_notes
 from kvsim.pricing.tts_spec import parse_task
 from kvsim.sim.config import SimConfig, SimResult
 from kvsim.sim.replica import simulate as _simulate
@@ -80,9 +80,11 @@ def deployment(hw: str | Deployment = "a100", model: str | None = None, *, tp: i
             raise ConfigError(f"{name} must be a dtype name such as 'bf16', 'fp8' or 'auto' (got {value!r})")
     if isinstance(gpu_memory_utilization, bool) or not isinstance(gpu_memory_utilization, (int, float, np.integer, np.floating)):
         raise ConfigError(f"gpu_memory_utilization must be a number in (0, 1] (got {gpu_memory_utilization!r})")
-    for name, value in (("calibration", calibration), ("expert_offload", expert_offload)):
-        if not isinstance(value, (str, Path, type(None))):
-            raise ConfigError(f"{name} must be text or None (got {type(value).__name__})")
+    if not isinstance(calibration, (str, Path, type(None))):
+        raise ConfigError(f"calibration must be a name or a path (got {type(calibration).__name__})")
+    if not isinstance(expert_offload, (str, type(None))):
+        raise ConfigError(f"expert_offload must be the text of --expert-offload, e.g. 'miss=fetch' "
+                          f"(got {type(expert_offload).__name__})")
     if isinstance(calibration, Path):
         calibration = str(calibration)
     return build_deployment(hw, DEFAULT_MODEL if model is None else model, tp=1 if tp is None else int(tp),
@@ -127,11 +129,17 @@ def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, nu
 _DEPLOYMENT_OPTIONS = frozenset(inspect.signature(deployment).parameters) - {"hw", "model", "tp"}
 
 
-def _same_deployment(a: Deployment, b: Deployment) -> bool:
-    """Do two deployments price a method alike (system, model, TP, dtypes, memory fraction, expert offload)?"""
-    return a is b or (a.system.name == b.system.name and a.model == b.model and a.tp == b.tp
-                      and (a.weight_dtype, a.kv_dtype, a.act_dtype) == (b.weight_dtype, b.kv_dtype, b.act_dtype)
-                      and a.gpu_memory_utilization == b.gpu_memory_utilization and a.expert_offload == b.expert_offload)
+def _deployment_differences(a: Deployment, b: Deployment) -> list[str]:
+    """What prices a method differently between two deployments (system, model, TP, dtypes, expert
+    offload; the memory fraction sizes pools, not a method's bytes or costs): ``["kv_dtype fp8 vs bf16", ...]``."""
+    if a is b:
+        return []
+    model_a = a.model.name if a.model == b.model or a.model.name != b.model.name else f"{a.model.name} (another spec)"
+    pairs = (("system", a.system.name, b.system.name), ("model", model_a, b.model.name), ("tp", a.tp, b.tp),
+             ("weight_dtype", a.weight_dtype, b.weight_dtype), ("kv_dtype", a.kv_dtype, b.kv_dtype),
+             ("act_dtype", a.act_dtype, b.act_dtype),
+             ("expert_offload", a.expert_offload and a.expert_offload.label(), b.expert_offload and b.expert_offload.label()))
+    return [f"{name} {x} vs {y}" for name, x, y in pairs if x != y]
 
 
 def _known_deployment_options(caller: str, options: dict) -> None:
@@ -143,10 +151,10 @@ def _known_deployment_options(caller: str, options: dict) -> None:
 
 def _method(method: str | KVMethod, dep: Deployment) -> KVMethod:
     if isinstance(method, KVMethod):
-        if not _same_deployment(method.dep, dep):  # (its KV bytes and costs are the other model's)
-            raise ConfigError(f"method {method.label()} was built for {method.dep.model.name} on {method.dep.system.name} "
-                              f"(TP {method.dep.tp}), not for {dep.model.name} on {dep.system.name} (TP {dep.tp}): pass "
-                              f"its name, or kvsim.methods.make_method(spec, kvsim.deployment(...)) for this deployment")
+        diff = _deployment_differences(method.dep, dep)
+        if diff:  # (its KV bytes and costs are the other deployment's)
+            raise ConfigError(f"method {method.label()} was built for another deployment ({'; '.join(diff)}; the method's "
+                              f"first): pass its name, or kvsim.methods.make_method(spec, kvsim.deployment(...)) for this one")
         return method
     if not isinstance(method, str):
         raise ConfigError(f"method must be a name (`kvsim list methods`) or a KVMethod (got {type(method).__name__})")
@@ -209,8 +217,12 @@ def tts_cost(hw: str | Deployment = "b200", model: str | None = None, method: st
         intensity = opts.intensity if opts.intensity is not None else intensity
     elif not isinstance(tts, TTSTask):
         raise ConfigError(f"tts must be a task text such as 'best-of-n=8,gen=16k' or a TTSTask (got {type(tts).__name__})")
-    cost = task_cost(dep, _method(method, dep), tts, batch=batch, intensity=intensity)
-    return replace(cost, notes=(*task_notes(dep, tts), *cost.notes))
+    m = _method(method, dep)
+    cost = task_cost(dep, m, tts, batch=batch, intensity=intensity)
+    # the notes `kvsim estimate --tts` prints, in its order
+    notes = [*dep.notes, *kv_dtype_notes(deployment_options.get("kv_dtype", "auto"), [m]), window_note(dep.model),
+             *task_notes(dep, tts), off_gpu_note(m.label()) if cost.off_gpu else None, *cost.notes]
+    return replace(cost, notes=tuple(n for n in notes if n))
 
 
 @dataclass
@@ -300,30 +312,28 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
                SLO(ttft_s=cfg.slo_ttft_s, tpot_s=cfg.slo_tpot_s, itl_s=slo_itl_s, percentile=percentile))
     except ValidationError as err:
         raise ConfigError(f"SLO {first_problem(err)}") from None
-    notes = setup_notes(dep, [m], tr, kv_dtype=dep_options.get("kv_dtype", "auto"),
-                        chunked_prefill=cfg.chunked_prefill, max_num_batched_tokens=cfg.max_num_batched_tokens, seed=seed,
-                        max_num_seqs=cfg.max_num_seqs)
+    notes = setup_notes(dep, tr, chunked_prefill=cfg.chunked_prefill, max_num_batched_tokens=cfg.max_num_batched_tokens,
+                        seed=seed, max_num_seqs=cfg.max_num_seqs)
     res = _simulate(dep, m, tr, cfg)
     short = shortfall_note(num_requests, len(tr), "num_requests")  # (as the command line says it)
     if short:
         notes.append(short)
-    for note in complete_summary(res, m, tr, dep, spec=getattr(method, "label", lambda: method)(), slo=slo,
-                                 extra_notes=tuple(notes)):
-        res.summary["notes"].append(note)
+    complete_summary(res, m, tr, dep, spec=getattr(method, "label", lambda: method)(), slo=slo, extra_notes=tuple(notes),
+                     kv_dtype=dep_options.get("kv_dtype", "auto"))
     return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},
                       dep, m, tr, res)
 
 
 def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: list[str] | str = "full", *,
-         slo_ttft_s: float | None = 2.0, slo_tpot_s: float | None = None, slo_itl_s: float | None = None,
+         slo_ttft_s: float | None = 2.0, slo_tpot_s: float | None = None, slo_itl_s: float | str | None = "default",
          percentile: str = "p99", trace: str = "synthetic-burstgpt",
          num_requests: int = 500, seed: int = 0, target_rate_per_s: float | None = None, tp: int = 1,
          jobs: int | None = None, executor: str = "serial", **request: Any):
     """Capacity plan (``kvsim plan``): for each hardware x method, the highest request rate that
     meets the SLO (or, with ``target_rate_per_s``, the fewest replicas). The SLO bounds the
     ``percentile`` of TTFT, of each request's TPOT and of the pooled ITL, seconds (None: not
-    judged; :mod:`kvsim.slo`); with neither ``slo_tpot_s`` nor ``slo_itl_s``, ITL <= 0.1 s, as
-    ``kvsim plan``. ``hws`` and ``methods`` take lists or comma-separated text (``"a100,h100"``);
+    judged; :mod:`kvsim.slo`); ``slo_itl_s`` left at ``"default"`` is 0.1 s unless ``slo_tpot_s`` is
+    given, as ``kvsim plan``'s ``--slo-itl``. ``hws`` and ``methods`` take lists or comma-separated text (``"a100,h100"``);
     ``hws`` and ``model`` also take YAML paths. Returns the
     :class:`kvsim.plan.schema.PlanResult` (``.configs``, ``.ranking``, ``.model_dump()``); a
     ConfigError when no configuration can run at all (as ``kvsim plan``)."""
@@ -334,10 +344,11 @@ def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: li
     method_list = _names("methods", methods, lambda v: split_methods([v]))
     if isinstance(model, Path):
         model = str(model)
-    if slo_tpot_s is None and slo_itl_s is None:  # the default token bound, as `kvsim plan`'s
-        slo_itl_s = DEFAULT_PLAN_ITL_S
+    if isinstance(slo_itl_s, str) and slo_itl_s == "default":  # as `kvsim plan`: 100 ms unless a TPOT bound is given
+        slo_itl_s = DEFAULT_PLAN_ITL_S if slo_tpot_s is None else None
     # engine settings with vLLM's names (max_num_seqs=...), as simulate() takes them: into sim_options
-    engine = {k: request.pop(k) for k in sorted(set(request) & set(SimConfig.model_fields) - {"seed"})}
+    # (PlanRequest's own fields, e.g. gpu_memory_utilization, the deployment's, stay its own)
+    engine = {k: request.pop(k) for k in sorted(set(request) & (set(SimConfig.model_fields) - set(PlanRequest.model_fields)))}
     if engine or "sim_options" in request:
         options = request.get("sim_options")
         if not isinstance(options, (dict, type(None))):

@@ -50,16 +50,20 @@ def _non_finite_path(obj: Any, path: str) -> str | None:
     return None
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object with a key written twice (:func:`loads_unique`)."""
+
+
 def _unique_keys(pairs: list) -> dict:
     seen: dict = {}
     for key, value in pairs:
         if key in seen:
-            raise ValueError(f"key {key!r} given twice in one object: keep one")
+            raise DuplicateKeyError(f"key {key!r} given twice in one object: keep one")
         seen[key] = value
     return seen
 
 
 def loads_unique(text: str) -> Any:
-    """``json.loads`` of a user's file, refusing an object with a key written twice (ValueError):
+    """``json.loads`` of a user's file, refusing an object with a key written twice (DuplicateKeyError):
     the standard parser keeps the last one silently, as PyYAML would (kvsim's YAML refuses it too)."""
     return json.loads(text, object_pairs_hook=_unique_keys)

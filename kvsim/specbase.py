@@ -253,12 +253,23 @@ def _int_as_written(loader, node):
     return yaml.SafeLoader.construct_yaml_int(loader, node)
 
 
+def _float_as_written(loader, node):
+    """A float as YAML 1.1 reads it, unless it is sexagesimal (``1:30.5`` -> 90.5): then an error."""
+    text = loader.construct_scalar(node)
+    if ":" in text:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} is read as {yaml.SafeLoader.construct_yaml_float(loader, node)} by YAML 1.1 "
+            "(':' is sexagesimal): write the number, or quote it", node.start_mark)
+    return yaml.SafeLoader.construct_yaml_float(loader, node)
+
+
 class _StrictSafeLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing duplicate mapping keys and integers YAML 1.1 reads unlike a reader."""
 
 
 _StrictSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 _StrictSafeLoader.add_constructor("tag:yaml.org,2002:int", _int_as_written)
+_StrictSafeLoader.add_constructor("tag:yaml.org,2002:float", _float_as_written)
 
 if getattr(yaml, "CSafeLoader", None) is not None:
     class _StrictCSafeLoader(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
@@ -266,6 +277,7 @@ if getattr(yaml, "CSafeLoader", None) is not None:
 
     _StrictCSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
     _StrictCSafeLoader.add_constructor("tag:yaml.org,2002:int", _int_as_written)
+    _StrictCSafeLoader.add_constructor("tag:yaml.org,2002:float", _float_as_written)
     _FAST_LOADER = _StrictCSafeLoader
 else:
     _FAST_LOADER = None

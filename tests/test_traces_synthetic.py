@@ -102,7 +102,7 @@ def test_time_scale_and_limit_apply_to_synthetic():
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ("synthetic-gamma:cv=0", r"bad options for synthetic-gamma: cv: Input should be greater than 0"),
+        ("synthetic-gamma:cv=0", r"bad options for synthetic-gamma: cv: Input should be greater than or equal to 0.001"),
         ("synthetic-gamma:bogus=1", r"unknown option 'bogus' for synthetic-gamma; options: cv, n, output"),
         ("synthetic-poisson:rate", r"expected key=value"),
         ("synthetic-poisson:n=abc", r"n: Input should be a valid integer"),

@@ -23,7 +23,7 @@ def test_a_method_built_for_another_model_is_refused():
     131,072 B/token under Qwen3-8B's name (Qwen3-8B: 36 layers x 8 KV heads x 128 x 2 x 2 B = 147,456)."""
     m = make_method("full", kvsim.deployment("h100", "llama-3.1-8b"))
     assert kvsim.estimate(hw="h100", model="llama-3.1-8b", method=m, context=8192).kv_bytes_per_token_gpu == 131_072
-    with pytest.raises(ConfigError, match="built for llama-3.1-8b"):
+    with pytest.raises(ConfigError, match="model llama-3.1-8b vs qwen3-8b"):
         kvsim.estimate(hw="h100", model="qwen3-8b", method=m, context=8192, batch=8)
     assert kvsim.estimate(hw="h100", model="qwen3-8b", context=8192).kv_bytes_per_token_gpu == 36 * 8 * 128 * 2 * 2
 
@@ -106,12 +106,85 @@ def test_simulate_api_summary_is_the_commands_json():
     assert set(cli) - set(r.summary) == {"trace_spec"}  # (the command's own flags)
 
 
+def test_a_method_built_for_the_same_deployment_is_accepted_and_a_dtype_difference_named():
+    """The memory fraction sizes pools, not a method's costs: a method built at 0.8 runs in a simulation at
+    0.8 (an engine setting there, so the API's deployment stays at 0.9). A KV dtype difference is named
+    (review: the first message named model, system and TP only, equal on both sides)."""
+    m = make_method("full", kvsim.deployment("h100", gpu_memory_utilization=0.8))
+    r = kvsim.simulate(hw="h100", method=m, gpu_memory_utilization=0.8, trace="synthetic-poisson", num_requests=5)
+    assert r.summary["requests_completed"] == 5
+    with pytest.raises(ConfigError, match="kv_dtype fp8 vs bf16"):
+        kvsim.estimate(hw="h100", method=make_method("full", kvsim.deployment("h100", kv_dtype="fp8")))
+
+
+def test_plan_api_memory_fraction_is_the_deployments_and_itl_can_be_turned_off():
+    """Review of this stop's API change: gpu_memory_utilization went to the engine only (provenance 0.9);
+    an explicit slo_itl_s=None means "not judged" again (the default is the CLI's 100 ms rule)."""
+    p = kvsim.plan(hws="a100", methods="full", num_requests=60, gpu_memory_utilization=0.5)
+    assert p.provenance[0]["deployment"]["gpu_memory_utilization"] == 0.5
+    assert kvsim.plan(hws="a100", num_requests=60, slo_itl_s=None).slo.itl_s is None
+
+
+def test_tts_cost_notes_are_the_commands():
+    argv = ["estimate", "--hw", "l4", "--tp", "4", "--model", "mistral-7b-v0.1", "--method", "magicpig",
+            "--tts", "best-of-n=4,gen=8k", "--json"]
+    cli = subprocess.run([sys.executable, "-m", "kvsim", *argv], capture_output=True, text=True, check=True)
+    printed = [line[len("note: "):] for line in cli.stderr.splitlines() if line.startswith("note: ")]
+    c = kvsim.tts_cost(hw="l4", tp=4, model="mistral-7b-v0.1", method="magicpig", tts="best-of-n=4,gen=8k")
+    assert list(c.notes) == printed and len(printed) == 4
+
+
+def test_cacheblend_summary_notes_equal_the_commands_json():
+    kw = ["--trace", "synthetic-rag", "-n", "40", "--method", "cacheblend", "--hw", "l40s", "--model", "mistral-7b-v0.2"]
+    cli = json.loads(subprocess.run([sys.executable, "-m", "kvsim", "simulate", *kw, "--json"], capture_output=True,
+                                    text=True, check=True).stdout)
+    r = kvsim.simulate(trace="synthetic-rag", num_requests=40, method="cacheblend", hw="l40s", model="mistral-7b-v0.2")
+    assert r.summary["notes"] == cli["notes"] and any("chunk cache (lru) hit rate" in n for n in cli["notes"])
+    assert r.summary["chunk_cache"] == cli["chunk_cache"]
+
+
+def test_replay_names_a_key_written_twice_in_a_bench_result(tmp_path):
+    """Review: the DuplicateKeyError was read as "several results, one per line" (one-line file) or
+    "no usable request" (pretty-printed)."""
+    text = json.dumps({"num_prompts": 2, "date": "x", "input_lens": [10, 20]})
+    for name, body in (("one.json", text), ("pretty.json", text.replace(", ", ",\n"))):
+        f = tmp_path / name
+        f.write_text(body[:-1] + ', "num_prompts": 3}')
+        code, _, err = _cli("validate", "replay", str(f), "--hw", "a100", "--model", "llama-3.1-8b",
+                            "--max-num-seqs", "256", "--max-num-batched-tokens", "8192")
+        assert code == 1 and "'num_prompts' given twice" in err, err
+
+
+def test_a_trace_option_and_its_alias_together_are_an_error():
+    from kvsim.errors import TraceError
+
+    with pytest.raises(TraceError, match="given twice"):
+        kvsim.load_trace("synthetic-poisson:n=10,num_requests=20")  # (20 requests before)
+    assert len(kvsim.load_trace("synthetic-poisson:num_requests=7")) == 7
+
+
+def test_sexagesimal_yaml_floats_are_refused(tmp_path):
+    from kvsim.errors import SpecError
+    from kvsim.specbase import read_yaml
+
+    f = tmp_path / "s.yaml"
+    f.write_text("a: 1:30.5\n")
+    with pytest.raises(SpecError, match="read as 90.5"):
+        read_yaml(f)
+    f.write_text("a: 1.5\nb: .inf\n")
+    assert read_yaml(f) == {"a": 1.5, "b": float("inf")}
+
+
 def test_split_methods_lives_in_the_library():
+    """The library's own split (the CLI layer's is a thin wrapper over it): plan() takes the CLI's text."""
+    import inspect
+
+    from kvsim.commands import common
     from kvsim.methods import split_methods
 
     assert split_methods(["full,kivi:bits=4,group=64+quest:page_size=32,snapkv"]) == [
         "full", "kivi:bits=4,group=64+quest:page_size=32", "snapkv"]
-    assert np.isfinite(kvsim.estimate(method="kivi:bits=2").tpot_s)
+    assert "kvsim.methods import split_methods" in inspect.getsource(common.split_methods)
 
 
 # ---------------------------------------------------------------- methods

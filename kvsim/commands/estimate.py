@@ -222,7 +222,7 @@ def _print_table(results) -> None:
 def _tts(dep, methods, spec: str, as_json: bool) -> None:
     """``--tts``: one row per method of :func:`kvsim.pricing.tts.task_cost`."""
     # lazy: CLI start-up
-    from kvsim.pricing.tts import affordable_gen_tokens, intensity_flops_per_byte, task_cost, task_notes
+    from kvsim.pricing.tts import affordable_gen_tokens, intensity_flops_per_byte, off_gpu_note, task_cost, task_notes
     from kvsim.pricing.tts_spec import parse_task
 
     task, batch, intensity, budget = parse_task(spec)
@@ -248,8 +248,7 @@ def _tts(dep, methods, spec: str, as_json: bool) -> None:
                       f"{dep.model.max_context_tokens:,} tokens; gen capped at {g:,}", file=sys.stderr)
         c = task_cost(dep, m, t, batch=batch, intensity=intensity)
         if c.off_gpu:
-            print(f"note: {m.label()} runs work on the host (CPU, DRAM or PCIe): eFLOPs count GPU work only; "
-                  "'roofline s' counts all of it", file=sys.stderr)
+            print(f"note: {off_gpu_note(m.label())}", file=sys.stderr)
         rows.append({"hw": dep.system.name, "model": dep.model.name, "method": m.label(), **t.model_dump(),
                      "budget_eflops": budget, "batch": batch, **c.numbers()})
     if as_json:

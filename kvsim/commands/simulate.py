@@ -26,7 +26,7 @@ from kvsim.commands.common import (
 )
 from kvsim.commands.simulate_render import print_comparison, print_summary
 from kvsim.errors import ConfigError
-from kvsim.fileio import check_tree, write_tree
+from kvsim.fileio import MANIFEST, check_tree, write_tree
 from kvsim.jsonutil import dumps_strict
 
 
@@ -162,11 +162,17 @@ def simulate_cmd(
                 methods.pop()
             skipped[spec] = str(err).splitlines()[0]
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
-    setup = setup_notes(dep, [m for _, m in methods], tr, kv_dtype=kv_dtype, chunked_prefill=chunked_prefill,
-                        max_num_batched_tokens=max_num_batched_tokens, seed=seed, max_num_seqs=max_num_seqs)
+    if out is not None and report is not None:  # (a method's folder, known now: before any simulation)
+        _check_report_beside_out(Path(out), Path(report), folders={_slug(m.label()) for _, m in methods})
+    setup = setup_notes(dep, tr, chunked_prefill=chunked_prefill, max_num_batched_tokens=max_num_batched_tokens,
+                        seed=seed, max_num_seqs=max_num_seqs)
     if as_json:  # (in each summary's notes too: the tables print those with the results)
         for note in setup:
             print(f"note: {note}", file=sys.stderr)
+    trace_spec = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,
+                  "trace_model": trace_model, "log_type": log_type, "seed": seed, "calibration": calibration,
+                  "format": trace_format, "columns": columns, "time_unit": time_unit, "arrivals": arrivals,
+                  "strict": strict, "tokenizer": tokenizer}
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                          chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
                          enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
@@ -190,14 +196,11 @@ def simulate_cmd(
             skipped[spec] = str(err).splitlines()[0]
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
             continue
-        for note in complete_summary(res, m, tr, dep, spec=spec, slo=slo, disaggregated=split is not None,
-                                     extra_notes=tuple(setup)):
-            print(f"note: {note}", file=sys.stderr)  # (the summary's notes are printed with the results)
-        res.summary["trace_spec"] = {"trace": trace, "rate": rate, "time_scale": time_scale, "num_requests": num_requests,
-                                     "trace_model": trace_model, "log_type": log_type, "seed": seed,
-                                     "calibration": calibration, "format": trace_format, "columns": columns,
-                                     "time_unit": time_unit, "arrivals": arrivals, "strict": strict,
-                                     "tokenizer": tokenizer}
+        own = complete_summary(res, m, tr, dep, spec=spec, slo=slo, disaggregated=split is not None,
+                               extra_notes=tuple(setup), kv_dtype=kv_dtype, trace_spec=trace_spec)
+        if as_json:  # (the tables print the summary's notes with the results)
+            for note in own:
+                print(f"note: {note}", file=sys.stderr)
         results.append(res)
     if not results:
         raise ConfigError("no method could be simulated")
@@ -342,15 +345,13 @@ def _csv_col(v) -> list:
     return a.tolist()
 
 
-def _check_report_beside_out(out: Path, report: Path) -> None:
+def _check_report_beside_out(out: Path, report: Path, folders: set = frozenset()) -> None:
     """``--report`` may sit in the ``--out`` folder (``D/report.html``) but not on a file the run
-    writes there (``manifest.json``, its manifest) nor inside a method's folder."""
-    from kvsim.fileio import MANIFEST  # lazy: CLI start-up
-
+    writes there (``manifest.json``, its manifest, a method's ``folders``) nor inside a method's folder."""
     od, rp = out.resolve(), report.resolve()
     if od not in rp.parents:
         return
-    if rp.parent != od or rp.name in ("manifest.json", MANIFEST):
+    if rp.parent != od or rp.name in ("manifest.json", MANIFEST, *folders):
         raise ConfigError(f"--report {report}: is among the files --out {out} holds (manifest.json, one folder per "
                           f"method); put the page beside them, e.g. {out / 'report.html'}, or elsewhere")
 

@@ -91,11 +91,11 @@ class KVMethod(ABC):
     #: (``n_prompt``): the method evicts or compresses at the end of prefill. Safe: True.
     prompt_aware: ClassVar[bool] = False
     #: the prompt's full KV stays resident until its prefill completes, and only then is it selected,
-    #: evicted, compressed or offloaded (H2O, SnapKV and its kin, MagicPIG, RazorAttention, GEAR: each
-    #: needs the whole prompt's attention or KV first). The simulators then give a prompt chunk the
-    #: blocks of every computed token uncompressed, the completing step ``max(full, kv_bytes(P, P))``,
-    #: and release down to ``kv_bytes(P, P)`` when the prompt completes. ``kv_bytes(n, P)`` stays the
-    #: state after prefill. Safe: True (needs ``prompt_aware``).
+    #: evicted, merged, compressed or offloaded (H2O, SnapKV and its kin but CAKE, RazorAttention, GEAR,
+    #: Elastic Cache, MiKV, ZipCache: each needs the whole prompt's attention or KV first). The
+    #: simulators then give a prompt chunk the blocks of every computed token uncompressed, the
+    #: completing step ``max(full, kv_bytes(P, P))``, and release down to ``kv_bytes(P, P)`` when the
+    #: prompt completes. ``kv_bytes(n, P)`` stays the state after prefill. Safe: True.
     full_prompt_until_prefilled: ClassVar[bool] = False
     #: the method stores its KV in a format of its own (quantized codes with their scales, low-rank
     #: factors, a 16-bit residual), so the deployment's KV dtype (``--kv-dtype``) changes none of its

@@ -50,6 +50,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kvsim.errors import SpecError
+from kvsim.jsonutil import loads_unique
 from kvsim.models.hf_layouts import HF_KEY, HF_KEY_BY_TYPE, SUPPORTED, TEXT_CONFIG, Cfg, fields_of, type_defaults
 from kvsim.models.spec import ModelSpec
 from kvsim.specbase import format_validation_error, read_text, short_repr
@@ -57,20 +58,10 @@ from kvsim.specbase import format_validation_error, read_text, short_repr
 __all__ = ["SUPPORTED", "load_hf_config"]
 
 
-def _no_repeated_keys(pairs: list) -> dict:
-    """A JSON object's pairs as a dict; a key given twice is an error (json keeps the last silently)."""
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"key {k!r} given twice: keep one")
-        out[k] = v
-    return out
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     text = read_text(path)
     try:
-        data = json.loads(text, object_pairs_hook=_no_repeated_keys)
+        data = loads_unique(text)
     except json.JSONDecodeError as err:
         raise SpecError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
     except RecursionError:

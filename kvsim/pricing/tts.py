@@ -235,6 +235,12 @@ def task_notes(dep: Deployment, task: TTSTask | None) -> list[str]:
     return notes
 
 
+def off_gpu_note(label: str) -> str:
+    """The note for a method whose task runs work off the GPU (``TaskCost.off_gpu``)."""
+    return (f"{label} runs work on the host (CPU, DRAM or PCIe): eFLOPs count GPU work only; "
+            "'roofline s' counts all of it")
+
+
 def without_overheads(cost: Cost) -> Cost:
     """The cost with launches, tiles and PCIe round trips set to 0 (amortized by a large batch)."""
     return Cost(tuple(replace(p, launches=0.0, tiles=0.0, pcie_round_trips=0.0) for p in cost.parts))

@@ -124,7 +124,8 @@ Stated rules (where the module docstrings are silent, this follows the current c
    events strictly before ``t_i``; the load of a replica is its routed requests less those
    that finished or were rejected strictly before ``t_i``.
 13. A method that holds the prompt's full KV until its prefill completes
-   (``KVMethod.full_prompt_until_prefilled``: H2O, SnapKV and its kin, RazorAttention, GEAR):
+   (``KVMethod.full_prompt_until_prefilled``: H2O, SnapKV and its kin but CAKE, RazorAttention, GEAR,
+   Elastic Cache, MiKV, ZipCache):
    a prompt chunk that leaves ``n < num_tokens`` tokens computed takes ``ceil(n / block_size)`` GPU
    blocks in all (every token uncompressed, no host blocks), the chunk completing the prompt
    ``max(ceil(n / block_size), blocks(n, P))`` GPU and ``blocks(n, P)`` host blocks, and at that

@@ -39,42 +39,44 @@ def budget_below_seqs_note(max_num_seqs: int, max_num_batched_tokens: int) -> st
             "to start with that; kvsim decodes every running sequence anyway (steps may exceed the budget)")
 
 
-def setup_notes(dep: Deployment, methods: list[KVMethod], trace: Trace, *, kv_dtype: str, chunked_prefill: bool,
-                max_num_batched_tokens: int, seed: int, max_num_seqs: int = 0) -> list[str]:
-    """Notes on a run's inputs, before any simulation (the command prints them once, for all methods)."""
-    notes = [*kv_dtype_notes(kv_dtype, methods), window_note(dep.model),
-             whole_prompt_budget_note(trace.prompt_tokens, chunked_prefill, max_num_batched_tokens),
+def setup_notes(dep: Deployment, trace: Trace, *, chunked_prefill: bool, max_num_batched_tokens: int, seed: int,
+                max_num_seqs: int = 0) -> list[str]:
+    """Notes on a run's inputs shared by every method, before any simulation (the command prints them
+    once; each method's summary carries them)."""
+    notes = [window_note(dep.model), whole_prompt_budget_note(trace.prompt_tokens, chunked_prefill, max_num_batched_tokens),
              budget_below_seqs_note(max_num_seqs, max_num_batched_tokens), inline_seed_note(trace, seed)]
     return [n for n in notes if n]
 
 
 def complete_summary(res: SimResult, method: KVMethod, trace: Trace, dep: Deployment, *, spec: str,
-                     slo: SLO | None, disaggregated: bool = False, extra_notes: tuple = ()) -> list[str]:
-    """Add to ``res.summary`` what ``kvsim simulate --json`` prints beyond the simulator's metrics
-    (``notes`` extended by ``extra_notes`` and the method's, ``chunk_cache``, ``method_spec``,
-    ``trace_source``, ``trace_notice``, ``expert_offload``, ``slo``). Returns the notes to print now
-    that the summary's own notes are not printed with (the chunk cache's hit rates)."""
+                     slo: SLO | None, disaggregated: bool = False, extra_notes: tuple = (), kv_dtype: str = "auto",
+                     trace_spec: dict | None = None) -> list[str]:
+    """Add to ``res.summary`` what ``kvsim simulate --json`` prints beyond the simulator's metrics, in
+    its order: ``notes`` (``extra_notes``, then this method's: its own KV format against ``kv_dtype``,
+    the chunk cache's hit rates, MLA, the host share), ``chunk_cache``, ``method_spec``,
+    ``trace_source``, ``trace_notice``, ``trace_spec`` (the command's flags; None: left out),
+    ``expert_offload`` and ``slo``. Returns this method's notes (the command prints them on stderr
+    when it prints JSON; its tables print the summary's notes)."""
     s = res.summary
     notes = s.setdefault("notes", [])
-    printed = []
-    for n in extra_notes:
-        if n and n not in notes:
-            notes.append(n)
+    own = [*kv_dtype_notes(kv_dtype, [method])]
     cc = chunk_cache_summary(method, trace)
     if cc is not None:
         s["chunk_cache"] = cc
         by_tier = ", ".join(f"{t} {v:.1%}" for t, v in cc["hit_rate_by_tier"].items())
-        printed.append(f"{method.label()}: chunk cache ({cc['policy']}) hit rate {cc['hit_rate']:.1%} of "
-                       f"{cc['lookups']:,} lookups ({by_tier}); KV loads assumed hidden behind the recompute")
-    unused = unused_chunk_cache_note(method, trace)
-    if unused is not None:
-        notes.append(unused)
-    notes.extend(n for n in (method.mla_note(), None if disaggregated else whole_host_note(method)) if n)
+        own.append(f"{method.label()}: chunk cache ({cc['policy']}) hit rate {cc['hit_rate']:.1%} of "
+                   f"{cc['lookups']:,} lookups ({by_tier}); KV loads assumed hidden behind the recompute")
+    own += [unused_chunk_cache_note(method, trace), method.mla_note(), None if disaggregated else whole_host_note(method)]
+    for n in (*extra_notes, *own):
+        if n and n not in notes:
+            notes.append(n)
     s["method_spec"] = spec
     s["trace_source"] = trace.source
     s["trace_notice"] = trace.notice
+    if trace_spec is not None:
+        s["trace_spec"] = trace_spec
     if dep.expert_offload is not None:
         s["expert_offload"] = dep.expert_offload.label()
     if slo is not None:
         s["slo"] = slo_verdict(slo, s)
-    return printed
+    return [n for n in own if n]

@@ -144,6 +144,8 @@ def load_synthetic(name: str, inline: str, opts: LoadOptions) -> Trace:
         if key == "seed":
             seed = value
         elif key in to_alias:
+            if to_alias[key] in values:  # (an option and its alias: n= and num_requests=)
+                raise TraceError(f"option '{key}' of {name} given twice (also as '{to_alias[key]}'); keep one")
             values[to_alias[key]] = value
         else:
             choices = sorted({f.alias or k for k, f in model.model_fields.items()} | {"seed"})

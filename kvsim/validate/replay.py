@@ -27,7 +27,7 @@ import numpy as np
 
 from kvsim.costmodel.deployment import build_deployment
 from kvsim.errors import ConfigError, TraceError
-from kvsim.jsonutil import json_default, loads_unique
+from kvsim.jsonutil import DuplicateKeyError, json_default, loads_unique
 from kvsim.methods import make_method
 from kvsim.sim.config import SimConfig
 from kvsim.sim.inputs import whole_prompt_budget_note
@@ -107,6 +107,8 @@ def read_run_log(path: str | Path, fmt: str = "auto", *, seed: int = 0, strict: 
     if fmt in ("auto", "bench") and text.lstrip().startswith("{"):
         try:
             data = loads_unique(text)
+        except DuplicateKeyError as err:  # (not "several results": the same document, a key written twice)
+            raise TraceError(f"{p}: {err}") from None
         except ValueError:
             data = _appended_results(text, p)
         if isinstance(data, dict) and not is_bench_result(data) and fmt == "auto" and "\n" in text.strip():

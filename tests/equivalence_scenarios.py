@@ -100,6 +100,8 @@ def scenario(seed: int, small: bool = False) -> Scenario:
     wm = random.Random(f"watermark-{seed}").choice([None, None, None, 0.0, 0.01, 0.05, 0.2])
     if wm is not None:
         cfg["watermark"] = wm
+    if random.Random(f"reserve-{seed}").random() < 0.3:  # (its own generator too) vLLM's full-prompt admission gate
+        cfg["reserve_full_prompt"] = True
     kind = rng.random()
     if kind < 0.15:  # a window of Mooncake (real prefix ids, 512-token blocks), outputs capped
         mc = mooncake()
@@ -176,6 +178,8 @@ def pressure_scenario(seed: int) -> Scenario:
                record_token_times=True)
     if rng.random() < 0.2:
         cfg["watermark"] = rng.choice([0.01, 0.05])
+    if random.Random(f"reserve-{seed}").random() < 0.3:  # (its own generator: the other draws stay as they were)
+        cfg["reserve_full_prompt"] = True
     offload = None
     if pb and rng.random() < 0.3:
         offload = (rng.choice([8, 64, 400]), rng.choice([0, 64]), rng.choice(("async", "sync")))

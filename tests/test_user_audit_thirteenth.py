@@ -374,3 +374,29 @@ def test_a_budget_below_the_sequence_limit_is_noted():
     assert "vLLM refuses" in budget_below_seqs_note(8, 4)
     r = kvsim.simulate(trace="synthetic-poisson", num_requests=8, max_num_seqs=8, max_num_batched_tokens=4)
     assert any("below --max-num-seqs 8" in n for n in r.summary["notes"])
+
+
+def test_reserve_full_prompt_admits_only_requests_whose_whole_prompt_fits():
+    """vLLM's scheduler_reserve_full_isl (PR #37307): two 6,000-token prompts at t = 0 on a 642-block
+    pool (A100, Llama-3.1-8B, gpu_memory_utilization 0.2186; 6,000 tokens = 375 blocks each). Without the
+    gate B's first chunk (8,192 - 6,000 = 2,192 tokens) joins A's prefill step, B is preempted later and A's
+    TTFT is 0.525 s; with it B waits (375 + 375 > 642), A's TTFT is A's alone and nobody is preempted.
+    Both simulators agree."""
+    from kvsim.sim.config import SimConfig
+    from kvsim.sim.reference import simulate_reference
+    from kvsim.traces import Trace
+
+    two = Trace("t", np.array([0.0, 0.0]), np.array([6000, 6000]), np.array([300, 300]))
+    alone = kvsim.simulate("a100", "llama-3.1-8b", "full", two.head(1), gpu_memory_utilization=0.2186)
+    dep = kvsim.deployment("a100", "llama-3.1-8b")
+    for gate in (False, True):
+        r = kvsim.simulate("a100", "llama-3.1-8b", "full", two, gpu_memory_utilization=0.2186, reserve_full_prompt=gate)
+        ref = simulate_reference(dep, make_method("full", dep), two,
+                                 SimConfig(gpu_memory_utilization=0.2186, reserve_full_prompt=gate))
+        assert np.allclose(ref.first_token_s, r.requests["first_token_s"], rtol=1e-12, atol=0)
+        if gate:
+            assert r.requests["ttft_s"][0] == pytest.approx(alone.requests["ttft_s"][0], rel=1e-12)
+            assert r.requests["preemptions"].tolist() == [0, 0]
+        else:
+            assert r.requests["ttft_s"][0] > 1.3 * alone.requests["ttft_s"][0]
+            assert r.requests["preemptions"].tolist() == [0, 1]

@@ -11,7 +11,7 @@ import typer
 from kvsim.commands.common import (
     ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, JsonOpt, KvDtypeOpt, KvOffloadOpt, MaxOutputOpt,
     MaxPromptOpt, ModelOpt, PercentileOpt, SeedOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt, StrictOpt, TbtMetricOpt, TimeUnitOpt,
-    TokenizerOpt, TraceFormatOpt, TraceOpt, WatermarkOpt,
+    TokenizerOpt, TraceFormatOpt, TraceOpt, ReserveFullPromptOpt, WatermarkOpt,
     WeightDtypeOpt, check_watermark, console, print_json, resolve_slo, split_methods,
 )
 from kvsim.commands.tables import print_rows
@@ -86,6 +86,7 @@ def plan_cmd(
     kv_dtype: KvDtypeOpt = "auto",
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
+    reserve_full_prompt: ReserveFullPromptOpt = False,
     kv_offload: KvOffloadOpt = None,
     calibration: CalibrationOpt = None,
     expert_offload: ExpertOffloadOpt = None,
@@ -146,7 +147,8 @@ def plan_cmd(
         calibration=calibration, expert_offload=expert_offload, search=SearchOptions(rel_tol=rel_tol),
         sim_options={"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
                      "chunked_prefill": chunked_prefill, **({} if watermark is None else {"watermark": watermark}),
-                     **({} if offload is None else {"kv_offload": offload})},
+                     **({} if offload is None else {"kv_offload": offload}),
+                     **({"reserve_full_prompt": True} if reserve_full_prompt else {})},
     )
     if disagg_instances is not None:
         if target_rate is not None or out is not None or replicas != 1:  # (--replicas 1 said: the same layout)

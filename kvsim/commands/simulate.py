@@ -22,7 +22,7 @@ from kvsim.commands.common import (
     ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, KvOffloadOpt, LogTypeOpt,
     MethodOpt, ModelOpt, NumRequestsOpt, PercentileOpt, RateOpt, SeedOpt, SloItlOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt,
     MaxOutputOpt, MaxPromptOpt, StrictOpt, TimeScaleOpt, TimeUnitOpt, TokenizerOpt, TpOpt, TraceFormatOpt, TraceModelOpt,
-    TraceOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json, resolve_slo, split_methods,
+    TraceOpt, ReserveFullPromptOpt, WatermarkOpt, WeightDtypeOpt, check_watermark, print_json, resolve_slo, split_methods,
 )
 from kvsim.commands.simulate_render import print_comparison, print_summary
 from kvsim.errors import ConfigError
@@ -61,6 +61,7 @@ def simulate_cmd(
     kv_offload: KvOffloadOpt = None,
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
+    reserve_full_prompt: ReserveFullPromptOpt = False,
     tp: TpOpt = 1,
     disagg: Annotated[Optional[str], typer.Option("--disagg", help="disaggregated prefill/decode: P:D prefill and decode instances (e.g. 1:1; docs/disaggregation.md)")] = None,
     prefill_hw: Annotated[Optional[str], typer.Option("--prefill-hw", help="--disagg: hardware of the prefill instances (default --hw)")] = None,
@@ -176,7 +177,8 @@ def simulate_cmd(
     base_cfg = SimConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                          chunked_prefill=chunked_prefill, preemption_mode=PreemptionMode(preemption.value),
                          enable_prefix_caching=prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-                         watermark=watermark, seed=seed, slo_ttft_s=None if slo is None else slo.ttft_s,
+                         watermark=watermark, reserve_full_prompt=reserve_full_prompt, seed=seed,
+                         slo_ttft_s=None if slo is None else slo.ttft_s,
                          slo_tpot_s=None if slo is None else slo.tpot_s, kv_offload=offload)
     results = []
     for spec, m in methods:

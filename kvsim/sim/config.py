@@ -43,6 +43,10 @@ class SimConfig(BaseModel):
         None, ge=0, lt=1, allow_inf_nan=False,
         description="vLLM v0 free-block watermark: admissions and swap-ins keep int(watermark * GPU blocks) "
         "blocks free; None: 0.01 without chunked prefill (v0 default), 0 with it (v1 has none)")
+    reserve_full_prompt: bool = Field(
+        False, description="admit a waiting request only when the blocks of all its tokens (prompt, and any generated "
+        "before a preemption) fit, not just its first chunk's: vLLM's scheduler_reserve_full_isl, on by default since "
+        "vLLM PR #37307 (2026-03); off: earlier vLLM releases")
     kv_offload: KVOffload | None = Field(
         None, description="host DRAM / NVMe KV tiers below the GPU prefix cache (kvsim.sim.kv_tiers); None: off")
     seed: int = Field(0, ge=0, description="kept in results for provenance; the replay itself is deterministic")

@@ -132,6 +132,10 @@ Stated rules (where the module docstrings are silent, this follows the current c
    step's end the request keeps ``blocks(n, P)`` (the rest is freed). Rule 8 rejects a prompt whose
    ``max(ceil(P / block_size), blocks(P, P))`` exceeds the GPU pool. Not on a disaggregated decode
    instance (its prompt KV arrives compressed).
+14. With ``SimConfig.reserve_full_prompt`` (vLLM's ``scheduler_reserve_full_isl``) a waiting request
+   is admitted only if, besides its first chunk's, the blocks of all its tokens (``blocks(num_tokens)``
+   beyond its referenced entries, its parked blocks among them, host blocks too) fit with the
+   watermark left; only the chunk's blocks are taken.
 """
 
 from __future__ import annotations

@@ -171,6 +171,10 @@ class RefScheduling:
                     return
                 g1, h1 = self._chunk_blocks(r, r.num_computed_tokens + c)
                 dg, dh = max(g1 - self._held_gpu(r), 0), max(h1 - r.host_blocks, 0)
+                if cfg.reserve_full_prompt:  # rule 14
+                    gf, hf = self._chunk_blocks(r, r.num_tokens)
+                    if not self.pool.fits(max(gf - self._held_gpu(r), 0), max(hf - r.host_blocks, 0), keep_free=self.wm):
+                        return
                 if not self._take(dg, dh, keep_free=self.wm):
                     return
                 self.waiting.popleft()
@@ -204,7 +208,7 @@ class RefScheduling:
                 g1, h1 = self.geo.blocks(computed, r.num_prompt_tokens)
                 g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
                 pool.acquire(r.prefix_hashes[:e])
-                if not self._take(g, max(h1, 0), keep_free=self.wm):
+                if not (self._fits_whole(r, e) and self._take(g, max(h1, 0), keep_free=self.wm)):
                     pool.release(r.prefix_hashes[:e])
                     return
                 self.waiting.popleft()
@@ -229,6 +233,9 @@ class RefScheduling:
             g1, h1 = self._chunk_blocks(r, computed + c)
             g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
             pool.acquire(r.prefix_hashes[:e])  # referenced entries are not evictable
+            if not self._fits_whole(r, e, park):  # rule 14
+                pool.release(r.prefix_hashes[:e])
+                return
             # (no peak here: referencing resident cached blocks moves no memory, and a refused
             # admission takes nothing; the peak is noted once the request holds its blocks)
             parked = pool.unpark(r.rid) if park else None  # rule 12: its parked blocks are its own again
@@ -257,6 +264,15 @@ class RefScheduling:
             running += 1
             budget -= c
             first = False
+
+    def _fits_whole(self, r: RefRequest, e: int, park: int = 0) -> bool:
+        """Rule 14 (``SimConfig.reserve_full_prompt``): the blocks of all of ``r``'s tokens, beyond its
+        ``e`` referenced entries, fit (its ``park`` parked blocks, still parked, among them)."""
+        if not self.cfg.reserve_full_prompt:
+            return True
+        gf, hf = self._chunk_blocks(r, r.num_tokens)
+        gf -= self.geo.prefix_blocks(e, self.pb, r.num_prompt_tokens) if e else 0
+        return self.pool.fits(max(gf, park, 0), max(hf, 0), keep_free=self.wm)
 
     def _chunk_blocks(self, r: RefRequest, n: int) -> tuple[int, int]:
         """(GPU, host) blocks ``r`` holds once a prompt chunk leaves ``n`` tokens computed (rules 1, 13)."""

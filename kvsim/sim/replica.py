@@ -98,7 +98,8 @@ class ReplicaSim:
                                chunked_prefill=cfg.chunked_prefill, preemption_mode=cfg.preemption_mode,
                                on_intervals=self.tbt.add, record_token_times=cfg.record_token_times,
                                watermark_blocks=inp.watermark_blocks, park_block_tokens=inp.park_block_tokens,
-                               tp=dep.tp, full_prompt_block_tokens=inp.full_prompt_block_tokens)
+                               tp=dep.tp, full_prompt_block_tokens=inp.full_prompt_block_tokens,
+                               reserve_full_prompt=cfg.reserve_full_prompt)
         if cfg.kv_offload is not None and cfg.kv_offload.enabled:  # a bad tier is an error even where unused
             check_tier_blocks(cfg.kv_offload, lay.block_bytes * dep.tp)
         self.tiers = make_tiers(cfg.kv_offload, lay.block_bytes, dep.system, gpus=dep.tp) if inp.prefix_block_tokens else None

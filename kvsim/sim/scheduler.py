@@ -100,7 +100,7 @@ class Scheduler(StepCommit, ParkedKV):
                  max_num_batched_tokens: int = 8192, chunked_prefill: bool = True,
                  preemption_mode: PreemptionMode = PreemptionMode.RECOMPUTE, on_intervals=None,
                  record_token_times: bool = False, watermark_blocks: int = 0, park_block_tokens: int = 0,
-                 tp: int = 1, full_prompt_block_tokens: int = 0) -> None:
+                 tp: int = 1, full_prompt_block_tokens: int = 0, reserve_full_prompt: bool = False) -> None:
         self.kv = kv
         self.batch = batch
         self.blocks = blocks
@@ -116,6 +116,8 @@ class Scheduler(StepCommit, ParkedKV):
         # > 0: the method holds the prompt's full KV until its prefill completes (KVMethod.full_prompt_until_prefilled),
         # in blocks of this many tokens
         self.full_prompt_block_tokens = int(full_prompt_block_tokens)
+        # admit only when the blocks of all of a request's tokens fit (SimConfig.reserve_full_prompt)
+        self.reserve_full_prompt = bool(reserve_full_prompt)
         self.waiting: deque[Request] = deque()
         self.swapped: deque[Request] = deque()
         self.prefilling: list[Request] = []  # running, prompt not fully computed (admission order)

@@ -54,7 +54,13 @@ class ParkedKV:
 
     def _admit_blocks(self, r: Request, c: int, park_b: int) -> bool:
         """Blocks for admitting ``r`` with a first chunk of ``c`` tokens (the watermark applies),
-        its ``park_b`` parked blocks taken back first: all or nothing."""
+        its ``park_b`` parked blocks taken back first: all or nothing. With ``reserve_full_prompt`` the
+        blocks of all its tokens must fit too (only the chunk's are taken: vLLM ``allocate_slots(...,
+        full_sequence_must_fit=True)``)."""
+        if self.reserve_full_prompt:
+            g, h = self._need(r, r.num_tokens)
+            if not self.kv.fits(max(g, park_b, 0), max(h, 0), self.watermark_blocks):
+                return False
         if park_b:
             # taking the parked blocks back leaves as many fewer allocatable (the entry's other
             # blocks become free), so the test is that all the blocks it will hold fit

@@ -400,3 +400,28 @@ def test_reserve_full_prompt_admits_only_requests_whose_whole_prompt_fits():
         else:
             assert r.requests["ttft_s"][0] > 1.3 * alone.requests["ttft_s"][0]
             assert r.requests["preemptions"].tolist() == [0, 1]
+
+
+def test_a_refused_admission_leaves_the_prefix_caches_lru_order_alone():
+    """vLLM touches a request's hit blocks only once its allocation fits; kvsim referenced them first and
+    released them on refusal, which made a blocked request's hits the most recent on every retry (so
+    other prompts' entries were evicted instead). 300 blocks, budget 2,048, 16-token ids: X (100 entries)
+    and Z (50) finish; D fills the pool and grows while it decodes; H asks for X's prompt + 1,600 tokens
+    and fits only once D finishes. H's hit must not depend on how long it waited: before, 1,600 tokens
+    when it arrived at 2.5 s (retried for 14 s) and 864 at 16.0 s. Both simulators agree."""
+    from kvsim.sim.config import SimConfig
+    from kvsim.sim.reference import simulate_reference
+    from kvsim.traces import Trace
+
+    x, z, d, new = (tuple(range(a, a + n)) for a, n in ((1, 100), (1000, 50), (2000, 125), (3000, 100)))
+    dep = kvsim.deployment("a100", "llama-3.1-8b")
+    got = []
+    for h_arrival in (2.5, 16.0):
+        tr = Trace("t", arrival_s=[0.0, 1.0, 2.0, h_arrival], prompt_tokens=[1600, 800, 2000, 3200],
+                   output_tokens=[1, 1, 1200, 1], prefix_blocks=(x, z, d, x + new), prefix_block_tokens=16)
+        cfg = dict(gpu_memory_utilization=0.20584127039681727, max_num_batched_tokens=2048)
+        r = kvsim.simulate("a100", "llama-3.1-8b", "full", tr, **cfg)
+        ref = simulate_reference(dep, make_method("full", dep), tr, SimConfig(**cfg))
+        assert r.requests["cached_tokens"].tolist() == ref.cached_tokens.tolist()
+        got.append(int(r.requests["cached_tokens"][3]))
+    assert got[0] == got[1] < 1600

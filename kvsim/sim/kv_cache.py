@@ -314,6 +314,12 @@ class KVCacheManager:
                 self.cached_used += e[1]
             e[0] += 1
 
+    def unreferenced_blocks(self, hashes) -> int:
+        """Blocks of the distinct entries among ``hashes`` nobody references: what :meth:`acquire` would
+        move from the evictable pool to the held one."""
+        entries = self.entries
+        return sum(entries[h][1] for h in set(hashes) if entries[h][0] == 0)
+
     def release_prefix(self, hashes) -> None:
         """Drop references of a prompt's entries (``hashes`` in prompt order); unreferenced entries become
         evictable, its last entry first (vLLM v1 frees a request's blocks in reverse, "so that the tail

@@ -30,7 +30,8 @@ Stated rules (where the module docstrings are silent, this follows the current c
    thirteenth session kvsim released them in prompt order and evicted a prompt's head first,
    which made the rest of its cached entries unreachable).
 3. A queue head that finds a prefix hit but does not fit keeps no reference (it looks up
-   again next time). The prefix lookup covers at most ``(num_tokens - 1) // pb`` entries
+   again next time), and its hits keep their place in the LRU order (vLLM touches hit blocks only
+   once the allocation fits: a blocked request's retries do not make its hits recent). The prefix lookup covers at most ``(num_tokens - 1) // pb`` entries
    (one token is always computed), also when a RECOMPUTE victim is re-admitted; the
    cached-token count reported is that of the first admission. Entries are registered
    when a prompt chunk is scheduled, after its blocks are taken (vLLM v1 ``allocate_slots`` ->

@@ -164,6 +164,13 @@ class RefPool:
         for h in hashes:
             self.entries[h].refs += 1
 
+    def unacquire(self, hashes) -> None:
+        """Undo :meth:`acquire` for an admission that was refused: the references go, and the entries
+        keep their place in the LRU order (``released_at`` unchanged; rule 3: a refused admission
+        leaves the cache as it was)."""
+        for h in hashes:
+            self.entries[h].refs -= 1
+
     def release(self, hashes) -> None:
         """Drop references of a prompt's entries (``hashes`` in prompt order) from its last to its first:
         entries reaching 0 become released, the first entry the most recently (rule 2)."""

@@ -209,7 +209,7 @@ class RefScheduling:
                 g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
                 pool.acquire(r.prefix_hashes[:e])
                 if not (self._fits_whole(r, e) and self._take(g, max(h1, 0), keep_free=self.wm)):
-                    pool.release(r.prefix_hashes[:e])
+                    pool.unacquire(r.prefix_hashes[:e])
                     return
                 self.waiting.popleft()
                 self._readmitted(r, computed)
@@ -234,7 +234,7 @@ class RefScheduling:
             g = max(g1 - (self.geo.prefix_blocks(e, pb, r.num_prompt_tokens) if e else 0), 0)
             pool.acquire(r.prefix_hashes[:e])  # referenced entries are not evictable
             if not self._fits_whole(r, e, park):  # rule 14
-                pool.release(r.prefix_hashes[:e])
+                pool.unacquire(r.prefix_hashes[:e])
                 return
             # (no peak here: referencing resident cached blocks moves no memory, and a refused
             # admission takes nothing; the peak is noted once the request holds its blocks)
@@ -242,7 +242,7 @@ class RefScheduling:
             r.gpu_blocks = park
             pool.hold(r)
             if not self._take(g - park, max(h1, 0), keep_free=self.wm):  # rule 10
-                pool.release(r.prefix_hashes[:e])
+                pool.unacquire(r.prefix_hashes[:e])
                 if parked is not None:
                     pool.restore(r.rid, parked)
                 r.gpu_blocks = 0

@@ -361,8 +361,7 @@ class Scheduler(StepCommit, ParkedKV):
             if kv.pb and r.prefix_hashes and r.num_computed_tokens == 0:
                 max_e = (r.num_tokens - 1) // kv.pb
                 e = kv.lookup(r.prefix_hashes, max_e)
-                kv.acquire(r.prefix_hashes[:e])
-                r.num_prefix_entries = e
+                r.num_prefix_entries = e  # (referenced only once admitted: _admit_blocks)
                 if self.tiers is not None:
                     tier_hits = self.tiers.hits(r.prefix_hashes, e, max_e, self.now)
                 r.num_computed_tokens = (e + len(tier_hits or ())) * kv.pb
@@ -379,11 +378,9 @@ class Scheduler(StepCommit, ParkedKV):
             todo = r.num_tokens - r.num_computed_tokens
             c = 0 if loads else min(todo, budget) if self.chunked_prefill else todo
             fits_budget = loads or self.chunked_prefill or first or c <= budget
-            if not fits_budget or not self._admit_blocks(r, c, park_b):
+            if not fits_budget or not self._admit_blocks(r, c, park_b, r.prefix_hashes[:e] if e else ()):
                 if not r.kv_loaded:  # a waiting request holds no prefix references and no KV (unless loaded)
-                    if e:
-                        kv.release_prefix(r.prefix_hashes[:e])
-                        r.num_prefix_entries = 0
+                    r.num_prefix_entries = 0  # (its hits were never referenced: the cache's LRU order is as it was)
                     r.num_computed_tokens = 0
                 if fits_budget:
                     self.blocked = True  # memory only shrinks while the batch decodes (see DecodeRunner)

@@ -52,15 +52,25 @@ class ParkedKV:
         t = lo * bs
         return (t, self.blocks.request_blocks(t, p, rid)[0] - g0) if t > t0 else (0, 0)
 
-    def _admit_blocks(self, r: Request, c: int, park_b: int) -> bool:
+    def _admit_blocks(self, r: Request, c: int, park_b: int, hits=()) -> bool:
         """Blocks for admitting ``r`` with a first chunk of ``c`` tokens (the watermark applies),
-        its ``park_b`` parked blocks taken back first: all or nothing. With ``reserve_full_prompt`` the
-        blocks of all its tokens must fit too (only the chunk's are taken: vLLM ``allocate_slots(...,
-        full_sequence_must_fit=True)``)."""
+        its ``park_b`` parked blocks taken back first and its prefix ``hits`` referenced: all or
+        nothing. The test comes first, with the blocks of the hits nobody references counted as
+        taken, so a refusal leaves the cache as it was (vLLM ``allocate_slots`` touches the hit blocks
+        only once the allocation fits: a blocked request's retries do not make its hits recent). With
+        ``reserve_full_prompt`` the blocks of all its tokens must fit too (only the chunk's are taken:
+        vLLM ``allocate_slots(..., full_sequence_must_fit=True)``)."""
+        kv = self.kv
+        keep = self.watermark_blocks + (kv.unreferenced_blocks(hits) if hits else 0)
         if self.reserve_full_prompt:
             g, h = self._need(r, r.num_tokens)
-            if not self.kv.fits(max(g, park_b, 0), max(h, 0), self.watermark_blocks):
+            if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
                 return False
+        g, h = self._need(r, r.num_computed_tokens + c)
+        if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
+            return False
+        if hits:
+            kv.acquire(hits)
         if park_b:
             # taking the parked blocks back leaves as many fewer allocatable (the entry's other
             # blocks become free), so the test is that all the blocks it will hold fit

@@ -173,14 +173,18 @@ def _whole(name: str, value, low: int, allow_none: bool = False):
 def estimate(hw: str | Deployment = "a100", model: str | None = None, method: str | KVMethod = "full", *,
              context: int | None = None, batch: int | str = 1, tp: int | None = None,
              max_num_batched_tokens: int | None = 8192, max_num_seqs: int = 256, allow_long_context: bool = False,
-             **deployment_options: Any) -> EstimateResult:
+             chunked_prefill: bool = True, **deployment_options: Any) -> EstimateResult:
     """Closed-form TTFT, TBT, throughput and memory of one configuration (``kvsim estimate``);
     ``batch="max"`` uses the largest batch that fits. ``context`` defaults to 4,096 tokens, or the
     model's max context if smaller; beyond the model's maximum it is a ConfigError unless
     ``allow_long_context`` (as ``--allow-long-context``). As ``kvsim estimate --json``: a batch that
     does not fit has no latencies (None; ``reason`` says why), and ``notes`` holds what the
-    command prints as ``note:`` lines."""
+    command prints as ``note:`` lines. ``chunked_prefill=False`` (``--no-chunked-prefill``): prompts
+    prefill whole and the engine profiles a step of ``max(max_num_batched_tokens, context)`` tokens
+    (``max_num_batched_tokens=None`` alone: the prompt)."""
     _known_deployment_options("estimate", deployment_options)
+    if not isinstance(chunked_prefill, bool):
+        raise ConfigError(f"chunked_prefill must be True or False (got {chunked_prefill!r})")
     max_num_batched_tokens = _whole("max_num_batched_tokens", max_num_batched_tokens, 1, allow_none=True)
     max_num_seqs = _whole("max_num_seqs", max_num_seqs, 1)
     dep = deployment(hw, model, tp=tp, **deployment_options)
@@ -192,7 +196,8 @@ def estimate(hw: str | Deployment = "a100", model: str | None = None, method: st
     notes.append(check_context(context, dep.model, allow_long_context))
     m = _method(method, dep)
     notes += [*kv_dtype_notes(deployment_options.get("kv_dtype", "auto"), [m]), window_note(dep.model)]
-    r = _estimate(dep, m, context, batch, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs)
+    r = _estimate(dep, m, context, batch, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                  chunked_prefill=chunked_prefill)
     notes.append(batch_engine_note(r.batch, max_num_seqs))
     return answered(r).model_copy(update={"notes": [n for n in notes if n] + list(r.notes)})
 

@@ -425,3 +425,28 @@ def test_a_refused_admission_leaves_the_prefix_caches_lru_order_alone():
         assert r.requests["cached_tokens"].tolist() == ref.cached_tokens.tolist()
         got.append(int(r.requests["cached_tokens"][3]))
     assert got[0] == got[1] < 1600
+
+
+# ---------------------------------------------------------------- estimate vs simulate
+
+
+def test_estimate_without_chunked_prefill_profiles_the_step_budget():
+    """vLLM v0 (and the simulators) profile a step of max(max_num_batched_tokens, longest prompt);
+    estimate --no-chunked-prefill profiled --context tokens and ignored the budget: on an RTX 4090
+    (Llama-3.1-8B, 4,000-token requests = 250 blocks) it said 11 fit where the simulator's pool holds 10
+    (2,659 blocks // 250), and still 11 at a 32,768-token budget where the pool holds 5."""
+    for budget, fit in ((8192, 10), (32768, 5)):
+        for chunked in (True, False):
+            r = kvsim.estimate(hw="rtx4090", context=4000, batch=11, max_num_batched_tokens=budget, chunked_prefill=chunked)
+            assert r.max_batch == fit and not r.fits, (budget, chunked)
+    # the TTFT still prefills the prompt whole without chunking: 4,000 < 8,192, the same single step
+    assert kvsim.estimate(hw="rtx4090", context=4000, chunked_prefill=False).ttft_s == kvsim.estimate(
+        hw="rtx4090", context=4000).ttft_s
+
+
+def test_the_all_prompt_note_fires_both_ways():
+    """H2O's budget scales with the prompt, so half of a context generated holds less than the all-prompt
+    figure: the note fired only when it held more (SnapKV), and spoke of memory only."""
+    notes = kvsim.estimate(hw="h100", method="h2o", context=21499, batch=64).notes
+    assert any("counts every token as prompt" in n and "decode reads" in n for n in notes)
+    assert not any("counts every token" in n for n in kvsim.estimate(hw="h100", context=21499, batch=64).notes)

@@ -87,7 +87,6 @@ def estimate_cmd(
     _check_context(context, dep.model, allow_long_context)
     for note in dep.notes:
         print(f"note: {note}", file=sys.stderr)
-    chunk = max_num_batched_tokens if chunked_prefill else None
     specs = split_methods(method)
     methods = []
     for spec in specs:  # every method is checked before any is priced
@@ -111,7 +110,8 @@ def estimate_cmd(
     reused = reuse_answer(dep, reuse, allow_long_context) if reuse is not None else None  # a bad spec fails before any pricing
     if reused is not None and reused["note"]:
         print(f"note: {reused['note']}", file=sys.stderr)
-    results = [estimate(dep, m, context, b, max_num_batched_tokens=chunk, max_num_seqs=max_num_seqs) for m in methods]
+    results = [estimate(dep, m, context, b, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                        chunked_prefill=chunked_prefill) for m in methods]
     engine_note = batch_engine_note(b, max_num_seqs, ("--batch", "--max-num-seqs"))
     if engine_note:  # (in each answer's notes, so --json carries it too)
         for r in results:

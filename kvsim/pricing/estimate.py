@@ -110,6 +110,9 @@ class Estimator:
     #: largest batch ``--batch max`` may pick (None: ``max_num_seqs``, the engine's cap; a harness
     #: without one, as the papers' Hugging Face loops, passes ``MAX_BATCH``)
     batch_cap: int | None = None
+    #: False: prompts prefill whole (vLLM v0); the engine still profiles a step of
+    #: ``max(max_num_batched_tokens, context)`` tokens (v0 needs the budget >= max_model_len)
+    chunked_prefill: bool = True
 
     def __post_init__(self) -> None:
         self.step = StepModel(self.dep, self.method)
@@ -158,8 +161,10 @@ class Estimator:
             _check_count("batch", batch, MAX_BATCH)
         dep, m = self.dep, self.method
         ctx = float(m.effective_prompt_tokens(float(context)))
-        chunk = self.max_num_batched_tokens
-        step_tokens = ctx if chunk is None else float(chunk)
+        chunk = self.max_num_batched_tokens if self.chunked_prefill else None
+        # the profiling step: the budget, or without chunked prefill the budget or a whole prompt if longer
+        # (the simulators' rule, kvsim.sim.inputs.prepare; max_num_batched_tokens None: the prompt alone)
+        step_tokens = float(chunk) if chunk is not None else max(ctx, float(self.max_num_batched_tokens or 0))
         # a batch of b runs at once only in an engine of at least b sequences: its reserves (the sampler's
         # rows, a hybrid model's recurrent-state slots) are sized for max(b, max_num_seqs)
         seqs = self.max_num_seqs if batch == "max" else max(self.max_num_seqs, int(batch))
@@ -173,10 +178,10 @@ class Estimator:
             gen = float(context // 2)
             kept = float(m.effective_prompt_tokens(float(context) - gen))
             half = float(m.kv_bytes(kept + gen, kept).gpu_bytes)
-            if half > 1.01 * g_req:
+            if abs(half - g_req) > 0.01 * g_req:  # (either way: a budget that scales with the prompt holds less)
                 notes.append(f"--context counts every token as prompt; {m.label()} compresses the prompt only, so with half of "
-                             f"the {context:,} tokens generated a request holds {_gb(half)} per GPU, not {_gb(g_req)} "
-                             "(`kvsim simulate` counts generated tokens)")
+                             f"the {context:,} tokens generated a request holds {_gb(half)} per GPU, not {_gb(g_req)}, "
+                             "and its decode reads change likewise (`kvsim simulate` counts generated tokens)")
         # the simulator holds the whole prompt's uncompressed KV of such a method on the GPU until its prefill
         # completes (KVMethod.full_prompt_until_prefilled); this estimate is steady state, so it says when that
         # peak alone exceeds the pool (simulate then rejects the request)
@@ -264,9 +269,10 @@ def _why_not(context: int, b: int, max_batch: int | None, mb_gpu: int | None, g_
 
 def estimate(dep: Deployment, method: KVMethod, context: int, batch: int | str = 1,
              max_num_batched_tokens: int | None = 8192, max_num_seqs: int = 256,
-             batch_cap: int | None = None) -> EstimateResult:
-    """Estimate one configuration (see module docstring)."""
-    return Estimator(dep, method, max_num_batched_tokens, max_num_seqs, batch_cap).run(context, batch)
+             batch_cap: int | None = None, chunked_prefill: bool = True) -> EstimateResult:
+    """Estimate one configuration (see module docstring). ``chunked_prefill`` False: prompts prefill
+    whole, the profiling step is ``max(max_num_batched_tokens, context)`` tokens."""
+    return Estimator(dep, method, max_num_batched_tokens, max_num_seqs, batch_cap, chunked_prefill).run(context, batch)
 
 
 #: the context priced when none is given (a model of a shorter maximum takes its maximum)

@@ -61,16 +61,17 @@ class ParkedKV:
         ``reserve_full_prompt`` the blocks of all its tokens must fit too (only the chunk's are taken:
         vLLM ``allocate_slots(..., full_sequence_must_fit=True)``)."""
         kv = self.kv
-        keep = self.watermark_blocks + (kv.unreferenced_blocks(hits) if hits else 0)
-        if self.reserve_full_prompt:
-            g, h = self._need(r, r.num_tokens)
-            if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
-                return False
-        g, h = self._need(r, r.num_computed_tokens + c)
-        if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
-            return False
-        if hits:
-            kv.acquire(hits)
+        if hits or self.reserve_full_prompt:  # (neither: the tests below and allocate_slots' are the same)
+            keep = self.watermark_blocks + (kv.unreferenced_blocks(hits) if hits else 0)
+            if self.reserve_full_prompt:
+                g, h = self._need(r, r.num_tokens)
+                if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
+                    return False
+            if hits:
+                g, h = self._need(r, r.num_computed_tokens + c)
+                if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
+                    return False
+                kv.acquire(hits)
         if park_b:
             # taking the parked blocks back leaves as many fewer allocatable (the entry's other
             # blocks become free), so the test is that all the blocks it will hold fit

@@ -351,6 +351,24 @@ def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: li
         model = str(model)
     if isinstance(slo_itl_s, str) and slo_itl_s == "default":  # as `kvsim plan`: 100 ms unless a TPOT bound is given
         slo_itl_s = DEFAULT_PLAN_ITL_S if slo_tpot_s is None else None
+    for name, value in (("slo_ttft_s", slo_ttft_s), ("slo_tpot_s", slo_tpot_s), ("slo_itl_s", slo_itl_s),
+                        ("target_rate_per_s", target_rate_per_s)):
+        if value is not None and (isinstance(value, (bool, str)) or not isinstance(value, (int, float, np.integer, np.floating))
+                                  or not 0 < float(value) < float("inf")):
+            unit = "requests/s" if name.startswith("target") else "seconds"
+            raise ConfigError(f"plan: {name} must be a finite number of {unit} > 0, or None (got {value!r})")
+    # each mode's own options, as `kvsim plan` (one given to the other mode was ignored)
+    if target_rate_per_s is not None and (tp != 1 or request.get("replicas", 1) != 1):
+        raise ConfigError("plan: tp and replicas fix one layout (max-rate mode); target_rate_per_s searches layouts: "
+                          "give tp_choices and max_replicas instead")
+    if target_rate_per_s is None and ("tp_choices" in request or "max_replicas" in request):
+        raise ConfigError("plan: tp_choices and max_replicas bound the target_rate_per_s search; without a target give "
+                          "tp and replicas")
+    if isinstance(request.get("tp_choices"), str):  # (the CLI's comma text)
+        try:
+            request["tp_choices"] = [int(x) for x in request["tp_choices"].split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"plan: tp_choices takes whole numbers (got {request['tp_choices']!r})") from None
     # engine settings with vLLM's names (max_num_seqs=...), as simulate() takes them: into sim_options
     # (PlanRequest's own fields, e.g. gpu_memory_utilization, the deployment's, stay its own)
     engine = {k: request.pop(k) for k in sorted(set(request) & (set(SimConfig.model_fields) - set(PlanRequest.model_fields)))}

@@ -450,3 +450,22 @@ def test_the_all_prompt_note_fires_both_ways():
     notes = kvsim.estimate(hw="h100", method="h2o", context=21499, batch=64).notes
     assert any("counts every token as prompt" in n and "decode reads" in n for n in notes)
     assert not any("counts every token" in n for n in kvsim.estimate(hw="h100", context=21499, batch=64).notes)
+
+
+def test_plan_api_refuses_what_the_command_refuses():
+    """A plan audit: tp_choices=[0] raised ZeroDivisionError; tp=2 or replicas=2 with a target, and
+    tp_choices / max_replicas without one, were silently dropped (the CLI refuses them); a NaN target
+    said "<= 1000000000"; '100ms' as slo_itl_s named an internal field. `--tp-choices ""` ran 1,2,4,8."""
+    for kw, msg in ((dict(target_rate_per_s=1.0, tp_choices=[0]), "tp_choices.0"),
+                    (dict(tp=2, target_rate_per_s=1.0), "fix one layout"),
+                    (dict(replicas=2, target_rate_per_s=1.0), "fix one layout"),
+                    (dict(tp_choices=[1, 2]), "bound the target_rate_per_s search"),
+                    (dict(max_replicas=2), "bound the target_rate_per_s search"),
+                    (dict(target_rate_per_s=float("nan")), "finite number of requests/s"),
+                    (dict(slo_itl_s="100ms"), "slo_itl_s must be a finite number of seconds")):
+        with pytest.raises(ConfigError, match=msg):
+            kvsim.plan(num_requests=40, **kw)
+    labels = [c.label for c in kvsim.plan(num_requests=40, target_rate_per_s=1.0, tp_choices="1,2").configs]
+    assert labels == ["a100-80g · full", "a100-80g · full · TP2"]
+    code, _, err = _cli("plan", "--hw", "a100", "-n", "40", "--no-cache", "--target-rate", "1", "--tp-choices", "")
+    assert code == 1 and "--tp-choices expects whole numbers" in err

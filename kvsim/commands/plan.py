@@ -116,7 +116,8 @@ def plan_cmd(
         raise ConfigError("--tp-choices and --max-replicas bound the --target-rate search; without --target-rate give "
                           "--tp and --replicas")
     tp, replicas = tp or 1, replicas or 1
-    tp_choices, max_replicas = tp_choices or "1,2,4,8", max_replicas or 64
+    tp_choices = "1,2,4,8" if tp_choices is None else tp_choices  # (an empty text is an error: _ints)
+    max_replicas = max_replicas or 64
     slo = resolve_slo("plan", slo_ttft, slo_tpot, slo_itl, percentile, slo_tbt, tbt_metric)
     if slo is None or (slo.tpot_s is None and slo.itl_s is None):  # the default token bound: p99 ITL <= 100 ms
         slo = resolve_slo("plan", slo_ttft, None, DEFAULT_SLO_ITL, percentile)

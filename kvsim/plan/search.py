@@ -40,6 +40,8 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kvsim import __version__
@@ -79,7 +81,7 @@ class PlanRequest(BaseModel):
     target_rate_per_s: float | None = Field(None, ge=1e-9, le=1e9)  # requests/s (as --target-rate)
     tp: int = Field(1, ge=1)
     replicas: int = Field(1, ge=1)
-    tp_choices: list[int] = list(TP_CHOICES)
+    tp_choices: list[Annotated[int, Field(ge=1)]] = list(TP_CHOICES)
     max_replicas: int = Field(64, ge=1)
     router: str = "least-outstanding"
     weight_dtype: str = "auto"  # bf16, or fp16 on GPUs without bf16 (V100)

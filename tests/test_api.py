@@ -129,8 +129,8 @@ def test_plan_bad_settings_are_one_line_kvsim_errors():
     import kvsim
     from kvsim.errors import KvsimError
 
-    for kw, words in ((dict(slo_ttft_s=float("nan")), "ttft_s: Input should be a finite number"),
-                      (dict(slo_ttft_s=0.0), "ttft_s: Input should be greater than 0"),
+    for kw, words in ((dict(slo_ttft_s=float("nan")), "slo_ttft_s must be a finite number of seconds > 0"),
+                      (dict(slo_ttft_s=0.0), "slo_ttft_s must be a finite number of seconds > 0"),
                       (dict(hws=[]), "hws is empty"), (dict(bogus=1), "bogus")):
         with pytest.raises(KvsimError) as err:
             kvsim.plan(**{"hws": ["h100"], "methods": ["full"], **kw})

@@ -33,7 +33,7 @@ from kvsim.pricing.tts_spec import parse_task
 from kvsim.sim.config import SimConfig, SimResult
 from kvsim.sim.replica import simulate as _simulate
 from kvsim.sim.summary_extras import complete_summary, setup_notes
-from kvsim.slo import SLO
+from kvsim.slo import PLAN_DEFAULT_ITL_S, SLO
 from kvsim.specbase import first_problem
 from kvsim.traces import Trace
 from kvsim.traces import load_trace as _load_trace
@@ -118,12 +118,15 @@ def load_trace(trace: str | Trace = "burstgpt", *, rate: float | None = None, nu
             start = trace.arrival_s - trace.arrival_s[0] if len(trace) else trace.arrival_s
             trace = trace.with_arrivals(start * rescale_factor(start, opts, trace.name))
         return trace
-    unknown = sorted(set(options) - set(inspect.signature(_load_trace).parameters))
+    unknown = sorted(set(options) - _LOADING_OPTIONS)
     if unknown:
         raise ConfigError(f"load_trace: unknown argument(s) {', '.join(unknown)} (loading options: "
-                          f"{', '.join(sorted(set(inspect.signature(_load_trace).parameters) - {'spec', 'rate', 'num_requests', 'seed'}))})")
+                          f"{', '.join(sorted(_LOADING_OPTIONS))})")
     return _load_trace(trace, rate=rate, num_requests=num_requests, seed=seed, **options)
 
+
+#: keyword arguments of :func:`kvsim.traces.load_trace` that load_trace() passes on (read from its signature)
+_LOADING_OPTIONS = frozenset(inspect.signature(_load_trace).parameters) - {"spec", "rate", "num_requests", "seed"}
 
 #: keyword arguments of :func:`deployment` that estimate() and tts_cost() pass on (read from its signature)
 _DEPLOYMENT_OPTIONS = frozenset(inspect.signature(deployment).parameters) - {"hw", "model", "tp"}
@@ -323,7 +326,7 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
     short = shortfall_note(num_requests, len(tr), "num_requests")  # (as the command line says it)
     if short:
         notes.append(short)
-    complete_summary(res, m, tr, dep, spec=getattr(method, "label", lambda: method)(), slo=slo, extra_notes=tuple(notes),
+    complete_summary(res, m, tr, dep, spec=method if isinstance(method, str) else m.label(), slo=slo, extra_notes=tuple(notes),
                      kv_dtype=dep_options.get("kv_dtype", "auto"))
     return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},
                       dep, m, tr, res)
@@ -343,32 +346,25 @@ def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: li
     :class:`kvsim.plan.schema.PlanResult` (``.configs``, ``.ranking``, ``.model_dump()``); a
     ConfigError when no configuration can run at all (as ``kvsim plan``)."""
     from kvsim.plan.schema import SLO, TraceSpec  # lazy: plan pulls in the process pool machinery
-    from kvsim.plan.search import PlanRequest, run_plan  # lazy: as above
+    from kvsim.plan.search import PlanRequest, check_search_mode, run_plan, whole_numbers  # lazy: as above
 
     hw_list = _names("hws", hws, lambda v: [h.strip() for h in v.split(",") if h.strip()])
     method_list = _names("methods", methods, lambda v: split_methods([v]))
     if isinstance(model, Path):
         model = str(model)
     if isinstance(slo_itl_s, str) and slo_itl_s == "default":  # as `kvsim plan`: 100 ms unless a TPOT bound is given
-        slo_itl_s = DEFAULT_PLAN_ITL_S if slo_tpot_s is None else None
+        slo_itl_s = PLAN_DEFAULT_ITL_S if slo_tpot_s is None else None
     for name, value in (("slo_ttft_s", slo_ttft_s), ("slo_tpot_s", slo_tpot_s), ("slo_itl_s", slo_itl_s),
                         ("target_rate_per_s", target_rate_per_s)):
         if value is not None and (isinstance(value, (bool, str)) or not isinstance(value, (int, float, np.integer, np.floating))
                                   or not 0 < float(value) < float("inf")):
             unit = "requests/s" if name.startswith("target") else "seconds"
             raise ConfigError(f"plan: {name} must be a finite number of {unit} > 0, or None (got {value!r})")
-    # each mode's own options, as `kvsim plan` (one given to the other mode was ignored)
-    if target_rate_per_s is not None and (tp != 1 or request.get("replicas", 1) != 1):
-        raise ConfigError("plan: tp and replicas fix one layout (max-rate mode); target_rate_per_s searches layouts: "
-                          "give tp_choices and max_replicas instead")
-    if target_rate_per_s is None and ("tp_choices" in request or "max_replicas" in request):
-        raise ConfigError("plan: tp_choices and max_replicas bound the target_rate_per_s search; without a target give "
-                          "tp and replicas")
+    check_search_mode(target_rate_per_s is not None, tp != 1 or request.get("replicas", 1) != 1,
+                      "tp_choices" in request or "max_replicas" in request,
+                      ("tp and replicas", "target_rate_per_s", "tp_choices and max_replicas"), prefix="plan: ")
     if isinstance(request.get("tp_choices"), str):  # (the CLI's comma text)
-        try:
-            request["tp_choices"] = [int(x) for x in request["tp_choices"].split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"plan: tp_choices takes whole numbers (got {request['tp_choices']!r})") from None
+        request["tp_choices"] = whole_numbers(request["tp_choices"], "plan: tp_choices")
     # engine settings with vLLM's names (max_num_seqs=...), as simulate() takes them: into sim_options
     # (PlanRequest's own fields, e.g. gpu_memory_utilization, the deployment's, stay its own)
     engine = {k: request.pop(k) for k in sorted(set(request) & (set(SimConfig.model_fields) - set(PlanRequest.model_fields)))}
@@ -395,10 +391,6 @@ def plan(model: str = "llama-3.1-8b", hws: list[str] | str = "a100", methods: li
     if why is not None:
         raise ConfigError(why)
     return result
-
-
-#: plan()'s ITL bound when neither slo_tpot_s nor slo_itl_s is given (``kvsim plan``'s 100 ms)
-DEFAULT_PLAN_ITL_S = 0.1
 
 
 def _names(what: str, value, split) -> list[str]:

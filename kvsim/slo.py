@@ -33,6 +33,8 @@ from kvsim.errors import ConfigError
 
 Percentile = Literal["p50", "p90", "p99"]
 PERCENTILES: tuple[str, ...] = ("p50", "p90", "p99")
+#: a plan's token bound when neither a TPOT nor an ITL bound is given: ITL <= 100 ms (kvsim plan, kvsim.plan)
+PLAN_DEFAULT_ITL_S = 0.1
 #: percentile -> quantile level
 LEVELS: dict[str, float] = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
 #: metric -> (CLI flag, summary key of its stats); summary keys as in kvsim.sim.metrics.summarize

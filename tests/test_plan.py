@@ -434,6 +434,6 @@ def test_plan_options_of_the_other_mode_are_errors(args, needle):
 
 
 def test_tp_choices_given_twice_are_tried_once():
-    from kvsim.commands.plan import _ints
+    from kvsim.plan.search import whole_numbers  # (the CLI's and kvsim.plan's parser of --tp-choices)
 
-    assert _ints("1,1,2", "--tp-choices") == [1, 2]  # ('1,1' printed two identical rows and notes)
+    assert whole_numbers("1,1,2", "--tp-choices") == [1, 2]  # ('1,1' printed two identical rows and notes)

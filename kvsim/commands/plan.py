@@ -17,19 +17,8 @@ from kvsim.commands.common import (
 from kvsim.commands.tables import print_rows
 from kvsim.errors import ConfigError
 
-#: plan's token bound when no --slo-tpot / --slo-itl is given
-DEFAULT_SLO_ITL = "100ms"
 HwListOpt = Annotated[list[str], typer.Option("--hw", help="hardware to compare: comma list or repeated (a100,l20,4090)")]
 
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} expects a comma list of whole numbers, got '{text}'") from None
-    if not out or min(out) < 1:
-        raise ConfigError(f"{flag} expects whole numbers >= 1, got '{text}'")
-    return list(dict.fromkeys(out))  # (a value given twice is tried once: 1,1 gave two equal rows)
 
 
 def _positive(text: str | None, flag: str) -> float | None:
@@ -41,8 +30,11 @@ def _positive(text: str | None, flag: str) -> float | None:
         raise ConfigError(f"{flag} must be a number > 0, got '{text}'") from None
     if not v > 0 or v == float("inf"):
         raise ConfigError(f"{flag} must be a number > 0, got '{text}'")
-    if v > 1e9 or v < 1e-9:  # (a rate the search's trace can be rescaled to: requests per second)
-        raise ConfigError(f"{flag} must be between 1e-09 and 1e+09 requests/s, got '{text}'")
+    from kvsim.plan.search import TARGET_RATE_RANGE  # lazy: CLI start-up
+
+    lo, hi = TARGET_RATE_RANGE  # (a rate the search's trace can be rescaled to)
+    if not lo <= v <= hi:
+        raise ConfigError(f"{flag} must be between {lo:g} and {hi:g} requests/s, got '{text}'")
     return v
 
 
@@ -104,23 +96,22 @@ def plan_cmd(
     # lazy: CLI start-up
     from kvsim.fileio import check_tree, check_writable_dir
     from kvsim.hardware import DEFAULT_KV_LINK
-    from kvsim.plan.search import PLAN_GLOBS, PlanRequest, expand_sweeps, run_plan, save_plan
+    from kvsim.plan.search import (PLAN_GLOBS, PlanRequest, check_search_mode, expand_sweeps, run_plan, save_plan,
+                                   whole_numbers)
     from kvsim.plan.schema import SearchOptions, TraceSpec
     from kvsim.plan.sweep import default_cache_dir
 
-    # each mode's own options: one given to the other mode was ignored, silently (user audit)
-    if target_rate is not None and (tp is not None or replicas is not None):
-        raise ConfigError("--tp and --replicas fix one layout (max-rate mode); --target-rate searches layouts: give "
-                          "--tp-choices and --max-replicas instead")
-    if target_rate is None and (tp_choices is not None or max_replicas is not None):
-        raise ConfigError("--tp-choices and --max-replicas bound the --target-rate search; without --target-rate give "
-                          "--tp and --replicas")
+    check_search_mode(target_rate is not None, tp is not None or replicas is not None,
+                      tp_choices is not None or max_replicas is not None,
+                      ("--tp and --replicas", "--target-rate", "--tp-choices and --max-replicas"))
     tp, replicas = tp or 1, replicas or 1
-    tp_choices = "1,2,4,8" if tp_choices is None else tp_choices  # (an empty text is an error: _ints)
+    tp_choices = "1,2,4,8" if tp_choices is None else tp_choices  # (an empty text is an error: whole_numbers)
     max_replicas = max_replicas or 64
     slo = resolve_slo("plan", slo_ttft, slo_tpot, slo_itl, percentile, slo_tbt, tbt_metric)
     if slo is None or (slo.tpot_s is None and slo.itl_s is None):  # the default token bound: p99 ITL <= 100 ms
-        slo = resolve_slo("plan", slo_ttft, None, DEFAULT_SLO_ITL, percentile)
+        from kvsim.slo import PLAN_DEFAULT_ITL_S  # lazy: CLI start-up
+
+        slo = resolve_slo("plan", slo_ttft, None, f"{PLAN_DEFAULT_ITL_S * 1e3:g}ms", percentile)
     check_watermark(watermark)
     offload = None
     if kv_offload is not None:
@@ -143,7 +134,7 @@ def plan_cmd(
                         max_output_tokens=max_output_tokens, format=trace_format, columns=columns,
                         time_unit=time_unit, arrivals=arrivals, strict=strict, tokenizer=tokenizer),
         slo=slo, target_rate_per_s=_positive(target_rate, "--target-rate"), tp=tp, replicas=replicas,
-        tp_choices=_ints(tp_choices, "--tp-choices"), max_replicas=max_replicas, router=router,
+        tp_choices=whole_numbers(tp_choices, "--tp-choices"), max_replicas=max_replicas, router=router,
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization,
         calibration=calibration, expert_offload=expert_offload, search=SearchOptions(rel_tol=rel_tol),
         sim_options={"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,

@@ -62,10 +62,15 @@ from kvsim.plan.schema import (
     TraceSpec,
 )
 from kvsim.plan.sweep import run_tasks
+from kvsim.traces.arrivals import MAX_RATE_PER_S
 from kvsim.sim.config import SimConfig
 from kvsim.specbase import first_problem
 
 TP_CHOICES = (1, 2, 4, 8)
+
+
+#: the target rates a plan searches for, requests/s (a trace rescaled beyond them underflows)
+TARGET_RATE_RANGE = (1e-9, MAX_RATE_PER_S)
 
 
 class PlanRequest(BaseModel):
@@ -78,7 +83,7 @@ class PlanRequest(BaseModel):
     methods: list[str]  # method specs, sweeps already expanded
     trace: TraceSpec = TraceSpec()
     slo: SLO
-    target_rate_per_s: float | None = Field(None, ge=1e-9, le=1e9)  # requests/s (as --target-rate)
+    target_rate_per_s: float | None = Field(None, ge=TARGET_RATE_RANGE[0], le=TARGET_RATE_RANGE[1])  # requests/s
     tp: int = Field(1, ge=1)
     replicas: int = Field(1, ge=1)
     tp_choices: list[Annotated[int, Field(ge=1)]] = list(TP_CHOICES)
@@ -91,6 +96,30 @@ class PlanRequest(BaseModel):
     expert_offload: str | None = None  # --expert-offload text (kvsim.costmodel.expert_offload_option)
     search: SearchOptions = SearchOptions()
     sim_options: dict = {}
+
+
+def whole_numbers(text: str, name: str) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]`` (a value given twice is tried once: 1,1 gave two equal rows); a
+    one-line ConfigError naming ``name`` for anything but whole numbers >= 1."""
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} expects a comma list of whole numbers, got '{text}'") from None
+    if not out or min(out) < 1:
+        raise ConfigError(f"{name} expects whole numbers >= 1, got '{text}'")
+    return list(dict.fromkeys(out))
+
+
+def check_search_mode(target: bool, layout: bool, bounds: bool, names: tuple[str, str, str], prefix: str = "") -> None:
+    """Each mode's own options (one given to the other mode was ignored, silently: user audits):
+    ``layout`` (TP, replicas) fixes one layout, for max-rate mode; ``bounds`` (TP choices, replica
+    cap) bound the ``target`` search. ``names``: how the caller's user writes (layout, target, bounds)."""
+    layout_words, target_words, bounds_words = names
+    if target and layout:
+        raise ConfigError(f"{prefix}{layout_words} fix one layout (max-rate mode); {target_words} searches layouts: give "
+                          f"{bounds_words} instead")
+    if not target and bounds:
+        raise ConfigError(f"{prefix}{bounds_words} bound the {target_words} search; without {target_words} give {layout_words}")
 
 
 def expand_sweeps(methods: list[str], sweeps: list[str]) -> list[str]:

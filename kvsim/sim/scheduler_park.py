@@ -61,24 +61,21 @@ class ParkedKV:
         ``reserve_full_prompt`` the blocks of all its tokens must fit too (only the chunk's are taken:
         vLLM ``allocate_slots(..., full_sequence_must_fit=True)``)."""
         kv = self.kv
-        if hits or self.reserve_full_prompt:  # (neither: the tests below and allocate_slots' are the same)
-            keep = self.watermark_blocks + (kv.unreferenced_blocks(hits) if hits else 0)
-            if self.reserve_full_prompt:
-                g, h = self._need(r, r.num_tokens)
-                if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
-                    return False
-            if hits:
-                g, h = self._need(r, r.num_computed_tokens + c)
-                if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
-                    return False
-                kv.acquire(hits)
-        if park_b:
+        # referencing the hits takes their unreferenced blocks out of the allocatable pool
+        keep = self.watermark_blocks + (kv.unreferenced_blocks(hits) if hits else 0)
+        if self.reserve_full_prompt:
+            g, h = self._need(r, r.num_tokens)
+            if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
+                return False
+        if hits or park_b:  # (neither: allocate_slots' own test is this one)
             # taking the parked blocks back leaves as many fewer allocatable (the entry's other
             # blocks become free), so the test is that all the blocks it will hold fit
             g, h = self._need(r, r.num_computed_tokens + c)
-            if not self.kv.fits(max(g, park_b), max(h, 0), self.watermark_blocks):
+            if not kv.fits(max(g, park_b, 0), max(h, 0), keep):
                 return False
-            self.kv.unpark(r.req_id, park_b)
+            kv.acquire(hits)
+        if park_b:
+            kv.unpark(r.req_id, park_b)
             r.gpu_blocks += park_b
             r.parked_entries = -1
         return self.allocate_slots(r, c, self.watermark_blocks) is not None

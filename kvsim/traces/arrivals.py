@@ -22,6 +22,9 @@ import numpy as np
 from kvsim.errors import TraceError
 
 MAX_CV = 10.0  # beyond it Gamma(1/cv^2) gaps underflow to 0: every request at t=0
+#: the largest arrival rate, requests/s, of any trace kvsim generates or rescales (--rate, --time-scale,
+#: synthetic traces, --arrivals, plan's --target-rate): gaps below 1 ns underflow when squared
+MAX_RATE_PER_S = 1e9
 MIN_CV = 1e-3  # below it the gaps are constant to 0.1 % (use constant:rate=R); cv^2 underflows from ~1e-154
 KINDS = {"poisson": ("rate",), "gamma": ("rate", "cv"), "constant": ("rate",)}
 EXAMPLES = "poisson:rate=4, gamma:rate=4,cv=2 or constant:rate=4"
@@ -84,7 +87,7 @@ def parse_arrivals(text: str) -> ArrivalSpec:
     if "rate" not in values:
         raise TraceError(f"--arrivals: {kind} needs rate=R (requests/s), e.g. {kind}:rate=4")
     rate = _float(values["rate"], "rate")
-    if not rate > 0 or (math.isinf(rate) and kind != "constant") or (math.isfinite(rate) and rate > 1e9):
+    if not rate > 0 or (math.isinf(rate) and kind != "constant") or (math.isfinite(rate) and rate > MAX_RATE_PER_S):
         raise TraceError(f"--arrivals: rate must be a number > 0 and <= 1e9 requests/s "
                          f"(inf only for constant), got '{values['rate']}'")
     cv = _float(values.get("cv", "1"), "cv")

@@ -64,9 +64,9 @@ class LoadOptions:
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise TraceError(f"--{name.replace('_', '-')} ({name}) must be a finite number > 0, got {v}")
-            if v is not None and v > MAX_RATE_PER_S:  # (gaps of 1e-200 s underflow in squares: the CV read 0)
+            if v is not None and v > arrivals.MAX_RATE_PER_S:  # (gaps of 1e-200 s underflow in squares: the CV read 0)
                 what = "requests/s (the synthetic traces' bound)" if name == "rate" else "(a billion times faster)"
-                raise TraceError(f"--{name.replace('_', '-')} ({name}) must be at most {MAX_RATE_PER_S:g} {what}, got {v:g}")
+                raise TraceError(f"--{name.replace('_', '-')} ({name}) must be at most {arrivals.MAX_RATE_PER_S:g} {what}, got {v:g}")
         if self.rate is not None and self.time_scale is not None:
             raise TraceError("give either --rate or --time-scale (rate or time_scale), not both")
         if self.arrivals is not None and (self.rate is not None or self.time_scale is not None):
@@ -157,10 +157,6 @@ def _empty_error(
     if opts.describe_filters() == "none":
         return TraceError(f"trace {name}: no usable request ({counts})")
     return TraceError(f"trace {name}: no request left after filters {opts.describe_filters()} ({counts})")
-
-
-#: the largest --rate (requests/s) and --time-scale a trace is rescaled to (as synthetic traces' rate bound)
-MAX_RATE_PER_S = 1e9
 
 
 def rescale_factor(arrival_s: np.ndarray, opts: LoadOptions, name: str) -> float:

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kvsim.specbase import Float, number
 from kvsim.traces._io import MAX_TOKENS
-from kvsim.traces.arrivals import MAX_CV, MIN_CV, gamma_arrivals, poisson_arrivals  # the one place of the gap draws
+from kvsim.traces.arrivals import MAX_CV, MAX_RATE_PER_S, MIN_CV, gamma_arrivals, poisson_arrivals  # the one place of the gap draws
 from kvsim.traces.pipeline import RawRequests
 
 SQRT2 = math.sqrt(2.0)  # CV of Gamma(shape 0.5): 1/sqrt(0.5)
@@ -43,7 +43,7 @@ MAX_REQUESTS = 10_000_000  # a generated trace's size cap (10M requests: ~0.5 GB
 
 Requests = number(int, 1, MAX_REQUESTS, unit="requests")
 Tokens = number(int, 1, MAX_TOKENS, unit="tokens")
-Rate = number(float, 0, 1e9, lo_open=True, unit="requests/s")
+Rate = number(float, 0, MAX_RATE_PER_S, lo_open=True, unit="requests/s")
 ZipfA = number(float, -100, 100)  # power-law exponent
 
 

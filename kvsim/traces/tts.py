@@ -94,11 +94,16 @@ class TreeParams(_TaskParams):
             raise ValueError(f"width x depth = {self.width * self.depth} nodes per task exceeds 10,000,000")
         # each node lists the block ids of its prompt and step (its level's stream): one task holds
         # width x sum over levels of ceil((prompt + (d + 1) step) / block) ids, all built before any is kept
-        ids = self.width * sum(-(-(self.prompt_tokens + (d + 1) * self.step_tokens) // self.block) for d in range(self.depth))
+        ids = self.width * sum(stream_blocks(self, d) for d in range(self.depth))
         if ids > MAX_BLOCK_IDS:
             raise ValueError(f"one task of width {self.width} and depth {self.depth} lists {ids:,} prefix block ids, "
                              f"more than {MAX_BLOCK_IDS:,} (~0.4 GB): lower width, depth or step, or raise block")
         return self
+
+
+def stream_blocks(p: TreeParams, d: int) -> int:
+    """Block ids of a level-``d`` node's stream: its prompt (the root's and ``d`` steps) and its own step."""
+    return -(-(p.prompt_tokens + (d + 1) * p.step_tokens) // p.block)
 
 
 TTSParams = BestOfNParams | CoTParams | TreeParams
@@ -144,7 +149,7 @@ def _tree(p: TreeParams, t0: float, next_id: int):
     times, prompts, outputs, blocks = [], [], [], []
     for d in range(p.depth):
         plen = P + d * s
-        stream = -(-(plen + s) // B)  # blocks of a node's prompt and step
+        stream = stream_blocks(p, d)  # blocks of a node's prompt and step
         nodes = []
         for shared in level:
             tail, next_id = _ids(next_id, stream - len(shared))

@@ -69,8 +69,14 @@ def ensure_dir(path: Path | str, flag: str = "") -> Path:
 
 
 def check_writable_dir(path: Path | str, flag: str = "") -> Path:
-    """Make sure files can be created in directory ``path`` (creating it): a real test write,
-    so it also holds for root and read-only mounts. Call before long work."""
+    """Make sure files can be created in directory ``path``: a real test write, so it also holds
+    for root and read-only mounts. Call before long work. Folders it had to create for the test
+    are removed again (the writers create them), so a run that fails later leaves none behind."""
+    missing = []
+    q = Path(path)
+    while str(q) not in ("", ".") and not q.exists() and q != q.parent:
+        missing.append(q)
+        q = q.parent
     p = ensure_dir(path, flag)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".kvsim-probe-", dir=p)
@@ -78,6 +84,12 @@ def check_writable_dir(path: Path | str, flag: str = "") -> Path:
         os.unlink(tmp)
     except OSError as err:
         raise OutputError(f"cannot write to {f'{flag} ' if flag else ''}{p}: {describe(err)}") from None
+    finally:
+        for made in missing:  # deepest first; (a folder something else filled meanwhile stays)
+            try:
+                made.rmdir()
+            except OSError:
+                break
     return p
 
 

@@ -84,7 +84,10 @@ class _Evaluations:
         task = self.task
         evaluator = simulate_point if task.evaluator is None else task.evaluator
         inputs = {**self.identity, "replicas": config.replicas, "router": config.router, "trace": trace_spec,
-                  "rate_per_s": rate_per_s, "sim": task.sim_options,
+                  "rate_per_s": rate_per_s,
+                  # the engine settings as resolved (defaults filled in): an explicitly given default
+                  # (``--watermark 0``) is the same simulation, so it hits the same entry
+                  "sim": SimConfig(**task.sim_options).resolved(),
                   "evaluator": _name(evaluator)}
 
         def compute() -> dict:

@@ -89,6 +89,11 @@ class SimConfig(BaseModel):
             return self.watermark
         return 0.0 if self.chunked_prefill else V0_WATERMARK
 
+    def resolved(self) -> dict:
+        """The settings as JSON with the mode-dependent defaults in force (the watermark), so that
+        two configurations that run the same simulation compare equal (plan's cache key)."""
+        return {**self.model_dump(mode="json"), "watermark": self.effective_watermark}
+
     def watermark_blocks(self, num_gpu_blocks: int) -> int:
         """``int(watermark * num_gpu_blocks)`` (vLLM v0 ``SelfAttnBlockSpaceManager.__init__``)."""
         return int(self.effective_watermark * num_gpu_blocks)

@@ -1,0 +1,79 @@
+"""Fourteenth session: findings of report-only audits and left-overs of earlier notes, each with a
+test that fails on the code before its fix (488ceea)."""
+
+from kvsim.plan.schema import SLO, SearchOptions, TraceSpec
+from kvsim.plan.search import PlanRequest, run_plan
+from kvsim.sim.config import SimConfig
+
+
+class _Counting:
+    """A plan evaluator that meets the SLO below 4 req/s and counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, config, trace, rate, sim_options):
+        from kvsim.plan.schema import PointResult, Stats
+        self.calls += 1
+        ok = rate <= 4.0
+        lat = Stats(mean=0.5, p50=0.5, p90=0.8, p99=1.0) if ok else Stats(mean=5, p50=5, p90=8, p99=10)
+        tbt = Stats(mean=0.02, p50=0.02, p90=0.03, p99=0.05)
+        return PointResult(rate_per_s=rate, replicas=1, num_requests=40, ttft_s=lat, itl_s=tbt, e2el_s=lat,
+                           throughput_output_tok_s=100.0 * rate, requests_completed=40, requests_rejected=0)
+
+
+def _plan(sim_options, ev, cache):
+    req = PlanRequest(model="llama-3.1-8b", hws=["a100"], methods=["full"],
+                      trace=TraceSpec(spec="synthetic-burstgpt", num_requests=40, seed=1),
+                      slo=SLO(ttft_s=2.0, itl_s=0.1), search=SearchOptions(rel_tol=0.05, start_rate_per_s=1.0),
+                      sim_options=sim_options)
+    return run_plan(req, executor="serial", progress=False, evaluator=ev, cache_dir=cache)
+
+
+def test_plan_cache_keys_resolved_engine_settings(tmp_path):
+    """An explicitly given default (``--watermark 0`` in the chunked mode, ``--max-num-seqs 256``)
+    runs the same simulation, so it hits the cache (it missed: the key hashed the options as given)."""
+    ev = _Counting()
+    _plan({}, ev, tmp_path)
+    first = ev.calls
+    assert first > 0
+    _plan({"watermark": 0.0, "max_num_seqs": 256}, ev, tmp_path)
+    assert ev.calls == first
+    # the whole-prompt mode's default is vLLM v0's 0.01: the same as giving it, not the same as 0
+    _plan({"chunked_prefill": False}, ev, tmp_path)
+    n = ev.calls
+    assert n > first
+    _plan({"chunked_prefill": False, "watermark": 0.01}, ev, tmp_path)
+    assert ev.calls == n
+    _plan({"chunked_prefill": False, "watermark": 0.0}, ev, tmp_path)
+    assert ev.calls > n
+
+
+def test_resolved_settings_fill_the_watermark():
+    assert SimConfig().resolved()["watermark"] == 0.0
+    assert SimConfig(chunked_prefill=False).resolved()["watermark"] == 0.01  # vLLM v0 BlockSpaceManager default
+    assert SimConfig(watermark=0.05).resolved()["watermark"] == 0.05
+
+
+def test_refused_run_leaves_no_new_folder(tmp_path):
+    """``simulate --out D --report D/<method>`` is refused after --out was checked: the check must
+    not leave the folder it created to test writing (it left an empty D)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "new" / "run"
+    res = subprocess.run([sys.executable, "-m", "kvsim", "simulate", "--hw", "a100", "--method", "full", "--trace",
+                          "synthetic-burstgpt:n=5", "--out", str(out), "--report", str(out / "full")],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and res.stderr.startswith("error: --report")
+    assert not (tmp_path / "new").exists()
+
+
+def test_writable_check_keeps_existing_folders(tmp_path):
+    from kvsim.fileio import check_writable_dir
+
+    (tmp_path / "kept").mkdir()
+    assert check_writable_dir(tmp_path / "kept" / "a" / "b", "--out") == tmp_path / "kept" / "a" / "b"
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "a").exists()
+    check_writable_dir(tmp_path / "kept", "--out")
+    assert (tmp_path / "kept").is_dir()

@@ -1,6 +1,8 @@
 """Fourteenth session: findings of report-only audits and left-overs of earlier notes, each with a
 test that fails on the code before its fix (488ceea)."""
 
+import kvsim
+from kvsim.errors import KvsimError
 from kvsim.plan.schema import SLO, SearchOptions, TraceSpec
 from kvsim.plan.search import PlanRequest, run_plan
 from kvsim.sim.config import SimConfig
@@ -77,3 +79,21 @@ def test_writable_check_keeps_existing_folders(tmp_path):
     assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "a").exists()
     check_writable_dir(tmp_path / "kept", "--out")
     assert (tmp_path / "kept").is_dir()
+
+
+def test_qwen25_instruct_has_its_own_context_limit():
+    """Qwen/Qwen2.5-7B-Instruct's config has max_position_embeddings 32,768 (the base model's is
+    131,072; SPECS.md Table M1): the alias priced a 65,536-token prompt without a word (model audit)."""
+    import pytest
+
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.models import load_model
+
+    inst, base = load_model("Qwen/Qwen2.5-7B-Instruct"), load_model("Qwen/Qwen2.5-7B")
+    assert (inst.name, inst.max_context_tokens) == ("qwen2.5-7b-instruct", 32_768)
+    assert (base.name, base.max_context_tokens) == ("qwen2.5-7b", 131_072)
+    same = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size")
+    assert all(getattr(inst, f) == getattr(base, f) for f in same)
+    with pytest.raises(KvsimError, match="32,768"):
+        kvsim.estimate(hw="h100", model="Qwen/Qwen2.5-7B-Instruct", context=65_536)
+    assert build_deployment("h100", "qwen2.5-7b-instruct").model.max_context_tokens == 32_768

@@ -220,7 +220,7 @@ def test_hf_unsupported_model_type(tmp_path: Path) -> None:
         load_hf_config(path)
     assert str(exc.value) == (
         f"{path}: model_type: unsupported ('gpt2'); supported: llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
-        "qwen3_moe, phi3, gemma2, gemma3, gemma3_text, llama4, llama4_text, opt, deepseek_v2, deepseek_v3"
+        "qwen3_moe, phi3, gemma2, gemma3, gemma3_text, llama4, llama4_text, opt, deepseek_v2, deepseek_v3, jamba"
     )
 
 

@@ -97,3 +97,33 @@ def test_qwen25_instruct_has_its_own_context_limit():
     with pytest.raises(KvsimError, match="32,768"):
         kvsim.estimate(hw="h100", model="Qwen/Qwen2.5-7B-Instruct", context=65_536)
     assert build_deployment("h100", "qwen2.5-7b-instruct").model.max_context_tokens == 32_768
+
+
+def test_jamba_config_imports(tmp_path):
+    """``model_type: jamba`` was refused (model audit). Its Mamba layers are those off the attention
+    period (JambaConfig.layers_block_type: attention where i % 8 == 4: 4 of 32) and its MoE layers
+    those on the expert period (i % 2 == 1: 16 of 32); "auto" dt rank is ceil(4096 / 16) = 256."""
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    from kvsim.errors import SpecError
+    from kvsim.models import load_model
+    from kvsim.models.hf_import import load_hf_config
+
+    src = Path(__file__).parent / "data" / "hf" / "jamba-v0.1.json"
+    m = load_hf_config(src)
+    assert (m.ssm.num_layers, m.moe.moe_layers, m.moe.num_experts, m.moe.experts_per_token) == (28, 16, 2 * 8, 2)
+    assert m.total_params == load_model("jamba-v0.1").total_params == 51_570_315_264
+    data = json.loads(src.read_text())
+    data.update(mamba_dt_rank="auto", attn_layer_period=4, attn_layer_offset=0)  # 8 attention layers
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    m2 = load_hf_config(tmp_path / "config.json")
+    assert m2.ssm.num_layers == 24 and m2.ssm.dt_rank is None  # (None: ceil(h / 16), the same 256)
+    # KV per token: 2 (K, V) x 8 attention layers x 8 KV heads x 128 x 2 B = 32,768 B
+    assert m2.attn_layers == 8 and 2 * m2.attn_layers * m2.num_kv_heads * m2.head_dim * 2 == 32_768
+    data.update(attn_layer_offset=4)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(SpecError, match="attn_layer_offset"):
+        load_hf_config(tmp_path / "config.json")

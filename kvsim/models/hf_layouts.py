@@ -15,7 +15,7 @@ from kvsim.specbase import short_repr
 
 SUPPORTED = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "gemma2",
-    "gemma3", "gemma3_text", "llama4", "llama4_text", "opt", "deepseek_v2", "deepseek_v3",
+    "gemma3", "gemma3_text", "llama4", "llama4_text", "opt", "deepseek_v2", "deepseek_v3", "jamba",
 )  # fmt: skip
 #: image-text wrappers: the language model's keys sit under ``text_config``, of this model_type
 TEXT_CONFIG = {"gemma3": "gemma3_text", "llama4": "llama4_text"}
@@ -45,6 +45,15 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "intermediate_size_mlp": 16384, "head_dim": 128, "num_local_experts": 16, "num_experts_per_tok": 1,
     },
     "opt": {"tie_word_embeddings": True, "enable_bias": True},
+    # JambaConfig (transformers src/transformers/models/jamba/configuration_jamba.py, v4.46)
+    "jamba": {
+        "vocab_size": 65_536, "tie_word_embeddings": False, "hidden_size": 4096, "intermediate_size": 14_336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "sliding_window": None,
+        "max_position_embeddings": 262_144, "num_experts_per_tok": 2, "num_experts": 16, "expert_layer_period": 2,
+        "expert_layer_offset": 1, "attn_layer_period": 8, "attn_layer_offset": 4, "mamba_d_state": 16,
+        "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": "auto", "mamba_conv_bias": True,
+        "mamba_proj_bias": False,
+    },
 }  # fmt: skip
 _QWEN = ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe")
 
@@ -318,7 +327,35 @@ def _type_fields(c: Cfg) -> dict[str, Any]:
             at = list(range(step - 1, layers, step))
         return _moe(c, layers, at, experts="num_local_experts", top_k="num_experts_per_tok", width="intermediate_size",
                     dense_width="intermediate_size_mlp", shared=1, shared_width=c.req("intermediate_size"))
+    if mt == "jamba":  # JambaConfig.layers_num_experts: experts where i % expert_layer_period == offset
+        period, offset = _period_offset(c, "expert_layer_period", "expert_layer_offset")
+        at = [i for i in range(layers) if i % period == offset] if c.opt("num_experts") != 1 else []
+        return _moe(c, layers, at, experts="num_experts", top_k="num_experts_per_tok", width="intermediate_size",
+                    dense_width="intermediate_size")
     return {"intermediate_size": c.req("intermediate_size")}
+
+
+def _period_offset(c: Cfg, period_key: str, offset_key: str) -> tuple[int, int]:
+    """A layer period and its offset (JambaConfig._check_supported_offset: offset < period)."""
+    period, offset = c.whole(period_key), c.whole(offset_key, lo=0)
+    if offset >= period:
+        raise c.bad(offset_key, f"a whole number below {period_key} ({period})", offset)
+    return period, offset
+
+
+def _jamba_ssm(c: Cfg) -> dict[str, Any]:
+    """Jamba's Mamba (mamba1) layers: every layer but those with ``i % attn_layer_period ==
+    attn_layer_offset`` (JambaConfig.layers_block_type); ``mamba_dt_rank`` "auto" is ceil(h / 16)."""
+    layers = c.whole("num_hidden_layers")
+    period, offset = _period_offset(c, "attn_layer_period", "attn_layer_offset")
+    attention = sum(1 for i in range(layers) if i % period == offset)
+    rank = c.opt("mamba_dt_rank", "auto")
+    return {"ssm": {
+        "kind": "mamba1", "num_layers": layers - attention, "d_state": c.req("mamba_d_state"),
+        "d_conv": c.req("mamba_d_conv"), "expand": c.req("mamba_expand"),
+        "dt_rank": None if rank == "auto" else rank, "conv_bias": c.flag("mamba_conv_bias", True),
+        "proj_bias": c.flag("mamba_proj_bias", False),
+    }}
 
 
 def _opt(c: Cfg) -> dict[str, Any]:
@@ -386,4 +423,6 @@ def fields_of(c: Cfg) -> dict[str, Any]:
         return _opt(c)
     if c.model_type in ("deepseek_v2", "deepseek_v3"):
         return _deepseek(c)
+    if c.model_type == "jamba":
+        return {**_dense_fields(c), **_type_fields(c), **_jamba_ssm(c)}
     return {**_dense_fields(c), **_type_fields(c)}

@@ -110,10 +110,12 @@ def test_rope_cache_absent_for_opt_and_uses_mla_rope_dim():
 
 
 def test_requested_memory_uses_torch_total_or_falls_back():
-    """Requested = ceil(torch total * util); without a torch total (A100-40GB) nvidia-smi's bytes are used."""
+    """Requested = ceil(torch total * util); without a torch total (L4) nvidia-smi's bytes are used."""
     assert build_deployment("rtx4090", "llama-3.1-8b").gpu_memory_budget_bytes == 22_854_323_405
-    d = build_deployment("a100-40g", "llama-3.1-8b")
-    assert d.gpu_memory_budget_bytes == 38_654_705_664  # ceil(42,949,672,960 * 0.9)
+    d = build_deployment("a100-40g", "llama-3.1-8b")  # torch: 40,536 MiB = 42,505,076,736 B
+    assert d.gpu_memory_budget_bytes == 38_254_569_063  # ceil(42,505,076,736 * 0.9)
+    d = build_deployment("l4", "llama-3.1-8b")
+    assert d.gpu_memory_budget_bytes == 21_737_609_626  # ceil(23,034 MiB = 24,152,899,584 B x 0.9)
 
 
 def test_fused_moe_workspace_from_vllm_shapes():

@@ -127,3 +127,35 @@ def test_jamba_config_imports(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(SpecError, match="attn_layer_offset"):
         load_hf_config(tmp_path / "config.json")
+
+
+def test_shipped_gpu_profile_follows_the_gpu(tmp_path):
+    """A measured profile measures a GPU: another node with the same shipped GPU (a100-80g-spr, a
+    user's system file) gets its kernel efficiencies (it got the datasheet defaults: decode 10 %
+    faster than the same GPU in a100-80g, hardware audit); all-reduce fits only over the same NVLink
+    fabric (over PCIe the server's topology decides)."""
+    from kvsim.hardware import load_system
+
+    a100, spr = load_system("a100-80g"), load_system("a100-80g-spr")
+    assert spr.eff.gemm == a100.eff.gemm and spr.eff.attn_decode == a100.eff.attn_decode
+    assert spr.allreduce == a100.allreduce and spr.calibration.startswith("measured GPU kernels of a100-80g")
+    l40s = load_system("l40s")
+    (tmp_path / "four-l40s.yaml").write_text("kind: system\nname: my-l40s\ngpu: L40S\nnum_gpus: 4\nhost: EPYC-9654\n"
+                                             "source: a user's node\n")
+    mine = load_system(str(tmp_path / "four-l40s.yaml"))
+    assert mine.eff.gemm == l40s.eff.gemm and mine.allreduce == () and l40s.allreduce != ()
+    assert "all-reduce from the datasheet" in mine.calibration
+    (tmp_path / "h100x4.yaml").write_text("kind: system\nname: my-h100\ngpu: H100-SXM\nnum_gpus: 4\nhost: EPYC-9654\n"
+                                          "source: a user's node\n")
+    assert load_system(str(tmp_path / "h100x4.yaml")).allreduce == load_system("h100").allreduce
+    assert load_system("a100-40g").calibration == "datasheet"  # no profile measures that GPU
+    # decode priced alike for the same GPU in both nodes
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.pricing.step import StepModel
+    import numpy as np
+
+    from kvsim.methods import make_method
+
+    t = [StepModel(d, make_method("full", d)).decode_timing(np.full(8, 4096.0)).total_s
+         for d in (build_deployment("a100-80g", "llama-3.1-8b"), build_deployment("a100-80g-spr", "llama-3.1-8b"))]
+    assert t[0] == t[1]

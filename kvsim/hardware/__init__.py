@@ -150,6 +150,16 @@ def profile_of(system_name: str) -> ProfileSpec | None:
     return None
 
 
+def gpu_profile_of(g: GPUSpec) -> tuple[ProfileSpec, str | None] | None:
+    """``(profile, its node's GPU-GPU link name)`` of a shipped system whose GPU is the shipped GPU
+    ``g``: its kernel efficiencies measure that GPU, whatever node another system puts it in."""
+    for p in {id(v): v for v in catalog("profile").values()}.values():
+        node = catalog("system").get(spec_key(p.system))  # type: ignore[attr-defined]
+        if node is not None and catalog("gpu").get(spec_key(node.gpu)) is g:  # type: ignore[attr-defined]
+            return p, node.gpu_gpu_link or g.peer_link  # type: ignore[return-value, attr-defined]
+    return None
+
+
 #: the link that carries a disaggregated deployment's KV when none is named (InfiniBand NDR, 400 Gbit/s)
 DEFAULT_KV_LINK = "ib-ndr"
 
@@ -250,6 +260,20 @@ def _resolve(spec: SystemSpec, owner: _Ref | None = None, gpu: _Ref | None = Non
     if profile is not None:
         eff = eff.with_overrides(profile.efficiency, source=f"profile {profile.name}: {profile.source}")
         allreduce, calibration = tuple(profile.allreduce), f"measured: {profile.source} ({profile.date})"
+    elif shipped_gpu is g and (borrowed := gpu_profile_of(g)) is not None:
+        # Another node with the same shipped GPU (a100-80g-spr, a user's own system file): the GPU's
+        # measured kernels apply; its all-reduce fits only over the same NVLink/NVSwitch fabric (over
+        # PCIe the server's topology decides: benchmarks/RESULTS.md "RTX PRO 6000 ... datasheet only").
+        profile, node_link = borrowed
+        eff = eff.with_overrides(profile.efficiency, source=f"profile {profile.name} (GPU kernels of "
+                                 f"{profile.system}, the same GPU): {profile.source}")
+        same_fabric = peer.link_type == "nvlink" and node_link is not None and spec_key(peer.name) == spec_key(
+            get("link", node_link).name)  # type: ignore[attr-defined]
+        if same_fabric:
+            allreduce = tuple(profile.allreduce)
+        calibration = (f"measured GPU kernels of {profile.system} (the same {g.name})"
+                       f"{' and its all-reduce (the same fabric)' if same_fabric else '; all-reduce from the datasheet'}: "
+                       f"{profile.source} ({profile.date})")
     if spec.allreduce:  # the node's own measurements win over a profile's, per (algo, group)
         mine = {(f.algo, f.group) for f in spec.allreduce}
         allreduce = (*[f for f in allreduce if (f.algo, f.group) not in mine], *spec.allreduce)

@@ -159,3 +159,17 @@ def test_shipped_gpu_profile_follows_the_gpu(tmp_path):
     t = [StepModel(d, make_method("full", d)).decode_timing(np.full(8, 4096.0)).total_s
          for d in (build_deployment("a100-80g", "llama-3.1-8b"), build_deployment("a100-80g-spr", "llama-3.1-8b"))]
     assert t[0] == t[1]
+
+
+def test_list_hardware_says_whose_profile(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "n.yaml").write_text("kind: system\nname: my-l40s\ngpu: L40S\nnum_gpus: 4\nhost: EPYC-9654\nsource: mine\n")
+    rows = json.loads(subprocess.run([sys.executable, "-m", "kvsim", "list", "hardware", "--hw", str(tmp_path / "n.yaml"),
+                                      "--json"], capture_output=True, text=True, check=True).stdout)
+    by = {r["name"]: r["cost model"] for r in rows}
+    assert by["a100-80g-spr"].startswith("measured kernels of a100-80g (the same GPU)")
+    assert by["my-l40s"].startswith("measured kernels of l40s (the same GPU; all-reduce from the datasheet)")
+    assert by["a100-80g"].startswith("measured kernels, held-out")

@@ -64,6 +64,11 @@ def _hardware(files: list[str]) -> list[dict]:
 
 
 def _hardware_row(s, aliases: list[str], profile, shipped: bool = True) -> dict:
+    if profile is None and s.calibration.startswith("measured GPU kernels"):
+        # lazy: CLI start-up
+        from kvsim.hardware import gpu_profile_of
+
+        profile = gpu_profile_of(s.gpu)[0]  # (another node's profile of the same shipped GPU)
     peer = s.gpu_gpu_link.name if s.num_gpus > 1 else "-"
     return {"name": s.name, "aliases": aliases, "gpu": s.gpu.name, "gpus": s.num_gpus,
             "gpu memory": fmt_bytes(s.gpu.memory_bytes), "memory BW": f"{s.gpu.memory_bw_bytes_per_s / 1e9:,.0f} GB/s",
@@ -89,7 +94,9 @@ def _calibration(system, profile, shipped: bool = True) -> str:
         return "datasheet only" + own
     errs = profile.measured_error
     worst = max((e.median_abs for e in errs.values()), default=0.0)
-    return f"measured kernels, held-out median |err| <= {_up(worst)}% per op ({profile.date})" + own
+    whose = "" if profile.system == system.name else (
+        f" of {profile.system} (the same GPU{'' if system.allreduce else '; all-reduce from the datasheet'})")
+    return f"measured kernels{whose}, held-out median |err| <= {_up(worst)}% per op ({profile.date})" + own
 
 
 def _up(fraction: float) -> int:

@@ -570,3 +570,19 @@ def test_trait_constant_decode_fields(name, params, kind):
             assert (amount == amount[0]).all(), (
                 f"{m.label()} declares {part}.{field} constant per sequence; it ranges "
                 f"{amount.min():.6g}..{amount.max():.6g} over contexts 1..{int(ctx.max())}")
+
+
+@pytest.mark.parametrize("name,params,kind", SETTINGS, ids=SETTING_IDS)
+def test_prefill_scores_bytes_match_the_eager_prefill(name, params, kind):
+    """``prefill_scores_bytes`` > 0 exactly for methods whose prefill streams a score matrix (an eager
+    ``*_scores`` part with query heads x n x (c + n) scores per layer), and then it is one layer's matrix:
+    the part's score traffic / (layers x passes x 2 B) with its accumulated-score bytes taken out."""
+    m = _method(name, kind, params)
+    n_new, n_cached = np.array([512.0]), np.array([1536.0])
+    got = float(np.asarray(m.prefill_scores_bytes(n_new, n_cached)).reshape(-1)[0])
+    eager = [p for p in m.prefill_cost(n_new, n_cached).parts if p.name.endswith("_scores")
+             and not p.name.endswith("block_scores")]  # (InfLLM scores blocks by their representatives)
+    assert (got > 0) == bool(eager), name
+    if got:
+        d = m.dep
+        assert got == d.q_heads_per_gpu * 512.0 * 2048.0 * d.ab, name  # 1 layer, heads x 512 x (1,536 + 512)

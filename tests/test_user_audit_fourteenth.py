@@ -173,3 +173,36 @@ def test_list_hardware_says_whose_profile(tmp_path):
     assert by["a100-80g-spr"].startswith("measured kernels of a100-80g (the same GPU)")
     assert by["my-l40s"].startswith("measured kernels of l40s (the same GPU; all-reduce from the datasheet)")
     assert by["a100-80g"].startswith("measured kernels, held-out")
+
+
+def test_eager_scores_note_at_long_context():
+    """H2O's eager prefill materializes one layer's scores, query heads x new x attended x 2 B; at a
+    131,008-token prompt the last chunk (8,128 tokens after 122,880) needs 32 x 8,128 x 131,008 x 2 B
+    = 68,149,313,536 B per GPU, far beyond the activation reserve, and `fits: true` said nothing (long-
+    context audit). At the default 4,096 tokens: 32 x 4,096 x 4,096 x 2 = 1.07 GB, within the 1.24 GB."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+
+    d = build_deployment("h100", "llama-3.1-8b")
+    h2o = make_method("h2o", d)
+    assert h2o.prefill_scores_bytes(8128.0, 122880.0) == 32 * 8128 * 131008 * 2 == 68_149_313_536
+    assert make_method("snapkv", d).prefill_scores_bytes(8128.0, 122880.0) == 0.0
+    est = kvsim.estimate(hw="h100", model="llama-3.1-8b", method="h2o", context=131_008)
+    assert any("68.1 GB per GPU for the 8,128-token chunk after 122,880 cached tokens" in n for n in est.notes)
+    assert not any("eager prefill" in n for n in kvsim.estimate(hw="h100", model="llama-3.1-8b", method="h2o").notes)
+    sim = kvsim.simulate(hw="h100", model="llama-3.1-8b", method="h2o", trace="synthetic-poisson:n=2,prompt=65536,output=2")
+    assert any("34.4 GB per GPU for the 8,192-token chunk after 57,344" in n for n in sim.summary["notes"])
+
+
+def test_estimate_max_batch_counts_the_prefilling_prompt():
+    """SnapKV holds a prompt's full KV until its prefill completes, as `simulate` does: the largest
+    batch has its last request prefilling (1,024 blocks of a 16,384-token prompt) and the others at 64
+    blocks: RTX 4090 pool 2,659 blocks -> 1 + floor((2,659 - 1,024) / 64) = 26 (it said 2,659 // 64 = 41)."""
+    from kvsim.pricing.memory import gpu_requests_that_fit
+
+    assert gpu_requests_that_fit(100.0, 10.0, 40.0, 1.0) == 7  # 1 + floor(60 / 10)
+    assert gpu_requests_that_fit(30.0, 10.0, 40.0, 1.0) == 0  # the peak alone does not fit
+    assert gpu_requests_that_fit(100.0, 10.0, 10.0, 1.0) == 10  # no peak above a request's own blocks
+    est = kvsim.estimate(hw="rtx4090", model="llama-3.1-8b", method="snapkv", context=16_384, batch="max")
+    assert est.max_batch == 26
+    assert kvsim.estimate(hw="rtx4090", model="llama-3.1-8b", method="full", context=16_384, batch="max").max_batch == 2

@@ -137,6 +137,14 @@ def is_mha(dep: Deployment) -> bool:
     return m.mla is None and m.num_kv_heads == m.num_heads
 
 
+def eager_scores_bytes(dep: Deployment, n_new: Num, n_cached: Num) -> Num:
+    """One layer's attention-weight matrix per GPU in eager attention: ``query heads x n x (c + n)``
+    scores of the activation dtype (HF eager attention materializes ``[heads, q, k]`` per layer, the
+    masked half included). Llama-3.1-8B, one GPU, the last 8,192-token chunk of a 131,072-token
+    prompt: 32 x 8,192 x 131,072 x 2 B = 68,719,476,736 B."""
+    return dep.q_heads_per_gpu * arr(n_new) * (arr(n_cached) + arr(n_new)) * dep.ab
+
+
 def eager_prefill(dep: Deployment, n_new: Num, n_cached: Num, *, score_passes: float, accum_bytes_per_token: float,
                   name: str, softmax_flops: float = 5.0, kv_write_bytes_per_token_layer: float | None = None,
                   kv_read_bytes_per_token_layer: float | None = None) -> Cost:

@@ -218,6 +218,14 @@ class KVMethod(ABC):
         return (f"extrapolated to {self.dep.model.name}'s MLA latent (one shared latent per token; no paper "
                 f"measured the method on one): {why}")
 
+    def prefill_scores_bytes(self, n_new: Num, n_cached: Num) -> Num:
+        """Bytes per GPU of one layer's attention scores that a prefill chunk of ``n_new`` tokens after
+        ``n_cached`` materializes at once (eager attention: H2O, MiKV, Elastic Cache); 0 for a kernel
+        that never writes them (FlashAttention). Transient activation memory: priced as HBM traffic
+        in ``prefill_cost``, not reserved by the engine's memory budget; notes say when it exceeds
+        the activation reserve (:func:`kvsim.pricing.input_notes.eager_scores_note`)."""
+        return 0.0
+
     def published_accuracy(self) -> list[PublishedAccuracy]:
         return []
 

@@ -189,6 +189,9 @@ class Composed(KVMethod):
         return self.T.prefill_cost(n_new, n_cached) + quant
 
     # --- hooks from the parts ---
+    def prefill_scores_bytes(self, n_new: Num, n_cached: Num) -> Num:
+        return self.T.prefill_scores_bytes(n_new, n_cached)  # (T's prefill, as prefill_cost)
+
     def effective_prompt_tokens(self, n_prompt: Num) -> Num:
         return self.T.effective_prompt_tokens(n_prompt)
 

@@ -30,7 +30,7 @@ from kvsim.costmodel.attention import decode_attention
 from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import (
     arr,
-    eager_prefill,
+    eager_prefill, eager_scores_bytes,
     gpu_pass,
     has,
     kv_tok_layer,
@@ -80,6 +80,9 @@ class ElasticCache(KVMethod):
                          hbm=L * B * p.ratio * abs(p.distance) * 2.0 * kv_tok_layer(dep) + zero,
                          launches=L * p.ratio + zero)  # one shift every 1/ratio steps (amortized)
         return attn + shift
+
+    def prefill_scores_bytes(self, n_new: Num, n_cached: Num) -> Num:
+        return eager_scores_bytes(self.dep, n_new, n_cached)  # (eager attention: the scores it keeps)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         dep, p, L = self.dep, self.params, self.dep.model.attn_layers

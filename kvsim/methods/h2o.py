@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, attn_decode, eager_prefill, kv_tok_layer, split_prompt
+from kvsim.methods._common import arr, attn_decode, eager_prefill, eager_scores_bytes, kv_tok_layer, split_prompt
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.specbase import Float, Int
 
@@ -93,6 +93,9 @@ class H2O(KVMethod):
         return attn_decode(dep, att, att * kv_tok_layer(dep), layers=dep.model.attn_layers,
                            write_bytes=kv_tok_layer(dep), extra_flops=SOFTMAX_FLOPS_PER_SCORE * hq * att,
                            extra_hbm=scores, launches_per_layer=5.0)
+
+    def prefill_scores_bytes(self, n_new: Num, n_cached: Num) -> Num:
+        return eager_scores_bytes(self.dep, n_new, n_cached)  # (eager attention: the scores it keeps)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         dep = self.dep

@@ -33,7 +33,7 @@ from kvsim.costmodel.cost import Cost, Num
 from kvsim.methods._common import (
     arr,
     attn_decode,
-    eager_prefill,
+    eager_prefill, eager_scores_bytes,
     elems_tok_layer,
     gpu_pass,
     has,
@@ -100,6 +100,9 @@ class MiKV(KVMethod):
         demote = gpu_pass(dep, "mikv_quant", flops=L * B * self.E * QUANT_FLOPS_PER_ELEM + zero,
                           hbm=L * B * (self.hi + self.lo) + zero, launches=float(L))
         return attn + demote
+
+    def prefill_scores_bytes(self, n_new: Num, n_cached: Num) -> Num:
+        return eager_scores_bytes(self.dep, n_new, n_cached)  # (eager attention: the scores it keeps)
 
     def prefill_cost(self, n_new: Num, n_cached: Num) -> Cost:
         dep, L = self.dep, self.dep.model.attn_layers

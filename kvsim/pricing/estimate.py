@@ -21,9 +21,17 @@ from pydantic import BaseModel
 
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
-from kvsim.pricing.memory import VLLM_BLOCK_TOKENS, fewest, held_bytes, memory_budget, requests_that_fit
+from kvsim.pricing.memory import (
+    VLLM_BLOCK_TOKENS,
+    fewest,
+    gpu_requests_that_fit,
+    held_bytes,
+    memory_budget,
+    requests_that_fit,
+)
 from kvsim.methods.base import KVMethod
 from kvsim.costmodel.roofline import Timing
+from kvsim.pricing.input_notes import eager_scores_note
 from kvsim.pricing.step import StepModel
 
 #: batch sizes tried by ``--batch max`` beyond which we sample geometrically
@@ -131,28 +139,29 @@ class Estimator:
         best = max(thr)
         return int(next(b for b, t in zip(cands, thr) if t >= best * (1 - 1e-12)))
 
-    def _pools_fit(self, step_tokens: float, seqs: int, g_req: float, h_req: float, block: float) -> tuple:
+    def _pools_fit(self, step_tokens: float, seqs: int, g_req: float, h_req: float, block: float,
+                   g_peak: float | None = None) -> tuple:
         """``(GPU, host, both)`` requests that fit the pools of an engine of ``seqs`` sequences."""
         budget = memory_budget(self.dep, self.method, max_tokens_per_step=step_tokens, max_seqs=seqs)
-        g = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
+        g = gpu_requests_that_fit(budget.kv_gpu_bytes, g_req, g_peak or g_req, block)
         h = requests_that_fit(budget.kv_host_bytes, h_req, block)
         return g, h, fewest(g, h)
 
-    def _largest_batch(self, step_tokens: float, g_req: float, h_req: float, block: float) -> tuple:
+    def _largest_batch(self, step_tokens: float, g_req: float, h_req: float, block: float, g_peak: float) -> tuple:
         """:meth:`_pools_fit` at the largest batch ``b`` with ``b <= fit(max(max_num_seqs, b))`` (the fit
         shrinks as the engine's reserves grow with ``b``: bisection)."""
-        base = self._pools_fit(step_tokens, self.max_num_seqs, g_req, h_req, block)
+        base = self._pools_fit(step_tokens, self.max_num_seqs, g_req, h_req, block, g_peak)
         if base[2] is None or base[2] <= self.max_num_seqs:
             return base
         lo, hi = self.max_num_seqs, base[2]  # lo fits (base[2] > lo); hi bounds it (reserves only grow)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            fit = self._pools_fit(step_tokens, mid, g_req, h_req, block)[2]
+            fit = self._pools_fit(step_tokens, mid, g_req, h_req, block, g_peak)[2]
             if fit is not None and mid <= fit:
                 lo = mid
             else:
                 hi = mid - 1
-        g, h, _ = self._pools_fit(step_tokens, lo, g_req, h_req, block)
+        g, h, _ = self._pools_fit(step_tokens, lo, g_req, h_req, block, g_peak)
         return g, h, lo
 
     def run(self, context: int, batch: int | str = 1) -> EstimateResult:
@@ -172,8 +181,12 @@ class Estimator:
         res = m.kv_bytes(ctx)
         g_req, h_req = float(res.gpu_bytes), float(res.host_bytes)
         block = VLLM_BLOCK_TOKENS * m.dep.full_kv_bytes_per_token  # (whole 16-token blocks, as the simulator's pools)
-        mb_gpu = requests_that_fit(budget.kv_gpu_bytes, g_req, block)
-        notes = [n for n in (m.mla_note(), whole_host_note(m)) if n]
+        # the simulator holds the whole prompt's uncompressed KV of such a method on the GPU until its prefill
+        # completes (KVMethod.full_prompt_until_prefilled): a batch is as large as the pool holds with its last
+        # request still prefilling (the others compressed), or none when that peak alone exceeds the pool
+        g_peak = max(g_req, -(-ctx // VLLM_BLOCK_TOKENS) * block) if m.full_prompt_until_prefilled else g_req
+        mb_gpu = gpu_requests_that_fit(budget.kv_gpu_bytes, g_req, g_peak, block)
+        notes = [n for n in (m.mla_note(), whole_host_note(m), eager_scores_note(m, ctx, chunk, budget.reserve_bytes)) if n]
         if m.prompt_aware or m.compresses_prompt:  # --context is all prompt: what generated tokens (kept as they come) add
             gen = float(context // 2)
             kept = float(m.effective_prompt_tokens(float(context) - gen))
@@ -182,21 +195,16 @@ class Estimator:
                 notes.append(f"--context counts every token as prompt; {m.label()} compresses the prompt only, so with half of "
                              f"the {context:,} tokens generated a request holds {_gb(half)} per GPU, not {_gb(g_req)}, "
                              "and its decode reads change likewise (`kvsim simulate` counts generated tokens)")
-        # the simulator holds the whole prompt's uncompressed KV of such a method on the GPU until its prefill
-        # completes (KVMethod.full_prompt_until_prefilled); this estimate is steady state, so it says when that
-        # peak alone exceeds the pool (simulate then rejects the request)
-        g_peak = -(-ctx // VLLM_BLOCK_TOKENS) * block if m.full_prompt_until_prefilled else g_req
-        if mb_gpu and g_peak > budget.kv_gpu_bytes:
-            notes.append(f"steady state only: `kvsim simulate` holds one request's whole prompt KV ({_gb(g_peak)} per "
-                         f"GPU) uncompressed until its prefill completes, more than the {_gb(budget.kv_gpu_bytes)} "
-                         "free for KV, and rejects it")
+        if mb_gpu and g_peak > held_bytes(g_req, block):
+            notes.append(f"max batch counts one request holding its whole prompt's KV ({_gb(g_peak)} per GPU) uncompressed "
+                         f"while it prefills, as `kvsim simulate` does ({m.label()} compresses it when the prefill ends)")
         mb_host = requests_that_fit(budget.kv_host_bytes, h_req, block)
         max_batch = fewest(mb_gpu, mb_host)
         if batch != "max" and seqs != self.max_num_seqs or max_batch is not None and max_batch > self.max_num_seqs:
             # a batch above max_num_seqs runs in an engine of that many sequences, whose reserves are larger: the
             # largest batch b that fits an engine of max(max_num_seqs, b) (it was counted with max_num_seqs'
             # reserves, and `--batch` of that number then did not fit; user audit)
-            mb_gpu, mb_host, max_batch = self._largest_batch(step_tokens, g_req, h_req, block)
+            mb_gpu, mb_host, max_batch = self._largest_batch(step_tokens, g_req, h_req, block, g_peak)
         if batch == "max":  # at most what memory holds and the engine's max_num_seqs
             cap = self.max_num_seqs if self.batch_cap is None else self.batch_cap
             limit = cap if max_batch is None else min(max_batch, cap, MAX_BATCH)
@@ -215,7 +223,7 @@ class Estimator:
                 tbt = float(td.total_s)
                 thr = b / tbt
                 breakdown += _rows("decode", td)
-        reason = None if fits else _why_not(int(context), b, max_batch, mb_gpu, g_req, h_req, budget)
+        reason = None if fits else _why_not(int(context), b, max_batch, mb_gpu, g_req, h_req, budget, g_peak)
         kv_gpu = b * held_bytes(g_req, block)  # (whole blocks, as max_batch counts them)
         kv_host = b * held_bytes(h_req, block)
         return EstimateResult(
@@ -253,12 +261,16 @@ def _gb(x: float) -> str:
     return f"{x / 1e12:,.2f} TB" if x >= 1e12 else f"{x / 1e9:.2f} GB"
 
 
-def _why_not(context: int, b: int, max_batch: int | None, mb_gpu: int | None, g_req: float, h_req: float, budget) -> str:
+def _why_not(context: int, b: int, max_batch: int | None, mb_gpu: int | None, g_req: float, h_req: float, budget,
+             g_peak: float = 0.0) -> str:
     """Why ``b`` requests of ``context`` tokens do not fit (one line)."""
     if max_batch == 0 and mb_gpu == 0:
         if budget.kv_gpu_bytes <= 0:
             return (f"weights and engine reserve ({_gb(budget.non_kv_gpu_bytes)} per GPU) leave no room for KV "
                     f"in the {_gb(budget.gpu_total_bytes)} requested")
+        if g_peak > g_req and g_peak > budget.kv_gpu_bytes:
+            return (f"one request of {context:,} tokens holds its whole prompt's KV ({_gb(g_peak)} per GPU) uncompressed "
+                    f"until its prefill completes; {_gb(budget.kv_gpu_bytes)} is free for KV (`kvsim simulate` rejects it)")
         return (f"one request of {context:,} tokens needs {_gb(g_req)} of KV per GPU; "
                 f"{_gb(budget.kv_gpu_bytes)} is free for KV")
     if max_batch == 0:

@@ -4,6 +4,8 @@ format of their own when a KV dtype was asked for."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from kvsim.models.spec import ModelSpec
 
 
@@ -26,3 +28,25 @@ def kv_dtype_notes(kv_dtype: str, methods) -> list[str]:
            for m in methods if m.own_kv_format]
     return own + [f"{m.label()}: its kv_dtype={m.params.kv_dtype} is used, not --kv-dtype {kv_dtype}" for m in methods
                   if not m.own_kv_format and getattr(m.params, "kv_dtype", "auto") not in ("auto", None, kv_dtype)]
+
+
+def eager_scores_note(method, prompt_tokens: float, chunk_tokens: float | None, reserve_bytes: float) -> str | None:
+    """A note when a method's eager prefill materializes one layer's attention scores larger than the
+    engine's activation reserve (:meth:`KVMethod.prefill_scores_bytes`): kvsim prices that traffic but
+    reserves no memory for it. The largest chunk product ``n_new x (cached + n_new)`` over the prompt's
+    chunks of ``chunk_tokens`` (None: the whole prompt in one step)."""
+    prompt = int(prompt_tokens)
+    if prompt < 1:
+        return None
+    chunk = int(chunk_tokens) if chunk_tokens else prompt
+    starts = np.arange(0, prompt, chunk, dtype=np.float64)
+    new = np.minimum(float(chunk), prompt - starts)
+    need = np.asarray(method.prefill_scores_bytes(new, starts), dtype=np.float64) * np.ones_like(new)
+    worst = int(np.argmax(need))
+    if need[worst] <= reserve_bytes:
+        return None
+    return (f"its eager prefill materializes one layer's attention scores (query heads x new x "
+            f"attended tokens): {need[worst] / 1e9:,.1f} GB per GPU for the {int(new[worst]):,}-token chunk after "
+            f"{int(starts[worst]):,} cached tokens of a {prompt:,}-token prompt, beyond the {reserve_bytes / 1e9:.2f} GB "
+            "the engine reserves for activations; kvsim prices that traffic but reserves no memory for it, so a real "
+            "run needs that much more GPU memory, or runs out of it")

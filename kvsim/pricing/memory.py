@@ -75,6 +75,23 @@ def _blocks_held(bytes_per_request: float, block_bytes: float) -> int:
     return max(math.ceil(bytes_per_request / block_bytes - 1e-9), 1)
 
 
+def gpu_requests_that_fit(budget_bytes: float, bytes_per_request: float, peak_bytes: float,
+                          block_bytes: float | None = None) -> int | None:
+    """:func:`requests_that_fit` when one of them, the last admitted, holds ``peak_bytes`` while it
+    prefills (a method that keeps the whole prompt's KV until its prefill completes) and the others
+    ``bytes_per_request``: ``1 + fit(budget - held(peak))``, or 0 when the peak alone does not fit.
+
+    E.g. blocks of 1 B, a 100 B budget, 10 B per request, a 40 B peak: 1 + floor(60 / 10) = 7."""
+    n = requests_that_fit(budget_bytes, bytes_per_request, block_bytes)
+    if n is None or peak_bytes <= held_bytes(bytes_per_request, block_bytes):
+        return n
+    pool = (budget_bytes // block_bytes) * block_bytes if block_bytes else budget_bytes
+    rest = pool - held_bytes(peak_bytes, block_bytes)
+    if rest < 0:
+        return 0
+    return min(n, 1 + requests_that_fit(rest, bytes_per_request, block_bytes))
+
+
 def held_bytes(bytes_per_request: float, block_bytes: float | None = None) -> float:
     """Bytes a request holds in a paged pool: whole blocks of ``block_bytes`` (as
     :func:`requests_that_fit` counts them), or ``bytes_per_request`` without blocks or when it needs none."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 from kvsim.costmodel.deployment import Deployment
 from kvsim.methods import KVMethod
 from kvsim.pricing.estimate import whole_host_note
-from kvsim.pricing.input_notes import kv_dtype_notes, window_note
+from kvsim.pricing.input_notes import eager_scores_note, kv_dtype_notes, window_note
+from kvsim.pricing.memory import memory_budget
 from kvsim.sim.chunk_reuse import chunk_cache_summary, unused_chunk_cache_note
 from kvsim.sim.config import SimResult
 from kvsim.sim.inputs import whole_prompt_budget_note
@@ -66,7 +67,8 @@ def complete_summary(res: SimResult, method: KVMethod, trace: Trace, dep: Deploy
         by_tier = ", ".join(f"{t} {v:.1%}" for t, v in cc["hit_rate_by_tier"].items())
         own.append(f"{method.label()}: chunk cache ({cc['policy']}) hit rate {cc['hit_rate']:.1%} of "
                    f"{cc['lookups']:,} lookups ({by_tier}); KV loads assumed hidden behind the recompute")
-    own += [unused_chunk_cache_note(method, trace), method.mla_note(), None if disaggregated else whole_host_note(method)]
+    own += [unused_chunk_cache_note(method, trace), method.mla_note(), None if disaggregated else whole_host_note(method),
+            _eager_scores(method, trace, dep, s.get("config") or {})]
     for n in (*extra_notes, *own):
         if n and n not in notes:
             notes.append(n)
@@ -80,3 +82,17 @@ def complete_summary(res: SimResult, method: KVMethod, trace: Trace, dep: Deploy
     if slo is not None:
         s["slo"] = slo_verdict(slo, s)
     return [n for n in own if n]
+
+
+def _eager_scores(method: KVMethod, trace: Trace, dep: Deployment, config: dict) -> str | None:
+    """:func:`eager_scores_note` for the trace's longest prompt, with the run's step budget and the
+    activation reserve its engine profiles (a method without eager prefill: None, at no cost)."""
+    if not len(trace) or not method.prefill_scores_bytes(1.0, 0.0):
+        return None
+    budget_tokens = config.get("max_num_batched_tokens") or 8192
+    prompt = float(method.effective_prompt_tokens(float(max(trace.prompt_tokens))))
+    chunk = budget_tokens if config.get("chunked_prefill", True) else None
+    step = budget_tokens if chunk is not None else max(prompt, float(budget_tokens))
+    reserve = memory_budget(dep, method, max_tokens_per_step=step, max_seqs=config.get("max_num_seqs") or 256).reserve_bytes
+    return eager_scores_note(method, prompt, chunk, reserve)
+

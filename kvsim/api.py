@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from kvsim.costmodel.deployment import Deployment, build_deployment
+from kvsim.costmodel.deployment import Deployment, build_deployment, with_max_context
 from kvsim.errors import ConfigError, TraceError
 from kvsim.methods import KVMethod, make_method, split_methods
 from kvsim.pricing.estimate import EstimateResult, answered, batch_engine_note, check_context, default_context
@@ -283,7 +283,8 @@ def _request_columns(res: SimResult) -> dict[str, np.ndarray]:
 def simulate(hw: str | Deployment = "a100", model: str | None = None, method: str | KVMethod = "full",
              trace: str | Trace = "burstgpt", *, rate: float | None = None, num_requests: int | None = None,
              seed: int = 0, tp: int | None = None, config: SimConfig | dict | None = None,
-             slo_itl_s: float | None = None, percentile: str = "p99", **engine: Any) -> Simulation:
+             slo_itl_s: float | None = None, percentile: str = "p99", allow_long_context: bool = False,
+             **engine: Any) -> Simulation:
     """Replay ``trace`` through the serving simulator (``kvsim simulate``). Engine settings go in
     ``config`` (a :class:`SimConfig` or a dict) or as keywords with vLLM's names
     (``max_num_seqs=128, chunked_prefill=False, watermark=0.01``); the deployment options of
@@ -291,7 +292,9 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
     loading options (``columns=``, ``time_unit=``...) go to :func:`load_trace` first. SLO bounds
     (``slo_ttft_s``, ``slo_tpot_s`` as engine settings, ``slo_itl_s``) are judged at ``percentile``
     as ``--slo-*`` are: the summary's ``slo``. ``summary`` is what ``kvsim simulate --json`` prints
-    (its ``trace_spec``, the command's flags, aside)."""
+    (its ``trace_spec``, the command's flags, aside). ``allow_long_context`` (as ``--allow-long-context``):
+    requests beyond the model's max context are served (the context becomes the trace's longest
+    request) instead of rejected; the method must then be given by name."""
     loading = sorted(set(engine) & set(LoadOptions.__dataclass_fields__))
     if loading:
         raise ConfigError(f"{', '.join(loading)}: trace loading options: load it first, "
@@ -299,10 +302,17 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
     # (gpu_memory_utilization is an engine setting too: it stays one, and sizes the KV pool)
     dep_options = {k: engine.pop(k) for k in sorted(set(engine) & _DEPLOYMENT_OPTIONS - set(SimConfig.model_fields))}
     dep = deployment(hw, model, tp=tp, **dep_options)
-    m = _method(method, dep)
     tr = load_trace(trace, rate=rate, num_requests=num_requests, seed=seed)
     if not len(tr):
         raise TraceError(f"trace {tr.name!r} has no requests")
+    wide = None
+    if allow_long_context is not False:
+        if allow_long_context is not True:
+            raise ConfigError(f"allow_long_context must be True or False (got {allow_long_context!r})")
+        if isinstance(method, KVMethod):
+            raise ConfigError("allow_long_context: give the method by name (a KVMethod was built for the model's own context)")
+        dep, wide = with_max_context(dep, int((tr.prompt_tokens + tr.output_tokens).max()))
+    m = _method(method, dep)
     if not isinstance(config, (SimConfig, dict, type(None))):
         raise ConfigError(f"config must be a SimConfig or a dict of engine settings (got {type(config).__name__})")
     if isinstance(config, SimConfig) and not engine:
@@ -326,6 +336,8 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
     short = shortfall_note(num_requests, len(tr), "num_requests")  # (as the command line says it)
     if short:
         notes.append(short)
+    if wide:
+        notes.insert(0, wide)
     complete_summary(res, m, tr, dep, spec=method if isinstance(method, str) else m.label(), slo=slo, extra_notes=tuple(notes),
                      kv_dtype=dep_options.get("kv_dtype", "auto"))
     return Simulation(res.summary, _request_columns(res), {k: np.asarray(v) for k, v in res.timeline.items()},

@@ -206,3 +206,28 @@ def test_estimate_max_batch_counts_the_prefilling_prompt():
     est = kvsim.estimate(hw="rtx4090", model="llama-3.1-8b", method="snapkv", context=16_384, batch="max")
     assert est.max_batch == 26
     assert kvsim.estimate(hw="rtx4090", model="llama-3.1-8b", method="full", context=16_384, batch="max").max_batch == 2
+
+
+def test_simulate_allow_long_context_and_all_rejected(tmp_path):
+    """Long-context audit: `simulate` had no --allow-long-context (estimate has it), and a run whose every
+    request was rejected printed a table of dashes with exit 0. Now the flag serves the trace's longest
+    request (prompt 65,536 + output 64 = 65,600 tokens > Qwen3-32B's 40,960) and an all-rejected run is a
+    one-line error naming why."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "kvsim", "simulate", "--hw", "h200", "--model", "qwen3-32b", "--trace",
+            "synthetic-poisson:n=2,prompt=65536,output=64,rate=0.1", "--json"]
+    bad = subprocess.run(argv, capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.startswith("error: every request was rejected: 2 of 2 requests rejected (all of them): max_context")
+    assert bad.stderr.rstrip().endswith("or pass --allow-long-context")
+    ok = subprocess.run([*argv, "--allow-long-context"], capture_output=True, text=True, check=True)
+    import json
+
+    got = json.loads(ok.stdout)
+    assert got["requests_completed"] == 2 and got["notes"][0].startswith("--allow-long-context: qwen3-32b serves "
+                                                                          "requests of up to 65,600 tokens")
+    api = kvsim.simulate(hw="h200", model="qwen3-32b", trace="synthetic-poisson:n=2,prompt=65536,output=64,rate=0.1",
+                         allow_long_context=True)
+    assert api.summary["notes"][0] == got["notes"][0] and api.summary["ttft_s"] == got["ttft_s"]

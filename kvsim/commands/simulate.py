@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvsim.costmodel.deployment import build_deployment
+from kvsim.costmodel.deployment import build_deployment, with_max_context
 from kvsim.commands.common import (
     ArrivalsOpt, CalibrationOpt, ColumnsOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, KvOffloadOpt, LogTypeOpt,
     MethodOpt, ModelOpt, NumRequestsOpt, PercentileOpt, RateOpt, SeedOpt, SloItlOpt, SloTbtOpt, SloTpotOpt, SloTtftOpt,
@@ -62,6 +62,7 @@ def simulate_cmd(
     gpu_memory_utilization: GpuUtilOpt = 0.9,
     watermark: WatermarkOpt = None,
     reserve_full_prompt: ReserveFullPromptOpt = False,
+    allow_long_context: Annotated[bool, typer.Option("--allow-long-context", help="serve requests beyond the model's max context (an engine started with rope scaling, e.g. YaRN): the context becomes the trace's longest request")] = False,
     tp: TpOpt = 1,
     disagg: Annotated[Optional[str], typer.Option("--disagg", help="disaggregated prefill/decode: P:D prefill and decode instances (e.g. 1:1; docs/disaggregation.md)")] = None,
     prefill_hw: Annotated[Optional[str], typer.Option("--prefill-hw", help="--disagg: hardware of the prefill instances (default --hw)")] = None,
@@ -143,6 +144,12 @@ def simulate_cmd(
                     log_type=log_type, seed=seed, format=trace_format, columns=columns, time_unit=time_unit,
                     arrivals=arrivals, strict=strict, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens,
                     max_output_tokens=max_output_tokens)
+    wide = None
+    if allow_long_context:  # the trace's longest request sets the context the engine is started with
+        longest = int((tr.prompt_tokens + tr.output_tokens).max()) if len(tr) else 0
+        dep, wide = with_max_context(dep, longest)
+        if split is not None:
+            split = (split[0], split[1], with_max_context(split[2], longest)[0])
     if tr.notice:
         print(f"note: {tr.notice}", file=sys.stderr)
     short = shortfall_note(num_requests, len(tr), "--num-requests")
@@ -167,6 +174,8 @@ def simulate_cmd(
         _check_report_beside_out(Path(out), Path(report), folders={_slug(m.label()) for _, m in methods})
     setup = setup_notes(dep, tr, chunked_prefill=chunked_prefill, max_num_batched_tokens=max_num_batched_tokens,
                         seed=seed, max_num_seqs=max_num_seqs)
+    if wide:
+        setup.insert(0, wide)
     if as_json:  # (in each summary's notes too: the tables print those with the results)
         for note in setup:
             print(f"note: {note}", file=sys.stderr)
@@ -206,6 +215,12 @@ def simulate_cmd(
         results.append(res)
     if not results:
         raise ConfigError("no method could be simulated")
+    if all(r.summary["requests_completed"] == 0 and r.summary["requests_rejected"] == r.summary["requests_total"]
+           for r in results):  # nothing was simulated: a table of dashes is no answer
+        why = next((n for n in results[0].summary.get("notes", []) if "rejected (all of them)" in n), "")
+        hint = "; or pass --allow-long-context" if "max_context" in why and not allow_long_context else ""
+        raise ConfigError(f"every request was rejected{' by every method' if len(results) > 1 else ''}: "
+                          f"{why or 'see the notes'}{hint}")
     if out is not None:
         write_outputs(results, Path(out), force=force, inputs=run_inputs)
     if report is not None:

@@ -270,3 +270,17 @@ def host_shared(dep: Deployment, replicas: int) -> Deployment:
     if share == 1.0:
         return dep
     return replace(dep, system=dep.system.sharing_host(share))
+
+
+def with_max_context(dep: Deployment, tokens: int) -> tuple[Deployment, str | None]:
+    """``dep`` serving requests of up to ``tokens`` (prompt + output) tokens: the model's max context
+    raised to it when shorter (``--allow-long-context``: an engine started with rope scaling such as
+    YaRN and ``--max-model-len`` that long), with a note; the deployment unchanged otherwise."""
+    limit = dep.model.max_context_tokens
+    if tokens <= limit:
+        return dep, None
+    wider = dep.model.model_copy(update={"max_context_tokens": int(tokens)})
+    return replace(dep, model=wider), (
+        f"--allow-long-context: {dep.model.name} serves requests of up to {int(tokens):,} tokens, beyond its "
+        f"{limit:,}-token context (as an engine started with rope scaling, e.g. YaRN, and --max-model-len "
+        f"{int(tokens):,}); its rotary cache grows with it, and the model's quality there is not checked")

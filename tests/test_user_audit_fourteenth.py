@@ -231,3 +231,16 @@ def test_simulate_allow_long_context_and_all_rejected(tmp_path):
     api = kvsim.simulate(hw="h200", model="qwen3-32b", trace="synthetic-poisson:n=2,prompt=65536,output=64,rate=0.1",
                          allow_long_context=True)
     assert api.summary["notes"][0] == got["notes"][0] and api.summary["ttft_s"] == got["ttft_s"]
+
+
+def test_measured_slow_pcie_allreduce_gets_a_note():
+    """L40S at TP 8: its measured NCCL bus bandwidth (1.5 GB/s, 5 % of PCIe 4 x16's 31.5 GB/s) makes a
+    128K prefill 2.6x slower than at TP 1, and nothing said why (long-context audit; the datasheet form
+    had a note, the measured one none). TP 2 (20 GB/s, above half the link) gets none."""
+    from kvsim.costmodel.deployment import build_deployment
+
+    note = build_deployment("l40s", "llama-3.1-8b", tp=8).allreduce_note
+    assert note.startswith("all-reduce at TP 8 on l40s is priced from its measured NCCL bus bandwidth, 1.5 GB/s, 5% of")
+    assert build_deployment("l40s", "llama-3.1-8b", tp=4).allreduce_note is not None
+    assert build_deployment("l40s", "llama-3.1-8b", tp=2).allreduce_note is None
+    assert build_deployment("h100", "llama-3.1-8b", tp=8).allreduce_note is None

@@ -222,9 +222,17 @@ def allreduce_note(system: System, tp: int) -> str | None:
     (RTX PRO 6000 / L40S; ``kvsim validate kernels --protocol datasheet`` and
     ``leave-one-gpu-out``): past two GPUs the bus bandwidth depends on the server's PCIe
     topology (switches, sockets), which no datasheet states."""
-    if tp <= 2 or system.nvlink_peers or any(f.algo == "nccl" and f.group == tp for f in system.allreduce):
+    if tp <= 2 or system.nvlink_peers:
         return None
     link = system.gpu_gpu_link
+    measured = next((f for f in system.allreduce if f.algo == "nccl" and f.group == tp), None)
+    if measured is not None:  # measured: say so when it is far below the link (TP past 2 is then costly)
+        if measured.bus_bw_bytes_per_s >= 0.5 * link.bw_bytes_per_s:
+            return None
+        return (f"all-reduce at TP {tp} on {system.name} is priced from its measured NCCL bus bandwidth, "
+                f"{measured.bus_bw_bytes_per_s / 1e9:.1f} GB/s, {measured.bus_bw_bytes_per_s / link.bw_bytes_per_s:.0%} of "
+                f"its {link.name} link's {link.bw_bytes_per_s / 1e9:.1f} GB/s (this server's PCIe topology): every "
+                f"layer's all-reduce pays it past 2 GPUs; compare TP 1-2 replicas (kvsim plan)")
     over = "PCIe" if link.link_type == "pcie" else f"{link.name}, a {link.link_type} link,"
     return (f"all-reduce at TP {tp} over {over} ({system.name}) is priced from the link's datasheet; on the PCIe-only "
             f"servers measured, NCCL ran 2.3-13x slower than that at TP 4-8 (it depends on the PCIe topology): measure it "

@@ -244,3 +244,16 @@ def test_measured_slow_pcie_allreduce_gets_a_note():
     assert build_deployment("l40s", "llama-3.1-8b", tp=4).allreduce_note is not None
     assert build_deployment("l40s", "llama-3.1-8b", tp=2).allreduce_note is None
     assert build_deployment("h100", "llama-3.1-8b", tp=8).allreduce_note is None
+
+
+def test_plan_rows_name_the_bound_that_sets_the_max_rate(tmp_path):
+    """The ranked table showed a max rate whose TTFT and ITL were well inside the SLO and never said
+    which bound the next rate broke (long-context audit: an ITL cliff). The note names the misses of
+    the search's upper bracket."""
+    from kvsim.plan.report import recommendation_rows
+
+    plan = _plan({}, _Counting(), None)
+    c = plan.configs[0]
+    assert 4.0 / 1.05 <= c.max_rate_per_s <= 4.0 < c.upper_rate_per_s
+    note = recommendation_rows(plan)[0]["note"]
+    assert f"limit: p99 TTFT 10 s > 2 s at {c.upper_rate_per_s:.3g} req/s" in note

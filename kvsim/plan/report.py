@@ -113,7 +113,22 @@ def _note(c: ConfigResult, b: PointResult | None) -> str:
         notes.append(f"{b.preemptions} preemptions")
     if b is not None and b.kv_offload:
         notes.append(tier_note(b.kv_offload))
+    limit = _limit(c)
+    if limit:
+        notes.append(limit)
     return "; ".join(notes)
+
+
+def _limit(c: ConfigResult) -> str | None:
+    """What the SLO missed at the lowest rate that failed (the search's upper bracket): which bound
+    sets the max rate, e.g. ``"limit: p99 ITL 567 ms > 300 ms at 0.0447 req/s"`` (long-context audit:
+    the table showed values well inside the SLO at the max rate and never named the bound)."""
+    if c.target is not None or c.upper_rate_per_s is None or c.error is not None:
+        return None
+    above = next((p for p in c.probes if p.rate_per_s == c.upper_rate_per_s), None)
+    if above is None or above.meets(c.slo):
+        return None
+    return f"limit: {above.misses(c.slo)} at {above.rate_per_s:.3g} req/s"
 
 
 _COLUMNS = (("rank", "#"), ("hardware", "hardware"), ("method", "method"), ("gpus", "GPUs"),

@@ -257,3 +257,29 @@ def test_plan_rows_name_the_bound_that_sets_the_max_rate(tmp_path):
     assert 4.0 / 1.05 <= c.max_rate_per_s <= 4.0 < c.upper_rate_per_s
     note = recommendation_rows(plan)[0]["note"]
     assert f"limit: p99 TTFT 10 s > 2 s at {c.upper_rate_per_s:.3g} req/s" in note
+
+
+def test_retrieval_heads_priced_on_the_busiest_gpu():
+    """Tensor parallelism gives each GPU whole KV heads: with 8 KV heads at TP 8, each GPU has one, and
+    four of them hold a retrieval head (DuoAttention's 0.5 of GQA heads) at full length, so every step
+    waits for one and its pool fills as full KV's (long-context audit: kvsim spread the retrieval heads
+    evenly, 8,212 B/token per GPU, and priced DuoAttention slower than full at TP 8 through its extra
+    streaming kernel). busiest_gpu_head_fraction: TP 2 ceil(4 / 2) / 4 = 0.5; TP 8 ceil(4 / 8) / 1 = 1;
+    RazorAttention's 0.16 at TP 2: R = 1.28 -> 0.72 x ceil(1/2) + 0.28 x ceil(2/2) = 1 head of 4 = 0.25."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.methods._common import busiest_gpu_head_fraction
+
+    frac = [busiest_gpu_head_fraction(build_deployment("h100", "llama-3.1-8b", tp=t), 0.5) for t in (1, 2, 4, 8)]
+    assert frac == [0.5, 0.5, 0.5, 1.0]
+    assert busiest_gpu_head_fraction(build_deployment("h100", "llama-3.1-8b", tp=2), 0.16) == 0.25
+    assert busiest_gpu_head_fraction(build_deployment("h100", "llama-2-7b", tp=8), 0.25) == 0.25  # 32 heads: 8 / 8 of 4
+    assert busiest_gpu_head_fraction(build_deployment("h100", "llama-3.1-8b"), 0.16) == 0.16
+    est = {m: kvsim.estimate(hw="h100", model="llama-3.1-8b", method=m, context=131_008, tp=8)
+           for m in ("full", "duoattention")}
+    assert est["duoattention"].tpot_s == est["full"].tpot_s and est["duoattention"].max_batch == est["full"].max_batch
+    d2 = build_deployment("h100", "llama-3.1-8b", tp=2)
+    duo = make_method("duoattention", d2)
+    assert (duo.ratio, duo.r) == (0.5, 0.5)
+    razor = make_method("razorattention", d2)
+    assert razor.ratio == 0.16 and razor.r == 0.25

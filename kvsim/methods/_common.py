@@ -6,6 +6,8 @@ every ``*_cost`` sums over the last axis. Bytes are per GPU unless a name says `
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dataclasses import replace
@@ -135,6 +137,30 @@ def require_not_mla(dep: Deployment, method: str, why: str) -> None:
 def is_mha(dep: Deployment) -> bool:
     m = dep.model
     return m.mla is None and m.num_kv_heads == m.num_heads
+
+
+def busiest_gpu_head_fraction(dep: Deployment, ratio: float) -> float:
+    """The fraction of its KV heads that the busiest GPU keeps whole, when ``ratio`` of each layer's
+    ``H`` KV heads are kept whole (retrieval heads: DuoAttention, RazorAttention) and tensor
+    parallelism gives each GPU whole heads: at best (an engine may permute heads per layer) the
+    ``R = ratio H`` retrieval heads spread evenly over the ``g = min(tp, H)`` GPUs holding distinct
+    heads, so the busiest holds ``ceil(R / g)`` of its ``ceil(H / tp)``. A fractional ``R`` (a ratio
+    over every layer's heads) is ``floor`` or ``ceil`` in the proportion that keeps its mean. Each
+    step waits for the slowest GPU and each GPU's pool holds its own heads' KV, so that GPU's share
+    prices both; on one GPU it is ``ratio`` itself.
+
+    Llama-3.1-8B (8 KV heads), ratio 0.5: TP 2 -> ceil(4 / 2) / 4 = 0.5; TP 8 -> ceil(4 / 8) / 1 = 1.0
+    (every GPU has one head; four of them hold a retrieval head). Ratio 0.16 at TP 2: R = 1.28 ->
+    0.72 ceil(1 / 2) + 0.28 ceil(2 / 2) = 1 of 4 heads = 0.25."""
+    H = dep.model.num_kv_heads
+    groups = min(dep.tp, H)
+    if groups <= 1 or ratio <= 0.0 or ratio >= 1.0:
+        return ratio
+    rh = ratio * H
+    lo = math.floor(rh)
+    f = rh - lo
+    busiest = (1.0 - f) * math.ceil(lo / groups) + f * math.ceil((lo + 1) / groups)
+    return busiest / dep.kv_heads_per_gpu
 
 
 def eager_scores_bytes(dep: Deployment, n_new: Num, n_cached: Num) -> Num:

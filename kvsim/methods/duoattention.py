@@ -27,8 +27,13 @@ from pydantic import Field
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, is_mha, require_not_mla
 from kvsim.errors import ConfigError
+from kvsim.methods._common import (
+    arr,
+    busiest_gpu_head_fraction,
+    is_mha,
+    require_not_mla,
+)
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.specbase import Int
 
@@ -56,11 +61,18 @@ class DuoAttention(KVMethod):
             raise ConfigError(f"method duoattention: retrieval_ratio must be in [0, 1] or auto, got {r}")
 
     @property
-    def r(self) -> float:
+    def ratio(self) -> float:
+        """The retrieval heads' share of every layer's KV heads (the method's parameter)."""
         rr = self.params.retrieval_ratio
         if rr == "auto":
             return 0.25 if is_mha(self.dep) else 0.5
         return float(rr)
+
+    @property
+    def r(self) -> float:
+        """The retrieval share priced: the busiest GPU's under tensor parallelism (whole heads per GPU:
+        :func:`busiest_gpu_head_fraction`), which every step waits for and whose pool holds the most."""
+        return busiest_gpu_head_fraction(self.dep, self.ratio)
 
     @property
     def window(self) -> float:

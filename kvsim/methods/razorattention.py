@@ -27,7 +27,16 @@ from pydantic import Field
 
 from kvsim.costmodel.attention import decode_attention, prefill_attention
 from kvsim.costmodel.cost import Cost, Num
-from kvsim.methods._common import arr, gpu_pass, has, kv_tok_layer, require_not_mla, split_prompt, sum_seq
+from kvsim.methods._common import (
+    arr,
+    busiest_gpu_head_fraction,
+    gpu_pass,
+    has,
+    kv_tok_layer,
+    require_not_mla,
+    split_prompt,
+    sum_seq,
+)
 from kvsim.methods.base import KVMethod, MethodParams, Residency
 from kvsim.specbase import Float, Int
 
@@ -56,8 +65,15 @@ class RazorAttention(KVMethod):
         require_not_mla(self.dep, "razorattention", "head-level retention needs per-head KV")
 
     @property
-    def r(self) -> float:
+    def ratio(self) -> float:
+        """The retrieval heads' share of every layer's KV heads (the method's parameter)."""
         return min(1.0, self.params.echo_ratio + self.params.induction_ratio)
+
+    @property
+    def r(self) -> float:
+        """The retrieval share priced: the busiest GPU's under tensor parallelism (whole heads per GPU:
+        :func:`busiest_gpu_head_fraction`), which every step waits for and whose pool holds the most."""
+        return busiest_gpu_head_fraction(self.dep, self.ratio)
 
     def other_tokens(self, n: Num, n_prompt: Num | None = None) -> np.ndarray:
         """Tokens held by a non-retrieval head."""

@@ -51,7 +51,7 @@ def rows() -> list[str]:
         for overlap in ("no", "yes"):
             dep = build_deployment(hw, "mixtral-8x7b", weight_dtype="int2",
                                    expert_offload=f"cache={cache},hit-rate={hit},miss=fetch,overlap={overlap}")
-            got.append(1.0 / estimate(dep, make_method("full", dep), 256, 1).tbt_s)
+            got.append(1.0 / estimate(dep, make_method("full", dep), 256, 1).tpot_s)
         out.append(f"| {gpu} ({hw}) | {cache} | {hit:.3f} | {h:.3f} | {h / hit - 1:+.1%} | {tps:.2f} | "
                    f"{got[0]:.1f} / {got[1]:.1f} | {got[0] / tps - 1:+.0%} | `{run}` |")
     return out

@@ -24,10 +24,12 @@ rate ``h`` (published SCH or an LRU over a routing trace: :mod:`kvsim.models.exp
   (activations there and back), one round trip per missing layer; the GPU computes only the
   ``1 - f`` share and reads only the ``U - M`` resident experts.
 * ``overlap``: off (default), the step waits for the transfers / CPU work (on-demand loading: a
-  layer learns its experts only after its router runs). On, they run concurrently with the
+  layer learns its experts only after its router runs). On, fetches run concurrently with the
   step's linear GPU work (attention projections, MLP, norms, LM head: one overlap group, so the
   step takes the slower of the two) - the ideal of a perfect prefetcher (Eliseev & Mazur's
-  speculative loading, ExpertFlow). Method attention parts stay serial either way.
+  speculative loading, ExpertFlow); host-computed experts (``miss=cpu``) run beside their own
+  layer's GPU GEMMs only, in the share ``q`` of layers that miss (:func:`missing_layer_share`);
+  the other layers' GEMMs are serial. Method attention parts stay serial either way.
 * Memory: GPU weights shrink by ``n_moe (E - C) P_e b_w / tp``; the host holds every expert
   (``n_moe E P_e b_w``, pinned: weights are read-only, so an evicted expert needs no write-back).
 
@@ -67,6 +69,28 @@ def distinct_experts(E: int, k: int, T: Num) -> Num:
     """``U(T) = E (1 - (1 - k/E)^T)``: distinct experts ``T`` tokens touch in a layer under uniform
     top-k routing (SPECS.md F7). Mixtral, T = 2: 8 (1 - 0.75^2) = 3.5."""
     return E * (1.0 - (1.0 - k / E) ** np.asarray(T, dtype=np.float64))
+
+
+def missing_layer_share(E: int, k: int, C: int, h: float, T: Num) -> Num:
+    """``q(T)``: the share of MoE layers whose step finds at least one expert off the GPU. A layer that
+    touches ``u`` experts misses for sure when ``u > C``, else with ``1 - h^u`` (each touched expert
+    hits with probability ``h``); the expected ``U`` is ``floor(U)`` or ``floor(U) + 1`` touched in the
+    proportion that keeps its mean; 0 for an empty step. With ``miss=cpu`` and ``overlap`` only those layers
+    run the host's experts beside their GPU GEMMs: a layer either waits for a missed expert or misses
+    none, so the step's MoE time is ``(1 - q) L g + q L max(g, c | miss)`` (per layer ``g`` on the
+    GPU, ``c`` on the host), not ``max(L g, q L c)``.
+
+    Mixtral (E 8, k 2), C 7, h 0.9025, one token: U = 2 <= 7 -> 1 - 0.9025^2 = 0.18549;
+    C 1: U = 2 > 1 -> 1; C 7, 8 tokens: U = 8 (1 - 0.75^8) = 7.199 -> 0.801 (1 - 0.9025^7) + 0.199 x 1 = 0.609."""
+    U = np.asarray(distinct_experts(E, k, T), dtype=np.float64)
+    lo = np.floor(U)
+    frac = U - lo
+
+    def q_at(u: np.ndarray) -> np.ndarray:
+        return np.where(u > C, 1.0, 1.0 - h ** u)
+
+    q = (1.0 - frac) * q_at(lo) + frac * q_at(lo + 1.0)
+    return float(q) if q.ndim == 0 else q
 
 
 def experts_missed(E: int, k: int, C: int, h: float, T: Num) -> Num:

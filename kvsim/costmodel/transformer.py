@@ -25,7 +25,7 @@ import numpy as np
 
 from kvsim.costmodel.cost import Cost, Num, Part, indicator
 from kvsim.costmodel.deployment import Deployment
-from kvsim.costmodel.expert_offload import OVERLAP_TAG
+from kvsim.costmodel.expert_offload import OVERLAP_TAG, missing_layer_share
 from kvsim.costmodel.expert_offload_cost import offload_parts
 
 #: activation elements read+written per token per layer by non-GEMM kernels, in units of
@@ -105,10 +105,17 @@ def linear_cost(dep: Deployment, n_tokens: Num, n_seqs: Num) -> Cost:
             parts.append(Part("mlp_dense", "gemm", dtype=dt, flops=2.0 * p_dense * T / tp,
                               hbm_bytes=(p_dense * wb + act * nd / L) / tp * has, launches=4 * nd * has))
             dense_p, act, mlp_layers = dense_p - p_dense, act * nm / L, nm
-        parts.append(Part("mlp", "gemm", dtype=dt,
-                          flops=(2.0 * dense_p * T + routed_flops) / tp,
-                          hbm_bytes=(dense_p * wb + routed_bytes + act) / tp * has,
-                          launches=4 * mlp_layers * has, overlap=tag_moe))
+        flops_mlp = (2.0 * dense_p * T + routed_flops) / tp
+        bytes_mlp = (dense_p * wb + routed_bytes + act) / tp * has
+        if tag_moe is not None and tag is None:  # miss=cpu: only the layers that miss wait beside the host's experts
+            q = missing_layer_share(E, k, offload.cache_experts_per_layer, offload.hit_rate, T)
+            parts.append(Part("mlp", "gemm", dtype=dt, flops=flops_mlp * (1.0 - q), hbm_bytes=bytes_mlp * (1.0 - q),
+                              launches=4 * mlp_layers * has * (1.0 - q)))
+            parts.append(Part("mlp_missing", "gemm", dtype=dt, flops=flops_mlp * q, hbm_bytes=bytes_mlp * q,
+                              launches=4 * mlp_layers * has * q, overlap=tag_moe))
+        else:
+            parts.append(Part("mlp", "gemm", dtype=dt, flops=flops_mlp, hbm_bytes=bytes_mlp,
+                              launches=4 * mlp_layers * has, overlap=tag_moe))
         f_elem = k * fe
 
     # norms, rotary, activation, residual adds (memory bound)

@@ -101,7 +101,7 @@ def check_watermark(value: float | None) -> float | None:
 
 # ----- trace files (kvsim.traces; formats and examples in docs/traces.md) -----
 TraceOpt = Annotated[str, typer.Option("--trace", help="trace name (`kvsim trace list`), synthetic spec NAME:key=value,..., or file")]
-RateOpt = Annotated[Optional[float], typer.Option("--rate", help="mean arrival rate, requests/s (default: the trace's own): a file's arrivals are rescaled to exactly this rate over its span; a synthetic trace draws its arrivals at this rate, so the rate of the drawn requests differs by chance")]
+RateOpt = Annotated[Optional[float], typer.Option("--rate", help="mean arrival rate, requests/s (default: the trace's own): a file's arrivals are rescaled to exactly this rate over its span; a synthetic trace draws its arrivals at this rate, so the rate of the drawn requests differs by chance; the test-time-scaling generators (best-of-n, tree, cot) take it as tasks/s")]
 TimeScaleOpt = Annotated[Optional[float], typer.Option("--time-scale", help="divide arrival times by this factor (100 = 100x faster)")]
 NumRequestsOpt = Annotated[Optional[int], typer.Option("--num-requests", "-n", min=1, help="first N requests (synthetic: how many)")]
 TraceModelOpt = Annotated[Optional[str], typer.Option("--trace-model", help="BurstGPT rows of this model only: ChatGPT or GPT-4")]

@@ -35,7 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kvsim.specbase import Float, number
 from kvsim.traces._io import MAX_TOKENS
-from kvsim.traces.arrivals import MAX_CV, MAX_RATE_PER_S, MIN_CV, gamma_arrivals, poisson_arrivals  # the one place of the gap draws
+from kvsim.traces.arrivals import (  # the one place of the gap draws
+    MAX_CV,
+    MAX_RATE_PER_S,
+    MIN_CV,
+    gamma_arrivals,
+    poisson_arrivals,
+)
 from kvsim.traces.pipeline import RawRequests
 
 SQRT2 = math.sqrt(2.0)  # CV of Gamma(shape 0.5): 1/sqrt(0.5)
@@ -111,7 +117,16 @@ def zipf_lengths(n: int, a: float, lo: int, hi: int, rng: np.random.Generator) -
         x = lo * (top / lo) ** u
     else:
         e = 1.0 - a
-        x = (lo**e + u * (top**e - lo**e)) ** (1.0 / e)
+        if abs(e) * math.log(top) < 700.0:  # (the form every shipped default uses: its draws stay as they were)
+            x = (lo**e + u * (top**e - lo**e)) ** (1.0 / e)
+        else:  # the same CDF scaled so that no power overflows (prompt_a=-100: top**101 raised OverflowError)
+            with np.errstate(divide="ignore", over="ignore"):
+                if e > 0:
+                    r = (lo / top) ** e
+                    x = top * (r + u * (1.0 - r)) ** (1.0 / e)
+                else:
+                    r = (top / lo) ** e
+                    x = lo * (1.0 + u * (r - 1.0)) ** (1.0 / e)
     return np.clip(np.floor(x), lo, hi).astype(np.int64)
 
 

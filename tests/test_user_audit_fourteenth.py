@@ -179,7 +179,9 @@ def test_eager_scores_note_at_long_context():
     """H2O's eager prefill materializes one layer's scores, query heads x new x attended x 2 B; at a
     131,008-token prompt the last chunk (8,128 tokens after 122,880) needs 32 x 8,128 x 131,008 x 2 B
     = 68,149,313,536 B per GPU, far beyond the activation reserve, and `fits: true` said nothing (long-
-    context audit). At the default 4,096 tokens: 32 x 4,096 x 4,096 x 2 = 1.07 GB, within the 1.24 GB."""
+    context audit). The bound is the profiling run's activations (0.94 GB here; the whole reserve, 1.24 GB,
+    also holds non-torch memory and buffers): at the default 4,096 tokens 32 x 4,096 x 4,096 x 2 = 1.07 GB
+    exceeds it (a review found the note compared against the whole reserve); at 2,048, 0.27 GB does not."""
     from kvsim.costmodel.deployment import build_deployment
     from kvsim.methods import make_method
 
@@ -189,7 +191,10 @@ def test_eager_scores_note_at_long_context():
     assert make_method("snapkv", d).prefill_scores_bytes(8128.0, 122880.0) == 0.0
     est = kvsim.estimate(hw="h100", model="llama-3.1-8b", method="h2o", context=131_008)
     assert any("68.1 GB per GPU for the 8,128-token chunk after 122,880 cached tokens" in n for n in est.notes)
-    assert not any("eager prefill" in n for n in kvsim.estimate(hw="h100", model="llama-3.1-8b", method="h2o").notes)
+    assert any("1.1 GB per GPU for the 4,096-token chunk" in n
+               for n in kvsim.estimate(hw="h100", model="llama-3.1-8b", method="h2o").notes)
+    assert not any("eager prefill" in n
+                   for n in kvsim.estimate(hw="h100", model="llama-3.1-8b", method="h2o", context=2048).notes)
     sim = kvsim.simulate(hw="h100", model="llama-3.1-8b", method="h2o", trace="synthetic-poisson:n=2,prompt=65536,output=2")
     assert any("34.4 GB per GPU for the 8,192-token chunk after 57,344" in n for n in sim.summary["notes"])
 
@@ -342,3 +347,65 @@ def test_extreme_zipf_exponents_draw_lengths():
     lo = kvsim.load_trace("synthetic-burstgpt:n=1000,prompt_a=100")
     assert hi.prompt_tokens.min() >= 12 and hi.prompt_tokens.max() == 2048 and hi.prompt_tokens.mean() > 2000
     assert (lo.prompt_tokens == 12).all()
+
+
+def test_review_eager_note_prices_the_prefill_side_and_admitted_prompts(tmp_path):
+    """Review of the change: a disaggregated run's note followed the decode instances' TP (8.6 GB at a
+    decode TP 4, where the TP 1 prefill instance materializes 34.4 GB), and a rejected 200,000-token
+    request set the note's prompt although it never ran."""
+    import json
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "kvsim", "simulate", "--hw", "h100", "--model", "llama-3.1-8b", "--method", "h2o",
+            "--json"]
+    trace = ["--trace", "synthetic-poisson:n=2,prompt=65536,output=2"]
+    r = subprocess.run([*base, *trace, "--disagg", "1:1", "--prefill-tp", "1", "--decode-tp", "4"],
+                       capture_output=True, text=True, check=True)
+    assert "34.4 GB per GPU" in " ".join(json.loads(r.stdout)["notes"])
+    (tmp_path / "mix.csv").write_text("ts,in,out\n0,1000,10\n1,200000,10\n")
+    r = subprocess.run([*base, "--trace", str(tmp_path / "mix.csv"), "--columns", "arrival=ts,prompt=in,output=out"],
+                       capture_output=True, text=True, check=True)
+    notes = " ".join(json.loads(r.stdout)["notes"])
+    assert "200,000-token prompt" not in notes and "1 of 2 requests rejected" in notes
+
+
+def test_review_offload_round_trips_per_missing_layer_and_jamba_without_mamba(tmp_path):
+    """Round trips (and CPU calls) were n_moe min(1, M), expected misses below one per layer, while the
+    overlap used the share q of layers that miss: C 4, h 0.75, 2 tokens -> min(1, 0.875) against
+    q = 0.631 (review). A Jamba config whose every layer attends raised on ssm.num_layers 0."""
+    import json
+    from pathlib import Path
+
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.costmodel.expert_offload import missing_layer_share
+    from kvsim.costmodel.expert_offload_cost import offload_parts
+    from kvsim.models.hf_import import load_hf_config
+
+    dep = build_deployment("h100", "mixtral-8x7b", expert_offload="cache=4,miss=fetch,hit-rate=0.75")
+    (part,), _ = offload_parts(dep, 2.0, 1.0)
+    assert part.pcie_round_trips == 32 * missing_layer_share(8, 2, 4, 0.75, 2.0)
+    data = json.loads((Path(__file__).parent / "data" / "hf" / "jamba-v0.1.json").read_text())
+    data.update(attn_layer_period=1, attn_layer_offset=0)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    m = load_hf_config(tmp_path / "config.json")
+    assert m.ssm is None and m.attn_layers == 32
+
+
+def test_review_lengths_only_file_draws_arrivals_after_the_drops(tmp_path):
+    """A file without timestamps still drew --arrivals for every row, failed ones included (review):
+    2,000 rows, every other one with 0 output tokens, poisson:rate=4 replayed at 1.98 req/s."""
+    import numpy as np
+
+    rows = "prompt,output\n" + "".join(f"100,{0 if i % 2 else 50}\n" for i in range(2000))
+    (tmp_path / "lens.csv").write_text(rows)
+    rates = []
+    for seed in range(20):
+        tr = kvsim.load_trace(str(tmp_path / "lens.csv"), columns="prompt=prompt,output=output",
+                              arrivals="poisson:rate=4", seed=seed)
+        assert len(tr) == 1000
+        rates.append((len(tr) - 1) / float(tr.arrival_s[-1]))
+    assert 3.8 < float(np.mean(rates)) < 4.2
+    win = kvsim.load_trace(str(tmp_path / "lens.csv"), columns="prompt=prompt,output=output",
+                           arrivals="poisson:rate=4", start_s=10, end_s=20)
+    assert 20 < len(win) < 70 and win.meta["raw_start_s"] >= 10  # (the window reads the synthetic times)

@@ -91,7 +91,7 @@ def simulate_cmd(
     from kvsim.methods import make_method
     from kvsim.sim.scheduler import PreemptionMode
     from kvsim.sim.replica import SimConfig, simulate
-    from kvsim.sim.summary_extras import complete_summary, setup_notes
+    from kvsim.sim.summary_extras import check_something_ran, complete_summary, setup_notes
     from kvsim.traces import load_trace
     from kvsim.traces.pipeline import shortfall_note
 
@@ -197,7 +197,8 @@ def simulate_cmd(
                 from kvsim.plan.disagg import simulate_disagg
 
                 (n_p, n_d), link, dep_p = split
-                res = simulate_disagg(dep_p, make_method(spec, dep_p), dep, m, tr, link, base_cfg, n_p, n_d)
+                m_p = make_method(spec, dep_p)
+                res = simulate_disagg(dep_p, m_p, dep, m, tr, link, base_cfg, n_p, n_d)
             else:
                 with _progress_bar(enabled=not as_json, label=m.label(), total=len(tr)) as progress:
                     res = simulate(dep, m, tr, base_cfg.model_copy(update={"progress": progress}))
@@ -208,19 +209,15 @@ def simulate_cmd(
             print(f"note: skipping {spec}: {err}", file=sys.stderr)
             continue
         own = complete_summary(res, m, tr, dep, spec=spec, slo=slo, disaggregated=split is not None,
-                               extra_notes=tuple(setup), kv_dtype=kv_dtype, trace_spec=trace_spec)
+                               extra_notes=tuple(setup), kv_dtype=kv_dtype, trace_spec=trace_spec,
+                               prefill=None if split is None else (m_p, split[2]))
         if as_json:  # (the tables print the summary's notes with the results)
             for note in own:
                 print(f"note: {note}", file=sys.stderr)
         results.append(res)
     if not results:
         raise ConfigError("no method could be simulated")
-    if all(r.summary["requests_completed"] == 0 and r.summary["requests_rejected"] == r.summary["requests_total"]
-           for r in results):  # nothing was simulated: a table of dashes is no answer
-        why = next((n for n in results[0].summary.get("notes", []) if "rejected (all of them)" in n), "")
-        hint = "; or pass --allow-long-context" if "max_context" in why and not allow_long_context else ""
-        raise ConfigError(f"every request was rejected{' by every method' if len(results) > 1 else ''}: "
-                          f"{why or 'see the notes'}{hint}")
+    check_something_ran([r.summary for r in results], "--allow-long-context" if not allow_long_context else None)
     if out is not None:
         write_outputs(results, Path(out), force=force, inputs=run_inputs)
     if report is not None:

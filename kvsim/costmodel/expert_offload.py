@@ -15,13 +15,14 @@ rate ``h`` (published SCH or an LRU over a routing trace: :mod:`kvsim.models.exp
 * ``miss=fetch`` (Eliseev & Mazur 2023, arXiv:2312.17238: missed experts copied host -> GPU):
   PCIe bytes per GPU ``n_moe M P_e b_w / tp`` (each GPU loads its tensor-parallel shard over its
   own link), plus one synchronous round trip per layer that misses (the router's choice must
-  reach the host before the copy), counted ``n_moe min(1, M)``. The GEMMs then read the fetched
+  reach the host before the copy), counted ``n_moe q`` (:func:`missing_layer_share`; it was
+  ``n_moe min(1, M)``, which counts expected misses, not layers, below one per layer). The GEMMs then read the fetched
   weights from HBM as usual.
 * ``miss=cpu`` (Fiddler, Kamahori et al. 2024, arXiv:2402.07033: missed experts run on the CPU
   where their weights are): the share ``f = M / U`` of routed token-expert pairs runs on the
   host: CPU FLOPs ``2 P_e n_moe k T f`` (the whole replica's work, one host), DRAM bytes
   ``n_moe M P_e b_w`` (each missed expert's weights read once), PCIe ``2 n_moe k T f h_model b_a``
-  (activations there and back), one round trip per missing layer; the GPU computes only the
+  (activations there and back), one call and round trip per missing layer (``n_moe q``); the GPU computes only the
   ``1 - f`` share and reads only the ``U - M`` resident experts.
 * ``overlap``: off (default), the step waits for the transfers / CPU work (on-demand loading: a
   layer learns its experts only after its router runs). On, fetches run concurrently with the

@@ -7,7 +7,7 @@ import numpy as np
 
 from kvsim.costmodel.cost import Num, Part
 from kvsim.costmodel.deployment import Deployment
-from kvsim.costmodel.expert_offload import OVERLAP_TAG, distinct_experts, experts_missed
+from kvsim.costmodel.expert_offload import OVERLAP_TAG, distinct_experts, experts_missed, missing_layer_share
 
 
 def expert_host_bytes(dep: Deployment) -> float:
@@ -29,7 +29,8 @@ def offload_parts(dep: Deployment, T: Num, has: Num) -> tuple[list[Part], Num]:
     nm, Pe = m.num_moe_layers, m.expert_params
     U = distinct_experts(E, k, T)
     M = experts_missed(E, k, C, off.hit_rate, T)
-    round_trips = nm * np.minimum(1.0, M) * has
+    q = missing_layer_share(E, k, C, off.hit_rate, T)  # layers that miss: one round trip (and CPU call) each
+    round_trips = nm * q * has
     tag = OVERLAP_TAG if off.overlap else None
     if off.miss == "fetch":
         part = Part("expert_fetch", "pcie", device="pcie", pcie_bytes=nm * M * Pe * dep.wb / dep.tp,
@@ -41,5 +42,5 @@ def offload_parts(dep: Deployment, T: Num, has: Num) -> tuple[list[Part], Num]:
     part = Part("expert_cpu", "cpu_gemm", device="cpu", dtype=dep.act_dtype,
                 cpu_flops=2.0 * Pe * pairs, dram_bytes=nm * M * Pe * dep.wb,
                 pcie_bytes=2.0 * pairs * m.hidden_size * dep.ab, pcie_round_trips=round_trips,
-                launches=nm * np.minimum(1.0, M) * has, overlap=tag)
+                launches=nm * q * has, overlap=tag)
     return [part], f

@@ -350,6 +350,8 @@ def _jamba_ssm(c: Cfg) -> dict[str, Any]:
     period, offset = _period_offset(c, "attn_layer_period", "attn_layer_offset")
     attention = sum(1 for i in range(layers) if i % period == offset)
     rank = c.opt("mamba_dt_rank", "auto")
+    if attention == layers:  # (every layer attends: a plain MoE transformer)
+        return {}
     return {"ssm": {
         "kind": "mamba1", "num_layers": layers - attention, "d_state": c.req("mamba_d_state"),
         "d_conv": c.req("mamba_d_conv"), "expand": c.req("mamba_expand"),

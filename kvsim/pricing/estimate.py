@@ -186,7 +186,7 @@ class Estimator:
         # request still prefilling (the others compressed), or none when that peak alone exceeds the pool
         g_peak = max(g_req, -(-ctx // VLLM_BLOCK_TOKENS) * block) if m.full_prompt_until_prefilled else g_req
         mb_gpu = gpu_requests_that_fit(budget.kv_gpu_bytes, g_req, g_peak, block)
-        notes = [n for n in (m.mla_note(), whole_host_note(m), eager_scores_note(m, ctx, chunk, budget.reserve_bytes)) if n]
+        notes = [n for n in (m.mla_note(), whole_host_note(m), eager_scores_note(m, ctx, chunk, budget.reserve.activation_bytes)) if n]
         if m.prompt_aware or m.compresses_prompt:  # --context is all prompt: what generated tokens (kept as they come) add
             gen = float(context // 2)
             kept = float(m.effective_prompt_tokens(float(context) - gen))

@@ -32,8 +32,9 @@ def kv_dtype_notes(kv_dtype: str, methods) -> list[str]:
 
 def eager_scores_note(method, prompt_tokens: float, chunk_tokens: float | None, reserve_bytes: float) -> str | None:
     """A note when a method's eager prefill materializes one layer's attention scores larger than the
-    engine's activation reserve (:meth:`KVMethod.prefill_scores_bytes`): kvsim prices that traffic but
-    reserves no memory for it. The largest chunk product ``n_new x (cached + n_new)`` over the prompt's
+    engine's activation reserve ``reserve_bytes`` (the profiling run's peak activations,
+    :attr:`EngineReserve.activation_bytes`; :meth:`KVMethod.prefill_scores_bytes` counts 2 B per score,
+    a lower bound where the softmax runs in fp32): kvsim prices that traffic but reserves no memory for it. The largest chunk product ``n_new x (cached + n_new)`` over the prompt's
     chunks of ``chunk_tokens`` (None: the whole prompt in one step)."""
     prompt = int(prompt_tokens)
     if prompt < 1:
@@ -48,5 +49,5 @@ def eager_scores_note(method, prompt_tokens: float, chunk_tokens: float | None, 
     return (f"its eager prefill materializes one layer's attention scores (query heads x new x "
             f"attended tokens): {need[worst] / 1e9:,.1f} GB per GPU for the {int(new[worst]):,}-token chunk after "
             f"{int(starts[worst]):,} cached tokens of a {prompt:,}-token prompt, beyond the {reserve_bytes / 1e9:.2f} GB "
-            "the engine reserves for activations; kvsim prices that traffic but reserves no memory for it, so a real "
-            "run needs that much more GPU memory, or runs out of it")
+            "the engine reserves for activations (at 2 B a score); kvsim prices that traffic but reserves no memory for "
+            "it, so a real run needs that much more GPU memory, or runs out of it")

@@ -7,7 +7,10 @@ trace's provenance, expert offloading and the SLO verdict.
 
 from __future__ import annotations
 
+import numpy as np
+
 from kvsim.costmodel.deployment import Deployment
+from kvsim.errors import ConfigError
 from kvsim.methods import KVMethod
 from kvsim.pricing.estimate import whole_host_note
 from kvsim.pricing.input_notes import eager_scores_note, kv_dtype_notes, window_note
@@ -51,12 +54,13 @@ def setup_notes(dep: Deployment, trace: Trace, *, chunked_prefill: bool, max_num
 
 def complete_summary(res: SimResult, method: KVMethod, trace: Trace, dep: Deployment, *, spec: str,
                      slo: SLO | None, disaggregated: bool = False, extra_notes: tuple = (), kv_dtype: str = "auto",
-                     trace_spec: dict | None = None) -> list[str]:
+                     trace_spec: dict | None = None, prefill: tuple | None = None) -> list[str]:
     """Add to ``res.summary`` what ``kvsim simulate --json`` prints beyond the simulator's metrics, in
     its order: ``notes`` (``extra_notes``, then this method's: its own KV format against ``kv_dtype``,
     the chunk cache's hit rates, MLA, the host share), ``chunk_cache``, ``method_spec``,
     ``trace_source``, ``trace_notice``, ``trace_spec`` (the command's flags; None: left out),
-    ``expert_offload`` and ``slo``. Returns this method's notes (the command prints them on stderr
+    ``expert_offload`` and ``slo``. ``prefill``: ``(method, deployment)`` of the instances that prefill
+    (disaggregated runs; default: ``method`` and ``dep``). Returns this method's notes (the command prints them on stderr
     when it prints JSON; its tables print the summary's notes)."""
     s = res.summary
     notes = s.setdefault("notes", [])
@@ -67,8 +71,9 @@ def complete_summary(res: SimResult, method: KVMethod, trace: Trace, dep: Deploy
         by_tier = ", ".join(f"{t} {v:.1%}" for t, v in cc["hit_rate_by_tier"].items())
         own.append(f"{method.label()}: chunk cache ({cc['policy']}) hit rate {cc['hit_rate']:.1%} of "
                    f"{cc['lookups']:,} lookups ({by_tier}); KV loads assumed hidden behind the recompute")
+    prefilling = prefill if prefill is not None else (method, dep)
     own += [unused_chunk_cache_note(method, trace), method.mla_note(), None if disaggregated else whole_host_note(method),
-            _eager_scores(method, trace, dep, s.get("config") or {})]
+            _eager_scores(*prefilling, trace, s.get("config") or {})]
     for n in (*extra_notes, *own):
         if n and n not in notes:
             notes.append(n)
@@ -84,15 +89,34 @@ def complete_summary(res: SimResult, method: KVMethod, trace: Trace, dep: Deploy
     return [n for n in own if n]
 
 
-def _eager_scores(method: KVMethod, trace: Trace, dep: Deployment, config: dict) -> str | None:
-    """:func:`eager_scores_note` for the trace's longest prompt, with the run's step budget and the
-    activation reserve its engine profiles (a method without eager prefill: None, at no cost)."""
+def _eager_scores(method: KVMethod, dep: Deployment, trace: Trace, config: dict) -> str | None:
+    """:func:`eager_scores_note` for the longest prompt the run could admit (prompt + output within the
+    model's context), with the run's step budget and the activation reserve its engine profiles (a
+    method without eager prefill: None, at no cost). ``dep``/``method``: the side that prefills."""
     if not len(trace) or not method.prefill_scores_bytes(1.0, 0.0):
         return None
+    prompts = np.asarray(method.effective_prompt_tokens(trace.prompt_tokens.astype(np.float64)), dtype=np.float64)
+    fits = prompts + trace.output_tokens <= dep.model.max_context_tokens
+    if not fits.any():
+        return None
     budget_tokens = config.get("max_num_batched_tokens") or 8192
-    prompt = float(method.effective_prompt_tokens(float(max(trace.prompt_tokens))))
+    prompt = float(prompts[fits].max())
     chunk = budget_tokens if config.get("chunked_prefill", True) else None
     step = budget_tokens if chunk is not None else max(prompt, float(budget_tokens))
-    reserve = memory_budget(dep, method, max_tokens_per_step=step, max_seqs=config.get("max_num_seqs") or 256).reserve_bytes
+    reserve = memory_budget(dep, method, max_tokens_per_step=step,
+                            max_seqs=config.get("max_num_seqs") or 256).reserve.activation_bytes
     return eager_scores_note(method, prompt, chunk, reserve)
+
+
+def check_something_ran(summaries: list[dict], allow_flag: str | None) -> None:
+    """A ConfigError when every request of every run was rejected (nothing was simulated: a table of
+    dashes is no answer), naming why from the rejection note; ``allow_flag``: how the caller spells
+    the long-context switch when it is off (``--allow-long-context``, ``allow_long_context=True``)."""
+    if not summaries or not all(s["requests_completed"] == 0 and s["requests_rejected"] == s["requests_total"]
+                                for s in summaries):
+        return
+    why = next((n for n in summaries[0].get("notes", []) if "rejected (all of them)" in n), "")
+    hint = f"; or pass {allow_flag}" if allow_flag and "max_context" in why else ""
+    raise ConfigError(f"every request was rejected{' by every method' if len(summaries) > 1 else ''}: "
+                      f"{why or 'see the notes'}{hint}")
 

@@ -10,7 +10,7 @@ Order of operations in :func:`build_trace` (each step's count is reported):
    -> ``num_failed_dropped``;
 3. invalid requests (0 prompt tokens) -> ``meta["num_invalid_dropped"]``;
    ``arrivals`` (``--arrivals``) then gives the rows left synthetic arrival times, in file order
-   (a file without timestamps gets them before step 1, whose window then reads them);
+   (a file without timestamps: step 1's window then reads those);
 4. stable sort by arrival, keep the first ``limit`` requests -> ``num_filtered``;
 5. shift so the first request arrives at 0 s;
 6. rescale time: ``rate`` R gives exactly (N-1)/span = R requests/s (BurstGPT README:
@@ -217,20 +217,18 @@ def build_trace(
     # the replayed requests arrive at the rate asked (drawn for every row before, a --trace-model filter kept
     # 77 of 400 rows' draws: 0.68 req/s for poisson:rate=4; trace audit). A file without timestamps gets
     # them first: its --start-s / --end-s window then applies to the synthetic times, as it has no others.
-    early = opts.arrivals is not None and not raw.has_arrivals
-    if early:
-        t_new, note, m = arrivals.apply(opts.arrivals, len(raw), opts.seed, raw.has_arrivals)
-        raw = replace(raw, time_s=t_new, notes=[*raw.notes, note], meta={**raw.meta, **m})
-    elif not raw.has_arrivals:
+    early = opts.arrivals is not None and not raw.has_arrivals  # (its window reads the synthetic times, drawn below)
+    if opts.arrivals is None and not raw.has_arrivals:
         raise TraceError(f"trace {name} has no arrival times; give synthetic ones with --arrivals poisson:rate=R")
-    check_raw(raw, name)
+    check_raw(replace(raw, time_s=np.zeros(len(raw))) if early else raw, name)
     t, prompt, output = raw.time_s, raw.prompt_tokens, raw.output_tokens
     n_read = len(raw)
     mask = np.ones(n_read, dtype=bool) if raw.keep is None else raw.keep.copy()
-    if opts.start_s is not None:
-        mask &= t >= opts.start_s
-    if opts.end_s is not None:
-        mask &= t < opts.end_s
+    if not early:
+        if opts.start_s is not None:
+            mask &= t >= opts.start_s
+        if opts.end_s is not None:
+            mask &= t < opts.end_s
     n_filt = n_read - int(mask.sum())
     failed = mask & (output == 0)
     n_fail = int(failed.sum())
@@ -240,11 +238,20 @@ def build_trace(
     mask &= ~invalid
 
     idx = np.flatnonzero(mask)
-    if opts.arrivals is not None and not early and idx.size:
-        t_new, note, m = arrivals.apply(opts.arrivals, idx.size, opts.seed, True)
+    if opts.arrivals is not None and idx.size:
+        t_new, note, m = arrivals.apply(opts.arrivals, idx.size, opts.seed, raw.has_arrivals)
         t = np.array(t, dtype=np.float64)
         t[idx] = t_new
         raw = replace(raw, notes=[*raw.notes, note], meta={**raw.meta, **m})
+        if early and (opts.start_s is not None or opts.end_s is not None):
+            inside = np.ones(idx.size, dtype=bool)
+            if opts.start_s is not None:
+                inside &= t_new >= opts.start_s
+            if opts.end_s is not None:
+                inside &= t_new < opts.end_s
+            n_filt += int((~inside).sum())
+            mask[idx[~inside]] = False
+            idx = idx[inside]
     order = idx[np.argsort(t[idx], kind="stable")]
     first_n = opts.first_n
     if first_n is not None and order.size > first_n:

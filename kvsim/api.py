@@ -197,6 +197,8 @@ def estimate(hw: str | Deployment = "a100", model: str | None = None, method: st
         notes.append(note)
     context = _whole("context", context, 1)
     notes.append(check_context(context, dep.model, allow_long_context))
+    if allow_long_context is True and not isinstance(method, KVMethod):  # (as the CLI: the engine's context widened)
+        dep = with_max_context(dep, context)[0]
     m = _method(method, dep)
     notes += [*kv_dtype_notes(deployment_options.get("kv_dtype", "auto"), [m]), window_note(dep.model)]
     r = _estimate(dep, m, context, batch, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,

@@ -409,3 +409,12 @@ def test_review_lengths_only_file_draws_arrivals_after_the_drops(tmp_path):
     win = kvsim.load_trace(str(tmp_path / "lens.csv"), columns="prompt=prompt,output=output",
                            arrivals="poisson:rate=4", start_s=10, end_s=20)
     assert 20 < len(win) < 70 and win.meta["raw_start_s"] >= 10  # (the window reads the synthetic times)
+
+
+def test_review_estimate_widens_the_context_as_simulate_does():
+    """--allow-long-context in estimate priced beyond the context without the engine's wider rotary
+    cache, which simulate's with_max_context adds (review): Qwen3-32B at 65,600 tokens, the reserve
+    grows by (65,600 - 40,960) x 128 x 2 B = 6,307,840 B."""
+    a = kvsim.estimate(hw="h200", model="qwen3-32b", context=65_600, allow_long_context=True)
+    b = kvsim.estimate(hw="h200", model="qwen3-32b", context=40_960)
+    assert a.activation_reserve_bytes - b.activation_reserve_bytes == (65_600 - 40_960) * 128 * 2

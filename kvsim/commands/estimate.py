@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvsim.costmodel.deployment import build_deployment
+from kvsim.costmodel.deployment import build_deployment, with_max_context
 from kvsim.commands.common import (
     CalibrationOpt, ExpertOffloadOpt, GpuUtilOpt, HwOpt, JsonOpt, KvDtypeOpt, MethodOpt, ModelOpt, TpOpt, WeightDtypeOpt,
     console, fmt_bytes, fmt_num, fmt_s, print_json, split_methods,
@@ -85,6 +85,8 @@ def estimate_cmd(
         if note and tts is None:  # (--tts takes its lengths inside)
             print(f"note: {note}", file=sys.stderr)
     _check_context(context, dep.model, allow_long_context)
+    if allow_long_context:  # an engine started with that context: its rotary cache, as `simulate` widens it
+        dep = with_max_context(dep, context)[0]
     for note in dep.notes:
         print(f"note: {note}", file=sys.stderr)
     specs = split_methods(method)

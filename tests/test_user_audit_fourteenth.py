@@ -418,3 +418,10 @@ def test_review_estimate_widens_the_context_as_simulate_does():
     a = kvsim.estimate(hw="h200", model="qwen3-32b", context=65_600, allow_long_context=True)
     b = kvsim.estimate(hw="h200", model="qwen3-32b", context=40_960)
     assert a.activation_reserve_bytes - b.activation_reserve_bytes == (65_600 - 40_960) * 128 * 2
+
+
+def test_failed_rows_counted_within_the_kept_requests():
+    """`-n 300` on the BurstGPT sample said 17 failed rows dropped, the whole file's count; 12 of them lie
+    before the 300th kept request (trace audit)."""
+    assert kvsim.load_trace("burstgpt-sample").num_failed_dropped == 17
+    assert kvsim.load_trace("burstgpt-sample", num_requests=300).num_failed_dropped == 12

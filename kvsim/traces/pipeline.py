@@ -257,6 +257,11 @@ def build_trace(
     if first_n is not None and order.size > first_n:
         n_filt += order.size - first_n
         order = order[:first_n]
+        if n_fail and order.size:  # failed rows past the kept requests were never part of the replay
+            if opts.arrivals is not None:  # (synthetic arrivals follow file order; failed rows drew none)
+                n_fail = int((failed & (np.arange(n_read) <= order.max())).sum())
+            else:
+                n_fail = int((failed & (t <= t[order[-1]])).sum())
     if order.size == 0:
         # (a file is named by its path: "trace hdronly" alone did not say which file)
         label = source if source and source != name and not source.startswith(name + "(") else name

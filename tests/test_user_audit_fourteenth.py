@@ -425,3 +425,18 @@ def test_failed_rows_counted_within_the_kept_requests():
     before the 300th kept request (trace audit)."""
     assert kvsim.load_trace("burstgpt-sample").num_failed_dropped == 17
     assert kvsim.load_trace("burstgpt-sample", num_requests=300).num_failed_dropped == 12
+
+
+def test_bursts_of_one_timestamp_are_reported():
+    """Mooncake's conversation trace puts 10,851 of 12,031 requests at the same millisecond as the one before
+    (batches of up to 28 every ~3 s); trace info gave its arrival CV of 3.03 with no word (trace audit)."""
+    from kvsim.traces.arrivals import ties_note
+
+    tr = kvsim.load_trace("mooncake-conversation")
+    assert "10,851 of 12,031 requests arrive at the same time as the one before (up to 28 at once)" in tr.notice
+    assert "same time as the one before" not in (kvsim.load_trace("mooncake-conversation",
+                                                                 arrivals="poisson:rate=3").notice or "")
+    # 0, 0, 0, 1, 2, 2: 3 ties of 6 (>= 5 %), the longest run 3 at once
+    assert ties_note([0, 0, 0, 1, 2, 2], "t").startswith("t: 3 of 6 requests arrive at the same time as the one before "
+                                                         "(up to 3 at once)")
+    assert ties_note([0, 1, 2, 3], "t") is None

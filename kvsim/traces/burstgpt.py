@@ -30,6 +30,7 @@ import numpy as np
 
 from kvsim.errors import TraceError, unknown_name
 from kvsim.traces._io import check_number, check_sorted, check_values, first_line, load_csv, row_lines, to_tokens
+from kvsim.traces.arrivals import ties_note
 from kvsim.traces.badrows import BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.fetch import burstgpt_cache_path
@@ -121,6 +122,9 @@ def read_burstgpt_raw(path: Path, opts: LoadOptions) -> tuple[RawRequests, str]:
         lt = rows["l"] == log_type.encode()
         keep = lt if keep is None else keep & lt
     raw = RawRequests(time_s=t, prompt_tokens=p, output_tokens=o, keep=keep, bad=bad)
+    tied = None if opts.arrivals is not None else ties_note(t, "Timestamp (whole seconds)")  # (--arrivals replaces them)
+    if tied:
+        raw.notes.append(tied)
     if fmt == "burstgpt8":
         sid = np.char.strip(rows["sid"])
         if (np.char.str_len(rows["sid"]) >= SESSION_ID_BYTES).any():

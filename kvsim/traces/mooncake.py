@@ -19,6 +19,7 @@ import numpy as np
 from kvsim.errors import TraceError
 from kvsim.specbase import INT64_MAX as INT64, short_repr
 from kvsim.traces._io import MAX_TIME_S, MAX_TOKENS, check_sorted, utf8_error
+from kvsim.traces.arrivals import ties_note
 from kvsim.traces.badrows import BadRow, BadRows
 from kvsim.traces.base import Trace
 from kvsim.traces.pipeline import LoadOptions, RawRequests, build_trace
@@ -127,4 +128,7 @@ def read_mooncake(path: Path, opts: LoadOptions, *, name: str | None = None) -> 
     """
     path = Path(path)
     raw = read_mooncake_raw(path, opts.strict)
+    tied = None if opts.arrivals is not None else ties_note(raw.time_s, "timestamp")  # (--arrivals replaces them)
+    if tied:
+        raw.notes.append(tied)
     return build_trace(raw, opts, name=name or path.name.split(".")[0], source=str(path), meta={"format": "mooncake"})

@@ -60,7 +60,8 @@ DESCRIPTIONS: dict[str, str] = {
     "mooncake-synthetic": "Mooncake FAST'25 synthetic trace: 3,993 requests, 512-token prefix blocks",
     "synthetic-poisson": "Poisson arrivals, fixed lengths; options rate, n, prompt, output, seed",
     "synthetic-gamma": "Gamma inter-arrivals with a given CV, fixed lengths; options rate, cv, n, prompt, output, seed",
-    "synthetic-burstgpt": "BurstGPT-modelled: Gamma arrivals, Zipf prompt/output lengths; options rate, cv, n, "
+    "synthetic-burstgpt": "BurstGPT-like lengths (Zipf prompt/output, means ~565 / ~330 tokens) with Gamma arrivals "
+    "at BurstGPT's demo defaults (rate 1, cv 1.41; the real sample's CV is 4.46); options rate, cv, n, "
     "prompt_a/min/max, output_a/min/max, seed",
     "synthetic-fixed": "fixed lengths, evenly spaced arrivals (default rate=inf: all at 0 s); "
     "options rate, n, prompt, output, seed",

@@ -440,3 +440,15 @@ def test_bursts_of_one_timestamp_are_reported():
     assert ties_note([0, 0, 0, 1, 2, 2], "t").startswith("t: 3 of 6 requests arrive at the same time as the one before "
                                                          "(up to 3 at once)")
     assert ties_note([0, 1, 2, 3], "t") is None
+
+
+def test_json_notes_of_several_methods_name_their_method():
+    """`simulate --method h2o,mikv,full --json` printed each method's own notes as bare `note:` lines on stderr,
+    twice the same eager-prefill note with no method named (review); the tables say `note (h2o):`."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "kvsim", "simulate", "--hw", "h100", "--method", "h2o,mikv,full", "--trace",
+                        "synthetic-poisson:n=2,prompt=65536,output=2", "--json"], capture_output=True, text=True, check=True)
+    eager = [line for line in r.stderr.splitlines() if "eager prefill" in line]
+    assert [line.split(":")[0] for line in eager] == ["note (h2o)", "note (mikv)"]

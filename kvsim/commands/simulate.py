@@ -212,8 +212,9 @@ def simulate_cmd(
                                extra_notes=tuple(setup), kv_dtype=kv_dtype, trace_spec=trace_spec,
                                prefill=None if split is None else (m_p, split[2]))
         if as_json:  # (the tables print the summary's notes with the results)
+            label = f" ({m.label()})" if len(methods) > 1 else ""  # (which method's, as the tables say)
             for note in own:
-                print(f"note: {note}", file=sys.stderr)
+                print(f"note{label}: {note}", file=sys.stderr)
         results.append(res)
     if not results:
         raise ConfigError("no method could be simulated")

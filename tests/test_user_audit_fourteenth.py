@@ -452,3 +452,19 @@ def test_json_notes_of_several_methods_name_their_method():
                         "synthetic-poisson:n=2,prompt=65536,output=2", "--json"], capture_output=True, text=True, check=True)
     eager = [line for line in r.stderr.splitlines() if "eager prefill" in line]
     assert [line.split(":")[0] for line in eager] == ["note (h2o)", "note (mikv)"]
+
+
+def test_eager_note_reads_two_chunks_not_every_chunk():
+    """The note built an array over every prefill chunk: a 1e13-token context (about 1.2e9 chunks of 8,192)
+    needed 9 GiB and raised a traceback under a memory limit (docs audit). The product n (c + n) is
+    largest at the last full chunk or the last chunk, so those two are read. 10^13 = 8,192 x 1,220,703,125
+    exactly: the last chunk is full, 8,192 tokens after 10^13 - 8,192 = 9,999,999,991,808; 10^13 + 6,144
+    tokens end in a 6,144-token chunk, and the full one before it (after 9,999,999,991,808) is the larger."""
+    from kvsim.costmodel.deployment import build_deployment
+    from kvsim.methods import make_method
+    from kvsim.pricing.input_notes import eager_scores_note
+
+    h2o = make_method("h2o", build_deployment("h100", "llama-3.1-8b"))
+    assert "for the 8,192-token chunk after 9,999,999,991,808 cached tokens" in eager_scores_note(h2o, 10**13, 8192, 1e9)
+    # 8,192 x (9,999,999,991,808 + 8,192) > 6,144 x (10^13 + 6,144)
+    assert "for the 8,192-token chunk after 9,999,999,991,808 cached" in eager_scores_note(h2o, 10**13 + 6144, 8192, 1e9)

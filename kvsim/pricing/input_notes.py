@@ -40,7 +40,10 @@ def eager_scores_note(method, prompt_tokens: float, chunk_tokens: float | None, 
     if prompt < 1:
         return None
     chunk = int(chunk_tokens) if chunk_tokens else prompt
-    starts = np.arange(0, prompt, chunk, dtype=np.float64)
+    # n x (cached + n) grows with the chunk's start, so the largest is the last full chunk or the last one
+    # (two candidates, not every chunk: a 1e13-token prompt has ~1e9 of them)
+    last = (prompt - 1) // chunk * chunk
+    starts = np.unique(np.array([max(0, last - chunk), last], dtype=np.float64))
     new = np.minimum(float(chunk), prompt - starts)
     need = np.asarray(method.prefill_scores_bytes(new, starts), dtype=np.float64) * np.ones_like(new)
     worst = int(np.argmax(need))

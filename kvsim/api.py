@@ -313,7 +313,7 @@ def simulate(hw: str | Deployment = "a100", model: str | None = None, method: st
             raise ConfigError(f"allow_long_context must be True or False (got {allow_long_context!r})")
         if isinstance(method, KVMethod):
             raise ConfigError("allow_long_context: give the method by name (a KVMethod was built for the model's own context)")
-        dep, wide = with_max_context(dep, int((tr.prompt_tokens + tr.output_tokens).max()))
+        dep, wide = with_max_context(dep, tr.longest_request_tokens)
     m = _method(method, dep)
     if not isinstance(config, (SimConfig, dict, type(None))):
         raise ConfigError(f"config must be a SimConfig or a dict of engine settings (got {type(config).__name__})")

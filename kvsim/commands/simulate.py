@@ -146,10 +146,9 @@ def simulate_cmd(
                     max_output_tokens=max_output_tokens)
     wide = None
     if allow_long_context:  # the trace's longest request sets the context the engine is started with
-        longest = int((tr.prompt_tokens + tr.output_tokens).max()) if len(tr) else 0
-        dep, wide = with_max_context(dep, longest)
+        dep, wide = with_max_context(dep, tr.longest_request_tokens)
         if split is not None:
-            split = (split[0], split[1], with_max_context(split[2], longest)[0])
+            split = (split[0], split[1], with_max_context(split[2], tr.longest_request_tokens)[0])
     if tr.notice:
         print(f"note: {tr.notice}", file=sys.stderr)
     short = shortfall_note(num_requests, len(tr), "--num-requests")

@@ -118,17 +118,30 @@ def prefix_caching_tokens(method: KVMethod, trace: Trace, cfg: SimConfig) -> tup
     return trace.prefix_block_tokens, None
 
 
+def admissible(dep: Deployment, method: KVMethod, trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(peff, total, fits_ctx)`` [N]: the effective prompts, with the outputs, and whether they fit the
+    model's context (a request that does not is rejected at arrival: ``max_context``)."""
+    peff = effective_prompts(method, np.asarray(trace.prompt_tokens, dtype=np.int64))
+    total = peff + np.asarray(trace.output_tokens, dtype=np.int64)
+    return peff, total, total <= dep.model.max_context_tokens
+
+
+def profiling_step_tokens(max_num_batched_tokens: int, chunked_prefill: bool, peff: np.ndarray,
+                          fits_ctx: np.ndarray) -> int:
+    """Tokens of the step the engine profiles its memory with: the step budget, or without chunked
+    prefill the longest admissible prompt when it is longer (a whole prompt is one step)."""
+    if not chunked_prefill and fits_ctx.any():
+        return max(max_num_batched_tokens, int(peff[fits_ctx].max()))
+    return max_num_batched_tokens
+
+
 def prepare(dep: Deployment, method: KVMethod, trace: Trace, cfg: SimConfig) -> ReplicaInputs:
     """Effective prompts, the KV layout, rejections at arrival, the analytic prefix hit."""
     prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
     output = np.asarray(trace.output_tokens, dtype=np.int64)
-    peff = effective_prompts(method, prompt)
-    total = peff + output
-    fits_ctx = total <= dep.model.max_context_tokens
+    peff, total, fits_ctx = admissible(dep, method, trace)
     n_max = int(total[fits_ctx].max()) if fits_ctx.any() else 1
-    step_tokens = cfg.max_num_batched_tokens
-    if not cfg.chunked_prefill and fits_ctx.any():
-        step_tokens = max(step_tokens, int(peff[fits_ctx].max()))
+    step_tokens = profiling_step_tokens(cfg.max_num_batched_tokens, cfg.chunked_prefill, peff, fits_ctx)
     lay = kv_layout(dep, method, n_max, block_size_tokens=cfg.block_size_tokens,
                     max_tokens_per_step=step_tokens, max_seqs=cfg.max_num_seqs, host_tier_bytes=cfg.host_tier_bytes)
     end = np.minimum(total - 1, n_max)

@@ -7,8 +7,6 @@ trace's provenance, expert offloading and the SLO verdict.
 
 from __future__ import annotations
 
-import numpy as np
-
 from kvsim.costmodel.deployment import Deployment
 from kvsim.errors import ConfigError
 from kvsim.methods import KVMethod
@@ -17,7 +15,7 @@ from kvsim.pricing.input_notes import eager_scores_note, kv_dtype_notes, window_
 from kvsim.pricing.memory import memory_budget
 from kvsim.sim.chunk_reuse import chunk_cache_summary, unused_chunk_cache_note
 from kvsim.sim.config import SimResult
-from kvsim.sim.inputs import whole_prompt_budget_note
+from kvsim.sim.inputs import admissible, profiling_step_tokens, whole_prompt_budget_note
 from kvsim.slo import SLO
 from kvsim.slo import verdict as slo_verdict
 from kvsim.traces import Trace
@@ -95,17 +93,14 @@ def _eager_scores(method: KVMethod, dep: Deployment, trace: Trace, config: dict)
     method without eager prefill: None, at no cost). ``dep``/``method``: the side that prefills."""
     if not len(trace) or not method.prefill_scores_bytes(1.0, 0.0):
         return None
-    prompts = np.asarray(method.effective_prompt_tokens(trace.prompt_tokens.astype(np.float64)), dtype=np.float64)
-    fits = prompts + trace.output_tokens <= dep.model.max_context_tokens
+    peff, _, fits = admissible(dep, method, trace)  # (the simulators' rule: kvsim.sim.inputs.prepare)
     if not fits.any():
         return None
-    budget_tokens = config.get("max_num_batched_tokens") or 8192
-    prompt = float(prompts[fits].max())
-    chunk = budget_tokens if config.get("chunked_prefill", True) else None
-    step = budget_tokens if chunk is not None else max(prompt, float(budget_tokens))
+    budget_tokens, chunked = config.get("max_num_batched_tokens") or 8192, config.get("chunked_prefill", True)
+    step = profiling_step_tokens(budget_tokens, chunked, peff, fits)
     reserve = memory_budget(dep, method, max_tokens_per_step=step,
                             max_seqs=config.get("max_num_seqs") or 256).reserve.activation_bytes
-    return eager_scores_note(method, prompt, chunk, reserve)
+    return eager_scores_note(method, float(peff[fits].max()), budget_tokens if chunked else None, reserve)
 
 
 def check_something_ran(summaries: list[dict], allow_flag: str | None) -> None:

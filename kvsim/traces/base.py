@@ -92,6 +92,12 @@ class Trace:
         return float(self.arrival_s[-1] - self.arrival_s[0])
 
     @property
+    def longest_request_tokens(self) -> int:
+        """The largest prompt + output of a request (0 for an empty trace): the context an engine must
+        serve to admit every request (``--allow-long-context``)."""
+        return int((self.prompt_tokens + self.output_tokens).max()) if len(self) else 0
+
+    @property
     def mean_rate_per_s(self) -> float:
         """Mean arrival rate, requests per second ((N-1) / span)."""
         d = self.duration_s
